@@ -1,0 +1,244 @@
+// GEMM driver in the GotoBLAS/BLIS shape, for row-major C:
+//   for each NC block of columns, for each KC block of k:  pack op(B) into NR-wide panels
+//     for each MC block of rows:                           pack op(A) into MR-tall panels
+//       for each MR x NR tile: microkernel (A panel stays in L1, the B block in L2)
+// Packing absorbs transposes and leading dimensions and zero-pads edges, so the
+// microkernel always runs full tiles; edge tiles land in a small buffer first.
+// KC is fixed, so every element of C sees the same summation order whatever the
+// thread count: results are bit-identical with 1 or many threads.
+#include "gemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "../../parallel.h"
+
+namespace fastnn {
+namespace {
+
+constexpr int64_t KC = 256;   // k-block: an MR x KC A panel is 8 KiB, well inside L1
+constexpr int64_t NC = 576;   // column block: a KC x NC B block is 576 KiB, inside a 1 MiB L2
+constexpr int64_t MC = 384;   // row block of A packed per step (L3-resident)
+
+struct AlignedFree {
+    void operator()(float* p) const { std::free(p); }
+};
+
+// Grow-only 64-byte aligned scratch, one per calling thread.
+float* scratch(std::unique_ptr<float, AlignedFree>& buf, size_t& cap, size_t floats) {
+    if (floats > cap) {
+        size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+        buf.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+        if (!buf) throw std::bad_alloc();
+        cap = floats;
+    }
+    return buf.get();
+}
+
+// Panel `panel` of op(A) rows [i0, i0+mc), ks [p0, p0+kc): kc groups of mr values.
+void pack_a_panel(bool trans, const float* a, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
+                  int64_t kc, int mr, int64_t panel, float* dst) {
+    int64_t r0 = panel * mr, rows = std::min<int64_t>(mr, mc - r0);
+    float* out = dst + panel * mr * kc;
+    for (int64_t p = 0; p < kc; ++p) {
+        float* o = out + p * mr;
+        if (trans) {  // op(A)[i][p] = a[p][i]: a row of A is contiguous here
+            const float* src = a + (p0 + p) * lda + i0 + r0;
+            for (int64_t r = 0; r < rows; ++r) o[r] = src[r];
+        } else {
+            const float* src = a + (i0 + r0) * lda + p0 + p;
+            for (int64_t r = 0; r < rows; ++r) o[r] = src[r * lda];
+        }
+        for (int64_t r = rows; r < mr; ++r) o[r] = 0.0f;
+    }
+}
+
+// Panel `panel` of op(B) ks [p0, p0+kc), columns [j0, j0+nc): kc groups of nr values.
+void pack_b_panel(bool trans, const float* b, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
+                  int64_t nc, int nr, int64_t panel, float* dst) {
+    int64_t c0 = panel * nr, cols = std::min<int64_t>(nr, nc - c0);
+    float* out = dst + panel * nr * kc;
+    for (int64_t p = 0; p < kc; ++p) {
+        float* o = out + p * nr;
+        if (trans) {  // op(B)[p][j] = b[j][p]
+            const float* src = b + (j0 + c0) * ldb + p0 + p;
+            for (int64_t j = 0; j < cols; ++j) o[j] = src[j * ldb];
+        } else {
+            std::memcpy(o, b + (p0 + p) * ldb + j0 + c0, static_cast<size_t>(cols) * sizeof(float));
+        }
+        for (int64_t j = cols; j < nr; ++j) o[j] = 0.0f;
+    }
+}
+
+void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
+    for (int64_t i = 0; i < m; ++i) {
+        float* row = c + i * ldc;
+        if (beta == 0.0f)
+            std::fill(row, row + n, 0.0f);
+        else
+            for (int64_t j = 0; j < n; ++j) row[j] *= beta;
+    }
+}
+
+// One MR x NR tile at C(i, j); a partial tile goes through a local buffer.
+void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* bp, float* c,
+              int64_t ldc, int64_t rows, int64_t cols, float alpha, float beta) {
+    if (rows == uk.mr && cols == uk.nr) {
+        uk.fn(kc, ap, bp, c, ldc, alpha, beta);
+        return;
+    }
+    alignas(64) float tile[16 * 64];
+    uk.fn(kc, ap, bp, tile, uk.nr, 1.0f, 0.0f);
+    for (int64_t i = 0; i < rows; ++i) {
+        float* row = c + i * ldc;
+        const float* t = tile + i * uk.nr;
+        if (beta == 0.0f)
+            for (int64_t j = 0; j < cols; ++j) row[j] = alpha * t[j];
+        else
+            for (int64_t j = 0; j < cols; ++j) row[j] = alpha * t[j] + beta * row[j];
+    }
+}
+
+const Microkernel* best_kernel();
+const Microkernel* g_kernel = nullptr;  // set at load time, see Init below
+
+}  // namespace
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+          int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || alpha == 0.0f) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    const Microkernel& uk = *g_kernel;
+    const int mr = uk.mr, nr = uk.nr;
+    const int64_t nc_max = std::min<int64_t>((NC + nr - 1) / nr * nr, (n + nr - 1) / nr * nr);
+    const int64_t mc_max = std::min<int64_t>((MC + mr - 1) / mr * mr, (m + mr - 1) / mr * mr);
+    const int64_t kc_max = std::min<int64_t>(KC, k);
+
+    thread_local std::unique_ptr<float, AlignedFree> a_buf, b_buf;
+    thread_local size_t a_cap = 0, b_cap = 0;
+    float* a_pack = scratch(a_buf, a_cap, static_cast<size_t>(mc_max * kc_max));
+    float* b_pack = scratch(b_buf, b_cap, static_cast<size_t>(nc_max * kc_max));
+
+    // Small products run on one thread: a fork costs more than they do.
+    const int threads = threads_for(m * n * k, int64_t{1} << 18);
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    for (int64_t jc = 0; jc < n; jc += nc_max) {
+        const int64_t nc = std::min(nc_max, n - jc), n_panels = (nc + nr - 1) / nr;
+        for (int64_t pc = 0; pc < k; pc += kc_max) {
+            const int64_t kc = std::min(kc_max, k - pc);
+            const float beta_k = pc == 0 ? beta : 1.0f;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int64_t jp = 0; jp < n_panels; ++jp)
+                pack_b_panel(trans_b, b, ldb, pc, kc, jc, nc, nr, jp, b_pack);
+            for (int64_t ic = 0; ic < m; ic += mc_max) {
+                const int64_t mc = std::min(mc_max, m - ic), m_panels = (mc + mr - 1) / mr;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int64_t ip = 0; ip < m_panels; ++ip)
+                    pack_a_panel(trans_a, a, lda, ic, mc, pc, kc, mr, ip, a_pack);
+                // Tiles split row-panel-major when there are enough row panels, so each
+                // thread keeps its A panel in L1 and streams the shared B block from L2.
+                const bool rows_outer = m_panels >= threads;
+                const int64_t tiles = m_panels * n_panels;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int64_t t = 0; t < tiles; ++t) {
+                    const int64_t ip = rows_outer ? t / n_panels : t % m_panels;
+                    const int64_t jp = rows_outer ? t % n_panels : t / m_panels;
+                    const int64_t i = ip * mr, j = jp * nr;
+                    run_tile(uk, kc, a_pack + ip * mr * kc, b_pack + jp * nr * kc,
+                             c + (ic + i) * ldc + jc + j, ldc, std::min<int64_t>(mr, mc - i),
+                             std::min<int64_t>(nr, nc - j), alpha, beta_k);
+                }
+            }
+        }
+    }
+}
+
+void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                    float* c, int64_t ldc) {
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+            double sum = 0.0;
+            for (int64_t p = 0; p < k; ++p) {
+                double av = trans_a ? a[p * lda + i] : a[i * lda + p];
+                double bv = trans_b ? b[j * ldb + p] : b[p * ldb + j];
+                sum += av * bv;
+            }
+            float& out = c[i * ldc + j];
+            out = static_cast<float>(alpha * sum + (beta == 0.0f ? 0.0 : double(beta) * out));
+        }
+}
+
+// ---- ISA selection -------------------------------------------------------------------
+
+namespace {
+
+bool cpu_runs(const Microkernel& uk) {
+#ifdef FASTNN_X86
+    if (&uk == &kAvx512Kernel) return __builtin_cpu_supports("avx512f");
+    if (&uk == &kAvx2Kernel) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return &uk == &kGenericKernel;
+}
+
+const Microkernel* const kAll[] = {
+#ifdef FASTNN_X86
+    &kAvx512Kernel, &kAvx2Kernel,
+#endif
+    &kGenericKernel};
+
+const Microkernel* best_kernel() {
+    for (const Microkernel* uk : kAll)
+        if (cpu_runs(*uk)) return uk;
+    return &kGenericKernel;
+}
+
+const Microkernel* find_kernel(const char* name) {
+    for (const Microkernel* uk : kAll)
+        if (std::strcmp(uk->isa, name) == 0 && cpu_runs(*uk)) return uk;
+    return nullptr;
+}
+
+struct Init {
+    Init() {
+        g_kernel = best_kernel();
+        const char* forced = std::getenv("FASTNN_ISA");
+        if (forced && *forced)
+            if (const Microkernel* uk = find_kernel(forced)) g_kernel = uk;
+    }
+} init;
+
+}  // namespace
+
+const char* active_isa() { return g_kernel->isa; }
+
+bool set_isa(const char* name) {
+    const Microkernel* uk = find_kernel(name);
+    if (!uk) return false;
+    g_kernel = uk;
+    return true;
+}
+
+int supported_isas(const char** names) {
+    int count = 0;
+    for (const Microkernel* uk : kAll)
+        if (cpu_runs(*uk)) names[count++] = uk->isa;
+    return count;
+}
+
+}  // namespace fastnn

@@ -1,0 +1,42 @@
+// GEMM: C = alpha * op(A) * op(B) + beta * C, row-major, with leading dimensions.
+// op(A) is m x k (A is stored k x m when trans_a), op(B) is k x n (n x k when trans_b).
+#pragma once
+#include <cstdint>
+
+namespace fastnn {
+
+// Packed, cache-blocked, OpenMP-parallel GEMM on the active microkernel.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+          int64_t ldc);
+
+// The plain triple loop (double accumulator) that the fast path is held to.
+void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                    float* c, int64_t ldc);
+
+// A microkernel computes one MR x NR tile of C from kc steps of packed panels:
+// a holds kc groups of MR values of op(A), b holds kc groups of NR values of op(B).
+// C = alpha * sum + beta * C; with beta == 0, C is written without being read.
+using MicrokernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c,
+                               int64_t ldc, float alpha, float beta);
+
+struct Microkernel {
+    const char* isa;
+    int mr, nr;
+    MicrokernelFn fn;
+};
+
+// One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.
+extern const Microkernel kGenericKernel;
+#ifdef FASTNN_X86
+extern const Microkernel kAvx2Kernel;
+extern const Microkernel kAvx512Kernel;
+#endif
+
+// ISA selection: the best this CPU runs, unless FASTNN_ISA or set_isa says otherwise.
+const char* active_isa();
+bool set_isa(const char* name);           // false if unknown or unsupported here
+int supported_isas(const char** names);   // fills up to 3 names, best first
+
+}  // namespace fastnn

@@ -1,0 +1,125 @@
+// Losses: the mean loss (summed in fixed chunks, so thread-count independent) and its
+// gradient with respect to the prediction, in one pass.
+#include <algorithm>
+#include <cmath>
+
+#include "../ops.h"
+#include "../parallel.h"
+
+namespace fastnn {
+namespace {
+
+constexpr int64_t kChunk = 4096;  // elements per partial sum
+
+// Row chunk of about kChunk elements, fixed by the shape alone.
+int64_t row_chunk(int64_t cols) { return std::max<int64_t>(1, kChunk / std::max<int64_t>(cols, 1)); }
+
+struct ShiftedExp {
+    float log_sum_exp;  // log(sum(exp(x))), computed without overflow
+    float inv_sum;      // 1 / sum(exp(x - max)): turns e into softmax(x)
+};
+
+// Writes exp(x - max(x)) of one row into e.
+ShiftedExp shifted_exp(const float* x, float* e, int64_t cols) {
+    float mx = *std::max_element(x, x + cols);
+    float sum = 0.0f;
+    for (int64_t j = 0; j < cols; ++j) sum += (e[j] = std::exp(x[j] - mx));
+    return {mx + std::log(sum), 1.0f / sum};
+}
+
+}  // namespace
+
+double mse(const float* pred, const float* target, float* grad, int64_t n) {
+    const float scale = 2.0f / static_cast<float>(n);
+    double total = chunked_sum(n, kChunk, [&](int64_t b, int64_t e) {
+        double s = 0.0;
+        for (int64_t i = b; i < e; ++i) {
+            float d = pred[i] - target[i];
+            grad[i] = scale * d;
+            s += static_cast<double>(d) * d;
+        }
+        return s;
+    });
+    return total / static_cast<double>(n);
+}
+
+double bce_with_logits(const float* z, const float* t, float* grad, int64_t n) {
+    const float inv_n = 1.0f / static_cast<float>(n);
+    double total = chunked_sum(n, kChunk, [&](int64_t b, int64_t e) {
+        double s = 0.0;
+        for (int64_t i = b; i < e; ++i) {
+            // max(z, 0) - z t + log(1 + exp(-|z|)): no overflow for any z.
+            float ez = std::exp(-std::fabs(z[i]));
+            s += std::max(z[i], 0.0f) - z[i] * t[i] + std::log1p(ez);
+            float sig = z[i] >= 0.0f ? 1.0f / (1.0f + ez) : ez / (1.0f + ez);
+            grad[i] = (sig - t[i]) * inv_n;
+        }
+        return s;
+    });
+    return total / static_cast<double>(n);
+}
+
+double bce_probabilities(const float* p, const float* t, float* grad, int64_t n) {
+    // As PyTorch: each log clamped at -100, the gradient's denominator at 1e-12.
+    const float inv_n = 1.0f / static_cast<float>(n);
+    double total = chunked_sum(n, kChunk, [&](int64_t b, int64_t e) {
+        double s = 0.0;
+        for (int64_t i = b; i < e; ++i) {
+            float lp = std::max(std::log(p[i]), -100.0f);
+            float lq = std::max(std::log1p(-p[i]), -100.0f);
+            s -= t[i] * lp + (1.0f - t[i]) * lq;
+            grad[i] = (p[i] - t[i]) / std::max(p[i] * (1.0f - p[i]), 1e-12f) * inv_n;
+        }
+        return s;
+    });
+    return total / static_cast<double>(n);
+}
+
+double cross_entropy(const float* logits, const int64_t* labels, float* grad, int64_t rows,
+                     int64_t classes) {
+    const float inv_rows = 1.0f / static_cast<float>(rows);
+    double total = chunked_sum(rows, row_chunk(classes), [&](int64_t b, int64_t e) {
+        double s = 0.0;
+        for (int64_t r = b; r < e; ++r) {
+            const float* x = logits + r * classes;
+            float* g = grad + r * classes;
+            ShiftedExp se = shifted_exp(x, g, classes);
+            s += se.log_sum_exp - x[labels[r]];
+            float scale = se.inv_sum * inv_rows;
+            for (int64_t j = 0; j < classes; ++j) g[j] *= scale;   // softmax / rows
+            g[labels[r]] -= inv_rows;
+        }
+        return s;
+    });
+    return total / static_cast<double>(rows);
+}
+
+double cross_entropy_soft(const float* logits, const float* target, float* grad, int64_t rows,
+                          int64_t classes) {
+    const float inv_rows = 1.0f / static_cast<float>(rows);
+    double total = chunked_sum(rows, row_chunk(classes), [&](int64_t b, int64_t e) {
+        double s = 0.0;
+        for (int64_t r = b; r < e; ++r) {
+            const float *x = logits + r * classes, *t = target + r * classes;
+            float* g = grad + r * classes;
+            ShiftedExp se = shifted_exp(x, g, classes);
+            float mass = 0.0f;  // sum of the target row: 1 for a distribution
+            for (int64_t j = 0; j < classes; ++j) {
+                mass += t[j];
+                s += t[j] * (se.log_sum_exp - x[j]);
+            }
+            float scale = mass * se.inv_sum * inv_rows;
+            for (int64_t j = 0; j < classes; ++j) g[j] = g[j] * scale - t[j] * inv_rows;
+        }
+        return s;
+    });
+    return total / static_cast<double>(rows);
+}
+
+int64_t first_label_out_of_range(const int64_t* labels, int64_t n, int64_t classes) {
+    for (int64_t i = 0; i < n; ++i)
+        if (labels[i] < 0 || labels[i] >= classes) return i;
+    return -1;
+}
+
+}  // namespace fastnn
