@@ -73,3 +73,6 @@ def sgd_step(param: F32, grad: F32, velocity: Optional[F32], *, lr: float,
 def adam_step(param: F32, grad: F32, m: F32, v: F32, *, lr: float, beta1: float,
               beta2: float, eps: float, weight_decay: float, step: int) -> None:
     """In place, PyTorch's Adam (L2 weight decay added to the gradient); step counts from 1."""
+
+def fma_peak_gflops(threads: int = 1, seconds: float = 0.5) -> float:
+    """Measured float32 AVX-512 FMA peak (GFLOP/s) on `threads` threads; 0.0 without AVX-512."""

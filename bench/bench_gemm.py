@@ -1,0 +1,104 @@
+"""GEMM side by side: fastnn, NumPy (OpenBLAS) and PyTorch (CPU) on the same inputs.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_gemm.py [--quick]
+
+For each shape and thread count: check that the three agree, then report median GFLOP/s,
+fastnn's ratio to each, and fastnn's share of the measured FMA peak for that many
+threads (a probe of independent AVX-512 FMAs, fastnn._C.fma_peak_gflops). JSON goes to
+bench/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+
+import fastnn
+from fastnn import _C
+from common import machine_info, median_time, threads, try_import_torch, warn_openblas_env, write_json
+
+SQUARES = [64, 128, 256, 512, 1024, 2048, 4096]
+LAYERS = [784, 512, 256, 10]
+BATCHES = [32, 128, 512]
+
+
+def mlp_shapes() -> list[tuple[str, int, int, int, bool, bool]]:
+    """(label, m, n, k, transpose_a, transpose_b) of an MLP's training products."""
+    shapes = []
+    for batch in BATCHES:
+        for fan_in, fan_out in zip(LAYERS[:-1], LAYERS[1:]):
+            tag = f"b{batch} {fan_in}->{fan_out}"
+            shapes.append((f"fwd  X.W^T  {tag}", batch, fan_out, fan_in, False, True))
+            shapes.append((f"dW   dY^T.X {tag}", fan_out, fan_in, batch, True, False))
+            shapes.append((f"dX   dY.W   {tag}", batch, fan_in, fan_out, False, False))
+    return shapes
+
+
+def operands(m, n, k, ta, tb, rng):
+    a = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
+    return a, b
+
+
+def run_shape(label, m, n, k, ta, tb, nthreads, torch, repeats, rng):
+    a, b = operands(m, n, k, ta, tb, rng)
+    a_op, b_op = (a.T if ta else a), (b.T if tb else b)  # NumPy and torch take the views
+    out = np.empty((m, n), np.float32)
+    ref = a_op.astype(np.float64) @ b_op.astype(np.float64)
+    tol = 1e-4 * np.sqrt(k) * np.abs(ref).max()
+    with threads(nthreads, torch):
+        got = fastnn.matmul(a, b, transpose_a=ta, transpose_b=tb)
+        assert np.abs(got - ref).max() <= tol, f"fastnn disagrees on {label}"
+        assert np.abs(a_op @ b_op - ref).max() <= tol, f"numpy disagrees on {label}"
+        times = {"fastnn": median_time(lambda: _C.gemm(a, b, out, transpose_a=ta, transpose_b=tb), repeats),
+                 "numpy": median_time(lambda: np.matmul(a_op, b_op, out=out), repeats)}
+        if torch:
+            ta_t, tb_t, out_t = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+            top = (lambda x: x.T) if ta else (lambda x: x)
+            tob = (lambda x: x.T) if tb else (lambda x: x)
+            assert np.abs(torch.matmul(top(ta_t), tob(tb_t)).numpy() - ref).max() <= tol
+            times["torch"] = median_time(lambda: torch.matmul(top(ta_t), tob(tb_t), out=out_t), repeats)
+    flops = 2.0 * m * n * k
+    return {name: flops / t / 1e9 for name, t in times.items()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--repeats", type=int, default=7)
+    args = p.parse_args(argv)
+    warn_openblas_env()
+    torch = try_import_torch()
+    rng = np.random.default_rng(0)
+    squares = [64, 256, 1024] if args.quick else SQUARES
+    repeats = 3 if args.quick else args.repeats
+    shapes = [(f"square {s}", s, s, s, False, False) for s in squares] + mlp_shapes()
+    print(f"fastnn {fastnn.__version__} isa={_C.get_isa()}  torch={'yes' if torch else 'not installed'}")
+    rows = []
+    for nthreads in [int(t) for t in args.threads.split(",")]:
+        peak = _C.fma_peak_gflops(nthreads, 0.5)
+        print(f"\n== {nthreads} thread(s); measured FMA peak {peak:.0f} GFLOP/s ==")
+        print(f"{'shape':32s} {'fastnn':>8s} {'numpy':>8s} {'torch':>8s} {'/numpy':>7s} {'/torch':>7s} {'%peak':>6s}")
+        for label, m, n, k, ta, tb in shapes:
+            g = run_shape(label, m, n, k, ta, tb, nthreads, torch, repeats, rng)
+            row = {"shape": label, "m": m, "n": n, "k": k, "threads": nthreads, "peak": peak, **g,
+                   "vs_numpy": g["fastnn"] / g["numpy"],
+                   "vs_torch": g["fastnn"] / g["torch"] if torch else None,
+                   "share_of_peak": g["fastnn"] / peak if peak else None}
+            rows.append(row)
+            tt = f"{g['torch']:8.1f}" if torch else f"{'-':>8s}"
+            vt = f"{row['vs_torch']:7.2f}" if torch else f"{'-':>7s}"
+            share = f"{100 * row['share_of_peak']:5.0f}%" if peak else "   n/a"
+            print(f"{label:32s} {g['fastnn']:8.1f} {g['numpy']:8.1f} {tt} {row['vs_numpy']:7.2f} {vt} {share}", flush=True)
+        mlp = [r["vs_numpy"] for r in rows if r["threads"] == nthreads and not r["shape"].startswith("square")]
+        print(f"MLP products, {nthreads} thread(s): median fastnn/numpy {statistics.median(mlp):.2f}, "
+              f"min {min(mlp):.2f}")
+    path = write_json("gemm", {"machine": machine_info(), "rows": rows})
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Shared plumbing for the benchmarks: thread control for every library, medians, JSON."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+import fastnn
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def try_import_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+@contextmanager
+def threads(n: int, torch=None) -> Iterator[None]:
+    """Run fastnn, NumPy's BLAS and PyTorch on n threads each."""
+    from threadpoolctl import threadpool_limits
+
+    before = fastnn.get_num_threads()
+    fastnn.set_num_threads(n)
+    torch_before = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield
+    finally:
+        fastnn.set_num_threads(before)
+        if torch:
+            torch.set_num_threads(torch_before)
+
+
+def median_time(fn: Callable[[], object], repeats: int, min_seconds: float = 0.2) -> float:
+    """Median seconds per call over `repeats` timed rounds, each at least min_seconds/repeats.
+
+    Each library is timed in its own block, after a pause that lets the other runtimes'
+    spinning worker threads go to sleep (they would otherwise steal the cores).
+    """
+    time.sleep(0.05)
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(min_seconds / repeats / once))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return statistics.median(samples)
+
+
+def machine_info() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "numpy": np.__version__, "fastnn": fastnn.config(),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "architecture")}
+                        for d in threadpool_info() if d.get("user_api") == "blas"]
+    except ImportError:
+        pass
+    return info
+
+
+def warn_openblas_env() -> None:
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        print("note: OPENBLAS_CORETYPE is set, which slows NumPy's OpenBLAS here; for a fair run: "
+              "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python", " ".join(os.sys.argv))
+
+
+def write_json(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(payload, indent=1))
+    return path

@@ -1,0 +1,40 @@
+"""fastnn: a deep-learning library whose numeric work runs in C++ (OpenMP) kernels.
+
+Subpackages: ``nn`` (layers, Sequential), ``optim``, ``losses``, ``data``, ``datasets``,
+``callbacks``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _C, callbacks, data, datasets, losses, nn, optim
+from ._checks import positive_int
+from ._random import seed
+
+__version__ = "0.1.0"
+
+__all__ = ["callbacks", "config", "data", "datasets", "get_num_threads", "losses", "matmul",
+           "nn", "optim", "seed", "set_num_threads", "__version__"]
+
+
+def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,
+           transpose_b: bool = False) -> np.ndarray:
+    """``op(a) @ op(b)`` for 2-D arrays, in float32, with fastnn's GEMM (op: optional transpose)."""
+    return _C.gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+
+
+def config() -> dict:
+    """The build and runtime configuration: version, isa (the GEMM path in use),
+    isa_supported, openmp, num_threads and cuda (whether the extension was built with CUDA)."""
+    return {"version": __version__, **_C.config()}
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads for the kernels (``OMP_NUM_THREADS`` sets the default)."""
+    _C.set_num_threads(positive_int(n, "n"))
+
+
+def get_num_threads() -> int:
+    """The number of threads the kernels use."""
+    return _C.get_num_threads()

@@ -1,0 +1,181 @@
+"""Loss functions: ``loss = loss_fn(pred, target)`` (a float), then ``loss_fn.backward()``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _C
+from ._checks import as_float32, numeric
+
+
+class Loss:
+    """Base class. Calling it returns the mean loss over the batch as a Python float and
+    keeps the gradient of that mean with respect to ``pred`` for ``backward()``."""
+
+    def __init__(self) -> None:
+        self._grad: np.ndarray | None = None
+
+    def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
+        pred = as_float32(pred, f"{self!r}: pred")
+        target = numeric(target, f"{self!r}: target")
+        if pred.ndim == 0 or target.ndim == 0:
+            raise ValueError(f"{self!r}: pred and target must have a batch dimension; "
+                             f"got shapes {pred.shape} and {target.shape}")
+        if len(pred) != len(target):
+            raise ValueError(f"{self!r}: pred has {len(pred)} rows but target has "
+                             f"{len(target)} (shapes {pred.shape} and {target.shape})")
+        loss, self._grad = self._compute(pred, self._target(pred, target))
+        return float(loss)
+
+    def backward(self) -> np.ndarray:
+        """The gradient of the last computed loss with respect to ``pred``."""
+        if self._grad is None:
+            raise RuntimeError(f"{self!r}: backward called before the loss was computed")
+        return self._grad
+
+    def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
+        """(correct, total) predictions for the accuracy metric, or None if undefined."""
+        return None
+
+    def _target(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _compute(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return type(self).__name__
+
+
+def _as_column(shape: tuple) -> tuple | None:
+    """(m,) for shapes (m,) and (m, 1), else None."""
+    if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+        return shape[:1]
+    return None
+
+
+class _Elementwise(Loss):
+    """A loss comparing pred and target entry by entry: the shapes must agree
+    ((m,) and (m, 1) are taken as the same)."""
+
+    def _target(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        if target.shape != pred.shape:
+            column = _as_column(target.shape)
+            if column is None or column != _as_column(pred.shape):
+                raise ValueError(f"{self!r}: target has shape {target.shape}; "
+                                 f"expected {pred.shape} like pred")
+            target = target.reshape(pred.shape)
+        return as_float32(target, f"{self!r}: target")
+
+
+class MSE(_Elementwise):
+    """Mean squared error, averaged over every entry.
+
+    Accuracy is defined only for (m, k > 1) targets, as argmax agreement."""
+
+    def _compute(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+        return _C.mse(pred, target)
+
+    def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
+        target = np.asarray(target)
+        if target.ndim != 2 or target.shape[1] < 2:
+            return None
+        return int(np.sum(np.argmax(pred, 1) == np.argmax(target, 1))), len(target)
+
+
+class BinaryCrossEntropy(_Elementwise):
+    """Binary cross-entropy with targets in [0, 1], averaged over every entry.
+
+    from_logits=True (the default, numerically stable) takes raw scores; False takes
+    probabilities, e.g. the output of a sigmoid. Targets may be labels (m,) for a (m, 1)
+    prediction. Accuracy thresholds the prediction at 0 (logits) or 0.5 (probabilities).
+    """
+
+    def __init__(self, from_logits: bool = True) -> None:
+        super().__init__()
+        self.from_logits = bool(from_logits)
+
+    def _target(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        target = super()._target(pred, target)
+        if target.size and (target.min() < 0.0 or target.max() > 1.0):
+            raise ValueError(f"{self!r}: targets must lie in [0, 1]; got values in "
+                             f"[{target.min()}, {target.max()}]")
+        return target
+
+    def _compute(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+        return _C.binary_cross_entropy(pred, target, from_logits=self.from_logits)
+
+    def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
+        pred = np.asarray(pred)
+        target = self._target(pred, numeric(target, f"{self!r}: target"))
+        threshold = 0.0 if self.from_logits else 0.5
+        return int(np.sum((pred > threshold) == (target > 0.5))), target.size
+
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy from logits (m, classes), averaged over the rows.
+
+    target: integer labels (m,) in [0, classes), or a (m, classes) distribution
+    (one-hot or soft). Accuracy compares the argmax of the logits with the label.
+    """
+
+    def _target(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        if pred.ndim != 2:
+            raise ValueError(f"{self!r}: pred must be logits of shape (batch, classes); "
+                             f"got {pred.shape}")
+        if target.ndim == 2:
+            if target.shape != pred.shape:
+                raise ValueError(f"{self!r}: target distribution has shape {target.shape}; "
+                                 f"expected {pred.shape} like pred")
+            return as_float32(target, f"{self!r}: target")
+        if target.ndim != 1:
+            raise ValueError(f"{self!r}: target must be labels (batch,) or a distribution "
+                             f"(batch, classes); got shape {target.shape}")
+        if target.dtype.kind == "f":
+            if not np.all(np.mod(target, 1) == 0):
+                raise TypeError(f"{self!r}: labels must be integers; got {target.dtype} values "
+                                "with a fractional part")
+        elif target.dtype.kind not in "iu":
+            raise TypeError(f"{self!r}: labels must be integers; got dtype {target.dtype}")
+        classes = pred.shape[1]
+        bad = (target < 0) | (target >= classes)
+        if np.any(bad):
+            raise ValueError(f"{self!r}: labels must lie in [0, {classes}) for {classes} "
+                             f"outputs; got {target[np.argmax(bad)]}")
+        return np.ascontiguousarray(target, dtype=np.int64)
+
+    def _compute(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+        if target.ndim == 1:
+            return _C.cross_entropy(pred, target)
+        return _C.cross_entropy_soft(pred, target)
+
+    def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
+        target = np.asarray(target)
+        labels = np.argmax(target, 1) if target.ndim == 2 else target
+        return int(np.sum(np.argmax(pred, 1) == labels)), len(labels)
+
+
+_NAMES = {
+    "mse": MSE,
+    "mean_squared_error": MSE,
+    "bce": BinaryCrossEntropy,
+    "binary_cross_entropy": BinaryCrossEntropy,
+    "binary_crossentropy": BinaryCrossEntropy,
+    "ce": CrossEntropy,
+    "cross_entropy": CrossEntropy,
+    "categorical_crossentropy": CrossEntropy,
+    "sparse_categorical_crossentropy": CrossEntropy,
+}
+
+
+def get(name: str | Loss) -> Loss:
+    """A loss from its name (case-insensitive, '-' same as '_'); a Loss is returned as is."""
+    if isinstance(name, Loss):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"loss must be a name or a fastnn.losses.Loss; got {type(name).__name__}")
+    key = name.lower().replace("-", "_")
+    if key not in _NAMES:
+        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(_NAMES)}")
+    return _NAMES[key]()

@@ -1,0 +1,101 @@
+"""Activation layers: Sigmoid, ReLU, Tanh, LeakyReLU (element-wise) and Softmax (rows)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _C
+from .._checks import as_float32
+from .module import Module
+
+
+class _Activation(Module):
+    """Base of the activation layers: caches the output y, from which f' is computed."""
+
+    activation = "identity"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._y: np.ndarray | None = None
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _backward(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._y = self._forward(as_float32(x, f"{self!r} input"))
+        return self._y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._y is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        g = as_float32(grad_out, f"{self!r} grad_out")
+        if g.shape != self._y.shape:
+            raise ValueError(f"{self!r}: grad_out has shape {g.shape}; expected {self._y.shape} "
+                             "(the shape of the last forward output)")
+        return self._backward(self._y, g)
+
+
+class _Elementwise(_Activation):
+    alpha = 0.0
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        return _C.activation_forward(self.activation, x, self.alpha)
+
+    def _backward(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return _C.activation_backward(self.activation, y, g, self.alpha)
+
+
+class Sigmoid(_Elementwise):
+    """``1 / (1 + exp(-x))``, element-wise."""
+
+    activation = "sigmoid"
+
+
+class ReLU(_Elementwise):
+    """``max(x, 0)``, element-wise."""
+
+    activation = "relu"
+
+
+class Tanh(_Elementwise):
+    """``tanh(x)``, element-wise."""
+
+    activation = "tanh"
+
+
+class LeakyReLU(_Elementwise):
+    """``x`` if x > 0 else ``negative_slope * x``, element-wise."""
+
+    activation = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.alpha = float(negative_slope)
+
+    @property
+    def negative_slope(self) -> float:
+        return self.alpha
+
+    def __repr__(self) -> str:
+        return f"LeakyReLU(negative_slope={self.alpha})"
+
+
+class Softmax(_Activation):
+    """Row-wise softmax of a (batch, classes) array.
+
+    For classification, prefer raw logits with ``losses.CrossEntropy``, which fuses a
+    numerically stable log-softmax into the loss.
+    """
+
+    activation = "softmax"
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 2:
+            raise ValueError(f"Softmax: expected input of shape (batch, classes); got {x.shape}")
+        return _C.softmax_forward(x)
+
+    def _backward(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return _C.softmax_backward(y, g)

@@ -1,0 +1,103 @@
+"""Sequential: a stack of layers, with Keras-style compile / fit / evaluate / predict."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .. import train as _train
+from .module import Module
+
+
+class Sequential(Module):
+    """Layers applied one after the other: ``Sequential(Dense(64, 128, "relu"), Dense(128, 10))``.
+
+    ``forward`` runs the layers in order, ``backward`` runs their backward passes in
+    reverse. Supports ``len``, iteration and indexing (a slice gives a Sequential
+    sharing the same layers). ``compile``, ``fit``, ``evaluate`` and ``predict`` are
+    those of ``fastnn.train``.
+    """
+
+    compile = _train.compile
+    fit = _train.fit
+    evaluate = _train.evaluate
+    predict = _train.predict
+
+    def __init__(self, *layers: Module) -> None:
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} must be a fastnn.nn.Module; "
+                                f"got {type(layer).__name__}")
+        self.layers: list[Module] = list(layers)
+        self._input_shape: tuple | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._input_shape = np.shape(x)[1:]
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        for layer in self.layers:
+            input_shape = layer.output_shape(input_shape)
+        return input_shape
+
+    def summary(self, input_shape: tuple | int | None = None, *,
+                print_fn: Callable[[str], None] | None = print) -> str:
+        """Print and return a table of the layers, their output shapes and parameter counts.
+
+        input_shape: the shape of one sample (without the batch dimension). By default
+        the shape seen by the last forward pass, or else the first layer's
+        ``in_features``. ``print_fn=None`` only returns the table.
+        """
+        if input_shape is None:
+            input_shape = self._input_shape
+        if input_shape is None and self.layers and hasattr(self.layers[0], "in_features"):
+            input_shape = (self.layers[0].in_features,)
+        if input_shape is None:
+            raise ValueError("summary: pass input_shape (the shape of one sample) "
+                             "or run the model once")
+        shape = (None, *((input_shape,) if isinstance(input_shape, int) else input_shape))
+        rows = [("Layer", "Output shape", "Params")]
+        total = 0
+        for i, layer in enumerate(self.layers):
+            shape = layer.output_shape(shape)
+            count = sum(p.size for p in layer.parameters())
+            total += count
+            rows.append((f"{i}: {layer!r}", str(shape), f"{count:,}"))
+        widths = [max(len(row[c]) for row in rows) for c in range(3)]
+
+        def fmt(row: tuple[str, str, str]) -> str:
+            return "  ".join((row[0].ljust(widths[0]), row[1].ljust(widths[1]),
+                              row[2].rjust(widths[2])))
+
+        rule = "-" * (sum(widths) + 4)
+        lines = [fmt(rows[0]), rule, *map(fmt, rows[1:]), rule, f"Total params: {total:,}"]
+        table = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(table)
+        return table
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)
+
+    def __getitem__(self, index: int | slice) -> Module:
+        if isinstance(index, slice):
+            return Sequential(*self.layers[index])
+        return self.layers[index]
+
+    def __repr__(self) -> str:
+        body = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential({body}\n)"
