@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -273,6 +275,32 @@ PYBIND11_MODULE(_C, m) {
                            return std::vector<std::string>(names, names + count);
                        }())).cast<std::string>());
     }, py::arg("name"));
+
+    m.def("fma_peak_gflops", [](int threads, double seconds) -> double {
+#ifdef FASTNN_X86
+        if (!__builtin_cpu_supports("avx512f")) return 0.0;
+        if (threads < 1) fail_value("fma_peak_gflops: threads must be >= 1");
+        py::gil_scoped_release nogil;
+        const int64_t iters = 1 << 20;
+        double best = 0.0;
+        auto start = std::chrono::steady_clock::now();
+        do {  // best of repeated rounds: the machine is shared
+            double flops = 0.0;
+            auto t0 = std::chrono::steady_clock::now();
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) reduction(+ : flops)
+#endif
+            for (int t = 0; t < threads; ++t) flops += fma_probe_avx512(iters);
+            double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            best = std::max(best, flops / dt / 1e9);
+        } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds);
+        return best;
+#else
+        (void)threads; (void)seconds;
+        return 0.0;
+#endif
+    }, py::arg("threads") = 1, py::arg("seconds") = 0.5,
+       "Measured float32 AVX-512 FMA peak in GFLOP/s on `threads` threads (0 without AVX-512).");
 
     m.def("gemm", [](py::handle a, py::handle b, py::object out, bool ta, bool tb, float alpha,
                      float beta) { return gemm_py(a, b, out, ta, tb, alpha, beta, false); },

@@ -34,6 +34,11 @@ extern const Microkernel kAvx2Kernel;
 extern const Microkernel kAvx512Kernel;
 #endif
 
+#ifdef FASTNN_X86
+// Flops done by `iters` rounds of independent AVX-512 FMAs: measures the core's peak.
+double fma_probe_avx512(int64_t iters);
+#endif
+
 // ISA selection: the best this CPU runs, unless FASTNN_ISA or set_isa says otherwise.
 const char* active_isa();
 bool set_isa(const char* name);           // false if unknown or unsupported here

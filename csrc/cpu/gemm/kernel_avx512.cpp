@@ -42,3 +42,26 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t
 const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512};
 
 }  // namespace fastnn
+
+namespace fastnn {
+
+// Peak probe: 16 independent FMA chains (enough to cover latency x throughput on any
+// current core), no loads. Returns the flops performed.
+double fma_probe_avx512(int64_t iters) {
+    __m512 acc[16];
+    const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+    for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+    }
+    __m512 s = acc[0];
+#pragma GCC unroll 15
+    for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, acc[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    return 16.0 * 16.0 * 2.0 * static_cast<double>(iters);
+}
+
+}  // namespace fastnn
