@@ -17,7 +17,7 @@ def numeric(x: object, name: str) -> np.ndarray:
 
 def as_float32(x: object, name: str) -> np.ndarray:
     """``x`` as a C-contiguous float32 array (no copy when it already is one)."""
-    return np.ascontiguousarray(numeric(x, name), dtype=np.float32)
+    return np.asarray(numeric(x, name), dtype=np.float32, order="C")
 
 
 def positive_int(value: object, name: str) -> int:

@@ -124,6 +124,8 @@ class CrossEntropy(Loss):
         if pred.ndim != 2:
             raise ValueError(f"{self!r}: pred must be logits of shape (batch, classes); "
                              f"got {pred.shape}")
+        if target.ndim == 2 and target.shape[1] == 1 and pred.shape[1] > 1:
+            target = target[:, 0]  # labels as a column, as Keras accepts them
         if target.ndim == 2:
             if target.shape != pred.shape:
                 raise ValueError(f"{self!r}: target distribution has shape {target.shape}; "

@@ -80,6 +80,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     epochs = positive_int(epochs, "epochs")
     if batch_size is not None:
         positive_int(batch_size, "batch_size")
+    if not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split must be in [0, 1); got {validation_split}")
     rng = resolve(seed)
     X_val = y_val = None
     if validation_data is not None:

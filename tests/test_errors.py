@@ -1,0 +1,317 @@
+"""Bad input gives a clear Python exception (TypeError / ValueError naming the argument or
+the shapes), never a crash or a silent wrong answer."""
+
+import re
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _C, losses, nn, optim
+
+from _ref import names_argument
+
+CLEAR = (TypeError, ValueError)
+
+
+def raises(fn, *args, exc=CLEAR, mentions=(), any_of=(), **kw):
+    """fn(*args, **kw) raises exc; the message contains every string in `mentions` and,
+    if given, at least one of `any_of`."""
+    with pytest.raises(exc) as info:
+        fn(*args, **kw)
+    msg = str(info.value)
+    for m in mentions:
+        assert m in msg, f"message should mention {m!r}: {msg!r}"
+    if any_of:
+        assert any(a in msg for a in any_of), f"message should mention one of {any_of}: {msg!r}"
+    return msg
+
+
+def compiled_model(in_features=5, classes=3):
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(in_features, 8, activation="relu"), nn.Dense(8, classes))
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1), metrics=["accuracy"])
+    return model
+
+
+# ----------------------------------------------------------------------------- shapes and ranks
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 5), ()], ids=str)
+def test_dense_wrong_rank(shape):
+    layer = nn.Dense(5, 3)
+    raises(layer, np.ones(shape, np.float32), exc=ValueError, any_of=(str(shape), f"{len(shape)}", "dim", "rank", "shape"))
+
+
+def test_dense_mismatched_feature_count():
+    layer = nn.Dense(5, 3)
+    raises(layer, np.ones((4, 6), np.float32), exc=ValueError, mentions=("5", "6"))
+
+
+def test_sequential_mismatched_layers():
+    model = nn.Sequential(nn.Dense(5, 3), nn.Dense(4, 2))
+    raises(model, np.ones((2, 5), np.float32), exc=ValueError, mentions=("3", "4"))
+
+
+def test_fit_mismatched_feature_count():
+    model = compiled_model(in_features=5)
+    X = np.ones((10, 7), np.float32)
+    y = np.zeros(10, np.int64)
+    raises(model.fit, X, y, epochs=1, verbose=0, exc=ValueError, mentions=("5", "7"))
+    raises(model.predict, X, exc=ValueError, mentions=("5", "7"))
+    raises(model.evaluate, X, y, exc=ValueError, mentions=("5", "7"))
+
+
+def test_fit_X_and_y_of_different_lengths():
+    model = compiled_model()
+    X = np.ones((10, 5), np.float32)
+    y = np.zeros(9, np.int64)
+    raises(model.fit, X, y, epochs=1, verbose=0, exc=ValueError, mentions=("10", "9"))
+    raises(model.evaluate, X, y, exc=ValueError, mentions=("10", "9"))
+
+
+def test_fit_wrong_rank_X():
+    model = compiled_model()
+    raises(model.fit, np.ones(5, np.float32), np.zeros(5, np.int64), epochs=1, verbose=0, exc=ValueError)
+    raises(model.fit, np.ones((4, 5, 1), np.float32), np.zeros(4, np.int64), epochs=1, verbose=0, exc=ValueError)
+
+
+def test_backward_with_wrong_gradient_shape():
+    layer = nn.Dense(5, 3)
+    layer(np.ones((4, 5), np.float32))
+    raises(layer.backward, np.ones((4, 2), np.float32), exc=ValueError, mentions=("3",))
+    raises(layer.backward, np.ones((3, 3), np.float32), exc=ValueError, mentions=("4",))
+
+
+def test_backward_before_forward():
+    layer = nn.Dense(5, 3)
+    with pytest.raises((RuntimeError, ValueError)):
+        layer.backward(np.ones((4, 3), np.float32))
+
+
+def test_fit_before_compile():
+    model = nn.Sequential(nn.Dense(5, 3))
+    with pytest.raises((RuntimeError, ValueError)) as info:
+        model.fit(np.ones((4, 5), np.float32), np.zeros(4, np.int64), epochs=1, verbose=0)
+    assert "compile" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- empty arrays
+def test_fit_empty_arrays():
+    model = compiled_model()
+    raises(model.fit, np.ones((0, 5), np.float32), np.zeros(0, np.int64), epochs=1, verbose=0,
+           exc=ValueError, any_of=("empty", "0", "no samples"))
+
+
+def test_evaluate_empty_arrays():
+    model = compiled_model()
+    raises(model.evaluate, np.ones((0, 5), np.float32), np.zeros(0, np.int64), exc=ValueError)
+
+
+def test_predict_and_forward_empty_batch_do_not_crash():
+    model = compiled_model()
+    for fn in (model.predict, model):
+        try:
+            out = fn(np.ones((0, 5), np.float32))
+        except ValueError:
+            continue
+        assert np.asarray(out).shape == (0, 3)
+
+
+def test_empty_feature_dimension():
+    layer = nn.Dense(5, 3)
+    raises(layer, np.ones((4, 0), np.float32), exc=ValueError)
+
+
+def test_losses_empty_arrays():
+    for fn, args in ((losses.MSE(), (np.ones((0, 3), np.float32), np.ones((0, 3), np.float32))),
+                     (losses.CrossEntropy(), (np.ones((0, 3), np.float32), np.zeros(0, np.int64))),
+                     (losses.BinaryCrossEntropy(), (np.ones((0, 1), np.float32), np.ones((0, 1), np.float32)))):
+        raises(fn, *args, exc=ValueError)
+
+
+# ----------------------------------------------------------------------------- labels
+def test_cross_entropy_labels_out_of_range_kernel():
+    logits = np.zeros((4, 10), np.float32)
+    msg = raises(_C.cross_entropy, logits, np.array([0, 3, 10, 11]), exc=ValueError, mentions=("10",))
+    assert names_argument(msg, "labels", "label"), msg
+    raises(_C.cross_entropy, logits, np.array([0, -1, 2, 3]), exc=ValueError, mentions=("-1",))
+
+
+def test_cross_entropy_labels_out_of_range_module():
+    loss_fn = losses.CrossEntropy()
+    logits = np.zeros((4, 3), np.float32)
+    raises(loss_fn, logits, np.array([0, 1, 3, 2]), exc=ValueError, mentions=("3",))
+    raises(loss_fn, logits, np.array([0, 1, -1, 2]), exc=ValueError, mentions=("-1",))
+
+
+def test_fit_labels_out_of_range():
+    model = compiled_model(classes=3)
+    X = np.ones((6, 5), np.float32)
+    raises(model.fit, X, np.array([0, 1, 2, 3, 0, 1]), epochs=1, verbose=0, exc=ValueError, mentions=("3",))
+
+
+def test_cross_entropy_labels_wrong_shape():
+    logits = np.zeros((4, 3), np.float32)
+    msg = raises(_C.cross_entropy, logits, np.zeros(5, np.int64), exc=ValueError)
+    assert names_argument(msg, "labels"), msg
+    raises(_C.cross_entropy, logits, np.zeros((4, 3), np.int64), exc=ValueError)
+    raises(losses.CrossEntropy(), logits, np.zeros(5, np.int64), exc=ValueError, mentions=("4", "5"))
+    raises(_C.cross_entropy_soft, logits, np.zeros((4, 2), np.float32), exc=ValueError)
+
+
+def test_loss_shape_mismatch():
+    raises(losses.MSE(), np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), exc=ValueError,
+           mentions=("3", "2"))
+    raises(losses.BinaryCrossEntropy(), np.ones((4, 1), np.float32), np.ones((5, 1), np.float32),
+           exc=ValueError)
+    msg = raises(_C.mse, np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), exc=ValueError)
+    assert names_argument(msg, "target", "pred"), msg
+    msg = raises(_C.binary_cross_entropy, np.ones((4, 3), np.float32), np.ones((3, 4), np.float32), exc=ValueError)
+    assert names_argument(msg, "target", "pred"), msg
+
+
+# ----------------------------------------------------------------------------- dtypes
+NON_NUMERIC = {
+    "str": lambda shape: np.full(shape, "a"),
+    "bytes": lambda shape: np.full(shape, b"a"),
+    "object": lambda shape: np.full(shape, None, dtype=object),
+}
+
+
+@pytest.mark.parametrize("kind", list(NON_NUMERIC))
+def test_non_numeric_inputs_to_model(kind):
+    model = compiled_model()
+    X = NON_NUMERIC[kind]((4, 5))
+    raises(model, X)
+    raises(model.predict, X)
+    raises(model.fit, X, np.zeros(4, np.int64), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("kind", list(NON_NUMERIC))
+def test_non_numeric_labels(kind):
+    model = compiled_model()
+    raises(model.fit, np.ones((4, 5), np.float32), NON_NUMERIC[kind](4), epochs=1, verbose=0)
+    raises(losses.CrossEntropy(), np.ones((4, 3), np.float32), NON_NUMERIC[kind](4))
+    msg = raises(_C.cross_entropy, np.ones((4, 3), np.float32), NON_NUMERIC[kind](4))
+    assert names_argument(msg, "labels"), msg
+
+
+@pytest.mark.parametrize("kind", list(NON_NUMERIC))
+def test_non_numeric_inputs_to_kernels(kind):
+    bad = NON_NUMERIC[kind]((3, 4))
+    good = np.ones((3, 4), np.float32)
+    msg = raises(_C.activation_forward, "relu", bad)
+    assert names_argument(msg, "x"), msg
+    raises(_C.softmax_forward, bad)
+    msg = raises(_C.mse, bad, good)
+    assert names_argument(msg, "pred"), msg
+    msg = raises(_C.mse, good, bad)
+    assert names_argument(msg, "target"), msg
+    msg = raises(_C.binary_cross_entropy, good, bad)
+    assert names_argument(msg, "target"), msg
+    msg = raises(_C.column_sum, bad, np.zeros(4, np.float32))
+    assert names_argument(msg, "x"), msg
+
+
+def test_complex_input_rejected_not_silently_truncated():
+    layer = nn.Dense(2, 1)
+    raises(layer, np.ones((3, 2), np.complex64) * 1j)
+
+
+# ----------------------------------------------------------------------------- names
+def test_unknown_dataset_name():
+    raises(fastnn.datasets.load, "no-such-dataset", exc=ValueError, mentions=("no-such-dataset",))
+
+
+def test_unknown_activation_name():
+    raises(nn.Dense, 3, 2, activation="swishy", exc=ValueError, mentions=("swishy",))
+
+
+def test_unknown_loss_name():
+    model = nn.Sequential(nn.Dense(3, 2))
+    raises(model.compile, loss="hinge-ish", optimizer=optim.SGD(lr=0.1), exc=ValueError, mentions=("hinge-ish",))
+
+
+def test_unknown_optimizer_name():
+    model = nn.Sequential(nn.Dense(3, 2))
+    raises(model.compile, loss="cross_entropy", optimizer="rmsprop-ish", exc=ValueError, mentions=("rmsprop-ish",))
+
+
+# ----------------------------------------------------------------------------- hyperparameters
+@pytest.mark.parametrize("make,name", [
+    (lambda ps: optim.SGD(ps, lr=-0.1), "lr"),
+    (lambda ps: optim.Adam(ps, lr=-1e-3), "lr"),
+    (lambda ps: optim.SGD(ps, lr=0.1, momentum=-0.5), "momentum"),
+    (lambda ps: optim.SGD(ps, lr=0.1, weight_decay=-1.0), "weight_decay"),
+    (lambda ps: optim.Adam(ps, weight_decay=-1.0), "weight_decay"),
+    (lambda ps: optim.Adam(ps, betas=(1.5, 0.999)), "beta"),
+    (lambda ps: optim.Adam(ps, betas=(0.9, -0.1)), "beta"),
+    (lambda ps: optim.Adam(ps, eps=-1e-8), "eps"),
+    (lambda ps: optim.SGD(ps, lr=float("nan")), "lr"),
+], ids=["sgd-lr", "adam-lr", "momentum", "sgd-wd", "adam-wd", "beta1", "beta2", "eps", "nan-lr"])
+def test_invalid_optimizer_hyperparameters(make, name):
+    params = list(nn.Dense(3, 2).parameters())
+    msg = raises(make, params, exc=ValueError)
+    assert name in msg, f"message should name {name!r}: {msg!r}"
+    raises(make, None, exc=ValueError)  # also when parameters are bound later
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=-4), "batch_size"),
+    (dict(epochs=-1), "epochs"),
+    (dict(validation_split=1.5), "validation_split"),
+    (dict(validation_split=-0.1), "validation_split"),
+])
+def test_invalid_fit_arguments(kw, name):
+    model = compiled_model()
+    X = np.ones((10, 5), np.float32)
+    y = np.zeros(10, np.int64)
+    kw = dict(dict(epochs=1, verbose=0), **kw)
+    msg = raises(model.fit, X, y, exc=ValueError, **kw)
+    assert name in msg, msg
+
+
+def test_invalid_layer_sizes():
+    for args in ((-1, 3), (3, -2)):
+        msg = raises(nn.Dense, *args, exc=ValueError)
+        assert re.search(r"features|in_|out_|-1|-2", msg), msg
+
+
+def test_set_isa_unknown():
+    raises(_C.set_isa, "sse9", exc=ValueError, mentions=("sse9",))
+
+
+def test_state_survives_errors(rng):
+    """After a rejected call the model still works and gives the same answer."""
+    model = compiled_model()
+    X = rng.standard_normal((6, 5)).astype(np.float32)
+    before = model.predict(X).copy()
+    for bad in (np.ones((6, 4), np.float32), np.full((6, 5), "x")):
+        with pytest.raises(CLEAR):
+            model.predict(bad)
+    np.testing.assert_array_equal(model.predict(X), before)
+
+
+def test_set_num_threads_rejects_non_positive():
+    before = fastnn.get_num_threads()
+    for n in (0, -1):
+        msg = raises(fastnn.set_num_threads, n, exc=ValueError)
+        assert str(n) in msg, msg
+    assert fastnn.get_num_threads() == before
+
+
+def test_bce_targets_outside_unit_interval():
+    for from_logits in (True, False):
+        raises(losses.BinaryCrossEntropy(from_logits=from_logits), np.full((3, 1), 0.5, np.float32),
+               np.array([[0.0], [2.0], [1.0]], np.float32), exc=ValueError)
+
+
+def test_dense_non_integer_sizes():
+    raises(nn.Dense, 2.5, 3, exc=TypeError, mentions=("in_features",))
+    raises(nn.Dense, 2, "3", exc=TypeError, mentions=("out_features",))
+
+
+def test_cross_entropy_fractional_float_labels():
+    raises(losses.CrossEntropy(), np.zeros((2, 3), np.float32), np.array([0.5, 1.7]))
+    msg = raises(_C.cross_entropy, np.zeros((2, 3), np.float32), np.array([0.0, 1.0]), exc=TypeError)
+    assert names_argument(msg, "labels"), msg
