@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _C, callbacks, data, datasets, losses, nn, optim
+try:
+    from . import _C
+except ImportError as err:  # the source tree shadows the installed package
+    raise ImportError(
+        f"fastnn's C++ extension is not built next to {__path__[0]}. Install the package "
+        "(pip install -e . from the repository, or pip install . and import it from another "
+        "directory)") from err
+
+from . import callbacks, data, datasets, losses, nn, optim
 from ._checks import positive_int
 from ._random import seed
 
