@@ -6,6 +6,8 @@ Subpackages: ``nn`` (layers, Sequential), ``optim``, ``losses``, ``data``, ``dat
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 try:
@@ -40,7 +42,11 @@ def config() -> dict:
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for the kernels (``OMP_NUM_THREADS`` sets the default)."""
-    _C.set_num_threads(positive_int(n, "n"))
+    n = positive_int(n, "n")
+    if n > 1 and not _C.config()["openmp"]:
+        warnings.warn("fastnn was built without OpenMP: it runs on one thread", RuntimeWarning,
+                      stacklevel=2)
+    _C.set_num_threads(n)
 
 
 def get_num_threads() -> int:

@@ -188,3 +188,17 @@ def run_python(code, env_extra=None, timeout=180, args=None):
         env.update(env_extra)
     cmd = [sys.executable] + (list(args) if args is not None else ["-c", code])
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- threads
+def use_threads(n):
+    """Run on n threads; a test comparing thread counts is skipped (not passed) in a build
+    without OpenMP, where every count is one."""
+    import pytest
+
+    import fastnn
+
+    if n > 1 and not fastnn.config()["openmp"]:
+        pytest.skip("built without OpenMP: only one thread")
+    fastnn.set_num_threads(n)
+    assert fastnn.get_num_threads() == n

@@ -254,7 +254,7 @@ def test_column_sum_bit_identical_across_threads(rng):
     x = rng.standard_normal((20011, 129)).astype(np.float32)
     outs = []
     for threads in (1, 2):
-        fastnn.set_num_threads(threads)
+        _ref.use_threads(threads)
         out = np.zeros(129, np.float32)
         _C.column_sum(x, out)
         outs.append(out)
@@ -428,7 +428,7 @@ def test_loss_bit_identical_across_threads(rng):
     target = rng.standard_normal((20000, 33)).astype(np.float32)
     res = []
     for threads in (1, 2):
-        fastnn.set_num_threads(threads)
+        _ref.use_threads(threads)
         ce = _C.cross_entropy(logits, labels)
         ms = _C.mse(pred, target)
         bce = _C.binary_cross_entropy(pred, (target > 0).astype(np.float32))

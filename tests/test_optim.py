@@ -7,6 +7,7 @@ import pytest
 import fastnn
 from fastnn import _C, nn, optim
 
+import _ref
 from _ref import SIZES, assert_close, names_argument
 
 
@@ -124,7 +125,7 @@ def test_optimizer_kernels_bit_identical_across_threads(rng):
     g = rng.standard_normal(n).astype(np.float32)
     out = []
     for threads in (1, 2):
-        fastnn.set_num_threads(threads)
+        _ref.use_threads(threads)
         p, vel = p0.copy(), np.zeros(n, np.float32)
         _C.sgd_step(p, g, vel, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
         q, m, v = p0.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)

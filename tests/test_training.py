@@ -102,8 +102,7 @@ def test_mlp_reaches_95_percent_on_digits(digits):
 
 def _train_digits(digits, threads, epochs=3, batch_size=128):
     X_train, y_train, _, _ = digits
-    fastnn.set_num_threads(threads)
-    assert fastnn.get_num_threads() == threads
+    _ref.use_threads(threads)
     fastnn.seed(42)
     model = nn.Sequential(nn.Dense(64, 512, activation="relu"), nn.Dense(512, 256, activation="tanh"),
                           nn.Dense(256, 10))
