@@ -18,9 +18,11 @@
 namespace fastnn {
 namespace {
 
-constexpr int64_t KC = 256;   // k-block: an MR x KC A panel is 8 KiB, well inside L1
-constexpr int64_t NC = 576;   // column block: a KC x NC B block is 576 KiB, inside a 1 MiB L2
-constexpr int64_t MC = 384;   // row block of A packed per step (L3-resident)
+constexpr int64_t KC = 384;   // k-block: an MR x KC A panel is 8 KiB, well inside L1
+// Column block: the packed KC x NC B block (up to 8 MiB) streams from L2/L3, which the
+// prefetchers sustain at full speed; a wide block means A is packed only once.
+constexpr int64_t NC = 8192;
+constexpr int64_t MC = 384;   // row block of A packed per step
 
 struct AlignedFree {
     void operator()(float* p) const { std::free(p); }
@@ -38,10 +40,15 @@ float* scratch(std::unique_ptr<float, AlignedFree>& buf, size_t& cap, size_t flo
 }
 
 // Panel `panel` of op(A) rows [i0, i0+mc), ks [p0, p0+kc): kc groups of mr values.
-void pack_a_panel(bool trans, const float* a, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
-                  int64_t kc, int mr, int64_t panel, float* dst) {
+void pack_a_panel(const Microkernel& uk, bool trans, const float* a, int64_t lda, int64_t i0,
+                  int64_t mc, int64_t p0, int64_t kc, int64_t panel, float* dst) {
+    const int mr = uk.mr;
     int64_t r0 = panel * mr, rows = std::min<int64_t>(mr, mc - r0);
     float* out = dst + panel * mr * kc;
+    if (!trans && rows == mr && uk.pack_a_rows) {
+        uk.pack_a_rows(a + (i0 + r0) * lda + p0, lda, kc, out);
+        return;
+    }
     for (int64_t p = 0; p < kc; ++p) {
         float* o = out + p * mr;
         if (trans) {  // op(A)[i][p] = a[p][i]: a row of A is contiguous here
@@ -147,7 +154,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 #pragma omp for schedule(static)
 #endif
                 for (int64_t ip = 0; ip < m_panels; ++ip)
-                    pack_a_panel(trans_a, a, lda, ic, mc, pc, kc, mr, ip, a_pack);
+                    pack_a_panel(uk, trans_a, a, lda, ic, mc, pc, kc, ip, a_pack);
                 // Tiles split row-panel-major when there are enough row panels, so each
                 // thread keeps its A panel in L1 and streams the shared B block from L2.
                 const bool rows_outer = m_panels >= threads;

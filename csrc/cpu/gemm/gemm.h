@@ -21,10 +21,15 @@ void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
 using MicrokernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c,
                                int64_t ldc, float alpha, float beta);
 
+// Optional fast packing of a full MR-row panel of a row-major (non-transposed) A:
+// rows [0, MR) x columns [0, kc) of a into kc groups of MR values.
+using PackRowsFn = void (*)(const float* a, int64_t lda, int64_t kc, float* out);
+
 struct Microkernel {
     const char* isa;
     int mr, nr;
     MicrokernelFn fn;
+    PackRowsFn pack_a_rows;  // nullptr: the portable packing loop
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.
