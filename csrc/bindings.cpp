@@ -126,9 +126,15 @@ size_t span_bytes(const Matrix& m) {
     return major == 0 || minor == 0 ? 0 : static_cast<size_t>(((major - 1) * m.ld + minor) * 4);
 }
 
+Activation activation_by_name(const std::string& name);
+
 py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool ta,
-                           bool tb, float alpha, float beta, bool reference) {
+                           bool tb, float alpha, float beta, py::object bias_obj,
+                           const std::string& activation, float act_alpha, bool reference) {
     const char* fn = reference ? "gemm_reference" : "gemm";
+    Epilogue ep;
+    ep.act = activation_by_name(activation);
+    ep.act_alpha = act_alpha;
     Matrix a = as_matrix(a_obj, fn, "a"), b = as_matrix(b_obj, fn, "b");
     const int64_t m = ta ? a.cols : a.rows, k = ta ? a.rows : a.cols;
     const int64_t kb = tb ? b.cols : b.rows, n = tb ? b.rows : b.cols;
@@ -160,12 +166,22 @@ py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_ob
             overlaps(out.data(), out_bytes, b.data, span_bytes(b)))
             fail_value(std::string(fn) + ": argument 'out' overlaps 'a' or 'b'");
     }
+    F32Array bias;
+    if (!bias_obj.is_none()) {
+        bias = as_f32(bias_obj, fn, "bias");
+        if (bias.ndim() != 1 || bias.shape(0) != n)
+            fail_value(std::string(fn) + ": 'bias' must have shape (" + std::to_string(n) +
+                       ",) (one value per column of the result), got " + shape_str(bias));
+        ep.bias = bias.data();
+    }
     float* c = out.mutable_data();
     const bool ea = ta != a.transposed, eb = tb != b.transposed;
     {
         py::gil_scoped_release nogil;
-        (reference ? gemm_reference : gemm)(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld,
-                                            beta, c, ldc);
+        if (reference)
+            gemm_reference(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
+        else
+            gemm(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
     }
     return out;
 }
@@ -302,29 +318,19 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("threads") = 1, py::arg("seconds") = 0.5,
        "Measured float32 AVX-512 FMA peak in GFLOP/s on `threads` threads (0 without AVX-512).");
 
-    m.def("gemm", [](py::handle a, py::handle b, py::object out, bool ta, bool tb, float alpha,
-                     float beta) { return gemm_py(a, b, out, ta, tb, alpha, beta, false); },
-          py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::kw_only(),
-          py::arg("transpose_a") = false, py::arg("transpose_b") = false, py::arg("alpha") = 1.0f,
-          py::arg("beta") = 0.0f);
-    m.def("gemm_reference", [](py::handle a, py::handle b, py::object out, bool ta, bool tb,
-                               float alpha, float beta) {
-        return gemm_py(a, b, out, ta, tb, alpha, beta, true);
-    }, py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::kw_only(),
-          py::arg("transpose_a") = false, py::arg("transpose_b") = false, py::arg("alpha") = 1.0f,
-          py::arg("beta") = 0.0f);
+    for (bool reference : {false, true})
+        m.def(reference ? "gemm_reference" : "gemm",
+              [reference](py::handle a, py::handle b, py::object out, bool ta, bool tb,
+                          float alpha, float beta, py::object bias, const std::string& activation,
+                          float act_alpha) {
+                  return gemm_py(a, b, out, ta, tb, alpha, beta, bias, activation, act_alpha,
+                                 reference);
+              },
+              py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::kw_only(),
+              py::arg("transpose_a") = false, py::arg("transpose_b") = false,
+              py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f, py::arg("bias") = py::none(),
+              py::arg("activation") = "identity", py::arg("activation_alpha") = 0.01f);
 
-    m.def("bias_add", [](py::handle x_obj, py::handle b_obj) {
-        auto x = in_place(x_obj, "bias_add", "x");
-        require_rank(x, 2, "bias_add", "x");
-        F32Array bias = as_f32(b_obj, "bias_add", "bias");
-        require_rank(bias, 1, "bias_add", "bias");
-        if (bias.shape(0) != x.shape(1))
-            fail_value("bias_add: 'bias' must have " + std::to_string(x.shape(1)) +
-                       " entries (columns of x), got " + shape_str(bias));
-        py::gil_scoped_release nogil;
-        bias_add(x.mutable_data(), bias.data(), x.shape(0), x.shape(1));
-    }, py::arg("x"), py::arg("bias"));
     m.def("column_sum", [](py::handle x_obj, py::handle out_obj, float beta) {
         F32Array x = as_f32(x_obj, "column_sum", "x");
         require_rank(x, 2, "column_sum", "x");

@@ -7,8 +7,6 @@
 
 namespace fastnn {
 
-enum class Activation { Identity, Sigmoid, Relu, Tanh, LeakyRelu };
-
 // ---- activations (cpu/activation.cpp) ----
 void activation_forward(Activation act, const float* x, float* y, int64_t n, float alpha);
 // grad_x = f'(x) * grad_y, from the forward output y (every supported f allows it).
@@ -18,8 +16,7 @@ void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols);
 void softmax_backward(const float* y, const float* grad_y, float* grad_x, int64_t rows,
                       int64_t cols);
 
-// ---- broadcasts and reductions (cpu/reduce.cpp) ----
-void bias_add(float* x, const float* bias, int64_t rows, int64_t cols);
+// ---- reductions (cpu/reduce.cpp); the bias broadcast is the GEMM's epilogue ----
 // out[j] = beta * out[j] + sum_i x[i][j]
 void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta);
 

@@ -27,17 +27,20 @@ def set_isa(name: IsaName) -> None:
 def get_isa() -> str: ...
 def supported_isas() -> list[str]: ...
 
-# C = alpha * op(a) @ op(b) + beta * c. With out=None a new (m, n) array is returned
-# (beta is then ignored); otherwise out must be C-contiguous float32 (m, n), updated in place.
+# C = act(alpha * op(a) @ op(b) + beta * c + bias). With out=None a new (m, n) array is
+# returned (beta is then ignored); otherwise out must be float32 (m, n) with unit column
+# stride (a row slice of a larger array is fine), updated in place. bias: (n,) or None;
+# activation as in activation_forward, applied to each tile while it is in cache.
+# Strided and transposed float32 views of a and b are used without a copy.
 def gemm(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
          transpose_a: bool = False, transpose_b: bool = False,
-         alpha: float = 1.0, beta: float = 0.0) -> F32: ...
+         alpha: float = 1.0, beta: float = 0.0, bias: Optional[npt.ArrayLike] = None,
+         activation: ActivationName = "identity", activation_alpha: float = 0.01) -> F32: ...
 def gemm_reference(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
                    transpose_a: bool = False, transpose_b: bool = False,
-                   alpha: float = 1.0, beta: float = 0.0) -> F32: ...
-
-def bias_add(x: F32, bias: F32) -> None:
-    """In place: x[i, :] += bias for every row of the (m, n) array x."""
+                   alpha: float = 1.0, beta: float = 0.0, bias: Optional[npt.ArrayLike] = None,
+                   activation: ActivationName = "identity",
+                   activation_alpha: float = 0.01) -> F32: ...
 
 def column_sum(x: npt.ArrayLike, out: F32, beta: float = 0.0) -> None:
     """In place: out[j] = beta * out[j] + sum_i x[i, j] (the bias gradient)."""

@@ -194,38 +194,6 @@ def test_softmax_rejects_wrong_rank():
     assert names_argument(str(info.value), "x"), str(info.value)
 
 
-# ----------------------------------------------------------------------------- bias_add, column_sum
-@pytest.mark.parametrize("m", SIZES)
-@pytest.mark.parametrize("n", SIZES)
-def test_bias_add(m, n, rng):
-    x = rng.standard_normal((m, n)).astype(np.float32)
-    bias = rng.standard_normal(n).astype(np.float32)
-    expected = x.astype(np.float64) + bias.astype(np.float64)
-    ret = _C.bias_add(x, bias)
-    assert ret is None
-    assert_close(x, expected, 1e-6, 1e-7, f"bias_add {m}x{n}")
-
-
-def test_bias_add_large_parallel(rng):
-    x = rng.standard_normal((5000, 129)).astype(np.float32)
-    bias = rng.standard_normal(129).astype(np.float32)
-    expected = x.astype(np.float64) + bias
-    _C.bias_add(x, bias)
-    assert_close(x, expected, 1e-6, 1e-7, "bias_add 5000x129")
-
-
-def test_bias_add_rejects_bad_arguments():
-    x = np.zeros((4, 3), np.float32)
-    with pytest.raises(ValueError) as info:
-        _C.bias_add(x, np.ones(4, np.float32))
-    assert names_argument(str(info.value), "bias"), str(info.value)
-    for bad_x in (np.zeros((4, 3)), np.zeros((3, 4), np.float32).T, np.zeros((4, 6), np.float32)[:, ::2]):
-        with pytest.raises((TypeError, ValueError)) as info:
-            _C.bias_add(bad_x, np.ones(3, np.float32))
-        assert names_argument(str(info.value), "x"), str(info.value)
-        assert np.all(bad_x == 0)
-
-
 @pytest.mark.parametrize("m", SIZES)
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])

@@ -19,18 +19,20 @@ inline float sigmoid(float x) {
 
 }  // namespace
 
+void activate(Activation act, const float* x, float* y, int64_t n, float alpha) {
+    switch (act) {
+        case Activation::Identity: if (x != y) std::copy(x, x + n, y); break;
+        case Activation::Sigmoid: for (int64_t i = 0; i < n; ++i) y[i] = sigmoid(x[i]); break;
+        case Activation::Relu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
+        case Activation::Tanh: for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
+        case Activation::LeakyRelu:
+            for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : alpha * x[i];
+            break;
+    }
+}
+
 void activation_forward(Activation act, const float* x, float* y, int64_t n, float alpha) {
-    parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
-        switch (act) {
-            case Activation::Identity: std::copy(x + b, x + e, y + b); break;
-            case Activation::Sigmoid: for (int64_t i = b; i < e; ++i) y[i] = sigmoid(x[i]); break;
-            case Activation::Relu: for (int64_t i = b; i < e; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
-            case Activation::Tanh: for (int64_t i = b; i < e; ++i) y[i] = std::tanh(x[i]); break;
-            case Activation::LeakyRelu:
-                for (int64_t i = b; i < e; ++i) y[i] = x[i] > 0.0f ? x[i] : alpha * x[i];
-                break;
-        }
-    });
+    parallel_for(n, kGrain, [&](int64_t b, int64_t e) { activate(act, x + b, y + b, e - b, alpha); });
 }
 
 void activation_backward(Activation act, const float* y, const float* gy, float* gx, int64_t n,

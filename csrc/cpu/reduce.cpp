@@ -1,18 +1,8 @@
-// Bias broadcast and its adjoint, the column sum.
+// The column sum: the bias gradient (the bias itself is added by the GEMM epilogue).
 #include "../ops.h"
 #include "../parallel.h"
 
 namespace fastnn {
-
-void bias_add(float* x, const float* bias, int64_t rows, int64_t cols) {
-    parallel_for(rows, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(cols, 1)),
-                 [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-            float* xr = x + r * cols;
-            for (int64_t j = 0; j < cols; ++j) xr[j] += bias[j];
-        }
-    });
-}
 
 void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta) {
     // Threads split the columns and walk the rows in order: contiguous loads, and each

@@ -62,11 +62,10 @@ class Dense(Module):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
                              f"got {x.shape}")
-        y = _C.gemm(x, self.weight.data, transpose_b=True)
-        if self.bias is not None:
-            _C.bias_add(y, self.bias.data)
-        if self.activation != "identity":
-            y = _C.activation_forward(self.activation, y, LEAKY_RELU_SLOPE)
+        # Bias and activation are applied by the GEMM to each tile while it is in cache.
+        y = _C.gemm(x, self.weight.data, transpose_b=True,
+                    bias=None if self.bias is None else self.bias.data,
+                    activation=self.activation, activation_alpha=LEAKY_RELU_SLOPE)
         self._x, self._y = x, y
         return y
 

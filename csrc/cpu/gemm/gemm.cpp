@@ -9,6 +9,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -39,12 +40,11 @@ float* scratch(std::unique_ptr<float, AlignedFree>& buf, size_t& cap, size_t flo
     return buf.get();
 }
 
-// Panel `panel` of op(A) rows [i0, i0+mc), ks [p0, p0+kc): kc groups of mr values.
+// Panel `panel` of op(A) rows [i0, i0+mc), ks [p0, p0+kc) into out: kc groups of mr values.
 void pack_a_panel(const Microkernel& uk, bool trans, const float* a, int64_t lda, int64_t i0,
-                  int64_t mc, int64_t p0, int64_t kc, int64_t panel, float* dst) {
+                  int64_t mc, int64_t p0, int64_t kc, int64_t panel, float* out) {
     const int mr = uk.mr;
     int64_t r0 = panel * mr, rows = std::min<int64_t>(mr, mc - r0);
-    float* out = dst + panel * mr * kc;
     if (!trans && rows == mr && uk.pack_a_rows) {
         uk.pack_a_rows(a + (i0 + r0) * lda + p0, lda, kc, out);
         return;
@@ -63,10 +63,15 @@ void pack_a_panel(const Microkernel& uk, bool trans, const float* a, int64_t lda
 }
 
 // Panel `panel` of op(B) ks [p0, p0+kc), columns [j0, j0+nc): kc groups of nr values.
-void pack_b_panel(bool trans, const float* b, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
-                  int64_t nc, int nr, int64_t panel, float* dst) {
+void pack_b_panel(const Microkernel& uk, bool trans, const float* b, int64_t ldb, int64_t p0,
+                  int64_t kc, int64_t j0, int64_t nc, int64_t panel, float* dst) {
+    const int nr = uk.nr;
     int64_t c0 = panel * nr, cols = std::min<int64_t>(nr, nc - c0);
     float* out = dst + panel * nr * kc;
+    if (trans && cols == nr && uk.pack_b_rows) {
+        uk.pack_b_rows(b + (j0 + c0) * ldb + p0, ldb, kc, out);
+        return;
+    }
     for (int64_t p = 0; p < kc; ++p) {
         float* o = out + p * nr;
         if (trans) {  // op(B)[p][j] = b[j][p]
@@ -89,23 +94,44 @@ void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
     }
 }
 
-// One MR x NR tile at C(i, j); a partial tile goes through a local buffer.
-void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* bp, float* c,
-              int64_t ldc, int64_t rows, int64_t cols, float alpha, float beta) {
-    if (rows == uk.mr && cols == uk.nr) {
-        uk.fn(kc, ap, bp, c, ldc, alpha, beta);
-        return;
-    }
-    alignas(64) float tile[16 * 64];
-    uk.fn(kc, ap, bp, tile, uk.nr, 1.0f, 0.0f);
+void apply_epilogue(const Epilogue& ep, float* c, int64_t ldc, int64_t rows, int64_t cols,
+                    int64_t col0) {
     for (int64_t i = 0; i < rows; ++i) {
         float* row = c + i * ldc;
-        const float* t = tile + i * uk.nr;
-        if (beta == 0.0f)
-            for (int64_t j = 0; j < cols; ++j) row[j] = alpha * t[j];
-        else
-            for (int64_t j = 0; j < cols; ++j) row[j] = alpha * t[j] + beta * row[j];
+        if (ep.bias)
+            for (int64_t j = 0; j < cols; ++j) row[j] += ep.bias[col0 + j];
+        if (ep.act != Activation::Identity) activate(ep.act, row, row, cols, ep.act_alpha);
     }
+}
+
+bool has_epilogue(const Epilogue& ep) { return ep.bias || ep.act != Activation::Identity; }
+
+// One MR x NR tile at C(i, j); a partial tile goes through a local buffer. `ep` is given
+// with the last k-block only.
+void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* bp, float* c,
+              int64_t ldc, int64_t rows, int64_t cols, float alpha, float beta,
+              const Epilogue* ep, int64_t col0) {
+    if (rows == uk.mr && cols == uk.nr) {
+        uk.fn(kc, ap, bp, c, ldc, alpha, beta);
+    } else {
+        alignas(64) float tile[16 * 64];
+        uk.fn(kc, ap, bp, tile, uk.nr, 1.0f, 0.0f);
+        for (int64_t i = 0; i < rows; ++i) {
+            float* row = c + i * ldc;
+            const float* t = tile + i * uk.nr;
+            if (beta == 0.0f)
+                for (int64_t j = 0; j < cols; ++j) row[j] = alpha * t[j];
+            else
+                for (int64_t j = 0; j < cols; ++j) row[j] = alpha * t[j] + beta * row[j];
+        }
+    }
+    if (ep) apply_epilogue(*ep, c, ldc, rows, cols, col0);
+}
+
+// Small or skinny: too little work to share between threads, or a dimension so thin
+// that padded panels would waste most of the microkernel.
+bool is_small(int64_t m, int64_t n, int64_t k) {
+    return m * n * k <= (int64_t{1} << 18) || n <= 16 || m <= 16 || k <= 16;
 }
 
 const Microkernel* best_kernel();
@@ -115,13 +141,31 @@ const Microkernel* g_kernel = nullptr;  // set at load time, see Init below
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-          int64_t ldc) {
+          int64_t ldc, const Epilogue& epilogue) {
     if (m <= 0 || n <= 0) return;
+    const Epilogue* ep = has_epilogue(epilogue) ? &epilogue : nullptr;
     if (k <= 0 || alpha == 0.0f) {
         scale_c(m, n, beta, c, ldc);
+        if (ep) apply_epilogue(*ep, c, ldc, m, n, 0);
         return;
     }
     const Microkernel& uk = *g_kernel;
+    if (uk.small && is_small(m, n, k)) {
+        // Row blocks of 4 split between threads; a kernel that declines a case declines
+        // it for every block, before writing anything.
+        const int64_t blocks = (m + 3) / 4, a_row = trans_a ? 1 : lda;
+        std::atomic<bool> handled{true};
+        parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 18) / (4 * n * k + 1)),
+                     [&](int64_t b0, int64_t b1) {
+            const int64_t i0 = 4 * b0, rows = std::min(m, 4 * b1) - i0;
+            if (!uk.small(trans_a, trans_b, rows, n, k, alpha, a + i0 * a_row, lda, b, ldb, beta,
+                          c + i0 * ldc, ldc))
+                handled = false;
+            else if (ep)
+                apply_epilogue(*ep, c + i0 * ldc, ldc, rows, n, 0);
+        });
+        if (handled) return;
+    }
     const int mr = uk.mr, nr = uk.nr;
     const int64_t nc_max = std::min<int64_t>((NC + nr - 1) / nr * nr, (n + nr - 1) / nr * nr);
     const int64_t mc_max = std::min<int64_t>((MC + mr - 1) / mr * mr, (m + mr - 1) / mr * mr);
@@ -138,38 +182,59 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
 #endif
-    for (int64_t jc = 0; jc < n; jc += nc_max) {
-        const int64_t nc = std::min(nc_max, n - jc), n_panels = (nc + nr - 1) / nr;
-        for (int64_t pc = 0; pc < k; pc += kc_max) {
-            const int64_t kc = std::min(kc_max, k - pc);
-            const float beta_k = pc == 0 ? beta : 1.0f;
+    {
+#ifdef _OPENMP
+        const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int64_t tid = 0, nt = 1;
+#endif
+        for (int64_t jc = 0; jc < n; jc += nc_max) {
+            const int64_t nc = std::min(nc_max, n - jc), n_panels = (nc + nr - 1) / nr;
+            for (int64_t pc = 0; pc < k; pc += kc_max) {
+                const int64_t kc = std::min(kc_max, k - pc);
+                const float beta_k = pc == 0 ? beta : 1.0f;
+                const Epilogue* ep_k = pc + kc >= k ? ep : nullptr;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (int64_t jp = 0; jp < n_panels; ++jp)
-                pack_b_panel(trans_b, b, ldb, pc, kc, jc, nc, nr, jp, b_pack);
-            for (int64_t ic = 0; ic < m; ic += mc_max) {
-                const int64_t mc = std::min(mc_max, m - ic), m_panels = (mc + mr - 1) / mr;
+                for (int64_t jp = 0; jp < n_panels; ++jp)
+                    pack_b_panel(uk, trans_b, b, ldb, pc, kc, jc, nc, jp, b_pack);
+                for (int64_t ic = 0; ic < m; ic += mc_max) {
+                    const int64_t mc = std::min(mc_max, m - ic), m_panels = (mc + mr - 1) / mr;
+                    auto tile = [&](int64_t ip, int64_t jp, const float* a_panel) {
+                        const int64_t i = ip * mr, j = jp * nr;
+                        run_tile(uk, kc, a_panel, b_pack + jp * nr * kc,
+                                 c + (ic + i) * ldc + jc + j, ldc, std::min<int64_t>(mr, mc - i),
+                                 std::min<int64_t>(nr, nc - j), alpha, beta_k, ep_k, jc + j);
+                    };
+                    if (m_panels >= nt) {
+                        // Each thread packs its own row panels, one at a time, into a slot of
+                        // its own: the panel stays in L1 while the shared B block streams past,
+                        // and no thread waits for another.
+                        const int64_t ip0 = m_panels * tid / nt, ip1 = m_panels * (tid + 1) / nt;
+                        float* slot = a_pack + tid * mr * kc;
+                        for (int64_t ip = ip0; ip < ip1; ++ip) {
+                            pack_a_panel(uk, trans_a, a, lda, ic, mc, pc, kc, ip, slot);
+                            for (int64_t jp = 0; jp < n_panels; ++jp) tile(ip, jp, slot);
+                        }
+                    } else {  // few rows: share the column panels instead
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-                for (int64_t ip = 0; ip < m_panels; ++ip)
-                    pack_a_panel(uk, trans_a, a, lda, ic, mc, pc, kc, ip, a_pack);
-                // Tiles split row-panel-major when there are enough row panels, so each
-                // thread keeps its A panel in L1 and streams the shared B block from L2.
-                const bool rows_outer = m_panels >= threads;
-                const int64_t tiles = m_panels * n_panels;
+                        for (int64_t ip = 0; ip < m_panels; ++ip)
+                            pack_a_panel(uk, trans_a, a, lda, ic, mc, pc, kc, ip,
+                                         a_pack + ip * mr * kc);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-                for (int64_t t = 0; t < tiles; ++t) {
-                    const int64_t ip = rows_outer ? t / n_panels : t % m_panels;
-                    const int64_t jp = rows_outer ? t % n_panels : t / m_panels;
-                    const int64_t i = ip * mr, j = jp * nr;
-                    run_tile(uk, kc, a_pack + ip * mr * kc, b_pack + jp * nr * kc,
-                             c + (ic + i) * ldc + jc + j, ldc, std::min<int64_t>(mr, mc - i),
-                             std::min<int64_t>(nr, nc - j), alpha, beta_k);
+                        for (int64_t jp = 0; jp < n_panels; ++jp)
+                            for (int64_t ip = 0; ip < m_panels; ++ip)
+                                tile(ip, jp, a_pack + ip * mr * kc);
+                    }
                 }
+#ifdef _OPENMP
+#pragma omp barrier  // the next k-block repacks B
+#endif
             }
         }
     }
@@ -177,8 +242,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                    float* c, int64_t ldc) {
-    for (int64_t i = 0; i < m; ++i)
+                    float* c, int64_t ldc, const Epilogue& epilogue) {
+    for (int64_t i = 0; i < m; ++i) {
         for (int64_t j = 0; j < n; ++j) {
             double sum = 0.0;
             for (int64_t p = 0; p < k; ++p) {
@@ -188,7 +253,10 @@ void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
             }
             float& out = c[i * ldc + j];
             out = static_cast<float>(alpha * sum + (beta == 0.0f ? 0.0 : double(beta) * out));
+            if (epilogue.bias) out += epilogue.bias[j];
         }
+        activate(epilogue.act, c + i * ldc, c + i * ldc, n, epilogue.act_alpha);
+    }
 }
 
 // ---- ISA selection -------------------------------------------------------------------

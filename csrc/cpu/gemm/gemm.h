@@ -5,15 +5,29 @@
 
 namespace fastnn {
 
-// Packed, cache-blocked, OpenMP-parallel GEMM on the active microkernel.
+enum class Activation { Identity, Sigmoid, Relu, Tanh, LeakyRelu };
+
+// y = f(x) on one thread; x == y is allowed (cpu/activation.cpp).
+void activate(Activation act, const float* x, float* y, int64_t n, float alpha);
+
+// What happens to C after the product, while each tile is still in cache:
+// C = act(C + bias), bias broadcast along the rows (a Dense layer's forward pass).
+struct Epilogue {
+    const float* bias = nullptr;  // n values, or none
+    Activation act = Activation::Identity;
+    float act_alpha = 0.0f;       // leaky_relu's negative slope
+};
+
+// Packed, cache-blocked, OpenMP-parallel GEMM on the active microkernel, with a direct
+// path for small and skinny products.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-          int64_t ldc);
+          int64_t ldc, const Epilogue& epilogue = Epilogue{});
 
 // The plain triple loop (double accumulator) that the fast path is held to.
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                    float* c, int64_t ldc);
+                    float* c, int64_t ldc, const Epilogue& epilogue = Epilogue{});
 
 // A microkernel computes one MR x NR tile of C from kc steps of packed panels:
 // a holds kc groups of MR values of op(A), b holds kc groups of NR values of op(B).
@@ -21,15 +35,24 @@ void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
 using MicrokernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c,
                                int64_t ldc, float alpha, float beta);
 
-// Optional fast packing of a full MR-row panel of a row-major (non-transposed) A:
-// rows [0, MR) x columns [0, kc) of a into kc groups of MR values.
-using PackRowsFn = void (*)(const float* a, int64_t lda, int64_t kc, float* out);
+// Optional fast packing of a full panel that packing has to transpose: rows [0, R) x
+// columns [0, kc) of a row-major matrix into kc groups of R values, where R is MR for a
+// non-transposed A and NR for a transposed B.
+using PackRowsFn = void (*)(const float* src, int64_t ld, int64_t kc, float* out);
+
+// Optional path for small and skinny products, where packing costs more than it saves:
+// works on the unpacked operands, on one thread; returns false for a case it leaves to
+// the packed path.
+using SmallGemmFn = bool (*)(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                             float alpha, const float* a, int64_t lda, const float* b,
+                             int64_t ldb, float beta, float* c, int64_t ldc);
 
 struct Microkernel {
     const char* isa;
     int mr, nr;
     MicrokernelFn fn;
-    PackRowsFn pack_a_rows;  // nullptr: the portable packing loop
+    PackRowsFn pack_a_rows, pack_b_rows;  // nullptr: the portable packing loop
+    SmallGemmFn small;                    // nullptr: every product is packed
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

@@ -38,6 +38,6 @@ void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t l
 
 }  // namespace
 
-const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, nullptr};
+const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, nullptr, nullptr, nullptr};
 
 }  // namespace fastnn

@@ -9,6 +9,10 @@ namespace {
 
 constexpr int MR = 8, NR = 48;
 
+inline __m256 upper_half(__m512 x) {
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+}
+
 void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                    float alpha, float beta) {
     // The C tile is read at the end: start fetching it now, while the FMAs run.
@@ -42,11 +46,12 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t
     }
 }
 
-// Packs rows [0, 8) x columns [0, kc) of a row-major A (the 8-row panel of a non-transposed
-// A) into kc groups of 8: 8 x 16 blocks transposed in registers, the tail column by column.
-void pack_a_avx512(const float* a, int64_t lda, int64_t kc, float* out) {
+// Transposes 8 rows x kc columns of a row-major matrix into kc groups of 8 floats placed
+// `stride` floats apart: 8 x 16 blocks transposed in registers, the tail column by column.
+// Packs an A panel (stride MR) and, 8 rows at a time, a transposed B panel (stride NR).
+void pack_8_rows(const float* a, int64_t lda, int64_t kc, float* out, int64_t stride) {
     int64_t p = 0;
-    for (; p + 16 <= kc; p += 16, out += 16 * MR) {
+    for (; p + 16 <= kc; p += 16, out += 16 * stride) {
         __m512 r[8];
 #pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) r[i] = _mm512_loadu_ps(a + i * lda + p);
@@ -73,19 +78,168 @@ void pack_a_avx512(const float* a, int64_t lda, int64_t kc, float* out) {
             __m512 hi = _mm512_shuffle_f32x4(u[j], v[j], _MM_SHUFFLE(3, 2, 3, 2));
             lo = _mm512_shuffle_f32x4(lo, lo, _MM_SHUFFLE(3, 1, 2, 0));
             hi = _mm512_shuffle_f32x4(hi, hi, _MM_SHUFFLE(3, 1, 2, 0));
-            _mm256_storeu_ps(out + j * 8, _mm512_castps512_ps256(lo));
-            _mm256_storeu_ps(out + (4 + j) * 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(lo), 1)));
-            _mm256_storeu_ps(out + (8 + j) * 8, _mm512_castps512_ps256(hi));
-            _mm256_storeu_ps(out + (12 + j) * 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(hi), 1)));
+            _mm256_storeu_ps(out + j * stride, _mm512_castps512_ps256(lo));
+            _mm256_storeu_ps(out + (4 + j) * stride, upper_half(lo));
+            _mm256_storeu_ps(out + (8 + j) * stride, _mm512_castps512_ps256(hi));
+            _mm256_storeu_ps(out + (12 + j) * stride, upper_half(hi));
         }
     }
-    for (; p < kc; ++p, out += MR)
-        for (int i = 0; i < MR; ++i) out[i] = a[i * lda + p];
+    for (; p < kc; ++p, out += stride)
+        for (int i = 0; i < 8; ++i) out[i] = a[i * lda + p];
+}
+
+void pack_a_rows(const float* a, int64_t lda, int64_t kc, float* out) {
+    pack_8_rows(a, lda, kc, out, MR);
+}
+
+// A full NR-column panel of a transposed B: NR rows of the stored matrix, 8 at a time.
+void pack_b_rows(const float* b, int64_t ldb, int64_t kc, float* out) {
+#pragma GCC unroll 6
+    for (int g = 0; g < NR / 8; ++g) pack_8_rows(b + g * 8 * ldb, ldb, kc, out + g * 8, NR);
+}
+
+// ---- small and skinny products, straight from the unpacked operands -------------------
+
+inline __mmask16 tail_mask(int64_t left) {
+    return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+}
+
+inline void store_row(float* c, __m512 acc, __mmask16 mask, __m512 va, __m512 vb, bool beta0) {
+    __m512 r = _mm512_mul_ps(va, acc);
+    if (!beta0) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask, c), r);
+    _mm512_mask_storeu_ps(c, mask, r);
+}
+
+// ROWS rows of C, up to 64 columns from j: broadcast op(A)(i, p), vector rows of B.
+template <int ROWS>
+void small_rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
+    for (int64_t j = 0; j < n; j += 64) {
+        __mmask16 mask[4];
+        #pragma GCC unroll 4
+        for (int w = 0; w < 4; ++w) mask[w] = tail_mask(n - j - 16 * w > 0 ? n - j - 16 * w : 0);
+        const int width = n - j >= 64 ? 4 : static_cast<int>((n - j + 15) / 16);
+        __m512 acc[ROWS][4];
+        #pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r)
+            #pragma GCC unroll 4
+            for (int w = 0; w < 4; ++w) acc[r][w] = _mm512_setzero_ps();
+        if (width == 4) {
+            for (int64_t p = 0; p < k; ++p) {
+                const float* bp = b + p * ldb + j;
+                __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16),
+                       b2 = _mm512_loadu_ps(bp + 32), b3 = _mm512_loadu_ps(bp + 48);
+                #pragma GCC unroll 4
+                for (int r = 0; r < ROWS; ++r) {
+                    __m512 ar = _mm512_set1_ps(a[r * a_row + p * a_col]);
+                    acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+                    acc[r][2] = _mm512_fmadd_ps(ar, b2, acc[r][2]);
+                    acc[r][3] = _mm512_fmadd_ps(ar, b3, acc[r][3]);
+                }
+            }
+        } else {
+            for (int64_t p = 0; p < k; ++p) {
+                const float* bp = b + p * ldb + j;
+                __m512 bv[4];
+                #pragma GCC unroll 4
+                for (int w = 0; w < 4; ++w) bv[w] = _mm512_maskz_loadu_ps(mask[w], bp + 16 * w);
+                #pragma GCC unroll 4
+                for (int r = 0; r < ROWS; ++r) {
+                    __m512 ar = _mm512_set1_ps(a[r * a_row + p * a_col]);
+                    #pragma GCC unroll 4
+                    for (int w = 0; w < 4; ++w) acc[r][w] = _mm512_fmadd_ps(ar, bv[w], acc[r][w]);
+                }
+            }
+        }
+        #pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r)
+            #pragma GCC unroll 4
+            for (int w = 0; w < width; ++w)
+                store_row(c + r * ldc + j + 16 * w, acc[r][w], mask[w], va, vb, beta == 0.0f);
+    }
+}
+
+// C = alpha A B^T + beta C with A (m x k) and B (n x k) both row-major: dot products
+// along k, 4 x 4 at a time, reduced across lanes at the end.
+template <int ROWS, int COLS>
+void small_dots(int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                int64_t ldb, float beta, float* c, int64_t ldc) {
+    __m512 acc[ROWS][COLS];
+    #pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r)
+        #pragma GCC unroll 4
+        for (int q = 0; q < COLS; ++q) acc[r][q] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < k; p += 16) {
+        const __mmask16 mask = tail_mask(k - p);
+        __m512 bv[COLS];
+        #pragma GCC unroll 4
+        for (int q = 0; q < COLS; ++q) bv[q] = _mm512_maskz_loadu_ps(mask, b + q * ldb + p);
+        #pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r) {
+            __m512 ar = _mm512_maskz_loadu_ps(mask, a + r * lda + p);
+            #pragma GCC unroll 4
+            for (int q = 0; q < COLS; ++q) acc[r][q] = _mm512_fmadd_ps(ar, bv[q], acc[r][q]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r)
+        #pragma GCC unroll 4
+        for (int q = 0; q < COLS; ++q) {
+            float v = alpha * _mm512_reduce_add_ps(acc[r][q]);
+            float& out = c[r * ldc + q];
+            out = beta == 0.0f ? v : v + beta * out;
+        }
+}
+
+template <int ROWS>
+void small_dots_row(int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                    const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4)
+        small_dots<ROWS, 4>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
+    switch (n - j) {
+        case 3: small_dots<ROWS, 3>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc); break;
+        case 2: small_dots<ROWS, 2>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc); break;
+        case 1: small_dots<ROWS, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc); break;
+    }
+}
+
+bool small_gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                       const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                       float* c, int64_t ldc) {
+    // With B transposed only a thin B (few columns of C) suits the dot-product form.
+    if (trans_b && (trans_a || n > 16)) return false;
+    const int64_t a_row = trans_a ? 1 : lda;
+    for (int64_t i = 0; i < m; i += 4) {
+        const float* ai = a + i * a_row;
+        float* ci = c + i * ldc;
+        const int64_t rows = m - i < 4 ? m - i : 4;
+        if (!trans_b) {
+            switch (rows) {  // the remainder rows get a kernel of their own height
+                case 4: small_rows<4>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+                case 3: small_rows<3>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+                case 2: small_rows<2>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+                default: small_rows<1>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
+            }
+        } else {
+            switch (rows) {
+                case 4: small_dots_row<4>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+                case 3: small_dots_row<3>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+                case 2: small_dots_row<2>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+                default: small_dots_row<1>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
+            }
+        }
+    }
+    return true;
 }
 
 }  // namespace
 
-const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_avx512};
+const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
+                                small_gemm_avx512};
 
 }  // namespace fastnn
 

@@ -23,6 +23,6 @@ void kernel_generic(int64_t kc, const float* a, const float* b, float* c, int64_
 
 }  // namespace
 
-const Microkernel kGenericKernel{"generic", MR, NR, kernel_generic, nullptr};
+const Microkernel kGenericKernel{"generic", MR, NR, kernel_generic, nullptr, nullptr, nullptr};
 
 }  // namespace fastnn

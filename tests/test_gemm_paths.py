@@ -1,0 +1,108 @@
+"""The GEMM's internal paths, each held to NumPy float64: the direct path for small and
+skinny products, the packed path with several k-blocks and edge tiles, and the epilogue
+(bias + activation applied to C tiles) that Dense's forward pass uses."""
+
+import numpy as np
+import pytest
+
+from fastnn import _C
+
+import _ref
+from test_gemm import TRANSPOSES, TRANS_IDS, check, operands, reference
+
+# (m, n, k): direct path (thin n, thin m, thin k, tiny) and packed path (k > one k-block,
+# m and n off the tile sizes, a single row panel shared by threads).
+PATH_SHAPES = [(1000, 10, 300), (9, 700, 300), (500, 300, 5), (33, 17, 13),
+               (515, 301, 1000), (8, 1100, 900), (200, 200, 200)]
+ACTIVATIONS = ["identity", "relu", "sigmoid", "tanh", "leaky_relu"]
+
+
+def activate64(name, z, slope=0.01):
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-z))
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "leaky_relu":
+        return np.where(z > 0, z, slope * z)
+    return z
+
+
+@pytest.mark.parametrize("m,n,k", PATH_SHAPES)
+@pytest.mark.parametrize("ta,tb", TRANSPOSES, ids=TRANS_IDS)
+def test_paths_against_numpy(isa, m, n, k, ta, tb, rng):
+    a, b = operands(rng, m, n, k, ta, tb)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    out = c0.copy()
+    _C.gemm(a, b, out, transpose_a=ta, transpose_b=tb, alpha=-0.5, beta=1.5)
+    expected, scale = reference(a, b, ta, tb, alpha=-0.5, beta=1.5, c=c0)
+    check(out, expected, scale, k, f"gemm[{isa}] {m}x{n}x{k} ta={ta} tb={tb}")
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("m,n,k", PATH_SHAPES)
+def test_epilogue_bias_and_activation(isa, activation, m, n, k, rng):
+    # The forward pass of Dense: x @ W.T + b, then the activation.
+    x, w = operands(rng, m, n, k, False, True)
+    bias = rng.standard_normal(n).astype(np.float32)
+    got = _C.gemm(x, w, transpose_b=True, bias=bias, activation=activation, activation_alpha=0.1)
+    z, scale = reference(x, w, False, True)
+    z = z + bias
+    expected = activate64(activation, z, 0.1)
+    # Every activation here is 1-Lipschitz, so the product's error bound carries over.
+    check(got, expected, scale + np.abs(bias), k, f"gemm[{isa}] {m}x{n}x{k} +bias {activation}")
+    ref = _C.gemm_reference(x, w, transpose_b=True, bias=bias, activation=activation,
+                            activation_alpha=0.1)
+    check(ref, expected, scale + np.abs(bias), k, f"gemm_reference {m}x{n}x{k} +bias {activation}")
+
+
+def test_epilogue_applies_once_after_beta(rng):
+    # With beta, the epilogue acts on alpha*AB + beta*C, after the last k-block only.
+    m, n, k = 40, 60, 900
+    a, b = operands(rng, m, n, k, False, False)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    out = c0.copy()
+    _C.gemm(a, b, out, alpha=0.5, beta=2.0, bias=bias, activation="relu")
+    z, scale = reference(a, b, alpha=0.5, beta=2.0, c=c0)
+    check(out, np.maximum(z + bias, 0.0), scale + np.abs(bias), k, "gemm beta + bias + relu")
+
+
+def test_epilogue_with_empty_k(rng):
+    out = _C.gemm(np.zeros((3, 0), np.float32), np.zeros((0, 4), np.float32),
+                  bias=np.arange(4, dtype=np.float32) - 1.5, activation="relu")
+    np.testing.assert_array_equal(out, np.tile([0.0, 0.0, 0.5, 1.5], (3, 1)).astype(np.float32))
+
+
+def test_epilogue_rejects_bad_bias():
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    with pytest.raises(ValueError, match="bias"):
+        _C.gemm(a, b, bias=np.ones(4, np.float32))
+    with pytest.raises(TypeError, match="bias"):
+        _C.gemm(a, b, bias=np.array(["x"] * 5))
+    with pytest.raises(ValueError, match="activation"):
+        _C.gemm(a, b, activation="swish")
+
+
+@pytest.mark.parametrize("m,n,k", PATH_SHAPES)
+def test_paths_bit_identical_with_one_and_two_threads(isa, m, n, k, rng):
+    a, b = operands(rng, m, n, k, False, True)
+    bias = rng.standard_normal(n).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        _ref.use_threads(threads)
+        results.append(_C.gemm(a, b, transpose_b=True, bias=bias, activation="tanh"))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_repeated_parallel_calls_agree(rng):
+    # Threads that share packed buffers must never overwrite what another still reads:
+    # many runs of a shape with several row and k blocks, all bit-identical.
+    _ref.use_threads(2)
+    a, b = operands(rng, 515, 301, 1000, False, True)
+    first = _C.gemm(a, b, transpose_b=True)
+    expected, scale = reference(a, b, False, True)
+    check(first, expected, scale, 1000, "gemm 515x301x1000")
+    for _ in range(300):
+        np.testing.assert_array_equal(_C.gemm(a, b, transpose_b=True), first)
