@@ -36,6 +36,7 @@ std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::
 [[noreturn]] void fail_value(const std::string& msg) { throw py::value_error(msg); }
 
 py::array as_numpy(py::handle obj, const char* fn, const char* arg) {
+    if (py::isinstance<py::array>(obj)) return py::reinterpret_borrow<py::array>(obj);
     py::array arr;
     try {
         arr = py::array::ensure(obj);
