@@ -79,3 +79,56 @@ def adam_step(param: F32, grad: F32, m: F32, v: F32, *, lr: float, beta1: float,
 
 def fma_peak_gflops(threads: int = 1, seconds: float = 0.5) -> float:
     """Measured float32 AVX-512 FMA peak (GFLOP/s) on `threads` threads; 0.0 without AVX-512."""
+
+# ---- added for the course's tools (issue 4) ------------------------------------------------
+# Activation names also include "elu" (alpha = its scale, default 1.0 when used via layers),
+# "gelu" (tanh approximation as in torch's approximate="tanh") and "softplus".
+# activation_backward(name, y, grad_y, alpha=0.01, x=None): "gelu" needs x, the forward
+# input; every other activation works from y alone (x may be given and is then ignored).
+
+# Counter-based random numbers (Philox4x32-10): element i of a call with (seed, offset)
+# depends only on (seed, offset + i), never on the thread count.
+def random_uniform(n: int, seed: int, offset: int = 0) -> F32:
+    """n floats in [0, 1): the stream that dropout and augmentation draw from."""
+
+def dropout_forward(x: npt.ArrayLike, p: float, seed: int, offset: int) -> F32:
+    """Inverted dropout: y = x / (1 - p) where uniform(seed, offset + i) >= p, else 0."""
+
+def dropout_backward(grad_y: npt.ArrayLike, p: float, seed: int, offset: int) -> F32:
+    """The same mask (regenerated, not stored) applied to grad_y, scaled by 1 / (1 - p)."""
+
+def sum_squares(x: npt.ArrayLike) -> float:
+    """sum(x**2) accumulated in double over fixed chunks (thread-count independent)."""
+
+def scale_(x: F32, factor: float) -> None:
+    """In place: x *= factor."""
+
+def clip_(x: F32, low: float, high: float) -> None:
+    """In place: x = min(max(x, low), high)."""
+
+def add_penalty_grad(param: npt.ArrayLike, grad: F32, l1: float, l2: float) -> float:
+    """grad += l1 * sign(param) + 2 * l2 * param (in place); returns the penalty
+    l1 * sum|param| + l2 * sum(param**2) (Keras's kernel_regularizer convention)."""
+
+def adagrad_step(param: F32, grad: F32, sum_sq: F32, *, lr: float, eps: float,
+                 weight_decay: float, lr_decay: float, step: int) -> None:
+    """In place, torch.optim.Adagrad (initial_accumulator_value 0)."""
+
+def rmsprop_step(param: F32, grad: F32, square_avg: F32, momentum_buf: Optional[F32],
+                 grad_avg: Optional[F32], *, lr: float, alpha: float, eps: float,
+                 weight_decay: float, momentum: float, centered: bool) -> None:
+    """In place, torch.optim.RMSprop. momentum_buf required when momentum > 0, grad_avg when
+    centered."""
+
+# adam_step gains decoupled: bool = False. True is AdamW: param *= 1 - lr * weight_decay
+# before the Adam update, and the gradient is left without the decay term.
+
+def augment_images(x: npt.ArrayLike, *, seed: int, offset: int, max_shift: float = 0.0,
+                   flip: bool = False, max_rotation: float = 0.0,
+                   noise_std: float = 0.0) -> F32:
+    """A randomly transformed copy of a batch of images (N, H, W) or (N, C, H, W): per image
+    a shift of up to max_shift pixels in each direction, a horizontal flip with probability
+    1/2, a rotation of up to max_rotation degrees (one affine map, bilinear sampling, zeros
+    outside), then Gaussian noise of std noise_std. Image i draws from the stream at
+    offset + i * 8 (geometry) and its noise from a disjoint range, so the result depends
+    only on (seed, offset)."""
