@@ -1,0 +1,152 @@
+"""Figures saved as PNG files (matplotlib, the ``plot`` extra); nothing opens a window.
+
+Every function takes what the library returns (a History, a Comparison, a range-test
+result, a confusion matrix) and a path, and returns the path it wrote.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _figure(rows: int, cols: int, width: float = 5.0, height: float = 3.6):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError('plots need matplotlib: pip install "fastnn[plot]"') from e
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, axes
+
+
+def _epoch_axis(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)  # the Agg canvas: a file, never a window
+    return path
+
+
+def training_curves(history: Any, path: str | Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch, training and validation, side by side."""
+    h = history.history if hasattr(history, "history") else history
+    metrics = [m for m in ("loss", "accuracy") if m in h]
+    fig, axes = _figure(1, len(metrics))
+    for ax, metric in zip(axes[0], metrics):
+        epochs = np.arange(1, len(h[metric]) + 1)
+        ax.plot(epochs, h[metric], label=f"train {metric}")
+        if f"val_{metric}" in h:
+            ax.plot(epochs, h[f"val_{metric}"], label=f"validation {metric}")
+        _epoch_axis(ax)
+        ax.set_ylabel(metric)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def comparison(result: Any, path: str | Path, title: str = "") -> Path:
+    """The runs of ``experiments.compare``: training loss (log scale) and validation
+    accuracy per epoch, one line per run; diverged runs are dashed."""
+    fig, axes = _figure(1, 2, width=6.0)
+    loss_ax, acc_ax = axes[0]
+    for run in result.runs:
+        h = run.history.history
+        style = "--" if run.diverged else "-"
+        finite = [v if math.isfinite(v) else np.nan for v in h["loss"]]
+        loss_ax.plot(np.arange(1, len(finite) + 1), finite, style, label=run.label)
+        if "val_accuracy" in h:
+            acc_ax.plot(np.arange(1, len(h["val_accuracy"]) + 1), h["val_accuracy"], style,
+                        label=run.label)
+    loss_ax.set_yscale("log")
+    loss_ax.set_title("training loss")
+    acc_ax.set_title("validation accuracy")
+    for ax in (loss_ax, acc_ax):
+        _epoch_axis(ax)
+    acc_ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def lr_range(result: Any, path: str | Path) -> Path:
+    """The learning-rate range test: smoothed loss against the learning rate."""
+    fig, axes = _figure(1, 1)
+    ax = axes[0][0]
+    ax.plot(result.lrs, result.losses)
+    ax.axvline(result.suggested_lr, color="C3", linestyle="--",
+               label=f"suggested lr {result.suggested_lr:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss (smoothed)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def gradient_flow(history: Any, path: str | Path, metric: str = "grad_norm") -> Path:
+    """Per-layer gradient norm (or another diagnostic) over the epochs, log scale: the
+    picture of vanishing or exploding gradients. Needs fit(..., diagnostics=True)."""
+    diagnostics = getattr(history, "diagnostics", None)
+    if not diagnostics:
+        raise ValueError("the History has no diagnostics: train with fit(..., diagnostics=True)")
+    fig, axes = _figure(1, 1, width=6.0)
+    ax = axes[0][0]
+    for layer, values in diagnostics.items():
+        series = np.asarray(values[metric], dtype=float)
+        ax.plot(np.arange(1, len(series) + 1), series, marker="o", label=layer)
+    ax.set_yscale("log")
+    _epoch_axis(ax)
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix: np.ndarray, path: str | Path,
+                     classes: Sequence[str] | None = None) -> Path:
+    """A confusion matrix (rows: true class, columns: predicted), counts in the cells."""
+    matrix = np.asarray(matrix)
+    n = len(matrix)
+    classes = list(classes) if classes is not None else [str(i) for i in range(n)]
+    fig, axes = _figure(1, 1, width=1.0 + 0.6 * n, height=1.0 + 0.5 * n)
+    ax = axes[0][0]
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize="small",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return _save(fig, path)
+
+
+def sample_images(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, path: str | Path,
+                  image_shape: tuple[int, int], classes: Sequence[str] | None = None,
+                  count: int = 25) -> Path:
+    """A grid of images titled with predicted and true labels (red when wrong)."""
+    count = min(count, len(X))
+    cols = int(math.ceil(math.sqrt(count)))
+    rows = int(math.ceil(count / cols))
+    fig, axes = _figure(rows, cols, width=1.6, height=1.8)
+    name = (lambda c: classes[c]) if classes is not None else str
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= count:
+            continue
+        ax.imshow(np.asarray(X[k]).reshape(image_shape), cmap="gray_r")
+        right = y_true[k] == y_pred[k]
+        ax.set_title(f"{name(int(y_pred[k]))}\n(true {name(int(y_true[k]))})", fontsize=7,
+                     color="black" if right else "red")
+    return _save(fig, path)

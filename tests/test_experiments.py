@@ -1,0 +1,113 @@
+"""experiments.compare and lr_range_test, and the PNG files of fastnn.plot."""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import experiments, nn
+
+pytest.importorskip("matplotlib")
+from fastnn import plot  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits_split():
+    return fastnn.datasets.load("digits", validation=0.2)[:4]
+
+
+def _builder(record=None):
+    def build():
+        model = nn.Sequential(nn.Dense(64, 32, activation="relu"), nn.Dense(32, 10))
+        if record is not None:
+            record.append([p.data.copy() for p in model.parameters()])
+        return model
+    return build
+
+
+def test_every_run_starts_from_the_same_weights(digits_split):
+    initial = []
+    experiments.compare(_builder(initial), digits_split, optimizers=["sgd", "adam"],
+                        lrs=[0.1, 0.01], epochs=1, verbose=False)
+    assert len(initial) == 4
+    for weights in initial[1:]:
+        for a, b in zip(initial[0], weights):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_same_seed_same_results_and_settings_differ(digits_split):
+    kw = dict(optimizers=["momentum", "adam"], lrs=[0.05], epochs=2, verbose=False, seed=5)
+    first = experiments.compare(_builder(), digits_split, **kw)
+    second = experiments.compare(_builder(), digits_split, **kw)
+    for a, b in zip(first.runs, second.runs):
+        assert a.history.history["loss"] == b.history.history["loss"]
+        assert a.history.history["val_accuracy"] == b.history.history["val_accuracy"]
+    assert first.runs[0].history.history["loss"] != first.runs[1].history.history["loss"]
+    table = first.table()
+    assert "momentum" in table and "adam" in table and "val acc" in table
+
+
+def test_diverging_run_is_reported_not_raised():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 4)).astype(np.float32) * 10
+    y = X @ rng.standard_normal((4, 1)).astype(np.float32)
+    build = lambda: nn.Sequential(nn.Dense(4, 8, activation="relu"), nn.Dense(8, 1))  # noqa: E731
+    result = experiments.compare(build, (X, y, X, y), optimizers=["sgd"], lrs=[1e-3, 50.0],
+                                 epochs=5, loss="mse", verbose=False)
+    ok, diverged = result.runs
+    assert not ok.diverged and diverged.diverged
+    assert "diverged" in result.table()
+
+
+def test_target_epoch(digits_split):
+    result = experiments.compare(_builder(), digits_split, optimizers=["adam"], lrs=[0.01],
+                                 epochs=4, target_accuracy=0.5, verbose=False)
+    run = result.runs[0]
+    accs = run.history.history["val_accuracy"]
+    expected = next(i + 1 for i, a in enumerate(accs) if a >= 0.5)
+    assert run.epoch_reached_target == expected
+    assert run.best_val_accuracy == max(accs) and run.final_val_accuracy == accs[-1]
+
+
+def test_lr_range_test_restores_weights(digits_split):
+    model = _builder()()
+    before = [p.data.copy() for p in model.parameters()]
+    result = experiments.lr_range_test(model, digits_split, steps=60, start_lr=1e-5, end_lr=1e4)
+    for p, w in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, w)
+    assert np.all(np.diff(result.lrs) > 0) and result.lrs[0] == pytest.approx(1e-5)
+    assert len(result.lrs) < 60  # the loss blew up before lr reached 1e4
+    assert 1e-5 <= result.suggested_lr <= 1e4
+    # the suggestion lies where the loss was falling, before its minimum
+    assert result.suggested_lr <= result.lrs[int(np.argmin(result.losses))]
+
+
+def _is_png(path):
+    data = path.read_bytes()
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_plots_write_png_files(tmp_path, digits_split):
+    X_tr, y_tr, X_val, y_val = digits_split
+    model = _builder()()
+    model.compile(loss="cross_entropy", optimizer="adam", metrics=["accuracy"])
+    history = model.fit(X_tr, y_tr, epochs=2, validation_data=(X_val, y_val), verbose=0)
+    pred = model.predict(X_val).argmax(1)
+    cm = np.zeros((10, 10), int)
+    np.add.at(cm, (y_val, pred), 1)
+    cmp = experiments.compare(_builder(), digits_split, optimizers=["sgd"], lrs=[0.1], epochs=1,
+                              verbose=False)
+    lr = experiments.lr_range_test(_builder()(), digits_split, steps=20)
+    paths = [plot.training_curves(history, tmp_path / "curves.png"),
+             plot.comparison(cmp, tmp_path / "cmp.png"),
+             plot.lr_range(lr, tmp_path / "lr.png"),
+             plot.confusion_matrix(cm, tmp_path / "cm.png"),
+             plot.sample_images(X_val, y_val, pred, tmp_path / "samples.png", (8, 8))]
+    for path in paths:
+        assert _is_png(path), path
+
+
+def test_gradient_flow_needs_diagnostics(tmp_path):
+    class NoDiagnostics:
+        history = {"loss": [1.0]}
+    with pytest.raises(ValueError, match="diagnostics=True"):
+        plot.gradient_flow(NoDiagnostics(), tmp_path / "g.png")
