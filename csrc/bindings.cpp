@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -195,8 +196,11 @@ Activation activation_by_name(const std::string& name) {
     if (name == "relu") return Activation::Relu;
     if (name == "tanh") return Activation::Tanh;
     if (name == "leaky_relu") return Activation::LeakyRelu;
-    fail_value("unknown activation '" + name +
-               "'; expected one of: identity, sigmoid, relu, tanh, leaky_relu");
+    if (name == "elu") return Activation::Elu;
+    if (name == "gelu") return Activation::Gelu;
+    if (name == "softplus") return Activation::Softplus;
+    fail_value("unknown activation '" + name + "'; expected one of: identity (or linear), "
+               "sigmoid, relu, tanh, leaky_relu, elu, gelu, softplus");
 }
 
 py::array_t<float> new_like(const py::array& a) {
@@ -251,6 +255,54 @@ void require_same_size(const py::array& a, const py::array& b, const char* fn, c
     if (a.size() != b.size())
         fail_value(std::string(fn) + ": '" + bn + "' must match '" + an + "' " + shape_str(a) +
                    ", got " + shape_str(b));
+}
+
+// A Python integer in [0, 2**64): seeds and stream offsets.
+uint64_t u64_arg(py::handle obj, const char* fn, const char* arg) {
+    if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr()))
+        fail_type(std::string(fn) + ": argument '" + arg + "' must be an int, got " +
+                  py::str(py::type::of(obj)).cast<std::string>());
+    py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(obj.ptr()));
+    if (!value) throw py::error_already_set();
+    unsigned long long v = PyLong_AsUnsignedLongLong(value.ptr());
+    if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        fail_value(std::string(fn) + ": argument '" + arg + "' must be in [0, 2**64), got " +
+                   py::str(value).cast<std::string>());
+    }
+    return static_cast<uint64_t>(v);
+}
+
+// A finite float >= 0 (hyperparameters such as a dropout rate, a shift, a noise level).
+float nonneg_arg(double v, const char* fn, const char* arg) {
+    if (!(v >= 0.0) || !std::isfinite(v))
+        fail_value(std::string(fn) + ": '" + arg + "' must be a finite number >= 0, got " +
+                   std::to_string(v));
+    return static_cast<float>(v);
+}
+
+// A buffer of an optimizer: in place, with param's size.
+float* state_buffer(py::handle obj, const py::array& param, const char* fn, const char* arg) {
+    auto a = in_place(obj, fn, arg);
+    require_same_size(param, a, fn, "param", arg);
+    return a.mutable_data();
+}
+
+float dropout_rate(double p, const char* fn) {
+    if (!(p >= 0.0 && p < 1.0))
+        fail_value(std::string(fn) + ": 'p' must be in [0, 1), got " + std::to_string(p));
+    return static_cast<float>(p);
+}
+
+py::array_t<float> dropout_py(py::handle x_obj, double p_in, py::handle seed_obj,
+                              py::handle offset_obj, const char* fn, const char* arg) {
+    F32Array x = as_f32(x_obj, fn, arg);
+    const float p = dropout_rate(p_in, fn);
+    const uint64_t seed = u64_arg(seed_obj, fn, "seed"), offset = u64_arg(offset_obj, fn, "offset");
+    auto y = new_like(x);
+    py::gil_scoped_release nogil;
+    dropout(x.data(), y.mutable_data(), x.size(), p, seed, offset);
+    return y;
 }
 
 }  // namespace
@@ -352,16 +404,30 @@ PYBIND11_MODULE(_C, m) {
         return y;
     }, py::arg("name"), py::arg("x"), py::arg("alpha") = 0.01f);
     m.def("activation_backward", [](const std::string& name, py::handle y_obj, py::handle g_obj,
-                                    float alpha) {
+                                    float alpha, py::object x_obj) {
+        const char* fn = "activation_backward";
         Activation act = activation_by_name(name);
-        F32Array y = as_f32(y_obj, "activation_backward", "y");
-        F32Array g = as_f32(g_obj, "activation_backward", "grad_y");
-        require_same_shape(y, g, "activation_backward", "y", "grad_y");
+        F32Array y = as_f32(y_obj, fn, "y");
+        F32Array g = as_f32(g_obj, fn, "grad_y");
+        require_same_shape(y, g, fn, "y", "grad_y");
+        F32Array x;  // only gelu reads it; for the others it is ignored, as documented
+        if (act == Activation::Gelu) {
+            if (x_obj.is_none())
+                fail_value("activation_backward: 'gelu' needs x, the forward input "
+                           "(its derivative is not a function of y); pass x=...");
+            x = as_f32(x_obj, fn, "x");
+            require_same_shape(y, x, fn, "y", "x");
+        }
+        if (act == Activation::Elu && !(alpha >= 0.0f))
+            fail_value("activation_backward: 'elu' needs alpha >= 0 (its derivative is "
+                       "recovered from y), got " + std::to_string(alpha));
         auto gx = new_like(y);
+        const float* xp = x ? x.data() : nullptr;
         py::gil_scoped_release nogil;
-        activation_backward(act, y.data(), g.data(), gx.mutable_data(), y.size(), alpha);
+        activation_backward(act, xp, y.data(), g.data(), gx.mutable_data(), y.size(), alpha);
         return gx;
-    }, py::arg("name"), py::arg("y"), py::arg("grad_y"), py::arg("alpha") = 0.01f);
+    }, py::arg("name"), py::arg("y"), py::arg("grad_y"), py::arg("alpha") = 0.01f,
+       py::arg("x") = py::none());
     m.def("softmax_forward", [](py::handle x_obj) {
         F32Array x = matrix_2d(x_obj, "softmax_forward", "x");
         auto y = new_like(x);
@@ -429,7 +495,7 @@ PYBIND11_MODULE(_C, m) {
           py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f);
     m.def("adam_step", [](py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handle v_obj,
                           float lr, float beta1, float beta2, float eps, float weight_decay,
-                          int64_t step) {
+                          int64_t step, bool decoupled) {
         auto p = in_place(p_obj, "adam_step", "param");
         F32Array g = as_f32(g_obj, "adam_step", "grad");
         auto m1 = in_place(m_obj, "adam_step", "m");
@@ -440,10 +506,124 @@ PYBIND11_MODULE(_C, m) {
         if (step < 1) fail_value("adam_step: 'step' counts from 1, got " + std::to_string(step));
         py::gil_scoped_release nogil;
         adam_step(p.mutable_data(), g.data(), m1.mutable_data(), v.mutable_data(), p.size(), lr,
-                  beta1, beta2, eps, weight_decay, step);
+                  beta1, beta2, eps, weight_decay, step, decoupled);
     }, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::kw_only(), py::arg("lr"),
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-          py::arg("step"));
+          py::arg("step"), py::arg("decoupled") = false);
+
+    m.def("adagrad_step", [](py::handle p_obj, py::handle g_obj, py::handle s_obj, float lr,
+                             float eps, float weight_decay, float lr_decay, int64_t step) {
+        const char* fn = "adagrad_step";
+        auto p = in_place(p_obj, fn, "param");
+        F32Array g = as_f32(g_obj, fn, "grad");
+        require_same_size(p, g, fn, "param", "grad");
+        float* sum_sq = state_buffer(s_obj, p, fn, "sum_sq");
+        if (step < 1) fail_value("adagrad_step: 'step' counts from 1, got " + std::to_string(step));
+        py::gil_scoped_release nogil;
+        adagrad_step(p.mutable_data(), g.data(), sum_sq, p.size(), lr, eps, weight_decay, lr_decay,
+                     step);
+    }, py::arg("param"), py::arg("grad"), py::arg("sum_sq"), py::kw_only(), py::arg("lr"),
+          py::arg("eps"), py::arg("weight_decay"), py::arg("lr_decay"), py::arg("step"));
+
+    m.def("rmsprop_step", [](py::handle p_obj, py::handle g_obj, py::handle sq_obj,
+                             py::object buf_obj, py::object avg_obj, float lr, float alpha,
+                             float eps, float weight_decay, float momentum, bool centered) {
+        const char* fn = "rmsprop_step";
+        auto p = in_place(p_obj, fn, "param");
+        F32Array g = as_f32(g_obj, fn, "grad");
+        require_same_size(p, g, fn, "param", "grad");
+        float* sq = state_buffer(sq_obj, p, fn, "square_avg");
+        if (!(momentum >= 0.0f))
+            fail_value("rmsprop_step: 'momentum' must be >= 0, got " + std::to_string(momentum));
+        float *buf = nullptr, *avg = nullptr;
+        if (momentum > 0.0f) {
+            if (buf_obj.is_none()) fail_value("rmsprop_step: 'momentum_buf' is required when momentum > 0");
+            buf = state_buffer(buf_obj, p, fn, "momentum_buf");
+        }
+        if (centered) {
+            if (avg_obj.is_none()) fail_value("rmsprop_step: 'grad_avg' is required when centered=True");
+            avg = state_buffer(avg_obj, p, fn, "grad_avg");
+        }
+        py::gil_scoped_release nogil;
+        rmsprop_step(p.mutable_data(), g.data(), sq, buf, avg, p.size(), lr, alpha, eps,
+                     weight_decay, momentum, centered);
+    }, py::arg("param"), py::arg("grad"), py::arg("square_avg"), py::arg("momentum_buf"),
+          py::arg("grad_avg"), py::kw_only(), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
+          py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"));
+
+    m.def("add_penalty_grad", [](py::handle p_obj, py::handle g_obj, double l1, double l2) {
+        const char* fn = "add_penalty_grad";
+        F32Array p = as_f32(p_obj, fn, "param");
+        auto g = in_place(g_obj, fn, "grad");
+        require_same_size(p, g, fn, "param", "grad");
+        nonneg_arg(l1, fn, "l1");
+        nonneg_arg(l2, fn, "l2");
+        py::gil_scoped_release nogil;
+        return add_penalty_grad(p.data(), g.mutable_data(), p.size(), l1, l2);
+    }, py::arg("param"), py::arg("grad"), py::arg("l1"), py::arg("l2"));
+
+    // ---- reductions for gradient clipping ----
+    m.def("sum_squares", [](py::handle x_obj) {
+        F32Array x = as_f32(x_obj, "sum_squares", "x");
+        py::gil_scoped_release nogil;
+        return sum_squares(x.data(), x.size());
+    }, py::arg("x"));
+    m.def("scale_", [](py::handle x_obj, double factor) {
+        auto x = in_place(x_obj, "scale_", "x");
+        py::gil_scoped_release nogil;
+        scale(x.mutable_data(), x.size(), static_cast<float>(factor));
+    }, py::arg("x"), py::arg("factor"));
+    m.def("clip_", [](py::handle x_obj, double low, double high) {
+        auto x = in_place(x_obj, "clip_", "x");
+        if (std::isnan(low) || std::isnan(high) || low > high)
+            fail_value("clip_: needs low <= high, got low=" + std::to_string(low) +
+                       ", high=" + std::to_string(high));
+        py::gil_scoped_release nogil;
+        clip(x.mutable_data(), x.size(), static_cast<float>(low), static_cast<float>(high));
+    }, py::arg("x"), py::arg("low"), py::arg("high"));
+
+    // ---- counter-based random numbers, dropout, augmentation ----
+    m.def("random_uniform", [](int64_t n, py::handle seed_obj, py::handle offset_obj) {
+        if (n < 0) fail_value("random_uniform: 'n' must be >= 0, got " + std::to_string(n));
+        const uint64_t seed = u64_arg(seed_obj, "random_uniform", "seed");
+        const uint64_t offset = u64_arg(offset_obj, "random_uniform", "offset");
+        py::array_t<float> out(n);
+        float* data = out.mutable_data();
+        py::gil_scoped_release nogil;
+        random_uniform(data, n, seed, offset);
+        return out;
+    }, py::arg("n"), py::arg("seed"), py::arg("offset") = 0);
+    m.def("dropout_forward", [](py::handle x, double p, py::handle seed, py::handle offset) {
+        return dropout_py(x, p, seed, offset, "dropout_forward", "x");
+    }, py::arg("x"), py::arg("p"), py::arg("seed"), py::arg("offset"));
+    m.def("dropout_backward", [](py::handle g, double p, py::handle seed, py::handle offset) {
+        return dropout_py(g, p, seed, offset, "dropout_backward", "grad_y");
+    }, py::arg("grad_y"), py::arg("p"), py::arg("seed"), py::arg("offset"));
+
+    m.def("augment_images", [](py::handle x_obj, py::handle seed_obj, py::handle offset_obj,
+                               double max_shift, bool flip, double max_rotation, double noise_std) {
+        const char* fn = "augment_images";
+        F32Array x = as_f32(x_obj, fn, "x");
+        if (x.ndim() != 3 && x.ndim() != 4)
+            fail_value("augment_images: argument 'x' must be a batch of images (N, H, W) or "
+                       "(N, C, H, W), got shape " + shape_str(x));
+        AugmentSpec spec;
+        spec.max_shift = nonneg_arg(max_shift, fn, "max_shift");
+        spec.flip = flip;
+        spec.max_rotation = nonneg_arg(max_rotation, fn, "max_rotation");
+        spec.noise_std = nonneg_arg(noise_std, fn, "noise_std");
+        const uint64_t seed = u64_arg(seed_obj, fn, "seed"), offset = u64_arg(offset_obj, fn, "offset");
+        const bool chw = x.ndim() == 4;
+        const int64_t n = x.shape(0), c = chw ? x.shape(1) : 1;
+        const int64_t h = x.shape(chw ? 2 : 1), w = x.shape(chw ? 3 : 2);
+        auto out = new_like(x);
+        float* dst = out.mutable_data();
+        py::gil_scoped_release nogil;
+        augment_images(x.data(), dst, n, c, h, w, spec, seed, offset);
+        return out;
+    }, py::arg("x"), py::kw_only(), py::arg("seed"), py::arg("offset"),
+       py::arg("max_shift") = 0.0, py::arg("flip") = false, py::arg("max_rotation") = 0.0,
+       py::arg("noise_std") = 0.0);
 
     // A FASTNN_ISA this CPU cannot run is not silently ignored.
     if (const char* forced = std::getenv("FASTNN_ISA"); forced && *forced &&

@@ -9,9 +9,10 @@ namespace fastnn {
 
 // ---- activations (cpu/activation.cpp) ----
 void activation_forward(Activation act, const float* x, float* y, int64_t n, float alpha);
-// grad_x = f'(x) * grad_y, from the forward output y (every supported f allows it).
-void activation_backward(Activation act, const float* y, const float* grad_y, float* grad_x,
-                         int64_t n, float alpha);
+// grad_x = f'(x) * grad_y, from the forward output y; gelu's f' needs the input x
+// instead (x may be nullptr for every other activation). elu needs alpha >= 0.
+void activation_backward(Activation act, const float* x, const float* y, const float* grad_y,
+                         float* grad_x, int64_t n, float alpha);
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols);
 void softmax_backward(const float* y, const float* grad_y, float* grad_x, int64_t rows,
                       int64_t cols);
@@ -19,6 +20,28 @@ void softmax_backward(const float* y, const float* grad_y, float* grad_x, int64_
 // ---- reductions (cpu/reduce.cpp); the bias broadcast is the GEMM's epilogue ----
 // out[j] = beta * out[j] + sum_i x[i][j]
 void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta);
+// sum(x^2) in double over fixed chunks: the same value whatever the thread count.
+double sum_squares(const float* x, int64_t n);
+void scale(float* x, int64_t n, float factor);                 // x *= factor
+void clip(float* x, int64_t n, float low, float high);         // x = min(max(x, low), high)
+
+// ---- random numbers and dropout (cpu/dropout.cpp; the generator is random.h) ----
+// out[i] = uniform [0, 1) element (offset + i) of the seed's stream.
+void random_uniform(float* out, int64_t n, uint64_t seed, uint64_t offset);
+// y = x * 1 / (1 - p) where uniform(seed, offset + i) >= p, else 0; 0 <= p < 1.
+// Backward is the same call on grad_y: the mask is regenerated, never stored.
+void dropout(const float* x, float* y, int64_t n, float p, uint64_t seed, uint64_t offset);
+
+// ---- augmentation (cpu/augment.cpp) ----
+struct AugmentSpec {
+    float max_shift = 0.0f;     // pixels, each direction
+    bool flip = false;          // horizontal, with probability 1/2
+    float max_rotation = 0.0f;  // degrees, either way
+    float noise_std = 0.0f;
+};
+// n images of c channels of h x w (contiguous), transformed into out (never in place).
+void augment_images(const float* x, float* out, int64_t n, int64_t c, int64_t h, int64_t w,
+                    const AugmentSpec& spec, uint64_t seed, uint64_t offset);
 
 // ---- losses (cpu/loss.cpp): mean loss returned, its gradient written to grad ----
 double mse(const float* pred, const float* target, float* grad, int64_t n);
@@ -34,7 +57,18 @@ int64_t first_label_out_of_range(const int64_t* labels, int64_t n, int64_t class
 // ---- optimizer updates (cpu/optim.cpp), PyTorch's formulas ----
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr,
               float momentum, bool nesterov, float weight_decay);
+// decoupled: AdamW (param *= 1 - lr * weight_decay first; the gradient gets no decay term).
 void adam_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
-               float beta1, float beta2, float eps, float weight_decay, int64_t step);
+               float beta1, float beta2, float eps, float weight_decay, int64_t step,
+               bool decoupled);
+void adagrad_step(float* param, const float* grad, float* sum_sq, int64_t n, float lr,
+                  float eps, float weight_decay, float lr_decay, int64_t step);
+// momentum_buf is used when momentum > 0, grad_avg when centered (else may be nullptr).
+void rmsprop_step(float* param, const float* grad, float* square_avg, float* momentum_buf,
+                  float* grad_avg, int64_t n, float lr, float alpha, float eps,
+                  float weight_decay, float momentum, bool centered);
+// grad += l1 * sign(param) + 2 * l2 * param; returns l1 * sum|param| + l2 * sum(param^2),
+// summed in double over fixed chunks.
+double add_penalty_grad(const float* param, float* grad, int64_t n, double l1, double l2);
 
 }  // namespace fastnn

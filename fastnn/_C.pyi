@@ -13,7 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
-ActivationName = Literal["identity", "sigmoid", "relu", "tanh", "leaky_relu"]
+ActivationName = Literal["identity", "linear", "sigmoid", "relu", "tanh", "leaky_relu", "elu",
+                         "gelu", "softplus"]
 IsaName = Literal["avx512", "avx2", "generic"]
 
 def config() -> dict:
@@ -49,8 +50,8 @@ def activation_forward(name: ActivationName, x: npt.ArrayLike, alpha: float = 0.
     """y = f(x), a new array of x's shape; alpha is leaky_relu's negative slope."""
 
 def activation_backward(name: ActivationName, y: npt.ArrayLike, grad_y: npt.ArrayLike,
-                        alpha: float = 0.01) -> F32:
-    """grad_x = f'(x) * grad_y, computed from the forward output y."""
+                        alpha: float = 0.01, x: Optional[npt.ArrayLike] = None) -> F32:
+    """grad_x = f'(x) * grad_y, computed from the forward output y ("gelu": from x, required)."""
 
 def softmax_forward(x: npt.ArrayLike) -> F32:
     """Row-wise stable softmax of a 2-D array."""
@@ -74,8 +75,10 @@ def sgd_step(param: F32, grad: F32, velocity: Optional[F32], *, lr: float,
     """In place, PyTorch's SGD. velocity (same shape) is required when momentum > 0."""
 
 def adam_step(param: F32, grad: F32, m: F32, v: F32, *, lr: float, beta1: float,
-              beta2: float, eps: float, weight_decay: float, step: int) -> None:
-    """In place, PyTorch's Adam (L2 weight decay added to the gradient); step counts from 1."""
+              beta2: float, eps: float, weight_decay: float, step: int,
+              decoupled: bool = False) -> None:
+    """In place, PyTorch's Adam (L2 weight decay added to the gradient); step counts from 1.
+    decoupled=True is AdamW (see below)."""
 
 def fma_peak_gflops(threads: int = 1, seconds: float = 0.5) -> float:
     """Measured float32 AVX-512 FMA peak (GFLOP/s) on `threads` threads; 0.0 without AVX-512."""
@@ -131,4 +134,8 @@ def augment_images(x: npt.ArrayLike, *, seed: int, offset: int, max_shift: float
     1/2, a rotation of up to max_rotation degrees (one affine map, bilinear sampling, zeros
     outside), then Gaussian noise of std noise_std. Image i draws from the stream at
     offset + i * 8 (geometry) and its noise from a disjoint range, so the result depends
-    only on (seed, offset)."""
+    only on (seed, offset). In detail, with u = random_uniform(8 * N, seed, offset) and
+    g = u[8 i: 8 i + 4]: shift (dx, dy) = max_shift * (2 g[0] - 1, 2 g[1] - 1) (dx to the
+    right, dy down), flip when flip and g[2] < 0.5, angle max_rotation * (2 g[3] - 1) degrees
+    (positive turns clockwise as displayed); content is flipped, then rotated about
+    ((W - 1) / 2, (H - 1) / 2), then shifted."""

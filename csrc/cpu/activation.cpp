@@ -1,4 +1,5 @@
-// Elementwise activations and row-wise softmax, forward and backward.
+// Elementwise activations and row-wise softmax, forward and backward. activate() is also
+// the GEMM epilogue's, so every activation here can be fused into a Dense forward pass.
 #include <algorithm>
 #include <cmath>
 
@@ -17,6 +18,33 @@ inline float sigmoid(float x) {
     return e / (1.0f + e);
 }
 
+// GELU, tanh approximation (torch's approximate="tanh"): 0.5 x (1 + tanh(u)) with
+// u = k (x + c x^3). As 0.5 (1 + tanh(u)) = 1 / (1 + e^(-2u)), one exp does it (several
+// times faster than tanh), and e^(-2u) = inf gives 0 rather than NaN.
+constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluC = 0.044715f;
+
+inline float gelu(float x) {
+    const float e = std::exp(-2.0f * kGeluK * (x + kGeluC * x * x * x));
+    return x / (1.0f + e);
+}
+
+inline float gelu_derivative(float x) {
+    // Past |x| = 10 the curve is flat in float32; the cut also keeps x^3 from
+    // overflowing into inf * 0 = NaN for huge |x|.
+    if (std::fabs(x) > 10.0f) return x > 0.0f ? 1.0f : 0.0f;
+    const float x2 = x * x;
+    const float e = std::exp(-2.0f * kGeluK * (x + kGeluC * x2 * x));
+    const float s = 1.0f / (1.0f + e);  // 0.5 (1 + tanh(u))
+    // d/dx = s + x * 2 s (1 - s) * u', with 1 - s = e s (no cancellation); e s first,
+    // as e alone reaches 1e38 near x = -10.
+    const float s1 = e * s;
+    return s + 2.0f * x * (s1 * s) * kGeluK * (1.0f + 3.0f * kGeluC * x2);
+}
+
+// log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no loss for small.
+inline float softplus(float x) { return std::max(x, 0.0f) + std::log1p(std::exp(-std::fabs(x))); }
+
 }  // namespace
 
 void activate(Activation act, const float* x, float* y, int64_t n, float alpha) {
@@ -28,6 +56,11 @@ void activate(Activation act, const float* x, float* y, int64_t n, float alpha) 
         case Activation::LeakyRelu:
             for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : alpha * x[i];
             break;
+        case Activation::Elu:  // expm1 keeps small negative inputs accurate
+            for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : alpha * std::expm1(x[i]);
+            break;
+        case Activation::Gelu: for (int64_t i = 0; i < n; ++i) y[i] = gelu(x[i]); break;
+        case Activation::Softplus: for (int64_t i = 0; i < n; ++i) y[i] = softplus(x[i]); break;
     }
 }
 
@@ -35,9 +68,10 @@ void activation_forward(Activation act, const float* x, float* y, int64_t n, flo
     parallel_for(n, kGrain, [&](int64_t b, int64_t e) { activate(act, x + b, y + b, e - b, alpha); });
 }
 
-void activation_backward(Activation act, const float* y, const float* gy, float* gx, int64_t n,
-                         float alpha) {
-    parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+void activation_backward(Activation act, const float* x, const float* y, const float* gy,
+                         float* gx, int64_t n, float alpha) {
+    // Captured by value: the stores to gx cannot alias alpha, so the loops vectorize.
+    parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
         switch (act) {
             case Activation::Identity: std::copy(gy + b, gy + e, gx + b); break;
             case Activation::Sigmoid:
@@ -51,6 +85,15 @@ void activation_backward(Activation act, const float* y, const float* gy, float*
                 break;
             case Activation::LeakyRelu:  // y > 0 exactly where x > 0, for alpha > 0
                 for (int64_t i = b; i < e; ++i) gx[i] = y[i] > 0.0f ? gy[i] : alpha * gy[i];
+                break;
+            case Activation::Elu:  // for x <= 0: f'(x) = alpha e^x = y + alpha (alpha >= 0)
+                for (int64_t i = b; i < e; ++i) gx[i] = y[i] > 0.0f ? gy[i] : gy[i] * (y[i] + alpha);
+                break;
+            case Activation::Gelu:  // f' is not a function of y: needs the input x
+                for (int64_t i = b; i < e; ++i) gx[i] = gy[i] * gelu_derivative(x[i]);
+                break;
+            case Activation::Softplus:  // f'(x) = sigmoid(x) = 1 - e^-y, as -expm1(-y) for small y
+                for (int64_t i = b; i < e; ++i) gx[i] = -gy[i] * std::expm1(-y[i]);
                 break;
         }
     });

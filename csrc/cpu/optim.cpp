@@ -1,4 +1,7 @@
-// Optimizer updates, elementwise and in place, with PyTorch's formulas.
+// Optimizer updates, elementwise and in place, with torch.optim's formulas (float32
+// state, as there), and the L1/L2 penalty gradient. Lambdas capture by value: scalars the
+// compiler knows the stores cannot alias, so the loops vectorize.
+#include <algorithm>
 #include <cmath>
 
 #include "../ops.h"
@@ -7,10 +10,11 @@
 namespace fastnn {
 
 constexpr int64_t kGrain = 1 << 15;
+constexpr int64_t kChunk = 4096;  // elements per partial sum of the penalty
 
 void sgd_step(float* p, const float* grad, float* v, int64_t n, float lr, float momentum,
               bool nesterov, float wd) {
-    parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
             float g = grad[i] + wd * p[i];
             if (momentum != 0.0f) {
@@ -23,17 +27,72 @@ void sgd_step(float* p, const float* grad, float* v, int64_t n, float lr, float 
 }
 
 void adam_step(float* p, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
-               float beta2, float eps, float wd, int64_t step) {
+               float beta2, float eps, float wd, int64_t step, bool decoupled) {
     const double t = static_cast<double>(step);
     const float step_size = static_cast<float>(lr / (1.0 - std::pow(double(beta1), t)));
     const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(beta2), t)));
-    parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    // Adam adds wd * p to the gradient (L2); AdamW shrinks p itself before the update.
+    const float l2 = decoupled ? 0.0f : wd;
+    const float shrink = decoupled ? static_cast<float>(1.0 - double(lr) * wd) : 1.0f;
+    parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
-            float g = grad[i] + wd * p[i];
+            if (decoupled) p[i] *= shrink;
+            float g = grad[i] + l2 * p[i];
             m[i] = beta1 * m[i] + (1.0f - beta1) * g;
             v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
             p[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
         }
+    });
+}
+
+void adagrad_step(float* p, const float* grad, float* sum_sq, int64_t n, float lr, float eps,
+                  float wd, float lr_decay, int64_t step) {
+    const float clr = static_cast<float>(lr / (1.0 + double(step - 1) * lr_decay));
+    parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+            const float g = grad[i] + wd * p[i];
+            sum_sq[i] += g * g;
+            p[i] -= clr * g / (std::sqrt(sum_sq[i]) + eps);
+        }
+    });
+}
+
+void rmsprop_step(float* p, const float* grad, float* sq, float* buf, float* gavg, int64_t n,
+                  float lr, float alpha, float eps, float wd, float momentum, bool centered) {
+    const float w = 1.0f - alpha;
+    parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+            const float g = grad[i] + wd * p[i];
+            sq[i] = alpha * sq[i] + w * g * g;
+            float var = sq[i];
+            if (centered) {
+                gavg[i] += w * (g - gavg[i]);  // torch's lerp(grad_avg, grad, 1 - alpha)
+                // E[g^2] >= E[g]^2 exactly; the clamp only stops rounding from making a NaN.
+                var = std::max(var - gavg[i] * gavg[i], 0.0f);
+            }
+            const float avg = std::sqrt(var) + eps;
+            if (momentum > 0.0f) {
+                buf[i] = momentum * buf[i] + g / avg;
+                p[i] -= lr * buf[i];
+            } else {
+                p[i] -= lr * g / avg;
+            }
+        }
+    });
+}
+
+double add_penalty_grad(const float* p, float* grad, int64_t n, double l1, double l2) {
+    // float coefficients for the float32 gradient, the exact ones for the reported penalty
+    const float l1f = static_cast<float>(l1), two_l2 = static_cast<float>(2.0 * l2);
+    return chunked_sum(n, kChunk, [=](int64_t b, int64_t e) {
+        double abs_sum = 0.0, sq_sum = 0.0;
+        for (int64_t i = b; i < e; ++i) {
+            const float sign = static_cast<float>((p[i] > 0.0f) - (p[i] < 0.0f));
+            grad[i] += l1f * sign + two_l2 * p[i];
+            abs_sum += std::fabs(static_cast<double>(p[i]));
+            sq_sum += static_cast<double>(p[i]) * p[i];
+        }
+        return l1 * abs_sum + l2 * sq_sum;
     });
 }
 

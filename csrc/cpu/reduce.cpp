@@ -1,8 +1,17 @@
-// The column sum: the bias gradient (the bias itself is added by the GEMM epilogue).
+// Reductions and in-place elementwise helpers: the bias gradient (column_sum; the bias
+// itself is added by the GEMM epilogue), squared norms for gradient clipping, scale, clip.
+#include <algorithm>
+
 #include "../ops.h"
 #include "../parallel.h"
 
 namespace fastnn {
+namespace {
+
+constexpr int64_t kGrain = 1 << 15;  // elements per thread before a fork pays
+constexpr int64_t kChunk = 4096;     // elements per partial sum (fixed: thread-independent)
+
+}  // namespace
 
 void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta) {
     // Threads split the columns and walk the rows in order: contiguous loads, and each
@@ -14,6 +23,29 @@ void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float be
             const float* xr = x + r * cols;
             for (int64_t j = b; j < e; ++j) out[j] += xr[j];
         }
+    });
+}
+
+double sum_squares(const float* x, int64_t n) {
+    return chunked_sum(n, kChunk, [=](int64_t b, int64_t e) {
+        double s = 0.0;
+        for (int64_t i = b; i < e; ++i) s += static_cast<double>(x[i]) * x[i];
+        return s;
+    });
+}
+
+void scale(float* x, int64_t n, float factor) {
+    // Captured by value (here and below): the stores cannot alias the scalars, so it vectorizes.
+    parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) x[i] *= factor;
+    });
+}
+
+void clip(float* x, int64_t n, float low, float high) {
+    // std::max(x, low) keeps a NaN x (the comparison is false), so NaNs pass through
+    // as in torch.clamp rather than being hidden.
+    parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) x[i] = std::min(std::max(x[i], low), high);
     });
 }
 

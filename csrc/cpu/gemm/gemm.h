@@ -5,7 +5,7 @@
 
 namespace fastnn {
 
-enum class Activation { Identity, Sigmoid, Relu, Tanh, LeakyRelu };
+enum class Activation { Identity, Sigmoid, Relu, Tanh, LeakyRelu, Elu, Gelu, Softplus };
 
 // y = f(x) on one thread; x == y is allowed (cpu/activation.cpp).
 void activate(Activation act, const float* x, float* y, int64_t n, float alpha);
@@ -15,7 +15,7 @@ void activate(Activation act, const float* x, float* y, int64_t n, float alpha);
 struct Epilogue {
     const float* bias = nullptr;  // n values, or none
     Activation act = Activation::Identity;
-    float act_alpha = 0.0f;       // leaky_relu's negative slope
+    float act_alpha = 0.0f;       // leaky_relu's negative slope, elu's scale
 };
 
 // Packed, cache-blocked, OpenMP-parallel GEMM on the active microkernel, with a direct
