@@ -1,0 +1,271 @@
+"""The whole training step side by side: fastnn, PyTorch (CPU) and a NumPy network written
+by hand, in one process, on the same data from the same initial weights.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_mlp.py [--quick]
+
+A step gathers a shuffled batch, runs forward, softmax cross-entropy, backward and the
+optimizer update. First, for each model and optimizer, the three are run for 50 steps from
+the same weights on the same batches and must reach the same loss (same work, no shortcut).
+Then each is timed; the table gives samples/s, the ratio of fastnn to each, and the share
+of the measured FMA peak (6 flops per weight per sample: forward, weight and input
+gradients). Peak memory is measured separately, one fresh process per framework, as the
+growth of the peak RSS during training. JSON goes to bench/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import fastnn
+from fastnn import _C, losses, nn, optim
+from common import machine_info, threads, try_import_torch, warn_openblas_env, write_json
+
+MODELS = {"784-256-128-10": [784, 256, 128, 10], "784-512-256-10": [784, 512, 256, 10],
+          "784-1024-1024-10": [784, 1024, 1024, 10]}
+BATCHES = [32, 128, 512]
+OPTIMIZERS = {"adam": dict(lr=1e-3), "sgd-momentum": dict(lr=0.01, momentum=0.9)}
+N_SAMPLES = 8192
+
+
+def initial_weights(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(0, np.sqrt(2.0 / i), (o, i)).astype(np.float32),
+             np.zeros(o, np.float32)) for i, o in zip(sizes[:-1], sizes[1:])]
+
+
+def data(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((N_SAMPLES, 784), dtype=np.float32)
+    y = rng.integers(0, 10, N_SAMPLES)
+    return X, y
+
+
+# ---------------------------------------------------------------------------- the three
+class FastnnNet:
+    def __init__(self, weights, opt_name):
+        layers = []
+        for k, (w, b) in enumerate(weights):
+            last = k == len(weights) - 1
+            dense = nn.Dense(w.shape[1], w.shape[0], activation=None if last else "relu")
+            dense.weight.data[...] = w
+            dense.bias.data[...] = b
+            layers.append(dense)
+        self.model = nn.Sequential(*layers)
+        cfg = OPTIMIZERS[opt_name]
+        self.opt = (optim.Adam(self.model.parameters(), **cfg) if opt_name == "adam"
+                    else optim.SGD(self.model.parameters(), **cfg))
+        self.loss_fn = losses.CrossEntropy()
+
+    def step(self, X, y, idx):
+        xb, yb = X[idx], y[idx]
+        loss = self.loss_fn(self.model(xb), yb)
+        self.model.backward(self.loss_fn.backward())
+        self.opt.step()
+        self.opt.zero_grad()
+        return loss
+
+
+class TorchNet:
+    def __init__(self, torch, weights, opt_name):
+        self.torch = torch
+        layers = []
+        for k, (w, b) in enumerate(weights):
+            lin = torch.nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(w))
+                lin.bias.copy_(torch.from_numpy(b))
+            layers.append(lin)
+            if k < len(weights) - 1:
+                layers.append(torch.nn.ReLU())
+        self.model = torch.nn.Sequential(*layers)
+        cfg = OPTIMIZERS[opt_name]
+        self.opt = (torch.optim.Adam(self.model.parameters(), **cfg) if opt_name == "adam"
+                    else torch.optim.SGD(self.model.parameters(), **cfg))
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(self, X, y, idx):
+        t = self.torch
+        xb, yb = t.from_numpy(X[idx]), t.from_numpy(y[idx])
+        loss = self.loss_fn(self.model(xb), yb)
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        self.opt.step()
+        return float(loss)
+
+
+class NumpyNet:
+    """The network a learner writes by hand: NumPy arrays, BLAS matmuls, explicit backprop."""
+
+    def __init__(self, weights, opt_name):
+        self.params = [a.copy() for wb in weights for a in wb]
+        self.opt_name, self.cfg = opt_name, OPTIMIZERS[opt_name]
+        self.state = [[np.zeros_like(p), np.zeros_like(p)] for p in self.params]
+        self.t = 0
+
+    def step(self, X, y, idx):
+        xb, yb = X[idx], y[idx]
+        acts = [xb]
+        n_layers = len(self.params) // 2
+        for k in range(n_layers):
+            z = acts[-1] @ self.params[2 * k].T + self.params[2 * k + 1]
+            acts.append(np.maximum(z, 0) if k < n_layers - 1 else z)
+        z = acts[-1]
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        loss = -np.mean(np.log(p[np.arange(len(yb)), yb]))
+        g = p
+        g[np.arange(len(yb)), yb] -= 1
+        g /= len(yb)
+        grads = [None] * len(self.params)
+        for k in reversed(range(n_layers)):
+            grads[2 * k] = g.T @ acts[k]
+            grads[2 * k + 1] = g.sum(axis=0)
+            if k:
+                g = (g @ self.params[2 * k]) * (acts[k] > 0)
+        self.t += 1
+        for p_, g_, (m, v) in zip(self.params, grads, self.state):
+            if self.opt_name == "adam":
+                m *= 0.9
+                m += 0.1 * g_
+                v *= 0.999
+                v += 0.001 * g_ * g_
+                mhat = m / (1 - 0.9 ** self.t)
+                vhat = v / (1 - 0.999 ** self.t)
+                p_ -= self.cfg["lr"] * mhat / (np.sqrt(vhat) + 1e-8)
+            else:
+                m *= self.cfg["momentum"]
+                m += g_
+                p_ -= self.cfg["lr"] * m
+        return float(loss)
+
+
+def make(name, torch, weights, opt_name):
+    if name == "fastnn":
+        return FastnnNet(weights, opt_name)
+    if name == "torch":
+        return TorchNet(torch, weights, opt_name)
+    return NumpyNet(weights, opt_name)
+
+
+def batch_indices(batch, steps, seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.choice(N_SAMPLES, batch, replace=False) for _ in range(steps)]
+
+
+# ---------------------------------------------------------------------------- checks, timing
+def check_same_loss(frameworks, torch, sizes, opt_name, X, y):
+    idx = batch_indices(64, 50)
+    finals = {}
+    for name in frameworks:
+        net = make(name, torch, initial_weights(sizes), opt_name)
+        for i in idx:
+            loss = net.step(X, y, i)
+        finals[name] = loss
+    ref = finals["fastnn"]
+    for name, value in finals.items():
+        assert abs(value - ref) <= 1e-3 * max(1.0, abs(ref)), \
+            f"{name} reaches loss {value} after 50 steps, fastnn {ref}: not the same computation"
+    return finals
+
+
+def time_steps(net, X, y, batch, min_seconds):
+    idx = batch_indices(batch, 400, seed=2)
+    for i in idx[:5]:
+        net.step(X, y, i)
+    time.sleep(0.05)  # let other runtimes' spinning threads sleep
+    samples = []
+    k = 5
+    deadline = time.perf_counter() + min_seconds
+    while k < len(idx) and (time.perf_counter() < deadline or len(samples) < 15):
+        t0 = time.perf_counter()
+        net.step(X, y, idx[k])
+        samples.append(time.perf_counter() - t0)
+        k += 1
+    return statistics.median(samples)
+
+
+def peak_memory_mb(framework, model, batch, opt_name, nthreads):
+    """Peak RSS growth (MiB) of 100 training steps in a fresh process."""
+    cmd = [sys.executable, __file__, "--memory-probe", f"{framework},{model},{batch},{opt_name},{nthreads}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=sys.path[0])
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return float("nan")
+
+
+def memory_probe(spec):
+    framework, model, batch, opt_name, nthreads = spec.split(",")
+    torch = try_import_torch() if framework == "torch" else None
+    if torch:
+        torch.set_num_threads(int(nthreads))
+    fastnn.set_num_threads(int(nthreads))
+    X, y = data()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    net = make(framework, torch, initial_weights(MODELS[model]), opt_name)
+    for i in batch_indices(int(batch), 100):
+        net.step(X, y, i)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024.0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="one model, short timings")
+    p.add_argument("--threads", default="2,1")
+    p.add_argument("--memory", action="store_true", help="also measure peak memory (slow)")
+    p.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_probe:
+        memory_probe(args.memory_probe)
+        return 0
+    warn_openblas_env()
+    torch = try_import_torch()
+    frameworks = ["fastnn", "torch", "numpy"] if torch else ["fastnn", "numpy"]
+    X, y = data()
+    models = {"784-512-256-10": MODELS["784-512-256-10"]} if args.quick else MODELS
+    min_seconds = 0.3 if args.quick else 1.0
+    rows = []
+    for nthreads in [int(t) for t in args.threads.split(",")]:
+        peak = _C.fma_peak_gflops(nthreads, 0.3)
+        print(f"\n== {nthreads} thread(s); measured FMA peak {peak:.0f} GFLOP/s ==")
+        print(f"{'model':18s} {'opt':13s} {'batch':>5s} " +
+              " ".join(f"{f + ' smp/s':>13s}" for f in frameworks) +
+              f" {'/torch':>7s} {'/numpy':>7s} {'%peak':>6s}")
+        with threads(nthreads, torch):
+            for model, sizes in models.items():
+                weights_count = sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+                for opt_name in OPTIMIZERS:
+                    check_same_loss(frameworks, torch, sizes, opt_name, X, y)
+                    for batch in BATCHES:
+                        rate = {}
+                        for name in frameworks:
+                            net = make(name, torch, initial_weights(sizes), opt_name)
+                            rate[name] = batch / time_steps(net, X, y, batch, min_seconds)
+                        share = 6.0 * weights_count * rate["fastnn"] / 1e9 / peak if peak else None
+                        row = {"model": model, "optimizer": opt_name, "batch": batch,
+                               "threads": nthreads, "samples_per_s": rate, "share_of_peak": share,
+                               "vs_torch": rate["fastnn"] / rate["torch"] if torch else None,
+                               "vs_numpy": rate["fastnn"] / rate["numpy"]}
+                        if args.memory:
+                            row["peak_mib"] = {f: peak_memory_mb(f, model, batch, opt_name, nthreads)
+                                               for f in frameworks}
+                        rows.append(row)
+                        vt = f"{row['vs_torch']:7.2f}" if torch else f"{'-':>7s}"
+                        print(f"{model:18s} {opt_name:13s} {batch:5d} " +
+                              " ".join(f"{rate[f]:13,.0f}" for f in frameworks) +
+                              f" {vt} {row['vs_numpy']:7.2f} {100 * (share or 0):5.0f}%"
+                              + (f"  MiB {row['peak_mib']}" if args.memory else ""), flush=True)
+    path = write_json("mlp", {"machine": machine_info(), "rows": rows})
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
