@@ -1,7 +1,8 @@
 """fastnn: a deep-learning library whose numeric work runs in C++ (OpenMP) kernels.
 
-Subpackages: ``nn`` (layers, Sequential), ``optim``, ``losses``, ``data``, ``datasets``,
-``callbacks``.
+Subpackages: ``nn`` (layers, Sequential), ``init``, ``optim``, ``schedulers``, ``losses``,
+``metrics``, ``data``, ``datasets``, ``callbacks``, ``diagnostics``, ``io`` (``load``).
+Optional packages (tqdm, safetensors, scikit-learn) are imported only when used.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ except ImportError as err:  # the source tree shadows the installed package
         "(pip install -e . from the repository, or pip install . and import it from another "
         "directory)") from err
 
-from . import callbacks, data, datasets, losses, nn, optim
+from . import (callbacks, data, datasets, diagnostics, init, io, losses, metrics, nn, optim,
+               schedulers)
 from ._checks import positive_int
 from ._random import seed
+from .io import load
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "config", "data", "datasets", "get_num_threads", "losses", "matmul",
-           "nn", "optim", "seed", "set_num_threads", "__version__"]
+__all__ = ["callbacks", "config", "data", "datasets", "diagnostics", "get_num_threads", "init",
+           "io", "load", "losses", "matmul", "metrics", "nn", "optim", "schedulers", "seed",
+           "set_num_threads", "__version__"]
 
 
 def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,

@@ -1,16 +1,33 @@
-"""Callbacks: hooks that ``fit`` calls at the start and end of training and of each epoch."""
+"""Callbacks: hooks that ``fit`` calls around training, each epoch and each batch.
+
+Ready-made: ``EarlyStopping``, ``ModelCheckpoint``, ``LearningRateScheduler`` and
+``CSVLogger``. Write your own by subclassing ``Callback`` and overriding the hooks you
+need::
+
+    class PrintLR(fastnn.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            print(epoch, logs["lr"])
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import csv
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+_HIGHER_IS_BETTER = ("accuracy", "acc", "precision", "recall", "f1")
 
 
 class Callback:
     """Base class; override the hooks you need.
 
-    ``self.model`` is the model being trained. ``logs`` holds the epoch's metrics
-    (loss, accuracy, val_loss, val_accuracy). Setting ``self.model.stop_training = True``
-    ends training after the current epoch.
+    ``self.model`` is the model being trained (set by ``fit`` before training). Epoch
+    ``logs`` hold the epoch's metrics: loss, the compiled metrics (accuracy, ...), their
+    ``val_`` versions when there is validation data, and lr, the learning rate used.
+    Setting ``self.model.stop_training = True`` ends training after the current epoch.
+    Epochs and batches are counted from 0.
     """
 
     model: Any = None
@@ -25,7 +42,198 @@ class Callback:
         """Called once after the last epoch, with the last epoch's logs."""
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        """Called before each epoch (counted from 0)."""
+        """Called before each epoch."""
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         """Called after each epoch, validation included, with its metrics."""
+
+    def on_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        """Called after each training batch's update with {"batch", "size", "loss"}: the
+        batch's index, its number of samples and its loss (penalties included)."""
+
+
+def _optimizer(model: Any) -> Any:
+    compiled = getattr(model, "_compiled", None)
+    if compiled is None:
+        raise RuntimeError("this callback needs a compiled model: call model.compile(...) first")
+    return compiled.optimizer
+
+
+class _Monitoring(Callback):
+    """Shared by the callbacks that watch one metric and keep its best value."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max'; got {mode!r}")
+        min_delta = float(min_delta)
+        if not (math.isfinite(min_delta) and min_delta >= 0):
+            raise ValueError(f"min_delta must be a finite number >= 0; got {min_delta}")
+        self.monitor = monitor
+        if mode == "auto":
+            mode = "max" if monitor.endswith(_HIGHER_IS_BETTER) else "min"
+        self.mode = mode
+        self.min_delta = min_delta
+        self.best: float | None = None
+
+    def _value(self, logs: dict[str, float] | None) -> float | None:
+        """The monitored value in ``logs``, or None (with a warning) when it is missing."""
+        if not logs or self.monitor not in logs:
+            warnings.warn(f"{type(self).__name__}: the monitored metric {self.monitor!r} is "
+                          f"not in the logs (available: {sorted(logs or {})}); pass "
+                          "validation data or choose another monitor", RuntimeWarning,
+                          stacklevel=3)
+            return None
+        return float(logs[self.monitor])
+
+    def _improves(self, value: float) -> bool:
+        """Whether ``value`` beats the best so far by more than min_delta (NaN never does)."""
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(_Monitoring):
+    """Stop training when ``monitor`` has not improved for ``patience`` epochs in a row
+    (as Keras, 0 behaves like 1: stop at the first epoch without improvement).
+
+    An improvement must beat the best value by more than ``min_delta``. mode: "min",
+    "max", or "auto" (max for accuracy, precision, recall and F1, min otherwise).
+    restore_best_weights=True puts the weights of the best epoch back at the end of
+    training, whether or not training was stopped early. After training,
+    ``best``, ``best_epoch`` and ``stopped_epoch`` (None if it never triggered) tell what
+    happened.
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True) -> None:
+        super().__init__(monitor, mode, min_delta)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be an integer >= 0; got {patience!r}")
+        self.patience = patience
+        self.restore_best_weights = bool(restore_best_weights)
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+        self.wait = 0
+        self._best_weights: dict | None = None
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self.best = self.best_epoch = self.stopped_epoch = self._best_weights = None
+        self.wait = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        value = self._value(logs)
+        if value is None:
+            return
+        if self._improves(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self._best_weights = self.model.state_dict()
+            return
+        self.wait += 1
+        if self.wait >= max(self.patience, 1):
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        if self._best_weights is not None:
+            self.model.load_state_dict(self._best_weights)
+
+
+class ModelCheckpoint(_Monitoring):
+    """Save the model (``fastnn.io.save``, safetensors) after an epoch.
+
+    save_best_only=True saves only when ``monitor`` improves (mode as in
+    ``EarlyStopping``); False saves after every epoch. ``path`` may contain ``{epoch}``
+    (counted from 1) and log keys, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``.
+    include_optimizer=True also stores the optimizer's state, to resume training.
+    """
+
+    def __init__(self, path: str | Path, monitor: str = "val_loss", save_best_only: bool = True,
+                 mode: str = "auto", include_optimizer: bool = False) -> None:
+        super().__init__(monitor, mode, 0.0)
+        self.path = str(path)
+        self.save_best_only = bool(save_best_only)
+        self.include_optimizer = bool(include_optimizer)
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self.best = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self.save_best_only:
+            value = self._value(logs)
+            if value is None or not self._improves(value):
+                return
+            self.best = value
+        from . import io
+
+        io.save(self.model, self.path.format(epoch=epoch + 1, **(logs or {})),
+                include_optimizer=self.include_optimizer)
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate each epoch.
+
+    schedule: a scheduler of ``fastnn.schedulers`` (StepLR, ExponentialLR, CosineLR,
+    ReduceLROnPlateau: bound to the optimizer when training begins, told each epoch's
+    logs at its end, when it sets the next epoch's rate), or a function
+    ``epoch -> lr`` called before each epoch (epochs from 0). ``fit`` also accepts a
+    scheduler directly in ``callbacks``. The rate of each epoch is in the History as "lr".
+    """
+
+    def __init__(self, schedule: Any | Callable[[int], float]) -> None:
+        self._is_scheduler = hasattr(schedule, "bind") and hasattr(schedule, "on_epoch_end")
+        if not (self._is_scheduler or callable(schedule)):
+            raise TypeError("LearningRateScheduler: schedule must be a fastnn.schedulers "
+                            f"scheduler or a function epoch -> lr; got {type(schedule).__name__}")
+        self.schedule = schedule
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        if self._is_scheduler:
+            self.schedule.bind(_optimizer(self.model))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self._is_scheduler:
+            return
+        lr = float(self.schedule(epoch))
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"LearningRateScheduler: the schedule gave lr={lr} for epoch "
+                             f"{epoch}; it must be a finite number > 0")
+        _optimizer(self.model).lr = lr
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self._is_scheduler:
+            self.schedule.on_epoch_end(epoch, logs)
+
+
+class CSVLogger(Callback):
+    """Write one row per epoch (epoch counted from 0, then the logs) to a CSV file.
+
+    The columns are fixed by the first epoch's logs. append=True adds to an existing file
+    (the header is written only if it is empty); otherwise the file is overwritten when
+    training begins. Each row is flushed as it is written.
+    """
+
+    def __init__(self, path: str | Path, separator: str = ",", append: bool = False) -> None:
+        self.path = Path(path)
+        self.separator = separator
+        self.append = bool(append)
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self._keys = None
+        if not self.append:
+            self.path.write_text("")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        with self.path.open("a", newline="") as f:
+            writer = csv.writer(f, delimiter=self.separator)
+            if self._keys is None:
+                self._keys = list(logs)
+                if f.tell() == 0:
+                    writer.writerow(["epoch", *self._keys])
+            writer.writerow([epoch, *(logs.get(key, "") for key in self._keys)])

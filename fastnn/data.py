@@ -1,13 +1,16 @@
-"""Batching (full batch, single sample, mini-batch) and train/validation splits."""
+"""Batching (full batch, single sample, mini-batch), train/validation splits (random,
+stratified for class labels) and image augmentation."""
 
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import numpy as np
 
+from . import _C
 from ._checks import as_float32, numeric, positive_int
-from ._random import resolve
+from ._random import generator, resolve
 
 
 def _pair(X: object, y: object) -> tuple[np.ndarray, np.ndarray]:
@@ -46,10 +49,21 @@ def _iterate(X: np.ndarray, y: np.ndarray, size: int, order: np.ndarray | None
 
 
 def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.2,
-                    shuffle: bool = True, seed: int | np.random.Generator | None = None
+                    shuffle: bool = True, seed: int | np.random.Generator | None = None,
+                    stratify: bool | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split into (X_train, y_train, X_val, y_val), the last ``val_fraction`` of the samples
-    (after a shuffle drawn from ``seed`` when shuffle=True) going to validation."""
+    """Split into (X_train, y_train, X_val, y_val), ``round(n * val_fraction)`` samples
+    going to validation.
+
+    shuffle=True draws the split at random from ``seed`` (an int, a NumPy Generator, or
+    None for the global generator); shuffle=False takes the last samples. stratify (by
+    default: when y holds 1-D integer class labels) takes the validation samples class by
+    class, so that each class keeps its share in both sets (to within one sample); the
+    per-class counts are ``val_fraction`` of each class rounded so that they add up to
+    the total (largest remainders first). Keras's ``validation_split``, by contrast,
+    takes the last rows as they are, neither shuffled nor stratified. Both parts keep the
+    drawn order (shuffled when shuffle=True).
+    """
     X, y = _pair(X, y)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
@@ -58,6 +72,97 @@ def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.2,
     if n_val == 0 or n_val == n:
         raise ValueError(f"val_fraction={val_fraction} of {n} samples leaves an empty "
                          "training or validation set")
+    if stratify is None:
+        stratify = y.ndim == 1 and y.dtype.kind in "biu"
+    elif stratify and y.ndim != 1:
+        raise ValueError(f"stratify=True needs class labels y of shape (n,); got {y.shape}")
     order = resolve(seed).permutation(n) if shuffle else np.arange(n)
-    train, val = order[:n - n_val], order[n - n_val:]
-    return X[train], y[train], X[val], y[val]
+    is_val = (_stratified_tail(y[order], n_val) if stratify
+              else np.arange(n) >= n - n_val)
+    return X[order[~is_val]], y[order[~is_val]], X[order[is_val]], y[order[is_val]]
+
+
+def _stratified_tail(labels: np.ndarray, n_val: int) -> np.ndarray:
+    """A mask choosing the last k_c samples of each class c in ``labels``' order, the k_c
+    proportional to the class sizes and summing to n_val."""
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    quota = counts * (n_val / len(labels))
+    take = np.floor(quota).astype(np.int64)
+    extra = np.argsort(-(quota - take), kind="stable")[:n_val - take.sum()]
+    take[extra] += 1
+    # Position of each sample among the samples of its class, counted from the end.
+    grouped = np.argsort(inverse, kind="stable")
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.empty(len(labels), np.int64)
+    rank[grouped] = np.arange(len(labels)) - np.repeat(starts, counts)
+    from_end = counts[inverse] - 1 - rank
+    return from_end < take[inverse]
+
+
+class Augment:
+    """Random image augmentation applied to each training batch on the fly:
+    ``fit(..., augment=Augment((8, 8), max_shift=1, max_rotation=10))``.
+
+    image_shape: one image's shape, (height, width) or (channels, height, width). A batch
+    may come as (n, *image_shape) or flattened, (n, prod(image_shape)); the result has
+    the batch's shape. Labels are untouched: only the images change.
+
+    Per image (in C++, ``fastnn._C.augment_images``): a shift of up to ``max_shift``
+    pixels in each direction, a horizontal flip with probability 1/2 (``flip=True``), a
+    rotation of up to ``max_rotation`` degrees (one affine map, bilinear sampling, zeros
+    outside the image), then Gaussian noise of standard deviation ``noise_std``.
+
+    Random numbers come from a counter-based generator: the instance's ``seed`` (drawn
+    from ``fastnn.seed``'s generator when the object is built, unless given) and an
+    ``offset`` that advances with every image transformed, so each batch gets fresh
+    transformations and the same seed replays the same sequence, whatever the thread count.
+    """
+
+    def __init__(self, image_shape: tuple[int, ...], max_shift: float = 0,
+                 flip: bool = False, max_rotation: float = 0, noise_std: float = 0,
+                 seed: int | None = None) -> None:
+        shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else ()
+        if len(shape) not in (2, 3):
+            raise ValueError("Augment: image_shape must be (height, width) or (channels, "
+                             f"height, width); got {image_shape!r}")
+        self.image_shape = tuple(positive_int(d, "image_shape") for d in shape)
+        self.max_shift = _non_negative(max_shift, "max_shift")
+        self.flip = bool(flip)
+        self.max_rotation = _non_negative(max_rotation, "max_rotation")
+        self.noise_std = _non_negative(noise_std, "noise_std")
+        if seed is None:
+            seed = int(generator().integers(0, 2**63))
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"Augment: seed must be an integer >= 0 or None; got {seed!r}")
+        self.seed = int(seed)
+        self.offset = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """A randomly transformed float32 copy of the batch ``x``."""
+        x = as_float32(x, "Augment: x")
+        size = math.prod(self.image_shape)
+        if x.shape[1:] != self.image_shape and (x.ndim != 2 or x.shape[1] != size):
+            raise ValueError(f"Augment: expected a batch of shape (n, {size}) or "
+                             f"(n, {', '.join(map(str, self.image_shape))}); got {x.shape}")
+        images = x.reshape(len(x), *self.image_shape)
+        out = _C.augment_images(images, seed=self.seed, offset=self.offset,
+                                max_shift=self.max_shift, flip=self.flip,
+                                max_rotation=self.max_rotation, noise_std=self.noise_std)
+        self.offset += _STREAM_PER_IMAGE * len(x)
+        return out.reshape(x.shape)
+
+    def __repr__(self) -> str:
+        return (f"Augment(image_shape={self.image_shape}, max_shift={self.max_shift}, "
+                f"flip={self.flip}, max_rotation={self.max_rotation}, "
+                f"noise_std={self.noise_std}, seed={self.seed})")
+
+
+# augment_images reads image i's random numbers at offset + 8 i.
+_STREAM_PER_IMAGE = 8
+
+
+def _non_negative(value: float, name: str) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"Augment: {name} must be a finite number >= 0; got {value}")
+    return value

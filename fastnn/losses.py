@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import _C
@@ -14,6 +16,7 @@ class Loss:
 
     def __init__(self) -> None:
         self._grad: np.ndarray | None = None
+        self._checked = False
 
     def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
         pred = as_float32(pred, f"{self!r}: pred")
@@ -24,7 +27,11 @@ class Loss:
         if len(pred) != len(target):
             raise ValueError(f"{self!r}: pred has {len(pred)} rows but target has "
                              f"{len(target)} (shapes {pred.shape} and {target.shape})")
-        loss, self._grad = self._compute(pred, self._target(pred, target))
+        target = self._target(pred, target)
+        if not self._checked:
+            self._checked = True
+            self._check_first_input(pred)
+        loss, self._grad = self._compute(pred, target)
         return float(loss)
 
     def backward(self) -> np.ndarray:
@@ -36,6 +43,9 @@ class Loss:
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
         """(correct, total) predictions for the accuracy metric, or None if undefined."""
         return None
+
+    def _check_first_input(self, pred: np.ndarray) -> None:
+        """Warn when the first prediction seen looks like the wrong kind of input."""
 
     def _target(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -89,6 +99,8 @@ class BinaryCrossEntropy(_Elementwise):
     from_logits=True (the default, numerically stable) takes raw scores; False takes
     probabilities, e.g. the output of a sigmoid. Targets may be labels (m,) for a (m, 1)
     prediction. Accuracy thresholds the prediction at 0 (logits) or 0.5 (probabilities).
+    With from_logits=True, a warning says so when the first batch's predictions (8 or
+    more) all lie in [0, 1], as a sigmoid's would.
     """
 
     def __init__(self, from_logits: bool = True) -> None:
@@ -102,6 +114,13 @@ class BinaryCrossEntropy(_Elementwise):
                              f"[{target.min()}, {target.max()}]")
         return target
 
+    def _check_first_input(self, pred: np.ndarray) -> None:
+        if self.from_logits and pred.size >= 8 and pred.min() >= 0.0 and pred.max() <= 1.0:
+            warnings.warn("BinaryCrossEntropy(from_logits=True) takes logits, but every "
+                          "prediction lies in [0, 1] as a sigmoid's output would: remove the "
+                          "final sigmoid (better) or use BinaryCrossEntropy(from_logits=False)",
+                          stacklevel=3)
+
     def _compute(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         return _C.binary_cross_entropy(pred, target, from_logits=self.from_logits)
 
@@ -112,12 +131,12 @@ class BinaryCrossEntropy(_Elementwise):
         return int(np.sum((pred > threshold) == (target > 0.5))), target.size
 
 
-
 class CrossEntropy(Loss):
     """Softmax cross-entropy from logits (m, classes), averaged over the rows.
 
     target: integer labels (m,) in [0, classes), or a (m, classes) distribution
     (one-hot or soft). Accuracy compares the argmax of the logits with the label.
+    A warning says so when the first batch looks like probabilities (a Softmax output).
     """
 
     def _target(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -146,6 +165,13 @@ class CrossEntropy(Loss):
             raise ValueError(f"{self!r}: labels must lie in [0, {classes}) for {classes} "
                              f"outputs; got {target[np.argmax(bad)]}")
         return np.ascontiguousarray(target, dtype=np.int64)
+
+    def _check_first_input(self, pred: np.ndarray) -> None:
+        if (pred.size and pred.shape[1] > 1 and pred.min() >= 0.0 and pred.max() <= 1.0
+                and np.all(np.abs(pred.sum(axis=1, dtype=np.float64) - 1.0) <= 1e-3)):
+            warnings.warn("CrossEntropy takes logits, but its input looks like probabilities "
+                          "(every row lies in [0, 1] and sums to 1), so softmax is applied "
+                          "twice: remove the final Softmax layer", stacklevel=3)
 
     def _compute(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         if target.ndim == 1:

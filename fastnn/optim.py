@@ -1,9 +1,16 @@
-"""Optimizers: SGD (with momentum / Nesterov) and Adam, updating parameters in place."""
+"""Optimizers: GD, SGD (momentum / Nesterov), Adagrad, RMSprop, Adam and AdamW, updating
+parameters in place with C++ kernels; each matches its ``torch.optim`` namesake.
+
+Every optimizer also takes ``clip_norm`` (rescale all gradients together so that their
+global L2 norm is at most clip_norm, as ``torch.nn.utils.clip_grad_norm_``) and
+``clip_value`` (clamp every gradient entry to [-clip_value, clip_value]); ``step()``
+applies them to the ``grad`` arrays in place, norm first, before the update.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -22,17 +29,46 @@ def _finite(value: float, name: str) -> float:
     return value
 
 
+def _in_range(value: float, name: str, low: float, high: float | None = None) -> float:
+    """``value`` as a float in [low, high) (or >= low without high)."""
+    value = _finite(value, name)
+    if high is None:
+        _check(value >= low, f"{name} must be >= {low}; got {value}")
+    else:
+        _check(low <= value < high, f"{name} must be in [{low}, {high}); got {value}")
+    return value
+
+
+def _positive_or_none(value: float | None, name: str) -> float | None:
+    if value is None:
+        return None
+    value = _finite(value, name)
+    _check(value > 0, f"{name} must be > 0 (or None); got {value}")
+    return value
+
+
 class Optimizer:
     """Base class. ``params`` may be given later with ``bind`` (``compile`` does it).
 
-    ``step()`` updates every parameter from its ``grad``; ``zero_grad()`` resets the
-    gradients. ``lr`` may be changed between steps.
+    ``step()`` clips the gradients (if asked) and updates every parameter from its
+    ``grad``; ``zero_grad()`` resets the gradients. ``lr`` is a plain attribute that
+    may be changed between steps (the schedulers of ``fastnn.schedulers`` do).
+
+    Subclasses list their hyperparameters in ``_hyper`` (for ``get_config``), create
+    each parameter's state arrays in ``_new_state`` and apply the update in ``_update``.
     """
 
-    def __init__(self, params: Iterable[Parameter] | None, lr: float) -> None:
+    _hyper: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[Parameter] | None, lr: float,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
         self.lr = _finite(lr, "lr")
         _check(self.lr > 0, f"lr must be > 0; got {self.lr}")
+        self.clip_norm = _positive_or_none(clip_norm, "clip_norm")
+        self.clip_value = _positive_or_none(clip_value, "clip_value")
         self.params: list[Parameter] = []
+        self.state: list[dict[str, np.ndarray]] = []
+        self.step_count = 0
         if params is not None:
             self.bind(params)
 
@@ -46,105 +82,249 @@ class Optimizer:
                 raise TypeError(f"{type(self).__name__}: params[{i}] must be a "
                                 f"fastnn.nn.Parameter; got {type(p).__name__}")
         self.params = params
-        self._reset_state()
+        self.state = [self._new_state(p) for p in params]
+        self.step_count = 0
         return self
 
     def step(self) -> None:
-        """Apply one update to every bound parameter."""
+        """Clip the gradients (clip_norm, then clip_value), then apply one update to every
+        bound parameter."""
         if not self.params:
             raise RuntimeError(f"{type(self).__name__}: no parameters; pass them to the "
                                "constructor or call bind(model.parameters())")
-        self._step()
+        if self.clip_norm is not None:
+            norm = math.sqrt(sum(_C.sum_squares(p.grad) for p in self.params))
+            factor = self.clip_norm / (norm + 1e-6)
+            if factor < 1.0:
+                for p in self.params:
+                    _C.scale_(p.grad, factor)
+        if self.clip_value is not None:
+            for p in self.params:
+                _C.clip_(p.grad, -self.clip_value, self.clip_value)
+        self.step_count += 1
+        for p, state in zip(self.params, self.state):
+            self._update(p, state)
 
     def zero_grad(self) -> None:
         """Reset the gradients of the bound parameters to zero."""
         for p in self.params:
             p.grad.fill(0.0)
 
-    def _reset_state(self) -> None:
+    def get_config(self) -> dict:
+        """``{"class": name, "lr": ..., <hyperparameters>, "clip_norm": ..., "clip_value": ...}``,
+        JSON-serialisable; ``from_config`` rebuilds the optimizer (unbound)."""
+        config: dict[str, Any] = {"class": type(self).__name__, "lr": self.lr}
+        for name in self._hyper:
+            value = getattr(self, name)
+            config[name] = list(value) if isinstance(value, tuple) else value
+        config.update(clip_norm=self.clip_norm, clip_value=self.clip_value)
+        return config
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """A copy of the optimizer's state: ``"{i}.{name}"`` for the state arrays of
+        parameter i (in the bound order), and ``"step"``, the number of steps taken, as a
+        0-d int64 array."""
+        arrays = {key: value.copy() for key, value in self._named_state().items()}
+        arrays["step"] = np.array(self.step_count, np.int64)
+        return arrays
+
+    def load_state_arrays(self, arrays: Mapping[str, Any]) -> None:
+        """Restore ``state_arrays()`` (of an optimizer of the same kind, bound to
+        parameters of the same shapes), in place; nothing changes on a mismatch. "step"
+        may also be a one-element array."""
+        name = type(self).__name__
+        if not self.params:
+            raise RuntimeError(f"{name}: bind the parameters before load_state_arrays")
+        state = self._named_state()
+        missing = [k for k in (*state, "step") if k not in arrays]
+        unexpected = [k for k in arrays if k not in state and k != "step"]
+        if missing or unexpected:
+            raise ValueError(f"{name}.load_state_arrays: missing keys {missing}, "
+                             f"unexpected keys {unexpected}")
+        for key, value in state.items():
+            if np.shape(arrays[key]) != value.shape:
+                raise ValueError(f"{name}.load_state_arrays: {key!r} has shape "
+                                 f"{np.shape(arrays[key])}; expected {value.shape}")
+        step = np.asarray(arrays["step"])
+        if step.size != 1 or step.dtype.kind not in "iu" or step.reshape(()) < 0:
+            raise ValueError(f"{name}.load_state_arrays: 'step' must be one integer >= 0; "
+                             f"got {step!r:.100}")
+        for key, value in state.items():
+            value[...] = arrays[key]
+        self.step_count = int(step.reshape(()))
+
+    def _named_state(self) -> dict[str, np.ndarray]:
+        return {f"{i}.{name}": value
+                for i, state in enumerate(self.state) for name, value in state.items()}
+
+    def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def _step(self) -> None:
+    def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.get_config().items()
+                         if k != "class" and v is not None)
+        return f"{type(self).__name__}({args})"
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent, as ``torch.optim.SGD``:
     ``v = momentum * v + (g + weight_decay * w)``; ``w -= lr * v``
-    (Nesterov: ``w -= lr * (g + momentum * v)``)."""
+    (Nesterov: ``w -= lr * (g + momentum * v)``). State: "momentum_buffer"."""
+
+    _hyper = ("momentum", "nesterov", "weight_decay")
 
     def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 0.01,
-                 momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
-        self.momentum = _finite(momentum, "momentum")
-        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum}")
+                 momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        self.momentum = _in_range(momentum, "momentum", 0.0, 1.0)
         self.nesterov = bool(nesterov)
-        _check(not self.nesterov or self.momentum > 0,
-               "nesterov=True requires momentum > 0")
-        self.weight_decay = _finite(weight_decay, "weight_decay")
-        _check(self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}")
-        super().__init__(params, lr)
+        _check(not self.nesterov or self.momentum > 0, "nesterov=True requires momentum > 0")
+        self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
+        super().__init__(params, lr, clip_norm, clip_value)
 
-    def _reset_state(self) -> None:
-        self.velocity = [np.zeros_like(p.data) if self.momentum > 0 else None
-                         for p in self.params]
+    def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
+        return {"momentum_buffer": np.zeros_like(p.data)} if self.momentum > 0 else {}
 
-    def _step(self) -> None:
-        for p, v in zip(self.params, self.velocity):
-            _C.sgd_step(p.data, p.grad, v, lr=self.lr, momentum=self.momentum,
-                        nesterov=self.nesterov, weight_decay=self.weight_decay)
+    def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
+        _C.sgd_step(p.data, p.grad, state.get("momentum_buffer"), lr=self.lr,
+                    momentum=self.momentum, nesterov=self.nesterov,
+                    weight_decay=self.weight_decay)
 
-    def __repr__(self) -> str:
-        return (f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
-                f"weight_decay={self.weight_decay})")
+
+class GD(SGD):
+    """Plain gradient descent, ``w -= lr * g``: the lecture's update. Whether it is batch,
+    stochastic or mini-batch gradient descent depends only on the batch size."""
+
+    _hyper = ()
+
+    def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 0.01,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        super().__init__(params, lr, clip_norm=clip_norm, clip_value=clip_value)
+
+
+class Adagrad(Optimizer):
+    """Adagrad, as ``torch.optim.Adagrad`` (initial accumulator 0):
+    ``s += g^2``; ``w -= lr / (1 + (t - 1) * lr_decay) * g / (sqrt(s) + eps)``, with
+    ``g + weight_decay * w`` for g. State: "sum"."""
+
+    _hyper = ("lr_decay", "weight_decay", "eps")
+
+    def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 0.01,
+                 lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        self.lr_decay = _in_range(lr_decay, "lr_decay", 0.0)
+        self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
+        self.eps = _finite(eps, "eps")
+        _check(self.eps > 0, f"eps must be > 0; got {self.eps}")
+        super().__init__(params, lr, clip_norm, clip_value)
+
+    def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
+        return {"sum": np.zeros_like(p.data)}
+
+    def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
+        _C.adagrad_step(p.data, p.grad, state["sum"], lr=self.lr, eps=self.eps,
+                        weight_decay=self.weight_decay, lr_decay=self.lr_decay,
+                        step=self.step_count)
+
+
+class RMSprop(Optimizer):
+    """RMSprop, as ``torch.optim.RMSprop``: ``s = alpha * s + (1 - alpha) * g^2``;
+    ``w -= lr * g / (sqrt(s) + eps)``. centered=True divides by the estimated variance
+    ``s - mean(g)^2`` instead; momentum > 0 accumulates the step in a buffer first.
+    State: "square_avg", "momentum_buffer" (momentum > 0), "grad_avg" (centered)."""
+
+    _hyper = ("alpha", "eps", "weight_decay", "momentum", "centered")
+
+    def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 0.01,
+                 alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        self.alpha = _in_range(alpha, "alpha", 0.0, 1.0)
+        self.eps = _finite(eps, "eps")
+        _check(self.eps > 0, f"eps must be > 0; got {self.eps}")
+        self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
+        self.momentum = _in_range(momentum, "momentum", 0.0, 1.0)
+        self.centered = bool(centered)
+        super().__init__(params, lr, clip_norm, clip_value)
+
+    def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
+        state = {"square_avg": np.zeros_like(p.data)}
+        if self.momentum > 0:
+            state["momentum_buffer"] = np.zeros_like(p.data)
+        if self.centered:
+            state["grad_avg"] = np.zeros_like(p.data)
+        return state
+
+    def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
+        _C.rmsprop_step(p.data, p.grad, state["square_avg"], state.get("momentum_buffer"),
+                        state.get("grad_avg"), lr=self.lr, alpha=self.alpha, eps=self.eps,
+                        weight_decay=self.weight_decay, momentum=self.momentum,
+                        centered=self.centered)
 
 
 class Adam(Optimizer):
-    """Adam, as ``torch.optim.Adam`` (weight decay is L2, added to the gradient)."""
+    """Adam, as ``torch.optim.Adam`` (weight decay is L2, added to the gradient).
+    State: "exp_avg", "exp_avg_sq"."""
+
+    _hyper = ("betas", "eps", "weight_decay")
+    _decoupled = False
 
     def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+                 betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
-        self.betas = (_finite(betas[0], "betas[0]"), _finite(betas[1], "betas[1]"))
-        for i, beta in enumerate(self.betas):
-            _check(0 <= beta < 1, f"betas[{i}] must be in [0, 1); got {beta}")
+        self.betas = (_in_range(betas[0], "betas[0]", 0.0, 1.0),
+                      _in_range(betas[1], "betas[1]", 0.0, 1.0))
         self.eps = _finite(eps, "eps")
         _check(self.eps > 0, f"eps must be > 0; got {self.eps}")
-        self.weight_decay = _finite(weight_decay, "weight_decay")
-        _check(self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}")
-        super().__init__(params, lr)
+        self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
+        super().__init__(params, lr, clip_norm, clip_value)
 
-    def _reset_state(self) -> None:
-        self.step_count = 0
-        self.m = [np.zeros_like(p.data) for p in self.params]
-        self.v = [np.zeros_like(p.data) for p in self.params]
+    def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
+        return {"exp_avg": np.zeros_like(p.data), "exp_avg_sq": np.zeros_like(p.data)}
 
-    def _step(self) -> None:
-        self.step_count += 1
-        for p, m, v in zip(self.params, self.m, self.v):
-            _C.adam_step(p.data, p.grad, m, v, lr=self.lr, beta1=self.betas[0],
-                         beta2=self.betas[1], eps=self.eps, weight_decay=self.weight_decay,
-                         step=self.step_count)
-
-    def __repr__(self) -> str:
-        return (f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, "
-                f"weight_decay={self.weight_decay})")
+    def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
+        _C.adam_step(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], lr=self.lr,
+                     beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+                     weight_decay=self.weight_decay, step=self.step_count,
+                     decoupled=self._decoupled)
 
 
-_PRESETS = {
+class AdamW(Adam):
+    """AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay,
+    ``w *= 1 - lr * weight_decay`` before the Adam update (the gradient is left as is)."""
+
+    _decoupled = True
+
+    def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 1e-3,
+                 betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value)
+
+
+_PRESETS: dict[str, tuple[type[Optimizer], dict[str, Any]]] = {
+    "gd": (GD, {}),
     "sgd": (SGD, {}),
     "momentum": (SGD, {"momentum": 0.9}),
     "nesterov": (SGD, {"momentum": 0.9, "nesterov": True}),
+    "adagrad": (Adagrad, {}),
+    "rmsprop": (RMSprop, {}),
     "adam": (Adam, {}),
+    "adamw": (AdamW, {}),
 }
 
 
-def get(name: str | Optimizer, **kwargs: object) -> Optimizer:
-    """An optimizer from its name: "sgd", "momentum" (SGD, momentum 0.9), "nesterov"
-    (SGD, Nesterov momentum 0.9) or "adam"; ``kwargs`` override the preset. An Optimizer
-    is returned as is."""
+def get(name: str | Optimizer, **kwargs: Any) -> Optimizer:
+    """An optimizer from its name (case-insensitive): "gd", "sgd", "momentum" (SGD,
+    momentum 0.9), "nesterov" (SGD, Nesterov momentum 0.9), "adagrad", "rmsprop", "adam"
+    or "adamw", with default settings; ``kwargs`` override them. An Optimizer is
+    returned as is."""
     if isinstance(name, Optimizer):
         return name
     if not isinstance(name, str):
@@ -155,3 +335,11 @@ def get(name: str | Optimizer, **kwargs: object) -> Optimizer:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(_PRESETS)}")
     cls, preset = _PRESETS[key]
     return cls(**{**preset, **kwargs})
+
+
+def from_config(config: Mapping[str, Any]) -> Optimizer:
+    """A new, unbound optimizer from ``Optimizer.get_config()``'s dict."""
+    if not isinstance(config, Mapping) or not isinstance(config.get("class"), str):
+        raise ValueError("optimizer config must be a dict with a 'class' name; "
+                         f"got {config!r:.200}")
+    return get(config["class"], **{k: v for k, v in config.items() if k != "class"})

@@ -103,6 +103,8 @@ def gradient_flow(history: Any, path: str | Path, metric: str = "grad_norm") -> 
     fig, axes = _figure(1, 1, width=6.0)
     ax = axes[0][0]
     for layer, values in diagnostics.items():
+        if metric not in values:  # dead/saturated fractions exist only for some activations
+            continue
         series = np.asarray(values[metric], dtype=float)
         ax.plot(np.arange(1, len(series) + 1), series, marker="o", label=layer)
     ax.set_yscale("log")

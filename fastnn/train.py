@@ -1,79 +1,151 @@
-"""The training loop: compile, fit, evaluate, predict (the methods of Sequential) and History."""
+"""The training loop: compile, fit, evaluate, predict and save (the methods of Sequential),
+the History, and the progress display."""
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import data, losses, optim
+from . import data, diagnostics as _diagnostics, losses, metrics as _metrics, optim
 from ._checks import numeric, positive_int
 from ._random import resolve
-from .callbacks import Callback
+from .callbacks import Callback, LearningRateScheduler
 
 _ACCURACY = ("accuracy", "acc")
+_REFRESH_SECONDS = 0.2  # how often the progress display redraws its numbers
+_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+
+class _LossAccuracy(_metrics.Metric):
+    """Accuracy as the loss defines it (``Loss.count_correct``): argmax agreement for
+    CrossEntropy, a threshold at 0 (logits) or 0.5 (probabilities) for binary
+    cross-entropy, argmax agreement for MSE on (n, k > 1) targets; undefined otherwise."""
+
+    name = "accuracy"
+
+    def __init__(self, loss: losses.Loss) -> None:
+        self.loss = loss
+        self.reset()
+
+    def reset(self) -> None:
+        self._correct, self._count, self._defined = 0, 0, True
+
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        counts = self.loss.count_correct(y_pred, y_true) if self._defined else None
+        if counts is None:
+            self._defined = False
+        else:
+            self._correct += counts[0]
+            self._count += counts[1]
+
+    def result(self) -> float | None:
+        return self._correct / self._count if self._defined and self._count else None
 
 
 @dataclass
 class _Compiled:
     loss: losses.Loss
     optimizer: optim.Optimizer
-    accuracy: bool
+    metrics: list[_metrics.Metric]
+    metric_names: list[str | _metrics.Metric]
 
 
 class History:
-    """What ``fit`` returns: ``history`` maps each metric (loss, accuracy, val_loss,
-    val_accuracy) to its per-epoch values; ``epoch`` lists the epochs run (from 0)."""
+    """What ``fit`` returns.
+
+    ``history`` maps each logged quantity (loss, the compiled metrics, their ``val_``
+    versions, and lr, the learning rate of the epoch) to its per-epoch values; ``epoch``
+    lists the epochs run (from 0). With ``fit(..., diagnostics=True)``,
+    ``diagnostics[layer][metric]`` holds the per-layer values of ``fastnn.diagnostics``
+    (grad_norm, weight_norm, update_ratio, dead_fraction or saturated_fraction) per epoch.
+    """
 
     def __init__(self) -> None:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
+        self.diagnostics: dict[str, dict[str, list[float]]] = {}
 
-    def record(self, epoch: int, logs: dict[str, float]) -> None:
-        """Append one epoch's metrics."""
+    def record(self, epoch: int, logs: dict[str, float],
+               layers: dict[str, dict[str, float]] | None = None) -> None:
+        """Append one epoch's logs (and per-layer diagnostics)."""
         self.epoch.append(epoch)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
+        for layer, values in (layers or {}).items():
+            series = self.diagnostics.setdefault(layer, {})
+            for key, value in values.items():
+                series.setdefault(key, []).append(value)
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, metrics={list(self.history)})"
 
 
 def compile(model: Any, loss: str | losses.Loss, optimizer: str | optim.Optimizer = "adam",
-            metrics: Sequence[str] | None = ("accuracy",)) -> None:
+            metrics: Sequence[str | _metrics.Metric] | None = ("accuracy",)) -> None:
     """Choose the loss, the optimizer (bound to ``model.parameters()``) and the metrics.
 
     loss: a name ("cross_entropy", "binary_cross_entropy"/"bce", "mse", ...) or a Loss.
-    optimizer: a name ("sgd", "momentum", "nesterov", "adam"; default settings) or an
-    Optimizer. metrics: ["accuracy"] or none; the loss is always reported.
+    optimizer: a name ("sgd", "momentum", "nesterov", "adam", ...; default settings) or
+    an Optimizer. metrics: names among "accuracy" (as the loss defines it),
+    "top_k_accuracy" (k = 5) or "top_<k>_accuracy", "precision", "recall", "f1" (macro;
+    binary scores count as class 1 above 0 for logits, 0.5 otherwise), or
+    ``fastnn.metrics.Metric`` objects. The loss is always reported, and ``fit`` and
+    ``evaluate`` report every metric.
     """
     loss_fn = losses.get(loss)
     opt = optim.get(optimizer).bind(model.parameters())
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics or ())
-    for metric in metrics:
-        if metric not in _ACCURACY:
-            raise ValueError(f"unknown metric {metric!r}; supported: 'accuracy'")
-    _warn_on_output_activation(model, loss_fn)
-    model._compiled = _Compiled(loss_fn, opt, bool(metrics))
+    names = [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics or ())
+    if _warn_on_output_activation(model, loss_fn):
+        loss_fn._checked = True  # said once, here; the loss need not say it again
+    model._compiled = _Compiled(loss_fn, opt, _resolve_metrics(names, loss_fn), names)
+
+
+def _resolve_metrics(names: list[str | _metrics.Metric], loss_fn: losses.Loss
+                     ) -> list[_metrics.Metric]:
+    threshold = 0.0 if getattr(loss_fn, "from_logits", False) else 0.5
+    resolved = []
+    for name in names:
+        if isinstance(name, str) and name.lower() in _ACCURACY:
+            resolved.append(_LossAccuracy(loss_fn))
+        else:
+            resolved.append(_metrics.get(name, threshold=threshold))
+    return resolved
 
 
 def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         batch_size: int | None = 32, shuffle: bool = True, validation_split: float = 0.0,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None, verbose: int = 1,
-        seed: int | None = None, callbacks: Sequence[Callback] | None = None) -> History:
+        seed: int | np.random.Generator | None = None,
+        callbacks: Sequence[Callback | Any] | None = None,
+        augment: Callable[[np.ndarray], np.ndarray] | None = None,
+        diagnostics: bool = False) -> History:
     """Train for ``epochs`` passes over (X, y) and return the History.
 
     batch_size: None for full-batch gradient descent, 1 for stochastic, n for mini-batches.
-    validation_split: a fraction of (X, y), drawn at random, held out for validation;
-    or validation_data=(X_val, y_val). seed: makes the split and the shuffling
-    reproducible (None: the global generator of ``fastnn.seed``). verbose=1 prints a
-    line per epoch. Training stops early when the loss is no longer finite or a
-    callback sets ``model.stop_training``.
+    validation_split: a fraction of (X, y) held out for validation, drawn at random and,
+    for class labels (1-D integer y), stratified so that every class keeps its share
+    (Keras instead takes the last rows, unshuffled); or validation_data=(X_val, y_val).
+    seed: makes the split and the shuffling reproducible (an int, a NumPy Generator, whose
+    stream continues across calls, or None for the global generator of ``fastnn.seed``).
+
+    verbose: 0 silent, 1 a progress bar per epoch (tqdm when installed, else a line
+    redrawn in place) with the loss, the metrics and samples/s, 2 one line per epoch.
+    callbacks: ``fastnn.callbacks.Callback`` objects, or ``fastnn.schedulers`` schedulers
+    (wrapped in a ``LearningRateScheduler``). augment: a function applied to every
+    training batch's inputs, e.g. ``fastnn.data.Augment``; it must keep the batch's shape.
+    diagnostics=True records per-layer gradient statistics in ``history.diagnostics``
+    and warns when gradients vanish, explode or turn NaN (see ``fastnn.diagnostics``).
+
+    The loss reported includes the layers' L1/L2 penalties. Training stops early when
+    the loss is no longer finite or a callback sets ``model.stop_training``.
     """
     cfg = _require_compiled(model, "fit")
     X, y = _check_data(model, X, y, "X", "y")
@@ -82,6 +154,13 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         positive_int(batch_size, "batch_size")
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"validation_split must be in [0, 1); got {validation_split}")
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0 (silent), 1 (progress bar) or 2 (one line per "
+                         f"epoch); got {verbose!r}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be a function of a batch (e.g. fastnn.data.Augment); "
+                        f"got {type(augment).__name__}")
+    callbacks = _check_callbacks(callbacks)
     rng = resolve(seed)
     X_val = y_val = None
     if validation_data is not None:
@@ -94,8 +173,9 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     elif validation_split:
         X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=rng)
 
+    monitor = _diagnostics.Monitor(model) if diagnostics else None
+    progress = _Progress(verbose, epochs)
     history = History()
-    callbacks = list(callbacks or ())
     for cb in callbacks:
         cb.set_model(model)
     model.stop_training = False
@@ -107,17 +187,20 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         for epoch in range(epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
-            start = time.perf_counter()
-            logs = _run_epoch(model, cfg, X, y, batch_size, rng=rng if shuffle else None,
-                              train=True)
-            rate = len(X) / max(time.perf_counter() - start, 1e-9)
+            lr = cfg.optimizer.lr
+            if monitor is not None:
+                monitor.begin_epoch(epoch)
+            progress.begin_epoch(epoch, len(X))
+            logs = _train_epoch(model, cfg, X, y, batch_size, rng if shuffle else None,
+                                augment, monitor, progress, callbacks)
             if X_val is not None:
-                val = evaluate(model, X_val, y_val)
+                val = _evaluate(model, cfg, X_val, y_val, cfg.metrics)
                 logs.update({f"val_{key}": value for key, value in val.items()})
-            history.record(epoch, logs)
-            if verbose:
-                print(_progress_line(epoch, epochs, logs, time.perf_counter() - start, rate),
-                      flush=True)
+            logs["lr"] = lr
+            layers, messages = monitor.end_epoch() if monitor is not None else (None, [])
+            history.record(epoch, logs, layers)
+            progress.end_epoch(logs)
+            _diagnostics.emit(messages)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             if not math.isfinite(logs["loss"]):
@@ -132,13 +215,16 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     return history
 
 
-def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256
-             ) -> dict[str, float]:
-    """The mean loss (and accuracy, if compiled with it) over (X, y), in evaluation mode."""
+def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
+             metrics: Sequence[str | _metrics.Metric] | None = None) -> dict[str, float]:
+    """The mean loss (penalties included) and the metrics over (X, y), in evaluation mode.
+    metrics: names or Metric objects as in ``compile`` (default: the compiled ones)."""
     cfg = _require_compiled(model, "evaluate")
     X, y = _check_data(model, X, y, "X", "y")
-    with _mode(model, training=False):
-        return _run_epoch(model, cfg, X, y, batch_size, rng=None, train=False)
+    positive_int(batch_size, "batch_size")
+    chosen = cfg.metrics if metrics is None else _resolve_metrics(
+        [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics), cfg.loss)
+    return _evaluate(model, cfg, X, y, chosen, batch_size)
 
 
 def predict(model: Any, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
@@ -149,38 +235,168 @@ def predict(model: Any, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
         return np.concatenate([model(X[i:i + size]) for i in range(0, len(X), size)])
 
 
-def _run_epoch(model: Any, cfg: _Compiled, X: np.ndarray, y: np.ndarray,
-               batch_size: int | None, *, rng: np.random.Generator | None, train: bool
-               ) -> dict[str, float]:
-    """One pass over (X, y): a training epoch (shuffled when rng is given) or an
-    evaluation. Returns the sample-weighted mean loss and accuracy."""
-    total_loss, correct, counted = 0.0, 0, 0
-    accuracy = cfg.accuracy
-    for xb, yb in data.batches(X, y, batch_size, shuffle=rng is not None, seed=rng):
+def save(model: Any, path: str | Path, *, include_optimizer: bool = False) -> Path:
+    """Save the model's weights and architecture as safetensors (see ``fastnn.io.save``);
+    include_optimizer=True also stores the optimizer's state, to resume training."""
+    from . import io
+
+    return io.save(model, path, include_optimizer=include_optimizer)
+
+
+class _Tally:
+    """The sample-weighted mean loss and the metrics over one pass."""
+
+    def __init__(self, metrics: list[_metrics.Metric]) -> None:
+        self.metrics = metrics
+        for metric in metrics:
+            metric.reset()
+        self.loss = 0.0
+        self.count = 0
+
+    def add(self, loss: float, pred: np.ndarray, target: np.ndarray) -> None:
+        self.loss += loss * len(pred)
+        self.count += len(pred)
+        for metric in self.metrics:
+            metric.update(target, pred)
+
+    def logs(self) -> dict[str, float]:
+        logs = {"loss": self.loss / self.count}
+        for metric in self.metrics:
+            value = metric.result()
+            if value is not None:
+                logs[metric.name] = value
+        return logs
+
+
+def _train_epoch(model: Any, cfg: _Compiled, X: np.ndarray, y: np.ndarray,
+                 batch_size: int | None, rng: np.random.Generator | None,
+                 augment: Callable[[np.ndarray], np.ndarray] | None,
+                 monitor: _diagnostics.Monitor | None, progress: _Progress,
+                 callbacks: list[Callback]) -> dict[str, float]:
+    """One training pass over (X, y), shuffled when rng is given."""
+    tally = _Tally(cfg.metrics)
+    batches = data.batches(X, y, batch_size, shuffle=rng is not None, seed=rng)
+    for batch, (xb, yb) in enumerate(batches):
+        if augment is not None:
+            xb = _augmented(augment, xb)
         pred = model(xb)
-        total_loss += cfg.loss(pred, yb) * len(xb)
-        if train:
-            model.backward(cfg.loss.backward())
-            cfg.optimizer.step()
-            cfg.optimizer.zero_grad()
-        if accuracy:
-            counts = cfg.loss.count_correct(pred, yb)
-            if counts is None:
-                accuracy = False
-            else:
-                correct, counted = correct + counts[0], counted + counts[1]
-    logs = {"loss": total_loss / len(X)}
-    if accuracy:
-        logs["accuracy"] = correct / counted
-    return logs
+        loss = cfg.loss(pred, yb) + model.regularization_loss()
+        model.backward(cfg.loss.backward())
+        if monitor is not None:
+            monitor.after_backward()
+        cfg.optimizer.step()
+        if monitor is not None:
+            monitor.after_step()
+        cfg.optimizer.zero_grad()
+        tally.add(loss, pred, yb)
+        progress.update(len(xb), tally)
+        for cb in callbacks:
+            cb.on_batch_end(batch, {"batch": batch, "size": len(xb), "loss": loss})
+    return tally.logs()
 
 
-def _progress_line(epoch: int, epochs: int, logs: dict[str, float], seconds: float,
-                   rate: float) -> str:
-    metrics = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
-    duration = f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
-    return (f"Epoch {epoch + 1:>{len(str(epochs))}}/{epochs} - {duration} - "
-            f"{rate:,.0f} samples/s - {metrics}")
+def _augmented(augment: Callable[[np.ndarray], np.ndarray], xb: np.ndarray) -> np.ndarray:
+    out = np.asarray(augment(xb))
+    if out.shape != xb.shape:
+        raise ValueError(f"augment changed the batch's shape from {xb.shape} to {out.shape}; "
+                         "it must return a batch of the same shape")
+    return out
+
+
+def _evaluate(model: Any, cfg: _Compiled, X: np.ndarray, y: np.ndarray,
+              metrics: list[_metrics.Metric], batch_size: int = 256) -> dict[str, float]:
+    tally = _Tally(metrics)
+    penalty = model.regularization_loss()
+    with _mode(model, training=False):
+        for xb, yb in data.batches(X, y, batch_size, shuffle=False):
+            pred = model(xb)
+            tally.add(cfg.loss(pred, yb) + penalty, pred, yb)
+    return tally.logs()
+
+
+def _check_callbacks(callbacks: Sequence[Any] | None) -> list[Callback]:
+    checked = []
+    for i, cb in enumerate(callbacks or ()):
+        if not isinstance(cb, Callback):
+            if not (hasattr(cb, "bind") and hasattr(cb, "on_epoch_end")):
+                raise TypeError(f"callbacks[{i}] must be a fastnn.callbacks.Callback or a "
+                                f"fastnn.schedulers scheduler; got {type(cb).__name__}")
+            cb = LearningRateScheduler(cb)
+        checked.append(cb)
+    return checked
+
+
+def _format_logs(logs: dict[str, float]) -> str:
+    return " - ".join(f"{key}: {value:.4g}" if key == "lr" else f"{key}: {value:.4f}"
+                      for key, value in logs.items())
+
+
+def _tqdm() -> Any | None:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
+class _Progress:
+    """What ``fit`` prints per epoch on stdout: nothing (verbose=0), a progress bar
+    (verbose=1: tqdm when installed, else a line redrawn in place on a terminal and
+    printed once per epoch elsewhere), or one line per epoch (verbose=2). The time and
+    samples/s shown are the training pass's, validation excluded."""
+
+    def __init__(self, verbose: int, epochs: int) -> None:
+        self.verbose = verbose
+        self.epochs = epochs
+        self.stream = sys.stdout
+        self._tqdm = _tqdm() if verbose == 1 else None
+        self._redraw = verbose == 1 and self._tqdm is None and self.stream.isatty()
+        self._bar: Any = None
+
+    def begin_epoch(self, epoch: int, samples: int) -> None:
+        self.samples, self.done = samples, 0
+        self.start = self.last = self._shown = time.perf_counter()
+        self._prefix = f"Epoch {epoch + 1:>{len(str(self.epochs))}}/{self.epochs}"
+        if self._tqdm is not None:
+            self._bar = self._tqdm(total=samples, desc=self._prefix, file=self.stream,
+                                   leave=True, dynamic_ncols=True, bar_format=_BAR_FORMAT)
+
+    def update(self, n: int, tally: _Tally) -> None:
+        """Count a trained batch of ``n`` samples; redraw now and then (verbose=1)."""
+        if not self.verbose:
+            return
+        self.done += n
+        self.last = time.perf_counter()
+        if self._bar is not None:
+            self._bar.update(n)
+        if self.verbose == 2 or self.last - self._shown < _REFRESH_SECONDS:
+            return
+        self._shown = self.last
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._status(tally.logs()), refresh=False)
+        elif self._redraw:
+            self.stream.write(f"\r{self._line(tally.logs())}")
+            self.stream.flush()
+
+    def _status(self, logs: dict[str, float]) -> str:
+        rate = self.done / max(self.last - self.start, 1e-9)
+        return f"{rate:,.0f} samples/s - {_format_logs(logs)}"
+
+    def _line(self, logs: dict[str, float]) -> str:
+        seconds = self.last - self.start
+        duration = f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
+        return f"{self._prefix} [{self.done}/{self.samples}] - {duration} - {self._status(logs)}"
+
+    def end_epoch(self, logs: dict[str, float]) -> None:
+        """Show the epoch's final logs, validation included."""
+        if not self.verbose:
+            return
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._status(logs), refresh=False)
+            self._bar.close()
+        else:
+            self.stream.write(("\r" if self._redraw else "") + self._line(logs) + "\n")
+            self.stream.flush()
 
 
 @contextmanager
@@ -208,12 +424,14 @@ def _first_layer(model: Any) -> Any:
 
 def _check_inputs(model: Any, X: object, name: str) -> np.ndarray:
     X = numeric(X, name)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (samples, features); got shape {X.shape}")
-    if len(X) == 0:
-        raise ValueError(f"{name} has no samples (shape {X.shape})")
     first = _first_layer(model)
     features = getattr(first, "in_features", None)
+    if X.ndim < 2 or (features is not None and X.ndim != 2):
+        expected = "2-D (samples, features)" if features is not None else \
+            "at least 2-D (samples, ...)"
+        raise ValueError(f"{name} must be {expected}; got shape {X.shape}")
+    if len(X) == 0:
+        raise ValueError(f"{name} has no samples (shape {X.shape})")
     if features is not None and X.shape[1] != features:
         raise ValueError(f"{name} has {X.shape[1]} features (shape {X.shape}) but the first "
                          f"layer, {first!r}, expects {features}")
@@ -235,14 +453,20 @@ def _check_data(model: Any, X: object, y: object, x_name: str, y_name: str
     return X, y
 
 
-def _warn_on_output_activation(model: Any, loss_fn: losses.Loss) -> None:
+def _warn_on_output_activation(model: Any, loss_fn: losses.Loss) -> bool:
+    """Warn (and return True) when probabilities (a final softmax or sigmoid) feed a loss
+    that takes logits."""
     layers = getattr(model, "layers", None)
     activation = getattr(layers[-1] if layers else model, "activation", None)
-    if isinstance(loss_fn, losses.CrossEntropy) and activation == "softmax":
-        warnings.warn("CrossEntropy takes logits but the model ends with a softmax, which is "
-                      "then applied twice; remove the final Softmax", stacklevel=3)
+    if isinstance(loss_fn, losses.CrossEntropy) and activation in ("softmax", "sigmoid"):
+        warnings.warn(f"CrossEntropy takes logits but the model ends with a {activation}, "
+                      "whose probabilities it would treat as scores; remove the final "
+                      f"{activation}", stacklevel=3)
+        return True
     if (isinstance(loss_fn, losses.BinaryCrossEntropy) and loss_fn.from_logits
-            and activation == "sigmoid"):
+            and activation in ("sigmoid", "softmax")):
         warnings.warn("BinaryCrossEntropy(from_logits=True) takes logits but the model ends "
-                      "with a sigmoid; drop the sigmoid or use from_logits=False",
+                      f"with a {activation}; drop the {activation} or use from_logits=False",
                       stacklevel=3)
+        return True
+    return False

@@ -1,4 +1,5 @@
-"""Activation layers: Sigmoid, ReLU, Tanh, LeakyReLU (element-wise) and Softmax (rows)."""
+"""Activation layers: Sigmoid, ReLU, Tanh, LeakyReLU, ELU, GELU, Softplus (element-wise) and
+Softmax (rows)."""
 
 from __future__ import annotations
 
@@ -79,8 +80,52 @@ class LeakyReLU(_Elementwise):
     def negative_slope(self) -> float:
         return self.alpha
 
+    def get_config(self) -> dict:
+        return {"negative_slope": self.alpha}
+
     def __repr__(self) -> str:
         return f"LeakyReLU(negative_slope={self.alpha})"
+
+
+class ELU(_Elementwise):
+    """``x`` if x > 0 else ``alpha * (exp(x) - 1)``, element-wise."""
+
+    activation = "elu"
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def get_config(self) -> dict:
+        return {"alpha": self.alpha}
+
+    def __repr__(self) -> str:
+        return f"ELU(alpha={self.alpha})"
+
+
+class GELU(_Elementwise):
+    """``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, element-wise (the tanh
+    approximation, torch's ``GELU(approximate="tanh")``). Its derivative needs x, which
+    it keeps besides the output."""
+
+    activation = "gelu"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._x: np.ndarray | None = None
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x
+        return super()._forward(x)
+
+    def _backward(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return _C.activation_backward(self.activation, y, g, self.alpha, x=self._x)
+
+
+class Softplus(_Elementwise):
+    """``log(1 + exp(x))``, element-wise: a smooth ReLU."""
+
+    activation = "softplus"
 
 
 class Softmax(_Activation):

@@ -1,4 +1,4 @@
-"""Dense: the fully connected layer, with an optional fused activation."""
+"""Dense (the fully connected layer, with an optional fused activation), Dropout, Flatten."""
 
 from __future__ import annotations
 
@@ -7,37 +7,70 @@ import math
 import numpy as np
 
 from .. import _C
+from .. import init as _init
 from .._checks import as_float32, positive_int
 from .._random import generator
 from .module import Module, Parameter
 
-_ACTIVATIONS = {
-    None: "identity",
-    "identity": "identity",
-    "linear": "identity",
-    "sigmoid": "sigmoid",
-    "relu": "relu",
-    "tanh": "tanh",
-    "leaky_relu": "leaky_relu",
+# Activation name accepted by Dense -> (kernel name, its alpha parameter).
+_ACTIVATIONS: dict[str | None, tuple[str, float]] = {
+    None: ("identity", 0.0),
+    "identity": ("identity", 0.0),
+    "linear": ("identity", 0.0),
+    "sigmoid": ("sigmoid", 0.0),
+    "relu": ("relu", 0.0),
+    "tanh": ("tanh", 0.0),
+    "leaky_relu": ("leaky_relu", 0.01),
+    "elu": ("elu", 1.0),
+    "gelu": ("gelu", 0.0),
+    "softplus": ("softplus", 0.0),
 }
-LEAKY_RELU_SLOPE = 0.01
+# Activations whose derivative needs the pre-activation z, not only y = f(z): Dense
+# computes z with the GEMM (bias fused) and applies these separately, keeping z.
+_NEEDS_INPUT = {"gelu"}
+_HE_DEFAULT = {"relu", "leaky_relu", "elu", "gelu"}
+
+
+def _check_grad(layer: Module, grad_out: np.ndarray, shape: tuple) -> np.ndarray:
+    g = as_float32(grad_out, f"{layer!r} grad_out")
+    if g.shape != shape:
+        raise ValueError(f"{layer!r}: grad_out has shape {g.shape}; expected {shape} "
+                         "(the shape of the last forward output)")
+    return g
+
+
+def _penalty(value: float, name: str) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"Dense: {name} must be a finite number >= 0; got {value}")
+    return value
 
 
 class Dense(Module):
     """``y = activation(x @ W.T + b)`` for ``x`` of shape (batch, in_features).
 
     ``weight`` is (out_features, in_features) and ``bias`` (out_features,), as in
-    ``torch.nn.Linear``. activation: None/"linear", "sigmoid", "relu", "tanh" or
-    "leaky_relu" (slope 0.01; use a ``LeakyReLU`` layer for another slope).
+    ``torch.nn.Linear``. activation: None/"linear", "sigmoid", "relu", "tanh",
+    "leaky_relu" (slope 0.01; use a ``LeakyReLU`` layer for another), "elu" (alpha 1),
+    "gelu" (tanh approximation) or "softplus". Bias and activation run inside the GEMM,
+    on each tile while it is in cache (for gelu only the bias: its derivative needs the
+    pre-activation, which the layer then keeps).
 
-    Initialisation (from ``fastnn.seed``'s generator): He normal,
-    N(0, 2 / in_features), for relu and leaky_relu, which keeps activations' variance
-    constant through ReLU layers; Glorot uniform, U(-a, a) with
-    a = sqrt(6 / (in_features + out_features)), otherwise. The bias starts at zero.
+    init: a ``fastnn.init`` name or a function (shape, fan_in, fan_out, rng) for the
+    weight, drawn from ``fastnn.seed``'s generator. The default is He normal,
+    N(0, 2 / in_features), for relu, leaky_relu, elu and gelu, which keeps activations'
+    variance constant through ReLU-like layers, and Glorot uniform,
+    U(-a, a) with a = sqrt(6 / (in_features + out_features)), for sigmoid, tanh,
+    softplus and linear. The bias starts at zero.
+
+    l1, l2: penalties ``l1 * sum|W| + l2 * sum(W^2)`` on the weight (not the bias), as
+    Keras's ``kernel_regularizer``: ``backward`` adds their gradient to ``weight.grad``
+    and ``regularization_loss()`` gives their value, which training adds to the loss.
     """
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
-                 bias: bool = True) -> None:
+                 bias: bool = True, init: str | _init.Initializer | None = None,
+                 l1: float = 0.0, l2: float = 0.0) -> None:
         super().__init__()
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
@@ -45,16 +78,19 @@ class Dense(Module):
         if key not in _ACTIVATIONS:
             names = ", ".join(repr(k) for k in _ACTIVATIONS)
             raise ValueError(f"Dense: unknown activation {activation!r}; expected one of {names}")
-        self.activation = _ACTIVATIONS[key]
+        self.activation, self._alpha = _ACTIVATIONS[key]
+        self.l1, self.l2 = _penalty(l1, "l1"), _penalty(l2, "l2")
+        self.init = init
+        if init is None:
+            init = "he_normal" if self.activation in _HE_DEFAULT else "xavier_uniform"
         shape = (self.out_features, self.in_features)
-        if self.activation in ("relu", "leaky_relu"):
-            w = generator().normal(0.0, math.sqrt(2.0 / self.in_features), shape)
-        else:
-            limit = math.sqrt(6.0 / (self.in_features + self.out_features))
-            w = generator().uniform(-limit, limit, shape)
+        w = np.asarray(_init.get(init)(shape, self.in_features, self.out_features, generator()))
+        if w.shape != shape:
+            raise ValueError(f"Dense: init {init!r} returned shape {w.shape}; expected {shape}")
         self.weight = Parameter(w, "weight")
         self.bias = Parameter(np.zeros(self.out_features), "bias") if bias else None
         self._x: np.ndarray | None = None
+        self._z: np.ndarray | None = None
         self._y: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -62,26 +98,43 @@ class Dense(Module):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
                              f"got {x.shape}")
-        # Bias and activation are applied by the GEMM to each tile while it is in cache.
+        fused = self.activation not in _NEEDS_INPUT
         y = _C.gemm(x, self.weight.data, transpose_b=True,
                     bias=None if self.bias is None else self.bias.data,
-                    activation=self.activation, activation_alpha=LEAKY_RELU_SLOPE)
-        self._x, self._y = x, y
+                    activation=self.activation if fused else "identity",
+                    activation_alpha=self._alpha)
+        self._x, self._z = x, None if fused else y
+        if not fused:
+            y = _C.activation_forward(self.activation, y, self._alpha)
+        self._y = y
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._x is None or self._y is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
-        g = as_float32(grad_out, f"{self!r} grad_out")
-        if g.shape != self._y.shape:
-            raise ValueError(f"{self!r}: grad_out has shape {g.shape}; expected {self._y.shape} "
-                             "(the shape of the last forward output)")
+        g = _check_grad(self, grad_out, self._y.shape)
         if self.activation != "identity":
-            g = _C.activation_backward(self.activation, self._y, g, LEAKY_RELU_SLOPE)
+            g = _C.activation_backward(self.activation, self._y, g, self._alpha, x=self._z)
         _C.gemm(g, self._x, out=self.weight.grad, transpose_a=True, beta=1.0)
+        if self.l1 or self.l2:
+            _C.add_penalty_grad(self.weight.data, self.weight.grad, self.l1, self.l2)
         if self.bias is not None:
             _C.column_sum(g, self.bias.grad, beta=1.0)
         return _C.gemm(g, self.weight.data)
+
+    def regularization_loss(self) -> float:
+        """``l1 * sum|W| + l2 * sum(W^2)`` for the current weight (0.0 without penalties)."""
+        w = self.weight.data
+        return ((self.l1 * float(np.abs(w).sum(dtype=np.float64)) if self.l1 else 0.0)
+                + (self.l2 * _C.sum_squares(w) if self.l2 else 0.0))
+
+    def get_config(self) -> dict:
+        """Constructor arguments; a callable ``init`` is left out (the weights are saved)."""
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "activation": None if self.activation == "identity" else self.activation,
+                "bias": self.bias is not None,
+                "init": self.init if isinstance(self.init, str) else None,
+                "l1": self.l1, "l2": self.l2}
 
     def output_shape(self, input_shape: tuple) -> tuple:
         if len(input_shape) != 2 or input_shape[1] != self.in_features:
@@ -92,4 +145,83 @@ class Dense(Module):
     def __repr__(self) -> str:
         extra = "" if self.activation == "identity" else f", activation={self.activation!r}"
         extra += "" if self.bias is not None else ", bias=False"
+        extra += "".join(f", {k}={v}" for k, v in (("l1", self.l1), ("l2", self.l2)) if v)
         return f"Dense({self.in_features}, {self.out_features}{extra})"
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, each entry is zeroed with probability ``p`` and the
+    others are scaled by 1 / (1 - p), so the expected output equals the input; in
+    evaluation mode (``eval()``) the layer is the identity.
+
+    Masks come from a counter-based generator (Philox): the layer's ``seed`` (drawn from
+    ``fastnn.seed``'s generator when the layer is built, unless given) and an ``offset``
+    that advances by the input's size at every training forward. The same seed gives
+    the same masks whatever the thread count; backward regenerates the mask instead of
+    storing it.
+    """
+
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+        super().__init__()
+        p = float(p)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1); got {p}")
+        self.p = p
+        if seed is None:
+            seed = int(generator().integers(0, 2**63))
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"Dropout: seed must be an integer >= 0 or None; got {seed!r}")
+        self.seed = int(seed)
+        self.offset = 0
+        self._shape: tuple | None = None
+        self._mask_offset: int | None = None  # None: the last forward was the identity
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float32(x, f"{self!r} input")
+        self._shape = x.shape
+        if not self.training or self.p == 0.0:
+            self._mask_offset = None
+            return x
+        self._mask_offset = self.offset
+        self.offset += x.size
+        return _C.dropout_forward(x, self.p, self.seed, self._mask_offset)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._shape is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        g = _check_grad(self, grad_out, self._shape)
+        if self._mask_offset is None:
+            return g
+        return _C.dropout_backward(g, self.p, self.seed, self._mask_offset)
+
+    def get_config(self) -> dict:
+        return {"p": self.p, "seed": self.seed}
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p})"
+
+
+class Flatten(Module):
+    """(batch, d1, d2, ...) -> (batch, d1 * d2 * ...), e.g. images before a Dense layer;
+    backward restores the input's shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape: tuple | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float32(x, f"{self!r} input")
+        if x.ndim < 1:
+            raise ValueError(f"{self!r}: input needs a batch dimension; got shape {x.shape}")
+        self._shape = x.shape
+        return x.reshape(len(x), -1)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._shape is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        flat = (self._shape[0], math.prod(self._shape[1:]))
+        return _check_grad(self, grad_out, flat).reshape(self._shape)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        rest = input_shape[1:]
+        return (input_shape[0], None if None in rest else math.prod(rest))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -52,24 +52,82 @@ class Module:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """(name, sub-module) pairs in attribute order; a module in a list attribute
+        ``blocks`` is named ``blocks.0``, ``blocks.1``, ..."""
+        for key, value in vars(self).items():
+            if isinstance(value, Module):
+                yield key, value
+            elif isinstance(value, (list, tuple)):
+                yield from ((f"{key}.{i}", v) for i, v in enumerate(value)
+                            if isinstance(v, Module))
+
     def children(self) -> Iterator[Module]:
         """The direct sub-modules, in attribute order."""
-        for value in vars(self).values():
-            if isinstance(value, Module):
-                yield value
-            elif isinstance(value, (list, tuple)):
-                yield from (v for v in value if isinstance(v, Module))
+        return (child for _, child in self.named_children())
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """(name, parameter) pairs, named as in PyTorch's ``state_dict``: the attribute
+        name, after the sub-module's name and a dot (``"0.weight"`` in a Sequential);
+        each parameter once, in the order of ``parameters()``."""
+        seen: set[int] = set()
+        for key, value in vars(self).items():
+            if isinstance(value, Parameter) and id(value) not in seen:
+                seen.add(id(value))
+                yield prefix + key, value
+        for name, child in self.named_children():
+            for key, p in child.named_parameters(f"{prefix}{name}."):
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield key, p
 
     def parameters(self) -> list[Parameter]:
         """Every parameter of this module and its sub-modules, each once, in a fixed order."""
-        found: dict[int, Parameter] = {}
-        for value in vars(self).values():
-            if isinstance(value, Parameter):
-                found.setdefault(id(value), value)
-        for child in self.children():
-            for p in child.parameters():
-                found.setdefault(id(p), p)
-        return list(found.values())
+        return [p for _, p in self.named_parameters()]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter's values, by ``named_parameters`` name (the names and
+        shapes of ``torch.nn.Sequential(torch.nn.Linear(...), ...).state_dict()``)."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Copy ``state`` (name -> array, e.g. a ``state_dict`` of this model or of the
+        matching torch model) into the parameters, in place. Nothing is changed unless
+        the names match exactly and every shape agrees."""
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if missing or unexpected:
+            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys "
+                             f"{unexpected} (this model has {list(params)})")
+        arrays = {}
+        for name, p in params.items():
+            value = np.asarray(state[name])
+            if value.dtype.kind not in "biuf":
+                raise TypeError(f"load_state_dict: {name!r} must be a numeric array; "
+                                f"got dtype {value.dtype}")
+            if value.shape != p.shape:
+                raise ValueError(f"load_state_dict: {name!r} has shape {value.shape}; "
+                                 f"the model's is {p.shape}")
+            arrays[name] = value
+        for name, value in arrays.items():
+            params[name].data[...] = value
+
+    def regularization_loss(self) -> float:
+        """The L1/L2 penalty of this module's weights (its sub-modules' summed), which
+        training adds to the reported loss; 0.0 without penalties."""
+        return float(sum(child.regularization_loss() for child in self.children()))
+
+    def get_config(self) -> dict:
+        """The constructor's keyword arguments, JSON-serialisable:
+        ``type(m).from_config(m.get_config())`` builds the same architecture. Layers
+        whose constructor takes arguments override it."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Module:
+        """A new module from ``get_config``'s dict."""
+        return cls(**config)
 
     def zero_grad(self) -> None:
         """Reset every parameter gradient to zero."""

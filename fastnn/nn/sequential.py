@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -15,14 +15,15 @@ class Sequential(Module):
 
     ``forward`` runs the layers in order, ``backward`` runs their backward passes in
     reverse. Supports ``len``, iteration and indexing (a slice gives a Sequential
-    sharing the same layers). ``compile``, ``fit``, ``evaluate`` and ``predict`` are
-    those of ``fastnn.train``.
+    sharing the same layers). ``compile``, ``fit``, ``evaluate``, ``predict`` and ``save``
+    are those of ``fastnn.train``; ``fastnn.load(path)`` rebuilds a saved model.
     """
 
     compile = _train.compile
     fit = _train.fit
     evaluate = _train.evaluate
     predict = _train.predict
+    save = _train.save
 
     def __init__(self, *layers: Module) -> None:
         super().__init__()
@@ -45,6 +46,40 @@ class Sequential(Module):
         for layer in reversed(self.layers):
             grad_out = layer.backward(grad_out)
         return grad_out
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """The layers, named by their index ("0", "1", ...) as in torch.nn.Sequential."""
+        return ((str(i), layer) for i, layer in enumerate(self.layers))
+
+    def get_config(self) -> dict:
+        """``{"layers": [{"class": "Dense", "config": {...}}, ...]}``."""
+        return {"layers": [{"class": type(layer).__name__, "config": layer.get_config()}
+                           for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Sequential:
+        """The model described by ``get_config``'s dict (new weights). Layer classes are
+        looked up in ``fastnn.nn`` only."""
+        from .. import nn
+
+        entries = config.get("layers") if isinstance(config, Mapping) else None
+        if not isinstance(entries, list):
+            raise ValueError("Sequential.from_config: expected {'layers': [...]}; "
+                             f"got {config!r:.200}")
+        layers = []
+        for i, entry in enumerate(entries):
+            name = entry.get("class") if isinstance(entry, Mapping) else None
+            layer_cls = getattr(nn, name, None) if isinstance(name, str) else None
+            if not (isinstance(layer_cls, type) and issubclass(layer_cls, Module)):
+                raise ValueError(f"Sequential.from_config: layers[{i}] must be "
+                                 "{'class': <a fastnn.nn layer>, 'config': {...}}; "
+                                 f"got {entry!r:.200}")
+            layer_config = entry.get("config", {})
+            if not isinstance(layer_config, Mapping):
+                raise ValueError(f"Sequential.from_config: layers[{i}]['config'] must be a "
+                                 f"dict; got {layer_config!r:.200}")
+            layers.append(layer_cls.from_config(layer_config))
+        return cls(*layers)
 
     def output_shape(self, input_shape: tuple) -> tuple:
         for layer in self.layers:

@@ -1,0 +1,271 @@
+"""Seeing inside training: per-layer gradient flow (``fit(..., diagnostics=True)``) and a
+finite-difference check of any model's backward pass (``gradient_check``).
+
+With ``diagnostics=True``, ``fit`` records for every layer with a ``weight`` (Dense, ...)
+and every epoch, in ``history.diagnostics[layer][metric]`` (one value per epoch; layers
+named "<index>:<class>", e.g. "0:Dense"):
+
+- ``grad_norm``: the L2 norm of the weight's gradient, mean over the epoch's batches;
+- ``weight_norm``: the L2 norm of the weight at the end of the epoch;
+- ``update_ratio``: norm of the step the optimizer took / norm of the weight, mean over
+  the batches (around 1e-3 is healthy; much smaller learns slowly, much larger is
+  unstable);
+- ``dead_fraction`` (ReLU layers): the fraction of units that output 0 for every sample
+  of a batch, mean over the batches;
+- ``saturated_fraction`` (sigmoid / tanh layers): the fraction of outputs in the flat
+  tails (sigmoid below 0.01 or above 0.99, tanh beyond +-0.99), mean over the batches.
+
+The activation of a layer is its own (``Dense(..., activation="relu")``) or that of the
+first activation layer after it. A ``GradientWarning`` names the layer when gradients
+vanish (the first layer's gradient norm is more than 100 times smaller than the last
+layer's), explode (a layer's gradient norm grows to 1000 times its first epoch's), or
+become NaN/Inf (the first layer whose output or gradient is not finite).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from . import _C, losses
+from ._checks import as_float32, positive_int
+from .nn.module import Parameter
+
+VANISHING_RATIO = 100.0
+EXPLODING_GROWTH = 1000.0
+SIGMOID_TAIL = 0.01
+TANH_TAIL = 0.99
+
+
+class GradientWarning(RuntimeWarning):
+    """Gradients vanish, explode or are not finite (see ``fastnn.diagnostics``)."""
+
+
+def named_layers(model: Any) -> list[tuple[str, Any]]:
+    """The model's layers as ("<index>:<class>", layer) pairs; a model without ``layers``
+    is one layer named by its class."""
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        return [(type(model).__name__, model)]
+    return [(f"{i}:{type(layer).__name__}", layer) for i, layer in enumerate(layers)]
+
+
+def _norm(x: np.ndarray) -> float:
+    return math.sqrt(_C.sum_squares(x))
+
+
+def _has_weight(layer: Any) -> bool:
+    return isinstance(getattr(layer, "weight", None), Parameter)
+
+
+def _activation_of(layers: list[tuple[str, Any]], index: int) -> Any | None:
+    """The layer whose output is layer ``index``'s activation: itself if it has a watched
+    one, else the first activation layer after it and before the next weighted layer."""
+    candidates = [layers[index][1]]
+    for _, layer in layers[index + 1:]:
+        if _has_weight(layer):
+            break
+        candidates.append(layer)
+    return next((layer for layer in candidates
+                 if getattr(layer, "activation", None) in ("relu", "sigmoid", "tanh")), None)
+
+
+class Monitor:
+    """Collects the per-layer statistics of one ``fit`` run (used by ``fit``; the hooks are
+    called after each backward pass and each optimizer step)."""
+
+    def __init__(self, model: Any) -> None:
+        self._all = named_layers(model)
+        self.layers = [(name, layer, _activation_of(self._all, i))
+                       for i, (name, layer) in enumerate(self._all) if _has_weight(layer)]
+        if not self.layers:
+            raise ValueError("diagnostics=True needs a model with weighted layers (Dense, ...)")
+        self._first_grad: dict[str, float] = {}
+        self._warned: set[str] = set()
+        self._pending: list[str] = []
+        self._epoch = 0
+        self._batch = 0
+        self._sums: dict[str, dict[str, float]] = {}
+        self._before: dict[str, np.ndarray] = {}
+
+    def begin_epoch(self, epoch: int) -> None:
+        self._epoch, self._batch = epoch, 0
+        self._sums = {name: {} for name, _, _ in self.layers}
+
+    def _add(self, name: str, key: str, value: float) -> None:
+        self._sums[name][key] = self._sums[name].get(key, 0.0) + value
+
+    def after_backward(self) -> None:
+        """Gradient norms and activation statistics of the batch just backpropagated."""
+        finite = True
+        for name, layer, act in self.layers:
+            grad = _norm(layer.weight.grad)
+            finite &= math.isfinite(grad)
+            self._add(name, "grad_norm", grad)
+            self._before[name] = layer.weight.data.copy()
+            y = getattr(act, "_y", None)
+            if y is None:
+                continue
+            y = y.reshape(len(y), -1)
+            if act.activation == "relu":
+                self._add(name, "dead_fraction", float(np.mean(np.all(y <= 0.0, axis=0))))
+            elif act.activation == "sigmoid":
+                tails = (y < SIGMOID_TAIL) | (y > 1.0 - SIGMOID_TAIL)
+                self._add(name, "saturated_fraction", float(np.mean(tails)))
+            else:
+                self._add(name, "saturated_fraction", float(np.mean(np.abs(y) > TANH_TAIL)))
+        if not finite:
+            self._warn_once("nonfinite", self._locate_nonfinite())
+
+    def after_step(self) -> None:
+        """The size of the update each weight just received, relative to the weight."""
+        for name, layer, _ in self.layers:
+            step = _norm(layer.weight.data - self._before[name])
+            weight = _norm(layer.weight.data)
+            self._add(name, "update_ratio", step / weight if weight > 0 else math.inf)
+        self._batch += 1
+
+    def end_epoch(self) -> tuple[dict[str, dict[str, float]], list[str]]:
+        """The epoch's values per layer and the warnings it raised (each kind once per run)."""
+        values = {}
+        for name, layer, _ in self.layers:
+            means = {key: total / max(self._batch, 1) for key, total in self._sums[name].items()}
+            means["weight_norm"] = _norm(layer.weight.data)
+            values[name] = means
+        self._check_vanishing(values)
+        self._check_exploding(values)
+        pending, self._pending = self._pending, []
+        return values, pending
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self._pending.append(message)
+
+    def _locate_nonfinite(self) -> str:
+        where = f"in epoch {self._epoch + 1}, batch {self._batch + 1}"
+        for name, layer in self._all:
+            y = getattr(layer, "_y", None)
+            if y is not None and not math.isfinite(_C.sum_squares(y)):
+                return (f"non-finite values (NaN/Inf) {where}: first in the output of layer "
+                        f"{name} ({layer!r}); lower the learning rate, clip gradients "
+                        "(clip_norm=...) or check the inputs' scale")
+        for name, layer, _ in reversed(self.layers):
+            if not math.isfinite(_C.sum_squares(layer.weight.grad)):
+                return (f"non-finite gradients (NaN/Inf) {where}: first in layer {name} "
+                        f"({layer!r}), counting from the loss backwards; lower the learning "
+                        "rate or clip gradients (clip_norm=...)")
+        return f"non-finite gradients (NaN/Inf) {where}"
+
+    def _check_vanishing(self, values: dict[str, dict[str, float]]) -> None:
+        if len(self.layers) < 2:
+            return
+        (first, *_), (last, *_) = self.layers[0], self.layers[-1]
+        g_first, g_last = values[first]["grad_norm"], values[last]["grad_norm"]
+        if math.isfinite(g_last) and g_first * VANISHING_RATIO < g_last:
+            ratio = g_last / g_first if g_first > 0 else math.inf
+            self._warn_once("vanishing", (
+                f"vanishing gradients in epoch {self._epoch + 1}: the gradient norm of the "
+                f"first layer {first} ({g_first:.3g}) is {ratio:.3g} times smaller than the "
+                f"last layer {last}'s ({g_last:.3g}), so the first layers barely learn; try "
+                "ReLU activations with He initialisation, or fewer layers"))
+
+    def _check_exploding(self, values: dict[str, dict[str, float]]) -> None:
+        growth = {}
+        for name, _, _ in self.layers:
+            grad = values[name]["grad_norm"]
+            first = self._first_grad.setdefault(name, grad)
+            if math.isfinite(grad) and first > 0:
+                growth[name] = grad / first
+        if growth:
+            name = max(growth, key=growth.__getitem__)
+            if growth[name] > EXPLODING_GROWTH:
+                self._warn_once("exploding", (
+                    f"exploding gradients in epoch {self._epoch + 1}: the gradient norm of "
+                    f"layer {name} grew {growth[name]:.3g} times since the first epoch "
+                    f"(now {values[name]['grad_norm']:.3g}); lower the learning rate or clip "
+                    "gradients (clip_norm=...)"))
+
+
+def emit(messages: list[str]) -> None:
+    """Raise each message as a GradientWarning (attributed to the caller of ``fit``)."""
+    for message in messages:
+        warnings.warn(message, GradientWarning, stacklevel=3)
+
+
+def _check_parameter(p: Parameter, objective: Callable[[], float], eps: float, samples: int,
+                     rng: np.random.Generator) -> float:
+    """The relative error between central differences and ``p.grad`` over up to ``samples``
+    entries of ``p``, which is left as it was."""
+    flat, grad = p.data.reshape(-1), p.grad.reshape(-1)
+    numeric, analytic = [], []
+    for i in rng.choice(p.size, size=min(samples, p.size), replace=False):
+        original = flat[i]
+        plus = np.float32(np.float64(original) + eps)
+        minus = np.float32(np.float64(original) - eps)
+        flat[i] = plus
+        f_plus = objective()
+        flat[i] = minus
+        f_minus = objective()
+        flat[i] = original
+        numeric.append((f_plus - f_minus) / (np.float64(plus) - np.float64(minus)))
+        analytic.append(np.float64(grad[i]))
+    diff = np.linalg.norm(np.subtract(numeric, analytic))
+    scale = np.linalg.norm(numeric) + np.linalg.norm(analytic)
+    return float(diff / scale) if scale > 0 else 0.0
+
+
+@contextmanager
+def _evaluation(model: Any) -> Iterator[None]:
+    previous = model.training
+    model.train(False)
+    grads = [p.grad.copy() for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for p, g in zip(model.parameters(), grads):
+            p.grad[...] = g
+        model.train(previous)
+
+
+def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.Loss,
+                   eps: float = 1e-3, samples: int = 10, seed: int = 0) -> dict[str, float]:
+    """Compare the backward pass with finite differences, layer by layer.
+
+    For up to ``samples`` entries (drawn with ``seed``) of each parameter of every layer
+    that has parameters, the derivative of ``loss(model(X), y) +
+    model.regularization_loss()`` is estimated by central differences of step ``eps``
+    (the exact float32 steps taken, divided in float64) and compared with the gradient
+    backpropagation gives. Returns, per layer ("<index>:<class>"), the relative error
+    ``|numeric - backprop| / (|numeric| + |backprop|)`` over the sampled entries (L2
+    norms; 0 when both vanish), the largest over the layer's parameters: below about
+    1e-2 in float32 is a correct backward pass (smooth activations; a ReLU kink crossed
+    by a step adds error), 0.1 or more a broken one. The model runs in evaluation mode
+    (no dropout); its weights and gradients are left as they were.
+    """
+    loss_fn = losses.get(loss)
+    X = as_float32(X, "X")
+    samples = positive_int(samples, "samples")
+    eps = float(eps)
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0; got {eps}")
+    rng = np.random.default_rng(seed)
+    result = {}
+    with _evaluation(model):
+        model.zero_grad()
+        loss_fn(model(X), y)
+        model.backward(loss_fn.backward())
+
+        def objective() -> float:
+            return loss_fn(model(X), y) + model.regularization_loss()
+
+        for name, layer in named_layers(model):
+            errors = [_check_parameter(p, objective, eps, samples, rng)
+                      for p in layer.parameters()]
+            if errors:
+                result[name] = max(errors)
+    return result

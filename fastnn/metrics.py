@@ -1,0 +1,256 @@
+"""Classification metrics: accuracy, top-k accuracy, macro precision / recall / F1 and the
+confusion matrix, vectorised with NumPy.
+
+The functions take ``y_true`` (integer labels (n,), a (n, 1) column or one-hot /
+probability rows (n, classes)) and ``y_pred``: labels (n,) of an integer dtype, or the
+model's outputs, scores (n, classes) whose argmax is the prediction, or a single column of
+binary scores (n,) / (n, 1) predicted as class 1 where they exceed ``threshold`` (0.5 for
+probabilities; pass 0.0 for logits).
+
+Precision, recall and F1 are macro averages (the unweighted mean over classes) over the
+classes that occur in ``y_true`` or in the predictions, as scikit-learn's
+``average="macro"``; a class never predicted has precision 0, as with its
+``zero_division=0``.
+
+For ``fit`` and ``evaluate`` the same metrics exist as streaming ``Metric`` objects that
+accumulate over the batches: ``compile(metrics=["accuracy", "top_k_accuracy", "f1"])``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ._checks import numeric, positive_int
+
+
+def true_labels(y_true: object, name: str = "y_true") -> np.ndarray:
+    """``y_true`` as int64 labels (n,): labels as they are (integral floats accepted), a
+    (n, 1) column flattened, (n, classes) one-hot or probability rows by their argmax."""
+    y = numeric(y_true, name)
+    if y.ndim == 2:
+        y = y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be labels (n,) or rows (n, classes); got shape {y.shape}")
+    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+        raise ValueError(f"{name} must hold integer class labels; got values with a "
+                         "fractional part")
+    if y.size and y.min() < 0:
+        raise ValueError(f"{name} must hold labels >= 0; got {y.min()}")
+    return y.astype(np.int64, copy=False)
+
+
+def predicted_labels(y_pred: object, threshold: float = 0.5,
+                     name: str = "y_pred") -> np.ndarray:
+    """``y_pred`` as int64 labels (n,): integer labels as they are, the argmax of score rows
+    (n, classes > 1), or ``score > threshold`` for one column of binary scores."""
+    y = numeric(y_pred, name)
+    if y.ndim == 2:
+        if y.shape[1] > 1:
+            return np.argmax(y, axis=1)
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be labels (n,) or scores (n, classes); got shape "
+                         f"{y.shape}")
+    if y.dtype.kind in "biu":
+        if y.size and y.min() < 0:
+            raise ValueError(f"{name} must hold labels >= 0; got {y.min()}")
+        return y.astype(np.int64, copy=False)
+    return (y > threshold).astype(np.int64)
+
+
+def _pair(y_true: object, y_pred: object, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    t = true_labels(y_true)
+    p = predicted_labels(y_pred, threshold)
+    if len(t) != len(p):
+        raise ValueError(f"y_true and y_pred must have one entry per sample; got {len(t)} "
+                         f"and {len(p)}")
+    return t, p
+
+
+def confusion_matrix(y_true: object, y_pred: object, num_classes: int | None = None, *,
+                     threshold: float = 0.5) -> np.ndarray:
+    """The (classes, classes) int64 matrix whose entry [i, j] counts the samples of true
+    class i predicted as class j (scikit-learn's layout). num_classes: its size (default:
+    one more than the largest label seen, or the number of score columns)."""
+    t, p = _pair(y_true, y_pred, threshold)
+    seen = int(max(t.max(initial=-1), p.max(initial=-1))) + 1
+    scores = np.shape(y_pred)
+    columns = scores[1] if len(scores) == 2 and scores[1] > 1 else 0
+    size = max(seen, columns) if num_classes is None else positive_int(num_classes,
+                                                                       "num_classes")
+    if seen > size:
+        raise ValueError(f"num_classes={size} but the labels go up to {seen - 1}")
+    return np.bincount(t * size + p, minlength=size * size).reshape(size, size)
+
+
+def accuracy(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
+    """The fraction of samples whose predicted class is the true one."""
+    t, p = _pair(y_true, y_pred, threshold)
+    if len(t) == 0:
+        raise ValueError("accuracy of an empty set: y_true has no samples")
+    return float(np.mean(t == p))
+
+
+def top_k_accuracy(y_true: object, scores: object, k: int = 5) -> float:
+    """The fraction of samples whose true class is among the ``k`` highest scores
+    (n, classes). A tie with the k-th score counts as a hit."""
+    return float(np.mean(_top_k_hits(true_labels(y_true), scores, positive_int(k, "k"))))
+
+
+def _top_k_hits(t: np.ndarray, scores: object, k: int) -> np.ndarray:
+    s = numeric(scores, "scores")
+    if s.ndim != 2 or len(s) != len(t) or len(t) == 0:
+        raise ValueError(f"scores must be (n, classes) for the {len(t)} labels of y_true; "
+                         f"got shape {s.shape}")
+    if t.max() >= s.shape[1]:
+        raise ValueError(f"y_true has label {t.max()} but scores has {s.shape[1]} columns")
+    own = s[np.arange(len(t)), t]
+    return np.count_nonzero(s > own[:, None], axis=1) < k
+
+
+def _macro(cm: np.ndarray, kind: str) -> float:
+    """Macro precision, recall or F1 from a confusion matrix, over the classes present
+    (true or predicted); 0 for a class where the ratio is 0/0."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    present = (predicted + actual) > 0
+    if not present.any():
+        raise ValueError(f"{kind} of an empty set: no samples")
+    denominator = {"precision": predicted, "recall": actual, "f1": predicted + actual}[kind]
+    numerator = 2 * tp if kind == "f1" else tp
+    per_class = np.divide(numerator, denominator, out=np.zeros_like(tp),
+                          where=denominator > 0)
+    return float(per_class[present].mean())
+
+
+def precision(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
+    """Macro-averaged precision: per class, correct predictions of it / predictions of it."""
+    return _macro(confusion_matrix(y_true, y_pred, threshold=threshold), "precision")
+
+
+def recall(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
+    """Macro-averaged recall: per class, correct predictions of it / samples of it."""
+    return _macro(confusion_matrix(y_true, y_pred, threshold=threshold), "recall")
+
+
+def f1(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
+    """Macro-averaged F1: per class the harmonic mean of precision and recall,
+    2 TP / (2 TP + FP + FN)."""
+    return _macro(confusion_matrix(y_true, y_pred, threshold=threshold), "f1")
+
+
+class Metric:
+    """A metric accumulated over batches, as ``fit`` and ``evaluate`` use it.
+
+    ``reset()`` starts a pass, ``update(y_true, y_pred)`` adds a batch (``y_pred`` is the
+    model's output), ``result()`` gives the value so far, or None where the metric is
+    undefined for this model (it is then left out of the logs). ``name`` is its key in
+    the History. Subclass it for a metric of your own and pass an instance to
+    ``compile(metrics=[...])``.
+    """
+
+    name = "metric"
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def result(self) -> float | None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class TopKAccuracy(Metric):
+    """Top-k accuracy over the batches (see ``top_k_accuracy``)."""
+
+    def __init__(self, k: int = 5, name: str | None = None) -> None:
+        self.k = positive_int(k, "k")
+        self.name = name or f"top_{self.k}_accuracy"
+        self.reset()
+
+    def reset(self) -> None:
+        self._hits = self._count = 0
+
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        self._hits += int(np.count_nonzero(_top_k_hits(true_labels(y_true), y_pred, self.k)))
+        self._count += len(y_pred)
+
+    def result(self) -> float | None:
+        return self._hits / self._count if self._count else None
+
+
+class _Macro(Metric):
+    """Macro precision / recall / F1 over the batches, from a growing confusion matrix."""
+
+    def __init__(self, kind: str, threshold: float) -> None:
+        self.name = self._kind = kind
+        self.threshold = float(threshold)
+        self.reset()
+
+    def reset(self) -> None:
+        self._cm = np.zeros((0, 0), np.int64)
+
+    def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        cm = confusion_matrix(y_true, y_pred, threshold=self.threshold)
+        size = max(len(cm), len(self._cm))
+        grown = np.zeros((size, size), np.int64)
+        grown[:len(self._cm), :len(self._cm)] += self._cm
+        grown[:len(cm), :len(cm)] += cm
+        self._cm = grown
+
+    def result(self) -> float | None:
+        return _macro(self._cm, self._kind) if self._cm.any() else None
+
+
+class Precision(_Macro):
+    """Macro precision over the batches (see ``precision``)."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__("precision", threshold)
+
+
+class Recall(_Macro):
+    """Macro recall over the batches (see ``recall``)."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__("recall", threshold)
+
+
+class F1(_Macro):
+    """Macro F1 over the batches (see ``f1``)."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__("f1", threshold)
+
+
+_BY_NAME = {"precision": Precision, "recall": Recall, "f1": F1}
+_TOP_K = re.compile(r"top_(\d+)_accuracy")
+NAMES = ("accuracy", "top_k_accuracy", "top_<k>_accuracy", "precision", "recall", "f1")
+
+
+def get(metric: str | Metric, threshold: float = 0.5) -> Metric:
+    """A fresh streaming metric from its name: "top_k_accuracy" (k = 5, as Keras),
+    "top_<k>_accuracy" (e.g. "top_3_accuracy"), "precision", "recall" or "f1";
+    ``threshold`` is where binary scores become class 1. A Metric is returned as is.
+    ("accuracy" is computed by the training loop from the loss; see ``compile``.)"""
+    if isinstance(metric, Metric):
+        return metric
+    if not isinstance(metric, str):
+        raise TypeError(f"a metric must be a name or a fastnn.metrics.Metric; got "
+                        f"{type(metric).__name__}")
+    key = metric.lower()
+    if key == "top_k_accuracy":
+        return TopKAccuracy(5, name=metric)
+    match = _TOP_K.fullmatch(key)
+    if match:
+        return TopKAccuracy(int(match.group(1)), name=metric)
+    if key in _BY_NAME:
+        return _BY_NAME[key](threshold)
+    raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(NAMES)} "
+                     "or a fastnn.metrics.Metric")

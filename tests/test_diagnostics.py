@@ -1,0 +1,203 @@
+"""fit(..., diagnostics=True) and fastnn.diagnostics.gradient_check: per-layer statistics
+checked against independent computations, the vanishing / exploding / NaN warnings, and
+the finite-difference check catching a broken backward pass."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import diagnostics, losses, nn, optim
+from fastnn.diagnostics import GradientWarning
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y, _, _ = (np.asarray(a) for a in fastnn.datasets.load("digits"))
+    return X[:256], y[:256]
+
+
+def fit_quietly(model, X, y, **kw):
+    """fit, returning the History and the GradientWarnings raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(X, y, verbose=0, seed=0, diagnostics=True, **kw)
+    return history, [str(w.message) for w in caught if issubclass(w.category, GradientWarning)]
+
+
+def deep(activation, depth=8, width=32, init=None):
+    fastnn.seed(0)
+    sizes = [64] + [width] * (depth - 1)
+    layers = [nn.Dense(a, b, activation=activation, init=init) for a, b in zip(sizes[:-1], sizes[1:])]
+    model = nn.Sequential(*layers, nn.Dense(width, 10))
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.01))
+    return model
+
+
+# ----------------------------------------------------------------------------- vanishing
+def test_deep_sigmoid_network_with_normal_init_is_flagged_as_vanishing(digits):
+    """Eight sigmoid layers with small normal weights (fastnn.init's "normal", std 0.05, as
+    Keras's default): each layer multiplies the gradient by about 0.25 * 0.05 * sqrt(32)."""
+    history, warned = fit_quietly(deep("sigmoid", init="normal"), *digits, epochs=2)
+    norms = [values["grad_norm"][-1] for values in history.diagnostics.values()]
+    assert norms[0] * 100 < norms[-1]
+    assert len(warned) == 1, warned                      # once per run, not once per epoch
+    assert "vanishing" in warned[0] and "0:Dense" in warned[0] and "7:Dense" in warned[0]
+
+
+def test_relu_network_with_he_init_is_healthy(digits):
+    history, warned = fit_quietly(deep("relu", init="he_normal"), *digits, epochs=2)
+    assert warned == []
+    norms = [values["grad_norm"][-1] for values in history.diagnostics.values()]
+    assert max(norms) / min(norms) < 10
+
+
+# ----------------------------------------------------------------------------- recorded values
+def test_recorded_values_match_an_independent_computation(digits):
+    """Full batch, plain SGD, one epoch: the step is -lr * grad, so grad_norm and
+    update_ratio follow from the weights before and after."""
+    X, y = digits
+    fastnn.seed(1)
+    model = nn.Sequential(nn.Dense(64, 20, activation="relu"), nn.Dense(20, 12, activation="tanh"),
+                          nn.Dense(12, 10), nn.Sigmoid())
+    model.compile(loss="mse", optimizer=optim.SGD(lr=0.5))
+    before = [layer.weight.data.astype(np.float64) for layer in model.layers[:3]]
+    h1 = model.layers[0](X.astype(np.float32)).astype(np.float64)
+    h2 = model.layers[1](h1.astype(np.float32)).astype(np.float64)
+    out = model.layers[3](model.layers[2](h2.astype(np.float32))).astype(np.float64)
+    history, _ = fit_quietly(model, X, np.eye(10)[y], epochs=1, batch_size=None)
+    d = history.diagnostics
+    assert list(d) == ["0:Dense", "1:Dense", "2:Dense"]
+    for (name, values), w0, layer in zip(d.items(), before, model.layers):
+        w1 = layer.weight.data.astype(np.float64)
+        step = np.linalg.norm(w1 - w0)
+        assert values["weight_norm"] == [pytest.approx(np.linalg.norm(w1), rel=1e-5)]
+        assert values["grad_norm"] == [pytest.approx(step / 0.5, rel=1e-3)]
+        assert values["update_ratio"] == [pytest.approx(step / np.linalg.norm(w1), rel=1e-3)]
+    assert d["0:Dense"]["dead_fraction"] == [pytest.approx(np.mean(np.all(h1 <= 0, axis=0)))]
+    assert d["1:Dense"]["saturated_fraction"] == [pytest.approx(np.mean(np.abs(h2) > 0.99))]
+    # The output layer's activation is the Sigmoid layer after it.
+    saturated = np.mean((out < 0.01) | (out > 0.99))
+    assert d["2:Dense"]["saturated_fraction"] == [pytest.approx(saturated)]
+    assert "dead_fraction" not in d["1:Dense"] and "saturated_fraction" not in d["0:Dense"]
+
+
+def test_dead_and_saturated_units_are_counted(digits):
+    X, y = digits
+    fastnn.seed(0)
+    relu, sig = nn.Dense(64, 10, activation="relu"), nn.Dense(10, 10, activation="sigmoid")
+    relu.bias.data[:4] = -1e4                     # 4 of 10 units can never fire,
+    relu.bias.data[4:] = 1e3                      # the others always do
+    sig.weight.data[...] = 100.0                  # pushed far into the flat tails
+    model = nn.Sequential(relu, nn.Dense(10, 10), sig, nn.Dense(10, 10))
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=1e-6))
+    history, _ = fit_quietly(model, X, y, epochs=2, batch_size=64)
+    assert history.diagnostics["0:Dense"]["dead_fraction"] == pytest.approx([0.4, 0.4])
+    assert all(v > 0.95 for v in history.diagnostics["2:Dense"]["saturated_fraction"])
+
+
+def test_history_has_one_value_per_epoch_and_layer(digits):
+    history, _ = fit_quietly(deep("tanh", depth=3), *digits, epochs=3, batch_size=64)
+    assert set(history.diagnostics) == {"0:Dense", "1:Dense", "2:Dense"}
+    for values in history.diagnostics.values():
+        assert {"grad_norm", "weight_norm", "update_ratio"} <= set(values)
+        assert all(len(series) == 3 for series in values.values())
+
+
+def test_diagnostics_off_records_nothing(digits):
+    history = deep("relu", depth=2).fit(*digits, epochs=1, verbose=0)
+    assert history.diagnostics == {}
+
+
+# ----------------------------------------------------------------------------- exploding / NaN
+def test_growing_gradients_are_flagged_as_exploding():
+    """Linear regression with a learning rate past 2 / curvature: full-batch gradient descent
+    overshoots further every step, and the gradient grows geometrically."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 4)).astype(np.float32)
+    y = (X @ np.array([[1.0], [-2.0], [0.5], [3.0]])).astype(np.float32)
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(4, 1))
+    model.compile(loss="mse", optimizer=optim.SGD(lr=3.0))
+    history, warned = fit_quietly(model, X, y, epochs=8, batch_size=None)
+    norms = history.diagnostics["0:Dense"]["grad_norm"]
+    assert all(b > a for a, b in zip(norms, norms[1:]))
+    assert any("exploding" in w and "0:Dense" in w for w in warned), warned
+
+
+def test_nan_names_the_first_layer_whose_output_is_not_finite(digits):
+    X, y = digits
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(64, 16, activation="tanh"), nn.Dense(16, 16), nn.Dense(16, 10))
+    model.layers[1].weight.data[...] = 3e38          # its output overflows to inf
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.01))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, y, epochs=3, verbose=0, diagnostics=True)
+    messages = [str(w.message) for w in caught if issubclass(w.category, GradientWarning)]
+    nonfinite = [m for m in messages if "non-finite" in m]
+    assert len(nonfinite) == 1, messages
+    assert "output of layer 1:Dense" in nonfinite[0] and "batch 1" in nonfinite[0]
+    assert any("loss became" in str(w.message) for w in caught)   # and training stopped
+
+
+def test_diagnostics_need_a_weighted_layer():
+    model = nn.Sequential(nn.ReLU())
+    with pytest.raises(ValueError, match="weighted layers"):
+        diagnostics.Monitor(model)
+
+
+# ----------------------------------------------------------------------------- gradient check
+def smooth_model():
+    fastnn.seed(3)
+    return nn.Sequential(nn.Dense(64, 12, activation="tanh", l2=0.01), nn.Dropout(0.5),
+                         nn.Dense(12, 8, activation="sigmoid"), nn.Dense(8, 10))
+
+
+def test_gradient_check_passes_a_correct_model(digits):
+    X, y = digits
+    model = smooth_model()
+    weights = {k: v.copy() for k, v in model.state_dict().items()}
+    result = diagnostics.gradient_check(model, X[:16] / 4, y[:16], "cross_entropy")
+    assert set(result) == {"0:Dense", "2:Dense", "3:Dense"}      # Dropout has no parameters
+    assert all(err < 1e-2 for err in result.values()), result
+    for name, value in model.state_dict().items():              # weights left as they were
+        np.testing.assert_array_equal(value, weights[name])
+    assert model.training and all(not p.grad.any() for p in model.parameters())
+
+
+def test_gradient_check_catches_a_broken_backward(digits, monkeypatch):
+    X, y = digits
+    model = smooth_model()
+    broken = model.layers[2]
+    real_backward = broken.backward
+
+    def wrong_backward(grad_out):
+        out = real_backward(grad_out)
+        broken.weight.grad *= 1.5                  # a wrong weight gradient
+        return out
+
+    monkeypatch.setattr(broken, "backward", wrong_backward)
+    result = diagnostics.gradient_check(model, X[:16] / 4, y[:16], losses.CrossEntropy())
+    assert result["2:Dense"] > 0.1, result
+    assert result["0:Dense"] < 1e-2 and result["3:Dense"] < 1e-2, result
+
+
+def test_gradient_check_catches_a_wrong_input_gradient(digits, monkeypatch):
+    """A layer returning a wrong input gradient shows up in the layers before it."""
+    X, y = digits
+    model = smooth_model()
+    layer = model.layers[3]
+    real_backward = layer.backward
+    monkeypatch.setattr(layer, "backward", lambda g: -real_backward(g))
+    result = diagnostics.gradient_check(model, X[:16] / 4, y[:16], "cross_entropy")
+    assert result["3:Dense"] < 1e-2 and result["2:Dense"] > 0.5 and result["0:Dense"] > 0.5, result
+
+
+def test_gradient_check_rejects_bad_arguments(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="eps"):
+        diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", eps=0)
+    with pytest.raises(ValueError, match="samples"):
+        diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", samples=0)

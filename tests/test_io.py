@@ -1,0 +1,225 @@
+"""Saving and loading (fastnn.io): bit-identical predictions, torch-compatible tensor names,
+resuming training from the optimizer state, and clear errors for damaged or foreign files."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import io, nn, optim
+
+import _ref
+
+st = pytest.importorskip("safetensors.numpy")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y, _, _ = (np.asarray(a) for a in fastnn.datasets.load("digits"))
+    return X[:300], y[:300]
+
+
+def build(seed=0):
+    fastnn.seed(seed)
+    return nn.Sequential(nn.Dense(64, 32, activation="relu", l2=1e-3), nn.Dropout(0.2),
+                         nn.Dense(32, 16, activation="tanh", init="xavier_normal"), nn.ReLU(),
+                         nn.Dense(16, 10))
+
+
+@pytest.fixture
+def trained(digits):
+    model = build()
+    model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=3e-3), metrics=["accuracy", "f1"])
+    model.fit(*digits, epochs=2, verbose=0, seed=0)
+    return model
+
+
+def test_save_load_predict_bit_identical(trained, digits, tmp_path):
+    path = trained.save(tmp_path / "model.safetensors")
+    loaded = fastnn.load(path)
+    assert isinstance(loaded, nn.Sequential) and repr(loaded) == repr(trained)
+    np.testing.assert_array_equal(loaded.predict(digits[0]), trained.predict(digits[0]))
+    assert loaded.get_config() == trained.get_config()
+    assert getattr(loaded, "_compiled", None) is None      # weights only: compile it yourself
+
+
+def test_file_holds_state_dict_names_and_the_architecture(trained, tmp_path):
+    path = io.save(trained, tmp_path / "m.safetensors")
+    tensors = st.load_file(str(path))
+    assert sorted(tensors) == ["0.bias", "0.weight", "2.bias", "2.weight", "4.bias", "4.weight"]
+    assert tensors["0.weight"].shape == (32, 64) and tensors["4.bias"].shape == (10,)
+    np.testing.assert_array_equal(tensors["2.weight"], trained.layers[2].weight.data)
+    from safetensors import safe_open
+    with safe_open(str(path), framework="np") as f:
+        meta = f.metadata()
+    model = json.loads(meta["model"])
+    assert model["class"] == "Sequential"
+    assert [layer["class"] for layer in model["config"]["layers"]] == ["Dense", "Dropout", "Dense",
+                                                                        "ReLU", "Dense"]
+
+
+def test_torch_linear_weights_map_one_to_one(tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    path = tmp_path / "from_torch.safetensors"
+    st.save_file({k: v.detach().numpy() for k, v in reference.state_dict().items()}, str(path))
+    model = io.load_weights(nn.Sequential(nn.Dense(6, 5), nn.ReLU(), nn.Dense(5, 3)), path)
+    x = rng.standard_normal((7, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-6)
+    # and back: a fastnn file loads into the torch model with strict name checking
+    ours = io.save(model, tmp_path / "ours.safetensors")
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in st.load_file(str(ours)).items()})
+    with pytest.raises(ValueError, match="holds no fastnn architecture"):
+        fastnn.load(path)
+
+
+def test_resume_with_optimizer_state_equals_uninterrupted_training(digits, tmp_path):
+    X, y = digits
+
+    def compiled():
+        model = nn.Sequential(nn.Dense(64, 24, activation="relu"), nn.Dense(24, 10))
+        model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=3e-3), metrics=["accuracy"])
+        return model
+
+    fastnn.seed(0)
+    straight = compiled()
+    rng = np.random.default_rng(42)
+    straight.fit(X, y, epochs=4, batch_size=32, verbose=0, seed=rng)
+
+    fastnn.seed(0)
+    first = compiled()
+    rng = np.random.default_rng(42)                  # the shuffling stream continues across calls
+    first.fit(X, y, epochs=2, batch_size=32, verbose=0, seed=rng)
+    path = first.save(tmp_path / "resume.safetensors", include_optimizer=True)
+    resumed = fastnn.load(path)
+    assert resumed._compiled.optimizer.get_config() == first._compiled.optimizer.get_config()
+    history = resumed.fit(X, y, epochs=2, batch_size=32, verbose=0, seed=rng)
+    assert "accuracy" in history.history
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value)
+
+    # Without the optimizer state (fresh Adam moments) the result differs.
+    fastnn.seed(0)
+    again = compiled()
+    rng = np.random.default_rng(42)
+    again.fit(X, y, epochs=2, batch_size=32, verbose=0, seed=rng)
+    weights_only = fastnn.load(again.save(tmp_path / "w.safetensors"))
+    weights_only.compile(loss="cross_entropy", optimizer=optim.Adam(lr=3e-3))
+    weights_only.fit(X, y, epochs=2, batch_size=32, verbose=0, seed=rng)
+    assert not np.array_equal(weights_only.layers[0].weight.data, straight.layers[0].weight.data)
+
+
+def test_saved_loss_and_metrics_come_back(tmp_path, digits):
+    model = nn.Sequential(nn.Dense(64, 1))
+    model.compile(loss=fastnn.losses.BinaryCrossEntropy(from_logits=False), optimizer="momentum",
+                  metrics=["accuracy", "precision"])
+    loaded = fastnn.load(model.save(tmp_path / "b.safetensors", include_optimizer=True))
+    assert isinstance(loaded._compiled.loss, fastnn.losses.BinaryCrossEntropy)
+    assert loaded._compiled.loss.from_logits is False
+    assert loaded._compiled.metric_names == ["accuracy", "precision"]
+    assert loaded._compiled.optimizer.get_config() == model._compiled.optimizer.get_config()
+
+
+def test_include_optimizer_needs_a_compiled_model(tmp_path):
+    with pytest.raises(ValueError, match="compile"):
+        build().save(tmp_path / "x.safetensors", include_optimizer=True)
+
+
+def test_loading_leaves_the_global_generator_alone(trained, tmp_path):
+    path = trained.save(tmp_path / "m.safetensors")
+    fastnn.seed(9)
+    expected = fastnn._random.generator().random(3)
+    fastnn.seed(9)
+    fastnn.load(path)
+    np.testing.assert_array_equal(fastnn._random.generator().random(3), expected)
+
+
+# ----------------------------------------------------------------------------- damaged and foreign files
+@pytest.mark.parametrize("keep", [0.999, 0.5, 0.01])
+def test_truncated_file_raises(trained, tmp_path, keep):
+    path = trained.save(tmp_path / "m.safetensors")
+    blob = path.read_bytes()
+    path.write_bytes(blob[:int(len(blob) * keep)])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        fastnn.load(path)
+
+
+def test_flipped_byte_in_the_weights_is_caught(trained, tmp_path):
+    path = trained.save(tmp_path / "m.safetensors")
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 0x40                                   # inside the last tensor's data
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="corrupted"):
+        fastnn.load(path)
+
+
+def test_not_a_safetensors_file(tmp_path):
+    path = tmp_path / "notes.safetensors"
+    path.write_text("just some text, long enough to have a header length" * 3)
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        fastnn.load(path)
+    with pytest.raises(FileNotFoundError):
+        fastnn.load(tmp_path / "missing.safetensors")
+
+
+def test_mismatched_architecture(trained, tmp_path):
+    path = trained.save(tmp_path / "m.safetensors")
+    other = nn.Sequential(nn.Dense(64, 32), nn.Dropout(0.2), nn.Dense(32, 8), nn.ReLU(), nn.Dense(8, 10))
+    with pytest.raises(ValueError, match=r"do not fit.*2\.weight"):
+        io.load_weights(other, path)
+    fewer = nn.Sequential(nn.Dense(64, 10))
+    with pytest.raises(ValueError, match="do not fit"):
+        io.load_weights(fewer, path)
+
+
+def write_with_metadata(path, tensors, **metadata):
+    st.save_file(tensors, str(path), metadata={"format": "fastnn", **metadata})
+    return path
+
+
+@pytest.mark.parametrize("model_json,message", [
+    ({"class": "Popen", "config": {}}, "unknown model class 'Popen'"),
+    ({"class": "Parameter", "config": {}}, "unknown model class"),
+    ({"class": "Sequential", "config": {"layers": [{"class": "system", "config": {}}]}}, "cannot build"),
+    ({"config": {}}, "unknown model class None"),
+])
+def test_architecture_json_can_only_name_fastnn_classes(tmp_path, model_json, message):
+    path = write_with_metadata(tmp_path / "evil.safetensors", {"0.weight": np.zeros((2, 2), np.float32)},
+                               model=json.dumps(model_json))
+    with pytest.raises(ValueError, match=message):
+        fastnn.load(path)
+
+
+def test_architecture_json_that_is_not_json(tmp_path):
+    path = write_with_metadata(tmp_path / "bad.safetensors", {"a": np.zeros(1, np.float32)}, model="{nope")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        fastnn.load(path)
+
+
+def test_architecture_and_weights_that_disagree(trained, tmp_path):
+    config = json.dumps({"class": "Sequential", "config": trained.get_config()})
+    tensors = {k: v for k, v in trained.state_dict().items() if k != "4.bias"}
+    path = write_with_metadata(tmp_path / "m.safetensors", tensors, model=config)
+    with pytest.raises(ValueError, match="4.bias"):
+        fastnn.load(path)
+
+
+def test_missing_safetensors_says_how_to_install(trained, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    with pytest.raises(ImportError, match=r'pip install "fastnn\[io\]"'):
+        trained.save(tmp_path / "m.safetensors")
+    with pytest.raises(ImportError, match=r'pip install "fastnn\[io\]"'):
+        fastnn.load(tmp_path / "m.safetensors")
+
+
+def test_import_fastnn_stays_light():
+    proc = _ref.run_python("import sys, fastnn; "
+                           "print(sorted(m for m in ('tqdm', 'safetensors', 'sklearn', 'matplotlib', 'torch') "
+                           "if m in sys.modules))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

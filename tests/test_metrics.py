@@ -1,0 +1,236 @@
+"""fastnn.metrics against loop-based references (always) and scikit-learn (when installed),
+and the metrics that compile / fit / evaluate report by name."""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import losses, metrics, nn, optim
+
+try:
+    import sklearn.metrics as skm
+except ImportError:  # pragma: no cover - scikit-learn is in the test extra
+    skm = None
+
+needs_sklearn = pytest.mark.skipif(skm is None, reason="scikit-learn not installed")
+
+
+def confusion_loop(t, p, size):
+    cm = np.zeros((size, size), np.int64)
+    for a, b in zip(t, p):
+        cm[a, b] += 1
+    return cm
+
+
+def macro_loop(t, p, kind):
+    """Per class over the classes in t or p, 0 where undefined, then the mean."""
+    values = []
+    for c in sorted(set(t) | set(p)):
+        tp = sum(1 for a, b in zip(t, p) if a == c and b == c)
+        fp = sum(1 for a, b in zip(t, p) if a != c and b == c)
+        fn = sum(1 for a, b in zip(t, p) if a == c and b != c)
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        values.append({"precision": prec, "recall": rec, "f1": f}[kind])
+    return float(np.mean(values))
+
+
+@pytest.fixture
+def labels(rng):
+    # Class 4 is never predicted, class 5 never true: the edge cases of macro averages.
+    t = rng.integers(0, 5, 300)
+    p = np.where(rng.random(300) < 0.6, t, rng.integers(0, 6, 300))
+    p[p == 4] = 5
+    return t, p
+
+
+def scores_for(labels_, classes, rng):
+    """Scores (n, classes) whose argmax is ``labels_``."""
+    s = rng.standard_normal((len(labels_), classes))
+    s[np.arange(len(labels_)), labels_] = s.max(axis=1) + 1.0
+    return s
+
+
+def test_confusion_matrix_against_loop(labels, rng):
+    t, p = labels
+    expected = confusion_loop(t, p, 6)
+    np.testing.assert_array_equal(metrics.confusion_matrix(t, p), expected)
+    np.testing.assert_array_equal(metrics.confusion_matrix(t, scores_for(p, 6, rng)), expected)
+    one_hot = np.eye(6)[t]
+    np.testing.assert_array_equal(metrics.confusion_matrix(one_hot, p), expected)
+    big = metrics.confusion_matrix(t, p, num_classes=8)
+    assert big.shape == (8, 8) and big[:6, :6].tolist() == expected.tolist() and big[6:].sum() == 0
+
+
+def test_confusion_matrix_size_follows_score_columns(rng):
+    t = np.array([0, 1, 1])
+    cm = metrics.confusion_matrix(t, scores_for(t, 4, rng))
+    assert cm.shape == (4, 4)
+
+
+@pytest.mark.parametrize("kind", ["precision", "recall", "f1"])
+def test_macro_metrics_against_loop(labels, kind):
+    t, p = labels
+    got = getattr(metrics, kind)(t, p)
+    assert got == pytest.approx(macro_loop(t.tolist(), p.tolist(), kind), abs=1e-12)
+
+
+def test_small_example_by_hand():
+    t = [0, 0, 1, 1, 2]
+    p = [0, 1, 1, 1, 0]
+    # class 0: tp 1 fp 1 fn 1; class 1: tp 2 fp 1 fn 0; class 2: tp 0 fp 0 fn 1
+    assert metrics.precision(t, p) == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)
+    assert metrics.recall(t, p) == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert metrics.f1(t, p) == pytest.approx((2 / 4 + 4 / 5 + 0) / 3)
+    assert metrics.accuracy(t, p) == pytest.approx(3 / 5)
+
+
+@needs_sklearn
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+def test_against_sklearn(labels, rng):
+    t, p = labels
+    np.testing.assert_array_equal(metrics.confusion_matrix(t, p), skm.confusion_matrix(t, p))
+    assert metrics.accuracy(t, p) == pytest.approx(skm.accuracy_score(t, p))
+    for ours, theirs in ((metrics.precision, skm.precision_score), (metrics.recall, skm.recall_score),
+                         (metrics.f1, skm.f1_score)):
+        assert ours(t, p) == pytest.approx(theirs(t, p, average="macro", zero_division=0), abs=1e-12)
+
+
+@needs_sklearn
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_top_k_against_sklearn(rng, k):
+    t = rng.integers(0, 6, 400)
+    s = rng.standard_normal((400, 6))
+    expected = skm.top_k_accuracy_score(t, s, k=k, labels=np.arange(6))
+    assert metrics.top_k_accuracy(t, s, k=k) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_top_k_against_argsort(rng, k):
+    t = rng.integers(0, 7, 300)
+    s = rng.standard_normal((300, 7))
+    top = np.argsort(-s, axis=1)[:, :k]
+    expected = np.mean([label in row for label, row in zip(t, top)])
+    assert metrics.top_k_accuracy(t, s, k=k) == pytest.approx(expected, abs=1e-12)
+    assert metrics.top_k_accuracy(t, s, k=1) == pytest.approx(metrics.accuracy(t, s), abs=1e-12)
+
+
+def test_binary_scores_use_the_threshold():
+    t = np.array([0, 1, 1, 0])
+    logits = np.array([[-0.2], [0.3], [-0.1], [0.4]])
+    assert metrics.accuracy(t, logits, threshold=0.0) == 0.5   # predicted 0, 1, 0, 1
+    assert metrics.accuracy(t, logits, threshold=-0.15) == 0.75  # predicted 0, 1, 1, 1
+    assert metrics.accuracy(t, logits) == 0.5                     # 0.5: all predicted 0
+    np.testing.assert_array_equal(metrics.confusion_matrix(t, logits, threshold=0.0),
+                                  [[1, 1], [1, 1]])
+    probs = np.array([0.1, 0.9, 0.6, 0.2])
+    assert metrics.accuracy(t.astype(np.float32), probs) == 1.0
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: metrics.accuracy([0, 1], [0]), "one entry per sample"),
+    (lambda: metrics.confusion_matrix([0, 3], [0, 1], num_classes=2), "num_classes"),
+    (lambda: metrics.precision([0, -1], [0, 1]), ">= 0"),
+    (lambda: metrics.recall([0.5, 1], [0, 1]), "integer"),
+    (lambda: metrics.top_k_accuracy([0, 1], np.zeros((2, 3)), k=0), "k"),
+    (lambda: metrics.top_k_accuracy([0, 5], np.zeros((2, 3))), "columns"),
+    (lambda: metrics.top_k_accuracy([0, 1], np.zeros(2)), "scores"),
+    (lambda: metrics.get("auc"), "unknown metric"),
+])
+def test_clear_errors(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+def test_streaming_metrics_equal_whole_set(labels, rng):
+    """Accumulated over batches (classes appearing late included) = computed at once."""
+    t, p = labels
+    order = np.argsort(t, kind="stable")      # class 4 and 5 show up only in the last batches
+    t, p = t[order], p[order]
+    s = scores_for(p, 6, rng)
+    for name, whole in (("f1", metrics.f1(t, p)), ("precision", metrics.precision(t, p)),
+                        ("recall", metrics.recall(t, p)),
+                        ("top_2_accuracy", metrics.top_k_accuracy(t, s, k=2))):
+        m = metrics.get(name)
+        m.reset()
+        assert m.result() is None
+        for i in range(0, len(t), 37):
+            m.update(t[i:i + 37], s[i:i + 37])
+        assert m.name == name
+        assert m.result() == pytest.approx(whole, abs=1e-12), name
+
+
+# ----------------------------------------------------------------------------- in fit / evaluate
+@pytest.fixture(scope="module")
+def digits():
+    X_train, y_train, X_test, y_test = (np.asarray(a) for a in fastnn.datasets.load("digits"))
+    return X_train[:400], y_train[:400], X_test, y_test
+
+
+def test_fit_and_evaluate_report_named_metrics(digits):
+    X, y, Xt, yt = digits
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(64, 32, activation="relu"), nn.Dense(32, 10))
+    names = ["accuracy", "top_k_accuracy", "top_3_accuracy", "precision", "recall", "f1"]
+    model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=3e-3), metrics=names)
+    history = model.fit(X, y, epochs=2, batch_size=64, validation_data=(Xt, yt), verbose=0, seed=0)
+    for name in names:
+        assert len(history.history[name]) == 2 and len(history.history[f"val_{name}"]) == 2
+    result = model.evaluate(Xt, yt)
+    logits = model.predict(Xt)
+    assert result["accuracy"] == pytest.approx(metrics.accuracy(yt, logits), abs=1e-12)
+    assert result["top_k_accuracy"] == pytest.approx(metrics.top_k_accuracy(yt, logits, 5), abs=1e-12)
+    assert result["top_3_accuracy"] == pytest.approx(metrics.top_k_accuracy(yt, logits, 3), abs=1e-12)
+    for name in ("precision", "recall", "f1"):
+        assert result[name] == pytest.approx(getattr(metrics, name)(yt, logits), abs=1e-12)
+    # The last epoch's validation values are those of evaluate on the same data.
+    assert history.history["val_f1"][-1] == pytest.approx(result["f1"], abs=1e-12)
+    # evaluate can be asked for other metrics than the compiled ones.
+    only = model.evaluate(Xt, yt, metrics=["top_2_accuracy"])
+    assert set(only) == {"loss", "top_2_accuracy"}
+
+
+def test_binary_f1_thresholds_logits_at_zero():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 3)).astype(np.float32)
+    y = (X[:, 0] - X[:, 1] > 0.3).astype(np.float32).reshape(-1, 1)
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(3, 1))
+    model.compile(loss=losses.BinaryCrossEntropy(from_logits=True), optimizer=optim.Adam(lr=0.05),
+                  metrics=["accuracy", "f1"])
+    model.fit(X, y, epochs=5, batch_size=32, verbose=0, seed=0)
+    result = model.evaluate(X, y)
+    logits = model.predict(X)
+    assert result["f1"] == pytest.approx(metrics.f1(y, logits, threshold=0.0), abs=1e-12)
+    assert result["accuracy"] == pytest.approx(metrics.accuracy(y, logits, threshold=0.0), abs=1e-12)
+    assert result["f1"] != pytest.approx(metrics.f1(y, logits, threshold=0.5), abs=1e-6)
+
+
+def test_custom_metric_subclass(digits):
+    X, y, _, _ = digits
+
+    class MeanTopScore(metrics.Metric):
+        name = "mean_top_score"
+
+        def reset(self):
+            self.total, self.count = 0.0, 0
+
+        def update(self, y_true, y_pred):
+            self.total += float(np.max(y_pred, axis=1).sum())
+            self.count += len(y_pred)
+
+        def result(self):
+            return self.total / self.count
+
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(64, 10))
+    model.compile(loss="cross_entropy", optimizer="sgd", metrics=[MeanTopScore()])
+    result = model.evaluate(X, y)
+    assert result["mean_top_score"] == pytest.approx(float(model.predict(X).max(axis=1).mean()), rel=1e-6)
+
+
+def test_compile_rejects_unknown_metric():
+    model = nn.Sequential(nn.Dense(4, 2))
+    with pytest.raises(ValueError, match="roc"):
+        model.compile(loss="cross_entropy", metrics=["roc"])
