@@ -1,6 +1,8 @@
-"""Argument checks shared by layers, losses and the training loop."""
+"""Argument checks shared by layers, losses, optimizers and the training loop."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -27,3 +29,22 @@ def positive_int(value: object, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1; got {value}")
     return int(value)
+
+
+def non_negative(value: object, name: str) -> float:
+    """``value`` as a finite float >= 0; ValueError naming ``name`` otherwise."""
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0; got {value}")
+    return value
+
+
+def stream_seed(seed: object, owner: str) -> int:
+    """The seed of a random stream (dropout masks, augmentation): ``seed`` checked, or
+    for None one drawn from the global generator, so ``fastnn.seed`` fixes it."""
+    if seed is None:
+        from ._random import generator
+        return int(generator().integers(0, 2**63))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{owner}: seed must be an integer >= 0 or None; got {seed!r}")
+    return int(seed)

@@ -9,8 +9,8 @@ from typing import Iterator
 import numpy as np
 
 from . import _C
-from ._checks import as_float32, numeric, positive_int
-from ._random import generator, resolve
+from ._checks import as_float32, non_negative, numeric, positive_int, stream_seed
+from ._random import resolve
 
 
 def _pair(X: object, y: object) -> tuple[np.ndarray, np.ndarray]:
@@ -126,15 +126,11 @@ class Augment:
             raise ValueError("Augment: image_shape must be (height, width) or (channels, "
                              f"height, width); got {image_shape!r}")
         self.image_shape = tuple(positive_int(d, "image_shape") for d in shape)
-        self.max_shift = _non_negative(max_shift, "max_shift")
+        self.max_shift = non_negative(max_shift, "Augment: max_shift")
         self.flip = bool(flip)
-        self.max_rotation = _non_negative(max_rotation, "max_rotation")
-        self.noise_std = _non_negative(noise_std, "noise_std")
-        if seed is None:
-            seed = int(generator().integers(0, 2**63))
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"Augment: seed must be an integer >= 0 or None; got {seed!r}")
-        self.seed = int(seed)
+        self.max_rotation = non_negative(max_rotation, "Augment: max_rotation")
+        self.noise_std = non_negative(noise_std, "Augment: noise_std")
+        self.seed = stream_seed(seed, "Augment")
         self.offset = 0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -159,10 +155,3 @@ class Augment:
 
 # augment_images reads image i's random numbers at offset + 8 i.
 _STREAM_PER_IMAGE = 8
-
-
-def _non_negative(value: float, name: str) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"Augment: {name} must be a finite number >= 0; got {value}")
-    return value

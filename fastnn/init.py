@@ -25,14 +25,9 @@ from typing import Callable
 
 import numpy as np
 
+from ._checks import non_negative
+
 Initializer = Callable[[tuple, int, int, np.random.Generator], np.ndarray]
-
-
-def _non_negative(value: float, name: str) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0; got {value}")
-    return value
 
 
 def zeros(shape: tuple, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
@@ -52,7 +47,7 @@ def constant(value: float) -> Initializer:
 
 def normal(std: float = 0.05) -> Initializer:
     """An initialiser drawing from N(0, std^2) (default 0.05, as Keras's RandomNormal)."""
-    std = _non_negative(std, "std")
+    std = non_negative(std, "std")
 
     def init(shape: tuple, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
         return rng.normal(0.0, std, shape).astype(np.float32)
@@ -62,7 +57,7 @@ def normal(std: float = 0.05) -> Initializer:
 
 def uniform(limit: float = 0.05) -> Initializer:
     """An initialiser drawing from U(-limit, limit) (default 0.05, as Keras's RandomUniform)."""
-    limit = _non_negative(limit, "limit")
+    limit = non_negative(limit, "limit")
 
     def init(shape: tuple, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(-limit, limit, shape).astype(np.float32)

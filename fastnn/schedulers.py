@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from ._checks import positive_int
+from ._checks import non_negative, positive_int
 
 
 def _fraction(value: float, name: str, allow_one: bool) -> float:
@@ -25,13 +25,6 @@ def _fraction(value: float, name: str, allow_one: bool) -> float:
     value = float(value)
     if not (0.0 < value < 1.0 or (allow_one and value == 1.0)):
         raise ValueError(f"{name} must be in (0, 1{']' if allow_one else ')'}; got {value}")
-    return value
-
-
-def _non_negative(value: float, name: str) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0; got {value}")
     return value
 
 
@@ -117,7 +110,7 @@ class CosineLR(Scheduler):
     def __init__(self, total_epochs: int, min_lr: float = 0.0, warmup_epochs: int = 0) -> None:
         super().__init__()
         self.total_epochs = positive_int(total_epochs, "total_epochs")
-        self.min_lr = _non_negative(min_lr, "min_lr")
+        self.min_lr = non_negative(min_lr, "min_lr")
         self.warmup_epochs = int(warmup_epochs)
         if warmup_epochs != self.warmup_epochs or not 0 <= self.warmup_epochs < self.total_epochs:
             raise ValueError("warmup_epochs must be an integer in [0, total_epochs); "
@@ -147,8 +140,8 @@ class ReduceLROnPlateau(Scheduler):
         self.patience = int(patience)
         if self.patience != patience or self.patience < 0:
             raise ValueError(f"patience must be an integer >= 0; got {patience}")
-        self.min_delta = _non_negative(min_delta, "min_delta")
-        self.min_lr = _non_negative(min_lr, "min_lr")
+        self.min_delta = non_negative(min_delta, "min_delta")
+        self.min_lr = non_negative(min_lr, "min_lr")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
         self.mode = mode

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from .. import init as _init
-from .._checks import as_float32, positive_int
+from .._checks import as_float32, non_negative, positive_int, stream_seed
 from .._random import generator
 from .module import Module, Parameter
 
@@ -37,13 +37,6 @@ def _check_grad(layer: Module, grad_out: np.ndarray, shape: tuple) -> np.ndarray
         raise ValueError(f"{layer!r}: grad_out has shape {g.shape}; expected {shape} "
                          "(the shape of the last forward output)")
     return g
-
-
-def _penalty(value: float, name: str) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"Dense: {name} must be a finite number >= 0; got {value}")
-    return value
 
 
 class Dense(Module):
@@ -79,7 +72,7 @@ class Dense(Module):
             names = ", ".join(repr(k) for k in _ACTIVATIONS)
             raise ValueError(f"Dense: unknown activation {activation!r}; expected one of {names}")
         self.activation, self._alpha = _ACTIVATIONS[key]
-        self.l1, self.l2 = _penalty(l1, "l1"), _penalty(l2, "l2")
+        self.l1, self.l2 = non_negative(l1, "Dense: l1"), non_negative(l2, "Dense: l2")
         self.init = init
         if init is None:
             init = "he_normal" if self.activation in _HE_DEFAULT else "xavier_uniform"
@@ -167,11 +160,7 @@ class Dropout(Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1); got {p}")
         self.p = p
-        if seed is None:
-            seed = int(generator().integers(0, 2**63))
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"Dropout: seed must be an integer >= 0 or None; got {seed!r}")
-        self.seed = int(seed)
+        self.seed = stream_seed(seed, "Dropout")
         self.offset = 0
         self._shape: tuple | None = None
         self._mask_offset: int | None = None  # None: the last forward was the identity
