@@ -5,7 +5,6 @@ import warnings
 import numpy as np
 import pytest
 
-import fastnn
 from fastnn import _C
 
 import _ref
