@@ -3,6 +3,7 @@
 // per-element arithmetic is independent of the split, and reductions use
 // fixed-size chunks summed in a fixed order (see chunked_sum).
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -51,7 +52,8 @@ template <class F>
 double chunked_sum(int64_t n, int64_t chunk, F&& partial) {
     int64_t chunks = (n + chunk - 1) / chunk;
     std::vector<double> parts(static_cast<size_t>(chunks > 0 ? chunks : 0));
-    parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
+    // A thread takes at least 64 Ki items: waking one costs more than summing fewer.
+    parallel_for(chunks, std::max<int64_t>(1, (int64_t{1} << 16) / chunk), [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
             int64_t lo = i * chunk, hi = lo + chunk < n ? lo + chunk : n;
             parts[static_cast<size_t>(i)] = partial(lo, hi);

@@ -19,17 +19,17 @@ except ImportError as err:  # the source tree shadows the installed package
         "(pip install -e . from the repository, or pip install . and import it from another "
         "directory)") from err
 
-from . import (callbacks, data, datasets, diagnostics, init, io, losses, metrics, nn, optim,
-               schedulers)
+from . import (callbacks, data, datasets, diagnostics, experiments, init, io, losses, metrics,
+               nn, optim, plot, schedulers)
 from ._checks import positive_int
 from ._random import seed
 from .io import load
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "config", "data", "datasets", "diagnostics", "get_num_threads", "init",
-           "io", "load", "losses", "matmul", "metrics", "nn", "optim", "schedulers", "seed",
-           "set_num_threads", "__version__"]
+__all__ = ["callbacks", "config", "data", "datasets", "diagnostics", "experiments",
+           "get_num_threads", "init", "io", "load", "losses", "matmul", "metrics", "nn", "optim",
+           "plot", "schedulers", "seed", "set_num_threads", "__version__"]
 
 
 def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,

@@ -1,20 +1,36 @@
-"""The command line: ``fastnn train ...`` (also ``python -m fastnn train ...``)."""
+"""The command line (also ``python -m fastnn``):
+
+    fastnn train     train an MLP on a dataset and report its test accuracy
+    fastnn compare   compare optimizers / learning rates / batch sizes on one dataset
+    fastnn datasets  list the datasets and whether each is available here
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 import fastnn
 
+ACTIVATIONS = ["relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus"]
+OPTIMIZERS = ["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+SCHEDULES = ["none", "step", "exponential", "cosine", "plateau"]
+
+
+def _list_of(convert: Callable[[str], object], example: str) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        try:
+            values = [convert(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list such as "
+                                             f"{example}; got {text!r}") from None
+        return values
+    return parse
+
 
 def _hidden_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes such as "
-                                         f"128,64; got {text!r}") from None
+    sizes = _list_of(int, "128,64")(text)
     if any(size < 1 for size in sizes):
         raise argparse.ArgumentTypeError(f"layer sizes must be >= 1; got {text!r}")
     return sizes
@@ -30,37 +46,185 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits", choices=fastnn.datasets.available(),
+                   help="dataset (default: %(default)s; see `fastnn datasets`)")
+    p.add_argument("--data-path", default=None, metavar="DIR",
+                   help="directory of MNIST-format IDX files (for --data mnist)")
+    p.add_argument("--hidden", type=_hidden_sizes, default="128,64",
+                   help='hidden layer sizes, comma-separated; "" for none (default: 128,64)')
+    p.add_argument("--activation", default="relu", choices=ACTIVATIONS,
+                   help="hidden layers' activation (default: %(default)s)")
+    p.add_argument("--init", default=None,
+                   help="weight initialiser (default: He for the ReLU family, Glorot otherwise; "
+                   "e.g. normal, xavier_uniform, he_normal)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
+    p.add_argument("--l1", type=float, default=0.0, help="L1 penalty on every weight matrix")
+    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty on every weight matrix")
+    p.add_argument("--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the "
+                   "shuffling and the splits (default: %(default)s)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="kernel threads (default: OMP_NUM_THREADS or all cores)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn: train neural networks "
                                      "whose numeric work runs in C++ kernels.")
     parser.add_argument("--version", action="version", version=f"fastnn {fastnn.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     train = commands.add_parser("train", help="train an MLP classifier and report its test "
                                 "accuracy")
-    train.add_argument("--data", default="digits", choices=fastnn.datasets.available(),
-                       help="dataset (default: %(default)s)")
-    train.add_argument("--hidden", type=_hidden_sizes, default="128,64",
-                       help='hidden layer sizes, comma-separated; "" for none '
-                       "(default: 128,64)")
-    train.add_argument("--activation", default="relu",
-                       choices=["relu", "leaky_relu", "sigmoid", "tanh"],
-                       help="hidden layers' activation (default: %(default)s)")
-    train.add_argument("--optimizer", default="adam",
-                       choices=["sgd", "momentum", "nesterov", "adam"],
+    _model_options(train)
+    train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
                        help="(default: %(default)s)")
-    train.add_argument("--lr", type=float, default=1e-3,
-                       help="learning rate (default: %(default)s)")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
     train.add_argument("--batch-size", type=_positive_int, default=32,
-                       help="(default: %(default)s)")
-    train.add_argument("--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and "
-                       "the shuffling (default: %(default)s)")
-    train.add_argument("--threads", type=_positive_int, default=None,
-                       help="kernel threads (default: OMP_NUM_THREADS or all cores)")
-    train.add_argument("--data-path", default=None, metavar="DIR",
-                       help='directory of MNIST-format IDX files (for --data mnist)')
+                       help="(default: %(default)s); the training set size is batch GD, 1 "
+                       "is stochastic GD")
+    train.add_argument("--clip-norm", type=float, default=None, help="clip gradients by global norm")
+    train.add_argument("--schedule", default="none", choices=SCHEDULES,
+                       help="learning-rate schedule: step (x0.1 every third of the epochs), "
+                       "exponential (x0.95 per epoch), cosine, plateau (x0.1 after 3 epochs "
+                       "without val_loss improvement)")
+    train.add_argument("--augment", default=None, metavar="SHIFT,ROTATION[,NOISE]",
+                       help="image augmentation per batch: max shift in pixels, max rotation in "
+                       "degrees, Gaussian noise std, e.g. 2,10 or 2,10,0.05")
+    train.add_argument("--validation-split", type=float, default=0.1,
+                       help="fraction held out for validation (default: %(default)s)")
+    train.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
+                       help="stop when val_loss has not improved for PATIENCE epochs, and keep "
+                       "the best weights")
+    train.add_argument("--diagnostics", action="store_true",
+                       help="record per-layer gradient norms, dead and saturated units, and warn "
+                       "on vanishing or exploding gradients")
+    train.add_argument("--save", default=None, metavar="PATH",
+                       help="save the trained model (safetensors), load it with fastnn.load")
+    train.add_argument("--plot", default=None, metavar="PNG", help="save the training curves")
+
+    compare = commands.add_parser("compare", help="compare optimizers, learning rates and "
+                                  "batch sizes from the same initial weights")
+    _model_options(compare)
+    compare.set_defaults(epochs=5)
+    compare.add_argument("--optimizers", type=_list_of(str, "sgd,momentum,adam"),
+                         default="sgd,momentum,adam", help="(default: %(default)s)")
+    compare.add_argument("--lr", type=_list_of(float, "0.1,0.01"), default="0.01",
+                         help="learning rates, comma-separated (default: %(default)s)")
+    compare.add_argument("--batch-size", type=_list_of(_positive_int, "32,128"), default="32",
+                         help="batch sizes, comma-separated (default: %(default)s)")
+    compare.add_argument("--target", type=float, default=None,
+                         help="report the first epoch reaching this validation accuracy")
+    compare.add_argument("--plot", default=None, metavar="PNG", help="save the curves side by side")
+
     commands.add_parser("datasets", help="list the datasets and whether each is available here")
     return parser
+
+
+def _load(args: argparse.Namespace, validation: float) -> tuple:
+    return fastnn.datasets.load(args.data, seed=args.seed, path=args.data_path,
+                                validation=validation)
+
+
+def _builder(args: argparse.Namespace, n_in: int, n_out: int) -> Callable[[], fastnn.nn.Sequential]:
+    """A function building the MLP that the options describe."""
+    sizes = [n_in, *args.hidden]
+
+    def build() -> fastnn.nn.Sequential:
+        layers: list[fastnn.nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers.append(fastnn.nn.Dense(a, b, activation=args.activation, init=args.init,
+                                          l1=args.l1, l2=args.l2))
+            if args.dropout:
+                layers.append(fastnn.nn.Dropout(args.dropout))
+        layers.append(fastnn.nn.Dense(sizes[-1], n_out, l1=args.l1, l2=args.l2))
+        return fastnn.nn.Sequential(*layers)
+    return build
+
+
+def _schedule(name: str, epochs: int):
+    from fastnn import schedulers
+    return {"none": None,
+            "step": lambda: schedulers.StepLR(max(1, epochs // 3)),
+            "exponential": lambda: schedulers.ExponentialLR(0.95),
+            "cosine": lambda: schedulers.CosineLR(epochs),
+            "plateau": lambda: schedulers.ReduceLROnPlateau(patience=3)}[name]
+
+
+def _augment(text: str | None, data: str):
+    if not text:
+        return None
+    shape = fastnn.datasets.info(data).image_shape
+    if shape is None:
+        raise ValueError(f"--augment needs an image dataset; {data!r} is points")
+    values = [float(v) for v in text.split(",")]
+    if not 2 <= len(values) <= 3:
+        raise ValueError(f"--augment takes SHIFT,ROTATION[,NOISE]; got {text!r}")
+    return fastnn.data.Augment(shape, max_shift=values[0], max_rotation=values[1],
+                               noise_std=values[2] if len(values) == 3 else 0.0)
+
+
+def _banner(args: argparse.Namespace, n_train: int, n_test: int) -> None:
+    cfg = fastnn.config()
+    threads = cfg["num_threads"]
+    print(f"fastnn {cfg['version']} - {cfg['isa']} - {threads} thread{'s' * (threads != 1)} - "
+          f"{args.data}: {n_train} train / {n_test} test samples")
+
+
+def _train(args: argparse.Namespace) -> int:
+    X_train, y_train, X_test, y_test = _load(args, 0.0)
+    fastnn.seed(args.seed)
+    model = _builder(args, X_train.shape[1], int(y_train.max()) + 1)()
+    model.compile(loss="cross_entropy",
+                  optimizer=fastnn.optim.get(args.optimizer, lr=args.lr, clip_norm=args.clip_norm),
+                  metrics=["accuracy"])
+    callbacks = []
+    schedule = _schedule(args.schedule, args.epochs)
+    if schedule is not None:
+        callbacks.append(schedule())
+    if args.early_stopping:
+        callbacks.append(fastnn.callbacks.EarlyStopping(patience=args.early_stopping))
+    _banner(args, len(X_train), len(X_test))
+    model.summary()
+    history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_split=args.validation_split, seed=args.seed,
+                        callbacks=callbacks, augment=_augment(args.augment, args.data),
+                        diagnostics=args.diagnostics)
+    result = model.evaluate(X_test, y_test)
+    print(f"test loss {result['loss']:.4f} - test accuracy {result['accuracy']:.4f}")
+    if args.diagnostics:
+        _print_diagnostics(history)
+    if args.save:
+        model.save(args.save)
+        print(f"saved the model to {args.save}")
+    if args.plot:
+        from fastnn import plot
+        print(f"saved the curves to {plot.training_curves(history, args.plot)}")
+    return 0
+
+
+def _print_diagnostics(history) -> None:
+    print(f"{'layer':12s} {'grad norm':>10s} {'weight norm':>11s} {'update/weight':>13s} "
+          f"{'dead':>6s} {'saturated':>9s}   (last epoch)")
+    for layer, d in history.diagnostics.items():
+        last = {k: v[-1] for k, v in d.items() if v}
+        fmt = lambda k, w, spec: format(last[k], spec).rjust(w) if k in last else "-".rjust(w)  # noqa: E731
+        print(f"{layer:12s} {fmt('grad_norm', 10, '.3g')} {fmt('weight_norm', 11, '.3g')} "
+              f"{fmt('update_ratio', 13, '.2e')} {fmt('dead_fraction', 6, '.0%')} "
+              f"{fmt('saturated_fraction', 9, '.0%')}")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    X_train, y_train, X_val, y_val, _, _ = _load(args, 0.1)
+    _banner(args, len(X_train), len(X_val))
+    build = _builder(args, X_train.shape[1], int(y_train.max()) + 1)
+    fastnn.experiments.compare(build, (X_train, y_train, X_val, y_val),
+                               optimizers=args.optimizers, lrs=args.lr,
+                               batch_sizes=args.batch_size, epochs=args.epochs, seed=args.seed,
+                               target_accuracy=args.target, plot=args.plot)
+    if args.plot:
+        print(f"saved the curves to {args.plot}")
+    return 0
 
 
 def _datasets() -> int:
@@ -78,33 +242,15 @@ def _datasets() -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        fastnn.set_num_threads(args.threads)
-    X_train, y_train, X_test, y_test = fastnn.datasets.load(args.data, seed=args.seed,
-                                                            path=args.data_path)
-    fastnn.seed(args.seed)
-    sizes = [X_train.shape[1], *args.hidden, int(y_train.max()) + 1]
-    layers = [fastnn.nn.Dense(n_in, n_out, activation=args.activation)
-              for n_in, n_out in zip(sizes[:-2], sizes[1:-1])]
-    model = fastnn.nn.Sequential(*layers, fastnn.nn.Dense(sizes[-2], sizes[-1]))
-    model.compile(loss="cross_entropy", optimizer=fastnn.optim.get(args.optimizer, lr=args.lr))
-    cfg = fastnn.config()
-    threads = cfg["num_threads"]
-    print(f"fastnn {cfg['version']} - {cfg['isa']} - {threads} thread{'s' * (threads != 1)} - "
-          f"{args.data}: {len(X_train)} train / {len(X_test)} test samples")
-    model.summary()
-    model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
-    result = model.evaluate(X_test, y_test)
-    print(f"test loss {result['loss']:.4f} - test accuracy {result['accuracy']:.4f}")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit code."""
     args = _parser().parse_args(argv)
+    if getattr(args, "threads", None) is not None:
+        fastnn.set_num_threads(args.threads)
     try:
-        return _datasets() if args.command == "datasets" else _train(args)
+        if args.command == "datasets":
+            return _datasets()
+        return _train(args) if args.command == "train" else _compare(args)
     except (ImportError, ValueError) as e:
         print(f"fastnn: error: {e}", file=sys.stderr)
         return 1

@@ -118,3 +118,47 @@ def test_env_generic_config_in_subprocess():
     proc = run_python("import json, fastnn; print(json.dumps(fastnn.config()))", env_extra={"FASTNN_ISA": "generic"})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["isa"] == "generic"
+
+
+def test_cli_train_with_course_options(tmp_path):
+    model_path, png = tmp_path / "m.safetensors", tmp_path / "curves.png"
+    proc = run_python_module(["train", "--data", "digits", "--epochs", "3", "--hidden", "32",
+                              "--dropout", "0.1", "--l2", "1e-4", "--init", "he_uniform",
+                              "--schedule", "cosine", "--augment", "1,5", "--early-stopping",
+                              "2", "--diagnostics", "--save", str(model_path), "--plot", str(png)])
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout and "grad norm" in proc.stdout
+    model = fastnn.load(model_path)
+    X_test = fastnn.datasets.load("digits")[2]
+    assert model.predict(X_test).shape == (len(X_test), 10)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_compare_prints_table_and_plot(tmp_path):
+    png = tmp_path / "cmp.png"
+    proc = run_python_module(["compare", "--data", "digits", "--optimizers", "sgd,adam",
+                              "--lr", "0.1,0.01", "--epochs", "1", "--hidden", "16",
+                              "--plot", str(png)])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
+    rows = [line.split()[:2] for line in lines[header + 2:header + 6]]
+    assert rows == [["sgd", "0.1"], ["sgd", "0.01"], ["adam", "0.1"], ["adam", "0.01"]]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_datasets_lists_availability():
+    proc = run_python_module(["datasets"])
+    assert proc.returncode == 0, proc.stderr
+    names = [line.split()[0] for line in proc.stdout.splitlines()[1:]]
+    assert names == fastnn.datasets.available()
+    assert "to get it" in proc.stdout  # "mnist" needs a path
+
+
+def test_cli_augment_on_points_is_a_clear_error():
+    proc = run_python_module(["train", "--data", "moons", "--augment", "1,5", "--epochs", "1"])
+    assert proc.returncode == 1 and "image dataset" in proc.stderr
+
+
+def run_python_module(cli_args):
+    return run_python(None, args=["-m", "fastnn", *cli_args], timeout=240)
