@@ -404,7 +404,8 @@ PYBIND11_MODULE(_C, m) {
         return y;
     }, py::arg("name"), py::arg("x"), py::arg("alpha") = 0.01f);
     m.def("activation_backward", [](const std::string& name, py::handle y_obj, py::handle g_obj,
-                                    float alpha, py::object x_obj) {
+                                    float alpha, py::object x_obj, py::object out_obj,
+                                    py::object bias_grad_obj) {
         const char* fn = "activation_backward";
         Activation act = activation_by_name(name);
         F32Array y = as_f32(y_obj, fn, "y");
@@ -421,13 +422,62 @@ PYBIND11_MODULE(_C, m) {
         if (act == Activation::Elu && !(alpha >= 0.0f))
             fail_value("activation_backward: 'elu' needs alpha >= 0 (its derivative is "
                        "recovered from y), got " + std::to_string(alpha));
-        auto gx = new_like(y);
+        // out may be grad_y itself: the gradient is then computed in place.
+        py::array_t<float> gx = out_obj.is_none() ? new_like(y) : in_place(out_obj, fn, "out");
+        require_same_shape(y, gx, fn, "y", "out");
+        float* db = nullptr;
+        if (!bias_grad_obj.is_none()) {
+            require_rank(y, 2, fn, "y");
+            auto bias_grad = in_place(bias_grad_obj, fn, "bias_grad");
+            if (bias_grad.ndim() != 1 || bias_grad.shape(0) != y.shape(1))
+                fail_value("activation_backward: 'bias_grad' must have shape (" +
+                           std::to_string(y.shape(1)) + ",), got " + shape_str(bias_grad));
+            db = bias_grad.mutable_data();
+        }
         const float* xp = x ? x.data() : nullptr;
-        py::gil_scoped_release nogil;
-        activation_backward(act, xp, y.data(), g.data(), gx.mutable_data(), y.size(), alpha);
+        float* gxp = gx.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            if (db)
+                activation_backward_bias(act, xp, y.data(), g.data(), gxp, y.shape(0), y.shape(1),
+                                         alpha, db);
+            else
+                activation_backward(act, xp, y.data(), g.data(), gxp, y.size(), alpha);
+        }
         return gx;
     }, py::arg("name"), py::arg("y"), py::arg("grad_y"), py::arg("alpha") = 0.01f,
-       py::arg("x") = py::none());
+       py::arg("x") = py::none(), py::arg("out") = py::none(), py::arg("bias_grad") = py::none());
+    m.def("gather_rows", [](py::handle x_obj, py::handle idx_obj, py::object out_obj) {
+        const char* fn = "gather_rows";
+        F32Array x = as_f32(x_obj, fn, "x");
+        if (x.ndim() < 1) fail_value("gather_rows: 'x' must have a first (sample) axis");
+        py::array idx_arr = as_numpy(idx_obj, fn, "index");
+        if (idx_arr.dtype().kind() != 'i' && idx_arr.dtype().kind() != 'u')
+            fail_type("gather_rows: 'index' must hold integers, got dtype " + dtype_str(idx_arr));
+        require_rank(idx_arr, 1, fn, "index");
+        auto idx = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(idx_arr);
+        const int64_t n = idx.shape(0), rows = x.shape(0), cols = rows ? x.size() / rows : 0;
+        int64_t bad = first_label_out_of_range(idx.data(), n, rows);
+        if (bad >= 0)
+            fail_value("gather_rows: index[" + std::to_string(bad) + "] = " +
+                       std::to_string(idx.data()[bad]) + " is outside [0, " + std::to_string(rows) + ")");
+        std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+        shape[0] = n;
+        py::array_t<float> out;
+        if (out_obj.is_none()) {
+            out = py::array_t<float>(shape);
+        } else {
+            out = in_place(out_obj, fn, "out");
+            if (out.size() != n * cols || out.ndim() != x.ndim() || out.shape(0) != n)
+                fail_value("gather_rows: 'out' must have shape (" + std::to_string(n) +
+                           ", ...) like x's rows, got " + shape_str(out));
+        }
+        float* o = out.mutable_data();
+        py::gil_scoped_release nogil;
+        gather_rows(x.data(), idx.data(), o, n, cols);
+        return out;
+    }, py::arg("x"), py::arg("index"), py::arg("out") = py::none(),
+       "out[i] = x[index[i]]: a shuffled mini-batch, copied in parallel.");
     m.def("softmax_forward", [](py::handle x_obj) {
         F32Array x = matrix_2d(x_obj, "softmax_forward", "x");
         auto y = new_like(x);

@@ -13,9 +13,16 @@ void activation_forward(Activation act, const float* x, float* y, int64_t n, flo
 // instead (x may be nullptr for every other activation). elu needs alpha >= 0.
 void activation_backward(Activation act, const float* x, const float* y, const float* grad_y,
                          float* grad_x, int64_t n, float alpha);
+// activation_backward and, in the same pass, db[j] += sum_i grad_x[i][j] (a Dense layer's
+// bias gradient): rows x cols arrays.
+void activation_backward_bias(Activation act, const float* x, const float* y, const float* grad_y,
+                              float* grad_x, int64_t rows, int64_t cols, float alpha, float* db);
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols);
 void softmax_backward(const float* y, const float* grad_y, float* grad_x, int64_t rows,
                       int64_t cols);
+
+// out[i] = x[idx[i]] for rows of `cols` floats (a shuffled mini-batch), idx checked by the caller.
+void gather_rows(const float* x, const int64_t* idx, float* out, int64_t n, int64_t cols);
 
 // ---- reductions (cpu/reduce.cpp); the bias broadcast is the GEMM's epilogue ----
 // out[j] = beta * out[j] + sum_i x[i][j]

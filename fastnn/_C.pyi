@@ -139,3 +139,13 @@ def augment_images(x: npt.ArrayLike, *, seed: int, offset: int, max_shift: float
     right, dy down), flip when flip and g[2] < 0.5, angle max_rotation * (2 g[3] - 1) degrees
     (positive turns clockwise as displayed); content is flipped, then rotated about
     ((W - 1) / 2, (H - 1) / 2), then shifted."""
+
+# ---- the training step (issue 6) -----------------------------------------------------------
+# activation_backward(name, y, grad_y, alpha=0.01, x=None, out=None, bias_grad=None):
+# out (float32, y's shape; may be grad_y itself) receives the result in place; with
+# bias_grad (float32 (cols,), y 2-D) the same pass also adds the column sums of the result
+# to bias_grad: a Dense layer's activation gradient and bias gradient in one sweep.
+
+def gather_rows(x: npt.ArrayLike, index: npt.ArrayLike, out: Optional[F32] = None) -> F32:
+    """out[i] = x[index[i]] (rows of any trailing shape), copied in parallel; index is
+    range-checked. A mini-batch of shuffled samples without a NumPy fancy-index pass."""

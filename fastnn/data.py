@@ -23,7 +23,7 @@ def _pair(X: object, y: object) -> tuple[np.ndarray, np.ndarray]:
 
 
 def batches(X: np.ndarray, y: np.ndarray, batch_size: int | None = 32, shuffle: bool = True,
-            seed: int | np.random.Generator | None = None
+            seed: int | np.random.Generator | None = None, reuse_buffers: bool = False
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """An iterator over (X batch, y batch) pairs covering the data once (one epoch).
 
@@ -31,21 +31,27 @@ def batches(X: np.ndarray, y: np.ndarray, batch_size: int | None = 32, shuffle: 
     whole set at once (batch gradient descent), 1 one sample at a time (stochastic), n
     mini-batches of n (the last may be smaller). shuffle draws a new order from ``seed``:
     an int, a NumPy Generator, or None for the global generator (``fastnn.seed``).
+    Shuffled rows are gathered in C++; reuse_buffers=True gathers every batch into the
+    same arrays (no allocation per batch: use each batch before asking for the next).
     """
     X, y = _pair(X, y)
     size = len(X) if batch_size is None else positive_int(batch_size, "batch_size")
     order = resolve(seed).permutation(len(X)) if shuffle else None
-    return _iterate(X, y, size, order)
+    return _iterate(X, y, size, order, reuse_buffers)
 
 
-def _iterate(X: np.ndarray, y: np.ndarray, size: int, order: np.ndarray | None
-             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _iterate(X: np.ndarray, y: np.ndarray, size: int, order: np.ndarray | None,
+             reuse: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    x_buf = y_buf = None
     for start in range(0, len(X), size):
         if order is None:
             yield X[start:start + size], y[start:start + size]
-        else:
-            idx = order[start:start + size]
-            yield X[idx], y[idx]
+            continue
+        idx = order[start:start + size]
+        if not reuse or x_buf is None or len(x_buf) != len(idx):
+            x_buf = np.empty((len(idx), *X.shape[1:]), np.float32)
+            y_buf = np.empty((len(idx), *y.shape[1:]), y.dtype)
+        yield _C.gather_rows(X, idx, out=x_buf), np.take(y, idx, axis=0, out=y_buf)
 
 
 def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.2,

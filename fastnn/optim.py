@@ -47,6 +47,29 @@ def _positive_or_none(value: float | None, name: str) -> float | None:
     return value
 
 
+class _Flat:
+    """The bound parameters in one contiguous buffer: ``data`` and ``grad`` are flat
+    float32 arrays, and each parameter's own arrays are views of a slice of them."""
+
+    def __init__(self, params: list[Parameter]) -> None:
+        self.shapes = [p.data.shape for p in params]
+        sizes = [p.data.size for p in params]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.data = np.concatenate([p.data.ravel() for p in params]).astype(np.float32)
+        self.grad = np.concatenate([p.grad.ravel() for p in params]).astype(np.float32)
+        for i, p in enumerate(params):
+            p.data, p.grad = self.view(self.data, i), self.view(self.grad, i)
+        self._first = params[0]
+
+    def view(self, flat: np.ndarray, i: int) -> np.ndarray:
+        return flat[self.offsets[i]:self.offsets[i + 1]].reshape(self.shapes[i])
+
+    def check_bound(self, owner: str) -> None:
+        if self._first.data.base is not self.data:
+            raise RuntimeError(f"{owner}: its parameters were bound to another optimizer "
+                               "since; bind them again (or compile the model again)")
+
+
 class Optimizer:
     """Base class. ``params`` may be given later with ``bind`` (``compile`` does it).
 
@@ -73,7 +96,13 @@ class Optimizer:
             self.bind(params)
 
     def bind(self, params: Iterable[Parameter]) -> Optimizer:
-        """Optimize ``params`` (a model's ``parameters()``), starting from fresh state."""
+        """Optimize ``params`` (a model's ``parameters()``), starting from fresh state.
+
+        The parameters move into one flat buffer owned by the optimizer (their ``data`` and
+        ``grad`` become views of it, values kept), so that every step is a single kernel
+        call over all of them. Binding them to another optimizer later moves them again,
+        and this one then refuses to step.
+        """
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
@@ -82,7 +111,11 @@ class Optimizer:
                 raise TypeError(f"{type(self).__name__}: params[{i}] must be a "
                                 f"fastnn.nn.Parameter; got {type(p).__name__}")
         self.params = params
-        self.state = [self._new_state(p) for p in params]
+        self._flat = _Flat(params)
+        flat_state = self._new_state(self._flat)
+        self.state = [{name: self._flat.view(array, i) for name, array in flat_state.items()}
+                      for i in range(len(params))]
+        self._flat_state = flat_state
         self.step_count = 0
         return self
 
@@ -92,23 +125,21 @@ class Optimizer:
         if not self.params:
             raise RuntimeError(f"{type(self).__name__}: no parameters; pass them to the "
                                "constructor or call bind(model.parameters())")
+        flat = self._flat
+        flat.check_bound(type(self).__name__)
         if self.clip_norm is not None:
-            norm = math.sqrt(sum(_C.sum_squares(p.grad) for p in self.params))
-            factor = self.clip_norm / (norm + 1e-6)
+            factor = self.clip_norm / (math.sqrt(_C.sum_squares(flat.grad)) + 1e-6)
             if factor < 1.0:
-                for p in self.params:
-                    _C.scale_(p.grad, factor)
+                _C.scale_(flat.grad, factor)
         if self.clip_value is not None:
-            for p in self.params:
-                _C.clip_(p.grad, -self.clip_value, self.clip_value)
+            _C.clip_(flat.grad, -self.clip_value, self.clip_value)
         self.step_count += 1
-        for p, state in zip(self.params, self.state):
-            self._update(p, state)
+        self._update(flat, self._flat_state)
 
     def zero_grad(self) -> None:
         """Reset the gradients of the bound parameters to zero."""
-        for p in self.params:
-            p.grad.fill(0.0)
+        if self.params:
+            self._flat.grad.fill(0.0)
 
     def get_config(self) -> dict:
         """``{"class": name, "lr": ..., <hyperparameters>, "clip_norm": ..., "clip_value": ...}``,

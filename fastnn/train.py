@@ -275,13 +275,14 @@ def _train_epoch(model: Any, cfg: _Compiled, X: np.ndarray, y: np.ndarray,
                  callbacks: list[Callback]) -> dict[str, float]:
     """One training pass over (X, y), shuffled when rng is given."""
     tally = _Tally(cfg.metrics)
-    batches = data.batches(X, y, batch_size, shuffle=rng is not None, seed=rng)
+    batches = data.batches(X, y, batch_size, shuffle=rng is not None, seed=rng,
+                           reuse_buffers=True)
     for batch, (xb, yb) in enumerate(batches):
         if augment is not None:
             xb = _augmented(augment, xb)
         pred = model(xb)
         loss = cfg.loss(pred, yb) + model.regularization_loss()
-        model.backward(cfg.loss.backward())
+        _backward(model, cfg.loss.backward())
         if monitor is not None:
             monitor.after_backward()
         cfg.optimizer.step()
@@ -293,6 +294,14 @@ def _train_epoch(model: Any, cfg: _Compiled, X: np.ndarray, y: np.ndarray,
         for cb in callbacks:
             cb.on_batch_end(batch, {"batch": batch, "size": len(xb), "loss": loss})
     return tally.logs()
+
+
+def _backward(model: Any, grad: np.ndarray) -> None:
+    """Backpropagate, without the gradient for the input that training never uses."""
+    if hasattr(model, "layers"):
+        model.backward(grad, input_grad=False)
+    else:
+        model.backward(grad)
 
 
 def _augmented(augment: Callable[[np.ndarray], np.ndarray], xb: np.ndarray) -> np.ndarray:

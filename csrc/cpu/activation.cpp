@@ -68,33 +68,52 @@ void activation_forward(Activation act, const float* x, float* y, int64_t n, flo
     parallel_for(n, kGrain, [&](int64_t b, int64_t e) { activate(act, x + b, y + b, e - b, alpha); });
 }
 
+// grad_x = f'(x) * grad_y on one thread, from y (and x, which only gelu reads).
+static void derivative(Activation act, const float* x, const float* y, const float* gy,
+                       float* gx, int64_t n, float alpha) {
+    switch (act) {
+        case Activation::Identity: std::copy(gy, gy + n, gx); break;
+        case Activation::Sigmoid:
+            for (int64_t i = 0; i < n; ++i) gx[i] = gy[i] * y[i] * (1.0f - y[i]);
+            break;
+        case Activation::Relu:
+            for (int64_t i = 0; i < n; ++i) gx[i] = y[i] > 0.0f ? gy[i] : 0.0f;
+            break;
+        case Activation::Tanh:
+            for (int64_t i = 0; i < n; ++i) gx[i] = gy[i] * (1.0f - y[i] * y[i]);
+            break;
+        case Activation::LeakyRelu:  // y > 0 exactly where x > 0, for alpha > 0
+            for (int64_t i = 0; i < n; ++i) gx[i] = y[i] > 0.0f ? gy[i] : alpha * gy[i];
+            break;
+        case Activation::Elu:  // for x <= 0: f'(x) = alpha e^x = y + alpha (alpha >= 0)
+            for (int64_t i = 0; i < n; ++i) gx[i] = y[i] > 0.0f ? gy[i] : gy[i] * (y[i] + alpha);
+            break;
+        case Activation::Gelu:  // f' is not a function of y: needs the input x
+            for (int64_t i = 0; i < n; ++i) gx[i] = gy[i] * gelu_derivative(x[i]);
+            break;
+        case Activation::Softplus:  // f'(x) = sigmoid(x) = 1 - e^-y, as -expm1(-y) for small y
+            for (int64_t i = 0; i < n; ++i) gx[i] = -gy[i] * std::expm1(-y[i]);
+            break;
+    }
+}
+
 void activation_backward(Activation act, const float* x, const float* y, const float* gy,
                          float* gx, int64_t n, float alpha) {
-    // Captured by value: the stores to gx cannot alias alpha, so the loops vectorize.
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
-        switch (act) {
-            case Activation::Identity: std::copy(gy + b, gy + e, gx + b); break;
-            case Activation::Sigmoid:
-                for (int64_t i = b; i < e; ++i) gx[i] = gy[i] * y[i] * (1.0f - y[i]);
-                break;
-            case Activation::Relu:
-                for (int64_t i = b; i < e; ++i) gx[i] = y[i] > 0.0f ? gy[i] : 0.0f;
-                break;
-            case Activation::Tanh:
-                for (int64_t i = b; i < e; ++i) gx[i] = gy[i] * (1.0f - y[i] * y[i]);
-                break;
-            case Activation::LeakyRelu:  // y > 0 exactly where x > 0, for alpha > 0
-                for (int64_t i = b; i < e; ++i) gx[i] = y[i] > 0.0f ? gy[i] : alpha * gy[i];
-                break;
-            case Activation::Elu:  // for x <= 0: f'(x) = alpha e^x = y + alpha (alpha >= 0)
-                for (int64_t i = b; i < e; ++i) gx[i] = y[i] > 0.0f ? gy[i] : gy[i] * (y[i] + alpha);
-                break;
-            case Activation::Gelu:  // f' is not a function of y: needs the input x
-                for (int64_t i = b; i < e; ++i) gx[i] = gy[i] * gelu_derivative(x[i]);
-                break;
-            case Activation::Softplus:  // f'(x) = sigmoid(x) = 1 - e^-y, as -expm1(-y) for small y
-                for (int64_t i = b; i < e; ++i) gx[i] = -gy[i] * std::expm1(-y[i]);
-                break;
+        derivative(act, x ? x + b : nullptr, y + b, gy + b, gx + b, e - b, alpha);
+    });
+}
+
+void activation_backward_bias(Activation act, const float* x, const float* y, const float* gy,
+                              float* gx, int64_t rows, int64_t cols, float alpha, float* db) {
+    // Threads split the columns and walk the rows in order (as column_sum): each column's
+    // bias gradient is summed in the same order whatever the split.
+    parallel_for(cols, std::max<int64_t>(16, kGrain / std::max<int64_t>(rows, 1)),
+                 [=](int64_t b, int64_t e) {
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t o = r * cols + b;
+            derivative(act, x ? x + o : nullptr, y + o, gy + o, gx + o, e - b, alpha);
+            for (int64_t j = b; j < e; ++j) db[j] += gx[r * cols + j];
         }
     });
 }

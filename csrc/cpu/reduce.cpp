@@ -1,4 +1,4 @@
-// Reductions and in-place elementwise helpers: the bias gradient (column_sum; the bias
+// Reductions, gathers and in-place elementwise helpers: the bias gradient (column_sum; the bias
 // itself is added by the GEMM epilogue), squared norms for gradient clipping, scale, clip.
 #include <algorithm>
 
@@ -23,6 +23,14 @@ void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float be
             const float* xr = x + r * cols;
             for (int64_t j = b; j < e; ++j) out[j] += xr[j];
         }
+    });
+}
+
+void gather_rows(const float* x, const int64_t* idx, float* out, int64_t n, int64_t cols) {
+    parallel_for(n, std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)),
+                 [=](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i)
+            std::copy(x + idx[i] * cols, x + (idx[i] + 1) * cols, out + i * cols);
     });
 }
 

@@ -92,7 +92,9 @@ class Dense(Module):
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
                              f"got {x.shape}")
         fused = self.activation not in _NEEDS_INPUT
-        y = _C.gemm(x, self.weight.data, transpose_b=True,
+        shape = (len(x), self.out_features)
+        out = self._buffer("_y_buffer", shape) if self.internal_output and fused else None
+        y = _C.gemm(x, self.weight.data, out, transpose_b=True,
                     bias=None if self.bias is None else self.bias.data,
                     activation=self.activation if fused else "identity",
                     activation_alpha=self._alpha)
@@ -102,18 +104,35 @@ class Dense(Module):
         self._y = y
         return y
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Accumulate the weight and bias gradients; return the input's gradient (None
+        with input_grad=False)."""
         if self._x is None or self._y is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._y.shape)
+        bias_grad = None if self.bias is None else self.bias.grad
         if self.activation != "identity":
-            g = _C.activation_backward(self.activation, self._y, g, self._alpha, x=self._z)
+            # f'(z) * g and the bias gradient in one pass, into a buffer of this layer's.
+            g = _C.activation_backward(self.activation, self._y, g, self._alpha, x=self._z,
+                                       out=self._buffer("_g_buffer", g.shape),
+                                       bias_grad=bias_grad)
+        elif bias_grad is not None:
+            _C.column_sum(g, bias_grad, beta=1.0)
         _C.gemm(g, self._x, out=self.weight.grad, transpose_a=True, beta=1.0)
         if self.l1 or self.l2:
             _C.add_penalty_grad(self.weight.data, self.weight.grad, self.l1, self.l2)
-        if self.bias is not None:
-            _C.column_sum(g, self.bias.grad, beta=1.0)
-        return _C.gemm(g, self.weight.data)
+        if not input_grad:
+            return None
+        out = self._buffer("_dx_buffer", self._x.shape) if self.internal_input_grad else None
+        return _C.gemm(g, self.weight.data, out)
+
+    def _buffer(self, name: str, shape: tuple) -> np.ndarray:
+        """A float32 array of ``shape`` kept on the layer and reused while shapes repeat."""
+        buf = self.__dict__.get(name)
+        if buf is None or buf.shape != shape:
+            buf = np.empty(shape, np.float32)
+            setattr(self, name, buf)
+        return buf
 
     def regularization_loss(self) -> float:
         """``l1 * sum|W| + l2 * sum(W^2)`` for the current weight (0.0 without penalties)."""

@@ -40,6 +40,11 @@ class Module:
     held as attributes (or in lists of modules) are found by ``parameters()``.
     """
 
+    # Set by a Sequential for the layers whose output (internal_output) or input
+    # gradient (internal_input_grad) only the next layer reads: they may reuse buffers.
+    internal_output = False
+    internal_input_grad = False
+
     def __init__(self) -> None:
         self.training = True
 

@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from .. import train as _train
+from .layers import Dense
 from .module import Module
 
 
@@ -35,6 +36,11 @@ class Sequential(Module):
                                 f"got {type(layer).__name__}")
         self.layers: list[Module] = list(layers)
         self._input_shape: tuple | None = None
+        # What one layer hands the next, forward and backward, stays inside the model:
+        # such layers may reuse their buffers from step to step.
+        for i, layer in enumerate(self.layers):
+            layer.internal_output = i < len(self.layers) - 1
+            layer.internal_input_grad = i > 0
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._input_shape = np.shape(x)[1:]
@@ -42,10 +48,20 @@ class Sequential(Module):
             x = layer(x)
         return x
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        for layer in reversed(self.layers):
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate through the layers in reverse; returns the gradient for the input,
+        or None with input_grad=False (training does not need it, and the first Dense
+        layer then skips a third of its backward work)."""
+        for layer in reversed(self.layers[1:]):
             grad_out = layer.backward(grad_out)
-        return grad_out
+        first = self.layers[0]
+        if input_grad:
+            return first.backward(grad_out)
+        if isinstance(first, Dense):
+            first.backward(grad_out, input_grad=False)
+        elif first.parameters():
+            first.backward(grad_out)
+        return None
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """The layers, named by their index ("0", "1", ...) as in torch.nn.Sequential."""
