@@ -19,17 +19,44 @@ except ImportError as err:  # the source tree shadows the installed package
         "(pip install -e . from the repository, or pip install . and import it from another "
         "directory)") from err
 
-from . import (callbacks, data, datasets, diagnostics, experiments, init, io, losses, metrics,
-               nn, optim, plot, schedulers)
+from . import data, losses, nn, optim
 from ._checks import positive_int
 from ._random import seed
-from .io import load
 
 __version__ = "0.1.0"
 
 __all__ = ["callbacks", "config", "data", "datasets", "diagnostics", "experiments",
            "get_num_threads", "init", "io", "load", "losses", "matmul", "metrics", "nn", "optim",
            "plot", "schedulers", "seed", "set_num_threads", "__version__"]
+
+# Submodules that most programs never touch (or that nn loads when it needs them) are
+# imported on first access, fastnn.<name> or ``from fastnn import <name>`` (PEP 562), to
+# keep ``import fastnn`` fast; ``load`` is fastnn.io.load.
+_LAZY_SUBMODULES = frozenset({"callbacks", "datasets", "diagnostics", "experiments", "init",
+                              "io", "metrics", "plot", "schedulers"})
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from . import (callbacks, datasets, diagnostics, experiments, init, io, metrics, plot,
+                   schedulers)
+    from .io import load
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")  # also sets fastnn.<name>
+    if name == "load":
+        from .io import load
+
+        globals()["load"] = load
+        return load
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_SUBMODULES, "load"})
 
 
 def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,

@@ -11,11 +11,13 @@ need::
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
-from pathlib import Path
 from typing import Any, Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _HIGHER_IS_BETTER = ("accuracy", "acc", "precision", "recall", "f1")
 
@@ -218,6 +220,8 @@ class CSVLogger(Callback):
     """
 
     def __init__(self, path: str | Path, separator: str = ",", append: bool = False) -> None:
+        from pathlib import Path  # here, not at the top: pathlib is a costly import
+
         self.path = Path(path)
         self.separator = separator
         self.append = bool(append)
@@ -229,6 +233,8 @@ class CSVLogger(Callback):
             self.path.write_text("")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        import csv
+
         logs = logs or {}
         with self.path.open("a", newline="") as f:
             writer = csv.writer(f, delimiter=self.separator)

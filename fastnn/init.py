@@ -27,7 +27,24 @@ import numpy as np
 
 from ._checks import non_negative
 
-Initializer = Callable[[tuple, int, int, np.random.Generator], np.ndarray]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    Initializer = Callable[[tuple, int, int, np.random.Generator], np.ndarray]
+
+
+def __getattr__(name: str) -> object:
+    # The type alias Initializer, Callable[[tuple, int, int, np.random.Generator],
+    # np.ndarray], is made on first access: np.random (numpy.random) is a costly import
+    # that ``import fastnn`` need not pay. Here it appears only in annotations.
+    if name == "Initializer":
+        alias = Callable[[tuple, int, int, np.random.Generator], np.ndarray]
+        globals()["Initializer"] = alias
+        return alias
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "Initializer"})
 
 
 def zeros(shape: tuple, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:

@@ -9,7 +9,6 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -18,6 +17,10 @@ from . import data, diagnostics as _diagnostics, losses, metrics as _metrics, op
 from ._checks import numeric, positive_int
 from ._random import resolve
 from .callbacks import Callback, LearningRateScheduler
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _ACCURACY = ("accuracy", "acc")
 _REFRESH_SECONDS = 0.2  # how often the progress display redraws its numbers

@@ -1,5 +1,6 @@
 """fastnn.config(), thread control, and the command line."""
 
+import ast
 import json
 import re
 
@@ -162,3 +163,30 @@ def test_cli_augment_on_points_is_a_clear_error():
 
 def run_python_module(cli_args):
     return run_python(None, args=["-m", "fastnn", *cli_args], timeout=240)
+
+
+def test_import_fastnn_defers_optional_modules():
+    """``import fastnn`` loads only the core: the rarely needed submodules (PEP 562
+    attributes of the package), the optional packages and costly imports they or the
+    core use only inside functions come when first used (no timing asserted)."""
+    lazy = ["fastnn.experiments", "fastnn.plot", "fastnn.datasets", "fastnn.io",
+            "fastnn.schedulers", "fastnn.cli"]
+    optional = ["matplotlib", "sklearn", "mlxtend", "safetensors", "tqdm", "torch"]
+    # Loaded by fastnn only on use; checked as "not added on top of import numpy", which
+    # holds whatever numpy itself imports.
+    stdlib = ["numpy.random", "pathlib", "json", "csv", "gzip", "hashlib", "secrets"]
+    proc = run_python(  # prints a list's repr: no json imported before fastnn
+        "import sys; import numpy; before = set(sys.modules); import fastnn; "
+        f"print([[m for m in {lazy + optional!r} if m in sys.modules], "
+        f"[m for m in {stdlib!r} if m in sys.modules and m not in before]])")
+    assert proc.returncode == 0, proc.stderr
+    loaded, added = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"import fastnn loaded {loaded}"
+    assert added == [], f"import fastnn imported {added} on top of numpy"
+    # ... and they still come on first access, the same objects as before.
+    proc = run_python(
+        "import sys, fastnn; names = [n for n in fastnn.__all__ if n not in dir(fastnn)]; "
+        "print(names, fastnn.load is fastnn.io.load, fastnn.experiments.__name__, "
+        "fastnn.init.Initializer is not None, 'fastnn.plot' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[]", "True", "fastnn.experiments", "True", "False"]
