@@ -1,0 +1,133 @@
+"""Batch, stochastic and mini-batch gradient descent.
+
+The update is the same, w -= lr * gradient; only the number of samples behind each
+gradient changes. Batch GD (batch_size=None) averages the whole training set: one smooth
+but expensive update per epoch. Stochastic GD (batch_size=1) updates after every sample:
+many cheap, noisy updates. Mini-batch GD (batch_size=32) sits in between and makes the
+best use of the vectorised kernels. Same data, initial weights, order and learning rate.
+
+    python examples/03_gradient_descent_variants.py [--quick] [--out DIR] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+import fastnn as fnn
+from fastnn import nn, optim
+
+VARIANTS = {"batch GD": None, "stochastic GD": 1, "mini-batch GD": 32}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a few seconds: fewer epochs and samples")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
+                   help="directory for the figures (default: examples/out)")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and shuffling")
+    p.add_argument("--lr", type=float, default=0.05, help="the learning rate of every variant")
+    return p.parse_args()
+
+
+def print_table(headers: list[str], rows: list[list[str]], left: int = 1) -> None:
+    """Columns aligned: the first ``left`` to the left, the others to the right."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    print(fmt(headers))
+    print("-" * len(fmt(headers)))
+    for r in rows:
+        print(fmt(r))
+
+
+class Recorder(fnn.callbacks.Callback):
+    """After every epoch: the loss over the whole training set (with the weights at the end
+    of the epoch) and the training time so far, the time of that evaluation left out;
+    after every update: the loss of its batch."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray) -> None:
+        super().__init__()
+        self.X, self.y = X, y
+        self.seconds, self.losses, self.batch_losses = [0.0], [], []
+
+    def on_train_begin(self, logs=None) -> None:
+        self.losses.append(self.model.evaluate(self.X, self.y)["loss"])  # the starting point
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self.epoch, self.done, self.start = epoch, 0, time.perf_counter()
+
+    def on_batch_end(self, batch, logs=None) -> None:
+        self.end = time.perf_counter()
+        self.done += logs["size"]
+        self.batch_losses.append((self.epoch + self.done / len(self.X), logs["loss"]))
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self.seconds.append(self.seconds[-1] + self.end - self.start)
+        self.losses.append(self.model.evaluate(self.X, self.y)["loss"])
+
+
+def main() -> None:
+    args = parse_args()
+    X_train, y_train, X_test, y_test = fnn.datasets.load("mnist-5k", seed=args.seed)
+    epochs = 3 if args.quick else 20
+    if args.quick:
+        X_train, y_train = X_train[:1000], y_train[:1000]
+
+    rows, records = [], {}
+    for name, batch_size in VARIANTS.items():
+        fnn.seed(args.seed)  # the same initial weights for every variant
+        model = nn.Sequential(nn.Dense(784, 64, activation="relu"), nn.Dense(64, 10))
+        model.compile(loss="cross_entropy", optimizer=optim.GD(lr=args.lr), metrics=["accuracy"])
+        rec = Recorder(X_train, y_train)
+        model.fit(X_train, y_train, epochs=epochs, batch_size=batch_size, seed=args.seed,
+                  verbose=0, callbacks=[rec])
+        updates = 1 if batch_size is None else -(-len(X_train) // batch_size)
+        test_acc = model.evaluate(X_test, y_test)["accuracy"]
+        rows.append([name, "all" if batch_size is None else batch_size, updates,
+                     updates * epochs, f"{rec.losses[-1]:.4f}", f"{test_acc:.2%}",
+                     f"{rec.seconds[-1]:.2f}", f"{1e6 * rec.seconds[-1] / (updates * epochs):.0f}",
+                     f"{len(X_train) * epochs / rec.seconds[-1]:,.0f}"])
+        records[name] = rec
+
+    print(f"mnist-5k: {len(X_train)} training images, 784-64-10 ReLU network, plain gradient "
+          f"descent (lr {args.lr}), {epochs} epochs, same initial weights\n")
+    print_table(["variant", "batch", "updates/epoch", "updates", "train loss", "test acc",
+                 "time (s)", "us/update", "samples/s"], rows)
+    print("\nper epoch, more updates learn more; per second, mini-batches win: batch GD "
+          "updates rarely,\nstochastic GD pays the per-update overhead for every sample "
+          "and its gradient is noisy.")
+
+    from matplotlib.figure import Figure  # the Agg canvas: a PNG file, never a window
+
+    fig = Figure(figsize=(15, 4.2), layout="constrained")
+    ax_epoch, ax_time, ax_noise = fig.subplots(1, 3)
+    for k, (name, rec) in enumerate(records.items()):
+        ax_epoch.plot(np.arange(len(rec.losses)), rec.losses, marker=".", label=name)
+        ax_time.plot(rec.seconds[1:], rec.losses[1:], marker=".", label=name)
+        shown = [(e, v) for e, v in rec.batch_losses if e <= 1.0]  # the first epoch
+        style = {"linestyle": "none", "marker": ".", "markersize": 3, "alpha": 0.4, "zorder": 1} \
+            if VARIANTS[name] == 1 else {"marker": "o", "markersize": 4, "zorder": 2}
+        ax_noise.plot(*zip(*shown), color=f"C{k}", label=name, **style)
+    ax_epoch.set_xlabel("epoch")
+    ax_time.set_xscale("log")
+    ax_time.set_xlabel("training time (s, log scale; one point per epoch)")
+    ax_noise.set_xlabel("epoch (first epoch, one point per update)")
+    ax_epoch.set_title("training-set loss per epoch")
+    ax_time.set_title("training-set loss against wall time")
+    ax_noise.set_title("loss of each update's batch")
+    for ax in (ax_epoch, ax_time, ax_noise):
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "gradient_descent_variants.png"
+    fig.savefig(path, dpi=100)
+    print(f"\nfigure: {path}")
+
+
+if __name__ == "__main__":
+    main()
