@@ -14,16 +14,47 @@ constexpr int64_t kChunk = 4096;  // elements per partial sum of the penalty
 
 void sgd_step(float* p, const float* grad, float* v, int64_t n, float lr, float momentum,
               bool nesterov, float wd) {
+    // One branch-free loop per variant: a branch inside the loop keeps it scalar.
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-            float g = grad[i] + wd * p[i];
-            if (momentum != 0.0f) {
-                v[i] = momentum * v[i] + g;
-                g = nesterov ? g + momentum * v[i] : v[i];
+        // Locals, not the closure's members: a store through v or p could otherwise
+        // change them as far as the compiler knows, and the loops would stay scalar.
+        float* __restrict p_ = p;  // the arrays never overlap (checked by the bindings)
+        float* __restrict v_ = v;
+        const float* __restrict g_ = grad;
+        const float rate = lr, mu = momentum, decay = wd;
+        if (mu == 0.0f) {
+            for (int64_t i = b; i < e; ++i) p_[i] -= rate * (g_[i] + decay * p_[i]);
+        } else if (!nesterov) {
+            for (int64_t i = b; i < e; ++i) {
+                v_[i] = mu * v_[i] + (g_[i] + decay * p_[i]);
+                p_[i] -= rate * v_[i];
             }
-            p[i] -= lr * g;
+        } else {
+            for (int64_t i = b; i < e; ++i) {
+                const float g = g_[i] + decay * p_[i];
+                v_[i] = mu * v_[i] + g;
+                p_[i] -= rate * (g + mu * v_[i]);
+            }
         }
     });
+}
+
+// The Adam update of n elements. Its square root and division bind it to the vector
+// width, so it is compiled for AVX-512 and for the baseline and picked at load time.
+#ifdef FASTNN_X86
+__attribute__((target_clones("avx512f", "default")))
+#endif
+static void adam_range(float* __restrict p, const float* __restrict grad, float* __restrict m,
+                       float* __restrict v, int64_t n, float beta1, float beta2, float step_size,
+                       float inv_sqrt_bc2, float eps, float l2, float shrink) {
+    const float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
+    for (int64_t i = 0; i < n; ++i) {
+        const float w = p[i] * shrink;  // shrink == 1 unless decoupled (AdamW)
+        const float g = grad[i] + l2 * w;
+        m[i] = beta1 * m[i] + c1 * g;
+        v[i] = beta2 * v[i] + c2 * g * g;
+        p[i] = w - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
+    }
 }
 
 void adam_step(float* p, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
@@ -35,13 +66,8 @@ void adam_step(float* p, const float* grad, float* m, float* v, int64_t n, float
     const float l2 = decoupled ? 0.0f : wd;
     const float shrink = decoupled ? static_cast<float>(1.0 - double(lr) * wd) : 1.0f;
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-            if (decoupled) p[i] *= shrink;
-            float g = grad[i] + l2 * p[i];
-            m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-            v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
-            p[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
-        }
+        adam_range(p + b, grad + b, m + b, v + b, e - b, beta1, beta2, step_size, inv_sqrt_bc2,
+                   eps, l2, shrink);
     });
 }
 
