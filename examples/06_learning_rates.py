@@ -62,18 +62,6 @@ def verdict(run: experiments.Run, best: experiments.Run) -> str:
     return "large: unstable"
 
 
-def steepest_descent(lrs: np.ndarray, losses: np.ndarray, skip: float = 0.1) -> float:
-    """The lr where the smoothed loss falls fastest (per log-lr) before its minimum, the
-    first ``skip`` of the steps left out: there the running average still follows single
-    noisy batches, and their ups and downs can look like the steepest fall."""
-    lowest = int(np.argmin(losses))
-    start = min(max(3, int(len(lrs) * skip)), lowest - 2)
-    if start < 0:
-        return float(lrs[lowest] / 10)
-    slope = np.gradient(losses[start:lowest + 1], np.log(lrs[start:lowest + 1]))
-    return float(lrs[start + int(np.argmin(slope))])
-
-
 class BatchLosses(fnn.callbacks.Callback):
     """The loss of every mini-batch."""
 
@@ -163,18 +151,14 @@ def main() -> None:
                                      end_lr=10.0, steps=80 if args.quick else 200,
                                      seed=args.seed)
     lowest = test.lrs[int(np.argmin(test.losses))]
-    steepest = steepest_descent(test.lrs, test.losses)
     print(f"\nlearning-rate range test: {len(test.lrs)} mini-batch steps, lr from "
           f"{test.lrs[0]:.1e} up to {test.lrs[-1]:.2g}, where the loss blew up\n")
     print_table(["rule", "lr"], [
         ["steepest fall of the smoothed loss (fastnn's suggested_lr)", f"{test.suggested_lr:.3g}"],
-        ["the same, first 10% of the steps left out", f"{steepest:.3g}"],
         ["lowest loss / 10", f"{lowest / 10:.3g}"],
     ])
-    # The figure marks the steepest fall found without the noisy first steps.
-    marked = experiments.LRRangeResult(test.lrs, test.losses, steepest)
     paths = [args.out / "learning_rates.png", first_epoch_figure(batches, args.out),
-             plot.lr_range(marked, args.out / "lr_range_test.png")]
+             plot.lr_range(test, args.out / "lr_range_test.png")]
     print("\nfigures: " + ", ".join(map(str, paths)))
 
 

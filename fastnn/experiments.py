@@ -127,7 +127,8 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
     learning rate grows exponentially from start_lr to end_lr, recording the loss.
 
     Stops early once the smoothed loss exceeds 4x its minimum (divergence). The suggested
-    learning rate is where the smoothed loss falls fastest, before its minimum. The model's weights are
+    learning rate is where the smoothed loss falls fastest, before its minimum and past
+    the first, noisy 10% of the steps. The model's weights are
     restored afterwards.
     """
     X_train, y_train = data[:2]
@@ -167,10 +168,13 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
             p.grad.fill(0.0)
     lrs_a, loss_a = np.array(lrs), np.array(smoothed)
     lowest = int(np.argmin(loss_a)) if len(loss_a) else 0
-    if lowest >= 2:  # the steepest descent before the loss bottoms out
-        slope = np.gradient(loss_a[:lowest + 1], np.log(lrs_a[:lowest + 1]))
-        suggested = float(lrs_a[int(np.argmin(slope))])
+    # The steepest descent before the loss bottoms out, the first 10% of the steps left
+    # out: there the running average still follows single noisy batches.
+    start = min(max(3, len(lrs_a) // 10), lowest - 2)
+    if start >= 0:
+        slope = np.gradient(loss_a[start:lowest + 1], np.log(lrs_a[start:lowest + 1]))
+        suggested = float(lrs_a[start + int(np.argmin(slope))])
     else:
-        suggested = float(lrs_a[0]) if len(lrs_a) else start_lr
+        suggested = float(lrs_a[lowest] / 10) if len(lrs_a) else start_lr
     return LRRangeResult(lrs_a, loss_a, suggested)
 

@@ -64,10 +64,12 @@ def comparison(result: Any, path: str | Path, title: str = "") -> Path:
         h = run.history.history
         style = "--" if run.diverged else "-"
         finite = [v if math.isfinite(v) else np.nan for v in h["loss"]]
-        loss_ax.plot(np.arange(1, len(finite) + 1), finite, style, label=run.label)
+        # Markers keep a run visible that diverged in its first epoch (a single point).
+        loss_ax.plot(np.arange(1, len(finite) + 1), finite, style, marker="o", markersize=3,
+                     label=run.label)
         if "val_accuracy" in h:
             acc_ax.plot(np.arange(1, len(h["val_accuracy"]) + 1), h["val_accuracy"], style,
-                        label=run.label)
+                        marker="o", markersize=3, label=run.label)
     loss_ax.set_yscale("log")
     loss_ax.set_title("training loss")
     acc_ax.set_title("validation accuracy")
@@ -94,7 +96,8 @@ def lr_range(result: Any, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def gradient_flow(history: Any, path: str | Path, metric: str = "grad_norm") -> Path:
+def gradient_flow(history: Any, path: str | Path, metric: str = "grad_norm",
+                  title: str = "") -> Path:
     """Per-layer gradient norm (or another diagnostic) over the epochs, log scale: the
     picture of vanishing or exploding gradients. Needs fit(..., diagnostics=True)."""
     diagnostics = getattr(history, "diagnostics", None)
@@ -111,6 +114,8 @@ def gradient_flow(history: Any, path: str | Path, metric: str = "grad_norm") -> 
     _epoch_axis(ax)
     ax.set_ylabel(metric.replace("_", " "))
     ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
     return _save(fig, path)
 
 
