@@ -17,6 +17,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import nn
+from _common import print_table
 
 # name -> (layer, a short formula); LeakyReLU gets slope 0.1 so that it shows in the plot.
 ACTIVATIONS = {
@@ -37,17 +38,6 @@ def parse_args() -> argparse.Namespace:
                    help="directory for the figures (default: examples/out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the neuron's random inputs")
     return p.parse_args()
-
-
-def print_table(headers: list[str], rows: list[list[str]], left: int = 1) -> None:
-    """Columns aligned: the first ``left`` to the left, the others to the right."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    print(fmt(headers))
-    print("-" * len(fmt(headers)))
-    for r in rows:
-        print(fmt(r))
 
 
 def value_and_derivative(layer: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import nn, optim
+from _common import print_table
 
 MODELS = {
     "single layer (2 -> 2)": lambda: nn.Sequential(nn.Dense(2, 2)),
@@ -33,17 +34,6 @@ def parse_args() -> argparse.Namespace:
                    help="directory for the figures (default: examples/out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first run")
     return p.parse_args()
-
-
-def print_table(headers: list[str], rows: list[list[str]], left: int = 1) -> None:
-    """Columns aligned: the first ``left`` to the left, the others to the right."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    print(fmt(headers))
-    print("-" * len(fmt(headers)))
-    for r in rows:
-        print(fmt(r))
 
 
 MARGIN = 1e-3  # p(true class) must exceed 0.5 + MARGIN: a tie (p = 0.5) is not a decision

@@ -20,6 +20,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import experiments, nn, optim, plot
+from _common import print_table
 
 LRS = (0.001, 0.01, 0.1, 1.0)
 
@@ -31,17 +32,6 @@ def parse_args() -> argparse.Namespace:
                    help="directory for the figures (default: examples/out)")
     p.add_argument("--seed", type=int, default=0, help="data split, initial weights, shuffling")
     return p.parse_args()
-
-
-def print_table(headers: list[str], rows: list[list[str]], left: int = 1) -> None:
-    """Columns aligned: the first ``left`` to the left, the others to the right."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    print(fmt(headers))
-    print("-" * len(fmt(headers)))
-    for r in rows:
-        print(fmt(r))
 
 
 def build() -> nn.Sequential:

@@ -18,6 +18,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import data, losses, metrics, nn, optim
+from _common import print_table
 
 N_TRAIN, N_VAL = 500, 1000
 VARIANTS = {  # name -> (l2, dropout (input, hidden), augmentation)
@@ -36,17 +37,6 @@ def parse_args() -> argparse.Namespace:
                    help="directory for the figures (default: examples/out)")
     p.add_argument("--seed", type=int, default=0, help="data split, initial weights, shuffling")
     return p.parse_args()
-
-
-def print_table(headers: list[str], rows: list[list[str]], left: int = 1) -> None:
-    """Columns aligned: the first ``left`` to the left, the others to the right."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    print(fmt(headers))
-    print("-" * len(fmt(headers)))
-    for r in rows:
-        print(fmt(r))
 
 
 def build(l2: float, dropout: tuple[float, float]) -> nn.Sequential:
