@@ -139,7 +139,7 @@ class Optimizer:
     def zero_grad(self) -> None:
         """Reset the gradients of the bound parameters to zero."""
         if self.params:
-            self._flat.grad.fill(0.0)
+            _C.fill_(self._flat.grad, 0.0)
 
     def get_config(self) -> dict:
         """``{"class": name, "lr": ..., <hyperparameters>, "clip_norm": ..., "clip_value": ...}``,
