@@ -87,6 +87,12 @@ class History:
             for key, value in values.items():
                 series.setdefault(key, []).append(value)
 
+    def plot(self, path: str, title: str = "") -> Path:
+        """Save the loss and accuracy curves (training and validation) as a PNG
+        (``fastnn.plot.training_curves``; needs matplotlib)."""
+        from .plot import training_curves
+        return training_curves(self, path, title)
+
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, metrics={list(self.history)})"
 

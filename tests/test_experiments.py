@@ -111,3 +111,11 @@ def test_gradient_flow_needs_diagnostics(tmp_path):
         history = {"loss": [1.0]}
     with pytest.raises(ValueError, match="diagnostics=True"):
         plot.gradient_flow(NoDiagnostics(), tmp_path / "g.png")
+
+
+def test_history_plot(tmp_path, digits_split):
+    X_tr, y_tr, X_val, y_val = digits_split
+    model = _builder()()
+    model.compile(loss="cross_entropy", optimizer="adam", metrics=["accuracy"])
+    history = model.fit(X_tr, y_tr, epochs=2, validation_data=(X_val, y_val), verbose=0)
+    assert _is_png(history.plot(tmp_path / "curves.png"))
