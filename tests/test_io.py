@@ -223,3 +223,27 @@ def test_import_fastnn_stays_light():
                            "if m in sys.modules))")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_resume_with_dropout_continues_its_masks(digits, tmp_path):
+    X, y = digits
+
+    def compiled():
+        model = nn.Sequential(nn.Dense(64, 24, activation="relu"), nn.Dropout(0.3),
+                              nn.Dense(24, 10))
+        model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.05, momentum=0.9))
+        return model
+
+    fastnn.seed(1)
+    straight = compiled()
+    rng = np.random.default_rng(7)
+    straight.fit(X, y, epochs=2, batch_size=64, verbose=0, seed=rng)
+    fastnn.seed(1)
+    first = compiled()
+    rng = np.random.default_rng(7)
+    first.fit(X, y, epochs=1, batch_size=64, verbose=0, seed=rng)
+    resumed = fastnn.load(first.save(tmp_path / "d.safetensors", include_optimizer=True))
+    assert resumed.layers[1].offset == first.layers[1].offset > 0
+    resumed.fit(X, y, epochs=1, batch_size=64, verbose=0, seed=rng)
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value)

@@ -170,17 +170,20 @@ class Dropout(Module):
     ``fastnn.seed``'s generator when the layer is built, unless given) and an ``offset``
     that advances by the input's size at every training forward. The same seed gives
     the same masks whatever the thread count; backward regenerates the mask instead of
-    storing it.
+    storing it. ``offset`` is saved with the model, so a resumed training continues the
+    same stream of masks.
     """
 
-    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+    def __init__(self, p: float = 0.5, seed: int | None = None, offset: int = 0) -> None:
         super().__init__()
         p = float(p)
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1); got {p}")
         self.p = p
         self.seed = stream_seed(seed, "Dropout")
-        self.offset = 0
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+            raise ValueError(f"Dropout: offset must be an integer >= 0; got {offset!r}")
+        self.offset = int(offset)  # where the mask stream resumes (a saved model continues it)
         self._shape: tuple | None = None
         self._mask_offset: int | None = None  # None: the last forward was the identity
 
@@ -203,7 +206,7 @@ class Dropout(Module):
         return _C.dropout_backward(g, self.p, self.seed, self._mask_offset)
 
     def get_config(self) -> dict:
-        return {"p": self.p, "seed": self.seed}
+        return {"p": self.p, "seed": self.seed, "offset": self.offset}
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"
