@@ -11,13 +11,12 @@ forward and backward), are checked against finite differences, tabulated and plo
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 import fastnn as fnn
 from fastnn import nn
-from _common import print_table
+from _common import example_parser, print_table
 
 # name -> (layer, a short formula); LeakyReLU gets slope 0.1 so that it shows in the plot.
 ACTIVATIONS = {
@@ -32,12 +31,8 @@ ACTIVATIONS = {
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few seconds (a coarser grid)")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
-                   help="directory for the figures (default: examples/out)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the neuron's random inputs")
-    return p.parse_args()
+    return example_parser(__doc__, quick="a few seconds (a coarser grid)",
+                          seed="seed of the neuron's random inputs").parse_args()
 
 
 def value_and_derivative(layer: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

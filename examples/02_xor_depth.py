@@ -12,13 +12,12 @@ from several random starts; a point counts as right only if p(true class) > 0.50
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 import fastnn as fnn
 from fastnn import nn, optim
-from _common import print_table
+from _common import example_parser, print_table
 
 MODELS = {
     "single layer (2 -> 2)": lambda: nn.Sequential(nn.Dense(2, 2)),
@@ -28,12 +27,8 @@ MODELS = {
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few seconds: fewer epochs and restarts")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
-                   help="directory for the figures (default: examples/out)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first run")
-    return p.parse_args()
+    return example_parser(__doc__, quick="a few seconds: fewer epochs and restarts",
+                          seed="seed of the first run").parse_args()
 
 
 MARGIN = 1e-3  # p(true class) must exceed 0.5 + MARGIN: a tie (p = 0.5) is not a decision

@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
 import fastnn as fnn
 from fastnn import nn, optim
-from _common import print_table
+from _common import example_parser, print_table
 
 VARIANTS = {"batch GD": None, "stochastic GD": 1, "mini-batch GD": 32}
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few seconds: fewer epochs and samples")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
-                   help="directory for the figures (default: examples/out)")
-    p.add_argument("--seed", type=int, default=0, help="initial weights and shuffling")
+    p = example_parser(__doc__, quick="a few seconds: fewer epochs and samples",
+                       seed="initial weights and shuffling")
     p.add_argument("--lr", type=float, default=0.05, help="the learning rate of every variant")
     return p.parse_args()
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
 import fastnn as fnn
 from fastnn import nn, optim
-from _common import print_table
+from _common import example_parser, print_table
 
 VARIANTS = {  # name -> hidden layer widths
     "784-32-10": (32,),
@@ -32,11 +31,8 @@ VARIANTS = {  # name -> hidden layer widths
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few seconds: fewer epochs and samples")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
-                   help="directory for the figures (default: examples/out)")
-    p.add_argument("--seed", type=int, default=0, help="data split, initial weights, shuffling")
+    p = example_parser(__doc__, quick="a few seconds: fewer epochs and samples",
+                       seed="data split, initial weights, shuffling")
     p.add_argument("--epochs", type=int, default=None, help="default 20 (--quick: 2)")
     return p.parse_args()
 

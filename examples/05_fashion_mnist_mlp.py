@@ -13,24 +13,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
 import fastnn as fnn
 from fastnn import metrics, nn, optim, plot, schedulers
-from _common import print_table
+from _common import example_parser, print_table
 
 TARGET = 0.88
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few seconds: 2 epochs on 6,000 images")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
-                   help="directory for the figures (default: examples/out)")
-    p.add_argument("--seed", type=int, default=0, help="validation split, weights, shuffling")
-    return p.parse_args()
+    return example_parser(__doc__, quick="a few seconds: 2 epochs on 6,000 images",
+                          seed="validation split, weights, shuffling").parse_args()
 
 
 class EpochTable(fnn.callbacks.Callback):

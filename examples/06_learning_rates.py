@@ -20,18 +20,14 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import experiments, nn, optim, plot
-from _common import print_table
+from _common import example_parser, print_table
 
 LRS = (0.001, 0.01, 0.1, 1.0)
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few seconds: fewer epochs and samples")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
-                   help="directory for the figures (default: examples/out)")
-    p.add_argument("--seed", type=int, default=0, help="data split, initial weights, shuffling")
-    return p.parse_args()
+    return example_parser(__doc__, quick="a few seconds: fewer epochs and samples",
+                          seed="data split, initial weights, shuffling").parse_args()
 
 
 def build() -> nn.Sequential:

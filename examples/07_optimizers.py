@@ -12,11 +12,10 @@ Each runs at a learning rate that suits it, from the same initial weights and ba
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import fastnn as fnn
 from fastnn import experiments, nn, plot
-from _common import print_table
+from _common import example_parser, print_table
 
 # name -> (learning rate, the update for a gradient g; optim.get's default settings)
 OPTIMIZERS = {
@@ -32,12 +31,8 @@ TARGET = 0.85
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few seconds: fewer epochs and samples")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
-                   help="directory for the figures (default: examples/out)")
-    p.add_argument("--seed", type=int, default=0, help="data split, initial weights, shuffling")
-    return p.parse_args()
+    return example_parser(__doc__, quick="a few seconds: fewer epochs and samples",
+                          seed="data split, initial weights, shuffling").parse_args()
 
 
 def build() -> nn.Sequential:

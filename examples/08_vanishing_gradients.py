@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 import fastnn as fnn
 from fastnn import diagnostics, nn, optim, plot
-from _common import print_table
+from _common import example_parser, print_table
 
 DEPTH, WIDTH = 6, 64  # hidden layers, units per hidden layer
 NETWORKS = {  # name -> (activation, init), also the figures' file names
@@ -30,12 +29,8 @@ NETWORKS = {  # name -> (activation, init), also the figures' file names
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few seconds: fewer epochs and samples")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
-                   help="directory for the figures (default: examples/out)")
-    p.add_argument("--seed", type=int, default=0, help="data split, initial weights, shuffling")
-    return p.parse_args()
+    return example_parser(__doc__, quick="a few seconds: fewer epochs and samples",
+                          seed="data split, initial weights, shuffling").parse_args()
 
 
 def build(activation: str, init: str) -> nn.Sequential:

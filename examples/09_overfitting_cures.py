@@ -12,13 +12,12 @@ data out of the old and closes the gap most. Curves are measured in evaluation m
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 import fastnn as fnn
 from fastnn import data, losses, metrics, nn, optim
-from _common import print_table
+from _common import example_parser, print_table
 
 N_TRAIN, N_VAL = 500, 1000
 VARIANTS = {  # name -> (l2, dropout (input, hidden), augmentation)
@@ -31,12 +30,8 @@ VARIANTS = {  # name -> (l2, dropout (input, hidden), augmentation)
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a few seconds: fewer epochs")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
-                   help="directory for the figures (default: examples/out)")
-    p.add_argument("--seed", type=int, default=0, help="data split, initial weights, shuffling")
-    return p.parse_args()
+    return example_parser(__doc__, quick="a few seconds: fewer epochs",
+                          seed="data split, initial weights, shuffling").parse_args()
 
 
 def build(l2: float, dropout: tuple[float, float]) -> nn.Sequential:

@@ -1,6 +1,19 @@
-"""What every example shares: an aligned result table."""
+"""What every example shares: its command-line options and an aligned result table."""
 
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def example_parser(doc: str, quick: str, seed: str) -> argparse.ArgumentParser:
+    """--quick, --out and --seed, with the example's own words for --quick and --seed."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
+                   help="directory for the figures (default: examples/out)")
+    p.add_argument("--seed", type=int, default=0, help=seed)
+    return p
 
 
 def print_table(headers: list[str], rows: list[list[str]], left: int = 1) -> None:
