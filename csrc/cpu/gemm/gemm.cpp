@@ -1,7 +1,10 @@
-// GEMM driver in the GotoBLAS/BLIS shape, for row-major C:
-//   for each NC block of columns, for each KC block of k:  pack op(B) into NR-wide panels
-//     for each MC block of rows:                           pack op(A) into MR-tall panels
-//       for each MR x NR tile: microkernel (A panel stays in L1, the B block in L2)
+// GEMM driver in the GotoBLAS/BLIS shape, for row-major C. Each thread owns a block of
+// C's columns (or, when C is narrow, of its rows) and packs what it needs itself, so the
+// threads share no packed data and meet only at the end: on this VM the two cores are
+// sometimes far apart, and a cache line that crosses between them costs ~200 ns.
+//   for each NC block of the thread's columns, for each KC block of k:
+//     pack op(B) into NR-wide panels (the thread's B block, kept in its L2)
+//     for each MR-tall panel of op(A): pack it (stays in L1), run it against every B panel
 // Packing absorbs transposes and leading dimensions and zero-pads edges, so the
 // microkernel always runs full tiles; edge tiles land in a small buffer first.
 // KC is fixed, so every element of C sees the same summation order whatever the
@@ -19,11 +22,13 @@
 namespace fastnn {
 namespace {
 
-constexpr int64_t KC = 384;   // k-block: an MR x KC A panel is 8 KiB, well inside L1
-// Column block: the packed KC x NC B block (up to 8 MiB) streams from L2/L3, which the
+// k-block: at most KC_MAX, k split into equal blocks (784 -> 2 x 392, not 384 + 384 + 16).
+// An MR x KC A panel (16 KiB at most) stays in L1. Blocks depend on k alone, so every
+// element of C sees the same summation order whatever the thread count.
+constexpr int64_t KC_MAX = 512;
+// Column block: the packed KC x NC B block of one thread streams from L2/L3, which the
 // prefetchers sustain at full speed; a wide block means A is packed only once.
-constexpr int64_t NC = 8192;
-constexpr int64_t MC = 384;   // row block of A packed per step
+constexpr int64_t NC = 4096;
 
 struct AlignedFree {
     void operator()(float* p) const { std::free(p); }
@@ -167,77 +172,64 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         if (handled) return;
     }
     const int mr = uk.mr, nr = uk.nr;
-    const int64_t nc_max = std::min<int64_t>((NC + nr - 1) / nr * nr, (n + nr - 1) / nr * nr);
-    const int64_t mc_max = std::min<int64_t>((MC + mr - 1) / mr * mr, (m + mr - 1) / mr * mr);
-    const int64_t kc_max = std::min<int64_t>(KC, k);
-
-    thread_local std::unique_ptr<float, AlignedFree> a_buf, b_buf;
-    thread_local size_t a_cap = 0, b_cap = 0;
-    float* a_pack = scratch(a_buf, a_cap, static_cast<size_t>(mc_max * kc_max));
-    float* b_pack = scratch(b_buf, b_cap, static_cast<size_t>(nc_max * kc_max));
-
+    const int64_t k_blocks = (k + KC_MAX - 1) / KC_MAX, kc_max = (k + k_blocks - 1) / k_blocks;
+    const int64_t n_panels = (n + nr - 1) / nr, m_panels = (m + mr - 1) / mr;
     // Small products run on one thread: a fork costs more than they do.
     const int threads = threads_for(m * n * k, int64_t{1} << 18);
+    // Rows, each thread packing all of B: measured faster than columns from m = 128 up
+    // (each thread then writes whole rows of C). With fewer than four A panels per thread
+    // that B pack would cost too much per row, so the threads take columns instead.
+    const bool split_columns = m_panels < 4 * threads && n_panels >= 2 * threads;
 
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-#endif
-    {
-#ifdef _OPENMP
-        const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        const int64_t tid = 0, nt = 1;
-#endif
-        for (int64_t jc = 0; jc < n; jc += nc_max) {
-            const int64_t nc = std::min(nc_max, n - jc), n_panels = (nc + nr - 1) / nr;
+    // C rows [i0, i1) x columns [j0, j1), j0 a multiple of NR; buffers of the calling thread.
+    auto block = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+        thread_local std::unique_ptr<float, AlignedFree> a_buf, b_buf;
+        thread_local size_t a_cap = 0, b_cap = 0;
+        const int64_t nc_max = std::min<int64_t>((NC + nr - 1) / nr * nr, (j1 - j0 + nr - 1) / nr * nr);
+        float* a_panel = scratch(a_buf, a_cap, static_cast<size_t>(mr * kc_max));
+        float* b_pack = scratch(b_buf, b_cap, static_cast<size_t>(nc_max * kc_max));
+        const int64_t rows = i1 - i0;
+        for (int64_t jc = j0; jc < j1; jc += nc_max) {
+            const int64_t nc = std::min(nc_max, j1 - jc), panels = (nc + nr - 1) / nr;
             for (int64_t pc = 0; pc < k; pc += kc_max) {
                 const int64_t kc = std::min(kc_max, k - pc);
                 const float beta_k = pc == 0 ? beta : 1.0f;
                 const Epilogue* ep_k = pc + kc >= k ? ep : nullptr;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int64_t jp = 0; jp < n_panels; ++jp)
+                for (int64_t jp = 0; jp < panels; ++jp)
                     pack_b_panel(uk, trans_b, b, ldb, pc, kc, jc, nc, jp, b_pack);
-                for (int64_t ic = 0; ic < m; ic += mc_max) {
-                    const int64_t mc = std::min(mc_max, m - ic), m_panels = (mc + mr - 1) / mr;
-                    auto tile = [&](int64_t ip, int64_t jp, const float* a_panel) {
-                        const int64_t i = ip * mr, j = jp * nr;
-                        run_tile(uk, kc, a_panel, b_pack + jp * nr * kc,
-                                 c + (ic + i) * ldc + jc + j, ldc, std::min<int64_t>(mr, mc - i),
-                                 std::min<int64_t>(nr, nc - j), alpha, beta_k, ep_k, jc + j);
-                    };
-                    if (m_panels >= nt) {
-                        // Each thread packs its own row panels, one at a time, into a slot of
-                        // its own: the panel stays in L1 while the shared B block streams past,
-                        // and no thread waits for another.
-                        const int64_t ip0 = m_panels * tid / nt, ip1 = m_panels * (tid + 1) / nt;
-                        float* slot = a_pack + tid * mr * kc;
-                        for (int64_t ip = ip0; ip < ip1; ++ip) {
-                            pack_a_panel(uk, trans_a, a, lda, ic, mc, pc, kc, ip, slot);
-                            for (int64_t jp = 0; jp < n_panels; ++jp) tile(ip, jp, slot);
-                        }
-                    } else {  // few rows: share the column panels instead
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                        for (int64_t ip = 0; ip < m_panels; ++ip)
-                            pack_a_panel(uk, trans_a, a, lda, ic, mc, pc, kc, ip,
-                                         a_pack + ip * mr * kc);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                        for (int64_t jp = 0; jp < n_panels; ++jp)
-                            for (int64_t ip = 0; ip < m_panels; ++ip)
-                                tile(ip, jp, a_pack + ip * mr * kc);
+                for (int64_t ip = 0; ip * mr < rows; ++ip) {
+                    pack_a_panel(uk, trans_a, a, lda, i0, rows, pc, kc, ip, a_panel);
+                    const int64_t i = i0 + ip * mr;
+                    for (int64_t jp = 0; jp < panels; ++jp) {
+                        const int64_t j = jc + jp * nr;
+                        run_tile(uk, kc, a_panel, b_pack + jp * nr * kc, c + i * ldc + j, ldc,
+                                 std::min<int64_t>(mr, i1 - i), std::min<int64_t>(nr, jc + nc - j),
+                                 alpha, beta_k, ep_k, j);
                     }
                 }
-#ifdef _OPENMP
-#pragma omp barrier  // the next k-block repacks B
-#endif
             }
         }
+    };
+    auto run = [&](int64_t tid, int64_t nt) {
+        if (split_columns) {
+            block(0, m, std::min(n, n_panels * tid / nt * nr),
+                  std::min(n, n_panels * (tid + 1) / nt * nr));
+        } else {
+            const int64_t i0 = std::min(m, m_panels * tid / nt * mr);
+            const int64_t i1 = std::min(m, m_panels * (tid + 1) / nt * mr);
+            if (i0 < i1) block(i0, i1, 0, n);
+        }
+    };
+    if (threads <= 1) {
+        run(0, 1);
+        return;
     }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    run(omp_get_thread_num(), omp_get_num_threads());
+#else
+    run(0, 1);
+#endif
 }
 
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
