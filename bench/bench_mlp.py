@@ -4,11 +4,15 @@ by hand, in one process, on the same data from the same initial weights.
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_mlp.py [--quick]
 
 A step gathers a shuffled batch, runs forward, softmax cross-entropy, backward and the
-optimizer update. First, for each model and optimizer, the three are run for 50 steps from
-the same weights on the same batches and must reach the same loss (same work, no shortcut).
-Then each is timed; the table gives samples/s, the ratio of fastnn to each, and the share
-of the measured FMA peak (6 flops per weight per sample: forward, weight and input
-gradients). Peak memory is measured separately, one fresh process per framework, as the
+optimizer update; no framework computes the gradient of the input batch, which nothing uses.
+First, for each model and optimizer, the three are run for 50 steps from the same weights on
+the same batches and must reach the same loss (same work, no shortcut). Then they are timed
+in interleaved rounds (fastnn, PyTorch, NumPy, fastnn, ...), so that a slow spell of this
+shared machine hits all three alike; each round gives each framework's median step time and
+the ratios of that round, and the table reports medians over the rounds: samples/s, the
+ratios, and fastnn's share of the measured FMA peak (flops of the step: 2 per weight per
+sample for forward, 2 for the weight gradient, 2 for the input gradient of every layer but
+the first). Peak memory is measured separately, one fresh process per framework, as the
 growth of the peak RSS during training. JSON goes to bench/results/.
 """
 from __future__ import annotations
@@ -67,7 +71,8 @@ class FastnnNet:
     def step(self, X, y, idx):
         xb, yb = X[idx], y[idx]
         loss = self.loss_fn(self.model(xb), yb)
-        self.model.backward(self.loss_fn.backward())
+        # as fit does, and as PyTorch does for an input that needs no gradient
+        self.model.backward(self.loss_fn.backward(), input_grad=False)
         self.opt.step()
         self.opt.zero_grad()
         return loss
@@ -182,20 +187,34 @@ def check_same_loss(frameworks, torch, sizes, opt_name, X, y):
     return {name: float(curve[-1]) for name, curve in curves.items()}
 
 
-def time_steps(net, X, y, batch, min_seconds):
-    idx = batch_indices(batch, 400, seed=2)
-    for i in idx[:5]:
-        net.step(X, y, i)
-    time.sleep(0.05)  # let other runtimes' spinning threads sleep
-    samples = []
-    k = 5
-    deadline = time.perf_counter() + min_seconds
-    while k < len(idx) and (time.perf_counter() < deadline or len(samples) < 15):
-        t0 = time.perf_counter()
-        net.step(X, y, idx[k])
-        samples.append(time.perf_counter() - t0)
-        k += 1
-    return statistics.median(samples)
+def time_rounds(nets, X, y, batch, rounds, steps):
+    """Median seconds per step of each net over `rounds` interleaved rounds of `steps` steps,
+    and each round's times; the order of the nets rotates from round to round."""
+    idx = batch_indices(batch, steps + 5, seed=2)
+    for net in nets.values():
+        for i in idx[:5]:
+            net.step(X, y, i)
+    names = list(nets)
+    per_round = []
+    for r in range(rounds):
+        times = {}
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(0.25)  # OpenBLAS threads spin ~0.1 s (2^28 cycles) before they sleep
+            samples = []
+            for i in idx[5:]:
+                t0 = time.perf_counter()
+                nets[name].step(X, y, i)
+                samples.append(time.perf_counter() - t0)
+            times[name] = statistics.median(samples)
+        per_round.append(times)
+    return per_round
+
+
+def step_flops(sizes, batch):
+    """Multiply-adds x 2 of one training step: forward and weight gradient of every layer,
+    input gradient of every layer but the first."""
+    weights = [i * o for i, o in zip(sizes[:-1], sizes[1:])]
+    return 2.0 * batch * (2 * sum(weights) + sum(weights[1:]))
 
 
 def peak_memory_mb(framework, model, batch, opt_name, nthreads):
@@ -237,7 +256,7 @@ def main(argv=None) -> int:
     frameworks = ["fastnn", "torch", "numpy"] if torch else ["fastnn", "numpy"]
     X, y = data()
     models = {"784-512-256-10": MODELS["784-512-256-10"]} if args.quick else MODELS
-    min_seconds = 0.3 if args.quick else 1.0
+    rounds, steps = (5, 20) if args.quick else (9, 30)
     rows = []
     for nthreads in [int(t) for t in args.threads.split(",")]:
         peak = _C.fma_peak_gflops(nthreads, 0.3)
@@ -247,19 +266,22 @@ def main(argv=None) -> int:
               f" {'/torch':>7s} {'/numpy':>7s} {'%peak':>6s}")
         with threads(nthreads, torch):
             for model, sizes in models.items():
-                weights_count = sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
                 for opt_name in OPTIMIZERS:
                     check_same_loss(frameworks, torch, sizes, opt_name, X, y)
                     for batch in BATCHES:
-                        rate = {}
-                        for name in frameworks:
-                            net = make(name, torch, initial_weights(sizes), opt_name)
-                            rate[name] = batch / time_steps(net, X, y, batch, min_seconds)
-                        share = 6.0 * weights_count * rate["fastnn"] / 1e9 / peak if peak else None
+                        nets = {name: make(name, torch, initial_weights(sizes), opt_name)
+                                for name in frameworks}
+                        per_round = time_rounds(nets, X, y, batch, rounds, steps)
+                        rate = {f: batch / statistics.median(r[f] for r in per_round)
+                                for f in frameworks}
+                        ratio = {f: statistics.median(r[f] / r["fastnn"] for r in per_round)
+                                 for f in frameworks if f != "fastnn"}
+                        flops = step_flops(sizes, batch) * rate["fastnn"] / batch
+                        share = flops / 1e9 / peak if peak else None
                         row = {"model": model, "optimizer": opt_name, "batch": batch,
-                               "threads": nthreads, "samples_per_s": rate, "share_of_peak": share,
-                               "vs_torch": rate["fastnn"] / rate["torch"] if torch else None,
-                               "vs_numpy": rate["fastnn"] / rate["numpy"]}
+                               "threads": nthreads, "rounds": rounds,
+                               "samples_per_s": rate, "share_of_peak": share,
+                               "vs_torch": ratio.get("torch"), "vs_numpy": ratio["numpy"]}
                         if args.memory:
                             row["peak_mib"] = {f: peak_memory_mb(f, model, batch, opt_name, nthreads)
                                                for f in frameworks}
