@@ -118,6 +118,48 @@ def test_tanh_stable_at_extremes():
     np.testing.assert_array_equal(y, np.array([[-1.0, -1.0, 0.0, 1.0, 1.0]], np.float32))
 
 
+def _dense_float_grid():
+    """x over the whole useful float32 range, with the values where exp-based kernels break:
+    signed zeros, tiny values (cancellation), the overflow and underflow edges, inf, NaN."""
+    grid = np.concatenate([np.linspace(-110.0, 110.0, 40001), np.geomspace(1e-30, 10.0, 2001)])
+    special = [0.0, -0.0, 1e-38, 1e-7, 0.34657, 0.34658, 40.0, 80.0, 80.1, 87.3, 88.72, 88.73,
+               89.0, 103.9, 104.0, 1e4, np.inf]
+    x = np.concatenate([grid, -grid, special, [-v for v in special], [np.nan]])
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "elu", "gelu"])
+def test_exp_based_activations_whole_range(name):
+    # Computed with a vectorized exp/expm1 (csrc/cpu/vmath.h), not libm: held to float64
+    # within a few ulp everywhere, NaN in -> NaN out, odd/limit behaviour exact.
+    x = _dense_float_grid()
+    x64 = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        ref = {"sigmoid": _ref.sigmoid,
+               "tanh": np.tanh,
+               "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0.0))),
+               "gelu": lambda v: v / (1 + np.exp(-2 * 0.7978845608028654 * (v + 0.044715 * v**3)))}[name](x64)
+    for n in (x.size, 1, 17, 33):  # vector body and scalar tails
+        y = _C.activation_forward(name, x[:n].reshape(1, -1), 1.0).ravel()
+        finite = np.isfinite(ref[:n])
+        # gelu: the exponent 2k(x + c x^3), up to ~100, is itself rounded to float32 (as in
+        # any float32 gelu), which costs up to ~100 ulp of relative error in the tail.
+        rtol = 2e-5 if name == "gelu" else 6e-7
+        assert_close(y[finite], ref[:n][finite], rtol=rtol, atol=1e-37, what=f"{name} n={n}")
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(ref[:n]), err_msg=f"{name} NaN")
+    if name == "tanh":
+        y = _C.activation_forward(name, x.reshape(1, -1), 1.0).ravel()
+        np.testing.assert_array_equal(np.signbit(y[x == 0]), np.signbit(x[x == 0]))  # tanh(-0) = -0
+        assert np.array_equal(y[np.abs(x) > 10], np.sign(x[np.abs(x) > 10]))
+
+
+def test_softmax_extreme_rows_and_awkward_widths(rng):
+    for cols in (1, 3, 15, 16, 17, 33, 1000):
+        x = (rng.standard_normal((5, cols)) * np.array([[1], [30], [100], [1e4], [1e-3]])).astype(np.float32)
+        assert_close(_C.softmax_forward(x), _ref.softmax(x), rtol=1e-5, atol=1e-37,
+                     what=f"softmax width {cols}")
+
+
 def test_relu_backward_uses_output_sign():
     y = np.array([[0.0, 2.0, 0.0, 3.5]], np.float32)
     g = np.array([[5.0, 7.0, -1.0, 2.0]], np.float32)

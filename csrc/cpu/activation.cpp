@@ -5,17 +5,24 @@
 
 #include "../ops.h"
 #include "../parallel.h"
+#include "vmath.h"
 
 namespace fastnn {
 namespace {
 
 constexpr int64_t kGrain = 1 << 15;  // elements per thread before a fork pays
 
+// Stable for any |x|: e^-|x| never overflows, and 1 - s for x < 0 is e s, not a difference.
+// Both sides of the select are computed, so loops over it vectorize.
 inline float sigmoid(float x) {
-    // Two branches so exp never overflows: stable for any |x|.
-    if (x >= 0.0f) return 1.0f / (1.0f + std::exp(-x));
-    float e = std::exp(x);
-    return e / (1.0f + e);
+    const float e = exp_f(-std::fabs(x)), s = 1.0f / (1.0f + e);
+    return x >= 0.0f ? s : e * s;
+}
+
+// tanh |x| = -expm1(-2|x|) / (2 + expm1(-2|x|)): no cancellation near 0, 1 for large |x|.
+inline float tanh_f(float x) {
+    const float em = expm1_f(-2.0f * std::fabs(x));
+    return std::copysign(-em / (2.0f + em), x);
 }
 
 // GELU, tanh approximation (torch's approximate="tanh"): 0.5 x (1 + tanh(u)) with
@@ -25,34 +32,35 @@ constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluC = 0.044715f;
 
 inline float gelu(float x) {
-    const float e = std::exp(-2.0f * kGeluK * (x + kGeluC * x * x * x));
+    const float e = exp_f(-2.0f * kGeluK * (x + kGeluC * x * x * x));
     return x / (1.0f + e);
 }
 
 inline float gelu_derivative(float x) {
-    // Past |x| = 10 the curve is flat in float32; the cut also keeps x^3 from
+    // Past |x| = 10 the curve is flat in float32; the clamp also keeps x^3 from
     // overflowing into inf * 0 = NaN for huge |x|.
-    if (std::fabs(x) > 10.0f) return x > 0.0f ? 1.0f : 0.0f;
-    const float x2 = x * x;
-    const float e = std::exp(-2.0f * kGeluK * (x + kGeluC * x2 * x));
+    const float xc = std::min(std::max(x, -10.0f), 10.0f), x2 = xc * xc;
+    const float e = exp_f(-2.0f * kGeluK * (xc + kGeluC * x2 * xc));
     const float s = 1.0f / (1.0f + e);  // 0.5 (1 + tanh(u))
     // d/dx = s + x * 2 s (1 - s) * u', with 1 - s = e s (no cancellation); e s first,
     // as e alone reaches 1e38 near x = -10.
     const float s1 = e * s;
-    return s + 2.0f * x * (s1 * s) * kGeluK * (1.0f + 3.0f * kGeluC * x2);
+    const float d = s + 2.0f * xc * (s1 * s) * kGeluK * (1.0f + 3.0f * kGeluC * x2);
+    return std::fabs(x) > 10.0f ? (x > 0.0f ? 1.0f : 0.0f) : d;
 }
 
 // log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no loss for small.
-inline float softplus(float x) { return std::max(x, 0.0f) + std::log1p(std::exp(-std::fabs(x))); }
+inline float softplus(float x) { return std::max(x, 0.0f) + std::log1p(exp_f(-std::fabs(x))); }
 
 }  // namespace
 
+FASTNN_VECTOR_CLONES
 void activate(Activation act, const float* x, float* y, int64_t n, float alpha) {
     switch (act) {
         case Activation::Identity: if (x != y) std::copy(x, x + n, y); break;
         case Activation::Sigmoid: for (int64_t i = 0; i < n; ++i) y[i] = sigmoid(x[i]); break;
         case Activation::Relu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
-        case Activation::Tanh: for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
+        case Activation::Tanh: for (int64_t i = 0; i < n; ++i) y[i] = tanh_f(x[i]); break;
         case Activation::LeakyRelu:
             for (int64_t i = 0; i < n; ++i) {
                 const float v = x[i], neg = alpha * v;  // both sides computed: vectorizes
@@ -60,7 +68,10 @@ void activate(Activation act, const float* x, float* y, int64_t n, float alpha) 
             }
             break;
         case Activation::Elu:  // expm1 keeps small negative inputs accurate
-            for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : alpha * std::expm1(x[i]);
+            for (int64_t i = 0; i < n; ++i) {
+                const float v = x[i], neg = alpha * expm1_f(std::min(v, 0.0f));
+                y[i] = v > 0.0f ? v : neg;
+            }
             break;
         case Activation::Gelu: for (int64_t i = 0; i < n; ++i) y[i] = gelu(x[i]); break;
         case Activation::Softplus: for (int64_t i = 0; i < n; ++i) y[i] = softplus(x[i]); break;
@@ -74,7 +85,7 @@ void activation_forward(Activation act, const float* x, float* y, int64_t n, flo
 // grad_x = f'(x) * grad_y on one thread, from y (and x, which only gelu reads). Both sides
 // of each select are computed first: a load or a product under a condition keeps gcc from
 // vectorizing, and a branch on the sign of y mispredicts half the time (4 ns per element).
-static void derivative(Activation act, const float* x, const float* y, const float* gy,
+FASTNN_VECTOR_CLONES static void derivative(Activation act, const float* x, const float* y, const float* gy,
                        float* gx, int64_t n, float alpha) {
     switch (act) {
         case Activation::Identity: std::copy(gy, gy + n, gx); break;
@@ -106,7 +117,7 @@ static void derivative(Activation act, const float* x, const float* y, const flo
             for (int64_t i = 0; i < n; ++i) gx[i] = gy[i] * gelu_derivative(x[i]);
             break;
         case Activation::Softplus:  // f'(x) = sigmoid(x) = 1 - e^-y, as -expm1(-y) for small y
-            for (int64_t i = 0; i < n; ++i) gx[i] = -gy[i] * std::expm1(-y[i]);
+            for (int64_t i = 0; i < n; ++i) gx[i] = -gy[i] * expm1_f(-y[i]);
             break;
     }
 }
@@ -132,18 +143,21 @@ void activation_backward_bias(Activation act, const float* x, const float* y, co
     });
 }
 
+namespace {
+
+FASTNN_VECTOR_CLONES void softmax_row(const float* x, float* y, int64_t cols) {
+    const float mx = max_lanes(x, cols);
+    for (int64_t j = 0; j < cols; ++j) y[j] = exp_f(x[j] - mx);
+    const float inv = 1.0f / sum_lanes(y, cols);
+    for (int64_t j = 0; j < cols; ++j) y[j] *= inv;
+}
+
+}  // namespace
+
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols) {
     parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)),
                  [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-            const float* xr = x + r * cols;
-            float* yr = y + r * cols;
-            float mx = *std::max_element(xr, xr + cols);
-            float sum = 0.0f;
-            for (int64_t j = 0; j < cols; ++j) sum += (yr[j] = std::exp(xr[j] - mx));
-            float inv = 1.0f / sum;
-            for (int64_t j = 0; j < cols; ++j) yr[j] *= inv;
-        }
+        for (int64_t r = b; r < e; ++r) softmax_row(x + r * cols, y + r * cols, cols);
     });
 }
 

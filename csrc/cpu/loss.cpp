@@ -5,6 +5,7 @@
 
 #include "../ops.h"
 #include "../parallel.h"
+#include "vmath.h"
 
 namespace fastnn {
 namespace {
@@ -20,10 +21,10 @@ struct ShiftedExp {
 };
 
 // Writes exp(x - max(x)) of one row into e.
-ShiftedExp shifted_exp(const float* x, float* e, int64_t cols) {
-    float mx = *std::max_element(x, x + cols);
-    float sum = 0.0f;
-    for (int64_t j = 0; j < cols; ++j) sum += (e[j] = std::exp(x[j] - mx));
+FASTNN_VECTOR_CLONES ShiftedExp shifted_exp(const float* x, float* e, int64_t cols) {
+    const float mx = max_lanes(x, cols);
+    for (int64_t j = 0; j < cols; ++j) e[j] = exp_f(x[j] - mx);
+    const float sum = sum_lanes(e, cols);
     return {mx + std::log(sum), 1.0f / sum};
 }
 
