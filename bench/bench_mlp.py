@@ -67,9 +67,13 @@ class FastnnNet:
         self.opt = (optim.Adam(self.model.parameters(), **cfg) if opt_name == "adam"
                     else optim.SGD(self.model.parameters(), **cfg))
         self.loss_fn = losses.CrossEntropy()
+        self.x_buf = None
 
     def step(self, X, y, idx):
-        xb, yb = X[idx], y[idx]
+        # the batch is gathered as fit gathers it: in C++, into a buffer reused across steps
+        if self.x_buf is None or len(self.x_buf) != len(idx):
+            self.x_buf = np.empty((len(idx), X.shape[1]), np.float32)
+        xb, yb = _C.gather_rows(X, idx, out=self.x_buf), y[idx]
         loss = self.loss_fn(self.model(xb), yb)
         # as fit does, and as PyTorch does for an input that needs no gradient
         self.model.backward(self.loss_fn.backward(), input_grad=False)
