@@ -127,6 +127,9 @@ class Optimizer:
                                "constructor or call bind(model.parameters())")
         flat = self._flat
         flat.check_bound(type(self).__name__)
+        for p in self.params:
+            if p._zero_pending:  # no backward pass since zero_grad
+                _ = p.grad  # reading grad writes the pending zeros
         if self.clip_norm is not None:
             factor = self.clip_norm / (math.sqrt(_C.sum_squares(flat.grad)) + 1e-6)
             if factor < 1.0:
@@ -137,9 +140,10 @@ class Optimizer:
         self._update(flat, self._flat_state)
 
     def zero_grad(self) -> None:
-        """Reset the gradients of the bound parameters to zero."""
-        if self.params:
-            _C.fill_(self._flat.grad, 0.0)
+        """Reset the gradients of the bound parameters to zero (lazily: the next backward
+        pass writes them instead of adding to zeros)."""
+        for p in self.params:
+            p.zero_grad()
 
     def get_config(self) -> dict:
         """``{"class": name, "lr": ..., <hyperparameters>, "clip_norm": ..., "clip_value": ...}``,

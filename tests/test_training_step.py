@@ -141,3 +141,59 @@ def test_no_memory_growth_in_the_steady_state():
     assert after_five - after_one < 64 * 1024, (after_one, after_five)
     assert buffers == {(i, name): id(buf) for i, layer in enumerate(model.layers)
                        for name, buf in vars(layer).items() if name.endswith("_buffer")}
+
+
+# ---------------------------------------------------------------------------- lazy zero_grad
+def _grads_of_one_pass(model, x, y, loss):
+    loss(model(x), y)
+    model.backward(loss.backward())
+    return [p.grad.copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("zero", ["optimizer", "module"])
+def test_zero_grad_then_backward_overwrites_stale_gradients(zero, rng):
+    # zero_grad is lazy: the next backward writes the gradient (GEMM beta = 0). Garbage
+    # (NaN) left in the buffers must not leak, and reading grad in between gives zeros.
+    weights = _weights([7, 5, 3])
+    x, y = rng.standard_normal((6, 7)).astype(np.float32), rng.integers(0, 3, 6)
+    loss = losses.CrossEntropy()
+    expected = _grads_of_one_pass(_fastnn_model(weights), x, y, loss)
+    model = _fastnn_model(weights)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    for p in model.parameters():
+        p.grad[...] = np.nan
+    (opt if zero == "optimizer" else model).zero_grad()
+    assert all(not p.grad.any() for p in model.parameters())  # reads materialize zeros
+    for p in model.parameters():
+        p.grad[...] = np.nan
+    (opt if zero == "optimizer" else model).zero_grad()
+    got = _grads_of_one_pass(model, x, y, loss)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-7)
+
+
+def test_gradients_accumulate_without_zero_grad(rng):
+    weights = _weights([7, 5, 3])
+    x, y = rng.standard_normal((6, 7)).astype(np.float32), rng.integers(0, 3, 6)
+    loss = losses.CrossEntropy()
+    once = _grads_of_one_pass(_fastnn_model(weights), x, y, loss)
+    model = _fastnn_model(weights)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    opt.zero_grad()
+    _grads_of_one_pass(model, x, y, loss)
+    twice = _grads_of_one_pass(model, x, y, loss)
+    for g, e in zip(twice, once):
+        np.testing.assert_allclose(g, 2 * e, rtol=1e-6, atol=1e-7)
+
+
+def test_step_after_zero_grad_without_backward_sees_zero_gradients():
+    # No backward since zero_grad: the update must use zeros, not the stale gradient.
+    model = _fastnn_model(_weights([4, 3]))
+    opt = optim.SGD(model.parameters(), lr=1.0)
+    before = [p.data.copy() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad[...] = 1.0
+    opt.zero_grad()
+    opt.step()
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)

@@ -110,7 +110,11 @@ class Dense(Module):
         if self._x is None or self._y is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._y.shape)
-        bias_grad = None if self.bias is None else self.bias.grad
+        bias_grad = None
+        if self.bias is not None:
+            bias_grad, beta = self.bias.grad_to_write()
+            if beta == 0.0:
+                bias_grad.fill(0.0)  # out_features floats; the kernels below add to it
         if self.activation != "identity":
             # f'(z) * g and the bias gradient in one pass, into a buffer of this layer's.
             g = _C.activation_backward(self.activation, self._y, g, self._alpha, x=self._z,
@@ -118,7 +122,8 @@ class Dense(Module):
                                        bias_grad=bias_grad)
         elif bias_grad is not None:
             _C.column_sum(g, bias_grad, beta=1.0)
-        _C.gemm(g, self._x, out=self.weight.grad, transpose_a=True, beta=1.0)
+        weight_grad, beta = self.weight.grad_to_write()
+        _C.gemm(g, self._x, out=weight_grad, transpose_a=True, beta=beta)
         if self.l1 or self.l2:
             _C.add_penalty_grad(self.weight.data, self.weight.grad, self.l1, self.l2)
         if not input_grad:

@@ -11,13 +11,39 @@ class Parameter:
     """A trainable array: ``data`` and its gradient ``grad``, both C-contiguous float32.
 
     ``grad`` starts at zero; ``backward`` passes accumulate into it and
-    ``zero_grad`` (of the module or the optimizer) resets it.
+    ``zero_grad`` (of the module or the optimizer) resets it. The reset is lazy: the
+    next backward pass writes the gradient instead of adding to zeros (one pass over it
+    instead of three), and reading ``grad`` before that gives the zeros.
     """
 
     def __init__(self, data: np.ndarray, name: str = "") -> None:
         self.data = np.array(data, dtype=np.float32, order="C")
-        self.grad = np.zeros_like(self.data)
+        self._grad = np.zeros_like(self.data)
+        self._zero_pending = False
         self.name = name
+
+    @property
+    def grad(self) -> np.ndarray:
+        if self._zero_pending:
+            self._grad.fill(0.0)
+            self._zero_pending = False
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: np.ndarray) -> None:
+        self._grad = value
+        self._zero_pending = False
+
+    def zero_grad(self) -> None:
+        """Reset ``grad`` to zero (lazily, see the class docstring)."""
+        self._zero_pending = True
+
+    def grad_to_write(self) -> tuple[np.ndarray, float]:
+        """``(grad, beta)`` for a kernel computing ``grad = beta * grad + new``: beta is 0.0
+        right after zero_grad, else 1.0. The caller must then write every element."""
+        beta = 0.0 if self._zero_pending else 1.0
+        self._zero_pending = False
+        return self._grad, beta
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -137,7 +163,7 @@ class Module:
     def zero_grad(self) -> None:
         """Reset every parameter gradient to zero."""
         for p in self.parameters():
-            p.grad.fill(0.0)
+            p.zero_grad()
 
     def train(self, mode: bool = True) -> Module:
         """Set training mode (``mode=False``: evaluation mode) here and in all sub-modules."""
