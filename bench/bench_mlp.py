@@ -221,6 +221,36 @@ def step_flops(sizes, batch):
     return 2.0 * batch * (2 * sum(weights) + sum(weights[1:]))
 
 
+def phase_profile(sizes, batch, opt_name, X, y, steps=200):
+    """Median ms of each phase of fastnn's step (gather, forward, loss, backward, optimizer
+    step, zero_grad), and the GFLOP/s of forward and backward: where a step's time goes."""
+    net = FastnnNet(initial_weights(sizes), opt_name)
+    buf = np.empty((batch, X.shape[1]), np.float32)
+    times = {k: [] for k in ("gather", "forward", "loss", "backward", "step", "zero_grad")}
+    for i in batch_indices(batch, steps, seed=3):
+        t = [time.perf_counter()]
+        xb, yb = _C.gather_rows(X, i, out=buf), y[i]
+        t.append(time.perf_counter())
+        out = net.model(xb)
+        t.append(time.perf_counter())
+        net.loss_fn(out, yb)
+        grad = net.loss_fn.backward()
+        t.append(time.perf_counter())
+        net.model.backward(grad, input_grad=False)
+        t.append(time.perf_counter())
+        net.opt.step()
+        t.append(time.perf_counter())
+        net.opt.zero_grad()
+        t.append(time.perf_counter())
+        for k, a, b in zip(times, t, t[1:]):
+            times[k].append(1e3 * (b - a))
+    ms = {k: statistics.median(v[10:]) for k, v in times.items()}
+    weights = [i * o for i, o in zip(sizes[:-1], sizes[1:])]
+    fwd = 2.0 * batch * sum(weights)
+    bwd = step_flops(sizes, batch) - fwd
+    return ms, fwd / ms["forward"] / 1e6, bwd / ms["backward"] / 1e6
+
+
 def peak_memory_mb(framework, model, batch, opt_name, nthreads):
     """Peak RSS growth (MiB) of 100 training steps in a fresh process."""
     cmd = [sys.executable, __file__, "--memory-probe", f"{framework},{model},{batch},{opt_name},{nthreads}"]
@@ -251,9 +281,21 @@ def main(argv=None) -> int:
     p.add_argument("--threads", default="2,1")
     p.add_argument("--memory", action="store_true", help="also measure peak memory (slow)")
     p.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    p.add_argument("--phases", metavar="MODEL,BATCH,OPT",
+                   help="only profile fastnn's step by phase, e.g. 784-512-256-10,512,adam")
     args = p.parse_args(argv)
     if args.memory_probe:
         memory_probe(args.memory_probe)
+        return 0
+    if args.phases:
+        model, batch, opt_name = args.phases.split(",")
+        X, y = data()
+        for nthreads in [int(t) for t in args.threads.split(",")]:
+            with threads(nthreads):
+                ms, fwd, bwd = phase_profile(MODELS[model], int(batch), opt_name, X, y)
+            print(f"{nthreads} thread(s) {model} batch {batch} {opt_name}: " +
+                  ", ".join(f"{k} {v:.3f}" for k, v in ms.items()) +
+                  f" ms; forward {fwd:.0f} GFLOP/s, backward {bwd:.0f} GFLOP/s")
         return 0
     warn_openblas_env()
     torch = try_import_torch()
