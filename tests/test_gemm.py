@@ -131,6 +131,24 @@ def test_gemm_alpha_beta_out(isa, fn_name, ta, tb, rng):
             np.testing.assert_array_equal(np.asarray(ret), out, err_msg=what + ": returned array != out")
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_gemm_narrow_last_panel_writes_only_its_columns(isa, beta, rng):
+    # n = 48 q + r: the last column panel is r wide (the AVX-512 path computes only its
+    # vectors and stores with a mask). `out` is a column slice of a wider array whose
+    # other columns hold a sentinel that must survive.
+    m, k = 64, 200
+    for r in (1, 15, 16, 17, 31, 32, 33, 40, 47):
+        n = 96 + r
+        a, b = operands(rng, m, n, k, False, True)
+        wide = np.full((m, n + 5), 7.0, np.float32)
+        c0 = rng.standard_normal((m, n)).astype(np.float32)
+        wide[:, :n] = c0
+        _C.gemm(a, b, wide[:, :n], transpose_b=True, beta=beta)
+        expected, scale = reference(a, b, False, True, beta=beta, c=c0)
+        check(wide[:, :n], expected, scale + 1e-6, k, f"gemm[{isa}] n={n} beta={beta}")
+        np.testing.assert_array_equal(wide[:, n:], 7.0, err_msg=f"gemm[{isa}] n={n}: wrote past column n")
+
+
 @pytest.mark.parametrize("fn_name", ["gemm", "gemm_reference"])
 def test_gemm_out_keyword_and_beta_ignored_without_out(fn_name, rng):
     fn = getattr(_C, fn_name)

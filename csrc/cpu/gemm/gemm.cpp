@@ -118,6 +118,8 @@ void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* b
               const Epilogue* ep, int64_t col0) {
     if (rows == uk.mr && cols == uk.nr) {
         uk.fn(kc, ap, bp, c, ldc, alpha, beta);
+    } else if (rows == uk.mr && uk.narrow) {
+        uk.narrow(kc, ap, bp, c, ldc, alpha, beta, cols);
     } else {
         alignas(64) float tile[16 * 64];
         uk.fn(kc, ap, bp, tile, uk.nr, 1.0f, 0.0f);

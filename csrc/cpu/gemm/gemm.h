@@ -47,12 +47,18 @@ using SmallGemmFn = bool (*)(bool trans_a, bool trans_b, int64_t m, int64_t n, i
                              float alpha, const float* a, int64_t lda, const float* b,
                              int64_t ldb, float beta, float* c, int64_t ldc);
 
+// Optional kernel for a full-height tile narrower than NR (0 < cols < NR), written to C
+// in place; without it such tiles run the full kernel into a buffer.
+using NarrowKernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c,
+                                int64_t ldc, float alpha, float beta, int64_t cols);
+
 struct Microkernel {
     const char* isa;
     int mr, nr;
     MicrokernelFn fn;
     PackRowsFn pack_a_rows, pack_b_rows;  // nullptr: the portable packing loop
     SmallGemmFn small;                    // nullptr: every product is packed
+    NarrowKernelFn narrow = nullptr;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

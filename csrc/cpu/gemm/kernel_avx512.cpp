@@ -13,24 +13,30 @@ inline __m256 upper_half(__m512 x) {
     return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
 }
 
-void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                   float alpha, float beta) {
+// MR x 16 NV tile from packed panels (B's panel is NR wide; only its first 16 NV columns
+// are read). The last vector stores the columns in `last`: all 16 for a full tile.
+template <int NV>
+inline void tile_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                        float alpha, float beta, __mmask16 last) {
     // The C tile is read at the end: start fetching it now, while the FMAs run.
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
-        for (int h = 0; h < 3; ++h) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * h), _MM_HINT_T0);
-    __m512 acc[MR][3];
+        for (int h = 0; h < NV; ++h) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * h), _MM_HINT_T0);
+    __m512 acc[MR][NV];
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 3
+        for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_setzero_ps();
     for (int64_t p = 0; p < kc; ++p, a += MR, b += NR) {
-        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32);
+        __m512 bv[NV];
+#pragma GCC unroll 3
+        for (int h = 0; h < NV; ++h) bv[h] = _mm512_load_ps(b + 16 * h);
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) {
             __m512 ai = _mm512_set1_ps(a[i]);
-            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
-            acc[i][2] = _mm512_fmadd_ps(ai, b2, acc[i][2]);
+#pragma GCC unroll 3
+            for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_fmadd_ps(ai, bv[h], acc[i][h]);
         }
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -38,12 +44,33 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t
     for (int i = 0; i < MR; ++i) {
         float* row = c + i * ldc;
 #pragma GCC unroll 3
-        for (int h = 0; h < 3; ++h) {
+        for (int h = 0; h < NV; ++h) {
+            const __mmask16 mask = h == NV - 1 ? last : __mmask16(0xFFFF);
             __m512 r = _mm512_mul_ps(va, acc[i][h]);
-            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_loadu_ps(row + 16 * h), r);
-            _mm512_storeu_ps(row + 16 * h, r);
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask, row + 16 * h), r);
+            _mm512_mask_storeu_ps(row + 16 * h, mask, r);
         }
     }
+}
+
+void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                   float alpha, float beta) {
+    tile_kernel<3>(kc, a, b, c, ldc, alpha, beta, 0xFFFF);
+}
+
+// The last, narrower column panel (n = 512 leaves 32 columns, n = 256 leaves 16): only the
+// vectors holding columns are computed, and C is written in place with masked stores.
+void kernel_avx512_narrow(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                          float alpha, float beta, int64_t cols) {
+    const int vectors = static_cast<int>((cols + 15) / 16);
+    const int in_last = static_cast<int>(cols - 16 * (vectors - 1));
+    const __mmask16 last = __mmask16((1u << in_last) - 1u);
+    if (vectors == 1)
+        tile_kernel<1>(kc, a, b, c, ldc, alpha, beta, last);
+    else if (vectors == 2)
+        tile_kernel<2>(kc, a, b, c, ldc, alpha, beta, last);
+    else
+        tile_kernel<3>(kc, a, b, c, ldc, alpha, beta, last);
 }
 
 // Transposes 8 rows x kc columns of a row-major matrix into kc groups of 8 floats placed
@@ -239,7 +266,7 @@ bool small_gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
 }  // namespace
 
 const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
-                                small_gemm_avx512};
+                                small_gemm_avx512, kernel_avx512_narrow};
 
 }  // namespace fastnn
 
