@@ -45,6 +45,25 @@ float* scratch(std::unique_ptr<float, AlignedFree>& buf, size_t& cap, size_t flo
     return buf.get();
 }
 
+// kc rows of `width` contiguous floats, `ld` apart, into kc groups of width: the packing of
+// a full panel that needs no transpose. The width is a compile-time constant in each case,
+// so each row is a few vector moves rather than a call to memcpy (6.5% of a training step).
+template <int W>
+void copy_rows(const float* src, int64_t ld, int64_t kc, float* out) {
+    for (int64_t p = 0; p < kc; ++p) std::memcpy(out + p * W, src + p * ld, W * sizeof(float));
+}
+
+bool copy_full_panel(int width, const float* src, int64_t ld, int64_t kc, float* out) {
+    switch (width) {  // the MR and NR of the microkernels
+        case 4: copy_rows<4>(src, ld, kc, out); return true;
+        case 6: copy_rows<6>(src, ld, kc, out); return true;
+        case 8: copy_rows<8>(src, ld, kc, out); return true;
+        case 16: copy_rows<16>(src, ld, kc, out); return true;
+        case 48: copy_rows<48>(src, ld, kc, out); return true;
+        default: return false;
+    }
+}
+
 // Panel `panel` of op(A) rows [i0, i0+mc), ks [p0, p0+kc) into out: kc groups of mr values.
 void pack_a_panel(const Microkernel& uk, bool trans, const float* a, int64_t lda, int64_t i0,
                   int64_t mc, int64_t p0, int64_t kc, int64_t panel, float* out) {
@@ -54,6 +73,7 @@ void pack_a_panel(const Microkernel& uk, bool trans, const float* a, int64_t lda
         uk.pack_a_rows(a + (i0 + r0) * lda + p0, lda, kc, out);
         return;
     }
+    if (trans && rows == mr && copy_full_panel(mr, a + p0 * lda + i0 + r0, lda, kc, out)) return;
     for (int64_t p = 0; p < kc; ++p) {
         float* o = out + p * mr;
         if (trans) {  // op(A)[i][p] = a[p][i]: a row of A is contiguous here
@@ -77,6 +97,7 @@ void pack_b_panel(const Microkernel& uk, bool trans, const float* b, int64_t ldb
         uk.pack_b_rows(b + (j0 + c0) * ldb + p0, ldb, kc, out);
         return;
     }
+    if (!trans && cols == nr && copy_full_panel(nr, b + p0 * ldb + j0 + c0, ldb, kc, out)) return;
     for (int64_t p = 0; p < kc; ++p) {
         float* o = out + p * nr;
         if (trans) {  // op(B)[p][j] = b[j][p]
