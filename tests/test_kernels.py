@@ -273,6 +273,24 @@ def test_column_sum_bit_identical_across_threads(rng):
     assert np.all(np.abs(outs[0] - expected) <= 4 * _ref.EPS32 * (np.sqrt(20011) + 2) * scale)
 
 
+@pytest.mark.parametrize("name", ["relu", "tanh"])
+def test_activation_backward_bias_grad_bit_identical_across_threads(name, rng):
+    # Rows are split between threads; the bias gradient is summed in fixed row blocks.
+    z = rng.standard_normal((1037, 300)).astype(np.float32)
+    y = _C.activation_forward(name, z)
+    g = rng.standard_normal(z.shape).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        _ref.use_threads(threads)
+        db = np.full(300, 0.5, np.float32)
+        gx = _C.activation_backward(name, y, g, out=np.empty_like(g), bias_grad=db)
+        results.append((gx, db))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    expected = 0.5 + (_ref.act_derivative(name, z) * g).sum(axis=0)
+    assert_close(results[0][1], expected, rtol=1e-4, atol=1e-4, what=f"{name} bias gradient")
+
+
 def test_column_sum_rejects_bad_out():
     x = np.ones((4, 3), np.float32)
     for bad in (np.zeros(4, np.float32), np.zeros(3), np.zeros((1, 3), np.float32), np.zeros(6, np.float32)[::2]):

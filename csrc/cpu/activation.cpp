@@ -2,7 +2,6 @@
 // the GEMM epilogue's, so every activation here can be fused into a Dense forward pass.
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "../ops.h"
 #include "../parallel.h"
@@ -132,21 +131,11 @@ void activation_backward(Activation act, const float* x, const float* y, const f
 
 void activation_backward_bias(Activation act, const float* x, const float* y, const float* gy,
                               float* gx, int64_t rows, int64_t cols, float alpha, float* db) {
-    // Threads split the columns and walk the rows in order (as column_sum): each column's
-    // bias gradient is summed in the same order whatever the split. The sums build up in a
-    // buffer of the thread's own and reach db once: db's two halves may share a cache line,
-    // and writing it on every row made the threads trade that line 512 times (3.5x slower).
-    parallel_for(cols, std::max<int64_t>(16, kGrain / std::max<int64_t>(rows, 1)),
-                 [=](int64_t b, int64_t e) {
-        std::vector<float> sums(static_cast<size_t>(e - b), 0.0f);
-        float* s = sums.data();
-        for (int64_t r = 0; r < rows; ++r) {
-            const int64_t o = r * cols + b;
-            derivative(act, x ? x + o : nullptr, y + o, gy + o, gx + o, e - b, alpha);
-            const float* g = gx + o;
-            for (int64_t j = 0; j < e - b; ++j) s[j] += g[j];
-        }
-        for (int64_t j = b; j < e; ++j) db[j] += s[j - b];
+    column_sums_by_row_blocks(rows, cols, 1.0f, db, [=](int64_t r, float* s) {
+        const int64_t o = r * cols;
+        derivative(act, x ? x + o : nullptr, y + o, gy + o, gx + o, cols, alpha);
+        const float* g = gx + o;
+        for (int64_t j = 0; j < cols; ++j) s[j] += g[j];
     });
 }
 

@@ -1,7 +1,6 @@
 // Reductions, gathers and in-place elementwise helpers: the bias gradient (column_sum; the bias
 // itself is added by the GEMM epilogue), squared norms for gradient clipping, scale, clip.
 #include <algorithm>
-#include <vector>
 
 #include "../ops.h"
 #include "../parallel.h"
@@ -15,18 +14,9 @@ constexpr int64_t kChunk = 4096;     // elements per partial sum (fixed: thread-
 }  // namespace
 
 void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta) {
-    // Threads split the columns and walk the rows in order: contiguous loads, and each
-    // column is summed in the same order whatever the split. Sums build up in the thread's
-    // own buffer and reach `out` once (its halves may share a cache line).
-    parallel_for(cols, std::max<int64_t>(16, (1 << 15) / std::max<int64_t>(rows, 1)),
-                 [=](int64_t b, int64_t e) {
-        std::vector<float> sums(static_cast<size_t>(e - b), 0.0f);
-        float* s = sums.data();
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* xr = x + r * cols + b;
-            for (int64_t j = 0; j < e - b; ++j) s[j] += xr[j];
-        }
-        for (int64_t j = b; j < e; ++j) out[j] = (beta == 0.0f ? 0.0f : beta * out[j]) + s[j - b];
+    column_sums_by_row_blocks(rows, cols, beta, out, [=](int64_t r, float* s) {
+        const float* xr = x + r * cols;
+        for (int64_t j = 0; j < cols; ++j) s[j] += xr[j];
     });
 }
 
