@@ -128,9 +128,9 @@ def _dense_float_grid():
     return x.astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "elu", "gelu"])
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "elu", "gelu", "softplus"])
 def test_exp_based_activations_whole_range(name):
-    # Computed with a vectorized exp/expm1 (csrc/cpu/vmath.h), not libm: held to float64
+    # Computed with a vectorized exp/expm1/log1p (csrc/cpu/vmath.h), not libm: held to float64
     # within a few ulp everywhere, NaN in -> NaN out, odd/limit behaviour exact.
     x = _dense_float_grid()
     x64 = x.astype(np.float64)
@@ -138,7 +138,8 @@ def test_exp_based_activations_whole_range(name):
         ref = {"sigmoid": _ref.sigmoid,
                "tanh": np.tanh,
                "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0.0))),
-               "gelu": lambda v: v / (1 + np.exp(-2 * 0.7978845608028654 * (v + 0.044715 * v**3)))}[name](x64)
+               "gelu": lambda v: v / (1 + np.exp(-2 * 0.7978845608028654 * (v + 0.044715 * v**3))),
+               "softplus": lambda v: np.maximum(v, 0) + np.log1p(np.exp(-np.abs(v)))}[name](x64)
     for n in (x.size, 1, 17, 33):  # vector body and scalar tails
         y = _C.activation_forward(name, x[:n].reshape(1, -1), 1.0).ravel()
         finite = np.isfinite(ref[:n])

@@ -50,7 +50,7 @@ inline float gelu_derivative(float x) {
 }
 
 // log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no loss for small.
-inline float softplus(float x) { return std::max(x, 0.0f) + std::log1p(exp_f(-std::fabs(x))); }
+inline float softplus(float x) { return std::max(x, 0.0f) + log1p_unit_f(exp_f(-std::fabs(x))); }
 
 }  // namespace
 
