@@ -221,7 +221,10 @@ def test_philox_reference_known_answers():
 
 
 @pytest.mark.parametrize("seed,offset,n", [(0, 0, 4), (1, 0, 1), (7, 3, 7), (12345, 126, 129),
-                                           (2 ** 40 + 17, 2 ** 34 - 5, 13), (2 ** 64 - 1, 2 ** 64 - 8, 8)])
+                                           (2 ** 40 + 17, 2 ** 34 - 5, 13), (2 ** 64 - 1, 2 ** 64 - 8, 8),
+                                           # 16 blocks at a time (AVX-512), the block counter's
+                                           # low word wrapping inside them, unaligned ends
+                                           (5, 4 * (2 ** 32 - 9) + 1, 203), (2 ** 33 + 1, 64, 256)])
 def test_random_uniform_is_philox(seed, offset, n):
     u = _C.random_uniform(n, seed, offset)
     assert u.dtype == np.float32 and u.shape == (n,)
