@@ -6,6 +6,7 @@
 
 #include "../ops.h"
 #include "../parallel.h"
+#include "vmath.h"
 
 namespace fastnn {
 
@@ -107,17 +108,27 @@ void rmsprop_step(float* p, const float* grad, float* sq, float* buf, float* gav
     });
 }
 
+namespace {
+
+// grad += l1 sign(p) + 2 l2 p over n values; returns (sum |p|, sum p^2) in double.
+FASTNN_VECTOR_CLONES void penalty_range(const float* p, float* grad, int64_t n, float l1f,
+                                        float two_l2, double* abs_sum, double* sq_sum) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float sign = static_cast<float>((p[i] > 0.0f) - (p[i] < 0.0f));
+        grad[i] += l1f * sign + two_l2 * p[i];
+    }
+    *abs_sum = sum_lanes_f64(0, n, [=](int64_t i) { return std::fabs(static_cast<double>(p[i])); });
+    *sq_sum = sum_lanes_f64(0, n, [=](int64_t i) { return static_cast<double>(p[i]) * p[i]; });
+}
+
+}  // namespace
+
 double add_penalty_grad(const float* p, float* grad, int64_t n, double l1, double l2) {
     // float coefficients for the float32 gradient, the exact ones for the reported penalty
     const float l1f = static_cast<float>(l1), two_l2 = static_cast<float>(2.0 * l2);
     return chunked_sum(n, kChunk, [=](int64_t b, int64_t e) {
-        double abs_sum = 0.0, sq_sum = 0.0;
-        for (int64_t i = b; i < e; ++i) {
-            const float sign = static_cast<float>((p[i] > 0.0f) - (p[i] < 0.0f));
-            grad[i] += l1f * sign + two_l2 * p[i];
-            abs_sum += std::fabs(static_cast<double>(p[i]));
-            sq_sum += static_cast<double>(p[i]) * p[i];
-        }
+        double abs_sum, sq_sum;
+        penalty_range(p + b, grad + b, e - b, l1f, two_l2, &abs_sum, &sq_sum);
         return l1 * abs_sum + l2 * sq_sum;
     });
 }

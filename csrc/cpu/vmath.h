@@ -99,4 +99,16 @@ inline float sum_lanes(const float* x, int64_t n) {
     return s[0];
 }
 
+// Sum of term(i) over [b, e) in double, in 8 interleaved lanes: one running double sum
+// is a chain of dependent adds (4 cycles per element); lanes vectorize. Fixed order.
+template <class Term>
+inline double sum_lanes_f64(int64_t b, int64_t e, Term&& term) {
+    double s[8] = {};
+    int64_t i = b;
+    for (; i + 8 <= e; i += 8)
+        for (int t = 0; t < 8; ++t) s[t] += term(i + t);
+    for (; i < e; ++i) s[0] += term(i);
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 }  // namespace fastnn
