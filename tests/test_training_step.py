@@ -150,16 +150,22 @@ def _grads_of_one_pass(model, x, y, loss):
     return [p.grad.copy() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("zero", ["optimizer", "module"])
-def test_zero_grad_then_backward_overwrites_stale_gradients(zero, rng):
-    # zero_grad is lazy: the next backward writes the gradient (GEMM beta = 0). Garbage
-    # (NaN) left in the buffers must not leak, and reading grad in between gives zeros.
+def _one_pass_problem(rng):
+    """A small batch, the gradients of one pass from fresh parameters, and a second model
+    with the same weights and its optimizer."""
     weights = _weights([7, 5, 3])
     x, y = rng.standard_normal((6, 7)).astype(np.float32), rng.integers(0, 3, 6)
     loss = losses.CrossEntropy()
     expected = _grads_of_one_pass(_fastnn_model(weights), x, y, loss)
     model = _fastnn_model(weights)
-    opt = optim.SGD(model.parameters(), lr=0.1)
+    return x, y, loss, expected, model, optim.SGD(model.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("zero", ["optimizer", "module"])
+def test_zero_grad_then_backward_overwrites_stale_gradients(zero, rng):
+    # zero_grad is lazy: the next backward writes the gradient (GEMM beta = 0). Garbage
+    # (NaN) left in the buffers must not leak, and reading grad in between gives zeros.
+    x, y, loss, expected, model, opt = _one_pass_problem(rng)
     for p in model.parameters():
         p.grad[...] = np.nan
     (opt if zero == "optimizer" else model).zero_grad()
@@ -173,12 +179,7 @@ def test_zero_grad_then_backward_overwrites_stale_gradients(zero, rng):
 
 
 def test_gradients_accumulate_without_zero_grad(rng):
-    weights = _weights([7, 5, 3])
-    x, y = rng.standard_normal((6, 7)).astype(np.float32), rng.integers(0, 3, 6)
-    loss = losses.CrossEntropy()
-    once = _grads_of_one_pass(_fastnn_model(weights), x, y, loss)
-    model = _fastnn_model(weights)
-    opt = optim.SGD(model.parameters(), lr=0.1)
+    x, y, loss, once, model, opt = _one_pass_problem(rng)
     opt.zero_grad()
     _grads_of_one_pass(model, x, y, loss)
     twice = _grads_of_one_pass(model, x, y, loss)
