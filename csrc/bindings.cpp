@@ -618,11 +618,6 @@ PYBIND11_MODULE(_C, m) {
         py::gil_scoped_release nogil;
         return sum_squares(x.data(), x.size());
     }, py::arg("x"));
-    m.def("fill_", [](py::handle x_obj, double value) {
-        auto x = in_place(x_obj, "fill_", "x");
-        py::gil_scoped_release nogil;
-        fill(x.mutable_data(), x.size(), static_cast<float>(value));
-    }, py::arg("x"), py::arg("value"));
     m.def("scale_", [](py::handle x_obj, double factor) {
         auto x = in_place(x_obj, "scale_", "x");
         py::gil_scoped_release nogil;

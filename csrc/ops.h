@@ -29,7 +29,6 @@ void gather_rows(const float* x, const int64_t* idx, float* out, int64_t n, int6
 void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta);
 // sum(x^2) in double over fixed chunks: the same value whatever the thread count.
 double sum_squares(const float* x, int64_t n);
-void fill(float* x, int64_t n, float value);                    // x = value (zero_grad)
 void scale(float* x, int64_t n, float factor);                 // x *= factor
 void clip(float* x, int64_t n, float low, float high);         // x = min(max(x, low), high)
 

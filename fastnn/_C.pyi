@@ -103,9 +103,6 @@ def dropout_backward(grad_y: npt.ArrayLike, p: float, seed: int, offset: int) ->
 def sum_squares(x: npt.ArrayLike) -> float:
     """sum(x**2) accumulated in double over fixed chunks (thread-count independent)."""
 
-def fill_(x: F32, value: float) -> None:
-    """In place, in parallel: x = value (the optimizer's zero_grad over its flat buffer)."""
-
 def scale_(x: F32, factor: float) -> None:
     """In place: x *= factor."""
 

@@ -785,13 +785,3 @@ def test_augment_bad_arguments():
     raises(_C.augment_images, x, seed=0, offset=0.5, exc=TypeError, mentions=("offset",))
     with pytest.raises(TypeError):
         _C.augment_images(x, 0, 0)   # seed and offset are keyword-only
-
-
-@pytest.mark.parametrize("n", [1, 7, 129, 100_003])
-def test_fill_overwrites_everything_even_nan(n):
-    x = np.full(n, np.nan, np.float32)
-    x[::3] = 5.0
-    _C.fill_(x, 0.0)
-    assert np.all(x == 0.0)
-    with pytest.raises(TypeError, match="x"):
-        _C.fill_(np.zeros(3, np.float64), 0.0)

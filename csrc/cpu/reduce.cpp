@@ -41,10 +41,6 @@ double sum_squares(const float* x, int64_t n) {
     return chunked_sum(n, kChunk, [=](int64_t b, int64_t e) { return sum_squares_range(x + b, e - b); });
 }
 
-void fill(float* x, int64_t n, float value) {
-    parallel_for(n, kGrain, [=](int64_t b, int64_t e) { std::fill(x + b, x + e, value); });
-}
-
 void scale(float* x, int64_t n, float factor) {
     // Captured by value (here and below): the stores cannot alias the scalars, so it vectorizes.
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
