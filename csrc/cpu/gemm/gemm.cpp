@@ -1,14 +1,16 @@
 // GEMM driver in the GotoBLAS/BLIS shape, for row-major C. Each thread owns a block of
-// C's columns (or, when C is narrow, of its rows) and packs what it needs itself, so the
-// threads share no packed data and meet only at the end: on this VM the two cores are
+// C's rows (or, when C has few rows, of its columns) and packs what it needs itself, so
+// the threads share no packed data and meet only at the end: on this VM the two cores are
 // sometimes far apart, and a cache line that crosses between them costs ~200 ns.
-//   for each NC block of the thread's columns, for each KC block of k:
-//     pack op(B) into NR-wide panels (the thread's B block, kept in its L2)
-//     for each MR-tall panel of op(A): pack it (stays in L1), run it against every B panel
+//   for each NC block of the thread's columns, for each k-block:
+//     pack op(B) into NR-wide panels (the thread's B block)
+//     for each MR-tall panel of the thread's rows of op(A): pack it (stays in L1), run it
+//     against every B panel
 // Packing absorbs transposes and leading dimensions and zero-pads edges, so the
-// microkernel always runs full tiles; edge tiles land in a small buffer first.
-// KC is fixed, so every element of C sees the same summation order whatever the
-// thread count: results are bit-identical with 1 or many threads.
+// microkernel always runs full tiles; a narrower last column panel goes to the kernel's
+// narrow variant where it has one, other edge tiles through a small buffer.
+// The k-blocks depend on k alone, so every element of C sees the same summation order
+// whatever the thread count: results are bit-identical with 1 or many threads.
 #include "gemm.h"
 
 #include <algorithm>
