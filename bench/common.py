@@ -65,8 +65,26 @@ def median_time(fn: Callable[[], object], repeats: int, min_seconds: float = 0.2
     return statistics.median(samples)
 
 
+def cpu_name() -> str:
+    """The CPU as /proc/cpuinfo names it, with family/model (a VM may hide the marketing
+    name) and the widest vector ISA fastnn runs on it."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = fields.get("model name", platform.machine())
+    return (f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, "
+            f"{fastnn.config()['isa']})")
+
+
 def machine_info() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(),
+    info = {"cpu": cpu_name(), "platform": platform.platform(), "python": platform.python_version(),
             "numpy": np.__version__, "fastnn": fastnn.config(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
     try:

@@ -320,6 +320,7 @@ PYBIND11_MODULE(_C, m) {
         d["isa_supported"] = isas;
         d["openmp"] = have_openmp();
         d["num_threads"] = get_num_threads();
+        d["load_pauses"] = load_guard::pauses();
         d["cuda"] = false;
         return d;
     });

@@ -1,6 +1,10 @@
 #include "parallel.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
 
 namespace fastnn {
 
@@ -20,6 +24,63 @@ void set_num_threads(int n) {
     if (!have_openmp()) n = 1;  // a build without OpenMP runs everything on the caller's thread
     g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed);
 }
+
+namespace load_guard {
+namespace {
+
+// A region is late when it outlasts its threads' summed work by more than this: far above
+// a wake-up from spinning or from a futex (microseconds), below a scheduler time slice.
+constexpr int64_t kLateSlackNs = 200'000;
+// Cut the threads after this many late regions among the last 32.
+constexpr int kLateToPause = 3;
+// The first pause; it doubles (up to kMaxPauseNs) when the load is still there after one.
+constexpr int64_t kFirstPauseNs = 100'000'000, kMaxPauseNs = 3'200'000'000;
+
+bool enabled() {
+    const char* v = std::getenv("FASTNN_ADAPTIVE_THREADS");
+    return !(v && std::strcmp(v, "0") == 0);
+}
+
+const bool g_enabled = enabled();
+// Races between Python threads calling kernels at once only blur these: it is a heuristic.
+std::atomic<uint32_t> g_late_bits{0};  // bit i: whether the i-th last region was late
+std::atomic<int> g_cap{0};             // the thread cap while paused
+std::atomic<int64_t> g_paused_until{0}, g_pause_ns{kFirstPauseNs}, g_pauses{0};
+
+}  // namespace
+
+int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+int thread_cap(int threads) {
+    if (threads <= 1 || g_paused_until.load(std::memory_order_relaxed) == 0) return threads;
+    if (now_ns() >= g_paused_until.load(std::memory_order_relaxed)) return threads;
+    return std::min(threads, g_cap.load(std::memory_order_relaxed));
+}
+
+void record(int threads, int64_t wall_ns, int64_t work_ns) {
+    if (!g_enabled) return;
+    const bool late = wall_ns > work_ns + kLateSlackNs;
+    const uint32_t bits = (g_late_bits.load(std::memory_order_relaxed) << 1) | (late ? 1u : 0u);
+    g_late_bits.store(bits, std::memory_order_relaxed);
+    if (!late || __builtin_popcount(bits) < kLateToPause) return;
+    const int64_t now = now_ns(), until = g_paused_until.load(std::memory_order_relaxed);
+    // Late again during a pause, or soon after one ended: the load is still there.
+    int64_t pause = g_pause_ns.load(std::memory_order_relaxed);
+    pause = now < until + 2 * pause ? std::min(2 * pause, kMaxPauseNs) : kFirstPauseNs;
+    g_pause_ns.store(pause, std::memory_order_relaxed);
+    g_cap.store(std::max(1, threads / 2), std::memory_order_relaxed);
+    g_paused_until.store(now + pause, std::memory_order_relaxed);
+    g_late_bits.store(0, std::memory_order_relaxed);
+    g_pauses.fetch_add(1, std::memory_order_relaxed);
+}
+
+int64_t pauses() { return g_pauses.load(std::memory_order_relaxed); }
+
+}  // namespace load_guard
 
 bool have_openmp() {
 #ifdef _OPENMP

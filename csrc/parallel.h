@@ -4,6 +4,7 @@
 // fixed-size chunks summed in a fixed order (see chunked_sum).
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -18,32 +19,60 @@ int get_num_threads();
 void set_num_threads(int n);
 bool have_openmp();
 
+// Oversubscription guard. When another program keeps a core busy, a worker thread that
+// shares that core waits for a scheduler time slice (milliseconds) before it runs, and a
+// fork/join region of microseconds then lasts milliseconds: training ran 25-30x slower.
+// Every region times its threads; one that took longer than its threads' work added up
+// (what a single thread would have needed) by more than a wake-up counts as late. A few
+// late regions among the last ones and the library halves its threads for a while
+// (again, and for longer, while the load lasts), then tries all of them again. Results
+// do not depend on the thread count, so this changes only the speed.
+// FASTNN_ADAPTIVE_THREADS=0 turns it off.
+namespace load_guard {
+int64_t now_ns();
+int thread_cap(int threads);                   // the threads to use now, of `threads`
+void record(int threads, int64_t wall_ns, int64_t work_ns);  // one region on `threads`
+int64_t pauses();                              // how often it cut the threads, since the start
+}  // namespace load_guard
+
 // Threads worth using for `work` units when each thread should get at least `grain`.
 inline int threads_for(int64_t work, int64_t grain) {
     int64_t t = grain > 0 ? work / grain : work;
-    int max_t = get_num_threads();
-    if (t < 1) t = 1;
+    if (t <= 1) return 1;
+    const int max_t = load_guard::thread_cap(get_num_threads());
     return t < max_t ? static_cast<int>(t) : max_t;
+}
+
+// f(thread_id, thread_count) on `threads` threads (the caller's alone when 1), timed for
+// the oversubscription guard. Every kernel's parallel region goes through here.
+template <class F>
+void parallel_region(int threads, F&& f) {
+#ifdef _OPENMP
+    if (threads > 1) {
+        std::atomic<int64_t> work{0};
+        const int64_t t0 = load_guard::now_ns();
+#pragma omp parallel num_threads(threads)
+        {
+            const int64_t start = load_guard::now_ns();
+            f(omp_get_thread_num(), omp_get_num_threads());
+            work.fetch_add(load_guard::now_ns() - start, std::memory_order_relaxed);
+        }
+        load_guard::record(threads, load_guard::now_ns() - t0, work.load(std::memory_order_relaxed));
+        return;
+    }
+#endif
+    (void)threads;
+    f(0, 1);
 }
 
 // f(begin, end) over a static contiguous split of [0, n).
 template <class F>
 void parallel_for(int64_t n, int64_t grain, F&& f) {
-    int t = threads_for(n, grain);
-    if (t <= 1) {
-        if (n > 0) f(int64_t{0}, n);
-        return;
-    }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(t)
-    {
-        int64_t id = omp_get_thread_num(), nt = omp_get_num_threads();
+    if (n <= 0) return;
+    parallel_region(threads_for(n, grain), [&](int64_t id, int64_t nt) {
         int64_t begin = n * id / nt, end = n * (id + 1) / nt;
         if (begin < end) f(begin, end);
-    }
-#else
-    f(int64_t{0}, n);
-#endif
+    });
 }
 
 // Sum of chunk(begin, end) over fixed chunks of `chunk` items, added in index order,

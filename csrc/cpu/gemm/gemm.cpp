@@ -245,16 +245,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
             if (i0 < i1) block(i0, i1, 0, n);
         }
     };
-    if (threads <= 1) {
-        run(0, 1);
-        return;
-    }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-    run(omp_get_thread_num(), omp_get_num_threads());
-#else
-    run(0, 1);
-#endif
+    parallel_region(threads, run);
 }
 
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,

@@ -1,0 +1,55 @@
+"""The oversubscription guard (csrc/parallel.h): beside a process that keeps one of its two
+cores busy, fastnn falls back to the calling thread instead of waiting for the busy core at
+every fork/join, and the results stay the same."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastnn
+
+pytestmark = pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2 or not fastnn.config()["openmp"],
+    reason="needs two CPUs and OpenMP")
+
+WORK = r"""
+import json
+import numpy as np
+import fastnn
+rng = np.random.default_rng(0)
+a = rng.standard_normal((256, 256), dtype=np.float32)
+b = rng.standard_normal((256, 256), dtype=np.float32)
+for _ in range(400):
+    c = fastnn.matmul(a, b)
+print(json.dumps({"pauses": fastnn.config()["load_pauses"], "c": c[:3, :3].tolist(),
+                  "threads": fastnn.get_num_threads()}))
+"""
+
+
+def run_beside_busy_core(env_extra):
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                           preexec_fn=lambda: os.sched_setaffinity(0, [cpus[1]]))
+    try:
+        env = dict(os.environ, OMP_NUM_THREADS="2", **env_extra)
+        env.pop("OMP_WAIT_POLICY", None)
+        out = subprocess.run([sys.executable, "-c", WORK], env=env, capture_output=True,
+                             text=True, timeout=300,
+                             preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+    finally:
+        hog.kill()
+        hog.wait()
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_guard_falls_back_beside_a_busy_core_and_results_do_not_change():
+    guarded = run_beside_busy_core({})
+    unguarded = run_beside_busy_core({"FASTNN_ADAPTIVE_THREADS": "0"})
+    assert guarded["threads"] == unguarded["threads"] == 2   # the user's setting is kept
+    assert isinstance(guarded["pauses"], int) and guarded["pauses"] >= 1
+    assert unguarded["pauses"] == 0
+    assert guarded["c"] == unguarded["c"]
+
