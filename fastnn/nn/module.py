@@ -93,6 +93,13 @@ class Module:
                 yield from ((f"{key}.{i}", v) for i, v in enumerate(value)
                             if isinstance(v, Module))
 
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """(name, module) for this module (named ``prefix``) and every sub-module below it,
+        depth first, named as in ``named_parameters`` without the dot ("0", "2.1")."""
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
     def children(self) -> Iterator[Module]:
         """The direct sub-modules, in attribute order."""
         return (child for _, child in self.named_children())
