@@ -1,8 +1,8 @@
 """What a model run keeps between steps and what it hands back: layers reuse arrays of the
 workspace of the model that runs them, and nothing a model returns (forward, predict,
 evaluate, backward's input gradient) is one of those arrays, whatever the model ends
-or begins with, however layers are shared between models, nested or sliced. Expected
-values: NumPy float64 from the float32 weights."""
+or begins with, however layers are shared between models, nested or sliced. And a layer
+instance appears once in a model. Expected values: NumPy float64 from the float32 weights."""
 
 import numpy as np
 import pytest
@@ -207,6 +207,30 @@ def test_the_steady_state_of_a_training_loop_reuses_the_model_s_arrays(rng):
         # outputs of layers 0 and 1, grad_z of the two tanh/relu layers, input grads of 1, 2
         assert arrays == seen and len(arrays) == 6
         assert not model._workspace.holds(logits)
+
+
+# ---------------------------------------------------------------------------- one instance, one place
+def test_an_activation_instance_used_twice_is_refused():
+    act = nn.Tanh()
+    with pytest.raises(ValueError) as info:
+        nn.Sequential(nn.Dense(4, 5), act, nn.Dense(5, 3), act)
+    message = str(info.value)
+    assert "1" in message and "3" in message and "Tanh" in message and "new" in message, message
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Dense(4, 4), lambda: nn.Dropout(0.2), nn.Flatten])
+def test_any_layer_instance_used_twice_is_refused_also_through_nesting(make):
+    layer = make()
+    with pytest.raises(ValueError, match=r"layers 0 and 1 "):
+        nn.Sequential(layer, layer)
+    with pytest.raises(ValueError, match=r"layers 0 and 2\.1 "):
+        nn.Sequential(layer, nn.ReLU(), nn.Sequential(nn.ReLU(), layer))
+    inner = nn.Sequential(nn.Dense(4, 4))
+    with pytest.raises(ValueError, match=r"layers 0 and 1 .*Sequential"):
+        nn.Sequential(inner, inner)
+    # distinct instances, and one instance in several models, are fine
+    nn.Sequential(make(), make())
+    nn.Sequential(layer), nn.Sequential(nn.ReLU(), layer)
 
 
 def test_a_subclass_s_forward_and_backward_are_what_the_model_runs(rng):

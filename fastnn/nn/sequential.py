@@ -25,6 +25,13 @@ class Sequential(Module):
     is copied. A layer may belong to several models (slices, nesting), each with its own
     workspace; its forward and backward caches are those of its last call, whichever
     model made it.
+
+    Each layer instance may appear only once in a model, nested Sequentials included: a
+    layer keeps what its backward pass needs from its last call only, so one instance at
+    two places (``act = nn.Tanh()`` used twice, a habit from PyTorch, where autograd
+    records every call) would silently give wrong gradients. The constructor raises a
+    ValueError naming both places; create one instance per place. Changing ``layers``
+    after construction is not checked.
     """
 
     compile = _train.compile
@@ -44,6 +51,15 @@ class Sequential(Module):
         self.layers: list[Module] = list(layers)
         self._input_shape: tuple | None = None
         self._workspace = Workspace()  # for the runs this model is called for
+        places: dict[int, str] = {}
+        for name, module in self.named_modules():
+            if name and id(module) in places:
+                raise ValueError(
+                    f"Sequential: layers {places[id(module)]} and {name} are the same "
+                    f"{type(module).__name__} instance ({module!r}); a layer keeps what its "
+                    "backward pass needs from its last call only, so each place needs its "
+                    "own: create a new instance for each")
+            places[id(module)] = name
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The layers applied in order: a new array, never one the layers reuse."""
