@@ -116,7 +116,7 @@ def test_input_gradient_survives_the_next_backward(first, rng):
             "pass-through": PassThrough}[first]()
     model = nn.Sequential(head, nn.Dense(6, 4), nn.Dense(4, 3))
     shape = (5, 2, 3) if first == "flatten" else (5, 6)
-    x1, x2 = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
+    x1, x2 = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
     g1, g2 = data(rng, 5, 3), data(rng, 5, 3)
     model(x1)
     dx = model.backward(g1)
@@ -209,7 +209,7 @@ def test_the_steady_state_of_a_training_loop_reuses_the_model_s_arrays(rng):
         assert not model._workspace.holds(logits)
 
 
-# ---------------------------------------------------------------------------- one instance, one place
+# ------------------------------------------------------------------------ one instance, one place
 def test_an_activation_instance_used_twice_is_refused():
     act = nn.Tanh()
     with pytest.raises(ValueError) as info:
