@@ -69,12 +69,15 @@ class History:
     lists the epochs run (from 0). With ``fit(..., diagnostics=True)``,
     ``diagnostics[layer][metric]`` holds the per-layer values of ``fastnn.diagnostics``
     (grad_norm, weight_norm, update_ratio, dead_fraction or saturated_fraction) per epoch.
+    ``stop_reason`` is the warning ``fit`` gave when it stopped on a non-finite loss or
+    parameter (None otherwise).
     """
 
     def __init__(self) -> None:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
         self.diagnostics: dict[str, dict[str, list[float]]] = {}
+        self.stop_reason: str | None = None
 
     def record(self, epoch: int, logs: dict[str, float],
                layers: dict[str, dict[str, float]] | None = None) -> None:
@@ -153,8 +156,12 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     diagnostics=True records per-layer gradient statistics in ``history.diagnostics``
     and warns when gradients vanish, explode or turn NaN (see ``fastnn.diagnostics``).
 
-    The loss reported includes the layers' L1/L2 penalties. Training stops early when
-    the loss is no longer finite or a callback sets ``model.stop_training``.
+    The loss reported includes the layers' L1/L2 penalties. Training stops early when a
+    callback sets ``model.stop_training``, and after an epoch whose loss or parameters are
+    no longer finite (NaN/Inf): a RuntimeWarning then names the first such parameter and
+    its layer, and ``history.stop_reason`` keeps the message. The parameters are checked
+    once per epoch (one reduction over each), so they can be non-finite for up to an epoch
+    before training stops.
     """
     cfg = _require_compiled(model, "fit")
     X, y = _check_data(model, X, y, "X", "y")
@@ -210,14 +217,12 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             history.record(epoch, logs, layers)
             progress.end_epoch(logs)
             _diagnostics.emit(messages)
+            history.stop_reason = _nonfinite(model, logs["loss"], epoch)
+            if history.stop_reason is not None:
+                warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
-            if not math.isfinite(logs["loss"]):
-                warnings.warn(f"the loss became {logs['loss']} in epoch {epoch + 1}; training "
-                              "stopped (a lower learning rate may help)", RuntimeWarning,
-                              stacklevel=2)
-                break
-            if model.stop_training:
+            if history.stop_reason is not None or model.stop_training:
                 break
         for cb in callbacks:
             cb.on_train_end(logs)
@@ -303,6 +308,28 @@ def _train_epoch(model: Any, cfg: _Compiled, X: np.ndarray, y: np.ndarray,
         for cb in callbacks:
             cb.on_batch_end(batch, {"batch": batch, "size": len(xb), "loss": loss})
     return tally.logs()
+
+
+def _nonfinite(model: Any, loss: float, epoch: int) -> str | None:
+    """Why training must stop after this epoch: a NaN/Inf loss or parameter (the first,
+    named with its layer), or None."""
+    where = None
+    modules = dict(model.named_modules())
+    for name, p in model.named_parameters():
+        if not _all_finite(p.data):
+            owner = name.rpartition(".")[0]
+            layer = f"layer {owner} ({modules[owner]!r})" if owner else repr(model)
+            where = f"parameter '{name}' of {layer}"
+            break
+    if math.isfinite(loss):
+        if where is None:
+            return None
+        what = f"{where} has NaN/Inf values after epoch {epoch + 1} (the loss is finite)"
+    else:
+        what = f"the loss became {loss} in epoch {epoch + 1}"
+        what += f" and {where} has NaN/Inf values" if where else ""
+    return (f"fit: {what}; training stopped (a lower learning rate or clip_norm may help; "
+            "check the inputs and any augmentation for NaN/Inf)")
 
 
 def _backward(model: Any, grad: np.ndarray) -> None:

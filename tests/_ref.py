@@ -13,6 +13,7 @@ import numpy as np
 
 EPS32 = float(np.finfo(np.float32).eps)
 SIZES = (1, 7, 127, 128, 129)
+GELU_K = 0.7978845608028654  # sqrt(2 / pi)
 
 
 def f64(x):
@@ -42,11 +43,19 @@ def act_forward(name, x, alpha=0.01):
         return np.tanh(x)
     if name == "leaky_relu":
         return np.where(x > 0, x, alpha * x)
+    if name == "elu":
+        return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+    if name == "gelu":  # tanh approximation
+        return 0.5 * x * (1.0 + np.tanh(GELU_K * (x + 0.044715 * x ** 3)))
+    if name == "softplus":
+        return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
     raise KeyError(name)
 
 
 def act_derivative(name, x, alpha=0.01):
-    """f'(x), evaluated at the pre-activation x (float64)."""
+    """f'(x), evaluated at the pre-activation x (float64). At NaN as in PyTorch: relu and
+    elu select on x <= 0 (NaN passes the gradient), leaky_relu on x > 0 (NaN scales it);
+    at +-inf the limits."""
     x = f64(x)
     if name in (None, "identity", "linear"):
         return np.ones_like(x)
@@ -54,11 +63,19 @@ def act_derivative(name, x, alpha=0.01):
         s = sigmoid(x)
         return s * (1.0 - s)
     if name == "relu":
-        return (x > 0).astype(np.float64)
+        return np.where(x <= 0, 0.0, 1.0)
     if name == "tanh":
         return 1.0 - np.tanh(x) ** 2
     if name == "leaky_relu":
         return np.where(x > 0, 1.0, alpha)
+    if name == "elu":
+        return np.where(x <= 0, alpha * np.exp(np.minimum(x, 0.0)), 1.0)
+    if name == "gelu":
+        x = np.where(np.isinf(x), np.sign(x) * 40.0, x)  # flat past |x| = 40 in float64
+        t = np.tanh(GELU_K * (x + 0.044715 * x ** 3))
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3 * 0.044715 * x * x)
+    if name == "softplus":
+        return sigmoid(x)
     raise KeyError(name)
 
 

@@ -10,7 +10,7 @@ from .. import _C
 from .. import init as _init
 from .._checks import as_float32, non_negative, positive_int, stream_seed
 from .._random import generator
-from .module import Module, Parameter
+from .module import Module, Parameter, Workspace, overridden
 
 # Activation name accepted by Dense -> (kernel name, its alpha parameter).
 _ACTIVATIONS: dict[str | None, tuple[str, float]] = {
@@ -87,13 +87,24 @@ class Dense(Module):
         self._y: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, None, False)
+
+    def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
+        """``forward``, writing the output into ``workspace`` when ``internal`` (see
+        ``Module.forward_with``)."""
+        if overridden(self, "forward", Dense):
+            return self.forward(x)
+        return self._forward(x, workspace, internal)
+
+    def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = as_float32(x, f"{self!r} input")
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
                              f"got {x.shape}")
         fused = self.activation not in _NEEDS_INPUT
         shape = (len(x), self.out_features)
-        out = self._buffer("_y_buffer", shape) if self.internal_output and fused else None
+        reuse = internal and fused and workspace is not None
+        out = workspace.array("output", shape) if reuse else None
         y = _C.gemm(x, self.weight.data, out, transpose_b=True,
                     bias=None if self.bias is None else self.bias.data,
                     activation=self.activation if fused else "identity",
@@ -107,6 +118,18 @@ class Dense(Module):
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Accumulate the weight and bias gradients; return the input's gradient (None
         with input_grad=False)."""
+        return self._backward(grad_out, None, False, input_grad)
+
+    def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
+                      input_grad: bool = True) -> np.ndarray | None:
+        """``backward``, with its scratch in ``workspace`` and the input gradient there too
+        when ``internal`` (see ``Module.backward_with``)."""
+        if overridden(self, "backward", Dense):
+            return super().backward_with(grad_out, workspace, internal, input_grad)
+        return self._backward(grad_out, workspace, internal, input_grad)
+
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
+                  input_grad: bool) -> np.ndarray | None:
         if self._x is None or self._y is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._y.shape)
@@ -116,10 +139,10 @@ class Dense(Module):
             if beta == 0.0:
                 bias_grad.fill(0.0)  # out_features floats; the kernels below add to it
         if self.activation != "identity":
-            # f'(z) * g and the bias gradient in one pass, into a buffer of this layer's.
+            # f'(z) * g and the bias gradient in one pass
+            out = workspace.array("grad_z", g.shape) if workspace is not None else None
             g = _C.activation_backward(self.activation, self._y, g, self._alpha, x=self._z,
-                                       out=self._buffer("_g_buffer", g.shape),
-                                       bias_grad=bias_grad)
+                                       out=out, bias_grad=bias_grad)
         elif bias_grad is not None:
             _C.column_sum(g, bias_grad, beta=1.0)
         weight_grad, beta = self.weight.grad_to_write()
@@ -128,16 +151,9 @@ class Dense(Module):
             _C.add_penalty_grad(self.weight.data, self.weight.grad, self.l1, self.l2)
         if not input_grad:
             return None
-        out = self._buffer("_dx_buffer", self._x.shape) if self.internal_input_grad else None
+        out = (workspace.array("grad_x", self._x.shape)
+               if internal and workspace is not None else None)
         return _C.gemm(g, self.weight.data, out)
-
-    def _buffer(self, name: str, shape: tuple) -> np.ndarray:
-        """A float32 array of ``shape`` kept on the layer and reused while shapes repeat."""
-        buf = self.__dict__.get(name)
-        if buf is None or buf.shape != shape:
-            buf = np.empty(shape, np.float32)
-            setattr(self, name, buf)
-        return buf
 
     def regularization_loss(self) -> float:
         """``l1 * sum|W| + l2 * sum(W^2)`` for the current weight (0.0 without penalties)."""

@@ -57,6 +57,61 @@ class Parameter:
         return f"Parameter(name={self.name!r}, shape={self.shape})"
 
 
+class Workspace:
+    """The arrays one model run reuses from step to step (DESIGN.md: activations live in
+    one workspace owned by the model run): a layer's output that only the next layer
+    reads, an input gradient that only the previous layer reads, a layer's scratch.
+
+    A Sequential owns one for the runs it is called for, and lends each of its layers a
+    part of it (``part(i)``, a nested Sequential lends parts of that part), saying with
+    each call whether the layer's output (or input gradient) may live there. A layer
+    shared by several models thus writes into each model's own arrays, and a model never
+    returns one of them to its caller (``holds``).
+    """
+
+    def __init__(self, _run: dict[int, np.ndarray] | None = None) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+        self._parts: dict[int, Workspace] = {}
+        self._run = {} if _run is None else _run  # id -> array, for the whole workspace
+
+    def array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """The float32 array ``name`` of ``shape``: made on first use and reused while the
+        shape repeats; it holds whatever its last use left."""
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape:
+            if a is not None:
+                del self._run[id(a)]
+            a = self._arrays[name] = np.empty(shape, np.float32)
+            self._run[id(a)] = a
+        return a
+
+    def part(self, index: int) -> Workspace:
+        """The part lent to layer ``index``."""
+        part = self._parts.get(index)
+        if part is None:
+            part = self._parts[index] = Workspace(self._run)
+        return part
+
+    def arrays(self) -> list[np.ndarray]:
+        """Every array of the whole workspace (all its parts), in the order made."""
+        return list(self._run.values())
+
+    def holds(self, a: np.ndarray) -> bool:
+        """Whether ``a`` shares memory with an array of the whole workspace."""
+        if not isinstance(a, np.ndarray):
+            return False
+        owner = a if a.base is None else a.base
+        if isinstance(owner, np.ndarray) and owner.base is None:
+            return id(owner) in self._run  # an array owning its memory, or a view of one
+        return any(np.may_share_memory(a, b) for b in self._run.values())
+
+
+def overridden(layer: Module, name: str, cls: type) -> bool:
+    """Whether ``layer.<name>`` is not ``cls``'s own method (a subclass's, or one set on
+    the instance): a model run then calls it instead of the workspace-aware version."""
+    return getattr(getattr(layer, name), "__func__", None) is not getattr(cls, name)
+
+
 class Module:
     """Base class of layers and models.
 
@@ -66,11 +121,6 @@ class Module:
     held as attributes (or in lists of modules) are found by ``parameters()``.
     """
 
-    # Set by a Sequential for the layers whose output (internal_output) or input
-    # gradient (internal_input_grad) only the next layer reads: they may reuse buffers.
-    internal_output = False
-    internal_input_grad = False
-
     def __init__(self) -> None:
         self.training = True
 
@@ -79,6 +129,25 @@ class Module:
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
+        """``forward(x)`` as a model runs it: ``workspace`` is the part of the model run's
+        workspace lent to this layer, and ``internal`` says that only the next layer reads
+        the output, which may then live in ``workspace``. Layers that reuse arrays (Dense)
+        override this; the default calls ``forward``."""
+        return self.forward(x)
+
+    def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
+                      input_grad: bool = True) -> np.ndarray | None:
+        """``backward(grad_out)`` as a model runs it: ``internal`` says that only the
+        previous layer reads the input gradient, which may then live in ``workspace``;
+        with ``input_grad=False`` the run needs no input gradient and None is returned
+        (the default then skips a layer without parameters)."""
+        if not input_grad:
+            if self.parameters():
+                self.backward(grad_out)
+            return None
+        return self.backward(grad_out)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
@@ -92,6 +161,13 @@ class Module:
             elif isinstance(value, (list, tuple)):
                 yield from ((f"{key}.{i}", v) for i, v in enumerate(value)
                             if isinstance(v, Module))
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """(name, module) for this module (named ``prefix``) and every sub-module below it,
+        depth first, named as in ``named_parameters`` without the dot ("0", "2.1")."""
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def children(self) -> Iterator[Module]:
         """The direct sub-modules, in attribute order."""

@@ -7,8 +7,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from .. import train as _train
-from .layers import Dense
-from .module import Module
+from .module import Module, Workspace, overridden
 
 
 class Sequential(Module):
@@ -18,6 +17,21 @@ class Sequential(Module):
     reverse. Supports ``len``, iteration and indexing (a slice gives a Sequential
     sharing the same layers). ``compile``, ``fit``, ``evaluate``, ``predict`` and ``save``
     are those of ``fastnn.train``; ``fastnn.load(path)`` rebuilds a saved model.
+
+    What one layer hands the next, forward and backward, lives in the model's workspace
+    and is reused from step to step (a training step allocates only the output and
+    what activation layers return). What the model returns never does: an output that
+    would (a model ending in Dropout, Flatten or another layer that returns its input)
+    is copied. A layer may belong to several models (slices, nesting), each with its own
+    workspace; its forward and backward caches are those of its last call, whichever
+    model made it.
+
+    Each layer instance may appear only once in a model, nested Sequentials included: a
+    layer keeps what its backward pass needs from its last call only, so one instance at
+    two places (``act = nn.Tanh()`` used twice, a habit from PyTorch, where autograd
+    records every call) would silently give wrong gradients. The constructor raises a
+    ValueError naming both places; create one instance per place. Changing ``layers``
+    after construction is not checked.
     """
 
     compile = _train.compile
@@ -36,32 +50,55 @@ class Sequential(Module):
                                 f"got {type(layer).__name__}")
         self.layers: list[Module] = list(layers)
         self._input_shape: tuple | None = None
-        # What one layer hands the next, forward and backward, stays inside the model:
-        # such layers may reuse their buffers from step to step.
-        for i, layer in enumerate(self.layers):
-            layer.internal_output = i < len(self.layers) - 1
-            layer.internal_input_grad = i > 0
+        self._workspace = Workspace()  # for the runs this model is called for
+        places: dict[int, str] = {}
+        for name, module in self.named_modules():
+            if name and id(module) in places:
+                raise ValueError(
+                    f"Sequential: layers {places[id(module)]} and {name} are the same "
+                    f"{type(module).__name__} instance ({module!r}); a layer keeps what its "
+                    "backward pass needs from its last call only, so each place needs its "
+                    "own: create a new instance for each")
+            places[id(module)] = name
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """The layers applied in order: a new array, never one the layers reuse."""
+        y = self._forward(x, self._workspace, False)
+        return y.copy() if self._workspace.holds(y) else y
+
+    def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
+        """``forward`` inside a model run: the layers' arrays live in parts of ``workspace``,
+        the last one's too when ``internal`` (see ``Module.forward_with``)."""
+        if overridden(self, "forward", Sequential):
+            return self.forward(x)
+        return self._forward(x, workspace, internal)
+
+    def _forward(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
         self._input_shape = np.shape(x)[1:]
-        for layer in self.layers:
-            x = layer(x)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer.forward_with(x, workspace.part(i), internal or i < last)
         return x
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        """Backpropagate through the layers in reverse; returns the gradient for the input,
-        or None with input_grad=False (training does not need it, and the first Dense
-        layer then skips a third of its backward work)."""
-        for layer in reversed(self.layers[1:]):
-            grad_out = layer.backward(grad_out)
-        first = self.layers[0]
-        if input_grad:
-            return first.backward(grad_out)
-        if isinstance(first, Dense):
-            first.backward(grad_out, input_grad=False)
-        elif first.parameters():
-            first.backward(grad_out)
-        return None
+        """Backpropagate through the layers in reverse; returns the gradient for the input
+        (a new array), or None with input_grad=False (training does not need it, and the
+        first Dense layer then skips a third of its backward work)."""
+        g = self._backward(grad_out, self._workspace, False, input_grad)
+        return g.copy() if g is not None and self._workspace.holds(g) else g
+
+    def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
+                      input_grad: bool = True) -> np.ndarray | None:
+        """``backward`` inside a model run (see ``Module.backward_with``)."""
+        if overridden(self, "backward", Sequential):
+            return super().backward_with(grad_out, workspace, internal, input_grad)
+        return self._backward(grad_out, workspace, internal, input_grad)
+
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
+                  input_grad: bool) -> np.ndarray | None:
+        for i in range(len(self.layers) - 1, 0, -1):
+            grad_out = self.layers[i].backward_with(grad_out, workspace.part(i), True)
+        return self.layers[0].backward_with(grad_out, workspace.part(0), internal, input_grad)
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """The layers, named by their index ("0", "1", ...) as in torch.nn.Sequential."""

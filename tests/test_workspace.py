@@ -1,0 +1,263 @@
+"""What a model run keeps between steps and what it hands back: layers reuse arrays of the
+workspace of the model that runs them, and nothing a model returns (forward, predict,
+evaluate, backward's input gradient) is one of those arrays, whatever the model ends
+or begins with, however layers are shared between models, nested or sliced. And a layer
+instance appears once in a model. Expected values: NumPy float64 from the float32 weights."""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import losses, nn
+
+import _ref
+from _ref import assert_close, f64
+
+
+class PassThrough(nn.Module):
+    """A user's layer that returns its input (an identity activation)."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_out):
+        return grad_out
+
+
+def ref_forward(model, x):
+    """The float64 output of a model of Dense layers (any activation), nested Sequentials,
+    activation layers and layers that do not change values (Dropout in eval, Flatten)."""
+    h = f64(x)
+    for layer in model.layers:
+        if isinstance(layer, nn.Sequential):
+            h = ref_forward(layer, h)
+        elif isinstance(layer, nn.Dense):
+            h = h @ f64(layer.weight.data).T + f64(layer.bias.data)
+            h = _ref.act_forward(layer.activation, h, layer._alpha)
+        elif isinstance(layer, nn.Flatten):
+            h = h.reshape(len(h), -1)
+        elif hasattr(layer, "activation"):
+            h = _ref.act_forward(layer.activation, h)
+    return h
+
+
+def ref_input_grad(model, x, g):
+    """d(sum(g * model(x)))/dx for models of linear Dense layers and reshapes."""
+    h, shapes = f64(x), []
+    for layer in model.layers:
+        shapes.append(h.shape)
+        if isinstance(layer, nn.Dense):
+            assert layer.activation == "identity"
+            h = h @ f64(layer.weight.data).T
+        elif isinstance(layer, nn.Flatten):
+            h = h.reshape(len(h), -1)
+    g = f64(g)
+    for layer, shape in zip(reversed(model.layers), reversed(shapes)):
+        if isinstance(layer, nn.Dense):
+            g = g @ f64(layer.weight.data)
+        g = g.reshape(shape)
+    return g
+
+
+def data(rng, rows, features):
+    return rng.standard_normal((rows, features)).astype(np.float32)
+
+
+ENDINGS = {
+    "dropout-eval": lambda: nn.Dropout(0.5),
+    "dropout-0": lambda: nn.Dropout(0.0),
+    "flatten": nn.Flatten,
+    "pass-through": PassThrough,
+    "nested-dense-then-dropout": lambda: nn.Sequential(nn.Dense(3, 3), nn.Dropout(0.0)),
+}
+
+
+def ending_model(name):
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(4, 5, activation="tanh"), nn.Dense(5, 3), ENDINGS[name]())
+    model.compile(loss="mse", optimizer="sgd")
+    return model
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_predict_of_a_model_ending_in_a_pass_through_layer(ending, rng):
+    # The issue's case: predict on 600 rows repeated the chunks of 256 (max error 9.19).
+    model = ending_model(ending)
+    X = data(rng, 600, 4)
+    assert_close(model.predict(X), ref_forward(model.eval(), X), 1e-5, 1e-5, f"predict {ending}")
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_a_call_s_result_survives_the_next_call(ending, mode, rng):
+    model = ending_model(ending).train(mode == "train")
+    x1, x2 = data(rng, 7, 4), data(rng, 7, 4)
+    a = model(x1)
+    kept = a.copy()
+    model(x2)
+    model.backward(np.ones((7, 3), np.float32))
+    model(x1[:5])  # another batch size
+    np.testing.assert_array_equal(a, kept)
+    if mode == "eval":
+        assert_close(a, ref_forward(model, x1), 1e-5, 1e-5, f"{ending} first call")
+
+
+def test_evaluate_of_a_model_ending_in_dropout(rng):
+    model = ending_model("dropout-eval")
+    X, Y = data(rng, 600, 4), data(rng, 600, 3)
+    expected = float(np.mean((ref_forward(model.eval(), X) - f64(Y)) ** 2))
+    assert model.evaluate(X, Y, metrics=[])["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("first", ["flatten", "dropout-0", "pass-through"])
+def test_input_gradient_survives_the_next_backward(first, rng):
+    fastnn.seed(1)
+    head = {"flatten": nn.Flatten, "dropout-0": lambda: nn.Dropout(0.0),
+            "pass-through": PassThrough}[first]()
+    model = nn.Sequential(head, nn.Dense(6, 4), nn.Dense(4, 3))
+    shape = (5, 2, 3) if first == "flatten" else (5, 6)
+    x1, x2 = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    g1, g2 = data(rng, 5, 3), data(rng, 5, 3)
+    model(x1)
+    dx = model.backward(g1)
+    kept = dx.copy()
+    model(x2)
+    model.backward(g2)
+    np.testing.assert_array_equal(dx, kept)
+    assert_close(dx, ref_input_grad(model, x1, g1), 1e-5, 1e-6, f"input gradient after {first}")
+
+
+def test_a_layer_shared_by_two_models(rng):
+    # The issue's case: the buffer flags were those of the model built last.
+    fastnn.seed(2)
+    d0 = nn.Dense(4, 3)
+    base = nn.Sequential(d0)
+    bigger = nn.Sequential(d0, nn.Dense(3, 2))
+    base.compile(loss="mse", optimizer="sgd")
+    x1, x2 = data(rng, 6, 4), data(rng, 6, 4)
+    a = base(x1)
+    kept = a.copy()
+    bigger(x2)
+    base(x2)
+    np.testing.assert_array_equal(a, kept)
+    X = data(rng, 600, 4)
+    assert_close(base.predict(X), ref_forward(base, X), 1e-5, 1e-5, "base.predict")
+    b = bigger(x1)
+    assert_close(b, ref_forward(bigger, x1), 1e-5, 1e-5, "bigger")
+
+
+def test_slices_leave_each_other_and_the_original_alone(rng):
+    fastnn.seed(3)
+    model = nn.Sequential(nn.Dense(4, 6, activation="relu"), nn.Dense(6, 5), nn.Dense(5, 3))
+    # built in this order, the old flags let head return a buffer that layer 1 reuses
+    middle, head, tail = model[1:2], model[:2], model[1:]
+    x1, x2 = data(rng, 8, 4), data(rng, 8, 4)
+    outputs = {}
+    for name, m, x in (("model", model, x1), ("head", head, x1),
+                       ("tail", tail, data(rng, 8, 6)), ("middle", middle, data(rng, 8, 6))):
+        a = m(x)
+        outputs[name] = (m, x, a, a.copy())
+    for m in (model, head, tail, middle):  # every model runs again, on other inputs
+        m(x2 if m is model or m is head else data(rng, 8, 6))
+    for name, (m, x, a, kept) in outputs.items():
+        np.testing.assert_array_equal(a, kept, err_msg=name)
+        assert_close(a, ref_forward(m, x), 1e-5, 1e-5, name)
+
+
+def test_nested_sequentials(rng):
+    fastnn.seed(4)
+    inner = nn.Sequential(nn.Dense(5, 4, activation="sigmoid"), nn.Dense(4, 4), nn.Dropout(0.5))
+    outer = nn.Sequential(nn.Dense(3, 5, activation="relu"), inner, nn.Dense(4, 2), PassThrough())
+    outer.compile(loss="mse", optimizer="sgd")
+    x1, x2 = data(rng, 9, 3), data(rng, 9, 3)
+    X = data(rng, 600, 3)
+    assert_close(outer.predict(X), ref_forward(outer.eval(), X), 1e-5, 1e-5, "outer.predict")
+    a = outer(x1)
+    h = outer.layers[0](x1)
+    b = inner(h)  # the inner model run on its own
+    kept_a, kept_b = a.copy(), b.copy()
+    outer(x2)
+    inner(outer.layers[0](x2))
+    np.testing.assert_array_equal(a, kept_a)
+    np.testing.assert_array_equal(b, kept_b)
+    assert_close(b, ref_forward(inner, h), 1e-5, 1e-5, "inner on its own")
+    # as the outer model's last layer, the inner one returns what the outer one returns
+    last = nn.Sequential(nn.Dense(3, 4), nn.Sequential(nn.Dense(4, 4), nn.Flatten())).eval()
+    a = last(x1)
+    kept = a.copy()
+    last(x2)
+    np.testing.assert_array_equal(a, kept)
+
+
+def test_the_steady_state_of_a_training_loop_reuses_the_model_s_arrays(rng):
+    # The hand-written loop of DESIGN.md: after the first step every layer writes into the
+    # same arrays of the model's workspace, and the outputs handed back stay fresh.
+    fastnn.seed(5)
+    model = nn.Sequential(nn.Dense(8, 16, activation="relu"), nn.Dense(16, 8, activation="tanh"),
+                          nn.Dense(8, 3))
+    loss_fn = losses.CrossEntropy()
+    x, y = data(rng, 32, 8), rng.integers(0, 3, 32)
+    seen = None
+    for step in range(3):
+        logits = model(x)
+        loss_fn(logits, y)
+        model.backward(loss_fn.backward(), input_grad=False)
+        arrays = {id(a): a.ctypes.data for a in model._workspace.arrays()}
+        seen = arrays if seen is None else seen
+        # outputs of layers 0 and 1, grad_z of the two tanh/relu layers, input grads of 1, 2
+        assert arrays == seen and len(arrays) == 6
+        assert not model._workspace.holds(logits)
+
+
+# ------------------------------------------------------------------------ one instance, one place
+def test_an_activation_instance_used_twice_is_refused():
+    act = nn.Tanh()
+    with pytest.raises(ValueError) as info:
+        nn.Sequential(nn.Dense(4, 5), act, nn.Dense(5, 3), act)
+    message = str(info.value)
+    assert "1" in message and "3" in message and "Tanh" in message and "new" in message, message
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Dense(4, 4), lambda: nn.Dropout(0.2), nn.Flatten])
+def test_any_layer_instance_used_twice_is_refused_also_through_nesting(make):
+    layer = make()
+    with pytest.raises(ValueError, match=r"layers 0 and 1 "):
+        nn.Sequential(layer, layer)
+    with pytest.raises(ValueError, match=r"layers 0 and 2\.1 "):
+        nn.Sequential(layer, nn.ReLU(), nn.Sequential(nn.ReLU(), layer))
+    inner = nn.Sequential(nn.Dense(4, 4))
+    with pytest.raises(ValueError, match=r"layers 0 and 1 .*Sequential"):
+        nn.Sequential(inner, inner)
+    # distinct instances, and one instance in several models, are fine
+    nn.Sequential(make(), make())
+    nn.Sequential(layer), nn.Sequential(nn.ReLU(), layer)
+
+
+def test_a_subclass_s_forward_and_backward_are_what_the_model_runs(rng):
+    # The workspace-aware path must not bypass a user's override (or a patched method).
+    class Doubled(nn.Dense):
+        def forward(self, x):
+            return 2.0 * super().forward(x)
+
+        def backward(self, grad_out):
+            return super().backward(2.0 * grad_out)
+
+    class Scaled(nn.Sequential):
+        def forward(self, x):
+            return 0.5 * super().forward(x)
+
+        def backward(self, grad_out, input_grad=True):
+            return super().backward(0.5 * grad_out, input_grad)
+
+    fastnn.seed(6)
+    d0, d1 = nn.Dense(3, 4), Doubled(4, 2)
+    inner = Scaled(d0, d1)
+    model = nn.Sequential(inner, nn.Flatten())
+    x, g = data(rng, 5, 3), data(rng, 5, 2)
+    W0, W1 = f64(d0.weight.data), f64(d1.weight.data)
+    expected = 0.5 * 2.0 * ((f64(x) @ W0.T + f64(d0.bias.data)) @ W1.T + f64(d1.bias.data))
+    assert_close(model(x), expected, 1e-5, 1e-6, "overridden forwards")
+    dx = model.backward(g)
+    assert_close(dx, 0.5 * 2.0 * f64(g) @ W1 @ W0, 1e-5, 1e-6, "overridden backwards")
+    assert_close(d1.weight.grad, (0.5 * 2.0 * f64(g)).T @ (f64(x) @ W0.T + f64(d0.bias.data)),
+                 1e-5, 1e-6, "weight gradient through the override")
