@@ -33,7 +33,8 @@ def gemm_shapes():
                 shapes.add((m, n, k))
     # Large enough for the packed path (m n k > 2**18 and every side > 16), with edges.
     shapes.update({(70, 130, 33), (100, 60, 50), (130, 130, 17), (65, 63, 65), (49, 127, 50),
-                   (17, 64, 257)})
+                   (17, 64, 257),
+                   (16, 60, 1024)})  # the issue's fit case: Dense(60, 16)'s weight gradient
     return sorted(shapes)
 
 
