@@ -11,6 +11,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ops.h"
 #include "parallel.h"
@@ -36,16 +37,45 @@ std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::
 [[noreturn]] void fail_type(const std::string& msg) { throw py::type_error(msg); }
 [[noreturn]] void fail_value(const std::string& msg) { throw py::value_error(msg); }
 
+// numpy's reason for a failed conversion is not lost: MemoryError stays a MemoryError (an
+// input too big to copy), any other failure is a TypeError naming the argument.
+[[noreturn]] void conversion_failed(const char* fn, const char* arg, const char* target) {
+    py::error_already_set cause;  // takes numpy's error off the indicator
+    const bool memory = cause.matches(PyExc_MemoryError);
+    const std::string msg = std::string(fn) + ": argument '" + arg + "' could not be converted to " +
+                            target + ": " + cause.what();
+    py::raise_from(cause, memory ? PyExc_MemoryError : PyExc_TypeError, msg.c_str());
+    throw py::error_already_set();
+}
+
+constexpr int kEnsureCopy = 0x0020;  // NPY_ARRAY_ENSURECOPY (pybind11 does not name it)
+
+// Every conversion of an argument goes through here (dtype nullptr: any array).
+PyObject* from_any(py::handle obj, PyObject* dtype, int flags, const char* fn, const char* arg,
+                   const char* target) {
+    PyObject* raw = py::detail::npy_api::get().PyArray_FromAny_(
+        obj.ptr(), dtype, 0, 0, flags | py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_, nullptr);
+    if (!raw) conversion_failed(fn, arg, target);
+    return raw;
+}
+
+// obj as the C-contiguous, aligned T array every kernel assumes (a misaligned float32 view is
+// undefined behaviour in C++), copied only when it is not one already; `copy`: always a
+// private copy.
+template <class T>
+py::array_t<T, py::array::c_style | py::array::forcecast> convert(py::handle obj, const char* fn,
+                                                                  const char* arg, const char* target,
+                                                                  bool copy = false) {
+    using api = py::detail::npy_api;
+    const int flags = api::NPY_ARRAY_C_CONTIGUOUS_ | api::NPY_ARRAY_ALIGNED_ |
+                      api::NPY_ARRAY_FORCECAST_ | (copy ? kEnsureCopy : 0);
+    return py::reinterpret_steal<py::array_t<T, py::array::c_style | py::array::forcecast>>(
+        from_any(obj, py::dtype::of<T>().release().ptr(), flags, fn, arg, target));
+}
+
 py::array as_numpy(py::handle obj, const char* fn, const char* arg) {
     if (py::isinstance<py::array>(obj)) return py::reinterpret_borrow<py::array>(obj);
-    py::array arr;
-    try {
-        arr = py::array::ensure(obj);
-    } catch (py::error_already_set&) {
-    }
-    if (!arr) fail_type(std::string(fn) + ": argument '" + arg + "' must be an array, got " +
-                        py::str(py::type::of(obj)).cast<std::string>());
-    return arr;
+    return py::reinterpret_steal<py::array>(from_any(obj, nullptr, 0, fn, arg, "an array"));
 }
 
 // A NumPy array of real numbers (float, int or bool), as C-contiguous float32.
@@ -55,13 +85,27 @@ F32Array as_f32(py::handle obj, const char* fn, const char* arg) {
     if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b')
         fail_type(std::string(fn) + ": argument '" + arg +
                   "' must hold real numbers (float or int), got dtype " + dtype_str(arr));
-    return F32Array::ensure(arr);
+    return convert<float>(arr, fn, arg, "C-contiguous float32");
 }
 
 void require_rank(const py::array& a, py::ssize_t rank, const char* fn, const char* arg) {
     if (a.ndim() != rank)
         fail_value(std::string(fn) + ": argument '" + arg + "' must be " + std::to_string(rank) +
                    "-D, got shape " + shape_str(a));
+}
+
+// Integer indices (labels, row numbers) as a private int64 copy: the kernel reads them
+// without the GIL, so the values checked must be the values read, whatever another thread
+// does to the caller's array meanwhile. They are small beside the data they index.
+py::array_t<int64_t> as_indices(py::handle obj, const char* fn, const char* arg,
+                                const char* what) {
+    py::array arr = as_numpy(obj, fn, arg);
+    char kind = arr.dtype().kind();
+    if (kind != 'i' && kind != 'u')
+        fail_type(std::string(fn) + ": argument '" + arg + "' must hold " + what + ", got dtype " +
+                  dtype_str(arr));
+    require_rank(arr, 1, fn, arg);
+    return convert<int64_t>(arr, fn, arg, "int64", /*copy=*/true);
 }
 
 void require_nonempty(const py::array& a, const char* fn, const char* arg) {
@@ -78,15 +122,24 @@ void require_same_shape(const py::array& a, const py::array& b, const char* fn, 
                    shape_str(a) + ", got " + shape_str(b));
 }
 
-// An array the kernel writes into: it must already be C-contiguous, writeable float32.
-py::array_t<float> in_place(py::handle obj, const char* fn, const char* arg) {
-    py::array arr = as_numpy(obj, fn, arg);
+// An array a kernel writes into as it is (no copy): float32, aligned, writeable.
+void require_writable_f32(const py::array& arr, const char* fn, const char* arg) {
     if (!py::isinstance<py::array_t<float>>(arr) || arr.dtype().kind() != 'f' || arr.itemsize() != 4)
         fail_type(std::string(fn) + ": argument '" + arg +
                   "' is written in place and must be float32, got dtype " + dtype_str(arr));
+    if (!(arr.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+        fail_value(std::string(fn) + ": argument '" + arg +
+                   "' is written in place and must be aligned to 4 bytes (a float32 view at an odd "
+                   "byte offset of a buffer is not)");
+    if (!arr.writeable()) fail_value(std::string(fn) + ": argument '" + arg + "' is read-only");
+}
+
+// An array the kernel writes into: it must already be C-contiguous, writeable float32.
+py::array_t<float> in_place(py::handle obj, const char* fn, const char* arg) {
+    py::array arr = as_numpy(obj, fn, arg);
+    require_writable_f32(arr, fn, arg);
     if (!(arr.flags() & py::array::c_style))
         fail_value(std::string(fn) + ": argument '" + arg + "' must be C-contiguous");
-    if (!arr.writeable()) fail_value(std::string(fn) + ": argument '" + arg + "' is read-only");
     return py::reinterpret_borrow<py::array_t<float>>(arr);
 }
 
@@ -118,10 +171,62 @@ Matrix as_matrix(py::handle obj, const char* fn, const char* arg) {
     return {conv, conv.data(), r, c, std::max<int64_t>(c, 1), false};
 }
 
+// ---- aliasing ---------------------------------------------------------------------------
+
 bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
     auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
-    return pa < pb + b_bytes && pb < pa + a_bytes;
+    return a_bytes && b_bytes && pa < pb + b_bytes && pb < pa + a_bytes;
 }
+
+// The memory one kernel call reads and writes, checked before it runs. The kernels assume an
+// output shares no byte with any other operand (they read inputs after writing outputs, and
+// the optimizers' loops are __restrict), so any overlap is refused, naming both arguments;
+// the one exception is an output marked elementwise being exactly one of the inputs (same
+// start, same size), for a kernel that reads element i before it writes element i.
+class Operands {
+  public:
+    explicit Operands(const char* fn) : fn_(fn) {}
+    Operands& input(const char* name, const void* p, size_t bytes) {
+        spans_.push_back({name, p, bytes, false, false});
+        return *this;
+    }
+    Operands& input(const char* name, const py::array& a) { return input(name, a.data(), a.nbytes()); }
+    Operands& output(const char* name, const void* p, size_t bytes, bool elementwise = false) {
+        spans_.push_back({name, p, bytes, true, elementwise});
+        return *this;
+    }
+    Operands& output(const char* name, const py::array& a, bool elementwise = false) {
+        return output(name, a.data(), a.nbytes(), elementwise);
+    }
+    void check() const {
+        for (size_t i = 0; i < spans_.size(); ++i)
+            for (size_t j = 0; j < i; ++j) {
+                const Span &a = spans_[i], &b = spans_[j];
+                if (!(a.written || b.written) || !overlaps(a.p, a.bytes, b.p, b.bytes)) continue;
+                const Span& out = a.written ? a : b;
+                const Span& other = a.written ? b : a;
+                if (out.elementwise && !other.written && out.p == other.p && out.bytes == other.bytes)
+                    continue;
+                const std::string o = out.name, x = other.name;
+                const std::string why =
+                    other.written ? "both are written" : "'" + o + "' is written, '" + x + "' read";
+                fail_value(std::string(fn_) + ": '" + o + "' and '" + x + "' overlap in memory (" +
+                           why + "); pass separate arrays" +
+                           (out.elementwise && !other.written ? ", or '" + x + "' itself as '" + o + "'"
+                                                              : ""));
+            }
+    }
+
+  private:
+    struct Span {
+        const char* name;
+        const void* p;
+        size_t bytes;
+        bool written, elementwise;
+    };
+    const char* fn_;
+    std::vector<Span> spans_;
+};
 
 size_t span_bytes(const Matrix& m) {
     int64_t major = m.transposed ? m.cols : m.rows, minor = m.transposed ? m.rows : m.cols;
@@ -151,8 +256,7 @@ py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_ob
         beta = 0.0f;
     } else {
         py::array arr = as_numpy(out_obj, fn, "out");
-        if (arr.dtype().kind() != 'f' || arr.itemsize() != 4)
-            fail_type(std::string(fn) + ": argument 'out' must be float32, got dtype " + dtype_str(arr));
+        require_writable_f32(arr, fn, "out");
         require_rank(arr, 2, fn, "out");
         if (arr.shape(0) != m || arr.shape(1) != n)
             fail_value(std::string(fn) + ": argument 'out' must have shape (" + std::to_string(m) +
@@ -160,14 +264,12 @@ py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_ob
         const int64_t s0 = arr.strides(0), s1 = arr.strides(1);
         if (!((n <= 1 || s1 == 4) && (m <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= n))))
             fail_value(std::string(fn) + ": argument 'out' must be row-major with unit column stride");
-        if (!arr.writeable()) fail_value(std::string(fn) + ": argument 'out' is read-only");
         if (m > 1) ldc = s0 / 4;
         out = py::reinterpret_borrow<py::array_t<float>>(arr);
-        size_t out_bytes = m == 0 || n == 0 ? 0 : static_cast<size_t>(((m - 1) * ldc + n) * 4);
-        if (overlaps(out.data(), out_bytes, a.data, span_bytes(a)) ||
-            overlaps(out.data(), out_bytes, b.data, span_bytes(b)))
-            fail_value(std::string(fn) + ": argument 'out' overlaps 'a' or 'b'");
     }
+    Operands ops(fn);
+    ops.input("a", a.data, span_bytes(a)).input("b", b.data, span_bytes(b));
+    ops.output("out", out.data(), m == 0 || n == 0 ? 0 : static_cast<size_t>(((m - 1) * ldc + n) * 4));
     F32Array bias;
     if (!bias_obj.is_none()) {
         bias = as_f32(bias_obj, fn, "bias");
@@ -175,7 +277,9 @@ py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_ob
             fail_value(std::string(fn) + ": 'bias' must have shape (" + std::to_string(n) +
                        ",) (one value per column of the result), got " + shape_str(bias));
         ep.bias = bias.data();
+        ops.input("bias", bias);
     }
+    ops.check();
     float* c = out.mutable_data();
     const bool ea = ta != a.transposed, eb = tb != b.transposed;
     {
@@ -232,16 +336,10 @@ py::tuple elementwise_loss(py::handle pred_obj, py::handle target_obj, const cha
 }
 
 py::array_t<int64_t> labels_for(py::handle obj, int64_t rows, int64_t classes, const char* fn) {
-    py::array arr = as_numpy(obj, fn, "labels");
-    char kind = arr.dtype().kind();
-    if (kind != 'i' && kind != 'u')
-        fail_type(std::string(fn) + ": argument 'labels' must hold integer class indices, got dtype " +
-                  dtype_str(arr));
-    require_rank(arr, 1, fn, "labels");
-    if (arr.shape(0) != rows)
+    auto labels = as_indices(obj, fn, "labels", "integer class indices");
+    if (labels.shape(0) != rows)
         fail_value(std::string(fn) + ": 'labels' must have one entry per row of 'logits' (" +
-                   std::to_string(rows) + "), got " + std::to_string(arr.shape(0)));
-    auto labels = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+                   std::to_string(rows) + "), got " + std::to_string(labels.shape(0)));
     int64_t bad = first_label_out_of_range(labels.data(), rows, classes);
     if (bad >= 0)
         fail_value(std::string(fn) + ": labels[" + std::to_string(bad) + "] = " +
@@ -273,6 +371,15 @@ uint64_t u64_arg(py::handle obj, const char* fn, const char* arg) {
     return static_cast<uint64_t>(v);
 }
 
+// A thread count: at most max_threads() (a few per online CPU), since libgomp fails, or
+// crashes, when it cannot create the threads asked for.
+int thread_count(int64_t n, const char* fn, const char* arg) {
+    if (n < 1 || n > max_threads())
+        fail_value(std::string(fn) + ": '" + arg + "' must be in [1, " + std::to_string(max_threads()) +
+                   "] (" + std::to_string(kThreadsPerCpu) + " per online CPU), got " + std::to_string(n));
+    return static_cast<int>(n);
+}
+
 // A finite float >= 0 (hyperparameters such as a dropout rate, a shift, a noise level).
 float nonneg_arg(double v, const char* fn, const char* arg) {
     if (!(v >= 0.0) || !std::isfinite(v))
@@ -282,10 +389,11 @@ float nonneg_arg(double v, const char* fn, const char* arg) {
 }
 
 // A buffer of an optimizer: in place, with param's size.
-float* state_buffer(py::handle obj, const py::array& param, const char* fn, const char* arg) {
+py::array_t<float> state_buffer(py::handle obj, const py::array& param, const char* fn,
+                                const char* arg) {
     auto a = in_place(obj, fn, arg);
     require_same_size(param, a, fn, "param", arg);
-    return a.mutable_data();
+    return a;
 }
 
 float dropout_rate(double p, const char* fn) {
@@ -324,10 +432,10 @@ PYBIND11_MODULE(_C, m) {
         d["cuda"] = false;
         return d;
     });
-    m.def("set_num_threads", [](int n) {
-        if (n < 1) fail_value("set_num_threads: n must be >= 1, got " + std::to_string(n));
-        set_num_threads(n);
+    m.def("set_num_threads", [](int64_t n) {
+        set_num_threads(thread_count(n, "set_num_threads", "n"));
     }, py::arg("n"));
+    m.def("max_num_threads", &max_threads);
     m.def("get_num_threads", &get_num_threads);
     m.def("get_isa", [] { return std::string(active_isa()); });
     m.def("supported_isas", [] {
@@ -346,10 +454,11 @@ PYBIND11_MODULE(_C, m) {
                        }())).cast<std::string>());
     }, py::arg("name"));
 
-    m.def("fma_peak_gflops", [](int threads, double seconds) -> double {
+    m.def("fma_peak_gflops", [](int64_t threads_arg, double seconds) -> double {
+        const int threads = thread_count(threads_arg, "fma_peak_gflops", "threads");
+        nonneg_arg(seconds, "fma_peak_gflops", "seconds");
 #ifdef FASTNN_X86
         if (!__builtin_cpu_supports("avx512f")) return 0.0;
-        if (threads < 1) fail_value("fma_peak_gflops: threads must be >= 1");
         py::gil_scoped_release nogil;
         const int64_t iters = 1 << 20;
         double best = 0.0;
@@ -392,6 +501,7 @@ PYBIND11_MODULE(_C, m) {
         if (out.ndim() != 1 || out.shape(0) != x.shape(1))
             fail_value("column_sum: 'out' must have shape (" + std::to_string(x.shape(1)) +
                        ",), got " + shape_str(out));
+        Operands("column_sum").input("x", x).output("out", out).check();
         py::gil_scoped_release nogil;
         column_sum(x.data(), out.mutable_data(), x.shape(0), x.shape(1), beta);
     }, py::arg("x"), py::arg("out"), py::arg("beta") = 0.0f);
@@ -423,9 +533,12 @@ PYBIND11_MODULE(_C, m) {
         if (act == Activation::Elu && !(alpha >= 0.0f))
             fail_value("activation_backward: 'elu' needs alpha >= 0 (its derivative is "
                        "recovered from y), got " + std::to_string(alpha));
-        // out may be grad_y itself: the gradient is then computed in place.
+        // out may be grad_y itself (or y, or x): the gradient is then computed in place.
         py::array_t<float> gx = out_obj.is_none() ? new_like(y) : in_place(out_obj, fn, "out");
         require_same_shape(y, gx, fn, "y", "out");
+        Operands ops(fn);
+        ops.input("y", y).input("grad_y", g).output("out", gx, /*elementwise=*/true);
+        if (x) ops.input("x", x);
         float* db = nullptr;
         if (!bias_grad_obj.is_none()) {
             require_rank(y, 2, fn, "y");
@@ -434,7 +547,9 @@ PYBIND11_MODULE(_C, m) {
                 fail_value("activation_backward: 'bias_grad' must have shape (" +
                            std::to_string(y.shape(1)) + ",), got " + shape_str(bias_grad));
             db = bias_grad.mutable_data();
+            ops.output("bias_grad", bias_grad);
         }
+        ops.check();
         const float* xp = x ? x.data() : nullptr;
         float* gxp = gx.mutable_data();
         {
@@ -452,11 +567,7 @@ PYBIND11_MODULE(_C, m) {
         const char* fn = "gather_rows";
         F32Array x = as_f32(x_obj, fn, "x");
         if (x.ndim() < 1) fail_value("gather_rows: 'x' must have a first (sample) axis");
-        py::array idx_arr = as_numpy(idx_obj, fn, "index");
-        if (idx_arr.dtype().kind() != 'i' && idx_arr.dtype().kind() != 'u')
-            fail_type("gather_rows: 'index' must hold integers, got dtype " + dtype_str(idx_arr));
-        require_rank(idx_arr, 1, fn, "index");
-        auto idx = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(idx_arr);
+        auto idx = as_indices(idx_obj, fn, "index", "integers");
         const int64_t n = idx.shape(0), rows = x.shape(0), cols = rows ? x.size() / rows : 0;
         int64_t bad = first_label_out_of_range(idx.data(), n, rows);
         if (bad >= 0)
@@ -473,6 +584,7 @@ PYBIND11_MODULE(_C, m) {
                 fail_value("gather_rows: 'out' must have shape (" + std::to_string(n) +
                            ", ...) like x's rows, got " + shape_str(out));
         }
+        Operands(fn).input("x", x).output("out", out).check();
         float* o = out.mutable_data();
         py::gil_scoped_release nogil;
         gather_rows(x.data(), idx.data(), o, n, cols);
@@ -533,13 +645,17 @@ PYBIND11_MODULE(_C, m) {
         auto p = in_place(p_obj, "sgd_step", "param");
         F32Array g = as_f32(g_obj, "sgd_step", "grad");
         require_same_size(p, g, "sgd_step", "param", "grad");
+        Operands ops("sgd_step");
+        ops.output("param", p).input("grad", g);
         float* v = nullptr;
         if (momentum != 0.0f) {
             if (v_obj.is_none()) fail_value("sgd_step: 'velocity' is required when momentum != 0");
             auto va = in_place(v_obj, "sgd_step", "velocity");
             require_same_size(p, va, "sgd_step", "param", "velocity");
             v = va.mutable_data();
+            ops.output("velocity", va);
         }
+        ops.check();
         py::gil_scoped_release nogil;
         sgd_step(p.mutable_data(), g.data(), v, p.size(), lr, momentum, nesterov, weight_decay);
     }, py::arg("param"), py::arg("grad"), py::arg("velocity"), py::kw_only(), py::arg("lr"),
@@ -555,6 +671,8 @@ PYBIND11_MODULE(_C, m) {
         require_same_size(p, m1, "adam_step", "param", "m");
         require_same_size(p, v, "adam_step", "param", "v");
         if (step < 1) fail_value("adam_step: 'step' counts from 1, got " + std::to_string(step));
+        Operands("adam_step").output("param", p).input("grad", g).output("m", m1).output("v", v)
+            .check();
         py::gil_scoped_release nogil;
         adam_step(p.mutable_data(), g.data(), m1.mutable_data(), v.mutable_data(), p.size(), lr,
                   beta1, beta2, eps, weight_decay, step, decoupled);
@@ -568,11 +686,12 @@ PYBIND11_MODULE(_C, m) {
         auto p = in_place(p_obj, fn, "param");
         F32Array g = as_f32(g_obj, fn, "grad");
         require_same_size(p, g, fn, "param", "grad");
-        float* sum_sq = state_buffer(s_obj, p, fn, "sum_sq");
+        auto sum_sq = state_buffer(s_obj, p, fn, "sum_sq");
         if (step < 1) fail_value("adagrad_step: 'step' counts from 1, got " + std::to_string(step));
+        Operands(fn).output("param", p).input("grad", g).output("sum_sq", sum_sq).check();
         py::gil_scoped_release nogil;
-        adagrad_step(p.mutable_data(), g.data(), sum_sq, p.size(), lr, eps, weight_decay, lr_decay,
-                     step);
+        adagrad_step(p.mutable_data(), g.data(), sum_sq.mutable_data(), p.size(), lr, eps,
+                     weight_decay, lr_decay, step);
     }, py::arg("param"), py::arg("grad"), py::arg("sum_sq"), py::kw_only(), py::arg("lr"),
           py::arg("eps"), py::arg("weight_decay"), py::arg("lr_decay"), py::arg("step"));
 
@@ -583,18 +702,26 @@ PYBIND11_MODULE(_C, m) {
         auto p = in_place(p_obj, fn, "param");
         F32Array g = as_f32(g_obj, fn, "grad");
         require_same_size(p, g, fn, "param", "grad");
-        float* sq = state_buffer(sq_obj, p, fn, "square_avg");
+        auto square_avg = state_buffer(sq_obj, p, fn, "square_avg");
+        float* sq = square_avg.mutable_data();
+        Operands ops(fn);
+        ops.output("param", p).input("grad", g).output("square_avg", square_avg);
         if (!(momentum >= 0.0f))
             fail_value("rmsprop_step: 'momentum' must be >= 0, got " + std::to_string(momentum));
         float *buf = nullptr, *avg = nullptr;
         if (momentum > 0.0f) {
             if (buf_obj.is_none()) fail_value("rmsprop_step: 'momentum_buf' is required when momentum > 0");
-            buf = state_buffer(buf_obj, p, fn, "momentum_buf");
+            auto momentum_buf = state_buffer(buf_obj, p, fn, "momentum_buf");
+            ops.output("momentum_buf", momentum_buf);
+            buf = momentum_buf.mutable_data();
         }
         if (centered) {
             if (avg_obj.is_none()) fail_value("rmsprop_step: 'grad_avg' is required when centered=True");
-            avg = state_buffer(avg_obj, p, fn, "grad_avg");
+            auto grad_avg = state_buffer(avg_obj, p, fn, "grad_avg");
+            ops.output("grad_avg", grad_avg);
+            avg = grad_avg.mutable_data();
         }
+        ops.check();
         py::gil_scoped_release nogil;
         rmsprop_step(p.mutable_data(), g.data(), sq, buf, avg, p.size(), lr, alpha, eps,
                      weight_decay, momentum, centered);
@@ -609,6 +736,7 @@ PYBIND11_MODULE(_C, m) {
         require_same_size(p, g, fn, "param", "grad");
         nonneg_arg(l1, fn, "l1");
         nonneg_arg(l2, fn, "l2");
+        Operands(fn).input("param", p).output("grad", g).check();
         py::gil_scoped_release nogil;
         return add_penalty_grad(p.data(), g.mutable_data(), p.size(), l1, l2);
     }, py::arg("param"), py::arg("grad"), py::arg("l1"), py::arg("l2"));
@@ -676,6 +804,13 @@ PYBIND11_MODULE(_C, m) {
        py::arg("max_shift") = 0.0, py::arg("flip") = false, py::arg("max_rotation") = 0.0,
        py::arg("noise_std") = 0.0);
 
+    // Nor is an OMP_NUM_THREADS past max_threads(), which the kernels clamp.
+    if (requested_threads() > max_threads())
+        if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                         ("OMP_NUM_THREADS asks for " + std::to_string(requested_threads()) +
+                          " threads; fastnn uses at most " + std::to_string(max_threads()) + " (" +
+                          std::to_string(kThreadsPerCpu) + " per online CPU)").c_str(), 1) < 0)
+            throw py::error_already_set();
     // A FASTNN_ISA this CPU cannot run is not silently ignored.
     if (const char* forced = std::getenv("FASTNN_ISA"); forced && *forced &&
                                                          std::strcmp(forced, active_isa()) != 0)

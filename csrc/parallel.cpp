@@ -5,10 +5,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 namespace fastnn {
 
-static int initial_threads() {
+int requested_threads() {
 #ifdef _OPENMP
     return omp_get_max_threads();  // honours OMP_NUM_THREADS
 #else
@@ -16,13 +17,18 @@ static int initial_threads() {
 #endif
 }
 
-static std::atomic<int> g_threads{initial_threads()};
+int max_threads() {
+    static const int cap = kThreadsPerCpu * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    return cap;
+}
+
+static std::atomic<int> g_threads{std::min(requested_threads(), max_threads())};
 
 int get_num_threads() { return g_threads.load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
     if (!have_openmp()) n = 1;  // a build without OpenMP runs everything on the caller's thread
-    g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed);
+    g_threads.store(std::clamp(n, 1, max_threads()), std::memory_order_relaxed);
 }
 
 namespace load_guard {

@@ -16,8 +16,16 @@
 namespace fastnn {
 
 int get_num_threads();
-void set_num_threads(int n);
+void set_num_threads(int n);  // clamped to [1, max_threads()]
 bool have_openmp();
+
+// The most threads the kernels take: kThreadsPerCpu per online CPU. Oversubscribing a few
+// times is allowed (to test thread-count independence on a small machine); beyond that
+// libgomp's thread creation fails and the process dies. OMP_NUM_THREADS is clamped to it.
+constexpr int kThreadsPerCpu = 4;
+int max_threads();
+// The thread count OMP_NUM_THREADS (or OpenMP's default) asked for, before clamping.
+int requested_threads();
 
 // Oversubscription guard. When another program keeps a core busy, a worker thread that
 // shares that core waits for a scheduler time slice (milliseconds) before it runs, and a

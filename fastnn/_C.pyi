@@ -1,9 +1,14 @@
 """Type stubs for fastnn._C, the C++ extension.
 
 Every array argument is a NumPy array. Inputs of any float dtype or memory layout
-are converted once to C-contiguous float32; arrays marked "in place" must already be
-C-contiguous float32 (they are the storage of parameters and buffers), and a wrong
-one raises TypeError/ValueError naming the argument. Label arrays are integer arrays.
+are converted once to C-contiguous, aligned float32; a conversion that cannot allocate
+raises MemoryError, any other failed conversion TypeError, naming the argument. Arrays
+marked "in place" must already be C-contiguous, aligned, writeable float32 (they are the
+storage of parameters and buffers), and a wrong one raises TypeError/ValueError naming
+the argument. Label and index arrays are integer arrays, copied before they are checked
+(another thread may change the caller's array while the kernel runs).
+An array a call writes may not overlap any other array argument of the call (ValueError
+naming both), except where documented as "may be x itself" (exactly the same array).
 The GIL is released inside every kernel.
 """
 
@@ -20,8 +25,12 @@ IsaName = Literal["avx512", "avx2", "generic"]
 def config() -> dict:
     """{'isa': str, 'isa_supported': list[str], 'openmp': bool, 'num_threads': int, 'cuda': bool}"""
 
-def set_num_threads(n: int) -> None: ...
+def set_num_threads(n: int) -> None:
+    """ValueError unless 1 <= n <= max_num_threads()."""
 def get_num_threads() -> int: ...
+def max_num_threads() -> int:
+    """4 per online CPU: the most threads the kernels take (OMP_NUM_THREADS is clamped to it,
+    with a RuntimeWarning at import)."""
 def set_isa(name: IsaName) -> None:
     """Force a GEMM path (ValueError if this CPU cannot run it). FASTNN_ISA does the same at import."""
 
@@ -81,7 +90,8 @@ def adam_step(param: F32, grad: F32, m: F32, v: F32, *, lr: float, beta1: float,
     decoupled=True is AdamW (see below)."""
 
 def fma_peak_gflops(threads: int = 1, seconds: float = 0.5) -> float:
-    """Measured float32 AVX-512 FMA peak (GFLOP/s) on `threads` threads; 0.0 without AVX-512."""
+    """Measured float32 AVX-512 FMA peak (GFLOP/s) on `threads` threads (1 <= threads <=
+    max_num_threads()); 0.0 without AVX-512."""
 
 # ---- added for the course's tools (issue 4) ------------------------------------------------
 # Activation names also include "elu" (alpha = its scale, default 1.0 when used via layers),
@@ -142,7 +152,7 @@ def augment_images(x: npt.ArrayLike, *, seed: int, offset: int, max_shift: float
 
 # ---- the training step (issue 6) -----------------------------------------------------------
 # activation_backward(name, y, grad_y, alpha=0.01, x=None, out=None, bias_grad=None):
-# out (float32, y's shape; may be grad_y itself) receives the result in place; with
+# out (float32, y's shape; may be grad_y, y or x itself) receives the result in place; with
 # bias_grad (float32 (cols,), y 2-D) the same pass also adds the column sums of the result
 # to bias_grad: a Dense layer's activation gradient and bias gradient in one sweep.
 

@@ -20,14 +20,14 @@ except ImportError as err:  # the source tree shadows the installed package
         "directory)") from err
 
 from . import data, losses, nn, optim
-from ._checks import positive_int
+from ._checks import thread_count
 from ._random import seed
 
 __version__ = "0.1.0"
 
 __all__ = ["callbacks", "config", "data", "datasets", "diagnostics", "experiments",
-           "get_num_threads", "init", "io", "load", "losses", "matmul", "metrics", "nn", "optim",
-           "plot", "schedulers", "seed", "set_num_threads", "__version__"]
+           "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads", "metrics",
+           "nn", "optim", "plot", "schedulers", "seed", "set_num_threads", "__version__"]
 
 # Submodules that most programs never touch (or that nn loads when it needs them) are
 # imported on first access, fastnn.<name> or ``from fastnn import <name>`` (PEP 562), to
@@ -72,8 +72,9 @@ def config() -> dict:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads for the kernels (``OMP_NUM_THREADS`` sets the default)."""
-    n = positive_int(n, "n")
+    """Use ``n`` threads for the kernels (``OMP_NUM_THREADS`` sets the default), 1 <= n <=
+    max_num_threads(); ValueError outside that range."""
+    n = thread_count(n, "n")
     if n > 1 and not _C.config()["openmp"]:
         warnings.warn("fastnn was built without OpenMP: it runs on one thread", RuntimeWarning,
                       stacklevel=2)
@@ -83,3 +84,9 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The number of threads the kernels use."""
     return _C.get_num_threads()
+
+
+def max_num_threads() -> int:
+    """The most threads set_num_threads takes: 4 per online CPU (more would only make
+    thread creation fail). A larger ``OMP_NUM_THREADS`` is clamped to it, with a warning."""
+    return _C.max_num_threads()

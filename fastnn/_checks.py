@@ -31,6 +31,16 @@ def positive_int(value: object, name: str) -> int:
     return int(value)
 
 
+def thread_count(value: object, name: str) -> int:
+    """``value`` as a thread count in [1, fastnn.max_num_threads()] (4 per online CPU);
+    TypeError/ValueError naming ``name`` otherwise."""
+    from . import _C
+    n, top = positive_int(value, name), _C.max_num_threads()
+    if n > top:
+        raise ValueError(f"{name} must be at most {top} (4 threads per online CPU); got {n}")
+    return n
+
+
 def non_negative(value: object, name: str) -> float:
     """``value`` as a finite float >= 0; ValueError naming ``name`` otherwise."""
     value = float(value)

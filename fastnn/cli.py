@@ -12,6 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 import fastnn
+from fastnn._checks import thread_count
 
 ACTIVATIONS = ["relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus"]
 OPTIMIZERS = ["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
@@ -46,6 +47,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _thread_count(text: str) -> int:
+    try:
+        return thread_count(_positive_int(text), "--threads")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="digits", choices=fastnn.datasets.available(),
                    help="dataset (default: %(default)s; see `fastnn datasets`)")
@@ -64,7 +72,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the "
                    "shuffling and the splits (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=_thread_count, default=None,
                    help="kernel threads (default: OMP_NUM_THREADS or all cores)")
 
 

@@ -27,7 +27,7 @@ struct ExpParts {
 };
 
 inline float pow2i(int32_t e) {  // 2^e for -126 <= e <= 127
-    const int32_t bits = (e + 127) << 23;
+    const uint32_t bits = static_cast<uint32_t>(e + 127) << 23;
     float f;
     std::memcpy(&f, &bits, sizeof f);
     return f;
@@ -45,7 +45,8 @@ inline ExpParts exp_parts(float x) {
     p = p * r + 1.0f / 24.0f;
     p = p * r + 1.0f / 6.0f;
     p = p * r + 0.5f;
-    const int32_t ni = static_cast<int32_t>(n), half = ni / 2;
+    // A NaN n (from a NaN x) would make the conversion undefined: 0 instead, r stays NaN.
+    const int32_t ni = static_cast<int32_t>(n == n ? n : 0.0f), half = ni / 2;
     const float a = pow2i(half), b = pow2i(ni - half);
     return {r + r * r * p, a * b, a, b};
 }

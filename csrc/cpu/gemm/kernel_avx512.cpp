@@ -147,13 +147,15 @@ void small_rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a,
         __mmask16 mask[4];
         #pragma GCC unroll 4
         for (int w = 0; w < 4; ++w) mask[w] = tail_mask(n - j - 16 * w > 0 ? n - j - 16 * w : 0);
-        const int width = n - j >= 64 ? 4 : static_cast<int>((n - j + 15) / 16);
+        // Unmasked loads only for a whole 64 columns: 49-63 left need 4 vectors but a mask.
+        const bool whole = n - j >= 64;
+        const int width = whole ? 4 : static_cast<int>((n - j + 15) / 16);
         __m512 acc[ROWS][4];
         #pragma GCC unroll 4
         for (int r = 0; r < ROWS; ++r)
             #pragma GCC unroll 4
             for (int w = 0; w < 4; ++w) acc[r][w] = _mm512_setzero_ps();
-        if (width == 4) {
+        if (whole) {
             for (int64_t p = 0; p < k; ++p) {
                 const float* bp = b + p * ldb + j;
                 __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16),
