@@ -188,3 +188,27 @@ def test_fit_without_non_finite_values_does_not_warn():
         warnings.simplefilter("error")
         history = model.fit(X, y, epochs=3, batch_size=16, verbose=0)
     assert history.epoch == [0, 1, 2] and history.stop_reason is None
+
+
+@pytest.mark.parametrize("opt", ["sgd", "sgd_momentum", "adam", "adagrad", "rmsprop"])
+def test_an_infinite_parameter_stays_infinite_without_weight_decay(opt):
+    # torch.optim adds weight_decay * p only when weight_decay != 0: 0 * inf would be NaN.
+    n = 37  # vector body and scalar tail
+    p = np.linspace(-1, 1, n).astype(np.float32)
+    p[[0, 20, 36]] = [np.inf, -np.inf, np.inf]
+    g = np.full(n, 0.25, np.float32)
+    state = [np.zeros(n, np.float32) for _ in range(3)]
+    if opt == "sgd":
+        _C.sgd_step(p, g, None, lr=0.1)
+    elif opt == "sgd_momentum":
+        _C.sgd_step(p, g, state[0], lr=0.1, momentum=0.9)
+    elif opt == "adam":
+        _C.adam_step(p, g, state[0], state[1], lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8,
+                     weight_decay=0.0, step=1)
+    elif opt == "adagrad":
+        _C.adagrad_step(p, g, state[0], lr=0.1, eps=1e-10, weight_decay=0.0, lr_decay=0.0, step=1)
+    else:
+        _C.rmsprop_step(p, g, state[0], None, None, lr=0.1, alpha=0.99, eps=1e-8,
+                        weight_decay=0.0, momentum=0.0, centered=False)
+    assert p[0] == np.inf and p[20] == -np.inf and p[36] == np.inf
+    assert np.isfinite(np.delete(p, [0, 20, 36])).all()

@@ -13,6 +13,10 @@ namespace fastnn {
 constexpr int64_t kGrain = 1 << 15;
 constexpr int64_t kChunk = 4096;  // elements per partial sum of the penalty
 
+// The gradient with weight decay wd * p added, as torch.optim does it: not at all when wd
+// is 0, so that an infinite parameter does not turn into NaN through 0 * inf.
+inline float decayed(float g, float p, float wd) { return wd == 0.0f ? g : g + wd * p; }
+
 void sgd_step(float* p, const float* grad, float* v, int64_t n, float lr, float momentum,
               bool nesterov, float wd) {
     // One branch-free loop per variant: a branch inside the loop keeps it scalar.
@@ -24,15 +28,15 @@ void sgd_step(float* p, const float* grad, float* v, int64_t n, float lr, float 
         const float* __restrict g_ = grad;
         const float rate = lr, mu = momentum, decay = wd;
         if (mu == 0.0f) {
-            for (int64_t i = b; i < e; ++i) p_[i] -= rate * (g_[i] + decay * p_[i]);
+            for (int64_t i = b; i < e; ++i) p_[i] -= rate * decayed(g_[i], p_[i], decay);
         } else if (!nesterov) {
             for (int64_t i = b; i < e; ++i) {
-                v_[i] = mu * v_[i] + (g_[i] + decay * p_[i]);
+                v_[i] = mu * v_[i] + decayed(g_[i], p_[i], decay);
                 p_[i] -= rate * v_[i];
             }
         } else {
             for (int64_t i = b; i < e; ++i) {
-                const float g = g_[i] + decay * p_[i];
+                const float g = decayed(g_[i], p_[i], decay);
                 v_[i] = mu * v_[i] + g;
                 p_[i] -= rate * (g + mu * v_[i]);
             }
@@ -51,7 +55,7 @@ static void adam_range(float* __restrict p, const float* __restrict grad, float*
     const float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
     for (int64_t i = 0; i < n; ++i) {
         const float w = p[i] * shrink;  // shrink == 1 unless decoupled (AdamW)
-        const float g = grad[i] + l2 * w;
+        const float g = decayed(grad[i], w, l2);
         m[i] = beta1 * m[i] + c1 * g;
         v[i] = beta2 * v[i] + c2 * g * g;
         p[i] = w - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
@@ -76,7 +80,7 @@ FASTNN_VECTOR_CLONES static void adagrad_range(float* __restrict p, const float*
                                                float* __restrict sum_sq, int64_t n, float clr,
                                                float eps, float wd) {
     for (int64_t i = 0; i < n; ++i) {
-        const float g = grad[i] + wd * p[i];
+        const float g = decayed(grad[i], p[i], wd);
         sum_sq[i] += g * g;
         p[i] -= clr * g / (std::sqrt(sum_sq[i]) + eps);
     }
@@ -99,7 +103,7 @@ FASTNN_VECTOR_CLONES void rmsprop_range(float* __restrict p, const float* __rest
                                         float eps, float wd, float momentum) {
     const float w = 1.0f - alpha;
     for (int64_t i = 0; i < n; ++i) {
-        const float g = grad[i] + wd * p[i];
+        const float g = decayed(grad[i], p[i], wd);
         sq[i] = alpha * sq[i] + w * g * g;
         float var = sq[i];
         if (kCentered) {
