@@ -37,6 +37,9 @@ from . import _random
 
 FORMAT = "fastnn"
 OPTIMIZER_PREFIX = "optimizer."
+# The safetensors dtypes that load as NumPy arrays (BF16 is converted to float32).
+_NUMPY_DTYPES = ("F64", "F32", "F16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8",
+                 "BOOL")
 _INSTALL = 'saving and loading models needs the safetensors package: pip install "fastnn[io]"'
 
 
@@ -145,17 +148,17 @@ def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
         with safetensors.safe_open(str(path), framework="np") as f:
             metadata = dict(f.metadata() or {})
             names = list(f.keys())
+            dtypes = {name: f.get_slice(name).get_dtype() for name in names}
             bf16 = {name: f.get_slice(name).get_shape() for name in names
-                    if f.get_slice(name).get_dtype() == "BF16"}
+                    if dtypes[name] == "BF16"}
             for name in names:
-                if name not in bf16:
-                    try:
-                        tensors[name] = f.get_tensor(name)
-                    except TypeError as err:
-                        raise InvalidFileError(
-                            f"{path}: tensor {name!r} has dtype "
-                            f"{f.get_slice(name).get_dtype()}, which fastnn cannot load "
-                            "(it loads float, integer, bool and BF16 tensors)") from err
+                if name in bf16:
+                    continue
+                if dtypes[name] not in _NUMPY_DTYPES:
+                    raise InvalidFileError(
+                        f"{path}: tensor {name!r} has dtype {dtypes[name]}, which fastnn "
+                        f"cannot load (it loads {', '.join(_NUMPY_DTYPES)} and BF16)")
+                tensors[name] = f.get_tensor(name)
     except safetensors.SafetensorError as err:
         raise InvalidFileError(f"{path} is not a valid safetensors file (truncated or "
                                f"corrupted?): {err}") from err
