@@ -115,13 +115,7 @@ def save_idx(path: str | os.PathLike, array: np.ndarray) -> None:
                         f"{sorted(str(d) for d in codes)}")
     data = struct.pack(f">BBBB{array.ndim}I", 0, 0, code, array.ndim, *array.shape)
     data += np.ascontiguousarray(array, array.dtype.newbyteorder(">")).tobytes()
-    opener = gzip.open if Path(path).suffix == ".gz" else open
-
-    def write(partial: str) -> None:
-        with opener(partial, "wb") as f:
-            f.write(data)
-
-    write_atomic(path, write)
+    write_atomic(path, gzip.compress(data) if Path(path).suffix == ".gz" else data)
 
 
 def _labels(path: Path, count: int) -> np.ndarray:

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -58,27 +57,22 @@ def _safetensors() -> Any:
     return safetensors
 
 
-def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(temporary_path)`` to write a file beside ``path``, fsync it and rename
-    it over ``path`` (then fsync the directory): a crash leaves either the old file or
-    the new one at ``path``. The temporary file is removed if anything fails."""
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a new file beside ``path``, fsync it and rename it over ``path``
+    (then fsync the directory): a crash leaves either the old file or the new one at
+    ``path``, and a failed write removes its temporary file. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
+    partial = path.parent / f".{path.name}.{os.urandom(4).hex()}.partial"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        write(partial)
-        fd = os.open(partial, os.O_RDWR)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(partial, path)
     except BaseException:
-        try:
-            os.unlink(partial)
-        except FileNotFoundError:
-            pass
+        partial.unlink(missing_ok=True)
         raise
     if hasattr(os, "O_DIRECTORY"):  # POSIX: make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -135,8 +129,7 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
         for key, value in compiled.optimizer.state_arrays().items():
             tensors[OPTIMIZER_PREFIX + key] = np.ascontiguousarray(value)
     metadata["sha256"] = _digest(tensors, metadata)
-    return write_atomic(path, lambda partial: safetensors.numpy.save_file(
-        tensors, partial, metadata=metadata))
+    return write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
 
 
 def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:

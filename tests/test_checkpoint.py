@@ -84,13 +84,24 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary_file(tmp_path, monke
     path = model.save(tmp_path / "m.safetensors")
     before = path.read_bytes()
 
-    def half_written(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"\0" * 100)
-        raise OSError(28, "No space left on device")
+    real_fdopen = os.fdopen
 
-    monkeypatch.setattr(st, "save_file", half_written)
+    class DiskFull:
+        def __init__(self, fd, mode):
+            self.f = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:100])
+            raise OSError(28, "No space left on device")
+
     model.fit(X, y, epochs=1, verbose=0, seed=0)
+    monkeypatch.setattr(os, "fdopen", DiskFull)
     with pytest.raises(OSError, match="No space"):
         model.save(path)
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
@@ -184,3 +195,11 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, see
     for name in expected.files:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
     assert os.listdir(tmp_path / "run") == ["ckpt.safetensors"]
+
+
+def test_a_saved_file_gets_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    fastnn.seed(0)
+    path = compiled().save(tmp_path / "m.safetensors")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
