@@ -80,8 +80,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    "e.g. normal, xavier_uniform, he_normal)")
     p.add_argument("--dropout", type=_FRACTION, default=0.0,
                    help="dropout after each hidden layer")
-    p.add_argument("--l1", type=_NON_NEGATIVE, default=0.0, help="L1 penalty on every weight matrix")
-    p.add_argument("--l2", type=_NON_NEGATIVE, default=0.0, help="L2 penalty on every weight matrix")
+    p.add_argument("--l1", type=_NON_NEGATIVE, default=0.0,
+                   help="L1 penalty on every weight matrix")
+    p.add_argument("--l2", type=_NON_NEGATIVE, default=0.0,
+                   help="L2 penalty on every weight matrix")
     p.add_argument("--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the "
                    "shuffling and the splits (default: %(default)s)")
@@ -100,11 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(train)
     train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
                        help="(default: %(default)s)")
-    train.add_argument("--lr", type=_POSITIVE, default=1e-3, help="learning rate (default: %(default)s)")
+    train.add_argument("--lr", type=_POSITIVE, default=1e-3,
+                       help="learning rate (default: %(default)s)")
     train.add_argument("--batch-size", type=_positive_int, default=32,
                        help="(default: %(default)s); the training set size is batch GD, 1 "
                        "is stochastic GD")
-    train.add_argument("--clip-norm", type=_POSITIVE, default=None, help="clip gradients by global norm")
+    train.add_argument("--clip-norm", type=_POSITIVE, default=None,
+                       help="clip gradients by global norm")
     train.add_argument("--schedule", default="none", choices=SCHEDULES,
                        help="learning-rate schedule: step (x0.1 every third of the epochs), "
                        "exponential (x0.95 per epoch), cosine, plateau (x0.1 after 3 epochs "

@@ -90,7 +90,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
                            [opt.lr if isinstance(opt, optim.Optimizer) else 0.01])]
     for (opt, lr), batch_size in itertools.product(settings, batch_sizes):
         if isinstance(opt, optim.Optimizer):  # a copy: runs must not share moments or steps
-            opt_name, optimizer = type(opt).__name__, optim.from_config({**opt.get_config(), "lr": lr})
+            opt_name = type(opt).__name__
+            optimizer = optim.from_config({**opt.get_config(), "lr": lr})
         else:
             opt_name, optimizer = opt, optim.get(opt, lr=lr)
         _random.seed(seed)  # the same initial weights for every run

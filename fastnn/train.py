@@ -273,10 +273,10 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             progress.end_epoch(logs)
             _diagnostics.emit(messages)
             if seed is None or isinstance(seed, (int, np.integer)):  # else: not resumable
-                cfg.run = RunState(
-                    None if seed is None else int(seed), epochs, epoch + 1, split_state, rng.bit_generator.state,
-                    (augment.seed, augment.offset) if isinstance(augment, data.Augment)
-                    else None).to_json()
+                stream = ((augment.seed, augment.offset) if isinstance(augment, data.Augment)
+                          else None)
+                cfg.run = RunState(None if seed is None else int(seed), epochs, epoch + 1,
+                                   split_state, rng.bit_generator.state, stream).to_json()
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             if not math.isfinite(logs["loss"]):
