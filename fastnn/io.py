@@ -23,9 +23,11 @@ metadata catches damage anywhere. BF16 tensors (common in PyTorch files) load as
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -60,9 +62,15 @@ def _safetensors() -> Any:
 def write_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a new file beside ``path``, fsync it and rename it over ``path``
     (then fsync the directory): a crash leaves either the old file or the new one at
-    ``path``, and a failed write removes its temporary file. Returns the path."""
+    ``path``. A failed write removes its temporary file, and the temporary file of a
+    writer that was killed is removed by the next write to ``path`` (one writer per
+    path at a time). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A process killed while writing leaves its temporary file: the next write removes it.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        if re.fullmatch(r"[0-9a-f]{8}", stale.name[len(path.name) + 2:-len(".partial")]):
+            stale.unlink(missing_ok=True)
     partial = path.parent / f".{path.name}.{os.urandom(4).hex()}.partial"
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:

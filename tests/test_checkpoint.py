@@ -203,3 +203,24 @@ def test_a_saved_file_gets_the_usual_permissions(tmp_path):
     fastnn.seed(0)
     path = compiled().save(tmp_path / "m.safetensors")
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_kill_during_a_save_keeps_the_old_file_and_the_next_save_cleans_up(tmp_path):
+    fastnn.seed(0)
+    path = compiled().save(tmp_path / "m.safetensors")
+    before = path.read_bytes()
+    code = ("import os, signal, sys, fastnn\n"
+            "from fastnn import nn\n"
+            "fastnn.seed(1)\n"
+            "model = nn.Sequential(nn.Dense(64, 16, activation='relu'), nn.Dense(16, 3))\n"
+            "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # written, not renamed\n"
+            f"model.save({str(path)!r})\n")
+    proc = _ref.run_python(code)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert path.read_bytes() == before
+    stray = [name for name in os.listdir(tmp_path) if name != "m.safetensors"]
+    assert len(stray) == 1 and stray[0].endswith(".partial")
+    fastnn.seed(2)
+    compiled().save(path)
+    assert os.listdir(tmp_path) == ["m.safetensors"]
+    assert path.read_bytes() != before
