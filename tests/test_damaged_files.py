@@ -290,3 +290,14 @@ def test_fuzz_damaged_idx_files(tmp_path, suffix):
             np.testing.assert_array_equal(loaded, original)
         else:  # a raw file's type code 0x08 (uint8) flipped to 0x09 (int8): the same bytes
             assert loaded.dtype == np.int8 and loaded.tobytes() == original.tobytes()
+
+
+@pytest.mark.parametrize("which", ["y_true", "y_pred"])
+def test_metrics_report_a_uint64_label_beyond_int64_as_it_is(which):
+    from fastnn import metrics
+
+    big = np.array([0, 2**63], np.uint64)
+    small = np.array([0, 1], np.uint64)
+    args = (big, small) if which == "y_true" else (small, big)
+    with pytest.raises(ValueError, match=f"{which} holds label 9223372036854775808"):
+        metrics.accuracy(*args)
