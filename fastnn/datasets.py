@@ -51,9 +51,10 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-# The largest IDX data load_idx accepts (MNIST's training images take 47 MB): a damaged
-# or hostile header cannot make it allocate more.
-IDX_MAX_BYTES = 1 << 32
+# The largest IDX data load_idx accepts (MNIST's training images take 47 MB, EMNIST's
+# largest set 550 MB): a damaged or hostile header cannot make it allocate more. Raise
+# it (fastnn.datasets.IDX_MAX_BYTES = ...) for a larger data set.
+IDX_MAX_BYTES = 1 << 30
 
 
 def load_idx(path: str | os.PathLike) -> np.ndarray:
@@ -81,7 +82,7 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
                                        f"declared, {len(dims) // 4} present)")
             shape = struct.unpack(f">{ndim}I", dims)
             expected = math.prod(shape) * dtype.itemsize
-            if expected > IDX_MAX_BYTES:
+            if expected > IDX_MAX_BYTES:  # read at call time: it may have been raised
                 raise InvalidFileError(f"{path}: header declares shape {shape}, {expected:,} "
                                        f"bytes of data, more than IDX_MAX_BYTES "
                                        f"({IDX_MAX_BYTES:,}): corrupted?")
