@@ -66,6 +66,16 @@ _NON_NEGATIVE = _number(lambda v: v >= 0, "a number >= 0")
 _FRACTION = _number(lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+def _init_name(text: str) -> str:
+    import fastnn.init
+
+    try:
+        fastnn.init.get(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="digits", choices=fastnn.datasets.available(),
                    help="dataset (default: %(default)s; see `fastnn datasets`)")
@@ -75,7 +85,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help='hidden layer sizes, comma-separated; "" for none (default: 128,64)')
     p.add_argument("--activation", default="relu", choices=ACTIVATIONS,
                    help="hidden layers' activation (default: %(default)s)")
-    p.add_argument("--init", default=None,
+    p.add_argument("--init", type=_init_name, default=None,
                    help="weight initialiser (default: He for the ReLU family, Glorot otherwise; "
                    "e.g. normal, xavier_uniform, he_normal)")
     p.add_argument("--dropout", type=_FRACTION, default=0.0,
@@ -112,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", default="none", choices=SCHEDULES,
                        help="learning-rate schedule: step (x0.1 every third of the epochs), "
                        "exponential (x0.95 per epoch), cosine, plateau (x0.1 after 3 epochs "
-                       "without val_loss improvement)")
+                       "without val_loss improvement; loss without validation)")
     train.add_argument("--augment", default=None, metavar="SHIFT,ROTATION[,NOISE]",
                        help="image augmentation per batch: max shift in pixels, max rotation in "
                        "degrees, Gaussian noise std, e.g. 2,10 or 2,10,0.05")
@@ -120,8 +130,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="fraction held out for validation (default: %(default)s; none "
                        "where the training set is too small to split)")
     train.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
-                       help="stop when val_loss has not improved for PATIENCE epochs, and keep "
-                       "the best weights")
+                       help="stop when val_loss (loss without validation) has not improved "
+                       "for PATIENCE epochs, and keep the best weights")
     train.add_argument("--diagnostics", action="store_true",
                        help="record per-layer gradient norms, dead and saturated units, and warn "
                        "on vanishing or exploding gradients")
@@ -149,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, validation: float) -> tuple:
+    if args.data == "mnist" and args.data_path is None:
+        raise ValueError("--data mnist needs --data-path DIR, a directory of MNIST-format "
+                         "IDX files")
     return fastnn.datasets.load(args.data, seed=args.seed, path=args.data_path,
                                 validation=validation)
 
@@ -169,13 +182,13 @@ def _builder(args: argparse.Namespace, n_in: int, n_out: int) -> Callable[[], fa
     return build
 
 
-def _schedule(name: str, epochs: int):
+def _schedule(name: str, epochs: int, monitor: str):
     from fastnn import schedulers
     return {"none": None,
             "step": lambda: schedulers.StepLR(max(1, epochs // 3)),
             "exponential": lambda: schedulers.ExponentialLR(0.95),
             "cosine": lambda: schedulers.CosineLR(epochs),
-            "plateau": lambda: schedulers.ReduceLROnPlateau(patience=3)}[name]
+            "plateau": lambda: schedulers.ReduceLROnPlateau(monitor, patience=3)}[name]
 
 
 def _augment(text: str | None, data: str):
@@ -205,18 +218,19 @@ def _train(args: argparse.Namespace) -> int:
     model.compile(loss="cross_entropy",
                   optimizer=fastnn.optim.get(args.optimizer, lr=args.lr, clip_norm=args.clip_norm),
                   metrics=["accuracy"])
-    callbacks = []
-    schedule = _schedule(args.schedule, args.epochs)
-    if schedule is not None:
-        callbacks.append(schedule())
-    if args.early_stopping:
-        callbacks.append(fastnn.callbacks.EarlyStopping(patience=args.early_stopping))
     _banner(args, len(X_train), len(X_test))
     split = args.validation_split
     if split and round(len(X_train) * split) in (0, len(X_train)):
         print(f"note: --validation-split {split} of {len(X_train)} training samples leaves "
               "an empty training or validation set; training without validation")
         split = 0.0
+    monitor = "val_loss" if split else "loss"  # what plateau and early stopping watch
+    callbacks = []
+    schedule = _schedule(args.schedule, args.epochs, monitor)
+    if schedule is not None:
+        callbacks.append(schedule())
+    if args.early_stopping:
+        callbacks.append(fastnn.callbacks.EarlyStopping(monitor, patience=args.early_stopping))
     model.summary()
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=split, seed=args.seed,

@@ -220,6 +220,29 @@ def test_cli_errors_name_the_flag(flag, value, capsys):
     assert f"argument {flag}" in err and repr(value) in err
 
 
+def test_cli_unknown_init_names_the_flag(capsys):
+    from fastnn import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--data", "xor", "--epochs", "1", "--init", "foo"])
+    assert "argument --init: unknown init 'foo'" in capsys.readouterr().err
+
+
+def test_cli_mnist_without_a_directory_names_the_flag(capsys):
+    from fastnn import cli
+
+    assert cli.main(["train", "--data", "mnist", "--epochs", "1"]) == 1
+    assert "--data mnist needs --data-path DIR" in capsys.readouterr().err
+
+
+def test_cli_plateau_and_early_stopping_watch_the_loss_without_validation(capsys):
+    from fastnn import cli
+
+    assert cli.main(["train", "--data", "xor", "--hidden", "4", "--epochs", "3",
+                     "--schedule", "plateau", "--early-stopping", "2"]) == 0
+    assert "training without validation" in capsys.readouterr().out
+
+
 def _readme_commands():
     """The fastnn commands of README.md's shell blocks, as argument lists."""
     from pathlib import Path
