@@ -151,7 +151,13 @@ class ModelCheckpoint(_Monitoring):
     save_best_only=True saves only when ``monitor`` improves (mode as in
     ``EarlyStopping``); False saves after every epoch. ``path`` may contain ``{epoch}``
     (counted from 1) and log keys, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``.
-    include_optimizer=True also stores the optimizer's state, to resume training.
+    include_optimizer=True also stores the optimizer's state and the fit's, to resume
+    training (``fastnn.load`` then ``fit`` continues where the checkpoint was written).
+
+    As in Keras, the best value is kept across ``fit`` calls. Each file records its
+    epoch's logs, and a new ModelCheckpoint whose fixed ``path`` already holds a
+    checkpoint starts from the value recorded there, so a resumed run never replaces a
+    better model with a worse one. Every write is crash-safe (``fastnn.io.write_atomic``).
     """
 
     def __init__(self, path: str | Path, monitor: str = "val_loss", save_best_only: bool = True,
@@ -162,7 +168,25 @@ class ModelCheckpoint(_Monitoring):
         self.include_optimizer = bool(include_optimizer)
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-        self.best = None
+        import os
+
+        if not self.save_best_only or self.best is not None or "{" in self.path \
+                or not os.path.exists(self.path):
+            return
+        from . import io
+
+        try:
+            saved = io.read_logs(self.path)
+        except (io.InvalidFileError, ImportError, OSError) as err:
+            warnings.warn(f"ModelCheckpoint: cannot read the existing {self.path} ({err}); "
+                          "the first improvement will replace it", RuntimeWarning, stacklevel=3)
+            return
+        value = (saved or {}).get(self.monitor)
+        if value is None:
+            warnings.warn(f"ModelCheckpoint: {self.path} records no {self.monitor!r}; the "
+                          "first epoch will replace it", RuntimeWarning, stacklevel=3)
+        elif self._improves(value):  # NaN or infinite: any finite value beats it
+            self.best = value
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if self.save_best_only:
@@ -173,7 +197,7 @@ class ModelCheckpoint(_Monitoring):
         from . import io
 
         io.save(self.model, self.path.format(epoch=epoch + 1, **(logs or {})),
-                include_optimizer=self.include_optimizer)
+                include_optimizer=self.include_optimizer, logs=logs)
 
 
 class LearningRateScheduler(Callback):

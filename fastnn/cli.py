@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Callable, Sequence
 
@@ -54,6 +55,35 @@ def _thread_count(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _number(valid: Callable[[float], bool], expected: str) -> Callable[[str], float]:
+    """An argparse type: a finite float for which ``valid`` holds; argparse's error then
+    names the flag, not the library's parameter."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and valid(value)):
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+        return value
+    return parse
+
+
+_POSITIVE = _number(lambda v: v > 0, "a number > 0")
+_NON_NEGATIVE = _number(lambda v: v >= 0, "a number >= 0")
+_FRACTION = _number(lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def _init_name(text: str) -> str:
+    import fastnn.init
+
+    try:
+        fastnn.init.get(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="digits", choices=fastnn.datasets.available(),
                    help="dataset (default: %(default)s; see `fastnn datasets`)")
@@ -63,12 +93,15 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help='hidden layer sizes, comma-separated; "" for none (default: 128,64)')
     p.add_argument("--activation", default="relu", choices=ACTIVATIONS,
                    help="hidden layers' activation (default: %(default)s)")
-    p.add_argument("--init", default=None,
+    p.add_argument("--init", type=_init_name, default=None,
                    help="weight initialiser (default: He for the ReLU family, Glorot otherwise; "
                    "e.g. normal, xavier_uniform, he_normal)")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
-    p.add_argument("--l1", type=float, default=0.0, help="L1 penalty on every weight matrix")
-    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty on every weight matrix")
+    p.add_argument("--dropout", type=_FRACTION, default=0.0,
+                   help="dropout after each hidden layer")
+    p.add_argument("--l1", type=_NON_NEGATIVE, default=0.0,
+                   help="L1 penalty on every weight matrix")
+    p.add_argument("--l2", type=_NON_NEGATIVE, default=0.0,
+                   help="L2 penalty on every weight matrix")
     p.add_argument("--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the "
                    "shuffling and the splits (default: %(default)s)")
@@ -87,23 +120,26 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(train)
     train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
                        help="(default: %(default)s)")
-    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
+    train.add_argument("--lr", type=_POSITIVE, default=1e-3,
+                       help="learning rate (default: %(default)s)")
     train.add_argument("--batch-size", type=_positive_int, default=32,
                        help="(default: %(default)s); the training set size is batch GD, 1 "
                        "is stochastic GD")
-    train.add_argument("--clip-norm", type=float, default=None, help="clip gradients by global norm")
+    train.add_argument("--clip-norm", type=_POSITIVE, default=None,
+                       help="clip gradients by global norm")
     train.add_argument("--schedule", default="none", choices=SCHEDULES,
                        help="learning-rate schedule: step (x0.1 every third of the epochs), "
                        "exponential (x0.95 per epoch), cosine, plateau (x0.1 after 3 epochs "
-                       "without val_loss improvement)")
+                       "without val_loss improvement; loss without validation)")
     train.add_argument("--augment", default=None, metavar="SHIFT,ROTATION[,NOISE]",
                        help="image augmentation per batch: max shift in pixels, max rotation in "
                        "degrees, Gaussian noise std, e.g. 2,10 or 2,10,0.05")
-    train.add_argument("--validation-split", type=float, default=0.1,
-                       help="fraction held out for validation (default: %(default)s)")
+    train.add_argument("--validation-split", type=_FRACTION, default=0.1,
+                       help="fraction held out for validation (default: %(default)s; none "
+                       "where the training set is too small to split)")
     train.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
-                       help="stop when val_loss has not improved for PATIENCE epochs, and keep "
-                       "the best weights")
+                       help="stop when val_loss (loss without validation) has not improved "
+                       "for PATIENCE epochs, and keep the best weights")
     train.add_argument("--diagnostics", action="store_true",
                        help="record per-layer gradient norms, dead and saturated units, and warn "
                        "on vanishing or exploding gradients")
@@ -117,11 +153,12 @@ def _parser() -> argparse.ArgumentParser:
     compare.set_defaults(epochs=5)
     compare.add_argument("--optimizers", type=_list_of(str, "sgd,momentum,adam"),
                          default="sgd,momentum,adam", help="(default: %(default)s)")
-    compare.add_argument("--lr", type=_list_of(float, "0.1,0.01"), default="0.01",
+    compare.add_argument("--lr", type=_list_of(_POSITIVE, "0.1,0.01"), default="0.01",
                          help="learning rates, comma-separated (default: %(default)s)")
     compare.add_argument("--batch-size", type=_list_of(_positive_int, "32,128"), default="32",
                          help="batch sizes, comma-separated (default: %(default)s)")
-    compare.add_argument("--target", type=float, default=None,
+    compare.add_argument("--target", type=_number(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+                         default=None,
                          help="report the first epoch reaching this validation accuracy")
     compare.add_argument("--plot", default=None, metavar="PNG", help="save the curves side by side")
 
@@ -130,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, validation: float) -> tuple:
+    if args.data == "mnist" and args.data_path is None:
+        raise ValueError("--data mnist needs --data-path DIR, a directory of MNIST-format "
+                         "IDX files")
     return fastnn.datasets.load(args.data, seed=args.seed, path=args.data_path,
                                 validation=validation)
 
@@ -150,13 +190,13 @@ def _builder(args: argparse.Namespace, n_in: int, n_out: int) -> Callable[[], fa
     return build
 
 
-def _schedule(name: str, epochs: int):
+def _schedule(name: str, epochs: int, monitor: str):
     from fastnn import schedulers
     return {"none": None,
             "step": lambda: schedulers.StepLR(max(1, epochs // 3)),
             "exponential": lambda: schedulers.ExponentialLR(0.95),
             "cosine": lambda: schedulers.CosineLR(epochs),
-            "plateau": lambda: schedulers.ReduceLROnPlateau(patience=3)}[name]
+            "plateau": lambda: schedulers.ReduceLROnPlateau(monitor, patience=3)}[name]
 
 
 def _augment(text: str | None, data: str):
@@ -186,16 +226,22 @@ def _train(args: argparse.Namespace) -> int:
     model.compile(loss="cross_entropy",
                   optimizer=fastnn.optim.get(args.optimizer, lr=args.lr, clip_norm=args.clip_norm),
                   metrics=["accuracy"])
+    _banner(args, len(X_train), len(X_test))
+    split = args.validation_split
+    if split and round(len(X_train) * split) in (0, len(X_train)):
+        print(f"note: --validation-split {split} of {len(X_train)} training samples leaves "
+              "an empty training or validation set; training without validation")
+        split = 0.0
+    monitor = "val_loss" if split else "loss"  # what plateau and early stopping watch
     callbacks = []
-    schedule = _schedule(args.schedule, args.epochs)
+    schedule = _schedule(args.schedule, args.epochs, monitor)
     if schedule is not None:
         callbacks.append(schedule())
     if args.early_stopping:
-        callbacks.append(fastnn.callbacks.EarlyStopping(patience=args.early_stopping))
-    _banner(args, len(X_train), len(X_test))
+        callbacks.append(fastnn.callbacks.EarlyStopping(monitor, patience=args.early_stopping))
     model.summary()
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_split=args.validation_split, seed=args.seed,
+                        validation_split=split, seed=args.seed,
                         callbacks=callbacks, augment=_augment(args.augment, args.data),
                         diagnostics=args.diagnostics)
     result = model.evaluate(X_test, y_test)
@@ -223,7 +269,11 @@ def _print_diagnostics(history) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    X_train, y_train, X_val, y_val, _, _ = _load(args, 0.1)
+    X_train, y_train, X_val, y_val, X_test, y_test = _load(args, 0.1)
+    if len(X_val) == 0:  # xor's 4 points: nothing to hold out
+        print(f"note: {args.data}'s {len(X_train)} training samples are too few to hold out "
+              "a validation set; the runs are validated on its test set")
+        X_val, y_val = X_test, y_test
     _banner(args, len(X_train), len(X_val))
     build = _builder(args, X_train.shape[1], int(y_train.max()) + 1)
     fastnn.experiments.compare(build, (X_train, y_train, X_val, y_val),

@@ -18,6 +18,7 @@ moons           two interleaving half circles, generated                  -
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -50,26 +51,63 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
+# The largest IDX data load_idx accepts (MNIST's training images take 47 MB, EMNIST's
+# largest set 550 MB): a damaged or hostile header cannot make it allocate more. Raise
+# it (fastnn.datasets.IDX_MAX_BYTES = ...) for a larger data set.
+IDX_MAX_BYTES = 1 << 30
+
+
 def load_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (the MNIST format), plain or gzip-compressed, into an array."""
+    """Read an IDX file (the MNIST format), plain or gzip-compressed (.gz), into an array.
+
+    The header is checked before any data is read: a .gz file is decompressed only up to
+    the size its header declares (at most ``IDX_MAX_BYTES``). A damaged, truncated or
+    over-long file raises ``fastnn.io.InvalidFileError`` (a ValueError) naming it."""
+    import zlib
+
+    from .io import InvalidFileError
+
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4]!r})")
-    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes of data) but "
-                         f"the file holds {len(raw) - header}: truncated or corrupted")
-    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    compressed = path.suffix == ".gz"
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise InvalidFileError(f"{path} is not an IDX file (bad magic number "
+                                       f"{magic!r})")
+            dtype, ndim = np.dtype(_IDX_DTYPES[magic[2]]), magic[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise InvalidFileError(f"{path}: truncated IDX header ({ndim} dimensions "
+                                       f"declared, {len(dims) // 4} present)")
+            shape = struct.unpack(f">{ndim}I", dims)
+            expected = math.prod(shape) * dtype.itemsize
+            if expected > IDX_MAX_BYTES:  # read at call time: it may have been raised
+                raise InvalidFileError(f"{path}: header declares shape {shape}, {expected:,} "
+                                       f"bytes of data, more than IDX_MAX_BYTES "
+                                       f"({IDX_MAX_BYTES:,}): corrupted?")
+            if not compressed and os.fstat(f.fileno()).st_size - 4 - 4 * ndim != expected:
+                held = os.fstat(f.fileno()).st_size - 4 - 4 * ndim
+                raise InvalidFileError(f"{path}: header says shape {shape} ({expected:,} bytes "
+                                       f"of data) but the file holds {held:,}: truncated or "
+                                       "corrupted")
+            raw = f.read(expected)
+            extra = f.read(1)  # also makes gzip check the stream's CRC and length
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise InvalidFileError(f"{path} is not a valid gzip file (truncated or corrupted?): "
+                               f"{err}") from err
+    if len(raw) != expected or extra:
+        raise InvalidFileError(f"{path}: header says shape {shape} ({expected:,} bytes of "
+                               f"data) but the file holds {'more' if extra else len(raw)}: "
+                               "truncated or corrupted")
+    return np.frombuffer(raw, dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def save_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write an array as an IDX file (gzip-compressed when the name ends in .gz)."""
+    """Write an array as an IDX file (gzip-compressed when the name ends in .gz), crash-safe
+    (``fastnn.io.write_atomic``)."""
+    from .io import write_atomic
+
     array = np.asarray(array)
     codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
     code = codes.get(array.dtype)
@@ -78,10 +116,22 @@ def save_idx(path: str | os.PathLike, array: np.ndarray) -> None:
                         f"{sorted(str(d) for d in codes)}")
     data = struct.pack(f">BBBB{array.ndim}I", 0, 0, code, array.ndim, *array.shape)
     data += np.ascontiguousarray(array, array.dtype.newbyteorder(">")).tobytes()
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wb") as f:
-        f.write(data)
+    write_atomic(path, gzip.compress(data) if Path(path).suffix == ".gz" else data)
+
+
+def _labels(path: Path, count: int) -> np.ndarray:
+    """The IDX class labels at ``path`` for ``count`` images: integers >= 0, one each."""
+    from .io import InvalidFileError
+
+    labels = load_idx(path)
+    if labels.dtype.kind not in "iu":
+        raise InvalidFileError(f"{path}: labels must be integers; the file holds {labels.dtype}")
+    if labels.shape != (count,):
+        raise InvalidFileError(f"{path}: expected {count} labels (one per image) as a 1-D "
+                               f"array; got shape {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise InvalidFileError(f"{path}: labels must be >= 0; found {labels.min()}")
+    return labels
 
 
 def _find_idx(directory: Path, stem: str) -> Path:
@@ -96,8 +146,15 @@ def _find_idx(directory: Path, stem: str) -> Path:
 def _idx_directory(directory: Path) -> tuple[np.ndarray, ...]:
     if not directory.is_dir():
         raise DatasetUnavailable(f"{directory} is not a directory")
-    parts = [load_idx(_find_idx(directory, f"{split}-{kind}"))
-             for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    parts = []
+    for split in ("train", "t10k"):
+        name = _find_idx(directory, f"{split}-images-idx3-ubyte")
+        images = load_idx(name)
+        if images.ndim != 3:
+            from .io import InvalidFileError
+            raise InvalidFileError(f"{name}: expected images of shape (n, height, width); "
+                                   f"got {images.shape}")
+        parts += [images, _labels(_find_idx(directory, f"{split}-labels-idx1-ubyte"), len(images))]
     return tuple(parts)
 
 

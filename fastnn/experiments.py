@@ -66,8 +66,9 @@ class Comparison:
         return self.table()
 
 
-def compare(build_model: Callable[[], Any], data: Data, *, optimizers: Sequence[str] = ("sgd",),
-            lrs: Sequence[float] = (0.01,), batch_sizes: Sequence[int | None] = (32,),
+def compare(build_model: Callable[[], Any], data: Data, *,
+            optimizers: Sequence[str | optim.Optimizer] = ("sgd",),
+            lrs: Sequence[float] | None = None, batch_sizes: Sequence[int | None] = (32,),
             epochs: int = 5, loss: str = "cross_entropy", seed: int = 0,
             target_accuracy: float | None = None, verbose: bool = True,
             plot: str | None = None) -> Comparison:
@@ -75,16 +76,27 @@ def compare(build_model: Callable[[], Any], data: Data, *, optimizers: Sequence[
 
     build_model: a function returning a fresh, uncompiled model. data: (X_train, y_train,
     X_val, y_val). optimizers: names for ``fastnn.optim.get`` ("sgd", "momentum",
-    "nesterov", "adagrad", "rmsprop", "adam", ...). A run whose loss becomes NaN or
-    infinite stops and is reported as diverged. Prints the table when verbose; plot= saves
-    the curves side by side (needs matplotlib).
+    "nesterov", "adagrad", "rmsprop", "adam", ...) or Optimizer objects (each run gets a
+    fresh copy of its settings). lrs: the learning rates to try; by default 0.01 for a
+    name and an Optimizer's own rate. A run whose loss becomes NaN or infinite stops and
+    is reported as diverged. Prints the table when verbose; plot= saves the curves side
+    by side (needs matplotlib). A failure of the table or the plot only warns: the
+    finished runs are always returned.
     """
     X_train, y_train, X_val, y_val = data[:4]
     result = Comparison(target_accuracy=target_accuracy)
-    for opt_name, lr, batch_size in itertools.product(optimizers, lrs, batch_sizes):
+    settings = [(opt, lr) for opt in optimizers
+                for lr in (lrs if lrs is not None else
+                           [opt.lr if isinstance(opt, optim.Optimizer) else 0.01])]
+    for (opt, lr), batch_size in itertools.product(settings, batch_sizes):
+        if isinstance(opt, optim.Optimizer):  # a copy: runs must not share moments or steps
+            opt_name = type(opt).__name__
+            optimizer = optim.from_config({**opt.get_config(), "lr": lr})
+        else:
+            opt_name, optimizer = opt, optim.get(opt, lr=lr)
         _random.seed(seed)  # the same initial weights for every run
         model = build_model()
-        model.compile(loss=loss, optimizer=optim.get(opt_name, lr=lr), metrics=["accuracy"])
+        model.compile(loss=loss, optimizer=optimizer, metrics=["accuracy"])
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # divergence is reported below
@@ -103,11 +115,16 @@ def compare(build_model: Callable[[], Any], data: Data, *, optimizers: Sequence[
         if verbose:
             print(f"{run.label}: val accuracy {run.final_val_accuracy}, "
                   f"{'diverged' if diverged else 'ok'}, {seconds:.1f}s", flush=True)
-    if verbose:
-        print(result.table())
-    if plot:
-        from .plot import comparison
-        comparison(result, plot)
+    try:
+        if verbose:
+            print(result.table())
+        if plot:
+            from .plot import comparison
+            comparison(result, plot)
+    except Exception as err:  # noqa: BLE001 - the runs took long; never lose them to a report
+        warnings.warn(f"compare: the report failed ({type(err).__name__}: {err}); the "
+                      f"{len(result.runs)} finished runs are returned", RuntimeWarning,
+                      stacklevel=2)
     return result
 
 

@@ -6,22 +6,31 @@
 file's metadata, the architecture as JSON. ``fastnn.load(path)`` rebuilds the model from
 that JSON and loads the weights: its predictions are bit-identical to the saved model's.
 ``include_optimizer=True`` also stores the loss, the metric names, the optimizer's
-settings and its state arrays (as tensors named "optimizer.<key>"), and ``load`` then
-returns a compiled model whose training continues exactly where it stopped.
+settings and its state arrays (as tensors named "optimizer.<key>"), and what the
+interrupted ``fit`` needs to go on (its shuffling generator, its ``Augment``'s stream,
+the epochs done): ``load`` then returns a compiled model whose next ``fit`` continues
+exactly where the saved one stopped (see ``fastnn.train.fit``).
+
+Saving is crash-safe: the file is written beside the target, flushed to disk (fsync)
+and renamed over it, so the target always holds either the old or the new model.
 
 Loading never executes code from the file: the JSON can only name classes of
-``fastnn.nn``, ``fastnn.optim`` and ``fastnn.losses``. A truncated or corrupted file, or
-weights that do not fit the architecture, raise ValueError saying so; a SHA-256 of the
-tensors kept in the metadata catches damage inside the data too.
+``fastnn.nn``, ``fastnn.optim`` and ``fastnn.losses``, and nothing is allocated beyond
+what the file's size allows. Every damaged, truncated or inconsistent file raises
+``InvalidFileError`` (a ValueError) naming the file; a SHA-256 over the tensors and the
+metadata catches damage anywhere. BF16 tensors (common in PyTorch files) load as float32.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
+import struct
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -29,7 +38,16 @@ from . import _random
 
 FORMAT = "fastnn"
 OPTIMIZER_PREFIX = "optimizer."
+# The safetensors dtypes that load as NumPy arrays (BF16 is converted to float32).
+_NUMPY_DTYPES = ("F64", "F32", "F16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8",
+                 "BOOL")
 _INSTALL = 'saving and loading models needs the safetensors package: pip install "fastnn[io]"'
+
+
+class InvalidFileError(ValueError):
+    """A file that ``fastnn.load``, ``load_weights`` or ``fastnn.datasets.load_idx``
+    cannot use: truncated, corrupted, or holding something other than it claims. The
+    message names the file and what is wrong."""
 
 
 def _safetensors() -> Any:
@@ -41,86 +59,165 @@ def _safetensors() -> Any:
     return safetensors
 
 
-def _digest(tensors: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a new file beside ``path``, fsync it and rename it over ``path``
+    (then fsync the directory): a crash leaves either the old file or the new one at
+    ``path``. A failed write removes its temporary file, and the temporary file of a
+    writer that was killed is removed by the next write to ``path`` (one writer per
+    path at a time). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A process killed while writing leaves its temporary file: the next write removes it.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        if re.fullmatch(r"[0-9a-f]{8}", stale.name[len(path.name) + 2:-len(".partial")]):
+            stale.unlink(missing_ok=True)
+    partial = path.parent / f".{path.name}.{os.urandom(4).hex()}.partial"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # POSIX: make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return path
+
+
+def _digest(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, and every metadata entry
+    but the digest itself, in name order."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         array = np.ascontiguousarray(tensors[name])
         h.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         h.update(array.tobytes())
+    for key in sorted(k for k in metadata if k != "sha256"):
+        h.update(json.dumps([key, metadata[key]]).encode())
     return h.hexdigest()
 
 
-def save(model: Any, path: str | Path, *, include_optimizer: bool = False) -> Path:
+def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
+         logs: Mapping[str, float] | None = None) -> Path:
     """Write ``model`` (weights and architecture) to ``path`` as safetensors; returns the
-    path. include_optimizer=True (a compiled model only) adds the loss, the metric names
-    and the optimizer's settings and state, for resuming training. The file is written
-    beside the target and renamed over it, so an interrupted save never leaves a
-    half-written file at ``path``."""
+    path. include_optimizer=True (a compiled model only) adds the loss, the metric names,
+    the optimizer's settings and state, and the state of the last ``fit`` (see the
+    module's docstring), for resuming training. logs: an epoch's metrics, kept in the
+    metadata (``read_logs``; ``ModelCheckpoint`` compares a new model with them). The
+    write is crash-safe (``write_atomic``)."""
     safetensors = _safetensors()
-    path = Path(path)
     tensors = {name: np.ascontiguousarray(value) for name, value in model.state_dict().items()}
     metadata = {"format": FORMAT,
                 "model": json.dumps({"class": type(model).__name__,
                                      "config": model.get_config()})}
+    if logs is not None:
+        metadata["logs"] = json.dumps({k: float(v) for k, v in logs.items()})
     if include_optimizer:
         compiled = getattr(model, "_compiled", None)
         if compiled is None:
             raise ValueError("save(include_optimizer=True) needs a compiled model: call "
                              "model.compile(...) first, or save without the optimizer")
         loss = compiled.loss
-        metadata["training"] = json.dumps({
+        training = {
             "optimizer": compiled.optimizer.get_config(),
             "loss": {"class": type(loss).__name__,
                      "config": {k: v for k, v in vars(loss).items() if not k.startswith("_")}},
             "metrics": [m for m in compiled.metric_names if isinstance(m, str)],
-        })
+        }
+        if compiled.run is not None:
+            training["run"] = compiled.run
+        metadata["training"] = json.dumps(training)
         for key, value in compiled.optimizer.state_arrays().items():
             tensors[OPTIMIZER_PREFIX + key] = np.ascontiguousarray(value)
-    metadata["sha256"] = _digest(tensors)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    safetensors.numpy.save_file(tensors, str(partial), metadata=metadata)
-    os.replace(partial, path)
-    return path
+    metadata["sha256"] = _digest(tensors, metadata)
+    return write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
 
 
 def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """The metadata and tensors of a safetensors file; ValueError if it is damaged."""
+    """The metadata and tensors of a safetensors file; InvalidFileError if it is damaged."""
     safetensors = _safetensors()
+    tensors = {}
     try:
+        # safe_open checks the header against the file's size before reading any data.
         with safetensors.safe_open(str(path), framework="np") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            metadata = dict(f.metadata() or {})
+            names = list(f.keys())
+            dtypes = {name: f.get_slice(name).get_dtype() for name in names}
+            bf16 = {name: f.get_slice(name).get_shape() for name in names
+                    if dtypes[name] == "BF16"}
+            for name in names:
+                if name in bf16:
+                    continue
+                if dtypes[name] not in _NUMPY_DTYPES:
+                    raise InvalidFileError(
+                        f"{path}: tensor {name!r} has dtype {dtypes[name]}, which fastnn "
+                        f"cannot load (it loads {', '.join(_NUMPY_DTYPES)} and BF16)")
+                tensors[name] = f.get_tensor(name)
     except safetensors.SafetensorError as err:
-        raise ValueError(f"{path} is not a valid safetensors file (truncated or corrupted?): "
-                         f"{err}") from err
+        raise InvalidFileError(f"{path} is not a valid safetensors file (truncated or "
+                               f"corrupted?): {err}") from err
+    tensors.update(_read_bf16(path, bf16))
     digest = metadata.get("sha256")
-    if digest is not None and digest != _digest(tensors):
-        raise ValueError(f"{path} is corrupted: its tensors do not match the checksum "
-                         "stored when it was saved")
+    if digest is None and metadata.get("format") == FORMAT:
+        raise InvalidFileError(f"{path} is corrupted: its checksum entry is missing")
+    if digest is not None and digest != _digest(tensors, metadata):
+        raise InvalidFileError(f"{path} is corrupted: its tensors or metadata do not match "
+                               "the checksum stored when it was saved")
     return metadata, tensors
+
+
+def _read_bf16(path: str | Path, shapes: Mapping[str, list[int]]) -> dict[str, np.ndarray]:
+    """The BF16 tensors ``shapes`` names, as float32 (numpy has no bfloat16): a bfloat16
+    is the high half of a float32. The header was validated by safe_open."""
+    if not shapes:
+        return {}
+    out = {}
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        for name, shape in shapes.items():
+            begin, end = header[name]["data_offsets"]
+            f.seek(8 + size + begin)
+            halves = np.frombuffer(f.read(end - begin), "<u2")
+            out[name] = (halves.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    return out
+
+
+def read_logs(path: str | Path) -> dict[str, float] | None:
+    """The epoch metrics saved with the model at ``path`` (``save(logs=...)``, as
+    ``ModelCheckpoint`` does), or None if it has none."""
+    metadata, _ = _read(path)
+    return _json(metadata, "logs", path) if "logs" in metadata else None
 
 
 def _json(metadata: Mapping[str, str], key: str, path: str | Path) -> dict:
     try:
         value = json.loads(metadata[key])
-    except (KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: the metadata entry {key!r} is missing or not valid "
-                         "JSON") from err
+    except (KeyError, ValueError, RecursionError) as err:
+        raise InvalidFileError(f"{path}: the metadata entry {key!r} is missing or not valid "
+                               "JSON") from err
+    return _mapping(value, f"the metadata entry {key!r}", path)
+
+
+def _mapping(value: Any, what: str, path: str | Path) -> dict:
     if not isinstance(value, dict):
-        raise ValueError(f"{path}: the metadata entry {key!r} must be a JSON object; got "
-                         f"{metadata[key]!r:.200}")
+        raise InvalidFileError(f"{path}: {what} must be a JSON object; got {value!r:.200}")
     return value
 
 
-def _known_class(namespace: Any, spec: Mapping[str, Any], base: type, what: str,
-                 path: str | Path) -> type:
-    name = spec.get("class")
+def _known_class(namespace: Any, spec: Any, base: type, what: str, path: str | Path) -> type:
+    name = _mapping(spec, f"the {what}", path).get("class")
     cls = getattr(namespace, name, None) if isinstance(name, str) else None
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ValueError(f"{path}: unknown {what} class {name!r} (only classes of "
-                         f"{namespace.__name__} can be loaded)")
+        raise InvalidFileError(f"{path}: unknown {what} class {name!r:.200} (only classes of "
+                               f"{namespace.__name__} can be loaded)")
     return cls
 
 
@@ -129,54 +226,67 @@ def _load_weights(model: Any, tensors: Mapping[str, np.ndarray], path: str | Pat
     try:
         model.load_state_dict(weights)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: the weights do not fit the model's architecture: "
-                         f"{err}") from err
+        raise InvalidFileError(f"{path}: the weights do not fit the model's architecture: "
+                               f"{err}") from err
 
 
 def load(path: str | Path) -> Any:
     """The model saved at ``path`` by ``save``, rebuilt with its weights. If the optimizer
     was saved, the model comes back compiled with the same loss, metrics, optimizer
-    settings and optimizer state. Loading leaves ``fastnn.seed``'s generator untouched."""
-    from . import losses, nn, optim
+    settings and optimizer state, and its next ``fit`` resumes the saved one. Loading
+    leaves ``fastnn.seed``'s generator untouched. InvalidFileError (a ValueError) for any
+    damaged or inconsistent file; ImportError without safetensors; OSError if the file
+    cannot be read."""
+    from . import losses, nn, optim, train
+    from .nn.module import parameter_budget
 
     metadata, tensors = _read(path)
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} holds no fastnn architecture (a safetensors file from "
-                         "elsewhere?); build the model and use "
-                         "fastnn.io.load_weights(model, path)")
+        raise InvalidFileError(f"{path} holds no fastnn architecture (a safetensors file "
+                               "from elsewhere?); build the model and use "
+                               "fastnn.io.load_weights(model, path)")
     spec = _json(metadata, "model", path)
     cls = _known_class(nn, spec, nn.Module, "model", path)
+    weights = sum(v.size for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX))
     state = _random.generator().bit_generator.state
     try:
-        model = cls.from_config(spec.get("config", {}))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: cannot build the {spec['class']} it describes: "
-                         f"{err}") from err
+        with parameter_budget(weights):  # the file's weights bound what may be allocated
+            model = cls.from_config(_mapping(spec.get("config", {}), "the model config", path))
+    except (TypeError, ValueError, RecursionError) as err:
+        raise InvalidFileError(f"{path}: cannot build the {spec['class']} it describes: "
+                               f"{err}") from err
     finally:  # building draws initial weights; they are overwritten below
         _random.generator().bit_generator.state = state
     _load_weights(model, tensors, path)
     if "training" in metadata:
         training = _json(metadata, "training", path)
-        loss_spec = training.get("loss", {})
+        loss_spec = training.get("loss")
         loss_cls = _known_class(losses, loss_spec, losses.Loss, "loss", path)
+        metrics = training.get("metrics", [])
+        if not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
+            raise InvalidFileError(f"{path}: the saved metrics must be a list of names; got "
+                                   f"{metrics!r:.200}")
         try:
-            optimizer = optim.from_config(training["optimizer"])
-            model.compile(loss=loss_cls(**loss_spec.get("config", {})), optimizer=optimizer,
-                          metrics=training.get("metrics", []))
+            optimizer = optim.from_config(training.get("optimizer"))
+            loss = loss_cls(**_mapping(loss_spec.get("config", {}), "the loss config", path))
+            model.compile(loss=loss, optimizer=optimizer, metrics=metrics)
             optimizer.load_state_arrays(
                 {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items()
                  if k.startswith(OPTIMIZER_PREFIX)})
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}: cannot restore the saved training state: "
-                             f"{err!r}") from err
+            if "run" in training:
+                model._compiled.resume = train.RunState.from_json(training["run"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise InvalidFileError(f"{path}: cannot restore the saved training state: "
+                                   f"{err!r}") from err
     return model
 
 
 def load_weights(model: Any, path: str | Path) -> Any:
     """Load the weights of a safetensors file into an existing ``model`` (in place) and
     return it: a file of ``save``, or one written from a PyTorch model with the same
-    layer layout (``safetensors.torch.save_file(torch_model.state_dict(), path)``).
-    ValueError names the missing, unexpected or misshapen tensors."""
+    layer layout (``safetensors.torch.save_file(torch_model.state_dict(), path)``; BF16
+    tensors are converted to float32). InvalidFileError names the missing, unexpected or
+    misshapen tensors."""
     _, tensors = _read(path)
     _load_weights(model, tensors, path)
     return model

@@ -159,6 +159,12 @@ class CrossEntropy(Loss):
                                 "with a fractional part")
         elif target.dtype.kind not in "iu":
             raise TypeError(f"{self!r}: labels must be integers; got dtype {target.dtype}")
+        if target.dtype.kind in "uf" and target.size:
+            # Checked before the int64 conversion, which would wrap or saturate them.
+            bad = target[(target < 0) | (target >= pred.shape[1])]
+            if bad.size:
+                raise ValueError(f"{self!r}: label {bad[0]} is outside [0, {pred.shape[1]}) "
+                                 f"(the number of classes, pred's shape {pred.shape})")
         # The kernel checks the range, naming the first label outside [0, classes).
         return np.ascontiguousarray(target, dtype=np.int64)
 
@@ -196,6 +202,10 @@ _NAMES = {
 def get(name: str | Loss) -> Loss:
     """A loss from its name (case-insensitive, '-' same as '_'); a Loss is returned as is."""
     if isinstance(name, Loss):
+        if type(name)._compute is Loss._compute or type(name)._target is Loss._target:
+            raise TypeError(f"loss: {type(name).__name__} does not implement _target and "
+                            "_compute (fastnn.losses.Loss is the abstract base class); pass "
+                            "a loss such as CrossEntropy() or a subclass implementing them")
         return name
     if not isinstance(name, str):
         raise TypeError(f"loss must be a name or a fastnn.losses.Loss; got {type(name).__name__}")

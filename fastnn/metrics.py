@@ -38,6 +38,13 @@ def true_labels(y_true: object, name: str = "y_true") -> np.ndarray:
                          "fractional part")
     if y.size and y.min() < 0:
         raise ValueError(f"{name} must hold labels >= 0; got {y.min()}")
+    return _as_int64(y, name)
+
+
+def _as_int64(y: np.ndarray, name: str) -> np.ndarray:
+    """Labels >= 0 as int64, refusing those the conversion would wrap (uint64 >= 2**63)."""
+    if y.size and y.dtype.kind in "uf" and y.max() >= 2.0**63:
+        raise ValueError(f"{name} holds label {y.max()}, beyond the int64 range")
     return y.astype(np.int64, copy=False)
 
 
@@ -56,7 +63,7 @@ def predicted_labels(y_pred: object, threshold: float = 0.5,
     if y.dtype.kind in "biu":
         if y.size and y.min() < 0:
             raise ValueError(f"{name} must hold labels >= 0; got {y.min()}")
-        return y.astype(np.int64, copy=False)
+        return _as_int64(y, name)
     return (y > threshold).astype(np.int64)
 
 

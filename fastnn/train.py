@@ -54,11 +54,64 @@ class _LossAccuracy(_metrics.Metric):
 
 
 @dataclass
+class RunState:
+    """Where a ``fit`` stood after its last completed epoch: what a checkpoint with
+    ``include_optimizer=True`` keeps so that training resumes exactly (see ``fit``)."""
+    seed: int | None      # fit's int seed; None: it drew from fastnn.seed's generator
+    epochs: int           # the epochs that fit was asked for
+    epoch: int            # the epochs it completed
+    split_state: dict     # its generator's state when it began (the validation split)
+    shuffle_state: dict   # its generator's state after the last completed epoch
+    augment: tuple[int, int] | None  # its Augment's (seed, offset)
+
+    def to_json(self) -> dict:
+        return {"seed": self.seed, "epochs": self.epochs, "epoch": self.epoch,
+                "split_state": self.split_state, "shuffle_state": self.shuffle_state,
+                "augment": None if self.augment is None else list(self.augment)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> RunState:
+        """The state ``to_json`` gave; ValueError unless it is one."""
+        def integer(v: Any, low: int = 0) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+        ok = (isinstance(value, dict) and set(value) == {"seed", "epochs", "epoch",
+                                                         "split_state", "shuffle_state",
+                                                         "augment"}
+              and (value["seed"] is None or integer(value["seed"]))
+              and integer(value["epochs"], 1) and integer(value["epoch"], 1)
+              and (value["augment"] is None
+                   or (isinstance(value["augment"], list) and len(value["augment"]) == 2
+                       and all(integer(v) for v in value["augment"]))))
+        if not ok:
+            raise ValueError(f"invalid fit state {value!r:.300}")
+        for key in ("split_state", "shuffle_state"):
+            _generator(value[key])  # raises ValueError unless it is a PCG64 state
+        augment = value["augment"]
+        return cls(value["seed"], value["epochs"], value["epoch"], value["split_state"],
+                   value["shuffle_state"], None if augment is None else tuple(augment))
+
+
+def _generator(state: Any) -> np.random.Generator:
+    """A NumPy Generator (PCG64, as ``default_rng``) in the saved ``state``."""
+    bits = np.random.PCG64()
+    try:
+        if not (isinstance(state, dict) and state.get("bit_generator") == "PCG64"):
+            raise ValueError("not a PCG64 state")
+        bits.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
+        raise ValueError(f"invalid generator state {state!r:.200}: {err}") from None
+    return np.random.Generator(bits)
+
+
+@dataclass
 class _Compiled:
     loss: losses.Loss
     optimizer: optim.Optimizer
     metrics: list[_metrics.Metric]
     metric_names: list[str | _metrics.Metric]
+    run: dict | None = None  # RunState.to_json() of the last fit's last epoch, for save
+    resume: RunState | None = None  # a loaded checkpoint's, for the next fit
 
 
 class History:
@@ -148,6 +201,15 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     seed: makes the split and the shuffling reproducible (an int, a NumPy Generator, whose
     stream continues across calls, or None for the global generator of ``fastnn.seed``).
 
+    Resuming: a model saved with ``include_optimizer=True`` during or after a fit (by
+    ``ModelCheckpoint``, say) and loaded with ``fastnn.load`` continues that fit at its
+    next fit called with seed=None or the same int seed: the same validation split, the
+    shuffling and the ``Augment`` stream where they stopped and, if ``epochs`` is the
+    same and the saved fit had not finished, only the epochs it had not done (numbered
+    on from there). The result equals an uninterrupted fit bit for bit, except with a
+    learning-rate scheduler (not saved: it starts again from the saved lr). Pass a
+    Generator or another seed to start a new stream instead.
+
     verbose: 0 silent, 1 a progress bar per epoch (tqdm when installed, else a line
     redrawn in place) with the loss, the metrics and samples/s, 2 one line per epoch.
     callbacks: ``fastnn.callbacks.Callback`` objects, or ``fastnn.schedulers`` schedulers
@@ -177,7 +239,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         raise TypeError(f"augment must be a function of a batch (e.g. fastnn.data.Augment); "
                         f"got {type(augment).__name__}")
     callbacks = _check_callbacks(callbacks)
-    rng = resolve(seed)
+    split_rng, rng, start = _start(cfg, seed, epochs, augment)
+    split_state = split_rng.bit_generator.state
     X_val = y_val = None
     if validation_data is not None:
         if validation_split:
@@ -187,7 +250,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         X_val, y_val = _check_data(model, *validation_data, "validation_data[0]",
                                    "validation_data[1]")
     elif validation_split:
-        X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=rng)
+        X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
 
     monitor = _diagnostics.Monitor(model) if diagnostics else None
     progress = _Progress(verbose, epochs)
@@ -200,7 +263,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         cfg.optimizer.zero_grad()
         for cb in callbacks:
             cb.on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(start, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
             lr = cfg.optimizer.lr
@@ -220,6 +283,11 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             history.stop_reason = _nonfinite(model, logs["loss"], epoch)
             if history.stop_reason is not None:
                 warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
+            if seed is None or isinstance(seed, (int, np.integer)):  # else: not resumable
+                stream = ((augment.seed, augment.offset) if isinstance(augment, data.Augment)
+                          else None)
+                cfg.run = RunState(None if seed is None else int(seed), epochs, epoch + 1,
+                                   split_state, rng.bit_generator.state, stream).to_json()
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             if history.stop_reason is not None or model.stop_training:
@@ -227,6 +295,22 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         for cb in callbacks:
             cb.on_train_end(logs)
     return history
+
+
+def _start(cfg: _Compiled, seed: int | np.random.Generator | None, epochs: int,
+           augment: Any) -> tuple[np.random.Generator, np.random.Generator, int]:
+    """The generators of fit's validation split and shuffling, and its first epoch: a
+    loaded checkpoint's fit resumed (see ``fit``), or a new one."""
+    saved, cfg.resume = cfg.resume, None
+    cfg.run = None
+    if (saved is None or isinstance(seed, np.random.Generator)
+            or (seed is not None and seed != saved.seed)):
+        rng = resolve(seed)
+        return rng, rng, 0
+    if isinstance(augment, data.Augment) and saved.augment is not None:
+        augment.seed, augment.offset = saved.augment
+    start = saved.epoch if saved.epochs == epochs and saved.epoch < epochs else 0
+    return _generator(saved.split_state), _generator(saved.shuffle_state), start
 
 
 def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,

@@ -190,3 +190,92 @@ def test_import_fastnn_defers_optional_modules():
         "fastnn.init.Initializer is not None, 'fastnn.plot' in sys.modules)")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["[]", "True", "fastnn.experiments", "True", "False"]
+
+
+def test_readme_xor_command_trains_and_says_there_is_no_validation_split():
+    proc = run_python(None, args=["-m", "fastnn", "train", "--data", "xor", "--hidden", "8",
+                                  "--activation", "tanh", "--optimizer", "sgd", "--lr", "0.5",
+                                  "--epochs", "500"], timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "--validation-split 0.1 of 4 training samples" in proc.stdout
+    assert "test accuracy 1.0000" in proc.stdout  # XOR is learnt; test set == training set
+
+
+def test_cli_compare_on_xor_validates_on_its_test_set():
+    proc = run_python_module(["compare", "--data", "xor", "--hidden", "4", "--epochs", "2"])
+    assert proc.returncode == 0, proc.stderr
+    assert "validated on its test set" in proc.stdout
+    assert re.search(r"^adam\s+0\.01\s+32\s", proc.stdout, re.M)
+
+
+@pytest.mark.parametrize("flag,value", [("--lr", "-1"), ("--lr", "nan"), ("--validation-split", "1.5"),
+                                        ("--dropout", "1"), ("--l2", "-0.1"), ("--clip-norm", "0")])
+def test_cli_errors_name_the_flag(flag, value, capsys):
+    from fastnn import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--data", "xor", "--epochs", "1", flag, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and repr(value) in err
+
+
+def test_cli_unknown_init_names_the_flag(capsys):
+    from fastnn import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--data", "xor", "--epochs", "1", "--init", "foo"])
+    assert "argument --init: unknown init 'foo'" in capsys.readouterr().err
+
+
+def test_cli_mnist_without_a_directory_names_the_flag(capsys):
+    from fastnn import cli
+
+    assert cli.main(["train", "--data", "mnist", "--epochs", "1"]) == 1
+    assert "--data mnist needs --data-path DIR" in capsys.readouterr().err
+
+
+def test_cli_plateau_and_early_stopping_watch_the_loss_without_validation(capsys):
+    from fastnn import cli
+
+    assert cli.main(["train", "--data", "xor", "--hidden", "4", "--epochs", "3",
+                     "--schedule", "plateau", "--early-stopping", "2"]) == 0
+    assert "training without validation" in capsys.readouterr().out
+
+
+def _readme_commands():
+    """The fastnn commands of README.md's shell blocks, as argument lists."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            line = line.split("  #")[0].split("&&")[-1].strip()
+            for prefix in ("python -m fastnn ", "fastnn "):
+                if line.startswith(prefix) or line == prefix.strip():
+                    commands.append(line[len(prefix):].split())
+    return commands
+
+
+def test_readme_has_fastnn_commands():
+    assert len(_readme_commands()) >= 5
+
+
+@pytest.mark.parametrize("args", _readme_commands(), ids=" ".join)
+def test_readme_command_runs(args, tmp_path):
+    """Each README command, quick: at most 2 epochs, and digits in place of a dataset
+    this machine lacks (what is checked is that the command and its flags work)."""
+    args = list(args)
+    if "--epochs" in args:
+        args[args.index("--epochs") + 1] = "2"
+    elif args and args[0] in ("train", "compare"):
+        args += ["--epochs", "2"]
+    if "--data" in args and not fastnn.datasets.is_available(args[args.index("--data") + 1]):
+        args[args.index("--data") + 1] = "digits"
+    for flag in ("--save", "--plot"):  # written under tmp_path, not the working directory
+        if flag in args:
+            i = args.index(flag) + 1
+            args[i] = str(tmp_path / args[i])
+    proc = run_python_module(args)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

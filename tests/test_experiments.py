@@ -119,3 +119,25 @@ def test_history_plot(tmp_path, digits_split):
     model.compile(loss="cross_entropy", optimizer="adam", metrics=["accuracy"])
     history = model.fit(X_tr, y_tr, epochs=2, validation_data=(X_val, y_val), verbose=0)
     assert _is_png(history.plot(tmp_path / "curves.png"))
+
+
+def test_compare_takes_optimizer_objects_each_run_a_fresh_copy(digits_split):
+    adam = fastnn.optim.Adam(lr=3e-4)
+    result = experiments.compare(_builder(), digits_split, optimizers=["sgd", adam], epochs=1,
+                                 verbose=True)
+    sgd_run, adam_run = result.runs
+    assert sgd_run.label == "sgd lr=0.01 bs=32" and adam_run.label == "Adam lr=0.0003 bs=32"
+    assert adam_run.history.history["lr"] == [3e-4]
+    assert adam.step_count == 0 and not adam.params  # the object given is left untouched
+    assert "Adam" in result.table()
+
+
+def test_a_failing_report_never_loses_the_runs(digits_split, monkeypatch, tmp_path):
+    def broken(comparison, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(plot, "comparison", broken)
+    with pytest.warns(RuntimeWarning, match="report failed.*disk full.*2 finished runs"):
+        result = experiments.compare(_builder(), digits_split, optimizers=["sgd", "adam"],
+                                     epochs=1, verbose=False, plot=str(tmp_path / "c.png"))
+    assert [r.optimizer for r in result.runs] == ["sgd", "adam"]

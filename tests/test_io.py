@@ -178,7 +178,9 @@ def test_mismatched_architecture(trained, tmp_path):
 
 
 def write_with_metadata(path, tensors, **metadata):
-    st.save_file(tensors, str(path), metadata={"format": "fastnn", **metadata})
+    """A file with a valid checksum whose content is hostile or inconsistent."""
+    metadata = {"format": "fastnn", **metadata}
+    st.save_file(tensors, str(path), metadata={**metadata, "sha256": io._digest(tensors, metadata)})
     return path
 
 
@@ -203,7 +205,7 @@ def test_architecture_json_that_is_not_json(tmp_path):
 
 def test_architecture_and_weights_that_disagree(trained, tmp_path):
     config = json.dumps({"class": "Sequential", "config": trained.get_config()})
-    tensors = {k: v for k, v in trained.state_dict().items() if k != "4.bias"}
+    tensors = {("4.extra" if k == "4.bias" else k): v for k, v in trained.state_dict().items()}
     path = write_with_metadata(tmp_path / "m.safetensors", tensors, model=config)
     with pytest.raises(ValueError, match="4.bias"):
         fastnn.load(path)

@@ -10,7 +10,7 @@ from .. import _C
 from .. import init as _init
 from .._checks import as_float32, non_negative, positive_int, stream_seed
 from .._random import generator
-from .module import Module, Parameter, Workspace, overridden
+from .module import Module, Parameter, Workspace, overridden, reserve_parameters
 
 # Activation name accepted by Dense -> (kernel name, its alpha parameter).
 _ACTIVATIONS: dict[str | None, tuple[str, float]] = {
@@ -77,6 +77,8 @@ class Dense(Module):
         if init is None:
             init = "he_normal" if self.activation in _HE_DEFAULT else "xavier_uniform"
         shape = (self.out_features, self.in_features)
+        reserve_parameters(self.out_features * (self.in_features + bool(bias)),
+                           f"Dense({self.in_features}, {self.out_features})")
         w = np.asarray(_init.get(init)(shape, self.in_features, self.out_features, generator()))
         if w.shape != shape:
             raise ValueError(f"Dense: init {init!r} returned shape {w.shape}; expected {shape}")

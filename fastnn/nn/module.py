@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Iterator, Mapping
 
 import numpy as np
+
+# How many parameter values may still be allocated (None: no limit). fastnn.io.load sets
+# it to what the file holds, so that a tiny file declaring a huge architecture fails
+# before the allocation, not after it.
+_budget: ContextVar[list[int] | None] = ContextVar("fastnn_parameter_budget", default=None)
+
+
+@contextmanager
+def parameter_budget(count: int) -> Iterator[None]:
+    """Within the block, layers built may hold at most ``count`` parameter values in all
+    (``reserve_parameters`` raises ValueError beyond)."""
+    token = _budget.set([count])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def reserve_parameters(count: int, owner: str) -> None:
+    """Called by a layer before it allocates ``count`` parameter values: ValueError when
+    that exceeds the ``parameter_budget`` in force."""
+    budget = _budget.get()
+    if budget is None:
+        return
+    budget[0] -= count
+    if budget[0] < 0:
+        raise ValueError(f"{owner} needs {count:,} parameter values, more than the "
+                         "weights available hold")
 
 
 class Parameter:
