@@ -221,9 +221,10 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     The loss reported includes the layers' L1/L2 penalties. Training stops early when a
     callback sets ``model.stop_training``, and after an epoch whose loss or parameters are
     no longer finite (NaN/Inf): a RuntimeWarning then names the first such parameter and
-    its layer, and ``history.stop_reason`` keeps the message. The parameters are checked
-    once per epoch (one reduction over each), so they can be non-finite for up to an epoch
-    before training stops.
+    its layer, and ``history.stop_reason`` keeps the message; the callbacks' ``on_epoch_end``
+    is not called for that epoch, so no checkpoint saves the broken model. The parameters are
+    checked once per epoch (one reduction over each), so they can be non-finite for up to an
+    epoch before training stops.
     """
     cfg = _require_compiled(model, "fit")
     X, y = _check_data(model, X, y, "X", "y")
@@ -282,7 +283,9 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             _diagnostics.emit(messages)
             history.stop_reason = _nonfinite(model, logs["loss"], epoch)
             if history.stop_reason is not None:
+                # No on_epoch_end: a checkpoint must not replace a good model with this one.
                 warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
+                break
             if seed is None or isinstance(seed, (int, np.integer)):  # else: not resumable
                 stream = ((augment.seed, augment.offset) if isinstance(augment, data.Augment)
                           else None)
@@ -290,7 +293,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                                    split_state, rng.bit_generator.state, stream).to_json()
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
-            if history.stop_reason is not None or model.stop_training:
+            if model.stop_training:
                 break
         for cb in callbacks:
             cb.on_train_end(logs)

@@ -212,3 +212,25 @@ def test_an_infinite_parameter_stays_infinite_without_weight_decay(opt):
                         weight_decay=0.0, momentum=0.0, centered=False)
     assert p[0] == np.inf and p[20] == -np.inf and p[36] == np.inf
     assert np.isfinite(np.delete(p, [0, 20, 36])).all()
+
+
+def test_a_checkpoint_never_saves_the_non_finite_model(tmp_path):
+    X, y = _data()
+    model = _model()
+    path = tmp_path / "last.safetensors"
+
+    class BreakInSecondEpoch(callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_batch_end(self, batch, logs):
+            if self.epoch == 1 and batch == 3:
+                self.model.layers[0].weight.data[0, 0] = np.nan
+
+    with pytest.warns(RuntimeWarning):
+        history = model.fit(X, y, epochs=4, batch_size=16, verbose=0, callbacks=[
+            BreakInSecondEpoch(), callbacks.ModelCheckpoint(path, monitor="loss",
+                                                            save_best_only=False)])
+    assert history.epoch == [0, 1] and history.stop_reason is not None
+    saved = fastnn.load(path)
+    assert all(np.isfinite(p.data).all() for p in saved.parameters())
