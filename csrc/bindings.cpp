@@ -105,6 +105,14 @@ py::array_t<int64_t> as_indices(py::handle obj, const char* fn, const char* arg,
         fail_type(std::string(fn) + ": argument '" + arg + "' must hold " + what + ", got dtype " +
                   dtype_str(arr));
     require_rank(arr, 1, fn, arg);
+    if (kind == 'u' && arr.itemsize() == 8) {  // values from 2**63 up would wrap to negatives
+        auto u = convert<uint64_t>(arr, fn, arg, "uint64", /*copy=*/false);
+        const uint64_t* p = u.data();
+        for (py::ssize_t i = 0; i < u.size(); ++i)
+            if (p[i] > static_cast<uint64_t>(INT64_MAX))
+                fail_value(std::string(fn) + ": " + arg + "[" + std::to_string(i) + "] = " +
+                           std::to_string(p[i]) + " is too large for an index");
+    }
     return convert<int64_t>(arr, fn, arg, "int64", /*copy=*/true);
 }
 

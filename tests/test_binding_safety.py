@@ -167,6 +167,16 @@ def test_gather_rows_index_changed_by_another_thread():
 ONLINE_CPUS = os.sysconf("SC_NPROCESSORS_ONLN")
 
 
+@pytest.mark.parametrize("call", [
+    lambda idx: _C.cross_entropy(np.zeros((1, 3), np.float32), idx),
+    lambda idx: _C.gather_rows(np.zeros((1, 3), np.float32), idx)])
+def test_a_uint64_index_from_2_63_is_reported_as_given(call):
+    with pytest.raises(ValueError, match=r"\[0\] = 9223372036854775808 is too large"):
+        call(np.array([2**63], np.uint64))
+    with pytest.raises(ValueError, match=r"\[1\] = 18446744073709551615 is too large"):
+        call(np.array([0, 2**64 - 1], np.uint64))
+
+
 def test_thread_count_is_bounded_by_the_machine():
     top = fastnn.max_num_threads()
     assert top == 4 * ONLINE_CPUS
