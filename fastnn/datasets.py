@@ -305,6 +305,10 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
     splits = [(X_train, y_train)]
     if validation:
         X_tr, y_tr, X_val, y_val = _stratified_split(X_train, y_train, validation, seed)
+        if len(y_tr) == 0 or len(y_val) == 0:
+            raise ValueError(f"validation={validation} of {name!r}'s {len(y_train)} training "
+                             f"samples leaves an empty {'validation' if len(y_tr) else 'training'}"
+                             " set; use a larger fraction, or none")
         splits = [(X_tr, y_tr), (X_val, y_val)]
     splits.append((X_test, y_test))
     classes = int(max(int(y.max()) for _, y in splits if len(y)) + 1)

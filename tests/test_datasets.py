@@ -132,3 +132,8 @@ def test_missing_sources_say_how_to_get_them(tmp_path, monkeypatch):
     assert not datasets.is_available("fashion-mnist")
     with pytest.raises(ValueError, match="available"):
         datasets.load("cifar-10")
+
+
+def test_a_validation_fraction_that_leaves_an_empty_set_is_refused():
+    with pytest.raises(ValueError, match=r"validation=0\.1 of 'xor'.*empty validation set"):
+        datasets.load("xor", validation=0.1)
