@@ -55,6 +55,7 @@ def stream_seed(seed: object, owner: str) -> int:
     if seed is None:
         from ._random import generator
         return int(generator().integers(0, 2**63))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"{owner}: seed must be an integer >= 0 or None; got {seed!r}")
+    if (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+            or not 0 <= seed < 2**64):
+        raise ValueError(f"{owner}: seed must be an integer in [0, 2**64) or None; got {seed!r}")
     return int(seed)

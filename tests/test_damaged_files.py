@@ -301,3 +301,13 @@ def test_metrics_report_a_uint64_label_beyond_int64_as_it_is(which):
     args = (big, small) if which == "y_true" else (small, big)
     with pytest.raises(ValueError, match=f"{which} holds label 9223372036854775808"):
         metrics.accuracy(*args)
+
+
+@pytest.mark.parametrize("config", [{"p": 0.5, "seed": 2**64}, {"p": 0.5, "seed": 1, "offset": 2**64},
+                                    {"p": 0.5, "seed": 1, "offset": -1}])
+def test_a_random_stream_position_out_of_range_is_an_invalid_file(tmp_path, config):
+    model = json.dumps({"class": "Sequential", "config": {"layers": [
+        {"class": "Dense", "config": {"in_features": 2, "out_features": 2}},
+        {"class": "Dropout", "config": config}]}})
+    path = write(tmp_path / "m.safetensors", weights(), {"model": model})
+    raises_invalid(lambda: fastnn.load(path), str(path), "2**64")

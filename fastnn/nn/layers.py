@@ -204,8 +204,9 @@ class Dropout(Module):
             raise ValueError(f"Dropout: p must be in [0, 1); got {p}")
         self.p = p
         self.seed = stream_seed(seed, "Dropout")
-        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
-            raise ValueError(f"Dropout: offset must be an integer >= 0; got {offset!r}")
+        if (isinstance(offset, bool) or not isinstance(offset, (int, np.integer))
+                or not 0 <= offset < 2**64):
+            raise ValueError(f"Dropout: offset must be an integer in [0, 2**64); got {offset!r}")
         self.offset = int(offset)  # where the mask stream resumes (a saved model continues it)
         self._shape: tuple | None = None
         self._mask_offset: int | None = None  # None: the last forward was the identity
