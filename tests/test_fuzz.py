@@ -49,6 +49,7 @@ LIPSCHITZ = {"gelu": 1.13}   # max |f'| where it exceeds 1 (leaky_relu, elu: |al
 REAL = ["float32"] * 8 + ["float64", "float16", "int8", "int32", "int64", "uint8", "bool"]
 NOT_REAL = ["complex64", "object", "<U3"]
 LAYOUTS = ["c"] * 6 + ["f", "neg", "slice", "broadcast", "misaligned", "readonly"]
+HUGE = 2**35   # elements: "huge" is a broadcast view whose float32 copy cannot be allocated
 # sizes around the vector widths (4, 8, 16 floats) and the tiles (6x16, 8x48, 64-wide rows)
 SMALL = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65]
 WIDE = st.one_of(st.integers(0, 130), st.integers(48, 64), st.sampled_from(SMALL))
@@ -144,8 +145,11 @@ class Arg:
     def __init__(self, name, array, recipe, in_place=False):
         self.name, self.a, self.recipe = name, array, recipe
         kind = array.dtype.kind
-        self.v = seen(array) if kind in "biuf" else np.full(array.shape, np.nan)
-        if in_place:
+        self.v = np.full(array.shape, np.nan) if kind not in "biuf" else \
+            np.zeros(0) if array.size > HUGE else seen(array)
+        if array.size > HUGE:   # must raise (MemoryError or a ValueError naming it)
+            self.verdict = "bad"
+        elif in_place:
             fit = (array.dtype == np.float32 and array.flags.c_contiguous
                    and array.flags.writeable)
             self.verdict = ("ok" if array.flags.aligned else "may") if fit else "bad"
@@ -190,6 +194,8 @@ def build(shape, dtype, layout, v):
         base = np.zeros(t.shape[:-1] + (2 * t.shape[-1] + 1,), dt)
         base[..., 1::2] = t
         return base[..., 1::2]
+    if layout == "huge" and t.ndim:
+        return np.broadcast_to(np.ones(1, dt), (2 ** (40 // t.ndim),) * t.ndim)
     if layout == "broadcast" and t.ndim and t.shape[0]:
         return np.broadcast_to(t[:1], t.shape)
     if layout == "misaligned" and dt.kind != "O":
@@ -210,7 +216,7 @@ def arg(draw, name, shape, *, in_place=False, dtypes=None, profiles=("normal", "
     if dtypes is None:
         dtypes = ["float32"] * 20 + REAL + NOT_REAL if in_place else REAL + NOT_REAL
     dtype = draw(st.sampled_from(dtypes))
-    layout = draw(st.sampled_from(["c"] * 20 + LAYOUTS if in_place else LAYOUTS))
+    layout = draw(st.sampled_from(["c"] * 20 + LAYOUTS if in_place else LAYOUTS + ["huge"]))
     profile = draw(st.sampled_from(profiles))
     seed = draw(st.integers(0, 2**16))
     v = values(np.random.default_rng(seed), shape, profile)
