@@ -145,8 +145,8 @@ class Arg:
     def __init__(self, name, array, recipe, in_place=False):
         self.name, self.a, self.recipe = name, array, recipe
         kind = array.dtype.kind
-        self.v = np.full(array.shape, np.nan) if kind not in "biuf" else \
-            np.zeros(0) if array.size > HUGE else seen(array)
+        self.v = np.zeros(0) if array.size > HUGE else \
+            np.full(array.shape, np.nan) if kind not in "biuf" else seen(array)
         if array.size > HUGE:   # must raise (MemoryError or a ValueError naming it)
             self.verdict = "bad"
         elif in_place:
