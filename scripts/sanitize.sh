@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The test suite, fuzz test included, against an extension built with AddressSanitizer and
+# UBSan (CMake option FASTNN_SANITIZE). Its own virtual environment and build directory
+# (build/sanitize/) keep it apart from the normal build. Exits non-zero on a failing test
+# or on any sanitizer report.   Usage: bash scripts/sanitize.sh [extra pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dir=build/sanitize
+venv="$dir/venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+. "$venv/bin/activate"
+python -m pip install -q --upgrade pip
+# Without build isolation the CMake cache stays valid between runs: only changed files rebuild.
+pip install -q "scikit-build-core>=0.10" "pybind11>=2.12"
+pip install -q --no-build-isolation -e ".[test]" -C build-dir="$dir/cmake" \
+  -C cmake.define.FASTNN_SANITIZE=ON -C cmake.build-type=RelWithDebInfo  # symbols: not stripped
+
+# Python itself is not instrumented, so the ASan runtime must be loaded first; libstdc++ too,
+# or ASan's __cxa_throw interceptor fails on the first C++ exception the bindings raise.
+cxx="${CXX:-c++}"
+asan="$("$cxx" -print-file-name=libasan.so)"
+stdcxx="$("$cxx" -print-file-name=libstdc++.so)"
+for lib in "$asan" "$stdcxx"; do
+  [ -e "$lib" ] || { echo "sanitize.sh: $cxx has no $lib" >&2; exit 2; }
+done
+export LD_PRELOAD="$asan $stdcxx"
+# Leaks are not checked: CPython keeps its allocations until exit by design.
+export ASAN_OPTIONS=halt_on_error=1:detect_leaks=0:abort_on_error=0
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+ext="$(python -c 'import fastnn._C as c; print(c.__file__)')"
+ldd "$ext" | grep -q libasan || { echo "sanitize.sh: $ext is not built with ASan" >&2; exit 2; }
+export MPLBACKEND=Agg
+log="$dir/pytest.log"
+# Left out under the sanitizer only, for its run time, not its content: test_examples.py runs
+# the course's example scripts, whole training runs in subprocesses (the slowest file of the
+# suite); every kernel they call is tested directly, and fuzzed, in the files that do run.
+status=0
+# --capture=sys: a report written to fd 2 by a dying test would otherwise be lost with its capture.
+python -m pytest -q -p no:cacheprovider --capture=sys --ignore=tests/test_examples.py "$@" 2>&1 \
+  | tee "$log" || status=$?
+unset LD_PRELOAD
+
+# A report in a subprocess (the fuzz test runs its cases in one) shows up only in the output.
+if grep -qE "ERROR: AddressSanitizer|runtime error:|UndefinedBehaviorSanitizer" "$log"; then
+  echo "sanitize.sh: sanitizer report(s) above (full log: $log)" >&2
+  [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"

@@ -1,0 +1,1149 @@
+"""Fuzz test: every public binding of fastnn._C, fastnn.matmul and every layer of fastnn.nn,
+called with drawn dtypes (float32/64/16, ints, bool, complex, object, str), layouts
+(transposed, negative strides, strided slices, broadcast, misaligned, read-only), sizes
+around the kernels' vector and tile widths, NaN/Inf, aliased arguments and bad labels.
+
+The property of every call: it raises TypeError, ValueError or MemoryError with a message
+naming the offending argument, or it returns (and writes) what a float64 NumPy reference
+gives, to float32 tolerance; a valid call must succeed. Never a crash, never garbage.
+
+A crash must fail a test, not kill the suite: run under pytest, the hypothesis bodies run
+in a child process (`python tests/test_fuzz.py NAME...`, which is also how to run them by
+hand), and a test whose child dies fails with the signal, the call in progress and the
+child's output; the remaining tests go on in a new child. scripts/sanitize.sh runs the
+suite, and so these children, under ASan and UBSan. FASTNN_FUZZ_EXAMPLES (default 25) is
+hypothesis' max_examples per test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastnn
+from fastnn import _C, nn
+
+import _ref
+from _ref import EPS32, names_argument
+from test_course_kernels import act64, augment_ref, dact64, dropout_ref, uniform_ref
+
+EXAMPLES = int(os.environ.get("FASTNN_FUZZ_EXAMPLES", "25"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, print_blob=True,
+                    suppress_health_check=list(HealthCheck))
+FUZZ: dict = {}          # test name -> hypothesis test, run by the child
+TRACE = os.environ.get("FASTNN_FUZZ_TRACE")  # the child writes the call in progress here
+
+ACTS = ["identity", "linear", "sigmoid", "relu", "tanh", "leaky_relu", "elu", "gelu", "softplus"]
+LIPSCHITZ = {"gelu": 1.13}   # max |f'| where it exceeds 1 (leaky_relu, elu: |alpha|)
+REAL = ["float32"] * 8 + ["float64", "float16", "int8", "int32", "int64", "uint8", "bool"]
+NOT_REAL = ["complex64", "object", "<U3"]
+LAYOUTS = ["c"] * 6 + ["f", "neg", "slice", "broadcast", "misaligned", "readonly"]
+HUGE = 2**35   # elements: "huge" is a broadcast view whose float32 copy cannot be allocated
+# sizes around the vector widths (4, 8, 16 floats) and the tiles (6x16, 8x48, 64-wide rows)
+SMALL = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65]
+WIDE = st.one_of(st.integers(0, 130), st.integers(48, 64), st.sampled_from(SMALL))
+
+
+# ----------------------------------------------------------------------------- the harness
+def fuzz(**strategies):
+    """Registers a hypothesis body for the child; pytest sees a test that reports the
+    child's outcome for it."""
+    def deco(body):
+        FUZZ[body.__name__] = SETTINGS(given(**strategies)(body))
+
+        def test(fuzz_outcomes):
+            outcome = fuzz_outcomes(body.__name__)
+            if outcome:
+                pytest.fail(outcome, pytrace=False)
+
+        test.__name__, test.__doc__ = body.__name__, body.__doc__
+        return test
+    return deco
+
+
+def trace(what: str) -> None:
+    """Record the call about to be made: if it crashes the child, the parent reports it."""
+    if TRACE:
+        with open(TRACE, "w") as f:
+            f.write(what)
+
+
+def _report(out: str) -> str:
+    """The child's output from its first sanitizer or fatal-error line (else its tail)."""
+    starts = [i for i in (out.find(m) for m in ("runtime error:", "ERROR: AddressSanitizer",
+                                                 "Fatal Python error", "libgomp:")) if i >= 0]
+    start = max(0, out.rfind("\n", 0, min(starts)) + 1) if starts else max(0, len(out) - 6000)
+    return out[start:start + 6000]
+
+
+def _died(proc) -> str:
+    rc = proc.returncode
+    return f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
+
+
+@pytest.fixture(scope="module")
+def fuzz_outcomes(request):
+    """Runs the selected fuzz bodies in child processes; returns name -> failure text ('' if
+    it passed)."""
+    names = [item.name for item in request.session.items if item.name in FUZZ]
+    outcomes: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results, tr = os.path.join(tmp, "results.jsonl"), os.path.join(tmp, "trace.txt")
+        env = dict(os.environ, FASTNN_FUZZ_TRACE=tr)
+        env.pop("FASTNN_ISA", None)
+        while names:
+            open(results, "w").close()
+            open(tr, "w").close()
+            try:
+                proc = subprocess.run([sys.executable, __file__, results, *names], env=env,
+                                      capture_output=True, text=True, timeout=900)
+                how, out = _died(proc), proc.stdout + proc.stderr
+            except subprocess.TimeoutExpired as e:
+                how, out = "a timeout (900 s)", str(e.stdout or "") + str(e.stderr or "")
+            with open(results) as f:
+                for line in f:
+                    rec = json.loads(line)
+                    outcomes[rec["name"]] = rec["error"]
+            names = [n for n in names if n not in outcomes]
+            if names:  # the child died in names[0]
+                with open(tr) as f:
+                    call = f.read()
+                outcomes[names.pop(0)] = (f"the fuzz child died ({how}) during this call:\n{call}\n"
+                                          f"--- its output ---\n{_report(out)}")
+    return lambda name: outcomes.get(name, f"{name}: no outcome from the child")
+
+
+def child_main(results: str, names: list[str]) -> None:
+    for name in names:
+        trace(f"{name}: (no call yet)")
+        try:
+            FUZZ[name]()
+            error = ""
+        except Exception as e:  # noqa: BLE001 - hypothesis' report, with the falsifying example
+            error = "".join(traceback.format_exception(e))
+        with open(results, "a") as f:
+            f.write(json.dumps({"name": name, "error": error}) + "\n")
+
+
+# ----------------------------------------------------------------------------- arguments
+class Arg:
+    """A drawn array argument: the array, the float64 values a kernel sees after the
+    documented conversion to float32 (None for a non-numeric dtype), and what the binding
+    must do with it: 'ok', 'may' (misaligned float32: reject it or compute right) or 'bad'."""
+
+    def __init__(self, name, array, recipe, in_place=False):
+        self.name, self.a, self.recipe = name, array, recipe
+        kind = array.dtype.kind
+        self.v = np.zeros(0) if array.size > HUGE else \
+            np.full(array.shape, np.nan) if kind not in "biuf" else seen(array)
+        if array.size > HUGE:   # must raise (MemoryError or a ValueError naming it)
+            self.verdict = "bad"
+        elif in_place:
+            fit = (array.dtype == np.float32 and array.flags.c_contiguous
+                   and array.flags.writeable)
+            self.verdict = ("ok" if array.flags.aligned else "may") if fit else "bad"
+        elif kind not in "biuf":
+            self.verdict = "bad"
+        else:
+            self.verdict = "may" if array.dtype == np.float32 and not array.flags.aligned else "ok"
+
+    def __repr__(self):
+        return self.recipe
+
+
+def seen(a):
+    with np.errstate(all="ignore"):
+        return np.asarray(a).astype(np.float32).astype(np.float64)
+
+
+def values(rng, shape, profile):
+    """float64 values: normal, wide (1e-6..1e6, both signs) or with NaN/Inf/zeros/denormals."""
+    v = rng.standard_normal(shape)
+    if profile == "wide":
+        v = np.sign(v) * 10.0 ** rng.uniform(-6, 6, shape)
+    elif profile == "special":
+        specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40])
+        hit = rng.random(shape) < 0.2
+        v = np.where(hit, specials[rng.integers(0, len(specials), shape)], v)
+    return v
+
+
+def build(shape, dtype, layout, v):
+    dt = np.dtype(dtype)
+    with np.errstate(all="ignore"):
+        if dt.kind in "iu":
+            info = np.iinfo(dt)
+            v = np.clip(np.nan_to_num(np.round(v * 3)), info.min, info.max)
+        t = (v > 0) if dt.kind == "b" else v.astype(dt)
+    if layout == "f":
+        return np.asfortranarray(t)
+    if layout == "neg":
+        return np.flip(np.flip(t).copy())
+    if layout == "slice" and t.ndim:
+        base = np.zeros(t.shape[:-1] + (2 * t.shape[-1] + 1,), dt)
+        base[..., 1::2] = t
+        return base[..., 1::2]
+    if layout == "huge" and t.ndim:
+        return np.broadcast_to(np.ones(1, dt), (2 ** (40 // t.ndim),) * t.ndim)
+    if layout == "broadcast" and t.ndim and t.shape[0]:
+        return np.broadcast_to(t[:1], t.shape)
+    if layout == "misaligned" and dt.kind != "O":
+        buf = bytearray(t.nbytes + 1)
+        a = np.frombuffer(buf, dt, count=t.size, offset=1).reshape(t.shape)
+        a[...] = t
+        return a
+    a = t.copy()
+    if layout == "readonly":
+        a.setflags(write=False)
+    return a
+
+
+@st.composite
+def arg(draw, name, shape, *, in_place=False, dtypes=None, profiles=("normal", "wide", "special"),
+        transform=None):
+    """An Arg of `shape`; in-place arguments are mostly valid float32 C arrays."""
+    if dtypes is None:
+        dtypes = ["float32"] * 20 + REAL + NOT_REAL if in_place else REAL + NOT_REAL
+    dtype = draw(st.sampled_from(dtypes))
+    layout = draw(st.sampled_from(["c"] * 20 + LAYOUTS if in_place else LAYOUTS + ["huge"]))
+    profile = draw(st.sampled_from(profiles))
+    seed = draw(st.integers(0, 2**16))
+    v = values(np.random.default_rng(seed), shape, profile)
+    if transform is not None:
+        v = transform(v)
+    recipe = f"{name}=build({tuple(shape)}, {dtype!r}, {layout!r}, values(rng({seed}), {profile!r}))"
+    return Arg(name, build(shape, dtype, layout, v), recipe, in_place)
+
+
+def check_call(what, call, args, bad=(), check=None, maybe=()):
+    """call() must raise naming a bad (or may-be-bad) argument when there is one, and else
+    return a result that check(result) accepts."""
+    bad = set(bad) | {a.name for a in args if a.verdict == "bad"}
+    maybe = set(maybe) | {a.name for a in args if a.verdict == "may"}
+    trace(f"{what}\n" + "\n".join(map(repr, args)))
+    try:
+        result = call()
+    except (TypeError, ValueError, MemoryError) as e:
+        assert bad or maybe, f"{what}: a valid call raised {type(e).__name__}: {e}"
+        assert isinstance(e, MemoryError) or names_argument(str(e), *(bad | maybe)), \
+            f"{what}: the error does not name any of {sorted(bad | maybe)}: {type(e).__name__}: {e}"
+        return None
+    assert not bad, f"{what}: accepted bad argument(s) {sorted(bad)} and returned {result!r:.300}"
+    if check is not None:
+        check(result)
+    return result
+
+
+def agree(actual, expected, tol, what, skip=None):
+    """actual == expected within tol where expected is finite in float32; NaN where it is
+    NaN and the same infinity where it overflows float32."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
+    with np.errstate(all="ignore"):
+        e32 = expected.astype(np.float32).astype(np.float64)
+        ok = (np.isnan(actual) & np.isnan(e32)) | (actual == e32) | (np.abs(actual - expected) <= tol)
+    if skip is not None:
+        ok |= skip
+    if not ok.all():
+        i = tuple(np.argwhere(~ok)[0])
+        t = np.broadcast_to(tol, actual.shape)[i]
+        raise AssertionError(f"{what}: {int((~ok).sum())}/{ok.size} elements wrong; first at {i}: "
+                             f"got {actual[i]!r}, expected {expected[i]!r} (tol {t:.3g})")
+
+
+def act_ref(name, x, alpha):
+    with np.errstate(all="ignore"):
+        if name == "gelu":  # x sigmoid(2u): 1 + tanh(u) cancels to 0 in the far negative tail
+            return x / (1 + np.exp(-2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+        if name in ("elu", "softplus"):
+            return act64(name, x, alpha)
+        return _ref.act_forward(name, x, alpha)
+
+
+def act_from_y(name, y, g, alpha, x):
+    """f'(x) * g as activation_backward documents it: from the output y (gelu: from x)."""
+    with np.errstate(all="ignore"):
+        if name in ("identity", "linear"):
+            return g.copy()
+        if name == "sigmoid":
+            return g * y * (1 - y)
+        if name == "tanh":
+            return g * (1 - y * y)
+        if name == "relu":
+            return np.where(y > 0, g, 0.0)
+        if name == "leaky_relu":
+            return np.where(y > 0, g, alpha * g)
+        if name == "elu":
+            return np.where(y > 0, g, g * (y + alpha))
+        if name == "softplus":
+            return -g * np.expm1(-y)
+        return g * dact64("gelu", x)
+
+
+def dropped_non_finite(x, keep):
+    """Where a dropped entry is NaN/Inf, 0 (as documented) and NaN (x * 0, as torch) both pass."""
+    return ~keep & ~np.isfinite(x)
+
+
+def lipschitz(name, alpha):
+    return max(1.0, LIPSCHITZ.get(name, 1.0), abs(alpha) if name in ("leaky_relu", "elu") else 1.0)
+
+
+def matmul_tol(A, B, k):
+    with np.errstate(all="ignore"):
+        return 4 * EPS32 * (math.sqrt(k) + 2) * (np.abs(A) @ np.abs(B))
+
+
+# ----------------------------------------------------------------------------- GEMM
+OUT_KINDS = ["none"] * 3 + ["ok", "rows", "float64", "shape", "stride", "readonly", "fortran",
+                            "is_a", "misaligned"]
+BIAS_KINDS = ["none"] * 3 + ["ok", "shape", "out_row"]
+
+
+@fuzz(data=st.data(), fn=st.sampled_from(["gemm", "gemm_reference", "matmul"]),
+      m=st.sampled_from(SMALL), n=WIDE, k=st.sampled_from(SMALL + [100, 130]),
+      ta=st.booleans(), tb=st.booleans(), isa=st.sampled_from(list(_C.supported_isas())))
+def test_gemm(data, fn, m, n, k, ta, tb, isa):
+    """gemm, gemm_reference and fastnn.matmul: shapes, transposes, out, bias, epilogue."""
+    shape_bug = data.draw(st.sampled_from([None] * 8 + ["rank_a", "rank_b", "inner"]))
+    a = data.draw(arg("a", (k, m) if ta else (m, k)))
+    b = data.draw(arg("b", (n, k + (shape_bug == "inner")) if tb else (k + (shape_bug == "inner"), n)))
+    if shape_bug == "rank_a":
+        a = Arg("a", a.a.reshape(-1), a.recipe + ".reshape(-1)")
+    if shape_bug == "rank_b":
+        b = Arg("b", b.a.reshape(1, *b.a.shape), b.recipe + ".reshape(1, ...)")
+    args, bad, kw = [a, b], set(), {"transpose_a": ta, "transpose_b": tb}
+    if shape_bug:
+        bad |= {"a", "b"}
+    out = bias = None
+    if fn != "matmul":
+        alpha = data.draw(st.sampled_from([1.0, 0.0, -0.5, 2.5]))
+        act = data.draw(st.sampled_from(ACTS + ["bogus"]))
+        act_alpha = data.draw(st.sampled_from([0.01, 1.0, -0.3]))
+        kw.update(alpha=alpha, activation=act, activation_alpha=act_alpha)
+        if act == "bogus":
+            bad.add("bogus")
+        okind = data.draw(st.sampled_from(OUT_KINDS))
+        if okind != "none":
+            beta = data.draw(st.sampled_from([0.0, 1.0, -2.0]))
+            kw["beta"] = beta
+            o = data.draw(arg("out", (m, n), in_place=True, dtypes=["float32"]))
+            arr = o.a
+            if okind == "rows":  # a row slice of a wider array: allowed
+                base = np.zeros((m, n + 3), np.float32)
+                base[:, :n] = arr
+                arr = base[:, :n]
+            elif okind == "float64":
+                arr = arr.astype(np.float64)
+            elif okind == "shape":
+                arr = np.zeros((m, n + 1), np.float32)
+            elif okind == "stride":
+                arr = build((m, n), "float32", "slice", o.v)
+            elif okind == "readonly":
+                arr = arr.copy()
+                arr.setflags(write=False)
+            elif okind == "fortran":
+                arr = np.asfortranarray(arr)
+            elif okind == "misaligned":
+                arr = build((m, n), "float32", "misaligned", o.v)
+            elif okind == "is_a" and a.a.shape == (m, n) and a.a.dtype == np.float32 \
+                    and a.a.flags.c_contiguous and a.a.flags.writeable:
+                arr = a.a
+            out = Arg("out", arr, f"{o.recipe} as {okind}")
+            unit_cols = n <= 1 or arr.strides[1] == 4
+            rows_ok = m <= 1 or (arr.strides[0] > 0 and arr.strides[0] % 4 == 0
+                                 and arr.strides[0] // 4 >= n)
+            out.verdict = ("bad" if arr.dtype != np.float32 or arr.shape != (m, n) or not unit_cols
+                           or not rows_ok or not arr.flags.writeable
+                           else "may" if not arr.flags.aligned or arr is a.a else "ok")
+            args.append(out)
+            kw["out"] = arr
+        bkind = data.draw(st.sampled_from(BIAS_KINDS))
+        if bkind == "out_row" and out is not None and m > 0 and out.verdict == "ok":
+            bias = Arg("bias", out.a[0], "bias=out[0]")
+            bias.verdict = "may"  # aliases what the kernel writes: reject, or read it first
+        elif bkind in ("ok", "shape", "out_row"):
+            bias = data.draw(arg("bias", (n + (bkind == "shape"),)))
+            if bkind == "shape":
+                bad.add("bias")
+        if bias is not None:
+            args.append(bias)
+            kw["bias"] = bias.a
+    c0 = None if out is None else out.v.copy()
+    b0 = None if bias is None else bias.v.copy()
+
+    def check(res):
+        assert res.dtype == np.float32 and res.shape == (m, n)
+        if out is not None:
+            assert res is out.a or np.shares_memory(res, out.a), "gemm: out= not returned"
+        A = a.v.T if ta else a.v
+        B = b.v.T if tb else b.v
+        alpha = kw.get("alpha", 1.0)
+        with np.errstate(all="ignore"):
+            if alpha == 0.0 or k == 0:  # BLAS: A and B are not read
+                z, scale = np.zeros((m, n)), np.zeros((m, n))
+            else:
+                z, scale = alpha * (A @ B), abs(alpha) * (np.abs(A) @ np.abs(B))
+            if c0 is not None and kw["beta"] != 0.0:
+                z, scale = z + kw["beta"] * c0, scale + abs(kw["beta"] * c0)
+            if b0 is not None:
+                z, scale = z + b0, scale + np.abs(b0)
+            name = kw.get("activation", "identity")
+            alpha_act = kw.get("activation_alpha", 0.01)
+            y = act_ref(name, z, alpha_act)
+            tol = (lipschitz(name, alpha_act) * 4 * EPS32 * (math.sqrt(k) + 2) * scale
+                   + 2e-5 * np.abs(y) + 1e-30)
+        agree(res, y, tol, f"{fn}[{isa}] m={m} n={n} k={k} ta={ta} tb={tb} {kw.keys() - {'out'}}")
+
+    _C.set_isa(isa)
+    call = (lambda: fastnn.matmul(a.a, b.a, **kw)) if fn == "matmul" else \
+        (lambda: getattr(_C, fn)(a.a, b.a, **kw))
+    check_call(f"{fn}[{isa}](a, b, **{ {k_: v for k_, v in kw.items() if k_ not in ('out', 'bias')} })",
+               call, args, bad, check)
+
+
+# ----------------------------------------------------------------------------- elementwise
+@fuzz(data=st.data(), name=st.sampled_from(ACTS + ["bogus"]), rows=st.sampled_from(SMALL),
+      cols=WIDE, alpha=st.sampled_from([0.01, 1.0, 0.3, -0.5]))
+def test_activation_forward(data, name, rows, cols, alpha):
+    x = data.draw(arg("x", (rows, cols)))
+    bad = {"bogus"} if name == "bogus" else set()
+
+    def check(y):
+        assert y.dtype == np.float32
+        agree(y, act_ref(name, x.v, alpha), 2e-5 * np.abs(act_ref(name, x.v, alpha)) + 1e-37,
+              f"activation_forward({name!r}, alpha={alpha}) {x.a.shape}")
+
+    check_call(f"activation_forward({name!r}, x, alpha={alpha})",
+               lambda: _C.activation_forward(name, x.a, alpha), [x], bad, check)
+
+
+@fuzz(data=st.data(), name=st.sampled_from(ACTS), rows=st.sampled_from(SMALL), cols=WIDE,
+      alpha=st.sampled_from([0.01, 1.0, -0.5]), with_x=st.booleans(),
+      out_kind=st.sampled_from(["none", "none", "new", "grad_y", "y", "overlap"]),
+      bias_kind=st.sampled_from(["none", "none", "ok", "shape", "is_out"]))
+def test_activation_backward(data, name, rows, cols, alpha, with_x, out_kind, bias_kind):
+    shape = (rows, cols)
+    y = data.draw(arg("y", shape, profiles=("normal", "special")))
+    g = data.draw(arg("grad_y", shape, profiles=("normal", "special")))
+    args, bad, kw = [y, g], set(), {}
+    x = None
+    if with_x or name == "gelu":
+        x = data.draw(arg("x", shape, profiles=("normal", "special")))
+        kw["x"] = x.a
+        if name == "gelu":
+            args.append(x)
+    if name == "gelu" and not with_x:
+        del kw["x"]
+        bad.add("x")
+    if name == "elu" and alpha < 0:
+        bad.add("alpha")
+    out = None
+    if out_kind == "new":
+        out = data.draw(arg("out", shape, in_place=True))
+    elif out_kind in ("grad_y", "y"):
+        src = g if out_kind == "grad_y" else y
+        out = Arg("out", src.a, f"out={src.name}", in_place=True)
+        if out.verdict == "ok":
+            out.verdict = "ok" if out_kind == "grad_y" else "may"  # grad_y is documented
+    elif out_kind == "overlap" and rows * cols > 1:
+        base = np.random.default_rng(rows * cols).standard_normal(rows * cols + 1).astype(np.float32)
+        g = Arg("grad_y", base[:-1].reshape(shape), "grad_y=base[:-1]")
+        out = Arg("out", base[1:].reshape(shape), "out=base[1:] (overlaps grad_y)", in_place=True)
+        out.verdict = "may"
+        args[1] = g
+    if out is not None:
+        kw["out"] = out.a
+        args.append(out)
+    db = None
+    if bias_kind != "none":
+        if bias_kind == "is_out" and out is not None and out.verdict == "ok" and rows * cols:
+            db = Arg("bias_grad", out.a[0], "bias_grad=out[0]", in_place=True)
+            db.verdict = "bad"   # two outputs in the same memory: no order makes both right
+        else:
+            db = data.draw(arg("bias_grad", (cols + (bias_kind == "shape"),), in_place=True))
+            if bias_kind == "shape":
+                bad.add("bias_grad")
+        kw["bias_grad"] = db.a
+        args.append(db)
+    y0, g0, db0 = y.v.copy(), g.v.copy(), None if db is None else db.v.copy()
+    xv = None if x is None else x.v.copy()
+
+    def check(res):
+        if out is not None:
+            assert res is out.a, "activation_backward: out= not returned"
+        expected = act_from_y(name, y0, g0, alpha, xv)
+        nan_in = np.isnan(y0) | (np.isnan(xv) if name == "gelu" else False)
+        tol = 1e-5 * (np.abs(expected) + np.abs(g0)) + 1e-30
+        agree(res, expected, tol, f"activation_backward({name!r}) {shape}", skip=nan_in)
+        if db is not None:
+            with np.errstate(all="ignore"):
+                col = db0 + np.where(nan_in, 0, expected).sum(axis=0)
+                ctol = 1e-5 * (np.abs(db0) + np.abs(expected).sum(axis=0)) * (rows + 2) + 1e-30
+            agree(db.a, col, ctol, f"activation_backward({name!r}) bias_grad",
+                  skip=np.isnan(col) | nan_in.any(axis=0))
+
+    check_call(f"activation_backward({name!r}, y, grad_y, alpha={alpha}, {sorted(kw)})",
+               lambda: _C.activation_backward(name, y.a, g.a, alpha, **kw), args, bad, check)
+
+
+@fuzz(data=st.data(), rows=st.sampled_from(SMALL), cols=WIDE,
+      beta=st.sampled_from([0.0, 1.0, -0.5]), alias=st.booleans())
+def test_column_sum(data, rows, cols, beta, alias):
+    x = data.draw(arg("x", (rows, cols)))
+    out = data.draw(arg("out", (cols,), in_place=True))
+    if alias and x.a.dtype == np.float32 and x.a.flags.c_contiguous and rows and x.a.flags.writeable:
+        out = Arg("out", x.a[0], "out=x[0]", in_place=True)
+        out.verdict = "may"
+    o0 = out.v.copy()
+
+    def check(res):
+        with np.errstate(all="ignore"):
+            expected = beta * o0 + x.v.sum(axis=0) if beta else x.v.sum(axis=0)
+            kept = np.abs(beta * o0) if beta else 0.0
+            tol = 1e-5 * (kept + np.abs(x.v).sum(axis=0)) * (rows + 2) ** 0.5 + 1e-30
+        agree(out.a, expected, tol, f"column_sum {x.a.shape} beta={beta}")
+
+    check_call("column_sum(x, out, beta)", lambda: _C.column_sum(x.a, out.a, beta), [x, out],
+               check=check)
+
+
+@fuzz(data=st.data(), rows=st.sampled_from(SMALL), cols=WIDE)
+def test_softmax(data, rows, cols):
+    x = data.draw(arg("x", (rows, cols)))
+    bad = {"x"} if rows * cols == 0 else set()
+
+    def check(y):
+        agree(y, _ref.softmax(x.v) if rows * cols else y, 1e-5 * np.abs(y) + 1e-7,
+              f"softmax_forward {x.a.shape}")
+
+    with np.errstate(all="ignore"):
+        check_call("softmax_forward(x)", lambda: _C.softmax_forward(x.a), [x], bad, check)
+    g = data.draw(arg("grad_y", (rows, cols)))
+    p = data.draw(arg("y", (rows, cols), dtypes=["float32", "float64"], profiles=("normal",),
+                      transform=lambda v: np.exp(v) / np.exp(v).sum(axis=-1, keepdims=True)))
+
+    def check_b(gx):
+        with np.errstate(all="ignore"):
+            scale = np.abs(p.v) * (np.abs(g.v) + (np.abs(g.v * p.v)).sum(axis=1, keepdims=True))
+        agree(gx, _ref.softmax_backward(p.v, g.v), 4 * EPS32 * (cols + 2) * scale + 1e-30,
+              f"softmax_backward {p.a.shape}")
+
+    with np.errstate(all="ignore"):
+        check_call("softmax_backward(y, grad_y)", lambda: _C.softmax_backward(p.a, g.a), [p, g],
+                   {"y"} if rows * cols == 0 else set(), check_b)
+
+
+@fuzz(data=st.data(), rows=st.sampled_from(SMALL), cols=st.sampled_from(SMALL),
+      idx_dtype=st.sampled_from(["int64", "int32", "uint8", "int8", "uint64", "float64", "bool"]),
+      n=st.integers(0, 70), oob=st.sampled_from([None] * 4 + [-1, "rows", 2**63, 2**40]),
+      out_kind=st.sampled_from(["none", "none", "ok", "is_x", "shape"]))
+def test_gather_rows(data, rows, cols, idx_dtype, n, oob, out_kind):
+    x = data.draw(arg("x", (rows, cols)))
+    rng = np.random.default_rng(n)
+    idx = rng.integers(0, max(rows, 1), n)
+    bad = set()
+    if rows == 0 and n:
+        bad.add("index")
+    if oob is not None and n:
+        val = rows if oob == "rows" else oob
+        if np.can_cast(np.min_scalar_type(val), idx_dtype) or idx_dtype in ("int64", "uint64"):
+            with np.errstate(all="ignore"):
+                idx = idx.astype(np.int64 if val != 2**63 else np.uint64)
+                idx[rng.integers(0, n)] = val
+            bad.add("index")
+    with np.errstate(all="ignore"):
+        index = Arg("index", idx.astype(idx_dtype), f"index={idx.tolist()!r:.200} as {idx_dtype}")
+    index.verdict = "ok"
+    if idx_dtype in ("float64", "bool"):
+        bad.add("index")
+    args, kw = [x, index], {}
+    if out_kind != "none":
+        if out_kind == "is_x" and x.a.dtype == np.float32 and x.a.flags.c_contiguous \
+                and x.a.flags.writeable and n == rows:
+            out = Arg("out", x.a, "out=x", in_place=True)
+            out.verdict = "may"
+        else:
+            out = data.draw(arg("out", (n + (out_kind == "shape"), cols), in_place=True))
+            if out_kind == "shape":
+                bad.add("out")
+        args.append(out)
+        kw["out"] = out.a
+    xv = None if x.v is None else x.v.copy()
+
+    def check(res):
+        assert res.shape == (n, cols) and res.dtype == np.float32
+        agree(res, xv[idx.astype(np.int64)], 0.0, f"gather_rows {x.a.shape} n={n}")
+
+    check_call("gather_rows(x, index, **kw)", lambda: _C.gather_rows(x.a, index.a, **kw), args,
+               bad, check)
+
+
+# ----------------------------------------------------------------------------- losses
+def bce_probs_torch(p, t):
+    """PyTorch's BCELoss: each log clamped at -100, the gradient's denominator at 1e-12."""
+    with np.errstate(all="ignore"):
+        lp, lq = np.maximum(np.log(p), -100.0), np.maximum(np.log1p(-p), -100.0)
+        per = -(t * lp + (1 - t) * lq)
+        grad = (p - t) / np.maximum(p * (1 - p), 1e-12) / p.size
+    return float(per.mean()), grad
+
+
+@fuzz(data=st.data(), which=st.sampled_from(["mse", "bce_logits", "bce_probs"]),
+      rows=st.sampled_from(SMALL), cols=WIDE, mismatch=st.sampled_from([False] * 6 + [True]))
+def test_elementwise_losses(data, which, rows, cols, mismatch):
+    probs = which == "bce_probs"
+    to_prob = (lambda v: 1 / (1 + np.exp(-v))) if probs else None
+    pred = data.draw(arg("pred", (rows, cols), transform=to_prob,
+                         profiles=("normal", "special") if probs else ("normal", "wide", "special")))
+    target = data.draw(arg("target", (rows, cols + mismatch),
+                           transform=(lambda v: (v > 0) * 1.0) if which != "mse" else None))
+    bad = {"pred", "target"} if mismatch else {"pred"} if rows * cols == 0 else set()
+    p, t = pred.v, target.v
+
+    def check(res):
+        loss, grad = res
+        with np.errstate(all="ignore"):
+            if which == "mse":
+                ref_loss, ref_grad = _ref.mse(p, t)
+                scale = np.abs(p) + np.abs(t)
+                ltol = 1e-5 * float(np.mean(scale * scale))
+            elif which == "bce_logits":
+                ref_loss, ref_grad = _ref.bce_logits(p, t)
+                scale = 1 + np.abs(p)
+                ltol = 1e-5 * float(np.mean(scale * (1 + np.abs(t))))
+            else:
+                ref_loss, ref_grad = bce_probs_torch(p, t)
+                scale = np.abs(ref_grad) * p.size
+                ltol = 1e-5 * (abs(ref_loss) + 1)
+        agree(np.float64(loss), ref_loss, ltol, f"{which} loss {p.shape}")
+        agree(grad, ref_grad, 1e-5 * (np.abs(ref_grad) + scale / p.size) + 1e-30,
+              f"{which} grad {p.shape}")
+
+    fn = {"mse": lambda: _C.mse(pred.a, target.a),
+          "bce_logits": lambda: _C.binary_cross_entropy(pred.a, target.a),
+          "bce_probs": lambda: _C.binary_cross_entropy(pred.a, target.a, from_logits=False)}[which]
+    check_call(f"{which}(pred, target)", fn, [pred, target], bad, check)
+
+
+@fuzz(data=st.data(), rows=st.sampled_from(SMALL), classes=WIDE,
+      label_dtype=st.sampled_from(["int64", "int64", "int32", "uint8", "int8", "uint64",
+                                   "float64", "bool"]),
+      oob=st.sampled_from([None] * 4 + [-1, "classes", 2**63, 2**31]),
+      wrong_len=st.sampled_from([False] * 6 + [True]))
+def test_cross_entropy(data, rows, classes, label_dtype, oob, wrong_len):
+    logits = data.draw(arg("logits", (rows, classes)))
+    rng = np.random.default_rng(rows * 131 + classes)
+    labels = rng.integers(0, max(classes, 1), rows + wrong_len).astype(np.int64)
+    bad = set()
+    if rows * classes == 0:
+        bad.add("logits")
+    if wrong_len:
+        bad.add("labels")
+    if oob is not None and len(labels):
+        val = classes if oob == "classes" else oob
+        kinds = np.iinfo(label_dtype) if label_dtype not in ("float64", "bool") else None
+        if kinds is not None and kinds.min <= val <= kinds.max:
+            labels = labels.astype(label_dtype)
+            labels[rng.integers(0, len(labels))] = val
+            bad.add("labels")
+    if label_dtype in ("float64", "bool"):
+        bad.add("labels")
+    with np.errstate(all="ignore"):
+        lab = Arg("labels", np.asarray(labels).astype(label_dtype),
+                  f"labels={labels.tolist()!r:.200} as {label_dtype}")
+    lab.verdict = "ok"
+    x = logits.v
+
+    def check(res):
+        loss, grad = res
+        with np.errstate(all="ignore"):
+            ref_loss, ref_grad = _ref.cross_entropy(x, lab.a.astype(np.int64))
+            big = float(np.abs(x).max(axis=1).mean()) + 1
+        agree(np.float64(loss), ref_loss, 1e-5 * big, f"cross_entropy loss {x.shape}")
+        agree(grad, ref_grad, 1e-4 * np.abs(ref_grad) + 1e-6 / max(rows, 1),
+              f"cross_entropy grad {x.shape}")
+
+    check_call("cross_entropy(logits, labels)", lambda: _C.cross_entropy(logits.a, lab.a),
+               [logits, lab], bad, check)
+
+    target = data.draw(arg("target", (rows, classes + wrong_len), profiles=("normal",),
+                           transform=lambda v: np.abs(v)))
+
+    def check_soft(res):
+        loss, grad = res
+        t = target.v
+        with np.errstate(all="ignore"):
+            ref_loss, ref_grad = _ref.cross_entropy_soft(x, t)
+            big = float((t.sum(axis=1) * (np.abs(x).max(axis=1) + 1)).mean()) + 1
+            gtol = 1e-4 * (np.abs(_ref.softmax(x)) * t.sum(axis=1, keepdims=True) + t) / rows + 1e-30
+        agree(np.float64(loss), ref_loss, 1e-5 * big, f"cross_entropy_soft loss {x.shape}")
+        agree(grad, ref_grad, gtol, f"cross_entropy_soft grad {x.shape}")
+
+    bad_soft = ({"logits"} if rows * classes == 0 else set()) | \
+        ({"logits", "target"} if wrong_len else set())
+    check_call("cross_entropy_soft(logits, target)",
+               lambda: _C.cross_entropy_soft(logits.a, target.a), [logits, target], bad_soft,
+               check_soft)
+
+
+# ----------------------------------------------------------------------------- optimizers
+def opt_ref(which, p, g, st_, hp):
+    """One step from the given state in float64: (new arrays by name, magnitude of their
+    terms, for the tolerance)."""
+    lr, wd = hp["lr"], hp.get("weight_decay", 0.0)
+    new, mag = {}, {}
+    if which == "sgd":
+        mu = hp["momentum"]
+        d, md = g + wd * p, np.abs(g) + np.abs(wd * p)
+        if mu == 0:
+            new["param"], mag["param"] = p - lr * d, np.abs(p) + abs(lr) * md
+        else:
+            v = mu * st_["velocity"] + d
+            mv = np.abs(mu * st_["velocity"]) + md
+            new["velocity"], mag["velocity"] = v, mv
+            step, ms = (d + mu * v, md + abs(mu) * mv) if hp["nesterov"] else (v, mv)
+            new["param"], mag["param"] = p - lr * step, np.abs(p) + abs(lr) * ms
+    elif which == "adam":
+        b1, b2, t = hp["beta1"], hp["beta2"], hp["step"]
+        dec = hp["decoupled"]
+        w = p * (1 - lr * wd) if dec else p
+        gg = g + (0.0 if dec else wd) * w
+        mg = np.abs(g) + np.abs((0.0 if dec else wd) * w)
+        m = b1 * st_["m"] + (1 - b1) * gg
+        v = b2 * st_["v"] + (1 - b2) * gg * gg
+        den = np.sqrt(v) / math.sqrt(1 - b2 ** t) + hp["eps"]
+        ss = lr / (1 - b1 ** t)
+        new.update(m=m, v=v, param=w - ss * m / den)
+        mm = np.abs(b1 * st_["m"]) + abs(1 - b1) * mg
+        mag.update(m=mm, v=np.abs(b2 * st_["v"]) + (1 - b2) * mg * mg,
+                   param=np.abs(w) + abs(ss) * (mm + 2 * np.abs(m)) / den)
+    elif which == "adagrad":
+        gg, mg = g + wd * p, np.abs(g) + np.abs(wd * p)
+        s = st_["sum_sq"] + gg * gg
+        clr = lr / (1 + (hp["step"] - 1) * hp["lr_decay"])
+        den = np.sqrt(s) + hp["eps"]
+        new.update(sum_sq=s, param=p - clr * gg / den)
+        mag.update(sum_sq=np.abs(st_["sum_sq"]) + mg * mg, param=np.abs(p) + abs(clr) * 2 * mg / den)
+    else:
+        a, mu = hp["alpha"], hp["momentum"]
+        gg, mg = g + wd * p, np.abs(g) + np.abs(wd * p)
+        sq = a * st_["square_avg"] + (1 - a) * gg * gg
+        new["square_avg"], mag["square_avg"] = sq, np.abs(a * st_["square_avg"]) + mg * mg
+        var = sq
+        if hp["centered"]:
+            ga = st_["grad_avg"] + (1 - a) * (gg - st_["grad_avg"])
+            new["grad_avg"], mag["grad_avg"] = ga, np.abs(st_["grad_avg"]) + mg
+            var = np.maximum(sq - ga * ga, 0.0)
+        avg = np.sqrt(var) + hp["eps"]
+        q, mq = gg / avg, 2 * mg / avg
+        if mu > 0:
+            buf = mu * st_["momentum_buf"] + q
+            mb = np.abs(mu * st_["momentum_buf"]) + mq
+            new["momentum_buf"], mag["momentum_buf"] = buf, mb
+            new["param"], mag["param"] = p - lr * buf, np.abs(p) + abs(lr) * mb
+        else:
+            new["param"], mag["param"] = p - lr * q, np.abs(p) + abs(lr) * mq
+    return new, mag
+
+
+STATES = {"sgd": ["velocity"], "adam": ["m", "v"], "adagrad": ["sum_sq"],
+          "rmsprop": ["square_avg", "momentum_buf", "grad_avg"]}
+NONNEG = {"v", "sum_sq", "square_avg"}
+
+
+@fuzz(data=st.data(), which=st.sampled_from(list(STATES)), n=WIDE,
+      two_d=st.booleans(), size_bug=st.sampled_from([None] * 8 + ["grad", "state"]),
+      alias=st.sampled_from([None] * 5 + ["grad_is_param", "state_is_param", "states_same",
+                                          "overlap"]))
+def test_optimizer_steps(data, which, n, two_d, size_bug, alias):
+    """sgd_step, adam_step, adagrad_step, rmsprop_step: one step against the float64 formula."""
+    shape = (n // 3, 3) if two_d and n % 3 == 0 else (n,)
+    lr = data.draw(st.sampled_from([0.0, 1e-3, 0.1, 1.0]))
+    wd = data.draw(st.sampled_from([0.0, 0.01, 0.5]))
+    hp = {"lr": lr, "weight_decay": wd}
+    bad = set()
+    if which == "sgd":
+        hp.update(momentum=data.draw(st.sampled_from([0.0, 0.9, -0.5])), nesterov=data.draw(st.booleans()))
+        names = ["velocity"] if hp["momentum"] != 0 else []
+    elif which == "adam":
+        hp.update(beta1=data.draw(st.sampled_from([0.9, 0.0, 0.5])),
+                  beta2=data.draw(st.sampled_from([0.999, 0.5])),
+                  eps=data.draw(st.sampled_from([1e-8, 1e-3])),
+                  step=data.draw(st.sampled_from([1, 2, 10, 1000, 0, -3])),
+                  decoupled=data.draw(st.booleans()))
+        names = ["m", "v"]
+        if hp["step"] < 1:
+            bad.add("step")
+    elif which == "adagrad":
+        hp.update(eps=data.draw(st.sampled_from([1e-10, 1e-3])),
+                  lr_decay=data.draw(st.sampled_from([0.0, 0.05])),
+                  step=data.draw(st.sampled_from([1, 3, 100, 0])))
+        names = ["sum_sq"]
+        if hp["step"] < 1:
+            bad.add("step")
+    else:
+        hp.update(alpha=data.draw(st.sampled_from([0.99, 0.5])),
+                  eps=data.draw(st.sampled_from([1e-8, 1e-3])),
+                  momentum=data.draw(st.sampled_from([0.0, 0.9, -0.5])),
+                  centered=data.draw(st.booleans()))
+        names = ["square_avg"] + (["momentum_buf"] if hp["momentum"] > 0 else []) + \
+            (["grad_avg"] if hp["centered"] else [])
+        if hp["momentum"] < 0:
+            bad.add("momentum")
+    prof = ("normal", "special")
+    param = data.draw(arg("param", shape, in_place=True, profiles=prof))
+    grad = data.draw(arg("grad", (n + (size_bug == "grad"),), profiles=prof))
+    if size_bug == "grad":
+        bad |= {"grad", "param"}
+    states = {}
+    for s in names:
+        size = (n + 1,) if size_bug == "state" and s == names[0] else shape
+        states[s] = data.draw(arg(s, size, in_place=True, profiles=prof,
+                                  transform=np.abs if s in NONNEG else None))
+        if size != shape:
+            bad |= {s, "param"}
+    if which == "rmsprop" and hp["centered"] and all(states[s].verdict == "ok" for s in names) \
+            and states["square_avg"].a.shape == states["grad_avg"].a.shape:
+        # a state that a history of gradients can produce: square_avg >= grad_avg**2
+        with np.errstate(all="ignore"):
+            states["square_avg"].a[...] = 2 * states["grad_avg"].v ** 2 + 1 + states["square_avg"].v
+        states["square_avg"].v = seen(states["square_avg"].a)
+    # aliasing: any of these either raises or computes as if the arrays were separate
+    if param.verdict == "ok" and n > 1:
+        if alias == "grad_is_param":
+            grad = Arg("grad", param.a, "grad=param")
+            grad.verdict = "may"
+        elif alias == "state_is_param" and names:
+            states[names[0]] = Arg(names[0], param.a, f"{names[0]}=param", in_place=True)
+            states[names[0]].verdict = "bad"   # two arrays written: no order makes it right
+        elif alias == "states_same" and len(names) > 1:
+            states[names[1]] = Arg(names[1], states[names[0]].a, f"{names[1]}={names[0]}",
+                                   in_place=True)
+            states[names[1]].verdict = "bad"
+        elif alias == "overlap":
+            base = np.random.default_rng(n).standard_normal(n + 1).astype(np.float32)
+            param = Arg("param", base[1:].reshape(shape), "param=base[1:]", in_place=True)
+            grad = Arg("grad", base[:-1], "grad=base[:-1] (overlaps param)")
+            grad.verdict = "may"
+    p0, g0 = param.v.copy(), None if grad.v is None else grad.v.copy()
+    s0 = {k: (None if a.v is None else a.v.copy()) for k, a in states.items()}
+    args = [param, grad, *states.values()]
+
+    def check(_):
+        with np.errstate(all="ignore"):
+            new, mag = opt_ref(which, p0, g0.reshape(p0.shape), s0, hp)
+        outs = {"param": param, **states}
+        for key, expected in new.items():
+            agree(outs[key].a, expected, 64 * EPS32 * mag[key] + 1e-30,
+                  f"{which}_step {shape} {hp}: {key}", skip=np.isnan(mag[key]))
+
+    p, g = param.a, grad.a
+    sa = {k: a.a for k, a in states.items()}
+    hp_c = {k: v for k, v in hp.items()}
+    if which == "sgd":
+        call = lambda: _C.sgd_step(p, g, sa.get("velocity"), **hp_c)  # noqa: E731
+    elif which == "adam":
+        call = lambda: _C.adam_step(p, g, sa["m"], sa["v"], **hp_c)  # noqa: E731
+    elif which == "adagrad":
+        call = lambda: _C.adagrad_step(p, g, sa["sum_sq"], **hp_c)  # noqa: E731
+    else:
+        call = lambda: _C.rmsprop_step(p, g, sa["square_avg"], sa.get("momentum_buf"),  # noqa: E731
+                                       sa.get("grad_avg"), **hp_c)
+    check_call(f"{which}_step(**{hp})", call, args, bad, check)
+
+
+# ----------------------------------------------------------------------------- reductions, in place
+@fuzz(data=st.data(), n=WIDE, l1=st.sampled_from([0.0, 0.1, -1.0, float("nan")]),
+      l2=st.sampled_from([0.0, 0.01, float("inf")]), alias=st.booleans())
+def test_penalty_and_reductions(data, n, l1, l2, alias):
+    """add_penalty_grad, sum_squares, scale_, clip_."""
+    p = data.draw(arg("param", (n,)))
+    g = data.draw(arg("grad", (n,), in_place=True))
+    if alias and p.a.dtype == np.float32 and p.a.flags.c_contiguous and p.a.flags.writeable and n:
+        g = Arg("grad", p.a, "grad=param", in_place=True)
+        g.verdict = "may"
+    bad = ({"l1"} if not (l1 >= 0) else set()) | ({"l2"} if not math.isfinite(l2) else set())
+    pv, gv = p.v.copy() if p.v is not None else None, g.v.copy() if g.v is not None else None
+
+    def check(total):
+        with np.errstate(all="ignore"):
+            expected = gv + np.float32(l1) * np.sign(pv) + np.float32(2 * l2) * pv
+            agree(g.a, expected, 4 * EPS32 * (np.abs(gv) + abs(l1) + abs(2 * l2 * pv)) + 1e-30,
+                  f"add_penalty_grad l1={l1} l2={l2}")
+            ref = l1 * np.abs(pv).sum() + l2 * (pv * pv).sum()
+        agree(np.float64(total), ref, 1e-9 * abs(ref) + 1e-30, "add_penalty_grad penalty")
+
+    check_call(f"add_penalty_grad(param, grad, {l1}, {l2})",
+               lambda: _C.add_penalty_grad(p.a, g.a, l1, l2), [p, g], bad, check)
+
+    x = data.draw(arg("x", (n,)))
+    with np.errstate(all="ignore"):
+        check_call("sum_squares(x)", lambda: _C.sum_squares(x.a), [x],
+                   check=lambda s: agree(np.float64(s), (x.v ** 2).sum(),
+                                         1e-9 * (x.v ** 2).sum() + 1e-30, "sum_squares"))
+    y = data.draw(arg("x", (n,), in_place=True))
+    y0 = y.v.copy() if y.v is not None else None
+    factor = data.draw(st.sampled_from([0.5, -2.0, 0.0, 1e30, float("nan")]))
+    with np.errstate(all="ignore"):
+        check_call(f"scale_(x, {factor})", lambda: _C.scale_(y.a, factor), [y],
+                   check=lambda _: agree(y.a, y0 * np.float32(factor), 0.0, f"scale_ {factor}"))
+    z = data.draw(arg("x", (n,), in_place=True))
+    z0 = z.v.copy() if z.v is not None else None
+    low, high = data.draw(st.sampled_from([(-1.0, 1.0), (0.0, 0.0), (-np.inf, 0.5), (1.0, -1.0),
+                                           (float("nan"), 1.0), (-1e300, 1e300)]))
+    with np.errstate(all="ignore"):
+        check_call(f"clip_(x, {low}, {high})", lambda: _C.clip_(z.a, low, high), [z],
+                   bad={"low", "high"} if not (low <= high) else (),
+                   check=lambda _: agree(z.a, np.minimum(np.maximum(z0, np.float32(low)),
+                                                         np.float32(high)), 0.0, "clip_"))
+
+
+# ----------------------------------------------------------------------------- random streams
+SEEDS = st.sampled_from([0, 1, 12345, 2**32 + 7, 2**64 - 1, -1, 2**64, True, 1.5])
+
+
+@fuzz(data=st.data(), n=st.one_of(WIDE, st.sampled_from([-1, 2**40, 2**62])), seed=SEEDS,
+      offset=SEEDS, p=st.sampled_from([0.0, 0.1, 0.5, 0.99, 1.0, -0.1, float("nan")]))
+def test_random_and_dropout(data, n, seed, offset, p):
+    """random_uniform, dropout_forward, dropout_backward."""
+    def bad_int(v, name):
+        if isinstance(v, (bool, float)) or not 0 <= v < 2**64:
+            return {name}
+        return set()
+    bad = bad_int(seed, "seed") | bad_int(offset, "offset")
+    huge = n >= 2**40
+
+    def check_u(u):
+        assert u.shape == (n,) and u.dtype == np.float32
+        agree(u, uniform_ref(n, seed, offset), 0.0, f"random_uniform({n}, {seed}, {offset})")
+
+    check_call(f"random_uniform({n}, {seed}, {offset})",
+               lambda: _C.random_uniform(n, seed, offset), [],
+               bad | ({"n"} if n < 0 or huge else set()), None if huge else check_u)
+    if huge:
+        return
+    x = data.draw(arg("x", (max(n, 0) // 5, 5) if n % 2 else (max(n, 0),)))
+    bad_p = {"p"} if not (0 <= p < 1) else set()
+    for fn, name in ((_C.dropout_forward, "x"), (_C.dropout_backward, "grad_y")):
+        x.name = name
+
+        def check_d(y):
+            expected, keep = dropout_ref(x.v, p, seed, offset)
+            agree(y, expected, 2 * EPS32 * (1 + p / (1 - p)) * np.abs(expected),
+                  f"{fn.__name__}(p={p})", skip=dropped_non_finite(x.v, keep))
+
+        with np.errstate(all="ignore"):
+            check_call(f"{fn.__name__}({name}, {p}, {seed}, {offset})",
+                       lambda: fn(x.a, p, seed, offset), [x], bad | bad_p, check_d)
+
+
+@fuzz(data=st.data(), n=st.integers(0, 3), c=st.sampled_from([None, 1, 3]),
+      h=st.sampled_from([1, 2, 5, 8, 17]), w=st.sampled_from([1, 3, 8, 16, 17, 33]),
+      shift=st.sampled_from([0.0, 0.5, 2.0, 3.7, 1e6, -1.0, float("nan")]),
+      flip=st.booleans(), rot=st.sampled_from([0.0, 15.0, 180.0, float("inf")]),
+      noise=st.sampled_from([0.0, 0.0, 0.1]), seed=st.integers(0, 2**64 - 1),
+      offset=st.integers(0, 2**40), rank_bug=st.sampled_from([False] * 6 + [True]))
+def test_augment_images(data, n, c, h, w, shift, flip, rot, noise, seed, offset, rank_bug):
+    shape = (n, h, w) if c is None else (n, c, h, w)
+    if rank_bug:
+        shape = (n, h * w)
+    x = data.draw(arg("x", shape, profiles=("normal", "special")))
+    bad = ({"x"} if rank_bug else set()) | ({"max_shift"} if not shift >= 0 else set()) | \
+        ({"max_rotation"} if not math.isfinite(rot) else set())
+
+    def check(y):
+        assert y.shape == shape and y.dtype == np.float32
+        with np.errstate(all="ignore"):
+            expected = augment_ref(x.v, seed, offset, max_shift=shift, flip=flip, max_rotation=rot)
+        big = np.abs(np.where(np.isfinite(x.v), x.v, 0)).max(initial=0)
+        agree(y, expected, 1e-5 * (big + 1) + 8 * noise,
+              f"augment_images {shape} shift={shift} flip={flip} rot={rot} noise={noise}",
+              skip=np.isnan(expected) | np.isinf(expected))
+
+    check_call(f"augment_images(x, seed={seed}, offset={offset}, max_shift={shift}, flip={flip}, "
+               f"max_rotation={rot}, noise_std={noise})",
+               lambda: _C.augment_images(x.a, seed=seed, offset=offset, max_shift=shift, flip=flip,
+                                         max_rotation=rot, noise_std=noise), [x], bad, check)
+
+
+# ----------------------------------------------------------------------------- configuration
+# (more threads than this machine's 2 cores would only measure OpenMP's spinning, issue 18)
+@fuzz(threads=st.sampled_from([1, 2, 100000, 0, -1, 2**31, True, 2.0]),
+      via=st.sampled_from(["_C", "fastnn"]), isa=st.sampled_from(["avx512", "avx2", "generic",
+                                                                    "AVX2", "", "sse"]),
+      peak_threads=st.sampled_from([1, 2, 100000, 0, -4]),
+      seconds=st.sampled_from([0.0, 0.01, -1.0, float("nan")]))
+def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds):
+    """set_num_threads then a parallel GEMM, set_isa, fma_peak_gflops, config."""
+    old_threads, old_isa = _C.get_num_threads(), _C.get_isa()
+    many = {"n"} if threads > 1024 else set()   # refused, or capped to what runs here
+    size = 2048 if many else 300   # a product that asks for 32768 threads, or one for 68
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(np.float32)
+    b = rng.standard_normal((size, size)).astype(np.float32)
+    a64 = a[:8].astype(np.float64)   # rows checked
+    expected, scale = a64 @ b, np.abs(a64) @ np.abs(b)
+    tol = 4 * EPS32 * (math.sqrt(size) + 2) * scale
+    try:
+        bad = {"n"} if isinstance(threads, (bool, float)) or threads < 1 else set()
+        setter = _C.set_num_threads if via == "_C" else fastnn.set_num_threads
+        trace(f"{via}.set_num_threads({threads!r})")
+        try:
+            setter(threads)
+        except (TypeError, ValueError) as e:
+            assert (bad or many) and names_argument(str(e), "n"), f"set_num_threads: {e!r}"
+        else:
+            assert not bad, f"{via}.set_num_threads({threads!r}) was accepted"
+            assert 1 <= _C.get_num_threads()
+            trace(f"set_num_threads({threads!r}), then a {size}x{size} matmul")
+            agree(fastnn.matmul(a, b)[:8], expected, tol, f"matmul on {threads} threads")
+        runs = isa in _C.supported_isas()
+        check_call(f"set_isa({isa!r})", lambda: _C.set_isa(isa), [], set() if runs else {isa or "''"})
+        assert _C.get_isa() == (isa if runs else old_isa)
+        _C.set_num_threads(old_threads)
+        trace(f"set_isa({isa!r}), then a {size}x{size} matmul")
+        agree(fastnn.matmul(a, b)[:8], expected, tol, f"matmul on {_C.get_isa()}")
+        cfg = fastnn.config()
+        assert cfg["isa"] == _C.get_isa() and cfg["isa_supported"] == _C.supported_isas()
+        bad = {"threads"} if peak_threads < 1 else set()
+        bad |= {"seconds"} if not seconds >= 0 else set()
+        peak = check_call(f"fma_peak_gflops(threads={peak_threads}, seconds={seconds})",
+                          lambda: _C.fma_peak_gflops(threads=peak_threads, seconds=seconds), [],
+                          bad if "avx512" in _C.supported_isas() else ())
+        assert peak is None or peak >= 0.0
+    finally:
+        _C.set_num_threads(old_threads)
+        _C.set_isa(old_isa)
+
+
+# ----------------------------------------------------------------------------- layers
+ACT_LAYERS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU,
+              "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
+ALPHA = {"leaky_relu": 0.01, "elu": 1.0}   # the layers' default slope / scale
+# kind -> what follows the Dense layer (None: the Dense layer alone; "id": passes it through)
+LAYER_KINDS = {"dense": None, "dense_act": None, "dropout": "dropout", "dropout_eval": "id",
+               "flatten": "id", "softmax": "softmax", **{k: k for k in ACT_LAYERS},
+               "seq_dense_dropout": "id", "seq_dense_flatten": "id", "seq_dense_tanh": "tanh"}
+
+
+def layer_ref(kind, dense, xv, g, seed, offset):
+    """Float64 forward of test_layers' model and, with g, its input and weight gradients."""
+    sub, alone = LAYER_KINDS[kind], not kind.startswith("seq")
+    h, z, W = xv, None, dense.weight.data.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if sub is None or not alone:
+            z = h @ W.T + (dense.bias.data if dense.bias is not None else 0.0)
+            h = act_ref(dense.activation, z, ALPHA.get(dense.activation, 0.0))
+        if sub in ACT_LAYERS:
+            y = act_ref(sub, h, ALPHA.get(sub, 0.0))
+        elif sub == "softmax":
+            y = _ref.softmax(h)
+        elif sub == "dropout":
+            y = dropout_ref(h, 0.3, seed, offset)[0]
+        else:
+            y = h
+        if g is None:
+            return y, None
+        if sub in ACT_LAYERS:
+            gh = act_from_y(sub, y, g, ALPHA.get(sub, 0.0), h)
+        elif sub == "softmax":
+            gh = _ref.softmax_backward(y, g)
+        elif sub == "dropout":
+            gh = dropout_ref(g, 0.3, seed, offset)[0]
+        else:
+            gh = g
+        if z is None:
+            return y, {"dx": gh}
+        dz = act_from_y(dense.activation, h, gh, ALPHA.get(dense.activation, 0.0), z)
+        dW = dz.T @ xv + 2 * dense.l2 * W
+        return y, {"dx": dz @ W, "dW": dW}
+
+
+@fuzz(data=st.data(), kind=st.sampled_from(list(LAYER_KINDS)), batch=st.sampled_from(SMALL + [300]),
+      features=st.sampled_from([1, 3, 8, 16, 17, 48, 49]), hidden=st.sampled_from([1, 4, 16, 49]),
+      act=st.sampled_from(ACTS[1:]), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_layers(data, kind, batch, features, hidden, act, bias, seed):
+    """Every layer of fastnn.nn, alone and after a Dense in a Sequential: forward (twice: the
+    first output must survive the second call), backward, and predict."""
+    fastnn.seed(seed)
+    sub = LAYER_KINDS[kind]
+    dense = nn.Dense(features, hidden, activation=None if kind == "dense" else act, bias=bias,
+                     l2=0.01 if seed % 2 else 0.0)
+    layer = (dense if sub is None else nn.Dropout(0.3, seed=seed) if kind == "dropout"
+             else nn.Dropout(0.5, seed=seed).eval() if "dropout" in kind
+             else nn.Flatten() if "flatten" in kind else nn.Softmax() if sub == "softmax"
+             else ACT_LAYERS[sub]())
+    seq = kind.startswith("seq")
+    model = nn.Sequential(dense, layer) if seq else layer
+    x = data.draw(arg("input", (batch, features)))
+    x2 = data.draw(arg("input", (batch, features), dtypes=["float32", "float64"], profiles=("normal",)))
+    offset2 = batch * features if kind == "dropout" else 0
+
+    def check(y):
+        expected, _ = layer_ref(kind, dense, x.v, None, seed, 0)
+        skip = dropped_non_finite(x.v, dropout_ref(x.v, 0.3, seed, 0)[1]) if kind == "dropout" \
+            else None
+        agree(y, expected, 1e-4 * (np.abs(expected) + 1) * math.sqrt(features + 2),
+              f"{kind} forward {x.a.shape}", skip=skip)
+
+    what = f"{kind}: {model!r} on x"
+    # an empty batch: the result (0, ...) or a ValueError naming the input
+    y = check_call(what, lambda: model(x.a), [x], check=check,
+                   maybe={"input", "x"} if batch == 0 else ())
+    if y is None:
+        return
+    y_copy = np.array(y, copy=True)
+    trace(f"{what}, second call")
+    model(x2.a)
+    assert np.array_equal(y, y_copy, equal_nan=True), \
+        f"{kind}: the first forward's output changed when the model ran again"
+    if batch:
+        g = np.random.default_rng(seed + 1).standard_normal(y.shape)
+        trace(f"{what}: backward")
+        dx = model.backward(g.astype(np.float32))
+        _, ref = layer_ref(kind, dense, x2.v, g, seed, offset2)
+        agree(dx, ref["dx"], 1e-3 * (np.abs(ref["dx"]) + 1) * math.sqrt(features + hidden),
+              f"{kind} backward dx")
+        if "dW" in ref:
+            agree(dense.weight.grad, ref["dW"], 1e-3 * (np.abs(ref["dW"]) + 1) * math.sqrt(batch + 1),
+                  f"{kind} backward weight.grad")
+    if seq:  # predict goes in batches of 256 rows
+        big = seen(np.random.default_rng(seed).standard_normal((600, features)))
+        trace(f"{what}: predict on 600 rows")
+        expected, _ = layer_ref(kind, dense, big, None, seed, 0)
+        agree(model.predict(big.astype(np.float32)), expected,
+              1e-4 * (np.abs(expected) + 1) * math.sqrt(features + 2), f"{kind} predict")
+
+
+# ----------------------------------------------------------------------------- coverage
+def test_fuzz_covers_every_binding_and_layer():
+    """A new binding or layer needs a fuzz target here."""
+    covered = {"gemm", "gemm_reference", "activation_forward", "activation_backward",
+               "column_sum", "softmax_forward", "softmax_backward", "gather_rows", "mse",
+               "binary_cross_entropy", "cross_entropy", "cross_entropy_soft", "sgd_step",
+               "adam_step", "adagrad_step", "rmsprop_step", "add_penalty_grad", "sum_squares",
+               "scale_", "clip_", "random_uniform", "dropout_forward", "dropout_backward",
+               "augment_images", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
+               "supported_isas", "config", "fma_peak_gflops"}
+    public = {n for n in dir(_C) if not n.startswith("_") and callable(getattr(_C, n))}
+    assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
+    layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}
+    fuzzed = {"Dense", "Dropout", "Flatten", "Softmax", *(c.__name__ for c in ACT_LAYERS.values())}
+    assert layers == fuzzed, f"layers not fuzzed: {sorted(layers - fuzzed)}"
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1], sys.argv[2:])
