@@ -270,7 +270,8 @@ py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_ob
             fail_value(std::string(fn) + ": argument 'out' must have shape (" + std::to_string(m) +
                        ", " + std::to_string(n) + "), got " + shape_str(arr));
         const int64_t s0 = arr.strides(0), s1 = arr.strides(1);
-        if (!((n <= 1 || s1 == 4) && (m <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= n))))
+        // An empty out has whatever strides numpy gave it ((0, 0) for a fresh one).
+        if (m > 0 && n > 0 && !((n <= 1 || s1 == 4) && (m <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= n))))
             fail_value(std::string(fn) + ": argument 'out' must be row-major with unit column stride");
         if (m > 1) ldc = s0 / 4;
         out = py::reinterpret_borrow<py::array_t<float>>(arr);
@@ -327,6 +328,16 @@ F32Array matrix_2d(py::handle obj, const char* fn, const char* arg) {
     return x;
 }
 
+// A batch of rows over classes: no row at all is an empty batch, but a row needs a class.
+F32Array rows_of_classes(py::handle obj, const char* fn, const char* arg) {
+    F32Array x = as_f32(obj, fn, arg);
+    require_rank(x, 2, fn, arg);
+    if (x.shape(1) == 0)
+        fail_value(std::string(fn) + ": argument '" + arg + "' has no classes (shape " +
+                   shape_str(x) + ")");
+    return x;
+}
+
 using LossFn = double (*)(const float*, const float*, float*, int64_t);
 
 py::tuple elementwise_loss(py::handle pred_obj, py::handle target_obj, const char* fn,
@@ -364,12 +375,18 @@ void require_same_size(const py::array& a, const py::array& b, const char* fn, c
 }
 
 // A Python integer in [0, 2**64): seeds and stream offsets.
-uint64_t u64_arg(py::handle obj, const char* fn, const char* arg) {
+// An int argument as Python sees it (bool refused: True is no count or seed).
+py::int_ int_arg(py::handle obj, const char* fn, const char* arg) {
     if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr()))
         fail_type(std::string(fn) + ": argument '" + arg + "' must be an int, got " +
                   py::str(py::type::of(obj)).cast<std::string>());
     py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(obj.ptr()));
     if (!value) throw py::error_already_set();
+    return value;
+}
+
+uint64_t u64_arg(py::handle obj, const char* fn, const char* arg) {
+    py::int_ value = int_arg(obj, fn, arg);
     unsigned long long v = PyLong_AsUnsignedLongLong(value.ptr());
     if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
         PyErr_Clear();
@@ -379,13 +396,23 @@ uint64_t u64_arg(py::handle obj, const char* fn, const char* arg) {
     return static_cast<uint64_t>(v);
 }
 
+// An int argument in [lo, hi], `why` saying where the bounds come from.
+int64_t int_in(py::handle obj, int64_t lo, int64_t hi, const char* fn, const char* arg,
+               const std::string& why = "") {
+    py::int_ value = int_arg(obj, fn, arg);
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+    if (overflow || v < lo || v > hi)
+        fail_value(std::string(fn) + ": '" + arg + "' must be in [" + std::to_string(lo) + ", " +
+                   std::to_string(hi) + "]" + why + ", got " + py::str(value).cast<std::string>());
+    return v;
+}
+
 // A thread count: at most max_threads() (a few per online CPU), since libgomp fails, or
 // crashes, when it cannot create the threads asked for.
-int thread_count(int64_t n, const char* fn, const char* arg) {
-    if (n < 1 || n > max_threads())
-        fail_value(std::string(fn) + ": '" + arg + "' must be in [1, " + std::to_string(max_threads()) +
-                   "] (" + std::to_string(kThreadsPerCpu) + " per online CPU), got " + std::to_string(n));
-    return static_cast<int>(n);
+int thread_count(py::handle obj, const char* fn, const char* arg) {
+    return static_cast<int>(int_in(obj, 1, max_threads(), fn, arg,
+                                   " (" + std::to_string(kThreadsPerCpu) + " per online CPU)"));
 }
 
 // A finite float >= 0 (hyperparameters such as a dropout rate, a shift, a noise level).
@@ -440,7 +467,7 @@ PYBIND11_MODULE(_C, m) {
         d["cuda"] = false;
         return d;
     });
-    m.def("set_num_threads", [](int64_t n) {
+    m.def("set_num_threads", [](py::handle n) {
         set_num_threads(thread_count(n, "set_num_threads", "n"));
     }, py::arg("n"));
     m.def("max_num_threads", &max_threads);
@@ -462,7 +489,7 @@ PYBIND11_MODULE(_C, m) {
                        }())).cast<std::string>());
     }, py::arg("name"));
 
-    m.def("fma_peak_gflops", [](int64_t threads_arg, double seconds) -> double {
+    m.def("fma_peak_gflops", [](py::handle threads_arg, double seconds) -> double {
         const int threads = thread_count(threads_arg, "fma_peak_gflops", "threads");
         nonneg_arg(seconds, "fma_peak_gflops", "seconds");
 #ifdef FASTNN_X86
@@ -600,14 +627,14 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("x"), py::arg("index"), py::arg("out") = py::none(),
        "out[i] = x[index[i]]: a shuffled mini-batch, copied in parallel.");
     m.def("softmax_forward", [](py::handle x_obj) {
-        F32Array x = matrix_2d(x_obj, "softmax_forward", "x");
+        F32Array x = rows_of_classes(x_obj, "softmax_forward", "x");
         auto y = new_like(x);
         py::gil_scoped_release nogil;
         softmax_forward(x.data(), y.mutable_data(), x.shape(0), x.shape(1));
         return y;
     }, py::arg("x"));
     m.def("softmax_backward", [](py::handle y_obj, py::handle g_obj) {
-        F32Array y = matrix_2d(y_obj, "softmax_backward", "y");
+        F32Array y = rows_of_classes(y_obj, "softmax_backward", "y");
         F32Array g = as_f32(g_obj, "softmax_backward", "grad_y");
         require_same_shape(y, g, "softmax_backward", "y", "grad_y");
         auto gx = new_like(y);
@@ -770,8 +797,9 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("x"), py::arg("low"), py::arg("high"));
 
     // ---- counter-based random numbers, dropout, augmentation ----
-    m.def("random_uniform", [](int64_t n, py::handle seed_obj, py::handle offset_obj) {
-        if (n < 0) fail_value("random_uniform: 'n' must be >= 0, got " + std::to_string(n));
+    m.def("random_uniform", [](py::handle n_obj, py::handle seed_obj, py::handle offset_obj) {
+        // numpy's own limit on an array's bytes; beyond it its error would not name n.
+        const int64_t n = int_in(n_obj, 0, PTRDIFF_MAX / 4, "random_uniform", "n");
         const uint64_t seed = u64_arg(seed_obj, "random_uniform", "seed");
         const uint64_t offset = u64_arg(offset_obj, "random_uniform", "offset");
         py::array_t<float> out(n);

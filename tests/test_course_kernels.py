@@ -613,9 +613,25 @@ def augment_ref(x, seed, offset, max_shift=0.0, flip=False, max_rotation=0.0):
                 ok = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
                 return np.where(ok, img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)], 0.0)
 
-            out[i, ch] = ((1 - ay) * ((1 - ax) * at(y0, x0) + ax * at(y0, x0 + 1))
-                          + ay * ((1 - ax) * at(y0 + 1, x0) + ax * at(y0 + 1, x0 + 1)))
+            def tap(weight, v):  # a zero weight takes nothing, not 0 * inf = NaN
+                with np.errstate(invalid="ignore"):
+                    return np.where(weight == 0, 0.0, weight * v)
+
+            out[i, ch] = (tap(1 - ay, tap(1 - ax, at(y0, x0)) + tap(ax, at(y0, x0 + 1)))
+                          + tap(ay, tap(1 - ax, at(y0 + 1, x0)) + tap(ax, at(y0 + 1, x0 + 1))))
     return out.reshape(np.shape(x))
+
+
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan])
+def test_augment_keeps_a_non_finite_pixel_to_itself(special):
+    # Taps outside the image read pixel 0 with weight 0: an Inf/NaN there must not leak.
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    x[:, 0, 0] = special
+    for kw in ({"flip": True}, {"max_shift": 1.5}, {"max_rotation": 30.0}):
+        y = _C.augment_images(x, seed=3, offset=0, **kw)
+        expected = augment_ref(x, 3, 0, **kw)
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)  # NaN only where expected
+        assert np.isfinite(expected).sum() >= 12
 
 
 def images(rng, shape):

@@ -36,7 +36,7 @@ from fastnn import _C, nn
 
 import _ref
 from _ref import EPS32, names_argument
-from test_course_kernels import act64, augment_ref, dact64, dropout_ref, uniform_ref
+from test_course_kernels import act64, augment_ref, dropout_ref, uniform_ref
 
 EXAMPLES = int(os.environ.get("FASTNN_FUZZ_EXAMPLES", "25"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, print_blob=True,
@@ -289,7 +289,7 @@ def act_from_y(name, y, g, alpha, x):
             return np.where(y > 0, g, g * (y + alpha))
         if name == "softplus":
             return -g * np.expm1(-y)
-        return g * dact64("gelu", x)
+        return g * _ref.act_derivative("gelu", x)
 
 
 def dropped_non_finite(x, keep):
@@ -523,7 +523,7 @@ def test_column_sum(data, rows, cols, beta, alias):
 @fuzz(data=st.data(), rows=st.sampled_from(SMALL), cols=WIDE)
 def test_softmax(data, rows, cols):
     x = data.draw(arg("x", (rows, cols)))
-    bad = {"x"} if rows * cols == 0 else set()
+    bad = {"x"} if cols == 0 else set()   # no rows: an empty batch, no classes: an error
 
     def check(y):
         agree(y, _ref.softmax(x.v) if rows * cols else y, 1e-5 * np.abs(y) + 1e-7,
@@ -543,7 +543,7 @@ def test_softmax(data, rows, cols):
 
     with np.errstate(all="ignore"):
         check_call("softmax_backward(y, grad_y)", lambda: _C.softmax_backward(p.a, g.a), [p, g],
-                   {"y"} if rows * cols == 0 else set(), check_b)
+                   {"y"} if cols == 0 else set(), check_b)
 
 
 @fuzz(data=st.data(), rows=st.sampled_from(SMALL), cols=st.sampled_from(SMALL),
@@ -1007,7 +1007,7 @@ def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds):
             assert (bad or many) and names_argument(str(e), "n"), f"set_num_threads: {e!r}"
         else:
             assert not bad, f"{via}.set_num_threads({threads!r}) was accepted"
-            assert 1 <= _C.get_num_threads()
+            assert 1 <= _C.get_num_threads() <= _C.max_num_threads()
             trace(f"set_num_threads({threads!r}), then a {size}x{size} matmul")
             agree(fastnn.matmul(a, b)[:8], expected, tol, f"matmul on {threads} threads")
         runs = isa in _C.supported_isas()
@@ -1018,11 +1018,11 @@ def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds):
         agree(fastnn.matmul(a, b)[:8], expected, tol, f"matmul on {_C.get_isa()}")
         cfg = fastnn.config()
         assert cfg["isa"] == _C.get_isa() and cfg["isa_supported"] == _C.supported_isas()
-        bad = {"threads"} if peak_threads < 1 else set()
+        bad = {"threads"} if not 1 <= peak_threads <= _C.max_num_threads() else set()
         bad |= {"seconds"} if not seconds >= 0 else set()
         peak = check_call(f"fma_peak_gflops(threads={peak_threads}, seconds={seconds})",
                           lambda: _C.fma_peak_gflops(threads=peak_threads, seconds=seconds), [],
-                          bad if "avx512" in _C.supported_isas() else ())
+                          bad)
         assert peak is None or peak >= 0.0
     finally:
         _C.set_num_threads(old_threads)
@@ -1089,7 +1089,8 @@ def test_layers(data, kind, batch, features, hidden, act, bias, seed):
     seq = kind.startswith("seq")
     model = nn.Sequential(dense, layer) if seq else layer
     x = data.draw(arg("input", (batch, features)))
-    x2 = data.draw(arg("input", (batch, features), dtypes=["float32", "float64"], profiles=("normal",)))
+    x2 = data.draw(arg("input", (batch, features), dtypes=["float32", "float64"], profiles=("normal",),
+                       in_place=True))  # a valid second input (in_place: no "huge" layout)
     offset2 = batch * features if kind == "dropout" else 0
 
     def check(y):
@@ -1137,7 +1138,7 @@ def test_fuzz_covers_every_binding_and_layer():
                "adam_step", "adagrad_step", "rmsprop_step", "add_penalty_grad", "sum_squares",
                "scale_", "clip_", "random_uniform", "dropout_forward", "dropout_backward",
                "augment_images", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
-               "supported_isas", "config", "fma_peak_gflops"}
+               "supported_isas", "config", "fma_peak_gflops", "max_num_threads"}
     public = {n for n in dir(_C) if not n.startswith("_") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}

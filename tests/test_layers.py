@@ -444,3 +444,14 @@ def test_train_eval_modes_do_not_change_dense_output(rng):
     model.train()
     b = model(x).copy()
     np.testing.assert_array_equal(a, b)
+
+
+def test_an_empty_batch_goes_through_every_layer_as_in_pytorch():
+    model = nn.Sequential(nn.Flatten(), nn.Dense(6, 4, activation="relu"), nn.Dropout(0.5),
+                          nn.Dense(4, 3), nn.Softmax())
+    out = model(np.zeros((0, 3, 2), np.float32))
+    assert out.shape == (0, 3) and out.dtype == np.float32
+    grad = model.backward(np.zeros((0, 3), np.float32))
+    assert grad.shape == (0, 3, 2)
+    with pytest.raises(ValueError, match="no classes"):
+        fastnn._C.softmax_forward(np.zeros((2, 0), np.float32))

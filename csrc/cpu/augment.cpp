@@ -60,6 +60,11 @@ inline void taps(float q, int64_t len, int64_t& i0, int64_t& i1, float& w0, floa
     w1 = in1 ? a : 0.0f;
 }
 
+// A tap's share of a sample: nothing at all when its weight is 0 (a tap outside the image,
+// which reads pixel 0 in its place, or an exact shift or flip), so that an Inf or NaN there
+// does not turn the sample into NaN through 0 * inf.
+inline float tap(float weight, float value) { return weight == 0.0f ? 0.0f : weight * value; }
+
 void warp_image(const float* src, float* dst, int64_t c, int64_t h, int64_t w,
                 const InverseMap& m, RowTaps& t) {
     const int64_t plane = h * w;
@@ -75,9 +80,9 @@ void warp_image(const float* src, float* dst, int64_t c, int64_t h, int64_t w,
             for (int64_t px = 0; px < w; ++px) {
                 const float* r0 = s + t.y0[px] * w;
                 const float* r1 = s + t.y1[px] * w;
-                const float top = t.wx0[px] * r0[t.x0[px]] + t.wx1[px] * r0[t.x1[px]];
-                const float bottom = t.wx0[px] * r1[t.x0[px]] + t.wx1[px] * r1[t.x1[px]];
-                d[px] = t.wy0[px] * top + t.wy1[px] * bottom;
+                const float top = tap(t.wx0[px], r0[t.x0[px]]) + tap(t.wx1[px], r0[t.x1[px]]);
+                const float bottom = tap(t.wx0[px], r1[t.x0[px]]) + tap(t.wx1[px], r1[t.x1[px]]);
+                d[px] = tap(t.wy0[px], top) + tap(t.wy1[px], bottom);
             }
         }
     }

@@ -249,7 +249,7 @@ class Flatten(Module):
         if x.ndim < 1:
             raise ValueError(f"{self!r}: input needs a batch dimension; got shape {x.shape}")
         self._shape = x.shape
-        return x.reshape(len(x), -1)
+        return x.reshape(len(x), math.prod(x.shape[1:]))  # not -1: it fails on an empty batch
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._shape is None:
