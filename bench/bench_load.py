@@ -100,16 +100,18 @@ def main() -> int:
           f"batch {args.batch}, 2 threads on CPUs {cpus}; medians of {args.rounds} rounds ==")
     base_idle = statistics.median(times[("guard off", "idle")])
     print(f"{'configuration':22s} {'idle s':>8s} {'busy s':>8s} {'idle/before':>12s} "
-          f"{'busy/idle':>10s} {'pauses busy':>12s}")
+          f"{'busy/idle':>10s} {'pauses idle':>12s} {'pauses busy':>12s}")
     rows = []
     for name in CONFIGS:
         idle = statistics.median(times[(name, "idle")])
         busy = statistics.median(times[(name, "one core busy")])
-        p = statistics.median(pauses[(name, "one core busy")])
+        p_idle = statistics.median(pauses[(name, "idle")])
+        p_busy = statistics.median(pauses[(name, "one core busy")])
         print(f"{name:22s} {idle:8.3f} {busy:8.3f} {idle / base_idle:12.3f} {busy / idle:10.2f} "
-              f"{p:12.0f}")
+              f"{p_idle:12.0f} {p_busy:12.0f}")
         rows.append({"config": name, "idle_s": idle, "busy_s": busy,
                      "idle_runs": times[(name, "idle")], "busy_runs": times[(name, "one core busy")],
+                     "pauses_idle": pauses[(name, "idle")],
                      "pauses_busy": pauses[(name, "one core busy")]})
     write_json("load", {"cpu": cpu_name(), "args": vars(args), "rows": rows})
     return 0

@@ -173,9 +173,11 @@ def batch_indices(batch, steps, seed=1):
 # ---------------------------------------------------------------------------- checks, timing
 def check_same_loss(frameworks, torch, sizes, opt_name, X, y):
     """Run 50 steps in each framework from the same weights on the same batches. The first
-    10 losses must agree to 1e-3 (the same computation); after 50 steps float32 rounding,
-    amplified by training, separates even PyTorch from the NumPy network by up to ~1%, so
-    the last loss must agree to 3%."""
+    10 losses must agree to 1e-3 (the same computation) with the NumPy network, written from
+    the formulas; PyTorch's Adam rounds its first steps differently on some CPUs (2.13 on an
+    AMD EPYC family 25 model 1, AVX2: 0.27% by step 5, where fastnn and NumPy agree to 1e-6),
+    so PyTorch gets 1e-2. After 50 steps float32 rounding, amplified by training, separates
+    even PyTorch from the NumPy network by up to ~1%, so the last loss must agree to 3%."""
     idx = batch_indices(64, 50)
     curves = {}
     for name in frameworks:
@@ -186,7 +188,7 @@ def check_same_loss(frameworks, torch, sizes, opt_name, X, y):
     for name, curve in curves.items():
         early = np.max(np.abs(curve[:10] - ref[:10]) / np.abs(ref[:10]))
         late = abs(curve[-1] - ref[-1]) / abs(ref[-1])
-        assert early <= 1e-3 and late <= 3e-2, \
+        assert early <= (1e-2 if name == "torch" else 1e-3) and late <= 3e-2, \
             f"{name} vs fastnn: first 10 losses differ by {early:.2g}, the 50th by {late:.2g}"
     return {name: float(curve[-1]) for name, curve in curves.items()}
 

@@ -102,9 +102,6 @@ def run_example(script: str, out: Path, *args: str, timeout: float = 180) -> str
     """Run examples/<script> with --out and args; return its stdout (fail on a non-zero
     exit, showing stderr)."""
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    # OpenMP threads that spin while they wait slow a busy 2-core machine down tens of times
-    # (09 --quick: 3.5 s alone, 110 s beside another busy process); passive waiting does not.
-    env.setdefault("OMP_WAIT_POLICY", "passive")
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--out", str(out), *args],
                           capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=out.parent)
