@@ -269,8 +269,12 @@ def _print_diagnostics(history) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    X_train, y_train, X_val, y_val, X_test, y_test = _load(args, 0.1)
-    if len(X_val) == 0:  # xor's 4 points: nothing to hold out
+    X_train, y_train, X_test, y_test = _load(args, 0.0)
+    # The split datasets.load(validation=0.1) makes, which refuses to leave a set empty.
+    X_tr, y_tr, X_val, y_val = fastnn.datasets._stratified_split(X_train, y_train, 0.1, args.seed)
+    if len(X_val) and len(X_tr):
+        X_train, y_train = X_tr, y_tr
+    else:  # xor's 4 points: nothing to hold out
         print(f"note: {args.data}'s {len(X_train)} training samples are too few to hold out "
               "a validation set; the runs are validated on its test set")
         X_val, y_val = X_test, y_test
