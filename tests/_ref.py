@@ -12,6 +12,8 @@ import sys
 import numpy as np
 
 EPS32 = float(np.finfo(np.float32).eps)
+# Whether the suite runs under scripts/sanitize.sh (the ASan runtime preloaded).
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 SIZES = (1, 7, 127, 128, 129)
 GELU_K = 0.7978845608028654  # sqrt(2 / pi)
 

@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from _ref import assert_close, cross_entropy, names_argument, run_python
+from _ref import UNDER_ASAN, assert_close, cross_entropy, names_argument, run_python
 
 import fastnn
 from fastnn import _C
@@ -62,6 +62,7 @@ def test_conversion_that_cannot_allocate_raises_memory_error(fn):
     assert proc.stdout.startswith("MemoryError: " + HUGE[fn][1]), proc.stdout
 
 
+@pytest.mark.skipif(UNDER_ASAN, reason="ASan's shadow memory needs terabytes of address space")
 def test_conversion_under_an_address_space_limit_raises_memory_error():
     """The issue's `ulimit -v` case, scaled down: a float64 matrix that fits, whose float32
     copy does not (the limit is set just above what the process holds)."""
@@ -114,8 +115,8 @@ RACE = """
         for _ in range(ITERATIONS):
             try:
                 result = CALL
-            except ValueError as e:
-                assert "10000000000" in str(e), e
+            except ValueError as e:  # the copy may catch a value half written: any is refused
+                assert "is outside" in str(e), e
                 errors += 1
                 continue
             CHECK
