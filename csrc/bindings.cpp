@@ -696,7 +696,7 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("param"), py::arg("grad"), py::arg("velocity"), py::kw_only(), py::arg("lr"),
           py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f);
     m.def("adam_step", [](py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handle v_obj,
-                          float lr, float beta1, float beta2, float eps, float weight_decay,
+                          float lr, double beta1, double beta2, float eps, float weight_decay,
                           int64_t step, bool decoupled) {
         auto p = in_place(p_obj, "adam_step", "param");
         F32Array g = as_f32(g_obj, "adam_step", "grad");
@@ -731,7 +731,7 @@ PYBIND11_MODULE(_C, m) {
           py::arg("eps"), py::arg("weight_decay"), py::arg("lr_decay"), py::arg("step"));
 
     m.def("rmsprop_step", [](py::handle p_obj, py::handle g_obj, py::handle sq_obj,
-                             py::object buf_obj, py::object avg_obj, float lr, float alpha,
+                             py::object buf_obj, py::object avg_obj, float lr, double alpha,
                              float eps, float weight_decay, float momentum, bool centered) {
         const char* fn = "rmsprop_step";
         auto p = in_place(p_obj, fn, "param");

@@ -65,14 +65,16 @@ int64_t first_label_out_of_range(const int64_t* labels, int64_t n, int64_t class
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr,
               float momentum, bool nesterov, float weight_decay);
 // decoupled: AdamW (param *= 1 - lr * weight_decay first; the gradient gets no decay term).
+// The betas (and RMSprop's alpha) are doubles, as torch.optim's are: 1 - beta2 from a float
+// 0.999 is 1.3e-5 off 0.001.
 void adam_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
-               float beta1, float beta2, float eps, float weight_decay, int64_t step,
+               double beta1, double beta2, float eps, float weight_decay, int64_t step,
                bool decoupled);
 void adagrad_step(float* param, const float* grad, float* sum_sq, int64_t n, float lr,
                   float eps, float weight_decay, float lr_decay, int64_t step);
 // momentum_buf is used when momentum > 0, grad_avg when centered (else may be nullptr).
 void rmsprop_step(float* param, const float* grad, float* square_avg, float* momentum_buf,
-                  float* grad_avg, int64_t n, float lr, float alpha, float eps,
+                  float* grad_avg, int64_t n, float lr, double alpha, float eps,
                   float weight_decay, float momentum, bool centered);
 // grad += l1 * sign(param) + 2 * l2 * param; returns l1 * sum|param| + l2 * sum(param^2),
 // summed in double over fixed chunks.

@@ -234,3 +234,11 @@ def test_a_checkpoint_never_saves_the_non_finite_model(tmp_path):
     assert history.epoch == [0, 1] and history.stop_reason is not None
     saved = fastnn.load(path)
     assert all(np.isfinite(p.data).all() for p in saved.parameters())
+
+
+@pytest.mark.parametrize("fn", [_C.gemm, _C.gemm_reference])
+def test_alpha_zero_reads_neither_operand_as_blas(fn):
+    a = np.array([[1.0, np.nan]], np.float32)
+    b = np.array([[np.inf], [2.0]], np.float32)
+    out = np.array([[3.0]], np.float32)
+    assert fn(a, b, out=out, alpha=0.0, beta=2.0)[0, 0] == 6.0

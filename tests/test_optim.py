@@ -302,3 +302,18 @@ def test_training_step_against_torch(rng):
         assert abs(loss - tl.item()) <= 1e-5 * abs(tl.item()) + 1e-6
     for p, tp in zip(model.parameters(), tparams):
         assert_close(p.data, tp.detach().numpy().astype(np.float64), 1e-4, 1e-5, "params after 5 steps vs torch")
+
+
+def test_adam_and_rmsprop_take_their_betas_in_double_as_torch():
+    # v = beta2 v + (1 - beta2) g^2 from v = 0: exactly 0.001 g^2 with torch's double 0.999;
+    # a float32 beta2 makes 1 - beta2 = 0.00099998713, 1.3e-5 off.
+    n = 40
+    g = np.full(n, 3.0, np.float32)
+    p, m, v = np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+    _C.adam_step(p, g, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1)
+    np.testing.assert_allclose(v, np.float32(0.001 * 9.0), rtol=1e-7)
+    np.testing.assert_allclose(m, np.float32(0.1 * 3.0), rtol=1e-7)
+    sq = np.zeros(n, np.float32)
+    _C.rmsprop_step(np.zeros(n, np.float32), g, sq, None, None, lr=1e-2, alpha=0.999, eps=1e-8,
+                    weight_decay=0.0, momentum=0.0, centered=False)
+    np.testing.assert_allclose(sq, np.float32(0.001 * 9.0), rtol=1e-7)

@@ -50,9 +50,9 @@ void sgd_step(float* p, const float* grad, float* v, int64_t n, float lr, float 
 __attribute__((target_clones("avx512f", "default")))
 #endif
 static void adam_range(float* __restrict p, const float* __restrict grad, float* __restrict m,
-                       float* __restrict v, int64_t n, float beta1, float beta2, float step_size,
-                       float inv_sqrt_bc2, float eps, float l2, float shrink) {
-    const float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
+                       float* __restrict v, int64_t n, float beta1, float beta2, float c1,
+                       float c2, float step_size, float inv_sqrt_bc2, float eps, float l2,
+                       float shrink) {
     for (int64_t i = 0; i < n; ++i) {
         const float w = p[i] * shrink;  // shrink == 1 unless decoupled (AdamW)
         const float g = decayed(grad[i], w, l2);
@@ -62,8 +62,8 @@ static void adam_range(float* __restrict p, const float* __restrict grad, float*
     }
 }
 
-void adam_step(float* p, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
-               float beta2, float eps, float wd, int64_t step, bool decoupled) {
+void adam_step(float* p, const float* grad, float* m, float* v, int64_t n, float lr, double beta1,
+               double beta2, float eps, float wd, int64_t step, bool decoupled) {
     const double t = static_cast<double>(step);
     const float step_size = static_cast<float>(lr / (1.0 - std::pow(double(beta1), t)));
     const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(beta2), t)));
@@ -71,8 +71,8 @@ void adam_step(float* p, const float* grad, float* m, float* v, int64_t n, float
     const float l2 = decoupled ? 0.0f : wd;
     const float shrink = decoupled ? static_cast<float>(1.0 - double(lr) * wd) : 1.0f;
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
-        adam_range(p + b, grad + b, m + b, v + b, e - b, beta1, beta2, step_size, inv_sqrt_bc2,
-                   eps, l2, shrink);
+        adam_range(p + b, grad + b, m + b, v + b, e - b, float(beta1), float(beta2),
+                   float(1.0 - beta1), float(1.0 - beta2), step_size, inv_sqrt_bc2, eps, l2, shrink);
     });
 }
 
@@ -100,8 +100,7 @@ template <bool kCentered, bool kMomentum>
 FASTNN_VECTOR_CLONES void rmsprop_range(float* __restrict p, const float* __restrict grad,
                                         float* __restrict sq, float* __restrict buf,
                                         float* __restrict gavg, int64_t n, float lr, float alpha,
-                                        float eps, float wd, float momentum) {
-    const float w = 1.0f - alpha;
+                                        float w, float eps, float wd, float momentum) {  // w = 1 - alpha
     for (int64_t i = 0; i < n; ++i) {
         const float g = decayed(grad[i], p[i], wd);
         sq[i] = alpha * sq[i] + w * g * g;
@@ -122,12 +121,12 @@ FASTNN_VECTOR_CLONES void rmsprop_range(float* __restrict p, const float* __rest
 }
 
 void rmsprop_step(float* p, const float* grad, float* sq, float* buf, float* gavg, int64_t n,
-                  float lr, float alpha, float eps, float wd, float momentum, bool centered) {
+                  float lr, double alpha, float eps, float wd, float momentum, bool centered) {
     const auto range = centered ? (momentum > 0.0f ? rmsprop_range<true, true> : rmsprop_range<true, false>)
                                 : (momentum > 0.0f ? rmsprop_range<false, true> : rmsprop_range<false, false>);
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
         range(p + b, grad + b, sq + b, buf ? buf + b : nullptr, gavg ? gavg + b : nullptr, e - b,
-              lr, alpha, eps, wd, momentum);
+              lr, float(alpha), float(1.0 - alpha), eps, wd, momentum);
     });
 }
 

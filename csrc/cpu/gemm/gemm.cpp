@@ -254,13 +254,14 @@ void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
     for (int64_t i = 0; i < m; ++i) {
         for (int64_t j = 0; j < n; ++j) {
             double sum = 0.0;
-            for (int64_t p = 0; p < k; ++p) {
+            for (int64_t p = 0; alpha != 0.0f && p < k; ++p) {  // alpha = 0: A, B unread (BLAS)
                 double av = trans_a ? a[p * lda + i] : a[i * lda + p];
                 double bv = trans_b ? b[j * ldb + p] : b[p * ldb + j];
                 sum += av * bv;
             }
             float& out = c[i * ldc + j];
-            out = static_cast<float>(alpha * sum + (beta == 0.0f ? 0.0 : double(beta) * out));
+            out = static_cast<float>((alpha == 0.0f ? 0.0 : alpha * sum) +
+                                     (beta == 0.0f ? 0.0 : double(beta) * out));
             if (epilogue.bias) out += epilogue.bias[j];
         }
         activate(epilogue.act, c + i * ldc, c + i * ldc, n, epilogue.act_alpha);
