@@ -12,7 +12,7 @@ in a child process (`python tests/test_fuzz.py NAME...`, which is also how to ru
 hand), and a test whose child dies fails with the signal, the call in progress and the
 child's output; the remaining tests go on in a new child. scripts/sanitize.sh runs the
 suite, and so these children, under ASan and UBSan. FASTNN_FUZZ_EXAMPLES (default 25) is
-hypothesis' max_examples per test.
+hypothesis' max_examples per test; the cases are the same each run unless FASTNN_FUZZ_RANDOM=1.
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ from _ref import EPS32, names_argument
 from test_course_kernels import act64, augment_ref, dropout_ref, uniform_ref
 
 EXAMPLES = int(os.environ.get("FASTNN_FUZZ_EXAMPLES", "25"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, print_blob=True,
+# The same cases every run, so that CI fails for a change and not for a draw; the
+# exploring run (FASTNN_FUZZ_RANDOM=1, with more examples) draws new ones each time.
+RANDOM = os.environ.get("FASTNN_FUZZ_RANDOM") == "1"
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, print_blob=True,
                     suppress_health_check=list(HealthCheck))
 FUZZ: dict = {}          # test name -> hypothesis test, run by the child
 TRACE = os.environ.get("FASTNN_FUZZ_TRACE")  # the child writes the call in progress here
@@ -488,7 +491,11 @@ def test_activation_backward(data, name, rows, cols, alpha, with_x, out_kind, bi
         expected = act_from_y(name, y0, g0, alpha, xv)
         nan_in = np.isnan(y0) | (np.isnan(xv) if name == "gelu" else False)
         tol = 1e-5 * (np.abs(expected) + np.abs(g0)) + 1e-30
-        agree(res, expected, tol, f"activation_backward({name!r}) {shape}", skip=nan_in)
+        # An infinite gradient times a derivative that is 0 in float64 but a denormal in
+        # float32 (gelu near -10): NaN or inf, both honest.
+        inf_times_zero = np.isinf(g0) & np.isnan(expected) & ~nan_in
+        agree(res, expected, tol, f"activation_backward({name!r}) {shape}",
+              skip=nan_in | (inf_times_zero & np.isinf(res)))
         if db is not None:
             with np.errstate(all="ignore"):
                 col = db0 + np.where(nan_in, 0, expected).sum(axis=0)
