@@ -16,7 +16,7 @@ import numpy as np
 
 import fastnn
 from fastnn import _C
-from common import machine_info, median_time, threads, try_import_torch, warn_openblas_env, write_json
+from common import interleaved, machine_info, ratio_to_best, threads, try_import_torch, warn_openblas_env, write_json
 
 SQUARES = [64, 128, 256, 512, 1024, 2048, 4096]
 LAYERS = [784, 512, 256, 10]
@@ -41,7 +41,7 @@ def operands(m, n, k, ta, tb, rng):
     return a, b
 
 
-def run_shape(label, m, n, k, ta, tb, nthreads, torch, repeats, rng):
+def run_shape(label, m, n, k, ta, tb, nthreads, torch, rounds, rng):
     a, b = operands(m, n, k, ta, tb, rng)
     a_op, b_op = (a.T if ta else a), (b.T if tb else b)  # NumPy and torch take the views
     out = np.empty((m, n), np.float32)
@@ -51,39 +51,44 @@ def run_shape(label, m, n, k, ta, tb, nthreads, torch, repeats, rng):
         got = fastnn.matmul(a, b, transpose_a=ta, transpose_b=tb)
         assert np.abs(got - ref).max() <= tol, f"fastnn disagrees on {label}"
         assert np.abs(a_op @ b_op - ref).max() <= tol, f"numpy disagrees on {label}"
-        times = {"fastnn": median_time(lambda: _C.gemm(a, b, out, transpose_a=ta, transpose_b=tb), repeats),
-                 "numpy": median_time(lambda: np.matmul(a_op, b_op, out=out), repeats)}
+        fns = {"fastnn": lambda: _C.gemm(a, b, out, transpose_a=ta, transpose_b=tb),
+               "numpy": lambda: np.matmul(a_op, b_op, out=out)}
         if torch:
             ta_t, tb_t, out_t = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
             top = (lambda x: x.T) if ta else (lambda x: x)
             tob = (lambda x: x.T) if tb else (lambda x: x)
             assert np.abs(torch.matmul(top(ta_t), tob(tb_t)).numpy() - ref).max() <= tol
-            times["torch"] = median_time(lambda: torch.matmul(top(ta_t), tob(tb_t), out=out_t), repeats)
+            fns["torch"] = lambda: torch.matmul(top(ta_t), tob(tb_t), out=out_t)
+        times, per_round = interleaved(fns, rounds)
     flops = 2.0 * m * n * k
-    return {name: flops / t / 1e9 for name, t in times.items()}
+    return {name: flops / t / 1e9 for name, t in times.items()}, ratio_to_best(per_round)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
     p.add_argument("--threads", default="1,2")
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=7, help="interleaved rounds per shape")
+    p.add_argument("--squares", help="comma-separated square sizes instead of the default set")
+    p.add_argument("--no-mlp", action="store_true", help="squares only")
     args = p.parse_args(argv)
     warn_openblas_env()
     torch = try_import_torch()
     rng = np.random.default_rng(0)
-    squares = [64, 256, 1024] if args.quick else SQUARES
+    squares = ([int(x) for x in args.squares.split(",")] if args.squares
+               else [64, 256, 1024] if args.quick else SQUARES)
     repeats = 3 if args.quick else args.repeats
-    shapes = [(f"square {s}", s, s, s, False, False) for s in squares] + mlp_shapes()
+    shapes = [(f"square {s}", s, s, s, False, False) for s in squares] + ([] if args.no_mlp else mlp_shapes())
     print(f"fastnn {fastnn.__version__} isa={_C.get_isa()}  torch={'yes' if torch else 'not installed'}")
     rows = []
     for nthreads in [int(t) for t in args.threads.split(",")]:
         peak = _C.fma_peak_gflops(nthreads, 0.5)
         print(f"\n== {nthreads} thread(s); measured FMA peak {peak:.0f} GFLOP/s ==")
-        print(f"{'shape':32s} {'fastnn':>8s} {'numpy':>8s} {'torch':>8s} {'/numpy':>7s} {'/torch':>7s} {'%peak':>6s}")
+        print(f"{'shape':32s} {'fastnn':>8s} {'numpy':>8s} {'torch':>8s} {'/numpy':>7s} {'/torch':>7s} {'/best':>6s} {'%peak':>6s}")
         for label, m, n, k, ta, tb in shapes:
-            g = run_shape(label, m, n, k, ta, tb, nthreads, torch, repeats, rng)
+            g, vs_best = run_shape(label, m, n, k, ta, tb, nthreads, torch, repeats, rng)
             row = {"shape": label, "m": m, "n": n, "k": k, "threads": nthreads, "peak": peak, **g,
+                   "vs_best": vs_best,
                    "vs_numpy": g["fastnn"] / g["numpy"],
                    "vs_torch": g["fastnn"] / g["torch"] if torch else None,
                    "share_of_peak": g["fastnn"] / peak if peak else None}
@@ -91,10 +96,11 @@ def main(argv=None) -> int:
             tt = f"{g['torch']:8.1f}" if torch else f"{'-':>8s}"
             vt = f"{row['vs_torch']:7.2f}" if torch else f"{'-':>7s}"
             share = f"{100 * row['share_of_peak']:5.0f}%" if peak else "   n/a"
-            print(f"{label:32s} {g['fastnn']:8.1f} {g['numpy']:8.1f} {tt} {row['vs_numpy']:7.2f} {vt} {share}", flush=True)
-        mlp = [r["vs_numpy"] for r in rows if r["threads"] == nthreads and not r["shape"].startswith("square")]
-        print(f"MLP products, {nthreads} thread(s): median fastnn/numpy {statistics.median(mlp):.2f}, "
-              f"min {min(mlp):.2f}")
+            print(f"{label:32s} {g['fastnn']:8.1f} {g['numpy']:8.1f} {tt} {row['vs_numpy']:7.2f} {vt} {vs_best:6.2f} {share}", flush=True)
+        mlp = [r["vs_best"] for r in rows if r["threads"] == nthreads and not r["shape"].startswith("square")]
+        if mlp:
+            print(f"MLP products, {nthreads} thread(s): median fastnn/best {statistics.median(mlp):.2f}, "
+                  f"min {min(mlp):.2f}")
     path = write_json("gemm", {"machine": machine_info(), "rows": rows})
     print(f"\nwrote {path}")
     return 0

@@ -65,6 +65,41 @@ def median_time(fn: Callable[[], object], repeats: int, min_seconds: float = 0.2
     return statistics.median(samples)
 
 
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int,
+                min_seconds: float = 0.2) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Time every library once per round, the libraries interleaved within each round, so
+    that a noisy spell on the shared machine hits all of them alike.
+
+    Returns the median seconds per call of each library and, per round, the seconds of each
+    (for medians of per-round ratios)."""
+    inner = {}
+    for name, fn in fns.items():  # calibrate: enough calls for min_seconds / rounds a sample
+        time.sleep(0.05)
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        inner[name] = max(1, int(min_seconds / rounds / max(time.perf_counter() - t0, 1e-7)))
+    per_round = []
+    for _ in range(rounds):
+        sample = {}
+        for name, fn in fns.items():
+            time.sleep(0.02)  # the other runtimes' spinning workers go to sleep
+            fn()
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            sample[name] = (time.perf_counter() - t0) / inner[name]
+        per_round.append(sample)
+    medians = {name: statistics.median(r[name] for r in per_round) for name in fns}
+    return medians, per_round
+
+
+def ratio_to_best(per_round: list[dict[str, float]], ours: str = "fastnn") -> float:
+    """Median over rounds of (best competitor's time) / (our time): above 1 means faster."""
+    return statistics.median(min(t for n, t in r.items() if n != ours) / r[ours]
+                             for r in per_round)
+
+
 def cpu_name() -> str:
     """The CPU as /proc/cpuinfo names it, with family/model (a VM may hide the marketing
     name) and the widest vector ISA fastnn runs on it."""

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -448,6 +450,81 @@ py::array_t<float> dropout_py(py::handle x_obj, double p_in, py::handle seed_obj
     return y;
 }
 
+// Best-of-rounds FMA rate of `uk`'s probe on `threads` threads for `seconds`: the machine
+// is shared, so the best round is the one nothing else interrupted.
+double measure_peak(const Microkernel& uk, int threads, double seconds) {
+    if (!uk.fma_probe) return 0.0;
+    const int64_t iters = 1 << 18;
+    double best = 0.0;
+    const auto start = std::chrono::steady_clock::now();
+    do {
+        double flops = 0.0;
+        const auto t0 = std::chrono::steady_clock::now();
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) reduction(+ : flops)
+#endif
+        for (int t = 0; t < threads; ++t) flops += uk.fma_probe(iters);
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        best = std::max(best, flops / dt / 1e9);
+    } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds);
+    return best;
+}
+
+py::list caches_list(const std::vector<CacheLevel>& caches) {
+    py::list out;
+    for (const CacheLevel& c : caches) {
+        py::dict d;
+        d["level"] = c.level;
+        d["size"] = c.size_bytes;
+        d["ways"] = c.ways;
+        d["line"] = c.line_bytes;
+        d["sets"] = c.sets();
+        d["shared_by"] = c.shared_by;
+        out.append(d);
+    }
+    return out;
+}
+
+py::dict cpu_dict() {
+    const CpuInfo& cpu = cpu_info();
+    py::dict d;
+    d["vendor"] = cpu.vendor;
+    d["model_name"] = cpu.model_name;
+    d["family"] = cpu.family;
+    d["model"] = cpu.model;
+    d["stepping"] = cpu.stepping;
+    py::dict features;
+    features["avx2"] = cpu.avx2;
+    features["fma"] = cpu.fma;
+    features["avx512f"] = cpu.avx512f;
+    features["avx512_bf16"] = cpu.avx512_bf16;
+    features["amx_bf16"] = cpu.amx_bf16;
+    d["features"] = features;
+    d["caches"] = caches_list(cpu.caches);
+    d["cache_spec"] = cache_spec(cpu.caches);
+    d["cache_source"] = cpu.cache_source;
+    if (cpu.cache_source == "FASTNN_CACHE") d["detected_cache_spec"] = cache_spec(cpu.detected_caches);
+    return d;
+}
+
+py::dict blocking_dict(const GemmContext& ctx) {
+    py::dict d;
+    d["isa"] = ctx.uk->isa;
+    d["mr"] = ctx.uk->mr;
+    d["nr"] = ctx.uk->nr;
+    d["kc"] = ctx.blocking.kc;
+    d["nc"] = ctx.blocking.nc;
+    d["mc"] = ctx.blocking.mc;
+    d["source"] = ctx.source;
+    return d;
+}
+
+const GemmContext& context_arg(const std::string& isa, const char* fn) {
+    const GemmContext* ctx = gemm_context(isa.empty() ? nullptr : isa.c_str());
+    if (!ctx) fail_value(std::string(fn) + ": isa '" + isa + "' is not a GEMM path this CPU runs");
+    return *ctx;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -465,8 +542,62 @@ PYBIND11_MODULE(_C, m) {
         d["num_threads"] = get_num_threads();
         d["load_pauses"] = load_guard::pauses();
         d["cuda"] = false;
+        d["cpu"] = cpu_dict();
+        d["blocking"] = blocking_dict(*gemm_context());
         return d;
     });
+    m.def("fma_peak_per_core", [](const std::string& isa) {
+        // Measured once per ISA (0.1 s), for config() and the benchmarks' %-of-peak.
+        static std::mutex mutex;
+        static std::map<std::string, double> measured;
+        const GemmContext& ctx = context_arg(isa, "fma_peak_per_core");
+        std::lock_guard<std::mutex> lock(mutex);
+        auto it = measured.find(ctx.uk->isa);
+        if (it != measured.end()) return it->second;
+        double peak;
+        {
+            py::gil_scoped_release nogil;
+            peak = measure_peak(*ctx.uk, 1, 0.1);
+        }
+        measured[ctx.uk->isa] = peak;
+        return peak;
+    }, py::arg("isa") = "", "Measured float32 FMA peak of one core in GFLOP/s on `isa`'s "
+       "widest vectors (default: the active ISA), measured once and remembered.");
+    m.def("blocking", [](const std::string& isa) { return blocking_dict(context_arg(isa, "blocking")); },
+          py::arg("isa") = "", "The GEMM blocking in use for `isa` (default: the active ISA).");
+    m.def("set_blocking", [](py::handle kc_obj, py::handle nc_obj, py::handle mc_obj,
+                             const std::string& source, const std::string& isa) {
+        const int64_t kc = int_in(kc_obj, 1, 65536, "set_blocking", "kc");
+        const int64_t nc = int_in(nc_obj, 1, int64_t{1} << 20, "set_blocking", "nc");
+        const int64_t mc = mc_obj.is_none() ? context_arg(isa, "set_blocking").blocking.mc
+                                            : int_in(mc_obj, 1, int64_t{1} << 20, "set_blocking", "mc");
+        static const char* const sources[] = {"tuned", "override"};
+        const char* src = nullptr;
+        for (const char* s_ : sources)
+            if (source == s_) src = s_;
+        if (!src) fail_value("set_blocking: source must be 'tuned' or 'override', got '" + source + "'");
+        context_arg(isa, "set_blocking");
+        set_blocking(isa.empty() ? nullptr : isa.c_str(), Blocking{kc, nc, mc}, src);
+    }, py::arg("kc"), py::arg("nc"), py::arg("mc") = py::none(), py::kw_only(),
+       py::arg("source") = "override",
+       py::arg("isa") = "");
+    m.def("reset_blocking", [](const std::string& isa) {
+        context_arg(isa, "reset_blocking");
+        reset_blocking(isa.empty() ? nullptr : isa.c_str());
+    }, py::arg("isa") = "");
+    m.def("model_blocking", [](const std::string& isa, py::object cache) {
+        const GemmContext& ctx = context_arg(isa, "model_blocking");
+        std::vector<CacheLevel> caches = cpu_info().caches;
+        if (!cache.is_none()) {
+            if (!py::isinstance<py::str>(cache))
+                throw py::type_error("model_blocking: cache must be a str such as '48K:12,2M:16,300M:15' or None");
+            const std::string err = parse_cache_spec(cache.cast<std::string>(), caches);
+            if (!err.empty()) fail_value("model_blocking: cache '" + cache.cast<std::string>() + "': " + err);
+        }
+        const Blocking b = model_blocking(caches, ctx.uk->mr, ctx.uk->nr);
+        return py::make_tuple(b.kc, b.nc, b.mc);
+    }, py::arg("isa") = "", py::arg("cache") = py::none(),
+       "(kc, nc, mc) that the cache model gives `isa`'s kernel for a geometry (default: this CPU's).");
     m.def("set_num_threads", [](py::handle n) {
         set_num_threads(thread_count(n, "set_num_threads", "n"));
     }, py::arg("n"));
@@ -492,29 +623,12 @@ PYBIND11_MODULE(_C, m) {
     m.def("fma_peak_gflops", [](py::handle threads_arg, double seconds) -> double {
         const int threads = thread_count(threads_arg, "fma_peak_gflops", "threads");
         nonneg_arg(seconds, "fma_peak_gflops", "seconds");
-#ifdef FASTNN_X86
-        if (!__builtin_cpu_supports("avx512f")) return 0.0;
+        const Microkernel& uk = *gemm_context()->uk;
         py::gil_scoped_release nogil;
-        const int64_t iters = 1 << 20;
-        double best = 0.0;
-        auto start = std::chrono::steady_clock::now();
-        do {  // best of repeated rounds: the machine is shared
-            double flops = 0.0;
-            auto t0 = std::chrono::steady_clock::now();
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) reduction(+ : flops)
-#endif
-            for (int t = 0; t < threads; ++t) flops += fma_probe_avx512(iters);
-            double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            best = std::max(best, flops / dt / 1e9);
-        } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds);
-        return best;
-#else
-        (void)threads; (void)seconds;
-        return 0.0;
-#endif
+        return measure_peak(uk, threads, seconds);
     }, py::arg("threads") = 1, py::arg("seconds") = 0.5,
-       "Measured float32 AVX-512 FMA peak in GFLOP/s on `threads` threads (0 without AVX-512).");
+       "Measured float32 FMA peak in GFLOP/s on `threads` threads, on the active ISA's widest "
+       "vectors (AVX-512, AVX2+FMA, or the baseline's multiply and add).");
 
     for (bool reference : {false, true})
         m.def(reference ? "gemm_reference" : "gemm",
@@ -846,6 +960,12 @@ PYBIND11_MODULE(_C, m) {
                          ("OMP_NUM_THREADS asks for " + std::to_string(requested_threads()) +
                           " threads; fastnn uses at most " + std::to_string(max_threads()) + " (" +
                           std::to_string(kThreadsPerCpu) + " per online CPU)").c_str(), 1) < 0)
+            throw py::error_already_set();
+    // Nor is a FASTNN_CACHE that does not parse.
+    if (const std::string& err = cpu_info().cache_override_error; !err.empty())
+        if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                         ("FASTNN_CACHE=" + std::string(std::getenv("FASTNN_CACHE")) + " ignored: " +
+                          err + "; using the detected " + cache_spec(cpu_info().caches)).c_str(), 1) < 0)
             throw py::error_already_set();
     // A FASTNN_ISA this CPU cannot run is not silently ignored.
     if (const char* forced = std::getenv("FASTNN_ISA"); forced && *forced &&

@@ -1042,6 +1042,67 @@ def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds):
         _C.set_isa(old_isa)
 
 
+BLOCK_SIZES = [1, 2, 5, 16, 17, 64, 300, 4096, 65536, 65537, 0, -3, 2**40, True, 8.0, None]
+CACHE_SPECS = [None, "32K:8,512K:8,32M:16", "48K:12,2M:16,300M:15", "4K:2", "1K:1:16,2K:2:16",
+               "", "48K:", "48Q:12", "2M:16,48K:12", "48K:12:63", "1:1", "48K:12,2M:16,1G:16,2G:16",
+               "48K:0", 48, "0K:8", "9999999999999G"]
+
+
+@fuzz(kc=st.sampled_from(BLOCK_SIZES), nc=st.sampled_from(BLOCK_SIZES),
+      mc=st.sampled_from(BLOCK_SIZES), isa=st.sampled_from(["", "avx512", "avx2", "generic", "sse"]),
+      source=st.sampled_from(["override", "tuned", "model", ""]),
+      cache=st.sampled_from(CACHE_SPECS), shape=st.tuples(st.integers(1, 70), st.integers(1, 70),
+                                                          st.integers(1, 70)))
+def test_blocking_bindings(kc, nc, mc, isa, source, cache, shape):
+    """set_blocking / reset_blocking / blocking / model_blocking / fma_peak_per_core, then a
+    GEMM held to float64 under whatever blocking was accepted."""
+    runs = isa == "" or isa in _C.supported_isas()
+    bad_isa = set() if runs else {"isa"}
+    def block_bad(value, name, hi):
+        if value is None and name == "mc":
+            return set()
+        if value is None or isinstance(value, (bool, float)) or not 1 <= value <= hi:
+            return {name}
+        return set()
+    bad = block_bad(kc, "kc", 65536) | block_bad(nc, "nc", 2**20) | block_bad(mc, "mc", 2**20)
+    bad |= set() if source in ("override", "tuned") else {"source"}
+    old_isa = _C.get_isa()
+    try:
+        if runs and isa:
+            _C.set_isa(isa)
+        done = check_call(f"set_blocking({kc!r}, {nc!r}, {mc!r}, source={source!r}, isa={isa!r})",
+                          lambda: _C.set_blocking(kc, nc, mc, source=source, isa=isa) or True, [],
+                          bad | bad_isa, maybe={"kc", "nc", "mc"} if bad_isa else ())
+        info = check_call(f"blocking({isa!r})", lambda: _C.blocking(isa), [], bad_isa)
+        if done and info is not None:
+            assert info["kc"] == kc and info["nc"] >= nc and info["nc"] % info["nr"] == 0
+            assert info["source"] == source
+            if mc is not None:
+                assert info["mc"] >= mc and info["mc"] % info["mr"] == 0
+        m, n, k = shape
+        rng = np.random.default_rng(m * 10000 + n * 100 + k)
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        expected = a.astype(np.float64) @ b
+        tol = 4 * EPS32 * (math.sqrt(k) + 2) * (np.abs(a).astype(np.float64) @ np.abs(b))
+        trace(f"gemm {m}x{n}x{k} under {_C.blocking()}")
+        agree(fastnn.matmul(a, b), expected, tol, f"matmul under {_C.blocking()}")
+        check_call(f"reset_blocking({isa!r})", lambda: _C.reset_blocking(isa), [], bad_isa)
+        if not bad_isa:
+            assert _C.blocking(isa)["source"] == "model"
+        valid_specs = {None, "32K:8,512K:8,32M:16", "48K:12,2M:16,300M:15", "4K:2", "1K:1:16,2K:2:16"}
+        cache_bad = set() if cache in valid_specs else {"cache"}
+        got = check_call(f"model_blocking({isa!r}, {cache!r})", lambda: _C.model_blocking(isa, cache),
+                         [], bad_isa | cache_bad)
+        if got is not None:
+            assert all(isinstance(v, int) and v >= 1 for v in got)
+        peak = check_call(f"fma_peak_per_core({isa!r})", lambda: _C.fma_peak_per_core(isa), [], bad_isa)
+        assert peak is None or peak > 0.0
+    finally:
+        _C.reset_blocking("")
+        _C.set_isa(old_isa)
+
+
 # ----------------------------------------------------------------------------- layers
 ACT_LAYERS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU,
               "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
@@ -1151,7 +1212,8 @@ def test_fuzz_covers_every_binding_and_layer():
                "adam_step", "adagrad_step", "rmsprop_step", "add_penalty_grad", "sum_squares",
                "scale_", "clip_", "random_uniform", "dropout_forward", "dropout_backward",
                "augment_images", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
-               "supported_isas", "config", "fma_peak_gflops", "max_num_threads"}
+               "supported_isas", "config", "fma_peak_gflops", "max_num_threads", "blocking",
+               "set_blocking", "reset_blocking", "model_blocking", "fma_peak_per_core"}
     public = {n for n in dir(_C) if not n.startswith("_") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}

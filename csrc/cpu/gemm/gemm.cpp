@@ -1,11 +1,16 @@
 // GEMM driver in the GotoBLAS/BLIS shape, for row-major C. Each thread owns a block of
 // C's rows (or, when C has few rows, of its columns) and packs what it needs itself, so
-// the threads share no packed data and meet only at the end: on this VM the two cores are
+// the threads share no packed data and meet only at the end: on a VM two cores are
 // sometimes far apart, and a cache line that crosses between them costs ~200 ns.
-//   for each NC block of the thread's columns, for each k-block:
-//     pack op(B) into NR-wide panels (the thread's B block)
-//     for each MR-tall panel of the thread's rows of op(A): pack it (stays in L1), run it
-//     against every B panel
+//   for each MC block of the thread's rows, for each KC block of k:
+//     pack op(A) into MR-tall panels: the thread's MC x KC A block, sized for its L3 share
+//     for each NC block of the thread's columns:
+//       pack op(B) into NR-wide panels: the thread's KC x NC B block, sized for its L2
+//       for each A panel (KC x MR, which stays in L1 while it is used): run it against
+//       every B micro-panel, which stream from L2
+// MC, KC and NC come from the active ISA's context (blocking.h: the cache model, or a
+// tuned or overridden blocking). This is BLIS's loop nest with the roles of A and B
+// exchanged, as row-major C = A B is column-major C^T = B^T A^T.
 // Packing absorbs transposes and leading dimensions and zero-pads edges, so the
 // microkernel always runs full tiles; a narrower last column panel goes to the kernel's
 // narrow variant where it has one, other edge tiles through a small buffer.
@@ -17,20 +22,14 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <mutex>
 
 #include "../../parallel.h"
 
 namespace fastnn {
 namespace {
-
-// k-block: at most KC_MAX, k split into equal blocks (784 -> 2 x 392, not 384 + 384 + 16).
-// An MR x KC A panel (16 KiB at most) stays in L1. Blocks depend on k alone, so every
-// element of C sees the same summation order whatever the thread count.
-constexpr int64_t KC_MAX = 512;
-// Column block: the packed KC x NC B block of one thread streams from L2/L3, which the
-// prefetchers sustain at full speed; a wide block means A is packed only once.
-constexpr int64_t NC = 4096;
 
 struct AlignedFree {
     void operator()(float* p) const { std::free(p); }
@@ -164,9 +163,6 @@ bool is_small(int64_t m, int64_t n, int64_t k) {
     return m * n * k <= (int64_t{1} << 18) || n <= 16 || m <= 16 || k <= 16;
 }
 
-const Microkernel* best_kernel();
-const Microkernel* g_kernel = nullptr;  // set at load time, see Init below
-
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -179,7 +175,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         if (ep) apply_epilogue(*ep, c, ldc, m, n, 0);
         return;
     }
-    const Microkernel& uk = *g_kernel;
+    const GemmContext& ctx = *gemm_context();
+    const Microkernel& uk = *ctx.uk;
     if (uk.small && is_small(m, n, k)) {
         // Row blocks of 4 split between threads; a kernel that declines a case declines
         // it for every block, before writing anything.
@@ -197,7 +194,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         if (handled) return;
     }
     const int mr = uk.mr, nr = uk.nr;
-    const int64_t k_blocks = (k + KC_MAX - 1) / KC_MAX, kc_max = (k + k_blocks - 1) / k_blocks;
+    // k in equal blocks of at most KC (784 -> 2 x 392, not 384 + 384 + 16): on k and the
+    // machine only, so every element of C sees one summation order whatever the threads.
+    const int64_t kc_cap = ctx.blocking.kc, nc_cap = ctx.blocking.nc, mc_cap = ctx.blocking.mc;
+    const int64_t k_blocks = (k + kc_cap - 1) / kc_cap, kc_max = (k + k_blocks - 1) / k_blocks;
     const int64_t n_panels = (n + nr - 1) / nr, m_panels = (m + mr - 1) / mr;
     // Small products run on one thread: a fork costs more than they do.
     const int threads = threads_for(m * n * k, int64_t{1} << 18);
@@ -210,26 +210,30 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     auto block = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
         thread_local std::unique_ptr<float, AlignedFree> a_buf, b_buf;
         thread_local size_t a_cap = 0, b_cap = 0;
-        const int64_t nc_max = std::min<int64_t>((NC + nr - 1) / nr * nr, (j1 - j0 + nr - 1) / nr * nr);
-        float* a_panel = scratch(a_buf, a_cap, static_cast<size_t>(mr * kc_max));
+        const int64_t nc_max = std::min<int64_t>((nc_cap + nr - 1) / nr * nr, (j1 - j0 + nr - 1) / nr * nr);
+        const int64_t mc_max = std::min<int64_t>((mc_cap + mr - 1) / mr * mr, (i1 - i0 + mr - 1) / mr * mr);
+        float* a_pack = scratch(a_buf, a_cap, static_cast<size_t>(mc_max * kc_max));
         float* b_pack = scratch(b_buf, b_cap, static_cast<size_t>(nc_max * kc_max));
-        const int64_t rows = i1 - i0;
-        for (int64_t jc = j0; jc < j1; jc += nc_max) {
-            const int64_t nc = std::min(nc_max, j1 - jc), panels = (nc + nr - 1) / nr;
+        for (int64_t ic = i0; ic < i1; ic += mc_max) {
+            const int64_t rows = std::min(mc_max, i1 - ic), a_panels = (rows + mr - 1) / mr;
             for (int64_t pc = 0; pc < k; pc += kc_max) {
                 const int64_t kc = std::min(kc_max, k - pc);
                 const float beta_k = pc == 0 ? beta : 1.0f;
                 const Epilogue* ep_k = pc + kc >= k ? ep : nullptr;
-                for (int64_t jp = 0; jp < panels; ++jp)
-                    pack_b_panel(uk, trans_b, b, ldb, pc, kc, jc, nc, jp, b_pack);
-                for (int64_t ip = 0; ip * mr < rows; ++ip) {
-                    pack_a_panel(uk, trans_a, a, lda, i0, rows, pc, kc, ip, a_panel);
-                    const int64_t i = i0 + ip * mr;
-                    for (int64_t jp = 0; jp < panels; ++jp) {
-                        const int64_t j = jc + jp * nr;
-                        run_tile(uk, kc, a_panel, b_pack + jp * nr * kc, c + i * ldc + j, ldc,
-                                 std::min<int64_t>(mr, i1 - i), std::min<int64_t>(nr, jc + nc - j),
-                                 alpha, beta_k, ep_k, j);
+                for (int64_t ip = 0; ip < a_panels; ++ip)
+                    pack_a_panel(uk, trans_a, a, lda, ic, rows, pc, kc, ip, a_pack + ip * mr * kc);
+                for (int64_t jc = j0; jc < j1; jc += nc_max) {
+                    const int64_t nc = std::min(nc_max, j1 - jc), b_panels = (nc + nr - 1) / nr;
+                    for (int64_t jp = 0; jp < b_panels; ++jp)
+                        pack_b_panel(uk, trans_b, b, ldb, pc, kc, jc, nc, jp, b_pack);
+                    for (int64_t ip = 0; ip < a_panels; ++ip) {
+                        const int64_t i = ic + ip * mr;
+                        for (int64_t jp = 0; jp < b_panels; ++jp) {
+                            const int64_t j = jc + jp * nr;
+                            run_tile(uk, kc, a_pack + ip * mr * kc, b_pack + jp * nr * kc,
+                                     c + i * ldc + j, ldc, std::min<int64_t>(mr, ic + rows - i),
+                                     std::min<int64_t>(nr, jc + nc - j), alpha, beta_k, ep_k, j);
+                        }
                     }
                 }
             }
@@ -268,14 +272,15 @@ void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
     }
 }
 
-// ---- ISA selection -------------------------------------------------------------------
+// ---- ISA selection and blocking ------------------------------------------------------
 
 namespace {
 
 bool cpu_runs(const Microkernel& uk) {
 #ifdef FASTNN_X86
-    if (&uk == &kAvx512Kernel) return __builtin_cpu_supports("avx512f");
-    if (&uk == &kAvx2Kernel) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const CpuInfo& cpu = cpu_info();
+    if (&uk == &kAvx512Kernel) return cpu.avx512f;
+    if (&uk == &kAvx2Kernel) return cpu.avx2 && cpu.fma;
 #endif
     return &uk == &kGenericKernel;
 }
@@ -285,36 +290,56 @@ const Microkernel* const kAll[] = {
     &kAvx512Kernel, &kAvx2Kernel,
 #endif
     &kGenericKernel};
+constexpr int kNumIsas = sizeof(kAll) / sizeof(kAll[0]);
 
-const Microkernel* best_kernel() {
-    for (const Microkernel* uk : kAll)
-        if (cpu_runs(*uk)) return uk;
-    return &kGenericKernel;
+// One context per ISA, published atomically. A replaced context is kept, as a product may
+// still be reading it: each set_blocking costs 32 bytes for the life of the process.
+std::atomic<const GemmContext*> g_contexts[kNumIsas];
+std::atomic<int> g_active{kNumIsas - 1};
+std::mutex g_contexts_mutex;
+std::deque<GemmContext> g_context_store;  // guarded by g_contexts_mutex
+
+int index_of(const char* name) {
+    if (!name) return g_active.load();
+    for (int i = 0; i < kNumIsas; ++i)
+        if (std::strcmp(kAll[i]->isa, name) == 0 && cpu_runs(*kAll[i])) return i;
+    return -1;
 }
 
-const Microkernel* find_kernel(const char* name) {
-    for (const Microkernel* uk : kAll)
-        if (std::strcmp(uk->isa, name) == 0 && cpu_runs(*uk)) return uk;
-    return nullptr;
+void publish(int i, Blocking blocking, const char* source) {
+    std::lock_guard<std::mutex> lock(g_contexts_mutex);
+    g_context_store.push_back(GemmContext{kAll[i], blocking, source});
+    g_contexts[i].store(&g_context_store.back());
+}
+
+Blocking model_for(const Microkernel& uk) {
+    return model_blocking(cpu_info().caches, uk.mr, uk.nr);
 }
 
 struct Init {
     Init() {
-        g_kernel = best_kernel();
+        for (int i = 0; i < kNumIsas; ++i) publish(i, model_for(*kAll[i]), "model");
+        for (int i = kNumIsas - 1; i >= 0; --i)
+            if (cpu_runs(*kAll[i])) g_active = i;  // the best, listed first
         const char* forced = std::getenv("FASTNN_ISA");
         if (forced && *forced)
-            if (const Microkernel* uk = find_kernel(forced)) g_kernel = uk;
+            if (int i = index_of(forced); i >= 0) g_active = i;
     }
 } init;
 
 }  // namespace
 
-const char* active_isa() { return g_kernel->isa; }
+const Microkernel* find_kernel(const char* name) {
+    const int i = index_of(name);
+    return i < 0 ? nullptr : kAll[i];
+}
+
+const char* active_isa() { return kAll[g_active.load()]->isa; }
 
 bool set_isa(const char* name) {
-    const Microkernel* uk = find_kernel(name);
-    if (!uk) return false;
-    g_kernel = uk;
+    const int i = index_of(name);
+    if (i < 0) return false;
+    g_active = i;
     return true;
 }
 
@@ -323,6 +348,28 @@ int supported_isas(const char** names) {
     for (const Microkernel* uk : kAll)
         if (cpu_runs(*uk)) names[count++] = uk->isa;
     return count;
+}
+
+const GemmContext* gemm_context(const char* isa) {
+    const int i = index_of(isa);
+    return i < 0 ? nullptr : g_contexts[i].load();
+}
+
+bool set_blocking(const char* isa, Blocking blocking, const char* source) {
+    const int i = index_of(isa);
+    if (i < 0 || blocking.kc < 1 || blocking.nc < 1 || blocking.mc < 1) return false;
+    const int nr = kAll[i]->nr, mr = kAll[i]->mr;
+    blocking.nc = (blocking.nc + nr - 1) / nr * nr;
+    blocking.mc = (blocking.mc + mr - 1) / mr * mr;
+    publish(i, blocking, source);
+    return true;
+}
+
+bool reset_blocking(const char* isa) {
+    const int i = index_of(isa);
+    if (i < 0) return false;
+    publish(i, model_for(*kAll[i]), "model");
+    return true;
 }
 
 }  // namespace fastnn

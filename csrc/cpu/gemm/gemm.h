@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 
+#include "blocking.h"
+
 namespace fastnn {
 
 enum class Activation { Identity, Sigmoid, Relu, Tanh, LeakyRelu, Elu, Gelu, Softplus };
@@ -52,6 +54,8 @@ using SmallGemmFn = bool (*)(bool trans_a, bool trans_b, int64_t m, int64_t n, i
 using NarrowKernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c,
                                 int64_t ldc, float alpha, float beta, int64_t cols);
 
+// The table of one ISA: its kernels and the shape they are written for. Block sizes are
+// not here: they come from the machine (blocking.h) and live in the ISA's GemmContext.
 struct Microkernel {
     const char* isa;
     int mr, nr;
@@ -59,6 +63,9 @@ struct Microkernel {
     PackRowsFn pack_a_rows, pack_b_rows;  // nullptr: the portable packing loop
     SmallGemmFn small;                    // nullptr: every product is packed
     NarrowKernelFn narrow = nullptr;
+    // Flops done by `iters` rounds of independent FMAs (or multiply-adds) of this ISA's
+    // widest vectors, no loads: measures the core's peak for this path.
+    double (*fma_probe)(int64_t iters) = nullptr;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.
@@ -68,14 +75,27 @@ extern const Microkernel kAvx2Kernel;
 extern const Microkernel kAvx512Kernel;
 #endif
 
-#ifdef FASTNN_X86
-// Flops done by `iters` rounds of independent AVX-512 FMAs: measures the core's peak.
-double fma_probe_avx512(int64_t iters);
-#endif
-
 // ISA selection: the best this CPU runs, unless FASTNN_ISA or set_isa says otherwise.
+// This is the one switch for every kernel family (cpu/isa.h dispatches the others on it).
 const char* active_isa();
 bool set_isa(const char* name);           // false if unknown or unsupported here
 int supported_isas(const char** names);   // fills up to 3 names, best first
+const Microkernel* find_kernel(const char* name);  // nullptr if unknown or unsupported here
+
+// What the GEMM runs for one ISA: the kernel table and the blocking in use, with where
+// that blocking came from: "model" (derived from cpu_info()'s caches), "tuned" (fastnn.tune's
+// cache file) or "override" (set by hand).
+struct GemmContext {
+    const Microkernel* uk;
+    Blocking blocking;
+    const char* source;
+};
+// The context of `isa` (nullptr: the active one); nullptr if that ISA does not run here.
+const GemmContext* gemm_context(const char* isa = nullptr);
+// Replaces the blocking of `isa` (nullptr: the active ISA): kc, nc, mc >= 1, nc rounded up
+// to a multiple of NR and mc of MR; source "tuned" or "override". reset_blocking restores the model's.
+// Safe while other threads multiply: each product reads the context once.
+bool set_blocking(const char* isa, Blocking blocking, const char* source);
+bool reset_blocking(const char* isa);
 
 }  // namespace fastnn

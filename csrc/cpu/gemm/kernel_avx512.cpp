@@ -265,15 +265,6 @@ bool small_gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
     return true;
 }
 
-}  // namespace
-
-const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
-                                small_gemm_avx512, kernel_avx512_narrow};
-
-}  // namespace fastnn
-
-namespace fastnn {
-
 // Peak probe: 16 independent FMA chains (enough to cover latency x throughput on any
 // current core), no loads. Returns the flops performed.
 double fma_probe_avx512(int64_t iters) {
@@ -292,5 +283,10 @@ double fma_probe_avx512(int64_t iters) {
     (void)sink;
     return 16.0 * 16.0 * 2.0 * static_cast<double>(iters);
 }
+
+}  // namespace
+
+const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
+                                small_gemm_avx512, kernel_avx512_narrow, fma_probe_avx512};
 
 }  // namespace fastnn

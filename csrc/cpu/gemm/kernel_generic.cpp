@@ -21,8 +21,24 @@ void kernel_generic(int64_t kc, const float* a, const float* b, float* c, int64_
     }
 }
 
+// Peak probe for the baseline ISA: 32 independent multiply-add chains the compiler keeps in
+// vector registers (SSE2 on x86-64: a multiply and an add, two flops).
+double fma_probe_generic(int64_t iters) {
+    float acc[32];
+    for (int i = 0; i < 32; ++i) acc[i] = static_cast<float>(i);
+    const float x = 0.999999f, y = 1e-7f;
+    for (int64_t it = 0; it < iters; ++it)
+        for (int i = 0; i < 32; ++i) acc[i] = acc[i] * x + y;
+    float s = 0.0f;
+    for (int i = 0; i < 32; ++i) s += acc[i];
+    volatile float sink = s;
+    (void)sink;
+    return 32.0 * 2.0 * static_cast<double>(iters);
+}
+
 }  // namespace
 
-const Microkernel kGenericKernel{"generic", MR, NR, kernel_generic, nullptr, nullptr, nullptr};
+const Microkernel kGenericKernel{"generic", MR, NR, kernel_generic, nullptr, nullptr, nullptr,
+                                 nullptr, fma_probe_generic};
 
 }  // namespace fastnn
