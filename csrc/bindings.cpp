@@ -586,7 +586,9 @@ PYBIND11_MODULE(_C, m) {
         reset_blocking(isa.empty() ? nullptr : isa.c_str());
     }, py::arg("isa") = "");
     m.def("model_blocking", [](const std::string& isa, py::object cache) {
-        const GemmContext& ctx = context_arg(isa, "model_blocking");
+        // Any ISA built in, even one this CPU lacks: the model's answer for another machine.
+        const Microkernel* uk = isa.empty() ? gemm_context()->uk : kernel_named(isa.c_str());
+        if (!uk) fail_value("model_blocking: isa '" + isa + "' is not a GEMM path of this build");
         std::vector<CacheLevel> caches = cpu_info().caches;
         if (!cache.is_none()) {
             if (!py::isinstance<py::str>(cache))
@@ -594,7 +596,7 @@ PYBIND11_MODULE(_C, m) {
             const std::string err = parse_cache_spec(cache.cast<std::string>(), caches);
             if (!err.empty()) fail_value("model_blocking: cache '" + cache.cast<std::string>() + "': " + err);
         }
-        const Blocking b = model_blocking(caches, ctx.uk->mr, ctx.uk->nr);
+        const Blocking b = model_blocking(caches, uk->mr, uk->nr);
         return py::make_tuple(b.kc, b.nc, b.mc);
     }, py::arg("isa") = "", py::arg("cache") = py::none(),
        "(kc, nc, mc) that the cache model gives `isa`'s kernel for a geometry (default: this CPU's).");

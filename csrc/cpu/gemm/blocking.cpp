@@ -29,14 +29,14 @@ Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr) {
     const int64_t ways_b2 = std::max<int64_t>(1, l2->ways - 1 - ways_a2);
     const int64_t sharing = std::max(1, l2->shared_by);
     const int64_t nc = ways_b2 * way2 / sharing / (b.kc * kFloat);
-    b.nc = std::clamp<int64_t>(nc / nr * nr, nr, int64_t{1} << 16);
+    b.nc = std::max<int64_t>(nr, std::min<int64_t>(nc, int64_t{1} << 16) / nr * nr);
 
     if (!l3) l3 = l2;
     const int64_t way3 = l3->sets() * l3->line_bytes;
     const int64_t ways_b3 = (b.kc * b.nc * kFloat + way3 - 1) / way3;
     const int64_t ways_a3 = std::max<int64_t>(1, l3->ways - 1 - ways_b3);
     const int64_t mc = ways_a3 * way3 / std::max(1, l3->shared_by) / (b.kc * kFloat);
-    b.mc = std::clamp<int64_t>(mc / mr * mr, mr, int64_t{1} << 16);
+    b.mc = std::max<int64_t>(mr, std::min<int64_t>(mc, int64_t{1} << 16) / mr * mr);
     return b;
 }
 

@@ -334,6 +334,12 @@ const Microkernel* find_kernel(const char* name) {
     return i < 0 ? nullptr : kAll[i];
 }
 
+const Microkernel* kernel_named(const char* name) {
+    for (const Microkernel* uk : kAll)
+        if (std::strcmp(uk->isa, name) == 0) return uk;
+    return nullptr;
+}
+
 const char* active_isa() { return kAll[g_active.load()]->isa; }
 
 bool set_isa(const char* name) {
