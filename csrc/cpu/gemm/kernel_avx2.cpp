@@ -43,6 +43,64 @@ void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t l
     }
 }
 
+// The 8 x 8 block at rows r[0..7] transposed in registers: on return, r[j] holds column j.
+inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {  // within each 128-bit lane: columns 0-3 of 4 rows
+        const __m256* x = t + 4 * h;
+        u[4 * h + 0] = _mm256_shuffle_ps(x[0], x[2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * h + 1] = _mm256_shuffle_ps(x[0], x[2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * h + 2] = _mm256_shuffle_ps(x[1], x[3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * h + 3] = _mm256_shuffle_ps(x[1], x[3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {  // rows 0-3 and 4-7 of columns j and 4 + j
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+
+// Rows [0, R) x columns [0, kc) of a row-major matrix into kc groups of R floats placed
+// `stride` apart, 8 columns at a time through transpose8; R is 8, or 6 (A's panel: rows 6
+// and 7 repeat row 5, which is read anyway, and are not stored).
+template <int R>
+void pack_rows(const float* src, int64_t ld, int64_t kc, float* out, int64_t stride) {
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8, out += 8 * stride) {
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (i < R ? i : R - 1) * ld + p);
+        transpose8(r);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+            if (R == 8) {
+                _mm256_storeu_ps(out + j * stride, r[j]);
+            } else {  // 6 floats: 4 then 2, never past the group
+                _mm_storeu_ps(out + j * stride, _mm256_castps256_ps128(r[j]));
+                _mm_storel_pi(reinterpret_cast<__m64*>(out + j * stride + 4), _mm256_extractf128_ps(r[j], 1));
+            }
+        }
+    }
+    for (; p < kc; ++p, out += stride)
+        for (int i = 0; i < R; ++i) out[i] = src[i * ld + p];
+}
+
+void pack_a_rows(const float* a, int64_t lda, int64_t kc, float* out) {
+    pack_rows<MR>(a, lda, kc, out, MR);
+}
+
+// A full NR-column panel of a transposed B: NR rows of the stored matrix, 8 at a time.
+void pack_b_rows(const float* b, int64_t ldb, int64_t kc, float* out) {
+#pragma GCC unroll 2
+    for (int g = 0; g < NR / 8; ++g) pack_rows<8>(b + g * 8 * ldb, ldb, kc, out + g * 8, NR);
+}
+
 // Peak probe: 12 independent FMA chains (latency x units is 8-10 on current cores; 12 plus
 // the two operands fit the 16 ymm registers), no loads. Returns the flops performed.
 double fma_probe_avx2(int64_t iters) {
@@ -66,7 +124,7 @@ double fma_probe_avx2(int64_t iters) {
 
 }  // namespace
 
-const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, nullptr, nullptr, nullptr, nullptr,
-                              fma_probe_avx2};
+const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, pack_a_rows, pack_b_rows, nullptr,
+                              nullptr, fma_probe_avx2};
 
 }  // namespace fastnn
