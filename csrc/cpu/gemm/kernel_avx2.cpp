@@ -101,6 +101,135 @@ void pack_b_rows(const float* b, int64_t ldb, int64_t kc, float* out) {
     for (int g = 0; g < NR / 8; ++g) pack_rows<8>(b + g * 8 * ldb, ldb, kc, out + g * 8, NR);
 }
 
+// ---- small and skinny products, straight from the unpacked operands -------------------
+
+// Lanes [0, left) set; none when left <= 0. Masked-off lanes are neither read nor faulted.
+inline __m256i lanes_below(int64_t left) {
+    const int32_t l = static_cast<int32_t>(left < 0 ? 0 : left > 8 ? 8 : left);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(l), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// ROWS rows of C, 16 columns at a time from j: broadcast op(A)(i, p), vector rows of B.
+template <int ROWS>
+void small_rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
+    for (int64_t j = 0; j < n; j += 16) {
+        const bool whole = n - j >= 16;
+        const __m256i mask[2] = {lanes_below(n - j), lanes_below(n - j - 8)};
+        __m256 acc[ROWS][2];
+#pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        for (int64_t p = 0; p < k; ++p) {
+            const float* bp = b + p * ldb + j;
+            const __m256 b0 = whole ? _mm256_loadu_ps(bp) : _mm256_maskload_ps(bp, mask[0]);
+            const __m256 b1 = whole ? _mm256_loadu_ps(bp + 8) : _mm256_maskload_ps(bp + 8, mask[1]);
+#pragma GCC unroll 4
+            for (int r = 0; r < ROWS; ++r) {
+                const __m256 ar = _mm256_broadcast_ss(a + r * a_row + p * a_col);
+                acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; ++h) {
+                float* out = c + r * ldc + j + 8 * h;
+                __m256 v = _mm256_mul_ps(va, acc[r][h]);
+                if (whole) {
+                    if (beta != 0.0f) v = _mm256_fmadd_ps(vb, _mm256_loadu_ps(out), v);
+                    _mm256_storeu_ps(out, v);
+                } else if (n - j > 8 * h) {
+                    if (beta != 0.0f) v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(out, mask[h]), v);
+                    _mm256_maskstore_ps(out, mask[h], v);
+                }
+            }
+    }
+}
+
+inline float lane_sum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// C = alpha A B^T + beta C with A (m x k) and B (n x k) both row-major: dot products along
+// k, ROWS x COLS at a time, reduced across lanes at the end.
+template <int ROWS, int COLS>
+void small_dots(int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                int64_t ldb, float beta, float* c, int64_t ldc) {
+    __m256 acc[ROWS][COLS];
+#pragma GCC unroll 2
+    for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+        for (int q = 0; q < COLS; ++q) acc[r][q] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < k; p += 8) {
+        const bool whole = k - p >= 8;
+        const __m256i mask = lanes_below(k - p);
+        __m256 bv[COLS];
+#pragma GCC unroll 4
+        for (int q = 0; q < COLS; ++q)
+            bv[q] = whole ? _mm256_loadu_ps(b + q * ldb + p) : _mm256_maskload_ps(b + q * ldb + p, mask);
+#pragma GCC unroll 2
+        for (int r = 0; r < ROWS; ++r) {
+            const __m256 ar = whole ? _mm256_loadu_ps(a + r * lda + p) : _mm256_maskload_ps(a + r * lda + p, mask);
+#pragma GCC unroll 4
+            for (int q = 0; q < COLS; ++q) acc[r][q] = _mm256_fmadd_ps(ar, bv[q], acc[r][q]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+        for (int q = 0; q < COLS; ++q) {
+            const float v = alpha * lane_sum(acc[r][q]);
+            float& out = c[r * ldc + q];
+            out = beta == 0.0f ? v : v + beta * out;
+        }
+}
+
+template <int ROWS>
+void small_dots_row(int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                    const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) small_dots<ROWS, 4>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
+    switch (n - j) {
+        case 3: small_dots<ROWS, 3>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc); break;
+        case 2: small_dots<ROWS, 2>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc); break;
+        case 1: small_dots<ROWS, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc); break;
+    }
+}
+
+bool small_gemm_avx2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                     float* c, int64_t ldc) {
+    // With B transposed only a thin B (few columns of C) suits the dot-product form.
+    if (trans_b && (trans_a || n > 16)) return false;
+    const int64_t a_row = trans_a ? 1 : lda;
+    for (int64_t i = 0; i < m; i += 4) {
+        const float* ai = a + i * a_row;
+        float* ci = c + i * ldc;
+        const int64_t rows = m - i < 4 ? m - i : 4;
+        if (!trans_b) {
+            switch (rows) {  // the remainder rows get a kernel of their own height
+                case 4: small_rows<4>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+                case 3: small_rows<3>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+                case 2: small_rows<2>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+                default: small_rows<1>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
+            }
+        } else {
+            for (int64_t r = 0; r < rows; r += 2) {
+                if (rows - r >= 2)
+                    small_dots_row<2>(n, k, alpha, ai + r * lda, lda, b, ldb, beta, ci + r * ldc, ldc);
+                else
+                    small_dots_row<1>(n, k, alpha, ai + r * lda, lda, b, ldb, beta, ci + r * ldc, ldc);
+            }
+        }
+    }
+    return true;
+}
+
 // Peak probe: 12 independent FMA chains (latency x units is 8-10 on current cores; 12 plus
 // the two operands fit the 16 ymm registers), no loads. Returns the flops performed.
 double fma_probe_avx2(int64_t iters) {
@@ -124,7 +253,7 @@ double fma_probe_avx2(int64_t iters) {
 
 }  // namespace
 
-const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, pack_a_rows, pack_b_rows, nullptr,
-                              nullptr, fma_probe_avx2};
+const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, pack_a_rows, pack_b_rows,
+                              small_gemm_avx2, nullptr, fma_probe_avx2};
 
 }  // namespace fastnn
