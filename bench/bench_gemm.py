@@ -16,7 +16,7 @@ import numpy as np
 
 import fastnn
 from fastnn import _C
-from common import interleaved, machine_info, ratio_to_best, threads, try_import_torch, warn_openblas_env, write_json
+from common import interleaved, machine_line, ratio_to_best, threads, try_import_torch, warn_openblas_env, write_json
 
 SQUARES = [64, 128, 256, 512, 1024, 2048, 4096]
 LAYERS = [784, 512, 256, 10]
@@ -79,6 +79,7 @@ def main(argv=None) -> int:
                else [64, 256, 1024] if args.quick else SQUARES)
     repeats = 3 if args.quick else args.repeats
     shapes = [(f"square {s}", s, s, s, False, False) for s in squares] + ([] if args.no_mlp else mlp_shapes())
+    print(machine_line())
     print(f"fastnn {fastnn.__version__} isa={_C.get_isa()}  torch={'yes' if torch else 'not installed'}")
     rows = []
     for nthreads in [int(t) for t in args.threads.split(",")]:
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         if mlp:
             print(f"MLP products, {nthreads} thread(s): median fastnn/best {statistics.median(mlp):.2f}, "
                   f"min {min(mlp):.2f}")
-    path = write_json("gemm", {"machine": machine_info(), "rows": rows})
+    path = write_json("gemm", {"rows": rows})
     print(f"\nwrote {path}")
     return 0
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from common import cpu_name, write_json
+from common import cpu_name, machine_line, write_json
 
 CONFIGS = {
     "fastnn (guard on)": {},
@@ -73,6 +73,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
+    print(machine_line())
     cpus = sorted(os.sched_getaffinity(0))[:2]
     if len(cpus) < 2:
         print("needs two CPUs")

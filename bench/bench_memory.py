@@ -79,6 +79,9 @@ def main(argv=None) -> int:
     if args.probe:
         probe(args.probe, args.epochs, args.batch, hidden)
         return 0
+    from common import machine_line, write_json  # not in the probes: they measure one framework
+
+    print(machine_line())
     print(f"Fashion-MNIST, 784-{args.hidden}-10, Adam, batch {args.batch}, {args.epochs} epoch(s)")
     results = {}
     for framework in ("fastnn", "torch"):
@@ -92,6 +95,7 @@ def main(argv=None) -> int:
         print(f"{framework:7s} peak RSS growth during training: {results[framework]:7.1f} MiB "
               f"(median of 3 processes)")
     print(f"fastnn / torch: {results['fastnn'] / results['torch']:.2f}")
+    print(f"wrote {write_json('memory', {'args': vars(args), 'peak_rss_growth_mib': results})}")
     return 0
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 import fastnn
 from fastnn import _C, losses, nn, optim
-from common import machine_info, threads, try_import_torch, warn_openblas_env, write_json
+from common import machine_line, threads, try_import_torch, warn_openblas_env, write_json
 
 MODELS = {"784-256-128-10": [784, 256, 128, 10], "784-512-256-10": [784, 512, 256, 10],
           "784-1024-1024-10": [784, 1024, 1024, 10]}
@@ -289,6 +289,7 @@ def main(argv=None) -> int:
     if args.memory_probe:
         memory_probe(args.memory_probe)
         return 0
+    print(machine_line())
     if args.phases:
         model, batch, opt_name = args.phases.split(",")
         X, y = data()
@@ -339,7 +340,7 @@ def main(argv=None) -> int:
                               " ".join(f"{rate[f]:13,.0f}" for f in frameworks) +
                               f" {vt} {row['vs_numpy']:7.2f} {100 * (share or 0):5.0f}%"
                               + (f"  MiB {row['peak_mib']}" if args.memory else ""), flush=True)
-    path = write_json("mlp", {"machine": machine_info(), "rows": rows})
+    path = write_json("mlp", {"rows": rows})
     print(f"\nwrote {path}")
     return 0
 

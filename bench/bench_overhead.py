@@ -14,7 +14,7 @@ import numpy as np
 
 import fastnn
 from fastnn import losses, nn, optim
-from common import try_import_torch, write_json
+from common import machine_line, try_import_torch, write_json
 
 
 def per_step(step, repeats=7, steps=2000) -> float:
@@ -40,6 +40,7 @@ def import_time(module: str, repeats: int = 5) -> float:
 
 
 def main() -> int:
+    print(machine_line())
     rng = np.random.default_rng(0)
     x = rng.random((1, 4), dtype=np.float32)
     y = np.array([1])

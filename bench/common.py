@@ -101,26 +101,30 @@ def ratio_to_best(per_round: list[dict[str, float]], ours: str = "fastnn") -> fl
 
 
 def cpu_name() -> str:
-    """The CPU as /proc/cpuinfo names it, with family/model (a VM may hide the marketing
-    name) and the widest vector ISA fastnn runs on it."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = fields.get("model name", platform.machine())
-    return (f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, "
-            f"{fastnn.config()['isa']})")
+    """The CPU as fastnn reads it (cpuid's brand string, family/model: a VM may hide the
+    marketing name) and the ISA fastnn runs on it."""
+    cpu = fastnn.config()["cpu"]
+    return (f"{cpu['model_name'] or platform.processor() or platform.machine()} "
+            f"({cpu['vendor']} family {cpu['family']} model {cpu['model']}, {fastnn.config()['isa']})")
+
+
+def machine_line() -> str:
+    """One line for the top of every benchmark's output: the CPU, its caches, the measured
+    FMA peak of one core, and the GEMM blocking in use (and where it came from)."""
+    cfg = fastnn.config()
+    cpu, blk = cfg["cpu"], cfg["blocking"]
+    feats = ",".join(f for f, on in cpu["features"].items() if on) or "none"
+    caches = ", ".join(f"L{c['level']} {c['size'] >> 10}K/{c['ways']}w" for c in cpu["caches"])
+    return (f"CPU: {cpu_name()}; features {feats}; caches {caches} [{cpu['cache_source']}]; "
+            f"FMA peak {fastnn._C.fma_peak_per_core():.0f} GFLOP/s per core; "
+            f"GEMM {blk['isa']} {blk['mr']}x{blk['nr']} kc={blk['kc']} nc={blk['nc']} mc={blk['mc']} "
+            f"({blk['source']}); {cfg['num_threads']} threads")
 
 
 def machine_info() -> dict:
-    info = {"cpu": cpu_name(), "platform": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__, "fastnn": fastnn.config(),
+    info = {"cpu": cpu_name(), "cpu_detail": fastnn.config()["cpu"],
+            "fma_peak_per_core": fastnn._C.fma_peak_per_core(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__, "fastnn": fastnn.config(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
     try:
         from threadpoolctl import threadpool_info
@@ -139,6 +143,8 @@ def warn_openblas_env() -> None:
 
 
 def write_json(name: str, payload: dict) -> Path:
+    """bench/results/NAME-DATE.json, with the machine's description (CPU, caches, peak)."""
+    payload = {"machine": machine_info(), **payload}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(payload, indent=1))
