@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/isa.h"
 #include "ops.h"
 #include "parallel.h"
 
@@ -621,6 +622,8 @@ PYBIND11_MODULE(_C, m) {
                            return std::vector<std::string>(names, names + count);
                        }())).cast<std::string>());
     }, py::arg("name"));
+    // For the tests: the ISA whose copies the elementwise kernels run now (cpu/isa.h).
+    m.def("_elementwise_isa", [] { return std::string(isa_name(elementwise_isa())); });
 
     m.def("fma_peak_gflops", [](py::handle threads_arg, double seconds) -> double {
         const int threads = thread_count(threads_arg, "fma_peak_gflops", "threads");

@@ -32,10 +32,15 @@ def max_num_threads() -> int:
     """4 per online CPU: the most threads the kernels take (OMP_NUM_THREADS is clamped to it,
     with a RuntimeWarning at import)."""
 def set_isa(name: IsaName) -> None:
-    """Force a GEMM path (ValueError if this CPU cannot run it). FASTNN_ISA does the same at import."""
+    """Force the ISA of every kernel family: the GEMM's microkernel and the copies the
+    elementwise kernels run (ValueError if this CPU cannot run it). FASTNN_ISA does the same
+    at import."""
 
 def get_isa() -> str: ...
 def supported_isas() -> list[str]: ...
+def _elementwise_isa() -> str:
+    """The ISA whose copies the elementwise kernels (activations, softmax, losses, optimizers,
+    reductions, dropout) run now: always get_isa(), which they follow (for the tests)."""
 
 # C = act(alpha * op(a) @ op(b) + beta * c + bias). With out=None a new (m, n) array is
 # returned (beta is then ignored); otherwise out must be float32 (m, n) with unit column

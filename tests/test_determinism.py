@@ -5,9 +5,10 @@ i's place relative to the vector width (body or tail of a vectorized loop) and t
 count. Inputs repeat a pool of P values (P prime, so each value lands at every offset
 modulo 4, 8 and 16); element i must equal the result of a one-element call on its value,
 for n = 1..130 and for an n that two threads split at an unaligned offset. The pool's
-results are held to float64 references. FASTNN_ISA / set_isa choose the GEMM path (whose
-epilogue applies the activations); the elementwise kernels' AVX-512/AVX2/baseline copies are
-picked from the CPU, and are compiled to compute the same operations (see CMakeLists.txt).
+results are held to float64 references. FASTNN_ISA / set_isa choose the ISA of every kernel
+family: the GEMM's microkernel (whose epilogue applies the activations) and the copy
+(AVX-512/AVX2/baseline) that each elementwise kernel runs (csrc/cpu/isa.h). The copies are
+compiled to compute the same operations (see CMakeLists.txt): every ISA gives the same bits.
 
 Training: a short fit of a 784-512-256-10 model (wide enough that every kernel splits across
 two threads) for every optimizer and feature gives bit-identical weights and losses at 1 and
@@ -353,6 +354,69 @@ def test_augment_image_i_independent_of_batch_and_threads(rng):
         for n in list(range(1, 41)) + [len(images)]:
             _bits_equal(_C.augment_images(images[:n], seed=3, offset=7, **kw), alone[:n],
                         f"augment_images, {threads} thread(s), n={n}")
+
+
+# ----------------------------------------------------------------------------- the ISA switch
+def test_isa_switch_reaches_the_elementwise_kernels():
+    """set_isa and FASTNN_ISA pick the elementwise kernels' copies, not only the GEMM's."""
+    supported = _C.supported_isas()
+    for name in supported[::-1] + supported:
+        _C.set_isa(name)
+        assert _C._elementwise_isa() == name, f"set_isa({name!r})"
+    for name in supported:
+        proc = _ref.run_python("from fastnn import _C; print(_C.get_isa(), _C._elementwise_isa())",
+                               env_extra={"FASTNN_ISA": name})
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == [name, name], f"FASTNN_ISA={name}: {proc.stdout!r}"
+
+
+# Vector bodies, tails and an unaligned two-thread split.
+SWITCH_SIZES = [1, 3, 7, 9, 15, 17, 31, 33, 100, 1001, 2 * (1 << 15) + 2 * P + 3]
+
+
+def _elementwise_results(n, rng):
+    """Every elementwise kernel on n awkwardly sized values: name -> tuple of outputs."""
+    x = rng.uniform(-8.0, 8.0, n).astype(F32)
+    small = [rng.uniform(-0.5, 0.5, n).astype(F32)] + [rng.uniform(0.0, 0.2, n).astype(F32)
+                                                       for _ in range(3)]
+    out = {}
+    for name in ACTIVATIONS:
+        alpha = _alpha(name)
+        y = _C.activation_forward(name, x, alpha)
+        out[name] = (y, _C.activation_backward(name, y, small[0], alpha, x=x))
+    cols = min(n, n % 37 + 1)  # rows of awkward widths
+    rows = max(1, n // cols)
+    logits = x[:rows * cols].reshape(rows, cols)
+    soft = _C.softmax_forward(logits)
+    out["softmax"] = (soft, _C.softmax_backward(soft, small[0][:rows * cols].reshape(rows, cols)))
+    labels = np.arange(rows) % cols
+    out["cross_entropy"] = _C.cross_entropy(logits, labels)
+    out["cross_entropy_soft"] = _C.cross_entropy_soft(logits, soft[::-1].copy())
+    for name, ((kernel, _), arity) in OPTIMIZER_KERNELS.items():
+        out[name] = kernel(x, *small[:arity - 1])
+    out["sum_squares"] = (_C.sum_squares(x),)
+    out["dropout"] = (_C.dropout_forward(x, 0.3, 11, 5), _C.random_uniform(n, 11, 5))
+    return out
+
+
+def test_elementwise_kernels_same_bits_on_every_isa():
+    supported = _C.supported_isas()
+    if len(supported) < 2:
+        pytest.skip(f"this CPU runs one ISA only ({supported})")
+    for n in SWITCH_SIZES:
+        results = {}
+        for name in supported:
+            _C.set_isa(name)
+            results[name] = _elementwise_results(n, np.random.default_rng(n))
+        first, base = supported[0], results[supported[0]]
+        for name in supported[1:]:
+            for op, outs in base.items():
+                for k, (a, b) in enumerate(zip(outs, results[name][op])):
+                    what = f"{op} output {k}, n={n}: {first} vs {name}"
+                    if isinstance(a, float):  # a loss or a sum, in double
+                        assert a == b, f"{what}: {a!r} != {b!r}"
+                    else:
+                        _bits_equal(a, b, what)
 
 
 # ----------------------------------------------------------------------------- training runs

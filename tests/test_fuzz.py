@@ -1000,7 +1000,8 @@ def test_augment_images(data, n, c, h, w, shift, flip, rot, noise, seed, offset,
       peak_threads=st.sampled_from([1, 2, 100000, 0, -4]),
       seconds=st.sampled_from([0.0, 0.01, -1.0, float("nan")]))
 def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds):
-    """set_num_threads then a parallel GEMM, set_isa, fma_peak_gflops, config."""
+    """set_num_threads then a parallel GEMM, set_isa (and _elementwise_isa), fma_peak_gflops,
+    config."""
     old_threads, old_isa = _C.get_num_threads(), _C.get_isa()
     many = {"n"} if threads > 1024 else set()   # refused, or capped to what runs here
     size = 2048 if many else 300   # a product that asks for 32768 threads, or one for 68
@@ -1026,6 +1027,7 @@ def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds):
         runs = isa in _C.supported_isas()
         check_call(f"set_isa({isa!r})", lambda: _C.set_isa(isa), [], set() if runs else {isa or "''"})
         assert _C.get_isa() == (isa if runs else old_isa)
+        assert _C._elementwise_isa() == _C.get_isa(), "the elementwise kernels follow set_isa"
         _C.set_num_threads(old_threads)
         trace(f"set_isa({isa!r}), then a {size}x{size} matmul")
         agree(fastnn.matmul(a, b)[:8], expected, tol, f"matmul on {_C.get_isa()}")
@@ -1214,8 +1216,9 @@ def test_fuzz_covers_every_binding_and_layer():
                "scale_", "clip_", "random_uniform", "dropout_forward", "dropout_backward",
                "augment_images", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
                "supported_isas", "config", "fma_peak_gflops", "max_num_threads", "blocking",
-               "set_blocking", "reset_blocking", "model_blocking", "fma_peak_per_core"}
-    public = {n for n in dir(_C) if not n.startswith("_") and callable(getattr(_C, n))}
+               "set_blocking", "reset_blocking", "model_blocking", "fma_peak_per_core",
+               "_elementwise_isa"}
+    public = {n for n in dir(_C) if not n.startswith("__") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}
     fuzzed = {"Dense", "Dropout", "Flatten", "Softmax", *(c.__name__ for c in ACT_LAYERS.values())}

@@ -5,6 +5,7 @@
 
 #include "../ops.h"
 #include "../parallel.h"
+#include "isa.h"
 #include "vmath.h"
 
 namespace fastnn {
@@ -52,10 +53,7 @@ inline float gelu_derivative(float x) {
 // log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no loss for small.
 inline float softplus(float x) { return std::max(x, 0.0f) + log1p_unit_f(exp_f(-std::fabs(x))); }
 
-}  // namespace
-
-FASTNN_VECTOR_CLONES
-void activate(Activation act, const float* x, float* y, int64_t n, float alpha) {
+FASTNN_ISA_BODY void activate_body(Activation act, const float* x, float* y, int64_t n, float alpha) {
     switch (act) {
         case Activation::Identity: if (x != y) std::copy(x, x + n, y); break;
         case Activation::Sigmoid: for (int64_t i = 0; i < n; ++i) y[i] = sigmoid(x[i]); break;
@@ -80,17 +78,25 @@ void activate(Activation act, const float* x, float* y, int64_t n, float alpha) 
     }
 }
 
+}  // namespace
+
+void activate(Activation act, const float* x, float* y, int64_t n, float alpha) {
+    IsaCopies<activate_body>::run(act, x, y, n, alpha);
+}
+
 void activation_forward(Activation act, const float* x, float* y, int64_t n, float alpha) {
     parallel_for(n, kGrain, [&](int64_t b, int64_t e) { activate(act, x + b, y + b, e - b, alpha); });
 }
+
+namespace {
 
 // grad_x = f'(x) * grad_y on one thread, from y (and x, which only gelu reads). Both sides
 // of each select are computed first: a load or a product under a condition keeps gcc from
 // vectorizing, and a branch on the sign of y mispredicts half the time (4 ns per element).
 // At NaN, torch's choices: relu and elu test y <= 0 (false: the gradient passes), leaky_relu
 // y > 0 (false: it is scaled); the others compute NaN.
-FASTNN_VECTOR_CLONES static void derivative(Activation act, const float* x, const float* y, const float* gy,
-                       float* gx, int64_t n, float alpha) {
+FASTNN_ISA_BODY void derivative(Activation act, const float* x, const float* y, const float* gy,
+                                float* gx, int64_t n, float alpha) {
     switch (act) {
         case Activation::Identity: std::copy(gy, gy + n, gx); break;
         case Activation::Sigmoid:
@@ -126,18 +132,21 @@ FASTNN_VECTOR_CLONES static void derivative(Activation act, const float* x, cons
     }
 }
 
+}  // namespace
+
 void activation_backward(Activation act, const float* x, const float* y, const float* gy,
                          float* gx, int64_t n, float alpha) {
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
-        derivative(act, x ? x + b : nullptr, y + b, gy + b, gx + b, e - b, alpha);
+        IsaCopies<derivative>::run(act, x ? x + b : nullptr, y + b, gy + b, gx + b, e - b, alpha);
     });
 }
 
 void activation_backward_bias(Activation act, const float* x, const float* y, const float* gy,
                               float* gx, int64_t rows, int64_t cols, float alpha, float* db) {
+    const auto row_derivative = IsaCopies<derivative>::pick();  // once: called row by row
     column_sums_by_row_blocks(rows, cols, 1.0f, db, [=](int64_t r, float* s) {
         const int64_t o = r * cols;
-        derivative(act, x ? x + o : nullptr, y + o, gy + o, gx + o, cols, alpha);
+        row_derivative(act, x ? x + o : nullptr, y + o, gy + o, gx + o, cols, alpha);
         const float* g = gx + o;
         for (int64_t j = 0; j < cols; ++j) s[j] += g[j];
     });
@@ -145,7 +154,7 @@ void activation_backward_bias(Activation act, const float* x, const float* y, co
 
 namespace {
 
-FASTNN_VECTOR_CLONES void softmax_row(const float* x, float* y, int64_t cols) {
+FASTNN_ISA_BODY void softmax_row(const float* x, float* y, int64_t cols) {
     const float mx = max_lanes(x, cols);
     for (int64_t j = 0; j < cols; ++j) y[j] = exp_f(x[j] - mx);
     const float inv = 1.0f / sum_lanes(y, cols);
@@ -155,9 +164,10 @@ FASTNN_VECTOR_CLONES void softmax_row(const float* x, float* y, int64_t cols) {
 }  // namespace
 
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols) {
+    const auto row_softmax = IsaCopies<softmax_row>::pick();
     parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)),
                  [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) softmax_row(x + r * cols, y + r * cols, cols);
+        for (int64_t r = b; r < e; ++r) row_softmax(x + r * cols, y + r * cols, cols);
     });
 }
 

@@ -9,6 +9,7 @@
 #include "../ops.h"
 #include "../parallel.h"
 #include "../random.h"
+#include "isa.h"
 
 namespace fastnn {
 namespace {
@@ -76,15 +77,13 @@ __attribute__((target("avx512f"))) void uniforms_16_blocks(uint64_t seed, uint64
     _mm512_storeu_ps(out + 32, _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(2, 0, 2, 0)));
     _mm512_storeu_ps(out + 48, _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 1, 3, 1)));
 }
-
-const bool kHaveAvx512 = __builtin_cpu_supports("avx512f");
 #endif
 
-// out[i] = uniform element (first + i) of stream 0: rng::uniforms, 16 blocks at a time on
-// AVX-512 CPUs (the same values either way).
-void draw_uniforms(uint64_t seed, uint64_t first, int64_t n, float* out) {
+// out[i] = uniform element (first + i) of stream 0: rng::uniforms, 16 blocks at a time when
+// the active ISA is AVX-512 (wide: read once per operation; the same values either way).
+void draw_uniforms(uint64_t seed, uint64_t first, int64_t n, float* out, [[maybe_unused]] bool wide) {
 #ifdef FASTNN_X86
-    if (kHaveAvx512 && n >= 64) {
+    if (wide && n >= 64) {
         int64_t i = 0;
         if (first & 3) {  // up to the first whole block
             i = std::min<int64_t>(n, 4 - static_cast<int64_t>(first & 3));
@@ -101,8 +100,9 @@ void draw_uniforms(uint64_t seed, uint64_t first, int64_t n, float* out) {
 }  // namespace
 
 void random_uniform(float* out, int64_t n, uint64_t seed, uint64_t offset) {
+    const bool wide = elementwise_isa() == Isa::Avx512;
     parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
-        draw_uniforms(seed, offset + static_cast<uint64_t>(b), e - b, out + b);
+        draw_uniforms(seed, offset + static_cast<uint64_t>(b), e - b, out + b, wide);
     });
 }
 
@@ -112,12 +112,13 @@ void dropout(const float* x, float* y, int64_t n, float p, uint64_t seed, uint64
         return;
     }
     const float scale = 1.0f / (1.0f - p);
+    const bool wide = elementwise_isa() == Isa::Avx512;
     // Captured by value: locals the compiler knows y cannot alias.
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
         float u[kTile];
         for (int64_t t = b; t < e; t += kTile) {
             const int64_t len = std::min(kTile, e - t);
-            draw_uniforms(seed, offset + static_cast<uint64_t>(t), len, u);
+            draw_uniforms(seed, offset + static_cast<uint64_t>(t), len, u, wide);
             // A multiply by the mask rather than a branch: random keeps defeat prediction.
             for (int64_t i = 0; i < len; ++i) y[t + i] = x[t + i] * (u[i] >= p ? scale : 0.0f);
         }

@@ -5,6 +5,7 @@
 
 #include "../ops.h"
 #include "../parallel.h"
+#include "isa.h"
 #include "vmath.h"
 
 namespace fastnn {
@@ -21,7 +22,7 @@ struct ShiftedExp {
 };
 
 // Writes exp(x - max(x)) of one row into e.
-FASTNN_VECTOR_CLONES ShiftedExp shifted_exp(const float* x, float* e, int64_t cols) {
+FASTNN_ISA_BODY ShiftedExp shifted_exp(const float* x, float* e, int64_t cols) {
     const float mx = max_lanes(x, cols);
     for (int64_t j = 0; j < cols; ++j) e[j] = exp_f(x[j] - mx);
     const float sum = sum_lanes(e, cols);
@@ -78,13 +79,14 @@ double bce_probabilities(const float* p, const float* t, float* grad, int64_t n)
 
 double cross_entropy(const float* logits, const int64_t* labels, float* grad, int64_t rows,
                      int64_t classes) {
+    const auto row_exp = IsaCopies<shifted_exp>::pick();  // once: called row by row
     const float inv_rows = 1.0f / static_cast<float>(rows);
     double total = chunked_sum(rows, row_chunk(classes), [&](int64_t b, int64_t e) {
         double s = 0.0;
         for (int64_t r = b; r < e; ++r) {
             const float* x = logits + r * classes;
             float* g = grad + r * classes;
-            ShiftedExp se = shifted_exp(x, g, classes);
+            ShiftedExp se = row_exp(x, g, classes);
             s += se.log_sum_exp - x[labels[r]];
             float scale = se.inv_sum * inv_rows;
             for (int64_t j = 0; j < classes; ++j) g[j] *= scale;   // softmax / rows
@@ -97,13 +99,14 @@ double cross_entropy(const float* logits, const int64_t* labels, float* grad, in
 
 double cross_entropy_soft(const float* logits, const float* target, float* grad, int64_t rows,
                           int64_t classes) {
+    const auto row_exp = IsaCopies<shifted_exp>::pick();  // once: called row by row
     const float inv_rows = 1.0f / static_cast<float>(rows);
     double total = chunked_sum(rows, row_chunk(classes), [&](int64_t b, int64_t e) {
         double s = 0.0;
         for (int64_t r = b; r < e; ++r) {
             const float *x = logits + r * classes, *t = target + r * classes;
             float* g = grad + r * classes;
-            ShiftedExp se = shifted_exp(x, g, classes);
+            ShiftedExp se = row_exp(x, g, classes);
             float mass = 0.0f;  // sum of the target row: 1 for a distribution
             for (int64_t j = 0; j < classes; ++j) {
                 mass += t[j];

@@ -6,6 +6,7 @@
 
 #include "../ops.h"
 #include "../parallel.h"
+#include "isa.h"
 #include "vmath.h"
 
 namespace fastnn {
@@ -45,14 +46,12 @@ void sgd_step(float* p, const float* grad, float* v, int64_t n, float lr, float 
 }
 
 // The Adam update of n elements. Its square root and division bind it to the vector
-// width, so it is compiled for AVX-512 and for the baseline and picked at load time.
-#ifdef FASTNN_X86
-__attribute__((target_clones("avx512f", "default")))
-#endif
-static void adam_range(float* __restrict p, const float* __restrict grad, float* __restrict m,
-                       float* __restrict v, int64_t n, float beta1, float beta2, float c1,
-                       float c2, float step_size, float inv_sqrt_bc2, float eps, float l2,
-                       float shrink) {
+// width, so it has an AVX-512 copy and the baseline's (which the AVX2 ISA runs too).
+FASTNN_ISA_BODY static void adam_range(float* __restrict p, const float* __restrict grad,
+                                       float* __restrict m, float* __restrict v, int64_t n,
+                                       float beta1, float beta2, float c1, float c2,
+                                       float step_size, float inv_sqrt_bc2, float eps, float l2,
+                                       float shrink) {
     for (int64_t i = 0; i < n; ++i) {
         const float w = p[i] * shrink;  // shrink == 1 unless decoupled (AdamW)
         const float g = decayed(grad[i], w, l2);
@@ -70,15 +69,16 @@ void adam_step(float* p, const float* grad, float* m, float* v, int64_t n, float
     // Adam adds wd * p to the gradient (L2); AdamW shrinks p itself before the update.
     const float l2 = decoupled ? 0.0f : wd;
     const float shrink = decoupled ? static_cast<float>(1.0 - double(lr) * wd) : 1.0f;
+    const auto range = IsaCopies<adam_range, /*kAvx2=*/false>::pick();
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
-        adam_range(p + b, grad + b, m + b, v + b, e - b, float(beta1), float(beta2),
-                   float(1.0 - beta1), float(1.0 - beta2), step_size, inv_sqrt_bc2, eps, l2, shrink);
+        range(p + b, grad + b, m + b, v + b, e - b, float(beta1), float(beta2),
+              float(1.0 - beta1), float(1.0 - beta2), step_size, inv_sqrt_bc2, eps, l2, shrink);
     });
 }
 
-FASTNN_VECTOR_CLONES static void adagrad_range(float* __restrict p, const float* __restrict grad,
-                                               float* __restrict sum_sq, int64_t n, float clr,
-                                               float eps, float wd) {
+FASTNN_ISA_BODY static void adagrad_range(float* __restrict p, const float* __restrict grad,
+                                          float* __restrict sum_sq, int64_t n, float clr,
+                                          float eps, float wd) {
     for (int64_t i = 0; i < n; ++i) {
         const float g = decayed(grad[i], p[i], wd);
         sum_sq[i] += g * g;
@@ -89,18 +89,19 @@ FASTNN_VECTOR_CLONES static void adagrad_range(float* __restrict p, const float*
 void adagrad_step(float* p, const float* grad, float* sum_sq, int64_t n, float lr, float eps,
                   float wd, float lr_decay, int64_t step) {
     const float clr = static_cast<float>(lr / (1.0 + double(step - 1) * lr_decay));
+    const auto range = IsaCopies<adagrad_range>::pick();
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
-        adagrad_range(p + b, grad + b, sum_sq + b, e - b, clr, eps, wd);
+        range(p + b, grad + b, sum_sq + b, e - b, clr, eps, wd);
     });
 }
 
 // One loop per variant, with restrict pointers: a branch or a possible alias inside the
 // loop kept RMSprop scalar (10x Adam's time).
 template <bool kCentered, bool kMomentum>
-FASTNN_VECTOR_CLONES void rmsprop_range(float* __restrict p, const float* __restrict grad,
-                                        float* __restrict sq, float* __restrict buf,
-                                        float* __restrict gavg, int64_t n, float lr, float alpha,
-                                        float w, float eps, float wd, float momentum) {  // w = 1 - alpha
+FASTNN_ISA_BODY void rmsprop_range(float* __restrict p, const float* __restrict grad,
+                                   float* __restrict sq, float* __restrict buf,
+                                   float* __restrict gavg, int64_t n, float lr, float alpha,
+                                   float w, float eps, float wd, float momentum) {  // w = 1 - alpha
     for (int64_t i = 0; i < n; ++i) {
         const float g = decayed(grad[i], p[i], wd);
         sq[i] = alpha * sq[i] + w * g * g;
@@ -122,8 +123,10 @@ FASTNN_VECTOR_CLONES void rmsprop_range(float* __restrict p, const float* __rest
 
 void rmsprop_step(float* p, const float* grad, float* sq, float* buf, float* gavg, int64_t n,
                   float lr, double alpha, float eps, float wd, float momentum, bool centered) {
-    const auto range = centered ? (momentum > 0.0f ? rmsprop_range<true, true> : rmsprop_range<true, false>)
-                                : (momentum > 0.0f ? rmsprop_range<false, true> : rmsprop_range<false, false>);
+    const auto range = centered ? (momentum > 0.0f ? IsaCopies<rmsprop_range<true, true>>::pick()
+                                                   : IsaCopies<rmsprop_range<true, false>>::pick())
+                                : (momentum > 0.0f ? IsaCopies<rmsprop_range<false, true>>::pick()
+                                                   : IsaCopies<rmsprop_range<false, false>>::pick());
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
         range(p + b, grad + b, sq + b, buf ? buf + b : nullptr, gavg ? gavg + b : nullptr, e - b,
               lr, float(alpha), float(1.0 - alpha), eps, wd, momentum);
@@ -133,8 +136,8 @@ void rmsprop_step(float* p, const float* grad, float* sq, float* buf, float* gav
 namespace {
 
 // grad += l1 sign(p) + 2 l2 p over n values; returns (sum |p|, sum p^2) in double.
-FASTNN_VECTOR_CLONES void penalty_range(const float* p, float* grad, int64_t n, float l1f,
-                                        float two_l2, double* abs_sum, double* sq_sum) {
+FASTNN_ISA_BODY void penalty_range(const float* p, float* grad, int64_t n, float l1f,
+                                   float two_l2, double* abs_sum, double* sq_sum) {
     for (int64_t i = 0; i < n; ++i) {
         const float sign = static_cast<float>((p[i] > 0.0f) - (p[i] < 0.0f));
         grad[i] += l1f * sign + two_l2 * p[i];
@@ -148,9 +151,10 @@ FASTNN_VECTOR_CLONES void penalty_range(const float* p, float* grad, int64_t n, 
 double add_penalty_grad(const float* p, float* grad, int64_t n, double l1, double l2) {
     // float coefficients for the float32 gradient, the exact ones for the reported penalty
     const float l1f = static_cast<float>(l1), two_l2 = static_cast<float>(2.0 * l2);
+    const auto range = IsaCopies<penalty_range>::pick();
     return chunked_sum(n, kChunk, [=](int64_t b, int64_t e) {
         double abs_sum, sq_sum;
-        penalty_range(p + b, grad + b, e - b, l1f, two_l2, &abs_sum, &sq_sum);
+        range(p + b, grad + b, e - b, l1f, two_l2, &abs_sum, &sq_sum);
         return l1 * abs_sum + l2 * sq_sum;
     });
 }

@@ -4,6 +4,7 @@
 
 #include "../ops.h"
 #include "../parallel.h"
+#include "isa.h"
 #include "vmath.h"
 
 namespace fastnn {
@@ -31,14 +32,15 @@ void gather_rows(const float* x, const int64_t* idx, float* out, int64_t n, int6
 
 namespace {
 
-FASTNN_VECTOR_CLONES double sum_squares_range(const float* x, int64_t n) {
+FASTNN_ISA_BODY double sum_squares_range(const float* x, int64_t n) {
     return sum_lanes_f64(0, n, [=](int64_t i) { return static_cast<double>(x[i]) * x[i]; });
 }
 
 }  // namespace
 
 double sum_squares(const float* x, int64_t n) {
-    return chunked_sum(n, kChunk, [=](int64_t b, int64_t e) { return sum_squares_range(x + b, e - b); });
+    const auto range = IsaCopies<sum_squares_range>::pick();
+    return chunked_sum(n, kChunk, [=](int64_t b, int64_t e) { return range(x + b, e - b); });
 }
 
 void scale(float* x, int64_t n, float factor) {

@@ -9,15 +9,10 @@
 #include <cstdint>
 #include <cstring>
 
-// On x86-64, loops of these functions get AVX-512 and AVX2 copies, picked at load time. The
-// files using them are compiled with -ffp-contract=off (CMakeLists.txt): every copy and every
-// part of a vectorized loop then rounds an element the same way, whatever the thread split.
-#if defined(FASTNN_X86) && defined(__GNUC__)
-#define FASTNN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FASTNN_VECTOR_CLONES
-#endif
-
+// On x86-64, loops of these functions get AVX-512 and AVX2 copies, picked by the ISA switch
+// (isa.h). The files using them are compiled with -ffp-contract=off (CMakeLists.txt): every
+// copy and every part of a vectorized loop then rounds an element the same way, whatever the
+// thread split.
 namespace fastnn {
 
 struct ExpParts {
