@@ -80,6 +80,8 @@ FASTNN_ISA_BODY void activate_body(Activation act, const float* x, float* y, int
 
 }  // namespace
 
+ActivateFn activate_kernel() { return IsaCopies<activate_body>::pick(); }
+
 void activate(Activation act, const float* x, float* y, int64_t n, float alpha) {
     IsaCopies<activate_body>::run(act, x, y, n, alpha);
 }

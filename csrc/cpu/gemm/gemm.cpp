@@ -127,7 +127,7 @@ void apply_epilogue(const Epilogue& ep, float* c, int64_t ldc, int64_t rows, int
         float* row = c + i * ldc;
         if (ep.bias)
             for (int64_t j = 0; j < cols; ++j) row[j] += ep.bias[col0 + j];
-        if (ep.act != Activation::Identity) activate(ep.act, row, row, cols, ep.act_alpha);
+        if (ep.act != Activation::Identity) (ep.act_fn ? ep.act_fn : activate)(ep.act, row, row, cols, ep.act_alpha);
     }
 }
 
@@ -169,7 +169,9 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
           int64_t ldc, const Epilogue& epilogue) {
     if (m <= 0 || n <= 0) return;
-    const Epilogue* ep = has_epilogue(epilogue) ? &epilogue : nullptr;
+    Epilogue picked = epilogue;  // the activation's copy picked once, not per tile row
+    if (picked.act != Activation::Identity) picked.act_fn = activate_kernel();
+    const Epilogue* ep = has_epilogue(picked) ? &picked : nullptr;
     if (k <= 0 || alpha == 0.0f) {
         scale_c(m, n, beta, c, ldc);
         if (ep) apply_epilogue(*ep, c, ldc, m, n, 0);

@@ -11,6 +11,10 @@ enum class Activation { Identity, Sigmoid, Relu, Tanh, LeakyRelu, Elu, Gelu, Sof
 
 // y = f(x) on one thread; x == y is allowed (cpu/activation.cpp).
 void activate(Activation act, const float* x, float* y, int64_t n, float alpha);
+// activate's copy for the ISA active now: for a caller that applies it many times (the
+// epilogue, once per tile row) and picks once.
+using ActivateFn = void (*)(Activation act, const float* x, float* y, int64_t n, float alpha);
+ActivateFn activate_kernel();
 
 // What happens to C after the product, while each tile is still in cache:
 // C = act(C + bias), bias broadcast along the rows (a Dense layer's forward pass).
@@ -18,6 +22,7 @@ struct Epilogue {
     const float* bias = nullptr;  // n values, or none
     Activation act = Activation::Identity;
     float act_alpha = 0.0f;       // leaky_relu's negative slope, elu's scale
+    ActivateFn act_fn = nullptr;  // the copy that runs act; gemm sets it (nullptr: activate)
 };
 
 // Packed, cache-blocked, OpenMP-parallel GEMM on the active microkernel, with a direct
