@@ -12,18 +12,19 @@ model's blocking stays. One file holds the entries of several CPUs and ISAs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import random
 import sys
 import time
 import warnings
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from . import _C
+
+if TYPE_CHECKING:
+    from pathlib import Path
+# json, hashlib and pathlib are imported where used: ``import fastnn`` without a tuning file
+# loads none of them.
 
 FORMAT = "fastnn-tuning"
 FORMAT_VERSION = 1
@@ -50,13 +51,19 @@ def tuning_path() -> Path:
     """Where the tuning file lives: ``$FASTNN_TUNING_FILE``, else
     ``$XDG_CACHE_HOME/fastnn/tuning.json`` (an unset or relative XDG_CACHE_HOME, which the
     XDG spec says to ignore, means ``~/.cache``)."""
+    from pathlib import Path
+
+    return Path(_default_path())
+
+
+def _default_path() -> str:
     explicit = os.environ.get("FASTNN_TUNING_FILE")
     if explicit:
-        return Path(explicit).expanduser()
+        return os.path.expanduser(explicit)
     base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):
         base = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fastnn" / "tuning.json"
+    return os.path.join(base, "fastnn", "tuning.json")
 
 
 def cpu_key(cpu: dict | None = None) -> str:
@@ -68,6 +75,9 @@ def cpu_key(cpu: dict | None = None) -> str:
 
 
 def _checksum(payload: dict) -> str:
+    import hashlib
+    import json
+
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -76,15 +86,18 @@ class _Damaged(ValueError):
     """The tuning file is not one this fastnn wrote, or was changed since."""
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read(path: str) -> dict[str, Any] | None:
     """The file's entries (key -> entry); None when there is no file; _Damaged when it is
     unreadable, not JSON, of another format version, or fails its checksum."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as err:
         raise _Damaged(f"cannot be read ({err})") from None
+    import json
+
     try:
         doc = json.loads(text)
     except ValueError as err:
@@ -122,7 +135,7 @@ def _valid_blocking(entry: object, mr: int, nr: int) -> tuple[int, int, int]:
     return kc, nc, mc
 
 
-def _warn(path: Path, reason: str) -> None:
+def _warn(path: str, reason: str) -> None:
     warnings.warn(f"fastnn: ignoring the tuning file {path}: it {reason}; the cache model's "
                   "blocking stays (`fastnn tune` rewrites the file)", RuntimeWarning, stacklevel=3)
 
@@ -130,9 +143,10 @@ def _warn(path: Path, reason: str) -> None:
 def load(path: str | os.PathLike | None = None) -> list[str]:
     """Apply the tuning file's blockings for this CPU (``source="tuned"``), every ISA it
     lists that this CPU runs; returns those ISAs. A damaged file warns (RuntimeWarning) and
-    changes nothing; a file without an entry for this CPU is silently unused. Called by
+    changes nothing; a file without an entry for this CPU, or an ISA entry tuned for another
+    microkernel shape (MR x NR, an older fastnn), is silently unused. Called by
     ``import fastnn`` unless ``FASTNN_TUNING=off``; never raises for the file's content."""
-    path = tuning_path() if path is None else Path(path)
+    path = _default_path() if path is None else os.fspath(path)
     try:
         entries = _read(path)
         if entries is None:
@@ -156,7 +170,7 @@ def load(path: str | os.PathLike | None = None) -> list[str]:
         return []
     for isa, (kc, nc, mc) in chosen.items():  # all valid: apply all or none
         _C.set_blocking(kc, nc, mc, source="tuned", isa=isa)
-        _applied[isa] = (str(path), (kc, nc, mc))
+        _applied[isa] = (path, (kc, nc, mc))
     return list(chosen)
 
 
@@ -170,7 +184,7 @@ def _load_at_import() -> None:
     try:
         load()
     except Exception as err:  # import never fails because of the file
-        _warn(tuning_path(), f"could not be applied ({type(err).__name__}: {err})")
+        _warn(_default_path(), f"could not be applied ({type(err).__name__}: {err})")
 
 
 def applied_file(blocking: dict) -> str | None:
@@ -259,9 +273,11 @@ class _Bar:
             sys.stderr.write("\n")
 
 
-def _save(path: Path, key: str, cpu: dict, isa: str, record: dict) -> None:
+def _save(path: str, key: str, cpu: dict, isa: str, record: dict) -> None:
     """Merge this CPU's ISA entry into the file (other CPUs' and ISAs' entries kept; a
     damaged file is replaced) and write it atomically."""
+    import json
+
     from . import __version__
     from .io import write_atomic
 
@@ -314,7 +330,7 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
         raise ValueError(f"tune: seconds must be a finite number > 0; got {seconds!r}")
     work = _shapes(shapes)
     threads = _C.get_num_threads() if threads is None else thread_count(threads, "threads")
-    path = tuning_path() if path is None else Path(path)
+    path = _default_path() if path is None else os.fspath(path)
     isa = _C.get_isa()
     before = _C.blocking(isa)
     mr, nr = before["mr"], before["nr"]
@@ -353,7 +369,6 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
         cands = cands[:max(1, min(len(cands), fit))]
         rounds = max(1, min(_MAX_ROUNDS, int(left / (per_run * len(cands)))))
         scores: dict[tuple[int, int, int], list[float]] = {c: [] for c in cands}
-        order = random.Random(0)
         bar = _Bar(rounds * len(cands), progress)
         first = time.perf_counter()
         try:
@@ -362,9 +377,7 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
                 now = time.perf_counter()
                 if r and now - start + (now - first) / r > seconds:  # a round would overrun
                     break
-                shuffled = list(cands)
-                order.shuffle(shuffled)
-                for c in shuffled:
+                for c in (cands[i] for i in rng.permutation(len(cands))):
                     scores[c].append(run(c))
                     bar.step(f"round {r + 1}/{rounds}")
                 done = r + 1
@@ -383,7 +396,7 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
                              for c in cands],
                   "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         _save(path, key, _C.config()["cpu"], isa, record)
-        _applied[isa] = (str(path), winner)
+        _applied[isa] = (path, winner)
         applied = True
     finally:
         _C.set_num_threads(old_threads)
@@ -398,4 +411,4 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
             "winner": dict(zip(("kc", "nc", "mc"), winner)),
             "speedup": median[base] / median[winner],
             "candidates": len(cands), "rounds": done,
-            "seconds": time.perf_counter() - start, "path": str(path)}
+            "seconds": time.perf_counter() - start, "path": path}

@@ -172,12 +172,38 @@ def test_foreign_file_is_silently_unused(tmp_path):
     assert_model(seen, "foreign file")
 
 
+def test_entry_for_another_kernel_shape_is_silently_unused(tmp_path):
+    """A blocking tuned for another MR x NR (an older fastnn's kernel) is stale, not damaged."""
+    path, _ = tuned_file(tmp_path)
+    doc, isas = entry(path)
+    isas[_C.get_isa()]["nr"] *= 2
+    path.write_text(resign(doc))
+    seen = probe(path)
+    assert seen["warnings"] == []
+    assert_model(seen, "another kernel shape")
+
+
+def test_import_without_a_file_stays_light(tmp_path):
+    """With tuning on and no file, import fastnn reads nothing and imports no json,
+    hashlib or pathlib on top of numpy (test_cli_config runs with FASTNN_TUNING=off)."""
+    code = ("import sys, numpy; before = set(sys.modules); import fastnn; "
+            "print([m for m in ('json', 'hashlib', 'pathlib', 'fastnn.io') "
+            "if m in sys.modules and m not in before], fastnn.config()['blocking']['source'])")
+    proc = run_python(code, {"FASTNN_TUNING": "on",
+                             "FASTNN_TUNING_FILE": str(tmp_path / "none.json")})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.split() == ["[]", "model"], proc.stdout
+
+
 def test_tuning_off_ignores_a_valid_file(tmp_path):
     path, _ = tuned_file(tmp_path)
     assert probe(path)["config"]["source"] == "tuned"
     seen = probe(path, FASTNN_TUNING="off")
     assert seen["warnings"] == []
     assert_model(seen, "FASTNN_TUNING=off")
+    seen = probe(path, FASTNN_TUNING="of")  # a typo is said, not taken for off
+    assert len(seen["warnings"]) == 1 and "FASTNN_TUNING='of'" in seen["warnings"][0]
+    assert seen["config"]["source"] == "tuned"
 
 
 def test_default_path_follows_xdg_cache_home(tmp_path, monkeypatch):
