@@ -1,7 +1,8 @@
 """fastnn: a deep-learning library whose numeric work runs in C++ (OpenMP) kernels.
 
 Subpackages: ``nn`` (layers, Sequential), ``init``, ``optim``, ``schedulers``, ``losses``,
-``metrics``, ``data``, ``datasets``, ``callbacks``, ``diagnostics``, ``io`` (``load``).
+``metrics``, ``data``, ``datasets``, ``callbacks``, ``diagnostics``, ``io`` (``load``),
+``tuning`` (``tune``: the GEMM blocking timed on this CPU, saved and loaded at import).
 Optional packages (tqdm, safetensors, scikit-learn) are imported only when used.
 """
 
