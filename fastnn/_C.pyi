@@ -23,7 +23,9 @@ ActivationName = Literal["identity", "linear", "sigmoid", "relu", "tanh", "leaky
 IsaName = Literal["avx512", "avx2", "generic"]
 
 def config() -> dict:
-    """{'isa': str, 'isa_supported': list[str], 'openmp': bool, 'num_threads': int, 'cuda': bool}"""
+    """{'isa': str, 'isa_supported': list[str], 'openmp': bool, 'num_threads': int,
+    'load_pauses': int, 'cuda': bool, 'cpu': dict (vendor, model_name, family, model, stepping,
+    features, caches, cache_spec, cache_source), 'blocking': dict (as blocking())}"""
 
 def set_num_threads(n: int) -> None:
     """ValueError unless 1 <= n <= max_num_threads()."""
@@ -41,6 +43,24 @@ def supported_isas() -> list[str]: ...
 def _elementwise_isa() -> str:
     """The ISA whose copies the elementwise kernels (activations, softmax, losses, optimizers,
     reductions, dropout) run now: always get_isa(), which they follow (for the tests)."""
+
+# The GEMM blocking of one ISA ("" or omitted: the active one; ValueError for an ISA this
+# CPU does not run). kc: the k-block cap, nc: the column block, mc: the row block.
+def blocking(isa: str = "") -> dict:
+    """{'isa', 'mr', 'nr', 'kc', 'nc', 'mc', 'source'}: source 'model' (the cache model's),
+    'tuned' (fastnn.tune's, or the tuning file's) or 'override'."""
+def set_blocking(kc: int, nc: int, mc: Optional[int] = None, *,
+                 source: Literal["override", "tuned"] = "override", isa: str = "") -> None:
+    """Replace the blocking: 1 <= kc <= 65536, 1 <= nc, mc <= 2**20 (ValueError otherwise); nc
+    and mc are rounded up to multiples of NR and MR; mc=None keeps the current mc."""
+def reset_blocking(isa: str = "") -> None:
+    """Back to the cache model's blocking (source 'model')."""
+def model_blocking(isa: str = "", cache: Optional[str] = None) -> tuple[int, int, int]:
+    """(kc, nc, mc) the cache model gives for a geometry such as '48K:12,2M:16,300M:15'
+    (default: this CPU's); ValueError for a malformed one."""
+def fma_peak_per_core(isa: str = "") -> float:
+    """Measured float32 FMA peak of one core (GFLOP/s) on the ISA's widest vectors, measured
+    once per ISA (0.1 s) and remembered."""
 
 # C = act(alpha * op(a) @ op(b) + beta * c + bias). With out=None a new (m, n) array is
 # returned (beta is then ignored); otherwise out must be float32 (m, n) with unit column

@@ -1,7 +1,8 @@
 """fastnn: a deep-learning library whose numeric work runs in C++ (OpenMP) kernels.
 
 Subpackages: ``nn`` (layers, Sequential), ``init``, ``optim``, ``schedulers``, ``losses``,
-``metrics``, ``data``, ``datasets``, ``callbacks``, ``diagnostics``, ``io`` (``load``).
+``metrics``, ``data``, ``datasets``, ``callbacks``, ``diagnostics``, ``io`` (``load``),
+``tuning`` (``tune``: the GEMM blocking timed on this CPU, saved and loaded at import).
 Optional packages (tqdm, safetensors, scikit-learn) are imported only when used.
 """
 
@@ -22,12 +23,14 @@ except ImportError as err:  # the source tree shadows the installed package
 from . import data, losses, nn, optim
 from ._checks import thread_count
 from ._random import seed
+from . import tuning as _tuning
+from .tuning import tune
 
 __version__ = "0.1.0"
 
 __all__ = ["callbacks", "config", "data", "datasets", "diagnostics", "experiments",
            "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads", "metrics",
-           "nn", "optim", "plot", "schedulers", "seed", "set_num_threads", "__version__"]
+           "nn", "optim", "plot", "schedulers", "seed", "set_num_threads", "tune", "__version__"]
 
 # Submodules that most programs never touch (or that nn loads when it needs them) are
 # imported on first access, fastnn.<name> or ``from fastnn import <name>`` (PEP 562), to
@@ -67,8 +70,13 @@ def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,
 
 def config() -> dict:
     """The build and runtime configuration: version, isa (the GEMM path in use),
-    isa_supported, openmp, num_threads and cuda (whether the extension was built with CUDA)."""
-    return {"version": __version__, **_C.config()}
+    isa_supported, openmp, num_threads, cuda (whether the extension was built with CUDA),
+    cpu (vendor, model, features, caches as detected or overridden by FASTNN_CACHE) and
+    blocking (the active ISA's kc, nc, mc; source "model", "tuned" or "override"; and
+    tuning_file, the file a tuned blocking was loaded from or saved to, else None)."""
+    cfg = {"version": __version__, **_C.config()}
+    cfg["blocking"]["tuning_file"] = _tuning.applied_file(cfg["blocking"])
+    return cfg
 
 
 def set_num_threads(n: int) -> None:
@@ -90,3 +98,6 @@ def max_num_threads() -> int:
     """The most threads set_num_threads takes: 4 per online CPU (more would only make
     thread creation fail). A larger ``OMP_NUM_THREADS`` is clamped to it, with a warning."""
     return _C.max_num_threads()
+
+
+_tuning._load_at_import()  # last: the file's blocking over the model's, never an error

@@ -3,6 +3,7 @@
     fastnn train     train an MLP on a dataset and report its test accuracy
     fastnn compare   compare optimizers / learning rates / batch sizes on one dataset
     fastnn datasets  list the datasets and whether each is available here
+    fastnn tune      time GEMM blockings on this CPU and save the fastest (fastnn.tune)
 """
 
 from __future__ import annotations
@@ -163,6 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--plot", default=None, metavar="PNG", help="save the curves side by side")
 
     commands.add_parser("datasets", help="list the datasets and whether each is available here")
+
+    tune = commands.add_parser("tune", help="time GEMM blockings around the cache model's on "
+                               "this CPU and save the fastest to the tuning file")
+    tune.add_argument("--seconds", type=_POSITIVE, default=60.0,
+                      help="time budget (default: %(default)s)")
+    tune.add_argument("--threads", type=_thread_count, default=None,
+                      help="threads to time on (default: OMP_NUM_THREADS or all cores)")
     return parser
 
 
@@ -304,6 +312,23 @@ def _datasets() -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    cfg = fastnn.config()
+    cpu = cfg["cpu"]
+    print(f"CPU: {cpu['vendor']} {cpu['model_name']} (family {cpu['family']} model "
+          f"{cpu['model']} stepping {cpu['stepping']}); caches {cpu['cache_spec']} "
+          f"({cpu['cache_source']}); ISA {cfg['isa']}")
+    result = fastnn.tune(args.seconds, threads=args.threads)
+    show = lambda b: f"kc {b['kc']}, nc {b['nc']}, mc {b['mc']}"  # noqa: E731
+    print(f"model's blocking: {show(result['model'])}")
+    print(f"tuned blocking:   {show(result['winner'])} ({result['candidates']} candidates, "
+          f"{result['rounds']} rounds, {result['threads']} thread"
+          f"{'s' * (result['threads'] != 1)}, {result['seconds']:.1f} s)")
+    print(f"speedup over the model's: {result['speedup']:.3f}x")
+    print(f"saved to {result['path']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit code."""
     args = _parser().parse_args(argv)
@@ -312,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "datasets":
             return _datasets()
+        if args.command == "tune":
+            return _tune(args)
         return _train(args) if args.command == "train" else _compare(args)
     except (ImportError, ValueError) as e:
         print(f"fastnn: error: {e}", file=sys.stderr)

@@ -1,3 +1,9 @@
+import os
+
+# The suite never reads the user's tuning file (~/.cache/fastnn/tuning.json): a tuned blocking
+# would change what the tests see of the model's. test_tuning.py turns it on per subprocess.
+os.environ["FASTNN_TUNING"] = "off"
+
 import numpy as np
 import pytest
 
