@@ -20,23 +20,27 @@ Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr) {
     if (!l2) l2 = &fallback_l2;
 
     Blocking b;
-    const int64_t way1 = l1->sets() * l1->line_bytes;  // bytes in one way
-    const int64_t ways_b1 = std::max<int64_t>(1, (l1->ways - 1) * nr / (mr + nr));
-    b.kc = std::clamp<int64_t>(ways_b1 * way1 / (nr * kFloat), 16, 1024);
+    auto ways = [](int64_t bytes, const CacheLevel& c) {
+        const int64_t way = c.sets() * c.line_bytes;
+        return (bytes + way - 1) / way;
+    };
+    b.kc = 16;  // the floor, for an L1 too small for even that
+    for (int64_t kc = 1024; kc > 16; kc -= 8)
+        if (ways(kc * mr * kFloat, *l1) + ways(kc * nr * kFloat, *l1) <= l1->ways - 1) {
+            b.kc = kc;
+            break;
+        }
 
     const int64_t way2 = l2->sets() * l2->line_bytes;
-    const int64_t ways_a2 = (b.kc * mr * kFloat + way2 - 1) / way2;
-    const int64_t ways_b2 = std::max<int64_t>(1, l2->ways - 1 - ways_a2);
-    const int64_t sharing = std::max(1, l2->shared_by);
-    const int64_t nc = ways_b2 * way2 / sharing / (b.kc * kFloat);
-    b.nc = std::max<int64_t>(nr, std::min<int64_t>(nc, int64_t{1} << 16) / nr * nr);
+    const int64_t ways_a2 = std::max<int64_t>(1, l2->ways - 1 - ways(b.kc * nr * kFloat, *l2));
+    const int64_t mc = ways_a2 * way2 / std::max(1, l2->shared_by) / (b.kc * kFloat);
+    b.mc = std::max<int64_t>(mr, std::min<int64_t>(mc, int64_t{1} << 16) / mr * mr);
 
     if (!l3) l3 = l2;
     const int64_t way3 = l3->sets() * l3->line_bytes;
-    const int64_t ways_b3 = (b.kc * b.nc * kFloat + way3 - 1) / way3;
-    const int64_t ways_a3 = std::max<int64_t>(1, l3->ways - 1 - ways_b3);
-    const int64_t mc = ways_a3 * way3 / std::max(1, l3->shared_by) / (b.kc * kFloat);
-    b.mc = std::max<int64_t>(mr, std::min<int64_t>(mc, int64_t{1} << 16) / mr * mr);
+    const int64_t ways_b3 = std::max<int64_t>(1, l3->ways - 1 - ways(b.kc * b.mc * kFloat, *l3));
+    const int64_t nc = ways_b3 * way3 / std::max(1, l3->shared_by) / (b.kc * kFloat);
+    b.nc = std::max<int64_t>(nr, std::min<int64_t>(nc, 8192) / nr * nr);
     return b;
 }
 

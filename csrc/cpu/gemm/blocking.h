@@ -9,22 +9,22 @@
 namespace fastnn {
 
 struct Blocking {
-    int64_t kc = 0;  // k-block: an MR x KC panel of op(A) stays in L1
-    int64_t nc = 0;  // column block: the packed KC x NC block of op(B) stays in L2
-    int64_t mc = 0;  // row block: the packed MC x KC block of op(A) stays in L3
+    int64_t kc = 0;  // k-block: a KC x NR micro-panel of op(B) stays in L1
+    int64_t nc = 0;  // column block: the packed KC x NC block of op(B) stays in L3
+    int64_t mc = 0;  // row block: the packed MC x KC block of op(A) stays in L2
 };
 
 // The model, after Low, Igual, Smith and Quintana-Orti, "Analytical modeling is enough for
-// high-performance BLIS" (ACM TOMS 2016), in this library's row-major terms: the
-// microkernel broadcasts from an MR x KC panel of A, which stays in L1 while the KC x NR
-// micro-panels of B stream through it from the B block in L2.
-//   L1: one way is left for C and the stream's turnover; of the other W1 - 1 ways, the B
-//       micro-panel takes its share by width, floor((W1 - 1) NR / (MR + NR)); KC fills it.
-//   L2: one way left, one or more for the A panel; the B block fills the remaining ways,
+// high-performance BLIS" (ACM TOMS 2016), for the driver's loops (gemm.cpp): the microkernel
+// keeps a KC x NR micro-panel of B in L1 while the KC x MR panels of A stream through it
+// from the A block in L2; B's block waits in L3. A contiguous panel of S bytes needs
+// ceil(S / way) ways of a cache level (a way holds sets x line bytes).
+//   L1: the largest KC (a multiple of 8) whose A panel and B micro-panel need at most
+//       W1 - 1 ways together: one way is left for the C tile and the next panel.
+//   L2: one way left and the B micro-panel's ways taken; the A block fills the rest,
 //       divided between the logical CPUs that share the cache (each thread packs its own).
-//   L3: one way left, one or more for the B block; the A block fills the remaining ways,
-//       divided between the logical CPUs that share it. Without an L3, MC is the size
-//       the L2 model would give.
+//   L3: the same with the A block's ways taken, for the B block; at most 8192 columns
+//       (a thread's packed B is then at most 32 KC KiB). Without an L3, L2's sizes.
 // KC depends on the machine and the kernel only, never on the thread count.
 Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr);
 

@@ -2,15 +2,16 @@
 // C's rows (or, when C has few rows, of its columns) and packs what it needs itself, so
 // the threads share no packed data and meet only at the end: on a VM two cores are
 // sometimes far apart, and a cache line that crosses between them costs ~200 ns.
-//   for each MC block of the thread's rows, for each KC block of k:
-//     pack op(A) into MR-tall panels: the thread's MC x KC A block, sized for its L3 share
-//     for each NC block of the thread's columns:
-//       pack op(B) into NR-wide panels: the thread's KC x NC B block, sized for its L2
-//       for each A panel (KC x MR, which stays in L1 while it is used): run it against
-//       every B micro-panel, which stream from L2
-// MC, KC and NC come from the active ISA's context (blocking.h: the cache model, or a
-// tuned or overridden blocking). This is BLIS's loop nest with the roles of A and B
-// exchanged, as row-major C = A B is column-major C^T = B^T A^T.
+//   for each NC block of the thread's columns, for each KC block of k:
+//     pack op(B) into NR-wide panels: the thread's KC x NC B block, sized for its L3 share
+//     for each MC block of the thread's rows:
+//       pack op(A) into MR-tall panels: the MC x KC A block, sized for its L2
+//       for each B micro-panel (KC x NR, which stays in L1 while it is used): run it
+//       against every A panel of the block, which stream from L2
+// This is BLIS's loop nest (MC, KC, NC: blocking.h's cache model, or a tuned or overridden
+// blocking, from the active ISA's context). Its point is what streams: a KC x MR A panel
+// per tile, 1/(2 NR) floats per flop from L2, where A-in-L1-and-B-streaming moved
+// 1/(2 MR) (6x as much with the 8 x 48 kernel), and from L3 when B's block was sized for it.
 // Packing absorbs transposes and leading dimensions and zero-pads edges, so the
 // microkernel always runs full tiles; a narrower last column panel goes to the kernel's
 // narrow variant where it has one, other edge tiles through a small buffer.
@@ -216,22 +217,22 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         const int64_t mc_max = std::min<int64_t>((mc_cap + mr - 1) / mr * mr, (i1 - i0 + mr - 1) / mr * mr);
         float* a_pack = scratch(a_buf, a_cap, static_cast<size_t>(mc_max * kc_max));
         float* b_pack = scratch(b_buf, b_cap, static_cast<size_t>(nc_max * kc_max));
-        for (int64_t ic = i0; ic < i1; ic += mc_max) {
-            const int64_t rows = std::min(mc_max, i1 - ic), a_panels = (rows + mr - 1) / mr;
+        for (int64_t jc = j0; jc < j1; jc += nc_max) {
+            const int64_t nc = std::min(nc_max, j1 - jc), b_panels = (nc + nr - 1) / nr;
             for (int64_t pc = 0; pc < k; pc += kc_max) {
                 const int64_t kc = std::min(kc_max, k - pc);
                 const float beta_k = pc == 0 ? beta : 1.0f;
                 const Epilogue* ep_k = pc + kc >= k ? ep : nullptr;
-                for (int64_t ip = 0; ip < a_panels; ++ip)
-                    pack_a_panel(uk, trans_a, a, lda, ic, rows, pc, kc, ip, a_pack + ip * mr * kc);
-                for (int64_t jc = j0; jc < j1; jc += nc_max) {
-                    const int64_t nc = std::min(nc_max, j1 - jc), b_panels = (nc + nr - 1) / nr;
-                    for (int64_t jp = 0; jp < b_panels; ++jp)
-                        pack_b_panel(uk, trans_b, b, ldb, pc, kc, jc, nc, jp, b_pack);
-                    for (int64_t ip = 0; ip < a_panels; ++ip) {
-                        const int64_t i = ic + ip * mr;
-                        for (int64_t jp = 0; jp < b_panels; ++jp) {
-                            const int64_t j = jc + jp * nr;
+                for (int64_t jp = 0; jp < b_panels; ++jp)
+                    pack_b_panel(uk, trans_b, b, ldb, pc, kc, jc, nc, jp, b_pack);
+                for (int64_t ic = i0; ic < i1; ic += mc_max) {
+                    const int64_t rows = std::min(mc_max, i1 - ic), a_panels = (rows + mr - 1) / mr;
+                    for (int64_t ip = 0; ip < a_panels; ++ip)
+                        pack_a_panel(uk, trans_a, a, lda, ic, rows, pc, kc, ip, a_pack + ip * mr * kc);
+                    for (int64_t jp = 0; jp < b_panels; ++jp) {
+                        const int64_t j = jc + jp * nr;
+                        for (int64_t ip = 0; ip < a_panels; ++ip) {
+                            const int64_t i = ic + ip * mr;
                             run_tile(uk, kc, a_pack + ip * mr * kc, b_pack + jp * nr * kc,
                                      c + i * ldc + j, ldc, std::min<int64_t>(mr, ic + rows - i),
                                      std::min<int64_t>(nr, jc + nc - j), alpha, beta_k, ep_k, j);
