@@ -83,7 +83,9 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int,
     for _ in range(rounds):
         sample = {}
         for name, fn in fns.items():
-            time.sleep(0.02)  # the other runtimes' spinning workers go to sleep
+            # Past the other runtimes' spin-waits (OpenBLAS's threads spin ~0.1 s after a call),
+            # which would otherwise take a core from this one.
+            time.sleep(0.25)
             fn()
             t0 = time.perf_counter()
             for _ in range(inner[name]):
