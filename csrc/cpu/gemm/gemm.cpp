@@ -332,11 +332,6 @@ struct Init {
 
 }  // namespace
 
-const Microkernel* find_kernel(const char* name) {
-    const int i = index_of(name);
-    return i < 0 ? nullptr : kAll[i];
-}
-
 const Microkernel* kernel_named(const char* name) {
     for (const Microkernel* uk : kAll)
         if (std::strcmp(uk->isa, name) == 0) return uk;

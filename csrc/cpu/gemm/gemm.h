@@ -85,8 +85,7 @@ extern const Microkernel kAvx512Kernel;
 const char* active_isa();
 bool set_isa(const char* name);           // false if unknown or unsupported here
 int supported_isas(const char** names);   // fills up to 3 names, best first
-const Microkernel* find_kernel(const char* name);  // nullptr if unknown or unsupported here
-const Microkernel* kernel_named(const char* name); // any ISA built in, run here or not
+const Microkernel* kernel_named(const char* name);  // any ISA built in, run here or not
 
 // What the GEMM runs for one ISA: the kernel table and the blocking in use, with where
 // that blocking came from: "model" (derived from cpu_info()'s caches), "tuned" (fastnn.tune's

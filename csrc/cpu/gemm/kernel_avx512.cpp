@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "gemm.h"
+#include "small_gemm.h"
 
 namespace fastnn {
 namespace {
@@ -223,47 +224,19 @@ void small_dots(int64_t k, float alpha, const float* a, int64_t lda, const float
         }
 }
 
-template <int ROWS>
-void small_dots_row(int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                    const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4)
-        small_dots<ROWS, 4>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
-    switch (n - j) {
-        case 3: small_dots<ROWS, 3>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc); break;
-        case 2: small_dots<ROWS, 2>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc); break;
-        case 1: small_dots<ROWS, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc); break;
+struct SmallAvx512 {
+    template <int R>
+    static void rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                     const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+        small_rows<R>(trans_a, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
-}
-
-bool small_gemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                       const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                       float* c, int64_t ldc) {
-    // With B transposed only a thin B (few columns of C) suits the dot-product form.
-    if (trans_b && (trans_a || n > 16)) return false;
-    const int64_t a_row = trans_a ? 1 : lda;
-    for (int64_t i = 0; i < m; i += 4) {
-        const float* ai = a + i * a_row;
-        float* ci = c + i * ldc;
-        const int64_t rows = m - i < 4 ? m - i : 4;
-        if (!trans_b) {
-            switch (rows) {  // the remainder rows get a kernel of their own height
-                case 4: small_rows<4>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-                case 3: small_rows<3>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-                case 2: small_rows<2>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-                default: small_rows<1>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
-            }
-        } else {
-            switch (rows) {
-                case 4: small_dots_row<4>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-                case 3: small_dots_row<3>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-                case 2: small_dots_row<2>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-                default: small_dots_row<1>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
-            }
-        }
+    template <int R, int Q>
+    static void dots(int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                     int64_t ldb, float beta, float* c, int64_t ldc) {
+        small_dots<R, Q>(k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
-    return true;
-}
+    static constexpr int kDotRows = 4;
+};
 
 // Peak probe: 16 independent FMA chains (enough to cover latency x throughput on any
 // current core), no loads. Returns the flops performed.
@@ -287,6 +260,6 @@ double fma_probe_avx512(int64_t iters) {
 }  // namespace
 
 const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
-                                small_gemm_avx512, kernel_avx512_narrow, fma_probe_avx512};
+                                small_gemm<SmallAvx512>, kernel_avx512_narrow, fma_probe_avx512};
 
 }  // namespace fastnn
