@@ -92,6 +92,10 @@ def test_failed_cast_is_a_type_error_naming_the_argument():
 
 # ---------------------------------------------------------------- 3. indices changed meanwhile
 
+# numpy copies a large array without the GIL, and a byte-wise copy (rep movsb) can tear the
+# other thread's 8-byte write: the private copy may then hold a third value, in range or not.
+# What the bindings guarantee is that the values checked are the values read: a value out
+# of range is refused, one in range gives the answer for the copy that was read.
 RACE = """
     import threading, numpy as np, fastnn
     from fastnn import _C
@@ -110,6 +114,9 @@ RACE = """
             labels[-1] = last
     t = threading.Thread(target=flip)
     t.start()
+    def agrees(result, ref_loss, ref_grad):
+        return (abs(result[0] - ref_loss) < 1e-5 * abs(ref_loss)
+                and np.abs(result[1] - ref_grad).max() < 1e-6)
     ok = errors = 0
     try:
         for _ in range(ITERATIONS):
@@ -141,18 +148,20 @@ def test_cross_entropy_labels_changed_by_another_thread():
     _race("_C.cross_entropy(logits, labels)",
           """
             labels_now = labels.copy(); labels_now[-1] = last
-            ref_loss, ref_grad = cross_entropy(logits, labels_now)
-            assert abs(result[0] - ref_loss) < 1e-5 * abs(ref_loss), result[0]
-            assert np.abs(result[1] - ref_grad).max() < 1e-6""")
+            if not agrees(result, *cross_entropy(logits, labels_now)):
+                # the copy may hold a write torn by the other thread: any in-range last label
+                assert any(agrees(result, *cross_entropy(logits, np.append(labels_now[:-1], c)))
+                           for c in range(classes)), result[0]""")
 
 
 def test_cross_entropy_loss_labels_changed_by_another_thread():
     _race("(loss_fn(logits, labels), loss_fn.backward())",
           """
             labels_now = labels.copy(); labels_now[-1] = last
-            ref_loss, ref_grad = cross_entropy(logits, labels_now)
-            assert abs(result[0] - ref_loss) < 1e-5 * abs(ref_loss), result[0]
-            assert np.abs(result[1] - ref_grad).max() < 1e-6""",
+            if not agrees(result, *cross_entropy(logits, labels_now)):
+                # the copy may hold a write torn by the other thread: any in-range last label
+                assert any(agrees(result, *cross_entropy(logits, np.append(labels_now[:-1], c)))
+                           for c in range(classes)), result[0]""",
           setup="import fastnn.losses\nloss_fn = fastnn.losses.CrossEntropy()\n")
 
 
@@ -160,7 +169,10 @@ def test_gather_rows_index_changed_by_another_thread():
     _race("_C.gather_rows(x, labels)",
           """
             idx = labels.copy(); idx[-1] = last
-            assert np.array_equal(result, x[idx])""")
+            if not np.array_equal(result, x[idx]):
+                # the copy may hold a write torn by the other thread: any in-range last index
+                assert np.array_equal(result[:-1], x[idx[:-1]])
+                assert (result[-1] == x).all(axis=1).any()""")
 
 
 # ---------------------------------------------------------------- 4. thread counts
