@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,25 +45,19 @@ def threads(n: int, torch=None) -> Iterator[None]:
             torch.set_num_threads(torch_before)
 
 
-def median_time(fn: Callable[[], object], repeats: int, min_seconds: float = 0.2) -> float:
-    """Median seconds per call over `repeats` timed rounds, each at least min_seconds/repeats.
-
-    Each library is timed in its own block, after a pause that lets the other runtimes'
-    spinning worker threads go to sleep (they would otherwise steal the cores).
-    """
-    time.sleep(0.05)
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-7)
-    inner = max(1, int(min_seconds / repeats / once))
-    samples = []
-    for _ in range(repeats):
+def warm_up(fn: Callable[[], object], seconds: float = 0.02) -> float:
+    """Call fn for `seconds` and return its fastest call. On a VM a vCPU that idled (through
+    a pause, or between libraries) takes up to a host scheduler tick to wake (0.2-8 ms seen
+    on a 2-vCPU KVM guest): the first calls after an idle spell time the hypervisor, not
+    the library, and a calibration from one such call ran 3 calls a round instead of 500."""
+    end = time.perf_counter() + seconds
+    best = float("inf")
+    while True:
         t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        samples.append((time.perf_counter() - t0) / inner)
-    return statistics.median(samples)
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        if t0 >= end:
+            return max(best, 1e-7)
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int,
@@ -75,10 +70,7 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int,
     inner = {}
     for name, fn in fns.items():  # calibrate: enough calls for min_seconds / rounds a sample
         time.sleep(0.05)
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        inner[name] = max(1, int(min_seconds / rounds / max(time.perf_counter() - t0, 1e-7)))
+        inner[name] = max(1, int(min_seconds / rounds / warm_up(fn)))
     per_round = []
     for _ in range(rounds):
         sample = {}
@@ -86,7 +78,7 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int,
             # Past the other runtimes' spin-waits (OpenBLAS's threads spin ~0.1 s after a call),
             # which would otherwise take a core from this one.
             time.sleep(0.25)
-            fn()
+            warm_up(fn)
             t0 = time.perf_counter()
             for _ in range(inner[name]):
                 fn()
@@ -141,7 +133,7 @@ def machine_info() -> dict:
 def warn_openblas_env() -> None:
     if os.environ.get("OPENBLAS_CORETYPE"):
         print("note: OPENBLAS_CORETYPE is set, which slows NumPy's OpenBLAS here; for a fair run: "
-              "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python", " ".join(os.sys.argv))
+              "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python", " ".join(sys.argv), file=sys.stderr)
 
 
 def write_json(name: str, payload: dict) -> Path:
