@@ -151,38 +151,51 @@ def test_blocking_does_not_change_with_threads(restore_blocking):
 
 
 # ----------------------------------------------------------------------------- the model
-# Worked by hand from the model's rules (blocking.h), 4-byte floats, 64-byte lines; a panel
-# of S bytes needs ceil(S / way) ways:
-#  zen 3, avx2 (6 x 16): L1 32K/8 ways, a way is 4 KiB. KC = 320: A panel 7680 B = 2 ways, B
-#   micro-panel 20480 B = 5 ways, 7 = 8 - 1; KC = 328 needs 2 + 6. L2 512K/8, a way is 64
-#   KiB: the B micro-panel takes 1, one is left, 6 for A: MC = 6*65536/(320*4) = 307 -> 306.
-#   L3 32M/16, a way is 2 MiB: A's block takes 1, 14 for B: 22937 columns, capped at 8192.
-#  sapphire rapids, avx512 (8 x 48): L1 48K/12, a way is 4 KiB. KC = 192: 6144 B = 2 ways +
-#   36864 B = 9 ways = 11; KC = 200 needs 2 + 10. L2 2M/16, a way is 128 KiB: 14 ways for A,
-#   MC = 14*131072/768 = 2389 -> 2384. L3: NC capped at 8192 -> 8160 (a multiple of 48).
-#  the laptop, avx2: KC = 320 as on zen 3; L2 256K/4: 4-1-1 = 2 ways, MC = 2*65536/1280 =
-#   102; L3 6M/12, a way is 512 KiB: 12-1-1 = 10 ways, NC = 10*524288/1280 = 4096.
+# Worked by hand from the model's rules (blocking.h), 4-byte floats, 64-byte lines: L2 less
+# one way holds S floats; MC(KC) = floor((floor(S / KC) - NR) / MR) * MR, and KC minimizes
+# 1/KC + 1/(2 MC):
+#  zen 3, avx2 (6 x 16): L2 512K/8, S = 7 * 65536 / 4 = 114688. KC = 448: 256 - 16 = 240,
+#   1/448 + 1/480 = 0.0043155; KC = 440 gives MC = 240 too (worse), KC = 456 gives
+#   251 - 16 -> 234, 1/456 + 1/468 = 0.0043297. L3 32M/16, a way is 2 MiB: A's block (430
+#   KB) takes 1, 14 for B: 14 * 2 MiB / (448 * 4) = 16384 columns, capped at 8192.
+#  sapphire rapids, avx512 (8 x 48): L2 2M/16, S = 15 * 131072 / 4 = 491520. KC = 888:
+#   553 - 48 = 505 -> 504, 1/888 + 1/1008 = 0.0021182 (KC = 880: 558 - 48 -> 504,
+#   0.0021284; KC = 896: 548 - 48 -> 496, 0.0021241). L3: capped, 8192 -> 8160.
+#  the laptop, avx2: L2 256K/4, S = 3 * 65536 / 4 = 49152. KC = 296: 166 - 16 = 150,
+#   1/296 + 1/300 = 0.0067117. L3 6M/12, a way is 512 KiB: A's block takes 1, 10 for B:
+#   10 * 524288 / (296 * 4) = 4428 -> 4416 (a multiple of 16).
+#  zen 5, avx512: L2 1M/16, S = 245760. KC = 640: 384 - 48 = 336. L3 32M/16 (an override
+#   has no sharing count: one thread): capped, 8160. cpuid on a 2-vCPU Zen 5 reports the L3
+#   shared by two, 14 * 2 MiB / 2 / 2560 = 5734 -> 5712 columns.
 @pytest.mark.parametrize("isa,spec,expected", [
-    ("avx2", "32K:8,512K:8,32M:16", (320, 8192, 306)),
-    ("avx512", "48K:12,2M:16,300M:15", (192, 8160, 2384)),
-    ("avx2", "32K:8,256K:4,6M:12", (320, 4096, 102)),
+    ("avx2", "32K:8,512K:8,32M:16", (448, 8192, 240)),
+    ("avx512", "48K:12,2M:16,300M:15", (888, 8160, 504)),
+    ("avx2", "32K:8,256K:4,6M:12", (296, 4416, 150)),
+    ("avx512", "48K:12,1M:16,32M:16", (640, 8160, 336)),
 ])
 def test_model_blocking_worked_examples(isa, spec, expected):
     assert _C.model_blocking(isa, spec) == expected
 
 
+KERNELS = {"avx512": (8, 48), "avx2": (6, 16), "generic": (4, 16)}
+
+
 @pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
 def test_model_blocks_fit_the_levels_they_are_sized_for(isa, geometry):
-    """A panel + B micro-panel fit L1 but one way; A block + B micro-panel fit L2 but one;
-    B block + A block fit L3."""
+    """A block + B micro-panel fit L2 but one way; B block + A block fit L3; and no other
+    KC (with the largest MC that then fits) moves less from beyond L2."""
     kc, nc, mc = _C.model_blocking(isa, GEOMETRIES[geometry])
-    mr, nr = {"avx512": (8, 48), "avx2": (6, 16), "generic": (4, 16)}[isa]
-    (l1, w1), (l2, w2), (l3, _) = [_parse(level) for level in GEOMETRIES[geometry].split(",")]
-    assert kc * (mr + nr) * 4 <= l1 * (w1 - 1) / w1
+    mr, nr = KERNELS[isa]
+    _, (l2, w2), (l3, _) = [_parse(level) for level in GEOMETRIES[geometry].split(",")]
     assert kc * (mc + nr) * 4 <= l2 * (w2 - 1) / w2
     assert kc * (mc + nc) * 4 <= l3
-    assert nc % nr == 0 and mc % mr == 0 and kc >= 16
+    assert nc % nr == 0 and mc % mr == 0 and kc % 8 == 0 and 16 <= kc <= 1024
+    floats = l2 * (w2 - 1) // w2 // 4
+    for other in range(16, 1025, 8):
+        other_mc = (floats // other - nr) // mr * mr
+        if other_mc >= mr:
+            assert 1 / kc + 0.5 / mc <= 1 / other + 0.5 / other_mc + 1e-12, (other, other_mc)
 
 
 def _parse(level):

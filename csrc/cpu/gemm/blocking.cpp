@@ -24,17 +24,23 @@ Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr) {
         const int64_t way = c.sets() * c.line_bytes;
         return (bytes + way - 1) / way;
     };
-    b.kc = 16;  // the floor, for an L1 too small for even that
-    for (int64_t kc = 1024; kc > 16; kc -= 8)
-        if (ways(kc * mr * kFloat, *l1) + ways(kc * nr * kFloat, *l1) <= l1->ways - 1) {
+    // The A block and the B micro-panel share the L2 left after one way, per thread; pick
+    // the (KC, MC) with the least traffic from beyond it: 1/KC for C, 1/(2 MC) for B.
+    const int64_t l2_floats =
+        std::max(1, l2->ways - 1) * l2->sets() * l2->line_bytes / std::max(1, l2->shared_by) / kFloat;
+    b.kc = 16;  // the floor, for an L2 too small for even that
+    b.mc = mr;
+    double best = 0.0;
+    for (int64_t kc = 16; kc <= 1024; kc += 8) {
+        const int64_t mc = (l2_floats / kc - nr) / mr * mr;
+        if (mc < mr) break;
+        const double traffic = 1.0 / double(kc) + 0.5 / double(mc);
+        if (best == 0.0 || traffic < best) {
+            best = traffic;
             b.kc = kc;
-            break;
+            b.mc = mc;
         }
-
-    const int64_t way2 = l2->sets() * l2->line_bytes;
-    const int64_t ways_a2 = std::max<int64_t>(1, l2->ways - 1 - ways(b.kc * nr * kFloat, *l2));
-    const int64_t mc = ways_a2 * way2 / std::max(1, l2->shared_by) / (b.kc * kFloat);
-    b.mc = std::max<int64_t>(mr, std::min<int64_t>(mc, int64_t{1} << 16) / mr * mr);
+    }
 
     if (!l3) l3 = l2;
     const int64_t way3 = l3->sets() * l3->line_bytes;

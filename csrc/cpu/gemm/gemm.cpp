@@ -6,12 +6,12 @@
 //     pack op(B) into NR-wide panels: the thread's KC x NC B block, sized for its L3 share
 //     for each MC block of the thread's rows:
 //       pack op(A) into MR-tall panels: the MC x KC A block, sized for its L2
-//       for each B micro-panel (KC x NR, which stays in L1 while it is used): run it
-//       against every A panel of the block, which stream from L2
+//       for each B micro-panel (KC x NR, fetched from L3 once and reused from L2): run it
+//       against every A panel of the block
 // This is BLIS's loop nest (MC, KC, NC: blocking.h's cache model, or a tuned or overridden
-// blocking, from the active ISA's context). Its point is what streams: a KC x MR A panel
-// per tile, 1/(2 NR) floats per flop from L2, where A-in-L1-and-B-streaming moved
-// 1/(2 MR) (6x as much with the 8 x 48 kernel), and from L3 when B's block was sized for it.
+// blocking, from the active ISA's context). Its point is what comes from beyond L2: B's
+// micro-panels once per A block (1/(2 MC) floats per flop) and C's tiles once per k-block
+// (1/KC). The order before it (A panel in L1, B streaming) moved 1/(2 MR) from L3.
 // Packing absorbs transposes and leading dimensions and zero-pads edges, so the
 // microkernel always runs full tiles; a narrower last column panel goes to the kernel's
 // narrow variant where it has one, other edge tiles through a small buffer.
