@@ -29,6 +29,9 @@ inline void tile_kernel(int64_t kc, const float* a, const float* b, float* c, in
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
         for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_setzero_ps();
+    // Unrolled by 4: the loop's counter, pointer bumps and branch once per 96 FMAs, not 24
+    // (+1-4% at 512-4096 on a Zen 5, the two builds alternated three times).
+#pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p, a += MR, b += NR) {
         __m512 bv[NV];
 #pragma GCC unroll 3
