@@ -530,6 +530,7 @@ const GemmContext& context_arg(const std::string& isa, const char* fn) {
 
 PYBIND11_MODULE(_C, m) {
     m.doc() = "fastnn's C++ kernels (see _C.pyi for the contract)";
+    m.attr("__version__") = FASTNN_VERSION;  // pyproject.toml's, through CMake
 
     m.def("config", [] {
         py::dict d;

@@ -22,6 +22,8 @@ ActivationName = Literal["identity", "linear", "sigmoid", "relu", "tanh", "leaky
                          "gelu", "softplus"]
 IsaName = Literal["avx512", "avx2", "generic"]
 
+__version__: str  # pyproject.toml's version, compiled in
+
 def config() -> dict:
     """{'isa': str, 'isa_supported': list[str], 'openmp': bool, 'num_threads': int,
     'load_pauses': int, 'cuda': bool, 'cpu': dict (vendor, model_name, family, model, stepping,

@@ -26,7 +26,7 @@ from ._random import seed
 from . import tuning as _tuning
 from .tuning import tune
 
-__version__ = "0.1.0"
+__version__: str = _C.__version__  # pyproject.toml's version, compiled in by the build
 
 __all__ = ["callbacks", "config", "data", "datasets", "diagnostics", "experiments",
            "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads", "metrics",

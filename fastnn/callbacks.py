@@ -55,7 +55,7 @@ class Callback:
 
 
 def _optimizer(model: Any) -> Any:
-    compiled = getattr(model, "_compiled", None)
+    compiled = getattr(model, "compiled", None)
     if compiled is None:
         raise RuntimeError("this callback needs a compiled model: call model.compile(...) first")
     return compiled.optimizer

@@ -107,7 +107,7 @@ class Monitor:
             finite &= math.isfinite(grad)
             self._add(name, "grad_norm", grad)
             self._before[name] = layer.weight.data.copy()
-            y = getattr(act, "_y", None)
+            y = getattr(act, "last_output", None)
             if y is None:
                 continue
             y = y.reshape(len(y), -1)
@@ -149,7 +149,7 @@ class Monitor:
     def _locate_nonfinite(self) -> str:
         where = f"in epoch {self._epoch + 1}, batch {self._batch + 1}"
         for name, layer in self._all:
-            y = getattr(layer, "_y", None)
+            y = getattr(layer, "last_output", None)
             if y is not None and not math.isfinite(_C.sum_squares(y)):
                 return (f"non-finite values (NaN/Inf) {where}: first in the output of layer "
                         f"{name} ({layer!r}); lower the learning rate, clip gradients "

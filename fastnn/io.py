@@ -120,7 +120,7 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
     if logs is not None:
         metadata["logs"] = json.dumps({k: float(v) for k, v in logs.items()})
     if include_optimizer:
-        compiled = getattr(model, "_compiled", None)
+        compiled = getattr(model, "compiled", None)
         if compiled is None:
             raise ValueError("save(include_optimizer=True) needs a compiled model: call "
                              "model.compile(...) first, or save without the optimizer")
@@ -274,7 +274,7 @@ def load(path: str | Path) -> Any:
                 {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items()
                  if k.startswith(OPTIMIZER_PREFIX)})
             if "run" in training:
-                model._compiled.resume = train.RunState.from_json(training["run"])
+                model.compiled.resume = train.RunState.from_json(training["run"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise InvalidFileError(f"{path}: cannot restore the saved training state: "
                                    f"{err!r}") from err

@@ -18,6 +18,12 @@ class Loss:
         self._grad: np.ndarray | None = None
         self._checked = False
 
+    def skip_first_input_check(self) -> None:
+        """The first call checks what the loss is given (and warns once, for example about
+        probabilities passed where logits are expected); skip that check, as ``compile``
+        does when it has already given the warning."""
+        self._checked = True
+
     def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
         pred = as_float32(pred, f"{self!r}: pred")
         target = numeric(target, f"{self!r}: target")

@@ -128,8 +128,7 @@ class Optimizer:
         flat = self._flat
         flat.check_bound(type(self).__name__)
         for p in self.params:
-            if p._zero_pending:  # no backward pass since zero_grad
-                _ = p.grad  # reading grad writes the pending zeros
+            p.settle_grad()  # no backward pass since zero_grad: its zeros are written now
         if self.clip_norm is not None:
             factor = self.clip_norm / (math.sqrt(_C.sum_squares(flat.grad)) + 1e-6)
             if factor < 1.0:

@@ -105,7 +105,11 @@ def _generator(state: Any) -> np.random.Generator:
 
 
 @dataclass
-class _Compiled:
+class Compiled:
+    """What ``compile`` set on a model, as ``model.compiled`` (None before compile): the
+    loss, the optimizer bound to the model's parameters, the metrics and their names as
+    given, and the run state that ``save`` writes and a loaded checkpoint resumes."""
+
     loss: losses.Loss
     optimizer: optim.Optimizer
     metrics: list[_metrics.Metric]
@@ -169,8 +173,8 @@ def compile(model: Any, loss: str | losses.Loss, optimizer: str | optim.Optimize
     opt = optim.get(optimizer).bind(model.parameters())
     names = [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics or ())
     if _warn_on_output_activation(model, loss_fn):
-        loss_fn._checked = True  # said once, here; the loss need not say it again
-    model._compiled = _Compiled(loss_fn, opt, _resolve_metrics(names, loss_fn), names)
+        loss_fn.skip_first_input_check()  # said once, here; the loss need not say it again
+    model.compiled = Compiled(loss_fn, opt, _resolve_metrics(names, loss_fn), names)
 
 
 def _resolve_metrics(names: list[str | _metrics.Metric], loss_fn: losses.Loss
@@ -300,7 +304,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     return history
 
 
-def _start(cfg: _Compiled, seed: int | np.random.Generator | None, epochs: int,
+def _start(cfg: Compiled, seed: int | np.random.Generator | None, epochs: int,
            augment: Any) -> tuple[np.random.Generator, np.random.Generator, int]:
     """The generators of fit's validation split and shuffling, and its first epoch: a
     loaded checkpoint's fit resumed (see ``fit``), or a new one."""
@@ -369,7 +373,7 @@ class _Tally:
         return logs
 
 
-def _train_epoch(model: Any, cfg: _Compiled, X: np.ndarray, y: np.ndarray,
+def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
                  batch_size: int | None, rng: np.random.Generator | None,
                  augment: Callable[[np.ndarray], np.ndarray] | None,
                  monitor: _diagnostics.Monitor | None, progress: _Progress,
@@ -435,7 +439,7 @@ def _augmented(augment: Callable[[np.ndarray], np.ndarray], xb: np.ndarray) -> n
     return out
 
 
-def _evaluate(model: Any, cfg: _Compiled, X: np.ndarray, y: np.ndarray,
+def _evaluate(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
               metrics: list[_metrics.Metric], batch_size: int = 256) -> dict[str, float]:
     tally = _Tally(metrics)
     penalty = model.regularization_loss()
@@ -542,8 +546,8 @@ def _mode(model: Any, training: bool) -> Iterator[None]:
         model.train(previous)
 
 
-def _require_compiled(model: Any, what: str) -> _Compiled:
-    cfg = getattr(model, "_compiled", None)
+def _require_compiled(model: Any, what: str) -> Compiled:
+    cfg = getattr(model, "compiled", None)
     if cfg is None:
         raise RuntimeError(f"call model.compile(loss=..., optimizer=...) before {what}()")
     return cfg

@@ -29,10 +29,18 @@ def test_config_keys_and_types():
     assert cfg["cuda"] is False
 
 
-def test_version_matches_package():
-    version = getattr(fastnn, "__version__", None)
-    assert version is not None, "fastnn.__version__ missing"
-    assert fastnn.config()["version"] == version
+def test_version_comes_from_pyproject_alone():
+    """pyproject.toml holds the version; the build compiles it into _C, and the package,
+    config() and the installed metadata all read that one."""
+    import importlib.metadata
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    declared = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
+    assert fastnn.__version__ == _C.__version__ == declared
+    assert fastnn.config()["version"] == declared
+    assert importlib.metadata.version("fastnn") == declared
 
 
 def test_config_reports_isa_change():

@@ -103,7 +103,7 @@ def test_function_schedule_sets_each_epochs_lr(digits):
 
     class Spy(callbacks.Callback):
         def on_batch_end(self, batch, logs=None):
-            seen.append(self.model._compiled.optimizer.lr)
+            seen.append(self.model.compiled.optimizer.lr)
 
     schedule = callbacks.LearningRateScheduler(lambda epoch: 0.1 / (epoch + 1))
     history = model.fit(X, y, epochs=3, batch_size=100, verbose=0, seed=0, callbacks=[schedule, Spy()])
@@ -135,7 +135,7 @@ def test_scheduler_protocol_gets_the_optimizer_and_the_logs(digits):
 
     history = model.fit(X, y, epochs=2, validation_data=(Xv, yv), verbose=0, seed=0,
                         callbacks=[callbacks.LearningRateScheduler(Halve())])
-    assert calls[0] == ("bind", model._compiled.optimizer)
+    assert calls[0] == ("bind", model.compiled.optimizer)
     assert [c[0] for c in calls[1:]] == [0, 1]
     assert "val_loss" in calls[1][1] and "lr" in calls[1][1]
     assert history.history["lr"] == pytest.approx([0.01, 0.005])

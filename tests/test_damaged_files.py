@@ -233,7 +233,7 @@ def damaged(rng, raw, protect_after=None):
 def model_fingerprint(model):
     """Everything load restores: architecture, weights, and the training state if any."""
     out = {"config": model.get_config(), "weights": {k: v.tobytes() for k, v in model.state_dict().items()}}
-    compiled = getattr(model, "_compiled", None)
+    compiled = getattr(model, "compiled", None)
     if compiled is not None:
         out.update(optimizer=compiled.optimizer.get_config(), loss=repr(compiled.loss),
                    state={k: v.tobytes() for k, v in compiled.optimizer.state_arrays().items()},

@@ -42,7 +42,7 @@ def test_save_load_predict_bit_identical(trained, digits, tmp_path):
     assert isinstance(loaded, nn.Sequential) and repr(loaded) == repr(trained)
     np.testing.assert_array_equal(loaded.predict(digits[0]), trained.predict(digits[0]))
     assert loaded.get_config() == trained.get_config()
-    assert getattr(loaded, "_compiled", None) is None      # weights only: compile it yourself
+    assert getattr(loaded, "compiled", None) is None      # weights only: compile it yourself
 
 
 def test_file_holds_state_dict_names_and_the_architecture(trained, tmp_path):
@@ -97,7 +97,7 @@ def test_resume_with_optimizer_state_equals_uninterrupted_training(digits, tmp_p
     first.fit(X, y, epochs=2, batch_size=32, verbose=0, seed=rng)
     path = first.save(tmp_path / "resume.safetensors", include_optimizer=True)
     resumed = fastnn.load(path)
-    assert resumed._compiled.optimizer.get_config() == first._compiled.optimizer.get_config()
+    assert resumed.compiled.optimizer.get_config() == first.compiled.optimizer.get_config()
     history = resumed.fit(X, y, epochs=2, batch_size=32, verbose=0, seed=rng)
     assert "accuracy" in history.history
     for name, value in straight.state_dict().items():
@@ -119,10 +119,10 @@ def test_saved_loss_and_metrics_come_back(tmp_path, digits):
     model.compile(loss=fastnn.losses.BinaryCrossEntropy(from_logits=False), optimizer="momentum",
                   metrics=["accuracy", "precision"])
     loaded = fastnn.load(model.save(tmp_path / "b.safetensors", include_optimizer=True))
-    assert isinstance(loaded._compiled.loss, fastnn.losses.BinaryCrossEntropy)
-    assert loaded._compiled.loss.from_logits is False
-    assert loaded._compiled.metric_names == ["accuracy", "precision"]
-    assert loaded._compiled.optimizer.get_config() == model._compiled.optimizer.get_config()
+    assert isinstance(loaded.compiled.loss, fastnn.losses.BinaryCrossEntropy)
+    assert loaded.compiled.loss.from_logits is False
+    assert loaded.compiled.metric_names == ["accuracy", "precision"]
+    assert loaded.compiled.optimizer.get_config() == model.compiled.optimizer.get_config()
 
 
 def test_include_optimizer_needs_a_compiled_model(tmp_path):

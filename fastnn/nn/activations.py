@@ -19,6 +19,11 @@ class _Activation(Module):
         super().__init__()
         self._y: np.ndarray | None = None
 
+    @property
+    def last_output(self) -> np.ndarray | None:
+        """The output of the last forward call, which backward uses (None before one)."""
+        return self._y
+
     def _forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 

@@ -88,6 +88,11 @@ class Dense(Module):
         self._z: np.ndarray | None = None
         self._y: np.ndarray | None = None
 
+    @property
+    def last_output(self) -> np.ndarray | None:
+        """The output of the last forward call, which backward uses (None before one)."""
+        return self._y
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self._forward(x, None, False)
 

@@ -54,10 +54,15 @@ class Parameter:
 
     @property
     def grad(self) -> np.ndarray:
+        self.settle_grad()
+        return self._grad
+
+    def settle_grad(self) -> None:
+        """Write the zeros a ``zero_grad`` left pending, for code that steps over the
+        gradient's memory without reading ``grad`` (the optimizers' flat buffer)."""
         if self._zero_pending:
             self._grad.fill(0.0)
             self._zero_pending = False
-        return self._grad
 
     @grad.setter
     def grad(self, value: np.ndarray) -> None:
