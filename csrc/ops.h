@@ -46,6 +46,9 @@ struct AugmentSpec {
     float max_rotation = 0.0f;  // degrees, either way
     float noise_std = 0.0f;
 };
+// Counter-stream elements each image of a call takes: image i reads offset + i * this, so
+// a caller advances its offset by n * this per batch (exported as _C.AUGMENT_STREAM_PER_IMAGE).
+constexpr uint64_t kAugmentStreamPerImage = 8;
 // n images of c channels of h x w (contiguous), transformed into out (never in place).
 void augment_images(const float* x, float* out, int64_t n, int64_t c, int64_t h, int64_t w,
                     const AugmentSpec& spec, uint64_t seed, uint64_t offset);

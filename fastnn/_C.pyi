@@ -23,6 +23,12 @@ ActivationName = Literal["identity", "linear", "sigmoid", "relu", "tanh", "leaky
 IsaName = Literal["avx512", "avx2", "generic"]
 
 __version__: str  # pyproject.toml's version, compiled in
+AUGMENT_STREAM_PER_IMAGE: int  # counter-stream elements each image of augment_images takes
+
+def activations() -> dict[str, dict]:
+    """The activation table: name -> {"canonical": the name of the same function listed first
+    ("linear" -> "identity"), "alpha": its default parameter, "backward_needs_input": whether
+    its derivative needs x (not only y = f(x)), "he_init": whether Dense's default init is He's}."""
 
 def config() -> dict:
     """{'isa': str, 'isa_supported': list[str], 'openmp': bool, 'num_threads': int,
@@ -86,8 +92,12 @@ def activation_forward(name: ActivationName, x: npt.ArrayLike, alpha: float = 0.
     """y = f(x), a new array of x's shape; alpha is leaky_relu's negative slope."""
 
 def activation_backward(name: ActivationName, y: npt.ArrayLike, grad_y: npt.ArrayLike,
-                        alpha: float = 0.01, x: Optional[npt.ArrayLike] = None) -> F32:
-    """grad_x = f'(x) * grad_y, computed from the forward output y ("gelu": from x, required)."""
+                        alpha: float = 0.01, x: Optional[npt.ArrayLike] = None,
+                        out: Optional[F32] = None, bias_grad: Optional[F32] = None) -> F32:
+    """grad_x = f'(x) * grad_y, computed from the forward output y ("gelu": from x, required).
+    out: in place, y's shape, into which grad_x goes (it may be grad_y, y or x itself);
+    returned. bias_grad: in place, (columns,) of a 2-D y: grad_x's column sums are added to
+    it in the same pass (a Dense layer's bias gradient)."""
 
 def softmax_forward(x: npt.ArrayLike) -> F32:
     """Row-wise stable softmax of a 2-D array."""

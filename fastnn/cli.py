@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import fastnn
 from fastnn._checks import thread_count
 
-ACTIVATIONS = ["relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus"]
+ACTIVATIONS = [name for name, a in fastnn._C.activations().items() if a["canonical"] != "identity"]
 OPTIMIZERS = ["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 SCHEDULES = ["none", "step", "exponential", "cosine", "plateau"]
 

@@ -150,14 +150,10 @@ class Augment:
         out = _C.augment_images(images, seed=self.seed, offset=self.offset,
                                 max_shift=self.max_shift, flip=self.flip,
                                 max_rotation=self.max_rotation, noise_std=self.noise_std)
-        self.offset += _STREAM_PER_IMAGE * len(x)
+        self.offset += _C.AUGMENT_STREAM_PER_IMAGE * len(x)
         return out.reshape(x.shape)
 
     def __repr__(self) -> str:
         return (f"Augment(image_shape={self.image_shape}, max_shift={self.max_shift}, "
                 f"flip={self.flip}, max_rotation={self.max_rotation}, "
                 f"noise_std={self.noise_std}, seed={self.seed})")
-
-
-# augment_images reads image i's random numbers at offset + 8 i.
-_STREAM_PER_IMAGE = 8

@@ -992,6 +992,28 @@ def test_augment_images(data, n, c, h, w, shift, flip, rot, noise, seed, offset,
                                          max_rotation=rot, noise_std=noise), [x], bad, check)
 
 
+# ----------------------------------------------------------------------------- the activation table
+@fuzz(args=st.sampled_from([(), (1,), ("relu",), (None,)]),
+      name=st.sampled_from(["relu", "linear", "gelu", "GELU", "", "softmax", "identity", "elu"]))
+def test_activation_table(args, name):
+    """activations() takes no argument and lists exactly the names the kernels accept."""
+    trace(f"activations(*{args!r})")
+    if args:
+        with pytest.raises(TypeError):
+            _C.activations(*args)
+        return
+    table = _C.activations()
+    x = np.linspace(-3, 3, 7, dtype=np.float32)
+    trace(f"activation_forward({name!r}, ...)")
+    if name in table:
+        assert table[table[name]["canonical"]]["canonical"] == table[name]["canonical"]
+        assert np.isfinite(_C.activation_forward(name, x, table[name]["alpha"])).all()
+    else:
+        with pytest.raises(ValueError) as err:
+            _C.activation_forward(name, x)
+        assert all(known in str(err.value) for known in table), str(err.value)
+
+
 # ----------------------------------------------------------------------------- configuration
 # (more threads than this machine's 2 cores would only measure OpenMP's spinning, issue 18)
 @fuzz(threads=st.sampled_from([1, 2, 100000, 0, -1, 2**31, True, 2.0]),
@@ -1217,7 +1239,7 @@ def test_fuzz_covers_every_binding_and_layer():
                "augment_images", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
                "supported_isas", "config", "fma_peak_gflops", "max_num_threads", "blocking",
                "set_blocking", "reset_blocking", "model_blocking", "fma_peak_per_core",
-               "_elementwise_isa"}
+               "_elementwise_isa", "activations"}
     public = {n for n in dir(_C) if not n.startswith("__") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}

@@ -7,6 +7,8 @@ another order; the graph of module-level imports is checked to be acyclic instea
 import ast
 import json
 import sys
+
+import numpy as np
 from pathlib import Path
 
 import fastnn
@@ -141,3 +143,134 @@ def test_training_methods_are_trains_functions():
     assert model.fit.__func__ is train.fit and model.fit.__self__ is model
     assert model.compile.__doc__ == train.compile.__doc__
     assert "fastnn.train" in sys.modules
+
+
+# ----------------------------------------------------------------------------- one source per fact
+def _stub_literal(name: str) -> set[str]:
+    tree = ast.parse((PACKAGE / "_C.pyi").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return {elt.value for elt in node.value.slice.elts}
+    raise AssertionError(f"{name} not in _C.pyi")
+
+
+def test_activation_table_is_the_one_the_stubs_and_layers_use():
+    from fastnn import _C, nn
+    from _ref import act_forward
+
+    table = _C.activations()
+    assert _stub_literal("ActivationName") == set(table)
+    assert table["linear"]["canonical"] == "identity" and table["gelu"]["backward_needs_input"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    for name, info in table.items():
+        layer = nn.Dense(3, 4, activation=name)
+        assert layer.activation == info["canonical"]
+        assert layer.init is None
+        z = x.astype(np.float64) @ layer.weight.data.T.astype(np.float64) + layer.bias.data
+        np.testing.assert_allclose(layer(x), act_forward(info["canonical"], z, info["alpha"]),
+                                   rtol=2e-5, atol=2e-6, err_msg=name)
+
+
+def test_augment_stream_width_is_the_kernels():
+    """Image i of a call reads the stream at offset + i * AUGMENT_STREAM_PER_IMAGE: one call
+    over two images equals two calls, the second at that offset."""
+    from fastnn import _C
+
+    x = np.random.default_rng(1).random((2, 6, 6)).astype(np.float32)
+    kw = dict(seed=7, max_shift=2.0, flip=True, max_rotation=20.0, noise_std=0.1)
+    both = _C.augment_images(x, offset=5, **kw)
+    second = _C.augment_images(x[1:], offset=5 + _C.AUGMENT_STREAM_PER_IMAGE, **kw)
+    np.testing.assert_array_equal(both[1:], second)
+    assert _C.AUGMENT_STREAM_PER_IMAGE == 8
+
+
+# ----------------------------------------------------------------------------- _C.pyi against _C
+def _split_top(text: str) -> list[str]:
+    """Split at the commas outside brackets."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch in "([{") - (ch in ")]}")
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return parts + ([cur.strip()] if cur.strip() else [])
+
+
+def _bound_signature(fn) -> list[list[tuple[str, bool, str | None]]]:
+    """Per overload, [(name, keyword-only, default's repr or None)], from the signature lines
+    pybind11 writes at the top of the docstring ("1. name(...)" for overloads)."""
+    sigs = []
+    for line in fn.__doc__.splitlines():
+        if line[:1].isdigit() and f". {fn.__name__}(" in line:
+            line = line.split(". ", 1)[1]
+        if not line.startswith(fn.__name__ + "("):
+            continue
+        params, kwonly = [], False
+        for p in _split_top(line[len(fn.__name__) + 1: line.rindex(") -> ")]):
+            if p == "*":
+                kwonly = True
+                continue
+            name, _, rest = p.partition(":")
+            params.append((name.strip(), kwonly, rest.split(" = ", 1)[1] if " = " in rest else None))
+        sigs.append(params)
+    return sigs
+
+
+def _stub_signatures() -> dict[str, list[list[tuple[str, bool, ast.expr | None]]]]:
+    out: dict[str, list] = {}
+    for node in ast.parse((PACKAGE / "_C.pyi").read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            a = node.args
+            pos = a.posonlyargs + a.args
+            defaults = [None] * (len(pos) - len(a.defaults)) + a.defaults
+            params = [(x.arg, False, d) for x, d in zip(pos, defaults)]
+            params += [(x.arg, True, d) for x, d in zip(a.kwonlyargs, a.kw_defaults)]
+            out.setdefault(node.name, []).append(params)
+    return out
+
+
+def _same_default(bound: str | None, stub: ast.expr | None) -> bool:
+    if bound is None or stub is None:
+        return bound is None and stub is None
+    if isinstance(stub, ast.Constant) and stub.value is Ellipsis:
+        return True
+    expected = ast.literal_eval(stub)
+    try:
+        got = ast.literal_eval(bound)
+    except (ValueError, SyntaxError):  # a repr that is not a literal
+        return str(expected) == bound
+    if isinstance(expected, float) or isinstance(got, float):
+        return np.float32(expected) == np.float32(got)  # pybind prints 0.01f as 0.0099999...
+    return expected == got
+
+
+def test_stubs_match_the_bound_signatures():
+    """Every bound function is in _C.pyi with the same parameters in the same order, the same
+    keyword-only ones and the same defaults (float32-equal for floats); every stubbed name
+    exists; and the stub's module constants are bound."""
+    from fastnn import _C
+
+    stubs = _stub_signatures()
+    bound = [n for n in dir(_C) if type(getattr(_C, n)).__name__ == "builtin_function_or_method"]
+    problems = [f"{n}: in _C.pyi, not bound" for n in stubs if n not in bound]
+    for n in bound:
+        if n not in stubs:
+            problems.append(f"{n}: bound, not in _C.pyi")
+            continue
+        b, s = _bound_signature(getattr(_C, n)), stubs[n]
+        if len(b) != len(s):
+            problems.append(f"{n}: {len(b)} signatures bound, {len(s)} in the stub")
+            continue
+        for bp, sp in zip(b, s):
+            if [x[:2] for x in bp] != [x[:2] for x in sp]:
+                problems.append(f"{n}: bound {[x[:2] for x in bp]}, stub {[x[:2] for x in sp]}")
+                continue
+            problems += [f"{n}({name}): default bound {bd}, stub {ast.unparse(sd) if sd else None}"
+                         for (name, _, bd), (_, _, sd) in zip(bp, sp) if not _same_default(bd, sd)]
+    tree = ast.parse((PACKAGE / "_C.pyi").read_text())
+    problems += [f"{node.target.id}: in _C.pyi, not bound" for node in tree.body
+                 if isinstance(node, ast.AnnAssign) and not hasattr(_C, node.target.id)]
+    assert bound and not problems, "\n".join(problems)

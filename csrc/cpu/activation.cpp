@@ -2,6 +2,7 @@
 // the GEMM epilogue's, so every activation here can be fused into a Dense forward pass.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "../ops.h"
 #include "../parallel.h"
@@ -9,6 +10,26 @@
 #include "vmath.h"
 
 namespace fastnn {
+
+const ActivationInfo kActivations[] = {
+    {"identity", Activation::Identity, 0.0f, false, false},
+    {"linear", Activation::Identity, 0.0f, false, false},
+    {"sigmoid", Activation::Sigmoid, 0.0f, false, false},
+    {"relu", Activation::Relu, 0.0f, false, true},
+    {"tanh", Activation::Tanh, 0.0f, false, false},
+    {"leaky_relu", Activation::LeakyRelu, 0.01f, false, true},
+    {"elu", Activation::Elu, 1.0f, false, true},
+    {"gelu", Activation::Gelu, 0.0f, true, true},
+    {"softplus", Activation::Softplus, 0.0f, false, false},
+};
+const int kNumActivations = sizeof(kActivations) / sizeof(kActivations[0]);
+
+const ActivationInfo* find_activation(const char* name) {
+    for (const ActivationInfo& a : kActivations)
+        if (std::strcmp(a.name, name) == 0) return &a;
+    return nullptr;
+}
+
 namespace {
 
 constexpr int64_t kGrain = 1 << 15;  // elements per thread before a fork pays

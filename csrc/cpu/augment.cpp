@@ -1,7 +1,8 @@
 // Data augmentation for image batches: per image one affine map (shift, horizontal flip,
 // rotation about the centre) sampled bilinearly with zeros outside, then Gaussian noise.
 //
-// Random numbers (random.h), image i of a call with (seed, offset), g = offset + 8 i:
+// Random numbers (random.h), image i of a call with (seed, offset), g = offset + 8 i
+// (kAugmentStreamPerImage = 8, ops.h):
 //   uniform elements g + 0..3 of stream 0 give dx = max_shift (2 u0 - 1),
 //   dy = max_shift (2 u1 - 1), flip if u2 < 1/2, angle = max_rotation (2 u3 - 1) degrees
 //   (positive turns clockwise as displayed, rows growing downward); g + 4..7 are reserved.
@@ -108,7 +109,7 @@ void augment_images(const float* x, float* out, int64_t n, int64_t c, int64_t h,
     parallel_for(n, std::max<int64_t>(1, (1 << 14) / image), [&](int64_t b, int64_t e) {
         RowTaps taps_buf(geometry ? w : 0);
         for (int64_t i = b; i < e; ++i) {
-            const uint64_t g = offset + 8 * static_cast<uint64_t>(i);
+            const uint64_t g = offset + kAugmentStreamPerImage * static_cast<uint64_t>(i);
             const float* src = x + i * image;
             float* dst = out + i * image;
             if (geometry) {

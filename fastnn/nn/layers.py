@@ -12,23 +12,9 @@ from .._checks import as_float32, non_negative, positive_int, stream_seed
 from .._random import generator
 from .module import Module, Parameter, Workspace, overridden, reserve_parameters
 
-# Activation name accepted by Dense -> (kernel name, its alpha parameter).
-_ACTIVATIONS: dict[str | None, tuple[str, float]] = {
-    None: ("identity", 0.0),
-    "identity": ("identity", 0.0),
-    "linear": ("identity", 0.0),
-    "sigmoid": ("sigmoid", 0.0),
-    "relu": ("relu", 0.0),
-    "tanh": ("tanh", 0.0),
-    "leaky_relu": ("leaky_relu", 0.01),
-    "elu": ("elu", 1.0),
-    "gelu": ("gelu", 0.0),
-    "softplus": ("softplus", 0.0),
-}
-# Activations whose derivative needs the pre-activation z, not only y = f(z): Dense
-# computes z with the GEMM (bias fused) and applies these separately, keeping z.
-_NEEDS_INPUT = {"gelu"}
-_HE_DEFAULT = {"relu", "leaky_relu", "elu", "gelu"}
+# The activations Dense accepts, from the C++ table (name -> canonical name, default alpha,
+# whether backward needs the pre-activation z, whether He's init is the default).
+_ACTIVATIONS: dict[str, dict] = _C.activations()
 
 
 def _check_grad(layer: Module, grad_out: np.ndarray, shape: tuple) -> np.ndarray:
@@ -68,14 +54,16 @@ class Dense(Module):
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
         key = activation.lower() if isinstance(activation, str) else activation
+        key = "identity" if key is None else key
         if key not in _ACTIVATIONS:
-            names = ", ".join(repr(k) for k in _ACTIVATIONS)
+            names = ", ".join(repr(k) for k in [None, *_ACTIVATIONS])
             raise ValueError(f"Dense: unknown activation {activation!r}; expected one of {names}")
-        self.activation, self._alpha = _ACTIVATIONS[key]
+        self.activation = _ACTIVATIONS[key]["canonical"]
+        self._alpha = _ACTIVATIONS[key]["alpha"]
         self.l1, self.l2 = non_negative(l1, "Dense: l1"), non_negative(l2, "Dense: l2")
         self.init = init
         if init is None:
-            init = "he_normal" if self.activation in _HE_DEFAULT else "xavier_uniform"
+            init = "he_normal" if _ACTIVATIONS[self.activation]["he_init"] else "xavier_uniform"
         shape = (self.out_features, self.in_features)
         reserve_parameters(self.out_features * (self.in_features + bool(bias)),
                            f"Dense({self.in_features}, {self.out_features})")
@@ -108,7 +96,7 @@ class Dense(Module):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
                              f"got {x.shape}")
-        fused = self.activation not in _NEEDS_INPUT
+        fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         shape = (len(x), self.out_features)
         reuse = internal and fused and workspace is not None
         out = workspace.array("output", shape) if reuse else None

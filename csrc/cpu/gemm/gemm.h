@@ -9,6 +9,19 @@ namespace fastnn {
 
 enum class Activation { Identity, Sigmoid, Relu, Tanh, LeakyRelu, Elu, Gelu, Softplus };
 
+// The activations by name: the one table that the bindings, the layers (through
+// _C.activations()) and the stubs' test read. "linear" is identity's Keras spelling.
+struct ActivationInfo {
+    const char* name;
+    Activation act;
+    float default_alpha;        // leaky_relu's slope, elu's alpha; 0 where there is none
+    bool backward_needs_input;  // f' needs x, not only y = f(x): Dense keeps z, applies f apart
+    bool he_init;               // a rectifier: Dense initializes its weights as He does
+};
+extern const ActivationInfo kActivations[];
+extern const int kNumActivations;
+const ActivationInfo* find_activation(const char* name);  // nullptr for an unknown name
+
 // y = f(x) on one thread; x == y is allowed (cpu/activation.cpp).
 void activate(Activation act, const float* x, float* y, int64_t n, float alpha);
 // activate's copy for the ISA active now: for a caller that applies it many times (the
@@ -86,6 +99,9 @@ const char* active_isa();
 bool set_isa(const char* name);           // false if unknown or unsupported here
 int supported_isas(const char** names);   // fills up to 3 names, best first
 const Microkernel* kernel_named(const char* name);  // any ISA built in, run here or not
+// Best-of-rounds float32 FMA rate in GFLOP/s of `uk`'s probe on `threads` threads for
+// `seconds` (cpu/gemm/peak.cpp).
+double measure_fma_peak(const Microkernel& uk, int threads, double seconds);
 
 // What the GEMM runs for one ISA: the kernel table and the blocking in use, with where
 // that blocking came from: "model" (derived from cpu_info()'s caches), "tuned" (fastnn.tune's

@@ -1,0 +1,100 @@
+// Bindings of the activations and softmax (csrc/cpu/activation.cpp), and their table.
+#include "checks.h"
+
+namespace fastnn::bind {
+
+void bind_activation(py::module_& m) {
+    m.def("activations", [] {
+        py::dict d;
+        for (int i = 0; i < kNumActivations; ++i) {
+            const ActivationInfo& a = kActivations[i];
+            const char* canonical = a.name;  // the first row of the same function
+            for (int j = 0; j < i; ++j)
+                if (kActivations[j].act == a.act) {
+                    canonical = kActivations[j].name;
+                    break;
+                }
+            d[a.name] = py::dict(py::arg("canonical") = canonical, py::arg("alpha") = a.default_alpha,
+                                 py::arg("backward_needs_input") = a.backward_needs_input,
+                                 py::arg("he_init") = a.he_init);
+        }
+        return d;
+    });
+
+    m.def("activation_forward", [](const std::string& name, py::handle x_obj, float alpha) {
+        Activation act = activation_named(name).act;
+        F32Array x = as_f32(x_obj, "activation_forward", "x");
+        auto y = new_like(x);
+        py::gil_scoped_release nogil;
+        activation_forward(act, x.data(), y.mutable_data(), x.size(), alpha);
+        return y;
+    }, py::arg("name"), py::arg("x"), py::arg("alpha") = 0.01f);
+    m.def("activation_backward", [](const std::string& name, py::handle y_obj, py::handle g_obj,
+                                    float alpha, py::object x_obj, py::object out_obj,
+                                    py::object bias_grad_obj) {
+        const char* fn = "activation_backward";
+        const ActivationInfo& info = activation_named(name);
+        const Activation act = info.act;
+        F32Array y = as_f32(y_obj, fn, "y");
+        F32Array g = as_f32(g_obj, fn, "grad_y");
+        require_same_shape(y, g, fn, "y", "grad_y");
+        F32Array x;  // only gelu reads it; for the others it is ignored, as documented
+        if (info.backward_needs_input) {
+            if (x_obj.is_none())
+                fail_value("activation_backward: '" + name + "' needs x, the forward input "
+                           "(its derivative is not a function of y); pass x=...");
+            x = as_f32(x_obj, fn, "x");
+            require_same_shape(y, x, fn, "y", "x");
+        }
+        if (act == Activation::Elu && !(alpha >= 0.0f))
+            fail_value("activation_backward: 'elu' needs alpha >= 0 (its derivative is "
+                       "recovered from y), got " + std::to_string(alpha));
+        // out may be grad_y itself (or y, or x): the gradient is then computed in place.
+        py::array_t<float> gx = out_obj.is_none() ? new_like(y) : in_place(out_obj, fn, "out");
+        require_same_shape(y, gx, fn, "y", "out");
+        Operands ops(fn);
+        ops.input("y", y).input("grad_y", g).output("out", gx, /*elementwise=*/true);
+        if (x) ops.input("x", x);
+        float* db = nullptr;
+        if (!bias_grad_obj.is_none()) {
+            require_rank(y, 2, fn, "y");
+            auto bias_grad = in_place(bias_grad_obj, fn, "bias_grad");
+            if (bias_grad.ndim() != 1 || bias_grad.shape(0) != y.shape(1))
+                fail_value("activation_backward: 'bias_grad' must have shape (" +
+                           std::to_string(y.shape(1)) + ",), got " + shape_str(bias_grad));
+            db = bias_grad.mutable_data();
+            ops.output("bias_grad", bias_grad);
+        }
+        ops.check();
+        const float* xp = x ? x.data() : nullptr;
+        float* gxp = gx.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            if (db)
+                activation_backward_bias(act, xp, y.data(), g.data(), gxp, y.shape(0), y.shape(1),
+                                         alpha, db);
+            else
+                activation_backward(act, xp, y.data(), g.data(), gxp, y.size(), alpha);
+        }
+        return gx;
+    }, py::arg("name"), py::arg("y"), py::arg("grad_y"), py::arg("alpha") = 0.01f,
+       py::arg("x") = py::none(), py::arg("out") = py::none(), py::arg("bias_grad") = py::none());
+    m.def("softmax_forward", [](py::handle x_obj) {
+        F32Array x = rows_of_classes(x_obj, "softmax_forward", "x");
+        auto y = new_like(x);
+        py::gil_scoped_release nogil;
+        softmax_forward(x.data(), y.mutable_data(), x.shape(0), x.shape(1));
+        return y;
+    }, py::arg("x"));
+    m.def("softmax_backward", [](py::handle y_obj, py::handle g_obj) {
+        F32Array y = rows_of_classes(y_obj, "softmax_backward", "y");
+        F32Array g = as_f32(g_obj, "softmax_backward", "grad_y");
+        require_same_shape(y, g, "softmax_backward", "y", "grad_y");
+        auto gx = new_like(y);
+        py::gil_scoped_release nogil;
+        softmax_backward(y.data(), g.data(), gx.mutable_data(), y.shape(0), y.shape(1));
+        return gx;
+    }, py::arg("y"), py::arg("grad_y"));
+}
+
+}  // namespace fastnn::bind

@@ -1,0 +1,202 @@
+// Bindings of the machine and its settings: config(), threads, the ISA switch, the CPU
+// description, the GEMM's blocking and the FMA peak; and the import-time warnings.
+#include "checks.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "cpu/isa.h"
+
+namespace fastnn::bind {
+namespace {
+
+py::list caches_list(const std::vector<CacheLevel>& caches) {
+    py::list out;
+    for (const CacheLevel& c : caches) {
+        py::dict d;
+        d["level"] = c.level;
+        d["size"] = c.size_bytes;
+        d["ways"] = c.ways;
+        d["line"] = c.line_bytes;
+        d["sets"] = c.sets();
+        d["shared_by"] = c.shared_by;
+        out.append(d);
+    }
+    return out;
+}
+
+py::dict cpu_dict() {
+    const CpuInfo& cpu = cpu_info();
+    py::dict d;
+    d["vendor"] = cpu.vendor;
+    d["model_name"] = cpu.model_name;
+    d["family"] = cpu.family;
+    d["model"] = cpu.model;
+    d["stepping"] = cpu.stepping;
+    py::dict features;
+    features["avx2"] = cpu.avx2;
+    features["fma"] = cpu.fma;
+    features["avx512f"] = cpu.avx512f;
+    features["avx512_bf16"] = cpu.avx512_bf16;
+    features["amx_bf16"] = cpu.amx_bf16;
+    d["features"] = features;
+    d["caches"] = caches_list(cpu.caches);
+    d["cache_spec"] = cache_spec(cpu.caches);
+    d["cache_source"] = cpu.cache_source;
+    if (cpu.cache_source == "FASTNN_CACHE") d["detected_cache_spec"] = cache_spec(cpu.detected_caches);
+    return d;
+}
+
+py::dict blocking_dict(const GemmContext& ctx) {
+    py::dict d;
+    d["isa"] = ctx.uk->isa;
+    d["mr"] = ctx.uk->mr;
+    d["nr"] = ctx.uk->nr;
+    d["kc"] = ctx.blocking.kc;
+    d["nc"] = ctx.blocking.nc;
+    d["mc"] = ctx.blocking.mc;
+    d["source"] = ctx.source;
+    return d;
+}
+
+const GemmContext& context_arg(const std::string& isa, const char* fn) {
+    const GemmContext* ctx = gemm_context(isa.empty() ? nullptr : isa.c_str());
+    if (!ctx) fail_value(std::string(fn) + ": isa '" + isa + "' is not a GEMM path this CPU runs");
+    return *ctx;
+}
+
+}  // namespace
+
+void bind_config(py::module_& m) {
+    m.def("config", [] {
+        py::dict d;
+        const char* names[4];
+        int count = supported_isas(names);
+        py::list isas;
+        for (int i = 0; i < count; ++i) isas.append(names[i]);
+        d["isa"] = active_isa();
+        d["isa_supported"] = isas;
+        d["openmp"] = have_openmp();
+        d["num_threads"] = get_num_threads();
+        d["load_pauses"] = load_guard::pauses();
+        d["cuda"] = false;
+        d["cpu"] = cpu_dict();
+        d["blocking"] = blocking_dict(*gemm_context());
+        return d;
+    });
+    m.def("fma_peak_per_core", [](const std::string& isa) {
+        // Measured once per ISA (0.1 s), for config() and the benchmarks' %-of-peak.
+        static std::mutex mutex;
+        static std::map<std::string, double> measured;
+        const GemmContext& ctx = context_arg(isa, "fma_peak_per_core");
+        std::lock_guard<std::mutex> lock(mutex);
+        auto it = measured.find(ctx.uk->isa);
+        if (it != measured.end()) return it->second;
+        double peak;
+        {
+            py::gil_scoped_release nogil;
+            peak = measure_fma_peak(*ctx.uk, 1, 0.1);
+        }
+        measured[ctx.uk->isa] = peak;
+        return peak;
+    }, py::arg("isa") = "", "Measured float32 FMA peak of one core in GFLOP/s on `isa`'s "
+       "widest vectors (default: the active ISA), measured once and remembered.");
+    m.def("blocking", [](const std::string& isa) { return blocking_dict(context_arg(isa, "blocking")); },
+          py::arg("isa") = "", "The GEMM blocking in use for `isa` (default: the active ISA).");
+    m.def("set_blocking", [](py::handle kc_obj, py::handle nc_obj, py::handle mc_obj,
+                             const std::string& source, const std::string& isa) {
+        const int64_t kc = int_in(kc_obj, 1, 65536, "set_blocking", "kc");
+        const int64_t nc = int_in(nc_obj, 1, int64_t{1} << 20, "set_blocking", "nc");
+        const int64_t mc = mc_obj.is_none() ? context_arg(isa, "set_blocking").blocking.mc
+                                            : int_in(mc_obj, 1, int64_t{1} << 20, "set_blocking", "mc");
+        static const char* const sources[] = {"tuned", "override"};
+        const char* src = nullptr;
+        for (const char* s_ : sources)
+            if (source == s_) src = s_;
+        if (!src) fail_value("set_blocking: source must be 'tuned' or 'override', got '" + source + "'");
+        context_arg(isa, "set_blocking");
+        set_blocking(isa.empty() ? nullptr : isa.c_str(), Blocking{kc, nc, mc}, src);
+    }, py::arg("kc"), py::arg("nc"), py::arg("mc") = py::none(), py::kw_only(),
+       py::arg("source") = "override",
+       py::arg("isa") = "");
+    m.def("reset_blocking", [](const std::string& isa) {
+        context_arg(isa, "reset_blocking");
+        reset_blocking(isa.empty() ? nullptr : isa.c_str());
+    }, py::arg("isa") = "");
+    m.def("model_blocking", [](const std::string& isa, py::object cache) {
+        // Any ISA built in, even one this CPU lacks: the model's answer for another machine.
+        const Microkernel* uk = isa.empty() ? gemm_context()->uk : kernel_named(isa.c_str());
+        if (!uk) fail_value("model_blocking: isa '" + isa + "' is not a GEMM path of this build");
+        std::vector<CacheLevel> caches = cpu_info().caches;
+        if (!cache.is_none()) {
+            if (!py::isinstance<py::str>(cache))
+                throw py::type_error("model_blocking: cache must be a str such as '48K:12,2M:16,300M:15' or None");
+            const std::string err = parse_cache_spec(cache.cast<std::string>(), caches);
+            if (!err.empty()) fail_value("model_blocking: cache '" + cache.cast<std::string>() + "': " + err);
+        }
+        const Blocking b = model_blocking(caches, uk->mr, uk->nr);
+        return py::make_tuple(b.kc, b.nc, b.mc);
+    }, py::arg("isa") = "", py::arg("cache") = py::none(),
+       "(kc, nc, mc) that the cache model gives `isa`'s kernel for a geometry (default: this CPU's).");
+    m.def("set_num_threads", [](py::handle n) {
+        set_num_threads(thread_count(n, "set_num_threads", "n"));
+    }, py::arg("n"));
+    m.def("max_num_threads", &max_threads);
+    m.def("get_num_threads", &get_num_threads);
+    m.def("get_isa", [] { return std::string(active_isa()); });
+    m.def("supported_isas", [] {
+        const char* names[4];
+        int count = supported_isas(names);
+        std::vector<std::string> out(names, names + count);
+        return out;
+    });
+    m.def("set_isa", [](const std::string& name) {
+        if (!set_isa(name.c_str()))
+            fail_value("set_isa: '" + name + "' is not a GEMM path this CPU runs; supported: " +
+                       py::str(py::cast([] {
+                           const char* names[4];
+                           int count = supported_isas(names);
+                           return std::vector<std::string>(names, names + count);
+                       }())).cast<std::string>());
+    }, py::arg("name"));
+    // For the tests: the ISA whose copies the elementwise kernels run now (cpu/isa.h).
+    m.def("_elementwise_isa", [] { return std::string(isa_name(elementwise_isa())); });
+
+    m.def("fma_peak_gflops", [](py::handle threads_arg, double seconds) -> double {
+        const int threads = thread_count(threads_arg, "fma_peak_gflops", "threads");
+        nonneg_arg(seconds, "fma_peak_gflops", "seconds");
+        const Microkernel& uk = *gemm_context()->uk;
+        py::gil_scoped_release nogil;
+        return measure_fma_peak(uk, threads, seconds);
+    }, py::arg("threads") = 1, py::arg("seconds") = 0.5,
+       "Measured float32 FMA peak in GFLOP/s on `threads` threads, on the active ISA's widest "
+       "vectors (AVX-512, AVX2+FMA, or the baseline's multiply and add).");
+}
+
+// What the environment asked for and did not get is said at import, not silently ignored.
+void warn_about_environment() {
+    // Nor is an OMP_NUM_THREADS past max_threads(), which the kernels clamp.
+    if (requested_threads() > max_threads())
+        if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                         ("OMP_NUM_THREADS asks for " + std::to_string(requested_threads()) +
+                          " threads; fastnn uses at most " + std::to_string(max_threads()) + " (" +
+                          std::to_string(kThreadsPerCpu) + " per online CPU)").c_str(), 1) < 0)
+            throw py::error_already_set();
+    // Nor is a FASTNN_CACHE that does not parse.
+    if (const std::string& err = cpu_info().cache_override_error; !err.empty())
+        if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                         ("FASTNN_CACHE=" + std::string(std::getenv("FASTNN_CACHE")) + " ignored: " +
+                          err + "; using the detected " + cache_spec(cpu_info().caches)).c_str(), 1) < 0)
+            throw py::error_already_set();
+    // A FASTNN_ISA this CPU cannot run is not silently ignored.
+    if (const char* forced = std::getenv("FASTNN_ISA"); forced && *forced &&
+                                                         std::strcmp(forced, active_isa()) != 0)
+        if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                         ("FASTNN_ISA=" + std::string(forced) +
+                          " is not a path this CPU runs; using " + active_isa()).c_str(), 1) < 0)
+            throw py::error_already_set();
+}
+
+}  // namespace fastnn::bind

@@ -1,0 +1,41 @@
+// Bindings of the counter-based random numbers and dropout (csrc/cpu/dropout.cpp).
+#include "checks.h"
+
+namespace fastnn::bind {
+namespace {
+
+py::array_t<float> dropout_py(py::handle x_obj, double p_in, py::handle seed_obj,
+                              py::handle offset_obj, const char* fn, const char* arg) {
+    F32Array x = as_f32(x_obj, fn, arg);
+    const float p = dropout_rate(p_in, fn);
+    const uint64_t seed = u64_arg(seed_obj, fn, "seed"), offset = u64_arg(offset_obj, fn, "offset");
+    auto y = new_like(x);
+    py::gil_scoped_release nogil;
+    dropout(x.data(), y.mutable_data(), x.size(), p, seed, offset);
+    return y;
+}
+
+}  // namespace
+
+void bind_dropout(py::module_& m) {
+    // ---- counter-based random numbers, dropout, augmentation ----
+    m.def("random_uniform", [](py::handle n_obj, py::handle seed_obj, py::handle offset_obj) {
+        // numpy's own limit on an array's bytes; beyond it its error would not name n.
+        const int64_t n = int_in(n_obj, 0, PTRDIFF_MAX / 4, "random_uniform", "n");
+        const uint64_t seed = u64_arg(seed_obj, "random_uniform", "seed");
+        const uint64_t offset = u64_arg(offset_obj, "random_uniform", "offset");
+        py::array_t<float> out(n);
+        float* data = out.mutable_data();
+        py::gil_scoped_release nogil;
+        random_uniform(data, n, seed, offset);
+        return out;
+    }, py::arg("n"), py::arg("seed"), py::arg("offset") = 0);
+    m.def("dropout_forward", [](py::handle x, double p, py::handle seed, py::handle offset) {
+        return dropout_py(x, p, seed, offset, "dropout_forward", "x");
+    }, py::arg("x"), py::arg("p"), py::arg("seed"), py::arg("offset"));
+    m.def("dropout_backward", [](py::handle g, double p, py::handle seed, py::handle offset) {
+        return dropout_py(g, p, seed, offset, "dropout_backward", "grad_y");
+    }, py::arg("grad_y"), py::arg("p"), py::arg("seed"), py::arg("offset"));
+}
+
+}  // namespace fastnn::bind

@@ -1,0 +1,83 @@
+// Bindings of the GEMM (csrc/cpu/gemm/): gemm and gemm_reference, on strided views of the
+// operands as they are, without a copy.
+#include "checks.h"
+
+namespace fastnn::bind {
+namespace {
+
+py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool ta,
+                           bool tb, float alpha, float beta, py::object bias_obj,
+                           const std::string& activation, float act_alpha, bool reference) {
+    const char* fn = reference ? "gemm_reference" : "gemm";
+    Epilogue ep;
+    ep.act = activation_named(activation).act;
+    ep.act_alpha = act_alpha;
+    Matrix a = as_matrix(a_obj, fn, "a"), b = as_matrix(b_obj, fn, "b");
+    const int64_t m = ta ? a.cols : a.rows, k = ta ? a.rows : a.cols;
+    const int64_t kb = tb ? b.cols : b.rows, n = tb ? b.rows : b.cols;
+    if (k != kb)
+        fail_value(std::string(fn) + ": inner dimensions differ: op(a) is (" + std::to_string(m) +
+                   ", " + std::to_string(k) + ") and op(b) is (" + std::to_string(kb) + ", " +
+                   std::to_string(n) + ")");
+    py::array_t<float> out;
+    int64_t ldc = std::max<int64_t>(n, 1);
+    if (out_obj.is_none()) {
+        out = py::array_t<float>({m, n});
+        beta = 0.0f;
+    } else {
+        py::array arr = as_numpy(out_obj, fn, "out");
+        require_writable_f32(arr, fn, "out");
+        require_rank(arr, 2, fn, "out");
+        if (arr.shape(0) != m || arr.shape(1) != n)
+            fail_value(std::string(fn) + ": argument 'out' must have shape (" + std::to_string(m) +
+                       ", " + std::to_string(n) + "), got " + shape_str(arr));
+        const int64_t s0 = arr.strides(0), s1 = arr.strides(1);
+        // An empty out has whatever strides numpy gave it ((0, 0) for a fresh one).
+        if (m > 0 && n > 0 && !((n <= 1 || s1 == 4) && (m <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= n))))
+            fail_value(std::string(fn) + ": argument 'out' must be row-major with unit column stride");
+        if (m > 1) ldc = s0 / 4;
+        out = py::reinterpret_borrow<py::array_t<float>>(arr);
+    }
+    Operands ops(fn);
+    ops.input("a", a.data, span_bytes(a)).input("b", b.data, span_bytes(b));
+    ops.output("out", out.data(), m == 0 || n == 0 ? 0 : static_cast<size_t>(((m - 1) * ldc + n) * 4));
+    F32Array bias;
+    if (!bias_obj.is_none()) {
+        bias = as_f32(bias_obj, fn, "bias");
+        if (bias.ndim() != 1 || bias.shape(0) != n)
+            fail_value(std::string(fn) + ": 'bias' must have shape (" + std::to_string(n) +
+                       ",) (one value per column of the result), got " + shape_str(bias));
+        ep.bias = bias.data();
+        ops.input("bias", bias);
+    }
+    ops.check();
+    float* c = out.mutable_data();
+    const bool ea = ta != a.transposed, eb = tb != b.transposed;
+    {
+        py::gil_scoped_release nogil;
+        if (reference)
+            gemm_reference(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
+        else
+            gemm(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
+    }
+    return out;
+}
+
+}  // namespace
+
+void bind_gemm(py::module_& m) {
+    for (bool reference : {false, true})
+        m.def(reference ? "gemm_reference" : "gemm",
+              [reference](py::handle a, py::handle b, py::object out, bool ta, bool tb,
+                          float alpha, float beta, py::object bias, const std::string& activation,
+                          float act_alpha) {
+                  return gemm_py(a, b, out, ta, tb, alpha, beta, bias, activation, act_alpha,
+                                 reference);
+              },
+              py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::kw_only(),
+              py::arg("transpose_a") = false, py::arg("transpose_b") = false,
+              py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f, py::arg("bias") = py::none(),
+              py::arg("activation") = "identity", py::arg("activation_alpha") = 0.01f);
+}
+
+}  // namespace fastnn::bind

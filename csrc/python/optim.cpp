@@ -1,0 +1,120 @@
+// Bindings of the optimizer steps and the L1/L2 penalty (csrc/cpu/optim.cpp), in place.
+#include "checks.h"
+
+namespace fastnn::bind {
+namespace {
+
+// A buffer of an optimizer: in place, with param's size.
+py::array_t<float> state_buffer(py::handle obj, const py::array& param, const char* fn,
+                                const char* arg) {
+    auto a = in_place(obj, fn, arg);
+    require_same_size(param, a, fn, "param", arg);
+    return a;
+}
+
+}  // namespace
+
+void bind_optim(py::module_& m) {
+    m.def("sgd_step", [](py::handle p_obj, py::handle g_obj, py::object v_obj, float lr,
+                         float momentum, bool nesterov, float weight_decay) {
+        auto p = in_place(p_obj, "sgd_step", "param");
+        F32Array g = as_f32(g_obj, "sgd_step", "grad");
+        require_same_size(p, g, "sgd_step", "param", "grad");
+        Operands ops("sgd_step");
+        ops.output("param", p).input("grad", g);
+        float* v = nullptr;
+        if (momentum != 0.0f) {
+            if (v_obj.is_none()) fail_value("sgd_step: 'velocity' is required when momentum != 0");
+            auto va = in_place(v_obj, "sgd_step", "velocity");
+            require_same_size(p, va, "sgd_step", "param", "velocity");
+            v = va.mutable_data();
+            ops.output("velocity", va);
+        }
+        ops.check();
+        py::gil_scoped_release nogil;
+        sgd_step(p.mutable_data(), g.data(), v, p.size(), lr, momentum, nesterov, weight_decay);
+    }, py::arg("param"), py::arg("grad"), py::arg("velocity"), py::kw_only(), py::arg("lr"),
+          py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f);
+    m.def("adam_step", [](py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handle v_obj,
+                          float lr, double beta1, double beta2, float eps, float weight_decay,
+                          int64_t step, bool decoupled) {
+        auto p = in_place(p_obj, "adam_step", "param");
+        F32Array g = as_f32(g_obj, "adam_step", "grad");
+        auto m1 = in_place(m_obj, "adam_step", "m");
+        auto v = in_place(v_obj, "adam_step", "v");
+        require_same_size(p, g, "adam_step", "param", "grad");
+        require_same_size(p, m1, "adam_step", "param", "m");
+        require_same_size(p, v, "adam_step", "param", "v");
+        if (step < 1) fail_value("adam_step: 'step' counts from 1, got " + std::to_string(step));
+        Operands("adam_step").output("param", p).input("grad", g).output("m", m1).output("v", v)
+            .check();
+        py::gil_scoped_release nogil;
+        adam_step(p.mutable_data(), g.data(), m1.mutable_data(), v.mutable_data(), p.size(), lr,
+                  beta1, beta2, eps, weight_decay, step, decoupled);
+    }, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::kw_only(), py::arg("lr"),
+          py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
+          py::arg("step"), py::arg("decoupled") = false);
+
+    m.def("adagrad_step", [](py::handle p_obj, py::handle g_obj, py::handle s_obj, float lr,
+                             float eps, float weight_decay, float lr_decay, int64_t step) {
+        const char* fn = "adagrad_step";
+        auto p = in_place(p_obj, fn, "param");
+        F32Array g = as_f32(g_obj, fn, "grad");
+        require_same_size(p, g, fn, "param", "grad");
+        auto sum_sq = state_buffer(s_obj, p, fn, "sum_sq");
+        if (step < 1) fail_value("adagrad_step: 'step' counts from 1, got " + std::to_string(step));
+        Operands(fn).output("param", p).input("grad", g).output("sum_sq", sum_sq).check();
+        py::gil_scoped_release nogil;
+        adagrad_step(p.mutable_data(), g.data(), sum_sq.mutable_data(), p.size(), lr, eps,
+                     weight_decay, lr_decay, step);
+    }, py::arg("param"), py::arg("grad"), py::arg("sum_sq"), py::kw_only(), py::arg("lr"),
+          py::arg("eps"), py::arg("weight_decay"), py::arg("lr_decay"), py::arg("step"));
+
+    m.def("rmsprop_step", [](py::handle p_obj, py::handle g_obj, py::handle sq_obj,
+                             py::object buf_obj, py::object avg_obj, float lr, double alpha,
+                             float eps, float weight_decay, float momentum, bool centered) {
+        const char* fn = "rmsprop_step";
+        auto p = in_place(p_obj, fn, "param");
+        F32Array g = as_f32(g_obj, fn, "grad");
+        require_same_size(p, g, fn, "param", "grad");
+        auto square_avg = state_buffer(sq_obj, p, fn, "square_avg");
+        float* sq = square_avg.mutable_data();
+        Operands ops(fn);
+        ops.output("param", p).input("grad", g).output("square_avg", square_avg);
+        if (!(momentum >= 0.0f))
+            fail_value("rmsprop_step: 'momentum' must be >= 0, got " + std::to_string(momentum));
+        float *buf = nullptr, *avg = nullptr;
+        if (momentum > 0.0f) {
+            if (buf_obj.is_none()) fail_value("rmsprop_step: 'momentum_buf' is required when momentum > 0");
+            auto momentum_buf = state_buffer(buf_obj, p, fn, "momentum_buf");
+            ops.output("momentum_buf", momentum_buf);
+            buf = momentum_buf.mutable_data();
+        }
+        if (centered) {
+            if (avg_obj.is_none()) fail_value("rmsprop_step: 'grad_avg' is required when centered=True");
+            auto grad_avg = state_buffer(avg_obj, p, fn, "grad_avg");
+            ops.output("grad_avg", grad_avg);
+            avg = grad_avg.mutable_data();
+        }
+        ops.check();
+        py::gil_scoped_release nogil;
+        rmsprop_step(p.mutable_data(), g.data(), sq, buf, avg, p.size(), lr, alpha, eps,
+                     weight_decay, momentum, centered);
+    }, py::arg("param"), py::arg("grad"), py::arg("square_avg"), py::arg("momentum_buf"),
+          py::arg("grad_avg"), py::kw_only(), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
+          py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"));
+
+    m.def("add_penalty_grad", [](py::handle p_obj, py::handle g_obj, double l1, double l2) {
+        const char* fn = "add_penalty_grad";
+        F32Array p = as_f32(p_obj, fn, "param");
+        auto g = in_place(g_obj, fn, "grad");
+        require_same_size(p, g, fn, "param", "grad");
+        nonneg_arg(l1, fn, "l1");
+        nonneg_arg(l2, fn, "l2");
+        Operands(fn).input("param", p).output("grad", g).check();
+        py::gil_scoped_release nogil;
+        return add_penalty_grad(p.data(), g.mutable_data(), p.size(), l1, l2);
+    }, py::arg("param"), py::arg("grad"), py::arg("l1"), py::arg("l2"));
+}
+
+}  // namespace fastnn::bind
