@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/work_split.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -109,14 +111,13 @@ double chunked_sum(int64_t n, int64_t chunk, F&& partial) {
 // result does not depend on the thread count.
 template <class F>
 void column_sums_by_row_blocks(int64_t rows, int64_t cols, float beta, float* out, F&& add_row) {
-    constexpr int64_t kBlock = 32;
-    const int64_t blocks = (rows + kBlock - 1) / kBlock;
+    const int64_t blocks = (rows + kColumnSumRows - 1) / kColumnSumRows;
     std::vector<float> partial(static_cast<size_t>(blocks * cols), 0.0f);
     float* part = partial.data();
-    parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 15) / (kBlock * std::max<int64_t>(cols, 1))),
+    parallel_for(blocks, std::max<int64_t>(1, kGrain / (kColumnSumRows * std::max<int64_t>(cols, 1))),
                  [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b)
-            for (int64_t r = b * kBlock; r < std::min(rows, (b + 1) * kBlock); ++r)
+            for (int64_t r = b * kColumnSumRows; r < std::min(rows, (b + 1) * kColumnSumRows); ++r)
                 add_row(r, part + b * cols);
     });
     for (int64_t j = 0; j < cols; ++j) out[j] = beta == 0.0f ? 0.0f : beta * out[j];

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
 #include "isa.h"
@@ -31,8 +32,6 @@ const ActivationInfo* find_activation(const char* name) {
 }
 
 namespace {
-
-constexpr int64_t kGrain = 1 << 15;  // elements per thread before a fork pays
 
 // Stable for any |x|: e^-|x| never overflows, and 1 - s for x < 0 is e s, not a difference.
 // Both sides of the select are computed, so loops over it vectorize.

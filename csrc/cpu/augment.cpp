@@ -12,6 +12,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
 #include "../random.h"
@@ -20,7 +21,6 @@ namespace fastnn {
 namespace {
 
 constexpr uint64_t kNoiseStream = uint64_t{1} << 63;
-constexpr int64_t kNoiseTile = 1024;
 
 // Output pixel p samples the input at q = M p + t (the inverse of the content's motion).
 struct InverseMap {
@@ -90,9 +90,9 @@ void warp_image(const float* src, float* dst, int64_t c, int64_t h, int64_t w,
 }
 
 void add_noise(float* dst, int64_t len, float std, uint64_t seed, uint64_t stream) {
-    float z[kNoiseTile];
-    for (int64_t j = 0; j < len; j += kNoiseTile) {
-        const int64_t k = std::min(kNoiseTile, len - j);
+    float z[kRandomTile];
+    for (int64_t j = 0; j < len; j += kRandomTile) {
+        const int64_t k = std::min(kRandomTile, len - j);
         rng::normals(seed, stream, static_cast<uint64_t>(j), k, z);
         for (int64_t i = 0; i < k; ++i) dst[j + i] += std * z[i];
     }

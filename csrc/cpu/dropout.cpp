@@ -6,6 +6,7 @@
 #include <immintrin.h>
 #endif
 
+#include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
 #include "../random.h"
@@ -13,9 +14,6 @@
 
 namespace fastnn {
 namespace {
-
-constexpr int64_t kGrain = 1 << 14;  // elements per thread before a fork pays
-constexpr int64_t kTile = 1024;      // uniforms drawn at a time, on the stack
 
 #ifdef FASTNN_X86
 // (a * b) >> 32 per 32-bit lane: products of the even lanes, then of the odd ones.
@@ -101,23 +99,23 @@ void draw_uniforms(uint64_t seed, uint64_t first, int64_t n, float* out, [[maybe
 
 void random_uniform(float* out, int64_t n, uint64_t seed, uint64_t offset) {
     const bool wide = elementwise_isa() == Isa::Avx512;
-    parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    parallel_for(n, kDropoutGrain, [&](int64_t b, int64_t e) {
         draw_uniforms(seed, offset + static_cast<uint64_t>(b), e - b, out + b, wide);
     });
 }
 
 void dropout(const float* x, float* y, int64_t n, float p, uint64_t seed, uint64_t offset) {
     if (p == 0.0f) {  // identity: no random numbers needed
-        parallel_for(n, kGrain, [&](int64_t b, int64_t e) { std::copy(x + b, x + e, y + b); });
+        parallel_for(n, kDropoutGrain, [&](int64_t b, int64_t e) { std::copy(x + b, x + e, y + b); });
         return;
     }
     const float scale = 1.0f / (1.0f - p);
     const bool wide = elementwise_isa() == Isa::Avx512;
     // Captured by value: locals the compiler knows y cannot alias.
-    parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
-        float u[kTile];
-        for (int64_t t = b; t < e; t += kTile) {
-            const int64_t len = std::min(kTile, e - t);
+    parallel_for(n, kDropoutGrain, [=](int64_t b, int64_t e) {
+        float u[kRandomTile];
+        for (int64_t t = b; t < e; t += kRandomTile) {
+            const int64_t len = std::min(kRandomTile, e - t);
             draw_uniforms(seed, offset + static_cast<uint64_t>(t), len, u, wide);
             // A multiply by the mask rather than a branch: random keeps defeat prediction.
             for (int64_t i = 0; i < len; ++i) y[t + i] = x[t + i] * (u[i] >= p ? scale : 0.0f);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
 #include "isa.h"
@@ -11,10 +12,8 @@
 namespace fastnn {
 namespace {
 
-constexpr int64_t kChunk = 4096;  // elements per partial sum
-
-// Row chunk of about kChunk elements, fixed by the shape alone.
-int64_t row_chunk(int64_t cols) { return std::max<int64_t>(1, kChunk / std::max<int64_t>(cols, 1)); }
+// Row chunk of about kSumChunk elements, fixed by the shape alone.
+int64_t row_chunk(int64_t cols) { return std::max<int64_t>(1, kSumChunk / std::max<int64_t>(cols, 1)); }
 
 struct ShiftedExp {
     float log_sum_exp;  // log(sum(exp(x))), computed without overflow
@@ -33,7 +32,7 @@ FASTNN_ISA_BODY ShiftedExp shifted_exp(const float* x, float* e, int64_t cols) {
 
 double mse(const float* pred, const float* target, float* grad, int64_t n) {
     const float scale = 2.0f / static_cast<float>(n);
-    double total = chunked_sum(n, kChunk, [&](int64_t b, int64_t e) {
+    double total = chunked_sum(n, kSumChunk, [&](int64_t b, int64_t e) {
         double s = 0.0;
         for (int64_t i = b; i < e; ++i) {
             float d = pred[i] - target[i];
@@ -47,7 +46,7 @@ double mse(const float* pred, const float* target, float* grad, int64_t n) {
 
 double bce_with_logits(const float* z, const float* t, float* grad, int64_t n) {
     const float inv_n = 1.0f / static_cast<float>(n);
-    double total = chunked_sum(n, kChunk, [&](int64_t b, int64_t e) {
+    double total = chunked_sum(n, kSumChunk, [&](int64_t b, int64_t e) {
         double s = 0.0;
         for (int64_t i = b; i < e; ++i) {
             // max(z, 0) - z t + log(1 + exp(-|z|)): no overflow for any z.
@@ -64,7 +63,7 @@ double bce_with_logits(const float* z, const float* t, float* grad, int64_t n) {
 double bce_probabilities(const float* p, const float* t, float* grad, int64_t n) {
     // As PyTorch: each log clamped at -100, the gradient's denominator at 1e-12.
     const float inv_n = 1.0f / static_cast<float>(n);
-    double total = chunked_sum(n, kChunk, [&](int64_t b, int64_t e) {
+    double total = chunked_sum(n, kSumChunk, [&](int64_t b, int64_t e) {
         double s = 0.0;
         for (int64_t i = b; i < e; ++i) {
             float lp = std::max(std::log(p[i]), -100.0f);

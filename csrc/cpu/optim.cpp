@@ -4,15 +4,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
 #include "isa.h"
 #include "vmath.h"
 
 namespace fastnn {
-
-constexpr int64_t kGrain = 1 << 15;
-constexpr int64_t kChunk = 4096;  // elements per partial sum of the penalty
 
 // The gradient with weight decay wd * p added, as torch.optim does it: not at all when wd
 // is 0, so that an infinite parameter does not turn into NaN through 0 * inf.
@@ -152,7 +150,7 @@ double add_penalty_grad(const float* p, float* grad, int64_t n, double l1, doubl
     // float coefficients for the float32 gradient, the exact ones for the reported penalty
     const float l1f = static_cast<float>(l1), two_l2 = static_cast<float>(2.0 * l2);
     const auto range = IsaCopies<penalty_range>::pick();
-    return chunked_sum(n, kChunk, [=](int64_t b, int64_t e) {
+    return chunked_sum(n, kSumChunk, [=](int64_t b, int64_t e) {
         double abs_sum, sq_sum;
         range(p + b, grad + b, e - b, l1f, two_l2, &abs_sum, &sq_sum);
         return l1 * abs_sum + l2 * sq_sum;

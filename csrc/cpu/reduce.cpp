@@ -2,18 +2,13 @@
 // itself is added by the GEMM epilogue), squared norms for gradient clipping, scale, clip.
 #include <algorithm>
 
+#include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
 #include "isa.h"
 #include "vmath.h"
 
 namespace fastnn {
-namespace {
-
-constexpr int64_t kGrain = 1 << 15;  // elements per thread before a fork pays
-constexpr int64_t kChunk = 4096;     // elements per partial sum (fixed: thread-independent)
-
-}  // namespace
 
 void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta) {
     column_sums_by_row_blocks(rows, cols, beta, out, [=](int64_t r, float* s) {
@@ -40,7 +35,7 @@ FASTNN_ISA_BODY double sum_squares_range(const float* x, int64_t n) {
 
 double sum_squares(const float* x, int64_t n) {
     const auto range = IsaCopies<sum_squares_range>::pick();
-    return chunked_sum(n, kChunk, [=](int64_t b, int64_t e) { return range(x + b, e - b); });
+    return chunked_sum(n, kSumChunk, [=](int64_t b, int64_t e) { return range(x + b, e - b); });
 }
 
 void scale(float* x, int64_t n, float factor) {
