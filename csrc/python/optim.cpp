@@ -12,14 +12,21 @@ py::array_t<float> state_buffer(py::handle obj, const py::array& param, const ch
     return a;
 }
 
+// An optimizer's parameter, updated in place, and its gradient, of the same size.
+std::pair<py::array_t<float>, F32Array> param_and_grad(py::handle p_obj, py::handle g_obj,
+                                                       const char* fn) {
+    auto p = in_place(p_obj, fn, "param");
+    F32Array g = as_f32(g_obj, fn, "grad");
+    require_same_size(p, g, fn, "param", "grad");
+    return {p, g};
+}
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
     m.def("sgd_step", [](py::handle p_obj, py::handle g_obj, py::object v_obj, float lr,
                          float momentum, bool nesterov, float weight_decay) {
-        auto p = in_place(p_obj, "sgd_step", "param");
-        F32Array g = as_f32(g_obj, "sgd_step", "grad");
-        require_same_size(p, g, "sgd_step", "param", "grad");
+        auto [p, g] = param_and_grad(p_obj, g_obj, "sgd_step");
         Operands ops("sgd_step");
         ops.output("param", p).input("grad", g);
         float* v = nullptr;
@@ -38,13 +45,9 @@ void bind_optim(py::module_& m) {
     m.def("adam_step", [](py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handle v_obj,
                           float lr, double beta1, double beta2, float eps, float weight_decay,
                           int64_t step, bool decoupled) {
-        auto p = in_place(p_obj, "adam_step", "param");
-        F32Array g = as_f32(g_obj, "adam_step", "grad");
-        auto m1 = in_place(m_obj, "adam_step", "m");
-        auto v = in_place(v_obj, "adam_step", "v");
-        require_same_size(p, g, "adam_step", "param", "grad");
-        require_same_size(p, m1, "adam_step", "param", "m");
-        require_same_size(p, v, "adam_step", "param", "v");
+        auto [p, g] = param_and_grad(p_obj, g_obj, "adam_step");
+        auto m1 = state_buffer(m_obj, p, "adam_step", "m");
+        auto v = state_buffer(v_obj, p, "adam_step", "v");
         if (step < 1) fail_value("adam_step: 'step' counts from 1, got " + std::to_string(step));
         Operands("adam_step").output("param", p).input("grad", g).output("m", m1).output("v", v)
             .check();
@@ -58,9 +61,7 @@ void bind_optim(py::module_& m) {
     m.def("adagrad_step", [](py::handle p_obj, py::handle g_obj, py::handle s_obj, float lr,
                              float eps, float weight_decay, float lr_decay, int64_t step) {
         const char* fn = "adagrad_step";
-        auto p = in_place(p_obj, fn, "param");
-        F32Array g = as_f32(g_obj, fn, "grad");
-        require_same_size(p, g, fn, "param", "grad");
+        auto [p, g] = param_and_grad(p_obj, g_obj, fn);
         auto sum_sq = state_buffer(s_obj, p, fn, "sum_sq");
         if (step < 1) fail_value("adagrad_step: 'step' counts from 1, got " + std::to_string(step));
         Operands(fn).output("param", p).input("grad", g).output("sum_sq", sum_sq).check();
@@ -74,9 +75,7 @@ void bind_optim(py::module_& m) {
                              py::object buf_obj, py::object avg_obj, float lr, double alpha,
                              float eps, float weight_decay, float momentum, bool centered) {
         const char* fn = "rmsprop_step";
-        auto p = in_place(p_obj, fn, "param");
-        F32Array g = as_f32(g_obj, fn, "grad");
-        require_same_size(p, g, fn, "param", "grad");
+        auto [p, g] = param_and_grad(p_obj, g_obj, fn);
         auto square_avg = state_buffer(sq_obj, p, fn, "square_avg");
         float* sq = square_avg.mutable_data();
         Operands ops(fn);
