@@ -455,3 +455,32 @@ def test_an_empty_batch_goes_through_every_layer_as_in_pytorch():
     assert grad.shape == (0, 3, 2)
     with pytest.raises(ValueError, match="no classes"):
         fastnn._C.softmax_forward(np.zeros((2, 0), np.float32))
+
+
+# ----------------------------------------------------------------------------- devices
+def test_to_cpu_is_the_identity():
+    from fastnn import nn
+
+    model = nn.Sequential(nn.Dense(3, 4, activation="relu"), nn.Dense(4, 2))
+    arrays = [(p.data, p.grad) for p in model.parameters()]
+    assert model.to("cpu") is model
+    assert all(p.data is d and p.grad is g for p, (d, g) in zip(model.parameters(), arrays))
+
+    class Device:  # what torch.device("cpu") looks like
+        type, index = "cpu", None
+
+    assert model[0].to(Device()) is model[0]
+
+
+@pytest.mark.parametrize("device,error,words", [
+    ("cuda", RuntimeError, "FASTNN_CUDA=ON"), ("cuda:0", RuntimeError, "FASTNN_CUDA=ON"),
+    ("gpu", ValueError, "'cpu', 'cuda' or 'cuda:N'"), ("cpu:0", ValueError, "not a device"),
+    ("cuda:x", ValueError, "not a device"), (0, TypeError, "must be a str"),
+])
+def test_to_another_device_says_what_this_build_has(device, error, words):
+    from fastnn import nn
+
+    model = nn.Sequential(nn.Dense(3, 2))
+    with pytest.raises(error) as err:
+        model.to(device)
+    assert words in str(err.value) and "Sequential.to" in str(err.value)

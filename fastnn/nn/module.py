@@ -276,6 +276,16 @@ class Module:
         for p in self.parameters():
             p.zero_grad()
 
+    def to(self, device: Any) -> Module:
+        """Move the module's parameters, gradients and buffers to ``device`` ("cpu", "cuda",
+        "cuda:N") and return the module, as torch's ``Module.to``. On the CPU, where they
+        already are, this is the identity (no copy); "cuda" needs fastnn's CUDA build, and
+        this one raises a RuntimeError that says how to build it."""
+        from .._device import check_device
+
+        check_device(device, f"{type(self).__name__}.to")
+        return self
+
     def train(self, mode: bool = True) -> Module:
         """Set training mode (``mode=False``: evaluation mode) here and in all sub-modules."""
         self.training = mode

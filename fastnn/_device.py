@@ -1,0 +1,28 @@
+"""Devices: where a model's arrays live. This build has the CPU only; the CUDA build adds
+"cuda" (``pip install . -Ccmake.define.FASTNN_CUDA=ON``)."""
+from __future__ import annotations
+
+from typing import Any
+
+CUDA_BUILD_HINT = "pip install . -Ccmake.define.FASTNN_CUDA=ON"
+
+
+def check_device(device: Any, what: str = "device") -> str:
+    """The device named by ``device`` ("cpu", "cuda", "cuda:N"; or an object with ``.type``
+    and ``.index``, such as a torch.device), as a string, if this build has it: ValueError
+    for a name that is no device, RuntimeError for a device this build lacks."""
+    if hasattr(device, "type") and not isinstance(device, str):
+        index = getattr(device, "index", None)
+        device = device.type if index is None else f"{device.type}:{index}"
+    if not isinstance(device, str):
+        raise TypeError(f"{what} must be a str such as 'cpu' or 'cuda', got {type(device).__name__}")
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ValueError(f"{what} {device!r} is not a device; expected 'cpu', 'cuda' or 'cuda:N'")
+    if kind == "cuda":
+        from . import _C
+
+        if not _C.config()["cuda"]:
+            raise RuntimeError(f"{what} {device!r}: this fastnn was built without CUDA; "
+                               f"build it with `{CUDA_BUILD_HINT}` on a machine with nvcc")
+    return device
