@@ -27,7 +27,7 @@ rng = np.random.default_rng(0)
 # shows as a late start in most of them.
 a = rng.standard_normal((128, 128), dtype=np.float32)
 b = rng.standard_normal((128, 128), dtype=np.float32)
-for _ in range(3000):
+for _ in range(10000):  # 3000 left no late region in 1 run in 4 on a Zen 5 guest
     c = fastnn.matmul(a, b)
 print(json.dumps({"pauses": fastnn.config()["load_pauses"], "c": c[:3, :3].tolist(),
                   "threads": fastnn.get_num_threads()}))
@@ -52,7 +52,13 @@ def run_beside_busy_core(env_extra):
 
 
 def test_guard_falls_back_beside_a_busy_core_and_results_do_not_change():
-    guarded = run_beside_busy_core({})
+    # Whether the worker is late, and how often, is the scheduler's choice (on a 2-vCPU Zen 5
+    # guest it mostly lets the woken worker preempt the busy loop): up to three runs, then; a
+    # guard that never fires fails all three.
+    for _ in range(3):
+        guarded = run_beside_busy_core({})
+        if guarded["pauses"] >= 1:
+            break
     unguarded = run_beside_busy_core({"FASTNN_ADAPTIVE_THREADS": "0"})
     assert guarded["threads"] == unguarded["threads"] == 2   # the user's setting is kept
     assert isinstance(guarded["pauses"], int) and guarded["pauses"] >= 1
