@@ -31,6 +31,14 @@ void set_num_threads(int n) {
     g_threads.store(std::clamp(n, 1, max_threads()), std::memory_order_relaxed);
 }
 
+static std::atomic<bool> g_flush_denormals{[] {
+    const char* v = std::getenv("FASTNN_FLUSH_DENORMALS");
+    return !(v && std::strcmp(v, "0") == 0);
+}()};
+
+bool flush_denormals() { return g_flush_denormals.load(std::memory_order_relaxed); }
+void set_flush_denormals(bool on) { g_flush_denormals.store(on, std::memory_order_relaxed); }
+
 namespace load_guard {
 namespace {
 

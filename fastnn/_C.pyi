@@ -32,12 +32,14 @@ def activations() -> dict[str, dict]:
 
 def config() -> dict:
     """{'isa': str, 'isa_supported': list[str], 'openmp': bool, 'num_threads': int,
-    'load_pauses': int, 'cuda': bool, 'cpu': dict (vendor, model_name, family, model, stepping,
+    'load_pauses': int, 'flush_denormals': bool, 'cuda': bool, 'cpu': dict (vendor, model_name, family, model, stepping,
     features, caches, cache_spec, cache_source), 'blocking': dict (as blocking())}"""
 
 def set_num_threads(n: int) -> None:
     """ValueError unless 1 <= n <= max_num_threads()."""
 def get_num_threads() -> int: ...
+def set_flush_denormals(on: bool) -> None:
+    """Whether the kernels flush denormal floats to zero (FTZ and DAZ inside each region)."""
 def max_num_threads() -> int:
     """4 per online CPU: the most threads the kernels take (OMP_NUM_THREADS is clamped to it,
     with a RuntimeWarning at import)."""

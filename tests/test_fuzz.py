@@ -1020,10 +1020,11 @@ def test_activation_table(args, name):
       via=st.sampled_from(["_C", "fastnn"]), isa=st.sampled_from(["avx512", "avx2", "generic",
                                                                     "AVX2", "", "sse"]),
       peak_threads=st.sampled_from([1, 2, 100000, 0, -4]),
-      seconds=st.sampled_from([0.0, 0.01, -1.0, float("nan")]))
-def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds):
+      seconds=st.sampled_from([0.0, 0.01, -1.0, float("nan")]),
+      flush=st.sampled_from([True, False, np.bool_(False), 1, 0.0, None, "no"]))
+def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds, flush):
     """set_num_threads then a parallel GEMM, set_isa (and _elementwise_isa), fma_peak_gflops,
-    config."""
+    set_flush_denormals, config."""
     old_threads, old_isa = _C.get_num_threads(), _C.get_isa()
     many = {"n"} if threads > 1024 else set()   # refused, or capped to what runs here
     size = 2048 if many else 300   # a product that asks for 32768 threads, or one for 68
@@ -1061,9 +1062,18 @@ def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds):
                           lambda: _C.fma_peak_gflops(threads=peak_threads, seconds=seconds), [],
                           bad)
         assert peak is None or peak >= 0.0
+        is_bool = isinstance(flush, (bool, np.bool_))
+        setter = _C.set_flush_denormals if via == "_C" else fastnn.set_flush_denormal
+        name = "on" if via == "_C" else "mode"
+        done = check_call(f"{via} flush denormals ({flush!r})", lambda: setter(flush) or True, [],
+                          set() if is_bool and (via == "fastnn" or isinstance(flush, bool)) else {name})
+        if done:
+            assert fastnn.config()["flush_denormals"] == bool(flush)
+            agree(fastnn.matmul(a, b)[:8], expected, tol, f"matmul, flush_denormals={flush!r}")
     finally:
         _C.set_num_threads(old_threads)
         _C.set_isa(old_isa)
+        _C.set_flush_denormals(True)
 
 
 BLOCK_SIZES = [1, 2, 5, 16, 17, 64, 300, 4096, 65536, 65537, 0, -3, 2**40, True, 8.0, None]
@@ -1239,7 +1249,7 @@ def test_fuzz_covers_every_binding_and_layer():
                "augment_images", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
                "supported_isas", "config", "fma_peak_gflops", "max_num_threads", "blocking",
                "set_blocking", "reset_blocking", "model_blocking", "fma_peak_per_core",
-               "_elementwise_isa", "activations"}
+               "_elementwise_isa", "activations", "set_flush_denormals"}
     public = {n for n in dir(_C) if not n.startswith("__") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}

@@ -3,6 +3,9 @@ float64, with PyTorch's conventions: NaN in gives NaN out, and the backward pass
 torch's (relu and elu pass the gradient, leaky_relu scales it). Then fit, which stops with
 a RuntimeWarning naming the layer and parameter when training turns them non-finite."""
 
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -242,3 +245,61 @@ def test_alpha_zero_reads_neither_operand_as_blas(fn):
     b = np.array([[np.inf], [2.0]], np.float32)
     out = np.array([[3.0]], np.float32)
     assert fn(a, b, out=out, alpha=0.0, beta=2.0)[0, 0] == 6.0
+
+
+# ----------------------------------------------------------------------------- denormals
+TINY = np.finfo(np.float32).tiny  # 2^-126: below it a float32 is denormal
+
+
+def adam_first_moment_after_zero_grad(m0):
+    """Adam's first moment after one step with a zero gradient: beta1 * m0."""
+    n = 4096  # enough for the kernel's threads and vector bodies
+    p, g = np.ones(n, np.float32), np.zeros(n, np.float32)
+    m, v = np.full(n, m0, np.float32), np.ones(n, np.float32)
+    _C.adam_step(p, g, m, v, lr=1e-3, beta1=0.5, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1)
+    return m
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernels_flush_denormals(threads):
+    """0.5 * 2^-126 is denormal: the kernels flush it to zero (FTZ), unless told to keep
+    IEEE gradual underflow; a denormal input counts as zero (DAZ)."""
+    old = fastnn.get_num_threads()
+    fastnn.set_num_threads(threads)
+    try:
+        fastnn.set_flush_denormal(True)
+        assert fastnn.config()["flush_denormals"] is True
+        assert not adam_first_moment_after_zero_grad(TINY).any()
+        # DAZ: a denormal times one is zero
+        x = np.full(4096, TINY / 4, np.float32)
+        _C.scale_(x, 1.0)
+        assert not x.any()
+        fastnn.set_flush_denormal(False)
+        assert fastnn.config()["flush_denormals"] is False
+        np.testing.assert_array_equal(adam_first_moment_after_zero_grad(TINY), np.float32(TINY / 2))
+        x = np.full(4096, TINY / 4, np.float32)
+        _C.scale_(x, 1.0)
+        np.testing.assert_array_equal(x, np.float32(TINY / 4))
+    finally:
+        fastnn.set_flush_denormal(True)
+        fastnn.set_num_threads(old)
+
+
+def test_caller_keeps_ieee_underflow_after_a_kernel():
+    """The flush is set for the kernel's region only: NumPy on the calling thread still makes
+    denormals afterwards."""
+    adam_first_moment_after_zero_grad(TINY)
+    fastnn.matmul(np.ones((300, 300), np.float32), np.ones((300, 300), np.float32))
+    half = np.float32(TINY) * np.float32(0.5)
+    assert half != 0 and half < TINY
+
+
+@pytest.mark.parametrize("env, expected", [(None, "True"), ("1", "True"), ("0", "False")])
+def test_flush_denormals_default_and_env(env, expected):
+    code = "import fastnn; print(fastnn.config()['flush_denormals'])"
+    extra = {"FASTNN_FLUSH_DENORMALS": env} if env is not None else {}
+    env_now = dict(os.environ)
+    env_now.pop("FASTNN_FLUSH_DENORMALS", None)
+    out = _ref.run_python(code, env_extra=extra) if env is not None else subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env_now, timeout=120)
+    assert out.stdout.split()[-1] == expected, out.stdout + out.stderr

@@ -81,6 +81,7 @@ void bind_config(py::module_& m) {
         d["openmp"] = have_openmp();
         d["num_threads"] = get_num_threads();
         d["load_pauses"] = load_guard::pauses();
+        d["flush_denormals"] = flush_denormals();
         d["cuda"] = false;
         d["cpu"] = cpu_dict();
         d["blocking"] = blocking_dict(*gemm_context());
@@ -143,6 +144,12 @@ void bind_config(py::module_& m) {
     m.def("set_num_threads", [](py::handle n) {
         set_num_threads(thread_count(n, "set_num_threads", "n"));
     }, py::arg("n"));
+    m.def("set_flush_denormals", [](py::handle on) {
+        if (!py::isinstance<py::bool_>(on))
+            throw py::type_error("set_flush_denormals: on must be a bool, got " +
+                                 std::string(py::str(py::type::handle_of(on).attr("__name__"))));
+        set_flush_denormals(on.cast<bool>());
+    }, py::arg("on"));
     m.def("max_num_threads", &max_threads);
     m.def("get_num_threads", &get_num_threads);
     m.def("get_isa", [] { return std::string(active_isa()); });
