@@ -11,9 +11,14 @@ import _ref
 from test_gemm import TRANSPOSES, TRANS_IDS, check, operands, reference
 
 # (m, n, k): direct path (thin n, thin m, thin k, tiny) and packed path (k > one k-block,
-# m and n off the tile sizes, a single row panel shared by threads).
+# m and n off the tile sizes, a single row panel shared by threads). Few rows of C read
+# the big operand in place (gemm.cpp, kFewPanels): with a transposed B the transposed path
+# (m up to MC; edge rows of B, a narrow last panel of op(A)^T, two k-blocks at k = 1000),
+# with a non-transposed B its rows in place (n = 1000 leaves a narrower packed panel) or,
+# at a 4 KiB row stride (n = 1024), packed one panel at a time.
 PATH_SHAPES = [(1000, 10, 300), (9, 700, 300), (500, 300, 5), (33, 17, 13),
-               (515, 301, 1000), (8, 1100, 900), (200, 200, 200)]
+               (515, 301, 1000), (8, 1100, 900), (200, 200, 200),
+               (33, 517, 1000), (100, 203, 70), (40, 1000, 300), (40, 1024, 300)]
 ACTIVATIONS = ["identity", "relu", "sigmoid", "tanh", "leaky_relu"]
 
 

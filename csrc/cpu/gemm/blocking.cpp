@@ -1,6 +1,7 @@
 #include "blocking.h"
 
 #include <algorithm>
+#include <numeric>
 
 namespace fastnn {
 
@@ -48,6 +49,16 @@ Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr) {
     const int64_t nc = ways_b3 * way3 / std::max(1, l3->shared_by) / (b.kc * kFloat);
     b.nc = std::max<int64_t>(nr, std::min<int64_t>(nc, 8192) / nr * nr);
     return b;
+}
+
+bool strided_rows_fit_l2(const std::vector<CacheLevel>& caches, int64_t rows, int64_t stride_bytes) {
+    for (const CacheLevel& c : caches) {
+        if (c.level != 2) continue;
+        const int64_t way = c.sets() * c.line_bytes;
+        const int64_t shared = std::gcd(std::max<int64_t>(stride_bytes, 1), way);
+        return rows * shared <= way * std::max(1, c.ways / 2);
+    }
+    return false;  // no L2 reported: pack
 }
 
 }  // namespace fastnn

@@ -35,4 +35,11 @@ struct Blocking {
 // KC depends on the machine and the kernel only, never on the thread count.
 Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr);
 
+// Whether `rows` rows of a matrix read in place, `stride_bytes` apart, stay in L2 together:
+// they fall on way / gcd(stride, way) set positions (way = L2 sets x line bytes), so
+// rows x gcd / way of them compete for each position's ways; at most half of the ways (the
+// packed panels and C need the rest). A stride of a multiple of 4 KiB (1024 floats and up)
+// fails for a few hundred rows: B's rows then come from L3 at every reuse.
+bool strided_rows_fit_l2(const std::vector<CacheLevel>& caches, int64_t rows, int64_t stride_bytes);
+
 }  // namespace fastnn

@@ -89,12 +89,11 @@ void pack_a_panel(const Microkernel& uk, bool trans, const float* a, int64_t lda
     }
 }
 
-// Panel `panel` of op(B) ks [p0, p0+kc), columns [j0, j0+nc): kc groups of nr values.
+// Panel `panel` of op(B) ks [p0, p0+kc), columns [j0, j0+nc) into out: kc groups of nr values.
 void pack_b_panel(const Microkernel& uk, bool trans, const float* b, int64_t ldb, int64_t p0,
-                  int64_t kc, int64_t j0, int64_t nc, int64_t panel, float* dst) {
+                  int64_t kc, int64_t j0, int64_t nc, int64_t panel, float* out) {
     const int nr = uk.nr;
     int64_t c0 = panel * nr, cols = std::min<int64_t>(nr, nc - c0);
-    float* out = dst + panel * nr * kc;
     if (trans && cols == nr && uk.pack_b_rows) {
         uk.pack_b_rows(b + (j0 + c0) * ldb + p0, ldb, kc, out);
         return;
@@ -136,16 +135,16 @@ bool has_epilogue(const Epilogue& ep) { return ep.bias || ep.act != Activation::
 
 // One MR x NR tile at C(i, j); a partial tile goes through a local buffer. `ep` is given
 // with the last k-block only.
-void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* bp, float* c,
-              int64_t ldc, int64_t rows, int64_t cols, float alpha, float beta,
+void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* bp, int64_t ldb,
+              float* c, int64_t ldc, int64_t rows, int64_t cols, float alpha, float beta,
               const Epilogue* ep, int64_t col0) {
     if (rows == uk.mr && cols == uk.nr) {
-        uk.fn(kc, ap, bp, c, ldc, alpha, beta);
-    } else if (rows == uk.mr && uk.narrow) {
+        uk.fn(kc, ap, bp, ldb, c, ldc, alpha, beta);
+    } else if (rows == uk.mr && uk.narrow) {  // a narrow panel is always packed
         uk.narrow(kc, ap, bp, c, ldc, alpha, beta, cols);
     } else {
         alignas(64) float tile[16 * 64];
-        uk.fn(kc, ap, bp, tile, uk.nr, 1.0f, 0.0f);
+        uk.fn(kc, ap, bp, ldb, tile, uk.nr, 1.0f, 0.0f);
         for (int64_t i = 0; i < rows; ++i) {
             float* row = c + i * ldc;
             const float* t = tile + i * uk.nr;
@@ -162,6 +161,85 @@ void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* b
 // that padded panels would waste most of the microkernel.
 bool is_small(int64_t m, int64_t n, int64_t k) {
     return m * n * k <= (int64_t{1} << 18) || n <= 16 || m <= 16 || k <= 16;
+}
+
+// k in equal blocks of at most KC (784 -> 2 x 392, not 384 + 384 + 16): on k and the machine
+// only, so every element of C sees one summation order whatever the threads.
+int64_t k_block(int64_t k, int64_t kc_cap) {
+    const int64_t k_blocks = (k + kc_cap - 1) / kc_cap;
+    return (k + k_blocks - 1) / k_blocks;
+}
+
+// A few rows of C (a small batch): packing op(B) moves each of its elements once for only
+// 2 m flops, as costly as the product itself at m = 32 (b32 784->512 ran at 0.68x PyTorch).
+// As MKL does, the big operand is then read in place (thread count aside, so that the path,
+// and hence the bits, never depend on it):
+// - a transposed B by the transposed path (gemm_transposed), while all of op(A) fits one A
+//   block (m <= MC: op(A)^T, packed, then stays in L2 as a packed A block would);
+// - a non-transposed B by the packed path, its rows read as they are, while at most
+//   kFewPanels MR-row panels of op(A) would reuse a packed copy and B's rows stay in L2
+//   (strided_rows_fit_l2). At m = 128 in place ran 1.00x PyTorch and packed 0.85x; from
+//   m = 192 both were within noise of each other (1 thread, Xeon with AMX).
+constexpr int64_t kFewPanels = 16;
+
+// C = alpha * T^T + beta * C for a tile T of C^T (rows x cols of T, ld NR).
+void store_transposed(const float* t, int64_t nr, int64_t rows, int64_t cols, float alpha,
+                      float beta, float* c, int64_t ldc) {
+    for (int64_t q = 0; q < cols; ++q) {
+        float* row = c + q * ldc;
+        if (beta == 0.0f)
+            for (int64_t r = 0; r < rows; ++r) row[r] = alpha * t[r * nr + q];
+        else
+            for (int64_t r = 0; r < rows; ++r) row[r] = alpha * t[r * nr + q] + beta * row[r];
+    }
+}
+
+// C^T = B op(A)^T for a transposed B (B stored n x k): the kernel reads MR rows of B in place
+// as its A operand (B is never packed), takes op(A)^T, packed, as its B operand (small: m x k),
+// and the MR x NR tiles of C^T go back transposed. Threads split C's columns (B's rows), so
+// each reads its part of B once; the epilogue runs on each thread's columns at the end.
+void gemm_transposed(const GemmContext& ctx, bool trans_a, int64_t m, int64_t n, int64_t k,
+                     float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                     float beta, float* c, int64_t ldc, const Epilogue* ep) {
+    const Microkernel& uk = *ctx.uk;
+    const int mr = uk.mr, nr = uk.nr;
+    const int64_t kc_max = k_block(k, ctx.blocking.kc);
+    const int64_t a_panels = (m + nr - 1) / nr, b_blocks = (n + mr - 1) / mr;
+    const int threads = threads_for(m * n * k, int64_t{1} << 18);
+    parallel_region(threads, [&](int64_t tid, int64_t nt) {
+        const int64_t j0 = std::min(n, b_blocks * tid / nt * mr);
+        const int64_t j1 = std::min(n, b_blocks * (tid + 1) / nt * mr);
+        if (j0 >= j1) return;
+        thread_local std::unique_ptr<float, AlignedFree> at_buf, edge_buf;
+        thread_local size_t at_cap = 0, edge_cap = 0;
+        float* at_pack = scratch(at_buf, at_cap, static_cast<size_t>(a_panels * nr * kc_max));
+        alignas(64) float tile[16 * 64];
+        for (int64_t pc = 0; pc < k; pc += kc_max) {
+            const int64_t kc = std::min(kc_max, k - pc);
+            const float beta_k = pc == 0 ? beta : 1.0f;
+            // op(A)^T[p][i] = op(A)[i][p]: a "B" panel, transposed exactly when A is not
+            for (int64_t ip = 0; ip < a_panels; ++ip)
+                pack_b_panel(uk, !trans_a, a, lda, pc, kc, 0, m, ip, at_pack + ip * nr * kc);
+            for (int64_t j = j0; j < j1; j += mr) {
+                const int64_t rows = std::min<int64_t>(mr, j1 - j);
+                const float* brows = b + j * ldb + pc;
+                int64_t ld = ldb;
+                if (rows < mr) {  // the last rows of B, padded with zero rows: never read past B
+                    float* edge = scratch(edge_buf, edge_cap, static_cast<size_t>(mr * kc));
+                    for (int64_t r = 0; r < mr; ++r)
+                        for (int64_t p = 0; p < kc; ++p) edge[r * kc + p] = r < rows ? brows[r * ldb + p] : 0.0f;
+                    brows = edge;
+                    ld = kc;
+                }
+                for (int64_t ip = 0; ip < a_panels; ++ip) {
+                    const int64_t cols = std::min<int64_t>(nr, m - ip * nr);
+                    uk.rows_a(kc, brows, ld, at_pack + ip * nr * kc, tile, cols);
+                    store_transposed(tile, nr, rows, cols, alpha, beta_k, c + ip * nr * ldc + j, ldc);
+                }
+            }
+        }
+        if (ep) apply_epilogue(*ep, c + j0, ldc, m, j1 - j0, j0);
+    });
 }
 
 }  // namespace
@@ -196,11 +274,12 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         });
         if (handled) return;
     }
+    if (uk.rows_a && trans_b && m <= ctx.blocking.mc) {
+        gemm_transposed(ctx, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        return;
+    }
     const int mr = uk.mr, nr = uk.nr;
-    // k in equal blocks of at most KC (784 -> 2 x 392, not 384 + 384 + 16): on k and the
-    // machine only, so every element of C sees one summation order whatever the threads.
-    const int64_t kc_cap = ctx.blocking.kc, nc_cap = ctx.blocking.nc, mc_cap = ctx.blocking.mc;
-    const int64_t k_blocks = (k + kc_cap - 1) / kc_cap, kc_max = (k + k_blocks - 1) / k_blocks;
+    const int64_t kc_max = k_block(k, ctx.blocking.kc), nc_cap = ctx.blocking.nc, mc_cap = ctx.blocking.mc;
     const int64_t n_panels = (n + nr - 1) / nr, m_panels = (m + mr - 1) / mr;
     // Small products run on one thread: a fork costs more than they do.
     const int threads = threads_for(m * n * k, int64_t{1} << 18);
@@ -208,6 +287,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     // (each thread then writes whole rows of C). With fewer than four A panels per thread
     // that B pack would cost too much per row, so the threads take columns instead.
     const bool split_columns = m_panels < 4 * threads && n_panels >= 2 * threads;
+    // A non-transposed B read in place (see kFewPanels): its full panels only; the last,
+    // narrower one is packed, so that no kernel reads past a row of B.
+    const bool direct_b = !trans_b && m_panels <= kFewPanels &&
+                          strided_rows_fit_l2(cpu_info().caches, kc_max, ldb * int64_t{sizeof(float)});
 
     // C rows [i0, i1) x columns [j0, j1), j0 a multiple of NR; buffers of the calling thread.
     auto block = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
@@ -215,25 +298,36 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         thread_local size_t a_cap = 0, b_cap = 0;
         const int64_t nc_max = std::min<int64_t>((nc_cap + nr - 1) / nr * nr, (j1 - j0 + nr - 1) / nr * nr);
         const int64_t mc_max = std::min<int64_t>((mc_cap + mr - 1) / mr * mr, (i1 - i0 + mr - 1) / mr * mr);
+        // One A block: each B panel meets the A panels once, so it is packed just before
+        // they run, while they are still in L2, not all of B first (2 MiB at 512 x 1024,
+        // beyond L2 by the time the A panels read it back).
+        const bool one_a_block = i1 - i0 <= mc_max;
         float* a_pack = scratch(a_buf, a_cap, static_cast<size_t>(mc_max * kc_max));
-        float* b_pack = scratch(b_buf, b_cap, static_cast<size_t>(nc_max * kc_max));
+        float* b_pack = scratch(b_buf, b_cap, static_cast<size_t>((one_a_block ? nr : nc_max) * kc_max));
         for (int64_t jc = j0; jc < j1; jc += nc_max) {
             const int64_t nc = std::min(nc_max, j1 - jc), b_panels = (nc + nr - 1) / nr;
             for (int64_t pc = 0; pc < k; pc += kc_max) {
                 const int64_t kc = std::min(kc_max, k - pc);
                 const float beta_k = pc == 0 ? beta : 1.0f;
                 const Epilogue* ep_k = pc + kc >= k ? ep : nullptr;
-                for (int64_t jp = 0; jp < b_panels; ++jp)
-                    pack_b_panel(uk, trans_b, b, ldb, pc, kc, jc, nc, jp, b_pack);
+                auto in_place = [&](int64_t jp) { return direct_b && jp * nr + nr <= nc; };
+                if (!one_a_block)
+                    for (int64_t jp = 0; jp < b_panels; ++jp)
+                        if (!in_place(jp)) pack_b_panel(uk, trans_b, b, ldb, pc, kc, jc, nc, jp, b_pack + jp * nr * kc);
                 for (int64_t ic = i0; ic < i1; ic += mc_max) {
                     const int64_t rows = std::min(mc_max, i1 - ic), a_panels = (rows + mr - 1) / mr;
                     for (int64_t ip = 0; ip < a_panels; ++ip)
                         pack_a_panel(uk, trans_a, a, lda, ic, rows, pc, kc, ip, a_pack + ip * mr * kc);
                     for (int64_t jp = 0; jp < b_panels; ++jp) {
                         const int64_t j = jc + jp * nr;
+                        const float* bp = b_pack + (one_a_block ? 0 : jp * nr * kc);
+                        if (in_place(jp))
+                            bp = b + pc * ldb + j;
+                        else if (one_a_block)
+                            pack_b_panel(uk, trans_b, b, ldb, pc, kc, jc, nc, jp, b_pack);
                         for (int64_t ip = 0; ip < a_panels; ++ip) {
                             const int64_t i = ic + ip * mr;
-                            run_tile(uk, kc, a_pack + ip * mr * kc, b_pack + jp * nr * kc,
+                            run_tile(uk, kc, a_pack + ip * mr * kc, bp, in_place(jp) ? ldb : nr,
                                      c + i * ldc + j, ldc, std::min<int64_t>(mr, ic + rows - i),
                                      std::min<int64_t>(nr, jc + nc - j), alpha, beta_k, ep_k, j);
                         }

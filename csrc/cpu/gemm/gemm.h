@@ -49,11 +49,12 @@ void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                     float* c, int64_t ldc, const Epilogue& epilogue = Epilogue{});
 
-// A microkernel computes one MR x NR tile of C from kc steps of packed panels:
-// a holds kc groups of MR values of op(A), b holds kc groups of NR values of op(B).
+// A microkernel computes one MR x NR tile of C from kc steps of panels: a holds kc groups
+// of MR values of op(A) (packed); b holds kc rows of NR values of op(B), ldb apart (NR when
+// packed, B's own row stride when a non-transposed B is read in place).
 // C = alpha * sum + beta * C; with beta == 0, C is written without being read.
-using MicrokernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c,
-                               int64_t ldc, float alpha, float beta);
+using MicrokernelFn = void (*)(int64_t kc, const float* a, const float* b, int64_t ldb,
+                               float* c, int64_t ldc, float alpha, float beta);
 
 // Optional fast packing of a full panel that packing has to transpose: rows [0, R) x
 // columns [0, kc) of a row-major matrix into kc groups of R values, where R is MR for a
@@ -67,8 +68,8 @@ using SmallGemmFn = bool (*)(bool trans_a, bool trans_b, int64_t m, int64_t n, i
                              float alpha, const float* a, int64_t lda, const float* b,
                              int64_t ldb, float beta, float* c, int64_t ldc);
 
-// Optional kernel for a full-height tile narrower than NR (0 < cols < NR), written to C
-// in place; without it such tiles run the full kernel into a buffer.
+// Optional kernel for a full-height tile narrower than NR (0 < cols < NR), B packed, written
+// to C in place; without it such tiles run the full kernel into a buffer.
 using NarrowKernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c,
                                 int64_t ldc, float alpha, float beta, int64_t cols);
 
@@ -84,6 +85,12 @@ struct Microkernel {
     // Flops done by `iters` rounds of independent FMAs (or multiply-adds) of this ISA's
     // widest vectors, no loads: measures the core's peak for this path.
     double (*fma_probe)(int64_t iters) = nullptr;
+    // Optional, for the transposed path (gemm.cpp): MR rows of a matrix read in place (row i
+    // at a + i * lda, contiguous along k) times kc rows of a packed B panel, written to
+    // `tile` (MR x NR, row-major); only the vectors holding the first `cols` columns are
+    // computed (the others are left as they were).
+    void (*rows_a)(int64_t kc, const float* a, int64_t lda, const float* b, float* tile,
+                   int64_t cols) = nullptr;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

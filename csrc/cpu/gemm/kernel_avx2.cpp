@@ -10,8 +10,8 @@ namespace {
 
 constexpr int MR = 6, NR = 16;
 
-void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                 float alpha, float beta) {
+void kernel_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                 int64_t ldc, float alpha, float beta) {
     // The C tile is read at the end: start fetching it now, while the FMAs run (its rows
     // are ldc apart, often a power of two, so they also compete for the same L1 sets).
 #pragma GCC unroll 6
@@ -23,7 +23,7 @@ void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t l
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     auto step = [&]() __attribute__((always_inline)) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
         for (int i = 0; i < MR; ++i) {
             __m256 ai = _mm256_broadcast_ss(a + i);
@@ -31,7 +31,7 @@ void kernel_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t l
             acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
         }
         a += MR;
-        b += NR;
+        b += ldb;
     };
     // Unrolled by 4 (fewer loop-control instructions per FMA): 2-3% faster on a Zen 3.
     int64_t p = 0;

@@ -10,15 +10,18 @@ namespace {
 
 constexpr int MR = 8, NR = 48;
 
+
 inline __m256 upper_half(__m512 x) {
     return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
 }
 
-// MR x 16 NV tile from packed panels (B's panel is NR wide; only its first 16 NV columns
-// are read). The last vector stores the columns in `last`: all 16 for a full tile.
-template <int NV>
-inline void tile_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                        float alpha, float beta, __mmask16 last) {
+// MR x 16 NV tile: kc steps of MR values of A times NR values of B. A is packed (kc groups
+// of MR) or, with kRowsA, read in place (row i at a + i * lda, contiguous along k). B's rows
+// are ldb apart: NR when packed, B's own row stride when read in place (only the first 16 NV
+// columns are read). The last vector stores the columns in `last`: all 16 for a full tile.
+template <int NV, bool kRowsA = false>
+inline void tile_kernel(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+                        float* c, int64_t ldc, float alpha, float beta, __mmask16 last) {
     // The C tile is read at the end: start fetching it now, while the FMAs run.
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
@@ -32,13 +35,13 @@ inline void tile_kernel(int64_t kc, const float* a, const float* b, float* c, in
     // Unrolled by 4: the loop's counter, pointer bumps and branch once per 96 FMAs, not 24
     // (+1-4% at 512-4096 on a Zen 5, the two builds alternated three times).
 #pragma GCC unroll 4
-    for (int64_t p = 0; p < kc; ++p, a += MR, b += NR) {
+    for (int64_t p = 0; p < kc; ++p, a += kRowsA ? 1 : MR, b += ldb) {
         __m512 bv[NV];
 #pragma GCC unroll 3
-        for (int h = 0; h < NV; ++h) bv[h] = _mm512_load_ps(b + 16 * h);
+        for (int h = 0; h < NV; ++h) bv[h] = _mm512_loadu_ps(b + 16 * h);
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) {
-            __m512 ai = _mm512_set1_ps(a[i]);
+            __m512 ai = _mm512_set1_ps(kRowsA ? a[i * lda] : a[i]);
 #pragma GCC unroll 3
             for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_fmadd_ps(ai, bv[h], acc[i][h]);
         }
@@ -57,9 +60,9 @@ inline void tile_kernel(int64_t kc, const float* a, const float* b, float* c, in
     }
 }
 
-void kernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                   float alpha, float beta) {
-    tile_kernel<3>(kc, a, b, c, ldc, alpha, beta, 0xFFFF);
+void kernel_avx512(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                   int64_t ldc, float alpha, float beta) {
+    tile_kernel<3>(kc, a, 0, b, ldb, c, ldc, alpha, beta, 0xFFFF);
 }
 
 // The last, narrower column panel (n = 512 leaves 32 columns, n = 256 leaves 16): only the
@@ -70,11 +73,23 @@ void kernel_avx512_narrow(int64_t kc, const float* a, const float* b, float* c, 
     const int in_last = static_cast<int>(cols - 16 * (vectors - 1));
     const __mmask16 last = __mmask16((1u << in_last) - 1u);
     if (vectors == 1)
-        tile_kernel<1>(kc, a, b, c, ldc, alpha, beta, last);
+        tile_kernel<1>(kc, a, 0, b, NR, c, ldc, alpha, beta, last);
     else if (vectors == 2)
-        tile_kernel<2>(kc, a, b, c, ldc, alpha, beta, last);
+        tile_kernel<2>(kc, a, 0, b, NR, c, ldc, alpha, beta, last);
     else
-        tile_kernel<3>(kc, a, b, c, ldc, alpha, beta, last);
+        tile_kernel<3>(kc, a, 0, b, NR, c, ldc, alpha, beta, last);
+}
+
+// A's MR rows read in place, B packed, into an MR x NR tile (the transposed path's kernel).
+void kernel_avx512_rows_a(int64_t kc, const float* a, int64_t lda, const float* b, float* tile,
+                          int64_t cols) {
+    const int vectors = static_cast<int>((cols + 15) / 16);
+    if (vectors == 1)
+        tile_kernel<1, true>(kc, a, lda, b, NR, tile, NR, 1.0f, 0.0f, 0xFFFF);
+    else if (vectors == 2)
+        tile_kernel<2, true>(kc, a, lda, b, NR, tile, NR, 1.0f, 0.0f, 0xFFFF);
+    else
+        tile_kernel<3, true>(kc, a, lda, b, NR, tile, NR, 1.0f, 0.0f, 0xFFFF);
 }
 
 // Transposes 8 rows x kc columns of a row-major matrix into kc groups of 8 floats placed
@@ -263,6 +278,7 @@ double fma_probe_avx512(int64_t iters) {
 }  // namespace
 
 const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
-                                small_gemm<SmallAvx512>, kernel_avx512_narrow, fma_probe_avx512};
+                                small_gemm<SmallAvx512>, kernel_avx512_narrow, fma_probe_avx512,
+                                kernel_avx512_rows_a};
 
 }  // namespace fastnn

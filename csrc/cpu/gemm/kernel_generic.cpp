@@ -6,10 +6,10 @@ namespace {
 
 constexpr int MR = 4, NR = 16;
 
-void kernel_generic(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                    float alpha, float beta) {
+void kernel_generic(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                    int64_t ldc, float alpha, float beta) {
     float acc[MR][NR] = {};
-    for (int64_t p = 0; p < kc; ++p, a += MR, b += NR)
+    for (int64_t p = 0; p < kc; ++p, a += MR, b += ldb)
         for (int i = 0; i < MR; ++i)
             for (int j = 0; j < NR; ++j) acc[i][j] += a[i] * b[j];
     for (int i = 0; i < MR; ++i) {
