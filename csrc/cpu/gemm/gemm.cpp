@@ -66,13 +66,23 @@ bool copy_full_panel(int width, const float* src, int64_t ld, int64_t kc, float*
     }
 }
 
+}  // namespace
+
+void pack_rows_tail(const float* src, int64_t ld, int64_t kc, float* out, int64_t width,
+                    int64_t first, int64_t rows) {
+    for (int64_t p = 0; p < kc; ++p)
+        for (int64_t i = first; i < width; ++i) out[p * width + i] = i < rows ? src[i * ld + p] : 0.0f;
+}
+
+namespace {
+
 // Panel `panel` of op(A) rows [i0, i0+mc), ks [p0, p0+kc) into out: kc groups of mr values.
 void pack_a_panel(const Microkernel& uk, bool trans, const float* a, int64_t lda, int64_t i0,
                   int64_t mc, int64_t p0, int64_t kc, int64_t panel, float* out) {
     const int mr = uk.mr;
     int64_t r0 = panel * mr, rows = std::min<int64_t>(mr, mc - r0);
-    if (!trans && rows == mr && uk.pack_a_rows) {
-        uk.pack_a_rows(a + (i0 + r0) * lda + p0, lda, kc, out);
+    if (!trans && uk.pack_a_rows) {
+        uk.pack_a_rows(a + (i0 + r0) * lda + p0, lda, kc, out, rows);
         return;
     }
     if (trans && rows == mr && copy_full_panel(mr, a + p0 * lda + i0 + r0, lda, kc, out)) return;
@@ -94,8 +104,8 @@ void pack_b_panel(const Microkernel& uk, bool trans, const float* b, int64_t ldb
                   int64_t kc, int64_t j0, int64_t nc, int64_t panel, float* out) {
     const int nr = uk.nr;
     int64_t c0 = panel * nr, cols = std::min<int64_t>(nr, nc - c0);
-    if (trans && cols == nr && uk.pack_b_rows) {
-        uk.pack_b_rows(b + (j0 + c0) * ldb + p0, ldb, kc, out);
+    if (trans && uk.pack_b_rows) {
+        uk.pack_b_rows(b + (j0 + c0) * ldb + p0, ldb, kc, out, cols);
         return;
     }
     if (!trans && cols == nr && copy_full_panel(nr, b + p0 * ldb + j0 + c0, ldb, kc, out)) return;
@@ -182,22 +192,11 @@ int64_t k_block(int64_t k, int64_t kc_cap) {
 //   m = 192 both were within noise of each other (1 thread, Xeon with AMX).
 constexpr int64_t kFewPanels = 16;
 
-// C = alpha * T^T + beta * C for a tile T of C^T (rows x cols of T, ld NR).
-void store_transposed(const float* t, int64_t nr, int64_t rows, int64_t cols, float alpha,
-                      float beta, float* c, int64_t ldc) {
-    for (int64_t q = 0; q < cols; ++q) {
-        float* row = c + q * ldc;
-        if (beta == 0.0f)
-            for (int64_t r = 0; r < rows; ++r) row[r] = alpha * t[r * nr + q];
-        else
-            for (int64_t r = 0; r < rows; ++r) row[r] = alpha * t[r * nr + q] + beta * row[r];
-    }
-}
-
 // C^T = B op(A)^T for a transposed B (B stored n x k): the kernel reads MR rows of B in place
 // as its A operand (B is never packed), takes op(A)^T, packed, as its B operand (small: m x k),
-// and the MR x NR tiles of C^T go back transposed. Threads split C's columns (B's rows), so
-// each reads its part of B once; the epilogue runs on each thread's columns at the end.
+// and the MR x NR tiles of C^T go back transposed (the kernel transposes them in registers).
+// Threads split C's columns (B's rows), so each reads its part of B once; the epilogue runs
+// on each thread's columns at the end.
 void gemm_transposed(const GemmContext& ctx, bool trans_a, int64_t m, int64_t n, int64_t k,
                      float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
                      float beta, float* c, int64_t ldc, const Epilogue* ep) {
@@ -213,7 +212,6 @@ void gemm_transposed(const GemmContext& ctx, bool trans_a, int64_t m, int64_t n,
         thread_local std::unique_ptr<float, AlignedFree> at_buf, edge_buf;
         thread_local size_t at_cap = 0, edge_cap = 0;
         float* at_pack = scratch(at_buf, at_cap, static_cast<size_t>(a_panels * nr * kc_max));
-        alignas(64) float tile[16 * 64];
         for (int64_t pc = 0; pc < k; pc += kc_max) {
             const int64_t kc = std::min(kc_max, k - pc);
             const float beta_k = pc == 0 ? beta : 1.0f;
@@ -233,8 +231,8 @@ void gemm_transposed(const GemmContext& ctx, bool trans_a, int64_t m, int64_t n,
                 }
                 for (int64_t ip = 0; ip < a_panels; ++ip) {
                     const int64_t cols = std::min<int64_t>(nr, m - ip * nr);
-                    uk.rows_a(kc, brows, ld, at_pack + ip * nr * kc, tile, cols);
-                    store_transposed(tile, nr, rows, cols, alpha, beta_k, c + ip * nr * ldc + j, ldc);
+                    uk.rows_a(kc, brows, ld, at_pack + ip * nr * kc, c + ip * nr * ldc + j, ldc, alpha,
+                              beta_k, rows, cols);
                 }
             }
         }

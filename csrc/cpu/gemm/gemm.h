@@ -56,10 +56,14 @@ void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
 using MicrokernelFn = void (*)(int64_t kc, const float* a, const float* b, int64_t ldb,
                                float* c, int64_t ldc, float alpha, float beta);
 
-// Optional fast packing of a full panel that packing has to transpose: rows [0, R) x
-// columns [0, kc) of a row-major matrix into kc groups of R values, where R is MR for a
-// non-transposed A and NR for a transposed B.
-using PackRowsFn = void (*)(const float* src, int64_t ld, int64_t kc, float* out);
+// Optional fast packing of a panel that packing has to transpose: rows [0, rows) x columns
+// [0, kc) of a row-major matrix into kc groups of W values, W being MR for a non-transposed
+// A and NR for a transposed B (rows <= W; the values past `rows` are zeros). The ISA packs
+// whole groups of rows in registers and leaves the rest to pack_rows_tail.
+using PackRowsFn = void (*)(const float* src, int64_t ld, int64_t kc, float* out, int64_t rows);
+// Rows [first, W) of such a panel, one value at a time (zeros from `rows` on).
+void pack_rows_tail(const float* src, int64_t ld, int64_t kc, float* out, int64_t width,
+                    int64_t first, int64_t rows);
 
 // Optional path for small and skinny products, where packing costs more than it saves:
 // works on the unpacked operands, on one thread; returns false for a case it leaves to
@@ -86,11 +90,11 @@ struct Microkernel {
     // widest vectors, no loads: measures the core's peak for this path.
     double (*fma_probe)(int64_t iters) = nullptr;
     // Optional, for the transposed path (gemm.cpp): MR rows of a matrix read in place (row i
-    // at a + i * lda, contiguous along k) times kc rows of a packed B panel, written to
-    // `tile` (MR x NR, row-major); only the vectors holding the first `cols` columns are
-    // computed (the others are left as they were).
-    void (*rows_a)(int64_t kc, const float* a, int64_t lda, const float* b, float* tile,
-                   int64_t cols) = nullptr;
+    // at a + i * lda, contiguous along k) times kc rows of a packed B panel make a tile of
+    // C^T, stored back transposed: C[q][r] = alpha * tile[r][q] + beta * C[q][r] for
+    // r < rows <= MR, q < cols <= NR (c at C's row 0 of the tile, ldc its row stride).
+    void (*rows_a)(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                   int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols) = nullptr;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

@@ -104,14 +104,18 @@ void pack_rows(const float* src, int64_t ld, int64_t kc, float* out, int64_t str
         for (int i = 0; i < R; ++i) out[i] = src[i * ld + p];
 }
 
-void pack_a_rows(const float* a, int64_t lda, int64_t kc, float* out) {
-    pack_rows<MR>(a, lda, kc, out, MR);
+void pack_a_rows(const float* a, int64_t lda, int64_t kc, float* out, int64_t rows) {
+    if (rows == MR)
+        pack_rows<MR>(a, lda, kc, out, MR);
+    else
+        pack_rows_tail(a, lda, kc, out, MR, 0, rows);
 }
 
-// A full NR-column panel of a transposed B: NR rows of the stored matrix, 8 at a time.
-void pack_b_rows(const float* b, int64_t ldb, int64_t kc, float* out) {
-#pragma GCC unroll 2
-    for (int g = 0; g < NR / 8; ++g) pack_rows<8>(b + g * 8 * ldb, ldb, kc, out + g * 8, NR);
+// A transposed B's panel: up to NR rows of the stored matrix, 8 at a time.
+void pack_b_rows(const float* b, int64_t ldb, int64_t kc, float* out, int64_t rows) {
+    int64_t g = 0;
+    for (; g + 8 <= rows; g += 8) pack_rows<8>(b + g * ldb, ldb, kc, out + g, NR);
+    if (g < NR) pack_rows_tail(b, ldb, kc, out, NR, g, rows);
 }
 
 // ---- small and skinny products, straight from the unpacked operands -------------------

@@ -15,19 +15,41 @@ inline __m256 upper_half(__m512 x) {
     return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
 }
 
-// MR x 16 NV tile: kc steps of MR values of A times NR values of B. A is packed (kc groups
-// of MR) or, with kRowsA, read in place (row i at a + i * lda, contiguous along k). B's rows
-// are ldb apart: NR when packed, B's own row stride when read in place (only the first 16 NV
-// columns are read). The last vector stores the columns in `last`: all 16 for a full tile.
-template <int NV, bool kRowsA = false>
-inline void tile_kernel(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
-                        float* c, int64_t ldc, float alpha, float beta, __mmask16 last) {
-    // The C tile is read at the end: start fetching it now, while the FMAs run.
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 3
-        for (int h = 0; h < NV; ++h) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * h), _MM_HINT_T0);
-    __m512 acc[MR][NV];
+// 8 rows x 16 columns transposed in registers: on return, t[2j] holds columns j (its lower
+// 256 bits, rows 0-7) and 4 + j (upper), t[2j + 1] columns 8 + j and 12 + j, for j < 4.
+inline void transpose_8x16(const __m512 r[8], __m512 t[8]) {
+    // Per 128-bit lane L (columns 4L..4L+3): u[j] holds rows 0-3 of column 4L+j, v[j] rows 4-7.
+    __m512 u[4], v[4];
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+        const __m512* x = r + 4 * h;
+        __m512d t0 = _mm512_castps_pd(_mm512_unpacklo_ps(x[0], x[1]));
+        __m512d t1 = _mm512_castps_pd(_mm512_unpackhi_ps(x[0], x[1]));
+        __m512d t2 = _mm512_castps_pd(_mm512_unpacklo_ps(x[2], x[3]));
+        __m512d t3 = _mm512_castps_pd(_mm512_unpackhi_ps(x[2], x[3]));
+        __m512* dst = h == 0 ? u : v;
+        dst[0] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        dst[1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        dst[2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        dst[3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+        // [u.L0, v.L0, u.L1, v.L1] then [u.L2, v.L2, u.L3, v.L3]: columns j, 4+j, 8+j, 12+j.
+        __m512 lo = _mm512_shuffle_f32x4(u[j], v[j], _MM_SHUFFLE(1, 0, 1, 0));
+        __m512 hi = _mm512_shuffle_f32x4(u[j], v[j], _MM_SHUFFLE(3, 2, 3, 2));
+        t[2 * j] = _mm512_shuffle_f32x4(lo, lo, _MM_SHUFFLE(3, 1, 2, 0));
+        t[2 * j + 1] = _mm512_shuffle_f32x4(hi, hi, _MM_SHUFFLE(3, 1, 2, 0));
+    }
+}
+
+// acc += kc steps of MR values of A times 16 NV values of B. A is packed (kc groups of MR)
+// or, with kRowsA, read in place (row i at a + i * lda, contiguous along k). B's rows are
+// ldb apart: NR when packed, B's own row stride when read in place (only the first 16 NV
+// columns are read).
+template <int NV, bool kRowsA>
+inline void accumulate(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+                       __m512 (&acc)[MR][NV]) {
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
@@ -46,6 +68,20 @@ inline void tile_kernel(int64_t kc, const float* a, int64_t lda, const float* b,
             for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_fmadd_ps(ai, bv[h], acc[i][h]);
         }
     }
+}
+
+// MR x 16 NV tile of C from packed A and B (B's rows ldb apart, see accumulate). The last
+// vector stores the columns in `last`: all 16 for a full tile.
+template <int NV>
+inline void tile_kernel(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                        int64_t ldc, float alpha, float beta, __mmask16 last) {
+    // The C tile is read at the end: start fetching it now, while the FMAs run.
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 3
+        for (int h = 0; h < NV; ++h) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * h), _MM_HINT_T0);
+    __m512 acc[MR][NV];
+    accumulate<NV, false>(kc, a, 0, b, ldb, acc);
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
@@ -62,7 +98,7 @@ inline void tile_kernel(int64_t kc, const float* a, int64_t lda, const float* b,
 
 void kernel_avx512(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                    int64_t ldc, float alpha, float beta) {
-    tile_kernel<3>(kc, a, 0, b, ldb, c, ldc, alpha, beta, 0xFFFF);
+    tile_kernel<3>(kc, a, b, ldb, c, ldc, alpha, beta, 0xFFFF);
 }
 
 // The last, narrower column panel (n = 512 leaves 32 columns, n = 256 leaves 16): only the
@@ -73,23 +109,56 @@ void kernel_avx512_narrow(int64_t kc, const float* a, const float* b, float* c, 
     const int in_last = static_cast<int>(cols - 16 * (vectors - 1));
     const __mmask16 last = __mmask16((1u << in_last) - 1u);
     if (vectors == 1)
-        tile_kernel<1>(kc, a, 0, b, NR, c, ldc, alpha, beta, last);
+        tile_kernel<1>(kc, a, b, NR, c, ldc, alpha, beta, last);
     else if (vectors == 2)
-        tile_kernel<2>(kc, a, 0, b, NR, c, ldc, alpha, beta, last);
+        tile_kernel<2>(kc, a, b, NR, c, ldc, alpha, beta, last);
     else
-        tile_kernel<3>(kc, a, 0, b, NR, c, ldc, alpha, beta, last);
+        tile_kernel<3>(kc, a, b, NR, c, ldc, alpha, beta, last);
 }
 
-// A's MR rows read in place, B packed, into an MR x NR tile (the transposed path's kernel).
-void kernel_avx512_rows_a(int64_t kc, const float* a, int64_t lda, const float* b, float* tile,
-                          int64_t cols) {
+// The transposed path's tile: MR rows of a matrix read in place times a packed B panel, a
+// tile of C^T stored back transposed: C[q][r] = alpha * tile[r][q] + beta * C[q][r] for
+// r < rows, q < cols. Each 8 x 16 block is transposed in registers (as packing does).
+template <int NV>
+void rows_a_tile(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                 int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols) {
+    __m512 acc[MR][NV];
+    accumulate<NV, true>(kc, a, lda, b, NR, acc);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __mmask16 in_row = __mmask16((1u << rows) - 1u);  // C's columns j .. j + rows
+#pragma GCC unroll 3
+    for (int h = 0; h < NV; ++h) {
+        __m512 r[MR], t[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) r[i] = acc[i][h];
+        transpose_8x16(r, t);
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; ++g) {
+            // t[g] holds C's rows q0 (lower half) and q0 + 4 (upper): see transpose_8x16
+            const int64_t q0 = 16 * h + (g & 1) * 8 + g / 2;
+#pragma GCC unroll 2
+            for (int half = 0; half < 2; ++half) {
+                const int64_t q = q0 + 4 * half;
+                if (q >= cols) continue;
+                const __m512 v = half ? _mm512_shuffle_f32x4(t[g], t[g], _MM_SHUFFLE(3, 2, 3, 2)) : t[g];
+                float* row = c + q * ldc;
+                __m512 out = _mm512_mul_ps(va, v);
+                if (beta != 0.0f) out = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(in_row, row), out);
+                _mm512_mask_storeu_ps(row, in_row, out);
+            }
+        }
+    }
+}
+
+void kernel_avx512_rows_a(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                          int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols) {
     const int vectors = static_cast<int>((cols + 15) / 16);
     if (vectors == 1)
-        tile_kernel<1, true>(kc, a, lda, b, NR, tile, NR, 1.0f, 0.0f, 0xFFFF);
+        rows_a_tile<1>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols);
     else if (vectors == 2)
-        tile_kernel<2, true>(kc, a, lda, b, NR, tile, NR, 1.0f, 0.0f, 0xFFFF);
+        rows_a_tile<2>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols);
     else
-        tile_kernel<3, true>(kc, a, lda, b, NR, tile, NR, 1.0f, 0.0f, 0xFFFF);
+        rows_a_tile<3>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols);
 }
 
 // Transposes 8 rows x kc columns of a row-major matrix into kc groups of 8 floats placed
@@ -101,47 +170,35 @@ void pack_8_rows(const float* a, int64_t lda, int64_t kc, float* out, int64_t st
         __m512 r[8];
 #pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) r[i] = _mm512_loadu_ps(a + i * lda + p);
-        // Per 128-bit lane L (columns 4L..4L+3): u[j] holds rows 0-3 of column 4L+j,
-        // v[j] rows 4-7.
-        __m512 u[4], v[4];
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-            const __m512* x = r + 4 * h;
-            __m512d t0 = _mm512_castps_pd(_mm512_unpacklo_ps(x[0], x[1]));
-            __m512d t1 = _mm512_castps_pd(_mm512_unpackhi_ps(x[0], x[1]));
-            __m512d t2 = _mm512_castps_pd(_mm512_unpacklo_ps(x[2], x[3]));
-            __m512d t3 = _mm512_castps_pd(_mm512_unpackhi_ps(x[2], x[3]));
-            __m512* dst = h == 0 ? u : v;
-            dst[0] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
-            dst[1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
-            dst[2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
-            dst[3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
-        }
+        __m512 t[8];
+        transpose_8x16(r, t);
 #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) {
-            // [u.L0, v.L0, u.L1, v.L1] then [u.L2, v.L2, u.L3, v.L3]: columns j, 4+j, 8+j, 12+j.
-            __m512 lo = _mm512_shuffle_f32x4(u[j], v[j], _MM_SHUFFLE(1, 0, 1, 0));
-            __m512 hi = _mm512_shuffle_f32x4(u[j], v[j], _MM_SHUFFLE(3, 2, 3, 2));
-            lo = _mm512_shuffle_f32x4(lo, lo, _MM_SHUFFLE(3, 1, 2, 0));
-            hi = _mm512_shuffle_f32x4(hi, hi, _MM_SHUFFLE(3, 1, 2, 0));
-            _mm256_storeu_ps(out + j * stride, _mm512_castps512_ps256(lo));
-            _mm256_storeu_ps(out + (4 + j) * stride, upper_half(lo));
-            _mm256_storeu_ps(out + (8 + j) * stride, _mm512_castps512_ps256(hi));
-            _mm256_storeu_ps(out + (12 + j) * stride, upper_half(hi));
+            _mm256_storeu_ps(out + j * stride, _mm512_castps512_ps256(t[2 * j]));
+            _mm256_storeu_ps(out + (4 + j) * stride, upper_half(t[2 * j]));
+            _mm256_storeu_ps(out + (8 + j) * stride, _mm512_castps512_ps256(t[2 * j + 1]));
+            _mm256_storeu_ps(out + (12 + j) * stride, upper_half(t[2 * j + 1]));
         }
     }
     for (; p < kc; ++p, out += stride)
         for (int i = 0; i < 8; ++i) out[i] = a[i * lda + p];
 }
 
-void pack_a_rows(const float* a, int64_t lda, int64_t kc, float* out) {
-    pack_8_rows(a, lda, kc, out, MR);
+// PackRowsFn (gemm.h) for a panel `width` wide: whole groups of 8 rows in registers.
+void pack_rows(const float* src, int64_t ld, int64_t kc, float* out, int64_t width, int64_t rows) {
+    int64_t g = 0;
+    for (; g + 8 <= rows; g += 8) pack_8_rows(src + g * ld, ld, kc, out + g, width);
+    if (g < width) pack_rows_tail(src, ld, kc, out, width, g, rows);
 }
 
-// A full NR-column panel of a transposed B: NR rows of the stored matrix, 8 at a time.
-void pack_b_rows(const float* b, int64_t ldb, int64_t kc, float* out) {
-#pragma GCC unroll 6
-    for (int g = 0; g < NR / 8; ++g) pack_8_rows(b + g * 8 * ldb, ldb, kc, out + g * 8, NR);
+void pack_a_rows(const float* a, int64_t lda, int64_t kc, float* out, int64_t rows) {
+    pack_rows(a, lda, kc, out, MR, rows);
+}
+
+// A transposed B's panel: up to NR rows of the stored matrix (a small batch's X^T in the
+// transposed path has 32 of 48: one value at a time, it cost 16% of that product).
+void pack_b_rows(const float* b, int64_t ldb, int64_t kc, float* out, int64_t rows) {
+    pack_rows(b, ldb, kc, out, NR, rows);
 }
 
 // ---- small and skinny products, straight from the unpacked operands -------------------
