@@ -74,6 +74,24 @@ def test_epilogue_applies_once_after_beta(rng):
     check(out, np.maximum(z + bias, 0.0), scale + np.abs(bias), k, "gemm beta + bias + relu")
 
 
+@pytest.mark.parametrize("transpose_b", [True, False])
+@pytest.mark.parametrize("m,n,k", PATH_SHAPES)
+def test_fused_epilogue_equals_the_separate_steps_bit_for_bit(isa, m, n, k, transpose_b, rng):
+    """Bias and relu fused in the kernel's store (the transposed path) or applied per tile
+    give exactly activation_forward(gemm + bias): NaN kept, -0.0 kept, two k-blocks, beta."""
+    a, b = operands(rng, m, n, k, False, transpose_b)
+    a.flat[::7] = -0.0
+    a[0, 0] = np.nan
+    bias = rng.standard_normal(n).astype(np.float32)
+    bias[::5] = -0.0
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    fused, plain = c0.copy(), c0.copy()
+    _C.gemm(a, b, fused, transpose_b=transpose_b, alpha=0.5, beta=-1.5, bias=bias, activation="relu")
+    _C.gemm(a, b, plain, transpose_b=transpose_b, alpha=0.5, beta=-1.5, bias=bias)
+    np.testing.assert_array_equal(fused.view(np.uint32),
+                                  _C.activation_forward("relu", plain).view(np.uint32))
+
+
 def test_epilogue_with_empty_k(rng):
     out = _C.gemm(np.zeros((3, 0), np.float32), np.zeros((0, 4), np.float32),
                   bias=np.arange(4, dtype=np.float32) - 1.5, activation="relu")

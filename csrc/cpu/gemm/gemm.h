@@ -91,10 +91,12 @@ struct Microkernel {
     double (*fma_probe)(int64_t iters) = nullptr;
     // Optional, for the transposed path (gemm.cpp): MR rows of a matrix read in place (row i
     // at a + i * lda, contiguous along k) times kc rows of a packed B panel make a tile of
-    // C^T, stored back transposed: C[q][r] = alpha * tile[r][q] + beta * C[q][r] for
-    // r < rows <= MR, q < cols <= NR (c at C's row 0 of the tile, ldc its row stride).
+    // C^T, stored back transposed: C[q][r] = alpha * tile[r][q] + beta * C[q][r], plus
+    // bias[r] where bias is given, then relu where asked (as activate's), for r < rows <= MR,
+    // q < cols <= NR (c at C's row 0 of the tile, ldc its row stride).
     void (*rows_a)(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
-                   int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols) = nullptr;
+                   int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols,
+                   const float* bias, bool relu) = nullptr;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

@@ -117,15 +117,18 @@ void kernel_avx512_narrow(int64_t kc, const float* a, const float* b, float* c, 
 }
 
 // The transposed path's tile: MR rows of a matrix read in place times a packed B panel, a
-// tile of C^T stored back transposed: C[q][r] = alpha * tile[r][q] + beta * C[q][r] for
-// r < rows, q < cols. Each 8 x 16 block is transposed in registers (as packing does).
+// tile of C^T stored back transposed: C[q][r] = alpha * tile[r][q] + beta * C[q][r]
+// (+ bias[r], then relu, where given) for r < rows, q < cols. Each 8 x 16 block is
+// transposed in registers (as packing does).
 template <int NV>
 void rows_a_tile(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
-                 int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols) {
+                 int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols,
+                 const float* bias, bool relu) {
     __m512 acc[MR][NV];
     accumulate<NV, true>(kc, a, lda, b, NR, acc);
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta), zero = _mm512_setzero_ps();
     const __mmask16 in_row = __mmask16((1u << rows) - 1u);  // C's columns j .. j + rows
+    const __m512 vbias = bias ? _mm512_maskz_loadu_ps(in_row, bias) : zero;
 #pragma GCC unroll 3
     for (int h = 0; h < NV; ++h) {
         __m512 r[MR], t[8];
@@ -144,6 +147,8 @@ void rows_a_tile(int64_t kc, const float* a, int64_t lda, const float* b, float*
                 float* row = c + q * ldc;
                 __m512 out = _mm512_mul_ps(va, v);
                 if (beta != 0.0f) out = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(in_row, row), out);
+                if (bias) out = _mm512_add_ps(out, vbias);
+                if (relu) out = _mm512_max_ps(zero, out);  // x < 0 ? 0 : x, NaN and -0 kept
                 _mm512_mask_storeu_ps(row, in_row, out);
             }
         }
@@ -151,14 +156,15 @@ void rows_a_tile(int64_t kc, const float* a, int64_t lda, const float* b, float*
 }
 
 void kernel_avx512_rows_a(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
-                          int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols) {
+                          int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols,
+                          const float* bias, bool relu) {
     const int vectors = static_cast<int>((cols + 15) / 16);
     if (vectors == 1)
-        rows_a_tile<1>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols);
+        rows_a_tile<1>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols, bias, relu);
     else if (vectors == 2)
-        rows_a_tile<2>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols);
+        rows_a_tile<2>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols, bias, relu);
     else
-        rows_a_tile<3>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols);
+        rows_a_tile<3>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols, bias, relu);
 }
 
 // Transposes 8 rows x kc columns of a row-major matrix into kc groups of 8 floats placed
