@@ -2,7 +2,8 @@
 
 Subpackages: ``nn`` (layers, Sequential), ``init``, ``optim``, ``schedulers``, ``losses``,
 ``metrics``, ``data``, ``datasets``, ``callbacks``, ``diagnostics``, ``io`` (``load``),
-``tuning`` (``tune``: the GEMM blocking timed on this CPU, saved and loaded at import).
+``tuning`` (``tune``: the GEMM blocking timed on this CPU, saved and loaded at import),
+``memory`` (where every array fastnn allocates comes from: aligned, on a device).
 Optional packages (tqdm, safetensors, scikit-learn) are imported only when used.
 """
 
@@ -20,7 +21,7 @@ except ImportError as err:  # the source tree shadows the installed package
         "(pip install -e . from the repository, or pip install . and import it from another "
         "directory)") from err
 
-from . import data, losses, nn, optim
+from . import data, losses, memory, nn, optim
 from ._checks import thread_count
 from ._random import seed
 from . import tuning as _tuning
@@ -29,9 +30,9 @@ from .tuning import tune
 __version__: str = _C.__version__  # pyproject.toml's version, compiled in by the build
 
 __all__ = ["callbacks", "config", "data", "datasets", "diagnostics", "experiments",
-           "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads", "metrics",
-           "nn", "optim", "plot", "schedulers", "seed", "set_flush_denormal", "set_num_threads", "tune",
-           "__version__"]
+           "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads",
+           "memory", "metrics", "nn", "optim", "plot", "schedulers", "seed", "set_flush_denormal",
+           "set_num_threads", "tune", "__version__"]
 
 # Submodules that most programs never touch (or that nn loads when it needs them) are
 # imported on first access, fastnn.<name> or ``from fastnn import <name>`` (PEP 562), to

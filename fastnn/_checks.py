@@ -6,12 +6,14 @@ import math
 
 import numpy as np
 
+from . import memory
+
 _NUMERIC_KINDS = "biuf"
 
 
 def numeric(x: object, name: str) -> np.ndarray:
     """``x`` as a NumPy array; TypeError naming ``name`` unless it holds real numbers."""
-    arr = np.asarray(x)
+    arr = memory.to_host(x)
     if arr.dtype.kind not in _NUMERIC_KINDS:
         raise TypeError(f"{name} must be a numeric array; got dtype {arr.dtype}")
     return arr
@@ -19,7 +21,7 @@ def numeric(x: object, name: str) -> np.ndarray:
 
 def as_float32(x: object, name: str) -> np.ndarray:
     """``x`` as a C-contiguous float32 array (no copy when it already is one)."""
-    return np.asarray(numeric(x, name), dtype=np.float32, order="C")
+    return memory.asarray(numeric(x, name), np.float32)
 
 
 def positive_int(value: object, name: str) -> int:

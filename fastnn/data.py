@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import _C
+from . import _C, memory
 from ._checks import as_float32, non_negative, numeric, positive_int, stream_seed
 from ._random import resolve
 
@@ -49,8 +49,8 @@ def _iterate(X: np.ndarray, y: np.ndarray, size: int, order: np.ndarray | None,
             continue
         idx = order[start:start + size]
         if not reuse or x_buf is None or len(x_buf) != len(idx):
-            x_buf = np.empty((len(idx), *X.shape[1:]), np.float32)
-            y_buf = np.empty((len(idx), *y.shape[1:]), y.dtype)
+            x_buf = memory.empty((len(idx), *X.shape[1:]), like=X)
+            y_buf = memory.empty((len(idx), *y.shape[1:]), y.dtype, like=y)
         yield _C.gather_rows(X, idx, out=x_buf), np.take(y, idx, axis=0, out=y_buf)
 
 

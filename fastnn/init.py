@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import memory
 from ._checks import non_negative
 
 TYPE_CHECKING = False
@@ -49,7 +50,7 @@ def __dir__() -> list[str]:
 
 def zeros(shape: tuple, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
     """All zeros (a bias; for weights it leaves every unit of a layer identical)."""
-    return np.zeros(shape, np.float32)
+    return memory.zeros(shape)
 
 
 def constant(value: float) -> Initializer:
@@ -57,7 +58,7 @@ def constant(value: float) -> Initializer:
     value = float(value)
 
     def init(shape: tuple, fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
-        return np.full(shape, value, np.float32)
+        return memory.full(shape, value)
 
     return init
 

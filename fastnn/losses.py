@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from . import _C
+from . import _C, memory
 from ._checks import as_float32, numeric
 
 
@@ -93,7 +93,7 @@ class MSE(_Elementwise):
         return _C.mse(pred, target)
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
-        target = np.asarray(target)
+        target = memory.to_host(target)
         if target.ndim != 2 or target.shape[1] < 2:
             return None
         return int(np.sum(np.argmax(pred, 1) == np.argmax(target, 1))), len(target)
@@ -131,7 +131,7 @@ class BinaryCrossEntropy(_Elementwise):
         return _C.binary_cross_entropy(pred, target, from_logits=self.from_logits)
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
-        pred = np.asarray(pred)
+        pred = memory.to_host(pred)
         target = self._target(pred, numeric(target, f"{self!r}: target"))
         threshold = 0.0 if self.from_logits else 0.5
         return int(np.sum((pred > threshold) == (target > 0.5))), target.size
@@ -172,7 +172,7 @@ class CrossEntropy(Loss):
                 raise ValueError(f"{self!r}: label {bad[0]} is outside [0, {pred.shape[1]}) "
                                  f"(the number of classes, pred's shape {pred.shape})")
         # The kernel checks the range, naming the first label outside [0, classes).
-        return np.ascontiguousarray(target, dtype=np.int64)
+        return memory.asarray(target, np.int64)
 
     def _check_first_input(self, pred: np.ndarray) -> None:
         if (pred.size and pred.shape[1] > 1 and pred.min() >= 0.0 and pred.max() <= 1.0
@@ -187,7 +187,7 @@ class CrossEntropy(Loss):
         return _C.cross_entropy_soft(pred, target)
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
-        target = np.asarray(target)
+        target = memory.to_host(target)
         labels = np.argmax(target, 1) if target.ndim == 2 else target
         return int(np.sum(np.argmax(pred, 1) == labels)), len(labels)
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import _C
+from . import _C, memory
 from .nn.module import Parameter
 
 
@@ -49,23 +49,31 @@ def _positive_or_none(value: float | None, name: str) -> float | None:
 
 class _Flat:
     """The bound parameters in one contiguous buffer: ``data`` and ``grad`` are flat
-    float32 arrays, and each parameter's own arrays are views of a slice of them."""
+    float32 arrays, and each parameter's own arrays are views of a slice of them. Each
+    parameter starts on a ``memory.ALIGNMENT`` boundary, so that a kernel reading a weight
+    matrix's rows in place finds them aligned; the gaps between them stay zero (a zero
+    gradient moves no optimizer, and adds nothing to a norm)."""
 
     def __init__(self, params: list[Parameter]) -> None:
         self.shapes = [p.data.shape for p in params]
         sizes = [p.data.size for p in params]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        self.data = np.concatenate([p.data.ravel() for p in params]).astype(np.float32)
-        self.grad = np.concatenate([p.grad.ravel() for p in params]).astype(np.float32)
+        step = memory.ALIGNMENT // 4
+        starts = np.cumsum([0] + [-(-n // step) * step for n in sizes])
+        self.offsets = [(int(s), int(s) + n) for s, n in zip(starts, sizes)]
+        self.data = memory.zeros(int(starts[-1]))
+        self.grad = memory.zeros(int(starts[-1]))
         for i, p in enumerate(params):
+            self.view(self.data, i)[...] = p.data
+            self.view(self.grad, i)[...] = p.grad
             p.data, p.grad = self.view(self.data, i), self.view(self.grad, i)
         self._first = params[0]
 
     def view(self, flat: np.ndarray, i: int) -> np.ndarray:
-        return flat[self.offsets[i]:self.offsets[i + 1]].reshape(self.shapes[i])
+        begin, end = self.offsets[i]
+        return flat[begin:end].reshape(self.shapes[i])
 
     def check_bound(self, owner: str) -> None:
-        if self._first.data.base is not self.data:
+        if memory.owner(self._first.data) is not memory.owner(self.data):
             raise RuntimeError(f"{owner}: its parameters were bound to another optimizer "
                                "since; bind them again (or compile the model again)")
 
@@ -159,7 +167,7 @@ class Optimizer:
         parameter i (in the bound order), and ``"step"``, the number of steps taken, as a
         0-d int64 array."""
         arrays = {key: value.copy() for key, value in self._named_state().items()}
-        arrays["step"] = np.array(self.step_count, np.int64)
+        arrays["step"] = memory.full((), self.step_count, np.int64)
         return arrays
 
     def load_state_arrays(self, arrays: Mapping[str, Any]) -> None:
@@ -179,7 +187,7 @@ class Optimizer:
             if np.shape(arrays[key]) != value.shape:
                 raise ValueError(f"{name}.load_state_arrays: {key!r} has shape "
                                  f"{np.shape(arrays[key])}; expected {value.shape}")
-        step = np.asarray(arrays["step"])
+        step = memory.to_host(arrays["step"])
         if step.size != 1 or step.dtype.kind not in "iu" or step.reshape(()) < 0:
             raise ValueError(f"{name}.load_state_arrays: 'step' must be one integer >= 0; "
                              f"got {step!r:.100}")
@@ -220,7 +228,7 @@ class SGD(Optimizer):
         super().__init__(params, lr, clip_norm, clip_value)
 
     def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
-        return {"momentum_buffer": np.zeros_like(p.data)} if self.momentum > 0 else {}
+        return {"momentum_buffer": memory.zeros_like(p.data)} if self.momentum > 0 else {}
 
     def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
         _C.sgd_step(p.data, p.grad, state.get("momentum_buffer"), lr=self.lr,
@@ -256,7 +264,7 @@ class Adagrad(Optimizer):
         super().__init__(params, lr, clip_norm, clip_value)
 
     def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
-        return {"sum": np.zeros_like(p.data)}
+        return {"sum": memory.zeros_like(p.data)}
 
     def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
         _C.adagrad_step(p.data, p.grad, state["sum"], lr=self.lr, eps=self.eps,
@@ -285,11 +293,11 @@ class RMSprop(Optimizer):
         super().__init__(params, lr, clip_norm, clip_value)
 
     def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
-        state = {"square_avg": np.zeros_like(p.data)}
+        state = {"square_avg": memory.zeros_like(p.data)}
         if self.momentum > 0:
-            state["momentum_buffer"] = np.zeros_like(p.data)
+            state["momentum_buffer"] = memory.zeros_like(p.data)
         if self.centered:
-            state["grad_avg"] = np.zeros_like(p.data)
+            state["grad_avg"] = memory.zeros_like(p.data)
         return state
 
     def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
@@ -320,7 +328,7 @@ class Adam(Optimizer):
         super().__init__(params, lr, clip_norm, clip_value)
 
     def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
-        return {"exp_avg": np.zeros_like(p.data), "exp_avg_sq": np.zeros_like(p.data)}
+        return {"exp_avg": memory.zeros_like(p.data), "exp_avg_sq": memory.zeros_like(p.data)}
 
     def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
         _C.adam_step(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], lr=self.lr,

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import _C, data, diagnostics as _diagnostics, losses, metrics as _metrics, optim
+from . import _C, data, diagnostics as _diagnostics, losses, memory, metrics as _metrics, optim
 from ._checks import numeric, positive_int
 from ._random import resolve
 from .callbacks import Callback, LearningRateScheduler
@@ -432,7 +432,7 @@ def _backward(model: Any, grad: np.ndarray) -> None:
 
 
 def _augmented(augment: Callable[[np.ndarray], np.ndarray], xb: np.ndarray) -> np.ndarray:
-    out = np.asarray(augment(xb))
+    out = memory.to_host(augment(xb))
     if out.shape != xb.shape:
         raise ValueError(f"augment changed the batch's shape from {xb.shape} to {out.shape}; "
                          "it must return a batch of the same shape")
@@ -571,7 +571,7 @@ def _check_inputs(model: Any, X: object, name: str) -> np.ndarray:
     if features is not None and X.shape[1] != features:
         raise ValueError(f"{name} has {X.shape[1]} features (shape {X.shape}) but the first "
                          f"layer, {first!r}, expects {features}")
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    X = memory.asarray(X, np.float32)
     if not _all_finite(X):
         raise ValueError(f"{name} contains NaN or infinite values")
     return X

@@ -9,6 +9,7 @@ import json
 import sys
 
 import numpy as np
+import pytest
 from pathlib import Path
 
 import fastnn
@@ -116,8 +117,8 @@ def test_find_cycle_finds_one():
 # stepped by hand. The training loop, its callbacks, metrics and diagnostics load with the
 # first compile/fit; datasets, io, plotting, experiments and the optional packages on use.
 EXPECTED_AT_IMPORT = {
-    "fastnn", "fastnn._C", "fastnn._checks", "fastnn._random", "fastnn.data", "fastnn.init",
-    "fastnn.losses", "fastnn.nn", "fastnn.nn.activations", "fastnn.nn.layers",
+    "fastnn", "fastnn._C", "fastnn._checks", "fastnn._device", "fastnn._random", "fastnn.data",
+    "fastnn.init", "fastnn.losses", "fastnn.memory", "fastnn.nn", "fastnn.nn.activations", "fastnn.nn.layers",
     "fastnn.nn.module", "fastnn.nn.sequential", "fastnn.optim", "fastnn.tuning",
 }
 NOT_AT_IMPORT = ["torch", "sklearn", "scipy", "matplotlib", "tqdm", "safetensors", "mpi4py"]
@@ -274,3 +275,59 @@ def test_stubs_match_the_bound_signatures():
     problems += [f"{node.target.id}: in _C.pyi, not bound" for node in tree.body
                  if isinstance(node, ast.AnnAssign) and not hasattr(_C, node.target.id)]
     assert bound and not problems, "\n".join(problems)
+
+
+# Layers, losses, optimizers and initialisers allocate through fastnn.memory (aligned, and
+# on the device of the arrays they work with), never with NumPy's constructors.
+NUMPY_ALLOCATORS = {"empty", "zeros", "ones", "full", "array", "asarray", "ascontiguousarray",
+                    "empty_like", "zeros_like", "ones_like", "full_like", "concatenate", "stack"}
+ALLOCATING_THROUGH_MEMORY = ["nn/module.py", "nn/layers.py", "nn/activations.py",
+                             "nn/sequential.py", "optim.py", "losses.py", "init.py", "_checks.py"]
+
+
+@pytest.mark.parametrize("path", ALLOCATING_THROUGH_MEMORY)
+def test_layers_and_optimizers_allocate_through_memory(path):
+    tree = ast.parse((PACKAGE / path).read_text())
+    calls = sorted({f"np.{node.func.attr} (line {node.lineno})" for node in ast.walk(tree)
+                    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "np"
+                    and node.func.attr in NUMPY_ALLOCATORS})
+    assert not calls, f"fastnn/{path} allocates with NumPy: {calls}; use fastnn.memory"
+
+
+def test_memory_arrays_are_aligned_and_owned():
+    from fastnn import memory
+
+    for shape, dtype in [((0,), np.float32), ((3, 5), np.float32), (7, np.int64), ((2, 3, 4), np.uint8)]:
+        a = memory.empty(shape, dtype)
+        assert memory.is_aligned(a) and a.flags.c_contiguous and a.dtype == dtype
+        assert a.shape == ((shape,) if isinstance(shape, int) else shape)
+        assert memory.owner(a).base is None and np.shares_memory(memory.owner(a), a) or a.size == 0
+    np.testing.assert_array_equal(memory.zeros((2, 3)), np.zeros((2, 3), np.float32))
+    np.testing.assert_array_equal(memory.full(4, 2.5), np.full(4, 2.5, np.float32))
+    x = np.arange(6, dtype=np.float32)
+    assert memory.asarray(x) is x                                  # used where it is
+    assert memory.asarray(x, copy=True) is not x and memory.is_aligned(memory.asarray(x, copy=True))
+    y = memory.asarray(x[::2])                                     # not contiguous: copied
+    assert y.flags.c_contiguous and memory.is_aligned(y)
+    np.testing.assert_array_equal(y, x[::2])
+    assert memory.device_of(x) == "cpu" and memory.to_host(x) is x
+    with pytest.raises(ValueError, match="shape"):
+        memory.empty((2, -1))
+    with pytest.raises(RuntimeError, match="FASTNN_CUDA"):
+        memory.empty(3, device="cuda")
+
+
+def test_parameters_optimizer_state_and_workspace_are_aligned():
+    from fastnn import memory, nn, optim
+
+    model = nn.Sequential(nn.Dense(7, 5, activation="relu"), nn.Dense(5, 3), nn.Dense(3, 9))
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    arrays = [a for p in model.parameters() for a in (p.data, p.grad)]
+    arrays += [a for state in opt.state for a in state.values()]
+    assert all(memory.is_aligned(a) for a in arrays)
+    model(np.ones((4, 7), np.float32))
+    model.backward(np.ones((4, 9), np.float32))
+    opt.step()
+    reused = model._workspace.arrays()
+    assert reused and all(memory.is_aligned(a) for a in reused)

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import _C
 from .. import init as _init
+from .. import memory
 from .._checks import as_float32, non_negative, positive_int, stream_seed
 from .._random import generator
 from .module import Module, Parameter, Workspace, overridden, reserve_parameters
@@ -67,11 +68,11 @@ class Dense(Module):
         shape = (self.out_features, self.in_features)
         reserve_parameters(self.out_features * (self.in_features + bool(bias)),
                            f"Dense({self.in_features}, {self.out_features})")
-        w = np.asarray(_init.get(init)(shape, self.in_features, self.out_features, generator()))
+        w = memory.to_host(_init.get(init)(shape, self.in_features, self.out_features, generator()))
         if w.shape != shape:
             raise ValueError(f"Dense: init {init!r} returned shape {w.shape}; expected {shape}")
         self.weight = Parameter(w, "weight")
-        self.bias = Parameter(np.zeros(self.out_features), "bias") if bias else None
+        self.bias = Parameter(memory.zeros(self.out_features), "bias") if bias else None
         self._x: np.ndarray | None = None
         self._z: np.ndarray | None = None
         self._y: np.ndarray | None = None

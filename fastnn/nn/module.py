@@ -8,6 +8,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from .. import memory
+
 # How many parameter values may still be allocated (None: no limit). fastnn.io.load sets
 # it to what the file holds, so that a tiny file declaring a huge architecture fails
 # before the allocation, not after it.
@@ -47,8 +49,8 @@ class Parameter:
     """
 
     def __init__(self, data: np.ndarray, name: str = "") -> None:
-        self.data = np.array(data, dtype=np.float32, order="C")
-        self._grad = np.zeros_like(self.data)
+        self.data = memory.asarray(data, np.float32, copy=True)
+        self._grad = memory.zeros_like(self.data)
         self._zero_pending = False
         self.name = name
 
@@ -107,7 +109,8 @@ class Workspace:
     def __init__(self, _run: dict[int, np.ndarray] | None = None) -> None:
         self._arrays: dict[str, np.ndarray] = {}
         self._parts: dict[int, Workspace] = {}
-        self._run = {} if _run is None else _run  # id -> array, for the whole workspace
+        # id of the memory's owner -> array, for the whole workspace
+        self._run = {} if _run is None else _run
 
     def array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """The float32 array ``name`` of ``shape``: made on first use and reused while the
@@ -115,9 +118,9 @@ class Workspace:
         a = self._arrays.get(name)
         if a is None or a.shape != shape:
             if a is not None:
-                del self._run[id(a)]
-            a = self._arrays[name] = np.empty(shape, np.float32)
-            self._run[id(a)] = a
+                del self._run[id(memory.owner(a))]
+            a = self._arrays[name] = memory.empty(shape)
+            self._run[id(memory.owner(a))] = a
         return a
 
     def part(self, index: int) -> Workspace:
@@ -135,8 +138,8 @@ class Workspace:
         """Whether ``a`` shares memory with an array of the whole workspace."""
         if not isinstance(a, np.ndarray):
             return False
-        owner = a if a.base is None else a.base
-        if isinstance(owner, np.ndarray) and owner.base is None:
+        owner = memory.owner(a)
+        if owner.base is None:
             return id(owner) in self._run  # an array owning its memory, or a view of one
         return any(np.may_share_memory(a, b) for b in self._run.values())
 
@@ -244,7 +247,7 @@ class Module:
                              f"{unexpected} (this model has {list(params)})")
         arrays = {}
         for name, p in params.items():
-            value = np.asarray(state[name])
+            value = memory.to_host(state[name])
             if value.dtype.kind not in "biuf":
                 raise TypeError(f"load_state_dict: {name!r} must be a numeric array; "
                                 f"got dtype {value.dtype}")
