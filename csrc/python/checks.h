@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/view.h"
 #include "ops.h"
 #include "parallel.h"
 
@@ -76,6 +77,24 @@ inline py::array_t<T, py::array::c_style | py::array::forcecast> convert(py::han
 inline py::array as_numpy(py::handle obj, const char* fn, const char* arg) {
     if (py::isinstance<py::array>(obj)) return py::reinterpret_borrow<py::array>(obj);
     return py::reinterpret_steal<py::array>(from_any(obj, nullptr, 0, fn, arg, "an array"));
+}
+
+// A NumPy array as the C++ side sees it: its buffer's facts, on the CPU.
+inline ArrayView view_of(const py::array& a) {
+    ArrayView v;
+    v.data = const_cast<void*>(a.data());
+    v.itemsize = a.itemsize();
+    v.ndim = static_cast<int>(a.ndim());
+    for (int i = 0; i < v.ndim; ++i) {
+        v.shape[i] = a.shape(i);
+        v.strides[i] = a.strides(i);
+    }
+    const char kind = a.dtype().kind();
+    v.dtype = kind == 'f' ? (v.itemsize == 4 ? DType::Float32 : v.itemsize == 8 ? DType::Float64 : DType::Other)
+            : kind == 'i' ? (v.itemsize == 8 ? DType::Int64 : v.itemsize == 4 ? DType::Int32 : DType::Other)
+            : kind == 'u' ? (v.itemsize == 8 ? DType::UInt64 : v.itemsize == 1 ? DType::UInt8 : DType::Other)
+            : kind == 'b' ? DType::Bool : DType::Other;
+    return v;  // device: the CPU, where every NumPy array lives
 }
 
 // A NumPy array of real numbers (float, int or bool), as C-contiguous float32.
@@ -155,6 +174,7 @@ inline py::array_t<float> in_place(py::handle obj, const char* fn, const char* a
 
 struct Matrix {
     py::array keep;  // owns the memory `data` points into
+    ArrayView view;  // of keep, as taken: what the call's checks see
     const float* data;
     int64_t rows, cols, ld;
     bool transposed;  // element (i, j) is data[j * ld + i] rather than data[i * ld + j]
@@ -171,49 +191,57 @@ inline Matrix as_matrix(py::handle obj, const char* fn, const char* arg) {
         const int64_t s0 = arr.strides(0), s1 = arr.strides(1);
         const float* p = static_cast<const float*>(arr.data());
         if ((c <= 1 || s1 == 4) && (r <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= c)))
-            return {arr, p, r, c, r <= 1 ? std::max<int64_t>(c, 1) : s0 / 4, false};
+            return {arr, view_of(arr), p, r, c, r <= 1 ? std::max<int64_t>(c, 1) : s0 / 4, false};
         if ((r <= 1 || s0 == 4) && (c <= 1 || (s1 > 0 && s1 % 4 == 0 && s1 / 4 >= r)))
-            return {arr, p, r, c, c <= 1 ? std::max<int64_t>(r, 1) : s1 / 4, true};
+            return {arr, view_of(arr), p, r, c, c <= 1 ? std::max<int64_t>(r, 1) : s1 / 4, true};
     }
     F32Array conv = as_f32(arr, fn, arg);
-    return {conv, conv.data(), r, c, std::max<int64_t>(c, 1), false};
+    return {conv, view_of(conv), conv.data(), r, c, std::max<int64_t>(c, 1), false};
 }
 
 // ---- aliasing ---------------------------------------------------------------------------
 
-inline bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
-    auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
-    return a_bytes && b_bytes && pa < pb + b_bytes && pb < pa + a_bytes;
+inline bool overlaps(const ArrayView& a, const ArrayView& b) {
+    const auto pa = reinterpret_cast<uintptr_t>(a.lowest()), pb = reinterpret_cast<uintptr_t>(b.lowest());
+    const size_t na = a.span_bytes(), nb = b.span_bytes();
+    return na && nb && pa < pb + nb && pb < pa + na;
 }
 
-// The memory one kernel call reads and writes, checked before it runs. The kernels assume an
-// output shares no byte with any other operand (they read inputs after writing outputs, and
-// the optimizers' loops are __restrict), so any overlap is refused, naming both arguments;
-// the one exception is an output marked elementwise being exactly one of the inputs (same
-// start, same size), for a kernel that reads element i before it writes element i.
+// The arrays one kernel call reads and writes, checked together before it runs. They must
+// all be on one device (a kernel runs on one). The kernels assume an output shares no byte
+// with any other operand (they read inputs after writing outputs, and the optimizers' loops
+// are __restrict), so any overlap is refused, naming both arguments; the one exception is an
+// output marked elementwise being exactly one of the inputs (same start, same size), for a
+// kernel that reads element i before it writes element i.
 class Operands {
   public:
     explicit Operands(const char* fn) : fn_(fn) {}
-    Operands& input(const char* name, const void* p, size_t bytes) {
-        spans_.push_back({name, p, bytes, false, false});
+    Operands& input(const char* name, const ArrayView& v) {
+        args_.push_back({name, v, false, false});
         return *this;
     }
-    Operands& input(const char* name, const py::array& a) { return input(name, a.data(), a.nbytes()); }
-    Operands& output(const char* name, const void* p, size_t bytes, bool elementwise = false) {
-        spans_.push_back({name, p, bytes, true, elementwise});
+    Operands& input(const char* name, const py::array& a) { return input(name, view_of(a)); }
+    Operands& output(const char* name, const ArrayView& v, bool elementwise = false) {
+        args_.push_back({name, v, true, elementwise});
         return *this;
     }
     Operands& output(const char* name, const py::array& a, bool elementwise = false) {
-        return output(name, a.data(), a.nbytes(), elementwise);
+        return output(name, view_of(a), elementwise);
     }
     void check() const {
-        for (size_t i = 0; i < spans_.size(); ++i)
+        for (const Arg& a : args_)
+            if (a.view.device != args_.front().view.device)
+                fail_value(std::string(fn_) + ": '" + a.name + "' is on " + a.view.device.name() +
+                           " but '" + args_.front().name + "' on " + args_.front().view.device.name() +
+                           "; the arrays of one call must be on one device (Module.to moves a model's)");
+        for (size_t i = 0; i < args_.size(); ++i)
             for (size_t j = 0; j < i; ++j) {
-                const Span &a = spans_[i], &b = spans_[j];
-                if (!(a.written || b.written) || !overlaps(a.p, a.bytes, b.p, b.bytes)) continue;
-                const Span& out = a.written ? a : b;
-                const Span& other = a.written ? b : a;
-                if (out.elementwise && !other.written && out.p == other.p && out.bytes == other.bytes)
+                const Arg &a = args_[i], &b = args_[j];
+                if (!(a.written || b.written) || !overlaps(a.view, b.view)) continue;
+                const Arg& out = a.written ? a : b;
+                const Arg& other = a.written ? b : a;
+                if (out.elementwise && !other.written && out.view.lowest() == other.view.lowest() &&
+                    out.view.span_bytes() == other.view.span_bytes())
                     continue;
                 const std::string o = out.name, x = other.name;
                 const std::string why =
@@ -226,20 +254,14 @@ class Operands {
     }
 
   private:
-    struct Span {
+    struct Arg {
         const char* name;
-        const void* p;
-        size_t bytes;
+        ArrayView view;
         bool written, elementwise;
     };
     const char* fn_;
-    std::vector<Span> spans_;
+    std::vector<Arg> args_;
 };
-
-inline size_t span_bytes(const Matrix& m) {
-    int64_t major = m.transposed ? m.cols : m.rows, minor = m.transposed ? m.rows : m.cols;
-    return major == 0 || minor == 0 ? 0 : static_cast<size_t>(((major - 1) * m.ld + minor) * 4);
-}
 
 // ---- elementwise -------------------------------------------------------------------------
 

@@ -39,8 +39,7 @@ py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_ob
         out = py::reinterpret_borrow<py::array_t<float>>(arr);
     }
     Operands ops(fn);
-    ops.input("a", a.data, span_bytes(a)).input("b", b.data, span_bytes(b));
-    ops.output("out", out.data(), m == 0 || n == 0 ? 0 : static_cast<size_t>(((m - 1) * ldc + n) * 4));
+    ops.input("a", a.view).input("b", b.view).output("out", out);
     F32Array bias;
     if (!bias_obj.is_none()) {
         bias = as_f32(bias_obj, fn, "bias");
