@@ -1,8 +1,9 @@
 """Saving and loading models as safetensors files (the ``io`` extra: pip install "fastnn[io]").
 
-``model.save(path)`` writes every parameter under its ``state_dict`` name ("0.weight",
-"0.bias", "2.weight", ... the names and shapes of the matching ``torch.nn.Sequential`` of
-``torch.nn.Linear`` layers, so weights move between the two one-to-one) and, in the
+``model.save(path)`` writes every parameter and persistent buffer under its ``state_dict``
+name ("0.weight", "0.bias", "2.weight", ... the names and shapes of the matching
+``torch.nn.Sequential`` of ``torch.nn.Linear`` layers, so weights move between the two
+one-to-one; 0-d buffers keep their shape) and, in the
 file's metadata, the architecture as JSON. ``fastnn.load(path)`` rebuilds the model from
 that JSON and loads the weights: its predictions are bit-identical to the saved model's.
 ``include_optimizer=True`` also stores the loss, the metric names, the optimizer's
@@ -34,7 +35,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import _random
+from . import _random, memory
 
 FORMAT = "fastnn"
 OPTIMIZER_PREFIX = "optimizer."
@@ -113,7 +114,7 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
     metadata (``read_logs``; ``ModelCheckpoint`` compares a new model with them). The
     write is crash-safe (``write_atomic``)."""
     safetensors = _safetensors()
-    tensors = {name: np.ascontiguousarray(value) for name, value in model.state_dict().items()}
+    tensors = {name: memory.asarray(value) for name, value in model.state_dict().items()}
     metadata = {"format": FORMAT,
                 "model": json.dumps({"class": type(model).__name__,
                                      "config": model.get_config()})}
@@ -135,7 +136,7 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
             training["run"] = compiled.run
         metadata["training"] = json.dumps(training)
         for key, value in compiled.optimizer.state_arrays().items():
-            tensors[OPTIMIZER_PREFIX + key] = np.ascontiguousarray(value)
+            tensors[OPTIMIZER_PREFIX + key] = memory.asarray(value)
     metadata["sha256"] = _digest(tensors, metadata)
     return write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
 

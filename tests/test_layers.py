@@ -484,3 +484,95 @@ def test_to_another_device_says_what_this_build_has(device, error, words):
     with pytest.raises(error) as err:
         model.to(device)
     assert words in str(err.value) and "Sequential.to" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- buffers
+class RunningMean(nn.Module):
+    """A layer with state that is not trained, as BatchNorm's running statistics: the mean
+    of its inputs, a count (int64, as torch's num_batches_tracked) and a scratch buffer that
+    is not saved."""
+
+    def __init__(self, features=3):
+        super().__init__()
+        self.register_buffer("running_mean", np.zeros(features, np.float32))
+        self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
+        self.register_buffer("scratch", np.ones(2, np.float32), persistent=False)
+        self.register_buffer("unused", None)
+
+    def forward(self, x):
+        self.running_mean = 0.9 * self.running_mean + 0.1 * x.mean(axis=0)
+        self.num_batches_tracked += 1
+        return x
+
+    def backward(self, grad_out, input_grad=True):
+        return grad_out if input_grad else None
+
+
+def buffered_model():
+    return nn.Sequential(nn.Dense(3, 3), RunningMean(3), nn.Dense(3, 2))
+
+
+def test_buffers_are_listed_saved_and_loaded_under_torch_names():
+    model = buffered_model()
+    assert [name for name, _ in model.named_buffers()] == [
+        "1.running_mean", "1.num_batches_tracked", "1.scratch"]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias",
+                                        "1.running_mean", "1.num_batches_tracked"]
+    x1, x2 = np.ones((4, 3), np.float32), np.full((4, 3), 3.0, np.float32)
+    h1, h2 = model[0](x1).mean(axis=0), model[0](x2).mean(axis=0)  # what RunningMean sees
+    model(x1)
+    model(x2)
+    state = model.state_dict()
+    np.testing.assert_allclose(state["1.running_mean"], 0.9 * 0.1 * h1 + 0.1 * h2, rtol=1e-5)
+    assert state["1.num_batches_tracked"].dtype == np.int64 and state["1.num_batches_tracked"] == 2
+    assert model[1].running_mean is not state["1.running_mean"]  # a copy
+    other = buffered_model()
+    other.load_state_dict(state)
+    for (name, a), (_, b) in zip(model.named_buffers(persistent_only=True),
+                                 other.named_buffers(persistent_only=True)):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    with pytest.raises(ValueError, match="missing keys.*num_batches_tracked"):
+        other.load_state_dict({k: v for k, v in state.items() if "num_batches" not in k})
+    with pytest.raises(ValueError, match="running_mean.*shape"):
+        other.load_state_dict({**state, "1.running_mean": np.zeros(4)})
+
+
+def test_buffers_survive_save_and_load(tmp_path):
+    pytest.importorskip("safetensors")
+    from fastnn import io as fio
+
+    model = buffered_model()
+    model(np.arange(12, dtype=np.float32).reshape(4, 3))
+    model.save(tmp_path / "m.safetensors")
+    other = fio.load_weights(buffered_model(), tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(other[1].running_mean, model[1].running_mean)
+    assert other[1].num_batches_tracked == 1 and other[1].num_batches_tracked.dtype == np.int64
+
+
+def test_buffers_are_moved_counted_and_checked():
+    from fastnn import memory
+
+    model = buffered_model()
+    before = model.buffers()
+    assert model.to("cpu") is model and all(a is b for a, b in zip(model.buffers(), before))
+    assert all(memory.is_aligned(b) for b in before)
+    table = model.summary((3,), print_fn=None)
+    assert "Buffers (not trained): 6 values" in table  # 3 + 1 + 2
+    assert "Buffers" not in nn.Sequential(nn.Dense(3, 2)).summary((3,), print_fn=None)
+    layer = RunningMean()
+    with pytest.raises(ValueError, match="identifier"):
+        layer.register_buffer("a.b", np.zeros(1))
+    dense = nn.Dense(2, 2)
+    with pytest.raises(ValueError, match="already a parameter"):
+        dense.register_buffer("weight", np.zeros(1))
+
+
+def test_every_backward_takes_input_grad():
+    """Module.backward(grad, input_grad=True) everywhere: with False, nothing is returned."""
+    x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    layers = [nn.Dense(6, 6), nn.Dropout(0.5, seed=1), nn.Flatten(), nn.ReLU(), nn.Sigmoid(),
+              nn.Tanh(), nn.Softmax(), RunningMean(6), nn.Sequential(nn.Dense(6, 6), nn.ReLU())]
+    for layer in layers:
+        y = layer(x)
+        assert layer.backward(np.ones_like(y), input_grad=False) is None, layer
+        assert layer.backward(np.ones_like(y)).shape == x.shape, layer

@@ -34,9 +34,11 @@ class _Activation(Module):
         self._y = self._forward(as_float32(x, f"{self!r} input"))
         return self._y
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         if self._y is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
+        if not input_grad:
+            return None
         g = as_float32(grad_out, f"{self!r} grad_out")
         if g.shape != self._y.shape:
             raise ValueError(f"{self!r}: grad_out has shape {g.shape}; expected {self._y.shape} "

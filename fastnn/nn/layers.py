@@ -215,10 +215,12 @@ class Dropout(Module):
         self.offset += x.size
         return _C.dropout_forward(x, self.p, self.seed, self._mask_offset)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         if self._shape is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._shape)
+        if not input_grad:
+            return None
         if self._mask_offset is None:
             return g
         return _C.dropout_backward(g, self.p, self.seed, self._mask_offset)
@@ -245,11 +247,12 @@ class Flatten(Module):
         self._shape = x.shape
         return x.reshape(len(x), math.prod(x.shape[1:]))  # not -1: it fails on an empty batch
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         if self._shape is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         flat = (self._shape[0], math.prod(self._shape[1:]))
-        return _check_grad(self, grad_out, flat).reshape(self._shape)
+        g = _check_grad(self, grad_out, flat)
+        return g.reshape(self._shape) if input_grad else None
 
     def output_shape(self, input_shape: tuple) -> tuple:
         rest = input_shape[1:]

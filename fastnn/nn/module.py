@@ -154,9 +154,11 @@ class Module:
     """Base class of layers and models.
 
     Subclasses implement ``forward(x)``, which caches what the backward pass needs, and
-    ``backward(grad_out)``, which returns the gradient with respect to the input and
-    accumulates the gradients of the module's parameters. Parameters and sub-modules
-    held as attributes (or in lists of modules) are found by ``parameters()``.
+    ``backward(grad_out, input_grad=True)``, which returns the gradient with respect to the
+    input (None with ``input_grad=False``, when nothing needs it) and accumulates the
+    gradients of the module's parameters. Parameters and sub-modules held as attributes (or
+    in lists of modules) are found by ``parameters()``; state that is not trained (a
+    BatchNorm's running statistics) is registered with ``register_buffer``.
     """
 
     def __init__(self) -> None:
@@ -165,8 +167,38 @@ class Module:
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def register_buffer(self, name: str, value: Any, persistent: bool = True) -> None:
+        """Make ``self.<name>`` a buffer holding ``value`` (an array, copied into
+        ``fastnn.memory``, or None): state that is not trained, such as a BatchNorm's running
+        statistics. Buffers are listed by ``named_buffers``, saved by ``state_dict`` and
+        ``fastnn.save`` under torch's names unless ``persistent=False``, moved by ``to()`` and
+        counted by ``summary()``. Assigning ``self.<name>`` later replaces the array and
+        keeps it a buffer, as in torch."""
+        if not isinstance(name, str) or not name.isidentifier() or "." in name:
+            raise ValueError(f"register_buffer: name must be an identifier; got {name!r}")
+        if isinstance(vars(self).get(name), (Parameter, Module)):
+            raise ValueError(f"register_buffer: {name!r} is already a parameter or sub-module")
+        names = vars(self).setdefault("_buffer_names", {})
+        names[name] = bool(persistent)
+        setattr(self, name, None if value is None else memory.asarray(value, copy=True))
+
+    def named_buffers(self, prefix: str = "", persistent_only: bool = False
+                      ) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, array) of this module's buffers and its sub-modules', named as parameters
+        are (``"1.running_mean"``); None buffers are left out."""
+        for name, persistent in vars(self).get("_buffer_names", {}).items():
+            value = getattr(self, name)
+            if value is not None and (persistent or not persistent_only):
+                yield prefix + name, value
+        for child_name, child in self.named_children():
+            yield from child.named_buffers(f"{prefix}{child_name}.", persistent_only)
+
+    def buffers(self) -> list[np.ndarray]:
+        """Every buffer of this module and its sub-modules."""
+        return [b for _, b in self.named_buffers()]
 
     def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
         """``forward(x)`` as a model runs it: ``workspace`` is the part of the model run's
@@ -180,7 +212,8 @@ class Module:
         """``backward(grad_out)`` as a model runs it: ``internal`` says that only the
         previous layer reads the input gradient, which may then live in ``workspace``;
         with ``input_grad=False`` the run needs no input gradient and None is returned
-        (the default then skips a layer without parameters)."""
+        (the default then skips a layer without parameters). A layer of your own may
+        define ``backward(grad_out)`` alone: this calls it that way."""
         if not input_grad:
             if self.parameters():
                 self.backward(grad_out)
@@ -231,32 +264,35 @@ class Module:
         return [p for _, p in self.named_parameters()]
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """A copy of every parameter's values, by ``named_parameters`` name (the names and
-        shapes of ``torch.nn.Sequential(torch.nn.Linear(...), ...).state_dict()``)."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """A copy of every parameter's values, then of every persistent buffer's, by
+        ``named_parameters`` / ``named_buffers`` name (the names and shapes of the matching
+        torch model's ``state_dict()``: ``torch.nn.Sequential(torch.nn.Linear(...), ...)``)."""
+        return {**{name: p.data.copy() for name, p in self.named_parameters()},
+                **{name: b.copy() for name, b in self.named_buffers(persistent_only=True)}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copy ``state`` (name -> array, e.g. a ``state_dict`` of this model or of the
-        matching torch model) into the parameters, in place. Nothing is changed unless
-        the names match exactly and every shape agrees."""
-        params = dict(self.named_parameters())
-        missing = [k for k in params if k not in state]
-        unexpected = [k for k in state if k not in params]
+        matching torch model) into the parameters and persistent buffers, in place. Nothing
+        is changed unless the names match exactly and every shape agrees."""
+        targets = {**{name: p.data for name, p in self.named_parameters()},
+                   **dict(self.named_buffers(persistent_only=True))}
+        missing = [k for k in targets if k not in state]
+        unexpected = [k for k in state if k not in targets]
         if missing or unexpected:
             raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys "
-                             f"{unexpected} (this model has {list(params)})")
+                             f"{unexpected} (this model has {list(targets)})")
         arrays = {}
-        for name, p in params.items():
+        for name, target in targets.items():
             value = memory.to_host(state[name])
             if value.dtype.kind not in "biuf":
                 raise TypeError(f"load_state_dict: {name!r} must be a numeric array; "
                                 f"got dtype {value.dtype}")
-            if value.shape != p.shape:
+            if value.shape != target.shape:
                 raise ValueError(f"load_state_dict: {name!r} has shape {value.shape}; "
-                                 f"the model's is {p.shape}")
+                                 f"the model's is {target.shape}")
             arrays[name] = value
         for name, value in arrays.items():
-            params[name].data[...] = value
+            targets[name][...] = value
 
     def regularization_loss(self) -> float:
         """The L1/L2 penalty of this module's weights (its sub-modules' summed), which
@@ -281,9 +317,10 @@ class Module:
 
     def to(self, device: Any) -> Module:
         """Move the module's parameters, gradients and buffers to ``device`` ("cpu", "cuda",
-        "cuda:N") and return the module, as torch's ``Module.to``. On the CPU, where they
-        already are, this is the identity (no copy); "cuda" needs fastnn's CUDA build, and
-        this one raises a RuntimeError that says how to build it."""
+        "cuda:N") and return the module, as torch's ``Module.to`` (an optimizer bound to
+        them moves its state with them: it steps over the same block). On the CPU, where
+        they already are, this is the identity (no copy); "cuda" needs fastnn's CUDA build,
+        and this one raises a RuntimeError that says how to build it."""
         from .._device import check_device
 
         check_device(device, f"{type(self).__name__}.to")

@@ -159,7 +159,8 @@ class Sequential(Module):
 
     def summary(self, input_shape: tuple | int | None = None, *,
                 print_fn: Callable[[str], None] | None = print) -> str:
-        """Print and return a table of the layers, their output shapes and parameter counts.
+        """Print and return a table of the layers, their output shapes and parameter counts
+        (and the values held in buffers, which are not trained, where there are any).
 
         input_shape: the shape of one sample (without the batch dimension). By default
         the shape seen by the last forward pass, or else the first layer's
@@ -174,11 +175,12 @@ class Sequential(Module):
                              "or run the model once")
         shape = (None, *((input_shape,) if isinstance(input_shape, int) else input_shape))
         rows = [("Layer", "Output shape", "Params")]
-        total = 0
+        total = buffered = 0
         for i, layer in enumerate(self.layers):
             shape = layer.output_shape(shape)
             count = sum(p.size for p in layer.parameters())
             total += count
+            buffered += sum(b.size for b in layer.buffers())
             rows.append((f"{i}: {layer!r}", str(shape), f"{count:,}"))
         widths = [max(len(row[c]) for row in rows) for c in range(3)]
 
@@ -188,6 +190,8 @@ class Sequential(Module):
 
         rule = "-" * (sum(widths) + 4)
         lines = [fmt(rows[0]), rule, *map(fmt, rows[1:]), rule, f"Total params: {total:,}"]
+        if buffered:
+            lines.append(f"Buffers (not trained): {buffered:,} values")
         table = "\n".join(lines)
         if print_fn is not None:
             print_fn(table)
