@@ -4,12 +4,14 @@ Nothing here calls fastnn: every expected value in the suite is computed from th
 formulas (or from central finite differences of them) in float64.
 """
 
+import math
 import os
 import re
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 EPS32 = float(np.finfo(np.float32).eps)
 # Whether the suite runs under scripts/sanitize.sh (the ASan runtime preloaded).
@@ -47,8 +49,9 @@ def act_forward(name, x, alpha=0.01):
         return np.where(x > 0, x, alpha * x)
     if name == "elu":
         return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
-    if name == "gelu":  # tanh approximation
-        return 0.5 * x * (1.0 + np.tanh(GELU_K * (x + 0.044715 * x ** 3)))
+    if name == "gelu":  # tanh approximation, as x sigmoid(2u): 1 + tanh(u) cancels far left
+        with np.errstate(over="ignore"):
+            return x / (1.0 + np.exp(-2.0 * GELU_K * (x + 0.044715 * x ** 3)))
     if name == "softplus":
         return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
     raise KeyError(name)
@@ -190,10 +193,169 @@ def assert_close(actual, expected, rtol, atol, what=""):
         )
 
 
+def raises(fn, *args, exc=(TypeError, ValueError), mentions=(), **kw):
+    """fn(*args, **kw) must raise exc with a message naming every one of `mentions`."""
+    with pytest.raises(exc) as info:
+        fn(*args, **kw)
+    msg = str(info.value)
+    for name in mentions:
+        assert names_argument(msg, name), f"message does not name {name!r}: {msg}"
+    return msg
+
+
 def names_argument(message, *names):
     """True if the message mentions any of the names as a separate word."""
     return any(re.search(r"(?<![A-Za-z0-9_])" + re.escape(n) + r"(?![A-Za-z0-9_])", message)
                for n in names)
+
+
+# ----------------------------------------------------------------------------- random numbers, dropout, augmentation
+MASK32 = 0xFFFFFFFF
+
+
+def philox_ref(ctr, key):
+    """Philox4x32-10 in plain Python integers (Salmon et al. 2011)."""
+    c = list(ctr)
+    k0, k1 = key
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + 0x9E3779B9) & MASK32, (k1 + 0xBB67AE85) & MASK32
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [(p1 >> 32) ^ c[1] ^ k0, p1 & MASK32, (p0 >> 32) ^ c[3] ^ k1, p0 & MASK32]
+    return c
+
+
+def uniform_ref(n, seed, offset=0):
+    """Element offset + i: lane (offset + i) % 4 of the block at counter (offset + i) // 4."""
+    out = np.empty(n)
+    for i in range(n):
+        idx = offset + i
+        blk = idx >> 2
+        v = philox_ref([blk & MASK32, blk >> 32, 0, 0], [seed & MASK32, seed >> 32])[idx & 3]
+        out[i] = (v >> 8) * 2.0 ** -24
+    return out
+
+
+def dropout_ref(x, p, seed, offset):
+    keep = uniform_ref(x.size, seed, offset).reshape(x.shape) >= np.float32(p)
+    return np.where(keep, np.asarray(x, np.float64) / (1.0 - p), 0.0), keep
+
+
+def geometry_ref(n, seed, offset, max_shift, flip, max_rotation):
+    """(dx, dy, flipped, theta in radians) per image, from the documented stream layout."""
+    u = uniform_ref(8 * n, seed, offset).reshape(n, 8)
+    return [(max_shift * (2 * r[0] - 1), max_shift * (2 * r[1] - 1), bool(flip and r[2] < 0.5),
+             math.radians(max_rotation * (2 * r[3] - 1))) for r in u]
+
+
+def augment_ref(x, seed, offset, max_shift=0.0, flip=False, max_rotation=0.0):
+    """Float64 reference without noise: content flipped, rotated about the centre, shifted;
+    output pixel p samples the input bilinearly at the inverse image of p, zeros outside."""
+    x4 = np.asarray(x, np.float64)
+    x4 = x4 if x4.ndim == 4 else x4[:, None]
+    n, c, h, w = x4.shape
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    out = np.zeros_like(x4)
+    for i, (dx, dy, fl, th) in enumerate(geometry_ref(n, seed, offset, max_shift, flip, max_rotation)):
+        px, py = xs - cx - dx, ys - cy - dy
+        qx = math.cos(th) * px + math.sin(th) * py          # rotate back by -theta
+        qy = -math.sin(th) * px + math.cos(th) * py
+        qx = (-qx if fl else qx) + cx
+        qy = qy + cy
+        x0, y0 = np.floor(qx).astype(int), np.floor(qy).astype(int)
+        ax, ay = qx - x0, qy - y0
+        for ch in range(c):
+            img = x4[i, ch]
+
+            def at(yy, xx):
+                ok = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+                return np.where(ok, img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)], 0.0)
+
+            def tap(weight, v):  # a zero weight takes nothing, not 0 * inf = NaN
+                with np.errstate(invalid="ignore"):
+                    return np.where(weight == 0, 0.0, weight * v)
+
+            out[i, ch] = (tap(1 - ay, tap(1 - ax, at(y0, x0)) + tap(ax, at(y0, x0 + 1)))
+                          + tap(ay, tap(1 - ax, at(y0 + 1, x0)) + tap(ax, at(y0 + 1, x0 + 1))))
+    return out.reshape(np.shape(x))
+
+
+# ----------------------------------------------------------------------------- optimizers (torch.optim's definitions)
+class Ref:
+    """One float64 copy of every parameter; ``step(grads)`` applies the optimizer's formula."""
+
+    def __init__(self, params, **hyper):
+        self.p = [np.asarray(p, np.float64).copy() for p in params]
+        self.state = [{} for _ in self.p]
+        self.h = hyper
+        self.t = 0
+
+    def step(self, grads, lr=None):
+        self.t += 1
+        lr = self.h["lr"] if lr is None else lr
+        for i, g in enumerate(grads):
+            self.p[i] = self.update(self.p[i], np.asarray(g, np.float64), self.state[i], lr)
+
+    def zeros(self, s, key, p):
+        return s.setdefault(key, np.zeros_like(p))
+
+
+class RefSGD(Ref):
+    def update(self, p, g, s, lr):
+        mom, wd = self.h.get("momentum", 0.0), self.h.get("weight_decay", 0.0)
+        d = g + wd * p
+        if mom:
+            s["buf"] = d.copy() if "buf" not in s else mom * s["buf"] + d
+            d = d + mom * s["buf"] if self.h.get("nesterov") else s["buf"]
+        return p - lr * d
+
+
+class RefAdagrad(Ref):
+    def update(self, p, g, s, lr):
+        d = g + self.h.get("weight_decay", 0.0) * p
+        clr = lr / (1 + (self.t - 1) * self.h.get("lr_decay", 0.0))
+        s["sum"] = self.zeros(s, "sum", p) + d * d
+        return p - clr * d / (np.sqrt(s["sum"]) + self.h.get("eps", 1e-10))
+
+
+class RefRMSprop(Ref):
+    def update(self, p, g, s, lr):
+        alpha, eps = self.h.get("alpha", 0.99), self.h.get("eps", 1e-8)
+        mom = self.h.get("momentum", 0.0)
+        d = g + self.h.get("weight_decay", 0.0) * p
+        s["sq"] = alpha * self.zeros(s, "sq", p) + (1 - alpha) * d * d
+        if self.h.get("centered"):
+            s["ga"] = alpha * self.zeros(s, "ga", p) + (1 - alpha) * d
+            denom = np.sqrt(s["sq"] - s["ga"] ** 2) + eps
+        else:
+            denom = np.sqrt(s["sq"]) + eps
+        if mom:
+            s["buf"] = mom * self.zeros(s, "buf", p) + d / denom
+            return p - lr * s["buf"]
+        return p - lr * d / denom
+
+
+class RefAdam(Ref):
+    decoupled = False
+
+    def update(self, p, g, s, lr):
+        b1, b2 = self.h.get("betas", (0.9, 0.999))
+        wd = self.h.get("weight_decay", 0.01 if self.decoupled else 0.0)
+        if self.decoupled:
+            p = p * (1 - lr * wd)
+            d = g
+        else:
+            d = g + wd * p
+        s["m"] = b1 * self.zeros(s, "m", p) + (1 - b1) * d
+        s["v"] = b2 * self.zeros(s, "v", p) + (1 - b2) * d * d
+        mhat = s["m"] / (1 - b1 ** self.t)
+        vhat = s["v"] / (1 - b2 ** self.t)
+        return p - lr * mhat / (np.sqrt(vhat) + self.h.get("eps", 1e-8))
+
+
+class RefAdamW(RefAdam):
+    decoupled = True
 
 
 # ----------------------------------------------------------------------------- subprocesses

@@ -1,5 +1,9 @@
-"""SGD and Adam: the _C kernels and fastnn.optim against the NumPy formula (PyTorch's
-definitions) over several steps, and against torch.optim when torch is installed."""
+"""Optimizers: the _C kernels and every optimizer of fastnn.optim (GD, SGD, Adagrad, RMSprop,
+Adam, AdamW) against their NumPy float64 formulas (PyTorch's definitions, in _ref) over
+several steps and against torch.optim when torch is installed; gradient clipping;
+get_config and state save/resume."""
+
+import json
 
 import numpy as np
 import pytest
@@ -8,46 +12,8 @@ import fastnn
 from fastnn import _C, nn, optim
 
 import _ref
-from _ref import SIZES, assert_close, names_argument
-
-
-# ----------------------------------------------------------------------------- NumPy float64 formulas
-class RefSGD:
-    """torch.optim.SGD with dampening=0."""
-
-    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        self.p = [np.asarray(p, np.float64).copy() for p in params]
-        self.buf = [None] * len(self.p)
-        self.lr, self.mom, self.nest, self.wd = lr, momentum, nesterov, weight_decay
-
-    def step(self, grads):
-        for i, g in enumerate(grads):
-            d = np.asarray(g, np.float64) + self.wd * self.p[i]
-            if self.mom != 0:
-                self.buf[i] = d.copy() if self.buf[i] is None else self.mom * self.buf[i] + d
-                d = d + self.mom * self.buf[i] if self.nest else self.buf[i]
-            self.p[i] = self.p[i] - self.lr * d
-
-
-class RefAdam:
-    """torch.optim.Adam (L2 weight decay added to the gradient, not AdamW)."""
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        self.p = [np.asarray(p, np.float64).copy() for p in params]
-        self.m = [np.zeros_like(p) for p in self.p]
-        self.v = [np.zeros_like(p) for p in self.p]
-        self.lr, (self.b1, self.b2), self.eps, self.wd = lr, betas, eps, weight_decay
-        self.t = 0
-
-    def step(self, grads):
-        self.t += 1
-        for i, g in enumerate(grads):
-            d = np.asarray(g, np.float64) + self.wd * self.p[i]
-            self.m[i] = self.b1 * self.m[i] + (1 - self.b1) * d
-            self.v[i] = self.b2 * self.v[i] + (1 - self.b2) * d * d
-            mhat = self.m[i] / (1 - self.b1 ** self.t)
-            vhat = self.v[i] / (1 - self.b2 ** self.t)
-            self.p[i] = self.p[i] - self.lr * mhat / (np.sqrt(vhat) + self.eps)
+from _ref import (SIZES, RefAdagrad, RefAdam, RefAdamW, RefRMSprop, RefSGD, assert_close,
+                  names_argument)
 
 
 SGD_CONFIGS = {
@@ -115,8 +81,8 @@ def test_adam_step_kernel(cfg, size, rng):
         np.testing.assert_array_equal(g, g0, err_msg="adam_step modified grad")
         ref.step([g])
         assert_close(p, ref.p[0], 1e-5, 1e-6, f"adam_step {cfg} size={size} step {t}")
-        assert_close(m, ref.m[0], 1e-5, 1e-6, f"adam_step {cfg} first moment step {t}")
-        assert_close(v, ref.v[0], 1e-5, 1e-7, f"adam_step {cfg} second moment step {t}")
+        assert_close(m, ref.state[0]["m"], 1e-5, 1e-6, f"adam_step {cfg} first moment step {t}")
+        assert_close(v, ref.state[0]["v"], 1e-5, 1e-7, f"adam_step {cfg} second moment step {t}")
 
 
 def test_optimizer_kernels_bit_identical_across_threads(rng):
@@ -317,3 +283,394 @@ def test_adam_and_rmsprop_take_their_betas_in_double_as_torch():
     _C.rmsprop_step(np.zeros(n, np.float32), g, sq, None, None, lr=1e-2, alpha=0.999, eps=1e-8,
                     weight_decay=0.0, momentum=0.0, centered=False)
     np.testing.assert_allclose(sq, np.float32(0.001 * 9.0), rtol=1e-7)
+
+
+# name -> (fastnn class, reference, torch class name, constructor kwargs)
+CASES = {
+    "gd": (optim.GD, RefSGD, "SGD", dict(lr=0.1)),
+    "sgd-momentum": (optim.SGD, RefSGD, "SGD", dict(lr=0.05, momentum=0.9)),
+    "sgd-nesterov-wd": (optim.SGD, RefSGD, "SGD", dict(lr=0.02, momentum=0.5, nesterov=True, weight_decay=0.1)),
+    "adagrad": (optim.Adagrad, RefAdagrad, "Adagrad", dict(lr=0.1)),
+    "adagrad-decay-wd": (optim.Adagrad, RefAdagrad, "Adagrad", dict(lr=0.1, lr_decay=0.05, weight_decay=0.1, eps=1e-6)),
+    "rmsprop": (optim.RMSprop, RefRMSprop, "RMSprop", dict(lr=0.01)),
+    "rmsprop-momentum": (optim.RMSprop, RefRMSprop, "RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.8)),
+    "rmsprop-centered": (optim.RMSprop, RefRMSprop, "RMSprop", dict(lr=0.005, centered=True)),
+    "rmsprop-all": (optim.RMSprop, RefRMSprop, "RMSprop",
+                    dict(lr=0.005, alpha=0.95, eps=1e-6, weight_decay=0.05, momentum=0.5, centered=True)),
+    "adam": (optim.Adam, RefAdam, "Adam", dict(lr=1e-3)),
+    "adam-wd": (optim.Adam, RefAdam, "Adam", dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
+    "adamw": (optim.AdamW, RefAdamW, "AdamW", dict(lr=1e-3)),
+    "adamw-tuned": (optim.AdamW, RefAdamW, "AdamW", dict(lr=0.05, betas=(0.85, 0.995), eps=1e-6, weight_decay=0.2)),
+}
+SHAPES = [(5, 7), (5,), (129,)]
+
+
+def make_params(rng, steps):
+    """Parameters of odd sizes with known values, and one gradient list per step."""
+    params = [nn.Parameter(rng.standard_normal(s)) for s in SHAPES]
+    init = [p.data.copy() for p in params]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in SHAPES] for _ in range(steps)]
+    return params, init, grads
+
+
+def run(opt, params, grads):
+    for g in grads:
+        for p, gi in zip(params, g):
+            p.grad[...] = gi
+        opt.step()
+
+
+def torch_run(torch, cls_name, kw, init, grads, clip_norm=None):
+    tparams = [torch.tensor(a.copy(), requires_grad=True) for a in init]
+    topt = getattr(torch.optim, cls_name)(tparams, **kw)
+    for g in grads:
+        for tp, gi in zip(tparams, g):
+            tp.grad = torch.tensor(gi.copy())
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(tparams, clip_norm)
+        topt.step()
+    return [tp.detach().numpy().astype(np.float64) for tp in tparams]
+
+
+# ----------------------------------------------------------------------------- against the formulas and torch
+@pytest.mark.parametrize("case", list(CASES))
+def test_optimizer_against_numpy_formula(case, rng):
+    cls, ref_cls, _, kw = CASES[case]
+    params, init, grads = make_params(rng, 20)
+    opt = cls(params, **kw)
+    ref = ref_cls(init, **kw)
+    for t, g in enumerate(grads):
+        run(opt, params, [g])
+        ref.step(g)
+        for i, p in enumerate(params):
+            assert_close(p.data, ref.p[i], 2e-5, 2e-6, f"{case} param {i} step {t + 1}")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_optimizer_against_torch(case, rng):
+    torch = pytest.importorskip("torch")
+    cls, _, torch_name, kw = CASES[case]
+    params, init, grads = make_params(rng, 20)
+    run(cls(params, **kw), params, grads)
+    expected = torch_run(torch, torch_name, kw, init, grads)
+    for i, p in enumerate(params):
+        assert_close(p.data, expected[i], 1e-5, 1e-5, f"{case} vs torch.optim.{torch_name}, param {i}")
+
+
+@pytest.mark.parametrize("case", ["sgd-momentum", "rmsprop-all", "adamw-tuned"])
+def test_lr_changed_between_steps_is_used(case, rng):
+    cls, ref_cls, _, kw = CASES[case]
+    params, init, grads = make_params(rng, 6)
+    opt = cls(params, **kw)
+    ref = ref_cls(init, **kw)
+    for t, g in enumerate(grads):
+        opt.lr = kw["lr"] * 0.5 ** t
+        run(opt, params, [g])
+        ref.step(g, lr=kw["lr"] * 0.5 ** t)
+    for i, p in enumerate(params):
+        assert_close(p.data, ref.p[i], 2e-5, 2e-6, f"{case} with a changing lr, param {i}")
+
+
+# ----------------------------------------------------------------------------- clipping
+def global_norm(grads):
+    return np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in grads))
+
+
+def test_clip_norm_rescales_all_gradients_together(rng):
+    params, init, grads = make_params(rng, 1)
+    g = grads[0]
+    norm = global_norm(g)
+    clip = norm / 3
+    opt = optim.GD(params, lr=1.0, clip_norm=clip)
+    run(opt, params, [g])
+    factor = clip / (norm + 1e-6)
+    for p, p0, gi in zip(params, init, g):
+        assert_close(p.data, p0 - factor * np.asarray(gi, np.float64), 1e-5, 1e-6, "GD with clip_norm")
+        assert_close(p.grad, factor * np.asarray(gi, np.float64), 1e-5, 1e-7, "grad clipped in place")
+    assert abs(global_norm([p.grad for p in params]) - clip) < 1e-5 * clip
+
+
+def test_clip_norm_leaves_small_gradients_alone(rng):
+    params, _, grads = make_params(rng, 1)
+    opt = optim.Adam(params, clip_norm=global_norm(grads[0]) * 1.01)
+    run(opt, params, grads)
+    for p, g in zip(params, grads[0]):
+        np.testing.assert_array_equal(p.grad, g)
+
+
+def test_clip_value_clamps_each_entry(rng):
+    params, init, grads = make_params(rng, 1)
+    g = [3 * gi for gi in grads[0]]
+    run(optim.GD(params, lr=0.5, clip_value=0.8), params, [g])
+    for p, p0, gi in zip(params, init, g):
+        clipped = np.clip(np.asarray(gi, np.float64), -0.8, 0.8)
+        assert_close(p.data, p0 - 0.5 * clipped, 1e-6, 1e-7, "GD with clip_value")
+        np.testing.assert_array_equal(p.grad, np.clip(gi, np.float32(-0.8), np.float32(0.8)))
+
+
+def test_clip_norm_then_value(rng):
+    params, init, grads = make_params(rng, 1)
+    g = grads[0]
+    norm = global_norm(g)
+    run(optim.GD(params, lr=1.0, clip_norm=norm / 2, clip_value=0.3), params, [g])
+    factor = (norm / 2) / (norm + 1e-6)
+    for p, p0, gi in zip(params, init, g):
+        expected = np.clip(factor * np.asarray(gi, np.float64), -0.3, 0.3)
+        assert_close(p.data, p0 - expected, 1e-5, 1e-6, "clip_norm then clip_value")
+
+
+@pytest.mark.parametrize("case", ["gd", "sgd-nesterov-wd", "adagrad", "rmsprop-all", "adam", "adamw-tuned"])
+def test_clip_norm_against_torch(case, rng):
+    torch = pytest.importorskip("torch")
+    cls, _, torch_name, kw = CASES[case]
+    params, init, grads = make_params(rng, 20)
+    clip = 0.5 * float(np.median([global_norm(g) for g in grads]))  # about half the steps clip
+    run(cls(params, clip_norm=clip, **kw), params, grads)
+    expected = torch_run(torch, torch_name, kw, init, grads, clip_norm=clip)
+    for i, p in enumerate(params):
+        assert_close(p.data, expected[i], 1e-5, 1e-5, f"{case} with clip_norm vs torch, param {i}")
+
+
+# ----------------------------------------------------------------------------- names, config, state
+def test_get_knows_every_optimizer():
+    expected = {"gd": optim.GD, "sgd": optim.SGD, "momentum": optim.SGD, "nesterov": optim.SGD,
+                "adagrad": optim.Adagrad, "rmsprop": optim.RMSprop, "adam": optim.Adam, "adamw": optim.AdamW}
+    for name, cls in expected.items():
+        assert type(optim.get(name)) is cls
+        assert type(optim.get(name.upper(), lr=0.5)) is cls and optim.get(name, lr=0.5).lr == 0.5
+    assert optim.get("momentum").momentum == 0.9 and optim.get("nesterov").nesterov
+    assert optim.AdamW().weight_decay == 0.01 and optim.Adam().weight_decay == 0.0
+    with pytest.raises(ValueError) as info:
+        optim.get("lion")
+    assert "lion" in str(info.value) and "adamw" in str(info.value)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_get_config_round_trip(case):
+    cls, _, _, kw = CASES[case]
+    opt = cls(**kw, clip_norm=1.5)
+    config = opt.get_config()
+    assert config["class"] == cls.__name__ and config["lr"] == kw["lr"] and config["clip_norm"] == 1.5
+    for key, value in kw.items():
+        assert config[key] == (list(value) if isinstance(value, tuple) else value), key
+    config = json.loads(json.dumps(config))
+    rebuilt = optim.from_config(config)
+    assert type(rebuilt) is cls and rebuilt.get_config() == config
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_state_arrays_resume_bit_identically(case, rng):
+    cls, _, _, kw = CASES[case]
+    params, _, grads = make_params(rng, 16)
+    opt = cls(params, **kw)
+    run(opt, params, grads[:8])
+    saved_params = [p.data.copy() for p in params]
+    state = opt.state_arrays()
+    assert state["step"].dtype == np.int64 and state["step"].shape == () and int(state["step"]) == 8
+    for key in state:
+        if key != "step":
+            index, name = key.split(".", 1)
+            assert state[key].shape == params[int(index)].shape and name.isidentifier(), key
+    resumed_params = [nn.Parameter(a) for a in saved_params]
+    resumed = optim.from_config(opt.get_config()).bind(resumed_params)
+    resumed.load_state_arrays({**state, "step": state["step"].reshape(1)})  # as a file may hold it
+    run(opt, params, grads[8:])
+    run(resumed, resumed_params, grads[8:])
+    for p, q in zip(params, resumed_params):
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_state_array_names():
+    params = [nn.Parameter(np.zeros((2, 3))), nn.Parameter(np.zeros(2))]
+    names = {
+        optim.GD(params): set(),
+        optim.SGD(params, momentum=0.9): {"momentum_buffer"},
+        optim.Adagrad(params): {"sum"},
+        optim.RMSprop(params, momentum=0.5, centered=True): {"square_avg", "momentum_buffer", "grad_avg"},
+        optim.RMSprop(params): {"square_avg"},
+        optim.Adam(params): {"exp_avg", "exp_avg_sq"},
+        optim.AdamW(params): {"exp_avg", "exp_avg_sq"},
+    }
+    for opt, expected in names.items():
+        keys = set(opt.state_arrays())
+        assert keys == {"step"} | {f"{i}.{n}" for i in range(2) for n in expected}, (opt, keys)
+
+
+def test_load_state_arrays_checks_and_changes_nothing_on_error(rng):
+    params, _, grads = make_params(rng, 3)
+    opt = optim.Adam(params)
+    run(opt, params, grads)
+    good = opt.state_arrays()
+    bad_cases = [
+        ({k: v for k, v in good.items() if k != "1.exp_avg"}, "1.exp_avg"),
+        ({**good, "3.exp_avg": np.zeros(2)}, "3.exp_avg"),
+        ({**good, "2.exp_avg_sq": np.zeros(128)}, "2.exp_avg_sq"),
+        ({k: v for k, v in good.items() if k != "step"}, "step"),
+        ({**good, "step": np.array([1.5])}, "step"),
+        ({**good, "step": np.array([2, 3])}, "step"),
+    ]
+    for bad, key in bad_cases:
+        with pytest.raises(ValueError) as info:
+            opt.load_state_arrays(bad)
+        assert key in str(info.value)
+        for k, v in opt.state_arrays().items():
+            np.testing.assert_array_equal(v, good[k])
+    with pytest.raises(RuntimeError) as info:
+        optim.Adam().load_state_arrays(good)
+    assert "bind" in str(info.value)
+
+
+@pytest.mark.parametrize("make,name", [
+    (lambda: optim.Adagrad(lr_decay=-1.0), "lr_decay"),
+    (lambda: optim.Adagrad(eps=0.0), "eps"),
+    (lambda: optim.RMSprop(alpha=1.5), "alpha"),
+    (lambda: optim.RMSprop(momentum=-0.1), "momentum"),
+    (lambda: optim.RMSprop(weight_decay=-1.0), "weight_decay"),
+    (lambda: optim.AdamW(weight_decay=-0.01), "weight_decay"),
+    (lambda: optim.GD(lr=0.0), "lr"),
+    (lambda: optim.Adam(clip_norm=0.0), "clip_norm"),
+    (lambda: optim.SGD(clip_value=-1.0), "clip_value"),
+    (lambda: optim.RMSprop(clip_norm=float("inf")), "clip_norm"),
+])
+def test_invalid_hyperparameters_name_the_argument(make, name):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert names_argument(str(info.value), name), str(info.value)
+
+
+# ----------------------------------------------------------------------------- Adagrad, RMSprop and AdamW kernels on one array
+class One:
+    """A float64 reference of _ref run on one array: step(g), then .p."""
+
+    def __init__(self, ref_cls, p, **kw):
+        self.ref = ref_cls([p], **kw)
+
+    def step(self, g):
+        self.ref.step([g])
+
+    @property
+    def p(self):
+        return self.ref.p[0]
+
+
+def one(ref_cls):
+    return lambda p, **kw: One(ref_cls, p, **kw)
+
+
+class Adagrad:
+    def __init__(self, p, **kw):
+        self.p, self.s, self.kw, self.t = p.copy(), np.zeros_like(p), dict(kw), 0
+        self.kw.setdefault("eps", 1e-10)
+        self.kw.setdefault("weight_decay", 0.0)
+        self.kw.setdefault("lr_decay", 0.0)
+
+    def step(self, g):
+        self.t += 1
+        _C.adagrad_step(self.p, g, self.s, step=self.t, **self.kw)
+
+
+class RMSprop:
+    def __init__(self, p, lr, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        self.p = p.copy()
+        self.sq, self.buf, self.ga = (np.zeros_like(p) for _ in range(3))
+        self.kw = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                       centered=centered)
+
+    def step(self, g):
+        _C.rmsprop_step(self.p, g, self.sq, self.buf if self.kw["momentum"] > 0 else None,
+                        self.ga if self.kw["centered"] else None, **self.kw)
+
+
+class AdamW:
+    def __init__(self, p, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        self.p, self.m, self.v, self.t = p.copy(), np.zeros_like(p), np.zeros_like(p), 0
+        self.kw = dict(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
+
+    def step(self, g):
+        self.t += 1
+        _C.adam_step(self.p, g, self.m, self.v, step=self.t, decoupled=True, **self.kw)
+
+
+OPT_CASES = [
+    ("adagrad", Adagrad, one(RefAdagrad), "Adagrad", dict(lr=0.1)),
+    ("adagrad-decay-wd", Adagrad, one(RefAdagrad), "Adagrad", dict(lr=0.1, lr_decay=0.05, weight_decay=0.1)),
+    ("rmsprop", RMSprop, one(RefRMSprop), "RMSprop", dict(lr=0.01)),
+    ("rmsprop-momentum", RMSprop, one(RefRMSprop), "RMSprop", dict(lr=0.01, momentum=0.9, alpha=0.9)),
+    ("rmsprop-centered", RMSprop, one(RefRMSprop), "RMSprop", dict(lr=0.01, centered=True, weight_decay=0.05)),
+    ("rmsprop-all", RMSprop, one(RefRMSprop), "RMSprop",
+     dict(lr=0.005, momentum=0.5, centered=True, weight_decay=0.01, eps=1e-6)),
+    ("adamw", AdamW, one(RefAdamW), "AdamW", dict(lr=0.01, weight_decay=0.1)),
+    ("adamw-betas", AdamW, one(RefAdamW), "AdamW", dict(lr=0.05, betas=(0.8, 0.99), weight_decay=0.5)),
+]
+OPT_IDS = [c[0] for c in OPT_CASES]
+
+
+@pytest.mark.parametrize("case", OPT_CASES, ids=OPT_IDS)
+@pytest.mark.parametrize("n", SIZES)
+def test_optimizer_kernel_against_numpy_formula(case, n, rng):
+    _, ours_cls, ref_cls, _, kw = case
+    p0 = rng.standard_normal((n, 3)).astype(np.float32)
+    ours, ref = ours_cls(p0, **kw), ref_cls(p0, **kw)
+    for _ in range(6):
+        g = rng.standard_normal(p0.shape).astype(np.float32)
+        ours.step(g)
+        ref.step(g)
+    assert_close(ours.p, ref.p, 2e-5, 2e-5, f"{case[0]} n={n} vs NumPy")
+
+
+@pytest.mark.parametrize("case", OPT_CASES, ids=OPT_IDS)
+def test_optimizer_kernel_against_torch(case, rng):
+    torch = pytest.importorskip("torch")
+    name, ours_cls, _, torch_name, kw = case
+    p0 = rng.standard_normal((129, 7)).astype(np.float32)
+    ours = ours_cls(p0, **kw)
+    tp = torch.tensor(p0.copy(), requires_grad=True)
+    topt = getattr(torch.optim, torch_name)([tp], **kw)
+    for _ in range(20):
+        g = rng.standard_normal(p0.shape).astype(np.float32)
+        ours.step(g)
+        tp.grad = torch.tensor(g.copy())
+        topt.step()
+    assert_close(ours.p, tp.detach().numpy().astype(np.float64), 2e-5, 2e-5, f"{name} vs torch")
+
+
+def test_adam_decoupled_differs_from_l2(rng):
+    p = rng.standard_normal(50).astype(np.float32)
+    g = rng.standard_normal(50).astype(np.float32)
+    a, b = p.copy(), p.copy()
+    for t, dec in ((a, False), (b, True)):
+        _C.adam_step(t, g, np.zeros_like(p), np.zeros_like(p), lr=0.1, beta1=0.9, beta2=0.999,
+                     eps=1e-8, weight_decay=0.5, step=1, decoupled=dec)
+    assert not np.allclose(a, b)
+    # With weight decay 0 both are plain Adam.
+    c, d = p.copy(), p.copy()
+    for t, dec in ((c, False), (d, True)):
+        _C.adam_step(t, g, np.zeros_like(p), np.zeros_like(p), lr=0.1, beta1=0.9, beta2=0.999,
+                     eps=1e-8, weight_decay=0.0, step=1, decoupled=dec)
+    assert np.array_equal(c, d)
+
+
+def test_optimizer_kernel_bad_arguments():
+    p, g = np.ones(4, np.float32), np.ones(4, np.float32)
+    z = np.zeros(4, np.float32)
+    rms = dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0)
+    _ref.raises(_C.rmsprop_step, p, g, z.copy(), None, None, momentum=0.9, centered=False, **rms,
+           exc=ValueError, mentions=("momentum_buf",))
+    _ref.raises(_C.rmsprop_step, p, g, z.copy(), None, None, momentum=0.0, centered=True, **rms,
+           exc=ValueError, mentions=("grad_avg",))
+    _ref.raises(_C.rmsprop_step, p, g, np.zeros(5, np.float32), None, None, momentum=0.0, centered=False,
+           **rms, exc=ValueError, mentions=("square_avg",))
+    _ref.raises(_C.rmsprop_step, p, g, np.zeros(4), None, None, momentum=0.0, centered=False, **rms,
+           exc=TypeError, mentions=("square_avg",))
+    _ref.raises(_C.rmsprop_step, p, g, z.copy(), None, None, momentum=-0.5, centered=False, **rms,
+           exc=ValueError, mentions=("momentum",))
+    ada = dict(lr=0.1, eps=1e-10, weight_decay=0.0, lr_decay=0.0)
+    _ref.raises(_C.adagrad_step, p, g, z.copy(), step=0, **ada, exc=ValueError, mentions=("step",))
+    _ref.raises(_C.adagrad_step, p.astype(np.float64), g, z.copy(), step=1, **ada, exc=TypeError,
+           mentions=("param",))
+    _ref.raises(_C.adagrad_step, p, np.ones(3, np.float32), z.copy(), step=1, **ada, exc=ValueError,
+           mentions=("grad",))
+    _ref.raises(_C.adagrad_step, p, g, np.zeros(3, np.float32), step=1, **ada, exc=ValueError,
+           mentions=("sum_sq",))
+    # Untouched when the check fails.
+    assert np.array_equal(p, np.ones(4, np.float32))
