@@ -15,11 +15,10 @@ import numpy as np
 
 try:
     from . import _C
-except ImportError as err:  # the source tree shadows the installed package
+except ImportError as err:  # src/fastnn imported as it is, without a build
     raise ImportError(
-        f"fastnn's C++ extension is not built next to {__path__[0]}. Install the package "
-        "(pip install -e . from the repository, or pip install . and import it from another "
-        "directory)") from err
+        f"fastnn's C++ extension is not built next to {__path__[0]}. Install the package: "
+        "pip install . (or pip install -e . to work on it) from the repository") from err
 
 from . import data, losses, memory, nn, optim
 from ._checks import thread_count
