@@ -32,6 +32,63 @@ double sum_squares(const float* x, int64_t n);
 void scale(float* x, int64_t n, float factor);                 // x *= factor
 void clip(float* x, int64_t n, float low, float high);         // x = min(max(x, low), high)
 
+// ---- convolution (cpu/conv.cpp) ----
+// An NCHW input and a KH x KW kernel with its strides, paddings and dilations; the bindings
+// check that the output has at least one pixel.
+struct ConvGeometry {
+    int64_t n, c, h, w, kh, kw;
+    int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
+    int64_t out_h() const { return (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1; }
+    int64_t out_w() const { return (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1; }
+};
+// The direct convolution in double (the reference): y (n, out_channels, oh, ow) from x and
+// w (out_channels, c / groups, kh, kw), bias (out_channels) or nullptr.
+void conv2d_reference(const ConvGeometry& g, int64_t out_channels, int64_t groups,
+                      const float* x, const float* w, const float* bias, float* y);
+// col: (n oh ow) x (c kh kw), one row per output pixel, one column per patch value (c, ky,
+// kx), zeros where the patch leaves the image. col2im writes dx = the sum of each value's
+// entries in col (its adjoint).
+void im2col(const ConvGeometry& g, const float* x, float* col);
+void col2im(const ConvGeometry& g, const float* col, float* dx);
+// NCHW (n, c, hw) <-> rows (n hw, c): one row per pixel, one column per channel.
+void to_rows(const float* x, float* rows, int64_t n, int64_t c, int64_t hw);
+void from_rows(const float* rows, float* x, int64_t n, int64_t c, int64_t hw);
+// groups == channels: output channel o = c * multiplier + m reads input channel c only;
+// w (c * multiplier, 1, kh, kw). Backward writes dx (if not nullptr) and dw = dw_beta * dw +
+// the gradient.
+void depthwise_forward(const ConvGeometry& g, int64_t multiplier, const float* x, const float* w,
+                       const float* bias, float* y);
+void depthwise_backward(const ConvGeometry& g, int64_t multiplier, const float* x,
+                        const float* w, const float* gy, float* dx, float* dw, float dw_beta);
+
+// ---- pooling (cpu/pool.cpp), over `planes` planes of h x w, floor mode ----
+struct PoolGeometry {
+    int64_t planes, h, w, kh, kw, sh, sw, ph, pw;
+    int64_t out_h() const { return (h + 2 * ph - kh) / sh + 1; }
+    int64_t out_w() const { return (w + 2 * pw - kw) / sw + 1; }
+};
+// argmax: the index in its input plane (iy * w + ix) of each output's value, for backward.
+void maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int64_t* argmax);
+void maxpool2d_backward(const PoolGeometry& g, const float* gy, const int64_t* argmax, float* dx);
+// The mean of each window, the padding counted (torch's count_include_pad=True).
+void avgpool2d_forward(const PoolGeometry& g, const float* x, float* y);
+void avgpool2d_backward(const PoolGeometry& g, const float* gy, float* dx);
+
+// ---- batch normalization (cpu/norm.cpp) over the c channels of (n, c, s) data ----
+// gamma/beta may be nullptr (1 and 0). training: the batch's statistics, and the running
+// ones moved by momentum (toward the unbiased variance); else the running ones. save_mean
+// and save_invstd receive the statistics used, for backward.
+void batchnorm_forward(const float* x, const float* gamma, const float* beta, float* y,
+                       int64_t n, int64_t c, int64_t s, float eps, bool training,
+                       float momentum, float* running_mean, float* running_var,
+                       float* save_mean, float* save_invstd);
+// dgamma/dbeta = param_beta * themselves + the gradient (nullptr: not wanted); dx (nullptr:
+// not wanted) as training or evaluation normalized.
+void batchnorm_backward(const float* x, const float* gy, const float* gamma,
+                        const float* save_mean, const float* save_invstd, float* dx,
+                        float* dgamma, float* dbeta, float param_beta, int64_t n, int64_t c,
+                        int64_t s, bool training);
+
 // ---- random numbers and dropout (cpu/dropout.cpp; the generator is random.h) ----
 // out[i] = uniform [0, 1) element (offset + i) of the seed's stream.
 void random_uniform(float* out, int64_t n, uint64_t seed, uint64_t offset);

@@ -209,6 +209,149 @@ def names_argument(message, *names):
                for n in names)
 
 
+# ----------------------------------------------------------------------------- convolution, pooling, batch norm
+def pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def im2col(x, kernel, stride=1, padding=0, dilation=1):
+    """(n oh ow) x (c kh kw) float64: one row per output pixel, its patch in (c, ky, kx) order."""
+    x = f64(x)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(pair, (kernel, stride, padding, dilation))
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cols = np.empty((n, oh, ow, c, kh, kw))
+    for ky in range(kh):
+        for kx in range(kw):
+            cols[..., ky, kx] = xp[:, :, ky * dh:ky * dh + sh * (oh - 1) + 1:sh,
+                                   kx * dw:kx * dw + sw * (ow - 1) + 1:sw].transpose(0, 2, 3, 1)
+    return cols.reshape(n * oh * ow, c * kh * kw), (oh, ow)
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv2d in float64."""
+    w = f64(w)
+    oc, cg, kh, kw = w.shape
+    n = np.shape(x)[0]
+    col, (oh, ow) = im2col(x, (kh, kw), stride, padding, dilation)
+    og, k = oc // groups, cg * kh * kw
+    rows = np.concatenate([col[:, g * k:(g + 1) * k] @ w[g * og:(g + 1) * og].reshape(og, k).T
+                           for g in range(groups)], axis=1)
+    if b is not None:
+        rows = rows + f64(b)
+    return rows.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2)
+
+
+def pool_windows(x, kernel, stride, padding, fill):
+    """The (n, c, oh, ow, kh * kw) windows of a pooling, padded with `fill`, and their flat
+    indices in the input plane (-1 in the padding)."""
+    x = f64(x)
+    (kh, kw), (ph, pw) = pair(kernel), pair(padding)
+    sh, sw = pair(kernel if stride is None else stride)
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), fill)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    idx = np.full((h + 2 * ph, w + 2 * pw), -1)
+    idx[ph:ph + h, pw:pw + w] = np.arange(h * w).reshape(h, w)
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    win = np.empty((n, c, oh, ow, kh * kw))
+    wid = np.empty((oh, ow, kh * kw), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            win[..., ky * kw + kx] = xp[:, :, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw]
+            wid[..., ky * kw + kx] = idx[ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw]
+    return win, wid
+
+
+def maxpool2d(x, kernel, stride=None, padding=0):
+    """(y, argmax) as torch: the first of equal maxima, the last NaN, padding never chosen."""
+    win, wid = pool_windows(x, kernel, stride, padding, -np.inf)
+    n, c, oh, ow, kk = win.shape
+    y = np.full((n, c, oh, ow), -np.inf)
+    arg = np.broadcast_to(_first_valid(wid), (n, c, oh, ow)).copy()
+    for t in range(kk):
+        v, i = win[..., t], wid[..., t]
+        take = (i >= 0) & ((v > y) | np.isnan(v))
+        y = np.where(take, v, y)
+        arg = np.where(take, i, arg)
+    return y, arg
+
+
+def _first_valid(wid):
+    """Each window's first index inside the image (row-major), as torch's starting argmax."""
+    first = np.argmax(wid >= 0, axis=-1)
+    return np.take_along_axis(wid, first[..., None], axis=-1)[..., 0]
+
+
+def maxpool2d_backward(g, argmax, input_shape):
+    n, c, h, w = input_shape
+    dx = np.zeros((n * c, h * w))
+    gf, af = f64(g).reshape(n * c, -1), np.asarray(argmax).reshape(n * c, -1)
+    for p in range(n * c):
+        np.add.at(dx[p], af[p], gf[p])
+    return dx.reshape(input_shape)
+
+
+def avgpool2d(x, kernel, stride=None, padding=0):
+    win, _ = pool_windows(x, kernel, stride, padding, 0.0)
+    return win.mean(axis=-1)
+
+
+def avgpool2d_backward(g, input_shape, kernel, stride=None, padding=0):
+    """The adjoint of avgpool2d: each output's gradient spread over its window's pixels."""
+    n, c, h, w = input_shape
+    _, wid = pool_windows(np.zeros(input_shape), kernel, stride, padding, 0.0)
+    kk = wid.shape[-1]
+    dx = np.zeros((n * c, h * w))
+    gf = f64(g).reshape(n * c, -1) / kk
+    flat = wid.reshape(-1, kk)
+    for t in range(kk):
+        ok = flat[:, t] >= 0
+        for p in range(n * c):
+            np.add.at(dx[p], flat[ok, t], gf[p][ok])
+    return dx.reshape(input_shape)
+
+
+def batchnorm(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """(y, new running mean, new running var, mean used, invstd used), torch's formulas."""
+    x = f64(x)
+    axes = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    rm, rv = f64(running_mean), f64(running_var)
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+        count = x.size // x.shape[1]
+        rm = (1 - momentum) * rm + momentum * mean
+        rv = (1 - momentum) * rv + momentum * var * count / max(count - 1, 1)
+    else:
+        mean, var = rm, rv
+    invstd = 1.0 / np.sqrt(var + eps)
+    y = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    if gamma is not None:
+        y = y * f64(gamma).reshape(shape)
+    if beta is not None:
+        y = y + f64(beta).reshape(shape)
+    return y, rm, rv, mean, invstd
+
+
+def batchnorm_backward(x, g, gamma, mean, invstd, training):
+    """(dx, dgamma, dbeta) of batchnorm, with the statistics it used."""
+    x, g = f64(x), f64(g)
+    axes = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    xhat = (x - f64(mean).reshape(shape)) * f64(invstd).reshape(shape)
+    dbeta, dgamma = g.sum(axis=axes), (g * xhat).sum(axis=axes)
+    w = np.ones(x.shape[1]) if gamma is None else f64(gamma)
+    k = (w * f64(invstd)).reshape(shape)
+    if not training:
+        return k * g, dgamma, dbeta
+    count = x.size // x.shape[1]
+    dx = k * (g - (dbeta / count).reshape(shape) - xhat * (dgamma / count).reshape(shape))
+    return dx, dgamma, dbeta
+
+
 # ----------------------------------------------------------------------------- random numbers, dropout, augmentation
 MASK32 = 0xFFFFFFFF
 

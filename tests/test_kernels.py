@@ -12,7 +12,7 @@ import pytest
 from fastnn import _C
 
 import _ref
-from _ref import SIZES, assert_close, central_diff, names_argument, sample_indices, use_threads
+from _ref import SIZES, assert_close, central_diff, f64, names_argument, sample_indices, use_threads
 from test_gemm import EPS32, operands, reference
 
 
@@ -980,3 +980,274 @@ def test_augment_bad_arguments():
     _ref.raises(_C.augment_images, x, seed=0, offset=0.5, exc=TypeError, mentions=("offset",))
     with pytest.raises(TypeError):
         _C.augment_images(x, 0, 0)   # seed and offset are keyword-only
+
+
+# ----------------------------------------------------------------------------- convolution pieces
+# (n, c, h, w, kernel, stride, padding, dilation): batch 1, one channel, odd sizes, kernels
+# 1/3/5/7, strides 1/2/3, paddings 0/1/2, dilation 2, a 1-pixel output.
+CONV_GEOMETRIES = [(1, 1, 7, 5, 3, 1, 0, 1), (2, 3, 7, 5, 3, 2, 1, 1), (3, 2, 9, 8, (5, 3), (3, 2), 2, 1),
+                   (1, 4, 8, 7, 3, 1, 2, 2), (2, 1, 7, 7, 7, 1, 0, 1), (2, 5, 6, 6, 1, 3, 0, 1),
+                   (1, 2, 11, 9, (3, 5), 2, (1, 2), (2, 1))]
+CONV_IDS = [f"n{g[0]}c{g[1]}_{g[2]}x{g[3]}_k{g[4]}s{g[5]}p{g[6]}d{g[7]}" for g in CONV_GEOMETRIES]
+
+
+def conv_kw(stride, padding, dilation):
+    return {"stride": stride, "padding": padding, "dilation": dilation}
+
+
+@pytest.mark.parametrize("geom", CONV_GEOMETRIES, ids=CONV_IDS)
+def test_im2col_and_col2im_against_numpy(geom, rng):
+    n, c, h, w, k, s, p, d = geom
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    col = _C.im2col(x, k, **conv_kw(s, p, d))
+    expected, _ = _ref.im2col(x, k, s, p, d)
+    np.testing.assert_array_equal(col, expected.astype(np.float32))  # a copy: exact
+    # col2im is im2col's adjoint: <im2col(x), c> == <x, col2im(c)>, and sums what it gathers
+    c_ = rng.standard_normal(col.shape).astype(np.float32)
+    dx = _C.col2im(c_, x.shape, k, **conv_kw(s, p, d))
+    assert dx.shape == x.shape
+    lhs, rhs = float(np.sum(f64(col) * c_)), float(np.sum(f64(x) * dx))
+    assert abs(lhs - rhs) <= 1e-4 * (np.sum(np.abs(f64(col) * c_)) + 1)
+    ones = _C.col2im(np.ones_like(col), x.shape, k, **conv_kw(s, p, d))
+    counts = _ref.im2col(np.arange(x.size, dtype=np.float64).reshape(x.shape) + 1, k, s, p, d)[0]
+    np.testing.assert_array_equal(ones.reshape(-1), np.bincount(counts[counts > 0].astype(int) - 1,
+                                                                minlength=x.size).astype(np.float32))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("geom", CONV_GEOMETRIES, ids=CONV_IDS)
+def test_conv2d_reference_against_numpy_float64(geom, groups, rng):
+    n, c, h, w, k, s, p, d = geom
+    c *= groups
+    kh, kw = _ref.pair(k)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((6, c // groups, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    got = _C.conv2d_reference(x, wt, b, **conv_kw(s, p, d), groups=groups)
+    assert_close(got, _ref.conv2d(x, wt, b, s, p, d, groups), 1e-6, 1e-6, f"conv2d_reference {geom}")
+
+
+def test_rows_round_trip_and_layout(rng):
+    x = rng.standard_normal((3, 5, 4, 7)).astype(np.float32)
+    rows = _C.to_rows(x)
+    np.testing.assert_array_equal(rows, x.transpose(0, 2, 3, 1).reshape(-1, 5))
+    np.testing.assert_array_equal(_C.from_rows(rows, x.shape), x)
+    out = np.empty_like(x)
+    assert _C.from_rows(rows, x.shape, out=out) is out
+    _ref.raises(_C.from_rows, rows, (3, 4, 4, 7), mentions=("rows",))
+    _ref.raises(_C.to_rows, np.ones(3, np.float32), mentions=("x",))
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize("geom", CONV_GEOMETRIES, ids=CONV_IDS)
+def test_depthwise_forward_backward(geom, multiplier, rng):
+    n, c, h, w, k, s, p, d = geom
+    kh, kw = _ref.pair(k)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((c * multiplier, 1, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(c * multiplier).astype(np.float32)
+    y = _C.depthwise_conv2d_forward(x, wt, b, **conv_kw(s, p, d))
+    assert_close(y, _ref.conv2d(x, wt, b, s, p, d, groups=c), 1e-5, 1e-5, "depthwise forward")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gw = np.full_like(wt, 0.5)
+    dx = _C.depthwise_conv2d_backward(x, wt, g, gw, beta=1.0, **conv_kw(s, p, d))
+    # the float64 gradients of <g, conv(x, w)>: through im2col, as a matrix product
+    col, _ = _ref.im2col(x, k, s, p, d)
+    rows = f64(g).transpose(0, 2, 3, 1).reshape(-1, c * multiplier)
+    kk = kh * kw
+    dw = np.stack([rows[:, o] @ col[:, (o // multiplier) * kk:(o // multiplier + 1) * kk]
+                   for o in range(c * multiplier)]).reshape(wt.shape)
+    assert_close(gw, 0.5 + dw, 1e-5, 1e-4, "depthwise grad_weight")
+    dcol = np.zeros_like(col)
+    for o in range(c * multiplier):
+        src = slice((o // multiplier) * kk, (o // multiplier + 1) * kk)
+        dcol[:, src] += np.outer(rows[:, o], f64(wt[o]).reshape(-1))
+    expected_dx = _C.col2im(dcol.astype(np.float32), x.shape, k, **conv_kw(s, p, d))
+    assert_close(dx, expected_dx, 1e-5, 1e-4, "depthwise grad_x")
+    assert _C.depthwise_conv2d_backward(x, wt, g, gw, input_grad=False, **conv_kw(s, p, d)) is None
+
+
+def test_conv_pieces_bit_identical_with_one_and_two_threads(rng):
+    x = rng.standard_normal((8, 6, 13, 11)).astype(np.float32)
+    wt = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((8, 6, 13, 11)).astype(np.float32)
+    out = []
+    for threads in (1, 2):
+        use_threads(threads)
+        col = _C.im2col(x, 3, padding=1)
+        gw = np.zeros_like(wt)
+        dx = _C.depthwise_conv2d_backward(x, wt, g, gw, padding=1)
+        out.append((col, _C.col2im(col, x.shape, 3, padding=1), _C.to_rows(x), dx, gw,
+                    _C.depthwise_conv2d_forward(x, wt, None, padding=1)))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv_pieces_name_bad_geometry():
+    x = np.ones((1, 2, 4, 4), np.float32)
+    msg = _ref.raises(_C.im2col, x, 5, exc=ValueError)
+    assert "4x4" in msg and "5x5" in msg and "no output pixel" in msg
+    _ref.raises(_C.im2col, x, 0, mentions=("kernel_size",))
+    _ref.raises(_C.im2col, x, 3, stride=0, mentions=("stride",))
+    _ref.raises(_C.im2col, x, 3, padding=-1, mentions=("padding",))
+    _ref.raises(_C.im2col, x, (3, 3, 3), mentions=("kernel_size",))
+    _ref.raises(_C.im2col, np.ones((2, 4, 4), np.float32), 3, mentions=("x",))
+    _ref.raises(_C.col2im, np.ones((5, 18), np.float32), (1, 2, 4, 4), 3, mentions=("col",))
+    msg = _ref.raises(_C.conv2d_reference, np.ones((1, 3, 5, 5), np.float32),
+                      np.ones((4, 2, 3, 3), np.float32), groups=2, exc=ValueError)
+    assert "groups=2" in msg and "3 input channels" in msg
+    _ref.raises(_C.conv2d_reference, x, np.ones((4, 3, 3, 3), np.float32), mentions=("weight",))
+    _ref.raises(_C.depthwise_conv2d_forward, x, np.ones((3, 1, 3, 3), np.float32), mentions=("weight",))
+
+
+# ----------------------------------------------------------------------------- pooling
+POOLS = [((2, 3, 7, 5), 2, None, 0), ((1, 1, 9, 9), 3, 2, 1), ((2, 2, 8, 7), 3, 1, 1),
+         ((1, 3, 6, 9), (2, 3), (1, 2), (1, 1)), ((3, 1, 5, 5), 5, None, 2), ((1, 2, 4, 4), 1, 3, 0)]
+
+
+@pytest.mark.parametrize("shape,k,s,p", POOLS, ids=str)
+def test_maxpool2d_against_numpy(shape, k, s, p, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[::5] = x.flat[1]  # ties
+    x.flat[7] = np.nan
+    y, argmax = _C.maxpool2d_forward(x, k, stride=s, padding=p)
+    ey, ea = _ref.maxpool2d(x, k, s, p)
+    np.testing.assert_array_equal(y, ey.astype(np.float32))
+    np.testing.assert_array_equal(argmax, ea)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx = _C.maxpool2d_backward(g, argmax, shape, k, stride=s, padding=p)
+    assert_close(dx, _ref.maxpool2d_backward(g, ea, shape), 1e-6, 1e-6, "maxpool backward")
+
+
+@pytest.mark.parametrize("shape,k,s,p", POOLS, ids=str)
+def test_avgpool2d_against_numpy(shape, k, s, p, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = _C.avgpool2d_forward(x, k, stride=s, padding=p)
+    assert_close(y, _ref.avgpool2d(x, k, s, p), 1e-6, 1e-6, "avgpool forward")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx = _C.avgpool2d_backward(g, shape, k, stride=s, padding=p)
+    assert_close(dx, _ref.avgpool2d_backward(g, shape, k, s, p), 1e-6, 1e-6, "avgpool backward")
+
+
+def test_pooling_against_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((4, 3, 11, 9)).astype(np.float32)
+    for k, s, p in [(2, None, 0), (3, 2, 1), ((3, 2), 1, (1, 0))]:
+        xt = torch.tensor(x)
+        yt, it = torch.nn.functional.max_pool2d(xt, k, stride=s, padding=p, return_indices=True)
+        y, a = _C.maxpool2d_forward(x, k, stride=s, padding=p)
+        np.testing.assert_array_equal(y, yt.numpy())
+        np.testing.assert_array_equal(a, it.numpy())
+        assert_close(_C.avgpool2d_forward(x, k, stride=s, padding=p),
+                     torch.nn.functional.avg_pool2d(xt, k, stride=s, padding=p).numpy(), 1e-6, 1e-6,
+                     f"avg_pool2d {k} {s} {p}")
+
+
+def test_pooling_bit_identical_with_one_and_two_threads(rng):
+    x = rng.standard_normal((8, 8, 17, 15)).astype(np.float32)
+    out = []
+    for threads in (1, 2):
+        use_threads(threads)
+        y, a = _C.maxpool2d_forward(x, 3, stride=2, padding=1)
+        g = np.ones_like(y)
+        out.append((y, _C.maxpool2d_backward(g, a, x.shape, 3, stride=2, padding=1),
+                    _C.avgpool2d_forward(x, 3, stride=1), _C.avgpool2d_backward(
+                        np.ones((8, 8, 15, 13), np.float32), x.shape, 3, stride=1)))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pooling_names_bad_arguments():
+    x = np.ones((1, 2, 4, 4), np.float32)
+    msg = _ref.raises(_C.maxpool2d_forward, x, 5, exc=ValueError)
+    assert "4x4" in msg and "5x5" in msg
+    _ref.raises(_C.maxpool2d_forward, x, 2, padding=2, mentions=("padding",))
+    _ref.raises(_C.avgpool2d_forward, x, 2, stride=0, mentions=("stride",))
+    _ref.raises(_C.avgpool2d_forward, np.ones((2, 4, 4), np.float32), 2, mentions=("x",))
+    y, a = _C.maxpool2d_forward(x, 2)
+    bad = a.copy()
+    bad[0, 0, 0, 0] = 16
+    _ref.raises(_C.maxpool2d_backward, y, bad, x.shape, 2, exc=ValueError, mentions=("argmax",))
+    _ref.raises(_C.maxpool2d_backward, y, a.astype(np.float32), x.shape, 2, exc=TypeError,
+                mentions=("argmax",))
+    _ref.raises(_C.avgpool2d_backward, np.ones((1, 2, 3, 3), np.float32), x.shape, 2,
+                mentions=("grad_y",))
+
+
+# ----------------------------------------------------------------------------- batch norm
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 7), (2, 3, 5, 4), (1, 2, 3, 3), (7, 1, 1)], ids=str)
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_against_numpy(shape, training, rng):
+    c = shape[1]
+    x = (2.0 * rng.standard_normal(shape) + 1.0).astype(np.float32)
+    gamma, beta = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    rm, rv = rng.standard_normal(c).astype(np.float32), rng.uniform(0.5, 2.0, c).astype(np.float32)
+    rm0, rv0 = rm.copy(), rv.copy()
+    mean, invstd = np.zeros(c, np.float32), np.zeros(c, np.float32)
+    y = _C.batchnorm_forward(x, gamma, beta, rm, rv, mean, invstd, training=training,
+                             momentum=0.2, eps=1e-3)
+    ey, erm, erv, emean, einv = _ref.batchnorm(x, gamma, beta, rm0, rv0, training, 0.2, 1e-3)
+    assert_close(y, ey, 1e-5, 1e-5, "batchnorm forward")
+    assert_close(rm, erm, 1e-6, 1e-6, "running_mean")
+    assert_close(rv, erv, 1e-6, 1e-6, "running_var")
+    assert_close(mean, emean, 1e-6, 1e-6, "save_mean")
+    assert_close(invstd, einv, 1e-5, 1e-6, "save_invstd")
+    g = rng.standard_normal(shape).astype(np.float32)
+    gg, gb = np.full(c, 0.25, np.float32), np.full(c, -0.5, np.float32)
+    dx = _C.batchnorm_backward(x, g, gamma, mean, invstd, training=training, grad_weight=gg,
+                               grad_bias=gb, beta=1.0)
+    edx, edg, edb = _ref.batchnorm_backward(x, g, gamma, mean, invstd, training)
+    assert_close(dx, edx, 1e-4, 1e-5, "batchnorm grad_x")
+    assert_close(gg, 0.25 + edg, 1e-5, 1e-5, "batchnorm grad_weight")
+    assert_close(gb, -0.5 + edb, 1e-5, 1e-5, "batchnorm grad_bias")
+
+
+def test_batchnorm_backward_finite_differences(rng):
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    gamma, beta = np.array([1.5, -0.7], np.float32), np.array([0.1, 0.2], np.float32)
+    g = rng.standard_normal(x.shape)
+
+    def loss(z):
+        y, *_ = _ref.batchnorm(z, gamma, beta, np.zeros(2), np.ones(2), True)
+        return float(np.sum(g * y))
+
+    mean, invstd = np.zeros(2, np.float32), np.zeros(2, np.float32)
+    _C.batchnorm_forward(x, gamma, beta, np.zeros(2, np.float32), np.ones(2, np.float32), mean,
+                         invstd, training=True)
+    dx = _C.batchnorm_backward(x, g.astype(np.float32), gamma, mean, invstd, training=True)
+    assert_close(dx, central_diff(loss, x), 1e-3, 1e-4, "batchnorm grad_x vs central differences")
+
+
+def test_batchnorm_bit_identical_with_one_and_two_threads(rng):
+    x = rng.standard_normal((16, 40, 9, 9)).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    out = []
+    for threads in (1, 2):
+        use_threads(threads)
+        rm, rv = np.zeros(40, np.float32), np.ones(40, np.float32)
+        mean, inv = np.zeros(40, np.float32), np.zeros(40, np.float32)
+        y = _C.batchnorm_forward(x, None, None, rm, rv, mean, inv, training=True)
+        gg, gb = np.zeros(40, np.float32), np.zeros(40, np.float32)
+        dx = _C.batchnorm_backward(x, g, None, mean, inv, training=True, grad_weight=gg, grad_bias=gb)
+        out.append((y, rm, rv, dx, gg, gb))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batchnorm_names_bad_arguments():
+    x = np.ones((4, 3), np.float32)
+    c3 = lambda: np.zeros(3, np.float32)  # noqa: E731
+    _ref.raises(_C.batchnorm_forward, np.ones((1, 3), np.float32), None, None, c3(), c3(), c3(), c3(),
+                training=True, exc=ValueError, mentions=("training",))
+    _ref.raises(_C.batchnorm_forward, x, np.ones(4, np.float32), None, c3(), c3(), c3(), c3(),
+                training=True, mentions=("weight",))
+    _ref.raises(_C.batchnorm_forward, x, None, None, c3(), c3(), c3(), c3(), training=True,
+                momentum=1.5, mentions=("momentum",))
+    _ref.raises(_C.batchnorm_forward, x, None, None, c3(), c3(), c3(), c3(), training=True,
+                eps=0.0, mentions=("eps",))
+    _ref.raises(_C.batchnorm_forward, x, None, None, c3().astype(np.float64), c3(), c3(), c3(),
+                training=True, mentions=("running_mean",))
+    _ref.raises(_C.batchnorm_forward, np.ones(3, np.float32), None, None, c3(), c3(), c3(), c3(),
+                training=True, mentions=("x",))
+    _ref.raises(_C.batchnorm_backward, x, np.ones((4, 2), np.float32), None, c3(), c3(),
+                training=True, mentions=("grad_y",))

@@ -54,7 +54,7 @@ void bind_activation(py::module_& m) {
         require_same_shape(y, gx, fn, "y", "out");
         Operands ops(fn);
         ops.input("y", y).input("grad_y", g).output("out", gx, /*elementwise=*/true);
-        if (x) ops.input("x", x);
+        if (info.backward_needs_input) ops.input("x", x);
         float* db = nullptr;
         if (!bias_grad_obj.is_none()) {
             require_rank(y, 2, fn, "y");
@@ -66,7 +66,7 @@ void bind_activation(py::module_& m) {
             ops.output("bias_grad", bias_grad);
         }
         ops.check();
-        const float* xp = x ? x.data() : nullptr;
+        const float* xp = info.backward_needs_input ? x.data() : nullptr;
         float* gxp = gx.mutable_data();
         {
             py::gil_scoped_release nogil;

@@ -369,6 +369,37 @@ inline float dropout_rate(double p, const char* fn) {
     return static_cast<float>(p);
 }
 
+// An (h, w) pair given as one int or two: kernel sizes (lo 1), strides (1), paddings (0).
+inline std::pair<int64_t, int64_t> pair_arg(py::handle obj, int64_t lo, const char* fn, const char* arg) {
+    const std::string why = " (an int, or a pair of ints)";
+    if (py::isinstance<py::tuple>(obj) || py::isinstance<py::list>(obj)) {
+        py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
+        if (seq.size() != 2)
+            fail_value(std::string(fn) + ": '" + arg + "' must be an int or a pair of ints, got " +
+                       py::str(obj).cast<std::string>());
+        return {int_in(seq[0], lo, int64_t{1} << 30, fn, arg, why),
+                int_in(seq[1], lo, int64_t{1} << 30, fn, arg, why)};
+    }
+    const int64_t v = int_in(obj, lo, int64_t{1} << 30, fn, arg, why);
+    return {v, v};
+}
+
+// `out` (None: a new array) as the float32 array of `shape` a kernel writes whole.
+inline py::array_t<float> out_array(py::handle out_obj, const std::vector<py::ssize_t>& shape,
+                                    const char* fn, const char* arg = "out") {
+    if (out_obj.is_none()) return py::array_t<float>(shape);
+    auto out = in_place(out_obj, fn, arg);
+    bool same = out.ndim() == static_cast<py::ssize_t>(shape.size());
+    for (size_t i = 0; same && i < shape.size(); ++i) same = out.shape(i) == shape[i];
+    if (!same) {
+        std::string want = "(";
+        for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
+        fail_value(std::string(fn) + ": argument '" + arg + "' must have shape " + want +
+                   (shape.size() == 1 ? ",)" : ")") + ", got " + shape_str(out));
+    }
+    return out;
+}
+
 // One registration function per op family (the files of this folder).
 void bind_config(py::module_& m);
 void bind_gemm(py::module_& m);
@@ -378,6 +409,9 @@ void bind_optim(py::module_& m);
 void bind_reduce(py::module_& m);
 void bind_dropout(py::module_& m);
 void bind_augment(py::module_& m);
+void bind_conv(py::module_& m);
+void bind_pool(py::module_& m);
+void bind_norm(py::module_& m);
 void warn_about_environment();
 
 }  // namespace fastnn::bind

@@ -13,5 +13,8 @@ PYBIND11_MODULE(_C, m) {
     bind_reduce(m);
     bind_dropout(m);
     bind_augment(m);
+    bind_conv(m);
+    bind_pool(m);
+    bind_norm(m);
     warn_about_environment();
 }

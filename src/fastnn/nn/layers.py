@@ -1,4 +1,5 @@
-"""Dense (the fully connected layer, with an optional fused activation), Dropout, Flatten."""
+"""Dense (the fully connected layer, with an optional fused activation), Dropout, Flatten,
+Reshape."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ from .module import Module, Parameter, Workspace, overridden, reserve_parameters
 # The activations Dense accepts, from the C++ table (name -> canonical name, default alpha,
 # whether backward needs the pre-activation z, whether He's init is the default).
 _ACTIVATIONS: dict[str, dict] = _C.activations()
+
+
+def _resolve_activation(activation: str | None, owner: str) -> tuple[str, float]:
+    """(canonical name, default alpha) of an activation name or None (identity)."""
+    key = activation.lower() if isinstance(activation, str) else activation
+    key = "identity" if key is None else key
+    if key not in _ACTIVATIONS:
+        names = ", ".join(repr(k) for k in [None, *_ACTIVATIONS])
+        raise ValueError(f"{owner}: unknown activation {activation!r}; expected one of {names}")
+    return _ACTIVATIONS[key]["canonical"], _ACTIVATIONS[key]["alpha"]
 
 
 def _check_grad(layer: Module, grad_out: np.ndarray, shape: tuple) -> np.ndarray:
@@ -54,13 +65,7 @@ class Dense(Module):
         super().__init__()
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
-        key = activation.lower() if isinstance(activation, str) else activation
-        key = "identity" if key is None else key
-        if key not in _ACTIVATIONS:
-            names = ", ".join(repr(k) for k in [None, *_ACTIVATIONS])
-            raise ValueError(f"Dense: unknown activation {activation!r}; expected one of {names}")
-        self.activation = _ACTIVATIONS[key]["canonical"]
-        self._alpha = _ACTIVATIONS[key]["alpha"]
+        self.activation, self._alpha = _resolve_activation(activation, "Dense")
         self.l1, self.l2 = non_negative(l1, "Dense: l1"), non_negative(l2, "Dense: l2")
         self.init = init
         if init is None:
@@ -257,3 +262,58 @@ class Flatten(Module):
     def output_shape(self, input_shape: tuple) -> tuple:
         rest = input_shape[1:]
         return (input_shape[0], None if None in rest else math.prod(rest))
+
+
+class Reshape(Module):
+    """(batch, *in_shape) -> (batch, *shape), as Keras's Reshape: ``shape`` is one sample's,
+    one entry may be -1 (inferred); e.g. Reshape((1, 28, 28)) makes flat 784-pixel rows
+    into images for Conv2d. Backward restores the input's shape."""
+
+    def __init__(self, shape: tuple[int, ...] | list[int]) -> None:
+        super().__init__()
+        shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+        if (not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer))
+                             or (d < 1 and d != -1) for d in shape)
+                or sum(d == -1 for d in shape) > 1):
+            raise ValueError(f"Reshape: shape must be positive ints, one of them may be -1; "
+                             f"got {shape!r}")
+        self.shape = tuple(int(d) for d in shape)
+        self._shape: tuple | None = None
+
+    def _target(self, input_shape: tuple) -> tuple:
+        size = math.prod(input_shape[1:])
+        known = math.prod(d for d in self.shape if d != -1)
+        if -1 in self.shape:
+            if size % known:
+                raise ValueError(f"{self!r}: {size} values per sample do not fill {self.shape}; "
+                                 f"got input shape {input_shape}")
+            return tuple(size // known if d == -1 else d for d in self.shape)
+        if known != size:
+            raise ValueError(f"{self!r}: {size} values per sample (input shape {input_shape}) "
+                             f"cannot be reshaped to {self.shape} ({known} values)")
+        return self.shape
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float32(x, f"{self!r} input")
+        if x.ndim < 1:
+            raise ValueError(f"{self!r}: input needs a batch dimension; got shape {x.shape}")
+        self._shape = x.shape
+        return x.reshape(len(x), *self._target(x.shape))
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        if self._shape is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        out = (self._shape[0], *self._target(self._shape))
+        g = _check_grad(self, grad_out, out)
+        return g.reshape(self._shape) if input_grad else None
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        if None in input_shape[1:]:
+            return (input_shape[0], *self.shape)
+        return (input_shape[0], *self._target(tuple(input_shape)))
+
+    def get_config(self) -> dict:
+        return {"shape": list(self.shape)}
+
+    def __repr__(self) -> str:
+        return f"Reshape({self.shape})"

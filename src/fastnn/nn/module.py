@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator, Mapping
@@ -106,11 +107,13 @@ class Workspace:
     returns one of them to its caller (``holds``).
     """
 
-    def __init__(self, _run: dict[int, np.ndarray] | None = None) -> None:
+    def __init__(self, _run: dict[int, np.ndarray] | None = None,
+                 _scratch: dict[str, np.ndarray] | None = None) -> None:
         self._arrays: dict[str, np.ndarray] = {}
         self._parts: dict[int, Workspace] = {}
         # id of the memory's owner -> array, for the whole workspace
         self._run = {} if _run is None else _run
+        self._scratch = {} if _scratch is None else _scratch  # name -> flat array, run-wide
 
     def array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """The float32 array ``name`` of ``shape``: made on first use and reused while the
@@ -123,11 +126,24 @@ class Workspace:
             self._run[id(memory.owner(a))] = a
         return a
 
+    def scratch(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 array of ``shape`` that every part of the workspace shares: for what a
+        layer needs only during one of its calls (Conv2d's im2col matrix), so that one
+        array, as large as the largest need, serves all layers in turn."""
+        size = math.prod(shape)
+        flat = self._scratch.get(name)
+        if flat is None or flat.size < size:
+            if flat is not None:
+                del self._run[id(memory.owner(flat))]
+            flat = self._scratch[name] = memory.empty(size)
+            self._run[id(memory.owner(flat))] = flat
+        return flat[:size].reshape(shape)
+
     def part(self, index: int) -> Workspace:
         """The part lent to layer ``index``."""
         part = self._parts.get(index)
         if part is None:
-            part = self._parts[index] = Workspace(self._run)
+            part = self._parts[index] = Workspace(self._run, self._scratch)
         return part
 
     def arrays(self) -> list[np.ndarray]:

@@ -1,0 +1,123 @@
+// Bindings of batch normalization (csrc/cpu/norm.cpp) over (batch, channels, ...) arrays.
+#include "checks.h"
+
+namespace fastnn::bind {
+namespace {
+
+struct Channels {
+    int64_t n, c, s;  // batch, channels, values per channel per sample
+};
+
+Channels channels_of(const py::array& x, const char* fn) {
+    if (x.ndim() < 2)
+        fail_value(std::string(fn) + ": 'x' must be (batch, channels, ...), got shape " + shape_str(x));
+    const int64_t n = x.shape(0), c = x.shape(1);
+    int64_t s = 1;
+    for (py::ssize_t i = 2; i < x.ndim(); ++i) s *= x.shape(i);
+    if (c == 0) fail_value(std::string(fn) + ": 'x' has no channels (shape " + shape_str(x) + ")");
+    return {n, c, s};
+}
+
+// A per-channel array: (c,) float32, read (and written in place where `written`).
+py::array_t<float> per_channel(py::handle obj, int64_t c, bool written, const char* fn, const char* arg) {
+    py::array_t<float> a = written ? in_place(obj, fn, arg) : py::array_t<float>(as_f32(obj, fn, arg));
+    if (a.ndim() != 1 || a.shape(0) != c)
+        fail_value(std::string(fn) + ": '" + arg + "' must have shape (" + std::to_string(c) +
+                   ",) (one value per channel), got " + shape_str(a));
+    return a;
+}
+
+}  // namespace
+
+void bind_norm(py::module_& m) {
+    m.def("batchnorm_forward", [](py::handle x_obj, py::handle gamma_obj, py::handle beta_obj,
+                                  py::handle rm_obj, py::handle rv_obj, py::handle mean_obj,
+                                  py::handle invstd_obj, bool training, double momentum,
+                                  double eps, py::handle out_obj) {
+        const char* fn = "batchnorm_forward";
+        F32Array x = as_f32(x_obj, fn, "x");
+        const Channels ch = channels_of(x, fn);
+        if (training && ch.n * ch.s < 2)
+            fail_value(std::string(fn) + ": training needs more than one value per channel, got "
+                       "input shape " + shape_str(x) + " (as torch: a batch of one with no "
+                       "spatial extent has no variance)");
+        if (!(momentum >= 0.0 && momentum <= 1.0))
+            fail_value(std::string(fn) + ": 'momentum' must be in [0, 1], got " + std::to_string(momentum));
+        if (!(eps > 0.0) || !std::isfinite(eps))
+            fail_value(std::string(fn) + ": 'eps' must be a finite number > 0, got " + std::to_string(eps));
+        py::array_t<float> gamma, beta;  // empty arrays, not null ones, when None
+        if (!gamma_obj.is_none()) gamma = per_channel(gamma_obj, ch.c, false, fn, "weight");
+        if (!beta_obj.is_none()) beta = per_channel(beta_obj, ch.c, false, fn, "bias");
+        auto rm = per_channel(rm_obj, ch.c, training, fn, "running_mean");
+        auto rv = per_channel(rv_obj, ch.c, training, fn, "running_var");
+        auto mean = per_channel(mean_obj, ch.c, true, fn, "save_mean");
+        auto invstd = per_channel(invstd_obj, ch.c, true, fn, "save_invstd");
+        std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+        auto y = out_array(out_obj, shape, fn);
+        Operands ops(fn);
+        ops.input("x", x);
+        if (training)
+            ops.output("running_mean", rm).output("running_var", rv);
+        else
+            ops.input("running_mean", rm).input("running_var", rv);
+        ops.output("save_mean", mean).output("save_invstd", invstd).output("out", y);
+        if (!gamma_obj.is_none()) ops.input("weight", gamma);
+        if (!beta_obj.is_none()) ops.input("bias", beta);
+        ops.check();
+        const float* g = gamma_obj.is_none() ? nullptr : gamma.data();
+        const float* b = beta_obj.is_none() ? nullptr : beta.data();
+        float *rmp = rm.mutable_data(), *rvp = rv.mutable_data(), *mp = mean.mutable_data();
+        float *ip = invstd.mutable_data(), *yp = y.mutable_data();
+        py::gil_scoped_release nogil;
+        batchnorm_forward(x.data(), g, b, yp, ch.n, ch.c, ch.s, static_cast<float>(eps), training,
+                          static_cast<float>(momentum), rmp, rvp, mp, ip);
+        return y;
+    }, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("running_mean"),
+       py::arg("running_var"), py::arg("save_mean"), py::arg("save_invstd"), py::kw_only(),
+       py::arg("training"), py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
+       py::arg("out") = py::none(),
+       "torch.nn.functional.batch_norm over channel axis 1; save_mean / save_invstd receive the "
+       "statistics used (the batch's in training, which also moves the running ones).");
+
+    m.def("batchnorm_backward", [](py::handle x_obj, py::handle g_obj, py::handle gamma_obj,
+                                   py::handle mean_obj, py::handle invstd_obj, bool training,
+                                   py::handle gg_obj, py::handle gb_obj, float beta,
+                                   bool input_grad) -> py::object {
+        const char* fn = "batchnorm_backward";
+        F32Array x = as_f32(x_obj, fn, "x"), gy = as_f32(g_obj, fn, "grad_y");
+        require_same_shape(x, gy, fn, "x", "grad_y");
+        const Channels ch = channels_of(x, fn);
+        py::array_t<float> gamma, ggamma, gbeta;
+        if (!gamma_obj.is_none()) gamma = per_channel(gamma_obj, ch.c, false, fn, "weight");
+        auto mean = per_channel(mean_obj, ch.c, false, fn, "save_mean");
+        auto invstd = per_channel(invstd_obj, ch.c, false, fn, "save_invstd");
+        if (!gg_obj.is_none()) ggamma = per_channel(gg_obj, ch.c, true, fn, "grad_weight");
+        if (!gb_obj.is_none()) gbeta = per_channel(gb_obj, ch.c, true, fn, "grad_bias");
+        py::array_t<float> dx;
+        if (input_grad) dx = py::array_t<float>(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+        Operands ops(fn);
+        ops.input("x", x).input("grad_y", gy).input("save_mean", mean).input("save_invstd", invstd);
+        if (!gamma_obj.is_none()) ops.input("weight", gamma);
+        if (!gg_obj.is_none()) ops.output("grad_weight", ggamma);
+        if (!gb_obj.is_none()) ops.output("grad_bias", gbeta);
+        ops.check();
+        const float* g = gamma_obj.is_none() ? nullptr : gamma.data();
+        float* dxp = input_grad ? dx.mutable_data() : nullptr;
+        float* ggp = gg_obj.is_none() ? nullptr : ggamma.mutable_data();
+        float* gbp = gb_obj.is_none() ? nullptr : gbeta.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            batchnorm_backward(x.data(), gy.data(), g, mean.data(), invstd.data(), dxp, ggp, gbp,
+                               beta, ch.n, ch.c, ch.s, training);
+        }
+        if (!input_grad) return py::none();
+        return std::move(dx);
+    }, py::arg("x"), py::arg("grad_y"), py::arg("weight"), py::arg("save_mean"),
+       py::arg("save_invstd"), py::kw_only(), py::arg("training"),
+       py::arg("grad_weight") = py::none(), py::arg("grad_bias") = py::none(),
+       py::arg("beta") = 0.0f, py::arg("input_grad") = true,
+       "grad_weight / grad_bias = beta * themselves + the gradient; returns dL/dx (None with "
+       "input_grad=False), the statistics depending on x in training.");
+}
+
+}  // namespace fastnn::bind

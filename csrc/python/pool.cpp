@@ -1,0 +1,130 @@
+// Bindings of 2-D max and average pooling (csrc/cpu/pool.cpp) over NCHW batches.
+#include "checks.h"
+
+#include <tuple>
+
+namespace fastnn::bind {
+namespace {
+
+// The pooling of `shape` (batch, channels, h, w), checked as torch checks it: a padding of at
+// most half the window, and a window that fits the padded image.
+PoolGeometry pool_geometry(const std::vector<int64_t>& shape, py::handle kernel, py::handle stride,
+                           py::handle padding, const char* fn, const char* x_name) {
+    if (shape.size() != 4)
+        fail_value(std::string(fn) + ": '" + x_name + "' must be 4-D (batch, channels, height, "
+                   "width), got " + std::to_string(shape.size()) + "-D");
+    PoolGeometry g;
+    g.planes = shape[0] * shape[1], g.h = shape[2], g.w = shape[3];
+    std::tie(g.kh, g.kw) = pair_arg(kernel, 1, fn, "kernel_size");
+    std::tie(g.sh, g.sw) = stride.is_none() ? std::make_pair(g.kh, g.kw) : pair_arg(stride, 1, fn, "stride");
+    std::tie(g.ph, g.pw) = pair_arg(padding, 0, fn, "padding");
+    if (2 * g.ph > g.kh || 2 * g.pw > g.kw)
+        fail_value(std::string(fn) + ": 'padding' (" + std::to_string(g.ph) + ", " +
+                   std::to_string(g.pw) + ") must be at most half the kernel (" +
+                   std::to_string(g.kh) + ", " + std::to_string(g.kw) + ")");
+    if (g.h + 2 * g.ph < g.kh || g.w + 2 * g.pw < g.kw)
+        fail_value(std::string(fn) + ": the input's " + std::to_string(g.h) + "x" +
+                   std::to_string(g.w) + " image, padded by " + std::to_string(g.ph) + "x" +
+                   std::to_string(g.pw) + ", is smaller than the " + std::to_string(g.kh) + "x" +
+                   std::to_string(g.kw) + " window: no output pixel");
+    return g;
+}
+
+std::vector<int64_t> input_shape_arg(py::handle obj, const char* fn) {
+    std::vector<int64_t> shape;
+    for (py::handle d : py::reinterpret_borrow<py::iterable>(obj))
+        shape.push_back(int_in(d, 0, int64_t{1} << 40, fn, "input_shape"));
+    return shape;
+}
+
+// grad_y with the pooled output's shape.
+F32Array output_grad(py::handle obj, const std::vector<int64_t>& in, const PoolGeometry& g,
+                     const char* fn) {
+    F32Array gy = as_f32(obj, fn, "grad_y");
+    if (gy.ndim() != 4 || gy.shape(0) != in[0] || gy.shape(1) != in[1] || gy.shape(2) != g.out_h() ||
+        gy.shape(3) != g.out_w())
+        fail_value(std::string(fn) + ": 'grad_y' must have the output's shape (" +
+                   std::to_string(in[0]) + ", " + std::to_string(in[1]) + ", " +
+                   std::to_string(g.out_h()) + ", " + std::to_string(g.out_w()) + "), got " +
+                   shape_str(gy));
+    return gy;
+}
+
+}  // namespace
+
+void bind_pool(py::module_& m) {
+    m.def("maxpool2d_forward", [](py::handle x_obj, py::handle kernel, py::handle stride,
+                                  py::handle padding) {
+        const char* fn = "maxpool2d_forward";
+        F32Array x = as_f32(x_obj, fn, "x");
+        const std::vector<int64_t> shape(x.shape(), x.shape() + x.ndim());
+        const PoolGeometry g = pool_geometry(shape, kernel, stride, padding, fn, "x");
+        py::array_t<float> y({shape[0], shape[1], g.out_h(), g.out_w()});
+        py::array_t<int64_t> argmax({shape[0], shape[1], g.out_h(), g.out_w()});
+        float* yp = y.mutable_data();
+        int64_t* ap = argmax.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            maxpool2d_forward(g, x.data(), yp, ap);
+        }
+        return py::make_tuple(y, argmax);
+    }, py::arg("x"), py::arg("kernel_size"), py::kw_only(), py::arg("stride") = py::none(),
+       py::arg("padding") = 0,
+       "(y, argmax): each window's maximum (the first of equal ones; NaN wins, as torch) and "
+       "its index in the input plane, for backward.");
+
+    m.def("maxpool2d_backward", [](py::handle g_obj, py::handle argmax_obj, py::handle shape_obj,
+                                   py::handle kernel, py::handle stride, py::handle padding) {
+        const char* fn = "maxpool2d_backward";
+        const std::vector<int64_t> in = input_shape_arg(shape_obj, fn);
+        const PoolGeometry g = pool_geometry(in, kernel, stride, padding, fn, "input_shape");
+        F32Array gy = output_grad(g_obj, in, g, fn);
+        // A private copy, checked: the kernel writes dx at these indices without the GIL.
+        py::array arr = as_numpy(argmax_obj, fn, "argmax");
+        require_same_shape(gy, arr, fn, "grad_y", "argmax");
+        if (arr.dtype().kind() != 'i' && arr.dtype().kind() != 'u')
+            fail_type(std::string(fn) + ": 'argmax' must hold integer indices, got dtype " + dtype_str(arr));
+        auto idx = convert<int64_t>(arr, fn, "argmax", "int64", /*copy=*/true);
+        const int64_t bad = first_label_out_of_range(idx.data(), idx.size(), g.h * g.w);
+        if (bad >= 0)
+            fail_value(std::string(fn) + ": argmax[" + std::to_string(bad) + "] = " +
+                       std::to_string(idx.data()[bad]) + " is outside the input plane [0, " +
+                       std::to_string(g.h * g.w) + ")");
+        py::array_t<float> dx({in[0], in[1], in[2], in[3]});
+        float* d = dx.mutable_data();
+        py::gil_scoped_release nogil;
+        maxpool2d_backward(g, gy.data(), idx.data(), d);
+        return dx;
+    }, py::arg("grad_y"), py::arg("argmax"), py::arg("input_shape"), py::arg("kernel_size"),
+       py::kw_only(), py::arg("stride") = py::none(), py::arg("padding") = 0);
+
+    m.def("avgpool2d_forward", [](py::handle x_obj, py::handle kernel, py::handle stride,
+                                  py::handle padding) {
+        const char* fn = "avgpool2d_forward";
+        F32Array x = as_f32(x_obj, fn, "x");
+        const std::vector<int64_t> shape(x.shape(), x.shape() + x.ndim());
+        const PoolGeometry g = pool_geometry(shape, kernel, stride, padding, fn, "x");
+        py::array_t<float> y({shape[0], shape[1], g.out_h(), g.out_w()});
+        float* yp = y.mutable_data();
+        py::gil_scoped_release nogil;
+        avgpool2d_forward(g, x.data(), yp);
+        return y;
+    }, py::arg("x"), py::arg("kernel_size"), py::kw_only(), py::arg("stride") = py::none(),
+       py::arg("padding") = 0, "Each window's mean, the padding counted (torch's default).");
+
+    m.def("avgpool2d_backward", [](py::handle g_obj, py::handle shape_obj, py::handle kernel,
+                                   py::handle stride, py::handle padding) {
+        const char* fn = "avgpool2d_backward";
+        const std::vector<int64_t> in = input_shape_arg(shape_obj, fn);
+        const PoolGeometry g = pool_geometry(in, kernel, stride, padding, fn, "input_shape");
+        F32Array gy = output_grad(g_obj, in, g, fn);
+        py::array_t<float> dx({in[0], in[1], in[2], in[3]});
+        float* d = dx.mutable_data();
+        py::gil_scoped_release nogil;
+        avgpool2d_backward(g, gy.data(), d);
+        return dx;
+    }, py::arg("grad_y"), py::arg("input_shape"), py::arg("kernel_size"), py::kw_only(),
+       py::arg("stride") = py::none(), py::arg("padding") = 0);
+}
+
+}  // namespace fastnn::bind

@@ -1,0 +1,269 @@
+"""Conv2d: 2-D convolution over NCHW images, on the GEMM."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import _C
+from .. import init as _init
+from .._checks import as_float32, positive_int
+from .._random import generator
+from .. import memory
+from .layers import _ACTIVATIONS, _check_grad, _resolve_activation
+from .module import Module, Parameter, Workspace, overridden, reserve_parameters
+
+
+def _pair(value: Any, name: str, low: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= low, as (h, w)."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints; got {value!r}")
+    for v in pair:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"{name} must be an int >= {low} or a pair of them; got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+class Conv2d(Module):
+    """2-D convolution of (batch, in_channels, height, width) images, as
+    ``torch.nn.Conv2d``: ``weight`` is (out_channels, in_channels / groups, kh, kw) and
+    ``bias`` (out_channels,), under torch's names, so a torch state dict loads one-to-one.
+
+    padding: an int or (h, w) pair of zeros around the image, "valid" (0) or "same" (the
+    output keeps the input's size; stride 1 and an odd kernel, dilated, are needed for the
+    padding to be symmetric). groups splits the channels into that many independent
+    convolutions; groups == in_channels is a depthwise convolution, with loops of its own.
+    activation: as Dense's (applied to each output value, in the GEMM's epilogue where it
+    can be). init: as Dense's, with fan_in = in_channels / groups * kh * kw (He normal for
+    rectifiers, Glorot uniform otherwise); the bias starts at zero.
+
+    The convolution is a GEMM: each output pixel's input patch is a row of an im2col matrix
+    (rows x weight^T: one column per output channel, bias and activation in the epilogue,
+    then back to NCHW); backward multiplies the output gradient by those rows (the weight's
+    gradient) and by the weight (the patches' gradient, summed back into the image).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
+                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
+                 activation: str | None = None,
+                 init: str | _init.Initializer | None = None) -> None:
+        super().__init__()
+        self.in_channels = positive_int(in_channels, "Conv2d: in_channels")
+        self.out_channels = positive_int(out_channels, "Conv2d: out_channels")
+        self.groups = positive_int(groups, "Conv2d: groups")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"Conv2d: groups={self.groups} must divide in_channels="
+                             f"{self.in_channels} and out_channels={self.out_channels}")
+        self.kernel_size = _pair(kernel_size, "Conv2d: kernel_size", 1)
+        self.stride = _pair(stride, "Conv2d: stride", 1)
+        self.dilation = _pair(dilation, "Conv2d: dilation", 1)
+        self.padding_mode = padding if isinstance(padding, str) else None
+        if isinstance(padding, str):
+            if padding == "valid":
+                self.padding = (0, 0)
+            elif padding == "same":
+                if self.stride != (1, 1):
+                    raise ValueError(f"Conv2d: padding='same' needs stride 1; got {self.stride}")
+                span = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+                if any(s % 2 for s in span):
+                    raise ValueError("Conv2d: padding='same' with an even (dilated) kernel "
+                                     f"{self.kernel_size} would pad one side more than the "
+                                     "other; use an odd kernel or an explicit padding")
+                self.padding = (span[0] // 2, span[1] // 2)
+            else:
+                raise ValueError(f"Conv2d: padding must be an int, a pair, 'same' or 'valid'; "
+                                 f"got {padding!r}")
+        else:
+            self.padding = _pair(padding, "Conv2d: padding", 0)
+        self.activation, self._alpha = _resolve_activation(activation, "Conv2d")
+        self.init = init
+        kh, kw = self.kernel_size
+        cg = self.in_channels // self.groups
+        shape = (self.out_channels, cg, kh, kw)
+        fan_in, fan_out = cg * kh * kw, self.out_channels // self.groups * kh * kw
+        if init is None:
+            init = "he_normal" if _ACTIVATIONS[self.activation]["he_init"] else "xavier_uniform"
+        reserve_parameters(self.out_channels * (cg * kh * kw + bool(bias)),
+                           f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size})")
+        w = memory.to_host(_init.get(init)(shape, fan_in, fan_out, generator()))
+        if w.shape != shape:
+            raise ValueError(f"Conv2d: init {init!r} returned shape {w.shape}; expected {shape}")
+        self.weight = Parameter(w, "weight")
+        self.bias = Parameter(memory.zeros(self.out_channels), "bias") if bias else None
+        self._x: np.ndarray | None = None
+        self._z: np.ndarray | None = None     # pre-activation rows, when f' needs them (gelu)
+        self._y: np.ndarray | None = None     # the output (NCHW)
+        self._rows: np.ndarray | None = None  # the output as rows (pixel x channel)
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups == self.in_channels and self.groups > 1
+
+    @property
+    def last_output(self) -> np.ndarray | None:
+        """The output of the last forward call (None before one)."""
+        return self._y
+
+    def _geometry(self) -> dict:
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
+
+    def _check_input(self, x: Any) -> np.ndarray:
+        x = as_float32(x, f"{self!r} input")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_channels}, "
+                             f"height, width); got {x.shape}")
+        return x
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, None)
+
+    def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
+        """``forward``, with its im2col matrix in the model run's scratch."""
+        if overridden(self, "forward", Conv2d):
+            return self.forward(x)
+        return self._forward(x, workspace)
+
+    def _forward(self, x: np.ndarray, workspace: Workspace | None) -> np.ndarray:
+        x = self._check_input(x)
+        n, _, h, w = x.shape
+        oh, ow = self.output_shape((n, self.in_channels, h, w))[2:]
+        fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
+        bias = None if self.bias is None else self.bias.data
+        if self.depthwise:
+            y = _C.depthwise_conv2d_forward(x, self.weight.data, bias, **self._geometry())
+            self._z, self._rows = (y, None) if not fused else (None, None)
+            if self.activation != "identity":
+                y = _C.activation_forward(self.activation, y, self._alpha)
+        else:
+            col = _C.im2col(x, self.kernel_size, **self._geometry(),
+                            out=_scratch(workspace, "col", (n * oh * ow, self._patch())))
+            rows = memory.empty((n * oh * ow, self.out_channels))
+            self._gemm_groups(col, rows, bias, self.activation if fused else "identity")
+            self._z = None if fused else rows.copy()
+            if not fused:
+                rows = _C.activation_forward(self.activation, rows, self._alpha)
+            self._rows = rows
+            y = _C.from_rows(rows, (n, self.out_channels, oh, ow))
+        self._x, self._y = x, y
+        return y
+
+    def _patch(self) -> int:
+        """The im2col matrix's width: in_channels x kh x kw, group after group."""
+        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    def _gemm_groups(self, col: np.ndarray, rows: np.ndarray, bias: np.ndarray | None,
+                     activation: str) -> None:
+        """rows[:, group's channels] = col[:, group's patch] @ W_group^T (+ bias, activation)."""
+        k = self._patch() // self.groups
+        og = self.out_channels // self.groups
+        w2 = self.weight.data.reshape(self.out_channels, k)
+        for g in range(self.groups):
+            o = slice(g * og, (g + 1) * og)
+            _C.gemm(col[:, g * k:(g + 1) * k], w2[o], rows[:, o], transpose_b=True,
+                    bias=None if bias is None else bias[o], activation=activation,
+                    activation_alpha=self._alpha)
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        return self._backward(grad_out, None, input_grad)
+
+    def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
+                      input_grad: bool = True) -> np.ndarray | None:
+        """``backward``, with its im2col matrix in the model run's scratch."""
+        if overridden(self, "backward", Conv2d):
+            return super().backward_with(grad_out, workspace, internal, input_grad)
+        return self._backward(grad_out, workspace, input_grad)
+
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None,
+                  input_grad: bool) -> np.ndarray | None:
+        if self._x is None or self._y is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        g = _check_grad(self, grad_out, self._y.shape)
+        x = self._x
+        weight_grad, beta = self.weight.grad_to_write()
+        bias_grad = None
+        if self.bias is not None:
+            bias_grad, bias_beta = self.bias.grad_to_write()
+            if bias_beta == 0.0:
+                bias_grad.fill(0.0)
+        if self.depthwise:
+            if self.activation != "identity":
+                g = _C.activation_backward(self.activation, self._y, g, self._alpha, x=self._z)
+            if bias_grad is not None:
+                _C.column_sum(_C.to_rows(g), bias_grad, beta=1.0)
+            return _C.depthwise_conv2d_backward(x, self.weight.data, g, weight_grad, beta=beta,
+                                                input_grad=input_grad, **self._geometry())
+        n, oc, oh, ow = g.shape
+        rows = _C.to_rows(g)
+        if self.activation != "identity":
+            rows = _C.activation_backward(self.activation, self._rows, rows, self._alpha,
+                                          x=self._z, out=rows, bias_grad=bias_grad)
+        elif bias_grad is not None:
+            _C.column_sum(rows, bias_grad, beta=1.0)
+        k = self._patch() // self.groups
+        og = oc // self.groups
+        col = _C.im2col(x, self.kernel_size, **self._geometry(),
+                        out=_scratch(workspace, "col", (n * oh * ow, self._patch())))
+        wg = weight_grad.reshape(oc, k)
+        for grp in range(self.groups):
+            o, c = slice(grp * og, (grp + 1) * og), slice(grp * k, (grp + 1) * k)
+            _C.gemm(rows[:, o], col[:, c], wg[o], transpose_a=True, beta=beta)
+        if not input_grad:
+            return None
+        w2 = self.weight.data.reshape(oc, k)
+        dcol = col  # the patches' gradient overwrites them: they are no longer needed
+        for grp in range(self.groups):
+            o, c = slice(grp * og, (grp + 1) * og), slice(grp * k, (grp + 1) * k)
+            _C.gemm(rows[:, o], w2[o], dcol[:, c])
+        return _C.col2im(dcol, x.shape, self.kernel_size, **self._geometry())
+
+    def get_config(self) -> dict:
+        """Constructor arguments; a callable ``init`` is left out (the weights are saved)."""
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": self.padding_mode or list(self.padding),
+                "dilation": list(self.dilation), "groups": self.groups,
+                "bias": self.bias is not None,
+                "activation": None if self.activation == "identity" else self.activation,
+                "init": self.init if isinstance(self.init, str) else None}
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        if len(input_shape) != 4 or input_shape[1] != self.in_channels:
+            raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_channels}, "
+                             f"height, width); got {input_shape}")
+        out = []
+        for size, k, s, p, d in zip(input_shape[2:], self.kernel_size, self.stride,
+                                    self.padding, self.dilation):
+            if size is None:
+                out.append(None)
+                continue
+            span = d * (k - 1) + 1
+            if size + 2 * p < span:
+                raise ValueError(f"{self!r}: the input's {input_shape[2]}x{input_shape[3]} "
+                                 f"image (padding {self.padding}) is smaller than the "
+                                 f"{k}-wide kernel (dilation {d}); got input shape {input_shape}")
+            out.append((size + 2 * p - span) // s + 1)
+        return (input_shape[0], self.out_channels, *out)
+
+    def __repr__(self) -> str:
+        kh, kw = self.kernel_size
+        extra = "" if self.stride == (1, 1) else f", stride={self.stride}"
+        if self.padding_mode:
+            extra += f", padding={self.padding_mode!r}"
+        elif self.padding != (0, 0):
+            extra += f", padding={self.padding}"
+        extra += "" if self.dilation == (1, 1) else f", dilation={self.dilation}"
+        extra += "" if self.groups == 1 else f", groups={self.groups}"
+        extra += "" if self.bias is not None else ", bias=False"
+        extra += "" if self.activation == "identity" else f", activation={self.activation!r}"
+        kernel = kh if kh == kw else (kh, kw)
+        return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={kernel}{extra})"
+
+
+def _scratch(workspace: Workspace | None, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """A model run's shared scratch array (one im2col matrix serves every layer in turn), or
+    a new one outside a model run."""
+    return memory.empty(shape) if workspace is None else workspace.scratch(name, shape)

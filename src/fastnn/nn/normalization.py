@@ -1,0 +1,115 @@
+"""Batch normalization: BatchNorm1d and BatchNorm2d, as torch's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import _C, memory
+from .._checks import as_float32, positive_int
+from .layers import _check_grad
+from .module import Module, Parameter
+
+
+class _BatchNorm(Module):
+    """Normalizes each channel (axis 1) by its mean and variance: in training those of the
+    batch (biased), which also move the running statistics by ``momentum`` (toward the
+    batch's unbiased variance; ``momentum=None``: their cumulative average), in evaluation
+    the running ones; then scales by ``weight`` and shifts by ``bias`` (``affine=True``).
+    Parameters ``weight`` and ``bias`` and buffers ``running_mean``, ``running_var`` and
+    ``num_batches_tracked`` have torch's names and meaning, so a torch state dict loads
+    one-to-one and the running statistics match torch's step for step."""
+
+    _ranks: tuple[int, ...] = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = positive_int(num_features, f"{name}: num_features")
+        self.eps = float(eps)
+        if not (self.eps > 0 and np.isfinite(self.eps)):
+            raise ValueError(f"{name}: eps must be a finite number > 0; got {eps!r}")
+        if momentum is not None:
+            momentum = float(momentum)
+            if not 0.0 <= momentum <= 1.0:
+                raise ValueError(f"{name}: momentum must be in [0, 1] or None; got {momentum!r}")
+        self.momentum = momentum
+        self.affine = bool(affine)
+        c = self.num_features
+        self.weight = Parameter(memory.full(c, 1.0), "weight") if self.affine else None
+        self.bias = Parameter(memory.zeros(c), "bias") if self.affine else None
+        self.register_buffer("running_mean", memory.zeros(c))
+        self.register_buffer("running_var", memory.full(c, 1.0))
+        self.register_buffer("num_batches_tracked", memory.zeros((), np.int64))
+        self._save_mean, self._save_invstd = memory.zeros(c), memory.zeros(c)
+        self._x: np.ndarray | None = None
+        self._trained = False  # whether the last forward used the batch's statistics
+
+    def _check_input(self, x: Any) -> np.ndarray:
+        x = as_float32(x, f"{self!r} input")
+        if x.ndim not in self._ranks or x.shape[1] != self.num_features:
+            axes = " or ".join(str(r) for r in self._ranks)
+            raise ValueError(f"{self!r}: expected a {axes}-D input with {self.num_features} "
+                             f"channels on axis 1; got shape {x.shape}")
+        return x
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self._check_input(x)
+        if self.training:
+            self.num_batches_tracked += 1
+            momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                        else self.momentum)
+        else:
+            momentum = 0.0
+        y = _C.batchnorm_forward(x, None if self.weight is None else self.weight.data,
+                                 None if self.bias is None else self.bias.data,
+                                 self.running_mean, self.running_var, self._save_mean,
+                                 self._save_invstd, training=self.training, momentum=momentum,
+                                 eps=self.eps)
+        self._x, self._trained = x, self.training
+        return y
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        if self._x is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        g = _check_grad(self, grad_out, self._x.shape)
+        grad_weight = grad_bias = None
+        beta = 0.0
+        if self.affine:
+            grad_weight, beta = self.weight.grad_to_write()
+            grad_bias, bias_beta = self.bias.grad_to_write()
+            if bias_beta != beta:  # never apart in practice: both reset by zero_grad
+                grad_bias *= bias_beta
+        return _C.batchnorm_backward(self._x, g, None if self.weight is None else self.weight.data,
+                                     self._save_mean, self._save_invstd, training=self._trained,
+                                     grad_weight=grad_weight, grad_bias=grad_bias, beta=beta,
+                                     input_grad=input_grad)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        if len(input_shape) not in self._ranks or input_shape[1] != self.num_features:
+            raise ValueError(f"{self!r}: expected a {' or '.join(map(str, self._ranks))}-D input "
+                             f"with {self.num_features} channels on axis 1; got {input_shape}")
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.affine}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.num_features})"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of (batch, features) or (batch, channels, length) inputs, as
+    ``torch.nn.BatchNorm1d`` (see the base class, ``_BatchNorm``, for what it computes)."""
+
+    _ranks = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of (batch, channels, height, width) images, as
+    ``torch.nn.BatchNorm2d`` (see the base class, ``_BatchNorm``, for what it computes)."""
+
+    _ranks = (4,)
