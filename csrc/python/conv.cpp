@@ -40,7 +40,7 @@ int64_t check_weight(const py::array& w, const ConvGeometry& g, int64_t groups, 
     if (groups < 1 || g.c % groups || oc % groups)
         fail_value(std::string(fn) + ": groups=" + std::to_string(groups) + " must divide the " +
                    std::to_string(g.c) + " input channels and the " + std::to_string(oc) +
-                   " output channels");
+                   " output channels of 'weight' " + shape_str(w));
     if (w.shape(1) != g.c / groups || w.shape(2) != g.kh || w.shape(3) != g.kw)
         fail_value(std::string(fn) + ": 'weight' must have shape (" + std::to_string(oc) + ", " +
                    std::to_string(g.c / groups) + ", " + std::to_string(g.kh) + ", " +
