@@ -1051,3 +1051,223 @@ def test_bce_from_logits_warns_on_sigmoid_outputs(rng):
     assert len(messages) == 1 and "from_logits=False" in messages[0], messages
     assert caught(lambda: losses.BinaryCrossEntropy(from_logits=False)(p, t)) == []
     assert caught(lambda: losses.BinaryCrossEntropy()(z, t)) == []
+
+
+# ----------------------------------------------------------------------------- convolutional layers
+# (batch, in, h, w, out, kernel, stride, padding, dilation, groups): batch 1, one channel, odd
+# images such as 7x5, kernels 1/3/5/7, strides 1/2/3, paddings 0/1/2/"same", dilation 2, groups 1,
+# 2 and depthwise (with a channel multiplier of 1 and 2).
+CONV_CASES = [(1, 1, 7, 5, 2, 3, 1, 0, 1, 1), (2, 3, 7, 5, 4, 3, 2, 1, 1, 1),
+              (2, 2, 9, 8, 3, 5, 1, "same", 1, 1), (1, 3, 8, 7, 2, 7, 1, "same", 1, 1),
+              (3, 4, 8, 8, 6, 3, 3, 2, 2, 2), (2, 4, 6, 7, 4, 3, 1, 1, 1, 4),
+              (2, 3, 7, 6, 6, 3, 2, 1, 1, 3), (2, 2, 6, 6, 5, 1, 1, 0, 1, 1),
+              (1, 2, 11, 9, 2, 3, 1, "same", 2, 1), (2, 3, 5, 5, 3, 5, 1, "valid", 1, 1)]
+CONV_IDS = [f"b{c[0]}_{c[1]}x{c[2]}x{c[3]}_to{c[4]}_k{c[5]}s{c[6]}p{c[7]}d{c[8]}g{c[9]}" for c in CONV_CASES]
+
+
+def conv_layer(case, activation=None, bias=True):
+    b, cin, h, w, cout, k, s, p, d, g = case
+    return nn.Conv2d(cin, cout, k, stride=s, padding=p, dilation=d, groups=g, bias=bias,
+                     activation=activation)
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "gelu"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_against_float64_reference(case, activation, rng):
+    fastnn.seed(1)
+    layer = conv_layer(case, activation)
+    layer.bias.data[...] = rng.standard_normal(layer.out_channels)
+    x = rng.standard_normal(case[:4]).astype(np.float32)
+    y = layer(x)
+    z = _ref.conv2d(x, layer.weight.data, layer.bias.data, layer.stride, layer.padding,
+                    layer.dilation, layer.groups)
+    assert y.shape == z.shape == layer.output_shape(x.shape)
+    assert_close(y, _ref.act_forward(activation, z), 1e-5, 1e-5, f"{layer!r} forward")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(g)
+    dz = f64(g) * _ref.act_derivative(activation, z)
+    # the float64 gradients, through the reference's im2col
+    col, _ = _ref.im2col(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    rows = dz.transpose(0, 2, 3, 1).reshape(-1, layer.out_channels)
+    og, k = layer.out_channels // layer.groups, col.shape[1] // layer.groups
+    dw = np.concatenate([rows[:, i * og:(i + 1) * og].T @ col[:, i * k:(i + 1) * k]
+                         for i in range(layer.groups)]).reshape(layer.weight.shape)
+    assert_close(layer.weight.grad, dw, 1e-4, 1e-4, f"{layer!r} weight.grad")
+    assert_close(layer.bias.grad, rows.sum(axis=0), 1e-4, 1e-4, f"{layer!r} bias.grad")
+    fd = central_diff(lambda v: float(np.sum(f64(g) * _ref.act_forward(activation, _ref.conv2d(
+        v, layer.weight.data, layer.bias.data, layer.stride, layer.padding, layer.dilation,
+        layer.groups)))), x)
+    assert_close(dx, fd, 1e-3, 1e-3, f"{layer!r} backward vs central differences")
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_against_torch(case, rng):
+    torch = pytest.importorskip("torch")
+    layer = conv_layer(case, bias=case[9] != 2)
+    x = rng.standard_normal(case[:4]).astype(np.float32)
+    tconv = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                            stride=layer.stride, padding=case[7], dilation=layer.dilation,
+                            groups=layer.groups, bias=layer.bias is not None)
+    tconv.load_state_dict({k: torch.tensor(v) for k, v in layer.state_dict().items()})
+    xt = torch.tensor(x, requires_grad=True)
+    yt = tconv(xt)
+    assert_close(layer(x), yt.detach().numpy(), 1e-5, 1e-5, f"{layer!r} vs torch")
+    g = rng.standard_normal(yt.shape).astype(np.float32)
+    yt.backward(torch.tensor(g))
+    assert_close(layer.backward(g), xt.grad.numpy(), 1e-5, 1e-5, f"{layer!r} dx vs torch")
+    assert_close(layer.weight.grad, tconv.weight.grad.numpy(), 1e-4, 1e-5, "weight.grad vs torch")
+
+
+@pytest.mark.parametrize("layer_cls,kw,torch_fn", [
+    (nn.MaxPool2d, dict(kernel_size=2), "max_pool2d"), (nn.MaxPool2d, dict(kernel_size=3, stride=2, padding=1), "max_pool2d"),
+    (nn.MaxPool2d, dict(kernel_size=(3, 2), stride=(1, 2)), "max_pool2d"),
+    (nn.AvgPool2d, dict(kernel_size=2), "avg_pool2d"), (nn.AvgPool2d, dict(kernel_size=3, stride=1, padding=1), "avg_pool2d"),
+    (nn.AvgPool2d, dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 0)), "avg_pool2d")])
+@pytest.mark.parametrize("shape", [(1, 1, 7, 5), (3, 2, 8, 9)], ids=str)
+def test_pooling_layers_against_torch(layer_cls, kw, torch_fn, shape, rng):
+    torch = pytest.importorskip("torch")
+    layer = layer_cls(**kw)
+    x = rng.standard_normal(shape).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = getattr(torch.nn.functional, torch_fn)(xt, **kw)
+    y = layer(x)
+    assert y.shape == tuple(yt.shape) == layer.output_shape(shape)
+    assert_close(y, yt.detach().numpy(), 1e-6, 1e-6, f"{layer!r}")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.tensor(g))
+    assert_close(layer.backward(g), xt.grad.numpy(), 1e-6, 1e-6, f"{layer!r} backward")
+    assert layer.backward(g, input_grad=False) is None
+
+
+def test_global_avg_pool_and_reshape(rng):
+    x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    gap = nn.GlobalAvgPool2d()
+    y = gap(x)
+    assert_close(y, f64(x).mean(axis=(2, 3)), 1e-6, 1e-6, "GlobalAvgPool2d")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    assert_close(gap.backward(g), np.broadcast_to(f64(g)[:, :, None, None] / 30, x.shape), 1e-6, 1e-7,
+                 "GlobalAvgPool2d backward")
+    r = nn.Reshape((1, -1, 3))
+    flat = rng.standard_normal((2, 12)).astype(np.float32)
+    assert r(flat).shape == (2, 1, 4, 3) and r.output_shape((None, 12)) == (None, 1, 4, 3)
+    np.testing.assert_array_equal(r.backward(np.ones((2, 1, 4, 3), np.float32)), np.ones((2, 12)))
+    with pytest.raises(ValueError, match="cannot be reshaped|do not fill"):
+        nn.Reshape((5, 5))(flat)
+    with pytest.raises(ValueError, match="shape"):
+        nn.Reshape((-1, -1))
+
+
+@pytest.mark.parametrize("cls,shape", [("BatchNorm2d", (8, 3, 5, 4)), ("BatchNorm1d", (16, 3)),
+                                       ("BatchNorm1d", (6, 3, 7))], ids=str)
+def test_batchnorm_matches_torch_over_50_steps(cls, shape, rng):
+    torch = pytest.importorskip("torch")
+    bn, tbn = getattr(nn, cls)(3, momentum=0.1), getattr(torch.nn, cls)(3)
+    with torch.no_grad():
+        tbn.weight.copy_(torch.tensor(rng.standard_normal(3)))
+        tbn.bias.copy_(torch.tensor(rng.standard_normal(3)))
+    bn.load_state_dict({k: v.numpy() for k, v in tbn.state_dict().items()})
+    topt = torch.optim.SGD(tbn.parameters(), lr=0.05)
+    from fastnn import optim
+    opt = optim.SGD(bn.parameters(), lr=0.05)
+    for step in range(50):
+        x = (rng.standard_normal(shape) * 3 + step / 10).astype(np.float32)
+        g = rng.standard_normal(shape).astype(np.float32)
+        xt = torch.tensor(x, requires_grad=True)
+        yt = tbn(xt)
+        yt.backward(torch.tensor(g))
+        topt.step()
+        topt.zero_grad()
+        assert_close(bn(x), yt.detach().numpy(), 1e-4, 1e-5, f"{cls} step {step}")
+        assert_close(bn.backward(g), xt.grad.numpy(), 1e-4, 1e-5, f"{cls} dx step {step}")
+        opt.step()
+        opt.zero_grad()
+    ours = bn.state_dict()
+    assert list(ours) == list(tbn.state_dict())
+    for name, value in tbn.state_dict().items():
+        assert_close(ours[name], value.numpy(), 1e-4, 1e-6, f"{cls} {name} after 50 steps")
+    bn.eval(), tbn.eval()
+    x = rng.standard_normal(shape).astype(np.float32)
+    assert_close(bn(x), tbn(torch.tensor(x)).detach().numpy(), 1e-4, 1e-5, f"{cls} evaluation")
+
+
+def lenet():
+    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2, activation="relu"), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 16, 5, activation="relu"), nn.AvgPool2d(2),
+                         nn.BatchNorm2d(16), nn.Flatten(), nn.Dense(400, 32, activation="relu"),
+                         nn.Dense(32, 10))
+
+
+def torch_lenet(torch):
+    t = torch.nn
+    return t.Sequential(t.Conv2d(1, 6, 5, padding=2), t.ReLU(), t.MaxPool2d(2), t.Conv2d(6, 16, 5),
+                        t.ReLU(), t.AvgPool2d(2), t.BatchNorm2d(16), t.Flatten(), t.Linear(400, 32),
+                        t.ReLU(), t.Linear(32, 10))
+
+
+def test_torch_cnn_state_dict_loads_one_to_one_and_back(rng):
+    torch = pytest.importorskip("torch")
+    tmodel = torch_lenet(torch)
+    x = rng.standard_normal((5, 1, 28, 28)).astype(np.float32)
+    tmodel.train()
+    tmodel(torch.tensor(x))  # moves the running statistics
+    tmodel.eval()
+    # torch's names skip its ReLU layers; fastnn fuses them into the layers before
+    names = {"0": "0", "3": "2", "6": "4", "8": "6", "10": "7"}
+    state = {f"{names[k.split('.')[0]]}.{k.split('.', 1)[1]}": v.numpy()
+             for k, v in tmodel.state_dict().items()}
+    model = lenet()
+    model.load_state_dict(state)
+    model.eval()
+    assert_close(model.predict(x), tmodel(torch.tensor(x)).detach().numpy(), 1e-5, 1e-5, "LeNet vs torch")
+    back = torch_lenet(torch)
+    back.load_state_dict({k: torch.tensor(model.state_dict()[f"{names[k.split('.')[0]]}.{k.split('.', 1)[1]}"])
+                          for k in back.state_dict()})
+    back.eval()
+    assert_close(back(torch.tensor(x)).detach().numpy(), model.predict(x), 1e-5, 1e-5, "and back")
+
+
+def test_cnn_summary_save_load_and_fit(tmp_path, rng):
+    pytest.importorskip("safetensors")
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Reshape((1, 28, 28)), *lenet().layers)
+    table = model.summary((784,), print_fn=None)
+    assert "(None, 6, 28, 28)" in table and "(None, 16, 5, 5)" in table and "(None, 400)" in table
+    assert "Buffers (not trained): 33 values" in table  # BatchNorm2d(16): 16 + 16 + 1
+    X = rng.random((64, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    model.compile(loss="cross_entropy", optimizer="adam", metrics=["accuracy"])
+    history = model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    model.save(tmp_path / "cnn.safetensors")
+    again = fastnn.load(tmp_path / "cnn.safetensors")
+    np.testing.assert_array_equal(again.predict(X), model.predict(X))
+    assert again[5].num_batches_tracked == model[5].num_batches_tracked == 8
+
+
+@pytest.mark.parametrize("build,shape,words", [
+    (lambda: nn.Conv2d(3, 4, 5), (2, 3, 4, 4), ["4x4", "Conv2d"]),
+    (lambda: nn.Conv2d(3, 4, 3), (2, 2, 8, 8), ["(batch, 3, height, width)", "(2, 2, 8, 8)"]),
+    (lambda: nn.MaxPool2d(3), (1, 1, 2, 2), ["2x2", "MaxPool2d"]),
+    (lambda: nn.BatchNorm2d(3), (2, 4, 5, 5), ["3 channels", "(2, 4, 5, 5)"]),
+    (lambda: nn.BatchNorm1d(3), (2, 3, 4, 4), ["2 or 3-D", "(2, 3, 4, 4)"]),
+])
+def test_image_layers_name_bad_inputs(build, shape, words):
+    layer = build()
+    with pytest.raises(ValueError) as err:
+        layer(np.ones(shape, np.float32))
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_image_layers_reject_bad_constructions():
+    with pytest.raises(ValueError, match="groups=2 must divide in_channels=3"):
+        nn.Conv2d(3, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="stride 1"):
+        nn.Conv2d(3, 4, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match="even"):
+        nn.Conv2d(3, 4, 2, padding="same")
+    with pytest.raises(ValueError, match="kernel_size"):
+        nn.Conv2d(3, 4, 0)
+    with pytest.raises(ValueError, match="half the kernel"):
+        nn.MaxPool2d(2, padding=2)
+    with pytest.raises(ValueError, match="momentum"):
+        nn.BatchNorm2d(3, momentum=2.0)

@@ -118,7 +118,8 @@ def test_find_cycle_finds_one():
 # first compile/fit; datasets, io, plotting, experiments and the optional packages on use.
 EXPECTED_AT_IMPORT = {
     "fastnn", "fastnn._C", "fastnn._checks", "fastnn._device", "fastnn._random", "fastnn.data",
-    "fastnn.init", "fastnn.losses", "fastnn.memory", "fastnn.nn", "fastnn.nn.activations", "fastnn.nn.layers",
+    "fastnn.init", "fastnn.losses", "fastnn.memory", "fastnn.nn.conv", "fastnn.nn.normalization",
+    "fastnn.nn.pooling", "fastnn.nn", "fastnn.nn.activations", "fastnn.nn.layers",
     "fastnn.nn.module", "fastnn.nn.sequential", "fastnn.optim", "fastnn.tuning",
 }
 NOT_AT_IMPORT = ["torch", "sklearn", "scipy", "matplotlib", "tqdm", "safetensors", "mpi4py"]
@@ -282,7 +283,9 @@ def test_stubs_match_the_bound_signatures():
 NUMPY_ALLOCATORS = {"empty", "zeros", "ones", "full", "array", "asarray", "ascontiguousarray",
                     "empty_like", "zeros_like", "ones_like", "full_like", "concatenate", "stack"}
 ALLOCATING_THROUGH_MEMORY = ["nn/module.py", "nn/layers.py", "nn/activations.py",
-                             "nn/sequential.py", "optim.py", "losses.py", "init.py", "_checks.py"]
+                             "nn/sequential.py", "nn/conv.py", "nn/pooling.py",
+                             "nn/normalization.py", "optim.py", "losses.py", "init.py",
+                             "_checks.py"]
 
 
 @pytest.mark.parametrize("path", ALLOCATING_THROUGH_MEMORY)

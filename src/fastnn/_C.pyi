@@ -198,3 +198,65 @@ def augment_images(x: npt.ArrayLike, *, seed: int, offset: int, max_shift: float
 def gather_rows(x: npt.ArrayLike, index: npt.ArrayLike, out: Optional[F32] = None) -> F32:
     """out[i] = x[index[i]] (rows of any trailing shape), copied in parallel; index is
     range-checked. A mini-batch of shuffled samples without a NumPy fancy-index pass."""
+
+# ---- convolution, pooling, batch norm (issue 13): NCHW arrays ----------------------------
+Pair = int | tuple[int, int]
+
+def conv2d_reference(x: npt.ArrayLike, weight: npt.ArrayLike, bias: Optional[npt.ArrayLike] = None,
+                     *, stride: Pair = 1, padding: Pair = 0, dilation: Pair = 1,
+                     groups: int = 1) -> F32:
+    """torch.nn.functional.conv2d as a direct sum in double: the reference of the fast paths.
+    weight (out_channels, channels / groups, kh, kw); ValueError naming the shapes when the
+    padded image is smaller than the dilated kernel or groups does not divide the channels."""
+def im2col(x: npt.ArrayLike, kernel_size: Pair, *, stride: Pair = 1, padding: Pair = 0,
+           dilation: Pair = 1, out: Optional[F32] = None) -> F32:
+    """(n oh ow, c kh kw): one row per output pixel, its patch in (c, ky, kx) order, zeros
+    outside the image."""
+def col2im(col: npt.ArrayLike, input_shape: tuple[int, int, int, int], kernel_size: Pair, *,
+           stride: Pair = 1, padding: Pair = 0, dilation: Pair = 1,
+           out: Optional[F32] = None) -> F32:
+    """im2col's adjoint: each input value the sum of its entries in col."""
+def to_rows(x: npt.ArrayLike, out: Optional[F32] = None) -> F32:
+    """(batch, channels, *spatial) -> (batch * pixels, channels)."""
+def from_rows(rows: npt.ArrayLike, shape: tuple[int, ...], out: Optional[F32] = None) -> F32:
+    """to_rows' inverse, to `shape` (batch, channels, *spatial)."""
+def depthwise_conv2d_forward(x: npt.ArrayLike, weight: npt.ArrayLike,
+                             bias: Optional[npt.ArrayLike] = None, *, stride: Pair = 1,
+                             padding: Pair = 0, dilation: Pair = 1,
+                             out: Optional[F32] = None) -> F32:
+    """Convolution with groups == channels: weight (channels * multiplier, 1, kh, kw)."""
+def depthwise_conv2d_backward(x: npt.ArrayLike, weight: npt.ArrayLike, grad_y: npt.ArrayLike,
+                              grad_weight: F32, *, beta: float = 0.0, input_grad: bool = True,
+                              stride: Pair = 1, padding: Pair = 0,
+                              dilation: Pair = 1) -> Optional[F32]:
+    """grad_weight (in place) = beta * grad_weight + dL/dweight; returns dL/dx, or None with
+    input_grad=False."""
+def maxpool2d_forward(x: npt.ArrayLike, kernel_size: Pair, *, stride: Optional[Pair] = None,
+                      padding: Pair = 0) -> tuple[F32, npt.NDArray[np.int64]]:
+    """(y, argmax) as torch.nn.functional.max_pool2d (floor mode; padding at most half the
+    window, never chosen): the first of equal maxima, NaN wins; argmax indexes the input plane."""
+def maxpool2d_backward(grad_y: npt.ArrayLike, argmax: npt.ArrayLike,
+                       input_shape: tuple[int, int, int, int], kernel_size: Pair, *,
+                       stride: Optional[Pair] = None, padding: Pair = 0) -> F32:
+    """Each output's gradient added to the input value it took (argmax range-checked)."""
+def avgpool2d_forward(x: npt.ArrayLike, kernel_size: Pair, *, stride: Optional[Pair] = None,
+                      padding: Pair = 0) -> F32:
+    """Each window's mean, the padding counted (torch's count_include_pad=True)."""
+def avgpool2d_backward(grad_y: npt.ArrayLike, input_shape: tuple[int, int, int, int],
+                       kernel_size: Pair, *, stride: Optional[Pair] = None,
+                       padding: Pair = 0) -> F32:
+    """avgpool2d_forward's adjoint."""
+def batchnorm_forward(x: npt.ArrayLike, weight: Optional[npt.ArrayLike],
+                      bias: Optional[npt.ArrayLike], running_mean: F32, running_var: F32,
+                      save_mean: F32, save_invstd: F32, *, training: bool, momentum: float = 0.1,
+                      eps: float = 1e-5, out: Optional[F32] = None) -> F32:
+    """torch.nn.functional.batch_norm over axis 1 of (batch, channels, ...): in training the
+    batch's statistics (more than one value per channel needed), which move the running ones
+    in place by momentum (toward the unbiased variance); else the running ones. save_mean and
+    save_invstd (in place) receive the statistics used."""
+def batchnorm_backward(x: npt.ArrayLike, grad_y: npt.ArrayLike, weight: Optional[npt.ArrayLike],
+                       save_mean: npt.ArrayLike, save_invstd: npt.ArrayLike, *, training: bool,
+                       grad_weight: Optional[F32] = None, grad_bias: Optional[F32] = None,
+                       beta: float = 0.0, input_grad: bool = True) -> Optional[F32]:
+    """grad_weight / grad_bias (in place) = beta * themselves + the gradient; returns dL/dx
+    (None with input_grad=False), through the batch's statistics in training."""
