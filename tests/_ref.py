@@ -288,7 +288,8 @@ def _first_valid(wid):
 def maxpool2d_backward(g, argmax, input_shape):
     n, c, h, w = input_shape
     dx = np.zeros((n * c, h * w))
-    gf, af = f64(g).reshape(n * c, -1), np.asarray(argmax).reshape(n * c, -1)
+    per = int(np.prod(np.shape(g)[2:]))
+    gf, af = f64(g).reshape(n * c, per), np.asarray(argmax).reshape(n * c, per)
     for p in range(n * c):
         np.add.at(dx[p], af[p], gf[p])
     return dx.reshape(input_shape)
@@ -305,7 +306,7 @@ def avgpool2d_backward(g, input_shape, kernel, stride=None, padding=0):
     _, wid = pool_windows(np.zeros(input_shape), kernel, stride, padding, 0.0)
     kk = wid.shape[-1]
     dx = np.zeros((n * c, h * w))
-    gf = f64(g).reshape(n * c, -1) / kk
+    gf = f64(g).reshape(n * c, int(np.prod(np.shape(g)[2:]))) / kk
     flat = wid.reshape(-1, kk)
     for t in range(kk):
         ok = flat[:, t] >= 0

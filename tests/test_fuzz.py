@@ -1134,6 +1134,303 @@ def test_blocking_bindings(kc, nc, mc, isa, source, cache, shape):
         _C.set_isa(old_isa)
 
 
+# ----------------------------------------------------------------------------- convolution, pooling, batch norm
+KERNELS = [1, 2, 3, 5, (3, 2), 0, (3, 3, 3)]
+STRIDES = [1, 1, 2, 3, 0]
+PADS = [0, 0, 1, 2, (1, 0), -1]
+
+
+def pair_ok(v, low):
+    pair = v if isinstance(v, tuple) else (v, v)
+    return len(pair) == 2 and all(isinstance(e, int) and e >= low for e in pair)
+
+
+def geometry_bad(shape, k, s, p, d):
+    """The conv arguments a call must refuse, given an NCHW input shape."""
+    bad = {name for name, v, low in (("kernel_size", k, 1), ("stride", s, 1), ("padding", p, 0),
+                                     ("dilation", d, 1)) if not pair_ok(v, low)}
+    if bad:
+        return bad
+    (kh, kw), (ph, pw), (dh, dw) = [_ref.pair(v) for v in (k, p, d)]
+    if shape[1] == 0 or shape[2] + 2 * ph < dh * (kh - 1) + 1 or shape[3] + 2 * pw < dw * (kw - 1) + 1:
+        return {"x", "input_shape", "kernel_size"}  # named by its shapes
+    return set()
+
+
+@fuzz(data=st.data(), fn=st.sampled_from(["im2col", "col2im", "conv2d_reference", "depthwise",
+                                          "depthwise_backward", "rows"]),
+      n=st.sampled_from([0, 1, 2, 3]), c=st.sampled_from([1, 2, 3, 4]),
+      h=st.sampled_from([1, 2, 3, 5, 7, 8]), w=st.sampled_from([1, 3, 5, 8]),
+      k=st.sampled_from(KERNELS), s=st.sampled_from(STRIDES), p=st.sampled_from(PADS),
+      d=st.sampled_from([1, 1, 2, 0]), groups=st.sampled_from([1, 2, "c"]), mult=st.sampled_from([1, 2]))
+def test_conv_bindings(data, fn, n, c, h, w, k, s, p, d, groups, mult):
+    """im2col / col2im / conv2d_reference / depthwise forward and backward / to_rows and
+    from_rows against the float64 references."""
+    shape = (n, c, h, w)
+    geo = dict(stride=s, padding=p, dilation=d)
+    bad = geometry_bad(shape, k, s, p, d)
+    if fn == "rows":
+        x = data.draw(arg("x", shape))
+        check_call("to_rows(x)", lambda: _C.to_rows(x.a), [x],
+                   check=lambda r: agree(r, x.v.transpose(0, 2, 3, 1).reshape(-1, c), 0.0, "to_rows"))
+        rows = data.draw(arg("rows", (n * h * w, c)))
+        check_call(f"from_rows(rows, {shape})", lambda: _C.from_rows(rows.a, shape), [rows],
+                   check=lambda r: agree(r, rows.v.reshape(n, h, w, c).transpose(0, 3, 1, 2), 0.0,
+                                         "from_rows"))
+        return
+    if fn in ("im2col", "col2im"):
+        x = data.draw(arg("x", shape))
+        if fn == "im2col":
+            def check(col):
+                expected, _ = _ref.im2col(x.v, k, s, p, d)
+                agree(col, expected, 0.0, f"im2col {shape} k={k} {geo}")
+            check_call(f"im2col(x, {k}, **{geo})", lambda: _C.im2col(x.a, k, **geo), [x], bad, check)
+            return
+        if bad:
+            check_call(f"col2im(col, {shape}, {k}, **{geo})",
+                       lambda: _C.col2im(np.zeros((1, 1), np.float32), shape, k, **geo), [], bad)
+            return
+        ref_col, _ = _ref.im2col(np.zeros(shape), k, s, p, d)
+        col = data.draw(arg("col", ref_col.shape))
+
+        def check_back(dx):
+            # the adjoint: <col, im2col(e)> for unit inputs e, summed as numpy does it
+            rows, _ = _ref.im2col(np.arange(1, n * c * h * w + 1, dtype=np.float64).reshape(shape),
+                                  k, s, p, d)
+            expected = np.zeros(n * c * h * w)
+            with np.errstate(all="ignore"):
+                np.add.at(expected, rows[rows > 0].astype(np.int64) - 1, col.v[rows > 0])
+            finite = np.where(np.isfinite(col.v), np.abs(col.v), 0.0)
+            tol = 1e-5 * finite.max(initial=0) * (finite.size + 1) ** 0.5 + 1e-6
+            agree(dx, expected.reshape(shape), tol, f"col2im {shape} k={k} {geo}",
+                  skip=~np.isfinite(expected.reshape(shape)))
+        check_call(f"col2im(col, {shape}, {k}, **{geo})", lambda: _C.col2im(col.a, shape, k, **geo),
+                   [col], bad, check_back)
+        return
+    if not pair_ok(k, 1):
+        return  # the weight's shape gives the kernel: covered by im2col
+    kh, kw = _ref.pair(k)
+    g = c if fn.startswith("depthwise") else c if groups == "c" else groups
+    oc = c * mult if fn.startswith("depthwise") else 2 * g
+    x = data.draw(arg("x", shape))
+    w_shape = (oc, c // g if c % g == 0 else 1, kh, kw)
+    wt = data.draw(arg("weight", w_shape))
+    bias = data.draw(arg("bias", (oc,)))
+    bad = {b for b in bad if b != "kernel_size"} | ({"x", "weight", "kernel_size"} & bad)
+    if c % g:
+        bad |= {"groups", "weight"}
+    big = lambda a: np.abs(np.where(np.isfinite(a), a, 0)).max(initial=0) + 1  # noqa: E731
+
+    def expected():
+        with np.errstate(all="ignore"):
+            return _ref.conv2d(x.v, wt.v, bias.v, s, p, d, g)
+
+    def check(y):
+        e = expected()
+        agree(y, e, 1e-5 * big(x.v) * big(wt.v) * (c * kh * kw + 1) + 1e-5 * big(bias.v),
+              f"{fn} {shape} w={wt.a.shape} {geo}", skip=~np.isfinite(e))
+    if fn == "conv2d_reference":
+        check_call(f"conv2d_reference(x, w, b, groups={g}, **{geo})",
+                   lambda: _C.conv2d_reference(x.a, wt.a, bias.a, groups=g, **geo), [x, wt, bias],
+                   bad, check)
+    elif fn == "depthwise":
+        check_call(f"depthwise_conv2d_forward(x, w, b, **{geo})",
+                   lambda: _C.depthwise_conv2d_forward(x.a, wt.a, bias.a, **geo), [x, wt, bias],
+                   bad, check)
+    else:
+        out_shape = (n, oc, 1, 1) if bad else _ref.conv2d(np.zeros(shape), np.zeros(w_shape),
+                                                          None, s, p, d, g).shape
+        gy = data.draw(arg("grad_y", out_shape))
+        gw = data.draw(arg("grad_weight", w_shape, in_place=True))
+        gw0 = gw.v.copy()
+
+        def check_b(dx):
+            col, _ = _ref.im2col(x.v, k, s, p, d)
+            rows = gy.v.transpose(0, 2, 3, 1).reshape(-1, oc)
+            kk = kh * kw
+            with np.errstate(all="ignore"):
+                dw = np.stack([rows[:, o] @ col[:, (o // mult) * kk:(o // mult + 1) * kk]
+                               for o in range(oc)]).reshape(w_shape) if rows.size else np.zeros(w_shape)
+            agree(gw.a, 0.5 * gw0 + dw, 1e-4 * (big(x.v) * big(gy.v) * (rows.shape[0] + 1)
+                                             + np.abs(gw0)), "depthwise grad_weight",
+                  skip=~np.isfinite(0.5 * gw0 + dw))
+            assert dx.shape == shape
+        check_call(f"depthwise_conv2d_backward(x, w, grad_y, grad_weight, beta=0.5, **{geo})",
+                   lambda: _C.depthwise_conv2d_backward(x.a, wt.a, gy.a, gw.a, beta=0.5, **geo),
+                   [x, wt, gy, gw], bad, check_b)
+
+
+@fuzz(data=st.data(), fn=st.sampled_from(["max", "avg"]), n=st.sampled_from([0, 1, 2]),
+      c=st.sampled_from([1, 3]), h=st.sampled_from([1, 2, 5, 7]), w=st.sampled_from([1, 4, 6]),
+      k=st.sampled_from(KERNELS[:-1]), s=st.sampled_from([None, 1, 2, 0]),
+      p=st.sampled_from([0, 1, (1, 0), 2, -1]), corrupt=st.sampled_from([None] * 4 + [-1, "plane", 2**62]))
+def test_pool_bindings(data, fn, n, c, h, w, k, s, p, corrupt):
+    """Max and average pooling, forward and backward (argmax range-checked)."""
+    shape = (n, c, h, w)
+    bad = {name for name, v, low in (("kernel_size", k, 1), ("stride", 1 if s is None else s, 1),
+                                     ("padding", p, 0)) if not pair_ok(v, low)}
+    if not bad:
+        (kh, kw), (ph, pw) = _ref.pair(k), _ref.pair(p)
+        if 2 * ph > kh or 2 * pw > kw:
+            bad = {"padding"}
+        elif h + 2 * ph < kh or w + 2 * pw < kw:
+            bad = {"x", "input_shape", "kernel_size"}
+    x = data.draw(arg("x", shape))
+    forward = _C.maxpool2d_forward if fn == "max" else _C.avgpool2d_forward
+
+    def check(res):
+        if fn == "max":
+            y, a = res
+            ey, ea = _ref.maxpool2d(x.v, k, s, p)
+            agree(y, ey, 0.0, f"maxpool2d {shape} k={k} s={s} p={p}")
+            finite = np.isfinite(ey) & ~np.isnan(ey)
+            assert (a[finite] == ea[finite]).all(), "maxpool2d argmax"
+        else:
+            ey = _ref.avgpool2d(x.v, k, s, p)
+            agree(res, ey, 1e-6 * (np.abs(np.where(np.isfinite(x.v), x.v, 0)).max(initial=0) + 1),
+                  f"avgpool2d {shape}", skip=~np.isfinite(ey))
+    res = check_call(f"{fn}pool2d_forward(x, {k}, stride={s}, padding={p})",
+                     lambda: forward(x.a, k, stride=s, padding=p), [x], bad, check)
+    if res is None:
+        return
+    out_shape = (res[0] if fn == "max" else res).shape
+    gy = data.draw(arg("grad_y", out_shape))
+    if fn == "avg":
+        check_call("avgpool2d_backward", lambda: _C.avgpool2d_backward(gy.a, shape, k, stride=s, padding=p),
+                   [gy], set(), lambda dx: agree(dx, _ref.avgpool2d_backward(gy.v, shape, k, s, p),
+                                                  1e-5 * (np.abs(np.where(np.isfinite(gy.v), gy.v, 0)).max(initial=0) + 1),
+                                                  "avgpool2d_backward",
+                                                  skip=~np.isfinite(_ref.avgpool2d_backward(gy.v, shape, k, s, p))))
+        return
+    argmax = res[1].copy()
+    bad_b = set()
+    if corrupt is not None and argmax.size:
+        argmax.flat[0] = h * w if corrupt == "plane" else corrupt
+        bad_b = {"argmax"}
+
+    def check_max(dx):
+        with np.errstate(all="ignore"):
+            e = _ref.maxpool2d_backward(gy.v, argmax, shape)
+        agree(dx, e, 1e-5 * (np.abs(np.where(np.isfinite(gy.v), gy.v, 0)).max(initial=0) + 1) * k if isinstance(k, int) else 1e-4,
+              "maxpool2d_backward", skip=~np.isfinite(e))
+    check_call("maxpool2d_backward(grad_y, argmax, ...)",
+               lambda: _C.maxpool2d_backward(gy.a, argmax, shape, k, stride=s, padding=p), [gy],
+               bad_b, check_max)
+
+
+@fuzz(data=st.data(), shape=st.sampled_from([(4, 3), (1, 2), (2, 3, 5), (3, 2, 4, 4), (1, 1, 1, 1),
+                                             (0, 3), (2, 0, 3)]),
+      training=st.booleans(), momentum=st.sampled_from([0.1, 0.0, 1.0, 1.5, float("nan")]),
+      eps=st.sampled_from([1e-5, 1e-3, 0.0, -1.0]), affine=st.booleans(),
+      wrong=st.sampled_from([None] * 4 + ["weight", "running_mean", "save_invstd", "grad_weight"]))
+def test_batchnorm_bindings(data, shape, training, momentum, eps, affine, wrong):
+    """batch norm forward and backward, training and evaluation, against the float64 formulas."""
+    c = shape[1]
+    x = data.draw(arg("x", shape, profiles=("normal", "wide")))
+    size = lambda name: c + (wrong == name)  # noqa: E731
+    gamma = data.draw(arg("weight", (size("weight"),), profiles=("normal",))) if affine else None
+    beta = data.draw(arg("bias", (c,), profiles=("normal",))) if affine else None
+    rm = data.draw(arg("running_mean", (size("running_mean"),), in_place=training, profiles=("normal",)))
+    rv = data.draw(arg("running_var", (c,), in_place=training, profiles=("normal",),
+                       transform=np.abs))
+    mean = data.draw(arg("save_mean", (c,), in_place=True, profiles=("normal",)))
+    inv = data.draw(arg("save_invstd", (size("save_invstd"),), in_place=True, profiles=("normal",)))
+    bad = set()
+    if len(shape) < 2 or c == 0:
+        bad.add("x")
+    elif training and math.prod(shape) // c < 2:
+        bad |= {"x", "training"}
+    if not 0.0 <= momentum <= 1.0:
+        bad.add("momentum")
+    if not eps > 0:
+        bad.add("eps")
+    if wrong in ("weight", "running_mean", "save_invstd") and (affine or wrong != "weight") and c:
+        bad.add(wrong)
+    rm0, rv0 = rm.v.copy(), rv.v.copy()
+    args = [a for a in (x, gamma, beta, rm, rv, mean, inv) if a is not None]
+
+    def check(y):
+        with np.errstate(all="ignore"):
+            ey, erm, erv, _, _ = _ref.batchnorm(x.v, None if gamma is None else gamma.v,
+                                                None if beta is None else beta.v, rm0, rv0,
+                                                training, momentum, eps)
+        scale = np.abs(np.where(np.isfinite(ey), ey, 0)).max(initial=0) + 1
+        agree(y, ey, 1e-3 * scale, f"batchnorm_forward {shape} training={training}",
+              skip=~np.isfinite(ey))
+        if training:
+            agree(rm.a, erm, 1e-4 * (np.abs(erm) + 1), "running_mean", skip=~np.isfinite(erm))
+    y = check_call(f"batchnorm_forward(x, ..., training={training}, momentum={momentum}, eps={eps})",
+                   lambda: _C.batchnorm_forward(x.a, None if gamma is None else gamma.a,
+                                                None if beta is None else beta.a, rm.a, rv.a,
+                                                mean.a, inv.a, training=training, momentum=momentum,
+                                                eps=eps), args, bad, check)
+    if y is None:
+        return
+    g = data.draw(arg("grad_y", shape, profiles=("normal",)))
+    gg = data.draw(arg("grad_weight", (size("grad_weight"),), in_place=True, profiles=("normal",)))
+    bad_b = {"grad_weight"} if wrong == "grad_weight" and c else set()
+
+    def check_b(dx):
+        with np.errstate(all="ignore"):
+            edx, _, _ = _ref.batchnorm_backward(x.v, g.v, None if gamma is None else gamma.v,
+                                                mean.a, inv.a, training)
+        scale = np.abs(np.where(np.isfinite(edx), edx, 0)).max(initial=0) + 1
+        agree(dx, edx, 1e-3 * scale * (np.abs(g.v).max(initial=0) + 1), "batchnorm_backward",
+              skip=~np.isfinite(edx))
+    check_call("batchnorm_backward(x, grad_y, ...)",
+               lambda: _C.batchnorm_backward(x.a, g.a, None if gamma is None else gamma.a, mean.a,
+                                             inv.a, training=training, grad_weight=gg.a),
+               [x, g, gg] + ([gamma] if gamma is not None else []), bad_b, check_b)
+
+
+IMAGE_LAYERS = {
+    "conv": lambda c: nn.Conv2d(c, 3, 3, padding=1),
+    "conv_relu_stride": lambda c: nn.Conv2d(c, 4, (3, 2), stride=2, activation="relu"),
+    "conv_groups": lambda c: nn.Conv2d(c, 2 * c, 1, groups=c if c > 1 else 1),
+    "conv_gelu_same_dilated": lambda c: nn.Conv2d(c, 2, 3, padding="same", dilation=2, activation="gelu"),
+    "maxpool": lambda c: nn.MaxPool2d(2),
+    "avgpool": lambda c: nn.AvgPool2d(3, stride=1, padding=1),
+    "global": lambda c: nn.GlobalAvgPool2d(),
+    "bn2d": lambda c: nn.BatchNorm2d(c),
+    "bn2d_eval": lambda c: nn.BatchNorm2d(c).eval(),
+    "reshape": lambda c: nn.Reshape((-1,)),
+    "cnn": lambda c: nn.Sequential(nn.Conv2d(c, 4, 3, padding=1, activation="relu"), nn.MaxPool2d(2),
+                                   nn.BatchNorm2d(4), nn.Flatten()),
+}
+
+
+@fuzz(data=st.data(), kind=st.sampled_from(list(IMAGE_LAYERS)), n=st.sampled_from([0, 1, 2, 3]),
+      c=st.sampled_from([1, 2, 3]), h=st.sampled_from([1, 2, 4, 5, 7]), w=st.sampled_from([1, 3, 4, 6]),
+      seed=st.integers(0, 2**16))
+def test_image_layers(data, kind, n, c, h, w, seed):
+    """The image layers on drawn inputs: the output (or an error naming the input) and a
+    backward pass of the right shape, finite where the input is; never a crash."""
+    fastnn.seed(seed)
+    layer = IMAGE_LAYERS[kind](c)
+    x = data.draw(arg("input", (n, c, h, w), profiles=("normal", "wide")))
+    try:
+        expected_shape = layer.output_shape((n, c, h, w))
+        fits = True
+    except ValueError:
+        fits = False
+    training_bn = kind in ("bn2d", "cnn") and n * (h * w if kind == "bn2d" else 1) < 2
+    maybe = {"input", "x", "training"} if (not fits or training_bn or n == 0) else set()
+
+    def check(y):
+        assert y.shape == expected_shape, f"{kind}: {y.shape} != {expected_shape}"
+        finite_in = x.v.size == 0 or np.isfinite(x.v).all()
+        if finite_in and kind not in ("bn2d", "cnn"):
+            assert np.isfinite(y).all(), f"{kind}: non-finite output from a finite input"
+    y = check_call(f"{kind}: {layer!r} on input", lambda: layer(x.a), [x], set() if fits else {"input"},
+                   check, maybe)
+    if y is None or not y.size:
+        return
+    g = np.random.default_rng(seed).standard_normal(y.shape).astype(np.float32)
+    trace(f"{kind}: {layer!r} backward")
+    dx = layer.backward(g)
+    assert dx.shape == (n, c, h, w), f"{kind}: backward gave {dx.shape}"
+
+
 # ----------------------------------------------------------------------------- layers
 ACT_LAYERS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU,
               "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
@@ -1245,11 +1542,16 @@ def test_fuzz_covers_every_binding_and_layer():
                "augment_images", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
                "supported_isas", "config", "fma_peak_gflops", "max_num_threads", "blocking",
                "set_blocking", "reset_blocking", "model_blocking", "fma_peak_per_core",
-               "_elementwise_isa", "activations", "set_flush_denormals"}
+               "_elementwise_isa", "activations", "set_flush_denormals", "conv2d_reference",
+               "im2col", "col2im", "to_rows", "from_rows", "depthwise_conv2d_forward",
+               "depthwise_conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
+               "avgpool2d_forward", "avgpool2d_backward", "batchnorm_forward", "batchnorm_backward"}
     public = {n for n in dir(_C) if not n.startswith("__") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}
-    fuzzed = {"Dense", "Dropout", "Flatten", "Softmax", *(c.__name__ for c in ACT_LAYERS.values())}
+    fuzzed = {"Dense", "Dropout", "Flatten", "Softmax", *(c.__name__ for c in ACT_LAYERS.values()),
+              "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm2d", "Reshape",
+              "BatchNorm1d"}
     assert layers == fuzzed, f"layers not fuzzed: {sorted(layers - fuzzed)}"
 
 

@@ -23,10 +23,10 @@ ConvGeometry geometry(const std::vector<int64_t>& x_shape, py::handle kernel, py
     std::tie(g.dh, g.dw) = pair_arg(dilation, 1, fn, "dilation");
     if (g.c == 0) fail_value(std::string(fn) + ": '" + x_name + "' has no channels");
     if (g.h + 2 * g.ph < g.dh * (g.kh - 1) + 1 || g.w + 2 * g.pw < g.dw * (g.kw - 1) + 1)
-        fail_value(std::string(fn) + ": the input's " + std::to_string(g.h) + "x" +
-                   std::to_string(g.w) + " image, padded by " + std::to_string(g.ph) + "x" +
-                   std::to_string(g.pw) + ", is smaller than the " + std::to_string(g.kh) + "x" +
-                   std::to_string(g.kw) + " kernel (dilation " + std::to_string(g.dh) + "x" +
+        fail_value(std::string(fn) + ": '" + x_name + "' holds " + std::to_string(g.h) + "x" +
+                   std::to_string(g.w) + " images which, padded by " + std::to_string(g.ph) + "x" +
+                   std::to_string(g.pw) + ", are smaller than the " + std::to_string(g.kh) + "x" +
+                   std::to_string(g.kw) + " 'kernel_size' (dilation " + std::to_string(g.dh) + "x" +
                    std::to_string(g.dw) + "): no output pixel");
     return g;
 }

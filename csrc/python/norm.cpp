@@ -66,7 +66,10 @@ void bind_norm(py::module_& m) {
         ops.check();
         const float* g = gamma_obj.is_none() ? nullptr : gamma.data();
         const float* b = beta_obj.is_none() ? nullptr : beta.data();
-        float *rmp = rm.mutable_data(), *rvp = rv.mutable_data(), *mp = mean.mutable_data();
+        // read only in evaluation (the kernel writes them in training alone): a read-only array will do
+        float* rmp = training ? rm.mutable_data() : const_cast<float*>(rm.data());
+        float* rvp = training ? rv.mutable_data() : const_cast<float*>(rv.data());
+        float* mp = mean.mutable_data();
         float *ip = invstd.mutable_data(), *yp = y.mutable_data();
         py::gil_scoped_release nogil;
         batchnorm_forward(x.data(), g, b, yp, ch.n, ch.c, ch.s, static_cast<float>(eps), training,

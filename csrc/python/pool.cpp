@@ -23,10 +23,10 @@ PoolGeometry pool_geometry(const std::vector<int64_t>& shape, py::handle kernel,
                    std::to_string(g.pw) + ") must be at most half the kernel (" +
                    std::to_string(g.kh) + ", " + std::to_string(g.kw) + ")");
     if (g.h + 2 * g.ph < g.kh || g.w + 2 * g.pw < g.kw)
-        fail_value(std::string(fn) + ": the input's " + std::to_string(g.h) + "x" +
-                   std::to_string(g.w) + " image, padded by " + std::to_string(g.ph) + "x" +
-                   std::to_string(g.pw) + ", is smaller than the " + std::to_string(g.kh) + "x" +
-                   std::to_string(g.kw) + " window: no output pixel");
+        fail_value(std::string(fn) + ": '" + x_name + "' holds " + std::to_string(g.h) + "x" +
+                   std::to_string(g.w) + " images which, padded by " + std::to_string(g.ph) + "x" +
+                   std::to_string(g.pw) + ", are smaller than the " + std::to_string(g.kh) + "x" +
+                   std::to_string(g.kw) + " window ('kernel_size'): no output pixel");
     return g;
 }
 
