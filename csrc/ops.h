@@ -45,21 +45,23 @@ struct ConvGeometry {
 // w (out_channels, c / groups, kh, kw), bias (out_channels) or nullptr.
 void conv2d_reference(const ConvGeometry& g, int64_t out_channels, int64_t groups,
                       const float* x, const float* w, const float* bias, float* y);
-// col: (n oh ow) x (c kh kw), one row per output pixel, one column per patch value (c, ky,
-// kx), zeros where the patch leaves the image. col2im writes dx = the sum of each value's
-// entries in col (its adjoint).
-void im2col(const ConvGeometry& g, const float* x, float* col);
-void col2im(const ConvGeometry& g, const float* col, float* dx);
-// NCHW (n, c, hw) <-> rows (n hw, c): one row per pixel, one column per channel.
-void to_rows(const float* x, float* rows, int64_t n, int64_t c, int64_t hw);
-void from_rows(const float* rows, float* x, int64_t n, int64_t c, int64_t hw);
+// The convolution: y (n, out_channels, oh, ow) = w (out_channels, c / groups, kh, kw) * x,
+// plus bias (nullptr: none), then act. Backward: dx (nullptr: not wanted) = the input's
+// gradient, dw = dw_beta * dw + the weight's, db += the bias's (nullptr: none), from the
+// output's gradient gy (after the activation's derivative).
+void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x,
+                    const float* w, const float* bias, Activation act, float alpha, float* y);
+void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x,
+                     const float* w, const float* gy, float* dx, float* dw, float dw_beta,
+                     float* db);
 // groups == channels: output channel o = c * multiplier + m reads input channel c only;
-// w (c * multiplier, 1, kh, kw). Backward writes dx (if not nullptr) and dw = dw_beta * dw +
-// the gradient.
+// w (c * multiplier, 1, kh, kw). Backward writes dx (if not nullptr), dw = dw_beta * dw + the
+// weight's gradient and db += the bias's (if not nullptr).
 void depthwise_forward(const ConvGeometry& g, int64_t multiplier, const float* x, const float* w,
                        const float* bias, float* y);
 void depthwise_backward(const ConvGeometry& g, int64_t multiplier, const float* x,
-                        const float* w, const float* gy, float* dx, float* dw, float dw_beta);
+                        const float* w, const float* gy, float* dx, float* dw, float dw_beta,
+                        float* db);
 
 // ---- pooling (cpu/pool.cpp), over `planes` planes of h x w, floor mode ----
 struct PoolGeometry {

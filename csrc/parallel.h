@@ -52,6 +52,9 @@ int64_t pauses();                              // how often it cut the threads, 
 inline int threads_for(int64_t work, int64_t grain) {
     int64_t t = grain > 0 ? work / grain : work;
     if (t <= 1) return 1;
+#ifdef _OPENMP
+    if (omp_in_parallel()) return 1;  // a kernel called by a kernel's thread (conv's GEMMs)
+#endif
     const int max_t = load_guard::thread_cap(get_num_threads());
     return t < max_t ? static_cast<int>(t) : max_t;
 }

@@ -995,25 +995,6 @@ def conv_kw(stride, padding, dilation):
     return {"stride": stride, "padding": padding, "dilation": dilation}
 
 
-@pytest.mark.parametrize("geom", CONV_GEOMETRIES, ids=CONV_IDS)
-def test_im2col_and_col2im_against_numpy(geom, rng):
-    n, c, h, w, k, s, p, d = geom
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    col = _C.im2col(x, k, **conv_kw(s, p, d))
-    expected, _ = _ref.im2col(x, k, s, p, d)
-    np.testing.assert_array_equal(col, expected.astype(np.float32))  # a copy: exact
-    # col2im is im2col's adjoint: <im2col(x), c> == <x, col2im(c)>, and sums what it gathers
-    c_ = rng.standard_normal(col.shape).astype(np.float32)
-    dx = _C.col2im(c_, x.shape, k, **conv_kw(s, p, d))
-    assert dx.shape == x.shape
-    lhs, rhs = float(np.sum(f64(col) * c_)), float(np.sum(f64(x) * dx))
-    assert abs(lhs - rhs) <= 1e-4 * (np.sum(np.abs(f64(col) * c_)) + 1)
-    ones = _C.col2im(np.ones_like(col), x.shape, k, **conv_kw(s, p, d))
-    counts = _ref.im2col(np.arange(x.size, dtype=np.float64).reshape(x.shape) + 1, k, s, p, d)[0]
-    np.testing.assert_array_equal(ones.reshape(-1), np.bincount(counts[counts > 0].astype(int) - 1,
-                                                                minlength=x.size).astype(np.float32))
-
-
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("geom", CONV_GEOMETRIES, ids=CONV_IDS)
 def test_conv2d_reference_against_numpy_float64(geom, groups, rng):
@@ -1027,15 +1008,45 @@ def test_conv2d_reference_against_numpy_float64(geom, groups, rng):
     assert_close(got, _ref.conv2d(x, wt, b, s, p, d, groups), 1e-6, 1e-6, f"conv2d_reference {geom}")
 
 
-def test_rows_round_trip_and_layout(rng):
-    x = rng.standard_normal((3, 5, 4, 7)).astype(np.float32)
-    rows = _C.to_rows(x)
-    np.testing.assert_array_equal(rows, x.transpose(0, 2, 3, 1).reshape(-1, 5))
-    np.testing.assert_array_equal(_C.from_rows(rows, x.shape), x)
-    out = np.empty_like(x)
-    assert _C.from_rows(rows, x.shape, out=out) is out
-    _ref.raises(_C.from_rows, rows, (3, 4, 4, 7), mentions=("rows",))
-    _ref.raises(_C.to_rows, np.ones(3, np.float32), mentions=("x",))
+def conv_grads64(x, w, g, k, s, p, d, groups):
+    """float64 (dx, dw, db) of <g, conv2d(x, w)>, through the reference's im2col rows."""
+    n, c = x.shape[:2]
+    oc = w.shape[0]
+    col, _ = _ref.im2col(x, k, s, p, d)  # (n oh ow, c kh kw)
+    rows = f64(g).transpose(0, 2, 3, 1).reshape(-1, oc)
+    og, kk = oc // groups, col.shape[1] // groups
+    w2 = f64(w).reshape(oc, kk)
+    dw = np.concatenate([rows[:, i * og:(i + 1) * og].T @ col[:, i * kk:(i + 1) * kk]
+                         for i in range(groups)]).reshape(w.shape)
+    dcol = np.concatenate([rows[:, i * og:(i + 1) * og] @ w2[i * og:(i + 1) * og]
+                           for i in range(groups)], axis=1)
+    # the adjoint of im2col, in float64: each patch entry back to its input value
+    idx = _ref.im2col(np.arange(1, x.size + 1, dtype=np.float64).reshape(x.shape), k, s, p, d)[0]
+    dx = np.zeros(x.size)
+    np.add.at(dx, idx[idx > 0].astype(np.int64) - 1, dcol[idx > 0])
+    return dx.reshape(x.shape), dw, rows.sum(axis=0)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("geom", CONV_GEOMETRIES, ids=CONV_IDS)
+def test_conv2d_forward_backward_against_numpy_float64(geom, groups, rng):
+    n, c, h, w, k, s, p, d = geom
+    c *= groups
+    kh, kw = _ref.pair(k)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((4, c // groups, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    y = _C.conv2d_forward(x, wt, b, **conv_kw(s, p, d), groups=groups, activation="tanh")
+    z = _ref.conv2d(x, wt, b, s, p, d, groups)
+    assert_close(y, np.tanh(z), 1e-5, 1e-5, f"conv2d_forward {geom}")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gw, gb = np.full_like(wt, 0.25), np.full(4, -0.5, np.float32)
+    dx = _C.conv2d_backward(x, wt, g, gw, grad_bias=gb, beta=1.0, **conv_kw(s, p, d), groups=groups)
+    edx, edw, edb = conv_grads64(x, wt, g, k, s, p, d, groups)
+    assert_close(dx, edx, 1e-5, 1e-4, "conv2d_backward grad_x")
+    assert_close(gw, 0.25 + edw, 1e-5, 1e-4, "conv2d_backward grad_weight")
+    assert_close(gb, -0.5 + edb, 1e-5, 1e-4, "conv2d_backward grad_bias")
+    assert _C.conv2d_backward(x, wt, g, gw, input_grad=False, **conv_kw(s, p, d), groups=groups) is None
 
 
 @pytest.mark.parametrize("multiplier", [1, 2])
@@ -1050,49 +1061,50 @@ def test_depthwise_forward_backward(geom, multiplier, rng):
     assert_close(y, _ref.conv2d(x, wt, b, s, p, d, groups=c), 1e-5, 1e-5, "depthwise forward")
     g = rng.standard_normal(y.shape).astype(np.float32)
     gw = np.full_like(wt, 0.5)
-    dx = _C.depthwise_conv2d_backward(x, wt, g, gw, beta=1.0, **conv_kw(s, p, d))
-    # the float64 gradients of <g, conv(x, w)>: through im2col, as a matrix product
-    col, _ = _ref.im2col(x, k, s, p, d)
-    rows = f64(g).transpose(0, 2, 3, 1).reshape(-1, c * multiplier)
-    kk = kh * kw
-    dw = np.stack([rows[:, o] @ col[:, (o // multiplier) * kk:(o // multiplier + 1) * kk]
-                   for o in range(c * multiplier)]).reshape(wt.shape)
-    assert_close(gw, 0.5 + dw, 1e-5, 1e-4, "depthwise grad_weight")
-    dcol = np.zeros_like(col)
-    for o in range(c * multiplier):
-        src = slice((o // multiplier) * kk, (o // multiplier + 1) * kk)
-        dcol[:, src] += np.outer(rows[:, o], f64(wt[o]).reshape(-1))
-    expected_dx = _C.col2im(dcol.astype(np.float32), x.shape, k, **conv_kw(s, p, d))
-    assert_close(dx, expected_dx, 1e-5, 1e-4, "depthwise grad_x")
+    _C.depthwise_conv2d_backward(x, wt, g, gw, beta=1.0, **conv_kw(s, p, d))
+    gb = np.full(c * multiplier, 1.0, np.float32)
+    dx = _C.depthwise_conv2d_backward(x, wt, g, gw.copy(), grad_bias=gb, **conv_kw(s, p, d))
+    edx, edw, edb = conv_grads64(x, wt, g, k, s, p, d, groups=c)
+    assert_close(gw, 0.5 + edw, 1e-5, 1e-4, "depthwise grad_weight")
+    assert_close(dx, edx, 1e-5, 1e-4, "depthwise grad_x")
+    assert_close(gb, 1.0 + edb, 1e-5, 1e-4, "depthwise grad_bias")
     assert _C.depthwise_conv2d_backward(x, wt, g, gw, input_grad=False, **conv_kw(s, p, d)) is None
 
 
-def test_conv_pieces_bit_identical_with_one_and_two_threads(rng):
-    x = rng.standard_normal((8, 6, 13, 11)).astype(np.float32)
-    wt = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
-    g = rng.standard_normal((8, 6, 13, 11)).astype(np.float32)
+def test_conv_bit_identical_with_one_and_two_threads(rng):
+    x = rng.standard_normal((9, 6, 13, 11)).astype(np.float32)
+    wd = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    wt = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((9, 6, 13, 11)).astype(np.float32)
+    g8 = rng.standard_normal((9, 8, 13, 11)).astype(np.float32)
     out = []
     for threads in (1, 2):
         use_threads(threads)
-        col = _C.im2col(x, 3, padding=1)
-        gw = np.zeros_like(wt)
-        dx = _C.depthwise_conv2d_backward(x, wt, g, gw, padding=1)
-        out.append((col, _C.col2im(col, x.shape, 3, padding=1), _C.to_rows(x), dx, gw,
-                    _C.depthwise_conv2d_forward(x, wt, None, padding=1)))
+        gw, gwd, gb = np.zeros_like(wt), np.zeros_like(wd), np.zeros(8, np.float32)
+        dx = _C.conv2d_backward(x, wt, g8, gw, grad_bias=gb, padding=1)
+        dxd = _C.depthwise_conv2d_backward(x, wd, g, gwd, padding=1)
+        out.append((_C.conv2d_forward(x, wt, None, padding=1, activation="relu"), dx, gw, gb,
+                    dxd, gwd, _C.depthwise_conv2d_forward(x, wd, None, padding=1)))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
 
 
-def test_conv_pieces_name_bad_geometry():
+def test_conv_names_bad_geometry():
     x = np.ones((1, 2, 4, 4), np.float32)
-    msg = _ref.raises(_C.im2col, x, 5, exc=ValueError, mentions=("x", "kernel_size"))
+    w5 = np.ones((3, 2, 5, 5), np.float32)
+    msg = _ref.raises(_C.conv2d_forward, x, w5, exc=ValueError, mentions=("x", "kernel_size"))
     assert "4x4" in msg and "5x5" in msg and "no output pixel" in msg
-    _ref.raises(_C.im2col, x, 0, mentions=("kernel_size",))
-    _ref.raises(_C.im2col, x, 3, stride=0, mentions=("stride",))
-    _ref.raises(_C.im2col, x, 3, padding=-1, mentions=("padding",))
-    _ref.raises(_C.im2col, x, (3, 3, 3), mentions=("kernel_size",))
-    _ref.raises(_C.im2col, np.ones((2, 4, 4), np.float32), 3, mentions=("x",))
-    _ref.raises(_C.col2im, np.ones((5, 18), np.float32), (1, 2, 4, 4), 3, mentions=("col",))
+    w3 = np.ones((3, 2, 3, 3), np.float32)
+    _ref.raises(_C.conv2d_forward, x, np.ones((3, 2, 0, 3), np.float32), mentions=("kernel_size",))
+    _ref.raises(_C.conv2d_forward, x, w3, stride=0, mentions=("stride",))
+    _ref.raises(_C.conv2d_forward, x, w3, padding=-1, mentions=("padding",))
+    _ref.raises(_C.conv2d_forward, x, w3, padding=(1, 1, 1), mentions=("padding",))
+    _ref.raises(_C.conv2d_forward, np.ones((2, 4, 4), np.float32), w3, mentions=("x",))
+    _ref.raises(_C.conv2d_forward, x, w3, activation="bogus", exc=ValueError)
+    _ref.raises(_C.conv2d_backward, x, w3, np.ones((1, 3, 3, 3), np.float32), np.zeros_like(w3),
+                mentions=("grad_y",))
+    _ref.raises(_C.conv2d_backward, x, w3, np.ones((1, 3, 2, 2), np.float32), np.zeros((3, 2, 3)),
+                mentions=("grad_weight",))
     msg = _ref.raises(_C.conv2d_reference, np.ones((1, 3, 5, 5), np.float32),
                       np.ones((4, 2, 3, 3), np.float32), groups=2, exc=ValueError)
     assert "groups=2" in msg and "3 input channels" in msg

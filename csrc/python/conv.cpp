@@ -1,6 +1,5 @@
-// Bindings of the convolution's pieces (csrc/cpu/conv.cpp): the reference, im2col and
-// col2im, the NCHW <-> rows transposes, and the depthwise kernels. The Conv2d layer composes
-// them with the GEMM.
+// Bindings of the convolution (csrc/cpu/conv.cpp): the reference, forward and backward on the
+// GEMM, and the depthwise kernels.
 #include "checks.h"
 
 #include <tuple>
@@ -82,77 +81,84 @@ void bind_conv(py::module_& m) {
        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
        "The direct convolution summed in double: what the fast paths are held to.");
 
-    m.def("im2col", [](py::handle x_obj, py::handle kernel, py::handle stride, py::handle padding,
-                       py::handle dilation, py::handle out_obj) {
-        const char* fn = "im2col";
-        F32Array x = as_f32(x_obj, fn, "x");
-        const ConvGeometry g = geometry(shape_of(x), kernel, stride, padding, dilation, fn, "x");
-        auto col = out_array(out_obj, {g.n * g.out_h() * g.out_w(), g.c * g.kh * g.kw}, fn);
-        Operands(fn).input("x", x).output("out", col).check();
-        float* c = col.mutable_data();
+    m.def("conv2d_forward", [](py::handle x_obj, py::handle w_obj, py::handle b_obj,
+                               py::handle stride, py::handle padding, py::handle dilation,
+                               py::handle groups_obj, const std::string& activation, float alpha,
+                               py::handle out_obj) {
+        const char* fn = "conv2d_forward";
+        const Activation act = activation_named(activation).act;
+        F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
+        require_rank(w, 4, fn, "weight");
+        const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
+                                        stride, padding, dilation, fn, "x");
+        const int64_t groups = int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");
+        const int64_t oc = check_weight(w, g, groups, fn);
+        F32Array b = optional_bias(b_obj, oc, fn);
+        auto y = out_array(out_obj, {g.n, oc, g.out_h(), g.out_w()}, fn);
+        Operands ops(fn);
+        ops.input("x", x).input("weight", w).output("out", y);
+        if (!b_obj.is_none()) ops.input("bias", b);
+        ops.check();
+        float* out = y.mutable_data();
+        const float* bp = b_obj.is_none() ? nullptr : b.data();
         py::gil_scoped_release nogil;
-        im2col(g, x.data(), c);
-        return col;
-    }, py::arg("x"), py::arg("kernel_size"), py::kw_only(), py::arg("stride") = 1,
-       py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("out") = py::none());
+        conv2d_forward(g, oc, groups, x.data(), w.data(), bp, act, alpha, out);
+        return y;
+    }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::kw_only(),
+       py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
+       py::arg("activation") = "identity", py::arg("activation_alpha") = 0.01f,
+       py::arg("out") = py::none(),
+       "torch.nn.functional.conv2d, then the activation: image by image, each image's im2col "
+       "block multiplied by the weight on the GEMM while it is in cache.");
 
-    m.def("col2im", [](py::handle col_obj, py::handle shape_obj, py::handle kernel,
-                       py::handle stride, py::handle padding, py::handle dilation,
-                       py::handle out_obj) {
-        const char* fn = "col2im";
-        std::vector<int64_t> shape;
-        for (py::handle d : py::reinterpret_borrow<py::iterable>(shape_obj))
-            shape.push_back(int_in(d, 0, int64_t{1} << 40, fn, "input_shape"));
-        const ConvGeometry g = geometry(shape, kernel, stride, padding, dilation, fn, "input_shape");
-        F32Array col = as_f32(col_obj, fn, "col");
-        const int64_t rows = g.n * g.out_h() * g.out_w(), cols = g.c * g.kh * g.kw;
-        if (col.ndim() != 2 || col.shape(0) != rows || col.shape(1) != cols)
-            fail_value(std::string(fn) + ": 'col' must have shape (" + std::to_string(rows) + ", " +
-                       std::to_string(cols) + ") for this input and kernel, got " + shape_str(col));
-        auto dx = out_array(out_obj, {g.n, g.c, g.h, g.w}, fn);
-        Operands(fn).input("col", col).output("out", dx).check();
-        float* d = dx.mutable_data();
-        py::gil_scoped_release nogil;
-        col2im(g, col.data(), d);
-        return dx;
-    }, py::arg("col"), py::arg("input_shape"), py::arg("kernel_size"), py::kw_only(),
-       py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1,
-       py::arg("out") = py::none());
-
-    m.def("to_rows", [](py::handle x_obj, py::handle out_obj) {
-        const char* fn = "to_rows";
-        F32Array x = as_f32(x_obj, fn, "x");
-        if (x.ndim() < 2) fail_value("to_rows: 'x' must be (batch, channels, ...), got shape " + shape_str(x));
-        const int64_t n = x.shape(0), c = x.shape(1), hw = n && c ? x.size() / (n * c) : 0;
-        auto rows = out_array(out_obj, {n * hw, c}, fn);
-        Operands(fn).input("x", x).output("out", rows).check();
-        float* r = rows.mutable_data();
-        py::gil_scoped_release nogil;
-        to_rows(x.data(), r, n, c, hw);
-        return rows;
-    }, py::arg("x"), py::arg("out") = py::none(),
-       "(batch, channels, *spatial) -> (batch * pixels, channels): one row per pixel.");
-
-    m.def("from_rows", [](py::handle rows_obj, py::handle shape_obj, py::handle out_obj) {
-        const char* fn = "from_rows";
-        std::vector<py::ssize_t> shape;
-        for (py::handle d : py::reinterpret_borrow<py::iterable>(shape_obj))
-            shape.push_back(int_in(d, 0, int64_t{1} << 40, fn, "shape"));
-        if (shape.size() < 2) fail_value("from_rows: 'shape' must be (batch, channels, ...)");
-        int64_t hw = 1;
-        for (size_t i = 2; i < shape.size(); ++i) hw *= shape[i];
-        F32Array rows = as_f32(rows_obj, fn, "rows");
-        if (rows.ndim() != 2 || rows.shape(0) != shape[0] * hw || rows.shape(1) != shape[1])
-            fail_value("from_rows: 'rows' must have shape (" + std::to_string(shape[0] * hw) + ", " +
-                       std::to_string(shape[1]) + ") for that shape, got " + shape_str(rows));
-        auto x = out_array(out_obj, shape, fn);
-        Operands(fn).input("rows", rows).output("out", x).check();
-        float* o = x.mutable_data();
-        py::gil_scoped_release nogil;
-        from_rows(rows.data(), o, shape[0], shape[1], hw);
-        return x;
-    }, py::arg("rows"), py::arg("shape"), py::arg("out") = py::none(),
-       "to_rows' inverse: (batch * pixels, channels) -> shape (batch, channels, *spatial).");
+    m.def("conv2d_backward", [](py::handle x_obj, py::handle w_obj, py::handle g_obj,
+                                py::handle gw_obj, py::handle gb_obj, float beta, bool input_grad,
+                                py::handle stride, py::handle padding, py::handle dilation,
+                                py::handle groups_obj) -> py::object {
+        const char* fn = "conv2d_backward";
+        F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
+        require_rank(w, 4, fn, "weight");
+        const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
+                                        stride, padding, dilation, fn, "x");
+        const int64_t groups = int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");
+        const int64_t oc = check_weight(w, g, groups, fn);
+        F32Array gy = as_f32(g_obj, fn, "grad_y");
+        if (gy.ndim() != 4 || gy.shape(0) != g.n || gy.shape(1) != oc || gy.shape(2) != g.out_h() ||
+            gy.shape(3) != g.out_w())
+            fail_value(std::string(fn) + ": 'grad_y' must have the output's shape (" +
+                       std::to_string(g.n) + ", " + std::to_string(oc) + ", " +
+                       std::to_string(g.out_h()) + ", " + std::to_string(g.out_w()) + "), got " +
+                       shape_str(gy));
+        auto gw = in_place(gw_obj, fn, "grad_weight");
+        require_same_shape(w, gw, fn, "weight", "grad_weight");
+        py::array_t<float> gb;  // an empty array, not a null one, when None
+        Operands ops(fn);
+        ops.input("x", x).input("weight", w).input("grad_y", gy).output("grad_weight", gw);
+        if (!gb_obj.is_none()) {
+            gb = in_place(gb_obj, fn, "grad_bias");
+            if (gb.ndim() != 1 || gb.shape(0) != oc)
+                fail_value(std::string(fn) + ": 'grad_bias' must have shape (" + std::to_string(oc) +
+                           ",), got " + shape_str(gb));
+            ops.output("grad_bias", gb);
+        }
+        ops.check();
+        py::array_t<float> dx;
+        if (input_grad) dx = py::array_t<float>({g.n, g.c, g.h, g.w});
+        float* dxp = input_grad ? dx.mutable_data() : nullptr;
+        float* gwp = gw.mutable_data();
+        float* gbp = gb_obj.is_none() ? nullptr : gb.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            conv2d_backward(g, oc, groups, x.data(), w.data(), gy.data(), dxp, gwp, beta, gbp);
+        }
+        if (!input_grad) return py::none();
+        return std::move(dx);
+    }, py::arg("x"), py::arg("weight"), py::arg("grad_y"), py::arg("grad_weight"), py::kw_only(),
+       py::arg("grad_bias") = py::none(), py::arg("beta") = 0.0f, py::arg("input_grad") = true,
+       py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
+       "From grad_y (the output's gradient, after the activation's derivative): grad_weight (in "
+       "place) = beta * grad_weight + dL/dweight, grad_bias (in place) += dL/dbias; returns "
+       "dL/dx (None with input_grad=False).");
 
     m.def("depthwise_conv2d_forward", [](py::handle x_obj, py::handle w_obj, py::handle b_obj,
                                          py::handle stride, py::handle padding,
@@ -180,8 +186,8 @@ void bind_conv(py::module_& m) {
        "Convolution with groups == channels (weight (channels * multiplier, 1, kh, kw)).");
 
     m.def("depthwise_conv2d_backward", [](py::handle x_obj, py::handle w_obj, py::handle g_obj,
-                                          py::handle grad_w_obj, float beta, bool input_grad,
-                                          py::handle stride, py::handle padding,
+                                          py::handle grad_w_obj, py::handle gb_obj, float beta,
+                                          bool input_grad, py::handle stride, py::handle padding,
                                           py::handle dilation) -> py::object {
         const char* fn = "depthwise_conv2d_backward";
         F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
@@ -198,23 +204,33 @@ void bind_conv(py::module_& m) {
                        shape_str(gy));
         auto gw = in_place(grad_w_obj, fn, "grad_weight");
         require_same_shape(w, gw, fn, "weight", "grad_weight");
-        py::array_t<float> dx;
-        if (input_grad) dx = py::array_t<float>({g.n, g.c, g.h, g.w});
+        py::array_t<float> gb;  // an empty array, not a null one, when None
         Operands ops(fn);
         ops.input("x", x).input("weight", w).input("grad_y", gy).output("grad_weight", gw);
+        if (!gb_obj.is_none()) {
+            gb = in_place(gb_obj, fn, "grad_bias");
+            if (gb.ndim() != 1 || gb.shape(0) != oc)
+                fail_value(std::string(fn) + ": 'grad_bias' must have shape (" + std::to_string(oc) +
+                           ",), got " + shape_str(gb));
+            ops.output("grad_bias", gb);
+        }
         ops.check();
+        py::array_t<float> dx;
+        if (input_grad) dx = py::array_t<float>({g.n, g.c, g.h, g.w});
         float* dxp = input_grad ? dx.mutable_data() : nullptr;
         float* gwp = gw.mutable_data();
+        float* gbp = gb_obj.is_none() ? nullptr : gb.mutable_data();
         {
             py::gil_scoped_release nogil;
-            depthwise_backward(g, oc / g.c, x.data(), w.data(), gy.data(), dxp, gwp, beta);
+            depthwise_backward(g, oc / g.c, x.data(), w.data(), gy.data(), dxp, gwp, beta, gbp);
         }
         if (!input_grad) return py::none();
         return std::move(dx);
     }, py::arg("x"), py::arg("weight"), py::arg("grad_y"), py::arg("grad_weight"), py::kw_only(),
-       py::arg("beta") = 0.0f, py::arg("input_grad") = true, py::arg("stride") = 1,
-       py::arg("padding") = 0, py::arg("dilation") = 1,
-       "grad_weight = beta * grad_weight + dL/dweight; returns dL/dx (None with input_grad=False).");
+       py::arg("grad_bias") = py::none(), py::arg("beta") = 0.0f, py::arg("input_grad") = true,
+       py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1,
+       "grad_weight (in place) = beta * grad_weight + dL/dweight, grad_bias (in place) += "
+       "dL/dbias; returns dL/dx (None with input_grad=False).");
 }
 
 }  // namespace fastnn::bind

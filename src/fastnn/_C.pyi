@@ -208,29 +208,31 @@ def conv2d_reference(x: npt.ArrayLike, weight: npt.ArrayLike, bias: Optional[npt
     """torch.nn.functional.conv2d as a direct sum in double: the reference of the fast paths.
     weight (out_channels, channels / groups, kh, kw); ValueError naming the shapes when the
     padded image is smaller than the dilated kernel or groups does not divide the channels."""
-def im2col(x: npt.ArrayLike, kernel_size: Pair, *, stride: Pair = 1, padding: Pair = 0,
-           dilation: Pair = 1, out: Optional[F32] = None) -> F32:
-    """(n oh ow, c kh kw): one row per output pixel, its patch in (c, ky, kx) order, zeros
-    outside the image."""
-def col2im(col: npt.ArrayLike, input_shape: tuple[int, int, int, int], kernel_size: Pair, *,
-           stride: Pair = 1, padding: Pair = 0, dilation: Pair = 1,
-           out: Optional[F32] = None) -> F32:
-    """im2col's adjoint: each input value the sum of its entries in col."""
-def to_rows(x: npt.ArrayLike, out: Optional[F32] = None) -> F32:
-    """(batch, channels, *spatial) -> (batch * pixels, channels)."""
-def from_rows(rows: npt.ArrayLike, shape: tuple[int, ...], out: Optional[F32] = None) -> F32:
-    """to_rows' inverse, to `shape` (batch, channels, *spatial)."""
+def conv2d_forward(x: npt.ArrayLike, weight: npt.ArrayLike, bias: Optional[npt.ArrayLike] = None,
+                   *, stride: Pair = 1, padding: Pair = 0, dilation: Pair = 1, groups: int = 1,
+                   activation: ActivationName = "identity", activation_alpha: float = 0.01,
+                   out: Optional[F32] = None) -> F32:
+    """torch.nn.functional.conv2d, then the activation: image by image, each image's im2col block
+    multiplied by the weight on the GEMM while it is in cache."""
+def conv2d_backward(x: npt.ArrayLike, weight: npt.ArrayLike, grad_y: npt.ArrayLike,
+                    grad_weight: F32, *, grad_bias: Optional[F32] = None, beta: float = 0.0,
+                    input_grad: bool = True, stride: Pair = 1, padding: Pair = 0,
+                    dilation: Pair = 1, groups: int = 1) -> Optional[F32]:
+    """From grad_y (the output's gradient, after the activation's derivative): grad_weight (in
+    place) = beta * grad_weight + dL/dweight, grad_bias (in place) += dL/dbias; returns dL/dx
+    (None with input_grad=False). The batch's weight gradient is summed in a fixed order: the
+    same bits whatever the thread count."""
 def depthwise_conv2d_forward(x: npt.ArrayLike, weight: npt.ArrayLike,
                              bias: Optional[npt.ArrayLike] = None, *, stride: Pair = 1,
                              padding: Pair = 0, dilation: Pair = 1,
                              out: Optional[F32] = None) -> F32:
     """Convolution with groups == channels: weight (channels * multiplier, 1, kh, kw)."""
 def depthwise_conv2d_backward(x: npt.ArrayLike, weight: npt.ArrayLike, grad_y: npt.ArrayLike,
-                              grad_weight: F32, *, beta: float = 0.0, input_grad: bool = True,
-                              stride: Pair = 1, padding: Pair = 0,
-                              dilation: Pair = 1) -> Optional[F32]:
-    """grad_weight (in place) = beta * grad_weight + dL/dweight; returns dL/dx, or None with
-    input_grad=False."""
+                              grad_weight: F32, *, grad_bias: Optional[F32] = None,
+                              beta: float = 0.0, input_grad: bool = True, stride: Pair = 1,
+                              padding: Pair = 0, dilation: Pair = 1) -> Optional[F32]:
+    """grad_weight (in place) = beta * grad_weight + dL/dweight, grad_bias (in place) +=
+    dL/dbias; returns dL/dx, or None with input_grad=False."""
 def maxpool2d_forward(x: npt.ArrayLike, kernel_size: Pair, *, stride: Optional[Pair] = None,
                       padding: Pair = 0) -> tuple[F32, npt.NDArray[np.int64]]:
     """(y, argmax) as torch.nn.functional.max_pool2d (floor mode; padding at most half the

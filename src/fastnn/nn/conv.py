@@ -13,7 +13,7 @@ from .._checks import as_float32, positive_int
 from .._random import generator
 from .. import memory
 from .layers import _ACTIVATIONS, _check_grad, _resolve_activation
-from .module import Module, Parameter, Workspace, overridden, reserve_parameters
+from .module import Module, Parameter, reserve_parameters
 
 
 def _pair(value: Any, name: str, low: int) -> tuple[int, int]:
@@ -40,10 +40,12 @@ class Conv2d(Module):
     can be). init: as Dense's, with fan_in = in_channels / groups * kh * kw (He normal for
     rectifiers, Glorot uniform otherwise); the bias starts at zero.
 
-    The convolution is a GEMM: each output pixel's input patch is a row of an im2col matrix
-    (rows x weight^T: one column per output channel, bias and activation in the epilogue,
-    then back to NCHW); backward multiplies the output gradient by those rows (the weight's
-    gradient) and by the weight (the patches' gradient, summed back into the image).
+    The convolution is a GEMM per image: the weight (out_channels x in_channels kh kw) times
+    the image's im2col block, whose columns are the output pixels' input patches, built and
+    multiplied while it is in cache; the product is the image's output, to which the bias and
+    activation are applied. Backward multiplies the output gradient by the blocks (the weight's
+    gradient, summed over the batch in a fixed order) and by the weight (the patches' gradient,
+    summed back into the image).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
@@ -95,9 +97,8 @@ class Conv2d(Module):
         self.weight = Parameter(w, "weight")
         self.bias = Parameter(memory.zeros(self.out_channels), "bias") if bias else None
         self._x: np.ndarray | None = None
-        self._z: np.ndarray | None = None     # pre-activation rows, when f' needs them (gelu)
-        self._y: np.ndarray | None = None     # the output (NCHW)
-        self._rows: np.ndarray | None = None  # the output as rows (pixel x channel)
+        self._z: np.ndarray | None = None  # the pre-activation, when f' needs it (gelu)
+        self._y: np.ndarray | None = None  # the output
 
     @property
     def depthwise(self) -> bool:
@@ -116,109 +117,45 @@ class Conv2d(Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_channels}, "
                              f"height, width); got {x.shape}")
+        self.output_shape(x.shape)  # an image smaller than the kernel: the error names both
         return x
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return self._forward(x, None)
-
-    def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
-        """``forward``, with its im2col matrix in the model run's scratch."""
-        if overridden(self, "forward", Conv2d):
-            return self.forward(x)
-        return self._forward(x, workspace)
-
-    def _forward(self, x: np.ndarray, workspace: Workspace | None) -> np.ndarray:
         x = self._check_input(x)
-        n, _, h, w = x.shape
-        oh, ow = self.output_shape((n, self.in_channels, h, w))[2:]
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         bias = None if self.bias is None else self.bias.data
+        act = self.activation if fused else "identity"
         if self.depthwise:
-            y = _C.depthwise_conv2d_forward(x, self.weight.data, bias, **self._geometry())
-            self._z, self._rows = (y, None) if not fused else (None, None)
-            if self.activation != "identity":
-                y = _C.activation_forward(self.activation, y, self._alpha)
+            z = _C.depthwise_conv2d_forward(x, self.weight.data, bias, **self._geometry())
+            y = z if act == "identity" else _C.activation_forward(act, z, self._alpha)
         else:
-            col = _C.im2col(x, self.kernel_size, **self._geometry(),
-                            out=_scratch(workspace, "col", (n * oh * ow, self._patch())))
-            rows = memory.empty((n * oh * ow, self.out_channels))
-            self._gemm_groups(col, rows, bias, self.activation if fused else "identity")
-            self._z = None if fused else rows.copy()
-            if not fused:
-                rows = _C.activation_forward(self.activation, rows, self._alpha)
-            self._rows = rows
-            y = _C.from_rows(rows, (n, self.out_channels, oh, ow))
-        self._x, self._y = x, y
+            z = y = _C.conv2d_forward(x, self.weight.data, bias, **self._geometry(),
+                                      groups=self.groups, activation=act,
+                                      activation_alpha=self._alpha)
+        if not fused:
+            y = _C.activation_forward(self.activation, z, self._alpha)
+        self._x, self._z, self._y = x, None if fused else z, y
         return y
 
-    def _patch(self) -> int:
-        """The im2col matrix's width: in_channels x kh x kw, group after group."""
-        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-
-    def _gemm_groups(self, col: np.ndarray, rows: np.ndarray, bias: np.ndarray | None,
-                     activation: str) -> None:
-        """rows[:, group's channels] = col[:, group's patch] @ W_group^T (+ bias, activation)."""
-        k = self._patch() // self.groups
-        og = self.out_channels // self.groups
-        w2 = self.weight.data.reshape(self.out_channels, k)
-        for g in range(self.groups):
-            o = slice(g * og, (g + 1) * og)
-            _C.gemm(col[:, g * k:(g + 1) * k], w2[o], rows[:, o], transpose_b=True,
-                    bias=None if bias is None else bias[o], activation=activation,
-                    activation_alpha=self._alpha)
-
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        return self._backward(grad_out, None, input_grad)
-
-    def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
-                      input_grad: bool = True) -> np.ndarray | None:
-        """``backward``, with its im2col matrix in the model run's scratch."""
-        if overridden(self, "backward", Conv2d):
-            return super().backward_with(grad_out, workspace, internal, input_grad)
-        return self._backward(grad_out, workspace, input_grad)
-
-    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None,
-                  input_grad: bool) -> np.ndarray | None:
         if self._x is None or self._y is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._y.shape)
-        x = self._x
         weight_grad, beta = self.weight.grad_to_write()
         bias_grad = None
         if self.bias is not None:
             bias_grad, bias_beta = self.bias.grad_to_write()
             if bias_beta == 0.0:
-                bias_grad.fill(0.0)
-        if self.depthwise:
-            if self.activation != "identity":
-                g = _C.activation_backward(self.activation, self._y, g, self._alpha, x=self._z)
-            if bias_grad is not None:
-                _C.column_sum(_C.to_rows(g), bias_grad, beta=1.0)
-            return _C.depthwise_conv2d_backward(x, self.weight.data, g, weight_grad, beta=beta,
-                                                input_grad=input_grad, **self._geometry())
-        n, oc, oh, ow = g.shape
-        rows = _C.to_rows(g)
+                bias_grad.fill(0.0)  # the kernels add to it
         if self.activation != "identity":
-            rows = _C.activation_backward(self.activation, self._rows, rows, self._alpha,
-                                          x=self._z, out=rows, bias_grad=bias_grad)
-        elif bias_grad is not None:
-            _C.column_sum(rows, bias_grad, beta=1.0)
-        k = self._patch() // self.groups
-        og = oc // self.groups
-        col = _C.im2col(x, self.kernel_size, **self._geometry(),
-                        out=_scratch(workspace, "col", (n * oh * ow, self._patch())))
-        wg = weight_grad.reshape(oc, k)
-        for grp in range(self.groups):
-            o, c = slice(grp * og, (grp + 1) * og), slice(grp * k, (grp + 1) * k)
-            _C.gemm(rows[:, o], col[:, c], wg[o], transpose_a=True, beta=beta)
-        if not input_grad:
-            return None
-        w2 = self.weight.data.reshape(oc, k)
-        dcol = col  # the patches' gradient overwrites them: they are no longer needed
-        for grp in range(self.groups):
-            o, c = slice(grp * og, (grp + 1) * og), slice(grp * k, (grp + 1) * k)
-            _C.gemm(rows[:, o], w2[o], dcol[:, c])
-        return _C.col2im(dcol, x.shape, self.kernel_size, **self._geometry())
+            g = _C.activation_backward(self.activation, self._y, g, self._alpha, x=self._z)
+        if self.depthwise:
+            return _C.depthwise_conv2d_backward(self._x, self.weight.data, g, weight_grad,
+                                                grad_bias=bias_grad, beta=beta,
+                                                input_grad=input_grad, **self._geometry())
+        return _C.conv2d_backward(self._x, self.weight.data, g, weight_grad, grad_bias=bias_grad,
+                                  beta=beta, input_grad=input_grad, **self._geometry(),
+                                  groups=self.groups)
 
     def get_config(self) -> dict:
         """Constructor arguments; a callable ``init`` is left out (the weights are saved)."""
@@ -261,9 +198,3 @@ class Conv2d(Module):
         extra += "" if self.activation == "identity" else f", activation={self.activation!r}"
         kernel = kh if kh == kw else (kh, kw)
         return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={kernel}{extra})"
-
-
-def _scratch(workspace: Workspace | None, name: str, shape: tuple[int, int]) -> np.ndarray:
-    """A model run's shared scratch array (one im2col matrix serves every layer in turn), or
-    a new one outside a model run."""
-    return memory.empty(shape) if workspace is None else workspace.scratch(name, shape)
