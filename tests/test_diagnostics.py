@@ -201,3 +201,54 @@ def test_gradient_check_rejects_bad_arguments(digits):
         diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", eps=0)
     with pytest.raises(ValueError, match="samples"):
         diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", samples=0)
+
+
+# ----------------------------------------------------------------------------- CNNs
+def small_cnn(seed=3):
+    """Smooth: tanh and average pooling (a max pool's choice changes within a step of
+    the central differences, which gradient_check counts as error, as at a ReLU kink)."""
+    fastnn.seed(seed)
+    return nn.Sequential(nn.Reshape((1, 8, 8)), nn.Conv2d(1, 4, 3, padding=1),
+                         nn.BatchNorm2d(4), nn.Tanh(), nn.AvgPool2d(2),
+                         nn.Conv2d(4, 6, 3, padding="same", activation="tanh"), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.Dense(24, 10))
+
+
+def test_gradient_check_covers_convolution_and_batch_norm():
+    X = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    y = np.arange(8) % 10
+    result = diagnostics.gradient_check(small_cnn(), X, y, "cross_entropy", samples=20)
+    assert set(result) == {"1:Conv2d", "2:BatchNorm2d", "5:Conv2d", "8:Dense"}
+    assert all(err < 1e-2 for err in result.values()), result
+
+
+def test_gradient_check_catches_a_broken_convolution_backward(monkeypatch):
+    X = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    y = np.arange(8) % 10
+    model = small_cnn()
+    conv = model.layers[5]
+    real_backward = conv.backward
+
+    def wrong_backward(grad_out, input_grad=True):
+        out = real_backward(grad_out, input_grad)
+        conv.weight.grad[:, :, 0, 0] *= 3                  # one kernel tap's gradient wrong
+        return out
+
+    monkeypatch.setattr(conv, "backward", wrong_backward)
+    result = diagnostics.gradient_check(model, X, y, "cross_entropy", samples=54)
+    assert result["5:Conv2d"] > 0.05 and result["8:Dense"] < 1e-2, result
+
+
+def test_diagnostics_record_convolution_and_batch_norm_layers(digits):
+    X, y = digits
+    model = small_cnn()
+    model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=1e-2))
+    history, _ = fit_quietly(model, X, y, epochs=2, batch_size=32)
+    assert list(history.diagnostics) == ["1:Conv2d", "2:BatchNorm2d", "5:Conv2d", "8:Dense"]
+    for name, values in history.diagnostics.items():
+        for key in ("grad_norm", "weight_norm", "update_ratio"):
+            assert len(values[key]) == 2 and all(v > 0 for v in values[key]), (name, key)
+    # The Tanh after the batch norm is that layer's activation; the second Conv2d has its own.
+    assert "saturated_fraction" in history.diagnostics["2:BatchNorm2d"]
+    assert "saturated_fraction" in history.diagnostics["5:Conv2d"]
+    assert "saturated_fraction" not in history.diagnostics["1:Conv2d"]

@@ -141,3 +141,36 @@ def test_a_failing_report_never_loses_the_runs(digits_split, monkeypatch, tmp_pa
         result = experiments.compare(_builder(), digits_split, optimizers=["sgd", "adam"],
                                      epochs=1, verbose=False, plot=str(tmp_path / "c.png"))
     assert [r.optimizer for r in result.runs] == ["sgd", "adam"]
+
+
+def _cnn():
+    return nn.Sequential(nn.Reshape((1, 8, 8)), nn.Conv2d(1, 4, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Dense(64, 10))
+
+
+def test_compare_and_lr_range_test_take_a_cnn(digits_split):
+    X_train, y_train, X_val, y_val = digits_split
+    result = experiments.compare(_cnn, digits_split, optimizers=["sgd", "adam"], lrs=[0.01],
+                                 epochs=2, verbose=False)
+    assert [run.diverged for run in result.runs] == [False, False]
+    assert result.runs[1].final_val_accuracy > 0.5, result.runs[1].history.history
+    model = _cnn()
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    lr = experiments.lr_range_test(model, digits_split, steps=30)
+    assert 1e-6 < lr.suggested_lr < 1.0 and len(lr.lrs) == len(lr.losses) > 10
+    for name, value in model.state_dict().items():    # running statistics too
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_filter_and_feature_map_figures(tmp_path):
+    rng = np.random.default_rng(0)
+    for shape in ((6, 1, 5, 5), (4, 3, 3, 3), (8, 16, 3, 3)):     # grey, colour, mean of channels
+        path = plot.filters(rng.standard_normal(shape), tmp_path / f"f{shape[1]}.png", title="t")
+        assert _is_png(path)
+    assert _is_png(plot.feature_maps(rng.random((5, 7, 9)), tmp_path / "m.png",
+                                     image=rng.random((1, 7, 9))))
+    with pytest.raises(ValueError, match=r"Conv2d weight of shape \(out, in, kh, kw\); got shape \(6, 25\)"):
+        plot.filters(np.zeros((6, 25)), tmp_path / "bad.png")
+    with pytest.raises(ValueError, match=r"shape \(channels, height, width\); got shape \(2, 5, 7, 9\)"):
+        plot.feature_maps(np.zeros((2, 5, 7, 9)), tmp_path / "bad.png")

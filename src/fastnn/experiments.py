@@ -145,8 +145,8 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
 
     Stops early once the smoothed loss exceeds 4x its minimum (divergence). The suggested
     learning rate is where the smoothed loss falls fastest, before its minimum and past
-    the first, noisy 10% of the steps. The model's weights are
-    restored afterwards.
+    the first, noisy 10% of the steps. The model's weights, buffers (batch norm's running
+    statistics) and training mode are restored afterwards.
     """
     X_train, y_train = data[:2]
     loss_fn = losses.get(loss)
@@ -154,6 +154,8 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
     params = model.parameters()
     opt.bind(params)
     saved = [p.data.copy() for p in params]
+    saved_buffers = [b.copy() for b in model.buffers()]  # batch norm's running statistics
+    was_training = model.training
     factor = (end_lr / start_lr) ** (1.0 / max(steps - 1, 1))
     lrs, smoothed = [], []
     avg, best = 0.0, math.inf
@@ -183,6 +185,9 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
         for p, w in zip(params, saved):
             p.data[...] = w
             p.grad.fill(0.0)
+        for b, w in zip(model.buffers(), saved_buffers):
+            b[...] = w
+        model.train(was_training)
     lrs_a, loss_a = np.array(lrs), np.array(smoothed)
     lowest = int(np.argmin(loss_a)) if len(loss_a) else 0
     # The steepest descent before the loss bottoms out, the first 10% of the steps left

@@ -157,3 +157,62 @@ def sample_images(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, path: s
         ax.set_title(f"{name(int(y_pred[k]))}\n(true {name(int(y_true[k]))})", fontsize=7,
                      color="black" if right else "red")
     return _save(fig, path)
+
+
+def _image_grid(images: Sequence[np.ndarray], labels: Sequence[str], path: str | Path,
+                title: str, cmap: str, centered: bool) -> Path:
+    """Small images in a near-square grid, each scaled to its own range (around zero when
+    centered: a weight's sign is its meaning)."""
+    cols = int(math.ceil(math.sqrt(len(images))))
+    rows = int(math.ceil(len(images) / cols))
+    fig, axes = _figure(rows, cols, width=1.3, height=1.45)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= len(images):
+            continue
+        image = np.asarray(images[k], dtype=np.float64)
+        if image.ndim == 3:                                  # RGB, scaled into [0, 1]
+            low, high = image.min(), image.max()
+            ax.imshow((image - low) / (high - low) if high > low else image * 0 + 0.5)
+        elif centered:
+            limit = float(np.abs(image).max()) or 1.0
+            ax.imshow(image, cmap=cmap, vmin=-limit, vmax=limit)
+        else:
+            ax.imshow(image, cmap=cmap)
+        ax.set_title(labels[k], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def filters(weight: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """A convolution's learned filters (``Conv2d.weight``, shape (out, in, kh, kw)), one
+    small image each: red-blue around zero for one input channel, colour for three (the
+    RGB the filter looks for), the mean over the input channels otherwise."""
+    weight = np.asarray(weight)
+    if weight.ndim != 4:
+        raise ValueError(f"filters: expected a Conv2d weight of shape (out, in, kh, kw); got "
+                         f"shape {weight.shape}")
+    if weight.shape[1] == 3:
+        images = list(weight.transpose(0, 2, 3, 1))
+    else:
+        images = list(weight.mean(axis=1))
+    return _image_grid(images, [str(k) for k in range(len(images))], path, title, "RdBu_r",
+                       centered=True)
+
+
+def feature_maps(maps: np.ndarray, path: str | Path, image: np.ndarray | None = None,
+                 title: str = "") -> Path:
+    """One image's feature maps (channels, height, width), each on its own colour scale, the
+    input image first when given (its shape (h, w), (1, h, w) or (3, h, w))."""
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"feature_maps: expected one image's maps, shape (channels, height, "
+                         f"width); got shape {maps.shape}")
+    images, labels = list(maps), [f"channel {k}" for k in range(len(maps))]
+    if image is not None:
+        image = np.asarray(image)
+        image = image.transpose(1, 2, 0) if image.ndim == 3 and image.shape[0] == 3 else \
+            image.reshape(image.shape[-2:])
+        images, labels = [image, *images], ["input", *labels]
+    return _image_grid(images, labels, path, title, "viridis", centered=False)
