@@ -1,6 +1,6 @@
 """The command line (also ``python -m fastnn``):
 
-    fastnn train     train an MLP on a dataset and report its test accuracy
+    fastnn train     train an MLP or a CNN on a dataset and report its test accuracy
     fastnn compare   compare optimizers / learning rates / batch sizes on one dataset
     fastnn datasets  list the datasets and whether each is available here
     fastnn tune      time GEMM blockings on this CPU and save the fastest (fastnn.tune)
@@ -19,6 +19,11 @@ from fastnn._checks import thread_count
 ACTIVATIONS = [name for name, a in fastnn._C.activations().items() if a["canonical"] != "identity"]
 OPTIMIZERS = ["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 SCHEDULES = ["none", "step", "exponential", "cosine", "plateau"]
+# --model: (3x3 convolutions per block, default --conv widths, batch norm, default --hidden);
+# lenet's two blocks are its own 5x5 convolutions. --conv, --batch-norm, --hidden override.
+MODELS = {"mlp": (1, [], False, [128, 64]),
+          "lenet": (1, [6, 16], False, [120, 84]),
+          "cnn": (2, [32, 64], True, [128])}
 
 
 def _list_of(convert: Callable[[str], object], example: str) -> Callable[[str], list]:
@@ -90,8 +95,19 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="dataset (default: %(default)s; see `fastnn datasets`)")
     p.add_argument("--data-path", default=None, metavar="DIR",
                    help="directory of MNIST-format IDX files (for --data mnist)")
-    p.add_argument("--hidden", type=_hidden_sizes, default="128,64",
-                   help='hidden layer sizes, comma-separated; "" for none (default: 128,64)')
+    p.add_argument("--model", default="mlp", choices=sorted(MODELS),
+                   help="mlp: --hidden Dense layers, after --conv blocks if given; lenet: "
+                        "LeNet-5 (6 and 16 5x5 filters, each then 2x2 max pooling; Dense 120, "
+                        "84); cnn: blocks of two 3x3 convolutions, each with batch norm, then "
+                        "2x2 max pooling (--conv 32,64), Dense 128 (default: %(default)s)")
+    p.add_argument("--conv", type=_hidden_sizes, default=None, metavar="C1,C2,...",
+                   help="convolution blocks before the Dense layers, on image datasets: each a "
+                        "3x3 Conv2d with this many filters (padding 'same', the activation), "
+                        "batch norm with --batch-norm, then 2x2 max pooling")
+    p.add_argument("--batch-norm", action="store_true", help="BatchNorm2d in each --conv block")
+    p.add_argument("--hidden", type=_hidden_sizes, default=None,
+                   help='hidden Dense layer sizes, comma-separated; "" for none (default: 128,64; '
+                        'lenet 120,84; cnn 128)')
     p.add_argument("--activation", default="relu", choices=ACTIVATIONS,
                    help="hidden layers' activation (default: %(default)s)")
     p.add_argument("--init", type=_init_name, default=None,
@@ -116,8 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastnn {fastnn.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train an MLP classifier and report its test "
-                                "accuracy")
+    train = commands.add_parser("train", help="train an MLP or CNN classifier and report its "
+                                "test accuracy")
     _model_options(train)
     train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
                        help="(default: %(default)s)")
@@ -183,19 +199,62 @@ def _load(args: argparse.Namespace, validation: float) -> tuple:
 
 
 def _builder(args: argparse.Namespace, n_in: int, n_out: int) -> Callable[[], fastnn.nn.Sequential]:
-    """A function building the MLP that the options describe."""
-    sizes = [n_in, *args.hidden]
+    """A function building the model that the options describe (see MODELS)."""
+    nn = fastnn.nn
+    convs_per_block, widths, batch_norm, hidden = MODELS[args.model]
+    if args.model == "lenet" and args.conv:
+        raise ValueError("--conv does not apply to --model lenet (its convolutions are fixed)")
+    widths = args.conv or widths
+    batch_norm = batch_norm or args.batch_norm
+    hidden = args.hidden if args.hidden is not None else hidden
+    image = fastnn.datasets.info(args.data).image_shape
+    if widths and image is None:
+        raise ValueError(f"--model {args.model}{' --conv' * bool(args.conv)} needs an image "
+                         f"dataset; {args.data!r} is points")
+    channels = (1, *image) if image is not None and len(image) == 2 else image
 
-    def build() -> fastnn.nn.Sequential:
-        layers: list[fastnn.nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            layers.append(fastnn.nn.Dense(a, b, activation=args.activation, init=args.init,
-                                          l1=args.l1, l2=args.l2))
+    def conv_blocks() -> list:
+        if args.model == "lenet":
+            c = channels[0]
+            return [nn.Conv2d(c, 6, 5, padding=2, activation=args.activation, init=args.init),
+                    nn.MaxPool2d(2),
+                    nn.Conv2d(6, 16, 5, activation=args.activation, init=args.init),
+                    nn.MaxPool2d(2)]
+        layers, c = [], channels[0]
+        for width in widths:
+            for _ in range(convs_per_block):
+                # A bias before batch norm is subtracted again with the batch mean.
+                layers.append(nn.Conv2d(c, width, 3, padding="same", init=args.init,
+                                        bias=not batch_norm,
+                                        activation=None if batch_norm else args.activation))
+                if batch_norm:
+                    layers += [nn.BatchNorm2d(width), _activation_layer(args.activation)]
+                c = width
+            layers.append(nn.MaxPool2d(2))
+        return layers
+
+    def build() -> nn.Sequential:
+        layers: list = []
+        if widths:
+            layers = [nn.Reshape(channels), *conv_blocks(), nn.Flatten()]
+        n = nn.Sequential(*layers).output_shape((None, n_in))[1] if layers else n_in
+        for size in hidden:
+            layers.append(nn.Dense(n, size, activation=args.activation, init=args.init,
+                                   l1=args.l1, l2=args.l2))
             if args.dropout:
-                layers.append(fastnn.nn.Dropout(args.dropout))
-        layers.append(fastnn.nn.Dense(sizes[-1], n_out, l1=args.l1, l2=args.l2))
-        return fastnn.nn.Sequential(*layers)
+                layers.append(nn.Dropout(args.dropout))
+            n = size
+        layers.append(nn.Dense(n, n_out, l1=args.l1, l2=args.l2))
+        return nn.Sequential(*layers)
     return build
+
+
+def _activation_layer(name: str) -> fastnn.nn.Module:
+    """The layer applying activation `name` (after a batch norm)."""
+    nn = fastnn.nn
+    layers = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU,
+              "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
+    return layers[fastnn._C.activations()[name]["canonical"]]()
 
 
 def _schedule(name: str, epochs: int, monitor: str):
@@ -247,7 +306,7 @@ def _train(args: argparse.Namespace) -> int:
         callbacks.append(schedule())
     if args.early_stopping:
         callbacks.append(fastnn.callbacks.EarlyStopping(monitor, patience=args.early_stopping))
-    model.summary()
+    model.summary(X_train.shape[1:])
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=split, seed=args.seed,
                         callbacks=callbacks, augment=_augment(args.augment, args.data),
