@@ -36,8 +36,13 @@ inline Block philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, u
     return {{c0, c1, c2, c3}};
 }
 
+// Element indices are uint64 and wrap (element 2^64 is element 0), so block indices wrap at
+// 2^62 whichever path counts them.
+constexpr uint64_t kBlockIndexMask = (uint64_t{1} << 62) - 1;
+
 // The block holding elements [4 * block, 4 * block + 4) of (seed, stream).
 inline Block block(uint64_t seed, uint64_t stream, uint64_t block) {
+    block &= kBlockIndexMask;
     return philox4x32_10(static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
                          static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32),
                          static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));

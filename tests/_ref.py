@@ -370,10 +370,11 @@ def philox_ref(ctr, key):
 
 
 def uniform_ref(n, seed, offset=0):
-    """Element offset + i: lane (offset + i) % 4 of the block at counter (offset + i) // 4."""
+    """Element offset + i: lane (offset + i) % 4 of the block at counter (offset + i) // 4,
+    the index a uint64 (past 2**64 - 1 it wraps to 0)."""
     out = np.empty(n)
     for i in range(n):
-        idx = offset + i
+        idx = (offset + i) % 2**64
         blk = idx >> 2
         v = philox_ref([blk & MASK32, blk >> 32, 0, 0], [seed & MASK32, seed >> 32])[idx & 3]
         out[i] = (v >> 8) * 2.0 ** -24

@@ -41,6 +41,7 @@ __attribute__((target("avx512f"))) void uniforms_16_blocks(uint64_t seed, uint64
     const __mmask16 carry = _mm512_cmplt_epu32_mask(c0, base);  // the low word wrapped
     const __m512i hi = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(first_block >> 32)));
     __m512i c1 = _mm512_mask_add_epi32(hi, carry, hi, _mm512_set1_epi32(1));
+    c1 = _mm512_and_si512(c1, _mm512_set1_epi32(static_cast<int>(rng::kBlockIndexMask >> 32)));
     __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
     uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
     const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u));
