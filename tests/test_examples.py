@@ -5,7 +5,7 @@ Each example runs in its own Python process, as a learner would run it. The chec
 the printed output look for each table's header and for the lesson's result where a
 --quick run already shows it (XOR needs the hidden layer, a too-large learning rate
 diverges, a deep sigmoid network's gradients vanish). The Fashion-MNIST accuracy claim
-(>= 88% in 10 epochs) needs the full run: a test marked slow.
+(>= 88% in 10 epochs) and the CNN's (>= 92% in 5) need full runs: tests marked slow.
 """
 
 from __future__ import annotations
@@ -95,6 +95,23 @@ CASES = {
              "all three")),
          r"^final train-validation loss gap: "],
         ["overfitting_cures.png"]),
+    "10_cnn_fashion_mnist.py": Case(
+        ("fashion-mnist",),
+        [r"^model\s+params\s+s/epoch\s+val acc\s+test acc$",
+         r"^MLP 784-512-256-10\s+535,818\s+\d+\.\d\s+\d+\.\d\d%\s+\d+\.\d\d%$",
+         r"^CNN 2x\(conv-conv-pool\), 128\s+468,010\s+\d+\.\d\s+\d+\.\d\d%\s+\d+\.\d\d%$",
+         r"^1: Conv2d\(1, 32, kernel_size=3, padding='same', bias=False\)\s+\(None, 32, 28, 28\)",
+         r"^the CNN's most frequent mistake: \S.* taken for \S.* \(\d+ times\)$",
+         r"^CNN test accuracy: \d+\.\d\d% \(target 92% in 5 epochs"],
+        ["cnn_curves.png", "cnn_first_layer_filters.png", "cnn_feature_maps.png",
+         "cnn_confusion.png"]),
+    "11_cnn_batchnorm.py": Case(
+        ("fashion-mnist",),
+        [r"^network\s+loss epoch 1\s+final loss\s+val acc\s+s/epoch\s+warnings$",
+         r"^plain\s+\d\.\d{4}\s+\d\.\d{4}\s+\d+\.\d\d%\s", r"^batch norm\s+\d\.\d{4}\s",
+         r"^conv\s+plain\s+batch norm$", r"^6\s+\S+\s+\S+$",
+         r"^batch norm: first/last convolution gradient norm \S+$"],
+        ["cnn_batchnorm.png"]),
 }
 
 
@@ -156,3 +173,14 @@ def test_fashion_mnist_example_reaches_88_percent_in_10_epochs(tmp_path):
     match = re.search(r"^test accuracy: (\d+\.\d\d)%", stdout, re.MULTILINE)
     assert match, stdout
     assert float(match.group(1)) >= 88.0, stdout
+
+
+@pytest.mark.slow
+def test_cnn_example_reaches_92_percent_in_5_epochs(tmp_path):
+    """The claim of examples/10: the CNN reaches >= 92% test accuracy in 5 epochs (seed 0)."""
+    skip_unless_available(CASES["10_cnn_fashion_mnist.py"])
+    stdout = run_example("10_cnn_fashion_mnist.py", tmp_path, "--seed", "0", timeout=1200)
+    match = re.search(r"^CNN test accuracy: (\d+\.\d\d)% \(target 92% in 5 epochs",
+                      stdout, re.MULTILINE)
+    assert match, stdout
+    assert float(match.group(1)) >= 92.0, stdout

@@ -209,6 +209,55 @@ def test_the_steady_state_of_a_training_loop_reuses_the_model_s_arrays(rng):
         assert not model._workspace.holds(logits)
 
 
+def test_the_steady_state_of_fit_allocates_nothing_and_memory_stays_flat(rng):
+    """fit over every built-in image layer, activation layer and Dropout: once the first
+    epoch has sized the workspace, a batch allocates only small Python objects (no array of
+    an activation's size; tracemalloc sees NumPy's allocations), an epoch's smaller last
+    batch included, and the memory in use is the same after every epoch."""
+    import tracemalloc
+
+    fastnn.seed(1)
+    model = nn.Sequential(
+        nn.Reshape((3, 12, 12)), nn.Conv2d(3, 8, 3, padding=1, activation="relu"),
+        nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding="same", activation="gelu"),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, activation="tanh"), nn.AvgPool2d(2),
+        nn.Dropout(0.2), nn.GlobalAvgPool2d(), nn.Dense(8, 16, activation="gelu"), nn.Sigmoid(),
+        nn.Dense(16, 3))
+    model.compile(loss="cross_entropy", optimizer=fastnn.optim.Adam(lr=1e-3))
+    X = rng.standard_normal((100, 3 * 12 * 12)).astype(np.float32)   # batches 32, 32, 32, 4
+    y = rng.integers(0, 3, 100)
+    activation_bytes = 32 * 8 * 12 * 12 * 4                           # the first conv's output
+
+    class Record(fastnn.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.batch_peaks, self.in_use = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            tracemalloc.reset_peak()
+            self.current = tracemalloc.get_traced_memory()[0]
+
+        def on_batch_end(self, batch, logs=None):
+            current, peak = tracemalloc.get_traced_memory()
+            if batch > 0:  # the first batch's peak holds the epoch's shuffled order
+                self.batch_peaks.append(peak - self.current)
+            self.current = current
+            tracemalloc.reset_peak()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.in_use.append(tracemalloc.get_traced_memory()[0])
+
+    record = Record()
+    tracemalloc.start()
+    try:
+        model.fit(X, y, epochs=2, batch_size=32, verbose=0, seed=0)   # sizes the workspace
+        model.fit(X, y, epochs=4, batch_size=32, verbose=0, seed=0, callbacks=[record])
+    finally:
+        tracemalloc.stop()
+    assert max(record.batch_peaks) < activation_bytes / 8, record.batch_peaks
+    assert max(record.in_use) - min(record.in_use) < 4096, record.in_use
+
+
 # ------------------------------------------------------------------------ one instance, one place
 def test_an_activation_instance_used_twice_is_refused():
     act = nn.Tanh()

@@ -90,7 +90,10 @@ void maxpool2d_backward(const PoolGeometry& g, const float* gy, const int64_t* a
         for (int64_t p = p0; p < p1; ++p) {
             float* d = dx + p * plane_in;
             std::fill(d, d + plane_in, 0.0f);
-            for (int64_t o = 0; o < plane_out; ++o) d[argmax[p * plane_out + o]] += gy[p * plane_out + o];
+            for (int64_t o = 0; o < plane_out; ++o) {
+                const int64_t i = argmax[p * plane_out + o];  // one read: checked is used
+                if (static_cast<uint64_t>(i) < static_cast<uint64_t>(plane_in)) d[i] += gy[p * plane_out + o];
+            }
         }
     });
 }

@@ -21,14 +21,18 @@ void bind_activation(py::module_& m) {
         return d;
     });
 
-    m.def("activation_forward", [](const std::string& name, py::handle x_obj, float alpha) {
+    m.def("activation_forward", [](const std::string& name, py::handle x_obj, float alpha,
+                                   py::handle out_obj) {
+        const char* fn = "activation_forward";
         Activation act = activation_named(name).act;
-        F32Array x = as_f32(x_obj, "activation_forward", "x");
-        auto y = new_like(x);
+        F32Array x = as_f32(x_obj, fn, "x");
+        auto y = out_array(out_obj, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), fn);
+        Operands(fn).input("x", x).output("out", y, /*elementwise=*/true).check();
         py::gil_scoped_release nogil;
         activation_forward(act, x.data(), y.mutable_data(), x.size(), alpha);
         return y;
-    }, py::arg("name"), py::arg("x"), py::arg("alpha") = 0.01f);
+    }, py::arg("name"), py::arg("x"), py::arg("alpha") = 0.01f, py::kw_only(),
+       py::arg("out") = py::none());
     m.def("activation_backward", [](const std::string& name, py::handle y_obj, py::handle g_obj,
                                     float alpha, py::object x_obj, py::object out_obj,
                                     py::object bias_grad_obj) {

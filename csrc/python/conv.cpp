@@ -114,7 +114,7 @@ void bind_conv(py::module_& m) {
     m.def("conv2d_backward", [](py::handle x_obj, py::handle w_obj, py::handle g_obj,
                                 py::handle gw_obj, py::handle gb_obj, float beta, bool input_grad,
                                 py::handle stride, py::handle padding, py::handle dilation,
-                                py::handle groups_obj) -> py::object {
+                                py::handle groups_obj, py::handle out_obj) -> py::object {
         const char* fn = "conv2d_backward";
         F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
         require_rank(w, 4, fn, "weight");
@@ -141,9 +141,12 @@ void bind_conv(py::module_& m) {
                            ",), got " + shape_str(gb));
             ops.output("grad_bias", gb);
         }
-        ops.check();
         py::array_t<float> dx;
-        if (input_grad) dx = py::array_t<float>({g.n, g.c, g.h, g.w});
+        if (input_grad) {
+            dx = out_array(out_obj, {g.n, g.c, g.h, g.w}, fn);
+            ops.output("out", dx);
+        }
+        ops.check();
         float* dxp = input_grad ? dx.mutable_data() : nullptr;
         float* gwp = gw.mutable_data();
         float* gbp = gb_obj.is_none() ? nullptr : gb.mutable_data();
@@ -156,6 +159,7 @@ void bind_conv(py::module_& m) {
     }, py::arg("x"), py::arg("weight"), py::arg("grad_y"), py::arg("grad_weight"), py::kw_only(),
        py::arg("grad_bias") = py::none(), py::arg("beta") = 0.0f, py::arg("input_grad") = true,
        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
+       py::arg("out") = py::none(),
        "From grad_y (the output's gradient, after the activation's derivative): grad_weight (in "
        "place) = beta * grad_weight + dL/dweight, grad_bias (in place) += dL/dbias; returns "
        "dL/dx (None with input_grad=False).");
@@ -188,7 +192,7 @@ void bind_conv(py::module_& m) {
     m.def("depthwise_conv2d_backward", [](py::handle x_obj, py::handle w_obj, py::handle g_obj,
                                           py::handle grad_w_obj, py::handle gb_obj, float beta,
                                           bool input_grad, py::handle stride, py::handle padding,
-                                          py::handle dilation) -> py::object {
+                                          py::handle dilation, py::handle out_obj) -> py::object {
         const char* fn = "depthwise_conv2d_backward";
         F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
         require_rank(w, 4, fn, "weight");
@@ -214,9 +218,12 @@ void bind_conv(py::module_& m) {
                            ",), got " + shape_str(gb));
             ops.output("grad_bias", gb);
         }
-        ops.check();
         py::array_t<float> dx;
-        if (input_grad) dx = py::array_t<float>({g.n, g.c, g.h, g.w});
+        if (input_grad) {
+            dx = out_array(out_obj, {g.n, g.c, g.h, g.w}, fn);
+            ops.output("out", dx);
+        }
+        ops.check();
         float* dxp = input_grad ? dx.mutable_data() : nullptr;
         float* gwp = gw.mutable_data();
         float* gbp = gb_obj.is_none() ? nullptr : gb.mutable_data();
@@ -229,6 +236,7 @@ void bind_conv(py::module_& m) {
     }, py::arg("x"), py::arg("weight"), py::arg("grad_y"), py::arg("grad_weight"), py::kw_only(),
        py::arg("grad_bias") = py::none(), py::arg("beta") = 0.0f, py::arg("input_grad") = true,
        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1,
+       py::arg("out") = py::none(),
        "grad_weight (in place) = beta * grad_weight + dL/dweight, grad_bias (in place) += "
        "dL/dbias; returns dL/dx (None with input_grad=False).");
 }

@@ -5,11 +5,13 @@ namespace fastnn::bind {
 namespace {
 
 py::array_t<float> dropout_py(py::handle x_obj, double p_in, py::handle seed_obj,
-                              py::handle offset_obj, const char* fn, const char* arg) {
+                              py::handle offset_obj, py::handle out_obj, const char* fn,
+                              const char* arg) {
     F32Array x = as_f32(x_obj, fn, arg);
     const float p = dropout_rate(p_in, fn);
     const uint64_t seed = u64_arg(seed_obj, fn, "seed"), offset = u64_arg(offset_obj, fn, "offset");
-    auto y = new_like(x);
+    auto y = out_array(out_obj, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), fn);
+    Operands(fn).input(arg, x).output("out", y, /*elementwise=*/true).check();
     py::gil_scoped_release nogil;
     dropout(x.data(), y.mutable_data(), x.size(), p, seed, offset);
     return y;
@@ -30,12 +32,16 @@ void bind_dropout(py::module_& m) {
         random_uniform(data, n, seed, offset);
         return out;
     }, py::arg("n"), py::arg("seed"), py::arg("offset") = 0);
-    m.def("dropout_forward", [](py::handle x, double p, py::handle seed, py::handle offset) {
-        return dropout_py(x, p, seed, offset, "dropout_forward", "x");
-    }, py::arg("x"), py::arg("p"), py::arg("seed"), py::arg("offset"));
-    m.def("dropout_backward", [](py::handle g, double p, py::handle seed, py::handle offset) {
-        return dropout_py(g, p, seed, offset, "dropout_backward", "grad_y");
-    }, py::arg("grad_y"), py::arg("p"), py::arg("seed"), py::arg("offset"));
+    m.def("dropout_forward", [](py::handle x, double p, py::handle seed, py::handle offset,
+                                py::handle out) {
+        return dropout_py(x, p, seed, offset, out, "dropout_forward", "x");
+    }, py::arg("x"), py::arg("p"), py::arg("seed"), py::arg("offset"), py::kw_only(),
+       py::arg("out") = py::none());
+    m.def("dropout_backward", [](py::handle g, double p, py::handle seed, py::handle offset,
+                                 py::handle out) {
+        return dropout_py(g, p, seed, offset, out, "dropout_backward", "grad_y");
+    }, py::arg("grad_y"), py::arg("p"), py::arg("seed"), py::arg("offset"), py::kw_only(),
+       py::arg("out") = py::none());
 }
 
 }  // namespace fastnn::bind

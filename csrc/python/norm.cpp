@@ -85,7 +85,7 @@ void bind_norm(py::module_& m) {
     m.def("batchnorm_backward", [](py::handle x_obj, py::handle g_obj, py::handle gamma_obj,
                                    py::handle mean_obj, py::handle invstd_obj, bool training,
                                    py::handle gg_obj, py::handle gb_obj, float beta,
-                                   bool input_grad) -> py::object {
+                                   bool input_grad, py::handle out_obj) -> py::object {
         const char* fn = "batchnorm_backward";
         F32Array x = as_f32(x_obj, fn, "x"), gy = as_f32(g_obj, fn, "grad_y");
         require_same_shape(x, gy, fn, "x", "grad_y");
@@ -97,8 +97,9 @@ void bind_norm(py::module_& m) {
         if (!gg_obj.is_none()) ggamma = per_channel(gg_obj, ch.c, true, fn, "grad_weight");
         if (!gb_obj.is_none()) gbeta = per_channel(gb_obj, ch.c, true, fn, "grad_bias");
         py::array_t<float> dx;
-        if (input_grad) dx = py::array_t<float>(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+        if (input_grad) dx = out_array(out_obj, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), fn);
         Operands ops(fn);
+        if (input_grad) ops.output("out", dx);
         ops.input("x", x).input("grad_y", gy).input("save_mean", mean).input("save_invstd", invstd);
         if (!gamma_obj.is_none()) ops.input("weight", gamma);
         if (!gg_obj.is_none()) ops.output("grad_weight", ggamma);
@@ -118,7 +119,7 @@ void bind_norm(py::module_& m) {
     }, py::arg("x"), py::arg("grad_y"), py::arg("weight"), py::arg("save_mean"),
        py::arg("save_invstd"), py::kw_only(), py::arg("training"),
        py::arg("grad_weight") = py::none(), py::arg("grad_bias") = py::none(),
-       py::arg("beta") = 0.0f, py::arg("input_grad") = true,
+       py::arg("beta") = 0.0f, py::arg("input_grad") = true, py::arg("out") = py::none(),
        "grad_weight / grad_bias = beta * themselves + the gradient; returns dL/dx (None with "
        "input_grad=False), the statistics depending on x in training.");
 }

@@ -50,17 +50,36 @@ F32Array output_grad(py::handle obj, const std::vector<int64_t>& in, const PoolG
     return gy;
 }
 
+// maxpool2d_forward's argmax: a new int64 array, or `obj` when it is a writeable C-contiguous
+// int64 array of the output's shape.
+py::array_t<int64_t> argmax_array(py::handle obj, const std::vector<py::ssize_t>& shape,
+                                  const char* fn) {
+    if (obj.is_none()) return py::array_t<int64_t>(shape);
+    py::array arr = as_numpy(obj, fn, "argmax_out");
+    if (!py::isinstance<py::array_t<int64_t>>(arr) || arr.dtype().kind() != 'i' || arr.itemsize() != 8)
+        fail_type(std::string(fn) + ": argument 'argmax_out' is written in place and must be int64, "
+                  "got dtype " + dtype_str(arr));
+    if (!(arr.flags() & py::array::c_style) || !arr.writeable())
+        fail_value(std::string(fn) + ": argument 'argmax_out' must be C-contiguous and writeable");
+    if (std::vector<py::ssize_t>(arr.shape(), arr.shape() + arr.ndim()) != shape)
+        fail_value(std::string(fn) + ": argument 'argmax_out' must have the output's shape, got " +
+                   shape_str(arr));
+    return py::reinterpret_borrow<py::array_t<int64_t>>(arr);
+}
+
 }  // namespace
 
 void bind_pool(py::module_& m) {
     m.def("maxpool2d_forward", [](py::handle x_obj, py::handle kernel, py::handle stride,
-                                  py::handle padding) {
+                                  py::handle padding, py::handle out_obj, py::handle argmax_obj) {
         const char* fn = "maxpool2d_forward";
         F32Array x = as_f32(x_obj, fn, "x");
         const std::vector<int64_t> shape(x.shape(), x.shape() + x.ndim());
         const PoolGeometry g = pool_geometry(shape, kernel, stride, padding, fn, "x");
-        py::array_t<float> y({shape[0], shape[1], g.out_h(), g.out_w()});
-        py::array_t<int64_t> argmax({shape[0], shape[1], g.out_h(), g.out_w()});
+        const std::vector<py::ssize_t> out_shape{shape[0], shape[1], g.out_h(), g.out_w()};
+        auto y = out_array(out_obj, out_shape, fn);
+        auto argmax = argmax_array(argmax_obj, out_shape, fn);
+        Operands(fn).input("x", x).output("out", y).output("argmax_out", view_of(argmax)).check();
         float* yp = y.mutable_data();
         int64_t* ap = argmax.mutable_data();
         {
@@ -69,62 +88,69 @@ void bind_pool(py::module_& m) {
         }
         return py::make_tuple(y, argmax);
     }, py::arg("x"), py::arg("kernel_size"), py::kw_only(), py::arg("stride") = py::none(),
-       py::arg("padding") = 0,
+       py::arg("padding") = 0, py::arg("out") = py::none(), py::arg("argmax_out") = py::none(),
        "(y, argmax): each window's maximum (the first of equal ones; NaN wins, as torch) and "
        "its index in the input plane, for backward.");
 
     m.def("maxpool2d_backward", [](py::handle g_obj, py::handle argmax_obj, py::handle shape_obj,
-                                   py::handle kernel, py::handle stride, py::handle padding) {
+                                   py::handle kernel, py::handle stride, py::handle padding,
+                                   py::handle out_obj) {
         const char* fn = "maxpool2d_backward";
         const std::vector<int64_t> in = input_shape_arg(shape_obj, fn);
         const PoolGeometry g = pool_geometry(in, kernel, stride, padding, fn, "input_shape");
         F32Array gy = output_grad(g_obj, in, g, fn);
-        // A private copy, checked: the kernel writes dx at these indices without the GIL.
+        // Checked here for a clear error, and again by the kernel as it reads each index (no
+        // private copy, as forward's int64 argmax is used in place): another thread may change
+        // the array while the kernel runs without the GIL.
         py::array arr = as_numpy(argmax_obj, fn, "argmax");
         require_same_shape(gy, arr, fn, "grad_y", "argmax");
         if (arr.dtype().kind() != 'i' && arr.dtype().kind() != 'u')
             fail_type(std::string(fn) + ": 'argmax' must hold integer indices, got dtype " + dtype_str(arr));
-        auto idx = convert<int64_t>(arr, fn, "argmax", "int64", /*copy=*/true);
+        auto idx = convert<int64_t>(arr, fn, "argmax", "int64", /*copy=*/false);
         const int64_t bad = first_label_out_of_range(idx.data(), idx.size(), g.h * g.w);
         if (bad >= 0)
             fail_value(std::string(fn) + ": argmax[" + std::to_string(bad) + "] = " +
                        std::to_string(idx.data()[bad]) + " is outside the input plane [0, " +
                        std::to_string(g.h * g.w) + ")");
-        py::array_t<float> dx({in[0], in[1], in[2], in[3]});
+        auto dx = out_array(out_obj, {in[0], in[1], in[2], in[3]}, fn);
+        Operands(fn).input("grad_y", gy).input("argmax", view_of(idx)).output("out", dx).check();
         float* d = dx.mutable_data();
         py::gil_scoped_release nogil;
         maxpool2d_backward(g, gy.data(), idx.data(), d);
         return dx;
     }, py::arg("grad_y"), py::arg("argmax"), py::arg("input_shape"), py::arg("kernel_size"),
-       py::kw_only(), py::arg("stride") = py::none(), py::arg("padding") = 0);
+       py::kw_only(), py::arg("stride") = py::none(), py::arg("padding") = 0,
+       py::arg("out") = py::none());
 
     m.def("avgpool2d_forward", [](py::handle x_obj, py::handle kernel, py::handle stride,
-                                  py::handle padding) {
+                                  py::handle padding, py::handle out_obj) {
         const char* fn = "avgpool2d_forward";
         F32Array x = as_f32(x_obj, fn, "x");
         const std::vector<int64_t> shape(x.shape(), x.shape() + x.ndim());
         const PoolGeometry g = pool_geometry(shape, kernel, stride, padding, fn, "x");
-        py::array_t<float> y({shape[0], shape[1], g.out_h(), g.out_w()});
+        auto y = out_array(out_obj, {shape[0], shape[1], g.out_h(), g.out_w()}, fn);
+        Operands(fn).input("x", x).output("out", y).check();
         float* yp = y.mutable_data();
         py::gil_scoped_release nogil;
         avgpool2d_forward(g, x.data(), yp);
         return y;
     }, py::arg("x"), py::arg("kernel_size"), py::kw_only(), py::arg("stride") = py::none(),
-       py::arg("padding") = 0, "Each window's mean, the padding counted (torch's default).");
+       py::arg("padding") = 0, py::arg("out") = py::none(), "Each window's mean, the padding counted (torch's default).");
 
     m.def("avgpool2d_backward", [](py::handle g_obj, py::handle shape_obj, py::handle kernel,
-                                   py::handle stride, py::handle padding) {
+                                   py::handle stride, py::handle padding, py::handle out_obj) {
         const char* fn = "avgpool2d_backward";
         const std::vector<int64_t> in = input_shape_arg(shape_obj, fn);
         const PoolGeometry g = pool_geometry(in, kernel, stride, padding, fn, "input_shape");
         F32Array gy = output_grad(g_obj, in, g, fn);
-        py::array_t<float> dx({in[0], in[1], in[2], in[3]});
+        auto dx = out_array(out_obj, {in[0], in[1], in[2], in[3]}, fn);
+        Operands(fn).input("grad_y", gy).output("out", dx).check();
         float* d = dx.mutable_data();
         py::gil_scoped_release nogil;
         avgpool2d_backward(g, gy.data(), d);
         return dx;
     }, py::arg("grad_y"), py::arg("input_shape"), py::arg("kernel_size"), py::kw_only(),
-       py::arg("stride") = py::none(), py::arg("padding") = 0);
+       py::arg("stride") = py::none(), py::arg("padding") = 0, py::arg("out") = py::none());
 }
 
 }  // namespace fastnn::bind

@@ -90,8 +90,10 @@ def gemm_reference(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None
 def column_sum(x: npt.ArrayLike, out: F32, beta: float = 0.0) -> None:
     """In place: out[j] = beta * out[j] + sum_i x[i, j] (the bias gradient)."""
 
-def activation_forward(name: ActivationName, x: npt.ArrayLike, alpha: float = 0.01) -> F32:
-    """y = f(x), a new array of x's shape; alpha is leaky_relu's negative slope."""
+def activation_forward(name: ActivationName, x: npt.ArrayLike, alpha: float = 0.01, *,
+                       out: Optional[F32] = None) -> F32:
+    """y = f(x), of x's shape (into out, which may be x itself); alpha is leaky_relu's
+    negative slope."""
 
 def activation_backward(name: ActivationName, y: npt.ArrayLike, grad_y: npt.ArrayLike,
                         alpha: float = 0.01, x: Optional[npt.ArrayLike] = None,
@@ -141,12 +143,15 @@ def fma_peak_gflops(threads: int = 1, seconds: float = 0.5) -> float:
 # Counter-based random numbers (Philox4x32-10): element i of a call with (seed, offset)
 # depends only on (seed, offset + i), never on the thread count.
 def random_uniform(n: int, seed: int, offset: int = 0) -> F32:
-    """n floats in [0, 1): the stream that dropout and augmentation draw from."""
+    """n floats in [0, 1): elements offset, offset + 1, ... (modulo 2**64) of the stream
+    that dropout and augmentation draw from."""
 
-def dropout_forward(x: npt.ArrayLike, p: float, seed: int, offset: int) -> F32:
+def dropout_forward(x: npt.ArrayLike, p: float, seed: int, offset: int, *,
+                    out: Optional[F32] = None) -> F32:
     """Inverted dropout: y = x / (1 - p) where uniform(seed, offset + i) >= p, else 0."""
 
-def dropout_backward(grad_y: npt.ArrayLike, p: float, seed: int, offset: int) -> F32:
+def dropout_backward(grad_y: npt.ArrayLike, p: float, seed: int, offset: int, *,
+                     out: Optional[F32] = None) -> F32:
     """The same mask (regenerated, not stored) applied to grad_y, scaled by 1 / (1 - p)."""
 
 def sum_squares(x: npt.ArrayLike) -> float:
@@ -217,7 +222,7 @@ def conv2d_forward(x: npt.ArrayLike, weight: npt.ArrayLike, bias: Optional[npt.A
 def conv2d_backward(x: npt.ArrayLike, weight: npt.ArrayLike, grad_y: npt.ArrayLike,
                     grad_weight: F32, *, grad_bias: Optional[F32] = None, beta: float = 0.0,
                     input_grad: bool = True, stride: Pair = 1, padding: Pair = 0,
-                    dilation: Pair = 1, groups: int = 1) -> Optional[F32]:
+                    dilation: Pair = 1, groups: int = 1, out: Optional[F32] = None) -> Optional[F32]:
     """From grad_y (the output's gradient, after the activation's derivative): grad_weight (in
     place) = beta * grad_weight + dL/dweight, grad_bias (in place) += dL/dbias; returns dL/dx
     (None with input_grad=False). The batch's weight gradient is summed in a fixed order: the
@@ -230,23 +235,28 @@ def depthwise_conv2d_forward(x: npt.ArrayLike, weight: npt.ArrayLike,
 def depthwise_conv2d_backward(x: npt.ArrayLike, weight: npt.ArrayLike, grad_y: npt.ArrayLike,
                               grad_weight: F32, *, grad_bias: Optional[F32] = None,
                               beta: float = 0.0, input_grad: bool = True, stride: Pair = 1,
-                              padding: Pair = 0, dilation: Pair = 1) -> Optional[F32]:
+                              padding: Pair = 0, dilation: Pair = 1,
+                              out: Optional[F32] = None) -> Optional[F32]:
     """grad_weight (in place) = beta * grad_weight + dL/dweight, grad_bias (in place) +=
-    dL/dbias; returns dL/dx, or None with input_grad=False."""
+    dL/dbias; returns dL/dx (into out when given), or None with input_grad=False."""
 def maxpool2d_forward(x: npt.ArrayLike, kernel_size: Pair, *, stride: Optional[Pair] = None,
-                      padding: Pair = 0) -> tuple[F32, npt.NDArray[np.int64]]:
+                      padding: Pair = 0, out: Optional[F32] = None,
+                      argmax_out: Optional[npt.NDArray[np.int64]] = None
+                      ) -> tuple[F32, npt.NDArray[np.int64]]:
     """(y, argmax) as torch.nn.functional.max_pool2d (floor mode; padding at most half the
-    window, never chosen): the first of equal maxima, NaN wins; argmax indexes the input plane."""
+    window, never chosen): the first of equal maxima, NaN wins; argmax indexes the input plane.
+    out / argmax_out: float32 / int64 arrays of the output's shape to write into."""
 def maxpool2d_backward(grad_y: npt.ArrayLike, argmax: npt.ArrayLike,
                        input_shape: tuple[int, int, int, int], kernel_size: Pair, *,
-                       stride: Optional[Pair] = None, padding: Pair = 0) -> F32:
+                       stride: Optional[Pair] = None, padding: Pair = 0,
+                       out: Optional[F32] = None) -> F32:
     """Each output's gradient added to the input value it took (argmax range-checked)."""
 def avgpool2d_forward(x: npt.ArrayLike, kernel_size: Pair, *, stride: Optional[Pair] = None,
-                      padding: Pair = 0) -> F32:
+                      padding: Pair = 0, out: Optional[F32] = None) -> F32:
     """Each window's mean, the padding counted (torch's count_include_pad=True)."""
 def avgpool2d_backward(grad_y: npt.ArrayLike, input_shape: tuple[int, int, int, int],
                        kernel_size: Pair, *, stride: Optional[Pair] = None,
-                       padding: Pair = 0) -> F32:
+                       padding: Pair = 0, out: Optional[F32] = None) -> F32:
     """avgpool2d_forward's adjoint."""
 def batchnorm_forward(x: npt.ArrayLike, weight: Optional[npt.ArrayLike],
                       bias: Optional[npt.ArrayLike], running_mean: F32, running_var: F32,
@@ -259,6 +269,7 @@ def batchnorm_forward(x: npt.ArrayLike, weight: Optional[npt.ArrayLike],
 def batchnorm_backward(x: npt.ArrayLike, grad_y: npt.ArrayLike, weight: Optional[npt.ArrayLike],
                        save_mean: npt.ArrayLike, save_invstd: npt.ArrayLike, *, training: bool,
                        grad_weight: Optional[F32] = None, grad_bias: Optional[F32] = None,
-                       beta: float = 0.0, input_grad: bool = True) -> Optional[F32]:
+                       beta: float = 0.0, input_grad: bool = True,
+                       out: Optional[F32] = None) -> Optional[F32]:
     """grad_weight / grad_bias (in place) = beta * themselves + the gradient; returns dL/dx
     (None with input_grad=False), through the batch's statistics in training."""

@@ -48,10 +48,11 @@ def _iterate(X: np.ndarray, y: np.ndarray, size: int, order: np.ndarray | None,
             yield X[start:start + size], y[start:start + size]
             continue
         idx = order[start:start + size]
-        if not reuse or x_buf is None or len(x_buf) != len(idx):
+        if not reuse or x_buf is None:
             x_buf = memory.empty((len(idx), *X.shape[1:]), like=X)
             y_buf = memory.empty((len(idx), *y.shape[1:]), y.dtype, like=y)
-        yield _C.gather_rows(X, idx, out=x_buf), np.take(y, idx, axis=0, out=y_buf)
+        n = len(idx)  # the last batch may be smaller: the start of the buffers
+        yield _C.gather_rows(X, idx, out=x_buf[:n]), np.take(y, idx, axis=0, out=y_buf[:n])
 
 
 def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.2,

@@ -7,11 +7,13 @@ import numpy as np
 
 from .. import _C
 from .._checks import as_float32
-from .module import Module
+from .module import Workspace, WorkspaceLayer
 
 
-class _Activation(Module):
-    """Base of the activation layers: caches the output y, from which f' is computed."""
+class _Activation(WorkspaceLayer):
+    """Base of the activation layers: caches the output y, from which f' is computed.
+    Subclasses implement ``_apply(x, out)`` and ``_derive(y, g, out)``, ``out`` None or
+    the array to write into."""
 
     activation = "identity"
 
@@ -24,17 +26,19 @@ class _Activation(Module):
         """The output of the last forward call, which backward uses (None before one)."""
         return self._y
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
+    def _apply(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
-    def _backward(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def _derive(self, y: np.ndarray, g: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._y = self._forward(as_float32(x, f"{self!r} input"))
+    def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
+        x = as_float32(x, f"{self!r} input")
+        self._y = self._apply(x, self.output(workspace, internal, "output", x.shape))
         return self._y
 
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
+                  input_grad: bool) -> np.ndarray | None:
         if self._y is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         if not input_grad:
@@ -43,17 +47,17 @@ class _Activation(Module):
         if g.shape != self._y.shape:
             raise ValueError(f"{self!r}: grad_out has shape {g.shape}; expected {self._y.shape} "
                              "(the shape of the last forward output)")
-        return self._backward(self._y, g)
+        return self._derive(self._y, g, self.output(workspace, internal, "grad_x", g.shape))
 
 
 class _Elementwise(_Activation):
     alpha = 0.0
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        return _C.activation_forward(self.activation, x, self.alpha)
+    def _apply(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        return _C.activation_forward(self.activation, x, self.alpha, out=out)
 
-    def _backward(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
-        return _C.activation_backward(self.activation, y, g, self.alpha)
+    def _derive(self, y: np.ndarray, g: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        return _C.activation_backward(self.activation, y, g, self.alpha, out=out)
 
 
 class Sigmoid(_Elementwise):
@@ -121,12 +125,12 @@ class GELU(_Elementwise):
         super().__init__()
         self._x: np.ndarray | None = None
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
+    def _apply(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         self._x = x
-        return super()._forward(x)
+        return super()._apply(x, out)
 
-    def _backward(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
-        return _C.activation_backward(self.activation, y, g, self.alpha, x=self._x)
+    def _derive(self, y: np.ndarray, g: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        return _C.activation_backward(self.activation, y, g, self.alpha, x=self._x, out=out)
 
 
 class Softplus(_Elementwise):
@@ -144,10 +148,10 @@ class Softmax(_Activation):
 
     activation = "softmax"
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
+    def _apply(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         if x.ndim != 2:
             raise ValueError(f"Softmax: expected input of shape (batch, classes); got {x.shape}")
-        return _C.softmax_forward(x)
+        return _C.softmax_forward(x)  # rarely inside a model: new arrays will do
 
-    def _backward(self, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def _derive(self, y: np.ndarray, g: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         return _C.softmax_backward(y, g)

@@ -13,7 +13,7 @@ from .._checks import as_float32, positive_int
 from .._random import generator
 from .. import memory
 from .layers import _ACTIVATIONS, _check_grad, _resolve_activation
-from .module import Module, Parameter, reserve_parameters
+from .module import Parameter, Workspace, WorkspaceLayer, reserve_parameters
 
 
 def _pair(value: Any, name: str, low: int) -> tuple[int, int]:
@@ -27,7 +27,7 @@ def _pair(value: Any, name: str, low: int) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-class Conv2d(Module):
+class Conv2d(WorkspaceLayer):
     """2-D convolution of (batch, in_channels, height, width) images, as
     ``torch.nn.Conv2d``: ``weight`` is (out_channels, in_channels / groups, kh, kw) and
     ``bias`` (out_channels,), under torch's names, so a torch state dict loads one-to-one.
@@ -120,24 +120,33 @@ class Conv2d(Module):
         self.output_shape(x.shape)  # an image smaller than the kernel: the error names both
         return x
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = self._check_input(x)
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         bias = None if self.bias is None else self.bias.data
+        shape = self.output_shape(x.shape)
+        out = self.output(workspace, internal, "output", shape)
+        z = None if fused or workspace is None else workspace.array("pre_activation", shape)
         act = self.activation if fused else "identity"
         if self.depthwise:
-            z = _C.depthwise_conv2d_forward(x, self.weight.data, bias, **self._geometry())
-            y = z if act == "identity" else _C.activation_forward(act, z, self._alpha)
+            if act == "identity":
+                y = z = _C.depthwise_conv2d_forward(x, self.weight.data, bias,
+                                                    **self._geometry(), out=out if fused else z)
+            else:  # the activation in place on the output
+                y = _C.depthwise_conv2d_forward(x, self.weight.data, bias, **self._geometry(),
+                                                out=out)
+                y = _C.activation_forward(act, y, self._alpha, out=y)
         else:
             z = y = _C.conv2d_forward(x, self.weight.data, bias, **self._geometry(),
                                       groups=self.groups, activation=act,
-                                      activation_alpha=self._alpha)
+                                      activation_alpha=self._alpha, out=out if fused else z)
         if not fused:
-            y = _C.activation_forward(self.activation, z, self._alpha)
+            y = _C.activation_forward(self.activation, z, self._alpha, out=out)
         self._x, self._z, self._y = x, None if fused else z, y
         return y
 
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
+                  input_grad: bool) -> np.ndarray | None:
         if self._x is None or self._y is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._y.shape)
@@ -148,14 +157,18 @@ class Conv2d(Module):
             if bias_beta == 0.0:
                 bias_grad.fill(0.0)  # the kernels add to it
         if self.activation != "identity":
-            g = _C.activation_backward(self.activation, self._y, g, self._alpha, x=self._z)
+            g = _C.activation_backward(self.activation, self._y, g, self._alpha, x=self._z,
+                                       out=None if workspace is None else
+                                       workspace.array("grad_z", g.shape))
+        out = self.output(workspace, internal, "grad_x", self._x.shape) if input_grad else None
         if self.depthwise:
             return _C.depthwise_conv2d_backward(self._x, self.weight.data, g, weight_grad,
                                                 grad_bias=bias_grad, beta=beta,
-                                                input_grad=input_grad, **self._geometry())
+                                                input_grad=input_grad, **self._geometry(),
+                                                out=out)
         return _C.conv2d_backward(self._x, self.weight.data, g, weight_grad, grad_bias=bias_grad,
                                   beta=beta, input_grad=input_grad, **self._geometry(),
-                                  groups=self.groups)
+                                  groups=self.groups, out=out)
 
     def get_config(self) -> dict:
         """Constructor arguments; a callable ``init`` is left out (the weights are saved)."""

@@ -12,7 +12,7 @@ from .. import init as _init
 from .. import memory
 from .._checks import as_float32, non_negative, positive_int, stream_seed
 from .._random import generator
-from .module import Module, Parameter, Workspace, overridden, reserve_parameters
+from .module import Module, Parameter, Workspace, WorkspaceLayer, reserve_parameters
 
 # The activations Dense accepts, from the C++ table (name -> canonical name, default alpha,
 # whether backward needs the pre-activation z, whether He's init is the default).
@@ -37,7 +37,7 @@ def _check_grad(layer: Module, grad_out: np.ndarray, shape: tuple) -> np.ndarray
     return g
 
 
-class Dense(Module):
+class Dense(WorkspaceLayer):
     """``y = activation(x @ W.T + b)`` for ``x`` of shape (batch, in_features).
 
     ``weight`` is (out_features, in_features) and ``bias`` (out_features,), as in
@@ -87,16 +87,6 @@ class Dense(Module):
         """The output of the last forward call, which backward uses (None before one)."""
         return self._y
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self._forward(x, None, False)
-
-    def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
-        """``forward``, writing the output into ``workspace`` when ``internal`` (see
-        ``Module.forward_with``)."""
-        if overridden(self, "forward", Dense):
-            return self.forward(x)
-        return self._forward(x, workspace, internal)
-
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = as_float32(x, f"{self!r} input")
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -104,30 +94,17 @@ class Dense(Module):
                              f"got {x.shape}")
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         shape = (len(x), self.out_features)
-        reuse = internal and fused and workspace is not None
-        out = workspace.array("output", shape) if reuse else None
-        y = _C.gemm(x, self.weight.data, out, transpose_b=True,
+        out = self.output(workspace, internal, "output", shape)
+        z = None if fused or workspace is None else workspace.array("pre_activation", shape)
+        y = _C.gemm(x, self.weight.data, out if fused else z, transpose_b=True,
                     bias=None if self.bias is None else self.bias.data,
                     activation=self.activation if fused else "identity",
                     activation_alpha=self._alpha)
         self._x, self._z = x, None if fused else y
         if not fused:
-            y = _C.activation_forward(self.activation, y, self._alpha)
+            y = _C.activation_forward(self.activation, y, self._alpha, out=out)
         self._y = y
         return y
-
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        """Accumulate the weight and bias gradients; return the input's gradient (None
-        with input_grad=False)."""
-        return self._backward(grad_out, None, False, input_grad)
-
-    def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
-                      input_grad: bool = True) -> np.ndarray | None:
-        """``backward``, with its scratch in ``workspace`` and the input gradient there too
-        when ``internal`` (see ``Module.backward_with``)."""
-        if overridden(self, "backward", Dense):
-            return super().backward_with(grad_out, workspace, internal, input_grad)
-        return self._backward(grad_out, workspace, internal, input_grad)
 
     def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
                   input_grad: bool) -> np.ndarray | None:
@@ -152,9 +129,7 @@ class Dense(Module):
             _C.add_penalty_grad(self.weight.data, self.weight.grad, self.l1, self.l2)
         if not input_grad:
             return None
-        out = (workspace.array("grad_x", self._x.shape)
-               if internal and workspace is not None else None)
-        return _C.gemm(g, self.weight.data, out)
+        return _C.gemm(g, self.weight.data, self.output(workspace, internal, "grad_x", self._x.shape))
 
     def regularization_loss(self) -> float:
         """``l1 * sum|W| + l2 * sum(W^2)`` for the current weight (0.0 without penalties)."""
@@ -183,7 +158,7 @@ class Dense(Module):
         return f"Dense({self.in_features}, {self.out_features}{extra})"
 
 
-class Dropout(Module):
+class Dropout(WorkspaceLayer):
     """Inverted dropout: in training, each entry is zeroed with probability ``p`` and the
     others are scaled by 1 / (1 - p), so the expected output equals the input; in
     evaluation mode (``eval()``) the layer is the identity.
@@ -210,7 +185,7 @@ class Dropout(Module):
         self._shape: tuple | None = None
         self._mask_offset: int | None = None  # None: the last forward was the identity
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = as_float32(x, f"{self!r} input")
         self._shape = x.shape
         if not self.training or self.p == 0.0:
@@ -218,9 +193,11 @@ class Dropout(Module):
             return x
         self._mask_offset = self.offset
         self.offset += x.size
-        return _C.dropout_forward(x, self.p, self.seed, self._mask_offset)
+        return _C.dropout_forward(x, self.p, self.seed, self._mask_offset,
+                                  out=self.output(workspace, internal, "output", x.shape))
 
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
+                  input_grad: bool) -> np.ndarray | None:
         if self._shape is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._shape)
@@ -228,7 +205,8 @@ class Dropout(Module):
             return None
         if self._mask_offset is None:
             return g
-        return _C.dropout_backward(g, self.p, self.seed, self._mask_offset)
+        return _C.dropout_backward(g, self.p, self.seed, self._mask_offset,
+                                   out=self.output(workspace, internal, "grad_x", g.shape))
 
     def get_config(self) -> dict:
         return {"p": self.p, "seed": self.seed, "offset": self.offset}

@@ -98,7 +98,8 @@ class Parameter:
 class Workspace:
     """The arrays one model run reuses from step to step (DESIGN.md: activations live in
     one workspace owned by the model run): a layer's output that only the next layer
-    reads, an input gradient that only the previous layer reads, a layer's scratch.
+    reads, an input gradient that only the previous layer reads, what a layer keeps from
+    forward for backward (max pooling's argmax) and its scratch.
 
     A Sequential owns one for the runs it is called for, and lends each of its layers a
     part of it (``part(i)``, a nested Sequential lends parts of that part), saying with
@@ -107,35 +108,22 @@ class Workspace:
     returns one of them to its caller (``holds``).
     """
 
-    def __init__(self, _run: dict[int, np.ndarray] | None = None,
-                 _scratch: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, _run: dict[int, np.ndarray] | None = None) -> None:
         self._arrays: dict[str, np.ndarray] = {}
         self._parts: dict[int, Workspace] = {}
         # id of the memory's owner -> array, for the whole workspace
         self._run = {} if _run is None else _run
-        self._scratch = {} if _scratch is None else _scratch  # name -> flat array, run-wide
 
-    def array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """The float32 array ``name`` of ``shape``: made on first use and reused while the
-        shape repeats; it holds whatever its last use left."""
-        a = self._arrays.get(name)
-        if a is None or a.shape != shape:
-            if a is not None:
-                del self._run[id(memory.owner(a))]
-            a = self._arrays[name] = memory.empty(shape)
-            self._run[id(memory.owner(a))] = a
-        return a
-
-    def scratch(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A float32 array of ``shape`` that every part of the workspace shares: for what a
-        layer needs only during one of its calls (Conv2d's im2col matrix), so that one
-        array, as large as the largest need, serves all layers in turn."""
+    def array(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        """The array ``name`` of ``shape`` (float32 unless ``dtype`` says otherwise): made on
+        first use and reused while it is large enough (an epoch's smaller last batch takes
+        the start of it); it holds whatever its last use left."""
         size = math.prod(shape)
-        flat = self._scratch.get(name)
-        if flat is None or flat.size < size:
+        flat = self._arrays.get(name)
+        if flat is None or flat.size < size or flat.dtype != dtype:
             if flat is not None:
                 del self._run[id(memory.owner(flat))]
-            flat = self._scratch[name] = memory.empty(size)
+            flat = self._arrays[name] = memory.empty(size, dtype)
             self._run[id(memory.owner(flat))] = flat
         return flat[:size].reshape(shape)
 
@@ -143,7 +131,7 @@ class Workspace:
         """The part lent to layer ``index``."""
         part = self._parts.get(index)
         if part is None:
-            part = self._parts[index] = Workspace(self._run, self._scratch)
+            part = self._parts[index] = Workspace(self._run)
         return part
 
     def arrays(self) -> list[np.ndarray]:
@@ -359,3 +347,45 @@ class Module:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class WorkspaceLayer(Module):
+    """Base of the built-in layers that a model run lends arrays (``Workspace``), so that
+    the steady state of a training loop allocates nothing.
+
+    Subclasses implement ``_forward(x, workspace, internal)`` and ``_backward(grad_out,
+    workspace, internal, input_grad)``, where ``workspace`` is None when the layer is
+    called on its own; ``output`` gives the array for a result handed on. A subclass of
+    such a layer that overrides ``forward`` or ``backward`` is run through its override.
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, None, False)
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        return self._backward(grad_out, None, False, input_grad)
+
+    def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
+        if overridden(self, "forward", WorkspaceLayer):
+            return self.forward(x)
+        return self._forward(x, workspace, internal)
+
+    def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
+                      input_grad: bool = True) -> np.ndarray | None:
+        if overridden(self, "backward", WorkspaceLayer):
+            return super().backward_with(grad_out, workspace, internal, input_grad)
+        return self._backward(grad_out, workspace, internal, input_grad)
+
+    def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _forward")
+
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
+                  input_grad: bool) -> np.ndarray | None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _backward")
+
+    @staticmethod
+    def output(workspace: Workspace | None, internal: bool, name: str,
+               shape: tuple[int, ...]) -> np.ndarray | None:
+        """The workspace's array ``name`` for a result that only the neighbouring layer
+        reads (``internal``), else None: the kernel then returns a new array."""
+        return workspace.array(name, shape) if internal and workspace is not None else None

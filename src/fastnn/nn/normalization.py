@@ -9,10 +9,10 @@ import numpy as np
 from .. import _C, memory
 from .._checks import as_float32, positive_int
 from .layers import _check_grad
-from .module import Module, Parameter
+from .module import Parameter, Workspace, WorkspaceLayer
 
 
-class _BatchNorm(Module):
+class _BatchNorm(WorkspaceLayer):
     """Normalizes each channel (axis 1) by its mean and variance: in training those of the
     batch (biased), which also move the running statistics by ``momentum`` (toward the
     batch's unbiased variance; ``momentum=None``: their cumulative average), in evaluation
@@ -55,7 +55,7 @@ class _BatchNorm(Module):
                              f"channels on axis 1; got shape {x.shape}")
         return x
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = self._check_input(x)
         if self.training:
             self.num_batches_tracked += 1
@@ -67,11 +67,12 @@ class _BatchNorm(Module):
                                  None if self.bias is None else self.bias.data,
                                  self.running_mean, self.running_var, self._save_mean,
                                  self._save_invstd, training=self.training, momentum=momentum,
-                                 eps=self.eps)
+                                 eps=self.eps, out=self.output(workspace, internal, "output", x.shape))
         self._x, self._trained = x, self.training
         return y
 
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
+                  input_grad: bool) -> np.ndarray | None:
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._x.shape)
@@ -85,7 +86,8 @@ class _BatchNorm(Module):
         return _C.batchnorm_backward(self._x, g, None if self.weight is None else self.weight.data,
                                      self._save_mean, self._save_invstd, training=self._trained,
                                      grad_weight=grad_weight, grad_bias=grad_bias, beta=beta,
-                                     input_grad=input_grad)
+                                     input_grad=input_grad,
+                                     out=self.output(workspace, internal, "grad_x", self._x.shape))
 
     def output_shape(self, input_shape: tuple) -> tuple:
         if len(input_shape) not in self._ranks or input_shape[1] != self.num_features:

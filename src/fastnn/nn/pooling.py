@@ -10,10 +10,10 @@ from .. import _C
 from .._checks import as_float32
 from .conv import _pair
 from .layers import _check_grad
-from .module import Module
+from .module import Workspace, WorkspaceLayer
 
 
-class _Pool2d(Module):
+class _Pool2d(WorkspaceLayer):
     """What MaxPool2d and AvgPool2d share: the window, its checks and shapes."""
 
     def __init__(self, kernel_size: int | tuple[int, int],
@@ -29,13 +29,13 @@ class _Pool2d(Module):
                              f"{self.kernel_size}")
         self._shape: tuple | None = None
 
-    def _check_input(self, x: Any) -> np.ndarray:
+    def _check_input(self, x: Any) -> tuple[np.ndarray, tuple[int, ...]]:
+        """x as float32 and the output's shape."""
         x = as_float32(x, f"{self!r} input")
         if x.ndim != 4:
             raise ValueError(f"{self!r}: expected input of shape (batch, channels, height, "
                              f"width); got {x.shape}")
-        self.output_shape(x.shape)
-        return x
+        return x, self.output_shape(x.shape)
 
     def _geometry(self) -> dict:
         return {"stride": self.stride, "padding": self.padding}
@@ -69,42 +69,50 @@ class MaxPool2d(_Pool2d):
     the window, never wins): the first of equal maxima, and NaN wins. stride defaults to
     the window. Backward sends each output's gradient to the input value it took."""
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._check_input(x)
-        y, self._argmax = _C.maxpool2d_forward(x, self.kernel_size, **self._geometry())
+    def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
+        x, shape = self._check_input(x)
+        y, self._argmax = _C.maxpool2d_forward(
+            x, self.kernel_size, **self._geometry(),
+            out=self.output(workspace, internal, "output", shape),
+            argmax_out=None if workspace is None else workspace.array("argmax", shape, np.int64))
         self._shape, self._out = x.shape, y.shape
         return y
 
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
+                  input_grad: bool) -> np.ndarray | None:
         if self._shape is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._out)
         if not input_grad:
             return None
         return _C.maxpool2d_backward(g, self._argmax, self._shape, self.kernel_size,
-                                     **self._geometry())
+                                     **self._geometry(),
+                                     out=self.output(workspace, internal, "grad_x", self._shape))
 
 
 class AvgPool2d(_Pool2d):
     """Each window's mean, as ``torch.nn.AvgPool2d`` (floor mode; the padding counts in the
     mean, torch's default). stride defaults to the window."""
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._check_input(x)
-        y = _C.avgpool2d_forward(x, self.kernel_size, **self._geometry())
+    def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
+        x, shape = self._check_input(x)
+        y = _C.avgpool2d_forward(x, self.kernel_size, **self._geometry(),
+                                 out=self.output(workspace, internal, "output", shape))
         self._shape, self._out = x.shape, y.shape
         return y
 
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
+                  input_grad: bool) -> np.ndarray | None:
         if self._shape is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._out)
         if not input_grad:
             return None
-        return _C.avgpool2d_backward(g, self._shape, self.kernel_size, **self._geometry())
+        return _C.avgpool2d_backward(g, self._shape, self.kernel_size, **self._geometry(),
+                                     out=self.output(workspace, internal, "grad_x", self._shape))
 
 
-class GlobalAvgPool2d(Module):
+class GlobalAvgPool2d(WorkspaceLayer):
     """(batch, channels, height, width) -> (batch, channels): each channel's mean over the
     image (Keras's GlobalAveragePooling2D; torch's AdaptiveAvgPool2d(1) then Flatten)."""
 
@@ -112,22 +120,25 @@ class GlobalAvgPool2d(Module):
         super().__init__()
         self._shape: tuple | None = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = as_float32(x, f"{self!r} input")
         if x.ndim != 4 or 0 in x.shape[2:]:
             raise ValueError(f"{self!r}: expected input of shape (batch, channels, height, "
                              f"width) with at least one pixel; got {x.shape}")
         self._shape = x.shape
-        return _C.avgpool2d_forward(x, x.shape[2:]).reshape(x.shape[:2])
+        out = self.output(workspace, internal, "output", (*x.shape[:2], 1, 1))
+        return _C.avgpool2d_forward(x, x.shape[2:], out=out).reshape(x.shape[:2])
 
-    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+    def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
+                  input_grad: bool) -> np.ndarray | None:
         if self._shape is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         g = _check_grad(self, grad_out, self._shape[:2])
         if not input_grad:
             return None
         return _C.avgpool2d_backward(g.reshape(*self._shape[:2], 1, 1), self._shape,
-                                     self._shape[2:])
+                                     self._shape[2:],
+                                     out=self.output(workspace, internal, "grad_x", self._shape))
 
     def output_shape(self, input_shape: tuple) -> tuple:
         if len(input_shape) != 4:
