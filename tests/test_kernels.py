@@ -619,8 +619,11 @@ def test_philox_reference_known_answers():
                                            (2 ** 40 + 17, 2 ** 34 - 5, 13), (2 ** 64 - 1, 2 ** 64 - 8, 8),
                                            # 16 blocks at a time (AVX-512), the block counter's
                                            # low word wrapping inside them, unaligned ends
-                                           (5, 4 * (2 ** 32 - 9) + 1, 203), (2 ** 33 + 1, 64, 256)])
-def test_random_uniform_is_philox(seed, offset, n):
+                                           (5, 4 * (2 ** 32 - 9) + 1, 203), (2 ** 33 + 1, 64, 256),
+                                           # the element index wrapping past 2**64 - 1
+                                           (3, 2 ** 64 - 6, 2), (3, 2 ** 64 - 6, 11),
+                                           (3, 2 ** 64 - 6, 130), (3, 2 ** 64 - 40, 300)])
+def test_random_uniform_is_philox(seed, offset, n, isa):
     u = _C.random_uniform(n, seed, offset)
     assert u.dtype == np.float32 and u.shape == (n,)
     assert np.array_equal(u.astype(np.float64), _ref.uniform_ref(n, seed, offset))
