@@ -36,8 +36,10 @@ class Sequential(Module):
     are those of ``fastnn.train``; ``fastnn.load(path)`` rebuilds a saved model.
 
     What one layer hands the next, forward and backward, lives in the model's workspace
-    and is reused from step to step (a training step allocates only the output and
-    what activation layers return). What the model returns never does: an output that
+    and is reused from step to step: once the first steps have sized it, a training step
+    of the built-in layers allocates only the model's output and the loss's gradient (an
+    epoch's smaller last batch uses the start of each array). What the model returns never
+    does: an output that
     would (a model ending in Dropout, Flatten or another layer that returns its input)
     is copied. A layer may belong to several models (slices, nesting), each with its own
     workspace; its forward and backward caches are those of its last call, whichever
