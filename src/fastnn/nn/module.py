@@ -207,8 +207,8 @@ class Module:
     def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
         """``forward(x)`` as a model runs it: ``workspace`` is the part of the model run's
         workspace lent to this layer, and ``internal`` says that only the next layer reads
-        the output, which may then live in ``workspace``. Layers that reuse arrays (Dense)
-        override this; the default calls ``forward``."""
+        the output, which may then live in ``workspace``. Layers that reuse arrays
+        (``WorkspaceLayer``) override this; the default calls ``forward``."""
         return self.forward(x)
 
     def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
