@@ -36,8 +36,8 @@ class Conv2d(WorkspaceLayer):
     output keeps the input's size; stride 1 and an odd kernel, dilated, are needed for the
     padding to be symmetric). groups splits the channels into that many independent
     convolutions; groups == in_channels is a depthwise convolution, with loops of its own.
-    activation: as Dense's (applied to each output value, in the GEMM's epilogue where it
-    can be). init: as Dense's, with fan_in = in_channels / groups * kh * kw (He normal for
+    activation: as Dense's (applied to each image's output right after its GEMM, while
+    it is in cache). init: as Dense's, with fan_in = in_channels / groups * kh * kw (He normal for
     rectifiers, Glorot uniform otherwise); the bias starts at zero.
 
     The convolution is a GEMM per image: the weight (out_channels x in_channels kh kw) times
