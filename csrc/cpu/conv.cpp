@@ -17,6 +17,7 @@
 #include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
+#include "window.h"
 
 namespace fastnn {
 
@@ -58,15 +59,6 @@ void conv2d_reference(const ConvGeometry& g, int64_t out_channels, int64_t group
 // ---- the convolution, image by image -------------------------------------------------------
 
 namespace {
-
-// The output columns [lo, hi) whose kernel tap lands inside the image's width: ix = ox * sw +
-// offset, 0 <= ix < w.
-inline void inside(int64_t ow, int64_t w, int64_t sw, int64_t offset, int64_t& lo, int64_t& hi) {
-    lo = offset >= 0 ? 0 : (-offset + sw - 1) / sw;
-    hi = w - 1 - offset < 0 ? 0 : (w - 1 - offset) / sw + 1;
-    lo = std::min(lo, ow);
-    hi = std::max(std::min(hi, ow), lo);
-}
 
 // One image's im2col block: (c kh kw) rows of ld floats (oh ow used), and its adjoint.
 void image_im2col(const ConvGeometry& g, const float* img, float* col, int64_t ld) {

@@ -10,6 +10,7 @@
 #include "../ops.h"
 #include "../parallel.h"
 #include "isa.h"
+#include "window.h"
 
 namespace fastnn {
 
@@ -22,14 +23,6 @@ int64_t plane_grain(const PoolGeometry& g) {
 }  // namespace
 
 namespace {
-
-// Output columns [lo, hi) whose window column kx lands inside the row: ix = ox * sw + offset.
-inline void inside(int64_t ow, int64_t w, int64_t sw, int64_t offset, int64_t& lo, int64_t& hi) {
-    lo = offset >= 0 ? 0 : (-offset + sw - 1) / sw;
-    hi = w - 1 - offset < 0 ? 0 : (w - 1 - offset) / sw + 1;
-    lo = std::min(lo, ow);
-    hi = std::max(std::min(hi, ow), lo);
-}
 
 // One tap of a window over a row of outputs: value/best take row[ox * stride] where it is
 // larger (the first of equal maxima) or NaN (the last one seen), as torch. Selects in a loop

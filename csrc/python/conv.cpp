@@ -57,6 +57,58 @@ F32Array optional_bias(py::handle obj, int64_t oc, const char* fn) {
     return b;
 }
 
+// conv2d_backward and depthwise_conv2d_backward (groups None): the same checks and outputs,
+// the one kernel or the other.
+py::object conv_backward(const char* fn, py::handle x_obj, py::handle w_obj, py::handle g_obj,
+                         py::handle gw_obj, py::handle gb_obj, float beta, bool input_grad,
+                         py::handle stride, py::handle padding, py::handle dilation,
+                         py::handle groups_obj, py::handle out_obj) {
+    F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
+    require_rank(w, 4, fn, "weight");
+    const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
+                                    stride, padding, dilation, fn, "x");
+    const bool depthwise = groups_obj.is_none();
+    const int64_t groups = depthwise ? g.c : int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");
+    const int64_t oc = check_weight(w, g, groups, fn);
+    F32Array gy = as_f32(g_obj, fn, "grad_y");
+    if (gy.ndim() != 4 || gy.shape(0) != g.n || gy.shape(1) != oc || gy.shape(2) != g.out_h() ||
+        gy.shape(3) != g.out_w())
+        fail_value(std::string(fn) + ": 'grad_y' must have the output's shape (" +
+                   std::to_string(g.n) + ", " + std::to_string(oc) + ", " +
+                   std::to_string(g.out_h()) + ", " + std::to_string(g.out_w()) + "), got " +
+                   shape_str(gy));
+    auto gw = in_place(gw_obj, fn, "grad_weight");
+    require_same_shape(w, gw, fn, "weight", "grad_weight");
+    py::array_t<float> gb;  // an empty array, not a null one, when None
+    Operands ops(fn);
+    ops.input("x", x).input("weight", w).input("grad_y", gy).output("grad_weight", gw);
+    if (!gb_obj.is_none()) {
+        gb = in_place(gb_obj, fn, "grad_bias");
+        if (gb.ndim() != 1 || gb.shape(0) != oc)
+            fail_value(std::string(fn) + ": 'grad_bias' must have shape (" + std::to_string(oc) +
+                       ",), got " + shape_str(gb));
+        ops.output("grad_bias", gb);
+    }
+    py::array_t<float> dx;
+    if (input_grad) {
+        dx = out_array(out_obj, {g.n, g.c, g.h, g.w}, fn);
+        ops.output("out", dx);
+    }
+    ops.check();
+    float* dxp = input_grad ? dx.mutable_data() : nullptr;
+    float* gwp = gw.mutable_data();
+    float* gbp = gb_obj.is_none() ? nullptr : gb.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        if (depthwise)
+            depthwise_backward(g, oc / g.c, x.data(), w.data(), gy.data(), dxp, gwp, beta, gbp);
+        else
+            conv2d_backward(g, oc, groups, x.data(), w.data(), gy.data(), dxp, gwp, beta, gbp);
+    }
+    if (!input_grad) return py::none();
+    return std::move(dx);
+}
+
 }  // namespace
 
 void bind_conv(py::module_& m) {
@@ -114,48 +166,9 @@ void bind_conv(py::module_& m) {
     m.def("conv2d_backward", [](py::handle x_obj, py::handle w_obj, py::handle g_obj,
                                 py::handle gw_obj, py::handle gb_obj, float beta, bool input_grad,
                                 py::handle stride, py::handle padding, py::handle dilation,
-                                py::handle groups_obj, py::handle out_obj) -> py::object {
-        const char* fn = "conv2d_backward";
-        F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
-        require_rank(w, 4, fn, "weight");
-        const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
-                                        stride, padding, dilation, fn, "x");
-        const int64_t groups = int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");
-        const int64_t oc = check_weight(w, g, groups, fn);
-        F32Array gy = as_f32(g_obj, fn, "grad_y");
-        if (gy.ndim() != 4 || gy.shape(0) != g.n || gy.shape(1) != oc || gy.shape(2) != g.out_h() ||
-            gy.shape(3) != g.out_w())
-            fail_value(std::string(fn) + ": 'grad_y' must have the output's shape (" +
-                       std::to_string(g.n) + ", " + std::to_string(oc) + ", " +
-                       std::to_string(g.out_h()) + ", " + std::to_string(g.out_w()) + "), got " +
-                       shape_str(gy));
-        auto gw = in_place(gw_obj, fn, "grad_weight");
-        require_same_shape(w, gw, fn, "weight", "grad_weight");
-        py::array_t<float> gb;  // an empty array, not a null one, when None
-        Operands ops(fn);
-        ops.input("x", x).input("weight", w).input("grad_y", gy).output("grad_weight", gw);
-        if (!gb_obj.is_none()) {
-            gb = in_place(gb_obj, fn, "grad_bias");
-            if (gb.ndim() != 1 || gb.shape(0) != oc)
-                fail_value(std::string(fn) + ": 'grad_bias' must have shape (" + std::to_string(oc) +
-                           ",), got " + shape_str(gb));
-            ops.output("grad_bias", gb);
-        }
-        py::array_t<float> dx;
-        if (input_grad) {
-            dx = out_array(out_obj, {g.n, g.c, g.h, g.w}, fn);
-            ops.output("out", dx);
-        }
-        ops.check();
-        float* dxp = input_grad ? dx.mutable_data() : nullptr;
-        float* gwp = gw.mutable_data();
-        float* gbp = gb_obj.is_none() ? nullptr : gb.mutable_data();
-        {
-            py::gil_scoped_release nogil;
-            conv2d_backward(g, oc, groups, x.data(), w.data(), gy.data(), dxp, gwp, beta, gbp);
-        }
-        if (!input_grad) return py::none();
-        return std::move(dx);
+                                py::handle groups_obj, py::handle out_obj) {
+        return conv_backward("conv2d_backward", x_obj, w_obj, g_obj, gw_obj, gb_obj, beta,
+                             input_grad, stride, padding, dilation, groups_obj, out_obj);
     }, py::arg("x"), py::arg("weight"), py::arg("grad_y"), py::arg("grad_weight"), py::kw_only(),
        py::arg("grad_bias") = py::none(), py::arg("beta") = 0.0f, py::arg("input_grad") = true,
        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
@@ -190,49 +203,11 @@ void bind_conv(py::module_& m) {
        "Convolution with groups == channels (weight (channels * multiplier, 1, kh, kw)).");
 
     m.def("depthwise_conv2d_backward", [](py::handle x_obj, py::handle w_obj, py::handle g_obj,
-                                          py::handle grad_w_obj, py::handle gb_obj, float beta,
+                                          py::handle gw_obj, py::handle gb_obj, float beta,
                                           bool input_grad, py::handle stride, py::handle padding,
-                                          py::handle dilation, py::handle out_obj) -> py::object {
-        const char* fn = "depthwise_conv2d_backward";
-        F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
-        require_rank(w, 4, fn, "weight");
-        const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
-                                        stride, padding, dilation, fn, "x");
-        const int64_t oc = check_weight(w, g, g.c, fn);
-        F32Array gy = as_f32(g_obj, fn, "grad_y");
-        if (gy.ndim() != 4 || gy.shape(0) != g.n || gy.shape(1) != oc || gy.shape(2) != g.out_h() ||
-            gy.shape(3) != g.out_w())
-            fail_value(std::string(fn) + ": 'grad_y' must have the output's shape (" +
-                       std::to_string(g.n) + ", " + std::to_string(oc) + ", " +
-                       std::to_string(g.out_h()) + ", " + std::to_string(g.out_w()) + "), got " +
-                       shape_str(gy));
-        auto gw = in_place(grad_w_obj, fn, "grad_weight");
-        require_same_shape(w, gw, fn, "weight", "grad_weight");
-        py::array_t<float> gb;  // an empty array, not a null one, when None
-        Operands ops(fn);
-        ops.input("x", x).input("weight", w).input("grad_y", gy).output("grad_weight", gw);
-        if (!gb_obj.is_none()) {
-            gb = in_place(gb_obj, fn, "grad_bias");
-            if (gb.ndim() != 1 || gb.shape(0) != oc)
-                fail_value(std::string(fn) + ": 'grad_bias' must have shape (" + std::to_string(oc) +
-                           ",), got " + shape_str(gb));
-            ops.output("grad_bias", gb);
-        }
-        py::array_t<float> dx;
-        if (input_grad) {
-            dx = out_array(out_obj, {g.n, g.c, g.h, g.w}, fn);
-            ops.output("out", dx);
-        }
-        ops.check();
-        float* dxp = input_grad ? dx.mutable_data() : nullptr;
-        float* gwp = gw.mutable_data();
-        float* gbp = gb_obj.is_none() ? nullptr : gb.mutable_data();
-        {
-            py::gil_scoped_release nogil;
-            depthwise_backward(g, oc / g.c, x.data(), w.data(), gy.data(), dxp, gwp, beta, gbp);
-        }
-        if (!input_grad) return py::none();
-        return std::move(dx);
+                                          py::handle dilation, py::handle out_obj) {
+        return conv_backward("depthwise_conv2d_backward", x_obj, w_obj, g_obj, gw_obj, gb_obj,
+                             beta, input_grad, stride, padding, dilation, py::none(), out_obj);
     }, py::arg("x"), py::arg("weight"), py::arg("grad_y"), py::arg("grad_weight"), py::kw_only(),
        py::arg("grad_bias") = py::none(), py::arg("beta") = 0.0f, py::arg("input_grad") = true,
        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1,

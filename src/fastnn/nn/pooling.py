@@ -40,6 +40,12 @@ class _Pool2d(WorkspaceLayer):
     def _geometry(self) -> dict:
         return {"stride": self.stride, "padding": self.padding}
 
+    def _output_grad(self, grad_out: np.ndarray) -> np.ndarray:
+        """grad_out checked against the last forward's output."""
+        if self._shape is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        return _check_grad(self, grad_out, self._out)
+
     def output_shape(self, input_shape: tuple) -> tuple:
         if len(input_shape) != 4:
             raise ValueError(f"{self!r}: expected input of shape (batch, channels, height, "
@@ -80,9 +86,7 @@ class MaxPool2d(_Pool2d):
 
     def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
                   input_grad: bool) -> np.ndarray | None:
-        if self._shape is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
-        g = _check_grad(self, grad_out, self._out)
+        g = self._output_grad(grad_out)
         if not input_grad:
             return None
         return _C.maxpool2d_backward(g, self._argmax, self._shape, self.kernel_size,
@@ -103,9 +107,7 @@ class AvgPool2d(_Pool2d):
 
     def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
                   input_grad: bool) -> np.ndarray | None:
-        if self._shape is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
-        g = _check_grad(self, grad_out, self._out)
+        g = self._output_grad(grad_out)
         if not input_grad:
             return None
         return _C.avgpool2d_backward(g, self._shape, self.kernel_size, **self._geometry(),
