@@ -57,6 +57,35 @@ F32Array optional_bias(py::handle obj, int64_t oc, const char* fn) {
     return b;
 }
 
+// conv2d_forward and depthwise_conv2d_forward (groups None): the same checks and output,
+// the one kernel or the other (the depthwise one has no activation: act is Identity there).
+py::array_t<float> conv_forward(const char* fn, py::handle x_obj, py::handle w_obj,
+                                py::handle b_obj, py::handle stride, py::handle padding,
+                                py::handle dilation, py::handle groups_obj, Activation act,
+                                float alpha, py::handle out_obj) {
+    F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
+    require_rank(w, 4, fn, "weight");
+    const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
+                                    stride, padding, dilation, fn, "x");
+    const bool depthwise = groups_obj.is_none();
+    const int64_t groups = depthwise ? g.c : int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");
+    const int64_t oc = check_weight(w, g, groups, fn);
+    F32Array b = optional_bias(b_obj, oc, fn);
+    auto y = out_array(out_obj, {g.n, oc, g.out_h(), g.out_w()}, fn);
+    Operands ops(fn);
+    ops.input("x", x).input("weight", w).output("out", y);
+    if (!b_obj.is_none()) ops.input("bias", b);
+    ops.check();
+    float* out = y.mutable_data();
+    const float* bp = b_obj.is_none() ? nullptr : b.data();
+    py::gil_scoped_release nogil;
+    if (depthwise)
+        depthwise_forward(g, oc / g.c, x.data(), w.data(), bp, out);
+    else
+        conv2d_forward(g, oc, groups, x.data(), w.data(), bp, act, alpha, out);
+    return y;
+}
+
 // conv2d_backward and depthwise_conv2d_backward (groups None): the same checks and outputs,
 // the one kernel or the other.
 py::object conv_backward(const char* fn, py::handle x_obj, py::handle w_obj, py::handle g_obj,
@@ -137,25 +166,8 @@ void bind_conv(py::module_& m) {
                                py::handle stride, py::handle padding, py::handle dilation,
                                py::handle groups_obj, const std::string& activation, float alpha,
                                py::handle out_obj) {
-        const char* fn = "conv2d_forward";
-        const Activation act = activation_named(activation).act;
-        F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
-        require_rank(w, 4, fn, "weight");
-        const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
-                                        stride, padding, dilation, fn, "x");
-        const int64_t groups = int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");
-        const int64_t oc = check_weight(w, g, groups, fn);
-        F32Array b = optional_bias(b_obj, oc, fn);
-        auto y = out_array(out_obj, {g.n, oc, g.out_h(), g.out_w()}, fn);
-        Operands ops(fn);
-        ops.input("x", x).input("weight", w).output("out", y);
-        if (!b_obj.is_none()) ops.input("bias", b);
-        ops.check();
-        float* out = y.mutable_data();
-        const float* bp = b_obj.is_none() ? nullptr : b.data();
-        py::gil_scoped_release nogil;
-        conv2d_forward(g, oc, groups, x.data(), w.data(), bp, act, alpha, out);
-        return y;
+        return conv_forward("conv2d_forward", x_obj, w_obj, b_obj, stride, padding, dilation,
+                            groups_obj, activation_named(activation).act, alpha, out_obj);
     }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::kw_only(),
        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
        py::arg("activation") = "identity", py::arg("activation_alpha") = 0.01f,
@@ -180,23 +192,8 @@ void bind_conv(py::module_& m) {
     m.def("depthwise_conv2d_forward", [](py::handle x_obj, py::handle w_obj, py::handle b_obj,
                                          py::handle stride, py::handle padding,
                                          py::handle dilation, py::handle out_obj) {
-        const char* fn = "depthwise_conv2d_forward";
-        F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
-        require_rank(w, 4, fn, "weight");
-        const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
-                                        stride, padding, dilation, fn, "x");
-        const int64_t oc = check_weight(w, g, g.c, fn);
-        F32Array b = optional_bias(b_obj, oc, fn);
-        auto y = out_array(out_obj, {g.n, oc, g.out_h(), g.out_w()}, fn);
-        Operands ops(fn);
-        ops.input("x", x).input("weight", w).output("out", y);
-        if (!b_obj.is_none()) ops.input("bias", b);
-        ops.check();
-        float* out = y.mutable_data();
-        const float* bp = b_obj.is_none() ? nullptr : b.data();
-        py::gil_scoped_release nogil;
-        depthwise_forward(g, oc / g.c, x.data(), w.data(), bp, out);
-        return y;
+        return conv_forward("depthwise_conv2d_forward", x_obj, w_obj, b_obj, stride, padding,
+                            dilation, py::none(), Activation::Identity, 0.0f, out_obj);
     }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::kw_only(),
        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1,
        py::arg("out") = py::none(),
