@@ -90,6 +90,9 @@ void batchnorm_backward(const float* x, const float* gy, const float* gamma,
                         const float* save_mean, const float* save_invstd, float* dx,
                         float* dgamma, float* dbeta, float param_beta, int64_t n, int64_t c,
                         int64_t s, bool training);
+// sums[ch] += the sum of channel ch of (n, c, s) data, in double, in batch norm's fixed
+// order (the same bits whatever the threads and ISA): a convolution's bias gradient.
+void add_channel_sums(const float* x, int64_t n, int64_t c, int64_t s, float* sums);
 
 // ---- random numbers and dropout (cpu/dropout.cpp; the generator is random.h) ----
 // out[i] = uniform [0, 1) element (offset + i) of the seed's stream.

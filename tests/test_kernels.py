@@ -1052,6 +1052,37 @@ def test_conv2d_forward_backward_against_numpy_float64(geom, groups, rng):
     assert _C.conv2d_backward(x, wt, g, gw, input_grad=False, **conv_kw(s, p, d), groups=groups) is None
 
 
+# Stride 1 and dilation 1 with at most 16 output channels per group take the direct kernels
+# where the ISA has them (AVX-512): output channels in blocks of 8 and 4 with every
+# remainder, kernel rows of 1-7 taps (blocks of 5), images narrower than a vector, padding
+# up to kernel - 1, and a run of vectors plus single ones. 17 and more, a padding of the
+# kernel's size, and the other ISAs, take the GEMM over im2col blocks.
+# (n, c, h, w, out_channels, kernel, padding, groups)
+DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 2, 1), (5, 6, 14, 14, 16, 5, 0, 1), (2, 3, 9, 7, 5, 3, 1, 1),
+                (2, 2, 3, 4, 13, 3, 2, 1), (1, 3, 5, 33, 11, (2, 7), (1, 6), 1), (4, 4, 6, 5, 1, 1, 0, 1),
+                (2, 4, 8, 9, 10, 3, 1, 2), (2, 3, 21, 19, 7, (4, 6), (3, 0), 1),
+                (2, 3, 10, 10, 17, 3, 1, 1), (2, 2, 6, 7, 24, 3, 2, 2), (2, 2, 7, 7, 4, 3, 3, 1)]
+
+
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=[f"{c}" for c in DIRECT_CASES])
+def test_conv2d_direct_and_gemm_paths_against_numpy_float64(case, isa, rng):
+    n, c, h, w, oc, k, p, groups = case
+    kh, kw = _ref.pair(k)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((oc, c // groups, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(oc).astype(np.float32)
+    y = _C.conv2d_forward(x, wt, b, padding=p, groups=groups, activation="relu")
+    z = _ref.conv2d(x, wt, b, 1, p, 1, groups)
+    assert_close(y, np.maximum(z, 0), 1e-5, 1e-5, f"conv2d_forward {case} {isa}")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gw, gb = np.full_like(wt, 0.25), np.full(oc, -0.5, np.float32)
+    dx = _C.conv2d_backward(x, wt, g, gw, grad_bias=gb, beta=1.0, padding=p, groups=groups)
+    edx, edw, edb = conv_grads64(x, wt, g, k, 1, p, 1, groups)
+    assert_close(dx, edx, 1e-5, 1e-4, f"conv2d_backward grad_x {case} {isa}")
+    assert_close(gw, 0.25 + edw, 1e-5, 1e-4, f"conv2d_backward grad_weight {case} {isa}")
+    assert_close(gb, -0.5 + edb, 1e-5, 1e-4, f"conv2d_backward grad_bias {case} {isa}")
+
+
 @pytest.mark.parametrize("multiplier", [1, 2])
 @pytest.mark.parametrize("geom", CONV_GEOMETRIES, ids=CONV_IDS)
 def test_depthwise_forward_backward(geom, multiplier, rng):
@@ -1077,16 +1108,20 @@ def test_depthwise_forward_backward(geom, multiplier, rng):
 def test_conv_bit_identical_with_one_and_two_threads(rng):
     x = rng.standard_normal((9, 6, 13, 11)).astype(np.float32)
     wd = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
-    wt = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)
+    wt = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)  # direct kernels (AVX-512)
+    w24 = rng.standard_normal((24, 6, 3, 3)).astype(np.float32)  # GEMM
     g = rng.standard_normal((9, 6, 13, 11)).astype(np.float32)
     g8 = rng.standard_normal((9, 8, 13, 11)).astype(np.float32)
+    g24 = rng.standard_normal((9, 24, 13, 11)).astype(np.float32)
     out = []
     for threads in (1, 2):
         use_threads(threads)
-        gw, gwd, gb = np.zeros_like(wt), np.zeros_like(wd), np.zeros(8, np.float32)
+        gw, gwd, gb, gw24 = np.zeros_like(wt), np.zeros_like(wd), np.zeros(8, np.float32), np.zeros_like(w24)
         dx = _C.conv2d_backward(x, wt, g8, gw, grad_bias=gb, padding=1)
+        dx24 = _C.conv2d_backward(x, w24, g24, gw24, padding=1)
         dxd = _C.depthwise_conv2d_backward(x, wd, g, gwd, padding=1)
         out.append((_C.conv2d_forward(x, wt, None, padding=1, activation="relu"), dx, gw, gb,
+                    _C.conv2d_forward(x, w24, None, padding=1), dx24, gw24,
                     dxd, gwd, _C.depthwise_conv2d_forward(x, wd, None, padding=1)))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)

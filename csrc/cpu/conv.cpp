@@ -8,6 +8,9 @@
 // stays in L2.
 // The depthwise case (groups == channels) has its own direct loops: its GEMMs would have k =
 // KH x KW (9) and n = the channel multiplier (1), far too thin for the microkernel.
+// Few output channels at stride 1 (LeNet's 6 and 16) take the direct kernels of
+// conv_direct.h where the ISA has them: there each im2col value would feed only that many
+// FMAs, and building the blocks took longer than multiplying them.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +20,8 @@
 #include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
+#include "conv_direct.h"
+#include "isa.h"
 #include "window.h"
 
 namespace fastnn {
@@ -108,26 +113,10 @@ struct AlignedFree {
     void operator()(float* p) const { std::free(p); }
 };
 
-// db[c] += the sum of channel c of an (n, channels, pixels) array: threads take channels,
-// each summing its own, image after image, in double (the same bits whatever the threads).
-void channel_sums(const float* gy, int64_t n, int64_t channels, int64_t pixels, float* db) {
-    parallel_for(channels, std::max<int64_t>(1, kGrain / std::max<int64_t>(n * pixels, 1)),
-                 [=](int64_t o0, int64_t o1) {
-        for (int64_t o = o0; o < o1; ++o) {
-            double s = 0.0;
-            for (int64_t i = 0; i < n; ++i) {
-                const float* row = gy + (i * channels + o) * pixels;
-                for (int64_t p = 0; p < pixels; ++p) s += row[p];
-            }
-            db[o] += static_cast<float>(s);
-        }
-    });
-}
-
-// A grow-only, 64-byte aligned buffer of the calling thread.
+// A grow-only, 64-byte aligned buffer of the calling thread (`which` < 4).
 float* thread_buffer(int which, size_t floats) {
-    thread_local std::unique_ptr<float, AlignedFree> buf[2];
-    thread_local size_t cap[2] = {0, 0};
+    thread_local std::unique_ptr<float, AlignedFree> buf[4];
+    thread_local size_t cap[4] = {0, 0, 0, 0};
     if (floats > cap[which]) {
         buf[which].reset(static_cast<float*>(std::aligned_alloc(64, (floats * 4 + 63) / 64 * 64)));
         if (!buf[which]) throw std::bad_alloc();
@@ -145,6 +134,133 @@ int64_t block_ld(int64_t pixels) { return (pixels + 15) / 16 * 16 + 16; }
 // depend on the thread count.
 constexpr int64_t kImagesPerPartial = 4;
 
+// Each image's output channel: + bias, then the activation (while it is in cache).
+void finish_channels(float* out, int64_t channels, int64_t pixels, const float* bias,
+                     Activation act, float alpha, ActivateFn activate_fn) {
+    for (int64_t o = 0; o < channels; ++o) {
+        float* row = out + o * pixels;
+        if (bias)
+            for (int64_t p = 0; p < pixels; ++p) row[p] += bias[o];
+        if (act != Activation::Identity) activate_fn(act, row, row, pixels, alpha);
+    }
+}
+
+// ---- the direct path (conv_direct.h) -----------------------------------------------------
+
+// Output channels per group up to which the direct kernels beat the GEMM over im2col blocks.
+constexpr int64_t kDirectMaxChannels = 16;
+
+// The direct kernels for this convolution, or nullptr: stride 1, dilation 1, padding under
+// the kernel size (so that the input's gradient is a direct convolution too), few output
+// channels, and an ISA that has them.
+const DirectConvKernels* direct_kernels(const ConvGeometry& g, int64_t og) {
+#ifdef FASTNN_X86
+    if (elementwise_isa() == Isa::Avx512 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
+        g.ph < g.kh && g.pw < g.kw && og <= kDirectMaxChannels)
+        return &kDirectConvAvx512;
+#endif
+    (void)g, (void)og;
+    return nullptr;
+}
+
+// `c` planes of h x w padded by (ph, pw) on each side, as the direct kernels read them
+// (DirectConvKernels::pad): planes of (h + 2 ph) x (w + 2 pw), then 16 zeros.
+struct PaddedImage {
+    int64_t wp, plane, size;
+    PaddedImage(int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw)
+        : wp(w + 2 * pw), plane((h + 2 * ph) * wp), size((c * plane + 16 + 15) / 16 * 16) {}
+    // The q range the kernels compute for an output of oh x ow on this grid.
+    int64_t qn(int64_t oh, int64_t ow) const { return ((oh - 1) * wp + ow + 15) / 16 * 16; }
+};
+
+void direct_forward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
+                    int64_t groups, const float* x, const float* w, const float* bias,
+                    Activation act, float alpha, float* y) {
+    const int64_t oh = g.out_h(), ow = g.out_w(), cg = g.c / groups, og = out_channels / groups;
+    const int64_t k = cg * g.kh * g.kw;
+    const PaddedImage pad(g.c, g.h, g.w, g.ph, g.pw);
+    const int64_t qn = pad.qn(oh, ow);
+    const ActivateFn activate_fn = activate_kernel();
+    parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(out_channels * k * qn, 1)),
+                 [=, &dk](int64_t n0, int64_t n1) {
+        float* xp = thread_buffer(0, static_cast<size_t>(pad.size));
+        float* yq = thread_buffer(1, static_cast<size_t>(og * qn));
+        for (int64_t n = n0; n < n1; ++n) {
+            dk.pad(x + n * g.c * g.h * g.w, g.c, g.h, g.w, g.ph, g.pw, xp);
+            float* out = y + n * out_channels * oh * ow;
+            for (int64_t grp = 0; grp < groups; ++grp) {
+                dk.forward(xp + grp * cg * pad.plane, cg, pad.plane, pad.wp, g.kh, g.kw,
+                           w + grp * og * k, og, qn, yq);
+                dk.from_grid(yq, og, qn, pad.wp, oh, ow, bias ? bias + grp * og : nullptr,
+                             out + grp * og * oh * ow);
+            }
+            finish_channels(out, out_channels, oh * ow, nullptr, act, alpha, activate_fn);
+        }
+    });
+}
+
+// The weight's gradient (partials of kImagesPerPartial images, as the GEMM path) and the
+// input's: the output's gradient, padded by (kh - 1 - ph, kw - 1 - pw), convolved with the
+// weight flipped in both axes and with its two channel axes swapped.
+void direct_backward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
+                     int64_t groups, const float* x, const float* w, const float* gy, float* dx,
+                     float* partial, int64_t parts) {
+    const int64_t oh = g.out_h(), ow = g.out_w(), cg = g.c / groups, og = out_channels / groups;
+    const int64_t k = cg * g.kh * g.kw, wsize = out_channels * k;
+    const PaddedImage pad(g.c, g.h, g.w, g.ph, g.pw);
+    const PaddedImage gpad(out_channels, oh, ow, g.kh - 1 - g.ph, g.kw - 1 - g.pw);
+    const int64_t qn = pad.qn(oh, ow), dqn = gpad.qn(g.h, g.w);
+    float* flipped = nullptr;
+    if (dx) {  // flipped[grp][ci][o][ky][kx] = w[grp og + o][ci][kh - 1 - ky][kw - 1 - kx]
+        thread_local std::unique_ptr<float, AlignedFree> flip_buf;
+        thread_local size_t flip_cap = 0;
+        if (static_cast<size_t>(wsize) > flip_cap) {
+            flip_buf.reset(static_cast<float*>(std::aligned_alloc(64, (wsize * 4 + 63) / 64 * 64)));
+            if (!flip_buf) throw std::bad_alloc();
+            flip_cap = wsize;
+        }
+        flipped = flip_buf.get();
+        const int64_t taps = g.kh * g.kw;
+        for (int64_t grp = 0; grp < groups; ++grp)
+            for (int64_t ci = 0; ci < cg; ++ci)
+                for (int64_t o = 0; o < og; ++o)
+                    for (int64_t t = 0; t < taps; ++t)
+                        flipped[((grp * cg + ci) * og + o) * taps + t] =
+                            w[((grp * og + o) * cg + ci) * taps + taps - 1 - t];
+    }
+    const int64_t flops = 4 * out_channels * k * qn * kImagesPerPartial;
+    parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
+                 [=, &dk](int64_t c0, int64_t c1) {
+        const int64_t gsize = out_channels * qn;
+        float* xp = thread_buffer(0, static_cast<size_t>(kImagesPerPartial * pad.size));
+        float* gq = thread_buffer(1, static_cast<size_t>(kImagesPerPartial * gsize));
+        float* gp = dx ? thread_buffer(2, static_cast<size_t>(gpad.size)) : nullptr;
+        float* dq = dx ? thread_buffer(3, static_cast<size_t>(cg * dqn)) : nullptr;
+        for (int64_t part = c0; part < c1; ++part) {
+            const int64_t first = part * kImagesPerPartial;
+            const int64_t images = std::min(g.n, first + kImagesPerPartial) - first;
+            for (int64_t i = 0; i < images; ++i) {
+                const float* gn = gy + (first + i) * out_channels * oh * ow;
+                dk.pad(x + (first + i) * g.c * g.h * g.w, g.c, g.h, g.w, g.ph, g.pw,
+                       xp + i * pad.size);
+                dk.to_grid(gn, out_channels, oh, ow, pad.wp, qn, gq + i * gsize);
+                if (!dx) continue;
+                dk.pad(gn, out_channels, oh, ow, g.kh - 1 - g.ph, g.kw - 1 - g.pw, gp);
+                float* dxn = dx + (first + i) * g.c * g.h * g.w;
+                for (int64_t grp = 0; grp < groups; ++grp) {
+                    dk.forward(gp + grp * og * gpad.plane, og, gpad.plane, gpad.wp, g.kh, g.kw,
+                               flipped + grp * cg * og * g.kh * g.kw, cg, dqn, dq);
+                    dk.from_grid(dq, cg, dqn, gpad.wp, g.h, g.w, nullptr, dxn + grp * cg * g.h * g.w);
+                }
+            }
+            for (int64_t grp = 0; grp < groups; ++grp)
+                dk.weight_grad(xp + grp * cg * pad.plane, pad.size, gq + grp * og * qn, gsize,
+                               images, cg, pad.plane, pad.wp, g.kh, g.kw, og, qn,
+                               partial + part * wsize + grp * og * k);
+        }
+    });
+}
+
 }  // namespace
 
 void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x,
@@ -155,6 +271,8 @@ void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups,
     // product W x block is the image's NCHW output as it stands.
     const int64_t oh = g.out_h(), ow = g.out_w(), pixels = oh * ow, ld = block_ld(pixels);
     const int64_t k = g.c / groups * g.kh * g.kw, og = out_channels / groups;
+    if (const DirectConvKernels* dk = direct_kernels(g, og))
+        return direct_forward(*dk, g, out_channels, groups, x, w, bias, act, alpha, y);
     const ActivateFn activate_fn = activate_kernel();
     const int64_t flops = out_channels * k * pixels;
     parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
@@ -166,12 +284,7 @@ void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups,
             for (int64_t grp = 0; grp < groups; ++grp)
                 gemm(false, false, og, pixels, k, 1.0f, w + grp * og * k, k, col + grp * k * ld, ld,
                      0.0f, out + grp * og * pixels, pixels);
-            for (int64_t o = 0; o < out_channels; ++o) {
-                float* row = out + o * pixels;
-                if (bias)
-                    for (int64_t p = 0; p < pixels; ++p) row[p] += bias[o];
-                if (act != Activation::Identity) activate_fn(act, row, row, pixels, alpha);
-            }
+            finish_channels(out, out_channels, pixels, bias, act, alpha, activate_fn);
         }
     });
 }
@@ -182,7 +295,7 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
     const int64_t oh = g.out_h(), ow = g.out_w(), pixels = oh * ow, ld = block_ld(pixels);
     const int64_t k = g.c / groups * g.kh * g.kw, og = out_channels / groups;
     const int64_t rows = g.c * g.kh * g.kw, wsize = out_channels * k;
-    if (db) channel_sums(gy, g.n, out_channels, pixels, db);
+    if (db) add_channel_sums(gy, g.n, out_channels, pixels, db);
     // dW: one partial sum per kImagesPerPartial images (each image's gy x block^T added in
     // order), the partials then added in order; dx: each image's W^T x gy, back through col2im.
     const int64_t parts = (g.n + kImagesPerPartial - 1) / kImagesPerPartial;
@@ -196,6 +309,9 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
     }
     float* partial = partial_buf.get();
     const int64_t flops = 2 * out_channels * k * pixels * kImagesPerPartial;
+    if (const DirectConvKernels* dk = direct_kernels(g, og))
+        direct_backward(*dk, g, out_channels, groups, x, w, gy, dx, partial, parts);
+    else
     parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
                  [=](int64_t c0, int64_t c1) {
         float* col = thread_buffer(0, static_cast<size_t>(rows * ld));
@@ -259,7 +375,7 @@ void depthwise_backward(const ConvGeometry& g, int64_t multiplier, const float* 
                         const float* w, const float* gy, float* dx, float* dw, float dw_beta,
                         float* db) {
     const int64_t oh = g.out_h(), ow = g.out_w(), oc = g.c * multiplier, kk = g.kh * g.kw;
-    if (db) channel_sums(gy, g.n, oc, oh * ow, db);
+    if (db) add_channel_sums(gy, g.n, oc, oh * ow, db);
     // dx: threads take input planes (n, c); each sums its multiplier output planes in order.
     if (dx)
         parallel_for(g.n * g.c, grain_rows(multiplier * oh * ow * kk), [=](int64_t p0, int64_t p1) {

@@ -39,7 +39,8 @@ struct Lanes {
     }
 };
 
-// a += x, b += x * x over a channel's values: n rows of s, `stride` apart.
+// a += x, b += x * x (kSquares) over a channel's values: n rows of s, `stride` apart.
+template <bool kSquares>
 FASTNN_ISA_BODY void sum_values(const float* x, int64_t n, int64_t s, int64_t stride, Lanes* lanes) {
     double a[kLanes], b[kLanes];
     std::copy(lanes->a, lanes->a + kLanes, a);
@@ -49,16 +50,16 @@ FASTNN_ISA_BODY void sum_values(const float* x, int64_t n, int64_t s, int64_t st
         int64_t j = 0;
         for (; j < s && (p + j) % kLanes != 0; ++j) {
             a[(p + j) % kLanes] += v[j];
-            b[(p + j) % kLanes] += double(v[j]) * v[j];
+            if (kSquares) b[(p + j) % kLanes] += double(v[j]) * v[j];
         }
         for (; j + kLanes <= s; j += kLanes)
             for (int64_t l = 0; l < kLanes; ++l) {
                 a[l] += v[j + l];
-                b[l] += double(v[j + l]) * v[j + l];
+                if (kSquares) b[l] += double(v[j + l]) * v[j + l];
             }
         for (; j < s; ++j) {
             a[(p + j) % kLanes] += v[j];
-            b[(p + j) % kLanes] += double(v[j]) * v[j];
+            if (kSquares) b[(p + j) % kLanes] += double(v[j]) * v[j];
         }
         p += s;
     }
@@ -152,7 +153,7 @@ void batchnorm_forward(const float* x, const float* gamma, const float* beta, fl
                        float momentum, float* running_mean, float* running_var,
                        float* save_mean, float* save_invstd) {
     const int64_t count = n * s;
-    const auto sums = IsaCopies<sum_values>::pick();
+    const auto sums = IsaCopies<sum_values<true>>::pick();
     const auto sums_across = IsaCopies<sum_values_across>::pick();
     const auto apply = IsaCopies<scale_shift>::pick();
     parallel_for(c, channel_grain(count), [=](int64_t c0, int64_t c1) {
@@ -188,6 +189,17 @@ void batchnorm_forward(const float* x, const float* gamma, const float* beta, fl
                 const float shift = static_cast<float>(b - mean * g * invstd);
                 apply(x + ch * s, y + ch * s, n, s, c * s, scale, shift);
             }
+        }
+    });
+}
+
+void add_channel_sums(const float* x, int64_t n, int64_t c, int64_t s, float* sums) {
+    const auto add = IsaCopies<sum_values<false>>::pick();
+    parallel_for(c, channel_grain(n * s), [=](int64_t c0, int64_t c1) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+            Lanes lanes;
+            add(x + ch * s, n, s, c * s, &lanes);
+            sums[ch] += static_cast<float>(lanes.total_a());
         }
     });
 }

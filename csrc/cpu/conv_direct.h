@@ -1,0 +1,47 @@
+// The direct convolution at stride 1 and dilation 1, for layers with few output channels,
+// where a GEMM over im2col blocks is bound by building and reading the blocks (each of their
+// values feeds only out_channels FMAs: 6 and 16 in LeNet, 11-28 GFLOP/s).
+//
+// The image is first copied with its zero padding into a buffer of row pitch wp (the padded
+// width). Output pixel (oy, ox) is then at q = oy * wp + ox of a "padded grid", and its tap
+// (c, ky, kx) reads xp[c * plane + q + ky * wp + kx]: for every tap, a run of consecutive q
+// reads consecutive memory. The kernels compute whole vectors of q, the columns ox >= ow
+// included (wasted: (kw - 1) / wp of the work), and the callers keep the valid ones. Each
+// sum runs over the taps (or over images and q) in a fixed order: results do not depend on
+// the thread count.
+#pragma once
+#include <cstdint>
+
+namespace fastnn {
+
+struct DirectConvKernels {
+    // yq[o * qn + q] = sum over taps t = (c, ky, kx) of w[o * K + t] * xp[c * plane + ky * wp +
+    // kx + q], for o < oc and q < qn (a multiple of 16), K = c kh kw. xp holds c planes and 16
+    // more floats (zeros): every read stays inside c * plane + 16.
+    void (*forward)(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh,
+                    int64_t kw, const float* w, int64_t oc, int64_t qn, float* yq);
+    // dw[o * K + t] = the sum over `images` images i and q < qn of
+    // gq[i * g_stride + o * qn + q] * xp[i * x_stride + c * plane + ky * wp + kx + q]: gq is
+    // the output's gradient on the padded grid, zero at every q that is not an output pixel.
+    void (*weight_grad)(const float* xp, int64_t x_stride, const float* gq, int64_t g_stride,
+                        int64_t images, int64_t c, int64_t plane, int64_t wp, int64_t kh,
+                        int64_t kw, int64_t oc, int64_t qn, float* dw);
+    // The copies around them, one call per image (a call per row cost 8% of a LeNet step):
+    // pad: c planes of h x w into planes of (h + 2 ph) x (w + 2 pw), each in the middle of
+    // zeros, then 16 zeros.
+    void (*pad)(const float* x, int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw,
+                float* xp);
+    // to_grid: c planes of oh x ow onto the padded grid of pitch wp, planes qn apart, zeros
+    // at every other q below qn.
+    void (*to_grid)(const float* y, int64_t c, int64_t oh, int64_t ow, int64_t wp, int64_t qn,
+                    float* yq);
+    // from_grid: the inverse, plus bias[o] on plane o where bias is given.
+    void (*from_grid)(const float* yq, int64_t c, int64_t qn, int64_t wp, int64_t oh,
+                      int64_t ow, const float* bias, float* y);
+};
+
+#ifdef FASTNN_X86
+extern const DirectConvKernels kDirectConvAvx512;
+#endif
+
+}  // namespace fastnn
