@@ -45,7 +45,10 @@ class Conv2d(WorkspaceLayer):
     multiplied while it is in cache; the product is the image's output, to which the bias and
     activation are applied. Backward multiplies the output gradient by the blocks (the weight's
     gradient, summed over the batch in a fixed order) and by the weight (the patches' gradient,
-    summed back into the image).
+    summed back into the image). With at most 16 output channels per group, stride 1 and
+    dilation 1 (LeNet's convolutions), AVX-512 runs a direct convolution instead, on the
+    zero-padded image: there each patch value would feed too few multiply-adds for the GEMM
+    to pay for building the blocks.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
