@@ -9,7 +9,7 @@
 // The depthwise case (groups == channels) has its own direct loops: its GEMMs would have k =
 // KH x KW (9) and n = the channel multiplier (1), far too thin for the microkernel.
 // Few output channels at stride 1 (LeNet's 6 and 16) take the direct kernels of
-// conv_direct.h where the ISA has them: there each im2col value would feed only that many
+// conv_direct.h (AVX-512 and AVX2): there each im2col value would feed only that many
 // FMAs, and building the blocks took longer than multiplying them.
 #include <algorithm>
 #include <cstdlib>
@@ -152,14 +152,18 @@ constexpr int64_t kDirectMaxChannels = 16;
 
 // The direct kernels for this convolution, or nullptr: stride 1, dilation 1, padding under
 // the kernel size (so that the input's gradient is a direct convolution too), few output
-// channels, and an ISA that has them.
+// channels, and an ISA that has them (AVX-512 or AVX2; the portable build takes the GEMM).
 const DirectConvKernels* direct_kernels(const ConvGeometry& g, int64_t og) {
+    if (g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.ph >= g.kh || g.pw >= g.kw ||
+        og > kDirectMaxChannels)
+        return nullptr;
 #ifdef FASTNN_X86
-    if (elementwise_isa() == Isa::Avx512 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
-        g.ph < g.kh && g.pw < g.kw && og <= kDirectMaxChannels)
-        return &kDirectConvAvx512;
+    switch (elementwise_isa()) {
+        case Isa::Avx512: return &kDirectConvAvx512;
+        case Isa::Avx2: return &kDirectConvAvx2;
+        case Isa::Generic: break;
+    }
 #endif
-    (void)g, (void)og;
     return nullptr;
 }
 

@@ -41,7 +41,8 @@ struct DirectConvKernels {
 };
 
 #ifdef FASTNN_X86
-extern const DirectConvKernels kDirectConvAvx512;
+extern const DirectConvKernels kDirectConvAvx512;  // conv_direct_avx512.cpp
+extern const DirectConvKernels kDirectConvAvx2;    // conv_direct_avx2.cpp
 #endif
 
 }  // namespace fastnn

@@ -46,7 +46,7 @@ class Conv2d(WorkspaceLayer):
     activation are applied. Backward multiplies the output gradient by the blocks (the weight's
     gradient, summed over the batch in a fixed order) and by the weight (the patches' gradient,
     summed back into the image). With at most 16 output channels per group, stride 1 and
-    dilation 1 (LeNet's convolutions), AVX-512 runs a direct convolution instead, on the
+    dilation 1 (LeNet's convolutions), AVX-512 and AVX2 run a direct convolution instead, on the
     zero-padded image: there each patch value would feed too few multiply-adds for the GEMM
     to pay for building the blocks.
     """

@@ -1,0 +1,191 @@
+// The direct convolution's kernels (conv_direct.h), written once over a vector type: each
+// ISA's file (conv_direct_avx512.cpp, conv_direct_avx2.cpp) instantiates them with its own
+// vector operations and register blocking, compiled for that ISA. Include only there.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "conv_direct.h"
+
+namespace fastnn {
+namespace direct {
+
+// Vec supplies: V (the vector), W (floats in one), zero, load, store, set1, fmadd, sum (of
+// the lanes), copy (dst[0, n) = src[0, n), or zeros where src is nullptr, + *add where
+// given), and the blocking: kForwardChannels output channels per forward block, whose
+// vectors per tile forward_vectors(ob) gives, and kGradChannels x kGradTaps accumulators in
+// the weight gradient's blocks (kGradChannels gradient vectors and one image vector live
+// beside them).
+
+// OB output channels x NV vectors of q: OB x NV accumulators, each tap loading NV vectors of
+// the image and broadcasting OB weights.
+template <class Vec, int OB, int NV>
+void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh, int64_t kw,
+                  const float* w, int64_t k, float* yq, int64_t qn) {
+    using V = typename Vec::V;
+    V acc[OB][NV];
+#pragma GCC unroll 8
+    for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 6
+        for (int v = 0; v < NV; ++v) acc[o][v] = Vec::zero();
+    const float* wt = w;
+    for (int64_t ci = 0; ci < c; ++ci)
+        for (int64_t ky = 0; ky < kh; ++ky) {
+            const float* row = xq + ci * plane + ky * wp;
+            for (int64_t kx = 0; kx < kw; ++kx, ++wt) {
+                V xv[NV];
+#pragma GCC unroll 6
+                for (int v = 0; v < NV; ++v) xv[v] = Vec::load(row + kx + Vec::W * v);
+#pragma GCC unroll 8
+                for (int o = 0; o < OB; ++o) {
+                    const V wv = Vec::set1(wt[o * k]);
+#pragma GCC unroll 6
+                    for (int v = 0; v < NV; ++v) acc[o][v] = Vec::fmadd(wv, xv[v], acc[o][v]);
+                }
+            }
+        }
+#pragma GCC unroll 8
+    for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 6
+        for (int v = 0; v < NV; ++v) Vec::store(yq + o * qn + Vec::W * v, acc[o][v]);
+}
+
+// OB output channels over all of q: tiles of forward_vectors(OB) vectors, then single ones.
+template <class Vec, int OB>
+void forward_channels(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh,
+                      int64_t kw, const float* w, int64_t k, int64_t qn, float* yq, int64_t rest) {
+    if constexpr (OB > 1)
+        if (rest < OB) return forward_channels<Vec, OB - 1>(xp, c, plane, wp, kh, kw, w, k, qn, yq, rest);
+    constexpr int NV = Vec::forward_vectors(OB), step = Vec::W * NV;
+    int64_t q = 0;
+    for (; q + step <= qn; q += step) forward_tile<Vec, OB, NV>(xp + q, c, plane, wp, kh, kw, w, k, yq + q, qn);
+    for (; q < qn; q += Vec::W) forward_tile<Vec, OB, 1>(xp + q, c, plane, wp, kh, kw, w, k, yq + q, qn);
+}
+
+template <class Vec>
+void forward(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh, int64_t kw,
+             const float* w, int64_t oc, int64_t qn, float* yq) {
+    const int64_t k = c * kh * kw;
+    constexpr int B = Vec::kForwardChannels;
+    for (int64_t o = 0; o < oc; o += B)
+        forward_channels<Vec, B>(xp, c, plane, wp, kh, kw, w + o * k, k, qn, yq + o * qn,
+                                 std::min<int64_t>(B, oc - o));
+}
+
+// OB output channels x TB taps along a kernel row: OB x TB accumulators over the images and
+// q, each step loading OB gradient vectors and TB image vectors, reduced to sums at the end.
+template <class Vec, int OB, int TB>
+void weight_grad_tile(const float* xr, int64_t x_stride, const float* g, int64_t g_stride,
+                      int64_t images, int64_t qn, float* dw, int64_t k) {
+    using V = typename Vec::V;
+    V acc[OB][TB];
+#pragma GCC unroll 4
+    for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 5
+        for (int t = 0; t < TB; ++t) acc[o][t] = Vec::zero();
+    for (int64_t i = 0; i < images; ++i) {
+        const float* x = xr + i * x_stride;
+        const float* gi = g + i * g_stride;
+        for (int64_t q = 0; q < qn; q += Vec::W) {
+            V gv[OB];
+#pragma GCC unroll 4
+            for (int o = 0; o < OB; ++o) gv[o] = Vec::load(gi + o * qn + q);
+#pragma GCC unroll 5
+            for (int t = 0; t < TB; ++t) {
+                const V xv = Vec::load(x + t + q);
+#pragma GCC unroll 4
+                for (int o = 0; o < OB; ++o) acc[o][t] = Vec::fmadd(gv[o], xv, acc[o][t]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 5
+        for (int t = 0; t < TB; ++t) dw[o * k + t] = Vec::sum(acc[o][t]);
+}
+
+// Taps [kx, kx + TB) of every kernel row, then the row's next block.
+template <class Vec, int OB, int TB>
+void weight_grad_taps(const float* xr, int64_t x_stride, const float* g, int64_t g_stride,
+                      int64_t images, int64_t qn, float* dw, int64_t k, int64_t rest) {
+    if constexpr (TB > 1)
+        if (rest < TB) return weight_grad_taps<Vec, OB, TB - 1>(xr, x_stride, g, g_stride, images, qn, dw, k, rest);
+    weight_grad_tile<Vec, OB, TB>(xr, x_stride, g, g_stride, images, qn, dw, k);
+}
+
+template <class Vec, int OB>
+void weight_grad_channels(const float* xp, int64_t x_stride, const float* g, int64_t g_stride,
+                          int64_t images, int64_t c, int64_t plane, int64_t wp, int64_t kh,
+                          int64_t kw, int64_t qn, float* dw, int64_t k, int64_t rest) {
+    if constexpr (OB > 1)
+        if (rest < OB)
+            return weight_grad_channels<Vec, OB - 1>(xp, x_stride, g, g_stride, images, c, plane,
+                                                     wp, kh, kw, qn, dw, k, rest);
+    constexpr int TB = Vec::kGradTaps;
+    for (int64_t ci = 0; ci < c; ++ci)
+        for (int64_t ky = 0; ky < kh; ++ky) {
+            const float* row = xp + ci * plane + ky * wp;
+            float* d = dw + (ci * kh + ky) * kw;
+            for (int64_t kx = 0; kx < kw; kx += TB)
+                weight_grad_taps<Vec, OB, TB>(row + kx, x_stride, g, g_stride, images, qn, d + kx,
+                                              k, std::min<int64_t>(TB, kw - kx));
+        }
+}
+
+template <class Vec>
+void weight_grad(const float* xp, int64_t x_stride, const float* gq, int64_t g_stride,
+                 int64_t images, int64_t c, int64_t plane, int64_t wp, int64_t kh, int64_t kw,
+                 int64_t oc, int64_t qn, float* dw) {
+    const int64_t k = c * kh * kw;
+    constexpr int B = Vec::kGradChannels;
+    for (int64_t o = 0; o < oc; o += B)
+        weight_grad_channels<Vec, B>(xp, x_stride, gq + o * qn, g_stride, images, c, plane, wp, kh,
+                                     kw, qn, dw + o * k, k, std::min<int64_t>(B, oc - o));
+}
+
+template <class Vec>
+void pad(const float* x, int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw, float* xp) {
+    const int64_t wp = w + 2 * pw, hp = h + 2 * ph;
+    for (int64_t ci = 0; ci < c; ++ci) {
+        float* p = xp + ci * hp * wp;
+        Vec::copy(nullptr, ph * wp, p, nullptr);
+        for (int64_t y = 0; y < h; ++y) {
+            float* row = p + (ph + y) * wp;
+            Vec::copy(nullptr, pw, row, nullptr);
+            Vec::copy(x + (ci * h + y) * w, w, row + pw, nullptr);
+            Vec::copy(nullptr, pw, row + pw + w, nullptr);
+        }
+        Vec::copy(nullptr, ph * wp, p + (ph + h) * wp, nullptr);
+    }
+    Vec::copy(nullptr, 16, xp + c * hp * wp, nullptr);
+}
+
+template <class Vec>
+void to_grid(const float* y, int64_t c, int64_t oh, int64_t ow, int64_t wp, int64_t qn, float* yq) {
+    for (int64_t o = 0; o < c; ++o) {
+        float* p = yq + o * qn;
+        for (int64_t oy = 0; oy < oh; ++oy) {
+            Vec::copy(y + (o * oh + oy) * ow, ow, p + oy * wp, nullptr);
+            const int64_t end = oy + 1 == oh ? qn : (oy + 1) * wp;  // the row's gap, or the tail
+            Vec::copy(nullptr, end - (oy * wp + ow), p + oy * wp + ow, nullptr);
+        }
+    }
+}
+
+template <class Vec>
+void from_grid(const float* yq, int64_t c, int64_t qn, int64_t wp, int64_t oh, int64_t ow,
+               const float* bias, float* y) {
+    for (int64_t o = 0; o < c; ++o) {
+        const typename Vec::V add = Vec::set1(bias ? bias[o] : 0.0f);
+        for (int64_t oy = 0; oy < oh; ++oy)
+            Vec::copy(yq + o * qn + oy * wp, ow, y + (o * oh + oy) * ow, bias ? &add : nullptr);
+    }
+}
+
+template <class Vec>
+constexpr DirectConvKernels kernels() {
+    return {forward<Vec>, weight_grad<Vec>, pad<Vec>, to_grid<Vec>, from_grid<Vec>};
+}
+
+}  // namespace direct
+}  // namespace fastnn
