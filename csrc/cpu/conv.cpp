@@ -17,6 +17,7 @@
 
 #include <memory>
 
+#include "../core/cpu.h"
 #include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
@@ -133,6 +134,19 @@ int64_t block_ld(int64_t pixels) { return (pixels + 15) / 16 * 16 + 16; }
 // Images per partial sum of the weight gradient: fixed, so the sums, added in order, do not
 // depend on the thread count.
 constexpr int64_t kImagesPerPartial = 4;
+
+// Images side by side in one im2col block of the backward pass: an 8 x 8 image made products
+// of k = 64 pixels whose C, the weight gradient, was read and written for every image, and
+// input-gradient products 64 wide (a 48-wide panel and a 16-wide one): 49 GFLOP/s for a
+// (128, 128) layer. As many of a partial sum's images as keep the block in half of L2: on
+// the machine and the geometry only, never the thread count.
+int64_t images_per_block(int64_t rows, int64_t pixels) {
+    int64_t l2 = int64_t{1} << 20;
+    for (const CacheLevel& c : cpu_info().caches)
+        if (c.level == 2) l2 = c.size_bytes;
+    const int64_t budget = l2 / 2 / int64_t{sizeof(float)};
+    return std::clamp<int64_t>(budget / std::max<int64_t>(rows * pixels, 1), 1, kImagesPerPartial);
+}
 
 // Each image's output channel: + bias, then the activation (while it is in cache).
 void finish_channels(float* out, int64_t channels, int64_t pixels, const float* bias,
@@ -296,12 +310,12 @@ void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups,
 void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x,
                      const float* w, const float* gy, float* dx, float* dw, float dw_beta,
                      float* db) {
-    const int64_t oh = g.out_h(), ow = g.out_w(), pixels = oh * ow, ld = block_ld(pixels);
+    const int64_t oh = g.out_h(), ow = g.out_w(), pixels = oh * ow;
     const int64_t k = g.c / groups * g.kh * g.kw, og = out_channels / groups;
     const int64_t rows = g.c * g.kh * g.kw, wsize = out_channels * k;
     if (db) add_channel_sums(gy, g.n, out_channels, pixels, db);
-    // dW: one partial sum per kImagesPerPartial images (each image's gy x block^T added in
-    // order), the partials then added in order; dx: each image's W^T x gy, back through col2im.
+    // dW: one partial sum per kImagesPerPartial images (each block's gy x block^T added in
+    // order), the partials then added in order; dx: W^T x gy, back through col2im.
     const int64_t parts = (g.n + kImagesPerPartial - 1) / kImagesPerPartial;
     thread_local std::unique_ptr<float, AlignedFree> partial_buf;
     thread_local size_t partial_cap = 0;
@@ -313,31 +327,51 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
     }
     float* partial = partial_buf.get();
     const int64_t flops = 2 * out_channels * k * pixels * kImagesPerPartial;
-    if (const DirectConvKernels* dk = direct_kernels(g, og))
+    if (const DirectConvKernels* dk = direct_kernels(g, og)) {
         direct_backward(*dk, g, out_channels, groups, x, w, gy, dx, partial, parts);
-    else
-    parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
-                 [=](int64_t c0, int64_t c1) {
-        float* col = thread_buffer(0, static_cast<size_t>(rows * ld));
-        float* dcol = thread_buffer(1, static_cast<size_t>(rows * ld));
-        for (int64_t part = c0; part < c1; ++part) {
-            float* pw = partial + part * wsize;
-            const int64_t n1 = std::min(g.n, (part + 1) * kImagesPerPartial);
-            for (int64_t n = part * kImagesPerPartial; n < n1; ++n) {
-                const float* gn = gy + n * out_channels * pixels;
-                image_im2col(g, x + n * g.c * g.h * g.w, col, ld);
-                const float beta = n == part * kImagesPerPartial ? 0.0f : 1.0f;
-                for (int64_t grp = 0; grp < groups; ++grp)
-                    gemm(false, true, og, k, pixels, 1.0f, gn + grp * og * pixels, pixels,
-                         col + grp * k * ld, ld, beta, pw + grp * og * k, k);
-                if (!dx) continue;
-                for (int64_t grp = 0; grp < groups; ++grp)
-                    gemm(true, false, k, pixels, og, 1.0f, w + grp * og * k, k,
-                         gn + grp * og * pixels, pixels, 0.0f, dcol + grp * k * ld, ld);
-                image_col2im(g, dcol, ld, dx + n * g.c * g.h * g.w);
+    } else {
+        // `per_block` images side by side in each product (see images_per_block).
+        const int64_t per_block = images_per_block(rows, pixels), span = per_block * pixels;
+        const int64_t ld = block_ld(span);
+        parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
+                     [=](int64_t c0, int64_t c1) {
+            float* col = thread_buffer(0, static_cast<size_t>(rows * ld));
+            float* dcol = thread_buffer(1, static_cast<size_t>(rows * ld));
+            float* gyb = per_block > 1 ? thread_buffer(2, static_cast<size_t>(out_channels * span)) : nullptr;
+            for (int64_t part = c0; part < c1; ++part) {
+                float* pw = partial + part * wsize;
+                const int64_t first = part * kImagesPerPartial;
+                const int64_t last = std::min(g.n, first + kImagesPerPartial);
+                for (int64_t n0 = first; n0 < last; n0 += per_block) {
+                    const int64_t count = std::min(per_block, last - n0), cols = count * pixels;
+                    for (int64_t i = 0; i < count; ++i)
+                        image_im2col(g, x + (n0 + i) * g.c * g.h * g.w, col + i * pixels, ld);
+                    // The images' output gradients side by side (one image: as it stands).
+                    const float* gb = gy + n0 * out_channels * pixels;
+                    int64_t ldg = pixels;
+                    if (count > 1) {
+                        for (int64_t o = 0; o < out_channels; ++o)
+                            for (int64_t i = 0; i < count; ++i)
+                                std::copy(gb + (i * out_channels + o) * pixels,
+                                          gb + (i * out_channels + o + 1) * pixels,
+                                          gyb + o * cols + i * pixels);
+                        gb = gyb;
+                        ldg = cols;
+                    }
+                    const float beta = n0 == first ? 0.0f : 1.0f;
+                    for (int64_t grp = 0; grp < groups; ++grp)
+                        gemm(false, true, og, k, cols, 1.0f, gb + grp * og * ldg, ldg,
+                             col + grp * k * ld, ld, beta, pw + grp * og * k, k);
+                    if (!dx) continue;
+                    for (int64_t grp = 0; grp < groups; ++grp)
+                        gemm(true, false, k, cols, og, 1.0f, w + grp * og * k, k,
+                             gb + grp * og * ldg, ldg, 0.0f, dcol + grp * k * ld, ld);
+                    for (int64_t i = 0; i < count; ++i)
+                        image_col2im(g, dcol + i * pixels, ld, dx + (n0 + i) * g.c * g.h * g.w);
+                }
             }
-        }
-    });
+        });
+    }
     parallel_for(wsize, kGrain, [=](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
             float s = partial[i];
