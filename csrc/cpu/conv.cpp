@@ -165,11 +165,13 @@ void finish_channels(float* out, int64_t channels, int64_t pixels, const float* 
 constexpr int64_t kDirectMaxChannels = 16;
 
 // The direct kernels for this convolution, or nullptr: stride 1, dilation 1, padding under
-// the kernel size (so that the input's gradient is a direct convolution too), few output
-// channels, and an ISA that has them (AVX-512 or AVX2; the portable build takes the GEMM).
-const DirectConvKernels* direct_kernels(const ConvGeometry& g, int64_t og) {
+// the kernel size (so that the input's gradient is a direct convolution too), at most
+// max_channels output channels per group, and an ISA that has them (AVX-512 or AVX2; the
+// portable build takes the GEMM).
+const DirectConvKernels* direct_kernels(const ConvGeometry& g, int64_t og,
+                                        int64_t max_channels = kDirectMaxChannels) {
     if (g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.ph >= g.kh || g.pw >= g.kw ||
-        og > kDirectMaxChannels)
+        og > max_channels)
         return nullptr;
 #ifdef FASTNN_X86
     switch (elementwise_isa()) {
@@ -217,59 +219,70 @@ void direct_forward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t 
     });
 }
 
-// The weight's gradient (partials of kImagesPerPartial images, as the GEMM path) and the
-// input's: the output's gradient, padded by (kh - 1 - ph, kw - 1 - pw), convolved with the
-// weight flipped in both axes and with its two channel axes swapped.
-void direct_backward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
-                     int64_t groups, const float* x, const float* w, const float* gy, float* dx,
-                     float* partial, int64_t parts) {
+// The input's gradient as a direct convolution: the output's gradient, padded by
+// (kh - 1 - ph, kw - 1 - pw), convolved with the weight flipped in both axes and with its two
+// channel axes swapped. Threads take images.
+void direct_input_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
+                       int64_t groups, const float* w, const float* gy, float* dx) {
+    const int64_t oh = g.out_h(), ow = g.out_w(), cg = g.c / groups, og = out_channels / groups;
+    const int64_t taps = g.kh * g.kw, wsize = out_channels * cg * taps;
+    const PaddedImage gpad(out_channels, oh, ow, g.kh - 1 - g.ph, g.kw - 1 - g.pw);
+    const int64_t dqn = gpad.qn(g.h, g.w);
+    // flipped[grp][ci][o][ky][kx] = w[grp og + o][ci][kh - 1 - ky][kw - 1 - kx]
+    thread_local std::unique_ptr<float, AlignedFree> flip_buf;
+    thread_local size_t flip_cap = 0;
+    if (static_cast<size_t>(wsize) > flip_cap) {
+        flip_buf.reset(static_cast<float*>(std::aligned_alloc(64, (wsize * 4 + 63) / 64 * 64)));
+        if (!flip_buf) throw std::bad_alloc();
+        flip_cap = wsize;
+    }
+    float* flipped = flip_buf.get();
+    for (int64_t grp = 0; grp < groups; ++grp)
+        for (int64_t ci = 0; ci < cg; ++ci)
+            for (int64_t o = 0; o < og; ++o)
+                for (int64_t t = 0; t < taps; ++t)
+                    flipped[((grp * cg + ci) * og + o) * taps + t] =
+                        w[((grp * og + o) * cg + ci) * taps + taps - 1 - t];
+    const int64_t flops = 2 * wsize * dqn;
+    parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
+                 [=, &dk](int64_t n0, int64_t n1) {
+        float* gp = thread_buffer(2, static_cast<size_t>(gpad.size));
+        float* dq = thread_buffer(3, static_cast<size_t>(cg * dqn));
+        for (int64_t n = n0; n < n1; ++n) {
+            dk.pad(gy + n * out_channels * oh * ow, out_channels, oh, ow, g.kh - 1 - g.ph,
+                   g.kw - 1 - g.pw, gp);
+            float* dxn = dx + n * g.c * g.h * g.w;
+            for (int64_t grp = 0; grp < groups; ++grp) {
+                dk.forward(gp + grp * og * gpad.plane, og, gpad.plane, gpad.wp, g.kh, g.kw,
+                           flipped + grp * cg * og * taps, cg, dqn, dq);
+                dk.from_grid(dq, cg, dqn, gpad.wp, g.h, g.w, nullptr, dxn + grp * cg * g.h * g.w);
+            }
+        }
+    });
+}
+
+// The weight's gradient: partials of kImagesPerPartial images, as the GEMM path's.
+void direct_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
+                        int64_t groups, const float* x, const float* gy, float* partial,
+                        int64_t parts) {
     const int64_t oh = g.out_h(), ow = g.out_w(), cg = g.c / groups, og = out_channels / groups;
     const int64_t k = cg * g.kh * g.kw, wsize = out_channels * k;
     const PaddedImage pad(g.c, g.h, g.w, g.ph, g.pw);
-    const PaddedImage gpad(out_channels, oh, ow, g.kh - 1 - g.ph, g.kw - 1 - g.pw);
-    const int64_t qn = pad.qn(oh, ow), dqn = gpad.qn(g.h, g.w);
-    float* flipped = nullptr;
-    if (dx) {  // flipped[grp][ci][o][ky][kx] = w[grp og + o][ci][kh - 1 - ky][kw - 1 - kx]
-        thread_local std::unique_ptr<float, AlignedFree> flip_buf;
-        thread_local size_t flip_cap = 0;
-        if (static_cast<size_t>(wsize) > flip_cap) {
-            flip_buf.reset(static_cast<float*>(std::aligned_alloc(64, (wsize * 4 + 63) / 64 * 64)));
-            if (!flip_buf) throw std::bad_alloc();
-            flip_cap = wsize;
-        }
-        flipped = flip_buf.get();
-        const int64_t taps = g.kh * g.kw;
-        for (int64_t grp = 0; grp < groups; ++grp)
-            for (int64_t ci = 0; ci < cg; ++ci)
-                for (int64_t o = 0; o < og; ++o)
-                    for (int64_t t = 0; t < taps; ++t)
-                        flipped[((grp * cg + ci) * og + o) * taps + t] =
-                            w[((grp * og + o) * cg + ci) * taps + taps - 1 - t];
-    }
-    const int64_t flops = 4 * out_channels * k * qn * kImagesPerPartial;
+    const int64_t qn = pad.qn(oh, ow);
+    const int64_t flops = 2 * out_channels * k * qn * kImagesPerPartial;
     parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
                  [=, &dk](int64_t c0, int64_t c1) {
         const int64_t gsize = out_channels * qn;
         float* xp = thread_buffer(0, static_cast<size_t>(kImagesPerPartial * pad.size));
         float* gq = thread_buffer(1, static_cast<size_t>(kImagesPerPartial * gsize));
-        float* gp = dx ? thread_buffer(2, static_cast<size_t>(gpad.size)) : nullptr;
-        float* dq = dx ? thread_buffer(3, static_cast<size_t>(cg * dqn)) : nullptr;
         for (int64_t part = c0; part < c1; ++part) {
             const int64_t first = part * kImagesPerPartial;
             const int64_t images = std::min(g.n, first + kImagesPerPartial) - first;
             for (int64_t i = 0; i < images; ++i) {
-                const float* gn = gy + (first + i) * out_channels * oh * ow;
                 dk.pad(x + (first + i) * g.c * g.h * g.w, g.c, g.h, g.w, g.ph, g.pw,
                        xp + i * pad.size);
-                dk.to_grid(gn, out_channels, oh, ow, pad.wp, qn, gq + i * gsize);
-                if (!dx) continue;
-                dk.pad(gn, out_channels, oh, ow, g.kh - 1 - g.ph, g.kw - 1 - g.pw, gp);
-                float* dxn = dx + (first + i) * g.c * g.h * g.w;
-                for (int64_t grp = 0; grp < groups; ++grp) {
-                    dk.forward(gp + grp * og * gpad.plane, og, gpad.plane, gpad.wp, g.kh, g.kw,
-                               flipped + grp * cg * og * g.kh * g.kw, cg, dqn, dq);
-                    dk.from_grid(dq, cg, dqn, gpad.wp, g.h, g.w, nullptr, dxn + grp * cg * g.h * g.w);
-                }
+                dk.to_grid(gy + (first + i) * out_channels * oh * ow, out_channels, oh, ow, pad.wp,
+                           qn, gq + i * gsize);
             }
             for (int64_t grp = 0; grp < groups; ++grp)
                 dk.weight_grad(xp + grp * cg * pad.plane, pad.size, gq + grp * og * qn, gsize,
@@ -327,8 +340,16 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
     }
     float* partial = partial_buf.get();
     const int64_t flops = 2 * out_channels * k * pixels * kImagesPerPartial;
+    // The input's gradient as a direct convolution wherever the geometry allows, whatever
+    // the channels: it needs no patches' gradient block (out_channels x pixels x rows floats
+    // written, then read back by col2im), which took half of a VGG layer's backward pass.
+    const DirectConvKernels* dk_input = dx ? direct_kernels(g, og, INT64_MAX) : nullptr;
+    if (dk_input) {
+        direct_input_grad(*dk_input, g, out_channels, groups, w, gy, dx);
+        dx = nullptr;
+    }
     if (const DirectConvKernels* dk = direct_kernels(g, og)) {
-        direct_backward(*dk, g, out_channels, groups, x, w, gy, dx, partial, parts);
+        direct_weight_grad(*dk, g, out_channels, groups, x, gy, partial, parts);
     } else {
         // `per_block` images side by side in each product (see images_per_block).
         const int64_t per_block = images_per_block(rows, pixels), span = per_block * pixels;
