@@ -1052,11 +1052,12 @@ def test_conv2d_forward_backward_against_numpy_float64(geom, groups, rng):
     assert _C.conv2d_backward(x, wt, g, gw, input_grad=False, **conv_kw(s, p, d), groups=groups) is None
 
 
-# Stride 1 and dilation 1 with at most 16 output channels per group take the direct kernels
-# where the ISA has them (AVX-512): output channels in blocks of 8 and 4 with every
-# remainder, kernel rows of 1-7 taps (blocks of 5), images narrower than a vector, padding
-# up to kernel - 1, and a run of vectors plus single ones. 17 and more, a padding of the
-# kernel's size, and the other ISAs, take the GEMM over im2col blocks.
+# Stride 1, dilation 1 and a padding under the kernel size take the direct kernels where the
+# ISA has them (AVX-512, AVX2) for the forward pass and the input's gradient, and for the
+# weight's gradient too with at most 16 output channels per group (17 and 24 here take the
+# GEMM for it): output channels in blocks with every remainder, kernel rows of 1-7 taps,
+# images narrower than a vector, padding up to kernel - 1, runs of vectors plus single ones.
+# A padding of the kernel's size, and the portable ISA, take the GEMM over im2col blocks.
 # (n, c, h, w, out_channels, kernel, padding, groups)
 DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 2, 1), (5, 6, 14, 14, 16, 5, 0, 1), (2, 3, 9, 7, 5, 3, 1, 1),
                 (2, 2, 3, 4, 13, 3, 2, 1), (1, 3, 5, 33, 11, (2, 7), (1, 6), 1), (4, 4, 6, 5, 1, 1, 0, 1),
@@ -1109,7 +1110,7 @@ def test_conv_bit_identical_with_one_and_two_threads(rng):
     x = rng.standard_normal((9, 6, 13, 11)).astype(np.float32)
     wd = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
     wt = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)  # direct kernels (AVX-512)
-    w24 = rng.standard_normal((24, 6, 3, 3)).astype(np.float32)  # GEMM
+    w24 = rng.standard_normal((24, 6, 3, 3)).astype(np.float32)  # weight gradient on the GEMM
     g = rng.standard_normal((9, 6, 13, 11)).astype(np.float32)
     g8 = rng.standard_normal((9, 8, 13, 11)).astype(np.float32)
     g24 = rng.standard_normal((9, 24, 13, 11)).astype(np.float32)

@@ -45,10 +45,11 @@ class Conv2d(WorkspaceLayer):
     multiplied while it is in cache; the product is the image's output, to which the bias and
     activation are applied. Backward multiplies the output gradient by the blocks (the weight's
     gradient, summed over the batch in a fixed order) and by the weight (the patches' gradient,
-    summed back into the image). With at most 16 output channels per group, stride 1 and
-    dilation 1 (LeNet's convolutions), AVX-512 and AVX2 run a direct convolution instead, on the
-    zero-padded image: there each patch value would feed too few multiply-adds for the GEMM
-    to pay for building the blocks.
+    summed back into the image). At stride 1 and dilation 1 (padding under the kernel size),
+    AVX-512 and AVX2 run a direct convolution instead, on the zero-padded image, for the forward
+    pass and the input's gradient (the output's gradient convolved with the flipped weight),
+    and for the weight's gradient too with at most 16 output channels per group (LeNet's),
+    where each patch value would feed too few multiply-adds for the GEMM to pay.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
