@@ -57,19 +57,40 @@ F32Array optional_bias(py::handle obj, int64_t oc, const char* fn) {
     return b;
 }
 
+// A convolution's input and weight, checked, with its geometry, its groups (groups_obj None:
+// depthwise, a group per channel) and its output channels.
+struct ConvArgs {
+    F32Array x, w;
+    ConvGeometry g;
+    bool depthwise;
+    int64_t groups, oc;
+};
+
+ConvArgs conv_args(const char* fn, py::handle x_obj, py::handle w_obj, py::handle stride,
+                   py::handle padding, py::handle dilation, py::handle groups_obj) {
+    ConvArgs a;
+    a.x = as_f32(x_obj, fn, "x");
+    a.w = as_f32(w_obj, fn, "weight");
+    require_rank(a.w, 4, fn, "weight");
+    a.g = geometry(shape_of(a.x), py::make_tuple(a.w.shape(2), a.w.shape(3)), stride, padding,
+                   dilation, fn, "x");
+    a.depthwise = groups_obj.is_none();
+    a.groups = a.depthwise ? a.g.c : int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");
+    a.oc = check_weight(a.w, a.g, a.groups, fn);
+    return a;
+}
+
 // conv2d_forward and depthwise_conv2d_forward (groups None): the same checks and output,
 // the one kernel or the other (the depthwise one has no activation: act is Identity there).
 py::array_t<float> conv_forward(const char* fn, py::handle x_obj, py::handle w_obj,
                                 py::handle b_obj, py::handle stride, py::handle padding,
                                 py::handle dilation, py::handle groups_obj, Activation act,
                                 float alpha, py::handle out_obj) {
-    F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
-    require_rank(w, 4, fn, "weight");
-    const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
-                                    stride, padding, dilation, fn, "x");
-    const bool depthwise = groups_obj.is_none();
-    const int64_t groups = depthwise ? g.c : int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");
-    const int64_t oc = check_weight(w, g, groups, fn);
+    ConvArgs args = conv_args(fn, x_obj, w_obj, stride, padding, dilation, groups_obj);
+    const F32Array &x = args.x, &w = args.w;
+    const ConvGeometry& g = args.g;
+    const bool depthwise = args.depthwise;
+    const int64_t groups = args.groups, oc = args.oc;
     F32Array b = optional_bias(b_obj, oc, fn);
     auto y = out_array(out_obj, {g.n, oc, g.out_h(), g.out_w()}, fn);
     Operands ops(fn);
@@ -92,13 +113,11 @@ py::object conv_backward(const char* fn, py::handle x_obj, py::handle w_obj, py:
                          py::handle gw_obj, py::handle gb_obj, float beta, bool input_grad,
                          py::handle stride, py::handle padding, py::handle dilation,
                          py::handle groups_obj, py::handle out_obj) {
-    F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
-    require_rank(w, 4, fn, "weight");
-    const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
-                                    stride, padding, dilation, fn, "x");
-    const bool depthwise = groups_obj.is_none();
-    const int64_t groups = depthwise ? g.c : int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");
-    const int64_t oc = check_weight(w, g, groups, fn);
+    ConvArgs args = conv_args(fn, x_obj, w_obj, stride, padding, dilation, groups_obj);
+    const F32Array &x = args.x, &w = args.w;
+    const ConvGeometry& g = args.g;
+    const bool depthwise = args.depthwise;
+    const int64_t groups = args.groups, oc = args.oc;
     F32Array gy = as_f32(g_obj, fn, "grad_y");
     if (gy.ndim() != 4 || gy.shape(0) != g.n || gy.shape(1) != oc || gy.shape(2) != g.out_h() ||
         gy.shape(3) != g.out_w())
@@ -145,12 +164,11 @@ void bind_conv(py::module_& m) {
                                  py::handle stride, py::handle padding, py::handle dilation,
                                  py::handle groups_obj) {
         const char* fn = "conv2d_reference";
-        F32Array x = as_f32(x_obj, fn, "x"), w = as_f32(w_obj, fn, "weight");
-        require_rank(w, 4, fn, "weight");
-        const ConvGeometry g = geometry(shape_of(x), py::make_tuple(w.shape(2), w.shape(3)),
-                                        stride, padding, dilation, fn, "x");
-        const int64_t groups = int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");
-        const int64_t oc = check_weight(w, g, groups, fn);
+        int_in(groups_obj, 1, int64_t{1} << 30, fn, "groups");  // here None is an error, not depthwise
+        ConvArgs args = conv_args(fn, x_obj, w_obj, stride, padding, dilation, groups_obj);
+        const F32Array &x = args.x, &w = args.w;
+        const ConvGeometry& g = args.g;
+        const int64_t groups = args.groups, oc = args.oc;
         F32Array b = optional_bias(b_obj, oc, fn);
         py::array_t<float> y({g.n, oc, g.out_h(), g.out_w()});
         float* out = y.mutable_data();
