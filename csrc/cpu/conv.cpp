@@ -195,6 +195,32 @@ struct PaddedImage {
     int64_t qn(int64_t oh, int64_t ow) const { return ((oh - 1) * wp + ow + 15) / 16 * 16; }
 };
 
+// Weights as the direct forward kernel takes them (DirectConvKernels::channel_block), group
+// after group: weight(grp, o, t) for o < og and t < k, in a grow-only buffer of the calling
+// thread (packed once a call, then read by every thread).
+template <class Weight>
+const float* packed_weights(const DirectConvKernels& dk, int64_t groups, int64_t og, int64_t k,
+                            Weight weight) {
+    const int64_t b = dk.channel_block, blocks = (og + b - 1) / b;
+    const size_t size = static_cast<size_t>(groups * blocks * k * b);
+    thread_local std::unique_ptr<float, AlignedFree> buf;
+    thread_local size_t cap = 0;
+    if (size > cap) {
+        buf.reset(static_cast<float*>(std::aligned_alloc(64, (size * 4 + 63) / 64 * 64)));
+        if (!buf) throw std::bad_alloc();
+        cap = size;
+    }
+    float* out = buf.get();
+    for (int64_t grp = 0; grp < groups; ++grp)
+        for (int64_t blk = 0; blk < blocks; ++blk)
+            for (int64_t t = 0; t < k; ++t)
+                for (int64_t j = 0; j < b; ++j) {
+                    const int64_t o = blk * b + j;
+                    out[((grp * blocks + blk) * k + t) * b + j] = o < og ? weight(grp, o, t) : 0.0f;
+                }
+    return out;
+}
+
 void direct_forward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
                     int64_t groups, const float* x, const float* w, const float* bias,
                     Activation act, float alpha, float* y) {
@@ -203,6 +229,10 @@ void direct_forward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t 
     const PaddedImage pad(g.c, g.h, g.w, g.ph, g.pw);
     const int64_t qn = pad.qn(oh, ow);
     const ActivateFn activate_fn = activate_kernel();
+    const float* packed = packed_weights(dk, groups, og, k, [&](int64_t grp, int64_t o, int64_t t) {
+        return w[(grp * og + o) * k + t];
+    });
+    const int64_t group_weights = (og + dk.channel_block - 1) / dk.channel_block * dk.channel_block * k;
     parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(out_channels * k * qn, 1)),
                  [=, &dk](int64_t n0, int64_t n1) {
         float* xp = thread_buffer(0, static_cast<size_t>(pad.size));
@@ -212,7 +242,7 @@ void direct_forward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t 
             float* out = y + n * out_channels * oh * ow;
             for (int64_t grp = 0; grp < groups; ++grp) {
                 dk.forward(xp + grp * cg * pad.plane, cg, pad.plane, pad.wp, g.kh, g.kw,
-                           w + grp * og * k, og, qn, yq);
+                           packed + grp * group_weights, og, qn, yq);
                 dk.from_grid(yq, og, qn, pad.wp, oh, ow, bias ? bias + grp * og : nullptr,
                              out + grp * og * oh * ow);
             }
@@ -230,21 +260,13 @@ void direct_input_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64
     const int64_t taps = g.kh * g.kw, wsize = out_channels * cg * taps;
     const PaddedImage gpad(out_channels, oh, ow, g.kh - 1 - g.ph, g.kw - 1 - g.pw);
     const int64_t dqn = gpad.qn(g.h, g.w);
-    // flipped[grp][ci][o][ky][kx] = w[grp og + o][ci][kh - 1 - ky][kw - 1 - kx]
-    thread_local std::unique_ptr<float, AlignedFree> flip_buf;
-    thread_local size_t flip_cap = 0;
-    if (static_cast<size_t>(wsize) > flip_cap) {
-        flip_buf.reset(static_cast<float*>(std::aligned_alloc(64, (wsize * 4 + 63) / 64 * 64)));
-        if (!flip_buf) throw std::bad_alloc();
-        flip_cap = wsize;
-    }
-    float* flipped = flip_buf.get();
-    for (int64_t grp = 0; grp < groups; ++grp)
-        for (int64_t ci = 0; ci < cg; ++ci)
-            for (int64_t o = 0; o < og; ++o)
-                for (int64_t t = 0; t < taps; ++t)
-                    flipped[((grp * cg + ci) * og + o) * taps + t] =
-                        w[((grp * og + o) * cg + ci) * taps + taps - 1 - t];
+    // Output channel ci, tap (o, ky, kx) of group grp: w[grp og + o][ci][kh - 1 - ky][kw - 1 - kx].
+    const int64_t k_in = og * taps;
+    const float* flipped = packed_weights(dk, groups, cg, k_in, [&](int64_t grp, int64_t ci, int64_t t) {
+        const int64_t o = t / taps, tap = t % taps;
+        return w[((grp * og + o) * cg + ci) * taps + taps - 1 - tap];
+    });
+    const int64_t group_weights = (cg + dk.channel_block - 1) / dk.channel_block * dk.channel_block * k_in;
     const int64_t flops = 2 * wsize * dqn;
     parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
                  [=, &dk](int64_t n0, int64_t n1) {
@@ -256,7 +278,7 @@ void direct_input_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64
             float* dxn = dx + n * g.c * g.h * g.w;
             for (int64_t grp = 0; grp < groups; ++grp) {
                 dk.forward(gp + grp * og * gpad.plane, og, gpad.plane, gpad.wp, g.kh, g.kw,
-                           flipped + grp * cg * og * taps, cg, dqn, dq);
+                           flipped + grp * group_weights, cg, dqn, dq);
                 dk.from_grid(dq, cg, dqn, gpad.wp, g.h, g.w, nullptr, dxn + grp * cg * g.h * g.w);
             }
         }

@@ -15,7 +15,10 @@
 namespace fastnn {
 
 struct DirectConvKernels {
-    // yq[o * qn + q] = sum over taps t = (c, ky, kx) of w[o * K + t] * xp[c * plane + ky * wp +
+    // The forward kernel's output channels per block: its weights come packed, weight (o, t)
+    // at w[((o / block) * K + t) * block + o % block], zeros past the last channel.
+    int64_t channel_block;
+    // yq[o * qn + q] = sum over taps t = (c, ky, kx) of weight (o, t) * xp[c * plane + ky * wp +
     // kx + q], for o < oc and q < qn (a multiple of 16), K = c kh kw. xp holds c planes and 16
     // more floats (zeros): every read stays inside c * plane + 16.
     void (*forward)(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh,

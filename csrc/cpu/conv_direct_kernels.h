@@ -18,10 +18,11 @@ namespace direct {
 // beside them).
 
 // OB output channels x NV vectors of q: OB x NV accumulators, each tap loading NV vectors of
-// the image and broadcasting OB weights.
+// the image and broadcasting OB weights (packed: a tap's weights side by side, in one cache
+// line, not a row of the weight apart each).
 template <class Vec, int OB, int NV>
 void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh, int64_t kw,
-                  const float* w, int64_t k, float* yq, int64_t qn) {
+                  const float* w, float* yq, int64_t qn) {
     using V = typename Vec::V;
     V acc[OB][NV];
 #pragma GCC unroll 8
@@ -32,13 +33,13 @@ void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t
     for (int64_t ci = 0; ci < c; ++ci)
         for (int64_t ky = 0; ky < kh; ++ky) {
             const float* row = xq + ci * plane + ky * wp;
-            for (int64_t kx = 0; kx < kw; ++kx, ++wt) {
+            for (int64_t kx = 0; kx < kw; ++kx, wt += Vec::kForwardChannels) {
                 V xv[NV];
 #pragma GCC unroll 6
                 for (int v = 0; v < NV; ++v) xv[v] = Vec::load(row + kx + Vec::W * v);
 #pragma GCC unroll 8
                 for (int o = 0; o < OB; ++o) {
-                    const V wv = Vec::set1(wt[o * k]);
+                    const V wv = Vec::set1(wt[o]);
 #pragma GCC unroll 6
                     for (int v = 0; v < NV; ++v) acc[o][v] = Vec::fmadd(wv, xv[v], acc[o][v]);
                 }
@@ -53,13 +54,13 @@ void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t
 // OB output channels over all of q: tiles of forward_vectors(OB) vectors, then single ones.
 template <class Vec, int OB>
 void forward_channels(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh,
-                      int64_t kw, const float* w, int64_t k, int64_t qn, float* yq, int64_t rest) {
+                      int64_t kw, const float* w, int64_t qn, float* yq, int64_t rest) {
     if constexpr (OB > 1)
-        if (rest < OB) return forward_channels<Vec, OB - 1>(xp, c, plane, wp, kh, kw, w, k, qn, yq, rest);
+        if (rest < OB) return forward_channels<Vec, OB - 1>(xp, c, plane, wp, kh, kw, w, qn, yq, rest);
     constexpr int NV = Vec::forward_vectors(OB), step = Vec::W * NV;
     int64_t q = 0;
-    for (; q + step <= qn; q += step) forward_tile<Vec, OB, NV>(xp + q, c, plane, wp, kh, kw, w, k, yq + q, qn);
-    for (; q < qn; q += Vec::W) forward_tile<Vec, OB, 1>(xp + q, c, plane, wp, kh, kw, w, k, yq + q, qn);
+    for (; q + step <= qn; q += step) forward_tile<Vec, OB, NV>(xp + q, c, plane, wp, kh, kw, w, yq + q, qn);
+    for (; q < qn; q += Vec::W) forward_tile<Vec, OB, 1>(xp + q, c, plane, wp, kh, kw, w, yq + q, qn);
 }
 
 template <class Vec>
@@ -68,7 +69,7 @@ void forward(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh, 
     const int64_t k = c * kh * kw;
     constexpr int B = Vec::kForwardChannels;
     for (int64_t o = 0; o < oc; o += B)
-        forward_channels<Vec, B>(xp, c, plane, wp, kh, kw, w + o * k, k, qn, yq + o * qn,
+        forward_channels<Vec, B>(xp, c, plane, wp, kh, kw, w + o * k, qn, yq + o * qn,
                                  std::min<int64_t>(B, oc - o));
 }
 
@@ -184,7 +185,8 @@ void from_grid(const float* yq, int64_t c, int64_t qn, int64_t wp, int64_t oh, i
 
 template <class Vec>
 constexpr DirectConvKernels kernels() {
-    return {forward<Vec>, weight_grad<Vec>, pad<Vec>, to_grid<Vec>, from_grid<Vec>};
+    return {Vec::kForwardChannels, forward<Vec>, weight_grad<Vec>, pad<Vec>, to_grid<Vec>,
+            from_grid<Vec>};
 }
 
 }  // namespace direct
