@@ -51,7 +51,7 @@ void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t
         for (int v = 0; v < NV; ++v) Vec::store(yq + o * qn + Vec::W * v, acc[o][v]);
 }
 
-// OB output channels over all of q: tiles of forward_vectors(OB) vectors, then single ones.
+// OB output channels over all of q: tiles of forward_vectors(OB) vectors, then smaller ones.
 template <class Vec, int OB>
 void forward_channels(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh,
                       int64_t kw, const float* w, int64_t qn, float* yq, int64_t rest) {
@@ -60,6 +60,11 @@ void forward_channels(const float* xp, int64_t c, int64_t plane, int64_t wp, int
     constexpr int NV = Vec::forward_vectors(OB), step = Vec::W * NV;
     int64_t q = 0;
     for (; q + step <= qn; q += step) forward_tile<Vec, OB, NV>(xp + q, c, plane, wp, kh, kw, w, yq + q, qn);
+    // The rest two vectors at a time where it can (one alone loads as much as it computes:
+    // an 8 x 8 image's 80 columns were 40% single vectors, 6% of a VGG step)
+    if constexpr (NV > 2)
+        for (; q + 2 * Vec::W <= qn; q += 2 * Vec::W)
+            forward_tile<Vec, OB, 2>(xp + q, c, plane, wp, kh, kw, w, yq + q, qn);
     for (; q < qn; q += Vec::W) forward_tile<Vec, OB, 1>(xp + q, c, plane, wp, kh, kw, w, yq + q, qn);
 }
 
