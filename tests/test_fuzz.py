@@ -914,10 +914,14 @@ def test_optimizer_steps(data, which, n, two_d, size_bug, alias):
     def check(_):
         with np.errstate(all="ignore"):
             new, mag = opt_ref(which, p0, g0.reshape(p0.shape), s0, hp)
+            # denormal inputs read as zero while fastnn flushes them: that result is right too
+            read, _ = opt_ref(which, as_read(p0), as_read(g0.reshape(p0.shape)),
+                              {k: None if v is None else as_read(v) for k, v in s0.items()}, hp)
         outs = {"param": param, **states}
         for key, expected in new.items():
-            agree(outs[key].a, expected, 64 * EPS32 * mag[key] + 1e-30,
-                  f"{which}_step {shape} {hp}: {key}", skip=np.isnan(mag[key]))
+            tol = 64 * EPS32 * mag[key] + 1e-30
+            agree(outs[key].a, expected, tol, f"{which}_step {shape} {hp}: {key}",
+                  skip=np.isnan(mag[key]) | agreeing(outs[key].a, read[key], tol))
 
     p, g = param.a, grad.a
     sa = {k: a.a for k, a in states.items()}
@@ -1394,7 +1398,9 @@ def test_pool_bindings(data, fn, n, c, h, w, k, s, p, corrupt):
         returned_in(dx_out, dx)
         with np.errstate(all="ignore"):
             e = _ref.maxpool2d_backward(gy.v, argmax, shape)
-        agree(dx, e, 1e-5 * (np.abs(np.where(np.isfinite(gy.v), gy.v, 0)).max(initial=0) + 1) * k if isinstance(k, int) else 1e-4,
+        # an input value sums the gradients of up to kh kw windows
+        taps = int(np.prod(_ref.pair(k)))
+        agree(dx, e, 1e-5 * (np.abs(np.where(np.isfinite(gy.v), gy.v, 0)).max(initial=0) + 1) * taps,
               "maxpool2d_backward", skip=~np.isfinite(e))
     check_call(f"maxpool2d_backward(grad_y, argmax, ..., {kw})",
                lambda: _C.maxpool2d_backward(gy.a, argmax, shape, k, stride=s, padding=p, **kw),
