@@ -1,6 +1,9 @@
-// The direct convolution at stride 1 and dilation 1, for layers with few output channels,
-// where a GEMM over im2col blocks is bound by building and reading the blocks (each of their
-// values feeds only out_channels FMAs: 6 and 16 in LeNet, 11-28 GFLOP/s).
+// The direct convolution at stride 1 and dilation 1: the forward pass and the input's
+// gradient of every such layer, and the weight's gradient of those with few output channels
+// (conv.cpp says where each runs and why). It began with LeNet, where a GEMM over im2col
+// blocks was bound by building and reading the blocks (each value fed only 6 or 16 FMAs:
+// 11-28 GFLOP/s); on VGG-style layers it also beat the GEMM forward and for the input's
+// gradient, which no longer needs a patches' gradient block.
 //
 // The image is first copied with its zero padding into a buffer of row pitch wp (the padded
 // width). Output pixel (oy, ox) is then at q = oy * wp + ox of a "padded grid", and its tap
