@@ -1,6 +1,7 @@
 """fastnn: a deep-learning library whose numeric work runs in C++ (OpenMP) kernels.
 
-Subpackages: ``nn`` (layers, Sequential), ``init``, ``optim``, ``schedulers``, ``losses``,
+Subpackages: ``nn`` (layers, Sequential), ``functional`` (``relu``, ``add``, ``concat``, ...,
+exported here, for the forward of a model of your own), ``init``, ``optim``, ``schedulers``, ``losses``,
 ``metrics``, ``data``, ``datasets``, ``callbacks``, ``diagnostics``, ``io`` (``load``),
 ``tuning`` (``tune``: the GEMM blocking timed on this CPU, saved and loaded at import),
 ``memory`` (where every array fastnn allocates comes from: aligned, on a device).
@@ -20,7 +21,8 @@ except ImportError as err:  # src/fastnn imported as it is, without a build
         f"fastnn's C++ extension is not built next to {__path__[0]}. Install the package: "
         "pip install . (or pip install -e . to work on it) from the repository") from err
 
-from . import data, losses, memory, nn, optim
+from . import data, functional, losses, memory, nn, optim
+from .functional import add, concat, flatten, mul, relu, reshape, sigmoid, softmax, tanh
 from ._checks import thread_count
 from ._random import seed
 from . import tuning as _tuning
@@ -28,7 +30,8 @@ from .tuning import tune
 
 __version__: str = _C.__version__  # pyproject.toml's version, compiled in by the build
 
-__all__ = ["callbacks", "config", "data", "datasets", "diagnostics", "experiments",
+__all__ = ["add", "concat", "flatten", "mul", "relu", "reshape", "sigmoid", "softmax", "tanh",
+           "callbacks", "config", "data", "datasets", "diagnostics", "experiments", "functional",
            "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads",
            "memory", "metrics", "nn", "optim", "plot", "schedulers", "seed", "set_flush_denormal",
            "set_num_threads", "tune", "__version__"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import types
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -154,6 +156,30 @@ def overridden(layer: Module, name: str, cls: type) -> bool:
     return getattr(getattr(layer, name), "__func__", None) is not getattr(cls, name)
 
 
+class _TrainingMethod:
+    """A method of Module (compile, fit, ...) that is a function of ``fastnn.train``, looked up on first use.
+    nn sits below train (train imports optim and diagnostics, which import nn.module), so
+    importing train here would make a cycle that worked only through import order; class
+    access gives the function itself, instance access a bound method (help() shows train's
+    docstring and signature either way)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Callable:
+        from .. import train
+
+        fn = getattr(train, self.name)
+        return fn if obj is None else types.MethodType(fn, obj)
+
+
+def _records(module: Module) -> bool:
+    """Whether the module's backward is derived by the recorder: it has a forward of its
+    own (wrapped by ``Module.__init_subclass__``) and no backward of its own."""
+    return (getattr(type(module).forward, "_fastnn_recorded", False)
+            and getattr(type(module), "backward") is Module.backward)
+
+
 class Module:
     """Base class of layers and models.
 
@@ -163,7 +189,39 @@ class Module:
     gradients of the module's parameters. Parameters and sub-modules held as attributes (or
     in lists of modules) are found by ``parameters()``; state that is not trained (a
     BatchNorm's running statistics) is registered with ``register_buffer``.
+
+    Models with your own forward, as in PyTorch: a subclass that defines ``forward`` and
+    no ``backward`` gets its backward derived. Its forward may call sub-modules (layers,
+    Sequentials, other such models) and the ops of ``fastnn.functional`` (``fnn.relu``,
+    ``fnn.sigmoid``, ``fnn.tanh``, ``fnn.softmax``, ``fnn.add``, ``fnn.mul``,
+    ``fnn.concat``, ``fnn.reshape``, ``fnn.flatten``); each call is recorded
+    (``fastnn.nn.autograd``) and ``backward`` replays the recorded calls in reverse,
+    adding up the gradients of a value used twice. A layer called twice (shared weights)
+    is recomputed from its recorded input before its earlier call's backward; Dropout and
+    BatchNorm cannot be, and calling one twice in a training forward raises. NumPy
+    arithmetic on a recorded value (``h * 2``, ``np.maximum(h, 0)``) raises a TypeError
+    saying which op to use: the recorder could not differentiate it. ``forward`` returns
+    a plain ndarray. ``explain_backward`` prints the replay step by step. A subclass that
+    defines ``backward`` itself (the lecture's way) is run as written, never recorded.
+
+    Every module has ``compile``, ``fit``, ``evaluate``, ``predict`` and ``save``, the
+    functions of ``fastnn.train``.
     """
+
+    compiled: Any = None  # fastnn.train.Compiled once compile() ran
+    compile = _TrainingMethod()
+    fit = _TrainingMethod()
+    evaluate = _TrainingMethod()
+    predict = _TrainingMethod()
+    save = _TrainingMethod()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Only classes without a backward: layers with their own run as they are.
+        forward = cls.__dict__.get("forward")
+        if (forward is not None and not getattr(forward, "_fastnn_recorded", False)
+                and getattr(cls, "backward") is Module.backward):
+            cls.forward = _recorded(forward)
 
     def __init__(self) -> None:
         self.training = True
@@ -172,7 +230,60 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+        """The recorded forward's backward pass (see the class docstring): returns the
+        gradient for the input (None with input_grad=False) and accumulates the
+        parameters' gradients."""
+        tape = vars(self).get("_tape")
+        if tape is None:
+            if not _records(self):
+                raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+            raise RuntimeError(f"{type(self).__name__}.backward called before a forward pass "
+                               "(call the model on a batch first)")
+        return tape.backward(grad_out, input_grad)
+
+    def explain_backward(self, x: np.ndarray, y: np.ndarray, loss: Any = "cross_entropy",
+                         *, print_fn: Callable[[str], None] | None = print) -> list[dict]:
+        """Run the forward pass on (x, y) with ``loss`` (a name or a ``fastnn.losses.Loss``)
+        and print the backward pass step by step, as one would draw it: from the loss back
+        to the input, each recorded call (sub-module or op), the shapes of its inputs and
+        output, the norm of the gradient that flows into it and of those it passes back,
+        and of its parameters' gradients. Returns one dict per step (keys step, op, module,
+        input_shapes, output_shape, grad_out_norm, grad_in_norms, param_grad_norms).
+        Runs in evaluation mode; the parameters' gradients are left as they were. Only for
+        a model whose backward is derived (one with ``forward`` and no ``backward``)."""
+        from .. import losses
+        from .autograd import _norm
+
+        if not _records(self):
+            raise TypeError(f"explain_backward: {type(self).__name__} has a backward of its "
+                            "own (or no forward); it explains models whose backward is "
+                            "derived from their forward")
+        loss_fn = losses.get(loss)
+        saved = [(p, p.grad.copy()) for p in self.parameters()]
+        previous = self.training
+        self.train(False)
+        try:
+            value = loss_fn(self(x), y)
+            grad = loss_fn.backward()
+            steps: list[dict] = []
+            vars(self)["_tape"].backward(grad, True, trace=steps)
+        finally:
+            self.train(previous)
+            for p, g in saved:
+                p.grad[...] = g
+        lines = [f"backward pass of {type(self).__name__}: loss {type(loss_fn).__name__} = "
+                 f"{value:.4g}, its gradient {tuple(grad.shape)} has norm {_norm(grad):.3g}"]
+        for s in steps:
+            shapes = ", ".join(str(shape) for shape in s["input_shapes"])
+            ins = ", ".join("-" if n is None else f"{n:.3g}" for n in s["grad_in_norms"])
+            what = s["op"] + (f" = {s['module']}" if s["module"] else "")
+            line = (f"  step {s['step']:>2}: {what}: ({shapes}) -> {s['output_shape']}; "
+                    f"|grad in| {s['grad_out_norm']:.3g} -> |grad to inputs| {ins}")
+            params = ", ".join(f"|{k}.grad| {v:.3g}" for k, v in s["param_grad_norms"].items())
+            lines.append(line + (f"; {params}" if params else ""))
+        if print_fn is not None:
+            print_fn("\n".join(lines))
+        return steps
 
     def register_buffer(self, name: str, value: Any, persistent: bool = True) -> None:
         """Make ``self.<name>`` a buffer holding ``value`` (an array, copied into
@@ -208,8 +319,8 @@ class Module:
         """``forward(x)`` as a model runs it: ``workspace`` is the part of the model run's
         workspace lent to this layer, and ``internal`` says that only the next layer reads
         the output, which may then live in ``workspace``. Layers that reuse arrays
-        (``WorkspaceLayer``) override this; the default calls ``forward``."""
-        return self.forward(x)
+        (``WorkspaceLayer``) override this; the default calls the module."""
+        return self(x)
 
     def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
                       input_grad: bool = True) -> np.ndarray | None:
@@ -218,6 +329,8 @@ class Module:
         with ``input_grad=False`` the run needs no input gradient and None is returned
         (the default then skips a layer without parameters). A layer of your own may
         define ``backward(grad_out)`` alone: this calls it that way."""
+        if _records(self):
+            return self.backward(grad_out, input_grad)
         if not input_grad:
             if self.parameters():
                 self.backward(grad_out)
@@ -225,6 +338,11 @@ class Module:
         return self.backward(grad_out)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        from .autograd import active
+
+        tape = active()
+        if tape is not None and not _records(self):  # a call inside a recorded forward
+            return tape.call_module(self, x)
         return self.forward(x)
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
@@ -347,6 +465,23 @@ class Module:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def _recorded(forward: Callable) -> Callable:
+    """``forward`` recorded (``fastnn.nn.autograd.run``) when its module's backward is
+    derived, however it is called (``model(x)`` or ``model.forward(x)``), so that
+    ``backward`` never replays a stale recording."""
+
+    @functools.wraps(forward)
+    def wrapper(self: Module, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _records(self):
+            return forward(self, x, *args, **kwargs)
+        from .autograd import run
+
+        return run(self, forward, x, args, kwargs)
+
+    wrapper._fastnn_recorded = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 class WorkspaceLayer(Module):

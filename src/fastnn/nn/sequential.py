@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import types
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from .module import Module, Workspace, overridden
-
-
-class _TrainingMethod:
-    """A method of Sequential that is a function of ``fastnn.train``, looked up on first use.
-    nn sits below train (train imports optim and diagnostics, which import nn.module), so
-    importing train here would make a cycle that worked only through import order; class
-    access gives the function itself, instance access a bound method (help() shows train's
-    docstring and signature either way)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: object, owner: type | None = None) -> Callable:
-        from .. import train
-
-        fn = getattr(train, self.name)
-        return fn if obj is None else types.MethodType(fn, obj)
 
 
 class Sequential(Module):
@@ -52,12 +34,6 @@ class Sequential(Module):
     ValueError naming both places; create one instance per place. Changing ``layers``
     after construction is not checked.
     """
-
-    compile = _TrainingMethod()
-    fit = _TrainingMethod()
-    evaluate = _TrainingMethod()
-    predict = _TrainingMethod()
-    save = _TrainingMethod()
 
     def __init__(self, *layers: Module) -> None:
         super().__init__()

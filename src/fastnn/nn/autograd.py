@@ -1,0 +1,326 @@
+"""The recorder that gives a Module with only a ``forward`` its backward pass.
+
+While such a module's ``forward`` runs, every call of a sub-module (a layer, a Sequential,
+a module with a hand-written backward) and of a ``fastnn.functional`` op is recorded on a
+``Tape``: its inputs, its output and how to backpropagate through it. The module's
+``backward`` then replays the tape in reverse, adding up the gradients of a value used
+more than once. Values recorded during the forward pass are ``Recorded`` arrays (an
+ndarray subclass) whose NumPy operations raise while recording, so that an operation the
+tape cannot differentiate is an error, never a silently wrong gradient; what ``forward``
+finally returns is a plain ndarray.
+
+A layer keeps what its backward pass needs from its last call only. When one instance is
+called more than once in a forward pass (shared weights), the replay recomputes the
+forward of each earlier call from its recorded input just before that call's backward.
+Layers whose forward changes state or draws random numbers (Dropout and BatchNorm in
+training mode) cannot be recomputed that way, so calling one twice in a training forward
+raises a ValueError: create one instance per call.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .. import _C
+from .._checks import as_float32
+from .module import Module, Workspace
+
+# The tape of the forward pass being recorded (None outside one).
+_active: ContextVar[Tape | None] = ContextVar("fastnn_tape", default=None)
+
+# What to write instead of a NumPy operation on a recorded value.
+_INSTEAD = {
+    "add": "fnn.add(a, b)", "subtract": "fnn.add(a, fnn.mul(b, -1.0))",
+    "multiply": "fnn.mul(a, b)", "divide": "fnn.mul(a, 1.0 / b) for a constant b",
+    "true_divide": "fnn.mul(a, 1.0 / b) for a constant b", "negative": "fnn.mul(x, -1.0)",
+    "maximum": "fnn.relu(x) for np.maximum(x, 0)", "tanh": "fnn.tanh(x)",
+    "matmul": "an nn.Dense layer", "concatenate": "fnn.concat([a, b], axis)",
+    "stack": "fnn.concat of fnn.reshape'd arrays", "reshape": "fnn.reshape(x, shape)",
+    "ravel": "fnn.flatten(x)", "exp": "fnn.sigmoid, fnn.softmax or a layer",
+}
+_OPERATORS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/",
+              "true_divide": "/", "matmul": "@", "negative": "unary -", "power": "**"}
+_OPS = ("fnn.relu, fnn.sigmoid, fnn.tanh, fnn.softmax, fnn.add, fnn.mul, fnn.concat, "
+        "fnn.reshape, fnn.flatten")
+
+
+def _not_recordable(what: str, key: str) -> TypeError:
+    tape = _active.get()
+    owner = f"{tape.owner_name}.forward: " if tape is not None else ""
+    instead = _INSTEAD.get(key, f"a layer or one of {_OPS}")
+    return TypeError(
+        f"{owner}{what} on a value recorded for the backward pass cannot be differentiated "
+        f"by fastnn's recorder (its gradient would be lost); use {instead} instead, or "
+        "write the module's backward by hand. To only look at the values (print them), "
+        "use np.asarray(value), which is not recorded")
+
+
+class Recorded(np.ndarray):
+    """An array computed during a recorded forward pass: NumPy arithmetic, functions and
+    methods that make new arrays from it (``h * 2``, ``np.maximum(h, 0)``, ``h.reshape``,
+    ``h[0]``) raise a TypeError while the recording lasts; afterwards it behaves as a
+    plain ndarray. ``np.asarray(h)`` gives the plain values (not recorded)."""
+
+    _tape: Tape | None = None
+    _node: int = -1
+
+    def _recording(self) -> bool:
+        return self._tape is not None and self._tape.recording
+
+    def __array_finalize__(self, obj: Any) -> None:
+        if isinstance(obj, Recorded) and obj._recording():
+            raise _not_recordable("an ndarray method (reshape, indexing, .T, copy, astype, "
+                                  "...)", "reshape")
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        if any(isinstance(a, Recorded) and a._recording()
+               for a in (*inputs, *kwargs.get("out", ()))):
+            op = f" (the {_OPERATORS[ufunc.__name__]} operator)" if ufunc.__name__ in _OPERATORS else ""
+            call = "" if method == "__call__" else f".{method}"
+            raise _not_recordable(f"numpy.{ufunc.__name__}{call}{op}", ufunc.__name__)
+        plain = [a.view(np.ndarray) if isinstance(a, Recorded) else a for a in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(a.view(np.ndarray) if isinstance(a, Recorded) else a
+                                  for a in kwargs["out"])
+        return getattr(ufunc, method)(*plain, **kwargs)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        if any(isinstance(a, Recorded) and a._recording() for a in _flat(args, kwargs)):
+            raise _not_recordable(f"numpy.{func.__name__}", func.__name__)
+        return super().__array_function__(func, (np.ndarray,) * len(types),
+                                          _plain(args), _plain(kwargs))
+
+    def __repr__(self) -> str:  # printing inside forward must not trip the checks
+        return repr(self.view(np.ndarray))
+
+    def __str__(self) -> str:
+        return str(self.view(np.ndarray))
+
+
+def _flat(args: Any, kwargs: Any) -> list:
+    out: list = []
+    for a in (*args, *kwargs.values()):
+        out.extend(a if isinstance(a, (list, tuple)) else (a,))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Recorded):
+        return value.view(np.ndarray)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _stateful(module: Module) -> list[Module]:
+    """The sub-modules (the module included) whose training forward draws random numbers
+    or updates state, so that it cannot be recomputed: Dropout (p > 0), BatchNorm."""
+    from .layers import Dropout
+    from .normalization import _BatchNorm
+
+    return [m for _, m in module.named_modules()
+            if m.training and (isinstance(m, _BatchNorm) or (isinstance(m, Dropout) and m.p > 0))]
+
+
+@contextmanager
+def _paused() -> Iterator[None]:
+    """No recording inside: a module with a backward of its own runs its forward as it
+    would alone (its sub-modules' calls are its business, not the tape's)."""
+    token = _active.set(None)
+    try:
+        yield
+    finally:
+        _active.reset(token)
+
+
+@dataclass
+class Node:
+    """One recorded call: ``name`` (an op's name or the module's attribute path),
+    ``inputs`` (recorded values, or constants), the output, and ``backward(grad)``,
+    which returns one gradient per input (None for a constant)."""
+
+    name: str
+    inputs: list[Any]
+    output: np.ndarray
+    backward: Callable[[np.ndarray, list[bool]], list[np.ndarray | None]]
+    module: Module | None = None
+    modules: set[int] = field(default_factory=set)  # ids of module and its sub-modules
+
+
+class Tape:
+    """The calls recorded during one forward pass of ``owner`` (see the module docstring)."""
+
+    def __init__(self, owner: Module) -> None:
+        self.owner = owner
+        self.owner_name = type(owner).__name__
+        self.nodes: list[Node] = []
+        self.recording = True
+        self._names = {id(m): name for name, m in owner.named_modules() if name}
+        self._seen: dict[int, str] = {}  # id of a stateful module -> where it was called
+        # the arrays of backward passes that need no input gradient, kept for the next steps
+        self._workspace = owner.__dict__.setdefault("_backward_workspace", Workspace())
+        self.output_node = -1
+
+    def value(self, array: np.ndarray, node: Node) -> Recorded:
+        """Record ``node`` and return its output as a Recorded view of ``array``."""
+        out = np.asarray(array).view(Recorded)
+        out._tape, out._node = self, len(self.nodes)
+        node.output = array
+        self.nodes.append(node)
+        return out
+
+    def leaf(self, x: np.ndarray) -> Recorded:
+        """The forward pass's input."""
+        return self.value(x, Node("input", [], x, lambda g, need: []))
+
+    def check(self, value: Any, what: str) -> np.ndarray:
+        """``value``'s plain array if it was recorded on this tape; TypeError otherwise."""
+        if isinstance(value, Recorded) and value._tape is self:
+            return value.view(np.ndarray)
+        if isinstance(value, Recorded):
+            problem = "was recorded in an earlier forward pass (kept from a previous call?)"
+        elif isinstance(value, np.ndarray):
+            problem = ("was not recorded: it was computed outside fastnn's recorded calls "
+                       "(np.asarray of a recorded value, or NumPy on one)")
+        else:
+            problem = f"is a {type(value).__name__}, not an array recorded in this forward pass"
+        raise TypeError(f"{self.owner_name}.forward: {what} {problem}; build it from the "
+                        f"input with sub-modules and {_OPS}, whose gradients the recorder knows")
+
+    def call_module(self, module: Module, x: Any) -> Recorded:
+        """Call a module with a backward of its own (a layer, a Sequential, ...) and
+        record the call."""
+        name = self._names.get(id(module), type(module).__name__)
+        xp = self.check(x, f"the input of {name} ({module!r})")
+        modules = {id(m) for _, m in module.named_modules()}
+        for stateful in _stateful(module):
+            where = self._seen.setdefault(id(stateful), name)
+            if where is not name:
+                raise ValueError(
+                    f"{self.owner_name}.forward calls {stateful!r} a second time (in {where}, "
+                    f"then in {name}); the backward pass would recompute its forward, but a "
+                    "training forward of Dropout or BatchNorm draws new random numbers or "
+                    "updates running statistics: create one instance per call")
+        with _paused():
+            y = module.forward(xp)
+
+        def backward(g: np.ndarray, need: list[bool]) -> list[np.ndarray | None]:
+            if need[0]:
+                return [module.backward(g)]
+            module.backward_with(g, self._workspace.part(index), False, input_grad=False)
+            return [None]
+
+        index = len(self.nodes)
+        return self.value(y, Node(name, [x], y, backward, module, modules))
+
+    def call_op(self, name: str, inputs: Sequence[Any], forward: Callable[..., np.ndarray],
+                backward: Callable[[np.ndarray, list[bool]], list[np.ndarray | None]]
+                ) -> Recorded:
+        """Record a functional op: ``forward`` gets the inputs' plain arrays (constants as
+        they are); at least one input must be recorded."""
+        if not any(isinstance(a, Recorded) for a in inputs):
+            self.check(inputs[0], f"the input of fnn.{name}")
+        plain = [self.check(a, f"input {i} of fnn.{name}") if isinstance(a, Recorded) else a
+                 for i, a in enumerate(inputs)]
+        y = forward(*plain)
+        return self.value(y, Node(name, list(inputs), y, backward))
+
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True,
+                 trace: list[dict] | None = None) -> np.ndarray | None:
+        """Replay the recorded calls in reverse from ``grad_out`` (the gradient of the
+        output); returns the gradient of the input (None with input_grad=False).
+        ``trace``, when given, receives one dict per replayed call (explain_backward)."""
+        shape = self.nodes[self.output_node].output.shape
+        g = np.asarray(grad_out, dtype=np.float32)
+        if g.shape != shape:
+            raise ValueError(f"{self.owner_name}.backward: grad_out has shape {g.shape}; "
+                             f"expected {shape} (the shape of the last forward output)")
+        grads: dict[int, np.ndarray] = {self.output_node: g}
+        touched: set[int] = set()  # modules called (or recomputed) after the current node
+        for index in range(len(self.nodes) - 1, 0, -1):
+            node = self.nodes[index]
+            g = grads.pop(index, None)
+            if g is None:  # not on the way to the output: no gradient to pass back
+                touched |= node.modules
+                continue
+            need = [isinstance(a, Recorded) and (a._node > 0 or input_grad)
+                    for a in node.inputs]
+            if node.modules & touched:  # its caches hold a later call's: redo this call
+                with _paused():
+                    node.module.forward(node.inputs[0].view(np.ndarray))
+            touched |= node.modules
+            before = ({} if trace is None or node.module is None else
+                      {name: (p, p.grad.copy()) for name, p in node.module.named_parameters()})
+            input_grads = node.backward(g, need)
+            if trace is not None:
+                trace.append(_step(index, node, g, input_grads, before))
+            for a, gi, needed in zip(node.inputs, input_grads, need):
+                if needed and gi is not None:
+                    # never in place: gi may be a view of another gradient
+                    prev = grads.get(a._node)
+                    grads[a._node] = gi if prev is None else prev + gi
+        if not input_grad:
+            return None
+        return grads.get(0, np.zeros(self.nodes[0].output.shape, np.float32))
+
+
+def _norm(a: np.ndarray) -> float:
+    return math.sqrt(_C.sum_squares(np.ascontiguousarray(a, dtype=np.float32)))
+
+
+def _step(index: int, node: Node, g: np.ndarray, input_grads: list, before: dict) -> dict:
+    return {"step": index, "op": node.name,
+            "module": None if node.module is None else repr(node.module),
+            "input_shapes": [tuple(np.shape(a)) for a in node.inputs],
+            "output_shape": tuple(g.shape), "grad_out_norm": _norm(g),
+            "grad_in_norms": [None if gi is None else _norm(gi) for gi in input_grads],
+            "param_grad_norms": {f"{node.name}.{name}": _norm(p.grad - grad)
+                                 for name, (p, grad) in before.items()}}
+
+
+def active() -> Tape | None:
+    """The tape of the forward pass being recorded, or None."""
+    return _active.get()
+
+
+def run(module: Module, forward: Callable[..., Any], x: Any, args: tuple, kwargs: dict
+        ) -> np.ndarray:
+    """Run ``forward(module, x, ...)`` recorded: on the tape of the enclosing recorded
+    forward (the module is then part of it), or on a new tape kept as ``module._tape``
+    for its ``backward``; the output is a plain ndarray then."""
+    tape = _active.get()
+    if tape is not None:
+        tape.check(x, f"the input of {tape._names.get(id(module), type(module).__name__)}")
+        return _checked_output(tape, forward(module, x, *args, **kwargs), module)
+    x = as_float32(x, f"{type(module).__name__} input")
+    tape = Tape(module)
+    module.__dict__.pop("_tape", None)  # a failed forward leaves no stale tape behind
+    token = _active.set(tape)
+    try:
+        out = _checked_output(tape, forward(module, tape.leaf(x), *args, **kwargs), module)
+    finally:
+        _active.reset(token)
+        tape.recording = False
+    tape.output_node = out._node
+    module.__dict__["_tape"] = tape
+    return out.view(np.ndarray)
+
+
+def _checked_output(tape: Tape, out: Any, module: Module) -> Recorded:
+    name = type(module).__name__
+    if not (isinstance(out, Recorded) and out._tape is tape):
+        what = (f"a {type(out).__name__}" if not isinstance(out, np.ndarray) else
+                "an array that was not recorded (built with NumPy, or np.asarray of a "
+                "recorded value)")
+        raise TypeError(f"{name}.forward returned {what}; it must return one array computed "
+                        f"from its input by sub-modules and {_OPS}, so that the backward "
+                        "pass can be derived")
+    return out
