@@ -118,6 +118,7 @@ def test_find_cycle_finds_one():
 # first compile/fit; datasets, io, plotting, experiments and the optional packages on use.
 EXPECTED_AT_IMPORT = {
     "fastnn", "fastnn._C", "fastnn._checks", "fastnn._device", "fastnn._random", "fastnn.data",
+    "fastnn.functional", "fastnn.nn.autograd",
     "fastnn.init", "fastnn.losses", "fastnn.memory", "fastnn.nn.conv", "fastnn.nn.normalization",
     "fastnn.nn.pooling", "fastnn.nn", "fastnn.nn.activations", "fastnn.nn.layers",
     "fastnn.nn.module", "fastnn.nn.sequential", "fastnn.optim", "fastnn.tuning",

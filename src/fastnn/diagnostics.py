@@ -46,11 +46,15 @@ class GradientWarning(RuntimeWarning):
 
 
 def named_layers(model: Any) -> list[tuple[str, Any]]:
-    """The model's layers as ("<index>:<class>", layer) pairs; a model without ``layers``
-    is one layer named by its class."""
+    """The model's layers as ("<index>:<class>", layer) pairs; for a model of your own
+    (sub-modules as attributes, no ``layers``) its innermost sub-modules, named
+    "<attribute path>:<class>" ("fc1:Dense"), in attribute order; a model without
+    sub-modules is one layer named by its class."""
     layers = getattr(model, "layers", None)
     if layers is None:
-        return [(type(model).__name__, model)]
+        leaves = [(f"{name}:{type(m).__name__}", m) for name, m in model.named_modules()
+                  if name and next(m.children(), None) is None]
+        return leaves or [(type(model).__name__, model)]
     return [(f"{i}:{type(layer).__name__}", layer) for i, layer in enumerate(layers)]
 
 

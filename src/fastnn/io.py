@@ -113,11 +113,15 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
     module's docstring), for resuming training. logs: an epoch's metrics, kept in the
     metadata (``read_logs``; ``ModelCheckpoint`` compares a new model with them). The
     write is crash-safe (``write_atomic``)."""
+    from . import nn
+
     safetensors = _safetensors()
     tensors = {name: memory.asarray(value) for name, value in model.state_dict().items()}
-    metadata = {"format": FORMAT,
-                "model": json.dumps({"class": type(model).__name__,
-                                     "config": model.get_config()})}
+    spec = {"class": type(model).__name__, "config": model.get_config()}
+    if getattr(nn, spec["class"], None) is not type(model):
+        # a class of the user's (a forward of their own): only its weights can be loaded
+        spec["user_class"] = f"{type(model).__module__}.{type(model).__qualname__}"
+    metadata = {"format": FORMAT, "model": json.dumps(spec)}
     if logs is not None:
         metadata["logs"] = json.dumps({k: float(v) for k, v in logs.items()})
     if include_optimizer:
@@ -247,6 +251,13 @@ def load(path: str | Path) -> Any:
                                "from elsewhere?); build the model and use "
                                "fastnn.io.load_weights(model, path)")
     spec = _json(metadata, "model", path)
+    if "user_class" in spec:
+        name = spec.get("class")
+        raise InvalidFileError(
+            f"{path} holds the weights of {spec['user_class']!r}, a model class of your own: "
+            "a file cannot hold its code (its forward), so fastnn.load cannot rebuild it. "
+            f"Build the model and load the weights into it: model = {name}(...); "
+            "fastnn.io.load_weights(model, path)")
     cls = _known_class(nn, spec, nn.Module, "model", path)
     weights = sum(v.size for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX))
     state = _random.generator().bit_generator.state

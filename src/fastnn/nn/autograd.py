@@ -81,7 +81,8 @@ class Recorded(np.ndarray):
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         if any(isinstance(a, Recorded) and a._recording()
                for a in (*inputs, *kwargs.get("out", ()))):
-            op = f" (the {_OPERATORS[ufunc.__name__]} operator)" if ufunc.__name__ in _OPERATORS else ""
+            symbol = _OPERATORS.get(ufunc.__name__)
+            op = f" (the {symbol} operator)" if symbol else ""
             call = "" if method == "__call__" else f".{method}"
             raise _not_recordable(f"numpy.{ufunc.__name__}{call}{op}", ufunc.__name__)
         plain = [a.view(np.ndarray) if isinstance(a, Recorded) else a for a in inputs]
@@ -202,12 +203,14 @@ class Tape:
         xp = self.check(x, f"the input of {name} ({module!r})")
         modules = {id(m) for _, m in module.named_modules()}
         for stateful in _stateful(module):
-            where = self._seen.setdefault(id(stateful), name)
-            if where is not name:
+            where = self._seen.get(id(stateful))
+            if where is None:
+                self._seen[id(stateful)] = name
+            else:
                 raise ValueError(
-                    f"{self.owner_name}.forward calls {stateful!r} a second time (in {where}, "
-                    f"then in {name}); the backward pass would recompute its forward, but a "
-                    "training forward of Dropout or BatchNorm draws new random numbers or "
+                    f"{self.owner_name}.forward calls {stateful!r} a second time (through "
+                    f"{where}, then {name}); the backward pass would recompute its forward, "
+                    "but a training forward of Dropout or BatchNorm draws new random numbers or "
                     "updates running statistics: create one instance per call")
         with _paused():
             y = module.forward(xp)

@@ -157,8 +157,8 @@ def overridden(layer: Module, name: str, cls: type) -> bool:
 
 
 class _TrainingMethod:
-    """A method of Module (compile, fit, ...) that is a function of ``fastnn.train``, looked up on first use.
-    nn sits below train (train imports optim and diagnostics, which import nn.module), so
+    """A method of Module (compile, fit, ...) that is a function of ``fastnn.train``, looked
+    up on first use. nn sits below train (train imports optim and diagnostics, which import nn.module), so
     importing train here would make a cycle that worked only through import order; class
     access gives the function itself, instance access a bound method (help() shows train's
     docstring and signature either way)."""

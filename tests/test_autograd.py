@@ -1,0 +1,430 @@
+"""Models with their own forward (``class M(nn.Module)`` with only ``forward``): the backward
+the recorder derives, against float64 central differences of independent NumPy forwards
+and against torch autograd with the same weights; the errors for what it cannot
+differentiate; training, saving and explain_backward."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import nn
+from fastnn.io import InvalidFileError
+
+from _ref import assert_close, central_diff, conv2d, sigmoid, softmax
+
+
+# ----------------------------------------------------------------------------- the models
+class Branching(nn.Module):
+    """Two heads on the same input, side by side, then a softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Dense(6, 5)
+        self.b = nn.Dense(6, 4)
+        self.out = nn.Dense(9, 3)
+
+    def forward(self, x):
+        h = fnn.concat([fnn.relu(self.a(x)), fnn.tanh(self.b(x))], axis=1)
+        return fnn.softmax(self.out(h))
+
+
+def branching_ref(p, x):
+    h1 = np.maximum(x @ p["a.weight"].T + p["a.bias"], 0.0)
+    h2 = np.tanh(x @ p["b.weight"].T + p["b.bias"])
+    return softmax(np.concatenate([h1, h2], axis=1) @ p["out.weight"].T + p["out.bias"])
+
+
+def branching_torch(torch, p, x):
+    F = torch.nn.functional
+    h1 = torch.relu(F.linear(x, p["a.weight"], p["a.bias"]))
+    h2 = torch.tanh(F.linear(x, p["b.weight"], p["b.bias"]))
+    return torch.softmax(F.linear(torch.cat([h1, h2], 1), p["out.weight"], p["out.bias"]), 1)
+
+
+class Residual(nn.Module):
+    """h + f(h), then a sigmoid gate computed from h too (h used three times)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Dense(5, 6)
+        self.f1 = nn.Dense(6, 6)
+        self.f2 = nn.Dense(6, 6)
+        self.gate = nn.Dense(6, 6)
+        self.out = nn.Dense(6, 2)
+
+    def forward(self, x):
+        h = self.inp(x)
+        r = fnn.add(h, self.f2(fnn.sigmoid(self.f1(h))))
+        return self.out(fnn.mul(r, fnn.sigmoid(self.gate(h))))
+
+
+def residual_ref(p, x):
+    def lin(name, v):
+        return v @ p[name + ".weight"].T + p[name + ".bias"]
+
+    h = lin("inp", x)
+    r = h + lin("f2", sigmoid(lin("f1", h)))
+    return lin("out", r * sigmoid(lin("gate", h)))
+
+
+def residual_torch(torch, p, x):
+    def lin(name, v):
+        return torch.nn.functional.linear(v, p[name + ".weight"], p[name + ".bias"])
+
+    h = lin("inp", x)
+    r = h + lin("f2", torch.sigmoid(lin("f1", h)))
+    return lin("out", r * torch.sigmoid(lin("gate", h)))
+
+
+class Shared(nn.Module):
+    """The same Dense and the same Tanh layer called twice (shared weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Dense(4, 4)
+        self.act = nn.Tanh()
+        self.out = nn.Dense(4, 3)
+
+    def forward(self, x):
+        return self.out(self.act(self.fc(self.act(self.fc(x)))))
+
+
+def shared_ref(p, x):
+    for _ in range(2):
+        x = np.tanh(x @ p["fc.weight"].T + p["fc.bias"])
+    return x @ p["out.weight"].T + p["out.bias"]
+
+
+def shared_torch(torch, p, x):
+    F = torch.nn.functional
+    for _ in range(2):
+        x = torch.tanh(F.linear(x, p["fc.weight"], p["fc.bias"]))
+    return F.linear(x, p["out.weight"], p["out.bias"])
+
+
+class ConvNet(nn.Module):
+    """Rows reshaped into images, a convolution, fnn.flatten, a Dense layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.fc = nn.Dense(2 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = fnn.relu(self.conv(fnn.reshape(x, (-1, 1, 6, 6))))
+        return self.fc(fnn.flatten(h))
+
+
+def conv_ref(p, x):
+    h = np.maximum(conv2d(x.reshape(-1, 1, 6, 6), p["conv.weight"], p["conv.bias"]), 0.0)
+    return h.reshape(len(h), -1) @ p["fc.weight"].T + p["fc.bias"]
+
+
+def conv_torch(torch, p, x):
+    h = torch.relu(torch.nn.functional.conv2d(x.reshape(-1, 1, 6, 6), p["conv.weight"],
+                                              p["conv.bias"]))
+    return torch.nn.functional.linear(h.flatten(1), p["fc.weight"], p["fc.bias"])
+
+
+MODELS = {
+    "branching": (Branching, branching_ref, branching_torch, 6),
+    "residual": (Residual, residual_ref, residual_torch, 5),
+    "shared": (Shared, shared_ref, shared_torch, 4),
+    "conv": (ConvNet, conv_ref, conv_torch, 36),
+}
+
+
+def backprop(name, seed=0, batch=4):
+    """The model, its float64 weights, the input, R (the loss is sum(output * R)) and the
+    gradients the recorder gives: {parameter name: grad, "input": grad}."""
+    build, _, _, features = MODELS[name]
+    fnn.seed(seed)
+    model = build()
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, features)).astype(np.float32)
+    out = model(x)
+    r = rng.normal(size=out.shape)
+    model.zero_grad()
+    grads = {"input": model.backward(r.astype(np.float32))}
+    grads.update({k: p.grad.copy() for k, p in model.named_parameters()})
+    params = {k: p.data.astype(np.float64) for k, p in model.named_parameters()}
+    return model, params, x.astype(np.float64), r, grads
+
+
+# ----------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("name", list(MODELS))
+def test_gradients_match_float64_finite_differences(name):
+    model, params, x, r, grads = backprop(name)
+    ref = MODELS[name][1]
+    assert_close(model(x.astype(np.float32)), ref(params, x), 1e-4, 1e-5, f"{name} forward")
+
+    def loss_of(key):
+        def f(value):
+            if key == "input":
+                return float(np.sum(ref(params, value) * r))
+            return float(np.sum(ref({**params, key: value}, x) * r))
+        return f
+
+    for key, grad in grads.items():
+        start = x if key == "input" else params[key]
+        expected = central_diff(loss_of(key), start)
+        scale = np.abs(expected).max() + 1e-3
+        assert_close(grad, expected, 1e-3, 1e-4 * scale, f"{name}: gradient of {key}")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_gradients_match_torch_autograd(name):
+    torch = pytest.importorskip("torch")
+    _, params, x, r, grads = backprop(name, seed=1, batch=5)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    tx = torch.tensor(x, requires_grad=True)
+    (MODELS[name][2](torch, tp, tx) * torch.tensor(r)).sum().backward()
+    expected = {"input": tx.grad.numpy(), **{k: t.grad.numpy() for k, t in tp.items()}}
+    assert set(expected) == set(grads)
+    for key, grad in grads.items():
+        scale = np.abs(expected[key]).max() + 1e-3
+        assert_close(grad, expected[key], 1e-3, 1e-4 * scale, f"{name}: gradient of {key}")
+
+
+def test_gradients_accumulate_over_backward_calls_as_a_layer_does():
+    model, _, x, r, grads = backprop("residual")
+    model(x.astype(np.float32))
+    model.backward(r.astype(np.float32))  # no zero_grad: adds to the first pass's
+    for key, p in model.named_parameters():
+        assert_close(p.grad, 2 * grads[key].astype(np.float64), 1e-5, 1e-6, key)
+
+
+def test_a_model_of_your_own_inside_another_and_inside_a_sequential():
+    torch = pytest.importorskip("torch")
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Residual()
+            self.seq = nn.Sequential(nn.Dense(2, 3, activation="tanh"), nn.Dense(3, 2))
+
+        def forward(self, x):
+            return fnn.add(self.inner(x), self.seq(self.inner(x)))
+
+    fnn.seed(2)
+    model = nn.Sequential(Outer(), nn.Dense(2, 2))
+    x = np.random.default_rng(2).normal(size=(3, 5))
+    r = np.random.default_rng(3).normal(size=(3, 2))
+    model(x)
+    model.zero_grad()
+    gx = model.backward(r.astype(np.float32))
+    tp = {k: torch.tensor(p.data.astype(np.float64), requires_grad=True)
+          for k, p in model.named_parameters()}
+    F = torch.nn.functional
+    inner = {k[len("0.inner."):]: t for k, t in tp.items() if k.startswith("0.inner.")}
+    tx = torch.tensor(x, requires_grad=True)
+    h = residual_torch(torch, inner, tx)
+    s = F.linear(torch.tanh(F.linear(h, tp["0.seq.0.weight"], tp["0.seq.0.bias"])),
+                 tp["0.seq.1.weight"], tp["0.seq.1.bias"])
+    out = F.linear(h + s, tp["1.weight"], tp["1.bias"])
+    (out * torch.tensor(r)).sum().backward()
+    assert_close(gx, tx.grad.numpy(), 1e-3, 1e-5, "input")
+    for k, p in model.named_parameters():
+        assert_close(p.grad, tp[k].grad.numpy(), 1e-3, 1e-5, k)
+
+
+def test_a_hand_written_backward_wins_over_the_recorder():
+    calls = []
+
+    class Scale(nn.Module):  # the lecture's way: forward and backward by hand
+        def forward(self, x):
+            return 3.0 * np.asarray(x)
+
+        def backward(self, grad_out):
+            calls.append(grad_out.shape)
+            return 3.0 * grad_out
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 2)
+            self.scale = Scale()
+
+        def forward(self, x):
+            return self.scale(self.fc(x))
+
+    fnn.seed(0)
+    model = Model()
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    model(x)
+    model.zero_grad()
+    gx = model.backward(np.ones((3, 2), np.float32))
+    assert calls == [(3, 2)]
+    w = model.fc.weight.data.astype(np.float64)
+    assert_close(gx, np.full((3, 2), 3.0) @ w, 1e-5, 1e-6, "input gradient")
+    assert_close(model.fc.weight.grad, np.full((2, 3), 3.0) @ x, 1e-5, 1e-6, "weight grad")
+
+
+# ----------------------------------------------------------------------------- errors
+class _Dense2(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.fc = nn.Dense(4, 4)
+        self.op = op
+
+    def forward(self, x):
+        return self.op(self, self.fc(x))
+
+
+@pytest.mark.parametrize("op, names, use", [
+    (lambda m, h: h * 2, ("numpy.multiply", "*"), "fnn.mul"),
+    (lambda m, h: np.maximum(h, 0), ("numpy.maximum",), "fnn.relu"),
+    (lambda m, h: h + m.fc(h), ("numpy.add", "+"), "fnn.add"),
+    (lambda m, h: h.reshape(4, -1), ("reshape",), "fnn.reshape"),
+    (lambda m, h: np.concatenate([h, h], axis=1), ("numpy.concatenate",), "fnn.concat"),
+    (lambda m, h: m.fc(h) @ m.fc.weight.data, ("numpy.matmul", "@"), "Dense"),
+])
+def test_numpy_on_a_recorded_value_raises_and_names_the_op_to_use(op, names, use):
+    model = _Dense2(op)
+    with pytest.raises(TypeError) as info:
+        model(np.ones((4, 4), np.float32))
+    message = str(info.value)
+    assert "_Dense2.forward" in message and use in message, message
+    assert all(n in message for n in names), message
+    # the output of a successful forward is a plain array again
+    out = _Dense2(lambda m, h: fnn.relu(h))(np.ones((4, 4), np.float32))
+    assert type(out) is np.ndarray and type(out * 2) is np.ndarray
+
+
+@pytest.mark.parametrize("op", [
+    lambda m, h: np.asarray(h) * 2,                  # built with NumPy, returned
+    lambda m, h: m.fc(np.asarray(h)),                 # detached, then fed to a layer
+    lambda m, h: fnn.relu(np.tanh(np.asarray(h))),    # detached, then fed to an op
+])
+def test_a_value_the_recorder_did_not_see_is_an_error(op):
+    with pytest.raises(TypeError, match="not recorded"):
+        _Dense2(op)(np.ones((4, 4), np.float32))
+
+
+def test_a_model_without_forward_or_backward_says_what_is_missing():
+    class Empty(nn.Module):
+        pass
+
+    with pytest.raises(NotImplementedError, match="forward"):
+        Empty()(np.ones((1, 2)))
+    with pytest.raises(RuntimeError, match="before a forward pass"):
+        Branching().backward(np.ones((1, 3), np.float32))
+    model = Branching()
+    model(np.ones((2, 6), np.float32))
+    with pytest.raises(ValueError, match=r"grad_out has shape \(2, 4\); expected \(2, 3\)"):
+        model.backward(np.ones((2, 4), np.float32))
+
+
+def test_dropout_called_twice_in_training_is_an_error_and_fine_in_evaluation():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 4)
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x):
+            return self.drop(self.fc(self.drop(x)))
+
+    model = Twice()
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match="Dropout.*second time.*one instance per call"):
+        model(x)
+    model.eval()
+    model(x)
+    assert model.backward(np.ones((2, 4), np.float32)).shape == (2, 4)
+
+
+# ----------------------------------------------------------------------------- training
+class SimpleNN(nn.Module):
+    def __init__(self, features=64):
+        super().__init__()
+        self.fc1 = nn.Dense(features, 128)
+        self.fc2 = nn.Dense(128, 10)
+
+    def forward(self, x):
+        return self.fc2(fnn.relu(self.fc1(x)))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return tuple(np.asarray(a) for a in fnn.datasets.load("digits"))
+
+
+def test_the_course_example_trains_above_90_percent_on_digits(digits):
+    X, y, X_test, y_test = digits
+    fnn.seed(0)
+    model = SimpleNN()
+    model.compile(loss="cross_entropy", optimizer="adam", metrics=["accuracy"])
+    history = model.fit(X, y, epochs=5, verbose=0, seed=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    result = model.evaluate(X_test, y_test)
+    assert set(result) == {"loss", "accuracy"} and result["accuracy"] > 0.9
+    pred = model.predict(X_test[:50])
+    assert type(pred) is np.ndarray and pred.shape == (50, 10)
+    assert np.array_equal(pred, model(X_test[:50]))
+    # the accuracy evaluate reports is the share of argmax hits, counted here
+    assert np.isclose(result["accuracy"],
+                      np.mean(np.argmax(model.predict(X_test), 1) == y_test))
+
+
+def test_fit_with_diagnostics_lists_the_sub_modules(digits):
+    X, y, _, _ = digits
+    fnn.seed(0)
+    model = SimpleNN()
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = model.fit(X[:128], y[:128], epochs=2, verbose=0, diagnostics=True)
+    assert set(history.diagnostics) == {"fc1:Dense", "fc2:Dense"}
+    assert len(history.diagnostics["fc1:Dense"]["grad_norm"]) == 2
+
+
+def test_save_and_load_weights_round_trip(digits, tmp_path):
+    pytest.importorskip("safetensors")
+    X, y, X_test, _ = digits
+    fnn.seed(0)
+    model = SimpleNN()
+    model.compile(loss="cross_entropy", optimizer="adam")
+    model.fit(X[:256], y[:256], epochs=1, verbose=0)
+    assert list(model.state_dict()) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    path = model.save(tmp_path / "simple.safetensors")
+    fnn.seed(1)
+    other = fnn.io.load_weights(SimpleNN(), path)
+    assert np.array_equal(other(X_test[:20]), model(X_test[:20]))
+    with pytest.raises(InvalidFileError) as info:
+        fnn.load(path)
+    message = str(info.value)
+    assert "SimpleNN" in message and "load_weights" in message
+
+
+# ----------------------------------------------------------------------------- explain
+def test_explain_backward_walks_the_recorded_calls_in_reverse(digits):
+    X, y, _, _ = digits
+    fnn.seed(0)
+    model = SimpleNN()
+    xb, yb = X[:8].astype(np.float32), y[:8]
+    model.zero_grad()
+    lines = []
+    steps = model.explain_backward(xb, yb, loss="cross_entropy", print_fn=lines.append)
+    assert [s["op"] for s in steps] == ["fc2", "relu", "fc1"]
+    assert [s["output_shape"] for s in steps] == [(8, 10), (8, 128), (8, 128)]
+    assert steps[0]["input_shapes"] == [(8, 128)] and steps[2]["input_shapes"] == [(8, 64)]
+    # the gradient entering fc2 is that of the mean cross-entropy: (softmax - one_hot) / n
+    w1, b1 = (model.fc1.weight.data.astype(np.float64), model.fc1.bias.data.astype(np.float64))
+    w2, b2 = (model.fc2.weight.data.astype(np.float64), model.fc2.bias.data.astype(np.float64))
+    logits = np.maximum(xb @ w1.T + b1, 0) @ w2.T + b2
+    g = (softmax(logits) - np.eye(10)[yb]) / len(yb)
+    assert np.isclose(steps[0]["grad_out_norm"], np.linalg.norm(g), rtol=1e-4)
+    assert np.isclose(steps[0]["grad_in_norms"][0], np.linalg.norm(g @ w2), rtol=1e-4)
+    assert np.isclose(steps[0]["param_grad_norms"]["fc2.weight"],
+                      np.linalg.norm(g.T @ np.maximum(xb @ w1.T + b1, 0)), rtol=1e-4)
+    hidden = xb @ w1.T + b1
+    assert np.isclose(steps[2]["grad_in_norms"][0],
+                      np.linalg.norm(((g @ w2) * (hidden > 0)) @ w1), rtol=1e-4)
+    text = lines[0]
+    assert "fc2 = Dense(128, 10)" in text and "relu" in text and "|fc1.weight.grad|" in text
+    # the parameters' gradients are left as they were
+    assert all(not p.grad.any() for p in model.parameters())
