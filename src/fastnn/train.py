@@ -425,7 +425,7 @@ def _nonfinite(model: Any, loss: float, epoch: int) -> str | None:
 
 def _backward(model: Any, grad: np.ndarray) -> None:
     """Backpropagate, without the gradient for the input that training never uses."""
-    if hasattr(model, "layers"):
+    if hasattr(model, "layers") or "_tape" in vars(model):  # a Sequential, a recorded model
         model.backward(grad, input_grad=False)
     else:
         model.backward(grad)

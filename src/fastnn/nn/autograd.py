@@ -169,6 +169,7 @@ class Tape:
         # the arrays of backward passes that need no input gradient, kept for the next steps
         self._workspace = owner.__dict__.setdefault("_backward_workspace", Workspace())
         self.output_node = -1
+        self._stale: set[int] = set()  # modules whose caches a replay's recompute changed
 
     def value(self, array: np.ndarray, node: Node) -> Recorded:
         """Record ``node`` and return its output as a Recorded view of ``array``."""
@@ -247,7 +248,8 @@ class Tape:
             raise ValueError(f"{self.owner_name}.backward: grad_out has shape {g.shape}; "
                              f"expected {shape} (the shape of the last forward output)")
         grads: dict[int, np.ndarray] = {self.output_node: g}
-        touched: set[int] = set()  # modules called (or recomputed) after the current node
+        # modules called (or recomputed) after the current node: their caches are not its
+        touched: set[int] = set(self._stale)
         for index in range(len(self.nodes) - 1, 0, -1):
             node = self.nodes[index]
             g = grads.pop(index, None)
@@ -259,6 +261,7 @@ class Tape:
             if node.modules & touched:  # its caches hold a later call's: redo this call
                 with _paused():
                     node.module.forward(node.inputs[0].view(np.ndarray))
+                self._stale |= node.modules
             touched |= node.modules
             before = ({} if trace is None or node.module is None else
                       {name: (p, p.grad.copy()) for name, p in node.module.named_parameters()})

@@ -266,21 +266,25 @@ class Module:
             value = loss_fn(self(x), y)
             grad = loss_fn.backward()
             steps: list[dict] = []
-            vars(self)["_tape"].backward(grad, True, trace=steps)
+            grad_x = vars(self)["_tape"].backward(grad, True, trace=steps)
         finally:
             self.train(previous)
             for p, g in saved:
                 p.grad[...] = g
-        lines = [f"backward pass of {type(self).__name__}: loss {type(loss_fn).__name__} = "
-                 f"{value:.4g}, its gradient {tuple(grad.shape)} has norm {_norm(grad):.3g}"]
+        lines = [f"backward pass of {type(self).__name__}, from the loss back to the input "
+                 "(|g|: the norm of a gradient)",
+                 f"  loss {type(loss_fn).__name__} = {value:.4g}: gradient of the output "
+                 f"{tuple(grad.shape)}, |g| {_norm(grad):.3g}"]
         for s in steps:
-            shapes = ", ".join(str(shape) for shape in s["input_shapes"])
+            shapes = " + ".join(str(shape) for shape in s["input_shapes"])
             ins = ", ".join("-" if n is None else f"{n:.3g}" for n in s["grad_in_norms"])
             what = s["op"] + (f" = {s['module']}" if s["module"] else "")
-            line = (f"  step {s['step']:>2}: {what}: ({shapes}) -> {s['output_shape']}; "
-                    f"|grad in| {s['grad_out_norm']:.3g} -> |grad to inputs| {ins}")
+            line = (f"  step {s['step']:>2}  {what}: {shapes} -> {s['output_shape']}: "
+                    f"|g| {s['grad_out_norm']:.3g} comes in, |g| {ins} goes to its input(s)")
             params = ", ".join(f"|{k}.grad| {v:.3g}" for k, v in s["param_grad_norms"].items())
             lines.append(line + (f"; {params}" if params else ""))
+        lines.append(f"  input {tuple(grad_x.shape)}: |g| {_norm(grad_x):.3g} (the sum over "
+                     "the steps that read it)")
         if print_fn is not None:
             print_fn("\n".join(lines))
         return steps
