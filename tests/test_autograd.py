@@ -128,7 +128,37 @@ def conv_torch(torch, p, x):
     return torch.nn.functional.linear(h.flatten(1), p["fc.weight"], p["fc.bias"])
 
 
+OFFSET = np.linspace(-1.0, 1.0, 6).astype(np.float32)  # a constant: no gradient
+
+
+class Broadcast(nn.Module):
+    """A per-sample gate of shape (n, 1) stretched over 6 features, a constant row added,
+    a scalar scale: broadcasting's gradients are sums over the stretched axes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Dense(4, 6)
+        self.g = nn.Dense(4, 1)
+
+    def forward(self, x):
+        h = fnn.mul(self.fc(x), fnn.sigmoid(self.g(x)))
+        return fnn.mul(fnn.add(OFFSET, h), 0.5)
+
+
+def broadcast_ref(p, x):
+    gate = sigmoid(x @ p["g.weight"].T + p["g.bias"])
+    return 0.5 * (OFFSET + (x @ p["fc.weight"].T + p["fc.bias"]) * gate)
+
+
+def broadcast_torch(torch, p, x):
+    F = torch.nn.functional
+    gate = torch.sigmoid(F.linear(x, p["g.weight"], p["g.bias"]))
+    return 0.5 * (torch.tensor(OFFSET, dtype=torch.float64)
+                  + F.linear(x, p["fc.weight"], p["fc.bias"]) * gate)
+
+
 MODELS = {
+    "broadcast": (Broadcast, broadcast_ref, broadcast_torch, 4),
     "branching": (Branching, branching_ref, branching_torch, 6),
     "residual": (Residual, residual_ref, residual_torch, 5),
     "shared": (Shared, shared_ref, shared_torch, 4),
@@ -264,6 +294,37 @@ def test_a_hand_written_backward_wins_over_the_recorder():
     w = model.fc.weight.data.astype(np.float64)
     assert_close(gx, np.full((3, 2), 3.0) @ w, 1e-5, 1e-6, "input gradient")
     assert_close(model.fc.weight.grad, np.full((2, 3), 3.0) @ x, 1e-5, 1e-6, "weight grad")
+
+
+def test_the_ops_compute_outside_a_recorded_forward_too():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    y = rng.normal(size=(3, 2)).astype(np.float32)
+    assert_close(fnn.relu(x), np.maximum(x, 0.0), 0, 0, "relu")
+    assert_close(fnn.sigmoid(x), sigmoid(x), 1e-6, 1e-7, "sigmoid")
+    assert_close(fnn.tanh(x), np.tanh(x.astype(np.float64)), 1e-6, 1e-7, "tanh")
+    assert_close(fnn.softmax(x), softmax(x), 1e-6, 1e-7, "softmax")
+    assert_close(fnn.add(x, 1.5), x + 1.5, 0, 0, "add")
+    assert_close(fnn.mul(x, x), x * x, 0, 0, "mul")
+    assert_close(fnn.concat([x, y]), np.hstack([x, y]), 0, 0, "concat")
+    assert fnn.reshape(x, (3, 2, 2)).shape == (3, 2, 2)
+    assert fnn.flatten(x.reshape(3, 2, 2)).shape == (3, 4)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda x: fnn.concat([x, np.ones((2, 4))]), ("fnn.concat", "(3, 4)", "(2, 4)")),
+    (lambda x: fnn.concat([x], axis=2), ("fnn.concat", "axis", "2")),
+    (lambda x: fnn.concat(x), ("fnn.concat", "list")),
+    (lambda x: fnn.add(x, np.ones(3)), ("fnn.add", "(3, 4)", "(3,)")),
+    (lambda x: fnn.mul(x, "a"), ("fnn.mul", "b")),
+    (lambda x: fnn.reshape(x, (5, -1)), ("fnn.reshape", "(3, 4)", "(5, -1)")),
+    (lambda x: fnn.softmax(x.reshape(3, 2, 2)), ("fnn.softmax", "2-D", "(3, 2, 2)")),
+])
+def test_misused_ops_say_what_they_received_and_expect(call, words):
+    x = np.ones((3, 4), np.float32)
+    with pytest.raises((TypeError, ValueError)) as info:
+        call(x)
+    assert all(w in str(info.value) for w in words), str(info.value)
 
 
 # ----------------------------------------------------------------------------- errors

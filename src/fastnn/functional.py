@@ -88,7 +88,9 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _operand(value: Any, name: str) -> np.ndarray:
-    return value if np.isscalar(value) else as_float32(value, name)
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
+        return value
+    return as_float32(value, name)
 
 
 def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
