@@ -345,6 +345,7 @@ class _Dense2(nn.Module):
     (lambda m, h: h.reshape(4, -1), ("reshape",), "fnn.reshape"),
     (lambda m, h: np.concatenate([h, h], axis=1), ("numpy.concatenate",), "fnn.concat"),
     (lambda m, h: m.fc(h) @ m.fc.weight.data, ("numpy.matmul", "@"), "Dense"),
+    (lambda m, h: h.__setitem__(0, 0.0) or h, ("h[...] = v",), "fnn.mul"),
 ])
 def test_numpy_on_a_recorded_value_raises_and_names_the_op_to_use(op, names, use):
     model = _Dense2(op)

@@ -43,6 +43,7 @@ _INSTEAD = {
     "matmul": "an nn.Dense layer", "concatenate": "fnn.concat([a, b], axis)",
     "stack": "fnn.concat of fnn.reshape'd arrays", "reshape": "fnn.reshape(x, shape)",
     "ravel": "fnn.flatten(x)", "exp": "fnn.sigmoid, fnn.softmax or a layer",
+    "setitem": "fnn.mul(h, mask) with a constant mask, or fnn.concat",
 }
 _OPERATORS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/",
               "true_divide": "/", "matmul": "@", "negative": "unary -", "power": "**"}
@@ -96,6 +97,11 @@ class Recorded(np.ndarray):
             raise _not_recordable(f"numpy.{func.__name__}", func.__name__)
         return super().__array_function__(func, (np.ndarray,) * len(types),
                                           _plain(args), _plain(kwargs))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self._recording():  # would change a value the backward pass reads
+            raise _not_recordable("assigning into an array (h[...] = v)", "setitem")
+        super().__setitem__(key, value)
 
     def __repr__(self) -> str:  # printing inside forward must not trip the checks
         return repr(self.view(np.ndarray))
