@@ -383,6 +383,19 @@ def test_a_model_without_forward_or_backward_says_what_is_missing():
         model.backward(np.ones((2, 4), np.float32))
 
 
+def test_forward_called_directly_is_recorded_and_a_failed_one_leaves_no_stale_tape():
+    model, _, x, r, grads = backprop("residual")
+    model.zero_grad()
+    model.forward(x.astype(np.float32))  # not model(x): recorded all the same
+    model.backward(r.astype(np.float32))
+    for key, p in model.named_parameters():
+        assert_close(p.grad, grads[key].astype(np.float64), 1e-6, 1e-7, key)
+    with pytest.raises(ValueError):
+        model(np.ones((2, 3), np.float32))  # inp is Dense(5, 6)
+    with pytest.raises(RuntimeError, match="before a forward pass"):
+        model.backward(np.ones((2, 2), np.float32))
+
+
 def test_dropout_called_twice_in_training_is_an_error_and_fine_in_evaluation():
     class Twice(nn.Module):
         def __init__(self):
