@@ -166,6 +166,15 @@ def test_cli_compare_prints_table_and_plot(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_compare_banner_says_validation(capsys):
+    from fastnn import cli
+    assert cli.main(["compare", "--data", "digits", "--hidden", "8", "--epochs", "1",
+                     "--optimizers", "sgd", "--lr", "0.1"]) == 0
+    out = capsys.readouterr().out
+    n_val = len(fastnn.datasets.load("digits", validation=0.1)[2])   # the split compare makes
+    assert re.search(rf"digits: \d+ train / {n_val} validation samples$", out.splitlines()[0])
+
+
 def test_cli_builds_the_named_and_the_optioned_cnns(capsys):
     """--model and --conv build what their help says, in the summary the command prints."""
     from fastnn import cli

@@ -65,7 +65,7 @@ CASES = {
         ["fashion_mnist_curves.png", "fashion_mnist_confusion.png", "fashion_mnist_samples.png"]),
     "06_learning_rates.py": Case(
         ("mnist-5k",),
-        [r"^optimizer\s+lr\s+batch\s+val acc\s+best\s+loss\s+epoch@90%\s+time\s+status$",
+        [r"^optimizer\s+lr\s+batch\s+val acc\s+best val\s+train loss\s+epoch>=90%\s+time\s+status$",
          r"^sgd\s+0\.1\s+32\s.*\sok$", r"^sgd\s+1\s+32\s.*\sdiverged$",
          r"^1\s+.*too large: the loss overflowed \(diverged\)$", r"NaN/Inf after \d+ updates",
          r"^steepest fall of the smoothed loss \(fastnn's suggested_lr\)\s+\S+$"],
@@ -73,7 +73,7 @@ CASES = {
     "07_optimizers.py": Case(
         ("fashion-mnist",),
         [r"^optimizer\s+lr\s+update$",
-         r"^optimizer\s+lr\s+batch\s+val acc\s+best\s+loss\s+epoch@85%\s+time\s+status$",
+         r"^optimizer\s+lr\s+batch\s+val acc\s+best val\s+train loss\s+epoch>=85%\s+time\s+status$",
          *(rf"^{name}\s+{lr}\s+32\s.*\sok$" for name, lr in (
              ("sgd", "0.1"), ("momentum", "0.01"), ("nesterov", "0.01"), ("adagrad", "0.03"),
              ("rmsprop", "0.001"), ("adam", "0.001"), ("adamw", "0.001")))],

@@ -132,6 +132,85 @@ def test_compare_takes_optimizer_objects_each_run_a_fresh_copy(digits_split):
     assert "Adam" in result.table()
 
 
+def test_compare_takes_per_optimizer_settings_each_list_a_grid_of_its_own(digits_split):
+    models = []
+
+    def build():
+        models.append(_builder()())
+        return models[-1]
+
+    result = experiments.compare(
+        build, digits_split, epochs=1, verbose=False,
+        optimizers={"sgd": {"lr": [0.1, 0.01], "momentum": 0.9}, "adam": {"lr": [1e-3]}})
+    assert [r.label for r in result.runs] == ["sgd momentum=0.9 lr=0.1 bs=32",
+                                              "sgd momentum=0.9 lr=0.01 bs=32",
+                                              "adam lr=0.001 bs=32"]
+    used = [m.compiled.optimizer for m in models]
+    assert [type(o).__name__ for o in used] == ["SGD", "SGD", "Adam"]
+    assert [o.lr for o in used] == [0.1, 0.01, 1e-3] and used[0].momentum == 0.9
+    assert [r.history.history["lr"] for r in result.runs] == [[0.1], [0.01], [1e-3]]
+    assert "sgd momentum=0.9" in result.table()
+
+
+def test_compare_settings_errors_name_the_entry(digits_split):
+    with pytest.raises(ValueError, match=r"optimizers\['sgd'\].*lr.*lrs"):
+        experiments.compare(_builder(), digits_split, optimizers={"sgd": {"lr": [0.1]}},
+                            lrs=[0.01], verbose=False)
+    with pytest.raises(ValueError, match=r"optimizers\['sgd'\].*momentun"):  # before training
+        experiments.compare(lambda: pytest.fail("trained"), digits_split, verbose=False,
+                            optimizers={"sgd": {"momentun": 0.9}})
+
+
+def test_compare_says_when_lrs_replace_an_optimizer_objects_own_lr(digits_split):
+    adam, models = fastnn.optim.Adam(lr=3e-4, betas=(0.8, 0.99)), []
+
+    def build():
+        models.append(_builder()())
+        return models[-1]
+
+    with pytest.warns(UserWarning, match=r"lrs=\[0.01\] replaces the lr=0.0003 of "
+                                         r"optimizers\[0\] \(Adam\); its other settings"):
+        result = experiments.compare(build, digits_split, optimizers=[adam], lrs=[0.01],
+                                     epochs=1, verbose=False)
+    assert result.runs[0].history.history["lr"] == [0.01] and adam.lr == 3e-4
+    assert tuple(models[0].compiled.optimizer.betas) == (0.8, 0.99)
+
+
+def test_compare_marks_runs_stuck_at_chance(digits_split):
+    def constant():  # every output equal: it predicts one class, whatever the input
+        model = _builder()()
+        for p in model.parameters():
+            p.data[...] = 0.0
+        return model
+
+    stuck = experiments.compare(constant, digits_split, optimizers=["sgd"], lrs=[1e-9],
+                                epochs=1, verbose=False)
+    learnt = experiments.compare(_builder(), digits_split, optimizers=["adam"], lrs=[0.01],
+                                 epochs=2, verbose=False)
+    y_val = digits_split[3]
+    guess = max(0.1, np.bincount(y_val).max() / len(y_val))
+    assert stuck.runs[0].final_val_accuracy <= guess + 0.02   # the premise
+    assert stuck.runs[0].at_chance and stuck.runs[0].status == "chance"
+    assert stuck.table().splitlines()[2].endswith("chance")
+    assert learnt.runs[0].final_val_accuracy > 0.5 and not learnt.runs[0].at_chance
+    assert learnt.table().splitlines()[2].endswith("ok")
+
+
+def test_compare_table_headers_and_progress_lines(digits_split, capsys):
+    result = experiments.compare(_builder(), digits_split, optimizers=["adam"], lrs=[0.01],
+                                 epochs=1, verbose=True)
+    out = capsys.readouterr().out
+    line = out.splitlines()[0]
+    accuracy = result.runs[0].final_val_accuracy
+    assert line.startswith(f"adam lr=0.01 bs=32: validation accuracy {accuracy:.4f}, ok, "), line
+    header = result.table().splitlines()[0]
+    assert "@" not in header and "epoch" not in header   # no target, no target column
+    assert header.split() == ["optimizer", "lr", "batch", "val", "acc", "best", "val",
+                              "train", "loss", "time", "status"]
+    result.target_accuracy = 0.5
+    assert "epoch>=50%" in result.table().splitlines()[0]
+
+
 def test_a_failing_report_never_loses_the_runs(digits_split, monkeypatch, tmp_path):
     def broken(comparison, path):
         raise OSError("disk full")
