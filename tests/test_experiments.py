@@ -1,5 +1,7 @@
 """experiments.compare and lr_range_test, and the PNG files of fastnn.plot."""
 
+import types
+
 import numpy as np
 import pytest
 
@@ -81,8 +83,9 @@ def test_lr_range_test_restores_weights(digits_split):
     assert result.suggested_lr <= result.lrs[int(np.argmin(result.losses))]
 
 
-def _is_png(path):
-    data = path.read_bytes()
+def _is_png(figure):
+    """The Figure that a plot function returned was written as a PNG file, at its path."""
+    data = figure.path.read_bytes()
     return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
 
 
@@ -104,6 +107,60 @@ def test_plots_write_png_files(tmp_path, digits_split):
              plot.sample_images(X_val, y_val, pred, tmp_path / "samples.png", (8, 8))]
     for path in paths:
         assert _is_png(path), path
+
+
+def _fake_comparison(runs):
+    history = lambda k: types.SimpleNamespace(history={  # noqa: E731
+        "loss": [1.0 / (k + 1), 0.5 / (k + 1)], "val_accuracy": [0.1 + k / 20, 0.2 + k / 20]})
+    return experiments.Comparison(runs=[
+        experiments.Run("sgd", 0.1 / (k + 1), 32, history(k), 0.1, False, 0.2, 0.2, 0.5, None)
+        for k in range(runs)])
+
+
+def test_comparison_figure_tells_twelve_runs_apart_legend_outside_the_axes(tmp_path):
+    fig = plot.comparison(_fake_comparison(12), tmp_path / "c.png")
+    from matplotlib.colors import to_hex
+    for ax in fig.axes:
+        styles = {(to_hex(line.get_color()), line.get_linestyle()) for line in ax.get_lines()}
+        assert len(ax.get_lines()) == 12 and len(styles) == 12
+    legend, = fig.legends
+    assert len(legend.get_texts()) == 12
+    fig.draw_without_rendering()
+    box = legend.get_window_extent()
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent()), "the legend covers the curves"
+
+
+def test_every_plot_returns_a_titled_figure_and_writes_its_file(tmp_path):
+    from matplotlib.figure import Figure
+
+    X, y, _, _ = fastnn.datasets.load("xor")
+    model = nn.Sequential(nn.Dense(2, 4, activation="tanh"), nn.Dense(4, 2))
+    model.compile(loss="cross_entropy", optimizer="adam", metrics=["accuracy"])
+    history = model.fit(X, y, epochs=2, validation_data=(X, y), verbose=0, diagnostics=True)
+    rng = np.random.default_rng(0)
+    lr = experiments.LRRangeResult(np.geomspace(1e-4, 1, 8), np.linspace(2, 1, 8), 1e-2)
+    figures = {
+        "training_curves": lambda p: plot.training_curves(history, p),
+        "comparison": lambda p: plot.comparison(_fake_comparison(2), p),
+        "lr_range": lambda p: plot.lr_range(lr, p),
+        "gradient_flow": lambda p: plot.gradient_flow(history, p),
+        "confusion_matrix": lambda p: plot.confusion_matrix(np.eye(3, dtype=int), p),
+        "sample_images": lambda p: plot.sample_images(rng.random((4, 64)), y, y, p, (8, 8)),
+        "filters": lambda p: plot.filters(rng.standard_normal((4, 1, 3, 3)), p),
+        "feature_maps": lambda p: plot.feature_maps(rng.random((3, 5, 5)), p),
+    }
+    public = {name for name, f in vars(plot).items() if not name.startswith("_")
+              and callable(f) and f.__module__ == plot.__name__}
+    assert public == set(figures)
+    for name, draw in figures.items():
+        fig = draw(tmp_path / f"{name}.png")
+        assert isinstance(fig, Figure), name
+        assert fig.get_suptitle().strip(), f"{name}: no title"
+        assert fig.path == tmp_path / f"{name}.png" and _is_png(fig), name
+        assert draw(None).path is None   # a figure for a notebook, no file
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.png" for n in figures)
+    assert "gradient flow" in plot.gradient_flow(history).get_suptitle()
 
 
 def test_gradient_flow_needs_diagnostics(tmp_path):

@@ -322,7 +322,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"saved the model to {args.save}")
     if args.plot:
         from fastnn import plot
-        print(f"saved the curves to {plot.training_curves(history, args.plot)}")
+        title = f"{args.data}: {args.model}, {args.optimizer} lr={args.lr:g}"
+        print(f"saved the curves to {plot.training_curves(history, args.plot, title).path}")
     return 0
 
 

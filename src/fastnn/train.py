@@ -147,9 +147,10 @@ class History:
             for key, value in values.items():
                 series.setdefault(key, []).append(value)
 
-    def plot(self, path: str, title: str = "") -> Path:
-        """Save the loss and accuracy curves (training and validation) as a PNG
-        (``fastnn.plot.training_curves``; needs matplotlib)."""
+    def plot(self, path: str | None = None, title: str = "") -> Any:
+        """The loss and accuracy curves (training and validation) as a matplotlib Figure,
+        saved as a PNG at ``path`` (``fig.path``) unless None (``fastnn.plot.training_curves``;
+        needs matplotlib)."""
         from .plot import training_curves
         return training_curves(self, path, title)
 
