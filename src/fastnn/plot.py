@@ -85,8 +85,7 @@ def comparison(result: Any, path: str | Path | None = None, title: str = "") -> 
     loss_ax, acc_ax = axes[0]
     for k, run in enumerate(result.runs):
         h = run.history.history
-        status = getattr(run, "status", "diverged" if run.diverged else "ok")
-        label = run.label if status == "ok" else f"{run.label} ({status})"
+        label = run.label if run.status == "ok" else f"{run.label} ({run.status})"
         # Markers keep a run visible that diverged in its first epoch (a single point).
         style = {**_run_style(k), "marker": "x" if run.diverged else "o", "markersize": 3,
                  "label": label}
