@@ -198,13 +198,15 @@ def test_compare_takes_per_optimizer_settings_each_list_a_grid_of_its_own(digits
 
     result = experiments.compare(
         build, digits_split, epochs=1, verbose=False,
-        optimizers={"sgd": {"lr": [0.1, 0.01], "momentum": 0.9}, "adam": {"lr": [1e-3]}})
+        optimizers={"sgd": {"lr": [0.1, 0.01], "momentum": 0.9},
+                    "adam": {"lr": [1e-3], "betas": (0.8, 0.99)}})   # a tuple is one value
     assert [r.label for r in result.runs] == ["sgd momentum=0.9 lr=0.1 bs=32",
                                               "sgd momentum=0.9 lr=0.01 bs=32",
-                                              "adam lr=0.001 bs=32"]
+                                              "adam betas=(0.8, 0.99) lr=0.001 bs=32"]
     used = [m.compiled.optimizer for m in models]
     assert [type(o).__name__ for o in used] == ["SGD", "SGD", "Adam"]
     assert [o.lr for o in used] == [0.1, 0.01, 1e-3] and used[0].momentum == 0.9
+    assert tuple(used[2].betas) == (0.8, 0.99)
     assert [r.history.history["lr"] for r in result.runs] == [[0.1], [0.01], [1e-3]]
     assert "sgd momentum=0.9" in result.table()
 

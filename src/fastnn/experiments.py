@@ -116,8 +116,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
       says so;
     - a dict of per-optimizer settings, ``{"sgd": {"lr": [0.1, 0.01], "momentum": 0.9},
       "adam": {"lr": [1e-3]}}``: a list value expands the grid of that optimizer only
-      (every combination of its lists runs), other values pass to the optimizer as they
-      are; an entry without "lr" takes ``lrs`` (default 0.01). Giving "lr" in an entry and
+      (every combination of its lists runs), other values (a tuple too) pass to the
+      optimizer as they are; an entry without "lr" takes ``lrs`` (default 0.01). Giving "lr" in an entry and
       ``lrs`` too is an error.
 
     Every optimizer is built once before training starts, so a misspelt setting fails at
@@ -129,6 +129,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     or the plot only warns: the finished runs are always returned.
     """
     X_train, y_train, X_val, y_val = data[:4]
+    if not 0.0 <= chance_margin < 1.0:
+        raise ValueError(f"compare: chance_margin must be in [0, 1); got {chance_margin!r}")
     result = Comparison(target_accuracy=target_accuracy)
     grid = _optimizer_grid(optimizers, lrs)
     chance = _chance_accuracy(y_train, y_val)
@@ -197,7 +199,8 @@ def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
                                  "give the learning rates in one place")
             grid = {"lr": default_lrs, **settings}
             keys = list(grid)
-            values = [list(v) if isinstance(v, (list, tuple)) else [v] for v in grid.values()]
+            # Only lists make a grid: a tuple is one value (Adam's betas).
+            values = [v if isinstance(v, list) else [v] for v in grid.values()]
             for combination in itertools.product(*values):
                 kwargs = dict(zip(keys, combination))
                 shown = {k: v for k, v in kwargs.items() if k != "lr"}
