@@ -18,7 +18,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import nn, optim
-from _common import example_parser, print_table
+from _common import example_parser, label_points, print_table
 
 VARIANTS = {  # name -> hidden layer widths
     "784-32-10": (32,),
@@ -91,8 +91,6 @@ def main() -> None:
         acc = history.history["val_accuracy"]
         ax_curve.plot(np.arange(1, len(acc) + 1), acc, marker=".", color=f"C{k}", label=name)
         ax_params.scatter(params, test_acc, color=f"C{k}", s=60, label=name)
-        ax_params.annotate(name, (params, test_acc), textcoords="offset points",
-                           xytext=(6, 6 if k % 2 else -12), fontsize="x-small")
     ax_curve.set_xlabel("epoch")
     ax_curve.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_curve.set_title("test accuracy per epoch")
@@ -104,6 +102,9 @@ def main() -> None:
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
     ax_curve.legend(fontsize="small")
+    fig.suptitle(f"wider and deeper networks on mnist-5k ({len(X_train)} training images)")
+    label_points(ax_params, [r[0] for r in runs.values()], [r[1] for r in runs.values()],
+                 list(runs), colors=[f"C{k}" for k in range(len(runs))])
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "deeper_wider_mnist5k.png"
     fig.savefig(path, dpi=100)

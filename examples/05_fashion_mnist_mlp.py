@@ -90,14 +90,14 @@ def main() -> None:
           f"{reached}{', a --quick run is too short for it' if args.quick else ''})")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = [
+    figures = [
         plot.training_curves(history, args.out / "fashion_mnist_curves.png",
                              title="Fashion-MNIST, 784-512-256-10 MLP"),
         plot.confusion_matrix(cm, args.out / "fashion_mnist_confusion.png", classes=classes),
         plot.sample_images(X_test, y_test, pred, args.out / "fashion_mnist_samples.png",
                            image_shape=(28, 28), classes=classes, count=25),
     ]
-    print("\nfigures: " + ", ".join(map(str, paths)))
+    print("\nfigures: " + ", ".join(str(fig.path) for fig in figures))
 
 
 if __name__ == "__main__":

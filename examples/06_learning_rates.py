@@ -144,7 +144,7 @@ def main() -> None:
         ["lowest loss / 10", f"{lowest / 10:.3g}"],
     ])
     paths = [args.out / "learning_rates.png", first_epoch_figure(batches, args.out),
-             plot.lr_range(test, args.out / "lr_range_test.png")]
+             plot.lr_range(test, args.out / "lr_range_test.png").path]
     print("\nfigures: " + ", ".join(map(str, paths)))
 
 

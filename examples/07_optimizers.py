@@ -69,7 +69,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = plot.comparison(comparison, args.out / "optimizers.png",
-                           title=f"optimizers on Fashion-MNIST ({n_train} images)")
+                           title=f"optimizers on Fashion-MNIST ({n_train} images)").path
     print(f"\nfigure: {path}")
 
 

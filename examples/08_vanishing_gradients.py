@@ -89,7 +89,8 @@ def main() -> None:
             print(f"  {name}: GradientWarning: {message}" if messages else f"  {name}: {message}")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = [plot.gradient_flow(histories[name], args.out / f"gradient_flow_{name}.png")
+    paths = [plot.gradient_flow(histories[name], args.out / f"gradient_flow_{name}.png",
+                                title=f"gradient flow: {name}, weight gradient norm per layer").path
              for name in ("sigmoid_normal", "relu_he")]
 
     from matplotlib.figure import Figure  # the Agg canvas: a PNG file, never a window

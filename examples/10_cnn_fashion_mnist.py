@@ -119,7 +119,7 @@ def main() -> None:
     model.eval()
     maps = model[:4](image)[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = [
+    figures = [
         plot.training_curves(history, args.out / "cnn_curves.png",
                              title="Fashion-MNIST, CNN"),
         plot.filters(model[1].weight.data, args.out / "cnn_first_layer_filters.png",
@@ -129,7 +129,7 @@ def main() -> None:
                                 "convolution, batch norm and ReLU"),
         plot.confusion_matrix(cm, args.out / "cnn_confusion.png", classes=classes),
     ]
-    print("\nfigures: " + ", ".join(map(str, paths)))
+    print("\nfigures: " + ", ".join(str(fig.path) for fig in figures))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 
 def example_parser(doc: str, quick: str, seed: str) -> argparse.ArgumentParser:
     """--quick, --out and --seed, with the example's own words for --quick and --seed."""
@@ -25,3 +27,43 @@ def print_table(headers: list[str], rows: list[list[str]], left: int = 1) -> Non
     print("-" * len(fmt(headers)))
     for r in rows:
         print(fmt(r))
+
+
+def label_points(ax, xs, ys, labels, colors=None, gap: float = 2.0,
+                 marker_radius: float = 4.5) -> list:
+    """Write each label beside its point (x, y in data coordinates) so that no label
+    overlaps another or covers a point (of ``marker_radius`` points): matplotlib's
+    ``annotate`` places each alone, and close points' labels pile up. From the highest point
+    down, a label that would overlap moves down below what it overlaps, a thin line joining
+    it to its point. The figure's layout is drawn first and then kept fixed, so that moving
+    labels cannot move the points. Returns the annotations."""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    text_box = Text.get_window_extent  # the label alone: an Annotation's box holds its line
+
+    fig = ax.figure
+    notes = [ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, 0),
+                         va="center", fontsize="x-small",
+                         color=None if colors is None else colors[k],
+                         arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5",
+                                     "shrinkA": 0, "shrinkB": 3})
+             for k, (x, y, label) in enumerate(zip(xs, ys, labels))]
+    fig.draw_without_rendering()     # the layout, and each label's size on the canvas
+    fig.set_layout_engine("none")
+    pixels_to_points = 72.0 / fig.dpi
+    r = marker_radius / pixels_to_points
+    placed = [Bbox.from_extents(px - r, py - r, px + r, py + r)
+              for px, py in ax.transData.transform(np.column_stack([xs, ys]))]
+    for note in sorted(notes, key=lambda n: -ax.transData.transform(n.xy)[1]):
+        box = text_box(note)
+        for _ in range(len(placed)):  # each move clears one placed box at least
+            below = [b for b in placed if box.overlaps(b)]
+            if not below:
+                break
+            shift = box.y1 - min(b.y0 for b in below) + gap
+            dx, dy = note.xyann
+            note.xyann = (dx, dy - shift * pixels_to_points)
+            box = text_box(note)
+        placed.append(box)
+    return notes

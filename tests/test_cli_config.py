@@ -108,6 +108,15 @@ def test_cli_train_two_epochs():
     assert 0.5 <= acc <= 1.0, f"test accuracy {acc} after 2 epochs on digits"
 
 
+def test_cli_train_to_a_pipe_prints_one_line_per_epoch():
+    # stdout is a pipe here: no progress bar redraws, one line per epoch (tqdm installed or not)
+    proc = run_python_module(["train", "--data", "xor", "--hidden", "4", "--epochs", "2"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\r") == 0 and proc.stderr.count("\r") == 0
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("Epoch ")]
+    assert [line[:9] for line in epochs] == ["Epoch 1/2", "Epoch 2/2"]
+
+
 def test_cli_train_with_options():
     args = ["-m", "fastnn", "train", "--data", "digits", "--hidden", "32,16", "--activation", "tanh",
             "--optimizer", "sgd", "--lr", "0.05", "--batch-size", "16", "--epochs", "2", "--seed", "1"]
@@ -155,6 +164,15 @@ def test_cli_compare_prints_table_and_plot(tmp_path):
     rows = [line.split()[:2] for line in lines[header + 2:header + 6]]
     assert rows == [["sgd", "0.1"], ["sgd", "0.01"], ["adam", "0.1"], ["adam", "0.01"]]
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_compare_banner_says_validation(capsys):
+    from fastnn import cli
+    assert cli.main(["compare", "--data", "digits", "--hidden", "8", "--epochs", "1",
+                     "--optimizers", "sgd", "--lr", "0.1"]) == 0
+    out = capsys.readouterr().out
+    n_val = len(fastnn.datasets.load("digits", validation=0.1)[2])   # the split compare makes
+    assert re.search(rf"digits: \d+ train / {n_val} validation samples$", out.splitlines()[0])
 
 
 def test_cli_builds_the_named_and_the_optioned_cnns(capsys):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fastnn
@@ -42,7 +43,9 @@ CASES = {
         ["activations.png"]),
     "02_xor_depth.py": Case(
         (), [r"^model\s+params\s+loss\s+p\(y=1\) per point\s+accuracy\s+seeds at 100%$",
-             r"^single layer \(2 -> 2\)\s+6\s+0\.693\d\s+0\.50 0\.50 0\.50 0\.50\s+0%\s+0/\d+$",
+             # model.evaluate's accuracy: a straight line gets 1, 2 or 3 of XOR's 4 points
+             r"^single layer \(2 -> 2\)\s+6\s+0\.693\d\s+0\.50 0\.50 0\.50 0\.50\s+"
+             r"(?:25|50|75)%\s+0/\d+$",
              r"^hidden layer \(2 -> 4 tanh -> 2\)\s+22\s+\S+\s+0\.00 1\.00 1\.00 0\.00\s+100%\s+"
              r"(\d+)/\1$"],
         ["xor_decision_boundaries.png"]),
@@ -65,7 +68,7 @@ CASES = {
         ["fashion_mnist_curves.png", "fashion_mnist_confusion.png", "fashion_mnist_samples.png"]),
     "06_learning_rates.py": Case(
         ("mnist-5k",),
-        [r"^optimizer\s+lr\s+batch\s+val acc\s+best\s+loss\s+epoch@90%\s+time\s+status$",
+        [r"^optimizer\s+lr\s+batch\s+val acc\s+best val\s+train loss\s+epoch>=90%\s+time\s+status$",
          r"^sgd\s+0\.1\s+32\s.*\sok$", r"^sgd\s+1\s+32\s.*\sdiverged$",
          r"^1\s+.*too large: the loss overflowed \(diverged\)$", r"NaN/Inf after \d+ updates",
          r"^steepest fall of the smoothed loss \(fastnn's suggested_lr\)\s+\S+$"],
@@ -73,7 +76,7 @@ CASES = {
     "07_optimizers.py": Case(
         ("fashion-mnist",),
         [r"^optimizer\s+lr\s+update$",
-         r"^optimizer\s+lr\s+batch\s+val acc\s+best\s+loss\s+epoch@85%\s+time\s+status$",
+         r"^optimizer\s+lr\s+batch\s+val acc\s+best val\s+train loss\s+epoch>=85%\s+time\s+status$",
          *(rf"^{name}\s+{lr}\s+32\s.*\sok$" for name, lr in (
              ("sgd", "0.1"), ("momentum", "0.01"), ("nesterov", "0.01"), ("adagrad", "0.03"),
              ("rmsprop", "0.001"), ("adam", "0.001"), ("adamw", "0.001")))],
@@ -161,6 +164,34 @@ def test_example_runs_quick(script, tmp_path):
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), f"{path} is not a PNG image"
     written = {p.name for p in out.iterdir()}
     assert written == set(case.figures), f"{script} wrote {sorted(written)}"
+
+
+def test_point_labels_of_close_points_do_not_overlap():
+    """The deeper/wider figure's labels piled up where networks of similar size scored alike:
+    _common.label_points moves each label clear of the others and of the points."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from _common import label_points
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    xs, ys = [1.0e5, 1.05e5, 1.1e5, 1.2e5, 6e5], [0.836, 0.834, 0.835, 0.80, 0.88]
+    ax.scatter(xs, ys, s=60)
+    ax.set_xscale("log")
+    notes = label_points(ax, xs, ys, [f"784-{k}-10 network" for k in range(len(xs))])
+    fig.draw_without_rendering()
+    boxes = [Text.get_window_extent(note) for note in notes]
+    points = ax.transData.transform(np.column_stack([xs, ys]))
+    for i, box in enumerate(boxes):
+        assert not any(box.overlaps(other) for other in boxes[i + 1:]), f"label {i} overlaps"
+        assert not any(box.overlaps(Bbox.from_extents(px - 3, py - 3, px + 3, py + 3))
+                       for px, py in points), f"label {i} covers a point"
 
 
 @pytest.mark.slow

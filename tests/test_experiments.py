@@ -1,5 +1,7 @@
 """experiments.compare and lr_range_test, and the PNG files of fastnn.plot."""
 
+import types
+
 import numpy as np
 import pytest
 
@@ -81,8 +83,9 @@ def test_lr_range_test_restores_weights(digits_split):
     assert result.suggested_lr <= result.lrs[int(np.argmin(result.losses))]
 
 
-def _is_png(path):
-    data = path.read_bytes()
+def _is_png(figure):
+    """The Figure that a plot function returned was written as a PNG file, at its path."""
+    data = figure.path.read_bytes()
     return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
 
 
@@ -104,6 +107,60 @@ def test_plots_write_png_files(tmp_path, digits_split):
              plot.sample_images(X_val, y_val, pred, tmp_path / "samples.png", (8, 8))]
     for path in paths:
         assert _is_png(path), path
+
+
+def _fake_comparison(runs):
+    history = lambda k: types.SimpleNamespace(history={  # noqa: E731
+        "loss": [1.0 / (k + 1), 0.5 / (k + 1)], "val_accuracy": [0.1 + k / 20, 0.2 + k / 20]})
+    return experiments.Comparison(runs=[
+        experiments.Run("sgd", 0.1 / (k + 1), 32, history(k), 0.1, False, 0.2, 0.2, 0.5, None)
+        for k in range(runs)])
+
+
+def test_comparison_figure_tells_twelve_runs_apart_legend_outside_the_axes(tmp_path):
+    fig = plot.comparison(_fake_comparison(12), tmp_path / "c.png")
+    from matplotlib.colors import to_hex
+    for ax in fig.axes:
+        styles = {(to_hex(line.get_color()), line.get_linestyle()) for line in ax.get_lines()}
+        assert len(ax.get_lines()) == 12 and len(styles) == 12
+    legend, = fig.legends
+    assert len(legend.get_texts()) == 12
+    fig.draw_without_rendering()
+    box = legend.get_window_extent()
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent()), "the legend covers the curves"
+
+
+def test_every_plot_returns_a_titled_figure_and_writes_its_file(tmp_path):
+    from matplotlib.figure import Figure
+
+    X, y, _, _ = fastnn.datasets.load("xor")
+    model = nn.Sequential(nn.Dense(2, 4, activation="tanh"), nn.Dense(4, 2))
+    model.compile(loss="cross_entropy", optimizer="adam", metrics=["accuracy"])
+    history = model.fit(X, y, epochs=2, validation_data=(X, y), verbose=0, diagnostics=True)
+    rng = np.random.default_rng(0)
+    lr = experiments.LRRangeResult(np.geomspace(1e-4, 1, 8), np.linspace(2, 1, 8), 1e-2)
+    figures = {
+        "training_curves": lambda p: plot.training_curves(history, p),
+        "comparison": lambda p: plot.comparison(_fake_comparison(2), p),
+        "lr_range": lambda p: plot.lr_range(lr, p),
+        "gradient_flow": lambda p: plot.gradient_flow(history, p),
+        "confusion_matrix": lambda p: plot.confusion_matrix(np.eye(3, dtype=int), p),
+        "sample_images": lambda p: plot.sample_images(rng.random((4, 64)), y, y, p, (8, 8)),
+        "filters": lambda p: plot.filters(rng.standard_normal((4, 1, 3, 3)), p),
+        "feature_maps": lambda p: plot.feature_maps(rng.random((3, 5, 5)), p),
+    }
+    public = {name for name, f in vars(plot).items() if not name.startswith("_")
+              and callable(f) and f.__module__ == plot.__name__}
+    assert public == set(figures)
+    for name, draw in figures.items():
+        fig = draw(tmp_path / f"{name}.png")
+        assert isinstance(fig, Figure), name
+        assert fig.get_suptitle().strip(), f"{name}: no title"
+        assert fig.path == tmp_path / f"{name}.png" and _is_png(fig), name
+        assert draw(None).path is None   # a figure for a notebook, no file
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.png" for n in figures)
+    assert "gradient flow" in plot.gradient_flow(history).get_suptitle()
 
 
 def test_gradient_flow_needs_diagnostics(tmp_path):
@@ -130,6 +187,87 @@ def test_compare_takes_optimizer_objects_each_run_a_fresh_copy(digits_split):
     assert adam_run.history.history["lr"] == [3e-4]
     assert adam.step_count == 0 and not adam.params  # the object given is left untouched
     assert "Adam" in result.table()
+
+
+def test_compare_takes_per_optimizer_settings_each_list_a_grid_of_its_own(digits_split):
+    models = []
+
+    def build():
+        models.append(_builder()())
+        return models[-1]
+
+    result = experiments.compare(
+        build, digits_split, epochs=1, verbose=False,
+        optimizers={"sgd": {"lr": [0.1, 0.01], "momentum": 0.9},
+                    "adam": {"lr": [1e-3], "betas": (0.8, 0.99)}})   # a tuple is one value
+    assert [r.label for r in result.runs] == ["sgd momentum=0.9 lr=0.1 bs=32",
+                                              "sgd momentum=0.9 lr=0.01 bs=32",
+                                              "adam betas=(0.8, 0.99) lr=0.001 bs=32"]
+    used = [m.compiled.optimizer for m in models]
+    assert [type(o).__name__ for o in used] == ["SGD", "SGD", "Adam"]
+    assert [o.lr for o in used] == [0.1, 0.01, 1e-3] and used[0].momentum == 0.9
+    assert tuple(used[2].betas) == (0.8, 0.99)
+    assert [r.history.history["lr"] for r in result.runs] == [[0.1], [0.01], [1e-3]]
+    assert "sgd momentum=0.9" in result.table()
+
+
+def test_compare_settings_errors_name_the_entry(digits_split):
+    with pytest.raises(ValueError, match=r"optimizers\['sgd'\].*lr.*lrs"):
+        experiments.compare(_builder(), digits_split, optimizers={"sgd": {"lr": [0.1]}},
+                            lrs=[0.01], verbose=False)
+    with pytest.raises(ValueError, match=r"optimizers\['sgd'\].*momentun"):  # before training
+        experiments.compare(lambda: pytest.fail("trained"), digits_split, verbose=False,
+                            optimizers={"sgd": {"momentun": 0.9}})
+
+
+def test_compare_says_when_lrs_replace_an_optimizer_objects_own_lr(digits_split):
+    adam, models = fastnn.optim.Adam(lr=3e-4, betas=(0.8, 0.99)), []
+
+    def build():
+        models.append(_builder()())
+        return models[-1]
+
+    with pytest.warns(UserWarning, match=r"lrs=\[0.01\] replaces the lr=0.0003 of "
+                                         r"optimizers\[0\] \(Adam\); its other settings"):
+        result = experiments.compare(build, digits_split, optimizers=[adam], lrs=[0.01],
+                                     epochs=1, verbose=False)
+    assert result.runs[0].history.history["lr"] == [0.01] and adam.lr == 3e-4
+    assert tuple(models[0].compiled.optimizer.betas) == (0.8, 0.99)
+
+
+def test_compare_marks_runs_stuck_at_chance(digits_split):
+    def constant():  # every output equal: it predicts one class, whatever the input
+        model = _builder()()
+        for p in model.parameters():
+            p.data[...] = 0.0
+        return model
+
+    stuck = experiments.compare(constant, digits_split, optimizers=["sgd"], lrs=[1e-9],
+                                epochs=1, verbose=False)
+    learnt = experiments.compare(_builder(), digits_split, optimizers=["adam"], lrs=[0.01],
+                                 epochs=2, verbose=False)
+    y_val = digits_split[3]
+    guess = max(0.1, np.bincount(y_val).max() / len(y_val))
+    assert stuck.runs[0].final_val_accuracy <= guess + 0.02   # the premise
+    assert stuck.runs[0].at_chance and stuck.runs[0].status == "chance"
+    assert stuck.table().splitlines()[2].endswith("chance")
+    assert learnt.runs[0].final_val_accuracy > 0.5 and not learnt.runs[0].at_chance
+    assert learnt.table().splitlines()[2].endswith("ok")
+
+
+def test_compare_table_headers_and_progress_lines(digits_split, capsys):
+    result = experiments.compare(_builder(), digits_split, optimizers=["adam"], lrs=[0.01],
+                                 epochs=1, verbose=True)
+    out = capsys.readouterr().out
+    line = out.splitlines()[0]
+    accuracy = result.runs[0].final_val_accuracy
+    assert line.startswith(f"adam lr=0.01 bs=32: validation accuracy {accuracy:.4f}, ok, "), line
+    header = result.table().splitlines()[0]
+    assert "@" not in header and "epoch" not in header   # no target, no target column
+    assert header.split() == ["optimizer", "lr", "batch", "val", "acc", "best", "val",
+                              "train", "loss", "time", "status"]
+    result.target_accuracy = 0.5
+    assert "epoch>=50%" in result.table().splitlines()[0]
 
 
 def test_a_failing_report_never_loses_the_runs(digits_split, monkeypatch, tmp_path):

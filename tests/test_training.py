@@ -610,12 +610,44 @@ def test_verbose_2_prints_one_line_per_epoch(digits_small, capsys):
         assert key in lines[1], lines[1]
 
 
-def test_verbose_1_uses_tqdm(digits_small, capsys):
+class _Terminal(stdio.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_verbose_1_uses_tqdm_on_a_terminal(digits_small, monkeypatch):
     pytest.importorskip("tqdm")
     X, y, _, _ = digits_small
+    screen = _Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
     model_for().fit(X, y, epochs=2, verbose=1)
-    out = capsys.readouterr().out
+    out = screen.getvalue()
     assert "Epoch 1/2" in out and "Epoch 2/2" in out and "sample" in out and "loss:" in out
+    assert "\r" in out and "%|" in out   # tqdm's bar, redrawn in place
+
+
+def test_verbose_1_writes_one_plain_line_per_epoch_to_a_file(digits_small, capsys):
+    # capsys's stdout is no terminal, as a file or a pipe: tqdm installed or not, no
+    # carriage-return redraws pile up in it (two epochs wrote 82 of them).
+    pytest.importorskip("tqdm")
+    X, y, _, _ = digits_small
+    model_for().fit(X, y, epochs=2, batch_size=10, verbose=1)
+    out = capsys.readouterr().out
+    assert "\r" not in out and "%|" not in out
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("Epoch 1/2") and lines[1].startswith("Epoch 2/2")
+    assert f"[{len(X)}/{len(X)}]" in lines[0] and "loss:" in lines[1]
+
+
+def test_verbose_1_in_a_notebook_uses_tqdm_auto(monkeypatch):
+    pytest.importorskip("tqdm")
+    import types
+
+    bar = object()
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=bar))
+    # a notebook's stdout is no terminal, yet it shows a bar (a widget with ipywidgets)
+    assert fastnn.train._tqdm(stdio.StringIO()) is bar
 
 
 def test_verbose_1_falls_back_to_a_plain_line_without_tqdm(digits_small, capsys, monkeypatch):

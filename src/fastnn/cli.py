@@ -279,11 +279,13 @@ def _augment(text: str | None, data: str):
                                noise_std=values[2] if len(values) == 3 else 0.0)
 
 
-def _banner(args: argparse.Namespace, n_train: int, n_test: int) -> None:
+def _banner(args: argparse.Namespace, n_train: int, n_test: int, held_out: str = "test") -> None:
+    """The first line: version, ISA, threads, and the samples trained on and held out
+    (``held_out`` names the second set: "test" or "validation")."""
     cfg = fastnn.config()
     threads = cfg["num_threads"]
     print(f"fastnn {cfg['version']} - {cfg['isa']} - {threads} thread{'s' * (threads != 1)} - "
-          f"{args.data}: {n_train} train / {n_test} test samples")
+          f"{args.data}: {n_train} train / {n_test} {held_out} samples")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -320,7 +322,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"saved the model to {args.save}")
     if args.plot:
         from fastnn import plot
-        print(f"saved the curves to {plot.training_curves(history, args.plot)}")
+        title = f"{args.data}: {args.model}, {args.optimizer} lr={args.lr:g}"
+        print(f"saved the curves to {plot.training_curves(history, args.plot, title).path}")
     return 0
 
 
@@ -339,13 +342,14 @@ def _compare(args: argparse.Namespace) -> int:
     X_train, y_train, X_test, y_test = _load(args, 0.0)
     # The split datasets.load(validation=0.1) makes, which refuses to leave a set empty.
     X_tr, y_tr, X_val, y_val = fastnn.datasets._stratified_split(X_train, y_train, 0.1, args.seed)
+    held_out = "validation"
     if len(X_val) and len(X_tr):
         X_train, y_train = X_tr, y_tr
     else:  # xor's 4 points: nothing to hold out
         print(f"note: {args.data}'s {len(X_train)} training samples are too few to hold out "
               "a validation set; the runs are validated on its test set")
-        X_val, y_val = X_test, y_test
-    _banner(args, len(X_train), len(X_val))
+        X_val, y_val, held_out = X_test, y_test, "test"
+    _banner(args, len(X_train), len(X_val), held_out)
     build = _builder(args, X_train.shape[1], int(y_train.max()) + 1)
     fastnn.experiments.compare(build, (X_train, y_train, X_val, y_val),
                                optimizers=args.optimizers, lrs=args.lr,

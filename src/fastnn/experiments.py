@@ -13,7 +13,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -25,7 +25,11 @@ Data = tuple  # (X_train, y_train, X_val, y_val) or (X_train, y_train, X_val, y_
 
 @dataclass
 class Run:
-    """One run of a comparison: its settings, its History and the summary numbers."""
+    """One run of a comparison: its settings, its History and the summary numbers.
+
+    settings: the optimizer settings other than lr that the run was given (per-optimizer
+    settings of ``compare``), shown in its label. at_chance: the final validation accuracy
+    is no better than guessing (see ``compare``)."""
     optimizer: str
     lr: float
     batch_size: int | None
@@ -36,10 +40,23 @@ class Run:
     best_val_accuracy: float | None
     final_loss: float
     epoch_reached_target: int | None  # first epoch (1-based) at the target accuracy
+    at_chance: bool = False
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The optimizer and its settings other than lr, e.g. ``sgd momentum=0.9``."""
+        return " ".join([self.optimizer, *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in self.settings.items())])
 
     @property
     def label(self) -> str:
-        return f"{self.optimizer} lr={self.lr:g} bs={self.batch_size}"
+        return f"{self.name} lr={self.lr:g} bs={self.batch_size}"
+
+    @property
+    def status(self) -> str:
+        """"diverged" (the loss became NaN or infinite), "chance" (``at_chance``) or "ok"."""
+        return "diverged" if self.diverged else "chance" if self.at_chance else "ok"
 
 
 @dataclass
@@ -49,51 +66,76 @@ class Comparison:
     target_accuracy: float | None = None
 
     def table(self) -> str:
-        head = (f"{'optimizer':<10} {'lr':>8} {'batch':>6} {'val acc':>8} {'best':>7} "
-                f"{'loss':>9} {'epoch@' + format(self.target_accuracy or 0, '.0%'):>9} "
+        """One row per run: the final and the best validation accuracy, the final training
+        loss, the first epoch at the target accuracy (a column only when a target was
+        given), the time, and the status: ok, diverged (NaN or infinite loss) or chance
+        (final validation accuracy no better than guessing; see ``compare``)."""
+        width = max([len("optimizer"), *(len(r.name) for r in self.runs)])
+        target = (f"epoch>={self.target_accuracy:.0%}" if self.target_accuracy is not None
+                  else None)
+        head = (f"{'optimizer':<{width}} {'lr':>8} {'batch':>6} {'val acc':>8} {'best val':>8} "
+                f"{'train loss':>10} " + (f"{target:>11} " if target else "") +
                 f"{'time':>7}  status")
         lines = [head, "-" * len(head)]
         for r in self.runs:
             fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
             lines.append(
-                f"{r.optimizer:<10} {r.lr:>8g} {str(r.batch_size):>6} {fmt(r.final_val_accuracy):>8} "
-                f"{fmt(r.best_val_accuracy):>7} {r.final_loss:>9.4g} "
-                f"{str(r.epoch_reached_target or '-'):>9} {r.seconds:>6.1f}s  "
-                f"{'diverged' if r.diverged else 'ok'}")
+                f"{r.name:<{width}} {r.lr:>8g} {str(r.batch_size):>6} "
+                f"{fmt(r.final_val_accuracy):>8} {fmt(r.best_val_accuracy):>8} "
+                f"{r.final_loss:>10.4g} " +
+                (f"{str(r.epoch_reached_target or '-'):>11} " if target else "") +
+                f"{r.seconds:>6.1f}s  {r.status}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
 
 
+OptimizerSettings = Mapping[str, Any]  # an optimizer's settings; a list value is a grid
+
+
 def compare(build_model: Callable[[], Any], data: Data, *,
-            optimizers: Sequence[str | optim.Optimizer] = ("sgd",),
+            optimizers: Sequence[str | optim.Optimizer] | Mapping[str, OptimizerSettings]
+            = ("sgd",),
             lrs: Sequence[float] | None = None, batch_sizes: Sequence[int | None] = (32,),
             epochs: int = 5, loss: str = "cross_entropy", seed: int = 0,
             target_accuracy: float | None = None, verbose: bool = True,
-            plot: str | None = None) -> Comparison:
-    """Train one model per (optimizer, lr, batch size) and compare them.
+            plot: str | None = None, chance_margin: float = 0.02) -> Comparison:
+    """Train one model per (optimizer settings, lr, batch size) and compare them.
 
     build_model: a function returning a fresh, uncompiled model. data: (X_train, y_train,
-    X_val, y_val). optimizers: names for ``fastnn.optim.get`` ("sgd", "momentum",
-    "nesterov", "adagrad", "rmsprop", "adam", ...) or Optimizer objects (each run gets a
-    fresh copy of its settings). lrs: the learning rates to try; by default 0.01 for a
-    name and an Optimizer's own rate. A run whose loss becomes NaN or infinite stops and
-    is reported as diverged. Prints the table when verbose; plot= saves the curves side
-    by side (needs matplotlib). A failure of the table or the plot only warns: the
-    finished runs are always returned.
+    X_val, y_val).
+
+    optimizers, one of:
+
+    - a list of names for ``fastnn.optim.get`` ("sgd", "momentum", "nesterov", "adagrad",
+      "rmsprop", "adam", ...), each run at every rate of ``lrs`` (default 0.01);
+    - a list holding Optimizer objects: each runs with its own settings, its lr included
+      (every run gets a fresh copy). If ``lrs`` is given too, the object runs once per
+      rate of ``lrs`` instead of at its own lr, its other settings kept, and a UserWarning
+      says so;
+    - a dict of per-optimizer settings, ``{"sgd": {"lr": [0.1, 0.01], "momentum": 0.9},
+      "adam": {"lr": [1e-3]}}``: a list value expands the grid of that optimizer only
+      (every combination of its lists runs), other values (a tuple too) pass to the
+      optimizer as they are; an entry without "lr" takes ``lrs`` (default 0.01). Giving "lr" in an entry and
+      ``lrs`` too is an error.
+
+    Every optimizer is built once before training starts, so a misspelt setting fails at
+    once. A run whose loss becomes NaN or infinite stops and is reported as diverged; a run
+    whose final validation accuracy is at most ``chance_margin`` above guessing (the larger
+    of 1/classes and the validation set's majority-class share) is marked "chance" in the
+    table (``Run.at_chance``): it learnt nothing. Prints a line per run and the table when
+    verbose; plot= saves the curves side by side (needs matplotlib). A failure of the table
+    or the plot only warns: the finished runs are always returned.
     """
     X_train, y_train, X_val, y_val = data[:4]
+    if not 0.0 <= chance_margin < 1.0:
+        raise ValueError(f"compare: chance_margin must be in [0, 1); got {chance_margin!r}")
     result = Comparison(target_accuracy=target_accuracy)
-    settings = [(opt, lr) for opt in optimizers
-                for lr in (lrs if lrs is not None else
-                           [opt.lr if isinstance(opt, optim.Optimizer) else 0.01])]
-    for (opt, lr), batch_size in itertools.product(settings, batch_sizes):
-        if isinstance(opt, optim.Optimizer):  # a copy: runs must not share moments or steps
-            opt_name = type(opt).__name__
-            optimizer = optim.from_config({**opt.get_config(), "lr": lr})
-        else:
-            opt_name, optimizer = opt, optim.get(opt, lr=lr)
+    grid = _optimizer_grid(optimizers, lrs)
+    chance = _chance_accuracy(y_train, y_val)
+    for (opt_name, settings, lr, make), batch_size in itertools.product(grid, batch_sizes):
+        optimizer = make()  # a fresh one: runs must not share moments or steps
         _random.seed(seed)  # the same initial weights for every run
         model = build_model()
         model.compile(loss=loss, optimizer=optimizer, metrics=["accuracy"])
@@ -108,13 +150,15 @@ def compare(build_model: Callable[[], Any], data: Data, *,
         diverged = not all(math.isfinite(v) for v in h["loss"])
         reached = next((i + 1 for i, a in enumerate(val_acc)
                         if target_accuracy is not None and a >= target_accuracy), None)
+        at_chance = bool(val_acc) and chance is not None and val_acc[-1] <= chance + chance_margin
         run = Run(opt_name, lr, batch_size, history, seconds, diverged,
                   val_acc[-1] if val_acc else None, max(val_acc) if val_acc else None,
-                  h["loss"][-1], reached)
+                  h["loss"][-1], reached, at_chance=at_chance, settings=settings)
         result.runs.append(run)
         if verbose:
-            print(f"{run.label}: val accuracy {run.final_val_accuracy}, "
-                  f"{'diverged' if diverged else 'ok'}, {seconds:.1f}s", flush=True)
+            accuracy = "-" if run.final_val_accuracy is None else f"{run.final_val_accuracy:.4f}"
+            print(f"{run.label}: validation accuracy {accuracy}, {run.status}, {seconds:.1f}s",
+                  flush=True)
     try:
         if verbose:
             print(result.table())
@@ -126,6 +170,80 @@ def compare(build_model: Callable[[], Any], data: Data, *,
                       f"{len(result.runs)} finished runs are returned", RuntimeWarning,
                       stacklevel=2)
     return result
+
+
+def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
+                    ) -> list[tuple[str, dict, float, Callable[[], optim.Optimizer]]]:
+    """compare's optimizer runs: (name, settings shown, lr, a function making the
+    optimizer) each, every optimizer built once here so that a bad setting fails early."""
+    default_lrs = list(lrs) if lrs is not None else [0.01]
+    runs: list = []
+
+    def add(name: str, shown: dict, kwargs: dict, where: str) -> None:
+        make = lambda: optim.get(name, **kwargs)  # noqa: E731
+        try:
+            make()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"compare: {where}: {err}") from None
+        runs.append((name, shown, kwargs["lr"], make))
+
+    if isinstance(optimizers, Mapping):
+        for name, settings in optimizers.items():
+            where = f"optimizers[{name!r}]"
+            if not isinstance(name, str) or not isinstance(settings, Mapping):
+                raise TypeError(f"compare: optimizers as a dict maps an optimizer's name to its "
+                                f"settings, e.g. {{'sgd': {{'lr': [0.1, 0.01]}}}}; got "
+                                f"{name!r}: {settings!r:.100}")
+            if "lr" in settings and lrs is not None:
+                raise ValueError(f"compare: {where} sets lr and lrs={list(lrs)} is given too; "
+                                 "give the learning rates in one place")
+            grid = {"lr": default_lrs, **settings}
+            keys = list(grid)
+            # Only lists make a grid: a tuple is one value (Adam's betas).
+            values = [v if isinstance(v, list) else [v] for v in grid.values()]
+            for combination in itertools.product(*values):
+                kwargs = dict(zip(keys, combination))
+                shown = {k: v for k, v in kwargs.items() if k != "lr"}
+                add(name, shown, kwargs, where)
+        return runs
+    if isinstance(optimizers, (str, optim.Optimizer)) or not isinstance(optimizers, Sequence):
+        raise TypeError(f"compare: optimizers must be a list of names or Optimizer objects, or a "
+                        f"dict of per-optimizer settings; got {optimizers!r:.100}")
+    for k, opt in enumerate(optimizers):
+        where = f"optimizers[{k}]"
+        if isinstance(opt, optim.Optimizer):
+            config = opt.get_config()
+            name = config.pop("class")
+            if lrs is not None:
+                warnings.warn(f"compare: lrs={list(lrs)} replaces the lr={opt.lr:g} of {where} "
+                              f"({name}); its other settings are kept. Leave lrs out to run it "
+                              "at its own lr", UserWarning, stacklevel=3)
+            for lr in (default_lrs if lrs is not None else [opt.lr]):
+                add(name, {}, {**config, "lr": lr}, where)
+        elif isinstance(opt, str):
+            for lr in default_lrs:
+                add(opt, {}, {"lr": lr}, where)
+        else:
+            raise TypeError(f"compare: {where} must be an optimizer's name or a "
+                            f"fastnn.optim.Optimizer; got {type(opt).__name__}")
+    return runs
+
+
+def _chance_accuracy(y_train: np.ndarray, y_val: np.ndarray) -> float | None:
+    """The accuracy of guessing on the validation set: the larger of 1/classes and its
+    majority-class share; None when the targets are not class labels (regression)."""
+    y_train, y_val = np.asarray(y_train), np.asarray(y_val)
+    if y_val.ndim == 2 and y_val.shape[1] > 1:  # one-hot
+        classes, labels = y_val.shape[1], y_val.argmax(axis=1)
+    else:
+        labels, known = y_val.reshape(-1), y_train.reshape(-1)
+        if len(labels) == 0 or not np.array_equal(labels, np.round(labels)):
+            return None
+        classes = max(len(np.union1d(np.unique(known), np.unique(labels))), 2)
+    if len(labels) == 0:
+        return None
+    majority = np.unique(labels, return_counts=True)[1].max() / len(labels)
+    return max(1.0 / classes, float(majority))
 
 
 @dataclass

@@ -1,16 +1,24 @@
-"""Figures saved as PNG files (matplotlib, the ``plot`` extra); nothing opens a window.
+"""Figures as PNG files and as matplotlib Figures (the ``plot`` extra); nothing opens a window.
 
 Every function takes what the library returns (a History, a Comparison, a range-test
-result, a confusion matrix) and a path, and returns the path it wrote.
+result, a confusion matrix) and a path, writes the PNG file there and returns the
+matplotlib ``Figure``, whose ``path`` attribute is the file written: a notebook shows the
+returned figure inline. With path=None nothing is written (``fig.path`` is None). Every
+figure has a title (a default one unless ``title`` is given). Runs drawn together each
+get their own (colour, line style) pair, up to 40 runs, and their legend sits outside
+the axes, where it covers no curve.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _figure(rows: int, cols: int, width: float = 5.0, height: float = 3.6):
@@ -30,14 +38,28 @@ def _epoch_axis(ax: Any) -> None:
     ax.grid(alpha=0.3)
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)  # the Agg canvas: a file, never a window
-    return path
+_LINE_STYLES = ("-", "--", ":", "-.")
 
 
-def training_curves(history: Any, path: str | Path, title: str = "") -> Path:
+def _run_style(k: int) -> dict:
+    """The k-th run's colour and line style: the ten tab10 colours, then the ten again with
+    the next line style, so that no two of 40 runs look alike."""
+    from matplotlib import colormaps
+    return {"color": colormaps["tab10"](k % 10),
+            "linestyle": _LINE_STYLES[(k // 10) % len(_LINE_STYLES)]}
+
+
+def _save(fig: Figure, path: str | Path | None, title: str) -> Figure:
+    """Title the figure, write it to ``path`` (unless None) and return it, ``fig.path`` set."""
+    fig.suptitle(title)
+    fig.path = None if path is None else Path(path)
+    if fig.path is not None:
+        fig.path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(fig.path, dpi=100)  # the Agg canvas: a file, never a window
+    return fig
+
+
+def training_curves(history: Any, path: str | Path | None = None, title: str = "") -> Figure:
     """Loss and accuracy per epoch, training and validation, side by side."""
     h = history.history if hasattr(history, "history") else history
     metrics = [m for m in ("loss", "accuracy") if m in h]
@@ -50,38 +72,39 @@ def training_curves(history: Any, path: str | Path, title: str = "") -> Path:
         _epoch_axis(ax)
         ax.set_ylabel(metric)
         ax.legend()
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, path, title or "training curves")
 
 
-def comparison(result: Any, path: str | Path, title: str = "") -> Path:
+def comparison(result: Any, path: str | Path | None = None, title: str = "") -> Figure:
     """The runs of ``experiments.compare``: training loss (log scale) and validation
-    accuracy per epoch, one line per run; diverged runs are dashed."""
-    fig, axes = _figure(1, 2, width=6.0)
+    accuracy per epoch, one line per run, each its own colour and line style; a diverged
+    run is drawn with crosses and its label says "(diverged)", a run at chance says
+    "(chance)"."""
+    # Tall enough for the legend's column, one line per run.
+    fig, axes = _figure(1, 2, width=6.0, height=max(3.6, 0.8 + 0.2 * len(result.runs)))
     loss_ax, acc_ax = axes[0]
-    for run in result.runs:
+    for k, run in enumerate(result.runs):
         h = run.history.history
-        style = "--" if run.diverged else "-"
-        finite = [v if math.isfinite(v) else np.nan for v in h["loss"]]
+        label = run.label if run.status == "ok" else f"{run.label} ({run.status})"
         # Markers keep a run visible that diverged in its first epoch (a single point).
-        loss_ax.plot(np.arange(1, len(finite) + 1), finite, style, marker="o", markersize=3,
-                     label=run.label)
+        style = {**_run_style(k), "marker": "x" if run.diverged else "o", "markersize": 3,
+                 "label": label}
+        finite = [v if math.isfinite(v) else np.nan for v in h["loss"]]
+        loss_ax.plot(np.arange(1, len(finite) + 1), finite, **style)
         if "val_accuracy" in h:
-            acc_ax.plot(np.arange(1, len(h["val_accuracy"]) + 1), h["val_accuracy"], style,
-                        marker="o", markersize=3, label=run.label)
+            acc_ax.plot(np.arange(1, len(h["val_accuracy"]) + 1), h["val_accuracy"], **style)
     loss_ax.set_yscale("log")
     loss_ax.set_title("training loss")
     acc_ax.set_title("validation accuracy")
     for ax in (loss_ax, acc_ax):
         _epoch_axis(ax)
-    acc_ax.legend(fontsize="small")
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    runs = len(result.runs)
+    fig.legend(*loss_ax.get_legend_handles_labels(), loc="outside right upper",
+               fontsize="small")
+    return _save(fig, path, title or f"{runs} run{'s' * (runs != 1)} compared")
 
 
-def lr_range(result: Any, path: str | Path) -> Path:
+def lr_range(result: Any, path: str | Path | None = None, title: str = "") -> Figure:
     """The learning-rate range test: smoothed loss against the learning rate."""
     fig, axes = _figure(1, 1)
     ax = axes[0][0]
@@ -93,11 +116,11 @@ def lr_range(result: Any, path: str | Path) -> Path:
     ax.set_ylabel("loss (smoothed)")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return _save(fig, path, title or "learning-rate range test")
 
 
-def gradient_flow(history: Any, path: str | Path, metric: str = "grad_norm",
-                  title: str = "") -> Path:
+def gradient_flow(history: Any, path: str | Path | None = None, metric: str = "grad_norm",
+                  title: str = "") -> Figure:
     """Per-layer gradient norm (or another diagnostic) over the epochs, log scale: the
     picture of vanishing or exploding gradients. Needs fit(..., diagnostics=True)."""
     diagnostics = getattr(history, "diagnostics", None)
@@ -105,22 +128,20 @@ def gradient_flow(history: Any, path: str | Path, metric: str = "grad_norm",
         raise ValueError("the History has no diagnostics: train with fit(..., diagnostics=True)")
     fig, axes = _figure(1, 1, width=6.0)
     ax = axes[0][0]
-    for layer, values in diagnostics.items():
-        if metric not in values:  # dead/saturated fractions exist only for some activations
-            continue
-        series = np.asarray(values[metric], dtype=float)
-        ax.plot(np.arange(1, len(series) + 1), series, marker="o", label=layer)
+    drawn = [(layer, values[metric]) for layer, values in diagnostics.items()
+             if metric in values]  # dead/saturated fractions exist only for some activations
+    for k, (layer, values) in enumerate(drawn):
+        series = np.asarray(values, dtype=float)
+        ax.plot(np.arange(1, len(series) + 1), series, marker="o", label=layer, **_run_style(k))
     ax.set_yscale("log")
     _epoch_axis(ax)
     ax.set_ylabel(metric.replace("_", " "))
-    ax.legend(fontsize="small")
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    fig.legend(loc="outside right upper", fontsize="small")
+    return _save(fig, path, title or f"gradient flow: {metric.replace('_', ' ')} per layer")
 
 
-def confusion_matrix(matrix: np.ndarray, path: str | Path,
-                     classes: Sequence[str] | None = None) -> Path:
+def confusion_matrix(matrix: np.ndarray, path: str | Path | None = None,
+                     classes: Sequence[str] | None = None, title: str = "") -> Figure:
     """A confusion matrix (rows: true class, columns: predicted), counts in the cells."""
     matrix = np.asarray(matrix)
     n = len(matrix)
@@ -136,12 +157,13 @@ def confusion_matrix(matrix: np.ndarray, path: str | Path,
     ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    return _save(fig, path)
+    return _save(fig, path, title or "confusion matrix")
 
 
-def sample_images(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, path: str | Path,
-                  image_shape: tuple[int, int], classes: Sequence[str] | None = None,
-                  count: int = 25) -> Path:
+def sample_images(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
+                  path: str | Path | None, image_shape: tuple[int, int],
+                  classes: Sequence[str] | None = None, count: int = 25,
+                  title: str = "") -> Figure:
     """A grid of images titled with predicted and true labels (red when wrong)."""
     count = min(count, len(X))
     cols = int(math.ceil(math.sqrt(count)))
@@ -156,11 +178,11 @@ def sample_images(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, path: s
         right = y_true[k] == y_pred[k]
         ax.set_title(f"{name(int(y_pred[k]))}\n(true {name(int(y_true[k]))})", fontsize=7,
                      color="black" if right else "red")
-    return _save(fig, path)
+    return _save(fig, path, title or "predicted (true) labels; red: wrong")
 
 
-def _image_grid(images: Sequence[np.ndarray], labels: Sequence[str], path: str | Path,
-                title: str, cmap: str, centered: bool) -> Path:
+def _image_grid(images: Sequence[np.ndarray], labels: Sequence[str], path: str | Path | None,
+                title: str, cmap: str, centered: bool) -> Figure:
     """Small images in a near-square grid, each scaled to its own range (around zero when
     centered: a weight's sign is its meaning)."""
     cols = int(math.ceil(math.sqrt(len(images))))
@@ -180,12 +202,10 @@ def _image_grid(images: Sequence[np.ndarray], labels: Sequence[str], path: str |
         else:
             ax.imshow(image, cmap=cmap)
         ax.set_title(labels[k], fontsize=7)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
-def filters(weight: np.ndarray, path: str | Path, title: str = "") -> Path:
+def filters(weight: np.ndarray, path: str | Path | None = None, title: str = "") -> Figure:
     """A convolution's learned filters (``Conv2d.weight``, shape (out, in, kh, kw)), one
     small image each: red-blue around zero for one input channel, colour for three (the
     RGB the filter looks for), the mean over the input channels otherwise."""
@@ -197,12 +217,12 @@ def filters(weight: np.ndarray, path: str | Path, title: str = "") -> Path:
         images = list(weight.transpose(0, 2, 3, 1))
     else:
         images = list(weight.mean(axis=1))
-    return _image_grid(images, [str(k) for k in range(len(images))], path, title, "RdBu_r",
-                       centered=True)
+    return _image_grid(images, [str(k) for k in range(len(images))], path,
+                       title or f"{len(images)} filters", "RdBu_r", centered=True)
 
 
-def feature_maps(maps: np.ndarray, path: str | Path, image: np.ndarray | None = None,
-                 title: str = "") -> Path:
+def feature_maps(maps: np.ndarray, path: str | Path | None = None,
+                 image: np.ndarray | None = None, title: str = "") -> Figure:
     """One image's feature maps (channels, height, width), each on its own colour scale, the
     input image first when given (its shape (h, w), (1, h, w) or (3, h, w))."""
     maps = np.asarray(maps)
@@ -215,4 +235,5 @@ def feature_maps(maps: np.ndarray, path: str | Path, image: np.ndarray | None = 
         image = image.transpose(1, 2, 0) if image.ndim == 3 and image.shape[0] == 3 else \
             image.reshape(image.shape[-2:])
         images, labels = [image, *images], ["input", *labels]
-    return _image_grid(images, labels, path, title, "viridis", centered=False)
+    return _image_grid(images, labels, path, title or f"{len(maps)} feature maps", "viridis",
+                       centered=False)

@@ -147,9 +147,10 @@ class History:
             for key, value in values.items():
                 series.setdefault(key, []).append(value)
 
-    def plot(self, path: str, title: str = "") -> Path:
-        """Save the loss and accuracy curves (training and validation) as a PNG
-        (``fastnn.plot.training_curves``; needs matplotlib)."""
+    def plot(self, path: str | None = None, title: str = "") -> Any:
+        """The loss and accuracy curves (training and validation) as a matplotlib Figure,
+        saved as a PNG at ``path`` (``fig.path``) unless None (``fastnn.plot.training_curves``;
+        needs matplotlib)."""
         from .plot import training_curves
         return training_curves(self, path, title)
 
@@ -215,7 +216,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     Generator or another seed to start a new stream instead.
 
     verbose: 0 silent, 1 a progress bar per epoch (tqdm when installed, else a line
-    redrawn in place) with the loss, the metrics and samples/s, 2 one line per epoch.
+    redrawn in place; one plain line per epoch when stdout is not a terminal or a
+    notebook) with the loss, the metrics and samples/s, 2 one line per epoch.
     callbacks: ``fastnn.callbacks.Callback`` objects, or ``fastnn.schedulers`` schedulers
     (wrapped in a ``LearningRateScheduler``). augment: a function applied to every
     training batch's inputs, e.g. ``fastnn.data.Augment``; it must keep the batch's shape.
@@ -467,9 +469,18 @@ def _format_logs(logs: dict[str, float]) -> str:
                       for key, value in logs.items())
 
 
-def _tqdm() -> Any | None:
+def _tqdm(stream: Any) -> Any | None:
+    """The tqdm bar class for ``stream``: the notebook's (``tqdm.auto``) in Jupyter, the
+    terminal's on a terminal; None when tqdm is missing or the stream is a file or a pipe,
+    where every redraw would stay in the output as a carriage return."""
+    in_notebook = "ipykernel" in sys.modules
+    if not (in_notebook or stream.isatty()):
+        return None
     try:
-        from tqdm import tqdm
+        if in_notebook:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
     except ImportError:
         return None
     return tqdm
@@ -477,15 +488,16 @@ def _tqdm() -> Any | None:
 
 class _Progress:
     """What ``fit`` prints per epoch on stdout: nothing (verbose=0), a progress bar
-    (verbose=1: tqdm when installed, else a line redrawn in place on a terminal and
-    printed once per epoch elsewhere), or one line per epoch (verbose=2). The time and
+    (verbose=1: on a terminal tqdm when installed, else a line redrawn in place; in a
+    notebook tqdm.auto's bar; one plain line per epoch when stdout is a file or a pipe),
+    or one line per epoch (verbose=2). The time and
     samples/s shown are the training pass's, validation excluded."""
 
     def __init__(self, verbose: int, epochs: int) -> None:
         self.verbose = verbose
         self.epochs = epochs
         self.stream = sys.stdout
-        self._tqdm = _tqdm() if verbose == 1 else None
+        self._tqdm = _tqdm(self.stream) if verbose == 1 else None
         self._redraw = verbose == 1 and self._tqdm is None and self.stream.isatty()
         self._bar: Any = None
 
