@@ -19,7 +19,12 @@ The activation of a layer is its own (``Dense(..., activation="relu")``) or that
 first activation layer after it. A ``GradientWarning`` names the layer when gradients
 vanish (the first layer's gradient norm is more than 100 times smaller than the last
 layer's), explode (a layer's gradient norm grows to 1000 times its first epoch's), or
-become NaN/Inf (the first layer whose output or gradient is not finite).
+become NaN/Inf (the first layer whose output or gradient is not finite), and, once per
+layer, when DEAD_FRACTION (90%) or more of a ReLU layer's units are dead (a dead unit
+passes no gradient, so it never comes back to life).
+
+``fit`` also warns (``DataWarning``) when its inputs look like raw pixel values
+(``check_input_scale``).
 """
 
 from __future__ import annotations
@@ -39,10 +44,41 @@ VANISHING_RATIO = 100.0
 EXPLODING_GROWTH = 1000.0
 SIGMOID_TAIL = 0.01
 TANH_TAIL = 0.99
+DEAD_FRACTION = 0.9
+PIXEL_MIN_MAX = 10.0  # see check_input_scale
+_PIXEL_SAMPLE = 4096
 
 
 class GradientWarning(RuntimeWarning):
-    """Gradients vanish, explode or are not finite (see ``fastnn.diagnostics``)."""
+    """Gradients vanish, explode or are not finite, or a ReLU layer's units died (see
+    ``fastnn.diagnostics``)."""
+
+
+class DataWarning(UserWarning):
+    """The training inputs look unprepared (raw 0-255 pixel values)."""
+
+
+def check_input_scale(X: np.ndarray, name: str = "X", stacklevel: int = 2) -> bool:
+    """Warn (``DataWarning``) and return True when ``X`` looks like raw pixel values: all
+    in [0, 255], with a maximum above PIXEL_MIN_MAX, and either whole numbers (checked on
+    a spread sample) or a maximum above 127 (8-bit images rescaled, such as
+    ``fastnn.datasets.load("digits", normalize=False)``). Networks train badly on inputs
+    that large; scaled to [0, 1] they train well. stacklevel: as ``warnings.warn``'s,
+    counted from the caller of this function."""
+    if X.size == 0:
+        return False
+    low, high = float(X.min()), float(X.max())
+    if not (low >= 0.0 and PIXEL_MIN_MAX < high <= 255.0):
+        return False
+    flat = X.reshape(-1)
+    sample = flat[::max(1, flat.size // _PIXEL_SAMPLE)]
+    if high <= 127.0 and not np.all(sample == np.round(sample)):
+        return False
+    warnings.warn(f"{name} holds values from {low:g} to {high:g}, which look like raw pixel "
+                  "values (0-255); networks train badly on inputs that large: scale them to "
+                  f"[0, 1] ({name} / 255.0 for 0-255 pixels), or load the dataset with "
+                  "normalize=True", DataWarning, stacklevel=stacklevel + 1)
+    return True
 
 
 def named_layers(model: Any) -> list[tuple[str, Any]]:
@@ -138,6 +174,7 @@ class Monitor:
             values[name] = means
         self._check_vanishing(values)
         self._check_exploding(values)
+        self._check_dead(values)
         pending, self._pending = self._pending, []
         return values, pending
 
@@ -173,6 +210,16 @@ class Monitor:
                 f"first layer {first} ({g_first:.3g}) is {ratio:.3g} times smaller than the "
                 f"last layer {last}'s ({g_last:.3g}), so the first layers barely learn; try "
                 "ReLU activations with He initialisation, or fewer layers"))
+
+    def _check_dead(self, values: dict[str, dict[str, float]]) -> None:
+        for name, _, _ in self.layers:
+            dead = values[name].get("dead_fraction")
+            if dead is not None and dead >= DEAD_FRACTION:
+                self._warn_once(f"dead {name}", (
+                    f"dead ReLU units in epoch {self._epoch + 1}: {dead:.1%} of layer {name}'s "
+                    "units output 0 for every sample of a batch, so no gradient flows "
+                    "through them and they stop learning; lower the learning rate, use He "
+                    "initialisation (the default for relu), or leaky_relu"))
 
     def _check_exploding(self, values: dict[str, dict[str, float]]) -> None:
         growth = {}
