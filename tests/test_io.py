@@ -329,3 +329,15 @@ def test_a_model_whose_scheduler_annealed_lr_to_zero_saves_and_loads(digits, tmp
         loaded = fastnn.load(model.save(tmp_path / "m.safetensors",
                                         include_optimizer=include_optimizer))
         assert loaded.compiled.optimizer.get_config() == model.compiled.optimizer.get_config()
+
+
+def test_a_model_compiled_with_a_loss_of_ones_own_still_loads(digits, tmp_path):
+    """load rebuilds only fastnn's classes: such settings are left out, not saved to fail."""
+    class MyMSE(fastnn.losses.MSE):
+        pass
+
+    model = build()
+    model.compile(loss=MyMSE(), optimizer="adam")
+    loaded = fastnn.load(model.save(tmp_path / "mine.safetensors"))
+    assert loaded.compiled is None
+    np.testing.assert_array_equal(loaded.predict(digits[0]), model.predict(digits[0]))

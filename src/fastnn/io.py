@@ -8,8 +8,8 @@ file's metadata, the architecture as JSON. ``fastnn.load(path)`` rebuilds the mo
 that JSON and loads the weights: its predictions are bit-identical to the saved model's.
 A compiled model's compile settings are saved too, as Keras does: the loss, the metric
 names (those given as names) and the optimizer's settings; ``load`` compiles the model
-with them, so that ``fastnn.load(path).evaluate(X, y)`` works (files without them load
-uncompiled). ``include_optimizer=True`` also stores the optimizer's state arrays (as
+with them, so that ``fastnn.load(path).evaluate(X, y)`` works (files without them, and
+those of a model compiled with a loss or optimizer class of your own, load uncompiled). ``include_optimizer=True`` also stores the optimizer's state arrays (as
 tensors named "optimizer.<key>") and what the interrupted ``fit`` needs to go on (its
 shuffling generator, its ``Augment``'s stream, the epochs done): ``load`` then returns a
 model whose next ``fit`` continues exactly where the saved one stopped (see
@@ -127,7 +127,9 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
     if include_optimizer and compiled is None:
         raise ValueError("save(include_optimizer=True) needs a compiled model: call "
                          "model.compile(...) first, or save without the optimizer")
-    if compiled is not None:
+    # Without include_optimizer, settings that load could not rebuild (a loss or optimizer
+    # class of the user's own) are left out: the file then loads uncompiled.
+    if compiled is not None and (include_optimizer or _loadable(compiled)):
         loss = compiled.loss
         training = {
             "optimizer": compiled.optimizer.get_config(),
@@ -143,6 +145,15 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
         metadata["training"] = json.dumps(training)
     metadata["sha256"] = _digest(tensors, metadata)
     return write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
+
+
+def _loadable(compiled: Any) -> bool:
+    """Whether ``load`` can rebuild the compiled loss and optimizer: classes of
+    ``fastnn.losses`` and ``fastnn.optim``, by the name they are saved under."""
+    from . import losses, optim
+
+    return all(getattr(module, type(obj).__name__, None) is type(obj)
+               for module, obj in ((losses, compiled.loss), (optim, compiled.optimizer)))
 
 
 def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
