@@ -9,11 +9,12 @@ that JSON and loads the weights: its predictions are bit-identical to the saved 
 A compiled model's compile settings are saved too, as Keras does: the loss, the metric
 names (those given as names) and the optimizer's settings; ``load`` compiles the model
 with them, so that ``fastnn.load(path).evaluate(X, y)`` works (files without them, and
-those of a model compiled with a loss or optimizer class of your own, load uncompiled). ``include_optimizer=True`` also stores the optimizer's state arrays (as
-tensors named "optimizer.<key>") and what the interrupted ``fit`` needs to go on (its
-shuffling generator, its ``Augment``'s stream, the epochs done): ``load`` then returns a
-model whose next ``fit`` continues exactly where the saved one stopped (see
-``fastnn.train.fit``); without it the loaded optimizer starts afresh.
+those of a model compiled with a loss or optimizer class of your own, load uncompiled).
+``include_optimizer=True`` also stores the optimizer's state arrays (as tensors named
+"optimizer.<key>") and what the interrupted ``fit`` needs to go on (its shuffling
+generator, its ``Augment``'s stream, the epochs done): ``load`` then returns a model whose
+next ``fit`` continues exactly where the saved one stopped (see ``fastnn.train.fit``);
+without it the loaded optimizer starts afresh.
 
 Saving is crash-safe: the file is written beside the target, flushed to disk (fsync)
 and renamed over it, so the target always holds either the old or the new model.

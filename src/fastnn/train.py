@@ -178,7 +178,9 @@ def compile(model: Any, loss: str | losses.Loss, optimizer: str | optim.Optimize
     "top_k_accuracy" (k = 5) or "top_<k>_accuracy", "precision", "recall", "f1" (macro;
     binary scores count as class 1 above 0 for logits, 0.5 otherwise), or
     ``fastnn.metrics.Metric`` objects. The loss is always reported, and ``fit`` and
-    ``evaluate`` report every metric.
+    ``evaluate`` report every metric; an accuracy asked for that the loss cannot define
+    for the targets (MSE on regression targets) is left out with a MetricWarning (quietly
+    for the default metrics).
     """
     loss_fn = losses.get(loss)
     opt = optim.get(optimizer).bind(model.parameters())
@@ -232,7 +234,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     (wrapped in a ``LearningRateScheduler``). augment: a function applied to every
     training batch's inputs, e.g. ``fastnn.data.Augment``; it must keep the batch's shape.
     diagnostics=True records per-layer gradient statistics in ``history.diagnostics``
-    and warns when gradients vanish, explode or turn NaN (see ``fastnn.diagnostics``).
+    and warns when gradients vanish, explode or turn NaN, or ReLU units die (see
+    ``fastnn.diagnostics``). X that looks like raw 0-255 pixel values gives a DataWarning.
 
     The loss reported includes the layers' L1/L2 penalties. Training stops early when a
     callback sets ``model.stop_training``, and after an epoch whose loss or parameters are
