@@ -162,6 +162,7 @@ def test_gradient_check_passes_a_correct_model(digits):
     result = diagnostics.gradient_check(model, X[:16] / 4, y[:16], "cross_entropy")
     assert set(result) == {"0:Dense", "2:Dense", "3:Dense"}      # Dropout has no parameters
     assert all(err < 1e-2 for err in result.values()), result
+    assert result.passed and result.failed == [], str(result)
     for name, value in model.state_dict().items():              # weights left as they were
         np.testing.assert_array_equal(value, weights[name])
     assert model.training and all(not p.grad.any() for p in model.parameters())
@@ -182,6 +183,7 @@ def test_gradient_check_catches_a_broken_backward(digits, monkeypatch):
     result = diagnostics.gradient_check(model, X[:16] / 4, y[:16], losses.CrossEntropy())
     assert result["2:Dense"] > 0.1, result
     assert result["0:Dense"] < 1e-2 and result["3:Dense"] < 1e-2, result
+    assert not result.passed and result.failed == ["2:Dense"], str(result)
 
 
 def test_gradient_check_catches_a_wrong_input_gradient(digits, monkeypatch):
@@ -201,6 +203,66 @@ def test_gradient_check_rejects_bad_arguments(digits):
         diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", eps=0)
     with pytest.raises(ValueError, match="samples"):
         diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", samples=0)
+    with pytest.raises(ValueError, match="tolerance"):
+        diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", tolerance=0)
+
+
+class MyDense(nn.Module):
+    """A Dense layer as a learner writes it, in NumPy; bug=True averages the bias gradient
+    over the batch instead of summing it (a classic slip)."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        rng = np.random.default_rng(7)
+        self.weight = nn.Parameter(rng.standard_normal((n_out, n_in)) * np.sqrt(2 / n_in))
+        self.bias = nn.Parameter(np.zeros(n_out))
+        self.bug = False
+
+    def forward(self, x):
+        self.x = x
+        return (x @ self.weight.data.T + self.bias.data).astype(np.float32)
+
+    def backward(self, grad_out, input_grad=True):
+        self.weight.grad += grad_out.T @ self.x
+        self.bias.grad += grad_out.mean(0) if self.bug else grad_out.sum(0)
+        return (grad_out @ self.weight.data).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained_with_my_dense():
+    """A ReLU network trained to 100% on (half of) digits: its loss and gradients are tiny,
+    so float32 rounding weighs on the finite differences (errors near 1e-2)."""
+    X, y, _, _ = fastnn.datasets.load("digits")
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(64, 64, activation="relu"), MyDense(64, 32), nn.ReLU(),
+                          nn.Dense(32, 10))
+    model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=3e-3))
+    model.fit(X[:720], y[:720], epochs=30, verbose=0, seed=0)
+    assert model.evaluate(X[:720], y[:720])["accuracy"] == 1.0
+    return model, X[:64], y[:64]
+
+
+@pytest.mark.parametrize("seed", range(4))   # seed 3 draws errors above 1e-2 in 0:Dense
+def test_gradient_check_passes_a_trained_network(trained_with_my_dense, seed):
+    model, X, y = trained_with_my_dense
+    result = diagnostics.gradient_check(model, X, y, "cross_entropy", seed=seed)
+    assert list(result) == ["0:Dense", "1:MyDense", "3:Dense"]
+    assert result.passed and result.failed == [], str(result)
+    assert all(result.thresholds[name] >= result.tolerance == 1e-3 for name in result)
+    assert "gradient check passed" in str(result)
+
+
+def test_gradient_check_fails_a_layer_whose_backward_is_wrong(trained_with_my_dense):
+    model, X, y = trained_with_my_dense
+    model.layers[1].bug = True
+    try:
+        result = diagnostics.gradient_check(model, X, y, "cross_entropy")
+    finally:
+        model.layers[1].bug = False
+    assert not result.passed and result.failed == ["1:MyDense"], str(result)
+    assert result["1:MyDense"] > 5 * result.thresholds["1:MyDense"], str(result)
+    table = str(result)
+    assert "FAILED" in table and "1:MyDense" in table.splitlines()[-1]
 
 
 # ----------------------------------------------------------------------------- CNNs

@@ -42,7 +42,6 @@ def test_save_load_predict_bit_identical(trained, digits, tmp_path):
     assert isinstance(loaded, nn.Sequential) and repr(loaded) == repr(trained)
     np.testing.assert_array_equal(loaded.predict(digits[0]), trained.predict(digits[0]))
     assert loaded.get_config() == trained.get_config()
-    assert getattr(loaded, "compiled", None) is None      # weights only: compile it yourself
 
 
 def test_file_holds_state_dict_names_and_the_architecture(trained, tmp_path):
@@ -249,3 +248,96 @@ def test_resume_with_dropout_continues_its_masks(digits, tmp_path):
     resumed.fit(X, y, epochs=1, batch_size=64, verbose=0, seed=rng)
     for name, value in straight.state_dict().items():
         np.testing.assert_array_equal(resumed.state_dict()[name], value)
+
+
+# ----------------------------------------------------------------------------- compile settings
+def test_a_loaded_model_evaluates_with_its_saved_compile_settings(trained, digits, tmp_path):
+    """As Keras: the loss, the metrics and the optimizer's settings are saved with the model
+    (include_optimizer only adds the optimizer's state), so evaluate works after load."""
+    X, y = digits
+    loaded = fastnn.load(trained.save(tmp_path / "m.safetensors"))
+    assert loaded.evaluate(X, y) == trained.evaluate(X, y)     # same weights, same metrics
+    assert set(loaded.evaluate(X, y)) == {"loss", "accuracy", "f1"}
+    assert isinstance(loaded.compiled.loss, fastnn.losses.CrossEntropy)
+    assert loaded.compiled.optimizer.get_config() == trained.compiled.optimizer.get_config()
+    # without include_optimizer the optimizer starts afresh: no steps, zero moments
+    assert loaded.compiled.optimizer.step_count == 0 and trained.compiled.optimizer.step_count > 0
+    assert all(not v.any() for k, v in loaded.compiled.optimizer.state_arrays().items())
+    history = loaded.fit(X, y, epochs=1, verbose=0)
+    assert set(history.history) == {"loss", "accuracy", "f1", "lr"}
+
+
+def test_a_file_without_compile_settings_loads_uncompiled(digits, tmp_path):
+    """An uncompiled model's file, as every file saved without include_optimizer was before
+    the compile settings were saved."""
+    model = build()
+    loaded = fastnn.load(model.save(tmp_path / "plain.safetensors"))
+    assert loaded.compiled is None
+    np.testing.assert_array_equal(loaded.predict(digits[0]), model.predict(digits[0]))
+    with pytest.raises(RuntimeError, match="compile"):
+        loaded.evaluate(*digits)
+
+
+def test_the_cli_saves_a_model_that_evaluates(tmp_path, capsys):
+    from fastnn import cli
+
+    path = tmp_path / "xor.safetensors"
+    assert cli.main(["train", "--data", "xor", "--epochs", "2", "--optimizer", "momentum",
+                     "--lr", "0.05", "--save", str(path)]) == 0
+    X_train, y_train, X_test, y_test = fastnn.datasets.load("xor", seed=0)
+    result = fastnn.load(path).evaluate(X_test, y_test)
+    assert set(result) == {"loss", "accuracy"}
+    shown = capsys.readouterr().out
+    assert f"test accuracy {result['accuracy']:.4f}" in shown
+    config = fastnn.load(path).compiled.optimizer.get_config()
+    assert config["class"] == "SGD" and config["lr"] == 0.05 and config["momentum"] == 0.9
+
+
+def test_without_safetensors_the_cli_fails_before_training(tmp_path, capsys, monkeypatch):
+    from fastnn import cli
+
+    monkeypatch.setitem(sys.modules, "safetensors", None)     # import safetensors fails
+    code = cli.main(["train", "--data", "xor", "--epochs", "2", "--save",
+                     str(tmp_path / "m.safetensors")])
+    out, err = capsys.readouterr()
+    assert code == 1 and 'pip install "fastnn[io]"' in err
+    assert "Epoch" not in out and "test accuracy" not in out, out      # nothing trained
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_without_safetensors_a_checkpointed_fit_fails_before_its_first_epoch(
+        digits, tmp_path, monkeypatch):
+    model = build()
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1))
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    checkpoint = fastnn.callbacks.ModelCheckpoint(tmp_path / "best.safetensors",
+                                                  monitor="loss")
+    with pytest.raises(ImportError, match=r'pip install "fastnn\[io\]"'):
+        model.fit(*digits, epochs=2, verbose=0, callbacks=[checkpoint])
+    for name, value in model.state_dict().items():           # not one step was taken
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_a_model_whose_scheduler_annealed_lr_to_zero_saves_and_loads(digits, tmp_path):
+    """CosineLR ends at lr 0, which a new optimizer refuses; the saved settings keep it."""
+    model = build()
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1, momentum=0.9))
+    model.fit(*digits, epochs=2, verbose=0, callbacks=[fastnn.schedulers.CosineLR(1)])
+    assert model.compiled.optimizer.lr == 0.0
+    for include_optimizer in (False, True):
+        loaded = fastnn.load(model.save(tmp_path / "m.safetensors",
+                                        include_optimizer=include_optimizer))
+        assert loaded.compiled.optimizer.get_config() == model.compiled.optimizer.get_config()
+
+
+def test_a_model_compiled_with_a_loss_of_ones_own_still_loads(digits, tmp_path):
+    """load rebuilds only fastnn's classes: such settings are left out, not saved to fail."""
+    class MyMSE(fastnn.losses.MSE):
+        pass
+
+    model = build()
+    model.compile(loss=MyMSE(), optimizer="adam")
+    loaded = fastnn.load(model.save(tmp_path / "mine.safetensors"))
+    assert loaded.compiled is None
+    np.testing.assert_array_equal(loaded.predict(digits[0]), model.predict(digits[0]))

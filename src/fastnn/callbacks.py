@@ -153,6 +153,8 @@ class ModelCheckpoint(_Monitoring):
     (counted from 1) and log keys, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``.
     include_optimizer=True also stores the optimizer's state and the fit's, to resume
     training (``fastnn.load`` then ``fit`` continues where the checkpoint was written).
+    Without safetensors, ``fit`` raises the ImportError saying what to install before
+    its first epoch.
 
     As in Keras, the best value is kept across ``fit`` calls. Each file records its
     epoch's logs, and a new ModelCheckpoint whose fixed ``path`` already holds a
@@ -168,16 +170,19 @@ class ModelCheckpoint(_Monitoring):
         self.include_optimizer = bool(include_optimizer)
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        """Check that models can be saved (ImportError without safetensors, before the
+        first epoch rather than after it) and read the best value of an existing file."""
         import os
 
+        from . import io
+
+        io._safetensors()
         if not self.save_best_only or self.best is not None or "{" in self.path \
                 or not os.path.exists(self.path):
             return
-        from . import io
-
         try:
             saved = io.read_logs(self.path)
-        except (io.InvalidFileError, ImportError, OSError) as err:
+        except (io.InvalidFileError, OSError) as err:
             warnings.warn(f"ModelCheckpoint: cannot read the existing {self.path} ({err}); "
                           "the first improvement will replace it", RuntimeWarning, stacklevel=3)
             return

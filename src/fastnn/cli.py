@@ -289,6 +289,8 @@ def _banner(args: argparse.Namespace, n_train: int, n_test: int, held_out: str =
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.save:
+        fastnn.io._safetensors()  # its ImportError says what to install, before any training
     X_train, y_train, X_test, y_test = _load(args, 0.0)
     fastnn.seed(args.seed)
     model = _builder(args, X_train.shape[1], int(y_train.max()) + 1)()

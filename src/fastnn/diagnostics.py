@@ -19,7 +19,12 @@ The activation of a layer is its own (``Dense(..., activation="relu")``) or that
 first activation layer after it. A ``GradientWarning`` names the layer when gradients
 vanish (the first layer's gradient norm is more than 100 times smaller than the last
 layer's), explode (a layer's gradient norm grows to 1000 times its first epoch's), or
-become NaN/Inf (the first layer whose output or gradient is not finite).
+become NaN/Inf (the first layer whose output or gradient is not finite), and, once per
+layer, when DEAD_FRACTION (90%) or more of a ReLU layer's units are dead (a dead unit
+passes no gradient, so it never comes back to life).
+
+``fit`` also warns (``DataWarning``) when its inputs look like raw pixel values
+(``check_input_scale``).
 """
 
 from __future__ import annotations
@@ -39,10 +44,42 @@ VANISHING_RATIO = 100.0
 EXPLODING_GROWTH = 1000.0
 SIGMOID_TAIL = 0.01
 TANH_TAIL = 0.99
+DEAD_FRACTION = 0.9
+PIXEL_MIN_MAX = 10.0  # see check_input_scale
+NOISE_FACTOR = 3.0  # see gradient_check
+_PIXEL_SAMPLE = 4096
 
 
 class GradientWarning(RuntimeWarning):
-    """Gradients vanish, explode or are not finite (see ``fastnn.diagnostics``)."""
+    """Gradients vanish, explode or are not finite, or a ReLU layer's units died (see
+    ``fastnn.diagnostics``)."""
+
+
+class DataWarning(UserWarning):
+    """The training inputs look unprepared (raw 0-255 pixel values)."""
+
+
+def check_input_scale(X: np.ndarray, name: str = "X", stacklevel: int = 2) -> bool:
+    """Warn (``DataWarning``) and return True when ``X`` looks like raw pixel values: all
+    in [0, 255], with a maximum above PIXEL_MIN_MAX, and either whole numbers (checked on
+    a spread sample) or a maximum above 127 (8-bit images rescaled, such as
+    ``fastnn.datasets.load("digits", normalize=False)``). Networks train badly on inputs
+    that large; scaled to [0, 1] they train well. stacklevel: as ``warnings.warn``'s,
+    counted from the caller of this function."""
+    if X.size == 0:
+        return False
+    low, high = float(X.min()), float(X.max())
+    if not (low >= 0.0 and PIXEL_MIN_MAX < high <= 255.0):
+        return False
+    flat = X.reshape(-1)
+    sample = flat[::max(1, flat.size // _PIXEL_SAMPLE)]
+    if high <= 127.0 and not np.all(sample == np.round(sample)):
+        return False
+    warnings.warn(f"{name} holds values from {low:g} to {high:g}, which look like raw pixel "
+                  "values (0-255); networks train badly on inputs that large: scale them to "
+                  f"[0, 1] ({name} / 255.0 for 0-255 pixels), or load the dataset with "
+                  "normalize=True", DataWarning, stacklevel=stacklevel + 1)
+    return True
 
 
 def named_layers(model: Any) -> list[tuple[str, Any]]:
@@ -142,6 +179,7 @@ class Monitor:
             values[name] = means
         self._check_vanishing(values)
         self._check_exploding(values)
+        self._check_dead(values)
         pending, self._pending = self._pending, []
         return values, pending
 
@@ -178,6 +216,16 @@ class Monitor:
                 f"last layer {last}'s ({g_last:.3g}), so the first layers barely learn; try "
                 "ReLU activations with He initialisation, or fewer layers"))
 
+    def _check_dead(self, values: dict[str, dict[str, float]]) -> None:
+        for name, _, _ in self.layers:
+            dead = values[name].get("dead_fraction")
+            if dead is not None and dead >= DEAD_FRACTION:
+                self._warn_once(f"dead {name}", (
+                    f"dead ReLU units in epoch {self._epoch + 1}: {dead:.1%} of layer {name}'s "
+                    "units output 0 for every sample of a batch, so no gradient flows "
+                    "through them and they stop learning; lower the learning rate, use He "
+                    "initialisation (the default for relu), or leaky_relu"))
+
     def _check_exploding(self, values: dict[str, dict[str, float]]) -> None:
         growth = {}
         for name, _, _ in self.layers:
@@ -202,25 +250,62 @@ def emit(messages: list[str]) -> None:
 
 
 def _check_parameter(p: Parameter, objective: Callable[[], float], eps: float, samples: int,
-                     rng: np.random.Generator) -> float:
-    """The relative error between central differences and ``p.grad`` over up to ``samples``
-    entries of ``p``, which is left as it was."""
+                     rng: np.random.Generator, tolerance: float) -> tuple[float, float]:
+    """(error, threshold) of ``p`` over up to ``samples`` of its entries, which are left as
+    they were: the relative error between central differences of step ``eps`` and
+    ``p.grad``, and the largest error a correct gradient explains (see ``gradient_check``)."""
     flat, grad = p.data.reshape(-1), p.grad.reshape(-1)
-    numeric, analytic = [], []
+    numeric, coarse, analytic = [], [], []
     for i in rng.choice(p.size, size=min(samples, p.size), replace=False):
         original = flat[i]
-        plus = np.float32(np.float64(original) + eps)
-        minus = np.float32(np.float64(original) - eps)
-        flat[i] = plus
-        f_plus = objective()
-        flat[i] = minus
-        f_minus = objective()
+        estimates = []
+        for step in (eps, 2 * eps):
+            plus = np.float32(np.float64(original) + step)
+            minus = np.float32(np.float64(original) - step)
+            flat[i] = plus
+            f_plus = objective()
+            flat[i] = minus
+            f_minus = objective()
+            estimates.append((f_plus - f_minus) / (np.float64(plus) - np.float64(minus)))
         flat[i] = original
-        numeric.append((f_plus - f_minus) / (np.float64(plus) - np.float64(minus)))
+        numeric.append(estimates[0])
+        coarse.append(estimates[1])
         analytic.append(np.float64(grad[i]))
-    diff = np.linalg.norm(np.subtract(numeric, analytic))
     scale = np.linalg.norm(numeric) + np.linalg.norm(analytic)
-    return float(diff / scale) if scale > 0 else 0.0
+    if scale == 0:
+        return 0.0, tolerance
+    error = float(np.linalg.norm(np.subtract(numeric, analytic)) / scale)
+    noise = float(np.linalg.norm(np.subtract(numeric, coarse)) / scale)
+    return error, max(tolerance, NOISE_FACTOR * noise)
+
+
+class GradientCheck(dict):
+    """What ``gradient_check`` returns: a dict of each checked layer's relative error
+    (``result["0:Dense"]``), with the verdict.
+
+    ``thresholds[layer]``: the largest error that layer's gradients may show and pass;
+    ``failed``: the layers above it, in model order; ``passed``: no layer failed;
+    ``tolerance``: the smallest threshold, as given. ``str()`` is a table with the verdict.
+    """
+
+    def __init__(self, errors: dict[str, float], thresholds: dict[str, float],
+                 tolerance: float) -> None:
+        super().__init__(errors)
+        self.thresholds = thresholds
+        self.tolerance = tolerance
+        self.failed = [name for name, error in errors.items() if error > thresholds[name]]
+        self.passed = not self.failed
+
+    def __str__(self) -> str:
+        width = max([len("layer"), *map(len, self)])
+        lines = [f"{'layer':{width}s}  {'error':>9s}  {'threshold':>9s}  verdict"]
+        lines += [f"{name:{width}s}  {error:9.2e}  {self.thresholds[name]:9.2e}  "
+                  f"{'FAIL' if name in self.failed else 'pass'}" for name, error in self.items()]
+        lines.append("gradient check passed: the backward pass agrees with finite differences"
+                     if self.passed else
+                     f"gradient check FAILED: the backward pass of {', '.join(self.failed)} "
+                     "disagrees with finite differences")
+        return "\n".join(lines)
 
 
 @contextmanager
@@ -237,19 +322,32 @@ def _evaluation(model: Any) -> Iterator[None]:
 
 
 def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.Loss,
-                   eps: float = 1e-3, samples: int = 10, seed: int = 0) -> dict[str, float]:
-    """Compare the backward pass with finite differences, layer by layer.
+                   eps: float = 1e-3, samples: int = 10, seed: int = 0,
+                   tolerance: float = 1e-3) -> GradientCheck:
+    """Compare the backward pass with finite differences, layer by layer, and give a verdict.
 
     For up to ``samples`` entries (drawn with ``seed``) of each parameter of every layer
     that has parameters, the derivative of ``loss(model(X), y) +
     model.regularization_loss()`` is estimated by central differences of step ``eps``
     (the exact float32 steps taken, divided in float64) and compared with the gradient
-    backpropagation gives. Returns, per layer ("<index>:<class>"), the relative error
+    backpropagation gives (float32). The relative error of a parameter is
     ``|numeric - backprop| / (|numeric| + |backprop|)`` over the sampled entries (L2
-    norms; 0 when both vanish), the largest over the layer's parameters: below about
-    1e-2 in float32 is a correct backward pass (smooth activations; a ReLU kink crossed
-    by a step adds error), 0.1 or more a broken one. The model runs in evaluation mode
-    (no dropout); its weights and gradients are left as they were.
+    norms; 0 when both vanish); a layer's error and threshold are those of its parameter
+    nearest to failing (the highest error / threshold).
+
+    The model computes in float32, so the differences carry rounding error of about
+    float32's epsilon times the loss's terms, divided by eps: small beside the gradients
+    of an untrained model (errors of 1e-5 to 1e-3), but not beside the tiny gradients of a
+    trained one (up to about 1e-2), and a ReLU kink or max-pool switch crossed by a step
+    adds more. So each parameter's threshold is measured, not fixed: NOISE_FACTOR (3)
+    times the relative difference between the estimates of steps eps and 2 * eps (which
+    rounding and kinks make differ as much as they make the estimate err), and at least
+    ``tolerance``. A wrong backward pass gives errors of 0.1 or more, far above it.
+
+    Returns a ``GradientCheck``: per layer ("<index>:<class>") its error, as a dict, with
+    ``passed``, ``failed`` and ``thresholds``; print it for a table and the verdict. The
+    model runs in evaluation mode (no dropout); its weights and gradients are left as
+    they were.
     """
     loss_fn = losses.get(loss)
     X = as_float32(X, "X")
@@ -257,8 +355,11 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
     eps = float(eps)
     if not (math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite number > 0; got {eps}")
+    tolerance = float(tolerance)
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise ValueError(f"tolerance must be a finite number > 0; got {tolerance}")
     rng = np.random.default_rng(seed)
-    result = {}
+    errors, thresholds = {}, {}
     with _evaluation(model):
         model.zero_grad()
         loss_fn(model(X), y)
@@ -268,8 +369,9 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
             return loss_fn(model(X), y) + model.regularization_loss()
 
         for name, layer in named_layers(model):
-            errors = [_check_parameter(p, objective, eps, samples, rng)
+            checks = [_check_parameter(p, objective, eps, samples, rng, tolerance)
                       for p in layer.parameters()]
-            if errors:
-                result[name] = max(errors)
-    return result
+            if checks:
+                # the parameter nearest to failing speaks for the layer
+                errors[name], thresholds[name] = max(checks, key=lambda c: c[0] / c[1])
+    return GradientCheck(errors, thresholds, tolerance)

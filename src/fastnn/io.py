@@ -6,11 +6,15 @@ name ("0.weight", "0.bias", "2.weight", ... the names and shapes of the matching
 one-to-one; 0-d buffers keep their shape) and, in the
 file's metadata, the architecture as JSON. ``fastnn.load(path)`` rebuilds the model from
 that JSON and loads the weights: its predictions are bit-identical to the saved model's.
-``include_optimizer=True`` also stores the loss, the metric names, the optimizer's
-settings and its state arrays (as tensors named "optimizer.<key>"), and what the
-interrupted ``fit`` needs to go on (its shuffling generator, its ``Augment``'s stream,
-the epochs done): ``load`` then returns a compiled model whose next ``fit`` continues
-exactly where the saved one stopped (see ``fastnn.train.fit``).
+A compiled model's compile settings are saved too, as Keras does: the loss, the metric
+names (those given as names) and the optimizer's settings; ``load`` compiles the model
+with them, so that ``fastnn.load(path).evaluate(X, y)`` works (files without them, and
+those of a model compiled with a loss or optimizer class of your own, load uncompiled).
+``include_optimizer=True`` also stores the optimizer's state arrays (as tensors named
+"optimizer.<key>") and what the interrupted ``fit`` needs to go on (its shuffling
+generator, its ``Augment``'s stream, the epochs done): ``load`` then returns a model whose
+next ``fit`` continues exactly where the saved one stopped (see ``fastnn.train.fit``);
+without it the loaded optimizer starts afresh.
 
 Saving is crash-safe: the file is written beside the target, flushed to disk (fsync)
 and renamed over it, so the target always holds either the old or the new model.
@@ -107,12 +111,12 @@ def _digest(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> s
 
 def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
          logs: Mapping[str, float] | None = None) -> Path:
-    """Write ``model`` (weights and architecture) to ``path`` as safetensors; returns the
-    path. include_optimizer=True (a compiled model only) adds the loss, the metric names,
-    the optimizer's settings and state, and the state of the last ``fit`` (see the
-    module's docstring), for resuming training. logs: an epoch's metrics, kept in the
-    metadata (``read_logs``; ``ModelCheckpoint`` compares a new model with them). The
-    write is crash-safe (``write_atomic``)."""
+    """Write ``model`` (weights and architecture, and a compiled model's loss, metric names
+    and optimizer settings) to ``path`` as safetensors; returns the path.
+    include_optimizer=True (a compiled model only) adds the optimizer's state and the
+    state of the last ``fit`` (see the module's docstring), for resuming training.
+    logs: an epoch's metrics, kept in the metadata (``read_logs``; ``ModelCheckpoint``
+    compares a new model with them). The write is crash-safe (``write_atomic``)."""
     from . import nn
 
     safetensors = _safetensors()
@@ -124,11 +128,13 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
     metadata = {"format": FORMAT, "model": json.dumps(spec)}
     if logs is not None:
         metadata["logs"] = json.dumps({k: float(v) for k, v in logs.items()})
-    if include_optimizer:
-        compiled = getattr(model, "compiled", None)
-        if compiled is None:
-            raise ValueError("save(include_optimizer=True) needs a compiled model: call "
-                             "model.compile(...) first, or save without the optimizer")
+    compiled = getattr(model, "compiled", None)
+    if include_optimizer and compiled is None:
+        raise ValueError("save(include_optimizer=True) needs a compiled model: call "
+                         "model.compile(...) first, or save without the optimizer")
+    # Without include_optimizer, settings that load could not rebuild (a loss or optimizer
+    # class of the user's own) are left out: the file then loads uncompiled.
+    if compiled is not None and (include_optimizer or _loadable(compiled)):
         loss = compiled.loss
         training = {
             "optimizer": compiled.optimizer.get_config(),
@@ -136,13 +142,23 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
                      "config": {k: v for k, v in vars(loss).items() if not k.startswith("_")}},
             "metrics": [m for m in compiled.metric_names if isinstance(m, str)],
         }
-        if compiled.run is not None:
-            training["run"] = compiled.run
+        if include_optimizer:
+            if compiled.run is not None:
+                training["run"] = compiled.run
+            for key, value in compiled.optimizer.state_arrays().items():
+                tensors[OPTIMIZER_PREFIX + key] = memory.asarray(value)
         metadata["training"] = json.dumps(training)
-        for key, value in compiled.optimizer.state_arrays().items():
-            tensors[OPTIMIZER_PREFIX + key] = memory.asarray(value)
     metadata["sha256"] = _digest(tensors, metadata)
     return write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
+
+
+def _loadable(compiled: Any) -> bool:
+    """Whether ``load`` can rebuild the compiled loss and optimizer: classes of
+    ``fastnn.losses`` and ``fastnn.optim``, by the name they are saved under."""
+    from . import losses, optim
+
+    return all(getattr(module, type(obj).__name__, None) is type(obj)
+               for module, obj in ((losses, compiled.loss), (optim, compiled.optimizer)))
 
 
 def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
@@ -236,9 +252,10 @@ def _load_weights(model: Any, tensors: Mapping[str, np.ndarray], path: str | Pat
 
 
 def load(path: str | Path) -> Any:
-    """The model saved at ``path`` by ``save``, rebuilt with its weights. If the optimizer
-    was saved, the model comes back compiled with the same loss, metrics, optimizer
-    settings and optimizer state, and its next ``fit`` resumes the saved one. Loading
+    """The model saved at ``path`` by ``save``, rebuilt with its weights. A model saved
+    compiled comes back compiled with the same loss, metrics and optimizer settings; if
+    the optimizer was saved (include_optimizer=True), with its state too, and its next
+    ``fit`` resumes the saved one. Loading
     leaves ``fastnn.seed``'s generator untouched. InvalidFileError (a ValueError) for any
     damaged or inconsistent file; ImportError without safetensors; OSError if the file
     cannot be read."""
@@ -278,13 +295,16 @@ def load(path: str | Path) -> Any:
         if not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
             raise InvalidFileError(f"{path}: the saved metrics must be a list of names; got "
                                    f"{metrics!r:.200}")
+        if metrics == list(train._DEFAULT_METRICS):
+            metrics = train._DEFAULT_METRICS  # as compile's default: quiet where undefined
+        state = {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items()
+                 if k.startswith(OPTIMIZER_PREFIX)}
         try:
             optimizer = optim.from_config(training.get("optimizer"))
             loss = loss_cls(**_mapping(loss_spec.get("config", {}), "the loss config", path))
             model.compile(loss=loss, optimizer=optimizer, metrics=metrics)
-            optimizer.load_state_arrays(
-                {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items()
-                 if k.startswith(OPTIMIZER_PREFIX)})
+            if state:  # saved with include_optimizer=True
+                optimizer.load_state_arrays(state)
             if "run" in training:
                 model.compiled.resume = train.RunState.from_json(training["run"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:

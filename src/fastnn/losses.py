@@ -70,6 +70,18 @@ def _as_column(shape: tuple) -> tuple | None:
     return None
 
 
+def _labels_hint(pred: np.ndarray, target: np.ndarray) -> str:
+    """What to do when class labels (m,) meet a prediction of k > 1 columns, else ""."""
+    if not (target.ndim == 1 and pred.ndim == 2 and pred.shape[1] > 1 and target.size
+            and (target.dtype.kind in "iu"
+                 or (target.dtype.kind == "f" and np.all(np.mod(target, 1) == 0)))):
+        return ""
+    return (f"; the target looks like class labels: compare the {pred.shape[1]} outputs with "
+            "one-hot rows (fastnn.datasets.load(..., one_hot=True), or "
+            f"np.eye({pred.shape[1]}, dtype=np.float32)[y]), or use loss='cross_entropy', "
+            "which takes labels")
+
+
 class _Elementwise(Loss):
     """A loss comparing pred and target entry by entry: the shapes must agree
     ((m,) and (m, 1) are taken as the same)."""
@@ -79,7 +91,7 @@ class _Elementwise(Loss):
             column = _as_column(target.shape)
             if column is None or column != _as_column(pred.shape):
                 raise ValueError(f"{self!r}: target has shape {target.shape}; "
-                                 f"expected {pred.shape} like pred")
+                                 f"expected {pred.shape} like pred{_labels_hint(pred, target)}")
             target = target.reshape(pred.shape)
         return as_float32(target, f"{self!r}: target")
 
@@ -87,16 +99,25 @@ class _Elementwise(Loss):
 class MSE(_Elementwise):
     """Mean squared error, averaged over every entry.
 
-    Accuracy is defined only for (m, k > 1) targets, as argmax agreement."""
+    Accuracy: argmax agreement for (m, k > 1) targets (one-hot rows); for one output and
+    0/1 targets (a sigmoid output, say), the prediction thresholded at 0.5; undefined for
+    other targets (regression)."""
 
     def _compute(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         return _C.mse(pred, target)
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
         target = memory.to_host(target)
-        if target.ndim != 2 or target.shape[1] < 2:
+        if target.ndim == 2 and target.shape[1] >= 2:
+            return int(np.sum(np.argmax(pred, 1) == np.argmax(target, 1))), len(target)
+        pred = memory.to_host(pred)
+        column = _as_column(target.shape)
+        if column is None or column != _as_column(pred.shape):
             return None
-        return int(np.sum(np.argmax(pred, 1) == np.argmax(target, 1))), len(target)
+        labels = target.reshape(-1)
+        if not np.all((labels == 0) | (labels == 1)):
+            return None
+        return int(np.sum((pred.reshape(-1) > 0.5) == (labels == 1))), len(labels)
 
 
 class BinaryCrossEntropy(_Elementwise):
@@ -149,6 +170,11 @@ class CrossEntropy(Loss):
         if pred.ndim != 2:
             raise ValueError(f"{self!r}: pred must be logits of shape (batch, classes); "
                              f"got {pred.shape}")
+        if pred.shape[1] == 1:  # softmax over one class: the loss is 0 whatever the weights
+            raise ValueError(f"{self!r}: needs one output per class (2 or more); pred has "
+                             f"shape {pred.shape}, one output unit: for two classes use "
+                             "loss='binary_cross_entropy' with this one unit, or give the last "
+                             "layer 2 units")
         if target.ndim == 2 and target.shape[1] == 1 and pred.shape[1] > 1:
             target = target[:, 0]  # labels as a column, as Keras accepts them
         if target.ndim == 2:

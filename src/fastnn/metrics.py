@@ -25,6 +25,11 @@ import numpy as np
 from ._checks import numeric, positive_int
 
 
+class MetricWarning(UserWarning):
+    """A metric asked for in ``compile`` or ``evaluate`` that cannot be computed for the
+    loss and the targets given, and is left out of the logs."""
+
+
 def true_labels(y_true: object, name: str = "y_true") -> np.ndarray:
     """``y_true`` as int64 labels (n,): labels as they are (integral floats accepted), a
     (n, 1) column flattened, (n, classes) one-hot or probability rows by their argmax."""

@@ -39,6 +39,18 @@ def _in_range(value: float, name: str, low: float, high: float | None = None) ->
     return value
 
 
+def _learning_rate(lr: float | None, learning_rate: float | None, default: float,
+                   owner: str) -> float:
+    """The learning rate from ``lr`` or its Keras name ``learning_rate`` (one of them at
+    most), else ``default``."""
+    if learning_rate is None:
+        return default if lr is None else lr
+    if lr is not None:
+        raise TypeError(f"{owner}: give lr or learning_rate (the same setting, Keras's name "
+                        f"for it), not both; got lr={lr!r} and learning_rate={learning_rate!r}")
+    return learning_rate
+
+
 def _positive_or_none(value: float | None, name: str) -> float | None:
     if value is None:
         return None
@@ -83,7 +95,9 @@ class Optimizer:
 
     ``step()`` clips the gradients (if asked) and updates every parameter from its
     ``grad``; ``zero_grad()`` resets the gradients. ``lr`` is a plain attribute that
-    may be changed between steps (the schedulers of ``fastnn.schedulers`` do).
+    may be changed between steps (the schedulers of ``fastnn.schedulers`` do). Every
+    optimizer also takes it as ``learning_rate=`` (Keras's name; not both); without
+    either it is 0.01 (1e-3 for Adam and AdamW).
 
     Subclasses list their hyperparameters in ``_hyper`` (for ``get_config``), create
     each parameter's state arrays in ``_new_state`` and apply the update in ``_update``.
@@ -218,14 +232,16 @@ class SGD(Optimizer):
 
     _hyper = ("momentum", "nesterov", "weight_decay")
 
-    def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 0.01,
+    def __init__(self, params: Iterable[Parameter] | None = None, lr: float | None = None,
                  momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+                 clip_norm: float | None = None, clip_value: float | None = None,
+                 learning_rate: float | None = None) -> None:
         self.momentum = _in_range(momentum, "momentum", 0.0, 1.0)
         self.nesterov = bool(nesterov)
         _check(not self.nesterov or self.momentum > 0, "nesterov=True requires momentum > 0")
         self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
-        super().__init__(params, lr, clip_norm, clip_value)
+        super().__init__(params, _learning_rate(lr, learning_rate, 0.01, type(self).__name__),
+                         clip_norm, clip_value)
 
     def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
         return {"momentum_buffer": memory.zeros_like(p.data)} if self.momentum > 0 else {}
@@ -242,9 +258,11 @@ class GD(SGD):
 
     _hyper = ()
 
-    def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 0.01,
-                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
-        super().__init__(params, lr, clip_norm=clip_norm, clip_value=clip_value)
+    def __init__(self, params: Iterable[Parameter] | None = None, lr: float | None = None,
+                 clip_norm: float | None = None, clip_value: float | None = None,
+                 learning_rate: float | None = None) -> None:
+        super().__init__(params, lr, clip_norm=clip_norm, clip_value=clip_value,
+                         learning_rate=learning_rate)
 
 
 class Adagrad(Optimizer):
@@ -254,14 +272,16 @@ class Adagrad(Optimizer):
 
     _hyper = ("lr_decay", "weight_decay", "eps")
 
-    def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 0.01,
+    def __init__(self, params: Iterable[Parameter] | None = None, lr: float | None = None,
                  lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
-                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+                 clip_norm: float | None = None, clip_value: float | None = None,
+                 learning_rate: float | None = None) -> None:
         self.lr_decay = _in_range(lr_decay, "lr_decay", 0.0)
         self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
         self.eps = _finite(eps, "eps")
         _check(self.eps > 0, f"eps must be > 0; got {self.eps}")
-        super().__init__(params, lr, clip_norm, clip_value)
+        super().__init__(params, _learning_rate(lr, learning_rate, 0.01, type(self).__name__),
+                         clip_norm, clip_value)
 
     def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
         return {"sum": memory.zeros_like(p.data)}
@@ -280,17 +300,19 @@ class RMSprop(Optimizer):
 
     _hyper = ("alpha", "eps", "weight_decay", "momentum", "centered")
 
-    def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 0.01,
+    def __init__(self, params: Iterable[Parameter] | None = None, lr: float | None = None,
                  alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
                  momentum: float = 0.0, centered: bool = False,
-                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+                 clip_norm: float | None = None, clip_value: float | None = None,
+                 learning_rate: float | None = None) -> None:
         self.alpha = _in_range(alpha, "alpha", 0.0, 1.0)
         self.eps = _finite(eps, "eps")
         _check(self.eps > 0, f"eps must be > 0; got {self.eps}")
         self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
         self.momentum = _in_range(momentum, "momentum", 0.0, 1.0)
         self.centered = bool(centered)
-        super().__init__(params, lr, clip_norm, clip_value)
+        super().__init__(params, _learning_rate(lr, learning_rate, 0.01, type(self).__name__),
+                         clip_norm, clip_value)
 
     def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
         state = {"square_avg": memory.zeros_like(p.data)}
@@ -314,10 +336,11 @@ class Adam(Optimizer):
     _hyper = ("betas", "eps", "weight_decay")
     _decoupled = False
 
-    def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 1e-3,
+    def __init__(self, params: Iterable[Parameter] | None = None, lr: float | None = None,
                  betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, clip_norm: float | None = None,
-                 clip_value: float | None = None) -> None:
+                 clip_value: float | None = None,
+                 learning_rate: float | None = None) -> None:
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
         self.betas = (_in_range(betas[0], "betas[0]", 0.0, 1.0),
@@ -325,7 +348,8 @@ class Adam(Optimizer):
         self.eps = _finite(eps, "eps")
         _check(self.eps > 0, f"eps must be > 0; got {self.eps}")
         self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
-        super().__init__(params, lr, clip_norm, clip_value)
+        super().__init__(params, _learning_rate(lr, learning_rate, 1e-3, type(self).__name__),
+                         clip_norm, clip_value)
 
     def _new_state(self, p: Parameter) -> dict[str, np.ndarray]:
         return {"exp_avg": memory.zeros_like(p.data), "exp_avg_sq": memory.zeros_like(p.data)}
@@ -343,11 +367,12 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params: Iterable[Parameter] | None = None, lr: float = 1e-3,
+    def __init__(self, params: Iterable[Parameter] | None = None, lr: float | None = None,
                  betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01, clip_norm: float | None = None,
-                 clip_value: float | None = None) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value)
+                 clip_value: float | None = None, learning_rate: float | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value,
+                         learning_rate)
 
 
 _PRESETS: dict[str, tuple[type[Optimizer], dict[str, Any]]] = {
@@ -380,8 +405,14 @@ def get(name: str | Optimizer, **kwargs: Any) -> Optimizer:
 
 
 def from_config(config: Mapping[str, Any]) -> Optimizer:
-    """A new, unbound optimizer from ``Optimizer.get_config()``'s dict."""
+    """A new, unbound optimizer from ``Optimizer.get_config()``'s dict. Its lr may be 0,
+    where a scheduler annealed it (a new optimizer needs lr > 0)."""
     if not isinstance(config, Mapping) or not isinstance(config.get("class"), str):
         raise ValueError("optimizer config must be a dict with a 'class' name; "
                          f"got {config!r:.200}")
-    return get(config["class"], **{k: v for k, v in config.items() if k != "class"})
+    settings = {k: v for k, v in config.items() if k != "class"}
+    lr = settings.pop("lr", None)
+    optimizer = get(config["class"], **settings)
+    if lr is not None:
+        optimizer.lr = _in_range(lr, "lr", 0.0)
+    return optimizer

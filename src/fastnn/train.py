@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _ACCURACY = ("accuracy", "acc")
+_DEFAULT_METRICS = ("accuracy",)  # compile's default: not warned about when undefined
 _REFRESH_SECONDS = 0.2  # how often the progress display redraws its numbers
 _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
@@ -30,12 +31,15 @@ _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{
 class _LossAccuracy(_metrics.Metric):
     """Accuracy as the loss defines it (``Loss.count_correct``): argmax agreement for
     CrossEntropy, a threshold at 0 (logits) or 0.5 (probabilities) for binary
-    cross-entropy, argmax agreement for MSE on (n, k > 1) targets; undefined otherwise."""
+    cross-entropy, argmax agreement for MSE on (n, k > 1) targets or a threshold at 0.5
+    for one output and 0/1 targets; undefined otherwise, which a MetricWarning says once
+    when the accuracy was asked for (``requested``)."""
 
     name = "accuracy"
 
-    def __init__(self, loss: losses.Loss) -> None:
+    def __init__(self, loss: losses.Loss, requested: bool = True) -> None:
         self.loss = loss
+        self.requested = requested
         self.reset()
 
     def reset(self) -> None:
@@ -44,6 +48,13 @@ class _LossAccuracy(_metrics.Metric):
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         counts = self.loss.count_correct(y_pred, y_true) if self._defined else None
         if counts is None:
+            if self._defined and self.requested:
+                self.requested = False  # once
+                warnings.warn(
+                    f"metrics: 'accuracy' is not defined for {self.loss!r} with targets of "
+                    f"shape {np.shape(y_true)} (for MSE: one-hot rows, or 0/1 targets for one "
+                    "output), so it is left out of the logs", _metrics.MetricWarning,
+                    stacklevel=5)  # update < _Tally.add < _evaluate/_train_epoch < fit/evaluate
             self._defined = False
         else:
             self._correct += counts[0]
@@ -159,7 +170,7 @@ class History:
 
 
 def compile(model: Any, loss: str | losses.Loss, optimizer: str | optim.Optimizer = "adam",
-            metrics: Sequence[str | _metrics.Metric] | None = ("accuracy",)) -> None:
+            metrics: Sequence[str | _metrics.Metric] | None = _DEFAULT_METRICS) -> None:
     """Choose the loss, the optimizer (bound to ``model.parameters()``) and the metrics.
 
     loss: a name ("cross_entropy", "binary_cross_entropy"/"bce", "mse", ...) or a Loss.
@@ -168,23 +179,26 @@ def compile(model: Any, loss: str | losses.Loss, optimizer: str | optim.Optimize
     "top_k_accuracy" (k = 5) or "top_<k>_accuracy", "precision", "recall", "f1" (macro;
     binary scores count as class 1 above 0 for logits, 0.5 otherwise), or
     ``fastnn.metrics.Metric`` objects. The loss is always reported, and ``fit`` and
-    ``evaluate`` report every metric.
+    ``evaluate`` report every metric; an accuracy asked for that the loss cannot define
+    for the targets (MSE on regression targets) is left out with a MetricWarning (quietly
+    for the default metrics).
     """
     loss_fn = losses.get(loss)
     opt = optim.get(optimizer).bind(model.parameters())
     names = [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics or ())
     if _warn_on_output_activation(model, loss_fn):
         loss_fn.skip_first_input_check()  # said once, here; the loss need not say it again
-    model.compiled = Compiled(loss_fn, opt, _resolve_metrics(names, loss_fn), names)
+    resolved = _resolve_metrics(names, loss_fn, requested=metrics is not _DEFAULT_METRICS)
+    model.compiled = Compiled(loss_fn, opt, resolved, names)
 
 
-def _resolve_metrics(names: list[str | _metrics.Metric], loss_fn: losses.Loss
-                     ) -> list[_metrics.Metric]:
+def _resolve_metrics(names: list[str | _metrics.Metric], loss_fn: losses.Loss,
+                     requested: bool = True) -> list[_metrics.Metric]:
     threshold = 0.0 if getattr(loss_fn, "from_logits", False) else 0.5
     resolved = []
     for name in names:
         if isinstance(name, str) and name.lower() in _ACCURACY:
-            resolved.append(_LossAccuracy(loss_fn))
+            resolved.append(_LossAccuracy(loss_fn, requested))
         else:
             resolved.append(_metrics.get(name, threshold=threshold))
     return resolved
@@ -222,7 +236,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     (wrapped in a ``LearningRateScheduler``). augment: a function applied to every
     training batch's inputs, e.g. ``fastnn.data.Augment``; it must keep the batch's shape.
     diagnostics=True records per-layer gradient statistics in ``history.diagnostics``
-    and warns when gradients vanish, explode or turn NaN (see ``fastnn.diagnostics``).
+    and warns when gradients vanish, explode or turn NaN, or ReLU units die (see
+    ``fastnn.diagnostics``). X that looks like raw 0-255 pixel values gives a DataWarning.
 
     The loss reported includes the layers' L1/L2 penalties. Training stops early when a
     callback sets ``model.stop_training``, and after an epoch whose loss or parameters are
@@ -234,6 +249,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     """
     cfg = _require_compiled(model, "fit")
     X, y = _check_data(model, X, y, "X", "y")
+    _diagnostics.check_input_scale(X, "X", stacklevel=2)
     epochs = positive_int(epochs, "epochs")
     if batch_size is not None:
         positive_int(batch_size, "batch_size")
@@ -577,7 +593,9 @@ def _check_inputs(model: Any, X: object, name: str) -> np.ndarray:
     if X.ndim < 2 or (features is not None and X.ndim != 2):
         expected = "2-D (samples, features)" if features is not None else \
             "at least 2-D (samples, ...)"
-        raise ValueError(f"{name} must be {expected}; got shape {X.shape}")
+        hint = ("; images? add nn.Flatten() as the first layer (or pass "
+                f"{name}.reshape(len({name}), -1))") if features is not None and X.ndim > 2 else ""
+        raise ValueError(f"{name} must be {expected}; got shape {X.shape}{hint}")
     if len(X) == 0:
         raise ValueError(f"{name} has no samples (shape {X.shape})")
     if features is not None and X.shape[1] != features:

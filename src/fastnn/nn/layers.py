@@ -23,6 +23,12 @@ def _resolve_activation(activation: str | None, owner: str) -> tuple[str, float]
     """(canonical name, default alpha) of an activation name or None (identity)."""
     key = activation.lower() if isinstance(activation, str) else activation
     key = "identity" if key is None else key
+    if key == "softmax":  # Keras's spelling for a classifier's last layer
+        raise ValueError(
+            f"{owner}: activation='softmax' is not available in a layer; leave the last layer "
+            "linear (activation=None) and use loss='cross_entropy', which applies the softmax "
+            "itself (numerically stable); for probabilities, apply fastnn.nn.Softmax() to "
+            "model.predict(X)")
     if key not in _ACTIVATIONS:
         names = ", ".join(repr(k) for k in [None, *_ACTIVATIONS])
         raise ValueError(f"{owner}: unknown activation {activation!r}; expected one of {names}")
@@ -90,8 +96,9 @@ class Dense(WorkspaceLayer):
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = as_float32(x, f"{self!r} input")
         if x.ndim != 2 or x.shape[1] != self.in_features:
+            hint = "; images? put nn.Flatten() before it" if x.ndim > 2 else ""
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
-                             f"got {x.shape}")
+                             f"got {x.shape}{hint}")
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         shape = (len(x), self.out_features)
         out = self.output(workspace, internal, "output", shape)
