@@ -17,6 +17,10 @@ What runs, and the only changes made to it:
 - ``pip install`` cannot run here: the extras it names must exist in pyproject.toml and the
   local path it installs must hold a pyproject.toml; other requirements must be well-formed.
   This holds for inline ``pip install`` spans in the prose too.
+- Every command and block runs as for a newcomer who installed only what README.md's first
+  ``pip install`` names: the modules of the other extras' packages that this install does
+  not bring (with their dependencies, as installed here) are stubbed out to raise
+  ImportError (newcomer_blocker), so that a command needing another extra fails here too.
 - A command in EXCUSED is not run, each for the reason given there; a block or command that
   is neither runnable by the rules above nor excused fails the test.
 
@@ -99,16 +103,19 @@ def shell_commands(text: str) -> list[str]:
     return commands
 
 
-def pyproject() -> tuple[set[str], set[str]]:
-    """The extras and the console scripts pyproject.toml declares (read with a regular
-    expression: tomllib is Python 3.11+)."""
+def pyproject() -> tuple[dict[str, list[str]], set[str]]:
+    """The extras (name -> requirements) and the console scripts pyproject.toml declares
+    (read with regular expressions: tomllib is Python 3.11+)."""
     text = (ROOT / "pyproject.toml").read_text()
 
-    def keys(section: str) -> set[str]:
-        body = re.search(rf"^\[{re.escape(section)}\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
-        assert body, f"pyproject.toml has no [{section}] section"
-        return set(re.findall(r"^([A-Za-z0-9_.-]+)\s*=", body.group(1), re.M))
-    return keys("project.optional-dependencies"), keys("project.scripts")
+    def section(name: str) -> str:
+        body = re.search(rf"^\[{re.escape(name)}\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+        assert body, f"pyproject.toml has no [{name}] section"
+        return body.group(1)
+    extras = {name: re.findall(r'"([^"]+)"', reqs) for name, reqs in
+              re.findall(r"^([A-Za-z0-9_.-]+)\s*=\s*\[(.*?)\]", section(
+                  "project.optional-dependencies"), re.M | re.S)}
+    return extras, set(re.findall(r"^([A-Za-z0-9_.-]+)\s*=", section("project.scripts"), re.M))
 
 
 # ----------------------------------------------------------------------------- pip install
@@ -125,7 +132,7 @@ def check_pip_install(args: list[str], base: Path) -> None:
         if where.startswith("."):
             assert (base / where / "pyproject.toml").is_file(), \
                 f"pip install {target!r}: {(base / where).resolve()} holds no pyproject.toml"
-            unknown = sorted({e.strip() for e in (named or "").split(",")} - extras - {""})
+            unknown = sorted({e.strip() for e in (named or "").split(",")} - set(extras) - {""})
             assert not unknown, (f"pip install {target!r}: pyproject.toml has no extra "
                                  f"{unknown}; it declares {sorted(extras)}")
         else:
@@ -176,15 +183,89 @@ def runnable(command: str, tmp: Path) -> tuple[list[str], float]:
     return argv, seconds
 
 
-def child_env() -> dict[str, str]:
+def child_env(blocked: Path | None = None) -> dict[str, str]:
     """This environment, matplotlib on Agg, and the fastnn this test imported first on the
-    path (a relative PYTHONPATH such as src would not hold in another directory)."""
-    path = [str(Path(fastnn.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    path (a relative PYTHONPATH such as src would not hold in another directory); with
+    ``blocked``, that folder of stubs (newcomer_blocker) ahead of everything."""
+    path = [str(blocked or ""), str(Path(fastnn.__file__).resolve().parents[1]),
+            os.environ.get("PYTHONPATH", "")]
     return {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join(filter(None, path))}
 
 
+# ----------------------------------------------------------------------------- a newcomer's install
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _brought_by(requirements: list[str]) -> set[str]:
+    """The distributions that installing ``requirements`` brings, with their dependencies
+    as this environment's metadata declares them (their own extras left out)."""
+    import importlib.metadata as metadata
+
+    seen: set[str] = set()
+    todo = [r for r in requirements if "extra ==" not in r]
+    while todo:
+        name = _normal(re.match(r"[A-Za-z0-9._-]+", todo.pop()).group(0))
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            todo += [r for r in metadata.requires(name) or [] if "extra ==" not in r]
+        except metadata.PackageNotFoundError:
+            pass
+    return seen
+
+
+def _import_names(distribution: str) -> set[str]:
+    """The top-level modules an installed distribution provides (none if not installed)."""
+    import importlib.metadata as metadata
+
+    try:
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return set()
+    top = dist.read_text("top_level.txt")
+    if top:
+        return set(top.split())
+    names = {Path(f.parts[0]).stem for f in dist.files or [] if len(f.parts) > 0
+             and not f.parts[0].endswith((".dist-info", ".data")) and f.parts[0] != ".."}
+    return {n for n in names if n.isidentifier() and not n.startswith("__")}
+
+
+def newcomer_extras() -> set[str]:
+    """The extras of README.md's first ``pip install``: what a newcomer has installed."""
+    for language, _, text in fenced_blocks(ROOT / "README.md"):
+        for command in shell_commands(text) if language != "python" else []:
+            for part in command.split("&&"):
+                args = pip_args(part.strip())
+                if args is not None:
+                    return {e.strip() for a in args
+                            for e in (re.fullmatch(r"\.\[([^\]]*)\]", a) or [None, ""])[1].split(",")
+                            if e.strip()}
+    raise AssertionError("README.md installs nothing")
+
+
+def newcomer_blocker(tmp: Path) -> Path:
+    """A folder of stub packages, one for every module of an extra that README.md's first
+    install does not bring: put first on the path, a README command runs as it would for a
+    newcomer who installed just that (``import safetensors`` then raises ImportError)."""
+    extras, _ = pyproject()
+    chosen = newcomer_extras()
+    allowed = _brought_by([r for e in chosen for r in extras[e]])
+    others = {_normal(re.match(r"[A-Za-z0-9._-]+", r).group(0))
+              for e in extras if e not in chosen for r in extras[e]} - allowed
+    folder = tmp / "not-installed"
+    for distribution in others:
+        for name in _import_names(distribution):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            message = (f"{name} ({distribution}) is not installed by README.md's first "
+                       f"command (extras {sorted(chosen)})")
+            (folder / name / "__init__.py").write_text(f"raise ImportError({message!r})\n")
+    return folder
+
+
 def run(argv: list[str], cwd: Path, timeout: float = 300) -> str:
-    env = child_env()
+    env = child_env(newcomer_blocker(cwd))
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, (f"{' '.join(argv)} exited with {proc.returncode}\n"
@@ -298,7 +379,7 @@ def test_python_blocks(readme, tmp_path):
     if readme.name == "README.md" and readme.parent == ROOT:
         assert used == {p for p, _ in PYTHON_SUBSTITUTIONS}, \
             f"substitutions that no longer match: {[p for p, _ in PYTHON_SUBSTITUTIONS if p not in used]}"
-    env = child_env()
+    env = child_env(newcomer_blocker(tmp_path))
     proc = subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(blocks),
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (f"{readme.name}'s Python blocks failed\nstdout:\n"
