@@ -6,19 +6,22 @@ The test does not run the install cell (the package is installed already; its ex
 path are checked instead, as tests/test_readme.py checks the README's), and runs a cell
 ``QUICK = True`` right after the parameters cell. The kernel is this interpreter's
 (ipykernel in its environment), with the fastnn this test imports first on its path, and
-runs in a temporary directory. Committed notebooks carry no outputs.
+runs in a temporary directory; the modules of the extras the install cell does not name
+are stubbed to raise ImportError, as they would be missing for a learner who ran just that
+cell. Committed notebooks carry no outputs.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 import fastnn
-from test_readme import check_pip_install, child_env, pip_args
+from test_readme import check_pip_install, child_env, extras_of, newcomer_blocker, pip_args
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -97,11 +100,14 @@ def test_notebook_runs(path, tmp_path, kernel_dir, monkeypatch):
             pytest.skip(f"dataset {name!r} is not available here: "
                         f"{fastnn.datasets.info(name).how_to_get}")
     nb = nbformat.read(path, as_version=4)
+    install = nb.cells[tagged(nb, "install")[0]].source.splitlines()
+    extras = extras_of(pip_args(next(line for line in install if line.startswith("%pip"))))
     nb.cells = [cell for i, cell in enumerate(nb.cells) if i not in tagged(nb, "install")]
     at = tagged(nb, "parameters")[0] + 1
     nb.cells.insert(at, nbformat.v4.new_code_cell("QUICK = True  # injected by the test"))
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_dir))
-    for name, value in child_env().items():
+    # Only what the install cell names (and the kernel) can be imported.
+    for name, value in child_env(newcomer_blocker(tmp_path, extras, ("ipykernel",))).items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MPLBACKEND")  # the notebooks' %matplotlib inline picks the backend
     client = nbclient.NotebookClient(nb, kernel_name="fastnn-test", timeout=300,
@@ -109,7 +115,7 @@ def test_notebook_runs(path, tmp_path, kernel_dir, monkeypatch):
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as e:
-        pytest.fail(f"{path.name}: a cell failed\n{e}")
+        pytest.fail(f"{path.name}: a cell failed\n{re.sub(r'\x1b\[[0-9;]*m', '', str(e))}")
     images = sum(1 for cell in nb.cells if cell.cell_type == "code"
                  for out in cell.get("outputs", []) if "image/png" in out.get("data", {}))
     assert images >= 1, f"{path.name}: no figure was shown inline"

@@ -232,6 +232,13 @@ def _import_names(distribution: str) -> set[str]:
     return {n for n in names if n.isidentifier() and not n.startswith("__")}
 
 
+def extras_of(args: list[str]) -> set[str]:
+    """The extras that ``pip install args`` asks for on local paths (``.[data,plot]``)."""
+    return {e.strip() for a in args if a.startswith(".")
+            for e in (re.fullmatch(r"[^\[]*\[([^\]]*)\]", a) or [None, ""])[1].split(",")
+            if e.strip()}
+
+
 def newcomer_extras() -> set[str]:
     """The extras of README.md's first ``pip install``: what a newcomer has installed."""
     for language, _, text in fenced_blocks(ROOT / "README.md"):
@@ -239,27 +246,27 @@ def newcomer_extras() -> set[str]:
             for part in command.split("&&"):
                 args = pip_args(part.strip())
                 if args is not None:
-                    return {e.strip() for a in args
-                            for e in (re.fullmatch(r"\.\[([^\]]*)\]", a) or [None, ""])[1].split(",")
-                            if e.strip()}
+                    return extras_of(args)
     raise AssertionError("README.md installs nothing")
 
 
-def newcomer_blocker(tmp: Path) -> Path:
+def newcomer_blocker(tmp: Path, chosen: set[str] | None = None, also: tuple[str, ...] = ()
+                     ) -> Path:
     """A folder of stub packages, one for every module of an extra that README.md's first
-    install does not bring: put first on the path, a README command runs as it would for a
-    newcomer who installed just that (``import safetensors`` then raises ImportError)."""
+    install (or the extras ``chosen``, and the packages ``also``) does not bring: put first
+    on the path, a command runs as it would for a newcomer who installed just that
+    (``import safetensors`` then raises ImportError)."""
     extras, _ = pyproject()
-    chosen = newcomer_extras()
-    allowed = _brought_by([r for e in chosen for r in extras[e]])
+    chosen = newcomer_extras() if chosen is None else chosen
+    allowed = _brought_by([r for e in chosen for r in extras[e]] + list(also))
     others = {_normal(re.match(r"[A-Za-z0-9._-]+", r).group(0))
               for e in extras if e not in chosen for r in extras[e]} - allowed
     folder = tmp / "not-installed"
     for distribution in others:
         for name in _import_names(distribution):
             (folder / name).mkdir(parents=True, exist_ok=True)
-            message = (f"{name} ({distribution}) is not installed by README.md's first "
-                       f"command (extras {sorted(chosen)})")
+            message = (f"{name} ({distribution}) is not installed by the extras "
+                       f"{sorted(chosen)}")
             (folder / name / "__init__.py").write_text(f"raise ImportError({message!r})\n")
     return folder
 
