@@ -115,7 +115,8 @@ def test_notebook_runs(path, tmp_path, kernel_dir, monkeypatch):
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as e:
-        pytest.fail(f"{path.name}: a cell failed\n{re.sub(r'\x1b\[[0-9;]*m', '', str(e))}")
+        traceback = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # no terminal colours
+        pytest.fail(f"{path.name}: a cell failed\n{traceback}")
     images = sum(1 for cell in nb.cells if cell.cell_type == "code"
                  for out in cell.get("outputs", []) if "image/png" in out.get("data", {}))
     assert images >= 1, f"{path.name}: no figure was shown inline"
