@@ -644,10 +644,18 @@ def test_verbose_1_in_a_notebook_uses_tqdm_auto(monkeypatch):
     import types
 
     bar = object()
-    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    class ZMQInteractiveShell:   # the shell class of a Jupyter kernel
+        pass
+
+    ipython = types.SimpleNamespace(get_ipython=ZMQInteractiveShell)
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
     monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=bar))
     # a notebook's stdout is no terminal, yet it shows a bar (a widget with ipywidgets)
     assert fastnn.train._tqdm(stdio.StringIO()) is bar
+    # a program that only imported ipykernel (nbclient's users, this suite) is no notebook
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
+    assert fastnn.train._tqdm(stdio.StringIO()) is None
 
 
 def test_verbose_1_falls_back_to_a_plain_line_without_tqdm(digits_small, capsys, monkeypatch):

@@ -489,7 +489,7 @@ def _tqdm(stream: Any) -> Any | None:
     """The tqdm bar class for ``stream``: the notebook's (``tqdm.auto``) in Jupyter, the
     terminal's on a terminal; None when tqdm is missing or the stream is a file or a pipe,
     where every redraw would stay in the output as a carriage return."""
-    in_notebook = "ipykernel" in sys.modules
+    in_notebook = _in_notebook()
     if not (in_notebook or stream.isatty()):
         return None
     try:
@@ -500,6 +500,14 @@ def _tqdm(stream: Any) -> Any | None:
     except ImportError:
         return None
     return tqdm
+
+
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel: IPython's running shell is the kernel's
+    (a program that merely imported ipykernel, as nbclient's users do, is not one)."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 class _Progress:
