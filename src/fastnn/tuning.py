@@ -246,13 +246,14 @@ def candidates(model: tuple[int, int, int], mr: int, nr: int,
 
 
 class _Bar:
-    """tqdm on stderr when installed, else one line redrawn on a terminal's stderr."""
+    """tqdm on stderr when installed and stderr is a terminal (or a notebook), else one line
+    redrawn on a terminal's stderr; nothing on a file or a pipe."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         from .train import _tqdm
 
         self.total, self.done = total, 0
-        tqdm = _tqdm() if enabled else None
+        tqdm = _tqdm(sys.stderr) if enabled else None
         self._tqdm = tqdm(total=total, desc="fastnn tune", file=sys.stderr, leave=False) \
             if tqdm else None
         self._line = enabled and tqdm is None and sys.stderr.isatty()
