@@ -34,12 +34,14 @@ ext="$(python -c 'import fastnn._C as c; print(c.__file__)')"
 ldd "$ext" | grep -q libasan || { echo "sanitize.sh: $ext is not built with ASan" >&2; exit 2; }
 export MPLBACKEND=Agg
 log="$dir/pytest.log"
-# Left out under the sanitizer only, for its run time, not its content: test_examples.py runs
-# the course's example scripts, whole training runs in subprocesses (the slowest file of the
-# suite); every kernel they call is tested directly, and fuzzed, in the files that do run.
+# Left out under the sanitizer only, for their run time, not their content: test_examples.py,
+# test_readme.py and test_notebooks.py run the course's example scripts, README's commands
+# and the notebooks, whole training runs in subprocesses; every kernel they call is tested
+# directly, and fuzzed, in the files that do run.
 status=0
 # --capture=sys: a report written to fd 2 by a dying test would otherwise be lost with its capture.
-python -m pytest -q -p no:cacheprovider --capture=sys --ignore=tests/test_examples.py "$@" 2>&1 \
+python -m pytest -q -p no:cacheprovider --capture=sys --ignore=tests/test_examples.py \
+  --ignore=tests/test_readme.py --ignore=tests/test_notebooks.py "$@" 2>&1 \
   | tee "$log" || status=$?
 unset LD_PRELOAD
 
