@@ -1627,6 +1627,123 @@ def test_layers(data, kind, batch, features, hidden, act, bias, seed):
               1e-4 * (np.abs(expected) + 1) * math.sqrt(features + 2), f"{kind} predict")
 
 
+# ----------------------------------------------------------------------------- functional ops
+def _sigmoid(v):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-v))
+
+
+def _softmax(v):
+    e = np.exp(v - v.max(axis=1, keepdims=True)) if v.size else v
+    return e / e.sum(axis=1, keepdims=True) if v.size else v
+
+
+# op -> (float64 forward of x (and b), float64 input gradient of x given g and b)
+UNARY_REFS = {
+    "relu": (lambda v: np.maximum(v, 0), lambda v, g: g * (v > 0)),
+    "sigmoid": (_sigmoid, lambda v, g: g * _sigmoid(v) * (1 - _sigmoid(v))),
+    "tanh": (np.tanh, lambda v, g: g * (1 - np.tanh(v) ** 2)),
+    "softmax": (_softmax, lambda v, g: _softmax(v) * (g - (g * _softmax(v)).sum(1, keepdims=True))),
+    "flatten": (lambda v: v.reshape(len(v), math.prod(v.shape[1:])), None),
+    "reshape": (lambda v: v.reshape(-1, 2), None),
+    "concat": (lambda v: np.concatenate([v, v], axis=1), None),
+}
+B_KINDS = ["scalar", "same", "row", "col", "self", "bad"]
+
+
+class _Recorded(nn.Module):
+    """A model of a user's: only a forward (the recorder derives its backward)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+@fuzz(data=st.data(), op=st.sampled_from([*UNARY_REFS, "add", "mul"]), rows=st.sampled_from([0, 1, 2, 5]),
+      cols=st.sampled_from([1, 2, 3, 8]), recorded=st.booleans(), b_kind=st.sampled_from(B_KINDS),
+      seed=st.integers(0, 2**16))
+def test_functional_ops(data, op, rows, cols, recorded, b_kind, seed):
+    """fastnn.functional's ops on drawn inputs, alone and inside a recorded forward (whose
+    backward the recorder derives): the float64 answer, forward and backward, or an error
+    naming the bad argument; never a crash."""
+    fn = getattr(fastnn.functional, op)
+    name = "input" if recorded else "a" if op in ("add", "mul") else "arrays" if op == "concat" else "x"
+    x = data.draw(arg(name, (rows, cols, 2) if op in ("flatten", "reshape") else (rows, cols),
+                      profiles=("normal", "wide")))
+    args, b, bad = [x], None, set()
+    if op in ("add", "mul"):
+        if b_kind == "scalar":
+            b = 0.5
+        elif b_kind == "self":
+            b = "self"
+        else:
+            shape = {"same": (rows, cols), "row": (1, cols), "col": (rows, 1), "bad": (rows, cols + 1)}[b_kind]
+            b = data.draw(arg("b", shape, profiles=("normal", "wide")))
+            args.append(b)
+            try:
+                np.broadcast_shapes(x.a.shape, b.a.shape)
+            except ValueError:
+                bad = {"a", "b"}
+    bv = None if b is None else 0.5 if b_kind == "scalar" else x.v if b_kind == "self" else b.v
+
+    def call(xx):
+        if op == "concat":
+            return fn([xx, xx])
+        if op == "reshape":
+            return fn(xx, (-1, 2))
+        if op in ("add", "mul"):
+            return fn(xx, xx if b_kind == "self" else 0.5 if b_kind == "scalar" else b.a)
+        return fn(xx)
+
+    if bad or any(a.verdict == "bad" for a in args):   # the call must raise: no answer to hold it to
+        expected = tol = None
+    else:
+        expected, tol = _functional_expected(op, x.v, bv)
+    model = _Recorded(call) if recorded else None
+
+    def check(y):
+        agree(y, expected, tol, f"fnn.{op} forward")
+    y = check_call(f"fnn.{op} ({'recorded' if recorded else 'alone'}, b {b_kind})",
+                   (lambda: model(x.a)) if recorded else (lambda: call(x.a)), args, bad, check)
+    if y is None or not recorded:
+        return
+    g = np.random.default_rng(seed).standard_normal(y.shape)
+    trace(f"fnn.{op} recorded backward")
+    dx = model.backward(g.astype(np.float32))
+    with np.errstate(all="ignore"):
+        if op in ("add", "mul"):
+            ref = (2 * g * x.v if b_kind == "self" else g * bv) if op == "mul" else \
+                g * (2 if b_kind == "self" else 1)
+            stretched = tuple(i for i in range(2) if x.v.shape[i] == 1 < ref.shape[i])
+            ref = ref.sum(axis=stretched, keepdims=True) if stretched else ref
+        elif op == "concat":
+            ref = g[:, :cols] + g[:, cols:]
+        elif UNARY_REFS[op][1] is None:
+            ref = g.reshape(x.v.shape)
+        else:
+            ref = UNARY_REFS[op][1](x.v, g)
+    # a product's rounding scales with its other factor
+    scale = np.abs(g).max(initial=0) * (np.abs(bv).max(initial=0) if op == "mul" else 1)
+    agree(dx, ref, 1e-5 * (np.abs(ref) + 1) + 8 * EPS32 * scale, f"fnn.{op} recorded backward")
+
+
+def _functional_expected(op, v, bv):
+    """The float64 forward of test_functional_ops and the tolerance a float32 result needs."""
+    with np.errstate(all="ignore"):
+        if op == "add":
+            expected = v + bv
+        elif op == "mul":
+            expected = v * bv
+        else:
+            expected = UNARY_REFS[op][0](v)
+    tol = 1e-5 * (np.abs(expected) + 1) if op in ("sigmoid", "tanh", "softmax") else \
+        4 * EPS32 * np.abs(expected) + TINY32
+    return expected, tol
+
+
 # ----------------------------------------------------------------------------- coverage
 def test_fuzz_covers_every_binding_and_layer():
     """A new binding or layer needs a fuzz target here."""
@@ -1649,6 +1766,8 @@ def test_fuzz_covers_every_binding_and_layer():
               "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm2d", "Reshape",
               "BatchNorm1d"}
     assert layers == fuzzed, f"layers not fuzzed: {sorted(layers - fuzzed)}"
+    ops = set(fastnn.functional.__all__)
+    assert ops == {*UNARY_REFS, "add", "mul"}, f"functional ops not fuzzed: {sorted(ops - {*UNARY_REFS})}"
 
 
 if __name__ == "__main__":
