@@ -10,7 +10,6 @@ import pytest
 import fastnn
 from fastnn import _C
 
-import _ref
 from _ref import run_python
 
 
@@ -304,53 +303,3 @@ def test_cli_plateau_and_early_stopping_watch_the_loss_without_validation(capsys
     assert cli.main(["train", "--data", "xor", "--hidden", "4", "--epochs", "3",
                      "--schedule", "plateau", "--early-stopping", "2"]) == 0
     assert "training without validation" in capsys.readouterr().out
-
-
-def _readme_commands():
-    """The fastnn commands of README.md's shell blocks, as argument lists."""
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in block.splitlines():
-            line = line.split("  #")[0].split("&&")[-1].strip()
-            for prefix in ("python -m fastnn ", "fastnn "):
-                if line.startswith(prefix) or line == prefix.strip():
-                    commands.append(line[len(prefix):].split())
-    return commands
-
-
-def test_readme_has_fastnn_commands():
-    assert len(_readme_commands()) >= 5
-
-
-def _is_cnn(args: list) -> bool:
-    return "--conv" in args or ("--model" in args and args[args.index("--model") + 1] != "mlp")
-
-
-@pytest.mark.parametrize("args", _readme_commands(), ids=" ".join)
-def test_readme_command_runs(args, tmp_path):
-    """Each README command, quick: at most 2 epochs, and digits in place of a dataset
-    this machine lacks, or of any under the sanitizer, whose instrumented kernels take
-    minutes over Fashion-MNIST's 60,000 images; a CNN's command runs on mnist-5k (one epoch
-    under the sanitizer). What is checked is that the command and its flags work."""
-    args = list(args)
-    if "--epochs" in args:
-        args[args.index("--epochs") + 1] = "2"
-    elif args and args[0] in ("train", "compare"):
-        args += ["--epochs", "2"]
-    if "--data" in args:
-        i = args.index("--data") + 1
-        if _is_cnn(args):  # LeNet needs 28x28 images: mnist-5k's, a twelfth of Fashion-MNIST
-            args[i] = "mnist-5k"
-            if _ref.UNDER_ASAN:
-                args[args.index("--epochs") + 1] = "1"
-        elif _ref.UNDER_ASAN or not fastnn.datasets.is_available(args[i]):
-            args[i] = "digits"
-    for flag in ("--save", "--plot"):  # written under tmp_path, not the working directory
-        if flag in args:
-            i = args.index(flag) + 1
-            args[i] = str(tmp_path / args[i])
-    proc = run_python_module(args)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
