@@ -4,7 +4,8 @@ Subpackages: ``nn`` (layers, Sequential), ``functional`` (``relu``, ``add``, ``c
 exported here, for the forward of a model of your own), ``init``, ``optim``, ``schedulers``, ``losses``,
 ``metrics``, ``data``, ``datasets``, ``callbacks``, ``diagnostics``, ``io`` (``load``),
 ``tuning`` (``tune``: the GEMM blocking timed on this CPU, saved and loaded at import),
-``memory`` (where every array fastnn allocates comes from: aligned, on a device).
+``memory`` (where every array fastnn allocates comes from: aligned, on a device),
+``distributed`` (data-parallel training on MPI).
 Optional packages (tqdm, safetensors, scikit-learn) are imported only when used.
 """
 
@@ -31,21 +32,21 @@ from .tuning import tune
 __version__: str = _C.__version__  # pyproject.toml's version, compiled in by the build
 
 __all__ = ["add", "concat", "flatten", "mul", "relu", "reshape", "sigmoid", "softmax", "tanh",
-           "callbacks", "config", "data", "datasets", "diagnostics", "experiments", "functional",
-           "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads",
+           "callbacks", "config", "data", "datasets", "diagnostics", "distributed", "experiments",
+           "functional", "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads",
            "memory", "metrics", "nn", "optim", "plot", "schedulers", "seed", "set_flush_denormal",
            "set_num_threads", "tune", "__version__"]
 
 # Submodules that most programs never touch (or that nn loads when it needs them) are
 # imported on first access, fastnn.<name> or ``from fastnn import <name>`` (PEP 562), to
 # keep ``import fastnn`` fast; ``load`` is fastnn.io.load.
-_LAZY_SUBMODULES = frozenset({"callbacks", "datasets", "diagnostics", "experiments", "init",
-                              "io", "metrics", "plot", "schedulers"})
+_LAZY_SUBMODULES = frozenset({"callbacks", "datasets", "diagnostics", "distributed",
+                              "experiments", "init", "io", "metrics", "plot", "schedulers"})
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from . import (callbacks, datasets, diagnostics, experiments, init, io, metrics, plot,
-                   schedulers)
+    from . import (callbacks, datasets, diagnostics, distributed, experiments, init, io,
+                   metrics, plot, schedulers)
     from .io import load
 
 

@@ -210,7 +210,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         seed: int | np.random.Generator | None = None,
         callbacks: Sequence[Callback | Any] | None = None,
         augment: Callable[[np.ndarray], np.ndarray] | None = None,
-        diagnostics: bool = False) -> History:
+        diagnostics: bool = False, distributed: bool = False) -> History:
     """Train for ``epochs`` passes over (X, y) and return the History.
 
     batch_size: None for full-batch gradient descent, 1 for stochastic, n for mini-batches.
@@ -246,6 +246,15 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     is not called for that epoch, so no checkpoint saves the broken model. The parameters are
     checked once per epoch (one reduction over each), so they can be non-finite for up to an
     epoch before training stops.
+
+    distributed=True trains data-parallel over the processes of ``mpirun -np N`` (see
+    ``fastnn.distributed``; a world of one outside mpirun): every rank starts from rank 0's
+    weights and optimizer state, ``batch_size`` is per rank (a step's global batch is
+    batch_size x N samples of one shared permutation, each rank training on its share),
+    the gradients are averaged with one all-reduce per step and every rank takes the same
+    step. The logs are reduced across ranks; only rank 0 shows progress and runs the
+    callbacks that write files (ModelCheckpoint, CSVLogger); every rank evaluates the
+    whole validation set. Dropout and ``Augment`` draw from per-rank streams.
     """
     cfg = _require_compiled(model, "fit")
     X, y = _check_data(model, X, y, "X", "y")
@@ -263,6 +272,12 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                         f"got {type(augment).__name__}")
     callbacks = _check_callbacks(callbacks)
     split_rng, rng, start = _start(cfg, seed, epochs, augment)
+    sync = None
+    if distributed:
+        from .distributed import FitSync
+
+        sync = FitSync(model, cfg.optimizer, [split_rng, rng], augment)
+        callbacks = sync.callbacks(callbacks)
     split_state = split_rng.bit_generator.state
     X_val = y_val = None
     if validation_data is not None:
@@ -276,7 +291,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
 
     monitor = _diagnostics.Monitor(model) if diagnostics else None
-    progress = _Progress(verbose, epochs)
+    progress = _Progress(verbose if sync is None or sync.is_main else 0, epochs)
     history = History()
     for cb in callbacks:
         cb.set_model(model)
@@ -292,9 +307,12 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             lr = cfg.optimizer.lr
             if monitor is not None:
                 monitor.begin_epoch(epoch)
-            progress.begin_epoch(epoch, len(X))
+            progress.begin_epoch(epoch, len(X) if sync is None
+                                 else sync.share(len(X), batch_size))
             logs = _train_epoch(model, cfg, X, y, batch_size, rng if shuffle else None,
-                                augment, monitor, progress, callbacks)
+                                augment, monitor, progress, callbacks, sync)
+            if sync is not None:
+                logs = sync.reduce_logs(logs)
             if X_val is not None:
                 val = _evaluate(model, cfg, X_val, y_val, cfg.metrics)
                 logs.update({f"val_{key}": value for key, value in val.items()})
@@ -395,17 +413,21 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
                  batch_size: int | None, rng: np.random.Generator | None,
                  augment: Callable[[np.ndarray], np.ndarray] | None,
                  monitor: _diagnostics.Monitor | None, progress: _Progress,
-                 callbacks: list[Callback]) -> dict[str, float]:
-    """One training pass over (X, y), shuffled when rng is given."""
+                 callbacks: list[Callback], sync: Any = None) -> dict[str, float]:
+    """One training pass over (X, y), shuffled when rng is given (this rank's shares of
+    it with a ``distributed.FitSync``)."""
     tally = _Tally(cfg.metrics)
-    batches = data.batches(X, y, batch_size, shuffle=rng is not None, seed=rng,
-                           reuse_buffers=True)
+    batches = (data.batches(X, y, batch_size, shuffle=rng is not None, seed=rng,
+                            reuse_buffers=True) if sync is None
+               else sync.batches(X, y, batch_size, rng))
     for batch, (xb, yb) in enumerate(batches):
         if augment is not None:
             xb = _augmented(augment, xb)
         pred = model(xb)
         loss = cfg.loss(pred, yb) + model.regularization_loss()
         _backward(model, cfg.loss.backward())
+        if sync is not None:
+            sync.reduce_gradients()
         if monitor is not None:
             monitor.after_backward()
         cfg.optimizer.step()

@@ -1,0 +1,312 @@
+"""Data-parallel training across processes and machines, on MPI (mpi4py).
+
+Start the same script in N processes with ``mpirun -np N python train.py``; each process
+(a *rank*, 0 to N-1) holds a full copy of the model, trains on its own share of every
+batch, and the gradients are averaged across the ranks before each step, so that every
+rank takes the same step and the weights stay identical. ``fit(..., distributed=True)``
+does all of it; the primitives below are usable alone::
+
+    from fastnn import distributed as dist
+    total = dist.all_reduce(np.array([local_count]), op="sum")
+    if dist.is_main():
+        print(total)
+
+Needs ``pip install "fastnn[mpi]"`` (mpi4py) and an MPI library (OpenMPI:
+``apt-get install openmpi-bin libopenmpi-dev``). A process not started by ``mpirun``
+works as a world of one (rank 0 of 1), with or without mpi4py, so the same script runs
+on a laptop unchanged. Under ``mpirun``, an exception that no code catches on one rank
+prints its traceback and aborts the whole job (``MPI_Abort``), so that no rank is left
+waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from . import _C
+
+_OPS = ("sum", "mean", "max", "min")
+# Set by the launchers (OpenMPI's mpirun; MPICH's and Intel MPI's hydra): a process that
+# has them was started as one of several, and must not go on alone as a world of one.
+_LAUNCHER_SIZE = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+_INSTALL = ('pip install "fastnn[mpi]" (mpi4py) and an MPI library (OpenMPI: '
+            "apt-get install openmpi-bin libopenmpi-dev)")
+
+_comm: Any = None  # mpi4py's COMM_WORLD, or _World1 for a process that mpirun did not start
+_MPI: Any = None   # the mpi4py.MPI module when in use
+
+
+class _World1:
+    """The part of mpi4py's communicator that this module uses, for a world of one."""
+
+    def Get_rank(self) -> int:
+        return 0
+
+    def Get_size(self) -> int:
+        return 1
+
+    def Barrier(self) -> None:
+        pass
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return obj
+
+
+def _launched_size() -> int:
+    for name in _LAUNCHER_SIZE:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def init() -> None:
+    """Join the MPI job this process belongs to (idempotent; every function here calls it).
+
+    Under ``mpirun`` it needs mpi4py and an MPI library, and raises an ImportError that
+    says how to install them when either is missing; a process started on its own works
+    as a world of one. Under MPI it also makes an uncaught exception abort the whole job
+    after printing its traceback (the previous ``sys.excepthook`` still prints it).
+    """
+    global _comm, _MPI
+    if _comm is not None:
+        return
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError, OSError) as err:  # no mpi4py, or no libmpi under it
+        size = _launched_size()
+        if size > 1:
+            raise ImportError(f"fastnn.distributed: this process is one of {size} started by "
+                              f"mpirun, but MPI cannot be used from Python ({err}); "
+                              f"{_INSTALL}") from err
+        _comm = _World1()
+        return
+    _MPI, _comm = MPI, MPI.COMM_WORLD
+    if _comm.Get_size() > 1:
+        previous = sys.excepthook
+
+        def abort_job(kind: type, value: BaseException, tb: Any) -> None:
+            previous(kind, value, tb)
+            sys.stderr.write(f"fastnn.distributed: rank {_comm.Get_rank()} raised; "
+                             "aborting the MPI job\n")
+            sys.stderr.flush()
+            sys.stdout.flush()
+            _comm.Abort(1)
+
+        sys.excepthook = abort_job
+
+
+def rank() -> int:
+    """This process's rank, 0 to ``world_size() - 1`` (0 outside ``mpirun``)."""
+    init()
+    return _comm.Get_rank()
+
+
+def world_size() -> int:
+    """The number of processes in the job (1 outside ``mpirun``)."""
+    init()
+    return _comm.Get_size()
+
+
+def is_main() -> bool:
+    """Whether this is rank 0, the one that prints and writes files."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait until every rank has reached this call."""
+    init()
+    _comm.Barrier()
+
+
+def _numeric(array: Any, name: str, root: int | None = None) -> np.ndarray:
+    """``array`` as a C-contiguous NumPy array of numbers, checked to have the same shape
+    and dtype on every rank (``root``'s, when given), else a ValueError on every rank."""
+    a = np.ascontiguousarray(array)
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: array must hold integers or floats; got dtype {a.dtype}")
+    described = _comm.allgather((a.shape, a.dtype.str))
+    expected = described[0 if root is None else root]
+    if any(d != expected for d in described):
+        listed = ", ".join(f"rank {r}: shape {s} dtype {t}" for r, (s, t) in enumerate(described))
+        raise ValueError(f"{name}: array must have the same shape and dtype on every rank; "
+                         f"got {listed}")
+    return a
+
+
+def all_reduce(array: Any, op: str = "sum") -> np.ndarray:
+    """The element-wise ``op`` ("sum", "mean", "max" or "min") of ``array`` over all ranks,
+    returned on every rank as a new array (``array`` is left as it is).
+
+    Every rank must pass an array of the same shape and dtype (integers or floats; a
+    ValueError on every rank otherwise). "mean" of integers gives float64.
+    """
+    init()
+    if op not in _OPS:
+        raise ValueError(f"all_reduce: op must be one of {', '.join(map(repr, _OPS))}; "
+                         f"got {op!r}")
+    a = _numeric(array, "all_reduce")
+    out = a.copy()
+    if _MPI is not None and _comm.Get_size() > 1:
+        _comm.Allreduce(_MPI.IN_PLACE, out, op=_MPI.MAX if op == "max" else
+                        _MPI.MIN if op == "min" else _MPI.SUM)
+    if op == "mean":
+        out = out / _comm.Get_size() if out.dtype.kind != "f" else \
+            np.divide(out, _comm.Get_size(), out=out)
+    return out
+
+
+def broadcast(array: Any, root: int = 0) -> np.ndarray:
+    """Rank ``root``'s ``array``, returned on every rank as a new array. Every rank passes
+    an array of the same shape and dtype (its values are ignored except on ``root``)."""
+    init()
+    size = _comm.Get_size()
+    if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < size:
+        raise ValueError(f"broadcast: root must be a rank in [0, {size}); got {root!r}")
+    out = _numeric(array, "broadcast", int(root)).copy()
+    if _MPI is not None and size > 1:
+        _comm.Bcast(out, root=int(root))
+    return out
+
+
+def _bcast_(array: np.ndarray) -> None:
+    """Rank 0's values into ``array`` (a C-contiguous array, the same on every rank)."""
+    _comm.Bcast(array, root=0)
+
+
+def _rank_seed(seed: int, r: int) -> int:
+    """Rank r's seed of a random stream whose rank-0 seed is ``seed``: rank 0 keeps it,
+    so that a world of one repeats a run without MPI bit for bit."""
+    if r == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, r]).generate_state(1, np.uint64)[0])
+
+
+class FitSync:
+    """What ``fit(..., distributed=True)`` does with MPI, at a few points of its loop.
+
+    On creation: rank 0's weights, buffers, optimizer state and step count, and the state
+    of fit's generators (``generators``: the validation split's and the shuffling's, so
+    that every rank draws the same permutations), are copied to every rank; Dropout
+    layers and an ``Augment`` get per-rank streams derived from rank 0's seeds.
+
+    ``batch_size`` is per rank: a step takes a global batch of ``batch_size`` x
+    world_size samples of the epoch's permutation and rank r trains on its r-th share of
+    it (the shares differ by at most one sample at the end of an epoch); batch_size=None
+    splits the whole set. ``reduce_gradients`` weights each rank's gradient by its share
+    and sums them, so the step equals one process's on the global batch.
+    """
+
+    def __init__(self, model: Any, optimizer: Any, generators: Sequence[np.random.Generator],
+                 augment: Any) -> None:
+        from . import data
+        from .nn import Dropout
+
+        init()
+        self.rank, self.size = _comm.Get_rank(), _comm.Get_size()
+        self.is_main = self.rank == 0
+        self.optimizer = optimizer
+        flat = optimizer._flat
+        if not isinstance(flat.data, np.ndarray):
+            raise ValueError("fit(distributed=True) trains on the CPU for now; got a model "
+                             f"on {getattr(flat.data, 'device', 'another device')}")
+        self.buffers = [b for _, b in model.named_buffers()
+                        if isinstance(b, np.ndarray) and b.dtype.kind == "f"]
+        self._weight = 1.0
+        self.samples = 0
+        if self.size == 1:
+            return
+        for array in (flat.data, *optimizer._flat_state.values(), *self.buffers):
+            _bcast_(array)
+        optimizer.step_count = _comm.bcast(optimizer.step_count)
+        for gen in generators:
+            gen.bit_generator.state = _comm.bcast(gen.bit_generator.state)
+        streams = [m for _, m in model.named_modules() if isinstance(m, Dropout)]
+        if isinstance(augment, data.Augment):
+            streams.append(augment)
+        for stream in streams:
+            stream.seed = _rank_seed(_comm.bcast(stream.seed), self.rank)
+            stream.offset = _comm.bcast(stream.offset)
+
+    def callbacks(self, callbacks: list[Any]) -> list[Any]:
+        """The callbacks this rank runs: all on rank 0; on the others, all but those that
+        write files (ModelCheckpoint, CSVLogger). The logs are reduced across ranks first,
+        so the rest (EarlyStopping, schedulers) decide alike on every rank."""
+        from .callbacks import CSVLogger, ModelCheckpoint
+
+        if self.is_main:
+            return callbacks
+        return [cb for cb in callbacks if not isinstance(cb, (CSVLogger, ModelCheckpoint))]
+
+    def share(self, n: int, batch_size: int | None) -> int:
+        """How many of an epoch's ``n`` samples this rank trains on."""
+        size = n if batch_size is None else batch_size * self.size
+        return sum(end - begin for begin, end in
+                   (self._bounds(min(size, n - start)) for start in range(0, n, size)))
+
+    def _bounds(self, m: int) -> tuple[int, int]:
+        return self.rank * m // self.size, (self.rank + 1) * m // self.size
+
+    def batches(self, X: np.ndarray, y: np.ndarray, batch_size: int | None,
+                rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """This rank's share of each global batch of one epoch, shuffled by ``rng``
+        (None: in order), drawn as ``fastnn.data.batches`` draws its permutation."""
+        n = len(X)
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        size = n if batch_size is None else batch_size * self.size
+        self.samples = 0
+        for start in range(0, n, size):
+            idx = order[start:start + size]
+            begin, end = self._bounds(len(idx))
+            self._weight = (end - begin) / len(idx)
+            if begin == end:  # a last global batch smaller than the world: nothing here,
+                self._empty_step()  # but this rank still joins the all-reduce and the step
+                continue
+            self.samples += end - begin
+            shard = idx[begin:end]
+            yield _C.gather_rows(X, shard), np.take(y, shard, axis=0)
+
+    def _empty_step(self) -> None:
+        opt = self.optimizer
+        opt.zero_grad()
+        self.reduce_gradients()  # settles the zeros, then adds the other ranks' gradients
+        opt.step()
+        opt.zero_grad()
+
+    def reduce_gradients(self) -> None:
+        """Replace this rank's gradients by the global batch's: its share-weighted sum over
+        the ranks (one all-reduce of the optimizer's flat gradient buffer)."""
+        if self.size == 1:
+            return
+        opt = self.optimizer
+        for p in opt.params:
+            p.settle_grad()  # a parameter that backward left untouched contributes zeros
+        grad = opt._flat.grad
+        _C.scale_(grad, self._weight)
+        _comm.Allreduce(_MPI.IN_PLACE, grad, op=_MPI.SUM)
+
+    def reduce_logs(self, logs: dict[str, float]) -> dict[str, float]:
+        """The epoch's logs over all ranks: each value's mean weighted by the ranks' sample
+        counts (exact for the loss and accuracies; for macro precision, recall, F1 and
+        custom metrics, the weighted mean of the ranks' values). Also averages the float
+        buffers (BatchNorm's running statistics), so that the ranks evaluate alike."""
+        if self.size == 1:
+            return logs
+        keys = _comm.allgather(list(logs))
+        if any(k != keys[0] for k in keys):
+            raise RuntimeError(f"fit(distributed=True): the ranks logged different "
+                               f"quantities: {keys}")
+        values = np.array([logs[k] * self.samples for k in logs] + [self.samples], np.float64)
+        _comm.Allreduce(_MPI.IN_PLACE, values, op=_MPI.SUM)
+        for array in self.buffers:
+            _comm.Allreduce(_MPI.IN_PLACE, array, op=_MPI.SUM)
+            array /= self.size
+        return {k: float(v / values[-1]) for k, v in zip(logs, values[:-1])}
+
