@@ -1,0 +1,212 @@
+"""fastnn.distributed and fit(distributed=True): the world of one in this process, and
+two ranks under ``mpirun -np 2`` on small scripts in subprocesses (skipped, with the
+reason, where mpirun, mpi4py or the MPI library is missing)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import distributed as dist, nn, optim
+
+SRC = str(Path(fnn.__file__).resolve().parent.parent)
+
+
+@functools.lru_cache(maxsize=None)
+def _mpirun() -> list[str] | str:
+    """mpirun's command line for two ranks on this machine, or why there is none."""
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        return "mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"
+    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode:
+        return f'mpi4py or its MPI library is missing (pip install "fastnn[mpi]"): ' \
+               f"{probe.stderr.strip().splitlines()[-1:]}"
+    version = subprocess.run([mpirun, "--version"], capture_output=True, text=True,
+                             timeout=60).stdout
+    command = [mpirun, "-np", "2"]
+    if "Open MPI" in version:  # two ranks even on one core; as root in CI containers
+        command.append("--oversubscribe")
+        if os.geteuid() == 0:
+            command.append("--allow-run-as-root")
+    return command
+
+
+def _run(tmp_path: Path, script: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    command = _mpirun()
+    if isinstance(command, str):
+        pytest.skip(command)
+    path = tmp_path / "script.py"
+    path.write_text(textwrap.dedent(script))
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
+    return subprocess.run([*command, sys.executable, str(path), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+# The training both sides run: data and model from fixed seeds, n samples, per-rank batch B.
+_SETUP = """
+import numpy as np, fastnn as fnn
+from fastnn import nn, optim
+
+def data(n):  # n training samples, then 20 for validation
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(n + 20, 10)).astype(np.float32), rng.integers(0, 3, n + 20)
+    return X[:n], y[:n], (X[n:], y[n:])
+
+def model():
+    m = nn.Sequential(nn.Dense(10, 16, activation="relu"), nn.Dense(16, 3))
+    m.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1, momentum=0.9),
+              metrics=["accuracy"])
+    return m
+
+def flat(m):
+    return np.concatenate([p.data.ravel() for p in m.parameters()])
+"""
+
+# (samples, per-rank batch size, epochs): 643 = 20 global batches of 32 and one of 3
+# (shares of 1 and 2), 3 epochs = 63 steps; 33 = one global batch of 32 and one of 1,
+# so that rank 1's share of the last one is empty.
+_CASES = [(643, 16, 3), (33, 16, 2)]
+
+
+def test_two_ranks_train_as_one_process_on_the_global_batches(tmp_path):
+    script = _SETUP + f"""
+import json, sys
+from fastnn import distributed as dist
+r = dist.rank()
+for n, batch, epochs in {_CASES!r}:
+    fnn.seed(r)  # rank 1 starts elsewhere: rank 0's weights and shuffling must win
+    X, y, val = data(n)
+    m = model()
+    h = m.fit(X, y, epochs=epochs, batch_size=batch, validation_data=val, verbose=0,
+              distributed=True)
+    np.save(f"{{sys.argv[1]}}/w{{n}}_{{r}}.npy", flat(m))
+    json.dump(h.history, open(f"{{sys.argv[1]}}/h{{n}}_{{r}}.json", "w"))
+"""
+    _checked(_run(tmp_path, script))
+    import json
+    namespace: dict = {}
+    exec(_SETUP, namespace)
+    for n, batch, epochs in _CASES:
+        fnn.seed(0)
+        X, y, val = namespace["data"](n)
+        m = namespace["model"]()
+        h = m.fit(X, y, epochs=epochs, batch_size=2 * batch, validation_data=val, verbose=0)
+        expected = namespace["flat"](m)
+        w0, w1 = np.load(tmp_path / f"w{n}_0.npy"), np.load(tmp_path / f"w{n}_1.npy")
+        assert w0.tobytes() == w1.tobytes(), f"n={n}: the ranks' weights differ"
+        assert np.linalg.norm(w0 - expected) <= 1e-6 * np.linalg.norm(expected), n
+        for r in (0, 1):
+            logs = json.loads((tmp_path / f"h{n}_{r}.json").read_text())
+            assert logs.keys() == h.history.keys()
+            for key, values in h.history.items():
+                np.testing.assert_allclose(logs[key], values, rtol=1e-5, err_msg=key)
+
+
+def test_primitives_against_numpy(tmp_path):
+    script = """
+import sys
+import numpy as np
+from fastnn import distributed as dist
+r, out = dist.rank(), sys.argv[1]
+a = np.arange(6, dtype=np.float64).reshape(2, 3) * (r + 1) - r
+i = np.array([3, -1, 7], np.int32) * (1 - 2 * r)
+results = {f"{op}_f": dist.all_reduce(a, op) for op in ("sum", "mean", "max", "min")}
+results.update({f"{op}_i": dist.all_reduce(i, op) for op in ("sum", "mean", "max", "min")})
+results["bcast"] = dist.broadcast(a, root=1)
+assert (a == np.arange(6).reshape(2, 3) * (r + 1) - r).all()  # inputs left alone
+try:
+    dist.all_reduce(np.zeros(2 + r))
+except ValueError as err:
+    results["mismatch"] = np.array(str(err))
+dist.barrier()
+np.savez(f"{out}/r{r}.npz", size=dist.world_size(), main=dist.is_main(), **results)
+"""
+    _checked(_run(tmp_path, script))
+    a = [np.arange(6, dtype=np.float64).reshape(2, 3) * (r + 1) - r for r in (0, 1)]
+    i = [np.array([3, -1, 7], np.int32) * (1 - 2 * r) for r in (0, 1)]
+    expected = {"sum_f": a[0] + a[1], "mean_f": (a[0] + a[1]) / 2,
+                "max_f": np.maximum(*a), "min_f": np.minimum(*a),
+                "sum_i": i[0] + i[1], "mean_i": (i[0] + i[1]) / 2,
+                "max_i": np.maximum(*i), "min_i": np.minimum(*i), "bcast": a[1]}
+    for r in (0, 1):
+        got = np.load(tmp_path / f"r{r}.npz")
+        assert int(got["size"]) == 2 and bool(got["main"]) == (r == 0)
+        for key, value in expected.items():
+            assert got[key].dtype == value.dtype, key
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+        message = str(got["mismatch"])
+        assert "rank 0: shape (2,)" in message and "rank 1: shape (3,)" in message
+
+
+def test_a_rank_that_raises_aborts_the_job_with_its_traceback(tmp_path):
+    script = """
+from fastnn import distributed as dist
+if dist.rank() == 1:
+    raise ValueError("boom on rank 1")
+dist.barrier()  # rank 0 would wait here for ever
+"""
+    start = time.perf_counter()
+    result = _run(tmp_path, script, timeout=30)
+    assert time.perf_counter() - start < 20
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Traceback" in output and "ValueError: boom on rank 1" in output
+
+
+def test_a_world_of_one_outside_mpirun():
+    assert (dist.rank(), dist.world_size(), dist.is_main()) == (0, 1, True)
+    dist.barrier()
+    a = np.array([[1.5, -2.0]], np.float32)
+    for op in ("sum", "mean", "max", "min"):
+        got = dist.all_reduce(a, op)
+        assert got is not a and got.dtype == a.dtype
+        np.testing.assert_array_equal(got, [[1.5, -2.0]])
+    np.testing.assert_array_equal(dist.all_reduce(np.array([3, 4]), "mean"), [3.0, 4.0])
+    np.testing.assert_array_equal(dist.broadcast(a), a)
+    with pytest.raises(ValueError, match="op must be one of .*got 'avg'"):
+        dist.all_reduce(a, "avg")
+    with pytest.raises(ValueError, match=r"root must be a rank in \[0, 1\); got 1"):
+        dist.broadcast(a, root=1)
+    with pytest.raises(TypeError, match="integers or floats; got dtype <U1"):
+        dist.all_reduce(np.array(["x"]))
+
+
+def test_fit_distributed_in_a_world_of_one_is_fit():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(70, 6)).astype(np.float32)
+    y = rng.integers(0, 2, 70)
+    weights = []
+    for distributed in (False, True):
+        fnn.seed(3)
+        m = nn.Sequential(nn.Dense(6, 8, activation="relu"), nn.Dropout(0.3), nn.Dense(8, 2))
+        m.compile(loss="cross_entropy", optimizer=optim.Adam(lr=1e-2))
+        m.fit(X, y, epochs=2, batch_size=16, seed=5, verbose=0, distributed=distributed)
+        weights.append(np.concatenate([p.data.ravel() for p in m.parameters()]))
+    assert weights[0].tobytes() == weights[1].tobytes()
+
+
+def test_under_mpirun_without_mpi4py_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(dist, "_comm", None)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if it were not installed
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    with pytest.raises(ImportError, match=r"one of 2 started by mpirun.*"
+                                          r'pip install "fastnn\[mpi\]".*openmpi-bin'):
+        dist.init()
