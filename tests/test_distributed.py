@@ -31,8 +31,8 @@ def _mpirun() -> list[str] | str:
     probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"],
                            capture_output=True, text=True, timeout=60)
     if probe.returncode:
-        return f'mpi4py or its MPI library is missing (pip install "fastnn[mpi]"): ' \
-               f"{probe.stderr.strip().splitlines()[-1:]}"
+        why = (probe.stderr.strip().splitlines() or [""])[-1]
+        return f'mpi4py or its MPI library is missing (pip install "fastnn[mpi]"): {why}'
     version = subprocess.run([mpirun, "--version"], capture_output=True, text=True,
                              timeout=60).stdout
     command = [mpirun, "-np", "2"]
