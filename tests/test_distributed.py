@@ -99,11 +99,20 @@ for n, batch, epochs in {_CASES!r}:
               distributed=True)
     np.save(f"{{sys.argv[1]}}/w{{n}}_{{r}}.npy", flat(m))
     json.dump(h.history, open(f"{{sys.argv[1]}}/h{{n}}_{{r}}.json", "w"))
+
+class Stop(fnn.callbacks.Callback):  # given on rank 0 alone: its decision must be everyone's
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+h = m.fit(X, y, epochs=5, batch_size=batch, verbose=0, distributed=True,
+          callbacks=[Stop()] if dist.is_main() else [])
+open(f"{{sys.argv[1]}}/stopped_{{r}}", "w").write(str(len(h.epoch)))
 """
     _checked(_run(tmp_path, script))
     import json
     namespace: dict = {}
     exec(_SETUP, namespace)
+    assert [(tmp_path / f"stopped_{r}").read_text() for r in (0, 1)] == ["1", "1"]
     for n, batch, epochs in _CASES:
         fnn.seed(0)
         X, y, val = namespace["data"](n)
@@ -118,6 +127,22 @@ for n, batch, epochs in {_CASES!r}:
             assert logs.keys() == h.history.keys()
             for key, values in h.history.items():
                 np.testing.assert_allclose(logs[key], values, rtol=1e-5, err_msg=key)
+
+
+def test_cli_train_distributed_reports_and_saves_once(tmp_path):
+    script = """
+import os, sys
+from fastnn.cli import main
+os.chdir(sys.argv[1])
+sys.exit(main(["train", "--distributed", "--data", "moons", "--hidden", "8", "--epochs", "2",
+               "--save", "m.safetensors"]))
+"""
+    output = _checked(_run(tmp_path, script)).stdout
+    assert output.count("test accuracy") == 1 and output.count("Total params") == 1, output
+    assert output.count("Epoch 2/2") == 1, output
+    assert output.count("saved the model to m.safetensors") == 1
+    loaded = fnn.load(tmp_path / "m.safetensors")  # rank 0's, loaded in one process
+    assert loaded.predict(np.zeros((3, 2), np.float32)).shape == (3, 2)
 
 
 def test_primitives_against_numpy(tmp_path):

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -163,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--save", default=None, metavar="PATH",
                        help="save the trained model (safetensors), load it with fastnn.load")
     train.add_argument("--plot", default=None, metavar="PNG", help="save the training curves")
+    train.add_argument("--distributed", action="store_true",
+                       help="train data-parallel over the processes of mpirun -np N "
+                       "(--batch-size per process; rank 0 prints and saves)")
 
     compare = commands.add_parser("compare", help="compare optimizers, learning rates and "
                                   "batch sizes from the same initial weights")
@@ -314,7 +319,7 @@ def _train(args: argparse.Namespace) -> int:
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=split, seed=args.seed,
                         callbacks=callbacks, augment=_augment(args.augment, args.data),
-                        diagnostics=args.diagnostics)
+                        diagnostics=args.diagnostics, distributed=args.distributed)
     result = model.evaluate(X_test, y_test)
     print(f"test loss {result['loss']:.4f} - test accuracy {result['accuracy']:.4f}")
     if args.diagnostics:
@@ -404,6 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _datasets()
         if args.command == "tune":
             return _tune(args)
+        if args.command == "train" and args.distributed and not fastnn.distributed.is_main():
+            args.save = args.plot = None  # rank 0 reports and writes; this rank trains alike
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                return _train(args)
         return _train(args) if args.command == "train" else _compare(args)
     except (ImportError, ValueError) as e:
         print(f"fastnn: error: {e}", file=sys.stderr)

@@ -235,15 +235,29 @@ class FitSync:
             stream.seed = _rank_seed(_comm.bcast(stream.seed), self.rank)
             stream.offset = _comm.bcast(stream.offset)
 
+    def verbose(self, verbose: int) -> int:
+        """fit's ``verbose`` on this rank: 0 but on rank 0, where a progress bar (1) becomes
+        one line per epoch (2): mpirun hands the ranks a terminal of no width."""
+        if not self.is_main:
+            return 0
+        return 2 if verbose == 1 and self.size > 1 else verbose
+
     def callbacks(self, callbacks: list[Any]) -> list[Any]:
         """The callbacks this rank runs: all on rank 0; on the others, all but those that
         write files (ModelCheckpoint, CSVLogger). The logs are reduced across ranks first,
-        so the rest (EarlyStopping, schedulers) decide alike on every rank."""
-        from .callbacks import CSVLogger, ModelCheckpoint
+        so the rest (EarlyStopping, schedulers) decide alike on every rank; and a last one
+        makes rank 0's ``stop_training`` every rank's, so that a callback given on rank 0
+        alone cannot leave the others waiting in the next epoch's all-reduce."""
+        from .callbacks import Callback, CSVLogger, ModelCheckpoint
 
-        if self.is_main:
-            return callbacks
-        return [cb for cb in callbacks if not isinstance(cb, (CSVLogger, ModelCheckpoint))]
+        class StopTogether(Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+                self.model.stop_training = _comm.bcast(bool(self.model.stop_training))
+
+        if not self.is_main:
+            callbacks = [cb for cb in callbacks
+                         if not isinstance(cb, (CSVLogger, ModelCheckpoint))]
+        return callbacks + [StopTogether()] if self.size > 1 else callbacks
 
     def share(self, n: int, batch_size: int | None) -> int:
         """How many of an epoch's ``n`` samples this rank trains on."""

@@ -291,7 +291,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
 
     monitor = _diagnostics.Monitor(model) if diagnostics else None
-    progress = _Progress(verbose if sync is None or sync.is_main else 0, epochs)
+    progress = _Progress(verbose if sync is None else sync.verbose(verbose), epochs)
     history = History()
     for cb in callbacks:
         cb.set_model(model)
