@@ -129,6 +129,51 @@ open(f"{{sys.argv[1]}}/stopped_{{r}}", "w").write(str(len(h.epoch)))
                 np.testing.assert_allclose(logs[key], values, rtol=1e-5, err_msg=key)
 
 
+def test_dropout_and_augment_repeat_and_resume_bit_for_bit(tmp_path):
+    script = _SETUP + """
+import json, sys
+from fastnn import distributed as dist
+r, out = dist.rank(), sys.argv[1]
+X, y, _ = data(91)  # 91 = 2 global batches of 32 and one of 27 (13 and 14)
+ckpt = f"{out}/ckpt.safetensors"
+
+def run(stop_after=None, resume=False):
+    fnn.seed(r)
+    m = fnn.load(ckpt) if resume else nn.Sequential(
+        nn.Dense(10, 16, activation="relu"), nn.Dropout(0.3), nn.Dense(16, 3))
+    if not resume:
+        m.compile(loss="cross_entropy", optimizer=optim.Adam(lr=1e-2))
+    callbacks = [fnn.callbacks.ModelCheckpoint(ckpt, save_best_only=False,
+                                                include_optimizer=True)]
+    if stop_after is not None:
+        class Stop(fnn.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                self.model.stop_training = epoch + 1 == stop_after
+        callbacks.append(Stop())
+    m.fit(X, y, epochs=4, batch_size=16, seed=3, verbose=0, distributed=True,
+          augment=fnn.data.Augment((2, 5), noise_std=0.1), callbacks=callbacks)
+    return flat(m), m.layers[1].seed
+
+a, seed = run()
+b, _ = run()
+run(stop_after=2)
+c, _ = run(resume=True)
+np.savez(f"{out}/r{r}.npz", a=a, b=b, c=c, seed=np.uint64(seed))
+"""
+    _checked(_run(tmp_path, script))
+    got = [np.load(tmp_path / f"r{r}.npz") for r in (0, 1)]
+    assert got[0]["a"].tobytes() == got[1]["a"].tobytes(), "the ranks' weights differ"
+    assert got[0]["seed"] != got[1]["seed"], "the ranks drew the same dropout masks"
+    for r in (0, 1):
+        assert got[r]["b"].tobytes() == got[r]["a"].tobytes(), "a second run differs"
+        assert got[r]["c"].tobytes() == got[r]["a"].tobytes(), "the resumed run differs"
+    # rank 0's checkpoint (after epoch 4 of the resumed run) loads and trains in one process
+    m = fnn.load(tmp_path / "ckpt.safetensors")
+    X = np.random.default_rng(0).normal(size=(40, 10)).astype(np.float32)
+    history = m.fit(X, np.arange(40) % 3, epochs=1, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
 def test_cli_train_distributed_reports_and_saves_once(tmp_path):
     script = """
 import os, sys

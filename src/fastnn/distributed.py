@@ -195,7 +195,9 @@ class FitSync:
     On creation: rank 0's weights, buffers, optimizer state and step count, and the state
     of fit's generators (``generators``: the validation split's and the shuffling's, so
     that every rank draws the same permutations), are copied to every rank; Dropout
-    layers and an ``Augment`` get per-rank streams derived from rank 0's seeds.
+    layers and an ``Augment`` get per-rank streams derived from rank 0's seeds, whose
+    offsets all move on to the furthest rank's after each epoch, so that rank 0's
+    checkpoint resumes every rank's streams where they were.
 
     ``batch_size`` is per rank: a step takes a global batch of ``batch_size`` x
     world_size samples of the epoch's permutation and rank r trains on its r-th share of
@@ -221,6 +223,9 @@ class FitSync:
                         if isinstance(b, np.ndarray) and b.dtype.kind == "f"]
         self._weight = 1.0
         self.samples = 0
+        self.streams = [m for _, m in model.named_modules() if isinstance(m, Dropout)]
+        if isinstance(augment, data.Augment):
+            self.streams.append(augment)
         if self.size == 1:
             return
         for array in (flat.data, *optimizer._flat_state.values(), *self.buffers):
@@ -228,10 +233,7 @@ class FitSync:
         optimizer.step_count = _comm.bcast(optimizer.step_count)
         for gen in generators:
             gen.bit_generator.state = _comm.bcast(gen.bit_generator.state)
-        streams = [m for _, m in model.named_modules() if isinstance(m, Dropout)]
-        if isinstance(augment, data.Augment):
-            streams.append(augment)
-        for stream in streams:
+        for stream in self.streams:
             stream.seed = _rank_seed(_comm.bcast(stream.seed), self.rank)
             stream.offset = _comm.bcast(stream.offset)
 
@@ -310,7 +312,8 @@ class FitSync:
         """The epoch's logs over all ranks: each value's mean weighted by the ranks' sample
         counts (exact for the loss and accuracies; for macro precision, recall, F1 and
         custom metrics, the weighted mean of the ranks' values). Also averages the float
-        buffers (BatchNorm's running statistics), so that the ranks evaluate alike."""
+        buffers (BatchNorm's running statistics), so that the ranks evaluate alike, and
+        moves the random streams' offsets on to the furthest rank's."""
         if self.size == 1:
             return logs
         keys = _comm.allgather(list(logs))
@@ -322,5 +325,9 @@ class FitSync:
         for array in self.buffers:
             _comm.Allreduce(_MPI.IN_PLACE, array, op=_MPI.SUM)
             array /= self.size
+        offsets = np.array([stream.offset for stream in self.streams], np.uint64)
+        _comm.Allreduce(_MPI.IN_PLACE, offsets, op=_MPI.MAX)
+        for stream, offset in zip(self.streams, offsets):
+            stream.offset = int(offset)
         return {k: float(v / values[-1]) for k, v in zip(logs, values[:-1])}
 
