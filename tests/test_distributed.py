@@ -280,3 +280,8 @@ def test_under_mpirun_without_mpi4py_the_error_says_what_to_install(monkeypatch)
     with pytest.raises(ImportError, match=r"one of 2 started by mpirun.*"
                                           r'pip install "fastnn\[mpi\]".*openmpi-bin'):
         dist.init()
+
+
+def test_all_reduce_keeps_a_scalar_a_scalar():
+    got = dist.all_reduce(2.5, "max")
+    assert got.shape == () and got == 2.5

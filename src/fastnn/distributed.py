@@ -29,6 +29,8 @@ import numpy as np
 
 from . import _C
 
+__all__ = ["all_reduce", "barrier", "broadcast", "init", "is_main", "rank", "world_size"]
+
 _OPS = ("sum", "mean", "max", "min")
 # Set by the launchers (OpenMPI's mpirun; MPICH's and Intel MPI's hydra): a process that
 # has them was started as one of several, and must not go on alone as a world of one.
@@ -127,9 +129,9 @@ def barrier() -> None:
 
 
 def _numeric(array: Any, name: str, root: int | None = None) -> np.ndarray:
-    """``array`` as a C-contiguous NumPy array of numbers, checked to have the same shape
-    and dtype on every rank (``root``'s, when given), else a ValueError on every rank."""
-    a = np.ascontiguousarray(array)
+    """A C-contiguous copy of ``array``, numbers checked to have the same shape and dtype
+    on every rank (``root``'s, when given), else a ValueError on every rank."""
+    a = np.array(array, order="C")
     if a.dtype.kind not in "iuf":
         raise TypeError(f"{name}: array must hold integers or floats; got dtype {a.dtype}")
     described = _comm.allgather((a.shape, a.dtype.str))
@@ -152,8 +154,7 @@ def all_reduce(array: Any, op: str = "sum") -> np.ndarray:
     if op not in _OPS:
         raise ValueError(f"all_reduce: op must be one of {', '.join(map(repr, _OPS))}; "
                          f"got {op!r}")
-    a = _numeric(array, "all_reduce")
-    out = a.copy()
+    out = _numeric(array, "all_reduce")
     if _MPI is not None and _comm.Get_size() > 1:
         _comm.Allreduce(_MPI.IN_PLACE, out, op=_MPI.MAX if op == "max" else
                         _MPI.MIN if op == "min" else _MPI.SUM)
@@ -170,15 +171,10 @@ def broadcast(array: Any, root: int = 0) -> np.ndarray:
     size = _comm.Get_size()
     if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < size:
         raise ValueError(f"broadcast: root must be a rank in [0, {size}); got {root!r}")
-    out = _numeric(array, "broadcast", int(root)).copy()
+    out = _numeric(array, "broadcast", int(root))
     if _MPI is not None and size > 1:
         _comm.Bcast(out, root=int(root))
     return out
-
-
-def _bcast_(array: np.ndarray) -> None:
-    """Rank 0's values into ``array`` (a C-contiguous array, the same on every rank)."""
-    _comm.Bcast(array, root=0)
 
 
 def _rank_seed(seed: int, r: int) -> int:
@@ -229,7 +225,7 @@ class FitSync:
         if self.size == 1:
             return
         for array in (flat.data, *optimizer._flat_state.values(), *self.buffers):
-            _bcast_(array)
+            _comm.Bcast(array, root=0)  # C-contiguous, the same shape on every rank
         optimizer.step_count = _comm.bcast(optimizer.step_count)
         for gen in generators:
             gen.bit_generator.state = _comm.bcast(gen.bit_generator.state)
