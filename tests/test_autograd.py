@@ -507,3 +507,98 @@ def test_explain_backward_walks_the_recorded_calls_in_reverse(digits):
     assert "fc2 = Dense(128, 10)" in text and "relu" in text and "|fc1.weight.grad|" in text
     # the parameters' gradients are left as they were
     assert all(not p.grad.any() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- torch habits
+def test_a_parameter_of_your_own_is_an_operand_and_gets_its_gradient():
+    # torch's learnable scale and shift: self.alpha = nn.Parameter(...), x * self.alpha
+    torch = pytest.importorskip("torch")
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 3)
+            self.alpha = nn.Parameter(np.array([[0.5, -1.0, 2.0]], np.float32))
+            self.shift = nn.Parameter(np.array([0.1, 0.2, -0.3], np.float32))
+
+        def forward(self, x):
+            h = fnn.add(fnn.mul(self.fc(x), self.alpha), self.shift)
+            return fnn.mul(fnn.tanh(h), self.alpha)  # alpha used twice: gradients add up
+
+    fnn.seed(4)
+    model = Scaled()
+    rng = np.random.default_rng(4)
+    x, r = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+    assert [k for k, _ in model.named_parameters()] == ["alpha", "shift", "fc.weight", "fc.bias"]
+    model(x)
+    model.zero_grad()
+    gx = model.backward(r.astype(np.float32))
+    tp = {k: torch.tensor(p.data.astype(np.float64), requires_grad=True)
+          for k, p in model.named_parameters()}
+    tx = torch.tensor(x, requires_grad=True)
+    h = torch.nn.functional.linear(tx, tp["fc.weight"], tp["fc.bias"]) * tp["alpha"] + tp["shift"]
+    (torch.tanh(h) * tp["alpha"] * torch.tensor(r)).sum().backward()
+    assert_close(gx, tx.grad.numpy(), 1e-4, 1e-5, "input")
+    for k, p in model.named_parameters():
+        assert_close(p.grad, tp[k].grad.numpy(), 1e-4, 1e-5, k)
+    # outside a recorded forward the ops take a Parameter as its values
+    assert_close(fnn.mul(np.ones((1, 3)), model.alpha), model.alpha.data, 0, 0, "plain mul")
+
+
+def test_forward_takes_extra_arguments_as_in_torch():
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 2)
+
+        def forward(self, x, scale=1.0):
+            return fnn.mul(self.fc(x), scale)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = Head()
+
+        def forward(self, x, scale, relu=False):
+            h = self.head(x, scale=scale)
+            return fnn.relu(h) if relu else h
+
+    fnn.seed(5)
+    model = Model()
+    x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
+    w = model.head.fc.weight.data.astype(np.float64)
+    b = model.head.fc.bias.data.astype(np.float64)
+    assert_close(model(x, 2.0), 2.0 * (x @ w.T + b), 1e-5, 1e-6, "positional extra argument")
+    out = model(x, scale=-3.0, relu=True)
+    assert_close(out, np.maximum(-3.0 * (x @ w.T + b), 0.0), 1e-5, 1e-6, "keyword arguments")
+    model.zero_grad()
+    g = model.backward(np.ones((3, 2), np.float32))
+    mask = (out > 0).astype(np.float64)
+    assert_close(g, -3.0 * mask @ w, 1e-5, 1e-6, "input gradient")
+    assert_close(model.head.fc.weight.grad, -3.0 * mask.T @ x, 1e-5, 1e-6, "weight gradient")
+
+
+@pytest.mark.parametrize("stateful", ["dropout", "batchnorm"])
+def test_dropout_or_batchnorm_in_a_call_that_shares_a_layer_is_an_error(stateful):
+    # the backward pass would recompute seq's forward (fc's cache holds its second call):
+    # a new dropout mask (a wrong gradient) or running statistics updated twice
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 4)
+            extra = nn.Dropout(0.5) if stateful == "dropout" else nn.BatchNorm1d(4)
+            self.seq = nn.Sequential(self.fc, extra)
+
+        def forward(self, x):
+            return self.fc(self.seq(x))
+
+    fnn.seed(6)
+    model = Model()
+    x = np.random.default_rng(6).normal(size=(8, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"seq.*fc.*one instance per call"):
+        model(x)
+    model.eval()  # no random numbers, no statistics updated: sharing is fine
+    out = model(x)
+    model.zero_grad()
+    model.backward(np.ones_like(out))
+    assert np.isfinite(model.fc.weight.grad).all() and np.any(model.fc.weight.grad != 0)

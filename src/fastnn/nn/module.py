@@ -196,9 +196,13 @@ class Module:
     ``fnn.sigmoid``, ``fnn.tanh``, ``fnn.softmax``, ``fnn.add``, ``fnn.mul``,
     ``fnn.concat``, ``fnn.reshape``, ``fnn.flatten``); each call is recorded
     (``fastnn.nn.autograd``) and ``backward`` replays the recorded calls in reverse,
-    adding up the gradients of a value used twice. A layer called twice (shared weights)
+    adding up the gradients of a value used twice. An ``nn.Parameter`` held by the model
+    may be an operand of those ops (``fnn.mul(h, self.alpha)``) and gets its gradient;
+    ``forward`` may take arguments after the input (constants: flags, scales), as may the
+    sub-modules it calls. A layer called twice (shared weights)
     is recomputed from its recorded input before its earlier call's backward; Dropout and
-    BatchNorm cannot be, and calling one twice in a training forward raises. NumPy
+    BatchNorm cannot be, and calling one twice in a training forward (or in a call that
+    shares a layer with another) raises. NumPy
     arithmetic on a recorded value (``h * 2``, ``np.maximum(h, 0)``) raises a TypeError
     saying which op to use: the recorder could not differentiate it. ``forward`` returns
     a plain ndarray. ``explain_backward`` prints the replay step by step. A subclass that
@@ -341,13 +345,15 @@ class Module:
             return None
         return self.backward(grad_out)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        """``forward(x, *args, **kwargs)``, recorded inside a recorded forward pass; only
+        ``x`` is differentiated (the other arguments are constants: flags, scales)."""
         from .autograd import active
 
         tape = active()
         if tape is not None and not _records(self):  # a call inside a recorded forward
-            return tape.call_module(self, x)
-        return self.forward(x)
+            return tape.call_module(self, x, args, kwargs)
+        return self.forward(x, *args, **kwargs)
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """(name, sub-module) pairs in attribute order; a module in a list attribute
