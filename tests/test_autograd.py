@@ -602,3 +602,30 @@ def test_dropout_or_batchnorm_in_a_call_that_shares_a_layer_is_an_error(stateful
     model.zero_grad()
     model.backward(np.ones_like(out))
     assert np.isfinite(model.fc.weight.grad).all() and np.any(model.fc.weight.grad != 0)
+
+
+def test_gradient_check_checks_the_parameters_a_model_holds_itself(monkeypatch):
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 3)
+            self.alpha = nn.Parameter(np.array([[0.5, -1.0, 2.0]], np.float32))
+
+        def forward(self, x):
+            return fnn.mul(self.fc(x), self.alpha)
+
+    fnn.seed(7)
+    model = Gated()
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(8, 4)), rng.integers(0, 3, 8)
+    result = fnn.diagnostics.gradient_check(model, x, y, "cross_entropy")
+    assert set(result) == {"fc:Dense", "Gated"} and result.passed, str(result)
+
+    def wrong_backward(grad_out, input_grad=True):
+        out = nn.Module.backward(model, grad_out, input_grad)
+        model.alpha.grad *= 1.5  # a wrong gradient for the model's own parameter
+        return out
+
+    monkeypatch.setattr(model, "backward", wrong_backward)
+    result = fnn.diagnostics.gradient_check(model, x, y, "cross_entropy")
+    assert result.failed == ["Gated"], str(result)
