@@ -629,3 +629,50 @@ def test_gradient_check_checks_the_parameters_a_model_holds_itself(monkeypatch):
     monkeypatch.setattr(model, "backward", wrong_backward)
     result = fnn.diagnostics.gradient_check(model, x, y, "cross_entropy")
     assert result.failed == ["Gated"], str(result)
+
+
+def test_a_copy_or_pickle_of_a_model_after_forward_does_not_replay_the_original():
+    import copy
+    import pickle
+
+    fnn.seed(8)
+    model = Residual()
+    x = np.random.default_rng(8).normal(size=(4, 5)).astype(np.float32)
+    out = model(x)
+    model.zero_grad()
+    twin = copy.deepcopy(model)
+    # the copy's recording would replay the original's layers (their gradients changed)
+    with pytest.raises(RuntimeError, match="before a forward pass"):
+        twin.backward(np.ones_like(out))
+    assert all(not p.grad.any() for p in model.parameters())
+    clone = pickle.loads(pickle.dumps(model))  # was: can't pickle the recording's lambdas
+    assert_close(clone(x), out, 0, 0, "a pickled model's output")
+    for m in (twin, clone):
+        m(x)
+        m.zero_grad()
+        m.backward(np.ones_like(out))
+    model.backward(np.ones_like(out))
+    for (k, p), q, r in zip(model.named_parameters(), twin.parameters(), clone.parameters()):
+        assert_close(q.grad, p.grad, 0, 0, f"copy: {k}")
+        assert_close(r.grad, p.grad, 0, 0, f"pickle: {k}")
+
+
+def test_a_layer_with_parameters_that_is_not_an_attribute_is_an_error():
+    # as torch's plain dict: the model's parameters() misses it, so no optimizer trains it
+    class InADict(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.heads = {"a": nn.Dense(4, 2)}
+
+        def forward(self, x):
+            return self.heads["a"](x)
+
+    class MadeInForward(nn.Module):
+        def forward(self, x):
+            return fnn.relu(nn.Flatten()(x))  # no parameters: fine
+
+    x = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"InADict.forward calls Dense\(4, 2\).*not .*attribute"
+                                         r".*parameters\(\)"):
+        InADict()(x)
+    assert MadeInForward()(x).shape == (3, 4)

@@ -214,6 +214,13 @@ class Tape:
         """Call a module with a backward of its own (a layer, a Sequential, ...) and
         record the call; ``args`` and ``kwargs`` (constants) go to its forward after x."""
         name = self._names.get(id(module), type(module).__name__)
+        if id(module) not in self._names and module.parameters():
+            raise ValueError(
+                f"{self.owner_name}.forward calls {module!r}, which is not an attribute of "
+                f"the model (nor in a list attribute): its parameters are not among the "
+                f"model's parameters(), so no optimizer would train them, and save would "
+                "leave them out. Make it an attribute in __init__ (self.head = ...), or a "
+                "list of them (self.heads = [...]), not a dict or a layer made in forward")
         xp = self.check(x, f"the input of {name} ({module!r})")
         kwargs = kwargs or {}
         if any(isinstance(a, Recorded) for a in _flat(args, kwargs)):

@@ -245,6 +245,14 @@ class Module:
                                "(call the model on a batch first)")
         return tape.backward(grad_out, input_grad)
 
+    def __getstate__(self) -> dict:
+        """What ``copy.deepcopy`` and pickle keep: everything but the recording of the last
+        forward pass (a copy's replay would run the original's layers) and its scratch."""
+        state = dict(vars(self))
+        state.pop("_tape", None)
+        state.pop("_backward_workspace", None)
+        return state
+
     def explain_backward(self, x: np.ndarray, y: np.ndarray, loss: Any = "cross_entropy",
                          *, print_fn: Callable[[str], None] | None = print) -> list[dict]:
         """Run the forward pass on (x, y) with ``loss`` (a name or a ``fastnn.losses.Loss``)
