@@ -676,3 +676,31 @@ def test_a_layer_with_parameters_that_is_not_an_attribute_is_an_error():
                                          r".*parameters\(\)"):
         InADict()(x)
     assert MadeInForward()(x).shape == (3, 4)
+
+
+def test_a_layer_subclass_that_overrides_only_forward_is_an_error():
+    # Dense's backward would ignore the relu the new forward adds: a wrong gradient
+    with pytest.raises(TypeError, match=r"MyDense overrides forward.*Dense's backward.*"
+                                        r"define backward too.*attribute"):
+        class MyDense(nn.Dense):
+            def forward(self, x):
+                return fnn.relu(super().forward(x))
+
+    class Doubled(nn.Dense):  # forward and backward together: the lecture's way, fine
+        def forward(self, x):
+            return 2.0 * super().forward(x)
+
+        def backward(self, grad_out, input_grad=True):
+            return super().backward(2.0 * grad_out, input_grad)
+
+    class Deeper(Residual):  # a model of your own below another: its backward is derived
+        def forward(self, x):
+            return fnn.tanh(super().forward(x))
+
+    fnn.seed(9)
+    model = Deeper()
+    x = np.random.default_rng(9).normal(size=(3, 5)).astype(np.float32)
+    out = model(x)
+    assert_close(out, np.tanh(Residual.forward(model, x)), 1e-6, 1e-6, "Deeper forward")
+    assert model.backward(np.ones_like(out)).shape == (3, 5)
+    assert Doubled(2, 2)(np.ones((1, 2), np.float32)).shape == (1, 2)

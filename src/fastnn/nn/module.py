@@ -226,6 +226,15 @@ class Module:
         if (forward is not None and not getattr(forward, "_fastnn_recorded", False)
                 and getattr(cls, "backward") is Module.backward):
             cls.forward = _recorded(forward)
+        elif forward is not None and "backward" not in cls.__dict__:
+            # the inherited backward was written for the parent's forward, not this one
+            owner = cls.__mro__[1]
+            raise TypeError(
+                f"{cls.__name__} overrides forward but not backward, so {owner.__name__}'s "
+                f"backward would run for a forward it was not written for (a wrong "
+                f"gradient): define backward too, or make {cls.__name__} an nn.Module with "
+                f"only a forward that holds the {owner.__name__} as an attribute "
+                f"(self.inner = {owner.__name__}(...); its backward is then derived)")
 
     def __init__(self) -> None:
         self.training = True
