@@ -704,3 +704,17 @@ def test_a_layer_subclass_that_overrides_only_forward_is_an_error():
     assert_close(out, np.tanh(Residual.forward(model, x)), 1e-6, 1e-6, "Deeper forward")
     assert model.backward(np.ones_like(out)).shape == (3, 5)
     assert Doubled(2, 2)(np.ones((1, 2), np.float32)).shape == (1, 2)
+
+
+def test_a_parameter_that_is_not_an_attribute_is_an_error():
+    class InAList(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scales = [nn.Parameter(np.ones((1, 4), np.float32))]  # not registered
+
+        def forward(self, x):
+            return fnn.mul(x, self.scales[0])
+
+    with pytest.raises(ValueError, match=r"InAList.forward: input 1 of fnn.mul is a Parameter"
+                                         r".*not .*parameters\(\)"):
+        InAList()(np.ones((2, 4), np.float32))

@@ -270,6 +270,13 @@ class Tape:
         whose gradient the replay accumulates into its ``grad``."""
         if not any(isinstance(a, (Recorded, Parameter)) for a in inputs):
             self.check(inputs[0], f"the input of fnn.{name}")
+        for i, a in enumerate(inputs):
+            if isinstance(a, Parameter) and all(a is not p for p in self.owner.parameters()):
+                raise ValueError(
+                    f"{self.owner_name}.forward: input {i} of fnn.{name} is a Parameter "
+                    f"({a!r}) that is not among the model's parameters(), so no optimizer "
+                    "would train it: make it an attribute (self.alpha = nn.Parameter(...)) "
+                    "of the model or of one of its sub-modules, not an item of a list or dict")
         plain = [self.check(a, f"input {i} of fnn.{name}") if isinstance(a, Recorded) else
                  a.data if isinstance(a, Parameter) else a for i, a in enumerate(inputs)]
         y = forward(*plain)
