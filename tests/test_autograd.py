@@ -718,3 +718,26 @@ def test_a_parameter_that_is_not_an_attribute_is_an_error():
     with pytest.raises(ValueError, match=r"InAList.forward: input 1 of fnn.mul is a Parameter"
                                          r".*not .*parameters\(\)"):
         InAList()(np.ones((2, 4), np.float32))
+
+
+def test_a_layer_called_twice_with_different_arguments_is_recomputed_with_its_own():
+    class Pow(nn.Module):  # the lecture's way: y = x ** k, caching x and k
+        def forward(self, x, k=2):
+            self.x, self.k = np.asarray(x, np.float64), k
+            return (self.x ** k).astype(np.float32)
+
+        def backward(self, grad_out):
+            return grad_out * self.k * self.x ** (self.k - 1)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pow = Pow()
+
+        def forward(self, x):
+            return self.pow(self.pow(x, k=3), k=2)  # (x ** 3) ** 2
+
+    x = np.array([[1.5, -0.7, 0.3]])
+    model = Model()
+    assert_close(model(x), x ** 6, 1e-6, 0, "forward")
+    assert_close(model.backward(np.ones((1, 3), np.float32)), 6 * x ** 5, 1e-5, 0, "backward")
