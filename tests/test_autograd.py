@@ -741,3 +741,28 @@ def test_a_layer_called_twice_with_different_arguments_is_recomputed_with_its_ow
     model = Model()
     assert_close(model(x), x ** 6, 1e-6, 0, "forward")
     assert_close(model.backward(np.ones((1, 3), np.float32)), 6 * x ** 5, 1e-5, 0, "backward")
+
+
+def test_explain_backward_shows_the_gradient_of_a_parameter_operand():
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 3)
+            self.alpha = nn.Parameter(np.array([[0.5, -1.0, 2.0]], np.float32))
+
+        def forward(self, x):
+            return fnn.mul(self.fc(x), self.alpha)
+
+    fnn.seed(10)
+    model = Gated()
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(6, 4)).astype(np.float32), rng.integers(0, 3, 6)
+    lines = []
+    steps = model.explain_backward(x, y, print_fn=lines.append)
+    h = x.astype(np.float64) @ model.fc.weight.data.T.astype(np.float64) + model.fc.bias.data
+    g = (softmax(h * model.alpha.data) - np.eye(3)[y]) / len(y)
+    expected = np.linalg.norm((g * h).sum(axis=0))
+    assert steps[0]["op"] == "mul"
+    assert np.isclose(steps[0]["param_grad_norms"]["alpha"], expected, rtol=1e-4), steps[0]
+    assert "|alpha.grad|" in lines[0]
+    assert not model.alpha.grad.any()  # explain_backward leaves the gradients as they were

@@ -314,7 +314,12 @@ class Tape:
                       {name: (p, p.grad.copy()) for name, p in node.module.named_parameters()})
             input_grads = node.backward(g, need)
             if trace is not None:
-                trace.append(_step(index, node, g, input_grads, before))
+                step = _step(index, node, g, input_grads, before)
+                names = {id(p): name for name, p in self.owner.named_parameters()}
+                step["param_grad_norms"].update(
+                    {names[id(a)]: _norm(gi) for a, gi in zip(node.inputs, input_grads)
+                     if isinstance(a, Parameter) and gi is not None})
+                trace.append(step)
             for a, gi, needed in zip(node.inputs, input_grads, need):
                 if needed and gi is not None and isinstance(a, Parameter):
                     grad, beta = a.grad_to_write()  # adds up, as a layer's backward does
