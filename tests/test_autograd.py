@@ -766,3 +766,22 @@ def test_explain_backward_shows_the_gradient_of_a_parameter_operand():
     assert np.isclose(steps[0]["param_grad_norms"]["alpha"], expected, rtol=1e-4), steps[0]
     assert "|alpha.grad|" in lines[0]
     assert not model.alpha.grad.any()  # explain_backward leaves the gradients as they were
+
+
+@pytest.mark.parametrize("how", ["into an op", "into a layer", "returned"])
+def test_a_layer_s_forward_called_directly_says_to_call_the_layer(how):
+    class Direct(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 4)
+            self.seq = nn.Sequential(nn.Dense(4, 4))
+
+        def forward(self, x):  # torch runs layer.forward(h); the recorder sees no call
+            if how == "into an op":
+                return fnn.relu(self.fc.forward(x))
+            if how == "into a layer":
+                return self.seq.forward(self.fc(x))
+            return self.fc.forward(x)
+
+    with pytest.raises(TypeError, match=r"forward (was )?called directly.*self\.fc\(h\)"):
+        Direct()(np.ones((2, 4), np.float32))

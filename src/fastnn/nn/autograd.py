@@ -51,6 +51,10 @@ _OPERATORS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/",
 _OPS = ("fnn.relu, fnn.sigmoid, fnn.tanh, fnn.softmax, fnn.add, fnn.mul, fnn.concat, "
         "fnn.reshape, fnn.flatten")
 
+# The usual cause of an unrecorded value that a user did not make with NumPy.
+_DIRECT = ("; or a layer's forward called directly, self.fc.forward(h), which is not "
+           "recorded: call the layer, self.fc(h)")
+
 
 def _not_recordable(what: str, key: str) -> TypeError:
     tape = _active.get()
@@ -60,7 +64,9 @@ def _not_recordable(what: str, key: str) -> TypeError:
         f"{owner}{what} on a value recorded for the backward pass cannot be differentiated "
         f"by fastnn's recorder (its gradient would be lost); use {instead} instead, or "
         "write the module's backward by hand. To only look at the values (print them), "
-        "use np.asarray(value), which is not recorded")
+        "use np.asarray(value), which is not recorded. If no NumPy of yours did this, a "
+        "layer's forward was called directly, self.fc.forward(h), which is not recorded: "
+        "call the layer, self.fc(h)")
 
 
 class Recorded(np.ndarray):
@@ -203,7 +209,7 @@ class Tape:
             problem = "was recorded in an earlier forward pass (kept from a previous call?)"
         elif isinstance(value, np.ndarray):
             problem = ("was not recorded: it was computed outside fastnn's recorded calls "
-                       "(np.asarray of a recorded value, or NumPy on one)")
+                       f"(np.asarray of a recorded value, or NumPy on one{_DIRECT})")
         else:
             problem = f"is a {type(value).__name__}, not an array recorded in this forward pass"
         raise TypeError(f"{self.owner_name}.forward: {what} {problem}; build it from the "
@@ -383,7 +389,7 @@ def _checked_output(tape: Tape, out: Any, module: Module) -> Recorded:
     if not (isinstance(out, Recorded) and out._tape is tape):
         what = (f"a {type(out).__name__}" if not isinstance(out, np.ndarray) else
                 "an array that was not recorded (built with NumPy, or np.asarray of a "
-                "recorded value)")
+                f"recorded value{_DIRECT})")
         raise TypeError(f"{name}.forward returned {what}; it must return one array computed "
                         f"from its input by sub-modules and {_OPS}, so that the backward "
                         "pass can be derived")
