@@ -785,3 +785,19 @@ def test_a_layer_s_forward_called_directly_says_to_call_the_layer(how):
 
     with pytest.raises(TypeError, match=r"forward (was )?called directly.*self\.fc\(h\)"):
         Direct()(np.ones((2, 4), np.float32))
+
+
+def test_a_layer_made_on_the_first_forward_and_kept_as_an_attribute_is_fine():
+    class Lazy(nn.Module):  # sizes itself on the first batch, as torch's LazyLinear
+        def forward(self, x):
+            if not hasattr(self, "fc"):
+                self.fc = nn.Dense(x.shape[1], 2)
+            return self.fc(x)
+
+    model = Lazy()
+    x = np.ones((3, 5), np.float32)
+    model(x)
+    model.zero_grad()
+    model.backward(np.ones((3, 2), np.float32))
+    assert [k for k, _ in model.named_parameters()] == ["fc.weight", "fc.bias"]
+    assert_close(model.fc.weight.grad, np.full((2, 5), 3.0), 1e-6, 0, "weight gradient")

@@ -178,16 +178,22 @@ class Tape:
         self.owner_name = type(owner).__name__
         self.nodes: list[Node] = []
         self.recording = True
-        self._names: dict[int, str] = {}  # a module held twice goes by its first name
-        for name, m in owner.named_modules():
-            if name:
-                self._names.setdefault(id(m), name)
+        self._names = self._name_modules()
         # id of a module called -> (where it was first called, that call's stateful modules)
         self._seen: dict[int, tuple[str, list[Module]]] = {}
         # the arrays of backward passes that need no input gradient, kept for the next steps
         self._workspace = owner.__dict__.setdefault("_backward_workspace", Workspace())
         self.output_node = -1
         self._stale: set[int] = set()  # modules whose caches a replay's recompute changed
+
+    def _name_modules(self) -> dict[int, str]:
+        """id -> attribute path of the owner's sub-modules (a module held twice goes by
+        its first name)."""
+        names: dict[int, str] = {}
+        for name, m in self.owner.named_modules():
+            if name:
+                names.setdefault(id(m), name)
+        return names
 
     def value(self, array: np.ndarray, node: Node) -> Recorded:
         """Record ``node`` and return its output as a Recorded view of ``array``."""
@@ -219,6 +225,8 @@ class Tape:
                     ) -> Recorded:
         """Call a module with a backward of its own (a layer, a Sequential, ...) and
         record the call; ``args`` and ``kwargs`` (constants) go to its forward after x."""
+        if id(module) not in self._names:  # made during this forward (sized lazily)?
+            self._names = self._name_modules()
         name = self._names.get(id(module), type(module).__name__)
         if id(module) not in self._names and module.parameters():
             raise ValueError(
@@ -226,7 +234,8 @@ class Tape:
                 f"the model (nor in a list attribute): its parameters are not among the "
                 f"model's parameters(), so no optimizer would train them, and save would "
                 "leave them out. Make it an attribute in __init__ (self.head = ...), or a "
-                "list of them (self.heads = [...]), not a dict or a layer made in forward")
+                "list of them (self.heads = [...]), not a dict or a layer made anew in "
+                "each forward")
         xp = self.check(x, f"the input of {name} ({module!r})")
         kwargs = kwargs or {}
         if any(isinstance(a, Recorded) for a in _flat(args, kwargs)):
