@@ -801,3 +801,24 @@ def test_a_layer_made_on_the_first_forward_and_kept_as_an_attribute_is_fine():
     model.backward(np.ones((3, 2), np.float32))
     assert [k for k, _ in model.named_parameters()] == ["fc.weight", "fc.bias"]
     assert_close(model.fc.weight.grad, np.full((2, 5), 3.0), 1e-6, 0, "weight gradient")
+
+
+def test_a_recorded_value_as_a_layer_s_second_argument_is_an_error():
+    class Pair(nn.Module):  # the lecture's way: backward gives the gradient of x only
+        def forward(self, x, other):
+            return np.asarray(x) + np.asarray(other)
+
+        def backward(self, grad_out):
+            return grad_out
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(3, 3)
+            self.pair = Pair()
+
+        def forward(self, x):
+            return self.pair(x, self.fc(x))  # fc would get no gradient
+
+    with pytest.raises(TypeError, match=r"pair gets a recorded value after its first argument"):
+        Model()(np.ones((2, 3), np.float32))
