@@ -507,3 +507,318 @@ def test_explain_backward_walks_the_recorded_calls_in_reverse(digits):
     assert "fc2 = Dense(128, 10)" in text and "relu" in text and "|fc1.weight.grad|" in text
     # the parameters' gradients are left as they were
     assert all(not p.grad.any() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- torch habits
+def test_a_parameter_of_your_own_is_an_operand_and_gets_its_gradient():
+    # torch's learnable scale and shift: self.alpha = nn.Parameter(...), x * self.alpha
+    torch = pytest.importorskip("torch")
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 3)
+            self.alpha = nn.Parameter(np.array([[0.5, -1.0, 2.0]], np.float32))
+            self.shift = nn.Parameter(np.array([0.1, 0.2, -0.3], np.float32))
+
+        def forward(self, x):
+            h = fnn.add(fnn.mul(self.fc(x), self.alpha), self.shift)
+            return fnn.mul(fnn.tanh(h), self.alpha)  # alpha used twice: gradients add up
+
+    fnn.seed(4)
+    model = Scaled()
+    rng = np.random.default_rng(4)
+    x, r = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+    assert [k for k, _ in model.named_parameters()] == ["alpha", "shift", "fc.weight", "fc.bias"]
+    model(x)
+    model.zero_grad()
+    gx = model.backward(r.astype(np.float32))
+    tp = {k: torch.tensor(p.data.astype(np.float64), requires_grad=True)
+          for k, p in model.named_parameters()}
+    tx = torch.tensor(x, requires_grad=True)
+    h = torch.nn.functional.linear(tx, tp["fc.weight"], tp["fc.bias"]) * tp["alpha"] + tp["shift"]
+    (torch.tanh(h) * tp["alpha"] * torch.tensor(r)).sum().backward()
+    assert_close(gx, tx.grad.numpy(), 1e-4, 1e-5, "input")
+    for k, p in model.named_parameters():
+        assert_close(p.grad, tp[k].grad.numpy(), 1e-4, 1e-5, k)
+    # outside a recorded forward the ops take a Parameter as its values
+    assert_close(fnn.mul(np.ones((1, 3)), model.alpha), model.alpha.data, 0, 0, "plain mul")
+
+
+def test_forward_takes_extra_arguments_as_in_torch():
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 2)
+
+        def forward(self, x, scale=1.0):
+            return fnn.mul(self.fc(x), scale)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = Head()
+
+        def forward(self, x, scale, relu=False):
+            h = self.head(x, scale=scale)
+            return fnn.relu(h) if relu else h
+
+    fnn.seed(5)
+    model = Model()
+    x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
+    w = model.head.fc.weight.data.astype(np.float64)
+    b = model.head.fc.bias.data.astype(np.float64)
+    assert_close(model(x, 2.0), 2.0 * (x @ w.T + b), 1e-5, 1e-6, "positional extra argument")
+    out = model(x, scale=-3.0, relu=True)
+    assert_close(out, np.maximum(-3.0 * (x @ w.T + b), 0.0), 1e-5, 1e-6, "keyword arguments")
+    model.zero_grad()
+    g = model.backward(np.ones((3, 2), np.float32))
+    mask = (out > 0).astype(np.float64)
+    assert_close(g, -3.0 * mask @ w, 1e-5, 1e-6, "input gradient")
+    assert_close(model.head.fc.weight.grad, -3.0 * mask.T @ x, 1e-5, 1e-6, "weight gradient")
+
+
+@pytest.mark.parametrize("stateful", ["dropout", "batchnorm"])
+def test_dropout_or_batchnorm_in_a_call_that_shares_a_layer_is_an_error(stateful):
+    # the backward pass would recompute seq's forward (fc's cache holds its second call):
+    # a new dropout mask (a wrong gradient) or running statistics updated twice
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 4)
+            extra = nn.Dropout(0.5) if stateful == "dropout" else nn.BatchNorm1d(4)
+            self.seq = nn.Sequential(self.fc, extra)
+
+        def forward(self, x):
+            return self.fc(self.seq(x))
+
+    fnn.seed(6)
+    model = Model()
+    x = np.random.default_rng(6).normal(size=(8, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"seq.*fc.*one instance per call"):
+        model(x)
+    model.eval()  # no random numbers, no statistics updated: sharing is fine
+    out = model(x)
+    model.zero_grad()
+    model.backward(np.ones_like(out))
+    assert np.isfinite(model.fc.weight.grad).all() and np.any(model.fc.weight.grad != 0)
+
+
+def test_gradient_check_checks_the_parameters_a_model_holds_itself(monkeypatch):
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 3)
+            self.alpha = nn.Parameter(np.array([[0.5, -1.0, 2.0]], np.float32))
+
+        def forward(self, x):
+            return fnn.mul(self.fc(x), self.alpha)
+
+    fnn.seed(7)
+    model = Gated()
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(8, 4)), rng.integers(0, 3, 8)
+    result = fnn.diagnostics.gradient_check(model, x, y, "cross_entropy")
+    assert set(result) == {"fc:Dense", "Gated"} and result.passed, str(result)
+
+    def wrong_backward(grad_out, input_grad=True):
+        out = nn.Module.backward(model, grad_out, input_grad)
+        model.alpha.grad *= 1.5  # a wrong gradient for the model's own parameter
+        return out
+
+    monkeypatch.setattr(model, "backward", wrong_backward)
+    result = fnn.diagnostics.gradient_check(model, x, y, "cross_entropy")
+    assert result.failed == ["Gated"], str(result)
+
+
+def test_a_copy_or_pickle_of_a_model_after_forward_does_not_replay_the_original():
+    import copy
+    import pickle
+
+    fnn.seed(8)
+    model = Residual()
+    x = np.random.default_rng(8).normal(size=(4, 5)).astype(np.float32)
+    out = model(x)
+    model.zero_grad()
+    twin = copy.deepcopy(model)
+    # the copy's recording would replay the original's layers (their gradients changed)
+    with pytest.raises(RuntimeError, match="before a forward pass"):
+        twin.backward(np.ones_like(out))
+    assert all(not p.grad.any() for p in model.parameters())
+    clone = pickle.loads(pickle.dumps(model))  # was: can't pickle the recording's lambdas
+    assert_close(clone(x), out, 0, 0, "a pickled model's output")
+    for m in (twin, clone):
+        m(x)
+        m.zero_grad()
+        m.backward(np.ones_like(out))
+    model.backward(np.ones_like(out))
+    for (k, p), q, r in zip(model.named_parameters(), twin.parameters(), clone.parameters()):
+        assert_close(q.grad, p.grad, 0, 0, f"copy: {k}")
+        assert_close(r.grad, p.grad, 0, 0, f"pickle: {k}")
+
+
+def test_a_layer_with_parameters_that_is_not_an_attribute_is_an_error():
+    # as torch's plain dict: the model's parameters() misses it, so no optimizer trains it
+    class InADict(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.heads = {"a": nn.Dense(4, 2)}
+
+        def forward(self, x):
+            return self.heads["a"](x)
+
+    class MadeInForward(nn.Module):
+        def forward(self, x):
+            return fnn.relu(nn.Flatten()(x))  # no parameters: fine
+
+    x = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"InADict.forward calls Dense\(4, 2\).*not .*attribute"
+                                         r".*parameters\(\)"):
+        InADict()(x)
+    assert MadeInForward()(x).shape == (3, 4)
+
+
+def test_a_layer_subclass_that_overrides_only_forward_is_an_error():
+    # Dense's backward would ignore the relu the new forward adds: a wrong gradient
+    with pytest.raises(TypeError, match=r"MyDense overrides forward.*Dense's backward.*"
+                                        r"define backward too.*attribute"):
+        class MyDense(nn.Dense):
+            def forward(self, x):
+                return fnn.relu(super().forward(x))
+
+    class Doubled(nn.Dense):  # forward and backward together: the lecture's way, fine
+        def forward(self, x):
+            return 2.0 * super().forward(x)
+
+        def backward(self, grad_out, input_grad=True):
+            return super().backward(2.0 * grad_out, input_grad)
+
+    class Deeper(Residual):  # a model of your own below another: its backward is derived
+        def forward(self, x):
+            return fnn.tanh(super().forward(x))
+
+    fnn.seed(9)
+    model = Deeper()
+    x = np.random.default_rng(9).normal(size=(3, 5)).astype(np.float32)
+    out = model(x)
+    assert_close(out, np.tanh(Residual.forward(model, x)), 1e-6, 1e-6, "Deeper forward")
+    assert model.backward(np.ones_like(out)).shape == (3, 5)
+    assert Doubled(2, 2)(np.ones((1, 2), np.float32)).shape == (1, 2)
+
+
+def test_a_parameter_that_is_not_an_attribute_is_an_error():
+    class InAList(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scales = [nn.Parameter(np.ones((1, 4), np.float32))]  # not registered
+
+        def forward(self, x):
+            return fnn.mul(x, self.scales[0])
+
+    with pytest.raises(ValueError, match=r"InAList.forward: input 1 of fnn.mul is a Parameter"
+                                         r".*not .*parameters\(\)"):
+        InAList()(np.ones((2, 4), np.float32))
+
+
+def test_a_layer_called_twice_with_different_arguments_is_recomputed_with_its_own():
+    class Pow(nn.Module):  # the lecture's way: y = x ** k, caching x and k
+        def forward(self, x, k=2):
+            self.x, self.k = np.asarray(x, np.float64), k
+            return (self.x ** k).astype(np.float32)
+
+        def backward(self, grad_out):
+            return grad_out * self.k * self.x ** (self.k - 1)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pow = Pow()
+
+        def forward(self, x):
+            return self.pow(self.pow(x, k=3), k=2)  # (x ** 3) ** 2
+
+    x = np.array([[1.5, -0.7, 0.3]])
+    model = Model()
+    assert_close(model(x), x ** 6, 1e-6, 0, "forward")
+    assert_close(model.backward(np.ones((1, 3), np.float32)), 6 * x ** 5, 1e-5, 0, "backward")
+
+
+def test_explain_backward_shows_the_gradient_of_a_parameter_operand():
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 3)
+            self.alpha = nn.Parameter(np.array([[0.5, -1.0, 2.0]], np.float32))
+
+        def forward(self, x):
+            return fnn.mul(self.fc(x), self.alpha)
+
+    fnn.seed(10)
+    model = Gated()
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(6, 4)).astype(np.float32), rng.integers(0, 3, 6)
+    lines = []
+    steps = model.explain_backward(x, y, print_fn=lines.append)
+    h = x.astype(np.float64) @ model.fc.weight.data.T.astype(np.float64) + model.fc.bias.data
+    g = (softmax(h * model.alpha.data) - np.eye(3)[y]) / len(y)
+    expected = np.linalg.norm((g * h).sum(axis=0))
+    assert steps[0]["op"] == "mul"
+    assert np.isclose(steps[0]["param_grad_norms"]["alpha"], expected, rtol=1e-4), steps[0]
+    assert "|alpha.grad|" in lines[0]
+    assert not model.alpha.grad.any()  # explain_backward leaves the gradients as they were
+
+
+@pytest.mark.parametrize("how", ["into an op", "into a layer", "returned"])
+def test_a_layer_s_forward_called_directly_says_to_call_the_layer(how):
+    class Direct(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 4)
+            self.seq = nn.Sequential(nn.Dense(4, 4))
+
+        def forward(self, x):  # torch runs layer.forward(h); the recorder sees no call
+            if how == "into an op":
+                return fnn.relu(self.fc.forward(x))
+            if how == "into a layer":
+                return self.seq.forward(self.fc(x))
+            return self.fc.forward(x)
+
+    with pytest.raises(TypeError, match=r"forward (was )?called directly.*self\.fc\(h\)"):
+        Direct()(np.ones((2, 4), np.float32))
+
+
+def test_a_layer_made_on_the_first_forward_and_kept_as_an_attribute_is_fine():
+    class Lazy(nn.Module):  # sizes itself on the first batch, as torch's LazyLinear
+        def forward(self, x):
+            if not hasattr(self, "fc"):
+                self.fc = nn.Dense(x.shape[1], 2)
+            return self.fc(x)
+
+    model = Lazy()
+    x = np.ones((3, 5), np.float32)
+    model(x)
+    model.zero_grad()
+    model.backward(np.ones((3, 2), np.float32))
+    assert [k for k, _ in model.named_parameters()] == ["fc.weight", "fc.bias"]
+    assert_close(model.fc.weight.grad, np.full((2, 5), 3.0), 1e-6, 0, "weight gradient")
+
+
+def test_a_recorded_value_as_a_layer_s_second_argument_is_an_error():
+    class Pair(nn.Module):  # the lecture's way: backward gives the gradient of x only
+        def forward(self, x, other):
+            return np.asarray(x) + np.asarray(other)
+
+        def backward(self, grad_out):
+            return grad_out
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(3, 3)
+            self.pair = Pair()
+
+        def forward(self, x):
+            return self.pair(x, self.fc(x))  # fc would get no gradient
+
+    with pytest.raises(TypeError, match=r"pair gets a recorded value after its first argument"):
+        Model()(np.ones((2, 3), np.float32))

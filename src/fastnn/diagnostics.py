@@ -327,7 +327,8 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
     """Compare the backward pass with finite differences, layer by layer, and give a verdict.
 
     For up to ``samples`` entries (drawn with ``seed``) of each parameter of every layer
-    that has parameters, the derivative of ``loss(model(X), y) +
+    that has parameters (and of a model of your own that holds parameters itself, checked
+    as one more layer named by its class), the derivative of ``loss(model(X), y) +
     model.regularization_loss()`` is estimated by central differences of step ``eps``
     (the exact float32 steps taken, divided in float64) and compared with the gradient
     backpropagation gives (float32). The relative error of a parameter is
@@ -368,9 +369,20 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
         def objective() -> float:
             return loss_fn(model(X), y) + model.regularization_loss()
 
-        for name, layer in named_layers(model):
+        layers = [(name, layer.parameters()) for name, layer in named_layers(model)]
+        # a model of your own may hold parameters itself (fnn.mul(h, self.alpha)), beside
+        # its layers: each such module is checked as one more "layer"
+        seen = {id(p) for _, params in layers for p in params}
+        for path, module in model.named_modules():
+            own = [p for p in vars(module).values()
+                   if isinstance(p, Parameter) and id(p) not in seen]
+            if own:
+                seen.update(map(id, own))
+                layers.append((f"{path}:{type(module).__name__}" if path else
+                               type(module).__name__, own))
+        for name, params in layers:
             checks = [_check_parameter(p, objective, eps, samples, rng, tolerance)
-                      for p in layer.parameters()]
+                      for p in params]
             if checks:
                 # the parameter nearest to failing speaks for the layer
                 errors[name], thresholds[name] = max(checks, key=lambda c: c[0] / c[1])

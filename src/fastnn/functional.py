@@ -7,7 +7,9 @@ Called inside the recorded forward pass of a Module that has no ``backward`` of 
 backward is derived; elsewhere they simply compute. Inputs are float32 arrays (converted
 when they are not); ``add`` and ``mul`` broadcast as NumPy does, and one of their operands
 may be a constant (a number or an array not computed from the input), which gets no
-gradient. The activations run the kernels of the activation layers.
+gradient. Any input may also be an ``nn.Parameter`` of the model (a learnable scale or
+shift, ``fnn.mul(h, self.alpha)`` as torch's ``h * self.alpha``): the backward pass adds
+its gradient to its ``grad``. The activations run the kernels of the activation layers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from . import _C
 from ._checks import as_float32
 from .nn.autograd import active
+from .nn.module import Parameter
 
 __all__ = ["add", "concat", "flatten", "mul", "relu", "reshape", "sigmoid", "softmax", "tanh"]
 
@@ -28,10 +31,11 @@ Backward = Callable[[np.ndarray, list[bool]], list["np.ndarray | None"]]
 
 def _op(name: str, inputs: Sequence[Any], forward: Callable[..., np.ndarray],
         backward: Backward) -> np.ndarray:
-    """``forward(*inputs)``, recorded with ``backward`` inside a recorded forward pass."""
+    """``forward(*inputs)``, recorded with ``backward`` inside a recorded forward pass
+    (an input may be a Parameter of the model: its values, and its gradient recorded)."""
     tape = active()
     if tape is None:
-        return forward(*inputs)
+        return forward(*(a.data if isinstance(a, Parameter) else a for a in inputs))
     return tape.call_op(name, inputs, forward, backward)
 
 

@@ -13,8 +13,9 @@ A layer keeps what its backward pass needs from its last call only. When one ins
 called more than once in a forward pass (shared weights), the replay recomputes the
 forward of each earlier call from its recorded input just before that call's backward.
 Layers whose forward changes state or draws random numbers (Dropout and BatchNorm in
-training mode) cannot be recomputed that way, so calling one twice in a training forward
-raises a ValueError: create one instance per call.
+training mode) cannot be recomputed that way, so calling one twice in a training forward,
+or in a call that shares a layer with another call, raises a ValueError: create one
+instance per call.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from .. import _C
 from .._checks import as_float32
-from .module import Module, Workspace
+from .module import Module, Parameter, Workspace
 
 # The tape of the forward pass being recorded (None outside one).
 _active: ContextVar[Tape | None] = ContextVar("fastnn_tape", default=None)
@@ -50,6 +51,10 @@ _OPERATORS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/",
 _OPS = ("fnn.relu, fnn.sigmoid, fnn.tanh, fnn.softmax, fnn.add, fnn.mul, fnn.concat, "
         "fnn.reshape, fnn.flatten")
 
+# The usual cause of an unrecorded value that a user did not make with NumPy.
+_DIRECT = ("; or a layer's forward called directly, self.fc.forward(h), which is not "
+           "recorded: call the layer, self.fc(h)")
+
 
 def _not_recordable(what: str, key: str) -> TypeError:
     tape = _active.get()
@@ -59,7 +64,9 @@ def _not_recordable(what: str, key: str) -> TypeError:
         f"{owner}{what} on a value recorded for the backward pass cannot be differentiated "
         f"by fastnn's recorder (its gradient would be lost); use {instead} instead, or "
         "write the module's backward by hand. To only look at the values (print them), "
-        "use np.asarray(value), which is not recorded")
+        "use np.asarray(value), which is not recorded. If no NumPy of yours did this, a "
+        "layer's forward was called directly, self.fc.forward(h), which is not recorded: "
+        "call the layer, self.fc(h)")
 
 
 class Recorded(np.ndarray):
@@ -160,6 +167,7 @@ class Node:
     backward: Callable[[np.ndarray, list[bool]], list[np.ndarray | None]]
     module: Module | None = None
     modules: set[int] = field(default_factory=set)  # ids of module and its sub-modules
+    extra: tuple[tuple, dict] = ((), {})  # a module's forward arguments after the input
 
 
 class Tape:
@@ -170,12 +178,22 @@ class Tape:
         self.owner_name = type(owner).__name__
         self.nodes: list[Node] = []
         self.recording = True
-        self._names = {id(m): name for name, m in owner.named_modules() if name}
-        self._seen: dict[int, str] = {}  # id of a stateful module -> where it was called
+        self._names = self._name_modules()
+        # id of a module called -> (where it was first called, that call's stateful modules)
+        self._seen: dict[int, tuple[str, list[Module]]] = {}
         # the arrays of backward passes that need no input gradient, kept for the next steps
         self._workspace = owner.__dict__.setdefault("_backward_workspace", Workspace())
         self.output_node = -1
         self._stale: set[int] = set()  # modules whose caches a replay's recompute changed
+
+    def _name_modules(self) -> dict[int, str]:
+        """id -> attribute path of the owner's sub-modules (a module held twice goes by
+        its first name)."""
+        names: dict[int, str] = {}
+        for name, m in self.owner.named_modules():
+            if name:
+                names.setdefault(id(m), name)
+        return names
 
     def value(self, array: np.ndarray, node: Node) -> Recorded:
         """Record ``node`` and return its output as a Recorded view of ``array``."""
@@ -197,30 +215,58 @@ class Tape:
             problem = "was recorded in an earlier forward pass (kept from a previous call?)"
         elif isinstance(value, np.ndarray):
             problem = ("was not recorded: it was computed outside fastnn's recorded calls "
-                       "(np.asarray of a recorded value, or NumPy on one)")
+                       f"(np.asarray of a recorded value, or NumPy on one{_DIRECT})")
         else:
             problem = f"is a {type(value).__name__}, not an array recorded in this forward pass"
         raise TypeError(f"{self.owner_name}.forward: {what} {problem}; build it from the "
                         f"input with sub-modules and {_OPS}, whose gradients the recorder knows")
 
-    def call_module(self, module: Module, x: Any) -> Recorded:
+    def call_module(self, module: Module, x: Any, args: tuple = (), kwargs: dict | None = None
+                    ) -> Recorded:
         """Call a module with a backward of its own (a layer, a Sequential, ...) and
-        record the call."""
+        record the call; ``args`` and ``kwargs`` (constants) go to its forward after x."""
+        if id(module) not in self._names:  # made during this forward (sized lazily)?
+            self._names = self._name_modules()
         name = self._names.get(id(module), type(module).__name__)
+        if id(module) not in self._names and module.parameters():
+            raise ValueError(
+                f"{self.owner_name}.forward calls {module!r}, which is not an attribute of "
+                f"the model (nor in a list attribute): its parameters are not among the "
+                f"model's parameters(), so no optimizer would train them, and save would "
+                "leave them out. Make it an attribute in __init__ (self.head = ...), or a "
+                "list of them (self.heads = [...]), not a dict or a layer made anew in "
+                "each forward")
         xp = self.check(x, f"the input of {name} ({module!r})")
+        kwargs = kwargs or {}
+        if any(isinstance(a, Recorded) for a in _flat(args, kwargs)):
+            raise TypeError(f"{self.owner_name}.forward: {name} gets a recorded value after its "
+                            "first argument; the backward pass of a layer gives the gradient "
+                            "of its first argument only, so the other would get none: combine "
+                            "the values with fnn.concat or fnn.add first, or make the layer a "
+                            "model with only a forward")
         modules = {id(m) for _, m in module.named_modules()}
-        for stateful in _stateful(module):
-            where = self._seen.get(id(stateful))
-            if where is None:
-                self._seen[id(stateful)] = name
+        # A call sharing a module with another is recomputed by the replay (caches hold the
+        # last call's); a training Dropout or BatchNorm in either would then draw new random
+        # numbers or update its statistics again.
+        stateful = _stateful(module)
+        for m in modules:
+            where, theirs = self._seen.get(m, (None, []))
+            if where is None or not (stateful or theirs):
+                continue
+            culprit = (stateful or theirs)[0]
+            if id(culprit) == m:
+                problem = f"calls {culprit!r} a second time (through {where}, then {name})"
             else:
-                raise ValueError(
-                    f"{self.owner_name}.forward calls {stateful!r} a second time (through "
-                    f"{where}, then {name}); the backward pass would recompute its forward, "
-                    "but a training forward of Dropout or BatchNorm draws new random numbers or "
-                    "updates running statistics: create one instance per call")
+                problem = (f"calls {where} and then {name}, which share a layer, and "
+                           f"{culprit!r} is in one of them")
+            raise ValueError(
+                f"{self.owner_name}.forward {problem}; the backward pass would recompute "
+                "a forward, but a training forward of Dropout or BatchNorm draws new random "
+                "numbers or updates running statistics: create one instance per call")
+        for m in modules:
+            self._seen.setdefault(m, (name, stateful))
         with _paused():
-            y = module.forward(xp)
+            y = module.forward(xp, *args, **kwargs)
 
         def backward(g: np.ndarray, need: list[bool]) -> list[np.ndarray | None]:
             if need[0]:
@@ -229,17 +275,25 @@ class Tape:
             return [None]
 
         index = len(self.nodes)
-        return self.value(y, Node(name, [x], y, backward, module, modules))
+        return self.value(y, Node(name, [x], y, backward, module, modules, (args, kwargs)))
 
     def call_op(self, name: str, inputs: Sequence[Any], forward: Callable[..., np.ndarray],
                 backward: Callable[[np.ndarray, list[bool]], list[np.ndarray | None]]
                 ) -> Recorded:
-        """Record a functional op: ``forward`` gets the inputs' plain arrays (constants as
-        they are); at least one input must be recorded."""
-        if not any(isinstance(a, Recorded) for a in inputs):
+        """Record a functional op: ``forward`` gets the inputs' plain arrays (a Parameter's
+        values, constants as they are); at least one input must be recorded or a Parameter,
+        whose gradient the replay accumulates into its ``grad``."""
+        if not any(isinstance(a, (Recorded, Parameter)) for a in inputs):
             self.check(inputs[0], f"the input of fnn.{name}")
-        plain = [self.check(a, f"input {i} of fnn.{name}") if isinstance(a, Recorded) else a
-                 for i, a in enumerate(inputs)]
+        for i, a in enumerate(inputs):
+            if isinstance(a, Parameter) and all(a is not p for p in self.owner.parameters()):
+                raise ValueError(
+                    f"{self.owner_name}.forward: input {i} of fnn.{name} is a Parameter "
+                    f"({a!r}) that is not among the model's parameters(), so no optimizer "
+                    "would train it: make it an attribute (self.alpha = nn.Parameter(...)) "
+                    "of the model or of one of its sub-modules, not an item of a list or dict")
+        plain = [self.check(a, f"input {i} of fnn.{name}") if isinstance(a, Recorded) else
+                 a.data if isinstance(a, Parameter) else a for i, a in enumerate(inputs)]
         y = forward(*plain)
         return self.value(y, Node(name, list(inputs), y, backward))
 
@@ -262,20 +316,33 @@ class Tape:
             if g is None:  # not on the way to the output: no gradient to pass back
                 touched |= node.modules
                 continue
-            need = [isinstance(a, Recorded) and (a._node > 0 or input_grad)
+            need = [isinstance(a, Parameter) or
+                    (isinstance(a, Recorded) and (a._node > 0 or input_grad))
                     for a in node.inputs]
             if node.modules & touched:  # its caches hold a later call's: redo this call
                 with _paused():
-                    node.module.forward(node.inputs[0].view(np.ndarray))
+                    args, kwargs = node.extra
+                    node.module.forward(node.inputs[0].view(np.ndarray), *args, **kwargs)
                 self._stale |= node.modules
             touched |= node.modules
             before = ({} if trace is None or node.module is None else
                       {name: (p, p.grad.copy()) for name, p in node.module.named_parameters()})
             input_grads = node.backward(g, need)
             if trace is not None:
-                trace.append(_step(index, node, g, input_grads, before))
+                step = _step(index, node, g, input_grads, before)
+                names = {id(p): name for name, p in self.owner.named_parameters()}
+                step["param_grad_norms"].update(
+                    {names[id(a)]: _norm(gi) for a, gi in zip(node.inputs, input_grads)
+                     if isinstance(a, Parameter) and gi is not None})
+                trace.append(step)
             for a, gi, needed in zip(node.inputs, input_grads, need):
-                if needed and gi is not None:
+                if needed and gi is not None and isinstance(a, Parameter):
+                    grad, beta = a.grad_to_write()  # adds up, as a layer's backward does
+                    if beta:
+                        grad += gi
+                    else:
+                        grad[...] = gi
+                elif needed and gi is not None:
                     # never in place: gi may be a view of another gradient
                     prev = grads.get(a._node)
                     grads[a._node] = gi if prev is None else prev + gi
@@ -331,7 +398,7 @@ def _checked_output(tape: Tape, out: Any, module: Module) -> Recorded:
     if not (isinstance(out, Recorded) and out._tape is tape):
         what = (f"a {type(out).__name__}" if not isinstance(out, np.ndarray) else
                 "an array that was not recorded (built with NumPy, or np.asarray of a "
-                "recorded value)")
+                f"recorded value{_DIRECT})")
         raise TypeError(f"{name}.forward returned {what}; it must return one array computed "
                         f"from its input by sub-modules and {_OPS}, so that the backward "
                         "pass can be derived")

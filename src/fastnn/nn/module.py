@@ -196,9 +196,13 @@ class Module:
     ``fnn.sigmoid``, ``fnn.tanh``, ``fnn.softmax``, ``fnn.add``, ``fnn.mul``,
     ``fnn.concat``, ``fnn.reshape``, ``fnn.flatten``); each call is recorded
     (``fastnn.nn.autograd``) and ``backward`` replays the recorded calls in reverse,
-    adding up the gradients of a value used twice. A layer called twice (shared weights)
+    adding up the gradients of a value used twice. An ``nn.Parameter`` held by the model
+    may be an operand of those ops (``fnn.mul(h, self.alpha)``) and gets its gradient;
+    ``forward`` may take arguments after the input (constants: flags, scales), as may the
+    sub-modules it calls. A layer called twice (shared weights)
     is recomputed from its recorded input before its earlier call's backward; Dropout and
-    BatchNorm cannot be, and calling one twice in a training forward raises. NumPy
+    BatchNorm cannot be, and calling one twice in a training forward (or in a call that
+    shares a layer with another) raises. NumPy
     arithmetic on a recorded value (``h * 2``, ``np.maximum(h, 0)``) raises a TypeError
     saying which op to use: the recorder could not differentiate it. ``forward`` returns
     a plain ndarray. ``explain_backward`` prints the replay step by step. A subclass that
@@ -222,6 +226,15 @@ class Module:
         if (forward is not None and not getattr(forward, "_fastnn_recorded", False)
                 and getattr(cls, "backward") is Module.backward):
             cls.forward = _recorded(forward)
+        elif forward is not None and "backward" not in cls.__dict__:
+            # the inherited backward was written for the parent's forward, not this one
+            owner = cls.__mro__[1]
+            raise TypeError(
+                f"{cls.__name__} overrides forward but not backward, so {owner.__name__}'s "
+                f"backward would run for a forward it was not written for (a wrong "
+                f"gradient): define backward too, or make {cls.__name__} an nn.Module with "
+                f"only a forward that holds the {owner.__name__} as an attribute "
+                f"(self.inner = {owner.__name__}(...); its backward is then derived)")
 
     def __init__(self) -> None:
         self.training = True
@@ -240,6 +253,14 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}.backward called before a forward pass "
                                "(call the model on a batch first)")
         return tape.backward(grad_out, input_grad)
+
+    def __getstate__(self) -> dict:
+        """What ``copy.deepcopy`` and pickle keep: everything but the recording of the last
+        forward pass (a copy's replay would run the original's layers) and its scratch."""
+        state = dict(vars(self))
+        state.pop("_tape", None)
+        state.pop("_backward_workspace", None)
+        return state
 
     def explain_backward(self, x: np.ndarray, y: np.ndarray, loss: Any = "cross_entropy",
                          *, print_fn: Callable[[str], None] | None = print) -> list[dict]:
@@ -341,13 +362,15 @@ class Module:
             return None
         return self.backward(grad_out)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        """``forward(x, *args, **kwargs)``, recorded inside a recorded forward pass; only
+        ``x`` is differentiated (the other arguments are constants: flags, scales)."""
         from .autograd import active
 
         tape = active()
         if tape is not None and not _records(self):  # a call inside a recorded forward
-            return tape.call_module(self, x)
-        return self.forward(x)
+            return tape.call_module(self, x, args, kwargs)
+        return self.forward(x, *args, **kwargs)
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """(name, sub-module) pairs in attribute order; a module in a list attribute
