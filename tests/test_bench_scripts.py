@@ -4,6 +4,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 import fastnn
 
 from _ref import run_python
@@ -29,3 +31,27 @@ def test_bench_gemm_prints_and_records_the_cpu(tmp_path):
     assert machine["cpu_detail"]["cache_spec"] == cpu["cache_spec"]
     assert machine["cpu_detail"]["model_name"] == cpu["model_name"]
     assert machine["fma_peak_per_core"] > 0
+
+
+def test_bench_distributed_prints_the_cpu_and_every_configuration():
+    from test_distributed import _mpirun
+
+    if isinstance(_mpirun(), str):
+        pytest.skip(_mpirun())
+    before = set(BENCH.joinpath("results").glob("distributed-*.json")) if BENCH.joinpath("results").exists() else set()
+    out = run_python(None, args=[str(BENCH / "bench_distributed.py"), "--steps", "2", "--rounds", "1"],
+                     env_extra={"PYTHONPATH": str(BENCH) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.stdout.startswith("CPU: ") and "GFLOP/s per core" in out.stdout.splitlines()[0]
+    written = sorted(set(BENCH.joinpath("results").glob("distributed-*.json")) - before)
+    assert written, out.stdout
+    payload = json.loads(written[-1].read_text())
+    for f in written:
+        f.unlink()
+    rows = payload["rows"]
+    assert {(r["model"], r["batch"]) for r in rows} == {(m, b) for m in ("784-512-256-10", "784-1024-1024-10")
+                                                         for b in (256, 1024)}
+    for r in rows:   # every configuration ran and the all-reduce was timed
+        assert r["samples_per_s_1p1t"] > 0 and r["samples_per_s_2p1t"] > 0 and r["samples_per_s_1p2t"] > 0
+        assert 0 < r["mpi_allreduce_ms"] and 0 < r["one_way_ms"] and 0 < r["allreduce_share"] < 1
+    assert {(m["machines"], m["gbit_per_s"]) for m in payload["ring_model"]} == {(8, 10), (8, 100), (64, 10), (64, 100)}
