@@ -312,3 +312,30 @@ def test_filter_and_feature_map_figures(tmp_path):
         plot.filters(np.zeros((6, 25)), tmp_path / "bad.png")
     with pytest.raises(ValueError, match=r"shape \(channels, height, width\); got shape \(2, 5, 7, 9\)"):
         plot.feature_maps(np.zeros((2, 5, 7, 9)), tmp_path / "bad.png")
+
+
+def test_compare_tells_optimizer_objects_of_one_class_apart(digits_split):
+    plain, heavy = fastnn.optim.SGD(lr=0.1), fastnn.optim.SGD(lr=0.1, momentum=0.9)
+    result = experiments.compare(_builder(), digits_split, optimizers=[plain, heavy],
+                                 epochs=1, verbose=False)
+    # The settings that differ from the class's defaults are shown, as in the dict form.
+    assert [r.label for r in result.runs] == ["SGD lr=0.1 bs=32",
+                                              "SGD momentum=0.9 lr=0.1 bs=32"]
+
+
+def test_compare_refuses_settings_that_give_no_runs_or_no_grid(digits_split):
+    never = lambda: pytest.fail("trained")  # noqa: E731 - every check comes before training
+    for kwargs in (dict(optimizers=[]), dict(optimizers={"sgd": {"lr": []}}),
+                   dict(optimizers=["sgd"], lrs=[]), dict(optimizers=["sgd"], batch_sizes=[])):
+        with pytest.raises(ValueError, match="no run"):
+            experiments.compare(never, digits_split, verbose=False, **kwargs)
+    with pytest.raises(TypeError, match=r"lrs must be a list.*got 0\.01"):
+        experiments.compare(never, digits_split, optimizers=["sgd"], lrs=0.01, verbose=False)
+    with pytest.raises(TypeError, match=r"batch_sizes must be a list.*got 32"):
+        experiments.compare(never, digits_split, optimizers=["sgd"], batch_sizes=32,
+                            verbose=False)
+    # A tuple is one value (Adam's betas): a tuple of rates is told to be a list.
+    with pytest.raises(ValueError, match=r"optimizers\['sgd'\]: lr must be a number; "
+                                         r"got \(0\.1, 0\.01\)"):
+        experiments.compare(never, digits_split, verbose=False,
+                            optimizers={"sgd": {"lr": (0.1, 0.01)}})

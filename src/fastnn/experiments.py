@@ -131,8 +131,15 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     X_train, y_train, X_val, y_val = data[:4]
     if not 0.0 <= chance_margin < 1.0:
         raise ValueError(f"compare: chance_margin must be in [0, 1); got {chance_margin!r}")
+    for name, value in (("lrs", lrs), ("batch_sizes", batch_sizes)):
+        if value is not None and np.ndim(value) != 1:  # a list, a tuple or np.logspace's array
+            raise TypeError(f"compare: {name} must be a list (one run per value); "
+                            f"got {value!r:.100}")
     result = Comparison(target_accuracy=target_accuracy)
     grid = _optimizer_grid(optimizers, lrs)
+    if not grid or len(batch_sizes) == 0:
+        raise ValueError(f"compare: these settings give no run (optimizers={optimizers!r:.100}, "
+                         f"lrs={lrs!r}, batch_sizes={batch_sizes!r}); give at least one of each")
     chance = _chance_accuracy(y_train, y_val)
     for (opt_name, settings, lr, make), batch_size in itertools.product(grid, batch_sizes):
         optimizer = make()  # a fresh one: runs must not share moments or steps
@@ -214,12 +221,16 @@ def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
         if isinstance(opt, optim.Optimizer):
             config = opt.get_config()
             name = config.pop("class")
+            # Its settings that differ from the class's defaults tell it apart in the table.
+            defaults = type(opt)().get_config()
+            shown = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
+                     if k != "lr" and v != defaults.get(k)}
             if lrs is not None:
                 warnings.warn(f"compare: lrs={list(lrs)} replaces the lr={opt.lr:g} of {where} "
                               f"({name}); its other settings are kept. Leave lrs out to run it "
                               "at its own lr", UserWarning, stacklevel=3)
             for lr in (default_lrs if lrs is not None else [opt.lr]):
-                add(name, {}, {**config, "lr": lr}, where)
+                add(name, shown, {**config, "lr": lr}, where)
         elif isinstance(opt, str):
             for lr in default_lrs:
                 add(opt, {}, {"lr": lr}, where)
