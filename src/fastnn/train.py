@@ -508,10 +508,11 @@ def _tqdm(stream: Any) -> Any | None:
 
 def _in_notebook() -> bool:
     """Whether this process is a Jupyter kernel: IPython's running shell is the kernel's
-    (a program that merely imported ipykernel, as nbclient's users do, is not one)."""
+    (a program that merely imported ipykernel, as nbclient's users do, is not one), or a
+    subclass of it (Google Colab's, Sage's)."""
     ipython = sys.modules.get("IPython")
     shell = getattr(ipython, "get_ipython", lambda: None)()
-    return type(shell).__name__ == "ZMQInteractiveShell"
+    return any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
 
 
 class _Progress:
