@@ -339,3 +339,12 @@ def test_compare_refuses_settings_that_give_no_runs_or_no_grid(digits_split):
                                          r"got \(0\.1, 0\.01\)"):
         experiments.compare(never, digits_split, verbose=False,
                             optimizers={"sgd": {"lr": (0.1, 0.01)}})
+
+
+def test_comparison_figure_tells_fifty_runs_apart():
+    # 5 optimizers x 5 rates x 2 batch sizes: no two runs may share a colour and a style.
+    fig = plot.comparison(_fake_comparison(50), None)
+    from matplotlib.colors import to_hex
+    for ax in fig.axes:
+        styles = {(to_hex(line.get_color()), line.get_linestyle()) for line in ax.get_lines()}
+        assert len(ax.get_lines()) == 50 and len(styles) == 50
