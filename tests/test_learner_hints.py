@@ -188,3 +188,15 @@ def test_softmax_activation_says_what_to_write(make):
             make(spelling)
         message = str(info.value)
         assert "activation=None" in message and "loss='cross_entropy'" in message, message
+
+
+def test_one_output_unit_with_ten_classes_suggests_ten_units_not_two():
+    # digits' labels 0-9 and one output unit: "give the last layer 2 units" would lead
+    # to the next error (label 9 outside [0, 2)).
+    X = np.random.default_rng(5).standard_normal((20, 4)).astype(np.float32)
+    y = np.arange(20) % 10
+    with pytest.raises(ValueError) as info:
+        classifier(4, 1).fit(X, y, verbose=0)
+    message = str(info.value)
+    assert "10 units" in message and "labels go up to 9" in message, message
+    assert "binary_cross_entropy" not in message and "2 units" not in message, message
