@@ -348,3 +348,13 @@ def test_comparison_figure_tells_fifty_runs_apart():
     for ax in fig.axes:
         styles = {(to_hex(line.get_color()), line.get_linestyle()) for line in ax.get_lines()}
         assert len(ax.get_lines()) == 50 and len(styles) == 50
+
+
+def test_data_without_validation_arrays_is_an_error_that_says_what_to_pass(digits_split):
+    X, y = digits_split[:2]
+    with pytest.raises(ValueError, match=r"compare: data must be \(X_train, y_train, X_val, "
+                                         r"y_val\).*a tuple of 2"):
+        experiments.compare(_builder(), (X, y), verbose=False)
+    with pytest.raises(ValueError, match=r"lr_range_test: data must be \(X_train, y_train"
+                                         r".*ndarray"):
+        experiments.lr_range_test(_builder()(), X, steps=5)

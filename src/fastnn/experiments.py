@@ -128,7 +128,7 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     verbose; plot= saves the curves side by side (needs matplotlib). A failure of the table
     or the plot only warns: the finished runs are always returned.
     """
-    X_train, y_train, X_val, y_val = data[:4]
+    X_train, y_train, X_val, y_val = _unpack(data, 4, "compare")
     if not 0.0 <= chance_margin < 1.0:
         raise ValueError(f"compare: chance_margin must be in [0, 1); got {chance_margin!r}")
     for name, value in (("lrs", lrs), ("batch_sizes", batch_sizes)):
@@ -177,6 +177,17 @@ def compare(build_model: Callable[[], Any], data: Data, *,
                       f"{len(result.runs)} finished runs are returned", RuntimeWarning,
                       stacklevel=2)
     return result
+
+
+def _unpack(data: Any, n: int, owner: str) -> tuple:
+    """The first ``n`` arrays of ``data`` (a tuple or list, as datasets.load returns)."""
+    names = "(X_train, y_train, X_val, y_val)" if n == 4 else "(X_train, y_train, ...)"
+    if not isinstance(data, (tuple, list)) or len(data) < n:
+        got = (f"a {type(data).__name__} of {len(data)}" if isinstance(data, (tuple, list))
+               else f"a {type(data).__name__}")
+        raise ValueError(f"{owner}: data must be {names}, as fastnn.datasets.load(name, "
+                         f"validation=0.1) returns; got {got}")
+    return tuple(data[:n])
 
 
 def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
@@ -277,7 +288,7 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
     the first, noisy 10% of the steps. The model's weights, buffers (batch norm's running
     statistics) and training mode are restored afterwards.
     """
-    X_train, y_train = data[:2]
+    X_train, y_train = _unpack(data, 2, "lr_range_test")
     loss_fn = losses.get(loss)
     opt = optim.get(optimizer, lr=start_lr)
     params = model.parameters()
