@@ -358,3 +358,28 @@ def test_data_without_validation_arrays_is_an_error_that_says_what_to_pass(digit
     with pytest.raises(ValueError, match=r"lr_range_test: data must be \(X_train, y_train"
                                          r".*ndarray"):
         experiments.lr_range_test(_builder()(), X, steps=5)
+
+
+def test_compare_runs_an_optimizer_class_of_ones_own(digits_split):
+    class PlainSGD(fastnn.optim.Optimizer):   # a learner's own update rule, in NumPy
+        def __init__(self, params=None, lr=0.1):
+            super().__init__(params, lr)
+
+        def _new_state(self, p):
+            return {}
+
+        def _update(self, p, state):
+            p.data -= self.lr * p.grad
+
+    mine = PlainSGD(lr=0.1)
+    result = experiments.compare(_builder(), digits_split, epochs=1, verbose=False,
+                                 optimizers=[mine, fastnn.optim.SGD(lr=0.1)])
+    own, library = result.runs
+    assert own.label == "PlainSGD lr=0.1 bs=32" and not mine.params   # run on a copy
+    # The same update rule from the same weights on the same batches: the same run.
+    np.testing.assert_allclose(own.history.history["loss"], library.history.history["loss"],
+                               rtol=1e-4)
+    with pytest.raises(ValueError, match=r"optimizers\[0\]: lr must be > 0"), \
+            pytest.warns(UserWarning, match="replaces the lr=0.1"):
+        experiments.compare(_builder(), digits_split, optimizers=[mine], lrs=[-1.0],
+                            verbose=False)

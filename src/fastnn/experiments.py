@@ -8,6 +8,7 @@ in the same order): the setting being compared is the only difference.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -110,8 +111,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
 
     - a list of names for ``fastnn.optim.get`` ("sgd", "momentum", "nesterov", "adagrad",
       "rmsprop", "adam", ...), each run at every rate of ``lrs`` (default 0.01);
-    - a list holding Optimizer objects: each runs with its own settings, its lr included
-      (every run gets a fresh copy). If ``lrs`` is given too, the object runs once per
+    - a list holding Optimizer objects (of a class of one's own too): each runs with its
+      own settings, its lr included (every run gets a fresh copy). If ``lrs`` is given too, the object runs once per
       rate of ``lrs`` instead of at its own lr, its other settings kept, and a UserWarning
       says so;
     - a dict of per-optimizer settings, ``{"sgd": {"lr": [0.1, 0.01], "momentum": 0.9},
@@ -197,8 +198,10 @@ def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
     default_lrs = list(lrs) if lrs is not None else [0.01]
     runs: list = []
 
-    def add(name: str, shown: dict, kwargs: dict, where: str) -> None:
-        make = lambda: optim.get(name, **kwargs)  # noqa: E731
+    def add(name: str, shown: dict, kwargs: dict, where: str,
+            template: optim.Optimizer | None = None) -> None:
+        make = ((lambda: optim.get(name, **kwargs)) if template is None  # noqa: E731
+                else (lambda: _copy_at(template, kwargs["lr"])))
         try:
             make()
         except (TypeError, ValueError) as err:
@@ -233,7 +236,10 @@ def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
             config = opt.get_config()
             name = config.pop("class")
             # Its settings that differ from the class's defaults tell it apart in the table.
-            defaults = type(opt)().get_config()
+            try:
+                defaults = type(opt)().get_config()
+            except (TypeError, ValueError):  # a class of one's own may need arguments
+                defaults = {}
             shown = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
                      if k != "lr" and v != defaults.get(k)}
             if lrs is not None:
@@ -241,7 +247,7 @@ def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
                               f"({name}); its other settings are kept. Leave lrs out to run it "
                               "at its own lr", UserWarning, stacklevel=3)
             for lr in (default_lrs if lrs is not None else [opt.lr]):
-                add(name, shown, {**config, "lr": lr}, where)
+                add(name, shown, {"lr": lr}, where, template=opt)
         elif isinstance(opt, str):
             for lr in default_lrs:
                 add(opt, {}, {"lr": lr}, where)
@@ -249,6 +255,15 @@ def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
             raise TypeError(f"compare: {where} must be an optimizer's name or a "
                             f"fastnn.optim.Optimizer; got {type(opt).__name__}")
     return runs
+
+
+def _copy_at(optimizer: optim.Optimizer, lr: float) -> optim.Optimizer:
+    """A copy of ``optimizer`` (of any class, one's own too) at learning rate ``lr``:
+    compiling binds it afresh, so no moments or steps carry over between runs."""
+    fresh = copy.deepcopy(optimizer)
+    fresh.lr = optim._finite(lr, "lr")
+    optim._check(fresh.lr > 0, f"lr must be > 0; got {fresh.lr}")
+    return fresh
 
 
 def _chance_accuracy(y_train: np.ndarray, y_val: np.ndarray) -> float | None:
