@@ -3,6 +3,7 @@ resuming training from the optimizer state, and clear errors for damaged or fore
 
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -356,3 +357,8 @@ def test_training_on_at_a_learning_rate_annealed_to_zero_warns(digits, tmp_path)
         loaded.fit(X, y, epochs=1, batch_size=64, verbose=0)
     for p, w in zip(loaded.parameters(), before):   # why it must warn: nothing learnt
         np.testing.assert_array_equal(p.data, w)
+    with warnings.catch_warnings():   # a schedule that sets the rate of each epoch: no warning
+        warnings.simplefilter("error", UserWarning)
+        loaded.fit(X, y, epochs=1, batch_size=64, verbose=0,
+                   callbacks=[fastnn.callbacks.LearningRateScheduler(lambda epoch: 0.01)])
+    assert loaded.compiled.optimizer.lr == 0.01

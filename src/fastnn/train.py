@@ -286,14 +286,15 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         cfg.optimizer.zero_grad()
         for cb in callbacks:
             cb.on_train_begin()
-        if cfg.optimizer.lr == 0:  # a schedule annealed it in an earlier fit (saved so)
-            warnings.warn("fit: the optimizer's learning rate is 0 (a schedule annealed it "
-                          "to 0 in an earlier fit), so the weights will not change; set it "
-                          "first: model.compiled.optimizer.lr = 0.01", UserWarning, stacklevel=2)
         for epoch in range(start, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
             lr = cfg.optimizer.lr
+            if lr == 0 and epoch == start:  # a schedule annealed it in an earlier fit
+                warnings.warn("fit: the optimizer's learning rate is 0 (a schedule annealed "
+                              "it to 0 in an earlier fit), so the weights will not change; set "
+                              "it first: model.compiled.optimizer.lr = 0.01", UserWarning,
+                              stacklevel=2)
             if monitor is not None:
                 monitor.begin_epoch(epoch)
             progress.begin_epoch(epoch, len(X))
