@@ -303,3 +303,17 @@ def test_cli_plateau_and_early_stopping_watch_the_loss_without_validation(capsys
     assert cli.main(["train", "--data", "xor", "--hidden", "4", "--epochs", "3",
                      "--schedule", "plateau", "--early-stopping", "2"]) == 0
     assert "training without validation" in capsys.readouterr().out
+
+
+def test_cli_train_banner_counts_the_samples_fit_trains_on(capsys):
+    # With --validation-split (default 0.1) the banner said "1438 train / 359 test", then
+    # every epoch trained on 1294: the held-out validation samples were counted as train.
+    from fastnn import cli
+    assert cli.main(["train", "--data", "digits", "--hidden", "8", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    trained = re.search(r"Epoch 1/1 \[(\d+)/\1\]", out).group(1)
+    X_train, _, X_test, _ = fastnn.datasets.load("digits")
+    n_val = len(X_train) - int(trained)
+    assert n_val == round(0.1 * len(X_train))
+    assert re.search(rf"digits: {trained} train / {n_val} validation / {len(X_test)} test "
+                     r"samples$", out.splitlines()[0]), out.splitlines()[0]

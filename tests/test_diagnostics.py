@@ -314,3 +314,41 @@ def test_diagnostics_record_convolution_and_batch_norm_layers(digits):
     assert "saturated_fraction" in history.diagnostics["2:BatchNorm2d"]
     assert "saturated_fraction" in history.diagnostics["5:Conv2d"]
     assert "saturated_fraction" not in history.diagnostics["1:Conv2d"]
+
+
+def _conv_relu(seed):
+    fastnn.seed(seed)
+    return nn.Sequential(nn.Reshape((1, 8, 8)), nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Dense(256, 10))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gradient_check_passes_relus_and_l1_sitting_exactly_on_their_kink(digits, seed):
+    # digits' blank pixels and Conv2d's zero bias put many ReLU inputs at exactly 0, and
+    # L1 weights closer to 0 than the step put |w|'s kink inside it: there the central
+    # difference mixes the two one-sided slopes, while backpropagation's derivative is
+    # one of them (errors of 0.04 to 0.4 failed these correct backward passes).
+    X, y = digits
+    result = diagnostics.gradient_check(_conv_relu(seed), X[:64], y[:64], "cross_entropy")
+    assert result.passed, str(result)
+    fastnn.seed(seed)
+    model = nn.Sequential(nn.Dense(64, 10, l1=0.1))
+    model.layers[0].weight.data[:, ::2] = 2e-4   # within eps=1e-3 of the kink
+    result = diagnostics.gradient_check(model, X[:64], y[:64], "cross_entropy", samples=20)
+    assert result.passed, str(result)
+
+
+def test_gradient_check_still_fails_a_wrong_backward_among_kinks(digits, monkeypatch):
+    X, y = digits
+    model = _conv_relu(0)
+    conv = model.layers[1]
+    real_backward = conv.backward
+
+    def wrong_backward(grad_out, input_grad=True):
+        out = real_backward(grad_out, input_grad)
+        conv.weight.grad *= 1.5
+        return out
+
+    monkeypatch.setattr(conv, "backward", wrong_backward)
+    result = diagnostics.gradient_check(model, X[:64], y[:64], "cross_entropy")
+    assert result.failed == ["1:Conv2d"], str(result)

@@ -312,3 +312,74 @@ def test_filter_and_feature_map_figures(tmp_path):
         plot.filters(np.zeros((6, 25)), tmp_path / "bad.png")
     with pytest.raises(ValueError, match=r"shape \(channels, height, width\); got shape \(2, 5, 7, 9\)"):
         plot.feature_maps(np.zeros((2, 5, 7, 9)), tmp_path / "bad.png")
+
+
+def test_compare_tells_optimizer_objects_of_one_class_apart(digits_split):
+    plain, heavy = fastnn.optim.SGD(lr=0.1), fastnn.optim.SGD(lr=0.1, momentum=0.9)
+    result = experiments.compare(_builder(), digits_split, optimizers=[plain, heavy],
+                                 epochs=1, verbose=False)
+    # The settings that differ from the class's defaults are shown, as in the dict form.
+    assert [r.label for r in result.runs] == ["SGD lr=0.1 bs=32",
+                                              "SGD momentum=0.9 lr=0.1 bs=32"]
+
+
+def test_compare_refuses_settings_that_give_no_runs_or_no_grid(digits_split):
+    never = lambda: pytest.fail("trained")  # noqa: E731 - every check comes before training
+    for kwargs in (dict(optimizers=[]), dict(optimizers={"sgd": {"lr": []}}),
+                   dict(optimizers=["sgd"], lrs=[]), dict(optimizers=["sgd"], batch_sizes=[])):
+        with pytest.raises(ValueError, match="no run"):
+            experiments.compare(never, digits_split, verbose=False, **kwargs)
+    with pytest.raises(TypeError, match=r"lrs must be a list.*got 0\.01"):
+        experiments.compare(never, digits_split, optimizers=["sgd"], lrs=0.01, verbose=False)
+    with pytest.raises(TypeError, match=r"batch_sizes must be a list.*got 32"):
+        experiments.compare(never, digits_split, optimizers=["sgd"], batch_sizes=32,
+                            verbose=False)
+    # A tuple is one value (Adam's betas): a tuple of rates is told to be a list.
+    with pytest.raises(ValueError, match=r"optimizers\['sgd'\]: lr must be a number; "
+                                         r"got \(0\.1, 0\.01\)"):
+        experiments.compare(never, digits_split, verbose=False,
+                            optimizers={"sgd": {"lr": (0.1, 0.01)}})
+
+
+def test_comparison_figure_tells_fifty_runs_apart():
+    # 5 optimizers x 5 rates x 2 batch sizes: no two runs may share a colour and a style.
+    fig = plot.comparison(_fake_comparison(50), None)
+    from matplotlib.colors import to_hex
+    for ax in fig.axes:
+        styles = {(to_hex(line.get_color()), line.get_linestyle()) for line in ax.get_lines()}
+        assert len(ax.get_lines()) == 50 and len(styles) == 50
+
+
+def test_data_without_validation_arrays_is_an_error_that_says_what_to_pass(digits_split):
+    X, y = digits_split[:2]
+    with pytest.raises(ValueError, match=r"compare: data must be \(X_train, y_train, X_val, "
+                                         r"y_val\).*a tuple of 2"):
+        experiments.compare(_builder(), (X, y), verbose=False)
+    with pytest.raises(ValueError, match=r"lr_range_test: data must be \(X_train, y_train"
+                                         r".*ndarray"):
+        experiments.lr_range_test(_builder()(), X, steps=5)
+
+
+def test_compare_runs_an_optimizer_class_of_ones_own(digits_split):
+    class PlainSGD(fastnn.optim.Optimizer):   # a learner's own update rule, in NumPy
+        def __init__(self, params=None, lr=0.1):
+            super().__init__(params, lr)
+
+        def _new_state(self, p):
+            return {}
+
+        def _update(self, p, state):
+            p.data -= self.lr * p.grad
+
+    mine = PlainSGD(lr=0.1)
+    result = experiments.compare(_builder(), digits_split, epochs=1, verbose=False,
+                                 optimizers=[mine, fastnn.optim.SGD(lr=0.1)])
+    own, library = result.runs
+    assert own.label == "PlainSGD lr=0.1 bs=32" and not mine.params   # run on a copy
+    # The same update rule from the same weights on the same batches: the same run.
+    np.testing.assert_allclose(own.history.history["loss"], library.history.history["loss"],
+                               rtol=1e-4)
+    with pytest.raises(ValueError, match=r"optimizers\[0\]: lr must be > 0"), \
+            pytest.warns(UserWarning, match="replaces the lr=0.1"):
+        experiments.compare(_builder(), digits_split, optimizers=[mine], lrs=[-1.0],
+                            verbose=False)

@@ -3,6 +3,7 @@ resuming training from the optimizer state, and clear errors for damaged or fore
 
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -341,3 +342,23 @@ def test_a_model_compiled_with_a_loss_of_ones_own_still_loads(digits, tmp_path):
     loaded = fastnn.load(model.save(tmp_path / "mine.safetensors"))
     assert loaded.compiled is None
     np.testing.assert_array_equal(loaded.predict(digits[0]), model.predict(digits[0]))
+
+
+def test_training_on_at_a_learning_rate_annealed_to_zero_warns(digits, tmp_path):
+    X, y = digits
+    model = build()
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1))
+    model.fit(X, y, epochs=2, batch_size=64, verbose=0,
+              callbacks=[fastnn.schedulers.CosineLR(total_epochs=2)])
+    assert model.compiled.optimizer.lr == 0.0   # the premise: the schedule ended at 0
+    loaded = fastnn.load(model.save(tmp_path / "annealed.safetensors"))
+    before = [p.data.copy() for p in loaded.parameters()]
+    with pytest.warns(UserWarning, match=r"learning rate is 0.*will not change.*lr ="):
+        loaded.fit(X, y, epochs=1, batch_size=64, verbose=0)
+    for p, w in zip(loaded.parameters(), before):   # why it must warn: nothing learnt
+        np.testing.assert_array_equal(p.data, w)
+    with warnings.catch_warnings():   # a schedule that sets the rate of each epoch: no warning
+        warnings.simplefilter("error", UserWarning)
+        loaded.fit(X, y, epochs=1, batch_size=64, verbose=0,
+                   callbacks=[fastnn.callbacks.LearningRateScheduler(lambda epoch: 0.01)])
+    assert loaded.compiled.optimizer.lr == 0.01

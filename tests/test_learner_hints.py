@@ -188,3 +188,32 @@ def test_softmax_activation_says_what_to_write(make):
             make(spelling)
         message = str(info.value)
         assert "activation=None" in message and "loss='cross_entropy'" in message, message
+
+
+def test_one_output_unit_with_ten_classes_suggests_ten_units_not_two():
+    # digits' labels 0-9 and one output unit: "give the last layer 2 units" would lead
+    # to the next error (label 9 outside [0, 2)).
+    X = np.random.default_rng(5).standard_normal((20, 4)).astype(np.float32)
+    y = np.arange(20) % 10
+    with pytest.raises(ValueError) as info:
+        classifier(4, 1).fit(X, y, verbose=0)
+    message = str(info.value)
+    assert "10 units" in message and "labels go up to 9" in message, message
+    assert "binary_cross_entropy" not in message and "2 units" not in message, message
+
+
+def test_test_and_validation_inputs_left_at_0_255_are_flagged(pixels):
+    # Training inputs scaled, the test or validation set forgotten: its loss was silently
+    # wrong (6.4 against 0.6 on digits), the warning came only for the training inputs.
+    X, y = pixels
+    model = classifier()
+    _, record = caught(model.fit, X / 255, y, epochs=1, verbose=0, validation_data=(X, y))
+    warned = of(record, DataWarning)
+    assert len(warned) == 1 and warned[0].startswith("validation_data[0] holds"), warned
+    _, record = caught(model.evaluate, X, y)
+    warned = of(record, DataWarning)
+    assert len(warned) == 1 and warned[0].startswith("X holds values from 0 to 255"), warned
+    assert record[[issubclass(w.category, DataWarning) for w in record].index(True)] \
+        .filename == __file__                    # attributed to the evaluate call
+    _, record = caught(model.evaluate, X / 255, y)
+    assert of(record, DataWarning) == []

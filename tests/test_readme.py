@@ -69,14 +69,20 @@ SLOW_SECONDS = 3.0  # a command expected to take longer is marked slow (CI still
 
 # ----------------------------------------------------------------------------- parsing
 def fenced_blocks(path: Path) -> list[tuple[str, int, str]]:
-    """(language, first line number, text) of every ``` block of a Markdown file."""
+    """(language, first line number, text) of every fenced block of a Markdown file: ```
+    or ~~~, indented under a list item too (the indent removed), an info string after the
+    language ignored."""
     blocks, lines = [], path.read_text().splitlines()
     i = 0
     while i < len(lines):
-        match = re.match(r"^```\s*(\S*)\s*$", lines[i])
+        match = re.match(r"^( *)(```|~~~)\s*([^\s{]*)", lines[i])
         if match:
-            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-            blocks.append((match.group(1), i + 2, "\n".join(lines[i + 1:end])))
+            indent, fence = match.group(1), match.group(2)
+            end = next(j for j in range(i + 1, len(lines))
+                       if lines[j].lstrip().startswith(fence))
+            body = [line[len(indent):] if line.startswith(indent) else line.lstrip()
+                    for line in lines[i + 1:end]]
+            blocks.append((match.group(3), i + 2, "\n".join(body)))
             i = end
         i += 1
     return blocks
@@ -84,7 +90,7 @@ def fenced_blocks(path: Path) -> list[tuple[str, int, str]]:
 
 def inline_spans(path: Path) -> list[str]:
     """Every `inline code` span outside the fenced blocks."""
-    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
+    text = re.sub(r"^ *(```|~~~).*?^ *\1", "", path.read_text(), flags=re.M | re.S)
     return re.findall(r"`([^`\n]+)`", text)
 
 
@@ -96,7 +102,9 @@ def shell_commands(text: str) -> list[str]:
         if line.rstrip().endswith("\\"):
             pending += line.rstrip()[:-1] + " "
             continue
-        command = " ".join(shlex.split(pending + line, comments=True))
+        # Quoted again, so that a quoted argument stays one ("&&" stays the separator).
+        command = " ".join(w if w == "&&" else shlex.quote(w)
+                           for w in shlex.split(pending + line, comments=True))
         pending = ""
         if command:
             commands.append(command)
@@ -407,3 +415,18 @@ def test_substitutions_change_only_what_they_say():
                     "--out", str(tmp / "out")]
     assert fastnn.datasets.info("mnist-5k").image_shape == \
         fastnn.datasets.info("fashion-mnist").image_shape
+
+
+def test_no_block_is_missed_and_quoting_is_kept(tmp_path):
+    """A block indented under a list item, one fenced with ~~~ or with an info string after
+    its language is still a block (skipping it would let it fail unseen), and a quoted
+    argument stays one argument."""
+    page = tmp_path / "page.md"
+    page.write_text("1. Install:\n\n   ```bash\n   pip install .\n   ```\n\n"
+                    "~~~python\nprint(1)\n~~~\n\n```python title=\"x.py\"\nprint(2)\n```\n")
+    assert fenced_blocks(page) == [("bash", 4, "pip install ."), ("python", 8, "print(1)"),
+                                   ("python", 12, "print(2)")]
+    command, = shell_commands('python -c "import fastnn; print(1)"  # check')
+    assert shlex.split(command) == ["python", "-c", "import fastnn; print(1)"]
+    assert shell_commands("pip install . && fastnn datasets") == \
+        ["pip install . && fastnn datasets"]

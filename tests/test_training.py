@@ -1031,3 +1031,22 @@ def test_step_after_zero_grad_without_backward_sees_zero_gradients():
     opt.step()
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.data, b)
+
+
+def test_a_kernel_whose_shell_subclasses_jupyters_is_a_notebook(monkeypatch):
+    # Google Colab's shell (google.colab._shell.Shell) and Sage's subclass Jupyter's
+    # ZMQInteractiveShell: their notebooks show a bar too, not one line per epoch.
+    import types
+
+    class ZMQInteractiveShell:
+        pass
+
+    class Shell(ZMQInteractiveShell):
+        pass
+
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=Shell))
+    assert fastnn.train._in_notebook()
+    monkeypatch.setitem(sys.modules, "IPython",
+                        types.SimpleNamespace(get_ipython=type("TerminalInteractiveShell",
+                                                               (), {})))
+    assert not fastnn.train._in_notebook()

@@ -284,13 +284,16 @@ def _augment(text: str | None, data: str):
                                noise_std=values[2] if len(values) == 3 else 0.0)
 
 
-def _banner(args: argparse.Namespace, n_train: int, n_test: int, held_out: str = "test") -> None:
+def _banner(args: argparse.Namespace, n_train: int, n_test: int, held_out: str = "test",
+            n_val: int = 0) -> None:
     """The first line: version, ISA, threads, and the samples trained on and held out
-    (``held_out`` names the second set: "test" or "validation")."""
+    (``held_out`` names the second set: "test" or "validation"; ``n_val``, when not 0, the
+    validation samples split off the training ones, before the test set)."""
     cfg = fastnn.config()
     threads = cfg["num_threads"]
+    validation = f"{n_val} validation / " if n_val else ""
     print(f"fastnn {cfg['version']} - {cfg['isa']} - {threads} thread{'s' * (threads != 1)} - "
-          f"{args.data}: {n_train} train / {n_test} {held_out} samples")
+          f"{args.data}: {n_train} train / {validation}{n_test} {held_out} samples")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -302,12 +305,13 @@ def _train(args: argparse.Namespace) -> int:
     model.compile(loss="cross_entropy",
                   optimizer=fastnn.optim.get(args.optimizer, lr=args.lr, clip_norm=args.clip_norm),
                   metrics=["accuracy"])
-    _banner(args, len(X_train), len(X_test))
     split = args.validation_split
     if split and round(len(X_train) * split) in (0, len(X_train)):
         print(f"note: --validation-split {split} of {len(X_train)} training samples leaves "
               "an empty training or validation set; training without validation")
         split = 0.0
+    n_val = int(round(len(X_train) * split))  # as fit's data.train_val_split counts them
+    _banner(args, len(X_train) - n_val, len(X_test), n_val=n_val)
     monitor = "val_loss" if split else "loss"  # what plateau and early stopping watch
     callbacks = []
     schedule = _schedule(args.schedule, args.epochs, monitor)

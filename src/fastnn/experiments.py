@@ -8,6 +8,7 @@ in the same order): the setting being compared is the only difference.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -110,8 +111,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
 
     - a list of names for ``fastnn.optim.get`` ("sgd", "momentum", "nesterov", "adagrad",
       "rmsprop", "adam", ...), each run at every rate of ``lrs`` (default 0.01);
-    - a list holding Optimizer objects: each runs with its own settings, its lr included
-      (every run gets a fresh copy). If ``lrs`` is given too, the object runs once per
+    - a list holding Optimizer objects (of a class of one's own too): each runs with its
+      own settings, its lr included (every run gets a fresh copy). If ``lrs`` is given too, the object runs once per
       rate of ``lrs`` instead of at its own lr, its other settings kept, and a UserWarning
       says so;
     - a dict of per-optimizer settings, ``{"sgd": {"lr": [0.1, 0.01], "momentum": 0.9},
@@ -128,11 +129,18 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     verbose; plot= saves the curves side by side (needs matplotlib). A failure of the table
     or the plot only warns: the finished runs are always returned.
     """
-    X_train, y_train, X_val, y_val = data[:4]
+    X_train, y_train, X_val, y_val = _unpack(data, 4, "compare")
     if not 0.0 <= chance_margin < 1.0:
         raise ValueError(f"compare: chance_margin must be in [0, 1); got {chance_margin!r}")
+    for name, value in (("lrs", lrs), ("batch_sizes", batch_sizes)):
+        if value is not None and np.ndim(value) != 1:  # a list, a tuple or np.logspace's array
+            raise TypeError(f"compare: {name} must be a list (one run per value); "
+                            f"got {value!r:.100}")
     result = Comparison(target_accuracy=target_accuracy)
     grid = _optimizer_grid(optimizers, lrs)
+    if not grid or len(batch_sizes) == 0:
+        raise ValueError(f"compare: these settings give no run (optimizers={optimizers!r:.100}, "
+                         f"lrs={lrs!r}, batch_sizes={batch_sizes!r}); give at least one of each")
     chance = _chance_accuracy(y_train, y_val)
     for (opt_name, settings, lr, make), batch_size in itertools.product(grid, batch_sizes):
         optimizer = make()  # a fresh one: runs must not share moments or steps
@@ -172,6 +180,17 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     return result
 
 
+def _unpack(data: Any, n: int, owner: str) -> tuple:
+    """The first ``n`` arrays of ``data`` (a tuple or list, as datasets.load returns)."""
+    names = "(X_train, y_train, X_val, y_val)" if n == 4 else "(X_train, y_train, ...)"
+    if not isinstance(data, (tuple, list)) or len(data) < n:
+        got = (f"a {type(data).__name__} of {len(data)}" if isinstance(data, (tuple, list))
+               else f"a {type(data).__name__}")
+        raise ValueError(f"{owner}: data must be {names}, as fastnn.datasets.load(name, "
+                         f"validation=0.1) returns; got {got}")
+    return tuple(data[:n])
+
+
 def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
                     ) -> list[tuple[str, dict, float, Callable[[], optim.Optimizer]]]:
     """compare's optimizer runs: (name, settings shown, lr, a function making the
@@ -179,8 +198,10 @@ def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
     default_lrs = list(lrs) if lrs is not None else [0.01]
     runs: list = []
 
-    def add(name: str, shown: dict, kwargs: dict, where: str) -> None:
-        make = lambda: optim.get(name, **kwargs)  # noqa: E731
+    def add(name: str, shown: dict, kwargs: dict, where: str,
+            template: optim.Optimizer | None = None) -> None:
+        make = ((lambda: optim.get(name, **kwargs)) if template is None  # noqa: E731
+                else (lambda: _copy_at(template, kwargs["lr"])))
         try:
             make()
         except (TypeError, ValueError) as err:
@@ -214,12 +235,19 @@ def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
         if isinstance(opt, optim.Optimizer):
             config = opt.get_config()
             name = config.pop("class")
+            # Its settings that differ from the class's defaults tell it apart in the table.
+            try:
+                defaults = type(opt)().get_config()
+            except (TypeError, ValueError):  # a class of one's own may need arguments
+                defaults = {}
+            shown = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
+                     if k != "lr" and v != defaults.get(k)}
             if lrs is not None:
                 warnings.warn(f"compare: lrs={list(lrs)} replaces the lr={opt.lr:g} of {where} "
                               f"({name}); its other settings are kept. Leave lrs out to run it "
                               "at its own lr", UserWarning, stacklevel=3)
             for lr in (default_lrs if lrs is not None else [opt.lr]):
-                add(name, {}, {**config, "lr": lr}, where)
+                add(name, shown, {"lr": lr}, where, template=opt)
         elif isinstance(opt, str):
             for lr in default_lrs:
                 add(opt, {}, {"lr": lr}, where)
@@ -227,6 +255,15 @@ def _optimizer_grid(optimizers: Any, lrs: Sequence[float] | None
             raise TypeError(f"compare: {where} must be an optimizer's name or a "
                             f"fastnn.optim.Optimizer; got {type(opt).__name__}")
     return runs
+
+
+def _copy_at(optimizer: optim.Optimizer, lr: float) -> optim.Optimizer:
+    """A copy of ``optimizer`` (of any class, one's own too) at learning rate ``lr``:
+    compiling binds it afresh, so no moments or steps carry over between runs."""
+    fresh = copy.deepcopy(optimizer)
+    fresh.lr = optim._finite(lr, "lr")
+    optim._check(fresh.lr > 0, f"lr must be > 0; got {fresh.lr}")
+    return fresh
 
 
 def _chance_accuracy(y_train: np.ndarray, y_val: np.ndarray) -> float | None:
@@ -266,7 +303,7 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
     the first, noisy 10% of the steps. The model's weights, buffers (batch norm's running
     statistics) and training mode are restored afterwards.
     """
-    X_train, y_train = data[:2]
+    X_train, y_train = _unpack(data, 2, "lr_range_test")
     loss_fn = losses.get(loss)
     opt = optim.get(optimizer, lr=start_lr)
     params = model.parameters()

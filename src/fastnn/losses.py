@@ -171,10 +171,16 @@ class CrossEntropy(Loss):
             raise ValueError(f"{self!r}: pred must be logits of shape (batch, classes); "
                              f"got {pred.shape}")
         if pred.shape[1] == 1:  # softmax over one class: the loss is 0 whatever the weights
+            labels = target.reshape(-1) if target.shape[1:] in ((), (1,)) else target[:0]
+            # Labels above 1 need one unit per class: "2 units" would fail next.
+            top = (int(labels.max()) if labels.size and np.all(np.mod(labels, 1) == 0)
+                   else 1)
+            hint = (f"this batch's labels go up to {top}: give the last layer {top + 1} units "
+                    "(one per class)" if top > 1 else
+                    "for two classes use loss='binary_cross_entropy' with this one unit, or "
+                    "give the last layer 2 units")
             raise ValueError(f"{self!r}: needs one output per class (2 or more); pred has "
-                             f"shape {pred.shape}, one output unit: for two classes use "
-                             "loss='binary_cross_entropy' with this one unit, or give the last "
-                             "layer 2 units")
+                             f"shape {pred.shape}, one output unit: {hint}")
         if target.ndim == 2 and target.shape[1] == 1 and pred.shape[1] > 1:
             target = target[:, 0]  # labels as a column, as Keras accepts them
         if target.ndim == 2:

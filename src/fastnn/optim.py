@@ -24,7 +24,10 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _finite(value: float, name: str) -> float:
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number; got {value!r:.100}") from None
     _check(math.isfinite(value), f"{name} must be finite; got {value}")
     return value
 

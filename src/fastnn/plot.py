@@ -5,7 +5,7 @@ result, a confusion matrix) and a path, writes the PNG file there and returns th
 matplotlib ``Figure``, whose ``path`` attribute is the file written: a notebook shows the
 returned figure inline. With path=None nothing is written (``fig.path`` is None). Every
 figure has a title (a default one unless ``title`` is given). Runs drawn together each
-get their own (colour, line style) pair, up to 40 runs, and their legend sits outside
+get their own (colour, line style) pair, up to 80 runs, and their legend sits outside
 the axes, where it covers no curve.
 """
 
@@ -43,9 +43,11 @@ _LINE_STYLES = ("-", "--", ":", "-.")
 
 def _run_style(k: int) -> dict:
     """The k-th run's colour and line style: the ten tab10 colours, then the ten again with
-    the next line style, so that no two of 40 runs look alike."""
+    the next line style; after 40 runs the same with tab20's lighter shade of each colour,
+    so that no two of 80 runs look alike."""
     from matplotlib import colormaps
-    return {"color": colormaps["tab10"](k % 10),
+    # tab20's even entries are tab10's colours, its odd ones their lighter shades.
+    return {"color": colormaps["tab20"](2 * (k % 10) + (k // 40) % 2),
             "linestyle": _LINE_STYLES[(k // 10) % len(_LINE_STYLES)]}
 
 

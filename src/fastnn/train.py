@@ -237,7 +237,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     training batch's inputs, e.g. ``fastnn.data.Augment``; it must keep the batch's shape.
     diagnostics=True records per-layer gradient statistics in ``history.diagnostics``
     and warns when gradients vanish, explode or turn NaN, or ReLU units die (see
-    ``fastnn.diagnostics``). X that looks like raw 0-255 pixel values gives a DataWarning.
+    ``fastnn.diagnostics``). X (or validation_data's) that looks like raw 0-255 pixel
+    values gives a DataWarning.
 
     The loss reported includes the layers' L1/L2 penalties. Training stops early when a
     callback sets ``model.stop_training``, and after an epoch whose loss or parameters are
@@ -287,6 +288,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         X_val, y_val = _check_data(model, *validation_data, "validation_data[0]",
                                    "validation_data[1]")
+        _diagnostics.check_input_scale(X_val, "validation_data[0]", stacklevel=2)
     elif validation_split:
         X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
 
@@ -305,6 +307,11 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
             lr = cfg.optimizer.lr
+            if lr == 0 and epoch == start:  # a schedule annealed it in an earlier fit
+                warnings.warn("fit: the optimizer's learning rate is 0 (a schedule annealed "
+                              "it to 0 in an earlier fit), so the weights will not change; set "
+                              "it first: model.compiled.optimizer.lr = 0.01", UserWarning,
+                              stacklevel=2)
             if monitor is not None:
                 monitor.begin_epoch(epoch)
             progress.begin_epoch(epoch, len(X) if sync is None
@@ -359,9 +366,11 @@ def _start(cfg: Compiled, seed: int | np.random.Generator | None, epochs: int,
 def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
              metrics: Sequence[str | _metrics.Metric] | None = None) -> dict[str, float]:
     """The mean loss (penalties included) and the metrics over (X, y), in evaluation mode.
-    metrics: names or Metric objects as in ``compile`` (default: the compiled ones)."""
+    metrics: names or Metric objects as in ``compile`` (default: the compiled ones). X that
+    looks like raw 0-255 pixel values gives a DataWarning, as in ``fit``."""
     cfg = _require_compiled(model, "evaluate")
     X, y = _check_data(model, X, y, "X", "y")
+    _diagnostics.check_input_scale(X, "X", stacklevel=2)  # a test set left unscaled
     positive_int(batch_size, "batch_size")
     chosen = cfg.metrics if metrics is None else _resolve_metrics(
         [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics), cfg.loss)
@@ -526,10 +535,11 @@ def _tqdm(stream: Any) -> Any | None:
 
 def _in_notebook() -> bool:
     """Whether this process is a Jupyter kernel: IPython's running shell is the kernel's
-    (a program that merely imported ipykernel, as nbclient's users do, is not one)."""
+    (a program that merely imported ipykernel, as nbclient's users do, is not one), or a
+    subclass of it (Google Colab's, Sage's)."""
     ipython = sys.modules.get("IPython")
     shell = getattr(ipython, "get_ipython", lambda: None)()
-    return type(shell).__name__ == "ZMQInteractiveShell"
+    return any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
 
 
 class _Progress:
