@@ -1050,3 +1050,27 @@ def test_a_kernel_whose_shell_subclasses_jupyters_is_a_notebook(monkeypatch):
                         types.SimpleNamespace(get_ipython=type("TerminalInteractiveShell",
                                                                (), {})))
     assert not fastnn.train._in_notebook()
+
+
+def test_progress_on_a_stdout_without_isatty_or_without_stdout(digits_small, monkeypatch):
+    # Some IDEs hand programs a stdout object with write and flush only; pythonw has none.
+    X, y, _, _ = digits_small
+
+    class WriteOnly:
+        def __init__(self):
+            self.text = []
+
+        def write(self, s):
+            self.text.append(s)
+
+        def flush(self):
+            pass
+
+    out = WriteOnly()
+    monkeypatch.setattr(sys, "stdout", out)
+    model_for().fit(X, y, epochs=2, verbose=1)
+    lines = "".join(out.text).splitlines()
+    assert len(lines) == 2 and lines[0].startswith("Epoch 1/2") and "\r" not in "".join(out.text)
+    monkeypatch.setattr(sys, "stdout", None)
+    history = model_for().fit(X, y, epochs=2, verbose=1)
+    assert len(history.history["loss"]) == 2

@@ -521,7 +521,7 @@ def _tqdm(stream: Any) -> Any | None:
     terminal's on a terminal; None when tqdm is missing or the stream is a file or a pipe,
     where every redraw would stay in the output as a carriage return."""
     in_notebook = _in_notebook()
-    if not (in_notebook or stream.isatty()):
+    if not (in_notebook or _is_terminal(stream)):
         return None
     try:
         if in_notebook:
@@ -531,6 +531,15 @@ def _tqdm(stream: Any) -> Any | None:
     except ImportError:
         return None
     return tqdm
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal; False for a file, a pipe, a closed stream and a
+    stream object without ``isatty`` (some IDEs' and GUI programs' stdout)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _in_notebook() -> bool:
@@ -550,11 +559,11 @@ class _Progress:
     samples/s shown are the training pass's, validation excluded."""
 
     def __init__(self, verbose: int, epochs: int) -> None:
-        self.verbose = verbose
-        self.epochs = epochs
         self.stream = sys.stdout
-        self._tqdm = _tqdm(self.stream) if verbose == 1 else None
-        self._redraw = verbose == 1 and self._tqdm is None and self.stream.isatty()
+        self.verbose = verbose if self.stream is not None else 0  # pythonw: no stdout at all
+        self.epochs = epochs
+        self._tqdm = _tqdm(self.stream) if self.verbose == 1 else None
+        self._redraw = self.verbose == 1 and self._tqdm is None and _is_terminal(self.stream)
         self._bar: Any = None
 
     def begin_epoch(self, epoch: int, samples: int) -> None:

@@ -250,13 +250,13 @@ class _Bar:
     redrawn on a terminal's stderr; nothing on a file or a pipe."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        from .train import _tqdm
+        from .train import _is_terminal, _tqdm
 
         self.total, self.done = total, 0
         tqdm = _tqdm(sys.stderr) if enabled else None
         self._tqdm = tqdm(total=total, desc="fastnn tune", file=sys.stderr, leave=False) \
             if tqdm else None
-        self._line = enabled and tqdm is None and sys.stderr.isatty()
+        self._line = enabled and tqdm is None and _is_terminal(sys.stderr)
 
     def step(self, note: str) -> None:
         self.done += 1
