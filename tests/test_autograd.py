@@ -604,16 +604,19 @@ def test_dropout_or_batchnorm_in_a_call_that_shares_a_layer_is_an_error(stateful
     assert np.isfinite(model.fc.weight.grad).all() and np.any(model.fc.weight.grad != 0)
 
 
+class Gated(nn.Module):
+    """A layer's output scaled by a learnt row (a Parameter operand of fnn.mul)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Dense(4, 3)
+        self.alpha = nn.Parameter(np.array([[0.5, -1.0, 2.0]], np.float32))
+
+    def forward(self, x):
+        return fnn.mul(self.fc(x), self.alpha)
+
+
 def test_gradient_check_checks_the_parameters_a_model_holds_itself(monkeypatch):
-    class Gated(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Dense(4, 3)
-            self.alpha = nn.Parameter(np.array([[0.5, -1.0, 2.0]], np.float32))
-
-        def forward(self, x):
-            return fnn.mul(self.fc(x), self.alpha)
-
     fnn.seed(7)
     model = Gated()
     rng = np.random.default_rng(7)
@@ -744,15 +747,6 @@ def test_a_layer_called_twice_with_different_arguments_is_recomputed_with_its_ow
 
 
 def test_explain_backward_shows_the_gradient_of_a_parameter_operand():
-    class Gated(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Dense(4, 3)
-            self.alpha = nn.Parameter(np.array([[0.5, -1.0, 2.0]], np.float32))
-
-        def forward(self, x):
-            return fnn.mul(self.fc(x), self.alpha)
-
     fnn.seed(10)
     model = Gated()
     rng = np.random.default_rng(10)
