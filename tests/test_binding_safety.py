@@ -351,6 +351,7 @@ def _in_place_calls(target):
     rms = dict(lr=0.1, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.9, centered=True)
     return {
         "scale_/x": lambda m: _C.scale_(m, 2.0),
+        "axpby_/y": lambda m: _C.axpby_(m, z(), 0.5, 1.0),
         "clip_/x": lambda m: _C.clip_(m, -1.0, 1.0),
         "sgd_step/param": lambda m: _C.sgd_step(m, z(), z(), lr=0.1, momentum=0.9),
         "sgd_step/velocity": lambda m: _C.sgd_step(z(), z(), m, lr=0.1, momentum=0.9),
@@ -375,7 +376,7 @@ def _in_place_calls(target):
 
 
 @pytest.mark.parametrize("target", [
-    "scale_/x", "clip_/x", "sgd_step/param", "sgd_step/velocity", "adam_step/param",
+    "scale_/x", "axpby_/y", "clip_/x", "sgd_step/param", "sgd_step/velocity", "adam_step/param",
     "adam_step/m", "adam_step/v", "adagrad_step/sum_sq", "rmsprop_step/square_avg",
     "rmsprop_step/momentum_buf", "rmsprop_step/grad_avg", "add_penalty_grad/grad",
     "column_sum/out", "activation_backward/out", "activation_backward/bias_grad",

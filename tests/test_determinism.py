@@ -237,7 +237,7 @@ def test_activation_backward_same_bits_at_every_position_and_thread_count(name, 
 
 
 # ----------------------------------------------------------------------------- in-place helpers
-def test_scale_and_clip_same_bits_at_every_position_and_thread_count(rng):
+def test_scale_clip_axpby_same_bits_at_every_position_and_thread_count(rng):
     def scale(x):
         x = x.copy()
         _C.scale_(x, 0.3)
@@ -247,9 +247,15 @@ def test_scale_and_clip_same_bits_at_every_position_and_thread_count(rng):
         x = x.copy()
         _C.clip_(x, -1.0, 1.5)
         return (x,)
-    pool = [_pool(rng)]
-    for kernel, expected in ((scale, pool[0] * F32(0.3)), (clip, np.clip(pool[0], F32(-1), F32(1.5)))):
-        outs = [_sweep(kernel, pool, t, kernel.__name__) for t in (1, 2)]
+    def axpby(y, x):
+        y = y.copy()
+        _C.axpby_(y, x, 0.3, -1.7)
+        return (y,)
+    pool = [_pool(rng), _pool(rng)]
+    for kernel, expected in ((scale, pool[0] * F32(0.3)), (clip, np.clip(pool[0], F32(-1), F32(1.5))),
+                             (axpby, F32(0.3) * pool[0] + F32(-1.7) * pool[1])):
+        outs = [_sweep(kernel, pool[:kernel.__code__.co_argcount], t, kernel.__name__)
+                for t in (1, 2)]
         _bits_equal(outs[0][0], outs[1][0], f"{kernel.__name__}: 1 vs 2 threads")
         _bits_equal(outs[0][0], expected, f"{kernel.__name__} vs NumPy float32")
 

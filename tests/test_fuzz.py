@@ -942,7 +942,7 @@ def test_optimizer_steps(data, which, n, two_d, size_bug, alias):
 @fuzz(data=st.data(), n=WIDE, l1=st.sampled_from([0.0, 0.1, -1.0, float("nan")]),
       l2=st.sampled_from([0.0, 0.01, float("inf")]), alias=st.booleans())
 def test_penalty_and_reductions(data, n, l1, l2, alias):
-    """add_penalty_grad, sum_squares, scale_, clip_."""
+    """add_penalty_grad, sum_squares, scale_, axpby_, clip_."""
     p = data.draw(arg("param", (n,)))
     g = data.draw(arg("grad", (n,), in_place=True))
     if alias and p.a.dtype == np.float32 and p.a.flags.c_contiguous and p.a.flags.writeable and n:
@@ -978,6 +978,16 @@ def test_penalty_and_reductions(data, n, l1, l2, alias):
         check_call(f"scale_(x, {factor})", lambda: _C.scale_(y.a, factor), [y],
                    check=lambda _: agree(y.a, y0 * np.float32(factor), 0.0, f"scale_ {factor}",
                                          skip=agreeing(y.a, as_read(y0) * np.float32(factor), 0.0)))
+    y = data.draw(arg("y", (n,), in_place=True))
+    x = data.draw(arg("x", (n,)))
+    y0 = y.v.copy() if y.v is not None else None
+    with np.errstate(all="ignore"):
+        def axpby_ref(yv, xv):  # the two products and the sum each round once in float32
+            return np.float32(factor) * yv - 0.5 * xv, 2 * EPS32 * (np.abs(factor * yv) + np.abs(xv))
+        check_call(f"axpby_(y, x, {factor}, -0.5)", lambda: _C.axpby_(y.a, x.a, factor, -0.5),
+                   [y, x], check=lambda _: agree(
+                       y.a, *axpby_ref(y0, x.v), "axpby_",
+                       skip=agreeing(y.a, *axpby_ref(as_read(y0), as_read(x.v)))))
     z = data.draw(arg("x", (n,), in_place=True))
     z0 = z.v.copy() if z.v is not None else None
     low, high = data.draw(st.sampled_from([(-1.0, 1.0), (0.0, 0.0), (-np.inf, 0.5), (1.0, -1.0),
@@ -1751,7 +1761,7 @@ def test_fuzz_covers_every_binding_and_layer():
                "column_sum", "softmax_forward", "softmax_backward", "gather_rows", "mse",
                "binary_cross_entropy", "cross_entropy", "cross_entropy_soft", "sgd_step",
                "adam_step", "adagrad_step", "rmsprop_step", "add_penalty_grad", "sum_squares",
-               "scale_", "clip_", "random_uniform", "dropout_forward", "dropout_backward",
+               "scale_", "axpby_", "clip_", "random_uniform", "dropout_forward", "dropout_backward",
                "augment_images", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
                "supported_isas", "config", "fma_peak_gflops", "max_num_threads", "blocking",
                "set_blocking", "reset_blocking", "model_blocking", "fma_peak_per_core",

@@ -131,6 +131,7 @@ def _run_elementwise_batch():
         same_on_plain(lambda p, tt: _C.binary_cross_entropy(p, tt, from_logits=False), t, t)
         same_on_plain(_C.sum_squares, x)
         same_on_plain(_C.scale_, x, 0.5)
+        same_on_plain(_C.axpby_, x, g, 0.5, -2.0)
         same_on_plain(_C.clip_, x, -1.0, 1.0)
         same_on_plain(_C.add_penalty_grad, x, g, 0.1, 0.2)
         same_on_plain(_C.dropout_forward, x, 0.3, 5, 11)

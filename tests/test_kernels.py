@@ -759,6 +759,30 @@ def test_scale_and_clip_in_place(n, rng):
     assert x.min() >= -0.5 and x.max() <= 0.25
 
 
+@pytest.mark.parametrize("n", SIZES)
+def test_axpby_in_place_against_float64(n, rng):
+    y, x = (rng.standard_normal((n, 3)).astype(np.float32) for _ in range(2))
+    expected = 0.25 * f64(y) - 3.0 * f64(x)
+    bound = 2 * EPS32 * (0.25 * np.abs(f64(y)) + 3.0 * np.abs(f64(x)))  # 3 roundings, 1 ulp each
+    _C.axpby_(y, x, 0.25, -3.0)
+    assert (np.abs(y - expected) <= bound).all(), "axpby_ vs float64"
+    _C.axpby_(y, y, 1.0, 1.0)  # y itself as x: each element is read before it is written
+    assert (np.abs(y - 2 * expected) <= 2 * bound).all(), "axpby_ y + y"
+
+
+def test_axpby_bad_arguments():
+    y, x = np.ones(6, np.float32), np.ones(6, np.float32)
+    _ref.raises(_C.axpby_, y, np.ones(5, np.float32), 1.0, 1.0, exc=ValueError,
+                mentions=("x", "(6,)", "(5,)"))
+    _ref.raises(_C.axpby_, y, np.ones((2, 3), np.float32), 1.0, 1.0, exc=ValueError,
+                mentions=("x", "(2, 3)"))
+    _ref.raises(_C.axpby_, np.ones(6), x, 1.0, 1.0, exc=TypeError, mentions=("y",))  # float64
+    _ref.raises(_C.axpby_, y[1:], y[:-1], 1.0, 1.0, exc=ValueError, mentions=("y", "x", "overlap"))
+    ro = np.ones(6, np.float32)
+    ro.flags.writeable = False
+    _ref.raises(_C.axpby_, ro, x, 1.0, 1.0, exc=ValueError, mentions=("y",))
+
+
 def test_clip_keeps_nan_and_scale_bad_arguments():
     x = np.array([np.nan, -5.0, 5.0], np.float32)
     _C.clip_(x, -1.0, 1.0)

@@ -1,5 +1,5 @@
 // Reductions, gathers and in-place elementwise helpers: the bias gradient (column_sum; the bias
-// itself is added by the GEMM epilogue), squared norms for gradient clipping, scale, clip.
+// itself is added by the GEMM epilogue), squared norms for gradient clipping, scale, axpby, clip.
 #include <algorithm>
 
 #include "../core/work_split.h"
@@ -42,6 +42,12 @@ void scale(float* x, int64_t n, float factor) {
     // Captured by value (here and below): the stores cannot alias the scalars, so it vectorizes.
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) x[i] *= factor;
+    });
+}
+
+void axpby(float* y, const float* x, int64_t n, float a, float b) {
+    parallel_for(n, kGrain, [=](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) y[i] = a * y[i] + b * x[i];
     });
 }
 

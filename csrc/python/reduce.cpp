@@ -55,6 +55,16 @@ void bind_reduce(py::module_& m) {
         py::gil_scoped_release nogil;
         scale(x.mutable_data(), x.size(), static_cast<float>(factor));
     }, py::arg("x"), py::arg("factor"));
+    m.def("axpby_", [](py::handle y_obj, py::handle x_obj, double a, double b) {
+        const char* fn = "axpby_";
+        auto y = in_place(y_obj, fn, "y");
+        F32Array x = as_f32(x_obj, fn, "x");
+        require_same_shape(y, x, fn, "y", "x");
+        Operands(fn).input("x", x).output("y", y, /*elementwise=*/true).check();
+        py::gil_scoped_release nogil;
+        axpby(y.mutable_data(), x.data(), y.size(), static_cast<float>(a), static_cast<float>(b));
+    }, py::arg("y"), py::arg("x"), py::arg("a"), py::arg("b"),
+       "y = a * y + b * x in place (BLAS's axpby): a weighted sum of two ranks' gradients.");
     m.def("clip_", [](py::handle x_obj, double low, double high) {
         auto x = in_place(x_obj, "clip_", "x");
         if (std::isnan(low) || std::isnan(high) || low > high)
