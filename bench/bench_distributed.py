@@ -3,8 +3,9 @@
 784-1024-1024-10 with Adam at global batches 256 and 1024.
 
 Prints samples/s, the scaling of 2 processes over one (1 thread each), the all-reduce time
-per step as `fit(distributed=True)` does it (share-weighting and one MPI_Allreduce of the
-flat gradient) and its share of the step, against MPI's own one-way transfer of the same
+per step as `fit(distributed=True)` does it (a ring all-reduce of the flat gradient that
+weights each rank's share as it adds) and its share of the step, MPI_Allreduce alone on the
+same buffer, and MPI's own one-way transfer of the same
 bytes on loopback (an osu-style ping-pong, half the round trip); then the ring all-reduce
 cost model, 2(N-1)/N x bytes / bandwidth + 2(N-1) x latency, for 8 and 64 machines at 10
 and 100 Gb/s, with the per-rank batch above which the measured computation outlasts it.
@@ -73,14 +74,15 @@ def _allreduce_times(grad: np.ndarray, repeats: int = 30) -> dict:
     one-way send of the same bytes."""
     from mpi4py import MPI
 
-    from fastnn import _C
+    from fastnn import distributed
 
     comm = MPI.COMM_WORLD
     buf = grad.copy()
+    weights = np.full(comm.Get_size(), 1.0 / comm.Get_size())
+    received = np.empty(-(-buf.size // comm.Get_size()), np.float32)
 
-    def reduce() -> None:   # as FitSync.reduce_gradients: weight by the share, then sum
-        _C.scale_(buf, 0.5)
-        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    def reduce() -> None:   # FitSync.reduce_gradients' all-reduce, weighting the shares
+        distributed._weighted_sum(buf, weights, received)
 
     def mpi_reduce() -> None:   # MPI's all-reduce alone
         comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)

@@ -23,8 +23,8 @@ SRC = str(Path(fnn.__file__).resolve().parent.parent)
 
 
 @functools.lru_cache(maxsize=None)
-def _mpirun() -> list[str] | str:
-    """mpirun's command line for two ranks on this machine, or why there is none."""
+def _mpirun(ranks: int = 2) -> list[str] | str:
+    """mpirun's command line for `ranks` ranks on this machine, or why there is none."""
     mpirun = shutil.which("mpirun")
     if mpirun is None:
         return "mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"
@@ -35,7 +35,7 @@ def _mpirun() -> list[str] | str:
         return f'mpi4py or its MPI library is missing (pip install "fastnn[mpi]"): {why}'
     version = subprocess.run([mpirun, "--version"], capture_output=True, text=True,
                              timeout=60).stdout
-    command = [mpirun, "-np", "2"]
+    command = [mpirun, "-np", str(ranks)]
     if "Open MPI" in version:  # two ranks even on one core; as root in CI containers
         command.append("--oversubscribe")
         if os.geteuid() == 0:
@@ -43,8 +43,9 @@ def _mpirun() -> list[str] | str:
     return command
 
 
-def _run(tmp_path: Path, script: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    command = _mpirun()
+def _run(tmp_path: Path, script: str, timeout: float = 60,
+         ranks: int = 2) -> subprocess.CompletedProcess:
+    command = _mpirun(ranks)
     if isinstance(command, str):
         pytest.skip(command)
     path = tmp_path / "script.py"
@@ -224,6 +225,40 @@ np.savez(f"{out}/r{r}.npz", size=dist.world_size(), main=dist.is_main(), **resul
             np.testing.assert_array_equal(got[key], value, err_msg=key)
         message = str(got["mismatch"])
         assert "rank 0: shape (2,)" in message and "rank 1: shape (3,)" in message
+
+
+_WEIGHTS = {2: [0.75, 0.25], 3: [0.5, 0.0, 0.5], 4: [0.125, 0.375, 0.25, 0.25]}
+
+
+@pytest.mark.parametrize("ranks", sorted(_WEIGHTS))
+def test_gradient_reduction_is_the_weighted_sum_on_every_rank(tmp_path, ranks):
+    """fit's ring all-reduce with weights (distributed._weighted_sum), on buffers that the
+    ranks do not divide evenly, one shorter than the world, empty."""
+    script = f"""
+import sys
+import numpy as np
+from fastnn import distributed as dist
+dist.init()
+r = dist.rank()
+sums = {{}}
+for n in (0, {ranks - 1}, 7, 1001):
+    buf = np.random.default_rng([n, r]).standard_normal(n).astype(np.float32)
+    dist._weighted_sum(buf, np.array({_WEIGHTS[ranks]!r}), np.empty(-(-n // {ranks}), np.float32))
+    sums[f"n{{n}}"] = buf
+np.savez(f"{{sys.argv[1]}}/r{{r}}.npz", **sums)
+"""
+    _checked(_run(tmp_path, script, ranks=ranks))
+    got = [np.load(tmp_path / f"r{r}.npz") for r in range(ranks)]
+    for key in got[0].files:
+        n = int(key[1:])
+        parts = [np.random.default_rng([n, r]).standard_normal(n).astype(np.float32)
+                 for r in range(ranks)]
+        expected = sum(w * p.astype(np.float64) for w, p in zip(_WEIGHTS[ranks], parts))
+        bound = ranks * 2 * np.finfo(np.float32).eps * sum(np.abs(p) for p in parts)
+        assert got[0][key].shape == (n,)
+        assert (np.abs(got[0][key] - expected) <= bound).all(), key
+        for r in range(1, ranks):
+            assert got[r][key].tobytes() == got[0][key].tobytes(), f"{key}: rank {r} differs"
 
 
 def test_a_rank_that_raises_aborts_the_job_with_its_traceback(tmp_path):

@@ -4,7 +4,7 @@ stratified for class labels) and image augmentation."""
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -42,16 +42,24 @@ def batches(X: np.ndarray, y: np.ndarray, batch_size: int | None = 32, shuffle: 
 
 def _iterate(X: np.ndarray, y: np.ndarray, size: int, order: np.ndarray | None,
              reuse: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    x_buf = y_buf = None
-    for start in range(0, len(X), size):
-        if order is None:
+    if order is None:
+        for start in range(0, len(X), size):
             yield X[start:start + size], y[start:start + size]
-            continue
-        idx = order[start:start + size]
-        if not reuse or x_buf is None:
-            x_buf = memory.empty((len(idx), *X.shape[1:]), like=X)
-            y_buf = memory.empty((len(idx), *y.shape[1:]), y.dtype, like=y)
-        n = len(idx)  # the last batch may be smaller: the start of the buffers
+        return
+    yield from _gathered(X, y, (order[start:start + size] for start in range(0, len(X), size)),
+                         reuse)
+
+
+def _gathered(X: np.ndarray, y: np.ndarray, indices: Iterable[np.ndarray],
+              reuse: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(X[idx], y[idx]) for each idx of ``indices``; reuse: into the same arrays while the
+    batches fit in them (a fresh array per step costs page faults on every batch)."""
+    x_buf = y_buf = None
+    for idx in indices:
+        n = len(idx)
+        if not reuse or x_buf is None or n > len(x_buf):
+            x_buf = memory.empty((n, *X.shape[1:]), like=X)
+            y_buf = memory.empty((n, *y.shape[1:]), y.dtype, like=y)
         yield _C.gather_rows(X, idx, out=x_buf[:n]), np.take(y, idx, axis=0, out=y_buf[:n])
 
 
