@@ -74,7 +74,7 @@ def data(n):  # n training samples, then 20 for validation
 def model():
     m = nn.Sequential(nn.Dense(10, 16, activation="relu"), nn.Dense(16, 3))
     m.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1, momentum=0.9),
-              metrics=["accuracy"])
+              metrics=["accuracy", "f1", "precision", "top_2_accuracy"])
     return m
 
 def flat(m):

@@ -161,6 +161,26 @@ def test_streaming_metrics_equal_whole_set(labels, rng):
         assert m.result() == pytest.approx(whole, abs=1e-12), name
 
 
+def test_merged_states_equal_the_whole_set(labels, rng):
+    """What fit(distributed=True) does with each rank's counts: merged = computed at once,
+    even where one part never saw the last classes (a smaller confusion matrix)."""
+    t, p = labels
+    order = np.argsort(t, kind="stable")
+    t, p = t[order], p[order]
+    s = scores_for(p, 6, rng)
+    cut = len(t) // 3
+    for name, whole in (("f1", metrics.f1(t, p)), ("recall", metrics.recall(t, p)),
+                        ("top_2_accuracy", metrics.top_k_accuracy(t, s, k=2))):
+        parts = [metrics.get(name) for _ in range(3)]
+        for part, (lo, hi) in zip(parts, [(0, cut), (cut, len(t)), (0, 0)]):
+            part.reset()
+            if hi > lo:
+                part.update(t[lo:hi], s[lo:hi])
+        parts[0].merge([part.state() for part in parts])
+        assert parts[0].result() == pytest.approx(whole, abs=1e-12), name
+    assert metrics.Metric().state() is None  # a metric of one's own: not mergeable by default
+
+
 # ----------------------------------------------------------------------------- in fit / evaluate
 @pytest.fixture(scope="module")
 def digits():

@@ -256,7 +256,6 @@ class FitSync:
         self.buffers = [b for _, b in model.named_buffers()
                         if isinstance(b, np.ndarray) and b.dtype.kind == "f"]
         self._weights = np.full(self.size, 1.0 / self.size)
-        self.samples = 0
         self.streams = [m for _, m in model.named_modules() if isinstance(m, Dropout)]
         if isinstance(augment, data.Augment):
             self.streams.append(augment)
@@ -313,7 +312,6 @@ class FitSync:
                 rng: np.random.Generator | None) -> Iterator[np.ndarray]:
         order = rng.permutation(n) if rng is not None else np.arange(n)
         size = n if batch_size is None else batch_size * self.size
-        self.samples = 0
         for start in range(0, n, size):
             idx = order[start:start + size]
             edges = _split(len(idx), self.size)
@@ -322,7 +320,6 @@ class FitSync:
             if begin == end:  # a last global batch smaller than the world: nothing here,
                 self._empty_step()  # but this rank still joins the all-reduce and the step
                 continue
-            self.samples += end - begin
             yield idx[begin:end]
 
     def _empty_step(self) -> None:
@@ -342,20 +339,45 @@ class FitSync:
             p.settle_grad()  # a parameter that backward left untouched contributes zeros
         _weighted_sum(opt._flat.grad, self._weights, self._received)
 
-    def reduce_logs(self, logs: dict[str, float]) -> dict[str, float]:
-        """The epoch's logs over all ranks: each value's mean weighted by the ranks' sample
-        counts (exact for the loss and accuracies; for macro precision, recall, F1 and
-        custom metrics, the weighted mean of the ranks' values). Also averages the float
-        buffers (BatchNorm's running statistics), so that the ranks evaluate alike, and
-        moves the random streams' offsets on to the furthest rank's."""
+    def shard(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's contiguous share of (X, y): fit's validation set, split to evaluate."""
+        edges = _split(len(X), self.size)
+        return X[edges[self.rank]:edges[self.rank + 1]], y[edges[self.rank]:edges[self.rank + 1]]
+
+    def reduce_tally(self, tally: Any) -> dict[str, float]:
+        """The logs of a pass (a ``train._Tally``) that each rank made over its share: the
+        loss, and the metrics that define ``Metric.merge`` (the built-in ones), exactly
+        over every rank's samples; a metric without it as the ranks' results' mean weighted
+        by their sample counts."""
         if self.size == 1:
-            return logs
-        keys = _comm.allgather(list(logs))
-        if any(k != keys[0] for k in keys):
-            raise RuntimeError(f"fit(distributed=True): the ranks logged different "
-                               f"quantities: {keys}")
-        values = np.array([logs[k] * self.samples for k in logs] + [self.samples], np.float64)
-        _comm.Allreduce(_MPI.IN_PLACE, values, op=_MPI.SUM)
+            return tally.logs()
+        mine = []
+        for metric in tally.metrics:
+            state = metric.state()
+            mine.append((state, metric.result() if state is None and tally.count else None))
+        every = _comm.allgather((tally.loss, tally.count, mine))
+        if any(len(e[2]) != len(mine) for e in every):
+            raise RuntimeError("fit(distributed=True): the ranks compiled different metrics: "
+                               f"{[len(e[2]) for e in every]} of them")
+        logs = {"loss": sum(e[0] for e in every) / sum(e[1] for e in every)}
+        for i, metric in enumerate(tally.metrics):
+            states = [e[2][i][0] for e in every]
+            if all(state is not None for state in states):
+                metric.merge(states)
+                value = metric.result()
+            else:
+                results = [(e[2][i][1], e[1]) for e in every if e[2][i][1] is not None]
+                value = (sum(v * n for v, n in results) / sum(n for _, n in results)
+                         if results else None)
+            if value is not None:
+                logs[metric.name] = float(value)
+        return logs
+
+    def end_epoch(self) -> None:
+        """Averages the float buffers (BatchNorm's running statistics), so that the ranks
+        evaluate alike, and moves the random streams' offsets on to the furthest rank's."""
+        if self.size == 1:
+            return
         for array in self.buffers:
             _comm.Allreduce(_MPI.IN_PLACE, array, op=_MPI.SUM)
             array /= self.size
@@ -363,5 +385,4 @@ class FitSync:
         _comm.Allreduce(_MPI.IN_PLACE, offsets, op=_MPI.MAX)
         for stream, offset in zip(self.streams, offsets):
             stream.offset = int(offset)
-        return {k: float(v / values[-1]) for k, v in zip(logs, values[:-1])}
 

@@ -19,6 +19,7 @@ accumulate over the batches: ``compile(metrics=["accuracy", "top_k_accuracy", "f
 from __future__ import annotations
 
 import re
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -174,6 +175,17 @@ class Metric:
     def result(self) -> float | None:
         raise NotImplementedError
 
+    def state(self) -> Any:
+        """The counts ``result`` comes from (picklable), for ``merge``; None (the default)
+        for a metric that cannot be combined, which ``fit(distributed=True)`` then logs as
+        the processes' results' mean weighted by their sample counts."""
+        return None
+
+    def merge(self, states: Sequence[Any]) -> None:
+        """Make this pass's counts those of all ``states`` together (``state()`` of every
+        process, this one's included), so that ``result`` is the metric over all of them."""
+        raise NotImplementedError(f"{self!r} has no merge")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -196,6 +208,12 @@ class TopKAccuracy(Metric):
     def result(self) -> float | None:
         return self._hits / self._count if self._count else None
 
+    def state(self) -> tuple[int, int]:
+        return self._hits, self._count
+
+    def merge(self, states: Sequence[tuple[int, int]]) -> None:
+        self._hits, self._count = (sum(s[i] for s in states) for i in (0, 1))
+
 
 class _Macro(Metric):
     """Macro precision / recall / F1 over the batches, from a growing confusion matrix."""
@@ -209,15 +227,26 @@ class _Macro(Metric):
         self._cm = np.zeros((0, 0), np.int64)
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
-        cm = confusion_matrix(y_true, y_pred, threshold=self.threshold)
-        size = max(len(cm), len(self._cm))
-        grown = np.zeros((size, size), np.int64)
-        grown[:len(self._cm), :len(self._cm)] += self._cm
-        grown[:len(cm), :len(cm)] += cm
-        self._cm = grown
+        self._cm = _grown_sum([self._cm, confusion_matrix(y_true, y_pred,
+                                                          threshold=self.threshold)])
 
     def result(self) -> float | None:
         return _macro(self._cm, self._kind) if self._cm.any() else None
+
+    def state(self) -> np.ndarray:
+        return self._cm
+
+    def merge(self, states: Sequence[np.ndarray]) -> None:
+        self._cm = _grown_sum(states)
+
+
+def _grown_sum(matrices: Sequence[np.ndarray]) -> np.ndarray:
+    """The sum of square confusion matrices of any sizes, each padded to the largest."""
+    size = max(len(cm) for cm in matrices)
+    total = np.zeros((size, size), np.int64)
+    for cm in matrices:
+        total[:len(cm), :len(cm)] += cm
+    return total
 
 
 class Precision(_Macro):

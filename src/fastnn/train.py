@@ -63,6 +63,13 @@ class _LossAccuracy(_metrics.Metric):
     def result(self) -> float | None:
         return self._correct / self._count if self._defined and self._count else None
 
+    def state(self) -> tuple[int, int, bool]:
+        return self._correct, self._count, self._defined
+
+    def merge(self, states: Sequence[tuple[int, int, bool]]) -> None:
+        self._correct, self._count = (sum(s[i] for s in states) for i in (0, 1))
+        self._defined = all(s[2] for s in states)
+
 
 @dataclass
 class RunState:
@@ -253,9 +260,10 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     weights and optimizer state, ``batch_size`` is per rank (a step's global batch is
     batch_size x N samples of one shared permutation, each rank training on its share),
     the gradients are averaged with one all-reduce per step and every rank takes the same
-    step. The logs are reduced across ranks; only rank 0 shows progress and runs the
-    callbacks that write files (ModelCheckpoint, CSVLogger); every rank evaluates the
-    whole validation set. Dropout and ``Augment`` draw from per-rank streams.
+    step. The logs are reduced across ranks (the metrics exactly where they define
+    ``Metric.merge``, as the built-in ones do); only rank 0 shows progress and runs the
+    callbacks that write files (ModelCheckpoint, CSVLogger); each rank evaluates its share
+    of the validation set. Dropout and ``Augment`` draw from per-rank streams.
     """
     cfg = _require_compiled(model, "fit")
     X, y = _check_data(model, X, y, "X", "y")
@@ -319,9 +327,9 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             logs = _train_epoch(model, cfg, X, y, batch_size, rng if shuffle else None,
                                 augment, monitor, progress, callbacks, sync)
             if sync is not None:
-                logs = sync.reduce_logs(logs)
+                sync.end_epoch()
             if X_val is not None:
-                val = _evaluate(model, cfg, X_val, y_val, cfg.metrics)
+                val = _evaluate(model, cfg, X_val, y_val, cfg.metrics, sync=sync)
                 logs.update({f"val_{key}": value for key, value in val.items()})
             logs["lr"] = lr
             layers, messages = monitor.end_epoch() if monitor is not None else (None, [])
@@ -447,7 +455,7 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
         progress.update(len(xb), tally)
         for cb in callbacks:
             cb.on_batch_end(batch, {"batch": batch, "size": len(xb), "loss": loss})
-    return tally.logs()
+    return tally.logs() if sync is None else sync.reduce_tally(tally)
 
 
 def _nonfinite(model: Any, loss: float, epoch: int) -> str | None:
@@ -489,14 +497,19 @@ def _augmented(augment: Callable[[np.ndarray], np.ndarray], xb: np.ndarray) -> n
 
 
 def _evaluate(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
-              metrics: list[_metrics.Metric], batch_size: int = 256) -> dict[str, float]:
+              metrics: list[_metrics.Metric], batch_size: int = 256,
+              sync: Any = None) -> dict[str, float]:
+    """The loss and metrics over (X, y); with a ``distributed.FitSync``, each rank
+    evaluates its share and the logs are over all of them."""
     tally = _Tally(metrics)
+    if sync is not None:
+        X, y = sync.shard(X, y)
     penalty = model.regularization_loss()
     with _mode(model, training=False):
         for xb, yb in data.batches(X, y, batch_size, shuffle=False):
             pred = model(xb)
             tally.add(cfg.loss(pred, yb) + penalty, pred, yb)
-    return tally.logs()
+    return tally.logs() if sync is None else sync.reduce_tally(tally)
 
 
 def _check_callbacks(callbacks: Sequence[Any] | None) -> list[Callback]:
