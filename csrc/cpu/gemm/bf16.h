@@ -61,6 +61,8 @@ extern const Bf16Kernel kAmxBf16Kernel;
 void pack_b_pairs(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t kp, int64_t cols,
                   int nr, uint16_t* out);
 void bf16_convert_avx512(const float* x, uint16_t* y, int64_t n);
+// Whether Linux lets this process use the AMX tile state (asked once; kernel_amx_bf16.cpp).
+bool amx_permitted();
 #endif
 
 // The product on the active bf16 path; on the "fp32" path, gemm itself on the fp32 inputs.

@@ -85,6 +85,7 @@ struct Path {
 
 const Path kPaths[] = {
 #ifdef FASTNN_X86
+    {"amx", &kAmxBf16Kernel},
     {"avx512_bf16", &kAvx512Bf16Kernel},
 #endif
     {"fp32", nullptr}};
@@ -96,6 +97,10 @@ const char* missing_reason(int i) {
 #ifdef FASTNN_X86
     const CpuInfo& cpu = cpu_info();
     if (uk == &kAvx512Bf16Kernel && !cpu.avx512_bf16) return "the CPU (or OS) has no AVX512_BF16";
+    if (uk == &kAmxBf16Kernel) {
+        if (!cpu.amx_bf16 || !cpu.avx512f) return "the CPU (or OS) has no AMX-BF16";
+        if (!amx_permitted()) return "Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM)";
+    }
 #endif
     return "";
 }
