@@ -12,36 +12,11 @@ import fastnn
 from fastnn import _C
 
 import _ref
-from _ref import EPS32, run_python, use_threads
+from _ref import EPS32, bf16_bits, bf16_round, run_python, use_threads
 
 KERNEL_PATHS = ["amx", "avx512_bf16"]  # best first, as the selection ranks them
 TRANSPOSES = list(itertools.product([False, True], repeat=2))
 TRANS_IDS = [f"{'T' if ta else 'N'}{'T' if tb else 'N'}" for ta, tb in TRANSPOSES]
-
-
-def bf16_bits(x):
-    """RNE to bfloat16 by value: the two bf16 neighbours of each |x| (its truncation and the
-    next one up, infinity counted as 2**128) compared in float64; a tie goes to the even one."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    sign, mag = u & 0x80000000, u & 0x7FFFFFFF
-    lo = mag & 0x7FFF0000
-    hi = lo + 0x10000
-    as_f64 = lambda bits: (bits.astype(np.uint32).view(np.float32)).astype(np.float64)  # noqa: E731
-    with np.errstate(invalid="ignore"):  # NaN inputs: their result is set below
-        v, v_lo = as_f64(mag), as_f64(lo)
-        v_hi = np.where(hi == 0x7F800000, 2.0 ** 128, as_f64(np.minimum(hi, 0x7F7F0000)))
-        d_lo, d_hi = v - v_lo, v_hi - v
-    up = (d_hi < d_lo) | ((d_hi == d_lo) & ((lo >> 16) & 1 == 1))
-    out = np.where(up, hi, lo) | sign
-    nan = mag > 0x7F800000
-    out = np.where(nan, u | 0x00400000, out)        # quiet, sign and payload's top kept
-    out = np.where(mag == 0x7F800000, u, out)       # infinities
-    return (out >> 16).astype(np.uint16)
-
-
-def bf16_round(x):
-    """x rounded to bfloat16, as float32."""
-    return (bf16_bits(x).astype(np.uint32) << 16).view(np.float32).reshape(np.shape(x))
 
 
 def bits(*words):
