@@ -59,17 +59,23 @@ void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, u
 
 void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
             float alpha, float beta, int64_t rows, int64_t cols) {
+    // C's tile is read (or its lines owned for writing) at the end: 32 rows a row stride
+    // apart, each a miss from L3 or memory, which would stall as long as the product takes.
+    for (int64_t i = 0; i < rows; ++i) {
+        _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+    }
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
     for (int64_t q = 0; q < kp / KA; ++q, a += MR * KA, b += KA * NR) {
         _tile_loadd(4, a, KA * 2);
-        _tile_loadd(5, a + 16 * KA, KA * 2);
         _tile_loadd(6, b, NR * 4);
-        _tile_loadd(7, b + 32, NR * 4);
         _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, b + 32, NR * 4);
         _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a + 16 * KA, KA * 2);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
