@@ -1,11 +1,16 @@
 """GEMM side by side: fastnn, NumPy (OpenBLAS) and PyTorch (CPU) on the same inputs.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_gemm.py [--quick]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_gemm.py [--quick] [--precision bf16]
 
 For each shape and thread count: check that the three agree, then report median GFLOP/s,
 fastnn's ratio to each, and fastnn's share of the measured FMA peak for that many
 threads (a probe of independent AVX-512 FMAs, fastnn._C.fma_peak_gflops). JSON goes to
 bench/results/.
+
+--precision bf16: fastnn's bf16 product (matmul(precision="bf16"), on config()["bf16"]'s
+path) against fastnn fp32, torch fp32 and torch bf16 (torch.matmul on bf16 tensors, made
+once beforehand; its result is bf16), each checked first: fastnn bf16 against the float64
+product of the bf16-rounded inputs; ratios are medians of per-round ratios.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import numpy as np
 import fastnn
 from fastnn import _C
 from common import interleaved, machine_line, ratio_to_best, threads, try_import_torch, warn_openblas_env, write_json
+
+BF16_RIVALS = ["fastnn_fp32", "torch", "torch_bf16"]
 
 SQUARES = [64, 128, 256, 512, 1024, 2048, 4096]
 LAYERS = [784, 512, 256, 10]
@@ -64,6 +71,62 @@ def run_shape(label, m, n, k, ta, tb, nthreads, torch, rounds, rng):
     return {name: flops / t / 1e9 for name, t in times.items()}, ratio_to_best(per_round)
 
 
+def bf16_round(x):
+    """x rounded to bfloat16 (nearest even; finite inputs), as float32."""
+    u = x.view(np.uint32).astype(np.uint64)
+    return (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32)
+
+
+def run_shape_bf16(label, m, n, k, ta, tb, nthreads, torch, rounds, rng):
+    """GFLOP/s of fastnn bf16 and its rivals, and fastnn bf16's median per-round speed-up on each."""
+    a, b = operands(m, n, k, ta, tb, rng)
+    out, out32 = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
+    ra, rb = bf16_round(a).astype(np.float64), bf16_round(b).astype(np.float64)
+    ref = (ra.T if ta else ra) @ (rb.T if tb else rb)
+    tol = 1e-5 * np.sqrt(k) * np.abs(ref).max()
+    with threads(nthreads, torch):
+        got = fastnn.matmul(a, b, transpose_a=ta, transpose_b=tb, precision="bf16")
+        assert np.abs(got - ref).max() <= tol, f"fastnn bf16 disagrees on {label}"
+        fns = {"fastnn": lambda: _C.gemm(a, b, out, transpose_a=ta, transpose_b=tb, precision="bf16"),
+               "fastnn_fp32": lambda: _C.gemm(a, b, out32, transpose_a=ta, transpose_b=tb)}
+        if torch:
+            top = (lambda x: x.T) if ta else (lambda x: x)
+            tob = (lambda x: x.T) if tb else (lambda x: x)
+            a32, b32, o32 = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out32)
+            a16, b16 = a32.to(torch.bfloat16), b32.to(torch.bfloat16)
+            o16 = torch.empty((m, n), dtype=torch.bfloat16)
+            # bf16 output, rounded: within a few bf16 ulps of the product
+            t16 = torch.matmul(top(a16), tob(b16)).float().numpy()
+            assert np.abs(t16 - ref).max() <= 2 ** -7 * np.abs(ref).max() + tol, f"torch bf16 disagrees on {label}"
+            fns["torch"] = lambda: torch.matmul(top(a32), tob(b32), out=o32)
+            fns["torch_bf16"] = lambda: torch.matmul(top(a16), tob(b16), out=o16)
+        times, per_round = interleaved(fns, rounds)
+    flops = 2.0 * m * n * k
+    speedup = {f"vs_{name}": statistics.median(r[name] / r["fastnn"] for r in per_round)
+               for name in fns if name != "fastnn"}
+    return {name: flops / t / 1e9 for name, t in times.items()}, speedup
+
+
+def main_bf16(shapes, thread_counts, torch, repeats, rng) -> int:
+    print(f"bf16 path: {fastnn.config()['bf16']}")
+    rows = []
+    for nthreads in thread_counts:
+        print(f"\n== {nthreads} thread(s); GFLOP/s, then fastnn bf16's speed-up on each ==")
+        print(f"{'shape':32s} {'bf16':>8s} {'fp32':>8s} {'torch':>8s} {'t.bf16':>8s} "
+              f"{'/fp32':>7s} {'/torch':>7s} {'/t.bf16':>7s}")
+        for label, m, n, k, ta, tb in shapes:
+            g, speedup = run_shape_bf16(label, m, n, k, ta, tb, nthreads, torch, repeats, rng)
+            rows.append({"shape": label, "m": m, "n": n, "k": k, "threads": nthreads, **g, **speedup})
+            cells = [f"{g[name]:8.1f}" if name in g else f"{'-':>8s}" for name in ["fastnn"] + BF16_RIVALS]
+            ratios = [f"{speedup['vs_' + name]:7.2f}" if "vs_" + name in speedup else f"{'-':>7s}"
+                      for name in BF16_RIVALS]
+            print(f"{label:32s} {' '.join(cells)} {' '.join(ratios)}", flush=True)
+    path = write_json("gemm-bf16", {"precision": "bf16", "bf16_path": _C.bf16_path(),
+                                    "bf16": fastnn.config()["bf16"], "rows": rows})
+    print(f"\nwrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
@@ -71,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds per shape")
     p.add_argument("--squares", help="comma-separated square sizes instead of the default set")
     p.add_argument("--no-mlp", action="store_true", help="squares only")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: fastnn's bf16 product against fastnn fp32, torch fp32 and torch bf16")
     args = p.parse_args(argv)
     warn_openblas_env()
     torch = try_import_torch()
@@ -81,6 +146,8 @@ def main(argv=None) -> int:
     shapes = [(f"square {s}", s, s, s, False, False) for s in squares] + ([] if args.no_mlp else mlp_shapes())
     print(machine_line())
     print(f"fastnn {fastnn.__version__} isa={_C.get_isa()}  torch={'yes' if torch else 'not installed'}")
+    if args.precision == "bf16":
+        return main_bf16(shapes, [int(t) for t in args.threads.split(",")], torch, repeats, rng)
     rows = []
     for nthreads in [int(t) for t in args.threads.split(",")]:
         peak = _C.fma_peak_gflops(nthreads, 0.5)

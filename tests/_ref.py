@@ -516,6 +516,32 @@ def run_python(code, env_extra=None, timeout=180, args=None):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+# ----------------------------------------------------------------------------- bfloat16
+def bf16_bits(x):
+    """RNE to bfloat16 by value: the two bf16 neighbours of each |x| (its truncation and the
+    next one up, infinity counted as 2**128) compared in float64; a tie goes to the even one."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    sign, mag = u & 0x80000000, u & 0x7FFFFFFF
+    lo = mag & 0x7FFF0000
+    hi = lo + 0x10000
+    as_f64 = lambda bits: (bits.astype(np.uint32).view(np.float32)).astype(np.float64)  # noqa: E731
+    with np.errstate(invalid="ignore"):  # NaN inputs: their result is set below
+        v, v_lo = as_f64(mag), as_f64(lo)
+        v_hi = np.where(hi == 0x7F800000, 2.0 ** 128, as_f64(np.minimum(hi, 0x7F7F0000)))
+        d_lo, d_hi = v - v_lo, v_hi - v
+    up = (d_hi < d_lo) | ((d_hi == d_lo) & ((lo >> 16) & 1 == 1))
+    out = np.where(up, hi, lo) | sign
+    nan = mag > 0x7F800000
+    out = np.where(nan, u | 0x00400000, out)        # quiet, sign and payload's top kept
+    out = np.where(mag == 0x7F800000, u, out)       # infinities
+    return (out >> 16).astype(np.uint16)
+
+
+def bf16_round(x):
+    """x rounded to bfloat16, as float32."""
+    return (bf16_bits(x).astype(np.uint32) << 16).view(np.float32).reshape(np.shape(x))
+
+
 # ----------------------------------------------------------------------------- threads
 def use_threads(n):
     """Run on n threads; a test comparing thread counts is skipped (not passed) in a build

@@ -20,13 +20,15 @@ def rng():
 
 @pytest.fixture(autouse=True)
 def _restore_global_state():
-    """Every test leaves the thread count and the GEMM path as it found them."""
+    """Every test leaves the thread count and the GEMM paths (fp32, bf16) as it found them."""
     threads = fastnn.get_num_threads()
-    isa = _C.get_isa()
+    isa, bf16 = _C.get_isa(), _C.bf16_path()
     yield
     fastnn.set_num_threads(threads)
     if _C.get_isa() != isa:
         _C.set_isa(isa)
+    if _C.bf16_path() != bf16:
+        _C.set_bf16_path(bf16)
 
 
 @pytest.fixture(params=ISAS)

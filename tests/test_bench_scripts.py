@@ -33,6 +33,29 @@ def test_bench_gemm_prints_and_records_the_cpu(tmp_path):
     assert machine["fma_peak_per_core"] > 0
 
 
+def test_bench_gemm_bf16_records_the_path_and_every_rival():
+    before = set(BENCH.joinpath("results").glob("gemm-bf16-*.json")) if BENCH.joinpath("results").exists() else set()
+    out = run_python(None, args=[str(BENCH / "bench_gemm.py"), "--precision", "bf16", "--squares", "40",
+                                 "--no-mlp", "--threads", "1", "--repeats", "1"],
+                     env_extra={"PYTHONPATH": str(BENCH) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[0].startswith("CPU: ")
+    assert f"bf16 path: {fastnn.config()['bf16']}" in out.stdout
+    written = sorted(set(BENCH.joinpath("results").glob("gemm-bf16-*.json")) - before)
+    assert written, out.stdout
+    result = json.loads(written[-1].read_text())
+    for f in written:
+        f.unlink()
+    assert result["bf16_path"] == fastnn._C.bf16_path() and result["machine"]["cpu_detail"]["model_name"]
+    row = result["rows"][0]
+    assert row["fastnn"] > 0 and row["fastnn_fp32"] > 0 and row["vs_fastnn_fp32"] > 0
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    assert row["torch_bf16"] > 0 and row["vs_torch_bf16"] > 0 and row["vs_torch"] > 0
+
+
 def test_bench_distributed_prints_the_cpu_and_every_configuration():
     from test_distributed import _mpirun
 

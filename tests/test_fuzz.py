@@ -35,7 +35,7 @@ import fastnn
 from fastnn import _C, nn
 
 import _ref
-from _ref import EPS32, names_argument
+from _ref import EPS32, bf16_round, names_argument
 from _ref import augment_ref, dropout_ref, uniform_ref
 
 EXAMPLES = int(os.environ.get("FASTNN_FUZZ_EXAMPLES", "25"))
@@ -358,9 +358,12 @@ BIAS_KINDS = ["none"] * 3 + ["ok", "shape", "out_row"]
 
 @fuzz(data=st.data(), fn=st.sampled_from(["gemm", "gemm_reference", "matmul"]),
       m=st.sampled_from(SMALL), n=WIDE, k=st.sampled_from(SMALL + [100, 130]),
-      ta=st.booleans(), tb=st.booleans(), isa=st.sampled_from(list(_C.supported_isas())))
-def test_gemm(data, fn, m, n, k, ta, tb, isa):
-    """gemm, gemm_reference and fastnn.matmul: shapes, transposes, out, bias, epilogue."""
+      ta=st.booleans(), tb=st.booleans(), isa=st.sampled_from(list(_C.supported_isas())),
+      precision=st.sampled_from(["fp32", "fp32", "bf16", "bf16", "fp8"]),
+      bf16_path=st.sampled_from(list(_C.supported_bf16_paths())))
+def test_gemm(data, fn, m, n, k, ta, tb, isa, precision, bf16_path):
+    """gemm, gemm_reference and fastnn.matmul: shapes, transposes, out, bias, epilogue,
+    precision (bf16 on each bf16 path: the product of the bf16-rounded operands)."""
     shape_bug = data.draw(st.sampled_from([None] * 8 + ["rank_a", "rank_b", "inner"]))
     a = data.draw(arg("a", (k, m) if ta else (m, k)))
     b = data.draw(arg("b", (n, k + (shape_bug == "inner")) if tb else (k + (shape_bug == "inner"), n)))
@@ -368,9 +371,17 @@ def test_gemm(data, fn, m, n, k, ta, tb, isa):
         a = Arg("a", a.a.reshape(-1), a.recipe + ".reshape(-1)")
     if shape_bug == "rank_b":
         b = Arg("b", b.a.reshape(1, *b.a.shape), b.recipe + ".reshape(1, ...)")
-    args, bad, kw = [a, b], set(), {"transpose_a": ta, "transpose_b": tb}
+    args, bad, kw = [a, b], set(), {"transpose_a": ta, "transpose_b": tb, "precision": precision}
     if shape_bug:
         bad |= {"a", "b"}
+    if precision == "fp8":
+        bad.add("precision")
+    # the operands a bf16 product reads: rounded (except on the fp32 path; the reference
+    # always rounds); the kernels' bf16 instructions read a subnormal as zero whatever the
+    # denormal setting
+    rounded = precision == "bf16" and (fn == "gemm_reference" or bf16_path != "fp32")
+    round_ab = bf16_round if rounded else (lambda v: v)
+    flush_ab = (lambda v: np.where(np.abs(v) < TINY32, np.copysign(0.0, v), v)) if rounded else as_read
     out = bias = None
     if fn != "matmul":
         alpha = data.draw(st.sampled_from([1.0, 0.0, -0.5, 2.5]))
@@ -437,8 +448,8 @@ def test_gemm(data, fn, m, n, k, ta, tb, isa):
         name = kw.get("activation", "identity")
         alpha_act = kw.get("activation_alpha", 0.01)
 
-        def expected(read):
-            A, B = read(a.v.T if ta else a.v), read(b.v.T if tb else b.v)
+        def expected(read, read_ab):
+            A, B = read_ab(round_ab(a.v.T if ta else a.v)), read_ab(round_ab(b.v.T if tb else b.v))
             with np.errstate(all="ignore"):
                 if alpha == 0.0 or k == 0:  # BLAS: A and B are not read
                     z, scale = np.zeros((m, n)), np.zeros((m, n))
@@ -451,16 +462,17 @@ def test_gemm(data, fn, m, n, k, ta, tb, isa):
                 y = act_ref(name, z, alpha_act)
                 return y, (lipschitz(name, alpha_act) * 4 * EPS32 * (math.sqrt(k) + 2) * scale
                            + 2e-5 * np.abs(y) + 1e-30)
-        y, tol = expected(lambda v: v)
+        y, tol = expected(lambda v: v, lambda v: v)
         # a denormal read as 0 (inf * denormal: NaN, not inf) is as right as one read as it is
-        y_read, tol_read = expected(as_read)
-        agree(res, y, tol, f"{fn}[{isa}] m={m} n={n} k={k} ta={ta} tb={tb} {kw.keys() - {'out'}}",
+        y_read, tol_read = expected(as_read, flush_ab)
+        agree(res, y, tol, f"{fn}[{isa}, {precision} on {bf16_path}] m={m} n={n} k={k} ta={ta} tb={tb} {kw.keys() - {'out'}}",
               skip=agreeing(res, y_read, tol_read))
 
     _C.set_isa(isa)
+    _C.set_bf16_path(bf16_path)
     call = (lambda: fastnn.matmul(a.a, b.a, **kw)) if fn == "matmul" else \
         (lambda: getattr(_C, fn)(a.a, b.a, **kw))
-    check_call(f"{fn}[{isa}](a, b, **{ {k_: v for k_, v in kw.items() if k_ not in ('out', 'bias')} })",
+    check_call(f"{fn}[{isa}, {bf16_path}](a, b, **{ {k_: v for k_, v in kw.items() if k_ not in ('out', 'bias')} })",
                call, args, bad, check)
 
 

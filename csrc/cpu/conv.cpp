@@ -110,10 +110,6 @@ void image_col2im(const ConvGeometry& g, const float* col, int64_t ld, float* im
     }
 }
 
-struct AlignedFree {
-    void operator()(float* p) const { std::free(p); }
-};
-
 // A grow-only, 64-byte aligned buffer of the calling thread (`which` < 4).
 float* thread_buffer(int which, size_t floats) {
     thread_local std::unique_ptr<float, AlignedFree> buf[4];

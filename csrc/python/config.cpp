@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 
+#include "cpu/gemm/bf16.h"
 #include "cpu/isa.h"
 
 namespace fastnn::bind {
@@ -67,6 +68,17 @@ const GemmContext& context_arg(const std::string& isa, const char* fn) {
     return *ctx;
 }
 
+// "amx", "avx512_bf16", or "fp32 (...)" saying why.
+std::string bf16_path_description() {
+    const std::string path = bf16_path();
+    if (path != "fp32") return path;
+    const char* env = std::getenv("FASTNN_BF16");
+    if (env && std::strcmp(env, "fp32") == 0) return "fp32 (forced by FASTNN_BF16=fp32)";
+    const char* names[4];
+    if (supported_bf16_paths(names) > 1) return "fp32 (set by set_bf16_path)";
+    return std::string("fp32 (no bf16 instructions: ") + bf16_missing_reason("avx512_bf16") + ")";
+}
+
 }  // namespace
 
 void bind_config(py::module_& m) {
@@ -85,8 +97,35 @@ void bind_config(py::module_& m) {
         d["cuda"] = false;
         d["cpu"] = cpu_dict();
         d["blocking"] = blocking_dict(*gemm_context());
+        d["bf16"] = bf16_path_description();
         return d;
     });
+    m.def("bf16_path", [] { return std::string(bf16_path()); },
+          "The bf16 GEMM path in use: 'amx', 'avx512_bf16' or 'fp32'.");
+    m.def("bf16_path_description", &bf16_path_description,
+          "bf16_path(), with why for 'fp32' (config()'s 'bf16').");
+    m.def("supported_bf16_paths", [] {
+        const char* names[4];
+        const int count = supported_bf16_paths(names);
+        return std::vector<std::string>(names, names + count);
+    });
+    m.def("set_bf16_path", [](const std::string& name) {
+        if (!set_bf16_path(name.c_str())) {
+            const char* names[4];
+            const int count = supported_bf16_paths(names);
+            std::string list;
+            for (int i = 0; i < count; ++i) list += (i ? ", '" : "'") + std::string(names[i]) + "'";
+            fail_value("set_bf16_path: '" + name + "' is not a bf16 path this CPU runs (" +
+                       bf16_missing_reason(name.c_str()) + "); supported: " + list);
+        }
+    }, py::arg("name"));
+    m.def("bf16_blocking", [](const std::string& name) {
+        if (std::strcmp(bf16_missing_reason(name.c_str()), "not a bf16 path of this build") == 0 ||
+            name == "fp32")
+            fail_value("bf16_blocking: '" + name + "' is not a bf16 kernel of this build");
+        const Blocking b = bf16_blocking(name.c_str());
+        return py::make_tuple(b.kc, b.nc, b.mc);
+    }, py::arg("name"), "(kc, nc, mc) of a bf16 kernel: the cache model's for 2-byte panels.");
     m.def("fma_peak_per_core", [](const std::string& isa) {
         // Measured once per ISA (0.1 s), for config() and the benchmarks' %-of-peak.
         static std::mutex mutex;
@@ -196,6 +235,13 @@ void warn_about_environment() {
         if (PyErr_WarnEx(PyExc_RuntimeWarning,
                          ("FASTNN_CACHE=" + std::string(std::getenv("FASTNN_CACHE")) + " ignored: " +
                           err + "; using the detected " + cache_spec(cpu_info().caches)).c_str(), 1) < 0)
+            throw py::error_already_set();
+    // Nor a FASTNN_BF16 that names no path this CPU runs.
+    if (const char* forced = std::getenv("FASTNN_BF16"); forced && *forced &&
+                                                          std::strcmp(forced, bf16_path()) != 0)
+        if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                         ("FASTNN_BF16=" + std::string(forced) + " is not a bf16 path this CPU runs (" +
+                          bf16_missing_reason(forced) + "); using " + bf16_path()).c_str(), 1) < 0)
             throw py::error_already_set();
     // A FASTNN_ISA this CPU cannot run is not silently ignored.
     if (const char* forced = std::getenv("FASTNN_ISA"); forced && *forced &&

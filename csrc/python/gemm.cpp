@@ -2,13 +2,20 @@
 // operands as they are, without a copy.
 #include "checks.h"
 
+#include "cpu/gemm/bf16.h"
+
 namespace fastnn::bind {
 namespace {
 
 py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool ta,
                            bool tb, float alpha, float beta, py::object bias_obj,
-                           const std::string& activation, float act_alpha, bool reference) {
+                           const std::string& activation, float act_alpha, bool reference,
+                           const std::string& precision) {
     const char* fn = reference ? "gemm_reference" : "gemm";
+    if (precision != "fp32" && precision != "bf16")
+        fail_value(std::string(fn) + ": argument 'precision' must be 'fp32' or 'bf16', got '" +
+                   precision + "'");
+    const bool bf16 = precision == "bf16";
     Epilogue ep;
     ep.act = activation_named(activation).act;
     ep.act_alpha = act_alpha;
@@ -54,10 +61,9 @@ py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_ob
     const bool ea = ta != a.transposed, eb = tb != b.transposed;
     {
         py::gil_scoped_release nogil;
-        if (reference)
-            gemm_reference(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
-        else
-            gemm(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
+        // the operands' bf16 roundings (bf16.h), products in fp32
+        auto run = reference ? (bf16 ? gemm_bf16_reference : gemm_reference) : (bf16 ? gemm_bf16 : gemm);
+        run(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
     }
     return out;
 }
@@ -65,18 +71,34 @@ py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_ob
 }  // namespace
 
 void bind_gemm(py::module_& m) {
+    m.def("bf16_convert", [](py::handle x_obj, bool vector) {
+        F32Array x = as_f32(x_obj, "bf16_convert", "x");
+        py::array_t<uint16_t> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+        const float* src = x.data();
+        uint16_t* dst = out.mutable_data();
+        const int64_t n = x.size();
+        if (vector) {
+            bf16_convert(src, dst, n);
+        } else {
+            for (int64_t i = 0; i < n; ++i) dst[i] = bf16_from_float(src[i]);
+        }
+        return out;
+    }, py::arg("x"), py::kw_only(), py::arg("vector") = true,
+       "x's float32 values rounded to bfloat16 (nearest, ties to even), as their uint16 bits: "
+       "the vector conversion that packing uses, or (vector=False) the scalar reference.");
     for (bool reference : {false, true})
         m.def(reference ? "gemm_reference" : "gemm",
               [reference](py::handle a, py::handle b, py::object out, bool ta, bool tb,
                           float alpha, float beta, py::object bias, const std::string& activation,
-                          float act_alpha) {
+                          float act_alpha, const std::string& precision) {
                   return gemm_py(a, b, out, ta, tb, alpha, beta, bias, activation, act_alpha,
-                                 reference);
+                                 reference, precision);
               },
               py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::kw_only(),
               py::arg("transpose_a") = false, py::arg("transpose_b") = false,
               py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f, py::arg("bias") = py::none(),
-              py::arg("activation") = "identity", py::arg("activation_alpha") = 0.01f);
+              py::arg("activation") = "identity", py::arg("activation_alpha") = 0.01f,
+              py::arg("precision") = "fp32");
 }
 
 }  // namespace fastnn::bind

@@ -67,14 +67,32 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY_SUBMODULES, "load"})
 
 
+_bf16_warned = False
+
+
 def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,
-           transpose_b: bool = False) -> np.ndarray:
-    """``op(a) @ op(b)`` for 2-D arrays, in float32, with fastnn's GEMM (op: optional transpose)."""
-    return _C.gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+           transpose_b: bool = False, precision: str = "fp32") -> np.ndarray:
+    """``op(a) @ op(b)`` for 2-D arrays, in float32, with fastnn's GEMM (op: optional transpose).
+
+    ``precision="bf16"`` rounds a and b to bfloat16 (nearest even) as the GEMM packs them and
+    accumulates the products in float32: on AMX or AVX512_BF16 (``config()["bf16"]`` names
+    the path; ``FASTNN_BF16=amx|avx512_bf16|fp32`` forces one). A CPU with neither runs the
+    float32 product, with a one-time warning. The result is float32 either way."""
+    global _bf16_warned
+    if not isinstance(precision, str):
+        raise TypeError(f"matmul: precision must be a str ('fp32' or 'bf16'), got "
+                        f"{type(precision).__name__}")
+    if precision == "bf16" and not _bf16_warned and _C.bf16_path() == "fp32" \
+            and len(_C.supported_bf16_paths()) == 1:
+        _bf16_warned = True
+        warnings.warn(f"matmul(precision='bf16'): {_C.bf16_path_description()}; running the "
+                      "float32 product", RuntimeWarning, stacklevel=2)
+    return _C.gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
 
 
 def config() -> dict:
-    """The build and runtime configuration: version, isa (the GEMM path in use),
+    """The build and runtime configuration: version, isa (the GEMM path in use), bf16 (the
+    bf16 GEMM path: "amx", "avx512_bf16", or "fp32 (why)"),
     isa_supported, openmp, num_threads, flush_denormals (see set_flush_denormal), cuda (whether the extension was built with CUDA),
     cpu (vendor, model, features, caches as detected or overridden by FASTNN_CACHE) and
     blocking (the active ISA's kc, nc, mc; source "model", "tuned" or "override"; and

@@ -33,7 +33,8 @@ struct Blocking {
 // and 4096^2 at 69%, against 86-87% at KC = 640 by this rule (C's 11 passes instead of 4).
 // A contiguous panel of S bytes needs ceil(S / way) ways of a level (sets x line bytes).
 // KC depends on the machine and the kernel only, never on the thread count.
-Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr);
+// `elem_bytes`: the packed panels' element (2 for bf16: twice the KC and MC in the same L2).
+Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr, int elem_bytes = 4);
 
 // Whether `rows` rows of a matrix read in place, `stride_bytes` apart, stay in L2 together:
 // they fall on way / gcd(stride, way) set positions (way = L2 sets x line bytes), so

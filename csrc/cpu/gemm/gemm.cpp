@@ -30,13 +30,7 @@
 #include "../../parallel.h"
 
 namespace fastnn {
-namespace {
 
-struct AlignedFree {
-    void operator()(float* p) const { std::free(p); }
-};
-
-// Grow-only 64-byte aligned scratch, one per calling thread.
 float* scratch(std::unique_ptr<float, AlignedFree>& buf, size_t& cap, size_t floats) {
     if (floats > cap) {
         size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
@@ -46,6 +40,8 @@ float* scratch(std::unique_ptr<float, AlignedFree>& buf, size_t& cap, size_t flo
     }
     return buf.get();
 }
+
+namespace {
 
 // kc rows of `width` contiguous floats, `ld` apart, into kc groups of width: the packing of
 // a full panel that needs no transpose. The width is a compile-time constant in each case,
@@ -72,6 +68,33 @@ void pack_rows_tail(const float* src, int64_t ld, int64_t kc, float* out, int64_
                     int64_t first, int64_t rows) {
     for (int64_t p = 0; p < kc; ++p)
         for (int64_t i = first; i < width; ++i) out[p * width + i] = i < rows ? src[i * ld + p] : 0.0f;
+}
+
+void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
+    for (int64_t i = 0; i < m; ++i) {
+        float* row = c + i * ldc;
+        if (beta == 0.0f)
+            std::fill(row, row + n, 0.0f);
+        else
+            for (int64_t j = 0; j < n; ++j) row[j] *= beta;
+    }
+}
+
+void apply_epilogue(const Epilogue& ep, float* c, int64_t ldc, int64_t rows, int64_t cols,
+                    int64_t col0) {
+    for (int64_t i = 0; i < rows; ++i) {
+        float* row = c + i * ldc;
+        if (ep.bias)
+            for (int64_t j = 0; j < cols; ++j) row[j] += ep.bias[col0 + j];
+        if (ep.act != Activation::Identity) (ep.act_fn ? ep.act_fn : activate)(ep.act, row, row, cols, ep.act_alpha);
+    }
+}
+
+bool has_epilogue(const Epilogue& ep) { return ep.bias || ep.act != Activation::Identity; }
+
+int64_t k_block(int64_t k, int64_t kc_cap) {
+    const int64_t k_blocks = (k + kc_cap - 1) / kc_cap;
+    return (k + k_blocks - 1) / k_blocks;
 }
 
 namespace {
@@ -121,28 +144,6 @@ void pack_b_panel(const Microkernel& uk, bool trans, const float* b, int64_t ldb
     }
 }
 
-void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
-    for (int64_t i = 0; i < m; ++i) {
-        float* row = c + i * ldc;
-        if (beta == 0.0f)
-            std::fill(row, row + n, 0.0f);
-        else
-            for (int64_t j = 0; j < n; ++j) row[j] *= beta;
-    }
-}
-
-void apply_epilogue(const Epilogue& ep, float* c, int64_t ldc, int64_t rows, int64_t cols,
-                    int64_t col0) {
-    for (int64_t i = 0; i < rows; ++i) {
-        float* row = c + i * ldc;
-        if (ep.bias)
-            for (int64_t j = 0; j < cols; ++j) row[j] += ep.bias[col0 + j];
-        if (ep.act != Activation::Identity) (ep.act_fn ? ep.act_fn : activate)(ep.act, row, row, cols, ep.act_alpha);
-    }
-}
-
-bool has_epilogue(const Epilogue& ep) { return ep.bias || ep.act != Activation::Identity; }
-
 // One MR x NR tile at C(i, j); a partial tile goes through a local buffer. `ep` is given
 // with the last k-block only.
 void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* bp, int64_t ldb,
@@ -171,13 +172,6 @@ void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* b
 // that padded panels would waste most of the microkernel.
 bool is_small(int64_t m, int64_t n, int64_t k) {
     return m * n * k <= (int64_t{1} << 18) || n <= 16 || m <= 16 || k <= 16;
-}
-
-// k in equal blocks of at most KC (784 -> 2 x 392, not 384 + 384 + 16): on k and the machine
-// only, so every element of C sees one summation order whatever the threads.
-int64_t k_block(int64_t k, int64_t kc_cap) {
-    const int64_t k_blocks = (k + kc_cap - 1) / kc_cap;
-    return (k + k_blocks - 1) / k_blocks;
 }
 
 // A few rows of C (a small batch): packing op(B) moves each of its elements once for only

@@ -2,6 +2,8 @@
 // op(A) is m x k (A is stored k x m when trans_a), op(B) is k x n (n x k when trans_b).
 #pragma once
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 
 #include "blocking.h"
 
@@ -76,6 +78,22 @@ using SmallGemmFn = bool (*)(bool trans_a, bool trans_b, int64_t m, int64_t n, i
 // to C in place; without it such tiles run the full kernel into a buffer.
 using NarrowKernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c,
                                 int64_t ldc, float alpha, float beta, int64_t cols);
+
+// Shared by the drivers (gemm.cpp, gemm_bf16.cpp).
+struct AlignedFree {
+    void operator()(float* p) const { std::free(p); }
+};
+// Grow-only 64-byte aligned scratch of at least `floats` floats, in `buf` (of capacity `cap`).
+float* scratch(std::unique_ptr<float, AlignedFree>& buf, size_t& cap, size_t floats);
+// C = beta * C (C unread when beta == 0).
+void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc);
+// C = act(C + bias) on rows x cols of C, whose first column is column col0 of the product.
+void apply_epilogue(const Epilogue& ep, float* c, int64_t ldc, int64_t rows, int64_t cols,
+                    int64_t col0);
+bool has_epilogue(const Epilogue& ep);
+// k in equal blocks of at most KC (784 -> 2 x 392, not 384 + 384 + 16): on k and the machine
+// only, so every element of C sees one summation order whatever the threads.
+int64_t k_block(int64_t k, int64_t kc_cap);
 
 // The table of one ISA: its kernels and the shape they are written for. Block sizes are
 // not here: they come from the machine (blocking.h) and live in the ISA's GemmContext.

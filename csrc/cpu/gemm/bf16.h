@@ -1,0 +1,88 @@
+// bfloat16 products: C(fp32) = alpha * op(A) * op(B) + beta * C with A and B rounded to
+// bf16 inside the packing, products accumulated in fp32 (gemm_bf16.cpp), on one of the
+// bf16 paths below.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "gemm.h"
+
+namespace fastnn {
+
+// The reference conversion: round to nearest, ties to even; infinities stay, a NaN stays a
+// (quiet) NaN with its sign, subnormals are rounded like any other value (not flushed), a
+// value past the largest finite bf16 rounds to infinity. bf16 is fp32's upper half, so
+// rounding is an integer add on the bits.
+inline uint16_t bf16_from_float(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
+    return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+inline float float_from_bf16(uint16_t h) {
+    const uint32_t u = uint32_t{h} << 16;
+    float x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+// n values converted as bf16_from_float does, on the vector conversion that packing uses
+// where the CPU has AVX-512 (the tests hold it to the reference).
+void bf16_convert(const float* x, uint16_t* y, int64_t n);
+
+// One bf16 path: its microkernel and the packing it reads. A is packed in panels of MR rows
+// as kp / KA groups of MR x KA values (KA consecutive ks of a row together: 2 for
+// vdpbf16ps's pairs, 32 for an AMX tile row); B in panels of NR columns as kp / 2 groups of
+// NR pairs (b[p][j], b[p+1][j]), the VNNI layout of both. kp is the k-block rounded up to a
+// multiple of KA; the padding is zeros, in A and B alike.
+struct Bf16Kernel {
+    const char* name;
+    int mr, nr, ka;
+    // Called by each thread before its first tile (AMX: the tile configuration, which is per
+    // thread); nullptr if none.
+    void (*begin)();
+    // op(A) rows [0, rows) x ks [0, kc) (element (i, p) at a[i * lda + p], or a[p * lda + i]
+    // when trans) into one panel; rows <= MR, zeros past them and past kc.
+    void (*pack_a)(bool trans, const float* a, int64_t lda, int64_t rows, int64_t kc, uint16_t* out);
+    // op(B) ks [0, kc) x columns [0, cols) (element (p, j) at b[p * ldb + j], or
+    // b[j * ldb + p] when trans) into one panel; cols <= NR, zeros past them and past kc.
+    void (*pack_b)(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, uint16_t* out);
+    // The tile's rows x cols corner of C = alpha * (a panel x b panel) + beta * C (C unread
+    // when beta == 0), kp ks.
+    void (*fn)(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
+               float alpha, float beta, int64_t rows, int64_t cols);
+};
+
+#ifdef FASTNN_X86
+extern const Bf16Kernel kAvx512Bf16Kernel;
+extern const Bf16Kernel kAmxBf16Kernel;
+// The B packing of both paths (kernel_avx512_bf16.cpp): kp / 2 groups of nr pairs.
+void pack_b_pairs(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t kp, int64_t cols,
+                  int nr, uint16_t* out);
+void bf16_convert_avx512(const float* x, uint16_t* y, int64_t n);
+// Whether Linux lets this process use the AMX tile state (asked once; kernel_amx_bf16.cpp).
+bool amx_permitted();
+#endif
+
+// The product on the active bf16 path; on the "fp32" path, gemm itself on the fp32 inputs.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+               int64_t ldc, const Epilogue& epilogue = Epilogue{});
+
+// gemm_reference on the bf16-rounded inputs: the values every bf16 path is held to.
+void gemm_bf16_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                         float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                         float beta, float* c, int64_t ldc, const Epilogue& epilogue = Epilogue{});
+
+// Path selection: "amx", "avx512_bf16" or "fp32", the best this CPU (and OS) runs unless
+// FASTNN_BF16 or set_bf16_path says otherwise.
+const char* bf16_path();
+bool set_bf16_path(const char* name);      // false if unknown or not run here
+int supported_bf16_paths(const char** names);  // fills up to 3, best first
+// Why a path is missing here ("" where it runs): for config() and the fp32 warning.
+const char* bf16_missing_reason(const char* name);
+// The blocking of a bf16 path (the model's, for its MR, NR and 2-byte elements).
+Blocking bf16_blocking(const char* name);
+
+}  // namespace fastnn

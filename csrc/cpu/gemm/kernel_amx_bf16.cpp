@@ -1,0 +1,110 @@
+// AMX-BF16 microkernel, 32 x 32: four 16 x 16 fp32 accumulator tiles (tmm0-3), two A tiles
+// of 16 rows x 32 ks (tmm4-5) and two B tiles of 16 k pairs x 16 columns (tmm6-7) per 32 ks.
+// A is packed as 32-k groups of 32 rows x 32 bf16 (each a pair of A tiles, rows 64 bytes
+// apart); B in the VNNI pairs that the AVX512_BF16 path packs too, 32 columns wide, so a B
+// tile is half of each 128-byte row. The accumulators go through a buffer to C (alpha, beta,
+// edges) with AVX-512. Compiled with -mavx512f -mamx-tile -mamx-bf16; only called when the
+// CPU has AMX-BF16 and Linux granted this process the tile state (amx_permitted).
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "bf16.h"
+
+namespace fastnn {
+namespace {
+
+constexpr int MR = 32, NR = 32, KA = 32;
+
+// ldtilecfg's 64-byte operand: palette 1, every tile 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+    uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+};
+
+// The configuration is per thread, and another library may have loaded its own on this
+// thread since: loaded at the start of every thread's share of a product.
+void begin() {
+    static const TileConfig config;
+    _tile_loadconfig(&config);
+}
+
+inline __mmask16 first(int64_t n) {
+    return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n > 0 ? n : 0)) - 1u);
+}
+
+void pack_a(bool trans, const float* a, int64_t lda, int64_t rows, int64_t kc, uint16_t* out) {
+    const int64_t kp = (kc + KA - 1) / KA * KA;
+    if (trans || rows < MR || kc < kp) std::memset(out, 0, static_cast<size_t>(MR * kp) * sizeof(uint16_t));
+    if (trans) {  // a row of A (one k of op(A)) is contiguous across op(A)'s rows
+        alignas(64) uint16_t row[MR];
+        for (int64_t p = 0; p < kc; ++p) {
+            bf16_convert_avx512(a + p * lda, row, rows);
+            uint16_t* o = out + p / KA * MR * KA + p % KA;
+            for (int64_t i = 0; i < rows; ++i) o[i * KA] = row[i];
+        }
+        return;
+    }
+    for (int64_t i = 0; i < rows; ++i)
+        for (int64_t p = 0; p < kc; p += KA)
+            bf16_convert_avx512(a + i * lda + p, out + (p / KA * MR + i) * KA, std::min<int64_t>(KA, kc - p));
+}
+
+void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, uint16_t* out) {
+    pack_b_pairs(trans, b, ldb, kc, (kc + KA - 1) / KA * KA, cols, NR, out);
+}
+
+void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
+            float alpha, float beta, int64_t rows, int64_t cols) {
+    // C's tile is read (or its lines owned for writing) at the end: 32 rows a row stride
+    // apart, each a miss from L3 or memory, which would stall as long as the product takes.
+    for (int64_t i = 0; i < rows; ++i) {
+        _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+    }
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t q = 0; q < kp / KA; ++q, a += MR * KA, b += KA * NR) {
+        _tile_loadd(4, a, KA * 2);
+        _tile_loadd(6, b, NR * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, b + 32, NR * 4);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a + 16 * KA, KA * 2);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    alignas(64) float acc[MR * NR];
+    _tile_stored(0, acc, NR * 4);
+    _tile_stored(1, acc + 16, NR * 4);
+    _tile_stored(2, acc + 16 * NR, NR * 4);
+    _tile_stored(3, acc + 16 * NR + 16, NR * 4);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int64_t i = 0; i < rows; ++i) {
+        float* row = c + i * ldc;
+        for (int h = 0; h < 2; ++h) {
+            const __mmask16 m = first(cols - 16 * h);
+            __m512 r = _mm512_mul_ps(va, _mm512_load_ps(acc + i * NR + 16 * h));
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, row + 16 * h), r);
+            _mm512_mask_storeu_ps(row + 16 * h, m, r);
+        }
+    }
+}
+
+}  // namespace
+
+bool amx_permitted() {
+    // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): Linux enables the 8 KiB tile
+    // state per process on request; without it the first tile instruction faults.
+    static const bool granted = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+    return granted;
+}
+
+const Bf16Kernel kAmxBf16Kernel = {"amx", MR, NR, KA, begin, pack_a, pack_b, kernel};
+
+}  // namespace fastnn

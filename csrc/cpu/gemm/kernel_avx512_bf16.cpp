@@ -1,0 +1,155 @@
+// AVX512_BF16 microkernel, 8 x 48: vdpbf16ps adds two bf16 products (a k pair) into each
+// fp32 lane; 24 zmm accumulators, 3 B loads and 8 pair broadcasts per k pair. Also the
+// vector fp32 -> bf16 conversion and the pair packing, shared with the AMX path.
+// Compiled with -mavx512f -mavx512bf16; only called when the CPU runs AVX512_BF16 (the
+// packing and conversion: AVX-512F).
+#include <immintrin.h>
+
+#include "bf16.h"
+
+namespace fastnn {
+namespace {
+
+constexpr int MR = 8, NR = 48;
+
+// x's bits rounded as bf16_from_float does, in the upper half of each lane (the lower half
+// is left over): integer operations, so MXCSR's denormal flags do not touch them
+// (vcvtneps2bf16 would flush subnormals).
+inline __m512i round_bf16_bits(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)),
+                                                  _mm512_set1_epi32(0x7F800000));
+    return _mm512_mask_or_epi32(rounded, nan, u, _mm512_set1_epi32(0x00400000));
+}
+
+inline __mmask16 first(int64_t n) {
+    return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n > 0 ? n : 0)) - 1u);
+}
+
+// n (<= 16 per vector, any count) pairs (r0[i], r1[i]) into out[0, width): zeros past n;
+// r1 == nullptr: the second of each pair is zero (odd k's pad).
+void two_rows_pairs(const float* r0, const float* r1, int64_t n, int64_t width, uint32_t* out) {
+    for (int64_t j = 0; j < width; j += 16) {
+        const __mmask16 m = first(n - j);
+        const __m512i lo = _mm512_srli_epi32(round_bf16_bits(_mm512_maskz_loadu_ps(m, r0 + j)), 16);
+        __m512i v = lo;
+        if (r1) {
+            const __m512i hi = round_bf16_bits(_mm512_maskz_loadu_ps(m, r1 + j));
+            v = _mm512_or_si512(lo, _mm512_and_si512(hi, _mm512_set1_epi32(int(0xFFFF0000u))));
+        }
+        _mm512_mask_storeu_epi32(out + j, first(width - j), v);
+    }
+}
+
+// kc values of a row (contiguous along k) as kp / 2 pairs, pair q at out[q * stride]
+// (zeros from kc on).
+void row_pairs(const float* src, int64_t kc, int64_t kp, uint32_t* out, int64_t stride) {
+    const __m512i index = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(int(stride)));
+    for (int64_t p = 0; p < kp; p += 32) {
+        const __m512i lo = round_bf16_bits(_mm512_maskz_loadu_ps(first(kc - p), src + p));
+        const __m512i hi = round_bf16_bits(_mm512_maskz_loadu_ps(first(kc - p - 16), src + p + 16));
+        // 16 bf16 from each half, in k order: 16 pairs
+        const __m512i pairs = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_srli_epi32(lo, 16))),
+            _mm512_cvtepi32_epi16(_mm512_srli_epi32(hi, 16)), 1);
+        _mm512_mask_i32scatter_epi32(out + p / 2 * stride, first((kp - p) / 2), index, pairs, 4);
+    }
+}
+
+}  // namespace
+
+void bf16_convert_avx512(const float* x, uint16_t* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(round_bf16_bits(_mm512_loadu_ps(x + i)), 16)));
+    for (; i < n; ++i) y[i] = bf16_from_float(x[i]);
+}
+
+void pack_b_pairs(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t kp, int64_t cols,
+                  int nr, uint16_t* out) {
+    uint32_t* o = reinterpret_cast<uint32_t*>(out);
+    if (!trans) {
+        for (int64_t p = 0; p < kp; p += 2, o += nr) {
+            if (p < kc)
+                two_rows_pairs(b + p * ldb, p + 1 < kc ? b + (p + 1) * ldb : nullptr, cols, nr, o);
+            else
+                for (int j = 0; j < nr; ++j) o[j] = 0;
+        }
+        return;
+    }
+    for (int64_t j = 0; j < nr; ++j) {
+        if (j < cols) {
+            row_pairs(b + j * ldb, kc, kp, o + j, nr);
+        } else {
+            for (int64_t q = 0; q < kp / 2; ++q) o[q * nr + j] = 0;
+        }
+    }
+}
+
+namespace {
+
+// A's panel as kp / 2 groups of MR pairs (a[i][p], a[i][p+1]).
+void pack_a(bool trans, const float* a, int64_t lda, int64_t rows, int64_t kc, uint16_t* out) {
+    constexpr int mr = MR;
+    uint32_t* o = reinterpret_cast<uint32_t*>(out);
+    const int64_t kp = (kc + 1) / 2 * 2;
+    if (trans) {  // two rows of A are two ks of op(A): pairs of contiguous values
+        for (int64_t p = 0; p < kp; p += 2, o += mr)
+            two_rows_pairs(a + p * lda, p + 1 < kc ? a + (p + 1) * lda : nullptr, rows, mr, o);
+        return;
+    }
+    for (int64_t i = 0; i < mr; ++i) {
+        if (i < rows) {
+            row_pairs(a + i * lda, kc, kp, o + i, mr);
+        } else {
+            for (int64_t q = 0; q < kp / 2; ++q) o[q * mr + i] = 0;
+        }
+    }
+}
+
+void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, uint16_t* out) {
+    pack_b_pairs(trans, b, ldb, kc, (kc + 1) / 2 * 2, cols, NR, out);
+}
+
+void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
+            float alpha, float beta, int64_t rows, int64_t cols) {
+    __m512 acc[MR][3];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 3
+        for (int h = 0; h < 3; ++h) acc[i][h] = _mm512_setzero_ps();
+    const uint32_t* ap = reinterpret_cast<const uint32_t*>(a);
+#pragma GCC unroll 2
+    for (int64_t q = 0; q < kp / 2; ++q, ap += MR, b += 2 * NR) {
+        __m512bh bv[3];
+#pragma GCC unroll 3
+        for (int h = 0; h < 3; ++h) bv[h] = (__m512bh)_mm512_loadu_si512(b + 32 * h);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) {
+            const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(ap[i]));
+#pragma GCC unroll 3
+            for (int h = 0; h < 3; ++h) acc[i][h] = _mm512_dpbf16_ps(acc[i][h], ai, bv[h]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int i = 0; i < MR && i < rows; ++i) {
+        float* row = c + i * ldc;
+#pragma GCC unroll 3
+        for (int h = 0; h < 3; ++h) {
+            const __mmask16 m = first(cols - 16 * h);
+            __m512 r = _mm512_mul_ps(va, acc[i][h]);
+            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, row + 16 * h), r);
+            _mm512_mask_storeu_ps(row + 16 * h, m, r);
+        }
+    }
+}
+
+}  // namespace
+
+const Bf16Kernel kAvx512Bf16Kernel = {"avx512_bf16", MR, NR, 2, nullptr, pack_a, pack_b, kernel};
+
+}  // namespace fastnn

@@ -1,0 +1,286 @@
+"""bfloat16 GEMM (matmul(precision="bf16"), _C.gemm(precision="bf16")): the fp32 -> bf16
+conversion against a reference written here, and the product, on every bf16 path this CPU
+runs, against a float64 product of the bf16-rounded inputs."""
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _C
+
+import _ref
+from _ref import EPS32, bf16_bits, bf16_round, run_python, use_threads
+
+KERNEL_PATHS = ["amx", "avx512_bf16"]  # best first, as the selection ranks them
+TRANSPOSES = list(itertools.product([False, True], repeat=2))
+TRANS_IDS = [f"{'T' if ta else 'N'}{'T' if tb else 'N'}" for ta, tb in TRANSPOSES]
+
+
+def bits(*words):
+    return np.array(words, dtype=np.uint32).view(np.float32)
+
+
+# ----------------------------------------------------------------------------- conversion
+SPECIAL = {
+    # fp32 bits: bf16 bits (worked by hand)
+    0x3F800000: 0x3F80,  # 1.0
+    0x3F808000: 0x3F80,  # 1 + 2^-8: a tie, to even (down)
+    0x3F818000: 0x3F82,  # 1 + 3 * 2^-8: a tie, to even (up)
+    0x3F808001: 0x3F81,  # just past the tie: up
+    0x3F807FFF: 0x3F80,  # just below it: down
+    0xBF808001: 0xBF81,  # negative: by magnitude
+    0x00000000: 0x0000, 0x80000000: 0x8000,  # signed zeros
+    0x7F800000: 0x7F80, 0xFF800000: 0xFF80,  # infinities
+    0x7FC00000: 0x7FC0, 0xFFC00001: 0xFFC0,  # quiet NaNs
+    0x7F800001: 0x7FC0,  # a signalling NaN whose payload is below bf16's: still a NaN, quiet
+    0x7FBFFFFF: 0x7FFF,  # rounding would carry into the exponent: NaN kept, not inf
+    0x00000001: 0x0000,  # the smallest subnormal: rounds to 0
+    0x00008000: 0x0000,  # subnormal tie: to even (0)
+    0x00018000: 0x0002,  # subnormal tie: to even (up)
+    0x00010000: 0x0001,  # the smallest bf16 subnormal: kept, not flushed
+    0x807F0000: 0x807F,  # a negative subnormal, exact
+    0x7F7FFFFF: 0x7F80,  # fp32's max finite: past bf16's max + half an ulp: inf
+    0x7F7F8000: 0x7F80,  # bf16 max + half an ulp, a tie: the even neighbour is inf
+    0x7F7F7FFF: 0x7F7F,  # just below it: bf16's max finite
+    0xFF7FFFFF: 0xFF80,  # -inf
+}
+
+
+def conversion_inputs():
+    rng = np.random.default_rng(7)
+    random_bits = rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32)
+    # every exponent's neighbourhood of the rounding point (low halves 0x7FFF, 0x8000, 0x8001)
+    highs = np.arange(0, 2**16, 7, dtype=np.uint32) << 16
+    near = (highs[:, None] | np.array([0x7FFF, 0x8000, 0x8001, 0xFFFF, 0], np.uint32)).ravel()
+    return np.concatenate([np.array(list(SPECIAL), np.uint32), random_bits, near]).view(np.float32)
+
+
+def test_reference_here_matches_hand_worked_cases():
+    x = bits(*SPECIAL)
+    assert [hex(v) for v in bf16_bits(x)] == [hex(v) for v in SPECIAL.values()]
+
+
+@pytest.mark.parametrize("vector", [True, False], ids=["vector", "scalar"])
+@pytest.mark.parametrize("flush", [True, False], ids=["ftz", "ieee"])
+def test_conversion_matches_reference(vector, flush):
+    """Scalar and vector conversions, with and without flushing denormals (the conversion is
+    integer work, so MXCSR must not change it: subnormals are rounded, not flushed)."""
+    x = conversion_inputs()
+    old = _C.config()["flush_denormals"]
+    fastnn.set_flush_denormal(flush)
+    try:
+        got = _C.bf16_convert(x, vector=vector)
+    finally:
+        fastnn.set_flush_denormal(old)
+    want = bf16_bits(x)
+    bad = np.flatnonzero(got != want)
+    assert got.dtype == np.uint16 and got.shape == x.shape
+    assert bad.size == 0, [(hex(x.view(np.uint32)[i]), hex(got[i]), hex(want[i])) for i in bad[:5]]
+
+
+def test_conversion_tail_lengths():
+    """Every length around the vector width: the vector body and the scalar tail agree."""
+    x = np.random.default_rng(1).standard_normal(70).astype(np.float32)
+    for n in range(0, 70):
+        np.testing.assert_array_equal(_C.bf16_convert(x[:n]), bf16_bits(x[:n]))
+
+
+# ----------------------------------------------------------------------------- the product
+@pytest.fixture(params=KERNEL_PATHS)
+def path(request):
+    try:
+        _C.set_bf16_path(request.param)
+    except ValueError as err:
+        pytest.skip(f"bf16 path {request.param} does not run here: {err}")
+    assert _C.bf16_path() == request.param
+    return request.param
+
+
+def expected(a, b, ta, tb, alpha=1.0, beta=0.0, c=None, bias=None):
+    """(float64 product of the bf16-rounded operands, error bound of an fp32 accumulation)."""
+    A = bf16_round(a).astype(np.float64)
+    B = bf16_round(b).astype(np.float64)
+    A, B = (A.T if ta else A), (B.T if tb else B)
+    k = A.shape[1]
+    z = alpha * (A @ B)
+    scale = abs(alpha) * (np.abs(A) @ np.abs(B))
+    if c is not None and beta != 0.0:
+        z, scale = z + beta * c.astype(np.float64), scale + abs(beta) * np.abs(c.astype(np.float64))
+    if bias is not None:
+        z, scale = z + bias, scale + np.abs(bias)
+    return z, 2 * (k + 2) * EPS32 * scale + 1e-30
+
+
+def operands(rng, m, n, k, ta, tb):
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    return a, b
+
+
+SHAPES = [(1, 1, 1), (1, 7, 17), (7, 1, 33), (17, 33, 1), (33, 65, 129), (65, 129, 7),
+          (129, 17, 65), (7, 7, 2), (33, 17, 3), (40, 50, 1100)]  # the last: two k-blocks
+
+
+@pytest.mark.parametrize("ta,tb", TRANSPOSES, ids=TRANS_IDS)
+@pytest.mark.parametrize("m,n,k", SHAPES, ids=[f"{m}x{n}x{k}" for m, n, k in SHAPES])
+def test_product(path, rng, m, n, k, ta, tb):
+    a, b = operands(rng, m, n, k, ta, tb)
+    got = fastnn.matmul(a, b, transpose_a=ta, transpose_b=tb, precision="bf16")
+    want, tol = expected(a, b, ta, tb)
+    assert got.dtype == np.float32 and got.shape == (m, n)
+    err = np.abs(got - want)
+    assert (err <= tol).all(), f"{path} max err {err.max():.3g}, bound {tol[err > tol].min():.3g}"
+
+
+@pytest.mark.parametrize("ta,tb", TRANSPOSES, ids=TRANS_IDS)
+def test_alpha_beta_epilogue_and_strides(path, rng, ta, tb):
+    """alpha, beta on a strided out (a row slice of a wider array), bias and activation,
+    operands that are slices of wider arrays (leading dimensions > their widths)."""
+    m, n, k = 37, 61, 45
+    a_big, b_big = operands(rng, m + 5, n + 9, k + 3, ta, tb)
+    a, b = a_big[: (k if ta else m), : (m if ta else k)], b_big[: (n if tb else k), : (k if tb else n)]
+    assert not a.flags.c_contiguous and not b.flags.c_contiguous
+    bias = rng.standard_normal(n).astype(np.float32)
+    for alpha, beta, act in [(1.0, 0.0, "identity"), (-0.5, 2.0, "identity"), (2.5, 1.0, "relu"),
+                             (1.0, -1.0, "tanh")]:
+        base = np.full((m, n + 4), np.nan, np.float32)
+        c0 = rng.standard_normal((m, n)).astype(np.float32)
+        base[:, :n] = c0
+        out = base[:, :n]
+        res = _C.gemm(a, b, out, transpose_a=ta, transpose_b=tb, alpha=alpha, beta=beta,
+                      bias=bias, activation=act, precision="bf16")
+        assert res is out or np.shares_memory(res, out)
+        z, tol = expected(a, b, ta, tb, alpha, beta, c0, bias)
+        want = {"identity": z, "relu": np.maximum(z, 0), "tanh": np.tanh(z)}[act]
+        err = np.abs(out - want)
+        assert (err <= tol + 2e-6 * np.abs(want)).all(), f"{path} {alpha=} {beta=} {act}: {err.max():.3g}"
+        assert np.isnan(base[:, n:]).all(), "wrote past out's columns"
+
+
+def test_beta_zero_ignores_nan_in_out(path, rng):
+    a, b = operands(rng, 20, 50, 30, False, False)
+    out = np.full((20, 50), np.nan, np.float32)
+    _C.gemm(a, b, out, beta=0.0, precision="bf16")
+    want, tol = expected(a, b, False, False)
+    assert (np.abs(out - want) <= tol).all()
+
+
+def test_reference_binding(rng):
+    """_C.gemm_reference(precision="bf16") is the float64 product of the rounded inputs."""
+    a, b = operands(rng, 9, 11, 13, True, False)
+    got = _C.gemm_reference(a, b, transpose_a=True, precision="bf16")
+    want, _ = expected(a, b, True, False)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+THREAD_CODE = """
+import numpy as np, fastnn
+from fastnn import _C
+rng = np.random.default_rng(3)
+for path in [p for p in _C.supported_bf16_paths() if p != "fp32"]:
+    _C.set_bf16_path(path)
+    for m, n, k, ta, tb in [(96, 200, 300, False, True), (8, 400, 200, True, False),
+                            (300, 8, 1100, False, False), (129, 130, 2100, True, True)]:
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        runs = []
+        for threads in (1, 2):
+            fastnn.set_num_threads(threads)
+            runs.append(fastnn.matmul(a, b, transpose_a=ta, transpose_b=tb, precision="bf16").tobytes())
+        print(path, m, n, k, "same" if runs[0] == runs[1] else "DIFFERENT")
+"""
+
+
+def test_threads_bit_identical():
+    """1 and 2 threads, bit for bit: split by rows, by columns, across k-blocks. In a fresh
+    process without the load guard, which would run "2 threads" on one on a busy machine."""
+    use_threads(2)
+    r = run_python(THREAD_CODE, env_extra={"FASTNN_ADAPTIVE_THREADS": "0", "FASTNN_BF16": ""})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    kernels = [p for p in _C.supported_bf16_paths() if p != "fp32"]
+    if not kernels:
+        pytest.skip("no bf16 kernel runs here")
+    assert sum("same" in line for line in lines) == 4 * len(kernels), r.stdout
+
+
+def test_fp32_path_is_the_fp32_product(rng):
+    """FASTNN_BF16=fp32 (or set_bf16_path): precision="bf16" runs gemm itself, bit for bit."""
+    a, b = operands(rng, 70, 90, 110, False, False)
+    _C.set_bf16_path("fp32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # chosen, not a lack: no warning
+        got = fastnn.matmul(a, b, precision="bf16")
+    assert got.tobytes() == fastnn.matmul(a, b).tobytes()
+
+
+def test_fp32_default_unchanged(rng):
+    a, b = operands(rng, 70, 90, 110, False, True)
+    assert fastnn.matmul(a, b, transpose_b=True).tobytes() == \
+        _C.gemm(a, b, transpose_b=True, precision="fp32").tobytes()
+
+
+def test_warns_once_without_bf16_instructions(monkeypatch, rng):
+    monkeypatch.setattr(_C, "bf16_path", lambda: "fp32")
+    monkeypatch.setattr(_C, "supported_bf16_paths", lambda: ["fp32"])
+    monkeypatch.setattr(_C, "bf16_path_description", lambda: "fp32 (no bf16 instructions: test)")
+    monkeypatch.setattr(fastnn, "_bf16_warned", False)
+    _C.set_bf16_path("fp32")
+    a, b = operands(rng, 3, 4, 5, False, False)
+    with pytest.warns(RuntimeWarning, match="no bf16 instructions"):
+        fastnn.matmul(a, b, precision="bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastnn.matmul(a, b, precision="bf16")
+
+
+# ----------------------------------------------------------------------------- selection, errors
+def test_config_names_the_path():
+    cfg = fastnn.config()
+    paths = _C.supported_bf16_paths()
+    assert paths[-1] == "fp32" and cfg["bf16"] == _C.bf16_path()
+    features = cfg["cpu"]["features"]
+    best = "amx" if "amx" in paths else "avx512_bf16" if "avx512_bf16" in paths else "fp32"
+    assert _C.bf16_path() == best
+    assert ("avx512_bf16" in paths) == features["avx512_bf16"]
+    if not features["amx_bf16"]:
+        assert "amx" not in paths
+
+
+@pytest.mark.parametrize("forced", ["fp32"] + KERNEL_PATHS)
+def test_environment_forces_the_path(forced):
+    code = "import fastnn, warnings; print(fastnn.config()['bf16'])"
+    r = run_python(code, env_extra={"FASTNN_BF16": forced})
+    assert r.returncode == 0, r.stderr
+    if forced == "fp32":
+        assert r.stdout.strip() == "fp32 (forced by FASTNN_BF16=fp32)"
+    elif forced in _C.supported_bf16_paths():
+        assert r.stdout.strip() == forced and "RuntimeWarning" not in r.stderr
+    else:
+        assert f"FASTNN_BF16={forced} is not a bf16 path this CPU runs" in r.stderr
+
+
+def test_environment_unknown_path_warns():
+    r = run_python("import fastnn; print(fastnn.config()['bf16'])", env_extra={"FASTNN_BF16": "fp8"})
+    assert r.returncode == 0, r.stderr
+    assert "FASTNN_BF16=fp8 is not a bf16 path this CPU runs" in r.stderr
+    assert r.stdout.strip() == _C.bf16_path()
+
+
+def test_errors(rng):
+    a, b = operands(rng, 3, 4, 5, False, False)
+    with pytest.raises(ValueError, match=r"'precision' must be 'fp32' or 'bf16', got 'fp16'"):
+        fastnn.matmul(a, b, precision="fp16")
+    with pytest.raises(ValueError, match=r"gemm_reference: argument 'precision'"):
+        _C.gemm_reference(a, b, precision="BF16")
+    with pytest.raises(TypeError, match=r"precision must be a str"):
+        fastnn.matmul(a, b, precision=16)
+    with pytest.raises(ValueError, match=r"inner dimensions differ"):
+        fastnn.matmul(a, a, precision="bf16")
+    with pytest.raises(ValueError, match=r"'tf32' is not a bf16 path.*supported: .*'fp32'"):
+        _C.set_bf16_path("tf32")
+    with pytest.raises(TypeError, match=r"bf16_convert: argument 'x'"):
+        _C.bf16_convert("abc")
