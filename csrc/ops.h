@@ -50,11 +50,14 @@ void conv2d_reference(const ConvGeometry& g, int64_t out_channels, int64_t group
 // plus bias (nullptr: none), then act. Backward: dx (nullptr: not wanted) = the input's
 // gradient, dw = dw_beta * dw + the weight's, db += the bias's (nullptr: none), from the
 // output's gradient gy (after the activation's derivative).
+// bf16: the products in bfloat16 on the GEMM path (gemm_bf16), which layers of more than 16
+// filters per group then take; smaller ones keep the float32 direct kernels.
 void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x,
-                    const float* w, const float* bias, Activation act, float alpha, float* y);
+                    const float* w, const float* bias, Activation act, float alpha, float* y,
+                    bool bf16 = false);
 void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x,
                      const float* w, const float* gy, float* dx, float* dw, float dw_beta,
-                     float* db);
+                     float* db, bool bf16 = false);
 // groups == channels: output channel o = c * multiplier + m reads input channel c only;
 // w (c * multiplier, 1, kh, kw). Backward writes dx (if not nullptr), dw = dw_beta * dw + the
 // weight's gradient and db += the bias's (if not nullptr).

@@ -22,6 +22,7 @@
 #include "../ops.h"
 #include "../parallel.h"
 #include "conv_direct.h"
+#include "gemm/bf16.h"
 #include "isa.h"
 #include "window.h"
 
@@ -312,19 +313,26 @@ void direct_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int6
     });
 }
 
+// bf16 products are the GEMM's (the direct kernels multiply in float32); a layer of at most
+// kDirectWeightGradChannels filters per group keeps the direct kernels, which outrun
+// im2col and the bf16 GEMM there (LeNet's 6 and 16: 2-3x, Xeon with AMX).
+bool bf16_on_gemm(bool bf16, int64_t og) { return bf16 && og > kDirectWeightGradChannels; }
+
 }  // namespace
 
 void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x,
-                    const float* w, const float* bias, Activation act, float alpha, float* y) {
+                    const float* w, const float* bias, Activation act, float alpha, float* y,
+                    bool bf16) {
     // Image by image, threads taking whole images: the image's im2col block (c kh kw x oh ow)
     // stays in L2 between being written and being multiplied (the batch's whole matrix went to
     // memory and back: 3.7 ms of a 32 x 32 x 32-channel layer's 11.5 ms at batch 32), and the
     // product W x block is the image's NCHW output as it stands.
     const int64_t oh = g.out_h(), ow = g.out_w(), pixels = oh * ow, ld = block_ld(pixels);
     const int64_t k = g.c / groups * g.kh * g.kw, og = out_channels / groups;
-    if (const DirectConvKernels* dk = direct_kernels(g))
+    if (const DirectConvKernels* dk = bf16_on_gemm(bf16, og) ? nullptr : direct_kernels(g))
         return direct_forward(*dk, g, out_channels, groups, x, w, bias, act, alpha, y);
     const ActivateFn activate_fn = activate_kernel();
+    const auto product = bf16 ? gemm_bf16 : gemm;
     const int64_t flops = out_channels * k * pixels;
     parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
                  [=](int64_t n0, int64_t n1) {
@@ -333,8 +341,8 @@ void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups,
             image_im2col(g, x + n * g.c * g.h * g.w, col, ld);
             float* out = y + n * out_channels * pixels;
             for (int64_t grp = 0; grp < groups; ++grp)
-                gemm(false, false, og, pixels, k, 1.0f, w + grp * og * k, k, col + grp * k * ld, ld,
-                     0.0f, out + grp * og * pixels, pixels);
+                product(false, false, og, pixels, k, 1.0f, w + grp * og * k, k, col + grp * k * ld,
+                        ld, 0.0f, out + grp * og * pixels, pixels, Epilogue{});
             finish_channels(out, out_channels, pixels, bias, act, alpha, activate_fn);
         }
     });
@@ -342,7 +350,7 @@ void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups,
 
 void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x,
                      const float* w, const float* gy, float* dx, float* dw, float dw_beta,
-                     float* db) {
+                     float* db, bool bf16) {
     const int64_t oh = g.out_h(), ow = g.out_w(), pixels = oh * ow;
     const int64_t k = g.c / groups * g.kh * g.kw, og = out_channels / groups;
     const int64_t rows = g.c * g.kh * g.kw, wsize = out_channels * k;
@@ -362,7 +370,7 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
     const int64_t flops = 2 * out_channels * k * pixels * kImagesPerPartial;
     // The input's gradient direct needs no patches' gradient block (rows x pixels floats an
     // image, written, then read back by col2im), which took half of a VGG layer's backward.
-    const DirectConvKernels* dk = direct_kernels(g);
+    const DirectConvKernels* dk = bf16_on_gemm(bf16, og) ? nullptr : direct_kernels(g);
     if (dk && dx) {
         direct_input_grad(*dk, g, out_channels, groups, w, gy, dx);
         dx = nullptr;
@@ -373,6 +381,7 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
         // `per_block` images side by side in each product (see images_per_block).
         const int64_t per_block = images_per_block(rows, pixels), span = per_block * pixels;
         const int64_t ld = block_ld(span);
+        const auto product = bf16 ? gemm_bf16 : gemm;
         parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
                      [=](int64_t c0, int64_t c1) {
             float* col = thread_buffer(0, static_cast<size_t>(rows * ld));
@@ -400,12 +409,12 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
                     }
                     const float beta = n0 == first ? 0.0f : 1.0f;
                     for (int64_t grp = 0; grp < groups; ++grp)
-                        gemm(false, true, og, k, cols, 1.0f, gb + grp * og * ldg, ldg,
-                             col + grp * k * ld, ld, beta, pw + grp * og * k, k);
+                        product(false, true, og, k, cols, 1.0f, gb + grp * og * ldg, ldg,
+                                col + grp * k * ld, ld, beta, pw + grp * og * k, k, Epilogue{});
                     if (!dx) continue;
                     for (int64_t grp = 0; grp < groups; ++grp)
-                        gemm(true, false, k, cols, og, 1.0f, w + grp * og * k, k,
-                             gb + grp * og * ldg, ldg, 0.0f, dcol + grp * k * ld, ld);
+                        product(true, false, k, cols, og, 1.0f, w + grp * og * k, k,
+                                gb + grp * og * ldg, ldg, 0.0f, dcol + grp * k * ld, ld, Epilogue{});
                     for (int64_t i = 0; i < count; ++i)
                         image_col2im(g, dcol + i * pixels, ld, dx + (n0 + i) * g.c * g.h * g.w);
                 }

@@ -265,6 +265,14 @@ class Operands {
 
 // ---- elementwise -------------------------------------------------------------------------
 
+// A GEMM-based binding's precision argument: true for "bf16", false for "fp32".
+inline bool bf16_precision(const std::string& precision, const char* fn) {
+    if (precision != "fp32" && precision != "bf16")
+        fail_value(std::string(fn) + ": argument 'precision' must be 'fp32' or 'bf16', got '" +
+                   precision + "'");
+    return precision == "bf16";
+}
+
 inline const ActivationInfo& activation_named(const std::string& name) {
     if (const ActivationInfo* a = find_activation(name.c_str())) return *a;
     std::string names;

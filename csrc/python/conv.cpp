@@ -85,7 +85,7 @@ ConvArgs conv_args(const char* fn, py::handle x_obj, py::handle w_obj, py::handl
 py::array_t<float> conv_forward(const char* fn, py::handle x_obj, py::handle w_obj,
                                 py::handle b_obj, py::handle stride, py::handle padding,
                                 py::handle dilation, py::handle groups_obj, Activation act,
-                                float alpha, py::handle out_obj) {
+                                float alpha, py::handle out_obj, bool bf16 = false) {
     ConvArgs args = conv_args(fn, x_obj, w_obj, stride, padding, dilation, groups_obj);
     const F32Array &x = args.x, &w = args.w;
     const ConvGeometry& g = args.g;
@@ -103,7 +103,7 @@ py::array_t<float> conv_forward(const char* fn, py::handle x_obj, py::handle w_o
     if (depthwise)
         depthwise_forward(g, oc / g.c, x.data(), w.data(), bp, out);
     else
-        conv2d_forward(g, oc, groups, x.data(), w.data(), bp, act, alpha, out);
+        conv2d_forward(g, oc, groups, x.data(), w.data(), bp, act, alpha, out, bf16);
     return y;
 }
 
@@ -112,7 +112,7 @@ py::array_t<float> conv_forward(const char* fn, py::handle x_obj, py::handle w_o
 py::object conv_backward(const char* fn, py::handle x_obj, py::handle w_obj, py::handle g_obj,
                          py::handle gw_obj, py::handle gb_obj, float beta, bool input_grad,
                          py::handle stride, py::handle padding, py::handle dilation,
-                         py::handle groups_obj, py::handle out_obj) {
+                         py::handle groups_obj, py::handle out_obj, bool bf16 = false) {
     ConvArgs args = conv_args(fn, x_obj, w_obj, stride, padding, dilation, groups_obj);
     const F32Array &x = args.x, &w = args.w;
     const ConvGeometry& g = args.g;
@@ -151,7 +151,7 @@ py::object conv_backward(const char* fn, py::handle x_obj, py::handle w_obj, py:
         if (depthwise)
             depthwise_backward(g, oc / g.c, x.data(), w.data(), gy.data(), dxp, gwp, beta, gbp);
         else
-            conv2d_backward(g, oc, groups, x.data(), w.data(), gy.data(), dxp, gwp, beta, gbp);
+            conv2d_backward(g, oc, groups, x.data(), w.data(), gy.data(), dxp, gwp, beta, gbp, bf16);
     }
     if (!input_grad) return py::none();
     return std::move(dx);
@@ -183,26 +183,31 @@ void bind_conv(py::module_& m) {
     m.def("conv2d_forward", [](py::handle x_obj, py::handle w_obj, py::handle b_obj,
                                py::handle stride, py::handle padding, py::handle dilation,
                                py::handle groups_obj, const std::string& activation, float alpha,
-                               py::handle out_obj) {
+                               py::handle out_obj, const std::string& precision) {
+        const bool bf16 = bf16_precision(precision, "conv2d_forward");
         return conv_forward("conv2d_forward", x_obj, w_obj, b_obj, stride, padding, dilation,
-                            groups_obj, activation_named(activation).act, alpha, out_obj);
+                            groups_obj, activation_named(activation).act, alpha, out_obj, bf16);
     }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::kw_only(),
        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
        py::arg("activation") = "identity", py::arg("activation_alpha") = 0.01f,
-       py::arg("out") = py::none(),
+       py::arg("out") = py::none(), py::arg("precision") = "fp32",
        "torch.nn.functional.conv2d, then the activation: image by image, each image's im2col "
-       "block multiplied by the weight on the GEMM while it is in cache.");
+       "block multiplied by the weight on the GEMM while it is in cache (precision 'bf16': "
+       "bfloat16 products on the GEMM for more than 16 filters per group; fewer keep the float32 "
+       "direct kernels).");
 
     m.def("conv2d_backward", [](py::handle x_obj, py::handle w_obj, py::handle g_obj,
                                 py::handle gw_obj, py::handle gb_obj, float beta, bool input_grad,
                                 py::handle stride, py::handle padding, py::handle dilation,
-                                py::handle groups_obj, py::handle out_obj) {
+                                py::handle groups_obj, py::handle out_obj,
+                                const std::string& precision) {
+        const bool bf16 = bf16_precision(precision, "conv2d_backward");
         return conv_backward("conv2d_backward", x_obj, w_obj, g_obj, gw_obj, gb_obj, beta,
-                             input_grad, stride, padding, dilation, groups_obj, out_obj);
+                             input_grad, stride, padding, dilation, groups_obj, out_obj, bf16);
     }, py::arg("x"), py::arg("weight"), py::arg("grad_y"), py::arg("grad_weight"), py::kw_only(),
        py::arg("grad_bias") = py::none(), py::arg("beta") = 0.0f, py::arg("input_grad") = true,
        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
-       py::arg("out") = py::none(),
+       py::arg("out") = py::none(), py::arg("precision") = "fp32",
        "From grad_y (the output's gradient, after the activation's derivative): grad_weight (in "
        "place) = beta * grad_weight + dL/dweight, grad_bias (in place) += dL/dbias; returns "
        "dL/dx (None with input_grad=False).");

@@ -12,10 +12,7 @@ py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_ob
                            const std::string& activation, float act_alpha, bool reference,
                            const std::string& precision) {
     const char* fn = reference ? "gemm_reference" : "gemm";
-    if (precision != "fp32" && precision != "bf16")
-        fail_value(std::string(fn) + ": argument 'precision' must be 'fp32' or 'bf16', got '" +
-                   precision + "'");
-    const bool bf16 = precision == "bf16";
+    const bool bf16 = bf16_precision(precision, fn);
     Epilogue ep;
     ep.act = activation_named(activation).act;
     ep.act_alpha = act_alpha;
