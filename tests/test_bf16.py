@@ -227,7 +227,7 @@ def test_warns_once_without_bf16_instructions(monkeypatch, rng):
     monkeypatch.setattr(_C, "bf16_path", lambda: "fp32")
     monkeypatch.setattr(_C, "supported_bf16_paths", lambda: ["fp32"])
     monkeypatch.setattr(_C, "bf16_path_description", lambda: "fp32 (no bf16 instructions: test)")
-    monkeypatch.setattr(fastnn, "_bf16_warned", False)
+    monkeypatch.setattr(fastnn.precision, "_warned", False)
     _C.set_bf16_path("fp32")
     a, b = operands(rng, 3, 4, 5, False, False)
     with pytest.warns(RuntimeWarning, match="no bf16 instructions"):
@@ -272,11 +272,11 @@ def test_environment_unknown_path_warns():
 
 def test_errors(rng):
     a, b = operands(rng, 3, 4, 5, False, False)
-    with pytest.raises(ValueError, match=r"'precision' must be 'fp32' or 'bf16', got 'fp16'"):
+    with pytest.raises(ValueError, match=r"matmul: precision must be 'fp32' or 'bf16'; got 'fp16'"):
         fastnn.matmul(a, b, precision="fp16")
     with pytest.raises(ValueError, match=r"gemm_reference: argument 'precision'"):
         _C.gemm_reference(a, b, precision="BF16")
-    with pytest.raises(TypeError, match=r"precision must be a str"):
+    with pytest.raises(TypeError, match=r"matmul: precision must be a str"):
         fastnn.matmul(a, b, precision=16)
     with pytest.raises(ValueError, match=r"inner dimensions differ"):
         fastnn.matmul(a, a, precision="bf16")

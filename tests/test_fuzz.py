@@ -1174,6 +1174,37 @@ def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds, flush)
         _C.set_flush_denormals(True)
 
 
+@fuzz(data=st.data(), name=st.sampled_from(["amx", "avx512_bf16", "fp32", "AMX", "", "tf32", "avx2"]),
+      vector=st.booleans(), n=WIDE)
+def test_bf16_path_bindings(data, name, vector, n):
+    """set_bf16_path / bf16_path / bf16_path_description / supported_bf16_paths /
+    bf16_blocking, then a bf16 product on the path in use; bf16_convert on any array."""
+    old = _C.bf16_path()
+    try:
+        runs = name in _C.supported_bf16_paths()
+        check_call(f"set_bf16_path({name!r})", lambda: _C.set_bf16_path(name), [],
+                   set() if runs else {name or "''"})
+        assert _C.bf16_path() == (name if runs else old)
+        assert fastnn.config()["bf16"] == _C.bf16_path_description()
+        assert _C.bf16_path_description().startswith(_C.bf16_path())
+        built = name in ("amx", "avx512_bf16")
+        blocking = check_call(f"bf16_blocking({name!r})", lambda: _C.bf16_blocking(name), [],
+                              set() if built else {name or "''"})
+        assert blocking is None or all(v >= 1 for v in blocking)
+        rng = np.random.default_rng(n)
+        a, b = (rng.standard_normal(shape).astype(np.float32) for shape in ((7, 33), (33, 5)))
+        rounded = _C.bf16_path() != "fp32"
+        ea, eb = (_ref.bf16_round(v) if rounded else v for v in (a, b))
+        agree(fastnn.matmul(a, b, precision="bf16"), ea.astype(np.float64) @ eb,
+              4 * EPS32 * 36 * (np.abs(ea) @ np.abs(eb)), f"matmul bf16 on {_C.bf16_path()}")
+        x = data.draw(arg("x", (n,)))
+        check_call(f"bf16_convert(x, vector={vector})", lambda: _C.bf16_convert(x.a, vector=vector),
+                   [x], check=lambda bits: np.testing.assert_array_equal(
+                       bits, _ref.bf16_bits(x.v.astype(np.float32))))
+    finally:
+        _C.set_bf16_path(old)
+
+
 BLOCK_SIZES = [1, 2, 5, 16, 17, 64, 300, 4096, 65536, 65537, 0, -3, 2**40, True, 8.0, None]
 CACHE_SPECS = [None, "32K:8,512K:8,32M:16", "48K:12,2M:16,300M:15", "4K:2", "1K:1:16,2K:2:16",
                "", "48K:", "48Q:12", "2M:16,48K:12", "48K:12:63", "1:1", "48K:12,2M:16,1G:16,2G:16",
@@ -1265,10 +1296,12 @@ def geometry_bad(shape, k, s, p, d):
       h=st.sampled_from([1, 2, 3, 5, 7, 8]), w=st.sampled_from([1, 3, 5, 8]),
       k=st.sampled_from(KERNELS), s=st.sampled_from(STRIDES), p=st.sampled_from(PADS),
       d=st.sampled_from([1, 1, 2, 0]), groups=st.sampled_from([1, 2, "c"]), mult=st.sampled_from([1, 2]),
-      act=st.sampled_from(["identity", "relu", "tanh"]))
-def test_conv_bindings(data, fn, n, c, h, w, k, s, p, d, groups, mult, act):
+      act=st.sampled_from(["identity", "relu", "tanh"]),
+      precision=st.sampled_from(["fp32", "fp32", "bf16", "fp8"]))
+def test_conv_bindings(data, fn, n, c, h, w, k, s, p, d, groups, mult, act, precision):
     """conv2d_reference / conv2d_forward / conv2d_backward / depthwise forward and backward
-    against the float64 references."""
+    against the float64 references (conv2d's precision: bf16 products within bf16's
+    rounding of both operands, 2^-8 each)."""
     shape = (n, c, h, w)
     geo = dict(stride=s, padding=p, dilation=d)
     bad = geometry_bad(shape, k, s, p, d)
@@ -1285,6 +1318,12 @@ def test_conv_bindings(data, fn, n, c, h, w, k, s, p, d, groups, mult, act):
     bad = {b for b in bad if b != "kernel_size"} | ({"x", "weight", "kernel_size"} & bad)
     if c % g:
         bad |= {"groups", "weight"}
+    precision_kw = {}
+    rel = 1e-5
+    if fn in ("conv2d_forward", "conv2d_backward"):
+        precision_kw = {"precision": precision}
+        bad |= {"precision"} if precision == "fp8" else set()
+        rel = 1e-2 if precision == "bf16" else rel
     big = lambda a: np.abs(np.where(np.isfinite(a), a, 0)).max(initial=0) + 1  # noqa: E731
 
     def expected():
@@ -1293,7 +1332,7 @@ def test_conv_bindings(data, fn, n, c, h, w, k, s, p, d, groups, mult, act):
 
     def check(y, activation="identity"):
         e = _ref.act_forward(activation, expected())
-        agree(y, e, 1e-5 * big(x.v) * big(wt.v) * (c * kh * kw + 1) + 1e-5 * big(bias.v),
+        agree(y, e, rel * big(x.v) * big(wt.v) * (c * kh * kw + 1) + 1e-5 * big(bias.v),
               f"{fn} {shape} w={w_shape} {geo}", skip=~np.isfinite(e))
     out_shape = (n, oc, 1, 1) if bad else _ref.conv2d(np.zeros(shape), np.zeros(w_shape),
                                                       None, s, p, d, g).shape
@@ -1311,9 +1350,10 @@ def test_conv_bindings(data, fn, n, c, h, w, k, s, p, d, groups, mult, act):
             returned_in(out, y)
             check(y, activation)
     if fn == "conv2d_forward":
-        check_call(f"conv2d_forward(x, w, b, groups={g}, activation={act!r}, out={out}, **{geo})",
+        check_call(f"conv2d_forward(x, w, b, groups={g}, activation={act!r}, out={out}, "
+                   f"**{geo}, **{precision_kw})",
                    lambda: _C.conv2d_forward(x.a, wt.a, bias.a, groups=g, activation=act, **out_kw,
-                                             **geo),
+                                             **geo, **precision_kw),
                    args, bad, lambda y: check_out(y, act))
         return
     if fn == "depthwise":
@@ -1336,13 +1376,13 @@ def test_conv_bindings(data, fn, n, c, h, w, k, s, p, d, groups, mult, act):
         og, kk = oc // g, col.shape[1] // g
         edw = np.concatenate([rows[:, i * og:(i + 1) * og].T @ col[:, i * kk:(i + 1) * kk]
                               for i in range(g)]).reshape(w_shape)
-        tol = 1e-4 * (big(x.v) * big(gy.v) * (rows.shape[0] + 1) + np.abs(gw0))
+        tol = max(rel, 1e-4) * (big(x.v) * big(gy.v) * (rows.shape[0] + 1) + np.abs(gw0))
         agree(gw.a, 0.5 * gw0 + edw, tol, f"{fn} grad_weight", skip=~np.isfinite(0.5 * gw0 + edw))
         agree(gb.a, gb0 + rows.sum(axis=0), 1e-4 * (np.abs(rows).sum(axis=0) + np.abs(gb0) + 1),
               f"{fn} grad_bias", skip=~np.isfinite(gb0))
         assert dx.shape == shape
     call = _C.depthwise_conv2d_backward if dw else _C.conv2d_backward
-    call_kw = {} if dw else {"groups": g}
+    call_kw = {} if dw else {"groups": g, **precision_kw}
     if out is not None:
         call_kw["out"] = out.a
     check_call(f"{call.__name__}(x, w, grad_y, grad_weight, grad_bias=gb, beta=0.5, {call_kw}, **{geo})",
@@ -1778,7 +1818,9 @@ def test_fuzz_covers_every_binding_and_layer():
                "supported_isas", "config", "fma_peak_gflops", "max_num_threads", "blocking",
                "set_blocking", "reset_blocking", "model_blocking", "fma_peak_per_core",
                "_elementwise_isa", "activations", "set_flush_denormals", "conv2d_reference",
-               "conv2d_forward", "conv2d_backward", "depthwise_conv2d_forward",
+               "conv2d_forward", "conv2d_backward", "depthwise_conv2d_forward", "bf16_blocking",
+               "bf16_convert", "bf16_path", "bf16_path_description", "set_bf16_path",
+               "supported_bf16_paths",
                "depthwise_conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
                "avgpool2d_forward", "avgpool2d_backward", "batchnorm_forward", "batchnorm_backward"}
     public = {n for n in dir(_C) if not n.startswith("__") and callable(getattr(_C, n))}

@@ -72,6 +72,21 @@ def fma_peak_per_core(isa: str = "") -> float:
     """Measured float32 FMA peak of one core (GFLOP/s) on the ISA's widest vectors, measured
     once per ISA (0.1 s) and remembered."""
 
+# The bf16 GEMM path (gemm(..., precision="bf16")): "amx", "avx512_bf16", or "fp32" (gemm's
+# own float32 product) where the CPU has neither; FASTNN_BF16 forces one at import.
+def bf16_path() -> str: ...
+def bf16_path_description() -> str:
+    """bf16_path(), with why for 'fp32' (config()'s 'bf16')."""
+def supported_bf16_paths() -> list[str]:
+    """The bf16 paths this CPU (and OS) runs, best first; 'fp32' always last."""
+def set_bf16_path(name: str) -> None:
+    """Force the bf16 path (ValueError, naming it and the supported ones, if it does not run here)."""
+def bf16_blocking(name: str) -> tuple[int, int, int]:
+    """(kc, nc, mc) of a bf16 kernel: the cache model's for 2-byte panels."""
+def bf16_convert(x: npt.ArrayLike, *, vector: bool = True) -> npt.NDArray[np.uint16]:
+    """x's float32 values rounded to bfloat16 (nearest, ties to even), as their uint16 bits:
+    the vector conversion that packing uses, or (vector=False) the scalar reference."""
+
 # C = act(alpha * op(a) @ op(b) + beta * c + bias). With out=None a new (m, n) array is
 # returned (beta is then ignored); otherwise out must be float32 (m, n) with unit column
 # stride (a row slice of a larger array is fine), updated in place. bias: (n,) or None;
@@ -80,12 +95,14 @@ def fma_peak_per_core(isa: str = "") -> float:
 def gemm(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
          transpose_a: bool = False, transpose_b: bool = False,
          alpha: float = 1.0, beta: float = 0.0, bias: Optional[npt.ArrayLike] = None,
-         activation: ActivationName = "identity", activation_alpha: float = 0.01) -> F32: ...
+         activation: ActivationName = "identity", activation_alpha: float = 0.01,
+         precision: Literal["fp32", "bf16"] = "fp32") -> F32: ...
 def gemm_reference(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
                    transpose_a: bool = False, transpose_b: bool = False,
                    alpha: float = 1.0, beta: float = 0.0, bias: Optional[npt.ArrayLike] = None,
                    activation: ActivationName = "identity",
-                   activation_alpha: float = 0.01) -> F32: ...
+                   activation_alpha: float = 0.01,
+                   precision: Literal["fp32", "bf16"] = "fp32") -> F32: ...
 
 def column_sum(x: npt.ArrayLike, out: F32, beta: float = 0.0) -> None:
     """In place: out[j] = beta * out[j] + sum_i x[i, j] (the bias gradient)."""
@@ -160,6 +177,9 @@ def sum_squares(x: npt.ArrayLike) -> float:
 def scale_(x: F32, factor: float) -> None:
     """In place: x *= factor."""
 
+def axpby_(y: F32, x: npt.ArrayLike, a: float, b: float) -> None:
+    """In place: y = a * y + b * x (x of y's shape; y itself allowed)."""
+
 def clip_(x: F32, low: float, high: float) -> None:
     """In place: x = min(max(x, low), high)."""
 
@@ -216,13 +236,16 @@ def conv2d_reference(x: npt.ArrayLike, weight: npt.ArrayLike, bias: Optional[npt
 def conv2d_forward(x: npt.ArrayLike, weight: npt.ArrayLike, bias: Optional[npt.ArrayLike] = None,
                    *, stride: Pair = 1, padding: Pair = 0, dilation: Pair = 1, groups: int = 1,
                    activation: ActivationName = "identity", activation_alpha: float = 0.01,
-                   out: Optional[F32] = None) -> F32:
+                   out: Optional[F32] = None, precision: Literal["fp32", "bf16"] = "fp32") -> F32:
     """torch.nn.functional.conv2d, then the activation: image by image, each image's im2col block
-    multiplied by the weight on the GEMM while it is in cache."""
+    multiplied by the weight on the GEMM while it is in cache (precision 'bf16': bfloat16
+    products on the GEMM for more than 16 filters per group; fewer keep the float32 direct
+    kernels)."""
 def conv2d_backward(x: npt.ArrayLike, weight: npt.ArrayLike, grad_y: npt.ArrayLike,
                     grad_weight: F32, *, grad_bias: Optional[F32] = None, beta: float = 0.0,
                     input_grad: bool = True, stride: Pair = 1, padding: Pair = 0,
-                    dilation: Pair = 1, groups: int = 1, out: Optional[F32] = None) -> Optional[F32]:
+                    dilation: Pair = 1, groups: int = 1, out: Optional[F32] = None,
+                    precision: Literal["fp32", "bf16"] = "fp32") -> Optional[F32]:
     """From grad_y (the output's gradient, after the activation's derivative): grad_weight (in
     place) = beta * grad_weight + dL/dweight, grad_bias (in place) += dL/dbias; returns dL/dx
     (None with input_grad=False). The batch's weight gradient is summed in a fixed order: the

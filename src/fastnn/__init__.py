@@ -5,7 +5,7 @@ exported here, for the forward of a model of your own), ``init``, ``optim``, ``s
 ``metrics``, ``data``, ``datasets``, ``callbacks``, ``diagnostics``, ``io`` (``load``),
 ``tuning`` (``tune``: the GEMM blocking timed on this CPU, saved and loaded at import),
 ``memory`` (where every array fastnn allocates comes from: aligned, on a device),
-``distributed`` (data-parallel training on MPI).
+``distributed`` (data-parallel training on MPI), ``precision`` (``autocast``: bf16 GEMMs).
 Optional packages (tqdm, safetensors, scikit-learn) are imported only when used.
 """
 
@@ -23,18 +23,20 @@ except ImportError as err:  # src/fastnn imported as it is, without a build
         "pip install . (or pip install -e . to work on it) from the repository") from err
 
 from . import data, functional, losses, memory, nn, optim
+from . import precision as _precision
 from .functional import add, concat, flatten, mul, relu, reshape, sigmoid, softmax, tanh
 from ._checks import thread_count
 from ._random import seed
+from .precision import autocast
 from . import tuning as _tuning
 from .tuning import tune
 
 __version__: str = _C.__version__  # pyproject.toml's version, compiled in by the build
 
 __all__ = ["add", "concat", "flatten", "mul", "relu", "reshape", "sigmoid", "softmax", "tanh",
-           "callbacks", "config", "data", "datasets", "diagnostics", "distributed", "experiments",
+           "autocast", "callbacks", "config", "data", "datasets", "diagnostics", "distributed", "experiments",
            "functional", "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads",
-           "memory", "metrics", "nn", "optim", "plot", "schedulers", "seed", "set_flush_denormal",
+           "memory", "metrics", "nn", "optim", "plot", "precision", "schedulers", "seed", "set_flush_denormal",
            "set_num_threads", "tune", "__version__"]
 
 # Submodules that most programs never touch (or that nn loads when it needs them) are
@@ -67,9 +69,6 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY_SUBMODULES, "load"})
 
 
-_bf16_warned = False
-
-
 def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,
            transpose_b: bool = False, precision: str = "fp32") -> np.ndarray:
     """``op(a) @ op(b)`` for 2-D arrays, in float32, with fastnn's GEMM (op: optional transpose).
@@ -78,15 +77,9 @@ def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,
     accumulates the products in float32: on AMX or AVX512_BF16 (``config()["bf16"]`` names
     the path; ``FASTNN_BF16=amx|avx512_bf16|fp32`` forces one). A CPU with neither runs the
     float32 product, with a one-time warning. The result is float32 either way."""
-    global _bf16_warned
-    if not isinstance(precision, str):
-        raise TypeError(f"matmul: precision must be a str ('fp32' or 'bf16'), got "
-                        f"{type(precision).__name__}")
-    if precision == "bf16" and not _bf16_warned and _C.bf16_path() == "fp32" \
-            and len(_C.supported_bf16_paths()) == 1:
-        _bf16_warned = True
-        warnings.warn(f"matmul(precision='bf16'): {_C.bf16_path_description()}; running the "
-                      "float32 product", RuntimeWarning, stacklevel=2)
+    precision = _precision.check(precision, "matmul: precision")
+    if precision == "bf16":
+        _precision.warn_if_emulated("matmul")
     return _C.gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
 
 

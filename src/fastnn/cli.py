@@ -126,6 +126,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    "shuffling and the splits (default: %(default)s)")
     p.add_argument("--threads", type=_thread_count, default=None,
                    help="kernel threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--precision", default="fp32", choices=fastnn.precision.PRECISIONS,
+                   help="the layers' matrix products: fp32, or bf16 (bfloat16 products "
+                   "accumulated in float32, on AMX or AVX512_BF16; float32 weights) "
+                   "(default: %(default)s)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -292,7 +296,8 @@ def _banner(args: argparse.Namespace, n_train: int, n_test: int, held_out: str =
     cfg = fastnn.config()
     threads = cfg["num_threads"]
     validation = f"{n_val} validation / " if n_val else ""
-    print(f"fastnn {cfg['version']} - {cfg['isa']} - {threads} thread{'s' * (threads != 1)} - "
+    isa = f"{cfg['isa']}, bf16 products on {cfg['bf16']}" if args.precision == "bf16" else cfg["isa"]
+    print(f"fastnn {cfg['version']} - {isa} - {threads} thread{'s' * (threads != 1)} - "
           f"{args.data}: {n_train} train / {validation}{n_test} {held_out} samples")
 
 
@@ -304,7 +309,7 @@ def _train(args: argparse.Namespace) -> int:
     model = _builder(args, X_train.shape[1], int(y_train.max()) + 1)()
     model.compile(loss="cross_entropy",
                   optimizer=fastnn.optim.get(args.optimizer, lr=args.lr, clip_norm=args.clip_norm),
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], precision=args.precision)
     split = args.validation_split
     if split and round(len(X_train) * split) in (0, len(X_train)):
         print(f"note: --validation-split {split} of {len(X_train)} training samples leaves "
@@ -365,7 +370,8 @@ def _compare(args: argparse.Namespace) -> int:
     fastnn.experiments.compare(build, (X_train, y_train, X_val, y_val),
                                optimizers=args.optimizers, lrs=args.lr,
                                batch_sizes=args.batch_size, epochs=args.epochs, seed=args.seed,
-                               target_accuracy=args.target, plot=args.plot)
+                               target_accuracy=args.target, plot=args.plot,
+                               precision=args.precision)
     if args.plot:
         print(f"saved the curves to {args.plot}")
     return 0

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import _random, losses, optim
+from . import precision as _precision
 from .data import batches as _batches
 
 Data = tuple  # (X_train, y_train, X_val, y_val) or (X_train, y_train, X_val, y_val, ...)
@@ -101,7 +102,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
             lrs: Sequence[float] | None = None, batch_sizes: Sequence[int | None] = (32,),
             epochs: int = 5, loss: str = "cross_entropy", seed: int = 0,
             target_accuracy: float | None = None, verbose: bool = True,
-            plot: str | None = None, chance_margin: float = 0.02) -> Comparison:
+            plot: str | None = None, chance_margin: float = 0.02,
+            precision: str = "fp32") -> Comparison:
     """Train one model per (optimizer settings, lr, batch size) and compare them.
 
     build_model: a function returning a fresh, uncompiled model. data: (X_train, y_train,
@@ -127,7 +129,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     of 1/classes and the validation set's majority-class share) is marked "chance" in the
     table (``Run.at_chance``): it learnt nothing. Prints a line per run and the table when
     verbose; plot= saves the curves side by side (needs matplotlib). A failure of the table
-    or the plot only warns: the finished runs are always returned.
+    or the plot only warns: the finished runs are always returned. precision: "fp32" or
+    "bf16", every run's (``compile``'s precision).
     """
     X_train, y_train, X_val, y_val = _unpack(data, 4, "compare")
     if not 0.0 <= chance_margin < 1.0:
@@ -136,6 +139,7 @@ def compare(build_model: Callable[[], Any], data: Data, *,
         if value is not None and np.ndim(value) != 1:  # a list, a tuple or np.logspace's array
             raise TypeError(f"compare: {name} must be a list (one run per value); "
                             f"got {value!r:.100}")
+    precision = _precision.check(precision, "compare: precision")
     result = Comparison(target_accuracy=target_accuracy)
     grid = _optimizer_grid(optimizers, lrs)
     if not grid or len(batch_sizes) == 0:
@@ -146,7 +150,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
         optimizer = make()  # a fresh one: runs must not share moments or steps
         _random.seed(seed)  # the same initial weights for every run
         model = build_model()
-        model.compile(loss=loss, optimizer=optimizer)  # accuracy, quiet where undefined
+        model.compile(loss=loss, optimizer=optimizer,  # accuracy, quiet where undefined
+                      precision=precision)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # divergence is reported below

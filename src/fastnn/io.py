@@ -141,6 +141,7 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
             "loss": {"class": type(loss).__name__,
                      "config": {k: v for k, v in vars(loss).items() if not k.startswith("_")}},
             "metrics": [m for m in compiled.metric_names if isinstance(m, str)],
+            "precision": compiled.precision,
         }
         if include_optimizer:
             if compiled.run is not None:
@@ -302,7 +303,8 @@ def load(path: str | Path) -> Any:
         try:
             optimizer = optim.from_config(training.get("optimizer"))
             loss = loss_cls(**_mapping(loss_spec.get("config", {}), "the loss config", path))
-            model.compile(loss=loss, optimizer=optimizer, metrics=metrics)
+            model.compile(loss=loss, optimizer=optimizer, metrics=metrics,
+                          precision=training.get("precision", "fp32"))
             if state:  # saved with include_optimizer=True
                 optimizer.load_state_arrays(state)
             if "run" in training:

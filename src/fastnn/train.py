@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import _C, data, diagnostics as _diagnostics, losses, memory, metrics as _metrics, optim
+from . import precision as _precision
 from ._checks import numeric, positive_int
 from ._random import resolve
 from .callbacks import Callback, LearningRateScheduler
@@ -134,6 +135,7 @@ class Compiled:
     metric_names: list[str | _metrics.Metric]
     run: dict | None = None  # RunState.to_json() of the last fit's last epoch, for save
     resume: RunState | None = None  # a loaded checkpoint's, for the next fit
+    precision: str = "fp32"  # of the layers' GEMMs in fit, evaluate and predict
 
 
 class History:
@@ -177,7 +179,8 @@ class History:
 
 
 def compile(model: Any, loss: str | losses.Loss, optimizer: str | optim.Optimizer = "adam",
-            metrics: Sequence[str | _metrics.Metric] | None = _DEFAULT_METRICS) -> None:
+            metrics: Sequence[str | _metrics.Metric] | None = _DEFAULT_METRICS,
+            precision: str = "fp32") -> None:
     """Choose the loss, the optimizer (bound to ``model.parameters()``) and the metrics.
 
     loss: a name ("cross_entropy", "binary_cross_entropy"/"bce", "mse", ...) or a Loss.
@@ -188,15 +191,20 @@ def compile(model: Any, loss: str | losses.Loss, optimizer: str | optim.Optimize
     ``fastnn.metrics.Metric`` objects. The loss is always reported, and ``fit`` and
     ``evaluate`` report every metric; an accuracy asked for that the loss cannot define
     for the targets (MSE on regression targets) is left out with a MetricWarning (quietly
-    for the default metrics).
+    for the default metrics). precision: "fp32" (default) or "bf16", the arithmetic of the
+    layers' matrix products in ``fit``, ``evaluate`` and ``predict`` (``fastnn.precision``:
+    bf16 products accumulated in float32, float32 weights, gradients and optimizer state).
     """
+    precision = _precision.check(precision)
+    if precision == "bf16":
+        _precision.warn_if_emulated("compile", stacklevel=3)
     loss_fn = losses.get(loss)
     opt = optim.get(optimizer).bind(model.parameters())
     names = [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics or ())
     if _warn_on_output_activation(model, loss_fn):
         loss_fn.skip_first_input_check()  # said once, here; the loss need not say it again
     resolved = _resolve_metrics(names, loss_fn, requested=metrics is not _DEFAULT_METRICS)
-    model.compiled = Compiled(loss_fn, opt, resolved, names)
+    model.compiled = Compiled(loss_fn, opt, resolved, names, precision=precision)
 
 
 def _resolve_metrics(names: list[str | _metrics.Metric], loss_fn: losses.Loss,
@@ -217,7 +225,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         seed: int | np.random.Generator | None = None,
         callbacks: Sequence[Callback | Any] | None = None,
         augment: Callable[[np.ndarray], np.ndarray] | None = None,
-        diagnostics: bool = False, distributed: bool = False) -> History:
+        diagnostics: bool = False, distributed: bool = False,
+        precision: str | None = None) -> History:
     """Train for ``epochs`` passes over (X, y) and return the History.
 
     batch_size: None for full-batch gradient descent, 1 for stochastic, n for mini-batches.
@@ -264,8 +273,14 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     ``Metric.merge``, as the built-in ones do); only rank 0 shows progress and runs the
     callbacks that write files (ModelCheckpoint, CSVLogger); each rank evaluates its share
     of the validation set. Dropout and ``Augment`` draw from per-rank streams.
+
+    precision: "fp32" or "bf16", the layers' matrix products in this fit (default: the
+    compiled precision; see ``fastnn.precision``).
     """
     cfg = _require_compiled(model, "fit")
+    gemm_precision = cfg.precision if precision is None else _precision.check(precision)
+    if gemm_precision == "bf16":
+        _precision.warn_if_emulated("fit", stacklevel=3)
     X, y = _check_data(model, X, y, "X", "y")
     _diagnostics.check_input_scale(X, "X", stacklevel=2)
     epochs = positive_int(epochs, "epochs")
@@ -307,7 +322,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         cb.set_model(model)
     model.stop_training = False
     logs: dict[str, float] = {}
-    with _mode(model, training=True):
+    with _mode(model, training=True), _precision.using(gemm_precision):
         cfg.optimizer.zero_grad()
         for cb in callbacks:
             cb.on_train_begin()
@@ -382,14 +397,18 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
     positive_int(batch_size, "batch_size")
     chosen = cfg.metrics if metrics is None else _resolve_metrics(
         [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics), cfg.loss)
-    return _evaluate(model, cfg, X, y, chosen, batch_size)
+    with _precision.using(cfg.precision):
+        return _evaluate(model, cfg, X, y, chosen, batch_size)
 
 
 def predict(model: Any, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-    """The model's outputs for X (logits for a classifier), in evaluation mode."""
+    """The model's outputs for X (logits for a classifier), in evaluation mode (in the
+    compiled precision)."""
     X = _check_inputs(model, X, "X")
     size = positive_int(batch_size, "batch_size")
-    with _mode(model, training=False):
+    compiled = getattr(model, "compiled", None)
+    with _mode(model, training=False), \
+            _precision.using(compiled.precision if compiled is not None else _precision.current()):
         return np.concatenate([model(X[i:i + size]) for i in range(0, len(X), size)])
 
 

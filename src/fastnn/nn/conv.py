@@ -12,6 +12,7 @@ from .. import init as _init
 from .._checks import as_float32, positive_int
 from .._random import generator
 from .. import memory
+from .. import precision as _precision
 from .layers import _ACTIVATIONS, _check_grad, _resolve_activation
 from .module import Parameter, Workspace, WorkspaceLayer, reserve_parameters
 
@@ -132,6 +133,7 @@ class Conv2d(WorkspaceLayer):
         out = self.output(workspace, internal, "output", shape)
         z = None if fused or workspace is None else workspace.array("pre_activation", shape)
         act = self.activation if fused else "identity"
+        self._precision = _precision.current()  # backward's too; depthwise has no GEMM
         if self.depthwise:
             if act == "identity":
                 y = z = _C.depthwise_conv2d_forward(x, self.weight.data, bias,
@@ -143,7 +145,8 @@ class Conv2d(WorkspaceLayer):
         else:
             z = y = _C.conv2d_forward(x, self.weight.data, bias, **self._geometry(),
                                       groups=self.groups, activation=act,
-                                      activation_alpha=self._alpha, out=out if fused else z)
+                                      activation_alpha=self._alpha, out=out if fused else z,
+                                      precision=self._precision)
         if not fused:
             y = _C.activation_forward(self.activation, z, self._alpha, out=out)
         self._x, self._z, self._y = x, None if fused else z, y
@@ -172,7 +175,7 @@ class Conv2d(WorkspaceLayer):
                                                 out=out)
         return _C.conv2d_backward(self._x, self.weight.data, g, weight_grad, grad_bias=bias_grad,
                                   beta=beta, input_grad=input_grad, **self._geometry(),
-                                  groups=self.groups, out=out)
+                                  groups=self.groups, out=out, precision=self._precision)
 
     def get_config(self) -> dict:
         """Constructor arguments; a callable ``init`` is left out (the weights are saved)."""

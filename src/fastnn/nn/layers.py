@@ -10,6 +10,7 @@ import numpy as np
 from .. import _C
 from .. import init as _init
 from .. import memory
+from .. import precision as _precision
 from .._checks import as_float32, non_negative, positive_int, stream_seed
 from .._random import generator
 from .module import Module, Parameter, Workspace, WorkspaceLayer, reserve_parameters
@@ -100,13 +101,14 @@ class Dense(WorkspaceLayer):
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
                              f"got {x.shape}{hint}")
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
+        self._precision = _precision.current()  # backward's too, as torch.autocast's
         shape = (len(x), self.out_features)
         out = self.output(workspace, internal, "output", shape)
         z = None if fused or workspace is None else workspace.array("pre_activation", shape)
         y = _C.gemm(x, self.weight.data, out if fused else z, transpose_b=True,
                     bias=None if self.bias is None else self.bias.data,
                     activation=self.activation if fused else "identity",
-                    activation_alpha=self._alpha)
+                    activation_alpha=self._alpha, precision=self._precision)
         self._x, self._z = x, None if fused else y
         if not fused:
             y = _C.activation_forward(self.activation, y, self._alpha, out=out)
@@ -131,12 +133,14 @@ class Dense(WorkspaceLayer):
         elif bias_grad is not None:
             _C.column_sum(g, bias_grad, beta=1.0)
         weight_grad, beta = self.weight.grad_to_write()
-        _C.gemm(g, self._x, out=weight_grad, transpose_a=True, beta=beta)
+        _C.gemm(g, self._x, out=weight_grad, transpose_a=True, beta=beta,
+                precision=self._precision)
         if self.l1 or self.l2:
             _C.add_penalty_grad(self.weight.data, self.weight.grad, self.l1, self.l2)
         if not input_grad:
             return None
-        return _C.gemm(g, self.weight.data, self.output(workspace, internal, "grad_x", self._x.shape))
+        return _C.gemm(g, self.weight.data, self.output(workspace, internal, "grad_x", self._x.shape),
+                       precision=self._precision)
 
     def regularization_loss(self) -> float:
         """``l1 * sum|W| + l2 * sum(W^2)`` for the current weight (0.0 without penalties)."""

@@ -1,0 +1,71 @@
+"""Mixed precision: the arithmetic of the layers' matrix products.
+
+"fp32" (the default): float32 products, as always. "bf16": the GEMMs of the forward and
+backward passes (Dense, and Conv2d's GEMM path) round their operands to bfloat16 (float32's
+range, 8 significant bits) as they pack them, multiply on the CPU's bf16 instructions (AMX
+tiles or AVX512_BF16, ``fastnn.config()["bf16"]`` names the path) and accumulate and write
+float32. Weights, gradients, optimizer state, losses and the elementwise kernels stay
+float32: PyTorch's ``torch.autocast("cpu", dtype=torch.bfloat16)`` with float32 master
+weights. ``model.compile(..., precision="bf16")`` sets it for ``fit``, ``evaluate`` and
+``predict``; ``with fastnn.autocast("bf16"):`` for any code. A CPU without bf16
+instructions runs the float32 products, with a one-time warning.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from typing import Iterator
+
+from . import _C
+
+PRECISIONS = ("fp32", "bf16")
+_local = threading.local()
+_warned = False
+
+
+def check(precision: object, name: str = "precision") -> str:
+    """``precision`` as one of PRECISIONS, or a clear error naming ``name``."""
+    if not isinstance(precision, str):
+        raise TypeError(f"{name} must be a str, 'fp32' or 'bf16'; got "
+                        f"{type(precision).__name__}")
+    if precision.lower() not in PRECISIONS:
+        raise ValueError(f"{name} must be 'fp32' or 'bf16'; got {precision!r}")
+    return precision.lower()
+
+
+def current() -> str:
+    """The precision of the layers' GEMMs in this thread now."""
+    return getattr(_local, "precision", "fp32")
+
+
+def warn_if_emulated(what: str, stacklevel: int = 2) -> None:
+    """Once per process: say that ``what`` asked for bf16 on a CPU without bf16
+    instructions, so it runs in float32 (not when FASTNN_BF16 chose float32)."""
+    global _warned
+    if _warned or _C.bf16_path() != "fp32" or len(_C.supported_bf16_paths()) > 1:
+        return
+    _warned = True
+    warnings.warn(f"{what}: precision='bf16' runs float32 products here: "
+                  f"{_C.bf16_path_description()}", RuntimeWarning, stacklevel=stacklevel + 1)
+
+
+@contextlib.contextmanager
+def using(precision: str) -> Iterator[None]:
+    """The layers' GEMMs in ``precision`` (already checked) inside the ``with`` block (this thread)."""
+    previous = current()
+    _local.precision = precision
+    try:
+        yield
+    finally:
+        _local.precision = previous
+
+
+def autocast(precision: str = "bf16") -> contextlib.AbstractContextManager[None]:
+    """Run the layers' GEMMs in ``precision`` inside a ``with`` block (this thread), as
+    ``torch.autocast``: ``with fastnn.autocast("bf16"): loss = model(X)...``. A layer's
+    backward uses the precision of its forward."""
+    precision = check(precision)
+    if precision == "bf16":
+        warn_if_emulated("autocast")
+    return using(precision)
