@@ -78,3 +78,24 @@ def test_bench_distributed_prints_the_cpu_and_every_configuration():
         assert r["samples_per_s_1p1t"] > 0 and r["samples_per_s_2p1t"] > 0 and r["samples_per_s_1p2t"] > 0
         assert 0 < r["mpi_allreduce_ms"] and 0 < r["one_way_ms"] and 0 < r["allreduce_share"] < 1
     assert {(m["machines"], m["gbit_per_s"]) for m in payload["ring_model"]} == {(8, 10), (8, 100), (64, 10), (64, 100)}
+
+
+def test_bench_mlp_bf16_nets_train_alike():
+    """bench_mlp --precision bf16's check: fastnn's bf16 step and PyTorch's bf16 autocast (where
+    PyTorch is installed) stay within bf16's rounding of fastnn fp32 over 50 steps."""
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_mlp
+        from common import try_import_torch
+    finally:
+        sys.path.remove(str(BENCH))
+    torch = try_import_torch()
+    frameworks = ["fastnn", "fastnn-bf16"] + (["torch-bf16"] if torch else [])
+    X, y = bench_mlp.data()
+    sizes = bench_mlp.MODELS["784-256-128-10"]
+    last = bench_mlp.check_same_loss(frameworks, torch, sizes, "adam", X, y)
+    assert set(last) == set(frameworks)
+    if fastnn._C.bf16_path() != "fp32":
+        assert last["fastnn-bf16"] != last["fastnn"], "the bf16 net ran float32 products"
