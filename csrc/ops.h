@@ -50,8 +50,10 @@ void conv2d_reference(const ConvGeometry& g, int64_t out_channels, int64_t group
 // plus bias (nullptr: none), then act. Backward: dx (nullptr: not wanted) = the input's
 // gradient, dw = dw_beta * dw + the weight's, db += the bias's (nullptr: none), from the
 // output's gradient gy (after the activation's derivative).
-// bf16: the products in bfloat16 on the GEMM path (gemm_bf16), which layers of more than 16
-// filters per group then take; smaller ones keep the float32 direct kernels.
+// bf16: the GEMM path's products in bfloat16 (gemm_bf16). The direct kernels (stride 1 on
+// AVX2/AVX-512: the forward, the input's gradient, the weight's for at most 16 filters per
+// group) stay float32: on im2col, the bf16 GEMM was slower than them for small layers (1 to
+// 32 channels at 28x28, Xeon with AMX) and at most 1.2x faster for 64-128 channels.
 void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x,
                     const float* w, const float* bias, Activation act, float alpha, float* y,
                     bool bf16 = false);

@@ -55,28 +55,30 @@ def test_dense_forward_and_backward_products_in_bf16(bf16_path, rng):
     assert np.array_equal(layer(x), fastnn.matmul(x, w, transpose_b=True) + b)  # fp32 again
 
 
-def test_conv2d_gemm_path_in_bf16_and_direct_path_in_fp32(bf16_path, rng):
+def test_conv2d_gemm_path_in_bf16_and_direct_kernels_in_fp32(bf16_path, rng):
     x = rng.standard_normal((2, 24, 9, 9)).astype(np.float32)
-    conv = nn.Conv2d(24, 40, 3, padding=1)   # 40 filters: the im2col GEMM path
+    rx = _ref.bf16_round(x).astype(np.float64)
+    conv = nn.Conv2d(24, 40, 3, stride=2, padding=1)   # strided: the im2col GEMM
     with fastnn.autocast("bf16"):
         y = conv(x)
-    rx, rw = _ref.bf16_round(x), _ref.bf16_round(conv.weight.data)
-    expected = _ref.conv2d(rx.astype(np.float64), rw.astype(np.float64), conv.bias.data, 1, 1)
-    bound = 4 * EPS32 * (24 * 9 + 2) * _ref.conv2d(np.abs(rx).astype(np.float64),
-                                                   np.abs(rw).astype(np.float64), None, 1, 1)
+    rw = _ref.bf16_round(conv.weight.data).astype(np.float64)
+    expected = _ref.conv2d(rx, rw, conv.bias.data, 2, 1)
+    bound = 4 * EPS32 * (24 * 9 + 2) * _ref.conv2d(np.abs(rx), np.abs(rw), None, 2, 1)
     assert (np.abs(y - expected) <= bound + 1e-6).all()
+    assert np.abs(y - conv(x)).max() > 1e-4, "the strided convolution ran float32 products"
+    same = nn.Conv2d(24, 40, 3, padding=1)   # stride 1: direct forward and input gradient,
+    with fastnn.autocast("bf16"):            # the weight's gradient (40 > 16 filters) on
+        y = same(x)                          # the GEMM
+    assert np.array_equal(y, same(x)), "the direct forward is float32"
     g = rng.standard_normal(y.shape).astype(np.float32)
-    conv.backward(g)
-    col, _ = _ref.im2col(rx.astype(np.float64), 3, 1, 1)
-    rows = _ref.bf16_round(g).astype(np.float64).transpose(0, 2, 3, 1).reshape(-1, 40)
-    expected_dw = (rows.T @ col).reshape(conv.weight.shape)
-    bound = 4 * EPS32 * (len(rows) + 2) * (np.abs(rows).T @ np.abs(col)).reshape(conv.weight.shape)
-    assert (np.abs(conv.weight.grad - expected_dw) <= bound + 1e-6).all()
-    small = nn.Conv2d(1, 6, 5)   # LeNet's first layer: the direct kernels, float32 always
-    x1 = rng.standard_normal((2, 1, 12, 12)).astype(np.float32)
-    fp32 = small(x1)
     with fastnn.autocast("bf16"):
-        assert np.array_equal(small(x1), fp32)
+        same(x)
+    same.backward(g)
+    col, _ = _ref.im2col(rx, 3, 1, 1)
+    rows = _ref.bf16_round(g).astype(np.float64).transpose(0, 2, 3, 1).reshape(-1, 40)
+    expected_dw = (rows.T @ col).reshape(same.weight.shape)
+    bound = 4 * EPS32 * (len(rows) + 2) * (np.abs(rows).T @ np.abs(col)).reshape(same.weight.shape)
+    assert (np.abs(same.weight.grad - expected_dw) <= bound + 1e-6).all()
 
 
 def test_fp32_is_unchanged_and_autocast_nests_and_is_per_thread(rng):
@@ -138,6 +140,29 @@ def test_bf16_training_matches_fp32_on_fashion_mnist(bf16_path, fashion_fp32):
                    - np.convolve(fp32_losses[:200], window, "valid"))
     assert means.max() <= 0.03, means.max()
     assert diff.max() > 0, "bf16 gave fp32's losses bit for bit: the products were not bf16"
+
+
+@FASHION
+@pytest.mark.skipif(not PATHS, reason="this CPU has no bf16 instructions (AVX512_BF16 or AMX)")
+def test_bf16_cnn_training_matches_fp32_on_fashion_mnist():
+    """A CNN (two 3x3 convolutions of 32 filters, max pooling, Dense), Adam, 20000 training
+    images, 2 epochs, seed 0, on the best bf16 path only (they agree with each other above):
+    test accuracy within 0.3 percentage points of fp32's (measured +0.22 on AMX; seed 1:
+    +0.11)."""
+    X, y, X_test, y_test = datasets.load("fashion-mnist")
+    X, X_test = X.reshape(-1, 1, 28, 28)[:20000], X_test.reshape(-1, 1, 28, 28)
+    accuracy = {}
+    for precision in ("fp32", "bf16"):
+        fastnn.seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 32, 3, padding="same", activation="relu"),
+                              nn.MaxPool2d(2),
+                              nn.Conv2d(32, 32, 3, padding="same", activation="relu"),
+                              nn.MaxPool2d(2), nn.Flatten(), nn.Dense(32 * 49, 10))
+        model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=2e-3), precision=precision)
+        model.fit(X, y[:20000], epochs=2, batch_size=128, seed=0, verbose=0)
+        accuracy[precision] = model.evaluate(X_test, y_test)["accuracy"]
+    assert abs(accuracy["bf16"] - accuracy["fp32"]) <= 0.003, accuracy
+    assert accuracy["bf16"] > 0.85, accuracy
 
 
 def test_compile_fit_save_and_errors(tmp_path, rng):

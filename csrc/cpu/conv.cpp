@@ -313,11 +313,6 @@ void direct_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int6
     });
 }
 
-// bf16 products are the GEMM's (the direct kernels multiply in float32); a layer of at most
-// kDirectWeightGradChannels filters per group keeps the direct kernels, which outrun
-// im2col and the bf16 GEMM there (LeNet's 6 and 16: 2-3x, Xeon with AMX).
-bool bf16_on_gemm(bool bf16, int64_t og) { return bf16 && og > kDirectWeightGradChannels; }
-
 }  // namespace
 
 void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x,
@@ -329,7 +324,7 @@ void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups,
     // product W x block is the image's NCHW output as it stands.
     const int64_t oh = g.out_h(), ow = g.out_w(), pixels = oh * ow, ld = block_ld(pixels);
     const int64_t k = g.c / groups * g.kh * g.kw, og = out_channels / groups;
-    if (const DirectConvKernels* dk = bf16_on_gemm(bf16, og) ? nullptr : direct_kernels(g))
+    if (const DirectConvKernels* dk = direct_kernels(g))
         return direct_forward(*dk, g, out_channels, groups, x, w, bias, act, alpha, y);
     const ActivateFn activate_fn = activate_kernel();
     const auto product = bf16 ? gemm_bf16 : gemm;
@@ -370,7 +365,7 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
     const int64_t flops = 2 * out_channels * k * pixels * kImagesPerPartial;
     // The input's gradient direct needs no patches' gradient block (rows x pixels floats an
     // image, written, then read back by col2im), which took half of a VGG layer's backward.
-    const DirectConvKernels* dk = bf16_on_gemm(bf16, og) ? nullptr : direct_kernels(g);
+    const DirectConvKernels* dk = direct_kernels(g);
     if (dk && dx) {
         direct_input_grad(*dk, g, out_channels, groups, w, gy, dx);
         dx = nullptr;

@@ -193,8 +193,7 @@ void bind_conv(py::module_& m) {
        py::arg("out") = py::none(), py::arg("precision") = "fp32",
        "torch.nn.functional.conv2d, then the activation: image by image, each image's im2col "
        "block multiplied by the weight on the GEMM while it is in cache (precision 'bf16': "
-       "bfloat16 products on the GEMM for more than 16 filters per group; fewer keep the float32 "
-       "direct kernels).");
+       "bfloat16 products on the GEMM; the direct kernels of stride 1 stay float32).");
 
     m.def("conv2d_backward", [](py::handle x_obj, py::handle w_obj, py::handle g_obj,
                                 py::handle gw_obj, py::handle gb_obj, float beta, bool input_grad,

@@ -239,8 +239,7 @@ def conv2d_forward(x: npt.ArrayLike, weight: npt.ArrayLike, bias: Optional[npt.A
                    out: Optional[F32] = None, precision: Literal["fp32", "bf16"] = "fp32") -> F32:
     """torch.nn.functional.conv2d, then the activation: image by image, each image's im2col block
     multiplied by the weight on the GEMM while it is in cache (precision 'bf16': bfloat16
-    products on the GEMM for more than 16 filters per group; fewer keep the float32 direct
-    kernels)."""
+    products on the GEMM; the direct kernels of stride 1 stay float32)."""
 def conv2d_backward(x: npt.ArrayLike, weight: npt.ArrayLike, grad_y: npt.ArrayLike,
                     grad_weight: F32, *, grad_bias: Optional[F32] = None, beta: float = 0.0,
                     input_grad: bool = True, stride: Pair = 1, padding: Pair = 0,
