@@ -125,7 +125,7 @@ void bind_config(py::module_& m) {
             fail_value("bf16_blocking: '" + name + "' is not a bf16 kernel of this build");
         const Blocking b = bf16_blocking(name.c_str());
         return py::make_tuple(b.kc, b.nc, b.mc);
-    }, py::arg("name"), "(kc, nc, mc) of a bf16 kernel: the cache model's for 2-byte panels.");
+    }, py::arg("name"), "(kc, nc, mc) of a bf16 kernel: blocking.h model_blocking_bf16 for this CPU.");
     m.def("fma_peak_per_core", [](const std::string& isa) {
         // Measured once per ISA (0.1 s), for config() and the benchmarks' %-of-peak.
         static std::mutex mutex;

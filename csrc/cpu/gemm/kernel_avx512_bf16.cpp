@@ -115,13 +115,13 @@ void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, u
     pack_b_pairs(trans, b, ldb, kc, (kc + 1) / 2 * 2, cols, NR, out);
 }
 
-void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
-            float alpha, float beta, int64_t rows, int64_t cols) {
-    __m512 acc[MR][3];
+// acc (a whole 8 x 48 tile, rows ld floats apart) += the products; zeroed first when fresh.
+void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* acc, int64_t ld, bool fresh) {
+    __m512 sum[MR][3];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
-        for (int h = 0; h < 3; ++h) acc[i][h] = _mm512_setzero_ps();
+        for (int h = 0; h < 3; ++h) sum[i][h] = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + i * ld + 16 * h);
     const uint32_t* ap = reinterpret_cast<const uint32_t*>(a);
 #pragma GCC unroll 2
     for (int64_t q = 0; q < kp / 2; ++q, ap += MR, b += 2 * NR) {
@@ -132,20 +132,13 @@ void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t 
         for (int i = 0; i < MR; ++i) {
             const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(ap[i]));
 #pragma GCC unroll 3
-            for (int h = 0; h < 3; ++h) acc[i][h] = _mm512_dpbf16_ps(acc[i][h], ai, bv[h]);
+            for (int h = 0; h < 3; ++h) sum[i][h] = _mm512_dpbf16_ps(sum[i][h], ai, bv[h]);
         }
     }
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    for (int i = 0; i < MR && i < rows; ++i) {
-        float* row = c + i * ldc;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
-        for (int h = 0; h < 3; ++h) {
-            const __mmask16 m = first(cols - 16 * h);
-            __m512 r = _mm512_mul_ps(va, acc[i][h]);
-            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, row + 16 * h), r);
-            _mm512_mask_storeu_ps(row + 16 * h, m, r);
-        }
-    }
+        for (int h = 0; h < 3; ++h) _mm512_storeu_ps(acc + i * ld + 16 * h, sum[i][h]);
 }
 
 }  // namespace
