@@ -263,6 +263,16 @@ def test_environment_forces_the_path(forced):
         assert f"FASTNN_BF16={forced} is not a bf16 path this CPU runs" in r.stderr
 
 
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+def test_lower_isa_leaves_bf16_on_fp32(isa):
+    """FASTNN_ISA below AVX-512 (where this CPU runs it) takes the AVX-512 bf16 kernels away too."""
+    if isa not in _C.supported_isas():
+        pytest.skip(f"this CPU does not run {isa}")
+    r = run_python("import fastnn; print(fastnn.config()['bf16'])", env_extra={"FASTNN_ISA": isa})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"fp32 (FASTNN_ISA={isa}: the bf16 kernels are AVX-512 code)"
+
+
 def test_environment_unknown_path_warns():
     r = run_python("import fastnn; print(fastnn.config()['bf16'])", env_extra={"FASTNN_BF16": "fp8"})
     assert r.returncode == 0, r.stderr

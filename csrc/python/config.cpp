@@ -74,6 +74,8 @@ std::string bf16_path_description() {
     if (path != "fp32") return path;
     const char* env = std::getenv("FASTNN_BF16");
     if (env && std::strcmp(env, "fp32") == 0) return "fp32 (forced by FASTNN_BF16=fp32)";
+    if (const char* isa = std::getenv("FASTNN_ISA"); isa && kernel_named(isa) && std::strcmp(isa, "avx512") != 0)
+        return "fp32 (FASTNN_ISA=" + std::string(isa) + ": the bf16 kernels are AVX-512 code)";
     const char* names[4];
     if (supported_bf16_paths(names) > 1) return "fp32 (set by set_bf16_path)";
     return std::string("fp32 (no bf16 instructions: ") + bf16_missing_reason("avx512_bf16") + ")";

@@ -21,6 +21,8 @@ F32 = npt.NDArray[np.float32]
 ActivationName = Literal["identity", "linear", "sigmoid", "relu", "tanh", "leaky_relu", "elu",
                          "gelu", "softplus"]
 IsaName = Literal["avx512", "avx2", "generic"]
+Precision = Literal["fp32", "bf16"]
+Bf16Path = Literal["amx", "avx512_bf16", "fp32"]
 
 __version__: str  # pyproject.toml's version, compiled in
 AUGMENT_STREAM_PER_IMAGE: int  # counter-stream elements each image of augment_images takes
@@ -80,12 +82,32 @@ def fma_peak_per_core(isa: str = "") -> float:
 def gemm(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
          transpose_a: bool = False, transpose_b: bool = False,
          alpha: float = 1.0, beta: float = 0.0, bias: Optional[npt.ArrayLike] = None,
-         activation: ActivationName = "identity", activation_alpha: float = 0.01) -> F32: ...
+         activation: ActivationName = "identity", activation_alpha: float = 0.01,
+         precision: Precision = "fp32") -> F32:
+    """precision="bf16": a and b rounded to bfloat16 as they are packed, fp32 accumulation,
+    on bf16_path()'s kernel (ValueError for another precision)."""
 def gemm_reference(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
                    transpose_a: bool = False, transpose_b: bool = False,
                    alpha: float = 1.0, beta: float = 0.0, bias: Optional[npt.ArrayLike] = None,
                    activation: ActivationName = "identity",
-                   activation_alpha: float = 0.01) -> F32: ...
+                   activation_alpha: float = 0.01, precision: Precision = "fp32") -> F32:
+    """The triple loop in float64; precision="bf16": on the bf16-rounded a and b."""
+
+# bfloat16 (csrc/cpu/gemm/bf16.h).
+def bf16_convert(x: npt.ArrayLike, *, vector: bool = True) -> npt.NDArray[np.uint16]:
+    """x's float32 values rounded to bfloat16 (nearest, ties to even; NaN stays a quiet NaN,
+    subnormals are rounded, not flushed), as their uint16 bits: the vector conversion that
+    packing uses, or (vector=False) the scalar reference."""
+def bf16_path() -> Bf16Path:
+    """The bf16 GEMM path in use: the best this CPU runs (amx > avx512_bf16 > fp32) unless
+    FASTNN_BF16 or set_bf16_path chose another; FASTNN_ISA=avx2|generic makes it fp32."""
+def bf16_path_description() -> str:
+    """bf16_path(), and for "fp32" why (config()["bf16"])."""
+def supported_bf16_paths() -> list[str]: ...
+def set_bf16_path(name: Bf16Path) -> None:
+    """Force the bf16 path (ValueError naming why, for a path this CPU does not run)."""
+def bf16_blocking(name: Literal["amx", "avx512_bf16"]) -> tuple[int, int, int]:
+    """(kc, nc, mc) of a bf16 kernel: blocking.h's model_blocking_bf16 for this CPU."""
 
 def column_sum(x: npt.ArrayLike, out: F32, beta: float = 0.0) -> None:
     """In place: out[j] = beta * out[j] + sum_i x[i, j] (the bias gradient)."""

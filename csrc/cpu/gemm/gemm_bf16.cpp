@@ -166,6 +166,10 @@ struct Init {
             if (kPaths[i].uk) g_blocking[i] = model_blocking_bf16(cpu_info().caches, kPaths[i].uk->mr, kPaths[i].uk->nr);
             if (!*missing_reason(i)) g_path = i;  // the best, listed first
         }
+        // Both kernels are AVX-512 code: FASTNN_ISA=avx2 or generic (a CPU without it, as
+        // far as fastnn goes) leaves bf16 on fp32 too, unless FASTNN_BF16 asks otherwise.
+        if (const char* isa = std::getenv("FASTNN_ISA"); isa && kernel_named(isa) && std::strcmp(isa, "avx512") != 0)
+            g_path = kNumPaths - 1;
         const char* forced = std::getenv("FASTNN_BF16");
         if (forced && *forced) set_bf16_path(forced);
     }
