@@ -1164,6 +1164,47 @@ def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds, flush)
         _C.set_flush_denormals(True)
 
 
+@fuzz(data=st.data(), path=st.sampled_from(["amx", "avx512_bf16", "fp32", "AMX", "", "fp16"]),
+      blocking_of=st.sampled_from(["amx", "avx512_bf16", "fp32", "", "tf32"]),
+      shape=st.sampled_from([(0,), (1,), (17,), (40,), (3, 33), (2, 3, 5)]), vector=st.booleans())
+def test_bf16_bindings(data, path, blocking_of, shape, vector):
+    """set_bf16_path / bf16_path / supported_bf16_paths / bf16_path_description / bf16_blocking,
+    then a bf16 product on the path in use held to the float64 product of the rounded inputs;
+    bf16_convert on drawn arrays held to the reference in _ref.py."""
+    old = _C.bf16_path()
+    try:
+        runs = path in _C.supported_bf16_paths()
+        check_call(f"set_bf16_path({path!r})", lambda: _C.set_bf16_path(path), [],
+                   set() if runs else {path or "''"})
+        assert _C.bf16_path() == (path if runs else old)
+        assert fastnn.config()["bf16"] == _C.bf16_path_description()
+        assert _C.bf16_path_description().startswith(_C.bf16_path())
+        kernel = blocking_of in ("amx", "avx512_bf16")
+        blk = check_call(f"bf16_blocking({blocking_of!r})", lambda: _C.bf16_blocking(blocking_of), [],
+                         set() if kernel else {blocking_of or "''"})
+        if blk is not None:
+            kc, nc, mc = blk
+            assert kc >= 32 and kc % 32 == 0 and nc >= 1 and mc >= 1
+        x = data.draw(arg("x", shape))
+
+        def check_convert(res):
+            assert res.dtype == np.uint16 and res.shape == x.a.shape
+            np.testing.assert_array_equal(res, _ref.bf16_bits(x.v))
+        check_call(f"bf16_convert(x, vector={vector})", lambda: _C.bf16_convert(x.a, vector=vector),
+                   [x], check=check_convert)
+        rng = np.random.default_rng(len(shape))
+        a = rng.standard_normal((37, 70)).astype(np.float32)
+        b = rng.standard_normal((70, 45)).astype(np.float32)
+        rounded = _C.bf16_path() != "fp32"
+        A, B = (bf16_round(a), bf16_round(b)) if rounded else (a, b)
+        A, B = A.astype(np.float64), B.astype(np.float64)
+        trace(f"matmul(precision='bf16') on {_C.bf16_path()}")
+        agree(fastnn.matmul(a, b, precision="bf16"), A @ B, 4 * EPS32 * 72 * (np.abs(A) @ np.abs(B)),
+              f"bf16 product on {_C.bf16_path()}")
+    finally:
+        _C.set_bf16_path(old)
+
+
 BLOCK_SIZES = [1, 2, 5, 16, 17, 64, 300, 4096, 65536, 65537, 0, -3, 2**40, True, 8.0, None]
 CACHE_SPECS = [None, "32K:8,512K:8,32M:16", "48K:12,2M:16,300M:15", "4K:2", "1K:1:16,2K:2:16",
                "", "48K:", "48Q:12", "2M:16,48K:12", "48K:12:63", "1:1", "48K:12,2M:16,1G:16,2G:16",
@@ -1770,7 +1811,9 @@ def test_fuzz_covers_every_binding_and_layer():
                "_elementwise_isa", "activations", "set_flush_denormals", "conv2d_reference",
                "conv2d_forward", "conv2d_backward", "depthwise_conv2d_forward",
                "depthwise_conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
-               "avgpool2d_forward", "avgpool2d_backward", "batchnorm_forward", "batchnorm_backward"}
+               "avgpool2d_forward", "avgpool2d_backward", "batchnorm_forward", "batchnorm_backward",
+               "bf16_convert", "bf16_path", "bf16_path_description", "supported_bf16_paths",
+               "set_bf16_path", "bf16_blocking"}
     public = {n for n in dir(_C) if not n.startswith("__") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}
