@@ -114,9 +114,13 @@ void run_bf16(const Bf16Kernel& uk, const Blocking& bl, bool trans_a, bool trans
         }
         pack_panels(pack_b, trans_b, [&](int64_t q, int64_t p) { return trans_b ? b + q * nr * ldb + p : b + p * ldb + q * nr; },
                     ldb, n_panels * tid / nt, n_panels * (tid + 1) / nt, k, nr, n, !trans_b, kp_all, shared_b);
+        // only within this product's own team: on one thread, f may run inside a caller's
+        // parallel region (conv's GEMMs), whose barrier this would otherwise be
+        if (nt > 1) {
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
+        }
         const int64_t i0 = std::min(m, m_panels * tid / nt * mr), i1 = std::min(m, m_panels * (tid + 1) / nt * mr);
         if (i0 < i1) block(i0, i1, 0, n, shared_b);
     });
