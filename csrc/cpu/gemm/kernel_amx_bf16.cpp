@@ -12,9 +12,12 @@
 #include <cstring>
 
 #include "bf16.h"
+#include "bf16_avx512.h"
 
 namespace fastnn {
 namespace {
+
+using namespace bf16_avx512;
 
 constexpr int MR = 32, NR = 32, KA = 32;
 
@@ -32,18 +35,51 @@ void begin() {
     _tile_loadconfig(&config);
 }
 
+// r[j] = lane j of every input: a 16 x 16 transpose of 32-bit lanes.
+void transpose_16x16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; ++i) {
+            t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xDD);
+        }
+    for (int i = 0; i < 8; ++i) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xDD);
+    }
+}
+
 void pack_a(bool trans, const float* a, int64_t lda, int64_t rows, int64_t kc, uint16_t* out) {
     const int64_t kp = (kc + KA - 1) / KA * KA;
-    if (trans || rows < MR || kc < kp) std::memset(out, 0, static_cast<size_t>(MR * kp) * sizeof(uint16_t));
-    if (trans) {  // a row of A (one k of op(A)) is contiguous across op(A)'s rows
-        alignas(64) uint16_t row[MR];
-        for (int64_t p = 0; p < kc; ++p) {
-            bf16_convert_avx512(a + p * lda, row, rows);
-            uint16_t* o = out + p / KA * MR * KA + p % KA;
-            for (int64_t i = 0; i < rows; ++i) o[i * KA] = row[i];
-        }
+    if (trans) {
+        // A row of A is one k of op(A), contiguous across op(A)'s rows: for 16 of those rows,
+        // 16 k pairs as 16 vectors of pairs, transposed into each row's 32 ks.
+        for (int64_t p0 = 0; p0 < kp; p0 += KA)
+            for (int64_t i0 = 0; i0 < MR; i0 += 16) {
+                const __mmask16 m = first(rows - i0);
+                __m512i r[16];
+                for (int q = 0; q < 16; ++q) {
+                    const int64_t p = p0 + 2 * q;
+                    r[q] = bf16_pairs(p < kc ? _mm512_maskz_loadu_ps(m, a + p * lda + i0) : _mm512_setzero_ps(),
+                                      p + 1 < kc ? _mm512_maskz_loadu_ps(m, a + (p + 1) * lda + i0) : _mm512_setzero_ps());
+                }
+                transpose_16x16(r);
+                for (int l = 0; l < 16; ++l)
+                    _mm512_storeu_si512(out + (p0 / KA * MR + i0 + l) * KA, r[l]);
+            }
         return;
     }
+    if (rows < MR || kc < kp) std::memset(out, 0, static_cast<size_t>(MR * kp) * sizeof(uint16_t));
     for (int64_t i = 0; i < rows; ++i)
         for (int64_t p = 0; p < kc; p += KA)
             bf16_convert_avx512(a + i * lda + p, out + (p / KA * MR + i) * KA, std::min<int64_t>(KA, kc - p));
