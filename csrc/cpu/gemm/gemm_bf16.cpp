@@ -1,9 +1,9 @@
-// bf16 GEMM driver: gemm.cpp's loop nest (threads own blocks of C's rows, or of its columns
-// when C has few rows; NC, KC, MC blocks from the cache model for 2-byte panels), with A and
-// B rounded to bf16 as they are packed, so the fp32 operands are read once and no bf16 copy
-// of them is ever made. The kernels accumulate in fp32 across a k-block and add it to C
-// (beta for the first block, 1 after). The k-blocks depend on k and the path only, so every
-// element of C sees the same summation order whatever the thread count.
+// bf16 GEMM driver. Threads own blocks of C's rows (or of its columns when C has few rows),
+// as in gemm.cpp; A and B are rounded to bf16 as they are packed (the fp32 operands are read
+// once; the packed bf16 panels are the only copy), the kernels accumulate the products in
+// fp32, and C gets alpha, beta and the epilogue once, at the end (run_bf16 says why the loop
+// nest differs from gemm.cpp's). The k-blocks depend on k and the path only, so every element
+// of C sees the same summation order whatever the thread count.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
