@@ -263,6 +263,16 @@ def test_environment_forces_the_path(forced):
         assert f"FASTNN_BF16={forced} is not a bf16 path this CPU runs" in r.stderr
 
 
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+def test_lower_isa_leaves_bf16_on_fp32(isa):
+    """FASTNN_ISA below AVX-512 (where this CPU runs it) takes the AVX-512 bf16 kernels away too."""
+    if isa not in _C.supported_isas():
+        pytest.skip(f"this CPU does not run {isa}")
+    r = run_python("import fastnn; print(fastnn.config()['bf16'])", env_extra={"FASTNN_ISA": isa})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"fp32 (FASTNN_ISA={isa}: the bf16 kernels are AVX-512 code)"
+
+
 def test_environment_unknown_path_warns():
     r = run_python("import fastnn; print(fastnn.config()['bf16'])", env_extra={"FASTNN_BF16": "fp8"})
     assert r.returncode == 0, r.stderr
@@ -284,3 +294,18 @@ def test_errors(rng):
         _C.set_bf16_path("tf32")
     with pytest.raises(TypeError, match=r"bf16_convert: argument 'x'"):
         _C.bf16_convert("abc")
+
+
+@pytest.mark.parametrize("name,mr,nr", [("amx", 32, 32), ("avx512_bf16", 8, 48)])
+def test_blocking_fits_the_caches(name, mr, nr):
+    """model_blocking_bf16: the micro-panels in L1, the fp32 accumulator block in L2."""
+    kc, nc, mc = _C.bf16_blocking(name)
+    caches = {c["level"]: c for c in fastnn.config()["cpu"]["caches"]}
+    assert kc % 32 == 0 and nc % nr == 0 and mc % mr == 0
+    assert kc * (mr + nr) * 2 <= caches[1]["size"] * 2 / 3 or kc == 32
+    if 2 in caches:
+        l2 = caches[2]["size"] / max(1, caches[2]["shared_by"])
+        assert mc * nc * 4 <= l2 / 4 or mc == mr
+        assert kc * nc * 2 <= l2 / 8 or nc == nr
+    with pytest.raises(ValueError, match="not a bf16 kernel"):
+        _C.bf16_blocking("fp32")

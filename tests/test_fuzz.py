@@ -1174,33 +1174,43 @@ def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds, flush)
         _C.set_flush_denormals(True)
 
 
-@fuzz(data=st.data(), name=st.sampled_from(["amx", "avx512_bf16", "fp32", "AMX", "", "tf32", "avx2"]),
-      vector=st.booleans(), n=WIDE)
-def test_bf16_path_bindings(data, name, vector, n):
-    """set_bf16_path / bf16_path / bf16_path_description / supported_bf16_paths /
-    bf16_blocking, then a bf16 product on the path in use; bf16_convert on any array."""
+@fuzz(data=st.data(), path=st.sampled_from(["amx", "avx512_bf16", "fp32", "AMX", "", "fp16"]),
+      blocking_of=st.sampled_from(["amx", "avx512_bf16", "fp32", "", "tf32"]),
+      shape=st.sampled_from([(0,), (1,), (17,), (40,), (3, 33), (2, 3, 5)]), vector=st.booleans())
+def test_bf16_bindings(data, path, blocking_of, shape, vector):
+    """set_bf16_path / bf16_path / supported_bf16_paths / bf16_path_description / bf16_blocking,
+    then a bf16 product on the path in use held to the float64 product of the rounded inputs;
+    bf16_convert on drawn arrays held to the reference in _ref.py."""
     old = _C.bf16_path()
     try:
-        runs = name in _C.supported_bf16_paths()
-        check_call(f"set_bf16_path({name!r})", lambda: _C.set_bf16_path(name), [],
-                   set() if runs else {name or "''"})
-        assert _C.bf16_path() == (name if runs else old)
+        runs = path in _C.supported_bf16_paths()
+        check_call(f"set_bf16_path({path!r})", lambda: _C.set_bf16_path(path), [],
+                   set() if runs else {path or "''"})
+        assert _C.bf16_path() == (path if runs else old)
         assert fastnn.config()["bf16"] == _C.bf16_path_description()
         assert _C.bf16_path_description().startswith(_C.bf16_path())
-        built = name in ("amx", "avx512_bf16")
-        blocking = check_call(f"bf16_blocking({name!r})", lambda: _C.bf16_blocking(name), [],
-                              set() if built else {name or "''"})
-        assert blocking is None or all(v >= 1 for v in blocking)
-        rng = np.random.default_rng(n)
-        a, b = (rng.standard_normal(shape).astype(np.float32) for shape in ((7, 33), (33, 5)))
-        rounded = _C.bf16_path() != "fp32"
-        ea, eb = (_ref.bf16_round(v) if rounded else v for v in (a, b))
-        agree(fastnn.matmul(a, b, precision="bf16"), ea.astype(np.float64) @ eb,
-              4 * EPS32 * 36 * (np.abs(ea) @ np.abs(eb)), f"matmul bf16 on {_C.bf16_path()}")
-        x = data.draw(arg("x", (n,)))
+        kernel = blocking_of in ("amx", "avx512_bf16")
+        blk = check_call(f"bf16_blocking({blocking_of!r})", lambda: _C.bf16_blocking(blocking_of), [],
+                         set() if kernel else {blocking_of or "''"})
+        if blk is not None:
+            kc, nc, mc = blk
+            assert kc >= 32 and kc % 32 == 0 and nc >= 1 and mc >= 1
+        x = data.draw(arg("x", shape))
+
+        def check_convert(res):
+            assert res.dtype == np.uint16 and res.shape == x.a.shape
+            np.testing.assert_array_equal(res, _ref.bf16_bits(x.v))
         check_call(f"bf16_convert(x, vector={vector})", lambda: _C.bf16_convert(x.a, vector=vector),
-                   [x], check=lambda bits: np.testing.assert_array_equal(
-                       bits, _ref.bf16_bits(x.v.astype(np.float32))))
+                   [x], check=check_convert)
+        rng = np.random.default_rng(len(shape))
+        a = rng.standard_normal((37, 70)).astype(np.float32)
+        b = rng.standard_normal((70, 45)).astype(np.float32)
+        rounded = _C.bf16_path() != "fp32"
+        A, B = (bf16_round(a), bf16_round(b)) if rounded else (a, b)
+        A, B = A.astype(np.float64), B.astype(np.float64)
+        trace(f"matmul(precision='bf16') on {_C.bf16_path()}")
+        agree(fastnn.matmul(a, b, precision="bf16"), A @ B, 4 * EPS32 * 72 * (np.abs(A) @ np.abs(B)),
+              f"bf16 product on {_C.bf16_path()}")
     finally:
         _C.set_bf16_path(old)
 
@@ -1818,11 +1828,11 @@ def test_fuzz_covers_every_binding_and_layer():
                "supported_isas", "config", "fma_peak_gflops", "max_num_threads", "blocking",
                "set_blocking", "reset_blocking", "model_blocking", "fma_peak_per_core",
                "_elementwise_isa", "activations", "set_flush_denormals", "conv2d_reference",
-               "conv2d_forward", "conv2d_backward", "depthwise_conv2d_forward", "bf16_blocking",
-               "bf16_convert", "bf16_path", "bf16_path_description", "set_bf16_path",
-               "supported_bf16_paths",
+               "conv2d_forward", "conv2d_backward", "depthwise_conv2d_forward",
                "depthwise_conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
-               "avgpool2d_forward", "avgpool2d_backward", "batchnorm_forward", "batchnorm_backward"}
+               "avgpool2d_forward", "avgpool2d_backward", "batchnorm_forward", "batchnorm_backward",
+               "bf16_convert", "bf16_path", "bf16_path_description", "supported_bf16_paths",
+               "set_bf16_path", "bf16_blocking"}
     public = {n for n in dir(_C) if not n.startswith("__") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}

@@ -74,6 +74,8 @@ std::string bf16_path_description() {
     if (path != "fp32") return path;
     const char* env = std::getenv("FASTNN_BF16");
     if (env && std::strcmp(env, "fp32") == 0) return "fp32 (forced by FASTNN_BF16=fp32)";
+    if (const char* isa = std::getenv("FASTNN_ISA"); isa && kernel_named(isa) && std::strcmp(isa, "avx512") != 0)
+        return "fp32 (FASTNN_ISA=" + std::string(isa) + ": the bf16 kernels are AVX-512 code)";
     const char* names[4];
     if (supported_bf16_paths(names) > 1) return "fp32 (set by set_bf16_path)";
     return std::string("fp32 (no bf16 instructions: ") + bf16_missing_reason("avx512_bf16") + ")";
@@ -125,7 +127,7 @@ void bind_config(py::module_& m) {
             fail_value("bf16_blocking: '" + name + "' is not a bf16 kernel of this build");
         const Blocking b = bf16_blocking(name.c_str());
         return py::make_tuple(b.kc, b.nc, b.mc);
-    }, py::arg("name"), "(kc, nc, mc) of a bf16 kernel: the cache model's for 2-byte panels.");
+    }, py::arg("name"), "(kc, nc, mc) of a bf16 kernel: blocking.h model_blocking_bf16 for this CPU.");
     m.def("fma_peak_per_core", [](const std::string& isa) {
         // Measured once per ISA (0.1 s), for config() and the benchmarks' %-of-peak.
         static std::mutex mutex;

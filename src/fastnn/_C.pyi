@@ -21,6 +21,8 @@ F32 = npt.NDArray[np.float32]
 ActivationName = Literal["identity", "linear", "sigmoid", "relu", "tanh", "leaky_relu", "elu",
                          "gelu", "softplus"]
 IsaName = Literal["avx512", "avx2", "generic"]
+Precision = Literal["fp32", "bf16"]
+Bf16Path = Literal["amx", "avx512_bf16", "fp32"]
 
 __version__: str  # pyproject.toml's version, compiled in
 AUGMENT_STREAM_PER_IMAGE: int  # counter-stream elements each image of augment_images takes
@@ -72,21 +74,6 @@ def fma_peak_per_core(isa: str = "") -> float:
     """Measured float32 FMA peak of one core (GFLOP/s) on the ISA's widest vectors, measured
     once per ISA (0.1 s) and remembered."""
 
-# The bf16 GEMM path (gemm(..., precision="bf16")): "amx", "avx512_bf16", or "fp32" (gemm's
-# own float32 product) where the CPU has neither; FASTNN_BF16 forces one at import.
-def bf16_path() -> str: ...
-def bf16_path_description() -> str:
-    """bf16_path(), with why for 'fp32' (config()'s 'bf16')."""
-def supported_bf16_paths() -> list[str]:
-    """The bf16 paths this CPU (and OS) runs, best first; 'fp32' always last."""
-def set_bf16_path(name: str) -> None:
-    """Force the bf16 path (ValueError, naming it and the supported ones, if it does not run here)."""
-def bf16_blocking(name: str) -> tuple[int, int, int]:
-    """(kc, nc, mc) of a bf16 kernel: the cache model's for 2-byte panels."""
-def bf16_convert(x: npt.ArrayLike, *, vector: bool = True) -> npt.NDArray[np.uint16]:
-    """x's float32 values rounded to bfloat16 (nearest, ties to even), as their uint16 bits:
-    the vector conversion that packing uses, or (vector=False) the scalar reference."""
-
 # C = act(alpha * op(a) @ op(b) + beta * c + bias). With out=None a new (m, n) array is
 # returned (beta is then ignored); otherwise out must be float32 (m, n) with unit column
 # stride (a row slice of a larger array is fine), updated in place. bias: (n,) or None;
@@ -96,13 +83,31 @@ def gemm(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
          transpose_a: bool = False, transpose_b: bool = False,
          alpha: float = 1.0, beta: float = 0.0, bias: Optional[npt.ArrayLike] = None,
          activation: ActivationName = "identity", activation_alpha: float = 0.01,
-         precision: Literal["fp32", "bf16"] = "fp32") -> F32: ...
+         precision: Precision = "fp32") -> F32:
+    """precision="bf16": a and b rounded to bfloat16 as they are packed, fp32 accumulation,
+    on bf16_path()'s kernel (ValueError for another precision)."""
 def gemm_reference(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
                    transpose_a: bool = False, transpose_b: bool = False,
                    alpha: float = 1.0, beta: float = 0.0, bias: Optional[npt.ArrayLike] = None,
                    activation: ActivationName = "identity",
-                   activation_alpha: float = 0.01,
-                   precision: Literal["fp32", "bf16"] = "fp32") -> F32: ...
+                   activation_alpha: float = 0.01, precision: Precision = "fp32") -> F32:
+    """The triple loop in float64; precision="bf16": on the bf16-rounded a and b."""
+
+# bfloat16 (csrc/cpu/gemm/bf16.h).
+def bf16_convert(x: npt.ArrayLike, *, vector: bool = True) -> npt.NDArray[np.uint16]:
+    """x's float32 values rounded to bfloat16 (nearest, ties to even; NaN stays a quiet NaN,
+    subnormals are rounded, not flushed), as their uint16 bits: the vector conversion that
+    packing uses, or (vector=False) the scalar reference."""
+def bf16_path() -> Bf16Path:
+    """The bf16 GEMM path in use: the best this CPU runs (amx > avx512_bf16 > fp32) unless
+    FASTNN_BF16 or set_bf16_path chose another; FASTNN_ISA=avx2|generic makes it fp32."""
+def bf16_path_description() -> str:
+    """bf16_path(), and for "fp32" why (config()["bf16"])."""
+def supported_bf16_paths() -> list[str]: ...
+def set_bf16_path(name: Bf16Path) -> None:
+    """Force the bf16 path (ValueError naming why, for a path this CPU does not run)."""
+def bf16_blocking(name: Literal["amx", "avx512_bf16"]) -> tuple[int, int, int]:
+    """(kc, nc, mc) of a bf16 kernel: blocking.h's model_blocking_bf16 for this CPU."""
 
 def column_sum(x: npt.ArrayLike, out: F32, beta: float = 0.0) -> None:
     """In place: out[j] = beta * out[j] + sum_i x[i, j] (the bias gradient)."""
@@ -236,7 +241,7 @@ def conv2d_reference(x: npt.ArrayLike, weight: npt.ArrayLike, bias: Optional[npt
 def conv2d_forward(x: npt.ArrayLike, weight: npt.ArrayLike, bias: Optional[npt.ArrayLike] = None,
                    *, stride: Pair = 1, padding: Pair = 0, dilation: Pair = 1, groups: int = 1,
                    activation: ActivationName = "identity", activation_alpha: float = 0.01,
-                   out: Optional[F32] = None, precision: Literal["fp32", "bf16"] = "fp32") -> F32:
+                   out: Optional[F32] = None, precision: Precision = "fp32") -> F32:
     """torch.nn.functional.conv2d, then the activation: image by image, each image's im2col block
     multiplied by the weight on the GEMM while it is in cache (precision 'bf16': bfloat16
     products on the GEMM; the direct kernels of stride 1 stay float32)."""
@@ -244,7 +249,7 @@ def conv2d_backward(x: npt.ArrayLike, weight: npt.ArrayLike, grad_y: npt.ArrayLi
                     grad_weight: F32, *, grad_bias: Optional[F32] = None, beta: float = 0.0,
                     input_grad: bool = True, stride: Pair = 1, padding: Pair = 0,
                     dilation: Pair = 1, groups: int = 1, out: Optional[F32] = None,
-                    precision: Literal["fp32", "bf16"] = "fp32") -> Optional[F32]:
+                    precision: Precision = "fp32") -> Optional[F32]:
     """From grad_y (the output's gradient, after the activation's derivative): grad_weight (in
     place) = beta * grad_weight + dL/dweight, grad_bias (in place) += dL/dbias; returns dL/dx
     (None with input_grad=False). The batch's weight gradient is summed in a fixed order: the

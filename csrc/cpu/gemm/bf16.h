@@ -48,10 +48,9 @@ struct Bf16Kernel {
     // op(B) ks [0, kc) x columns [0, cols) (element (p, j) at b[p * ldb + j], or
     // b[j * ldb + p] when trans) into one panel; cols <= NR, zeros past them and past kc.
     void (*pack_b)(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, uint16_t* out);
-    // The tile's rows x cols corner of C = alpha * (a panel x b panel) + beta * C (C unread
-    // when beta == 0), kp ks.
-    void (*fn)(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
-               float alpha, float beta, int64_t rows, int64_t cols);
+    // acc += (a panel) x (b panel) over kp ks, on a whole MR x NR tile of the driver's fp32
+    // accumulator (rows ld floats apart), set to zero first when `fresh`.
+    void (*fn)(int64_t kp, const uint16_t* a, const uint16_t* b, float* acc, int64_t ld, bool fresh);
 };
 
 #ifdef FASTNN_X86

@@ -5,8 +5,8 @@
 
 namespace fastnn {
 
-Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr, int elem_bytes) {
-    const int64_t kElem = elem_bytes;
+Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr) {
+    constexpr int64_t kFloat = sizeof(float);
     const CacheLevel* l1 = nullptr;
     const CacheLevel* l2 = nullptr;
     const CacheLevel* l3 = nullptr;
@@ -27,13 +27,13 @@ Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr, i
     };
     // The A block and the B micro-panel share the L2 left after one way, per thread; pick
     // the (KC, MC) with the least traffic from beyond it: 1/KC for C, 1/(2 MC) for B.
-    const int64_t l2_elems =
-        std::max(1, l2->ways - 1) * l2->sets() * l2->line_bytes / std::max(1, l2->shared_by) / kElem;
+    const int64_t l2_floats =
+        std::max(1, l2->ways - 1) * l2->sets() * l2->line_bytes / std::max(1, l2->shared_by) / kFloat;
     b.kc = 16;  // the floor, for an L2 too small for even that
     b.mc = mr;
     double best = 0.0;
     for (int64_t kc = 16; kc <= 1024; kc += 8) {
-        const int64_t mc = (l2_elems / kc - nr) / mr * mr;
+        const int64_t mc = (l2_floats / kc - nr) / mr * mr;
         if (mc < mr) break;
         const double traffic = 1.0 / double(kc) + 0.5 / double(mc);
         if (best == 0.0 || traffic < best) {
@@ -45,9 +45,23 @@ Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr, i
 
     if (!l3) l3 = l2;
     const int64_t way3 = l3->sets() * l3->line_bytes;
-    const int64_t ways_b3 = std::max<int64_t>(1, l3->ways - 1 - ways(b.kc * b.mc * kElem, *l3));
-    const int64_t nc = ways_b3 * way3 / std::max(1, l3->shared_by) / (b.kc * kElem);
+    const int64_t ways_b3 = std::max<int64_t>(1, l3->ways - 1 - ways(b.kc * b.mc * kFloat, *l3));
+    const int64_t nc = ways_b3 * way3 / std::max(1, l3->shared_by) / (b.kc * kFloat);
     b.nc = std::max<int64_t>(nr, std::min<int64_t>(nc, 8192) / nr * nr);
+    return b;
+}
+
+Blocking model_blocking_bf16(const std::vector<CacheLevel>& caches, int mr, int nr) {
+    int64_t l1 = 32 << 10, l2 = 0;
+    for (const CacheLevel& c : caches) {
+        if (c.level == 1) l1 = c.size_bytes;
+        if (c.level == 2 && !l2) l2 = c.size_bytes / std::max(1, c.shared_by);
+    }
+    if (l2 == 0) l2 = 8 * l1;  // no L2 reported
+    Blocking b;
+    b.kc = std::max<int64_t>(32, 2 * l1 / 3 / ((mr + nr) * 2) / 32 * 32);
+    b.nc = std::max<int64_t>(nr, l2 / 8 / (b.kc * 2) / nr * nr);
+    b.mc = std::max<int64_t>(mr, l2 / 4 / (b.nc * 4) / mr * mr);
     return b;
 }
 

@@ -33,8 +33,15 @@ struct Blocking {
 // and 4096^2 at 69%, against 86-87% at KC = 640 by this rule (C's 11 passes instead of 4).
 // A contiguous panel of S bytes needs ceil(S / way) ways of a level (sets x line bytes).
 // KC depends on the machine and the kernel only, never on the thread count.
-// `elem_bytes`: the packed panels' element (2 for bf16: twice the KC and MC in the same L2).
-Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr, int elem_bytes = 4);
+Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr);
+
+// The bf16 driver's blocking (gemm_bf16.cpp), whose loop nest keeps an MC x NC fp32
+// accumulator of C in L2 across all the k-blocks, so KC no longer sets C's traffic and is
+// sized for L1 instead (BLIS's rule): the A and B micro-panels, KC x (MR + NR) bf16, in two
+// thirds of L1 (the rest: the accumulator's lines, the next panels), a multiple of 32 (AMX's
+// tile depth). The accumulator, MC x NC x 4 bytes, in a quarter of the thread's L2, and the
+// block's B panels, KC x NC x 2, in an eighth (read from L3 once per A block).
+Blocking model_blocking_bf16(const std::vector<CacheLevel>& caches, int mr, int nr);
 
 // Whether `rows` rows of a matrix read in place, `stride_bytes` apart, stay in L2 together:
 // they fall on way / gcd(stride, way) set positions (way = L2 sets x line bytes), so

@@ -70,16 +70,6 @@ void pack_rows_tail(const float* src, int64_t ld, int64_t kc, float* out, int64_
         for (int64_t i = first; i < width; ++i) out[p * width + i] = i < rows ? src[i * ld + p] : 0.0f;
 }
 
-void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
-    for (int64_t i = 0; i < m; ++i) {
-        float* row = c + i * ldc;
-        if (beta == 0.0f)
-            std::fill(row, row + n, 0.0f);
-        else
-            for (int64_t j = 0; j < n; ++j) row[j] *= beta;
-    }
-}
-
 void apply_epilogue(const Epilogue& ep, float* c, int64_t ldc, int64_t rows, int64_t cols,
                     int64_t col0) {
     for (int64_t i = 0; i < rows; ++i) {
@@ -98,6 +88,16 @@ int64_t k_block(int64_t k, int64_t kc_cap) {
 }
 
 namespace {
+
+void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
+    for (int64_t i = 0; i < m; ++i) {
+        float* row = c + i * ldc;
+        if (beta == 0.0f)
+            std::fill(row, row + n, 0.0f);
+        else
+            for (int64_t j = 0; j < n; ++j) row[j] *= beta;
+    }
+}
 
 // Panel `panel` of op(A) rows [i0, i0+mc), ks [p0, p0+kc) into out: kc groups of mr values.
 void pack_a_panel(const Microkernel& uk, bool trans, const float* a, int64_t lda, int64_t i0,

@@ -85,8 +85,6 @@ struct AlignedFree {
 };
 // Grow-only 64-byte aligned scratch of at least `floats` floats, in `buf` (of capacity `cap`).
 float* scratch(std::unique_ptr<float, AlignedFree>& buf, size_t& cap, size_t floats);
-// C = beta * C (C unread when beta == 0).
-void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc);
 // C = act(C + bias) on rows x cols of C, whose first column is column col0 of the product.
 void apply_epilogue(const Epilogue& ep, float* c, int64_t ldc, int64_t rows, int64_t cols,
                     int64_t col0);

@@ -1,9 +1,9 @@
-// bf16 GEMM driver: gemm.cpp's loop nest (threads own blocks of C's rows, or of its columns
-// when C has few rows; NC, KC, MC blocks from the cache model for 2-byte panels), with A and
-// B rounded to bf16 as they are packed, so the fp32 operands are read once and no bf16 copy
-// of them is ever made. The kernels accumulate in fp32 across a k-block and add it to C
-// (beta for the first block, 1 after). The k-blocks depend on k and the path only, so every
-// element of C sees the same summation order whatever the thread count.
+// bf16 GEMM driver. Threads own blocks of C's rows (or of its columns when C has few rows),
+// as in gemm.cpp; A and B are rounded to bf16 as they are packed (the fp32 operands are read
+// once; the packed bf16 panels are the only copy), the kernels accumulate the products in
+// fp32, and C gets alpha, beta and the epilogue once, at the end (run_bf16 says why the loop
+// nest differs from gemm.cpp's). The k-blocks depend on k and the path only, so every element
+// of C sees the same summation order whatever the thread count.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -18,61 +18,119 @@ namespace {
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
+// Panels [p0, p1) of an operand into out (panel q at out + q * width * kp_all), by `pack`
+// (a kernel's pack_a or pack_b, `at(q, p)` pointing at panel q's k = p), 32 ks at a time (a
+// multiple of every kernel's KA), so that the few KiB of a panel being written stay in L1.
+// An operand whose ks are rows (B, or a transposed A) goes 32 ks across all its panels, so
+// its rows are read along (a panel's strip down all of k read a page per k at n = 2048);
+// another panel by panel (its rows, contiguous along k, read together; packing whole
+// panels, each row's pairs scattered over all of a panel, ran 3x slower).
+template <class Pack, class At>
+void pack_panels(Pack pack, bool trans, At at, int64_t ld, int64_t p0, int64_t p1, int64_t k,
+                 int64_t width, int64_t extent, bool k_in_rows, int64_t kp_all, uint16_t* out) {
+    auto chunk = [&](int64_t q, int64_t p) {
+        pack(trans, at(q, p), ld, std::min<int64_t>(32, k - p), std::min(width, extent - q * width),
+             out + q * width * kp_all + p * width);
+    };
+    if (k_in_rows) {
+        for (int64_t p = 0; p < k; p += 32)
+            for (int64_t q = p0; q < p1; ++q) chunk(q, p);
+    } else {
+        for (int64_t q = p0; q < p1; ++q)
+            for (int64_t p = 0; p < k; p += 32) chunk(q, p);
+    }
+}
+
+// The operands are packed whole (all of k: bf16 copies of the thread's rows of op(A) and of
+// op(B), which the threads pack together when they split C's rows), then multiplied block
+// by block into an fp32 accumulator of MC x NC, which stays in L2 across the k-blocks (its
+// rows padded off a power-of-two stride), each B micro-panel (KC x NR) in L1 across the
+// block's A panels; the block goes to C once, with alpha, beta and the epilogue. (Packing
+// each block just before its use, as gemm.cpp does, left the kernels waiting on C's tiles,
+// read and written once per k-block: 2048^2 on AMX at 1 thread ran ~650 GFLOP/s, this ~770.)
 void run_bf16(const Bf16Kernel& uk, const Blocking& bl, bool trans_a, bool trans_b, int64_t m,
               int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
               int64_t ldb, float beta, float* c, int64_t ldc, const Epilogue* ep) {
     const int mr = uk.mr, nr = uk.nr;
-    const int64_t kc_max = round_up(k_block(k, bl.kc), uk.ka);
+    const int64_t kc_max = round_up(k_block(k, bl.kc), uk.ka), kp_all = round_up(k, uk.ka);
     const int64_t n_panels = (n + nr - 1) / nr, m_panels = (m + mr - 1) / mr;
     const int threads = threads_for(m * n * k, int64_t{1} << 18);
     const bool split_columns = m_panels < 4 * threads && n_panels >= 2 * threads;
-    auto a_at = [&](int64_t i, int64_t p) { return trans_a ? a + p * lda + i : a + i * lda + p; };
-    auto b_at = [&](int64_t p, int64_t j) { return trans_b ? b + j * ldb + p : b + p * ldb + j; };
+    auto pack_a = [&](bool t, const float* x, int64_t l, int64_t kc, int64_t rows, uint16_t* o) {
+        uk.pack_a(t, x, l, rows, kc, o);
+    };
+    auto pack_b = [&](bool t, const float* x, int64_t l, int64_t kc, int64_t cols, uint16_t* o) {
+        uk.pack_b(t, x, l, kc, cols, o);
+    };
+    // B's panels, packed by all the threads into the caller's buffer when they split rows
+    thread_local std::unique_ptr<float, AlignedFree> shared_buf;
+    thread_local size_t shared_cap = 0;
+    uint16_t* shared_b = split_columns ? nullptr : reinterpret_cast<uint16_t*>(
+        scratch(shared_buf, shared_cap, static_cast<size_t>(n_panels * nr * kp_all / 2 + 1)));
 
-    auto block = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
-        thread_local std::unique_ptr<float, AlignedFree> a_buf, b_buf;
-        thread_local size_t a_cap = 0, b_cap = 0;
-        const int64_t nc_max = std::min(round_up(bl.nc, nr), round_up(j1 - j0, nr));
-        const int64_t mc_max = std::min(round_up(bl.mc, mr), round_up(i1 - i0, mr));
+    auto block = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const uint16_t* b_pack) {
+        thread_local std::unique_ptr<float, AlignedFree> a_buf, b_buf, acc_buf;
+        thread_local size_t a_cap = 0, b_cap = 0, acc_cap = 0;
+        const int64_t a_panels = (i1 - i0 + mr - 1) / mr, b_panels = (j1 - j0 + nr - 1) / nr;
+        const int64_t nc_panels = std::min(b_panels, std::max<int64_t>(1, bl.nc / nr));
+        const int64_t mc_panels = std::min(a_panels, std::max<int64_t>(1, bl.mc / mr));
+        const int64_t ld = nc_panels * nr + 16;
         // bf16 elements, two to a float of scratch
-        uint16_t* a_pack = reinterpret_cast<uint16_t*>(scratch(a_buf, a_cap, static_cast<size_t>(mc_max * kc_max / 2 + 1)));
-        uint16_t* b_pack = reinterpret_cast<uint16_t*>(scratch(b_buf, b_cap, static_cast<size_t>(nc_max * kc_max / 2 + 1)));
+        uint16_t* a_pack = reinterpret_cast<uint16_t*>(scratch(a_buf, a_cap, static_cast<size_t>(a_panels * mr * kp_all / 2 + 1)));
+        float* acc = scratch(acc_buf, acc_cap, static_cast<size_t>(mc_panels * mr * ld));
+        if (!b_pack) {
+            uint16_t* own = reinterpret_cast<uint16_t*>(scratch(b_buf, b_cap, static_cast<size_t>(b_panels * nr * kp_all / 2 + 1)));
+            pack_panels(pack_b, trans_b, [&](int64_t q, int64_t p) { return trans_b ? b + (j0 + q * nr) * ldb + p : b + p * ldb + j0 + q * nr; },
+                        ldb, 0, b_panels, k, nr, j1 - j0, !trans_b, kp_all, own);
+            b_pack = own;
+        }
+        pack_panels(pack_a, trans_a, [&](int64_t q, int64_t p) { return trans_a ? a + p * lda + i0 + q * mr : a + (i0 + q * mr) * lda + p; },
+                    lda, 0, a_panels, k, mr, i1 - i0, trans_a, kp_all, a_pack);
         if (uk.begin) uk.begin();
-        for (int64_t jc = j0; jc < j1; jc += nc_max) {
-            const int64_t nc = std::min(nc_max, j1 - jc), b_panels = (nc + nr - 1) / nr;
-            for (int64_t pc = 0; pc < k; pc += kc_max) {
-                const int64_t kc = std::min(kc_max, k - pc), kp = round_up(kc, uk.ka);
-                const float beta_k = pc == 0 ? beta : 1.0f;
-                const Epilogue* ep_k = pc + kc >= k ? ep : nullptr;
-                for (int64_t jp = 0; jp < b_panels; ++jp)
-                    uk.pack_b(trans_b, b_at(pc, jc + jp * nr), ldb, kc,
-                              std::min<int64_t>(nr, nc - jp * nr), b_pack + jp * nr * kp);
-                for (int64_t ic = i0; ic < i1; ic += mc_max) {
-                    const int64_t rows = std::min(mc_max, i1 - ic), a_panels = (rows + mr - 1) / mr;
-                    for (int64_t ip = 0; ip < a_panels; ++ip)
-                        uk.pack_a(trans_a, a_at(ic + ip * mr, pc), lda,
-                                  std::min<int64_t>(mr, rows - ip * mr), kc, a_pack + ip * mr * kp);
-                    for (int64_t jp = 0; jp < b_panels; ++jp) {
-                        const int64_t j = jc + jp * nr, cols = std::min<int64_t>(nr, jc + nc - j);
-                        for (int64_t ip = 0; ip < a_panels; ++ip) {
-                            const int64_t i = ic + ip * mr, tile_rows = std::min<int64_t>(mr, ic + rows - i);
-                            uk.fn(kp, a_pack + ip * mr * kp, b_pack + jp * nr * kp, c + i * ldc + j, ldc,
-                                  alpha, beta_k, tile_rows, cols);
-                            if (ep_k) apply_epilogue(*ep_k, c + i * ldc + j, ldc, tile_rows, cols, j);
-                        }
+        for (int64_t jb = 0; jb < b_panels; jb += nc_panels) {
+            const int64_t jn = std::min(b_panels, jb + nc_panels);
+            for (int64_t ib = 0; ib < a_panels; ib += mc_panels) {
+                const int64_t in = std::min(a_panels, ib + mc_panels);
+                for (int64_t pc = 0; pc < k; pc += kc_max) {
+                    const int64_t kp = round_up(std::min(kc_max, k - pc), uk.ka);
+                    for (int64_t jp = jb; jp < jn; ++jp) {
+                        const uint16_t* bp = b_pack + jp * nr * kp_all + pc * nr;
+                        for (int64_t ip = ib; ip < in; ++ip)
+                            uk.fn(kp, a_pack + ip * mr * kp_all + pc * mr, bp,
+                                  acc + (ip - ib) * mr * ld + (jp - jb) * nr, ld, pc == 0);
                     }
                 }
+                const int64_t i = i0 + ib * mr, rows = std::min(i1, i0 + in * mr) - i;
+                const int64_t j = j0 + jb * nr, cols = std::min(j1, j0 + jn * nr) - j;
+                for (int64_t r = 0; r < rows; ++r) {
+                    const float* t = acc + r * ld;
+                    float* row = c + (i + r) * ldc + j;
+                    if (beta == 0.0f)
+                        for (int64_t q = 0; q < cols; ++q) row[q] = alpha * t[q];
+                    else
+                        for (int64_t q = 0; q < cols; ++q) row[q] = alpha * t[q] + beta * row[q];
+                }
+                if (ep) apply_epilogue(*ep, c + i * ldc + j, ldc, rows, cols, j);
             }
         }
     };
     parallel_region(threads, [&](int64_t tid, int64_t nt) {
         if (split_columns) {
             const int64_t j0 = std::min(n, n_panels * tid / nt * nr), j1 = std::min(n, n_panels * (tid + 1) / nt * nr);
-            if (j0 < j1) block(0, m, j0, j1);
-        } else {
-            const int64_t i0 = std::min(m, m_panels * tid / nt * mr), i1 = std::min(m, m_panels * (tid + 1) / nt * mr);
-            if (i0 < i1) block(i0, i1, 0, n);
+            if (j0 < j1) block(0, m, j0, j1, nullptr);
+            return;
         }
+        pack_panels(pack_b, trans_b, [&](int64_t q, int64_t p) { return trans_b ? b + q * nr * ldb + p : b + p * ldb + q * nr; },
+                    ldb, n_panels * tid / nt, n_panels * (tid + 1) / nt, k, nr, n, !trans_b, kp_all, shared_b);
+        // only within this product's own team: on one thread, f may run inside a caller's
+        // parallel region (conv's GEMMs), whose barrier this would otherwise be
+        if (nt > 1) {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        }
+        const int64_t i0 = std::min(m, m_panels * tid / nt * mr), i1 = std::min(m, m_panels * (tid + 1) / nt * mr);
+        if (i0 < i1) block(i0, i1, 0, n, shared_b);
     });
 }
 
@@ -117,9 +175,13 @@ int index_of(const char* name) {
 struct Init {
     Init() {
         for (int i = kNumPaths - 1; i >= 0; --i) {
-            if (kPaths[i].uk) g_blocking[i] = model_blocking(cpu_info().caches, kPaths[i].uk->mr, kPaths[i].uk->nr, 2);
+            if (kPaths[i].uk) g_blocking[i] = model_blocking_bf16(cpu_info().caches, kPaths[i].uk->mr, kPaths[i].uk->nr);
             if (!*missing_reason(i)) g_path = i;  // the best, listed first
         }
+        // Both kernels are AVX-512 code: FASTNN_ISA=avx2 or generic (a CPU without it, as
+        // far as fastnn goes) leaves bf16 on fp32 too, unless FASTNN_BF16 asks otherwise.
+        if (const char* isa = std::getenv("FASTNN_ISA"); isa && kernel_named(isa) && std::strcmp(isa, "avx512") != 0)
+            g_path = kNumPaths - 1;
         const char* forced = std::getenv("FASTNN_BF16");
         if (forced && *forced) set_bf16_path(forced);
     }

@@ -2,8 +2,8 @@
 // of 16 rows x 32 ks (tmm4-5) and two B tiles of 16 k pairs x 16 columns (tmm6-7) per 32 ks.
 // A is packed as 32-k groups of 32 rows x 32 bf16 (each a pair of A tiles, rows 64 bytes
 // apart); B in the VNNI pairs that the AVX512_BF16 path packs too, 32 columns wide, so a B
-// tile is half of each 128-byte row. The accumulators go through a buffer to C (alpha, beta,
-// edges) with AVX-512. Compiled with -mavx512f -mamx-tile -mamx-bf16; only called when the
+// tile is half of each 128-byte row. The accumulator tiles are loaded from and stored to the
+// driver's fp32 accumulator block. Compiled with -mavx512f -mamx-tile -mamx-bf16; only called when the
 // CPU has AMX-BF16 and Linux granted this process the tile state (amx_permitted).
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -12,9 +12,12 @@
 #include <cstring>
 
 #include "bf16.h"
+#include "bf16_avx512.h"
 
 namespace fastnn {
 namespace {
+
+using namespace bf16_avx512;
 
 constexpr int MR = 32, NR = 32, KA = 32;
 
@@ -32,22 +35,51 @@ void begin() {
     _tile_loadconfig(&config);
 }
 
-inline __mmask16 first(int64_t n) {
-    return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n > 0 ? n : 0)) - 1u);
+// r[j] = lane j of every input: a 16 x 16 transpose of 32-bit lanes.
+void transpose_16x16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; ++i) {
+            t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xDD);
+        }
+    for (int i = 0; i < 8; ++i) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xDD);
+    }
 }
 
 void pack_a(bool trans, const float* a, int64_t lda, int64_t rows, int64_t kc, uint16_t* out) {
     const int64_t kp = (kc + KA - 1) / KA * KA;
-    if (trans || rows < MR || kc < kp) std::memset(out, 0, static_cast<size_t>(MR * kp) * sizeof(uint16_t));
-    if (trans) {  // a row of A (one k of op(A)) is contiguous across op(A)'s rows
-        alignas(64) uint16_t row[MR];
-        for (int64_t p = 0; p < kc; ++p) {
-            bf16_convert_avx512(a + p * lda, row, rows);
-            uint16_t* o = out + p / KA * MR * KA + p % KA;
-            for (int64_t i = 0; i < rows; ++i) o[i * KA] = row[i];
-        }
+    if (trans) {
+        // A row of A is one k of op(A), contiguous across op(A)'s rows: for 16 of those rows,
+        // 16 k pairs as 16 vectors of pairs, transposed into each row's 32 ks.
+        for (int64_t p0 = 0; p0 < kp; p0 += KA)
+            for (int64_t i0 = 0; i0 < MR; i0 += 16) {
+                const __mmask16 m = first(rows - i0);
+                __m512i r[16];
+                for (int q = 0; q < 16; ++q) {
+                    const int64_t p = p0 + 2 * q;
+                    r[q] = bf16_pairs(p < kc ? _mm512_maskz_loadu_ps(m, a + p * lda + i0) : _mm512_setzero_ps(),
+                                      p + 1 < kc ? _mm512_maskz_loadu_ps(m, a + (p + 1) * lda + i0) : _mm512_setzero_ps());
+                }
+                transpose_16x16(r);
+                for (int l = 0; l < 16; ++l)
+                    _mm512_storeu_si512(out + (p0 / KA * MR + i0 + l) * KA, r[l]);
+            }
         return;
     }
+    if (rows < MR || kc < kp) std::memset(out, 0, static_cast<size_t>(MR * kp) * sizeof(uint16_t));
     for (int64_t i = 0; i < rows; ++i)
         for (int64_t p = 0; p < kc; p += KA)
             bf16_convert_avx512(a + i * lda + p, out + (p / KA * MR + i) * KA, std::min<int64_t>(KA, kc - p));
@@ -57,18 +89,8 @@ void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, u
     pack_b_pairs(trans, b, ldb, kc, (kc + KA - 1) / KA * KA, cols, NR, out);
 }
 
-void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
-            float alpha, float beta, int64_t rows, int64_t cols) {
-    // C's tile is read (or its lines owned for writing) at the end: 32 rows a row stride
-    // apart, each a miss from L3 or memory, which would stall as long as the product takes.
-    for (int64_t i = 0; i < rows; ++i) {
-        _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
-    }
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+// The products of kp ks into tiles 0-3, which hold C's four 16 x 16 quarters on entry.
+inline void accumulate(int64_t kp, const uint16_t* a, const uint16_t* b) {
     for (int64_t q = 0; q < kp / KA; ++q, a += MR * KA, b += KA * NR) {
         _tile_loadd(4, a, KA * 2);
         _tile_loadd(6, b, NR * 4);
@@ -79,21 +101,36 @@ void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t 
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    alignas(64) float acc[MR * NR];
-    _tile_stored(0, acc, NR * 4);
-    _tile_stored(1, acc + 16, NR * 4);
-    _tile_stored(2, acc + 16 * NR, NR * 4);
-    _tile_stored(3, acc + 16 * NR + 16, NR * 4);
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    for (int64_t i = 0; i < rows; ++i) {
-        float* row = c + i * ldc;
-        for (int h = 0; h < 2; ++h) {
-            const __mmask16 m = first(cols - 16 * h);
-            __m512 r = _mm512_mul_ps(va, _mm512_load_ps(acc + i * NR + 16 * h));
-            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, row + 16 * h), r);
-            _mm512_mask_storeu_ps(row + 16 * h, m, r);
-        }
+}
+
+// acc (a whole 32 x 32 tile, rows ld floats apart) += the products; zeroed first when fresh.
+void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* acc, int64_t ld, bool fresh) {
+    const int64_t stride = ld * int64_t{sizeof(float)};
+    if (fresh) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    } else {
+        _tile_loadd(0, acc, stride);
+        _tile_loadd(1, acc + 16, stride);
+        _tile_loadd(2, acc + 16 * ld, stride);
+        _tile_loadd(3, acc + 16 * ld + 16, stride);
     }
+    for (int64_t q = 0; q < kp / KA; ++q, a += MR * KA, b += KA * NR) {
+        _tile_loadd(4, a, KA * 2);
+        _tile_loadd(6, b, NR * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, b + 32, NR * 4);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a + 16 * KA, KA * 2);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, acc, stride);
+    _tile_stored(1, acc + 16, stride);
+    _tile_stored(2, acc + 16 * ld, stride);
+    _tile_stored(3, acc + 16 * ld + 16, stride);
 }
 
 }  // namespace

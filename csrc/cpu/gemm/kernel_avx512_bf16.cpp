@@ -6,39 +6,22 @@
 #include <immintrin.h>
 
 #include "bf16.h"
+#include "bf16_avx512.h"
 
 namespace fastnn {
 namespace {
 
+using namespace bf16_avx512;
+
 constexpr int MR = 8, NR = 48;
-
-// x's bits rounded as bf16_from_float does, in the upper half of each lane (the lower half
-// is left over): integer operations, so MXCSR's denormal flags do not touch them
-// (vcvtneps2bf16 would flush subnormals).
-inline __m512i round_bf16_bits(__m512 x) {
-    const __m512i u = _mm512_castps_si512(x);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)),
-                                                  _mm512_set1_epi32(0x7F800000));
-    return _mm512_mask_or_epi32(rounded, nan, u, _mm512_set1_epi32(0x00400000));
-}
-
-inline __mmask16 first(int64_t n) {
-    return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n > 0 ? n : 0)) - 1u);
-}
 
 // n (<= 16 per vector, any count) pairs (r0[i], r1[i]) into out[0, width): zeros past n;
 // r1 == nullptr: the second of each pair is zero (odd k's pad).
 void two_rows_pairs(const float* r0, const float* r1, int64_t n, int64_t width, uint32_t* out) {
     for (int64_t j = 0; j < width; j += 16) {
         const __mmask16 m = first(n - j);
-        const __m512i lo = _mm512_srli_epi32(round_bf16_bits(_mm512_maskz_loadu_ps(m, r0 + j)), 16);
-        __m512i v = lo;
-        if (r1) {
-            const __m512i hi = round_bf16_bits(_mm512_maskz_loadu_ps(m, r1 + j));
-            v = _mm512_or_si512(lo, _mm512_and_si512(hi, _mm512_set1_epi32(int(0xFFFF0000u))));
-        }
+        const __m512i v = bf16_pairs(_mm512_maskz_loadu_ps(m, r0 + j),
+                                     r1 ? _mm512_maskz_loadu_ps(m, r1 + j) : _mm512_setzero_ps());
         _mm512_mask_storeu_epi32(out + j, first(width - j), v);
     }
 }
@@ -115,13 +98,13 @@ void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, u
     pack_b_pairs(trans, b, ldb, kc, (kc + 1) / 2 * 2, cols, NR, out);
 }
 
-void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
-            float alpha, float beta, int64_t rows, int64_t cols) {
-    __m512 acc[MR][3];
+// acc (a whole 8 x 48 tile, rows ld floats apart) += the products; zeroed first when fresh.
+void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* acc, int64_t ld, bool fresh) {
+    __m512 sum[MR][3];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
-        for (int h = 0; h < 3; ++h) acc[i][h] = _mm512_setzero_ps();
+        for (int h = 0; h < 3; ++h) sum[i][h] = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + i * ld + 16 * h);
     const uint32_t* ap = reinterpret_cast<const uint32_t*>(a);
 #pragma GCC unroll 2
     for (int64_t q = 0; q < kp / 2; ++q, ap += MR, b += 2 * NR) {
@@ -132,20 +115,13 @@ void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* c, int64_t 
         for (int i = 0; i < MR; ++i) {
             const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(ap[i]));
 #pragma GCC unroll 3
-            for (int h = 0; h < 3; ++h) acc[i][h] = _mm512_dpbf16_ps(acc[i][h], ai, bv[h]);
+            for (int h = 0; h < 3; ++h) sum[i][h] = _mm512_dpbf16_ps(sum[i][h], ai, bv[h]);
         }
     }
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    for (int i = 0; i < MR && i < rows; ++i) {
-        float* row = c + i * ldc;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
-        for (int h = 0; h < 3; ++h) {
-            const __mmask16 m = first(cols - 16 * h);
-            __m512 r = _mm512_mul_ps(va, acc[i][h]);
-            if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, row + 16 * h), r);
-            _mm512_mask_storeu_ps(row + 16 * h, m, r);
-        }
-    }
+        for (int h = 0; h < 3; ++h) _mm512_storeu_ps(acc + i * ld + 16 * h, sum[i][h]);
 }
 
 }  // namespace
