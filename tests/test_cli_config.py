@@ -290,13 +290,6 @@ def test_cli_unknown_init_names_the_flag(capsys):
     assert "argument --init: unknown init 'foo'" in capsys.readouterr().err
 
 
-def test_cli_mnist_without_a_directory_names_the_flag(capsys):
-    from fastnn import cli
-
-    assert cli.main(["train", "--data", "mnist", "--epochs", "1"]) == 1
-    assert "--data mnist needs --data-path DIR" in capsys.readouterr().err
-
-
 def test_cli_plateau_and_early_stopping_watch_the_loss_without_validation(capsys):
     from fastnn import cli
 

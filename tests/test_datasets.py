@@ -122,13 +122,14 @@ def test_mnist_format_directory(tmp_path):
 
 
 def test_missing_sources_say_how_to_get_them(tmp_path, monkeypatch):
-    with pytest.raises(datasets.DatasetUnavailable, match="path="):
-        datasets.load("mnist")
+    monkeypatch.setenv("FASTNN_DATA", str(tmp_path / "cache"))  # empty: nothing downloaded
+    with pytest.raises(datasets.DatasetUnavailable, match=r"download=True.*11 MB"):
+        datasets.load("mnist", download=False)
     with pytest.raises(datasets.DatasetUnavailable, match="train-images-idx3-ubyte"):
         datasets.load("mnist", path=tmp_path)
     monkeypatch.setattr(datasets, "FASHION_MNIST_DIR", tmp_path / "nowhere")
     with pytest.raises(datasets.DatasetUnavailable, match="apt-get install dataset-fashion-mnist"):
-        datasets.load("fashion-mnist")
+        datasets.load("fashion-mnist", download=False)
     assert not datasets.is_available("fashion-mnist")
     with pytest.raises(ValueError, match="available"):
         datasets.load("cifar-10")

