@@ -7,11 +7,14 @@ import math
 import types
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from .. import memory
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # How many parameter values may still be allocated (None: no limit). fastnn.io.load sets
 # it to what the file holds, so that a tiny file declaring a huge architecture fails
@@ -474,6 +477,14 @@ class Module:
 
         check_device(device, f"{type(self).__name__}.to")
         return self
+
+    def export_onnx(self, path: str | Path, input_shape: tuple[int, ...] | list[int]) -> Path:
+        """Write the model as an ONNX graph for onnxruntime and other runtimes
+        (``fastnn.onnx_export.export_onnx``; input_shape is one sample's, e.g. ``(784,)``);
+        needs the onnx package (``pip install "fastnn[onnx]"``)."""
+        from ..onnx_export import export_onnx
+
+        return export_onnx(self, path, input_shape)
 
     def train(self, mode: bool = True) -> Module:
         """Set training mode (``mode=False``: evaluation mode) here and in all sub-modules."""
