@@ -81,6 +81,13 @@ class Parameter:
         """Reset ``grad`` to zero (lazily, see the class docstring)."""
         self._zero_pending = True
 
+    @property
+    def last_grad(self) -> np.ndarray:
+        """The gradient the last backward pass wrote, even after a ``zero_grad`` (whose
+        reset is lazy): what ``fit``'s callbacks see of a batch's gradient after its
+        update (``fastnn.callbacks.TensorBoard``). Zeros once something read ``grad``."""
+        return self._grad
+
     def grad_to_write(self) -> tuple[np.ndarray, float]:
         """``(grad, beta)`` for a kernel computing ``grad = beta * grad + new``: beta is 0.0
         right after zero_grad, else 1.0. The caller must then write every element."""
