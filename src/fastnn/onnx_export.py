@@ -168,8 +168,7 @@ _CONVERTERS: dict[type, Callable] = {
 
 def _convert(g: _Graph, module: Module, x: str, path: str) -> str:
     """The ONNX nodes of ``module`` (named ``path`` in the model) applied to value ``x``."""
-    if type(module) is Sequential or (isinstance(module, Sequential)
-                                      and not overridden(module, "forward", Sequential)):
+    if isinstance(module, Sequential) and not overridden(module, "forward", Sequential):
         for i, layer in enumerate(module.layers):
             x = _convert(g, layer, x, f"{path}.{i}" if path else str(i))
         return x
