@@ -1,7 +1,7 @@
 """Callbacks: hooks that ``fit`` calls around training, each epoch and each batch.
 
-Ready-made: ``EarlyStopping``, ``ModelCheckpoint``, ``LearningRateScheduler`` and
-``CSVLogger``. Write your own by subclassing ``Callback`` and overriding the hooks you
+Ready-made: ``EarlyStopping``, ``ModelCheckpoint``, ``LearningRateScheduler``,
+``CSVLogger`` and ``TensorBoard``. Write your own by subclassing ``Callback`` and overriding the hooks you
 need::
 
     class PrintLR(fastnn.callbacks.Callback):
@@ -25,7 +25,9 @@ _HIGHER_IS_BETTER = ("accuracy", "acc", "precision", "recall", "f1")
 class Callback:
     """Base class; override the hooks you need.
 
-    ``self.model`` is the model being trained (set by ``fit`` before training). Epoch
+    ``self.model`` is the model being trained (set by ``fit`` before training);
+    ``self.model.history`` is the ``History`` that ``fit`` fills (the epoch's entries are
+    in it when ``on_epoch_end`` runs, per-layer diagnostics included). Epoch
     ``logs`` hold the epoch's metrics: loss, the compiled metrics (accuracy, ...), their
     ``val_`` versions when there is validation data, and lr, the learning rate used.
     Setting ``self.model.stop_training = True`` ends training after the current epoch.
@@ -272,3 +274,57 @@ class CSVLogger(Callback):
                 if f.tell() == 0:
                     writer.writerow(["epoch", *self._keys])
             writer.writerow([epoch, *(logs.get(key, "") for key in self._keys)])
+
+
+class TensorBoard(Callback):
+    """Write TensorBoard event files to ``log_dir`` (``tensorboard --logdir LOG_DIR`` shows
+    them), one step per epoch (counted from 0):
+
+    - scalars: every entry of the epoch's logs under its name (loss, the metrics, their
+      ``val_`` versions, lr);
+    - histograms (``histograms=True``): each parameter's values, ``weights/<name>``, and
+      the gradient of the epoch's last batch, ``gradients/<name>``, named as in
+      ``named_parameters`` ("0.weight", "0.bias", ...);
+    - with ``fit(..., diagnostics=True)``: the per-layer gradient-flow numbers of
+      ``fastnn.diagnostics`` (grad_norm, weight_norm, update_ratio, dead_fraction or
+      saturated_fraction) as scalars ``diagnostics/<layer>/<metric>``, the layer named as in
+      ``history.diagnostics`` with "_" for ":" (TensorBoard's tags have no colon:
+      "diagnostics/0_Dense/grad_norm").
+
+    Needs tensorboardX (``pip install "fastnn[tensorboard]"``); ``fit`` raises the
+    ImportError before its first epoch. Under ``fit(distributed=True)`` only rank 0 writes.
+    """
+
+    def __init__(self, log_dir: str | Path, histograms: bool = True) -> None:
+        self.log_dir = str(log_dir)
+        self.histograms = bool(histograms)
+        self._writer: Any = None
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError as err:
+            raise ImportError("the TensorBoard callback needs tensorboardX: pip install "
+                              "tensorboardX (or the extra: pip install \"fastnn[tensorboard]\")"
+                              ) from err
+        self._writer = SummaryWriter(self.log_dir)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        writer = self._writer
+        for key, value in (logs or {}).items():
+            writer.add_scalar(key, float(value), epoch)
+        if self.histograms:
+            for name, p in self.model.named_parameters():
+                writer.add_histogram(f"weights/{name}", p.data, epoch)
+                writer.add_histogram(f"gradients/{name}", p.last_grad, epoch)
+        history = getattr(self.model, "history", None)
+        for layer, series in (history.diagnostics if history is not None else {}).items():
+            for metric, values in series.items():
+                writer.add_scalar(f"diagnostics/{layer.replace(':', '_')}/{metric}",
+                                  float(values[-1]), epoch)
+        writer.flush()
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -4,6 +4,7 @@
     fastnn compare   compare optimizers / learning rates / batch sizes on one dataset
     fastnn datasets  list the datasets and whether each is available here
     fastnn tune      time GEMM blockings on this CPU and save the fastest (fastnn.tune)
+    fastnn export    write a saved model as an ONNX graph (fastnn.onnx_export)
 """
 
 from __future__ import annotations
@@ -197,7 +198,34 @@ def _parser() -> argparse.ArgumentParser:
                       help="time budget (default: %(default)s)")
     tune.add_argument("--threads", type=_thread_count, default=None,
                       help="threads to time on (default: OMP_NUM_THREADS or all cores)")
+    export = commands.add_parser("export", help="write a model saved by fastnn (safetensors) as "
+                                 "an ONNX graph for onnxruntime (needs the onnx package)")
+    export.add_argument("model", metavar="MODEL", help="a model file of fastnn.save / --save")
+    export.add_argument("--onnx", required=True, metavar="PATH", help="the ONNX file to write")
+    export.add_argument("--input-shape", type=_list_of(_positive_int, "1,28,28"), default=None,
+                        help="one sample's shape, comma-separated (default: the first Dense "
+                        "layer's in_features; needed for a model starting with a convolution)")
     return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fastnn.onnx_export import OPSET
+
+    try:
+        model = fastnn.load(args.model)
+    except OSError as e:  # a missing or unreadable file: a message, not a traceback
+        raise ValueError(f"export: cannot read MODEL {args.model!r}: {e}") from e
+    shape = args.input_shape
+    if shape is None:
+        first = model.layers[0] if isinstance(model, fastnn.nn.Sequential) and model.layers else model
+        if not isinstance(first, fastnn.nn.Dense):
+            raise ValueError(f"export: --input-shape is needed for a model whose first layer "
+                             f"is {first!r} (one sample's shape, e.g. --input-shape 1,28,28)")
+        shape = [first.in_features]
+    path = model.export_onnx(args.onnx, shape)
+    print(f"wrote {path} (ONNX opset {OPSET}, input (batch, "
+          f"{', '.join(map(str, shape))}))")
+    return 0
 
 
 def _load(args: argparse.Namespace, validation: float) -> tuple:
@@ -417,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _datasets()
         if args.command == "tune":
             return _tune(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "train" and args.distributed and not fastnn.distributed.is_main():
             args.save = args.plot = None  # rank 0 reports and writes; this rank trains alike
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):

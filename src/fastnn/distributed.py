@@ -280,11 +280,11 @@ class FitSync:
 
     def callbacks(self, callbacks: list[Any]) -> list[Any]:
         """The callbacks this rank runs: all on rank 0; on the others, all but those that
-        write files (ModelCheckpoint, CSVLogger). The logs are reduced across ranks first,
+        write files (ModelCheckpoint, CSVLogger, TensorBoard). The logs are reduced across ranks first,
         so the rest (EarlyStopping, schedulers) decide alike on every rank; and a last one
         makes rank 0's ``stop_training`` every rank's, so that a callback given on rank 0
         alone cannot leave the others waiting in the next epoch's all-reduce."""
-        from .callbacks import Callback, CSVLogger, ModelCheckpoint
+        from .callbacks import Callback, CSVLogger, ModelCheckpoint, TensorBoard
 
         class StopTogether(Callback):
             def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -292,7 +292,7 @@ class FitSync:
 
         if not self.is_main:
             callbacks = [cb for cb in callbacks
-                         if not isinstance(cb, (CSVLogger, ModelCheckpoint))]
+                         if not isinstance(cb, (CSVLogger, ModelCheckpoint, TensorBoard))]
         return callbacks + [StopTogether()] if self.size > 1 else callbacks
 
     def share(self, n: int, batch_size: int | None) -> int:

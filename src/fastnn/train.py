@@ -317,7 +317,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
 
     monitor = _diagnostics.Monitor(model) if diagnostics else None
     progress = _Progress(verbose if sync is None else sync.verbose(verbose), epochs)
-    history = History()
+    history = model.history = History()  # as Keras's: callbacks read it (diagnostics)
     for cb in callbacks:
         cb.set_model(model)
     model.stop_training = False

@@ -7,11 +7,14 @@ import math
 import types
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from .. import memory
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # How many parameter values may still be allocated (None: no limit). fastnn.io.load sets
 # it to what the file holds, so that a tiny file declaring a huge architecture fails
@@ -77,6 +80,13 @@ class Parameter:
     def zero_grad(self) -> None:
         """Reset ``grad`` to zero (lazily, see the class docstring)."""
         self._zero_pending = True
+
+    @property
+    def last_grad(self) -> np.ndarray:
+        """The gradient the last backward pass wrote, even after a ``zero_grad`` (whose
+        reset is lazy): what ``fit``'s callbacks see of a batch's gradient after its
+        update (``fastnn.callbacks.TensorBoard``). Zeros once something read ``grad``."""
+        return self._grad
 
     def grad_to_write(self) -> tuple[np.ndarray, float]:
         """``(grad, beta)`` for a kernel computing ``grad = beta * grad + new``: beta is 0.0
@@ -474,6 +484,14 @@ class Module:
 
         check_device(device, f"{type(self).__name__}.to")
         return self
+
+    def export_onnx(self, path: str | Path, input_shape: tuple[int, ...] | list[int]) -> Path:
+        """Write the model as an ONNX graph for onnxruntime and other runtimes
+        (``fastnn.onnx_export.export_onnx``; input_shape is one sample's, e.g. ``(784,)``);
+        needs the onnx package (``pip install "fastnn[onnx]"``)."""
+        from ..onnx_export import export_onnx
+
+        return export_onnx(self, path, input_shape)
 
     def train(self, mode: bool = True) -> Module:
         """Set training mode (``mode=False``: evaluation mode) here and in all sub-modules."""
