@@ -61,6 +61,8 @@ EXCUSED = {
     "python -m pytest tests/test_examples.py": "runs a test file of this suite",
     "jupyter notebook notebooks/": "opens a browser; tests/test_notebooks.py executes every "
         "notebook",
+    "bash scripts/wheel_smoke.sh dist": "builds, repairs and installs a wheel (a minute or more); "
+        ".ci/run runs it",
 }
 
 TRAINING = {"train", "compare"}
