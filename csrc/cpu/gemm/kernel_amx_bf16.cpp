@@ -117,16 +117,7 @@ void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* acc, int64_
         _tile_loadd(2, acc + 16 * ld, stride);
         _tile_loadd(3, acc + 16 * ld + 16, stride);
     }
-    for (int64_t q = 0; q < kp / KA; ++q, a += MR * KA, b += KA * NR) {
-        _tile_loadd(4, a, KA * 2);
-        _tile_loadd(6, b, NR * 4);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, b + 32, NR * 4);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a + 16 * KA, KA * 2);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
+    accumulate(kp, a, b);
     _tile_stored(0, acc, stride);
     _tile_stored(1, acc + 16, stride);
     _tile_stored(2, acc + 16 * ld, stride);
