@@ -201,17 +201,23 @@ def test_every_mirror_failing_names_each(server, monkeypatch):
         datasets.load("mnist")
 
 
+def cifar10_archive(pixels, labels, per_batch):
+    """CIFAR-10's binary archive: five training batches of per_batch images, the rest the
+    test batch, and the class-name file (its first name only)."""
+    folder = "cifar-10-batches-bin/"
+    members = {f"{folder}data_batch_{i}.bin": cifar_records(pixels[(i - 1) * per_batch:i * per_batch],
+                                                           labels[(i - 1) * per_batch:i * per_batch])
+               for i in range(1, 6)}
+    members[folder + "test_batch.bin"] = cifar_records(pixels[5 * per_batch:], labels[5 * per_batch:])
+    members[folder + "batches.meta.txt"] = b"airplane\n"
+    return tar_gz(members)
+
+
 def test_cifar10_nchw_nhwc_and_class_names(server, monkeypatch):
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, (14, 3, 32, 32), dtype=np.uint8)
     labels = np.arange(14) % 10
-    folder = "cifar-10-batches-bin/"
-    members = {f"{folder}data_batch_{i}.bin": cifar_records(pixels[2 * i - 2:2 * i],
-                                                           labels[2 * i - 2:2 * i])
-               for i in range(1, 6)}
-    members[folder + "test_batch.bin"] = cifar_records(pixels[10:], labels[10:])
-    members[folder + "batches.meta.txt"] = b"airplane\n"
-    server.files = {"cifar-10-binary.tar.gz": tar_gz(members)}
+    server.files = {"cifar-10-binary.tar.gz": cifar10_archive(pixels, labels, 2)}
     server.point(monkeypatch, "cifar10")
 
     X_train, y_train, X_test, y_test = datasets.load("cifar10", flatten=False)
@@ -258,12 +264,7 @@ def test_cli_trains_a_cnn_on_downloaded_cifar10(server, monkeypatch, capsys):
     rng = np.random.default_rng(5)
     pixels = rng.integers(0, 256, (60, 3, 32, 32), dtype=np.uint8)
     labels = np.arange(60) % 10
-    folder = "cifar-10-batches-bin/"
-    members = {f"{folder}data_batch_{i}.bin": cifar_records(pixels[10 * i - 10:10 * i],
-                                                           labels[10 * i - 10:10 * i])
-               for i in range(1, 6)}
-    members[folder + "test_batch.bin"] = cifar_records(pixels[50:], labels[50:])
-    server.files = {"cifar-10-binary.tar.gz": tar_gz(members)}
+    server.files = {"cifar-10-binary.tar.gz": cifar10_archive(pixels, labels, 10)}
     server.point(monkeypatch, "cifar10")
     assert cli.main(["train", "--data", "cifar10", "--conv", "4", "--hidden", "8",
                      "--epochs", "1", "--batch-size", "10"]) == 0
