@@ -42,6 +42,31 @@ void row_pairs(const float* src, int64_t kc, int64_t kp, uint32_t* out, int64_t 
     }
 }
 
+// An operand whose ks are rows (ld apart), n values of each: kp / 2 groups of `width` pairs
+// (zeros past n and from kc on).
+void ks_in_rows_as_pairs(const float* src, int64_t ld, int64_t kc, int64_t kp, int64_t n,
+                         int64_t width, uint32_t* out) {
+    for (int64_t p = 0; p < kp; p += 2, out += width) {
+        if (p < kc)
+            two_rows_pairs(src + p * ld, p + 1 < kc ? src + (p + 1) * ld : nullptr, n, width, out);
+        else
+            for (int64_t j = 0; j < width; ++j) out[j] = 0;
+    }
+}
+
+// An operand whose rows (ld apart, contiguous along k) are its `n` columns of a panel: the
+// same layout, row j's pairs at out[q * width + j] (zero columns past n).
+void rows_as_pairs(const float* src, int64_t ld, int64_t kc, int64_t kp, int64_t n,
+                   int64_t width, uint32_t* out) {
+    for (int64_t j = 0; j < width; ++j) {
+        if (j < n) {
+            row_pairs(src + j * ld, kc, kp, out + j, width);
+        } else {
+            for (int64_t q = 0; q < kp / 2; ++q) out[q * width + j] = 0;
+        }
+    }
+}
+
 }  // namespace
 
 void bf16_convert_avx512(const float* x, uint16_t* y, int64_t n) {
@@ -55,43 +80,22 @@ void bf16_convert_avx512(const float* x, uint16_t* y, int64_t n) {
 void pack_b_pairs(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t kp, int64_t cols,
                   int nr, uint16_t* out) {
     uint32_t* o = reinterpret_cast<uint32_t*>(out);
-    if (!trans) {
-        for (int64_t p = 0; p < kp; p += 2, o += nr) {
-            if (p < kc)
-                two_rows_pairs(b + p * ldb, p + 1 < kc ? b + (p + 1) * ldb : nullptr, cols, nr, o);
-            else
-                for (int j = 0; j < nr; ++j) o[j] = 0;
-        }
-        return;
-    }
-    for (int64_t j = 0; j < nr; ++j) {
-        if (j < cols) {
-            row_pairs(b + j * ldb, kc, kp, o + j, nr);
-        } else {
-            for (int64_t q = 0; q < kp / 2; ++q) o[q * nr + j] = 0;
-        }
-    }
+    if (trans)
+        rows_as_pairs(b, ldb, kc, kp, cols, nr, o);
+    else
+        ks_in_rows_as_pairs(b, ldb, kc, kp, cols, nr, o);
 }
 
 namespace {
 
 // A's panel as kp / 2 groups of MR pairs (a[i][p], a[i][p+1]).
 void pack_a(bool trans, const float* a, int64_t lda, int64_t rows, int64_t kc, uint16_t* out) {
-    constexpr int mr = MR;
     uint32_t* o = reinterpret_cast<uint32_t*>(out);
     const int64_t kp = (kc + 1) / 2 * 2;
-    if (trans) {  // two rows of A are two ks of op(A): pairs of contiguous values
-        for (int64_t p = 0; p < kp; p += 2, o += mr)
-            two_rows_pairs(a + p * lda, p + 1 < kc ? a + (p + 1) * lda : nullptr, rows, mr, o);
-        return;
-    }
-    for (int64_t i = 0; i < mr; ++i) {
-        if (i < rows) {
-            row_pairs(a + i * lda, kc, kp, o + i, mr);
-        } else {
-            for (int64_t q = 0; q < kp / 2; ++q) o[q * mr + i] = 0;
-        }
-    }
+    if (trans)  // two rows of A are two ks of op(A): pairs of contiguous values
+        ks_in_rows_as_pairs(a, lda, kc, kp, rows, MR, o);
+    else
+        rows_as_pairs(a, lda, kc, kp, rows, MR, o);
 }
 
 void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, uint16_t* out) {
