@@ -31,7 +31,10 @@ export LD_PRELOAD="$asan $stdcxx"
 export ASAN_OPTIONS=halt_on_error=1:detect_leaks=0:abort_on_error=0:allocator_may_return_null=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 ext="$(python -c 'import fastnn._C as c; print(c.__file__)')"
-ldd "$ext" | grep -q libasan || { echo "sanitize.sh: $ext is not built with ASan" >&2; exit 2; }
+# ldd without LD_PRELOAD (under it, ldd lists libasan for any library), and not as
+# `ldd | grep -q`: under pipefail, grep's early exit can kill ldd with SIGPIPE, a false failure.
+deps="$(env -u LD_PRELOAD ldd "$ext")"
+[[ "$deps" == *libasan* ]] || { printf 'sanitize.sh: %s is not built with ASan:\n%s\n' "$ext" "$deps" >&2; exit 2; }
 export MPLBACKEND=Agg
 log="$dir/pytest.log"
 # Left out under the sanitizer only, for their run time, not their content: test_examples.py,
