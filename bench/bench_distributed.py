@@ -12,7 +12,7 @@ and 100 Gb/s, with the per-rank batch above which the measured computation outla
 
     python bench/bench_distributed.py [--steps 60] [--rounds 3]
 
-Needs mpirun (OpenMPI) and mpi4py (`pip install "fastnn[mpi]"`). The machine is shared and
+Needs mpirun (OpenMPI) and mpi4py (`pip install "fastnn-learn[mpi]"`). The machine is shared and
 noisy: the three configurations are interleaved over rounds and medians reported.
 """
 from __future__ import annotations

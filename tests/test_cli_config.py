@@ -39,7 +39,7 @@ def test_version_comes_from_pyproject_alone():
     declared = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
     assert fastnn.__version__ == _C.__version__ == declared
     assert fastnn.config()["version"] == declared
-    assert importlib.metadata.version("fastnn") == declared
+    assert importlib.metadata.version("fastnn-learn") == declared
 
 
 def test_config_reports_isa_change():

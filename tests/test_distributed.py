@@ -32,7 +32,7 @@ def _mpirun(ranks: int = 2) -> list[str] | str:
                            capture_output=True, text=True, timeout=60)
     if probe.returncode:
         why = (probe.stderr.strip().splitlines() or [""])[-1]
-        return f'mpi4py or its MPI library is missing (pip install "fastnn[mpi]"): {why}'
+        return f'mpi4py or its MPI library is missing (pip install "fastnn-learn[mpi]"): {why}'
     version = subprocess.run([mpirun, "--version"], capture_output=True, text=True,
                              timeout=60).stdout
     command = [mpirun, "-np", str(ranks)]
@@ -313,7 +313,7 @@ def test_under_mpirun_without_mpi4py_the_error_says_what_to_install(monkeypatch)
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if it were not installed
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     with pytest.raises(ImportError, match=r"one of 2 started by mpirun.*"
-                                          r'pip install "fastnn\[mpi\]".*openmpi-bin'):
+                                          r'pip install "fastnn-learn\[mpi\]".*openmpi-bin'):
         dist.init()
 
 

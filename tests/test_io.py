@@ -213,9 +213,9 @@ def test_architecture_and_weights_that_disagree(trained, tmp_path):
 
 def test_missing_safetensors_says_how_to_install(trained, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "safetensors", None)
-    with pytest.raises(ImportError, match=r'pip install "fastnn\[io\]"'):
+    with pytest.raises(ImportError, match=r'pip install "fastnn-learn\[io\]"'):
         trained.save(tmp_path / "m.safetensors")
-    with pytest.raises(ImportError, match=r'pip install "fastnn\[io\]"'):
+    with pytest.raises(ImportError, match=r'pip install "fastnn-learn\[io\]"'):
         fastnn.load(tmp_path / "m.safetensors")
 
 
@@ -301,7 +301,7 @@ def test_without_safetensors_the_cli_fails_before_training(tmp_path, capsys, mon
     code = cli.main(["train", "--data", "xor", "--epochs", "2", "--save",
                      str(tmp_path / "m.safetensors")])
     out, err = capsys.readouterr()
-    assert code == 1 and 'pip install "fastnn[io]"' in err
+    assert code == 1 and 'pip install "fastnn-learn[io]"' in err
     assert "Epoch" not in out and "test accuracy" not in out, out      # nothing trained
     assert not (tmp_path / "m.safetensors").exists()
 
@@ -314,7 +314,7 @@ def test_without_safetensors_a_checkpointed_fit_fails_before_its_first_epoch(
     monkeypatch.setitem(sys.modules, "safetensors", None)
     checkpoint = fastnn.callbacks.ModelCheckpoint(tmp_path / "best.safetensors",
                                                   monitor="loss")
-    with pytest.raises(ImportError, match=r'pip install "fastnn\[io\]"'):
+    with pytest.raises(ImportError, match=r'pip install "fastnn-learn\[io\]"'):
         model.fit(*digits, epochs=2, verbose=0, callbacks=[checkpoint])
     for name, value in model.state_dict().items():           # not one step was taken
         np.testing.assert_array_equal(value, before[name])

@@ -113,6 +113,12 @@ def shell_commands(text: str) -> list[str]:
     return commands
 
 
+def distribution_name() -> str:
+    """The name pip installs fastnn under (pyproject.toml's [project] name)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    return re.search(r'^\[project\]\n(?:.*\n)*?name\s*=\s*"([^"]+)"', text, re.M).group(1)
+
+
 def pyproject() -> tuple[dict[str, list[str]], set[str]]:
     """The extras (name -> requirements) and the console scripts pyproject.toml declares
     (read with regular expressions: tomllib is Python 3.11+)."""
@@ -131,16 +137,22 @@ def pyproject() -> tuple[dict[str, list[str]], set[str]]:
 # ----------------------------------------------------------------------------- pip install
 def check_pip_install(args: list[str], base: Path) -> None:
     """What ``pip install args`` (run in ``base``) names exists: local paths with a
-    pyproject.toml, their extras in it; other requirements well-formed."""
+    pyproject.toml, their extras in it; fastnn under its distribution name (never ``fastnn``,
+    another project's on PyPI), from PyPI or ``name[extras] @ git+URL``, with extras that exist;
+    other requirements well-formed."""
     extras, _ = pyproject()
+    ours = distribution_name()
     targets = [a for a in args if not a.startswith("-")]
     assert targets, f"pip install {' '.join(args)}: installs nothing"
     for target in targets:
+        target = re.sub(r"\s*@\s*git\+\S+$", "", target)  # a git URL: what it names is checked
         match = re.fullmatch(r"([^\[\]]+?)(?:\[([^\]]*)\])?", target)
         assert match, f"pip install {target!r}: not a requirement or a path"
         where, named = match.group(1), match.group(2)
-        if where.startswith("."):
-            assert (base / where / "pyproject.toml").is_file(), \
+        assert _normal(where) != "fastnn", \
+            f"pip install {target!r} installs another project (PyPI's fastnn); ours is {ours!r}"
+        if where.startswith(".") or _normal(where) == _normal(ours):
+            assert not where.startswith(".") or (base / where / "pyproject.toml").is_file(), \
                 f"pip install {target!r}: {(base / where).resolve()} holds no pyproject.toml"
             unknown = sorted({e.strip() for e in (named or "").split(",")} - set(extras) - {""})
             assert not unknown, (f"pip install {target!r}: pyproject.toml has no extra "
@@ -332,6 +344,33 @@ def test_every_excuse_is_used():
         shown.update(inline_spans(readme))
     assert not set(EXCUSED) - shown, f"EXCUSED names commands no README shows: " \
                                      f"{sorted(set(EXCUSED) - shown)}"
+
+
+def test_install_hints_name_this_distribution():
+    """Every ``pip install`` that the package's messages, docstrings, benches, examples,
+    notebooks and READMEs tell a user to type names this distribution (pyproject.toml's
+    name, with extras it declares) or a local path: ``pip install "fastnn[io]"`` would fetch
+    PyPI's unrelated fastnn. README.md says how to install from PyPI and from a git URL."""
+    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "bench").glob("*.py"),
+             *(ROOT / "examples").rglob("*.py"), *(ROOT / "notebooks").glob("*.ipynb"), *READMES]
+    hints = 0
+    for path in files:
+        text = path.read_text()
+        for match in re.finditer(r"""pip install\s+(?:\\?"([^"\\\s]+)\\?"|'([^'\s]+)'|([^"'\s`),;]+))""",
+                                 text):
+            target = next(g for g in match.groups() if g)
+            if not target.startswith("-"):
+                # a path is relative to where it runs: a notebook's folder, else the clone
+                check_pip_install([target], path.parent if path.suffix == ".ipynb" else ROOT)
+                hints += 1
+    assert hints > 10, f"found only {hints} install hints: is the pattern still right?"
+    ours = distribution_name()
+    shown = [pip_args(p.strip()) for language, _, text in fenced_blocks(ROOT / "README.md")
+             if language != "python" for c in shell_commands(text) for p in c.split("&&")]
+    named = [" ".join(a) for a in shown if a and any(_normal(re.split(r"[\[@ ]", t)[0]) ==
+                                                     _normal(ours) for t in a)]
+    assert any("@ git+" in a for a in named) and any("@" not in a for a in named), \
+        f"README.md shows no `pip install {ours}` from PyPI and from a git URL: {named}"
 
 
 @pytest.mark.parametrize("readme,command", _commands())

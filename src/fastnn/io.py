@@ -1,4 +1,4 @@
-"""Saving and loading models as safetensors files (the ``io`` extra: pip install "fastnn[io]").
+"""Saving and loading models as safetensors files (the ``io`` extra: pip install "fastnn-learn[io]").
 
 ``model.save(path)`` writes every parameter and persistent buffer under its ``state_dict``
 name ("0.weight", "0.bias", "2.weight", ... the names and shapes of the matching
@@ -47,7 +47,7 @@ OPTIMIZER_PREFIX = "optimizer."
 # The safetensors dtypes that load as NumPy arrays (BF16 is converted to float32).
 _NUMPY_DTYPES = ("F64", "F32", "F16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8",
                  "BOOL")
-_INSTALL = 'saving and loading models needs the safetensors package: pip install "fastnn[io]"'
+_INSTALL = 'saving and loading models needs the safetensors package: pip install "fastnn-learn[io]"'
 
 
 class InvalidFileError(ValueError):

@@ -8,7 +8,7 @@ is (out, in)) and its activation, Conv2d to Conv, the pools to MaxPool / Average
 BatchNormalization with the running statistics, Dropout to nothing (the identity at
 inference), Flatten and Reshape to Reshape. A layer without a mapping (a model with its own
 ``forward``, a layer of your own) raises a ValueError naming it. Needs the ``onnx`` package
-(``pip install "fastnn[onnx]"``).
+(``pip install "fastnn-learn[onnx]"``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _onnx() -> Any:
         import onnx
     except ImportError as err:
         raise ImportError("ONNX export needs the onnx package: pip install onnx "
-                          "(or the extra: pip install \"fastnn[onnx]\")") from err
+                          "(or the extra: pip install \"fastnn-learn[onnx]\")") from err
     return onnx
 
 

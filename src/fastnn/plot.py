@@ -25,7 +25,7 @@ def _figure(rows: int, cols: int, width: float = 5.0, height: float = 3.6):
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise ImportError('plots need matplotlib: pip install "fastnn[plot]"') from e
+        raise ImportError('plots need matplotlib: pip install "fastnn-learn[plot]"') from e
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     return fig, axes

@@ -488,7 +488,7 @@ class Module:
     def export_onnx(self, path: str | Path, input_shape: tuple[int, ...] | list[int]) -> Path:
         """Write the model as an ONNX graph for onnxruntime and other runtimes
         (``fastnn.onnx_export.export_onnx``; input_shape is one sample's, e.g. ``(784,)``);
-        needs the onnx package (``pip install "fastnn[onnx]"``)."""
+        needs the onnx package (``pip install "fastnn-learn[onnx]"``)."""
         from ..onnx_export import export_onnx
 
         return export_onnx(self, path, input_shape)
