@@ -25,7 +25,9 @@ def test_config_keys_and_types():
     assert isinstance(cfg["openmp"], bool)
     assert isinstance(cfg["num_threads"], int) and cfg["num_threads"] >= 1
     assert cfg["num_threads"] == fastnn.get_num_threads()
-    assert cfg["cuda"] is False
+    assert cfg["cuda"]["built"] is _C.cuda_info()["built"]
+    if not cfg["cuda"]["available"]:
+        assert cfg["cuda"]["reason"], "an unavailable CUDA says why"
 
 
 def test_version_comes_from_pyproject_alone():
@@ -50,7 +52,7 @@ def test_config_reports_isa_change():
 
 def test_c_config_keys():
     cfg = _C.config()
-    for key in ("isa", "isa_supported", "openmp", "num_threads", "cuda"):
+    for key in ("isa", "isa_supported", "openmp", "num_threads"):
         assert key in cfg, f"_C.config() lacks {key!r}"
     assert list(cfg["isa_supported"]) == list(_C.supported_isas())
 

@@ -1215,6 +1215,45 @@ def test_bf16_bindings(data, path, blocking_of, shape, vector):
         _C.set_bf16_path(old)
 
 
+def arch_runs_reference(archs, major, minor):
+    """csrc/core/cuda.h's rule, written again: machine code ("-real") within its major from
+    its minor up, PTX ("-virtual") from its capability up, a bare number both."""
+    for arch in archs.split(","):
+        digits, _, kind = arch.partition("-")
+        if not 2 <= len(digits) <= 4 or any(c not in "0123456789" for c in digits):
+            continue
+        a_major, a_minor = int(digits[:-1]), int(digits[-1])
+        if kind != "virtual" and major == a_major and minor >= a_minor:
+            return True
+        if kind != "real" and (major, minor) >= (a_major, a_minor):
+            return True
+    return False
+
+
+@fuzz(archs=st.one_of(st.text(max_size=24), st.sampled_from(
+          ["80-real,90", "90", "80-virtual", "86-real,,", "999999999999", "8", "-real", "80-",
+           "90a-real", "native", "80-real;90", "1000-real"])),
+      major=st.one_of(st.integers(-3, 13), st.sampled_from([2**31, -2**31 - 1, 2**40, 8.0, None])),
+      minor=st.one_of(st.integers(-3, 12), st.sampled_from([2**31, 9.0])))
+def test_cuda_bindings(archs, major, minor):
+    """cuda_arch_runs on drawn architecture lists and capabilities, held to the rule written
+    here (out-of-range or non-int capabilities refused by name); cuda_info's keys and types;
+    cuda_selftest either passes (a GPU) or raises a RuntimeError that says why not."""
+    ok = all(isinstance(v, int) and -2**31 <= v < 2**31 for v in (major, minor))
+    check_call(f"cuda_arch_runs({archs!r}, {major!r}, {minor!r})",
+               lambda: _C.cuda_arch_runs(archs, major, minor), [],
+               set() if ok else {"major", "minor"},
+               check=lambda r: r is arch_runs_reference(archs, major, minor))
+    info = _C.cuda_info()
+    assert isinstance(info["built"], bool) and isinstance(info["available"], bool)
+    assert isinstance(info["reason"], str) and bool(info["reason"]) != info["available"]
+    try:
+        _C.cuda_selftest()
+        assert info["available"], "the self-test passed where cuda_info says no device"
+    except RuntimeError as e:
+        assert not info["available"] and info["reason"] in str(e)
+
+
 BLOCK_SIZES = [1, 2, 5, 16, 17, 64, 300, 4096, 65536, 65537, 0, -3, 2**40, True, 8.0, None]
 CACHE_SPECS = [None, "32K:8,512K:8,32M:16", "48K:12,2M:16,300M:15", "4K:2", "1K:1:16,2K:2:16",
                "", "48K:", "48Q:12", "2M:16,48K:12", "48K:12:63", "1:1", "48K:12,2M:16,1G:16,2G:16",
@@ -1832,7 +1871,7 @@ def test_fuzz_covers_every_binding_and_layer():
                "depthwise_conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
                "avgpool2d_forward", "avgpool2d_backward", "batchnorm_forward", "batchnorm_backward",
                "bf16_convert", "bf16_path", "bf16_path_description", "supported_bf16_paths",
-               "set_bf16_path", "bf16_blocking"}
+               "set_bf16_path", "bf16_blocking", "cuda_info", "cuda_selftest", "cuda_arch_runs"}
     public = {n for n in dir(_C) if not n.startswith("__") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}

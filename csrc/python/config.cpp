@@ -1,5 +1,6 @@
 // Bindings of the machine and its settings: config(), threads, the ISA switch, the CPU
-// description, the GEMM's blocking and the FMA peak; and the import-time warnings.
+// description, the GEMM's blocking and the FMA peak, the CUDA device; and the import-time
+// warnings.
 #include "checks.h"
 
 #include <cstdlib>
@@ -7,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "core/cuda.h"
 #include "cpu/gemm/bf16.h"
 #include "cpu/isa.h"
 
@@ -81,6 +83,34 @@ std::string bf16_path_description() {
     return std::string("fp32 (no bf16 instructions: ") + bf16_missing_reason("avx512_bf16") + ")";
 }
 
+std::string version_text(int v) {  // CUDA's 1000 * major + 10 * minor
+    return v ? std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10) : "";
+}
+
+py::dict cuda_dict() {
+    py::dict d;
+    d["built"] = cuda_built();
+#ifdef FASTNN_CUDA
+    const CudaInfo& info = cuda_info();
+    d["available"] = info.available;
+    d["reason"] = info.reason;
+    d["architectures"] = cuda_architectures();
+    d["runtime_version"] = version_text(info.runtime_version);
+    d["driver_version"] = version_text(info.driver_version);
+    d["cublas_version"] = version_text(info.cublas_version);
+    d["device_count"] = info.device_count;
+    if (info.device_count > 0) {
+        d["device"] = info.name;
+        d["memory_bytes"] = info.memory_bytes;
+        d["compute_capability"] = std::to_string(info.cc_major) + "." + std::to_string(info.cc_minor);
+    }
+#else
+    d["available"] = false;
+    d["reason"] = "this fastnn was built without CUDA (FASTNN_CUDA=OFF)";
+#endif
+    return d;
+}
+
 }  // namespace
 
 void bind_config(py::module_& m) {
@@ -96,12 +126,28 @@ void bind_config(py::module_& m) {
         d["num_threads"] = get_num_threads();
         d["load_pauses"] = load_guard::pauses();
         d["flush_denormals"] = flush_denormals();
-        d["cuda"] = false;
         d["cpu"] = cpu_dict();
         d["blocking"] = blocking_dict(*gemm_context());
         d["bf16"] = bf16_path_description();
         return d;
     });
+    m.def("cuda_info", &cuda_dict,
+          "The CUDA build's device: built, available, reason (why not), architectures; with "
+          "a device: device, memory_bytes, compute_capability, driver, runtime and cuBLAS "
+          "versions. Queried once.");
+    m.def("cuda_selftest", [] {
+#ifdef FASTNN_CUDA
+        py::gil_scoped_release release;
+        cuda_selftest();
+#else
+        throw std::runtime_error("CUDA self-test: this fastnn was built without CUDA (FASTNN_CUDA=OFF)");
+#endif
+    }, "Run one kernel of this build on device 0 and check its output; RuntimeError saying "
+       "why not.");
+    m.def("cuda_arch_runs", [](const std::string& archs, int major, int minor) {
+        return cuda_arch_runs(archs, major, minor);
+    }, py::arg("archs"), py::arg("major"), py::arg("minor"),
+       "Whether code built for archs ('80-real,90') runs at compute capability major.minor.");
     m.def("bf16_path", [] { return std::string(bf16_path()); },
           "The bf16 GEMM path in use: 'amx', 'avx512_bf16' or 'fp32'.");
     m.def("bf16_path_description", &bf16_path_description,

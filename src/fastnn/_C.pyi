@@ -34,8 +34,18 @@ def activations() -> dict[str, dict]:
 
 def config() -> dict:
     """{'isa': str, 'isa_supported': list[str], 'openmp': bool, 'num_threads': int,
-    'load_pauses': int, 'flush_denormals': bool, 'cuda': bool, 'cpu': dict (vendor, model_name, family, model, stepping,
-    features, caches, cache_spec, cache_source), 'blocking': dict (as blocking())}"""
+    'load_pauses': int, 'flush_denormals': bool, 'cpu': dict (vendor, model_name, family, model, stepping,
+    features, caches, cache_spec, cache_source), 'blocking': dict (as blocking()), 'bf16': str}"""
+
+def cuda_info() -> dict:
+    """The CUDA build's device: built, available, reason (why not); the CUDA build adds
+    architectures, runtime, driver and cuBLAS versions, device_count and, with a device,
+    device, memory_bytes and compute_capability. Queried once."""
+def cuda_selftest() -> None:
+    """Run one kernel of this build on device 0 and check its output; RuntimeError saying
+    why not (not built, no driver, no device, no code for its compute capability)."""
+def cuda_arch_runs(archs: str, major: int, minor: int) -> bool:
+    """Whether code built for archs ("80-real,90") runs at compute capability major.minor."""
 
 def set_num_threads(n: int) -> None:
     """ValueError unless 1 <= n <= max_num_threads()."""

@@ -86,11 +86,13 @@ def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,
 def config() -> dict:
     """The build and runtime configuration: version, isa (the GEMM path in use), bf16 (the
     bf16 GEMM path: "amx", "avx512_bf16", or "fp32 (why)"),
-    isa_supported, openmp, num_threads, flush_denormals (see set_flush_denormal), cuda (whether the extension was built with CUDA),
+    isa_supported, openmp, num_threads, flush_denormals (see set_flush_denormal), cuda (a dict:
+    built, available, and the reason when not; the CUDA build adds the device's name, memory,
+    compute capability and the driver, runtime and cuBLAS versions),
     cpu (vendor, model, features, caches as detected or overridden by FASTNN_CACHE) and
     blocking (the active ISA's kc, nc, mc; source "model", "tuned" or "override"; and
     tuning_file, the file a tuned blocking was loaded from or saved to, else None)."""
-    cfg = {"version": __version__, **_C.config()}
+    cfg = {"version": __version__, **_C.config(), "cuda": _C.cuda_info()}
     cfg["blocking"]["tuning_file"] = _tuning.applied_file(cfg["blocking"])
     return cfg
 

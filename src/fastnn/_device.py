@@ -1,5 +1,6 @@
-"""Devices: where a model's arrays live. This build has the CPU only; the CUDA build adds
-"cuda" (``pip install . -Ccmake.define.FASTNN_CUDA=ON``)."""
+"""Devices: where a model's arrays live. Arrays and ops are on the CPU only; the CUDA build
+(``pip install . -Ccmake.define.FASTNN_CUDA=ON``) finds and tests the GPU and says so, and
+"cuda" is refused with the reason until its device arrays exist."""
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +23,14 @@ def check_device(device: Any, what: str = "device") -> str:
     if kind == "cuda":
         from . import _C
 
-        if not _C.config()["cuda"]:
+        cuda = _C.cuda_info()
+        if not cuda["built"]:
             raise RuntimeError(f"{what} {device!r}: this fastnn was built without CUDA; "
                                f"build it with `{CUDA_BUILD_HINT}` on a machine with nvcc")
+        if not cuda["available"]:
+            raise RuntimeError(f"{what} {device!r}: {cuda['reason']}")
+        raise NotImplementedError(
+            f"{what} {device!r}: fastnn's CUDA build has the device query and self-test "
+            f"(fastnn.config()['cuda'], _C.cuda_selftest()) but no device arrays or ops yet "
+            f"(found: {cuda.get('device', 'a GPU')}); use the CPU")
     return device

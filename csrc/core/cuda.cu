@@ -1,0 +1,93 @@
+// The CUDA build's device query and self-test (csrc/core/cuda.h). Compiled only with
+// FASTNN_CUDA=ON; its kernel is the smallest proof that this build's code runs on the device.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "cuda.h"
+
+namespace fastnn {
+namespace {
+
+std::string error_text(cudaError_t e) {
+    return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+}
+
+void check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) throw std::runtime_error(std::string(what) + " failed (" + error_text(e) + ")");
+}
+
+CudaInfo query() {
+    CudaInfo info;
+    cudaRuntimeGetVersion(&info.runtime_version);
+    int cublas_major = 0, cublas_minor = 0;
+    if (cublasGetProperty(MAJOR_VERSION, &cublas_major) == CUBLAS_STATUS_SUCCESS &&
+        cublasGetProperty(MINOR_VERSION, &cublas_minor) == CUBLAS_STATUS_SUCCESS)
+        info.cublas_version = 1000 * cublas_major + 10 * cublas_minor;
+    cudaDriverGetVersion(&info.driver_version);  // 0 where no driver is installed
+    const cudaError_t count = cudaGetDeviceCount(&info.device_count);
+    if (count != cudaSuccess || info.device_count == 0) {
+        info.device_count = 0;
+        info.reason = info.driver_version == 0 ? "no CUDA driver on this machine (libcuda.so.1)"
+                      : count != cudaSuccess        ? "no usable CUDA device (" + error_text(count) + ")"
+                                                    : "no CUDA device";
+        cudaGetLastError();  // the query's error is reported here, not left for the next call
+        return info;
+    }
+    cudaDeviceProp prop{};
+    const cudaError_t got = cudaGetDeviceProperties(&prop, 0);
+    if (got != cudaSuccess) {
+        info.reason = "device 0 did not answer (" + error_text(got) + ")";
+        cudaGetLastError();
+        return info;
+    }
+    info.name = prop.name;
+    info.memory_bytes = static_cast<int64_t>(prop.totalGlobalMem);
+    info.cc_major = prop.major;
+    info.cc_minor = prop.minor;
+    if (!cuda_arch_runs(cuda_architectures(), prop.major, prop.minor)) {
+        info.reason = "device 0 (" + info.name + ", compute capability " + std::to_string(prop.major) +
+                      "." + std::to_string(prop.minor) + ") runs none of this build's code (built for " +
+                      cuda_architectures() + ": set CMAKE_CUDA_ARCHITECTURES)";
+        return info;
+    }
+    info.available = true;
+    return info;
+}
+
+__global__ void write_index(int* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = 3 * i + 1;
+}
+
+}  // namespace
+
+const char* cuda_architectures() { return FASTNN_CUDA_ARCHS; }
+
+const CudaInfo& cuda_info() {
+    static const CudaInfo info = query();
+    return info;
+}
+
+void cuda_selftest() {
+    const CudaInfo& info = cuda_info();
+    if (!info.available) throw std::runtime_error("CUDA self-test: " + info.reason);
+    constexpr int n = 1000;
+    int* device = nullptr;
+    check(cudaMalloc(&device, n * sizeof(int)), "cudaMalloc");
+    write_index<<<(n + 255) / 256, 256>>>(device, n);
+    cudaError_t launched = cudaGetLastError();
+    int host[n];
+    const cudaError_t copied = launched == cudaSuccess
+        ? cudaMemcpy(host, device, sizeof host, cudaMemcpyDeviceToHost) : launched;
+    cudaFree(device);
+    check(copied, "the self-test kernel");
+    for (int i = 0; i < n; ++i)
+        if (host[i] != 3 * i + 1)
+            throw std::runtime_error("CUDA self-test: element " + std::to_string(i) + " is " +
+                                     std::to_string(host[i]) + ", expected " + std::to_string(3 * i + 1));
+}
+
+}  // namespace fastnn
