@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA build, where there is nvcc but no GPU (CI and development machines): build it with
 # FASTNN_CUDA=ON in its own virtual environment and build directory (build/cuda/), cuBLAS from
-# the nvidia-cublas wheel; load it and run tests/test_cuda.py against it, which checks that it
-# says it is built, for which architectures, and why no device is usable here. A GPU machine
+# the nvidia-cublas wheel; load it and run tests/test_cuda.py and test_tensor.py against it:
+# it says it is built, for which architectures, and why no device is usable here, and its
+# device arrays work on the CPU and refuse "cuda" with that reason. A GPU machine
 # runs scripts/gpu_check.sh instead.   Usage: bash scripts/cuda_build_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +20,4 @@ pip install -q --no-build-isolation --no-deps . -C build-dir="$dir/cmake" \
   -C cmake.define.FASTNN_CUDA=ON
 cd "$dir"  # away from src/: the installed package is the one tested
 python -c 'import fastnn, json; print("fastnn.config()[\"cuda\"]:", json.dumps(fastnn.config()["cuda"]))'
-python -m pytest -q -p no:cacheprovider -rs ../../tests/test_cuda.py
+python -m pytest -q -p no:cacheprovider -rs ../../tests/test_cuda.py ../../tests/test_tensor.py

@@ -2,10 +2,11 @@
 # The one prepared run for a machine with a GPU (the lent H200: its python3 already has
 # PyTorch, nvidia-cublas, scikit-build-core, pybind11, numpy, pytest and hypothesis, and no
 # package registry is reachable there). Builds fastnn with FASTNN_CUDA=ON into a folder of its
-# own, then runs the CUDA tests (the self-test kernel on the device, the device query, the
-# errors "cuda" gives) and writes every log to $OUT (default /tmp/gpu_check). Well inside
+# own, then runs the CUDA tests (the self-test kernel on the device, the device query, device
+# arrays and their DLPack exchange with PyTorch and CuPy, the allocator, the errors "cuda"
+# gives) and writes every log to $OUT (default /tmp/gpu_check). Well inside
 # 8 minutes on 16 cores.   Usage: OUT=dir bash scripts/gpu_check.sh
-# Not here yet, because not built yet: device arrays, the CUDA ops and bench/bench_gpu.py.
+# Not here yet, because not built yet: the CUDA ops and bench/bench_gpu.py.
 set -uo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 out="${OUT:-/tmp/gpu_check}"
@@ -30,6 +31,7 @@ cuda = fastnn.config()["cuda"]
 print(json.dumps(cuda, indent=1))
 sys.exit(0 if cuda["available"] else "gpu_check.sh: no usable GPU: " + cuda["reason"])' "$site" \
   2>&1 | tee "$out/cuda_config.json" || status=1  # on the GPU machine, no GPU is a failure
-"$py" -m pytest -q -rs -p no:cacheprovider "$repo/tests/test_cuda.py" "$repo/tests/test_layers.py" \
-  -k "cuda or device" 2>&1 | tee "$out/tests.log" || status=1
+"$py" -m pytest -q -rs -p no:cacheprovider "$repo/tests/test_cuda.py" "$repo/tests/test_tensor.py" \
+  "$repo/tests/test_layers.py::test_to_another_device_says_what_this_build_has" 2>&1 \
+  | tee "$out/tests.log" || status=1
 exit "$status"

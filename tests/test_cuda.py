@@ -56,8 +56,8 @@ def test_default_build_refuses_cuda_naming_the_build_flag():
 @pytest.mark.parametrize("info,error,words", [
     ({"built": True, "available": False, "reason": "no CUDA driver on this machine (libcuda.so.1)"},
      RuntimeError, "no CUDA driver on this machine"),
-    ({"built": True, "available": True, "reason": "", "device": "NVIDIA H200"},
-     NotImplementedError, r"no device arrays or ops yet \(found: NVIDIA H200\)"),
+    ({"built": True, "available": True, "reason": "", "device": "NVIDIA H200", "device_count": 1},
+     NotImplementedError, r"no ops on them yet \(found: NVIDIA H200\)"),
 ])
 def test_cuda_build_refuses_cuda_saying_why(monkeypatch, info, error, words):
     """What "cuda" raises in the CUDA build, without and with a GPU: the reason it found,
@@ -78,3 +78,58 @@ def test_selftest_runs_this_builds_kernel_on_the_gpu():
     major, minor = map(int, cuda["compute_capability"].split("."))
     assert _C.cuda_arch_runs(cuda["architectures"], major, minor)
     assert cuda["driver_version"] and np.isfinite(cuda["memory_bytes"])
+
+
+@pytest.mark.cuda
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.int32, np.uint8], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(), (0,), (1,), (7,), (127, 129), (3, 1000)], ids=str)
+def test_tensor_round_trip_on_the_gpu(shape, dtype):
+    x = np.asarray((np.random.default_rng(1).standard_normal(shape) * 50).astype(dtype))
+    t = fastnn.asarray(x, device="cuda")
+    assert isinstance(t, fastnn.Tensor) and t.device == "cuda:0" and t.shape == shape
+    assert t.to("cuda") is t and t.__dlpack_device__() == (2, 0)
+    np.testing.assert_array_equal(t.numpy(), x)
+    np.testing.assert_array_equal(t.to("cpu"), x)
+    cai = t.__cuda_array_interface__
+    assert cai["data"][0] == t._array.data_ptr and cai["shape"] == shape and cai["version"] == 3
+
+
+@pytest.mark.cuda
+@needs_gpu
+def test_gpu_allocator_reaches_a_steady_state():
+    x = np.ones((256, 1000), np.float32)
+    fastnn.asarray(x, device="cuda").numpy()
+    before = fastnn.tensor.memory_stats("cuda")["device_allocs"]
+    for _ in range(50):
+        fastnn.asarray(x, device="cuda").numpy()
+    stats = fastnn.tensor.memory_stats("cuda")
+    assert stats["device_allocs"] == before and stats["reuses"] >= 50
+    fastnn.tensor.empty_cache("cuda")
+    assert fastnn.tensor.memory_stats("cuda")["cached_bytes"] == 0
+
+
+@pytest.mark.cuda
+@needs_gpu
+def test_dlpack_and_cuda_array_interface_with_torch_and_cupy_without_a_copy():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    src = torch.arange(12, dtype=torch.float32, device="cuda").reshape(3, 4)
+    t = fastnn.from_dlpack(src)
+    assert isinstance(t, fastnn.Tensor) and t._array.data_ptr == src.data_ptr()
+    np.testing.assert_array_equal(t.numpy(), src.cpu().numpy())
+    back = torch.from_dlpack(t)
+    assert back.data_ptr() == src.data_ptr() and back.device.type == "cuda"
+    mine = fastnn.asarray(np.arange(6, dtype=np.int64), device="cuda")
+    shared = torch.as_tensor(mine, device="cuda")  # through __cuda_array_interface__
+    assert shared.data_ptr() == mine._array.data_ptr
+    assert shared.cpu().tolist() == list(range(6))
+    try:
+        import cupy
+    except ImportError:
+        return
+    c = cupy.asarray(mine)
+    assert c.data.ptr == mine._array.data_ptr
+    from_cupy = fastnn.from_dlpack(cupy.arange(5, dtype=cupy.int32))
+    assert from_cupy.numpy().tolist() == list(range(5))

@@ -1254,6 +1254,66 @@ def test_cuda_bindings(archs, major, minor):
         assert not info["available"] and info["reason"] in str(e)
 
 
+DEVICE_ARRAY_DTYPES = ["float32", "int64", "int32", "uint8"]
+
+
+@fuzz(shape=st.lists(st.sampled_from([0, 1, 2, 3, 7, 64, -1, 2**40]), max_size=4),
+      dtype=st.sampled_from(DEVICE_ARRAY_DTYPES + ["float64", "float16", "bool", "int8", "", "f4"]),
+      device=st.sampled_from(["cpu", "cpu", "cuda", "cuda:0", "cuda:7", "gpu", "", "cuda:", "cuda:-1",
+                              "cuda:99999999999", "CPU"]),
+      layout=st.sampled_from(["c", "transposed", "strided"]), via=st.sampled_from(["numpy", "dlpack"]))
+def test_device_array_bindings(shape, dtype, device, layout, via):
+    """DeviceArray.empty / from_numpy / from_dlpack / numpy / __dlpack__ and the allocator's
+    stats on drawn shapes, dtypes, devices and layouts: the values back unchanged, or an
+    error naming the argument (a device this build or machine lacks: RuntimeError saying why)."""
+    huge = any(s >= 2**40 for s in shape)
+    valid_shape = all(s >= 0 for s in shape)
+    valid_dtype = dtype in DEVICE_ARRAY_DTYPES
+    on_cpu = device == "cpu"
+    well_formed = on_cpu or (device in ("cuda", "cuda:0", "cuda:7", "cuda:99999999999"))
+    stats_before = _C.device_memory_stats("cpu")
+    try:
+        a = _C.DeviceArray.empty(shape, dtype, device)
+    except (TypeError, ValueError) as e:
+        assert not (valid_shape and valid_dtype and well_formed) or "device" in str(e), e
+        a = None
+    except MemoryError:
+        assert huge
+        a = None
+    except RuntimeError as e:
+        assert not on_cpu and ("CUDA" in str(e) or "cuda" in str(e)), e
+        a = None
+    if a is not None:
+        assert on_cpu and valid_shape and valid_dtype and not huge
+        assert a.shape == tuple(shape) and a.dtype == dtype and a.numpy().shape == tuple(shape)
+    if not (valid_dtype and valid_shape) or huge or not on_cpu:
+        return
+    rng = np.random.default_rng(len(shape))
+    base = (rng.standard_normal((*shape, 2)) * 40).astype(dtype)
+    x = base[..., 0] if layout == "strided" else np.ascontiguousarray(base[..., 0])
+    if layout == "transposed":
+        x = x.T
+    if via == "numpy":
+        got = _C.DeviceArray.from_numpy(x, device)
+        assert got.data_ptr != (x.ctypes.data if x.size else -1)
+    else:
+        contiguous = x.flags.c_contiguous or x.size <= 1
+        try:
+            got = _C.DeviceArray.from_dlpack(x.__dlpack__())
+        except ValueError as e:
+            assert not contiguous and "not C-contiguous" in str(e), e
+            return
+        assert contiguous
+    np.testing.assert_array_equal(got.numpy(), x)
+    np.testing.assert_array_equal(np.from_dlpack(got), x)
+    del got  # only `a` is still held
+    stats = _C.device_memory_stats("cpu")
+    step = 512 if a.nbytes < 1 << 20 else 2 << 20
+    assert stats["in_use_bytes"] == stats_before["in_use_bytes"] + max(1, -(-a.nbytes // step)) * step
+    _C.device_empty_cache(device)
+    assert _C.device_memory_stats(device)["cached_bytes"] == 0
+
+
 BLOCK_SIZES = [1, 2, 5, 16, 17, 64, 300, 4096, 65536, 65537, 0, -3, 2**40, True, 8.0, None]
 CACHE_SPECS = [None, "32K:8,512K:8,32M:16", "48K:12,2M:16,300M:15", "4K:2", "1K:1:16,2K:2:16",
                "", "48K:", "48Q:12", "2M:16,48K:12", "48K:12:63", "1:1", "48K:12,2M:16,1G:16,2G:16",
@@ -1871,7 +1931,8 @@ def test_fuzz_covers_every_binding_and_layer():
                "depthwise_conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
                "avgpool2d_forward", "avgpool2d_backward", "batchnorm_forward", "batchnorm_backward",
                "bf16_convert", "bf16_path", "bf16_path_description", "supported_bf16_paths",
-               "set_bf16_path", "bf16_blocking", "cuda_info", "cuda_selftest", "cuda_arch_runs"}
+               "set_bf16_path", "bf16_blocking", "cuda_info", "cuda_selftest", "cuda_arch_runs", "DeviceArray",
+               "device_memory_stats", "device_empty_cache"}
     public = {n for n in dir(_C) if not n.startswith("__") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}

@@ -488,7 +488,7 @@ def test_to_another_device_says_what_this_build_has(device, error, words):
 
     cuda = fastnn._C.cuda_info()
     if error is RuntimeError and cuda["built"]:  # the CUDA build says why not
-        words = cuda["reason"] if not cuda["available"] else "no device arrays or ops yet"
+        words = cuda["reason"] if not cuda["available"] else "no ops on them yet"
     model = nn.Sequential(nn.Dense(3, 2))
     with pytest.raises(error) as err:
         model.to(device)

@@ -121,7 +121,8 @@ EXPECTED_AT_IMPORT = {
     "fastnn.functional", "fastnn.nn.autograd",
     "fastnn.init", "fastnn.losses", "fastnn.memory", "fastnn.nn.conv", "fastnn.nn.normalization",
     "fastnn.nn.pooling", "fastnn.nn", "fastnn.nn.activations", "fastnn.nn.layers",
-    "fastnn.nn.module", "fastnn.nn.sequential", "fastnn.optim", "fastnn.precision", "fastnn.tuning",
+    "fastnn.nn.module", "fastnn.nn.sequential", "fastnn.optim", "fastnn.precision", "fastnn.tensor",
+    "fastnn.tuning",
 }
 NOT_AT_IMPORT = ["torch", "sklearn", "scipy", "matplotlib", "tqdm", "safetensors", "mpi4py"]
 

@@ -90,4 +90,23 @@ void cuda_selftest() {
                                      std::to_string(host[i]) + ", expected " + std::to_string(3 * i + 1));
 }
 
+void* cuda_raw_alloc(int device, size_t bytes) {
+    check(cudaSetDevice(device), "cudaSetDevice");
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError();  // reported as nullptr (std::bad_alloc, MemoryError), not left pending
+        return nullptr;
+    }
+    check(e, "cudaMalloc");
+    return p;
+}
+
+void cuda_raw_free(int device, void* p) {
+    cudaSetDevice(device);
+    cudaFree(p);  // only from the allocator's own blocks; an error here has no one to tell
+}
+
+void cuda_copy(void* dst, const void* src, size_t n) { check(cudaMemcpy(dst, src, n, cudaMemcpyDefault), "cudaMemcpy"); }
+
 }  // namespace fastnn

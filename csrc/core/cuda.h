@@ -1,6 +1,7 @@
 // The GPU as fastnn's CUDA build sees it, queried once. The default build has no CUDA: there
 // `cuda_built()` is false and nothing else here is defined (the binding says why).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -29,6 +30,12 @@ const CudaInfo& cuda_info();
 // Runs a kernel of this build on device 0 and checks what it wrote: the proof that the build
 // and the device agree. Throws std::runtime_error with CUDA's message otherwise.
 void cuda_selftest();
+// Raw device memory for device_memory.cpp's allocator: nullptr when the device is out of
+// memory, std::runtime_error on any other CUDA error. Copies are synchronous, in any
+// direction (unified addressing tells them apart).
+void* cuda_raw_alloc(int device, size_t bytes);
+void cuda_raw_free(int device, void* p);
+void cuda_copy(void* dst, const void* src, size_t n);
 #else
 constexpr bool cuda_built() { return false; }
 #endif

@@ -420,6 +420,7 @@ void bind_augment(py::module_& m);
 void bind_conv(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_norm(py::module_& m);
+void bind_tensor(py::module_& m);
 void warn_about_environment();
 
 }  // namespace fastnn::bind

@@ -16,5 +16,6 @@ PYBIND11_MODULE(_C, m) {
     bind_conv(m);
     bind_pool(m);
     bind_norm(m);
+    bind_tensor(m);
     warn_about_environment();
 }

@@ -12,7 +12,7 @@ naming both), except where documented as "may be x itself" (exactly the same arr
 The GIL is released inside every kernel.
 """
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,33 @@ def cuda_selftest() -> None:
     why not (not built, no driver, no device, no code for its compute capability)."""
 def cuda_arch_runs(archs: str, major: int, minor: int) -> bool:
     """Whether code built for archs ("80-real,90") runs at compute capability major.minor."""
+
+# Device arrays (csrc/python/tensor.cpp): the storage of fastnn.Tensor. Device "cpu" or
+# "cuda[:N]" (RuntimeError saying why where this build or machine has none); dtypes float32,
+# int64, int32, uint8; C-contiguous.
+class DeviceArray:
+    @staticmethod
+    def empty(shape: Sequence[int], dtype: str, device: str) -> DeviceArray: ...
+    @staticmethod
+    def from_numpy(array: npt.ArrayLike, device: str) -> DeviceArray:
+        """A copy of array in device memory."""
+    @staticmethod
+    def from_dlpack(capsule: Any) -> DeviceArray:
+        """A producer's unconsumed "dltensor" capsule taken without a copy (kept alive)."""
+    def numpy(self) -> np.ndarray:
+        """A copy on the host."""
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
+                   copy: Any = None) -> Any: ...
+    def __dlpack_device__(self) -> tuple[int, int]: ...
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    data_ptr: int
+    nbytes: int
+def device_memory_stats(device: str) -> dict:
+    """The caching allocator's in_use_bytes, cached_bytes, device_allocs and reuses."""
+def device_empty_cache(device: str) -> None:
+    """Every cached block of the device back to it."""
 
 def set_num_threads(n: int) -> None:
     """ValueError unless 1 <= n <= max_num_threads()."""

@@ -30,6 +30,7 @@ from ._random import seed
 from .precision import autocast
 from . import tuning as _tuning
 from .tuning import tune
+from .tensor import Tensor, asarray, from_dlpack
 
 __version__: str = _C.__version__  # pyproject.toml's version, compiled in by the build
 
@@ -37,7 +38,7 @@ __all__ = ["add", "concat", "flatten", "mul", "relu", "reshape", "sigmoid", "sof
            "autocast", "callbacks", "config", "data", "datasets", "diagnostics", "distributed", "experiments",
            "functional", "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads",
            "memory", "metrics", "nn", "optim", "plot", "precision", "schedulers", "seed", "set_flush_denormal",
-           "set_num_threads", "tune", "__version__"]
+           "set_num_threads", "tune", "Tensor", "asarray", "from_dlpack", "__version__"]
 
 # Submodules that most programs never touch (or that nn loads when it needs them) are
 # imported on first access, fastnn.<name> or ``from fastnn import <name>`` (PEP 562), to

@@ -8,10 +8,13 @@ from typing import Any
 CUDA_BUILD_HINT = "pip install . -Ccmake.define.FASTNN_CUDA=ON"
 
 
-def check_device(device: Any, what: str = "device") -> str:
+def check_device(device: Any, what: str = "device", needs: str = "ops") -> str:
     """The device named by ``device`` ("cpu", "cuda", "cuda:N"; or an object with ``.type``
-    and ``.index``, such as a torch.device), as a string, if this build has it: ValueError
-    for a name that is no device, RuntimeError for a device this build lacks."""
+    and ``.index``, such as a torch.device), as a string, if this build and machine have it:
+    ValueError for a name that is no device (or an index beyond the GPUs), RuntimeError for a
+    device this build or machine lacks. ``needs="arrays"``: device memory is enough
+    (fastnn.Tensor); ``needs="ops"`` (models, layers, training): the CUDA build has no ops
+    yet, which NotImplementedError says."""
     if hasattr(device, "type") and not isinstance(device, str):
         index = getattr(device, "index", None)
         device = device.type if index is None else f"{device.type}:{index}"
@@ -29,8 +32,12 @@ def check_device(device: Any, what: str = "device") -> str:
                                f"build it with `{CUDA_BUILD_HINT}` on a machine with nvcc")
         if not cuda["available"]:
             raise RuntimeError(f"{what} {device!r}: {cuda['reason']}")
-        raise NotImplementedError(
-            f"{what} {device!r}: fastnn's CUDA build has the device query and self-test "
-            f"(fastnn.config()['cuda'], _C.cuda_selftest()) but no device arrays or ops yet "
-            f"(found: {cuda.get('device', 'a GPU')}); use the CPU")
+        if index and int(index) >= cuda["device_count"]:
+            raise ValueError(f"{what} {device!r}: this machine has {cuda['device_count']} CUDA "
+                             "device(s)")
+        if needs != "arrays":
+            raise NotImplementedError(
+                f"{what} {device!r}: fastnn's CUDA build has device arrays (fastnn.asarray(x, "
+                f"device='cuda'), DLPack) but no ops on them yet (found: "
+                f"{cuda.get('device', 'a GPU')}); models and training stay on the CPU")
     return device

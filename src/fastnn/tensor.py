@@ -1,0 +1,154 @@
+"""Arrays in device memory: ``fastnn.Tensor``, made by ``fastnn.asarray(x, device="cuda")`` or
+``tensor.to("cuda")``, read back with ``.numpy()``, and handed to and taken from PyTorch, CuPy
+and NumPy without a copy through DLPack (``__dlpack__``, ``__dlpack_device__``,
+``fastnn.from_dlpack``) and ``__cuda_array_interface__``.
+
+CPU arrays stay NumPy arrays: ``asarray(x)`` and ``from_dlpack`` of a CPU tensor give one.
+Device memory comes from a caching allocator (``memory_stats``): a freed block is reused by
+the next request of its size, so that a steady state allocates nothing from the device.
+A Tensor holds float32 data or the integer types labels come in (int64, int32, uint8),
+C-contiguous. The CUDA build's ops on Tensors are not written yet: today a Tensor stores,
+copies and exchanges.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _C
+from ._device import check_device
+
+_DLPACK_CPU, _DLPACK_CUDA = 1, 2
+_LEGACY_DEFAULT_STREAM = 1  # DLPack's and __cuda_array_interface__'s name for it
+
+
+class Tensor:
+    """An array in device memory (see the module's docstring). Not made directly: use
+    ``fastnn.asarray(x, device=...)`` or ``fastnn.from_dlpack(x)``."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: _C.DeviceArray) -> None:
+        if not isinstance(array, _C.DeviceArray):
+            raise TypeError("Tensor wraps device memory: make one with fastnn.asarray(x, "
+                            f"device='cuda') or fastnn.from_dlpack(x), got {type(array).__name__}")
+        self._array = array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._array.dtype)
+
+    @property
+    def device(self) -> str:
+        """"cuda:N" (or "cpu" for a DeviceArray made on the CPU by the tests)."""
+        return self._array.device
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self._array.nbytes
+
+    def numpy(self) -> np.ndarray:
+        """A copy in host memory, as a NumPy array."""
+        return self._array.numpy()
+
+    def to(self, device: Any) -> Tensor | np.ndarray:
+        """This tensor on ``device``: itself where it already is, a NumPy array for "cpu",
+        else a copy on the other device."""
+        device = check_device(device, "Tensor.to", needs="arrays")
+        if device == "cpu":
+            return self.numpy()
+        if _canonical(device) == self.device:
+            return self
+        return Tensor(_C.DeviceArray.from_numpy(self.numpy(), _canonical(device)))
+
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
+                   copy: Any = None) -> Any:
+        return self._array.__dlpack__(stream=stream, max_version=max_version,
+                                      dl_device=dl_device, copy=copy)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self._array.__dlpack_device__()
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """Version 3 of Numba's protocol, which CuPy and PyTorch read: a CUDA tensor only."""
+        if not self.device.startswith("cuda"):
+            raise AttributeError(f"a tensor on {self.device} has no __cuda_array_interface__")
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self._array.data_ptr, False),
+                "strides": None, "version": 3, "stream": _LEGACY_DEFAULT_STREAM}
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise TypeError(f"a fastnn.Tensor on {self.device} is not a NumPy array: call .numpy() "
+                        "for a copy in host memory")
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"Tensor(shape={self.shape}, dtype={self.dtype.name}, device={self.device!r})"
+
+
+def _canonical(device: str) -> str:
+    return "cuda:0" if device == "cuda" else device
+
+
+def asarray(x: Any, dtype: Any = None, *, device: Any = None) -> Tensor | np.ndarray:
+    """``x`` as an array on ``device``: a NumPy array for the CPU (None or "cpu"), a Tensor
+    for "cuda" / "cuda:N" (a copy into device memory; a Tensor already there is returned as it
+    is). Floating-point data become float32 unless ``dtype`` says otherwise; a Tensor holds
+    float32, int64, int32 or uint8."""
+    if isinstance(x, Tensor):
+        if device is None:
+            return x if dtype is None or np.dtype(dtype) == x.dtype else asarray(x.numpy(), dtype, device=x.device)
+        return x.to(device) if dtype is None else asarray(x.numpy(), dtype, device=device)
+    device = "cpu" if device is None else check_device(device, "asarray: device", needs="arrays")
+    arr = np.asarray(x, dtype=dtype)
+    if dtype is None and arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)
+    if device == "cpu":
+        return arr
+    return Tensor(_C.DeviceArray.from_numpy(arr, _canonical(device)))
+
+
+def from_dlpack(x: Any) -> Tensor | np.ndarray:
+    """Take an array of another library by DLPack, without a copy: a CPU tensor (PyTorch's,
+    NumPy's) as a NumPy array, a CUDA tensor (PyTorch's, CuPy's) as a Tensor sharing its
+    memory, kept alive while either uses it. C-contiguous float32, int64, int32 or uint8."""
+    if not hasattr(x, "__dlpack__") or not hasattr(x, "__dlpack_device__"):
+        raise TypeError(f"from_dlpack: argument 'x' must support DLPack (__dlpack__ and "
+                        f"__dlpack_device__), got {type(x).__name__}")
+    kind, index = x.__dlpack_device__()
+    if kind == _DLPACK_CPU:
+        return np.from_dlpack(x)
+    if kind != _DLPACK_CUDA:
+        raise ValueError(f"from_dlpack: argument 'x' is on DLPack device type {kind}; fastnn "
+                         "takes the CPU (1) and CUDA (2)")
+    check_device(f"cuda:{index}", "from_dlpack: argument 'x'", needs="arrays")
+    return Tensor(_C.DeviceArray.from_dlpack(x.__dlpack__(stream=_LEGACY_DEFAULT_STREAM)))
+
+
+def memory_stats(device: str = "cuda") -> dict:
+    """The caching allocator's counts on ``device``: in_use_bytes, cached_bytes (freed and
+    kept), device_allocs (blocks taken from the device) and reuses (requests the cache
+    served)."""
+    return _C.device_memory_stats(_canonical(check_device(device, "memory_stats: device", needs="arrays")))
+
+
+def empty_cache(device: str = "cuda") -> None:
+    """Give the cached blocks of ``device`` back to it (as ``torch.cuda.empty_cache``)."""
+    _C.device_empty_cache(_canonical(check_device(device, "empty_cache: device", needs="arrays")))

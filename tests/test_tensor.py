@@ -1,0 +1,226 @@
+"""Device arrays (fastnn.Tensor, _C.DeviceArray): the caching allocator, copies, DLPack both
+ways and the errors, on the CPU, where every machine can check them: a DeviceArray made on
+"cpu" goes through the same allocator, copies and DLPack code as one on "cuda". The same on
+a GPU is in test_cuda.py (marked cuda)."""
+import gc
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _C
+from fastnn.tensor import Tensor
+
+DeviceArray = _C.DeviceArray
+DTYPES = [np.float32, np.int64, np.int32, np.uint8]
+SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 0, 4), (2, 3, 129)]
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def values(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.asarray((rng.standard_normal(shape) * 50).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_round_trip_through_device_memory(shape, dtype):
+    x = values(shape, dtype)
+    a = DeviceArray.from_numpy(x, "cpu")
+    assert a.shape == shape and a.dtype == np.dtype(dtype).name and a.device == "cpu"
+    assert a.nbytes == x.nbytes and a.data_ptr != x.ctypes.data  # a copy
+    back = a.numpy()
+    assert back.dtype == dtype and back.shape == shape
+    np.testing.assert_array_equal(back, x)
+
+
+def test_non_contiguous_input_is_copied_in_order():
+    x = values((6, 8), np.float32)[::2, 1::3]
+    np.testing.assert_array_equal(DeviceArray.from_numpy(x, "cpu").numpy(), x)
+
+
+def test_caching_allocator_reuses_freed_blocks_by_rounded_size():
+    _C.device_empty_cache("cpu")
+    start = _C.device_memory_stats("cpu")
+    a = DeviceArray.empty([100], "uint8", "cpu")       # 100 bytes: a 512-byte block
+    ptr = a.data_ptr
+    assert ptr % 64 == 0
+    s = _C.device_memory_stats("cpu")
+    assert s["device_allocs"] == start["device_allocs"] + 1
+    assert s["in_use_bytes"] == start["in_use_bytes"] + 512
+    del a
+    s = _C.device_memory_stats("cpu")
+    assert s["cached_bytes"] == 512 and s["in_use_bytes"] == start["in_use_bytes"]
+    b = DeviceArray.empty([50], "float32", "cpu")       # 200 bytes: the same rounded size
+    assert b.data_ptr == ptr
+    s = _C.device_memory_stats("cpu")
+    assert s["reuses"] == start["reuses"] + 1 and s["device_allocs"] == start["device_allocs"] + 1
+    c = DeviceArray.empty([1 << 18], "float32", "cpu")  # 1 MiB: rounded to 2 MiB
+    assert _C.device_memory_stats("cpu")["in_use_bytes"] == start["in_use_bytes"] + 512 + (2 << 20)
+    del b, c
+    _C.device_empty_cache("cpu")
+    assert _C.device_memory_stats("cpu")["cached_bytes"] == 0
+
+
+def test_a_steady_loop_allocates_nothing_after_its_first_round():
+    x = values((64, 33), np.float32)
+
+    def step():
+        a = DeviceArray.from_numpy(x, "cpu")
+        b = DeviceArray.empty([64, 33], "float32", "cpu")
+        return a.numpy(), b
+
+    step()
+    before = _C.device_memory_stats("cpu")["device_allocs"]
+    for _ in range(20):
+        step()
+    assert _C.device_memory_stats("cpu")["device_allocs"] == before
+
+
+def test_dlpack_export_shares_memory_and_keeps_it_alive():
+    x = values((4, 5), np.float32)
+    a = DeviceArray.from_numpy(x, "cpu")
+    assert a.__dlpack_device__() == (1, 0)
+    view = np.from_dlpack(a)
+    assert view.ctypes.data == a.data_ptr
+    np.testing.assert_array_equal(view, x)
+    ptr = a.data_ptr
+    del a
+    gc.collect()
+    other = DeviceArray.from_numpy(np.zeros((4, 5), np.float32), "cpu")  # same rounded size
+    assert other.data_ptr != ptr, "a block still exported was handed out again"
+    np.testing.assert_array_equal(view, x)
+    del view
+    gc.collect()
+    again = DeviceArray.empty([4, 5], "float32", "cpu")
+    assert again.data_ptr == ptr, "the exported block was not returned to the cache"
+
+
+def test_unconsumed_capsule_frees_its_tensor():
+    a = DeviceArray.from_numpy(values((3,), np.int64), "cpu")
+    ptr = a.data_ptr
+    capsule = a.__dlpack__()
+    del a
+    assert DeviceArray.empty([3], "int64", "cpu").data_ptr != ptr  # the capsule holds it
+    del capsule
+    gc.collect()
+    assert DeviceArray.empty([3], "int64", "cpu").data_ptr == ptr
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_dlpack_import_from_numpy_takes_no_copy(dtype):
+    x = values((3, 4), dtype)
+    a = DeviceArray.from_dlpack(x.__dlpack__())
+    assert a.data_ptr == x.ctypes.data and a.shape == (3, 4) and a.dtype == np.dtype(dtype).name
+    x[1, 2] = 7
+    assert a.numpy()[1, 2] == 7
+
+
+@pytest.mark.skipif(torch is None, reason="needs torch")
+def test_dlpack_with_torch_both_ways_without_a_copy():
+    t = torch.arange(24, dtype=torch.float32).reshape(4, 6)[1:]   # an offset into its storage
+    a = DeviceArray.from_dlpack(t.__dlpack__())
+    assert a.data_ptr == t.data_ptr() and a.shape == (3, 6)
+    expected = t.numpy().copy()
+    del t
+    gc.collect()
+    np.testing.assert_array_equal(a.numpy(), expected)  # torch's memory kept alive
+    back = torch.from_dlpack(a)
+    assert back.data_ptr() == a.data_ptr
+    np.testing.assert_array_equal(back.numpy(), expected)
+
+
+def test_capsule_is_consumed_once():
+    x = values((5,), np.float32)
+    capsule = x.__dlpack__()
+    DeviceArray.from_dlpack(capsule)
+    with pytest.raises(TypeError, match="unconsumed DLPack capsule"):
+        DeviceArray.from_dlpack(capsule)
+
+
+@pytest.mark.parametrize("make,error,words", [
+    (lambda: np.zeros((4, 4), np.float32).T.__dlpack__(), ValueError, "not C-contiguous"),
+    (lambda: np.zeros(3, np.float64).__dlpack__(), TypeError, "code 2, bits 64"),
+    (lambda: np.zeros(3, bool).__dlpack__(), TypeError, "float32, int64, int32 or uint8"),
+    (lambda: np.zeros(3, np.float32), TypeError, "argument 'capsule'"),
+    (lambda: 3, TypeError, "argument 'capsule'"),
+])
+def test_dlpack_import_refuses_what_it_cannot_take_without_a_copy(make, error, words):
+    with pytest.raises(error, match=words):
+        DeviceArray.from_dlpack(make())
+
+
+def test_refused_capsule_stays_the_producers():
+    x = np.zeros((4, 4), np.float32)
+    capsule = x.T.__dlpack__()
+    with pytest.raises(ValueError):
+        DeviceArray.from_dlpack(capsule)
+    del capsule  # its own destructor frees it: no double free, no leak of the view
+    gc.collect()
+    x[0, 0] = 1.0
+
+
+@pytest.mark.parametrize("call,error,words", [
+    (lambda: DeviceArray.from_numpy(np.zeros(3), "cpu"), TypeError, "got dtype float64"),
+    (lambda: DeviceArray.from_numpy(np.zeros(3, np.float32), "gpu"), ValueError, "argument 'device'"),
+    (lambda: DeviceArray.from_numpy(np.zeros(3, np.float32), "cuda:x"), ValueError, "argument 'device'"),
+    (lambda: DeviceArray.from_numpy("abc", "cpu"), TypeError, "argument 'array'"),
+    (lambda: DeviceArray.empty([2, -1], "float32", "cpu"), ValueError, "negative size"),
+    (lambda: DeviceArray.empty([3], "float16", "cpu"), TypeError, "argument 'dtype'"),
+    (lambda: DeviceArray.empty([1 << 62, 4], "float32", "cpu"), MemoryError, None),
+    (lambda: DeviceArray.from_numpy(np.zeros(3, np.float32), None), TypeError, "device"),
+])
+def test_device_array_errors(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+def test_tensor_on_a_device_array():
+    x = values((2, 3), np.float32)
+    t = Tensor(DeviceArray.from_numpy(x, "cpu"))
+    assert t.shape == (2, 3) and t.dtype == np.float32 and t.device == "cpu" and len(t) == 2
+    assert t.ndim == 2 and t.size == 6 and t.nbytes == 24
+    assert repr(t) == "Tensor(shape=(2, 3), dtype=float32, device='cpu')"
+    np.testing.assert_array_equal(t.numpy(), x)
+    on_cpu = t.to("cpu")
+    assert isinstance(on_cpu, np.ndarray)
+    np.testing.assert_array_equal(on_cpu, x)
+    np.testing.assert_array_equal(np.from_dlpack(t), x)
+    with pytest.raises(TypeError, match=r"call \.numpy\(\)"):
+        np.asarray(t)
+    assert not hasattr(t, "__cuda_array_interface__")
+    with pytest.raises(TypeError, match="fastnn.asarray"):
+        Tensor(x)
+
+
+def test_cpu_arrays_stay_numpy():
+    a = fastnn.asarray([[1.5, 2.0]])
+    assert isinstance(a, np.ndarray) and a.dtype == np.float32
+    assert fastnn.asarray([1, 2], device="cpu").dtype.kind == "i"
+    assert fastnn.asarray([1.0], np.float64).dtype == np.float64
+    x = values((3,), np.float32)
+    y = fastnn.from_dlpack(x)
+    assert isinstance(y, np.ndarray) and y.ctypes.data == x.ctypes.data
+    with pytest.raises(TypeError, match="must support DLPack"):
+        fastnn.from_dlpack([1, 2])
+
+
+CUDA = _C.cuda_info()
+
+
+@pytest.mark.skipif(CUDA["available"], reason="a usable GPU: test_cuda.py tests the arrays on it")
+@pytest.mark.parametrize("call", [
+    lambda: fastnn.asarray([1.0], device="cuda"), lambda: fastnn.tensor.memory_stats("cuda:0"),
+    lambda: DeviceArray.from_numpy(np.zeros(3, np.float32), "cuda"),
+    lambda: DeviceArray.empty([3], "float32", "cuda:1"),
+])
+def test_no_cuda_arrays_without_a_usable_gpu_saying_why(call):
+    """The default build names the build; the CUDA build on a machine without a GPU names
+    what is missing (the driver, the device)."""
+    with pytest.raises(RuntimeError) as err:
+        call()
+    assert ("built without CUDA" if not CUDA["built"] else CUDA["reason"]) in str(err.value)
