@@ -1,6 +1,7 @@
-"""Devices: where a model's arrays live. Arrays and ops are on the CPU only; the CUDA build
-(``pip install . -Ccmake.define.FASTNN_CUDA=ON``) finds and tests the GPU and says so, and
-"cuda" is refused with the reason until its device arrays exist."""
+"""Devices: where arrays live. NumPy arrays on the CPU; in the CUDA build
+(``pip install . -Ccmake.define.FASTNN_CUDA=ON``) also ``fastnn.Tensor`` on the GPU. Models,
+layers and training run on the CPU only until the CUDA ops exist; "cuda" for them is refused
+with the reason."""
 from __future__ import annotations
 
 from typing import Any

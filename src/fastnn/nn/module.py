@@ -478,8 +478,9 @@ class Module:
         """Move the module's parameters, gradients and buffers to ``device`` ("cpu", "cuda",
         "cuda:N") and return the module, as torch's ``Module.to`` (an optimizer bound to
         them moves its state with them: it steps over the same block). On the CPU, where
-        they already are, this is the identity (no copy); "cuda" needs fastnn's CUDA build,
-        and this one raises a RuntimeError that says how to build it."""
+        they already are, this is the identity (no copy). "cuda" raises: a RuntimeError that
+        says why CUDA is unavailable (this build, the driver, the device), or, in the CUDA
+        build on a GPU, a NotImplementedError (its ops on the GPU are not built yet)."""
         from .._device import check_device
 
         check_device(device, f"{type(self).__name__}.to")
