@@ -23,6 +23,9 @@ struct CudaInfo {
 // of the same major; PTX for compute_XY is compiled by the driver for any X.Y' >= X.Y.
 bool cuda_arch_runs(const std::string& archs, int major, int minor);
 
+// Why the default build has no CUDA device: every refusal of "cuda" in it says this.
+constexpr const char* kCudaNotBuilt = "this fastnn was built without CUDA (FASTNN_CUDA=OFF)";
+
 #ifdef FASTNN_CUDA
 constexpr bool cuda_built() { return true; }
 const char* cuda_architectures();

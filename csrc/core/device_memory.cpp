@@ -31,7 +31,7 @@ void* raw_alloc(const Device& d, size_t bytes) {
 #ifdef FASTNN_CUDA
     return cuda_raw_alloc(d.index, bytes);
 #else
-    throw std::runtime_error("device memory on " + d.name() + ": this fastnn was built without CUDA");
+    throw std::runtime_error("device memory on " + d.name() + ": " + kCudaNotBuilt);
 #endif
 }
 
@@ -114,8 +114,8 @@ void device_copy(const Device& dst_device, void* dst, const Device& src_device, 
 #ifdef FASTNN_CUDA
     cuda_copy(dst, src, n);
 #else
-    throw std::runtime_error("copy between " + src_device.name() + " and " + dst_device.name() +
-                             ": this fastnn was built without CUDA");
+    throw std::runtime_error("copy between " + src_device.name() + " and " + dst_device.name() + ": " +
+                             kCudaNotBuilt);
 #endif
 }
 

@@ -106,7 +106,7 @@ py::dict cuda_dict() {
     }
 #else
     d["available"] = false;
-    d["reason"] = "this fastnn was built without CUDA (FASTNN_CUDA=OFF)";
+    d["reason"] = kCudaNotBuilt;
 #endif
     return d;
 }
@@ -140,7 +140,7 @@ void bind_config(py::module_& m) {
         py::gil_scoped_release release;
         cuda_selftest();
 #else
-        throw std::runtime_error("CUDA self-test: this fastnn was built without CUDA (FASTNN_CUDA=OFF)");
+        throw std::runtime_error(std::string("CUDA self-test: ") + kCudaNotBuilt);
 #endif
     }, "Run one kernel of this build on device 0 and check its output; RuntimeError saying "
        "why not.");

@@ -81,8 +81,7 @@ Device parse_device(const std::string& name, const char* arg) {
     return Device{DeviceType::Cuda, n};
 #else
     (void)n;
-    throw std::runtime_error(std::string(kFn) + " on " + name +
-                             ": this fastnn was built without CUDA (FASTNN_CUDA=OFF)");
+    throw std::runtime_error(std::string(kFn) + " on " + name + ": " + kCudaNotBuilt);
 #endif
 }
 
