@@ -3,10 +3,11 @@
 784-1024-1024-10 with Adam at global batches 256 and 1024.
 
 Prints samples/s, the scaling of 2 processes over one (1 thread each), the all-reduce time
-per step as `fit(distributed=True)` does it (a ring all-reduce of the flat gradient that
-weights each rank's share as it adds) and its share of the step, MPI_Allreduce alone on the
-same buffer, and MPI's own one-way transfer of the same
-bytes on loopback (an osu-style ping-pong, half the round trip); then the ring all-reduce
+per step as `fit(distributed=True)` does it (on one machine, weighted sums of the flat
+gradients in shared memory) and its share of the step, the ring of MPI messages that fit
+uses between machines, MPI_Allreduce alone on the same buffer, and MPI's own one-way
+transfer of the same bytes on loopback (an osu-style ping-pong, half the round trip),
+each after every rank has written its buffer as backward does; then the ring all-reduce
 cost model, 2(N-1)/N x bytes / bandwidth + 2(N-1) x latency, for 8 and 64 machines at 10
 and 100 Gb/s, with the per-rank batch above which the measured computation outlasts it.
 
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -71,31 +73,33 @@ def worker(steps: int) -> None:
             dist.barrier()
             model.fit(X, y, epochs=2, callbacks=[timer], **kwargs)
             seconds = timer.seconds[-1]   # the second epoch: steady training
+            all_reduce = dist._all_reduces.get(model.compiled.optimizer._flat)
             grad = model.compiled.optimizer._flat.grad
             row = {"model": name, "batch": batch, "world": world,
                    "threads": fastnn.get_num_threads(), "samples_per_s": n / seconds,
                    "step_s": seconds / steps, "gradient_bytes": grad.nbytes}
             if world > 1:
-                row.update(_allreduce_times(grad))
+                row.update(_allreduce_times(all_reduce))
             results.append(row)
     if rank == 0:
         print("RESULT " + json.dumps(results), flush=True)
 
 
-def _allreduce_times(grad: np.ndarray, repeats: int = 30) -> dict:
-    """Median seconds of fit's gradient all-reduce, of MPI_Allreduce alone and of MPI's
-    one-way send of the same bytes."""
+def _allreduce_times(fits: Any, repeats: int = 30) -> dict:
+    """Median seconds of fit's gradient all-reduce ``fits`` (on one machine, the sums in
+    shared memory), of the ring of MPI messages that fit uses between machines, of
+    MPI_Allreduce alone and of MPI's one-way send of the same bytes. Before each
+    repetition every rank writes its whole buffer, as backward does before fit's all-reduce:
+    a buffer left in the cache of the core that last reduced it would flatter them all."""
     from mpi4py import MPI
 
     from fastnn import distributed
 
     comm = MPI.COMM_WORLD
-    buf = grad.copy()
     weights = np.full(comm.Get_size(), 1.0 / comm.Get_size())
-    received = np.empty(-(-buf.size // comm.Get_size()), np.float32)
-
-    def reduce() -> None:   # FitSync.reduce_gradients' all-reduce, weighting the shares
-        distributed._weighted_sum(buf, weights, received)
+    written = fits.grad.copy()
+    ring = distributed._RingAllReduce(written.copy())
+    buf = ring.grad
 
     def mpi_reduce() -> None:   # MPI's all-reduce alone
         comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
@@ -108,18 +112,21 @@ def _allreduce_times(grad: np.ndarray, repeats: int = 30) -> dict:
             comm.Recv(buf, source=0)
             comm.Send(buf, dest=0)
 
-    def median(fn, scale=1.0):
+    def median(fn, target, scale=1.0):
         times = []
         for _ in range(repeats):
+            np.copyto(target, written)
             comm.Barrier()
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * scale)
         return float(np.median(comm.allreduce(np.array(times)) / comm.Get_size()))
 
-    median(reduce)
-    return {"allreduce_s": median(reduce), "mpi_allreduce_s": median(mpi_reduce),
-            "one_way_s": median(ping, 0.5)}
+    median(lambda: fits(weights), fits.grad)
+    return {"allreduce_kind": type(fits).__name__.strip("_"),
+            "allreduce_s": median(lambda: fits(weights), fits.grad),
+            "ring_s": median(lambda: ring(weights), buf),
+            "mpi_allreduce_s": median(mpi_reduce, buf), "one_way_s": median(ping, buf, 0.5)}
 
 
 def _mpirun() -> list[str]:
@@ -173,25 +180,29 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     print(f"\n{'model':18s} {'batch':>5s} {'1p x 1t':>9s} {'1p x 2t':>9s} {'2p x 1t':>9s}  "
-          f"{'2p/1p':>6s} {'2p/2t':>6s}  {'allreduce':>9s} {'share':>6s} {'MPI alone':>9s} "
+          f"{'2p/1p':>6s} {'2p/2t':>6s}  {'allreduce':>9s} {'share':>6s} {'ring':>9s} {'MPI alone':>9s} "
           f"{'one-way':>8s} {'ratio':>6s}")
     for i, base in enumerate(rounds["1 proc x 1 thread"][0]):
         one, two_t, two_p = (med(k, i, "samples_per_s") for k in configs)
         ar, ping = med("2 procs x 1 thread", i, "allreduce_s"), med("2 procs x 1 thread", i, "one_way_s")
         mpi_ar = med("2 procs x 1 thread", i, "mpi_allreduce_s")
+        ring = med("2 procs x 1 thread", i, "ring_s")
+        kind = rounds["2 procs x 1 thread"][0][i]["allreduce_kind"]
         step = med("2 procs x 1 thread", i, "step_s")
         row = {"model": base["model"], "batch": base["batch"], "samples_per_s_1p1t": one,
                "samples_per_s_1p2t": two_t, "samples_per_s_2p1t": two_p, "scaling_2p": two_p / one,
                "vs_2_threads": two_p / two_t, "allreduce_ms": ar * 1e3, "allreduce_share": ar / step,
-               "mpi_allreduce_ms": mpi_ar * 1e3,
+               "allreduce_kind": kind, "ring_ms": ring * 1e3, "mpi_allreduce_ms": mpi_ar * 1e3,
                "one_way_ms": ping * 1e3, "allreduce_over_one_way": ar / ping,
                "gradient_bytes": base["gradient_bytes"]}
         rows.append(row)
         print(f"{row['model']:18s} {row['batch']:5d} {one:9,.0f} {two_t:9,.0f} {two_p:9,.0f}  "
               f"{row['scaling_2p']:5.2f}x {row['vs_2_threads']:5.2f}x  {ar * 1e3:7.3f}ms "
-              f"{ar / step:6.1%} {mpi_ar * 1e3:7.3f}ms {ping * 1e3:6.3f}ms {ar / ping:5.2f}x")
+              f"{ar / step:6.1%} {ring * 1e3:7.3f}ms {mpi_ar * 1e3:7.3f}ms {ping * 1e3:6.3f}ms "
+              f"{ar / ping:5.2f}x")
     print("(samples/s; 2p/1p: scaling of 2 processes over one, target 1.8x at batch 1024; "
-          "allreduce: per step as fit does it, and its share of the step; MPI alone: "
+          f"allreduce: per step as fit does it ({kind}), and its share of the step; "
+          "ring: the all-reduce fit uses between machines; MPI alone: "
           "MPI_Allreduce of the same buffer; one-way: MPI's transfer of the same bytes; "
           "ratio: allreduce / one-way, target <= 1.5x)")
 

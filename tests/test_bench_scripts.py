@@ -77,6 +77,7 @@ def test_bench_distributed_prints_the_cpu_and_every_configuration():
     for r in rows:   # every configuration ran and the all-reduce was timed
         assert r["samples_per_s_1p1t"] > 0 and r["samples_per_s_2p1t"] > 0 and r["samples_per_s_1p2t"] > 0
         assert 0 < r["mpi_allreduce_ms"] and 0 < r["one_way_ms"] and 0 < r["allreduce_share"] < 1
+        assert r["ring_ms"] > 0 and r["allreduce_kind"] == "SharedAllReduce"  # one machine
     assert {(m["machines"], m["gbit_per_s"]) for m in payload["ring_model"]} == {(8, 10), (8, 100), (64, 10), (64, 100)}
 
 

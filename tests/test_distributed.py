@@ -44,13 +44,13 @@ def _mpirun(ranks: int = 2) -> list[str] | str:
 
 
 def _run(tmp_path: Path, script: str, timeout: float = 60,
-         ranks: int = 2) -> subprocess.CompletedProcess:
+         ranks: int = 2, all_reduce: str = "auto") -> subprocess.CompletedProcess:
     command = _mpirun(ranks)
     if isinstance(command, str):
         pytest.skip(command)
     path = tmp_path / "script.py"
     path.write_text(textwrap.dedent(script))
-    env = dict(os.environ, OMP_NUM_THREADS="1",
+    env = dict(os.environ, OMP_NUM_THREADS="1", FASTNN_ALLREDUCE=all_reduce,
                PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
     return subprocess.run([*command, sys.executable, str(path), str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -87,7 +87,11 @@ def flat(m):
 _CASES = [(643, 16, 3), (33, 16, 2)]
 
 
-def test_two_ranks_train_as_one_process_on_the_global_batches(tmp_path):
+@pytest.mark.parametrize("all_reduce", ["auto", "ring"])
+def test_two_ranks_train_as_one_process_on_the_global_batches(tmp_path, all_reduce):
+    """On one machine "auto" all-reduces through shared memory; "ring" is the path
+    between machines."""
+    expected_kind = {"auto": "_SharedAllReduce", "ring": "_RingAllReduce"}[all_reduce]
     script = _SETUP + f"""
 import json, sys
 from fastnn import distributed as dist
@@ -98,6 +102,8 @@ for n, batch, epochs in {_CASES!r}:
     m = model()
     h = m.fit(X, y, epochs=epochs, batch_size=batch, validation_data=val, verbose=0,
               distributed=True)
+    kind = type(dist._all_reduces[m.compiled.optimizer._flat]).__name__
+    assert kind == {expected_kind!r}, kind
     np.save(f"{{sys.argv[1]}}/w{{n}}_{{r}}.npy", flat(m))
     json.dump(h.history, open(f"{{sys.argv[1]}}/h{{n}}_{{r}}.json", "w"))
 
@@ -109,7 +115,7 @@ h = m.fit(X, y, epochs=5, batch_size=batch, verbose=0, distributed=True,
           callbacks=[Stop()] if dist.is_main() else [])
 open(f"{{sys.argv[1]}}/stopped_{{r}}", "w").write(str(len(h.epoch)))
 """
-    _checked(_run(tmp_path, script))
+    _checked(_run(tmp_path, script, all_reduce=all_reduce))
     import json
     namespace: dict = {}
     exec(_SETUP, namespace)
@@ -230,28 +236,39 @@ np.savez(f"{out}/r{r}.npz", size=dist.world_size(), main=dist.is_main(), **resul
 _WEIGHTS = {2: [0.75, 0.25], 3: [0.5, 0.0, 0.5], 4: [0.125, 0.375, 0.25, 0.25]}
 
 
+@pytest.mark.parametrize("kind", ["_RingAllReduce", "_SharedAllReduce"])
 @pytest.mark.parametrize("ranks", sorted(_WEIGHTS))
-def test_gradient_reduction_is_the_weighted_sum_on_every_rank(tmp_path, ranks):
-    """fit's ring all-reduce with weights (distributed._weighted_sum), on buffers that the
-    ranks do not divide evenly, one shorter than the world, empty."""
+def test_gradient_reduction_is_the_weighted_sum_on_every_rank(tmp_path, ranks, kind):
+    """fit's all-reduces with weights (ring messages, or sums in shared memory), on buffers
+    that the ranks do not divide evenly (nor into cache lines), one shorter than the world,
+    shorter than a cache line per rank; each sum of a shared one twice, as fit reuses it."""
     script = f"""
 import sys
 import numpy as np
 from fastnn import distributed as dist
 dist.init()
 r = dist.rank()
+node = dist._comm.Split_type(dist._MPI.COMM_TYPE_SHARED, key=r)
 sums = {{}}
-for n in (0, {ranks - 1}, 7, 1001):
-    buf = np.random.default_rng([n, r]).standard_normal(n).astype(np.float32)
-    dist._weighted_sum(buf, np.array({_WEIGHTS[ranks]!r}), np.empty(-(-n // {ranks}), np.float32))
-    sums[f"n{{n}}"] = buf
+for n in (0, {ranks - 1}, 7, 16 * {ranks} + 1, 1001):
+    parts = [np.random.default_rng([n, r, i]).standard_normal(n).astype(np.float32)
+             for i in range(2)]
+    if {kind!r} == "_RingAllReduce":
+        reduce = dist._RingAllReduce(np.empty(n, np.float32))
+    else:
+        reduce = dist._SharedAllReduce(n, node)
+        assert n == 0 or reduce.grad.ctypes.data % 64 == 0
+    for i, part in enumerate(parts):
+        reduce.grad[...] = part
+        reduce(np.array({_WEIGHTS[ranks]!r}))
+        sums[f"n{{n}}_{{i}}"] = reduce.grad.copy()
 np.savez(f"{{sys.argv[1]}}/r{{r}}.npz", **sums)
 """
     _checked(_run(tmp_path, script, ranks=ranks))
     got = [np.load(tmp_path / f"r{r}.npz") for r in range(ranks)]
     for key in got[0].files:
-        n = int(key[1:])
-        parts = [np.random.default_rng([n, r]).standard_normal(n).astype(np.float32)
+        n, i = map(int, key[1:].split("_"))
+        parts = [np.random.default_rng([n, r, i]).standard_normal(n).astype(np.float32)
                  for r in range(ranks)]
         expected = sum(w * p.astype(np.float64) for w, p in zip(_WEIGHTS[ranks], parts))
         bound = ranks * 2 * np.finfo(np.float32).eps * sum(np.abs(p) for p in parts)
@@ -259,6 +276,45 @@ np.savez(f"{{sys.argv[1]}}/r{{r}}.npz", **sums)
         assert (np.abs(got[0][key] - expected) <= bound).all(), key
         for r in range(1, ranks):
             assert got[r][key].tobytes() == got[0][key].tobytes(), f"{key}: rank {r} differs"
+
+
+def test_without_room_for_shared_memory_fit_falls_back_to_the_ring(tmp_path):
+    script = _SETUP + """
+import sys, warnings
+from fastnn import distributed as dist
+
+def no_room(*args):  # as MPI_Win_allocate_shared fails on a full /dev/shm
+    raise dist._MPI.Exception(dist._MPI.ERR_NO_MEM)
+
+dist._SharedAllReduce = no_room
+fnn.seed(0)
+X, y, _ = data(64)
+m = model()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    m.fit(X, y, epochs=1, batch_size=16, verbose=0, distributed=True)
+assert type(dist._all_reduces[m.compiled.optimizer._flat]).__name__ == "_RingAllReduce"
+said = [str(w.message) for w in caught if "shared memory" in str(w.message)]
+assert len(said) == (dist.rank() == 0), said
+np.save(f"{sys.argv[1]}/w{dist.rank()}.npy", flat(m))
+"""
+    _checked(_run(tmp_path, script))
+    assert np.load(tmp_path / "w0.npy").tobytes() == np.load(tmp_path / "w1.npy").tobytes()
+    result = _run(tmp_path, script, all_reduce="shared")  # asked for: an error, not the ring
+    assert result.returncode != 0
+    assert "FASTNN_ALLREDUCE=shared: MPI could not allocate" in result.stdout + result.stderr
+
+
+def test_an_unknown_all_reduce_is_refused_by_name(tmp_path):
+    script = _SETUP + """
+fnn.seed(0)
+X, y, _ = data(32)
+model().fit(X, y, epochs=1, batch_size=16, verbose=0, distributed=True)
+"""
+    result = _run(tmp_path, script, all_reduce="tree", timeout=30)
+    assert result.returncode != 0
+    assert "FASTNN_ALLREDUCE must be one of auto, shared, ring; got 'tree'" in (
+        result.stdout + result.stderr)
 
 
 def test_a_rank_that_raises_aborts_the_job_with_its_traceback(tmp_path):

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+import weakref
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from . import _C
+from . import _C, memory
 from .data import _gathered
 
 __all__ = ["all_reduce", "barrier", "broadcast", "init", "is_main", "rank", "world_size"]
@@ -41,6 +43,7 @@ _INSTALL = ('pip install "fastnn-learn[mpi]" (mpi4py) and an MPI library (OpenMP
 
 _comm: Any = None  # mpi4py's COMM_WORLD, or _World1 for a process that mpirun did not start
 _MPI: Any = None   # the mpi4py.MPI module when in use
+_ALL_REDUCE_KINDS = ("auto", "shared", "ring")
 
 
 class _World1:
@@ -216,6 +219,116 @@ def _weighted_sum(buf: np.ndarray, weights: np.ndarray, received: np.ndarray) ->
         _comm.Sendrecv(chunk[send], dest=nxt, recvbuf=chunk[recv], source=prev)
 
 
+class _RingAllReduce:
+    """fit's gradient all-reduce between machines: ``_weighted_sum`` over MPI messages, on
+    the optimizer's own gradient buffer."""
+
+    def __init__(self, grad: np.ndarray) -> None:
+        self.grad = grad
+        self._received = np.empty(-(-grad.size // _comm.Get_size()), np.float32)
+
+    def __call__(self, weights: np.ndarray) -> None:
+        _weighted_sum(self.grad, weights, self._received)
+
+
+class _SharedAllReduce:
+    """fit's gradient all-reduce between ranks on one machine, through memory they share.
+
+    Every rank's gradient buffer lives in one MPI shared-memory window
+    (``MPI_Win_allocate_shared``), so no message copies it: rank r sums the r-th chunk of
+    every rank's gradient, weighted (``_C.axpby_``, in rank order), and writes the sum into
+    every rank's r-th chunk, between two barriers. Each rank reads and writes about its
+    gradient's size once, as a one-way transfer does, and all ranks work at once; the ring's
+    messages instead copy each chunk through MPI's shared-memory queues (1.5x a one-way
+    transfer of the same bytes, against 0.75-1.0x here: ``bench/bench_distributed.py``,
+    2 ranks). One rank computes each element, so every rank holds the same bits.
+
+    The window lives as long as the process (``_windows``): the parameters' ``grad`` are
+    views of it, which a user may keep past the fit."""
+
+    def __init__(self, size: int, node: Any) -> None:
+        self._node, ranks = node, node.Get_size()
+        nbytes = 4 * size + memory.ALIGNMENT   # room to start on an aligned address
+        self._win = _MPI.Win.Allocate_shared(nbytes, 1, comm=node)
+        _windows.append(self._win)
+        self._win.Lock_all(_MPI.MODE_NOCHECK)  # Win_sync's epoch, open for good
+        self.views = []
+        for q in range(ranks):
+            raw = np.frombuffer(self._win.Shared_query(q)[0], np.uint8)
+            skip = -raw.ctypes.data % memory.ALIGNMENT  # the same in every process
+            self.views.append(raw[skip:skip + 4 * size].view(np.float32))
+        self.grad = self.views[node.Get_rank()]
+        # chunks of whole cache lines, so that no two ranks write into one line
+        line = memory.ALIGNMENT // 4
+        self._edges = np.minimum(_split(-(-size // line), ranks) * line, size)
+
+    def __call__(self, weights: np.ndarray) -> None:
+        r = self._node.Get_rank()
+        begin, end = self._edges[r], self._edges[r + 1]
+        self._win.Sync()
+        self._node.Barrier()  # every rank's gradient is written
+        if end > begin:
+            chunks = [view[begin:end] for view in self.views]
+            total = chunks[0]
+            _C.axpby_(total, chunks[1], float(weights[0]), float(weights[1]))
+            for q in range(2, len(chunks)):
+                _C.axpby_(total, chunks[q], 1.0, float(weights[q]))
+            for chunk in chunks[1:]:
+                np.copyto(chunk, total)
+        self._win.Sync()
+        self._node.Barrier()  # every chunk is summed before any rank reads its gradient
+
+
+_windows: list[Any] = []   # the shared windows made, kept until MPI finalizes
+_all_reduces: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer._flat's
+_node_comm: Any = None
+
+
+def _gradient_all_reduce(optimizer: Any) -> _RingAllReduce | _SharedAllReduce:
+    """The all-reduce of ``optimizer``'s flat gradient buffer (collective: every rank calls
+    it), made at its first distributed fit: through shared memory when every rank runs on
+    this machine, else the ring; ``FASTNN_ALLREDUCE=ring|shared`` chooses. The shared one
+    moves the gradients into its window (``_Flat.move_grad``)."""
+    global _node_comm
+    flat = optimizer._flat
+    if flat in _all_reduces:
+        return _all_reduces[flat]
+    kind = os.environ.get("FASTNN_ALLREDUCE", "auto").strip().lower() or "auto"
+    if kind not in _ALL_REDUCE_KINDS:
+        raise ValueError("FASTNN_ALLREDUCE must be one of "
+                         f"{', '.join(_ALL_REDUCE_KINDS)}; got {os.environ['FASTNN_ALLREDUCE']!r}")
+    if _node_comm is None:
+        _node_comm = _comm.Split_type(_MPI.COMM_TYPE_SHARED, key=_comm.Get_rank())
+    one_machine = _node_comm.Get_size() == _comm.Get_size()
+    if kind == "shared" and not one_machine:
+        raise RuntimeError("FASTNN_ALLREDUCE=shared needs every rank on one machine; this "
+                           f"one runs {_node_comm.Get_size()} of the {_comm.Get_size()} ranks "
+                           "(unset it, or set ring)")
+    reduce: _RingAllReduce | _SharedAllReduce | None = None
+    if kind != "ring" and one_machine:
+        try:
+            reduce = _SharedAllReduce(flat.grad.size, _node_comm)
+            failure = ""
+        except _MPI.Exception as err:  # no room for the window (a small /dev/shm, /tmp)
+            failure = f"rank {_comm.Get_rank()}: {err}"
+        failures = [f for f in _comm.allgather(failure) if f]
+        if failures:
+            if kind == "shared":
+                raise RuntimeError("FASTNN_ALLREDUCE=shared: MPI could not allocate the "
+                                   f"shared window: {'; '.join(failures)}")
+            if _comm.Get_rank() == 0:
+                warnings.warn("fastnn.distributed: no shared memory for the gradients "
+                              f"({'; '.join(failures)}); all-reducing with MPI messages",
+                              RuntimeWarning, stacklevel=3)
+            reduce = None
+        else:
+            flat.move_grad(reduce.grad, optimizer.params)
+    if reduce is None:
+        reduce = _RingAllReduce(flat.grad)
+    _all_reduces[flat] = reduce
+    return reduce
+
+
 def _rank_seed(seed: int, r: int) -> int:
     """Rank r's seed of a random stream whose rank-0 seed is ``seed``: rank 0 keeps it,
     so that a world of one repeats a run without MPI bit for bit."""
@@ -262,7 +375,7 @@ class FitSync:
             self.streams.append(augment)
         if self.size == 1:
             return
-        self._received = np.empty(-(-flat.grad.size // self.size), np.float32)
+        self._all_reduce = _gradient_all_reduce(optimizer)
         for array in (flat.data, *optimizer._flat_state.values(), *self.buffers):
             _comm.Bcast(array, root=0)  # C-contiguous, the same shape on every rank
         optimizer.step_count = _comm.bcast(optimizer.step_count)
@@ -332,13 +445,13 @@ class FitSync:
 
     def reduce_gradients(self) -> None:
         """Replace this rank's gradients by the global batch's: its share-weighted sum over
-        the ranks (one all-reduce of the optimizer's flat gradient buffer, ``_weighted_sum``)."""
+        the ranks (one all-reduce of the optimizer's flat gradient buffer,
+        ``_gradient_all_reduce``)."""
         if self.size == 1:
             return
-        opt = self.optimizer
-        for p in opt.params:
+        for p in self.optimizer.params:
             p.settle_grad()  # a parameter that backward left untouched contributes zeros
-        _weighted_sum(opt._flat.grad, self._weights, self._received)
+        self._all_reduce(self._weights)
 
     def shard(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """This rank's contiguous share of (X, y): fit's validation set, split to evaluate."""

@@ -87,6 +87,15 @@ class _Flat:
         begin, end = self.offsets[i]
         return flat[begin:end].reshape(self.shapes[i])
 
+    def move_grad(self, buffer: np.ndarray, params: list[Parameter]) -> None:
+        """Keep the gradients in ``buffer`` (flat float32 of ``grad``'s size) from now on:
+        values copied, each of ``params``' ``grad`` a view of it (distributed training
+        puts them in memory that the ranks on one machine share)."""
+        np.copyto(buffer, self.grad)
+        self.grad = buffer
+        for i, p in enumerate(params):
+            p.grad = self.view(buffer, i)
+
     def check_bound(self, owner: str) -> None:
         if memory.owner(self._first.data) is not memory.owner(self.data):
             raise RuntimeError(f"{owner}: its parameters were bound to another optimizer "
