@@ -93,15 +93,22 @@ def test_two_ranks_train_as_one_process_on_the_global_batches(tmp_path, all_redu
     between machines."""
     expected_kind = {"auto": "_SharedAllReduce", "ring": "_RingAllReduce"}[all_reduce]
     script = _SETUP + f"""
-import json, sys
+import json, sys, zlib
 from fastnn import distributed as dist
 r = dist.rank()
+
+class Checksums(fnn.callbacks.Callback):  # of every rank's weights after each epoch
+    def on_epoch_end(self, epoch, logs=None):
+        sums.append(zlib.crc32(flat(self.model).tobytes()))
+
 for n, batch, epochs in {_CASES!r}:
     fnn.seed(r)  # rank 1 starts elsewhere: rank 0's weights and shuffling must win
     X, y, val = data(n)
     m = model()
+    sums = []
     h = m.fit(X, y, epochs=epochs, batch_size=batch, validation_data=val, verbose=0,
-              distributed=True)
+              distributed=True, callbacks=[Checksums()])
+    json.dump(sums, open(f"{{sys.argv[1]}}/crc{{n}}_{{r}}.json", "w"))
     kind = type(dist._all_reduces[m.compiled.optimizer._flat]).__name__
     assert kind == {expected_kind!r}, kind
     np.save(f"{{sys.argv[1]}}/w{{n}}_{{r}}.npy", flat(m))
@@ -128,6 +135,8 @@ open(f"{{sys.argv[1]}}/stopped_{{r}}", "w").write(str(len(h.epoch)))
         expected = namespace["flat"](m)
         w0, w1 = np.load(tmp_path / f"w{n}_0.npy"), np.load(tmp_path / f"w{n}_1.npy")
         assert w0.tobytes() == w1.tobytes(), f"n={n}: the ranks' weights differ"
+        crc = [json.loads((tmp_path / f"crc{n}_{r}.json").read_text()) for r in (0, 1)]
+        assert len(crc[0]) == epochs and crc[0] == crc[1], f"n={n}: epoch checksums {crc}"
         assert np.linalg.norm(w0 - expected) <= 1e-6 * np.linalg.norm(expected), n
         for r in (0, 1):
             logs = json.loads((tmp_path / f"h{n}_{r}.json").read_text())
