@@ -41,6 +41,18 @@ def test_dense_wrong_rank(shape):
     raises(layer, np.ones(shape, np.float32), exc=ValueError, any_of=(str(shape), f"{len(shape)}", "dim", "rank", "shape"))
 
 
+def test_non_numeric_arrays_are_refused_naming_the_layer_or_loss():
+    """The names are built only when a check fails (layers pass them as functions)."""
+    dense, text = nn.Dense(4, 3), np.array([["a"] * 4] * 2)
+    raises(dense, text, exc=TypeError, mentions=("Dense(4, 3) input", "numeric", "<U1"))
+    dense(np.zeros((2, 4), np.float32))
+    raises(dense.backward, text[:, :3], exc=TypeError, mentions=("Dense(4, 3) grad_out", "<U1"))
+    raises(nn.ReLU(), text, exc=TypeError, mentions=("ReLU() input", "<U1"))
+    raises(losses.CrossEntropy(), np.zeros((2, 3), np.float32), np.array(["x", "y"]),
+           exc=TypeError, mentions=("CrossEntropy: target", "<U1"))
+    raises(losses.MSE(), text, np.zeros((2, 4)), exc=TypeError, mentions=("MSE: pred", "<U1"))
+
+
 def test_dense_mismatched_feature_count():
     layer = nn.Dense(5, 3)
     raises(layer, np.ones((4, 6), np.float32), exc=ValueError, mentions=("5", "6"))

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import math
+from typing import Callable, Union
 
 import numpy as np
 
 from . import memory
 
 _NUMERIC_KINDS = "biuf"
+_F32 = np.dtype(np.float32)
+
+# What an error message calls an argument: the text, or a function that makes it, for the
+# checks every layer call makes (a layer's repr costs more than the check itself).
+Name = Union[str, Callable[[], str]]
 
 
-def numeric(x: object, name: str) -> np.ndarray:
+def _text(name: Name) -> str:
+    return name if isinstance(name, str) else name()
+
+
+def numeric(x: object, name: Name) -> np.ndarray:
     """``x`` as a NumPy array; TypeError naming ``name`` unless it holds real numbers."""
     arr = memory.to_host(x)
     if arr.dtype.kind not in _NUMERIC_KINDS:
-        raise TypeError(f"{name} must be a numeric array; got dtype {arr.dtype}")
+        raise TypeError(f"{_text(name)} must be a numeric array; got dtype {arr.dtype}")
     return arr
 
 
-def as_float32(x: object, name: str) -> np.ndarray:
+def as_float32(x: object, name: Name) -> np.ndarray:
     """``x`` as a C-contiguous float32 array (no copy when it already is one)."""
+    if type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous:
+        return x
     return memory.asarray(numeric(x, name), np.float32)
 
 

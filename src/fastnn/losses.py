@@ -25,8 +25,8 @@ class Loss:
         self._checked = True
 
     def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
-        pred = as_float32(pred, f"{self!r}: pred")
-        target = numeric(target, f"{self!r}: target")
+        pred = as_float32(pred, lambda: f"{self!r}: pred")
+        target = numeric(target, lambda: f"{self!r}: target")
         if pred.ndim == 0 or target.ndim == 0:
             raise ValueError(f"{self!r}: pred and target must have a batch dimension; "
                              f"got shapes {pred.shape} and {target.shape}")
@@ -93,7 +93,7 @@ class _Elementwise(Loss):
                 raise ValueError(f"{self!r}: target has shape {target.shape}; "
                                  f"expected {pred.shape} like pred{_labels_hint(pred, target)}")
             target = target.reshape(pred.shape)
-        return as_float32(target, f"{self!r}: target")
+        return as_float32(target, lambda: f"{self!r}: target")
 
 
 class MSE(_Elementwise):
@@ -153,7 +153,7 @@ class BinaryCrossEntropy(_Elementwise):
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
         pred = memory.to_host(pred)
-        target = self._target(pred, numeric(target, f"{self!r}: target"))
+        target = self._target(pred, numeric(target, lambda: f"{self!r}: target"))
         threshold = 0.0 if self.from_logits else 0.5
         return int(np.sum((pred > threshold) == (target > 0.5))), target.size
 
@@ -187,7 +187,7 @@ class CrossEntropy(Loss):
             if target.shape != pred.shape:
                 raise ValueError(f"{self!r}: target distribution has shape {target.shape}; "
                                  f"expected {pred.shape} like pred")
-            return as_float32(target, f"{self!r}: target")
+            return as_float32(target, lambda: f"{self!r}: target")
         if target.ndim != 1:
             raise ValueError(f"{self!r}: target must be labels (batch,) or a distribution "
                              f"(batch, classes); got shape {target.shape}")

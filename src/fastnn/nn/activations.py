@@ -33,7 +33,7 @@ class _Activation(WorkspaceLayer):
         raise NotImplementedError
 
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
-        x = as_float32(x, f"{self!r} input")
+        x = as_float32(x, lambda: f"{self!r} input")
         self._y = self._apply(x, self.output(workspace, internal, "output", x.shape))
         return self._y
 
@@ -43,7 +43,7 @@ class _Activation(WorkspaceLayer):
             raise RuntimeError(f"{self!r}: backward called before forward")
         if not input_grad:
             return None
-        g = as_float32(grad_out, f"{self!r} grad_out")
+        g = as_float32(grad_out, lambda: f"{self!r} grad_out")
         if g.shape != self._y.shape:
             raise ValueError(f"{self!r}: grad_out has shape {g.shape}; expected {self._y.shape} "
                              "(the shape of the last forward output)")

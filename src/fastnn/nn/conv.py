@@ -118,7 +118,7 @@ class Conv2d(WorkspaceLayer):
         return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
 
     def _check_input(self, x: Any) -> np.ndarray:
-        x = as_float32(x, f"{self!r} input")
+        x = as_float32(x, lambda: f"{self!r} input")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_channels}, "
                              f"height, width); got {x.shape}")

@@ -37,7 +37,7 @@ def _resolve_activation(activation: str | None, owner: str) -> tuple[str, float]
 
 
 def _check_grad(layer: Module, grad_out: np.ndarray, shape: tuple) -> np.ndarray:
-    g = as_float32(grad_out, f"{layer!r} grad_out")
+    g = as_float32(grad_out, lambda: f"{layer!r} grad_out")
     if g.shape != shape:
         raise ValueError(f"{layer!r}: grad_out has shape {g.shape}; expected {shape} "
                          "(the shape of the last forward output)")
@@ -95,7 +95,7 @@ class Dense(WorkspaceLayer):
         return self._y
 
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
-        x = as_float32(x, f"{self!r} input")
+        x = as_float32(x, lambda: f"{self!r} input")
         if x.ndim != 2 or x.shape[1] != self.in_features:
             hint = "; images? put nn.Flatten() before it" if x.ndim > 2 else ""
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
@@ -197,7 +197,7 @@ class Dropout(WorkspaceLayer):
         self._mask_offset: int | None = None  # None: the last forward was the identity
 
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
-        x = as_float32(x, f"{self!r} input")
+        x = as_float32(x, lambda: f"{self!r} input")
         self._shape = x.shape
         if not self.training or self.p == 0.0:
             self._mask_offset = None
@@ -235,7 +235,7 @@ class Flatten(Module):
         self._shape: tuple | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = as_float32(x, f"{self!r} input")
+        x = as_float32(x, lambda: f"{self!r} input")
         if x.ndim < 1:
             raise ValueError(f"{self!r}: input needs a batch dimension; got shape {x.shape}")
         self._shape = x.shape
@@ -283,7 +283,7 @@ class Reshape(Module):
         return self.shape
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = as_float32(x, f"{self!r} input")
+        x = as_float32(x, lambda: f"{self!r} input")
         if x.ndim < 1:
             raise ValueError(f"{self!r}: input needs a batch dimension; got shape {x.shape}")
         self._shape = x.shape

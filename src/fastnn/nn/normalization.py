@@ -48,7 +48,7 @@ class _BatchNorm(WorkspaceLayer):
         self._trained = False  # whether the last forward used the batch's statistics
 
     def _check_input(self, x: Any) -> np.ndarray:
-        x = as_float32(x, f"{self!r} input")
+        x = as_float32(x, lambda: f"{self!r} input")
         if x.ndim not in self._ranks or x.shape[1] != self.num_features:
             axes = " or ".join(str(r) for r in self._ranks)
             raise ValueError(f"{self!r}: expected a {axes}-D input with {self.num_features} "

@@ -31,7 +31,7 @@ class _Pool2d(WorkspaceLayer):
 
     def _check_input(self, x: Any) -> tuple[np.ndarray, tuple[int, ...]]:
         """x as float32 and the output's shape."""
-        x = as_float32(x, f"{self!r} input")
+        x = as_float32(x, lambda: f"{self!r} input")
         if x.ndim != 4:
             raise ValueError(f"{self!r}: expected input of shape (batch, channels, height, "
                              f"width); got {x.shape}")
@@ -123,7 +123,7 @@ class GlobalAvgPool2d(WorkspaceLayer):
         self._shape: tuple | None = None
 
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
-        x = as_float32(x, f"{self!r} input")
+        x = as_float32(x, lambda: f"{self!r} input")
         if x.ndim != 4 or 0 in x.shape[2:]:
             raise ValueError(f"{self!r}: expected input of shape (batch, channels, height, "
                              f"width) with at least one pixel; got {x.shape}")
