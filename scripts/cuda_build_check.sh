@@ -20,4 +20,5 @@ pip install -q --no-build-isolation --no-deps . -C build-dir="$dir/cmake" \
   -C cmake.define.FASTNN_CUDA=ON
 cd "$dir"  # away from src/: the installed package is the one tested
 python -c 'import fastnn, json; print("fastnn.config()[\"cuda\"]:", json.dumps(fastnn.config()["cuda"]))'
-python -m pytest -q -p no:cacheprovider -rs ../../tests/test_cuda.py ../../tests/test_tensor.py
+python -m pytest -q -p no:cacheprovider -rs ../../tests/test_cuda.py ../../tests/test_tensor.py \
+  ../../tests/test_device_ops.py

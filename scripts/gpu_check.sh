@@ -4,9 +4,10 @@
 # package registry is reachable there). Builds fastnn with FASTNN_CUDA=ON into a folder of its
 # own, then runs the CUDA tests (the self-test kernel on the device, the device query, device
 # arrays and their DLPack exchange with PyTorch and CuPy, the allocator, the errors "cuda"
-# gives) and writes every log to $OUT (default /tmp/gpu_check). Well inside
-# 8 minutes on 16 cores.   Usage: OUT=dir bash scripts/gpu_check.sh
-# Not here yet, because not built yet: the CUDA ops and bench/bench_gpu.py.
+# gives, the ops built so far held to the CPU's: activations, SGD and Adam) and writes every
+# log to $OUT (default /tmp/gpu_check). Well inside 8 minutes on 16 cores.
+# Usage: OUT=dir bash scripts/gpu_check.sh
+# Not here yet, because not built yet: the other CUDA ops and bench/bench_gpu.py.
 set -uo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 out="${OUT:-/tmp/gpu_check}"
@@ -32,6 +33,7 @@ print(json.dumps(cuda, indent=1))
 sys.exit(0 if cuda["available"] else "gpu_check.sh: no usable GPU: " + cuda["reason"])' "$site" \
   2>&1 | tee "$out/cuda_config.json" || status=1  # on the GPU machine, no GPU is a failure
 "$py" -m pytest -q -rs -p no:cacheprovider "$repo/tests/test_cuda.py" "$repo/tests/test_tensor.py" \
+  "$repo/tests/test_device_ops.py" \
   "$repo/tests/test_layers.py::test_to_another_device_says_what_this_build_has" 2>&1 \
   | tee "$out/tests.log" || status=1
 exit "$status"

@@ -1266,8 +1266,11 @@ def test_device_array_bindings(shape, dtype, device, layout, via):
     """DeviceArray.empty / from_numpy / from_dlpack / numpy / __dlpack__ and the allocator's
     stats on drawn shapes, dtypes, devices and layouts: the values back unchanged, or an
     error naming the argument (a device this build or machine lacks: RuntimeError saying why)."""
-    huge = any(s >= 2**40 for s in shape)
     valid_shape = all(s >= 0 for s in shape)
+    # too big to allocate; with a zero among the sizes (no bytes), only sizes whose product
+    # overflows, a shape NumPy refuses too (ValueError)
+    nonzero = math.prod(s for s in shape if s)
+    huge = valid_shape and nonzero >= (2**60 if 0 in shape else 2**40)
     valid_dtype = dtype in DEVICE_ARRAY_DTYPES
     on_cpu = device == "cpu"
     well_formed = on_cpu or (device in ("cuda", "cuda:0", "cuda:7", "cuda:99999999999"))
@@ -1275,10 +1278,11 @@ def test_device_array_bindings(shape, dtype, device, layout, via):
     try:
         a = _C.DeviceArray.empty(shape, dtype, device)
     except (TypeError, ValueError) as e:
-        assert not (valid_shape and valid_dtype and well_formed) or "device" in str(e), e
+        assert not (valid_shape and valid_dtype and well_formed) or "device" in str(e) or (
+            huge and 0 in shape and "too big" in str(e)), e
         a = None
     except MemoryError:
-        assert huge
+        assert huge and 0 not in shape
         a = None
     except RuntimeError as e:
         assert not on_cpu and ("CUDA" in str(e) or "cuda" in str(e)), e
@@ -1312,6 +1316,75 @@ def test_device_array_bindings(shape, dtype, device, layout, via):
     assert stats["in_use_bytes"] == stats_before["in_use_bytes"] + max(1, -(-a.nbytes // step)) * step
     _C.device_empty_cache(device)
     assert _C.device_memory_stats(device)["cached_bytes"] == 0
+
+
+DEVICE_OP_ARGS = ["device"] * 6 + ["numpy", "int64", "short", "alias", "tensor", "list"]
+
+
+@fuzz(op=st.sampled_from(["activation_forward", "activation_backward", "sgd_step", "adam_step"]),
+      act=st.sampled_from(ACTS), n=st.sampled_from([0, 1, 7, 16, 1000]), cols=st.sampled_from([1, 3, 8]),
+      kinds=st.lists(st.sampled_from(DEVICE_OP_ARGS), min_size=4, max_size=4),
+      with_bias=st.booleans(), momentum=st.sampled_from([0.0, 0.9]))
+def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
+    """activation_forward/backward, sgd_step and adam_step on a device array ("cpu"
+    DeviceArrays) with the other arguments drawn: device arrays, host arrays, int64 device
+    arrays, a size short, the first array again, a fastnn.Tensor, a list. With device arrays
+    (or Tensors) only, the NumPy op's result; with a host, int64 or short one, a TypeError or
+    ValueError; the first array again, either; never a crash."""
+    from fastnn.tensor import Tensor
+
+    rng = np.random.default_rng(n + cols)
+    host = [np.abs(rng.standard_normal((n, cols))).astype(np.float32) * 3 for _ in range(4)]
+    bias = rng.standard_normal(cols).astype(np.float32)
+    if op == "activation_backward":
+        host[0] = _C.activation_forward(act, host[0] - 1.5)  # y
+    first = _C.DeviceArray.from_numpy(host[0], "cpu")
+
+    def make(kind, values):
+        if kind == "short" and values.size:
+            return _C.DeviceArray.from_numpy(values.ravel()[:-1], "cpu")
+        array = _C.DeviceArray.from_numpy(values.astype(np.int64) if kind == "int64" else values, "cpu")
+        return {"alias": first, "numpy": values, "list": values.tolist(), "tensor": Tensor(array)}.get(kind, array)
+
+    args = [first] + [make(k, v) for k, v in zip(kinds[1:], host[1:])]
+    used = {"activation_forward": [1], "activation_backward": [1, 3] + [2] * (act == "gelu"),
+            "sgd_step": [1] + [2] * (momentum != 0), "adam_step": [1, 2, 3]}[op]  # x: gelu's only
+    used_kinds = [kinds[i] if kinds[i] != "short" or host[0].size else "device" for i in used]
+    bias_arg = make(kinds[0], bias) if with_bias and op == "activation_backward" else None
+    if bias_arg is not None:
+        used_kinds.append(kinds[0] if kinds[0] != "short" else "short")
+    plain = all(k in ("device", "tensor") for k in used_kinds)
+    bad = any(k in ("numpy", "int64", "list", "short") for k in used_kinds)
+    expected = [h.copy() for h in host]
+    expected_bias = bias.copy()
+    trace(f"{op}({act!r}, n={n}, cols={cols}, kinds={kinds}, bias={with_bias}, momentum={momentum})")
+    try:
+        if op == "activation_forward":
+            got = _C.activation_forward(act, args[0], out=args[1])
+            want = _C.activation_forward(act, expected[0])
+        elif op == "activation_backward":
+            got = _C.activation_backward(act, args[0], args[1], x=args[2], out=args[3], bias_grad=bias_arg)
+            want = _C.activation_backward(act, expected[0], expected[1], x=expected[2],
+                                          bias_grad=expected_bias if with_bias else None)
+        elif op == "sgd_step":
+            _C.sgd_step(args[0], args[1], args[2], lr=0.1, momentum=momentum, weight_decay=0.01)
+            _C.sgd_step(expected[0], expected[1], expected[2], lr=0.1, momentum=momentum, weight_decay=0.01)
+            got, want = args[0], expected[0]
+        else:
+            kw = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, step=2)
+            _C.adam_step(args[0], args[1], args[2], args[3], **kw)
+            _C.adam_step(expected[0], expected[1], expected[2], expected[3], **kw)
+            got, want = args[0], expected[0]
+    except (TypeError, ValueError) as e:
+        assert not plain, e
+        return
+    assert not bad, f"accepted {used_kinds}"
+    if plain:
+        got = got._array if isinstance(got, Tensor) else got
+        np.testing.assert_array_equal(got.numpy().reshape(want.shape), want)
+        if bias_arg is not None:
+            got_bias = bias_arg._array if isinstance(bias_arg, Tensor) else bias_arg
+            np.testing.assert_array_equal(got_bias.numpy(), expected_bias)
 
 
 BLOCK_SIZES = [1, 2, 5, 16, 17, 64, 300, 4096, 65536, 65537, 0, -3, 2**40, True, 8.0, None]

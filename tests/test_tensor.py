@@ -120,6 +120,18 @@ def test_dlpack_import_from_numpy_takes_no_copy(dtype):
     assert a.numpy()[1, 2] == 7
 
 
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (4, 0), (2, 0, 5)], ids=str)
+def test_empty_arrays_whatever_their_strides(shape):
+    """NumPy exports an empty array with strides of 0: no layout to refuse (random fuzz)."""
+    x = np.zeros(shape, np.float32)
+    assert DeviceArray.from_dlpack(x.__dlpack__()).numpy().shape == shape
+    assert DeviceArray.empty(list(shape), "float32", "cpu").nbytes == 0
+    with pytest.raises(ValueError, match="'shape' is too big"):  # as NumPy refuses it
+        DeviceArray.empty([2**40, 2**40, 0], "float32", "cpu")
+    with pytest.raises(MemoryError):
+        DeviceArray.empty([2**40, 2**40], "float32", "cpu")
+
+
 @pytest.mark.skipif(torch is None, reason="needs torch")
 def test_dlpack_with_torch_both_ways_without_a_copy():
     t = torch.arange(24, dtype=torch.float32).reshape(4, 6)[1:]   # an offset into its storage

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../core/optim_math.h"
 #include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
@@ -11,10 +12,6 @@
 #include "vmath.h"
 
 namespace fastnn {
-
-// The gradient with weight decay wd * p added, as torch.optim does it: not at all when wd
-// is 0, so that an infinite parameter does not turn into NaN through 0 * inf.
-inline float decayed(float g, float p, float wd) { return wd == 0.0f ? g : g + wd * p; }
 
 void sgd_step(float* p, const float* grad, float* v, int64_t n, float lr, float momentum,
               bool nesterov, float wd) {
@@ -47,31 +44,15 @@ void sgd_step(float* p, const float* grad, float* v, int64_t n, float lr, float 
 // width, so it has an AVX-512 copy and the baseline's (which the AVX2 ISA runs too).
 FASTNN_ISA_BODY static void adam_range(float* __restrict p, const float* __restrict grad,
                                        float* __restrict m, float* __restrict v, int64_t n,
-                                       float beta1, float beta2, float c1, float c2,
-                                       float step_size, float inv_sqrt_bc2, float eps, float l2,
-                                       float shrink) {
-    for (int64_t i = 0; i < n; ++i) {
-        const float w = p[i] * shrink;  // shrink == 1 unless decoupled (AdamW)
-        const float g = decayed(grad[i], w, l2);
-        m[i] = beta1 * m[i] + c1 * g;
-        v[i] = beta2 * v[i] + c2 * g * g;
-        p[i] = w - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
-    }
+                                       AdamScalars s) {
+    for (int64_t i = 0; i < n; ++i) adam_element(p[i], grad[i], m[i], v[i], s);
 }
 
 void adam_step(float* p, const float* grad, float* m, float* v, int64_t n, float lr, double beta1,
                double beta2, float eps, float wd, int64_t step, bool decoupled) {
-    const double t = static_cast<double>(step);
-    const float step_size = static_cast<float>(lr / (1.0 - std::pow(double(beta1), t)));
-    const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(beta2), t)));
-    // Adam adds wd * p to the gradient (L2); AdamW shrinks p itself before the update.
-    const float l2 = decoupled ? 0.0f : wd;
-    const float shrink = decoupled ? static_cast<float>(1.0 - double(lr) * wd) : 1.0f;
+    const AdamScalars s = adam_scalars(lr, beta1, beta2, eps, wd, step, decoupled);
     const auto range = IsaCopies<adam_range, /*kAvx2=*/false>::pick();
-    parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
-        range(p + b, grad + b, m + b, v + b, e - b, float(beta1), float(beta2),
-              float(1.0 - beta1), float(1.0 - beta2), step_size, inv_sqrt_bc2, eps, l2, shrink);
-    });
+    parallel_for(n, kGrain, [=](int64_t b, int64_t e) { range(p + b, grad + b, m + b, v + b, e - b, s); });
 }
 
 FASTNN_ISA_BODY static void adagrad_range(float* __restrict p, const float* __restrict grad,

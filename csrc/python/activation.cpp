@@ -1,7 +1,74 @@
-// Bindings of the activations and softmax (csrc/cpu/activation.cpp), and their table.
+// Bindings of the activations and softmax (csrc/cpu/activation.cpp), and their table. The
+// elementwise activations also take device arrays (csrc/cuda/activation.cu on a GPU).
 #include "checks.h"
+#include "device_array.h"
+#ifdef FASTNN_CUDA
+#include "cuda/ops.h"
+#endif
 
 namespace fastnn::bind {
+namespace {
+
+// activation_forward on a device array: y = f(x) into out (a new array when None; x allowed).
+py::object forward_on_device(Activation act, DeviceArray& x, float alpha, py::handle out_obj) {
+    const char* fn = "activation_forward";
+    DeviceArray y = out_obj.is_none() ? DeviceArray::empty(x.shape, x.dtype, x.device())
+                                      : device_f32(out_obj, x.device(), x.size(), fn, "out", "x");
+    Operands(fn).input("x", x.view()).output("out", y.view(), /*elementwise=*/true).check();
+    const float* xp = x.f32();
+    float* yp = y.f32();
+    const int64_t n = x.size();
+    run_on(x.device(), [&] { activation_forward(act, xp, yp, n, alpha); },
+           [&] { FASTNN_CUDA_ONLY(cuda::activation_forward(act, xp, yp, n, alpha)); });
+    return out_obj.is_none() ? py::cast(std::move(y)) : py::reinterpret_borrow<py::object>(out_obj);
+}
+
+// activation_backward on device arrays, with the same arguments and checks as on NumPy's.
+py::object backward_on_device(const ActivationInfo& info, DeviceArray& y, py::handle g_obj, float alpha,
+                              py::handle x_obj, py::handle out_obj, py::handle bias_grad_obj) {
+    const char* fn = "activation_backward";
+    const Device& dev = y.device();
+    DeviceArray& g = device_f32(g_obj, dev, y.size(), fn, "grad_y", "y");
+    const float* xp = nullptr;
+    Operands ops(fn);
+    if (info.backward_needs_input) {
+        if (x_obj.is_none())
+            fail_value("activation_backward: '" + std::string(info.name) + "' needs x, the forward "
+                       "input (its derivative is not a function of y); pass x=...");
+        DeviceArray& x = device_f32(x_obj, dev, y.size(), fn, "x", "y");
+        xp = x.f32();
+        ops.input("x", x.view());
+    }
+    DeviceArray gx = out_obj.is_none() ? DeviceArray::empty(y.shape, y.dtype, dev)
+                                       : device_f32(out_obj, dev, y.size(), fn, "out", "y");
+    ops.input("y", y.view()).input("grad_y", g.view()).output("out", gx.view(), /*elementwise=*/true);
+    float* db = nullptr;
+    int64_t rows = 0, cols = 0;
+    if (!bias_grad_obj.is_none()) {
+        if (y.shape.size() != 2)
+            fail_value("activation_backward: 'y' must have 2 dimensions with bias_grad, got " +
+                       std::to_string(y.shape.size()));
+        rows = y.shape[0];
+        cols = y.shape[1];
+        DeviceArray& bias_grad = device_f32(bias_grad_obj, dev, cols, fn, "bias_grad", "y");
+        db = bias_grad.f32();
+        ops.output("bias_grad", bias_grad.view());
+    }
+    ops.check();
+    const Activation act = info.act;
+    const float *yp = y.f32(), *gp = g.f32();
+    float* gxp = gx.f32();
+    const int64_t n = y.size();
+    if (db)
+        run_on(dev, [&] { activation_backward_bias(act, xp, yp, gp, gxp, rows, cols, alpha, db); },
+               [&] { FASTNN_CUDA_ONLY(cuda::activation_backward_bias(act, xp, yp, gp, gxp, rows, cols, alpha, db)); });
+    else
+        run_on(dev, [&] { activation_backward(act, xp, yp, gp, gxp, n, alpha); },
+               [&] { FASTNN_CUDA_ONLY(cuda::activation_backward(act, xp, yp, gp, gxp, n, alpha)); });
+    return out_obj.is_none() ? py::cast(std::move(gx)) : py::reinterpret_borrow<py::object>(out_obj);
+}
+
+}  // namespace
 
 void bind_activation(py::module_& m) {
     m.def("activations", [] {
@@ -25,12 +92,14 @@ void bind_activation(py::module_& m) {
                                    py::handle out_obj) {
         const char* fn = "activation_forward";
         Activation act = activation_named(name).act;
+        if (DeviceArray* dx = device_array_of(x_obj))
+            return forward_on_device(act, device_f32(x_obj, dx->device(), -1, fn, "x", "x"), alpha, out_obj);
         F32Array x = as_f32(x_obj, fn, "x");
         auto y = out_array(out_obj, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), fn);
         Operands(fn).input("x", x).output("out", y, /*elementwise=*/true).check();
         py::gil_scoped_release nogil;
         activation_forward(act, x.data(), y.mutable_data(), x.size(), alpha);
-        return y;
+        return py::object(std::move(y));
     }, py::arg("name"), py::arg("x"), py::arg("alpha") = 0.01f, py::kw_only(),
        py::arg("out") = py::none());
     m.def("activation_backward", [](const std::string& name, py::handle y_obj, py::handle g_obj,
@@ -39,6 +108,12 @@ void bind_activation(py::module_& m) {
         const char* fn = "activation_backward";
         const ActivationInfo& info = activation_named(name);
         const Activation act = info.act;
+        if (act == Activation::Elu && !(alpha >= 0.0f))
+            fail_value("activation_backward: 'elu' needs alpha >= 0 (its derivative is "
+                       "recovered from y), got " + std::to_string(alpha));
+        if (DeviceArray* dy = device_array_of(y_obj))
+            return backward_on_device(info, device_f32(y_obj, dy->device(), -1, fn, "y", "y"), g_obj,
+                                      alpha, x_obj, out_obj, bias_grad_obj);
         F32Array y = as_f32(y_obj, fn, "y");
         F32Array g = as_f32(g_obj, fn, "grad_y");
         require_same_shape(y, g, fn, "y", "grad_y");
@@ -50,9 +125,6 @@ void bind_activation(py::module_& m) {
             x = as_f32(x_obj, fn, "x");
             require_same_shape(y, x, fn, "y", "x");
         }
-        if (act == Activation::Elu && !(alpha >= 0.0f))
-            fail_value("activation_backward: 'elu' needs alpha >= 0 (its derivative is "
-                       "recovered from y), got " + std::to_string(alpha));
         // out may be grad_y itself (or y, or x): the gradient is then computed in place.
         py::array_t<float> gx = out_obj.is_none() ? new_like(y) : in_place(out_obj, fn, "out");
         require_same_shape(y, gx, fn, "y", "out");
@@ -80,7 +152,7 @@ void bind_activation(py::module_& m) {
             else
                 activation_backward(act, xp, y.data(), g.data(), gxp, y.size(), alpha);
         }
-        return gx;
+        return py::object(std::move(gx));
     }, py::arg("name"), py::arg("y"), py::arg("grad_y"), py::arg("alpha") = 0.01f,
        py::arg("x") = py::none(), py::arg("out") = py::none(), py::arg("bias_grad") = py::none());
     m.def("softmax_forward", [](py::handle x_obj) {

@@ -1,8 +1,35 @@
-// Bindings of the optimizer steps and the L1/L2 penalty (csrc/cpu/optim.cpp), in place.
+// Bindings of the optimizer steps and the L1/L2 penalty (csrc/cpu/optim.cpp), in place. SGD
+// and Adam also step device arrays (csrc/cuda/optim.cu on a GPU).
 #include "checks.h"
+#include "device_array.h"
+#ifdef FASTNN_CUDA
+#include "cuda/ops.h"
+#endif
 
 namespace fastnn::bind {
 namespace {
+
+// An optimizer's arguments on a device: param first, every other array on its device with its
+// size, float32, checked not to overlap (all are written but grad).
+struct DeviceStep {
+    const char* fn;
+    DeviceArray& param;
+    Operands ops;
+
+    DeviceStep(const char* fn_, DeviceArray& p) : fn(fn_), param(p), ops(fn_) {
+        ops.output("param", p.view());
+    }
+    float* input(py::handle obj, const char* arg) {
+        DeviceArray& a = device_f32(obj, param.device(), param.size(), fn, arg, "param");
+        ops.input(arg, a.view());
+        return a.f32();
+    }
+    float* output(py::handle obj, const char* arg) {
+        DeviceArray& a = device_f32(obj, param.device(), param.size(), fn, arg, "param");
+        ops.output(arg, a.view());
+        return a.f32();
+    }
+};
 
 // A buffer of an optimizer: in place, with param's size.
 py::array_t<float> state_buffer(py::handle obj, const py::array& param, const char* fn,
@@ -26,6 +53,21 @@ std::pair<py::array_t<float>, F32Array> param_and_grad(py::handle p_obj, py::han
 void bind_optim(py::module_& m) {
     m.def("sgd_step", [](py::handle p_obj, py::handle g_obj, py::object v_obj, float lr,
                          float momentum, bool nesterov, float weight_decay) {
+        if (DeviceArray* dp = device_array_of(p_obj)) {
+            DeviceStep d("sgd_step", device_f32(p_obj, dp->device(), -1, "sgd_step", "param", "param"));
+            const float* g = d.input(g_obj, "grad");
+            float* v = nullptr;
+            if (momentum != 0.0f) {
+                if (v_obj.is_none()) fail_value("sgd_step: 'velocity' is required when momentum != 0");
+                v = d.output(v_obj, "velocity");
+            }
+            d.ops.check();
+            float* p = d.param.f32();
+            const int64_t n = d.param.size();
+            run_on(d.param.device(), [&] { sgd_step(p, g, v, n, lr, momentum, nesterov, weight_decay); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::sgd_step(p, g, v, n, lr, momentum, nesterov, weight_decay)); });
+            return;
+        }
         auto [p, g] = param_and_grad(p_obj, g_obj, "sgd_step");
         Operands ops("sgd_step");
         ops.output("param", p).input("grad", g);
@@ -45,10 +87,23 @@ void bind_optim(py::module_& m) {
     m.def("adam_step", [](py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handle v_obj,
                           float lr, double beta1, double beta2, float eps, float weight_decay,
                           int64_t step, bool decoupled) {
+        if (step < 1) fail_value("adam_step: 'step' counts from 1, got " + std::to_string(step));
+        if (DeviceArray* dp = device_array_of(p_obj)) {
+            DeviceStep d("adam_step", device_f32(p_obj, dp->device(), -1, "adam_step", "param", "param"));
+            const float* g = d.input(g_obj, "grad");
+            float *m = d.output(m_obj, "m"), *v = d.output(v_obj, "v");
+            d.ops.check();
+            float* p = d.param.f32();
+            const int64_t n = d.param.size();
+            run_on(d.param.device(),
+                   [&] { adam_step(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, step, decoupled); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::adam_step(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay,
+                                                          step, decoupled)); });
+            return;
+        }
         auto [p, g] = param_and_grad(p_obj, g_obj, "adam_step");
         auto m1 = state_buffer(m_obj, p, "adam_step", "m");
         auto v = state_buffer(v_obj, p, "adam_step", "v");
-        if (step < 1) fail_value("adam_step: 'step' counts from 1, got " + std::to_string(step));
         Operands("adam_step").output("param", p).input("grad", g).output("m", m1).output("v", v)
             .check();
         py::gil_scoped_release nogil;

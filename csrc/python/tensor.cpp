@@ -3,64 +3,12 @@
 // kept alive until the last user drops it) with a C-contiguous shape and a dtype; copies to
 // and from NumPy; DLPack both ways. Device "cpu" serves the tests of all this on any machine
 // (fastnn's own CPU arrays stay NumPy); "cuda:N" needs the CUDA build and a usable GPU.
-#include "checks.h"
-
-#include <memory>
-
-#include "core/cuda.h"
-#include "core/device_memory.h"
-#include "core/dlpack.h"
+#include "device_array.h"
 
 namespace fastnn::bind {
 namespace {
 
 constexpr const char* kFn = "DeviceArray";
-
-struct DTypeInfo {
-    const char* name;
-    dlpack::DataType dl;
-    int64_t itemsize;
-};
-
-// float32 for data and weights, the integer types labels come in
-const DTypeInfo kDTypes[] = {{"float32", {dlpack::kFloat, 32, 1}, 4},
-                             {"int64", {dlpack::kInt, 64, 1}, 8},
-                             {"int32", {dlpack::kInt, 32, 1}, 4},
-                             {"uint8", {dlpack::kUInt, 8, 1}, 1}};
-
-const DTypeInfo* dtype_named(const std::string& name) {
-    for (const DTypeInfo& d : kDTypes)
-        if (name == d.name) return &d;
-    return nullptr;
-}
-
-const DTypeInfo* dtype_of(const dlpack::DataType& t) {
-    for (const DTypeInfo& d : kDTypes)
-        if (d.dl.code == t.code && d.dl.bits == t.bits && t.lanes == 1) return &d;
-    return nullptr;
-}
-
-std::string supported_dtypes() { return "float32, int64, int32 or uint8"; }
-
-// Memory a DeviceArray owns (from the allocator) or borrows (from a DLPack producer, whose
-// deleter runs when the last DeviceArray or exported capsule that uses it goes).
-struct Storage {
-    Device device;
-    void* data = nullptr;
-    size_t bytes = 0;
-    dlpack::ManagedTensor* imported = nullptr;
-
-    Storage() = default;
-    Storage(const Storage&) = delete;
-    Storage& operator=(const Storage&) = delete;
-    ~Storage() {
-        if (imported) {
-            if (imported->deleter) imported->deleter(imported);
-        } else {
-            device_free(device, data, bytes);
-        }
-    }
-};
 
 // "cpu", "cuda" or "cuda:N" as a Device, refused with the reason where this build or this
 // machine has no such device.
@@ -84,38 +32,6 @@ Device parse_device(const std::string& name, const char* arg) {
     throw std::runtime_error(std::string(kFn) + " on " + name + ": " + kCudaNotBuilt);
 #endif
 }
-
-class DeviceArray {
-public:
-    std::shared_ptr<Storage> storage;
-    std::vector<int64_t> shape;
-    const DTypeInfo* dtype = nullptr;
-
-    int64_t size() const {
-        int64_t n = 1;
-        for (int64_t s : shape) n *= s;
-        return n;
-    }
-    int64_t nbytes() const { return size() * dtype->itemsize; }
-
-    static DeviceArray empty(std::vector<int64_t> shape, const DTypeInfo* dtype, const Device& device) {
-        int64_t n = 1;
-        for (int64_t s : shape) {
-            if (s < 0) fail_value(std::string(kFn) + ": argument 'shape' has a negative size");
-            if (s && n > INT64_MAX / s / 8) throw std::bad_alloc();
-            n *= s;
-        }
-        DeviceArray a;
-        a.shape = std::move(shape);
-        a.dtype = dtype;
-        auto storage = std::make_shared<Storage>();
-        storage->device = device;
-        storage->bytes = static_cast<size_t>(n * dtype->itemsize);
-        storage->data = device_alloc(device, storage->bytes);
-        a.storage = std::move(storage);
-        return a;
-    }
-};
 
 // The exported side of DLPack: what a capsule's ManagedTensor points back to.
 struct Export {
@@ -175,7 +91,9 @@ DeviceArray from_dlpack(const py::object& capsule) {
     if (t.ndim < 0 || t.ndim > ArrayView::kMaxDims)
         fail_value(std::string(what) + " has " + std::to_string(t.ndim) + " dimensions");
     std::vector<int64_t> shape(t.shape, t.shape + t.ndim);
-    if (t.strides) {  // only a C-contiguous layout is taken without a copy
+    const bool empty = std::find(shape.begin(), shape.end(), 0) != shape.end();
+    if (t.strides && !empty) {  // only a C-contiguous layout is taken without a copy (an
+                                // empty tensor has no layout: NumPy gives it strides of 0)
         int64_t expected = 1;
         for (int i = t.ndim - 1; i >= 0; --i) {
             if (shape[i] != 1 && t.strides[i] != expected)

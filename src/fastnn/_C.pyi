@@ -152,7 +152,9 @@ def column_sum(x: npt.ArrayLike, out: F32, beta: float = 0.0) -> None:
 def activation_forward(name: ActivationName, x: npt.ArrayLike, alpha: float = 0.01, *,
                        out: Optional[F32] = None) -> F32:
     """y = f(x), of x's shape (into out, which may be x itself); alpha is leaky_relu's
-    negative slope."""
+    negative slope. x a DeviceArray (or fastnn.Tensor): every array on its device, and a
+    DeviceArray returned (csrc/cuda/activation.cu on a GPU); likewise activation_backward,
+    sgd_step and adam_step."""
 
 def activation_backward(name: ActivationName, y: npt.ArrayLike, grad_y: npt.ArrayLike,
                         alpha: float = 0.01, x: Optional[npt.ArrayLike] = None,

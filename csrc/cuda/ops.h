@@ -1,0 +1,26 @@
+// The CUDA twins of ops.h's kernels, by the same names in namespace fastnn::cuda: device
+// pointers and sizes, launched on the default stream (ordered with every copy of a device
+// array); a CUDA error is a std::runtime_error naming the kernel. Compiled with FASTNN_CUDA=ON.
+#pragma once
+#include <cstdint>
+
+#include "../cpu/gemm/gemm.h"  // Activation
+
+namespace fastnn::cuda {
+
+// csrc/cuda/activation.cu
+void activation_forward(Activation act, const float* x, float* y, int64_t n, float alpha);
+void activation_backward(Activation act, const float* x, const float* y, const float* grad_y,
+                         float* grad_x, int64_t n, float alpha);
+// ... and the bias gradient: db[j] += sum over the rows of grad_x[:, j], in row order.
+void activation_backward_bias(Activation act, const float* x, const float* y, const float* grad_y,
+                              float* grad_x, int64_t rows, int64_t cols, float alpha, float* db);
+
+// csrc/cuda/optim.cu
+void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr,
+              float momentum, bool nesterov, float weight_decay);
+void adam_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+               double beta1, double beta2, float eps, float weight_decay, int64_t step,
+               bool decoupled);
+
+}  // namespace fastnn::cuda

@@ -1,0 +1,174 @@
+// Device arrays as the bindings see them: _C.DeviceArray (the storage of fastnn.Tensor, bound
+// in tensor.cpp), and what an op needs to take them: the DeviceArray an argument holds, checked
+// to be float32 and on the op's one device, and the call of the op's kernel for that device
+// (the CPU's on host memory, where the tests run it; csrc/cuda's on a GPU).
+#pragma once
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "checks.h"
+#include "core/cuda.h"
+#include "core/device_memory.h"
+#include "core/dlpack.h"
+
+namespace fastnn::bind {
+
+struct DTypeInfo {
+    const char* name;
+    dlpack::DataType dl;
+    int64_t itemsize;
+};
+
+// float32 for data and weights, the integer types labels come in
+inline const DTypeInfo kDTypes[] = {{"float32", {dlpack::kFloat, 32, 1}, 4},
+                                    {"int64", {dlpack::kInt, 64, 1}, 8},
+                                    {"int32", {dlpack::kInt, 32, 1}, 4},
+                                    {"uint8", {dlpack::kUInt, 8, 1}, 1}};
+
+inline const DTypeInfo* dtype_named(const std::string& name) {
+    for (const DTypeInfo& d : kDTypes)
+        if (name == d.name) return &d;
+    return nullptr;
+}
+
+inline const DTypeInfo* dtype_of(const dlpack::DataType& t) {
+    for (const DTypeInfo& d : kDTypes)
+        if (d.dl.code == t.code && d.dl.bits == t.bits && t.lanes == 1) return &d;
+    return nullptr;
+}
+
+inline std::string supported_dtypes() { return "float32, int64, int32 or uint8"; }
+
+// Memory a DeviceArray owns (from the allocator) or borrows (from a DLPack producer, whose
+// deleter runs when the last DeviceArray or exported capsule that uses it goes).
+struct Storage {
+    Device device;
+    void* data = nullptr;
+    size_t bytes = 0;
+    dlpack::ManagedTensor* imported = nullptr;
+
+    Storage() = default;
+    Storage(const Storage&) = delete;
+    Storage& operator=(const Storage&) = delete;
+    ~Storage() {
+        if (imported) {
+            if (imported->deleter) imported->deleter(imported);
+        } else {
+            device_free(device, data, bytes);
+        }
+    }
+};
+
+class DeviceArray {
+public:
+    std::shared_ptr<Storage> storage;
+    std::vector<int64_t> shape;
+    const DTypeInfo* dtype = nullptr;
+
+    int64_t size() const {
+        int64_t n = 1;
+        for (int64_t s : shape) n *= s;
+        return n;
+    }
+    int64_t nbytes() const { return size() * dtype->itemsize; }
+    const Device& device() const { return storage->device; }
+    float* f32() const { return static_cast<float*>(storage->data); }
+
+    // What Operands checks: where the array is and what it spans (C-contiguous).
+    ArrayView view() const {
+        ArrayView v;
+        v.data = storage->data;
+        v.itemsize = dtype->itemsize;
+        v.dtype = dtype->itemsize == 4 && dtype->dl.code == dlpack::kFloat ? DType::Float32 : DType::Other;
+        v.ndim = static_cast<int>(shape.size());
+        int64_t stride = dtype->itemsize;
+        for (int i = v.ndim - 1; i >= 0; --i) {
+            v.shape[i] = shape[i];
+            v.strides[i] = stride;
+            stride *= shape[i];
+        }
+        v.device = storage->device;
+        return v;
+    }
+
+    static DeviceArray empty(std::vector<int64_t> shape, const DTypeInfo* dtype, const Device& device) {
+        int64_t n = 1;
+        bool empty = false, too_big = false;
+        for (int64_t s : shape) {
+            if (s < 0) fail_value("DeviceArray: argument 'shape' has a negative size");
+            if (s == 0) empty = true;
+            else if (n > INT64_MAX / s / 8) too_big = true;
+            else n *= s;
+        }
+        // Sizes whose product overflows are refused even with a zero among them, as NumPy does.
+        if (too_big && empty) fail_value("DeviceArray: argument 'shape' is too big (its sizes multiply past 2**60)");
+        if (too_big) throw std::bad_alloc();
+        if (empty) n = 0;
+        DeviceArray a;
+        a.shape = std::move(shape);
+        a.dtype = dtype;
+        auto storage = std::make_shared<Storage>();
+        storage->device = device;
+        storage->bytes = static_cast<size_t>(n * dtype->itemsize);
+        storage->data = device_alloc(device, storage->bytes);
+        a.storage = std::move(storage);
+        return a;
+    }
+};
+
+// The DeviceArray `obj` is or holds (a fastnn.Tensor's), else nullptr (a NumPy array...).
+inline DeviceArray* device_array_of(py::handle obj) {
+    if (py::isinstance<DeviceArray>(obj)) return &obj.cast<DeviceArray&>();
+    if (!py::isinstance<py::array>(obj) && py::hasattr(obj, "_array")) {
+        py::object inner = obj.attr("_array");
+        if (py::isinstance<DeviceArray>(inner)) return &inner.cast<DeviceArray&>();  // kept by obj
+    }
+    return nullptr;
+}
+
+// Argument `arg` of an op whose first array is on `device`: a float32 device array there, of
+// `size` elements (-1: any); else TypeError (not a device array, not float32) or ValueError
+// (another device, another size), naming the argument.
+inline DeviceArray& device_f32(py::handle obj, const Device& device, int64_t size, const char* fn,
+                               const char* arg, const char* first) {
+    DeviceArray* a = device_array_of(obj);
+    if (!a)
+        fail_value(std::string(fn) + ": '" + arg + "' is a " +
+                   py::str(py::type::of(obj).attr("__name__")).cast<std::string>() +
+                   " in host memory but '" + first + "' a device array on " + device.name() +
+                   "; the arrays of one call must be on one device (fastnn.asarray(x, device=...) "
+                   "moves an array)");
+    if (a->device() != device)
+        fail_value(std::string(fn) + ": '" + arg + "' is on " + a->device().name() + " but '" + first +
+                   "' on " + device.name() + "; the arrays of one call must be on one device");
+    if (a->dtype != &kDTypes[0])
+        fail_type(std::string(fn) + ": argument '" + arg + "' must be a float32 device array, got " +
+                  a->dtype->name);
+    if (size >= 0 && a->size() != size)
+        fail_value(std::string(fn) + ": '" + arg + "' has " + std::to_string(a->size()) +
+                   " elements; expected " + std::to_string(size) + " (as '" + first + "')");
+    return *a;
+}
+
+// The op on `device`, without the GIL: `cpu` for host memory (DeviceArrays made on "cpu" by the
+// tests), `gpu` on a CUDA device, which only the CUDA build can hold.
+template <class Cpu, class Gpu>
+void run_on(const Device& device, Cpu&& cpu, Gpu&& gpu) {
+    py::gil_scoped_release nogil;
+    if (device.type == DeviceType::Cpu)
+        cpu();
+    else
+        gpu();
+}
+
+}  // namespace fastnn::bind
+
+// A call into csrc/cuda, compiled in the CUDA build only: the default build has no CUDA array
+// to run it on.
+#ifdef FASTNN_CUDA
+#define FASTNN_CUDA_ONLY(...) __VA_ARGS__
+#else
+#define FASTNN_CUDA_ONLY(...) throw std::logic_error(::fastnn::kCudaNotBuilt)
+#endif

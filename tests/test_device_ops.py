@@ -1,0 +1,124 @@
+"""Ops on device arrays, each held to the same op on NumPy arrays: the elementwise activations
+forward and backward (with the bias gradient) and the SGD and Adam steps.
+
+On "cpu" (a DeviceArray in host memory, which every machine has) the bindings run the CPU
+kernels through the device path, so its argument checks, dispatch and results are tested
+everywhere, bit for bit. On "cuda:0" (marked ``cuda``: fastnn's CUDA build on a GPU,
+scripts/gpu_check.sh) the kernels of csrc/cuda run: the optimizers give the CPU's bits
+(core/optim_math.h, no fma contraction on either side), the activations agree to rounding
+(CUDA's expf against the CPU's own)."""
+import numpy as np
+import pytest
+
+from fastnn import _C
+from fastnn.tensor import Tensor
+
+CUDA = _C.cuda_info()
+DEVICES = ["cpu", pytest.param("cuda:0", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not CUDA["available"], reason=f"no usable CUDA: {CUDA['reason']}")])]
+SIZES = [(1, 1), (7, 3), (127, 129), (1000, 10)]  # odd sizes around warps and blocks
+ACTIVATIONS = ["identity", "sigmoid", "relu", "tanh", "leaky_relu", "elu", "gelu", "softplus"]
+OPT = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8)
+
+
+def on(device, a):
+    return _C.DeviceArray.from_numpy(np.ascontiguousarray(a, np.float32), device)
+
+
+def same(device, got, expected, exact):
+    got = got.numpy() if not isinstance(got, np.ndarray) else got
+    if exact or device == "cpu":
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=2e-6, atol=2e-7)
+
+
+def inputs(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    x.flat[:3] = [0.0, -0.0, np.nan][:x.size]  # the ties and NaN the CPU documents
+    return x, rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", SIZES, ids=str)
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_on_a_device_is_the_cpu_op(device, shape, name):
+    x, g = inputs(shape, 1)
+    y = _C.activation_forward(name, x)
+    got = _C.activation_forward(name, on(device, x))
+    same(device, got, y, exact=False)
+    expected_db = np.full(shape[1], 0.5, np.float32)
+    expected = _C.activation_backward(name, y, g, x=x, bias_grad=expected_db)
+    db = on(device, np.full(shape[1], 0.5))
+    gx = _C.activation_backward(name, on(device, y), on(device, g), x=on(device, x), bias_grad=db)
+    same(device, gx, expected, exact=False)
+    # column sums in another order than the CPU's blocks: rounding of a sum of `rows` terms
+    np.testing.assert_allclose(db.numpy(), expected_db, rtol=1e-5,
+                               atol=1e-6 * shape[0] * (np.nanmax(np.abs(expected), initial=0) + 1))
+    without_bias = _C.activation_backward(name, on(device, y), on(device, g), x=on(device, x))
+    same(device, without_bias, expected, exact=False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_activation_out_and_in_place_on_a_device(device):
+    x, _ = inputs((5, 9), 2)
+    dx = on(device, x)
+    out = _C.activation_forward("tanh", dx, out=dx)  # in place, as on NumPy arrays
+    assert out is dx
+    same(device, dx, _C.activation_forward("tanh", x), exact=False)
+    tensor = Tensor(on(device, x))  # a fastnn.Tensor is taken as its array
+    same(device, _C.activation_forward("relu", tensor), _C.activation_forward("relu", x), exact=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [1, 17, 1000, 100_003])
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+def test_optimizer_step_on_a_device_gives_the_cpu_bits(device, n, kind):
+    rng = np.random.default_rng(n)
+    p, g = rng.standard_normal((2, n)).astype(np.float32)
+    state = [np.abs(rng.standard_normal(n)).astype(np.float32) for _ in range(2)]
+    dev = [on(device, a) for a in (p, g, *state)]
+    for step in (1, 2, 3):
+        if kind.startswith("adam"):
+            kw = dict(OPT, weight_decay=0.1, step=step, decoupled=kind == "adamw")
+            _C.adam_step(p, g, *state, **kw)
+            _C.adam_step(*dev, **kw)
+        else:
+            kw = dict(lr=0.1, momentum=0.0 if kind == "sgd" else 0.9, nesterov=kind == "nesterov",
+                      weight_decay=0.01)
+            _C.sgd_step(p, g, state[0], **kw)
+            _C.sgd_step(dev[0], dev[1], dev[2], **kw)
+    for got, expected in zip(dev, (p, g, *state)):
+        same(device, got, expected, exact=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_ops_refuse_bad_arguments_by_name(device):
+    p, g, m, v = (on(device, np.zeros(8)) for _ in range(4))
+    labels = _C.DeviceArray.from_numpy(np.zeros(8, np.int64), device)
+    cases = [
+        (lambda: _C.adam_step(p, np.zeros(8, np.float32), m, v, **OPT, weight_decay=0.0, step=1),
+         ValueError, f"'grad' is a ndarray in host memory but 'param' a device array on {device}"),
+        (lambda: _C.adam_step(p, g, on(device, np.zeros(9)), v, **OPT, weight_decay=0.0, step=1),
+         ValueError, "'m' has 9 elements; expected 8"),
+        (lambda: _C.adam_step(p, labels, m, v, **OPT, weight_decay=0.0, step=1),
+         TypeError, "'grad' must be a float32 device array, got int64"),
+        (lambda: _C.adam_step(p, g, m, m, **OPT, weight_decay=0.0, step=1),
+         ValueError, "'v' and 'm' overlap in memory"),
+        (lambda: _C.adam_step(p, g, m, v, **OPT, weight_decay=0.0, step=0),
+         ValueError, "'step' counts from 1"),
+        (lambda: _C.sgd_step(p, g, None, lr=0.1, momentum=0.9), ValueError, "'velocity' is required"),
+        (lambda: _C.activation_forward("relu", labels), TypeError, "'x' must be a float32 device array"),
+        (lambda: _C.activation_forward("relu", p, out=on(device, np.zeros(7))),
+         ValueError, "'out' has 7 elements; expected 8"),
+        (lambda: _C.activation_backward("gelu", p, g), ValueError, "'gelu' needs x"),
+        (lambda: _C.activation_backward("relu", p, g, bias_grad=on(device, np.zeros(8))),
+         ValueError, "'y' must have 2 dimensions with bias_grad"),
+        (lambda: _C.activation_backward("relu", on(device, np.zeros((2, 4))), on(device, np.zeros((2, 4))),
+                                        bias_grad=on(device, np.zeros(3))),
+         ValueError, "'bias_grad' has 3 elements; expected 4"),
+    ]
+    for call, error, words in cases:
+        with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
+            call()
