@@ -1,12 +1,14 @@
-"""Ops on device arrays, each held to the same op on NumPy arrays: the elementwise activations
-forward and backward (with the bias gradient) and the SGD and Adam steps.
+"""Ops on device arrays, each held to the same op on NumPy arrays: the GEMM (and its
+reference) with its epilogues, the elementwise activations forward and backward (with the
+bias gradient) and the SGD and Adam steps.
 
 On "cpu" (a DeviceArray in host memory, which every machine has) the bindings run the CPU
 kernels through the device path, so its argument checks, dispatch and results are tested
 everywhere, bit for bit. On "cuda:0" (marked ``cuda``: fastnn's CUDA build on a GPU,
 scripts/gpu_check.sh) the kernels of csrc/cuda run: the optimizers give the CPU's bits
 (core/optim_math.h, no fma contraction on either side), the activations agree to rounding
-(CUDA's expf against the CPU's own)."""
+(CUDA's expf against the CPU's own), cuBLAS's GEMM to float32 rounding of a float64
+reference (which TF32 would miss: TF32 is off by default)."""
 import numpy as np
 import pytest
 
@@ -38,6 +40,57 @@ def inputs(shape, seed):
     x = (rng.standard_normal(shape) * 4).astype(np.float32)
     x.flat[:3] = [0.0, -0.0, np.nan][:x.size]  # the ties and NaN the CPU documents
     return x, rng.standard_normal(shape).astype(np.float32)
+
+
+GEMM_SHAPES = [(1, 1, 1), (7, 3, 5), (127, 129, 64), (33, 10, 1000), (4, 5, 0)]  # m, n, k
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reference", [False, True], ids=["gemm", "gemm_reference"])
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("mnk", GEMM_SHAPES, ids=str)
+def test_gemm_on_a_device_is_the_cpu_gemm(device, reference, ta, tb, mnk):
+    m, n, k = mnk
+    rng = np.random.default_rng(m * n + k)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    c = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    fn = _C.gemm_reference if reference else _C.gemm
+    a64, b64 = (a.T if ta else a).astype(np.float64), (b.T if tb else b).astype(np.float64)
+    # float32's rounding of a k-term sum of random terms, elementwise: the CPU's GEMM stays
+    # under 7% of it on these shapes, TF32 operands exceed it 3-50x (checked with NumPy)
+    bound = 2 * np.sqrt(max(k, 1)) * np.finfo(np.float32).eps * (np.abs(a64) @ np.abs(b64) + np.abs(c) + 1e-30)
+    for kw in (dict(), dict(alpha=0.5, beta=2.0), dict(bias=bias, activation="relu"),
+               dict(bias=bias, activation="tanh", beta=1.0)):
+        cpu_out = c.copy() if "beta" in kw else None
+        expected = fn(a, b, cpu_out, transpose_a=ta, transpose_b=tb, **kw)
+        dev_kw = {key: on(device, v) if key == "bias" else v for key, v in kw.items()}
+        out = on(device, c) if "beta" in kw else None
+        got = fn(on(device, a), on(device, b), out, transpose_a=ta, transpose_b=tb, **dev_kw)
+        assert got.shape == (m, n) and (out is None or got is out)
+        if device == "cpu":
+            np.testing.assert_array_equal(got.numpy(), expected)
+        else:
+            # both sides' rounding, and a few ulps of an O(1) output for tanh's expf
+            assert (np.abs(got.numpy() - expected) <= 2 * bound + 4 * np.finfo(np.float32).eps).all(), kw
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gemm_on_a_device_refuses_bad_arguments_by_name(device):
+    a, b = on(device, np.zeros((3, 4))), on(device, np.zeros((4, 5)))
+    cases = [
+        (lambda: _C.gemm(a, on(device, np.zeros((3, 5)))), ValueError, "inner dimensions differ"),
+        (lambda: _C.gemm(a, np.zeros((4, 5), np.float32)), ValueError, "'b' is a ndarray in host memory"),
+        (lambda: _C.gemm(a, b, on(device, np.zeros((3, 4)))), ValueError, "'out' must have shape (3, 5)"),
+        (lambda: _C.gemm(a, b, bias=on(device, np.zeros(4))), ValueError, "'bias' has 4 elements; expected 5"),
+        (lambda: _C.gemm(a, b, precision="bf16"), ValueError, "precision='bf16' on device arrays"),
+        (lambda: _C.gemm(on(device, np.zeros(4)), b), ValueError, "'a' must have 2 dimensions"),
+        (lambda: _C.gemm(a, b, a), ValueError, "'out' must have shape"),
+    ]
+    for call, error, words in cases:
+        with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
+            call()
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1321,12 +1321,12 @@ def test_device_array_bindings(shape, dtype, device, layout, via):
 DEVICE_OP_ARGS = ["device"] * 6 + ["numpy", "int64", "short", "alias", "tensor", "list"]
 
 
-@fuzz(op=st.sampled_from(["activation_forward", "activation_backward", "sgd_step", "adam_step"]),
+@fuzz(op=st.sampled_from(["gemm", "activation_forward", "activation_backward", "sgd_step", "adam_step"]),
       act=st.sampled_from(ACTS), n=st.sampled_from([0, 1, 7, 16, 1000]), cols=st.sampled_from([1, 3, 8]),
       kinds=st.lists(st.sampled_from(DEVICE_OP_ARGS), min_size=4, max_size=4),
       with_bias=st.booleans(), momentum=st.sampled_from([0.0, 0.9]))
 def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
-    """activation_forward/backward, sgd_step and adam_step on a device array ("cpu"
+    """gemm, activation_forward/backward, sgd_step and adam_step on a device array ("cpu"
     DeviceArrays) with the other arguments drawn: device arrays, host arrays, int64 device
     arrays, a size short, the first array again, a fastnn.Tensor, a list. With device arrays
     (or Tensors) only, the NumPy op's result; with a host, int64 or short one, a TypeError or
@@ -1347,7 +1347,7 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
         return {"alias": first, "numpy": values, "list": values.tolist(), "tensor": Tensor(array)}.get(kind, array)
 
     args = [first] + [make(k, v) for k, v in zip(kinds[1:], host[1:])]
-    used = {"activation_forward": [1], "activation_backward": [1, 3] + [2] * (act == "gelu"),
+    used = {"gemm": [1], "activation_forward": [1], "activation_backward": [1, 3] + [2] * (act == "gelu"),
             "sgd_step": [1] + [2] * (momentum != 0), "adam_step": [1, 2, 3]}[op]  # x: gelu's only
     used_kinds = [kinds[i] if kinds[i] != "short" or host[0].size else "device" for i in used]
     bias_arg = make(kinds[0], bias) if with_bias and op == "activation_backward" else None
@@ -1359,7 +1359,10 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
     expected_bias = bias.copy()
     trace(f"{op}({act!r}, n={n}, cols={cols}, kinds={kinds}, bias={with_bias}, momentum={momentum})")
     try:
-        if op == "activation_forward":
+        if op == "gemm":  # first @ args[1].T, the activation as the epilogue
+            got = _C.gemm(args[0], args[1], transpose_b=True, activation=act)
+            want = _C.gemm(expected[0], expected[1], transpose_b=True, activation=act)
+        elif op == "activation_forward":
             got = _C.activation_forward(act, args[0], out=args[1])
             want = _C.activation_forward(act, expected[0])
         elif op == "activation_backward":

@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#include "../cpu/gemm/gemm.h"  // Activation
+#include "../cpu/gemm/gemm.h"  // Activation, Epilogue
 
 namespace fastnn::cuda {
 
@@ -15,6 +15,15 @@ void activation_backward(Activation act, const float* x, const float* y, const f
 // ... and the bias gradient: db[j] += sum over the rows of grad_x[:, j], in row order.
 void activation_backward_bias(Activation act, const float* x, const float* y, const float* grad_y,
                               float* grad_x, int64_t rows, int64_t cols, float alpha, float* db);
+
+// csrc/cuda/gemm.cu: cpu/gemm's contract (row-major, leading dimensions, C = alpha op(A) op(B)
+// + beta C, then the epilogue), sizes within int32 (the bindings check); cuBLAS, and the
+// reference with a double accumulator.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const Epilogue& ep);
+void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                    int64_t ldc, const Epilogue& ep);
 
 // csrc/cuda/optim.cu
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr,

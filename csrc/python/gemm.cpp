@@ -1,21 +1,80 @@
 // Bindings of the GEMM (csrc/cpu/gemm/): gemm and gemm_reference, on strided views of the
-// operands as they are, without a copy.
-#include "checks.h"
+// operands as they are, without a copy; on device arrays too (csrc/cuda/gemm.cu on a GPU).
+#include <climits>
 
+#include "checks.h"
 #include "cpu/gemm/bf16.h"
+#include "device_array.h"
+#ifdef FASTNN_CUDA
+#include "cuda/ops.h"
+#endif
 
 namespace fastnn::bind {
 namespace {
 
-py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool ta,
-                           bool tb, float alpha, float beta, py::object bias_obj,
-                           const std::string& activation, float act_alpha, bool reference,
-                           const std::string& precision) {
+// A 2-D operand of a GEMM on device arrays: rows, columns (C-contiguous: its leading dimension).
+std::pair<int64_t, int64_t> device_matrix(const DeviceArray& x, const char* fn, const char* arg) {
+    if (x.shape.size() != 2)
+        fail_value(std::string(fn) + ": argument '" + arg + "' must have 2 dimensions, got " +
+                   std::to_string(x.shape.size()));
+    if (x.shape[0] > INT_MAX || x.shape[1] > INT_MAX)
+        fail_value(std::string(fn) + ": argument '" + arg + "' has a dimension beyond 2**31 - 1 (cuBLAS's int)");
+    return {x.shape[0], x.shape[1]};
+}
+
+// gemm / gemm_reference with `a` a device array: the same arguments and checks as on NumPy
+// arrays; out (m, n) C-contiguous on a's device, a new one when None.
+py::object gemm_on_device(DeviceArray& a, py::handle b_obj, py::handle out_obj, bool ta, bool tb,
+                          float alpha, float beta, py::handle bias_obj, Epilogue ep, bool reference,
+                          bool bf16) {
+    const char* fn = reference ? "gemm_reference" : "gemm";
+    if (bf16)
+        fail_value(std::string(fn) + ": precision='bf16' on device arrays is not built yet; use 'fp32'");
+    const Device& dev = a.device();
+    DeviceArray& b = device_f32(b_obj, dev, -1, fn, "b", "a");
+    const auto [ar, ac] = device_matrix(a, fn, "a");
+    const auto [br, bc] = device_matrix(b, fn, "b");
+    const int64_t m = ta ? ac : ar, k = ta ? ar : ac, kb = tb ? bc : br, n = tb ? br : bc;
+    if (k != kb)
+        fail_value(std::string(fn) + ": inner dimensions differ: op(a) is (" + std::to_string(m) + ", " +
+                   std::to_string(k) + ") and op(b) is (" + std::to_string(kb) + ", " + std::to_string(n) + ")");
+    const bool fresh = out_obj.is_none();
+    DeviceArray out = fresh ? DeviceArray::empty({m, n}, a.dtype, dev) : device_f32(out_obj, dev, -1, fn, "out", "a");
+    if (!fresh && (out.shape.size() != 2 || out.shape[0] != m || out.shape[1] != n))
+        fail_value(std::string(fn) + ": argument 'out' must have shape (" + std::to_string(m) + ", " +
+                   std::to_string(n) + ")");
+    if (fresh) beta = 0.0f;
+    Operands ops(fn);
+    ops.input("a", a.view()).input("b", b.view()).output("out", out.view());
+    if (!bias_obj.is_none()) {
+        DeviceArray& bias = device_f32(bias_obj, dev, n, fn, "bias", "a");
+        if (bias.shape.size() != 1)
+            fail_value(std::string(fn) + ": 'bias' must have shape (" + std::to_string(n) + ",)");
+        ep.bias = bias.f32();
+        ops.input("bias", bias.view());
+    }
+    ops.check();
+    const float *ap = a.f32(), *bp = b.f32();
+    float* c = out.f32();
+    const int64_t lda = std::max<int64_t>(ac, 1), ldb = std::max<int64_t>(bc, 1), ldc = std::max<int64_t>(n, 1);
+    run_on(dev, [&] { (reference ? gemm_reference : gemm)(ta, tb, m, n, k, alpha, ap, lda, bp, ldb, beta, c, ldc, ep); },
+           [&] { FASTNN_CUDA_ONLY((reference ? cuda::gemm_reference : cuda::gemm)(ta, tb, m, n, k, alpha, ap, lda,
+                                                                                  bp, ldb, beta, c, ldc, ep)); });
+    return fresh ? py::cast(std::move(out)) : py::reinterpret_borrow<py::object>(out_obj);
+}
+
+py::object gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool ta,
+                   bool tb, float alpha, float beta, py::object bias_obj,
+                   const std::string& activation, float act_alpha, bool reference,
+                   const std::string& precision) {
     const char* fn = reference ? "gemm_reference" : "gemm";
     const bool bf16 = bf16_precision(precision, fn);
     Epilogue ep;
     ep.act = activation_named(activation).act;
     ep.act_alpha = act_alpha;
+    if (DeviceArray* da = device_array_of(a_obj))
+        return gemm_on_device(device_f32(a_obj, da->device(), -1, fn, "a", "a"), b_obj, out_obj, ta, tb,
+                              alpha, beta, bias_obj, ep, reference, bf16);
     Matrix a = as_matrix(a_obj, fn, "a"), b = as_matrix(b_obj, fn, "b");
     const int64_t m = ta ? a.cols : a.rows, k = ta ? a.rows : a.cols;
     const int64_t kb = tb ? b.cols : b.rows, n = tb ? b.rows : b.cols;
@@ -62,7 +121,7 @@ py::array_t<float> gemm_py(py::handle a_obj, py::handle b_obj, py::object out_ob
         auto run = reference ? (bf16 ? gemm_bf16_reference : gemm_reference) : (bf16 ? gemm_bf16 : gemm);
         run(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
     }
-    return out;
+    return py::object(std::move(out));
 }
 
 }  // namespace

@@ -122,7 +122,9 @@ def gemm(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
          activation: ActivationName = "identity", activation_alpha: float = 0.01,
          precision: Precision = "fp32") -> F32:
     """precision="bf16": a and b rounded to bfloat16 as they are packed, fp32 accumulation,
-    on bf16_path()'s kernel (ValueError for another precision)."""
+    on bf16_path()'s kernel (ValueError for another precision). a a DeviceArray (or
+    fastnn.Tensor): b, out and bias on its device, C-contiguous, fp32 only; cuBLAS's SGEMM
+    (TF32 off) and the epilogue on a GPU; a DeviceArray returned."""
 def gemm_reference(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
                    transpose_a: bool = False, transpose_b: bool = False,
                    alpha: float = 1.0, beta: float = 0.0, bias: Optional[npt.ArrayLike] = None,

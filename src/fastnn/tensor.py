@@ -7,9 +7,9 @@ CPU arrays stay NumPy arrays: ``asarray(x)`` and ``from_dlpack`` of a CPU tensor
 Device memory comes from a caching allocator (``memory_stats``): a freed block is reused by
 the next request of its size, so that a steady state allocates nothing from the device.
 A Tensor holds float32 data or the integer types labels come in (int64, int32, uint8),
-C-contiguous. Ops on Tensors so far, at the level of ``fastnn._C``: the elementwise
-activations forward and backward and the SGD and Adam steps (csrc/cuda); layers and
-training do not take Tensors yet.
+C-contiguous. Ops on Tensors so far, at the level of ``fastnn._C``: the GEMM with its bias
+and activation epilogue (cuBLAS) and its reference, the elementwise activations forward and
+backward and the SGD and Adam steps (csrc/cuda); layers and training do not take Tensors yet.
 """
 from __future__ import annotations
 
