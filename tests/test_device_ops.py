@@ -1,6 +1,6 @@
 """Ops on device arrays, each held to the same op on NumPy arrays: the GEMM (and its
 reference) with its epilogues, the elementwise activations forward and backward (with the
-bias gradient) and the SGD and Adam steps.
+bias gradient), the fused softmax cross-entropy, and the SGD and Adam steps.
 
 On "cpu" (a DeviceArray in host memory, which every machine has) the bindings run the CPU
 kernels through the device path, so its argument checks, dispatch and results are tested
@@ -122,6 +122,44 @@ def test_activation_out_and_in_place_on_a_device(device):
     same(device, dx, _C.activation_forward("tanh", x), exact=False)
     tensor = Tensor(on(device, x))  # a fastnn.Tensor is taken as its array
     same(device, _C.activation_forward("relu", tensor), _C.activation_forward("relu", x), exact=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("label_dtype", ["int64", "int32", "uint8"])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1000, 10), (129, 300)], ids=str)
+def test_cross_entropy_on_a_device_is_the_cpu_loss(device, label_dtype, shape):
+    rng = np.random.default_rng(shape[0])
+    logits = (rng.standard_normal(shape) * 5).astype(np.float32)
+    labels = rng.integers(0, min(shape[1], np.iinfo(label_dtype).max + 1), shape[0])
+    loss, grad = _C.cross_entropy(logits, labels)
+    dev_labels = _C.DeviceArray.from_numpy(labels.astype(label_dtype), device)
+    got_loss, got_grad = _C.cross_entropy(on(device, logits), dev_labels)
+    again_loss, again_grad = _C.cross_entropy(on(device, logits), dev_labels)
+    assert got_loss == again_loss and got_grad.numpy().tobytes() == again_grad.numpy().tobytes()
+    if device == "cpu":
+        assert got_loss == loss
+        np.testing.assert_array_equal(got_grad.numpy(), grad)
+    else:
+        np.testing.assert_allclose(got_loss, loss, rtol=1e-6)
+        np.testing.assert_allclose(got_grad.numpy(), grad, rtol=1e-5, atol=1e-7 / shape[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_on_a_device_refuses_bad_labels_by_name(device):
+    logits = on(device, np.zeros((4, 3)))
+    cases = [
+        (np.array([0, 1, 3, 2]), ValueError, r"labels\[2\] is outside \[0, 3\)"),
+        (np.array([0, 1, -1, 2]), ValueError, r"labels\[2\] is outside"),
+        (np.array([0, 1, 2]), ValueError, "one entry per row of 'logits' \\(4\\)"),
+        (np.zeros(4, np.float32), TypeError, "integer class indices"),
+    ]
+    for labels, error, words in cases:
+        with pytest.raises(error, match=words):
+            _C.cross_entropy(logits, _C.DeviceArray.from_numpy(labels, device))
+    with pytest.raises(ValueError, match=f"'labels' is a ndarray in host memory but 'logits' a device array on {device}"):
+        _C.cross_entropy(logits, np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="at least one of each"):
+        _C.cross_entropy(on(device, np.zeros((0, 3))), _C.DeviceArray.from_numpy(np.zeros(0, np.int64), device))
 
 
 @pytest.mark.parametrize("device", DEVICES)

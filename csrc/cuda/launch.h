@@ -18,12 +18,13 @@ inline unsigned grid_for(int64_t n) {
     return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 65536)));
 }
 
-inline void check_launch(const char* kernel) {
-    const cudaError_t e = cudaGetLastError();
+inline void check_call(cudaError_t e, const char* what) {
     if (e != cudaSuccess)
-        throw std::runtime_error(std::string(kernel) + " failed on the GPU (" + cudaGetErrorName(e) + ": " +
+        throw std::runtime_error(std::string(what) + " failed on the GPU (" + cudaGetErrorName(e) + ": " +
                                  cudaGetErrorString(e) + ")");
 }
+
+inline void check_launch(const char* kernel) { check_call(cudaGetLastError(), kernel); }
 
 }  // namespace fastnn::cuda
 

@@ -25,6 +25,14 @@ void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                     int64_t ldc, const Epilogue& ep);
 
+// csrc/cuda/loss.cu: the mean softmax cross-entropy of rows x classes logits against integer
+// labels (int64, int32 or uint8), its gradient into grad; scratch: rows + 2 doubles of device
+// memory. *first_bad_row: the first row whose label is outside [0, classes) (its loss and
+// gradient left out), or -1.
+template <class Label>
+double cross_entropy(const float* logits, const Label* labels, float* grad, int64_t rows, int64_t classes,
+                     double* scratch, int64_t* first_bad_row);
+
 // csrc/cuda/optim.cu
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr,
               float momentum, bool nesterov, float weight_decay);

@@ -1,8 +1,67 @@
 // Bindings of the losses (csrc/cpu/loss.cpp): each returns (mean loss, its gradient).
+// cross_entropy also takes device arrays (csrc/cuda/loss.cu on a GPU).
 #include "checks.h"
+#include "device_array.h"
+#ifdef FASTNN_CUDA
+#include "cuda/ops.h"
+#endif
 
 namespace fastnn::bind {
 namespace {
+
+// cross_entropy with `logits` a device array: labels on its device (int64, int32 or uint8),
+// the same checks as on NumPy arrays; (loss, gradient as a device array).
+py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle labels_obj) {
+    const char* fn = "cross_entropy";
+    const Device& dev = logits.device();
+    if (logits.shape.size() != 2 || logits.shape[0] < 1 || logits.shape[1] < 1)
+        fail_value("cross_entropy: 'logits' must be (rows, classes) with at least one of each");
+    const int64_t rows = logits.shape[0], classes = logits.shape[1];
+    DeviceArray* labels = device_array_of(labels_obj);
+    if (!labels)
+        fail_value("cross_entropy: 'labels' is a " + py::str(py::type::of(labels_obj).attr("__name__")).cast<std::string>() +
+                   " in host memory but 'logits' a device array on " + dev.name() +
+                   "; the arrays of one call must be on one device");
+    if (labels->device() != dev)
+        fail_value("cross_entropy: 'labels' is on " + labels->device().name() + " but 'logits' on " + dev.name() +
+                   "; the arrays of one call must be on one device");
+    const std::string ltype = labels->dtype->name;
+    if (ltype == "float32")
+        fail_type("cross_entropy: 'labels' must hold integer class indices (int64, int32 or uint8), got float32");
+    if (labels->shape.size() != 1 || labels->shape[0] != rows)
+        fail_value("cross_entropy: 'labels' must have one entry per row of 'logits' (" + std::to_string(rows) +
+                   "), got " + std::to_string(labels->size()) + " in " + std::to_string(labels->shape.size()) +
+                   " dimensions");
+    DeviceArray grad = DeviceArray::empty(logits.shape, logits.dtype, dev);
+    const float* x = logits.f32();
+    float* g = grad.f32();
+    const void* lab = labels->storage->data;
+    double value = 0.0;
+    int64_t bad = -1;
+    if (dev.type == DeviceType::Cpu) {
+        std::vector<int64_t> as64(rows);  // the CPU kernel reads int64 labels
+        for (int64_t r = 0; r < rows; ++r)
+            as64[r] = ltype == "int64" ? static_cast<const int64_t*>(lab)[r]
+                    : ltype == "int32" ? static_cast<const int32_t*>(lab)[r] : static_cast<const uint8_t*>(lab)[r];
+        bad = first_label_out_of_range(as64.data(), rows, classes);
+        if (bad < 0) {
+            py::gil_scoped_release nogil;
+            value = cross_entropy(x, as64.data(), g, rows, classes);
+        }
+    } else {
+        // rows + 2 eight-byte slots (row losses, the total, the first bad row), from the cache
+        DeviceArray scratch = DeviceArray::empty({rows + 2}, dtype_named("int64"), dev);
+        double* s = static_cast<double*>(scratch.storage->data);
+        py::gil_scoped_release nogil;
+        FASTNN_CUDA_ONLY(value = ltype == "int64" ? cuda::cross_entropy(x, static_cast<const int64_t*>(lab), g, rows, classes, s, &bad)
+                               : ltype == "int32" ? cuda::cross_entropy(x, static_cast<const int32_t*>(lab), g, rows, classes, s, &bad)
+                                                  : cuda::cross_entropy(x, static_cast<const uint8_t*>(lab), g, rows, classes, s, &bad));
+    }
+    if (bad >= 0)
+        fail_value("cross_entropy: labels[" + std::to_string(bad) + "] is outside [0, " + std::to_string(classes) +
+                   ") for logits with " + std::to_string(classes) + " classes");
+    return py::tuple(py::make_tuple(value, std::move(grad)));
+}
 
 using LossFn = double (*)(const float*, const float*, float*, int64_t);
 
@@ -30,6 +89,9 @@ void bind_loss(py::module_& m) {
                                 from_logits ? bce_with_logits : bce_probabilities);
     }, py::arg("pred"), py::arg("target"), py::arg("from_logits") = true);
     m.def("cross_entropy", [](py::handle logits_obj, py::handle labels_obj) {
+        if (DeviceArray* d = device_array_of(logits_obj))
+            return cross_entropy_on_device(device_f32(logits_obj, d->device(), -1, "cross_entropy", "logits", "logits"),
+                                           labels_obj);
         F32Array logits = matrix_2d(logits_obj, "cross_entropy", "logits");
         const int64_t rows = logits.shape(0), classes = logits.shape(1);
         auto labels = labels_for(labels_obj, rows, classes, "cross_entropy");
@@ -39,7 +101,7 @@ void bind_loss(py::module_& m) {
             py::gil_scoped_release nogil;
             value = cross_entropy(logits.data(), labels.data(), grad.mutable_data(), rows, classes);
         }
-        return py::make_tuple(value, grad);
+        return py::tuple(py::make_tuple(value, grad));
     }, py::arg("logits"), py::arg("labels"));
     m.def("cross_entropy_soft", [](py::handle logits_obj, py::handle target_obj) {
         F32Array logits = matrix_2d(logits_obj, "cross_entropy_soft", "logits");

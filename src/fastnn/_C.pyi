@@ -178,7 +178,9 @@ def binary_cross_entropy(pred: npt.ArrayLike, target: npt.ArrayLike,
                          from_logits: bool = True) -> tuple[float, F32]: ...
 def cross_entropy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[float, F32]:
     """Fused stable log-softmax + negative log-likelihood, mean over rows. labels: (m,)
-    integers in [0, classes); ValueError names the first one out of range."""
+    integers in [0, classes); ValueError names the first one out of range. logits a
+    DeviceArray: labels one there too (int64, int32 or uint8); the gradient a DeviceArray;
+    on a GPU the mean is summed in a fixed order (csrc/cuda/loss.cu)."""
 
 def cross_entropy_soft(logits: npt.ArrayLike, target: npt.ArrayLike) -> tuple[float, F32]:
     """The same with a (m, classes) target distribution (one-hot or soft)."""
