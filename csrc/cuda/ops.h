@@ -33,6 +33,12 @@ template <class Label>
 double cross_entropy(const float* logits, const Label* labels, float* grad, int64_t rows, int64_t classes,
                      double* scratch, int64_t* first_bad_row);
 
+// csrc/cuda/reduce.cu: out[i] = x[idx[i]] for n rows of cols floats out of x's `rows`; flag:
+// 8 bytes of device memory. Returns the first i whose index is outside [0, rows) (that row
+// left unwritten), or -1.
+int64_t gather_rows(const float* x, const int64_t* idx, float* out, int64_t n, int64_t cols, int64_t rows,
+                    unsigned long long* flag);
+
 // csrc/cuda/optim.cu
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr,
               float momentum, bool nesterov, float weight_decay);

@@ -1,7 +1,65 @@
-// Bindings of the reductions, gathers and in-place helpers (csrc/cpu/reduce.cpp).
+// Bindings of the reductions, gathers and in-place helpers (csrc/cpu/reduce.cpp). gather_rows
+// also takes device arrays (csrc/cuda/reduce.cu on a GPU).
 #include "checks.h"
+#include "device_array.h"
+#ifdef FASTNN_CUDA
+#include "cuda/ops.h"
+#endif
 
 namespace fastnn::bind {
+namespace {
+
+// gather_rows with `x` a device array: index an int64 device array there (or integers on the
+// host, copied over), out (n, ...) on x's device, a new one when None.
+py::object gather_rows_on_device(DeviceArray& x, py::handle idx_obj, py::handle out_obj) {
+    const char* fn = "gather_rows";
+    const Device& dev = x.device();
+    if (x.shape.empty()) fail_value("gather_rows: 'x' must have a first (sample) axis");
+    DeviceArray idx;
+    if (DeviceArray* d = device_array_of(idx_obj)) {
+        if (d->device() != dev)
+            fail_value("gather_rows: 'index' is on " + d->device().name() + " but 'x' on " + dev.name() +
+                       "; the arrays of one call must be on one device");
+        if (d->dtype != dtype_named("int64"))
+            fail_type(std::string("gather_rows: a device 'index' must be int64, got ") + d->dtype->name);
+        if (d->shape.size() != 1) fail_value("gather_rows: 'index' must have 1 dimension");
+        idx = *d;
+    } else {  // integers on the host: checked as NumPy's are, then copied to the device
+        auto host = as_indices(idx_obj, fn, "index", "integers");
+        idx = DeviceArray::empty({host.shape(0)}, dtype_named("int64"), dev);
+        py::gil_scoped_release nogil;
+        device_copy(dev, idx.storage->data, Device{}, host.data(), static_cast<size_t>(idx.nbytes()));
+    }
+    const int64_t n = idx.shape[0], rows = x.shape[0], cols = rows ? x.size() / rows : 0;
+    std::vector<int64_t> shape = x.shape;
+    shape[0] = n;
+    const bool fresh = out_obj.is_none();
+    DeviceArray out = fresh ? DeviceArray::empty(shape, x.dtype, dev) : device_f32(out_obj, dev, n * cols, fn, "out", "x");
+    if (!fresh && (out.shape.size() != shape.size() || out.shape[0] != n))
+        fail_value("gather_rows: 'out' must have shape (" + std::to_string(n) + ", ...) like x's rows");
+    Operands(fn).input("x", x.view()).input("index", idx.view()).output("out", out.view()).check();
+    const float* xp = x.f32();
+    const int64_t* ip = static_cast<const int64_t*>(idx.storage->data);
+    float* o = out.f32();
+    int64_t bad = -1;
+    if (dev.type == DeviceType::Cpu) {
+        bad = first_label_out_of_range(ip, n, rows);
+        if (bad < 0) {
+            py::gil_scoped_release nogil;
+            gather_rows(xp, ip, o, n, cols);
+        }
+    } else {
+        DeviceArray flag = DeviceArray::empty({1}, dtype_named("int64"), dev);
+        auto* f = static_cast<unsigned long long*>(flag.storage->data);
+        py::gil_scoped_release nogil;
+        FASTNN_CUDA_ONLY(bad = cuda::gather_rows(xp, ip, o, n, cols, rows, f));
+    }
+    if (bad >= 0)
+        fail_value("gather_rows: index[" + std::to_string(bad) + "] is outside [0, " + std::to_string(rows) + ")");
+    return fresh ? py::cast(std::move(out)) : py::reinterpret_borrow<py::object>(out_obj);
+}
+
+}  // namespace
 
 void bind_reduce(py::module_& m) {
     m.def("column_sum", [](py::handle x_obj, py::handle out_obj, float beta) {
@@ -18,6 +76,8 @@ void bind_reduce(py::module_& m) {
 
     m.def("gather_rows", [](py::handle x_obj, py::handle idx_obj, py::object out_obj) {
         const char* fn = "gather_rows";
+        if (DeviceArray* d = device_array_of(x_obj))
+            return gather_rows_on_device(device_f32(x_obj, d->device(), -1, fn, "x", "x"), idx_obj, out_obj);
         F32Array x = as_f32(x_obj, fn, "x");
         if (x.ndim() < 1) fail_value("gather_rows: 'x' must have a first (sample) axis");
         auto idx = as_indices(idx_obj, fn, "index", "integers");
@@ -41,7 +101,7 @@ void bind_reduce(py::module_& m) {
         float* o = out.mutable_data();
         py::gil_scoped_release nogil;
         gather_rows(x.data(), idx.data(), o, n, cols);
-        return out;
+        return py::object(std::move(out));
     }, py::arg("x"), py::arg("index"), py::arg("out") = py::none(),
        "out[i] = x[index[i]]: a shuffled mini-batch, copied in parallel.");
     // ---- reductions for gradient clipping ----

@@ -270,7 +270,9 @@ def augment_images(x: npt.ArrayLike, *, seed: int, offset: int, max_shift: float
 
 def gather_rows(x: npt.ArrayLike, index: npt.ArrayLike, out: Optional[F32] = None) -> F32:
     """out[i] = x[index[i]] (rows of any trailing shape), copied in parallel; index is
-    range-checked. A mini-batch of shuffled samples without a NumPy fancy-index pass."""
+    range-checked. A mini-batch of shuffled samples without a NumPy fancy-index pass. x a
+    DeviceArray: index an int64 DeviceArray there (or host integers, copied over), out on
+    x's device; a DeviceArray returned."""
 
 # ---- convolution, pooling, batch norm (issue 13): NCHW arrays ----------------------------
 Pair = int | tuple[int, int]
