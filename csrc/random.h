@@ -7,9 +7,13 @@
 //          key = {lo32(seed), hi32(seed)}).
 // Stream 0 is the public stream (random_uniform, dropout, augmentation geometry); other
 // streams are disjoint ranges for internal use (augmentation noise).
+// The generator and the uniforms are FASTNN_HD: the GPU's dropout (cuda/dropout.cu) draws
+// the CPU's masks bit for bit from this same code.
 #pragma once
 #include <cmath>
 #include <cstdint>
+
+#include "core/hd.h"
 
 namespace fastnn {
 namespace rng {
@@ -18,7 +22,7 @@ struct Block {
     uint32_t v[4];
 };
 
-inline Block philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
+FASTNN_HD inline Block philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
                            uint32_t k1) {
     for (int round = 0; round < 10; ++round) {
         if (round > 0) {  // the key is bumped by the Weyl constants before every later round
@@ -41,7 +45,7 @@ inline Block philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, u
 constexpr uint64_t kBlockIndexMask = (uint64_t{1} << 62) - 1;
 
 // The block holding elements [4 * block, 4 * block + 4) of (seed, stream).
-inline Block block(uint64_t seed, uint64_t stream, uint64_t block) {
+FASTNN_HD inline Block block(uint64_t seed, uint64_t stream, uint64_t block) {
     block &= kBlockIndexMask;
     return philox4x32_10(static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
                          static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32),
@@ -49,7 +53,7 @@ inline Block block(uint64_t seed, uint64_t stream, uint64_t block) {
 }
 
 // The top 24 bits as a float in [0, 1): every value is exact, 1.0 is never reached.
-inline float to_uniform(uint32_t u) { return static_cast<float>(u >> 8) * 0x1.0p-24f; }
+FASTNN_HD inline float to_uniform(uint32_t u) { return static_cast<float>(u >> 8) * 0x1.0p-24f; }
 
 // The same shifted into (0, 1]: a safe argument for log.
 inline float to_uniform_nonzero(uint32_t u) {
@@ -57,7 +61,7 @@ inline float to_uniform_nonzero(uint32_t u) {
 }
 
 // Uniform element `index` of stream 0: one Philox block per call (for a few values).
-inline float uniform(uint64_t seed, uint64_t index) {
+FASTNN_HD inline float uniform(uint64_t seed, uint64_t index) {
     return to_uniform(block(seed, 0, index >> 2).v[index & 3]);
 }
 

@@ -1,12 +1,13 @@
 """Ops on device arrays, each held to the same op on NumPy arrays: the GEMM (and its
 reference) with its epilogues, the elementwise activations forward and backward (with the
-bias gradient), the fused softmax cross-entropy, the SGD and Adam steps and the mini-batch
-gather; and 200 steps of an MLP's training made of them, against the same on the CPU.
+bias gradient), the fused softmax cross-entropy, dropout, the SGD and Adam steps and the
+mini-batch gather; and 200 steps of an MLP's training made of them, against the same on the CPU.
 
 On "cpu" (a DeviceArray in host memory, which every machine has) the bindings run the CPU
 kernels through the device path, so its argument checks, dispatch and results are tested
 everywhere, bit for bit. On "cuda:0" (marked ``cuda``: fastnn's CUDA build on a GPU,
-scripts/gpu_check.sh) the kernels of csrc/cuda run: the optimizers give the CPU's bits
+scripts/gpu_check.sh) the kernels of csrc/cuda run: dropout draws the CPU's masks (the
+same Philox code), the optimizers give the CPU's bits
 (core/optim_math.h, no fma contraction on either side), the activations agree to rounding
 (CUDA's expf against the CPU's own), cuBLAS's GEMM to float32 rounding of a float64
 reference (which TF32 would miss: TF32 is off by default)."""
@@ -123,6 +124,20 @@ def test_activation_out_and_in_place_on_a_device(device):
     same(device, dx, _C.activation_forward("tanh", x), exact=False)
     tensor = Tensor(on(device, x))  # a fastnn.Tensor is taken as its array
     same(device, _C.activation_forward("relu", tensor), _C.activation_forward("relu", x), exact=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [1, 7, 1000, 100_003])
+@pytest.mark.parametrize("offset", [0, 3, 2**40 + 1, 2**64 - 5])  # unaligned, huge, wrapping
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.999])
+def test_dropout_on_a_device_draws_the_cpu_masks(device, n, offset, p):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32) + 3.0  # never 0
+    expected = _C.dropout_forward(x, p, 1234, offset)
+    got = _C.dropout_forward(on(device, x), p, 1234, offset)
+    np.testing.assert_array_equal(got.numpy(), expected)  # the same mask, bit for bit
+    g = on(device, x)
+    assert _C.dropout_backward(g, p, 1234, offset, out=g) is g  # in place
+    np.testing.assert_array_equal(g.numpy(), _C.dropout_backward(x, p, 1234, offset))
 
 
 @pytest.mark.parametrize("device", DEVICES)

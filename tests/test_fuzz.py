@@ -1322,13 +1322,13 @@ DEVICE_OP_ARGS = ["device"] * 6 + ["numpy", "int64", "short", "alias", "tensor",
 
 
 @fuzz(op=st.sampled_from(["gemm", "activation_forward", "activation_backward", "cross_entropy",
-                          "gather_rows", "sgd_step", "adam_step"]),
+                          "gather_rows", "dropout_forward", "sgd_step", "adam_step"]),
       act=st.sampled_from(ACTS), n=st.sampled_from([0, 1, 7, 16, 1000]), cols=st.sampled_from([1, 3, 8]),
       kinds=st.lists(st.sampled_from(DEVICE_OP_ARGS), min_size=4, max_size=4),
       with_bias=st.booleans(), momentum=st.sampled_from([0.0, 0.9]))
 def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
-    """gemm, activation_forward/backward, cross_entropy, gather_rows, sgd_step and adam_step on
-    a device array ("cpu"
+    """gemm, activation_forward/backward, cross_entropy, gather_rows, dropout_forward, sgd_step
+    and adam_step on a device array ("cpu"
     DeviceArrays) with the other arguments drawn: device arrays, host arrays, int64 device
     arrays, a size short, the first array again, a fastnn.Tensor, a list. With device arrays
     (or Tensors) only, the NumPy op's result; with a host, int64 or short one, a TypeError or
@@ -1349,7 +1349,8 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
         return {"alias": first, "numpy": values, "list": values.tolist(), "tensor": Tensor(array)}.get(kind, array)
 
     args = [first] + [make(k, v) for k, v in zip(kinds[1:], host[1:])]
-    used = {"gemm": [1], "cross_entropy": [1], "gather_rows": [1], "activation_forward": [1], "activation_backward": [1, 3] + [2] * (act == "gelu"),
+    used = {"gemm": [1], "cross_entropy": [1], "gather_rows": [1], "dropout_forward": [1],
+            "activation_forward": [1], "activation_backward": [1, 3] + [2] * (act == "gelu"),
             "sgd_step": [1] + [2] * (momentum != 0), "adam_step": [1, 2, 3]}[op]  # x: gelu's only
     used_kinds = [kinds[i] if kinds[i] != "short" or host[0].size else "device" for i in used]
     bias_arg = make(kinds[0], bias) if with_bias and op == "activation_backward" else None
@@ -1379,6 +1380,9 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
             got_loss, got = _C.cross_entropy(args[0], args[1])
             want_loss, want = _C.cross_entropy(expected[0], labels)
             assert got_loss == want_loss
+        elif op == "dropout_forward":  # an unaligned offset: a partial first Philox block
+            got, want = (_C.dropout_forward(args[0], 0.3, 7, 5, out=args[1]),
+                         _C.dropout_forward(expected[0], 0.3, 7, 5))
         elif op == "gather_rows":
             got, want = _C.gather_rows(args[0], args[1]), _C.gather_rows(expected[0], labels)
         elif op == "activation_forward":

@@ -6,11 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define FASTNN_HD __host__ __device__
-#else
-#define FASTNN_HD
-#endif
+#include "hd.h"
 
 namespace fastnn {
 

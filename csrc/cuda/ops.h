@@ -16,6 +16,10 @@ void activation_backward(Activation act, const float* x, const float* y, const f
 void activation_backward_bias(Activation act, const float* x, const float* y, const float* grad_y,
                               float* grad_x, int64_t rows, int64_t cols, float alpha, float* db);
 
+// csrc/cuda/dropout.cu: y = x * (uniform(seed, offset + i) >= p) / (1 - p), random.h's
+// stream, the CPU's masks bit for bit; x == y allowed.
+void dropout(const float* x, float* y, int64_t n, float p, uint64_t seed, uint64_t offset);
+
 // csrc/cuda/gemm.cu: cpu/gemm's contract (row-major, leading dimensions, C = alpha op(A) op(B)
 // + beta C, then the epilogue), sizes within int32 (the bindings check); cuBLAS, and the
 // reference with a double accumulator.

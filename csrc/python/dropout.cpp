@@ -1,20 +1,37 @@
-// Bindings of the counter-based random numbers and dropout (csrc/cpu/dropout.cpp).
+// Bindings of the counter-based random numbers and dropout (csrc/cpu/dropout.cpp). Dropout
+// also takes device arrays (csrc/cuda/dropout.cu on a GPU: the same masks).
 #include "checks.h"
+#include "device_array.h"
+#ifdef FASTNN_CUDA
+#include "cuda/ops.h"
+#endif
 
 namespace fastnn::bind {
 namespace {
 
-py::array_t<float> dropout_py(py::handle x_obj, double p_in, py::handle seed_obj,
-                              py::handle offset_obj, py::handle out_obj, const char* fn,
-                              const char* arg) {
-    F32Array x = as_f32(x_obj, fn, arg);
+py::object dropout_py(py::handle x_obj, double p_in, py::handle seed_obj, py::handle offset_obj,
+                      py::handle out_obj, const char* fn, const char* arg) {
     const float p = dropout_rate(p_in, fn);
     const uint64_t seed = u64_arg(seed_obj, fn, "seed"), offset = u64_arg(offset_obj, fn, "offset");
+    if (DeviceArray* d = device_array_of(x_obj)) {
+        DeviceArray& x = device_f32(x_obj, d->device(), -1, fn, arg, arg);
+        const bool fresh = out_obj.is_none();
+        DeviceArray y = fresh ? DeviceArray::empty(x.shape, x.dtype, x.device())
+                              : device_f32(out_obj, x.device(), x.size(), fn, "out", arg);
+        Operands(fn).input(arg, x.view()).output("out", y.view(), /*elementwise=*/true).check();
+        const float* xp = x.f32();
+        float* yp = y.f32();
+        const int64_t n = x.size();
+        run_on(x.device(), [&] { dropout(xp, yp, n, p, seed, offset); },
+               [&] { FASTNN_CUDA_ONLY(cuda::dropout(xp, yp, n, p, seed, offset)); });
+        return fresh ? py::cast(std::move(y)) : py::reinterpret_borrow<py::object>(out_obj);
+    }
+    F32Array x = as_f32(x_obj, fn, arg);
     auto y = out_array(out_obj, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), fn);
     Operands(fn).input(arg, x).output("out", y, /*elementwise=*/true).check();
     py::gil_scoped_release nogil;
     dropout(x.data(), y.mutable_data(), x.size(), p, seed, offset);
-    return y;
+    return py::object(std::move(y));
 }
 
 }  // namespace

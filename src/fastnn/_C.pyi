@@ -213,7 +213,8 @@ def random_uniform(n: int, seed: int, offset: int = 0) -> F32:
 
 def dropout_forward(x: npt.ArrayLike, p: float, seed: int, offset: int, *,
                     out: Optional[F32] = None) -> F32:
-    """Inverted dropout: y = x / (1 - p) where uniform(seed, offset + i) >= p, else 0."""
+    """Inverted dropout: y = x / (1 - p) where uniform(seed, offset + i) >= p, else 0. x a
+    DeviceArray: out there, a DeviceArray returned, the same mask on every device."""
 
 def dropout_backward(grad_y: npt.ArrayLike, p: float, seed: int, offset: int, *,
                      out: Optional[F32] = None) -> F32:

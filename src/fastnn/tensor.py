@@ -9,8 +9,8 @@ the next request of its size, so that a steady state allocates nothing from the 
 A Tensor holds float32 data or the integer types labels come in (int64, int32, uint8),
 C-contiguous. Ops on Tensors so far, at the level of ``fastnn._C``: the GEMM with its bias
 and activation epilogue (cuBLAS) and its reference, the elementwise activations forward and
-backward, the softmax cross-entropy, the SGD and Adam steps and the mini-batch gather
-(csrc/cuda); layers and training do not take Tensors yet.
+backward, the softmax cross-entropy, dropout (the CPU's masks), the SGD and Adam steps and
+the mini-batch gather (csrc/cuda); layers and training do not take Tensors yet.
 """
 from __future__ import annotations
 
