@@ -35,7 +35,7 @@ import numpy as np
 
 import fastnn
 from fastnn import _C, losses, nn, optim
-from common import machine_line, threads, try_import_torch, warn_openblas_env, write_json
+from common import machine_line, threads, torch_mlp, try_import_torch, warn_openblas_env, write_json
 
 MODELS = {"784-256-128-10": [784, 256, 128, 10], "784-512-256-10": [784, 512, 256, 10],
           "784-1024-1024-10": [784, 1024, 1024, 10]}
@@ -94,16 +94,7 @@ class FastnnNet:
 class TorchNet:
     def __init__(self, torch, weights, opt_name, bf16=False):
         self.torch, self.bf16 = torch, bf16
-        layers = []
-        for k, (w, b) in enumerate(weights):
-            lin = torch.nn.Linear(w.shape[1], w.shape[0])
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(w))
-                lin.bias.copy_(torch.from_numpy(b))
-            layers.append(lin)
-            if k < len(weights) - 1:
-                layers.append(torch.nn.ReLU())
-        self.model = torch.nn.Sequential(*layers)
+        self.model = torch_mlp(torch, weights)
         cfg = OPTIMIZERS[opt_name]
         self.opt = (torch.optim.Adam(self.model.parameters(), **cfg) if opt_name == "adam"
                     else torch.optim.SGD(self.model.parameters(), **cfg))

@@ -26,6 +26,21 @@ def try_import_torch():
     return torch
 
 
+def torch_mlp(torch, weights, device: str = "cpu"):
+    """PyTorch's ReLU MLP holding `weights` ([(W (out, in), b)] as NumPy arrays): Linear and
+    ReLU layers, the last Linear without ReLU, on `device`."""
+    layers = []
+    for k, (w, b) in enumerate(weights):
+        lin = torch.nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w))
+            lin.bias.copy_(torch.from_numpy(b))
+        layers.append(lin)
+        if k < len(weights) - 1:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers).to(device)
+
+
 @contextmanager
 def threads(n: int, torch=None) -> Iterator[None]:
     """Run fastnn, NumPy's BLAS and PyTorch on n threads each."""

@@ -4,10 +4,12 @@
 # package registry is reachable there). Builds fastnn with FASTNN_CUDA=ON into a folder of its
 # own, then runs the CUDA tests (the self-test kernel on the device, the device query, device
 # arrays and their DLPack exchange with PyTorch and CuPy, the allocator, the errors "cuda"
-# gives, the ops built so far held to the CPU's: activations, SGD and Adam) and writes every
-# log to $OUT (default /tmp/gpu_check). Well inside 8 minutes on 16 cores.
-# Usage: OUT=dir bash scripts/gpu_check.sh
-# Not here yet, because not built yet: the other CUDA ops and bench/bench_gpu.py.
+# gives, the ops built so far held to the CPU's: GEMM, activations, cross-entropy, dropout,
+# SGD, Adam, the gather, and 200 training steps against the CPU's), then bench/bench_gpu.py,
+# and writes every log and the bench's JSON to $OUT (default /tmp/gpu_check). Meant to take
+# well under 8 minutes on 16 cores.   Usage: OUT=dir bash scripts/gpu_check.sh
+# Not here yet, because not built yet: the other CUDA ops (conv, pooling, batch norm), the
+# layers and fit on device arrays, and the CUDA graph.
 set -uo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 out="${OUT:-/tmp/gpu_check}"
@@ -36,4 +38,7 @@ sys.exit(0 if cuda["available"] else "gpu_check.sh: no usable GPU: " + cuda["rea
   "$repo/tests/test_device_ops.py" \
   "$repo/tests/test_layers.py::test_to_another_device_says_what_this_build_has" 2>&1 \
   | tee "$out/tests.log" || status=1
+# the bench: fastnn's ops against PyTorch eager and torch.compile, and the GEMM against cuBLAS
+timeout 300 "$py" "$repo/bench/bench_gpu.py" --rounds 3 2>&1 | tee "$out/bench_gpu.log" || status=1
+cp "$repo"/bench/results/gpu-*.json "$out/" 2>/dev/null
 exit "$status"

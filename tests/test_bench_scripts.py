@@ -2,6 +2,7 @@
 caches and per-core FMA peak, and the GEMM blocking, on screen and in their JSON."""
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,24 @@ def test_bench_mlp_bf16_nets_train_alike():
     assert set(last) == set(frameworks)
     if fastnn._C.bf16_path() != "fp32":
         assert last["fastnn-bf16"] != last["fastnn"], "the bf16 net ran float32 products"
+
+
+def test_bench_gpu_says_why_it_cannot_run_without_a_gpu():
+    if fastnn.config()["cuda"]["available"]:
+        pytest.skip("a usable GPU: scripts/gpu_check.sh runs the bench there")
+    out = run_python(None, args=[str(BENCH / "bench_gpu.py"), "--quick"])
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout.startswith("CPU: ") and "bench_gpu: fastnn's CUDA is not usable here" in out.stderr
+
+
+def test_bench_gpu_fastnn_step_trains_as_torch_does():
+    """bench_gpu's fastnn step (device ops, one call each), run on the CPU where the same calls
+    take NumPy arrays: its first losses are PyTorch's from the same weights and batches."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(BENCH))
+    import bench_gpu
+
+    row = bench_gpu.bench_mlp(torch, "784-512-256-10", 32, rounds=1, steps_data=3, device="cpu",
+                              compile_too=False)
+    assert abs(row["first_losses"]["fastnn"] - row["first_losses"]["torch"]) < 1e-5
+    assert row["fastnn_samples_per_s"] > 0 and row["vs_torch"] > 0
