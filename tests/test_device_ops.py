@@ -307,3 +307,19 @@ def test_two_hundred_training_steps_on_a_device_follow_the_cpu(device):
         np.testing.assert_array_equal(got, expected)
     else:
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_views_fill_and_copy_on_a_device(device):
+    """Rows and reshapes share the memory; fill_ runs a kernel on the GPU; copy_ between the
+    device and the host, and within the device."""
+    x = np.arange(30, dtype=np.float32).reshape(10, 3)
+    t = Tensor(on(device, x))
+    t[2:5].fill_(-1.0)
+    t[9].copy_(np.full(3, 4.0, np.float32))
+    other = Tensor(on(device, np.zeros((10, 3))))
+    other.copy_(t)
+    expected = x.copy()
+    expected[2:5], expected[9] = -1.0, 4.0
+    np.testing.assert_array_equal(other.numpy(), expected)
+    np.testing.assert_array_equal(t.reshape(3, 10)[1].numpy(), expected.reshape(3, 10)[1])

@@ -1318,6 +1318,41 @@ def test_device_array_bindings(shape, dtype, device, layout, via):
     assert _C.device_memory_stats(device)["cached_bytes"] == 0
 
 
+@fuzz(rows=st.sampled_from([0, 1, 5, 64]), cols=st.sampled_from([1, 3, 16]),
+      begin=st.integers(-3, 70), end=st.integers(-3, 70),
+      shape=st.lists(st.sampled_from([0, 1, 2, 3, 4, 8, 15, -1, 2**62]), max_size=3),
+      value=st.sampled_from([0.0, -1.5, float("inf"), float("nan")]), dtype=st.sampled_from(DEVICE_ARRAY_DTYPES))
+def test_device_array_views(rows, cols, begin, end, shape, value, dtype):
+    """DeviceArray.view_rows / reshape / fill_ / copy_ on drawn ranges, shapes and values: the
+    NumPy slice's values and shape, or a TypeError / ValueError; never a crash."""
+    x = (np.arange(rows * cols) % 7).astype(dtype).reshape(rows, cols)
+    a = _C.DeviceArray.from_numpy(x, "cpu")
+    try:
+        v = a.view_rows(begin, end)
+    except ValueError:
+        assert not 0 <= begin <= end <= rows
+        v = None
+    if v is not None:
+        np.testing.assert_array_equal(v.numpy(), x[begin:end])
+        try:
+            r = v.reshape(shape)
+        except ValueError:
+            assert (any(s < 0 for s in shape) or math.prod(s for s in shape if s) >= 2**60
+                    or math.prod(shape) != (end - begin) * cols)
+        else:
+            np.testing.assert_array_equal(r.numpy(), x[begin:end].reshape(shape))
+        try:
+            v.fill_(value)
+        except TypeError:
+            assert dtype != "float32"
+        else:
+            expected = x.copy()
+            expected[begin:end] = value
+            np.testing.assert_array_equal(a.numpy(), expected)
+            a.copy_(x)
+            np.testing.assert_array_equal(a.numpy(), x)
+
+
 DEVICE_OP_ARGS = ["device"] * 6 + ["numpy", "int64", "short", "alias", "tensor", "list"]
 
 

@@ -236,3 +236,60 @@ def test_no_cuda_arrays_without_a_usable_gpu_saying_why(call):
     with pytest.raises(RuntimeError) as err:
         call()
     assert ("built without CUDA" if not CUDA["built"] else CUDA["reason"]) in str(err.value)
+
+
+def test_views_of_rows_and_shapes_share_the_memory():
+    """What an optimizer's flat parameter buffer needs on a device: views of rows and of
+    another shape, written through, read by DLPack at their offset, kept alive by the view."""
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    t = Tensor(DeviceArray.from_numpy(x, "cpu"))
+    in_use = _C.device_memory_stats("cpu")["in_use_bytes"]
+    rows, row, square = t[2:4], t[-1], t.reshape(4, 6)
+    assert _C.device_memory_stats("cpu")["in_use_bytes"] == in_use  # views allocate nothing
+    np.testing.assert_array_equal(rows.numpy(), x[2:4])
+    np.testing.assert_array_equal(row.numpy(), x[-1])
+    np.testing.assert_array_equal(square.numpy(), x.reshape(4, 6))
+    np.testing.assert_array_equal(np.from_dlpack(rows), x[2:4])  # the offset travels
+    assert rows._array.data_ptr == t._array.data_ptr + 2 * 4 * 4
+    rows.fill_(7.0)
+    t[0].copy_(np.ones(4))
+    expected = x.copy()
+    expected[2:4], expected[0] = 7.0, 1.0
+    np.testing.assert_array_equal(t.numpy(), expected)
+    assert t[6:9].shape == (0, 4) and t[:].shape == (6, 4)
+    del t, square
+    gc.collect()
+    np.testing.assert_array_equal(rows.numpy(), np.full((2, 4), 7.0))  # the storage lives on
+
+
+def test_ops_on_views_of_one_buffer_check_their_overlap():
+    flat = Tensor(DeviceArray.from_numpy(np.zeros(40, np.float32), "cpu"))
+    p, g, m, v = flat[0:10], flat[10:20], flat[20:30], flat[30:40]
+    g.copy_(np.linspace(-1, 1, 10))
+    kw = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1)
+    _C.adam_step(p, g, m, v, **kw)  # four disjoint views of one storage: accepted
+    ref = [np.zeros(10, np.float32), np.linspace(-1, 1, 10).astype(np.float32),
+           np.zeros(10, np.float32), np.zeros(10, np.float32)]
+    _C.adam_step(*ref, **kw)
+    np.testing.assert_array_equal(flat.numpy(), np.concatenate(ref))
+    with pytest.raises(ValueError, match="'param' and 'grad' overlap"):
+        _C.adam_step(flat[0:10], flat[5:15], m, v, **kw)
+    with pytest.raises(ValueError, match="overlaps this array"):
+        flat[0:10].copy_(flat[5:15])
+
+
+@pytest.mark.parametrize("call,error,words", [
+    (lambda t: t[2:1:-1], ValueError, "a step of 1"),
+    (lambda t: t[6], IndexError, "row 6 is out of range"),
+    (lambda t: t["a"], TypeError, "a row or a slice"),
+    (lambda t: t.reshape(5, 5), ValueError, "24 elements cannot take that shape"),
+    (lambda t: t._array.view_rows(3, 7), ValueError, r"rows \[3, 7\) are not within \[0, 6\]"),
+    (lambda t: Tensor(DeviceArray.from_numpy(np.zeros(3, np.int64), "cpu")).fill_(1), TypeError,
+     "only float32"),
+    (lambda t: t.copy_(np.zeros((4, 6))), ValueError, "must have this array's shape"),
+    (lambda t: t.copy_(t.reshape(4, 6)), ValueError, "shape and dtype"),
+])
+def test_view_errors(call, error, words):
+    t = Tensor(DeviceArray.from_numpy(np.zeros((6, 4), np.float32), "cpu"))
+    with pytest.raises(error, match=words):
+        call(t)

@@ -3,6 +3,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -57,6 +58,11 @@ CudaInfo query() {
     return info;
 }
 
+__global__ void fill_kernel(float* p, size_t n, float value) {
+    for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(blockDim.x) * gridDim.x)
+        p[i] = value;
+}
+
 __global__ void write_index(int* out, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = 3 * i + 1;
@@ -108,5 +114,11 @@ void cuda_raw_free(int device, void* p) {
 }
 
 void cuda_copy(void* dst, const void* src, size_t n) { check(cudaMemcpy(dst, src, n, cudaMemcpyDefault), "cudaMemcpy"); }
+
+void cuda_fill(float* p, size_t n, float value) {
+    const size_t blocks = std::min<size_t>((n + 255) / 256, 65536);
+    fill_kernel<<<unsigned(blocks), 256>>>(p, n, value);
+    check(cudaGetLastError(), "fill");
+}
 
 }  // namespace fastnn

@@ -39,6 +39,7 @@ void cuda_selftest();
 void* cuda_raw_alloc(int device, size_t bytes);
 void cuda_raw_free(int device, void* p);
 void cuda_copy(void* dst, const void* src, size_t n);
+void cuda_fill(float* p, size_t n, float value);
 #else
 constexpr bool cuda_built() { return false; }
 #endif

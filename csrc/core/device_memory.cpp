@@ -119,4 +119,17 @@ void device_copy(const Device& dst_device, void* dst, const Device& src_device, 
 #endif
 }
 
+void device_fill(const Device& device, float* p, size_t n, float value) {
+    if (n == 0) return;
+    if (device.type == DeviceType::Cpu) {
+        std::fill(p, p + n, value);
+        return;
+    }
+#ifdef FASTNN_CUDA
+    cuda_fill(p, n, value);
+#else
+    throw std::runtime_error("fill on " + device.name() + ": " + kCudaNotBuilt);
+#endif
+}
+
 }  // namespace fastnn

@@ -61,11 +61,26 @@ struct Storage {
     }
 };
 
+// The elements of `shape` (sizes >= 0), or -1 where its nonzero sizes multiply past what 8-byte
+// elements could address (2**60), a shape NumPy refuses too even with a zero among them.
+inline int64_t element_count(const std::vector<int64_t>& shape) {
+    int64_t n = 1;
+    bool empty = false;
+    for (int64_t s : shape) {
+        if (s == 0) empty = true;
+        else if (n > INT64_MAX / s / 8) return -1;
+        else n *= s;
+    }
+    return empty ? 0 : n;
+}
+
+// A C-contiguous array in a Storage: all of it, or a view (offset bytes in) that shares it.
 class DeviceArray {
 public:
     std::shared_ptr<Storage> storage;
     std::vector<int64_t> shape;
     const DTypeInfo* dtype = nullptr;
+    int64_t offset = 0;  // bytes from the storage's start
 
     int64_t size() const {
         int64_t n = 1;
@@ -74,12 +89,13 @@ public:
     }
     int64_t nbytes() const { return size() * dtype->itemsize; }
     const Device& device() const { return storage->device; }
-    float* f32() const { return static_cast<float*>(storage->data); }
+    void* data() const { return static_cast<char*>(storage->data) + offset; }
+    float* f32() const { return static_cast<float*>(data()); }
 
     // What Operands checks: where the array is and what it spans (C-contiguous).
     ArrayView view() const {
         ArrayView v;
-        v.data = storage->data;
+        v.data = data();
         v.itemsize = dtype->itemsize;
         v.dtype = dtype->itemsize == 4 && dtype->dl.code == dlpack::kFloat ? DType::Float32 : DType::Other;
         v.ndim = static_cast<int>(shape.size());
@@ -94,18 +110,12 @@ public:
     }
 
     static DeviceArray empty(std::vector<int64_t> shape, const DTypeInfo* dtype, const Device& device) {
-        int64_t n = 1;
-        bool empty = false, too_big = false;
-        for (int64_t s : shape) {
+        for (int64_t s : shape)
             if (s < 0) fail_value("DeviceArray: argument 'shape' has a negative size");
-            if (s == 0) empty = true;
-            else if (n > INT64_MAX / s / 8) too_big = true;
-            else n *= s;
-        }
-        // Sizes whose product overflows are refused even with a zero among them, as NumPy does.
-        if (too_big && empty) fail_value("DeviceArray: argument 'shape' is too big (its sizes multiply past 2**60)");
-        if (too_big) throw std::bad_alloc();
-        if (empty) n = 0;
+        const int64_t n = element_count(shape);
+        if (n < 0 && std::find(shape.begin(), shape.end(), 0) != shape.end())
+            fail_value("DeviceArray: argument 'shape' is too big (its sizes multiply past 2**60)");
+        if (n < 0) throw std::bad_alloc();
         DeviceArray a;
         a.shape = std::move(shape);
         a.dtype = dtype;

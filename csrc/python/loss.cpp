@@ -35,7 +35,7 @@ py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle labels_obj) {
     DeviceArray grad = DeviceArray::empty(logits.shape, logits.dtype, dev);
     const float* x = logits.f32();
     float* g = grad.f32();
-    const void* lab = labels->storage->data;
+    const void* lab = labels->data();
     double value = 0.0;
     int64_t bad = -1;
     if (dev.type == DeviceType::Cpu) {
@@ -51,7 +51,7 @@ py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle labels_obj) {
     } else {
         // rows + 2 eight-byte slots (row losses, the total, the first bad row), from the cache
         DeviceArray scratch = DeviceArray::empty({rows + 2}, dtype_named("int64"), dev);
-        double* s = static_cast<double*>(scratch.storage->data);
+        double* s = static_cast<double*>(scratch.data());
         py::gil_scoped_release nogil;
         FASTNN_CUDA_ONLY(value = ltype == "int64" ? cuda::cross_entropy(x, static_cast<const int64_t*>(lab), g, rows, classes, s, &bad)
                                : ltype == "int32" ? cuda::cross_entropy(x, static_cast<const int32_t*>(lab), g, rows, classes, s, &bad)

@@ -28,7 +28,7 @@ py::object gather_rows_on_device(DeviceArray& x, py::handle idx_obj, py::handle 
         auto host = as_indices(idx_obj, fn, "index", "integers");
         idx = DeviceArray::empty({host.shape(0)}, dtype_named("int64"), dev);
         py::gil_scoped_release nogil;
-        device_copy(dev, idx.storage->data, Device{}, host.data(), static_cast<size_t>(idx.nbytes()));
+        device_copy(dev, idx.data(), Device{}, host.data(), static_cast<size_t>(idx.nbytes()));
     }
     const int64_t n = idx.shape[0], rows = x.shape[0], cols = rows ? x.size() / rows : 0;
     std::vector<int64_t> shape = x.shape;
@@ -39,7 +39,7 @@ py::object gather_rows_on_device(DeviceArray& x, py::handle idx_obj, py::handle 
         fail_value("gather_rows: 'out' must have shape (" + std::to_string(n) + ", ...) like x's rows");
     Operands(fn).input("x", x.view()).input("index", idx.view()).output("out", out.view()).check();
     const float* xp = x.f32();
-    const int64_t* ip = static_cast<const int64_t*>(idx.storage->data);
+    const int64_t* ip = static_cast<const int64_t*>(idx.data());
     float* o = out.f32();
     int64_t bad = -1;
     if (dev.type == DeviceType::Cpu) {
@@ -50,7 +50,7 @@ py::object gather_rows_on_device(DeviceArray& x, py::handle idx_obj, py::handle 
         }
     } else {
         DeviceArray flag = DeviceArray::empty({1}, dtype_named("int64"), dev);
-        auto* f = static_cast<unsigned long long*>(flag.storage->data);
+        auto* f = static_cast<unsigned long long*>(flag.data());
         py::gil_scoped_release nogil;
         FASTNN_CUDA_ONLY(bad = cuda::gather_rows(xp, ip, o, n, cols, rows, f));
     }

@@ -47,7 +47,7 @@ py::capsule to_dlpack(const DeviceArray& a) {
     e->keep = a.storage;
     e->shape = a.shape;
     dlpack::Tensor& t = e->managed.dl_tensor;
-    t.data = a.storage->data;
+    t.data = a.data();
     t.device = {a.storage->device.type == DeviceType::Cpu ? dlpack::kCPU : dlpack::kCUDA,
                 a.storage->device.index};
     t.ndim = static_cast<int32_t>(a.shape.size());
@@ -148,7 +148,7 @@ void bind_tensor(py::module_& m) {
             std::vector<int64_t> shape(c.shape(), c.shape() + c.ndim());
             DeviceArray a = DeviceArray::empty(shape, d, dev);
             py::gil_scoped_release release;
-            device_copy(dev, a.storage->data, Device{}, c.data(), static_cast<size_t>(a.nbytes()));
+            device_copy(dev, a.data(), Device{}, c.data(), static_cast<size_t>(a.nbytes()));
             return a;
         }, py::arg("array"), py::arg("device"))
         .def_static("from_dlpack", &from_dlpack, py::arg("capsule"),
@@ -158,7 +158,7 @@ void bind_tensor(py::module_& m) {
         .def("numpy", [](const DeviceArray& a) {
             py::array out(py::dtype(a.dtype->name), a.shape);
             py::gil_scoped_release release;
-            device_copy(Device{}, out.mutable_data(), a.storage->device, a.storage->data, static_cast<size_t>(a.nbytes()));
+            device_copy(Device{}, out.mutable_data(), a.storage->device, a.data(), static_cast<size_t>(a.nbytes()));
             return out;
         }, "A NumPy copy on the host.")
         .def("__dlpack__", [](const DeviceArray& a, const py::object& stream, const py::object& max_version,
@@ -175,11 +175,60 @@ void bind_tensor(py::module_& m) {
             const Device& d = a.storage->device;
             return py::make_tuple(d.type == DeviceType::Cpu ? int(dlpack::kCPU) : int(dlpack::kCUDA), d.index);
         })
+        .def("view_rows", [](const DeviceArray& a, int64_t begin, int64_t end) {
+            if (a.shape.empty()) fail_value(std::string(kFn) + ".view_rows: a 0-d array has no rows");
+            if (begin < 0 || end < begin || end > a.shape[0])
+                fail_value(std::string(kFn) + ".view_rows: rows [" + std::to_string(begin) + ", " +
+                           std::to_string(end) + ") are not within [0, " + std::to_string(a.shape[0]) + "]");
+            DeviceArray v = a;
+            v.shape[0] = end - begin;
+            v.offset += begin * (a.shape[0] ? a.nbytes() / a.shape[0] : 0);
+            return v;
+        }, py::arg("begin"), py::arg("end"), "Rows [begin, end) as a view that shares the memory.")
+        .def("reshape", [](const DeviceArray& a, const std::vector<int64_t>& shape) {
+            for (int64_t s : shape)
+                if (s < 0) fail_value(std::string(kFn) + ".reshape: argument 'shape' has a negative size");
+            if (element_count(shape) != a.size() || shape.size() > ArrayView::kMaxDims)
+                fail_value(std::string(kFn) + ".reshape: " + std::to_string(a.size()) +
+                           " elements cannot take that shape");
+            DeviceArray v = a;
+            v.shape = shape;
+            return v;
+        }, py::arg("shape"), "The same memory with another shape of as many elements.")
+        .def("fill_", [](DeviceArray& a, double value) {
+            if (a.dtype != dtype_named("float32"))
+                fail_type(std::string(kFn) + ".fill_: only float32 arrays, got " + a.dtype->name);
+            py::gil_scoped_release release;
+            device_fill(a.device(), a.f32(), static_cast<size_t>(a.size()), static_cast<float>(value));
+        }, py::arg("value"), "Every element set to value, in place.")
+        .def("copy_", [](DeviceArray& a, py::handle src_obj) {
+            const char* fn = "DeviceArray.copy_";
+            if (DeviceArray* src = device_array_of(src_obj)) {
+                if (src->shape != a.shape || src->dtype != a.dtype)
+                    fail_value(std::string(fn) + ": 'src' must have this array's shape and dtype");
+                if (src->storage == a.storage && src->offset == a.offset) return;
+                if (overlaps(src->view(), a.view()))
+                    fail_value(std::string(fn) + ": 'src' overlaps this array in memory");
+                py::gil_scoped_release release;
+                device_copy(a.device(), a.data(), src->device(), src->data(), static_cast<size_t>(a.nbytes()));
+                return;
+            }
+            py::array arr = as_numpy(src_obj, fn, "src");
+            py::array c = py::reinterpret_steal<py::array>(from_any(
+                arr, py::dtype(a.dtype->name).release().ptr(),
+                py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
+                    py::detail::npy_api::NPY_ARRAY_FORCECAST_, fn, "src", a.dtype->name));
+            if (std::vector<int64_t>(c.shape(), c.shape() + c.ndim()) != a.shape)
+                fail_value(std::string(fn) + ": 'src' must have this array's shape, got " + shape_str(c));
+            py::gil_scoped_release release;
+            device_copy(a.device(), a.data(), Device{}, c.data(), static_cast<size_t>(a.nbytes()));
+        }, py::arg("src"), "This array's values from src (a DeviceArray on any device, or a NumPy "
+                           "array), in place.")
         .def_property_readonly("shape", [](const DeviceArray& a) { return shape_tuple(a.shape); })
         .def_property_readonly("dtype", [](const DeviceArray& a) { return std::string(a.dtype->name); })
         .def_property_readonly("device", [](const DeviceArray& a) { return a.storage->device.name(); })
         .def_property_readonly("data_ptr", [](const DeviceArray& a) {
-            return reinterpret_cast<uintptr_t>(a.storage->data);
+            return reinterpret_cast<uintptr_t>(a.data());
         })
         .def_property_readonly("nbytes", &DeviceArray::nbytes);
 

@@ -7,7 +7,8 @@ CPU arrays stay NumPy arrays: ``asarray(x)`` and ``from_dlpack`` of a CPU tensor
 Device memory comes from a caching allocator (``memory_stats``): a freed block is reused by
 the next request of its size, so that a steady state allocates nothing from the device.
 A Tensor holds float32 data or the integer types labels come in (int64, int32, uint8),
-C-contiguous. Ops on Tensors so far, at the level of ``fastnn._C``: the GEMM with its bias
+C-contiguous; ``t[a:b]``, ``t[i]`` and ``t.reshape(...)`` are views that share its memory
+(the unit an optimizer's flat buffer is cut into), ``fill_`` and ``copy_`` write in place. Ops on Tensors so far, at the level of ``fastnn._C``: the GEMM with its bias
 and activation epilogue (cuBLAS) and its reference, the elementwise activations forward and
 backward, the softmax cross-entropy, dropout (the CPU's masks), the SGD and Adam steps and
 the mini-batch gather (csrc/cuda); layers and training do not take Tensors yet.
@@ -75,6 +76,40 @@ class Tensor:
         if _canonical(device) == self.device:
             return self
         return Tensor(_C.DeviceArray.from_numpy(self.numpy(), _canonical(device)))
+
+    def __getitem__(self, index: Any) -> Tensor:
+        """A view of rows, sharing the memory: ``t[i]`` (row i, one dimension fewer) or
+        ``t[a:b]`` (rows a to b; a step of 1)."""
+        rows = self.shape[0] if self.shape else 0
+        if not self.shape:
+            raise IndexError("a 0-d tensor has no rows to index")
+        if isinstance(index, slice):
+            begin, end, step = index.indices(rows)
+            if step != 1:
+                raise ValueError(f"Tensor rows take a step of 1 (a view in place); got {step}")
+            return Tensor(self._array.view_rows(begin, max(begin, end)))
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            i = int(index) + rows if index < 0 else int(index)
+            if not 0 <= i < rows:
+                raise IndexError(f"row {index} is out of range for a tensor of {rows} rows")
+            return Tensor(self._array.view_rows(i, i + 1).reshape(list(self.shape[1:])))
+        raise TypeError(f"Tensor indices are a row or a slice of rows; got {type(index).__name__}")
+
+    def reshape(self, *shape: Any) -> Tensor:
+        """The same memory with another shape of as many elements (a view)."""
+        dims = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return Tensor(self._array.reshape([int(d) for d in dims]))
+
+    def fill_(self, value: float) -> Tensor:
+        """Every element set to ``value``, in place (float32 tensors)."""
+        self._array.fill_(float(value))
+        return self
+
+    def copy_(self, src: Any) -> Tensor:
+        """This tensor's values from ``src`` (a Tensor on any device, or an array of its shape
+        on the host), in place."""
+        self._array.copy_(src._array if isinstance(src, Tensor) else src)
+        return self
 
     def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
                    copy: Any = None) -> Any:
