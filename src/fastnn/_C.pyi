@@ -64,6 +64,14 @@ class DeviceArray:
     def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
                    copy: Any = None) -> Any: ...
     def __dlpack_device__(self) -> tuple[int, int]: ...
+    def view_rows(self, begin: int, end: int) -> DeviceArray:
+        """Rows [begin, end) as a view that shares the memory."""
+    def reshape(self, shape: Sequence[int]) -> DeviceArray:
+        """The same memory with another shape of as many elements."""
+    def fill_(self, value: float) -> None:
+        """Every element set to value, in place (float32 only)."""
+    def copy_(self, src: Any) -> None:
+        """This array's values from src (a DeviceArray on any device, or a NumPy array)."""
     shape: tuple[int, ...]
     dtype: str
     device: str
