@@ -14,6 +14,7 @@ reference (which TF32 would miss: TF32 is off by default)."""
 import numpy as np
 import pytest
 
+import fastnn
 from fastnn import _C
 from fastnn.tensor import Tensor
 
@@ -323,3 +324,41 @@ def test_views_fill_and_copy_on_a_device(device):
     expected[2:5], expected[9] = -1.0, 4.0
     np.testing.assert_array_equal(other.numpy(), expected)
     np.testing.assert_array_equal(t.reshape(3, 10)[1].numpy(), expected.reshape(3, 10)[1])
+
+
+def test_matmul_precision_is_fp32_unless_asked():
+    assert fastnn.get_matmul_precision() == "fp32" == fastnn.config()["matmul_precision"]
+    try:
+        fastnn.set_matmul_precision("tf32")
+        assert fastnn.get_matmul_precision() == "tf32" == fastnn.config()["matmul_precision"]
+        a = np.random.default_rng(0).standard_normal((9, 5)).astype(np.float32)
+        # the CPU's GEMM is fp32 whatever the setting
+        np.testing.assert_array_equal(_C.gemm(on("cpu", a), on("cpu", a), transpose_b=True).numpy(),
+                                      _C.gemm(a, a, transpose_b=True))
+        with pytest.raises(ValueError, match="'precision' must be 'fp32' or 'tf32', got 'bf16'"):
+            fastnn.set_matmul_precision("bf16")
+        with pytest.raises(TypeError, match="precision must be a str"):
+            fastnn.set_matmul_precision(32)
+        assert fastnn.get_matmul_precision() == "tf32"
+    finally:
+        fastnn.set_matmul_precision("fp32")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA["available"], reason=f"no usable CUDA: {CUDA['reason']}")
+def test_tf32_is_used_only_when_asked_for():
+    """On a GPU with tensor cores, set_matmul_precision("tf32") makes a 1024-deep product's
+    error exceed the fp32 bound that the default stays within."""
+    rng = np.random.default_rng(3)
+    a, b = (rng.standard_normal((256, 1024)).astype(np.float32) for _ in range(2))
+    exact = a.astype(np.float64) @ b.astype(np.float64).T
+    bound = 2 * np.sqrt(1024) * np.finfo(np.float32).eps * (np.abs(a) @ np.abs(b).T)
+    errors = {}
+    try:
+        for precision in ("fp32", "tf32"):
+            fastnn.set_matmul_precision(precision)
+            got = _C.gemm(on("cuda:0", a), on("cuda:0", b), transpose_b=True).numpy()
+            errors[precision] = (np.abs(got - exact) / bound).max()
+    finally:
+        fastnn.set_matmul_precision("fp32")
+    assert errors["fp32"] <= 1.0 < errors["tf32"], errors

@@ -1353,6 +1353,23 @@ def test_device_array_views(rows, cols, begin, end, shape, value, dtype):
             np.testing.assert_array_equal(a.numpy(), x)
 
 
+@fuzz(precision=st.sampled_from(["fp32", "tf32", "", "TF32", "bf16", "fp32 ", 32, None]),
+      via=st.sampled_from(["_C", "fastnn"]))
+def test_matmul_precision(precision, via):
+    """set_matmul_precision / get_matmul_precision: "fp32" and "tf32" taken, anything else
+    refused naming the argument, the setting unchanged; the CPU's GEMM unaffected."""
+    before = _C.get_matmul_precision()
+    setter = _C.set_matmul_precision if via == "_C" else fastnn.set_matmul_precision
+    try:
+        done = check_call(f"{via}.set_matmul_precision({precision!r})", lambda: setter(precision) or True, [],
+                          set() if precision in ("fp32", "tf32") else {"precision"})
+        assert _C.get_matmul_precision() == (precision if done else before)
+        a = np.arange(12, dtype=np.float32).reshape(3, 4)
+        np.testing.assert_array_equal(fastnn.matmul(a, a.T), a.astype(np.float64) @ a.T)
+    finally:
+        _C.set_matmul_precision("fp32")
+
+
 DEVICE_OP_ARGS = ["device"] * 6 + ["numpy", "int64", "short", "alias", "tensor", "list"]
 
 
@@ -2066,7 +2083,8 @@ def test_fuzz_covers_every_binding_and_layer():
                "avgpool2d_forward", "avgpool2d_backward", "batchnorm_forward", "batchnorm_backward",
                "bf16_convert", "bf16_path", "bf16_path_description", "supported_bf16_paths",
                "set_bf16_path", "bf16_blocking", "cuda_info", "cuda_selftest", "cuda_arch_runs", "DeviceArray",
-               "device_memory_stats", "device_empty_cache"}
+               "device_memory_stats", "device_empty_cache", "set_matmul_precision",
+               "get_matmul_precision"}
     public = {n for n in dir(_C) if not n.startswith("__") and callable(getattr(_C, n))}
     assert public == covered, f"not fuzzed: {sorted(public - covered)}; gone: {sorted(covered - public)}"
     layers = {n for n in nn.__all__ if n not in ("Module", "Parameter", "Sequential")}

@@ -1,4 +1,4 @@
-// The GEMM on the GPU: cuBLAS's SGEMM (TF32 off: cuBLAS's default math, full fp32) with
+// The GEMM on the GPU: cuBLAS's SGEMM (TF32 off unless set_matmul_precision("tf32")) with
 // fastnn's epilogue (bias, then the activation) in one pass over C after it; and the
 // reference every GEMM is held to, one thread per element of C with a double accumulator, as
 // cpu/gemm's gemm_reference. Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T,
@@ -66,13 +66,15 @@ void epilogue(float* c, int64_t m, int64_t n, int64_t ldc, const Epilogue& ep) {
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const Epilogue& ep) {
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const Epilogue& ep,
+          bool tf32) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0 || alpha == 0.0f) {
         scale_kernel<<<grid_for(m * n), kThreads>>>(c, m, n, ldc, beta);
         check_launch("gemm (C = beta C)");
     } else {
         std::lock_guard<std::mutex> lock(handle_mutex);
+        cublasSetMathMode(handle(), tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
         const cublasStatus_t s = cublasSgemm(
             handle(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
             int(n), int(m), int(k), &alpha, b, int(ldb), a, int(lda), &beta, c, int(ldc));

@@ -21,10 +21,12 @@ void activation_backward_bias(Activation act, const float* x, const float* y, co
 void dropout(const float* x, float* y, int64_t n, float p, uint64_t seed, uint64_t offset);
 
 // csrc/cuda/gemm.cu: cpu/gemm's contract (row-major, leading dimensions, C = alpha op(A) op(B)
-// + beta C, then the epilogue), sizes within int32 (the bindings check); cuBLAS, and the
-// reference with a double accumulator.
+// + beta C, then the epilogue), sizes within int32 (the bindings check); cuBLAS (tf32: its
+// operands may be rounded to TF32 on tensor cores), and the reference with a double
+// accumulator.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const Epilogue& ep);
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const Epilogue& ep,
+          bool tf32);
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                     int64_t ldc, const Epilogue& ep);

@@ -1,5 +1,6 @@
 // Bindings of the GEMM (csrc/cpu/gemm/): gemm and gemm_reference, on strided views of the
 // operands as they are, without a copy; on device arrays too (csrc/cuda/gemm.cu on a GPU).
+#include <atomic>
 #include <climits>
 
 #include "checks.h"
@@ -11,6 +12,10 @@
 
 namespace fastnn::bind {
 namespace {
+
+// set_matmul_precision("tf32"): a GPU's fp32 GEMMs may round their operands to TF32 (tensor
+// cores). Off by default: fp32 products as on the CPU, which TF32 would miss by 1e-3.
+std::atomic<bool> g_tf32{false};
 
 // A 2-D operand of a GEMM on device arrays: rows, columns (C-contiguous: its leading dimension).
 std::pair<int64_t, int64_t> device_matrix(const DeviceArray& x, const char* fn, const char* arg) {
@@ -57,9 +62,14 @@ py::object gemm_on_device(DeviceArray& a, py::handle b_obj, py::handle out_obj, 
     const float *ap = a.f32(), *bp = b.f32();
     float* c = out.f32();
     const int64_t lda = std::max<int64_t>(ac, 1), ldb = std::max<int64_t>(bc, 1), ldc = std::max<int64_t>(n, 1);
+    [[maybe_unused]] const bool tf32 = g_tf32.load();  // read by the CUDA build only
     run_on(dev, [&] { (reference ? gemm_reference : gemm)(ta, tb, m, n, k, alpha, ap, lda, bp, ldb, beta, c, ldc, ep); },
-           [&] { FASTNN_CUDA_ONLY((reference ? cuda::gemm_reference : cuda::gemm)(ta, tb, m, n, k, alpha, ap, lda,
-                                                                                  bp, ldb, beta, c, ldc, ep)); });
+           [&] {
+               if (reference)
+                   FASTNN_CUDA_ONLY(cuda::gemm_reference(ta, tb, m, n, k, alpha, ap, lda, bp, ldb, beta, c, ldc, ep));
+               else
+                   FASTNN_CUDA_ONLY(cuda::gemm(ta, tb, m, n, k, alpha, ap, lda, bp, ldb, beta, c, ldc, ep, tf32));
+           });
     return fresh ? py::cast(std::move(out)) : py::reinterpret_borrow<py::object>(out_obj);
 }
 
@@ -127,6 +137,13 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool 
 }  // namespace
 
 void bind_gemm(py::module_& m) {
+    m.def("set_matmul_precision", [](const std::string& precision) {
+        if (precision != "fp32" && precision != "tf32")
+            fail_value("set_matmul_precision: argument 'precision' must be 'fp32' or 'tf32', got '" +
+                       precision + "'");
+        g_tf32 = precision == "tf32";
+    }, py::arg("precision"), "'tf32': a GPU's fp32 GEMMs may use TF32 tensor cores; 'fp32' (default): not.");
+    m.def("get_matmul_precision", [] { return std::string(g_tf32 ? "tf32" : "fp32"); });
     m.def("bf16_convert", [](py::handle x_obj, bool vector) {
         F32Array x = as_f32(x_obj, "bf16_convert", "x");
         py::array_t<uint16_t> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));

@@ -133,6 +133,9 @@ def gemm(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
     on bf16_path()'s kernel (ValueError for another precision). a a DeviceArray (or
     fastnn.Tensor): b, out and bias on its device, C-contiguous, fp32 only; cuBLAS's SGEMM
     (TF32 off) and the epilogue on a GPU; a DeviceArray returned."""
+def set_matmul_precision(precision: Literal["fp32", "tf32"]) -> None:
+    """'tf32': a GPU's fp32 GEMMs may use TF32 tensor cores; 'fp32' (default): not."""
+def get_matmul_precision() -> str: ...
 def gemm_reference(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None, *,
                    transpose_a: bool = False, transpose_b: bool = False,
                    alpha: float = 1.0, beta: float = 0.0, bias: Optional[npt.ArrayLike] = None,

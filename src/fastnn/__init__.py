@@ -36,8 +36,10 @@ __version__: str = _C.__version__  # pyproject.toml's version, compiled in by th
 
 __all__ = ["add", "concat", "flatten", "mul", "relu", "reshape", "sigmoid", "softmax", "tanh",
            "autocast", "callbacks", "config", "data", "datasets", "diagnostics", "distributed", "experiments",
-           "functional", "get_num_threads", "init", "io", "load", "losses", "matmul", "max_num_threads",
+           "functional", "get_matmul_precision", "get_num_threads", "init", "io", "load", "losses",
+           "matmul", "max_num_threads",
            "memory", "metrics", "nn", "optim", "plot", "precision", "schedulers", "seed", "set_flush_denormal",
+           "set_matmul_precision",
            "set_num_threads", "tune", "Tensor", "asarray", "from_dlpack", "__version__"]
 
 # Submodules that most programs never touch (or that nn loads when it needs them) are
@@ -89,13 +91,31 @@ def config() -> dict:
     bf16 GEMM path: "amx", "avx512_bf16", or "fp32 (why)"),
     isa_supported, openmp, num_threads, flush_denormals (see set_flush_denormal), cuda (a dict:
     built, available, and the reason when not; the CUDA build adds the device's name, memory,
-    compute capability and the driver, runtime and cuBLAS versions),
+    compute capability and the driver, runtime and cuBLAS versions), matmul_precision
+    (see set_matmul_precision),
     cpu (vendor, model, features, caches as detected or overridden by FASTNN_CACHE) and
     blocking (the active ISA's kc, nc, mc; source "model", "tuned" or "override"; and
     tuning_file, the file a tuned blocking was loaded from or saved to, else None)."""
-    cfg = {"version": __version__, **_C.config(), "cuda": _C.cuda_info()}
+    cfg = {"version": __version__, **_C.config(), "cuda": _C.cuda_info(),
+           "matmul_precision": _C.get_matmul_precision()}
     cfg["blocking"]["tuning_file"] = _tuning.applied_file(cfg["blocking"])
     return cfg
+
+
+def set_matmul_precision(precision: str) -> None:
+    """"fp32" (the default): the GPU's fp32 GEMMs compute in full fp32, as on the CPU.
+    "tf32": they may round their operands to TF32 on tensor cores (torch's
+    ``allow_tf32``): several times faster on an Ampere or later GPU, about 1e-3 relative
+    error instead of 1e-6. The CPU's GEMM is fp32 either way."""
+    if not isinstance(precision, str):
+        raise TypeError("set_matmul_precision: precision must be a str ('fp32' or 'tf32'), got "
+                        f"{type(precision).__name__}")
+    _C.set_matmul_precision(precision)
+
+
+def get_matmul_precision() -> str:
+    """"fp32" or "tf32" (see set_matmul_precision)."""
+    return _C.get_matmul_precision()
 
 
 def set_num_threads(n: int) -> None:
