@@ -12,7 +12,6 @@ namespace {
 // cross_entropy with `logits` a device array: labels on its device (int64, int32 or uint8),
 // the same checks as on NumPy arrays; (loss, gradient as a device array).
 py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle labels_obj) {
-    const char* fn = "cross_entropy";
     const Device& dev = logits.device();
     if (logits.shape.size() != 2 || logits.shape[0] < 1 || logits.shape[1] < 1)
         fail_value("cross_entropy: 'logits' must be (rows, classes) with at least one of each");
@@ -25,8 +24,7 @@ py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle labels_obj) {
     if (labels->device() != dev)
         fail_value("cross_entropy: 'labels' is on " + labels->device().name() + " but 'logits' on " + dev.name() +
                    "; the arrays of one call must be on one device");
-    const std::string ltype = labels->dtype->name;
-    if (ltype == "float32")
+    if (labels->dtype == dtype_named("float32"))
         fail_type("cross_entropy: 'labels' must hold integer class indices (int64, int32 or uint8), got float32");
     if (labels->shape.size() != 1 || labels->shape[0] != rows)
         fail_value("cross_entropy: 'labels' must have one entry per row of 'logits' (" + std::to_string(rows) +
@@ -35,28 +33,28 @@ py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle labels_obj) {
     DeviceArray grad = DeviceArray::empty(logits.shape, logits.dtype, dev);
     const float* x = logits.f32();
     float* g = grad.f32();
-    const void* lab = labels->data();
     double value = 0.0;
     int64_t bad = -1;
-    if (dev.type == DeviceType::Cpu) {
-        std::vector<int64_t> as64(rows);  // the CPU kernel reads int64 labels
-        for (int64_t r = 0; r < rows; ++r)
-            as64[r] = ltype == "int64" ? static_cast<const int64_t*>(lab)[r]
-                    : ltype == "int32" ? static_cast<const int32_t*>(lab)[r] : static_cast<const uint8_t*>(lab)[r];
-        bad = first_label_out_of_range(as64.data(), rows, classes);
-        if (bad < 0) {
+    // The kernels for the labels' integer type, picked once.
+    auto run = [&](auto* labels_of_type) {
+        if (dev.type == DeviceType::Cpu) {
+            const std::vector<int64_t> as64(labels_of_type, labels_of_type + rows);  // the CPU reads int64
+            bad = first_label_out_of_range(as64.data(), rows, classes);
+            if (bad < 0) {
+                py::gil_scoped_release nogil;
+                value = cross_entropy(x, as64.data(), g, rows, classes);
+            }
+        } else {
+            // rows + 2 eight-byte slots (row losses, the total, the first bad row), from the cache
+            DeviceArray scratch = DeviceArray::empty({rows + 2}, dtype_named("int64"), dev);
+            [[maybe_unused]] double* s = static_cast<double*>(scratch.data());  // CUDA build
             py::gil_scoped_release nogil;
-            value = cross_entropy(x, as64.data(), g, rows, classes);
+            FASTNN_CUDA_ONLY(value = cuda::cross_entropy(x, labels_of_type, g, rows, classes, s, &bad));
         }
-    } else {
-        // rows + 2 eight-byte slots (row losses, the total, the first bad row), from the cache
-        DeviceArray scratch = DeviceArray::empty({rows + 2}, dtype_named("int64"), dev);
-        double* s = static_cast<double*>(scratch.data());
-        py::gil_scoped_release nogil;
-        FASTNN_CUDA_ONLY(value = ltype == "int64" ? cuda::cross_entropy(x, static_cast<const int64_t*>(lab), g, rows, classes, s, &bad)
-                               : ltype == "int32" ? cuda::cross_entropy(x, static_cast<const int32_t*>(lab), g, rows, classes, s, &bad)
-                                                  : cuda::cross_entropy(x, static_cast<const uint8_t*>(lab), g, rows, classes, s, &bad));
-    }
+    };
+    if (labels->dtype == dtype_named("int64")) run(static_cast<const int64_t*>(labels->data()));
+    else if (labels->dtype == dtype_named("int32")) run(static_cast<const int32_t*>(labels->data()));
+    else run(static_cast<const uint8_t*>(labels->data()));
     if (bad >= 0)
         fail_value("cross_entropy: labels[" + std::to_string(bad) + "] is outside [0, " + std::to_string(classes) +
                    ") for logits with " + std::to_string(classes) + " classes");

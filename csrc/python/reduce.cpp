@@ -50,7 +50,7 @@ py::object gather_rows_on_device(DeviceArray& x, py::handle idx_obj, py::handle 
         }
     } else {
         DeviceArray flag = DeviceArray::empty({1}, dtype_named("int64"), dev);
-        auto* f = static_cast<unsigned long long*>(flag.data());
+        [[maybe_unused]] auto* f = static_cast<unsigned long long*>(flag.data());  // CUDA build
         py::gil_scoped_release nogil;
         FASTNN_CUDA_ONLY(bad = cuda::gather_rows(xp, ip, o, n, cols, rows, f));
     }
