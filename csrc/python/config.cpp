@@ -83,9 +83,11 @@ std::string bf16_path_description() {
     return std::string("fp32 (no bf16 instructions: ") + bf16_missing_reason("avx512_bf16") + ")";
 }
 
+#ifdef FASTNN_CUDA
 std::string version_text(int v) {  // CUDA's 1000 * major + 10 * minor
     return v ? std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10) : "";
 }
+#endif
 
 py::dict cuda_dict() {
     py::dict d;
