@@ -145,7 +145,7 @@ def bench_mlp(torch, name, batch, rounds, steps_data=64, device="cuda", compile_
     first = {k: float(fn(0)) for k, fn in runs.items()}  # the same first batch, the same weights
     for k, v in first.items():
         if abs(v - first["torch"]) > 1e-3 * max(1.0, abs(first["torch"])):
-            raise SystemExit(f"{name} b{batch}: first losses differ: {first}")
+            raise ValueError(f"{name} b{batch}: first losses differ: {first}")
     counters = {k: iter(range(1, 10**9)) for k in runs}
     fns = {k: (lambda k=k: runs[k](next(counters[k]) % steps_data)) for k in runs}
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
@@ -191,7 +191,12 @@ def main(argv=None) -> int:
     rows = []
     print(f"\n{'model':18s} {'batch':>6s} {'fastnn':>12s} {'torch':>12s} {'compile':>12s} {'/torch':>7s} {'/compile':>9s}")
     for name, batch in models:
-        r = bench_mlp(torch, name, batch, args.rounds)
+        try:
+            r = bench_mlp(torch, name, batch, args.rounds)
+        except Exception as e:  # one failing configuration must not hide the others' numbers
+            print(f"{name:18s} {batch:6d} failed: {type(e).__name__}: {e}")
+            rows.append({"model": name, "batch": batch, "error": f"{type(e).__name__}: {e}"})
+            continue
         rows.append(r)
         print(f"{name:18s} {batch:6d} {r['fastnn_samples_per_s']:12,.0f} {r['torch_samples_per_s']:12,.0f} "
               f"{r.get('torch.compile_samples_per_s', float('nan')):12,.0f} {r['vs_torch']:6.2f}x "
@@ -205,7 +210,7 @@ def main(argv=None) -> int:
     path = write_json("gpu", {"gpu": fastnn.config()["cuda"], "torch": torch.__version__, "mlp": rows,
                               "gemm": gemms, "rounds": args.rounds})
     print(f"\nwrote {path}")
-    return 0
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":
