@@ -487,9 +487,13 @@ def test_to_another_device_says_what_this_build_has(device, error, words):
     from fastnn import nn
 
     cuda = fastnn._C.cuda_info()
-    if error is RuntimeError and cuda["built"]:  # the CUDA build says why not
-        words = cuda["reason"] if not cuda["available"] else "no ops on them yet"
     model = nn.Sequential(nn.Dense(3, 2))
+    if error is RuntimeError and cuda["available"]:  # a GPU: the model moves there
+        assert model.to(device) is model
+        assert all(p.data.device == "cuda:0" for p in model.parameters())
+        return
+    if error is RuntimeError and cuda["built"]:  # the CUDA build says why not
+        words = cuda["reason"]
     with pytest.raises(error) as err:
         model.to(device)
     assert words in str(err.value) and "Sequential.to" in str(err.value)

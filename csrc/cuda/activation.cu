@@ -16,12 +16,27 @@ __global__ void backward_kernel(Activation act, const float* x, const float* y, 
     FASTNN_GRID_STRIDE(i, n) gx[i] = derivative(act, x, y[i], gy[i], i, alpha);
 }
 
-// One thread per column, adding the rows in order: the same sum on every run (no atomics).
-__global__ void column_sum_kernel(const float* g, int64_t rows, int64_t cols, float* db) {
-    FASTNN_GRID_STRIDE(j, cols) {
+// Columns in tiles of 32 (a warp reads 32 neighbours of a row: coalesced), a tile's rows
+// dealt to 32 thread rows in a fixed pattern and added back in a fixed tree: the same sum on
+// every run and every GPU, no atomics. (One thread per column, its rows in order, used 16 of
+// the H200's 132 multiprocessors for 4096 columns and took milliseconds at 8192 rows.)
+constexpr int kSumCols = 32, kSumRows = 32;
+
+__global__ void column_sum_kernel(const float* g, int64_t rows, int64_t cols, float* db, float beta) {
+    __shared__ float part[kSumRows][kSumCols + 1];
+    for (int64_t tile = blockIdx.x; tile * kSumCols < cols; tile += gridDim.x) {  // uniform per block
+        const int64_t j = tile * kSumCols + threadIdx.x;
         float s = 0.0f;
-        for (int64_t r = 0; r < rows; ++r) s += g[r * cols + j];
-        db[j] += s;
+        if (j < cols)
+            for (int64_t r = threadIdx.y; r < rows; r += kSumRows) s += g[r * cols + j];
+        part[threadIdx.y][threadIdx.x] = s;
+        __syncthreads();
+        for (int half = kSumRows / 2; half > 0; half /= 2) {
+            if (static_cast<int>(threadIdx.y) < half) part[threadIdx.y][threadIdx.x] += part[threadIdx.y + half][threadIdx.x];
+            __syncthreads();
+        }
+        if (threadIdx.y == 0 && j < cols) db[j] = beta == 0.0f ? part[0][threadIdx.x] : beta * db[j] + part[0][threadIdx.x];
+        __syncthreads();  // part is written again by the next tile
     }
 }
 
@@ -40,12 +55,17 @@ void activation_backward(Activation act, const float* x, const float* y, const f
     check_launch("activation_backward");
 }
 
+void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta) {
+    if (cols <= 0) return;
+    const dim3 block(kSumCols, kSumRows), grid(static_cast<unsigned>(std::min<int64_t>((cols + kSumCols - 1) / kSumCols, 65536)));
+    column_sum_kernel<<<grid, block>>>(x, std::max<int64_t>(rows, 0), cols, out, beta);
+    check_launch("column_sum");
+}
+
 void activation_backward_bias(Activation act, const float* x, const float* y, const float* grad_y,
                               float* grad_x, int64_t rows, int64_t cols, float alpha, float* db) {
     activation_backward(act, x, y, grad_y, grad_x, rows * cols, alpha);
-    if (rows <= 0 || cols <= 0) return;
-    column_sum_kernel<<<grid_for(cols), kThreads>>>(grad_x, rows, cols, db);
-    check_launch("activation_backward (bias gradient)");
+    if (rows > 0) column_sum(grad_x, db, rows, cols, 1.0f);
 }
 
 }  // namespace fastnn::cuda

@@ -11,6 +11,11 @@ namespace fastnn::cuda {
 constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluC = 0.044715f;
 
+// std::min and std::max as the CPU's code calls them: a NaN first argument comes back (CUDA's
+// fminf and fmaxf drop NaN instead, which turned elu's and gelu's NaN into numbers here).
+__device__ inline float min_as_std(float a, float b) { return b < a ? b : a; }
+__device__ inline float max_as_std(float a, float b) { return a < b ? b : a; }
+
 __device__ inline float sigmoid(float x) {
     const float e = expf(-fabsf(x)), s = 1.0f / (1.0f + e);
     return x >= 0.0f ? s : e * s;
@@ -27,7 +32,7 @@ __device__ inline float gelu(float x) {
 }
 
 __device__ inline float gelu_derivative(float x) {
-    const float xc = fminf(fmaxf(x, -10.0f), 10.0f), x2 = xc * xc;
+    const float xc = min_as_std(max_as_std(x, -10.0f), 10.0f), x2 = xc * xc;
     const float e = expf(-2.0f * kGeluK * (xc + kGeluC * x2 * xc));
     const float s = 1.0f / (1.0f + e), s1 = e * s;
     const float d = s + 2.0f * xc * (s1 * s) * kGeluK * (1.0f + 3.0f * kGeluC * x2);
@@ -41,9 +46,9 @@ __device__ inline float activate(Activation act, float x, float alpha) {
         case Activation::Relu: return x < 0.0f ? 0.0f : x;  // NaN passes, as on the CPU
         case Activation::Tanh: return tanh_stable(x);
         case Activation::LeakyRelu: return x > 0.0f ? x : alpha * x;
-        case Activation::Elu: return x > 0.0f ? x : alpha * expm1f(fminf(x, 0.0f));
+        case Activation::Elu: return x > 0.0f ? x : alpha * expm1f(min_as_std(x, 0.0f));
         case Activation::Gelu: return gelu(x);
-        case Activation::Softplus: return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x)));
+        case Activation::Softplus: return max_as_std(x, 0.0f) + log1pf(expf(-fabsf(x)));
     }
     return x;
 }

@@ -15,6 +15,9 @@ void activation_backward(Activation act, const float* x, const float* y, const f
 // ... and the bias gradient: db[j] += sum over the rows of grad_x[:, j], in row order.
 void activation_backward_bias(Activation act, const float* x, const float* y, const float* grad_y,
                               float* grad_x, int64_t rows, int64_t cols, float alpha, float* db);
+// out[j] = beta * out[j] + the sum of x[:, j] (beta 0: out is only written), a fixed order of
+// additions on every run (reduce.cpp's column_sum is the CPU's).
+void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta);
 
 // csrc/cuda/dropout.cu: y = x * (uniform(seed, offset + i) >= p) / (1 - p), random.h's
 // stream, the CPU's masks bit for bit; x == y allowed.

@@ -10,7 +10,7 @@ namespace fastnn::bind {
 namespace {
 
 // activation_forward on a device array: y = f(x) into out (a new array when None; x allowed).
-py::object forward_on_device(Activation act, DeviceArray& x, float alpha, py::handle out_obj) {
+py::object forward_on_device(Activation act, DeviceArray& x, py::handle x_obj, float alpha, py::handle out_obj) {
     const char* fn = "activation_forward";
     DeviceArray y = out_obj.is_none() ? DeviceArray::empty(x.shape, x.dtype, x.device())
                                       : device_f32(out_obj, x.device(), x.size(), fn, "out", "x");
@@ -20,11 +20,11 @@ py::object forward_on_device(Activation act, DeviceArray& x, float alpha, py::ha
     const int64_t n = x.size();
     run_on(x.device(), [&] { activation_forward(act, xp, yp, n, alpha); },
            [&] { FASTNN_CUDA_ONLY(cuda::activation_forward(act, xp, yp, n, alpha)); });
-    return out_obj.is_none() ? py::cast(std::move(y)) : py::reinterpret_borrow<py::object>(out_obj);
+    return out_obj.is_none() ? result_like(std::move(y), x_obj) : py::reinterpret_borrow<py::object>(out_obj);
 }
 
 // activation_backward on device arrays, with the same arguments and checks as on NumPy's.
-py::object backward_on_device(const ActivationInfo& info, DeviceArray& y, py::handle g_obj, float alpha,
+py::object backward_on_device(const ActivationInfo& info, DeviceArray& y, py::handle y_obj, py::handle g_obj, float alpha,
                               py::handle x_obj, py::handle out_obj, py::handle bias_grad_obj) {
     const char* fn = "activation_backward";
     const Device& dev = y.device();
@@ -65,7 +65,7 @@ py::object backward_on_device(const ActivationInfo& info, DeviceArray& y, py::ha
     else
         run_on(dev, [&] { activation_backward(act, xp, yp, gp, gxp, n, alpha); },
                [&] { FASTNN_CUDA_ONLY(cuda::activation_backward(act, xp, yp, gp, gxp, n, alpha)); });
-    return out_obj.is_none() ? py::cast(std::move(gx)) : py::reinterpret_borrow<py::object>(out_obj);
+    return out_obj.is_none() ? result_like(std::move(gx), y_obj) : py::reinterpret_borrow<py::object>(out_obj);
 }
 
 }  // namespace
@@ -93,7 +93,7 @@ void bind_activation(py::module_& m) {
         const char* fn = "activation_forward";
         Activation act = activation_named(name).act;
         if (DeviceArray* dx = device_array_of(x_obj))
-            return forward_on_device(act, device_f32(x_obj, dx->device(), -1, fn, "x", "x"), alpha, out_obj);
+            return forward_on_device(act, device_f32(x_obj, dx->device(), -1, fn, "x", "x"), x_obj, alpha, out_obj);
         F32Array x = as_f32(x_obj, fn, "x");
         auto y = out_array(out_obj, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), fn);
         Operands(fn).input("x", x).output("out", y, /*elementwise=*/true).check();
@@ -112,7 +112,7 @@ void bind_activation(py::module_& m) {
             fail_value("activation_backward: 'elu' needs alpha >= 0 (its derivative is "
                        "recovered from y), got " + std::to_string(alpha));
         if (DeviceArray* dy = device_array_of(y_obj))
-            return backward_on_device(info, device_f32(y_obj, dy->device(), -1, fn, "y", "y"), g_obj,
+            return backward_on_device(info, device_f32(y_obj, dy->device(), -1, fn, "y", "y"), y_obj, g_obj,
                                       alpha, x_obj, out_obj, bias_grad_obj);
         F32Array y = as_f32(y_obj, fn, "y");
         F32Array g = as_f32(g_obj, fn, "grad_y");

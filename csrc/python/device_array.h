@@ -138,6 +138,13 @@ inline DeviceArray* device_array_of(py::handle obj) {
     return nullptr;
 }
 
+// A new result of an op as the caller's kind of array: a fastnn.Tensor when the op's first
+// argument `like` was one (its class called on the DeviceArray), else the DeviceArray itself.
+inline py::object result_like(DeviceArray&& result, py::handle like) {
+    py::object array = py::cast(std::move(result));
+    return py::isinstance<DeviceArray>(like) ? array : py::reinterpret_borrow<py::object>(like.get_type())(array);
+}
+
 // Argument `arg` of an op whose first array is on `device`: a float32 device array there, of
 // `size` elements (-1: any); else TypeError (not a device array, not float32) or ValueError
 // (another device, another size), naming the argument.

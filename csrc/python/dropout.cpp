@@ -24,7 +24,7 @@ py::object dropout_py(py::handle x_obj, double p_in, py::handle seed_obj, py::ha
         const int64_t n = x.size();
         run_on(x.device(), [&] { dropout(xp, yp, n, p, seed, offset); },
                [&] { FASTNN_CUDA_ONLY(cuda::dropout(xp, yp, n, p, seed, offset)); });
-        return fresh ? py::cast(std::move(y)) : py::reinterpret_borrow<py::object>(out_obj);
+        return fresh ? result_like(std::move(y), x_obj) : py::reinterpret_borrow<py::object>(out_obj);
     }
     F32Array x = as_f32(x_obj, fn, arg);
     auto y = out_array(out_obj, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), fn);

@@ -29,7 +29,7 @@ std::pair<int64_t, int64_t> device_matrix(const DeviceArray& x, const char* fn, 
 
 // gemm / gemm_reference with `a` a device array: the same arguments and checks as on NumPy
 // arrays; out (m, n) C-contiguous on a's device, a new one when None.
-py::object gemm_on_device(DeviceArray& a, py::handle b_obj, py::handle out_obj, bool ta, bool tb,
+py::object gemm_on_device(DeviceArray& a, py::handle a_obj, py::handle b_obj, py::handle out_obj, bool ta, bool tb,
                           float alpha, float beta, py::handle bias_obj, Epilogue ep, bool reference,
                           bool bf16) {
     const char* fn = reference ? "gemm_reference" : "gemm";
@@ -70,7 +70,7 @@ py::object gemm_on_device(DeviceArray& a, py::handle b_obj, py::handle out_obj, 
                else
                    FASTNN_CUDA_ONLY(cuda::gemm(ta, tb, m, n, k, alpha, ap, lda, bp, ldb, beta, c, ldc, ep, tf32));
            });
-    return fresh ? py::cast(std::move(out)) : py::reinterpret_borrow<py::object>(out_obj);
+    return fresh ? result_like(std::move(out), a_obj) : py::reinterpret_borrow<py::object>(out_obj);
 }
 
 py::object gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool ta,
@@ -83,7 +83,7 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool 
     ep.act = activation_named(activation).act;
     ep.act_alpha = act_alpha;
     if (DeviceArray* da = device_array_of(a_obj))
-        return gemm_on_device(device_f32(a_obj, da->device(), -1, fn, "a", "a"), b_obj, out_obj, ta, tb,
+        return gemm_on_device(device_f32(a_obj, da->device(), -1, fn, "a", "a"), a_obj, b_obj, out_obj, ta, tb,
                               alpha, beta, bias_obj, ep, reference, bf16);
     Matrix a = as_matrix(a_obj, fn, "a"), b = as_matrix(b_obj, fn, "b");
     const int64_t m = ta ? a.cols : a.rows, k = ta ? a.rows : a.cols;

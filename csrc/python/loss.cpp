@@ -11,7 +11,7 @@ namespace {
 
 // cross_entropy with `logits` a device array: labels on its device (int64, int32 or uint8),
 // the same checks as on NumPy arrays; (loss, gradient as a device array).
-py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle labels_obj) {
+py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle logits_obj, py::handle labels_obj) {
     const Device& dev = logits.device();
     if (logits.shape.size() != 2 || logits.shape[0] < 1 || logits.shape[1] < 1)
         fail_value("cross_entropy: 'logits' must be (rows, classes) with at least one of each");
@@ -58,7 +58,7 @@ py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle labels_obj) {
     if (bad >= 0)
         fail_value("cross_entropy: labels[" + std::to_string(bad) + "] is outside [0, " + std::to_string(classes) +
                    ") for logits with " + std::to_string(classes) + " classes");
-    return py::tuple(py::make_tuple(value, std::move(grad)));
+    return py::tuple(py::make_tuple(value, result_like(std::move(grad), logits_obj)));
 }
 
 using LossFn = double (*)(const float*, const float*, float*, int64_t);
@@ -89,7 +89,7 @@ void bind_loss(py::module_& m) {
     m.def("cross_entropy", [](py::handle logits_obj, py::handle labels_obj) {
         if (DeviceArray* d = device_array_of(logits_obj))
             return cross_entropy_on_device(device_f32(logits_obj, d->device(), -1, "cross_entropy", "logits", "logits"),
-                                           labels_obj);
+                                           logits_obj, labels_obj);
         F32Array logits = matrix_2d(logits_obj, "cross_entropy", "logits");
         const int64_t rows = logits.shape(0), classes = logits.shape(1);
         auto labels = labels_for(labels_obj, rows, classes, "cross_entropy");

@@ -1,5 +1,5 @@
 // Bindings of the reductions, gathers and in-place helpers (csrc/cpu/reduce.cpp). gather_rows
-// also takes device arrays (csrc/cuda/reduce.cu on a GPU).
+// and column_sum also take device arrays (csrc/cuda/reduce.cu on a GPU).
 #include "checks.h"
 #include "device_array.h"
 #ifdef FASTNN_CUDA
@@ -11,7 +11,7 @@ namespace {
 
 // gather_rows with `x` a device array: index an int64 device array there (or integers on the
 // host, copied over), out (n, ...) on x's device, a new one when None.
-py::object gather_rows_on_device(DeviceArray& x, py::handle idx_obj, py::handle out_obj) {
+py::object gather_rows_on_device(DeviceArray& x, py::handle x_obj, py::handle idx_obj, py::handle out_obj) {
     const char* fn = "gather_rows";
     const Device& dev = x.device();
     if (x.shape.empty()) fail_value("gather_rows: 'x' must have a first (sample) axis");
@@ -56,13 +56,25 @@ py::object gather_rows_on_device(DeviceArray& x, py::handle idx_obj, py::handle 
     }
     if (bad >= 0)
         fail_value("gather_rows: index[" + std::to_string(bad) + "] is outside [0, " + std::to_string(rows) + ")");
-    return fresh ? py::cast(std::move(out)) : py::reinterpret_borrow<py::object>(out_obj);
+    return fresh ? result_like(std::move(out), x_obj) : py::reinterpret_borrow<py::object>(out_obj);
 }
 
 }  // namespace
 
 void bind_reduce(py::module_& m) {
     m.def("column_sum", [](py::handle x_obj, py::handle out_obj, float beta) {
+        if (DeviceArray* d = device_array_of(x_obj)) {
+            DeviceArray& x = device_f32(x_obj, d->device(), -1, "column_sum", "x", "x");
+            if (x.shape.size() != 2)
+                fail_value("column_sum: 'x' must be 2-D, got " + std::to_string(x.shape.size()) + "-D");
+            const int64_t rows = x.shape[0], cols = x.shape[1];
+            DeviceArray& out = device_f32(out_obj, x.device(), cols, "column_sum", "out", "x");
+            const float* xp = x.f32();
+            float* op = out.f32();
+            run_on(x.device(), [&] { column_sum(xp, op, rows, cols, beta); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::column_sum(xp, op, rows, cols, beta)); });
+            return;
+        }
         F32Array x = as_f32(x_obj, "column_sum", "x");
         require_rank(x, 2, "column_sum", "x");
         auto out = in_place(out_obj, "column_sum", "out");
@@ -77,7 +89,7 @@ void bind_reduce(py::module_& m) {
     m.def("gather_rows", [](py::handle x_obj, py::handle idx_obj, py::object out_obj) {
         const char* fn = "gather_rows";
         if (DeviceArray* d = device_array_of(x_obj))
-            return gather_rows_on_device(device_f32(x_obj, d->device(), -1, fn, "x", "x"), idx_obj, out_obj);
+            return gather_rows_on_device(device_f32(x_obj, d->device(), -1, fn, "x", "x"), x_obj, idx_obj, out_obj);
         F32Array x = as_f32(x_obj, fn, "x");
         if (x.ndim() < 1) fail_value("gather_rows: 'x' must have a first (sample) axis");
         auto idx = as_indices(idx_obj, fn, "index", "integers");

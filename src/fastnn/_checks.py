@@ -30,8 +30,14 @@ def numeric(x: object, name: Name) -> np.ndarray:
 
 
 def as_float32(x: object, name: Name) -> np.ndarray:
-    """``x`` as a C-contiguous float32 array (no copy when it already is one)."""
+    """``x`` as a C-contiguous float32 array (no copy when it already is one); a float32
+    Tensor is taken where it is (TypeError for another dtype: no conversion on a device)."""
     if type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous:
+        return x
+    if memory.is_tensor(x):
+        if x.dtype != _F32:
+            raise TypeError(f"{_text(name)} must be float32 on {x.device}; got dtype {x.dtype} "
+                            "(convert it: fastnn.asarray(x, np.float32, device=...))")
         return x
     return memory.asarray(numeric(x, name), np.float32)
 

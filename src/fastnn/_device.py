@@ -1,7 +1,7 @@
 """Devices: where arrays live. NumPy arrays on the CPU; in the CUDA build
-(``pip install . -Ccmake.define.FASTNN_CUDA=ON``) also ``fastnn.Tensor`` on the GPU. Models,
-layers and training run on the CPU only until the CUDA ops exist; "cuda" for them is refused
-with the reason."""
+(``pip install . -Ccmake.define.FASTNN_CUDA=ON``) also ``fastnn.Tensor`` on the GPU, where
+models train (``model.to("cuda")``, ``fit(..., device="cuda")``) with the layers, losses and
+optimizers that have CUDA kernels; the others say so by name."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,13 +9,11 @@ from typing import Any
 CUDA_BUILD_HINT = "pip install . -Ccmake.define.FASTNN_CUDA=ON"
 
 
-def check_device(device: Any, what: str = "device", needs: str = "ops") -> str:
+def check_device(device: Any, what: str = "device") -> str:
     """The device named by ``device`` ("cpu", "cuda", "cuda:N"; or an object with ``.type``
     and ``.index``, such as a torch.device), as a string, if this build and machine have it:
     ValueError for a name that is no device (or an index beyond the GPUs), RuntimeError for a
-    device this build or machine lacks. ``needs="arrays"``: device memory is enough
-    (fastnn.Tensor); ``needs="ops"`` (models, layers, training): the CUDA build has no ops
-    yet, which NotImplementedError says."""
+    device this build or machine lacks."""
     if hasattr(device, "type") and not isinstance(device, str):
         index = getattr(device, "index", None)
         device = device.type if index is None else f"{device.type}:{index}"
@@ -36,9 +34,33 @@ def check_device(device: Any, what: str = "device", needs: str = "ops") -> str:
         if index and int(index) >= cuda["device_count"]:
             raise ValueError(f"{what} {device!r}: this machine has {cuda['device_count']} CUDA "
                              "device(s)")
-        if needs != "arrays":
-            raise NotImplementedError(
-                f"{what} {device!r}: fastnn's CUDA build has device arrays (fastnn.asarray(x, "
-                f"device='cuda'), DLPack) but no ops on them yet (found: "
-                f"{cuda.get('device', 'a GPU')}); models and training stay on the CPU")
     return device
+
+
+def check_on_device(model: Any, where: str, loss: Any = None, optimizer: Any = None) -> None:
+    """NotImplementedError naming the first built-in layer (or the loss, the optimizer, an
+    option of either) of a run on ``where`` that has no CUDA kernels yet. A layer class of
+    your own is taken as it is: its forward and backward see the Tensors."""
+    from . import losses, optim
+    from .nn import activations, layers, sequential
+
+    ready = (sequential.Sequential, layers.Dense, layers.Dropout, layers.Flatten, layers.Reshape,
+             activations._Elementwise)
+    for name, module in model.named_modules():
+        built_in = type(module).__module__.startswith("fastnn.")
+        if built_in and not isinstance(module, ready):
+            raise NotImplementedError(f"{type(module).__name__} (layer {name or 'the model'}) has no "
+                                      f"CUDA kernels yet: the model cannot run on {where}")
+        if isinstance(module, layers.Dense) and (module.l1 or module.l2):
+            raise NotImplementedError(f"{module!r} (layer {name}): L1/L2 penalties are not built for "
+                                      f"{where} yet; weight_decay of the optimizer is L2 there")
+    if loss is not None and type(loss) is not losses.CrossEntropy:
+        raise NotImplementedError(f"the loss {loss!r} has no CUDA kernels yet (on {where}: "
+                                  "cross_entropy)")
+    if optimizer is not None:
+        if not isinstance(optimizer, (optim.SGD, optim.Adam)):
+            raise NotImplementedError(f"{type(optimizer).__name__} has no CUDA kernel yet (on {where}: "
+                                      "GD, SGD, Adam, AdamW)")
+        if optimizer.clip_norm is not None or optimizer.clip_value is not None:
+            raise NotImplementedError(f"{type(optimizer).__name__}: clip_norm and clip_value are not "
+                                      f"built for {where} yet")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,8 @@ class Loss:
         self._checked = True
 
     def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
+        if memory.is_tensor(pred):
+            return self._call_on_device(pred, target)
         pred = as_float32(pred, lambda: f"{self!r}: pred")
         target = numeric(target, lambda: f"{self!r}: target")
         if pred.ndim == 0 or target.ndim == 0:
@@ -39,6 +42,29 @@ class Loss:
             self._check_first_input(pred)
         loss, self._grad = self._compute(pred, target)
         return float(loss)
+
+    def _call_on_device(self, pred: Any, target: Any) -> float:
+        """``__call__`` for a Tensor ``pred``: a target on the host is checked there as usual
+        and copied over; one on pred's device is taken as it is (the kernel checks labels)."""
+        pred = as_float32(pred, lambda: f"{self!r}: pred")
+        if not memory.is_tensor(target):
+            target = numeric(target, lambda: f"{self!r}: target")
+        if pred.ndim == 0 or target.ndim == 0 or len(pred) != len(target):
+            raise ValueError(f"{self!r}: pred and target must have the same number of rows; "
+                             f"got shapes {pred.shape} and {target.shape}")
+        if not memory.is_tensor(target):
+            target = memory.asarray(self._target(pred, target), like=pred)
+        elif memory.device_of(target) != memory.device_of(pred):
+            raise ValueError(f"{self!r}: pred is on {pred.device} but target on {target.device}")
+        if not self._checked:
+            self._checked = True
+            self._check_first_input(pred.numpy())
+        loss, self._grad = self._compute_on_device(pred, target)
+        return float(loss)
+
+    def _compute_on_device(self, pred: Any, target: Any) -> tuple[float, Any]:
+        raise NotImplementedError(f"{self!r} has no CUDA kernels yet (on {pred.device}: "
+                                  "cross_entropy)")
 
     def backward(self) -> np.ndarray:
         """The gradient of the last computed loss with respect to ``pred``."""
@@ -217,6 +243,12 @@ class CrossEntropy(Loss):
         if target.ndim == 1:
             return _C.cross_entropy(pred, target)
         return _C.cross_entropy_soft(pred, target)
+
+    def _compute_on_device(self, pred: Any, target: Any) -> tuple[float, Any]:
+        if target.ndim != 1:
+            raise NotImplementedError(f"{self!r} on {pred.device}: class labels only (a target "
+                                      "distribution has no CUDA kernel yet)")
+        return _C.cross_entropy(pred, target)
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
         target = memory.to_host(target)

@@ -9,7 +9,9 @@ On the CPU the arrays are NumPy arrays whose data start on a 64-byte boundary (`
 a cache line, and one AVX-512 vector). NumPy's own start 16 bytes past one, so that every
 vector load of a row a kernel reads in place straddles two cache lines: on an Intel Xeon that
 cost the product dY W of a batch-32 backward pass 10% and the small products' dot kernels 20%.
-The CUDA build adds device arrays (``fastnn.Tensor``) behind the same functions.
+The CUDA build adds device arrays (``fastnn.Tensor``) behind the same functions: an array made
+``like`` a Tensor, or for a ``device`` "cuda", is a Tensor on that device (from the caching
+allocator), so that a layer written with these functions runs on either.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from ._device import check_device
 ALIGNMENT = 64  # bytes
 
 __all__ = ["ALIGNMENT", "asarray", "device_of", "empty", "empty_like", "full", "is_aligned",
-           "owner", "to_host", "zeros", "zeros_like"]
+           "is_tensor", "owner", "to_host", "zeros", "zeros_like"]
+
+
+def _C() -> Any:
+    from . import _C as ext
+
+    return ext
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -35,14 +43,30 @@ def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(n) for n in shape)
 
 
+def _tensor_type() -> type:
+    from .tensor import Tensor
+
+    return Tensor
+
+
+def is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a ``fastnn.Tensor`` (device memory) rather than a host array."""
+    return type(x).__name__ == "Tensor" and isinstance(x, _tensor_type())
+
+
 def empty(shape: int | Sequence[int], dtype: Any = np.float32, *, like: Any = None,
-          device: Any = None) -> np.ndarray:
+          device: Any = None) -> Any:
     """A new C-contiguous array of ``shape`` and ``dtype`` (float32 unless said otherwise),
     its values undefined, on the device of ``like`` (an array) or ``device`` (default the
-    CPU), its data aligned to ``ALIGNMENT`` bytes."""
-    where = device_of(like) if like is not None else "cpu" if device is None else device
-    check_device(where, "memory.empty: device")
+    CPU): a NumPy array with its data aligned to ``ALIGNMENT`` bytes, or a Tensor."""
     shape, dtype = _shape(shape), np.dtype(dtype)
+    if like is not None and is_tensor(like):
+        return _tensor_type()(_C().DeviceArray.empty(list(shape), dtype.name, like.device))
+    where = device_of(like) if like is not None else "cpu" if device is None else device
+    where = check_device(where, "memory.empty: device")
+    if where != "cpu":
+        return _tensor_type()(_C().DeviceArray.empty(list(shape), dtype.name,
+                                                     "cuda:0" if where == "cuda" else where))
     nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, np.uint8)
     start = -raw.ctypes.data % ALIGNMENT
@@ -75,10 +99,21 @@ def zeros_like(a: Any, dtype: Any = None) -> np.ndarray:
     return zeros(np.shape(a), a.dtype if dtype is None else dtype, like=a)
 
 
-def asarray(x: Any, dtype: Any = None, *, copy: bool = False) -> np.ndarray:
+def asarray(x: Any, dtype: Any = None, *, copy: bool = False, like: Any = None) -> Any:
     """``x`` as a C-contiguous array (of ``dtype`` where given): ``x`` itself when it already is
     one and ``copy`` is False (the caller's array is used where it is, aligned or not), else a
-    new aligned array holding its values."""
+    new aligned array holding its values. With ``like`` (an array), on its device: a Tensor
+    ``like`` makes ``x`` a Tensor there (host data copied over); a Tensor ``x`` stays one."""
+    if is_tensor(x) or (like is not None and is_tensor(like)):
+        target = like if like is not None and is_tensor(like) else x
+        dtype = np.dtype(x.dtype if dtype is None else dtype)
+        if is_tensor(x) and x.device == target.device and x.dtype == dtype and not copy:
+            return x
+        out = empty(np.shape(x), dtype, like=target)
+        if is_tensor(x) and x.dtype != dtype:
+            x = x.numpy()
+        out.copy_(x)
+        return out
     if not copy:
         arr = np.asarray(x, dtype=dtype)
         if arr.flags.c_contiguous:
@@ -91,23 +126,27 @@ def asarray(x: Any, dtype: Any = None, *, copy: bool = False) -> np.ndarray:
 
 
 def device_of(x: Any) -> str:
-    """The device an array lives on: "cpu" for NumPy arrays and anything NumPy takes."""
-    return "cpu"
+    """The device an array lives on: a Tensor's ("cuda:0"), "cpu" for NumPy arrays and
+    anything NumPy takes."""
+    return x.device if is_tensor(x) else "cpu"
 
 
 def to_host(x: Any) -> np.ndarray:
-    """``x`` as a NumPy array in host memory (no copy for one already there)."""
-    return np.asarray(x)
+    """``x`` as a NumPy array in host memory (no copy for one already there; a Tensor's
+    values copied back)."""
+    return x.numpy() if is_tensor(x) else np.asarray(x)
 
 
-def is_aligned(a: np.ndarray) -> bool:
+def is_aligned(a: Any) -> bool:
     """Whether ``a``'s data start on an ``ALIGNMENT``-byte boundary (an empty array has no
-    data to align: always)."""
-    return a.size == 0 or a.ctypes.data % ALIGNMENT == 0
+    data to align: always; a Tensor's allocator aligns every block)."""
+    return is_tensor(a) or a.size == 0 or a.ctypes.data % ALIGNMENT == 0
 
 
-def owner(a: np.ndarray) -> np.ndarray:
+def owner(a: Any) -> Any:
     """The array that owns ``a``'s memory (``a`` itself, or the base of a view of it)."""
+    if is_tensor(a):
+        return a if a.base is None else a.base
     while isinstance(a.base, np.ndarray):
         a = a.base
     return a

@@ -75,8 +75,9 @@ class _Flat:
         step = memory.ALIGNMENT // 4
         starts = np.cumsum([0] + [-(-n // step) * step for n in sizes])
         self.offsets = [(int(s), int(s) + n) for s, n in zip(starts, sizes)]
-        self.data = memory.zeros(int(starts[-1]))
-        self.grad = memory.zeros(int(starts[-1]))
+        like = params[0].data  # the buffer lives where the parameters do (host or a device)
+        self.data = memory.zeros(int(starts[-1]), like=like)
+        self.grad = memory.zeros(int(starts[-1]), like=like)
         for i, p in enumerate(params):
             self.view(self.data, i)[...] = p.data
             self.view(self.grad, i)[...] = p.grad

@@ -30,13 +30,23 @@ class Tensor:
     """An array in device memory (see the module's docstring). Not made directly: use
     ``fastnn.asarray(x, device=...)`` or ``fastnn.from_dlpack(x)``."""
 
-    __slots__ = ("_array",)
+    __slots__ = ("_array", "_base")
 
-    def __init__(self, array: _C.DeviceArray) -> None:
+    def __init__(self, array: _C.DeviceArray, base: Tensor | None = None) -> None:
         if not isinstance(array, _C.DeviceArray):
             raise TypeError("Tensor wraps device memory: make one with fastnn.asarray(x, "
                             f"device='cuda') or fastnn.from_dlpack(x), got {type(array).__name__}")
         self._array = array
+        self._base = base  # the tensor whose memory this view shares (None: its own)
+
+    @property
+    def base(self) -> Tensor | None:
+        """The tensor whose memory this one is a view of (None when it owns its memory), as
+        NumPy's ``ndarray.base``."""
+        return self._base
+
+    def _view(self, array: _C.DeviceArray) -> Tensor:
+        return Tensor(array, self if self._base is None else self._base)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -70,7 +80,7 @@ class Tensor:
     def to(self, device: Any) -> Tensor | np.ndarray:
         """This tensor on ``device``: itself where it already is, a NumPy array for "cpu",
         else a copy on the other device."""
-        device = check_device(device, "Tensor.to", needs="arrays")
+        device = check_device(device, "Tensor.to")
         if device == "cpu":
             return self.numpy()
         if _canonical(device) == self.device:
@@ -87,23 +97,38 @@ class Tensor:
             begin, end, step = index.indices(rows)
             if step != 1:
                 raise ValueError(f"Tensor rows take a step of 1 (a view in place); got {step}")
-            return Tensor(self._array.view_rows(begin, max(begin, end)))
+            return self._view(self._array.view_rows(begin, max(begin, end)))
         if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
             i = int(index) + rows if index < 0 else int(index)
             if not 0 <= i < rows:
                 raise IndexError(f"row {index} is out of range for a tensor of {rows} rows")
-            return Tensor(self._array.view_rows(i, i + 1).reshape(list(self.shape[1:])))
+            return self._view(self._array.view_rows(i, i + 1).reshape(list(self.shape[1:])))
         raise TypeError(f"Tensor indices are a row or a slice of rows; got {type(index).__name__}")
 
     def reshape(self, *shape: Any) -> Tensor:
         """The same memory with another shape of as many elements (a view)."""
         dims = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return Tensor(self._array.reshape([int(d) for d in dims]))
+        return self._view(self._array.reshape([int(d) for d in dims]))
 
     def fill_(self, value: float) -> Tensor:
         """Every element set to ``value``, in place (float32 tensors)."""
         self._array.fill_(float(value))
         return self
+
+    def fill(self, value: float) -> None:
+        """``fill_`` under NumPy's name, so that code written for arrays runs on tensors."""
+        self._array.fill_(float(value))
+
+    def copy(self) -> Tensor:
+        """A new tensor on the same device holding these values."""
+        out = Tensor(_C.DeviceArray.empty(list(self.shape), self.dtype.name, self.device))
+        out._array.copy_(self._array)
+        return out
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        """``t[...] = src`` and ``t[a:b] = src``: ``copy_`` into all of it or into rows a to b
+        (src a Tensor, or an array of that shape on the host)."""
+        (self if index is Ellipsis else self[index]).copy_(value)
 
     def copy_(self, src: Any) -> Tensor:
         """This tensor's values from ``src`` (a Tensor on any device, or an array of its shape
@@ -153,7 +178,7 @@ def asarray(x: Any, dtype: Any = None, *, device: Any = None) -> Tensor | np.nda
         if device is None:
             return x if dtype is None or np.dtype(dtype) == x.dtype else asarray(x.numpy(), dtype, device=x.device)
         return x.to(device) if dtype is None else asarray(x.numpy(), dtype, device=device)
-    device = "cpu" if device is None else check_device(device, "asarray: device", needs="arrays")
+    device = "cpu" if device is None else check_device(device, "asarray: device")
     arr = np.asarray(x, dtype=dtype)
     if dtype is None and arr.dtype.kind == "f":
         arr = arr.astype(np.float32, copy=False)
@@ -175,7 +200,7 @@ def from_dlpack(x: Any) -> Tensor | np.ndarray:
     if kind != _DLPACK_CUDA:
         raise ValueError(f"from_dlpack: argument 'x' is on DLPack device type {kind}; fastnn "
                          "takes the CPU (1) and CUDA (2)")
-    check_device(f"cuda:{index}", "from_dlpack: argument 'x'", needs="arrays")
+    check_device(f"cuda:{index}", "from_dlpack: argument 'x'")
     return Tensor(_C.DeviceArray.from_dlpack(x.__dlpack__(stream=_LEGACY_DEFAULT_STREAM)))
 
 
@@ -183,9 +208,9 @@ def memory_stats(device: str = "cuda") -> dict:
     """The caching allocator's counts on ``device``: in_use_bytes, cached_bytes (freed and
     kept), device_allocs (blocks taken from the device) and reuses (requests the cache
     served)."""
-    return _C.device_memory_stats(_canonical(check_device(device, "memory_stats: device", needs="arrays")))
+    return _C.device_memory_stats(_canonical(check_device(device, "memory_stats: device")))
 
 
 def empty_cache(device: str = "cuda") -> None:
     """Give the cached blocks of ``device`` back to it (as ``torch.cuda.empty_cache``)."""
-    _C.device_empty_cache(_canonical(check_device(device, "empty_cache: device", needs="arrays")))
+    _C.device_empty_cache(_canonical(check_device(device, "empty_cache: device")))

@@ -16,6 +16,7 @@ import numpy as np
 from . import _C, data, diagnostics as _diagnostics, losses, memory, metrics as _metrics, optim
 from . import precision as _precision
 from ._checks import numeric, positive_int
+from ._device import check_on_device
 from ._random import resolve
 from .callbacks import Callback, LearningRateScheduler
 
@@ -226,7 +227,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         callbacks: Sequence[Callback | Any] | None = None,
         augment: Callable[[np.ndarray], np.ndarray] | None = None,
         diagnostics: bool = False, distributed: bool = False,
-        precision: str | None = None) -> History:
+        precision: str | None = None, device: str | None = None) -> History:
     """Train for ``epochs`` passes over (X, y) and return the History.
 
     batch_size: None for full-batch gradient descent, 1 for stochastic, n for mini-batches.
@@ -276,8 +277,19 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
 
     precision: "fp32" or "bf16", the layers' matrix products in this fit (default: the
     compiled precision; see ``fastnn.precision``).
+
+    device: "cpu", "cuda" or "cuda:N" (the CUDA build): ``model.to(device)`` first, and the
+    model stays there, as after torch's ``model.to``; None trains where the model is. On a
+    GPU, X is copied there once and every batch is gathered there; the labels of a batch,
+    its loss and (for the metrics) its predictions cross to and from the host each step.
+    Layers, losses and optimizers without CUDA kernels yet are named by the error.
     """
     cfg = _require_compiled(model, "fit")
+    if device is not None:
+        model.to(device)
+    on_device = _device_like(model)
+    if on_device is not None:
+        _check_device_run(model, cfg, "fit", diagnostics=diagnostics, distributed=distributed)
     gemm_precision = cfg.precision if precision is None else _precision.check(precision)
     if gemm_precision == "bf16":
         _precision.warn_if_emulated("fit", stacklevel=3)
@@ -316,6 +328,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
 
     monitor = _diagnostics.Monitor(model) if diagnostics else None
+    # the training set on the model's device, copied once (None: on the host)
+    X_device = memory.asarray(X, like=on_device) if on_device is not None else None
     progress = _Progress(verbose if sync is None else sync.verbose(verbose), epochs)
     history = model.history = History()  # as Keras's: callbacks read it (diagnostics)
     for cb in callbacks:
@@ -340,7 +354,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             progress.begin_epoch(epoch, len(X) if sync is None
                                  else sync.share(len(X), batch_size))
             logs = _train_epoch(model, cfg, X, y, batch_size, rng if shuffle else None,
-                                augment, monitor, progress, callbacks, sync)
+                                augment, monitor, progress, callbacks, sync, X_device)
             if sync is not None:
                 sync.end_epoch()
             if X_val is not None:
@@ -403,13 +417,17 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
 
 def predict(model: Any, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
     """The model's outputs for X (logits for a classifier), in evaluation mode (in the
-    compiled precision)."""
+    compiled precision), as a NumPy array wherever the model is."""
     X = _check_inputs(model, X, "X")
     size = positive_int(batch_size, "batch_size")
     compiled = getattr(model, "compiled", None)
     with _mode(model, training=False), \
             _precision.using(compiled.precision if compiled is not None else _precision.current()):
-        return np.concatenate([model(X[i:i + size]) for i in range(0, len(X), size)])
+        on_device = _device_like(model)
+        if on_device is None:
+            return np.concatenate([model(X[i:i + size]) for i in range(0, len(X), size)])
+        return np.concatenate([model(memory.asarray(X[i:i + size], like=on_device)).numpy()
+                               for i in range(0, len(X), size)])
 
 
 def save(model: Any, path: str | Path, *, include_optimizer: bool = False) -> Path:
@@ -433,6 +451,8 @@ class _Tally:
     def add(self, loss: float, pred: np.ndarray, target: np.ndarray) -> None:
         self.loss += loss * len(pred)
         self.count += len(pred)
+        if self.metrics and memory.is_tensor(pred):
+            pred = pred.numpy()  # the metrics count on the host
         for metric in self.metrics:
             metric.update(target, pred)
 
@@ -449,16 +469,22 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
                  batch_size: int | None, rng: np.random.Generator | None,
                  augment: Callable[[np.ndarray], np.ndarray] | None,
                  monitor: _diagnostics.Monitor | None, progress: _Progress,
-                 callbacks: list[Callback], sync: Any = None) -> dict[str, float]:
+                 callbacks: list[Callback], sync: Any = None,
+                 X_device: Any = None) -> dict[str, float]:
     """One training pass over (X, y), shuffled when rng is given (this rank's shares of
-    it with a ``distributed.FitSync``)."""
+    it with a ``distributed.FitSync``). With ``X_device`` (X on the model's device) the
+    batches are gathered there, the same rows in the same order (an augmented batch is
+    gathered on the host, augmented and copied over)."""
     tally = _Tally(cfg.metrics)
-    batches = (data.batches(X, y, batch_size, shuffle=rng is not None, seed=rng,
+    source = X if X_device is None or augment is not None else X_device
+    batches = (data.batches(source, y, batch_size, shuffle=rng is not None, seed=rng,
                             reuse_buffers=True) if sync is None
                else sync.batches(X, y, batch_size, rng))
     for batch, (xb, yb) in enumerate(batches):
         if augment is not None:
             xb = _augmented(augment, xb)
+            if X_device is not None:
+                xb = memory.asarray(xb, like=X_device)
         pred = model(xb)
         loss = cfg.loss(pred, yb) + model.regularization_loss()
         _backward(model, cfg.loss.backward())
@@ -524,9 +550,10 @@ def _evaluate(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
     if sync is not None:
         X, y = sync.shard(X, y)
     penalty = model.regularization_loss()
+    on_device = _device_like(model)
     with _mode(model, training=False):
         for xb, yb in data.batches(X, y, batch_size, shuffle=False):
-            pred = model(xb)
+            pred = model(xb if on_device is None else memory.asarray(xb, like=on_device))
             tally.add(cfg.loss(pred, yb) + penalty, pred, yb)
     return tally.logs() if sync is None else sync.reduce_tally(tally)
 
@@ -690,8 +717,25 @@ def _check_inputs(model: Any, X: object, name: str) -> np.ndarray:
 
 def _all_finite(a: np.ndarray) -> bool:
     """No NaN or Inf in ``a``, without a full-size temporary: a sum of float32 squares in
-    double is finite exactly when every value is."""
-    return math.isfinite(_C.sum_squares(a))
+    double is finite exactly when every value is (a Tensor's values checked on the host)."""
+    return math.isfinite(_C.sum_squares(memory.to_host(a)))
+
+
+def _device_like(model: Any) -> Any:
+    """A parameter array of the model when it lives in device memory (what the run's arrays
+    are made like), else None: the model runs on NumPy arrays."""
+    params = model.parameters()
+    return params[0].data if params and memory.is_tensor(params[0].data) else None
+
+
+def _check_device_run(model: Any, cfg: Compiled, what: str, **options: bool) -> None:
+    """NotImplementedError naming what a run on the model's device cannot do yet."""
+    where = _device_like(model).device
+    for name, asked in options.items():
+        if asked:
+            raise NotImplementedError(f"{what}(..., {name}=True) on {where} is not built yet; "
+                                      "train on the CPU for it")
+    check_on_device(model, where, cfg.loss, cfg.optimizer)
 
 
 def _check_data(model: Any, X: object, y: object, x_name: str, y_name: str

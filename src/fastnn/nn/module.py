@@ -120,22 +120,32 @@ class Workspace:
     returns one of them to its caller (``holds``).
     """
 
-    def __init__(self, _run: dict[int, np.ndarray] | None = None) -> None:
+    def __init__(self, _run: dict[int, np.ndarray] | None = None,
+                 _like: list | None = None) -> None:
         self._arrays: dict[str, np.ndarray] = {}
         self._parts: dict[int, Workspace] = {}
         # id of the memory's owner -> array, for the whole workspace
         self._run = {} if _run is None else _run
+        # [an array of the run's input]: arrays are made on its device (a Tensor's, or NumPy)
+        self._like = [None] if _like is None else _like
+
+    def place(self, x: Any) -> None:
+        """Make the arrays of the runs from now on where ``x`` (the run's input) lives: in
+        host memory for a NumPy array, on its device for a Tensor."""
+        self._like[0] = x if memory.is_tensor(x) else None
 
     def array(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
-        """The array ``name`` of ``shape`` (float32 unless ``dtype`` says otherwise): made on
-        first use and reused while it is large enough (an epoch's smaller last batch takes
-        the start of it); it holds whatever its last use left."""
+        """The array ``name`` of ``shape`` (float32 unless ``dtype`` says otherwise), on the
+        run's device (``place``): made on first use and reused while it is large enough (an
+        epoch's smaller last batch takes the start of it); it holds whatever its last use left."""
         size = math.prod(shape)
-        flat = self._arrays.get(name)
-        if flat is None or flat.size < size or flat.dtype != dtype:
+        flat, like = self._arrays.get(name), self._like[0]
+        if (flat is None or flat.size < size or flat.dtype != dtype
+                or memory.device_of(flat) != memory.device_of(like)
+                or memory.is_tensor(flat) != memory.is_tensor(like)):
             if flat is not None:
                 del self._run[id(memory.owner(flat))]
-            flat = self._arrays[name] = memory.empty(size, dtype)
+            flat = self._arrays[name] = memory.empty(size, dtype, like=like)
             self._run[id(memory.owner(flat))] = flat
         return flat[:size].reshape(shape)
 
@@ -143,7 +153,7 @@ class Workspace:
         """The part lent to layer ``index``."""
         part = self._parts.get(index)
         if part is None:
-            part = self._parts[index] = Workspace(self._run)
+            part = self._parts[index] = Workspace(self._run, self._like)
         return part
 
     def arrays(self) -> list[np.ndarray]:
@@ -152,6 +162,8 @@ class Workspace:
 
     def holds(self, a: np.ndarray) -> bool:
         """Whether ``a`` shares memory with an array of the whole workspace."""
+        if memory.is_tensor(a):
+            return id(memory.owner(a)) in self._run
         if not isinstance(a, np.ndarray):
             return False
         owner = memory.owner(a)
@@ -476,15 +488,16 @@ class Module:
 
     def to(self, device: Any) -> Module:
         """Move the module's parameters, gradients and buffers to ``device`` ("cpu", "cuda",
-        "cuda:N") and return the module, as torch's ``Module.to`` (an optimizer bound to
-        them moves its state with them: it steps over the same block). On the CPU, where
-        they already are, this is the identity (no copy). "cuda" raises: a RuntimeError that
-        says why CUDA is unavailable (this build, the driver, the device), or, in the CUDA
-        build on a GPU, a NotImplementedError (its ops on the GPU are not built yet)."""
+        "cuda:N") and return the module, as torch's ``Module.to``; where they already are,
+        nothing is copied. The optimizer ``compile`` gave the model moves its state with them
+        (values and step count kept); an optimizer of your own bound to them must be bound
+        again (it says so). On a GPU the model then takes ``fastnn.Tensor`` inputs there
+        (``fit``, ``evaluate`` and ``predict`` move NumPy data over themselves). "cuda" in a
+        build or on a machine without it raises a RuntimeError that says why."""
         from .._device import check_device
 
-        check_device(device, f"{type(self).__name__}.to")
-        return self
+        device = check_device(device, f"{type(self).__name__}.to")
+        return place(self, memory.empty(0, device=device))
 
     def export_onnx(self, path: str | Path, input_shape: tuple[int, ...] | list[int]) -> Path:
         """Write the model as an ONNX graph for onnxruntime and other runtimes
@@ -511,6 +524,49 @@ class Module:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def device_of_module(module: Module) -> str:
+    """Where the module's parameters live ("cpu" for NumPy arrays, or a Tensor's device)."""
+    params = module.parameters()
+    return memory.device_of(params[0].data) if params else "cpu"
+
+
+def place(module: Module, like: Any) -> Module:
+    """``Module.to`` for the device of ``like`` (an empty array: NumPy for host memory, a
+    Tensor for its device; the tests pass a Tensor in host memory to run the device path on
+    any machine). Parameters, their gradients and the buffers are copied there, and the
+    compiled optimizer is bound to them again with its state."""
+    on_device = memory.is_tensor(like)
+    if on_device:
+        from .._device import check_on_device
+
+        check_on_device(module, like.device)
+    params = module.parameters()
+
+    def moved(a: Any) -> Any:
+        if on_device:
+            return memory.asarray(a, like=like)
+        return a if not memory.is_tensor(a) else memory.asarray(a.numpy(), copy=True)
+
+    if all(memory.is_tensor(p.data) == on_device and memory.device_of(p.data) == memory.device_of(like)
+           for p in params):
+        return module
+    compiled = getattr(module, "compiled", None)
+    optimizer = getattr(compiled, "optimizer", None)
+    bound = optimizer is not None and optimizer.params and set(map(id, optimizer.params)) <= set(map(id, params))
+    state = optimizer.state_arrays() if bound else None
+    for p in params:
+        p.settle_grad()
+        p.data, p._grad = moved(p.data), moved(p._grad)
+    for m in dict(module.named_modules()).values():
+        for name in vars(m).get("_buffer_names", {}):
+            if getattr(m, name) is not None:
+                setattr(m, name, moved(getattr(m, name)))
+    if bound:
+        optimizer.bind(optimizer.params)
+        optimizer.load_state_arrays({k: memory.to_host(v) for k, v in state.items()})
+    return module
 
 
 def _recorded(forward: Callable) -> Callable:

@@ -71,6 +71,7 @@ class Sequential(Module):
 
     def _forward(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
         self._input_shape = np.shape(x)[1:]
+        workspace.place(x)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer.forward_with(x, workspace.part(i), internal or i < last)
