@@ -4,10 +4,10 @@ PyTorch eager and torch.compile(mode="reduce-overhead"), from the same weights o
 batches, the first losses checked to agree before anything is timed; and the GEMM against
 cuBLAS through torch.matmul, squares 1024-8192.
 
-fastnn's step is built today from its device ops (fastnn._C on fastnn.Tensors: the GEMM with
-its epilogue, activation backward with the bias gradient, the fused cross-entropy, Adam, the
-batch gather), one Python call per op, and reads its loss back every step; layers and
-fit(device="cuda") do not take device arrays yet, nor is the step captured as a CUDA graph.
+fastnn's step is timed twice: "fastnn" is the step fit(device="cuda") runs (a Sequential of
+Dense layers moved to the GPU: its forward and backward, the loss, Adam, the batch gathered on
+the device, the labels copied over and the loss read back each step); "fastnn ops" is the same
+step written with the device ops of fastnn._C directly. Neither is captured as a CUDA graph yet.
 
     python bench/bench_gpu.py [--rounds 5] [--quick]
 
@@ -32,6 +32,7 @@ from fastnn import _C  # noqa: E402
 MODELS = [("784-512-256-10", 128), ("784-512-256-10", 1024), ("784-512-256-10", 8192),
           ("784-4096-4096-10", 8192)]
 SQUARES = [1024, 2048, 4096, 8192]
+REFERENCE_UP_TO = 2048
 ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)
 
 
@@ -72,6 +73,41 @@ def initial_weights(sizes, seed=0):
     rng = np.random.default_rng(seed)
     return [((rng.standard_normal((o, i)) * np.sqrt(2.0 / i)).astype(np.float32), np.zeros(o, np.float32))
             for i, o in zip(sizes[:-1], sizes[1:])]
+
+
+class FastnnModelStep:
+    """One step of fit's loop on the GPU (train._train_epoch's body) for a ReLU MLP with Adam."""
+
+    def __init__(self, weights, device="cuda"):
+        from fastnn import nn
+
+        last = len(weights) - 1
+        layers = []
+        for k, (w, b) in enumerate(weights):
+            layer = nn.Dense(w.shape[1], w.shape[0], None if k == last else "relu")
+            layer.weight.data[...], layer.bias.data[...] = w, b
+            layers.append(layer)
+        self.model = nn.Sequential(*layers)
+        self.model.compile(loss="cross_entropy", optimizer=fastnn.optim.Adam(
+            lr=ADAM["lr"], betas=(ADAM["beta1"], ADAM["beta2"]), eps=ADAM["eps"]))
+        if device == "cpu":  # the tests' check against PyTorch: the device path on host memory
+            from fastnn.nn.module import place
+            from fastnn.tensor import Tensor
+
+            place(self.model, Tensor(_C.DeviceArray.empty([0], "float32", "cpu")))
+        else:
+            self.model.to(device)
+        self.cfg, self.batch = self.model.compiled, None
+
+    def __call__(self, X, y, idx) -> float:
+        if self.batch is None or len(self.batch) != len(idx):
+            self.batch = fastnn.memory.empty((len(idx), X.shape[1]), like=X)
+        xb = _C.gather_rows(X, idx, out=self.batch)
+        loss = self.cfg.loss(self.model(xb), y[idx])
+        self.model.backward(self.cfg.loss.backward(), input_grad=False)
+        self.cfg.optimizer.step()
+        self.cfg.optimizer.zero_grad()
+        return loss
 
 
 class FastnnStep:
@@ -136,9 +172,15 @@ def bench_mlp(torch, name, batch, rounds, steps_data=64, device="cuda", compile_
     Xd = fastnn.asarray(X, device=device)
     Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
     idx_t = [torch.from_numpy(i).to(device) for i in order]
-    ours = FastnnStep(weights, device)
+    model, ops = FastnnModelStep(weights, device), FastnnStep(weights, device)
+    Xm = Xd
+    if device == "cpu":  # the model's step on the device path (host memory), the ops' on NumPy
+        from fastnn.tensor import Tensor
+
+        Xm = Tensor(_C.DeviceArray.from_numpy(X, "cpu"))
     eager = torch_step(torch, weights, compiled=False, device=device)
-    runs = {"fastnn": lambda i: ours(Xd, y, order[i]), "torch": lambda i: eager(Xt[idx_t[i]], yt[idx_t[i]])}
+    runs = {"fastnn": lambda i: model(Xm, y, order[i]), "fastnn ops": lambda i: ops(Xd, y, order[i]),
+            "torch": lambda i: eager(Xt[idx_t[i]], yt[idx_t[i]])}
     if compile_too:
         compiled = torch_step(torch, weights, compiled=True, device=device)
         runs["torch.compile"] = lambda i: compiled(Xt[idx_t[i]], yt[idx_t[i]])
@@ -152,7 +194,8 @@ def bench_mlp(torch, name, batch, rounds, steps_data=64, device="cuda", compile_
     medians, per_round = interleaved_gpu(sync, fns, rounds)
     row = {"model": name, "batch": batch, "first_losses": first,
            **{f"{k}_samples_per_s": batch / t for k, t in medians.items()},
-           "vs_torch": statistics.median(r["torch"] / r["fastnn"] for r in per_round)}
+           "vs_torch": statistics.median(r["torch"] / r["fastnn"] for r in per_round),
+           "ops_vs_torch": statistics.median(r["torch"] / r["fastnn ops"] for r in per_round)}
     if "torch.compile" in medians:
         row["vs_torch_compile"] = statistics.median(r["torch.compile"] / r["fastnn"] for r in per_round)
     return row
@@ -166,12 +209,18 @@ def bench_gemm(torch, size, rounds):
     ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
     tc = torch.empty((size, size), device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 against fp32
-    medians, per_round = interleaved_gpu(torch.cuda.synchronize, {"fastnn": lambda: _C.gemm(da, db, dc),
-                                                 "cublas": lambda: torch.matmul(ta, tb, out=tc)}, rounds)
+    fns = {"fastnn": lambda: _C.gemm(da, db, dc), "cublas": lambda: torch.matmul(ta, tb, out=tc)}
+    if size <= REFERENCE_UP_TO:  # the readable kernel (double accumulator): slow, so small sizes only
+        fns["reference"] = lambda: _C.gemm_reference(da, db, dc)
+    medians, per_round = interleaved_gpu(torch.cuda.synchronize, fns, rounds)
     flops = 2.0 * size ** 3
-    return {"size": size, "fastnn_tflops": flops / medians["fastnn"] / 1e12,
-            "cublas_tflops": flops / medians["cublas"] / 1e12,
-            "vs_cublas": statistics.median(r["cublas"] / r["fastnn"] for r in per_round)}
+    row = {"size": size, "fastnn_tflops": flops / medians["fastnn"] / 1e12,
+           "cublas_tflops": flops / medians["cublas"] / 1e12,
+           "vs_cublas": statistics.median(r["cublas"] / r["fastnn"] for r in per_round)}
+    if "reference" in medians:
+        row["reference_tflops"] = flops / medians["reference"] / 1e12
+        row["reference_vs_cublas"] = statistics.median(r["cublas"] / r["reference"] for r in per_round)
+    return row
 
 
 def main(argv=None) -> int:
@@ -189,7 +238,8 @@ def main(argv=None) -> int:
     models = MODELS[:1] if args.quick else MODELS
     squares = SQUARES[:1] if args.quick else SQUARES
     rows = []
-    print(f"\n{'model':18s} {'batch':>6s} {'fastnn':>12s} {'torch':>12s} {'compile':>12s} {'/torch':>7s} {'/compile':>9s}")
+    print(f"\n{'model':18s} {'batch':>6s} {'fastnn':>12s} {'fastnn ops':>12s} {'torch':>12s} {'compile':>12s} "
+          f"{'/torch':>7s} {'/compile':>9s} {'ops/torch':>10s}   (samples/s)")
     for name, batch in models:
         try:
             r = bench_mlp(torch, name, batch, args.rounds)
@@ -198,15 +248,16 @@ def main(argv=None) -> int:
             rows.append({"model": name, "batch": batch, "error": f"{type(e).__name__}: {e}"})
             continue
         rows.append(r)
-        print(f"{name:18s} {batch:6d} {r['fastnn_samples_per_s']:12,.0f} {r['torch_samples_per_s']:12,.0f} "
-              f"{r.get('torch.compile_samples_per_s', float('nan')):12,.0f} {r['vs_torch']:6.2f}x "
-              f"{r.get('vs_torch_compile', float('nan')):8.2f}x")
+        print(f"{name:18s} {batch:6d} {r['fastnn_samples_per_s']:12,.0f} {r['fastnn ops_samples_per_s']:12,.0f} "
+              f"{r['torch_samples_per_s']:12,.0f} {r.get('torch.compile_samples_per_s', float('nan')):12,.0f} "
+              f"{r['vs_torch']:6.2f}x {r.get('vs_torch_compile', float('nan')):8.2f}x {r['ops_vs_torch']:9.2f}x")
     gemms = []
-    print(f"\n{'square':>6s} {'fastnn TFLOP/s':>15s} {'cuBLAS (torch)':>15s} {'ratio':>6s}")
+    print(f"\n{'square':>6s} {'fastnn TFLOP/s':>15s} {'cuBLAS (torch)':>15s} {'ratio':>6s} {'reference':>10s} {'ratio':>6s}")
     for size in squares:
         g = bench_gemm(torch, size, args.rounds)
         gemms.append(g)
-        print(f"{size:6d} {g['fastnn_tflops']:15.1f} {g['cublas_tflops']:15.1f} {g['vs_cublas']:5.2f}x")
+        print(f"{size:6d} {g['fastnn_tflops']:15.1f} {g['cublas_tflops']:15.1f} {g['vs_cublas']:5.2f}x "
+              f"{g.get('reference_tflops', float('nan')):10.2f} {g.get('reference_vs_cublas', float('nan')):5.3f}x")
     path = write_json("gpu", {"gpu": fastnn.config()["cuda"], "torch": torch.__version__, "mlp": rows,
                               "gemm": gemms, "rounds": args.rounds})
     print(f"\nwrote {path}")

@@ -4,7 +4,8 @@
 # package registry is reachable there). Builds fastnn with FASTNN_CUDA=ON into a folder of its
 # own, then runs the CUDA tests (the self-test kernel on the device, the device query, device
 # arrays and their DLPack exchange with PyTorch and CuPy, the allocator, the errors "cuda"
-# gives, the ops held to the CPU's, training on the device against the CPU's), then
+# gives, the ops held to the CPU's, models trained on the device (fit, evaluate, predict, to)
+# against the CPU's), then
 # bench/bench_gpu.py, then the device-op tests once more under compute-sanitizer's memcheck,
 # and writes every log, the bench's JSON and the built package (site.tgz, so that a later run
 # with unchanged C++ can skip the build: FASTNN_SITE_TGZ=path) to $OUT (default
@@ -46,6 +47,7 @@ sys.exit(0 if cuda["available"] else "gpu_check.sh: no usable GPU: " + cuda["rea
   2>&1 | tee -a "$out/machine.txt" || status=1  # on the GPU machine, no GPU is a failure
 stamp tests
 cuda_tests=("$repo/tests/test_cuda.py" "$repo/tests/test_tensor.py" "$repo/tests/test_device_ops.py"
+            "$repo/tests/test_device_training.py" "$repo/tests/test_bench_scripts.py::test_bench_gpu_fastnn_step_trains_as_torch_does"
             "$repo/tests/test_layers.py::test_to_another_device_says_what_this_build_has")
 timeout "${TESTS_TIMEOUT:-150}" "$py" -m pytest -q -rs -p no:cacheprovider --durations=8 "${select[@]}" "${cuda_tests[@]}" 2>&1 \
   | tee "$out/tests.log" || status=1

@@ -69,6 +69,7 @@ void bind_reduce(py::module_& m) {
                 fail_value("column_sum: 'x' must be 2-D, got " + std::to_string(x.shape.size()) + "-D");
             const int64_t rows = x.shape[0], cols = x.shape[1];
             DeviceArray& out = device_f32(out_obj, x.device(), cols, "column_sum", "out", "x");
+            Operands("column_sum").input("x", x.view()).output("out", out.view()).check();
             const float* xp = x.f32();
             float* op = out.f32();
             run_on(x.device(), [&] { column_sum(xp, op, rows, cols, beta); },

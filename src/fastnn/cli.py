@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import fastnn
 from fastnn._checks import thread_count
+from fastnn._device import check_device
 
 ACTIVATIONS = [name for name, a in fastnn._C.activations().items() if a["canonical"] != "identity"]
 OPTIMIZERS = ["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
@@ -132,6 +133,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="the layers' matrix products: fp32, or bf16 (bfloat16 products "
                    "accumulated in float32, on AMX or AVX512_BF16; float32 weights) "
                    "(default: %(default)s)")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="where to train: cpu, cuda or cuda:N (the CUDA build; default: cpu)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -327,7 +330,18 @@ def _banner(args: argparse.Namespace, n_train: int, n_test: int, held_out: str =
           f"{args.data}: {n_train} train / {validation}{n_test} {held_out} samples")
 
 
+def _check_device(args: argparse.Namespace) -> None:
+    """--device checked before any data is loaded: a device this build or machine lacks is a
+    usage error (its reason printed, no traceback)."""
+    if args.device is not None:
+        try:
+            check_device(args.device, "--device")
+        except RuntimeError as e:
+            raise ValueError(str(e)) from None
+
+
 def _train(args: argparse.Namespace) -> int:
+    _check_device(args)
     if args.save:
         fastnn.io._safetensors()  # its ImportError says what to install, before any training
     X_train, y_train, X_test, y_test = _load(args, 0.0)
@@ -354,7 +368,8 @@ def _train(args: argparse.Namespace) -> int:
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=split, seed=args.seed,
                         callbacks=callbacks, augment=_augment(args.augment, args.data),
-                        diagnostics=args.diagnostics, distributed=args.distributed)
+                        diagnostics=args.diagnostics, distributed=args.distributed,
+                        device=args.device)
     result = model.evaluate(X_test, y_test)
     print(f"test loss {result['loss']:.4f} - test accuracy {result['accuracy']:.4f}")
     if args.diagnostics:
@@ -381,6 +396,7 @@ def _print_diagnostics(history) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    _check_device(args)
     X_train, y_train, X_test, y_test = _load(args, 0.0)
     # The split datasets.load(validation=0.1) makes, which refuses to leave a set empty.
     X_tr, y_tr, X_val, y_val = fastnn.datasets._stratified_split(X_train, y_train, 0.1, args.seed)
@@ -397,7 +413,7 @@ def _compare(args: argparse.Namespace) -> int:
                                optimizers=args.optimizers, lrs=args.lr,
                                batch_sizes=args.batch_size, epochs=args.epochs, seed=args.seed,
                                target_accuracy=args.target, plot=args.plot,
-                               precision=args.precision)
+                               precision=args.precision, device=args.device)
     if args.plot:
         print(f"saved the curves to {args.plot}")
     return 0
@@ -452,6 +468,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 return _train(args)
         return _train(args) if args.command == "train" else _compare(args)
-    except (ImportError, ValueError) as e:
+    except (ImportError, ValueError, NotImplementedError) as e:
         print(f"fastnn: error: {e}", file=sys.stderr)
         return 1

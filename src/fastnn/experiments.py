@@ -103,7 +103,7 @@ def compare(build_model: Callable[[], Any], data: Data, *,
             epochs: int = 5, loss: str = "cross_entropy", seed: int = 0,
             target_accuracy: float | None = None, verbose: bool = True,
             plot: str | None = None, chance_margin: float = 0.02,
-            precision: str = "fp32") -> Comparison:
+            precision: str = "fp32", device: str | None = None) -> Comparison:
     """Train one model per (optimizer settings, lr, batch size) and compare them.
 
     build_model: a function returning a fresh, uncompiled model. data: (X_train, y_train,
@@ -130,7 +130,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     table (``Run.at_chance``): it learnt nothing. Prints a line per run and the table when
     verbose; plot= saves the curves side by side (needs matplotlib). A failure of the table
     or the plot only warns: the finished runs are always returned. precision: "fp32" or
-    "bf16", every run's (``compile``'s precision).
+    "bf16", every run's (``compile``'s precision). device: where every run trains
+    (``fit``'s device; None: the CPU).
     """
     X_train, y_train, X_val, y_val = _unpack(data, 4, "compare")
     if not 0.0 <= chance_margin < 1.0:
@@ -155,7 +156,7 @@ def compare(build_model: Callable[[], Any], data: Data, *,
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # divergence is reported below
-            history = model.fit(X_train, y_train, epochs=epochs, batch_size=batch_size,
+            history = model.fit(X_train, y_train, epochs=epochs, batch_size=batch_size, device=device,
                                 validation_data=(X_val, y_val), seed=seed, verbose=0)
         seconds = time.perf_counter() - start
         h = history.history

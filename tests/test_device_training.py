@@ -1,0 +1,200 @@
+"""Models on device arrays: ``model.to(device)``, ``fit(..., device=...)``, ``evaluate`` and
+``predict`` of a model there, held to the same model trained on NumPy arrays.
+
+"cpu-tensor" moves the model into DeviceArrays in host memory (``nn.module.place``), which
+every machine has: the layers, the loss, the optimizer's flat buffer and the training loop
+then take the device path with the CPU's kernels, so the result must equal the NumPy run
+bit for bit. "cuda" (marked ``cuda``: the CUDA build on a GPU, scripts/gpu_check.sh) runs the
+kernels of csrc/cuda, whose loss curve must follow the CPU's to 1e-4 over 200 steps, with
+dropout drawing the CPU's masks."""
+import re
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _C, nn
+from fastnn.callbacks import Callback
+from fastnn.nn.module import place
+from fastnn.tensor import Tensor
+
+CUDA = _C.cuda_info()
+DEVICES = ["cpu-tensor", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not CUDA["available"], reason=f"no usable CUDA: {CUDA['reason']}")])]
+
+
+def move(model, device):
+    if device == "cpu-tensor":
+        return place(model, Tensor(_C.DeviceArray.empty([0], "float32", "cpu")))
+    return model.to(device)
+
+
+def data(n=800, features=20, classes=5, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((classes, features)) * 2
+    y = rng.integers(0, classes, n)
+    X = (centers[y] + rng.standard_normal((n, features))).astype(np.float32)
+    return X, y
+
+
+def mlp(optimizer="adam", seed=0):
+    fastnn.seed(seed)
+    model = nn.Sequential(nn.Dense(20, 32, "relu"), nn.Dropout(0.2), nn.Dense(32, 16), nn.Tanh(),
+                          nn.Dense(16, 16, "gelu"), nn.Dense(16, 5))
+    model.compile(loss="cross_entropy", optimizer=optimizer)
+    return model
+
+
+class StepLosses(Callback):
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_batch_end(self, batch, logs=None):
+        self.losses.append(logs["loss"])
+
+
+def same(device, got, expected, atol):
+    if device == "cpu-tensor":
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_fit_on_a_device_follows_the_cpu(device, optimizer):
+    """200 steps (8 epochs of 25 batches, dropout on), step by step from the same weights."""
+    X, y = data()
+    expected, got = StepLosses(), StepLosses()
+    cpu = mlp(optimizer)
+    cpu.fit(X, y, epochs=8, batch_size=32, seed=1, verbose=0, callbacks=[expected])
+    model = move(mlp(optimizer), device)
+    assert all(isinstance(p.data, Tensor) for p in model.parameters())
+    history = model.fit(X, y, epochs=8, batch_size=32, seed=1, verbose=0, callbacks=[got])
+    assert len(got.losses) == 200 and expected.losses[-1] < 0.5 * expected.losses[0]
+    same(device, got.losses, expected.losses, 1e-4)
+    assert isinstance(model.parameters()[0].data, Tensor), "fit moved the model off the device"
+    same(device, history.history["accuracy"], cpu.history.history["accuracy"], 0.01)
+    for p, q in zip(model.parameters(), cpu.parameters()):
+        same(device, p.data.numpy(), q.data, 1e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fit_with_device_argument_unshuffled_and_full_batch(device):
+    X, y = data(300)
+    cpu = mlp("sgd")
+    cpu.fit(X, y, epochs=3, batch_size=None, shuffle=False, verbose=0)
+    model = mlp("sgd")
+    if device == "cpu-tensor":
+        move(model, device)
+        model.fit(X, y, epochs=3, batch_size=None, shuffle=False, verbose=0)
+    else:
+        model.fit(X, y, epochs=3, batch_size=None, shuffle=False, verbose=0, device=device)
+        assert model.parameters()[0].data.device == "cuda:0"
+    same(device, model.history.history["loss"], cpu.history.history["loss"], 1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_predict_and_evaluate_on_a_device(device):
+    X, y = data(300)
+    cpu = mlp()
+    model = move(mlp(), device)
+    got = model.predict(X, batch_size=64)
+    assert isinstance(got, np.ndarray) and got.shape == (300, 5)
+    same(device, got, cpu.predict(X, batch_size=64), 1e-5)
+    got, expected = model.evaluate(X, y), cpu.evaluate(X, y)
+    assert got.keys() == expected.keys()
+    same(device, [got["loss"]], [expected["loss"]], 1e-5)
+    out = model(fastnn.memory.asarray(X[:10], like=model.parameters()[0].data))
+    assert isinstance(out, Tensor) and out.shape == (10, 5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_to_keeps_the_optimizer_state_and_comes_back(device):
+    """An epoch on the CPU, one on the device, one back on the CPU: the run of three on the
+    CPU, the optimizer's moments and step count carried along."""
+    X, y = data(256)
+    straight, moved = mlp(), mlp()
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    straight.fit(X, y, epochs=3, batch_size=32, seed=rng_a, verbose=0)
+    moved.fit(X, y, epochs=1, batch_size=32, seed=rng_b, verbose=0)
+    move(moved, device)
+    assert moved.compiled.optimizer.step_count == 8
+    moved.fit(X, y, epochs=1, batch_size=32, seed=rng_b, verbose=0)
+    assert moved.to("cpu") is moved
+    assert all(type(p.data) is np.ndarray and type(p.grad) is np.ndarray for p in moved.parameters())
+    moved.fit(X, y, epochs=1, batch_size=32, seed=rng_b, verbose=0)
+    assert moved.compiled.optimizer.step_count == 24
+    for p, q in zip(moved.parameters(), straight.parameters()):
+        same(device, p.data, q.data, 1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case,words", [
+    ("conv", "Conv2d (layer 0) has no CUDA kernels yet"),
+    ("softmax", "Softmax (layer 1) has no CUDA kernels yet"),
+    ("l2", "L1/L2 penalties are not built"),
+    ("mse", "the loss MSE has no CUDA kernels yet"),
+    ("rmsprop", "RMSprop has no CUDA kernel yet"),
+    ("clip", "clip_norm and clip_value are not built"),
+    ("diagnostics", "diagnostics=True"),
+])
+def test_what_has_no_device_kernels_is_named(device, case, words):
+    layers = {"conv": [nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Dense(8, 5)],
+              "softmax": [nn.Dense(20, 8), nn.Softmax(), nn.Dense(8, 5)],
+              "l2": [nn.Dense(20, 5, l2=1e-3)]}.get(case, [nn.Dense(20, 5)])
+    model = nn.Sequential(*layers)
+    model.compile(loss="mse" if case == "mse" else "cross_entropy",
+                  optimizer={"rmsprop": "rmsprop", "clip": fastnn.optim.Adam(clip_norm=1.0)}.get(case, "adam"))
+    X, y = data(64)
+    with pytest.raises(NotImplementedError, match=re.escape(words)):
+        move(model, device)
+        model.fit(X if case != "conv" else X[:, :16].reshape(64, 1, 4, 4), y, epochs=1, verbose=0,
+                  diagnostics=case == "diagnostics")
+
+
+def test_loss_on_a_device_checks_host_labels_and_refuses_another_device():
+    pred = Tensor(_C.DeviceArray.from_numpy(np.zeros((4, 3), np.float32), "cpu"))
+    loss = fastnn.losses.CrossEntropy()
+    assert loss(pred, np.array([0, 1, 2, 0])) == pytest.approx(np.log(3))
+    assert isinstance(loss.backward(), Tensor)
+    with pytest.raises(ValueError, match="label 3 is outside"):
+        loss(pred, np.array([0, 1, 2, 3], np.uint8))
+    with pytest.raises(ValueError, match="same number of rows"):
+        loss(pred, np.array([0, 1]))
+    with pytest.raises(NotImplementedError, match="class labels only"):
+        loss(pred, np.full((4, 3), 1 / 3))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA["available"], reason=f"no usable CUDA: {CUDA['reason']}")
+def test_training_on_the_gpu_allocates_nothing_after_the_first_epoch():
+    X, y = data()
+    model = mlp().to("cuda")
+    model.fit(X, y, epochs=1, batch_size=32, seed=1, verbose=0)
+    before = fastnn.memory_stats("cuda")["device_allocs"]
+    model.fit(X, y, epochs=3, batch_size=32, seed=2, verbose=0)
+    assert fastnn.memory_stats("cuda")["device_allocs"] == before
+
+
+def test_cli_device_refuses_what_this_build_or_machine_lacks(capsys):
+    from fastnn.cli import main
+
+    assert main(["train", "--data", "xor", "--epochs", "1", "--device", "gpu"]) == 1
+    assert "'cpu', 'cuda' or 'cuda:N'" in capsys.readouterr().err
+    if not CUDA["available"]:
+        assert main(["compare", "--data", "xor", "--epochs", "1", "--device", "cuda"]) == 1
+        words = CUDA["reason"] if CUDA["built"] else "built without CUDA; build it with"
+        assert words in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA["available"], reason=f"no usable CUDA: {CUDA['reason']}")
+def test_cli_trains_on_the_gpu(capsys):
+    from fastnn.cli import main
+
+    assert main(["train", "--data", "digits", "--epochs", "3", "--device", "cuda"]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(out.rsplit("test accuracy", 1)[1].split()[0])
+    assert accuracy > 0.85, out
