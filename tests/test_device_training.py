@@ -173,9 +173,9 @@ def test_training_on_the_gpu_allocates_nothing_after_the_first_epoch():
     X, y = data()
     model = mlp().to("cuda")
     model.fit(X, y, epochs=1, batch_size=32, seed=1, verbose=0)
-    before = fastnn.memory_stats("cuda")["device_allocs"]
+    before = fastnn.tensor.memory_stats("cuda")["device_allocs"]
     model.fit(X, y, epochs=3, batch_size=32, seed=2, verbose=0)
-    assert fastnn.memory_stats("cuda")["device_allocs"] == before
+    assert fastnn.tensor.memory_stats("cuda")["device_allocs"] == before
 
 
 def test_cli_device_refuses_what_this_build_or_machine_lacks(capsys):

@@ -8,10 +8,13 @@ Device memory comes from a caching allocator (``memory_stats``): a freed block i
 the next request of its size, so that a steady state allocates nothing from the device.
 A Tensor holds float32 data or the integer types labels come in (int64, int32, uint8),
 C-contiguous; ``t[a:b]``, ``t[i]`` and ``t.reshape(...)`` are views that share its memory
-(the unit an optimizer's flat buffer is cut into), ``fill_`` and ``copy_`` write in place. Ops on Tensors so far, at the level of ``fastnn._C``: the GEMM with its bias
-and activation epilogue (cuBLAS) and its reference, the elementwise activations forward and
-backward, the softmax cross-entropy, dropout (the CPU's masks), the SGD and Adam steps and
-the mini-batch gather (csrc/cuda); layers and training do not take Tensors yet.
+(the unit an optimizer's flat buffer is cut into), ``fill_`` and ``copy_`` write in place.
+Ops on Tensors, at the level of ``fastnn._C`` (each returns a Tensor where it makes a new
+array): the GEMM with its bias and activation epilogue (cuBLAS) and its reference, the
+elementwise activations forward and backward, the column sum of the bias gradient, the
+softmax cross-entropy, dropout (the CPU's masks), the SGD and Adam steps and the mini-batch
+gather (csrc/cuda); on them the layers an MLP is made of, ``CrossEntropy`` and those
+optimizers run, so that ``model.to("cuda")`` and ``fit(..., device="cuda")`` train there.
 """
 from __future__ import annotations
 
