@@ -29,6 +29,7 @@ void gather_rows(const float* x, const int64_t* idx, float* out, int64_t n, int6
 void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta);
 // sum(x^2) in double over fixed chunks: the same value whatever the thread count.
 double sum_squares(const float* x, int64_t n);
+double sum_abs(const float* x, int64_t n);  // sum |x| in double, the same fixed chunks
 void scale(float* x, int64_t n, float factor);                 // x *= factor
 void axpby(float* y, const float* x, int64_t n, float a, float b);  // y = a * y + b * x
 void clip(float* x, int64_t n, float low, float high);         // x = min(max(x, low), high)

@@ -362,3 +362,36 @@ def test_tf32_is_used_only_when_asked_for():
     finally:
         fastnn.set_matmul_precision("fp32")
     assert errors["fp32"] <= 1.0 < errors["tf32"], errors
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", SIZES + [(4097,), (300, 70)], ids=str)  # around sum.cuh's chunks
+def test_losses_sums_and_penalties_on_a_device_are_the_cpu_ops(device, shape):
+    """mse and binary_cross_entropy (logits, probabilities), sum_squares, sum_abs,
+    add_penalty_grad, scale_ and clip_: the CPU's op (to the bit in host memory, to rounding on
+    the GPU, whose sums take another fixed order), and the sums float64 NumPy's."""
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    t = (rng.random(shape) > 0.5).astype(np.float32)
+    p = np.clip(rng.random(shape), 1e-3, 1 - 1e-3).astype(np.float32)
+    for name, args in [("mse", (x, t)), ("binary_cross_entropy", (x, t)), ("binary_cross_entropy", (p, t))]:
+        kw = {"from_logits": args[0] is x} if name != "mse" else {}
+        want_loss, want_grad = getattr(_C, name)(*args, **kw)
+        got_loss, got_grad = getattr(_C, name)(*(on(device, a) for a in args), **kw)
+        assert isinstance(got_grad, _C.DeviceArray)
+        same(device, got_grad, want_grad, exact=False)
+        assert got_loss == pytest.approx(want_loss, rel=1e-12 if device == "cpu" else 1e-6)
+    x64 = x.astype(np.float64)
+    for name, expected in [("sum_squares", (x64 ** 2).sum()), ("sum_abs", np.abs(x64).sum())]:
+        got = getattr(_C, name)(on(device, x))
+        assert got == getattr(_C, name)(x) or device != "cpu"
+        assert got == pytest.approx(expected, rel=1e-12)
+    grad, want = on(device, t), t.copy()
+    value = _C.add_penalty_grad(on(device, x), grad, 0.01, 0.2)
+    assert value == pytest.approx(_C.add_penalty_grad(x, want, 0.01, 0.2), rel=1e-12)
+    same(device, grad, want, exact=False)
+    for op, args, expected in [(_C.scale_, (0.25,), x * np.float32(0.25)),
+                               (_C.clip_, (-1.0, 2.0), np.clip(x, -1.0, 2.0))]:
+        d = on(device, x)
+        op(d, *args)
+        same(device, d, expected, exact=True)

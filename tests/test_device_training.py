@@ -131,26 +131,55 @@ def test_to_keeps_the_optimizer_state_and_comes_back(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", ["mse", "bce", "bce_probabilities", "penalties", "clip_norm", "clip_value"])
+def test_the_other_losses_penalties_and_clipping_on_a_device(device, case):
+    """MSE on one-hot rows, binary cross-entropy from logits and from a sigmoid's
+    probabilities, Dense's L1/L2 penalties (in the loss and the gradient), clip_norm and
+    clip_value: the CPU's loss curve."""
+    X, y = data(400, classes=5 if case in ("mse", "penalties", "clip_norm", "clip_value") else 2)
+    target = np.eye(5, dtype=np.float32)[y] if case == "mse" else y
+
+    def build():
+        fastnn.seed(3)
+        last = {"bce": nn.Dense(16, 1), "bce_probabilities": nn.Dense(16, 1, "sigmoid")}.get(case, nn.Dense(16, 5))
+        first = nn.Dense(20, 16, "tanh", l1=1e-3, l2=1e-2) if case == "penalties" else nn.Dense(20, 16, "tanh")
+        model = nn.Sequential(first, last)
+        loss = {"mse": "mse", "bce": "binary_cross_entropy",
+                "bce_probabilities": fastnn.losses.BinaryCrossEntropy(from_logits=False)}.get(case, "cross_entropy")
+        clip = {"clip_norm": {"clip_norm": 0.5}, "clip_value": {"clip_value": 0.01}}.get(case, {})
+        model.compile(loss=loss, optimizer=fastnn.optim.SGD(lr=0.1, momentum=0.9, **clip))
+        return model
+
+    expected, got = StepLosses(), StepLosses()
+    cpu = build()
+    cpu.fit(X, target, epochs=3, batch_size=32, seed=1, verbose=0, callbacks=[expected])
+    model = move(build(), device)
+    model.fit(X, target, epochs=3, batch_size=32, seed=1, verbose=0, callbacks=[got])
+    assert expected.losses[-1] < expected.losses[0]
+    same(device, got.losses, expected.losses, 1e-4)
+    same(device, model.history.history["accuracy"], cpu.history.history["accuracy"], 0.01)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case,words", [
     ("conv", "Conv2d (layer 0) has no CUDA kernels yet"),
     ("softmax", "Softmax (layer 1) has no CUDA kernels yet"),
-    ("l2", "L1/L2 penalties are not built"),
-    ("mse", "the loss MSE has no CUDA kernels yet"),
+    ("batch_norm", "BatchNorm1d (layer 1) has no CUDA kernels yet"),
     ("rmsprop", "RMSprop has no CUDA kernel yet"),
-    ("clip", "clip_norm and clip_value are not built"),
+    ("soft_targets", "class labels only"),
     ("diagnostics", "diagnostics=True"),
 ])
 def test_what_has_no_device_kernels_is_named(device, case, words):
     layers = {"conv": [nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Dense(8, 5)],
               "softmax": [nn.Dense(20, 8), nn.Softmax(), nn.Dense(8, 5)],
-              "l2": [nn.Dense(20, 5, l2=1e-3)]}.get(case, [nn.Dense(20, 5)])
+              "batch_norm": [nn.Dense(20, 8), nn.BatchNorm1d(8), nn.Dense(8, 5)]}.get(case, [nn.Dense(20, 5)])
     model = nn.Sequential(*layers)
-    model.compile(loss="mse" if case == "mse" else "cross_entropy",
-                  optimizer={"rmsprop": "rmsprop", "clip": fastnn.optim.Adam(clip_norm=1.0)}.get(case, "adam"))
+    model.compile(loss="cross_entropy", optimizer="rmsprop" if case == "rmsprop" else "adam")
     X, y = data(64)
+    target = np.eye(5, dtype=np.float32)[y] if case == "soft_targets" else y
     with pytest.raises(NotImplementedError, match=re.escape(words)):
         move(model, device)
-        model.fit(X if case != "conv" else X[:, :16].reshape(64, 1, 4, 4), y, epochs=1, verbose=0,
+        model.fit(X if case != "conv" else X[:, :16].reshape(64, 1, 4, 4), target, epochs=1, verbose=0,
                   diagnostics=case == "diagnostics")
 
 

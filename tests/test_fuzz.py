@@ -1374,13 +1374,15 @@ DEVICE_OP_ARGS = ["device"] * 6 + ["numpy", "int64", "short", "alias", "tensor",
 
 
 @fuzz(op=st.sampled_from(["gemm", "activation_forward", "activation_backward", "cross_entropy",
-                          "gather_rows", "dropout_forward", "sgd_step", "adam_step", "column_sum"]),
+                          "gather_rows", "dropout_forward", "sgd_step", "adam_step", "column_sum", "mse",
+                          "binary_cross_entropy", "sum_squares", "sum_abs", "add_penalty_grad", "clip_"]),
       act=st.sampled_from(ACTS), n=st.sampled_from([0, 1, 7, 16, 1000]), cols=st.sampled_from([1, 3, 8]),
       kinds=st.lists(st.sampled_from(DEVICE_OP_ARGS), min_size=4, max_size=4),
       with_bias=st.booleans(), momentum=st.sampled_from([0.0, 0.9]))
 def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
     """gemm, activation_forward/backward, cross_entropy, gather_rows, dropout_forward, sgd_step,
-    adam_step and column_sum on a device array ("cpu"
+    adam_step, column_sum, mse, binary_cross_entropy, sum_squares, sum_abs, add_penalty_grad and
+    clip_ on a device array ("cpu"
     DeviceArrays) with the other arguments drawn: device arrays, host arrays, int64 device
     arrays, a size short, the first array again, a fastnn.Tensor, a list. With device arrays
     (or Tensors) only, the NumPy op's result; with a host, int64 or short one, a TypeError or
@@ -1403,7 +1405,9 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
     args = [first] + [make(k, v) for k, v in zip(kinds[1:], host[1:])]
     used = {"gemm": [1], "cross_entropy": [1], "gather_rows": [1], "dropout_forward": [1],
             "activation_forward": [1], "activation_backward": [1, 3] + [2] * (act == "gelu"),
-            "sgd_step": [1] + [2] * (momentum != 0), "adam_step": [1, 2, 3], "column_sum": [1]}[op]  # x: gelu's only
+            "sgd_step": [1] + [2] * (momentum != 0), "adam_step": [1, 2, 3], "column_sum": [1], "mse": [1],
+            "binary_cross_entropy": [1], "sum_squares": [], "sum_abs": [], "add_penalty_grad": [1],
+            "clip_": []}[op]  # x: gelu's only
     used_kinds = [kinds[i] if kinds[i] != "short" or host[0].size else "device" for i in used]
     bias_arg = make(kinds[0], bias) if with_bias and op == "activation_backward" else None
     if bias_arg is not None:
@@ -1421,6 +1425,9 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
         on_host = ("numpy", "list") if n else ("numpy",)  # an empty list is float64 to NumPy
         plain = kinds[1] in ("device", "tensor", "int64", *on_host)
         bad = kinds[1] == "alias"  # float32: not an index
+    if op in ("mse", "binary_cross_entropy"):  # two inputs (the same one twice is fine); an empty pred has no mean
+        plain = n > 0 and kinds[1] in ("device", "tensor", "alias")
+        bad = n == 0 or kinds[1] in ("numpy", "int64", "list", "short")
     if op == "column_sum":  # out: a bias-shaped array (the first array again never fits beside it)
         args[1] = make(kinds[1], bias)
         plain = kinds[1] in ("device", "tensor")
@@ -1452,6 +1459,21 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
             _C.column_sum(args[0], args[1], beta=0.5)
             got, want = args[1], expected_bias
             _C.column_sum(expected[0], want, beta=0.5)
+        elif op in ("mse", "binary_cross_entropy"):
+            got_loss, got = getattr(_C, op)(args[0], args[1])
+            want_loss, want = getattr(_C, op)(expected[0], expected[0] if kinds[1] == "alias" else expected[1])
+            assert got_loss == want_loss
+        elif op in ("sum_squares", "sum_abs"):
+            assert getattr(_C, op)(args[0]) == getattr(_C, op)(expected[0])
+            got, want = args[0], expected[0]
+        elif op == "add_penalty_grad":
+            assert _C.add_penalty_grad(args[0], args[1], 0.1, 0.2) == _C.add_penalty_grad(
+                expected[0], expected[1], 0.1, 0.2)
+            got, want = args[1], expected[1]
+        elif op == "clip_":
+            _C.clip_(args[0], 0.5, 2.0)
+            _C.clip_(expected[0], 0.5, 2.0)
+            got, want = args[0], expected[0]
         elif op == "sgd_step":
             _C.sgd_step(args[0], args[1], args[2], lr=0.1, momentum=momentum, weight_decay=0.01)
             _C.sgd_step(expected[0], expected[1], expected[2], lr=0.1, momentum=momentum, weight_decay=0.01)

@@ -1,6 +1,7 @@
 // Reductions, gathers and in-place elementwise helpers: the bias gradient (column_sum; the bias
 // itself is added by the GEMM epilogue), squared norms for gradient clipping, scale, axpby, clip.
 #include <algorithm>
+#include <cmath>
 
 #include "../core/work_split.h"
 #include "../ops.h"
@@ -31,10 +32,19 @@ FASTNN_ISA_BODY double sum_squares_range(const float* x, int64_t n) {
     return sum_lanes_f64(0, n, [=](int64_t i) { return static_cast<double>(x[i]) * x[i]; });
 }
 
+FASTNN_ISA_BODY double sum_abs_range(const float* x, int64_t n) {
+    return sum_lanes_f64(0, n, [=](int64_t i) { return std::fabs(static_cast<double>(x[i])); });
+}
+
 }  // namespace
 
 double sum_squares(const float* x, int64_t n) {
     const auto range = IsaCopies<sum_squares_range>::pick();
+    return chunked_sum(n, kSumChunk, [=](int64_t b, int64_t e) { return range(x + b, e - b); });
+}
+
+double sum_abs(const float* x, int64_t n) {
+    const auto range = IsaCopies<sum_abs_range>::pick();
     return chunked_sum(n, kSumChunk, [=](int64_t b, int64_t e) { return range(x + b, e - b); });
 }
 

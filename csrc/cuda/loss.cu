@@ -2,16 +2,18 @@
 // loss log(sum(exp(x))) - x[label] from the shifted exponentials, its gradient
 // (softmax - onehot) / rows written in the same pass, the mean over rows in double. The sum
 // is deterministic: one thread per row writes its loss, one block adds them in a fixed order
-// (no atomics on floats), so a run repeats bit for bit.
+// (no atomics on floats), so a run repeats bit for bit. And the elementwise losses (MSE, binary
+// cross-entropy from logits or probabilities), summed by sum.cuh's fixed chunks.
 #include <cuda_runtime.h>
 
+#include "activation_math.cuh"  // max_as_std
 #include "launch.h"
 #include "ops.h"
+#include "sum.cuh"
 
 namespace fastnn::cuda {
 namespace {
 
-constexpr int kSumThreads = 256;
 
 template <class Label>
 __global__ void cross_entropy_rows(const float* logits, const Label* labels, float* grad, int64_t rows,
@@ -39,19 +41,40 @@ __global__ void cross_entropy_rows(const float* logits, const Label* labels, flo
     }
 }
 
-// One block: thread t adds rows t, t + 256, ... in order, then a tree of fixed shape.
-__global__ void ordered_sum(const double* v, int64_t n, double* out) {
-    __shared__ double part[kSumThreads];
-    double s = 0.0;
-    for (int64_t i = threadIdx.x; i < n; i += kSumThreads) s += v[i];
-    part[threadIdx.x] = s;
-    __syncthreads();
-    for (int half = kSumThreads / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-        __syncthreads();
+// The elementwise losses: grad[i] and the term of the sum at i, as cpu/loss.cpp's formulas.
+struct MseTerm {
+    const float *p, *t;
+    float* grad;
+    float scale;
+    __device__ double operator()(int64_t i) const {
+        const float d = p[i] - t[i];
+        grad[i] = scale * d;
+        return static_cast<double>(d) * d;
     }
-    if (threadIdx.x == 0) *out = part[0];
-}
+};
+
+struct BceLogitsTerm {
+    const float *z, *t;
+    float* grad;
+    float inv_n;
+    __device__ double operator()(int64_t i) const {
+        const float ez = expf(-fabsf(z[i]));
+        const float sig = z[i] >= 0.0f ? 1.0f / (1.0f + ez) : ez / (1.0f + ez);
+        grad[i] = (sig - t[i]) * inv_n;
+        return static_cast<double>(max_as_std(z[i], 0.0f) - z[i] * t[i] + log1pf(ez));
+    }
+};
+
+struct BceProbabilitiesTerm {  // each log clamped at -100, the denominator at 1e-12, as PyTorch
+    const float *p, *t;
+    float* grad;
+    float inv_n;
+    __device__ double operator()(int64_t i) const {
+        const float lp = max_as_std(logf(p[i]), -100.0f), lq = max_as_std(log1pf(-p[i]), -100.0f);
+        grad[i] = (p[i] - t[i]) / max_as_std(p[i] * (1.0f - p[i]), 1e-12f) * inv_n;
+        return -static_cast<double>(t[i] * lp + (1.0f - t[i]) * lq);
+    }
+};
 
 }  // namespace
 
@@ -73,6 +96,25 @@ double cross_entropy(const float* logits, const Label* labels, float* grad, int6
     check_call(cudaMemcpy(&bad, first_bad, sizeof bad, cudaMemcpyDeviceToHost), "cross_entropy (result)");
     *first_bad_row = bad == none ? -1 : static_cast<int64_t>(bad);
     return host_total / static_cast<double>(rows);
+}
+
+double elementwise_loss(ElementwiseLoss kind, const float* pred, const float* target, float* grad, int64_t n,
+                        double* scratch) {
+    const float inv_n = 1.0f / static_cast<float>(n);
+    double total = 0.0;
+    switch (kind) {
+        case ElementwiseLoss::Mse:
+            total = deterministic_sum(n, MseTerm{pred, target, grad, 2.0f / static_cast<float>(n)}, scratch, "mse");
+            break;
+        case ElementwiseLoss::BceLogits:
+            total = deterministic_sum(n, BceLogitsTerm{pred, target, grad, inv_n}, scratch, "binary_cross_entropy");
+            break;
+        case ElementwiseLoss::BceProbabilities:
+            total = deterministic_sum(n, BceProbabilitiesTerm{pred, target, grad, inv_n}, scratch,
+                                      "binary_cross_entropy");
+            break;
+    }
+    return total / static_cast<double>(n);
 }
 
 template double cross_entropy<int64_t>(const float*, const int64_t*, float*, int64_t, int64_t, double*, int64_t*);

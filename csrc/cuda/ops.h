@@ -42,11 +42,26 @@ template <class Label>
 double cross_entropy(const float* logits, const Label* labels, float* grad, int64_t rows, int64_t classes,
                      double* scratch, int64_t* first_bad_row);
 
+// csrc/cuda/loss.cu: the mean of an elementwise loss over n entries and its gradient, as
+// cpu/loss.cpp's mse, bce_with_logits and bce_probabilities; scratch: (n + kSumChunk - 1) /
+// kSumChunk + 1 doubles on the device (sum.cuh's partial sums).
+enum class ElementwiseLoss { Mse = 0, BceLogits = 1, BceProbabilities = 2 };  // the bindings' codes
+double elementwise_loss(ElementwiseLoss kind, const float* pred, const float* target, float* grad, int64_t n,
+                        double* scratch);
+
 // csrc/cuda/reduce.cu: out[i] = x[idx[i]] for n rows of cols floats out of x's `rows`; flag:
 // 8 bytes of device memory. Returns the first i whose index is outside [0, rows) (that row
 // left unwritten), or -1.
 int64_t gather_rows(const float* x, const int64_t* idx, float* out, int64_t n, int64_t cols, int64_t rows,
                     unsigned long long* flag);
+// ... and the reductions and in-place helpers of clipping and L1/L2 (cpu/reduce.cpp's and
+// cpu/optim.cpp's add_penalty_grad), the sums in sum.cuh's fixed order; scratch as above.
+double sum_squares(const float* x, int64_t n, double* scratch);
+double sum_abs(const float* x, int64_t n, double* scratch);
+// grad += l1 sign(p) + 2 l2 p; returns l1 sum|p| + l2 sum p^2
+double add_penalty_grad(const float* p, float* grad, int64_t n, double l1, double l2, double* scratch);
+void scale(float* x, int64_t n, float factor);
+void clip(float* x, int64_t n, float low, float high);
 
 // csrc/cuda/optim.cu
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr,

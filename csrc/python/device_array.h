@@ -12,6 +12,7 @@
 #include "core/cuda.h"
 #include "core/device_memory.h"
 #include "core/dlpack.h"
+#include "core/work_split.h"  // kSumChunk
 
 namespace fastnn::bind {
 
@@ -142,7 +143,7 @@ inline DeviceArray* device_array_of(py::handle obj) {
 // argument `like` was one (its class called on the DeviceArray), else the DeviceArray itself.
 inline py::object result_like(DeviceArray&& result, py::handle like) {
     py::object array = py::cast(std::move(result));
-    return py::isinstance<DeviceArray>(like) ? array : py::reinterpret_borrow<py::object>(like.get_type())(array);
+    return py::isinstance<DeviceArray>(like) ? array : py::type::handle_of(like)(array);
 }
 
 // Argument `arg` of an op whose first array is on `device`: a float32 device array there, of
@@ -178,6 +179,23 @@ void run_on(const Device& device, Cpu&& cpu, Gpu&& gpu) {
         cpu();
     else
         gpu();
+}
+
+// A sum over the elements of `a` (and whatever the op writes beside it): `cpu()` on host memory,
+// `gpu(scratch)` on a GPU, with the doubles of device scratch that csrc/cuda/sum.cuh's fixed
+// chunks need (from the allocator's cache).
+template <class Cpu, class Gpu>
+double sum_on(const DeviceArray& a, Cpu&& cpu, Gpu&& gpu) {
+    double value = 0.0;
+    if (a.device().type == DeviceType::Cpu) {
+        run_on(a.device(), [&] { value = cpu(); }, [] {});
+        return value;
+    }
+    DeviceArray scratch = DeviceArray::empty({(a.size() + kSumChunk - 1) / kSumChunk + 1}, dtype_named("int64"),
+                                             a.device());
+    double* s = static_cast<double*>(scratch.data());
+    run_on(a.device(), [] {}, [&] { value = gpu(s); });
+    return value;
 }
 
 }  // namespace fastnn::bind

@@ -63,8 +63,24 @@ py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle logits_obj, py
 
 using LossFn = double (*)(const float*, const float*, float*, int64_t);
 
+// kind: which of csrc/cuda's elementwise losses (cuda::ElementwiseLoss) is `loss`'s twin.
 py::tuple elementwise_loss(py::handle pred_obj, py::handle target_obj, const char* fn,
-                           LossFn loss) {
+                           LossFn loss, [[maybe_unused]] int kind) {
+    if (DeviceArray* d = device_array_of(pred_obj)) {
+        DeviceArray& pred = device_f32(pred_obj, d->device(), -1, fn, "pred", "pred");
+        DeviceArray& target = device_f32(target_obj, pred.device(), -1, fn, "target", "pred");
+        if (pred.size() == 0) fail_value(std::string(fn) + ": 'pred' is empty");
+        if (target.shape != pred.shape)
+            fail_value(std::string(fn) + ": 'pred' and 'target' must have the same shape");
+        DeviceArray grad = DeviceArray::empty(pred.shape, pred.dtype, pred.device());
+        const float *p = pred.f32(), *t = target.f32();
+        float* g = grad.f32();
+        const int64_t n = pred.size();
+        const double value = sum_on(pred, [&] { return loss(p, t, g, n); }, [&]([[maybe_unused]] double* s) -> double {
+            FASTNN_CUDA_ONLY(return cuda::elementwise_loss(static_cast<cuda::ElementwiseLoss>(kind), p, t, g, n, s));
+        });
+        return py::make_tuple(value, result_like(std::move(grad), pred_obj));
+    }
     F32Array pred = as_f32(pred_obj, fn, "pred"), target = as_f32(target_obj, fn, "target");
     require_nonempty(pred, fn, "pred");
     require_same_shape(pred, target, fn, "pred", "target");
@@ -80,11 +96,11 @@ py::tuple elementwise_loss(py::handle pred_obj, py::handle target_obj, const cha
 }  // namespace
 
 void bind_loss(py::module_& m) {
-    m.def("mse", [](py::handle p, py::handle t) { return elementwise_loss(p, t, "mse", mse); },
+    m.def("mse", [](py::handle p, py::handle t) { return elementwise_loss(p, t, "mse", mse, 0); },
           py::arg("pred"), py::arg("target"));
     m.def("binary_cross_entropy", [](py::handle p, py::handle t, bool from_logits) {
         return elementwise_loss(p, t, "binary_cross_entropy",
-                                from_logits ? bce_with_logits : bce_probabilities);
+                                from_logits ? bce_with_logits : bce_probabilities, from_logits ? 1 : 2);
     }, py::arg("pred"), py::arg("target"), py::arg("from_logits") = true);
     m.def("cross_entropy", [](py::handle logits_obj, py::handle labels_obj) {
         if (DeviceArray* d = device_array_of(logits_obj))

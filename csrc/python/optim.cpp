@@ -160,6 +160,20 @@ void bind_optim(py::module_& m) {
 
     m.def("add_penalty_grad", [](py::handle p_obj, py::handle g_obj, double l1, double l2) {
         const char* fn = "add_penalty_grad";
+        if (DeviceArray* dp = device_array_of(p_obj)) {
+            DeviceArray& param = device_f32(p_obj, dp->device(), -1, fn, "param", "param");
+            DeviceArray& grad = device_f32(g_obj, param.device(), param.size(), fn, "grad", "param");
+            nonneg_arg(l1, fn, "l1");
+            nonneg_arg(l2, fn, "l2");
+            Operands(fn).input("param", param.view()).output("grad", grad.view()).check();
+            const float* p = param.f32();
+            float* g = grad.f32();
+            const int64_t n = param.size();
+            return sum_on(param, [&] { return add_penalty_grad(p, g, n, l1, l2); },
+                          [&]([[maybe_unused]] double* s) -> double {
+                              FASTNN_CUDA_ONLY(return cuda::add_penalty_grad(p, g, n, l1, l2, s));
+                          });
+        }
         F32Array p = as_f32(p_obj, fn, "param");
         auto g = in_place(g_obj, fn, "grad");
         require_same_size(p, g, fn, "param", "grad");

@@ -1,5 +1,5 @@
 // Bindings of the reductions, gathers and in-place helpers (csrc/cpu/reduce.cpp). gather_rows
-// and column_sum also take device arrays (csrc/cuda/reduce.cu on a GPU).
+// and column_sum also take device arrays, as do sum_squares, sum_abs, scale_ and clip_ (csrc/cuda/reduce.cu on a GPU).
 #include "checks.h"
 #include "device_array.h"
 #ifdef FASTNN_CUDA
@@ -119,11 +119,38 @@ void bind_reduce(py::module_& m) {
        "out[i] = x[index[i]]: a shuffled mini-batch, copied in parallel.");
     // ---- reductions for gradient clipping ----
     m.def("sum_squares", [](py::handle x_obj) {
+        if (DeviceArray* d = device_array_of(x_obj)) {
+            DeviceArray& x = device_f32(x_obj, d->device(), -1, "sum_squares", "x", "x");
+            const float* p = x.f32();
+            const int64_t n = x.size();
+            return sum_on(x, [&] { return sum_squares(p, n); },
+                          [&]([[maybe_unused]] double* s) -> double { FASTNN_CUDA_ONLY(return cuda::sum_squares(p, n, s)); });
+        }
         F32Array x = as_f32(x_obj, "sum_squares", "x");
         py::gil_scoped_release nogil;
         return sum_squares(x.data(), x.size());
     }, py::arg("x"));
+    m.def("sum_abs", [](py::handle x_obj) {
+        if (DeviceArray* d = device_array_of(x_obj)) {
+            DeviceArray& x = device_f32(x_obj, d->device(), -1, "sum_abs", "x", "x");
+            const float* p = x.f32();
+            const int64_t n = x.size();
+            return sum_on(x, [&] { return sum_abs(p, n); },
+                          [&]([[maybe_unused]] double* s) -> double { FASTNN_CUDA_ONLY(return cuda::sum_abs(p, n, s)); });
+        }
+        F32Array x = as_f32(x_obj, "sum_abs", "x");
+        py::gil_scoped_release nogil;
+        return sum_abs(x.data(), x.size());
+    }, py::arg("x"), "sum |x| in double (an L1 penalty), the same value whatever the thread count.");
     m.def("scale_", [](py::handle x_obj, double factor) {
+        if (DeviceArray* d = device_array_of(x_obj)) {
+            DeviceArray& x = device_f32(x_obj, d->device(), -1, "scale_", "x", "x");
+            float* p = x.f32();
+            const int64_t n = x.size();
+            const float f = static_cast<float>(factor);
+            run_on(x.device(), [&] { scale(p, n, f); }, [&] { FASTNN_CUDA_ONLY(cuda::scale(p, n, f)); });
+            return;
+        }
         auto x = in_place(x_obj, "scale_", "x");
         py::gil_scoped_release nogil;
         scale(x.mutable_data(), x.size(), static_cast<float>(factor));
@@ -139,10 +166,18 @@ void bind_reduce(py::module_& m) {
     }, py::arg("y"), py::arg("x"), py::arg("a"), py::arg("b"),
        "y = a * y + b * x in place (BLAS's axpby): a weighted sum of two ranks' gradients.");
     m.def("clip_", [](py::handle x_obj, double low, double high) {
-        auto x = in_place(x_obj, "clip_", "x");
         if (std::isnan(low) || std::isnan(high) || low > high)
             fail_value("clip_: needs low <= high, got low=" + std::to_string(low) +
                        ", high=" + std::to_string(high));
+        if (DeviceArray* d = device_array_of(x_obj)) {
+            DeviceArray& x = device_f32(x_obj, d->device(), -1, "clip_", "x", "x");
+            float* p = x.f32();
+            const int64_t n = x.size();
+            const float lo = static_cast<float>(low), hi = static_cast<float>(high);
+            run_on(x.device(), [&] { clip(p, n, lo, hi); }, [&] { FASTNN_CUDA_ONLY(cuda::clip(p, n, lo, hi)); });
+            return;
+        }
+        auto x = in_place(x_obj, "clip_", "x");
         py::gil_scoped_release nogil;
         clip(x.mutable_data(), x.size(), static_cast<float>(low), static_cast<float>(high));
     }, py::arg("x"), py::arg("low"), py::arg("high"));

@@ -64,7 +64,7 @@ class Loss:
 
     def _compute_on_device(self, pred: Any, target: Any) -> tuple[float, Any]:
         raise NotImplementedError(f"{self!r} has no CUDA kernels yet (on {pred.device}: "
-                                  "cross_entropy)")
+                                  "cross_entropy, mse, binary_cross_entropy)")
 
     def backward(self) -> np.ndarray:
         """The gradient of the last computed loss with respect to ``pred``."""
@@ -120,6 +120,9 @@ class _Elementwise(Loss):
                                  f"expected {pred.shape} like pred{_labels_hint(pred, target)}")
             target = target.reshape(pred.shape)
         return as_float32(target, lambda: f"{self!r}: target")
+
+    def _compute_on_device(self, pred: Any, target: Any) -> tuple[float, Any]:
+        return self._compute(pred, target)  # the kernels take device arrays
 
 
 class MSE(_Elementwise):

@@ -717,8 +717,8 @@ def _check_inputs(model: Any, X: object, name: str) -> np.ndarray:
 
 def _all_finite(a: np.ndarray) -> bool:
     """No NaN or Inf in ``a``, without a full-size temporary: a sum of float32 squares in
-    double is finite exactly when every value is (a Tensor's values checked on the host)."""
-    return math.isfinite(_C.sum_squares(memory.to_host(a)))
+    double is finite exactly when every value is (on the array's device)."""
+    return math.isfinite(_C.sum_squares(a))
 
 
 def _device_like(model: Any) -> Any:
@@ -735,7 +735,7 @@ def _check_device_run(model: Any, cfg: Compiled, what: str, **options: bool) -> 
         if asked:
             raise NotImplementedError(f"{what}(..., {name}=True) on {where} is not built yet; "
                                       "train on the CPU for it")
-    check_on_device(model, where, cfg.loss, cfg.optimizer)
+    check_on_device(model, where, cfg.optimizer)
 
 
 def _check_data(model: Any, X: object, y: object, x_name: str, y_name: str

@@ -145,7 +145,7 @@ class Dense(WorkspaceLayer):
     def regularization_loss(self) -> float:
         """``l1 * sum|W| + l2 * sum(W^2)`` for the current weight (0.0 without penalties)."""
         w = self.weight.data
-        return ((self.l1 * float(np.abs(w).sum(dtype=np.float64)) if self.l1 else 0.0)
+        return ((self.l1 * _C.sum_abs(w) if self.l1 else 0.0)
                 + (self.l2 * _C.sum_squares(w) if self.l2 else 0.0))
 
     def get_config(self) -> dict:
