@@ -181,17 +181,27 @@ def test_cross_entropy_on_a_device_refuses_bad_labels_by_name(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n", [1, 17, 1000, 100_003])
-@pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop",
+                                  "rmsprop-momentum", "rmsprop-centered", "rmsprop-centered-momentum"])
 def test_optimizer_step_on_a_device_gives_the_cpu_bits(device, n, kind):
     rng = np.random.default_rng(n)
     p, g = rng.standard_normal((2, n)).astype(np.float32)
-    state = [np.abs(rng.standard_normal(n)).astype(np.float32) for _ in range(2)]
+    state = [np.abs(rng.standard_normal(n)).astype(np.float32) for _ in range(3)]
     dev = [on(device, a) for a in (p, g, *state)]
     for step in (1, 2, 3):
-        if kind.startswith("adam"):
+        if kind == "adagrad":
+            kw = dict(lr=0.1, eps=1e-10, weight_decay=0.01, lr_decay=0.05, step=step)
+            _C.adagrad_step(p, g, state[0], **kw)
+            _C.adagrad_step(*dev[:3], **kw)
+        elif kind.startswith("rmsprop"):
+            kw = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.01, momentum=0.9 * ("momentum" in kind),
+                      centered="centered" in kind)
+            _C.rmsprop_step(p, g, *state, **kw)
+            _C.rmsprop_step(*dev, **kw)
+        elif kind.startswith("adam"):
             kw = dict(OPT, weight_decay=0.1, step=step, decoupled=kind == "adamw")
-            _C.adam_step(p, g, *state, **kw)
-            _C.adam_step(*dev, **kw)
+            _C.adam_step(p, g, *state[:2], **kw)
+            _C.adam_step(*dev[:4], **kw)
         else:
             kw = dict(lr=0.1, momentum=0.0 if kind == "sgd" else 0.9, nesterov=kind == "nesterov",
                       weight_decay=0.01)

@@ -131,12 +131,13 @@ def test_to_keeps_the_optimizer_state_and_comes_back(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case", ["mse", "bce", "bce_probabilities", "penalties", "clip_norm", "clip_value"])
+@pytest.mark.parametrize("case", ["mse", "bce", "bce_probabilities", "penalties", "clip_norm", "clip_value",
+                                  "adagrad", "rmsprop"])
 def test_the_other_losses_penalties_and_clipping_on_a_device(device, case):
     """MSE on one-hot rows, binary cross-entropy from logits and from a sigmoid's
     probabilities, Dense's L1/L2 penalties (in the loss and the gradient), clip_norm and
-    clip_value: the CPU's loss curve."""
-    X, y = data(400, classes=5 if case in ("mse", "penalties", "clip_norm", "clip_value") else 2)
+    clip_value, Adagrad and RMSprop: the CPU's loss curve."""
+    X, y = data(400, classes=2 if case.startswith("bce") else 5)
     target = np.eye(5, dtype=np.float32)[y] if case == "mse" else y
 
     def build():
@@ -147,7 +148,10 @@ def test_the_other_losses_penalties_and_clipping_on_a_device(device, case):
         loss = {"mse": "mse", "bce": "binary_cross_entropy",
                 "bce_probabilities": fastnn.losses.BinaryCrossEntropy(from_logits=False)}.get(case, "cross_entropy")
         clip = {"clip_norm": {"clip_norm": 0.5}, "clip_value": {"clip_value": 0.01}}.get(case, {})
-        model.compile(loss=loss, optimizer=fastnn.optim.SGD(lr=0.1, momentum=0.9, **clip))
+        optimizer = {"adagrad": fastnn.optim.Adagrad(lr=0.05, lr_decay=0.01),
+                     "rmsprop": fastnn.optim.RMSprop(lr=0.005, momentum=0.5, centered=True)}.get(
+            case, fastnn.optim.SGD(lr=0.1, momentum=0.9, **clip))
+        model.compile(loss=loss, optimizer=optimizer)
         return model
 
     expected, got = StepLosses(), StepLosses()
@@ -165,7 +169,6 @@ def test_the_other_losses_penalties_and_clipping_on_a_device(device, case):
     ("conv", "Conv2d (layer 0) has no CUDA kernels yet"),
     ("softmax", "Softmax (layer 1) has no CUDA kernels yet"),
     ("batch_norm", "BatchNorm1d (layer 1) has no CUDA kernels yet"),
-    ("rmsprop", "RMSprop has no CUDA kernel yet"),
     ("soft_targets", "class labels only"),
     ("diagnostics", "diagnostics=True"),
 ])
@@ -174,7 +177,7 @@ def test_what_has_no_device_kernels_is_named(device, case, words):
               "softmax": [nn.Dense(20, 8), nn.Softmax(), nn.Dense(8, 5)],
               "batch_norm": [nn.Dense(20, 8), nn.BatchNorm1d(8), nn.Dense(8, 5)]}.get(case, [nn.Dense(20, 5)])
     model = nn.Sequential(*layers)
-    model.compile(loss="cross_entropy", optimizer="rmsprop" if case == "rmsprop" else "adam")
+    model.compile(loss="cross_entropy", optimizer="adam")
     X, y = data(64)
     target = np.eye(5, dtype=np.float32)[y] if case == "soft_targets" else y
     with pytest.raises(NotImplementedError, match=re.escape(words)):

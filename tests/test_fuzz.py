@@ -1375,14 +1375,15 @@ DEVICE_OP_ARGS = ["device"] * 6 + ["numpy", "int64", "short", "alias", "tensor",
 
 @fuzz(op=st.sampled_from(["gemm", "activation_forward", "activation_backward", "cross_entropy",
                           "gather_rows", "dropout_forward", "sgd_step", "adam_step", "column_sum", "mse",
-                          "binary_cross_entropy", "sum_squares", "sum_abs", "add_penalty_grad", "clip_"]),
+                          "binary_cross_entropy", "sum_squares", "sum_abs", "add_penalty_grad", "clip_",
+                          "adagrad_step", "rmsprop_step"]),
       act=st.sampled_from(ACTS), n=st.sampled_from([0, 1, 7, 16, 1000]), cols=st.sampled_from([1, 3, 8]),
       kinds=st.lists(st.sampled_from(DEVICE_OP_ARGS), min_size=4, max_size=4),
       with_bias=st.booleans(), momentum=st.sampled_from([0.0, 0.9]))
 def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
     """gemm, activation_forward/backward, cross_entropy, gather_rows, dropout_forward, sgd_step,
-    adam_step, column_sum, mse, binary_cross_entropy, sum_squares, sum_abs, add_penalty_grad and
-    clip_ on a device array ("cpu"
+    adam_step, column_sum, mse, binary_cross_entropy, sum_squares, sum_abs, add_penalty_grad,
+    clip_, adagrad_step and rmsprop_step on a device array ("cpu"
     DeviceArrays) with the other arguments drawn: device arrays, host arrays, int64 device
     arrays, a size short, the first array again, a fastnn.Tensor, a list. With device arrays
     (or Tensors) only, the NumPy op's result; with a host, int64 or short one, a TypeError or
@@ -1407,7 +1408,7 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
             "activation_forward": [1], "activation_backward": [1, 3] + [2] * (act == "gelu"),
             "sgd_step": [1] + [2] * (momentum != 0), "adam_step": [1, 2, 3], "column_sum": [1], "mse": [1],
             "binary_cross_entropy": [1], "sum_squares": [], "sum_abs": [], "add_penalty_grad": [1],
-            "clip_": []}[op]  # x: gelu's only
+            "clip_": [], "adagrad_step": [1, 2], "rmsprop_step": [1, 2] + [3] * (momentum != 0)}[op]  # x: gelu's only
     used_kinds = [kinds[i] if kinds[i] != "short" or host[0].size else "device" for i in used]
     bias_arg = make(kinds[0], bias) if with_bias and op == "activation_backward" else None
     if bias_arg is not None:
@@ -1470,6 +1471,16 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
             assert _C.add_penalty_grad(args[0], args[1], 0.1, 0.2) == _C.add_penalty_grad(
                 expected[0], expected[1], 0.1, 0.2)
             got, want = args[1], expected[1]
+        elif op == "adagrad_step":
+            kw = dict(lr=0.1, eps=1e-10, weight_decay=0.01, lr_decay=0.1, step=2)
+            _C.adagrad_step(args[0], args[1], args[2], **kw)
+            _C.adagrad_step(expected[0], expected[1], expected[2], **kw)
+            got, want = args[0], expected[0]
+        elif op == "rmsprop_step":  # momentum's buffer only with momentum
+            kw = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.01, momentum=momentum, centered=False)
+            _C.rmsprop_step(args[0], args[1], args[2], args[3] if momentum else None, None, **kw)
+            _C.rmsprop_step(expected[0], expected[1], expected[2], expected[3] if momentum else None, None, **kw)
+            got, want = args[0], expected[0]
         elif op == "clip_":
             _C.clip_(args[0], 0.5, 2.0)
             _C.clip_(expected[0], 0.5, 2.0)

@@ -58,16 +58,12 @@ void adam_step(float* p, const float* grad, float* m, float* v, int64_t n, float
 FASTNN_ISA_BODY static void adagrad_range(float* __restrict p, const float* __restrict grad,
                                           float* __restrict sum_sq, int64_t n, float clr,
                                           float eps, float wd) {
-    for (int64_t i = 0; i < n; ++i) {
-        const float g = decayed(grad[i], p[i], wd);
-        sum_sq[i] += g * g;
-        p[i] -= clr * g / (std::sqrt(sum_sq[i]) + eps);
-    }
+    for (int64_t i = 0; i < n; ++i) adagrad_element(p, grad, sum_sq, i, clr, eps, wd);
 }
 
 void adagrad_step(float* p, const float* grad, float* sum_sq, int64_t n, float lr, float eps,
                   float wd, float lr_decay, int64_t step) {
-    const float clr = static_cast<float>(lr / (1.0 + double(step - 1) * lr_decay));
+    const float clr = adagrad_lr(lr, lr_decay, step);
     const auto range = IsaCopies<adagrad_range>::pick();
     parallel_for(n, kGrain, [=](int64_t b, int64_t e) {
         range(p + b, grad + b, sum_sq + b, e - b, clr, eps, wd);
@@ -81,23 +77,8 @@ FASTNN_ISA_BODY void rmsprop_range(float* __restrict p, const float* __restrict 
                                    float* __restrict sq, float* __restrict buf,
                                    float* __restrict gavg, int64_t n, float lr, float alpha,
                                    float w, float eps, float wd, float momentum) {  // w = 1 - alpha
-    for (int64_t i = 0; i < n; ++i) {
-        const float g = decayed(grad[i], p[i], wd);
-        sq[i] = alpha * sq[i] + w * g * g;
-        float var = sq[i];
-        if (kCentered) {
-            gavg[i] += w * (g - gavg[i]);  // torch's lerp(grad_avg, grad, 1 - alpha)
-            // E[g^2] >= E[g]^2 exactly; the clamp only stops rounding from making a NaN.
-            var = std::max(var - gavg[i] * gavg[i], 0.0f);
-        }
-        const float avg = std::sqrt(var) + eps;
-        if (kMomentum) {
-            buf[i] = momentum * buf[i] + g / avg;
-            p[i] -= lr * buf[i];
-        } else {
-            p[i] -= lr * g / avg;
-        }
-    }
+    for (int64_t i = 0; i < n; ++i)
+        rmsprop_element<kCentered, kMomentum>(p, grad, sq, buf, gavg, i, lr, alpha, w, eps, wd, momentum);
 }
 
 void rmsprop_step(float* p, const float* grad, float* sq, float* buf, float* gavg, int64_t n,

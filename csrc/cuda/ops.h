@@ -69,5 +69,10 @@ void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float
 void adam_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
                double beta1, double beta2, float eps, float weight_decay, int64_t step,
                bool decoupled);
+void adagrad_step(float* param, const float* grad, float* sum_sq, int64_t n, float lr, float eps, float weight_decay,
+                  float lr_decay, int64_t step);
+// buf: with momentum > 0 only; gavg: centered only (else may be null)
+void rmsprop_step(float* param, const float* grad, float* sq, float* buf, float* gavg, int64_t n, float lr,
+                  double alpha, float eps, float weight_decay, float momentum, bool centered);
 
 }  // namespace fastnn::cuda

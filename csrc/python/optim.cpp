@@ -116,9 +116,20 @@ void bind_optim(py::module_& m) {
     m.def("adagrad_step", [](py::handle p_obj, py::handle g_obj, py::handle s_obj, float lr,
                              float eps, float weight_decay, float lr_decay, int64_t step) {
         const char* fn = "adagrad_step";
+        if (step < 1) fail_value("adagrad_step: 'step' counts from 1, got " + std::to_string(step));
+        if (DeviceArray* dp = device_array_of(p_obj)) {
+            DeviceStep d(fn, device_f32(p_obj, dp->device(), -1, fn, "param", "param"));
+            const float* g = d.input(g_obj, "grad");
+            float* s = d.output(s_obj, "sum_sq");
+            d.ops.check();
+            float* p = d.param.f32();
+            const int64_t n = d.param.size();
+            run_on(d.param.device(), [&] { adagrad_step(p, g, s, n, lr, eps, weight_decay, lr_decay, step); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::adagrad_step(p, g, s, n, lr, eps, weight_decay, lr_decay, step)); });
+            return;
+        }
         auto [p, g] = param_and_grad(p_obj, g_obj, fn);
         auto sum_sq = state_buffer(s_obj, p, fn, "sum_sq");
-        if (step < 1) fail_value("adagrad_step: 'step' counts from 1, got " + std::to_string(step));
         Operands(fn).output("param", p).input("grad", g).output("sum_sq", sum_sq).check();
         py::gil_scoped_release nogil;
         adagrad_step(p.mutable_data(), g.data(), sum_sq.mutable_data(), p.size(), lr, eps,
@@ -130,22 +141,37 @@ void bind_optim(py::module_& m) {
                              py::object buf_obj, py::object avg_obj, float lr, double alpha,
                              float eps, float weight_decay, float momentum, bool centered) {
         const char* fn = "rmsprop_step";
+        if (!(momentum >= 0.0f))
+            fail_value("rmsprop_step: 'momentum' must be >= 0, got " + std::to_string(momentum));
+        if (momentum > 0.0f && buf_obj.is_none()) fail_value("rmsprop_step: 'momentum_buf' is required when momentum > 0");
+        if (centered && avg_obj.is_none()) fail_value("rmsprop_step: 'grad_avg' is required when centered=True");
+        if (DeviceArray* dp = device_array_of(p_obj)) {
+            DeviceStep d(fn, device_f32(p_obj, dp->device(), -1, fn, "param", "param"));
+            const float* g = d.input(g_obj, "grad");
+            float* sq = d.output(sq_obj, "square_avg");
+            float* buf = momentum > 0.0f ? d.output(buf_obj, "momentum_buf") : nullptr;
+            float* avg = centered ? d.output(avg_obj, "grad_avg") : nullptr;
+            d.ops.check();
+            float* p = d.param.f32();
+            const int64_t n = d.param.size();
+            run_on(d.param.device(),
+                   [&] { rmsprop_step(p, g, sq, buf, avg, n, lr, alpha, eps, weight_decay, momentum, centered); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::rmsprop_step(p, g, sq, buf, avg, n, lr, alpha, eps, weight_decay,
+                                                             momentum, centered)); });
+            return;
+        }
         auto [p, g] = param_and_grad(p_obj, g_obj, fn);
         auto square_avg = state_buffer(sq_obj, p, fn, "square_avg");
         float* sq = square_avg.mutable_data();
         Operands ops(fn);
         ops.output("param", p).input("grad", g).output("square_avg", square_avg);
-        if (!(momentum >= 0.0f))
-            fail_value("rmsprop_step: 'momentum' must be >= 0, got " + std::to_string(momentum));
         float *buf = nullptr, *avg = nullptr;
         if (momentum > 0.0f) {
-            if (buf_obj.is_none()) fail_value("rmsprop_step: 'momentum_buf' is required when momentum > 0");
             auto momentum_buf = state_buffer(buf_obj, p, fn, "momentum_buf");
             ops.output("momentum_buf", momentum_buf);
             buf = momentum_buf.mutable_data();
         }
         if (centered) {
-            if (avg_obj.is_none()) fail_value("rmsprop_step: 'grad_avg' is required when centered=True");
             auto grad_avg = state_buffer(avg_obj, p, fn, "grad_avg");
             ops.output("grad_avg", grad_avg);
             avg = grad_avg.mutable_data();

@@ -1,7 +1,7 @@
 """Devices: where arrays live. NumPy arrays on the CPU; in the CUDA build
 (``pip install . -Ccmake.define.FASTNN_CUDA=ON``) also ``fastnn.Tensor`` on the GPU, where
-models train (``model.to("cuda")``, ``fit(..., device="cuda")``) with the layers, losses and
-optimizers that have CUDA kernels; the others say so by name."""
+models train (``model.to("cuda")``, ``fit(..., device="cuda")``) with the layers and losses
+that have CUDA kernels (every optimizer has); the others say so by name."""
 from __future__ import annotations
 
 from typing import Any
@@ -37,11 +37,10 @@ def check_device(device: Any, what: str = "device") -> str:
     return device
 
 
-def check_on_device(model: Any, where: str, optimizer: Any = None) -> None:
-    """NotImplementedError naming the first built-in layer (or the optimizer) of a run on
-    ``where`` that has no CUDA kernels yet. A layer class of your own is taken as it is: its
-    forward and backward see the Tensors. (A loss without them says so when called.)"""
-    from . import optim
+def check_on_device(model: Any, where: str) -> None:
+    """NotImplementedError naming the first built-in layer of a model on ``where`` that has no
+    CUDA kernels yet. A layer class of your own is taken as it is: its forward and backward see
+    the Tensors. (A loss without them says so when called.)"""
     from .nn import activations, layers, sequential
 
     ready = (sequential.Sequential, layers.Dense, layers.Dropout, layers.Flatten, layers.Reshape,
@@ -51,6 +50,3 @@ def check_on_device(model: Any, where: str, optimizer: Any = None) -> None:
         if built_in and not isinstance(module, ready):
             raise NotImplementedError(f"{type(module).__name__} (layer {name or 'the model'}) has no "
                                       f"CUDA kernels yet: the model cannot run on {where}")
-    if optimizer is not None and not isinstance(optimizer, (optim.SGD, optim.Adam)):
-        raise NotImplementedError(f"{type(optimizer).__name__} has no CUDA kernel yet (on {where}: "
-                                  "GD, SGD, Adam, AdamW)")

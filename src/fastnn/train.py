@@ -735,7 +735,7 @@ def _check_device_run(model: Any, cfg: Compiled, what: str, **options: bool) -> 
         if asked:
             raise NotImplementedError(f"{what}(..., {name}=True) on {where} is not built yet; "
                                       "train on the CPU for it")
-    check_on_device(model, where, cfg.optimizer)
+    check_on_device(model, where)
 
 
 def _check_data(model: Any, X: object, y: object, x_name: str, y_name: str
