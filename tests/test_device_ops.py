@@ -258,10 +258,17 @@ def test_gather_rows_on_a_device_is_the_cpu_gather(device, shape):
     bad = idx.copy()
     bad[7] = shape[0]
     for index in (_C.DeviceArray.from_numpy(bad, device), bad):
-        with pytest.raises(ValueError, match=r"index\[7\] is outside"):
+        with pytest.raises(ValueError, match=r"index\[7\]( = \d+)? is outside"):
             _C.gather_rows(dx, index)
     with pytest.raises(TypeError, match="a device 'index' must be int64"):
         _C.gather_rows(dx, _C.DeviceArray.from_numpy(idx.astype(np.int32), device))
+    for dtype in (np.int64, np.int32, np.uint8):  # labels: rows of 8, 4 and 1 bytes
+        labels = rng.integers(0, 200, shape).astype(dtype)
+        got = _C.gather_rows(_C.DeviceArray.from_numpy(labels, device), idx)
+        assert got.dtype == np.dtype(dtype).name
+        np.testing.assert_array_equal(got.numpy(), labels[idx])
+    with pytest.raises(TypeError, match="'out' must be a int64 device array, got float32"):
+        _C.gather_rows(_C.DeviceArray.from_numpy(labels.astype(np.int64), device), idx, out=out)
 
 
 def train_mlp(device, steps=200, sizes=(20, 32, 16, 4), batch=24, seed=0):

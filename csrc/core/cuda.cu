@@ -4,6 +4,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -114,6 +116,42 @@ void cuda_raw_free(int device, void* p) {
 }
 
 void cuda_copy(void* dst, const void* src, size_t n) { check(cudaMemcpy(dst, src, n, cudaMemcpyDefault), "cudaMemcpy"); }
+
+namespace {
+
+struct Staging {  // a pinned host buffer and the event of the last copy out of it
+    void* host = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t done = nullptr;
+};
+
+constexpr int kStagingSlots = 4;
+std::mutex g_staging_mutex;
+Staging g_staging[kStagingSlots];
+int g_next_staging = 0;
+
+}  // namespace
+
+void cuda_copy_to_device_async(void* dst, const void* src, size_t n) {
+    if (n == 0) return;
+    std::lock_guard<std::mutex> lock(g_staging_mutex);
+    Staging& s = g_staging[g_next_staging];
+    g_next_staging = (g_next_staging + 1) % kStagingSlots;
+    if (!s.done)
+        check(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming), "cudaEventCreate");
+    else
+        check(cudaEventSynchronize(s.done), "a staged copy");  // its last copy has run (four steps ago)
+    if (s.capacity < n) {
+        if (s.host) check(cudaFreeHost(s.host), "cudaFreeHost");
+        s.host = nullptr;
+        s.capacity = 0;
+        check(cudaMallocHost(&s.host, n), "cudaMallocHost");
+        s.capacity = n;
+    }
+    std::memcpy(s.host, src, n);
+    check(cudaMemcpyAsync(dst, s.host, n, cudaMemcpyHostToDevice, 0), "cudaMemcpyAsync");  // the default stream: ordered with the ops
+    check(cudaEventRecord(s.done, 0), "cudaEventRecord");
+}
 
 void cuda_fill(float* p, size_t n, float value) {
     const size_t blocks = std::min<size_t>((n + 255) / 256, 65536);

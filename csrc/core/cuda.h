@@ -39,6 +39,10 @@ void cuda_selftest();
 void* cuda_raw_alloc(int device, size_t bytes);
 void cuda_raw_free(int device, void* p);
 void cuda_copy(void* dst, const void* src, size_t n);
+// n bytes of host memory to the device without waiting for the GPU's queued work (a plain copy
+// from pageable memory waits for it): staged in pinned buffers, each reused once its last copy
+// has run. For a batch's indices, every step.
+void cuda_copy_to_device_async(void* dst, const void* src, size_t n);
 void cuda_fill(float* p, size_t n, float value);
 #else
 constexpr bool cuda_built() { return false; }

@@ -105,6 +105,19 @@ MemoryStats device_memory_stats(const Device& device) {
     return pool_of(device).stats;
 }
 
+void device_upload(const Device& device, void* dst, const void* src, size_t n) {
+    if (n == 0) return;
+    if (device.type == DeviceType::Cpu) {
+        std::memcpy(dst, src, n);
+        return;
+    }
+#ifdef FASTNN_CUDA
+    cuda_copy_to_device_async(dst, src, n);
+#else
+    throw std::runtime_error("copy to " + device.name() + ": " + kCudaNotBuilt);
+#endif
+}
+
 void device_copy(const Device& dst_device, void* dst, const Device& src_device, const void* src, size_t n) {
     if (n == 0) return;
     if (dst_device.type == DeviceType::Cpu && src_device.type == DeviceType::Cpu) {

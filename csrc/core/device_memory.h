@@ -33,6 +33,9 @@ MemoryStats device_memory_stats(const Device& device);
 
 // n bytes between any two devices (host <-> CUDA by cudaMemcpy, synchronous).
 void device_copy(const Device& dst_device, void* dst, const Device& src_device, const void* src, size_t n);
+// n bytes of host memory to `device` in the order of its queued work, without waiting for it
+// (cuda_copy_to_device_async); a plain memcpy for host memory.
+void device_upload(const Device& device, void* dst, const void* src, size_t n);
 // n floats at p on `device` set to value (a kernel on CUDA, ordered with the other ops).
 void device_fill(const Device& device, float* p, size_t n, float value);
 

@@ -6,6 +6,8 @@
 // cross-entropy from logits or probabilities), summed by sum.cuh's fixed chunks.
 #include <cuda_runtime.h>
 
+#include <cstring>
+
 #include "activation_math.cuh"  // max_as_std
 #include "launch.h"
 #include "ops.h"
@@ -85,17 +87,17 @@ double cross_entropy(const float* logits, const Label* labels, float* grad, int6
     double* total = scratch + rows;
     auto* first_bad = reinterpret_cast<unsigned long long*>(scratch + rows + 1);
     const unsigned long long none = ~0ull;
-    check_call(cudaMemcpy(first_bad, &none, sizeof none, cudaMemcpyHostToDevice), "cross_entropy");
+    check_call(cudaMemsetAsync(first_bad, 0xFF, sizeof none), "cross_entropy");  // = none, without a wait
     cross_entropy_rows<<<grid_for(rows), kThreads>>>(logits, labels, grad, rows, classes, scratch, first_bad);
     check_launch("cross_entropy");
     ordered_sum<<<1, kSumThreads>>>(scratch, rows, total);
     check_launch("cross_entropy (sum)");
-    double host_total = 0.0;
-    unsigned long long bad = none;
-    check_call(cudaMemcpy(&host_total, total, sizeof host_total, cudaMemcpyDeviceToHost), "cross_entropy (result)");
-    check_call(cudaMemcpy(&bad, first_bad, sizeof bad, cudaMemcpyDeviceToHost), "cross_entropy (result)");
+    double result[2];  // the total and the first bad row, side by side: one wait for both
+    check_call(cudaMemcpy(result, total, sizeof result, cudaMemcpyDeviceToHost), "cross_entropy (result)");
+    unsigned long long bad;
+    std::memcpy(&bad, &result[1], sizeof bad);
     *first_bad_row = bad == none ? -1 : static_cast<int64_t>(bad);
-    return host_total / static_cast<double>(rows);
+    return result[0] / static_cast<double>(rows);
 }
 
 double elementwise_loss(ElementwiseLoss kind, const float* pred, const float* target, float* grad, int64_t n,

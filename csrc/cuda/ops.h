@@ -49,10 +49,11 @@ enum class ElementwiseLoss { Mse = 0, BceLogits = 1, BceProbabilities = 2 };  //
 double elementwise_loss(ElementwiseLoss kind, const float* pred, const float* target, float* grad, int64_t n,
                         double* scratch);
 
-// csrc/cuda/reduce.cu: out[i] = x[idx[i]] for n rows of cols floats out of x's `rows`; flag:
-// 8 bytes of device memory. Returns the first i whose index is outside [0, rows) (that row
-// left unwritten), or -1.
-int64_t gather_rows(const float* x, const int64_t* idx, float* out, int64_t n, int64_t cols, int64_t rows,
+// csrc/cuda/reduce.cu: out[i] = x[idx[i]] for n rows of row_bytes bytes out of x's `rows`.
+// With flag (8 bytes of device memory), returns the first i whose index is outside [0, rows)
+// (that row left unwritten), or -1, waiting for the GPU; without (indices checked by the
+// caller), returns -1 at once.
+int64_t gather_rows(const void* x, const int64_t* idx, void* out, int64_t n, int64_t row_bytes, int64_t rows,
                     unsigned long long* flag);
 // ... and the reductions and in-place helpers of clipping and L1/L2 (cpu/reduce.cpp's and
 // cpu/optim.cpp's add_penalty_grad), the sums in sum.cuh's fixed order; scratch as above.

@@ -12,15 +12,18 @@
 namespace fastnn::cuda {
 namespace {
 
-__global__ void gather_kernel(const float* x, const int64_t* idx, float* out, int64_t n, int64_t cols,
-                              int64_t rows, unsigned long long* first_bad) {
-    FASTNN_GRID_STRIDE(e, n * cols) {
-        const int64_t i = e / cols, src = idx[i];
+// Rows of `units` words of T each (4-byte words when the rows allow, else bytes); a row whose
+// index is out of range is recorded in first_bad (when given) and never read.
+template <class T>
+__global__ void gather_kernel(const T* x, const int64_t* idx, T* out, int64_t n, int64_t units, int64_t rows,
+                              unsigned long long* first_bad) {
+    FASTNN_GRID_STRIDE(e, n * units) {
+        const int64_t i = e / units, src = idx[i];
         if (src < 0 || src >= rows) {
-            atomicMin(first_bad, static_cast<unsigned long long>(i));
+            if (first_bad) atomicMin(first_bad, static_cast<unsigned long long>(i));
             continue;
         }
-        out[e] = x[src * cols + e % cols];
+        out[e] = x[src * units + e % units];
     }
 }
 
@@ -82,14 +85,22 @@ void clip(float* x, int64_t n, float low, float high) {
     check_launch("clip_");
 }
 
-int64_t gather_rows(const float* x, const int64_t* idx, float* out, int64_t n, int64_t cols, int64_t rows,
+int64_t gather_rows(const void* x, const int64_t* idx, void* out, int64_t n, int64_t row_bytes, int64_t rows,
                     unsigned long long* flag) {
     const unsigned long long none = ~0ull;
-    check_call(cudaMemcpy(flag, &none, sizeof none, cudaMemcpyHostToDevice), "gather_rows");
-    if (n > 0 && cols > 0) {
-        gather_kernel<<<grid_for(n * cols), kThreads>>>(x, idx, out, n, cols, rows, flag);
+    if (flag) check_call(cudaMemsetAsync(flag, 0xFF, sizeof none), "gather_rows");  // = none
+    if (n > 0 && row_bytes > 0) {
+        if (row_bytes % 4 == 0) {
+            const int64_t units = row_bytes / 4;
+            gather_kernel<<<grid_for(n * units), kThreads>>>(static_cast<const uint32_t*>(x), idx,
+                                                              static_cast<uint32_t*>(out), n, units, rows, flag);
+        } else {
+            gather_kernel<<<grid_for(n * row_bytes), kThreads>>>(static_cast<const uint8_t*>(x), idx,
+                                                                  static_cast<uint8_t*>(out), n, row_bytes, rows, flag);
+        }
         check_launch("gather_rows");
     }
+    if (!flag) return -1;
     unsigned long long bad = none;
     check_call(cudaMemcpy(&bad, flag, sizeof bad, cudaMemcpyDeviceToHost), "gather_rows (result)");
     return bad == none ? -1 : static_cast<int64_t>(bad);

@@ -146,11 +146,11 @@ inline py::object result_like(DeviceArray&& result, py::handle like) {
     return py::isinstance<DeviceArray>(like) ? array : py::type::handle_of(like)(array);
 }
 
-// Argument `arg` of an op whose first array is on `device`: a float32 device array there, of
-// `size` elements (-1: any); else TypeError (not a device array, not float32) or ValueError
+// Argument `arg` of an op whose first array is on `device`: a device array of `dtype` there, of
+// `size` elements (-1: any); else TypeError (not a device array, another dtype) or ValueError
 // (another device, another size), naming the argument.
-inline DeviceArray& device_f32(py::handle obj, const Device& device, int64_t size, const char* fn,
-                               const char* arg, const char* first) {
+inline DeviceArray& device_array(py::handle obj, const Device& device, int64_t size, const char* fn,
+                                 const char* arg, const char* first, const DTypeInfo* dtype) {
     DeviceArray* a = device_array_of(obj);
     if (!a)
         fail_value(std::string(fn) + ": '" + arg + "' is a " +
@@ -161,13 +161,19 @@ inline DeviceArray& device_f32(py::handle obj, const Device& device, int64_t siz
     if (a->device() != device)
         fail_value(std::string(fn) + ": '" + arg + "' is on " + a->device().name() + " but '" + first +
                    "' on " + device.name() + "; the arrays of one call must be on one device");
-    if (a->dtype != &kDTypes[0])
-        fail_type(std::string(fn) + ": argument '" + arg + "' must be a float32 device array, got " +
+    if (a->dtype != dtype)
+        fail_type(std::string(fn) + ": argument '" + arg + "' must be a " + dtype->name + " device array, got " +
                   a->dtype->name);
     if (size >= 0 && a->size() != size)
         fail_value(std::string(fn) + ": '" + arg + "' has " + std::to_string(a->size()) +
                    " elements; expected " + std::to_string(size) + " (as '" + first + "')");
     return *a;
+}
+
+// ... of float32, what most ops take.
+inline DeviceArray& device_f32(py::handle obj, const Device& device, int64_t size, const char* fn,
+                               const char* arg, const char* first) {
+    return device_array(obj, device, size, fn, arg, first, &kDTypes[0]);
 }
 
 // The op on `device`, without the GIL: `cpu` for host memory (DeviceArrays made on "cpu" by the

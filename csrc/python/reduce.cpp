@@ -1,5 +1,7 @@
 // Bindings of the reductions, gathers and in-place helpers (csrc/cpu/reduce.cpp). gather_rows
 // and column_sum also take device arrays, as do sum_squares, sum_abs, scale_ and clip_ (csrc/cuda/reduce.cu on a GPU).
+#include <cstring>
+
 #include "checks.h"
 #include "device_array.h"
 #ifdef FASTNN_CUDA
@@ -9,8 +11,10 @@
 namespace fastnn::bind {
 namespace {
 
-// gather_rows with `x` a device array: index an int64 device array there (or integers on the
-// host, copied over), out (n, ...) on x's device, a new one when None.
+// gather_rows with `x` a device array of any dtype (features, or labels): index an int64 device
+// array there (checked by the kernel, which costs a wait for the GPU), or integers on the host
+// (checked here, then copied over without waiting: a batch's indices every step); out (n, ...)
+// of x's dtype on x's device, a new one when None.
 py::object gather_rows_on_device(DeviceArray& x, py::handle x_obj, py::handle idx_obj, py::handle out_obj) {
     const char* fn = "gather_rows";
     const Device& dev = x.device();
@@ -24,35 +28,49 @@ py::object gather_rows_on_device(DeviceArray& x, py::handle x_obj, py::handle id
             fail_type(std::string("gather_rows: a device 'index' must be int64, got ") + d->dtype->name);
         if (d->shape.size() != 1) fail_value("gather_rows: 'index' must have 1 dimension");
         idx = *d;
-    } else {  // integers on the host: checked as NumPy's are, then copied to the device
+    }
+    const int64_t rows = x.shape[0];
+    int64_t bad = -1;
+    if (!device_array_of(idx_obj)) {  // integers on the host: checked here, then copied to the device
         auto host = as_indices(idx_obj, fn, "index", "integers");
+        bad = first_label_out_of_range(host.data(), host.shape(0), rows);
+        if (bad >= 0)
+            fail_value("gather_rows: index[" + std::to_string(bad) + "] = " + std::to_string(host.data()[bad]) +
+                       " is outside [0, " + std::to_string(rows) + ")");
         idx = DeviceArray::empty({host.shape(0)}, dtype_named("int64"), dev);
         py::gil_scoped_release nogil;
-        device_copy(dev, idx.data(), Device{}, host.data(), static_cast<size_t>(idx.nbytes()));
+        device_upload(dev, idx.data(), host.data(), static_cast<size_t>(idx.nbytes()));
     }
-    const int64_t n = idx.shape[0], rows = x.shape[0], cols = rows ? x.size() / rows : 0;
+    const bool checked = device_array_of(idx_obj) != nullptr;
+    const int64_t n = idx.shape[0], cols = rows ? x.size() / rows : 0;
     std::vector<int64_t> shape = x.shape;
     shape[0] = n;
     const bool fresh = out_obj.is_none();
-    DeviceArray out = fresh ? DeviceArray::empty(shape, x.dtype, dev) : device_f32(out_obj, dev, n * cols, fn, "out", "x");
+    DeviceArray out = fresh ? DeviceArray::empty(shape, x.dtype, dev)
+                            : device_array(out_obj, dev, n * cols, fn, "out", "x", x.dtype);
     if (!fresh && (out.shape.size() != shape.size() || out.shape[0] != n))
         fail_value("gather_rows: 'out' must have shape (" + std::to_string(n) + ", ...) like x's rows");
     Operands(fn).input("x", x.view()).input("index", idx.view()).output("out", out.view()).check();
-    const float* xp = x.f32();
+    const void* xp = x.data();
     const int64_t* ip = static_cast<const int64_t*>(idx.data());
-    float* o = out.f32();
-    int64_t bad = -1;
+    void* o = out.data();
+    const int64_t row_bytes = cols * x.dtype->itemsize;
     if (dev.type == DeviceType::Cpu) {
-        bad = first_label_out_of_range(ip, n, rows);
+        if (checked) bad = first_label_out_of_range(ip, n, rows);
         if (bad < 0) {
             py::gil_scoped_release nogil;
-            gather_rows(xp, ip, o, n, cols);
+            if (x.dtype == dtype_named("float32"))
+                gather_rows(static_cast<const float*>(xp), ip, static_cast<float*>(o), n, cols);
+            else
+                for (int64_t i = 0; i < n; ++i)
+                    std::memcpy(static_cast<char*>(o) + i * row_bytes, static_cast<const char*>(xp) + ip[i] * row_bytes,
+                                static_cast<size_t>(row_bytes));
         }
     } else {
-        DeviceArray flag = DeviceArray::empty({1}, dtype_named("int64"), dev);
-        [[maybe_unused]] auto* f = static_cast<unsigned long long*>(flag.data());  // CUDA build
+        DeviceArray flag = checked ? DeviceArray::empty({1}, dtype_named("int64"), dev) : DeviceArray();
+        [[maybe_unused]] auto* f = static_cast<unsigned long long*>(checked ? flag.data() : nullptr);  // CUDA build
         py::gil_scoped_release nogil;
-        FASTNN_CUDA_ONLY(bad = cuda::gather_rows(xp, ip, o, n, cols, rows, f));
+        FASTNN_CUDA_ONLY(bad = cuda::gather_rows(xp, ip, o, n, row_bytes, rows, f));
     }
     if (bad >= 0)
         fail_value("gather_rows: index[" + std::to_string(bad) + "] is outside [0, " + std::to_string(rows) + ")");
@@ -90,7 +108,7 @@ void bind_reduce(py::module_& m) {
     m.def("gather_rows", [](py::handle x_obj, py::handle idx_obj, py::object out_obj) {
         const char* fn = "gather_rows";
         if (DeviceArray* d = device_array_of(x_obj))
-            return gather_rows_on_device(device_f32(x_obj, d->device(), -1, fn, "x", "x"), x_obj, idx_obj, out_obj);
+            return gather_rows_on_device(*d, x_obj, idx_obj, out_obj);
         F32Array x = as_f32(x_obj, fn, "x");
         if (x.ndim() < 1) fail_value("gather_rows: 'x' must have a first (sample) axis");
         auto idx = as_indices(idx_obj, fn, "index", "integers");

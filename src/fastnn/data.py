@@ -53,14 +53,17 @@ def _iterate(X: np.ndarray, y: np.ndarray, size: int, order: np.ndarray | None,
 def _gathered(X: np.ndarray, y: np.ndarray, indices: Iterable[np.ndarray],
               reuse: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(X[idx], y[idx]) for each idx of ``indices``; reuse: into the same arrays while the
-    batches fit in them (a fresh array per step costs page faults on every batch)."""
+    batches fit in them (a fresh array per step costs page faults on every batch). X and y
+    may be Tensors: their rows are then gathered on their device."""
     x_buf = y_buf = None
     for idx in indices:
         n = len(idx)
         if not reuse or x_buf is None or n > len(x_buf):
             x_buf = memory.empty((n, *X.shape[1:]), like=X)
             y_buf = memory.empty((n, *y.shape[1:]), y.dtype, like=y)
-        yield _C.gather_rows(X, idx, out=x_buf[:n]), np.take(y, idx, axis=0, out=y_buf[:n])
+        yb = (_C.gather_rows(y, idx, out=y_buf[:n]) if memory.is_tensor(y)
+              else np.take(y, idx, axis=0, out=y_buf[:n]))
+        yield _C.gather_rows(X, idx, out=x_buf[:n]), yb
 
 
 def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.2,

@@ -43,10 +43,15 @@ def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(n) for n in shape)
 
 
-def _tensor_type() -> type:
-    from .tensor import Tensor
+_TENSOR: list = []  # [fastnn.tensor.Tensor], imported on first use (tensor imports this module)
 
-    return Tensor
+
+def _tensor_type() -> type:
+    if not _TENSOR:
+        from .tensor import Tensor
+
+        _TENSOR.append(Tensor)
+    return _TENSOR[0]
 
 
 def is_tensor(x: Any) -> bool:

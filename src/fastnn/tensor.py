@@ -18,6 +18,7 @@ optimizers run, so that ``model.to("cuda")`` and ``fit(..., device="cuda")`` tra
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from . import _C
 from ._device import check_device
 
 _DLPACK_CPU, _DLPACK_CUDA = 1, 2
+_DTYPES = {name: np.dtype(name) for name in ("float32", "int64", "int32", "uint8")}
 _LEGACY_DEFAULT_STREAM = 1  # DLPack's and __cuda_array_interface__'s name for it
 
 
@@ -57,7 +59,7 @@ class Tensor:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self._array.dtype)
+        return _DTYPES[self._array.dtype]
 
     @property
     def device(self) -> str:
@@ -70,7 +72,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:

@@ -330,6 +330,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     monitor = _diagnostics.Monitor(model) if diagnostics else None
     # the training set on the model's device, copied once (None: on the host)
     X_device = memory.asarray(X, like=on_device) if on_device is not None else None
+    y_device = _targets_on_device(model, cfg.loss, X, y, on_device) if on_device is not None else None
     progress = _Progress(verbose if sync is None else sync.verbose(verbose), epochs)
     history = model.history = History()  # as Keras's: callbacks read it (diagnostics)
     for cb in callbacks:
@@ -354,7 +355,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             progress.begin_epoch(epoch, len(X) if sync is None
                                  else sync.share(len(X), batch_size))
             logs = _train_epoch(model, cfg, X, y, batch_size, rng if shuffle else None,
-                                augment, monitor, progress, callbacks, sync, X_device)
+                                augment, monitor, progress, callbacks, sync, X_device, y_device)
             if sync is not None:
                 sync.end_epoch()
             if X_val is not None:
@@ -451,8 +452,8 @@ class _Tally:
     def add(self, loss: float, pred: np.ndarray, target: np.ndarray) -> None:
         self.loss += loss * len(pred)
         self.count += len(pred)
-        if self.metrics and memory.is_tensor(pred):
-            pred = pred.numpy()  # the metrics count on the host
+        if self.metrics:  # the metrics count on the host
+            pred, target = memory.to_host(pred), memory.to_host(target)
         for metric in self.metrics:
             metric.update(target, pred)
 
@@ -470,14 +471,17 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
                  augment: Callable[[np.ndarray], np.ndarray] | None,
                  monitor: _diagnostics.Monitor | None, progress: _Progress,
                  callbacks: list[Callback], sync: Any = None,
-                 X_device: Any = None) -> dict[str, float]:
+                 X_device: Any = None, y_device: Any = None) -> dict[str, float]:
     """One training pass over (X, y), shuffled when rng is given (this rank's shares of
     it with a ``distributed.FitSync``). With ``X_device`` (X on the model's device) the
     batches are gathered there, the same rows in the same order (an augmented batch is
-    gathered on the host, augmented and copied over)."""
+    gathered on the host, augmented and copied over), and their targets too with
+    ``y_device`` (y checked and copied there once)."""
     tally = _Tally(cfg.metrics)
-    source = X if X_device is None or augment is not None else X_device
-    batches = (data.batches(source, y, batch_size, shuffle=rng is not None, seed=rng,
+    on_device = X_device is not None and augment is None
+    source = X_device if on_device else X
+    targets = y_device if on_device and y_device is not None else y
+    batches = (data.batches(source, targets, batch_size, shuffle=rng is not None, seed=rng,
                             reuse_buffers=True) if sync is None
                else sync.batches(X, y, batch_size, rng))
     for batch, (xb, yb) in enumerate(batches):
@@ -719,6 +723,26 @@ def _all_finite(a: np.ndarray) -> bool:
     """No NaN or Inf in ``a``, without a full-size temporary: a sum of float32 squares in
     double is finite exactly when every value is (on the array's device)."""
     return math.isfinite(_C.sum_squares(a))
+
+
+class _Shape:
+    """What a loss's target check reads of a prediction: its shape."""
+
+    def __init__(self, shape: tuple) -> None:
+        self.shape, self.ndim = tuple(shape), len(shape)
+
+
+def _targets_on_device(model: Any, loss: losses.Loss, X: np.ndarray, y: np.ndarray, like: Any) -> Any:
+    """y checked once for the whole set as the loss checks a batch's targets, converted as it
+    converts them, and copied to the model's device; None where the model's output shape is
+    not known ahead (a layer of your own): each batch's targets then cross every step."""
+    from .nn import Sequential
+
+    if not (isinstance(model, Sequential)
+            and all(type(m).__module__.startswith("fastnn.") for _, m in model.named_modules())):
+        return None
+    shape = model.output_shape((len(X), *X.shape[1:]))
+    return memory.asarray(loss._target(_Shape(shape), y), like=like)
 
 
 def _device_like(model: Any) -> Any:

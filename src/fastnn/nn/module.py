@@ -123,31 +123,40 @@ class Workspace:
     def __init__(self, _run: dict[int, np.ndarray] | None = None,
                  _like: list | None = None) -> None:
         self._arrays: dict[str, np.ndarray] = {}
+        self._views: dict[str, tuple] = {}  # name -> (shape, dtype, where, the view last handed out)
         self._parts: dict[int, Workspace] = {}
         # id of the memory's owner -> array, for the whole workspace
         self._run = {} if _run is None else _run
-        # [an array of the run's input]: arrays are made on its device (a Tensor's, or NumPy)
-        self._like = [None] if _like is None else _like
+        # [an array of the run's input, where it is]: arrays are made on its device (a Tensor's,
+        # or NumPy), and where = (is a Tensor, device) tells the runs' devices apart
+        self._like = [None, (False, "cpu")] if _like is None else _like
 
     def place(self, x: Any) -> None:
         """Make the arrays of the runs from now on where ``x`` (the run's input) lives: in
         host memory for a NumPy array, on its device for a Tensor."""
-        self._like[0] = x if memory.is_tensor(x) else None
+        tensor = memory.is_tensor(x)
+        self._like[0] = x if tensor else None
+        self._like[1] = (tensor, memory.device_of(x))
 
     def array(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         """The array ``name`` of ``shape`` (float32 unless ``dtype`` says otherwise), on the
         run's device (``place``): made on first use and reused while it is large enough (an
         epoch's smaller last batch takes the start of it); it holds whatever its last use left."""
+        where = self._like[1]
+        seen = self._views.get(name)
+        if seen is not None and seen[0] == shape and seen[1] == dtype and seen[2] == where:
+            return seen[3]  # the steady state: the same view as the last step's
         size = math.prod(shape)
         flat, like = self._arrays.get(name), self._like[0]
         if (flat is None or flat.size < size or flat.dtype != dtype
-                or memory.device_of(flat) != memory.device_of(like)
-                or memory.is_tensor(flat) != memory.is_tensor(like)):
+                or (memory.is_tensor(flat), memory.device_of(flat)) != where):
             if flat is not None:
                 del self._run[id(memory.owner(flat))]
             flat = self._arrays[name] = memory.empty(size, dtype, like=like)
             self._run[id(memory.owner(flat))] = flat
-        return flat[:size].reshape(shape)
+        view = flat[:size].reshape(shape)
+        self._views[name] = (tuple(shape), dtype, where, view)
+        return view
 
     def part(self, index: int) -> Workspace:
         """The part lent to layer ``index``."""
