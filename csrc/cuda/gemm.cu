@@ -1,8 +1,8 @@
 // The GEMM on the GPU: cuBLAS's SGEMM (TF32 off unless set_matmul_precision("tf32")) with
-// fastnn's epilogue (bias, then the activation) in one pass over C after it; and the
-// reference every GEMM is held to, one thread per element of C with a double accumulator, as
-// cpu/gemm's gemm_reference. Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T,
-// which is what cuBLAS is asked for: no copy of any operand.
+// fastnn's epilogue (bias, then the activation) in one pass over C after it; and fastnn's own
+// SGEMM, the readable reference held to the same bound: tiles of C in shared memory, a micro
+// tile per thread in registers (below). Row-major C = op(A) op(B) is column-major
+// C^T = op(B)^T op(A)^T, which is what cuBLAS is asked for: no copy of any operand.
 #include <cublas_v2.h>
 
 #include <mutex>
@@ -44,16 +44,60 @@ __global__ void scale_kernel(float* c, int64_t m, int64_t n, int64_t ldc, float 
     }
 }
 
-__global__ void reference_kernel(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-                                 const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                                 float* c, int64_t ldc) {
-    FASTNN_GRID_STRIDE(e, m * n) {
-        const int64_t i = e / n, j = e % n;
-        double s = 0.0;
-        for (int64_t p = 0; p < k; ++p)
-            s += double(ta ? a[p * lda + i] : a[i * lda + p]) * double(tb ? b[j * ldb + p] : b[p * ldb + j]);
-        float& out = c[i * ldc + j];
-        out = beta == 0.0f ? float(double(alpha) * s) : float(double(alpha) * s + double(beta) * out);
+// The tiled SGEMM. A block of 16 x 16 threads computes a 128 x 128 tile of C: per step of 8
+// along k it stages op(A)'s 128 x 8 and op(B)'s 8 x 128 slices in shared memory (zeros past
+// the edges), then each thread multiplies them into its 8 x 8 accumulators, rows tr + 16u and
+// columns tc + 16v (strided, so that a warp's 16 columns read 16 neighbouring words of shared
+// memory: no bank conflicts, and its stores to C are coalesced). Each element of C is a float
+// sum in k order, as an SGEMM's.
+constexpr int kTile = 128, kDepth = 8, kSide = 16, kMicro = kTile / kSide;  // 16 x 16 threads, 8 x 8 each
+
+__global__ void __launch_bounds__(kSide * kSide)
+tiled_kernel(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float beta, float* c, int64_t ldc, int64_t col_tile0) {
+    __shared__ float a_tile[kDepth][kTile + 4];  // [p][i]; the padding spreads the stores over the banks
+    __shared__ float b_tile[kDepth][kTile + 4];  // [p][j]
+    const int64_t row0 = int64_t(blockIdx.x) * kTile, col0 = (col_tile0 + blockIdx.y) * kTile;
+    const int t = threadIdx.x, tr = t / kSide, tc = t % kSide;
+    float acc[kMicro][kMicro] = {};
+    for (int64_t p0 = 0; p0 < k; p0 += kDepth) {
+        for (int l = t; l < kTile * kDepth; l += kSide * kSide) {
+            // along k within a row of A (8 neighbours: whole 32-byte sectors), along the row of
+            // a transposed A; the same for B
+            const int ip = ta ? l / kTile : l % kDepth, ii = ta ? l % kTile : l / kDepth;
+            const int64_t gi = row0 + ii, gpa = p0 + ip;
+            a_tile[ip][ii] = gi < m && gpa < k ? (ta ? a[gpa * lda + gi] : a[gi * lda + gpa]) : 0.0f;
+            const int jp = tb ? l % kDepth : l / kTile, jj = tb ? l / kDepth : l % kTile;
+            const int64_t gj = col0 + jj, gpb = p0 + jp;
+            b_tile[jp][jj] = gj < n && gpb < k ? (tb ? b[gj * ldb + gpb] : b[gpb * ldb + gj]) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int p = 0; p < kDepth; ++p) {
+            float ra[kMicro], rb[kMicro];
+#pragma unroll
+            for (int u = 0; u < kMicro; ++u) {
+                ra[u] = a_tile[p][tr + kSide * u];
+                rb[u] = b_tile[p][tc + kSide * u];
+            }
+#pragma unroll
+            for (int u = 0; u < kMicro; ++u)
+#pragma unroll
+                for (int v = 0; v < kMicro; ++v) acc[u][v] += ra[u] * rb[v];
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int u = 0; u < kMicro; ++u) {
+        const int64_t i = row0 + tr + kSide * u;
+        if (i >= m) continue;
+#pragma unroll
+        for (int v = 0; v < kMicro; ++v) {
+            const int64_t j = col0 + tc + kSide * v;
+            if (j >= n) continue;
+            float& out = c[i * ldc + j];
+            out = beta == 0.0f ? alpha * acc[u][v] : alpha * acc[u][v] + beta * out;  // beta = 0: C not read
+        }
     }
 }
 
@@ -88,8 +132,13 @@ void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                     int64_t ldc, const Epilogue& ep) {
     if (m <= 0 || n <= 0) return;
-    reference_kernel<<<grid_for(m * n), kThreads>>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    check_launch("gemm_reference");
+    // row tiles along x (up to 2^31 - 1 blocks), column tiles along y in launches of 65535 at most
+    const int64_t row_tiles = (m + kTile - 1) / kTile, col_tiles = (n + kTile - 1) / kTile;
+    for (int64_t first = 0; first < col_tiles; first += 65535) {
+        const dim3 grid(unsigned(row_tiles), unsigned(std::min<int64_t>(col_tiles - first, 65535)));
+        tiled_kernel<<<grid, kSide * kSide>>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, first);
+        check_launch("gemm_reference");
+    }
     epilogue(c, m, n, ldc, ep);
 }
 

@@ -25,8 +25,8 @@ void dropout(const float* x, float* y, int64_t n, float p, uint64_t seed, uint64
 
 // csrc/cuda/gemm.cu: cpu/gemm's contract (row-major, leading dimensions, C = alpha op(A) op(B)
 // + beta C, then the epilogue), sizes within int32 (the bindings check); cuBLAS (tf32: its
-// operands may be rounded to TF32 on tensor cores), and the reference with a double
-// accumulator.
+// operands may be rounded to TF32 on tensor cores), and fastnn's own tiled SGEMM (float sums
+// in k order), the readable reference.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const Epilogue& ep,
           bool tf32);
