@@ -412,3 +412,21 @@ def test_losses_sums_and_penalties_on_a_device_are_the_cpu_ops(device, shape):
         d = on(device, x)
         op(d, *args)
         same(device, d, expected, exact=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", SIZES, ids=str)
+def test_softmax_and_soft_cross_entropy_on_a_device_are_the_cpu_ops(device, shape):
+    x, g = inputs(shape, 3)
+    x[np.isnan(x)] = 1.0
+    t = np.random.default_rng(4).random(shape).astype(np.float32)
+    t /= t.sum(axis=1, keepdims=True)
+    y = _C.softmax_forward(on(device, x))
+    same(device, y, _C.softmax_forward(x), exact=False)
+    same(device, _C.softmax_backward(y, on(device, g)), _C.softmax_backward(_C.softmax_forward(x), g), exact=False)
+    got_loss, got_grad = _C.cross_entropy_soft(on(device, x), on(device, t))
+    want_loss, want_grad = _C.cross_entropy_soft(x, t)
+    assert got_loss == pytest.approx(want_loss, rel=1e-12 if device == "cpu" else 1e-6)
+    same(device, got_grad, want_grad, exact=False)
+    with pytest.raises(ValueError, match="'target' must have logits' shape"):
+        _C.cross_entropy_soft(on(device, x), on(device, t.ravel()))

@@ -1376,14 +1376,16 @@ DEVICE_OP_ARGS = ["device"] * 6 + ["numpy", "int64", "short", "alias", "tensor",
 @fuzz(op=st.sampled_from(["gemm", "activation_forward", "activation_backward", "cross_entropy",
                           "gather_rows", "dropout_forward", "sgd_step", "adam_step", "column_sum", "mse",
                           "binary_cross_entropy", "sum_squares", "sum_abs", "add_penalty_grad", "clip_",
-                          "adagrad_step", "rmsprop_step"]),
+                          "adagrad_step", "rmsprop_step", "softmax_forward", "softmax_backward",
+                          "cross_entropy_soft"]),
       act=st.sampled_from(ACTS), n=st.sampled_from([0, 1, 7, 16, 1000]), cols=st.sampled_from([1, 3, 8]),
       kinds=st.lists(st.sampled_from(DEVICE_OP_ARGS), min_size=4, max_size=4),
       with_bias=st.booleans(), momentum=st.sampled_from([0.0, 0.9]))
 def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
     """gemm, activation_forward/backward, cross_entropy, gather_rows, dropout_forward, sgd_step,
     adam_step, column_sum, mse, binary_cross_entropy, sum_squares, sum_abs, add_penalty_grad,
-    clip_, adagrad_step and rmsprop_step on a device array ("cpu"
+    clip_, adagrad_step, rmsprop_step, softmax_forward/backward and cross_entropy_soft on a device
+    array ("cpu"
     DeviceArrays) with the other arguments drawn: device arrays, host arrays, int64 device
     arrays, a size short, the first array again, a fastnn.Tensor, a list. With device arrays
     (or Tensors) only, the NumPy op's result; with a host, int64 or short one, a TypeError or
@@ -1408,7 +1410,8 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
             "activation_forward": [1], "activation_backward": [1, 3] + [2] * (act == "gelu"),
             "sgd_step": [1] + [2] * (momentum != 0), "adam_step": [1, 2, 3], "column_sum": [1], "mse": [1],
             "binary_cross_entropy": [1], "sum_squares": [], "sum_abs": [], "add_penalty_grad": [1],
-            "clip_": [], "adagrad_step": [1, 2], "rmsprop_step": [1, 2] + [3] * (momentum != 0)}[op]  # x: gelu's only
+            "clip_": [], "adagrad_step": [1, 2], "rmsprop_step": [1, 2] + [3] * (momentum != 0),
+            "softmax_forward": [], "softmax_backward": [1], "cross_entropy_soft": [1]}[op]  # x: gelu's only
     used_kinds = [kinds[i] if kinds[i] != "short" or host[0].size else "device" for i in used]
     bias_arg = make(kinds[0], bias) if with_bias and op == "activation_backward" else None
     if bias_arg is not None:
@@ -1426,9 +1429,11 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
         on_host = ("numpy", "list") if n else ("numpy",)  # an empty list is float64 to NumPy
         plain = kinds[1] in ("device", "tensor", "int64", *on_host)
         bad = kinds[1] == "alias"  # float32: not an index
-    if op in ("mse", "binary_cross_entropy"):  # two inputs (the same one twice is fine); an empty pred has no mean
-        plain = n > 0 and kinds[1] in ("device", "tensor", "alias")
-        bad = n == 0 or kinds[1] in ("numpy", "int64", "list", "short")
+    if op in ("mse", "binary_cross_entropy", "cross_entropy_soft", "softmax_backward"):
+        # two inputs (the same one twice is fine); an empty pred has no mean, softmax's rows may be none
+        empty_ok = op == "softmax_backward"
+        plain = (n > 0 or empty_ok) and kinds[1] in ("device", "tensor", "alias")
+        bad = (n == 0 and not empty_ok) or kinds[1] in ("numpy", "int64", "list", "short")
     if op == "column_sum":  # out: a bias-shaped array (the first array again never fits beside it)
         args[1] = make(kinds[1], bias)
         plain = kinds[1] in ("device", "tensor")
@@ -1464,6 +1469,15 @@ def test_device_op_bindings(op, act, n, cols, kinds, with_bias, momentum):
             got_loss, got = getattr(_C, op)(args[0], args[1])
             want_loss, want = getattr(_C, op)(expected[0], expected[0] if kinds[1] == "alias" else expected[1])
             assert got_loss == want_loss
+        elif op == "cross_entropy_soft":
+            got_loss, got = _C.cross_entropy_soft(args[0], args[1])
+            want_loss, want = _C.cross_entropy_soft(expected[0], expected[0] if kinds[1] == "alias" else expected[1])
+            assert got_loss == want_loss
+        elif op == "softmax_forward":
+            got, want = _C.softmax_forward(args[0]), _C.softmax_forward(expected[0])
+        elif op == "softmax_backward":
+            got = _C.softmax_backward(args[0], args[1])
+            want = _C.softmax_backward(expected[0], expected[0] if kinds[1] == "alias" else expected[1])
         elif op in ("sum_squares", "sum_abs"):
             assert getattr(_C, op)(args[0]) == getattr(_C, op)(expected[0])
             got, want = args[0], expected[0]

@@ -16,6 +16,29 @@ __global__ void backward_kernel(Activation act, const float* x, const float* y, 
     FASTNN_GRID_STRIDE(i, n) gx[i] = derivative(act, x, y[i], gy[i], i, alpha);
 }
 
+// Softmax, one thread per row, as cpu/activation.cpp's: shifted by the row's max.
+__global__ void softmax_forward_kernel(const float* x, float* y, int64_t rows, int64_t cols) {
+    FASTNN_GRID_STRIDE(r, rows) {
+        const float* xr = x + r * cols;
+        float* yr = y + r * cols;
+        float mx = xr[0];
+        for (int64_t j = 1; j < cols; ++j) mx = max_as_std(mx, xr[j]);
+        float sum = 0.0f;
+        for (int64_t j = 0; j < cols; ++j) sum += yr[j] = expf(xr[j] - mx);
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j < cols; ++j) yr[j] *= inv;
+    }
+}
+
+__global__ void softmax_backward_kernel(const float* y, const float* gy, float* gx, int64_t rows, int64_t cols) {
+    FASTNN_GRID_STRIDE(r, rows) {
+        const float *yr = y + r * cols, *gr = gy + r * cols;
+        float dot = 0.0f;
+        for (int64_t j = 0; j < cols; ++j) dot += yr[j] * gr[j];
+        for (int64_t j = 0; j < cols; ++j) gx[r * cols + j] = yr[j] * (gr[j] - dot);
+    }
+}
+
 // Columns in tiles of 32 (a warp reads 32 neighbours of a row: coalesced), a tile's rows
 // dealt to 32 thread rows in a fixed pattern and added back in a fixed tree: the same sum on
 // every run and every GPU, no atomics. (One thread per column, its rows in order, used 16 of
@@ -53,6 +76,18 @@ void activation_backward(Activation act, const float* x, const float* y, const f
     if (n <= 0) return;
     backward_kernel<<<grid_for(n), kThreads>>>(act, x, y, grad_y, grad_x, n, alpha);
     check_launch("activation_backward");
+}
+
+void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols) {
+    if (rows <= 0 || cols <= 0) return;
+    softmax_forward_kernel<<<grid_for(rows), kThreads>>>(x, y, rows, cols);
+    check_launch("softmax_forward");
+}
+
+void softmax_backward(const float* y, const float* grad_y, float* grad_x, int64_t rows, int64_t cols) {
+    if (rows <= 0 || cols <= 0) return;
+    softmax_backward_kernel<<<grid_for(rows), kThreads>>>(y, grad_y, grad_x, rows, cols);
+    check_launch("softmax_backward");
 }
 
 void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta) {

@@ -43,6 +43,28 @@ __global__ void cross_entropy_rows(const float* logits, const Label* labels, flo
     }
 }
 
+__global__ void cross_entropy_soft_rows(const float* logits, const float* target, float* grad, int64_t rows,
+                                        int64_t classes, double* row_loss) {
+    FASTNN_GRID_STRIDE(r, rows) {
+        const float *x = logits + r * classes, *t = target + r * classes;
+        float* g = grad + r * classes;
+        float mx = x[0];
+        for (int64_t j = 1; j < classes; ++j) mx = max_as_std(mx, x[j]);
+        float sum = 0.0f;
+        for (int64_t j = 0; j < classes; ++j) sum += g[j] = expf(x[j] - mx);
+        const float log_sum_exp = mx + logf(sum), inv_rows = 1.0f / static_cast<float>(rows);
+        float mass = 0.0f;  // the target row's sum: 1 for a distribution
+        double s = 0.0;
+        for (int64_t j = 0; j < classes; ++j) {
+            mass += t[j];
+            s += t[j] * (log_sum_exp - x[j]);
+        }
+        const float scale = mass * (1.0f / sum) * inv_rows;
+        for (int64_t j = 0; j < classes; ++j) g[j] = g[j] * scale - t[j] * inv_rows;
+        row_loss[r] = s;
+    }
+}
+
 // The elementwise losses: grad[i] and the term of the sum at i, as cpu/loss.cpp's formulas.
 struct MseTerm {
     const float *p, *t;
@@ -98,6 +120,17 @@ double cross_entropy(const float* logits, const Label* labels, float* grad, int6
     std::memcpy(&bad, &result[1], sizeof bad);
     *first_bad_row = bad == none ? -1 : static_cast<int64_t>(bad);
     return result[0] / static_cast<double>(rows);
+}
+
+double cross_entropy_soft(const float* logits, const float* target, float* grad, int64_t rows, int64_t classes,
+                          double* scratch) {
+    cross_entropy_soft_rows<<<grid_for(rows), kThreads>>>(logits, target, grad, rows, classes, scratch);
+    check_launch("cross_entropy_soft");
+    ordered_sum<<<1, kSumThreads>>>(scratch, rows, scratch + rows);
+    check_launch("cross_entropy_soft (sum)");
+    double total = 0.0;
+    check_call(cudaMemcpy(&total, scratch + rows, sizeof total, cudaMemcpyDeviceToHost), "cross_entropy_soft (result)");
+    return total / static_cast<double>(rows);
 }
 
 double elementwise_loss(ElementwiseLoss kind, const float* pred, const float* target, float* grad, int64_t n,

@@ -15,6 +15,9 @@ void activation_backward(Activation act, const float* x, const float* y, const f
 // ... and the bias gradient: db[j] += sum over the rows of grad_x[:, j], in row order.
 void activation_backward_bias(Activation act, const float* x, const float* y, const float* grad_y,
                               float* grad_x, int64_t rows, int64_t cols, float alpha, float* db);
+// row-wise softmax of (rows, cols) and its backward (grad_x = y * (grad_y - <y, grad_y>))
+void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols);
+void softmax_backward(const float* y, const float* grad_y, float* grad_x, int64_t rows, int64_t cols);
 // out[j] = beta * out[j] + the sum of x[:, j] (beta 0: out is only written), a fixed order of
 // additions on every run (reduce.cpp's column_sum is the CPU's).
 void column_sum(const float* x, float* out, int64_t rows, int64_t cols, float beta);
@@ -46,6 +49,10 @@ double cross_entropy(const float* logits, const Label* labels, float* grad, int6
 // cpu/loss.cpp's mse, bce_with_logits and bce_probabilities; scratch: (n + kSumChunk - 1) /
 // kSumChunk + 1 doubles on the device (sum.cuh's partial sums).
 enum class ElementwiseLoss { Mse = 0, BceLogits = 1, BceProbabilities = 2 };  // the bindings' codes
+// ... and from a target distribution per row (cpu/loss.cpp's cross_entropy_soft); scratch:
+// rows + 1 doubles on the device.
+double cross_entropy_soft(const float* logits, const float* target, float* grad, int64_t rows, int64_t classes,
+                          double* scratch);
 double elementwise_loss(ElementwiseLoss kind, const float* pred, const float* target, float* grad, int64_t n,
                         double* scratch);
 

@@ -155,14 +155,40 @@ void bind_activation(py::module_& m) {
         return py::object(std::move(gx));
     }, py::arg("name"), py::arg("y"), py::arg("grad_y"), py::arg("alpha") = 0.01f,
        py::arg("x") = py::none(), py::arg("out") = py::none(), py::arg("bias_grad") = py::none());
-    m.def("softmax_forward", [](py::handle x_obj) {
+    m.def("softmax_forward", [](py::handle x_obj) -> py::object {
+        if (DeviceArray* d = device_array_of(x_obj)) {
+            DeviceArray& x = device_f32(x_obj, d->device(), -1, "softmax_forward", "x", "x");
+            if (x.shape.size() != 2 || x.shape[1] < 1)
+                fail_value("softmax_forward: 'x' must be (rows, classes) with at least one class");
+            DeviceArray y = DeviceArray::empty(x.shape, x.dtype, x.device());
+            const float* xp = x.f32();
+            float* yp = y.f32();
+            const int64_t rows = x.shape[0], cols = x.shape[1];
+            run_on(x.device(), [&] { softmax_forward(xp, yp, rows, cols); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::softmax_forward(xp, yp, rows, cols)); });
+            return result_like(std::move(y), x_obj);
+        }
         F32Array x = rows_of_classes(x_obj, "softmax_forward", "x");
         auto y = new_like(x);
         py::gil_scoped_release nogil;
         softmax_forward(x.data(), y.mutable_data(), x.shape(0), x.shape(1));
         return y;
     }, py::arg("x"));
-    m.def("softmax_backward", [](py::handle y_obj, py::handle g_obj) {
+    m.def("softmax_backward", [](py::handle y_obj, py::handle g_obj) -> py::object {
+        if (DeviceArray* d = device_array_of(y_obj)) {
+            DeviceArray& y = device_f32(y_obj, d->device(), -1, "softmax_backward", "y", "y");
+            if (y.shape.size() != 2 || y.shape[1] < 1)
+                fail_value("softmax_backward: 'y' must be (rows, classes) with at least one class");
+            DeviceArray& g = device_f32(g_obj, y.device(), y.size(), "softmax_backward", "grad_y", "y");
+            if (g.shape != y.shape) fail_value("softmax_backward: 'grad_y' must have y's shape");
+            DeviceArray gx = DeviceArray::empty(y.shape, y.dtype, y.device());
+            const float *yp = y.f32(), *gp = g.f32();
+            float* o = gx.f32();
+            const int64_t rows = y.shape[0], cols = y.shape[1];
+            run_on(y.device(), [&] { softmax_backward(yp, gp, o, rows, cols); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::softmax_backward(yp, gp, o, rows, cols)); });
+            return result_like(std::move(gx), y_obj);
+        }
         F32Array y = rows_of_classes(y_obj, "softmax_backward", "y");
         F32Array g = as_f32(g_obj, "softmax_backward", "grad_y");
         require_same_shape(y, g, "softmax_backward", "y", "grad_y");

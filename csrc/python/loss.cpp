@@ -117,7 +117,29 @@ void bind_loss(py::module_& m) {
         }
         return py::tuple(py::make_tuple(value, grad));
     }, py::arg("logits"), py::arg("labels"));
-    m.def("cross_entropy_soft", [](py::handle logits_obj, py::handle target_obj) {
+    m.def("cross_entropy_soft", [](py::handle logits_obj, py::handle target_obj) -> py::tuple {
+        if (DeviceArray* d = device_array_of(logits_obj)) {
+            const char* fn = "cross_entropy_soft";
+            DeviceArray& logits = device_f32(logits_obj, d->device(), -1, fn, "logits", "logits");
+            if (logits.shape.size() != 2 || logits.shape[0] < 1 || logits.shape[1] < 1)
+                fail_value("cross_entropy_soft: 'logits' must be (rows, classes) with at least one of each");
+            DeviceArray& target = device_f32(target_obj, logits.device(), -1, fn, "target", "logits");
+            if (target.shape != logits.shape) fail_value("cross_entropy_soft: 'target' must have logits' shape");
+            const int64_t rows = logits.shape[0], classes = logits.shape[1];
+            DeviceArray grad = DeviceArray::empty(logits.shape, logits.dtype, logits.device());
+            const float *x = logits.f32(), *t = target.f32();
+            float* g = grad.f32();
+            double value = 0.0;
+            if (logits.device().type == DeviceType::Cpu) {
+                run_on(logits.device(), [&] { value = cross_entropy_soft(x, t, g, rows, classes); }, [] {});
+            } else {
+                DeviceArray scratch = DeviceArray::empty({rows + 1}, dtype_named("int64"), logits.device());
+                [[maybe_unused]] double* s = static_cast<double*>(scratch.data());  // CUDA build
+                run_on(logits.device(), [] {},
+                       [&] { FASTNN_CUDA_ONLY(value = cuda::cross_entropy_soft(x, t, g, rows, classes, s)); });
+            }
+            return py::make_tuple(value, result_like(std::move(grad), logits_obj));
+        }
         F32Array logits = matrix_2d(logits_obj, "cross_entropy_soft", "logits");
         F32Array target = as_f32(target_obj, "cross_entropy_soft", "target");
         require_same_shape(logits, target, "cross_entropy_soft", "logits", "target");

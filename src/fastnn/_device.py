@@ -44,7 +44,7 @@ def check_on_device(model: Any, where: str) -> None:
     from .nn import activations, layers, sequential
 
     ready = (sequential.Sequential, layers.Dense, layers.Dropout, layers.Flatten, layers.Reshape,
-             activations._Elementwise)
+             activations._Elementwise, activations.Softmax)
     for name, module in model.named_modules():
         built_in = type(module).__module__.startswith("fastnn.")
         if built_in and not isinstance(module, ready):
