@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "core/geometry.h"  // ConvGeometry, PoolGeometry
 #include "cpu/gemm/gemm.h"
 
 namespace fastnn {
@@ -35,14 +36,6 @@ void axpby(float* y, const float* x, int64_t n, float a, float b);  // y = a * y
 void clip(float* x, int64_t n, float low, float high);         // x = min(max(x, low), high)
 
 // ---- convolution (cpu/conv.cpp) ----
-// An NCHW input and a KH x KW kernel with its strides, paddings and dilations; the bindings
-// check that the output has at least one pixel.
-struct ConvGeometry {
-    int64_t n, c, h, w, kh, kw;
-    int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
-    int64_t out_h() const { return (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1; }
-    int64_t out_w() const { return (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1; }
-};
 // The direct convolution in double (the reference): y (n, out_channels, oh, ow) from x and
 // w (out_channels, c / groups, kh, kw), bias (out_channels) or nullptr.
 void conv2d_reference(const ConvGeometry& g, int64_t out_channels, int64_t groups,
@@ -71,11 +64,6 @@ void depthwise_backward(const ConvGeometry& g, int64_t multiplier, const float* 
                         float* db);
 
 // ---- pooling (cpu/pool.cpp), over `planes` planes of h x w, floor mode ----
-struct PoolGeometry {
-    int64_t planes, h, w, kh, kw, sh, sw, ph, pw;
-    int64_t out_h() const { return (h + 2 * ph - kh) / sh + 1; }
-    int64_t out_w() const { return (w + 2 * pw - kw) / sw + 1; }
-};
 // argmax: the index in its input plane (iy * w + ix) of each output's value, for backward.
 void maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int64_t* argmax);
 void maxpool2d_backward(const PoolGeometry& g, const float* gy, const int64_t* argmax, float* dx);

@@ -430,3 +430,59 @@ def test_softmax_and_soft_cross_entropy_on_a_device_are_the_cpu_ops(device, shap
     same(device, got_grad, want_grad, exact=False)
     with pytest.raises(ValueError, match="'target' must have logits' shape"):
         _C.cross_entropy_soft(on(device, x), on(device, t.ravel()))
+
+
+CONV_CASES = [  # (n, c, h, w), out_channels, kernel, stride, padding, dilation, groups
+    ((1, 1, 7, 5), 2, 3, 1, 0, 1, 1), ((3, 4, 9, 9), 6, 3, 2, 1, 1, 2), ((2, 3, 8, 6), 5, (3, 1), 1, 2, 2, 1),
+    ((2, 4, 6, 7), 8, 3, 1, 1, 1, 4), ((1, 2, 5, 5), 2, 5, 3, 2, 1, 1), ((2, 3, 4, 4), 3, 1, 1, 0, 1, 3)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_conv_and_pooling_on_a_device_are_the_cpu_ops(device, case):
+    """conv2d forward (bias and activation) and backward (input, weight with beta, bias
+    accumulated), grouped and depthwise, and max, average pooling forward and backward: the
+    CPU's (to the bit in host memory; to float32 rounding of the sums' other order on a GPU)."""
+    shape, oc, kernel, stride, padding, dilation, groups = case
+    kh, kw = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((oc, shape[1] // groups, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(oc).astype(np.float32)
+    geo = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+    def close(got, expected):  # sums of up to a few hundred products in another order on a GPU
+        if device == "cpu":
+            np.testing.assert_array_equal(got.numpy(), expected)
+        else:
+            np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+    y = _C.conv2d_forward(x, w, b, **geo, activation="tanh")
+    close(_C.conv2d_forward(on(device, x), on(device, w), on(device, b), **geo, activation="tanh"), y)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gw, gb = rng.standard_normal(w.shape).astype(np.float32), rng.standard_normal(oc).astype(np.float32)
+    dgw, dgb = on(device, gw), on(device, gb)
+    dx = _C.conv2d_backward(x, w, gy, gw, grad_bias=gb, beta=0.5, **geo)
+    got = _C.conv2d_backward(on(device, x), on(device, w), on(device, gy), dgw, grad_bias=dgb, beta=0.5, **geo)
+    for a, expected in [(got, dx), (dgw, gw), (dgb, gb)]:
+        close(a, expected)
+    if groups == shape[1]:  # the depthwise entry points
+        close(_C.depthwise_conv2d_forward(on(device, x), on(device, w), on(device, b), stride=stride,
+                                          padding=padding, dilation=dilation),
+              _C.depthwise_conv2d_forward(x, w, b, stride=stride, padding=padding, dilation=dilation))
+    k = (min(kh, shape[2]), min(kw, shape[3]))
+    pad = (k[0] // 2, k[1] // 2) if padding else 0
+    x[0, 0, 0, :2] = np.nan if shape[3] > 2 else x[0, 0, 0, :2]  # a NaN wins its windows
+    for op in ("max", "avg"):
+        fwd, bwd = getattr(_C, f"{op}pool2d_forward"), getattr(_C, f"{op}pool2d_backward")
+        want = fwd(x, k, stride=stride, padding=pad)
+        have = fwd(on(device, x), k, stride=stride, padding=pad)
+        if op == "max":
+            (want, argmax), (have, dev_argmax) = want, have
+            np.testing.assert_array_equal(dev_argmax.numpy(), argmax)
+        same(device, have, want, exact=op == "max")
+        g = rng.standard_normal(want.shape).astype(np.float32)
+        args = (argmax,) if op == "max" else ()
+        dev_args = (dev_argmax,) if op == "max" else ()
+        same(device, bwd(on(device, g), *dev_args, shape, k, stride=stride, padding=pad),
+             bwd(g, *args, shape, k, stride=stride, padding=pad), exact=op == "max")

@@ -167,21 +167,19 @@ def test_the_other_losses_penalties_and_clipping_on_a_device(device, case):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case,words", [
-    ("conv", "Conv2d (layer 0) has no CUDA kernels yet"),
-    ("pool", "MaxPool2d (layer 0) has no CUDA kernels yet"),
+    ("batch_norm_2d", "BatchNorm2d (layer 1) has no CUDA kernels yet"),
     ("batch_norm", "BatchNorm1d (layer 1) has no CUDA kernels yet"),
     ("diagnostics", "diagnostics=True"),
 ])
 def test_what_has_no_device_kernels_is_named(device, case, words):
-    layers = {"conv": [nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Dense(8, 5)],
-              "pool": [nn.MaxPool2d(2), nn.Flatten(), nn.Dense(4, 5)],
+    layers = {"batch_norm_2d": [nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Dense(8, 5)],
               "batch_norm": [nn.Dense(20, 8), nn.BatchNorm1d(8), nn.Dense(8, 5)]}.get(case, [nn.Dense(20, 5)])
     model = nn.Sequential(*layers)
     model.compile(loss="cross_entropy", optimizer="adam")
     X, y = data(64)
     with pytest.raises(NotImplementedError, match=re.escape(words)):
         move(model, device)
-        model.fit(X if case not in ("conv", "pool") else X[:, :16].reshape(64, 1, 4, 4), y, epochs=1,
+        model.fit(X if case != "batch_norm_2d" else X[:, :16].reshape(64, 1, 4, 4), y, epochs=1,
                   verbose=0, diagnostics=case == "diagnostics")
 
 
@@ -228,3 +226,32 @@ def test_cli_trains_on_the_gpu(capsys):
     out = capsys.readouterr().out
     accuracy = float(out.rsplit("test accuracy", 1)[1].split()[0])
     assert accuracy > 0.85, out
+
+
+def cnn(seed=0):
+    """Every conv and pooling path: padding "same", stride 2, dilation 2, groups 2, depthwise,
+    max, average and global average pooling, a gelu (whose backward reads the input)."""
+    fastnn.seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding="same", activation="relu"), nn.MaxPool2d(2),          # 8x8 -> 4x4
+        nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2, activation="gelu"),          # 4x4
+        nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.AvgPool2d(2, stride=1, padding=1),  # 4x4 -> 5x5
+        nn.Conv2d(6, 8, 2, stride=2, activation="tanh"), nn.Dropout(0.1),               # 2x2
+        nn.GlobalAvgPool2d(), nn.Dense(8, 3))
+    model.compile(loss="cross_entropy", optimizer="adam")
+    return model
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_cnn_trains_on_a_device_as_on_the_cpu(device):
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 240)
+    X = (rng.standard_normal((240, 1, 8, 8)) + y[:, None, None, None]).astype(np.float32)
+    expected, got = StepLosses(), StepLosses()
+    cpu = cnn()
+    cpu.fit(X, y, epochs=4, batch_size=24, seed=1, verbose=0, callbacks=[expected])
+    model = move(cnn(), device)
+    model.fit(X, y, epochs=4, batch_size=24, seed=1, verbose=0, callbacks=[got])
+    assert expected.losses[-1] < expected.losses[0]
+    same(device, got.losses, expected.losses, 1e-4)
+    same(device, model.predict(X[:50]), cpu.predict(X[:50]), 1e-4)

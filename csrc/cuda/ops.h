@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "../cpu/gemm/gemm.h"  // Activation, Epilogue
+#include "../core/geometry.h"  // ConvGeometry, PoolGeometry
 
 namespace fastnn::cuda {
 
@@ -82,5 +83,18 @@ void adagrad_step(float* param, const float* grad, float* sum_sq, int64_t n, flo
 // buf: with momentum > 0 only; gavg: centered only (else may be null)
 void rmsprop_step(float* param, const float* grad, float* sq, float* buf, float* gavg, int64_t n, float lr,
                   double alpha, float eps, float weight_decay, float momentum, bool centered);
+
+// csrc/cuda/conv.cu: csrc/ops.h's contract (groups, stride, padding, dilation); backward's
+// scratch: max(weights, out_channels) * n floats on the device (per-image partial sums).
+void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x, const float* w,
+                    const float* bias, Activation act, float alpha, float* y);
+void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x, const float* w,
+                     const float* gy, float* dx, float* dw, float dw_beta, float* db, float* scratch);
+
+// csrc/cuda/pool.cu: csrc/ops.h's contract
+void maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int64_t* argmax);
+void maxpool2d_backward(const PoolGeometry& g, const float* gy, const int64_t* argmax, float* dx);
+void avgpool2d_forward(const PoolGeometry& g, const float* x, float* y);
+void avgpool2d_backward(const PoolGeometry& g, const float* gy, float* dx);
 
 }  // namespace fastnn::cuda

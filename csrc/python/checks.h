@@ -24,13 +24,17 @@ namespace py = pybind11;
 
 using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
-inline std::string shape_str(const py::array& a) {
+inline std::string shape_str(const std::vector<int64_t>& shape) {
     std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    for (size_t i = 0; i < shape.size(); ++i) {
         if (i) s += ", ";
-        s += std::to_string(a.shape(i));
+        s += std::to_string(shape[i]);
     }
-    return s + (a.ndim() == 1 ? ",)" : ")");
+    return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+inline std::string shape_str(const py::array& a) {
+    return shape_str(std::vector<int64_t>(a.shape(), a.shape() + a.ndim()));
 }
 
 inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }

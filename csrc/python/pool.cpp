@@ -1,7 +1,11 @@
 // Bindings of 2-D max and average pooling (csrc/cpu/pool.cpp) over NCHW batches.
-#include "checks.h"
-
 #include <tuple>
+
+#include "checks.h"
+#include "device_array.h"
+#ifdef FASTNN_CUDA
+#include "cuda/ops.h"
+#endif
 
 namespace fastnn::bind {
 namespace {
@@ -67,12 +71,52 @@ py::array_t<int64_t> argmax_array(py::handle obj, const std::vector<py::ssize_t>
     return py::reinterpret_borrow<py::array_t<int64_t>>(arr);
 }
 
+// A pooling backward's grad_y on a device, with the output's shape for input shape `in`.
+DeviceArray& device_output_grad(py::handle obj, const Device& dev, const std::vector<int64_t>& in,
+                                const PoolGeometry& g, const char* fn) {
+    DeviceArray& gy = device_f32(obj, dev, -1, fn, "grad_y", "grad_y");
+    if (gy.shape != std::vector<int64_t>{in[0], in[1], g.out_h(), g.out_w()})
+        fail_value(std::string(fn) + ": 'grad_y' must have the output's shape (" + std::to_string(in[0]) + ", " +
+                   std::to_string(in[1]) + ", " + std::to_string(g.out_h()) + ", " + std::to_string(g.out_w()) +
+                   "), got " + shape_str(gy.shape));
+    return gy;
+}
+
+// A new array for a result on a device, or `out_obj` checked to hold `shape` there.
+DeviceArray device_result(py::handle out_obj, const std::vector<int64_t>& shape, const Device& dev, const char* fn,
+                          const char* first) {
+    if (out_obj.is_none()) return DeviceArray::empty(shape, dtype_named("float32"), dev);
+    DeviceArray& out = device_f32(out_obj, dev, element_count(shape), fn, "out", first);
+    if (out.shape != shape) fail_value(std::string(fn) + ": 'out' must have shape " + shape_str(shape));
+    return out;
+}
+
+py::object returned(DeviceArray&& result, py::handle out_obj, py::handle like) {
+    return out_obj.is_none() ? result_like(std::move(result), like) : py::reinterpret_borrow<py::object>(out_obj);
+}
+
 }  // namespace
 
 void bind_pool(py::module_& m) {
     m.def("maxpool2d_forward", [](py::handle x_obj, py::handle kernel, py::handle stride,
-                                  py::handle padding, py::handle out_obj, py::handle argmax_obj) {
+                                  py::handle padding, py::handle out_obj, py::handle argmax_obj) -> py::tuple {
         const char* fn = "maxpool2d_forward";
+        if (DeviceArray* d = device_array_of(x_obj)) {
+            DeviceArray& x = device_f32(x_obj, d->device(), -1, fn, "x", "x");
+            const PoolGeometry g = pool_geometry(x.shape, kernel, stride, padding, fn, "x");
+            const std::vector<int64_t> shape{x.shape[0], x.shape[1], g.out_h(), g.out_w()};
+            DeviceArray y = device_result(out_obj, shape, x.device(), fn, "x");
+            DeviceArray argmax = argmax_obj.is_none() ? DeviceArray::empty(shape, dtype_named("int64"), x.device())
+                : device_array(argmax_obj, x.device(), element_count(shape), fn, "argmax_out", "x", dtype_named("int64"));
+            if (argmax.shape != shape) fail_value(std::string(fn) + ": argument 'argmax_out' must have the output's shape");
+            Operands(fn).input("x", x.view()).output("out", y.view()).output("argmax_out", argmax.view()).check();
+            const float* xp = x.f32();
+            float* yp = y.f32();
+            int64_t* ap = static_cast<int64_t*>(argmax.data());
+            run_on(x.device(), [&] { maxpool2d_forward(g, xp, yp, ap); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::maxpool2d_forward(g, xp, yp, ap)); });
+            return py::make_tuple(returned(std::move(y), out_obj, x_obj), returned(std::move(argmax), argmax_obj, x_obj));
+        }
         F32Array x = as_f32(x_obj, fn, "x");
         const std::vector<int64_t> shape(x.shape(), x.shape() + x.ndim());
         const PoolGeometry g = pool_geometry(shape, kernel, stride, padding, fn, "x");
@@ -94,10 +138,28 @@ void bind_pool(py::module_& m) {
 
     m.def("maxpool2d_backward", [](py::handle g_obj, py::handle argmax_obj, py::handle shape_obj,
                                    py::handle kernel, py::handle stride, py::handle padding,
-                                   py::handle out_obj) {
+                                   py::handle out_obj) -> py::object {
         const char* fn = "maxpool2d_backward";
         const std::vector<int64_t> in = input_shape_arg(shape_obj, fn);
         const PoolGeometry g = pool_geometry(in, kernel, stride, padding, fn, "input_shape");
+        if (DeviceArray* d = device_array_of(g_obj)) {  // an argmax entry not in its window adds nothing
+            DeviceArray& gy = device_output_grad(g_obj, d->device(), in, g, fn);
+            DeviceArray& idx = device_array(argmax_obj, gy.device(), gy.size(), fn, "argmax", "grad_y", dtype_named("int64"));
+            DeviceArray dx = device_result(out_obj, in, gy.device(), fn, "grad_y");
+            Operands(fn).input("grad_y", gy.view()).input("argmax", idx.view()).output("out", dx.view()).check();
+            const float* gp = gy.f32();
+            const int64_t* ip = static_cast<const int64_t*>(idx.data());
+            float* o = dx.f32();
+            if (gy.device().type == DeviceType::Cpu) {  // the CPU's kernel indexes by argmax: checked first
+                const int64_t bad = first_label_out_of_range(ip, idx.size(), g.h * g.w);
+                if (bad >= 0)
+                    fail_value(std::string(fn) + ": argmax[" + std::to_string(bad) + "] = " + std::to_string(ip[bad]) +
+                               " is outside the input plane [0, " + std::to_string(g.h * g.w) + ")");
+            }
+            run_on(gy.device(), [&] { maxpool2d_backward(g, gp, ip, o); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::maxpool2d_backward(g, gp, ip, o)); });
+            return returned(std::move(dx), out_obj, g_obj);
+        }
         F32Array gy = output_grad(g_obj, in, g, fn);
         // Checked here for a clear error, and again by the kernel as it reads each index (no
         // private copy, as forward's int64 argmax is used in place): another thread may change
@@ -123,8 +185,19 @@ void bind_pool(py::module_& m) {
        py::arg("out") = py::none());
 
     m.def("avgpool2d_forward", [](py::handle x_obj, py::handle kernel, py::handle stride,
-                                  py::handle padding, py::handle out_obj) {
+                                  py::handle padding, py::handle out_obj) -> py::object {
         const char* fn = "avgpool2d_forward";
+        if (DeviceArray* d = device_array_of(x_obj)) {
+            DeviceArray& x = device_f32(x_obj, d->device(), -1, fn, "x", "x");
+            const PoolGeometry g = pool_geometry(x.shape, kernel, stride, padding, fn, "x");
+            DeviceArray y = device_result(out_obj, {x.shape[0], x.shape[1], g.out_h(), g.out_w()}, x.device(), fn, "x");
+            Operands(fn).input("x", x.view()).output("out", y.view()).check();
+            const float* xp = x.f32();
+            float* yp = y.f32();
+            run_on(x.device(), [&] { avgpool2d_forward(g, xp, yp); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::avgpool2d_forward(g, xp, yp)); });
+            return returned(std::move(y), out_obj, x_obj);
+        }
         F32Array x = as_f32(x_obj, fn, "x");
         const std::vector<int64_t> shape(x.shape(), x.shape() + x.ndim());
         const PoolGeometry g = pool_geometry(shape, kernel, stride, padding, fn, "x");
@@ -138,10 +211,20 @@ void bind_pool(py::module_& m) {
        py::arg("padding") = 0, py::arg("out") = py::none(), "Each window's mean, the padding counted (torch's default).");
 
     m.def("avgpool2d_backward", [](py::handle g_obj, py::handle shape_obj, py::handle kernel,
-                                   py::handle stride, py::handle padding, py::handle out_obj) {
+                                   py::handle stride, py::handle padding, py::handle out_obj) -> py::object {
         const char* fn = "avgpool2d_backward";
         const std::vector<int64_t> in = input_shape_arg(shape_obj, fn);
         const PoolGeometry g = pool_geometry(in, kernel, stride, padding, fn, "input_shape");
+        if (DeviceArray* d = device_array_of(g_obj)) {
+            DeviceArray& gy = device_output_grad(g_obj, d->device(), in, g, fn);
+            DeviceArray dx = device_result(out_obj, in, gy.device(), fn, "grad_y");
+            Operands(fn).input("grad_y", gy.view()).output("out", dx.view()).check();
+            const float* gp = gy.f32();
+            float* o = dx.f32();
+            run_on(gy.device(), [&] { avgpool2d_backward(g, gp, o); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::avgpool2d_backward(g, gp, o)); });
+            return returned(std::move(dx), out_obj, g_obj);
+        }
         F32Array gy = output_grad(g_obj, in, g, fn);
         auto dx = out_array(out_obj, {in[0], in[1], in[2], in[3]}, fn);
         Operands(fn).input("grad_y", gy).output("out", dx).check();

@@ -41,10 +41,11 @@ def check_on_device(model: Any, where: str) -> None:
     """NotImplementedError naming the first built-in layer of a model on ``where`` that has no
     CUDA kernels yet. A layer class of your own is taken as it is: its forward and backward see
     the Tensors. (A loss without them says so when called.)"""
-    from .nn import activations, layers, sequential
+    from .nn import activations, conv, layers, pooling, sequential
 
     ready = (sequential.Sequential, layers.Dense, layers.Dropout, layers.Flatten, layers.Reshape,
-             activations._Elementwise, activations.Softmax)
+             activations._Elementwise, activations.Softmax, conv.Conv2d, pooling._Pool2d,
+             pooling.GlobalAvgPool2d)
     for name, module in model.named_modules():
         built_in = type(module).__module__.startswith("fastnn.")
         if built_in and not isinstance(module, ready):
