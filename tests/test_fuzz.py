@@ -2151,5 +2151,86 @@ def test_fuzz_covers_every_binding_and_layer():
     assert ops == {*UNARY_REFS, "add", "mul"}, f"functional ops not fuzzed: {sorted(ops - {*UNARY_REFS})}"
 
 
+
+@fuzz(op=st.sampled_from(["conv_forward", "conv_backward", "depthwise", "max", "avg"]),
+      n=st.sampled_from([0, 1, 2]), c=st.sampled_from([1, 2, 4]), h=st.sampled_from([1, 3, 6]),
+      w=st.sampled_from([1, 4, 5]), k=st.sampled_from([1, 2, 3, (3, 1)]), s=st.sampled_from([1, 2, 0]),
+      p=st.sampled_from([0, 1, 2, -1]), d=st.sampled_from([1, 2]), groups=st.sampled_from([1, 2, 3]),
+      swap=st.sampled_from([None, None, None, "first", "second", "third"]),
+      kind=st.sampled_from(["numpy", "short", "int64"]))
+def test_device_conv_and_pool_bindings(op, n, c, h, w, k, s, p, d, groups, swap, kind):
+    """conv2d_forward/backward, depthwise_conv2d_forward and max/avg pooling forward and
+    backward on device arrays ("cpu" DeviceArrays): with every array on the device, what the
+    NumPy op gives (bit for bit) or the same error type it raises; with one array swapped for a
+    host array, a short one or an int64 one, a TypeError or ValueError; never a crash."""
+    rng = np.random.default_rng(n * 31 + c * 7 + h + w)
+    kh, kw = k if isinstance(k, tuple) else (k, k)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    oc = 2 * groups
+    wt = rng.standard_normal((c if op == "depthwise" else oc, 1 if op == "depthwise" else max(c // groups, 1),
+                              kh, kw)).astype(np.float32)
+    bias = rng.standard_normal(wt.shape[0]).astype(np.float32)
+
+    def device(a, position):
+        if swap != position:
+            return _C.DeviceArray.from_numpy(a, "cpu")
+        if kind == "short":
+            return _C.DeviceArray.from_numpy(a.ravel()[:-1] if a.size else np.zeros(1, a.dtype), "cpu")
+        return a if kind == "numpy" else _C.DeviceArray.from_numpy(a.astype(np.int64), "cpu")
+
+    def run(arrays, on_host):
+        geo = dict(stride=s, padding=p)
+        if op == "conv_forward":
+            return _C.conv2d_forward(arrays[0], arrays[1], arrays[2], **geo, dilation=d, groups=groups,
+                                     activation="relu")
+        if op == "depthwise":
+            return _C.depthwise_conv2d_forward(arrays[0], arrays[1], arrays[2], **geo, dilation=d)
+        if op == "conv_backward":
+            return _C.conv2d_backward(arrays[0], arrays[1], arrays[2], arrays[3], beta=0.5, **geo, dilation=d,
+                                      groups=groups)
+        forward = getattr(_C, f"{op}pool2d_forward")
+        if swap is None or swap == "first":
+            return forward(arrays[0], k, **geo)
+        y = forward(x, k, **geo)  # backward: grad_y (and argmax) swapped
+        g = np.random.default_rng(1).standard_normal((y[0] if op == "max" else y).shape).astype(np.float32)
+        if op == "max":
+            return _C.maxpool2d_backward(g if on_host else device(g, "second"),
+                                         y[1] if on_host else device(y[1], "third"), x.shape, k, **geo)
+        return _C.avgpool2d_backward(g if on_host else device(g, "second"), x.shape, k, **geo)
+
+    host = [x, wt, bias if op != "conv_backward" else None, None]
+    if op == "conv_backward":
+        try:
+            y = _C.conv2d_forward(x, wt, None, stride=s, padding=p, dilation=d, groups=groups)
+        except (TypeError, ValueError):
+            y = np.zeros((n, oc, 1, 1), np.float32)
+        host[2], host[3] = rng.standard_normal(y.shape).astype(np.float32), np.zeros_like(wt)
+    trace(f"{op} x={x.shape} w={wt.shape} k={k} s={s} p={p} d={d} groups={groups} swap={swap} kind={kind}")
+    try:
+        host_run = [a if a is None else a.copy() for a in host]  # grad_weight is written in place
+        want, want_error = run(host_run, True), None
+    except (TypeError, ValueError) as e:
+        want, want_error = None, type(e)
+    positions = ["first", "second", "third", "fourth"]
+    on_device = [None if a is None else device(a, positions[i]) for i, a in enumerate(host)]
+    try:
+        got = run(on_device, False)
+    except (TypeError, ValueError) as e:
+        assert swap is not None or type(e) is want_error, f"{type(e).__name__}: {e} (NumPy's op: {want_error})"
+        return
+    assert want_error is None, f"accepted what NumPy's op refuses ({want_error.__name__})"
+    # pooling's only array on the host runs there (avg's backward has no third)
+    harmless = swap is None or (op in ("max", "avg") and swap == "first" and kind == "numpy") or (
+        op == "avg" and (swap == "third" or (swap == "second" and kind == "numpy"))) or (
+        op == "max" and swap == "third" and kind == "int64")  # argmax is int64 anyway
+    assert harmless, f"accepted a {kind} {swap} array"
+    for g_, w_ in zip(got if isinstance(got, tuple) else [got], want if isinstance(want, tuple) else [want]):
+        if w_ is not None:
+            np.testing.assert_array_equal(g_.numpy() if hasattr(g_, "numpy") else g_, w_)
+    if op == "conv_backward":  # grad_weight, in place
+        np.testing.assert_array_equal(on_device[3].numpy() if hasattr(on_device[3], "numpy") else on_device[3],
+                                      host_run[3])
+
+
 if __name__ == "__main__":
     child_main(sys.argv[1], sys.argv[2:])
