@@ -954,7 +954,7 @@ def test_optimizer_steps(data, which, n, two_d, size_bug, alias):
 @fuzz(data=st.data(), n=WIDE, l1=st.sampled_from([0.0, 0.1, -1.0, float("nan")]),
       l2=st.sampled_from([0.0, 0.01, float("inf")]), alias=st.booleans())
 def test_penalty_and_reductions(data, n, l1, l2, alias):
-    """add_penalty_grad, sum_squares, scale_, axpby_, clip_."""
+    """add_penalty_grad, sum_squares, sum_abs, scale_, axpby_, clip_."""
     p = data.draw(arg("param", (n,)))
     g = data.draw(arg("grad", (n,), in_place=True))
     if alias and p.a.dtype == np.float32 and p.a.flags.c_contiguous and p.a.flags.writeable and n:
@@ -983,6 +983,9 @@ def test_penalty_and_reductions(data, n, l1, l2, alias):
         check_call("sum_squares(x)", lambda: _C.sum_squares(x.a), [x],
                    check=lambda s: agree(np.float64(s), (x.v ** 2).sum(),
                                          1e-9 * (x.v ** 2).sum() + 1e-30, "sum_squares"))
+        check_call("sum_abs(x)", lambda: _C.sum_abs(x.a), [x],
+                   check=lambda s: agree(np.float64(s), np.abs(x.v).sum(),
+                                         1e-9 * np.abs(x.v).sum() + 1e-30, "sum_abs"))
     y = data.draw(arg("x", (n,), in_place=True))
     y0 = y.v.copy() if y.v is not None else None
     factor = data.draw(st.sampled_from([0.5, -2.0, 0.0, 1e30, float("nan")]))
@@ -2128,7 +2131,7 @@ def test_fuzz_covers_every_binding_and_layer():
                "column_sum", "softmax_forward", "softmax_backward", "gather_rows", "mse",
                "binary_cross_entropy", "cross_entropy", "cross_entropy_soft", "sgd_step",
                "adam_step", "adagrad_step", "rmsprop_step", "add_penalty_grad", "sum_squares",
-               "scale_", "axpby_", "clip_", "random_uniform", "dropout_forward", "dropout_backward",
+               "sum_abs", "scale_", "axpby_", "clip_", "random_uniform", "dropout_forward", "dropout_backward",
                "augment_images", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
                "supported_isas", "config", "fma_peak_gflops", "max_num_threads", "blocking",
                "set_blocking", "reset_blocking", "model_blocking", "fma_peak_per_core",
