@@ -486,3 +486,38 @@ def test_conv_and_pooling_on_a_device_are_the_cpu_ops(device, case):
         dev_args = (dev_argmax,) if op == "max" else ()
         same(device, bwd(on(device, g), *dev_args, shape, k, stride=stride, padding=pad),
              bwd(g, *args, shape, k, stride=stride, padding=pad), exact=op == "max")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(2, 3), (5, 4, 3), (3, 2, 5, 7), (1, 1, 300, 1)], ids=str)
+def test_batch_norm_on_a_device_is_the_cpu_op(device, shape):
+    """batchnorm_forward in training (the running statistics moved) and evaluation, and
+    batchnorm_backward (weight and bias gradients with beta, the input's), against the CPU's."""
+    rng = np.random.default_rng(sum(shape))
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    gamma, beta = rng.standard_normal((2, c)).astype(np.float32)
+    host = {k: rng.random(c).astype(np.float32) + 0.5 for k in ("rm", "rv", "mean", "invstd")}
+    dev = {k: on(device, v) for k, v in host.items()}
+    for training in (True, False):
+        want = _C.batchnorm_forward(x, gamma, beta, host["rm"], host["rv"], host["mean"], host["invstd"],
+                                    training=training, momentum=0.1)
+        got = _C.batchnorm_forward(on(device, x), on(device, gamma), on(device, beta), dev["rm"], dev["rv"],
+                                   dev["mean"], dev["invstd"], training=training, momentum=0.1)
+        for a, b in [(got, want)] + [(dev[k], host[k]) for k in host]:
+            if device == "cpu":
+                np.testing.assert_array_equal(a.numpy(), b)
+            else:  # double sums in another order, rounded to float32
+                np.testing.assert_allclose(a.numpy(), b, rtol=2e-6, atol=2e-6)
+        g = rng.standard_normal(shape).astype(np.float32)
+        gg, gb = rng.standard_normal((2, c)).astype(np.float32)
+        dgg, dgb = on(device, gg), on(device, gb)
+        want = _C.batchnorm_backward(x, g, gamma, host["mean"], host["invstd"], training=training,
+                                     grad_weight=gg, grad_bias=gb, beta=0.5)
+        got = _C.batchnorm_backward(on(device, x), on(device, g), on(device, gamma), dev["mean"], dev["invstd"],
+                                    training=training, grad_weight=dgg, grad_bias=dgb, beta=0.5)
+        for a, b in [(got, want), (dgg, gg), (dgb, gb)]:
+            if device == "cpu":
+                np.testing.assert_array_equal(a.numpy(), b)
+            else:
+                np.testing.assert_allclose(a.numpy(), b, rtol=1e-5, atol=1e-5)

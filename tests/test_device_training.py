@@ -166,21 +166,32 @@ def test_the_other_losses_penalties_and_clipping_on_a_device(device, case):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+class Residual(nn.Module):
+    """A model with a forward of its own: its backward is recorded from fastnn.functional."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Dense(20, 20, "relu")
+        self.out = nn.Dense(20, 5)
+
+    def forward(self, x):
+        return self.out(fastnn.functional.add(x, self.inner(x)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case,words", [
-    ("batch_norm_2d", "BatchNorm2d (layer 1) has no CUDA kernels yet"),
-    ("batch_norm", "BatchNorm1d (layer 1) has no CUDA kernels yet"),
-    ("diagnostics", "diagnostics=True"),
+    ("recorded", "Residual (the model) derives its backward from a forward of its own"),
+    ("diagnostics", "fit(..., diagnostics=True) on"),
+    ("distributed", "fit(..., distributed=True) on"),
 ])
-def test_what_has_no_device_kernels_is_named(device, case, words):
-    layers = {"batch_norm_2d": [nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Dense(8, 5)],
-              "batch_norm": [nn.Dense(20, 8), nn.BatchNorm1d(8), nn.Dense(8, 5)]}.get(case, [nn.Dense(20, 5)])
-    model = nn.Sequential(*layers)
+def test_what_cannot_run_on_a_device_is_named(device, case, words):
+    model = Residual() if case == "recorded" else nn.Sequential(nn.Dense(20, 5))
     model.compile(loss="cross_entropy", optimizer="adam")
     X, y = data(64)
     with pytest.raises(NotImplementedError, match=re.escape(words)):
         move(model, device)
-        model.fit(X if case != "batch_norm_2d" else X[:, :16].reshape(64, 1, 4, 4), y, epochs=1,
-                  verbose=0, diagnostics=case == "diagnostics")
+        model.fit(X, y, epochs=1, verbose=0, diagnostics=case == "diagnostics",
+                  distributed=case == "distributed")
 
 
 def test_loss_on_a_device_checks_host_labels_and_refuses_another_device():
@@ -255,3 +266,31 @@ def test_a_cnn_trains_on_a_device_as_on_the_cpu(device):
     assert expected.losses[-1] < expected.losses[0]
     same(device, got.losses, expected.losses, 1e-4)
     same(device, model.predict(X[:50]), cpu.predict(X[:50]), 1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_norm_trains_on_a_device_as_on_the_cpu(device):
+    """BatchNorm2d after a conv and BatchNorm1d after a Dense: the loss curve, the running
+    statistics and num_batches_tracked (kept on the host), and evaluation's outputs."""
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 192)
+    X = (rng.standard_normal((192, 2, 6, 6)) * 3 + y[:, None, None, None]).astype(np.float32)
+
+    def build():
+        fastnn.seed(4)
+        model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Dense(36, 16), nn.BatchNorm1d(16, momentum=None), nn.Tanh(),
+                              nn.Dense(16, 3))
+        model.compile(loss="cross_entropy", optimizer="sgd")
+        return model
+
+    expected, got = StepLosses(), StepLosses()
+    cpu = build()
+    cpu.fit(X, y, epochs=3, batch_size=32, seed=1, verbose=0, callbacks=[expected])
+    model = move(build(), device)
+    model.fit(X, y, epochs=3, batch_size=32, seed=1, verbose=0, callbacks=[got])
+    same(device, got.losses, expected.losses, 1e-4)
+    for (name, b), (_, b_cpu) in zip(model.named_buffers(), cpu.named_buffers()):
+        assert type(b) is np.ndarray or b.dtype == np.float32, name
+        same(device, b if type(b) is np.ndarray else b.numpy(), b_cpu, 1e-4)
+    same(device, model.predict(X[:40]), cpu.predict(X[:40]), 1e-4)

@@ -2155,15 +2155,15 @@ def test_fuzz_covers_every_binding_and_layer():
 
 
 
-@fuzz(op=st.sampled_from(["conv_forward", "conv_backward", "depthwise", "max", "avg"]),
+@fuzz(op=st.sampled_from(["conv_forward", "conv_backward", "depthwise", "max", "avg", "batch_norm"]),
       n=st.sampled_from([0, 1, 2]), c=st.sampled_from([1, 2, 4]), h=st.sampled_from([1, 3, 6]),
       w=st.sampled_from([1, 4, 5]), k=st.sampled_from([1, 2, 3, (3, 1)]), s=st.sampled_from([1, 2, 0]),
       p=st.sampled_from([0, 1, 2, -1]), d=st.sampled_from([1, 2]), groups=st.sampled_from([1, 2, 3]),
       swap=st.sampled_from([None, None, None, "first", "second", "third"]),
       kind=st.sampled_from(["numpy", "short", "int64"]))
 def test_device_conv_and_pool_bindings(op, n, c, h, w, k, s, p, d, groups, swap, kind):
-    """conv2d_forward/backward, depthwise_conv2d_forward and max/avg pooling forward and
-    backward on device arrays ("cpu" DeviceArrays): with every array on the device, what the
+    """conv2d_forward/backward, depthwise_conv2d_forward, max/avg pooling forward and backward
+    and batchnorm_forward (training) on device arrays ("cpu" DeviceArrays): with every array on the device, what the
     NumPy op gives (bit for bit) or the same error type it raises; with one array swapped for a
     host array, a short one or an int64 one, a TypeError or ValueError; never a crash."""
     rng = np.random.default_rng(n * 31 + c * 7 + h + w)
@@ -2173,6 +2173,8 @@ def test_device_conv_and_pool_bindings(op, n, c, h, w, k, s, p, d, groups, swap,
     wt = rng.standard_normal((c if op == "depthwise" else oc, 1 if op == "depthwise" else max(c // groups, 1),
                               kh, kw)).astype(np.float32)
     bias = rng.standard_normal(wt.shape[0]).astype(np.float32)
+    if op == "batch_norm":  # per-channel weight and bias
+        wt, bias = rng.standard_normal((2, c)).astype(np.float32)
 
     def device(a, position):
         if swap != position:
@@ -2183,6 +2185,11 @@ def test_device_conv_and_pool_bindings(op, n, c, h, w, k, s, p, d, groups, swap,
 
     def run(arrays, on_host):
         geo = dict(stride=s, padding=p)
+        if op == "batch_norm":  # x, weight, bias; the statistics' arrays on the same side
+            stats = [np.full(max(c, 1), 0.5, np.float32) for _ in range(4)]
+            if not on_host:
+                stats = [_C.DeviceArray.from_numpy(a, "cpu") for a in stats]
+            return _C.batchnorm_forward(arrays[0], arrays[1], arrays[2], *stats, training=True, momentum=0.1)
         if op == "conv_forward":
             return _C.conv2d_forward(arrays[0], arrays[1], arrays[2], **geo, dilation=d, groups=groups,
                                      activation="relu")

@@ -91,6 +91,14 @@ void conv2d_forward(const ConvGeometry& g, int64_t out_channels, int64_t groups,
 void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups, const float* x, const float* w,
                      const float* gy, float* dx, float* dw, float dw_beta, float* db, float* scratch);
 
+// csrc/cuda/norm.cu: csrc/ops.h's contract (channels of (n, c, s) data; c < 2^31)
+void batchnorm_forward(const float* x, const float* gamma, const float* beta, float* y, int64_t n, int64_t c,
+                       int64_t s, float eps, bool training, float momentum, float* running_mean, float* running_var,
+                       float* save_mean, float* save_invstd);
+void batchnorm_backward(const float* x, const float* gy, const float* gamma, const float* save_mean,
+                        const float* save_invstd, float* dx, float* dgamma, float* dbeta, float param_beta, int64_t n,
+                        int64_t c, int64_t s, bool training);
+
 // csrc/cuda/pool.cu: csrc/ops.h's contract
 void maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int64_t* argmax);
 void maxpool2d_backward(const PoolGeometry& g, const float* gy, const int64_t* argmax, float* dx);

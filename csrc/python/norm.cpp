@@ -1,5 +1,10 @@
-// Bindings of batch normalization (csrc/cpu/norm.cpp) over (batch, channels, ...) arrays.
+// Bindings of batch normalization (csrc/cpu/norm.cpp) over (batch, channels, ...) arrays, NumPy's
+// or device arrays (csrc/cuda/norm.cu on a GPU).
 #include "checks.h"
+#include "device_array.h"
+#ifdef FASTNN_CUDA
+#include "cuda/ops.h"
+#endif
 
 namespace fastnn::bind {
 namespace {
@@ -27,24 +32,70 @@ py::array_t<float> per_channel(py::handle obj, int64_t c, bool written, const ch
     return a;
 }
 
+Channels channels_of(const std::vector<int64_t>& shape, const char* fn) {
+    if (shape.size() < 2)
+        fail_value(std::string(fn) + ": 'x' must be (batch, channels, ...), got shape " + shape_str(shape));
+    int64_t s = 1;
+    for (size_t i = 2; i < shape.size(); ++i) s *= shape[i];
+    if (shape[1] == 0) fail_value(std::string(fn) + ": 'x' has no channels (shape " + shape_str(shape) + ")");
+    return {shape[0], shape[1], s};
+}
+
+// A per-channel device array (c float32 values on `dev`), or nullptr for None where allowed.
+float* device_channels(py::handle obj, const Device& dev, int64_t c, const char* fn, const char* arg,
+                       Operands& ops, bool written, bool optional) {
+    if (optional && obj.is_none()) return nullptr;
+    DeviceArray& a = device_f32(obj, dev, c, fn, arg, "x");
+    if (written)
+        ops.output(arg, a.view());
+    else
+        ops.input(arg, a.view());
+    return a.f32();
+}
+
 }  // namespace
 
 void bind_norm(py::module_& m) {
     m.def("batchnorm_forward", [](py::handle x_obj, py::handle gamma_obj, py::handle beta_obj,
                                   py::handle rm_obj, py::handle rv_obj, py::handle mean_obj,
                                   py::handle invstd_obj, bool training, double momentum,
-                                  double eps, py::handle out_obj) {
+                                  double eps, py::handle out_obj) -> py::object {
         const char* fn = "batchnorm_forward";
-        F32Array x = as_f32(x_obj, fn, "x");
-        const Channels ch = channels_of(x, fn);
+        DeviceArray* d = device_array_of(x_obj);
+        const std::vector<int64_t> x_shape = d ? d->shape : std::vector<int64_t>{};
+        F32Array x = d ? F32Array() : as_f32(x_obj, fn, "x");
+        const Channels ch = d ? channels_of(x_shape, fn) : channels_of(x, fn);
         if (training && ch.n * ch.s < 2)
             fail_value(std::string(fn) + ": training needs more than one value per channel, got "
-                       "input shape " + shape_str(x) + " (as torch: a batch of one with no "
-                       "spatial extent has no variance)");
+                       "input shape " + (d ? shape_str(x_shape) : shape_str(x)) + " (as torch: a batch of one "
+                       "with no spatial extent has no variance)");
         if (!(momentum >= 0.0 && momentum <= 1.0))
             fail_value(std::string(fn) + ": 'momentum' must be in [0, 1], got " + std::to_string(momentum));
         if (!(eps > 0.0) || !std::isfinite(eps))
             fail_value(std::string(fn) + ": 'eps' must be a finite number > 0, got " + std::to_string(eps));
+        if (d) {
+            DeviceArray& xd = device_f32(x_obj, d->device(), -1, fn, "x", "x");
+            const Device& dev = xd.device();
+            const bool fresh = out_obj.is_none();
+            DeviceArray y = fresh ? DeviceArray::empty(xd.shape, xd.dtype, dev) : device_f32(out_obj, dev, xd.size(), fn, "out", "x");
+            if (y.shape != xd.shape) fail_value(std::string(fn) + ": 'out' must have x's shape");
+            Operands ops(fn);
+            ops.input("x", xd.view()).output("out", y.view());
+            const float* g = device_channels(gamma_obj, dev, ch.c, fn, "weight", ops, false, true);
+            const float* b = device_channels(beta_obj, dev, ch.c, fn, "bias", ops, false, true);
+            float* rmp = device_channels(rm_obj, dev, ch.c, fn, "running_mean", ops, training, false);
+            float* rvp = device_channels(rv_obj, dev, ch.c, fn, "running_var", ops, training, false);
+            float* mp = device_channels(mean_obj, dev, ch.c, fn, "save_mean", ops, true, false);
+            float* ip = device_channels(invstd_obj, dev, ch.c, fn, "save_invstd", ops, true, false);
+            ops.check();
+            const float* xp = xd.f32();
+            float* yp = y.f32();
+            const float e = static_cast<float>(eps), mo = static_cast<float>(momentum);
+            run_on(dev, [&] { batchnorm_forward(xp, g, b, yp, ch.n, ch.c, ch.s, e, training, mo, rmp, rvp, mp, ip); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::batchnorm_forward(xp, g, b, yp, ch.n, ch.c, ch.s, e, training, mo,
+                                                                  rmp, rvp, mp, ip)); });
+            return fresh ? result_like(std::move(y), x_obj) : py::reinterpret_borrow<py::object>(out_obj);
+        }
         py::array_t<float> gamma, beta;  // empty arrays, not null ones, when None
         if (!gamma_obj.is_none()) gamma = per_channel(gamma_obj, ch.c, false, fn, "weight");
         if (!beta_obj.is_none()) beta = per_channel(beta_obj, ch.c, false, fn, "bias");
@@ -74,7 +125,7 @@ void bind_norm(py::module_& m) {
         py::gil_scoped_release nogil;
         batchnorm_forward(x.data(), g, b, yp, ch.n, ch.c, ch.s, static_cast<float>(eps), training,
                           static_cast<float>(momentum), rmp, rvp, mp, ip);
-        return y;
+        return py::object(std::move(y));
     }, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("running_mean"),
        py::arg("running_var"), py::arg("save_mean"), py::arg("save_invstd"), py::kw_only(),
        py::arg("training"), py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
@@ -87,6 +138,33 @@ void bind_norm(py::module_& m) {
                                    py::handle gg_obj, py::handle gb_obj, float beta,
                                    bool input_grad, py::handle out_obj) -> py::object {
         const char* fn = "batchnorm_backward";
+        if (DeviceArray* d = device_array_of(x_obj)) {
+            DeviceArray& xd = device_f32(x_obj, d->device(), -1, fn, "x", "x");
+            const Device& dev = xd.device();
+            DeviceArray& gyd = device_f32(g_obj, dev, xd.size(), fn, "grad_y", "x");
+            if (gyd.shape != xd.shape) fail_value(std::string(fn) + ": 'grad_y' must have x's shape");
+            const Channels ch = channels_of(xd.shape, fn);
+            Operands ops(fn);
+            ops.input("x", xd.view()).input("grad_y", gyd.view());
+            const float* g = device_channels(gamma_obj, dev, ch.c, fn, "weight", ops, false, true);
+            const float* mp = device_channels(mean_obj, dev, ch.c, fn, "save_mean", ops, false, false);
+            const float* ip = device_channels(invstd_obj, dev, ch.c, fn, "save_invstd", ops, false, false);
+            float* ggp = device_channels(gg_obj, dev, ch.c, fn, "grad_weight", ops, true, true);
+            float* gbp = device_channels(gb_obj, dev, ch.c, fn, "grad_bias", ops, true, true);
+            DeviceArray dx;
+            if (input_grad) {
+                dx = out_obj.is_none() ? DeviceArray::empty(xd.shape, xd.dtype, dev) : device_f32(out_obj, dev, xd.size(), fn, "out", "x");
+                ops.output("out", dx.view());
+            }
+            ops.check();
+            const float *xp = xd.f32(), *gp = gyd.f32();
+            float* dxp = input_grad ? dx.f32() : nullptr;
+            run_on(dev, [&] { batchnorm_backward(xp, gp, g, mp, ip, dxp, ggp, gbp, beta, ch.n, ch.c, ch.s, training); },
+                   [&] { FASTNN_CUDA_ONLY(cuda::batchnorm_backward(xp, gp, g, mp, ip, dxp, ggp, gbp, beta, ch.n, ch.c,
+                                                                   ch.s, training)); });
+            if (!input_grad) return py::none();
+            return out_obj.is_none() ? result_like(std::move(dx), x_obj) : py::reinterpret_borrow<py::object>(out_obj);
+        }
         F32Array x = as_f32(x_obj, fn, "x"), gy = as_f32(g_obj, fn, "grad_y");
         require_same_shape(x, gy, fn, "x", "grad_y");
         const Channels ch = channels_of(x, fn);

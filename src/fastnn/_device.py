@@ -38,16 +38,15 @@ def check_device(device: Any, what: str = "device") -> str:
 
 
 def check_on_device(model: Any, where: str) -> None:
-    """NotImplementedError naming the first built-in layer of a model on ``where`` that has no
-    CUDA kernels yet. A layer class of your own is taken as it is: its forward and backward see
-    the Tensors. (A loss without them says so when called.)"""
-    from .nn import activations, conv, layers, pooling, sequential
+    """NotImplementedError naming the first module of a model on ``where`` that cannot run there
+    yet: one whose backward is derived from a forward of its own (fastnn.functional's recorded
+    ops work on NumPy arrays only). Every built-in layer has CUDA kernels; a layer class of
+    your own with its own forward and backward is taken as it is (they see the Tensors)."""
+    from .nn.module import _records
 
-    ready = (sequential.Sequential, layers.Dense, layers.Dropout, layers.Flatten, layers.Reshape,
-             activations._Elementwise, activations.Softmax, conv.Conv2d, pooling._Pool2d,
-             pooling.GlobalAvgPool2d)
     for name, module in model.named_modules():
-        built_in = type(module).__module__.startswith("fastnn.")
-        if built_in and not isinstance(module, ready):
-            raise NotImplementedError(f"{type(module).__name__} (layer {name or 'the model'}) has no "
-                                      f"CUDA kernels yet: the model cannot run on {where}")
+        if _records(module):
+            raise NotImplementedError(
+                f"{type(module).__name__} ({'layer ' + name if name else 'the model'}) derives its backward from a "
+                f"forward of its own (fastnn.functional's recorded ops), which runs on NumPy arrays only: "
+                f"it cannot run on {where} yet; a Sequential of built-in layers can")

@@ -545,7 +545,8 @@ def place(module: Module, like: Any) -> Module:
     """``Module.to`` for the device of ``like`` (an empty array: NumPy for host memory, a
     Tensor for its device; the tests pass a Tensor in host memory to run the device path on
     any machine). Parameters, their gradients and the buffers are copied there, and the
-    compiled optimizer is bound to them again with its state."""
+    compiled optimizer is bound to them again with its state. Integer buffers (counters such as
+    BatchNorm's num_batches_tracked, which the host updates) stay in host memory."""
     on_device = memory.is_tensor(like)
     if on_device:
         from .._device import check_on_device
@@ -570,8 +571,9 @@ def place(module: Module, like: Any) -> Module:
         p.data, p._grad = moved(p.data), moved(p._grad)
     for m in dict(module.named_modules()).values():
         for name in vars(m).get("_buffer_names", {}):
-            if getattr(m, name) is not None:
-                setattr(m, name, moved(getattr(m, name)))
+            value = getattr(m, name)
+            if value is not None and value.dtype == np.float32:  # counters (num_batches_tracked) stay on the host
+                setattr(m, name, moved(value))
     if bound:
         optimizer.bind(optimizer.params)
         optimizer.load_state_arrays({k: memory.to_host(v) for k, v in state.items()})

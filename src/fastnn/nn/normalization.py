@@ -57,6 +57,10 @@ class _BatchNorm(WorkspaceLayer):
 
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = self._check_input(x)
+        if memory.is_tensor(x) != memory.is_tensor(self._save_mean) or (
+                memory.device_of(x) != memory.device_of(self._save_mean)):  # the statistics' scratch, where x is
+            self._save_mean = memory.zeros(self.num_features, like=x)
+            self._save_invstd = memory.zeros(self.num_features, like=x)
         if self.training:
             self.num_batches_tracked += 1
             momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
@@ -82,7 +86,7 @@ class _BatchNorm(WorkspaceLayer):
             grad_weight, beta = self.weight.grad_to_write()
             grad_bias, bias_beta = self.bias.grad_to_write()
             if bias_beta != beta:  # never apart in practice: both reset by zero_grad
-                grad_bias *= bias_beta
+                _C.scale_(grad_bias, bias_beta)
         return _C.batchnorm_backward(self._x, g, None if self.weight is None else self.weight.data,
                                      self._save_mean, self._save_invstd, training=self._trained,
                                      grad_weight=grad_weight, grad_bias=grad_bias, beta=beta,

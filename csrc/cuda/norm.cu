@@ -1,0 +1,122 @@
+// Batch normalization on the GPU, as cpu/norm.cpp's (torch's batch_norm over axis 1 of (n, c, s)
+// data): one block per channel, its sums in double taken by the block's threads in a fixed
+// pattern and added in a fixed tree (the same bits on every run; another order than the CPU's,
+// so equal to rounding), then the channel's statistics, the running ones moved in training, and
+// the scale and shift (or, backward, the input's gradient) applied by the same block.
+#include "launch.h"
+#include "ops.h"
+
+namespace fastnn::cuda {
+namespace {
+
+constexpr int kNormThreads = 256;
+
+// The block's two sums (a, b) added over its threads in a fixed tree; thread 0 gets them.
+__device__ inline void block_sums(double a, double b, double* sa, double* sb) {
+    sa[threadIdx.x] = a;
+    sb[threadIdx.x] = b;
+    __syncthreads();
+    for (int half = kNormThreads / 2; half > 0; half /= 2) {
+        if (static_cast<int>(threadIdx.x) < half) {
+            sa[threadIdx.x] += sa[threadIdx.x + half];
+            sb[threadIdx.x] += sb[threadIdx.x + half];
+        }
+        __syncthreads();
+    }
+}
+
+// Value p of channel ch (image p / s, position p % s).
+__device__ inline int64_t at(int64_t p, int64_t ch, int64_t c, int64_t s) { return (p / s * c + ch) * s + p % s; }
+
+__global__ void forward_kernel(const float* x, const float* gamma, const float* beta, float* y, int64_t n, int64_t c,
+                               int64_t s, float eps, bool training, float momentum, float* running_mean,
+                               float* running_var, float* save_mean, float* save_invstd) {
+    __shared__ double sa[kNormThreads], sb[kNormThreads];
+    __shared__ float scale_shift[2];
+    const int64_t ch = blockIdx.x, count = n * s;
+    if (training) {
+        double a = 0.0, b = 0.0;
+        for (int64_t p = threadIdx.x; p < count; p += kNormThreads) {
+            const double v = x[at(p, ch, c, s)];
+            a += v;
+            b += v * v;
+        }
+        block_sums(a, b, sa, sb);
+    }
+    if (threadIdx.x == 0) {
+        double mean, var;
+        if (training) {
+            mean = sa[0] / double(count);
+            const double biased = sb[0] / double(count) - mean * mean;
+            var = biased > 0.0 ? biased : 0.0;
+            const double unbiased = count > 1 ? var * double(count) / double(count - 1) : var;
+            running_mean[ch] = static_cast<float>((1.0 - momentum) * running_mean[ch] + momentum * mean);
+            running_var[ch] = static_cast<float>((1.0 - momentum) * running_var[ch] + momentum * unbiased);
+        } else {
+            mean = running_mean[ch];
+            var = running_var[ch];
+        }
+        const double invstd = 1.0 / sqrt(var + double(eps));
+        save_mean[ch] = static_cast<float>(mean);
+        save_invstd[ch] = static_cast<float>(invstd);
+        const double g = gamma ? gamma[ch] : 1.0, b = beta ? beta[ch] : 0.0;
+        scale_shift[0] = static_cast<float>(g * invstd);
+        scale_shift[1] = static_cast<float>(b - mean * g * invstd);
+    }
+    __syncthreads();
+    const float scale = scale_shift[0], shift = scale_shift[1];
+    for (int64_t p = threadIdx.x; p < count; p += kNormThreads) {
+        const int64_t i = at(p, ch, c, s);
+        y[i] = x[i] * scale + shift;
+    }
+}
+
+__global__ void backward_kernel(const float* x, const float* gy, const float* gamma, const float* save_mean,
+                                const float* save_invstd, float* dx, float* dgamma, float* dbeta, float param_beta,
+                                int64_t n, int64_t c, int64_t s, bool training) {
+    __shared__ double sa[kNormThreads], sb[kNormThreads];
+    const int64_t ch = blockIdx.x, count = n * s;
+    const double mean = save_mean[ch], invstd = save_invstd[ch];
+    double a = 0.0, b = 0.0;  // sum(dy), sum(dy * xhat)
+    for (int64_t p = threadIdx.x; p < count; p += kNormThreads) {
+        const int64_t i = at(p, ch, c, s);
+        a += gy[i];
+        b += double(gy[i]) * ((x[i] - mean) * invstd);
+    }
+    block_sums(a, b, sa, sb);
+    const double sum_g = sa[0], sum_gx = sb[0];
+    if (threadIdx.x == 0) {
+        if (dgamma) dgamma[ch] = static_cast<float>(param_beta * dgamma[ch] + sum_gx);
+        if (dbeta) dbeta[ch] = static_cast<float>(param_beta * dbeta[ch] + sum_g);
+    }
+    if (!dx) return;
+    // training: dx = w invstd (dy - mean(dy) - xhat mean(dy xhat)); evaluation: w invstd dy
+    const double w = gamma ? gamma[ch] : 1.0, k = w * invstd;
+    const double mg = training ? sum_g / double(count) : 0.0, mgx = training ? sum_gx / double(count) : 0.0;
+    for (int64_t p = threadIdx.x; p < count; p += kNormThreads) {
+        const int64_t i = at(p, ch, c, s);
+        dx[i] = static_cast<float>(k * (gy[i] - mg - (x[i] - mean) * invstd * mgx));
+    }
+}
+
+}  // namespace
+
+void batchnorm_forward(const float* x, const float* gamma, const float* beta, float* y, int64_t n, int64_t c,
+                       int64_t s, float eps, bool training, float momentum, float* running_mean, float* running_var,
+                       float* save_mean, float* save_invstd) {
+    if (c <= 0) return;
+    forward_kernel<<<static_cast<unsigned>(c), kNormThreads>>>(x, gamma, beta, y, n, c, s, eps, training, momentum,
+                                                               running_mean, running_var, save_mean, save_invstd);
+    check_launch("batchnorm_forward");
+}
+
+void batchnorm_backward(const float* x, const float* gy, const float* gamma, const float* save_mean,
+                        const float* save_invstd, float* dx, float* dgamma, float* dbeta, float param_beta, int64_t n,
+                        int64_t c, int64_t s, bool training) {
+    if (c <= 0) return;
+    backward_kernel<<<static_cast<unsigned>(c), kNormThreads>>>(x, gy, gamma, save_mean, save_invstd, dx, dgamma,
+                                                                dbeta, param_beta, n, c, s, training);
+    check_launch("batchnorm_backward");
+}
+
+}  // namespace fastnn::cuda
