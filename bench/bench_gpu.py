@@ -1,8 +1,9 @@
 """fastnn on the GPU against PyTorch on the same GPU: the training step of an MLP with Adam
 (784-512-256-10 at batch 128, 1024 and 8192; 784-4096-4096-10 at 8192), fastnn's against
-PyTorch eager and torch.compile(mode="reduce-overhead"), from the same weights on the same
-batches, the first losses checked to agree before anything is timed; and the GEMM against
-cuBLAS through torch.matmul, squares 1024-8192.
+PyTorch eager and torch.compile(mode="reduce-overhead"), and LeNet-5's at batch 128 against
+PyTorch eager, from the same weights on the same batches, the first losses checked to agree
+before anything is timed; and the GEMM (and fastnn's own tiled SGEMM) against cuBLAS through
+torch.matmul, squares 1024-8192.
 
 fastnn's step is timed twice: "fastnn" is the step fit(device="cuda") runs (a Sequential of
 Dense layers moved to the GPU: its forward and backward, the loss, Adam, the batch gathered on
@@ -76,18 +77,21 @@ def initial_weights(sizes, seed=0):
 
 
 class FastnnModelStep:
-    """One step of fit's loop on the GPU (train._train_epoch's body) for a ReLU MLP with Adam."""
+    """One step of fit's loop on the GPU (train._train_epoch's body) with Adam: for a ReLU MLP
+    holding `weights`, or for `model` (a fastnn Sequential)."""
 
-    def __init__(self, weights, device="cuda"):
+    def __init__(self, weights, device="cuda", model=None):
         from fastnn import nn
 
-        last = len(weights) - 1
-        layers = []
-        for k, (w, b) in enumerate(weights):
-            layer = nn.Dense(w.shape[1], w.shape[0], None if k == last else "relu")
-            layer.weight.data[...], layer.bias.data[...] = w, b
-            layers.append(layer)
-        self.model = nn.Sequential(*layers)
+        if model is None:
+            last = len(weights) - 1
+            layers = []
+            for k, (w, b) in enumerate(weights):
+                layer = nn.Dense(w.shape[1], w.shape[0], None if k == last else "relu")
+                layer.weight.data[...], layer.bias.data[...] = w, b
+                layers.append(layer)
+            model = nn.Sequential(*layers)
+        self.model = model
         self.model.compile(loss="cross_entropy", optimizer=fastnn.optim.Adam(
             lr=ADAM["lr"], betas=(ADAM["beta1"], ADAM["beta2"]), eps=ADAM["eps"]))
         if device == "cpu":  # the tests' check against PyTorch: the device path on host memory
@@ -101,7 +105,7 @@ class FastnnModelStep:
 
     def __call__(self, X, y, idx) -> float:
         if self.batch is None or len(self.batch) != len(idx):
-            self.batch = fastnn.memory.empty((len(idx), X.shape[1]), like=X)
+            self.batch = fastnn.memory.empty((len(idx), *X.shape[1:]), like=X)
         xb = _C.gather_rows(X, idx, out=self.batch)
         loss = self.cfg.loss(self.model(xb), y[idx])
         self.model.backward(self.cfg.loss.backward(), input_grad=False)
@@ -201,6 +205,62 @@ def bench_mlp(torch, name, batch, rounds, steps_data=64, device="cuda", compile_
     return row
 
 
+def lenet(torch, device):
+    """LeNet-5 on 28x28x1 (padding 2 on the first conv), fastnn's and torch's with torch's initial
+    weights in both."""
+    from fastnn import nn
+
+    t = torch.nn
+    theirs = t.Sequential(t.Conv2d(1, 6, 5, padding=2), t.ReLU(), t.MaxPool2d(2), t.Conv2d(6, 16, 5), t.ReLU(),
+                          t.MaxPool2d(2), t.Flatten(), t.Linear(400, 120), t.ReLU(), t.Linear(120, 84), t.ReLU(),
+                          t.Linear(84, 10))
+    ours = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2, activation="relu"), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 16, 5, activation="relu"), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Dense(400, 120, "relu"), nn.Dense(120, 84, "relu"), nn.Dense(84, 10))
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        p.data[...] = q.detach().numpy()
+    return ours, theirs.to(device)
+
+
+def bench_cnn(torch, batch, rounds, steps_data=32, device="cuda"):
+    """fit's step for LeNet-5 with Adam against PyTorch eager's, the same weights and batches."""
+    rng = np.random.default_rng(3)
+    n = batch * steps_data
+    X = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    order = [rng.permutation(n)[:batch] for _ in range(steps_data)]
+    ours, theirs = lenet(torch, device)
+    model = FastnnModelStep(None, device, model=ours)
+    Xm = fastnn.asarray(X, device=device) if device != "cpu" else None
+    if device == "cpu":  # the device path in host memory, for the tests
+        from fastnn.tensor import Tensor
+
+        Xm = Tensor(_C.DeviceArray.from_numpy(X, "cpu"))
+    opt = torch.optim.Adam(theirs.parameters(), lr=ADAM["lr"], betas=(ADAM["beta1"], ADAM["beta2"]), eps=ADAM["eps"])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
+    idx_t = [torch.from_numpy(i).to(device) for i in order]
+
+    def eager(i):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(theirs(Xt[idx_t[i]]), yt[idx_t[i]])
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    runs = {"fastnn": lambda i: model(Xm, y, order[i]), "torch": eager}
+    first = {k: float(fn(0)) for k, fn in runs.items()}
+    if abs(first["fastnn"] - first["torch"]) > 1e-3 * max(1.0, abs(first["torch"])):
+        raise ValueError(f"LeNet-5 b{batch}: first losses differ: {first}")
+    counters = {k: iter(range(1, 10**9)) for k in runs}
+    fns = {k: (lambda k=k: runs[k](next(counters[k]) % steps_data)) for k in runs}
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    medians, per_round = interleaved_gpu(sync, fns, rounds)
+    return {"model": "LeNet-5", "batch": batch, "first_losses": first,
+            **{f"{k}_samples_per_s": batch / t for k, t in medians.items()},
+            "vs_torch": statistics.median(r["torch"] / r["fastnn"] for r in per_round)}
+
+
 def bench_gemm(torch, size, rounds):
     rng = np.random.default_rng(size)
     a, b = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
@@ -251,6 +311,15 @@ def main(argv=None) -> int:
         print(f"{name:18s} {batch:6d} {r['fastnn_samples_per_s']:12,.0f} {r['fastnn ops_samples_per_s']:12,.0f} "
               f"{r['torch_samples_per_s']:12,.0f} {r.get('torch.compile_samples_per_s', float('nan')):12,.0f} "
               f"{r['vs_torch']:6.2f}x {r.get('vs_torch_compile', float('nan')):8.2f}x {r['ops_vs_torch']:9.2f}x")
+    print(f"\n{'model':18s} {'batch':>6s} {'fastnn':>12s} {'torch':>12s} {'/torch':>7s}   (samples/s)")
+    try:
+        cnn = bench_cnn(torch, 128, args.rounds)
+        print(f"{'LeNet-5':18s} {128:6d} {cnn['fastnn_samples_per_s']:12,.0f} {cnn['torch_samples_per_s']:12,.0f} "
+              f"{cnn['vs_torch']:6.2f}x")
+    except Exception as e:  # its numbers are one row: the others stand without them
+        print(f"{'LeNet-5':18s} {128:6d} failed: {type(e).__name__}: {e}")
+        cnn = {"model": "LeNet-5", "batch": 128, "error": f"{type(e).__name__}: {e}"}
+    rows.append(cnn)
     gemms = []
     print(f"\n{'square':>6s} {'fastnn TFLOP/s':>15s} {'cuBLAS (torch)':>15s} {'ratio':>6s} {'reference':>10s} {'ratio':>6s}")
     for size in squares:

@@ -124,3 +124,5 @@ def test_bench_gpu_fastnn_step_trains_as_torch_does():
     for name in ("fastnn", "fastnn ops"):
         assert abs(row["first_losses"][name] - row["first_losses"]["torch"]) < 1e-5, row["first_losses"]
     assert row["fastnn_samples_per_s"] > 0 and row["vs_torch"] > 0 and row["ops_vs_torch"] > 0
+    cnn = bench_gpu.bench_cnn(torch, 8, rounds=1, steps_data=2, device="cpu")  # LeNet-5: torch's weights in both
+    assert abs(cnn["first_losses"]["fastnn"] - cnn["first_losses"]["torch"]) < 1e-5, cnn["first_losses"]
