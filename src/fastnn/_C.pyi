@@ -1,6 +1,15 @@
 """Type stubs for fastnn._C, the C++ extension.
 
-Every array argument is a NumPy array. Inputs of any float dtype or memory layout
+Every array argument is a NumPy array, or, for the ops a model's training step calls, a
+DeviceArray (or the fastnn.Tensor holding one): gemm, gemm_reference, activation_forward and
+_backward, column_sum, softmax_forward and _backward, cross_entropy, cross_entropy_soft, mse,
+binary_cross_entropy, dropout_forward and _backward, the sgd/adam/adagrad/rmsprop steps,
+add_penalty_grad, sum_squares, sum_abs, scale_, clip_, gather_rows, conv2d_forward and
+_backward, the depthwise ones, max/avg pooling forward and backward, batchnorm_forward and
+_backward. Then every array of the call must be on the first one's device (float32, or
+int64 where indices or labels are; ValueError naming both devices otherwise), the csrc/cuda
+kernel runs on a GPU (the CPU's on host memory), and a new result is of the first array's
+kind (a Tensor for a Tensor). Inputs of any float dtype or memory layout
 are converted once to C-contiguous, aligned float32; a conversion that cannot allocate
 raises MemoryError, any other failed conversion TypeError, naming the argument. Arrays
 marked "in place" must already be C-contiguous, aligned, writeable float32 (they are the
@@ -234,6 +243,9 @@ def dropout_backward(grad_y: npt.ArrayLike, p: float, seed: int, offset: int, *,
 def sum_squares(x: npt.ArrayLike) -> float:
     """sum(x**2) accumulated in double over fixed chunks (thread-count independent)."""
 
+def sum_abs(x: npt.ArrayLike) -> float:
+    """sum |x| in double (an L1 penalty), the same value whatever the thread count."""
+
 def scale_(x: F32, factor: float) -> None:
     """In place: x *= factor."""
 
@@ -283,8 +295,9 @@ def augment_images(x: npt.ArrayLike, *, seed: int, offset: int, max_shift: float
 def gather_rows(x: npt.ArrayLike, index: npt.ArrayLike, out: Optional[F32] = None) -> F32:
     """out[i] = x[index[i]] (rows of any trailing shape), copied in parallel; index is
     range-checked. A mini-batch of shuffled samples without a NumPy fancy-index pass. x a
-    DeviceArray: index an int64 DeviceArray there (or host integers, copied over), out on
-    x's device; a DeviceArray returned."""
+    DeviceArray (or Tensor) of any dtype: index an int64 DeviceArray there (checked on the
+    device) or host integers (checked here, copied over without a wait), out of x's dtype on
+    x's device; one of x's kind returned."""
 
 # ---- convolution, pooling, batch norm (issue 13): NCHW arrays ----------------------------
 Pair = int | tuple[int, int]
