@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../core/norm_math.h"
 #include "../core/work_split.h"
 #include "../ops.h"
 #include "../parallel.h"
@@ -170,24 +171,11 @@ void batchnorm_forward(const float* x, const float* gamma, const float* beta, fl
                 }
             }
             for (int64_t ch = b0; ch < b1; ++ch) {
-                double mean, var;
-                if (training) {
-                    mean = sum[ch - b0] / double(count);
-                    var = std::max(sq[ch - b0] / double(count) - mean * mean, 0.0);
-                    const double unbiased = count > 1 ? var * double(count) / double(count - 1) : var;
-                    running_mean[ch] = static_cast<float>((1.0 - momentum) * running_mean[ch] + momentum * mean);
-                    running_var[ch] = static_cast<float>((1.0 - momentum) * running_var[ch] + momentum * unbiased);
-                } else {
-                    mean = running_mean[ch];
-                    var = running_var[ch];
-                }
-                const double invstd = 1.0 / std::sqrt(var + double(eps));
-                save_mean[ch] = static_cast<float>(mean);
-                save_invstd[ch] = static_cast<float>(invstd);
-                const double g = gamma ? gamma[ch] : 1.0, b = beta ? beta[ch] : 0.0;
-                const float scale = static_cast<float>(g * invstd);
-                const float shift = static_cast<float>(b - mean * g * invstd);
-                apply(x + ch * s, y + ch * s, n, s, c * s, scale, shift);
+                const ChannelMap m = channel_map(training ? sum[ch - b0] : 0.0, training ? sq[ch - b0] : 0.0, count,
+                                                 training, momentum, eps, running_mean, running_var, gamma, beta, ch);
+                save_mean[ch] = static_cast<float>(m.mean);
+                save_invstd[ch] = static_cast<float>(m.invstd);
+                apply(x + ch * s, y + ch * s, n, s, c * s, m.scale, m.shift);
             }
         }
     });

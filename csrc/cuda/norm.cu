@@ -1,8 +1,9 @@
 // Batch normalization on the GPU, as cpu/norm.cpp's (torch's batch_norm over axis 1 of (n, c, s)
 // data): one block per channel, its sums in double taken by the block's threads in a fixed
 // pattern and added in a fixed tree (the same bits on every run; another order than the CPU's,
-// so equal to rounding), then the channel's statistics, the running ones moved in training, and
+// so equal to rounding), then the channel's statistics (core/norm_math.h, the CPU's code) and
 // the scale and shift (or, backward, the input's gradient) applied by the same block.
+#include "../core/norm_math.h"
 #include "launch.h"
 #include "ops.h"
 
@@ -44,24 +45,12 @@ __global__ void forward_kernel(const float* x, const float* gamma, const float* 
         block_sums(a, b, sa, sb);
     }
     if (threadIdx.x == 0) {
-        double mean, var;
-        if (training) {
-            mean = sa[0] / double(count);
-            const double biased = sb[0] / double(count) - mean * mean;
-            var = biased > 0.0 ? biased : 0.0;
-            const double unbiased = count > 1 ? var * double(count) / double(count - 1) : var;
-            running_mean[ch] = static_cast<float>((1.0 - momentum) * running_mean[ch] + momentum * mean);
-            running_var[ch] = static_cast<float>((1.0 - momentum) * running_var[ch] + momentum * unbiased);
-        } else {
-            mean = running_mean[ch];
-            var = running_var[ch];
-        }
-        const double invstd = 1.0 / sqrt(var + double(eps));
-        save_mean[ch] = static_cast<float>(mean);
-        save_invstd[ch] = static_cast<float>(invstd);
-        const double g = gamma ? gamma[ch] : 1.0, b = beta ? beta[ch] : 0.0;
-        scale_shift[0] = static_cast<float>(g * invstd);
-        scale_shift[1] = static_cast<float>(b - mean * g * invstd);
+        const ChannelMap m = channel_map(training ? sa[0] : 0.0, training ? sb[0] : 0.0, count, training, momentum,
+                                         eps, running_mean, running_var, gamma, beta, ch);
+        save_mean[ch] = static_cast<float>(m.mean);
+        save_invstd[ch] = static_cast<float>(m.invstd);
+        scale_shift[0] = m.scale;
+        scale_shift[1] = m.shift;
     }
     __syncthreads();
     const float scale = scale_shift[0], shift = scale_shift[1];
