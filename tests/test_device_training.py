@@ -205,6 +205,15 @@ def test_loss_on_a_device_checks_host_labels_and_refuses_another_device():
         loss(pred, np.array([0, 1]))
     assert loss(pred, np.full((4, 3), 1 / 3)) == pytest.approx(np.log(3))  # a distribution per row
 
+    class Mine(fastnn.losses.MSE.__base__):  # a loss of one's own: its _compute reads NumPy arrays
+        _device_kernels = False
+
+        def _compute(self, p, t):
+            return float(np.mean((p - t) ** 2)), 2 * (p - t) / p.size
+
+    with pytest.raises(NotImplementedError, match="Mine has no CUDA kernels yet"):
+        Mine()(pred, np.zeros((4, 3)))
+
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA["available"], reason=f"no usable CUDA: {CUDA['reason']}")

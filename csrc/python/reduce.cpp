@@ -77,6 +77,21 @@ py::object gather_rows_on_device(DeviceArray& x, py::handle x_obj, py::handle id
     return fresh ? result_like(std::move(out), x_obj) : py::reinterpret_borrow<py::object>(out_obj);
 }
 
+// A sum over the elements of x, a NumPy array's or a device array's: host(p, n) on host memory,
+// gpu(p, n, scratch) on a GPU.
+template <class Host, class Gpu>
+double array_sum(py::handle x_obj, const char* fn, Host host, Gpu gpu) {
+    if (DeviceArray* d = device_array_of(x_obj)) {
+        DeviceArray& x = device_f32(x_obj, d->device(), -1, fn, "x", "x");
+        const float* p = x.f32();
+        const int64_t n = x.size();
+        return sum_on(x, [&] { return host(p, n); }, [&](double* s) { return gpu(p, n, s); });
+    }
+    F32Array x = as_f32(x_obj, fn, "x");
+    py::gil_scoped_release nogil;
+    return host(x.data(), x.size());
+}
+
 }  // namespace
 
 void bind_reduce(py::module_& m) {
@@ -137,28 +152,14 @@ void bind_reduce(py::module_& m) {
        "out[i] = x[index[i]]: a shuffled mini-batch, copied in parallel.");
     // ---- reductions for gradient clipping ----
     m.def("sum_squares", [](py::handle x_obj) {
-        if (DeviceArray* d = device_array_of(x_obj)) {
-            DeviceArray& x = device_f32(x_obj, d->device(), -1, "sum_squares", "x", "x");
-            const float* p = x.f32();
-            const int64_t n = x.size();
-            return sum_on(x, [&] { return sum_squares(p, n); },
-                          [&]([[maybe_unused]] double* s) -> double { FASTNN_CUDA_ONLY(return cuda::sum_squares(p, n, s)); });
-        }
-        F32Array x = as_f32(x_obj, "sum_squares", "x");
-        py::gil_scoped_release nogil;
-        return sum_squares(x.data(), x.size());
+        return array_sum(x_obj, "sum_squares", sum_squares,
+                         []([[maybe_unused]] const float* p, [[maybe_unused]] int64_t n,
+                            [[maybe_unused]] double* s) -> double { FASTNN_CUDA_ONLY(return cuda::sum_squares(p, n, s)); });
     }, py::arg("x"));
     m.def("sum_abs", [](py::handle x_obj) {
-        if (DeviceArray* d = device_array_of(x_obj)) {
-            DeviceArray& x = device_f32(x_obj, d->device(), -1, "sum_abs", "x", "x");
-            const float* p = x.f32();
-            const int64_t n = x.size();
-            return sum_on(x, [&] { return sum_abs(p, n); },
-                          [&]([[maybe_unused]] double* s) -> double { FASTNN_CUDA_ONLY(return cuda::sum_abs(p, n, s)); });
-        }
-        F32Array x = as_f32(x_obj, "sum_abs", "x");
-        py::gil_scoped_release nogil;
-        return sum_abs(x.data(), x.size());
+        return array_sum(x_obj, "sum_abs", sum_abs,
+                         []([[maybe_unused]] const float* p, [[maybe_unused]] int64_t n,
+                            [[maybe_unused]] double* s) -> double { FASTNN_CUDA_ONLY(return cuda::sum_abs(p, n, s)); });
     }, py::arg("x"), "sum |x| in double (an L1 penalty), the same value whatever the thread count.");
     m.def("scale_", [](py::handle x_obj, double factor) {
         if (DeviceArray* d = device_array_of(x_obj)) {

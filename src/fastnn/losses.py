@@ -15,6 +15,8 @@ class Loss:
     """Base class. Calling it returns the mean loss over the batch as a Python float and
     keeps the gradient of that mean with respect to ``pred`` for ``backward()``."""
 
+    _device_kernels = False  # whether _compute's kernels also take device arrays (Tensors)
+
     def __init__(self) -> None:
         self._grad: np.ndarray | None = None
         self._checked = False
@@ -63,8 +65,10 @@ class Loss:
         return float(loss)
 
     def _compute_on_device(self, pred: Any, target: Any) -> tuple[float, Any]:
-        raise NotImplementedError(f"{self!r} has no CUDA kernels yet (on {pred.device}: "
-                                  "cross_entropy, mse, binary_cross_entropy)")
+        if not self._device_kernels:
+            raise NotImplementedError(f"{self!r} has no CUDA kernels yet (on {pred.device}: "
+                                      "cross_entropy, mse, binary_cross_entropy)")
+        return self._compute(pred, target)
 
     def backward(self) -> np.ndarray:
         """The gradient of the last computed loss with respect to ``pred``."""
@@ -112,6 +116,8 @@ class _Elementwise(Loss):
     """A loss comparing pred and target entry by entry: the shapes must agree
     ((m,) and (m, 1) are taken as the same)."""
 
+    _device_kernels = True
+
     def _target(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         if target.shape != pred.shape:
             column = _as_column(target.shape)
@@ -120,9 +126,6 @@ class _Elementwise(Loss):
                                  f"expected {pred.shape} like pred{_labels_hint(pred, target)}")
             target = target.reshape(pred.shape)
         return as_float32(target, lambda: f"{self!r}: target")
-
-    def _compute_on_device(self, pred: Any, target: Any) -> tuple[float, Any]:
-        return self._compute(pred, target)  # the kernels take device arrays
 
 
 class MSE(_Elementwise):
@@ -195,6 +198,8 @@ class CrossEntropy(Loss):
     A warning says so when the first batch looks like probabilities (a Softmax output).
     """
 
+    _device_kernels = True
+
     def _target(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         if pred.ndim != 2:
             raise ValueError(f"{self!r}: pred must be logits of shape (batch, classes); "
@@ -246,9 +251,6 @@ class CrossEntropy(Loss):
         if target.ndim == 1:
             return _C.cross_entropy(pred, target)
         return _C.cross_entropy_soft(pred, target)
-
-    def _compute_on_device(self, pred: Any, target: Any) -> tuple[float, Any]:
-        return self._compute(pred, target)  # the kernels take device arrays
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
         target = memory.to_host(target)

@@ -280,9 +280,10 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
 
     device: "cpu", "cuda" or "cuda:N" (the CUDA build): ``model.to(device)`` first, and the
     model stays there, as after torch's ``model.to``; None trains where the model is. On a
-    GPU, X is copied there once and every batch is gathered there; the labels of a batch,
-    its loss and (for the metrics) its predictions cross to and from the host each step.
-    Layers, losses and optimizers without CUDA kernels yet are named by the error.
+    GPU, X and y (checked once) are copied there and every batch is gathered there; a
+    batch's indices go over and its loss (and, for the metrics, its predictions) come back
+    each step. What cannot run there yet (a model with a recorded forward, diagnostics=True,
+    distributed=True, a loss of your own) is named by a NotImplementedError.
     """
     cfg = _require_compiled(model, "fit")
     if device is not None:
