@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -85,20 +86,15 @@ inline py::array as_numpy(py::handle obj, const char* fn, const char* arg) {
 
 // A NumPy array as the C++ side sees it: its buffer's facts, on the CPU.
 inline ArrayView view_of(const py::array& a) {
-    ArrayView v;
-    v.data = const_cast<void*>(a.data());
-    v.itemsize = a.itemsize();
-    v.ndim = static_cast<int>(a.ndim());
-    for (int i = 0; i < v.ndim; ++i) {
-        v.shape[i] = a.shape(i);
-        v.strides[i] = a.strides(i);
-    }
+    const auto itemsize = static_cast<int64_t>(a.itemsize());
     const char kind = a.dtype().kind();
-    v.dtype = kind == 'f' ? (v.itemsize == 4 ? DType::Float32 : v.itemsize == 8 ? DType::Float64 : DType::Other)
-            : kind == 'i' ? (v.itemsize == 8 ? DType::Int64 : v.itemsize == 4 ? DType::Int32 : DType::Other)
-            : kind == 'u' ? (v.itemsize == 8 ? DType::UInt64 : v.itemsize == 1 ? DType::UInt8 : DType::Other)
-            : kind == 'b' ? DType::Bool : DType::Other;
-    return v;  // device: the CPU, where every NumPy array lives
+    const DType dtype = kind == 'f' ? (itemsize == 4 ? DType::Float32 : itemsize == 8 ? DType::Float64 : DType::Other)
+                      : kind == 'i' ? (itemsize == 8 ? DType::Int64 : itemsize == 4 ? DType::Int32 : DType::Other)
+                      : kind == 'u' ? (itemsize == 8 ? DType::UInt64 : itemsize == 1 ? DType::UInt8 : DType::Other)
+                      : kind == 'b' ? DType::Bool : DType::Other;
+    // device: the CPU, where every NumPy array lives
+    return ArrayView::strided(const_cast<void*>(a.data()), dtype, itemsize, static_cast<int>(a.ndim()),
+                              a.shape(), a.strides());
 }
 
 // A NumPy array of real numbers (float, int or bool), as C-contiguous float32.
@@ -206,8 +202,8 @@ inline Matrix as_matrix(py::handle obj, const char* fn, const char* arg) {
 // ---- aliasing ---------------------------------------------------------------------------
 
 inline bool overlaps(const ArrayView& a, const ArrayView& b) {
-    const auto pa = reinterpret_cast<uintptr_t>(a.lowest()), pb = reinterpret_cast<uintptr_t>(b.lowest());
-    const size_t na = a.span_bytes(), nb = b.span_bytes();
+    const auto pa = reinterpret_cast<uintptr_t>(a.lowest), pb = reinterpret_cast<uintptr_t>(b.lowest);
+    const size_t na = a.span_bytes, nb = b.span_bytes;
     return na && nb && pa < pb + nb && pb < pa + na;
 }
 
@@ -220,32 +216,30 @@ inline bool overlaps(const ArrayView& a, const ArrayView& b) {
 class Operands {
   public:
     explicit Operands(const char* fn) : fn_(fn) {}
-    Operands& input(const char* name, const ArrayView& v) {
-        args_.push_back({name, v, false, false});
-        return *this;
-    }
+    Operands& input(const char* name, const ArrayView& v) { return add({name, v, false, false}); }
     Operands& input(const char* name, const py::array& a) { return input(name, view_of(a)); }
     Operands& output(const char* name, const ArrayView& v, bool elementwise = false) {
-        args_.push_back({name, v, true, elementwise});
-        return *this;
+        return add({name, v, true, elementwise});
     }
     Operands& output(const char* name, const py::array& a, bool elementwise = false) {
         return output(name, view_of(a), elementwise);
     }
     void check() const {
-        for (const Arg& a : args_)
-            if (a.view.device != args_.front().view.device)
+        for (int i = 0; i < count_; ++i) {
+            const Arg &a = args_[i], &first = args_[0];
+            if (a.view.device != first.view.device)
                 fail_value(std::string(fn_) + ": '" + a.name + "' is on " + a.view.device.name() +
-                           " but '" + args_.front().name + "' on " + args_.front().view.device.name() +
+                           " but '" + first.name + "' on " + first.view.device.name() +
                            "; the arrays of one call must be on one device (Module.to moves a model's)");
-        for (size_t i = 0; i < args_.size(); ++i)
-            for (size_t j = 0; j < i; ++j) {
+        }
+        for (int i = 0; i < count_; ++i)
+            for (int j = 0; j < i; ++j) {
                 const Arg &a = args_[i], &b = args_[j];
                 if (!(a.written || b.written) || !overlaps(a.view, b.view)) continue;
                 const Arg& out = a.written ? a : b;
                 const Arg& other = a.written ? b : a;
-                if (out.elementwise && !other.written && out.view.lowest() == other.view.lowest() &&
-                    out.view.span_bytes() == other.view.span_bytes())
+                if (out.elementwise && !other.written && out.view.lowest == other.view.lowest &&
+                    out.view.span_bytes == other.view.span_bytes)
                     continue;
                 const std::string o = out.name, x = other.name;
                 const std::string why =
@@ -263,8 +257,17 @@ class Operands {
         ArrayView view;
         bool written, elementwise;
     };
+    // Inline, not a std::vector: an Operands is made on every call of every op, and its
+    // allocation was a tenth of a small op's time.
+    static constexpr int kMaxArgs = 12;
+    Operands& add(const Arg& arg) {
+        if (count_ == kMaxArgs) throw std::logic_error("Operands: more than kMaxArgs arrays in one call");
+        args_[count_++] = arg;
+        return *this;
+    }
     const char* fn_;
-    std::vector<Arg> args_;
+    Arg args_[kMaxArgs];
+    int count_ = 0;
 };
 
 // ---- elementwise -------------------------------------------------------------------------

@@ -16,6 +16,8 @@
 
 namespace fastnn::bind {
 
+constexpr int kMaxDims = 64;  // NumPy 2's limit, and a DeviceArray's
+
 struct DTypeInfo {
     const char* name;
     dlpack::DataType dl;
@@ -93,19 +95,15 @@ public:
     void* data() const { return static_cast<char*>(storage->data) + offset; }
     float* f32() const { return static_cast<float*>(data()); }
 
-    // What Operands checks: where the array is and what it spans (C-contiguous).
+    // What Operands checks: where the array is and the bytes it spans (nbytes from its start:
+    // C-contiguous).
     ArrayView view() const {
         ArrayView v;
         v.data = data();
         v.itemsize = dtype->itemsize;
         v.dtype = dtype->itemsize == 4 && dtype->dl.code == dlpack::kFloat ? DType::Float32 : DType::Other;
-        v.ndim = static_cast<int>(shape.size());
-        int64_t stride = dtype->itemsize;
-        for (int i = v.ndim - 1; i >= 0; --i) {
-            v.shape[i] = shape[i];
-            v.strides[i] = stride;
-            stride *= shape[i];
-        }
+        v.lowest = static_cast<const char*>(v.data);
+        v.span_bytes = static_cast<size_t>(nbytes());
         v.device = storage->device;
         return v;
     }

@@ -88,7 +88,7 @@ DeviceArray from_dlpack(const py::object& capsule) {
         fail_type(std::string(what) + " has DLPack dtype (code " + std::to_string(t.dtype.code) + ", bits " +
                   std::to_string(t.dtype.bits) + ", lanes " + std::to_string(t.dtype.lanes) +
                   "); fastnn takes " + supported_dtypes());
-    if (t.ndim < 0 || t.ndim > ArrayView::kMaxDims)
+    if (t.ndim < 0 || t.ndim > kMaxDims)
         fail_value(std::string(what) + " has " + std::to_string(t.ndim) + " dimensions");
     std::vector<int64_t> shape(t.shape, t.shape + t.ndim);
     const bool empty = std::find(shape.begin(), shape.end(), 0) != shape.end();
@@ -133,7 +133,7 @@ void bind_tensor(py::module_& m) {
         .def_static("empty", [](const std::vector<int64_t>& shape, const std::string& dtype, const std::string& device) {
             const DTypeInfo* d = dtype_named(dtype);
             if (!d) fail_type(std::string(kFn) + ".empty: argument 'dtype' must be " + supported_dtypes() + ", got '" + dtype + "'");
-            if (shape.size() > ArrayView::kMaxDims) fail_value(std::string(kFn) + ".empty: argument 'shape' has too many dimensions");
+            if (shape.size() > kMaxDims) fail_value(std::string(kFn) + ".empty: argument 'shape' has too many dimensions");
             return DeviceArray::empty(shape, d, parse_device(device, "device"));
         }, py::arg("shape"), py::arg("dtype"), py::arg("device"))
         .def_static("from_numpy", [](const py::object& obj, const std::string& device) {
@@ -188,7 +188,7 @@ void bind_tensor(py::module_& m) {
         .def("reshape", [](const DeviceArray& a, const std::vector<int64_t>& shape) {
             for (int64_t s : shape)
                 if (s < 0) fail_value(std::string(kFn) + ".reshape: argument 'shape' has a negative size");
-            if (element_count(shape) != a.size() || shape.size() > ArrayView::kMaxDims)
+            if (element_count(shape) != a.size() || shape.size() > kMaxDims)
                 fail_value(std::string(kFn) + ".reshape: " + std::to_string(a.size()) +
                            " elements cannot take that shape");
             DeviceArray v = a;
