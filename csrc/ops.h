@@ -2,6 +2,7 @@
 // the bindings check dtype, shape and ranges before any kernel sees them.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/geometry.h"  // ConvGeometry, PoolGeometry
 #include "cpu/gemm/gemm.h"
@@ -122,20 +123,31 @@ double cross_entropy_soft(const float* logits, const float* target, float* grad,
 int64_t first_label_out_of_range(const int64_t* labels, int64_t n, int64_t classes);
 
 // ---- optimizer updates (cpu/optim.cpp), PyTorch's formulas ----
+// The parameters a flat buffer holds, for the thread split: each is `rows` rows of `cols`
+// values from `offset` (a 1-D parameter: rows of one value). The elements outside every
+// segment (alignment padding) are not updated. Without segments (nullptr or empty) the
+// buffer is one range, split evenly. Speed only: the values are the same either way.
+struct ParamSegment {
+    int64_t offset, rows, cols;
+};
+using ParamSegments = std::vector<ParamSegment>;
+
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr,
-              float momentum, bool nesterov, float weight_decay);
+              float momentum, bool nesterov, float weight_decay, const ParamSegments* segments = nullptr);
 // decoupled: AdamW (param *= 1 - lr * weight_decay first; the gradient gets no decay term).
 // The betas (and RMSprop's alpha) are doubles, as torch.optim's are: 1 - beta2 from a float
 // 0.999 is 1.3e-5 off 0.001.
 void adam_step(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
                double beta1, double beta2, float eps, float weight_decay, int64_t step,
-               bool decoupled);
+               bool decoupled, const ParamSegments* segments = nullptr);
 void adagrad_step(float* param, const float* grad, float* sum_sq, int64_t n, float lr,
-                  float eps, float weight_decay, float lr_decay, int64_t step);
+                  float eps, float weight_decay, float lr_decay, int64_t step,
+                  const ParamSegments* segments = nullptr);
 // momentum_buf is used when momentum > 0, grad_avg when centered (else may be nullptr).
 void rmsprop_step(float* param, const float* grad, float* square_avg, float* momentum_buf,
                   float* grad_avg, int64_t n, float lr, double alpha, float eps,
-                  float weight_decay, float momentum, bool centered);
+                  float weight_decay, float momentum, bool centered,
+                  const ParamSegments* segments = nullptr);
 // grad += l1 * sign(param) + 2 * l2 * param; returns l1 * sum|param| + l2 * sum(param^2),
 // summed in double over fixed chunks.
 double add_penalty_grad(const float* param, float* grad, int64_t n, double l1, double l2);

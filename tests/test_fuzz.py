@@ -938,6 +938,15 @@ def test_optimizer_steps(data, which, n, two_d, size_bug, alias):
     p, g = param.a, grad.a
     sa = {k: a.a for k, a in states.items()}
     hp_c = {k: v for k, v in hp.items()}
+    # segments (the thread split's rows): the whole buffer as rows of `shape`, or a bad table
+    segments = data.draw(st.sampled_from([None, "whole", "past_end", "overlap", "negative", "shape"]))
+    if segments is not None:
+        rows, cols = (shape[0], shape[1]) if len(shape) == 2 else (n, 1)
+        hp_c["segments"] = {"whole": [[0, rows, cols]], "past_end": [[0, rows + 1, cols]],
+                            "overlap": [[0, 1, 1], [0, 1, 1]], "negative": [[0, -1, 1]],
+                            "shape": [0, rows, cols]}[segments]
+        if segments != "whole":
+            bad.add("segments")
     if which == "sgd":
         call = lambda: _C.sgd_step(p, g, sa.get("velocity"), **hp_c)  # noqa: E731
     elif which == "adam":

@@ -101,6 +101,61 @@ def test_optimizer_kernels_bit_identical_across_threads(rng):
         np.testing.assert_array_equal(a, b)
 
 
+def _step_all(p, g, states, segments):
+    """Each optimizer kernel once over (p, g) with its own state arrays (dict by name)."""
+    _C.sgd_step(p[0], g, states["velocity"], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01,
+                segments=segments)
+    _C.adam_step(p[1], g, states["m"], states["v"], lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8,
+                 weight_decay=0.01, step=3, decoupled=True, segments=segments)
+    _C.adagrad_step(p[2], g, states["sum_sq"], lr=0.1, eps=1e-10, weight_decay=0.01, lr_decay=0.01,
+                    step=2, segments=segments)
+    _C.rmsprop_step(p[3], g, states["square_avg"], states["momentum_buf"], states["grad_avg"],
+                    lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.01, momentum=0.9, centered=True,
+                    segments=segments)
+
+
+def test_optimizer_segments_change_only_the_thread_split(rng):
+    """With segments (each parameter's rows split between threads as the GEMM splits them),
+    every element inside a segment gets the bits of the unsegmented step, on 1 and 2 threads,
+    and the padding between segments is left as it was."""
+    segments = np.array([[0, 613, 129], [79088, 613, 1], [79712, 3, 5], [79728, 1, 7],
+                         [79736, 0, 9], [79736, 40000, 1]], np.int64)
+    n = 119737
+    inside = np.zeros(n, bool)
+    for off, r, c in segments:
+        inside[off:off + r * c] = True
+    assert (~inside).sum() > 10  # padding to watch
+    p0 = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    names = ("velocity", "m", "v", "sum_sq", "square_avg", "momentum_buf", "grad_avg")
+    s0 = {k: np.abs(rng.standard_normal(n)).astype(np.float32) + 1 for k in names}
+    results = {}
+    for threads in (1, 2):
+        _ref.use_threads(threads)
+        for seg in (None, segments):
+            p = [p0.copy() for _ in range(4)]
+            states = {k: v.copy() for k, v in s0.items()}
+            _step_all(p, g, states, seg)
+            results[threads, seg is None] = p + [states[k] for k in names]
+    for threads in (1, 2):
+        for got, plain, start in zip(results[threads, False], results[1, True], [p0] * 4 + [s0[k] for k in names]):
+            np.testing.assert_array_equal(got[inside], plain[inside])
+            np.testing.assert_array_equal(got[~inside], start[~inside])
+            assert not np.array_equal(got[inside], start[inside])
+
+
+@pytest.mark.parametrize("segments, message", [
+    (np.zeros((2, 2), np.int64), "shape"), (np.zeros((1, 3)), "integers"),
+    ([[0, 5, 1], [4, 1, 1]], "before"), ([[0, 2, 3], [6, 1, 2]], "past"), ([[0, -1, 3]], "negative"),
+    ([[2**62, 2**62, 4]], "past")])
+def test_optimizer_segments_are_checked(segments, message):
+    p, g, m, v = (np.zeros(7, np.float32) for _ in range(4))
+    with pytest.raises((TypeError, ValueError)) as info:
+        _C.adam_step(p, g, m, v, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1,
+                     segments=segments)
+    assert "segments" in str(info.value) and message in str(info.value), str(info.value)
+
+
 def test_sgd_step_requires_velocity_with_momentum():
     p = np.zeros(4, np.float32)
     with pytest.raises((TypeError, ValueError)) as info:

@@ -48,11 +48,42 @@ std::pair<py::array_t<float>, F32Array> param_and_grad(py::handle p_obj, py::han
     return {p, g};
 }
 
+// The `segments` argument: None, or an int64 array of shape (S, 3), rows (offset, rows, cols)
+// of the parameters in a flat buffer of n elements, in order and disjoint (ops.h:
+// ParamSegment). A segment past the end or overlapping the one before would let two threads
+// update one element, so each is checked. On a device it is checked and not needed.
+ParamSegments param_segments(py::handle obj, int64_t n, const char* fn) {
+    ParamSegments segs;
+    if (obj.is_none()) return segs;
+    py::array arr = as_numpy(obj, fn, "segments");
+    const char kind = arr.dtype().kind();
+    if (kind != 'i' && kind != 'u')
+        fail_type(std::string(fn) + ": argument 'segments' must hold integers, got dtype " + dtype_str(arr));
+    if (arr.ndim() != 2 || arr.shape(1) != 3)
+        fail_value(std::string(fn) + ": argument 'segments' must have shape (S, 3) (offset, rows, cols), got " +
+                   shape_str(arr));
+    auto rows = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+    if (!rows) throw py::error_already_set();
+    const int64_t* v = rows.data();
+    int64_t end = 0;
+    for (py::ssize_t i = 0; i < rows.shape(0); ++i) {
+        const int64_t off = v[3 * i], r = v[3 * i + 1], c = v[3 * i + 2];
+        const std::string at = std::string(fn) + ": 'segments' row " + std::to_string(i) + " (" +
+                               std::to_string(off) + ", " + std::to_string(r) + ", " + std::to_string(c) + ")";
+        if (off < 0 || r < 0 || c < 0) fail_value(at + " has a negative value");
+        if (off < end) fail_value(at + " starts before the end of the one before (" + std::to_string(end) + ")");
+        if (c != 0 && r > (n - off) / c) fail_value(at + " runs past the buffer's " + std::to_string(n) + " elements");
+        end = off + r * c;
+        segs.push_back({off, r, c});
+    }
+    return segs;
+}
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
     m.def("sgd_step", [](py::handle p_obj, py::handle g_obj, py::object v_obj, float lr,
-                         float momentum, bool nesterov, float weight_decay) {
+                         float momentum, bool nesterov, float weight_decay, py::handle seg_obj) {
         if (DeviceArray* dp = device_array_of(p_obj)) {
             DeviceStep d("sgd_step", device_f32(p_obj, dp->device(), -1, "sgd_step", "param", "param"));
             const float* g = d.input(g_obj, "grad");
@@ -64,6 +95,7 @@ void bind_optim(py::module_& m) {
             d.ops.check();
             float* p = d.param.f32();
             const int64_t n = d.param.size();
+            param_segments(seg_obj, n, "sgd_step");
             run_on(d.param.device(), [&] { sgd_step(p, g, v, n, lr, momentum, nesterov, weight_decay); },
                    [&] { FASTNN_CUDA_ONLY(cuda::sgd_step(p, g, v, n, lr, momentum, nesterov, weight_decay)); });
             return;
@@ -80,13 +112,15 @@ void bind_optim(py::module_& m) {
             ops.output("velocity", va);
         }
         ops.check();
+        const ParamSegments segs = param_segments(seg_obj, p.size(), "sgd_step");
         py::gil_scoped_release nogil;
-        sgd_step(p.mutable_data(), g.data(), v, p.size(), lr, momentum, nesterov, weight_decay);
+        sgd_step(p.mutable_data(), g.data(), v, p.size(), lr, momentum, nesterov, weight_decay, &segs);
     }, py::arg("param"), py::arg("grad"), py::arg("velocity"), py::kw_only(), py::arg("lr"),
-          py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f);
+          py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f,
+          py::arg("segments") = py::none());
     m.def("adam_step", [](py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handle v_obj,
                           float lr, double beta1, double beta2, float eps, float weight_decay,
-                          int64_t step, bool decoupled) {
+                          int64_t step, bool decoupled, py::handle seg_obj) {
         if (step < 1) fail_value("adam_step: 'step' counts from 1, got " + std::to_string(step));
         if (DeviceArray* dp = device_array_of(p_obj)) {
             DeviceStep d("adam_step", device_f32(p_obj, dp->device(), -1, "adam_step", "param", "param"));
@@ -95,6 +129,7 @@ void bind_optim(py::module_& m) {
             d.ops.check();
             float* p = d.param.f32();
             const int64_t n = d.param.size();
+            param_segments(seg_obj, n, "adam_step");
             run_on(d.param.device(),
                    [&] { adam_step(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, step, decoupled); },
                    [&] { FASTNN_CUDA_ONLY(cuda::adam_step(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay,
@@ -106,15 +141,17 @@ void bind_optim(py::module_& m) {
         auto v = state_buffer(v_obj, p, "adam_step", "v");
         Operands("adam_step").output("param", p).input("grad", g).output("m", m1).output("v", v)
             .check();
+        const ParamSegments segs = param_segments(seg_obj, p.size(), "adam_step");
         py::gil_scoped_release nogil;
         adam_step(p.mutable_data(), g.data(), m1.mutable_data(), v.mutable_data(), p.size(), lr,
-                  beta1, beta2, eps, weight_decay, step, decoupled);
+                  beta1, beta2, eps, weight_decay, step, decoupled, &segs);
     }, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::kw_only(), py::arg("lr"),
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-          py::arg("step"), py::arg("decoupled") = false);
+          py::arg("step"), py::arg("decoupled") = false, py::arg("segments") = py::none());
 
     m.def("adagrad_step", [](py::handle p_obj, py::handle g_obj, py::handle s_obj, float lr,
-                             float eps, float weight_decay, float lr_decay, int64_t step) {
+                             float eps, float weight_decay, float lr_decay, int64_t step,
+                             py::handle seg_obj) {
         const char* fn = "adagrad_step";
         if (step < 1) fail_value("adagrad_step: 'step' counts from 1, got " + std::to_string(step));
         if (DeviceArray* dp = device_array_of(p_obj)) {
@@ -124,6 +161,7 @@ void bind_optim(py::module_& m) {
             d.ops.check();
             float* p = d.param.f32();
             const int64_t n = d.param.size();
+            param_segments(seg_obj, n, fn);
             run_on(d.param.device(), [&] { adagrad_step(p, g, s, n, lr, eps, weight_decay, lr_decay, step); },
                    [&] { FASTNN_CUDA_ONLY(cuda::adagrad_step(p, g, s, n, lr, eps, weight_decay, lr_decay, step)); });
             return;
@@ -131,15 +169,18 @@ void bind_optim(py::module_& m) {
         auto [p, g] = param_and_grad(p_obj, g_obj, fn);
         auto sum_sq = state_buffer(s_obj, p, fn, "sum_sq");
         Operands(fn).output("param", p).input("grad", g).output("sum_sq", sum_sq).check();
+        const ParamSegments segs = param_segments(seg_obj, p.size(), fn);
         py::gil_scoped_release nogil;
         adagrad_step(p.mutable_data(), g.data(), sum_sq.mutable_data(), p.size(), lr, eps,
-                     weight_decay, lr_decay, step);
+                     weight_decay, lr_decay, step, &segs);
     }, py::arg("param"), py::arg("grad"), py::arg("sum_sq"), py::kw_only(), py::arg("lr"),
-          py::arg("eps"), py::arg("weight_decay"), py::arg("lr_decay"), py::arg("step"));
+          py::arg("eps"), py::arg("weight_decay"), py::arg("lr_decay"), py::arg("step"),
+          py::arg("segments") = py::none());
 
     m.def("rmsprop_step", [](py::handle p_obj, py::handle g_obj, py::handle sq_obj,
                              py::object buf_obj, py::object avg_obj, float lr, double alpha,
-                             float eps, float weight_decay, float momentum, bool centered) {
+                             float eps, float weight_decay, float momentum, bool centered,
+                             py::handle seg_obj) {
         const char* fn = "rmsprop_step";
         if (!(momentum >= 0.0f))
             fail_value("rmsprop_step: 'momentum' must be >= 0, got " + std::to_string(momentum));
@@ -154,6 +195,7 @@ void bind_optim(py::module_& m) {
             d.ops.check();
             float* p = d.param.f32();
             const int64_t n = d.param.size();
+            param_segments(seg_obj, n, fn);
             run_on(d.param.device(),
                    [&] { rmsprop_step(p, g, sq, buf, avg, n, lr, alpha, eps, weight_decay, momentum, centered); },
                    [&] { FASTNN_CUDA_ONLY(cuda::rmsprop_step(p, g, sq, buf, avg, n, lr, alpha, eps, weight_decay,
@@ -177,12 +219,14 @@ void bind_optim(py::module_& m) {
             avg = grad_avg.mutable_data();
         }
         ops.check();
+        const ParamSegments segs = param_segments(seg_obj, p.size(), fn);
         py::gil_scoped_release nogil;
         rmsprop_step(p.mutable_data(), g.data(), sq, buf, avg, p.size(), lr, alpha, eps,
-                     weight_decay, momentum, centered);
+                     weight_decay, momentum, centered, &segs);
     }, py::arg("param"), py::arg("grad"), py::arg("square_avg"), py::arg("momentum_buf"),
           py::arg("grad_avg"), py::kw_only(), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
-          py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"));
+          py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"),
+          py::arg("segments") = py::none());
 
     m.def("add_penalty_grad", [](py::handle p_obj, py::handle g_obj, double l1, double l2) {
         const char* fn = "add_penalty_grad";

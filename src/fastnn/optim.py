@@ -75,6 +75,11 @@ class _Flat:
         step = memory.ALIGNMENT // 4
         starts = np.cumsum([0] + [-(-n // step) * step for n in sizes])
         self.offsets = [(int(s), int(s) + n) for s, n in zip(starts, sizes)]
+        # (offset, rows, cols) of each parameter: the kernels split their threads by rows
+        # of each, as the GEMMs that write the gradients and read the weights split them
+        self.segments = np.array([(b, p.data.shape[0] if p.data.ndim else 1,
+                                   n // max(1, p.data.shape[0]) if p.data.ndim else n)
+                                  for (b, _), p, n in zip(self.offsets, params, sizes)], np.int64)
         like = params[0].data  # the buffer lives where the parameters do (host or a device)
         self.data = memory.zeros(int(starts[-1]), like=like)
         self.grad = memory.zeros(int(starts[-1]), like=like)
@@ -262,7 +267,7 @@ class SGD(Optimizer):
     def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
         _C.sgd_step(p.data, p.grad, state.get("momentum_buffer"), lr=self.lr,
                     momentum=self.momentum, nesterov=self.nesterov,
-                    weight_decay=self.weight_decay)
+                    weight_decay=self.weight_decay, segments=p.segments)
 
 
 class GD(SGD):
@@ -302,7 +307,7 @@ class Adagrad(Optimizer):
     def _update(self, p: Parameter, state: dict[str, np.ndarray]) -> None:
         _C.adagrad_step(p.data, p.grad, state["sum"], lr=self.lr, eps=self.eps,
                         weight_decay=self.weight_decay, lr_decay=self.lr_decay,
-                        step=self.step_count)
+                        step=self.step_count, segments=p.segments)
 
 
 class RMSprop(Optimizer):
@@ -339,7 +344,7 @@ class RMSprop(Optimizer):
         _C.rmsprop_step(p.data, p.grad, state["square_avg"], state.get("momentum_buffer"),
                         state.get("grad_avg"), lr=self.lr, alpha=self.alpha, eps=self.eps,
                         weight_decay=self.weight_decay, momentum=self.momentum,
-                        centered=self.centered)
+                        centered=self.centered, segments=p.segments)
 
 
 class Adam(Optimizer):
@@ -371,7 +376,7 @@ class Adam(Optimizer):
         _C.adam_step(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], lr=self.lr,
                      beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
                      weight_decay=self.weight_decay, step=self.step_count,
-                     decoupled=self._decoupled)
+                     decoupled=self._decoupled, segments=p.segments)
 
 
 class AdamW(Adam):
