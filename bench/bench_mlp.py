@@ -235,6 +235,9 @@ def phase_profile(sizes, batch, opt_name, X, y, steps=200):
     net = FastnnNet(initial_weights(sizes), opt_name)
     buf = np.empty((batch, X.shape[1]), np.float32)
     times = {k: [] for k in ("gather", "forward", "loss", "backward", "step", "zero_grad")}
+    # data()'s product leaves OpenBLAS's threads spinning for ~0.1 s: on 2 cores they took
+    # one from fastnn's and inflated every phase (Adam's step read 0.24 ms for 0.17)
+    time.sleep(0.25)
     for i in batch_indices(batch, steps, seed=3):
         t = [time.perf_counter()]
         xb, yb = _C.gather_rows(X, i, out=buf), y[i]
