@@ -2,9 +2,9 @@
 // data are (pointer and device), what they hold (dtype) and which bytes they span (from the
 // shape and the strides in bytes, as the buffer protocol and DLPack's byte offsets give them).
 // The bindings build one per array argument (NumPy arrays and device arrays), check them all
-// together (one device for every
-// argument of an op, no output overlapping another argument: checks.h's Operands) and unpack
-// them into the raw pointers and sizes the kernels take. Kernels never see a view.
+// together (one device for every argument of an op, no output overlapping another argument:
+// checks.h's Operands) and unpack them into the raw pointers and sizes the kernels take.
+// Kernels never see a view.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -261,7 +261,9 @@ class Operands {
     // allocation was a tenth of a small op's time.
     static constexpr int kMaxArgs = 12;
     Operands& add(const Arg& arg) {
-        if (count_ == kMaxArgs) throw std::logic_error("Operands: more than kMaxArgs arrays in one call");
+        if (count_ == kMaxArgs)
+            throw std::logic_error(std::string(fn_) + ": more than " + std::to_string(kMaxArgs) +
+                                   " arrays for Operands (checks.h: raise kMaxArgs)");
         args_[count_++] = arg;
         return *this;
     }

@@ -68,11 +68,13 @@ ParamSegments param_segments(py::handle obj, int64_t n, const char* fn) {
     int64_t end = 0;
     for (py::ssize_t i = 0; i < rows.shape(0); ++i) {
         const int64_t off = v[3 * i], r = v[3 * i + 1], c = v[3 * i + 2];
-        const std::string at = std::string(fn) + ": 'segments' row " + std::to_string(i) + " (" +
-                               std::to_string(off) + ", " + std::to_string(r) + ", " + std::to_string(c) + ")";
-        if (off < 0 || r < 0 || c < 0) fail_value(at + " has a negative value");
-        if (off < end) fail_value(at + " starts before the end of the one before (" + std::to_string(end) + ")");
-        if (c != 0 && r > (n - off) / c) fail_value(at + " runs past the buffer's " + std::to_string(n) + " elements");
+        auto at = [&] {  // built only for an error: this runs on every step
+            return std::string(fn) + ": 'segments' row " + std::to_string(i) + " (" + std::to_string(off) + ", " +
+                   std::to_string(r) + ", " + std::to_string(c) + ")";
+        };
+        if (off < 0 || r < 0 || c < 0) fail_value(at() + " has a negative value");
+        if (off < end) fail_value(at() + " starts before the end of the one before (" + std::to_string(end) + ")");
+        if (c != 0 && r > (n - off) / c) fail_value(at() + " runs past the buffer's " + std::to_string(n) + " elements");
         end = off + r * c;
         segs.push_back({off, r, c});
     }

@@ -206,12 +206,16 @@ def cross_entropy_soft(logits: npt.ArrayLike, target: npt.ArrayLike) -> tuple[fl
     """The same with a (m, classes) target distribution (one-hot or soft)."""
 
 def sgd_step(param: F32, grad: F32, velocity: Optional[F32], *, lr: float,
-             momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0) -> None:
-    """In place, PyTorch's SGD. velocity (same shape) is required when momentum > 0."""
+             momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+             segments: Optional[npt.NDArray[np.int64]] = None) -> None:
+    """In place, PyTorch's SGD. velocity (same shape) is required when momentum > 0.
+    segments: the parameters a flat buffer holds, (S, 3) rows of (offset, rows, cols) in
+    order and disjoint, to split the threads by their rows (speed only; elements outside
+    every segment are left alone). The other optimizer steps take it too."""
 
 def adam_step(param: F32, grad: F32, m: F32, v: F32, *, lr: float, beta1: float,
               beta2: float, eps: float, weight_decay: float, step: int,
-              decoupled: bool = False) -> None:
+              decoupled: bool = False, segments: Optional[npt.NDArray[np.int64]] = None) -> None:
     """In place, PyTorch's Adam (L2 weight decay added to the gradient); step counts from 1.
     decoupled=True is AdamW (see below)."""
 
@@ -260,12 +264,14 @@ def add_penalty_grad(param: npt.ArrayLike, grad: F32, l1: float, l2: float) -> f
     l1 * sum|param| + l2 * sum(param**2) (Keras's kernel_regularizer convention)."""
 
 def adagrad_step(param: F32, grad: F32, sum_sq: F32, *, lr: float, eps: float,
-                 weight_decay: float, lr_decay: float, step: int) -> None:
+                 weight_decay: float, lr_decay: float, step: int,
+                 segments: Optional[npt.NDArray[np.int64]] = None) -> None:
     """In place, torch.optim.Adagrad (initial_accumulator_value 0)."""
 
 def rmsprop_step(param: F32, grad: F32, square_avg: F32, momentum_buf: Optional[F32],
                  grad_avg: Optional[F32], *, lr: float, alpha: float, eps: float,
-                 weight_decay: float, momentum: float, centered: bool) -> None:
+                 weight_decay: float, momentum: float, centered: bool,
+                 segments: Optional[npt.NDArray[np.int64]] = None) -> None:
     """In place, torch.optim.RMSprop. momentum_buf required when momentum > 0, grad_avg when
     centered."""
 

@@ -77,9 +77,9 @@ class _Flat:
         self.offsets = [(int(s), int(s) + n) for s, n in zip(starts, sizes)]
         # (offset, rows, cols) of each parameter: the kernels split their threads by rows
         # of each, as the GEMMs that write the gradients and read the weights split them
-        self.segments = np.array([(b, p.data.shape[0] if p.data.ndim else 1,
-                                   n // max(1, p.data.shape[0]) if p.data.ndim else n)
-                                  for (b, _), p, n in zip(self.offsets, params, sizes)], np.int64)
+        self.segments = memory.asarray([(b, p.data.shape[0] if p.data.ndim else 1,
+                                         n // max(1, p.data.shape[0]) if p.data.ndim else n)
+                                        for (b, _), p, n in zip(self.offsets, params, sizes)], np.int64)
         like = params[0].data  # the buffer lives where the parameters do (host or a device)
         self.data = memory.zeros(int(starts[-1]), like=like)
         self.grad = memory.zeros(int(starts[-1]), like=like)
