@@ -1194,6 +1194,20 @@ def test_maxpool2d_against_numpy(shape, k, s, p, rng):
     assert_close(dx, _ref.maxpool2d_backward(g, ea, shape), 1e-6, 1e-6, "maxpool backward")
 
 
+# 2x2 windows at stride 2 without padding on an even width take their own path: planes of
+# rows shorter than a vector, of an odd height, and wide enough for whole vectors.
+@pytest.mark.parametrize("shape", [(2, 3, 4, 2), (1, 2, 7, 6), (3, 2, 14, 14), (2, 2, 9, 68)], ids=str)
+def test_maxpool2d_2x2_stride_2_against_numpy(shape, isa, rng):
+    # few distinct values: ties everywhere, with NaN and both infinities among them
+    values = np.array([-np.inf, -1.0, 0.0, 0.5, 2.0, np.inf, np.nan], np.float32)
+    for draw in range(3):
+        x = values[rng.integers(0, 5 if draw == 0 else 7, shape)]
+        y, argmax = _C.maxpool2d_forward(x, 2)
+        ey, ea = _ref.maxpool2d(x, 2)
+        np.testing.assert_array_equal(y, ey.astype(np.float32))
+        np.testing.assert_array_equal(argmax, ea)
+
+
 @pytest.mark.parametrize("shape,k,s,p", POOLS, ids=str)
 def test_avgpool2d_against_numpy(shape, k, s, p, rng):
     x = rng.standard_normal(shape).astype(np.float32)
