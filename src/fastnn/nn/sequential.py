@@ -94,8 +94,12 @@ class Sequential(Module):
     def _backward(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
                   input_grad: bool) -> np.ndarray | None:
         for i in range(len(self.layers) - 1, 0, -1):
+            workspace.reading(grad_out)
             grad_out = self.layers[i].backward_with(grad_out, workspace.part(i), True)
-        return self.layers[0].backward_with(grad_out, workspace.part(0), internal, input_grad)
+        workspace.reading(grad_out)
+        grad_in = self.layers[0].backward_with(grad_out, workspace.part(0), internal, input_grad)
+        workspace.reading(None)
+        return grad_in
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """The layers, named by their index ("0", "1", ...) as in torch.nn.Sequential."""
