@@ -229,10 +229,10 @@ def step_flops(sizes, batch):
     return 2.0 * batch * (2 * sum(weights) + sum(weights[1:]))
 
 
-def phase_profile(sizes, batch, opt_name, X, y, steps=200):
+def phase_profile(sizes, batch, opt_name, X, y, steps=200, precision="fp32"):
     """Median ms of each phase of fastnn's step (gather, forward, loss, backward, optimizer
     step, zero_grad), and the GFLOP/s of forward and backward: where a step's time goes."""
-    net = FastnnNet(initial_weights(sizes), opt_name)
+    net = FastnnNet(initial_weights(sizes), opt_name, precision)
     buf = np.empty((batch, X.shape[1]), np.float32)
     times = {k: [] for k in ("gather", "forward", "loss", "backward", "step", "zero_grad")}
     # data()'s product leaves OpenBLAS's threads spinning for ~0.1 s: on 2 cores they took
@@ -242,13 +242,14 @@ def phase_profile(sizes, batch, opt_name, X, y, steps=200):
         t = [time.perf_counter()]
         xb, yb = _C.gather_rows(X, i, out=buf), y[i]
         t.append(time.perf_counter())
-        out = net.model(xb)
-        t.append(time.perf_counter())
-        net.loss_fn(out, yb)
-        grad = net.loss_fn.backward()
-        t.append(time.perf_counter())
-        net.model.backward(grad, input_grad=False)
-        t.append(time.perf_counter())
+        with fastnn.precision.using(precision):
+            out = net.model(xb)
+            t.append(time.perf_counter())
+            net.loss_fn(out, yb)
+            grad = net.loss_fn.backward()
+            t.append(time.perf_counter())
+            net.model.backward(grad, input_grad=False)
+            t.append(time.perf_counter())
         net.opt.step()
         t.append(time.perf_counter())
         net.opt.zero_grad()
@@ -307,8 +308,9 @@ def main(argv=None) -> int:
         X, y = data()
         for nthreads in [int(t) for t in args.threads.split(",")]:
             with threads(nthreads):
-                ms, fwd, bwd = phase_profile(MODELS[model], int(batch), opt_name, X, y)
-            print(f"{nthreads} thread(s) {model} batch {batch} {opt_name}: " +
+                ms, fwd, bwd = phase_profile(MODELS[model], int(batch), opt_name, X, y,
+                                             precision=args.precision)
+            print(f"{nthreads} thread(s) {model} batch {batch} {opt_name} {args.precision}: " +
                   ", ".join(f"{k} {v:.3f}" for k, v in ms.items()) +
                   f" ms; forward {fwd:.0f} GFLOP/s, backward {bwd:.0f} GFLOP/s")
         return 0
