@@ -312,6 +312,17 @@ def test_a_subclass_s_forward_and_backward_are_what_the_model_runs(rng):
                  1e-5, 1e-6, "weight gradient through the override")
 
 
+class StridedPassThrough(nn.Module):
+    """A user's layer that returns its input and its gradient as views whose base is not an
+    ndarray (as_strided's), so that only the memory, not the owner, shows what they are."""
+
+    def forward(self, x):
+        return np.lib.stride_tricks.as_strided(x, x.shape, x.strides)
+
+    def backward(self, grad_out):
+        return np.lib.stride_tricks.as_strided(grad_out, grad_out.shape, grad_out.strides)
+
+
 def _leaves(model):
     for layer in model.layers:
         yield from _leaves(layer) if isinstance(layer, nn.Sequential) else [layer]
@@ -320,13 +331,13 @@ def _leaves(model):
 def test_input_gradients_alternate_between_two_arrays_and_match_the_layers_run_alone(rng):
     """A backward pass writes every layer's input gradient into one of two arrays of the
     workspace, the one the layer does not read (a layer that hands its gradient on as it
-    came, a nested model, a reshape between them): the results are bit for bit those of
-    the layers run one by one on arrays of their own."""
+    came or as a view of another kind, a nested model, a reshape between them): the results
+    are bit for bit those of the layers run one by one on arrays of their own."""
     fastnn.seed(6)
     model = nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
         nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Tanh()), PassThrough(), nn.Flatten(),
-        nn.Dense(36, 5, activation="relu"), nn.Dense(5, 3))
+        nn.Dense(36, 5), StridedPassThrough(), nn.Dense(5, 3))
     x = rng.standard_normal((6, 2, 6, 6)).astype(np.float32)
     g = rng.standard_normal((6, 3)).astype(np.float32)
     h = x

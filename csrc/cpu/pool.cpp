@@ -85,10 +85,16 @@ void maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int64_t*
         g.h >= 2) {
         const auto planes = IsaCopies<max_2x2_planes>::pick();
         const int64_t pairs = (g.h / 2) * g.w;
-        parallel_for(g.planes, plane_grain(g), [=](int64_t p0, int64_t p1) {
-            std::vector<float> pair_value(static_cast<size_t>(pairs));
-            std::vector<int32_t> pair_odd(static_cast<size_t>(pairs));
-            planes(x, g.h, g.w, y, argmax, p0, p1, pair_value.data(), pair_odd.data());
+        // each thread's pairs, allocated here: a failure is the caller's exception, not one
+        // thrown inside the parallel region
+        const int threads = threads_for(g.planes, plane_grain(g));
+        std::vector<float> pair_value(static_cast<size_t>(threads * pairs));
+        std::vector<int32_t> pair_odd(static_cast<size_t>(threads * pairs));
+        float* values = pair_value.data();
+        int32_t* odd = pair_odd.data();
+        parallel_region(threads, [=](int64_t id, int64_t nt) {
+            const int64_t p0 = g.planes * id / nt, p1 = g.planes * (id + 1) / nt;
+            if (p0 < p1) planes(x, g.h, g.w, y, argmax, p0, p1, values + id * pairs, odd + id * pairs);
         });
         return;
     }
