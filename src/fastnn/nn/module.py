@@ -161,9 +161,14 @@ class Workspace:
             return self._root.array(name, shape, dtype)
         if name == "grad_x":
             reading, first = self._reading, self._arrays.get("grad_x 0")
-            holds_first = first is not None and (
-                memory.owner(reading) is memory.owner(first) if memory.is_tensor(reading)
-                else isinstance(reading, np.ndarray) and np.may_share_memory(reading, first))
+            # device arrays by their owner; host arrays by their memory (a view may have a base
+            # that is not an ndarray); one of each (a model moved between devices) never share
+            if memory.is_tensor(reading) or memory.is_tensor(first):
+                holds_first = (memory.is_tensor(reading) and memory.is_tensor(first)
+                               and memory.owner(reading) is memory.owner(first))
+            else:
+                holds_first = (first is not None and isinstance(reading, np.ndarray)
+                               and np.may_share_memory(reading, first))
             name = "grad_x 1" if holds_first else "grad_x 0"
         where = self._like[1]
         seen = self._views.get(name)
