@@ -1078,15 +1078,22 @@ def test_conv2d_forward_backward_against_numpy_float64(geom, groups, rng):
 
 # Stride 1, dilation 1 and a padding under the kernel size take the direct kernels where the
 # ISA has them (AVX-512, AVX2) for the forward pass and the input's gradient, and for the
-# weight's gradient too with at most 16 output channels per group (17 and 24 here take the
-# GEMM for it): output channels in blocks with every remainder, kernel rows of 1-7 taps,
-# images narrower than a vector, padding up to kernel - 1, runs of vectors plus single ones.
-# A padding of the kernel's size, and the portable ISA, take the GEMM over im2col blocks.
+# weight's gradient too with at most 16 output channels per group: output channels in blocks
+# with every remainder, kernel rows of 1-7 taps, images narrower than a vector, padding up to
+# kernel - 1, runs of vectors plus single ones. With more, the weight's gradient is a product
+# per image with the padded image's rows read in place (conv.cpp: weight_grad_by_table; 24
+# patch rows or more, a grid that multiplies at most a fifth more than the patches; 3 x 10 x
+# 10 to 17, the 5 x 5 one-channel 24 x 20 to 18, the groups of 3 channels on 11 x 13, 4
+# channels unpadded to 33, 3 x 5 kernels padded (1, 2)), on AVX2 with the rows gathered;
+# otherwise (2 channels a group to 24) on the GEMM over im2col blocks, as with a padding of
+# the kernel's size and on the portable ISA.
 # (n, c, h, w, out_channels, kernel, padding, groups)
 DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 2, 1), (5, 6, 14, 14, 16, 5, 0, 1), (2, 3, 9, 7, 5, 3, 1, 1),
                 (2, 2, 3, 4, 13, 3, 2, 1), (1, 3, 5, 33, 11, (2, 7), (1, 6), 1), (4, 4, 6, 5, 1, 1, 0, 1),
                 (2, 4, 8, 9, 10, 3, 1, 2), (2, 3, 21, 19, 7, (4, 6), (3, 0), 1),
-                (2, 3, 10, 10, 17, 3, 1, 1), (2, 2, 6, 7, 24, 3, 2, 2), (2, 2, 7, 7, 4, 3, 3, 1)]
+                (2, 3, 10, 10, 17, 3, 1, 1), (2, 2, 6, 7, 24, 3, 2, 2), (2, 2, 7, 7, 4, 3, 3, 1),
+                (2, 1, 24, 20, 18, 5, 2, 1), (5, 6, 11, 13, 40, 3, 1, 2), (3, 4, 12, 12, 33, 3, 0, 1),
+                (2, 3, 12, 30, 20, (3, 5), (1, 2), 1)]
 
 
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=[f"{c}" for c in DIRECT_CASES])
@@ -1134,7 +1141,7 @@ def test_conv_bit_identical_with_one_and_two_threads(rng):
     x = rng.standard_normal((9, 6, 13, 11)).astype(np.float32)
     wd = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
     wt = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)  # direct kernels (AVX-512)
-    w24 = rng.standard_normal((24, 6, 3, 3)).astype(np.float32)  # weight gradient on the GEMM
+    w24 = rng.standard_normal((24, 6, 3, 3)).astype(np.float32)  # weight gradient by row table
     g = rng.standard_normal((9, 6, 13, 11)).astype(np.float32)
     g8 = rng.standard_normal((9, 8, 13, 11)).astype(np.float32)
     g24 = rng.standard_normal((9, 24, 13, 11)).astype(np.float32)

@@ -186,15 +186,17 @@ bool is_small(int64_t m, int64_t n, int64_t k) {
 //   m = 192 both were within noise of each other (1 thread, Xeon with AMX).
 constexpr int64_t kFewPanels = 16;
 
-// C^T = B op(A)^T for a transposed B (B stored n x k): the kernel reads MR rows of B in place
-// as its A operand (B is never packed), takes op(A)^T, packed, as its B operand (small: m x k),
-// and the MR x NR tiles of C^T go back transposed (the kernel transposes them in registers).
-// Threads split C's columns (B's rows), so each reads its part of B once. The kernel adds the
-// bias and applies relu as it stores the last k-block (a pass over C afterwards cost 8% of
-// b128 784->512); another activation runs on each thread's columns at the end.
+// C^T = B op(A)^T for a transposed B (B stored n x k, row j at row_of(j)): the kernel reads
+// MR rows of B in place as its A operand (B is never packed), takes op(A)^T, packed, as its
+// B operand (small: m x k), and the MR x NR tiles of C^T go back transposed (the kernel
+// transposes them in registers). Threads split C's columns (B's rows), so each reads its
+// part of B once. The kernel adds the bias and applies relu as it stores the last k-block (a
+// pass over C afterwards cost 8% of b128 784->512); another activation runs on each thread's
+// columns at the end.
+template <class RowOf>
 void gemm_transposed(const GemmContext& ctx, bool trans_a, int64_t m, int64_t n, int64_t k,
-                     float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-                     float beta, float* c, int64_t ldc, const Epilogue* ep) {
+                     float alpha, const float* a, int64_t lda, RowOf row_of, float beta,
+                     float* c, int64_t ldc, const Epilogue* ep) {
     const Microkernel& uk = *ctx.uk;
     const int mr = uk.mr, nr = uk.nr;
     const int64_t kc_max = k_block(k, ctx.blocking.kc);
@@ -204,10 +206,11 @@ void gemm_transposed(const GemmContext& ctx, bool trans_a, int64_t m, int64_t n,
         const int64_t j0 = std::min(n, b_blocks * tid / nt * mr);
         const int64_t j1 = std::min(n, b_blocks * (tid + 1) / nt * mr);
         if (j0 >= j1) return;
-        thread_local std::unique_ptr<float, AlignedFree> at_buf, edge_buf;
-        thread_local size_t at_cap = 0, edge_cap = 0;
+        thread_local std::unique_ptr<float, AlignedFree> at_buf;
+        thread_local size_t at_cap = 0;
         float* at_pack = scratch(at_buf, at_cap, static_cast<size_t>(a_panels * nr * kc_max));
         const bool relu = ep && ep->act == Activation::Relu;
+        const float* brows[16];  // MR <= 16
         for (int64_t pc = 0; pc < k; pc += kc_max) {
             const int64_t kc = std::min(kc_max, k - pc);
             const float beta_k = pc == 0 ? beta : 1.0f;
@@ -216,19 +219,13 @@ void gemm_transposed(const GemmContext& ctx, bool trans_a, int64_t m, int64_t n,
             for (int64_t ip = 0; ip < a_panels; ++ip)
                 pack_b_panel(uk, !trans_a, a, lda, pc, kc, 0, m, ip, at_pack + ip * nr * kc);
             for (int64_t j = j0; j < j1; j += mr) {
+                // B's last rows: the kernel reads the last one again in place of those past
+                // it (their results are never stored), so nothing past B is read
                 const int64_t rows = std::min<int64_t>(mr, j1 - j);
-                const float* brows = b + j * ldb + pc;
-                int64_t ld = ldb;
-                if (rows < mr) {  // the last rows of B, padded with zero rows: never read past B
-                    float* edge = scratch(edge_buf, edge_cap, static_cast<size_t>(mr * kc));
-                    for (int64_t r = 0; r < mr; ++r)
-                        for (int64_t p = 0; p < kc; ++p) edge[r * kc + p] = r < rows ? brows[r * ldb + p] : 0.0f;
-                    brows = edge;
-                    ld = kc;
-                }
+                for (int64_t r = 0; r < mr; ++r) brows[r] = row_of(j + std::min(r, rows - 1)) + pc;
                 for (int64_t ip = 0; ip < a_panels; ++ip) {
                     const int64_t cols = std::min<int64_t>(nr, m - ip * nr);
-                    uk.rows_a(kc, brows, ld, at_pack + ip * nr * kc, c + ip * nr * ldc + j, ldc, alpha,
+                    uk.rows_a(kc, brows, at_pack + ip * nr * kc, c + ip * nr * ldc + j, ldc, alpha,
                               beta_k, rows, cols, last && ep && ep->bias ? ep->bias + j : nullptr,
                               last && relu);
                 }
@@ -275,7 +272,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         if (handled) return;
     }
     if (uk.rows_a && trans_b && m <= ctx.blocking.mc) {
-        gemm_transposed(ctx, trans_a, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+        gemm_transposed(ctx, trans_a, m, n, k, alpha, a, lda,
+                        [b, ldb](int64_t j) { return b + j * ldb; }, beta, c, ldc, ep);
         return;
     }
     const int mr = uk.mr, nr = uk.nr;
@@ -347,6 +345,31 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         }
     };
     parallel_region(threads, run);
+}
+
+void gemm_row_table(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                    const float* const* b_rows, float beta, float* c, int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || alpha == 0.0f) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    const GemmContext& ctx = *gemm_context();
+    if (ctx.uk->rows_a) {
+        gemm_transposed(ctx, false, m, n, k, alpha, a, lda,
+                        [b_rows](int64_t j) { return b_rows[j]; }, beta, c, ldc, nullptr);
+        return;
+    }
+    // No kernel that reads rows in place: B gathered, one k-block at a time
+    const int64_t kc_max = k_block(k, ctx.blocking.kc);
+    thread_local std::unique_ptr<float, AlignedFree> rows_buf;
+    thread_local size_t rows_cap = 0;
+    float* gathered = scratch(rows_buf, rows_cap, static_cast<size_t>(n * kc_max));
+    for (int64_t pc = 0; pc < k; pc += kc_max) {
+        const int64_t kc = std::min(kc_max, k - pc);
+        for (int64_t j = 0; j < n; ++j) std::memcpy(gathered + j * kc, b_rows[j] + pc, kc * sizeof(float));
+        gemm(false, true, m, n, kc, alpha, a + pc, lda, gathered, kc, pc == 0 ? beta : 1.0f, c, ldc);
+    }
 }
 
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,

@@ -46,6 +46,15 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
           int64_t ldc, const Epilogue& epilogue = Epilogue{});
 
+// C = alpha * A * B^T + beta * C for a B whose n rows lie anywhere: row j, k contiguous
+// floats, at b_rows[j] (A is m x k, lda apart; C is m x n). A convolution's weight gradient
+// reads its patches this way, straight from the padded image, with no im2col block: on the
+// transposed path's kernel, whose tiles read B's rows in place, or, on an ISA without one,
+// through the packed path with B's rows gathered a k-block at a time. Every element of C
+// sums in k-blocks of k and the machine only, as gemm's do.
+void gemm_row_table(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                    const float* const* b_rows, float beta, float* c, int64_t ldc);
+
 // The plain triple loop (double accumulator) that the fast path is held to.
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
@@ -105,14 +114,15 @@ struct Microkernel {
     // Flops done by `iters` rounds of independent FMAs (or multiply-adds) of this ISA's
     // widest vectors, no loads: measures the core's peak for this path.
     double (*fma_probe)(int64_t iters) = nullptr;
-    // Optional, for the transposed path (gemm.cpp): MR rows of a matrix read in place (row i
-    // at a + i * lda, contiguous along k) times kc rows of a packed B panel make a tile of
-    // C^T, stored back transposed: C[q][r] = alpha * tile[r][q] + beta * C[q][r], plus
-    // bias[r] where bias is given, then relu where asked (as activate's), for r < rows <= MR,
-    // q < cols <= NR (c at C's row 0 of the tile, ldc its row stride).
-    void (*rows_a)(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
-                   int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols,
-                   const float* bias, bool relu) = nullptr;
+    // Optional, for the transposed path (gemm.cpp): MR rows read in place (row i at a[i],
+    // kc floats contiguous along k; the rows past `rows` are read, never stored) times kc
+    // rows of a packed B panel make a tile of C^T, stored back transposed:
+    // C[q][r] = alpha * tile[r][q] + beta * C[q][r], plus bias[r] where bias is given, then
+    // relu where asked (as activate's), for r < rows <= MR, q < cols <= NR (c at C's row 0
+    // of the tile, ldc its row stride).
+    void (*rows_a)(int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc,
+                   float alpha, float beta, int64_t rows, int64_t cols, const float* bias,
+                   bool relu) = nullptr;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

@@ -43,27 +43,30 @@ inline void transpose_8x16(const __m512 r[8], __m512 t[8]) {
     }
 }
 
-// acc += kc steps of MR values of A times 16 NV values of B. A is packed (kc groups of MR)
-// or, with kRowsA, read in place (row i at a + i * lda, contiguous along k). B's rows are
+// acc += kc steps of MR values of A times 16 NV values of B. A is packed (kc groups of MR,
+// `a`) or, with kRowsA, read in place (row i at rows[i], contiguous along k). B's rows are
 // ldb apart: NR when packed, B's own row stride when read in place (only the first 16 NV
 // columns are read).
 template <int NV, bool kRowsA>
-inline void accumulate(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
-                       __m512 (&acc)[MR][NV]) {
+inline void accumulate(int64_t kc, const float* a, const float* const* rows, const float* b,
+                       int64_t ldb, __m512 (&acc)[MR][NV]) {
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
         for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_setzero_ps();
+    const float* row[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) row[i] = kRowsA ? rows[i] : nullptr;
     // Unrolled by 4: the loop's counter, pointer bumps and branch once per 96 FMAs, not 24
     // (+1-4% at 512-4096 on a Zen 5, the two builds alternated three times).
 #pragma GCC unroll 4
-    for (int64_t p = 0; p < kc; ++p, a += kRowsA ? 1 : MR, b += ldb) {
+    for (int64_t p = 0; p < kc; ++p, a += kRowsA ? 0 : MR, b += ldb) {
         __m512 bv[NV];
 #pragma GCC unroll 3
         for (int h = 0; h < NV; ++h) bv[h] = _mm512_loadu_ps(b + 16 * h);
 #pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) {
-            __m512 ai = _mm512_set1_ps(kRowsA ? a[i * lda] : a[i]);
+            __m512 ai = _mm512_set1_ps(kRowsA ? row[i][p] : a[i]);
 #pragma GCC unroll 3
             for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_fmadd_ps(ai, bv[h], acc[i][h]);
         }
@@ -81,7 +84,7 @@ inline void tile_kernel(int64_t kc, const float* a, const float* b, int64_t ldb,
 #pragma GCC unroll 3
         for (int h = 0; h < NV; ++h) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * h), _MM_HINT_T0);
     __m512 acc[MR][NV];
-    accumulate<NV, false>(kc, a, 0, b, ldb, acc);
+    accumulate<NV, false>(kc, a, nullptr, b, ldb, acc);
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
@@ -116,16 +119,16 @@ void kernel_avx512_narrow(int64_t kc, const float* a, const float* b, float* c, 
         tile_kernel<3>(kc, a, b, NR, c, ldc, alpha, beta, last);
 }
 
-// The transposed path's tile: MR rows of a matrix read in place times a packed B panel, a
-// tile of C^T stored back transposed: C[q][r] = alpha * tile[r][q] + beta * C[q][r]
+// The transposed path's tile: MR rows read in place (row i at a[i], kc long) times a packed B
+// panel, a tile of C^T stored back transposed: C[q][r] = alpha * tile[r][q] + beta * C[q][r]
 // (+ bias[r], then relu, where given) for r < rows, q < cols. Each 8 x 16 block is
 // transposed in registers (as packing does).
 template <int NV>
-void rows_a_tile(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+void rows_a_tile(int64_t kc, const float* const* a, const float* b, float* c,
                  int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols,
                  const float* bias, bool relu) {
     __m512 acc[MR][NV];
-    accumulate<NV, true>(kc, a, lda, b, NR, acc);
+    accumulate<NV, true>(kc, nullptr, a, b, NR, acc);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta), zero = _mm512_setzero_ps();
     const __mmask16 in_row = __mmask16((1u << rows) - 1u);  // C's columns j .. j + rows
     const __m512 vbias = bias ? _mm512_maskz_loadu_ps(in_row, bias) : zero;
@@ -155,16 +158,16 @@ void rows_a_tile(int64_t kc, const float* a, int64_t lda, const float* b, float*
     }
 }
 
-void kernel_avx512_rows_a(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+void kernel_avx512_rows_a(int64_t kc, const float* const* a, const float* b, float* c,
                           int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols,
                           const float* bias, bool relu) {
     const int vectors = static_cast<int>((cols + 15) / 16);
     if (vectors == 1)
-        rows_a_tile<1>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols, bias, relu);
+        rows_a_tile<1>(kc, a, b, c, ldc, alpha, beta, rows, cols, bias, relu);
     else if (vectors == 2)
-        rows_a_tile<2>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols, bias, relu);
+        rows_a_tile<2>(kc, a, b, c, ldc, alpha, beta, rows, cols, bias, relu);
     else
-        rows_a_tile<3>(kc, a, lda, b, c, ldc, alpha, beta, rows, cols, bias, relu);
+        rows_a_tile<3>(kc, a, b, c, ldc, alpha, beta, rows, cols, bias, relu);
 }
 
 // Transposes 8 rows x kc columns of a row-major matrix into kc groups of 8 floats placed
