@@ -1137,23 +1137,27 @@ def test_depthwise_forward_backward(geom, multiplier, rng):
     assert _C.depthwise_conv2d_backward(x, wt, g, gw, input_grad=False, **conv_kw(s, p, d)) is None
 
 
-def test_conv_bit_identical_with_one_and_two_threads(rng):
-    x = rng.standard_normal((9, 6, 13, 11)).astype(np.float32)
+@pytest.mark.parametrize("n", [9, 37])  # the weight gradient's partial sums: 4 to 8 images each
+def test_conv_bit_identical_with_one_and_two_threads(n, rng):
+    x = rng.standard_normal((n, 6, 13, 11)).astype(np.float32)
     wd = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
     wt = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)  # direct kernels (AVX-512)
     w24 = rng.standard_normal((24, 6, 3, 3)).astype(np.float32)  # weight gradient by row table
-    g = rng.standard_normal((9, 6, 13, 11)).astype(np.float32)
-    g8 = rng.standard_normal((9, 8, 13, 11)).astype(np.float32)
-    g24 = rng.standard_normal((9, 24, 13, 11)).astype(np.float32)
+    g = rng.standard_normal((n, 6, 13, 11)).astype(np.float32)
+    g8 = rng.standard_normal((n, 8, 13, 11)).astype(np.float32)
+    g24 = rng.standard_normal((n, 24, 13, 11)).astype(np.float32)
+    w3g = rng.standard_normal((24, 2, 3, 3)).astype(np.float32)  # 3 groups: im2col blocks
     out = []
     for threads in (1, 2):
         use_threads(threads)
         gw, gwd, gb, gw24 = np.zeros_like(wt), np.zeros_like(wd), np.zeros(8, np.float32), np.zeros_like(w24)
+        gw3g = np.zeros_like(w3g)
         dx = _C.conv2d_backward(x, wt, g8, gw, grad_bias=gb, padding=1)
         dx24 = _C.conv2d_backward(x, w24, g24, gw24, padding=1)
+        dx3g = _C.conv2d_backward(x, w3g, g24, gw3g, padding=1, groups=3)
         dxd = _C.depthwise_conv2d_backward(x, wd, g, gwd, padding=1)
         out.append((_C.conv2d_forward(x, wt, None, padding=1, activation="relu"), dx, gw, gb,
-                    _C.conv2d_forward(x, w24, None, padding=1), dx24, gw24,
+                    _C.conv2d_forward(x, w24, None, padding=1), dx24, gw24, dx3g, gw3g,
                     dxd, gwd, _C.depthwise_conv2d_forward(x, wd, None, padding=1)))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)

@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "../core/cpu.h"
@@ -129,21 +130,32 @@ float* thread_buffer(int which, size_t floats) {
 // reading them in place (gemm.cpp: strided_rows_fit_l2).
 int64_t block_ld(int64_t pixels) { return (pixels + 15) / 16 * 16 + 16; }
 
-// Images per partial sum of the weight gradient: fixed, so the sums, added in order, do not
-// depend on the thread count.
-constexpr int64_t kImagesPerPartial = 4;
+// Images per partial sum of the weight gradient: 4 to 8, at least two parts per CPU where
+// the batch allows. On the batch and the machine only, never the thread count, so that the
+// partials, added in order, give the same bits on any number of threads. Fewer, larger
+// parts went faster (b128, 2 threads, 8 against 4 images: 128 -> 128 channels on 8 x 8
+// 11.6 against 12.8 ms, 64 -> 64 on 16 x 16 10.3 against 10.8): fewer partials written and
+// added up, longer products; beyond 8, a many-core machine would run short of parts at b32.
+int64_t images_per_partial(int64_t n) {
+    const int64_t cpus = std::max(1u, std::thread::hardware_concurrency());
+    return std::clamp<int64_t>(n / (2 * cpus), 4, 8);
+}
 
 // Images side by side in one im2col block of the backward pass: an 8 x 8 image made products
 // of k = 64 pixels whose C, the weight gradient, was read and written for every image, and
 // input-gradient products 64 wide (a 48-wide panel and a 16-wide one): 49 GFLOP/s for a
-// (128, 128) layer. As many of a partial sum's images as keep the block in half of L2: on
-// the machine and the geometry only, never the thread count.
-int64_t images_per_block(int64_t rows, int64_t pixels) {
+// (128, 128) layer. As many of a part's images as keep the block in L2, split evenly (7 of 8
+// fitting would leave a block of one): on the machine and the geometry only. Measured, b128,
+// 2 threads: 128 -> 128 on 8 x 8 (0.3 MiB an image) 8 a block 10.7 ms, 4 11.0, 3 11.4; the
+// stride-2 64 -> 128 on 32 x 32 (0.6 MiB) 3 a block 21.8 ms, 4 22.6, 8 23.0.
+int64_t images_per_block(int64_t rows, int64_t pixels, int64_t per_part) {
     int64_t l2 = int64_t{1} << 20;
     for (const CacheLevel& c : cpu_info().caches)
         if (c.level == 2) l2 = c.size_bytes;
-    const int64_t budget = l2 / 2 / int64_t{sizeof(float)};
-    return std::clamp<int64_t>(budget / std::max<int64_t>(rows * pixels, 1), 1, kImagesPerPartial);
+    const int64_t budget = l2 / int64_t{sizeof(float)};
+    const int64_t fit = std::clamp<int64_t>(budget / std::max<int64_t>(rows * pixels, 1), 1, per_part);
+    const int64_t blocks = (per_part + fit - 1) / fit;
+    return (per_part + blocks - 1) / blocks;
 }
 
 // Each image's output channel: + bias, then the activation (while it is in cache).
@@ -283,23 +295,23 @@ void direct_input_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64
     });
 }
 
-// The weight's gradient: partials of kImagesPerPartial images, as the GEMM path's.
+// The weight's gradient: partials of per_part images, as the GEMM path's.
 void direct_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
                         int64_t groups, const float* x, const float* gy, float* partial,
-                        int64_t parts) {
+                        int64_t parts, int64_t per_part) {
     const int64_t oh = g.out_h(), ow = g.out_w(), cg = g.c / groups, og = out_channels / groups;
     const int64_t k = cg * g.kh * g.kw, wsize = out_channels * k;
     const PaddedImage pad(g.c, g.h, g.w, g.ph, g.pw);
     const int64_t qn = pad.qn(oh, ow);
-    const int64_t flops = 2 * out_channels * k * qn * kImagesPerPartial;
+    const int64_t flops = 2 * out_channels * k * qn * per_part;
     parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
                  [=, &dk](int64_t c0, int64_t c1) {
         const int64_t gsize = out_channels * qn;
-        float* xp = thread_buffer(0, static_cast<size_t>(kImagesPerPartial * pad.size));
-        float* gq = thread_buffer(1, static_cast<size_t>(kImagesPerPartial * gsize));
+        float* xp = thread_buffer(0, static_cast<size_t>(per_part * pad.size));
+        float* gq = thread_buffer(1, static_cast<size_t>(per_part * gsize));
         for (int64_t part = c0; part < c1; ++part) {
-            const int64_t first = part * kImagesPerPartial;
-            const int64_t images = std::min(g.n, first + kImagesPerPartial) - first;
+            const int64_t first = part * per_part;
+            const int64_t images = std::min(g.n, first + per_part) - first;
             for (int64_t i = 0; i < images; ++i) {
                 dk.pad(x + (first + i) * g.c * g.h * g.w, g.c, g.h, g.w, g.ph, g.pw,
                        xp + i * pad.size);
@@ -334,12 +346,12 @@ bool weight_grad_by_table(const ConvGeometry& g, int64_t patch_rows) {
 // multiplied for nothing: what writing and reading back the patches cost was more.
 void table_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
                        int64_t groups, const float* x, const float* gy, float* partial,
-                       int64_t parts) {
+                       int64_t parts, int64_t per_part) {
     const int64_t oh = g.out_h(), ow = g.out_w(), cg = g.c / groups, og = out_channels / groups;
     const int64_t taps = g.kh * g.kw, k = cg * taps, wsize = out_channels * k;
     const PaddedImage pad(g.c, g.h, g.w, g.ph, g.pw);
     const int64_t qn = pad.qn(oh, ow), span = (oh - 1) * pad.wp + ow;  // the grid's q that hold outputs
-    const int64_t flops = 2 * wsize * span * kImagesPerPartial;
+    const int64_t flops = 2 * wsize * span * per_part;
     parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
                  [=, &dk](int64_t c0, int64_t c1) {
         float* xp = thread_buffer(0, static_cast<size_t>(pad.size));
@@ -350,8 +362,8 @@ void table_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64
             for (int64_t t = 0; t < taps; ++t)
                 table[c * taps + t] = xp + c * pad.plane + t / g.kw * pad.wp + t % g.kw;
         for (int64_t part = c0; part < c1; ++part) {
-            const int64_t first = part * kImagesPerPartial;
-            const int64_t last = std::min(g.n, first + kImagesPerPartial);
+            const int64_t first = part * per_part;
+            const int64_t last = std::min(g.n, first + per_part);
             for (int64_t n = first; n < last; ++n) {
                 dk.pad(x + n * g.c * g.h * g.w, g.c, g.h, g.w, g.ph, g.pw, xp);
                 dk.to_grid(gy + n * out_channels * oh * ow, out_channels, oh, ow, pad.wp, qn, gq);
@@ -400,9 +412,9 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
     const int64_t k = g.c / groups * g.kh * g.kw, og = out_channels / groups;
     const int64_t rows = g.c * g.kh * g.kw, wsize = out_channels * k;
     if (db) add_channel_sums(gy, g.n, out_channels, pixels, db);
-    // dW: one partial sum per kImagesPerPartial images (each block's gy x block^T added in
+    // dW: one partial sum per per_part images (each block's gy x block^T added in
     // order), the partials then added in order; dx: W^T x gy, back through col2im.
-    const int64_t parts = (g.n + kImagesPerPartial - 1) / kImagesPerPartial;
+    const int64_t per_part = images_per_partial(g.n), parts = (g.n + per_part - 1) / per_part;
     thread_local std::unique_ptr<float, AlignedFree> partial_buf;
     thread_local size_t partial_cap = 0;
     const size_t want = static_cast<size_t>(std::max<int64_t>(parts, 1) * wsize);
@@ -412,7 +424,7 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
         partial_cap = want;
     }
     float* partial = partial_buf.get();
-    const int64_t flops = 2 * out_channels * k * pixels * kImagesPerPartial;
+    const int64_t flops = 2 * out_channels * k * pixels * per_part;
     // The input's gradient direct needs no patches' gradient block (rows x pixels floats an
     // image, written, then read back by col2im), which took half of a VGG layer's backward.
     const DirectConvKernels* dk = direct_kernels(g);
@@ -421,12 +433,12 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
         dx = nullptr;
     }
     if (dk && og <= kDirectWeightGradChannels) {
-        direct_weight_grad(*dk, g, out_channels, groups, x, gy, partial, parts);
+        direct_weight_grad(*dk, g, out_channels, groups, x, gy, partial, parts, per_part);
     } else if (dk && !bf16 && weight_grad_by_table(g, k)) {
-        table_weight_grad(*dk, g, out_channels, groups, x, gy, partial, parts);
+        table_weight_grad(*dk, g, out_channels, groups, x, gy, partial, parts, per_part);
     } else {
         // `per_block` images side by side in each product (see images_per_block).
-        const int64_t per_block = images_per_block(rows, pixels), span = per_block * pixels;
+        const int64_t per_block = images_per_block(rows, pixels, per_part), span = per_block * pixels;
         const int64_t ld = block_ld(span);
         const auto product = bf16 ? gemm_bf16 : gemm;
         parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
@@ -436,8 +448,8 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
             float* gyb = per_block > 1 ? thread_buffer(2, static_cast<size_t>(out_channels * span)) : nullptr;
             for (int64_t part = c0; part < c1; ++part) {
                 float* pw = partial + part * wsize;
-                const int64_t first = part * kImagesPerPartial;
-                const int64_t last = std::min(g.n, first + kImagesPerPartial);
+                const int64_t first = part * per_part;
+                const int64_t last = std::min(g.n, first + per_part);
                 for (int64_t n0 = first; n0 < last; n0 += per_block) {
                     const int64_t count = std::min(per_block, last - n0), cols = count * pixels;
                     for (int64_t i = 0; i < count; ++i)
