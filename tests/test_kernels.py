@@ -1085,15 +1085,15 @@ def test_conv2d_forward_backward_against_numpy_float64(geom, groups, rng):
 # patch rows or more, a grid that multiplies at most a fifth more than the patches; 3 x 10 x
 # 10 to 17, the 5 x 5 one-channel 24 x 20 to 18, the groups of 3 channels on 11 x 13, 4
 # channels unpadded to 33, 3 x 5 kernels padded (1, 2)), on AVX2 with the rows gathered;
-# otherwise (2 channels a group to 24) on the GEMM over im2col blocks, as with a padding of
-# the kernel's size and on the portable ISA.
+# otherwise (6 x 6 images to 40, 2 channels' 18 rows to 20) on the GEMM over im2col blocks,
+# as with a padding of the kernel's size and on the portable ISA.
 # (n, c, h, w, out_channels, kernel, padding, groups)
 DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 2, 1), (5, 6, 14, 14, 16, 5, 0, 1), (2, 3, 9, 7, 5, 3, 1, 1),
                 (2, 2, 3, 4, 13, 3, 2, 1), (1, 3, 5, 33, 11, (2, 7), (1, 6), 1), (4, 4, 6, 5, 1, 1, 0, 1),
                 (2, 4, 8, 9, 10, 3, 1, 2), (2, 3, 21, 19, 7, (4, 6), (3, 0), 1),
                 (2, 3, 10, 10, 17, 3, 1, 1), (2, 2, 6, 7, 24, 3, 2, 2), (2, 2, 7, 7, 4, 3, 3, 1),
                 (2, 1, 24, 20, 18, 5, 2, 1), (5, 6, 11, 13, 40, 3, 1, 2), (3, 4, 12, 12, 33, 3, 0, 1),
-                (2, 3, 12, 30, 20, (3, 5), (1, 2), 1)]
+                (2, 3, 12, 30, 20, (3, 5), (1, 2), 1), (5, 4, 6, 6, 40, 3, 1, 1), (2, 2, 9, 9, 20, 3, 1, 1)]
 
 
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=[f"{c}" for c in DIRECT_CASES])
@@ -1146,7 +1146,8 @@ def test_conv_bit_identical_with_one_and_two_threads(n, rng):
     g = rng.standard_normal((n, 6, 13, 11)).astype(np.float32)
     g8 = rng.standard_normal((n, 8, 13, 11)).astype(np.float32)
     g24 = rng.standard_normal((n, 24, 13, 11)).astype(np.float32)
-    w3g = rng.standard_normal((24, 2, 3, 3)).astype(np.float32)  # 3 groups: im2col blocks
+    w3g = rng.standard_normal((72, 2, 3, 3)).astype(np.float32)  # 3 groups of 24 on 18 rows: im2col
+    g72 = rng.standard_normal((n, 72, 13, 11)).astype(np.float32)
     out = []
     for threads in (1, 2):
         use_threads(threads)
@@ -1154,7 +1155,7 @@ def test_conv_bit_identical_with_one_and_two_threads(n, rng):
         gw3g = np.zeros_like(w3g)
         dx = _C.conv2d_backward(x, wt, g8, gw, grad_bias=gb, padding=1)
         dx24 = _C.conv2d_backward(x, w24, g24, gw24, padding=1)
-        dx3g = _C.conv2d_backward(x, w3g, g24, gw3g, padding=1, groups=3)
+        dx3g = _C.conv2d_backward(x, w3g, g72, gw3g, padding=1, groups=3)
         dxd = _C.depthwise_conv2d_backward(x, wd, g, gwd, padding=1)
         out.append((_C.conv2d_forward(x, wt, None, padding=1, activation="relu"), dx, gw, gb,
                     _C.conv2d_forward(x, w24, None, padding=1), dx24, gw24, dx3g, gw3g,

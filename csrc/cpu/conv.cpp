@@ -10,7 +10,12 @@
 // KH x KW (9) and n = the channel multiplier (1), far too thin for the microkernel.
 // At stride 1 and dilation 1 the direct kernels of conv_direct.h (AVX-512 and AVX2) run the
 // forward pass and the input's gradient, and with few output channels (LeNet's 6 and 16,
-// where each im2col value would feed only that many FMAs) the weight's gradient too.
+// where each im2col value would feed only that many FMAs) the weight's gradient too; with
+// more, on images whose padded grid wastes little, the weight's gradient multiplies the
+// padded image's rows in place (table_weight_grad), with no im2col block.
+// The weight's gradient sums parts of 4 to 8 images (images_per_partial: on the batch and the
+// CPU count), each part in a fixed order, then the parts in order: the same bits on any
+// number of threads of one machine.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
