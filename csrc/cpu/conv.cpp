@@ -242,7 +242,7 @@ void direct_forward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t 
     const int64_t oh = g.out_h(), ow = g.out_w(), cg = g.c / groups, og = out_channels / groups;
     const int64_t k = cg * g.kh * g.kw;
     const PaddedImage pad(g.c, g.h, g.w, g.ph, g.pw);
-    const int64_t qn = pad.qn(oh, ow);
+    const int64_t qn = pad.qn(oh, ow), span = (oh - 1) * pad.wp + ow;
     const ActivateFn activate_fn = activate_kernel();
     const float* packed = packed_weights(dk, groups, og, k, [&](int64_t grp, int64_t o, int64_t t) {
         return w[(grp * og + o) * k + t];
@@ -251,15 +251,14 @@ void direct_forward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t 
     parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(out_channels * k * qn, 1)),
                  [=, &dk](int64_t n0, int64_t n1) {
         float* xp = thread_buffer(0, static_cast<size_t>(pad.size));
-        float* yq = thread_buffer(1, static_cast<size_t>(og * qn));
         for (int64_t n = n0; n < n1; ++n) {
             dk.pad(x + n * g.c * g.h * g.w, g.c, g.h, g.w, g.ph, g.pw, xp);
             float* out = y + n * out_channels * oh * ow;
             for (int64_t grp = 0; grp < groups; ++grp) {
+                const DirectOutput to{out + grp * og * oh * ow, oh * ow, ow, span,
+                                      bias ? bias + grp * og : nullptr};
                 dk.forward(xp + grp * cg * pad.plane, cg, pad.plane, pad.wp, g.kh, g.kw,
-                           packed + grp * group_weights, og, qn, yq);
-                dk.from_grid(yq, og, qn, pad.wp, oh, ow, bias ? bias + grp * og : nullptr,
-                             out + grp * og * oh * ow);
+                           packed + grp * group_weights, og, qn, to);
             }
             finish_channels(out, out_channels, oh * ow, nullptr, act, alpha, activate_fn);
         }
@@ -286,15 +285,15 @@ void direct_input_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64
     parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
                  [=, &dk](int64_t n0, int64_t n1) {
         float* gp = thread_buffer(2, static_cast<size_t>(gpad.size));
-        float* dq = thread_buffer(3, static_cast<size_t>(cg * dqn));
         for (int64_t n = n0; n < n1; ++n) {
             dk.pad(gy + n * out_channels * oh * ow, out_channels, oh, ow, g.kh - 1 - g.ph,
                    g.kw - 1 - g.pw, gp);
             float* dxn = dx + n * g.c * g.h * g.w;
             for (int64_t grp = 0; grp < groups; ++grp) {
+                const DirectOutput to{dxn + grp * cg * g.h * g.w, g.h * g.w, g.w,
+                                      (g.h - 1) * gpad.wp + g.w, nullptr};
                 dk.forward(gp + grp * og * gpad.plane, og, gpad.plane, gpad.wp, g.kh, g.kw,
-                           flipped + grp * group_weights, cg, dqn, dq);
-                dk.from_grid(dq, cg, dqn, gpad.wp, g.h, g.w, nullptr, dxn + grp * cg * g.h * g.w);
+                           flipped + grp * group_weights, cg, dqn, to);
             }
         }
     });

@@ -9,7 +9,7 @@
 // width). Output pixel (oy, ox) is then at q = oy * wp + ox of a "padded grid", and its tap
 // (c, ky, kx) reads xp[c * plane + q + ky * wp + kx]: for every tap, a run of consecutive q
 // reads consecutive memory. The kernels compute whole vectors of q, the columns ox >= ow
-// included (wasted: (kw - 1) / wp of the work), and the callers keep the valid ones. Each
+// included (wasted: (kw - 1) / wp of the work), and keep the valid ones as they store. Each
 // sum runs over the taps (or over images and q) in a fixed order: results do not depend on
 // the thread count.
 #pragma once
@@ -17,15 +17,26 @@
 
 namespace fastnn {
 
+// Where the forward kernel puts its outputs: output pixel (oy, ox), at q = oy wp + ox of the
+// grid, goes to y[o * plane + oy * ow + ox] (+ bias[o] where bias is given), for the q below
+// span = (oh - 1) wp + ow whose column q % wp is below ow; the grid's other q are dropped as
+// each tile is stored (a pass over a grid buffer afterwards cost 7% of a VGG layer's forward).
+struct DirectOutput {
+    float* y;
+    int64_t plane, ow, span;
+    const float* bias;
+};
+
 struct DirectConvKernels {
     // The forward kernel's output channels per block: its weights come packed, weight (o, t)
     // at w[((o / block) * K + t) * block + o % block], zeros past the last channel.
     int64_t channel_block;
-    // yq[o * qn + q] = sum over taps t = (c, ky, kx) of weight (o, t) * xp[c * plane + ky * wp +
-    // kx + q], for o < oc and q < qn (a multiple of 16), K = c kh kw. xp holds c planes and 16
-    // more floats (zeros): every read stays inside c * plane + 16.
+    // Output (o, q) = sum over taps t = (c, ky, kx) of weight (o, t) * xp[c * plane + ky * wp +
+    // kx + q], for o < oc and q < qn (a multiple of 16, at least out.span), K = c kh kw, stored
+    // as `out` says. xp holds c planes and 16 more floats (zeros): every read stays inside
+    // c * plane + 16.
     void (*forward)(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh,
-                    int64_t kw, const float* w, int64_t oc, int64_t qn, float* yq);
+                    int64_t kw, const float* w, int64_t oc, int64_t qn, const DirectOutput& out);
     // dw[o * K + t] = the sum over `images` images i and q < qn of
     // gq[i * g_stride + o * qn + q] * xp[i * x_stride + c * plane + ky * wp + kx + q]: gq is
     // the output's gradient on the padded grid, zero at every q that is not an output pixel.
@@ -41,9 +52,6 @@ struct DirectConvKernels {
     // at every other q below qn.
     void (*to_grid)(const float* y, int64_t c, int64_t oh, int64_t ow, int64_t wp, int64_t qn,
                     float* yq);
-    // from_grid: the inverse, plus bias[o] on plane o where bias is given.
-    void (*from_grid)(const float* yq, int64_t c, int64_t qn, int64_t wp, int64_t oh,
-                      int64_t ow, const float* bias, float* y);
 };
 
 #ifdef FASTNN_X86

@@ -7,6 +7,19 @@
 namespace fastnn {
 namespace {
 
+// For each mask of 8 lanes, the lanes it holds, in order, then zeros.
+struct CompressTable {
+    alignas(32) int32_t lane[256][8];
+};
+constexpr CompressTable compress_table() {
+    CompressTable t{};
+    for (int m = 0; m < 256; ++m)
+        for (int l = 0, j = 0; l < 8; ++l)
+            if (m >> l & 1) t.lane[m][j++] = l;
+    return t;
+}
+constexpr CompressTable kCompress = compress_table();
+
 struct Avx2 {
     using V = __m256;
     static constexpr int W = 8;
@@ -18,9 +31,16 @@ struct Avx2 {
 
     static V zero() { return _mm256_setzero_ps(); }
     static V load(const float* p) { return _mm256_loadu_ps(p); }
-    static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
     static V set1(float x) { return _mm256_set1_ps(x); }
     static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+    static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    // AVX2 has no compress: a permutation per lane mask, from a table (lanes one at a time
+    // made LeNet's first layer 28% slower than storing whole vectors and copying them out)
+    static void store_lanes(float* dst, V v, uint32_t lanes, int count) {
+        const __m256i order = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.lane[lanes]));
+        const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        _mm256_maskstore_ps(dst, keep, _mm256_permutevar8x32_ps(v, order));
+    }
     static float sum(V v) {  // lanes added pairwise, in a fixed order
         const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));

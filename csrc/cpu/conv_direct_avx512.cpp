@@ -19,9 +19,12 @@ struct Avx512 {
 
     static V zero() { return _mm512_setzero_ps(); }
     static V load(const float* p) { return _mm512_loadu_ps(p); }
-    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
     static V set1(float x) { return _mm512_set1_ps(x); }
     static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static void store_lanes(float* dst, V v, uint32_t lanes, int count) {
+        _mm512_mask_storeu_ps(dst, __mmask16((1u << count) - 1u), _mm512_maskz_compress_ps(__mmask16(lanes), v));
+    }
     static float sum(V v) { return _mm512_reduce_add_ps(v); }
     static void copy(const float* src, int64_t n, float* dst, const V* add) {
         for (int64_t j = 0; j < n; j += W) {

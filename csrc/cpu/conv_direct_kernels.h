@@ -10,9 +10,9 @@
 namespace fastnn {
 namespace direct {
 
-// Vec supplies: V (the vector), W (floats in one), zero, load, store, set1, fmadd, sum (of
-// the lanes), copy (dst[0, n) = src[0, n), or zeros where src is nullptr, + *add where
-// given), and the blocking: kForwardChannels output channels per forward block, whose
+// Vec supplies: V (the vector), W (floats in one), zero, load, set1, fmadd, add, sum (of the
+// lanes), copy (dst[0, n) = src[0, n), or zeros where src is nullptr, + *add where given),
+// store_lanes (the lanes set in `lanes`, in order, to dst[0, count)), and the blocking: kForwardChannels output channels per forward block, whose
 // vectors per tile forward_vectors(ob) gives, and kGradChannels x kGradTaps accumulators in
 // the weight gradient's blocks (kGradChannels gradient vectors and one image vector live
 // beside them).
@@ -24,7 +24,7 @@ namespace direct {
 // one Xeon core) went from 125-130 to 149-157 GFLOP/s forward.
 template <class Vec, int OB, int NV, int KW>
 void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh, int64_t kw_,
-                  const float* w, float* yq, int64_t qn) {
+                  const float* w, int64_t q0, const DirectOutput& out) {
     using V = typename Vec::V;
     const int64_t kw = KW > 0 ? KW : kw_;
     V acc[OB][NV];
@@ -49,39 +49,66 @@ void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t
                 }
             }
         }
+    // Each vector's output pixels: the lanes whose q is one (column below ow, q below span),
+    // and where the first of them goes
+    uint32_t lanes[NV];
+    int count[NV];
+    int64_t at[NV];
+    const int64_t ow = out.ow;
+    auto bits = [](int64_t from, int64_t to) {  // lanes [from, to), within the vector
+        to = std::min<int64_t>(to, Vec::W);
+        return from >= to ? 0u : ((1u << to) - 1u) & ~((1u << from) - 1u);
+    };
+    int64_t row = q0 / wp, col = q0 - row * wp;
+    for (int v = 0; v < NV; ++v) {
+        const int64_t q = q0 + Vec::W * v;
+        at[v] = row * ow + std::min(col, ow);
+        uint32_t m = bits(0, ow - col);
+        for (int64_t next = wp - col; next < Vec::W; next += wp) m |= bits(next, next + ow);
+        lanes[v] = m & bits(0, out.span - q);
+        count[v] = __builtin_popcount(lanes[v]);
+        for (col += Vec::W; col >= wp; col -= wp) ++row;
+    }
 #pragma GCC unroll 8
-    for (int o = 0; o < OB; ++o)
+    for (int o = 0; o < OB; ++o) {
+        float* y = out.y + o * out.plane;
+        const V b = Vec::set1(out.bias ? out.bias[o] : 0.0f);
 #pragma GCC unroll 6
-        for (int v = 0; v < NV; ++v) Vec::store(yq + o * qn + Vec::W * v, acc[o][v]);
+        for (int v = 0; v < NV; ++v)
+            if (count[v]) Vec::store_lanes(y + at[v], out.bias ? Vec::add(acc[o][v], b) : acc[o][v], lanes[v], count[v]);
+    }
 }
 
 // OB output channels over all of q: tiles of forward_vectors(OB) vectors, then smaller ones.
 template <class Vec, int OB, int KW>
 void forward_channels(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh,
-                      int64_t kw, const float* w, int64_t qn, float* yq, int64_t rest) {
+                      int64_t kw, const float* w, int64_t qn, const DirectOutput& out, int64_t rest) {
     if constexpr (OB > 1)
-        if (rest < OB) return forward_channels<Vec, OB - 1, KW>(xp, c, plane, wp, kh, kw, w, qn, yq, rest);
+        if (rest < OB) return forward_channels<Vec, OB - 1, KW>(xp, c, plane, wp, kh, kw, w, qn, out, rest);
     constexpr int NV = Vec::forward_vectors(OB), step = Vec::W * NV;
     int64_t q = 0;
-    for (; q + step <= qn; q += step) forward_tile<Vec, OB, NV, KW>(xp + q, c, plane, wp, kh, kw, w, yq + q, qn);
+    for (; q + step <= qn; q += step) forward_tile<Vec, OB, NV, KW>(xp + q, c, plane, wp, kh, kw, w, q, out);
     // The rest two vectors at a time where it can (one alone loads as much as it computes:
     // an 8 x 8 image's 80 columns were 40% single vectors, 6% of a VGG step)
     if constexpr (NV > 2)
         for (; q + 2 * Vec::W <= qn; q += 2 * Vec::W)
-            forward_tile<Vec, OB, 2, KW>(xp + q, c, plane, wp, kh, kw, w, yq + q, qn);
-    for (; q < qn; q += Vec::W) forward_tile<Vec, OB, 1, KW>(xp + q, c, plane, wp, kh, kw, w, yq + q, qn);
+            forward_tile<Vec, OB, 2, KW>(xp + q, c, plane, wp, kh, kw, w, q, out);
+    for (; q < qn; q += Vec::W) forward_tile<Vec, OB, 1, KW>(xp + q, c, plane, wp, kh, kw, w, q, out);
 }
 
 template <class Vec>
 void forward(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh, int64_t kw,
-             const float* w, int64_t oc, int64_t qn, float* yq) {
+             const float* w, int64_t oc, int64_t qn, const DirectOutput& out) {
     const int64_t k = c * kh * kw;
     constexpr int B = Vec::kForwardChannels;
     const auto channels = kw == 3   ? forward_channels<Vec, B, 3>
                           : kw == 5 ? forward_channels<Vec, B, 5>  // LeNet's
                                     : forward_channels<Vec, B, 0>;
-    for (int64_t o = 0; o < oc; o += B)
-        channels(xp, c, plane, wp, kh, kw, w + o * k, qn, yq + o * qn, std::min<int64_t>(B, oc - o));
+    for (int64_t o = 0; o < oc; o += B) {
+        const DirectOutput block{out.y + o * out.plane, out.plane, out.ow, out.span,
+                                 out.bias ? out.bias + o : nullptr};
+        channels(xp, c, plane, wp, kh, kw, w + o * k, qn, block, std::min<int64_t>(B, oc - o));
+    }
 }
 
 // OB output channels x TB taps along a kernel row: OB x TB accumulators over the images and
@@ -185,19 +212,8 @@ void to_grid(const float* y, int64_t c, int64_t oh, int64_t ow, int64_t wp, int6
 }
 
 template <class Vec>
-void from_grid(const float* yq, int64_t c, int64_t qn, int64_t wp, int64_t oh, int64_t ow,
-               const float* bias, float* y) {
-    for (int64_t o = 0; o < c; ++o) {
-        const typename Vec::V add = Vec::set1(bias ? bias[o] : 0.0f);
-        for (int64_t oy = 0; oy < oh; ++oy)
-            Vec::copy(yq + o * qn + oy * wp, ow, y + (o * oh + oy) * ow, bias ? &add : nullptr);
-    }
-}
-
-template <class Vec>
 constexpr DirectConvKernels kernels() {
-    return {Vec::kForwardChannels, forward<Vec>, weight_grad<Vec>, pad<Vec>, to_grid<Vec>,
-            from_grid<Vec>};
+    return {Vec::kForwardChannels, forward<Vec>, weight_grad<Vec>, pad<Vec>, to_grid<Vec>};
 }
 
 }  // namespace direct
