@@ -1080,7 +1080,9 @@ def test_conv2d_forward_backward_against_numpy_float64(geom, groups, rng):
 # ISA has them (AVX-512, AVX2) for the forward pass and the input's gradient, and for the
 # weight's gradient too with at most 16 output channels per group: output channels in blocks
 # with every remainder, kernel rows of 1-7 taps, images narrower than a vector, padding up to
-# kernel - 1, runs of vectors plus single ones. With more, the weight's gradient is a product
+# kernel - 1, runs of vectors plus single ones; the forward kernel stores only the grid's
+# output pixels: a 1-wide image puts one in every 3 lanes, a 1 x 17 kernel leaves 16 grid
+# columns a row with none (whole vectors). With more, the weight's gradient is a product
 # per image with the padded image's rows read in place (conv.cpp: weight_grad_by_table; 24
 # patch rows or more, a grid that multiplies at most a fifth more than the patches; 3 x 10 x
 # 10 to 17, the 5 x 5 one-channel 24 x 20 to 18, the groups of 3 channels on 11 x 13, 4
@@ -1093,7 +1095,8 @@ DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 2, 1), (5, 6, 14, 14, 16, 5, 0, 1), (2, 3, 
                 (2, 4, 8, 9, 10, 3, 1, 2), (2, 3, 21, 19, 7, (4, 6), (3, 0), 1),
                 (2, 3, 10, 10, 17, 3, 1, 1), (2, 2, 6, 7, 24, 3, 2, 2), (2, 2, 7, 7, 4, 3, 3, 1),
                 (2, 1, 24, 20, 18, 5, 2, 1), (5, 6, 11, 13, 40, 3, 1, 2), (3, 4, 12, 12, 33, 3, 0, 1),
-                (2, 3, 12, 30, 20, (3, 5), (1, 2), 1), (5, 4, 6, 6, 40, 3, 1, 1), (2, 2, 9, 9, 20, 3, 1, 1)]
+                (2, 3, 12, 30, 20, (3, 5), (1, 2), 1), (5, 4, 6, 6, 40, 3, 1, 1), (2, 2, 9, 9, 20, 3, 1, 1),
+                (2, 2, 5, 1, 20, 3, 1, 1), (1, 1, 3, 4, 3, (1, 17), (0, 16), 1)]
 
 
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=[f"{c}" for c in DIRECT_CASES])

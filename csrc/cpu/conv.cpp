@@ -118,10 +118,10 @@ void image_col2im(const ConvGeometry& g, const float* col, int64_t ld, float* im
     }
 }
 
-// A grow-only, 64-byte aligned buffer of the calling thread (`which` < 4).
+// A grow-only, 64-byte aligned buffer of the calling thread (`which` < 3).
 float* thread_buffer(int which, size_t floats) {
-    thread_local std::unique_ptr<float, AlignedFree> buf[4];
-    thread_local size_t cap[4] = {0, 0, 0, 0};
+    thread_local std::unique_ptr<float, AlignedFree> buf[3];
+    thread_local size_t cap[3] = {0, 0, 0};
     if (floats > cap[which]) {
         buf[which].reset(static_cast<float*>(std::aligned_alloc(64, (floats * 4 + 63) / 64 * 64)));
         if (!buf[which]) throw std::bad_alloc();
@@ -345,7 +345,7 @@ bool weight_grad_by_table(const ConvGeometry& g, int64_t patch_rows) {
 // kDirectWeightGradChannels output channels per group): on the padded grid, patch row
 // (c, ky, kx) of an image is its padded plane c read in place from ky wp + kx, and the
 // output's gradient, on the same grid, is zero at the grid's columns past the output's; so
-// the group's gradient is gq (og x qn) times the rows' table transposed, a product per image
+// the group's gradient is gq (og x span) times the rows' table transposed, a product per image
 // added into its part's partial sum (gemm_row_table). The grid's (wp - ow) columns a row are
 // multiplied for nothing: what writing and reading back the patches cost was more.
 void table_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,

@@ -9,7 +9,8 @@
 // width). Output pixel (oy, ox) is then at q = oy * wp + ox of a "padded grid", and its tap
 // (c, ky, kx) reads xp[c * plane + q + ky * wp + kx]: for every tap, a run of consecutive q
 // reads consecutive memory. The kernels compute whole vectors of q, the columns ox >= ow
-// included (wasted: (kw - 1) / wp of the work), and keep the valid ones as they store. Each
+// included (wasted: (kw - 1) / wp of the work): the forward kernel stores only the output
+// pixels, and the weight gradient's takes the output's gradient on the grid, zero elsewhere. Each
 // sum runs over the taps (or over images and q) in a fixed order: results do not depend on
 // the thread count.
 #pragma once

@@ -37,6 +37,7 @@ struct Avx2 {
     // AVX2 has no compress: a permutation per lane mask, from a table (lanes one at a time
     // made LeNet's first layer 28% slower than storing whole vectors and copying them out)
     static void store_lanes(float* dst, V v, uint32_t lanes, int count) {
+        if (count == W) return _mm256_storeu_ps(dst, v);
         const __m256i order = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.lane[lanes]));
         const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         _mm256_maskstore_ps(dst, keep, _mm256_permutevar8x32_ps(v, order));
@@ -46,14 +47,12 @@ struct Avx2 {
         const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
         return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
     }
-    static void copy(const float* src, int64_t n, float* dst, const V* add) {
+    static void copy(const float* src, int64_t n, float* dst) {
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for (int64_t j = 0; j < n; j += W) {
             const int left = static_cast<int>(std::min<int64_t>(n - j, W));
             const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane);
-            V v = src ? _mm256_maskload_ps(src + j, m) : zero();
-            if (add) v = _mm256_add_ps(v, *add);
-            _mm256_maskstore_ps(dst + j, m, v);
+            _mm256_maskstore_ps(dst + j, m, src ? _mm256_maskload_ps(src + j, m) : zero());
         }
     }
 };

@@ -23,15 +23,16 @@ struct Avx512 {
     static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
     static V add(V a, V b) { return _mm512_add_ps(a, b); }
     static void store_lanes(float* dst, V v, uint32_t lanes, int count) {
-        _mm512_mask_storeu_ps(dst, __mmask16((1u << count) - 1u), _mm512_maskz_compress_ps(__mmask16(lanes), v));
+        if (count == W)
+            _mm512_storeu_ps(dst, v);
+        else
+            _mm512_mask_storeu_ps(dst, __mmask16((1u << count) - 1u), _mm512_maskz_compress_ps(__mmask16(lanes), v));
     }
     static float sum(V v) { return _mm512_reduce_add_ps(v); }
-    static void copy(const float* src, int64_t n, float* dst, const V* add) {
+    static void copy(const float* src, int64_t n, float* dst) {
         for (int64_t j = 0; j < n; j += W) {
             const __mmask16 m = n - j >= W ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1u);
-            V v = src ? _mm512_maskz_loadu_ps(m, src + j) : zero();
-            if (add) v = _mm512_add_ps(v, *add);
-            _mm512_mask_storeu_ps(dst + j, m, v);
+            _mm512_mask_storeu_ps(dst + j, m, src ? _mm512_maskz_loadu_ps(m, src + j) : zero());
         }
     }
 };

@@ -10,21 +10,23 @@
 namespace fastnn {
 namespace direct {
 
-// Vec supplies: V (the vector), W (floats in one), zero, load, set1, fmadd, add, sum (of the
-// lanes), copy (dst[0, n) = src[0, n), or zeros where src is nullptr, + *add where given),
-// store_lanes (the lanes set in `lanes`, in order, to dst[0, count)), and the blocking: kForwardChannels output channels per forward block, whose
-// vectors per tile forward_vectors(ob) gives, and kGradChannels x kGradTaps accumulators in
-// the weight gradient's blocks (kGradChannels gradient vectors and one image vector live
-// beside them).
+// Vec supplies: V (the vector), W (floats in one, under 32), zero, load, set1, fmadd, add,
+// sum (of the lanes), copy (dst[0, n) = src[0, n), or zeros where src is nullptr),
+// store_lanes (the lanes set in `lanes`, in order, to dst[0, count)), and the blocking:
+// kForwardChannels output channels per forward block, whose vectors per tile
+// forward_vectors(ob) gives, and kGradChannels x kGradTaps accumulators in the weight
+// gradient's blocks (kGradChannels gradient vectors and one image vector live beside them).
 
 // OB output channels x NV vectors of q: OB x NV accumulators, each tap loading NV vectors of
 // the image and broadcasting OB weights (packed: a tap's weights side by side, in one cache
 // line, not a row of the weight apart each). KW > 0 is the kernel's width (kw) known at compile
 // time, so that a kernel row's taps unroll: 3 x 3 layers (64 -> 64 channels, 16 x 16, batch 32,
 // one Xeon core) went from 125-130 to 149-157 GFLOP/s forward.
+// The tile starts at q0 = row wp + col of the grid.
 template <class Vec, int OB, int NV, int KW>
 void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh, int64_t kw_,
-                  const float* w, int64_t q0, const DirectOutput& out) {
+                  const float* w, int64_t q0, int64_t row, int64_t col, const DirectOutput& out) {
+    static_assert(Vec::W < 32, "lane masks are 32 bits");
     using V = typename Vec::V;
     const int64_t kw = KW > 0 ? KW : kw_;
     V acc[OB][NV];
@@ -59,7 +61,6 @@ void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t
         to = std::min<int64_t>(to, Vec::W);
         return from >= to ? 0u : ((1u << to) - 1u) & ~((1u << from) - 1u);
     };
-    int64_t row = q0 / wp, col = q0 - row * wp;
     for (int v = 0; v < NV; ++v) {
         const int64_t q = q0 + Vec::W * v;
         at[v] = row * ow + std::min(col, ow);
@@ -69,13 +70,17 @@ void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t
         count[v] = __builtin_popcount(lanes[v]);
         for (col += Vec::W; col >= wp; col -= wp) ++row;
     }
+    float* const y = out.y;
+    const int64_t out_plane = out.plane;
+    const float* const bias = out.bias;
 #pragma GCC unroll 8
     for (int o = 0; o < OB; ++o) {
-        float* y = out.y + o * out.plane;
-        const V b = Vec::set1(out.bias ? out.bias[o] : 0.0f);
+        const V b = Vec::set1(bias ? bias[o] : 0.0f);
 #pragma GCC unroll 6
         for (int v = 0; v < NV; ++v)
-            if (count[v]) Vec::store_lanes(y + at[v], out.bias ? Vec::add(acc[o][v], b) : acc[o][v], lanes[v], count[v]);
+            if (count[v])
+                Vec::store_lanes(y + o * out_plane + at[v], bias ? Vec::add(acc[o][v], b) : acc[o][v],
+                                 lanes[v], count[v]);
     }
 }
 
@@ -86,14 +91,18 @@ void forward_channels(const float* xp, int64_t c, int64_t plane, int64_t wp, int
     if constexpr (OB > 1)
         if (rest < OB) return forward_channels<Vec, OB - 1, KW>(xp, c, plane, wp, kh, kw, w, qn, out, rest);
     constexpr int NV = Vec::forward_vectors(OB), step = Vec::W * NV;
-    int64_t q = 0;
-    for (; q + step <= qn; q += step) forward_tile<Vec, OB, NV, KW>(xp + q, c, plane, wp, kh, kw, w, q, out);
+    int64_t q = 0, row = 0, col = 0;  // q = row wp + col, followed without a division a tile
+    auto advance = [&](int64_t by) {
+        q += by;
+        for (col += by; col >= wp; col -= wp) ++row;
+    };
+    for (; q + step <= qn; advance(step)) forward_tile<Vec, OB, NV, KW>(xp + q, c, plane, wp, kh, kw, w, q, row, col, out);
     // The rest two vectors at a time where it can (one alone loads as much as it computes:
     // an 8 x 8 image's 80 columns were 40% single vectors, 6% of a VGG step)
     if constexpr (NV > 2)
-        for (; q + 2 * Vec::W <= qn; q += 2 * Vec::W)
-            forward_tile<Vec, OB, 2, KW>(xp + q, c, plane, wp, kh, kw, w, q, out);
-    for (; q < qn; q += Vec::W) forward_tile<Vec, OB, 1, KW>(xp + q, c, plane, wp, kh, kw, w, q, out);
+        for (; q + 2 * Vec::W <= qn; advance(2 * Vec::W))
+            forward_tile<Vec, OB, 2, KW>(xp + q, c, plane, wp, kh, kw, w, q, row, col, out);
+    for (; q < qn; advance(Vec::W)) forward_tile<Vec, OB, 1, KW>(xp + q, c, plane, wp, kh, kw, w, q, row, col, out);
 }
 
 template <class Vec>
@@ -187,16 +196,16 @@ void pad(const float* x, int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw
     const int64_t wp = w + 2 * pw, hp = h + 2 * ph;
     for (int64_t ci = 0; ci < c; ++ci) {
         float* p = xp + ci * hp * wp;
-        Vec::copy(nullptr, ph * wp, p, nullptr);
+        Vec::copy(nullptr, ph * wp, p);
         for (int64_t y = 0; y < h; ++y) {
             float* row = p + (ph + y) * wp;
-            Vec::copy(nullptr, pw, row, nullptr);
-            Vec::copy(x + (ci * h + y) * w, w, row + pw, nullptr);
-            Vec::copy(nullptr, pw, row + pw + w, nullptr);
+            Vec::copy(nullptr, pw, row);
+            Vec::copy(x + (ci * h + y) * w, w, row + pw);
+            Vec::copy(nullptr, pw, row + pw + w);
         }
-        Vec::copy(nullptr, ph * wp, p + (ph + h) * wp, nullptr);
+        Vec::copy(nullptr, ph * wp, p + (ph + h) * wp);
     }
-    Vec::copy(nullptr, 16, xp + c * hp * wp, nullptr);
+    Vec::copy(nullptr, 16, xp + c * hp * wp);
 }
 
 template <class Vec>
@@ -204,9 +213,9 @@ void to_grid(const float* y, int64_t c, int64_t oh, int64_t ow, int64_t wp, int6
     for (int64_t o = 0; o < c; ++o) {
         float* p = yq + o * qn;
         for (int64_t oy = 0; oy < oh; ++oy) {
-            Vec::copy(y + (o * oh + oy) * ow, ow, p + oy * wp, nullptr);
+            Vec::copy(y + (o * oh + oy) * ow, ow, p + oy * wp);
             const int64_t end = oy + 1 == oh ? qn : (oy + 1) * wp;  // the row's gap, or the tail
-            Vec::copy(nullptr, end - (oy * wp + ow), p + oy * wp + ow, nullptr);
+            Vec::copy(nullptr, end - (oy * wp + ow), p + oy * wp + ow);
         }
     }
 }
