@@ -26,20 +26,12 @@ void two_rows_pairs(const float* r0, const float* r1, int64_t n, int64_t width, 
     }
 }
 
-// kc values of a row (contiguous along k) as kp / 2 pairs, pair q at out[q * stride]
-// (zeros from kc on).
-void row_pairs(const float* src, int64_t kc, int64_t kp, uint32_t* out, int64_t stride) {
-    const __m512i index = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(int(stride)));
-    for (int64_t p = 0; p < kp; p += 32) {
-        const __m512i lo = round_bf16_bits(_mm512_maskz_loadu_ps(first(kc - p), src + p));
-        const __m512i hi = round_bf16_bits(_mm512_maskz_loadu_ps(first(kc - p - 16), src + p + 16));
-        // 16 bf16 from each half, in k order: 16 pairs
-        const __m512i pairs = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_srli_epi32(lo, 16))),
-            _mm512_cvtepi32_epi16(_mm512_srli_epi32(hi, 16)), 1);
-        _mm512_mask_i32scatter_epi32(out + p / 2 * stride, first((kp - p) / 2), index, pairs, 4);
-    }
+// Up to 32 values of a row (contiguous along k; zeros from kc on) as 16 pairs, in k order.
+__m512i row_pairs(const float* src, int64_t kc) {
+    const __m512i lo = round_bf16_bits(_mm512_maskz_loadu_ps(first(kc), src));
+    const __m512i hi = round_bf16_bits(_mm512_maskz_loadu_ps(first(kc - 16), src + 16));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_srli_epi32(lo, 16))),
+                              _mm512_cvtepi32_epi16(_mm512_srli_epi32(hi, 16)), 1);
 }
 
 // An operand whose ks are rows (ld apart), n values of each: kp / 2 groups of `width` pairs
@@ -55,16 +47,33 @@ void ks_in_rows_as_pairs(const float* src, int64_t ld, int64_t kc, int64_t kp, i
 }
 
 // An operand whose rows (ld apart, contiguous along k) are its `n` columns of a panel: the
-// same layout, row j's pairs at out[q * width + j] (zero columns past n).
+// same layout, row j's pairs at out[q * width + j] (zero columns past n). 16 rows' pairs of
+// 32 ks are transposed in registers (16 rows of one 32-k chunk, or, for a width of 8, 8 rows
+// of two chunks) and stored a pair index at a time: a scatter per row ran at a quarter of
+// the speed on a Zen 5 and made packing a sixth of a training step. width: a multiple of 8.
 void rows_as_pairs(const float* src, int64_t ld, int64_t kc, int64_t kp, int64_t n,
                    int64_t width, uint32_t* out) {
-    for (int64_t j = 0; j < width; ++j) {
-        if (j < n) {
-            row_pairs(src + j * ld, kc, kp, out + j, width);
-        } else {
-            for (int64_t q = 0; q < kp / 2; ++q) out[q * width + j] = 0;
+    const int rows = width >= 16 ? 16 : 8, chunks = 16 / rows;
+    for (int64_t j0 = 0; j0 < width; j0 += rows)
+        for (int64_t p0 = 0; p0 < kp; p0 += 32 * chunks) {
+            __m512i r[16];
+            for (int s = 0; s < 16; ++s) {
+                const int64_t j = j0 + s % rows, p = p0 + 32 * (s / rows);
+                r[s] = j < n && p < kc ? row_pairs(src + j * ld + p, kc - p) : _mm512_setzero_si512();
+            }
+            transpose_16x16(r);  // r[q]: pair q of each (row, chunk)
+            for (int c = 0; c < chunks; ++c)
+                for (int q = 0; q < 16; ++q) {
+                    const int64_t pair = (p0 + 32 * c) / 2 + q;
+                    if (pair >= kp / 2) break;
+                    uint32_t* o = out + pair * width + j0;
+                    if (rows == 16)
+                        _mm512_storeu_si512(o, r[q]);
+                    else
+                        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o),
+                                            c == 0 ? _mm512_castsi512_si256(r[q]) : _mm512_extracti64x4_epi64(r[q], 1));
+                }
         }
-    }
 }
 
 }  // namespace
