@@ -1,6 +1,7 @@
 // Bindings of the activations and softmax (csrc/cpu/activation.cpp), and their table. The
 // elementwise activations also take device arrays (csrc/cuda/activation.cu on a GPU).
 #include "checks.h"
+#include "keywords.h"
 #include "device_array.h"
 #ifdef FASTNN_CUDA
 #include "cuda/ops.h"
@@ -88,9 +89,14 @@ void bind_activation(py::module_& m) {
         return d;
     });
 
-    m.def("activation_forward", [](const std::string& name, py::handle x_obj, float alpha,
-                                   py::handle out_obj) {
+    static const KeywordTable forward_params{required("name", "str"), required("x"),
+                                             optional("alpha", py::float_(0.01)), keyword("out", py::none())};
+    def_with_table(m, "activation_forward", forward_params, "object", "The activation `name` of x (see _C.pyi).",
+                   [](const Arguments& arg) {
         const char* fn = "activation_forward";
+        const std::string name = arg.get<std::string>("name");
+        const py::handle x_obj = arg.get<py::handle>("x"), out_obj = arg.get<py::handle>("out");
+        const float alpha = arg.get<float>("alpha");
         Activation act = activation_named(name).act;
         if (DeviceArray* dx = device_array_of(x_obj))
             return forward_on_device(act, device_f32(x_obj, dx->device(), -1, fn, "x", "x"), x_obj, alpha, out_obj);
@@ -100,12 +106,19 @@ void bind_activation(py::module_& m) {
         py::gil_scoped_release nogil;
         activation_forward(act, x.data(), y.mutable_data(), x.size(), alpha);
         return py::object(std::move(y));
-    }, py::arg("name"), py::arg("x"), py::arg("alpha") = 0.01f, py::kw_only(),
-       py::arg("out") = py::none());
-    m.def("activation_backward", [](const std::string& name, py::handle y_obj, py::handle g_obj,
-                                    float alpha, py::object x_obj, py::object out_obj,
-                                    py::object bias_grad_obj) {
+    });
+    static const KeywordTable backward_params{
+        required("name", "str"), required("y"), required("grad_y"), optional("alpha", py::float_(0.01)),
+        optional("x", py::none()), optional("out", py::none()), optional("bias_grad", py::none())};
+    def_with_table(m, "activation_backward", backward_params, "object",
+                   "The gradient of the activation's input from y and grad_y (see _C.pyi).",
+                   [](const Arguments& arg) {
         const char* fn = "activation_backward";
+        const std::string name = arg.get<std::string>("name");
+        const py::handle y_obj = arg.get<py::handle>("y"), g_obj = arg.get<py::handle>("grad_y");
+        const py::object x_obj = arg.get<py::object>("x"), out_obj = arg.get<py::object>("out"),
+                         bias_grad_obj = arg.get<py::object>("bias_grad");
+        const float alpha = arg.get<float>("alpha");
         const ActivationInfo& info = activation_named(name);
         const Activation act = info.act;
         if (act == Activation::Elu && !(alpha >= 0.0f))
@@ -153,8 +166,7 @@ void bind_activation(py::module_& m) {
                 activation_backward(act, xp, y.data(), g.data(), gxp, y.size(), alpha);
         }
         return py::object(std::move(gx));
-    }, py::arg("name"), py::arg("y"), py::arg("grad_y"), py::arg("alpha") = 0.01f,
-       py::arg("x") = py::none(), py::arg("out") = py::none(), py::arg("bias_grad") = py::none());
+    });
     m.def("softmax_forward", [](py::handle x_obj) -> py::object {
         if (DeviceArray* d = device_array_of(x_obj)) {
             DeviceArray& x = device_f32(x_obj, d->device(), -1, "softmax_forward", "x", "x");

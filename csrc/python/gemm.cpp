@@ -4,6 +4,7 @@
 #include <climits>
 
 #include "checks.h"
+#include "keywords.h"
 #include "cpu/gemm/bf16.h"
 #include "device_array.h"
 #ifdef FASTNN_CUDA
@@ -159,19 +160,23 @@ void bind_gemm(py::module_& m) {
     }, py::arg("x"), py::kw_only(), py::arg("vector") = true,
        "x's float32 values rounded to bfloat16 (nearest, ties to even), as their uint16 bits: "
        "the vector conversion that packing uses, or (vector=False) the scalar reference.");
+    static const KeywordTable params{
+        required("a"), required("b"), optional("out", py::none()),
+        keyword("transpose_a", py::bool_(false)), keyword("transpose_b", py::bool_(false)),
+        keyword("alpha", py::float_(1.0)), keyword("beta", py::float_(0.0)), keyword("bias", py::none()),
+        keyword("activation", py::str("identity")), keyword("activation_alpha", py::float_(0.01)),
+        keyword("precision", py::str("fp32"))};
     for (bool reference : {false, true})
-        m.def(reference ? "gemm_reference" : "gemm",
-              [reference](py::handle a, py::handle b, py::object out, bool ta, bool tb,
-                          float alpha, float beta, py::object bias, const std::string& activation,
-                          float act_alpha, const std::string& precision) {
-                  return gemm_py(a, b, out, ta, tb, alpha, beta, bias, activation, act_alpha,
-                                 reference, precision);
-              },
-              py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::kw_only(),
-              py::arg("transpose_a") = false, py::arg("transpose_b") = false,
-              py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f, py::arg("bias") = py::none(),
-              py::arg("activation") = "identity", py::arg("activation_alpha") = 0.01f,
-              py::arg("precision") = "fp32");
+        def_with_table(m, reference ? "gemm_reference" : "gemm", params, "object",
+                       reference ? "The triple loop in float64 (see _C.pyi)."
+                                 : "out = alpha * op(a) @ op(b) + beta * out, then bias and activation (see _C.pyi).",
+                       [reference](const Arguments& arg) {
+                           return gemm_py(arg.get<py::handle>("a"), arg.get<py::handle>("b"), arg.get<py::object>("out"),
+                                          arg.get<bool>("transpose_a"), arg.get<bool>("transpose_b"),
+                                          arg.get<float>("alpha"), arg.get<float>("beta"), arg.get<py::object>("bias"),
+                                          arg.get<std::string>("activation"), arg.get<float>("activation_alpha"),
+                                          reference, arg.get<std::string>("precision"));
+                       });
 }
 
 }  // namespace fastnn::bind

@@ -1,6 +1,7 @@
 // Bindings of the optimizer steps and the L1/L2 penalty (csrc/cpu/optim.cpp), in place. SGD
 // and Adam also step device arrays (csrc/cuda/optim.cu on a GPU).
 #include "checks.h"
+#include "keywords.h"
 #include "device_array.h"
 #ifdef FASTNN_CUDA
 #include "cuda/ops.h"
@@ -84,8 +85,18 @@ ParamSegments param_segments(py::handle obj, int64_t n, const char* fn) {
 }  // namespace
 
 void bind_optim(py::module_& m) {
-    m.def("sgd_step", [](py::handle p_obj, py::handle g_obj, py::object v_obj, float lr,
-                         float momentum, bool nesterov, float weight_decay, py::handle seg_obj) {
+    static const KeywordTable sgd_params{
+        required("param"), required("grad"), required("velocity"), keyword_required("lr", "float"),
+        keyword("momentum", py::float_(0.0)), keyword("nesterov", py::bool_(false)),
+        keyword("weight_decay", py::float_(0.0)), keyword("segments", py::none())};
+    def_with_table(m, "sgd_step", sgd_params, "None", "One SGD update of param in place (see _C.pyi).",
+                   [](const Arguments& arg) {
+        const py::handle p_obj = arg.get<py::handle>("param"), g_obj = arg.get<py::handle>("grad"),
+                         seg_obj = arg.get<py::handle>("segments");
+        const py::object v_obj = arg.get<py::object>("velocity");
+        const float lr = arg.get<float>("lr"), momentum = arg.get<float>("momentum"),
+                    weight_decay = arg.get<float>("weight_decay");
+        const bool nesterov = arg.get<bool>("nesterov");
         if (DeviceArray* dp = device_array_of(p_obj)) {
             DeviceStep d("sgd_step", device_f32(p_obj, dp->device(), -1, "sgd_step", "param", "param"));
             const float* g = d.input(g_obj, "grad");
@@ -117,12 +128,21 @@ void bind_optim(py::module_& m) {
         const ParamSegments segs = param_segments(seg_obj, p.size(), "sgd_step");
         py::gil_scoped_release nogil;
         sgd_step(p.mutable_data(), g.data(), v, p.size(), lr, momentum, nesterov, weight_decay, &segs);
-    }, py::arg("param"), py::arg("grad"), py::arg("velocity"), py::kw_only(), py::arg("lr"),
-          py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f,
-          py::arg("segments") = py::none());
-    m.def("adam_step", [](py::handle p_obj, py::handle g_obj, py::handle m_obj, py::handle v_obj,
-                          float lr, double beta1, double beta2, float eps, float weight_decay,
-                          int64_t step, bool decoupled, py::handle seg_obj) {
+    });
+    static const KeywordTable adam_params{
+        required("param"), required("grad"), required("m"), required("v"), keyword_required("lr", "float"),
+        keyword_required("beta1", "float"), keyword_required("beta2", "float"), keyword_required("eps", "float"),
+        keyword_required("weight_decay", "float"), keyword_required("step", "int"),
+        keyword("decoupled", py::bool_(false)), keyword("segments", py::none())};
+    def_with_table(m, "adam_step", adam_params, "None", "One Adam (or AdamW) update of param in place (see _C.pyi).",
+                   [](const Arguments& arg) {
+        const py::handle p_obj = arg.get<py::handle>("param"), g_obj = arg.get<py::handle>("grad"),
+                         m_obj = arg.get<py::handle>("m"), v_obj = arg.get<py::handle>("v"),
+                         seg_obj = arg.get<py::handle>("segments");
+        const float lr = arg.get<float>("lr"), eps = arg.get<float>("eps"), weight_decay = arg.get<float>("weight_decay");
+        const double beta1 = arg.get<double>("beta1"), beta2 = arg.get<double>("beta2");
+        const int64_t step = arg.get<int64_t>("step");
+        const bool decoupled = arg.get<bool>("decoupled");
         if (step < 1) fail_value("adam_step: 'step' counts from 1, got " + std::to_string(step));
         if (DeviceArray* dp = device_array_of(p_obj)) {
             DeviceStep d("adam_step", device_f32(p_obj, dp->device(), -1, "adam_step", "param", "param"));
@@ -147,9 +167,7 @@ void bind_optim(py::module_& m) {
         py::gil_scoped_release nogil;
         adam_step(p.mutable_data(), g.data(), m1.mutable_data(), v.mutable_data(), p.size(), lr,
                   beta1, beta2, eps, weight_decay, step, decoupled, &segs);
-    }, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::kw_only(), py::arg("lr"),
-          py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-          py::arg("step"), py::arg("decoupled") = false, py::arg("segments") = py::none());
+    });
 
     m.def("adagrad_step", [](py::handle p_obj, py::handle g_obj, py::handle s_obj, float lr,
                              float eps, float weight_decay, float lr_decay, int64_t step,

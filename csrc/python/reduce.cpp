@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "checks.h"
+#include "keywords.h"
 #include "device_array.h"
 #ifdef FASTNN_CUDA
 #include "cuda/ops.h"
@@ -95,7 +96,11 @@ double array_sum(py::handle x_obj, const char* fn, Host host, Gpu gpu) {
 }  // namespace
 
 void bind_reduce(py::module_& m) {
-    m.def("column_sum", [](py::handle x_obj, py::handle out_obj, float beta) {
+    static const KeywordTable column_sum_params{required("x"), required("out"), optional("beta", py::float_(0.0))};
+    def_with_table(m, "column_sum", column_sum_params, "None", "out = beta * out + the column sums of x (see _C.pyi).",
+                   [](const Arguments& arg) {
+        const py::handle x_obj = arg.get<py::handle>("x"), out_obj = arg.get<py::handle>("out");
+        const float beta = arg.get<float>("beta");
         if (DeviceArray* d = device_array_of(x_obj)) {
             DeviceArray& x = device_f32(x_obj, d->device(), -1, "column_sum", "x", "x");
             if (x.shape.size() != 2)
@@ -118,9 +123,13 @@ void bind_reduce(py::module_& m) {
         Operands("column_sum").input("x", x).output("out", out).check();
         py::gil_scoped_release nogil;
         column_sum(x.data(), out.mutable_data(), x.shape(0), x.shape(1), beta);
-    }, py::arg("x"), py::arg("out"), py::arg("beta") = 0.0f);
+    });
 
-    m.def("gather_rows", [](py::handle x_obj, py::handle idx_obj, py::object out_obj) {
+    static const KeywordTable gather_params{required("x"), required("index"), optional("out", py::none())};
+    def_with_table(m, "gather_rows", gather_params, "object", "out[i] = x[index[i]]: a shuffled mini-batch, copied in parallel.",
+                   [](const Arguments& arg) {
+        const py::handle x_obj = arg.get<py::handle>("x"), idx_obj = arg.get<py::handle>("index");
+        const py::object out_obj = arg.get<py::object>("out");
         const char* fn = "gather_rows";
         if (DeviceArray* d = device_array_of(x_obj))
             return gather_rows_on_device(*d, x_obj, idx_obj, out_obj);
@@ -148,8 +157,7 @@ void bind_reduce(py::module_& m) {
         py::gil_scoped_release nogil;
         gather_rows(x.data(), idx.data(), o, n, cols);
         return py::object(std::move(out));
-    }, py::arg("x"), py::arg("index"), py::arg("out") = py::none(),
-       "out[i] = x[index[i]]: a shuffled mini-batch, copied in parallel.");
+    });
     // ---- reductions for gradient clipping ----
     m.def("sum_squares", [](py::handle x_obj) {
         return array_sum(x_obj, "sum_squares", sum_squares,
