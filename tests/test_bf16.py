@@ -160,6 +160,41 @@ def test_alpha_beta_epilogue_and_strides(path, rng, ta, tb):
         assert np.isnan(base[:, n:]).all(), "wrote past out's columns"
 
 
+def test_packing_rounds_as_the_reference(path, rng):
+    """Every packing (rows along k, and ks in rows, for A and for B; whole 32-k chunks and a
+    tail) rounds as the reference: with the other operand the identity, each product is the
+    rounded operand itself. SPECIAL's finite values (ties, the largest values, subnormals)
+    sit among random ones; a vector with a subnormal takes another way in the packing than
+    one without. The kernels take bf16 subnormals as zero, so those are not compared; the
+    largest fp32 subnormal, which rounds up to bf16's smallest normal, is."""
+    k, n = 67, 50
+    special = np.append(bits(*SPECIAL), bits(0x007FFFFF, 0x80400000))
+    special = special[np.isfinite(bf16_round(special))]
+    values = rng.standard_normal((k, n)).astype(np.float32)
+    cells = rng.choice(k * n, size=len(special), replace=False)
+    values.flat[cells] = special
+    rounded = bf16_round(values)
+    bf16_subnormal = (np.abs(rounded) < np.finfo(np.float32).tiny) & (rounded != 0)
+    assert np.isfinite(rounded).all() and bf16_subnormal.any() and (rounded == 2.0**-126).any()
+    eye = np.eye(k, dtype=np.float32)
+    for ta, tb in TRANSPOSES:
+        # values as B (k x n): C = I B; as A (n x k): C = A I
+        b = values.T.copy() if tb else values
+        got_b = fastnn.matmul(eye, b, transpose_a=ta, transpose_b=tb, precision="bf16")
+        a = values if ta else values.T.copy()
+        got_a = fastnn.matmul(a, eye, transpose_a=ta, transpose_b=tb, precision="bf16")
+        for got, want, mask in [(got_b, rounded, bf16_subnormal), (got_a, rounded.T, bf16_subnormal.T)]:
+            bad = (got != want) & ~mask
+            assert not bad.any(), f"{path} {ta=} {tb=}: {got[bad][:4]} for {want[bad][:4]}"
+    # NaN, infinities and what rounds to them, through 1 x 1 products (a tail of one k)
+    one = np.ones((1, 1), np.float32)
+    for x in bits(0x7F800000, 0xFF800000, 0x7F7FFFFF, 0xFF7FFFFF, 0x7FC00000, 0x7F800001):
+        want = bf16_round(np.array([x], np.float32))[0]
+        for got in (fastnn.matmul(one, np.full((1, 1), x), precision="bf16"),
+                    fastnn.matmul(np.full((1, 1), x), one, precision="bf16")):
+            assert (np.isnan(want) and np.isnan(got[0, 0])) or got[0, 0] == want, f"{path} {x}"
+
+
 def test_beta_zero_ignores_nan_in_out(path, rng):
     a, b = operands(rng, 20, 50, 30, False, False)
     out = np.full((20, 50), np.nan, np.float32)

@@ -158,6 +158,8 @@ const char* missing_reason(int i) {
     if (uk == &kAvx512Bf16Kernel && !cpu.avx512_bf16) return "the CPU (or OS) has no AVX512_BF16";
     if (uk == &kAmxBf16Kernel) {
         if (!cpu.amx_bf16 || !cpu.avx512f) return "the CPU (or OS) has no AMX-BF16";
+        // B's packing is the AVX512_BF16 path's (vcvtne2ps2bf16); every AMX CPU has it
+        if (!cpu.avx512_bf16) return "the CPU (or OS) has AMX-BF16 but no AVX512_BF16";
         if (!amx_permitted()) return "Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM)";
     }
 #endif
