@@ -161,13 +161,14 @@ def test_alpha_beta_epilogue_and_strides(path, rng, ta, tb):
 
 
 def test_packing_rounds_as_the_reference(path, rng):
-    """Every packing (rows along k, and ks in rows, for A and for B; whole 32-k chunks and a
-    tail) rounds as the reference: with the other operand the identity, each product is the
-    rounded operand itself. SPECIAL's finite values (ties, the largest values, subnormals)
-    sit among random ones; a vector with a subnormal takes another way in the packing than
-    one without. The kernels take bf16 subnormals as zero, so those are not compared; the
-    largest fp32 subnormal, which rounds up to bf16's smallest normal, is."""
-    k, n = 67, 50
+    """Every packing (rows along k, and ks in rows, for A and for B; packed 64 ks at a time,
+    here one whole chunk and one of 45, half of it whole) rounds as the reference: with the
+    other operand the identity, each product is the rounded operand itself. SPECIAL's finite
+    values (ties, the largest values, subnormals) sit among random ones; a vector with a
+    subnormal is rounded another way in the packing than one without. The kernels take bf16
+    subnormals as zero, so those are not compared; the largest fp32 subnormal, which rounds
+    up to bf16's smallest normal, is."""
+    k, n = 109, 50
     special = np.append(bits(*SPECIAL), bits(0x007FFFFF, 0x80400000))
     special = special[np.isfinite(bf16_round(special))]
     values = rng.standard_normal((k, n)).astype(np.float32)

@@ -159,7 +159,8 @@ void bind_gemm(py::module_& m) {
         return out;
     }, py::arg("x"), py::kw_only(), py::arg("vector") = true,
        "x's float32 values rounded to bfloat16 (nearest, ties to even), as their uint16 bits: "
-       "the vector conversion that packing uses, or (vector=False) the scalar reference.");
+       "the vector conversion that packing uses (on a CPU with AVX512_BF16; elsewhere the "
+       "reference), or (vector=False) the scalar reference.");
     static const KeywordTable params{
         required("a"), required("b"), optional("out", py::none()),
         keyword("transpose_a", py::bool_(false)), keyword("transpose_b", py::bool_(false)),

@@ -36,7 +36,11 @@ public:
     KeywordTable(std::initializer_list<Keyword> params) {
         if (params.size() > kMaxKeywords) throw std::logic_error("more keywords than kMaxKeywords");
         for (const Keyword& p : params) {
+            // Arguments binds the i-th positional argument to slot i
+            if (p.positional && positional_ != names_.size())
+                throw std::logic_error("a KeywordTable lists its positional parameters first");
             if (p.positional) ++positional_;
+            if (p.positional && !p.fallback) ++required_positional_;
             names_.push_back(p.name);
             // leaked: the tables are static, and outlive the interpreter
             interned_.push_back(PyUnicode_InternFromString(p.name));
@@ -49,6 +53,7 @@ public:
 
     size_t size() const { return names_.size(); }
     size_t positional() const { return positional_; }
+    size_t required_positional() const { return required_positional_; }
     size_t slot(const char* name) const {
         for (size_t i = 0; i < names_.size(); ++i)  // the same literal, mostly
             if (names_[i] == name) return i;
@@ -74,44 +79,54 @@ public:
         std::string s = std::string(fn) + "(";
         for (size_t i = 0; i < size(); ++i) {
             py::handle f = fallbacks_[i];
-            s += std::string(i ? ", " : "") + (i == positional_ && i ? "*, " : "") + names_[i] + ": " + types_[i] +
+            s += std::string(i ? ", " : "") + (i == positional_ ? "*, " : "") + names_[i] + ": " + types_[i] +
                  (f ? " = " + py::repr(f).cast<std::string>() : "");
         }
         return s + ") -> " + returns + "\n\n" + doc;
     }
 
 private:
-    size_t positional_ = 0;
+    size_t positional_ = 0, required_positional_ = 0;
     std::vector<const char*> names_;
     std::vector<std::string> types_;
     std::vector<PyObject*> interned_, fallbacks_;
 };
 
-// The arguments of one call, bound to the table's parameters as Python binds them: a
-// TypeError for too many positional arguments, an unknown keyword, one given twice or a
-// required one missing.
+// The arguments of one call, bound to the table's parameters as Python binds them, with
+// CPython's TypeErrors: too many positional arguments, an unknown keyword, one given twice,
+// required ones missing.
 class Arguments {
 public:
     Arguments(const char* fn, const py::args& args, const py::kwargs& kwargs, const KeywordTable& table)
         : fn_(fn), table_(table) {
         const size_t n = static_cast<size_t>(PyTuple_GET_SIZE(args.ptr()));
-        if (n > table.positional())
-            fail_type(std::string(fn) + "() takes at most " + std::to_string(table.positional()) +
-                      " positional arguments (" + std::to_string(n) + " given)");
-        for (size_t i = 0; i < n; ++i) values_[i] = PyTuple_GET_ITEM(args.ptr(), i);
+        const size_t most = table.positional(), least = table.required_positional();
+        size_t keyword_only = 0;
         PyObject *key, *value;
         Py_ssize_t pos = 0;
         while (kwargs && PyDict_Next(kwargs.ptr(), &pos, &key, &value)) {
             const size_t i = table.slot_of_key(key);
             if (i == table.size())
                 fail_type(std::string(fn) + "() got an unexpected keyword argument " + py::repr(key).cast<std::string>());
-            if (values_[i])
+            if (i < n && i < most)
                 fail_type(std::string(fn) + "() got multiple values for argument '" + table.name(i) + "'");
+            keyword_only += i >= most;
             values_[i] = value;
         }
-        for (size_t i = 0; i < table.size(); ++i)
-            if (!values_[i] && !table.fallback(i))
-                fail_type(std::string(fn) + "() missing required argument '" + table.name(i) + "'");
+        if (n > most) {
+            const auto count = [](size_t c, const char* what) {
+                return std::to_string(c) + " " + what + " argument" + (c == 1 ? "" : "s");
+            };
+            fail_type(std::string(fn) + "() takes " +
+                      (least == most ? std::to_string(most) : "from " + std::to_string(least) + " to " + std::to_string(most)) +
+                      " positional argument" + (most == 1 ? "" : "s") + " but " +
+                      (keyword_only ? count(n, "positional") + " (and " + count(keyword_only, "keyword-only") + ")"
+                                    : std::to_string(n)) +
+                      (n == 1 && !keyword_only ? " was" : " were") + " given");
+        }
+        for (size_t i = 0; i < n; ++i) values_[i] = PyTuple_GET_ITEM(args.ptr(), i);
+        missing(0, most, "positional");
+        missing(most, table.size(), "keyword-only");
     }
 
     // The argument given, else the table's default, as T (TypeError naming it if it is not one).
@@ -134,6 +149,19 @@ public:
     }
 
 private:
+    // "fn() missing 2 required positional arguments: 'a' and 'b'", as CPython says it
+    void missing(size_t from, size_t to, const char* kind) const {
+        std::vector<std::string> names;
+        for (size_t i = from; i < to; ++i)
+            if (!values_[i] && !table_.fallback(i)) names.push_back(std::string("'") + table_.name(i) + "'");
+        if (names.empty()) return;
+        std::string list = names[0];
+        for (size_t i = 1; i < names.size(); ++i)
+            list += (i + 1 < names.size() ? ", " : names.size() > 2 ? ", and " : " and ") + names[i];
+        fail_type(std::string(fn_) + "() missing " + std::to_string(names.size()) + " required " + kind +
+                  " argument" + (names.size() == 1 ? "" : "s") + ": " + list);
+    }
+
     const char* fn_;
     const KeywordTable& table_;
     std::array<PyObject*, kMaxKeywords> values_{};

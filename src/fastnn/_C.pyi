@@ -156,7 +156,8 @@ def gemm_reference(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[F32] = None
 def bf16_convert(x: npt.ArrayLike, *, vector: bool = True) -> npt.NDArray[np.uint16]:
     """x's float32 values rounded to bfloat16 (nearest, ties to even; NaN stays a quiet NaN,
     subnormals are rounded, not flushed), as their uint16 bits: the vector conversion that
-    packing uses, or (vector=False) the scalar reference."""
+    packing uses (on a CPU with AVX512_BF16; elsewhere the reference), or (vector=False) the
+    scalar reference."""
 def bf16_path() -> Bf16Path:
     """The bf16 GEMM path in use: the best this CPU runs (amx > avx512_bf16 > fp32) unless
     FASTNN_BF16 or set_bf16_path chose another; FASTNN_ISA=avx2|generic makes it fp32."""

@@ -28,7 +28,7 @@ inline float float_from_bf16(uint16_t h) {
 }
 
 // n values converted as bf16_from_float does, on the vector conversion that packing uses
-// where the CPU has AVX-512 (the tests hold it to the reference).
+// where the CPU has AVX512_BF16 (the tests hold it to the reference), else the reference.
 void bf16_convert(const float* x, uint16_t* y, int64_t n);
 
 // One bf16 path: its microkernel and the packing it reads. A is packed in panels of MR rows
@@ -59,7 +59,9 @@ extern const Bf16Kernel kAmxBf16Kernel;
 // The B packing of both paths (kernel_avx512_bf16.cpp): kp / 2 groups of nr pairs.
 void pack_b_pairs(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t kp, int64_t cols,
                   int nr, uint16_t* out);
-void bf16_convert_avx512(const float* x, uint16_t* y, int64_t n);
+// bf16_convert on AVX512_BF16: vcvtneps2bf16, or the integer rounding for a vector holding a
+// subnormal (which the instruction takes as zero), as the packing converts.
+void bf16_convert_avx512_bf16(const float* x, uint16_t* y, int64_t n);
 // Whether Linux lets this process use the AMX tile state (asked once; kernel_amx_bf16.cpp).
 bool amx_permitted();
 #endif

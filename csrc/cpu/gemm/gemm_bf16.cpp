@@ -194,8 +194,8 @@ struct Init {
 
 void bf16_convert(const float* x, uint16_t* y, int64_t n) {
 #ifdef FASTNN_X86
-    if (cpu_info().avx512f) {
-        bf16_convert_avx512(x, y, n);
+    if (cpu_info().avx512_bf16) {
+        bf16_convert_avx512_bf16(x, y, n);
         return;
     }
 #endif

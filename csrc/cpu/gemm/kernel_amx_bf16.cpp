@@ -4,7 +4,8 @@
 // apart); B in the VNNI pairs that the AVX512_BF16 path packs too, 32 columns wide, so a B
 // tile is half of each 128-byte row. The accumulator tiles are loaded from and stored to the
 // driver's fp32 accumulator block. Compiled with -mavx512f -mamx-tile -mamx-bf16; only called when the
-// CPU has AMX-BF16 and Linux granted this process the tile state (amx_permitted).
+// CPU has AMX-BF16 and AVX512_BF16 (the conversions are kernel_avx512_bf16.cpp's) and Linux
+// granted this process the tile state (amx_permitted).
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -58,7 +59,7 @@ void pack_a(bool trans, const float* a, int64_t lda, int64_t rows, int64_t kc, u
     if (rows < MR || kc < kp) std::memset(out, 0, static_cast<size_t>(MR * kp) * sizeof(uint16_t));
     for (int64_t i = 0; i < rows; ++i)
         for (int64_t p = 0; p < kc; p += KA)
-            bf16_convert_avx512(a + i * lda + p, out + (p / KA * MR + i) * KA, std::min<int64_t>(KA, kc - p));
+            bf16_convert_avx512_bf16(a + i * lda + p, out + (p / KA * MR + i) * KA, std::min<int64_t>(KA, kc - p));
 }
 
 void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, uint16_t* out) {

@@ -1,8 +1,8 @@
 // AVX512_BF16 microkernel, 8 x 48: vdpbf16ps adds two bf16 products (a k pair) into each
 // fp32 lane; 24 zmm accumulators, 3 B loads and 8 pair broadcasts per k pair. Also the
 // vector fp32 -> bf16 conversion and the pair packing, shared with the AMX path.
-// Compiled with -mavx512f -mavx512bf16; only called when the CPU runs AVX512_BF16 (the
-// conversion: AVX-512F; the AMX path's CPUs have AVX512_BF16 too).
+// Compiled with -mavx512f -mavx512bf16; only called when the CPU runs AVX512_BF16 (the AMX
+// path, which packs B here, requires it too).
 #include <immintrin.h>
 
 #include "bf16.h"
@@ -14,6 +14,7 @@ namespace {
 using namespace bf16_avx512;
 
 constexpr int MR = 8, NR = 48;
+static_assert(MR == 8 && NR % 16 == 0, "rows_as_pairs packs 8 or a multiple of 16 columns");
 
 // vcvtne2ps2bf16 rounds to nearest even as bf16_from_float does, NaNs and infinities alike,
 // but takes a subnormal input as zero; a vector with one goes the integer way (rarely: a
@@ -73,7 +74,8 @@ void ks_in_rows_as_pairs(const float* src, int64_t ld, int64_t kc, int64_t kp, i
 // same layout, row j's pairs at out[q * width + j] (zero columns past n). 16 rows' pairs of
 // 32 ks are transposed in registers (16 rows of one 32-k chunk, or, for a width of 8, 8 rows
 // of two chunks) and stored a pair index at a time: a scatter per row ran at a quarter of
-// the speed on a Zen 5 and made packing a sixth of a training step. width: a multiple of 8.
+// the speed on a Zen 5 and made packing a sixth of a training step. width: 8 (MR) or a
+// multiple of 16 (NR, and the AMX path's 32).
 void rows_as_pairs(const float* src, int64_t ld, int64_t kc, int64_t kp, int64_t n,
                    int64_t width, uint32_t* out) {
     const int rows = width >= 16 ? 16 : 8, chunks = 16 / rows;
@@ -101,11 +103,9 @@ void rows_as_pairs(const float* src, int64_t ld, int64_t kc, int64_t kp, int64_t
 
 }  // namespace
 
-void bf16_convert_avx512(const float* x, uint16_t* y, int64_t n) {
+void bf16_convert_avx512_bf16(const float* x, uint16_t* y, int64_t n) {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i),
-                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(round_bf16_bits(_mm512_loadu_ps(x + i)), 16)));
+    for (; i + 16 <= n; i += 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), bf16_of(_mm512_loadu_ps(x + i)));
     for (; i < n; ++i) y[i] = bf16_from_float(x[i]);
 }
 
