@@ -18,7 +18,8 @@ static_assert(MR == 8 && NR % 16 == 0, "rows_as_pairs packs 8 or a multiple of 1
 
 // vcvtne2ps2bf16 rounds to nearest even as bf16_from_float does, NaNs and infinities alike,
 // but takes a subnormal input as zero; a vector with one goes the integer way (rarely: a
-// subnormal operand only). Packing this way runs about twice as fast.
+// subnormal operand only). With whole vectors loaded and stored unmasked, packing a 512 x 784
+// weight this way took 16% (ks in rows) to 35% (rows along k) less time on a Zen 5.
 inline bool any_subnormal(__m512 x) {
     const __m512i u = _mm512_castps_si512(x);
     return _mm512_mask_test_epi32_mask(_mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x7F800000)), u,
