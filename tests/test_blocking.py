@@ -153,25 +153,26 @@ def test_blocking_does_not_change_with_threads(restore_blocking):
 # ----------------------------------------------------------------------------- the model
 # Worked by hand from the model's rules (blocking.h), 4-byte floats, 64-byte lines: L2 less
 # one way holds S floats; MC(KC) = floor((floor(S / KC) - NR) / MR) * MR, and KC minimizes
-# 1/KC + 1/(2 MC):
-#  zen 3, avx2 (6 x 16): L2 512K/8, S = 7 * 65536 / 4 = 114688. KC = 448: 256 - 16 = 240,
-#   1/448 + 1/480 = 0.0043155; KC = 440 gives MC = 240 too (worse), KC = 456 gives
-#   251 - 16 -> 234, 1/456 + 1/468 = 0.0043297. L3 32M/16, a way is 2 MiB: A's block (430
-#   KB) takes 1, 14 for B: 14 * 2 MiB / (448 * 4) = 16384 columns, capped at 8192.
-#  sapphire rapids, avx512 (8 x 48): L2 2M/16, S = 15 * 131072 / 4 = 491520. KC = 888:
-#   553 - 48 = 505 -> 504, 1/888 + 1/1008 = 0.0021182 (KC = 880: 558 - 48 -> 504,
-#   0.0021284; KC = 896: 548 - 48 -> 496, 0.0021241). L3: capped, 8192 -> 8160.
-#  the laptop, avx2: L2 256K/4, S = 3 * 65536 / 4 = 49152. KC = 296: 166 - 16 = 150,
-#   1/296 + 1/300 = 0.0067117. L3 6M/12, a way is 512 KiB: A's block takes 1, 10 for B:
-#   10 * 524288 / (296 * 4) = 4428 -> 4416 (a multiple of 16).
-#  zen 5, avx512: L2 1M/16, S = 245760. KC = 640: 384 - 48 = 336. L3 32M/16 (an override
-#   has no sharing count: one thread): capped, 8160. cpuid on a 2-vCPU Zen 5 reports the L3
-#   shared by two, 14 * 2 MiB / 2 / 2560 = 5734 -> 5712 columns.
+# 4/KC + 1/(2 MC):
+#  zen 3, avx2 (6 x 16): L2 512K/8, S = 7 * 65536 / 4 = 114688. KC = 840: 136 - 16 = 120,
+#   4/840 + 1/240 = 0.0089286; KC = 832 gives MC = 120 too (worse), KC = 848 gives
+#   135 - 16 -> 114, 4/848 + 1/228 = 0.0091029. L3 32M/16, a way is 2 MiB: A's block (403
+#   KB) takes 1, 14 for B: 14 * 2 MiB / (840 * 4) = 8738 columns, capped at 8192.
+#  sapphire rapids, avx512 (8 x 48): L2 2M/16, S = 15 * 131072 / 4 = 491520. KC = 1616:
+#   304 - 48 = 256, 4/1616 + 1/512 = 0.0044284 (KC = 1608: 305 - 48 -> 256, 0.0044407;
+#   KC = 1624: 302 - 48 -> 248, 0.0044792). L3: capped, 8192 -> 8160.
+#  the laptop, avx2: L2 256K/4, S = 3 * 65536 / 4 = 49152. KC = 520: 94 - 16 = 78,
+#   4/520 + 1/156 = 0.0141026 (KC = 512: 96 - 16 -> 78, worse; KC = 528: 93 - 16 -> 72,
+#   0.0145202). L3 6M/12, a way is 512 KiB: A's block (162 KB) takes 1, 10 for B:
+#   10 * 524288 / (520 * 4) = 2520 -> 2512 (a multiple of 16).
+#  zen 5, avx512: L2 1M/16, S = 245760. KC = 1096: 224 - 48 = 176. L3 32M/16 (an override
+#   has no sharing count: one thread): 14 * 2 MiB / 4384 = 6697 -> 6672 columns. cpuid on a
+#   2-vCPU Zen 5 reports the L3 shared by two: 3348 -> 3312 columns.
 @pytest.mark.parametrize("isa,spec,expected", [
-    ("avx2", "32K:8,512K:8,32M:16", (448, 8192, 240)),
-    ("avx512", "48K:12,2M:16,300M:15", (888, 8160, 504)),
-    ("avx2", "32K:8,256K:4,6M:12", (296, 4416, 150)),
-    ("avx512", "48K:12,1M:16,32M:16", (640, 8160, 336)),
+    ("avx2", "32K:8,512K:8,32M:16", (840, 8192, 120)),
+    ("avx512", "48K:12,2M:16,300M:15", (1616, 8160, 256)),
+    ("avx2", "32K:8,256K:4,6M:12", (520, 2512, 78)),
+    ("avx512", "48K:12,1M:16,32M:16", (1096, 6672, 176)),
 ])
 def test_model_blocking_worked_examples(isa, spec, expected):
     assert _C.model_blocking(isa, spec) == expected
@@ -190,12 +191,12 @@ def test_model_blocks_fit_the_levels_they_are_sized_for(isa, geometry):
     _, (l2, w2), (l3, _) = [_parse(level) for level in GEOMETRIES[geometry].split(",")]
     assert kc * (mc + nr) * 4 <= l2 * (w2 - 1) / w2
     assert kc * (mc + nc) * 4 <= l3
-    assert nc % nr == 0 and mc % mr == 0 and kc % 8 == 0 and 16 <= kc <= 1024
+    assert nc % nr == 0 and mc % mr == 0 and kc % 8 == 0 and 16 <= kc <= 2048
     floats = l2 * (w2 - 1) // w2 // 4
-    for other in range(16, 1025, 8):
+    for other in range(16, 2049, 8):
         other_mc = (floats // other - nr) // mr * mr
         if other_mc >= mr:
-            assert 1 / kc + 0.5 / mc <= 1 / other + 0.5 / other_mc + 1e-12, (other, other_mc)
+            assert 4 / kc + 0.5 / mc <= 4 / other + 0.5 / other_mc + 1e-12, (other, other_mc)
 
 
 def _parse(level):

@@ -17,6 +17,9 @@ from _ref import EPS32, SIZES, names_argument, run_python
 
 TRANSPOSES = list(itertools.product([False, True], repeat=2))
 TRANS_IDS = [f"{'T' if ta else 'N'}{'T' if tb else 'N'}" for ta, tb in TRANSPOSES]
+# A k of two k-blocks or more on every machine: the model's KC is at most 2048 (blocking.h,
+# held by test_blocking), and the suite runs without a tuning file.
+K_BLOCKS = 2100
 
 
 def operands(rng, m, n, k, ta, tb, dtype=np.float32):
@@ -194,8 +197,9 @@ def test_gemm_hypothesis(isa, m, n, k, ta, tb, seed):
 # ----------------------------------------------------------------------------- determinism, ISA selection
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, True)], ids=["NN", "TT"])
 def test_gemm_bit_identical_one_and_two_threads(isa, ta, tb, rng):
-    # threads split rows; split columns (few rows); direct path
-    for m, n, k in [(515, 300, 257), (64, 1024, 1000), (30, 530, 1100), (1000, 1, 999)]:
+    # threads split rows; split columns (few rows), across k-blocks; direct path
+    assert _C.blocking()["kc"] < K_BLOCKS
+    for m, n, k in [(515, 300, 257), (64, 1024, K_BLOCKS), (30, 530, K_BLOCKS + 100), (1000, 1, 999)]:
         a, b = operands(rng, m, n, k, ta, tb)
         c0 = rng.standard_normal((m, n)).astype(np.float32)
         results = []

@@ -8,17 +8,17 @@ import pytest
 from fastnn import _C
 
 import _ref
-from test_gemm import TRANSPOSES, TRANS_IDS, check, operands, reference
+from test_gemm import K_BLOCKS, TRANSPOSES, TRANS_IDS, check, operands, reference
 
 # (m, n, k): direct path (thin n, thin m, thin k, tiny) and packed path (k > one k-block,
 # m and n off the tile sizes, a single row panel shared by threads). Few rows of C read
 # the big operand in place (gemm.cpp, kFewPanels): with a transposed B the transposed path
-# (m up to MC; edge rows of B, a narrow last panel of op(A)^T, two k-blocks at k = 1000),
-# with a non-transposed B its rows in place (n = 1000 leaves a narrower packed panel) or,
-# at a 4 KiB row stride (n = 1024), packed one panel at a time.
+# (all of op(A) in one A block; edge rows of B, a narrow last panel of op(A)^T, two
+# k-blocks at k = K_BLOCKS), with a non-transposed B its rows in place (n = 1000 leaves a
+# narrower packed panel) or, at a 4 KiB row stride (n = 1024), packed one panel at a time.
 PATH_SHAPES = [(1000, 10, 300), (9, 700, 300), (500, 300, 5), (33, 17, 13),
-               (515, 301, 1000), (8, 1100, 900), (200, 200, 200),
-               (33, 517, 1000), (100, 203, 70), (40, 1000, 300), (40, 1024, 300)]
+               (515, 301, K_BLOCKS), (8, 1100, 900), (200, 200, 200),
+               (33, 517, K_BLOCKS), (100, 203, 70), (40, 1000, 300), (40, 1024, 300)]
 ACTIVATIONS = ["identity", "relu", "sigmoid", "tanh", "leaky_relu"]
 
 
@@ -52,7 +52,7 @@ def test_epilogue_bias_and_activation(isa, activation, m, n, k, rng):
 
 def test_epilogue_applies_once_after_beta(rng):
     # With beta, the epilogue acts on alpha*AB + beta*C, after the last k-block only.
-    m, n, k = 40, 60, 900
+    m, n, k = 40, 60, K_BLOCKS
     a, b = operands(rng, m, n, k, False, False)
     c0 = rng.standard_normal((m, n)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
@@ -111,9 +111,9 @@ def test_repeated_parallel_calls_agree(rng):
     # Threads that share packed buffers must never overwrite what another still reads:
     # many runs of a shape with several row and k blocks, all bit-identical.
     _ref.use_threads(2)
-    a, b = operands(rng, 515, 301, 1000, False, True)
+    a, b = operands(rng, 515, 301, K_BLOCKS, False, True)
     first = _C.gemm(a, b, transpose_b=True)
     expected, scale = reference(a, b, False, True)
-    check(first, expected, scale, 1000, "gemm 515x301x1000")
+    check(first, expected, scale, K_BLOCKS, f"gemm 515x301x{K_BLOCKS}")
     for _ in range(300):
         np.testing.assert_array_equal(_C.gemm(a, b, transpose_b=True), first)

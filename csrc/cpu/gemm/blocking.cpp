@@ -26,16 +26,17 @@ Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr) {
         return (bytes + way - 1) / way;
     };
     // The A block and the B micro-panel share the L2 left after one way, per thread; pick
-    // the (KC, MC) with the least traffic from beyond it: 1/KC for C, 1/(2 MC) for B.
+    // the (KC, MC) with the least traffic from beyond it, a float of C weighing four of B:
+    // 4/KC for C, 1/(2 MC) for B.
     const int64_t l2_floats =
         std::max(1, l2->ways - 1) * l2->sets() * l2->line_bytes / std::max(1, l2->shared_by) / kFloat;
     b.kc = 16;  // the floor, for an L2 too small for even that
     b.mc = mr;
     double best = 0.0;
-    for (int64_t kc = 16; kc <= 1024; kc += 8) {
+    for (int64_t kc = 16; kc <= 2048; kc += 8) {
         const int64_t mc = (l2_floats / kc - nr) / mr * mr;
         if (mc < mr) break;
-        const double traffic = 1.0 / double(kc) + 0.5 / double(mc);
+        const double traffic = 4.0 / double(kc) + 0.5 / double(mc);
         if (best == 0.0 || traffic < best) {
             best = traffic;
             b.kc = kc;

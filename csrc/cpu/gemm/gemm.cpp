@@ -179,12 +179,18 @@ bool is_small(int64_t m, int64_t n, int64_t k) {
 // As MKL does, the big operand is then read in place (thread count aside, so that the path,
 // and hence the bits, never depend on it):
 // - a transposed B by the transposed path (gemm_transposed), while all of op(A) fits one A
-//   block (m <= MC: op(A)^T, packed, then stays in L2 as a packed A block would);
+//   block (m x KC <= MC x KC: op(A)^T, packed, then stays in L2 as a packed A block would);
 // - a non-transposed B by the packed path, its rows read as they are, while at most
 //   kFewPanels MR-row panels of op(A) would reuse a packed copy and B's rows stay in L2
 //   (strided_rows_fit_l2). At m = 128 in place ran 1.00x PyTorch and packed 0.85x; from
 //   m = 192 both were within noise of each other (1 thread, Xeon with AMX).
 constexpr int64_t kFewPanels = 16;
+
+// Whether all of op(A), m rows by one k-block, fits in the packed A block that the
+// blocking sized for L2: the transposed path's condition.
+bool a_fits_one_block(const GemmContext& ctx, int64_t m, int64_t k) {
+    return m * k_block(k, ctx.blocking.kc) <= ctx.blocking.mc * ctx.blocking.kc;
+}
 
 // C^T = B op(A)^T for a transposed B (B stored n x k, row j at row_of(j)): the kernel reads
 // MR rows of B in place as its A operand (B is never packed), takes op(A)^T, packed, as its
@@ -271,7 +277,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         });
         if (handled) return;
     }
-    if (uk.rows_a && trans_b && m <= ctx.blocking.mc) {
+    if (uk.rows_a && trans_b && a_fits_one_block(ctx, m, k)) {
         gemm_transposed(ctx, trans_a, m, n, k, alpha, a, lda,
                         [b, ldb](int64_t j) { return b + j * ldb; }, beta, c, ldc, ep);
         return;
@@ -295,7 +301,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         thread_local std::unique_ptr<float, AlignedFree> a_buf, b_buf;
         thread_local size_t a_cap = 0, b_cap = 0;
         const int64_t nc_max = std::min<int64_t>((nc_cap + nr - 1) / nr * nr, (j1 - j0 + nr - 1) / nr * nr);
-        const int64_t mc_max = std::min<int64_t>((mc_cap + mr - 1) / mr * mr, (i1 - i0 + mr - 1) / mr * mr);
+        // Row blocks of equal size (2048 rows: 7 of 296, not 6 of 336 and one of 32, whose B
+        // micro-panels would serve 4 A panels)
+        const int64_t row_blocks = (i1 - i0 + mc_cap - 1) / mc_cap;
+        const int64_t mc_max = ((i1 - i0 + row_blocks - 1) / row_blocks + mr - 1) / mr * mr;
         // One A block: each B panel meets the A panels once, so it is packed just before
         // they run, while they are still in L2, not all of B first (2 MiB at 512 x 1024,
         // beyond L2 by the time the A panels read it back).
@@ -355,7 +364,7 @@ void gemm_row_table(int64_t m, int64_t n, int64_t k, float alpha, const float* a
         return;
     }
     const GemmContext& ctx = *gemm_context();
-    if (ctx.uk->rows_a && m <= ctx.blocking.mc) {  // A^T packed whole, as gemm's transposed path
+    if (ctx.uk->rows_a && a_fits_one_block(ctx, m, k)) {  // A^T packed whole, as gemm's transposed path
         gemm_transposed(ctx, false, m, n, k, alpha, a, lda,
                         [b_rows](int64_t j) { return b_rows[j]; }, beta, c, ldc, nullptr);
         return;
