@@ -139,6 +139,32 @@ def test_hand_bound_arguments_behave_as_pythons():
         assert str(e.value) == message, call
 
 
+HAND_BOUND = ["gemm", "gemm_reference", "activation_forward", "activation_backward", "column_sum",
+              "gather_rows", "sgd_step", "adam_step"]
+
+
+@pytest.mark.parametrize("name", HAND_BOUND)
+def test_hand_bound_functions_are_module_functions(name):
+    """Vectorcall functions of the module, as pybind11's: named, documented, picklable."""
+    import pickle
+    fn = getattr(_C, name)
+    assert fn.__name__ == name and fn.__module__ == "fastnn._C" and fn.__self__ is _C
+    assert repr(fn) == f"<built-in function {name}>"
+    assert fn.__doc__.startswith(name + "(")
+    assert pickle.loads(pickle.dumps(fn)) is fn
+
+
+def test_hand_bound_errors_keep_their_type():
+    """A C++ exception inside a vectorcall binding reaches Python as the type it was thrown as."""
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="inner dimensions differ"):
+        _C.gemm(a, a)
+    with pytest.raises(TypeError, match="must be float, got str"):
+        _C.gemm(a, a, transpose_b=True, alpha="x")
+    with pytest.raises(ValueError):
+        _C.activation_forward("no-such-activation", a, 0.0)
+
+
 # ---------------------------------------------------------------- 3. indices changed meanwhile
 
 # numpy copies a large array without the GIL, and a byte-wise copy (rep movsb) can tear the

@@ -1,14 +1,19 @@
 // Arguments of the bindings that every training step calls. On each call that passes a
 // keyword, pybind11 (3.1, keyword_index) makes and interns a new string for every declared
 // parameter, given or not: ~70 ns each, 0.45 of the 2.0 us that a 32 x 10 x 256 gemm with one
-// keyword took, half its product's time. These bindings take (*args, **kwargs) and match the
+// keyword took, half its product's time. These bindings are CPython vectorcall functions
+// (METH_FASTCALL | METH_KEYWORDS: the arguments arrive as an array and the keywords' names as
+// a tuple, with no tuple or dict built for the call, nor pybind11's dispatcher) that match the
 // keys given against names interned once, as CPython matches its own functions' keywords;
 // their docstrings start with the signature pybind11 would have written, from the same table.
 #pragma once
 #include <array>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "checks.h"
@@ -97,14 +102,15 @@ private:
 // required ones missing.
 class Arguments {
 public:
-    Arguments(const char* fn, const py::args& args, const py::kwargs& kwargs, const KeywordTable& table)
+    // A vectorcall's arguments: args[0, n) by position, then one value per name in kwnames.
+    Arguments(const char* fn, PyObject* const* args, size_t n, PyObject* kwnames, const KeywordTable& table)
         : fn_(fn), table_(table) {
-        const size_t n = static_cast<size_t>(PyTuple_GET_SIZE(args.ptr()));
         const size_t most = table.positional(), least = table.required_positional();
         size_t keyword_only = 0;
-        PyObject *key, *value;
-        Py_ssize_t pos = 0;
-        while (kwargs && PyDict_Next(kwargs.ptr(), &pos, &key, &value)) {
+        const Py_ssize_t keywords = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+        for (Py_ssize_t j = 0; j < keywords; ++j) {
+            PyObject* key = PyTuple_GET_ITEM(kwnames, j);
+            PyObject* value = args[n + static_cast<size_t>(j)];
             const size_t i = table.slot_of_key(key);
             if (i == table.size())
                 fail_type(std::string(fn) + "() got an unexpected keyword argument " + py::repr(key).cast<std::string>());
@@ -124,7 +130,7 @@ public:
                                     : std::to_string(n)) +
                       (n == 1 && !keyword_only ? " was" : " were") + " given");
         }
-        for (size_t i = 0; i < n; ++i) values_[i] = PyTuple_GET_ITEM(args.ptr(), i);
+        for (size_t i = 0; i < n; ++i) values_[i] = args[i];
         missing(0, most, "positional");
         missing(most, table.size(), "keyword-only");
     }
@@ -167,16 +173,72 @@ private:
     std::array<PyObject*, kMaxKeywords> values_{};
 };
 
-// m.fn(*args, **kwargs): body(const Arguments&) on the arguments bound to params (a static
-// table), its docstring the signature then doc.
+// The vectorcall functions: CPython passes a method its module (self) but not which of them
+// was called, so each gets its own trampoline, to the function object in its slot. With
+// the module as self they print, pickle and compare as pybind11's functions do.
+struct VectorcallFunction {
+    virtual ~VectorcallFunction() = default;
+    virtual PyObject* call(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) const = 0;
+};
+constexpr size_t kMaxVectorcallFunctions = 16;
+inline std::array<const VectorcallFunction*, kMaxVectorcallFunctions> g_vectorcall_functions{};
+inline size_t g_vectorcall_count = 0;
+using VectorcallEntry = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
+template <size_t I>
+PyObject* vectorcall_trampoline(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+    return g_vectorcall_functions[I]->call(args, nargs, kwnames);
+}
+template <size_t... I>
+constexpr std::array<VectorcallEntry, sizeof...(I)> vectorcall_trampolines(std::index_sequence<I...>) {
+    return {&vectorcall_trampoline<I>...};
+}
+
+// m.fn(...): body(const Arguments&) on the arguments bound to params (a static table), its
+// docstring the signature then doc. C++ exceptions become Python's through pybind11's
+// translators, as in any pybind11 binding.
 template <class Body>
 void def_with_table(py::module_& m, const char* fn, const KeywordTable& params, const char* returns,
                     const char* doc, Body body) {
-    py::options options;
-    options.disable_function_signatures();  // params.doc writes it
-    m.def(fn, [fn, &params, body](const py::args& args, const py::kwargs& kwargs) {
-        return body(Arguments(fn, args, kwargs, params));
-    }, params.doc(fn, returns, doc).c_str());
+    struct Function final : VectorcallFunction {  // leaked: a PyMethodDef outlives its functions
+        Function(const char* name, const KeywordTable& params, Body body, std::string doc)
+            : name(name), params(params), body(std::move(body)), doc(std::move(doc)) {}
+        PyObject* call(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) const override {
+            try {
+                const Arguments arguments(name, args, static_cast<size_t>(PyVectorcall_NARGS(nargs)), kwnames, params);
+                using Result = decltype(body(arguments));
+                if constexpr (std::is_void_v<Result>) {
+                    body(arguments);
+                    return py::none().release().ptr();
+                } else if constexpr (std::is_base_of_v<py::handle, Result>) {
+                    return py::object(body(arguments)).release().ptr();
+                } else {
+                    return py::cast(body(arguments)).release().ptr();
+                }
+            } catch (py::error_already_set& e) {
+                e.restore();
+            } catch (...) {
+                py::detail::try_translate_exceptions();
+            }
+            return nullptr;
+        }
+        const char* name;
+        const KeywordTable& params;
+        Body body;
+        std::string doc;
+        PyMethodDef def{};
+    };
+    static constexpr auto trampolines = vectorcall_trampolines(std::make_index_sequence<kMaxVectorcallFunctions>{});
+    if (g_vectorcall_count == kMaxVectorcallFunctions) throw std::logic_error("more than kMaxVectorcallFunctions");
+    auto* f = new Function(fn, params, std::move(body), params.doc(fn, returns, doc));
+    const size_t slot = g_vectorcall_count++;
+    g_vectorcall_functions[slot] = f;
+    f->def.ml_name = fn;
+    f->def.ml_flags = METH_FASTCALL | METH_KEYWORDS;
+    f->def.ml_doc = f->doc.c_str();
+    f->def.ml_meth = reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(trampolines[slot]));
+    py::object function = py::reinterpret_steal<py::object>(PyCFunction_NewEx(&f->def, m.ptr(), m.attr("__name__").ptr()));
+    if (!function) throw py::error_already_set();
+    m.add_object(fn, function);
 }
 
 }  // namespace fastnn::bind
