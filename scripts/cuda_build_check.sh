@@ -14,7 +14,7 @@ venv="$dir/venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 . "$venv/bin/activate"
 python -m pip install -q --upgrade pip
-pip install -q "scikit-build-core>=0.10" "pybind11>=2.13" numpy pytest nvidia-cublas
+pip install -q "scikit-build-core>=0.10" "pybind11>=2.13.6" numpy pytest nvidia-cublas
 # --no-build-isolation: the build finds cuBLAS in this environment's nvidia-cublas wheel
 pip install -q --no-build-isolation --no-deps . -C build-dir="$dir/cmake" \
   -C cmake.define.FASTNN_CUDA=ON

@@ -12,7 +12,7 @@ venv="$dir/venv"
 . "$venv/bin/activate"
 python -m pip install -q --upgrade pip
 # Without build isolation the CMake cache stays valid between runs: only changed files rebuild.
-pip install -q "scikit-build-core>=0.10" "pybind11>=2.13"
+pip install -q "scikit-build-core>=0.10" "pybind11>=2.13.6"
 pip install -q --no-build-isolation -e ".[test]" -C build-dir="$dir/cmake" \
   -C cmake.define.FASTNN_SANITIZE=ON -C cmake.build-type=RelWithDebInfo  # symbols: not stripped
 

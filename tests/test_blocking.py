@@ -51,7 +51,7 @@ def edge_shapes(blocking):
     loop: k just past one and two KC blocks, n past NC and past an NR panel, m past MC where
     MC is small enough to test, and past an MR panel."""
     kc, nc, mc, mr, nr = (blocking[x] for x in ("kc", "nc", "mc", "mr", "nr"))
-    ks = sorted({max(17, kc + 1), max(17, 2 * kc + 3)} if kc <= 600 else {601})
+    ks = sorted({max(17, kc + 1), max(17, 2 * kc + 3)} if kc <= 600 else {kc + 1})
     ns = sorted({max(17, nr + 1), min(nc + nr + 1, 700)})
     ms = sorted({max(17, mr + 1), min(mc + mr + 1, 300)})
     return [(m, n, k) for m, n, k in itertools.product(ms, ns, ks)][:6]

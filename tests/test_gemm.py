@@ -413,7 +413,7 @@ def test_gemm_out_overlapping_input_is_rejected():
 
 
 def test_gemm_from_several_python_threads(rng):
-    """The GIL is released inside kernels: concurrent calls must stay correct."""
+    """The GIL is released inside kernels (not for tiny products): concurrent calls must stay correct."""
     import threading
 
     cases = []

@@ -1,5 +1,6 @@
 // Bindings of the GEMM (csrc/cpu/gemm/): gemm and gemm_reference, on strided views of the
 // operands as they are, without a copy; on device arrays too (csrc/cuda/gemm.cu on a GPU).
+#include <algorithm>
 #include <atomic>
 #include <climits>
 
@@ -74,8 +75,9 @@ py::object gemm_on_device(DeviceArray& a, py::handle a_obj, py::handle b_obj, py
     return fresh ? result_like(std::move(out), a_obj) : py::reinterpret_borrow<py::object>(out_obj);
 }
 
-// A product this small (a few microseconds at most) keeps the GIL: releasing and taking it
-// back cost 0.03-0.04 of the 1.4 us of a 32 x 10 x 256 call (Zen 5, 5 rounds alternated).
+// A product this small (a few microseconds at most, its operands and result included) keeps
+// the GIL: releasing and taking it back cost 0.03-0.04 of the 1.4 us of a 32 x 10 x 256 call
+// (Zen 5, 5 rounds alternated). Nothing under it calls back into Python.
 constexpr int64_t kKeepGilBelow = int64_t{1} << 18;
 
 py::object gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool ta,
@@ -132,7 +134,7 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool 
     const bool ea = ta != a.transposed, eb = tb != b.transposed;
     // the operands' bf16 roundings (bf16.h), products in fp32
     auto run = reference ? (bf16 ? gemm_bf16_reference : gemm_reference) : (bf16 ? gemm_bf16 : gemm);
-    if (m * n * k < kKeepGilBelow) {
+    if (std::max({m * n * k, m * n, m * k, k * n}) < kKeepGilBelow) {
         run(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
     } else {
         py::gil_scoped_release nogil;

@@ -8,6 +8,9 @@
 // their docstrings start with the signature pybind11 would have written, from the same table.
 #pragma once
 #include <array>
+#if defined(__GLIBCXX__)
+#include <cxxabi.h>
+#endif
 #include <cstring>
 #include <functional>
 #include <initializer_list>
@@ -174,14 +177,16 @@ private:
 };
 
 // The vectorcall functions: CPython passes a method its module (self) but not which of them
-// was called, so each gets its own trampoline, to the function object in its slot. With
-// the module as self they print, pickle and compare as pybind11's functions do.
+// was called, so each gets its own trampoline, to the function object in its slot (one slot
+// per name: a module initialised again, in another interpreter, takes its name's slot back).
+// With the module as self they print, pickle and compare as pybind11's functions do.
 struct VectorcallFunction {
     virtual ~VectorcallFunction() = default;
     virtual PyObject* call(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) const = 0;
 };
 constexpr size_t kMaxVectorcallFunctions = 16;
 inline std::array<const VectorcallFunction*, kMaxVectorcallFunctions> g_vectorcall_functions{};
+inline std::array<const char*, kMaxVectorcallFunctions> g_vectorcall_names{};
 inline size_t g_vectorcall_count = 0;
 using VectorcallEntry = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
 template <size_t I>
@@ -216,6 +221,10 @@ void def_with_table(py::module_& m, const char* fn, const KeywordTable& params, 
                 }
             } catch (py::error_already_set& e) {
                 e.restore();
+#if defined(__GLIBCXX__)
+            } catch (abi::__forced_unwind&) {  // a cancelled thread unwinds, as pybind11 lets it
+                throw;
+#endif
             } catch (...) {
                 py::detail::try_translate_exceptions();
             }
@@ -228,9 +237,11 @@ void def_with_table(py::module_& m, const char* fn, const KeywordTable& params, 
         PyMethodDef def{};
     };
     static constexpr auto trampolines = vectorcall_trampolines(std::make_index_sequence<kMaxVectorcallFunctions>{});
-    if (g_vectorcall_count == kMaxVectorcallFunctions) throw std::logic_error("more than kMaxVectorcallFunctions");
+    size_t slot = 0;
+    while (slot < g_vectorcall_count && std::strcmp(g_vectorcall_names[slot], fn) != 0) ++slot;
+    if (slot == kMaxVectorcallFunctions) throw std::logic_error("more than kMaxVectorcallFunctions");
+    if (slot == g_vectorcall_count) g_vectorcall_names[g_vectorcall_count++] = fn;
     auto* f = new Function(fn, params, std::move(body), params.doc(fn, returns, doc));
-    const size_t slot = g_vectorcall_count++;
     g_vectorcall_functions[slot] = f;
     f->def.ml_name = fn;
     f->def.ml_flags = METH_FASTCALL | METH_KEYWORDS;

@@ -18,7 +18,8 @@ the argument. Label and index arrays are integer arrays, copied before they are 
 (another thread may change the caller's array while the kernel runs).
 An array a call writes may not overlap any other array argument of the call (ValueError
 naming both), except where documented as "may be x itself" (exactly the same array).
-The GIL is released inside every kernel.
+The GIL is released inside every kernel (gemm keeps it for a product under 2**18
+multiply-adds, a few microseconds).
 """
 
 from typing import Any, Literal, Optional, Sequence

@@ -35,7 +35,8 @@ struct Blocking {
 //       Without an L3, L2's sizes.
 // BLIS's rule keeps the KC x NR micro-panel in L1 (W1 - 1 ways with an A panel): KC = 192
 // for the 8 x 48 kernel on a 48 KiB L1. On a Zen 5 that ran 2048^2 at 71% of the FMA peak
-// and 4096^2 at 69%, against 86-87% at KC = 640 by this rule (C's 11 passes instead of 4).
+// and 4096^2 at 69%, against 86-87% at KC = 640 by this model with equal weights (C's 11
+// passes instead of 4).
 // A contiguous panel of S bytes needs ceil(S / way) ways of a level (sets x line bytes).
 // KC depends on the machine and the kernel only, never on the thread count.
 Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr);

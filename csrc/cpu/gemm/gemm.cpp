@@ -179,17 +179,18 @@ bool is_small(int64_t m, int64_t n, int64_t k) {
 // As MKL does, the big operand is then read in place (thread count aside, so that the path,
 // and hence the bits, never depend on it):
 // - a transposed B by the transposed path (gemm_transposed), while all of op(A) fits one A
-//   block (m x KC <= MC x KC: op(A)^T, packed, then stays in L2 as a packed A block would);
+//   block (a_fits_one_block: op(A)^T, packed, then stays in L2 as a packed A block would);
 // - a non-transposed B by the packed path, its rows read as they are, while at most
 //   kFewPanels MR-row panels of op(A) would reuse a packed copy and B's rows stay in L2
 //   (strided_rows_fit_l2). At m = 128 in place ran 1.00x PyTorch and packed 0.85x; from
 //   m = 192 both were within noise of each other (1 thread, Xeon with AMX).
 constexpr int64_t kFewPanels = 16;
 
-// Whether all of op(A), m rows by one k-block, fits in the packed A block that the
-// blocking sized for L2: the transposed path's condition.
+// The transposed path's condition: all of op(A), m rows by one k-block, fits in the packed A
+// block that the blocking sized for L2, and m is at most 4 MC (its threads split only C's
+// columns: a taller A with a short k goes to the packed path, whose threads split rows).
 bool a_fits_one_block(const GemmContext& ctx, int64_t m, int64_t k) {
-    return m * k_block(k, ctx.blocking.kc) <= ctx.blocking.mc * ctx.blocking.kc;
+    return m <= 4 * ctx.blocking.mc && m * k_block(k, ctx.blocking.kc) <= ctx.blocking.mc * ctx.blocking.kc;
 }
 
 // C^T = B op(A)^T for a transposed B (B stored n x k, row j at row_of(j)): the kernel reads
@@ -301,10 +302,12 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         thread_local std::unique_ptr<float, AlignedFree> a_buf, b_buf;
         thread_local size_t a_cap = 0, b_cap = 0;
         const int64_t nc_max = std::min<int64_t>((nc_cap + nr - 1) / nr * nr, (j1 - j0 + nr - 1) / nr * nr);
-        // Row blocks of equal size (2048 rows: 7 of 296, not 6 of 336 and one of 32, whose B
-        // micro-panels would serve 4 A panels)
-        const int64_t row_blocks = (i1 - i0 + mc_cap - 1) / mc_cap;
-        const int64_t mc_max = ((i1 - i0 + row_blocks - 1) / row_blocks + mr - 1) / mr * mr;
+        // Row blocks that differ by one MR panel at most (MC 176, 2048 rows: 12 blocks of 21
+        // or 22 panels, not 11 of 22 and one of 14, whose B micro-panels would serve fewer)
+        const int64_t row_panels = (i1 - i0 + mr - 1) / mr;
+        const int64_t row_blocks = (row_panels + mc_cap / mr - 1) / (mc_cap / mr);
+        const int64_t mc_max = (row_panels + row_blocks - 1) / row_blocks * mr;
+        const auto row_block_start = [&](int64_t rb) { return std::min(i1, i0 + row_panels * rb / row_blocks * mr); };
         // One A block: each B panel meets the A panels once, so it is packed just before
         // they run, while they are still in L2, not all of B first (2 MiB at 512 x 1024,
         // beyond L2 by the time the A panels read it back).
@@ -321,8 +324,9 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
                 if (!one_a_block)
                     for (int64_t jp = 0; jp < b_panels; ++jp)
                         if (!in_place(jp)) pack_b_panel(uk, trans_b, b, ldb, pc, kc, jc, nc, jp, b_pack + jp * nr * kc);
-                for (int64_t ic = i0; ic < i1; ic += mc_max) {
-                    const int64_t rows = std::min(mc_max, i1 - ic), a_panels = (rows + mr - 1) / mr;
+                for (int64_t rb = 0; rb < row_blocks; ++rb) {
+                    const int64_t ic = row_block_start(rb), rows = row_block_start(rb + 1) - ic;
+                    const int64_t a_panels = (rows + mr - 1) / mr;
                     for (int64_t ip = 0; ip < a_panels; ++ip)
                         pack_a_panel(uk, trans_a, a, lda, ic, rows, pc, kc, ip, a_pack + ip * mr * kc);
                     for (int64_t jp = 0; jp < b_panels; ++jp) {

@@ -50,7 +50,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 // floats, at b_rows[j] (A is m x k, lda apart; C is m x n). A convolution's weight gradient
 // reads its patches this way, straight from the padded image, with no im2col block: on the
 // transposed path's kernel, whose tiles read B's rows in place, or, on an ISA without one (or
-// for m > MC), through the packed path with B's rows gathered a k-block at a time. Every
+// for an A too tall for one A block), through the packed path with B's rows gathered a k-block at a time. Every
 // element of C sums in k-blocks of k and the machine only, as gemm's do.
 void gemm_row_table(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                     const float* const* b_rows, float beta, float* c, int64_t ldc);
