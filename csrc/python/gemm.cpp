@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <optional>
 
 #include "checks.h"
 #include "keywords.h"
@@ -134,10 +135,9 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool 
     const bool ea = ta != a.transposed, eb = tb != b.transposed;
     // the operands' bf16 roundings (bf16.h), products in fp32
     auto run = reference ? (bf16 ? gemm_bf16_reference : gemm_reference) : (bf16 ? gemm_bf16 : gemm);
-    if (std::max({m * n * k, m * n, m * k, k * n}) < kKeepGilBelow) {
-        run(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
-    } else {
-        py::gil_scoped_release nogil;
+    {
+        std::optional<py::gil_scoped_release> nogil;  // taken back before any Python object is touched
+        if (std::max({m * n * k, m * n, m * k, k * n}) >= kKeepGilBelow) nogil.emplace();
         run(ea, eb, m, n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c, ldc, ep);
     }
     return py::object(std::move(out));
