@@ -1084,11 +1084,12 @@ def test_conv2d_forward_backward_against_numpy_float64(geom, groups, rng):
 # output pixels: a 1-wide image puts one in every 3 lanes, a 1 x 17 kernel leaves 16 grid
 # columns a row with none (whole vectors). With more, the weight's gradient is a product
 # per image with the padded image's rows read in place (conv.cpp: weight_grad_by_table; 24
-# patch rows or more, a grid that multiplies at most a fifth more than the patches; 3 x 10 x
-# 10 to 17, the 5 x 5 one-channel 24 x 20 to 18, the groups of 3 channels on 11 x 13, 4
-# channels unpadded to 33, 3 x 5 kernels padded (1, 2)), on AVX2 with the rows gathered;
-# otherwise (6 x 6 images to 40, 2 channels' 18 rows to 20) on the GEMM over im2col blocks,
-# as with a padding of the kernel's size and on the portable ISA.
+# patch rows or more, a grid of 24 positions or more that multiplies at most a fifth more
+# than the patches; 3 x 10 x 10 to 17, the 5 x 5 one-channel 24 x 20 to 18, the groups of 3
+# channels on 11 x 13, 4 channels unpadded to 33, 3 x 5 kernels padded (1, 2), 6 x 6 images
+# to 40), on AVX2 with the rows gathered; otherwise (4 channels' 4 x 4 images to 24, 2
+# channels' 18 rows to 20) on the GEMM over im2col blocks, as with a padding of the kernel's
+# size and on the portable ISA.
 # (n, c, h, w, out_channels, kernel, padding, groups)
 DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 2, 1), (5, 6, 14, 14, 16, 5, 0, 1), (2, 3, 9, 7, 5, 3, 1, 1),
                 (2, 2, 3, 4, 13, 3, 2, 1), (1, 3, 5, 33, 11, (2, 7), (1, 6), 1), (4, 4, 6, 5, 1, 1, 0, 1),
@@ -1096,7 +1097,7 @@ DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 2, 1), (5, 6, 14, 14, 16, 5, 0, 1), (2, 3, 
                 (2, 3, 10, 10, 17, 3, 1, 1), (2, 2, 6, 7, 24, 3, 2, 2), (2, 2, 7, 7, 4, 3, 3, 1),
                 (2, 1, 24, 20, 18, 5, 2, 1), (5, 6, 11, 13, 40, 3, 1, 2), (3, 4, 12, 12, 33, 3, 0, 1),
                 (2, 3, 12, 30, 20, (3, 5), (1, 2), 1), (5, 4, 6, 6, 40, 3, 1, 1), (2, 2, 9, 9, 20, 3, 1, 1),
-                (2, 2, 5, 1, 20, 3, 1, 1), (1, 1, 3, 4, 3, (1, 17), (0, 16), 1)]
+                (2, 2, 5, 1, 20, 3, 1, 1), (1, 1, 3, 4, 3, (1, 17), (0, 16), 1), (3, 4, 4, 4, 24, 3, 1, 1)]
 
 
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=[f"{c}" for c in DIRECT_CASES])

@@ -201,11 +201,11 @@ const DirectConvKernels* direct_kernels(const ConvGeometry& g) {
 }
 
 // `c` planes of h x w padded by (ph, pw) on each side, as the direct kernels read them
-// (DirectConvKernels::pad): planes of (h + 2 ph) x (w + 2 pw), then 16 zeros.
+// (DirectConvKernels::pad): planes of h + 2 ph rows of pitch w + pw and pw zeros, then 16 zeros.
 struct PaddedImage {
     int64_t wp, plane, size;
     PaddedImage(int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw)
-        : wp(w + 2 * pw), plane((h + 2 * ph) * wp), size((c * plane + 16 + 15) / 16 * 16) {}
+        : wp(w + pw), plane((h + 2 * ph) * wp + pw), size((c * plane + 16 + 15) / 16 * 16) {}
     // The q range the kernels compute for an output of oh x ow on this grid.
     int64_t qn(int64_t oh, int64_t ow) const { return ((oh - 1) * wp + ow + 15) / 16 * 16; }
 };
@@ -330,15 +330,18 @@ void direct_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int6
     });
 }
 
-// Where table_weight_grad beats im2col (batch 128, 2 threads, Xeon; 3 x 3, padding 1): its
-// grid multiplies (oh - 1) wp + ow positions per patch row for oh ow outputs, at most a fifth
-// more (32 x 32: 1.26x im2col's speed, 16 x 16: 1.15x, 10 x 10: 1.19x; 8 x 8, a 0.22 more:
-// 0.97x, 6 x 6: 0.87x, 4 x 4: 0.59x); and 24 patch rows or more (fewer fill few of the
-// kernel's 8-row tiles, and the product is small next to packing its other operand: one
+// Where table_weight_grad beats im2col (batch 128, 2 threads; 3 x 3, padding 1): its grid
+// multiplies span = (oh - 1) wp + ow positions per patch row for oh ow outputs, at most a
+// fifth more (Xeon, when a row's padding was not shared (wp = w + 2 pw): 32 x 32 1.26x
+// im2col's speed, 16 x 16 1.15x, 10 x 10 1.19x; 8 x 8, a 0.22 more, 0.97x; 6 x 6 0.87x), and
+// at least 24 of them: each image's product reads and writes the partial sum (og x patch
+// rows) once for `span` steps, and 4 x 4 images (span 19) went 0.90x at 128 channels (Zen 5;
+// 5 x 5, span 29: 1.06-1.12x, 6 x 6, 41: 1.10x); and 24 patch rows or more (fewer fill few of
+// the kernel's 8-row tiles, and the product is small next to packing its other operand: one
 // channel's 9 rows went 0.62x, two channels' 18 0.83-0.90x, three's 27 1.01-1.10x).
 bool weight_grad_by_table(const ConvGeometry& g, int64_t patch_rows) {
-    const int64_t oh = g.out_h(), ow = g.out_w(), span = (oh - 1) * (g.w + 2 * g.pw) + ow;
-    return patch_rows >= 24 && 5 * span <= 6 * oh * ow;
+    const int64_t oh = g.out_h(), ow = g.out_w(), span = (oh - 1) * PaddedImage(1, g.h, g.w, g.ph, g.pw).wp + ow;
+    return patch_rows >= 24 && span >= 24 && 5 * span <= 6 * oh * ow;
 }
 
 // The weight's gradient with no im2col block (the direct path's geometries, more than

@@ -5,12 +5,16 @@
 // 11-28 GFLOP/s); on VGG-style layers it also beat the GEMM forward and for the input's
 // gradient, which no longer needs a patches' gradient block.
 //
-// The image is first copied with its zero padding into a buffer of row pitch wp (the padded
-// width). Output pixel (oy, ox) is then at q = oy * wp + ox of a "padded grid", and its tap
-// (c, ky, kx) reads xp[c * plane + q + ky * wp + kx]: for every tap, a run of consecutive q
-// reads consecutive memory. The kernels compute whole vectors of q, the columns ox >= ow
-// included (wasted: (kw - 1) / wp of the work): the forward kernel stores only the output
-// pixels, and the weight gradient's takes the output's gradient on the grid, zero elsewhere. Each
+// The image is first copied with its zero padding into a buffer of row pitch wp = w + pw: each
+// row its pw zeros of left padding, then its w values; a row's right padding is the next
+// row's left (the last row's, pw zeros closing the plane). Output pixel (oy, ox) is then at
+// q = oy * wp + ox of a "padded grid", and its tap (c, ky, kx) reads xp[c * plane + q + ky * wp
+// + kx] (a column past the row's end is the next row's padding): for every tap, a run of
+// consecutive q reads consecutive memory. The kernels compute whole vectors of q, the columns
+// ox >= ow included (wasted: (kw - 1 - pw) / wp of the work; with padding on both sides of
+// each row, (kw - 1) / (w + 2 pw), twice as much for 3 x 3 kernels: a fifth of an 8 x 8
+// image's work): the forward kernel stores only the output pixels, and the weight gradient's
+// takes the output's gradient on the grid, zero elsewhere. Each
 // sum runs over the taps (or over images and q) in a fixed order: results do not depend on
 // the thread count.
 #pragma once
@@ -45,8 +49,8 @@ struct DirectConvKernels {
                         int64_t images, int64_t c, int64_t plane, int64_t wp, int64_t kh,
                         int64_t kw, int64_t oc, int64_t qn, float* dw);
     // The copies around them, one call per image (a call per row cost 8% of a LeNet step):
-    // pad: c planes of h x w into planes of (h + 2 ph) x (w + 2 pw), each in the middle of
-    // zeros, then 16 zeros.
+    // pad: c planes of h x w into planes of h + 2 ph rows of pitch w + pw (above), each
+    // followed by pw zeros, then 16 zeros.
     void (*pad)(const float* x, int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw,
                 float* xp);
     // to_grid: c planes of oh x ow onto the padded grid of pitch wp, planes qn apart, zeros

@@ -193,19 +193,18 @@ void weight_grad(const float* xp, int64_t x_stride, const float* gq, int64_t g_s
 
 template <class Vec>
 void pad(const float* x, int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw, float* xp) {
-    const int64_t wp = w + 2 * pw, hp = h + 2 * ph;
+    const int64_t wp = w + pw, plane = (h + 2 * ph) * wp + pw;
     for (int64_t ci = 0; ci < c; ++ci) {
-        float* p = xp + ci * hp * wp;
+        float* p = xp + ci * plane;
         Vec::copy(nullptr, ph * wp, p);
         for (int64_t y = 0; y < h; ++y) {
             float* row = p + (ph + y) * wp;
             Vec::copy(nullptr, pw, row);
             Vec::copy(x + (ci * h + y) * w, w, row + pw);
-            Vec::copy(nullptr, pw, row + pw + w);
         }
-        Vec::copy(nullptr, ph * wp, p + (ph + h) * wp);
+        Vec::copy(nullptr, ph * wp + pw, p + (ph + h) * wp);
     }
-    Vec::copy(nullptr, 16, xp + c * hp * wp);
+    Vec::copy(nullptr, 16, xp + c * plane);
 }
 
 template <class Vec>
