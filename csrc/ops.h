@@ -75,17 +75,20 @@ void avgpool2d_backward(const PoolGeometry& g, const float* gy, float* dx);
 // ---- batch normalization (cpu/norm.cpp) over the c channels of (n, c, s) data ----
 // gamma/beta may be nullptr (1 and 0). training: the batch's statistics, and the running
 // ones moved by momentum (toward the unbiased variance); else the running ones. save_mean
-// and save_invstd receive the statistics used, for backward.
+// and save_invstd receive the statistics used, for backward. relu: y = relu(the
+// normalized x), a ReLU layer after it fused (bit for bit what the two layers compute).
 void batchnorm_forward(const float* x, const float* gamma, const float* beta, float* y,
                        int64_t n, int64_t c, int64_t s, float eps, bool training,
                        float momentum, float* running_mean, float* running_var,
-                       float* save_mean, float* save_invstd);
+                       float* save_mean, float* save_invstd, bool relu = false);
 // dgamma/dbeta = param_beta * themselves + the gradient (nullptr: not wanted); dx (nullptr:
-// not wanted) as training or evaluation normalized.
+// not wanted) as training or evaluation normalized. relu_y (not nullptr): the forward pass
+// fused a relu, whose output it is; gy is then the relu's output gradient, zeroed where
+// relu_y <= 0 first, as the relu's backward would.
 void batchnorm_backward(const float* x, const float* gy, const float* gamma,
                         const float* save_mean, const float* save_invstd, float* dx,
                         float* dgamma, float* dbeta, float param_beta, int64_t n, int64_t c,
-                        int64_t s, bool training);
+                        int64_t s, bool training, const float* relu_y = nullptr);
 // sums[ch] += the sum of channel ch of (n, c, s) data, in double, in batch norm's fixed
 // order (the same bits whatever the threads and ISA): a convolution's bias gradient.
 void add_channel_sums(const float* x, int64_t n, int64_t c, int64_t s, float* sums);

@@ -1799,10 +1799,11 @@ def test_pool_bindings(data, fn, n, c, h, w, k, s, p, corrupt):
 @fuzz(data=st.data(), shape=st.sampled_from([(4, 3), (1, 2), (2, 3, 5), (3, 2, 4, 4), (1, 1, 1, 1),
                                              (0, 3), (2, 0, 3)]),
       training=st.booleans(), momentum=st.sampled_from([0.1, 0.0, 1.0, 1.5, float("nan")]),
-      eps=st.sampled_from([1e-5, 1e-3, 0.0, -1.0]), affine=st.booleans(),
+      eps=st.sampled_from([1e-5, 1e-3, 0.0, -1.0]), affine=st.booleans(), relu=st.booleans(),
       wrong=st.sampled_from([None] * 4 + ["weight", "running_mean", "save_invstd", "grad_weight"]))
-def test_batchnorm_bindings(data, shape, training, momentum, eps, affine, wrong):
-    """batch norm forward and backward, training and evaluation, against the float64 formulas."""
+def test_batchnorm_bindings(data, shape, training, momentum, eps, affine, relu, wrong):
+    """batch norm forward and backward, training and evaluation, with a fused relu or not,
+    against the float64 formulas."""
     c = shape[1]
     x = data.draw(arg("x", shape, profiles=("normal", "wide")))
     size = lambda name: c + (wrong == name)  # noqa: E731
@@ -1827,7 +1828,7 @@ def test_batchnorm_bindings(data, shape, training, momentum, eps, affine, wrong)
     rm0, rv0 = rm.v.copy(), rv.v.copy()
     out = draw_out(data, shape, x)
     args = [a for a in (x, gamma, beta, rm, rv, mean, inv, out) if a is not None]
-    kw = {} if out is None else {"out": out.a}
+    kw = {"relu": relu} if out is None else {"relu": relu, "out": out.a}
 
     def check(y):
         returned_in(out, y)
@@ -1835,12 +1836,15 @@ def test_batchnorm_bindings(data, shape, training, momentum, eps, affine, wrong)
             ey, erm, erv, _, _ = _ref.batchnorm(x.v, None if gamma is None else gamma.v,
                                                 None if beta is None else beta.v, rm0, rv0,
                                                 training, momentum, eps)
+            if relu:  # NaN passes, as activation_forward's
+                ey = np.where(ey < 0, 0.0, ey)
         scale = np.abs(np.where(np.isfinite(ey), ey, 0)).max(initial=0) + 1
         agree(y, ey, 1e-3 * scale, f"batchnorm_forward {shape} training={training}",
               skip=~np.isfinite(ey))
         if training:
             agree(rm.a, erm, 1e-4 * (np.abs(erm) + 1), "running_mean", skip=~np.isfinite(erm))
-    y = check_call(f"batchnorm_forward(x, ..., training={training}, momentum={momentum}, eps={eps})",
+    y = check_call(f"batchnorm_forward(x, ..., training={training}, momentum={momentum}, eps={eps}, "
+                   f"relu={relu})",
                    lambda: _C.batchnorm_forward(x.a, None if gamma is None else gamma.a,
                                                 None if beta is None else beta.a, rm.a, rv.a,
                                                 mean.a, inv.a, training=training, momentum=momentum,
@@ -1851,12 +1855,15 @@ def test_batchnorm_bindings(data, shape, training, momentum, eps, affine, wrong)
     gg = data.draw(arg("grad_weight", (size("grad_weight"),), in_place=True, profiles=("normal",)))
     bad_b = {"grad_weight"} if wrong == "grad_weight" and c else set()
     dx_out = draw_out(data, shape, g)
-    kw = {} if dx_out is None else {"out": dx_out.a}
+    kw = {"relu_output": y} if relu else {}
+    if dx_out is not None:
+        kw["out"] = dx_out.a
 
     def check_b(dx):
         returned_in(dx_out, dx)
         with np.errstate(all="ignore"):
-            edx, _, _ = _ref.batchnorm_backward(x.v, g.v, None if gamma is None else gamma.v,
+            edx, _, _ = _ref.batchnorm_backward(x.v, np.where(y <= 0, 0.0, g.v) if relu else g.v,
+                                                None if gamma is None else gamma.v,
                                                 mean.a, inv.a, training)
         scale = np.abs(np.where(np.isfinite(edx), edx, 0)).max(initial=0) + 1
         agree(dx, edx, 1e-3 * scale * (np.abs(g.v).max(initial=0) + 1), "batchnorm_backward",
@@ -1881,6 +1888,8 @@ IMAGE_LAYERS = {
     "reshape": lambda c: nn.Reshape((-1,)),
     "cnn": lambda c: nn.Sequential(nn.Conv2d(c, 4, 3, padding=1, activation="relu"), nn.MaxPool2d(2),
                                    nn.BatchNorm2d(4), nn.Flatten()),
+    "cnn_bn_relu": lambda c: nn.Sequential(nn.Conv2d(c, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                                           nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()),  # fused
 }
 
 
@@ -1898,13 +1907,14 @@ def test_image_layers(data, kind, n, c, h, w, seed):
         fits = True
     except ValueError:
         fits = False
-    training_bn = kind in ("bn2d", "cnn") and n * (h * w if kind == "bn2d" else 1) < 2
+    training_bn = (kind in ("bn2d", "cnn") and n * (h * w if kind == "bn2d" else 1) < 2
+                   or kind == "cnn_bn_relu" and n * h * w < 2)
     maybe = {"input", "x", "training"} if (not fits or training_bn or n == 0) else set()
 
     def check(y):
         assert y.shape == expected_shape, f"{kind}: {y.shape} != {expected_shape}"
         finite_in = x.v.size == 0 or np.isfinite(x.v).all()
-        if finite_in and kind not in ("bn2d", "cnn"):
+        if finite_in and kind not in ("bn2d", "cnn", "cnn_bn_relu"):
             assert np.isfinite(y).all(), f"{kind}: non-finite output from a finite input"
     y = check_call(f"{kind}: {layer!r} on input", lambda: layer(x.a), [x], set() if fits else {"input"},
                    check, maybe)

@@ -1339,6 +1339,42 @@ def test_batchnorm_bit_identical_with_one_and_two_threads(rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 5, 4), (3, 2, 37)], ids=str)
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_fused_relu_is_batchnorm_then_relu(shape, training, rng):
+    """relu=True gives, bit for bit, activation_forward("relu") of the plain output, and
+    relu_output= the plain backward of activation_backward("relu"); both as the float64
+    formulas (the relu of the reference, its gradient masked where the output is 0)."""
+    c = shape[1]
+    x = (2.0 * rng.standard_normal(shape)).astype(np.float32)
+    gamma, beta = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    stats = lambda: (np.zeros(c, np.float32), np.ones(c, np.float32), np.zeros(c, np.float32),  # noqa: E731
+                     np.zeros(c, np.float32))
+    plain_stats, fused_stats = stats(), stats()
+    y = _C.batchnorm_forward(x, gamma, beta, *plain_stats, training=training)
+    yr = _C.batchnorm_forward(x, gamma, beta, *fused_stats, training=training, relu=True)
+    np.testing.assert_array_equal(yr, _C.activation_forward("relu", y))
+    for a, b in zip(plain_stats, fused_stats):
+        np.testing.assert_array_equal(a, b)
+    ey, *_ = _ref.batchnorm(x, gamma, beta, np.zeros(c), np.ones(c), training)
+    assert_close(yr, np.maximum(ey, 0.0), 1e-5, 1e-5, "batchnorm + relu forward")
+    assert (yr == 0).any() and (yr > 0).any()
+    mean, invstd = plain_stats[2], plain_stats[3]
+    g = rng.standard_normal(shape).astype(np.float32)
+    grads = [(np.full(c, 0.5, np.float32), np.full(c, -0.5, np.float32)) for _ in range(2)]
+    dx = _C.batchnorm_backward(x, _C.activation_backward("relu", yr, g), gamma, mean, invstd,
+                               training=training, grad_weight=grads[0][0], grad_bias=grads[0][1], beta=1.0)
+    dxr = _C.batchnorm_backward(x, g, gamma, mean, invstd, training=training, grad_weight=grads[1][0],
+                                grad_bias=grads[1][1], beta=1.0, relu_output=yr)
+    np.testing.assert_array_equal(dxr, dx)
+    np.testing.assert_array_equal(grads[1][0], grads[0][0])
+    np.testing.assert_array_equal(grads[1][1], grads[0][1])
+    edx, edg, edb = _ref.batchnorm_backward(x, np.where(ey > 0, g, 0.0), gamma, mean, invstd, training)
+    assert_close(dxr, edx, 1e-4, 1e-5, "batchnorm + relu grad_x")
+    assert_close(grads[1][0], 0.5 + edg, 1e-5, 1e-5, "batchnorm + relu grad_weight")
+    assert_close(grads[1][1], -0.5 + edb, 1e-5, 1e-5, "batchnorm + relu grad_bias")
+
+
 def test_batchnorm_names_bad_arguments():
     x = np.ones((4, 3), np.float32)
     c3 = lambda: np.zeros(3, np.float32)  # noqa: E731
@@ -1356,3 +1392,5 @@ def test_batchnorm_names_bad_arguments():
                 training=True, mentions=("x",))
     _ref.raises(_C.batchnorm_backward, x, np.ones((4, 2), np.float32), None, c3(), c3(),
                 training=True, mentions=("grad_y",))
+    _ref.raises(_C.batchnorm_backward, x, x, None, c3(), c3(), training=True,
+                relu_output=np.ones((4, 2), np.float32), mentions=("relu_output",))

@@ -1197,6 +1197,44 @@ def test_batchnorm_matches_torch_over_50_steps(cls, shape, rng):
     assert_close(bn(x), tbn(torch.tensor(x)).detach().numpy(), 1e-4, 1e-5, f"{cls} evaluation")
 
 
+@pytest.mark.parametrize("norm,shape", [("BatchNorm2d", (4, 3, 5, 4)), ("BatchNorm1d", (8, 3))], ids=str)
+@pytest.mark.parametrize("relu_last", [False, True])
+def test_sequential_fuses_relu_into_batchnorm_bit_for_bit(norm, shape, relu_last, rng):
+    """A ReLU layer after a batch norm is computed by it, forward and backward (a ReLU
+    subclass is not), with what the layers give one by one, bit for bit, in training and in
+    evaluation; the ReLU layer still holds its output (diagnostics read it)."""
+    class MyReLU(nn.ReLU):
+        pass
+
+    def model():
+        tail = [] if relu_last else [nn.Flatten(), nn.Dense(int(np.prod(shape[1:])), 2)]
+        return nn.Sequential(nn.BatchNorm2d(3) if norm == "BatchNorm2d" else nn.BatchNorm1d(3),
+                             nn.ReLU(), getattr(nn, norm)(3), MyReLU(), *tail)
+
+    fused, apart = model(), model()
+    apart.load_state_dict(fused.state_dict())
+    for step, training in enumerate([True, True, False]):
+        fused.train(training), apart.train(training)
+        x = (rng.standard_normal(shape) + step).astype(np.float32)
+        y = fused(x)
+        assert fused._fused == {0}
+        h = x
+        for layer in apart.layers:
+            h = layer.forward(h)
+        np.testing.assert_array_equal(y, h)
+        np.testing.assert_array_equal(fused.layers[1].last_output, apart.layers[1].last_output)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        fused.zero_grad(), apart.zero_grad()
+        dx = fused.backward(g)
+        for layer in reversed(apart.layers):
+            g = layer.backward(g)
+        np.testing.assert_array_equal(dx, g)
+        for (name, p), q in zip(fused.named_parameters(), apart.parameters()):
+            np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+        for (name, b), c in zip(fused.named_buffers(), apart.buffers()):
+            np.testing.assert_array_equal(b, c, err_msg=name)
+
+
 def lenet():
     return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2, activation="relu"), nn.MaxPool2d(2),
                          nn.Conv2d(6, 16, 5, activation="relu"), nn.AvgPool2d(2),

@@ -59,9 +59,10 @@ void bind_norm(py::module_& m) {
     m.def("batchnorm_forward", [](py::handle x_obj, py::handle gamma_obj, py::handle beta_obj,
                                   py::handle rm_obj, py::handle rv_obj, py::handle mean_obj,
                                   py::handle invstd_obj, bool training, double momentum,
-                                  double eps, py::handle out_obj) -> py::object {
+                                  double eps, bool relu, py::handle out_obj) -> py::object {
         const char* fn = "batchnorm_forward";
         DeviceArray* d = device_array_of(x_obj);
+        if (d && relu) fail_value(std::string(fn) + ": 'relu' (a fused ReLU) is for CPU arrays only; x is on " + d->device().name());
         const std::vector<int64_t> x_shape = d ? d->shape : std::vector<int64_t>{};
         F32Array x = d ? F32Array() : as_f32(x_obj, fn, "x");
         const Channels ch = d ? channels_of(x_shape, fn) : channels_of(x, fn);
@@ -124,21 +125,25 @@ void bind_norm(py::module_& m) {
         float *ip = invstd.mutable_data(), *yp = y.mutable_data();
         py::gil_scoped_release nogil;
         batchnorm_forward(x.data(), g, b, yp, ch.n, ch.c, ch.s, static_cast<float>(eps), training,
-                          static_cast<float>(momentum), rmp, rvp, mp, ip);
+                          static_cast<float>(momentum), rmp, rvp, mp, ip, relu);
         return py::object(std::move(y));
     }, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("running_mean"),
        py::arg("running_var"), py::arg("save_mean"), py::arg("save_invstd"), py::kw_only(),
        py::arg("training"), py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
-       py::arg("out") = py::none(),
+       py::arg("relu") = false, py::arg("out") = py::none(),
        "torch.nn.functional.batch_norm over channel axis 1; save_mean / save_invstd receive the "
-       "statistics used (the batch's in training, which also moves the running ones).");
+       "statistics used (the batch's in training, which also moves the running ones). relu=True "
+       "(CPU arrays): relu of the result, in the same pass.");
 
     m.def("batchnorm_backward", [](py::handle x_obj, py::handle g_obj, py::handle gamma_obj,
                                    py::handle mean_obj, py::handle invstd_obj, bool training,
                                    py::handle gg_obj, py::handle gb_obj, float beta,
-                                   bool input_grad, py::handle out_obj) -> py::object {
+                                   bool input_grad, py::handle relu_obj, py::handle out_obj) -> py::object {
         const char* fn = "batchnorm_backward";
         if (DeviceArray* d = device_array_of(x_obj)) {
+            if (!relu_obj.is_none())
+                fail_value(std::string(fn) + ": 'relu_output' (a fused ReLU) is for CPU arrays only; x is on " +
+                           d->device().name());
             DeviceArray& xd = device_f32(x_obj, d->device(), -1, fn, "x", "x");
             const Device& dev = xd.device();
             DeviceArray& gyd = device_f32(g_obj, dev, xd.size(), fn, "grad_y", "x");
@@ -167,6 +172,11 @@ void bind_norm(py::module_& m) {
         }
         F32Array x = as_f32(x_obj, fn, "x"), gy = as_f32(g_obj, fn, "grad_y");
         require_same_shape(x, gy, fn, "x", "grad_y");
+        F32Array relu_y;
+        if (!relu_obj.is_none()) {
+            relu_y = as_f32(relu_obj, fn, "relu_output");
+            require_same_shape(x, relu_y, fn, "x", "relu_output");
+        }
         const Channels ch = channels_of(x, fn);
         py::array_t<float> gamma, ggamma, gbeta;
         if (!gamma_obj.is_none()) gamma = per_channel(gamma_obj, ch.c, false, fn, "weight");
@@ -179,6 +189,7 @@ void bind_norm(py::module_& m) {
         Operands ops(fn);
         if (input_grad) ops.output("out", dx);
         ops.input("x", x).input("grad_y", gy).input("save_mean", mean).input("save_invstd", invstd);
+        if (!relu_obj.is_none()) ops.input("relu_output", relu_y);
         if (!gamma_obj.is_none()) ops.input("weight", gamma);
         if (!gg_obj.is_none()) ops.output("grad_weight", ggamma);
         if (!gb_obj.is_none()) ops.output("grad_bias", gbeta);
@@ -190,16 +201,18 @@ void bind_norm(py::module_& m) {
         {
             py::gil_scoped_release nogil;
             batchnorm_backward(x.data(), gy.data(), g, mean.data(), invstd.data(), dxp, ggp, gbp,
-                               beta, ch.n, ch.c, ch.s, training);
+                               beta, ch.n, ch.c, ch.s, training, relu_obj.is_none() ? nullptr : relu_y.data());
         }
         if (!input_grad) return py::none();
         return std::move(dx);
     }, py::arg("x"), py::arg("grad_y"), py::arg("weight"), py::arg("save_mean"),
        py::arg("save_invstd"), py::kw_only(), py::arg("training"),
        py::arg("grad_weight") = py::none(), py::arg("grad_bias") = py::none(),
-       py::arg("beta") = 0.0f, py::arg("input_grad") = true, py::arg("out") = py::none(),
+       py::arg("beta") = 0.0f, py::arg("input_grad") = true, py::arg("relu_output") = py::none(),
+       py::arg("out") = py::none(),
        "grad_weight / grad_bias = beta * themselves + the gradient; returns dL/dx (None with "
-       "input_grad=False), the statistics depending on x in training.");
+       "input_grad=False), the statistics depending on x in training. relu_output (CPU arrays): "
+       "the forward pass had relu=True and returned it; grad_y is then the gradient at it.");
 }
 
 }  // namespace fastnn::bind

@@ -366,15 +366,19 @@ def avgpool2d_backward(grad_y: npt.ArrayLike, input_shape: tuple[int, int, int, 
 def batchnorm_forward(x: npt.ArrayLike, weight: Optional[npt.ArrayLike],
                       bias: Optional[npt.ArrayLike], running_mean: F32, running_var: F32,
                       save_mean: F32, save_invstd: F32, *, training: bool, momentum: float = 0.1,
-                      eps: float = 1e-5, out: Optional[F32] = None) -> F32:
+                      eps: float = 1e-5, relu: bool = False, out: Optional[F32] = None) -> F32:
     """torch.nn.functional.batch_norm over axis 1 of (batch, channels, ...): in training the
     batch's statistics (more than one value per channel needed), which move the running ones
     in place by momentum (toward the unbiased variance); else the running ones. save_mean and
-    save_invstd (in place) receive the statistics used."""
+    save_invstd (in place) receive the statistics used. relu=True (CPU arrays only): returns
+    relu of the result, computed in the same pass, bit for bit what activation_forward gives."""
 def batchnorm_backward(x: npt.ArrayLike, grad_y: npt.ArrayLike, weight: Optional[npt.ArrayLike],
                        save_mean: npt.ArrayLike, save_invstd: npt.ArrayLike, *, training: bool,
                        grad_weight: Optional[F32] = None, grad_bias: Optional[F32] = None,
                        beta: float = 0.0, input_grad: bool = True,
+                       relu_output: Optional[npt.ArrayLike] = None,
                        out: Optional[F32] = None) -> Optional[F32]:
     """grad_weight / grad_bias (in place) = beta * themselves + the gradient; returns dL/dx
-    (None with input_grad=False), through the batch's statistics in training."""
+    (None with input_grad=False), through the batch's statistics in training. relu_output (CPU
+    arrays only): what batchnorm_forward(..., relu=True) returned; grad_y is then the gradient
+    at it, zeroed where relu_output <= 0 first (as activation_backward("relu", ...))."""

@@ -37,6 +37,11 @@ class _Activation(WorkspaceLayer):
         self._y = self._apply(x, self.output(workspace, internal, "output", x.shape))
         return self._y
 
+    def _adopt_output(self, y: np.ndarray) -> np.ndarray:
+        """Sequential's fusion: the layer before computed this one's output, y, as well."""
+        self._y = y
+        return y
+
     def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
                   input_grad: bool) -> np.ndarray | None:
         if self._y is None:

@@ -46,6 +46,7 @@ class _BatchNorm(WorkspaceLayer):
         self._save_mean, self._save_invstd = memory.zeros(c), memory.zeros(c)
         self._x: np.ndarray | None = None
         self._trained = False  # whether the last forward used the batch's statistics
+        self._relu_y: np.ndarray | None = None  # the last output, where it fused a ReLU
 
     def _check_input(self, x: Any) -> np.ndarray:
         x = as_float32(x, lambda: f"{self!r} input")
@@ -56,6 +57,17 @@ class _BatchNorm(WorkspaceLayer):
         return x
 
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
+        return self._normalize(x, workspace, internal, relu=False)
+
+    def _forward_fused_relu(self, x: np.ndarray, workspace: Workspace | None,
+                            internal: bool) -> np.ndarray:
+        """The forward pass and a ReLU after it, in one pass over the output: Sequential's,
+        for a ReLU layer that follows (CPU arrays). The backward pass then takes the ReLU's
+        output gradient and applies the ReLU's derivative itself."""
+        return self._normalize(x, workspace, internal, relu=True)
+
+    def _normalize(self, x: np.ndarray, workspace: Workspace | None, internal: bool,
+                   relu: bool) -> np.ndarray:
         x = self._check_input(x)
         if memory.is_tensor(x) != memory.is_tensor(self._save_mean) or (
                 memory.device_of(x) != memory.device_of(self._save_mean)):  # the statistics' scratch, where x is
@@ -71,8 +83,9 @@ class _BatchNorm(WorkspaceLayer):
                                  None if self.bias is None else self.bias.data,
                                  self.running_mean, self.running_var, self._save_mean,
                                  self._save_invstd, training=self.training, momentum=momentum,
-                                 eps=self.eps, out=self.output(workspace, internal, "output", x.shape))
-        self._x, self._trained = x, self.training
+                                 eps=self.eps, relu=relu,
+                                 out=self.output(workspace, internal, "output", x.shape))
+        self._x, self._trained, self._relu_y = x, self.training, y if relu else None
         return y
 
     def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
@@ -90,7 +103,7 @@ class _BatchNorm(WorkspaceLayer):
         return _C.batchnorm_backward(self._x, g, None if self.weight is None else self.weight.data,
                                      self._save_mean, self._save_invstd, training=self._trained,
                                      grad_weight=grad_weight, grad_bias=grad_bias, beta=beta,
-                                     input_grad=input_grad,
+                                     input_grad=input_grad, relu_output=self._relu_y,
                                      out=self.output(workspace, internal, "grad_x", self._x.shape))
 
     def output_shape(self, input_shape: tuple) -> tuple:

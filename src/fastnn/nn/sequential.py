@@ -6,7 +6,16 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .module import Module, Workspace, overridden
+from .. import memory
+from .activations import ReLU
+from .module import Module, Workspace, WorkspaceLayer, overridden
+from .normalization import _BatchNorm
+
+
+def _runs_its_own(layer: Module) -> bool:
+    """Whether a model run calls the layer's workspace-aware passes (its class's forward and
+    backward not replaced)."""
+    return not (overridden(layer, "forward", WorkspaceLayer) or overridden(layer, "backward", WorkspaceLayer))
 
 
 class Sequential(Module):
@@ -46,6 +55,7 @@ class Sequential(Module):
                                 f"got {type(layer).__name__}")
         self.layers: list[Module] = list(layers)
         self._input_shape: tuple | None = None
+        self._fused: frozenset[int] = frozenset()  # the last forward's (see _relu_fusions)
         self._workspace = Workspace()  # for the runs this model is called for
         places: dict[int, str] = {}
         for name, module in self.named_modules():
@@ -69,12 +79,29 @@ class Sequential(Module):
             return self.forward(x)
         return self._forward(x, workspace, internal)
 
+    def _relu_fusions(self, x: Any) -> frozenset[int]:
+        """The indices of the batch norm layers that also compute the ReLU layer after them
+        (one pass over the output instead of two, forward and backward: 3.5% of a VGG step):
+        built-in layers, neither's forward or backward replaced, on CPU arrays. Both then
+        give what they give apart, bit for bit."""
+        if memory.is_tensor(x):
+            return frozenset()
+        return frozenset(i for i in range(len(self.layers) - 1)
+                         if isinstance(self.layers[i], _BatchNorm) and type(self.layers[i + 1]) is ReLU
+                         and _runs_its_own(self.layers[i]) and _runs_its_own(self.layers[i + 1]))
+
     def _forward(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
         self._input_shape = np.shape(x)[1:]
         workspace.place(x)
         last = len(self.layers) - 1
+        self._fused = fused = self._relu_fusions(x)
         for i, layer in enumerate(self.layers):
-            x = layer.forward_with(x, workspace.part(i), internal or i < last)
+            if i - 1 in fused:  # a ReLU whose output the batch norm before it computed
+                x = layer._adopt_output(x)
+            elif i in fused:  # the ReLU's output is handed on (or returned, if it is last)
+                x = layer._forward_fused_relu(x, workspace.part(i), internal or i + 1 < last)
+            else:
+                x = layer.forward_with(x, workspace.part(i), internal or i < last)
         return x
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
@@ -93,7 +120,10 @@ class Sequential(Module):
 
     def _backward(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
                   input_grad: bool) -> np.ndarray | None:
+        fused = self._fused
         for i in range(len(self.layers) - 1, 0, -1):
+            if i - 1 in fused:  # the batch norm before applies the ReLU's derivative
+                continue
             workspace.reading(grad_out)
             grad_out = self.layers[i].backward_with(grad_out, workspace.part(i), True)
         workspace.reading(grad_out)
