@@ -1097,7 +1097,8 @@ DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 2, 1), (5, 6, 14, 14, 16, 5, 0, 1), (2, 3, 
                 (2, 3, 10, 10, 17, 3, 1, 1), (2, 2, 6, 7, 24, 3, 2, 2), (2, 2, 7, 7, 4, 3, 3, 1),
                 (2, 1, 24, 20, 18, 5, 2, 1), (5, 6, 11, 13, 40, 3, 1, 2), (3, 4, 12, 12, 33, 3, 0, 1),
                 (2, 3, 12, 30, 20, (3, 5), (1, 2), 1), (5, 4, 6, 6, 40, 3, 1, 1), (2, 2, 9, 9, 20, 3, 1, 1),
-                (2, 2, 5, 1, 20, 3, 1, 1), (1, 1, 3, 4, 3, (1, 17), (0, 16), 1), (3, 4, 4, 4, 24, 3, 1, 1)]
+                (2, 2, 5, 1, 20, 3, 1, 1), (1, 1, 3, 4, 3, (1, 17), (0, 16), 1), (3, 4, 4, 4, 24, 3, 1, 1),
+                (2, 128, 5, 4, 128, 3, 1, 1)]  # VGG's widest: 1152 taps a sum, the packed weights' offsets
 
 
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=[f"{c}" for c in DIRECT_CASES])
@@ -1105,7 +1106,9 @@ def test_conv2d_direct_and_gemm_paths_against_numpy_float64(case, isa, rng):
     n, c, h, w, oc, k, p, groups = case
     kh, kw = _ref.pair(k)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    wt = rng.standard_normal((oc, c // groups, kh, kw)).astype(np.float32)
+    # weights at a layer's scale (1 / sqrt(fan-in)): outputs and gradients of order 1, for
+    # which the tolerances are meant, whatever the number of taps summed
+    wt = (rng.standard_normal((oc, c // groups, kh, kw)) / math.sqrt(c // groups * kh * kw)).astype(np.float32)
     b = rng.standard_normal(oc).astype(np.float32)
     y = _C.conv2d_forward(x, wt, b, padding=p, groups=groups, activation="relu")
     z = _ref.conv2d(x, wt, b, 1, p, 1, groups)
@@ -1152,18 +1155,23 @@ def test_conv_bit_identical_with_one_and_two_threads(n, rng):
     g24 = rng.standard_normal((n, 24, 13, 11)).astype(np.float32)
     w3g = rng.standard_normal((72, 2, 3, 3)).astype(np.float32)  # 3 groups of 24 on 18 rows: im2col
     g72 = rng.standard_normal((n, 72, 13, 11)).astype(np.float32)
+    x128 = rng.standard_normal((n, 128, 5, 4)).astype(np.float32)  # 128 -> 128, as VGG's widest
+    w128 = rng.standard_normal((128, 128, 3, 3)).astype(np.float32)
+    g128 = rng.standard_normal((n, 128, 5, 4)).astype(np.float32)
     out = []
     for threads in (1, 2):
         use_threads(threads)
         gw, gwd, gb, gw24 = np.zeros_like(wt), np.zeros_like(wd), np.zeros(8, np.float32), np.zeros_like(w24)
-        gw3g = np.zeros_like(w3g)
+        gw3g, gw128 = np.zeros_like(w3g), np.zeros_like(w128)
         dx = _C.conv2d_backward(x, wt, g8, gw, grad_bias=gb, padding=1)
+        dx128 = _C.conv2d_backward(x128, w128, g128, gw128, padding=1)
         dx24 = _C.conv2d_backward(x, w24, g24, gw24, padding=1)
         dx3g = _C.conv2d_backward(x, w3g, g72, gw3g, padding=1, groups=3)
         dxd = _C.depthwise_conv2d_backward(x, wd, g, gwd, padding=1)
         out.append((_C.conv2d_forward(x, wt, None, padding=1, activation="relu"), dx, gw, gb,
                     _C.conv2d_forward(x, w24, None, padding=1), dx24, gw24, dx3g, gw3g,
-                    dxd, gwd, _C.depthwise_conv2d_forward(x, wd, None, padding=1)))
+                    dxd, gwd, _C.depthwise_conv2d_forward(x, wd, None, padding=1),
+                    _C.conv2d_forward(x128, w128, None, padding=1), dx128, gw128))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
 

@@ -212,7 +212,9 @@ struct PaddedImage {
 
 // Weights as the direct forward kernel takes them (DirectConvKernels::channel_block), group
 // after group: weight(grp, o, t) for o < og and t < k, in a grow-only buffer of the calling
-// thread (packed once a call, then read by every thread).
+// thread (packed once a call, then read by every thread). Packed on one thread: split
+// between two, the lines each packed then crossed to the other core, and a 128 -> 128
+// layer's forward on one 8 x 8 image went from 0.14 to 0.28 ms.
 template <class Weight>
 const float* packed_weights(const DirectConvKernels& dk, int64_t groups, int64_t og, int64_t k,
                             Weight weight) {
