@@ -1098,7 +1098,10 @@ DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 2, 1), (5, 6, 14, 14, 16, 5, 0, 1), (2, 3, 
                 (2, 1, 24, 20, 18, 5, 2, 1), (5, 6, 11, 13, 40, 3, 1, 2), (3, 4, 12, 12, 33, 3, 0, 1),
                 (2, 3, 12, 30, 20, (3, 5), (1, 2), 1), (5, 4, 6, 6, 40, 3, 1, 1), (2, 2, 9, 9, 20, 3, 1, 1),
                 (2, 2, 5, 1, 20, 3, 1, 1), (1, 1, 3, 4, 3, (1, 17), (0, 16), 1), (3, 4, 4, 4, 24, 3, 1, 1),
-                (2, 128, 5, 4, 128, 3, 1, 1)]  # VGG's widest: 1152 taps a sum, the packed weights' offsets
+                (2, 128, 5, 4, 128, 3, 1, 1),  # VGG's widest: 1152 taps a sum, the packed weights' offsets
+                # channels along the vectors (AVX-512, 64 a block) where the grid wastes much:
+                # tiles of 6 pixels crossing rows, the last one short; groups; a 5 x 5 kernel
+                (2, 128, 5, 4, 128, 3, 1, 2), (1, 64, 7, 7, 64, 3, 1, 1), (1, 64, 6, 6, 64, 5, 2, 1)]
 
 
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=[f"{c}" for c in DIRECT_CASES])

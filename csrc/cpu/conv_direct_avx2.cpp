@@ -28,6 +28,7 @@ struct Avx2 {
     static constexpr int forward_vectors(int ob) { return ob >= 5 ? 2 : 3; }
     // Weight gradient: 3 channels x 3 taps (9 FMAs for 6 loads; 13 registers).
     static constexpr int kGradChannels = 3, kGradTaps = 3;
+    static constexpr int kPixels = 0, kPixelVectors = 0;  // no forward_pixels: 16 registers
 
     static V zero() { return _mm256_setzero_ps(); }
     static V load(const float* p) { return _mm256_loadu_ps(p); }

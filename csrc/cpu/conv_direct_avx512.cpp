@@ -16,9 +16,13 @@ struct Avx512 {
     // Weight gradient: 4 channels x 5 taps (20 FMAs for 9 loads). 8 x 3 measured slower:
     // with its 8 gradient vectors it needs 33 registers.
     static constexpr int kGradChannels = 4, kGradTaps = 5;
+    // Channels along the vectors (forward_pixels): 6 pixels x 4 vectors, 64 channels (24 FMAs
+    // for 10 loads).
+    static constexpr int kPixels = 6, kPixelVectors = 4;
 
     static V zero() { return _mm512_setzero_ps(); }
     static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
     static V set1(float x) { return _mm512_set1_ps(x); }
     static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
     static V add(V a, V b) { return _mm512_add_ps(a, b); }

@@ -120,6 +120,79 @@ void forward(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh, 
     }
 }
 
+// P consecutive output pixels (raster order, rows crossed) x NV vectors of output channels:
+// P x NV accumulators, each tap loading NV vectors of packed weights and broadcasting P
+// input values, read in place at the pixels' offsets `at` in the padded plane. The tile goes
+// through a buffer to its count pixels of each channel's plane (a few percent of its time).
+template <class Vec, int P, int NV, int KW>
+void pixel_tile(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh, int64_t kw_,
+                const float* w, const int64_t* at, int count, float* y, int64_t out_plane,
+                const float* bias) {
+    using V = typename Vec::V;
+    constexpr int B = Vec::W * NV;
+    const int64_t kw = KW > 0 ? KW : kw_;
+    V acc[P][NV];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[p][v] = Vec::zero();
+    const float* base[P];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) base[p] = xp + at[p];
+    const float* wt = w;
+    for (int64_t ci = 0; ci < c; ++ci)
+        for (int64_t ky = 0; ky < kh; ++ky) {
+            const int64_t row = ci * plane + ky * wp;
+#pragma GCC unroll 8
+            for (int64_t kx = 0; kx < kw; ++kx, wt += B) {
+                V wv[NV];
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v) wv[v] = Vec::load(wt + Vec::W * v);
+#pragma GCC unroll 8
+                for (int p = 0; p < P; ++p) {
+                    const V xv = Vec::set1(base[p][row + kx]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < NV; ++v) acc[p][v] = Vec::fmadd(xv, wv[v], acc[p][v]);
+                }
+            }
+        }
+    alignas(64) float tile[P][B];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) Vec::store(tile[p] + Vec::W * v, acc[p][v]);
+    for (int o = 0; o < B; ++o) {
+        float* dst = y + o * out_plane;
+        const float b = bias ? bias[o] : 0.0f;
+        for (int p = 0; p < count; ++p) dst[p] = tile[p][o] + b;
+    }
+}
+
+template <class Vec, int KW>
+void forward_pixels_kw(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh,
+                       int64_t kw, const float* w, int64_t oc, int64_t oh, const DirectOutput& out) {
+    constexpr int P = Vec::kPixels, NV = Vec::kPixelVectors, B = Vec::W * NV;
+    const int64_t k = c * kh * kw, ow = out.ow, pixels = oh * ow;
+    for (int64_t o = 0; o < oc; o += B)
+        for (int64_t r0 = 0; r0 < pixels; r0 += P) {
+            const int count = static_cast<int>(std::min<int64_t>(P, pixels - r0));
+            int64_t at[P];
+            for (int p = 0; p < P; ++p) {  // past the last pixel: the last again (not stored)
+                const int64_t r = r0 + std::min(p, count - 1);
+                at[p] = r / ow * wp + r % ow;
+            }
+            pixel_tile<Vec, P, NV, KW>(xp, c, plane, wp, kh, kw, w + o * k, at, count,
+                                       out.y + o * out.plane + r0, out.plane,
+                                       out.bias ? out.bias + o : nullptr);
+        }
+}
+
+template <class Vec>
+void forward_pixels(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh, int64_t kw,
+                    const float* w, int64_t oc, int64_t oh, const DirectOutput& out) {
+    (kw == 3 ? forward_pixels_kw<Vec, 3> : forward_pixels_kw<Vec, 0>)(xp, c, plane, wp, kh, kw, w, oc, oh, out);
+}
+
 // OB output channels x TB taps along a kernel row: OB x TB accumulators over the images and
 // q, each step loading OB gradient vectors and TB image vectors, reduced to sums at the end.
 template <class Vec, int OB, int TB>
@@ -221,7 +294,11 @@ void to_grid(const float* y, int64_t c, int64_t oh, int64_t ow, int64_t wp, int6
 
 template <class Vec>
 constexpr DirectConvKernels kernels() {
-    return {Vec::kForwardChannels, forward<Vec>, weight_grad<Vec>, pad<Vec>, to_grid<Vec>};
+    if constexpr (Vec::kPixels > 0)
+        return {Vec::kForwardChannels, forward<Vec>, Vec::W * Vec::kPixelVectors, forward_pixels<Vec>,
+                weight_grad<Vec>, pad<Vec>, to_grid<Vec>};
+    else
+        return {Vec::kForwardChannels, forward<Vec>, 0, nullptr, weight_grad<Vec>, pad<Vec>, to_grid<Vec>};
 }
 
 }  // namespace direct
