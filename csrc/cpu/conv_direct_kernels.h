@@ -17,6 +17,15 @@ namespace direct {
 // forward_vectors(ob) gives, and kGradChannels x kGradTaps accumulators in the weight
 // gradient's blocks (kGradChannels gradient vectors and one image vector live beside them).
 
+// Every accumulator of an R x C tile to zero.
+template <class Vec, int R, int C>
+inline void zero_tile(typename Vec::V (&acc)[R][C]) {
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 6
+        for (int j = 0; j < C; ++j) acc[i][j] = Vec::zero();
+}
+
 // OB output channels x NV vectors of q: OB x NV accumulators, each tap loading NV vectors of
 // the image and broadcasting OB weights (packed: a tap's weights side by side, in one cache
 // line, not a row of the weight apart each). KW > 0 is the kernel's width (kw) known at compile
@@ -30,10 +39,7 @@ void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t
     using V = typename Vec::V;
     const int64_t kw = KW > 0 ? KW : kw_;
     V acc[OB][NV];
-#pragma GCC unroll 8
-    for (int o = 0; o < OB; ++o)
-#pragma GCC unroll 6
-        for (int v = 0; v < NV; ++v) acc[o][v] = Vec::zero();
+    zero_tile<Vec>(acc);
     const float* wt = w;
     for (int64_t ci = 0; ci < c; ++ci)
         for (int64_t ky = 0; ky < kh; ++ky) {
@@ -132,10 +138,7 @@ void pixel_tile(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t k
     constexpr int B = Vec::W * NV;
     const int64_t kw = KW > 0 ? KW : kw_;
     V acc[P][NV];
-#pragma GCC unroll 8
-    for (int p = 0; p < P; ++p)
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) acc[p][v] = Vec::zero();
+    zero_tile<Vec>(acc);
     const float* base[P];
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) base[p] = xp + at[p];
@@ -200,10 +203,7 @@ void weight_grad_tile(const float* xr, int64_t x_stride, const float* g, int64_t
                       int64_t images, int64_t qn, float* dw, int64_t k) {
     using V = typename Vec::V;
     V acc[OB][TB];
-#pragma GCC unroll 4
-    for (int o = 0; o < OB; ++o)
-#pragma GCC unroll 5
-        for (int t = 0; t < TB; ++t) acc[o][t] = Vec::zero();
+    zero_tile<Vec>(acc);
     for (int64_t i = 0; i < images; ++i) {
         const float* x = xr + i * x_stride;
         const float* gi = g + i * g_stride;
