@@ -1147,6 +1147,26 @@ def test_depthwise_forward_backward(geom, multiplier, rng):
     assert _C.depthwise_conv2d_backward(x, wt, g, gw, input_grad=False, **conv_kw(s, p, d)) is None
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_conv_channels_along_vectors_give_the_grid_kernels_bits(with_bias, rng):
+    """AVX-512 runs an 8 x 8 layer of 64 channels with channels along the vectors, AVX2 on
+    its padded grid: each output sums the same taps in the same order, so the bits agree,
+    forward (with a bias or without) and input gradient."""
+    if not {"avx512", "avx2"} <= set(_C.supported_isas()):
+        pytest.skip("needs both AVX-512 and AVX2")
+    x = rng.standard_normal((2, 64, 8, 8)).astype(np.float32)
+    wt = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32) if with_bias else None
+    g = rng.standard_normal((2, 64, 8, 8)).astype(np.float32)
+    out = []
+    for isa in ("avx512", "avx2"):
+        _C.set_isa(isa)
+        out.append((_C.conv2d_forward(x, wt, b, padding=1),
+                    _C.conv2d_backward(x, wt, g, np.zeros_like(wt), padding=1)))
+    for a, c in zip(*out):
+        np.testing.assert_array_equal(a, c)
+
+
 @pytest.mark.parametrize("n", [9, 37])  # the weight gradient's partial sums: 4 to 8 images each
 def test_conv_bit_identical_with_one_and_two_threads(n, rng):
     x = rng.standard_normal((n, 6, 13, 11)).astype(np.float32)

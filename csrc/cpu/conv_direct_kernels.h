@@ -164,10 +164,12 @@ void pixel_tile(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t k
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) Vec::store(tile[p] + Vec::W * v, acc[p][v]);
-    for (int o = 0; o < B; ++o) {
+    for (int o = 0; o < B; ++o) {  // forward_tile's bits: no + 0.0f without a bias (-0 stays -0)
         float* dst = y + o * out_plane;
-        const float b = bias ? bias[o] : 0.0f;
-        for (int p = 0; p < count; ++p) dst[p] = tile[p][o] + b;
+        if (bias)
+            for (int p = 0; p < count; ++p) dst[p] = tile[p][o] + bias[o];
+        else
+            for (int p = 0; p < count; ++p) dst[p] = tile[p][o];
     }
 }
 
