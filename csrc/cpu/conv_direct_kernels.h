@@ -129,7 +129,8 @@ void forward(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh, 
 // P consecutive output pixels (raster order, rows crossed) x NV vectors of output channels:
 // P x NV accumulators, each tap loading NV vectors of packed weights and broadcasting P
 // input values, read in place at the pixels' offsets `at` in the padded plane. The tile goes
-// through a buffer to its count pixels of each channel's plane (a few percent of its time).
+// through a buffer to its count pixels of each channel's plane: 384 scalar stores a tile,
+// against 27648 FMAs at 128 input channels.
 template <class Vec, int P, int NV, int KW>
 void pixel_tile(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh, int64_t kw_,
                 const float* w, const int64_t* at, int count, float* y, int64_t out_plane,

@@ -81,7 +81,8 @@ class Sequential(Module):
 
     def _relu_fusions(self, x: Any) -> frozenset[int]:
         """The indices of the batch norm layers that also compute the ReLU layer after them
-        (one pass over the output instead of two, forward and backward: 3.5% of a VGG step):
+        (one pass over the output instead of two, forward and backward: the VGG-style step of
+        bench_conv.py 1% faster at batch 128, 3.5% at batch 32, 2 threads on a Zen 5):
         built-in layers, neither's forward or backward replaced, on CPU arrays. Both then
         give what they give apart, bit for bit."""
         if memory.is_tensor(x):
