@@ -157,22 +157,25 @@ def test_blocking_does_not_change_with_threads(restore_blocking):
 #  zen 3, avx2 (6 x 16): L2 512K/8, S = 7 * 65536 / 4 = 114688. KC = 840: 136 - 16 = 120,
 #   4/840 + 1/240 = 0.0089286; KC = 832 gives MC = 120 too (worse), KC = 848 gives
 #   135 - 16 -> 114, 4/848 + 1/228 = 0.0091029. L3 32M/16, a way is 2 MiB: A's block (403
-#   KB) takes 1, 14 for B: 14 * 2 MiB / (840 * 4) = 8738 columns, capped at 8192.
+#   KB) takes 1, 14 for B: 14 * 2 MiB / (840 * 4) = 8738 columns; four L2s cap it:
+#   4 * 512 KiB / (840 * 4) = 624.
 #  sapphire rapids, avx512 (8 x 48): L2 2M/16, S = 15 * 131072 / 4 = 491520. KC = 1616:
 #   304 - 48 = 256, 4/1616 + 1/512 = 0.0044284 (KC = 1608: 305 - 48 -> 256, 0.0044407;
-#   KC = 1624: 302 - 48 -> 248, 0.0044792). L3: capped, 8192 -> 8160.
+#   KC = 1624: 302 - 48 -> 248, 0.0044792). L3: beyond four L2s, 4 * 2 MiB / (1616 * 4)
+#   = 1297 -> 1296 (a multiple of 48).
 #  the laptop, avx2: L2 256K/4, S = 3 * 65536 / 4 = 49152. KC = 520: 94 - 16 = 78,
 #   4/520 + 1/156 = 0.0141026 (KC = 512: 96 - 16 -> 78, worse; KC = 528: 93 - 16 -> 72,
 #   0.0145202). L3 6M/12, a way is 512 KiB: A's block (162 KB) takes 1, 10 for B:
-#   10 * 524288 / (520 * 4) = 2520 -> 2512 (a multiple of 16).
+#   10 * 524288 / (520 * 4) = 2520; four L2s: 4 * 256 KiB / (520 * 4) = 504 -> 496 (a
+#   multiple of 16).
 #  zen 5, avx512: L2 1M/16, S = 245760. KC = 1096: 224 - 48 = 176. L3 32M/16 (an override
-#   has no sharing count: one thread): 14 * 2 MiB / 4384 = 6697 -> 6672 columns. cpuid on a
-#   2-vCPU Zen 5 reports the L3 shared by two: 3348 -> 3312 columns.
+#   has no sharing count: one thread): 14 * 2 MiB / 4384 = 6697 columns (3348 where cpuid
+#   reports the L3 shared by two); four L2s: 4 MiB / 4384 = 956 -> 912.
 @pytest.mark.parametrize("isa,spec,expected", [
-    ("avx2", "32K:8,512K:8,32M:16", (840, 8192, 120)),
-    ("avx512", "48K:12,2M:16,300M:15", (1616, 8160, 256)),
-    ("avx2", "32K:8,256K:4,6M:12", (520, 2512, 78)),
-    ("avx512", "48K:12,1M:16,32M:16", (1096, 6672, 176)),
+    ("avx2", "32K:8,512K:8,32M:16", (840, 624, 120)),
+    ("avx512", "48K:12,2M:16,300M:15", (1616, 1296, 256)),
+    ("avx2", "32K:8,256K:4,6M:12", (520, 496, 78)),
+    ("avx512", "48K:12,1M:16,32M:16", (1096, 912, 176)),
 ])
 def test_model_blocking_worked_examples(isa, spec, expected):
     assert _C.model_blocking(isa, spec) == expected
@@ -184,13 +187,15 @@ KERNELS = {"avx512": (8, 48), "avx2": (6, 16), "generic": (4, 16)}
 @pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
 def test_model_blocks_fit_the_levels_they_are_sized_for(isa, geometry):
-    """A block + B micro-panel fit L2 but one way; B block + A block fit L3; and no other
-    KC (with the largest MC that then fits) moves less from beyond L2."""
+    """A block + B micro-panel fit L2 but one way; B block + A block fit L3, the B block
+    four L2s at most; and no other KC (with the largest MC that then fits) moves less from
+    beyond L2."""
     kc, nc, mc = _C.model_blocking(isa, GEOMETRIES[geometry])
     mr, nr = KERNELS[isa]
     _, (l2, w2), (l3, _) = [_parse(level) for level in GEOMETRIES[geometry].split(",")]
     assert kc * (mc + nr) * 4 <= l2 * (w2 - 1) / w2
     assert kc * (mc + nc) * 4 <= l3
+    assert kc * nc * 4 <= 4 * l2  # the B block: at most four L2s
     assert nc % nr == 0 and mc % mr == 0 and kc % 8 == 0 and 16 <= kc <= 2048
     floats = l2 * (w2 - 1) // w2 // 4
     for other in range(16, 2049, 8):

@@ -6,6 +6,7 @@
 namespace fastnn {
 
 Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr) {
+    constexpr int64_t kBBlockL2s = 4;  // the B block's cap, in L2s (blocking.h)
     constexpr int64_t kFloat = sizeof(float);
     const CacheLevel* l1 = nullptr;
     const CacheLevel* l2 = nullptr;
@@ -47,7 +48,9 @@ Blocking model_blocking(const std::vector<CacheLevel>& caches, int mr, int nr) {
     if (!l3) l3 = l2;
     const int64_t way3 = l3->sets() * l3->line_bytes;
     const int64_t ways_b3 = std::max<int64_t>(1, l3->ways - 1 - ways(b.kc * b.mc * kFloat, *l3));
-    const int64_t nc = ways_b3 * way3 / std::max(1, l3->shared_by) / (b.kc * kFloat);
+    const int64_t l3_nc = ways_b3 * way3 / std::max(1, l3->shared_by) / (b.kc * kFloat);
+    const int64_t l2_share = l2->size_bytes / std::max(1, l2->shared_by);
+    const int64_t nc = std::min(l3_nc, kBBlockL2s * l2_share / (b.kc * kFloat));
     b.nc = std::max<int64_t>(nr, std::min<int64_t>(nc, 8192) / nr * nr);
     return b;
 }

@@ -31,8 +31,16 @@ struct Blocking {
 //   L2: the A block (MC x KC) and the B micro-panel (KC x NR) in W2 - 1 ways, divided
 //       between the logical CPUs that share the cache (each thread packs its own); KC (a
 //       multiple of 8, 16 to 2048) and MC (of MR) minimize 4/KC + 1/(2 MC) within that.
-//   L3: one way left and the A block's ways taken, for the B block; at most 8192 columns.
-//       Without an L3, L2's sizes.
+//   L3: one way left and the A block's ways taken, for the B block, divided between the
+//       logical CPUs that share it; and at most four times the thread's L2 (kBBlockL2s),
+//       at most 8192 columns. Without an L3, L2's sizes. B's micro-panels come from L3 at
+//       1/(2 MC) floats per flop whatever the block's width; the width only amortizes the
+//       A block's packing, 1/(2 NC) per flop, a fifth of that once the B block holds four
+//       L2s (the A block fills most of one). A wider block claims L3 that C's stream, the
+//       operands being packed and, on a VM, cores the guest does not see also use: on a
+//       2-vCPU Zen 5 guest (L3 32 MiB "shared by 2") 4 MiB blocks (NC 912) ran 2 threads
+//       1-5% faster than 14 MiB ones (NC 3312) at 1500-4096, 1 thread within -1.4..+2.5%
+//       (5 rounds alternated, subprocesses).
 // BLIS's rule keeps the KC x NR micro-panel in L1 (W1 - 1 ways with an A panel): KC = 192
 // for the 8 x 48 kernel on a 48 KiB L1. On a Zen 5 that ran 2048^2 at 71% of the FMA peak
 // and 4096^2 at 69%, against 86-87% at KC = 640 by this model with equal weights (C's 11

@@ -301,7 +301,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     auto block = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
         thread_local std::unique_ptr<float, AlignedFree> a_buf, b_buf;
         thread_local size_t a_cap = 0, b_cap = 0;
-        const int64_t nc_max = std::min<int64_t>((nc_cap + nr - 1) / nr * nr, (j1 - j0 + nr - 1) / nr * nr);
+        // Column blocks of equal width too (NC 912, 1500 columns: two of 768, not 912 and 588)
+        const int64_t col_panels = (j1 - j0 + nr - 1) / nr;
+        const int64_t col_blocks = (col_panels + nc_cap / nr - 1) / (nc_cap / nr);  // NC: a multiple of NR
+        const int64_t nc_max = (col_panels + col_blocks - 1) / col_blocks * nr;
         // Row blocks that differ by one MR panel at most (MC 176, 2048 rows: 12 blocks of 21
         // or 22 panels, not 11 of 22 and one of 14, whose B micro-panels would serve fewer)
         const int64_t row_panels = (i1 - i0 + mr - 1) / mr;
