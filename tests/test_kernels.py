@@ -1125,6 +1125,26 @@ def test_conv2d_direct_and_gemm_paths_against_numpy_float64(case, isa, rng):
     assert_close(gb, -0.5 + edb, 1e-5, 1e-4, f"conv2d_backward grad_bias {case} {isa}")
 
 
+@pytest.mark.parametrize("n,size,groups", [(9, 8, 1), (8, 18, 1), (7, 8, 2)])
+def test_conv_weight_grad_by_table_takes_images_as_segments(n, size, groups, isa, rng):
+    """Where images' grids are short the table path's product takes several at once
+    (gemm_row_table's segments, on the AVX-512 kernel): under KC 1096, 8 x 8 images (71
+    positions) go a part's 4 at a time (n = 9: parts of 4, 4 and 1), 18 x 18 (341 positions)
+    3 at a time (a part of 4: 3 then 1). The weight's gradient against float64."""
+    old = _C.blocking()
+    _C.set_blocking(1096, old["nc"], 176)
+    try:
+        x = rng.standard_normal((n, 4 * groups, size, size)).astype(np.float32)
+        wt = (rng.standard_normal((20 * groups, 4, 3, 3)) / 6).astype(np.float32)
+        g = rng.standard_normal((n, 20 * groups, size, size)).astype(np.float32)
+        gw = np.full_like(wt, 0.25)
+        assert _C.conv2d_backward(x, wt, g, gw, beta=1.0, padding=1, groups=groups, input_grad=False) is None
+    finally:
+        _C.reset_blocking()
+    _, edw, _ = conv_grads64(x, wt, g, 3, 1, 1, 1, groups)
+    assert_close(gw, 0.25 + edw, 1e-5, 1e-4, f"conv2d_backward grad_weight n={n} {size}x{size} {isa}")
+
+
 @pytest.mark.parametrize("multiplier", [1, 2])
 @pytest.mark.parametrize("geom", CONV_GEOMETRIES, ids=CONV_IDS)
 def test_depthwise_forward_backward(geom, multiplier, rng):

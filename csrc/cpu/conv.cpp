@@ -376,9 +376,11 @@ bool weight_grad_by_table(const ConvGeometry& g, int64_t patch_rows) {
 // kDirectWeightGradChannels output channels per group): on the padded grid, patch row
 // (c, ky, kx) of an image is its padded plane c read in place from ky wp + kx, and the
 // output's gradient, on the same grid, is zero at the grid's columns past the output's; so
-// the group's gradient is gq (og x span) times the rows' table transposed, a product per image
-// added into its part's partial sum (gemm_row_table). The grid's (wp - ow) columns a row are
-// multiplied for nothing: what writing and reading back the patches cost was more.
+// the group's gradient is gq (og x span) times the rows' table transposed, added into its
+// part's partial sum (gemm_row_table). The grid's (wp - ow) columns a row are multiplied for
+// nothing: what writing and reading back the patches cost was more. A small image's product
+// is short (71 steps on 8 x 8) next to reading and writing the partial sum, so as many images
+// as row_table_segments allows are padded side by side and go in one product as segments.
 void table_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
                        int64_t groups, const float* x, const float* gy, float* partial,
                        int64_t parts, int64_t per_part) {
@@ -387,10 +389,11 @@ void table_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64
     const PaddedImage pad(g.c, g.h, g.w, g.ph, g.pw);
     const int64_t qn = pad.qn(oh, ow), span = (oh - 1) * pad.wp + ow;  // the grid's q that hold outputs
     const int64_t flops = 2 * wsize * span * per_part;
+    const int64_t together = std::min(per_part, row_table_segments(og, span)), gsize = out_channels * qn;
     parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
                  [=, &dk](int64_t c0, int64_t c1) {
-        float* xp = thread_buffer(0, static_cast<size_t>(pad.size));
-        float* gq = thread_buffer(1, static_cast<size_t>(out_channels * qn));
+        float* xp = thread_buffer(0, static_cast<size_t>(together * pad.size));
+        float* gq = thread_buffer(1, static_cast<size_t>(together * gsize));
         thread_local std::vector<const float*> table;
         table.resize(static_cast<size_t>(g.c * taps));
         for (int64_t c = 0; c < g.c; ++c)
@@ -399,12 +402,17 @@ void table_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64
         for (int64_t part = c0; part < c1; ++part) {
             const int64_t first = part * per_part;
             const int64_t last = std::min(g.n, first + per_part);
-            for (int64_t n = first; n < last; ++n) {
-                dk.pad(x + n * g.c * g.h * g.w, g.c, g.h, g.w, g.ph, g.pw, xp);
-                dk.to_grid(gy + n * out_channels * oh * ow, out_channels, oh, ow, pad.wp, qn, gq);
+            for (int64_t n0 = first; n0 < last; n0 += together) {
+                const int64_t count = std::min(together, last - n0);
+                for (int64_t i = 0; i < count; ++i) {
+                    dk.pad(x + (n0 + i) * g.c * g.h * g.w, g.c, g.h, g.w, g.ph, g.pw, xp + i * pad.size);
+                    dk.to_grid(gy + (n0 + i) * out_channels * oh * ow, out_channels, oh, ow, pad.wp, qn,
+                               gq + i * gsize);
+                }
                 for (int64_t grp = 0; grp < groups; ++grp)
                     gemm_row_table(og, k, span, 1.0f, gq + grp * og * qn, qn, table.data() + grp * k,
-                                   n == first ? 0.0f : 1.0f, partial + part * wsize + grp * og * k, k);
+                                   n0 == first ? 0.0f : 1.0f, partial + part * wsize + grp * og * k, k,
+                                   count, gsize, pad.size);
             }
         }
     });

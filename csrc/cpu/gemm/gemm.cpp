@@ -199,23 +199,25 @@ bool a_fits_one_block(const GemmContext& ctx, int64_t m, int64_t k) {
 // transposes them in registers). Threads split C's columns (B's rows), so each reads its
 // part of B once. The kernel adds the bias and applies relu as it stores the last k-block (a
 // pass over C afterwards cost 8% of b128 784->512); another activation runs on each thread's
-// columns at the end.
+// columns at the end. With segments > 1 (gemm_row_table's), each k-block packs every
+// segment's part of op(A)^T, one after the other, and the kernel runs through them all.
 template <class RowOf>
 void gemm_transposed(const GemmContext& ctx, bool trans_a, int64_t m, int64_t n, int64_t k,
                      float alpha, const float* a, int64_t lda, RowOf row_of, float beta,
-                     float* c, int64_t ldc, const Epilogue* ep) {
+                     float* c, int64_t ldc, const Epilogue* ep, int64_t segments = 1,
+                     int64_t a_segment = 0, int64_t b_segment = 0) {
     const Microkernel& uk = *ctx.uk;
     const int mr = uk.mr, nr = uk.nr;
     const int64_t kc_max = k_block(k, ctx.blocking.kc);
     const int64_t a_panels = (m + nr - 1) / nr, b_blocks = (n + mr - 1) / mr;
-    const int threads = threads_for(m * n * k, int64_t{1} << 18);
+    const int threads = threads_for(m * n * k * segments, int64_t{1} << 18);
     parallel_region(threads, [&](int64_t tid, int64_t nt) {
         const int64_t j0 = std::min(n, b_blocks * tid / nt * mr);
         const int64_t j1 = std::min(n, b_blocks * (tid + 1) / nt * mr);
         if (j0 >= j1) return;
         thread_local std::unique_ptr<float, AlignedFree> at_buf;
         thread_local size_t at_cap = 0;
-        float* at_pack = scratch(at_buf, at_cap, static_cast<size_t>(a_panels * nr * kc_max));
+        float* at_pack = scratch(at_buf, at_cap, static_cast<size_t>(a_panels * nr * kc_max * segments));
         const bool relu = ep && ep->act == Activation::Relu;
         const float* brows[16];  // MR <= 16
         for (int64_t pc = 0; pc < k; pc += kc_max) {
@@ -223,8 +225,11 @@ void gemm_transposed(const GemmContext& ctx, bool trans_a, int64_t m, int64_t n,
             const float beta_k = pc == 0 ? beta : 1.0f;
             const bool last = pc + kc >= k;
             // op(A)^T[p][i] = op(A)[i][p]: a "B" panel, transposed exactly when A is not
+            const int64_t panel = nr * kc * segments;
             for (int64_t ip = 0; ip < a_panels; ++ip)
-                pack_b_panel(uk, !trans_a, a, lda, pc, kc, 0, m, ip, at_pack + ip * nr * kc);
+                for (int64_t s = 0; s < segments; ++s)
+                    pack_b_panel(uk, !trans_a, a + s * a_segment, lda, pc, kc, 0, m, ip,
+                                 at_pack + ip * panel + s * nr * kc);
             for (int64_t j = j0; j < j1; j += mr) {
                 // B's last rows: the kernel reads the last one again in place of those past
                 // it (their results are never stored), so nothing past B is read
@@ -232,9 +237,9 @@ void gemm_transposed(const GemmContext& ctx, bool trans_a, int64_t m, int64_t n,
                 for (int64_t r = 0; r < mr; ++r) brows[r] = row_of(j + std::min(r, rows - 1)) + pc;
                 for (int64_t ip = 0; ip < a_panels; ++ip) {
                     const int64_t cols = std::min<int64_t>(nr, m - ip * nr);
-                    uk.rows_a(kc, brows, at_pack + ip * nr * kc, c + ip * nr * ldc + j, ldc, alpha,
+                    uk.rows_a(kc, brows, at_pack + ip * panel, c + ip * nr * ldc + j, ldc, alpha,
                               beta_k, rows, cols, last && ep && ep->bias ? ep->bias + j : nullptr,
-                              last && relu);
+                              last && relu, segments, b_segment);
                 }
             }
         }
@@ -363,17 +368,26 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     parallel_region(threads, run);
 }
 
+int64_t row_table_segments(int64_t m, int64_t k) {
+    const GemmContext& ctx = *gemm_context();
+    if (!ctx.uk->rows_a || m <= 0 || k <= 0 || !a_fits_one_block(ctx, m, k)) return 1;
+    const int64_t kc = k_block(k, ctx.blocking.kc);
+    return std::max<int64_t>(1, std::min(ctx.blocking.kc / kc, ctx.blocking.mc * ctx.blocking.kc / (m * kc)));
+}
+
 void gemm_row_table(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                    const float* const* b_rows, float beta, float* c, int64_t ldc) {
+                    const float* const* b_rows, float beta, float* c, int64_t ldc,
+                    int64_t segments, int64_t a_segment, int64_t b_segment) {
     if (m <= 0 || n <= 0) return;
-    if (k <= 0 || alpha == 0.0f) {
+    if (k <= 0 || alpha == 0.0f || segments <= 0) {
         scale_c(m, n, beta, c, ldc);
         return;
     }
     const GemmContext& ctx = *gemm_context();
     if (ctx.uk->rows_a && a_fits_one_block(ctx, m, k)) {  // A^T packed whole, as gemm's transposed path
         gemm_transposed(ctx, false, m, n, k, alpha, a, lda,
-                        [b_rows](int64_t j) { return b_rows[j]; }, beta, c, ldc, nullptr);
+                        [b_rows](int64_t j) { return b_rows[j]; }, beta, c, ldc, nullptr, segments,
+                        a_segment, b_segment);
         return;
     }
     // No kernel that reads rows in place (or an A too tall to pack whole): B gathered, one
@@ -383,11 +397,14 @@ void gemm_row_table(int64_t m, int64_t n, int64_t k, float alpha, const float* a
     thread_local std::unique_ptr<float, AlignedFree> rows_buf;
     thread_local size_t rows_cap = 0;
     float* gathered = scratch(rows_buf, rows_cap, static_cast<size_t>(n * kc_max));
-    for (int64_t pc = 0; pc < k; pc += kc_max) {
-        const int64_t kc = std::min(kc_max, k - pc);
-        for (int64_t j = 0; j < n; ++j) std::memcpy(gathered + j * kc, b_rows[j] + pc, kc * sizeof(float));
-        gemm(false, true, m, n, kc, alpha, a + pc, lda, gathered, kc, pc == 0 ? beta : 1.0f, c, ldc);
-    }
+    for (int64_t s = 0; s < segments; ++s)
+        for (int64_t pc = 0; pc < k; pc += kc_max) {
+            const int64_t kc = std::min(kc_max, k - pc);
+            for (int64_t j = 0; j < n; ++j)
+                std::memcpy(gathered + j * kc, b_rows[j] + s * b_segment + pc, kc * sizeof(float));
+            gemm(false, true, m, n, kc, alpha, a + s * a_segment + pc, lda, gathered, kc,
+                 s == 0 && pc == 0 ? beta : 1.0f, c, ldc);
+        }
 }
 
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,

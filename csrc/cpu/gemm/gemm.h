@@ -50,10 +50,19 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 // floats, at b_rows[j] (A is m x k, lda apart; C is m x n). A convolution's weight gradient
 // reads its patches this way, straight from the padded image, with no im2col block: on the
 // transposed path's kernel, whose tiles read B's rows in place, or, on an ISA without one (or
-// for an A too tall for one A block), through the packed path with B's rows gathered a k-block at a time. Every
-// element of C sums in k-blocks of k and the machine only, as gemm's do.
+// for an A too tall for one A block), through the packed path with B's rows gathered a
+// k-block at a time. With `segments` > 1 it sums that many such products, A and B's rows
+// moved by a_segment and b_segment floats from one to the next (a convolution's images): the
+// transposed path's tiles then carry their sums across the segments, C read and written
+// once a k-block for all of them. Every element of C sums in k-blocks of k and the machine
+// only, as gemm's do.
 void gemm_row_table(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                    const float* const* b_rows, float beta, float* c, int64_t ldc);
+                    const float* const* b_rows, float beta, float* c, int64_t ldc,
+                    int64_t segments = 1, int64_t a_segment = 0, int64_t b_segment = 0);
+// How many segments of an m x k A one gemm_row_table call should take: as many as keep the
+// segments' k-blocks within one KC and their packed A within one A block (1 without the
+// transposed path's kernel, or for a k of more than KC / 2).
+int64_t row_table_segments(int64_t m, int64_t k);
 
 // The plain triple loop (double accumulator) that the fast path is held to.
 void gemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -119,10 +128,12 @@ struct Microkernel {
     // rows of a packed B panel make a tile of C^T, stored back transposed:
     // C[q][r] = alpha * tile[r][q] + beta * C[q][r], plus bias[r] where bias is given, then
     // relu where asked (as activate's), for r < rows <= MR, q < cols <= NR (c at C's row 0
-    // of the tile, ldc its row stride).
+    // of the tile, ldc its row stride). With segments > 1 the tile sums that many runs of
+    // kc steps, the rows read from a[i] + s * segment_stride in run s, B's panel going on
+    // (segments x kc rows).
     void (*rows_a)(int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc,
                    float alpha, float beta, int64_t rows, int64_t cols, const float* bias,
-                   bool relu) = nullptr;
+                   bool relu, int64_t segments, int64_t segment_stride) = nullptr;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

@@ -43,13 +43,14 @@ inline void transpose_8x16(const __m512 r[8], __m512 t[8]) {
     }
 }
 
-// acc += kc steps of MR values of A times 16 NV values of B. A is packed (kc groups of MR,
-// `a`) or, with kRowsA, read in place (row i at rows[i], contiguous along k). B's rows are
-// ldb apart: NR when packed, B's own row stride when read in place (only the first 16 NV
-// columns are read).
+// acc = kc steps of MR values of A times 16 NV values of B. A is packed (kc groups of MR,
+// `a`) or, with kRowsA, read in place (row i at rows[i], contiguous along k; `segments` runs
+// of kc steps, the rows moved on by segment_stride after each). B's rows are ldb apart: NR
+// when packed, B's own row stride when read in place (only the first 16 NV columns are read).
 template <int NV, bool kRowsA>
 inline void accumulate(int64_t kc, const float* a, const float* const* rows, const float* b,
-                       int64_t ldb, __m512 (&acc)[MR][NV]) {
+                       int64_t ldb, __m512 (&acc)[MR][NV], int64_t segments = 1,
+                       int64_t segment_stride = 0) {
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
@@ -57,19 +58,24 @@ inline void accumulate(int64_t kc, const float* a, const float* const* rows, con
     const float* row[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) row[i] = kRowsA ? rows[i] : nullptr;
-    // Unrolled by 4: the loop's counter, pointer bumps and branch once per 96 FMAs, not 24
-    // (+1-4% at 512-4096 on a Zen 5, the two builds alternated three times).
+    for (int64_t s = 0; s < (kRowsA ? segments : 1); ++s) {
+        // Unrolled by 4: the loop's counter, pointer bumps and branch once per 96 FMAs, not 24
+        // (+1-4% at 512-4096 on a Zen 5, the two builds alternated three times).
 #pragma GCC unroll 4
-    for (int64_t p = 0; p < kc; ++p, a += kRowsA ? 0 : MR, b += ldb) {
-        __m512 bv[NV];
+        for (int64_t p = 0; p < kc; ++p, a += kRowsA ? 0 : MR, b += ldb) {
+            __m512 bv[NV];
 #pragma GCC unroll 3
-        for (int h = 0; h < NV; ++h) bv[h] = _mm512_loadu_ps(b + 16 * h);
+            for (int h = 0; h < NV; ++h) bv[h] = _mm512_loadu_ps(b + 16 * h);
 #pragma GCC unroll 8
-        for (int i = 0; i < MR; ++i) {
-            __m512 ai = _mm512_set1_ps(kRowsA ? row[i][p] : a[i]);
+            for (int i = 0; i < MR; ++i) {
+                __m512 ai = _mm512_set1_ps(kRowsA ? row[i][p] : a[i]);
 #pragma GCC unroll 3
-            for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_fmadd_ps(ai, bv[h], acc[i][h]);
+                for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_fmadd_ps(ai, bv[h], acc[i][h]);
+            }
         }
+        if (kRowsA)
+#pragma GCC unroll 8
+            for (int i = 0; i < MR; ++i) row[i] += segment_stride;
     }
 }
 
@@ -132,9 +138,9 @@ void kernel_avx512_narrow(int64_t kc, const float* a, const float* b, float* c, 
 template <int NV>
 void rows_a_tile(int64_t kc, const float* const* a, const float* b, float* c,
                  int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols,
-                 const float* bias, bool relu) {
+                 const float* bias, bool relu, int64_t segments, int64_t segment_stride) {
     __m512 acc[MR][NV];
-    accumulate<NV, true>(kc, nullptr, a, b, NR, acc);
+    accumulate<NV, true>(kc, nullptr, a, b, NR, acc, segments, segment_stride);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta), zero = _mm512_setzero_ps();
     const __mmask16 in_row = __mmask16((1u << rows) - 1u);  // C's columns j .. j + rows
     const __m512 vbias = bias ? _mm512_maskz_loadu_ps(in_row, bias) : zero;
@@ -166,14 +172,14 @@ void rows_a_tile(int64_t kc, const float* const* a, const float* b, float* c,
 
 void kernel_avx512_rows_a(int64_t kc, const float* const* a, const float* b, float* c,
                           int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols,
-                          const float* bias, bool relu) {
+                          const float* bias, bool relu, int64_t segments, int64_t segment_stride) {
     const int vectors = static_cast<int>((cols + 15) / 16);
     if (vectors == 1)
-        rows_a_tile<1>(kc, a, b, c, ldc, alpha, beta, rows, cols, bias, relu);
+        rows_a_tile<1>(kc, a, b, c, ldc, alpha, beta, rows, cols, bias, relu, segments, segment_stride);
     else if (vectors == 2)
-        rows_a_tile<2>(kc, a, b, c, ldc, alpha, beta, rows, cols, bias, relu);
+        rows_a_tile<2>(kc, a, b, c, ldc, alpha, beta, rows, cols, bias, relu, segments, segment_stride);
     else
-        rows_a_tile<3>(kc, a, b, c, ldc, alpha, beta, rows, cols, bias, relu);
+        rows_a_tile<3>(kc, a, b, c, ldc, alpha, beta, rows, cols, bias, relu, segments, segment_stride);
 }
 
 // Transposes 8 rows x kc columns of a row-major matrix into kc groups of 8 floats placed
