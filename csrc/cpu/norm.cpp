@@ -186,16 +186,13 @@ void batchnorm_forward(const float* x, const float* gamma, const float* beta, fl
         for (int64_t b0 = c0; b0 < c1; b0 += kChannelBlock) {
             const int64_t b1 = std::min(c1, b0 + kChannelBlock);
             double sum[kChannelBlock], sq[kChannelBlock];
-            if (training && s == 1) {
-                sums_across(x, n, c, b0, b1, sum, sq);
-            } else if (training) {
-                for (int64_t ch = b0; ch < b1; ++ch) {
+            if (training && s == 1) sums_across(x, n, c, b0, b1, sum, sq);
+            for (int64_t ch = b0; ch < b1; ++ch) {
+                if (training && s > 1) {  // just before the channel's pass: its values still in L2
                     Lanes lanes;
                     sums(x + ch * s, n, s, c * s, &lanes);
                     sum[ch - b0] = lanes.total_a(), sq[ch - b0] = lanes.total_b();
                 }
-            }
-            for (int64_t ch = b0; ch < b1; ++ch) {
                 const ChannelMap m = channel_map(training ? sum[ch - b0] : 0.0, training ? sq[ch - b0] : 0.0, count,
                                                  training, momentum, eps, running_mean, running_var, gamma, beta, ch);
                 save_mean[ch] = static_cast<float>(m.mean);
@@ -232,17 +229,14 @@ void batchnorm_backward_body(const float* x, const float* gy, const float* relu_
         for (int64_t b0 = c0; b0 < c1; b0 += kChannelBlock) {
             const int64_t b1 = std::min(c1, b0 + kChannelBlock);
             double gsum[kChannelBlock], gxsum[kChannelBlock];  // sum(dy), sum(dy * xhat)
-            if (s == 1) {
-                sums_across(x, gy, relu_y, n, c, b0, b1, save_mean, save_invstd, gsum, gxsum);
-            } else {
-                for (int64_t ch = b0; ch < b1; ++ch) {
+            if (s == 1) sums_across(x, gy, relu_y, n, c, b0, b1, save_mean, save_invstd, gsum, gxsum);
+            for (int64_t ch = b0; ch < b1; ++ch) {
+                if (s > 1) {  // just before the channel's pass, as the forward's sums
                     Lanes lanes;
                     sums(x + ch * s, gy + ch * s, kRelu ? relu_y + ch * s : nullptr, n, s, c * s,
                          save_mean[ch], save_invstd[ch], &lanes);
                     gsum[ch - b0] = lanes.total_a(), gxsum[ch - b0] = lanes.total_b();
                 }
-            }
-            for (int64_t ch = b0; ch < b1; ++ch) {
                 const double sum_g = gsum[ch - b0], sum_gx = gxsum[ch - b0];
                 if (dgamma) dgamma[ch] = static_cast<float>(param_beta * dgamma[ch] + sum_gx);
                 if (dbeta) dbeta[ch] = static_cast<float>(param_beta * dbeta[ch] + sum_g);
