@@ -1,5 +1,7 @@
 // Bindings of the activations and softmax (csrc/cpu/activation.cpp), and their table. The
 // elementwise activations also take device arrays (csrc/cuda/activation.cu on a GPU).
+#include <optional>
+
 #include "checks.h"
 #include "keywords.h"
 #include "device_array.h"
@@ -130,20 +132,20 @@ void bind_activation(py::module_& m) {
         F32Array y = as_f32(y_obj, fn, "y");
         F32Array g = as_f32(g_obj, fn, "grad_y");
         require_same_shape(y, g, fn, "y", "grad_y");
-        F32Array x;  // only gelu reads it; for the others it is ignored, as documented
+        std::optional<F32Array> x;  // only gelu reads it; for the others it is ignored, as documented
         if (info.backward_needs_input) {
             if (x_obj.is_none())
                 fail_value("activation_backward: '" + name + "' needs x, the forward input "
                            "(its derivative is not a function of y); pass x=...");
             x = as_f32(x_obj, fn, "x");
-            require_same_shape(y, x, fn, "y", "x");
+            require_same_shape(y, *x, fn, "y", "x");
         }
         // out may be grad_y itself (or y, or x): the gradient is then computed in place.
         py::array_t<float> gx = out_obj.is_none() ? new_like(y) : in_place(out_obj, fn, "out");
         require_same_shape(y, gx, fn, "y", "out");
         Operands ops(fn);
         ops.input("y", y).input("grad_y", g).output("out", gx, /*elementwise=*/true);
-        if (info.backward_needs_input) ops.input("x", x);
+        if (x) ops.input("x", *x);
         float* db = nullptr;
         if (!bias_grad_obj.is_none()) {
             require_rank(y, 2, fn, "y");
@@ -155,7 +157,7 @@ void bind_activation(py::module_& m) {
             ops.output("bias_grad", bias_grad);
         }
         ops.check();
-        const float* xp = info.backward_needs_input ? x.data() : nullptr;
+        const float* xp = x ? x->data() : nullptr;
         float* gxp = gx.mutable_data();
         {
             py::gil_scoped_release nogil;

@@ -2,6 +2,7 @@
 // GEMM, and the depthwise kernels. Forward and backward also take device arrays (csrc/cuda/conv.cu
 // on a GPU).
 #include <algorithm>
+#include <optional>
 #include <tuple>
 
 #include "checks.h"
@@ -74,9 +75,7 @@ struct ConvArgs {
 
 ConvArgs conv_args(const char* fn, py::handle x_obj, py::handle w_obj, py::handle stride,
                    py::handle padding, py::handle dilation, py::handle groups_obj) {
-    ConvArgs a;
-    a.x = as_f32(x_obj, fn, "x");
-    a.w = as_f32(w_obj, fn, "weight");
+    ConvArgs a{as_f32(x_obj, fn, "x"), as_f32(w_obj, fn, "weight"), {}, false, 0, 0};
     require_rank(a.w, 4, fn, "weight");
     a.g = geometry(shape_of(a.x), py::make_tuple(a.w.shape(2), a.w.shape(3)), stride, padding,
                    dilation, fn, "x");
@@ -252,25 +251,26 @@ py::object conv_backward(const char* fn, py::handle x_obj, py::handle w_obj, py:
                    shape_str(gy));
     auto gw = in_place(gw_obj, fn, "grad_weight");
     require_same_shape(w, gw, fn, "weight", "grad_weight");
-    py::array_t<float> gb;  // an empty array, not a null one, when None
+    // (optional: a default-constructed py::array_t is an empty NumPy array, made on every call)
+    std::optional<py::array_t<float>> gb;
     Operands ops(fn);
     ops.input("x", x).input("weight", w).input("grad_y", gy).output("grad_weight", gw);
     if (!gb_obj.is_none()) {
         gb = in_place(gb_obj, fn, "grad_bias");
-        if (gb.ndim() != 1 || gb.shape(0) != oc)
+        if (gb->ndim() != 1 || gb->shape(0) != oc)
             fail_value(std::string(fn) + ": 'grad_bias' must have shape (" + std::to_string(oc) +
-                       ",), got " + shape_str(gb));
-        ops.output("grad_bias", gb);
+                       ",), got " + shape_str(*gb));
+        ops.output("grad_bias", *gb);
     }
-    py::array_t<float> dx;
+    std::optional<py::array_t<float>> dx;
     if (input_grad) {
         dx = out_array(out_obj, {g.n, g.c, g.h, g.w}, fn);
-        ops.output("out", dx);
+        ops.output("out", *dx);
     }
     ops.check();
-    float* dxp = input_grad ? dx.mutable_data() : nullptr;
+    float* dxp = dx ? dx->mutable_data() : nullptr;
     float* gwp = gw.mutable_data();
-    float* gbp = gb_obj.is_none() ? nullptr : gb.mutable_data();
+    float* gbp = gb ? gb->mutable_data() : nullptr;
     {
         py::gil_scoped_release nogil;
         if (depthwise)
@@ -278,8 +278,8 @@ py::object conv_backward(const char* fn, py::handle x_obj, py::handle w_obj, py:
         else
             conv2d_backward(g, oc, groups, x.data(), w.data(), gy.data(), dxp, gwp, beta, gbp, bf16);
     }
-    if (!input_grad) return py::none();
-    return std::move(dx);
+    if (!dx) return py::none();
+    return std::move(*dx);
 }
 
 }  // namespace

@@ -100,12 +100,10 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool 
         fail_value(std::string(fn) + ": inner dimensions differ: op(a) is (" + std::to_string(m) +
                    ", " + std::to_string(k) + ") and op(b) is (" + std::to_string(kb) + ", " +
                    std::to_string(n) + ")");
-    py::array_t<float> out;
+    // (a default-constructed py::array_t is an empty NumPy array made and freed on every call)
     int64_t ldc = std::max<int64_t>(n, 1);
-    if (out_obj.is_none()) {
-        out = py::array_t<float>({m, n});
-        beta = 0.0f;
-    } else {
+    if (out_obj.is_none()) beta = 0.0f;
+    py::array_t<float> out = out_obj.is_none() ? py::array_t<float>({m, n}) : [&] {
         py::array arr = as_numpy(out_obj, fn, "out");
         require_writable_f32(arr, fn, "out");
         require_rank(arr, 2, fn, "out");
@@ -117,18 +115,18 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool 
         if (m > 0 && n > 0 && !((n <= 1 || s1 == 4) && (m <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= n))))
             fail_value(std::string(fn) + ": argument 'out' must be row-major with unit column stride");
         if (m > 1) ldc = s0 / 4;
-        out = py::reinterpret_borrow<py::array_t<float>>(arr);
-    }
+        return py::reinterpret_borrow<py::array_t<float>>(arr);
+    }();
     Operands ops(fn);
     ops.input("a", a.view).input("b", b.view).output("out", out);
-    F32Array bias;
+    std::optional<F32Array> bias;
     if (!bias_obj.is_none()) {
         bias = as_f32(bias_obj, fn, "bias");
-        if (bias.ndim() != 1 || bias.shape(0) != n)
+        if (bias->ndim() != 1 || bias->shape(0) != n)
             fail_value(std::string(fn) + ": 'bias' must have shape (" + std::to_string(n) +
-                       ",) (one value per column of the result), got " + shape_str(bias));
-        ep.bias = bias.data();
-        ops.input("bias", bias);
+                       ",) (one value per column of the result), got " + shape_str(*bias));
+        ep.bias = bias->data();
+        ops.input("bias", *bias);
     }
     ops.check();
     float* c = out.mutable_data();

@@ -1,5 +1,7 @@
 // Bindings of batch normalization (csrc/cpu/norm.cpp) over (batch, channels, ...) arrays, NumPy's
 // or device arrays (csrc/cuda/norm.cu on a GPU).
+#include <optional>
+
 #include "checks.h"
 #include "device_array.h"
 #ifdef FASTNN_CUDA
@@ -97,7 +99,8 @@ void bind_norm(py::module_& m) {
                                                                   rmp, rvp, mp, ip)); });
             return fresh ? result_like(std::move(y), x_obj) : py::reinterpret_borrow<py::object>(out_obj);
         }
-        py::array_t<float> gamma, beta;  // empty arrays, not null ones, when None
+        // (optional: a default-constructed py::array_t is an empty NumPy array, made on every call)
+        std::optional<py::array_t<float>> gamma, beta;
         if (!gamma_obj.is_none()) gamma = per_channel(gamma_obj, ch.c, false, fn, "weight");
         if (!beta_obj.is_none()) beta = per_channel(beta_obj, ch.c, false, fn, "bias");
         auto rm = per_channel(rm_obj, ch.c, training, fn, "running_mean");
@@ -113,11 +116,11 @@ void bind_norm(py::module_& m) {
         else
             ops.input("running_mean", rm).input("running_var", rv);
         ops.output("save_mean", mean).output("save_invstd", invstd).output("out", y);
-        if (!gamma_obj.is_none()) ops.input("weight", gamma);
-        if (!beta_obj.is_none()) ops.input("bias", beta);
+        if (gamma) ops.input("weight", *gamma);
+        if (beta) ops.input("bias", *beta);
         ops.check();
-        const float* g = gamma_obj.is_none() ? nullptr : gamma.data();
-        const float* b = beta_obj.is_none() ? nullptr : beta.data();
+        const float* g = gamma ? gamma->data() : nullptr;
+        const float* b = beta ? beta->data() : nullptr;
         // read only in evaluation (the kernel writes them in training alone): a read-only array will do
         float* rmp = training ? rm.mutable_data() : const_cast<float*>(rm.data());
         float* rvp = training ? rv.mutable_data() : const_cast<float*>(rv.data());
@@ -172,39 +175,39 @@ void bind_norm(py::module_& m) {
         }
         F32Array x = as_f32(x_obj, fn, "x"), gy = as_f32(g_obj, fn, "grad_y");
         require_same_shape(x, gy, fn, "x", "grad_y");
-        F32Array relu_y;
+        std::optional<F32Array> relu_y;
         if (!relu_obj.is_none()) {
             relu_y = as_f32(relu_obj, fn, "relu_output");
-            require_same_shape(x, relu_y, fn, "x", "relu_output");
+            require_same_shape(x, *relu_y, fn, "x", "relu_output");
         }
         const Channels ch = channels_of(x, fn);
-        py::array_t<float> gamma, ggamma, gbeta;
+        std::optional<py::array_t<float>> gamma, ggamma, gbeta;
         if (!gamma_obj.is_none()) gamma = per_channel(gamma_obj, ch.c, false, fn, "weight");
         auto mean = per_channel(mean_obj, ch.c, false, fn, "save_mean");
         auto invstd = per_channel(invstd_obj, ch.c, false, fn, "save_invstd");
         if (!gg_obj.is_none()) ggamma = per_channel(gg_obj, ch.c, true, fn, "grad_weight");
         if (!gb_obj.is_none()) gbeta = per_channel(gb_obj, ch.c, true, fn, "grad_bias");
-        py::array_t<float> dx;
+        std::optional<py::array_t<float>> dx;
         if (input_grad) dx = out_array(out_obj, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), fn);
         Operands ops(fn);
-        if (input_grad) ops.output("out", dx);
+        if (dx) ops.output("out", *dx);
         ops.input("x", x).input("grad_y", gy).input("save_mean", mean).input("save_invstd", invstd);
-        if (!relu_obj.is_none()) ops.input("relu_output", relu_y);
-        if (!gamma_obj.is_none()) ops.input("weight", gamma);
-        if (!gg_obj.is_none()) ops.output("grad_weight", ggamma);
-        if (!gb_obj.is_none()) ops.output("grad_bias", gbeta);
+        if (relu_y) ops.input("relu_output", *relu_y);
+        if (gamma) ops.input("weight", *gamma);
+        if (ggamma) ops.output("grad_weight", *ggamma);
+        if (gbeta) ops.output("grad_bias", *gbeta);
         ops.check();
-        const float* g = gamma_obj.is_none() ? nullptr : gamma.data();
-        float* dxp = input_grad ? dx.mutable_data() : nullptr;
-        float* ggp = gg_obj.is_none() ? nullptr : ggamma.mutable_data();
-        float* gbp = gb_obj.is_none() ? nullptr : gbeta.mutable_data();
+        const float* g = gamma ? gamma->data() : nullptr;
+        float* dxp = dx ? dx->mutable_data() : nullptr;
+        float* ggp = ggamma ? ggamma->mutable_data() : nullptr;
+        float* gbp = gbeta ? gbeta->mutable_data() : nullptr;
         {
             py::gil_scoped_release nogil;
             batchnorm_backward(x.data(), gy.data(), g, mean.data(), invstd.data(), dxp, ggp, gbp,
-                               beta, ch.n, ch.c, ch.s, training, relu_obj.is_none() ? nullptr : relu_y.data());
+                               beta, ch.n, ch.c, ch.s, training, relu_y ? relu_y->data() : nullptr);
         }
-        if (!input_grad) return py::none();
-        return std::move(dx);
+        if (!dx) return py::none();
+        return std::move(*dx);
     }, py::arg("x"), py::arg("grad_y"), py::arg("weight"), py::arg("save_mean"),
        py::arg("save_invstd"), py::kw_only(), py::arg("training"),
        py::arg("grad_weight") = py::none(), py::arg("grad_bias") = py::none(),

@@ -143,15 +143,10 @@ void bind_reduce(py::module_& m) {
                        std::to_string(idx.data()[bad]) + " is outside [0, " + std::to_string(rows) + ")");
         std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
         shape[0] = n;
-        py::array_t<float> out;
-        if (out_obj.is_none()) {
-            out = py::array_t<float>(shape);
-        } else {
-            out = in_place(out_obj, fn, "out");
-            if (out.size() != n * cols || out.ndim() != x.ndim() || out.shape(0) != n)
-                fail_value("gather_rows: 'out' must have shape (" + std::to_string(n) +
-                           ", ...) like x's rows, got " + shape_str(out));
-        }
+        py::array_t<float> out = out_obj.is_none() ? py::array_t<float>(shape) : in_place(out_obj, fn, "out");
+        if (!out_obj.is_none() && (out.size() != n * cols || out.ndim() != x.ndim() || out.shape(0) != n))
+            fail_value("gather_rows: 'out' must have shape (" + std::to_string(n) +
+                       ", ...) like x's rows, got " + shape_str(out));
         Operands(fn).input("x", x).output("out", out).check();
         float* o = out.mutable_data();
         py::gil_scoped_release nogil;
