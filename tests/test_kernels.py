@@ -1262,8 +1262,10 @@ def test_maxpool2d_against_numpy(shape, k, s, p, rng):
 
 
 # 2x2 windows at stride 2 without padding on an even width take their own path: planes of
-# rows shorter than a vector, of an odd height, and wide enough for whole vectors.
-@pytest.mark.parametrize("shape", [(2, 3, 4, 2), (1, 2, 7, 6), (3, 2, 14, 14), (2, 2, 9, 68)], ids=str)
+# rows shorter than a vector (output rows of 8 or fewer select with masks), of an odd height,
+# and wide enough for whole vectors.
+@pytest.mark.parametrize("shape", [(2, 3, 4, 2), (1, 2, 7, 6), (2, 3, 8, 8), (1, 2, 5, 16), (3, 2, 14, 14),
+                                   (2, 2, 6, 18), (2, 2, 9, 68)], ids=str)
 def test_maxpool2d_2x2_stride_2_against_numpy(shape, isa, rng):
     # few distinct values: ties everywhere, with NaN and both infinities among them
     values = np.array([-np.inf, -1.0, 0.0, 0.5, 2.0, np.inf, np.nan], np.float32)
