@@ -24,6 +24,9 @@ namespace fastnn::bind {
 namespace py = pybind11;
 
 using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+// A default-constructed py::array_t is not a null handle but an empty NumPy array, made and
+// freed on every call (two of them were 0.2 us of a 1.4 us GEMM call): an array argument that
+// may be absent is a std::optional.
 
 inline std::string shape_str(const std::vector<int64_t>& shape) {
     std::string s = "(";

@@ -54,9 +54,9 @@ int64_t check_weight(const std::vector<int64_t>& w, const ConvGeometry& g, int64
     return oc;
 }
 
-// A default-constructed array is an empty array, not a null one: callers test obj.is_none().
-F32Array optional_bias(py::handle obj, int64_t oc, const char* fn) {
-    if (obj.is_none()) return F32Array();
+// The bias, checked, or none for None.
+std::optional<F32Array> optional_bias(py::handle obj, int64_t oc, const char* fn) {
+    if (obj.is_none()) return std::nullopt;
     F32Array b = as_f32(obj, fn, "bias");
     if (b.ndim() != 1 || b.shape(0) != oc)
         fail_value(std::string(fn) + ": 'bias' must have shape (" + std::to_string(oc) +
@@ -212,14 +212,14 @@ py::object conv_forward(const char* fn, py::handle x_obj, py::handle w_obj,
     const ConvGeometry& g = args.g;
     const bool depthwise = args.depthwise;
     const int64_t groups = args.groups, oc = args.oc;
-    F32Array b = optional_bias(b_obj, oc, fn);
+    const std::optional<F32Array> b = optional_bias(b_obj, oc, fn);
     auto y = out_array(out_obj, {g.n, oc, g.out_h(), g.out_w()}, fn);
     Operands ops(fn);
     ops.input("x", x).input("weight", w).output("out", y);
-    if (!b_obj.is_none()) ops.input("bias", b);
+    if (b) ops.input("bias", *b);
     ops.check();
     float* out = y.mutable_data();
-    const float* bp = b_obj.is_none() ? nullptr : b.data();
+    const float* bp = b ? b->data() : nullptr;
     py::gil_scoped_release nogil;
     if (depthwise)
         depthwise_forward(g, oc / g.c, x.data(), w.data(), bp, out);
@@ -251,7 +251,6 @@ py::object conv_backward(const char* fn, py::handle x_obj, py::handle w_obj, py:
                    shape_str(gy));
     auto gw = in_place(gw_obj, fn, "grad_weight");
     require_same_shape(w, gw, fn, "weight", "grad_weight");
-    // (optional: a default-constructed py::array_t is an empty NumPy array, made on every call)
     std::optional<py::array_t<float>> gb;
     Operands ops(fn);
     ops.input("x", x).input("weight", w).input("grad_y", gy).output("grad_weight", gw);
@@ -294,10 +293,10 @@ void bind_conv(py::module_& m) {
         const F32Array &x = args.x, &w = args.w;
         const ConvGeometry& g = args.g;
         const int64_t groups = args.groups, oc = args.oc;
-        F32Array b = optional_bias(b_obj, oc, fn);
+        const std::optional<F32Array> b = optional_bias(b_obj, oc, fn);
         py::array_t<float> y({g.n, oc, g.out_h(), g.out_w()});
         float* out = y.mutable_data();
-        const float* bp = b_obj.is_none() ? nullptr : b.data();
+        const float* bp = b ? b->data() : nullptr;
         py::gil_scoped_release nogil;
         conv2d_reference(g, oc, groups, x.data(), w.data(), bp, out);
         return y;

@@ -100,7 +100,6 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, py::object out_obj, bool 
         fail_value(std::string(fn) + ": inner dimensions differ: op(a) is (" + std::to_string(m) +
                    ", " + std::to_string(k) + ") and op(b) is (" + std::to_string(kb) + ", " +
                    std::to_string(n) + ")");
-    // (a default-constructed py::array_t is an empty NumPy array made and freed on every call)
     int64_t ldc = std::max<int64_t>(n, 1);
     if (out_obj.is_none()) beta = 0.0f;
     py::array_t<float> out = out_obj.is_none() ? py::array_t<float>({m, n}) : [&] {

@@ -99,7 +99,6 @@ void bind_norm(py::module_& m) {
                                                                   rmp, rvp, mp, ip)); });
             return fresh ? result_like(std::move(y), x_obj) : py::reinterpret_borrow<py::object>(out_obj);
         }
-        // (optional: a default-constructed py::array_t is an empty NumPy array, made on every call)
         std::optional<py::array_t<float>> gamma, beta;
         if (!gamma_obj.is_none()) gamma = per_channel(gamma_obj, ch.c, false, fn, "weight");
         if (!beta_obj.is_none()) beta = per_channel(beta_obj, ch.c, false, fn, "bias");
