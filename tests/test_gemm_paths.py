@@ -107,6 +107,34 @@ def test_paths_bit_identical_with_one_and_two_threads(isa, m, n, k, rng):
     np.testing.assert_array_equal(results[0], results[1])
 
 
+# The small path splits between threads after deciding on the whole product: with B
+# transposed it refuses 16 rows or more, and it once decided per thread, so with 2 threads a
+# 28-row product gave one thread 12 rows (taken) and the other 16 (refused); the packed path
+# then redid all of C, adding beta C into the first 12 rows twice. Few rows (m < 16) are
+# split by columns instead; either way each element is summed as on one thread.
+SMALL_SPLITS = [(28, 2048, 16, False, True), (28, 4096, 8, False, True), (20, 2048, 12, False, True),
+                (10, 1000, 128, True, False), (10, 1000, 128, False, False), (12, 784, 300, False, True),
+                (3, 4100, 40, True, True), (15, 700, 200, False, False)]
+
+
+@pytest.mark.parametrize("m,n,k,ta,tb", SMALL_SPLITS, ids=str)
+def test_small_path_split_between_threads(isa, m, n, k, ta, tb, rng):
+    a, b = operands(rng, m, n, k, ta, tb)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    expected, scale = reference(a, b, ta, tb, alpha=-0.5, beta=1.5, c=c0)
+    results = []
+    for threads in (1, 2):
+        _ref.use_threads(threads)
+        out = c0.copy()
+        _C.gemm(a, b, out, transpose_a=ta, transpose_b=tb, alpha=-0.5, beta=1.5)
+        check(out, expected, scale, k, f"gemm[{isa}] {m}x{n}x{k} ta={ta} tb={tb}, {threads} threads")
+        results.append((out, _C.gemm(a, b, transpose_a=ta, transpose_b=tb, bias=bias, activation="tanh")))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_allclose(results[0][1], np.tanh(reference(a, b, ta, tb)[0] + bias), rtol=1e-4, atol=1e-4)
+
+
 def test_repeated_parallel_calls_agree(rng):
     # Threads that share packed buffers must never overwrite what another still reads:
     # many runs of a shape with several row and k blocks, all bit-identical.

@@ -28,6 +28,7 @@
 #include <mutex>
 
 #include "../../parallel.h"
+#include "small_gemm.h"
 
 namespace fastnn {
 
@@ -267,21 +268,28 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     }
     const GemmContext& ctx = *gemm_context();
     const Microkernel& uk = *ctx.uk;
-    if (uk.small && is_small(m, n, k)) {
-        // Row blocks of 4 split between threads; a kernel that declines a case declines
-        // it for every block, before writing anything.
-        const int64_t blocks = (m + 3) / 4, a_row = trans_a ? 1 : lda;
-        std::atomic<bool> handled{true};
-        parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 18) / (4 * n * k + 1)),
+    if (uk.small && is_small(m, n, k) && small_gemm_takes(trans_a, trans_b, m, n)) {
+        // Threads take blocks of 4 rows, or, below 16 rows, of 64 columns: 10 rows (a layer of
+        // 10 outputs' weight gradient) made blocks of 8 and 2 rows, and 2 threads ran 1.2x one.
+        // The kernels step through rows by 4 and columns by 64 (by 4 for dot products) from
+        // a block's start, so every element is summed as with one thread.
+        const bool by_columns = m < 16;
+        const int64_t a_row = trans_a ? 1 : lda, b_col = trans_b ? ldb : 1;
+        const int64_t blocks = by_columns ? (n + 63) / 64 : (m + 3) / 4;
+        const int64_t block_flops = by_columns ? m * 64 * k : 4 * n * k;
+        parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 18) / (block_flops + 1)),
                      [&](int64_t b0, int64_t b1) {
-            const int64_t i0 = 4 * b0, rows = std::min(m, 4 * b1) - i0;
-            if (!uk.small(trans_a, trans_b, rows, n, k, alpha, a + i0 * a_row, lda, b, ldb, beta,
-                          c + i0 * ldc, ldc))
-                handled = false;
-            else if (ep)
-                apply_epilogue(*ep, c + i0 * ldc, ldc, rows, n, 0);
+            if (by_columns) {
+                const int64_t j0 = 64 * b0, cols = std::min(n, 64 * b1) - j0;
+                uk.small(trans_a, trans_b, m, cols, k, alpha, a, lda, b + j0 * b_col, ldb, beta, c + j0, ldc);
+                if (ep) apply_epilogue(*ep, c + j0, ldc, m, cols, j0);
+            } else {
+                const int64_t i0 = 4 * b0, rows = std::min(m, 4 * b1) - i0;
+                uk.small(trans_a, trans_b, rows, n, k, alpha, a + i0 * a_row, lda, b, ldb, beta, c + i0 * ldc, ldc);
+                if (ep) apply_epilogue(*ep, c + i0 * ldc, ldc, rows, n, 0);
+            }
         });
-        if (handled) return;
+        return;
     }
     if (uk.rows_a && trans_b && a_fits_one_block(ctx, m, k)) {
         gemm_transposed(ctx, trans_a, m, n, k, alpha, a, lda,

@@ -86,9 +86,9 @@ void pack_rows_tail(const float* src, int64_t ld, int64_t kc, float* out, int64_
                     int64_t first, int64_t rows);
 
 // Optional path for small and skinny products, where packing costs more than it saves:
-// works on the unpacked operands, on one thread; returns false for a case it leaves to
-// the packed path.
-using SmallGemmFn = bool (*)(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+// works on the unpacked operands, on one thread, on the products small_gemm_takes
+// (small_gemm.h) accepts.
+using SmallGemmFn = void (*)(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                              float alpha, const float* a, int64_t lda, const float* b,
                              int64_t ldb, float beta, float* c, int64_t ldc);
 

@@ -22,17 +22,24 @@ void small_dots_row(int64_t n, int64_t k, float alpha, const float* a, int64_t l
     }
 }
 
+// Whether the small path takes an m x n product; the others are packed. With B transposed
+// the dot-product form suits a thin B (few columns of C) or a thin A: below 16 rows the
+// transposed path fills its 16-wide vectors with m columns (1 x 512 x 784 ran at 8.5 GFLOP/s
+// there, 44 here; a conv layer's 6 x 25 x 25088 weight gradient 22 and 42; from 16 rows on it
+// is the faster again, 132 against 99). Asked of the whole product, before the threads split
+// it: a part of what it takes is taken too. (Asked of each thread's rows, a part of 12 rows
+// was taken and one of 16 refused, and the packed path then added beta C into the first
+// part's rows a second time.)
+inline bool small_gemm_takes(bool trans_a, bool trans_b, int64_t m, int64_t n) {
+    return !(trans_b && (trans_a || (n > 16 && m >= 16)));
+}
+
 // A SmallGemmFn (gemm.h) over groups of 4 rows of C; the remainder rows get kernels of
 // their own height.
 template <class K>
-bool small_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+void small_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                 const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                 int64_t ldc) {
-    // With B transposed the dot-product form suits a thin B (few columns of C) or a thin A:
-    // below 16 rows the transposed path fills its 16-wide vectors with m columns (1 x 512 x
-    // 784 ran at 8.5 GFLOP/s there, 44 here; a conv layer's 6 x 25 x 25088 weight gradient
-    // 22 and 42; from 16 rows on it is the faster again, 132 against 99).
-    if (trans_b && (trans_a || (n > 16 && m >= 16))) return false;
     const int64_t a_row = trans_a ? 1 : lda;
     for (int64_t i = 0; i < m; i += 4) {
         const float* ai = a + i * a_row;
@@ -61,7 +68,6 @@ bool small_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, flo
                 small_dots_row<K, 1>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc);
         }
     }
-    return true;
 }
 
 }  // namespace fastnn
