@@ -3,6 +3,10 @@ import os
 # The suite never reads the user's tuning file (~/.cache/fastnn/tuning.json): a tuned blocking
 # would change what the tests see of the model's. test_tuning.py turns it on per subprocess.
 os.environ["FASTNN_TUNING"] = "off"
+# Nor does it let the load guard (csrc/parallel.h) cut the threads while the machine is busy:
+# a test that compares 1 and 2 threads would then compare 1 with 1 and pass whatever the
+# code does. test_load_guard.py turns the guard on in its subprocesses.
+os.environ["FASTNN_ADAPTIVE_THREADS"] = "0"
 
 import numpy as np
 import pytest
