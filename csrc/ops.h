@@ -67,7 +67,9 @@ void depthwise_backward(const ConvGeometry& g, int64_t multiplier, const float* 
 // ---- pooling (cpu/pool.cpp), over `planes` planes of h x w, floor mode ----
 // argmax: the index in its input plane (iy * w + ix) of each output's value, for backward.
 void maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int64_t* argmax);
-void maxpool2d_backward(const PoolGeometry& g, const float* gy, const int64_t* argmax, float* dx);
+// Backward skips an argmax entry outside its plane and returns the first such entry's
+// position in argmax (-1: none), for the caller's error.
+int64_t maxpool2d_backward(const PoolGeometry& g, const float* gy, const int64_t* argmax, float* dx);
 // The mean of each window, the padding counted (torch's count_include_pad=True).
 void avgpool2d_forward(const PoolGeometry& g, const float* x, float* y);
 void avgpool2d_backward(const PoolGeometry& g, const float* gy, float* dx);

@@ -1263,9 +1263,10 @@ def test_maxpool2d_against_numpy(shape, k, s, p, rng):
 
 # 2x2 windows at stride 2 without padding on an even width take their own path: planes of
 # rows shorter than a vector (output rows of 8 or fewer select with masks), of an odd height,
-# and wide enough for whole vectors.
+# and wide enough for whole vectors; and enough 8 x 8 planes for two threads, each with its
+# own pair buffers.
 @pytest.mark.parametrize("shape", [(2, 3, 4, 2), (1, 2, 7, 6), (2, 3, 8, 8), (1, 2, 5, 16), (3, 2, 14, 14),
-                                   (2, 2, 6, 18), (2, 2, 9, 68)], ids=str)
+                                   (2, 2, 6, 18), (2, 2, 9, 68), (32, 64, 8, 8)], ids=str)
 def test_maxpool2d_2x2_stride_2_against_numpy(shape, isa, rng):
     # few distinct values: ties everywhere, with NaN and both infinities among them
     values = np.array([-np.inf, -1.0, 0.0, 0.5, 2.0, np.inf, np.nan], np.float32)
@@ -1330,6 +1331,21 @@ def test_pooling_names_bad_arguments():
                 mentions=("argmax",))
     _ref.raises(_C.avgpool2d_backward, np.ones((1, 2, 3, 3), np.float32), x.shape, 2,
                 mentions=("grad_y",))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_maxpool_backward_names_the_first_bad_argmax(rng, threads):
+    # The kernel checks each index as it reads it, threads taking planes: the error names the
+    # array's first bad entry, wherever the threads found theirs.
+    use_threads(threads)
+    x = rng.standard_normal((64, 64, 8, 8)).astype(np.float32)  # 4096 planes: 2 threads' work
+    y, a = _C.maxpool2d_forward(x, 2)
+    bad = a.copy()
+    bad[63, 63, 3, 3] = -1  # in the last plane, taken by the last thread
+    bad[9, 4, 1, 2] = 64  # first in the array's order (position 9 * 1024 + 4 * 16 + 6)
+    bad[12, 0, 0, 0] = 2**40
+    msg = _ref.raises(_C.maxpool2d_backward, y, bad, x.shape, 2, exc=ValueError, mentions=("argmax",))
+    assert f"argmax[{9 * 1024 + 4 * 16 + 6}] = 64" in msg, msg
 
 
 # ----------------------------------------------------------------------------- batch norm

@@ -95,6 +95,12 @@ py::object returned(DeviceArray&& result, py::handle out_obj, py::handle like) {
     return out_obj.is_none() ? result_like(std::move(result), like) : py::reinterpret_borrow<py::object>(out_obj);
 }
 
+// An argmax entry outside its input plane, at position `at` of the array (its value there).
+[[noreturn]] void fail_argmax(const char* fn, int64_t at, int64_t value, const PoolGeometry& g) {
+    fail_value(std::string(fn) + ": argmax[" + std::to_string(at) + "] = " + std::to_string(value) +
+               " is outside the input plane [0, " + std::to_string(g.h * g.w) + ")");
+}
+
 }  // namespace
 
 void bind_pool(py::module_& m) {
@@ -150,35 +156,30 @@ void bind_pool(py::module_& m) {
             const float* gp = gy.f32();
             const int64_t* ip = static_cast<const int64_t*>(idx.data());
             float* o = dx.f32();
-            if (gy.device().type == DeviceType::Cpu) {  // the CPU's kernel indexes by argmax: checked first
-                const int64_t bad = first_label_out_of_range(ip, idx.size(), g.h * g.w);
-                if (bad >= 0)
-                    fail_value(std::string(fn) + ": argmax[" + std::to_string(bad) + "] = " + std::to_string(ip[bad]) +
-                               " is outside the input plane [0, " + std::to_string(g.h * g.w) + ")");
-            }
-            run_on(gy.device(), [&] { maxpool2d_backward(g, gp, ip, o); },
+            int64_t bad = -1;  // the CPU's kernel reports the first entry outside its plane
+            run_on(gy.device(), [&] { bad = maxpool2d_backward(g, gp, ip, o); },
                    [&] { FASTNN_CUDA_ONLY(cuda::maxpool2d_backward(g, gp, ip, o)); });
+            if (bad >= 0) fail_argmax(fn, bad, ip[bad], g);
             return returned(std::move(dx), out_obj, g_obj);
         }
         F32Array gy = output_grad(g_obj, in, g, fn);
-        // Checked here for a clear error, and again by the kernel as it reads each index (no
-        // private copy, as forward's int64 argmax is used in place): another thread may change
-        // the array while the kernel runs without the GIL.
+        // Checked by the kernel as it reads each index (no private copy, as forward's int64
+        // argmax is used in place: another thread may change the array while the kernel runs
+        // without the GIL); the first bad one raises once it is done.
         py::array arr = as_numpy(argmax_obj, fn, "argmax");
         require_same_shape(gy, arr, fn, "grad_y", "argmax");
         if (arr.dtype().kind() != 'i' && arr.dtype().kind() != 'u')
             fail_type(std::string(fn) + ": 'argmax' must hold integer indices, got dtype " + dtype_str(arr));
         auto idx = convert<int64_t>(arr, fn, "argmax", "int64", /*copy=*/false);
-        const int64_t bad = first_label_out_of_range(idx.data(), idx.size(), g.h * g.w);
-        if (bad >= 0)
-            fail_value(std::string(fn) + ": argmax[" + std::to_string(bad) + "] = " +
-                       std::to_string(idx.data()[bad]) + " is outside the input plane [0, " +
-                       std::to_string(g.h * g.w) + ")");
         auto dx = out_array(out_obj, {in[0], in[1], in[2], in[3]}, fn);
         Operands(fn).input("grad_y", gy).input("argmax", view_of(idx)).output("out", dx).check();
         float* d = dx.mutable_data();
-        py::gil_scoped_release nogil;
-        maxpool2d_backward(g, gy.data(), idx.data(), d);
+        int64_t bad;
+        {
+            py::gil_scoped_release nogil;
+            bad = maxpool2d_backward(g, gy.data(), idx.data(), d);
+        }
+        if (bad >= 0) fail_argmax(fn, bad, idx.data()[bad], g);
         return dx;
     }, py::arg("grad_y"), py::arg("argmax"), py::arg("input_shape"), py::arg("kernel_size"),
        py::kw_only(), py::arg("stride") = py::none(), py::arg("padding") = 0,
