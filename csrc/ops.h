@@ -84,13 +84,14 @@ void batchnorm_forward(const float* x, const float* gamma, const float* beta, fl
                        float momentum, float* running_mean, float* running_var,
                        float* save_mean, float* save_invstd, bool relu = false);
 // dgamma/dbeta = param_beta * themselves + the gradient (nullptr: not wanted); dx (nullptr:
-// not wanted) as training or evaluation normalized. relu_y (not nullptr): the forward pass
-// fused a relu, whose output it is; gy is then the relu's output gradient, zeroed where
-// relu_y <= 0 first, as the relu's backward would.
+// not wanted) as training or evaluation normalized. relu: the forward pass fused a relu, with
+// these gamma and beta; gy is then the relu's output gradient, zeroed first where the
+// forward's output was <= 0 (recomputed from x and the saved statistics, bit for bit), as the
+// relu's backward would.
 void batchnorm_backward(const float* x, const float* gy, const float* gamma,
                         const float* save_mean, const float* save_invstd, float* dx,
                         float* dgamma, float* dbeta, float param_beta, int64_t n, int64_t c,
-                        int64_t s, bool training, const float* relu_y = nullptr);
+                        int64_t s, bool training, bool relu = false, const float* beta = nullptr);
 // sums[ch] += the sum of channel ch of (n, c, s) data, in double, in batch norm's fixed
 // order (the same bits whatever the threads and ISA): a convolution's bias gradient.
 void add_channel_sums(const float* x, int64_t n, int64_t c, int64_t s, float* sums);

@@ -526,10 +526,10 @@ def test_batch_norm_on_a_device_is_the_cpu_op(device, shape):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_batch_norm_fused_relu_is_for_host_arrays(device):
-    """relu / relu_output (Sequential's fusion of a ReLU after a batch norm, for NumPy arrays)
-    on device arrays: an error that names the argument and the device, not a wrong result."""
+    """relu=True (Sequential's fusion of a ReLU after a batch norm, for NumPy arrays) on device
+    arrays: an error that names the argument and the device, not a wrong result."""
     x, c = on(device, np.ones((4, 3), np.float32)), lambda: on(device, np.ones(3, np.float32))  # noqa: E731
     with pytest.raises(ValueError, match="'relu'.*CPU arrays only"):
         _C.batchnorm_forward(x, None, None, c(), c(), c(), c(), training=True, relu=True)
-    with pytest.raises(ValueError, match="'relu_output'.*CPU arrays only"):
-        _C.batchnorm_backward(x, x, None, c(), c(), training=True, relu_output=x)
+    with pytest.raises(ValueError, match="relu=True.*CPU arrays only"):
+        _C.batchnorm_backward(x, x, None, c(), c(), training=True, relu=True)

@@ -1855,7 +1855,7 @@ def test_batchnorm_bindings(data, shape, training, momentum, eps, affine, relu, 
     gg = data.draw(arg("grad_weight", (size("grad_weight"),), in_place=True, profiles=("normal",)))
     bad_b = {"grad_weight"} if wrong == "grad_weight" and c else set()
     dx_out = draw_out(data, shape, g)
-    kw = {"relu_output": y} if relu else {}
+    kw = {"relu": True, "bias": None if beta is None else beta.a} if relu else {}
     if dx_out is not None:
         kw["out"] = dx_out.a
 

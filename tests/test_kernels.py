@@ -1411,12 +1411,16 @@ def test_batchnorm_bit_identical_with_one_and_two_threads(rng):
 @pytest.mark.parametrize("shape", [(6, 3), (2, 3, 5, 4), (3, 2, 37)], ids=str)
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_fused_relu_is_batchnorm_then_relu(shape, training, rng):
-    """relu=True gives, bit for bit, activation_forward("relu") of the plain output, and
-    relu_output= the plain backward of activation_backward("relu"); both as the float64
-    formulas (the relu of the reference, its gradient masked where the output is 0)."""
+    """relu=True gives, bit for bit, activation_forward("relu") of the plain output, and in
+    backward (which finds the zeros from x, not from the output) the plain backward of
+    activation_backward("relu"); both as the float64 formulas (the relu of the reference, its
+    gradient masked where the output is 0). Values at the relu's edge: with beta 0, x = 0 is
+    exactly 0 out in evaluation (running mean 0), whose gradient must be masked too."""
     c = shape[1]
     x = (2.0 * rng.standard_normal(shape)).astype(np.float32)
     gamma, beta = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    beta[0] = 0.0
+    x[:, 0].flat[::3] = 0.0
     stats = lambda: (np.zeros(c, np.float32), np.ones(c, np.float32), np.zeros(c, np.float32),  # noqa: E731
                      np.zeros(c, np.float32))
     plain_stats, fused_stats = stats(), stats()
@@ -1434,7 +1438,7 @@ def test_batchnorm_fused_relu_is_batchnorm_then_relu(shape, training, rng):
     dx = _C.batchnorm_backward(x, _C.activation_backward("relu", yr, g), gamma, mean, invstd,
                                training=training, grad_weight=grads[0][0], grad_bias=grads[0][1], beta=1.0)
     dxr = _C.batchnorm_backward(x, g, gamma, mean, invstd, training=training, grad_weight=grads[1][0],
-                                grad_bias=grads[1][1], beta=1.0, relu_output=yr)
+                                grad_bias=grads[1][1], beta=1.0, relu=True, bias=beta)
     np.testing.assert_array_equal(dxr, dx)
     np.testing.assert_array_equal(grads[1][0], grads[0][0])
     np.testing.assert_array_equal(grads[1][1], grads[0][1])
@@ -1461,5 +1465,7 @@ def test_batchnorm_names_bad_arguments():
                 training=True, mentions=("x",))
     _ref.raises(_C.batchnorm_backward, x, np.ones((4, 2), np.float32), None, c3(), c3(),
                 training=True, mentions=("grad_y",))
+    _ref.raises(_C.batchnorm_backward, x, x, None, c3(), c3(), training=True, relu=True,
+                bias=np.ones(2, np.float32), mentions=("bias",))
     _ref.raises(_C.batchnorm_backward, x, x, None, c3(), c3(), training=True,
-                relu_output=np.ones((4, 2), np.float32), mentions=("relu_output",))
+                bias=np.ones(3, np.float32), exc=ValueError, mentions=("bias", "relu"))

@@ -140,11 +140,14 @@ void bind_norm(py::module_& m) {
     m.def("batchnorm_backward", [](py::handle x_obj, py::handle g_obj, py::handle gamma_obj,
                                    py::handle mean_obj, py::handle invstd_obj, bool training,
                                    py::handle gg_obj, py::handle gb_obj, float beta,
-                                   bool input_grad, py::handle relu_obj, py::handle out_obj) -> py::object {
+                                   bool input_grad, bool relu, py::handle bias_obj,
+                                   py::handle out_obj) -> py::object {
         const char* fn = "batchnorm_backward";
+        if (!relu && !bias_obj.is_none())
+            fail_value(std::string(fn) + ": 'bias' is read with relu=True only (the forward's map)");
         if (DeviceArray* d = device_array_of(x_obj)) {
-            if (!relu_obj.is_none())
-                fail_value(std::string(fn) + ": 'relu_output' (a fused ReLU) is for CPU arrays only; x is on " +
+            if (relu)
+                fail_value(std::string(fn) + ": relu=True (a fused ReLU) is for CPU arrays only; x is on " +
                            d->device().name());
             DeviceArray& xd = device_f32(x_obj, d->device(), -1, fn, "x", "x");
             const Device& dev = xd.device();
@@ -174,14 +177,10 @@ void bind_norm(py::module_& m) {
         }
         F32Array x = as_f32(x_obj, fn, "x"), gy = as_f32(g_obj, fn, "grad_y");
         require_same_shape(x, gy, fn, "x", "grad_y");
-        std::optional<F32Array> relu_y;
-        if (!relu_obj.is_none()) {
-            relu_y = as_f32(relu_obj, fn, "relu_output");
-            require_same_shape(x, *relu_y, fn, "x", "relu_output");
-        }
         const Channels ch = channels_of(x, fn);
-        std::optional<py::array_t<float>> gamma, ggamma, gbeta;
+        std::optional<py::array_t<float>> gamma, bias, ggamma, gbeta;
         if (!gamma_obj.is_none()) gamma = per_channel(gamma_obj, ch.c, false, fn, "weight");
+        if (!bias_obj.is_none()) bias = per_channel(bias_obj, ch.c, false, fn, "bias");
         auto mean = per_channel(mean_obj, ch.c, false, fn, "save_mean");
         auto invstd = per_channel(invstd_obj, ch.c, false, fn, "save_invstd");
         if (!gg_obj.is_none()) ggamma = per_channel(gg_obj, ch.c, true, fn, "grad_weight");
@@ -191,8 +190,8 @@ void bind_norm(py::module_& m) {
         Operands ops(fn);
         if (dx) ops.output("out", *dx);
         ops.input("x", x).input("grad_y", gy).input("save_mean", mean).input("save_invstd", invstd);
-        if (relu_y) ops.input("relu_output", *relu_y);
         if (gamma) ops.input("weight", *gamma);
+        if (bias) ops.input("bias", *bias);
         if (ggamma) ops.output("grad_weight", *ggamma);
         if (gbeta) ops.output("grad_bias", *gbeta);
         ops.check();
@@ -203,18 +202,20 @@ void bind_norm(py::module_& m) {
         {
             py::gil_scoped_release nogil;
             batchnorm_backward(x.data(), gy.data(), g, mean.data(), invstd.data(), dxp, ggp, gbp,
-                               beta, ch.n, ch.c, ch.s, training, relu_y ? relu_y->data() : nullptr);
+                               beta, ch.n, ch.c, ch.s, training, relu, bias ? bias->data() : nullptr);
         }
         if (!dx) return py::none();
         return std::move(*dx);
     }, py::arg("x"), py::arg("grad_y"), py::arg("weight"), py::arg("save_mean"),
        py::arg("save_invstd"), py::kw_only(), py::arg("training"),
        py::arg("grad_weight") = py::none(), py::arg("grad_bias") = py::none(),
-       py::arg("beta") = 0.0f, py::arg("input_grad") = true, py::arg("relu_output") = py::none(),
-       py::arg("out") = py::none(),
+       py::arg("beta") = 0.0f, py::arg("input_grad") = true, py::arg("relu") = false,
+       py::arg("bias") = py::none(), py::arg("out") = py::none(),
        "grad_weight / grad_bias = beta * themselves + the gradient; returns dL/dx (None with "
-       "input_grad=False), the statistics depending on x in training. relu_output (CPU arrays): "
-       "the forward pass had relu=True and returned it; grad_y is then the gradient at it.");
+       "input_grad=False), the statistics depending on x in training. relu=True (CPU arrays): "
+       "the forward pass had relu=True, with this weight and bias (None: 0); grad_y is then the "
+       "gradient at its output, zeroed where that output was 0 (found from x and the saved "
+       "statistics, bit for bit, not read back).");
 }
 
 }  // namespace fastnn::bind

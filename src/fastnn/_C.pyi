@@ -375,10 +375,12 @@ def batchnorm_forward(x: npt.ArrayLike, weight: Optional[npt.ArrayLike],
 def batchnorm_backward(x: npt.ArrayLike, grad_y: npt.ArrayLike, weight: Optional[npt.ArrayLike],
                        save_mean: npt.ArrayLike, save_invstd: npt.ArrayLike, *, training: bool,
                        grad_weight: Optional[F32] = None, grad_bias: Optional[F32] = None,
-                       beta: float = 0.0, input_grad: bool = True,
-                       relu_output: Optional[npt.ArrayLike] = None,
+                       beta: float = 0.0, input_grad: bool = True, relu: bool = False,
+                       bias: Optional[npt.ArrayLike] = None,
                        out: Optional[F32] = None) -> Optional[F32]:
     """grad_weight / grad_bias (in place) = beta * themselves + the gradient; returns dL/dx
-    (None with input_grad=False), through the batch's statistics in training. relu_output (CPU
-    arrays only): what batchnorm_forward(..., relu=True) returned; grad_y is then the gradient
-    at it, zeroed where relu_output <= 0 first (as activation_backward("relu", ...))."""
+    (None with input_grad=False), through the batch's statistics in training. relu=True (CPU
+    arrays only): batchnorm_forward(..., relu=True) ran with this weight and bias (None: 0);
+    grad_y is then the gradient at its output, zeroed first where that output was 0 (as
+    activation_backward("relu", ...)), which is found from x and the saved statistics, bit for
+    bit, rather than read back."""

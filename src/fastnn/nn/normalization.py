@@ -46,7 +46,7 @@ class _BatchNorm(WorkspaceLayer):
         self._save_mean, self._save_invstd = memory.zeros(c), memory.zeros(c)
         self._x: np.ndarray | None = None
         self._trained = False  # whether the last forward used the batch's statistics
-        self._relu_y: np.ndarray | None = None  # the last output, where it fused a ReLU
+        self._fused_relu = False  # whether the last forward fused a ReLU
 
     def _check_input(self, x: Any) -> np.ndarray:
         x = as_float32(x, lambda: f"{self!r} input")
@@ -85,7 +85,7 @@ class _BatchNorm(WorkspaceLayer):
                                  self._save_invstd, training=self.training, momentum=momentum,
                                  eps=self.eps, relu=relu,
                                  out=self.output(workspace, internal, "output", x.shape))
-        self._x, self._trained, self._relu_y = x, self.training, y if relu else None
+        self._x, self._trained, self._fused_relu = x, self.training, relu
         return y
 
     def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
@@ -100,10 +100,12 @@ class _BatchNorm(WorkspaceLayer):
             grad_bias, bias_beta = self.bias.grad_to_write()
             if bias_beta != beta:  # never apart in practice: both reset by zero_grad
                 _C.scale_(grad_bias, bias_beta)
+        # a fused ReLU's zeros are found again from x, the weight and the bias
+        shift = self.bias.data if self._fused_relu and self.bias is not None else None
         return _C.batchnorm_backward(self._x, g, None if self.weight is None else self.weight.data,
                                      self._save_mean, self._save_invstd, training=self._trained,
                                      grad_weight=grad_weight, grad_bias=grad_bias, beta=beta,
-                                     input_grad=input_grad, relu_output=self._relu_y,
+                                     input_grad=input_grad, relu=self._fused_relu, bias=shift,
                                      out=self.output(workspace, internal, "grad_x", self._x.shape))
 
     def output_shape(self, input_shape: tuple) -> tuple:
