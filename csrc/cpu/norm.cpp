@@ -71,8 +71,8 @@ FASTNN_ISA_BODY void sum_values(const float* x, int64_t n, int64_t s, int64_t st
 // The gradient that reaches batch norm's output: dy, or with a relu fused after it, dy where
 // the forward's output x scale + shift (scale_shift's float arithmetic: the same bits) was
 // above 0 and 0 elsewhere, as the relu's own backward. Reading the relu's output instead made
-// a third of the pass's reads (b128 VGG step 83.2 -> 81.2 ms without them). The load comes
-// before the select: one under a condition keeps gcc from vectorizing.
+// a third of the pass's reads (b128 VGG step, 2 threads: 87.7 -> 83.7 ms without them). The
+// load comes before the select: one under a condition keeps gcc from vectorizing.
 template <bool kRelu>
 inline float grad_at(const float* g, const float* x, int64_t at, float scale, float shift) {
     const float d = g[at];
@@ -142,7 +142,7 @@ FASTNN_ISA_BODY void sum_grads_across(const float* x, const float* g, const floa
     for (int64_t i = 0; i < n; ++i) {
         const float *v = x + i * c + c0, *d = g + i * c + c0;
         for (int64_t k = 0; k < c1 - c0; ++k) {
-            const float dk = kRelu ? (v[k] * scale[k] + shift[k] <= 0.0f ? 0.0f : d[k]) : d[k];
+            const float dk = grad_at<kRelu>(d, v, k, scale[k], shift[k]);
             a[k] += dk;
             b[k] += double(dk) * ((v[k] - double(mean[c0 + k])) * double(invstd[c0 + k]));
         }
