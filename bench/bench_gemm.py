@@ -1,11 +1,13 @@
 """GEMM side by side: fastnn, NumPy (OpenBLAS) and PyTorch (CPU) on the same inputs.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_gemm.py [--quick] [--precision bf16]
+        [--random N [--seed S]]
 
 For each shape and thread count: check that the three agree, then report median GFLOP/s,
 fastnn's ratio to each, and fastnn's share of the measured FMA peak for that many
 threads (a probe of independent AVX-512 FMAs, fastnn._C.fma_peak_gflops). JSON goes to
-bench/results/.
+bench/results/. --random N times N products of random shapes (thin ones included) instead
+of the squares and an MLP's products: the shapes nothing was tuned on.
 
 --precision bf16: fastnn's bf16 product (matmul(precision="bf16"), on config()["bf16"]'s
 path) against fastnn fp32, torch fp32 and torch bf16 (torch.matmul on bf16 tensors, made
@@ -39,6 +41,20 @@ def mlp_shapes() -> list[tuple[str, int, int, int, bool, bool]]:
             shapes.append((f"fwd  X.W^T  {tag}", batch, fan_out, fan_in, False, True))
             shapes.append((f"dW   dY^T.X {tag}", fan_out, fan_in, batch, True, False))
             shapes.append((f"dX   dY.W   {tag}", batch, fan_in, fan_out, False, False))
+    return shapes
+
+
+def random_shapes(count: int, seed: int) -> list[tuple[str, int, int, int, bool, bool]]:
+    """`count` products no one tuned for: m, n and k log-uniform in [1, 4096] (thin ones
+    included), 2 m n k between 2e5 and 3e9 flops, each transpose pair equally likely."""
+    rng = np.random.default_rng(seed)
+    shapes = []
+    while len(shapes) < count:
+        m, n, k = (int(round(np.exp(rng.uniform(0.0, np.log(4096))))) for _ in range(3))
+        if not 2e5 <= 2.0 * m * n * k <= 3e9:
+            continue
+        ta, tb = bool(rng.integers(2)), bool(rng.integers(2))
+        shapes.append((f"random {m}x{n}x{k} {'T' if ta else 'N'}{'T' if tb else 'N'}", m, n, k, ta, tb))
     return shapes
 
 
@@ -134,6 +150,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds per shape")
     p.add_argument("--squares", help="comma-separated square sizes instead of the default set")
     p.add_argument("--no-mlp", action="store_true", help="squares only")
+    p.add_argument("--random", type=int, metavar="N",
+                   help="N random shapes (thin ones included; see random_shapes) instead of the default set")
+    p.add_argument("--seed", type=int, default=0, help="the random shapes' seed")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: fastnn's bf16 product against fastnn fp32, torch fp32 and torch bf16")
     args = p.parse_args(argv)
@@ -144,6 +163,8 @@ def main(argv=None) -> int:
                else [64, 256, 1024] if args.quick else SQUARES)
     repeats = 3 if args.quick else args.repeats
     shapes = [(f"square {s}", s, s, s, False, False) for s in squares] + ([] if args.no_mlp else mlp_shapes())
+    if args.random:
+        shapes = random_shapes(args.random, args.seed)
     print(machine_line())
     print(f"fastnn {fastnn.__version__} isa={_C.get_isa()}  torch={'yes' if torch else 'not installed'}")
     if args.precision == "bf16":
@@ -165,10 +186,14 @@ def main(argv=None) -> int:
             vt = f"{row['vs_torch']:7.2f}" if torch else f"{'-':>7s}"
             share = f"{100 * row['share_of_peak']:5.0f}%" if peak else "   n/a"
             print(f"{label:32s} {g['fastnn']:8.1f} {g['numpy']:8.1f} {tt} {row['vs_numpy']:7.2f} {vt} {vs_best:6.2f} {share}", flush=True)
-        mlp = [r["vs_best"] for r in rows if r["threads"] == nthreads and not r["shape"].startswith("square")]
-        if mlp:
-            print(f"MLP products, {nthreads} thread(s): median fastnn/best {statistics.median(mlp):.2f}, "
-                  f"min {min(mlp):.2f}")
+        mine = [r for r in rows if r["threads"] == nthreads]
+        for label, group in (("MLP products", [r for r in mine if r["shape"].split()[0] in ("fwd", "dW", "dX")]),
+                             ("random shapes", [r for r in mine if r["shape"].startswith("random")])):
+            if group:
+                ratios = [r["vs_best"] for r in group]
+                worst = min(group, key=lambda r: r["vs_best"])
+                print(f"{label}, {nthreads} thread(s): median fastnn/best {statistics.median(ratios):.2f}, "
+                      f"min {min(ratios):.2f} ({worst['shape']})")
     path = write_json("gemm", {"rows": rows})
     print(f"\nwrote {path}")
     return 0

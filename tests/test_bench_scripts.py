@@ -34,6 +34,30 @@ def test_bench_gemm_prints_and_records_the_cpu(tmp_path):
     assert machine["fma_peak_per_core"] > 0
 
 
+def test_bench_gemm_random_shapes_are_seeded_and_summarized():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_gemm
+    finally:
+        sys.path.remove(str(BENCH))
+    shapes = bench_gemm.random_shapes(30, seed=3)
+    assert shapes == bench_gemm.random_shapes(30, seed=3) != bench_gemm.random_shapes(30, seed=4)
+    for label, m, n, k, ta, tb in shapes:
+        assert 2e5 <= 2 * m * n * k <= 3e9 and max(m, n, k) <= 4096 and label.startswith("random")
+    assert {(ta, tb) for *_, ta, tb in shapes} == {(False, False), (False, True), (True, False), (True, True)}
+    assert min(min(m, n, k) for _, m, n, k, _, _ in shapes) <= 16  # thin ones among them
+    before = set(BENCH.joinpath("results").glob("gemm-*.json")) if BENCH.joinpath("results").exists() else set()
+    out = run_python(None, args=[str(BENCH / "bench_gemm.py"), "--random", "2", "--seed", "3",
+                                 "--threads", "1", "--repeats", "1"],
+                     env_extra={"PYTHONPATH": str(BENCH) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    for f in set(BENCH.joinpath("results").glob("gemm-*.json")) - before:
+        f.unlink()
+    assert shapes[0][0] in out.stdout and shapes[1][0] in out.stdout
+    assert "random shapes, 1 thread(s): median fastnn/best" in out.stdout
+    assert "square" not in out.stdout and "MLP products" not in out.stdout
+
+
 def test_bench_gemm_bf16_records_the_path_and_every_rival():
     before = set(BENCH.joinpath("results").glob("gemm-bf16-*.json")) if BENCH.joinpath("results").exists() else set()
     out = run_python(None, args=[str(BENCH / "bench_gemm.py"), "--precision", "bf16", "--squares", "40",

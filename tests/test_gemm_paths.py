@@ -18,7 +18,8 @@ from test_gemm import K_BLOCKS, TRANSPOSES, TRANS_IDS, check, operands, referenc
 # narrower packed panel) or, at a 4 KiB row stride (n = 1024), packed one panel at a time.
 PATH_SHAPES = [(1000, 10, 300), (9, 700, 300), (500, 300, 5), (33, 17, 13),
                (515, 301, K_BLOCKS), (8, 1100, 900), (200, 200, 200),
-               (33, 517, K_BLOCKS), (100, 203, 70), (40, 1000, 300), (40, 1024, 300)]
+               (33, 517, K_BLOCKS), (100, 203, 70), (40, 1000, 300), (40, 1024, 300),
+               (130, 1, 700), (77, 16, 64), (33, 3, 8), (64, 33, 16), (100, 40, 90)]
 ACTIVATIONS = ["identity", "relu", "sigmoid", "tanh", "leaky_relu"]
 
 
@@ -114,7 +115,17 @@ def test_paths_bit_identical_with_one_and_two_threads(isa, m, n, k, rng):
 # split by columns instead; either way each element is summed as on one thread.
 SMALL_SPLITS = [(28, 2048, 16, False, True), (28, 4096, 8, False, True), (20, 2048, 12, False, True),
                 (10, 1000, 128, True, False), (10, 1000, 128, False, False), (12, 784, 300, False, True),
-                (3, 4100, 40, True, True), (15, 700, 200, False, False)]
+                (3, 4100, 40, True, True), (15, 700, 200, False, False),
+                # the thin forms (small_gemm.h): B^T packed for dot products (NN, n <= 16),
+                # C^T by rows stored transposed (TN), 64 rows a block; op(B) packed for rows
+                # (k <= 16, B transposed); few rows and one block of columns split by rows;
+                (1000, 3, 200, False, False), (1000, 16, 64, False, False), (700, 1, 999, False, False),
+                (1000, 3, 200, True, False), (257, 16, 8, True, False), (130, 1, 700, True, False),
+                (700, 300, 7, False, True), (700, 33, 16, True, True), (13, 34, 977, False, False),
+                # op(B) within L1: rows of C whatever the size; a thin B under 32 rows of C
+                (300, 40, 90, False, True), (300, 40, 90, True, False), (26, 7, 1093, True, False),
+                # op(B) in strips sized for L2 (a strip: half an L2 of 2 MiB or less here)
+                (20, 17000, 16, False, True), (20, 17000, 16, True, True), (15, 2000, 200, False, False)]
 
 
 @pytest.mark.parametrize("m,n,k,ta,tb", SMALL_SPLITS, ids=str)

@@ -169,10 +169,11 @@ void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* b
     if (ep) apply_epilogue(*ep, c, ldc, rows, cols, col0);
 }
 
-// Small or skinny: too little work to share between threads, or a dimension so thin
-// that padded panels would waste most of the microkernel.
-bool is_small(int64_t m, int64_t n, int64_t k) {
-    return m * n * k <= (int64_t{1} << 18) || n <= 16 || m <= 16 || k <= 16;
+// A cache level's share of one logical CPU, in floats (`fallback` where none is reported).
+int64_t cache_floats(int level, int64_t fallback) {
+    for (const CacheLevel& c : cpu_info().caches)
+        if (c.level == level) return c.size_bytes / std::max(1, c.shared_by) / int64_t{sizeof(float)};
+    return fallback;
 }
 
 // A few rows of C (a small batch): packing op(B) moves each of its elements once for only
@@ -268,24 +269,29 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     }
     const GemmContext& ctx = *gemm_context();
     const Microkernel& uk = *ctx.uk;
-    if (uk.small && is_small(m, n, k) && small_gemm_takes(trans_a, trans_b, m, n)) {
-        // Threads take blocks of 4 rows, or, below 16 rows, of 64 columns: 10 rows (a layer of
-        // 10 outputs' weight gradient) made blocks of 8 and 2 rows, and 2 threads ran 1.2x one.
+    static const int64_t l1_floats = cache_floats(1, 8192), l2_floats = cache_floats(2, 65536);
+    if (const SmallForm form = uk.small ? small_form(trans_a, trans_b, m, n, k, l1_floats) : SmallForm::None;
+        form != SmallForm::None) {
+        // Threads take blocks of the form's rows (4, or 64 for SwappedRows), or, below 16 rows
+        // and with columns for more than one block, of 64 columns: 10 rows (a layer of 10
+        // outputs' weight gradient) made blocks of 8 and 2 rows, and 2 threads ran 1.2x one.
         // The kernels step through rows by 4 and columns by 64 (by 4 for dot products) from
         // a block's start, so every element is summed as with one thread.
-        const bool by_columns = m < 16;
+        const bool by_columns = form != SmallForm::SwappedRows && m < 16 && n > 64;
+        const int64_t step = small_form_rows(form);
         const int64_t a_row = trans_a ? 1 : lda, b_col = trans_b ? ldb : 1;
-        const int64_t blocks = by_columns ? (n + 63) / 64 : (m + 3) / 4;
-        const int64_t block_flops = by_columns ? m * 64 * k : 4 * n * k;
+        const int64_t strip = std::max<int64_t>(128, l2_floats / 2 / k / 128 * 128);  // k x strip: half of L2
+        const int64_t blocks = by_columns ? (n + 63) / 64 : (m + step - 1) / step;
+        const int64_t block_flops = by_columns ? m * 64 * k : step * n * k;
         parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 18) / (block_flops + 1)),
                      [&](int64_t b0, int64_t b1) {
             if (by_columns) {
                 const int64_t j0 = 64 * b0, cols = std::min(n, 64 * b1) - j0;
-                uk.small(trans_a, trans_b, m, cols, k, alpha, a, lda, b + j0 * b_col, ldb, beta, c + j0, ldc);
+                uk.small(form, strip, trans_a, trans_b, m, cols, k, alpha, a, lda, b + j0 * b_col, ldb, beta, c + j0, ldc);
                 if (ep) apply_epilogue(*ep, c + j0, ldc, m, cols, j0);
             } else {
-                const int64_t i0 = 4 * b0, rows = std::min(m, 4 * b1) - i0;
-                uk.small(trans_a, trans_b, rows, n, k, alpha, a + i0 * a_row, lda, b, ldb, beta, c + i0 * ldc, ldc);
+                const int64_t i0 = step * b0, rows = std::min(m, step * b1) - i0;
+                uk.small(form, strip, trans_a, trans_b, rows, n, k, alpha, a + i0 * a_row, lda, b, ldb, beta, c + i0 * ldc, ldc);
                 if (ep) apply_epilogue(*ep, c + i0 * ldc, ldc, rows, n, 0);
             }
         });

@@ -86,11 +86,12 @@ void pack_rows_tail(const float* src, int64_t ld, int64_t kc, float* out, int64_
                     int64_t first, int64_t rows);
 
 // Optional path for small and skinny products, where packing costs more than it saves:
-// works on the unpacked operands, on one thread, on the products small_gemm_takes
-// (small_gemm.h) accepts.
-using SmallGemmFn = void (*)(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                             float alpha, const float* a, int64_t lda, const float* b,
-                             int64_t ldb, float beta, float* c, int64_t ldc);
+// works on the unpacked operands (or a thin one packed), on one thread, on the products
+// small_form (small_gemm.h) chose a form for.
+enum class SmallForm;
+using SmallGemmFn = void (*)(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64_t m,
+                             int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                             const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 // Optional kernel for a full-height tile narrower than NR (0 < cols < NR), B packed, written
 // to C in place; without it such tiles run the full kernel into a buffer.

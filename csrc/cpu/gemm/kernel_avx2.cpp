@@ -126,44 +126,63 @@ inline __m256i lanes_below(int64_t left) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(l), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// ROWS rows of C, 16 columns at a time from j: broadcast op(A)(i, p), vector rows of B.
+// ROWS rows of C by W vectors of 8 columns from j: broadcast op(A)(i, p), vector rows of B.
+// kMasked: `left` columns remain (fewer than 8 W); vectors past them are neither read nor
+// stored.
+template <int ROWS, int W, bool kMasked>
+inline void rows_block(int64_t k, const float* a, int64_t a_row, int64_t a_col, const float* b,
+                       int64_t ldb, float alpha, float beta, float* c, int64_t ldc, int64_t left) {
+    __m256i mask[W];
+#pragma GCC unroll 8
+    for (int w = 0; w < W; ++w) mask[w] = lanes_below(left - 8 * w);
+    __m256 acc[ROWS][W];
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 8
+        for (int w = 0; w < W; ++w) acc[r][w] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < k; ++p) {
+        const float* bp = b + p * ldb;
+        __m256 bv[W];
+#pragma GCC unroll 8
+        for (int w = 0; w < W; ++w)
+            bv[w] = kMasked ? _mm256_maskload_ps(bp + 8 * w, mask[w]) : _mm256_loadu_ps(bp + 8 * w);
+#pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r) {
+            const __m256 ar = _mm256_broadcast_ss(a + r * a_row + p * a_col);
+#pragma GCC unroll 8
+            for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(ar, bv[w], acc[r][w]);
+        }
+    }
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 8
+        for (int w = 0; w < W; ++w) {
+            float* out = c + r * ldc + 8 * w;
+            __m256 v = _mm256_mul_ps(va, acc[r][w]);
+            if (!kMasked) {
+                if (beta != 0.0f) v = _mm256_fmadd_ps(vb, _mm256_loadu_ps(out), v);
+                _mm256_storeu_ps(out, v);
+            } else if (left > 8 * w) {
+                if (beta != 0.0f) v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(out, mask[w]), v);
+                _mm256_maskstore_ps(out, mask[w], v);
+            }
+        }
+}
+
+// ROWS rows of C: blocks of 8 accumulators' width (one row: 64 columns, two: 32, more: 16;
+// fewer would leave the FMAs waiting on each other), the rest 16 columns at a time.
 template <int ROWS>
 void small_rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    constexpr int W = ROWS == 1 ? 8 : ROWS == 2 ? 4 : 2;
     const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
-    for (int64_t j = 0; j < n; j += 16) {
-        const bool whole = n - j >= 16;
-        const __m256i mask[2] = {lanes_below(n - j), lanes_below(n - j - 8)};
-        __m256 acc[ROWS][2];
-#pragma GCC unroll 4
-        for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-        for (int64_t p = 0; p < k; ++p) {
-            const float* bp = b + p * ldb + j;
-            const __m256 b0 = whole ? _mm256_loadu_ps(bp) : _mm256_maskload_ps(bp, mask[0]);
-            const __m256 b1 = whole ? _mm256_loadu_ps(bp + 8) : _mm256_maskload_ps(bp + 8, mask[1]);
-#pragma GCC unroll 4
-            for (int r = 0; r < ROWS; ++r) {
-                const __m256 ar = _mm256_broadcast_ss(a + r * a_row + p * a_col);
-                acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
-                acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
-            }
-        }
-#pragma GCC unroll 4
-        for (int r = 0; r < ROWS; ++r)
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; ++h) {
-                float* out = c + r * ldc + j + 8 * h;
-                __m256 v = _mm256_mul_ps(va, acc[r][h]);
-                if (whole) {
-                    if (beta != 0.0f) v = _mm256_fmadd_ps(vb, _mm256_loadu_ps(out), v);
-                    _mm256_storeu_ps(out, v);
-                } else if (n - j > 8 * h) {
-                    if (beta != 0.0f) v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(out, mask[h]), v);
-                    _mm256_maskstore_ps(out, mask[h], v);
-                }
-            }
-    }
+    int64_t j = 0;
+    for (; j + 8 * W <= n; j += 8 * W)
+        rows_block<ROWS, W, false>(k, a, a_row, a_col, b + j, ldb, alpha, beta, c + j, ldc, 8 * W);
+    for (; j + 16 <= n; j += 16)
+        rows_block<ROWS, 2, false>(k, a, a_row, a_col, b + j, ldb, alpha, beta, c + j, ldc, 16);
+    if (j < n) rows_block<ROWS, 2, true>(k, a, a_row, a_col, b + j, ldb, alpha, beta, c + j, ldc, n - j);
 }
 
 inline float lane_sum(__m256 v) {

@@ -234,57 +234,60 @@ inline void store_row(float* c, __m512 acc, __mmask16 mask, __m512 va, __m512 vb
     _mm512_mask_storeu_ps(c, mask, r);
 }
 
-// ROWS rows of C, up to 64 columns from j: broadcast op(A)(i, p), vector rows of B.
+// ROWS rows of C by W vectors of columns (the last one masked with `last` where kMasked):
+// broadcast op(A)(i, p) against vector rows of B.
+template <int ROWS, int W, bool kMasked>
+inline void rows_block(int64_t k, const float* a, int64_t a_row, int64_t a_col, const float* b,
+                       int64_t ldb, __m512 va, __m512 vb, bool beta0, float* c, int64_t ldc,
+                       __mmask16 last) {
+    __m512 acc[ROWS][W];
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 8
+        for (int w = 0; w < W; ++w) acc[r][w] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < k; ++p) {
+        const float* bp = b + p * ldb;
+        __m512 bv[W];
+#pragma GCC unroll 8
+        for (int w = 0; w < W; ++w)
+            bv[w] = kMasked && w == W - 1 ? _mm512_maskz_loadu_ps(last, bp + 16 * w) : _mm512_loadu_ps(bp + 16 * w);
+#pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r) {
+            const __m512 ar = _mm512_set1_ps(a[r * a_row + p * a_col]);
+#pragma GCC unroll 8
+            for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(ar, bv[w], acc[r][w]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 8
+        for (int w = 0; w < W; ++w)
+            store_row(c + r * ldc + 16 * w, acc[r][w], kMasked && w == W - 1 ? last : __mmask16(0xFFFF),
+                      va, vb, beta0);
+}
+
+// ROWS rows of C, 64 columns at a time (one row: 128); a narrower last block computes only the vectors
+// that hold columns (n = 32 had run 4 vectors' FMAs for 2).
 template <int ROWS>
 void small_rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
-    for (int64_t j = 0; j < n; j += 64) {
-        __mmask16 mask[4];
-        #pragma GCC unroll 4
-        for (int w = 0; w < 4; ++w) mask[w] = tail_mask(n - j - 16 * w > 0 ? n - j - 16 * w : 0);
-        // Unmasked loads only for a whole 64 columns: 49-63 left need 4 vectors but a mask.
-        const bool whole = n - j >= 64;
-        const int width = whole ? 4 : static_cast<int>((n - j + 15) / 16);
-        __m512 acc[ROWS][4];
-        #pragma GCC unroll 4
-        for (int r = 0; r < ROWS; ++r)
-            #pragma GCC unroll 4
-            for (int w = 0; w < 4; ++w) acc[r][w] = _mm512_setzero_ps();
-        if (whole) {
-            for (int64_t p = 0; p < k; ++p) {
-                const float* bp = b + p * ldb + j;
-                __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16),
-                       b2 = _mm512_loadu_ps(bp + 32), b3 = _mm512_loadu_ps(bp + 48);
-                #pragma GCC unroll 4
-                for (int r = 0; r < ROWS; ++r) {
-                    __m512 ar = _mm512_set1_ps(a[r * a_row + p * a_col]);
-                    acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
-                    acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
-                    acc[r][2] = _mm512_fmadd_ps(ar, b2, acc[r][2]);
-                    acc[r][3] = _mm512_fmadd_ps(ar, b3, acc[r][3]);
-                }
-            }
-        } else {
-            for (int64_t p = 0; p < k; ++p) {
-                const float* bp = b + p * ldb + j;
-                __m512 bv[4];
-                #pragma GCC unroll 4
-                for (int w = 0; w < 4; ++w) bv[w] = _mm512_maskz_loadu_ps(mask[w], bp + 16 * w);
-                #pragma GCC unroll 4
-                for (int r = 0; r < ROWS; ++r) {
-                    __m512 ar = _mm512_set1_ps(a[r * a_row + p * a_col]);
-                    #pragma GCC unroll 4
-                    for (int w = 0; w < 4; ++w) acc[r][w] = _mm512_fmadd_ps(ar, bv[w], acc[r][w]);
-                }
-            }
-        }
-        #pragma GCC unroll 4
-        for (int r = 0; r < ROWS; ++r)
-            #pragma GCC unroll 4
-            for (int w = 0; w < width; ++w)
-                store_row(c + r * ldc + j + 16 * w, acc[r][w], mask[w], va, vb, beta == 0.0f);
+    const bool beta0 = beta == 0.0f;
+    int64_t j = 0;
+    if constexpr (ROWS == 1)  // 8 vectors: 4 would be 4 dependent chains (a GEMV, 1 x n x k)
+        for (; j + 128 <= n; j += 128)
+            rows_block<1, 8, false>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, 0xFFFF);
+    for (; j + 64 <= n; j += 64)
+        rows_block<ROWS, 4, false>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, 0xFFFF);
+    if (j == n) return;
+    const int64_t left = n - j;
+    const __mmask16 last = tail_mask(left - 16 * ((left - 1) / 16));
+    switch ((left + 15) / 16) {
+        case 1: rows_block<ROWS, 1, true>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, last); break;
+        case 2: rows_block<ROWS, 2, true>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, last); break;
+        case 3: rows_block<ROWS, 3, true>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, last); break;
+        default: rows_block<ROWS, 4, true>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, last);
     }
 }
 

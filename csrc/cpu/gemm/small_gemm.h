@@ -6,13 +6,96 @@
 //       an R x Q block of C as dot products along k, A and B^T both row-major;
 //   static constexpr int kDotRows: the most rows one dots call takes (its registers).
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <memory>
 
 namespace fastnn {
 
+// How the small path computes a product, chosen for the whole product before the threads
+// split it (a part of it must take the same path: asked of each thread's rows, a part of 12
+// rows was taken and one of 16 refused, and the packed path then added beta C into the
+// first part's rows a second time):
+//   Rows        rows of C: op(A)'s values broadcast against rows of B (B not transposed);
+//   Dots        dot products along k, A and B^T both row-major;
+//   RowsPackedB Rows after op(B), k x n, is packed from a transposed B: a short k (a layer
+//               with 3 to 16 inputs: its forward is n outputs of at most 16 products);
+//   DotsPackedB Dots after B^T, n x k, is packed from B: a thin B (n <= 16) with A not
+//               transposed (the input gradient of a layer with few inputs);
+//   SwappedRows C^T = B^T op(A)^T by Rows, stored transposed: a thin B with A transposed
+//               (the weight gradient of such a layer), op(A)^T's rows being A's own.
+// Rows of C with n <= 16 fill n lanes of a vector and run 4 dependent chains: 1 x 3072 x
+// 1000 (TN) ran at 5.5 GFLOP/s and 1000 x 1 x 3072 (NN) at 8 against OpenBLAS's 81 and 85,
+// 1000 x 3 x 100 at 12 against 76 (Zen 5, 2 threads). The two thin forms use every lane.
+// An op(B) of 32 columns or more that stays in L1 (half of it: A's and C's lines pass
+// through too) goes by rows whatever the size: every 4 rows of C read it from there, and
+// nothing of A is packed (a layer of 32 or 64 units: 512 x 32 x 64 (NT) ran at 0.74x
+// OpenBLAS on the transposed path, whose threads each pack all of op(A)^T for its n = 32).
+enum class SmallForm { None, Rows, Dots, RowsPackedB, DotsPackedB, SwappedRows };
+
+inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                            int64_t l1_floats) {
+    const bool small = n <= 16 || m <= 16 || k <= 16 || m * n * k <= (int64_t{1} << 18);
+    const bool b_in_l1 = n >= 32 && 2 * n * k <= l1_floats;
+    if (trans_b) {
+        // Packing op(B) costs n k per 2 m n k flops: m >= 32 (or k <= 16, when the product
+        // writes C once for every few flops)
+        if (n >= 32 && (k <= 16 || (b_in_l1 && m >= 32))) return SmallForm::RowsPackedB;
+        if (!small) return SmallForm::None;
+        // The dot-product form suits a thin B or a thin A: below 16 rows the transposed path
+        // fills its 16-wide vectors with m columns (1 x 512 x 784 ran at 8.5 GFLOP/s there, 44
+        // here; a conv layer's 6 x 25 x 25088 weight gradient 22 and 42; from 16 rows on it is
+        // the faster again, 132 against 99).
+        return !trans_a && (n <= 16 || m < 16) ? SmallForm::Dots : SmallForm::None;
+    }
+    if (!small && !b_in_l1) return SmallForm::None;
+    // The thin forms' dot products cost a reduction per 16 sums, and the swapped one a
+    // transposed store per value of C: k long enough, C^T wide enough.
+    if (n <= 16 && !trans_a && k >= 64) return SmallForm::DotsPackedB;
+    if (n <= 16 && trans_a && m >= 16 && k >= 8) return SmallForm::SwappedRows;
+    return SmallForm::Rows;
+}
+
+// Rows of C that one call of the form takes at a time (a thread's share is a multiple).
+inline int64_t small_form_rows(SmallForm form) { return form == SmallForm::SwappedRows ? 64 : 4; }
+namespace small_detail {
+
+// A grow-only scratch of the calling thread for a packed operand.
+inline float* packed_buffer(int64_t floats) {
+    thread_local std::unique_ptr<float[]> buf;
+    thread_local int64_t cap = 0;
+    if (floats > cap) {
+        buf.reset(new float[static_cast<size_t>(floats)]);
+        cap = floats;
+    }
+    return buf.get();
+}
+
+// out (cols x rows, row-major) = the rows x cols matrix at src, rows ld apart, transposed.
+inline void transpose_into(const float* src, int64_t ld, int64_t rows, int64_t cols, float* out) {
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t q = 0; q < cols; ++q) out[q * rows + r] = src[r * ld + q];
+}
+
+template <class K>
+void rows_of_c(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+    const int64_t a_row = trans_a ? 1 : lda;
+    for (int64_t i = 0; i < m; i += 4) {
+        const float* ai = a + i * a_row;
+        float* ci = c + i * ldc;
+        switch (m - i < 4 ? m - i : 4) {
+            case 4: K::template rows<4>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+            case 3: K::template rows<3>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+            case 2: K::template rows<2>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+            default: K::template rows<1>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
+        }
+    }
+}
+
 template <class K, int R>
-void small_dots_row(int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                    const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+void dots_row(int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+              int64_t ldb, float beta, float* c, int64_t ldc) {
     int64_t j = 0;
     for (; j + 4 <= n; j += 4) K::template dots<R, 4>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
     switch (n - j) {
@@ -22,51 +105,86 @@ void small_dots_row(int64_t n, int64_t k, float alpha, const float* a, int64_t l
     }
 }
 
-// Whether the small path takes an m x n product; the others are packed. With B transposed
-// the dot-product form suits a thin B (few columns of C) or a thin A: below 16 rows the
-// transposed path fills its 16-wide vectors with m columns (1 x 512 x 784 ran at 8.5 GFLOP/s
-// there, 44 here; a conv layer's 6 x 25 x 25088 weight gradient 22 and 42; from 16 rows on it
-// is the faster again, 132 against 99). Asked of the whole product, before the threads split
-// it: a part of what it takes is taken too. (Asked of each thread's rows, a part of 12 rows
-// was taken and one of 16 refused, and the packed path then added beta C into the first
-// part's rows a second time.)
-inline bool small_gemm_takes(bool trans_a, bool trans_b, int64_t m, int64_t n) {
-    return !(trans_b && (trans_a || (n > 16 && m >= 16)));
+// C = alpha A B^T + beta C, A (m x k) and B (n x k) row-major.
+template <class K>
+void dots_of_c(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+               const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+    for (int64_t i = 0; i < m; i += K::kDotRows) {
+        const int64_t left = m - i < K::kDotRows ? m - i : K::kDotRows;
+        const float* ai = a + i * lda;
+        float* ci = c + i * ldc;
+        if constexpr (K::kDotRows >= 4)
+            if (left == 4) { dots_row<K, 4>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); continue; }
+        if constexpr (K::kDotRows >= 3)
+            if (left == 3) { dots_row<K, 3>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); continue; }
+        if (left == 2)
+            dots_row<K, 2>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
+        else
+            dots_row<K, 1>(n, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
+    }
 }
 
-// A SmallGemmFn (gemm.h) over groups of 4 rows of C; the remainder rows get kernels of
-// their own height.
+// C (m x n, n <= 16) = alpha op(A) B + beta C with A stored k x m: C^T = B^T A, 128 rows of
+// C (columns of C^T) at a time, their k x 128 strip of A read from L2 by every 4 columns of
+// C (one column: 8 vectors wide, see rows); each 4 x 128 block of C^T goes through a buffer
+// and back transposed, with beta as the kernels apply it (one rounding of beta C + the
+// block's value).
 template <class K>
-void small_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-                int64_t ldc) {
-    const int64_t a_row = trans_a ? 1 : lda;
-    for (int64_t i = 0; i < m; i += 4) {
-        const float* ai = a + i * a_row;
-        float* ci = c + i * ldc;
-        const int64_t rows = m - i < 4 ? m - i : 4;
-        if (!trans_b) {
-            switch (rows) {
-                case 4: K::template rows<4>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-                case 3: K::template rows<3>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-                case 2: K::template rows<2>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-                default: K::template rows<1>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
+void swapped_rows(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+    constexpr int64_t kCols = 128;
+    float tile[4 * kCols];
+    for (int64_t i = 0; i < m; i += kCols) {
+        const int64_t cols = m - i < kCols ? m - i : kCols;
+        for (int64_t j = 0; j < n; j += 4) {
+            const int64_t rows = n - j < 4 ? n - j : 4;
+            rows_of_c<K>(true, rows, cols, k, alpha, b + j, ldb, a + i, lda, 0.0f, tile, kCols);
+            for (int64_t q = 0; q < cols; ++q) {
+                float* out = c + (i + q) * ldc + j;
+                for (int64_t r = 0; r < rows; ++r)
+                    out[r] = beta == 0.0f ? tile[r * kCols + q] : std::fma(beta, out[r], tile[r * kCols + q]);
             }
-            continue;
         }
-        for (int64_t r = 0; r < rows; r += K::kDotRows) {
-            const int64_t left = rows - r < K::kDotRows ? rows - r : K::kDotRows;
-            const float* ar = ai + r * lda;
-            float* cr = ci + r * ldc;
-            if constexpr (K::kDotRows >= 4)
-                if (left == 4) { small_dots_row<K, 4>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); continue; }
-            if constexpr (K::kDotRows >= 3)
-                if (left == 3) { small_dots_row<K, 3>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); continue; }
-            if (left == 2)
-                small_dots_row<K, 2>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc);
-            else
-                small_dots_row<K, 1>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc);
+    }
+}
+
+}  // namespace small_detail
+
+// A SmallGemmFn (gemm.h): the part of a product that small_form chose `form` for. The rows
+// forms go through op(B) a strip of `strip` columns at a time (a multiple of 128, sized by
+// the caller for L2), every row of C against one strip before the next: each 4 rows of C
+// read all of op(B), from L2 only if it stays there.
+template <class K>
+void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                float beta, float* c, int64_t ldc) {
+    using namespace small_detail;
+    switch (form) {
+        case SmallForm::Rows:
+            for (int64_t j = 0; j < n; j += strip)
+                rows_of_c<K>(trans_a, m, n - j < strip ? n - j : strip, k, alpha, a, lda, b + j, ldb,
+                             beta, c + j, ldc);
+            return;
+        case SmallForm::Dots:
+            return dots_of_c<K>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        case SmallForm::RowsPackedB: {  // each thread packs its own: no line crosses cores
+            const int64_t width = n < strip ? n : strip;
+            float* bt = packed_buffer(k * width);
+            for (int64_t j = 0; j < n; j += strip) {
+                const int64_t cols = n - j < strip ? n - j : strip;
+                transpose_into(b + j * ldb, ldb, cols, k, bt);
+                rows_of_c<K>(trans_a, m, cols, k, alpha, a, lda, bt, cols, beta, c + j, ldc);
+            }
+            return;
         }
+        case SmallForm::DotsPackedB: {
+            float* bt = packed_buffer(n * k);
+            transpose_into(b, ldb, k, n, bt);
+            return dots_of_c<K>(m, n, k, alpha, a, lda, bt, k, beta, c, ldc);
+        }
+        case SmallForm::SwappedRows:
+            return swapped_rows<K>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        case SmallForm::None: return;
     }
 }
 
