@@ -135,6 +135,8 @@ struct Microkernel {
     void (*rows_a)(int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc,
                    float alpha, float beta, int64_t rows, int64_t cols, const float* bias,
                    bool relu, int64_t segments, int64_t segment_stride) = nullptr;
+    // Floats in a vector of the small path's kernels: a thinner B is "thin" (small_form).
+    int lanes = 16;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

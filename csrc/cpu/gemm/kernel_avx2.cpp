@@ -263,6 +263,6 @@ double fma_probe_avx2(int64_t iters) {
 }  // namespace
 
 const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, pack_a_rows, pack_b_rows,
-                              small_gemm<SmallAvx2>, nullptr, fma_probe_avx2};
+                              small_gemm<SmallAvx2>, nullptr, fma_probe_avx2, nullptr, 8};
 
 }  // namespace fastnn

@@ -24,7 +24,7 @@ namespace fastnn {
 //               transposed (the input gradient of a layer with few inputs);
 //   SwappedRows C^T = B^T op(A)^T by Rows, stored transposed: a thin B with A transposed
 //               (the weight gradient of such a layer), op(A)^T's rows being A's own.
-// Rows of C with n <= 16 fill n lanes of a vector and run 4 dependent chains: 1 x 3072 x
+// Rows of C with n <= 16 fill n lanes of a (16-float) vector and run 4 dependent chains: 1 x 3072 x
 // 1000 (TN) ran at 5.5 GFLOP/s and 1000 x 1 x 3072 (NN) at 8 against OpenBLAS's 81 and 85,
 // 1000 x 3 x 100 at 12 against 76 (Zen 5, 2 threads). The two thin forms use every lane.
 // An op(B) of 32 columns or more that stays in L1 (half of it: A's and C's lines pass
@@ -34,7 +34,7 @@ namespace fastnn {
 enum class SmallForm { None, Rows, Dots, RowsPackedB, DotsPackedB, SwappedRows };
 
 inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                            int64_t l1_floats) {
+                            int64_t l1_floats, int lanes) {
     const bool small = n <= 16 || m <= 16 || k <= 16 || m * n * k <= (int64_t{1} << 18);
     const bool b_in_l1 = n >= 32 && 2 * n * k <= l1_floats;
     if (trans_b) {
@@ -49,10 +49,12 @@ inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, in
         return !trans_a && (n <= 16 || m < 16) ? SmallForm::Dots : SmallForm::None;
     }
     if (!small && !b_in_l1) return SmallForm::None;
-    // The thin forms' dot products cost a reduction per 16 sums, and the swapped one a
+    // Thin: a row of C fits one vector of the kernels' (AVX2's rows fill two for n = 16, 8
+    // chains: 88 x 16 x 705 ran at 120 GFLOP/s, its dot products at 63, Zen 5, 1 thread).
+    // The thin forms' dot products cost a reduction per vector of sums, and the swapped one a
     // transposed store per value of C: k long enough, C^T wide enough.
-    if (n <= 16 && !trans_a && k >= 64) return SmallForm::DotsPackedB;
-    if (n <= 16 && trans_a && m >= 16 && k >= 8) return SmallForm::SwappedRows;
+    if (n <= lanes && !trans_a && k >= 64) return SmallForm::DotsPackedB;
+    if (n <= lanes && trans_a && m >= 16 && k >= 8) return SmallForm::SwappedRows;
     return SmallForm::Rows;
 }
 
