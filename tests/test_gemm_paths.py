@@ -121,6 +121,7 @@ SMALL_SPLITS = [(28, 2048, 16, False, True), (28, 4096, 8, False, True), (20, 20
                 # (k <= 16, B transposed); few rows and one block of columns split by rows;
                 (1000, 3, 200, False, False), (1000, 16, 64, False, False), (700, 1, 999, False, False),
                 (1000, 3, 200, True, False), (257, 16, 8, True, False), (130, 1, 700, True, False),
+                (686, 12, 599, True, True), (130, 1, 70, True, True),
                 (700, 300, 7, False, True), (700, 33, 16, True, True), (13, 34, 977, False, False),
                 # op(B) within L1: rows of C whatever the size; a thin B under 32 rows of C
                 (300, 40, 90, False, True), (300, 40, 90, True, False), (26, 7, 1093, True, False),

@@ -22,8 +22,8 @@ namespace fastnn {
 //               with 3 to 16 inputs: its forward is n outputs of at most 16 products);
 //   DotsPackedB Dots after B^T, n x k, is packed from B: a thin B (n <= 16) with A not
 //               transposed (the input gradient of a layer with few inputs);
-//   SwappedRows C^T = B^T op(A)^T by Rows, stored transposed: a thin B with A transposed
-//               (the weight gradient of such a layer), op(A)^T's rows being A's own.
+//   SwappedRows C^T = op(B)^T op(A)^T by Rows, stored transposed: a thin B with A
+//               transposed (the weight gradient of such a layer), op(A)^T's rows being A's own.
 // Rows of C with n <= 16 fill n lanes of a (16-float) vector and run 4 dependent chains: 1 x 3072 x
 // 1000 (TN) ran at 5.5 GFLOP/s and 1000 x 1 x 3072 (NN) at 8 against OpenBLAS's 81 and 85,
 // 1000 x 3 x 100 at 12 against 76 (Zen 5, 2 threads). The two thin forms use every lane.
@@ -42,6 +42,7 @@ inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, in
         // writes C once for every few flops)
         if (n >= 32 && (k <= 16 || (b_in_l1 && m >= 32))) return SmallForm::RowsPackedB;
         if (!small) return SmallForm::None;
+        if (trans_a && n <= lanes && m >= 16 && k >= 8) return SmallForm::SwappedRows;  // C^T = B A
         // The dot-product form suits a thin B or a thin A: below 16 rows the transposed path
         // fills its 16-wide vectors with m columns (1 x 512 x 784 ran at 8.5 GFLOP/s there, 44
         // here; a conv layer's 6 x 25 x 25088 weight gradient 22 and 42; from 16 rows on it is
@@ -126,21 +127,23 @@ void dots_of_c(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
     }
 }
 
-// C (m x n, n <= 16) = alpha op(A) B + beta C with A stored k x m: C^T = B^T A, 128 rows of
-// C (columns of C^T) at a time, their k x 128 strip of A read from L2 by every 4 columns of
-// C (one column: 8 vectors wide, see rows); each 4 x 128 block of C^T goes through a buffer
-// and back transposed, with beta as the kernels apply it (one rounding of beta C + the
-// block's value).
+// C (m x n, n <= 16) = alpha op(A) op(B) + beta C with A stored k x m: C^T = op(B)^T A, 128
+// rows of C (columns of C^T) at a time, their k x 128 strip of A read from L2 by every 4
+// columns of C (one column: 8 vectors wide, see rows); each 4 x 128 block of C^T goes through
+// a buffer and back transposed, with beta as the kernels apply it (one rounding of beta C +
+// the block's value).
 template <class K>
-void swapped_rows(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+void swapped_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
     constexpr int64_t kCols = 128;
     float tile[4 * kCols];
     for (int64_t i = 0; i < m; i += kCols) {
         const int64_t cols = m - i < kCols ? m - i : kCols;
         for (int64_t j = 0; j < n; j += 4) {
             const int64_t rows = n - j < 4 ? n - j : 4;
-            rows_of_c<K>(true, rows, cols, k, alpha, b + j, ldb, a + i, lda, 0.0f, tile, kCols);
+            // op(B)^T's rows j..: B's columns (B stored k x n) or its rows (stored n x k)
+            rows_of_c<K>(!trans_b, rows, cols, k, alpha, trans_b ? b + j * ldb : b + j, ldb, a + i, lda,
+                         0.0f, tile, kCols);
             for (int64_t q = 0; q < cols; ++q) {
                 float* out = c + (i + q) * ldc + j;
                 for (int64_t r = 0; r < rows; ++r)
@@ -185,7 +188,7 @@ void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64
             return dots_of_c<K>(m, n, k, alpha, a, lda, bt, k, beta, c, ldc);
         }
         case SmallForm::SwappedRows:
-            return swapped_rows<K>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            return swapped_rows<K>(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         case SmallForm::None: return;
     }
 }
