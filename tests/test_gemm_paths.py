@@ -147,6 +147,23 @@ def test_small_path_split_between_threads(isa, m, n, k, ta, tb, rng):
     np.testing.assert_allclose(results[0][1], np.tanh(reference(a, b, ta, tb)[0] + bias), rtol=1e-4, atol=1e-4)
 
 
+def test_thin_b_too_long_to_copy_goes_by_rows(isa, rng):
+    """A thin B (n <= 16) whose B^T would take more than four L2s (of 2 MiB or less) is not
+    copied for dot products; rows of C read it where it is. Same bits on 1 and 2 threads."""
+    m, n, k = 20, 16, 140_000
+    a, b = operands(rng, m, n, k, False, False)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    expected, scale = reference(a, b, False, False, alpha=0.5, beta=-1.0, c=c0)
+    results = []
+    for threads in (1, 2):
+        _ref.use_threads(threads)
+        out = c0.copy()
+        _C.gemm(a, b, out, alpha=0.5, beta=-1.0)
+        check(out, expected, scale, k, f"gemm[{isa}] {m}x{n}x{k}, {threads} threads")
+        results.append(out)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 def test_repeated_parallel_calls_agree(rng):
     # Threads that share packed buffers must never overwrite what another still reads:
     # many runs of a shape with several row and k blocks, all bit-identical.

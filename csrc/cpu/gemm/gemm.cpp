@@ -277,8 +277,9 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     const GemmContext& ctx = *gemm_context();
     const Microkernel& uk = *ctx.uk;
     static const int64_t l1_floats = cache_floats(1, 8192), l2_floats = cache_floats(2, 65536);
-    if (const SmallForm form = uk.small ? small_form(trans_a, trans_b, m, n, k, l1_floats, uk.lanes) : SmallForm::None;
-        form != SmallForm::None) {
+    const SmallForm form =
+        uk.small ? small_form(trans_a, trans_b, m, n, k, l1_floats, l2_floats, uk.lanes) : SmallForm::None;
+    if (form != SmallForm::None) {
         // Threads take blocks of the form's rows (4, or 64 for SwappedRows), or, below 16 rows
         // and with columns for more than one block, of 64 columns: 10 rows (a layer of 10
         // outputs' weight gradient) made blocks of 8 and 2 rows, and 2 threads ran 1.2x one.
