@@ -24,9 +24,10 @@ namespace fastnn {
 //               transposed (the input gradient of a layer with few inputs);
 //   SwappedRows C^T = op(B)^T op(A)^T by Rows, stored transposed: a thin B with A
 //               transposed (the weight gradient of such a layer), op(A)^T's rows being A's own.
-// Rows of C with n <= 16 fill n lanes of a (16-float) vector and run 4 dependent chains: 1 x 3072 x
-// 1000 (TN) ran at 5.5 GFLOP/s and 1000 x 1 x 3072 (NN) at 8 against OpenBLAS's 81 and 85,
-// 1000 x 3 x 100 at 12 against 76 (Zen 5, 2 threads). The two thin forms use every lane.
+// Rows of C with n <= 16 fill n lanes of a 16-float vector and run 4 dependent chains
+// (m x n x k): 3072 x 1 x 1000 (TN) ran at 5.5 GFLOP/s and 1000 x 1 x 3072 (NN) at 8 against
+// OpenBLAS's 81 and 85, 1000 x 3 x 100 (TN) at 12 against 76 (Zen 5, 2 threads). The thin
+// forms use every lane.
 // An op(B) of 32 columns or more that stays in L1 (half of it: A's and C's lines pass
 // through too) goes by rows whatever the size: every 4 rows of C read it from there, and
 // nothing of A is packed (a layer of 32 or 64 units: 512 x 32 x 64 (NT) ran at 0.74x
