@@ -283,8 +283,9 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         // Threads take blocks of the form's rows (4, or 64 for SwappedRows), or, below 16 rows
         // and with columns for more than one block, of 64 columns: 10 rows (a layer of 10
         // outputs' weight gradient) made blocks of 8 and 2 rows, and 2 threads ran 1.2x one.
-        // The kernels step through rows by 4 and columns by 64 (by 4 for dot products) from
-        // a block's start, so every element is summed as with one thread.
+        // Whatever block a row or column falls in, each element of C is summed along k in one
+        // lane (rows) or in the same 16- or 8-float chunks (dot products, by 4 rows and 4
+        // columns from a block's start), so it comes out as with one thread.
         const bool by_columns = form != SmallForm::SwappedRows && m < 16 && n > 64;
         const int64_t step = small_form_rows(form);
         const int64_t a_row = trans_a ? 1 : lda, b_col = trans_b ? ldb : 1;
