@@ -152,6 +152,34 @@ def test_gemm_narrow_last_panel_writes_only_its_columns(isa, beta, rng):
         np.testing.assert_array_equal(wide[:, n:], 7.0, err_msg=f"gemm[{isa}] n={n}: wrote past column n")
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+@pytest.mark.parametrize("ta,tb", TRANSPOSES, ids=TRANS_IDS)
+def test_gemm_edge_tiles_write_only_their_rows_and_columns(isa, ta, tb, beta, rng):
+    # m = 48 + r leaves a last row panel of r rows for both kernels (8 x 48 and 6 x 16) and
+    # n = 96 + 4 a 4-column panel: the edge kernels compute only those rows and vectors and
+    # store into C in place (B read in place or packed). `out` is the top-left corner of a
+    # larger array whose other rows and columns hold a sentinel that must survive; 1 and 2
+    # threads give the same bits.
+    n, k = 100, 200
+    for r in range(1, 8):
+        m = 48 + r
+        a, b = operands(rng, m, n, k, ta, tb)
+        c0 = rng.standard_normal((m, n)).astype(np.float32)
+        expected, scale = reference(a, b, ta, tb, beta=beta, c=c0)
+        results = []
+        for threads in (1, 2):
+            _ref.use_threads(threads)
+            big = np.full((m + 3, n + 5), 7.0, np.float32)
+            big[:m, :n] = c0
+            _C.gemm(a, b, big[:m, :n], transpose_a=ta, transpose_b=tb, beta=beta)
+            what = f"gemm[{isa}] m={m} n={n} k={k} ta={ta} tb={tb} beta={beta}, {threads} threads"
+            check(big[:m, :n], expected, scale + 1e-6, k, what)
+            np.testing.assert_array_equal(big[m:], 7.0, err_msg=what + ": wrote past row m")
+            np.testing.assert_array_equal(big[:, n:], 7.0, err_msg=what + ": wrote past column n")
+            results.append(big[:m, :n].copy())
+        np.testing.assert_array_equal(results[0], results[1], err_msg=f"gemm[{isa}] m={m}: 1 and 2 threads differ")
+
+
 @pytest.mark.parametrize("fn_name", ["gemm", "gemm_reference"])
 def test_gemm_out_keyword_and_beta_ignored_without_out(fn_name, rng):
     fn = getattr(_C, fn_name)

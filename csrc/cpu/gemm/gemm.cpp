@@ -13,8 +13,9 @@
 // micro-panels once per A block (1/(2 MC) floats per flop) and C's tiles once per k-block
 // (1/KC). The order before it (A panel in L1, B streaming) moved 1/(2 MR) from L3.
 // Packing absorbs transposes and leading dimensions and zero-pads edges, so the
-// microkernel always runs full tiles; a narrower last column panel goes to the kernel's
-// narrow variant where it has one, other edge tiles through a small buffer.
+// microkernel always runs full tiles; the last row and column panels go to the kernel's
+// edge variant where it has one (only their rows and vectors computed), else through a
+// small buffer.
 // The k-blocks depend on k alone, so every element of C sees the same summation order
 // whatever the thread count: results are bit-identical with 1 or many threads.
 #include "gemm.h"
@@ -152,8 +153,8 @@ void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* b
               const Epilogue* ep, int64_t col0) {
     if (rows == uk.mr && cols == uk.nr) {
         uk.fn(kc, ap, bp, ldb, c, ldc, alpha, beta);
-    } else if (rows == uk.mr && uk.narrow) {  // a narrow panel is always packed
-        uk.narrow(kc, ap, bp, c, ldc, alpha, beta, cols);
+    } else if (uk.edge) {
+        uk.edge(kc, ap, bp, ldb, c, ldc, alpha, beta, rows, cols);
     } else {
         alignas(64) float tile[16 * 64];
         uk.fn(kc, ap, bp, ldb, tile, uk.nr, 1.0f, 0.0f);

@@ -93,10 +93,11 @@ using SmallGemmFn = void (*)(SmallForm form, int64_t strip, bool trans_a, bool t
                              int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                              const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
-// Optional kernel for a full-height tile narrower than NR (0 < cols < NR), B packed, written
-// to C in place; without it such tiles run the full kernel into a buffer.
-using NarrowKernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c,
-                                int64_t ldc, float alpha, float beta, int64_t cols);
+// Optional kernel for an edge tile, rows x cols of C (0 < rows <= MR, 0 < cols <= NR, not
+// both full; B's rows ldb apart as for the full kernel), written to C in place; without it
+// such tiles run the full kernel into a buffer.
+using EdgeKernelFn = void (*)(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                              int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols);
 
 // Shared by the drivers (gemm.cpp, gemm_bf16.cpp).
 struct AlignedFree {
@@ -120,7 +121,7 @@ struct Microkernel {
     MicrokernelFn fn;
     PackRowsFn pack_a_rows, pack_b_rows;  // nullptr: the portable packing loop
     SmallGemmFn small;                    // nullptr: every product is packed
-    NarrowKernelFn narrow = nullptr;
+    EdgeKernelFn edge = nullptr;
     // Flops done by `iters` rounds of independent FMAs (or multiply-adds) of this ISA's
     // widest vectors, no loads: measures the core's peak for this path.
     double (*fma_probe)(int64_t iters) = nullptr;

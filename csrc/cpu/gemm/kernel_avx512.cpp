@@ -47,17 +47,18 @@ inline void transpose_8x16(const __m512 r[8], __m512 t[8]) {
 // `a`) or, with kRowsA, read in place (row i at rows[i], contiguous along k; `segments` runs
 // of kc steps, the rows moved on by segment_stride after each). B's rows are ldb apart: NR
 // when packed, B's own row stride when read in place (only the first 16 NV columns are read).
-template <int NV, bool kRowsA>
+// Only the first R rows are computed (a packed A panel keeps its MR stride).
+template <int NV, bool kRowsA, int R = MR>
 inline void accumulate(int64_t kc, const float* a, const float* const* rows, const float* b,
-                       int64_t ldb, __m512 (&acc)[MR][NV], int64_t segments = 1,
+                       int64_t ldb, __m512 (&acc)[R][NV], int64_t segments = 1,
                        int64_t segment_stride = 0) {
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < R; ++i)
 #pragma GCC unroll 3
         for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_setzero_ps();
-    const float* row[MR];
+    const float* row[R];
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) row[i] = kRowsA ? rows[i] : nullptr;
+    for (int i = 0; i < R; ++i) row[i] = kRowsA ? rows[i] : nullptr;
     for (int64_t s = 0; s < (kRowsA ? segments : 1); ++s) {
         // Unrolled by 4: the loop's counter, pointer bumps and branch once per 96 FMAs, not 24
         // (+1-4% at 512-4096 on a Zen 5, the two builds alternated three times).
@@ -67,7 +68,7 @@ inline void accumulate(int64_t kc, const float* a, const float* const* rows, con
 #pragma GCC unroll 3
             for (int h = 0; h < NV; ++h) bv[h] = _mm512_loadu_ps(b + 16 * h);
 #pragma GCC unroll 8
-            for (int i = 0; i < MR; ++i) {
+            for (int i = 0; i < R; ++i) {
                 __m512 ai = _mm512_set1_ps(kRowsA ? row[i][p] : a[i]);
 #pragma GCC unroll 3
                 for (int h = 0; h < NV; ++h) acc[i][h] = _mm512_fmadd_ps(ai, bv[h], acc[i][h]);
@@ -75,27 +76,29 @@ inline void accumulate(int64_t kc, const float* a, const float* const* rows, con
         }
         if (kRowsA)
 #pragma GCC unroll 8
-            for (int i = 0; i < MR; ++i) row[i] += segment_stride;
+            for (int i = 0; i < R; ++i) row[i] += segment_stride;
     }
 }
 
-// MR x 16 NV tile of C from packed A and B (B's rows ldb apart, see accumulate). With
-// kMasked, the last vector loads and stores only the columns in `last`; a full tile uses
-// plain loads and stores (Zen 5, 2048^2: 5% of the samples fell after the masked loads of C;
-// plain ones ran 0.8% faster, 5 rounds alternated).
-template <int NV, bool kMasked>
+// R x 16 NV tile of C (R <= MR: an edge tile computes only its rows) from packed A and B
+// (B's rows ldb apart, see accumulate); rows of C past `rows` are not stored. With kMasked,
+// the last vector loads and stores only the columns in `last`; a full tile uses plain loads
+// and stores (Zen 5, 2048^2: 5% of the samples fell after the masked loads of C; plain ones
+// ran 0.8% faster, 5 rounds alternated).
+template <int NV, bool kMasked, int R = MR>
 inline void tile_kernel(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
-                        int64_t ldc, float alpha, float beta, __mmask16 last) {
+                        int64_t ldc, float alpha, float beta, __mmask16 last, int64_t rows = R) {
     // The C tile is read at the end: start fetching it now, while the FMAs run.
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < R; ++i)
 #pragma GCC unroll 3
-        for (int h = 0; h < NV; ++h) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * h), _MM_HINT_T0);
-    __m512 acc[MR][NV];
-    accumulate<NV, false>(kc, a, nullptr, b, ldb, acc);
+        for (int h = 0; h < NV; ++h) _mm_prefetch(reinterpret_cast<const char*>(c + std::min<int64_t>(i, rows - 1) * ldc + 16 * h), _MM_HINT_T0);
+    __m512 acc[R][NV];
+    accumulate<NV, false, R>(kc, a, nullptr, b, ldb, acc);
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < R; ++i) {
+        if (i >= rows) break;
         float* row = c + i * ldc;
 #pragma GCC unroll 3
         for (int h = 0; h < NV; ++h) {
@@ -116,19 +119,36 @@ void kernel_avx512(int64_t kc, const float* a, const float* b, int64_t ldb, floa
     tile_kernel<3, false>(kc, a, b, ldb, c, ldc, alpha, beta, 0xFFFF);
 }
 
-// The last, narrower column panel (n = 512 leaves 32 columns, n = 256 leaves 16): only the
-// vectors holding columns are computed, and C is written in place with masked stores.
-void kernel_avx512_narrow(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                          float alpha, float beta, int64_t cols) {
+template <int R>
+void edge_tile(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+               float alpha, float beta, int64_t rows, int vectors, __mmask16 last) {
+    if (vectors == 1)
+        tile_kernel<1, true, R>(kc, a, b, ldb, c, ldc, alpha, beta, last, rows);
+    else if (vectors == 2)
+        tile_kernel<2, true, R>(kc, a, b, ldb, c, ldc, alpha, beta, last, rows);
+    else
+        tile_kernel<3, true, R>(kc, a, b, ldb, c, ldc, alpha, beta, last, rows);
+}
+
+// An edge tile (n = 512 leaves 32 columns, m = 18 a panel of 2 rows): only the vectors
+// holding columns are computed, and only an even number of rows, rows + 1 at most (one row
+// or two take the same time: their 3 or 6 FMA chains wait on the FMA latency either way).
+// Zen 5, 1 thread, against all 8 rows into a buffer: 18 x 136 x 295 (TN) 137 -> 150
+// GFLOP/s, 33 x 700 x 700 202 -> 218 (its 2-row tiles cost 0.6 of a full one, not 0.33:
+// B's panel comes from L2 for them).
+void kernel_avx512_edge(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
+                        int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols) {
     const int vectors = static_cast<int>((cols + 15) / 16);
     const int in_last = static_cast<int>(cols - 16 * (vectors - 1));
     const __mmask16 last = __mmask16((1u << in_last) - 1u);
-    if (vectors == 1)
-        tile_kernel<1, true>(kc, a, b, NR, c, ldc, alpha, beta, last);
-    else if (vectors == 2)
-        tile_kernel<2, true>(kc, a, b, NR, c, ldc, alpha, beta, last);
+    if (rows <= 2)
+        edge_tile<2>(kc, a, b, ldb, c, ldc, alpha, beta, rows, vectors, last);
+    else if (rows <= 4)
+        edge_tile<4>(kc, a, b, ldb, c, ldc, alpha, beta, rows, vectors, last);
+    else if (rows <= 6)
+        edge_tile<6>(kc, a, b, ldb, c, ldc, alpha, beta, rows, vectors, last);
     else
-        tile_kernel<3, true>(kc, a, b, NR, c, ldc, alpha, beta, last);
+        edge_tile<8>(kc, a, b, ldb, c, ldc, alpha, beta, rows, vectors, last);
 }
 
 // The transposed path's tile: MR rows read in place (row i at a[i], kc long) times a packed B
@@ -396,7 +416,7 @@ double fma_probe_avx512(int64_t iters) {
 }  // namespace
 
 const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
-                                small_gemm<SmallAvx512>, kernel_avx512_narrow, fma_probe_avx512,
+                                small_gemm<SmallAvx512>, kernel_avx512_edge, fma_probe_avx512,
                                 kernel_avx512_rows_a};
 
 }  // namespace fastnn
