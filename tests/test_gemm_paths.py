@@ -126,7 +126,10 @@ SMALL_SPLITS = [(28, 2048, 16, False, True), (28, 4096, 8, False, True), (20, 20
                 # op(B) within L1: rows of C whatever the size; a thin B under 32 rows of C
                 (300, 40, 90, False, True), (300, 40, 90, True, False), (26, 7, 1093, True, False),
                 # op(B) in strips sized for L2 (a strip: half an L2 of 2 MiB or less here)
-                (20, 17000, 16, False, True), (20, 17000, 16, True, True), (15, 2000, 200, False, False)]
+                (20, 17000, 16, False, True), (20, 17000, 16, True, True), (15, 2000, 200, False, False),
+                # a row of C within one vector (n <= 16, AVX2 8): 8 rows at a time, then by 4
+                (1003, 10, 32, False, False), (1003, 5, 32, False, False), (13, 7, 300, True, False),
+                (16, 16, 500, True, False), (23, 8, 90, True, True)]
 
 
 @pytest.mark.parametrize("m,n,k,ta,tb", SMALL_SPLITS, ids=str)

@@ -178,7 +178,7 @@ inline void rows_block(int64_t k, const float* a, int64_t a_row, int64_t a_col, 
 #pragma GCC unroll 8
     for (int w = 0; w < W; ++w) mask[w] = lanes_below(left - 8 * w);
     __m256 acc[ROWS][W];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 8
         for (int w = 0; w < W; ++w) acc[r][w] = _mm256_setzero_ps();
@@ -188,7 +188,7 @@ inline void rows_block(int64_t k, const float* a, int64_t a_row, int64_t a_col, 
 #pragma GCC unroll 8
         for (int w = 0; w < W; ++w)
             bv[w] = kMasked ? _mm256_maskload_ps(bp + 8 * w, mask[w]) : _mm256_loadu_ps(bp + 8 * w);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < ROWS; ++r) {
             const __m256 ar = _mm256_broadcast_ss(a + r * a_row + p * a_col);
 #pragma GCC unroll 8
@@ -196,7 +196,7 @@ inline void rows_block(int64_t k, const float* a, int64_t a_row, int64_t a_col, 
         }
     }
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 8
         for (int w = 0; w < W; ++w) {
@@ -219,6 +219,10 @@ void small_rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a,
                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
     constexpr int W = ROWS == 1 ? 8 : ROWS == 2 ? 4 : 2;
     const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
+    if constexpr (ROWS == 8) {  // only for a row within one vector (rows_of_c)
+        rows_block<8, 1, true>(k, a, a_row, a_col, b, ldb, alpha, beta, c, ldc, n);
+        return;
+    }
     int64_t j = 0;
     for (; j + 8 * W <= n; j += 8 * W)
         rows_block<ROWS, W, false>(k, a, a_row, a_col, b + j, ldb, alpha, beta, c + j, ldc, 8 * W);
@@ -279,6 +283,7 @@ struct SmallAvx2 {
         small_dots<R, Q>(k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
     static constexpr int kDotRows = 2;
+    static constexpr int kLanes = 8;
 };
 
 // Peak probe: 12 independent FMA chains (latency x units is 8-10 on current cores; 12 plus

@@ -261,7 +261,7 @@ inline void rows_block(int64_t k, const float* a, int64_t a_row, int64_t a_col, 
                        int64_t ldb, __m512 va, __m512 vb, bool beta0, float* c, int64_t ldc,
                        __mmask16 last) {
     __m512 acc[ROWS][W];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 8
         for (int w = 0; w < W; ++w) acc[r][w] = _mm512_setzero_ps();
@@ -271,14 +271,14 @@ inline void rows_block(int64_t k, const float* a, int64_t a_row, int64_t a_col, 
 #pragma GCC unroll 8
         for (int w = 0; w < W; ++w)
             bv[w] = kMasked && w == W - 1 ? _mm512_maskz_loadu_ps(last, bp + 16 * w) : _mm512_loadu_ps(bp + 16 * w);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < ROWS; ++r) {
             const __m512 ar = _mm512_set1_ps(a[r * a_row + p * a_col]);
 #pragma GCC unroll 8
             for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(ar, bv[w], acc[r][w]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 8
         for (int w = 0; w < W; ++w)
@@ -294,6 +294,10 @@ void small_rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a,
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
     const bool beta0 = beta == 0.0f;
+    if constexpr (ROWS == 8) {  // only for a row within one vector (rows_of_c)
+        rows_block<8, 1, true>(k, a, a_row, a_col, b, ldb, va, vb, beta0, c, ldc, tail_mask(n));
+        return;
+    }
     int64_t j = 0;
     if constexpr (ROWS == 1)  // 8 vectors: 4 would be 4 dependent chains (a GEMV, 1 x n x k)
         for (; j + 128 <= n; j += 128)
@@ -392,6 +396,7 @@ struct SmallAvx512 {
         small_dots<R, Q>(k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
     static constexpr int kDotRows = 4;
+    static constexpr int kLanes = 16;
 };
 
 // Peak probe: 16 independent FMA chains (enough to cover latency x throughput on any
