@@ -129,7 +129,9 @@ SMALL_SPLITS = [(28, 2048, 16, False, True), (28, 4096, 8, False, True), (20, 20
                 (20, 17000, 16, False, True), (20, 17000, 16, True, True), (15, 2000, 200, False, False),
                 # a row of C within one vector (n <= 16, AVX2 8): 8 rows at a time, then by 4
                 (1003, 10, 32, False, False), (1003, 5, 32, False, False), (13, 7, 300, True, False),
-                (16, 16, 500, True, False), (23, 8, 90, True, True)]
+                (16, 16, 500, True, False), (23, 8, 90, True, True),
+                # few rows in passes of up to 8 (AVX-512: as equal as can be), AVX2's of 4
+                (5, 2000, 50, False, False), (9, 1000, 128, True, False), (13, 700, 200, False, False)]
 
 
 @pytest.mark.parametrize("m,n,k,ta,tb", SMALL_SPLITS, ids=str)

@@ -219,8 +219,8 @@ void small_rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a,
                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
     constexpr int W = ROWS == 1 ? 8 : ROWS == 2 ? 4 : 2;
     const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
-    if constexpr (ROWS == 8) {  // only for a row within one vector (rows_of_c)
-        rows_block<8, 1, true>(k, a, a_row, a_col, b, ldb, alpha, beta, c, ldc, n);
+    if constexpr (ROWS > 4) {  // only for a row within one vector (rows_of_c)
+        rows_block<ROWS, 1, true>(k, a, a_row, a_col, b, ldb, alpha, beta, c, ldc, n);
         return;
     }
     int64_t j = 0;
@@ -284,6 +284,8 @@ struct SmallAvx2 {
     }
     static constexpr int kDotRows = 2;
     static constexpr int kLanes = 8;
+    static constexpr int kRows = 4;
+    static constexpr bool kEvenPasses = false;
 };
 
 // Peak probe: 12 independent FMA chains (latency x units is 8-10 on current cores; 12 plus

@@ -286,24 +286,24 @@ inline void rows_block(int64_t k, const float* a, int64_t a_row, int64_t a_col, 
                       va, vb, beta0);
 }
 
-// ROWS rows of C, 64 columns at a time (one row: 128); a narrower last block computes only the vectors
-// that hold columns (n = 32 had run 4 vectors' FMAs for 2).
+// ROWS rows of C (up to 8) in blocks of W vectors: one row 8 (4 would be 4 dependent chains,
+// a GEMV 1 x n x k), up to 6 rows 4, 7 or 8 rows 3 (24 accumulators at most, B's vectors
+// beside them in registers); a narrower last block computes only the vectors that hold
+// columns (n = 32 had run 4 vectors' FMAs for 2).
 template <int ROWS>
 void small_rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+    static_assert(ROWS >= 1 && ROWS <= 8);
+    constexpr int W = ROWS == 1 ? 8 : ROWS <= 6 ? 4 : 3;
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
     const bool beta0 = beta == 0.0f;
-    if constexpr (ROWS == 8) {  // only for a row within one vector (rows_of_c)
-        rows_block<8, 1, true>(k, a, a_row, a_col, b, ldb, va, vb, beta0, c, ldc, tail_mask(n));
-        return;
-    }
     int64_t j = 0;
-    if constexpr (ROWS == 1)  // 8 vectors: 4 would be 4 dependent chains (a GEMV, 1 x n x k)
-        for (; j + 128 <= n; j += 128)
-            rows_block<1, 8, false>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, 0xFFFF);
-    for (; j + 64 <= n; j += 64)
-        rows_block<ROWS, 4, false>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, 0xFFFF);
+    for (; j + 16 * W <= n; j += 16 * W)
+        rows_block<ROWS, W, false>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, 0xFFFF);
+    if constexpr (W > 4)
+        for (; j + 64 <= n; j += 64)
+            rows_block<ROWS, 4, false>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, 0xFFFF);
     if (j == n) return;
     const int64_t left = n - j;
     const __mmask16 last = tail_mask(left - 16 * ((left - 1) / 16));
@@ -311,7 +311,9 @@ void small_rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a,
         case 1: rows_block<ROWS, 1, true>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, last); break;
         case 2: rows_block<ROWS, 2, true>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, last); break;
         case 3: rows_block<ROWS, 3, true>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, last); break;
-        default: rows_block<ROWS, 4, true>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, last);
+        default:
+            if constexpr (W >= 4)
+                rows_block<ROWS, 4, true>(k, a, a_row, a_col, b + j, ldb, va, vb, beta0, c + j, ldc, last);
     }
 }
 
@@ -397,6 +399,8 @@ struct SmallAvx512 {
     }
     static constexpr int kDotRows = 4;
     static constexpr int kLanes = 16;
+    static constexpr int kRows = 8;
+    static constexpr bool kEvenPasses = true;
 };
 
 // Peak probe: 16 independent FMA chains (enough to cover latency x throughput on any

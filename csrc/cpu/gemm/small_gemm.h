@@ -1,12 +1,14 @@
 // The small and skinny path's outer loops, shared by the ISA files: each instantiates
 // small_gemm<K> with its own kernels, K being a struct of
 //   template <int R> static void rows(trans_a, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-//       R <= 4 rows of C from the unpacked operands, B not transposed, or R = 8 rows of
-//       n <= kLanes columns;
+//       R rows of C from the unpacked operands, B not transposed: R <= kRows, or R <= 8
+//       where n <= kLanes;
 //   template <int R, int Q> static void dots(k, alpha, a, lda, b, ldb, beta, c, ldc):
 //       an R x Q block of C as dot products along k, A and B^T both row-major;
 //   static constexpr int kDotRows: the most rows one dots call takes (its registers);
-//   static constexpr int kLanes: floats in the rows kernels' vectors.
+//   static constexpr int kLanes: floats in the rows kernels' vectors;
+//   static constexpr int kRows: the most rows one rows call takes where n > kLanes (else 8);
+//   static constexpr bool kEvenPasses: rows_of_c's passes as equal as can be, else greedy.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -90,17 +92,26 @@ template <class K>
 void rows_of_c(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
     const int64_t a_row = trans_a ? 1 : lda;
-    int64_t i = 0;
-    // A row of C within one vector: 8 rows at a time, as many FMA chains as the latency
-    // needs (4 waited on it: Zen 5, 1 thread, 3000 x 16 x 60 NN 145 -> 188 GFLOP/s, 1000 x
-    // 10 x 32 86 -> 100; swapped, 16 x 16 x 500 TN 100 -> 122)
-    if (n <= K::kLanes)
-        for (; i + 8 <= m; i += 8)
-            K::template rows<8>(trans_a, n, k, alpha, a + i * a_row, lda, b, ldb, beta, c + i * ldc, ldc);
-    for (; i < m; i += 4) {
+    // Passes of up to K::kRows rows, each reading all of op(B), as equal as can be where
+    // K::kEvenPasses (AVX-512: 5 x 2000 x 50 NN had run 4 rows and 1, the one row's pass
+    // loading a vector of B per FMA; as 5: 138 -> 216 GFLOP/s, Zen 5, 1 thread), else the
+    // remainder last (AVX2's 3 rows are 6 FMA chains, too few: 13 x 700 x 200 ran 109 as 4 +
+    // 4 + 4 + 1, 99 as 4 + 3 + 3 + 3). A row of C within one vector: up to 8 rows, as many
+    // FMA chains as the latency needs (4 waited on it: 3000 x 16 x 60 NN 145 -> 188 GFLOP/s).
+    const int64_t most = n <= K::kLanes ? 8 : K::kRows;
+    const int64_t passes = (m + most - 1) / most, fewer = m / passes, longer = m % passes;
+    for (int64_t q = 0, i = 0, rows; q < passes; ++q, i += rows) {
+        if (K::kEvenPasses)
+            rows = q < longer ? fewer + 1 : fewer;
+        else
+            rows = m - i < most ? m - i : most;
         const float* ai = a + i * a_row;
         float* ci = c + i * ldc;
-        switch (m - i < 4 ? m - i : 4) {
+        switch (rows) {
+            case 8: K::template rows<8>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+            case 7: K::template rows<7>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+            case 6: K::template rows<6>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
+            case 5: K::template rows<5>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
             case 4: K::template rows<4>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
             case 3: K::template rows<3>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
             case 2: K::template rows<2>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
