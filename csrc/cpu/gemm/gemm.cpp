@@ -279,7 +279,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     const Microkernel& uk = *ctx.uk;
     static const int64_t l1_floats = cache_floats(1, 8192), l2_floats = cache_floats(2, 65536);
     const SmallForm form =
-        uk.small ? small_form(trans_a, trans_b, m, n, k, l1_floats, l2_floats, uk.lanes) : SmallForm::None;
+        uk.small ? small_form(trans_a, trans_b, m, n, k, l1_floats, l2_floats, uk.lanes, uk.rows_pass) : SmallForm::None;
     if (form != SmallForm::None) {
         // Threads take blocks of the form's rows (4, or 64 for SwappedRows), or, below 16 rows
         // and with columns for more than one block, of 64 columns: 10 rows (a layer of 10

@@ -138,6 +138,8 @@ struct Microkernel {
                    bool relu, int64_t segments, int64_t segment_stride) = nullptr;
     // Floats in a vector of the small path's kernels: a thinner B is "thin" (small_form).
     int lanes = 16;
+    // The most rows of C one pass of the small path's rows form takes (small_form).
+    int rows_pass = 4;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

@@ -312,6 +312,7 @@ double fma_probe_avx2(int64_t iters) {
 }  // namespace
 
 const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, pack_a_rows, pack_b_rows,
-                              small_gemm<SmallAvx2>, kernel_avx2_edge, fma_probe_avx2, nullptr, 8};
+                              small_gemm<SmallAvx2>, kernel_avx2_edge, fma_probe_avx2, nullptr,
+                              SmallAvx2::kLanes, SmallAvx2::kRows};
 
 }  // namespace fastnn

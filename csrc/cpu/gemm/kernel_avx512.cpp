@@ -426,6 +426,6 @@ double fma_probe_avx512(int64_t iters) {
 
 const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
                                 small_gemm<SmallAvx512>, kernel_avx512_edge, fma_probe_avx512,
-                                kernel_avx512_rows_a};
+                                kernel_avx512_rows_a, SmallAvx512::kLanes, SmallAvx512::kRows};
 
 }  // namespace fastnn

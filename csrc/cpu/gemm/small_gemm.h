@@ -39,7 +39,7 @@ namespace fastnn {
 enum class SmallForm { None, Rows, Dots, RowsPackedB, DotsPackedB, SwappedRows };
 
 inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                            int64_t l1_floats, int64_t l2_floats, int lanes) {
+                            int64_t l1_floats, int64_t l2_floats, int lanes, int rows_pass) {
     const bool small = n <= 16 || m <= 16 || k <= 16 || m * n * k <= (int64_t{1} << 18);
     const bool b_in_l1 = n >= 32 && 2 * n * k <= l1_floats;
     if (trans_b) {
@@ -54,7 +54,13 @@ inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, in
         // the faster again, 132 against 99).
         return !trans_a && (n <= 16 || m < 16) ? SmallForm::Dots : SmallForm::None;
     }
-    if (!small && !b_in_l1) return SmallForm::None;
+    // Passes of 8 rows (AVX-512's) read op(B) once each, from L2 while a strip of 128 of its
+    // columns fits half of it, and pack nothing: faster than the packed path up to 128 rows
+    // (Zen 5, 1 thread: 18 x 136 x 295 TN 152 -> 209 GFLOP/s, 32 x 300 x 1000 228 -> 253, 64 x
+    // 500 x 300 240 -> 251, 100 x 100 x 1000 TN 188 -> 215; 48 x 2000 x 2000, its strip past
+    // L2, 237 -> 181). AVX2's passes of 4 were not faster.
+    const bool rows_from_l2 = rows_pass >= 8 && m <= 128 && 128 * k <= l2_floats / 2;
+    if (!small && !b_in_l1 && !rows_from_l2) return SmallForm::None;
     // Thin: a row of C fits one vector of the kernels' (AVX2's rows fill two for n = 16, 8
     // chains: 88 x 16 x 705 ran at 120 GFLOP/s, its dot products at 63, Zen 5, 1 thread).
     // The thin forms' dot products cost a reduction per vector of sums, and the swapped one a
