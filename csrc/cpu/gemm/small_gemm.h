@@ -33,7 +33,7 @@ namespace fastnn {
 // OpenBLAS's 81 and 85, 1000 x 3 x 100 (TN) at 12 against 76 (Zen 5, 2 threads). The thin
 // forms use every lane.
 // An op(B) of 32 columns or more that stays in L1 (half of it: A's and C's lines pass
-// through too) goes by rows whatever the size: every 4 rows of C read it from there, and
+// through too) goes by rows whatever the size: every pass of rows of C reads it there, and
 // nothing of A is packed (a layer of 32 or 64 units: 512 x 32 x 64 (NT) ran at 0.74x
 // OpenBLAS on the transposed path, whose threads each pack all of op(A)^T for its n = 32).
 enum class SmallForm { None, Rows, Dots, RowsPackedB, DotsPackedB, SwappedRows };
@@ -187,8 +187,8 @@ void swapped_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, co
 
 // A SmallGemmFn (gemm.h): the part of a product that small_form chose `form` for. The rows
 // forms go through op(B) a strip of `strip` columns at a time (a multiple of 128, sized by
-// the caller for L2), every row of C against one strip before the next: each 4 rows of C
-// read all of op(B), from L2 only if it stays there.
+// the caller for L2), every row of C against one strip before the next: each pass of rows
+// of C (rows_of_c) reads all of the strip, from L2 only if it stays there.
 template <class K>
 void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64_t m, int64_t n,
                 int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
