@@ -155,14 +155,15 @@ def test_gemm_narrow_last_panel_writes_only_its_columns(isa, beta, rng):
 @pytest.mark.parametrize("beta", [0.0, 0.5])
 @pytest.mark.parametrize("ta,tb", TRANSPOSES, ids=TRANS_IDS)
 def test_gemm_edge_tiles_write_only_their_rows_and_columns(isa, ta, tb, beta, rng):
-    # m = 48 + r leaves a last row panel of r rows for both kernels (8 x 48 and 6 x 16) and
+    # m = 192 + r leaves a last row panel of r rows for both kernels (8 x 48 and 6 x 16) and
     # n = 96 + 4 a 4-column panel: the edge kernels compute only those rows and vectors and
-    # store into C in place (B read in place or packed). `out` is the top-left corner of a
+    # store into C in place (B read in place or packed). Over 128 rows, the small path's
+    # rows form (small_form) never takes the product. `out` is the top-left corner of a
     # larger array whose other rows and columns hold a sentinel that must survive; 1 and 2
     # threads give the same bits.
     n, k = 100, 200
     for r in range(1, 8):
-        m = 48 + r
+        m = 192 + r
         a, b = operands(rng, m, n, k, ta, tb)
         c0 = rng.standard_normal((m, n)).astype(np.float32)
         expected, scale = reference(a, b, ta, tb, beta=beta, c=c0)
