@@ -135,7 +135,8 @@ void edge_tile(int64_t kc, const float* a, const float* b, int64_t ldb, float* c
 // or two take the same time: their 3 or 6 FMA chains wait on the FMA latency either way).
 // Zen 5, 1 thread, against all 8 rows into a buffer: 18 x 136 x 295 (TN) 137 -> 150
 // GFLOP/s, 33 x 700 x 700 202 -> 218 (its 2-row tiles cost 0.6 of a full one, not 0.33:
-// B's panel comes from L2 for them).
+// B's panel comes from L2 for them). Both shapes have since gone to the small path's rows
+// form here (small_form); the edge tiles serve taller products and longer k.
 void kernel_avx512_edge(int64_t kc, const float* a, const float* b, int64_t ldb, float* c,
                         int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols) {
     const int vectors = static_cast<int>((cols + 15) / 16);
