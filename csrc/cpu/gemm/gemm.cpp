@@ -182,7 +182,12 @@ int64_t cache_floats(int level, int64_t fallback) {
 // As MKL does, the big operand is then read in place (thread count aside, so that the path,
 // and hence the bits, never depend on it):
 // - a transposed B by the transposed path (gemm_transposed), while all of op(A) fits one A
-//   block (a_fits_one_block: op(A)^T, packed, then stays in L2 as a packed A block would);
+//   block (a_fits_one_block: op(A)^T, packed, then stays in L2 as a packed A block would)
+//   and m is at most MC: the packing it saves, n x k moves, weighs 1/m of the product, and
+//   its kernel (MR rows of B broadcast from where they lie, tiles stored transposed) runs
+//   slower than the packed one. Xeon family 6 model 207 (MC 256), n 512, k 784, packed
+//   against transposed, 25-40 rounds alternated: m 256 0.85-0.94x, m 320 0.96-1.00x, m 384
+//   1.03-1.12x, m 512 1.18-1.19x (1 and 2 threads); m 512, k 512 1.03-1.06x.
 // - a non-transposed B by the packed path, its rows read as they are, while at most
 //   kFewPanels MR-row panels of op(A) would reuse a packed copy and B's rows stay in L2
 //   (strided_rows_fit_l2). At m = 128 in place ran 1.00x PyTorch and packed 0.85x; from
@@ -307,7 +312,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         });
         return;
     }
-    if (uk.rows_a && trans_b && a_fits_one_block(ctx, m, k)) {
+    if (uk.rows_a && trans_b && m <= ctx.blocking.mc && a_fits_one_block(ctx, m, k)) {
         gemm_transposed(ctx, trans_a, m, n, k, alpha, a, lda,
                         [b, ldb](int64_t j) { return b + j * ldb; }, beta, c, ldc, ep);
         return;
