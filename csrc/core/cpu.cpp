@@ -296,4 +296,10 @@ std::string cache_spec(const std::vector<CacheLevel>& caches) {
     return s;
 }
 
+int64_t cache_floats(int level, int64_t fallback) {
+    for (const CacheLevel& c : cpu_info().caches)
+        if (c.level == level) return c.size_bytes / std::max(1, c.shared_by) / int64_t{sizeof(float)};
+    return fallback;
+}
+
 }  // namespace fastnn

@@ -33,6 +33,9 @@ struct CpuInfo {
 // Detected once (thread-safe), FASTNN_CACHE applied.
 const CpuInfo& cpu_info();
 
+// A cache level's share of one logical CPU, in floats (`fallback` where none is reported).
+int64_t cache_floats(int level, int64_t fallback);
+
 // Parses a cache geometry "48K:12,2M:16,300M:15": per level from L1d, SIZE[:WAYS[:LINE]],
 // SIZE an integer with an optional K, M or G (binary); WAYS defaults to 8, LINE to 64.
 // Returns "" and fills `out`, or a message saying what is wrong.

@@ -170,13 +170,6 @@ void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* b
     if (ep) apply_epilogue(*ep, c, ldc, rows, cols, col0);
 }
 
-// A cache level's share of one logical CPU, in floats (`fallback` where none is reported).
-int64_t cache_floats(int level, int64_t fallback) {
-    for (const CacheLevel& c : cpu_info().caches)
-        if (c.level == level) return c.size_bytes / std::max(1, c.shared_by) / int64_t{sizeof(float)};
-    return fallback;
-}
-
 // A few rows of C (a small batch): packing op(B) moves each of its elements once for only
 // 2 m flops, as costly as the product itself at m = 32 (b32 784->512 ran at 0.68x PyTorch).
 // As MKL does, the big operand is then read in place (thread count aside, so that the path,

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/cpu.h"
+
 namespace fastnn {
 
 // How the small path computes a product, chosen for the whole product before the threads
@@ -94,9 +96,11 @@ inline void transpose_into(const float* src, int64_t ld, int64_t rows, int64_t c
         for (int64_t q = 0; q < cols; ++q) out[q * rows + r] = src[r * ld + q];
 }
 
+// stream_b: op(B) does not stay in L1 across the passes (see the kernels' rows).
 template <class K>
 void rows_of_c(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+               bool stream_b) {
     const int64_t a_row = trans_a ? 1 : lda;
     // Passes of up to K::kRows rows, each reading all of op(B), as equal as can be where
     // K::kEvenPasses (AVX-512: 5 x 2000 x 50 NN had run 4 rows and 1, the one row's pass
@@ -114,14 +118,14 @@ void rows_of_c(bool trans_a, int64_t m, int64_t n, int64_t k, float alpha, const
         const float* ai = a + i * a_row;
         float* ci = c + i * ldc;
         switch (rows) {
-            case 8: K::template rows<8>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-            case 7: K::template rows<7>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-            case 6: K::template rows<6>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-            case 5: K::template rows<5>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-            case 4: K::template rows<4>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-            case 3: K::template rows<3>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-            case 2: K::template rows<2>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc); break;
-            default: K::template rows<1>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc);
+            case 8: K::template rows<8>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc, stream_b); break;
+            case 7: K::template rows<7>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc, stream_b); break;
+            case 6: K::template rows<6>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc, stream_b); break;
+            case 5: K::template rows<5>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc, stream_b); break;
+            case 4: K::template rows<4>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc, stream_b); break;
+            case 3: K::template rows<3>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc, stream_b); break;
+            case 2: K::template rows<2>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc, stream_b); break;
+            default: K::template rows<1>(trans_a, n, k, alpha, ai, lda, b, ldb, beta, ci, ldc, stream_b);
         }
     }
 }
@@ -173,7 +177,7 @@ void swapped_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, co
             const int64_t rows = n - j < 8 ? n - j : 8;
             // op(B)^T's rows j..: B's columns (B stored k x n) or its rows (stored n x k)
             rows_of_c<K>(!trans_b, rows, cols, k, alpha, trans_b ? b + j * ldb : b + j, ldb, a + i, lda,
-                         0.0f, tile, kCols);
+                         0.0f, tile, kCols, false);
             for (int64_t q = 0; q < cols; ++q) {
                 float* out = c + (i + q) * ldc + j;
                 for (int64_t r = 0; r < rows; ++r)
@@ -195,11 +199,15 @@ void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64
                 float beta, float* c, int64_t ldc) {
     using namespace small_detail;
     switch (form) {
-        case SmallForm::Rows:
-            for (int64_t j = 0; j < n; j += strip)
-                rows_of_c<K>(trans_a, m, n - j < strip ? n - j : strip, k, alpha, a, lda, b + j, ldb,
-                             beta, c + j, ldc);
+        case SmallForm::Rows: {
+            static const int64_t l1_floats = cache_floats(1, 8192);
+            for (int64_t j = 0; j < n; j += strip) {
+                const int64_t cols = n - j < strip ? n - j : strip;
+                rows_of_c<K>(trans_a, m, cols, k, alpha, a, lda, b + j, ldb, beta, c + j, ldc,
+                             2 * k * cols > l1_floats);
+            }
             return;
+        }
         case SmallForm::Dots:
             return dots_of_c<K>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         case SmallForm::RowsPackedB: {  // each thread packs its own: no line crosses cores
@@ -208,7 +216,7 @@ void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64
             for (int64_t j = 0; j < n; j += strip) {
                 const int64_t cols = n - j < strip ? n - j : strip;
                 transpose_into(b + j * ldb, ldb, cols, k, bt);
-                rows_of_c<K>(trans_a, m, cols, k, alpha, a, lda, bt, cols, beta, c + j, ldc);
+                rows_of_c<K>(trans_a, m, cols, k, alpha, a, lda, bt, cols, beta, c + j, ldc, false);
             }
             return;
         }
