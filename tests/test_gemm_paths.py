@@ -16,10 +16,13 @@ from test_gemm import K_BLOCKS, TRANSPOSES, TRANS_IDS, check, operands, referenc
 # (all of op(A) in one A block; edge rows of B, a narrow last panel of op(A)^T, two
 # k-blocks at k = K_BLOCKS), with a non-transposed B its rows in place (n = 1000 leaves a
 # narrower packed panel) or, at a 4 KiB row stride (n = 1024), packed one panel at a time.
+# A narrow B (17-64 columns) beside 128 rows or more goes by rows of C on AVX-512 (small_form:
+# op(B) packed by the register transpose where transposed, its rows 8 at a time and a tail).
 PATH_SHAPES = [(1000, 10, 300), (9, 700, 300), (500, 300, 5), (33, 17, 13),
                (515, 301, K_BLOCKS), (8, 1100, 900), (200, 200, 200),
                (33, 517, K_BLOCKS), (100, 203, 70), (40, 1000, 300), (40, 1024, 300),
-               (130, 1, 700), (77, 16, 64), (33, 3, 8), (64, 33, 16), (100, 40, 90)]
+               (130, 1, 700), (77, 16, 64), (33, 3, 8), (64, 33, 16), (100, 40, 90),
+               (300, 21, 135), (517, 64, 77), (129, 40, 1000)]
 ACTIVATIONS = ["identity", "relu", "sigmoid", "tanh", "leaky_relu"]
 
 

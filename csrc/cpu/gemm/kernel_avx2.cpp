@@ -288,6 +288,13 @@ struct SmallAvx2 {
                      int64_t ldb, float beta, float* c, int64_t ldc) {
         small_dots<R, Q>(k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
+    // out (cols x rows) = the rows x cols matrix at src (rows ld apart), transposed: 8 x 8
+    // blocks in registers, as packing does
+    static void transpose(const float* src, int64_t ld, int64_t rows, int64_t cols, float* out) {
+        int64_t g = 0;
+        for (; g + 8 <= rows; g += 8) pack_rows<8>(src + g * ld, ld, cols, out + g, rows);
+        if (g < rows) pack_rows_tail(src, ld, cols, out, rows, g, rows);
+    }
     static constexpr int kDotRows = 2;
     static constexpr int kLanes = 8;
     static constexpr int kRows = 4;

@@ -44,10 +44,18 @@ inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, in
                             int64_t l1_floats, int64_t l2_floats, int lanes, int rows_pass) {
     const bool small = n <= 16 || m <= 16 || k <= 16 || m * n * k <= (int64_t{1} << 18);
     const bool b_in_l1 = n >= 32 && 2 * n * k <= l1_floats;
+    // A narrow B (17 to 64 columns) beside many rows of C: the packed path would pack all of
+    // op(A), m k moves for 2 m n k flops, and run its 48-wide panels partly empty; passes of
+    // 8 rows of C instead read op(B) (packed first where transposed) from L2. Xeon family 6
+    // model 207, 1 thread, 20-25 rounds alternated in one process: 1000 x 20 x 200 NN +40%,
+    // 500 x 24 x 700 NT +37%, 286 x 21 x 135 NT +35%, 1000 x 33 x 2000 NN +32%, 2000 x 40 x
+    // 1000 NT +28%, 1000 x 64 x 700 NN +13%, 917 x 35 x 550 NT +8%, 200 x 40 x 500 NT +8%;
+    // 1000 x 64 x 700 NT within 1%; with 32 or 64 rows 5% slower (64 x 40 x 500 NT), hence 128.
+    const bool narrow_b = rows_pass >= 8 && n > lanes && n <= 4 * lanes && m >= 128 && 2 * n * k <= l2_floats / 2;
     if (trans_b) {
         // Packing op(B) costs n k per 2 m n k flops: m >= 32 (or k <= 16, when the product
         // writes C once for every few flops)
-        if (n >= 32 && (k <= 16 || (b_in_l1 && m >= 32))) return SmallForm::RowsPackedB;
+        if ((n >= 32 && (k <= 16 || (b_in_l1 && m >= 32))) || narrow_b) return SmallForm::RowsPackedB;
         if (!small) return SmallForm::None;
         if (trans_a && n <= lanes && m >= 16 && k >= 8) return SmallForm::SwappedRows;  // C^T = B A
         // The dot-product form suits a thin B or a thin A: below 16 rows the transposed path
@@ -62,7 +70,7 @@ inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, in
     // 500 x 300 240 -> 251, 100 x 100 x 1000 TN 188 -> 215; 48 x 2000 x 2000, its strip past
     // L2, 237 -> 181). AVX2's passes of 4 were not faster.
     const bool rows_from_l2 = rows_pass >= 8 && m <= 128 && 128 * k <= l2_floats / 2;
-    if (!small && !b_in_l1 && !rows_from_l2) return SmallForm::None;
+    if (!small && !b_in_l1 && !rows_from_l2 && !narrow_b) return SmallForm::None;
     // Thin: a row of C fits one vector of the kernels' (AVX2's rows fill two for n = 16, 8
     // chains: 88 x 16 x 705 ran at 120 GFLOP/s, its dot products at 63, Zen 5, 1 thread).
     // The thin forms' dot products cost a reduction per vector of sums, and the swapped one a
@@ -88,12 +96,6 @@ inline float* packed_buffer(int64_t floats) {
         cap = floats;
     }
     return buf.get();
-}
-
-// out (cols x rows, row-major) = the rows x cols matrix at src, rows ld apart, transposed.
-inline void transpose_into(const float* src, int64_t ld, int64_t rows, int64_t cols, float* out) {
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t q = 0; q < cols; ++q) out[q * rows + r] = src[r * ld + q];
 }
 
 // stream_b: op(B) does not stay in L1 across the passes (see the kernels' rows).
@@ -215,14 +217,14 @@ void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64
             float* bt = packed_buffer(k * width);
             for (int64_t j = 0; j < n; j += strip) {
                 const int64_t cols = n - j < strip ? n - j : strip;
-                transpose_into(b + j * ldb, ldb, cols, k, bt);
+                K::transpose(b + j * ldb, ldb, cols, k, bt);
                 rows_of_c<K>(trans_a, m, cols, k, alpha, a, lda, bt, cols, beta, c + j, ldc, false);
             }
             return;
         }
         case SmallForm::DotsPackedB: {
             float* bt = packed_buffer(n * k);
-            transpose_into(b, ldb, k, n, bt);
+            K::transpose(b, ldb, k, n, bt);
             return dots_of_c<K>(m, n, k, alpha, a, lda, bt, k, beta, c, ldc);
         }
         case SmallForm::SwappedRows:
