@@ -277,8 +277,8 @@ void small_dots(int64_t k, float alpha, const float* a, int64_t lda, const float
 }
 
 struct SmallAvx2 {
-    template <int R>
     // stream_b unused: AVX-512's prefetch of B's rows (its rows_block) was not measured here
+    template <int R>
     static void rows(bool trans_a, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                      const float* b, int64_t ldb, float beta, float* c, int64_t ldc, bool /*stream_b*/) {
         small_rows<R>(trans_a, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -255,10 +255,10 @@ inline void store_row(float* c, __m512 acc, __mmask16 mask, __m512 va, __m512 vb
     _mm512_mask_storeu_ps(c, mask, r);
 }
 
-// ROWS rows of C by W vectors of columns (the last one masked with `last` where kMasked):
-// broadcast op(A)(i, p) against vector rows of B.
 constexpr int64_t kRowsAhead = 8;  // rows_block's prefetch distance: ~100 cycles of FMAs
 
+// ROWS rows of C by W vectors of columns (the last one masked with `last` where kMasked):
+// broadcast op(A)(i, p) against vector rows of B.
 template <int ROWS, int W, bool kMasked>
 inline void rows_block(int64_t k, const float* a, int64_t a_row, int64_t a_col, const float* b,
                        int64_t ldb, __m512 va, __m512 vb, bool beta0, float* c, int64_t ldc,
