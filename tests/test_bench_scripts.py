@@ -81,6 +81,7 @@ def test_bench_gemm_bf16_records_the_path_and_every_rival():
     assert row["torch_bf16"] > 0 and row["vs_torch_bf16"] > 0 and row["vs_torch"] > 0
 
 
+@pytest.mark.slow
 def test_bench_distributed_prints_the_cpu_and_every_configuration():
     from test_distributed import _mpirun
 

@@ -124,6 +124,7 @@ def fashion_fp32():
     return _train_fashion("fp32")
 
 
+@pytest.mark.slow
 @FASHION
 def test_bf16_training_matches_fp32_on_fashion_mnist(bf16_path, fashion_fp32):
     """Test accuracy within 0.3 percentage points of fp32's (measured: +0.16 on AMX, +0.17
@@ -142,6 +143,7 @@ def test_bf16_training_matches_fp32_on_fashion_mnist(bf16_path, fashion_fp32):
     assert diff.max() > 0, "bf16 gave fp32's losses bit for bit: the products were not bf16"
 
 
+@pytest.mark.slow
 @FASHION
 @pytest.mark.skipif(not PATHS, reason="this CPU has no bf16 instructions (AVX512_BF16 or AMX)")
 def test_bf16_cnn_training_matches_fp32_on_fashion_mnist():
