@@ -159,9 +159,8 @@ def test_gemm_edge_tiles_write_only_their_rows_and_columns(isa, ta, tb, beta, rn
     # n = 96 + 4 a 4-column panel: the edge kernels compute only those rows and vectors and
     # store into C in place (B read in place or packed). Over 128 rows and with 100 columns
     # (past the narrow-B rows form's 64), the small path's rows form (small_form) never takes
-    # the product. `out` is the top-left corner of a
-    # larger array whose other rows and columns hold a sentinel that must survive; 1 and 2
-    # threads give the same bits.
+    # the product. `out` is the top-left corner of a larger array whose other rows and columns
+    # hold a sentinel that must survive; 1 and 2 threads give the same bits.
     n, k = 100, 200
     for r in range(1, 8):
         m = 192 + r
