@@ -121,7 +121,8 @@ def operands(rng, m, n, k, ta, tb):
 
 
 SHAPES = [(1, 1, 1), (1, 7, 17), (7, 1, 33), (17, 33, 1), (33, 65, 129), (65, 129, 7),
-          (129, 17, 65), (7, 7, 2), (33, 17, 3), (40, 50, 1100)]  # the last: two k-blocks
+          (129, 17, 65), (7, 7, 2), (33, 17, 3), (40, 50, 1100),  # two k-blocks
+          (300, 70, 50), (40, 300, 90)]  # on 2 threads: chunks of rows, of columns (AMX)
 
 
 @pytest.mark.parametrize("ta,tb", TRANSPOSES, ids=TRANS_IDS)
@@ -219,7 +220,8 @@ rng = np.random.default_rng(3)
 for path in [p for p in _C.supported_bf16_paths() if p != "fp32"]:
     _C.set_bf16_path(path)
     for m, n, k, ta, tb in [(96, 200, 300, False, True), (8, 400, 200, True, False),
-                            (300, 8, 1100, False, False), (129, 130, 2100, True, True)]:
+                            (300, 8, 1100, False, False), (129, 130, 2100, True, True),
+                            (520, 100, 70, True, False)]:
         a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
         b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
         runs = []
@@ -240,7 +242,7 @@ def test_threads_bit_identical():
     kernels = [p for p in _C.supported_bf16_paths() if p != "fp32"]
     if not kernels:
         pytest.skip("no bf16 kernel runs here")
-    assert sum("same" in line for line in lines) == 4 * len(kernels), r.stdout
+    assert sum("same" in line for line in lines) == 5 * len(kernels), r.stdout
 
 
 def test_fp32_path_is_the_fp32_product(rng):
@@ -261,7 +263,7 @@ def test_fp32_default_unchanged(rng):
 
 def test_warns_once_without_bf16_instructions(monkeypatch, rng):
     monkeypatch.setattr(_C, "bf16_path", lambda: "fp32")
-    monkeypatch.setattr(_C, "supported_bf16_paths", lambda: ["fp32"])
+    monkeypatch.setattr(_C, "bf16_auto_path", lambda: "fp32")
     monkeypatch.setattr(_C, "bf16_path_description", lambda: "fp32 (no bf16 instructions: test)")
     monkeypatch.setattr(fastnn.precision, "_warned", False)
     _C.set_bf16_path("fp32")
@@ -273,14 +275,41 @@ def test_warns_once_without_bf16_instructions(monkeypatch, rng):
         fastnn.matmul(a, b, precision="bf16")
 
 
+def test_no_warning_when_the_user_chose_fp32(rng):
+    """fp32 chosen by set_bf16_path (or FASTNN_BF16) where a bf16 kernel would run: no warning."""
+    if _C.bf16_auto_path() == "fp32":
+        pytest.skip("fastnn itself picks fp32 here")
+    _C.set_bf16_path("fp32")
+    a, b = operands(rng, 3, 4, 5, False, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastnn.matmul(a, b, precision="bf16")
+
+
 # ----------------------------------------------------------------------------- selection, errors
+@pytest.mark.parametrize("amx,avx512_bf16,dot,fma,want", [
+    (True, True, 0.0, 0.0, "amx"),                     # AMX wherever it runs
+    (False, True, 370.0, 185.0, "avx512_bf16"),        # vdpbf16ps at twice the FMA rate (AMD Zen 4, 5)
+    (False, True, 92.0, 185.0, "fp32"),                # at half of it (Intel Xeon, AMX refused)
+    (False, True, 277.0, 185.0, "fp32"),               # under 1.5x: conversions eat the gain
+    (False, False, 0.0, 185.0, "fp32")])               # no bf16 instructions
+def test_choice_takes_a_bf16_kernel_only_where_it_is_faster(amx, avx512_bf16, dot, fma, want):
+    assert _C._bf16_choice(amx, avx512_bf16, dot, fma) == want
+
+
 def test_config_names_the_path():
     cfg = fastnn.config()
     paths = _C.supported_bf16_paths()
-    assert paths[-1] == "fp32" and cfg["bf16"] == _C.bf16_path()
+    assert paths[-1] == "fp32" and cfg["bf16"] == _C.bf16_path_description()
     features = cfg["cpu"]["features"]
-    best = "amx" if "amx" in paths else "avx512_bf16" if "avx512_bf16" in paths else "fp32"
+    best = _C.bf16_auto_path()
     assert _C.bf16_path() == best
+    if "amx" in paths:
+        assert best == "amx"
+    elif "avx512_bf16" in paths:  # avx512_bf16 where its measured rate pays, else fp32 saying why
+        assert best == "avx512_bf16" or cfg["bf16"].startswith("fp32 (avx512_bf16 is no faster here")
+    else:
+        assert best == "fp32"
     assert ("avx512_bf16" in paths) == features["avx512_bf16"]
     if not features["amx_bf16"]:
         assert "amx" not in paths

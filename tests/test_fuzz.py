@@ -1188,12 +1188,19 @@ def test_threads_isa_and_config(threads, via, isa, peak_threads, seconds, flush)
 
 @fuzz(data=st.data(), path=st.sampled_from(["amx", "avx512_bf16", "fp32", "AMX", "", "fp16"]),
       blocking_of=st.sampled_from(["amx", "avx512_bf16", "fp32", "", "tf32"]),
-      shape=st.sampled_from([(0,), (1,), (17,), (40,), (3, 33), (2, 3, 5)]), vector=st.booleans())
-def test_bf16_bindings(data, path, blocking_of, shape, vector):
+      shape=st.sampled_from([(0,), (1,), (17,), (40,), (3, 33), (2, 3, 5)]), vector=st.booleans(),
+      kernels=st.tuples(st.booleans(), st.booleans()), rates=st.tuples(st.floats(), st.floats()))
+def test_bf16_bindings(data, path, blocking_of, shape, vector, kernels, rates):
     """set_bf16_path / bf16_path / supported_bf16_paths / bf16_path_description / bf16_blocking,
     then a bf16 product on the path in use held to the float64 product of the rounded inputs;
-    bf16_convert on drawn arrays held to the reference in _ref.py."""
+    bf16_convert on drawn arrays held to the reference in _ref.py; bf16_auto_path and the
+    rule behind it (_bf16_choice, any rates, NaN and infinities too) held to the rule written
+    again."""
     old = _C.bf16_path()
+    assert _C.bf16_auto_path() in _C.supported_bf16_paths()
+    (amx, dot_kernel), (dot, fma) = kernels, rates
+    want = "amx" if amx else "avx512_bf16" if dot_kernel and dot >= 1.5 * fma else "fp32"
+    assert _C._bf16_choice(amx, dot_kernel, dot, fma) == want
     try:
         runs = path in _C.supported_bf16_paths()
         check_call(f"set_bf16_path({path!r})", lambda: _C.set_bf16_path(path), [],
@@ -2168,6 +2175,7 @@ def test_fuzz_covers_every_binding_and_layer():
                "depthwise_conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
                "avgpool2d_forward", "avgpool2d_backward", "batchnorm_forward", "batchnorm_backward",
                "bf16_convert", "bf16_path", "bf16_path_description", "supported_bf16_paths",
+               "bf16_auto_path", "_bf16_choice",
                "set_bf16_path", "bf16_blocking", "cuda_info", "cuda_selftest", "cuda_arch_runs", "DeviceArray",
                "device_memory_stats", "device_empty_cache", "set_matmul_precision",
                "get_matmul_precision"}

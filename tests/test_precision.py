@@ -192,7 +192,7 @@ def test_compile_fit_save_and_errors(tmp_path, rng):
 
 def test_warns_once_on_a_cpu_without_bf16(monkeypatch):
     monkeypatch.setattr(_C, "bf16_path", lambda: "fp32")
-    monkeypatch.setattr(_C, "supported_bf16_paths", lambda: ["fp32"])
+    monkeypatch.setattr(_C, "bf16_auto_path", lambda: "fp32")
     monkeypatch.setattr(_C, "bf16_path_description", lambda: "fp32 (no bf16 instructions: test)")
     monkeypatch.setattr(fastnn.precision, "_warned", False)
     model = nn.Sequential(nn.Dense(2, 2))

@@ -78,6 +78,8 @@ std::string bf16_path_description() {
     if (env && std::strcmp(env, "fp32") == 0) return "fp32 (forced by FASTNN_BF16=fp32)";
     if (const char* isa = std::getenv("FASTNN_ISA"); isa && kernel_named(isa) && std::strcmp(isa, "avx512") != 0)
         return "fp32 (FASTNN_ISA=" + std::string(isa) + ": the bf16 kernels are AVX-512 code)";
+    if (std::strcmp(bf16_auto_path(), "fp32") == 0 && *bf16_auto_reason())
+        return std::string("fp32 (") + bf16_auto_reason() + ")";
     const char* names[4];
     if (supported_bf16_paths(names) > 1) return "fp32 (set by set_bf16_path)";
     return std::string("fp32 (no bf16 instructions: ") + bf16_missing_reason("avx512_bf16") + ")";
@@ -154,6 +156,13 @@ void bind_config(py::module_& m) {
           "The bf16 GEMM path in use: 'amx', 'avx512_bf16' or 'fp32'.");
     m.def("bf16_path_description", &bf16_path_description,
           "bf16_path(), with why for 'fp32' (config()'s 'bf16').");
+    m.def("bf16_auto_path", [] { return std::string(bf16_auto_path()); },
+          "The bf16 path fastnn picked for this CPU, before FASTNN_BF16, FASTNN_ISA or set_bf16_path.");
+    m.def("_bf16_choice", [](bool amx, bool avx512_bf16, double dot_gflops, double fma_gflops) {
+        return std::string(choose_bf16_path(amx, avx512_bf16, dot_gflops, fma_gflops));
+    }, py::arg("amx"), py::arg("avx512_bf16"), py::arg("dot_gflops"), py::arg("fma_gflops"),
+       "The rule bf16_auto_path follows, for the tests: the path for a CPU that runs these "
+       "kernels, its bf16 dot products and float32 FMAs measured at these rates.");
     m.def("supported_bf16_paths", [] {
         const char* names[4];
         const int count = supported_bf16_paths(names);

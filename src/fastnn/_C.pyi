@@ -160,10 +160,15 @@ def bf16_convert(x: npt.ArrayLike, *, vector: bool = True) -> npt.NDArray[np.uin
     packing uses (on a CPU with AVX512_BF16; elsewhere the reference), or (vector=False) the
     scalar reference."""
 def bf16_path() -> Bf16Path:
-    """The bf16 GEMM path in use: the best this CPU runs (amx > avx512_bf16 > fp32) unless
-    FASTNN_BF16 or set_bf16_path chose another; FASTNN_ISA=avx2|generic makes it fp32."""
+    """The bf16 GEMM path in use: bf16_auto_path() unless FASTNN_BF16 or set_bf16_path
+    chose another; FASTNN_ISA=avx2|generic makes it fp32."""
 def bf16_path_description() -> str:
     """bf16_path(), and for "fp32" why (config()["bf16"])."""
+def bf16_auto_path() -> Bf16Path:
+    """The path fastnn picked for this CPU: amx where it runs, else avx512_bf16 where it runs
+    and its dot products measured at least 1.5x the float32 FMA rate, else fp32."""
+def _bf16_choice(amx: bool, avx512_bf16: bool, dot_gflops: float, fma_gflops: float) -> Bf16Path:
+    """bf16_auto_path's rule, for given kernels and measured rates (for the tests)."""
 def supported_bf16_paths() -> list[str]: ...
 def set_bf16_path(name: Bf16Path) -> None:
     """Force the bf16 path (ValueError naming why, for a path this CPU does not run)."""

@@ -8,7 +8,8 @@ float32. Weights, gradients, optimizer state, losses and the elementwise kernels
 float32: PyTorch's ``torch.autocast("cpu", dtype=torch.bfloat16)`` with float32 master
 weights. ``model.compile(..., precision="bf16")`` sets it for ``fit``, ``evaluate`` and
 ``predict``; ``with fastnn.autocast("bf16"):`` for any code. A CPU without bf16
-instructions runs the float32 products, with a one-time warning.
+instructions, or whose bf16 instructions are no faster than its float32 ones (AVX512_BF16
+without AMX on an Intel Xeon), runs the float32 products, with a one-time warning.
 """
 from __future__ import annotations
 
@@ -40,10 +41,11 @@ def current() -> str:
 
 
 def warn_if_emulated(what: str, stacklevel: int = 2) -> None:
-    """Once per process: say that ``what`` asked for bf16 on a CPU without bf16
-    instructions, so it runs in float32 (not when FASTNN_BF16 chose float32)."""
+    """Once per process: say that ``what`` asked for bf16 where it runs in float32 because
+    fastnn chose that for this CPU (no bf16 instructions, or none faster than float32's);
+    not when FASTNN_BF16, FASTNN_ISA or set_bf16_path chose float32."""
     global _warned
-    if _warned or _C.bf16_path() != "fp32" or len(_C.supported_bf16_paths()) > 1:
+    if _warned or _C.bf16_path() != "fp32" or _C.bf16_auto_path() != "fp32":
         return
     _warned = True
     warnings.warn(f"{what}: precision='bf16' runs float32 products here: "

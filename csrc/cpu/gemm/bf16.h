@@ -64,6 +64,8 @@ void pack_b_pairs(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t k
 void bf16_convert_avx512_bf16(const float* x, uint16_t* y, int64_t n);
 // Whether Linux lets this process use the AMX tile state (asked once; kernel_amx_bf16.cpp).
 bool amx_permitted();
+// The flops of `iters` rounds of 16 independent vdpbf16ps chains (measure_peak's probe).
+double bf16_dot_probe_avx512(int64_t iters);
 #endif
 
 // The product on the active bf16 path; on the "fp32" path, gemm itself on the fp32 inputs.
@@ -76,9 +78,18 @@ void gemm_bf16_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
                          float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
                          float beta, float* c, int64_t ldc, const Epilogue& epilogue = Epilogue{});
 
-// Path selection: "amx", "avx512_bf16" or "fp32", the best this CPU (and OS) runs unless
-// FASTNN_BF16 or set_bf16_path says otherwise.
+// Path selection: "amx", "avx512_bf16" or "fp32", the one fastnn picks (bf16_auto_path)
+// unless FASTNN_BF16, FASTNN_ISA or set_bf16_path says otherwise.
 const char* bf16_path();
+// The rule that picks: amx where it runs; else avx512_bf16 where it runs and its dot products
+// (dot_gflops, measured on one core) come at least 1.5x as fast as float32 FMAs (fma_gflops),
+// which the packing's conversions and the fp32 accumulator's copy then still leave ahead; else
+// fp32 (on an Intel Xeon with AMX, vdpbf16ps ran at 92 GFLOP/s a core against the FMA's 185,
+// and a GEMM on it at 0.3-0.5x fp32's; on AMD Zen 4 and 5 it runs at twice the FMA rate).
+const char* choose_bf16_path(bool amx_runs, bool avx512_bf16_runs, double dot_gflops, double fma_gflops);
+// The path fastnn picked for this CPU, and why that is fp32 where a bf16 kernel runs ("" else).
+const char* bf16_auto_path();
+const char* bf16_auto_reason();
 bool set_bf16_path(const char* name);      // false if unknown or not run here
 int supported_bf16_paths(const char** names);  // fills up to 3, best first
 // Why a path is missing here ("" where it runs): for config() and the fp32 warning.

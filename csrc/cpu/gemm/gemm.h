@@ -155,8 +155,10 @@ const char* active_isa();
 bool set_isa(const char* name);           // false if unknown or unsupported here
 int supported_isas(const char** names);   // fills up to 3 names, best first
 const Microkernel* kernel_named(const char* name);  // any ISA built in, run here or not
-// Best-of-rounds float32 FMA rate in GFLOP/s of `uk`'s probe on `threads` threads for
-// `seconds` (cpu/gemm/peak.cpp).
+// Best-of-rounds rate in GFLOP/s of `probe` (the flops done by `iters` rounds of independent
+// vector multiply-adds, no loads) on `threads` threads for `seconds` (cpu/gemm/peak.cpp);
+// measure_fma_peak: of `uk`'s float32 FMA probe (0 without one).
+double measure_peak(double (*probe)(int64_t iters), int threads, double seconds);
 double measure_fma_peak(const Microkernel& uk, int threads, double seconds);
 
 // What the GEMM runs for one ISA: the kernel table and the blocking in use, with where

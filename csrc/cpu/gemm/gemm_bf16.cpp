@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "../../parallel.h"
@@ -168,6 +170,8 @@ const char* missing_reason(int i) {
 
 Blocking g_blocking[kNumPaths];
 std::atomic<int> g_path{kNumPaths - 1};
+int g_auto = kNumPaths - 1;
+std::string g_auto_reason;
 
 int index_of(const char* name) {
     for (int i = 0; i < kNumPaths; ++i)
@@ -175,12 +179,32 @@ int index_of(const char* name) {
     return -1;
 }
 
+// choose_bf16_path on this CPU; the peaks are measured (~20 ms) only where the rule needs them.
+void choose_automatic_path() {
+    const bool amx = index_of("amx") >= 0 && !*missing_reason(index_of("amx"));
+    const bool dot = index_of("avx512_bf16") >= 0 && !*missing_reason(index_of("avx512_bf16"));
+    double dot_gflops = 0.0, fma_gflops = 0.0;
+#ifdef FASTNN_X86
+    if (dot && !amx) {
+        dot_gflops = measure_peak(bf16_dot_probe_avx512, 1, 0.01);
+        fma_gflops = measure_fma_peak(kAvx512Kernel, 1, 0.01);
+    }
+#endif
+    g_auto = index_of(choose_bf16_path(amx, dot, dot_gflops, fma_gflops));
+    if (dot && g_auto == kNumPaths - 1) {
+        char text[200];
+        std::snprintf(text, sizeof text, "avx512_bf16 is no faster here: its dot products ran at %.0f "
+                      "GFLOP/s a core, float32 FMAs at %.0f", dot_gflops, fma_gflops);
+        g_auto_reason = text;
+    }
+}
+
 struct Init {
     Init() {
-        for (int i = kNumPaths - 1; i >= 0; --i) {
+        for (int i = kNumPaths - 1; i >= 0; --i)
             if (kPaths[i].uk) g_blocking[i] = model_blocking_bf16(cpu_info().caches, kPaths[i].uk->mr, kPaths[i].uk->nr);
-            if (!*missing_reason(i)) g_path = i;  // the best, listed first
-        }
+        choose_automatic_path();
+        g_path = g_auto;
         // Both kernels are AVX-512 code: FASTNN_ISA=avx2 or generic (a CPU without it, as
         // far as fastnn goes) leaves bf16 on fp32 too, unless FASTNN_BF16 asks otherwise.
         if (const char* isa = std::getenv("FASTNN_ISA"); isa && kernel_named(isa) && std::strcmp(isa, "avx512") != 0)
@@ -233,6 +257,16 @@ void gemm_bf16_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
 }
 
 const char* bf16_path() { return kPaths[g_path.load()].name; }
+
+const char* choose_bf16_path(bool amx_runs, bool avx512_bf16_runs, double dot_gflops, double fma_gflops) {
+    if (amx_runs) return "amx";
+    if (avx512_bf16_runs && dot_gflops >= 1.5 * fma_gflops) return "avx512_bf16";
+    return "fp32";
+}
+
+const char* bf16_auto_path() { return kPaths[g_auto].name; }
+
+const char* bf16_auto_reason() { return g_auto_reason.c_str(); }
 
 bool set_bf16_path(const char* name) {
     const int i = index_of(name);

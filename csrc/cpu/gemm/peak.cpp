@@ -1,4 +1,5 @@
-// The measured FMA peak, for config() and the benchmarks' share of peak.
+// Measured peaks: the FMA peak, for config() and the benchmarks' share of peak, and the bf16
+// dot products' (gemm_bf16.cpp's choice of path).
 #include <algorithm>
 #include <chrono>
 
@@ -6,10 +7,9 @@
 
 namespace fastnn {
 
-// Best-of-rounds FMA rate of `uk`'s probe on `threads` threads for `seconds`: the machine
-// is shared, so the best round is the one nothing else interrupted.
-double measure_fma_peak(const Microkernel& uk, int threads, double seconds) {
-    if (!uk.fma_probe) return 0.0;
+// Best-of-rounds rate of `probe` on `threads` threads for `seconds`: the machine is shared,
+// so the best round is the one nothing else interrupted.
+double measure_peak(double (*probe)(int64_t iters), int threads, double seconds) {
     const int64_t iters = 1 << 18;
     double best = 0.0;
     const auto start = std::chrono::steady_clock::now();
@@ -19,11 +19,15 @@ double measure_fma_peak(const Microkernel& uk, int threads, double seconds) {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) reduction(+ : flops)
 #endif
-        for (int t = 0; t < threads; ++t) flops += uk.fma_probe(iters);
+        for (int t = 0; t < threads; ++t) flops += probe(iters);
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         best = std::max(best, flops / dt / 1e9);
     } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds);
     return best;
+}
+
+double measure_fma_peak(const Microkernel& uk, int threads, double seconds) {
+    return uk.fma_probe ? measure_peak(uk.fma_probe, threads, seconds) : 0.0;
 }
 
 }  // namespace fastnn
