@@ -760,6 +760,13 @@ def test_cross_entropy(data, rows, classes, label_dtype, oob, wrong_len):
     check_call("cross_entropy(logits, labels)", lambda: _C.cross_entropy(logits.a, lab.a),
                [logits, lab], bad, check)
 
+    def check_matches(res):  # the accuracy metric's count: NumPy's argmax of the float32 values
+        want = int(np.sum(np.argmax(np.asarray(x, np.float32), 1) == lab.a.astype(np.int64)))
+        assert res == want, f"argmax_matches {x.shape}: {res}, NumPy {want}"
+
+    check_call("argmax_matches(logits, labels)", lambda: _C.argmax_matches(logits.a, lab.a),
+               [logits, lab], bad, check_matches)
+
     target = data.draw(arg("target", (rows, classes + wrong_len), profiles=("normal",),
                            transform=lambda v: np.abs(v)))
 
@@ -2164,7 +2171,7 @@ def test_fuzz_covers_every_binding_and_layer():
     """A new binding or layer needs a fuzz target here."""
     covered = {"gemm", "gemm_reference", "activation_forward", "activation_backward",
                "column_sum", "softmax_forward", "softmax_backward", "gather_rows", "mse",
-               "binary_cross_entropy", "cross_entropy", "cross_entropy_soft", "sgd_step",
+               "binary_cross_entropy", "cross_entropy", "cross_entropy_soft", "argmax_matches", "sgd_step",
                "adam_step", "adagrad_step", "rmsprop_step", "add_penalty_grad", "sum_squares",
                "sum_abs", "scale_", "axpby_", "clip_", "random_uniform", "dropout_forward", "dropout_backward",
                "augment_images", "set_num_threads", "get_num_threads", "set_isa", "get_isa",

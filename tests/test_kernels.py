@@ -409,6 +409,38 @@ def test_cross_entropy_label_dtypes(dtype, rng):
     assert_close(grad, exp_grad, 1e-5, 1e-7, f"cross_entropy labels {np.dtype(dtype)}")
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8])
+def test_argmax_matches_counts_as_numpy(dtype, rng):
+    """Rows whose argmax is the label, as NumPy's argmax picks it: ties to the first maximum,
+    a NaN wins (the first of several), -0.0 ties with 0.0; one class, one row."""
+    logits = rng.integers(-2, 3, size=(300, 7)).astype(np.float32)  # many ties
+    logits[5, 3] = np.nan
+    logits[6, [2, 5]] = np.nan
+    logits[7] = [0.0, -0.0, -1, -1, -1, -1, -1]
+    logits[8] = [-0.0, 0.0, -1, -1, -1, -1, -1]
+    best = np.argmax(logits, 1)
+    assert list(best[5:9]) == [3, 2, 0, 0]
+    assert _C.argmax_matches(logits, best.astype(dtype)) == 300
+    assert _C.argmax_matches(logits, ((best + 1) % 7).astype(dtype)) == 0
+    labels = rng.integers(0, 7, size=300)
+    for r in range(300):  # row by row: a count could hide errors that cancel
+        assert _C.argmax_matches(logits[r:r + 1], labels[r:r + 1].astype(dtype)) == (best[r] == labels[r]), r
+    assert _C.argmax_matches(np.zeros((4, 1), np.float32), np.zeros(4, dtype)) == 4
+    assert _C.argmax_matches(logits[:1], labels[:1]) == int(np.argmax(logits[0]) == labels[0])
+
+
+def test_argmax_matches_errors():
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"argmax_matches: labels\[1\] = 4 is outside \[0, 4\)"):
+        _C.argmax_matches(x, np.array([0, 4, 1]))
+    with pytest.raises(ValueError, match=r"argmax_matches: 'labels' must have one entry per row"):
+        _C.argmax_matches(x, np.array([0, 1]))
+    with pytest.raises(TypeError, match=r"argmax_matches: argument 'labels' must hold integer"):
+        _C.argmax_matches(x, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"argmax_matches: argument 'logits'"):
+        _C.argmax_matches(np.zeros(4, np.float32), np.array([0, 1, 2, 3]))
+
+
 def test_cross_entropy_stable_for_large_logits():
     logits = np.array([[1000.0, -1000.0, 0.0], [1e4, 1e4, -1e4], [-1e4, 0.0, 1e4], [3e38, -3e38, 0.0]], np.float32)
     labels = np.array([1, 0, 0, 0])

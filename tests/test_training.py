@@ -269,6 +269,23 @@ def _binary_data():
     return X, y
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.float32])
+def test_cross_entropy_accuracy_takes_labels_as_a_column(dtype):
+    """Labels (n,), or (n, 1) as the loss also takes them (Keras's form), in any numeric dtype:
+    the same accuracy, that of the predictions' argmax (a column was argmaxed to class 0)."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((200, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0)
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(4, 3))
+    model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=0.05), metrics=["accuracy"])
+    model.fit(X, y.astype(dtype), epochs=5, batch_size=32, verbose=0, seed=0)
+    want = float(np.mean(np.argmax(model.predict(X), 1) == y))
+    assert model.evaluate(X, y.astype(dtype))["accuracy"] == pytest.approx(want, abs=1e-12)
+    assert model.evaluate(X, y.astype(dtype).reshape(-1, 1))["accuracy"] == pytest.approx(want, abs=1e-12)
+    assert 0.5 < want < 1.0
+
+
 def test_binary_accuracy_with_bce_from_logits():
     X, y = _binary_data()
     fastnn.seed(0)

@@ -117,6 +117,15 @@ void bind_loss(py::module_& m) {
         }
         return py::tuple(py::make_tuple(value, grad));
     }, py::arg("logits"), py::arg("labels"));
+    m.def("argmax_matches", [](py::handle logits_obj, py::handle labels_obj) {
+        F32Array logits = matrix_2d(logits_obj, "argmax_matches", "logits");
+        const int64_t rows = logits.shape(0), classes = logits.shape(1);
+        auto labels = labels_for(labels_obj, rows, classes, "argmax_matches");
+        py::gil_scoped_release nogil;
+        return argmax_matches(logits.data(), labels.data(), rows, classes);
+    }, py::arg("logits"), py::arg("labels"),
+       "How many rows of logits have their label as argmax (NumPy's: the first maximum, or the "
+       "first NaN): CrossEntropy's correct predictions.");
     m.def("cross_entropy_soft", [](py::handle logits_obj, py::handle target_obj) -> py::tuple {
         if (DeviceArray* d = device_array_of(logits_obj)) {
             const char* fn = "cross_entropy_soft";

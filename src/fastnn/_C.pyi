@@ -209,6 +209,9 @@ def cross_entropy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[float, 
     DeviceArray: labels one there too (int64, int32 or uint8); the gradient a DeviceArray;
     on a GPU the mean is summed in a fixed order (csrc/cuda/loss.cu)."""
 
+def argmax_matches(logits: npt.ArrayLike, labels: npt.ArrayLike) -> int:
+    """How many rows of logits (rows, classes) have their label as argmax (NumPy's argmax: the
+    first maximum, or the first NaN); labels checked as cross_entropy checks them."""
 def cross_entropy_soft(logits: npt.ArrayLike, target: npt.ArrayLike) -> tuple[float, F32]:
     """The same with a (m, classes) target distribution (one-hot or soft)."""
 
