@@ -146,7 +146,7 @@ def test_alpha_beta_epilogue_and_strides(path, rng, ta, tb):
     assert not a.flags.c_contiguous and not b.flags.c_contiguous
     bias = rng.standard_normal(n).astype(np.float32)
     for alpha, beta, act in [(1.0, 0.0, "identity"), (-0.5, 2.0, "identity"), (2.5, 1.0, "relu"),
-                             (1.0, -1.0, "tanh")]:
+                             (1.0, -1.0, "tanh"), (1.0, 0.0, "relu")]:  # 1, 0: whole tiles straight to out
         base = np.full((m, n + 4), np.nan, np.float32)
         c0 = rng.standard_normal((m, n)).astype(np.float32)
         base[:, :n] = c0
