@@ -289,7 +289,7 @@ def test_no_warning_when_the_user_chose_fp32(rng):
 # ----------------------------------------------------------------------------- selection, errors
 @pytest.mark.parametrize("amx,avx512_bf16,dot,fma,want", [
     (True, True, 0.0, 0.0, "amx"),                     # AMX wherever it runs
-    (False, True, 370.0, 185.0, "avx512_bf16"),        # vdpbf16ps at twice the FMA rate (AMD Zen 4, 5)
+    (False, True, 370.0, 185.0, "avx512_bf16"),        # twice the FMA rate (issue 17's figure for Zen 4, 5)
     (False, True, 92.0, 185.0, "fp32"),                # at half of it (Intel Xeon, AMX refused)
     (False, True, 277.0, 185.0, "fp32"),               # under 1.5x: conversions eat the gain
     (False, False, 0.0, 185.0, "fp32")])               # no bf16 instructions

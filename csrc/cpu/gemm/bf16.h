@@ -85,7 +85,8 @@ const char* bf16_path();
 // (dot_gflops, measured on one core) come at least 1.5x as fast as float32 FMAs (fma_gflops),
 // which the packing's conversions and the fp32 accumulator's copy then still leave ahead; else
 // fp32 (on an Intel Xeon with AMX, vdpbf16ps ran at 92 GFLOP/s a core against the FMA's 185,
-// and a GEMM on it at 0.3-0.5x fp32's; on AMD Zen 4 and 5 it runs at twice the FMA rate).
+// and the MLP step's GEMMs on it at 0.44-0.48x fp32's speed; on an AMD Zen 5 its GEMM ran
+// 1.75-1.82x fp32's).
 const char* choose_bf16_path(bool amx_runs, bool avx512_bf16_runs, double dot_gflops, double fma_gflops);
 // The path fastnn picked for this CPU, and why that is fp32 where a bf16 kernel runs ("" else).
 const char* bf16_auto_path();

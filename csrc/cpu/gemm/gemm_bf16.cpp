@@ -200,7 +200,8 @@ int index_of(const char* name) {
     return -1;
 }
 
-// choose_bf16_path on this CPU; the peaks are measured (~20 ms) only where the rule needs them.
+// choose_bf16_path on this CPU; the peaks are measured (two probes of at least 10 ms) only
+// where the rule needs them.
 void choose_automatic_path() {
     const bool amx = index_of("amx") >= 0 && !*missing_reason(index_of("amx"));
     const bool dot = index_of("avx512_bf16") >= 0 && !*missing_reason(index_of("avx512_bf16"));
