@@ -18,11 +18,15 @@ from test_gemm import K_BLOCKS, TRANSPOSES, TRANS_IDS, check, operands, referenc
 # narrower packed panel) or, at a 4 KiB row stride (n = 1024), packed one panel at a time.
 # A narrow B (17-64 columns) beside 128 rows or more goes by rows of C on AVX-512 (small_form:
 # op(B) packed by the register transpose where transposed, its rows 8 at a time and a tail).
+# Up to 128 rows with B not transposed go by rows in strips of B (784 columns in strips of 96
+# and one of 16 at k = 1030 on a 2 MiB L2; 512 as 288 + 224 at k = 256), unless B's rows, a
+# power of two apart, crowd into few of L2's sets (n = 512, k = 1100: packed).
 PATH_SHAPES = [(1000, 10, 300), (9, 700, 300), (500, 300, 5), (33, 17, 13),
                (515, 301, K_BLOCKS), (8, 1100, 900), (200, 200, 200),
                (33, 517, K_BLOCKS), (100, 203, 70), (40, 1000, 300), (40, 1024, 300),
                (130, 1, 700), (77, 16, 64), (33, 3, 8), (64, 33, 16), (100, 40, 90),
-               (300, 21, 135), (517, 64, 77), (129, 40, 1000)]
+               (300, 21, 135), (517, 64, 77), (129, 40, 1000), (48, 784, 1030), (32, 512, 256),
+               (64, 512, 1100)]
 ACTIVATIONS = ["identity", "relu", "sigmoid", "tanh", "leaky_relu"]
 
 

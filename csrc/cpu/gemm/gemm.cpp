@@ -276,8 +276,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     const GemmContext& ctx = *gemm_context();
     const Microkernel& uk = *ctx.uk;
     static const int64_t l1_floats = cache_floats(1, 8192), l2_floats = cache_floats(2, 65536);
-    const SmallForm form =
-        uk.small ? small_form(trans_a, trans_b, m, n, k, l1_floats, l2_floats, uk.lanes, uk.rows_pass) : SmallForm::None;
+    const bool b_rows_fit_l2 = !trans_b && uk.small && strided_rows_fit_l2(cpu_info().caches, k, ldb * int64_t{sizeof(float)});
+    const SmallForm form = uk.small ? small_form(trans_a, trans_b, m, n, k, l1_floats, l2_floats, uk.lanes,
+                                                 uk.rows_pass, b_rows_fit_l2)
+                                    : SmallForm::None;
     if (form != SmallForm::None) {
         // Threads take blocks of the form's rows (4, or 64 for SwappedRows), or, below 16 rows
         // and with columns for more than one block, of 64 columns: 10 rows (a layer of 10
@@ -288,7 +290,14 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         const bool by_columns = form != SmallForm::SwappedRows && m < 16 && n > 64;
         const int64_t step = small_form_rows(form);
         const int64_t a_row = trans_a ? 1 : lda, b_col = trans_b ? ldb : 1;
-        const int64_t strip = std::max<int64_t>(128, l2_floats / 2 / k / 128 * 128);  // k x strip: half of L2
+        // k x strip: a quarter of L2, in whole blocks of the rows kernel's (Xeon family 6 model
+        // 207, 1 thread, 9 rounds alternated, against half of L2 in multiples of 128: 64 x 784 x
+        // 1024 TN +18%, 48 x 784 x 1024 TN +13%, 32 x 784 x 1024 NN +10%, 16 x 784 x 1024 NN
+        // +9%, 96 x 784 x 512 TN +2%; 18 x 136 x 295 TN, 64 x 500 x 300 NN, 100 x 100 x 1000 TN
+        // within 1%, on 2 threads within 2%: a strip of 256 had ended in a block of 16 columns, a
+        // third as fast)
+        const int64_t width = uk.rows_width;
+        const int64_t strip = std::max<int64_t>(2 * width, l2_floats / 4 / k / width * width);
         const int64_t blocks = by_columns ? (n + 63) / 64 : (m + step - 1) / step;
         const int64_t block_flops = by_columns ? m * 64 * k : step * n * k;
         parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 18) / (block_flops + 1)),

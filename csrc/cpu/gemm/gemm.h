@@ -138,8 +138,11 @@ struct Microkernel {
                    bool relu, int64_t segments, int64_t segment_stride) = nullptr;
     // Floats in a vector of the small path's kernels: a thinner B is "thin" (small_form).
     int lanes = 16;
-    // The most rows of C one pass of the small path's rows form takes (small_form).
+    // The most rows of C one pass of the small path's rows form takes (small_form), and the
+    // columns its kernel takes at once for that many rows: the rows form's strips of op(B)
+    // are cut in multiples of them, so that no strip ends in narrower blocks.
     int rows_pass = 4;
+    int rows_width = 16;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

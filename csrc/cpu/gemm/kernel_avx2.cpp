@@ -298,6 +298,7 @@ struct SmallAvx2 {
     static constexpr int kDotRows = 2;
     static constexpr int kLanes = 8;
     static constexpr int kRows = 4;
+    static constexpr int kRowsWidth = 8 * 2;  // its rows kernel's W for 3 or 4 rows
     static constexpr bool kEvenPasses = false;
 };
 
@@ -326,6 +327,6 @@ double fma_probe_avx2(int64_t iters) {
 
 const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, pack_a_rows, pack_b_rows,
                               small_gemm<SmallAvx2>, kernel_avx2_edge, fma_probe_avx2, nullptr,
-                              SmallAvx2::kLanes, SmallAvx2::kRows};
+                              SmallAvx2::kLanes, SmallAvx2::kRows, SmallAvx2::kRowsWidth};
 
 }  // namespace fastnn

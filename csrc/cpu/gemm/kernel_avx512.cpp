@@ -421,6 +421,7 @@ struct SmallAvx512 {
     static constexpr int kDotRows = 4;
     static constexpr int kLanes = 16;
     static constexpr int kRows = 8;
+    static constexpr int kRowsWidth = 16 * 3;  // small_rows' W for 7 or 8 rows
     static constexpr bool kEvenPasses = true;
 };
 
@@ -447,6 +448,7 @@ double fma_probe_avx512(int64_t iters) {
 
 const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
                                 small_gemm<SmallAvx512>, kernel_avx512_edge, fma_probe_avx512,
-                                kernel_avx512_rows_a, SmallAvx512::kLanes, SmallAvx512::kRows};
+                                kernel_avx512_rows_a, SmallAvx512::kLanes, SmallAvx512::kRows,
+                                SmallAvx512::kRowsWidth};
 
 }  // namespace fastnn

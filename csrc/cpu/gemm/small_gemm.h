@@ -40,8 +40,11 @@ namespace fastnn {
 // OpenBLAS on the transposed path, whose threads each pack all of op(A)^T for its n = 32).
 enum class SmallForm { None, Rows, Dots, RowsPackedB, DotsPackedB, SwappedRows };
 
+// b_rows_fit_l2: k rows of B (not transposed), ldb apart, share L2's sets without evicting
+// each other (strided_rows_fit_l2; asked only where B is not transposed).
 inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                            int64_t l1_floats, int64_t l2_floats, int lanes, int rows_pass) {
+                            int64_t l1_floats, int64_t l2_floats, int lanes, int rows_pass,
+                            bool b_rows_fit_l2) {
     const bool small = n <= 16 || m <= 16 || k <= 16 || m * n * k <= (int64_t{1} << 18);
     const bool b_in_l1 = n >= 32 && 2 * n * k <= l1_floats;
     // A narrow B (17 to 64 columns) beside many rows of C: the packed path would pack all of
@@ -68,8 +71,11 @@ inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, in
     // columns fits half of it, and pack nothing: faster than the packed path up to 128 rows
     // (Zen 5, 1 thread: 18 x 136 x 295 TN 152 -> 209 GFLOP/s, 32 x 300 x 1000 228 -> 253, 64 x
     // 500 x 300 240 -> 251, 100 x 100 x 1000 TN 188 -> 215; 48 x 2000 x 2000, its strip past
-    // L2, 237 -> 181). AVX2's passes of 4 were not faster.
-    const bool rows_from_l2 = rows_pass >= 8 && m <= 128 && 128 * k <= l2_floats / 2;
+    // L2, 237 -> 181). AVX2's passes of 4 were not faster. Not where B's rows, a power of two
+    // apart, crowd into a few of L2's sets: the strip then leaves L2 before the next pass
+    // (Xeon family 6 model 207, 1 thread: 128 x 512 x 1024 TN, ldb 2 KiB, 88 GFLOP/s by rows,
+    // 134 packed).
+    const bool rows_from_l2 = rows_pass >= 8 && m <= 128 && 128 * k <= l2_floats / 2 && b_rows_fit_l2;
     if (!small && !b_in_l1 && !rows_from_l2 && !narrow_b) return SmallForm::None;
     // Thin: a row of C fits one vector of the kernels' (AVX2's rows fill two for n = 16, 8
     // chains: 88 x 16 x 705 ran at 120 GFLOP/s, its dot products at 63, Zen 5, 1 thread).
@@ -203,8 +209,12 @@ void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64
     switch (form) {
         case SmallForm::Rows: {
             static const int64_t l1_floats = cache_floats(1, 8192);
-            for (int64_t j = 0; j < n; j += strip) {
-                const int64_t cols = n - j < strip ? n - j : strip;
+            // strips of about equal width, whole blocks of the kernel's: 512 columns under a
+            // cap of 480 go as 288 + 224, not 480 + a strip of 32 read by passes of their own
+            const int64_t strips = (n + strip - 1) / strip, width = K::kRowsWidth;
+            const int64_t even = ((n + strips - 1) / strips + width - 1) / width * width;
+            for (int64_t j = 0; j < n; j += even) {
+                const int64_t cols = n - j < even ? n - j : even;
                 rows_of_c<K>(trans_a, m, cols, k, alpha, a, lda, b + j, ldb, beta, c + j, ldc,
                              2 * k * cols > l1_floats);
             }
