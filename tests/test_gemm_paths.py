@@ -20,13 +20,15 @@ from test_gemm import K_BLOCKS, TRANSPOSES, TRANS_IDS, check, operands, referenc
 # op(B) packed by the register transpose where transposed, its rows 8 at a time and a tail).
 # Up to 128 rows with B not transposed go by rows in strips of B (784 columns in strips of 96
 # and one of 16 at k = 1030 on a 2 MiB L2; 512 as 288 + 224 at k = 256), unless B's rows, a
-# power of two apart, crowd into few of L2's sets (n = 512, k = 1100: packed).
+# power of two apart, crowd into few of L2's sets (n = 512, k = 1100: packed). A thin B^T
+# with a short k goes by rows of C after packing op(B) (200 x 10 x 64 NT), a longer k by dot
+# products (1000 x 10 x 300 NT).
 PATH_SHAPES = [(1000, 10, 300), (9, 700, 300), (500, 300, 5), (33, 17, 13),
                (515, 301, K_BLOCKS), (8, 1100, 900), (200, 200, 200),
                (33, 517, K_BLOCKS), (100, 203, 70), (40, 1000, 300), (40, 1024, 300),
                (130, 1, 700), (77, 16, 64), (33, 3, 8), (64, 33, 16), (100, 40, 90),
                (300, 21, 135), (517, 64, 77), (129, 40, 1000), (48, 784, 1030), (32, 512, 256),
-               (64, 512, 1100)]
+               (64, 512, 1100), (200, 10, 64)]
 ACTIVATIONS = ["identity", "relu", "sigmoid", "tanh", "leaky_relu"]
 
 

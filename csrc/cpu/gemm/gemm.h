@@ -143,6 +143,8 @@ struct Microkernel {
     // are cut in multiples of them, so that no strip ends in narrower blocks.
     int rows_pass = 4;
     int rows_width = 16;
+    // A dot product's reduction and store in the small path, in vectors of FMAs (small_form).
+    int dot_overhead = 5;
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

@@ -299,6 +299,7 @@ struct SmallAvx2 {
     static constexpr int kLanes = 8;
     static constexpr int kRows = 4;
     static constexpr int kRowsWidth = 8 * 2;  // its rows kernel's W for 3 or 4 rows
+    static constexpr int kDotOverhead = 5;    // fitted: rows and dots even at 1024 x 10 x 64
     static constexpr bool kEvenPasses = false;
 };
 
@@ -327,6 +328,7 @@ double fma_probe_avx2(int64_t iters) {
 
 const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, pack_a_rows, pack_b_rows,
                               small_gemm<SmallAvx2>, kernel_avx2_edge, fma_probe_avx2, nullptr,
-                              SmallAvx2::kLanes, SmallAvx2::kRows, SmallAvx2::kRowsWidth};
+                              SmallAvx2::kLanes, SmallAvx2::kRows, SmallAvx2::kRowsWidth,
+                              SmallAvx2::kDotOverhead};
 
 }  // namespace fastnn

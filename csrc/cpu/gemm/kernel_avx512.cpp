@@ -422,6 +422,7 @@ struct SmallAvx512 {
     static constexpr int kLanes = 16;
     static constexpr int kRows = 8;
     static constexpr int kRowsWidth = 16 * 3;  // small_rows' W for 7 or 8 rows
+    static constexpr int kDotOverhead = 6;      // fitted: rows and dots even at 1024 x 10 x ~150
     static constexpr bool kEvenPasses = true;
 };
 
@@ -449,6 +450,6 @@ double fma_probe_avx512(int64_t iters) {
 const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
                                 small_gemm<SmallAvx512>, kernel_avx512_edge, fma_probe_avx512,
                                 kernel_avx512_rows_a, SmallAvx512::kLanes, SmallAvx512::kRows,
-                                SmallAvx512::kRowsWidth};
+                                SmallAvx512::kRowsWidth, SmallAvx512::kDotOverhead};
 
 }  // namespace fastnn

@@ -8,6 +8,9 @@
 //   static constexpr int kDotRows: the most rows one dots call takes (its registers);
 //   static constexpr int kLanes: floats in the rows kernels' vectors;
 //   static constexpr int kRows: the most rows one rows call takes where n > kLanes (else 8);
+//   static constexpr int kRowsWidth: the columns one rows call takes at once for kRows rows;
+//   static constexpr int kDotOverhead: a dots block's reduction and stores, per value of C,
+//       in vectors of FMAs (small_form weighs the dot and rows forms by it);
 //   static constexpr bool kEvenPasses: rows_of_c's passes as equal as can be, else greedy.
 #pragma once
 #include <cmath>
@@ -44,7 +47,7 @@ enum class SmallForm { None, Rows, Dots, RowsPackedB, DotsPackedB, SwappedRows }
 // each other (strided_rows_fit_l2; asked only where B is not transposed).
 inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                             int64_t l1_floats, int64_t l2_floats, int lanes, int rows_pass,
-                            bool b_rows_fit_l2) {
+                            int dot_overhead, bool b_rows_fit_l2) {
     const bool small = n <= 16 || m <= 16 || k <= 16 || m * n * k <= (int64_t{1} << 18);
     const bool b_in_l1 = n >= 32 && 2 * n * k <= l1_floats;
     // A narrow B (17 to 64 columns) beside many rows of C: the packed path would pack all of
@@ -61,6 +64,15 @@ inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, in
         if ((n >= 32 && (k <= 16 || (b_in_l1 && m >= 32))) || narrow_b) return SmallForm::RowsPackedB;
         if (!small) return SmallForm::None;
         if (trans_a && n <= lanes && m >= 16 && k >= 8) return SmallForm::SwappedRows;  // C^T = B A
+        // A thin B^T (n within a vector or two) and a short k: rows of C, op(B) packed, use
+        // n of each vector's lanes, where dot products spend on their reduction about
+        // dot_overhead vectors of FMAs per value of C; rows when that is the larger waste.
+        // Xeon family 6 model 207, 1 thread, rows against dots: AVX-512 1024 x 10 x 64 1.38x,
+        // 1024 x 10 x 128 1.09x, 3000 x 16 x 60 2.1x, 512 x 10 x 256 0.95x, 256 x 4 x 500 0.35x;
+        // AVX2 1024 x 8 x 64 1.55x, 1024 x 6 x 32 1.59x, 1024 x 10 x 64 1.0x, x 128 0.84x.
+        const int64_t vecs = (n + lanes - 1) / lanes;
+        if (!trans_a && m >= 16 && n <= 16 && n * (k + dot_overhead * lanes) > k * vecs * lanes)
+            return SmallForm::RowsPackedB;
         // The dot-product form suits a thin B or a thin A: below 16 rows the transposed path
         // fills its 16-wide vectors with m columns (1 x 512 x 784 ran at 8.5 GFLOP/s there, 44
         // here; a conv layer's 6 x 25 x 25088 weight gradient 22 and 42; from 16 rows on it is
