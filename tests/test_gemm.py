@@ -226,9 +226,11 @@ def test_gemm_hypothesis(isa, m, n, k, ta, tb, seed):
 # ----------------------------------------------------------------------------- determinism, ISA selection
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, True)], ids=["NN", "TT"])
 def test_gemm_bit_identical_one_and_two_threads(isa, ta, tb, rng):
-    # threads split rows; split columns (few rows), across k-blocks; direct path
+    # threads split rows; split columns (few rows), across k-blocks; direct path; the small
+    # path's rows form split by columns (op(B) past half of L2: 32 x 784 x 1024 NN)
     assert _C.blocking()["kc"] < K_BLOCKS
-    for m, n, k in [(515, 300, 257), (64, 1024, K_BLOCKS), (30, 530, K_BLOCKS + 100), (1000, 1, 999)]:
+    for m, n, k in [(515, 300, 257), (64, 1024, K_BLOCKS), (30, 530, K_BLOCKS + 100), (1000, 1, 999),
+                    (32, 784, 1024)]:
         a, b = operands(rng, m, n, k, ta, tb)
         c0 = rng.standard_normal((m, n)).astype(np.float32)
         results = []
