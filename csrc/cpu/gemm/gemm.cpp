@@ -276,9 +276,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     const GemmContext& ctx = *gemm_context();
     const Microkernel& uk = *ctx.uk;
     static const int64_t l1_floats = cache_floats(1, 8192), l2_floats = cache_floats(2, 65536);
-    const bool b_rows_fit_l2 = !trans_b && uk.small && strided_rows_fit_l2(cpu_info().caches, k, ldb * int64_t{sizeof(float)});
     const SmallForm form = uk.small ? small_form(trans_a, trans_b, m, n, k, l1_floats, l2_floats, uk.lanes,
-                                                 uk.rows_pass, uk.dot_overhead, b_rows_fit_l2)
+                                                 uk.rows_pass, uk.dot_overhead, ldb)
                                     : SmallForm::None;
     if (form != SmallForm::None) {
         // Threads take blocks of the form's rows (4, or 64 for SwappedRows), or, below 16 rows

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "blocking.h"
 #include "core/cpu.h"
 
 namespace fastnn {
@@ -43,11 +44,10 @@ namespace fastnn {
 // OpenBLAS on the transposed path, whose threads each pack all of op(A)^T for its n = 32).
 enum class SmallForm { None, Rows, Dots, RowsPackedB, DotsPackedB, SwappedRows };
 
-// b_rows_fit_l2: k rows of B (not transposed), ldb apart, share L2's sets without evicting
-// each other (strided_rows_fit_l2; asked only where B is not transposed).
+// ldb: B's row stride (floats), for whether its rows share L2's sets without evicting each other.
 inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                             int64_t l1_floats, int64_t l2_floats, int lanes, int rows_pass,
-                            int dot_overhead, bool b_rows_fit_l2) {
+                            int dot_overhead, int64_t ldb) {
     const bool small = n <= 16 || m <= 16 || k <= 16 || m * n * k <= (int64_t{1} << 18);
     const bool b_in_l1 = n >= 32 && 2 * n * k <= l1_floats;
     // A narrow B (17 to 64 columns) beside many rows of C: the packed path would pack all of
@@ -87,7 +87,8 @@ inline SmallForm small_form(bool trans_a, bool trans_b, int64_t m, int64_t n, in
     // apart, crowd into a few of L2's sets: the strip then leaves L2 before the next pass
     // (Xeon family 6 model 207, 1 thread: 128 x 512 x 1024 TN, ldb 2 KiB, 88 GFLOP/s by rows,
     // 134 packed).
-    const bool rows_from_l2 = rows_pass >= 8 && m <= 128 && 128 * k <= l2_floats / 2 && b_rows_fit_l2;
+    const bool rows_from_l2 = rows_pass >= 8 && m <= 128 && 128 * k <= l2_floats / 2 &&
+                              strided_rows_fit_l2(cpu_info().caches, k, ldb * int64_t{sizeof(float)});
     if (!small && !b_in_l1 && !rows_from_l2 && !narrow_b) return SmallForm::None;
     // Thin: a row of C fits one vector of the kernels' (AVX2's rows fill two for n = 16, 8
     // chains: 88 x 16 x 705 ran at 120 GFLOP/s, its dot products at 63, Zen 5, 1 thread).
