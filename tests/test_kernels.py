@@ -1162,7 +1162,9 @@ def test_conv_weight_grad_by_table_takes_images_as_segments(n, size, groups, isa
     """Where images' grids are short the table path's product takes several at once
     (gemm_row_table's segments, on the AVX-512 kernel): under KC 1096, 8 x 8 images (71
     positions) go a part's 4 at a time (n = 9: parts of 4, 4 and 1), 18 x 18 (341 positions)
-    3 at a time (a part of 4: 3 then 1). The weight's gradient against float64."""
+    3 at a time (a part of 4: 3 then 1). With the input's gradient, each image's output
+    gradient is padded once for it and taken in place as the weight product's grid. Both
+    gradients against float64."""
     old = _C.blocking()
     _C.set_blocking(1096, old["nc"], 176)
     try:
@@ -1171,10 +1173,14 @@ def test_conv_weight_grad_by_table_takes_images_as_segments(n, size, groups, isa
         g = rng.standard_normal((n, 20 * groups, size, size)).astype(np.float32)
         gw = np.full_like(wt, 0.25)
         assert _C.conv2d_backward(x, wt, g, gw, beta=1.0, padding=1, groups=groups, input_grad=False) is None
+        gw_with_dx = np.full_like(wt, 0.25)
+        dx = _C.conv2d_backward(x, wt, g, gw_with_dx, beta=1.0, padding=1, groups=groups)
     finally:
         _C.reset_blocking()
-    _, edw, _ = conv_grads64(x, wt, g, 3, 1, 1, 1, groups)
+    edx, edw, _ = conv_grads64(x, wt, g, 3, 1, 1, 1, groups)
     assert_close(gw, 0.25 + edw, 1e-5, 1e-4, f"conv2d_backward grad_weight n={n} {size}x{size} {isa}")
+    assert_close(gw_with_dx, 0.25 + edw, 1e-5, 1e-4, f"grad_weight with grad_x n={n} {size}x{size} {isa}")
+    assert_close(dx, edx, 1e-5, 1e-4, f"conv2d_backward grad_x n={n} {size}x{size} {isa}")
 
 
 @pytest.mark.parametrize("multiplier", [1, 2])

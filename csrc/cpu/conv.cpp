@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -283,46 +284,72 @@ void direct_forward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t 
 
 // The input's gradient as a direct convolution: the output's gradient, padded by
 // (kh - 1 - ph, kw - 1 - pw), convolved with the weight flipped in both axes and with its two
-// channel axes swapped. Threads take images.
+// channel axes swapped. The flipped weights are packed once by the calling thread; image()
+// then runs one image whose padded gradient is at gp.
+struct DirectInputGrad {
+    const DirectConvKernels& dk;
+    const ConvGeometry& g;
+    int64_t groups, out_channels, og, cg;
+    PaddedImage gpad;
+    int64_t dqn;
+    bool pixels;
+    const float* flipped;
+    int64_t group_weights;
+
+    DirectInputGrad(const DirectConvKernels& kernels, const ConvGeometry& geometry,
+                    int64_t out_channels_, int64_t groups_, const float* w)
+        : dk(kernels), g(geometry), groups(groups_), out_channels(out_channels_),
+          og(out_channels_ / groups_), cg(geometry.c / groups_),
+          gpad(out_channels_, geometry.out_h(), geometry.out_w(), geometry.kh - 1 - geometry.ph,
+               geometry.kw - 1 - geometry.pw),
+          dqn(gpad.qn(geometry.h, geometry.w)), pixels(by_pixels(kernels, cg, g.h, g.w, dqn)) {
+        // Output channel ci, tap t = (o, ky, kx) of group grp: w[grp og + o][ci][kh - 1 - ky][kw
+        // - 1 - kx], at grp og cg taps + ci taps + from[t]. The offsets from a table: the
+        // packing is serial, and two divisions per weight took 0.25 ms of a 128 -> 128 layer's
+        // call (a tenth of its input gradient at batch 32, 2 threads).
+        const int64_t taps = g.kh * g.kw, k_in = og * taps;
+        thread_local std::vector<int64_t> from;
+        from.resize(static_cast<size_t>(k_in));
+        for (int64_t o = 0, t = 0; o < og; ++o)
+            for (int64_t tap = 0; tap < taps; ++tap, ++t) from[t] = o * cg * taps + taps - 1 - tap;
+        const int64_t block = pixels ? dk.pixel_block : dk.channel_block;
+        flipped = packed_weights(block, groups, cg, k_in, [&](int64_t grp, int64_t ci, int64_t t) {
+            return w[(grp * og * cg + ci) * taps + from[t]];
+        });
+        group_weights = (cg + block - 1) / block * block * k_in;
+    }
+    // Image n's output gradient padded into gp (gpad.size floats).
+    void pad(const float* gy, int64_t n, float* gp) const {
+        const int64_t oh = g.out_h(), ow = g.out_w();
+        dk.pad(gy + n * out_channels * oh * ow, out_channels, oh, ow, g.kh - 1 - g.ph, g.kw - 1 - g.pw, gp);
+    }
+    // Image n's input gradient from its padded output gradient.
+    void image(const float* gp, int64_t n, float* dx) const {
+        float* dxn = dx + n * g.c * g.h * g.w;
+        for (int64_t grp = 0; grp < groups; ++grp) {
+            const DirectOutput to{dxn + grp * cg * g.h * g.w, g.h * g.w, g.w,
+                                  (g.h - 1) * gpad.wp + g.w, nullptr};
+            if (pixels)
+                dk.forward_pixels(gp + grp * og * gpad.plane, og, gpad.plane, gpad.wp, g.kh, g.kw,
+                                  flipped + grp * group_weights, cg, g.h, to);
+            else
+                dk.forward(gp + grp * og * gpad.plane, og, gpad.plane, gpad.wp, g.kh, g.kw,
+                           flipped + grp * group_weights, cg, dqn, to);
+        }
+    }
+    int64_t flops_per_image() const { return 2 * out_channels * cg * g.kh * g.kw * dqn; }
+};
+
+// Threads take images.
 void direct_input_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
                        int64_t groups, const float* w, const float* gy, float* dx) {
-    const int64_t oh = g.out_h(), ow = g.out_w(), cg = g.c / groups, og = out_channels / groups;
-    const int64_t taps = g.kh * g.kw, wsize = out_channels * cg * taps;
-    const PaddedImage gpad(out_channels, oh, ow, g.kh - 1 - g.ph, g.kw - 1 - g.pw);
-    const int64_t dqn = gpad.qn(g.h, g.w);
-    // Output channel ci, tap t = (o, ky, kx) of group grp: w[grp og + o][ci][kh - 1 - ky][kw - 1 -
-    // kx], at grp og cg taps + ci taps + from[t]. The offsets from a table: the packing is
-    // serial, and two divisions per weight took 0.25 ms of a 128 -> 128 layer's call (a tenth
-    // of its input gradient at batch 32, 2 threads).
-    const int64_t k_in = og * taps;
-    thread_local std::vector<int64_t> from;
-    from.resize(static_cast<size_t>(k_in));
-    for (int64_t o = 0, t = 0; o < og; ++o)
-        for (int64_t tap = 0; tap < taps; ++tap, ++t) from[t] = o * cg * taps + taps - 1 - tap;
-    const bool pixels = by_pixels(dk, cg, g.h, g.w, dqn);
-    const int64_t block = pixels ? dk.pixel_block : dk.channel_block;
-    const float* flipped = packed_weights(block, groups, cg, k_in, [&](int64_t grp, int64_t ci, int64_t t) {
-        return w[(grp * og * cg + ci) * taps + from[t]];
-    });
-    const int64_t group_weights = (cg + block - 1) / block * block * k_in;
-    const int64_t flops = 2 * wsize * dqn;
-    parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
-                 [=, &dk](int64_t n0, int64_t n1) {
-        float* gp = thread_buffer(2, static_cast<size_t>(gpad.size));
+    const DirectInputGrad plan(dk, g, out_channels, groups, w);
+    parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(plan.flops_per_image(), 1)),
+                 [&plan, gy, dx](int64_t n0, int64_t n1) {
+        float* gp = thread_buffer(2, static_cast<size_t>(plan.gpad.size));
         for (int64_t n = n0; n < n1; ++n) {
-            dk.pad(gy + n * out_channels * oh * ow, out_channels, oh, ow, g.kh - 1 - g.ph,
-                   g.kw - 1 - g.pw, gp);
-            float* dxn = dx + n * g.c * g.h * g.w;
-            for (int64_t grp = 0; grp < groups; ++grp) {
-                const DirectOutput to{dxn + grp * cg * g.h * g.w, g.h * g.w, g.w,
-                                      (g.h - 1) * gpad.wp + g.w, nullptr};
-                if (pixels)
-                    dk.forward_pixels(gp + grp * og * gpad.plane, og, gpad.plane, gpad.wp, g.kh, g.kw,
-                                      flipped + grp * group_weights, cg, g.h, to);
-                else
-                    dk.forward(gp + grp * og * gpad.plane, og, gpad.plane, gpad.wp, g.kh, g.kw,
-                               flipped + grp * group_weights, cg, dqn, to);
-            }
+            plan.pad(gy, n, gp);
+            plan.image(gp, n, dx);
         }
     });
 }
@@ -381,15 +408,24 @@ bool weight_grad_by_table(const ConvGeometry& g, int64_t patch_rows) {
 // nothing: what writing and reading back the patches cost was more. A small image's product
 // is short (71 steps on 8 x 8) next to reading and writing the partial sum, so as many images
 // as row_table_segments allows are padded side by side and go in one product as segments.
+// With `input_grad`, the same pass runs the input's gradient: each image's output gradient,
+// padded for it, is the grid that the weight's product takes (both have pitch w + pw, and the
+// padding's zeros fall on the grid's columns past the output's), so it is padded once and
+// multiplied from L2 twice, not also copied onto a grid (to_grid: 2% of a b32 VGG step).
+// Threads then take the parts' images for both gradients.
 void table_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64_t out_channels,
                        int64_t groups, const float* x, const float* gy, float* partial,
-                       int64_t parts, int64_t per_part) {
+                       int64_t parts, int64_t per_part, const DirectInputGrad* input_grad, float* dx) {
     const int64_t oh = g.out_h(), ow = g.out_w(), cg = g.c / groups, og = out_channels / groups;
     const int64_t taps = g.kh * g.kw, k = cg * taps, wsize = out_channels * k;
     const PaddedImage pad(g.c, g.h, g.w, g.ph, g.pw);
     const int64_t qn = pad.qn(oh, ow), span = (oh - 1) * pad.wp + ow;  // the grid's q that hold outputs
-    const int64_t flops = 2 * wsize * span * per_part;
-    const int64_t together = std::min(per_part, row_table_segments(og, span)), gsize = out_channels * qn;
+    const int64_t flops = (2 * wsize * span + (input_grad ? input_grad->flops_per_image() : 0)) * per_part;
+    const int64_t together = std::min(per_part, row_table_segments(og, span));
+    // The output gradient's grid: gq, og x span from `at`, rows `ld` apart, images gsize apart
+    const int64_t gsize = input_grad ? input_grad->gpad.size : out_channels * qn;
+    const int64_t ld = input_grad ? input_grad->gpad.plane : qn;
+    const int64_t at = input_grad ? (g.kh - 1 - g.ph) * pad.wp + g.kw - 1 - g.pw : 0;
     parallel_for(parts, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(flops, 1)),
                  [=, &dk](int64_t c0, int64_t c1) {
         float* xp = thread_buffer(0, static_cast<size_t>(together * pad.size));
@@ -406,11 +442,16 @@ void table_weight_grad(const DirectConvKernels& dk, const ConvGeometry& g, int64
                 const int64_t count = std::min(together, last - n0);
                 for (int64_t i = 0; i < count; ++i) {
                     dk.pad(x + (n0 + i) * g.c * g.h * g.w, g.c, g.h, g.w, g.ph, g.pw, xp + i * pad.size);
-                    dk.to_grid(gy + (n0 + i) * out_channels * oh * ow, out_channels, oh, ow, pad.wp, qn,
-                               gq + i * gsize);
+                    if (input_grad) {
+                        input_grad->pad(gy, n0 + i, gq + i * gsize);
+                        input_grad->image(gq + i * gsize, n0 + i, dx);
+                    } else {
+                        dk.to_grid(gy + (n0 + i) * out_channels * oh * ow, out_channels, oh, ow, pad.wp,
+                                   qn, gq + i * gsize);
+                    }
                 }
                 for (int64_t grp = 0; grp < groups; ++grp)
-                    gemm_row_table(og, k, span, 1.0f, gq + grp * og * qn, qn, table.data() + grp * k,
+                    gemm_row_table(og, k, span, 1.0f, gq + at + grp * og * ld, ld, table.data() + grp * k,
                                    n0 == first ? 0.0f : 1.0f, partial + part * wsize + grp * og * k, k,
                                    count, gsize, pad.size);
             }
@@ -471,15 +512,19 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
     // The input's gradient direct needs no patches' gradient block (rows x pixels floats an
     // image, written, then read back by col2im), which took half of a VGG layer's backward.
     const DirectConvKernels* dk = direct_kernels(g);
-    if (dk && dx) {
-        direct_input_grad(*dk, g, out_channels, groups, w, gy, dx);
-        dx = nullptr;
-    }
-    if (dk && og <= kDirectWeightGradChannels) {
+    if (dk && og > kDirectWeightGradChannels && !bf16 && weight_grad_by_table(g, k)) {
+        const std::optional<DirectInputGrad> input_grad =
+            dx ? std::optional<DirectInputGrad>(std::in_place, *dk, g, out_channels, groups, w) : std::nullopt;
+        table_weight_grad(*dk, g, out_channels, groups, x, gy, partial, parts, per_part,
+                          input_grad ? &*input_grad : nullptr, dx);
+    } else if (dk && og <= kDirectWeightGradChannels) {
+        if (dx) direct_input_grad(*dk, g, out_channels, groups, w, gy, dx);
         direct_weight_grad(*dk, g, out_channels, groups, x, gy, partial, parts, per_part);
-    } else if (dk && !bf16 && weight_grad_by_table(g, k)) {
-        table_weight_grad(*dk, g, out_channels, groups, x, gy, partial, parts, per_part);
     } else {
+        if (dk && dx) {
+            direct_input_grad(*dk, g, out_channels, groups, w, gy, dx);
+            dx = nullptr;
+        }
         // `per_block` images side by side in each product (see images_per_block).
         const int64_t per_block = images_per_block(rows, pixels, per_part), span = per_block * pixels;
         const int64_t ld = block_ld(span);
