@@ -1183,9 +1183,18 @@ def test_conv_weight_grad_by_table_takes_images_as_segments(n, size, groups, isa
     assert_close(dx, edx, 1e-5, 1e-4, f"conv2d_backward grad_x n={n} {size}x{size} {isa}")
 
 
+# Depthwise (conv.cpp): at stride 1 with a padding within the kernel's reach, the padded grid
+# in chunks of 64 positions then vectors of 16 (20 x 23: 479 positions); otherwise rows of 16
+# outputs over the padded plane split by column phase (stride 2 with its own loop, 3 and 4 the
+# general one; a padding past the kernel's reach at stride 1 reads the plane itself).
+DEPTHWISE_GEOMETRIES = CONV_GEOMETRIES + [(2, 3, 20, 23, 3, 1, 1, 1), (1, 2, 6, 9, 3, 1, 3, 1),
+                                          (2, 2, 13, 17, 5, 4, 2, 1), (1, 3, 8, 8, 3, 1, 1, 1)]
+DEPTHWISE_IDS = [f"n{g[0]}c{g[1]}_{g[2]}x{g[3]}_k{g[4]}s{g[5]}p{g[6]}d{g[7]}" for g in DEPTHWISE_GEOMETRIES]
+
+
 @pytest.mark.parametrize("multiplier", [1, 2])
-@pytest.mark.parametrize("geom", CONV_GEOMETRIES, ids=CONV_IDS)
-def test_depthwise_forward_backward(geom, multiplier, rng):
+@pytest.mark.parametrize("geom", DEPTHWISE_GEOMETRIES, ids=DEPTHWISE_IDS)
+def test_depthwise_forward_backward(geom, multiplier, isa, rng):
     n, c, h, w, k, s, p, d = geom
     kh, kw = _ref.pair(k)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -1249,9 +1258,12 @@ def test_conv_bit_identical_with_one_and_two_threads(n, rng):
         dx24 = _C.conv2d_backward(x, w24, g24, gw24, padding=1)
         dx3g = _C.conv2d_backward(x, w3g, g72, gw3g, padding=1, groups=3)
         dxd = _C.depthwise_conv2d_backward(x, wd, g, gwd, padding=1)
+        gwd2 = np.zeros_like(wd)  # stride 2: the row form over the plane's column phases
+        dxd2 = _C.depthwise_conv2d_backward(x, wd, g[:, :, :7, :6], gwd2, padding=1, stride=2)
         out.append((_C.conv2d_forward(x, wt, None, padding=1, activation="relu"), dx, gw, gb,
                     _C.conv2d_forward(x, w24, None, padding=1), dx24, gw24, dx3g, gw3g,
                     dxd, gwd, _C.depthwise_conv2d_forward(x, wd, None, padding=1),
+                    dxd2, gwd2, _C.depthwise_conv2d_forward(x, wd, None, padding=1, stride=2),
                     _C.conv2d_forward(x128, w128, None, padding=1), dx128, gw128))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)

@@ -188,9 +188,8 @@ void finish_channels(float* out, int64_t channels, int64_t pixels, const float* 
 // 12 FMAs, from L2 once a part's images outgrow L1, and 8 x 3 blocks would need 33 registers.
 constexpr int64_t kDirectWeightGradChannels = 16;
 
-const DirectConvKernels* direct_kernels(const ConvGeometry& g) {
-    if (g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.ph >= g.kh || g.pw >= g.kw)
-        return nullptr;
+// The ISA's direct kernels (AVX-512, AVX2), or nullptr on the portable ISA.
+const DirectConvKernels* isa_direct_kernels() {
 #ifdef FASTNN_X86
     switch (elementwise_isa()) {
         case Isa::Avx512: return &kDirectConvAvx512;
@@ -199,6 +198,12 @@ const DirectConvKernels* direct_kernels(const ConvGeometry& g) {
     }
 #endif
     return nullptr;
+}
+
+const DirectConvKernels* direct_kernels(const ConvGeometry& g) {
+    if (g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.ph >= g.kh || g.pw >= g.kw)
+        return nullptr;
+    return isa_direct_kernels();
 }
 
 // `c` planes of h x w padded by (ph, pw) on each side, as the direct kernels read them
@@ -578,29 +583,245 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
 }
 
 // ---- depthwise: output channel o reads input channel o / multiplier only -----------------
+// Each input plane is first copied with its zero padding into a buffer of the thread's (a
+// few KiB: L1), laid out as the direct kernels' (conv_direct.h: rows of pitch wp = w + pw, a
+// row's right padding the next row's left), so that every tap reads inside it and no loop
+// has bounds to check. At stride 1, with a padding within the kernel's reach, an output
+// plane is the padded grid's q = oy wp + ox below span = (oh - 1) wp + ow, tap (ky, kx)
+// reading xp[q + ky dh wp + kx dw]: one run of span multiply-adds a tap whatever the row's
+// width (8 x 8: 78 positions for 64 outputs), the grid's gap columns computed for nothing;
+// and the input's gradient is the same sums over the output's gradient padded by the
+// kernel's reach less the padding, with the taps flipped. Otherwise each row of outputs is a
+// run over a row of the padded plane (strided at stride 2). The scalar loops with a bounds
+// check per tap that these replaced ran 2-9x slower than PyTorch (2 threads, b32, 3 x 3).
+
+namespace {
+
+// The sums of kGridChunk consecutive positions at a time, over all the taps, stay in
+// registers (a pass over the output per tap loaded and stored each sum at every tap). The
+// reads run up to kGridChunk floats past the span: the padded plane has that room after it.
+constexpr int64_t kGridChunk = 64;
+
+// grid[q0 .. q0 + L) (+)= the taps k (kh x kw) over xp: each position's taps in (ky, kx)
+// order, in float, after what grid holds where `add`. Whole chunks are loaded and stored (a
+// copy of a chunk's length kept the sums in memory).
+template <int64_t L>
+FASTNN_ISA_BODY void grid_chunk(const float* xp, int64_t wp, int64_t q0, int64_t dh, int64_t dw,
+                                int64_t kh, int64_t kw, const float* k, bool add, float* grid) {
+    float acc[L];
+    for (int64_t l = 0; l < L; ++l) acc[l] = add ? grid[q0 + l] : 0.0f;
+    for (int64_t ky = 0; ky < kh; ++ky)
+        for (int64_t kx = 0; kx < kw; ++kx) {
+            const float wk = k[ky * kw + kx];
+            const float* __restrict r = xp + ky * dh * wp + kx * dw + q0;
+            for (int64_t l = 0; l < L; ++l) acc[l] += wk * r[l];
+        }
+    for (int64_t l = 0; l < L; ++l) grid[q0 + l] = acc[l];
+}
+
+// grid[q] (+)= the taps over xp for q < span, in chunks of kGridChunk, the rest in vectors of
+// 16 (an 8 x 8 plane's 71 positions: 80 computed, not 128). grid has kGridChunk floats of
+// room past span.
+FASTNN_ISA_BODY void depthwise_grid(const float* xp, int64_t wp, int64_t span, int64_t dh,
+                                    int64_t dw, int64_t kh, int64_t kw, const float* k, bool add,
+                                    float* grid) {
+    int64_t q0 = 0;
+    for (; q0 + kGridChunk <= span; q0 += kGridChunk)
+        grid_chunk<kGridChunk>(xp, wp, q0, dh, dw, kh, kw, k, add, grid);
+    for (; q0 < span; q0 += 16) grid_chunk<16>(xp, wp, q0, dh, dw, kh, kw, k, add, grid);
+}
+
+// sums[t][l] += lane l of the sum over q < span of gq[q] times what tap t reads at q: gq is the
+// output's gradient on the grid, zero in its gaps. Each tap's products in kDotLanes float
+// lanes (q into lane q % kDotLanes, so that the loop vectorizes), added lane by lane into the
+// double ones, which the caller adds up in order once for the batch (a chain of 16 double
+// adds per tap and plane cost an 8 x 8 plane more than its products).
+constexpr int64_t kDotLanes = 16;
+
+FASTNN_ISA_BODY void depthwise_grid_weight_grad(const float* xp, const float* gq, int64_t wp,
+                                                int64_t span, int64_t dh, int64_t dw, int64_t kh,
+                                                int64_t kw, double* sums) {
+    for (int64_t ky = 0; ky < kh; ++ky)
+        for (int64_t kx = 0; kx < kw; ++kx) {
+            float lane[kDotLanes] = {};
+            const float* __restrict r = xp + ky * dh * wp + kx * dw;
+            int64_t q = 0;
+            for (; q + kDotLanes <= span; q += kDotLanes)
+                for (int64_t l = 0; l < kDotLanes; ++l) lane[l] += gq[q + l] * r[q + l];
+            if (q < span)  // the last lanes selected, not multiplied by zero (an infinity stays one)
+                for (int64_t l = 0; l < kDotLanes; ++l) lane[l] += q + l < span ? gq[q + l] * r[q + l] : 0.0f;
+            double* s = sums + (ky * kw + kx) * kDotLanes;
+            for (int64_t l = 0; l < kDotLanes; ++l) s[l] += lane[l];
+        }
+}
+
+// The row form, any stride. At stride sw the padded plane is first split by column phase:
+// phases[f][r][j] = the padded plane's value at row r, column j sw + f (j < wq, past the row's
+// end the next row's, as the plane's own layout reads), so that tap (ky, kx) of outputs ox..
+// reads phase (kx dw) % sw from column ox + (kx dw) / sw on: contiguous, where the strided
+// loads had gathered 16 values one by one (stride 2: 0.68x PyTorch). At stride 1 the plane is
+// its own single phase.
+FASTNN_ISA_BODY void split_phases(const float* xp, int64_t wp, int64_t hp, int64_t sw, int64_t wq,
+                                  float* phases) {
+    if (sw == 2) {  // both phases in one loop of constant stride: it vectorizes (a permute)
+        for (int64_t r = 0; r < hp; ++r) {
+            const float* __restrict from = xp + r * wp;
+            float* __restrict even = phases + r * wq;
+            float* __restrict odd = phases + (hp + r) * wq;
+            for (int64_t j = 0; j < wq; ++j) {
+                even[j] = from[2 * j];
+                odd[j] = from[2 * j + 1];
+            }
+        }
+        return;
+    }
+    for (int64_t f = 0; f < sw; ++f)
+        for (int64_t r = 0; r < hp; ++r) {
+            const float* from = xp + r * wp + f;
+            float* to = phases + (f * hp + r) * wq;
+            for (int64_t j = 0; j < wq; ++j) to[j] = from[j * sw];
+        }
+}
+
+// out (oh x ow) = the taps over the phases (hp rows of wq each), each output's taps in (ky, kx)
+// order in float, 16 outputs of a row at a time with their sums in registers. Whole chunks
+// are read and written: the phases have kRowsRoom floats of room past them, out 16 past its
+// end (a chunk past a row's end writes into the next row, computed after it).
+constexpr int64_t kRowsRoom = 64;
+
+FASTNN_ISA_BODY void depthwise_rows(const float* phases, int64_t wq, int64_t hp, int64_t oh, int64_t ow,
+                                    int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t kh,
+                                    int64_t kw, const float* k, float* out) {
+    for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox0 = 0; ox0 < ow; ox0 += 16) {
+            float acc[16] = {};
+            for (int64_t ky = 0; ky < kh; ++ky) {
+                const float* row = phases + (oy * sh + ky * dh) * wq + ox0;
+                // tap kx reads phase f = kx dw % sw from column j = kx dw / sw on (no division
+                // per tap: it cost more than the tap's 16 multiply-adds)
+                for (int64_t kx = 0, f = 0, j = 0; kx < kw; ++kx) {
+                    const float wk = k[ky * kw + kx];
+                    const float* __restrict r = row + f * hp * wq + j;
+                    for (int64_t l = 0; l < 16; ++l) acc[l] += wk * r[l];
+                    for (f += dw; f >= sw; f -= sw) ++j;
+                }
+            }
+            for (int64_t l = 0; l < 16; ++l) out[oy * ow + ox0 + l] = acc[l];
+        }
+}
+
+// The padded plane's gradient dp (added into) from one output plane's gradient go: each
+// output's gradient times each tap into the value the tap read, in (oy, ky, kx) order.
+FASTNN_ISA_BODY void depthwise_rows_input_grad(const float* go, int64_t wp, int64_t oh, int64_t ow,
+                                               int64_t sh, int64_t sw, int64_t dh, int64_t dw,
+                                               int64_t kh, int64_t kw, const float* k, float* dp) {
+    for (int64_t oy = 0; oy < oh; ++oy) {
+        const float* __restrict g = go + oy * ow;
+        for (int64_t ky = 0; ky < kh; ++ky)
+            for (int64_t kx = 0; kx < kw; ++kx) {
+                const float wk = k[ky * kw + kx];
+                float* __restrict r = dp + (oy * sh + ky * dh) * wp + kx * dw;
+                for (int64_t ox = 0; ox < ow; ++ox) r[ox * sw] += wk * g[ox];
+            }
+    }
+}
+
+// As depthwise_grid_weight_grad, the output's gradient as it stands (oh x ow), over the phases
+// of the row form.
+FASTNN_ISA_BODY void depthwise_rows_weight_grad(const float* phases, const float* go, int64_t wq,
+                                                int64_t hp, int64_t oh, int64_t ow, int64_t sh,
+                                                int64_t sw, int64_t dh, int64_t dw, int64_t kh,
+                                                int64_t kw, double* sums) {
+    for (int64_t ky = 0; ky < kh; ++ky)
+        for (int64_t kx = 0; kx < kw; ++kx) {
+            float lane[kDotLanes] = {};
+            const int64_t f = kx * dw % sw, j = kx * dw / sw;
+            for (int64_t oy = 0; oy < oh; ++oy) {
+                const float* __restrict g = go + oy * ow;
+                const float* __restrict r = phases + (f * hp + oy * sh + ky * dh) * wq + j;
+                int64_t ox = 0;
+                for (; ox + kDotLanes <= ow; ox += kDotLanes)
+                    for (int64_t l = 0; l < kDotLanes; ++l) lane[l] += g[ox + l] * r[ox + l];
+                for (int64_t l = 0; ox + l < ow; ++l) lane[l] += g[ox + l] * r[ox + l];
+            }
+            double* s = sums + (ky * kw + kx) * kDotLanes;
+            for (int64_t l = 0; l < kDotLanes; ++l) s[l] += lane[l];
+        }
+}
+
+// One plane of h x w, padded by (ph, pw), into xp as the direct kernels' pad lays it out
+// (PaddedImage's size), then `room` zeros; the portable ISA, which has no direct kernels, copies row by row.
+void pad_plane(const DirectConvKernels* dk, const float* x, int64_t h, int64_t w, int64_t ph,
+               int64_t pw, int64_t room, float* xp) {
+    const PaddedImage pad(1, h, w, ph, pw);
+    if (dk) {
+        dk->pad(x, 1, h, w, ph, pw, xp);
+    } else {
+        std::fill(xp, xp + pad.plane, 0.0f);
+        for (int64_t y = 0; y < h; ++y) std::copy(x + y * w, x + y * w + w, xp + (ph + y) * pad.wp + pw);
+    }
+    std::fill(xp + pad.plane, xp + pad.plane + room, 0.0f);
+}
+
+// The grid form: stride 1, a padding within the kernel's reach (the grid's rows hold the
+// output's), and the direct kernels' copies.
+bool depthwise_by_grid(const ConvGeometry& g, const DirectConvKernels* dk) {
+    return dk && g.sh == 1 && g.sw == 1 && g.ph <= (g.kh - 1) * g.dh && g.pw <= (g.kw - 1) * g.dw;
+}
+
+// rows x cols values `pitch` apart from `from` into dst (+ bias).
+FASTNN_ISA_BODY void rows_out(const float* from, int64_t pitch, int64_t rows, int64_t cols, float bias,
+                              float* dst) {
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < cols; ++j) dst[r * cols + j] = from[r * pitch + j] + bias;
+}
+
+}  // namespace
+
+// The row form's phases of the padded plane xp (split at stride 2 and up, else xp itself).
+struct RowPhases {
+    int64_t sw, hp, wq;
+    RowPhases(const ConvGeometry& g, const PaddedImage& pad)
+        : sw(g.sw), hp(g.h + 2 * g.ph), wq(g.sw == 1 ? pad.wp : (pad.wp + g.pw + g.sw - 1) / g.sw) {}
+    size_t floats() const { return static_cast<size_t>(sw * hp * wq + kRowsRoom); }
+    const float* split(const float* xp, int64_t wp, float* buf) const {
+        if (sw == 1) return xp;
+        IsaCopies<split_phases>::run(xp, wp, hp, sw, wq, buf);
+        std::fill(buf + sw * hp * wq, buf + floats(), 0.0f);
+        return buf;
+    }
+};
 
 void depthwise_forward(const ConvGeometry& g, int64_t multiplier, const float* x, const float* w,
                        const float* bias, float* y) {
-    const int64_t oh = g.out_h(), ow = g.out_w(), oc = g.c * multiplier;
-    parallel_for(g.n * oc, grain_rows(oh * ow * g.kh * g.kw), [=](int64_t p0, int64_t p1) {
+    const int64_t oh = g.out_h(), ow = g.out_w(), oc = g.c * multiplier, kk = g.kh * g.kw;
+    const DirectConvKernels* dk = isa_direct_kernels();
+    const PaddedImage pad(1, g.h, g.w, g.ph, g.pw);
+    const bool by_grid = depthwise_by_grid(g, dk);
+    const RowPhases phases(g, pad);
+    const int64_t span = (oh - 1) * pad.wp + ow, room = std::max(kGridChunk, g.sw);
+    const auto grid_fn = IsaCopies<depthwise_grid>::pick();
+    const auto rows_fn = IsaCopies<depthwise_rows>::pick();
+    const auto out_fn = IsaCopies<rows_out>::pick();
+    // Threads take input planes (n, c), each padded once for its multiplier outputs.
+    parallel_for(g.n * g.c, grain_rows(multiplier * oh * ow * kk), [=](int64_t p0, int64_t p1) {
+        float* xp = thread_buffer(0, static_cast<size_t>(pad.size + room));
+        float* grid = thread_buffer(1, static_cast<size_t>((by_grid ? span : oh * ow) + kGridChunk));
+        float* split = by_grid || g.sw == 1 ? nullptr : thread_buffer(2, phases.floats());
         for (int64_t p = p0; p < p1; ++p) {
-            const int64_t n = p / oc, o = p % oc;
-            const float* plane = x + (n * g.c + o / multiplier) * g.h * g.w;
-            const float* k = w + o * g.kh * g.kw;
-            float* out = y + p * oh * ow;
-            for (int64_t oy = 0; oy < oh; ++oy)
-                for (int64_t ox = 0; ox < ow; ++ox) {
-                    float s = 0.0f;
-                    for (int64_t ky = 0; ky < g.kh; ++ky) {
-                        const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
-                        if (iy < 0 || iy >= g.h) continue;
-                        for (int64_t kx = 0; kx < g.kw; ++kx) {
-                            const int64_t ix = ox * g.sw - g.pw + kx * g.dw;
-                            if (ix >= 0 && ix < g.w) s += plane[iy * g.w + ix] * k[ky * g.kw + kx];
-                        }
-                    }
-                    out[oy * ow + ox] = bias ? s + bias[o] : s;
-                }
+            const int64_t n = p / g.c, c = p % g.c;
+            pad_plane(dk, x + p * g.h * g.w, g.h, g.w, g.ph, g.pw, room, xp);
+            const float* rows = by_grid ? nullptr : phases.split(xp, pad.wp, split);
+            for (int64_t m = 0; m < multiplier; ++m) {
+                const int64_t o = c * multiplier + m;
+                if (by_grid)
+                    grid_fn(xp, pad.wp, span, g.dh, g.dw, g.kh, g.kw, w + o * kk, false, grid);
+                else
+                    rows_fn(rows, phases.wq, phases.hp, oh, ow, g.sh, g.sw, g.dh, g.dw, g.kh, g.kw,
+                            w + o * kk, grid);
+                out_fn(grid, by_grid ? pad.wp : ow, oh, ow, bias ? bias[o] : 0.0f,
+                       y + (n * oc + o) * oh * ow);
+            }
         }
     });
 }
@@ -609,55 +830,78 @@ void depthwise_backward(const ConvGeometry& g, int64_t multiplier, const float* 
                         const float* w, const float* gy, float* dx, float* dw, float dw_beta,
                         float* db) {
     const int64_t oh = g.out_h(), ow = g.out_w(), oc = g.c * multiplier, kk = g.kh * g.kw;
+    const DirectConvKernels* dk = isa_direct_kernels();
+    const PaddedImage pad(1, g.h, g.w, g.ph, g.pw);
+    const bool by_grid = depthwise_by_grid(g, dk);
+    const int64_t span = (oh - 1) * pad.wp + ow;
     if (db) add_channel_sums(gy, g.n, oc, oh * ow, db);
-    // dx: threads take input planes (n, c); each sums its multiplier output planes in order.
-    if (dx)
+    // dx: threads take input planes (n, c), each summing its multiplier outputs' parts in order.
+    if (dx) {
+        // The grid form: the output's gradient padded by (kh - 1) dh - ph rows and (kw - 1) dw
+        // - pw columns, whose pitch is wp again, and the taps flipped.
+        const int64_t rh = (g.kh - 1) * g.dh - g.ph, rw = (g.kw - 1) * g.dw - g.pw;
+        const PaddedImage gpad(1, oh, ow, by_grid ? rh : 0, by_grid ? rw : 0);
+        const int64_t dspan = (g.h - 1) * pad.wp + g.w;
+        const auto grid_fn = IsaCopies<depthwise_grid>::pick();
+        const auto rows_fn = IsaCopies<depthwise_rows_input_grad>::pick();
+        const auto out_fn = IsaCopies<rows_out>::pick();
         parallel_for(g.n * g.c, grain_rows(multiplier * oh * ow * kk), [=](int64_t p0, int64_t p1) {
+            float* buf = thread_buffer(1, static_cast<size_t>(by_grid ? gpad.size + kGridChunk : pad.size));
+            float* grid = thread_buffer(2, static_cast<size_t>(dspan + kGridChunk));
+            thread_local std::vector<float> flipped;
+            flipped.resize(static_cast<size_t>(kk));
             for (int64_t p = p0; p < p1; ++p) {
                 const int64_t n = p / g.c, c = p % g.c;
-                float* d = dx + p * g.h * g.w;
-                std::fill(d, d + g.h * g.w, 0.0f);
+                if (!by_grid) std::fill(buf, buf + pad.plane, 0.0f);
                 for (int64_t m = 0; m < multiplier; ++m) {
                     const int64_t o = c * multiplier + m;
                     const float* go = gy + (n * oc + o) * oh * ow;
-                    const float* k = w + o * kk;
-                    for (int64_t oy = 0; oy < oh; ++oy)
-                        for (int64_t ox = 0; ox < ow; ++ox) {
-                            const float v = go[oy * ow + ox];
-                            for (int64_t ky = 0; ky < g.kh; ++ky) {
-                                const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
-                                if (iy < 0 || iy >= g.h) continue;
-                                for (int64_t kx = 0; kx < g.kw; ++kx) {
-                                    const int64_t ix = ox * g.sw - g.pw + kx * g.dw;
-                                    if (ix >= 0 && ix < g.w) d[iy * g.w + ix] += v * k[ky * g.kw + kx];
-                                }
-                            }
-                        }
+                    if (!by_grid) {
+                        rows_fn(go, pad.wp, oh, ow, g.sh, g.sw, g.dh, g.dw, g.kh, g.kw, w + o * kk, buf);
+                        continue;
+                    }
+                    pad_plane(dk, go, oh, ow, rh, rw, kGridChunk, buf);
+                    std::reverse_copy(w + o * kk, w + (o + 1) * kk, flipped.begin());
+                    grid_fn(buf, gpad.wp, dspan, g.dh, g.dw, g.kh, g.kw, flipped.data(), m > 0, grid);
                 }
+                out_fn(by_grid ? grid : buf + g.ph * pad.wp + g.pw, pad.wp, g.h, g.w, 0.0f, dx + p * g.h * g.w);
             }
         });
-    // dw: threads take output channels; each sums over the batch in order, in double.
-    parallel_for(oc, grain_rows(g.n * oh * ow * kk), [=](int64_t o0, int64_t o1) {
-        for (int64_t o = o0; o < o1; ++o) {
-            const int64_t c = o / multiplier;
-            for (int64_t ky = 0; ky < g.kh; ++ky)
-                for (int64_t kx = 0; kx < g.kw; ++kx) {
-                    double s = 0.0;
-                    for (int64_t n = 0; n < g.n; ++n) {
-                        const float* plane = x + (n * g.c + c) * g.h * g.w;
-                        const float* go = gy + (n * oc + o) * oh * ow;
-                        for (int64_t oy = 0; oy < oh; ++oy) {
-                            const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
-                            if (iy < 0 || iy >= g.h) continue;
-                            for (int64_t ox = 0; ox < ow; ++ox) {
-                                const int64_t ix = ox * g.sw - g.pw + kx * g.dw;
-                                if (ix >= 0 && ix < g.w) s += double(plane[iy * g.w + ix]) * go[oy * ow + ox];
-                            }
-                        }
+    }
+    // dw: threads take input channels; each sums its multiplier outputs' taps over the batch in
+    // order, image by image (a float sum per image and tap, added in double).
+    const int64_t qn = (span + 15) / 16 * 16, room = std::max(kGridChunk, g.sw);
+    const RowPhases phases(g, pad);
+    const auto grid_fn = IsaCopies<depthwise_grid_weight_grad>::pick();
+    const auto rows_fn = IsaCopies<depthwise_rows_weight_grad>::pick();
+    parallel_for(g.c, grain_rows(g.n * multiplier * oh * ow * kk), [=](int64_t c0, int64_t c1) {
+        float* xp = thread_buffer(0, static_cast<size_t>(pad.size + room));
+        float* gq = by_grid ? thread_buffer(2, static_cast<size_t>(qn)) : nullptr;
+        float* split = by_grid || g.sw == 1 ? nullptr : thread_buffer(1, phases.floats());
+        std::vector<double> sums(static_cast<size_t>(multiplier * kk * kDotLanes));
+        for (int64_t c = c0; c < c1; ++c) {
+            std::fill(sums.begin(), sums.end(), 0.0);
+            for (int64_t n = 0; n < g.n; ++n) {
+                pad_plane(dk, x + (n * g.c + c) * g.h * g.w, g.h, g.w, g.ph, g.pw, room, xp);
+                const float* rows = by_grid ? nullptr : phases.split(xp, pad.wp, split);
+                for (int64_t m = 0; m < multiplier; ++m) {
+                    const int64_t o = c * multiplier + m;
+                    const float* go = gy + (n * oc + o) * oh * ow;
+                    if (by_grid) {
+                        dk->to_grid(go, 1, oh, ow, pad.wp, qn, gq);
+                        grid_fn(xp, gq, pad.wp, span, g.dh, g.dw, g.kh, g.kw, sums.data() + m * kk * kDotLanes);
+                    } else {
+                        rows_fn(rows, go, phases.wq, phases.hp, oh, ow, g.sh, g.sw, g.dh, g.dw, g.kh, g.kw,
+                                sums.data() + m * kk * kDotLanes);
                     }
-                    float& out = dw[o * kk + ky * g.kw + kx];
-                    out = dw_beta == 0.0f ? static_cast<float>(s) : dw_beta * out + static_cast<float>(s);
                 }
+            }
+            for (int64_t i = 0; i < multiplier * kk; ++i) {
+                double total = 0.0;
+                for (int64_t l = 0; l < kDotLanes; ++l) total += sums[i * kDotLanes + l];
+                float& out = dw[c * multiplier * kk + i];
+                out = dw_beta == 0.0f ? static_cast<float>(total) : dw_beta * out + static_cast<float>(total);
+            }
         }
     });
 }
