@@ -1399,7 +1399,8 @@ def test_maxpool_backward_names_the_first_bad_argmax(rng, threads):
 
 
 # ----------------------------------------------------------------------------- batch norm
-@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 7), (2, 3, 5, 4), (1, 2, 3, 3), (7, 1, 1)], ids=str)
+# (9, 150): one value per channel and row, the channels in blocks of 64 side by side (64, 64, 22)
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 7), (2, 3, 5, 4), (1, 2, 3, 3), (7, 1, 1), (9, 150)], ids=str)
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_against_numpy(shape, training, rng):
     c = shape[1]
@@ -1458,7 +1459,7 @@ def test_batchnorm_bit_identical_with_one_and_two_threads(rng):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 5, 4), (3, 2, 37)], ids=str)
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 5, 4), (3, 2, 37), (9, 150)], ids=str)
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_fused_relu_is_batchnorm_then_relu(shape, training, rng):
     """relu=True gives, bit for bit, activation_forward("relu") of the plain output, and in

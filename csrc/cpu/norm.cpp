@@ -178,6 +178,35 @@ FASTNN_ISA_BODY void input_grad(const float* x, const float* g, float scale, flo
         }
 }
 
+// scale_shift and input_grad for one value per channel and row (s == 1), channels [c0, c1)
+// side by side as sum_values_across: a channel at a time read one float per cache line
+// (BatchNorm1d on (128, 512): 0.49x PyTorch). The same arithmetic per value.
+template <bool kRelu>
+FASTNN_ISA_BODY void scale_shift_across(const float* x, float* y, int64_t n, int64_t c, int64_t c0,
+                                        int64_t c1, const float* scale, const float* shift) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float* v = x + i * c + c0;
+        float* out = y + i * c + c0;
+        for (int64_t k = 0; k < c1 - c0; ++k) {
+            const float r = v[k] * scale[k] + shift[k];
+            out[k] = kRelu && r < 0.0f ? 0.0f : r;
+        }
+    }
+}
+
+template <bool kRelu>
+FASTNN_ISA_BODY void input_grad_across(const float* x, const float* g, const float* scale,
+                                       const float* shift, float* d, int64_t n, int64_t c, int64_t c0,
+                                       int64_t c1, const float* gain, const float* mean,
+                                       const float* slope, const float* offset) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float *v = x + i * c + c0, *dy = g + i * c + c0;
+        float* out = d + i * c + c0;
+        for (int64_t k = 0; k < c1 - c0; ++k)
+            out[k] = gain[k] * grad_at<kRelu>(dy, v, k, scale[k], shift[k]) + (slope[k] * (v[k] - mean[k]) + offset[k]);
+    }
+}
+
 }  // namespace
 
 void batchnorm_forward(const float* x, const float* gamma, const float* beta, float* y,
@@ -188,10 +217,13 @@ void batchnorm_forward(const float* x, const float* gamma, const float* beta, fl
     const auto sums = IsaCopies<sum_values<true>>::pick();
     const auto sums_across = IsaCopies<sum_values_across>::pick();
     const auto apply = relu ? IsaCopies<scale_shift<true>>::pick() : IsaCopies<scale_shift<false>>::pick();
+    const auto apply_across =
+        relu ? IsaCopies<scale_shift_across<true>>::pick() : IsaCopies<scale_shift_across<false>>::pick();
     parallel_for(c, channel_grain(count), [=](int64_t c0, int64_t c1) {
         for (int64_t b0 = c0; b0 < c1; b0 += kChannelBlock) {
             const int64_t b1 = std::min(c1, b0 + kChannelBlock);
             double sum[kChannelBlock], sq[kChannelBlock];
+            float scale[kChannelBlock], shift[kChannelBlock];
             if (training && s == 1) sums_across(x, n, c, b0, b1, sum, sq);
             for (int64_t ch = b0; ch < b1; ++ch) {
                 if (training && s > 1) {  // just before the channel's pass: its values still in L2
@@ -203,8 +235,11 @@ void batchnorm_forward(const float* x, const float* gamma, const float* beta, fl
                                                  training, momentum, eps, running_mean, running_var, gamma, beta, ch);
                 save_mean[ch] = static_cast<float>(m.mean);
                 save_invstd[ch] = static_cast<float>(m.invstd);
-                apply(x + ch * s, y + ch * s, n, s, c * s, m.scale, m.shift);
+                if (s > 1)
+                    apply(x + ch * s, y + ch * s, n, s, c * s, m.scale, m.shift);
+                scale[ch - b0] = m.scale, shift[ch - b0] = m.shift;
             }
+            if (s == 1) apply_across(x, y, n, c, b0, b1, scale, shift);
         }
     });
 }
@@ -231,11 +266,13 @@ void batchnorm_backward_body(const float* x, const float* gy, const float* gamma
     const auto sums = IsaCopies<sum_grads<kRelu>>::pick();
     const auto sums_across = IsaCopies<sum_grads_across<kRelu>>::pick();
     const auto grad = IsaCopies<input_grad<kRelu>>::pick();
+    const auto grad_across = IsaCopies<input_grad_across<kRelu>>::pick();
     parallel_for(c, channel_grain(count), [=](int64_t c0, int64_t c1) {
         for (int64_t b0 = c0; b0 < c1; b0 += kChannelBlock) {
             const int64_t b1 = std::min(c1, b0 + kChannelBlock);
             double gsum[kChannelBlock], gxsum[kChannelBlock];  // sum(dy), sum(dy * (x - mean))
             float scale[kChannelBlock], shift[kChannelBlock];  // the forward's map (for kRelu)
+            float gain[kChannelBlock], mean_f[kChannelBlock], slope[kChannelBlock], offset[kChannelBlock];
             for (int64_t ch = b0; ch < b1; ++ch)
                 saved_affine(save_mean[ch], save_invstd[ch], gamma, beta, ch, scale[ch - b0], shift[ch - b0]);
             if (s == 1) sums_across(x, gy, scale, shift, n, c, b0, b1, save_mean, gsum, gxsum);
@@ -256,10 +293,15 @@ void batchnorm_backward_body(const float* x, const float* gy, const float* gamma
                 // statistics depending on x; evaluation: dx = w invstd dy
                 const double k = w * invstd, mg = training ? sum_g / double(count) : 0.0;
                 const double mgx = training ? sum_gx / double(count) : 0.0;
-                grad(x + ch * s, gy + ch * s, scale[ch - b0], shift[ch - b0], dx + ch * s, n, s,
-                     c * s, static_cast<float>(k), static_cast<float>(mean),
-                     static_cast<float>(-k * invstd * mgx), static_cast<float>(-k * mg));
+                const int64_t j = ch - b0;
+                gain[j] = static_cast<float>(k), mean_f[j] = static_cast<float>(mean);
+                slope[j] = static_cast<float>(-k * invstd * mgx), offset[j] = static_cast<float>(-k * mg);
+                if (s > 1)
+                    grad(x + ch * s, gy + ch * s, scale[j], shift[j], dx + ch * s, n, s, c * s, gain[j],
+                         mean_f[j], slope[j], offset[j]);
             }
+            if (dx && s == 1)
+                grad_across(x, gy, scale, shift, dx, n, c, b0, b1, gain, mean_f, slope, offset);
         }
     });
 }
