@@ -193,16 +193,22 @@ void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols) {
     });
 }
 
+namespace {
+
+// The row's dot product in lanes (one running sum waited 4 cycles a value: 128 x 1000 ran at
+// 0.74x PyTorch).
+FASTNN_ISA_BODY void softmax_backward_row(const float* yr, const float* gr, float* out, int64_t cols) {
+    const float dot = sum_lanes_of(cols, [=](int64_t j) { return yr[j] * gr[j]; });
+    for (int64_t j = 0; j < cols; ++j) out[j] = yr[j] * (gr[j] - dot);
+}
+
+}  // namespace
+
 void softmax_backward(const float* y, const float* gy, float* gx, int64_t rows, int64_t cols) {
+    const auto row_backward = IsaCopies<softmax_backward_row>::pick();
     parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)),
                  [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-            const float *yr = y + r * cols, *gr = gy + r * cols;
-            float dot = 0.0f;
-            for (int64_t j = 0; j < cols; ++j) dot += yr[j] * gr[j];
-            float* out = gx + r * cols;
-            for (int64_t j = 0; j < cols; ++j) out[j] = yr[j] * (gr[j] - dot);
-        }
+        for (int64_t r = b; r < e; ++r) row_backward(y + r * cols, gy + r * cols, gx + r * cols, cols);
     });
 }
 

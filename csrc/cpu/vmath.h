@@ -87,14 +87,20 @@ inline float max_lanes(const float* x, int64_t n) {
     return m[0];
 }
 
-inline float sum_lanes(const float* x, int64_t n) {
+// The sum of term(j) for j < n, in the same lanes and order.
+template <class Term>
+inline float sum_lanes_of(int64_t n, Term&& term) {
     float s[16] = {};
     int64_t j = 0;
     for (; j + 16 <= n; j += 16)
-        for (int t = 0; t < 16; ++t) s[t] += x[j + t];
-    for (; j < n; ++j) s[0] += x[j];
+        for (int t = 0; t < 16; ++t) s[t] += term(j + t);
+    for (; j < n; ++j) s[0] += term(j);
     for (int t = 1; t < 16; ++t) s[0] += s[t];
     return s[0];
+}
+
+inline float sum_lanes(const float* x, int64_t n) {
+    return sum_lanes_of(n, [x](int64_t j) { return x[j]; });
 }
 
 // Sum of term(i) over [b, e) in double, in 8 interleaved lanes: one running double sum
