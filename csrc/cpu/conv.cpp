@@ -75,28 +75,45 @@ void conv2d_reference(const ConvGeometry& g, int64_t out_channels, int64_t group
 
 namespace {
 
-// One image's im2col block: (c kh kw) rows of ld floats (oh ow used), and its adjoint.
-void image_im2col(const ConvGeometry& g, const float* img, float* col, int64_t ld) {
-    const int64_t oh = g.out_h(), ow = g.out_w();
+// One image's im2col block: (c kh kw) rows of ld floats (oh ow used), and its adjoint. Its
+// copies are compiled per ISA, stride 2 with a constant stride (a permute of two vectors; the
+// runtime stride's loads went one float at a time).
+template <int64_t SW>  // 1 or 2 when compiled, 0: g.sw
+FASTNN_ISA_BODY void im2col_rows(const ConvGeometry& g, const float* img, float* col, int64_t ld) {
+    const int64_t oh = g.out_h(), ow = g.out_w(), sw = SW ? SW : g.sw;
     for (int64_t r = 0; r < g.c * g.kh * g.kw; ++r) {
         const int64_t c = r / (g.kh * g.kw), ky = r / g.kw % g.kh, kx = r % g.kw;
         const float* plane = img + c * g.h * g.w;
         float* out = col + r * ld;
         int64_t lo, hi;
         const int64_t offset = kx * g.dw - g.pw;
-        inside(ow, g.w, g.sw, offset, lo, hi);
+        inside(ow, g.w, sw, offset, lo, hi);
         for (int64_t oy = 0; oy < oh; ++oy, out += ow) {
             const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
             if (iy < 0 || iy >= g.h) {
                 for (int64_t ox = 0; ox < ow; ++ox) out[ox] = 0.0f;
                 continue;
             }
-            const float* src = plane + iy * g.w + offset;
-            for (int64_t ox = 0; ox < lo; ++ox) out[ox] = 0.0f;
-            for (int64_t ox = lo; ox < hi; ++ox) out[ox] = src[ox * g.sw];
-            for (int64_t ox = hi; ox < ow; ++ox) out[ox] = 0.0f;
+            const float* __restrict src = plane + iy * g.w + offset;
+            float* __restrict dst = out;
+            for (int64_t ox = 0; ox < lo; ++ox) dst[ox] = 0.0f;
+            for (int64_t ox = lo; ox < hi; ++ox) dst[ox] = src[ox * sw];
+            for (int64_t ox = hi; ox < ow; ++ox) dst[ox] = 0.0f;
         }
     }
+}
+
+FASTNN_ISA_BODY void im2col_body(const ConvGeometry& g, const float* img, float* col, int64_t ld) {
+    if (g.sw == 1)
+        im2col_rows<1>(g, img, col, ld);
+    else if (g.sw == 2)
+        im2col_rows<2>(g, img, col, ld);
+    else
+        im2col_rows<0>(g, img, col, ld);
+}
+
+void image_im2col(const ConvGeometry& g, const float* img, float* col, int64_t ld) {
+    IsaCopies<im2col_body>::run(g, img, col, ld);
 }
 
 void image_col2im(const ConvGeometry& g, const float* col, int64_t ld, float* img) {
