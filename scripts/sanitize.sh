@@ -49,12 +49,23 @@ log="$dir/pytest.log"
 # the bench scripts, the command line, mpirun and the experiment helpers in Python (40 of the
 # 100 s of the slowest tests without ASan; CI had reached 30 minutes on a busy host,
 # 2026-12-06). Every kernel they call is tested directly, and fuzzed, in the tests that do run.
+# So are the kernels under the training loop, diagnostics, the tuner, schedulers, datasets,
+# checkpoints, ONNX and TensorBoard export and the precision switch (their files: 58 s under
+# ASan), and two tests of results rather than memory: parallel calls agreeing (25 s) and the
+# portable ISA's GEMM under other CPUs' blockings (45 s; AVX2 and AVX-512 stay). CI took 33.6
+# minutes on a host running at half speed, 2026-12-06, 13.7 of them in this step.
 status=0
+skip_files=(examples readme notebooks bench_scripts cli_config distributed experiments training
+            diagnostics tuning learner_hints schedulers datasets datasets_download package
+            checkpoint onnx_export tensorboard precision)
+ignore=()
+for f in "${skip_files[@]}"; do ignore+=("--ignore=tests/test_$f.py"); done
+deselect=(--deselect tests/test_gemm_paths.py::test_repeated_parallel_calls_agree)
+for cpu in sapphire-rapids zen4 zen5 skylake-client avx2-laptop; do
+  deselect+=(--deselect "tests/test_blocking.py::test_gemm_under_model_blocking_of_real_cpus[generic-$cpu]")
+done
 # --capture=sys: a report written to fd 2 by a dying test would otherwise be lost with its capture.
-python -m pytest -q -p no:cacheprovider --capture=sys --ignore=tests/test_examples.py \
-  --ignore=tests/test_readme.py --ignore=tests/test_notebooks.py --ignore=tests/test_bench_scripts.py \
-  --ignore=tests/test_cli_config.py --ignore=tests/test_distributed.py \
-  --ignore=tests/test_experiments.py -m "not slow" "$@" 2>&1 \
+python -m pytest -q -p no:cacheprovider --capture=sys "${ignore[@]}" "${deselect[@]}" -m "not slow" "$@" 2>&1 \
   | tee "$log" || status=$?
 unset LD_PRELOAD
 
