@@ -930,7 +930,8 @@ void depthwise_backward(const ConvGeometry& g, int64_t multiplier, const float* 
         float* xp = thread_buffer(0, static_cast<size_t>(pad.size + room));
         float* gq = by_grid ? thread_buffer(2, static_cast<size_t>(qn)) : nullptr;
         float* split = by_grid || g.sw == 1 ? nullptr : thread_buffer(1, phases.floats());
-        std::vector<double> sums(static_cast<size_t>(multiplier * kk * kDotLanes));
+        thread_local std::vector<double> sums;  // grow-only: nothing allocated in a steady state
+        sums.resize(static_cast<size_t>(multiplier * kk * kDotLanes));
         for (int64_t c = c0; c < c1; ++c) {
             std::fill(sums.begin(), sums.end(), 0.0);
             for (int64_t n = 0; n < g.n; ++n) {
