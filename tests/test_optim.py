@@ -249,6 +249,48 @@ def test_zero_gradient_plain_sgd_is_a_no_op(rng):
         np.testing.assert_array_equal(p.data, b)
 
 
+def test_assigned_data_and_grad_are_taken_back_at_step(rng):
+    """p.data = w (PyTorch's way) after binding: the step updates w's values, and so does the
+    next one (an update of the optimizer's stale copy left the layer untrained, silently)."""
+    layer = nn.Dense(4, 3)
+    opt = optim.SGD(layer.parameters(), lr=0.5)
+    w = rng.standard_normal((3, 4))  # float64: taken in as float32
+    g = rng.standard_normal((3, 4)).astype(np.float32)
+    layer.weight.data = w
+    layer.weight.grad = g.copy()
+    opt.step()
+    want = w.astype(np.float32) - np.float32(0.5) * g
+    np.testing.assert_array_equal(layer.weight.data, want)
+    layer.weight.grad[...] = g
+    opt.step()
+    np.testing.assert_array_equal(layer.weight.data, want - np.float32(0.5) * g)
+    layer.bias.data = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match=r"parameter 1 \(bias\).*shape \(3,\).*\(5,\)"):
+        opt.step()
+
+
+def test_layer_shared_by_two_compiled_models_trains_under_both(rng):
+    """As two torch optimizers over one parameter: each model's fit updates the shared layer
+    from its current values (compiling the second moved it into that optimizer's buffer)."""
+    X = rng.standard_normal((64, 4)).astype(np.float32)
+    y = rng.integers(0, 2, 64)
+    shared = nn.Dense(8, 2)
+    a = nn.Sequential(nn.Dense(4, 8, activation="relu"), shared)
+    b = nn.Sequential(nn.Dense(4, 8), shared)
+    a.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.5))
+    b.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.5))
+    for model in (a, b, a):
+        before = shared.weight.data.copy()
+        # one full batch, the step by hand: the gradient at the current values
+        loss = model.compiled.loss
+        model.zero_grad()
+        loss(model(X), y)
+        model.backward(loss.backward())
+        want = before - np.float32(0.5) * shared.weight.grad
+        model.fit(X, y, epochs=1, batch_size=64, shuffle=False, verbose=0)
+        np.testing.assert_allclose(shared.weight.data, want, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- against torch.optim
 def _torch_run(torch, opt_cls, kw, init, grads):
     tparams = [torch.tensor(a.copy(), dtype=torch.float32, requires_grad=True) for a in init]

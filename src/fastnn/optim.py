@@ -83,11 +83,13 @@ class _Flat:
         like = params[0].data  # the buffer lives where the parameters do (host or a device)
         self.data = memory.zeros(int(starts[-1]), like=like)
         self.grad = memory.zeros(int(starts[-1]), like=like)
-        for i, p in enumerate(params):
-            self.view(self.data, i)[...] = p.data
-            self.view(self.grad, i)[...] = p.grad
-            p.data, p.grad = self.view(self.data, i), self.view(self.grad, i)
-        self._first = params[0]
+        # each parameter's views, as handed out: step() finds by identity a parameter that
+        # has left them (see adopt)
+        self.views = [(self.view(self.data, i), self.view(self.grad, i)) for i in range(len(params))]
+        for p, (data, grad) in zip(params, self.views):
+            data[...] = p.data
+            grad[...] = p.grad
+            p.data, p.grad = data, grad
 
     def view(self, flat: np.ndarray, i: int) -> np.ndarray:
         begin, end = self.offsets[i]
@@ -101,11 +103,30 @@ class _Flat:
         self.grad = buffer
         for i, p in enumerate(params):
             p.grad = self.view(buffer, i)
+            self.views[i] = (self.views[i][0], p.grad)
 
-    def check_bound(self, owner: str) -> None:
-        if memory.owner(self._first.data) is not memory.owner(self.data):
-            raise RuntimeError(f"{owner}: its parameters were bound to another optimizer "
-                               "since; bind them again (or compile the model again)")
+    def adopt(self, params: list[Parameter], owner: str) -> None:
+        """Take back into the buffer, values and all, each parameter whose ``data`` or
+        ``grad`` is no longer its view here: an array assigned to it (``p.data = w``, as in
+        PyTorch), or the buffer of another optimizer it was bound to since (a layer shared by
+        two compiled models). A step would otherwise update a stale copy, and the layer would
+        silently stop training."""
+        for i, (p, (data, grad)) in enumerate(zip(params, self.views)):
+            if p.data is data and p._grad is grad:
+                continue
+            for name, new, view in (("data", p.data, data), ("grad", p._grad, grad)):
+                if tuple(getattr(new, "shape", ())) != view.shape:
+                    raise ValueError(
+                        f"{owner}: parameter {i}{f' ({p.name})' if p.name else ''} was bound "
+                        f"with shape {view.shape}; its {name} now has shape "
+                        f"{tuple(getattr(new, 'shape', ()))}")
+            p.settle_grad()
+            if p.data is not data:
+                data[...] = p.data
+                p.data = data
+            if p._grad is not grad:
+                grad[...] = p._grad
+                p.grad = grad
 
 
 class Optimizer:
@@ -140,8 +161,10 @@ class Optimizer:
 
         The parameters move into one flat buffer owned by the optimizer (their ``data`` and
         ``grad`` become views of it, values kept), so that every step is a single kernel
-        call over all of them. Binding them to another optimizer later moves them again,
-        and this one then refuses to step.
+        call over all of them. A parameter that leaves it (an array assigned to its
+        ``data``, or a bind to another optimizer) is taken back, with its current values, at
+        the next ``step()``: as in PyTorch, two optimizers that share a parameter both
+        update it.
         """
         params = list(params)
         if not params:
@@ -166,7 +189,7 @@ class Optimizer:
             raise RuntimeError(f"{type(self).__name__}: no parameters; pass them to the "
                                "constructor or call bind(model.parameters())")
         flat = self._flat
-        flat.check_bound(type(self).__name__)
+        flat.adopt(self.params, type(self).__name__)
         for p in self.params:
             p.settle_grad()  # no backward pass since zero_grad: its zeros are written now
         if self.clip_norm is not None:
