@@ -83,6 +83,40 @@ def test_lr_range_test_restores_weights(digits_split):
     assert result.suggested_lr <= result.lrs[int(np.argmin(result.losses))]
 
 
+def test_lr_range_test_leaves_a_compiled_model_trainable(digits_split):
+    """The test trains through an optimizer of its own; the compiled one keeps its buffer
+    (the next fit raised, or left layers untrained), and the next fit moves the weights."""
+    model = _builder()()
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    views = [p.data for p in model.parameters()]
+    before = [v.copy() for v in views]
+    experiments.lr_range_test(model, digits_split, steps=10, end_lr=1e3)
+    assert all(p.data is v for p, v in zip(model.parameters(), views))
+    model.fit(*digits_split[:2], epochs=1, verbose=0)
+    assert all(not np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(steps=1), "steps must be an integer >= 2; got 1"),
+    (dict(steps=2.5), "steps must be an integer >= 2"),
+    (dict(start_lr=1.0, end_lr=0.1), "needs 0 < start_lr < end_lr; got start_lr=1, end_lr=0.1"),
+    (dict(start_lr=0.0), "needs 0 < start_lr"),
+    (dict(end_lr=float("nan")), "end_lr must be finite"),
+    (dict(smoothing=1.0), r"smoothing must be in \[0.0, 1.0\)")])
+def test_lr_range_test_checks_its_arguments(digits_split, kw, message):
+    with pytest.raises(ValueError, match=message):
+        experiments.lr_range_test(_builder()(), digits_split, **kw)
+
+
+def test_lr_range_test_says_when_the_loss_never_bottomed_out(digits_split):
+    """A range too low to see the minimum (whole-data batches: the loss falls step by step):
+    a warning, and a suggestion inside the range."""
+    with pytest.warns(UserWarning, match="still falling at end_lr=0.01.*lower bound"):
+        result = experiments.lr_range_test(_builder()(), digits_split, steps=8, start_lr=1e-3,
+                                           end_lr=1e-2, batch_size=len(digits_split[0]))
+    assert 1e-3 <= result.suggested_lr <= 1e-2
+
+
 def _is_png(figure):
     """The Figure that a plot function returned was written as a PNG file, at its path."""
     data = figure.path.read_bytes()

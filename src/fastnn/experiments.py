@@ -306,18 +306,28 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
 
     Stops early once the smoothed loss exceeds 4x its minimum (divergence). The suggested
     learning rate is where the smoothed loss falls fastest, before its minimum and past
-    the first, noisy 10% of the steps. The model's weights, buffers (batch norm's running
-    statistics) and training mode are restored afterwards.
+    the first, noisy 10% of the steps, and within [start_lr, end_lr]; a warning says so when
+    the loss was still falling at end_lr (the suggestion is then only a lower bound). The
+    model's weights, buffers (batch norm's running statistics) and training mode are
+    restored afterwards, and a compiled model's parameters stay in its optimizer.
     """
     X_train, y_train = _unpack(data, 2, "lr_range_test")
+    start_lr = optim._finite(start_lr, "lr_range_test: start_lr")
+    end_lr = optim._finite(end_lr, "lr_range_test: end_lr")
+    optim._check(0 < start_lr < end_lr, "lr_range_test: needs 0 < start_lr < end_lr; got "
+                 f"start_lr={start_lr:g}, end_lr={end_lr:g}")
+    optim._check(isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and steps >= 2,
+                 f"lr_range_test: steps must be an integer >= 2; got {steps!r}")
+    smoothing = optim._in_range(smoothing, "lr_range_test: smoothing", 0.0, 1.0)
     loss_fn = losses.get(loss)
     opt = optim.get(optimizer, lr=start_lr)
     params = model.parameters()
+    bound = [(p.data, p.grad) for p in params]  # a compiled optimizer's views, given back after
     opt.bind(params)
     saved = [p.data.copy() for p in params]
     saved_buffers = [b.copy() for b in model.buffers()]  # batch norm's running statistics
     was_training = model.training
-    factor = (end_lr / start_lr) ** (1.0 / max(steps - 1, 1))
+    schedule = np.geomspace(start_lr, end_lr, steps)  # its ends exactly start_lr and end_lr
     lrs, smoothed = [], []
     avg, best = 0.0, math.inf
     rng = np.random.default_rng(seed)
@@ -330,7 +340,7 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
             except StopIteration:
                 batches = _batches(X_train, y_train, batch_size, shuffle=True, seed=rng)
                 xb, yb = next(batches)
-            opt.lr = start_lr * factor ** step
+            opt.lr = float(schedule[step])
             value = loss_fn(model(xb), yb)
             model.backward(loss_fn.backward())
             opt.step()
@@ -343,7 +353,8 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
             lrs.append(opt.lr)
             smoothed.append(debiased)
     finally:
-        for p, w in zip(params, saved):
+        for p, w, (data, grad) in zip(params, saved, bound):
+            p.data, p.grad = data, grad
             p.data[...] = w
             p.grad.fill(0.0)
         for b, w in zip(model.buffers(), saved_buffers):
@@ -358,6 +369,10 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
         slope = np.gradient(loss_a[start:lowest + 1], np.log(lrs_a[start:lowest + 1]))
         suggested = float(lrs_a[start + int(np.argmin(slope))])
     else:
-        suggested = float(lrs_a[lowest] / 10) if len(lrs_a) else start_lr
+        suggested = max(start_lr, float(lrs_a[lowest] / 10)) if len(lrs_a) else start_lr
+    if len(lrs_a) == steps and lowest >= steps - 2:
+        warnings.warn(f"lr_range_test: the loss was still falling at end_lr={end_lr:g}; "
+                      f"the suggested {suggested:.3g} is only a lower bound (raise end_lr)",
+                      stacklevel=2)
     return LRRangeResult(lrs_a, loss_a, suggested)
 
