@@ -128,7 +128,7 @@ double cross_entropy_soft(const float* logits, const float* target, float* grad,
 // Index of the first label outside [0, classes), or -1.
 int64_t first_label_out_of_range(const int64_t* labels, int64_t n, int64_t classes);
 // The rows of logits (rows x classes) whose argmax is their label: the accuracy metric's
-// count. The argmax as NumPy's: the first maximum, or the first NaN in a row with one.
+// count. The argmax as NumPy's (ties to the first maximum); a row with a NaN is a miss.
 int64_t argmax_matches(const float* logits, const int64_t* labels, int64_t rows, int64_t classes);
 
 // ---- optimizer updates (cpu/optim.cpp), PyTorch's formulas ----

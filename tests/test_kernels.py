@@ -412,15 +412,21 @@ def test_cross_entropy_label_dtypes(dtype, rng):
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8])
 def test_argmax_matches_counts_as_numpy(dtype, rng):
     """Rows whose argmax is the label, as NumPy's argmax picks it: ties to the first maximum,
-    a NaN wins (the first of several), -0.0 ties with 0.0; one class, one row."""
+    -0.0 ties with 0.0; one class, one row. A row with a NaN (a diverged model's) is a miss,
+    whatever its label (NumPy's argmax would pick the NaN, and a NaN logit at index 0 counted
+    class 0 as predicted)."""
     logits = rng.integers(-2, 3, size=(300, 7)).astype(np.float32)  # many ties
     logits[5, 3] = np.nan
     logits[6, [2, 5]] = np.nan
+    logits[9, 0] = np.nan
     logits[7] = [0.0, -0.0, -1, -1, -1, -1, -1]
     logits[8] = [-0.0, 0.0, -1, -1, -1, -1, -1]
     best = np.argmax(logits, 1)
-    assert list(best[5:9]) == [3, 2, 0, 0]
-    assert _C.argmax_matches(logits, best.astype(dtype)) == 300
+    assert list(best[5:10]) == [3, 2, 0, 0, 0]
+    best[[5, 6, 9]] = -1  # no label matches
+    for label in range(7):
+        assert _C.argmax_matches(logits[[5, 6, 9]], np.full(3, label, dtype)) == 0
+    assert _C.argmax_matches(logits, np.maximum(best, 0).astype(dtype)) == 297
     assert _C.argmax_matches(logits, ((best + 1) % 7).astype(dtype)) == 0
     labels = rng.integers(0, 7, size=300)
     for r in range(300):  # row by row: a count could hide errors that cancel

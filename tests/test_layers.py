@@ -1050,6 +1050,18 @@ def test_cross_entropy_warns_once_on_probabilities(rng):
     assert caught(lambda: losses.CrossEntropy()(uniform_rows, labels)) == []
 
 
+@pytest.mark.parametrize("bad", [1.5, -0.1])
+def test_bce_from_probabilities_refuses_values_outside_0_1(bad, rng):
+    """As torch: a model without its final sigmoid gave a NaN loss and gradients of 1e11."""
+    p = rng.uniform(0.1, 0.9, (6, 1)).astype(np.float32)
+    p[3, 0] = bad
+    with pytest.raises(ValueError, match=rf"BinaryCrossEntropy\(from_logits=False\) takes "
+                                         rf"probabilities in \[0, 1\].*prediction of {bad}.*sigmoid"):
+        losses.BinaryCrossEntropy(from_logits=False)(p, np.ones((6, 1), np.float32))
+    p[3, 0] = np.nan  # a diverged model's output: through, for fit to report
+    assert np.isnan(losses.BinaryCrossEntropy(from_logits=False)(p, np.ones((6, 1), np.float32)))
+
+
 def test_bce_from_logits_warns_on_sigmoid_outputs(rng):
     z = rng.standard_normal((32, 1)).astype(np.float32)
     t = rng.integers(0, 2, (32, 1))

@@ -116,6 +116,30 @@ def test_top_k_against_argsort(rng, k):
     assert metrics.top_k_accuracy(t, s, k=1) == pytest.approx(metrics.accuracy(t, s), abs=1e-12)
 
 
+def test_rows_with_nan_scores_are_misses(rng):
+    """A diverged model's NaN scores predict nothing: top-k counted every such row as a hit
+    (no score beats NaN), accuracy took NumPy's argmax (the NaN's column)."""
+    t = np.array([0, 1, 2, 3])
+    s = rng.standard_normal((4, 10)).astype(np.float32)
+    s[np.arange(4), t] = 5.0  # every row right
+    assert metrics.accuracy(t, s) == 1.0 and metrics.top_k_accuracy(t, s, k=1) == 1.0
+    s[1, 7] = np.nan
+    s[2, 0] = np.nan
+    assert metrics.accuracy(t, s) == 0.5
+    assert metrics.top_k_accuracy(t, s, k=3) == 0.5
+    nan = np.full((4, 10), np.nan, np.float32)
+    assert metrics.accuracy(t, nan) == 0.0 and metrics.top_k_accuracy(t, nan, k=5) == 0.0
+    assert metrics.accuracy([0, 1], np.array([[np.nan], [0.9]])) == 0.5  # binary scores
+    # the training metrics: the losses' counts
+    labels = np.zeros(4, np.int64)
+    assert losses.CrossEntropy().count_correct(nan, labels) == (0, 4)
+    assert losses.CrossEntropy().count_correct(nan, np.eye(10, dtype=np.float32)[labels]) == (0, 4)
+    assert losses.MSE().count_correct(nan, np.eye(10, dtype=np.float32)[labels]) == (0, 4)
+    col = np.full((4, 1), np.nan, np.float32)
+    assert losses.MSE().count_correct(col, np.zeros((4, 1), np.float32)) == (0, 4)
+    assert losses.BinaryCrossEntropy().count_correct(col, np.zeros((4, 1), np.float32)) == (0, 4)
+
+
 def test_binary_scores_use_the_threshold():
     t = np.array([0, 1, 1, 0])
     logits = np.array([[-0.2], [0.3], [-0.1], [0.4]])

@@ -128,7 +128,7 @@ int64_t argmax_matches(const float* logits, const int64_t* labels, int64_t rows,
         int64_t best = 0;
         for (int64_t j = 0; j < classes; ++j) {
             if (std::isnan(x[j])) {
-                best = j;
+                best = -1;  // a diverged model's row predicts nothing: a miss
                 break;
             }
             if (x[j] > x[best]) best = j;

@@ -210,8 +210,9 @@ def cross_entropy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[float, 
     on a GPU the mean is summed in a fixed order (csrc/cuda/loss.cu)."""
 
 def argmax_matches(logits: npt.ArrayLike, labels: npt.ArrayLike) -> int:
-    """How many rows of logits (rows, classes) have their label as argmax (NumPy's argmax: the
-    first maximum, or the first NaN); labels checked as cross_entropy checks them."""
+    """How many rows of logits (rows, classes) have their label as argmax (ties to the first
+    maximum, as NumPy's; a row holding a NaN counts as a miss); labels checked as
+    cross_entropy checks them."""
 def cross_entropy_soft(logits: npt.ArrayLike, target: npt.ArrayLike) -> tuple[float, F32]:
     """The same with a (m, classes) target distribution (one-hot or soft)."""
 

@@ -139,17 +139,23 @@ class MSE(_Elementwise):
         return _C.mse(pred, target)
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
-        target = memory.to_host(target)
+        target, pred = memory.to_host(target), memory.to_host(pred)
         if target.ndim == 2 and target.shape[1] >= 2:
-            return int(np.sum(np.argmax(pred, 1) == np.argmax(target, 1))), len(target)
-        pred = memory.to_host(pred)
+            return int(np.sum(_argmax_hits(pred, np.argmax(target, 1)))), len(target)
         column = _as_column(target.shape)
         if column is None or column != _as_column(pred.shape):
             return None
         labels = target.reshape(-1)
         if not np.all((labels == 0) | (labels == 1)):
             return None
-        return int(np.sum((pred.reshape(-1) > 0.5) == (labels == 1))), len(labels)
+        p = pred.reshape(-1)
+        return int(np.sum(((p > 0.5) == (labels == 1)) & ~np.isnan(p))), len(labels)
+
+
+def _argmax_hits(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Rows of pred whose argmax is the label; a row with a NaN (a diverged model's) predicts
+    nothing, and is a miss (NumPy's argmax would pick the NaN's column)."""
+    return (np.argmax(pred, 1) == labels) & ~np.isnan(pred).any(axis=1)
 
 
 class BinaryCrossEntropy(_Elementwise):
@@ -181,13 +187,24 @@ class BinaryCrossEntropy(_Elementwise):
                           stacklevel=3)
 
     def _compute(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+        if not self.from_logits:
+            # as PyTorch: a log of a value outside [0, 1] is NaN, its gradient huge (NaN
+            # itself, a diverged model's output, goes through: fit reports it)
+            host = memory.to_host(pred)
+            outside = host[(host < 0.0) | (host > 1.0)]
+            if outside.size:
+                raise ValueError(f"{self!r}(from_logits=False) takes probabilities in [0, 1] "
+                                 f"(a sigmoid's output); got a prediction of {outside[0]}: end "
+                                 "the model with activation='sigmoid', or give it raw scores "
+                                 "with from_logits=True (more stable)")
         return _C.binary_cross_entropy(pred, target, from_logits=self.from_logits)
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
         pred = memory.to_host(pred)
         target = self._target(pred, numeric(target, lambda: f"{self!r}: target"))
         threshold = 0.0 if self.from_logits else 0.5
-        return int(np.sum((pred > threshold) == (target > 0.5))), target.size
+        hits = ((pred > threshold) == (target > 0.5)) & ~np.isnan(pred)  # NaN: no prediction
+        return int(np.sum(hits)), target.size
 
 
 class CrossEntropy(Loss):
@@ -259,7 +276,7 @@ class CrossEntropy(Loss):
         if target.ndim == 1 and target.dtype.kind in "iu" and np.ndim(pred) == 2:
             return _C.argmax_matches(pred, target), len(target)  # one C++ pass, not three of NumPy
         labels = np.argmax(target, 1) if target.ndim == 2 else target
-        return int(np.sum(np.argmax(pred, 1) == labels)), len(labels)
+        return int(np.sum(_argmax_hits(memory.to_host(pred), labels))), len(labels)
 
 
 _NAMES = {

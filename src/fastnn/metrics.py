@@ -98,17 +98,27 @@ def confusion_matrix(y_true: object, y_pred: object, num_classes: int | None = N
     return np.bincount(t * size + p, minlength=size * size).reshape(size, size)
 
 
+def _scored(y_pred: object, n: int) -> np.ndarray:
+    """Which of the n samples have scores without a NaN (a diverged model's rows have NaNs:
+    they predict nothing, and count as misses)."""
+    y = np.asarray(y_pred)
+    if y.dtype.kind not in "fc" or y.ndim == 0 or len(y) != n:
+        return np.ones(n, bool)
+    return ~np.isnan(y.reshape(n, -1)).any(axis=1)
+
+
 def accuracy(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
-    """The fraction of samples whose predicted class is the true one."""
+    """The fraction of samples whose predicted class is the true one (a sample whose scores
+    hold a NaN is a miss)."""
     t, p = _pair(y_true, y_pred, threshold)
     if len(t) == 0:
         raise ValueError("accuracy of an empty set: y_true has no samples")
-    return float(np.mean(t == p))
+    return float(np.mean((t == p) & _scored(y_pred, len(t))))
 
 
 def top_k_accuracy(y_true: object, scores: object, k: int = 5) -> float:
     """The fraction of samples whose true class is among the ``k`` highest scores
-    (n, classes). A tie with the k-th score counts as a hit."""
+    (n, classes). A tie with the k-th score counts as a hit; a row with a NaN, a miss."""
     return float(np.mean(_top_k_hits(true_labels(y_true), scores, positive_int(k, "k"))))
 
 
@@ -120,7 +130,7 @@ def _top_k_hits(t: np.ndarray, scores: object, k: int) -> np.ndarray:
     if t.max() >= s.shape[1]:
         raise ValueError(f"y_true has label {t.max()} but scores has {s.shape[1]} columns")
     own = s[np.arange(len(t)), t]
-    return np.count_nonzero(s > own[:, None], axis=1) < k
+    return (np.count_nonzero(s > own[:, None], axis=1) < k) & _scored(s, len(t))
 
 
 def _macro(cm: np.ndarray, kind: str) -> float:
