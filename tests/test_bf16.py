@@ -122,6 +122,7 @@ def operands(rng, m, n, k, ta, tb):
 
 SHAPES = [(1, 1, 1), (1, 7, 17), (7, 1, 33), (17, 33, 1), (33, 65, 129), (65, 129, 7),
           (129, 17, 65), (7, 7, 2), (33, 17, 3), (40, 50, 1100),  # two k-blocks
+          (70, 100, 600),  # several k-blocks, whole and partial tiles
           (300, 70, 50), (40, 300, 90)]  # on 2 threads: chunks of rows, of columns (AMX)
 
 
@@ -137,10 +138,11 @@ def test_product(path, rng, m, n, k, ta, tb):
 
 
 @pytest.mark.parametrize("ta,tb", TRANSPOSES, ids=TRANS_IDS)
-def test_alpha_beta_epilogue_and_strides(path, rng, ta, tb):
+@pytest.mark.parametrize("k", [45, 700], ids=["one-k-block", "k-blocks"])
+def test_alpha_beta_epilogue_and_strides(path, rng, ta, tb, k):
     """alpha, beta on a strided out (a row slice of a wider array), bias and activation,
     operands that are slices of wider arrays (leading dimensions > their widths)."""
-    m, n, k = 37, 61, 45
+    m, n = 37, 61
     a_big, b_big = operands(rng, m + 5, n + 9, k + 3, ta, tb)
     a, b = a_big[: (k if ta else m), : (m if ta else k)], b_big[: (n if tb else k), : (k if tb else n)]
     assert not a.flags.c_contiguous and not b.flags.c_contiguous
