@@ -1344,6 +1344,20 @@ def test_avgpool2d_against_numpy(shape, k, s, p, rng):
     assert_close(dx, _ref.avgpool2d_backward(g, shape, k, s, p), 1e-6, 1e-6, "avgpool backward")
 
 
+@pytest.mark.parametrize("shape,k,s", [((2, 3, 512, 300), (512, 300), 1),   # global: one output
+                                         ((1, 2, 512, 257), (512, 128), 128),  # two a row
+                                         ((1, 2, 100, 120), 90, 3)],           # the row form, 11 a row
+                         ids=["global", "few-a-row", "row-form"])
+def test_avgpool2d_wide_windows_keep_float32_precision(shape, k, s, rng):
+    """Windows of thousands of taps, of values around 1 (whose float running sum loses most):
+    within a few float32 ulps of the float64 mean (one float sum lost 1.6e-3 of a 1024^2
+    plane's; torch 7e-8)."""
+    x = (1 + 0.1 * rng.random(shape)).astype(np.float32)
+    y = _C.avgpool2d_forward(x, k, stride=s)
+    want = _ref.avgpool2d(x, k, s, 0)
+    assert np.abs(y - want).max() <= 4 * np.finfo(np.float32).eps * np.abs(want).max()
+
+
 def test_pooling_against_torch(rng):
     torch = pytest.importorskip("torch")
     x = rng.standard_normal((4, 3, 11, 9)).astype(np.float32)
