@@ -105,6 +105,31 @@ def test_gemm_larger_than_cache_blocks(isa, ta, tb, rng):
         run_gemm(_C.gemm, a, b, ta, tb, k, f"gemm[{isa}] m={m} n={n} k={k} ta={ta} tb={tb}")
 
 
+@pytest.mark.parametrize("m,n,k,ta,tb", [(1, 1, 3_000_000, False, False),   # rows, one lane
+                                          (3, 2, 3_000_000, False, False),
+                                          (4, 2, 1_000_001, False, False),   # B^T packed, dots
+                                          (2, 3, 3_000_000, False, True),    # dots
+                                          (16, 2, 1_500_000, True, False)],  # swapped rows
+                         ids=["1x1", "3x2", "4x2", "2x3-NT", "16x2-TN"])
+def test_gemm_long_k_keeps_float32_precision(isa, m, n, k, ta, tb, rng):
+    """Millions of positive products into each element (where one running float sum drifts
+    most): within 32 ulps of the largest (k-blocks of C, as BLAS sums), on every small form
+    and path (one float sum along all of k lost 1.3e-3 at k = 3e6)."""
+    a = rng.random((k, m) if ta else (m, k), dtype=np.float32)
+    b = rng.random((n, k) if tb else (k, n), dtype=np.float32)
+    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+    got = _C.gemm(a, b, transpose_a=ta, transpose_b=tb)
+    assert np.abs(got - want).max() <= 32 * EPS32 * np.abs(want).max()
+
+
+def test_gemm_sum_past_2_to_the_24_of_ones(isa):
+    """1 x k ones times k x 1 ones, k = 2^24 + 8: the exact count (a running float sum stops
+    at 2^24, where adding 1 rounds back)."""
+    k = 2**24 + 8
+    got = _C.gemm(np.ones((1, k), np.float32), np.ones((k, 1), np.float32))
+    assert got[0, 0] == k
+
+
 def test_gemm_matches_gemm_reference(isa, rng):
     for (m, n, k), (ta, tb) in itertools.product([(129, 127, 128), (7, 300, 129)], TRANSPOSES):
         a, b = operands(rng, m, n, k, ta, tb)

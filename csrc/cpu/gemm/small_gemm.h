@@ -13,12 +13,14 @@
 //       in vectors of FMAs (small_form weighs the dot and rows forms by it);
 //   static constexpr bool kEvenPasses: rows_of_c's passes as equal as can be, else greedy.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
 
 #include "blocking.h"
 #include "core/cpu.h"
+#include "gemm.h"
 
 namespace fastnn {
 
@@ -208,17 +210,16 @@ void swapped_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, co
     }
 }
 
-}  // namespace small_detail
+// The small forms sum each element of C along k in blocks of at most kSmallKc (k_block's
+// even split), each block's sum added to C: one running float sum along all of k (a rows
+// form's lane) made 1 x 20,000,000 ones times ones 16,777,216 (2^24 + 1 rounds to 2^24).
+// Products of k <= kSmallKc, a layer's, are one block.
+constexpr int64_t kSmallKc = 4096;
 
-// A SmallGemmFn (gemm.h): the part of a product that small_form chose `form` for. The rows
-// forms go through op(B) a strip of `strip` columns at a time (a multiple of 128, sized by
-// the caller for L2), every row of C against one strip before the next: each pass of rows
-// of C (rows_of_c) reads all of the strip, from L2 only if it stays there.
 template <class K>
-void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64_t m, int64_t n,
-                int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-                float beta, float* c, int64_t ldc) {
-    using namespace small_detail;
+void small_gemm_block(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64_t m,
+                      int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                      const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
     switch (form) {
         case SmallForm::Rows: {
             static const int64_t l1_floats = cache_floats(1, 8192);
@@ -254,6 +255,23 @@ void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64
             return swapped_rows<K>(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         case SmallForm::None: return;
     }
+}
+
+}  // namespace small_detail
+
+// A SmallGemmFn (gemm.h): the part of a product that small_form chose `form` for. The rows
+// forms go through op(B) a strip of `strip` columns at a time (a multiple of 128, sized by
+// the caller for L2), every row of C against one strip before the next: each pass of rows
+// of C (rows_of_c) reads all of the strip, from L2 only if it stays there.
+template <class K>
+void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                float beta, float* c, int64_t ldc) {
+    const int64_t kb = k_block(k, small_detail::kSmallKc);
+    for (int64_t p = 0; p < k; p += kb)
+        small_detail::small_gemm_block<K>(form, strip, trans_a, trans_b, m, n, std::min(kb, k - p), alpha,
+                                          trans_a ? a + p * lda : a + p, lda, trans_b ? b + p : b + p * ldb,
+                                          ldb, p == 0 ? beta : 1.0f, c, ldc);
 }
 
 }  // namespace fastnn
