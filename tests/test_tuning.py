@@ -2,6 +2,7 @@
 when damaged, edited or foreign; GEMM under a tuned blocking held to float64."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -126,6 +127,23 @@ def test_truncated_file_is_ignored_with_a_warning(tmp_path):
     assert "RuntimeWarning" in seen["warnings"][0] and str(path) in seen["warnings"][0]
     assert "not valid JSON" in seen["warnings"][0]
     assert_model(seen, "truncated file")
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "huge", "directory"])
+def test_endless_or_odd_file_is_ignored_with_a_warning(tmp_path, kind):
+    """FASTNN_TUNING_FILE=/dev/zero grew the import to 23 GB, reading to the end; a FIFO's
+    open would wait for a writer. Each is refused, with a warning, before it is read."""
+    path = {"dev-zero": "/dev/zero", "fifo": tmp_path / "fifo", "huge": tmp_path / "huge.json",
+            "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    if kind == "huge":
+        path.write_bytes(b" " * (tuning.MAX_FILE_BYTES + 1))
+    seen = probe(path)
+    assert len(seen["warnings"]) == 1, seen["warnings"]
+    assert str(path) in seen["warnings"][0]
+    assert ("larger than" if kind == "huge" else "not a regular file") in seen["warnings"][0]
+    assert_model(seen, kind)
 
 
 def test_edited_file_is_ignored_with_a_warning(tmp_path):
@@ -270,7 +288,7 @@ def test_gemm_under_a_loaded_blocking_matches_float64(tmp_path, blocking):
 def test_failed_save_keeps_the_blocking_in_use(tmp_path):
     """tune() that cannot write its file raises and leaves the blocking as it found it."""
     before = _C.blocking()
-    with pytest.raises(OSError), pytest.warns(RuntimeWarning, match="cannot be read"):
+    with pytest.raises(OSError), pytest.warns(RuntimeWarning, match="not a regular file"):
         fastnn.tune(1.0, shapes=TINY, progress=False, path=tmp_path)  # a directory
     assert _C.blocking() == before
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import sys
 import time
 import warnings
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 FORMAT = "fastnn-tuning"
 FORMAT_VERSION = 1
+MAX_FILE_BYTES = 1 << 20  # an entry per CPU, a few hundred bytes each
 # set_blocking's ranges: a value from the file outside them is a damaged file.
 _LIMITS = {"kc": 65536, "nc": 1 << 20, "mc": 1 << 20}
 _MAX_ROUNDS = 25  # enough for a stable median; each round re-publishes every candidate
@@ -90,8 +92,15 @@ def _read(path: str) -> dict[str, Any] | None:
     """The file's entries (key -> entry); None when there is no file; _Damaged when it is
     unreadable, not JSON, of another format version, or fails its checksum."""
     try:
+        # not opened unless a regular file (a FIFO's open waits for a writer), and read no
+        # further than a tuning file can be (/dev/zero grew the import to 23 GB)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise _Damaged("is not a regular file")
         with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise _Damaged(f"is larger than a tuning file can be ({MAX_FILE_BYTES} bytes)")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as err:
