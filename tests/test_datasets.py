@@ -64,6 +64,31 @@ def test_options_validation_one_hot_flatten_normalize():
         datasets.load("digits", validation=1.5)
 
 
+@pytest.mark.parametrize("name,kw,error,message", [
+    ("moons", dict(n_sample=50), TypeError, r"load\('moons'\) got an unknown option 'n_sample'; it takes n_samples, noise"),
+    ("digits", dict(n_samples=50), TypeError, r"unknown option 'n_samples'; it takes none beyond load's own"),
+    ("spirals", dict(clases=4), TypeError, r"unknown option 'clases'; it takes n_samples, classes, noise"),
+    ("moons", dict(noise=float("nan")), ValueError, r"noise must be a finite number >= 0; got nan"),
+    ("moons", dict(noise="0.1"), TypeError, r"noise must be a number; got str"),
+    ("moons", dict(n_samples=0), ValueError, r"n_samples must be >= 1; got 0"),
+    ("moons", dict(n_samples=3.5), TypeError, r"n_samples must be an integer; got float 3.5"),
+    ("moons", dict(n_samples=9), ValueError, r"at least 5 a class \(10 for 2 classes\).*got 9"),
+    ("spirals", dict(classes=1), ValueError, r"classes must be >= 2; got 1"),
+    ("spirals", dict(classes=4, n_samples=19), ValueError, r"at least 5 a class \(20 for 4 classes\)")])
+def test_generated_sets_check_their_options(name, kw, error, message):
+    """A misspelt option was ignored (600 points for n_sample=50), noise=nan gave NaN points,
+    n_samples=1 an empty test set, classes=0 a ZeroDivisionError."""
+    with pytest.raises(error, match=message):
+        datasets.load(name, **kw)
+
+
+def test_generated_sets_take_their_options():
+    X, y, Xt, yt = datasets.load("spirals", n_samples=20, classes=4, noise=0.0)
+    assert len(X) + len(Xt) == 20 and set(y) == set(yt) == {0, 1, 2, 3}
+    X, y, Xt, yt = datasets.load("moons", n_samples=10, noise=0)
+    assert len(X) == 8 and len(Xt) == 2 and set(yt) == {0, 1}
+
+
 @pytest.mark.skipif(not datasets.is_available("fashion-mnist"),
                     reason="apt-get install dataset-fashion-mnist (CI installs it)")
 def test_fashion_mnist():

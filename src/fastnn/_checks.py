@@ -62,8 +62,13 @@ def thread_count(value: object, name: str) -> int:
 
 
 def non_negative(value: object, name: str) -> float:
-    """``value`` as a finite float >= 0; ValueError naming ``name`` otherwise."""
-    value = float(value)
+    """``value`` as a finite float >= 0; TypeError/ValueError naming ``name`` otherwise."""
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r:.100}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r:.100}") from None
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0; got {value}")
     return value

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import http.client
 import math
 import os
@@ -44,6 +45,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from ._checks import non_negative, positive_int
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -486,8 +489,23 @@ def _xor(seed: int, **_: object) -> tuple[np.ndarray, ...]:
     return X, y, X.copy(), y.copy()
 
 
+def _point_options(name: str, n_samples: object, noise: object, classes: object = 2) -> tuple[int, float, int]:
+    """The generated sets' options, checked: classes an integer >= 2, n_samples an integer of
+    at least 5 a class (each class then has points in both the training and the test set),
+    noise a finite number >= 0."""
+    classes = positive_int(classes, f"load({name!r}): classes")
+    if classes < 2:
+        raise ValueError(f"load({name!r}): classes must be >= 2; got {classes}")
+    n_samples = positive_int(n_samples, f"load({name!r}): n_samples")
+    if n_samples < 5 * classes:
+        raise ValueError(f"load({name!r}): n_samples must be at least 5 a class ({5 * classes} "
+                         f"for {classes} classes), for a test set of each; got {n_samples}")
+    return n_samples, non_negative(noise, f"load({name!r}): noise"), classes
+
+
 def _spirals(seed: int, n_samples: int = 600, classes: int = 3, noise: float = 0.2,
              **_: object) -> tuple[np.ndarray, ...]:
+    n_samples, noise, classes = _point_options("spirals", n_samples, noise, classes)
     rng = np.random.default_rng(seed)
     per = n_samples // classes
     r = np.tile(np.linspace(0.0, 1.0, per), classes)
@@ -498,6 +516,7 @@ def _spirals(seed: int, n_samples: int = 600, classes: int = 3, noise: float = 0
 
 
 def _moons(seed: int, n_samples: int = 600, noise: float = 0.15, **_: object):
+    n_samples, noise, _classes = _point_options("moons", n_samples, noise)
     rng = np.random.default_rng(seed)
     half = n_samples // 2
     t = np.pi * rng.random(n_samples)
@@ -637,6 +656,13 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
     """
     key = _key(name)
     loader, meta = _SOURCES[key]
+    takes = [p.name for p in inspect.signature(loader).parameters.values()
+             if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "seed")]
+    takes = [t for t in takes if t not in ("path", "download")]
+    unknown = [o for o in options if o not in takes]
+    if unknown:
+        raise TypeError(f"load({name!r}) got an unknown option {unknown[0]!r}; it takes "
+                        + (", ".join(takes) if takes else "none beyond load's own"))
     if not 0.0 <= validation < 1.0:
         raise ValueError(f"validation must be in [0, 1); got {validation}")
     if channels_last and (meta.image_shape is None or len(meta.image_shape) != 3):
