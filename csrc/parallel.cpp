@@ -2,9 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
+#include <string>
 #include <thread>
 
 namespace fastnn {
@@ -31,10 +32,18 @@ void set_num_threads(int n) {
     g_threads.store(std::clamp(n, 1, max_threads()), std::memory_order_relaxed);
 }
 
-static std::atomic<bool> g_flush_denormals{[] {
-    const char* v = std::getenv("FASTNN_FLUSH_DENORMALS");
-    return !(v && std::strcmp(v, "0") == 0);
-}()};
+// An on/off environment switch that is on unless set to 0, off, false or no (any case,
+// spaces around); fastnn/__init__.py warns about any other value.
+static bool switched_off(const char* name) {
+    const char* v = std::getenv(name);
+    if (!v) return false;
+    std::string s;
+    for (const char* c = v; *c; ++c)
+        if (!std::isspace(static_cast<unsigned char>(*c))) s += static_cast<char>(std::tolower(static_cast<unsigned char>(*c)));
+    return s == "0" || s == "off" || s == "false" || s == "no";
+}
+
+static std::atomic<bool> g_flush_denormals{!switched_off("FASTNN_FLUSH_DENORMALS")};
 
 bool flush_denormals() { return g_flush_denormals.load(std::memory_order_relaxed); }
 void set_flush_denormals(bool on) { g_flush_denormals.store(on, std::memory_order_relaxed); }
@@ -50,12 +59,7 @@ constexpr int kLateToPause = 3;
 // The first pause; it doubles (up to kMaxPauseNs) when the load is still there after one.
 constexpr int64_t kFirstPauseNs = 100'000'000, kMaxPauseNs = 3'200'000'000;
 
-bool enabled() {
-    const char* v = std::getenv("FASTNN_ADAPTIVE_THREADS");
-    return !(v && std::strcmp(v, "0") == 0);
-}
-
-const bool g_enabled = enabled();
+const bool g_enabled = !switched_off("FASTNN_ADAPTIVE_THREADS");
 // Races between Python threads calling kernels at once only blur these: it is a heuristic.
 std::atomic<uint32_t> g_late_bits{0};  // bit i: whether the i-th last region was late
 std::atomic<int> g_cap{0};             // the thread cap while paused

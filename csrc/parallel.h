@@ -40,7 +40,7 @@ int requested_threads();
 // late regions among the last ones and the library halves its threads for a while
 // (again, and for longer, while the load lasts), then tries all of them again. Results
 // do not depend on the thread count, so this changes only the speed.
-// FASTNN_ADAPTIVE_THREADS=0 turns it off.
+// FASTNN_ADAPTIVE_THREADS=0 (or off, false, no) turns it off.
 namespace load_guard {
 int64_t now_ns();
 int thread_cap(int threads);                   // the threads to use now, of `threads`
@@ -66,7 +66,7 @@ inline int threads_for(int64_t work, int64_t grain) {
 // of a weight whose gradient stays zero, behind a dead ReLU, decays by beta1 each step and
 // spends ~150 steps in the denormal range: its step took 1.1 ms instead of 0.19 ms). Results
 // differ from IEEE gradual underflow only below 1.2e-38. set_flush_denormals(false) or
-// FASTNN_FLUSH_DENORMALS=0 keeps IEEE behaviour. MXCSR is per thread, so every thread of a
+// FASTNN_FLUSH_DENORMALS=0 (or off, false, no) keeps IEEE behaviour. MXCSR is per thread, so every thread of a
 // region sets it (FTZ and DAZ) for the region and restores the caller's on the way out.
 bool flush_denormals();
 void set_flush_denormals(bool on);

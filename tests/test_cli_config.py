@@ -273,7 +273,9 @@ def test_cli_compare_on_xor_validates_on_its_test_set():
 
 
 @pytest.mark.parametrize("flag,value", [("--lr", "-1"), ("--lr", "nan"), ("--validation-split", "1.5"),
-                                        ("--dropout", "1"), ("--l2", "-0.1"), ("--clip-norm", "0")])
+                                        ("--dropout", "1"), ("--l2", "-0.1"), ("--clip-norm", "0"),
+                                        ("--seed", "-1"), ("--seed", "1.5"), ("--hidden", "8,,4"),
+                                        ("--augment", "a,b"), ("--augment", "2"), ("--augment", "2,-1")])
 def test_cli_errors_name_the_flag(flag, value, capsys):
     from fastnn import cli
 

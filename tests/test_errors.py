@@ -273,14 +273,69 @@ def test_invalid_optimizer_hyperparameters(make, name):
     (dict(epochs=-1), "epochs"),
     (dict(validation_split=1.5), "validation_split"),
     (dict(validation_split=-0.1), "validation_split"),
+    (dict(validation_split="0.1"), "validation_split must be a number in [0, 1); got str '0.1'"),
+    (dict(seed=-1), "fit: seed must be an integer >= 0"),
+    (dict(seed=1.5), "fit: seed must be an integer >= 0"),
+    (dict(seed=True), "got bool True"),
+    (dict(callbacks=fastnn.callbacks.EarlyStopping()), "callbacks must be a list of callbacks; "
+                                                        "got one EarlyStopping: pass callbacks=[it]"),
 ])
 def test_invalid_fit_arguments(kw, name):
     model = compiled_model()
     X = np.ones((10, 5), np.float32)
     y = np.zeros(10, np.int64)
     kw = dict(dict(epochs=1, verbose=0), **kw)
-    msg = raises(model.fit, X, y, exc=ValueError, **kw)
+    msg = raises(model.fit, X, y, **kw)
     assert name in msg, msg
+
+
+def test_seed_and_betas_name_the_argument():
+    raises(fastnn.seed, -1, exc=ValueError, mentions=("fastnn.seed: n must be an integer >= 0",))
+    raises(fastnn.seed, 2.0, exc=TypeError, mentions=("got float 2.0",))
+    fastnn.seed(None)  # fresh entropy, as NumPy's
+    raises(optim.Adam, betas=0.9, exc=ValueError, mentions=("betas must be a pair (beta1, beta2); got 0.9",))
+    raises(optim.Adam, betas="ab", exc=ValueError, mentions=("betas must be a pair",))
+
+
+def test_loss_errors_in_fit_name_y_and_the_model_output():
+    """The loss sees one batch: its shapes alone (32 of 64 rows) misled."""
+    model = nn.Sequential(nn.Dense(3, 2))
+    model.compile(loss="mse")
+    raises(model.fit, np.ones((64, 3), np.float32), np.ones(64, np.float32), epochs=1, verbose=0,
+           exc=ValueError, mentions=("fit: y of shape (64,) against the model's output of shape "
+                                     "(64, 2) (batches of 32): MSE: target has shape (32,)",))
+
+
+def test_weight_assigned_with_another_shape_names_the_layer():
+    layer = nn.Dense(3, 2)
+    layer.weight.data = np.zeros((3, 3), np.float32)
+    raises(layer, np.ones((4, 3), np.float32), exc=ValueError,
+           mentions=("Dense(3, 2): weight must have shape (2, 3); got (3, 3)",))
+    layer.weight.data = np.zeros((2, 3), np.float32)
+    layer.bias.data = np.zeros(3, np.float32)
+    raises(layer, np.ones((4, 3), np.float32), exc=ValueError,
+           mentions=("bias must have shape (2,); got (3,)",))
+
+
+def test_model_checkpoint_pattern_errors_are_clear(tmp_path):
+    """A malformed pattern fails at construction; a log key the epoch lacks names the keys
+    it has (both were a bare KeyError or a format error after the first epoch)."""
+    raises(fastnn.callbacks.ModelCheckpoint, "ck-{epoch.safetensors", exc=ValueError,
+           mentions=("is not a valid pattern", "expected '}' before end of string"))
+    pytest.importorskip("safetensors")
+    model = compiled_model()
+    ck = fastnn.callbacks.ModelCheckpoint(tmp_path / "ck-{val_loss:.3f}.safetensors",
+                                          save_best_only=False)
+    raises(model.fit, np.ones((10, 5), np.float32), np.zeros(10, np.int64), epochs=1, verbose=0,
+           callbacks=[ck], exc=ValueError,
+           mentions=("cannot be filled from this epoch's logs (KeyError: 'val_loss')",
+                     "it may name epoch, loss"))
+
+
+def test_compare_refuses_a_model_instance():
+    X, y = np.ones((20, 5), np.float32), np.zeros(20, np.int64)
+    raises(fastnn.experiments.compare, compiled_model(), (X, y, X, y), exc=TypeError,
+           mentions=("build_model must be a function that returns a new model", "got Sequential"))
 
 
 def test_invalid_layer_sizes():

@@ -294,12 +294,17 @@ def test_caller_keeps_ieee_underflow_after_a_kernel():
     assert half != 0 and half < TINY
 
 
-@pytest.mark.parametrize("env, expected", [(None, "True"), ("1", "True"), ("0", "False")])
+@pytest.mark.parametrize("env, expected", [(None, "True"), ("1", "True"), ("0", "False"),
+                                          ("off", "False"), (" False ", "False"), ("NO", "False"),
+                                          ("yes", "True"), ("abc", "True")])
 def test_flush_denormals_default_and_env(env, expected):
-    code = "import fastnn; print(fastnn.config()['flush_denormals'])"
+    """0, off, false, no (any case) switch it off; an unknown value warns and leaves it on."""
+    code = ("import warnings; warnings.simplefilter('always'); import fastnn; "
+            "print(fastnn.config()['flush_denormals'])")
     extra = {"FASTNN_FLUSH_DENORMALS": env} if env is not None else {}
     env_now = dict(os.environ)
     env_now.pop("FASTNN_FLUSH_DENORMALS", None)
     out = _ref.run_python(code, env_extra=extra) if env is not None else subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env_now, timeout=120)
     assert out.stdout.split()[-1] == expected, out.stdout + out.stderr
+    assert ("is not on or off" in out.stderr) == (env == "abc"), out.stderr

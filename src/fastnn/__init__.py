@@ -151,4 +151,19 @@ def max_num_threads() -> int:
     return _C.max_num_threads()
 
 
+def _warn_on_unknown_switches() -> None:
+    """The on/off environment switches read in C++ (csrc/parallel.cpp): off for 0, off,
+    false or no, on otherwise, and a value that is neither said so."""
+    import os
+    import warnings
+
+    for name in ("FASTNN_FLUSH_DENORMALS", "FASTNN_ADAPTIVE_THREADS"):
+        value = os.environ.get(name)
+        if value is not None and value.strip().lower() not in (
+                "", "0", "1", "off", "on", "false", "true", "no", "yes"):
+            warnings.warn(f"{name}={value!r} is not on or off (1/0, on/off, true/false, "
+                          "yes/no): it stays on", RuntimeWarning, stacklevel=3)
+
+
+_warn_on_unknown_switches()
 _tuning._load_at_import()  # last: the file's blocking over the model's, never an error

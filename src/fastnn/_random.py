@@ -9,9 +9,21 @@ import numpy as np
 _generator: np.random.Generator | None = None
 
 
-def seed(n: int) -> None:
+def check_seed(seed: object, owner: str) -> None:
+    """seed an integer >= 0: TypeError/ValueError naming owner otherwise."""
+    integer = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+    if integer and seed >= 0:
+        return
+    raise (ValueError if integer else TypeError)(
+        f"{owner} must be an integer >= 0 (or None, or a NumPy Generator where one is taken); "
+        f"got {type(seed).__name__} {seed!r:.100}")
+
+
+def seed(n: int | None) -> None:
     """Reseed the global generator so that initialisation and shuffling are reproducible."""
     global _generator
+    if n is not None:  # None: fresh entropy, as NumPy takes it
+        check_seed(n, "fastnn.seed: n")
     _generator = np.random.default_rng(n)
 
 
@@ -23,6 +35,11 @@ def generator() -> np.random.Generator:
     return _generator
 
 
-def resolve(seed: int | np.random.Generator | None) -> np.random.Generator:
-    """A generator for ``seed``: the global one for None, a Generator as is, else a new one."""
-    return generator() if seed is None else np.random.default_rng(seed)
+def resolve(seed: int | np.random.Generator | None, owner: str = "seed") -> np.random.Generator:
+    """A generator for ``seed``: the global one for None, a Generator as is, else a new one
+    (``seed`` an integer >= 0; TypeError/ValueError naming ``owner`` otherwise)."""
+    if seed is None:
+        return generator()
+    if not isinstance(seed, np.random.Generator):
+        check_seed(seed, owner)
+    return np.random.default_rng(seed)

@@ -12,6 +12,7 @@ need::
 from __future__ import annotations
 
 import math
+import string
 import warnings
 from typing import Any, Callable
 
@@ -168,6 +169,11 @@ class ModelCheckpoint(_Monitoring):
                  mode: str = "auto", include_optimizer: bool = False) -> None:
         super().__init__(monitor, mode, 0.0)
         self.path = str(path)
+        try:  # a malformed pattern fails here, not after the first epoch's training
+            list(string.Formatter().parse(self.path))
+        except ValueError as err:
+            raise ValueError(f"ModelCheckpoint: path {self.path!r} is not a valid pattern "
+                             f"({err}); write a literal brace as {{{{ or }}}}") from None
         self.save_best_only = bool(save_best_only)
         self.include_optimizer = bool(include_optimizer)
 
@@ -203,8 +209,14 @@ class ModelCheckpoint(_Monitoring):
             self.best = value
         from . import io
 
-        io.save(self.model, self.path.format(epoch=epoch + 1, **(logs or {})),
-                include_optimizer=self.include_optimizer, logs=logs)
+        fields = {"epoch": epoch + 1, **(logs or {})}
+        try:
+            path = self.path.format(**fields)
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"ModelCheckpoint: path {self.path!r} cannot be filled from this "
+                             f"epoch's logs ({type(err).__name__}: {err}); it may name "
+                             f"{', '.join(fields)}") from None
+        io.save(self.model, path, include_optimizer=self.include_optimizer, logs=logs)
 
 
 class LearningRateScheduler(Callback):

@@ -32,8 +32,11 @@ MODELS = {"mlp": (1, [], False, [128, 64]),
 
 def _list_of(convert: Callable[[str], object], example: str) -> Callable[[str], list]:
     def parse(text: str) -> list:
+        parts = text.split(",")
         try:
-            values = [convert(part) for part in text.split(",") if part.strip()]
+            if not all(part.strip() for part in parts):  # "8,,4" is not 8,4
+                raise ValueError("an empty entry")
+            values = [convert(part) for part in parts]
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list such as "
                                              f"{example}; got {text!r}") from None
@@ -55,6 +58,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
     return value
 
 
@@ -125,7 +138,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--l2", type=_NON_NEGATIVE, default=0.0,
                    help="L2 penalty on every weight matrix")
     p.add_argument("--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the "
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the initialisation, the "
                    "shuffling and the splits (default: %(default)s)")
     p.add_argument("--threads", type=_thread_count, default=None,
                    help="kernel threads (default: OMP_NUM_THREADS or all cores)")
@@ -159,7 +172,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="learning-rate schedule: step (x0.1 every third of the epochs), "
                        "exponential (x0.95 per epoch), cosine, plateau (x0.1 after 3 epochs "
                        "without val_loss improvement; loss without validation)")
-    train.add_argument("--augment", default=None, metavar="SHIFT,ROTATION[,NOISE]",
+    train.add_argument("--augment", type=_augment_values, default=None,
+                       metavar="SHIFT,ROTATION[,NOISE]",
                        help="image augmentation per batch: max shift in pixels, max rotation in "
                        "degrees, Gaussian noise std, e.g. 2,10 or 2,10,0.05")
     train.add_argument("--validation-split", type=_FRACTION, default=0.1,
@@ -304,15 +318,20 @@ def _schedule(name: str, epochs: int, monitor: str):
             "plateau": lambda: schedulers.ReduceLROnPlateau(monitor, patience=3)}[name]
 
 
-def _augment(text: str | None, data: str):
-    if not text:
+def _augment_values(text: str) -> list[float]:
+    values = _list_of(float, "2,10 or 2,10,0.05")(text)
+    if not 2 <= len(values) <= 3 or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected SHIFT,ROTATION[,NOISE], numbers >= 0 such "
+                                         f"as 2,10 or 2,10,0.05; got {text!r}")
+    return values
+
+
+def _augment(values: list[float] | None, data: str):
+    if not values:
         return None
     shape = fastnn.datasets.info(data).image_shape
     if shape is None:
         raise ValueError(f"--augment needs an image dataset; {data!r} is points")
-    values = [float(v) for v in text.split(",")]
-    if not 2 <= len(values) <= 3:
-        raise ValueError(f"--augment takes SHIFT,ROTATION[,NOISE]; got {text!r}")
     return fastnn.data.Augment(shape, max_shift=values[0], max_rotation=values[1],
                                noise_std=values[2] if len(values) == 3 else 0.0)
 

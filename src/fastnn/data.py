@@ -36,7 +36,7 @@ def batches(X: np.ndarray, y: np.ndarray, batch_size: int | None = 32, shuffle: 
     """
     X, y = _pair(X, y)
     size = len(X) if batch_size is None else positive_int(batch_size, "batch_size")
-    order = resolve(seed).permutation(len(X)) if shuffle else None
+    order = resolve(seed, "batches: seed").permutation(len(X)) if shuffle else None
     return _iterate(X, y, size, order, reuse_buffers)
 
 
@@ -94,7 +94,7 @@ def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.2,
         stratify = y.ndim == 1 and y.dtype.kind in "biu"
     elif stratify and y.ndim != 1:
         raise ValueError(f"stratify=True needs class labels y of shape (n,); got {y.shape}")
-    order = resolve(seed).permutation(n) if shuffle else np.arange(n)
+    order = resolve(seed, "train_val_split: seed").permutation(n) if shuffle else np.arange(n)
     is_val = (_stratified_tail(y[order], n_val) if stratify
               else np.arange(n) >= n - n_val)
     return X[order[~is_val]], y[order[~is_val]], X[order[is_val]], y[order[is_val]]

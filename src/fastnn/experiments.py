@@ -134,6 +134,10 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     (``fit``'s device; None: the CPU).
     """
     X_train, y_train, X_val, y_val = _unpack(data, 4, "compare")
+    if hasattr(build_model, "parameters") or not callable(build_model):
+        raise TypeError("compare: build_model must be a function that returns a new model "
+                        "(e.g. lambda: nn.Sequential(...)), called once per run for fresh "
+                        f"weights; got {type(build_model).__name__} {build_model!r:.60}")
     if not 0.0 <= chance_margin < 1.0:
         raise ValueError(f"compare: chance_margin must be in [0, 1); got {chance_margin!r}")
     for name, value in (("lrs", lrs), ("batch_sizes", batch_sizes)):

@@ -382,8 +382,8 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0, clip_norm: float | None = None,
                  clip_value: float | None = None,
                  learning_rate: float | None = None) -> None:
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r:.100}")
         self.betas = (_in_range(betas[0], "betas[0]", 0.0, 1.0),
                       _in_range(betas[1], "betas[1]", 0.0, 1.0))
         self.eps = _finite(eps, "eps")

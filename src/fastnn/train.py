@@ -17,7 +17,7 @@ from . import _C, data, diagnostics as _diagnostics, losses, memory, metrics as 
 from . import precision as _precision
 from ._checks import numeric, positive_int
 from ._device import check_on_device
-from ._random import resolve
+from ._random import check_seed, resolve
 from .callbacks import Callback, LearningRateScheduler
 
 TYPE_CHECKING = False
@@ -299,6 +299,10 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     epochs = positive_int(epochs, "epochs")
     if batch_size is not None:
         positive_int(batch_size, "batch_size")
+    if (isinstance(validation_split, (bool, str, bytes))
+            or not isinstance(validation_split, (int, float, np.integer, np.floating))):
+        raise TypeError(f"validation_split must be a number in [0, 1); got "
+                        f"{type(validation_split).__name__} {validation_split!r:.100}")
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"validation_split must be in [0, 1); got {validation_split}")
     if verbose not in (0, 1, 2):
@@ -390,6 +394,8 @@ def _start(cfg: Compiled, seed: int | np.random.Generator | None, epochs: int,
            augment: Any) -> tuple[np.random.Generator, np.random.Generator, int]:
     """The generators of fit's validation split and shuffling, and its first epoch: a
     loaded checkpoint's fit resumed (see ``fit``), or a new one."""
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        check_seed(seed, "fit: seed")
     saved, cfg.resume = cfg.resume, None
     cfg.run = None
     if (saved is None or isinstance(seed, np.random.Generator)
@@ -491,7 +497,12 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
             if X_device is not None:
                 xb = memory.asarray(xb, like=X_device)
         pred = model(xb)
-        loss = cfg.loss(pred, yb) + model.regularization_loss()
+        try:
+            loss = cfg.loss(pred, yb) + model.regularization_loss()
+        except (ValueError, TypeError) as err:  # the loss sees a batch: say what was passed
+            raise (ValueError if isinstance(err, ValueError) else TypeError)(
+                f"fit: y of shape {tuple(np.shape(y))} against the model's output of shape "
+                f"{(len(X), *tuple(np.shape(pred))[1:])} (batches of {len(yb)}): {err}") from None
         _backward(model, cfg.loss.backward())
         if sync is not None:
             sync.reduce_gradients()
@@ -564,6 +575,9 @@ def _evaluate(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
 
 
 def _check_callbacks(callbacks: Sequence[Any] | None) -> list[Callback]:
+    if isinstance(callbacks, Callback) or hasattr(callbacks, "on_epoch_end"):
+        raise TypeError(f"callbacks must be a list of callbacks; got one {type(callbacks).__name__}: "
+                        "pass callbacks=[it]")
     checked = []
     for i, cb in enumerate(callbacks or ()):
         if not isinstance(cb, Callback):

@@ -100,6 +100,11 @@ class Dense(WorkspaceLayer):
             hint = "; images? put nn.Flatten() before it" if x.ndim > 2 else ""
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
                              f"got {x.shape}{hint}")
+        for name, p, want in (("weight", self.weight, (self.out_features, self.in_features)),
+                              ("bias", self.bias, (self.out_features,))):
+            if p is not None and getattr(p.data, "shape", None) != want:  # assigned anew
+                raise ValueError(f"{self!r}: {name} must have shape {want}; got "
+                                 f"{getattr(p.data, 'shape', type(p.data).__name__)}")
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         self._precision = _precision.current()  # backward's too, as torch.autocast's
         shape = (len(x), self.out_features)
