@@ -382,3 +382,32 @@ def test_cross_entropy_fractional_float_labels():
     raises(losses.CrossEntropy(), np.zeros((2, 3), np.float32), np.array([0.5, 1.7]))
     msg = raises(_C.cross_entropy, np.zeros((2, 3), np.float32), np.array([0.0, 1.0]), exc=TypeError)
     assert names_argument(msg, "labels"), msg
+
+
+def test_conv_and_pool_geometry_past_the_kernels_bounds_is_named_at_construction():
+    """A stride of 10**12 was accepted, then refused by the kernel under its own name; a
+    padding of 10**9 met NumPy's "array is too big"."""
+    raises(nn.Conv2d, 3, 4, 3, stride=10**12, exc=ValueError,
+           mentions=("Conv2d: stride must be an int in [1, 2**30]",))
+    raises(nn.MaxPool2d, 2, stride=10**12, exc=ValueError, mentions=("MaxPool2d: stride",))
+    raises(nn.Conv2d, 3, 4, 3, dilation=2**31, exc=ValueError, mentions=("dilation",))
+    conv = nn.Conv2d(3, 4, 3, padding=10**9)
+    raises(conv, np.ones((1, 3, 8, 8), np.float32), exc=ValueError,
+           mentions=("an input of shape (1, 3, 8, 8) gives an output of shape (1, 4, 2000000006, "
+                     "2000000006), more values than an array can hold",))
+
+
+@pytest.mark.parametrize("n,batch_size,which", [(33, 32, "the last"), (5, 1, "every"), (1, None, "every")])
+def test_fit_refuses_a_one_sample_batch_under_batchnorm1d_before_training(n, batch_size, which):
+    """The kernel's error came mid-epoch, after the earlier batches had moved the weights."""
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(3, 4), nn.BatchNorm1d(4), nn.Dense(4, 2))
+    model.compile(loss="cross_entropy")
+    before = [p.data.copy() for p in model.parameters()]
+    raises(model.fit, np.ones((n, 3), np.float32), np.zeros(n, np.int64), epochs=1, verbose=0,
+           batch_size=batch_size, exc=ValueError,
+           mentions=(f"fit: {which} batch of each epoch would hold one sample ({n} training",
+                     "BatchNorm1d cannot normalize one sample"))
+    assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+    model.fit(np.ones((34, 3), np.float32), np.zeros(34, np.int64), epochs=1, verbose=0,
+              batch_size=32)  # 34 = 32 + 2: fine

@@ -70,8 +70,8 @@ void bind_norm(py::module_& m) {
         const Channels ch = d ? channels_of(x_shape, fn) : channels_of(x, fn);
         if (training && ch.n * ch.s < 2)
             fail_value(std::string(fn) + ": training needs more than one value per channel, got "
-                       "input shape " + (d ? shape_str(x_shape) : shape_str(x)) + " (as torch: a batch of one "
-                       "with no spatial extent has no variance)");
+                       "input shape " + (d ? shape_str(x_shape) : shape_str(x)) + " (an empty batch, or as "
+                       "torch one sample with no spatial extent, has no variance)");
         if (!(momentum >= 0.0 && momentum <= 1.0))
             fail_value(std::string(fn) + ": 'momentum' must be in [0, 1], got " + std::to_string(momentum));
         if (!(eps > 0.0) || !std::isfinite(eps))

@@ -331,6 +331,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         _diagnostics.check_input_scale(X_val, "validation_data[0]", stacklevel=2)
     elif validation_split:
         X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
+    if sync is None:
+        _check_last_batch(model, len(X), batch_size)
 
     monitor = _diagnostics.Monitor(model) if diagnostics else None
     # the training set on the model's device, copied once (None: on the host)
@@ -572,6 +574,20 @@ def _evaluate(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
             pred = model(xb if on_device is None else memory.asarray(xb, like=on_device))
             tally.add(cfg.loss(pred, yb) + penalty, pred, yb)
     return tally.logs() if sync is None else sync.reduce_tally(tally)
+
+
+def _check_last_batch(model: Any, n: int, batch_size: int | None) -> None:
+    """Before any update: a batch of one sample, which BatchNorm1d cannot normalize in
+    training (as torch; the error came mid-epoch, after the earlier batches' updates)."""
+    from .nn.normalization import BatchNorm1d
+
+    size = batch_size or n
+    last = n % size or size
+    if last == 1 and any(isinstance(m, BatchNorm1d) for _, m in model.named_modules()):
+        raise ValueError(f"fit: {'every' if size == 1 else 'the last'} batch of each epoch would "
+                         f"hold one sample ({n} training samples, batch_size={batch_size}), and "
+                         "BatchNorm1d cannot normalize one sample in training (as torch): choose "
+                         "a batch_size that leaves 0 or at least 2 samples in the last batch")
 
 
 def _check_callbacks(callbacks: Sequence[Any] | None) -> list[Callback]:

@@ -17,15 +17,30 @@ from .layers import _ACTIVATIONS, _check_grad, _resolve_activation
 from .module import Parameter, Workspace, WorkspaceLayer, reserve_parameters
 
 
+# The kernels' bound on a window's sizes, strides, padding and dilation (csrc's geometry
+# checks): past it, an error at construction naming the layer's argument.
+_GEOMETRY_MAX = 1 << 30
+
+
 def _pair(value: Any, name: str, low: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= low, as (h, w)."""
+    """An int or a pair of ints, each in [low, 2**30], as (h, w)."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints; got {value!r}")
+        raise ValueError(f"{name} must be an int or a pair of ints; got {value!r:.100}")
     for v in pair:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise ValueError(f"{name} must be an int >= {low} or a pair of them; got {value!r}")
+        if (isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                or not low <= v <= _GEOMETRY_MAX):
+            raise ValueError(f"{name} must be an int in [{low}, 2**30] or a pair of them; "
+                             f"got {value!r:.100}")
     return int(pair[0]), int(pair[1])
+
+
+def _check_output_size(layer: Any, input_shape: tuple, shape: tuple) -> None:
+    """An output no array can hold (a padding of 10**9) named here, not by NumPy's
+    allocation ("array is too big")."""
+    if None not in shape and math.prod(shape) > np.iinfo(np.int64).max // 8:
+        raise ValueError(f"{layer!r}: an input of shape {input_shape} gives an output of shape "
+                         f"{shape}, more values than an array can hold")
 
 
 class Conv2d(WorkspaceLayer):
@@ -203,7 +218,9 @@ class Conv2d(WorkspaceLayer):
                                  f"image (padding {self.padding}) is smaller than the "
                                  f"{k}-wide kernel (dilation {d}); got input shape {input_shape}")
             out.append((size + 2 * p - span) // s + 1)
-        return (input_shape[0], self.out_channels, *out)
+        shape = (input_shape[0], self.out_channels, *out)
+        _check_output_size(self, input_shape, shape)
+        return shape
 
     def __repr__(self) -> str:
         kh, kw = self.kernel_size
