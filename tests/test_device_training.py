@@ -303,3 +303,35 @@ def test_batch_norm_trains_on_a_device_as_on_the_cpu(device):
         assert type(b) is np.ndarray or b.dtype == np.float32, name
         same(device, b if type(b) is np.ndarray else b.numpy(), b_cpu, 1e-4)
     same(device, model.predict(X[:40]), cpu.predict(X[:40]), 1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_model_on_a_device_saves_checkpoints_and_exports_host_copies(device, tmp_path):
+    """io.save, ModelCheckpoint (with the optimizer), TensorBoard's histograms and ONNX
+    export read host copies of a device model's arrays (each raised a TypeError, the
+    checkpoint after its first epoch had trained); gradient_check says it runs on the CPU."""
+    pytest.importorskip("safetensors")
+    X, y = data(n=64)
+    model = move(mlp(), device)
+    model.save(tmp_path / "m.safetensors")
+    ck = fastnn.callbacks.ModelCheckpoint(tmp_path / "ck.safetensors", include_optimizer=True,
+                                          save_best_only=False)
+    model.fit(X, y, epochs=2, verbose=0, callbacks=[ck])
+    loaded = fastnn.load(tmp_path / "ck.safetensors")
+    want = model.predict(X)
+    np.testing.assert_allclose(loaded.predict(X), want.numpy() if hasattr(want, "numpy") else want,
+                               rtol=1e-5, atol=1e-6)
+    try:
+        import tensorboardX  # noqa: F401
+        model.fit(X, y, epochs=1, verbose=0, callbacks=[fastnn.callbacks.TensorBoard(tmp_path / "tb")])
+        assert any((tmp_path / "tb").iterdir())
+    except ImportError:
+        pass
+    try:
+        import onnx  # noqa: F401
+        assert model.export_onnx(tmp_path / "m.onnx", (20,)).stat().st_size > 1000
+    except ImportError:
+        pass
+    with pytest.raises(ValueError, match=r"gradient_check runs on the CPU; the model's 0\.weight "
+                                         r"is a fastnn Tensor on .*model\.to\('cpu'\)"):
+        fastnn.diagnostics.gradient_check(model, X[:8], y[:8], "cross_entropy")

@@ -322,13 +322,15 @@ class TensorBoard(Callback):
         self._writer = SummaryWriter(self.log_dir)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        from . import memory
+
         writer = self._writer
         for key, value in (logs or {}).items():
             writer.add_scalar(key, float(value), epoch)
         if self.histograms:
             for name, p in self.model.named_parameters():
-                writer.add_histogram(f"weights/{name}", p.data, epoch)
-                writer.add_histogram(f"gradients/{name}", p.last_grad, epoch)
+                writer.add_histogram(f"weights/{name}", memory.to_host(p.data), epoch)
+                writer.add_histogram(f"gradients/{name}", memory.to_host(p.last_grad), epoch)
         history = getattr(self.model, "history", None)
         for layer, series in (history.diagnostics if history is not None else {}).items():
             for metric, values in series.items():

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import _C, losses
+from . import _C, losses, memory
 from ._checks import as_float32, positive_int
 from .nn.module import Parameter
 
@@ -363,6 +363,11 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
     they were.
     """
     loss_fn = losses.get(loss)
+    on_device = [name for name, p in model.named_parameters() if memory.is_tensor(p.data)]
+    if on_device:  # its steps write single entries of the weights, in host memory
+        raise ValueError(f"gradient_check runs on the CPU; the model's {on_device[0]} is a "
+                         f"fastnn Tensor on {memory.device_of(model.parameters()[0].data)}: "
+                         "check it after model.to('cpu')")
     X = as_float32(X, "X")
     samples = positive_int(samples, "samples")
     eps = float(eps)

@@ -131,7 +131,8 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
     from . import nn
 
     safetensors = _safetensors()
-    tensors = {name: memory.asarray(value) for name, value in model.state_dict().items()}
+    # host copies of a model on a device (safetensors.numpy takes NumPy arrays)
+    tensors = {name: memory.to_host(value) for name, value in model.state_dict().items()}
     spec = {"class": type(model).__name__, "config": model.get_config()}
     if getattr(nn, spec["class"], None) is not type(model):
         # a class of the user's (a forward of their own): only its weights can be loaded
@@ -158,7 +159,7 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
             if compiled.run is not None:
                 training["run"] = compiled.run
             for key, value in compiled.optimizer.state_arrays().items():
-                tensors[OPTIMIZER_PREFIX + key] = memory.asarray(value)
+                tensors[OPTIMIZER_PREFIX + key] = memory.to_host(value)
         metadata["training"] = json.dumps(training)
     metadata["sha256"] = _digest(tensors, metadata)
     return write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import memory
 from .io import write_atomic
 from .nn import (ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout,
                  Flatten, GlobalAvgPool2d, LeakyReLU, MaxPool2d, Module, ReLU, Reshape,
@@ -53,7 +54,7 @@ class _Graph:
     def constant(self, hint: str, value: Any, dtype: Any = np.float32) -> str:
         name = self.name(hint)
         self.initializers.append(self.onnx.numpy_helper.from_array(
-            np.ascontiguousarray(np.asarray(value, dtype)), name))
+            np.ascontiguousarray(memory.to_host(value).astype(dtype, copy=False)), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], hint: str, **attrs: Any) -> str:
