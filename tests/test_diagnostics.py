@@ -352,3 +352,17 @@ def test_gradient_check_still_fails_a_wrong_backward_among_kinks(digits, monkeyp
     monkeypatch.setattr(conv, "backward", wrong_backward)
     result = diagnostics.gradient_check(model, X[:64], y[:64], "cross_entropy")
     assert result.failed == ["1:Conv2d"], str(result)
+
+
+def test_layers_of_a_nested_sequential_are_watched_and_checked(digits):
+    """Its layers were dropped (only the outer ones were watched), and a model that was one
+    Sequential inside another 'had no weighted layer'."""
+    X, y = digits
+    for model, names in [
+            (nn.Sequential(nn.Sequential(nn.Dense(64, 32, "relu")), nn.Dense(32, 10)), ["0.0:Dense", "1:Dense"]),
+            (nn.Sequential(nn.Sequential(nn.Dense(64, 32, "relu"), nn.Dense(32, 10))), ["0.0:Dense", "0.1:Dense"])]:
+        model.compile(loss="cross_entropy", optimizer="sgd")
+        history = model.fit(X[:200], y[:200], epochs=1, verbose=0, diagnostics=True)
+        assert list(history.diagnostics) == names
+        check = fastnn.diagnostics.gradient_check(model, X[:16], y[:16], "cross_entropy")
+        assert list(check) == names and check.passed

@@ -82,17 +82,23 @@ def check_input_scale(X: np.ndarray, name: str = "X", stacklevel: int = 2) -> bo
     return True
 
 
-def named_layers(model: Any) -> list[tuple[str, Any]]:
-    """The model's layers as ("<index>:<class>", layer) pairs; for a model of your own
-    (sub-modules as attributes, no ``layers``) its innermost sub-modules, named
-    "<attribute path>:<class>" ("fc1:Dense"), in attribute order; a model without
-    sub-modules is one layer named by its class."""
+def named_layers(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """The model's layers as ("<index>:<class>", layer) pairs, those of a Sequential inside
+    it in its place ("1.0:Dense"); for a model of your own (sub-modules as attributes, no
+    ``layers``) its innermost sub-modules, named "<attribute path>:<class>" ("fc1:Dense"),
+    in attribute order; a model without sub-modules is one layer named by its class."""
     layers = getattr(model, "layers", None)
     if layers is None:
         leaves = [(f"{name}:{type(m).__name__}", m) for name, m in model.named_modules()
                   if name and next(m.children(), None) is None]
         return leaves or [(type(model).__name__, model)]
-    return [(f"{i}:{type(layer).__name__}", layer) for i, layer in enumerate(layers)]
+    named = []
+    for i, layer in enumerate(layers):
+        if getattr(layer, "layers", None) is not None:
+            named += named_layers(layer, f"{prefix}{i}.")
+        else:
+            named.append((f"{prefix}{i}:{type(layer).__name__}", layer))
+    return named
 
 
 def _norm(x: np.ndarray) -> float:
