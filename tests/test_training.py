@@ -820,6 +820,25 @@ def test_csv_logger_writes_one_row_per_epoch(digits_small, tmp_path):
     assert len(list(csv.DictReader(path.open()))) == 1
 
 
+def test_csv_logger_appends_under_the_files_own_columns(digits_small, tmp_path):
+    """A run without validation appended to a file with val_ columns: its lr went under
+    val_loss. Now each value goes under its own column, the missing ones empty, and a value
+    the file has no column for is left out with a warning."""
+    X, y, Xv, yv = digits_small
+    path = tmp_path / "log.csv"
+    model_for().fit(X, y, epochs=1, verbose=0, validation_data=(Xv, yv),
+                    callbacks=[callbacks.CSVLogger(path)])
+    history = model_for().fit(X, y, epochs=1, verbose=0, callbacks=[callbacks.CSVLogger(path, append=True)])
+    row = list(csv.DictReader(path.open()))[-1]
+    assert row["val_loss"] == row["val_accuracy"] == ""
+    assert float(row["lr"]) == history.history["lr"][0] and float(row["loss"]) == history.history["loss"][0]
+    narrow = tmp_path / "narrow.csv"
+    narrow.write_text("epoch,loss\n")
+    with pytest.warns(RuntimeWarning, match="has no column for accuracy, lr; not written"):
+        model_for().fit(X, y, epochs=1, verbose=0, callbacks=[callbacks.CSVLogger(narrow, append=True)])
+    assert len(list(csv.reader(narrow.open()))[1]) == 2
+
+
 def test_custom_callback_hooks_in_order(digits_small):
     X, y, _, _ = digits_small
     events = []

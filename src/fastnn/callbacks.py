@@ -258,8 +258,10 @@ class CSVLogger(Callback):
     """Write one row per epoch (epoch counted from 0, then the logs) to a CSV file.
 
     The columns are fixed by the first epoch's logs. append=True adds to an existing file
-    (the header is written only if it is empty); otherwise the file is overwritten when
-    training begins. Each row is flushed as it is written.
+    under its own header's columns (a value the file has no column for is left out, with a
+    warning; a column this run does not log stays empty), the header written only if the
+    file is empty; otherwise the file is overwritten when training begins. Each row is
+    flushed as it is written.
     """
 
     def __init__(self, path: str | Path, separator: str = ",", append: bool = False) -> None:
@@ -279,6 +281,16 @@ class CSVLogger(Callback):
         import csv
 
         logs = logs or {}
+        if self._keys is None and self.append and self.path.exists():
+            with self.path.open(newline="") as f:
+                header = next(csv.reader(f, delimiter=self.separator), None)
+            if header:  # the file's columns, not this run's (its rows went under wrong ones)
+                self._keys = header[1:]
+                left_out = [key for key in logs if key not in self._keys]
+                if left_out:
+                    warnings.warn(f"CSVLogger: {self.path} has no column for "
+                                  f"{', '.join(left_out)}; not written", RuntimeWarning,
+                                  stacklevel=2)
         with self.path.open("a", newline="") as f:
             writer = csv.writer(f, delimiter=self.separator)
             if self._keys is None:
