@@ -227,6 +227,36 @@ def test_import_fastnn_stays_light():
     assert proc.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("make", [lambda: fastnn.schedulers.StepLR(2, 0.5),
+                                  lambda: fastnn.schedulers.ExponentialLR(0.7),
+                                  lambda: fastnn.schedulers.CosineLR(5, min_lr=1e-4, warmup_epochs=1)],
+                         ids=["step", "exponential", "cosine-warmup"])
+def test_resumed_fit_goes_on_with_the_schedulers_rates(digits, tmp_path, make):
+    """A checkpoint written after epoch 3 of 5 and the same scheduler passed again: epochs 4
+    and 5 get the uninterrupted run's rates (the restored, decayed lr had been taken as the
+    base and decayed again: StepLR's 5th epoch ran at 0.00125 for 0.0025)."""
+    X, y = digits
+
+    def compiled():
+        fastnn.seed(0)
+        model = nn.Sequential(nn.Dense(64, 16, activation="relu"), nn.Dense(16, 10))
+        model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=1e-2))
+        return model
+
+    straight = compiled().fit(X, y, epochs=5, verbose=0, seed=0, callbacks=[make()]).history["lr"]
+
+    class StopAfterThird(fastnn.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = epoch == 2
+
+    path = tmp_path / "ck.safetensors"
+    compiled().fit(X, y, epochs=5, verbose=0, seed=0, callbacks=[
+        make(), fastnn.callbacks.ModelCheckpoint(path, save_best_only=False, include_optimizer=True),
+        StopAfterThird()])
+    resumed = fastnn.load(path).fit(X, y, epochs=5, verbose=0, seed=0, callbacks=[make()])
+    np.testing.assert_allclose(resumed.history["lr"], straight[3:], rtol=1e-12)
+
+
 def test_resume_with_dropout_continues_its_masks(digits, tmp_path):
     X, y = digits
 

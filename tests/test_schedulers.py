@@ -169,3 +169,17 @@ def test_scheduler_errors():
         with pytest.raises(ValueError) as info:
             make()
         assert name in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: schedulers.StepLR(2, gamma=None), "gamma must be a number; got NoneType None"),
+    (lambda: schedulers.ExponentialLR("x"), "gamma must be a number; got str 'x'"),
+    (lambda: schedulers.CosineLR(5, warmup_epochs="a"), "warmup_epochs must be an integer >= 0; got str 'a'"),
+    (lambda: schedulers.CosineLR(5, warmup_epochs=1.5), "warmup_epochs must be an integer >= 0; got float 1.5"),
+    (lambda: schedulers.ReduceLROnPlateau(patience=None), "patience must be an integer >= 0; got NoneType None"),
+    (lambda: schedulers.ReduceLROnPlateau(patience=float("nan")), "patience must be an integer >= 0")])
+def test_scheduler_arguments_of_the_wrong_type_are_named(make, message):
+    """Python's own conversion errors ('could not convert string to float') named nothing."""
+    with pytest.raises((TypeError, ValueError), match=message.replace("(", r"\(").replace(")", r"\)")):
+        make()
+    assert schedulers.ReduceLROnPlateau(patience=3.0).patience == 3

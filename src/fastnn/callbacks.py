@@ -237,11 +237,15 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self._first = True
         if self._is_scheduler:
             self.schedule.bind(_optimizer(self.model))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if self._is_scheduler:
+            if self._first and epoch > 0:  # a fit resumed from a checkpoint
+                self.schedule.continue_at(epoch)
+            self._first = False
             return
         lr = float(self.schedule(epoch))
         if not (math.isfinite(lr) and lr > 0):

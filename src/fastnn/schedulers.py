@@ -15,6 +15,7 @@ which sets ``optimizer.lr`` for the next epoch. By hand::
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Mapping
 
 from ._checks import non_negative, positive_int
@@ -22,10 +23,19 @@ from ._checks import non_negative, positive_int
 
 def _fraction(value: float, name: str, allow_one: bool) -> float:
     """``value`` as a float in (0, 1), or (0, 1] with allow_one."""
-    value = float(value)
+    value = non_negative(value, name)  # a number (TypeError naming it otherwise)
     if not (0.0 < value < 1.0 or (allow_one and value == 1.0)):
         raise ValueError(f"{name} must be in (0, 1{']' if allow_one else ')'}; got {value}")
     return value
+
+
+def _count(value: object, name: str) -> int:
+    """``value`` as an int >= 0 (a whole float such as 3.0 too)."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value >= 0 and int(value) == value):
+        raise (ValueError if number else TypeError)(
+            f"{name} must be an integer >= 0; got {type(value).__name__} {value!r:.100}")
+    return int(value)
 
 
 class Scheduler:
@@ -35,6 +45,7 @@ class Scheduler:
     def __init__(self) -> None:
         self.optimizer: Any = None
         self.base_lr: float | None = None
+        self._bound_lr = 0.0
 
     def bind(self, optimizer: Any) -> Scheduler:
         """Drive ``optimizer.lr``. The base lr is the optimizer's lr when this scheduler is
@@ -44,8 +55,22 @@ class Scheduler:
                             f"got {type(optimizer).__name__}")
         if optimizer is not self.optimizer:
             self.optimizer, self.base_lr = optimizer, float(optimizer.lr)
+        self._bound_lr = float(optimizer.lr)
         self._reset()
         return self
+
+    def continue_at(self, epoch: int) -> None:
+        """A fit resumed at ``epoch`` (from a checkpoint): the base lr is the one whose
+        schedule gives, at that epoch, the lr the optimizer was restored with, so the
+        schedule goes on as if it had never stopped (the restored lr, already decayed, had
+        been taken as the base: decayed twice). Every schedule here is affine in its base."""
+        optimizer, lr = self._bound(), self._bound_lr
+        self.base_lr = 0.0
+        at0 = self.lr_for_epoch(epoch)
+        self.base_lr = 1.0
+        slope = self.lr_for_epoch(epoch) - at0
+        self.base_lr = (lr - at0) / slope if slope > 0 else lr
+        optimizer.lr = self.lr_for_epoch(epoch)
 
     def lr_for_epoch(self, epoch: int) -> float:
         """The learning rate of ``epoch`` (counted from 0)."""
@@ -111,8 +136,8 @@ class CosineLR(Scheduler):
         super().__init__()
         self.total_epochs = positive_int(total_epochs, "total_epochs")
         self.min_lr = non_negative(min_lr, "min_lr")
-        self.warmup_epochs = int(warmup_epochs)
-        if warmup_epochs != self.warmup_epochs or not 0 <= self.warmup_epochs < self.total_epochs:
+        self.warmup_epochs = _count(warmup_epochs, "warmup_epochs")
+        if not self.warmup_epochs < self.total_epochs:
             raise ValueError("warmup_epochs must be an integer in [0, total_epochs); "
                              f"got {warmup_epochs} with total_epochs={total_epochs}")
 
@@ -137,9 +162,7 @@ class ReduceLROnPlateau(Scheduler):
         super().__init__()
         self.monitor = str(monitor)
         self.factor = _fraction(factor, "factor", allow_one=False)
-        self.patience = int(patience)
-        if self.patience != patience or self.patience < 0:
-            raise ValueError(f"patience must be an integer >= 0; got {patience}")
+        self.patience = _count(patience, "patience")
         self.min_delta = non_negative(min_delta, "min_delta")
         self.min_lr = non_negative(min_lr, "min_lr")
         if mode not in ("min", "max"):
@@ -148,6 +171,10 @@ class ReduceLROnPlateau(Scheduler):
 
     def lr_for_epoch(self, epoch: int) -> float:
         raise TypeError("ReduceLROnPlateau's lr depends on the monitored metric, not the epoch")
+
+    def continue_at(self, epoch: int) -> None:
+        """Resumed: from the restored lr, its count of epochs without improvement anew."""
+        self._bound().lr = self._bound_lr
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         optimizer = self._bound()

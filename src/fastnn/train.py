@@ -242,9 +242,10 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     next fit called with seed=None or the same int seed: the same validation split, the
     shuffling and the ``Augment`` stream where they stopped and, if ``epochs`` is the
     same and the saved fit had not finished, only the epochs it had not done (numbered
-    on from there). The result equals an uninterrupted fit bit for bit, except with a
-    learning-rate scheduler (not saved: it starts again from the saved lr). Pass a
-    Generator or another seed to start a new stream instead.
+    on from there). The result equals an uninterrupted fit bit for bit. A scheduler of
+    ``fastnn.schedulers`` is not saved: passed again, it goes on from the saved lr with the
+    uninterrupted run's rates (to rounding; ReduceLROnPlateau counts its epochs without
+    improvement anew). Pass a Generator or another seed to start a new stream instead.
 
     verbose: 0 silent, 1 a progress bar per epoch (tqdm when installed, else a line
     redrawn in place; one plain line per epoch when stdout is not a terminal or a
