@@ -411,3 +411,16 @@ def test_fit_refuses_a_one_sample_batch_under_batchnorm1d_before_training(n, bat
     assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
     model.fit(np.ones((34, 3), np.float32), np.zeros(34, np.int64), epochs=1, verbose=0,
               batch_size=32)  # 34 = 32 + 2: fine
+
+
+def test_a_metric_that_refuses_y_is_named_before_any_update():
+    """f1 on a regression target: its error named no metric, and came after the first
+    batch's update."""
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(3, 1))
+    model.compile(loss="mse", metrics=["f1"])
+    before = model.layers[0].weight.data.copy()
+    X = np.random.default_rng(0).random((64, 3), dtype=np.float32)
+    raises(model.fit, X, X[:, :1] * 0.5, epochs=1, verbose=0, exc=ValueError,
+           mentions=("metric 'f1': y_true must hold integer class labels",))
+    np.testing.assert_array_equal(model.layers[0].weight.data, before)

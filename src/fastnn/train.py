@@ -465,7 +465,11 @@ class _Tally:
         if self.metrics:  # the metrics count on the host
             pred, target = memory.to_host(pred), memory.to_host(target)
         for metric in self.metrics:
-            metric.update(target, pred)
+            try:
+                metric.update(target, pred)
+            except (ValueError, TypeError) as err:
+                raise (ValueError if isinstance(err, ValueError) else TypeError)(
+                    f"metric {metric.name!r}: {err}") from None
 
     def logs(self) -> dict[str, float]:
         logs = {"loss": self.loss / self.count}
@@ -507,6 +511,7 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
                 f"fit: y of shape {tuple(np.shape(y))} against the model's output of shape "
                 f"{(len(X), *tuple(np.shape(pred))[1:])} (batches of {len(yb)}): {err}") from None
         _backward(model, cfg.loss.backward())
+        tally.add(loss, pred, yb)  # before the step: a metric that refuses y moves no weight
         if sync is not None:
             sync.reduce_gradients()
         if monitor is not None:
@@ -515,7 +520,6 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
         if monitor is not None:
             monitor.after_step()
         cfg.optimizer.zero_grad()
-        tally.add(loss, pred, yb)
         progress.update(len(xb), tally)
         for cb in callbacks:
             cb.on_batch_end(batch, {"batch": batch, "size": len(xb), "loss": loss})
