@@ -9,6 +9,8 @@ import json
 import math
 import warnings
 
+import re
+
 import numpy as np
 import pytest
 
@@ -1328,3 +1330,35 @@ def test_image_layers_reject_bad_constructions():
         nn.MaxPool2d(2, padding=2)
     with pytest.raises(ValueError, match="momentum"):
         nn.BatchNorm2d(3, momentum=2.0)
+
+
+def test_batch_norm_repr_shows_its_settings_and_an_empty_sequential_is_the_identity():
+    """summary() showed BatchNorm2d(4) for any eps, momentum or affine; an empty
+    Sequential's backward raised IndexError."""
+    assert repr(nn.BatchNorm2d(4, eps=1e-3, momentum=0.3, affine=False)) == \
+        "BatchNorm2d(4, eps=0.001, momentum=0.3, affine=False)"
+    assert repr(nn.BatchNorm1d(3)) == "BatchNorm1d(3)"
+    assert repr(nn.BatchNorm1d(3, momentum=None)) == "BatchNorm1d(3, momentum=None)"
+    empty = nn.Sequential()
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(empty(x), x)
+    g = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(empty.backward(g), g)
+    assert empty.backward(g, input_grad=False) is None
+
+
+def test_load_state_dict_refuses_values_it_would_change():
+    """1e300 became inf (with only NumPy's cast warning), 2.7 batches became 2, -5 was taken;
+    nothing is changed when one value is refused."""
+    model = nn.Sequential(nn.Dense(2, 2), nn.BatchNorm1d(2))
+    state = {k: np.array(v) for k, v in model.state_dict().items()}
+    before = {k: v.copy() for k, v in state.items()}
+    for name, value, message in [("0.weight", np.full((2, 2), 1e300), "holds 1e+300, beyond float32's range"),
+                                 ("1.num_batches_tracked", np.array(2.7), "counts, so it takes whole numbers >= 0"),
+                                 ("1.num_batches_tracked", np.array(-5), "whole numbers >= 0")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model.load_state_dict({**state, name: value})
+        for k, v in model.state_dict().items():
+            np.testing.assert_array_equal(v, before[k])
+    model.load_state_dict({**state, "1.num_batches_tracked": np.array(7.0), "0.weight": np.full((2, 2), -3e38)})
+    assert int(model.state_dict()["1.num_batches_tracked"]) == 7

@@ -498,6 +498,19 @@ class Module:
             if value.shape != target.shape:
                 raise ValueError(f"load_state_dict: {name!r} has shape {value.shape}; "
                                  f"the model's is {target.shape}")
+            kind = getattr(target, "dtype", np.dtype(np.float32)).kind
+            if kind in "iu" and value.size and (  # a counter: whole numbers >= 0, not truncated
+                    not np.all(np.isfinite(value)) or np.any(value < 0)
+                    or np.any(np.mod(value, 1) != 0)):
+                raise ValueError(f"load_state_dict: {name!r} counts, so it takes whole numbers "
+                                 f">= 0; got {value.reshape(-1)[:4]}")
+            if kind == "f" and value.dtype.kind == "f" and value.size:
+                with np.errstate(over="ignore"):
+                    cast = value.astype(np.float32)
+                overflow = np.isinf(cast) & np.isfinite(value)
+                if overflow.any():  # 1e300 became inf with only NumPy's cast warning
+                    raise ValueError(f"load_state_dict: {name!r} holds {value[overflow][0]:g}, "
+                                     "beyond float32's range")
             arrays[name] = value
         for name, value in arrays.items():
             targets[name][...] = value

@@ -119,7 +119,10 @@ class _BatchNorm(WorkspaceLayer):
                 "affine": self.affine}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.num_features})"
+        extra = "" if self.eps == 1e-5 else f", eps={self.eps:g}"
+        extra += "" if self.momentum == 0.1 else f", momentum={self.momentum}"
+        extra += "" if self.affine else ", affine=False"
+        return f"{type(self).__name__}({self.num_features}{extra})"
 
 
 class BatchNorm1d(_BatchNorm):

@@ -121,6 +121,8 @@ class Sequential(Module):
 
     def _backward(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
                   input_grad: bool) -> np.ndarray | None:
+        if not self.layers:  # the identity, as torch's empty Sequential
+            return grad_out if input_grad else None
         fused = self._fused
         for i in range(len(self.layers) - 1, 0, -1):
             if i - 1 in fused:  # the batch norm before applies the ReLU's derivative
