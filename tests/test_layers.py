@@ -7,9 +7,8 @@ import contextlib
 import io
 import json
 import math
-import warnings
-
 import re
+import warnings
 
 import numpy as np
 import pytest
