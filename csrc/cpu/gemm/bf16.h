@@ -39,6 +39,9 @@ void bf16_convert(const float* x, uint16_t* y, int64_t n);
 struct Bf16Kernel {
     const char* name;
     int mr, nr, ka;
+    // A product of k up to this many KCs runs as one k-block (its whole tiles straight to
+    // C, see run_bf16), its micro-panels then past L1.
+    int one_block_kcs;
     // Called by each thread before its first tile (AMX: the tile configuration, which is per
     // thread); nullptr if none.
     void (*begin)();
