@@ -231,10 +231,12 @@ def test_import_fastnn_stays_light():
                                   lambda: fastnn.schedulers.ExponentialLR(0.7),
                                   lambda: fastnn.schedulers.CosineLR(5, min_lr=1e-4, warmup_epochs=1)],
                          ids=["step", "exponential", "cosine-warmup"])
-def test_resumed_fit_goes_on_with_the_schedulers_rates(digits, tmp_path, make):
+@pytest.mark.parametrize("checkpoint_first", [False, True], ids=["scheduler-first", "checkpoint-first"])
+def test_resumed_fit_goes_on_with_the_schedulers_rates(digits, tmp_path, make, checkpoint_first):
     """A checkpoint written after epoch 3 of 5 and the same scheduler passed again: epochs 4
     and 5 get the uninterrupted run's rates (the restored, decayed lr had been taken as the
-    base and decayed again: StepLR's 5th epoch ran at 0.00125 for 0.0025)."""
+    base and decayed again: StepLR's 5th epoch ran at 0.00125 for 0.0025), whichever of the
+    two callbacks comes first (Keras's usual order puts the checkpoint first)."""
     X, y = digits
 
     def compiled():
@@ -250,9 +252,9 @@ def test_resumed_fit_goes_on_with_the_schedulers_rates(digits, tmp_path, make):
             self.model.stop_training = epoch == 2
 
     path = tmp_path / "ck.safetensors"
-    compiled().fit(X, y, epochs=5, verbose=0, seed=0, callbacks=[
-        make(), fastnn.callbacks.ModelCheckpoint(path, save_best_only=False, include_optimizer=True),
-        StopAfterThird()])
+    both = [make(), fastnn.callbacks.ModelCheckpoint(path, save_best_only=False, include_optimizer=True)]
+    compiled().fit(X, y, epochs=5, verbose=0, seed=0,
+                   callbacks=(both[::-1] if checkpoint_first else both) + [StopAfterThird()])
     resumed = fastnn.load(path).fit(X, y, epochs=5, verbose=0, seed=0, callbacks=[make()])
     np.testing.assert_allclose(resumed.history["lr"], straight[3:], rtol=1e-12)
 
