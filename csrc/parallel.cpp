@@ -38,8 +38,9 @@ static bool switched_off(const char* name) {
     const char* v = std::getenv(name);
     if (!v) return false;
     std::string s;
-    for (const char* c = v; *c; ++c)
-        if (!std::isspace(static_cast<unsigned char>(*c))) s += static_cast<char>(std::tolower(static_cast<unsigned char>(*c)));
+    for (const char* c = v; *c; ++c) s += static_cast<char>(std::tolower(static_cast<unsigned char>(*c)));
+    const size_t b = s.find_first_not_of(" \t\n\r\f\v"), e = s.find_last_not_of(" \t\n\r\f\v");
+    s = b == std::string::npos ? "" : s.substr(b, e - b + 1);  // as Python's strip()
     return s == "0" || s == "off" || s == "false" || s == "no";
 }
 

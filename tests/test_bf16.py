@@ -121,7 +121,7 @@ def operands(rng, m, n, k, ta, tb):
 
 
 SHAPES = [(1, 1, 1), (1, 7, 17), (7, 1, 33), (17, 33, 1), (33, 65, 129), (65, 129, 7),
-          (129, 17, 65), (7, 7, 2), (33, 17, 3), (40, 50, 1100),  # two k-blocks
+          (129, 17, 65), (7, 7, 2), (33, 17, 3), (40, 50, 1100),  # k-blocks
           (70, 100, 1500),  # several k-blocks (past AMX's one-block k), whole and partial tiles
           (300, 70, 50), (40, 300, 90)]  # on 2 threads: chunks of rows, of columns (AMX)
 
@@ -138,7 +138,8 @@ def test_product(path, rng, m, n, k, ta, tb):
 
 
 @pytest.mark.parametrize("ta,tb", TRANSPOSES, ids=TRANS_IDS)
-@pytest.mark.parametrize("k", [45, 700, 1300], ids=["one-k-block", "one-long-k-block", "k-blocks"])
+# k 700: one k-block on AMX (up to 4 KCs), three on AVX512_BF16; 1300: k-blocks on both
+@pytest.mark.parametrize("k", [45, 700, 1300], ids=["k45", "k700", "k1300"])
 def test_alpha_beta_epilogue_and_strides(path, rng, ta, tb, k):
     """alpha, beta on a strided out (a row slice of a wider array), bias and activation,
     operands that are slices of wider arrays (leading dimensions > their widths)."""

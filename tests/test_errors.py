@@ -302,8 +302,8 @@ def test_loss_errors_in_fit_name_y_and_the_model_output():
     model = nn.Sequential(nn.Dense(3, 2))
     model.compile(loss="mse")
     raises(model.fit, np.ones((64, 3), np.float32), np.ones(64, np.float32), epochs=1, verbose=0,
-           exc=ValueError, mentions=("fit: y of shape (64,) against the model's output of shape "
-                                     "(64, 2) (batches of 32): MSE: target has shape (32,)",))
+           exc=ValueError, mentions=("fit: the loss of a batch of 32 (y has shape (64,), the "
+                                     "model's output (64, 2)): MSE: target has shape (32,)",))
 
 
 def test_weight_assigned_with_another_shape_names_the_layer():
@@ -407,10 +407,24 @@ def test_fit_refuses_a_one_sample_batch_under_batchnorm1d_before_training(n, bat
     raises(model.fit, np.ones((n, 3), np.float32), np.zeros(n, np.int64), epochs=1, verbose=0,
            batch_size=batch_size, exc=ValueError,
            mentions=(f"fit: {which} batch of each epoch would hold one sample ({n} training",
-                     "BatchNorm1d cannot normalize one sample"))
+                     "BatchNorm1d(4) cannot normalize one value per channel"))
     assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
     model.fit(np.ones((34, 3), np.float32), np.zeros(34, np.int64), epochs=1, verbose=0,
               batch_size=32)  # 34 = 32 + 2: fine
+    # one sample of (channels, length), or of images larger than 1 x 1, has values to
+    # normalize: trained as before
+    seq = nn.Sequential(nn.Reshape((4, 5)), nn.BatchNorm1d(4), nn.Flatten(), nn.Dense(20, 3))
+    seq.compile(loss="cross_entropy")
+    seq.fit(np.ones((n, 20), np.float32), np.zeros(n, np.int64), epochs=1, verbose=0, batch_size=batch_size)
+    cnn = nn.Sequential(nn.Reshape((1, 4, 5)), nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(),
+                        nn.Dense(12, 3))
+    cnn.compile(loss="cross_entropy")
+    cnn.fit(np.ones((n, 20), np.float32), np.zeros(n, np.int64), epochs=1, verbose=0, batch_size=batch_size)
+    cnn = nn.Sequential(nn.Reshape((1, 4, 5)), nn.Conv2d(1, 2, (4, 5)), nn.BatchNorm2d(2), nn.Flatten(),
+                        nn.Dense(2, 3))  # 1 x 1 images: one value a channel
+    cnn.compile(loss="cross_entropy")
+    raises(cnn.fit, np.ones((n, 20), np.float32), np.zeros(n, np.int64), epochs=1, verbose=0,
+           batch_size=batch_size, exc=ValueError, mentions=("BatchNorm2d(2) cannot normalize",))
 
 
 def test_a_metric_that_refuses_y_is_named_before_any_update():
@@ -424,3 +438,10 @@ def test_a_metric_that_refuses_y_is_named_before_any_update():
     raises(model.fit, X, X[:, :1] * 0.5, epochs=1, verbose=0, exc=ValueError,
            mentions=("metric 'f1': y_true must hold integer class labels",))
     np.testing.assert_array_equal(model.layers[0].weight.data, before)
+
+
+def test_seed_objects_numpy_takes_are_taken():
+    model = compiled_model()
+    X, y = np.ones((10, 5), np.float32), np.zeros(10, np.int64)
+    for seed in (np.random.SeedSequence(3), np.random.PCG64(3), np.random.default_rng(3), np.int64(3)):
+        model.fit(X, y, epochs=1, verbose=0, seed=seed)

@@ -771,3 +771,17 @@ def test_optimizer_kernel_bad_arguments():
            mentions=("sum_sq",))
     # Untouched when the check fails.
     assert np.array_equal(p, np.ones(4, np.float32))
+
+
+def test_a_parameter_moved_to_a_device_since_binding_is_refused_not_copied_back():
+    """An optimizer of one's own, not bound again after model.to(...): taking the device
+    array into its host buffer would move the layer back to the host unseen."""
+    from fastnn.nn.module import place
+    from fastnn.tensor import Tensor
+
+    model = nn.Sequential(nn.Dense(3, 2))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    place(model, Tensor(_C.DeviceArray.empty([0], "float32", "cpu")))
+    with pytest.raises(RuntimeError, match=r"SGD: parameter 0.* is now a Tensor on cpu, this "
+                                           r"optimizer's buffer a NumPy array: bind it again"):
+        opt.step()

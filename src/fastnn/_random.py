@@ -9,6 +9,10 @@ import numpy as np
 _generator: np.random.Generator | None = None
 
 
+# What np.random.default_rng takes beside an integer: passed on as they are.
+SEED_OBJECTS = (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)
+
+
 def check_seed(seed: object, owner: str) -> None:
     """seed an integer >= 0: TypeError/ValueError naming owner otherwise."""
     integer = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
@@ -40,6 +44,6 @@ def resolve(seed: int | np.random.Generator | None, owner: str = "seed") -> np.r
     (``seed`` an integer >= 0; TypeError/ValueError naming ``owner`` otherwise)."""
     if seed is None:
         return generator()
-    if not isinstance(seed, np.random.Generator):
+    if not isinstance(seed, SEED_OBJECTS):
         check_seed(seed, owner)
     return np.random.default_rng(seed)

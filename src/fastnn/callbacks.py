@@ -243,14 +243,8 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if self._is_scheduler:
-            # A schedule of the epoch sets each epoch's rate as it begins, so that a checkpoint
-            # written at an epoch's end, before or after this callback, holds that epoch's
-            # rate; a resumed fit finds the schedule's base from it (continue_at).
-            by_epoch = getattr(self.schedule, "by_epoch", False)
-            if self._first and epoch > 0 and hasattr(self.schedule, "continue_at"):  # resumed
-                self.schedule.continue_at(epoch - 1)
-            if by_epoch:
-                _optimizer(self.model).lr = self.schedule.lr_for_epoch(epoch)
+            if self._first and epoch > 0:  # a fit resumed from a checkpoint
+                self.schedule.continue_at(epoch)
             self._first = False
             return
         lr = float(self.schedule(epoch))
@@ -260,8 +254,8 @@ class LearningRateScheduler(Callback):
         _optimizer(self.model).lr = lr
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        if self._is_scheduler and not getattr(self.schedule, "by_epoch", False):
-            self.schedule.on_epoch_end(epoch, logs)  # ReduceLROnPlateau: from the epoch's logs
+        if self._is_scheduler:
+            self.schedule.on_epoch_end(epoch, logs)
 
 
 class CSVLogger(Callback):

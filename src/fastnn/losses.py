@@ -187,11 +187,11 @@ class BinaryCrossEntropy(_Elementwise):
                           stacklevel=3)
 
     def _compute(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
-        if not self.from_logits:
+        if not self.from_logits and isinstance(pred, np.ndarray):
             # as PyTorch: a log of a value outside [0, 1] is NaN, its gradient huge (NaN
-            # itself, a diverged model's output, goes through: fit reports it)
-            host = memory.to_host(pred)
-            outside = host[(host < 0.0) | (host > 1.0)]
+            # itself, a diverged model's output, goes through: fit reports it). Host arrays
+            # only: on a device the check would copy every batch's predictions back.
+            outside = pred[(pred < 0.0) | (pred > 1.0)]
             if outside.size:
                 raise ValueError(f"{self!r}(from_logits=False) takes probabilities in [0, 1] "
                                  f"(a sigmoid's output); got a prediction of {outside[0]}: end "

@@ -114,6 +114,15 @@ class _Flat:
         for i, (p, (data, grad)) in enumerate(zip(params, self.views)):
             if p.data is data and p._grad is grad:
                 continue
+            if (memory.is_tensor(p.data) != memory.is_tensor(data)  # model.to(...) since
+                    or memory.device_of(p.data) != memory.device_of(data)):
+                def where(a: Any) -> str:
+                    return f"a Tensor on {a.device}" if memory.is_tensor(a) else "a NumPy array"
+
+                raise RuntimeError(f"{owner}: parameter {i}{f' ({p.name})' if p.name else ''} is "
+                                   f"now {where(p.data)}, this optimizer's buffer {where(data)}: "
+                                   "bind it again (opt.bind(model.parameters()), or compile "
+                                   "the model again)")
             for name, new, view in (("data", p.data, data), ("grad", p._grad, grad)):
                 if tuple(getattr(new, "shape", ())) != view.shape:
                     raise ValueError(

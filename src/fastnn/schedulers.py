@@ -41,10 +41,7 @@ def _count(value: object, name: str) -> int:
 class Scheduler:
     """Base class: ``bind``, and ``on_epoch_end`` setting ``optimizer.lr`` to
     ``lr_for_epoch(epoch + 1)``. Subclasses define ``lr_for_epoch`` from ``base_lr``, affine
-    in it (``continue_at`` relies on that); ``by_epoch``: the rate is a function of the
-    epoch alone (``fit``'s callback then sets it as each epoch begins)."""
-
-    by_epoch = True
+    in it (``continue_at`` relies on that)."""
 
     def __init__(self) -> None:
         self.optimizer: Any = None
@@ -64,11 +61,12 @@ class Scheduler:
         return self
 
     def continue_at(self, epoch: int) -> None:
-        """A fit resumed after ``epoch`` (from a checkpoint, which holds that epoch's rate):
-        the base lr is the one whose schedule gives, at that epoch, the lr the optimizer was
-        restored with, so the schedule goes on as if it had never stopped (the restored lr,
-        already decayed, had been taken as the base: decayed twice). Every schedule here is
-        affine in its base."""
+        """A fit resumed at ``epoch`` (from a checkpoint, written after this scheduler set
+        that epoch's rate: ``fit`` runs the schedulers' ``on_epoch_end`` first): the base lr
+        is the one whose schedule gives, at that epoch, the lr the optimizer was restored
+        with, so the schedule goes on as if it had never stopped (the restored lr, already
+        decayed, had been taken as the base: decayed twice). Every schedule here is affine
+        in its base."""
         optimizer, lr = self._bound(), self._bound_lr
         self.base_lr = 0.0
         at0 = self.lr_for_epoch(epoch)
@@ -161,8 +159,6 @@ class ReduceLROnPlateau(Scheduler):
     ReduceLROnPlateau with threshold_mode="abs": "min" mode counts an epoch as better when
     its value is below the best so far minus min_delta ("max": above it plus min_delta).
     The count restarts after each reduction."""
-
-    by_epoch = False  # its rate follows the monitored metric
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  min_delta: float = 1e-4, min_lr: float = 0.0, mode: str = "min") -> None:

@@ -17,7 +17,7 @@ from . import _C, data, diagnostics as _diagnostics, losses, memory, metrics as 
 from . import precision as _precision
 from ._checks import numeric, positive_int
 from ._device import check_on_device
-from ._random import check_seed, resolve
+from ._random import SEED_OBJECTS, check_seed, resolve
 from .callbacks import Callback, LearningRateScheduler
 
 TYPE_CHECKING = False
@@ -333,7 +333,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     elif validation_split:
         X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
     if sync is None:
-        _check_last_batch(model, len(X), batch_size)
+        _check_last_batch(model, tuple(np.shape(X))[1:], len(X), batch_size)
 
     monitor = _diagnostics.Monitor(model) if diagnostics else None
     # the training set on the model's device, copied once (None: on the host)
@@ -384,7 +384,9 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                           else None)
                 cfg.run = RunState(None if seed is None else int(seed), epochs, epoch + 1,
                                    split_state, rng.bit_generator.state, stream).to_json()
-            for cb in callbacks:
+            # the schedulers first: a checkpoint written at this epoch's end then holds the
+            # next epoch's rate, whichever the callbacks' order (a resumed fit reads it)
+            for cb in sorted(callbacks, key=lambda c: not isinstance(c, LearningRateScheduler)):
                 cb.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
@@ -397,7 +399,7 @@ def _start(cfg: Compiled, seed: int | np.random.Generator | None, epochs: int,
            augment: Any) -> tuple[np.random.Generator, np.random.Generator, int]:
     """The generators of fit's validation split and shuffling, and its first epoch: a
     loaded checkpoint's fit resumed (see ``fit``), or a new one."""
-    if seed is not None and not isinstance(seed, np.random.Generator):
+    if seed is not None and not isinstance(seed, SEED_OBJECTS):
         check_seed(seed, "fit: seed")
     saved, cfg.resume = cfg.resume, None
     cfg.run = None
@@ -508,8 +510,8 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
             loss = cfg.loss(pred, yb) + model.regularization_loss()
         except (ValueError, TypeError) as err:  # the loss sees a batch: say what was passed
             raise (ValueError if isinstance(err, ValueError) else TypeError)(
-                f"fit: y of shape {tuple(np.shape(y))} against the model's output of shape "
-                f"{(len(X), *tuple(np.shape(pred))[1:])} (batches of {len(yb)}): {err}") from None
+                f"fit: the loss of a batch of {len(yb)} (y has shape {tuple(np.shape(y))}, the "
+                f"model's output {(len(X), *tuple(np.shape(pred))[1:])}): {err}") from None
         _backward(model, cfg.loss.backward())
         tally.add(loss, pred, yb)  # before the step: a metric that refuses y moves no weight
         if sync is not None:
@@ -581,18 +583,48 @@ def _evaluate(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
     return tally.logs() if sync is None else sync.reduce_tally(tally)
 
 
-def _check_last_batch(model: Any, n: int, batch_size: int | None) -> None:
-    """Before any update: a batch of one sample, which BatchNorm1d cannot normalize in
-    training (as torch; the error came mid-epoch, after the earlier batches' updates)."""
-    from .nn.normalization import BatchNorm1d
-
+def _check_last_batch(model: Any, sample_shape: tuple, n: int, batch_size: int | None) -> None:
+    """Before any update: a batch of one sample where a batch norm would see one value per
+    channel, which it cannot normalize in training (as torch; the kernel's error came
+    mid-epoch, after the earlier batches' updates)."""
     size = batch_size or n
     last = n % size or size
-    if last == 1 and any(isinstance(m, BatchNorm1d) for _, m in model.named_modules()):
+    if last != 1:
+        return
+    blocked = _one_value_normalizers(model, sample_shape)
+    if blocked:
         raise ValueError(f"fit: {'every' if size == 1 else 'the last'} batch of each epoch would "
                          f"hold one sample ({n} training samples, batch_size={batch_size}), and "
-                         "BatchNorm1d cannot normalize one sample in training (as torch): choose "
-                         "a batch_size that leaves 0 or at least 2 samples in the last batch")
+                         f"{blocked[0]} cannot normalize one value per channel in training (as "
+                         "torch): choose a batch_size that leaves 0 or at least 2 samples in the "
+                         "last batch")
+
+
+def _one_value_normalizers(model: Any, sample_shape: tuple) -> list[str]:
+    """The batch norms of a Sequential that one sample gives one value per channel (an input
+    of (1, features), or of 1 x 1 images), found by tracing its shape through the layers. A
+    model of one's own, or a shape that does not trace, is left to the kernel's own error."""
+    from .nn.normalization import _BatchNorm
+
+    found: list[str] = []
+
+    def trace(module: Any, shape: tuple) -> tuple:
+        for layer in module.layers:
+            if getattr(layer, "layers", None) is not None:
+                shape = trace(layer, shape)
+                continue
+            if isinstance(layer, _BatchNorm) and math.prod(shape[2:]) < 2:
+                found.append(repr(layer))
+            shape = layer.output_shape(shape)
+        return shape
+
+    if getattr(model, "layers", None) is None:
+        return []
+    try:
+        trace(model, (1, *sample_shape))
+    except (ValueError, TypeError, AttributeError, NotImplementedError):
+        return []
+    return found
 
 
 def _check_callbacks(callbacks: Sequence[Any] | None) -> list[Callback]:
