@@ -140,6 +140,25 @@ def test_rows_with_nan_scores_are_misses(rng):
     assert losses.BinaryCrossEntropy().count_correct(col, np.zeros((4, 1), np.float32)) == (0, 4)
 
 
+def test_precision_recall_f1_count_nan_rows_as_misses_and_the_matrix_refuses_them():
+    """They took NumPy's argmax of a NaN row (its NaN's column) as a prediction, so their
+    confusion matrix disagreed with accuracy."""
+    t = np.array([0, 0, 1, 1])
+    s = np.array([[2.0, 1.0], [np.nan, 1.0], [0.0, 3.0], [1.0, 2.0]], np.float32)
+    # class 0: 1 of its 2 samples predicted (the other has no prediction), 1 prediction of it
+    assert metrics.precision(t, s) == pytest.approx(1.0)
+    assert metrics.recall(t, s) == pytest.approx(0.75)
+    assert metrics.f1(t, s) == pytest.approx((2 / 3 + 1.0) / 2)
+    stream = metrics.F1()
+    stream.reset()
+    stream.update(t[:2], s[:2])
+    stream.update(t[2:], s[2:])
+    assert stream.result() == pytest.approx(metrics.f1(t, s))
+    with pytest.raises(ValueError, match=r"y_pred holds NaN scores \(1 samples, of true classes \[0\]\)"):
+        metrics.confusion_matrix(t, s)
+    np.testing.assert_array_equal(metrics.confusion_matrix(t, np.nan_to_num(s)), [[1, 1], [0, 2]])
+
+
 def test_binary_scores_use_the_threshold():
     t = np.array([0, 1, 1, 0])
     logits = np.array([[-0.2], [0.3], [-0.1], [0.4]])

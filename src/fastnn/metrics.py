@@ -86,16 +86,32 @@ def confusion_matrix(y_true: object, y_pred: object, num_classes: int | None = N
                      threshold: float = 0.5) -> np.ndarray:
     """The (classes, classes) int64 matrix whose entry [i, j] counts the samples of true
     class i predicted as class j (scikit-learn's layout). num_classes: its size (default:
-    one more than the largest label seen, or the number of score columns)."""
+    one more than the largest label seen, or the number of score columns). Scores holding
+    a NaN (a diverged model's) name no class: a ValueError."""
+    counts = _counts(y_true, y_pred, num_classes, threshold)
+    missed = np.flatnonzero(counts[:, -1])
+    if missed.size:
+        raise ValueError(f"y_pred holds NaN scores ({int(counts[:, -1].sum())} samples, of true "
+                         f"classes {missed.tolist()[:8]}): a diverged model's scores name no class")
+    return counts[:, :-1]
+
+
+def _counts(y_true: object, y_pred: object, num_classes: int | None,
+            threshold: float) -> np.ndarray:
+    """The confusion matrix with one more column: per true class, the samples whose scores
+    hold a NaN (no prediction; misses for precision, recall and F1)."""
     t, p = _pair(y_true, y_pred, threshold)
-    seen = int(max(t.max(initial=-1), p.max(initial=-1))) + 1
+    scored = _scored(y_pred, len(t))
+    seen = int(max(t.max(initial=-1), p[scored].max(initial=-1))) + 1
     scores = np.shape(y_pred)
     columns = scores[1] if len(scores) == 2 and scores[1] > 1 else 0
     size = max(seen, columns) if num_classes is None else positive_int(num_classes,
                                                                        "num_classes")
     if seen > size:
         raise ValueError(f"num_classes={size} but the labels go up to {seen - 1}")
-    return np.bincount(t * size + p, minlength=size * size).reshape(size, size)
+    # an unscored sample goes to column `size`: (size + 1) columns a row
+    q = np.where(scored, p, size)
+    return np.bincount(t * (size + 1) + q, minlength=size * (size + 1)).reshape(size, size + 1)
 
 
 def _scored(y_pred: object, n: int) -> np.ndarray:
@@ -133,11 +149,13 @@ def _top_k_hits(t: np.ndarray, scores: object, k: int) -> np.ndarray:
     return (np.count_nonzero(s > own[:, None], axis=1) < k) & _scored(s, len(t))
 
 
-def _macro(cm: np.ndarray, kind: str) -> float:
-    """Macro precision, recall or F1 from a confusion matrix, over the classes present
-    (true or predicted); 0 for a class where the ratio is 0/0."""
+def _macro(counts: np.ndarray, kind: str) -> float:
+    """Macro precision, recall or F1 from ``_counts``'s matrix, over the classes present
+    (true or predicted); 0 for a class where the ratio is 0/0. An unscored sample is a
+    miss: in its class's samples, no class's predictions."""
+    cm = counts[:, :-1]
     tp = np.diag(cm).astype(np.float64)
-    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    predicted, actual = cm.sum(axis=0), counts.sum(axis=1)
     present = (predicted + actual) > 0
     if not present.any():
         raise ValueError(f"{kind} of an empty set: no samples")
@@ -150,18 +168,18 @@ def _macro(cm: np.ndarray, kind: str) -> float:
 
 def precision(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
     """Macro-averaged precision: per class, correct predictions of it / predictions of it."""
-    return _macro(confusion_matrix(y_true, y_pred, threshold=threshold), "precision")
+    return _macro(_counts(y_true, y_pred, None, threshold), "precision")
 
 
 def recall(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
     """Macro-averaged recall: per class, correct predictions of it / samples of it."""
-    return _macro(confusion_matrix(y_true, y_pred, threshold=threshold), "recall")
+    return _macro(_counts(y_true, y_pred, None, threshold), "recall")
 
 
 def f1(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
     """Macro-averaged F1: per class the harmonic mean of precision and recall,
     2 TP / (2 TP + FP + FN)."""
-    return _macro(confusion_matrix(y_true, y_pred, threshold=threshold), "f1")
+    return _macro(_counts(y_true, y_pred, None, threshold), "f1")
 
 
 class Metric:
@@ -234,11 +252,10 @@ class _Macro(Metric):
         self.reset()
 
     def reset(self) -> None:
-        self._cm = np.zeros((0, 0), np.int64)
+        self._cm = np.zeros((0, 1), np.int64)
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
-        self._cm = _grown_sum([self._cm, confusion_matrix(y_true, y_pred,
-                                                          threshold=self.threshold)])
+        self._cm = _grown_sum([self._cm, _counts(y_true, y_pred, None, self.threshold)])
 
     def result(self) -> float | None:
         return _macro(self._cm, self._kind) if self._cm.any() else None
@@ -251,11 +268,14 @@ class _Macro(Metric):
 
 
 def _grown_sum(matrices: Sequence[np.ndarray]) -> np.ndarray:
-    """The sum of square confusion matrices of any sizes, each padded to the largest."""
+    """The sum of ``_counts`` matrices of any sizes, each padded to the largest (its last
+    column, the unscored samples, kept last)."""
     size = max(len(cm) for cm in matrices)
-    total = np.zeros((size, size), np.int64)
+    total = np.zeros((size, size + 1), np.int64)
     for cm in matrices:
-        total[:len(cm), :len(cm)] += cm
+        n = len(cm)
+        total[:n, :n] += cm[:, :n]
+        total[:n, -1] += cm[:, -1]
     return total
 
 
