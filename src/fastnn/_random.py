@@ -9,8 +9,10 @@ import numpy as np
 _generator: np.random.Generator | None = None
 
 
-# What np.random.default_rng takes beside an integer: passed on as they are.
-SEED_OBJECTS = (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)
+def is_seed_object(seed: object) -> bool:
+    """What np.random.default_rng takes beside an integer, passed on as it is: a Generator,
+    BitGenerator or SeedSequence (numpy.random looked up here, not at import: it costs)."""
+    return isinstance(seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence))
 
 
 def check_seed(seed: object, owner: str) -> None:
@@ -44,6 +46,6 @@ def resolve(seed: int | np.random.Generator | None, owner: str = "seed") -> np.r
     (``seed`` an integer >= 0; TypeError/ValueError naming ``owner`` otherwise)."""
     if seed is None:
         return generator()
-    if not isinstance(seed, SEED_OBJECTS):
+    if not is_seed_object(seed):
         check_seed(seed, owner)
     return np.random.default_rng(seed)

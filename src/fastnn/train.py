@@ -17,7 +17,7 @@ from . import _C, data, diagnostics as _diagnostics, losses, memory, metrics as 
 from . import precision as _precision
 from ._checks import numeric, positive_int
 from ._device import check_on_device
-from ._random import SEED_OBJECTS, check_seed, resolve
+from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
 
 TYPE_CHECKING = False
@@ -399,7 +399,7 @@ def _start(cfg: Compiled, seed: int | np.random.Generator | None, epochs: int,
            augment: Any) -> tuple[np.random.Generator, np.random.Generator, int]:
     """The generators of fit's validation split and shuffling, and its first epoch: a
     loaded checkpoint's fit resumed (see ``fit``), or a new one."""
-    if seed is not None and not isinstance(seed, SEED_OBJECTS):
+    if seed is not None and not is_seed_object(seed):
         check_seed(seed, "fit: seed")
     saved, cfg.resume = cfg.resume, None
     cfg.run = None
