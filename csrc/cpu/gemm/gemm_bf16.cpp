@@ -48,8 +48,9 @@ void pack_panels(Pack pack, bool trans, At at, int64_t ld, int64_t p0, int64_t p
 // op(B), which the threads pack together when they split C's rows), then multiplied block
 // by block into an fp32 accumulator of MC x NC, which stays in L2 across the k-blocks (its
 // rows padded off a power-of-two stride), each B micro-panel (KC x NR) in L1 across the
-// block's A panels (in L2 where a short k runs as one longer block: see kc_max); the block goes to C once, with alpha, beta and the epilogue (whole tiles
-// of a one-k-block product straight from the kernel: see to_c). (Packing
+// block's A panels (in L2 where a short k runs as one longer block: see kc_max); the block
+// goes to C once, with alpha, beta and the epilogue (whole tiles of a one-k-block product
+// straight from the kernel: see to_c). (Packing
 // each block just before its use, as gemm.cpp does, left the kernels waiting on C's tiles,
 // read and written once per k-block: 2048^2 on AMX at 1 thread ran ~650 GFLOP/s, this ~770.)
 void run_bf16(const Bf16Kernel& uk, const Blocking& bl, bool trans_a, bool trans_b, int64_t m,
