@@ -243,7 +243,8 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if self._is_scheduler:
-            if self._first and epoch > 0:  # a fit resumed from a checkpoint
+            # a fit resumed from a checkpoint (a scheduler of one's own may not know how)
+            if self._first and epoch > 0 and hasattr(self.schedule, "continue_at"):
                 self.schedule.continue_at(epoch)
             self._first = False
             return
