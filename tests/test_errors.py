@@ -337,6 +337,12 @@ def test_compare_refuses_a_model_instance():
     raises(fastnn.experiments.compare, compiled_model(), (X, y, X, y), exc=TypeError,
            mentions=("build_model must be a function that returns a new model", "got Sequential"))
 
+    class Net(nn.Sequential):  # a class builds a model when called: taken
+        def __init__(self):
+            super().__init__(nn.Dense(5, 3))
+
+    assert len(fastnn.experiments.compare(Net, (X, y, X, y), epochs=1, verbose=False).runs) == 1
+
 
 def test_invalid_layer_sizes():
     for args in ((-1, 3), (3, -2)):

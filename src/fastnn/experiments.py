@@ -134,7 +134,9 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     (``fit``'s device; None: the CPU).
     """
     X_train, y_train, X_val, y_val = _unpack(data, 4, "compare")
-    if hasattr(build_model, "parameters") or not callable(build_model):
+    # a model instance, not a way to make one (a class is one: it is called for each run)
+    if (hasattr(build_model, "parameters") and not isinstance(build_model, type)) \
+            or not callable(build_model):
         raise TypeError("compare: build_model must be a function that returns a new model "
                         "(e.g. lambda: nn.Sequential(...)), called once per run for fresh "
                         f"weights; got {type(build_model).__name__} {build_model!r:.60}")
