@@ -36,12 +36,11 @@ inline const char* isa_name(Isa isa) {
     return isa == Isa::Avx512 ? "avx512" : isa == Isa::Avx2 ? "avx2" : "generic";
 }
 
-// kAvx2 = false: the AVX2 ISA runs the baseline copy (for a loop that AVX2 does not speed up).
-template <auto body, bool kAvx2 = true>
+template <auto body>
 struct IsaCopies;
 
-template <class R, class... A, R (*body)(A...), bool kAvx2>
-struct IsaCopies<body, kAvx2> {
+template <class R, class... A, R (*body)(A...)>
+struct IsaCopies<body> {
     using Fn = R (*)(A...);
 
     static R baseline(A... a) { return body(a...); }
@@ -54,9 +53,7 @@ struct IsaCopies<body, kAvx2> {
 #if defined(FASTNN_X86) && defined(__GNUC__)
         switch (elementwise_isa()) {
             case Isa::Avx512: return avx512;
-            case Isa::Avx2:
-                if constexpr (kAvx2) return avx2;
-                break;
+            case Isa::Avx2: return avx2;
             case Isa::Generic: break;
         }
 #endif
