@@ -43,7 +43,8 @@ def current() -> str:
 def warn_if_emulated(what: str, stacklevel: int = 2) -> None:
     """Once per process: say that ``what`` asked for bf16 where it runs in float32 because
     fastnn chose that for this CPU (no bf16 instructions, or none faster than float32's);
-    not when FASTNN_BF16, FASTNN_ISA or set_bf16_path chose float32."""
+    not when FASTNN_BF16, FASTNN_ISA or set_bf16_path chose float32 on a CPU that has a
+    bf16 path."""
     global _warned
     if _warned or _C.bf16_path() != "fp32" or _C.bf16_auto_path() != "fp32":
         return
