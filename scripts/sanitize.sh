@@ -2,7 +2,7 @@
 # The test suite, fuzz test included, against an extension built with AddressSanitizer and
 # UBSan (CMake option FASTNN_SANITIZE). Its own virtual environment and build directory
 # (build/sanitize/) keep it apart from the normal build. Exits non-zero on a failing test
-# or on any sanitizer report.   Usage: bash scripts/sanitize.sh [extra pytest arguments]
+# or on any sanitizer report.   Usage: bash scripts/sanitize.sh [--build-only | extra pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,8 @@ pip install -q "scikit-build-core>=0.10" "pybind11>=2.13.6"
 pip install -q --no-build-isolation -e ".[test]" -C build-dir="$dir/cmake" \
   -C cmake.define.FASTNN_SANITIZE=ON -C cmake.build-type=RelWithDebInfo \
   "-Ccmake.define.CMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"
+# --build-only: stop here (.ci/run builds this while the main suite runs, then tests)
+if [ "${1:-}" = "--build-only" ]; then exit 0; fi
 
 # Python itself is not instrumented, so the ASan runtime must be loaded first; libstdc++ too,
 # or ASan's __cxa_throw interceptor fails on the first C++ exception the bindings raise.
