@@ -257,6 +257,140 @@ void pack_b_rows(const float* b, int64_t ldb, int64_t kc, float* out, int64_t ro
     if (g < NR) pack_rows_tail(b, ldb, kc, out, NR, g, rows);
 }
 
+// ---- the transposed path's tile: A's rows read in place ----------------------------------
+
+// One k step of the rows-in-place tile (ymm0-11 as kernel_avx2's): B's packed row, then
+// row i's value at p + OFF (in floats) from its own pointer r<i>.
+#define FASTNN_AVX2_ROWS_STEP(OFF)                                                         \
+    "vmovups 64*" #OFF "(%[b]), %%ymm12\n\t"                                               \
+    "vmovups 64*" #OFF "+32(%[b]), %%ymm13\n\t"                                            \
+    "vbroadcastss 4*" #OFF "(%[r0],%[p],4), %%ymm14\n\t"                                   \
+    "vfmadd231ps %%ymm12, %%ymm14, %%ymm0\n\t"                                             \
+    "vfmadd231ps %%ymm13, %%ymm14, %%ymm1\n\t"                                             \
+    "vbroadcastss 4*" #OFF "(%[r1],%[p],4), %%ymm15\n\t"                                   \
+    "vfmadd231ps %%ymm12, %%ymm15, %%ymm2\n\t"                                             \
+    "vfmadd231ps %%ymm13, %%ymm15, %%ymm3\n\t"                                             \
+    "vbroadcastss 4*" #OFF "(%[r2],%[p],4), %%ymm14\n\t"                                   \
+    "vfmadd231ps %%ymm12, %%ymm14, %%ymm4\n\t"                                             \
+    "vfmadd231ps %%ymm13, %%ymm14, %%ymm5\n\t"                                             \
+    "vbroadcastss 4*" #OFF "(%[r3],%[p],4), %%ymm15\n\t"                                   \
+    "vfmadd231ps %%ymm12, %%ymm15, %%ymm6\n\t"                                             \
+    "vfmadd231ps %%ymm13, %%ymm15, %%ymm7\n\t"                                             \
+    "vbroadcastss 4*" #OFF "(%[r4],%[p],4), %%ymm14\n\t"                                   \
+    "vfmadd231ps %%ymm12, %%ymm14, %%ymm8\n\t"                                             \
+    "vfmadd231ps %%ymm13, %%ymm14, %%ymm9\n\t"                                             \
+    "vbroadcastss 4*" #OFF "(%[r5],%[p],4), %%ymm15\n\t"                                   \
+    "vfmadd231ps %%ymm12, %%ymm15, %%ymm10\n\t"                                            \
+    "vfmadd231ps %%ymm13, %%ymm15, %%ymm11\n\t"
+
+// acc (MR x NR, row-major) += the MR rows at r[0..5], kc long, times kc rows of a packed B
+// panel. Assembly for the reason kernel_avx2's loop is.
+void accumulate_rows_a(int64_t kc, const float* const* r, const float* b, float* acc) {
+    int64_t p = 0;
+    const int64_t quads = kc / 4 * 4;
+    asm volatile(
+        "vmovaps 0(%[acc]), %%ymm0\n\t"
+        "vmovaps 32(%[acc]), %%ymm1\n\t"
+        "vmovaps 64(%[acc]), %%ymm2\n\t"
+        "vmovaps 96(%[acc]), %%ymm3\n\t"
+        "vmovaps 128(%[acc]), %%ymm4\n\t"
+        "vmovaps 160(%[acc]), %%ymm5\n\t"
+        "vmovaps 192(%[acc]), %%ymm6\n\t"
+        "vmovaps 224(%[acc]), %%ymm7\n\t"
+        "vmovaps 256(%[acc]), %%ymm8\n\t"
+        "vmovaps 288(%[acc]), %%ymm9\n\t"
+        "vmovaps 320(%[acc]), %%ymm10\n\t"
+        "vmovaps 352(%[acc]), %%ymm11\n\t"
+        "cmp %[quads], %[p]\n\t"
+        "jge 2f\n\t"
+        ".p2align 5\n\t"
+        "1:\n\t"  // four steps at a time
+        FASTNN_AVX2_ROWS_STEP(0) FASTNN_AVX2_ROWS_STEP(1) FASTNN_AVX2_ROWS_STEP(2)
+        FASTNN_AVX2_ROWS_STEP(3)
+        "add $256, %[b]\n\t"
+        "add $4, %[p]\n\t"
+        "cmp %[quads], %[p]\n\t"
+        "jl 1b\n\t"
+        "2:\n\t"
+        "cmp %[kc], %[p]\n\t"
+        "jge 4f\n\t"
+        "3:\n\t"  // the last kc % 4 steps
+        FASTNN_AVX2_ROWS_STEP(0)
+        "add $64, %[b]\n\t"
+        "add $1, %[p]\n\t"
+        "cmp %[kc], %[p]\n\t"
+        "jl 3b\n\t"
+        "4:\n\t"
+        "vmovaps %%ymm0, 0(%[acc])\n\t"
+        "vmovaps %%ymm1, 32(%[acc])\n\t"
+        "vmovaps %%ymm2, 64(%[acc])\n\t"
+        "vmovaps %%ymm3, 96(%[acc])\n\t"
+        "vmovaps %%ymm4, 128(%[acc])\n\t"
+        "vmovaps %%ymm5, 160(%[acc])\n\t"
+        "vmovaps %%ymm6, 192(%[acc])\n\t"
+        "vmovaps %%ymm7, 224(%[acc])\n\t"
+        "vmovaps %%ymm8, 256(%[acc])\n\t"
+        "vmovaps %%ymm9, 288(%[acc])\n\t"
+        "vmovaps %%ymm10, 320(%[acc])\n\t"
+        "vmovaps %%ymm11, 352(%[acc])\n\t"
+        : [b] "+r"(b), [p] "+r"(p)
+        : [quads] "r"(quads), [kc] "r"(kc), [acc] "r"(acc), [r0] "r"(r[0]), [r1] "r"(r[1]),
+          [r2] "r"(r[2]), [r3] "r"(r[3]), [r4] "r"(r[4]), [r5] "r"(r[5])
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+}
+#undef FASTNN_AVX2_ROWS_STEP
+
+// The transposed path's tile (Microkernel::rows_a): MR rows read in place times a packed B
+// panel, the 6 x 16 tile of C^T stored back transposed through transpose8 (rows 6 and 7 of
+// each 8 x 8 block repeat row 5 and are never stored), bias and relu applied on the way.
+// C's row segments of `rows` floats: 6 go as 4 + 2 floats (AMD's masked moves are
+// microcoded), fewer one by one.
+void kernel_avx2_rows_a(int64_t kc, const float* const* a, const float* b, float* c,
+                        int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols,
+                        const float* bias, bool relu, int64_t segments, int64_t segment_stride) {
+    alignas(32) float acc[MR * NR] = {};
+    const float* r[MR];
+    for (int i = 0; i < MR; ++i) r[i] = a[i];
+    for (int64_t s = 0; s < segments; ++s, b += NR * kc) {
+        accumulate_rows_a(kc, r, b, acc);
+        for (int i = 0; i < MR; ++i) r[i] += segment_stride;
+    }
+    alignas(32) float bias_lanes[8] = {};
+    for (int64_t i = 0; bias && i < rows; ++i) bias_lanes[i] = bias[i];
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta),
+                 vbias = _mm256_load_ps(bias_lanes), zero = _mm256_setzero_ps();
+    for (int h = 0; h < NR / 8; ++h) {
+        __m256 t[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) t[i] = _mm256_load_ps(acc + std::min(i, MR - 1) * NR + 8 * h);
+        transpose8(t);  // t[q]: column 8h + q of the tile, i.e. C's row, over the tile's rows
+        for (int q = 0; q < 8 && 8 * h + q < cols; ++q) {
+            float* row = c + (8 * h + q) * ldc;
+            __m256 out = _mm256_mul_ps(va, t[q]);
+            if (rows == MR) {
+                if (beta != 0.0f) {
+                    const __m128 lo = _mm_loadu_ps(row);
+                    const __m128 hi = _mm_loadl_pi(_mm_setzero_ps(), reinterpret_cast<const __m64*>(row + 4));
+                    out = _mm256_fmadd_ps(vb, _mm256_set_m128(hi, lo), out);
+                }
+                if (bias) out = _mm256_add_ps(out, vbias);
+                if (relu) out = _mm256_max_ps(zero, out);  // x < 0 ? 0 : x, NaN and -0 kept
+                _mm_storeu_ps(row, _mm256_castps256_ps128(out));
+                _mm_storel_pi(reinterpret_cast<__m64*>(row + 4), _mm256_extractf128_ps(out, 1));
+            } else {
+                alignas(32) float lanes[8] = {};
+                for (int64_t i = 0; beta != 0.0f && i < rows; ++i) lanes[i] = row[i];
+                if (beta != 0.0f) out = _mm256_fmadd_ps(vb, _mm256_load_ps(lanes), out);
+                if (bias) out = _mm256_add_ps(out, vbias);
+                if (relu) out = _mm256_max_ps(zero, out);
+                _mm256_store_ps(lanes, out);
+                for (int64_t i = 0; i < rows; ++i) row[i] = lanes[i];
+            }
+        }
+    }
+}
+
 // ---- small and skinny products, straight from the unpacked operands -------------------
 
 // Lanes [0, left) set; none when left <= 0. Masked-off lanes are neither read nor faulted.
@@ -419,7 +553,7 @@ double fma_probe_avx2(int64_t iters) {
 }  // namespace
 
 const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, pack_a_rows, pack_b_rows,
-                              small_gemm<SmallAvx2>, kernel_avx2_edge, fma_probe_avx2, nullptr,
+                              small_gemm<SmallAvx2>, kernel_avx2_edge, fma_probe_avx2, kernel_avx2_rows_a,
                               SmallAvx2::kLanes, SmallAvx2::kRows, SmallAvx2::kRowsWidth,
                               SmallAvx2::kDotOverhead};
 
