@@ -19,6 +19,8 @@ struct Avx512 {
     // Channels along the vectors (forward_pixels): 6 pixels x 4 vectors, 64 channels (24 FMAs
     // for 10 loads).
     static constexpr int kPixels = 6, kPixelVectors = 4;
+    template <int OB, int NV, int KW>
+    static constexpr bool kAsmSums = false;  // 32 registers: GCC's tiles need no assembly
 
     static V zero() { return _mm512_setzero_ps(); }
     static V load(const float* p) { return _mm512_loadu_ps(p); }

@@ -12,7 +12,8 @@ namespace direct {
 
 // Vec supplies: V (the vector), W (floats in one, under 32), zero, load, set1, fmadd, add,
 // sum (of the lanes), copy (dst[0, n) = src[0, n), or zeros where src is nullptr),
-// store_lanes (the lanes set in `lanes`, in order, to dst[0, count)), and the blocking:
+// store_lanes (the lanes set in `lanes`, in order, to dst[0, count)), kAsmSums<OB, NV, KW>
+// (true where tile_sums computes forward_tile's sums, in assembly), and the blocking:
 // kForwardChannels output channels per forward block, whose vectors per tile
 // forward_vectors(ob) gives, and kGradChannels x kGradTaps accumulators in the weight
 // gradient's blocks (kGradChannels gradient vectors and one image vector live beside them).
@@ -39,24 +40,28 @@ void forward_tile(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t
     using V = typename Vec::V;
     const int64_t kw = KW > 0 ? KW : kw_;
     V acc[OB][NV];
-    zero_tile<Vec>(acc);
-    const float* wt = w;
-    for (int64_t ci = 0; ci < c; ++ci)
-        for (int64_t ky = 0; ky < kh; ++ky) {
-            const float* row = xq + ci * plane + ky * wp;
+    if constexpr (Vec::template kAsmSums<OB, NV, KW>) {
+        Vec::tile_sums(xq, c, plane, wp, kh, w, acc);  // the same sums in the same order
+    } else {
+        zero_tile<Vec>(acc);
+        const float* wt = w;
+        for (int64_t ci = 0; ci < c; ++ci)
+            for (int64_t ky = 0; ky < kh; ++ky) {
+                const float* row = xq + ci * plane + ky * wp;
 #pragma GCC unroll 8
-            for (int64_t kx = 0; kx < kw; ++kx, wt += Vec::kForwardChannels) {
-                V xv[NV];
+                for (int64_t kx = 0; kx < kw; ++kx, wt += Vec::kForwardChannels) {
+                    V xv[NV];
 #pragma GCC unroll 6
-                for (int v = 0; v < NV; ++v) xv[v] = Vec::load(row + kx + Vec::W * v);
+                    for (int v = 0; v < NV; ++v) xv[v] = Vec::load(row + kx + Vec::W * v);
 #pragma GCC unroll 8
-                for (int o = 0; o < OB; ++o) {
-                    const V wv = Vec::set1(wt[o]);
+                    for (int o = 0; o < OB; ++o) {
+                        const V wv = Vec::set1(wt[o]);
 #pragma GCC unroll 6
-                    for (int v = 0; v < NV; ++v) acc[o][v] = Vec::fmadd(wv, xv[v], acc[o][v]);
+                        for (int v = 0; v < NV; ++v) acc[o][v] = Vec::fmadd(wv, xv[v], acc[o][v]);
+                    }
                 }
             }
-        }
+    }
     // Each vector's output pixels: the lanes whose q is one (column below ow, q below span),
     // and where the first of them goes
     uint32_t lanes[NV];
