@@ -74,6 +74,24 @@ void pack_rows_tail(const float* src, int64_t ld, int64_t kc, float* out, int64_
 
 void apply_epilogue(const Epilogue& ep, float* c, int64_t ldc, int64_t rows, int64_t cols,
                     int64_t col0) {
+    if (ep.act == Activation::Relu) {
+        // Dense's own epilogue in one loop the compiler vectorizes: a call to the activation
+        // per row of a tile (16 floats) cost 6-7% of b512 784 -> 512 with bias and relu (Zen 3,
+        // 2 threads). The same bits: x < 0 ? 0 : x keeps NaN and -0, as activate's relu.
+        for (int64_t i = 0; i < rows; ++i) {
+            float* row = c + i * ldc;
+            if (ep.bias) {
+                const float* bias = ep.bias + col0;
+                for (int64_t j = 0; j < cols; ++j) {
+                    const float v = row[j] + bias[j];
+                    row[j] = v < 0.0f ? 0.0f : v;
+                }
+            } else {
+                for (int64_t j = 0; j < cols; ++j) row[j] = row[j] < 0.0f ? 0.0f : row[j];
+            }
+        }
+        return;
+    }
     for (int64_t i = 0; i < rows; ++i) {
         float* row = c + i * ldc;
         if (ep.bias)
