@@ -1125,7 +1125,7 @@ def test_conv2d_forward_backward_against_numpy_float64(geom, groups, rng):
 # patch rows or more, a grid of 24 positions or more that multiplies at most a fifth more
 # than the patches; 3 x 10 x 10 to 17, the 5 x 5 one-channel 24 x 20 to 18, the groups of 3
 # channels on 11 x 13, 4 channels unpadded to 33, 3 x 5 kernels padded (1, 2), 6 x 6 images
-# to 40), on AVX2 with the rows gathered; otherwise (4 channels' 4 x 4 images to 24, 2
+# to 40), the rows read in place by the AVX-512 or AVX2 rows kernel; otherwise (4 channels' 4 x 4 images to 24, 2
 # channels' 18 rows to 20) on the GEMM over im2col blocks, as with a padding of the kernel's
 # size and on the portable ISA.
 # (n, c, h, w, out_channels, kernel, padding, groups)
@@ -1137,9 +1137,13 @@ DIRECT_CASES = [(3, 1, 28, 28, 6, 5, 2, 1), (5, 6, 14, 14, 16, 5, 0, 1), (2, 3, 
                 (2, 3, 12, 30, 20, (3, 5), (1, 2), 1), (5, 4, 6, 6, 40, 3, 1, 1), (2, 2, 9, 9, 20, 3, 1, 1),
                 (2, 2, 5, 1, 20, 3, 1, 1), (1, 1, 3, 4, 3, (1, 17), (0, 16), 1), (3, 4, 4, 4, 24, 3, 1, 1),
                 (2, 128, 5, 4, 128, 3, 1, 1),  # VGG's widest: 1152 taps a sum, the packed weights' offsets
-                # channels along the vectors (AVX-512, 64 a block) where the grid wastes much:
-                # tiles of 6 pixels crossing rows, the last one short; groups; a 5 x 5 kernel
-                (2, 128, 5, 4, 128, 3, 1, 2), (1, 64, 7, 7, 64, 3, 1, 1), (1, 64, 6, 6, 64, 5, 2, 1)]
+                # channels along the vectors (AVX-512 64 a block, AVX2 16) where the grid wastes
+                # much: tiles of 6 pixels crossing rows, the last one short; groups; a 5 x 5 kernel
+                (2, 128, 5, 4, 128, 3, 1, 2), (1, 64, 7, 7, 64, 3, 1, 1), (1, 64, 6, 6, 64, 5, 2, 1),
+                # 3-wide kernels of 5 rows and of 1 (the AVX2 tiles' assembly takes any kh):
+                # 6-channel blocks and their rest (13, 14), 16-channel pixel blocks (32, 16)
+                (2, 5, 9, 11, 13, (5, 3), (2, 1), 1), (2, 7, 6, 10, 14, (1, 3), (0, 1), 1),
+                (2, 3, 5, 5, 32, (5, 3), (2, 1), 1), (3, 5, 6, 6, 16, (1, 3), (0, 1), 1)]
 
 
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=[f"{c}" for c in DIRECT_CASES])
@@ -1166,7 +1170,7 @@ def test_conv2d_direct_and_gemm_paths_against_numpy_float64(case, isa, rng):
 @pytest.mark.parametrize("n,size,groups", [(9, 8, 1), (8, 18, 1), (7, 8, 2)])
 def test_conv_weight_grad_by_table_takes_images_as_segments(n, size, groups, isa, rng):
     """Where images' grids are short the table path's product takes several at once
-    (gemm_row_table's segments, on the AVX-512 kernel): under KC 1096, 8 x 8 images (71
+    (gemm_row_table's segments, on the AVX-512 or AVX2 rows kernel): under KC 1096, 8 x 8 images (71
     positions) go a part's 4 at a time (n = 9: parts of 4, 4 and 1), 18 x 18 (341 positions)
     3 at a time (a part of 4: 3 then 1). With the input's gradient, each image's output
     gradient is padded once for it and taken in place as the weight product's grid. Both

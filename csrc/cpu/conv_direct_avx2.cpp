@@ -28,7 +28,9 @@ struct Avx2 {
     static constexpr int forward_vectors(int ob) { return ob >= 5 ? 2 : 3; }
     // Weight gradient: 3 channels x 3 taps (9 FMAs for 6 loads; 13 registers).
     static constexpr int kGradChannels = 3, kGradTaps = 3;
-    static constexpr int kPixels = 0, kPixelVectors = 0;  // no forward_pixels: 16 registers
+    // Channels along the vectors (forward_pixels): 6 pixels x 2 vectors, 16 channels (12
+    // FMAs for 8 loads, as the channel tile's).
+    static constexpr int kPixels = 6, kPixelVectors = 2;
 
     // The 6 x 2 tile of 3-wide kernels in assembly: GCC 12 kept one of its 12 accumulators
     // on the stack and copied registers about, as much as the surrounding code let it (VGG's
@@ -38,9 +40,15 @@ struct Avx2 {
     static constexpr bool kAsmSums = OB == 6 && NV == 2 && KW == 3;
     static void tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh,
                           const float* w, V (&acc)[6][2]);
+    // The 6-pixel x 16-channel tile of 3-wide kernels (forward_pixels) likewise.
+    template <int P, int NV, int KW>
+    static constexpr bool kAsmPixelSums = P == 6 && NV == 2 && KW == 3;
+    static void pixel_sums(const float* const* base, int64_t c, int64_t plane, int64_t wp,
+                           int64_t kh, const float* w, V (&acc)[6][2]);
 
     static V zero() { return _mm256_setzero_ps(); }
     static V load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
     static V set1(float x) { return _mm256_set1_ps(x); }
     static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
     static V add(V a, V b) { return _mm256_add_ps(a, b); }
@@ -153,6 +161,94 @@ void Avx2::tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int6
         for (int v = 0; v < 2; ++v) acc[o][v] = _mm256_load_ps(sums + (2 * o + v) * 8);
 }
 #undef FASTNN_CONV_TAP
+
+// One tap of the pixel tile: 16 channels' weights (at byte W of the block), then each of the
+// 6 pixels' input (at byte X past its base, plus off) times both; accumulator (p, v) in
+// ymm(2 p + v).
+#define FASTNN_PIXEL_TAP(X, W)                                                             \
+    "vmovups " #W "(%[w]), %%ymm12\n\t"                                                     \
+    "vmovups " #W "+32(%[w]), %%ymm13\n\t"                                                  \
+    "vbroadcastss " #X "(%[b0],%[off],1), %%ymm14\n\t"                                      \
+    "vfmadd231ps %%ymm14, %%ymm12, %%ymm0\n\t"                                              \
+    "vfmadd231ps %%ymm14, %%ymm13, %%ymm1\n\t"                                              \
+    "vbroadcastss " #X "(%[b1],%[off],1), %%ymm15\n\t"                                      \
+    "vfmadd231ps %%ymm15, %%ymm12, %%ymm2\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm13, %%ymm3\n\t"                                              \
+    "vbroadcastss " #X "(%[b2],%[off],1), %%ymm14\n\t"                                      \
+    "vfmadd231ps %%ymm14, %%ymm12, %%ymm4\n\t"                                              \
+    "vfmadd231ps %%ymm14, %%ymm13, %%ymm5\n\t"                                              \
+    "vbroadcastss " #X "(%[b3],%[off],1), %%ymm15\n\t"                                      \
+    "vfmadd231ps %%ymm15, %%ymm12, %%ymm6\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm13, %%ymm7\n\t"                                              \
+    "vbroadcastss " #X "(%[b4],%[off],1), %%ymm14\n\t"                                      \
+    "vfmadd231ps %%ymm14, %%ymm12, %%ymm8\n\t"                                              \
+    "vfmadd231ps %%ymm14, %%ymm13, %%ymm9\n\t"                                              \
+    "vbroadcastss " #X "(%[b5],%[off],1), %%ymm15\n\t"                                      \
+    "vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n\t"                                             \
+    "vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n\t"
+
+// pixel_tile's sums for 6 pixels x 2 vectors of channels, kw = 3: over channels, kernel rows,
+// then the row's three taps, as the template's loop (the same bits).
+void Avx2::pixel_sums(const float* const* base, int64_t c, int64_t plane, int64_t wp,
+                      int64_t kh, const float* w, V (&acc)[6][2]) {
+    alignas(32) float sums[12 * 8];
+    const int64_t plane4 = plane * int64_t{sizeof(float)}, wp4 = wp * int64_t{sizeof(float)};
+    int64_t channel_off = 0, off = 0, rows_left = 0;  // byte offsets of the channel, the row
+    asm volatile(
+        "vxorps %%ymm0, %%ymm0, %%ymm0\n\t"
+        "vxorps %%ymm1, %%ymm1, %%ymm1\n\t"
+        "vxorps %%ymm2, %%ymm2, %%ymm2\n\t"
+        "vxorps %%ymm3, %%ymm3, %%ymm3\n\t"
+        "vxorps %%ymm4, %%ymm4, %%ymm4\n\t"
+        "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
+        "vxorps %%ymm6, %%ymm6, %%ymm6\n\t"
+        "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"
+        "vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
+        "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"
+        "vxorps %%ymm10, %%ymm10, %%ymm10\n\t"
+        "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+        "test %[c], %[c]\n\t"
+        "jle 3f\n\t"
+        "1:\n\t"  // a channel
+        "mov %[channel_off], %[off]\n\t"
+        "mov %[kh], %[rows_left]\n\t"
+        "test %[rows_left], %[rows_left]\n\t"
+        "jle 4f\n\t"
+        ".p2align 5\n\t"
+        "2:\n\t"  // a kernel row: three taps
+        FASTNN_PIXEL_TAP(0, 0) FASTNN_PIXEL_TAP(4, 64) FASTNN_PIXEL_TAP(8, 128)
+        "add $192, %[w]\n\t"
+        "add %[wp4], %[off]\n\t"
+        "dec %[rows_left]\n\t"
+        "jnz 2b\n\t"
+        "4:\n\t"
+        "add %[plane4], %[channel_off]\n\t"
+        "dec %[c]\n\t"
+        "jnz 1b\n\t"
+        "3:\n\t"
+        "vmovaps %%ymm0, 0(%[sums])\n\t"
+        "vmovaps %%ymm1, 32(%[sums])\n\t"
+        "vmovaps %%ymm2, 64(%[sums])\n\t"
+        "vmovaps %%ymm3, 96(%[sums])\n\t"
+        "vmovaps %%ymm4, 128(%[sums])\n\t"
+        "vmovaps %%ymm5, 160(%[sums])\n\t"
+        "vmovaps %%ymm6, 192(%[sums])\n\t"
+        "vmovaps %%ymm7, 224(%[sums])\n\t"
+        "vmovaps %%ymm8, 256(%[sums])\n\t"
+        "vmovaps %%ymm9, 288(%[sums])\n\t"
+        "vmovaps %%ymm10, 320(%[sums])\n\t"
+        "vmovaps %%ymm11, 352(%[sums])\n\t"
+        : [w] "+r"(w), [c] "+r"(c), [channel_off] "+r"(channel_off), [off] "+r"(off),
+          [rows_left] "+r"(rows_left)
+        : [kh] "m"(kh), [wp4] "m"(wp4), [plane4] "m"(plane4), [sums] "r"(sums),
+          [b0] "r"(base[0]), [b1] "r"(base[1]), [b2] "r"(base[2]), [b3] "r"(base[3]),
+          [b4] "r"(base[4]), [b5] "r"(base[5])
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+    for (int p = 0; p < 6; ++p)
+        for (int v = 0; v < 2; ++v) acc[p][v] = _mm256_load_ps(sums + (2 * p + v) * 8);
+}
+#undef FASTNN_PIXEL_TAP
 
 }  // namespace
 

@@ -21,6 +21,8 @@ struct Avx512 {
     static constexpr int kPixels = 6, kPixelVectors = 4;
     template <int OB, int NV, int KW>
     static constexpr bool kAsmSums = false;  // 32 registers: GCC's tiles need no assembly
+    template <int P, int NV, int KW>
+    static constexpr bool kAsmPixelSums = false;
 
     static V zero() { return _mm512_setzero_ps(); }
     static V load(const float* p) { return _mm512_loadu_ps(p); }

@@ -13,7 +13,8 @@ namespace direct {
 // Vec supplies: V (the vector), W (floats in one, under 32), zero, load, set1, fmadd, add,
 // sum (of the lanes), copy (dst[0, n) = src[0, n), or zeros where src is nullptr),
 // store_lanes (the lanes set in `lanes`, in order, to dst[0, count)), kAsmSums<OB, NV, KW>
-// (true where tile_sums computes forward_tile's sums, in assembly), and the blocking:
+// and kAsmPixelSums<P, NV, KW> (true where tile_sums and pixel_sums compute forward_tile's
+// and pixel_tile's sums, in assembly), and the blocking:
 // kForwardChannels output channels per forward block, whose vectors per tile
 // forward_vectors(ob) gives, and kGradChannels x kGradTaps accumulators in the weight
 // gradient's blocks (kGradChannels gradient vectors and one image vector live beside them).
@@ -144,27 +145,31 @@ void pixel_tile(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t k
     constexpr int B = Vec::W * NV;
     const int64_t kw = KW > 0 ? KW : kw_;
     V acc[P][NV];
-    zero_tile<Vec>(acc);
     const float* base[P];
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) base[p] = xp + at[p];
-    const float* wt = w;
-    for (int64_t ci = 0; ci < c; ++ci)
-        for (int64_t ky = 0; ky < kh; ++ky) {
-            const int64_t row = ci * plane + ky * wp;
+    if constexpr (Vec::template kAsmPixelSums<P, NV, KW>) {
+        Vec::pixel_sums(base, c, plane, wp, kh, w, acc);  // the same sums in the same order
+    } else {
+        zero_tile<Vec>(acc);
+        const float* wt = w;
+        for (int64_t ci = 0; ci < c; ++ci)
+            for (int64_t ky = 0; ky < kh; ++ky) {
+                const int64_t row = ci * plane + ky * wp;
 #pragma GCC unroll 8
-            for (int64_t kx = 0; kx < kw; ++kx, wt += B) {
-                V wv[NV];
+                for (int64_t kx = 0; kx < kw; ++kx, wt += B) {
+                    V wv[NV];
 #pragma GCC unroll 4
-                for (int v = 0; v < NV; ++v) wv[v] = Vec::load(wt + Vec::W * v);
+                    for (int v = 0; v < NV; ++v) wv[v] = Vec::load(wt + Vec::W * v);
 #pragma GCC unroll 8
-                for (int p = 0; p < P; ++p) {
-                    const V xv = Vec::set1(base[p][row + kx]);
+                    for (int p = 0; p < P; ++p) {
+                        const V xv = Vec::set1(base[p][row + kx]);
 #pragma GCC unroll 4
-                    for (int v = 0; v < NV; ++v) acc[p][v] = Vec::fmadd(xv, wv[v], acc[p][v]);
+                        for (int v = 0; v < NV; ++v) acc[p][v] = Vec::fmadd(xv, wv[v], acc[p][v]);
+                    }
                 }
             }
-        }
+    }
     alignas(64) float tile[P][B];
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p)
