@@ -206,6 +206,41 @@ def test_gemm_edge_tiles_write_only_their_rows_and_columns(isa, ta, tb, beta, rn
         np.testing.assert_array_equal(results[0], results[1], err_msg=f"gemm[{isa}] m={m}: 1 and 2 threads differ")
 
 
+@pytest.mark.parametrize("epilogue", ["none", "bias", "relu", "bias+relu"])
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_gemm_transposed_path_writes_only_its_rows_and_columns(isa, beta, epilogue, rng):
+    # B transposed and at most MC rows (a batch's forward product): the transposed path reads
+    # B's rows in place and stores tiles of C^T back transposed, bias and relu added as they
+    # go. m = 64 + r leaves a last panel of op(A)^T r columns wide (r rows of C), n = 37 a last
+    # block of 1 row of B (one column of C) on AVX2's 6 rows, 5 on AVX-512's 8; k = 2 is
+    # shorter than the kernel's unrolled step. The sentinel around `out` must survive and 1
+    # and 2 threads give the same bits.
+    n = 37
+    for r, k in [(1, 200), (5, 200), (7, 2), (15, 301), (16, 3)]:
+        m = 64 + r
+        a, b = operands(rng, m, n, k, False, True)
+        c0 = rng.standard_normal((m, n)).astype(np.float32)
+        bias = rng.standard_normal(n).astype(np.float32) if "bias" in epilogue else None
+        act = "relu" if "relu" in epilogue else "identity"
+        expected, scale = reference(a, b, False, True, beta=beta, c=c0)
+        if bias is not None:
+            expected, scale = expected + bias, scale + np.abs(bias)
+        if act == "relu":
+            expected = np.maximum(expected, 0.0)
+        results = []
+        for threads in (1, 2):
+            _ref.use_threads(threads)
+            big = np.full((m + 3, n + 5), 7.0, np.float32)
+            big[:m, :n] = c0
+            _C.gemm(a, b, big[:m, :n], transpose_b=True, beta=beta, bias=bias, activation=act)
+            what = f"gemm[{isa}] m={m} n={n} k={k} beta={beta} {epilogue}, {threads} threads"
+            check(big[:m, :n], expected, scale + 1e-6, k, what)
+            np.testing.assert_array_equal(big[m:], 7.0, err_msg=what + ": wrote past row m")
+            np.testing.assert_array_equal(big[:, n:], 7.0, err_msg=what + ": wrote past column n")
+            results.append(big[:m, :n].copy())
+        np.testing.assert_array_equal(results[0], results[1], err_msg=f"gemm[{isa}] m={m}: 1 and 2 threads differ")
+
+
 @pytest.mark.parametrize("fn_name", ["gemm", "gemm_reference"])
 def test_gemm_out_keyword_and_beta_ignored_without_out(fn_name, rng):
     fn = getattr(_C, fn_name)
