@@ -34,7 +34,10 @@ def gemm_shapes():
     # Large enough for the packed path (m n k > 2**18 and every side > 16), with edges.
     shapes.update({(70, 130, 33), (100, 60, 50), (130, 130, 17), (65, 63, 65), (49, 127, 50),
                    (17, 64, 257),
-                   (16, 60, 1024)})  # the issue's fit case: Dense(60, 16)'s weight gradient
+                   (16, 60, 1024),  # the issue's fit case: Dense(60, 16)'s weight gradient
+                   # B transposed: the transposed path's kernels read B's rows in place, in
+                   # assembly on AVX2 (unseen by the sanitizer); k below the unrolled step
+                   (40, 30, 2), (69, 37, 200), (32, 100, 300)})
     return sorted(shapes)
 
 
