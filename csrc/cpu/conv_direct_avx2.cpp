@@ -2,6 +2,7 @@
 // vector, 16 registers. Compiled with -mavx2 -mfma; called only while the AVX2 ISA is active.
 #include <immintrin.h>
 
+#include "avx2_tile_asm.h"
 #include "conv_direct_kernels.h"
 
 namespace fastnn {
@@ -110,18 +111,7 @@ void Avx2::tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int6
     const float* row = xq;
     int64_t rows_left = 0;
     asm volatile(
-        "vxorps %%ymm0, %%ymm0, %%ymm0\n\t"
-        "vxorps %%ymm1, %%ymm1, %%ymm1\n\t"
-        "vxorps %%ymm2, %%ymm2, %%ymm2\n\t"
-        "vxorps %%ymm3, %%ymm3, %%ymm3\n\t"
-        "vxorps %%ymm4, %%ymm4, %%ymm4\n\t"
-        "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
-        "vxorps %%ymm6, %%ymm6, %%ymm6\n\t"
-        "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"
-        "vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
-        "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"
-        "vxorps %%ymm10, %%ymm10, %%ymm10\n\t"
-        "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+        FASTNN_AVX2_TILE_ZERO
         "test %[c], %[c]\n\t"
         "jle 3f\n\t"
         "1:\n\t"  // a channel
@@ -141,22 +131,10 @@ void Avx2::tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int6
         "dec %[c]\n\t"
         "jnz 1b\n\t"
         "3:\n\t"
-        "vmovaps %%ymm0, 0(%[sums])\n\t"
-        "vmovaps %%ymm1, 32(%[sums])\n\t"
-        "vmovaps %%ymm2, 64(%[sums])\n\t"
-        "vmovaps %%ymm3, 96(%[sums])\n\t"
-        "vmovaps %%ymm4, 128(%[sums])\n\t"
-        "vmovaps %%ymm5, 160(%[sums])\n\t"
-        "vmovaps %%ymm6, 192(%[sums])\n\t"
-        "vmovaps %%ymm7, 224(%[sums])\n\t"
-        "vmovaps %%ymm8, 256(%[sums])\n\t"
-        "vmovaps %%ymm9, 288(%[sums])\n\t"
-        "vmovaps %%ymm10, 320(%[sums])\n\t"
-        "vmovaps %%ymm11, 352(%[sums])\n\t"
+        FASTNN_AVX2_TILE_STORE(sums)
         : [xq] "+r"(xq), [w] "+r"(w), [c] "+r"(c), [row] "+r"(row), [rows_left] "+r"(rows_left)
         : [kh] "r"(kh), [wp4] "r"(wp4), [plane4] "r"(plane4), [sums] "r"(sums)
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
-          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+        : FASTNN_AVX2_TILE_CLOBBERS);
     for (int o = 0; o < 6; ++o)
         for (int v = 0; v < 2; ++v) acc[o][v] = _mm256_load_ps(sums + (2 * o + v) * 8);
 }
@@ -195,18 +173,7 @@ void Avx2::pixel_sums(const float* const* base, int64_t c, int64_t plane, int64_
     const int64_t plane4 = plane * int64_t{sizeof(float)}, wp4 = wp * int64_t{sizeof(float)};
     int64_t channel_off = 0, off = 0, rows_left = 0;  // byte offsets of the channel, the row
     asm volatile(
-        "vxorps %%ymm0, %%ymm0, %%ymm0\n\t"
-        "vxorps %%ymm1, %%ymm1, %%ymm1\n\t"
-        "vxorps %%ymm2, %%ymm2, %%ymm2\n\t"
-        "vxorps %%ymm3, %%ymm3, %%ymm3\n\t"
-        "vxorps %%ymm4, %%ymm4, %%ymm4\n\t"
-        "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
-        "vxorps %%ymm6, %%ymm6, %%ymm6\n\t"
-        "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"
-        "vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
-        "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"
-        "vxorps %%ymm10, %%ymm10, %%ymm10\n\t"
-        "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+        FASTNN_AVX2_TILE_ZERO
         "test %[c], %[c]\n\t"
         "jle 3f\n\t"
         "1:\n\t"  // a channel
@@ -226,25 +193,13 @@ void Avx2::pixel_sums(const float* const* base, int64_t c, int64_t plane, int64_
         "dec %[c]\n\t"
         "jnz 1b\n\t"
         "3:\n\t"
-        "vmovaps %%ymm0, 0(%[sums])\n\t"
-        "vmovaps %%ymm1, 32(%[sums])\n\t"
-        "vmovaps %%ymm2, 64(%[sums])\n\t"
-        "vmovaps %%ymm3, 96(%[sums])\n\t"
-        "vmovaps %%ymm4, 128(%[sums])\n\t"
-        "vmovaps %%ymm5, 160(%[sums])\n\t"
-        "vmovaps %%ymm6, 192(%[sums])\n\t"
-        "vmovaps %%ymm7, 224(%[sums])\n\t"
-        "vmovaps %%ymm8, 256(%[sums])\n\t"
-        "vmovaps %%ymm9, 288(%[sums])\n\t"
-        "vmovaps %%ymm10, 320(%[sums])\n\t"
-        "vmovaps %%ymm11, 352(%[sums])\n\t"
+        FASTNN_AVX2_TILE_STORE(sums)
         : [w] "+r"(w), [c] "+r"(c), [channel_off] "+r"(channel_off), [off] "+r"(off),
           [rows_left] "+r"(rows_left)
         : [kh] "m"(kh), [wp4] "m"(wp4), [plane4] "m"(plane4), [sums] "r"(sums),
           [b0] "r"(base[0]), [b1] "r"(base[1]), [b2] "r"(base[2]), [b3] "r"(base[3]),
           [b4] "r"(base[4]), [b5] "r"(base[5])
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
-          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+        : FASTNN_AVX2_TILE_CLOBBERS);
     for (int p = 0; p < 6; ++p)
         for (int v = 0; v < 2; ++v) acc[p][v] = _mm256_load_ps(sums + (2 * p + v) * 8);
 }

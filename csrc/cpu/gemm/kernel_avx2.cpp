@@ -6,6 +6,7 @@
 
 #include "gemm.h"
 #include "small_gemm.h"
+#include "../avx2_tile_asm.h"
 
 namespace fastnn {
 namespace {
@@ -114,18 +115,7 @@ void kernel_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, float*
     int64_t quads = kc / 4, rest = kc % 4;
     const int64_t ldb4 = ldb * static_cast<int64_t>(sizeof(float));
     asm volatile(
-        "vxorps %%ymm0, %%ymm0, %%ymm0\n\t"
-        "vxorps %%ymm1, %%ymm1, %%ymm1\n\t"
-        "vxorps %%ymm2, %%ymm2, %%ymm2\n\t"
-        "vxorps %%ymm3, %%ymm3, %%ymm3\n\t"
-        "vxorps %%ymm4, %%ymm4, %%ymm4\n\t"
-        "vxorps %%ymm5, %%ymm5, %%ymm5\n\t"
-        "vxorps %%ymm6, %%ymm6, %%ymm6\n\t"
-        "vxorps %%ymm7, %%ymm7, %%ymm7\n\t"
-        "vxorps %%ymm8, %%ymm8, %%ymm8\n\t"
-        "vxorps %%ymm9, %%ymm9, %%ymm9\n\t"
-        "vxorps %%ymm10, %%ymm10, %%ymm10\n\t"
-        "vxorps %%ymm11, %%ymm11, %%ymm11\n\t"
+        FASTNN_AVX2_TILE_ZERO
         "test %[quads], %[quads]\n\t"
         "jz 2f\n\t"
         ".p2align 5\n\t"
@@ -143,22 +133,10 @@ void kernel_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, float*
         "dec %[rest]\n\t"
         "jnz 3b\n\t"
         "4:\n\t"
-        "vmovaps %%ymm0, 0(%[acc])\n\t"
-        "vmovaps %%ymm1, 32(%[acc])\n\t"
-        "vmovaps %%ymm2, 64(%[acc])\n\t"
-        "vmovaps %%ymm3, 96(%[acc])\n\t"
-        "vmovaps %%ymm4, 128(%[acc])\n\t"
-        "vmovaps %%ymm5, 160(%[acc])\n\t"
-        "vmovaps %%ymm6, 192(%[acc])\n\t"
-        "vmovaps %%ymm7, 224(%[acc])\n\t"
-        "vmovaps %%ymm8, 256(%[acc])\n\t"
-        "vmovaps %%ymm9, 288(%[acc])\n\t"
-        "vmovaps %%ymm10, 320(%[acc])\n\t"
-        "vmovaps %%ymm11, 352(%[acc])\n\t"
+        FASTNN_AVX2_TILE_STORE(acc)
         : [a] "+r"(a), [b] "+r"(b), [quads] "+r"(quads), [rest] "+r"(rest)
         : [ldb4] "r"(ldb4), [acc] "r"(acc)
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
-          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+        : FASTNN_AVX2_TILE_CLOBBERS);
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i)
@@ -289,18 +267,7 @@ void accumulate_rows_a(int64_t kc, const float* const* r, const float* b, float*
     int64_t p = 0;
     const int64_t quads = kc / 4 * 4;
     asm volatile(
-        "vmovaps 0(%[acc]), %%ymm0\n\t"
-        "vmovaps 32(%[acc]), %%ymm1\n\t"
-        "vmovaps 64(%[acc]), %%ymm2\n\t"
-        "vmovaps 96(%[acc]), %%ymm3\n\t"
-        "vmovaps 128(%[acc]), %%ymm4\n\t"
-        "vmovaps 160(%[acc]), %%ymm5\n\t"
-        "vmovaps 192(%[acc]), %%ymm6\n\t"
-        "vmovaps 224(%[acc]), %%ymm7\n\t"
-        "vmovaps 256(%[acc]), %%ymm8\n\t"
-        "vmovaps 288(%[acc]), %%ymm9\n\t"
-        "vmovaps 320(%[acc]), %%ymm10\n\t"
-        "vmovaps 352(%[acc]), %%ymm11\n\t"
+        FASTNN_AVX2_TILE_LOAD(acc)
         "cmp %[quads], %[p]\n\t"
         "jge 2f\n\t"
         ".p2align 5\n\t"
@@ -321,23 +288,11 @@ void accumulate_rows_a(int64_t kc, const float* const* r, const float* b, float*
         "cmp %[kc], %[p]\n\t"
         "jl 3b\n\t"
         "4:\n\t"
-        "vmovaps %%ymm0, 0(%[acc])\n\t"
-        "vmovaps %%ymm1, 32(%[acc])\n\t"
-        "vmovaps %%ymm2, 64(%[acc])\n\t"
-        "vmovaps %%ymm3, 96(%[acc])\n\t"
-        "vmovaps %%ymm4, 128(%[acc])\n\t"
-        "vmovaps %%ymm5, 160(%[acc])\n\t"
-        "vmovaps %%ymm6, 192(%[acc])\n\t"
-        "vmovaps %%ymm7, 224(%[acc])\n\t"
-        "vmovaps %%ymm8, 256(%[acc])\n\t"
-        "vmovaps %%ymm9, 288(%[acc])\n\t"
-        "vmovaps %%ymm10, 320(%[acc])\n\t"
-        "vmovaps %%ymm11, 352(%[acc])\n\t"
+        FASTNN_AVX2_TILE_STORE(acc)
         : [b] "+r"(b), [p] "+r"(p)
         : [quads] "r"(quads), [kc] "r"(kc), [acc] "r"(acc), [r0] "r"(r[0]), [r1] "r"(r[1]),
           [r2] "r"(r[2]), [r3] "r"(r[3]), [r4] "r"(r[4]), [r5] "r"(r[5])
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
-          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+        : FASTNN_AVX2_TILE_CLOBBERS);
 }
 #undef FASTNN_AVX2_ROWS_STEP
 
