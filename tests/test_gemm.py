@@ -209,14 +209,15 @@ def test_gemm_edge_tiles_write_only_their_rows_and_columns(isa, ta, tb, beta, rn
 @pytest.mark.parametrize("epilogue", ["none", "bias", "relu", "bias+relu"])
 @pytest.mark.parametrize("beta", [0.0, 0.5])
 def test_gemm_transposed_path_writes_only_its_rows_and_columns(isa, beta, epilogue, rng):
-    # B transposed and at most MC rows (a batch's forward product): the transposed path reads
-    # B's rows in place and stores tiles of C^T back transposed, bias and relu added as they
-    # go. m = 64 + r leaves a last panel of op(A)^T r columns wide (r rows of C), n = 37 a last
-    # block of 1 row of B (one column of C) on AVX2's 6 rows, 5 on AVX-512's 8; k = 2 is
-    # shorter than the kernel's unrolled step. The sentinel around `out` must survive and 1
-    # and 2 threads give the same bits.
+    # B transposed, at most MC rows and k at least 4 x m rounded up to 16 (a batch's forward
+    # product): the transposed path reads B's rows in place and stores tiles of C^T back
+    # transposed, bias and relu added as they go. m = 64 + r leaves a last panel of op(A)^T r
+    # columns wide (r rows of C), n = 37 a last block of 1 row of B (one column of C) on AVX2's
+    # 6 rows, 5 on AVX-512's 8; k % 4 of 1-3 leaves steps after the kernel's unrolled ones.
+    # With k = 20 the same shapes take the packed path. The sentinel around `out` must survive
+    # and 1 and 2 threads give the same bits.
     n = 37
-    for r, k in [(1, 200), (5, 200), (7, 2), (15, 301), (16, 3)]:
+    for r, k in [(1, 321), (5, 322), (7, 20), (15, 403), (16, 320)]:
         m = 64 + r
         a, b = operands(rng, m, n, k, False, True)
         c0 = rng.standard_normal((m, n)).astype(np.float32)

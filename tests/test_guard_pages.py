@@ -35,9 +35,10 @@ def gemm_shapes():
     shapes.update({(70, 130, 33), (100, 60, 50), (130, 130, 17), (65, 63, 65), (49, 127, 50),
                    (17, 64, 257),
                    (16, 60, 1024),  # the issue's fit case: Dense(60, 16)'s weight gradient
-                   # B transposed: the transposed path's kernels read B's rows in place, in
-                   # assembly on AVX2 (unseen by the sanitizer); k below the unrolled step
-                   (40, 30, 2), (69, 37, 200), (32, 100, 300)})
+                   # B transposed, k at least 4 x m rounded up to 16: the transposed path's
+                   # kernels read B's rows in place, in assembly on AVX2 (unseen by the
+                   # sanitizer); k % 4 of 1-3 left after the unrolled steps
+                   (40, 30, 194), (69, 37, 321), (32, 100, 300), (16, 20, 67)})
     return sorted(shapes)
 
 

@@ -198,7 +198,10 @@ void run_tile(const Microkernel& uk, int64_t kc, const float* ap, const float* b
 //   its kernel (MR rows of B broadcast from where they lie, tiles stored transposed) runs
 //   slower than the packed one. Xeon family 6 model 207 (MC 256), n 512, k 784, packed
 //   against transposed, 25-40 rounds alternated: m 256 0.85-0.94x, m 320 0.96-1.00x, m 384
-//   1.03-1.12x, m 512 1.18-1.19x (1 and 2 threads); m 512, k 512 1.03-1.06x.
+//   1.03-1.12x, m 512 1.18-1.19x (1 and 2 threads); m 512, k 512 1.03-1.06x. And while k
+//   is long next to m (Microkernel::rows_a_k_per_row): the transposed store of each tile
+//   weighs 1/k of the product, the packing 1/m (Zen 3, 1 thread: 68 x 1405 x 20 (TT) ran at
+//   0.50x OpenBLAS transposed, 0.88x packed).
 // - a non-transposed B by the packed path, its rows read as they are, while at most
 //   kFewPanels MR-row panels of op(A) would reuse a packed copy and B's rows stay in L2
 //   (strided_rows_fit_l2). At m = 128 in place ran 1.00x PyTorch and packed 0.85x; from
@@ -337,7 +340,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
         });
         return;
     }
-    if (uk.rows_a && trans_b && m <= ctx.blocking.mc && a_fits_one_block(ctx, m, k)) {
+    if (uk.rows_a && trans_b && m <= ctx.blocking.mc && a_fits_one_block(ctx, m, k) &&
+        k >= uk.rows_a_k_per_row * ((m + 15) / 16 * 16)) {
         gemm_transposed(ctx, trans_a, m, n, k, alpha, a, lda,
                         [b, ldb](int64_t j) { return b + j * ldb; }, beta, c, ldc, ep);
         return;

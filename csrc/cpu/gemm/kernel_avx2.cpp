@@ -12,6 +12,12 @@ namespace fastnn {
 namespace {
 
 constexpr int MR = 6, NR = 16;
+// The transposed path's break-even (Microkernel::rows_a_k_per_row): transposed against packed,
+// Zen 3, 1 thread, n 512 (NT), 21 rounds alternated, packed/transposed time: m 16 k 128 0.98,
+// k 256 0.77; m 32 k 128 1.00, k 256 0.89; m 64 k 256 1.00, k 512 0.99; m 96 k 256 1.06, k 512
+// 1.02; m 68, n 1405 (TT): k 20 1.55, k 64 1.30, k 256 1.15. 2 threads: m 64 k 128 1.08, k 256
+// 1.00; m 120 k 256 1.11; 68 x 1405 x 20 (TT) 1.84.
+constexpr int kRowsAKPerRow = 4;
 
 // An edge tile: R x 8 NV of C (R <= MR: only its rows are computed); rows past `rows` are
 // not stored, and the last vector holds `in_last` columns (1-8), stored one by one where
@@ -261,13 +267,21 @@ void pack_b_rows(const float* b, int64_t ldb, int64_t kc, float* out, int64_t ro
     "vfmadd231ps %%ymm12, %%ymm15, %%ymm10\n\t"                                            \
     "vfmadd231ps %%ymm13, %%ymm15, %%ymm11\n\t"
 
-// acc (MR x NR, row-major) += the MR rows at r[0..5], kc long, times kc rows of a packed B
-// panel. Assembly for the reason kernel_avx2's loop is.
-void accumulate_rows_a(int64_t kc, const float* const* r, const float* b, float* acc) {
+// acc (MR x NR, row-major) = (first: 0, else acc) + the MR rows at r[0..5], kc long, times
+// kc rows of a packed B panel. Assembly for the reason kernel_avx2's loop is. The first
+// segment starts from zeroed registers: zeroing acc in memory (a `rep stos`) and loading it
+// back took 10% of a 68 x 1405 x 64 (TT) product (Zen 3, 1 thread).
+void accumulate_rows_a(int64_t kc, const float* const* r, const float* b, float* acc, bool first) {
     int64_t p = 0;
     const int64_t quads = kc / 4 * 4;
     asm volatile(
+        "test %[first], %[first]\n\t"
+        "jz 5f\n\t"
+        FASTNN_AVX2_TILE_ZERO
+        "jmp 6f\n\t"
+        "5:\n\t"
         FASTNN_AVX2_TILE_LOAD(acc)
+        "6:\n\t"
         "cmp %[quads], %[p]\n\t"
         "jge 2f\n\t"
         ".p2align 5\n\t"
@@ -290,7 +304,8 @@ void accumulate_rows_a(int64_t kc, const float* const* r, const float* b, float*
         "4:\n\t"
         FASTNN_AVX2_TILE_STORE(acc)
         : [b] "+r"(b), [p] "+r"(p)
-        : [quads] "r"(quads), [kc] "r"(kc), [acc] "r"(acc), [r0] "r"(r[0]), [r1] "r"(r[1]),
+        : [quads] "r"(quads), [kc] "r"(kc), [acc] "r"(acc), [first] "r"(int64_t{first}),
+          [r0] "r"(r[0]), [r1] "r"(r[1]),
           [r2] "r"(r[2]), [r3] "r"(r[3]), [r4] "r"(r[4]), [r5] "r"(r[5])
         : FASTNN_AVX2_TILE_CLOBBERS);
 }
@@ -304,11 +319,11 @@ void accumulate_rows_a(int64_t kc, const float* const* r, const float* b, float*
 void kernel_avx2_rows_a(int64_t kc, const float* const* a, const float* b, float* c,
                         int64_t ldc, float alpha, float beta, int64_t rows, int64_t cols,
                         const float* bias, bool relu, int64_t segments, int64_t segment_stride) {
-    alignas(32) float acc[MR * NR] = {};
+    alignas(32) float acc[MR * NR];
     const float* r[MR];
     for (int i = 0; i < MR; ++i) r[i] = a[i];
     for (int64_t s = 0; s < segments; ++s, b += NR * kc) {
-        accumulate_rows_a(kc, r, b, acc);
+        accumulate_rows_a(kc, r, b, acc, s == 0);
         for (int i = 0; i < MR; ++i) r[i] += segment_stride;
     }
     alignas(32) float bias_lanes[8] = {};
@@ -510,6 +525,6 @@ double fma_probe_avx2(int64_t iters) {
 const Microkernel kAvx2Kernel{"avx2", MR, NR, kernel_avx2, pack_a_rows, pack_b_rows,
                               small_gemm<SmallAvx2>, kernel_avx2_edge, fma_probe_avx2, kernel_avx2_rows_a,
                               SmallAvx2::kLanes, SmallAvx2::kRows, SmallAvx2::kRowsWidth,
-                              SmallAvx2::kDotOverhead};
+                              SmallAvx2::kDotOverhead, kRowsAKPerRow};
 
 }  // namespace fastnn

@@ -9,6 +9,10 @@ namespace fastnn {
 namespace {
 
 constexpr int MR = 8, NR = 48;
+// The transposed path's break-even (Microkernel::rows_a_k_per_row): at k 784, n 512 packed
+// and transposed ran even at m 320 (gemm.cpp: Xeon family 6 model 207), k = 2.45 m; rounded
+// down, so that every product measured there keeps its path.
+constexpr int kRowsAKPerRow = 2;
 
 
 inline __m256 upper_half(__m512 x) {
@@ -450,6 +454,6 @@ double fma_probe_avx512(int64_t iters) {
 const Microkernel kAvx512Kernel{"avx512", MR, NR, kernel_avx512, pack_a_rows, pack_b_rows,
                                 small_gemm<SmallAvx512>, kernel_avx512_edge, fma_probe_avx512,
                                 kernel_avx512_rows_a, SmallAvx512::kLanes, SmallAvx512::kRows,
-                                SmallAvx512::kRowsWidth, SmallAvx512::kDotOverhead};
+                                SmallAvx512::kRowsWidth, SmallAvx512::kDotOverhead, kRowsAKPerRow};
 
 }  // namespace fastnn
