@@ -316,25 +316,26 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
                                 (m < 16 || (n >= 8 * 64 && n * k > l2_floats / 2));
         const int64_t step = small_form_rows(form);
         const int64_t a_row = trans_a ? 1 : lda, b_col = trans_b ? ldb : 1;
-        // k x strip: a quarter of L2, in whole blocks of the rows kernel's (Xeon family 6 model
+        // k-block x strip: a quarter of L2, in whole blocks of the rows kernel's (Xeon family 6 model
         // 207, 1 thread, 9 rounds alternated, against half of L2 in multiples of 128: 64 x 784 x
         // 1024 TN +18%, 48 x 784 x 1024 TN +13%, 32 x 784 x 1024 NN +10%, 16 x 784 x 1024 NN
         // +9%, 96 x 784 x 512 TN +2%; 18 x 136 x 295 TN, 64 x 500 x 300 NN, 100 x 100 x 1000 TN
         // within 1%, on 2 threads within 2%: a strip of 256 had ended in a block of 16 columns, a
         // third as fast)
         const int64_t width = uk.rows_width;
-        const int64_t strip = std::max<int64_t>(2 * width, l2_floats / 4 / k / width * width);
+        const int64_t kb = small_k_block(form, n, k, l2_floats);
+        const int64_t strip = std::max<int64_t>(2 * width, l2_floats / 4 / kb / width * width);
         const int64_t blocks = by_columns ? (n + 63) / 64 : (m + step - 1) / step;
         const int64_t block_flops = by_columns ? m * 64 * k : step * n * k;
         parallel_for(blocks, std::max<int64_t>(1, (int64_t{1} << 18) / (block_flops + 1)),
                      [&](int64_t b0, int64_t b1) {
             if (by_columns) {
                 const int64_t j0 = 64 * b0, cols = std::min(n, 64 * b1) - j0;
-                uk.small(form, strip, trans_a, trans_b, m, cols, k, alpha, a, lda, b + j0 * b_col, ldb, beta, c + j0, ldc);
+                uk.small(form, strip, kb, trans_a, trans_b, m, cols, k, alpha, a, lda, b + j0 * b_col, ldb, beta, c + j0, ldc);
                 if (ep) apply_epilogue(*ep, c + j0, ldc, m, cols, j0);
             } else {
                 const int64_t i0 = step * b0, rows = std::min(m, step * b1) - i0;
-                uk.small(form, strip, trans_a, trans_b, rows, n, k, alpha, a + i0 * a_row, lda, b, ldb, beta, c + i0 * ldc, ldc);
+                uk.small(form, strip, kb, trans_a, trans_b, rows, n, k, alpha, a + i0 * a_row, lda, b, ldb, beta, c + i0 * ldc, ldc);
                 if (ep) apply_epilogue(*ep, c + i0 * ldc, ldc, rows, n, 0);
             }
         });

@@ -87,9 +87,9 @@ void pack_rows_tail(const float* src, int64_t ld, int64_t kc, float* out, int64_
 
 // Optional path for small and skinny products, where packing costs more than it saves:
 // works on the unpacked operands (or a thin one packed), on one thread, on the products
-// small_form (small_gemm.h) chose a form for.
+// small_form (small_gemm.h) chose a form for, k-blocks of kb (small_k_block).
 enum class SmallForm;
-using SmallGemmFn = void (*)(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64_t m,
+using SmallGemmFn = void (*)(SmallForm form, int64_t strip, int64_t kb, bool trans_a, bool trans_b, int64_t m,
                              int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                              const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 

@@ -211,10 +211,32 @@ void swapped_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, co
 }
 
 // The small forms sum each element of C along k in blocks of at most kSmallKc (k_block's
-// even split), each block's sum added to C: one running float sum along all of k (a rows
-// form's lane) made 1 x 20,000,000 ones times ones 16,777,216 (2^24 + 1 rounds to 2^24).
-// Products of k <= kSmallKc, a layer's, are one block.
+// even split; the rows forms' smaller, rows_k_block), each block's sum added to C: one
+// running float sum along all of k (a rows form's lane) made 1 x 20,000,000 ones times ones
+// 16,777,216 (2^24 + 1 rounds to 2^24). The dot forms' products of k <= kSmallKc are one
+// block.
 constexpr int64_t kSmallKc = 4096;
+// The rows forms' strips are at least this many columns wide (1 KiB of each row of B): a
+// strip of 32 columns read 128 bytes of each of k rows, every row in another 4 KiB page,
+// where the hardware prefetchers do not follow, so a B from memory came at the latency's
+// pace (Zen 3, against k-blocks of 4096, 1 thread: 9 x 3420 x 2508 TN 2.7x, 1 x 4000 x 3000
+// NN 2.4x, 5 x 2249 x 2000 NN 2.0x, 49 x 1876 x 330 TN 1.65x; 2 threads 2.1x, -, -, 1.2x;
+// 16 and 32 x 784 x 1024 NN, 64 x 784 x 1024 TN within 5%; 512 columns were no faster, 128
+// a little slower).
+constexpr int64_t kRowsMinStrip = 256;
+}  // namespace small_detail
+
+// The k-block of a product that small_form chose `form` for: the rows forms' within a
+// quarter of L2 for a strip of kRowsMinStrip columns (or all n, if fewer), so that a long k
+// goes in several k-blocks of wide strips rather than narrow strips down all of k; at most
+// kSmallKc. From the whole product's n, the machine and k, never a thread's share.
+inline int64_t small_k_block(SmallForm form, int64_t n, int64_t k, int64_t l2_floats) {
+    int64_t cap = small_detail::kSmallKc;
+    if (form == SmallForm::Rows || form == SmallForm::RowsPackedB)
+        cap = std::clamp<int64_t>(l2_floats / 4 / std::clamp<int64_t>(n, 1, small_detail::kRowsMinStrip), 16, cap);
+    return k_block(k, cap);
+}
+namespace small_detail {
 
 template <class K>
 void small_gemm_block(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64_t m,
@@ -259,15 +281,14 @@ void small_gemm_block(SmallForm form, int64_t strip, bool trans_a, bool trans_b,
 
 }  // namespace small_detail
 
-// A SmallGemmFn (gemm.h): the part of a product that small_form chose `form` for. The rows
-// forms go through op(B) a strip of `strip` columns at a time (a multiple of 128, sized by
+// A SmallGemmFn (gemm.h): the part of a product that small_form chose `form` for, in k-blocks
+// of kb (small_k_block). The rows forms go through op(B) a strip of `strip` columns at a time (a multiple of 128, sized by
 // the caller for L2), every row of C against one strip before the next: each pass of rows
 // of C (rows_of_c) reads all of the strip, from L2 only if it stays there.
 template <class K>
-void small_gemm(SmallForm form, int64_t strip, bool trans_a, bool trans_b, int64_t m, int64_t n,
-                int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-                float beta, float* c, int64_t ldc) {
-    const int64_t kb = k_block(k, small_detail::kSmallKc);
+void small_gemm(SmallForm form, int64_t strip, int64_t kb, bool trans_a, bool trans_b, int64_t m,
+                int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                int64_t ldb, float beta, float* c, int64_t ldc) {
     for (int64_t p = 0; p < k; p += kb)
         small_detail::small_gemm_block<K>(form, strip, trans_a, trans_b, m, n, std::min(kb, k - p), alpha,
                                           trans_a ? a + p * lda : a + p, lda, trans_b ? b + p : b + p * ldb,
