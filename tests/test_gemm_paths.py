@@ -140,7 +140,11 @@ SMALL_SPLITS = [(28, 2048, 16, False, True), (28, 4096, 8, False, True), (20, 20
                 (1003, 10, 32, False, False), (1003, 5, 32, False, False), (13, 7, 300, True, False),
                 (16, 16, 500, True, False), (23, 8, 90, True, True),
                 # few rows in passes of up to 8 (AVX-512: as equal as can be), AVX2's of 4
-                (5, 2000, 50, False, False), (9, 1000, 128, True, False), (13, 700, 200, False, False)]
+                (5, 2000, 50, False, False), (9, 1000, 128, True, False), (13, 700, 200, False, False),
+                # a long k in k-blocks that leave strips of 256 columns in a quarter of L2
+                # (small_k_block: several on any L2 of 2 MiB or less), sized from all of n, not
+                # from a thread's 64-column blocks
+                (9, 300, 1100, True, False), (5, 300, 2100, False, False)]
 
 
 @pytest.mark.parametrize("m,n,k,ta,tb", SMALL_SPLITS, ids=str)
