@@ -136,10 +136,6 @@ struct Microkernel {
     void (*rows_a)(int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc,
                    float alpha, float beta, int64_t rows, int64_t cols, const float* bias,
                    bool relu, int64_t segments, int64_t segment_stride) = nullptr;
-    // The transposed path's least k per row of C (m rounded up to 16, the columns of C^T the
-    // kernels fill): it stores each tile back transposed, which costs more per float than
-    // packing op(B) does, and short products have more tiles per flop (gemm.cpp).
-    int rows_a_k_per_row = 0;
     // Floats in a vector of the small path's kernels: a thinner B is "thin" (small_form).
     int lanes = 16;
     // The most rows of C one pass of the small path's rows form takes (small_form), and the
@@ -149,6 +145,11 @@ struct Microkernel {
     int rows_width = 16;
     // A dot product's reduction and store in the small path, in vectors of FMAs (small_form).
     int dot_overhead = 5;
+    // The transposed path's least k per row of C (m rounded up to 16, the columns of C^T the
+    // kernels fill): it stores each tile back transposed, which costs more per float than
+    // packing op(B) does, and short products have more tiles per flop (gemm.cpp).
+    int rows_a_k_per_row = 0;
+    // (The ISA tables initialize these fields in this order: a field goes in at the end.)
 };
 
 // One per ISA translation unit; avx512/avx2 exist only on x86-64 builds.

@@ -219,10 +219,10 @@ constexpr int64_t kSmallKc = 4096;
 // The rows forms' strips are at least this many columns wide (1 KiB of each row of B): a
 // strip of 32 columns read 128 bytes of each of k rows, every row in another 4 KiB page,
 // where the hardware prefetchers do not follow, so a B from memory came at the latency's
-// pace (Zen 3, against k-blocks of 4096, 1 thread: 9 x 3420 x 2508 TN 2.7x, 1 x 4000 x 3000
-// NN 2.4x, 5 x 2249 x 2000 NN 2.0x, 49 x 1876 x 330 TN 1.65x; 2 threads 2.1x, -, -, 1.2x;
-// 16 and 32 x 784 x 1024 NN, 64 x 784 x 1024 TN within 5%; 512 columns were no faster, 128
-// a little slower).
+// pace (Zen 3, against k-blocks of 4096, processes alternated: 9 x 3420 x 2508 TN 2.8x on 1
+// thread, 1.9x on 2; 5 x 2249 x 2000 NN 2.2x, 1.9x; 1 x 4000 x 3000 NN 2.3x, 1.8x; 16 and 32 x
+// 784 x 1024 NN, 64 x 784 x 1024 TN within the noise; 512 columns were no faster, 128 a little
+// slower).
 constexpr int64_t kRowsMinStrip = 256;
 }  // namespace small_detail
 
