@@ -211,7 +211,7 @@ void swapped_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, co
 }
 
 // The small forms sum each element of C along k in blocks of at most kSmallKc (k_block's
-// even split; the rows forms' smaller, rows_k_block), each block's sum added to C: one
+// even split; the rows forms' smaller, small_k_block), each block's sum added to C: one
 // running float sum along all of k (a rows form's lane) made 1 x 20,000,000 ones times ones
 // 16,777,216 (2^24 + 1 rounds to 2^24). The dot forms' products of k <= kSmallKc are one
 // block.
@@ -282,9 +282,9 @@ void small_gemm_block(SmallForm form, int64_t strip, bool trans_a, bool trans_b,
 }  // namespace small_detail
 
 // A SmallGemmFn (gemm.h): the part of a product that small_form chose `form` for, in k-blocks
-// of kb (small_k_block). The rows forms go through op(B) a strip of `strip` columns at a time (a multiple of 128, sized by
-// the caller for L2), every row of C against one strip before the next: each pass of rows
-// of C (rows_of_c) reads all of the strip, from L2 only if it stays there.
+// of kb (small_k_block). The rows forms go through op(B) a strip of `strip` columns at a time
+// (sized by the caller for L2 with kb), every row of C against one strip before the next:
+// each pass of rows of C (rows_of_c) reads all of the strip, from L2 only if it stays there.
 template <class K>
 void small_gemm(SmallForm form, int64_t strip, int64_t kb, bool trans_a, bool trans_b, int64_t m,
                 int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
