@@ -144,7 +144,10 @@ SMALL_SPLITS = [(28, 2048, 16, False, True), (28, 4096, 8, False, True), (20, 20
                 # a long k in k-blocks that leave strips of 256 columns in a quarter of L2
                 # (small_k_block: several on any L2 of 2 MiB or less), sized from all of n, not
                 # from a thread's 64-column blocks
-                (9, 300, 1100, True, False), (5, 300, 2100, False, False)]
+                (9, 300, 1100, True, False), (5, 300, 2100, False, False),
+                # one column of C with A transposed: A's rows summed whole, four at a time
+                # (k % 4 of 1-3 after them)
+                (300, 1, 1003, True, False), (257, 1, 66, True, True), (77, 1, 9, True, False)]
 
 
 @pytest.mark.parametrize("m,n,k,ta,tb", SMALL_SPLITS, ids=str)

@@ -192,6 +192,30 @@ void dots_of_c(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int
 template <class K>
 void swapped_rows(bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                   int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+    if (n == 1) {
+        // A matrix-vector product: C's column sums A's rows, each read whole as it lies, into a
+        // buffer in L1 (blocks of 128 walked all of k for each, 512 bytes of each row of A: 3000
+        // x 1 x 1000 TN ran at 0.46x OpenBLAS, Zen 3, 1 thread). Each value of C still sums
+        // along k in order, in one lane.
+        float* y = packed_buffer(m);
+        std::fill(y, y + m, 0.0f);
+        const auto bv = [&](int64_t p) { return trans_b ? b[p] : b[p * ldb]; };
+        int64_t p = 0;
+        for (; p + 4 <= k; p += 4) {  // four rows of A a pass: a quarter of C's loads and stores
+            const float b0 = bv(p), b1 = bv(p + 1), b2 = bv(p + 2), b3 = bv(p + 3);
+            const float *a0 = a + p * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+            for (int64_t i = 0; i < m; ++i)
+                y[i] = std::fma(b3, a3[i], std::fma(b2, a2[i], std::fma(b1, a1[i], std::fma(b0, a0[i], y[i]))));
+        }
+        for (; p < k; ++p) {
+            const float b0 = bv(p);
+            const float* a0 = a + p * lda;
+            for (int64_t i = 0; i < m; ++i) y[i] = std::fma(b0, a0[i], y[i]);
+        }
+        for (int64_t i = 0; i < m; ++i)
+            c[i * ldc] = beta == 0.0f ? alpha * y[i] : std::fma(beta, c[i * ldc], alpha * y[i]);
+        return;
+    }
     constexpr int64_t kCols = 128;
     float tile[8 * kCols];
     for (int64_t i = 0; i < m; i += kCols) {
