@@ -177,6 +177,23 @@ def test_gemm_narrow_last_panel_writes_only_its_columns(isa, beta, rng):
         np.testing.assert_array_equal(wide[:, n:], 7.0, err_msg=f"gemm[{isa}] n={n}: wrote past column n")
 
 
+def check_in_sentinel(m, n, k, c0, expected, scale, what, run):
+    """run(out) writes C into `out`, the top-left m x n corner of a larger array whose other
+    rows and columns hold a sentinel that must survive; on 1 and 2 threads, the same bits."""
+    results = []
+    for threads in (1, 2):
+        _ref.use_threads(threads)
+        big = np.full((m + 3, n + 5), 7.0, np.float32)
+        big[:m, :n] = c0
+        run(big[:m, :n])
+        at = f"{what}, {threads} threads"
+        check(big[:m, :n], expected, scale + 1e-6, k, at)
+        np.testing.assert_array_equal(big[m:], 7.0, err_msg=at + ": wrote past row m")
+        np.testing.assert_array_equal(big[:, n:], 7.0, err_msg=at + ": wrote past column n")
+        results.append(big[:m, :n].copy())
+    np.testing.assert_array_equal(results[0], results[1], err_msg=f"{what}: 1 and 2 threads differ")
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.5])
 @pytest.mark.parametrize("ta,tb", TRANSPOSES, ids=TRANS_IDS)
 def test_gemm_edge_tiles_write_only_their_rows_and_columns(isa, ta, tb, beta, rng):
@@ -192,18 +209,9 @@ def test_gemm_edge_tiles_write_only_their_rows_and_columns(isa, ta, tb, beta, rn
         a, b = operands(rng, m, n, k, ta, tb)
         c0 = rng.standard_normal((m, n)).astype(np.float32)
         expected, scale = reference(a, b, ta, tb, beta=beta, c=c0)
-        results = []
-        for threads in (1, 2):
-            _ref.use_threads(threads)
-            big = np.full((m + 3, n + 5), 7.0, np.float32)
-            big[:m, :n] = c0
-            _C.gemm(a, b, big[:m, :n], transpose_a=ta, transpose_b=tb, beta=beta)
-            what = f"gemm[{isa}] m={m} n={n} k={k} ta={ta} tb={tb} beta={beta}, {threads} threads"
-            check(big[:m, :n], expected, scale + 1e-6, k, what)
-            np.testing.assert_array_equal(big[m:], 7.0, err_msg=what + ": wrote past row m")
-            np.testing.assert_array_equal(big[:, n:], 7.0, err_msg=what + ": wrote past column n")
-            results.append(big[:m, :n].copy())
-        np.testing.assert_array_equal(results[0], results[1], err_msg=f"gemm[{isa}] m={m}: 1 and 2 threads differ")
+        check_in_sentinel(m, n, k, c0, expected, scale,
+                          f"gemm[{isa}] m={m} n={n} k={k} ta={ta} tb={tb} beta={beta}",
+                          lambda out: _C.gemm(a, b, out, transpose_a=ta, transpose_b=tb, beta=beta))
 
 
 @pytest.mark.parametrize("epilogue", ["none", "bias", "relu", "bias+relu"])
@@ -228,18 +236,10 @@ def test_gemm_transposed_path_writes_only_its_rows_and_columns(isa, beta, epilog
             expected, scale = expected + bias, scale + np.abs(bias)
         if act == "relu":
             expected = np.maximum(expected, 0.0)
-        results = []
-        for threads in (1, 2):
-            _ref.use_threads(threads)
-            big = np.full((m + 3, n + 5), 7.0, np.float32)
-            big[:m, :n] = c0
-            _C.gemm(a, b, big[:m, :n], transpose_b=True, beta=beta, bias=bias, activation=act)
-            what = f"gemm[{isa}] m={m} n={n} k={k} beta={beta} {epilogue}, {threads} threads"
-            check(big[:m, :n], expected, scale + 1e-6, k, what)
-            np.testing.assert_array_equal(big[m:], 7.0, err_msg=what + ": wrote past row m")
-            np.testing.assert_array_equal(big[:, n:], 7.0, err_msg=what + ": wrote past column n")
-            results.append(big[:m, :n].copy())
-        np.testing.assert_array_equal(results[0], results[1], err_msg=f"gemm[{isa}] m={m}: 1 and 2 threads differ")
+        check_in_sentinel(m, n, k, c0, expected, scale,
+                          f"gemm[{isa}] m={m} n={n} k={k} beta={beta} {epilogue}",
+                          lambda out: _C.gemm(a, b, out, transpose_b=True, beta=beta, bias=bias,
+                                              activation=act))
 
 
 @pytest.mark.parametrize("fn_name", ["gemm", "gemm_reference"])
