@@ -14,7 +14,8 @@ venv="$dir/venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 . "$venv/bin/activate"
 python -m pip install -q --upgrade pip
-pip install -q "scikit-build-core>=0.10" "pybind11>=2.13.6" numpy pytest nvidia-cublas
+# CMake from its wheel, started directly (see sanitize.sh: a PATH shim can miss the 5 s)
+pip install -q "scikit-build-core>=0.10" "pybind11>=2.13.6" "cmake>=3.18" numpy pytest nvidia-cublas
 # --no-build-isolation: the build finds cuBLAS in this environment's nvidia-cublas wheel
 pip install -q --no-build-isolation --no-deps . -C build-dir="$dir/cmake" \
   -C cmake.define.FASTNN_CUDA=ON

@@ -12,7 +12,11 @@ venv="$dir/venv"
 . "$venv/bin/activate"
 python -m pip install -q --upgrade pip
 # Without build isolation the CMake cache stays valid between runs: only changed files rebuild.
-pip install -q "scikit-build-core>=0.10" "pybind11>=2.13.6"
+# CMake from its wheel: scikit-build-core gives `cmake -E capabilities` 5 s to answer, and a
+# cmake found on the PATH may be a shim that starts an interpreter (pyenv's did), which ran
+# past that niced beside the suite in CI (2026-12-07: "Could not find CMake"). The wheel's
+# binary is found first, by import, and started directly.
+pip install -q "scikit-build-core>=0.10" "pybind11>=2.13.6" "cmake>=3.18"
 # Not stripped, and -g1 (line tables: what a report's stack needs) rather than -g; the
 # optimization levels (kernels -O1, bindings -O0) are CMakeLists.txt's: a clean build on a
 # 2-core Xeon took 402 s with -g at -O3, 197 s with -g1 and the bindings at -O1, and takes
