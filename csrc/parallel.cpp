@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <time.h>
 
 namespace fastnn {
 
@@ -55,6 +56,14 @@ namespace {
 // A region is late when it outlasts its threads' summed work by more than this: far above
 // a wake-up from spinning or from a futex (microseconds), below a scheduler time slice.
 constexpr int64_t kLateSlackNs = 200'000;
+// Threads runnable but off a CPU for more than the slack and an eighth of their time in a
+// region: another program took their core (page faults and interrupts count as CPU time).
+constexpr int64_t kOffCpuShare = 8;
+// The regions after one that lasted this long read their threads' CPU time, and every
+// kSampleEvery-th region: the clock is a system call (1.4 us on a Zen 3 guest), against a
+// shortest region of a few microseconds.
+constexpr int64_t kLongRegionNs = 1'000'000;
+constexpr uint32_t kSampleEvery = 16;
 // Cut the threads after this many late regions among the last 32.
 constexpr int kLateToPause = 3;
 // The first pause; it doubles (up to kMaxPauseNs) when the load is still there after one.
@@ -65,6 +74,8 @@ const bool g_enabled = !switched_off("FASTNN_ADAPTIVE_THREADS");
 std::atomic<uint32_t> g_late_bits{0};  // bit i: whether the i-th last region was late
 std::atomic<int> g_cap{0};             // the thread cap while paused
 std::atomic<int64_t> g_paused_until{0}, g_pause_ns{kFirstPauseNs}, g_pauses{0};
+std::atomic<uint32_t> g_regions{0};
+std::atomic<bool> g_last_long{false};
 
 }  // namespace
 
@@ -74,15 +85,33 @@ int64_t now_ns() {
         .count();
 }
 
+int64_t thread_cpu_ns() {
+#ifdef CLOCK_THREAD_CPUTIME_ID
+    timespec t;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0) return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
+#endif
+    return -1;
+}
+
+bool sample_cpu() {
+    if (!g_enabled) return false;
+    return g_last_long.load(std::memory_order_relaxed) ||
+           g_regions.fetch_add(1, std::memory_order_relaxed) % kSampleEvery == 0;
+}
+
 int thread_cap(int threads) {
     if (threads <= 1 || g_paused_until.load(std::memory_order_relaxed) == 0) return threads;
     if (now_ns() >= g_paused_until.load(std::memory_order_relaxed)) return threads;
     return std::min(threads, g_cap.load(std::memory_order_relaxed));
 }
 
-void record(int threads, int64_t wall_ns, int64_t work_ns) {
+void record(int threads, int64_t wall_ns, int64_t work_ns, int64_t cpu_ns) {
     if (!g_enabled) return;
-    const bool late = wall_ns > work_ns + kLateSlackNs;
+    g_last_long.store(wall_ns >= kLongRegionNs, std::memory_order_relaxed);
+    // cpu_ns < 0: not read, or no per-thread clock (each thread's reading then is -1 - -1)
+    const int64_t off_cpu = cpu_ns > 0 ? work_ns - cpu_ns : 0;
+    const bool late = wall_ns > work_ns + kLateSlackNs ||
+                      (off_cpu > kLateSlackNs && kOffCpuShare * off_cpu > work_ns);
     const uint32_t bits = (g_late_bits.load(std::memory_order_relaxed) << 1) | (late ? 1u : 0u);
     g_late_bits.store(bits, std::memory_order_relaxed);
     if (!late || __builtin_popcount(bits) < kLateToPause) return;

@@ -35,16 +35,25 @@ int requested_threads();
 // Oversubscription guard. When another program keeps a core busy, a worker thread that
 // shares that core waits for a scheduler time slice (milliseconds) before it runs, and a
 // fork/join region of microseconds then lasts milliseconds: training ran 25-30x slower.
-// Every region times its threads; one that took longer than its threads' work added up
-// (what a single thread would have needed) by more than a wake-up counts as late. A few
-// late regions among the last ones and the library halves its threads for a while
-// (again, and for longer, while the load lasts), then tries all of them again. Results
-// do not depend on the thread count, so this changes only the speed.
+// In a region of milliseconds, the thread that shares the core runs at half speed or less
+// while its equal share of the work holds up the others: a VGG step beside a busy core ran
+// 2x slower on two threads than on one (Zen 3, 2 vCPUs). Every region times its threads; one
+// that took longer than its threads' work added up (what a single thread would have needed)
+// by more than a wake-up counts as late, and so does one whose threads spent much of their
+// time runnable but off a CPU (their CPU time against their wall time; read on the regions
+// after a long one and on every 16th, as the clock costs a system call). A few late regions
+// among the last ones and the library halves its threads for a while (again, and for longer,
+// while the load lasts), then tries all of them again. Results do not depend on the thread
+// count, so this changes only the speed.
 // FASTNN_ADAPTIVE_THREADS=0 (or off, false, no) turns it off.
 namespace load_guard {
 int64_t now_ns();
+int64_t thread_cpu_ns();                       // the calling thread's CPU time (-1: no such clock)
+bool sample_cpu();                             // whether this region reads its threads' CPU time
 int thread_cap(int threads);                   // the threads to use now, of `threads`
-void record(int threads, int64_t wall_ns, int64_t work_ns);  // one region on `threads`
+// One region on `threads`: its wall time, its threads' summed wall times inside it, and
+// their summed CPU time (-1 when not read)
+void record(int threads, int64_t wall_ns, int64_t work_ns, int64_t cpu_ns);
 int64_t pauses();                              // how often it cut the threads, since the start
 }  // namespace load_guard
 
@@ -101,16 +110,22 @@ template <class F>
 void parallel_region(int threads, F&& f) {
 #ifdef _OPENMP
     if (threads > 1) {
-        std::atomic<int64_t> work{0};
+        std::atomic<int64_t> work{0}, cpu{0};
+        const bool sample = load_guard::sample_cpu();
         const int64_t t0 = load_guard::now_ns();
 #pragma omp parallel num_threads(threads)
         {
             const int64_t start = load_guard::now_ns();
-            DenormalScope denormals;
-            f(omp_get_thread_num(), omp_get_num_threads());
+            const int64_t cpu_start = sample ? load_guard::thread_cpu_ns() : 0;
+            {
+                DenormalScope denormals;
+                f(omp_get_thread_num(), omp_get_num_threads());
+            }
+            if (sample) cpu.fetch_add(load_guard::thread_cpu_ns() - cpu_start, std::memory_order_relaxed);
             work.fetch_add(load_guard::now_ns() - start, std::memory_order_relaxed);
         }
-        load_guard::record(threads, load_guard::now_ns() - t0, work.load(std::memory_order_relaxed));
+        load_guard::record(threads, load_guard::now_ns() - t0, work.load(std::memory_order_relaxed),
+                           sample ? cpu.load(std::memory_order_relaxed) : -1);
         return;
     }
 #endif

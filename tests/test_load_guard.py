@@ -34,23 +34,40 @@ print(json.dumps({"pauses": fastnn.config()["load_pauses"], "c": c[:3, :3].tolis
 """
 
 
+# Regions of about a millisecond (a 384 x 384 product on 2 threads)
+LONG_REGIONS = r"""
+import json
+import numpy as np
+import fastnn
+rng = np.random.default_rng(0)
+a = rng.standard_normal((384, 384), dtype=np.float32)
+for _ in range(100):
+    c = fastnn.matmul(a, a)
+print(json.dumps({"pauses": fastnn.config()["load_pauses"], "c": c[:3, :3].tolist(),
+                  "threads": fastnn.get_num_threads()}))
+"""
+
+
+def run_guarded(code, env_extra, cpus):
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env.pop("OMP_WAIT_POLICY", None)
+    env.pop("FASTNN_ADAPTIVE_THREADS", None)  # conftest.py turns the guard off for the suite
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=300, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def run_beside_busy_core(env_extra):
     cpus = sorted(os.sched_getaffinity(0))[:2]
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"],
                            preexec_fn=lambda: os.sched_setaffinity(0, [cpus[1]]))
     try:
-        env = dict(os.environ, OMP_NUM_THREADS="2")
-        env.pop("OMP_WAIT_POLICY", None)
-        env.pop("FASTNN_ADAPTIVE_THREADS", None)  # conftest.py turns the guard off for the suite
-        env.update(env_extra)
-        out = subprocess.run([sys.executable, "-c", WORK], env=env, capture_output=True,
-                             text=True, timeout=300,
-                             preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+        return run_guarded(WORK, env_extra, cpus)
     finally:
         hog.kill()
         hog.wait()
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 def test_guard_falls_back_beside_a_busy_core_and_results_do_not_change():
@@ -67,3 +84,16 @@ def test_guard_falls_back_beside_a_busy_core_and_results_do_not_change():
     assert unguarded["pauses"] == 0
     assert guarded["c"] == unguarded["c"]
 
+
+
+def test_guard_falls_back_when_long_regions_lose_their_cpu():
+    """Two threads on one CPU: in each region of a millisecond one of them waits, runnable,
+    while the other computes. Neither starts late, but half of their time is spent off a CPU,
+    which the guard reads from their CPU clocks (it never fired here before it did: a VGG step
+    beside a busy core ran 2x slower on two threads than on one)."""
+    one_cpu = sorted(os.sched_getaffinity(0))[:1]
+    guarded = run_guarded(LONG_REGIONS, {}, one_cpu)
+    unguarded = run_guarded(LONG_REGIONS, {"FASTNN_ADAPTIVE_THREADS": "0"}, one_cpu)
+    assert guarded["threads"] == unguarded["threads"] == 2
+    assert guarded["pauses"] >= 1 and unguarded["pauses"] == 0
+    assert guarded["c"] == unguarded["c"]
