@@ -464,6 +464,54 @@ def test_an_empty_batch_goes_through_every_layer_as_in_pytorch():
         fastnn._C.softmax_forward(np.zeros((2, 0), np.float32))
 
 
+def test_conv2d_on_an_empty_batch_leaves_beta_times_its_weight_gradient(rng):
+    """No images: the weight's gradient is beta times what it held (zero after zero_grad),
+    never the partial sums of a batch before (the kernel had added none and read them)."""
+    layer = nn.Conv2d(3, 4, 3)
+    layer(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    layer.backward(np.ones((2, 4, 6, 6), np.float32))
+    layer.zero_grad()
+    assert layer(np.zeros((0, 3, 8, 8), np.float32)).shape == (0, 4, 6, 6)
+    assert layer.backward(np.zeros((0, 4, 6, 6), np.float32)).shape == (0, 3, 8, 8)
+    assert not layer.weight.grad.any() and not layer.bias.grad.any()
+    for beta in (0.0, 0.5):
+        grad_weight = np.full((2, 2, 3, 3), 2.0, np.float32)
+        _C.conv2d_backward(np.zeros((0, 2, 5, 5), np.float32), np.ones((2, 2, 3, 3), np.float32),
+                           np.zeros((0, 2, 3, 3), np.float32), grad_weight, beta=beta,
+                           input_grad=False)
+        np.testing.assert_array_equal(grad_weight, np.full((2, 2, 3, 3), 2.0 * beta, np.float32))
+
+
+@pytest.mark.parametrize("reset", ["weight", "bias"])
+def test_batchnorm_accumulates_when_only_one_parameter_was_reset(reset, rng):
+    """weight.zero_grad() alone (or bias's): the reset gradient is the new one, the other the
+    sum of both batches' (the kernel takes one beta for both)."""
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    g = rng.standard_normal((8, 3)).astype(np.float32)
+    bn = nn.BatchNorm1d(3)
+    bn(x)
+    bn.backward(g)
+    once = {"weight": bn.weight.grad.copy(), "bias": bn.bias.grad.copy()}
+    getattr(bn, reset).grad[...] = np.inf   # what the reset must not read (0 * inf is NaN)
+    getattr(bn, reset).zero_grad()
+    bn(x)
+    bn.backward(g)
+    for name in ("weight", "bias"):
+        want = once[name] if name == reset else 2 * once[name]
+        np.testing.assert_allclose(getattr(bn, name).grad, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("make", [lambda: nn.LeakyReLU(-0.5), lambda: nn.ELU(-1.0),
+                                  lambda: nn.LeakyReLU(float("nan"))],
+                         ids=["leaky_relu", "elu", "nan"])
+def test_activations_refuse_a_negative_slope_whose_backward_would_be_wrong(make):
+    with pytest.raises(ValueError, match=">= 0"):
+        make()
+    y = np.array([[1.0, 0.5]], np.float32)   # leaky_relu(-0.5) of [-2, -1]: y > 0, x < 0
+    with pytest.raises(ValueError, match="alpha >= 0"):
+        _C.activation_backward("leaky_relu", y, np.ones_like(y), -0.5)
+
+
 # ----------------------------------------------------------------------------- devices
 def test_to_cpu_is_the_identity():
     from fastnn import nn

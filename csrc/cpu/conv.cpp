@@ -518,6 +518,10 @@ void conv2d_backward(const ConvGeometry& g, int64_t out_channels, int64_t groups
     const int64_t k = g.c / groups * g.kh * g.kw, og = out_channels / groups;
     const int64_t rows = g.c * g.kh * g.kw, wsize = out_channels * k;
     if (db) add_channel_sums(gy, g.n, out_channels, pixels, db);
+    if (g.n == 0) {  // no images, no partial sums to add: dW = beta dW
+        for (int64_t i = 0; i < wsize; ++i) dw[i] = dw_beta == 0.0f ? 0.0f : dw_beta * dw[i];
+        return;
+    }
     // dW: one partial sum per per_part images (each block's gy x block^T added in
     // order), the partials then added in order; dx: W^T x gy, back through col2im.
     const int64_t per_part = images_per_partial(g.n), parts = (g.n + per_part - 1) / per_part;

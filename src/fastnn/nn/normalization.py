@@ -98,8 +98,10 @@ class _BatchNorm(WorkspaceLayer):
         if self.affine:
             grad_weight, beta = self.weight.grad_to_write()
             grad_bias, bias_beta = self.bias.grad_to_write()
-            if bias_beta != beta:  # never apart in practice: both reset by zero_grad
-                _C.scale_(grad_bias, bias_beta)
+            if bias_beta != beta:  # one reset alone (weight.zero_grad()): the kernel takes one
+                # beta for both, so the reset one is zeroed here and both are added to
+                (grad_weight if beta == 0.0 else grad_bias).fill(0.0)
+                beta = 1.0
         # a fused ReLU's zeros are found again from x, the weight and the bias
         shift = self.bias.data if self._fused_relu and self.bias is not None else None
         return _C.batchnorm_backward(self._x, g, None if self.weight is None else self.weight.data,
