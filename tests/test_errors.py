@@ -451,3 +451,48 @@ def test_seed_objects_numpy_takes_are_taken():
     X, y = np.ones((10, 5), np.float32), np.zeros(10, np.int64)
     for seed in (np.random.SeedSequence(3), np.random.PCG64(3), np.random.default_rng(3), np.int64(3)):
         model.fit(X, y, epochs=1, verbose=0, seed=seed)
+
+
+# ----------------------------------------------------------------------------- found by an attack
+def _adam(**changed):
+    p, g, m, v = (np.zeros(4, np.float32) for _ in range(4))
+    kw = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1) | changed
+    return _C.adam_step(p, g, m, v, **kw)
+
+
+def _rmsprop(**changed):
+    p, g, s = (np.zeros(4, np.float32) for _ in range(3))
+    kw = dict(lr=0.1, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False) | changed
+    return _C.rmsprop_step(p, g, s, None, None, **kw)
+
+
+@pytest.mark.parametrize("call,exc,words", [
+    # an empty plane pooled with padding had made -inf and argmax into nothing
+    (lambda: _C.maxpool2d_forward(np.zeros((1, 1, 0, 4), np.float32), 2, padding=1), ValueError,
+     ["'x'", "0x4", "empty"]),
+    (lambda: _C.avgpool2d_forward(np.zeros((1, 1, 4, 0), np.float32), 2, padding=1), ValueError,
+     ["'x'", "4x0", "empty"]),
+    (lambda: _C.maxpool2d_backward(np.zeros((1, 1, 2, 2), np.float32),
+                                   np.zeros((1, 1, 2, 2), np.int64), 5, 2), TypeError,
+     ["'input_shape'", "int"]),
+    # a beta of 1 (Adam) or an alpha past 1 (RMSprop) had made every weight NaN
+    (lambda: _adam(beta1=1.0), ValueError, ["'beta1'", "[0, 1)"]),
+    (lambda: _adam(beta2=-0.1), ValueError, ["'beta2'", "[0, 1)"]),
+    (lambda: _rmsprop(alpha=2.0), ValueError, ["'alpha'", "[0, 1)"]),
+    (lambda: _adam(step=2**63), ValueError, ["'step'", "out of range", "9223372036854775808"]),
+    # probabilities outside [0, 1] had given a NaN loss and gradients of 1e11
+    (lambda: _C.binary_cross_entropy(np.array([0.5, 1.5], np.float32),
+                                     np.array([1.0, 0.0], np.float32), from_logits=False),
+     ValueError, ["'pred'", "[0, 1]", "element 1"]),
+], ids=["maxpool-empty-plane", "avgpool-empty-plane", "pool-input-shape-int", "adam-beta1",
+        "adam-beta2", "rmsprop-alpha", "adam-step-overflow", "bce-probabilities"])
+def test_raw_bindings_refuse_what_made_nan_or_garbage(call, exc, words):
+    raises(call, exc=exc, mentions=words)
+
+
+def test_an_empty_batch_still_pools_and_probabilities_at_the_ends_still_count():
+    y, argmax = _C.maxpool2d_forward(np.zeros((0, 2, 4, 4), np.float32), 2)
+    assert y.shape == (0, 2, 2, 2) and argmax.shape == (0, 2, 2, 2)
+    loss, grad = _C.binary_cross_entropy(np.array([1.0, 0.0], np.float32),
+                                         np.array([1.0, 0.0], np.float32), from_logits=False)
+    assert loss == 0.0 and np.all(np.isfinite(grad))

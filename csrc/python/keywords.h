@@ -151,6 +151,11 @@ public:
             py::detail::make_caster<T> caster;
             if (!caster.load(h, true)) {
                 PyErr_Clear();
+                if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+                    if (PyLong_Check(h.ptr()))  // an int, but past T's range
+                        fail_value(std::string(fn_) + ": argument '" + name + "' is out of range for a " +
+                                   std::to_string(8 * sizeof(T)) + "-bit integer, got " +
+                                   py::str(h).cast<std::string>());
                 fail_type(std::string(fn_) + ": argument '" + name + "' must be " + table_.type(i) + ", got " + py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>());
             }
             return py::detail::cast_op<T>(std::move(caster));

@@ -64,8 +64,10 @@ py::tuple cross_entropy_on_device(DeviceArray& logits, py::handle logits_obj, py
 using LossFn = double (*)(const float*, const float*, float*, int64_t);
 
 // kind: which of csrc/cuda's elementwise losses (cuda::ElementwiseLoss) is `loss`'s twin.
+// probabilities: pred must lie in [0, 1] (bce_probabilities: a log of anything else is NaN,
+// its gradient huge), checked on CPU arrays (losses.BinaryCrossEntropy checks device ones).
 py::tuple elementwise_loss(py::handle pred_obj, py::handle target_obj, const char* fn,
-                           LossFn loss, [[maybe_unused]] int kind) {
+                           LossFn loss, [[maybe_unused]] int kind, bool probabilities = false) {
     if (DeviceArray* d = device_array_of(pred_obj)) {
         DeviceArray& pred = device_f32(pred_obj, d->device(), -1, fn, "pred", "pred");
         DeviceArray& target = device_f32(target_obj, pred.device(), -1, fn, "target", "pred");
@@ -84,6 +86,11 @@ py::tuple elementwise_loss(py::handle pred_obj, py::handle target_obj, const cha
     F32Array pred = as_f32(pred_obj, fn, "pred"), target = as_f32(target_obj, fn, "target");
     require_nonempty(pred, fn, "pred");
     require_same_shape(pred, target, fn, "pred", "target");
+    if (probabilities)
+        for (int64_t i = 0; i < pred.size(); ++i)
+            if (pred.data()[i] < 0.0f || pred.data()[i] > 1.0f)
+                fail_value(std::string(fn) + ": from_logits=False takes probabilities in [0, 1] in "
+                           "'pred'; element " + std::to_string(i) + " is " + std::to_string(pred.data()[i]));
     auto grad = new_like(pred);
     double value;
     {
@@ -100,7 +107,8 @@ void bind_loss(py::module_& m) {
           py::arg("pred"), py::arg("target"));
     m.def("binary_cross_entropy", [](py::handle p, py::handle t, bool from_logits) {
         return elementwise_loss(p, t, "binary_cross_entropy",
-                                from_logits ? bce_with_logits : bce_probabilities, from_logits ? 1 : 2);
+                                from_logits ? bce_with_logits : bce_probabilities, from_logits ? 1 : 2,
+                                !from_logits);
     }, py::arg("pred"), py::arg("target"), py::arg("from_logits") = true);
     m.def("cross_entropy", [](py::handle logits_obj, py::handle labels_obj) {
         if (DeviceArray* d = device_array_of(logits_obj))

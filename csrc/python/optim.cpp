@@ -144,6 +144,10 @@ void bind_optim(py::module_& m) {
         const int64_t step = arg.get<int64_t>("step");
         const bool decoupled = arg.get<bool>("decoupled");
         if (step < 1) fail_value("adam_step: 'step' counts from 1, got " + std::to_string(step));
+        // As the optim classes and torch: a beta of 1 divides by 1 - beta^t = 0 (NaN weights)
+        for (auto [name, beta] : {std::pair{"beta1", beta1}, std::pair{"beta2", beta2}})
+            if (!(beta >= 0.0 && beta < 1.0))
+                fail_value(std::string("adam_step: '") + name + "' must be in [0, 1), got " + std::to_string(beta));
         if (DeviceArray* dp = device_array_of(p_obj)) {
             DeviceStep d("adam_step", device_f32(p_obj, dp->device(), -1, "adam_step", "param", "param"));
             const float* g = d.input(g_obj, "grad");
@@ -202,6 +206,8 @@ void bind_optim(py::module_& m) {
                              float eps, float weight_decay, float momentum, bool centered,
                              py::handle seg_obj) {
         const char* fn = "rmsprop_step";
+        if (!(alpha >= 0.0 && alpha < 1.0))  // as optim.RMSprop: past 1 the average goes negative (NaN)
+            fail_value("rmsprop_step: 'alpha' must be in [0, 1), got " + std::to_string(alpha));
         if (!(momentum >= 0.0f))
             fail_value("rmsprop_step: 'momentum' must be >= 0, got " + std::to_string(momentum));
         if (momentum > 0.0f && buf_obj.is_none()) fail_value("rmsprop_step: 'momentum_buf' is required when momentum > 0");

@@ -26,6 +26,9 @@ PoolGeometry pool_geometry(const std::vector<int64_t>& shape, py::handle kernel,
         fail_value(std::string(fn) + ": 'padding' (" + std::to_string(g.ph) + ", " +
                    std::to_string(g.pw) + ") must be at most half the kernel (" +
                    std::to_string(g.kh) + ", " + std::to_string(g.kw) + ")");
+    if (g.h == 0 || g.w == 0)  // as torch: only the batch may be empty (a window of padding alone)
+        fail_value(std::string(fn) + ": '" + x_name + "' holds " + std::to_string(g.h) + "x" +
+                   std::to_string(g.w) + " images: empty planes have no pixel to pool");
     if (g.h + 2 * g.ph < g.kh || g.w + 2 * g.pw < g.kw)
         fail_value(std::string(fn) + ": '" + x_name + "' holds " + std::to_string(g.h) + "x" +
                    std::to_string(g.w) + " images which, padded by " + std::to_string(g.ph) + "x" +
@@ -35,6 +38,9 @@ PoolGeometry pool_geometry(const std::vector<int64_t>& shape, py::handle kernel,
 }
 
 std::vector<int64_t> input_shape_arg(py::handle obj, const char* fn) {
+    if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj))
+        fail_type(std::string(fn) + ": 'input_shape' must be a tuple (batch, channels, height, "
+                  "width), got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
     std::vector<int64_t> shape;
     for (py::handle d : py::reinterpret_borrow<py::iterable>(obj))
         shape.push_back(int_in(d, 0, int64_t{1} << 40, fn, "input_shape"));
