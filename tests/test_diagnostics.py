@@ -378,3 +378,38 @@ def test_gradient_check_passes_a_conv_batch_norm_relu_model_on_zero_bordered_ima
                           nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Dense(64, 10))
     check = diagnostics.gradient_check(model, X[:16], y[:16], "cross_entropy")
     assert check.passed, str(check)
+
+
+class ScaledBackward(nn.Module):
+    """A Dense whose backward passes `factor` times the gradient it is given: 0 or -1 is wrong."""
+
+    def __init__(self, factor):
+        super().__init__()
+        fastnn.seed(0)
+        self.fc, self.factor = nn.Dense(6, 3), factor
+
+    def forward(self, x):
+        return self.fc(x)
+
+    def backward(self, grad, input_grad=True):
+        return self.fc.backward(grad * self.factor, input_grad=input_grad)
+
+
+@pytest.mark.parametrize("factor,eps", [(0.0, 0.5), (-1.0, 1.0), (1.5, 0.5)])
+def test_gradient_check_fails_a_wrong_backward_whatever_the_step(factor, eps):
+    """A large eps makes the differences noisy; the threshold it measures from them is capped,
+    or a zero or negated gradient passed (eps 0.5: error 1.0 against a threshold of 1.2)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+    result = diagnostics.gradient_check(ScaledBackward(factor), X, y, "cross_entropy", eps=eps)
+    assert not result.passed, str(result)
+    assert all(t <= diagnostics.MAX_THRESHOLD for t in result.thresholds.values())
+    assert diagnostics.gradient_check(ScaledBackward(1.0), X, y, "cross_entropy").passed
+
+
+@pytest.mark.parametrize("tolerance", [0.5, 1.0, 2.0])
+def test_gradient_check_refuses_a_tolerance_that_passes_anything(tolerance):
+    with pytest.raises(ValueError, match="tolerance"):
+        diagnostics.gradient_check(ScaledBackward(0.0), np.zeros((2, 6), np.float32),
+                                   np.zeros(2, np.int64), "cross_entropy", tolerance=tolerance)

@@ -47,6 +47,10 @@ TANH_TAIL = 0.99
 DEAD_FRACTION = 0.9
 PIXEL_MIN_MAX = 10.0  # see check_input_scale
 NOISE_FACTOR = 3.0  # see gradient_check
+# The highest threshold: a wrong backward pass errs by 0.1 or more (a relative error is
+# at most 1), so noise above it leaves the check unable to tell, and it fails (eps 0.5
+# had given thresholds of 1.2 that a zero gradient passed).
+MAX_THRESHOLD = 0.05
 _PIXEL_SAMPLE = 4096
 
 
@@ -294,7 +298,7 @@ def _check_parameter(p: Parameter, objective: Callable[[], float], eps: float, s
         return 0.0, tolerance
     error = float(np.linalg.norm(np.subtract(numeric, analytic)) / scale)
     noise = float(np.linalg.norm(np.subtract(numeric, coarse)) / scale)
-    return error, max(tolerance, NOISE_FACTOR * noise)
+    return error, min(MAX_THRESHOLD, max(tolerance, NOISE_FACTOR * noise))
 
 
 class GradientCheck(dict):
@@ -322,7 +326,10 @@ class GradientCheck(dict):
         lines.append("gradient check passed: the backward pass agrees with finite differences"
                      if self.passed else
                      f"gradient check FAILED: the backward pass of {', '.join(self.failed)} "
-                     "disagrees with finite differences")
+                     "disagrees with finite differences" +
+                     ("" if all(self.thresholds[n] < MAX_THRESHOLD for n in self.failed) else
+                      f" (or the differences are too noisy to tell: a threshold reached its "
+                      f"cap of {MAX_THRESHOLD}; try a smaller eps)"))
         return "\n".join(lines)
 
 
@@ -361,7 +368,8 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
     adds more. So each parameter's threshold is measured, not fixed: NOISE_FACTOR (3)
     times the relative difference between the estimates of a step and of the next larger
     one (eps / 4 and eps, or eps and 2 * eps: rounding and kinks make them differ about as
-    much as they make the estimate err), and at least ``tolerance``. Where a step crosses a
+    much as they make the estimate err), at least ``tolerance`` and at most MAX_THRESHOLD
+    (0.05: noise beyond it, from too large an eps, fails the check). Where a step crosses a
     kink of the entry's own (a ReLU input at exactly 0, an L1 weight near 0), the backward
     pass's derivative is one of the one-sided slopes, not their mean: each entry is
     compared with the nearest of its central, right and left differences, of step eps / 4
@@ -388,8 +396,9 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
     if not (math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite number > 0; got {eps}")
     tolerance = float(tolerance)
-    if not (math.isfinite(tolerance) and tolerance > 0):
-        raise ValueError(f"tolerance must be a finite number > 0; got {tolerance}")
+    if not (math.isfinite(tolerance) and 0 < tolerance <= MAX_THRESHOLD):
+        raise ValueError(f"tolerance must be > 0 and at most {MAX_THRESHOLD} (a wrong backward "
+                         f"pass errs by 0.1 or more); got {tolerance}")
     rng = np.random.default_rng(seed)
     errors, thresholds = {}, {}
     with _evaluation(model):
