@@ -1110,3 +1110,30 @@ def test_progress_on_a_stdout_without_isatty_or_without_stdout(digits_small, mon
     monkeypatch.setattr(sys, "stdout", None)
     history = model_for().fit(X, y, epochs=2, verbose=1)
     assert len(history.history["loss"]) == 2
+
+
+def test_fit_refuses_layers_added_replaced_or_repeated_after_compile(rng):
+    """Found by an attack: a layer appended or replaced after compile was never trained (the
+    optimizer holds the parameters compile gave it), and one instance placed twice through
+    ``layers`` gave wrong gradients; fit names each."""
+    X = rng.random((64, 4), dtype=np.float32)
+    y = rng.integers(0, 3, 64)
+    model = nn.Sequential(nn.Dense(4, 8, activation="relu"), nn.Dense(8, 3))
+    model.compile(loss="cross_entropy", optimizer="adam")
+    model.fit(X, y, epochs=1, verbose=0)
+    model.layers.append(nn.Dense(3, 3))
+    with pytest.raises(ValueError, match=r"2\.weight .*compile\(\.\.\.\) again"):
+        model.fit(X, y, epochs=1, verbose=0)
+    model.layers[1] = nn.Dense(8, 3)
+    model.layers.pop()
+    with pytest.raises(ValueError, match=r"1\.weight"):
+        model.fit(X, y, epochs=1, verbose=0)
+    model.compile(loss="cross_entropy", optimizer="adam")
+    before = model.layers[1].weight.data.copy()
+    model.fit(X, y, epochs=1, verbose=0)
+    assert not np.array_equal(before, model.layers[1].weight.data)   # compiled again: trained
+    twice = nn.Sequential(nn.Dense(4, 8), nn.Tanh(), nn.Dense(8, 3))
+    twice.layers.insert(3, twice.layers[1])
+    twice.compile(loss="cross_entropy")
+    with pytest.raises(ValueError, match="same Tanh instance"):
+        twice.fit(X, y, epochs=1, verbose=0)

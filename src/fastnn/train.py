@@ -287,6 +287,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     distributed=True, a loss of your own) is named by a NotImplementedError.
     """
     cfg = _require_compiled(model, "fit")
+    _check_bound_parameters(model, cfg)
     if device is not None:
         model.to(device)
     on_device = _device_like(model)
@@ -752,6 +753,19 @@ def _mode(model: Any, training: bool) -> Iterator[None]:
         yield
     finally:
         model.train(previous)
+
+
+def _check_bound_parameters(model: Any, cfg: Compiled) -> None:
+    """A layer added or replaced after compile has parameters its optimizer does not hold:
+    fit would never change them. Likewise a layer instance placed twice."""
+    if hasattr(model, "check_layers_unique"):
+        model.check_layers_unique()
+    bound = {id(p) for p in cfg.optimizer.params}
+    for name, p in model.named_parameters():
+        if id(p) not in bound:
+            raise ValueError(f"fit: the model's parameter {name} is not among those compile gave "
+                             "the optimizer (a layer added or replaced after compile): call "
+                             "model.compile(...) again")
 
 
 def _require_compiled(model: Any, what: str) -> Compiled:

@@ -40,8 +40,8 @@ class Sequential(Module):
     layer keeps what its backward pass needs from its last call only, so one instance at
     two places (``act = nn.Tanh()`` used twice, a habit from PyTorch, where autograd
     records every call) would silently give wrong gradients. The constructor raises a
-    ValueError naming both places; create one instance per place. Changing ``layers``
-    after construction is not checked.
+    ValueError naming both places, and ``fit`` again if ``layers`` changed since; create
+    one instance per place.
     """
 
     def __init__(self, *layers: Module) -> None:
@@ -57,6 +57,11 @@ class Sequential(Module):
         self._input_shape: tuple | None = None
         self._fused: frozenset[int] = frozenset()  # the last forward's (see _relu_fusions)
         self._workspace = Workspace()  # for the runs this model is called for
+        self.check_layers_unique()
+
+    def check_layers_unique(self) -> None:
+        """ValueError naming both places where one layer instance appears twice (see the
+        class's docstring); ``fit`` checks again, as ``layers`` may have changed."""
         places: dict[int, str] = {}
         for name, module in self.named_modules():
             if name and id(module) in places:
