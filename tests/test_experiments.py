@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import experiments, nn
+from fastnn import experiments, nn, optim
 
 pytest.importorskip("matplotlib")
 from fastnn import plot  # noqa: E402
@@ -417,3 +417,21 @@ def test_compare_runs_an_optimizer_class_of_ones_own(digits_split):
             pytest.warns(UserWarning, match="replaces the lr=0.1"):
         experiments.compare(_builder(), digits_split, optimizers=[mine], lrs=[-1.0],
                             verbose=False)
+
+
+def test_lr_range_test_leaves_the_optimizer_it_is_given_and_names_bad_data(digits_split):
+    """Found by an attack: given the model's own optimizer, it left its lr at end_lr (the
+    next fit trained at 10); NaN in X gave empty arrays and a suggestion; a loss diverging at
+    once suggested the rate that diverged, without a word."""
+    model = _builder()()
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.01))
+    opt = model.compiled.optimizer
+    result = experiments.lr_range_test(model, digits_split, optimizer=opt, end_lr=10, steps=20)
+    assert opt.lr == 0.01 and result.lrs[0] == pytest.approx(1e-6)
+    X, y = digits_split[0], digits_split[1]
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN"):
+        experiments.lr_range_test(model, (bad, y))
+    with pytest.warns(UserWarning, match="diverged within"):
+        experiments.lr_range_test(model, (X * 1e3, y), start_lr=1e3, end_lr=1e5)

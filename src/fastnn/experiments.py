@@ -21,6 +21,7 @@ import numpy as np
 from . import _random, losses, optim
 from . import precision as _precision
 from .data import batches as _batches
+from .train import _check_data
 
 Data = tuple  # (X_train, y_train, X_val, y_val) or (X_train, y_train, X_val, y_val, ...)
 
@@ -304,7 +305,7 @@ class LRRangeResult:
 
 
 def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_entropy",
-                  optimizer: str = "sgd", start_lr: float = 1e-6, end_lr: float = 1.0,
+                  optimizer: str | optim.Optimizer = "sgd", start_lr: float = 1e-6, end_lr: float = 1.0,
                   steps: int = 100, batch_size: int = 32, seed: int = 0,
                   smoothing: float = 0.9) -> LRRangeResult:
     """The learning-rate range test (Smith, 2015): train on mini-batches while the
@@ -316,8 +317,12 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
     the loss was still falling at end_lr (the suggestion is then only a lower bound). The
     model's weights, buffers (batch norm's running statistics) and training mode are
     restored afterwards, and a compiled model's parameters stay in its optimizer.
+    optimizer: a name, or an Optimizer whose settings a fresh copy takes (the one given,
+    perhaps the model's own, is left as it was). A loss that diverges within the first
+    steps leaves no suggestion but start_lr, with a warning to lower it.
     """
     X_train, y_train = _unpack(data, 2, "lr_range_test")
+    X_train, y_train = _check_data(model, X_train, y_train, "X", "y")
     start_lr = optim._finite(start_lr, "lr_range_test: start_lr")
     end_lr = optim._finite(end_lr, "lr_range_test: end_lr")
     optim._check(0 < start_lr < end_lr, "lr_range_test: needs 0 < start_lr < end_lr; got "
@@ -326,7 +331,11 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
                  f"lr_range_test: steps must be an integer >= 2; got {steps!r}")
     smoothing = optim._in_range(smoothing, "lr_range_test: smoothing", 0.0, 1.0)
     loss_fn = losses.get(loss)
-    opt = optim.get(optimizer, lr=start_lr)
+    if isinstance(optimizer, optim.Optimizer):  # a copy: its lr is swept, its state made
+        opt = optim.from_config(optimizer.get_config())
+        opt.lr = start_lr
+    else:
+        opt = optim.get(optimizer, lr=start_lr)
     params = model.parameters()
     bound = [(p.data, p.grad) for p in params]  # a compiled optimizer's views, given back after
     opt.bind(params)
@@ -376,7 +385,11 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
         suggested = float(lrs_a[start + int(np.argmin(slope))])
     else:
         suggested = max(start_lr, float(lrs_a[lowest] / 10)) if len(lrs_a) else start_lr
-    if len(lrs_a) == steps and lowest >= steps - 2:
+    if len(lrs_a) < 3:
+        warnings.warn(f"lr_range_test: the loss diverged within {len(lrs_a) + 1} steps of "
+                      f"start_lr={start_lr:g}: no rate can be suggested (lower start_lr)",
+                      stacklevel=2)
+    elif len(lrs_a) == steps and lowest >= steps - 2:
         warnings.warn(f"lr_range_test: the loss was still falling at end_lr={end_lr:g}; "
                       f"the suggested {suggested:.3g} is only a lower bound (raise end_lr)",
                       stacklevel=2)
