@@ -1,5 +1,6 @@
 """experiments.compare and lr_range_test, and the PNG files of fastnn.plot."""
 
+import re
 import types
 
 import numpy as np
@@ -435,3 +436,14 @@ def test_lr_range_test_leaves_the_optimizer_it_is_given_and_names_bad_data(digit
         experiments.lr_range_test(model, (bad, y))
     with pytest.warns(UserWarning, match="diverged within"):
         experiments.lr_range_test(model, (X * 1e3, y), start_lr=1e3, end_lr=1e5)
+
+
+@pytest.mark.parametrize("settings,words", [
+    ({"batch_sizes": [32, 0]}, "batch_sizes"), ({"epochs": 0}, "epochs"),
+    ({"target_accuracy": 90}, "0.9 for 90%"), ({"batch_sizes": [2.5]}, "batch_sizes")])
+def test_compare_refuses_bad_settings_before_the_first_run(digits_split, settings, words, capsys):
+    """Found by an attack: batch_sizes=[32, 0] trained the first run, then raised, losing it;
+    target_accuracy=90 was taken (its column read 'epoch>=9000%')."""
+    with pytest.raises((TypeError, ValueError), match=re.escape(words)):
+        experiments.compare(_builder(), digits_split, **settings)
+    assert capsys.readouterr().out == ""   # no run had started
