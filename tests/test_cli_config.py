@@ -314,3 +314,37 @@ def test_cli_train_banner_counts_the_samples_fit_trains_on(capsys):
     assert n_val == round(0.1 * len(X_train))
     assert re.search(rf"digits: {trained} train / {n_val} validation / {len(X_test)} test "
                      r"samples$", out.splitlines()[0]), out.splitlines()[0]
+
+
+_REFUSED = [(["--save", "{tmp}"], "is a folder"),
+            (["--save", "{tmp}/a_file/model.safetensors"], "a_file is a file, not a folder"),
+            (["--plot", "{tmp}/a_file/curves.png"], "a_file is a file, not a folder"),
+            (["--plot", "{tmp}/curves.bogus"], "not '.bogus'"),
+            (["--batch-norm"], "--batch-norm puts BatchNorm2d in --conv blocks")]
+
+
+@pytest.mark.parametrize("command,options,message",
+                         [("train", *case) for case in _REFUSED] +
+                         [("compare", *case) for case in _REFUSED if case[0][0] != "--save"])
+def test_cli_refuses_outputs_and_options_before_training(command, options, message, tmp_path,
+                                                         capsys):
+    """Found by an attack: a --save folder or a --plot under a file ended in a traceback after
+    training; a plot that failed was reported saved; --batch-norm without --conv did nothing."""
+    from fastnn import cli
+
+    (tmp_path / "a_file").write_text("")
+    options = [o.replace("{tmp}", str(tmp_path)) for o in options]
+    assert cli.main([command, "--data", "xor", "--epochs", "1", *options]) == 1
+    err = capsys.readouterr()
+    assert message in err.err and "Epoch" not in err.out and "Traceback" not in err.err
+
+
+def test_cli_hidden_empty_means_no_hidden_layer_and_plot_names_the_file_written(tmp_path, capsys):
+    from fastnn import cli
+
+    assert cli.main(["train", "--data", "moons", "--epochs", "1", "--hidden", "",
+                     "--plot", str(tmp_path / "curves")]) == 0
+    out = capsys.readouterr().out
+    assert f"saved the curves to {tmp_path / 'curves.png'}" in out
+    assert (tmp_path / "curves.png").is_file()
+    assert re.search(r"^0: Dense\(2, 2\) ", out, re.MULTILINE) and "1: " not in out, out

@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 import fastnn
@@ -45,6 +46,8 @@ def _list_of(convert: Callable[[str], object], example: str) -> Callable[[str], 
 
 
 def _hidden_sizes(text: str) -> list[int]:
+    if not text.strip():  # "" for none, as --help says
+        return []
     sizes = _list_of(int, "128,64")(text)
     if any(size < 1 for size in sizes):
         raise argparse.ArgumentTypeError(f"layer sizes must be >= 1; got {text!r}")
@@ -355,10 +358,42 @@ def _check_device(args: argparse.Namespace) -> None:
             raise ValueError(str(e)) from None
 
 
+def _output_path(path: str, option: str, plot: bool = False) -> str:
+    """``path`` checked before any training: not a folder, its folder not a file; for a
+    plot, a format matplotlib writes (no suffix: .png, as savefig adds it)."""
+    p = Path(path)
+    if plot and not p.suffix:
+        p = p.with_name(p.name + ".png")
+    if p.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; give a file name such as "
+                         f"{p / ('curves.png' if plot else 'model.safetensors')}")
+    folder = next((q for q in p.parents if q.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise ValueError(f"{option} {path}: {folder} is a file, not a folder")
+    if plot:
+        from matplotlib.backend_bases import FigureCanvasBase  # ImportError: what to install
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if p.suffix[1:].lower() not in formats:
+            raise ValueError(f"{option} {path}: matplotlib writes {', '.join(sorted(formats))}; "
+                             f"not {p.suffix!r}")
+    return str(p)
+
+
+def _check_batch_norm(args: argparse.Namespace) -> None:
+    if args.batch_norm and (args.model == "lenet" or not (args.conv or MODELS[args.model][1])):
+        raise ValueError("--batch-norm puts BatchNorm2d in --conv blocks: give --conv (or "
+                         "--model cnn)" if args.model != "lenet" else
+                         "--batch-norm does not apply to --model lenet (its layers are fixed)")
+
+
 def _train(args: argparse.Namespace) -> int:
     _check_device(args)
+    _check_batch_norm(args)
     if args.save:
+        args.save = _output_path(args.save, "--save")
         fastnn.io._safetensors()  # its ImportError says what to install, before any training
+    if args.plot:
+        args.plot = _output_path(args.plot, "--plot", plot=True)
     X_train, y_train, X_test, y_test = _load(args, 0.0)
     fastnn.seed(args.seed)
     model = _builder(args, X_train.shape[1], int(y_train.max()) + 1)()
@@ -412,6 +447,9 @@ def _print_diagnostics(history) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     _check_device(args)
+    _check_batch_norm(args)
+    if args.plot:
+        args.plot = _output_path(args.plot, "--plot", plot=True)
     X_train, y_train, X_test, y_test = _load(args, 0.0)
     # The split datasets.load(validation=0.1) makes, which refuses to leave a set empty.
     X_tr, y_tr, X_val, y_val = fastnn.datasets._stratified_split(X_train, y_train, 0.1, args.seed)
@@ -429,7 +467,7 @@ def _compare(args: argparse.Namespace) -> int:
                                batch_sizes=args.batch_size, epochs=args.epochs, seed=args.seed,
                                target_accuracy=args.target, plot=args.plot,
                                precision=args.precision, device=args.device)
-    if args.plot:
+    if args.plot and os.path.exists(args.plot):  # compare warned if the report failed
         print(f"saved the curves to {args.plot}")
     return 0
 
@@ -483,6 +521,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 return _train(args)
         return _train(args) if args.command == "train" else _compare(args)
-    except (ImportError, ValueError, NotImplementedError) as e:
+    except (ImportError, ValueError, NotImplementedError, OSError) as e:
         print(f"fastnn: error: {e}", file=sys.stderr)
         return 1

@@ -56,6 +56,11 @@ def _save(fig: Figure, path: str | Path | None, title: str) -> Figure:
     fig.suptitle(title)
     fig.path = None if path is None else Path(path)
     if fig.path is not None:
+        if fig.path.is_dir():
+            raise ValueError(f"{path} is a folder; give a file name such as "
+                             f"{fig.path / 'curves.png'}")
+        if not fig.path.suffix:  # what savefig writes then (fig.path must name the file)
+            fig.path = fig.path.with_name(fig.path.name + ".png")
         fig.path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(fig.path, dpi=100)  # the Agg canvas: a file, never a window
     return fig
