@@ -496,3 +496,27 @@ def test_an_empty_batch_still_pools_and_probabilities_at_the_ends_still_count():
     loss, grad = _C.binary_cross_entropy(np.array([1.0, 0.0], np.float32),
                                          np.array([1.0, 0.0], np.float32), from_logits=False)
     assert loss == 0.0 and np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("call,exc,words", [
+    (lambda: optim.SGD(lr="0.1"), TypeError, ["lr must be a number", "'0.1'"]),
+    (lambda: optim.SGD(lr=True), TypeError, ["lr must be a number", "True"]),
+    (lambda: optim.SGD(lr=0.1, momentum=0.9, nesterov="False"), TypeError, ["nesterov", "'False'"]),
+    (lambda: nn.Dropout("0.5"), TypeError, ["Dropout: p must be a number"]),
+    (lambda: fastnn.callbacks.EarlyStopping(monitor=3), TypeError, ["monitor", "int 3"]),
+    (lambda: fastnn.callbacks.CSVLogger("log.csv", separator=";;"), ValueError,
+     ["separator must be one character", "';;'"]),
+    (lambda: fastnn.load("."), IsADirectoryError, ["is a folder"]),
+], ids=["lr-str", "lr-bool", "nesterov-str", "dropout-str", "monitor-int", "csv-separator",
+        "load-folder"])
+def test_settings_of_the_wrong_kind_are_named_not_converted(call, exc, words):
+    """Found by an attack: float("0.1"), float(True) and bool("False") had been taken as
+    settings; a bad separator or monitor failed only after the first epoch; loading a
+    folder said "No such device"."""
+    raises(call, exc=exc, mentions=words)
+
+
+def test_fit_refuses_a_shuffle_that_is_not_a_bool():
+    model = compiled_model()
+    raises(model.fit, np.zeros((8, 5), np.float32), np.zeros(8, np.int64), shuffle="no",
+           verbose=0, exc=TypeError, mentions=["shuffle", "'no'"])

@@ -42,6 +42,22 @@ def as_float32(x: object, name: Name) -> np.ndarray:
     return memory.asarray(numeric(x, name), np.float32)
 
 
+def flag(value: object, name: str) -> bool:
+    """``value`` as a bool: True, False or NumPy's; a string ("False" is truthy) or a number
+    is a TypeError naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r:.60}")
+    return bool(value)
+
+
+def number(value: object, name: str) -> float:
+    """``value`` as a float: an int, a float or a NumPy number; a string or a bool is a
+    TypeError naming ``name`` (``float("0.1")`` and ``float(True)`` would pass)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a number; got {value!r:.100}")
+    return float(value)
+
+
 def positive_int(value: object, name: str) -> int:
     """``value`` as an int >= 1; TypeError/ValueError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

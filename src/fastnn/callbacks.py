@@ -16,6 +16,8 @@ import string
 import warnings
 from typing import Any, Callable
 
+from ._checks import flag
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
@@ -73,6 +75,9 @@ class _Monitoring(Callback):
         min_delta = float(min_delta)
         if not (math.isfinite(min_delta) and min_delta >= 0):
             raise ValueError(f"min_delta must be a finite number >= 0; got {min_delta}")
+        if not isinstance(monitor, str):
+            raise TypeError(f"{type(self).__name__}: monitor must be a logged name such as "
+                            f"'val_loss'; got {type(monitor).__name__} {monitor!r:.60}")
         self.monitor = monitor
         if mode == "auto":
             mode = "max" if monitor.endswith(_HIGHER_IS_BETTER) else "min"
@@ -119,7 +124,7 @@ class EarlyStopping(_Monitoring):
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be an integer >= 0; got {patience!r}")
         self.patience = patience
-        self.restore_best_weights = bool(restore_best_weights)
+        self.restore_best_weights = flag(restore_best_weights, "EarlyStopping: restore_best_weights")
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
         self.wait = 0
@@ -174,8 +179,8 @@ class ModelCheckpoint(_Monitoring):
         except ValueError as err:
             raise ValueError(f"ModelCheckpoint: path {self.path!r} is not a valid pattern "
                              f"({err}); write a literal brace as {{{{ or }}}}") from None
-        self.save_best_only = bool(save_best_only)
-        self.include_optimizer = bool(include_optimizer)
+        self.save_best_only = flag(save_best_only, "ModelCheckpoint: save_best_only")
+        self.include_optimizer = flag(include_optimizer, "ModelCheckpoint: include_optimizer")
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         """Check that models can be saved (ImportError without safetensors, before the
@@ -273,8 +278,10 @@ class CSVLogger(Callback):
         from pathlib import Path  # here, not at the top: pathlib is a costly import
 
         self.path = Path(path)
+        if not (isinstance(separator, str) and len(separator) == 1):  # what the csv module takes
+            raise ValueError(f"CSVLogger: separator must be one character; got {separator!r:.60}")
         self.separator = separator
-        self.append = bool(append)
+        self.append = flag(append, "CSVLogger: append")
         self._keys: list[str] | None = None
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
@@ -326,7 +333,7 @@ class TensorBoard(Callback):
 
     def __init__(self, log_dir: str | Path, histograms: bool = True) -> None:
         self.log_dir = str(log_dir)
-        self.histograms = bool(histograms)
+        self.histograms = flag(histograms, "TensorBoard: histograms")
         self._writer: Any = None
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:

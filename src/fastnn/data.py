@@ -9,7 +9,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from . import _C, memory
-from ._checks import as_float32, non_negative, numeric, positive_int, stream_seed
+from ._checks import as_float32, flag, non_negative, numeric, positive_int, stream_seed
 from ._random import resolve
 
 
@@ -145,7 +145,7 @@ class Augment:
                              f"height, width); got {image_shape!r}")
         self.image_shape = tuple(positive_int(d, "image_shape") for d in shape)
         self.max_shift = non_negative(max_shift, "Augment: max_shift")
-        self.flip = bool(flip)
+        self.flip = flag(flip, "Augment: flip")
         self.max_rotation = non_negative(max_rotation, "Augment: max_rotation")
         self.noise_std = non_negative(noise_std, "Augment: noise_std")
         self.seed = stream_seed(seed, "Augment")

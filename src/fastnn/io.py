@@ -177,6 +177,8 @@ def _loadable(compiled: Any) -> bool:
 def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """The metadata and tensors of a safetensors file; InvalidFileError if it is damaged."""
     safetensors = _safetensors()
+    if Path(path).is_dir():  # safe_open's OSError said "No such device", naming no path
+        raise IsADirectoryError(f"{path} is a folder, not a model file")
     tensors = {}
     try:
         # safe_open checks the header against the file's size before reading any data.

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _C, memory
-from ._checks import as_float32, numeric
+from ._checks import as_float32, flag, numeric
 
 
 class Loss:
@@ -170,7 +170,7 @@ class BinaryCrossEntropy(_Elementwise):
 
     def __init__(self, from_logits: bool = True) -> None:
         super().__init__()
-        self.from_logits = bool(from_logits)
+        self.from_logits = flag(from_logits, f"{type(self).__name__}: from_logits")
 
     def _target(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         target = super()._target(pred, target)

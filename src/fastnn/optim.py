@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import _C, memory
+from ._checks import flag, number
 from .nn.module import Parameter
 
 
@@ -24,10 +25,7 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _finite(value: float, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number; got {value!r:.100}") from None
+    value = number(value, name)
     _check(math.isfinite(value), f"{name} must be finite; got {value}")
     return value
 
@@ -287,7 +285,7 @@ class SGD(Optimizer):
                  clip_norm: float | None = None, clip_value: float | None = None,
                  learning_rate: float | None = None) -> None:
         self.momentum = _in_range(momentum, "momentum", 0.0, 1.0)
-        self.nesterov = bool(nesterov)
+        self.nesterov = flag(nesterov, "SGD: nesterov")
         _check(not self.nesterov or self.momentum > 0, "nesterov=True requires momentum > 0")
         self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
         super().__init__(params, _learning_rate(lr, learning_rate, 0.01, type(self).__name__),
@@ -360,7 +358,7 @@ class RMSprop(Optimizer):
         _check(self.eps > 0, f"eps must be > 0; got {self.eps}")
         self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
         self.momentum = _in_range(momentum, "momentum", 0.0, 1.0)
-        self.centered = bool(centered)
+        self.centered = flag(centered, "RMSprop: centered")
         super().__init__(params, _learning_rate(lr, learning_rate, 0.01, type(self).__name__),
                          clip_norm, clip_value)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _C, data, diagnostics as _diagnostics, losses, memory, metrics as _metrics, optim
 from . import precision as _precision
-from ._checks import numeric, positive_int
+from ._checks import flag, numeric, positive_int
 from ._device import check_on_device
 from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
@@ -287,6 +287,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     distributed=True, a loss of your own) is named by a NotImplementedError.
     """
     cfg = _require_compiled(model, "fit")
+    shuffle = flag(shuffle, "fit: shuffle")
     _check_bound_parameters(model, cfg)
     if device is not None:
         model.to(device)

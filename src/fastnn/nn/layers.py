@@ -11,7 +11,7 @@ from .. import _C
 from .. import init as _init
 from .. import memory
 from .. import precision as _precision
-from .._checks import as_float32, non_negative, positive_int, stream_seed
+from .._checks import as_float32, non_negative, number, positive_int, stream_seed
 from .._random import generator
 from .module import Module, Parameter, Workspace, WorkspaceLayer, reserve_parameters
 
@@ -189,7 +189,7 @@ class Dropout(WorkspaceLayer):
 
     def __init__(self, p: float = 0.5, seed: int | None = None, offset: int = 0) -> None:
         super().__init__()
-        p = float(p)
+        p = number(p, "Dropout: p")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1); got {p}")
         self.p = p

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import _C, memory
-from .._checks import as_float32, positive_int
+from .._checks import as_float32, flag, positive_int
 from .layers import _check_grad
 from .module import Parameter, Workspace, WorkspaceLayer
 
@@ -36,7 +36,7 @@ class _BatchNorm(WorkspaceLayer):
             if not 0.0 <= momentum <= 1.0:
                 raise ValueError(f"{name}: momentum must be in [0, 1] or None; got {momentum!r}")
         self.momentum = momentum
-        self.affine = bool(affine)
+        self.affine = flag(affine, f"{type(self).__name__}: affine")
         c = self.num_features
         self.weight = Parameter(memory.full(c, 1.0), "weight") if self.affine else None
         self.bias = Parameter(memory.zeros(c), "bias") if self.affine else None
