@@ -1,6 +1,8 @@
 """fastnn.metrics against loop-based references (always) and scikit-learn (when installed),
 and the metrics that compile / fit / evaluate report by name."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -297,3 +299,13 @@ def test_compile_rejects_unknown_metric():
     model = nn.Sequential(nn.Dense(4, 2))
     with pytest.raises(ValueError, match="roc"):
         model.compile(loss="cross_entropy", metrics=["roc"])
+
+
+def test_top_k_accuracy_warns_when_k_leaves_no_miss():
+    """Found by an attack: top-5 of 3 classes is 1.0 for any scores (scikit-learn warns)."""
+    scores = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]], np.float32)
+    with pytest.warns(metrics.MetricWarning, match="k=5 is not below the 3 classes"):
+        assert metrics.top_k_accuracy([0, 2], scores, k=5) == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert metrics.top_k_accuracy([0, 2], scores, k=2) == 0.0

@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+import warnings
+
 import numpy as np
 
 from ._checks import numeric, positive_int
@@ -145,6 +147,10 @@ def _top_k_hits(t: np.ndarray, scores: object, k: int) -> np.ndarray:
                          f"got shape {s.shape}")
     if t.max() >= s.shape[1]:
         raise ValueError(f"y_true has label {t.max()} but scores has {s.shape[1]} columns")
+    if k >= s.shape[1]:  # as scikit-learn's top_k_accuracy_score warns
+        warnings.warn(f"top_k_accuracy: k={k} is not below the {s.shape[1]} classes, so every "
+                      "sample is a hit: the score says nothing (choose a smaller k)",
+                      MetricWarning, stacklevel=3)
     own = s[np.arange(len(t)), t]
     return (np.count_nonzero(s > own[:, None], axis=1) < k) & _scored(s, len(t))
 
