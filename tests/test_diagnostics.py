@@ -413,3 +413,16 @@ def test_gradient_check_refuses_a_tolerance_that_passes_anything(tolerance):
     with pytest.raises(ValueError, match="tolerance"):
         diagnostics.gradient_check(ScaledBackward(0.0), np.zeros((2, 6), np.float32),
                                    np.zeros(2, np.int64), "cross_entropy", tolerance=tolerance)
+
+
+def test_update_ratio_of_a_zero_weight_that_did_not_move_is_zero():
+    """All weights 0: no gradient reaches either layer, so nothing moves (inf had been
+    reported, as if the step were huge)."""
+    model = nn.Sequential(nn.Dense(2, 3, activation="relu"), nn.Dense(3, 2))
+    for p in model.parameters():
+        p.data[...] = 0.0
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1))
+    history = model.fit(np.ones((8, 2), np.float32), np.zeros(8, np.int64), epochs=1,
+                        verbose=0, diagnostics=True)
+    ratios = [d["update_ratio"] for d in history.diagnostics.values()]
+    assert ratios and all(r == [0.0] for r in ratios), history.diagnostics

@@ -9,7 +9,7 @@ named "<index>:<class>", e.g. "0:Dense"):
 - ``weight_norm``: the L2 norm of the weight at the end of the epoch;
 - ``update_ratio``: norm of the step the optimizer took / norm of the weight, mean over
   the batches (around 1e-3 is healthy; much smaller learns slowly, much larger is
-  unstable);
+  unstable; a zero weight gives inf for a step, 0 for none);
 - ``dead_fraction`` (ReLU layers): the fraction of units that output 0 for every sample
   of a batch, mean over the batches;
 - ``saturated_fraction`` (sigmoid / tanh layers): the fraction of outputs in the flat
@@ -177,7 +177,9 @@ class Monitor:
         for name, layer, _ in self.layers:
             step = _norm(layer.weight.data - self._before[name])
             weight = _norm(layer.weight.data)
-            self._add(name, "update_ratio", step / weight if weight > 0 else math.inf)
+            # a zero weight: any step is infinitely large beside it, no step is none
+            self._add(name, "update_ratio", step / weight if weight > 0 else
+                      (math.inf if step > 0 else 0.0))
         self._batch += 1
 
     def end_epoch(self) -> tuple[dict[str, dict[str, float]], list[str]]:
