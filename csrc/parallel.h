@@ -36,8 +36,9 @@ int requested_threads();
 // shares that core waits for a scheduler time slice (milliseconds) before it runs, and a
 // fork/join region of microseconds then lasts milliseconds: training ran 25-30x slower.
 // In a region of milliseconds, the thread that shares the core runs at half speed or less
-// while its equal share of the work holds up the others: a VGG step beside a busy core ran
-// 2x slower on two threads than on one (Zen 3, 2 vCPUs). Every region times its threads; one
+// while its equal share of the work holds up the others: a VGG step beside a busy loop on one
+// core, other programs running too, ran 2x slower on two threads than on one (Zen 3, 2 vCPUs;
+// 217 against 106 ms; with this reading, 110 against 108). Every region times its threads; one
 // that took longer than its threads' work added up (what a single thread would have needed)
 // by more than a wake-up counts as late, and so does one whose threads spent much of their
 // time runnable but off a CPU (their CPU time against their wall time; read on the regions
