@@ -34,14 +34,17 @@ print(json.dumps({"pauses": fastnn.config()["load_pauses"], "c": c[:3, :3].tolis
 """
 
 
-# Regions of about a millisecond (a 384 x 384 product on 2 threads)
+# Regions of tens of milliseconds on one CPU (a 1024 x 1024 product), each thread's half
+# longer than a scheduler time slice: both threads are preempted inside it. (Halves of a
+# millisecond fitted in a slice: the second thread then started late, or not, as the
+# scheduler chose, and a busy CI run saw no pause.)
 LONG_REGIONS = r"""
 import json
 import numpy as np
 import fastnn
 rng = np.random.default_rng(0)
-a = rng.standard_normal((384, 384), dtype=np.float32)
-for _ in range(100):
+a = rng.standard_normal((1024, 1024), dtype=np.float32)
+for _ in range(12):
     c = fastnn.matmul(a, a)
 print(json.dumps({"pauses": fastnn.config()["load_pauses"], "c": c[:3, :3].tolist(),
                   "threads": fastnn.get_num_threads()}))
@@ -87,8 +90,8 @@ def test_guard_falls_back_beside_a_busy_core_and_results_do_not_change():
 
 
 def test_guard_falls_back_when_long_regions_lose_their_cpu():
-    """Two threads on one CPU: in each region of a millisecond one of them waits, runnable,
-    while the other computes. Neither starts late, but half of their time is spent off a CPU,
+    """Two threads on one CPU: in each long region one of them waits, runnable, while the
+    other computes, in turns. Neither starts late, but half of their time is spent off a CPU,
     which the guard reads from their CPU clocks (before it did, it never fired here: 0 pauses
     in 400 regions)."""
     one_cpu = sorted(os.sched_getaffinity(0))[:1]
