@@ -65,7 +65,8 @@ using LossFn = double (*)(const float*, const float*, float*, int64_t);
 
 // kind: which of csrc/cuda's elementwise losses (cuda::ElementwiseLoss) is `loss`'s twin.
 // probabilities: pred must lie in [0, 1] (bce_probabilities: a log of anything else is NaN,
-// its gradient huge), checked on CPU arrays (losses.BinaryCrossEntropy checks device ones).
+// its gradient huge), checked on CPU arrays only, as losses.BinaryCrossEntropy does (a
+// device's would be copied back).
 py::tuple elementwise_loss(py::handle pred_obj, py::handle target_obj, const char* fn,
                            LossFn loss, [[maybe_unused]] int kind, bool probabilities = false) {
     if (DeviceArray* d = device_array_of(pred_obj)) {
