@@ -360,18 +360,23 @@ def _check_device(args: argparse.Namespace) -> None:
 
 def _output_path(path: str, option: str, plot: bool = False) -> str:
     """``path`` checked before any training: not a folder, its folder not a file; for a
-    plot, a format matplotlib writes (no suffix: .png, as savefig adds it)."""
-    p = Path(path)
-    if plot and not p.suffix:
-        p = p.with_name(p.name + ".png")
-    if p.is_dir():
-        raise ValueError(f"{option} {path}: is a folder; give a file name such as "
-                         f"{p / ('curves.png' if plot else 'model.safetensors')}")
+    plot, the file savefig writes (plot._figure_path) in a format matplotlib writes."""
+    if plot:
+        from fastnn.plot import _figure_path  # ImportError (no matplotlib): what to install
+        try:
+            p = _figure_path(path)
+        except ValueError as e:
+            raise ValueError(f"{option} {e}") from None
+    else:
+        p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"{option} {path} is a folder; give a file name such as "
+                             f"{p / 'model.safetensors'}")
     folder = next((q for q in p.parents if q.exists()), None)
     if folder is not None and not folder.is_dir():
         raise ValueError(f"{option} {path}: {folder} is a file, not a folder")
     if plot:
-        from matplotlib.backend_bases import FigureCanvasBase  # ImportError: what to install
+        from matplotlib.backend_bases import FigureCanvasBase
         formats = FigureCanvasBase.get_supported_filetypes()
         if p.suffix[1:].lower() not in formats:
             raise ValueError(f"{option} {path}: matplotlib writes {', '.join(sorted(formats))}; "

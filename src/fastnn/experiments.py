@@ -21,7 +21,7 @@ import numpy as np
 from . import _random, losses, optim
 from . import precision as _precision
 from .data import batches as _batches
-from ._checks import positive_int
+from ._checks import number, positive_int
 from .train import _check_data
 
 Data = tuple  # (X_train, y_train, X_val, y_val) or (X_train, y_train, X_val, y_val, ...)
@@ -152,8 +152,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     epochs = positive_int(epochs, "compare: epochs")
     batch_sizes = [None if b is None else positive_int(b, "compare: batch_sizes[...]")
                    for b in batch_sizes]
-    if target_accuracy is not None and not (isinstance(target_accuracy, (int, float)) and
-                                            0.0 <= target_accuracy <= 1.0):
+    if target_accuracy is not None and not 0.0 <= number(target_accuracy,
+                                                         "compare: target_accuracy") <= 1.0:
         raise ValueError("compare: target_accuracy is a fraction in [0, 1] (0.9 for 90%); "
                          f"got {target_accuracy!r:.60}")
     precision = _precision.check(precision, "compare: precision")

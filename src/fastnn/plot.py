@@ -51,16 +51,20 @@ def _run_style(k: int) -> dict:
             "linestyle": _LINE_STYLES[(k // 10) % len(_LINE_STYLES)]}
 
 
+def _figure_path(path: str | Path) -> Path:
+    """The file ``savefig`` writes for ``path``: with no suffix, ``.png`` added (as savefig
+    adds it); a folder is a ValueError."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name such as {p / 'curves.png'}")
+    return p if p.suffix else p.with_name(p.name + ".png")
+
+
 def _save(fig: Figure, path: str | Path | None, title: str) -> Figure:
     """Title the figure, write it to ``path`` (unless None) and return it, ``fig.path`` set."""
     fig.suptitle(title)
-    fig.path = None if path is None else Path(path)
+    fig.path = None if path is None else _figure_path(path)
     if fig.path is not None:
-        if fig.path.is_dir():
-            raise ValueError(f"{path} is a folder; give a file name such as "
-                             f"{fig.path / 'curves.png'}")
-        if not fig.path.suffix:  # what savefig writes then (fig.path must name the file)
-            fig.path = fig.path.with_name(fig.path.name + ".png")
         fig.path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(fig.path, dpi=100)  # the Agg canvas: a file, never a window
     return fig

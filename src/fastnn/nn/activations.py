@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C
-from .._checks import as_float32
+from .._checks import as_float32, non_negative
 from .module import Workspace, WorkspaceLayer
 
 
@@ -83,16 +83,6 @@ class Tanh(_Elementwise):
     activation = "tanh"
 
 
-def _non_negative(value: float, layer: str, name: str) -> float:
-    """A slope of an activation whose backward reads the derivative from the output's sign:
-    a negative one (or NaN) would flip it for x < 0, so it is refused."""
-    value = float(value)
-    if not value >= 0.0:
-        raise ValueError(f"{layer}: {name} must be >= 0 (the backward pass reads the "
-                         f"derivative from the output's sign), got {value}")
-    return value
-
-
 class LeakyReLU(_Elementwise):
     """``x`` if x > 0 else ``negative_slope * x``, element-wise."""
 
@@ -100,7 +90,9 @@ class LeakyReLU(_Elementwise):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        self.alpha = _non_negative(negative_slope, "LeakyReLU", "negative_slope")
+        # >= 0: the backward pass reads the derivative from the output's sign, which a
+        # negative slope flips for x < 0
+        self.alpha = non_negative(negative_slope, "LeakyReLU: negative_slope")
 
     @property
     def negative_slope(self) -> float:
@@ -120,7 +112,7 @@ class ELU(_Elementwise):
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
-        self.alpha = _non_negative(alpha, "ELU", "alpha")
+        self.alpha = non_negative(alpha, "ELU: alpha")  # >= 0, as LeakyReLU's slope
 
     def get_config(self) -> dict:
         return {"alpha": self.alpha}
