@@ -230,6 +230,52 @@ def test_gradients_accumulate_over_backward_calls_as_a_layer_does(name, forward_
         assert_close(p.grad, 2 * grads[key].astype(np.float64), 1e-5, 1e-6, key)
 
 
+class SharedPenalty(nn.Module):
+    """A Dense layer with l1 and l2 penalties called twice (shared weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Dense(4, 4, activation="tanh", l1=0.05, l2=0.1)
+        self.out = nn.Dense(4, 3)
+
+    def forward(self, x):
+        return self.out(self.fc(self.fc(x)))
+
+
+def test_a_shared_layer_s_penalty_gradient_is_added_once_as_the_loss_counts_it():
+    fnn.seed(3)
+    model = SharedPenalty()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4))
+    r = rng.standard_normal((6, 3))
+    model(x.astype(np.float32))
+    model.backward(r.astype(np.float32))
+    grad = model.fc.weight.grad.copy()
+    w0 = model.fc.weight.data.astype(np.float64)
+    b, wo, bo = (model.fc.bias.data.astype(np.float64), model.out.weight.data.astype(np.float64),
+                 model.out.bias.data.astype(np.float64))
+
+    def penalty(w):
+        return 0.05 * np.abs(w).sum() + 0.1 * (w * w).sum()
+
+    def loss(w):  # the sum of output * r, plus the penalty once (regularization_loss)
+        h = np.tanh(np.tanh(x @ w.T + b) @ w.T + b)
+        return float(np.sum((h @ wo.T + bo) * r) + penalty(w))
+
+    assert model.regularization_loss() == pytest.approx(penalty(w0), rel=1e-5)
+    expected = central_diff(loss, w0)
+    assert_close(grad, expected, 1e-3, 1e-4 * np.abs(expected).max(), "shared penalised weight")
+    # a second backward pass without zero_grad adds the data term again, not the penalty
+    model(x.astype(np.float32))
+    model.backward(r.astype(np.float32))
+    penalty_grad = 0.05 * np.sign(w0) + 0.2 * w0
+    assert_close(model.fc.weight.grad, 2 * grad - penalty_grad, 1e-4, 1e-5, "accumulated")
+    model.zero_grad()  # and the next step adds it again
+    model(x.astype(np.float32))
+    model.backward(r.astype(np.float32))
+    assert_close(model.fc.weight.grad, grad, 1e-5, 1e-6, "after zero_grad")
+
+
 def test_a_model_of_your_own_inside_another_and_inside_a_sequential():
     torch = pytest.importorskip("torch")
 

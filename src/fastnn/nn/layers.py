@@ -63,7 +63,9 @@ class Dense(WorkspaceLayer):
 
     l1, l2: penalties ``l1 * sum|W| + l2 * sum(W^2)`` on the weight (not the bias), as
     Keras's ``kernel_regularizer``: ``backward`` adds their gradient to ``weight.grad``
-    and ``regularization_loss()`` gives their value, which training adds to the loss.
+    (once between two ``zero_grad``, however often the layer runs in a step, as the loss
+    counts the penalty once) and ``regularization_loss()`` gives their value, which
+    training adds to the loss.
     """
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
@@ -140,7 +142,7 @@ class Dense(WorkspaceLayer):
         weight_grad, beta = self.weight.grad_to_write()
         _C.gemm(g, self._x, out=weight_grad, transpose_a=True, beta=beta,
                 precision=self._precision)
-        if self.l1 or self.l2:
+        if (self.l1 or self.l2) and self.weight.penalty_due():
             _C.add_penalty_grad(self.weight.data, self.weight.grad, self.l1, self.l2)
         if not input_grad:
             return None

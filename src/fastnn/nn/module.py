@@ -58,6 +58,7 @@ class Parameter:
         self.data = memory.asarray(data, np.float32, copy=True)
         self._grad = memory.zeros_like(self.data)
         self._zero_pending = False
+        self._penalty_added = False  # since the last reset (penalty_due)
         self.name = name
 
     @property
@@ -80,6 +81,16 @@ class Parameter:
     def zero_grad(self) -> None:
         """Reset ``grad`` to zero (lazily, see the class docstring)."""
         self._zero_pending = True
+        self._penalty_added = False
+
+    def penalty_due(self) -> bool:
+        """True on the first call since the last ``zero_grad``, False after: a layer
+        adds its weight penalty's gradient once per reset, as the loss counts the penalty
+        once, however many backward passes (a layer called twice, gradients accumulated
+        over micro-batches) write the gradient in between."""
+        due = not self._penalty_added
+        self._penalty_added = True
+        return due
 
     @property
     def last_grad(self) -> np.ndarray:
