@@ -173,6 +173,19 @@ def test_binary_scores_use_the_threshold():
     assert metrics.accuracy(t.astype(np.float32), probs) == 1.0
 
 
+def test_float_labels_are_labels_as_scikit_learn_reads_them():
+    t = np.array([0, 1, 2, 2, 1, 0])
+    f = t.astype(np.float64)  # e.g. labels that went through a float array
+    assert metrics.accuracy(t, f) == 1.0
+    assert metrics.f1(t, f) == 1.0
+    np.testing.assert_array_equal(metrics.confusion_matrix(t, f), np.diag([2, 2, 2]))
+    wrong = np.array([0.0, 2.0, 2.0, 2.0, 1.0, 0.0])
+    assert metrics.accuracy(t, wrong) == pytest.approx(5 / 6)
+    # scores that are not whole numbers, or whole numbers 0 and 1, are still thresholded
+    assert metrics.accuracy([0, 1], np.array([0.4, 1.5])) == 1.0
+    assert metrics.accuracy([0, 1], np.array([0.0, 1.0]), threshold=0.0) == 1.0
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda: metrics.accuracy([0, 1], [0]), "one entry per sample"),
     (lambda: metrics.confusion_matrix([0, 3], [0, 1], num_classes=2), "num_classes"),

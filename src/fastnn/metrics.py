@@ -2,9 +2,10 @@
 confusion matrix, vectorised with NumPy.
 
 The functions take ``y_true`` (integer labels (n,), a (n, 1) column or one-hot /
-probability rows (n, classes)) and ``y_pred``: labels (n,) of an integer dtype, or the
-model's outputs, scores (n, classes) whose argmax is the prediction, or a single column of
-binary scores (n,) / (n, 1) predicted as class 1 where they exceed ``threshold`` (0.5 for
+probability rows (n, classes)) and ``y_pred``: labels (n,) of an integer dtype (or floats
+that are whole numbers, some above 1, as scikit-learn reads them), or the model's outputs,
+scores (n, classes) whose argmax is the prediction, or a single column of binary scores
+(n,) / (n, 1) predicted as class 1 where they exceed ``threshold`` (0.5 for
 probabilities; pass 0.0 for logits).
 
 Precision, recall and F1 are macro averages (the unweighted mean over classes) over the
@@ -68,11 +69,19 @@ def predicted_labels(y_pred: object, threshold: float = 0.5,
     if y.ndim != 1:
         raise ValueError(f"{name} must be labels (n,) or scores (n, classes); got shape "
                          f"{y.shape}")
-    if y.dtype.kind in "biu":
+    if y.dtype.kind in "biu" or _whole_labels(y):
         if y.size and y.min() < 0:
             raise ValueError(f"{name} must hold labels >= 0; got {y.min()}")
         return _as_int64(y, name)
     return (y > threshold).astype(np.int64)
+
+
+def _whole_labels(y: np.ndarray) -> bool:
+    """Floats that can only be class labels: whole numbers >= 0, some of them above 1 (as
+    scikit-learn reads them; no probability is above 1, and whole numbers 0 and 1 name the
+    same classes either way)."""
+    return bool(y.size and np.all(np.isfinite(y)) and y.min() >= 0 and y.max() >= 2
+                and np.all(y == np.round(y)))
 
 
 def _pair(y_true: object, y_pred: object, threshold: float) -> tuple[np.ndarray, np.ndarray]:
