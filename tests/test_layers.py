@@ -976,10 +976,13 @@ def test_dropout_seed_reproducible_and_thread_independent(rng):
 
 
 def test_dropout_arguments_are_checked():
-    for p in (-0.1, 1.0, 1.5):
+    for p in (-0.1, 1.0, 1.5, 1 - 2**-26):  # the last is 1.0 in float32: nothing kept
         with pytest.raises(ValueError) as info:
             nn.Dropout(p)
         assert names_argument(str(info.value), "p")
+    layer = nn.Dropout(1 - 2**-24)  # the largest p: one chance in 2**24 to keep, scaled 2**24
+    x = np.ones(2**22, np.float32)
+    assert set(np.unique(layer(x))) <= {0.0, 2.0**24}
     with pytest.raises(RuntimeError):
         nn.Dropout(0.5).backward(np.ones(3))
 

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iomanip>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -383,9 +385,15 @@ inline float nonneg_arg(double v, const char* fn, const char* arg) {
     return static_cast<float>(v);
 }
 
+// p in [0, 1) and at most 1 - 2^-24, the resolution of the uniforms the masks compare it
+// with: a p above it rounds to 1.0f and would keep nothing.
 inline float dropout_rate(double p, const char* fn) {
-    if (!(p >= 0.0 && p < 1.0))
-        fail_value(std::string(fn) + ": 'p' must be in [0, 1), got " + std::to_string(p));
+    if (!(p >= 0.0 && p <= 1.0 - 0x1.0p-24)) {
+        std::ostringstream msg;
+        msg << fn << ": 'p' must be in [0, 1), at most 1 - 2**-24 (the masks' resolution); got "
+            << std::setprecision(17) << p;
+        fail_value(msg.str());
+    }
     return static_cast<float>(p);
 }
 

@@ -178,7 +178,8 @@ class Dense(WorkspaceLayer):
 
 class Dropout(WorkspaceLayer):
     """Inverted dropout: in training, each entry is zeroed with probability ``p`` and the
-    others are scaled by 1 / (1 - p), so the expected output equals the input; in
+    others are scaled by 1 / (1 - p) (p in float32, as the masks use it), so the expected
+    output equals the input; in
     evaluation mode (``eval()``) the layer is the identity.
 
     Masks come from a counter-based generator (Philox): the layer's ``seed`` (drawn from
@@ -192,8 +193,9 @@ class Dropout(WorkspaceLayer):
     def __init__(self, p: float = 0.5, seed: int | None = None, offset: int = 0) -> None:
         super().__init__()
         p = number(p, "Dropout: p")
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1); got {p}")
+        if not 0.0 <= p <= 1.0 - 2.0**-24:  # above, p rounds to 1.0 in float32: nothing kept
+            raise ValueError("Dropout: p must be in [0, 1), at most 1 - 2**-24 (the masks' "
+                             f"resolution); got {p!r}")
         self.p = p
         self.seed = stream_seed(seed, "Dropout")
         if (isinstance(offset, bool) or not isinstance(offset, (int, np.integer))
