@@ -1189,6 +1189,18 @@ def test_conv2d_against_torch(case, rng):
     assert_close(layer.weight.grad, tconv.weight.grad.numpy(), 1e-4, 1e-5, "weight.grad vs torch")
 
 
+@pytest.mark.parametrize("groups", [1, 4, 32])
+def test_conv2d_default_init_counts_fans_as_torch_nn_init(groups):
+    # Glorot uniform (no activation): a = sqrt(6 / (fan_in + fan_out)), torch's fans:
+    # fan_in = in_channels / groups * kh * kw, fan_out = out_channels * kh * kw
+    fastnn.seed(0)
+    w = nn.Conv2d(32, 64, 3, groups=groups).weight.data
+    a = np.sqrt(6.0 / (32 // groups * 9 + 64 * 9))
+    assert np.abs(w).max() <= a * (1 + 1e-6)
+    assert np.abs(w).max() > 0.9 * a
+    assert np.std(w) == pytest.approx(a / np.sqrt(3), rel=0.1)
+
+
 @pytest.mark.parametrize("layer_cls,kw,torch_fn", [
     (nn.MaxPool2d, dict(kernel_size=2), "max_pool2d"), (nn.MaxPool2d, dict(kernel_size=3, stride=2, padding=1), "max_pool2d"),
     (nn.MaxPool2d, dict(kernel_size=(3, 2), stride=(1, 2)), "max_pool2d"),

@@ -133,9 +133,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=_FRACTION, default=0.0,
                    help="dropout after each hidden layer")
     p.add_argument("--l1", type=_NON_NEGATIVE, default=0.0,
-                   help="L1 penalty on every weight matrix")
+                   help="L1 penalty on the weight of every Dense layer (not the convolutions)")
     p.add_argument("--l2", type=_NON_NEGATIVE, default=0.0,
-                   help="L2 penalty on every weight matrix")
+                   help="L2 penalty on the weight of every Dense layer (not the convolutions)")
     p.add_argument("--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the initialisation, the "
                    "shuffling and the splits (default: %(default)s)")

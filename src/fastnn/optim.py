@@ -276,7 +276,8 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent, as ``torch.optim.SGD``:
     ``v = momentum * v + (g + weight_decay * w)``; ``w -= lr * v``
-    (Nesterov: ``w -= lr * (g + momentum * v)``). State: "momentum_buffer"."""
+    (Nesterov: ``w -= lr * (g + momentum * v)``). State: "momentum_buffer". The default
+    lr is Keras's 0.01 (torch's is 0.001)."""
 
     _hyper = ("momentum", "nesterov", "weight_decay")
 

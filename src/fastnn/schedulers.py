@@ -131,9 +131,10 @@ class CosineLR(Scheduler):
     t = epoch - warmup_epochs, T = total_epochs - warmup_epochs (``min_lr`` from
     ``total_epochs`` on). The ``warmup_epochs`` first epochs rise linearly,
     ``base_lr * (epoch + 1) / (warmup_epochs + 1)``. Without warmup this is torch's
-    CosineAnnealingLR(T_max=total_epochs, eta_min=min_lr); with it,
-    LinearLR(start_factor=1 / (warmup_epochs + 1), total_iters=warmup_epochs) followed by
-    that schedule."""
+    CosineAnnealingLR(T_max=total_epochs, eta_min=min_lr); with it, torch's SequentialLR of
+    LinearLR(start_factor=1 / (warmup_epochs + 1), total_iters=warmup_epochs) and
+    CosineAnnealingLR(T_max=total_epochs - warmup_epochs, eta_min=min_lr), switching at
+    warmup_epochs."""
 
     def __init__(self, total_epochs: int, min_lr: float = 0.0, warmup_epochs: int = 0) -> None:
         super().__init__()

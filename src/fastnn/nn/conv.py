@@ -53,7 +53,8 @@ class Conv2d(WorkspaceLayer):
     padding to be symmetric). groups splits the channels into that many independent
     convolutions; groups == in_channels is a depthwise convolution, with loops of its own.
     activation: as Dense's (applied to each image's output right after its GEMM, while
-    it is in cache). init: as Dense's, with fan_in = in_channels / groups * kh * kw (He normal for
+    it is in cache). init: as Dense's, with fan_in = in_channels / groups * kh * kw and
+    fan_out = out_channels * kh * kw, as ``torch.nn.init`` counts them (He normal for
     rectifiers, Glorot uniform otherwise); the bias starts at zero.
 
     The convolution is a GEMM per image: the weight (out_channels x in_channels kh kw) times
@@ -106,7 +107,7 @@ class Conv2d(WorkspaceLayer):
         kh, kw = self.kernel_size
         cg = self.in_channels // self.groups
         shape = (self.out_channels, cg, kh, kw)
-        fan_in, fan_out = cg * kh * kw, self.out_channels // self.groups * kh * kw
+        fan_in, fan_out = cg * kh * kw, self.out_channels * kh * kw  # torch.nn.init's, groups too
         if init is None:
             init = "he_normal" if _ACTIVATIONS[self.activation]["he_init"] else "xavier_uniform"
         reserve_parameters(self.out_channels * (cg * kh * kw + bool(bias)),
