@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <pthread.h>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -25,11 +26,25 @@ int max_threads() {
 }
 
 static std::atomic<int> g_threads{std::min(requested_threads(), max_threads())};
+static std::atomic<bool> g_team_started{false}, g_forked_after_team{false};
+
+void note_team_started() {
+    if (!g_team_started.load(std::memory_order_relaxed)) g_team_started.store(true, std::memory_order_relaxed);
+}
+
+bool forked_after_team() { return g_forked_after_team.load(std::memory_order_relaxed); }
+
+static void fork_handler() {  // in the child, on fork()'s return
+    if (!g_team_started.load(std::memory_order_relaxed)) return;  // no team to lose yet
+    g_forked_after_team.store(true, std::memory_order_relaxed);
+    g_threads.store(1, std::memory_order_relaxed);
+}
+static const int g_fork_handler_registered = pthread_atfork(nullptr, nullptr, fork_handler);
 
 int get_num_threads() { return g_threads.load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
-    if (!have_openmp()) n = 1;  // a build without OpenMP runs everything on the caller's thread
+    if (!have_openmp() || forked_after_team()) n = 1;  // the caller's thread only (above)
     g_threads.store(std::clamp(n, 1, max_threads()), std::memory_order_relaxed);
 }
 

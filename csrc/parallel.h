@@ -21,8 +21,15 @@
 namespace fastnn {
 
 int get_num_threads();
-void set_num_threads(int n);  // clamped to [1, max_threads()]
+void set_num_threads(int n);  // clamped to [1, max_threads()]; to 1 in a forked child (below)
 bool have_openmp();
+
+// GNU OpenMP's thread team does not survive fork(): in a child of a process whose regions
+// ran on several threads, the first parallel region waits forever for threads that are not
+// there (a multiprocessing pool with the fork start method hung on its first batch). Such a
+// child runs every kernel on its own thread (fork_handler below); PyTorch hangs there.
+void note_team_started();  // a region starts on several threads (parallel_region)
+bool forked_after_team();  // whether this process is such a child
 
 // The most threads the kernels take: kThreadsPerCpu per online CPU. Oversubscribing a few
 // times is allowed (to test thread-count independence on a small machine); beyond that
@@ -111,6 +118,7 @@ template <class F>
 void parallel_region(int threads, F&& f) {
 #ifdef _OPENMP
     if (threads > 1) {
+        note_team_started();
         std::atomic<int64_t> work{0}, cpu{0};
         const bool sample = load_guard::sample_cpu();
         const int64_t t0 = load_guard::now_ns();

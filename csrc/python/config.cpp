@@ -128,6 +128,7 @@ void bind_config(py::module_& m) {
         d["isa_supported"] = isas;
         d["openmp"] = have_openmp();
         d["num_threads"] = get_num_threads();
+        d["forked_after_threads"] = forked_after_team();
         d["load_pauses"] = load_guard::pauses();
         d["flush_denormals"] = flush_denormals();
         d["cpu"] = cpu_dict();
