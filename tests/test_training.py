@@ -142,6 +142,58 @@ def test_same_seed_same_weights_same_thread_count(digits):
         np.testing.assert_array_equal(a, b)
 
 
+def test_threads_sharing_a_model_take_turns(digits):
+    """Two threads predicting with one model, and one predicting while another trains it:
+    each run sees the model alone (the layers' caches and the workspace were shared: one
+    thread's outputs held the other's activations)."""
+    import threading
+    X_train, y_train = digits[0], digits[1]
+
+    def build():
+        fastnn.seed(5)
+        model = nn.Sequential(nn.Dense(64, 128, activation="relu"), nn.BatchNorm1d(128),
+                              nn.Dropout(0.2), nn.Dense(128, 10))
+        model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.05, momentum=0.9))
+        return model
+
+    model = build()
+    a, b = X_train[:64], X_train[64:128] * 3
+    ref_a, ref_b = model.predict(a), model.predict(b)
+    wrong = []
+
+    def predict_often(x, ref, rounds=150):
+        for _ in range(rounds):
+            if not np.array_equal(model.predict(x), ref):
+                wrong.append(1)
+
+    threads = [threading.Thread(target=predict_often, args=(a, ref_a)),
+               threading.Thread(target=predict_often, args=(b, ref_b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, f"{len(wrong)} of 300 predictions differed"
+
+    alone = build()
+    alone.fit(X_train, y_train, epochs=2, batch_size=32, verbose=0, seed=1)
+    stop = threading.Event()
+
+    def watch():  # evaluation mode, other activations, between the training steps
+        while not stop.is_set():
+            model.predict(b)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        model.fit(X_train, y_train, epochs=2, batch_size=32, verbose=0, seed=1)
+    finally:
+        stop.set()
+        watcher.join()
+    assert model.training
+    for (name, p), q in zip(model.named_parameters(), alone.parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+
+
 # ----------------------------------------------------------------------------- fit / evaluate / predict
 def small_model(seed=0):
     fastnn.seed(seed)

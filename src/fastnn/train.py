@@ -19,6 +19,7 @@ from ._checks import flag, numeric, positive_int
 from ._device import check_on_device
 from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
+from .nn.module import run_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -436,7 +437,7 @@ def predict(model: Any, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
     X = _check_inputs(model, X, "X")
     size = positive_int(batch_size, "batch_size")
     compiled = getattr(model, "compiled", None)
-    with _mode(model, training=False), \
+    with run_lock(model), _mode(model, training=False), \
             _precision.using(compiled.precision if compiled is not None else _precision.current()):
         on_device = _device_like(model)
         if on_device is None:
@@ -507,23 +508,24 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
             xb = _augmented(augment, xb)
             if X_device is not None:
                 xb = memory.asarray(xb, like=X_device)
-        pred = model(xb)
-        try:
-            loss = cfg.loss(pred, yb) + model.regularization_loss()
-        except (ValueError, TypeError) as err:  # the loss sees a batch: say what was passed
-            raise (ValueError if isinstance(err, ValueError) else TypeError)(
-                f"fit: the loss of a batch of {len(yb)} (y has shape {tuple(np.shape(y))}, the "
-                f"model's output {(len(X), *tuple(np.shape(pred))[1:])}): {err}") from None
-        _backward(model, cfg.loss.backward())
-        tally.add(loss, pred, yb)  # before the step: a metric that refuses y moves no weight
-        if sync is not None:
-            sync.reduce_gradients()
-        if monitor is not None:
-            monitor.after_backward()
-        cfg.optimizer.step()
-        if monitor is not None:
-            monitor.after_step()
-        cfg.optimizer.zero_grad()
+        with run_lock(model):  # the step's forward and backward, no other thread's between
+            pred = model(xb)
+            try:
+                loss = cfg.loss(pred, yb) + model.regularization_loss()
+            except (ValueError, TypeError) as err:  # the loss sees a batch: say what was passed
+                raise (ValueError if isinstance(err, ValueError) else TypeError)(
+                    f"fit: the loss of a batch of {len(yb)} (y has shape {tuple(np.shape(y))}, "
+                    f"the model's output {(len(X), *tuple(np.shape(pred))[1:])}): {err}") from None
+            _backward(model, cfg.loss.backward())
+            tally.add(loss, pred, yb)  # before the step: a metric that refuses y moves no weight
+            if sync is not None:
+                sync.reduce_gradients()
+            if monitor is not None:
+                monitor.after_backward()
+            cfg.optimizer.step()
+            if monitor is not None:
+                monitor.after_step()
+            cfg.optimizer.zero_grad()
         progress.update(len(xb), tally)
         for cb in callbacks:
             cb.on_batch_end(batch, {"batch": batch, "size": len(xb), "loss": loss})
@@ -578,7 +580,7 @@ def _evaluate(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
         X, y = sync.shard(X, y)
     penalty = model.regularization_loss()
     on_device = _device_like(model)
-    with _mode(model, training=False):
+    with run_lock(model), _mode(model, training=False):
         for xb, yb in data.batches(X, y, batch_size, shuffle=False):
             pred = model(xb if on_device is None else memory.asarray(xb, like=on_device))
             tally.add(cfg.loss(pred, yb) + penalty, pred, yb)
@@ -748,12 +750,14 @@ class _Progress:
 @contextmanager
 def _mode(model: Any, training: bool) -> Iterator[None]:
     """Put the model in training or evaluation mode, restoring the previous mode after."""
-    previous = model.training
-    model.train(training)
+    with run_lock(model):  # not while another thread's run holds the model (run_lock)
+        previous = model.training
+        model.train(training)
     try:
         yield
     finally:
-        model.train(previous)
+        with run_lock(model):
+            model.train(previous)
 
 
 def _check_bound_parameters(model: Any, cfg: Compiled) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import types
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,6 +21,22 @@ if TYPE_CHECKING:
 # it to what the file holds, so that a tiny file declaring a huge architecture fails
 # before the allocation, not after it.
 _budget: ContextVar[list[int] | None] = ContextVar("fastnn_parameter_budget", default=None)
+
+
+_LOCK_MAKING = threading.Lock()
+
+
+def run_lock(model: Any) -> threading.RLock:
+    """The lock that a model's runs hold (a forward or backward call, a training step, a
+    whole predict or evaluate with its switch to evaluation mode), so that threads sharing
+    one model take turns: its layers keep what backward needs from their last call and
+    write into the model's workspace (two threads predicting with one model had each
+    other's activations in their outputs). Re-entrant: a run may call the model again."""
+    lock = model.__dict__.get("_run_lock")
+    if lock is None:
+        with _LOCK_MAKING:
+            lock = model.__dict__.setdefault("_run_lock", threading.RLock())
+    return lock
 
 
 @contextmanager
@@ -316,13 +333,14 @@ class Module:
         """The recorded forward's backward pass (see the class docstring): returns the
         gradient for the input (None with input_grad=False) and accumulates the
         parameters' gradients."""
-        tape = vars(self).get("_tape")
-        if tape is None:
-            if not _records(self):
-                raise NotImplementedError(f"{type(self).__name__} does not implement backward")
-            raise RuntimeError(f"{type(self).__name__}.backward called before a forward pass "
-                               "(call the model on a batch first)")
-        return tape.backward(grad_out, input_grad)
+        with run_lock(self):
+            tape = vars(self).get("_tape")
+            if tape is None:
+                if not _records(self):
+                    raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+                raise RuntimeError(f"{type(self).__name__}.backward called before a forward pass "
+                                   "(call the model on a batch first)")
+            return tape.backward(grad_out, input_grad)
 
     def __getstate__(self) -> dict:
         """What ``copy.deepcopy`` and pickle keep: everything but the recording of the last
@@ -330,6 +348,7 @@ class Module:
         state = dict(vars(self))
         state.pop("_tape", None)
         state.pop("_backward_workspace", None)
+        state.pop("_run_lock", None)
         return state
 
     def explain_backward(self, x: np.ndarray, y: np.ndarray, loss: Any = "cross_entropy",
@@ -440,7 +459,8 @@ class Module:
         tape = active()
         if tape is not None and not _records(self):  # a call inside a recorded forward
             return tape.call_module(self, x, args, kwargs)
-        return self.forward(x, *args, **kwargs)
+        with run_lock(self):
+            return self.forward(x, *args, **kwargs)
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """(name, sub-module) pairs in attribute order; a module in a list attribute

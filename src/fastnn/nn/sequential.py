@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import memory
 from .activations import ReLU
-from .module import Module, Workspace, WorkspaceLayer, overridden
+from .module import Module, Workspace, WorkspaceLayer, overridden, run_lock
 from .normalization import _BatchNorm
 
 
@@ -74,8 +74,9 @@ class Sequential(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The layers applied in order: a new array, never one the layers reuse."""
-        y = self._forward(x, self._workspace, False)
-        return y.copy() if self._workspace.holds(y) else y
+        with run_lock(self):
+            y = self._forward(x, self._workspace, False)
+            return y.copy() if self._workspace.holds(y) else y
 
     def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
         """``forward`` inside a model run: the layers' arrays live in parts of ``workspace``,
@@ -114,8 +115,9 @@ class Sequential(Module):
         """Backpropagate through the layers in reverse; returns the gradient for the input
         (a new array), or None with input_grad=False (training does not need it, and the
         first Dense layer then skips a third of its backward work)."""
-        g = self._backward(grad_out, self._workspace, False, input_grad)
-        return g.copy() if g is not None and self._workspace.holds(g) else g
+        with run_lock(self):
+            g = self._backward(grad_out, self._workspace, False, input_grad)
+            return g.copy() if g is not None and self._workspace.holds(g) else g
 
     def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
                       input_grad: bool = True) -> np.ndarray | None:
