@@ -297,13 +297,43 @@ def test_seed_and_betas_name_the_argument():
     raises(optim.Adam, betas="ab", exc=ValueError, mentions=("betas must be a pair",))
 
 
+class OwnModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Dense(3, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
 def test_loss_errors_in_fit_name_y_and_the_model_output():
-    """The loss sees one batch: its shapes alone (32 of 64 rows) misled."""
+    """A Sequential's targets are checked whole before training; a model of your own's at
+    each batch, whose shapes alone (32 of 64 rows) misled."""
     model = nn.Sequential(nn.Dense(3, 2))
     model.compile(loss="mse")
     raises(model.fit, np.ones((64, 3), np.float32), np.ones(64, np.float32), epochs=1, verbose=0,
+           exc=ValueError, mentions=("fit: y: MSE: target has shape (64,); expected (64, 2)",))
+    own = OwnModel()
+    own.compile(loss="mse")
+    raises(own.fit, np.ones((64, 3), np.float32), np.ones(64, np.float32), epochs=1, verbose=0,
            exc=ValueError, mentions=("fit: the loss of a batch of 32 (y has shape (64,), the "
                                      "model's output (64, 2)): MSE: target has shape (32,)",))
+
+
+def test_a_bad_label_is_named_by_its_index_in_y_before_any_update():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    y[200] = 3
+    model = nn.Sequential(nn.Dense(4, 3))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    w = model.parameters()[0].data.copy()
+    raises(model.fit, X, y, epochs=1, verbose=0, exc=ValueError,
+           mentions=("fit: y: CrossEntropy: labels[200] = 3 is outside [0, 3)",))
+    raises(model.fit, X, y - (y == 3), epochs=1, verbose=0, validation_data=(X[:50], y[170:220]),
+           exc=ValueError, mentions=("fit: validation_data[1]: CrossEntropy: labels[30] = 3",))
+    raises(model.evaluate, X, y, exc=ValueError, mentions=("evaluate: y:", "labels[200] = 3"))
+    np.testing.assert_array_equal(model.parameters()[0].data, w)  # no step was taken
 
 
 def test_weight_assigned_with_another_shape_names_the_layer():

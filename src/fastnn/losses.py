@@ -248,13 +248,12 @@ class CrossEntropy(Loss):
                                 "with a fractional part")
         elif target.dtype.kind not in "iu":
             raise TypeError(f"{self!r}: labels must be integers; got dtype {target.dtype}")
-        if target.dtype.kind in "uf" and target.size:
-            # Checked before the int64 conversion, which would wrap or saturate them.
-            bad = target[(target < 0) | (target >= pred.shape[1])]
+        if target.size:  # before the int64 conversion, which would wrap or saturate some
+            bad = np.flatnonzero((target < 0) | (target >= pred.shape[1]))
             if bad.size:
-                raise ValueError(f"{self!r}: label {bad[0]} is outside [0, {pred.shape[1]}) "
-                                 f"(the number of classes, pred's shape {pred.shape})")
-        # The kernel checks the range, naming the first label outside [0, classes).
+                raise ValueError(f"{self!r}: labels[{bad[0]}] = {target[bad[0]]} is outside "
+                                 f"[0, {pred.shape[1]}) (the number of classes, pred's shape "
+                                 f"{pred.shape})")
         return memory.asarray(target, np.int64)
 
     def _check_first_input(self, pred: np.ndarray) -> None:

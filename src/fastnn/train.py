@@ -299,6 +299,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     if gemm_precision == "bf16":
         _precision.warn_if_emulated("fit", stacklevel=3)
     X, y = _check_data(model, X, y, "X", "y")
+    _whole_targets(model, cfg.loss, X, y, "fit: y")
     _diagnostics.check_input_scale(X, "X", stacklevel=2)
     epochs = positive_int(epochs, "epochs")
     if batch_size is not None:
@@ -332,6 +333,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         X_val, y_val = _check_data(model, *validation_data, "validation_data[0]",
                                    "validation_data[1]")
+        _whole_targets(model, cfg.loss, X_val, y_val, "fit: validation_data[1]")
         _diagnostics.check_input_scale(X_val, "validation_data[0]", stacklevel=2)
     elif validation_split:
         X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
@@ -341,7 +343,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     monitor = _diagnostics.Monitor(model) if diagnostics else None
     # the training set on the model's device, copied once (None: on the host)
     X_device = memory.asarray(X, like=on_device) if on_device is not None else None
-    y_device = _targets_on_device(model, cfg.loss, X, y, on_device) if on_device is not None else None
+    targets = _whole_targets(model, cfg.loss, X, y, "fit: y") if on_device is not None else None
+    y_device = memory.asarray(targets, like=on_device) if targets is not None else None
     progress = _Progress(verbose if sync is None else sync.verbose(verbose), epochs)
     history = model.history = History()  # as Keras's: callbacks read it (diagnostics)
     for cb in callbacks:
@@ -423,6 +426,7 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
     looks like raw 0-255 pixel values gives a DataWarning, as in ``fit``."""
     cfg = _require_compiled(model, "evaluate")
     X, y = _check_data(model, X, y, "X", "y")
+    _whole_targets(model, cfg.loss, X, y, "evaluate: y")
     _diagnostics.check_input_scale(X, "X", stacklevel=2)  # a test set left unscaled
     positive_int(batch_size, "batch_size")
     chosen = cfg.metrics if metrics is None else _resolve_metrics(
@@ -819,17 +823,24 @@ class _Shape:
         self.shape, self.ndim = tuple(shape), len(shape)
 
 
-def _targets_on_device(model: Any, loss: losses.Loss, X: np.ndarray, y: np.ndarray, like: Any) -> Any:
-    """y checked once for the whole set as the loss checks a batch's targets, converted as it
-    converts them, and copied to the model's device; None where the model's output shape is
-    not known ahead (a layer of your own): each batch's targets then cross every step."""
+def _whole_targets(model: Any, loss: losses.Loss, X: np.ndarray, y: np.ndarray,
+                   y_name: str) -> Any:
+    """y checked once for the whole set as the loss checks a batch's targets, before any
+    update (an error names the sample's index in y, not in a shuffled batch), and converted
+    as the loss converts them; None where the model's output shape is not known ahead (a
+    layer of your own) or the loss is your own: each batch's targets are then checked at
+    its step."""
     from .nn import Sequential
 
-    if not (isinstance(model, Sequential)
+    if not (isinstance(model, Sequential) and type(loss)._target is not losses.Loss._target
             and all(type(m).__module__.startswith("fastnn.") for _, m in model.named_modules())):
         return None
     shape = model.output_shape((len(X), *X.shape[1:]))
-    return memory.asarray(loss._target(_Shape(shape), y), like=like)
+    try:
+        with np.errstate(invalid="ignore"):
+            return loss._target(_Shape(shape), y)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{y_name}: {err}") from None
 
 
 def _device_like(model: Any) -> Any:
