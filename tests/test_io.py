@@ -45,6 +45,21 @@ def test_save_load_predict_bit_identical(trained, digits, tmp_path):
     assert loaded.get_config() == trained.get_config()
 
 
+def test_a_leading_tilde_is_the_home_folder(trained, tmp_path, monkeypatch):
+    """As in a shell: save("~/models/m.safetensors") made a folder named "~" in the working
+    folder, which load then found again (and `rm -rf ~` would have removed the home)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    path = trained.save("~/models/m.safetensors")
+    assert path == home / "models" / "m.safetensors" and path.is_file()
+    assert not (work / "~").exists()
+    assert repr(fastnn.load("~/models/m.safetensors")) == repr(trained)
+    log = fastnn.callbacks.CSVLogger("~/log.csv")
+    assert log.path == home / "log.csv"
+
+
 def test_file_holds_state_dict_names_and_the_architecture(trained, tmp_path):
     path = io.save(trained, tmp_path / "m.safetensors")
     tensors = st.load_file(str(path))

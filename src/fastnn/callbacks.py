@@ -12,6 +12,7 @@ need::
 from __future__ import annotations
 
 import math
+import os
 import string
 import warnings
 from typing import Any, Callable
@@ -277,7 +278,7 @@ class CSVLogger(Callback):
     def __init__(self, path: str | Path, separator: str = ",", append: bool = False) -> None:
         from pathlib import Path  # here, not at the top: pathlib is a costly import
 
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         if not (isinstance(separator, str) and len(separator) == 1):  # what the csv module takes
             raise ValueError(f"CSVLogger: separator must be one character; got {separator!r:.60}")
         self.separator = separator
@@ -332,7 +333,7 @@ class TensorBoard(Callback):
     """
 
     def __init__(self, log_dir: str | Path, histograms: bool = True) -> None:
-        self.log_dir = str(log_dir)
+        self.log_dir = os.path.expanduser(log_dir)
         self.histograms = flag(histograms, "TensorBoard: histograms")
         self._writer: Any = None
 

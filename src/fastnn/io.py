@@ -73,7 +73,7 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     path at a time). Returns the path."""
     with atomic_writer(path) as f:
         f.write(data)
-    return Path(path)
+    return Path(path).expanduser()
 
 
 @contextlib.contextmanager
@@ -81,8 +81,9 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     """The file that ``write_atomic`` writes, open for writing in pieces (a download):
     ``path`` appears, complete, only when the ``with`` block ends without an exception;
     an exception (a failed check of what was written, say) removes the temporary file
-    and leaves ``path`` as it was."""
-    path = Path(path)
+    and leaves ``path`` as it was. A leading ``~`` is the home folder, as in a shell (not a
+    folder named "~" made in the working one)."""
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     # A process killed while writing leaves its temporary file: the next write removes it.
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
@@ -177,7 +178,8 @@ def _loadable(compiled: Any) -> bool:
 def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """The metadata and tensors of a safetensors file; InvalidFileError if it is damaged."""
     safetensors = _safetensors()
-    if Path(path).is_dir():  # safe_open's OSError said "No such device", naming no path
+    path = Path(path).expanduser()  # as write_atomic's
+    if path.is_dir():  # safe_open's OSError said "No such device", naming no path
         raise IsADirectoryError(f"{path} is a folder, not a model file")
     tensors = {}
     try:

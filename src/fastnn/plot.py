@@ -54,7 +54,7 @@ def _run_style(k: int) -> dict:
 def _figure_path(path: str | Path) -> Path:
     """The file ``savefig`` writes for ``path``: with no suffix, ``.png`` added (as savefig
     adds it); a folder is a ValueError."""
-    p = Path(path)
+    p = Path(path).expanduser()
     if p.is_dir():
         raise ValueError(f"{path} is a folder; give a file name such as {p / 'curves.png'}")
     return p if p.suffix else p.with_name(p.name + ".png")
