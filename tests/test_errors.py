@@ -550,3 +550,21 @@ def test_fit_refuses_a_shuffle_that_is_not_a_bool():
     model = compiled_model()
     raises(model.fit, np.zeros((8, 5), np.float32), np.zeros(8, np.int64), shuffle="no",
            verbose=0, exc=TypeError, mentions=["shuffle", "'no'"])
+
+
+def test_inputs_numpy_cannot_take_say_how_to_pass_them():
+    """A sparse matrix and a pandas frame of nullable dtypes reach NumPy as objects; a ragged
+    list failed in NumPy's words, naming no argument."""
+    sparse = pytest.importorskip("scipy.sparse")
+    pd = pytest.importorskip("pandas")
+    model = nn.Sequential(nn.Dense(4, 3))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    X, y = np.ones((6, 4), np.float32), np.array([0, 1, 2, 0, 1, 2])
+    raises(model.fit, sparse.csr_matrix(X), y, verbose=0, exc=TypeError,
+           mentions=("X must be a numeric array", "X.toarray()"))
+    raises(model.fit, pd.DataFrame(X).astype("Float64"), y, verbose=0, exc=TypeError,
+           mentions=("X must be a numeric array", 'X.to_numpy("float32")'))
+    raises(model.predict, [[1, 2, 3, 4], [1, 2]], exc=ValueError,
+           mentions=("X cannot be made an array",))
+    raises(fastnn.metrics.confusion_matrix, [0, 10**12], [0, 1], exc=ValueError,
+           mentions=("labels up to 1000000000000", "class indices"))

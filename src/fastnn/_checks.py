@@ -23,10 +23,24 @@ def _text(name: Name) -> str:
 
 def numeric(x: object, name: Name) -> np.ndarray:
     """``x`` as a NumPy array; TypeError naming ``name`` unless it holds real numbers."""
-    arr = memory.to_host(x)
+    try:
+        arr = memory.to_host(x)
+    except ValueError as err:  # NumPy's own words name no argument (a ragged list)
+        raise ValueError(f"{_text(name)} cannot be made an array: {err}") from None
     if arr.dtype.kind not in _NUMERIC_KINDS:
-        raise TypeError(f"{_text(name)} must be a numeric array; got dtype {arr.dtype}")
+        raise TypeError(f"{_text(name)} must be a numeric array; got dtype {arr.dtype}"
+                        f"{_conversion_hint(x, _text(name))}")
     return arr
+
+
+def _conversion_hint(x: object, name: str) -> str:
+    """How to pass what came as objects: a sparse matrix, a pandas frame of nullable
+    dtypes (both reach NumPy as an array of objects)."""
+    if hasattr(x, "toarray") and hasattr(x, "nnz"):
+        return f" (a sparse matrix: pass {name}.toarray())"
+    if hasattr(x, "to_numpy") and hasattr(x, "dtypes" if hasattr(x, "columns") else "dtype"):
+        return f' (pandas: pass {name}.to_numpy("float32"), after filling any missing values)'
+    return ""
 
 
 def as_float32(x: object, name: Name) -> np.ndarray:

@@ -107,6 +107,9 @@ def confusion_matrix(y_true: object, y_pred: object, num_classes: int | None = N
     return counts[:, :-1]
 
 
+_MAX_COUNTS = 2**28  # 2 GiB of int64 counts: 16,383 classes
+
+
 def _counts(y_true: object, y_pred: object, num_classes: int | None,
             threshold: float) -> np.ndarray:
     """The confusion matrix with one more column: per true class, the samples whose scores
@@ -120,6 +123,10 @@ def _counts(y_true: object, y_pred: object, num_classes: int | None,
                                                                        "num_classes")
     if seen > size:
         raise ValueError(f"num_classes={size} but the labels go up to {seen - 1}")
+    if size * (size + 1) > _MAX_COUNTS:
+        raise ValueError(f"labels up to {size - 1} need a {size} x {size} confusion matrix, "
+                         f"more than {_MAX_COUNTS:,} counts: labels must be class indices "
+                         "0 .. classes - 1")
     # an unscored sample goes to column `size`: (size + 1) columns a row
     q = np.where(scored, p, size)
     return np.bincount(t * (size + 1) + q, minlength=size * (size + 1)).reshape(size, size + 1)
