@@ -233,15 +233,23 @@ struct PaddedImage {
     int64_t qn(int64_t oh, int64_t ow) const { return ((oh - 1) * wp + ow + 15) / 16 * 16; }
 };
 
-// Weights as the direct kernels take them, in blocks of b channels (DirectConvKernels::
-// channel_block or pixel_block), group after group: weight(grp, o, t) for o < og and t < k,
-// at ((grp blocks + o / b) k + t) b + o % b, in a grow-only buffer of the calling
-// thread (packed once a call, then read by every thread). Packed on one thread: split
-// between two, the lines each packed then crossed to the other core, and a 128 -> 128
-// layer's forward on one 8 x 8 image went from 0.14 to 0.28 ms.
+// The number of blocks direct_block_size makes of og channels.
+int64_t direct_blocks(int64_t og, int64_t b, int64_t tail) {
+    int64_t blocks = 0;
+    for (int64_t o = 0; o < og; o += direct_block_size(og - o, b, tail)) ++blocks;
+    return blocks;
+}
+
+// Weights as the direct kernels take them, in blocks of at most b channels (DirectConvKernels::
+// channel_block and direct_block_size's tail, or pixel_block and none), group after group:
+// weight(grp, o, t) for o < og and t < k, channel j of the group's block i at ((grp blocks +
+// i) k + t) b + j, in a grow-only buffer of the calling thread (packed once a call, then read
+// by every thread). Packed on one thread: split between two, the lines each packed then
+// crossed to the other core, and a 128 -> 128 layer's forward on one 8 x 8 image went from
+// 0.14 to 0.28 ms.
 template <class Weight>
-const float* packed_weights(int64_t b, int64_t groups, int64_t og, int64_t k, Weight weight) {
-    const int64_t blocks = (og + b - 1) / b;
+const float* packed_weights(int64_t b, int64_t tail, int64_t groups, int64_t og, int64_t k, Weight weight) {
+    const int64_t blocks = direct_blocks(og, b, tail);
     const size_t size = static_cast<size_t>(groups * blocks * k * b);
     thread_local std::unique_ptr<float, AlignedFree> buf;
     thread_local size_t cap = 0;
@@ -252,12 +260,12 @@ const float* packed_weights(int64_t b, int64_t groups, int64_t og, int64_t k, We
     }
     float* out = buf.get();
     for (int64_t grp = 0; grp < groups; ++grp)
-        for (int64_t blk = 0; blk < blocks; ++blk)
+        for (int64_t blk = 0, o0 = 0, n = 0; blk < blocks; ++blk, o0 += n) {
+            n = direct_block_size(og - o0, b, tail);
             for (int64_t t = 0; t < k; ++t)
-                for (int64_t j = 0; j < b; ++j) {
-                    const int64_t o = blk * b + j;
-                    out[((grp * blocks + blk) * k + t) * b + j] = o < og ? weight(grp, o, t) : 0.0f;
-                }
+                for (int64_t j = 0; j < b; ++j)
+                    out[((grp * blocks + blk) * k + t) * b + j] = j < n ? weight(grp, o0 + j, t) : 0.0f;
+        }
     return out;
 }
 
@@ -278,11 +286,11 @@ void direct_forward(const DirectConvKernels& dk, const ConvGeometry& g, int64_t 
     const int64_t qn = pad.qn(oh, ow), span = (oh - 1) * pad.wp + ow;
     const ActivateFn activate_fn = activate_kernel();
     const bool pixels = by_pixels(dk, og, oh, ow, qn);
-    const int64_t block = pixels ? dk.pixel_block : dk.channel_block;
-    const float* packed = packed_weights(block, groups, og, k, [&](int64_t grp, int64_t o, int64_t t) {
+    const int64_t block = pixels ? dk.pixel_block : dk.channel_block, tail = pixels ? 0 : dk.channel_tail;
+    const float* packed = packed_weights(block, tail, groups, og, k, [&](int64_t grp, int64_t o, int64_t t) {
         return w[(grp * og + o) * k + t];
     });
-    const int64_t group_weights = (og + block - 1) / block * block * k;
+    const int64_t group_weights = direct_blocks(og, block, tail) * block * k;
     parallel_for(g.n, std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(out_channels * k * qn, 1)),
                  [=, &dk](int64_t n0, int64_t n1) {
         float* xp = thread_buffer(0, static_cast<size_t>(pad.size));
@@ -334,11 +342,11 @@ struct DirectInputGrad {
         from.resize(static_cast<size_t>(k_in));
         for (int64_t o = 0, t = 0; o < og; ++o)
             for (int64_t tap = 0; tap < taps; ++tap, ++t) from[t] = o * cg * taps + taps - 1 - tap;
-        const int64_t block = pixels ? dk.pixel_block : dk.channel_block;
-        flipped = packed_weights(block, groups, cg, k_in, [&](int64_t grp, int64_t ci, int64_t t) {
+        const int64_t block = pixels ? dk.pixel_block : dk.channel_block, tail = pixels ? 0 : dk.channel_tail;
+        flipped = packed_weights(block, tail, groups, cg, k_in, [&](int64_t grp, int64_t ci, int64_t t) {
             return w[(grp * og * cg + ci) * taps + from[t]];
         });
-        group_weights = (cg + block - 1) / block * block * k_in;
+        group_weights = direct_blocks(cg, block, tail) * block * k_in;
     }
     // Image n's output gradient padded into gp (gpad.size floats).
     void pad(const float* gy, int64_t n, float* gp) const {

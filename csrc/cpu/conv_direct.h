@@ -38,9 +38,20 @@ struct DirectOutput {
     const float* bias;
 };
 
+// The forward kernel's blocks of output channels, from the first: `block` channels each, but
+// where 1 to tail - 1 channels would be left for a last block (a tile of few accumulators,
+// which streams the whole image as a full block does for a fraction of its work), the last
+// full block and they are split as `tail` and the rest (6 + 2 -> 4 + 4: a VGG step's 32-channel
+// layers, one Zen 3 core, forward and input gradient about 1.1x). The size of the block that
+// starts `rest` channels before the last.
+inline int64_t direct_block_size(int64_t rest, int64_t block, int64_t tail) {
+    return rest > block && rest < block + tail ? tail : (rest < block ? rest : block);
+}
+
 struct DirectConvKernels {
-    // The forward kernel's output channels per block: its weights come packed, weight (o, t)
-    // at w[((o / block) * K + t) * block + o % block], zeros past the last channel.
+    // The forward kernel's output channels per block (at most; see direct_block_size and
+    // channel_tail): its weights come packed, weight (o, t) of block b (its channel j) at
+    // w[(b * K + t) * channel_block + j], zeros past the block's last channel.
     int64_t channel_block;
     // Output (o, q) = sum over taps t = (c, ky, kx) of weight (o, t) * xp[c * plane + ky * wp +
     // kx + q], for o < oc and q < qn (a multiple of 16, at least out.span), K = c kh kw, stored
@@ -73,6 +84,8 @@ struct DirectConvKernels {
     // at every other q below qn.
     void (*to_grid)(const float* y, int64_t c, int64_t oh, int64_t ow, int64_t wp, int64_t qn,
                     float* yq);
+    // The forward kernel's tail block (direct_block_size; 0: none).
+    int64_t channel_tail;
 };
 
 #ifdef FASTNN_X86

@@ -24,8 +24,9 @@ constexpr CompressTable kCompress = compress_table();
 struct Avx2 {
     using V = __m256;
     static constexpr int W = 8;
-    // Forward: 6 channels x 2 vectors (12 FMAs for 8 loads; 15 registers), down to 4 x 3.
-    static constexpr int kForwardChannels = 6;
+    // Forward: 6 channels x 2 vectors (12 FMAs for 8 loads; 15 registers), down to 4 x 3
+    // (12 FMAs for 7 loads), the tail block (direct_block_size).
+    static constexpr int kForwardChannels = 6, kTailChannels = 4;
     static constexpr int forward_vectors(int ob) { return ob >= 5 ? 2 : 3; }
     // Weight gradient: 3 channels x 3 taps (9 FMAs for 6 loads; 13 registers).
     static constexpr int kGradChannels = 3, kGradTaps = 3;
@@ -37,10 +38,13 @@ struct Avx2 {
     // on the stack and copied registers about, as much as the surrounding code let it (VGG's
     // 3 x 3 layers, batch 32, one Zen 3 core: 51-65 GFLOP/s forward from the release build's
     // intrinsics, 69-73 from this loop, processes alternated; 1.05-1.19x in one process).
+    // The 4 x 3 tile likewise.
     template <int OB, int NV, int KW>
-    static constexpr bool kAsmSums = OB == 6 && NV == 2 && KW == 3;
+    static constexpr bool kAsmSums = ((OB == 6 && NV == 2) || (OB == 4 && NV == 3)) && KW == 3;
     static void tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh,
                           const float* w, V (&acc)[6][2]);
+    static void tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh,
+                          const float* w, V (&acc)[4][3]);
     // The 6-pixel x 16-channel tile of 3-wide kernels (forward_pixels) likewise.
     template <int P, int NV, int KW>
     static constexpr bool kAsmPixelSums = P == 6 && NV == 2 && KW == 3;
@@ -102,43 +106,79 @@ struct Avx2 {
     "vfmadd231ps %%ymm15, %%ymm12, %%ymm10\n\t"                                             \
     "vfmadd231ps %%ymm15, %%ymm13, %%ymm11\n\t"
 
-// forward_tile's sums for 6 channels x 2 vectors, kw = 3: over channels, kernel rows, then
-// the row's three taps, as the template's loop (the same bits).
+// One tap of the 4 x 3 tile: the image's three vectors, then each of the 4 channels'
+// weights times them; accumulator (o, v) in ymm(3 o + v).
+#define FASTNN_CONV_TAP4(X, W)                                                             \
+    "vmovups " #X "(%[row]), %%ymm12\n\t"                                                   \
+    "vmovups " #X "+32(%[row]), %%ymm13\n\t"                                                \
+    "vmovups " #X "+64(%[row]), %%ymm14\n\t"                                                \
+    "vbroadcastss " #W "+0(%[w]), %%ymm15\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm12, %%ymm0\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm13, %%ymm1\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm14, %%ymm2\n\t"                                              \
+    "vbroadcastss " #W "+4(%[w]), %%ymm15\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm12, %%ymm3\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm13, %%ymm4\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm14, %%ymm5\n\t"                                              \
+    "vbroadcastss " #W "+8(%[w]), %%ymm15\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm12, %%ymm6\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm13, %%ymm7\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm14, %%ymm8\n\t"                                              \
+    "vbroadcastss " #W "+12(%[w]), %%ymm15\n\t"                                             \
+    "vfmadd231ps %%ymm15, %%ymm12, %%ymm9\n\t"                                              \
+    "vfmadd231ps %%ymm15, %%ymm13, %%ymm10\n\t"                                             \
+    "vfmadd231ps %%ymm15, %%ymm14, %%ymm11\n\t"
+
+// forward_tile's sums over channels, kernel rows, then the row's three taps, as the
+// template's loop (the same bits): TAP is the tile's tap; the weights of a tap are 6 apart
+// (the packed block), 3 taps a kernel row.
+#define FASTNN_CONV_TILE_SUMS(TAP)                                                         \
+    alignas(32) float sums[12 * 8];                                                        \
+    const int64_t plane4 = plane * int64_t{sizeof(float)}, wp4 = wp * int64_t{sizeof(float)}; \
+    const float* row = xq;                                                                 \
+    int64_t rows_left = 0;                                                                 \
+    asm volatile(                                                                          \
+        FASTNN_AVX2_TILE_ZERO                                                              \
+        "test %[c], %[c]\n\t"                                                               \
+        "jle 3f\n\t"                                                                        \
+        "1:\n\t"                                                                            \
+        "mov %[xq], %[row]\n\t"                                                             \
+        "mov %[kh], %[rows_left]\n\t"                                                       \
+        "test %[rows_left], %[rows_left]\n\t"                                               \
+        "jle 4f\n\t"                                                                        \
+        ".p2align 5\n\t"                                                                    \
+        "2:\n\t"                                                                            \
+        TAP(0, 0) TAP(4, 24) TAP(8, 48)                                                    \
+        "add $72, %[w]\n\t"                                                                 \
+        "add %[wp4], %[row]\n\t"                                                            \
+        "dec %[rows_left]\n\t"                                                              \
+        "jnz 2b\n\t"                                                                        \
+        "4:\n\t"                                                                            \
+        "add %[plane4], %[xq]\n\t"                                                          \
+        "dec %[c]\n\t"                                                                      \
+        "jnz 1b\n\t"                                                                        \
+        "3:\n\t"                                                                            \
+        FASTNN_AVX2_TILE_STORE(sums)                                                       \
+        : [xq] "+r"(xq), [w] "+r"(w), [c] "+r"(c), [row] "+r"(row), [rows_left] "+r"(rows_left) \
+        : [kh] "r"(kh), [wp4] "r"(wp4), [plane4] "r"(plane4), [sums] "r"(sums)             \
+        : FASTNN_AVX2_TILE_CLOBBERS);
+
+void Avx2::tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh,
+                     const float* w, V (&acc)[4][3]) {
+    FASTNN_CONV_TILE_SUMS(FASTNN_CONV_TAP4)
+    for (int o = 0; o < 4; ++o)
+        for (int v = 0; v < 3; ++v) acc[o][v] = _mm256_load_ps(sums + (3 * o + v) * 8);
+}
+#undef FASTNN_CONV_TAP4
+
 void Avx2::tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh,
                      const float* w, V (&acc)[6][2]) {
-    alignas(32) float sums[12 * 8];
-    const int64_t plane4 = plane * int64_t{sizeof(float)}, wp4 = wp * int64_t{sizeof(float)};
-    const float* row = xq;
-    int64_t rows_left = 0;
-    asm volatile(
-        FASTNN_AVX2_TILE_ZERO
-        "test %[c], %[c]\n\t"
-        "jle 3f\n\t"
-        "1:\n\t"  // a channel
-        "mov %[xq], %[row]\n\t"
-        "mov %[kh], %[rows_left]\n\t"
-        "test %[rows_left], %[rows_left]\n\t"
-        "jle 4f\n\t"
-        ".p2align 5\n\t"
-        "2:\n\t"  // a kernel row: three taps
-        FASTNN_CONV_TAP(0, 0) FASTNN_CONV_TAP(4, 24) FASTNN_CONV_TAP(8, 48)
-        "add $72, %[w]\n\t"
-        "add %[wp4], %[row]\n\t"
-        "dec %[rows_left]\n\t"
-        "jnz 2b\n\t"
-        "4:\n\t"
-        "add %[plane4], %[xq]\n\t"
-        "dec %[c]\n\t"
-        "jnz 1b\n\t"
-        "3:\n\t"
-        FASTNN_AVX2_TILE_STORE(sums)
-        : [xq] "+r"(xq), [w] "+r"(w), [c] "+r"(c), [row] "+r"(row), [rows_left] "+r"(rows_left)
-        : [kh] "r"(kh), [wp4] "r"(wp4), [plane4] "r"(plane4), [sums] "r"(sums)
-        : FASTNN_AVX2_TILE_CLOBBERS);
+    FASTNN_CONV_TILE_SUMS(FASTNN_CONV_TAP)
     for (int o = 0; o < 6; ++o)
         for (int v = 0; v < 2; ++v) acc[o][v] = _mm256_load_ps(sums + (2 * o + v) * 8);
 }
 #undef FASTNN_CONV_TAP
+#undef FASTNN_CONV_TILE_SUMS
 
 // One tap of the pixel tile: 16 channels' weights (at byte W of the block), then each of the
 // 6 pixels' input (at byte X past its base, plus off) times both; accumulator (p, v) in

@@ -11,7 +11,7 @@ struct Avx512 {
     using V = __m512;
     static constexpr int W = 16;
     // Forward: 8 channels x 3 vectors (24 FMAs for 11 loads), down to 6 x 4, 4 x 6.
-    static constexpr int kForwardChannels = 8;
+    static constexpr int kForwardChannels = 8, kTailChannels = 0;
     static constexpr int forward_vectors(int ob) { return ob >= 7 ? 3 : ob >= 5 ? 4 : 6; }
     // Weight gradient: 4 channels x 5 taps (20 FMAs for 9 loads). 8 x 3 measured slower:
     // with its 8 gradient vectors it needs 33 registers.

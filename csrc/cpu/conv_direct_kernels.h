@@ -16,8 +16,9 @@ namespace direct {
 // and kAsmPixelSums<P, NV, KW> (true where tile_sums and pixel_sums compute forward_tile's
 // and pixel_tile's sums, in assembly), and the blocking:
 // kForwardChannels output channels per forward block, whose vectors per tile
-// forward_vectors(ob) gives, and kGradChannels x kGradTaps accumulators in the weight
-// gradient's blocks (kGradChannels gradient vectors and one image vector live beside them).
+// forward_vectors(ob) gives, the tail block kTailChannels (direct_block_size), and
+// kGradChannels x kGradTaps accumulators in the weight gradient's blocks (kGradChannels
+// gradient vectors and one image vector live beside them).
 
 // Every accumulator of an R x C tile to zero.
 template <class Vec, int R, int C>
@@ -125,10 +126,11 @@ void forward(const float* xp, int64_t c, int64_t plane, int64_t wp, int64_t kh, 
     const auto channels = kw == 3   ? forward_channels<Vec, B, 3>
                           : kw == 5 ? forward_channels<Vec, B, 5>  // LeNet's
                                     : forward_channels<Vec, B, 0>;
-    for (int64_t o = 0; o < oc; o += B) {
+    for (int64_t o = 0, b = 0, size = 0; o < oc; o += size, ++b) {
+        size = direct_block_size(oc - o, B, Vec::kTailChannels);
         const DirectOutput block{out.y + o * out.plane, out.plane, out.ow, out.span,
                                  out.bias ? out.bias + o : nullptr};
-        channels(xp, c, plane, wp, kh, kw, w + o * k, qn, block, std::min<int64_t>(B, oc - o));
+        channels(xp, c, plane, wp, kh, kw, w + b * k * B, qn, block, size);
     }
 }
 
@@ -309,9 +311,10 @@ template <class Vec>
 constexpr DirectConvKernels kernels() {
     if constexpr (Vec::kPixels > 0)
         return {Vec::kForwardChannels, forward<Vec>, Vec::W * Vec::kPixelVectors, forward_pixels<Vec>,
-                weight_grad<Vec>, pad<Vec>, to_grid<Vec>};
+                weight_grad<Vec>, pad<Vec>, to_grid<Vec>, Vec::kTailChannels};
     else
-        return {Vec::kForwardChannels, forward<Vec>, 0, nullptr, weight_grad<Vec>, pad<Vec>, to_grid<Vec>};
+        return {Vec::kForwardChannels, forward<Vec>, 0, nullptr, weight_grad<Vec>, pad<Vec>, to_grid<Vec>,
+                Vec::kTailChannels};
 }
 
 }  // namespace direct
