@@ -460,6 +460,19 @@ def test_cross_entropy_stable_for_large_logits():
     assert_close(grad[:3], exp_grad * 3 / 4, 1e-5, 1e-7, "cross_entropy large logits gradient")
 
 
+@pytest.mark.parametrize("s", [1e4, 1e6, 1e7, 2.0**24 - 4])
+def test_cross_entropy_of_large_close_logits_keeps_the_log_sum(s):
+    """Logits s, s - 1, s - 2 (exact in float32): the loss of label 0 is log(1 + e^-1 +
+    e^-2) whatever s; max + log(sum) rounded the log away (0.4375 at 1e6, 0 at 1e7)."""
+    logits = np.array([[s, s - 1, s - 2], [s, s, s]], np.float32)
+    expected = (np.log(1 + np.exp(-1.0) + np.exp(-2.0)) + np.log(3.0)) / 2
+    loss, _ = _C.cross_entropy(logits, np.array([0, 2]))
+    assert loss == pytest.approx(expected, rel=1e-6)
+    soft = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    loss, _ = _C.cross_entropy_soft(logits, soft)
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
 @pytest.mark.parametrize("m", SIZES)
 @pytest.mark.parametrize("classes", [2, 10, 129])
 def test_cross_entropy_soft_one_hot_and_soft(m, classes, rng):
@@ -557,8 +570,14 @@ def test_elu_alpha_scales_negative_side(rng):
         y = _C.activation_forward("elu", x, alpha)
         assert_close(y, _ref.act_forward("elu", x, alpha), 1e-5, 1e-7, f"elu alpha={alpha}")
         g = rng.standard_normal(x.shape).astype(np.float32)
-        gx = _C.activation_backward("elu", y, g, alpha)   # from y alone, no x
-        assert_close(gx, _ref.act_derivative("elu", x, alpha) * g, 1e-5, 1e-6, f"elu backward alpha={alpha}")
+        gx = _C.activation_backward("elu", y, g, alpha, x=x)
+        assert_close(gx, _ref.act_derivative("elu", x, alpha) * g, 1e-5, 1e-30,
+                     f"elu backward alpha={alpha}")
+    # alpha e^x from x: from the output (y + alpha) it was 0 below x = -17, as exp(x) - 1 = -1
+    x = np.array([[-10.0, -17.0, -20.0, -30.0, -80.0]], np.float32)
+    gx = _C.activation_backward("elu", _C.activation_forward("elu", x, 1.0), np.ones_like(x), 1.0,
+                                x=x)
+    assert_close(gx, np.exp(x.astype(np.float64)), 1e-6, 1e-45, "elu' far below zero")
 
 
 def test_extreme_inputs_stay_finite_and_exact():
@@ -570,30 +589,31 @@ def test_extreme_inputs_stay_finite_and_exact():
         assert_close(y, _ref.act_forward(name, x, 1.0), 1e-6, 1e-30, f"{name} at extremes")
         gx = backward(name, x, np.ones_like(x))
         assert np.all(np.isfinite(gx)), f"{name} backward: {gx}"
-        # elu' = y + alpha is rounded at y's absolute precision (~ eps32 * alpha)
         assert_close(gx, _ref.act_derivative(name, x, 1.0), 1e-5, 1e-7, f"{name}' at extremes")
     # softplus(x) == x for large x and log1p(e^x) ~ e^x for very negative x: no overflow, no 0 - 0
     sp = _C.activation_forward("softplus", np.array([100.0, -20.0], np.float32))
     assert sp[0] == 100.0 and abs(sp[1] / math.exp(-20.0) - 1.0) < 1e-6
 
 
-def test_activation_backward_x_is_ignored_except_by_gelu(rng):
+def test_activation_backward_x_is_ignored_except_by_gelu_and_elu(rng):
     x = away_from_zero(rng, (7, 7), scale=4.0)
     g = rng.standard_normal(x.shape).astype(np.float32)
-    junk = np.full_like(x, 123.0)
-    for name in ["identity", "sigmoid", "relu", "tanh", "leaky_relu", "elu", "softplus"]:
+    junk = np.full_like(x, -3.0)
+    for name in ["identity", "sigmoid", "relu", "tanh", "leaky_relu", "softplus"]:
         y = _C.activation_forward(name, x, 1.0)
         assert np.array_equal(_C.activation_backward(name, y, g, 1.0),
                               _C.activation_backward(name, y, g, 1.0, x=junk)), name
-    y = _C.activation_forward("gelu", x)
-    assert not np.array_equal(_C.activation_backward("gelu", y, g, x=x),
-                              _C.activation_backward("gelu", y, g, x=junk))
+    for name in ["gelu", "elu"]:
+        y = _C.activation_forward(name, x, 1.0)
+        assert not np.array_equal(_C.activation_backward(name, y, g, 1.0, x=x),
+                                  _C.activation_backward(name, y, g, 1.0, x=junk)), name
 
 
-def test_gelu_backward_needs_x():
+@pytest.mark.parametrize("name", ["gelu", "elu"])
+def test_backward_needs_x(name):
     y = np.ones((3, 4), np.float32)
-    msg = _ref.raises(_C.activation_backward, "gelu", y, y, exc=ValueError, mentions=("x",))
-    assert "gelu" in msg
+    msg = _ref.raises(_C.activation_backward, name, y, y, exc=ValueError, mentions=("x",))
+    assert name in msg
     _ref.raises(_C.activation_backward, "gelu", y, y, x=np.ones((4, 3), np.float32), exc=ValueError,
            mentions=("x",))
     _ref.raises(_C.activation_backward, "gelu", y, y, x=np.ones((3, 4), np.complex64), exc=TypeError,

@@ -19,7 +19,7 @@ const ActivationInfo kActivations[] = {
     {"relu", Activation::Relu, 0.0f, false, true},
     {"tanh", Activation::Tanh, 0.0f, false, false},
     {"leaky_relu", Activation::LeakyRelu, 0.01f, false, true},
-    {"elu", Activation::Elu, 1.0f, false, true},
+    {"elu", Activation::Elu, 1.0f, true, true},
     {"gelu", Activation::Gelu, 0.0f, true, true},
     {"softplus", Activation::Softplus, 0.0f, false, false},
 };
@@ -112,10 +112,10 @@ void activation_forward(Activation act, const float* x, float* y, int64_t n, flo
 
 namespace {
 
-// grad_x = f'(x) * grad_y on one thread, from y (and x, which only gelu reads). Both sides
+// grad_x = f'(x) * grad_y on one thread, from y (and x, which gelu and elu read). Both sides
 // of each select are computed first: a load or a product under a condition keeps gcc from
 // vectorizing, and a branch on the sign of y mispredicts half the time (4 ns per element).
-// At NaN, torch's choices: relu and elu test y <= 0 (false: the gradient passes), leaky_relu
+// At NaN, torch's choices: relu and elu test y (x) <= 0 (false: the gradient passes), leaky_relu
 // y > 0 (false: it is scaled); the others compute NaN.
 FASTNN_ISA_BODY void derivative(Activation act, const float* x, const float* y, const float* gy,
                                 float* gx, int64_t n, float alpha) {
@@ -139,10 +139,10 @@ FASTNN_ISA_BODY void derivative(Activation act, const float* x, const float* y, 
                 gx[i] = y[i] > 0.0f ? g : neg;
             }
             break;
-        case Activation::Elu:  // for x <= 0: f'(x) = alpha e^x = y + alpha (alpha >= 0)
+        case Activation::Elu:  // for x <= 0: alpha e^x, from x: y + alpha loses it below -17
             for (int64_t i = 0; i < n; ++i) {
-                const float g = gy[i], yi = y[i], neg = g * (yi + alpha);
-                gx[i] = yi <= 0.0f ? neg : g;
+                const float g = gy[i], xi = x[i], neg = g * (alpha * exp_f(std::min(xi, 0.0f)));
+                gx[i] = xi <= 0.0f ? neg : g;
             }
             break;
         case Activation::Gelu:  // f' is not a function of y: needs the input x

@@ -15,9 +15,14 @@ namespace {
 // Row chunk of about kSumChunk elements, fixed by the shape alone.
 int64_t row_chunk(int64_t cols) { return std::max<int64_t>(1, kSumChunk / std::max<int64_t>(cols, 1)); }
 
+// A row's log(sum(exp(x))) is max + log_sum; a loss term log(sum(exp(x))) - x[j] is taken as
+// (max - x[j]) + log_sum, as torch's log_softmax: max + log_sum first rounds log_sum away
+// where max is large (logits near 1e7: a loss of 0 instead of 0.41).
 struct ShiftedExp {
-    float log_sum_exp;  // log(sum(exp(x))), computed without overflow
-    float inv_sum;      // 1 / sum(exp(x - max)): turns e into softmax(x)
+    float max;      // max(x)
+    float log_sum;  // log(sum(exp(x - max)))
+    float inv_sum;  // 1 / sum(exp(x - max)): turns e into softmax(x)
+    double minus(float xj) const { return static_cast<double>(max - xj) + log_sum; }
 };
 
 // Writes exp(x - max(x)) of one row into e.
@@ -25,7 +30,7 @@ FASTNN_ISA_BODY ShiftedExp shifted_exp(const float* x, float* e, int64_t cols) {
     const float mx = max_lanes(x, cols);
     for (int64_t j = 0; j < cols; ++j) e[j] = exp_f(x[j] - mx);
     const float sum = sum_lanes(e, cols);
-    return {mx + std::log(sum), 1.0f / sum};
+    return {mx, std::log(sum), 1.0f / sum};
 }
 
 }  // namespace
@@ -86,7 +91,7 @@ double cross_entropy(const float* logits, const int64_t* labels, float* grad, in
             const float* x = logits + r * classes;
             float* g = grad + r * classes;
             ShiftedExp se = row_exp(x, g, classes);
-            s += se.log_sum_exp - x[labels[r]];
+            s += se.minus(x[labels[r]]);
             float scale = se.inv_sum * inv_rows;
             for (int64_t j = 0; j < classes; ++j) g[j] *= scale;   // softmax / rows
             g[labels[r]] -= inv_rows;
@@ -109,7 +114,7 @@ double cross_entropy_soft(const float* logits, const float* target, float* grad,
             float mass = 0.0f;  // sum of the target row: 1 for a distribution
             for (int64_t j = 0; j < classes; ++j) {
                 mass += t[j];
-                s += t[j] * (se.log_sum_exp - x[j]);
+                s += t[j] * se.minus(x[j]);
             }
             float scale = mass * se.inv_sum * inv_rows;
             for (int64_t j = 0; j < classes; ++j) g[j] = g[j] * scale - t[j] * inv_rows;

@@ -53,7 +53,7 @@ __device__ inline float activate(Activation act, float x, float alpha) {
     return x;
 }
 
-// grad_x from y (and x, which only gelu reads), as cpu/activation.cpp's derivative().
+// grad_x from y (and x, which gelu and elu read), as cpu/activation.cpp's derivative().
 __device__ inline float derivative(Activation act, const float* x, float y, float g, int64_t i, float alpha) {
     switch (act) {
         case Activation::Identity: return g;
@@ -61,7 +61,7 @@ __device__ inline float derivative(Activation act, const float* x, float y, floa
         case Activation::Relu: return y <= 0.0f ? 0.0f : g;
         case Activation::Tanh: return g * (1.0f - y * y);
         case Activation::LeakyRelu: return y > 0.0f ? g : alpha * g;
-        case Activation::Elu: return y <= 0.0f ? g * (y + alpha) : g;
+        case Activation::Elu: return x[i] <= 0.0f ? g * (alpha * expf(min_as_std(x[i], 0.0f))) : g;
         case Activation::Gelu: return g * gelu_derivative(x[i]);
         case Activation::Softplus: return -g * expm1f(-y);
     }

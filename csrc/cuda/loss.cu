@@ -1,5 +1,6 @@
 // The fused softmax cross-entropy on the GPU, as cpu/loss.cpp's cross_entropy: each row's
-// loss log(sum(exp(x))) - x[label] from the shifted exponentials, its gradient
+// loss log(sum(exp(x))) - x[label] from the shifted exponentials (as (max - x[label]) +
+// log(sum(exp(x - max))), cpu/loss.cpp's), its gradient
 // (softmax - onehot) / rows written in the same pass, the mean over rows in double. The sum
 // is deterministic: one thread per row writes its loss, one block adds them in a fixed order
 // (no atomics on floats), so a run repeats bit for bit. And the elementwise losses (MSE, binary
@@ -39,7 +40,8 @@ __global__ void cross_entropy_rows(const float* logits, const Label* labels, flo
         const float inv_rows = 1.0f / static_cast<float>(rows), scale = (1.0f / sum) * inv_rows;
         for (int64_t j = 0; j < classes; ++j) g[j] *= scale;
         g[label] -= inv_rows;
-        row_loss[r] = static_cast<double>(mx + logf(sum)) - static_cast<double>(x[label]);
+        // (max - x[label]) + log(sum), as cpu/loss.cpp's ShiftedExp::minus
+        row_loss[r] = static_cast<double>(mx - x[label]) + logf(sum);
     }
 }
 
@@ -52,12 +54,12 @@ __global__ void cross_entropy_soft_rows(const float* logits, const float* target
         for (int64_t j = 1; j < classes; ++j) mx = max_as_std(mx, x[j]);
         float sum = 0.0f;
         for (int64_t j = 0; j < classes; ++j) sum += g[j] = expf(x[j] - mx);
-        const float log_sum_exp = mx + logf(sum), inv_rows = 1.0f / static_cast<float>(rows);
+        const float log_sum = logf(sum), inv_rows = 1.0f / static_cast<float>(rows);
         float mass = 0.0f;  // the target row's sum: 1 for a distribution
         double s = 0.0;
         for (int64_t j = 0; j < classes; ++j) {
             mass += t[j];
-            s += t[j] * (log_sum_exp - x[j]);
+            s += t[j] * (static_cast<double>(mx - x[j]) + log_sum);
         }
         const float scale = mass * (1.0f / sum) * inv_rows;
         for (int64_t j = 0; j < classes; ++j) g[j] = g[j] * scale - t[j] * inv_rows;

@@ -133,7 +133,7 @@ void bind_activation(py::module_& m) {
         F32Array y = as_f32(y_obj, fn, "y");
         F32Array g = as_f32(g_obj, fn, "grad_y");
         require_same_shape(y, g, fn, "y", "grad_y");
-        std::optional<F32Array> x;  // only gelu reads it; for the others it is ignored, as documented
+        std::optional<F32Array> x;  // only gelu and elu read it; for the others it is ignored, as documented
         if (info.backward_needs_input) {
             if (x_obj.is_none())
                 fail_value("activation_backward: '" + name + "' needs x, the forward input "

@@ -105,8 +105,25 @@ class LeakyReLU(_Elementwise):
         return f"LeakyReLU(negative_slope={self.alpha})"
 
 
-class ELU(_Elementwise):
-    """``x`` if x > 0 else ``alpha * (exp(x) - 1)``, element-wise."""
+class _KeepsInput(_Elementwise):
+    """An activation whose derivative needs its input x, which it keeps besides the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._x: np.ndarray | None = None
+
+    def _apply(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        self._x = x
+        return super()._apply(x, out)
+
+    def _derive(self, y: np.ndarray, g: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        return _C.activation_backward(self.activation, y, g, self.alpha, x=self._x, out=out)
+
+
+class ELU(_KeepsInput):
+    """``x`` if x > 0 else ``alpha * (exp(x) - 1)``, element-wise. Its derivative is taken
+    from x (from the output, ``y + alpha``, it was lost below x = -17, where exp(x) - 1
+    rounds to -1)."""
 
     activation = "elu"
 
@@ -121,23 +138,12 @@ class ELU(_Elementwise):
         return f"ELU(alpha={self.alpha})"
 
 
-class GELU(_Elementwise):
+class GELU(_KeepsInput):
     """``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, element-wise (the tanh
     approximation, torch's ``GELU(approximate="tanh")``). Its derivative needs x, which
     it keeps besides the output."""
 
     activation = "gelu"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._x: np.ndarray | None = None
-
-    def _apply(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        self._x = x
-        return super()._apply(x, out)
-
-    def _derive(self, y: np.ndarray, g: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        return _C.activation_backward(self.activation, y, g, self.alpha, x=self._x, out=out)
 
 
 class Softplus(_Elementwise):
