@@ -392,6 +392,11 @@ class _Dense2(nn.Module):
     (lambda m, h: np.concatenate([h, h], axis=1), ("numpy.concatenate",), "fnn.concat"),
     (lambda m, h: m.fc(h) @ m.fc.weight.data, ("numpy.matmul", "@"), "Dense"),
     (lambda m, h: h.__setitem__(0, 0.0) or h, ("h[...] = v",), "fnn.mul"),
+    # in place without a ufunc or an array function: the backward pass read the changed values
+    (lambda m, h: h.fill(0.5) or h, (".fill()",), "fnn.mul"),
+    (lambda m, h: h.sort() or h, (".sort()",), "fnn.mul"),
+    (lambda m, h: h.put([0], [9.0]) or h, (".put()",), "fnn.mul"),
+    (lambda m, h: h.partition(1) or h, (".partition()",), "fnn.mul"),
 ])
 def test_numpy_on_a_recorded_value_raises_and_names_the_op_to_use(op, names, use):
     model = _Dense2(op)

@@ -117,6 +117,22 @@ class Recorded(np.ndarray):
         return str(self.view(np.ndarray))
 
 
+def _refused_in_place(name: str) -> Callable[..., Any]:
+    """The ndarray method ``name``, refused while recording: it changes the array in place
+    (a value the backward pass reads) without a ufunc or an array function being called."""
+    def method(self: Recorded, *args: Any, **kwargs: Any) -> Any:
+        if self._recording():
+            raise _not_recordable(f"the in-place ndarray method .{name}()", "setitem")
+        return getattr(np.ndarray, name)(self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in ("fill", "sort", "put", "partition", "resize", "setfield", "byteswap"):
+    setattr(Recorded, _name, _refused_in_place(_name))
+
+
 def _flat(args: Any, kwargs: Any) -> list:
     out: list = []
     for a in (*args, *kwargs.values()):
