@@ -224,3 +224,34 @@ def test_a_kill_during_a_save_keeps_the_old_file_and_the_next_save_cleans_up(tmp
     compiled().save(path)
     assert os.listdir(tmp_path) == ["m.safetensors"]
     assert path.read_bytes() != before
+
+
+def test_a_save_leaves_the_temporary_file_of_a_writer_still_running(tmp_path):
+    """Two processes saving one file at once (the ranks of a job tuning): the second's
+    clean-up removed the first's temporary file, whose rename then failed."""
+    from fastnn import io
+
+    path = tmp_path / "m.safetensors"
+    alive = tmp_path / f".m.safetensors.{os.getpid()}.0123abcd.partial"
+    alive.write_bytes(b"being written")
+    proc = _ref.run_python("import os; print(os.getpid())")  # a pid that is gone now
+    gone = tmp_path / f".m.safetensors.{int(proc.stdout)}.89abcdef.partial"
+    gone.write_bytes(b"left by a killed writer")
+    older = tmp_path / ".m.safetensors.fedcba98.partial"  # named as before pids
+    older.write_bytes(b"left by a killed writer")
+    io.write_atomic(path, b"saved")
+    assert path.read_bytes() == b"saved"
+    assert alive.exists() and not gone.exists() and not older.exists()
+
+
+def test_an_output_path_that_cannot_be_a_file_is_named_before_writing(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_bytes(b"x")
+    for path, exc, words in [(tmp_path / "folder", IsADirectoryError, "is a folder"),
+                             ("", IsADirectoryError, "is a folder"),
+                             (tmp_path / "file" / "m.safetensors", NotADirectoryError,
+                              "is a file, not a folder")]:
+        with pytest.raises(exc) as info:
+            io.write_atomic(path, b"saved")
+        assert words in str(info.value) and repr(str(path)) in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == ["file", "folder"]

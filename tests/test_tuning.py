@@ -129,6 +129,14 @@ def test_truncated_file_is_ignored_with_a_warning(tmp_path):
     assert_model(seen, "truncated file")
 
 
+def test_json_nested_beyond_the_stack_is_a_damaged_file(tmp_path):
+    """load promises never to raise for the content: a RecursionError came out of json."""
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.warns(RuntimeWarning, match="not valid JSON"):
+        assert fastnn.tuning.load(path) == []
+
+
 @pytest.mark.parametrize("kind", ["dev-zero", "fifo", "huge", "directory"])
 def test_endless_or_odd_file_is_ignored_with_a_warning(tmp_path, kind):
     """FASTNN_TUNING_FILE=/dev/zero grew the import to 23 GB, reading to the end; a FIFO's
@@ -285,11 +293,26 @@ def test_gemm_under_a_loaded_blocking_matches_float64(tmp_path, blocking):
                    for b in out["blocking"].values()), out["blocking"]
 
 
-def test_failed_save_keeps_the_blocking_in_use(tmp_path):
-    """tune() that cannot write its file raises and leaves the blocking as it found it."""
+def test_failed_save_keeps_the_blocking_in_use(tmp_path, monkeypatch):
+    """tune() that cannot write its file raises and leaves the blocking as it found it; a
+    path that cannot be a file is refused before the timing."""
     before = _C.blocking()
-    with pytest.raises(OSError), pytest.warns(RuntimeWarning, match="not a regular file"):
-        fastnn.tune(1.0, shapes=TINY, progress=False, path=tmp_path)  # a directory
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("the candidates were made: the timing began")
+
+    with monkeypatch.context() as m:
+        m.setattr(fastnn.tuning, "candidates", no_timing)
+        with pytest.raises(IsADirectoryError, match="is a folder"):
+            fastnn.tune(5.0, shapes=TINY, progress=False, path=tmp_path)
+    assert _C.blocking() == before
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fastnn.io, "write_atomic", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        fastnn.tune(0.3, shapes=TINY, progress=False, path=tmp_path / "t.json")
     assert _C.blocking() == before
 
 

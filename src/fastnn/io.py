@@ -69,11 +69,37 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a new file beside ``path``, fsync it and rename it over ``path``
     (then fsync the directory): a crash leaves either the old file or the new one at
     ``path``. A failed write removes its temporary file, and the temporary file of a
-    writer that was killed is removed by the next write to ``path`` (one writer per
-    path at a time). Returns the path."""
+    writer that was killed is removed by the next write to ``path``; writers that overlap
+    each write whole files, the last rename wins. Returns the path."""
     with atomic_writer(path) as f:
         f.write(data)
     return Path(path).expanduser()
+
+
+def check_output_path(path: str | Path) -> Path:
+    """``path`` as a file to write (a leading ``~`` the home folder): IsADirectoryError for
+    a folder (an empty path is the working folder), NotADirectoryError where a file stands
+    in the place of a folder on the way; both name the path given."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder; give a file name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"cannot write {str(path)!r}: {str(parent)!r} is a "
+                                         "file, not a folder")
+            break
+    return p
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's; a number no pid can be
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -83,13 +109,16 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     an exception (a failed check of what was written, say) removes the temporary file
     and leaves ``path`` as it was. A leading ``~`` is the home folder, as in a shell (not a
     folder named "~" made in the working one)."""
-    path = Path(path).expanduser()
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A process killed while writing leaves its temporary file: the next write removes it.
+    # A process killed while writing leaves its temporary file, named with its pid: the next
+    # write removes it once that process is gone (not while it writes: two processes saving
+    # one file at once, the ranks of an MPI job tuning, each keep theirs; the last rename wins).
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
-        if re.fullmatch(r"[0-9a-f]{8}", stale.name[len(path.name) + 2:-len(".partial")]):
+        tag = re.fullmatch(r"(?:(\d+)\.)?[0-9a-f]{8}", stale.name[len(path.name) + 2:-len(".partial")])
+        if tag and not (tag.group(1) and _process_alive(int(tag.group(1)))):
             stale.unlink(missing_ok=True)
-    partial = path.parent / f".{path.name}.{os.urandom(4).hex()}.partial"
+    partial = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial"
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -109,8 +109,8 @@ def _read(path: str) -> dict[str, Any] | None:
 
     try:
         doc = json.loads(text)
-    except ValueError as err:
-        raise _Damaged(f"is not valid JSON (truncated or corrupt: {err})") from None
+    except (ValueError, RecursionError) as err:  # RecursionError: nested beyond the stack
+        raise _Damaged(f"is not valid JSON (truncated or corrupt: {str(err)[:200]})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _Damaged(f"is not a fastnn tuning file (no \"format\": \"{FORMAT}\")")
     if doc.get("version") != FORMAT_VERSION:
@@ -341,6 +341,9 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
     work = _shapes(shapes)
     threads = _C.get_num_threads() if threads is None else thread_count(threads, "threads")
     path = _default_path() if path is None else os.fspath(path)
+    from .io import check_output_path
+
+    check_output_path(path)  # before the timing, not after it
     isa = _C.get_isa()
     before = _C.blocking(isa)
     mr, nr = before["mr"], before["nr"]
