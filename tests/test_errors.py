@@ -546,10 +546,11 @@ def test_settings_of_the_wrong_kind_are_named_not_converted(call, exc, words):
     raises(call, exc=exc, mentions=words)
 
 
-def test_fit_refuses_a_shuffle_that_is_not_a_bool():
-    model = compiled_model()
-    raises(model.fit, np.zeros((8, 5), np.float32), np.zeros(8, np.int64), shuffle="no",
-           verbose=0, exc=TypeError, mentions=["shuffle", "'no'"])
+@pytest.mark.parametrize("name", ["shuffle", "diagnostics", "distributed"])
+def test_fit_refuses_a_flag_that_is_not_a_bool(name):
+    model = compiled_model()  # "False" is truthy: diagnostics ran
+    raises(model.fit, np.zeros((8, 5), np.float32), np.zeros(8, np.int64), **{name: "False"},
+           verbose=0, exc=TypeError, mentions=[name, "'False'"])
 
 
 def test_inputs_numpy_cannot_take_say_how_to_pass_them():

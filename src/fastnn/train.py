@@ -289,6 +289,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     """
     cfg = _require_compiled(model, "fit")
     shuffle = flag(shuffle, "fit: shuffle")
+    diagnostics = flag(diagnostics, "fit: diagnostics")
+    distributed = flag(distributed, "fit: distributed")
     _check_bound_parameters(model, cfg)
     if device is not None:
         model.to(device)
