@@ -44,6 +44,16 @@ def test_mnist_5k_is_shuffled_before_splitting():
     assert np.mean(np.diff(y_train) == 0) < 0.5
 
 
+@pytest.mark.parametrize("name, options", [("spirals", dict(classes=3)), ("spirals", dict(classes=4)),
+                                           ("moons", {})])
+@pytest.mark.parametrize("n", [17 * 2, 601, 603])
+def test_generated_sets_hold_the_samples_asked_for(name, options, n):
+    X_train, y_train, X_test, y_test = datasets.load(name, n_samples=n, **options)
+    assert len(X_train) + len(X_test) == n  # spirals had rounded down to a multiple of classes
+    counts = np.bincount(np.concatenate([y_train, y_test]))
+    assert counts.max() - counts.min() <= 1
+
+
 @pytest.mark.parametrize("name", ["digits", "spirals", "moons"])
 def test_splits_reproducible_by_seed(name):
     a, b, c = datasets.load(name, seed=3), datasets.load(name, seed=3), datasets.load(name, seed=4)

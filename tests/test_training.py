@@ -621,6 +621,13 @@ def test_augment_keeps_shapes_and_is_reproducible_by_seed(rng):
     np.testing.assert_array_equal(out, first.reshape(6, -1))
 
 
+def test_augment_refuses_a_shift_that_takes_the_image_out_of_its_frame():
+    data.Augment((3, 6), max_shift=2.9)  # below the height: fine
+    for shape, shift in [((3, 6), 3), ((8, 8), 20), ((1, 4, 9), 1e30)]:
+        with pytest.raises(ValueError, match="max_shift"):
+            data.Augment(shape, max_shift=shift)
+
+
 def test_augment_seed_comes_from_fastnn_seed():
     fastnn.seed(5)
     s1 = data.Augment((4, 4)).seed

@@ -145,6 +145,11 @@ class Augment:
                              f"height, width); got {image_shape!r}")
         self.image_shape = tuple(positive_int(d, "image_shape") for d in shape)
         self.max_shift = non_negative(max_shift, "Augment: max_shift")
+        height, width = self.image_shape[-2:]
+        if self.max_shift >= min(height, width):
+            raise ValueError(f"Augment: max_shift={max_shift!r} must be below the image's height "
+                             f"and width ({height} x {width}): shifted that far, an image leaves "
+                             "the frame (all zeros)")
         self.flip = flag(flip, "Augment: flip")
         self.max_rotation = non_negative(max_rotation, "Augment: max_rotation")
         self.noise_std = non_negative(noise_std, "Augment: noise_std")

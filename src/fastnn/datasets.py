@@ -507,9 +507,10 @@ def _spirals(seed: int, n_samples: int = 600, classes: int = 3, noise: float = 0
              **_: object) -> tuple[np.ndarray, ...]:
     n_samples, noise, classes = _point_options("spirals", n_samples, noise, classes)
     rng = np.random.default_rng(seed)
-    per = n_samples // classes
-    r = np.tile(np.linspace(0.0, 1.0, per), classes)
-    label = np.repeat(np.arange(classes), per)
+    # n_samples exactly: the first n_samples % classes arms get one point more
+    counts = [n_samples // classes + (c < n_samples % classes) for c in range(classes)]
+    r = np.concatenate([np.linspace(0.0, 1.0, count) for count in counts])
+    label = np.repeat(np.arange(classes), counts)
     theta = label * (2 * np.pi / classes) + r * 4.0 + rng.normal(0.0, noise, r.size)
     X = np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1)
     return _stratified_split(X, label, 0.2, seed)
