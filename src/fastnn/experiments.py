@@ -79,7 +79,7 @@ class Comparison:
                   else None)
         head = (f"{'optimizer':<{width}} {'lr':>8} {'batch':>6} {'val acc':>8} {'best val':>8} "
                 f"{'train loss':>10} " + (f"{target:>11} " if target else "") +
-                f"{'time':>7}  status")
+                f"{'time':>8}  status")
         lines = [head, "-" * len(head)]
         for r in self.runs:
             fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
@@ -88,7 +88,7 @@ class Comparison:
                 f"{fmt(r.final_val_accuracy):>8} {fmt(r.best_val_accuracy):>8} "
                 f"{r.final_loss:>10.4g} " +
                 (f"{str(r.epoch_reached_target or '-'):>11} " if target else "") +
-                f"{r.seconds:>6.1f}s  {r.status}")
+                f"{r.seconds:>7.2f}s  {r.status}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -187,7 +187,7 @@ def compare(build_model: Callable[[], Any], data: Data, *,
         result.runs.append(run)
         if verbose:
             accuracy = "-" if run.final_val_accuracy is None else f"{run.final_val_accuracy:.4f}"
-            print(f"{run.label}: validation accuracy {accuracy}, {run.status}, {seconds:.1f}s",
+            print(f"{run.label}: validation accuracy {accuracy}, {run.status}, {seconds:.2f}s",
                   flush=True)
     try:
         if verbose:
