@@ -53,6 +53,13 @@ def test_default_build_refuses_cuda_naming_the_build_flag():
             call()
 
 
+def test_device_names_as_torch_reads_them():
+    assert check_device("cpu") == check_device("cpu:0") == "cpu"
+    for bad in ("cuda:", "cpu:", "cpu:1", "gpu", "cuda:x", "cuda:-1"):
+        with pytest.raises(ValueError, match="is not a device"):
+            check_device(bad)
+
+
 @pytest.mark.parametrize("info,error,words", [
     ({"built": True, "available": False, "reason": "no CUDA driver on this machine (libcuda.so.1)"},
      RuntimeError, "no CUDA driver on this machine"),

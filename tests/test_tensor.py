@@ -257,6 +257,9 @@ def test_views_of_rows_and_shapes_share_the_memory():
     expected[2:4], expected[0] = 7.0, 1.0
     np.testing.assert_array_equal(t.numpy(), expected)
     assert t[6:9].shape == (0, 4) and t[:].shape == (6, 4)
+    # -1 inferred, as NumPy's and torch's reshape (it was "a negative size")
+    assert t.reshape(-1).shape == (24,) and t.reshape(3, -1).shape == (3, 8)
+    assert t.reshape((-1, 2, 3)).shape == (4, 2, 3)
     del t, square
     gc.collect()
     np.testing.assert_array_equal(rows.numpy(), np.full((2, 4), 7.0))  # the storage lives on
@@ -283,6 +286,8 @@ def test_ops_on_views_of_one_buffer_check_their_overlap():
     (lambda t: t[6], IndexError, "row 6 is out of range"),
     (lambda t: t["a"], TypeError, "a row or a slice"),
     (lambda t: t.reshape(5, 5), ValueError, "24 elements cannot take that shape"),
+    (lambda t: t.reshape(5, -1), ValueError, r"24 elements\) into \(5, -1\)"),
+    (lambda t: t.reshape(-1, -1), ValueError, "at most one dimension may be -1"),
     (lambda t: t._array.view_rows(3, 7), ValueError, r"rows \[3, 7\) are not within \[0, 6\]"),
     (lambda t: Tensor(DeviceArray.from_numpy(np.zeros(3, np.int64), "cpu")).fill_(1), TypeError,
      "only float32"),

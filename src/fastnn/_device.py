@@ -19,9 +19,12 @@ def check_device(device: Any, what: str = "device") -> str:
         device = device.type if index is None else f"{device.type}:{index}"
     if not isinstance(device, str):
         raise TypeError(f"{what} must be a str such as 'cpu' or 'cuda', got {type(device).__name__}")
-    kind, _, index = device.partition(":")
-    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+    kind, sep, index = device.partition(":")
+    if (kind not in ("cpu", "cuda") or (sep and not index.isdigit())
+            or (kind == "cpu" and index and int(index) != 0)):
         raise ValueError(f"{what} {device!r} is not a device; expected 'cpu', 'cuda' or 'cuda:N'")
+    if kind == "cpu":
+        return "cpu"  # "cpu:0" too, as torch names the host
     if kind == "cuda":
         from . import _C
 

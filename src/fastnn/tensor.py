@@ -19,6 +19,7 @@ optimizers run, so that ``model.to("cuda")`` and ``fit(..., device="cuda")`` tra
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -111,9 +112,19 @@ class Tensor:
         raise TypeError(f"Tensor indices are a row or a slice of rows; got {type(index).__name__}")
 
     def reshape(self, *shape: Any) -> Tensor:
-        """The same memory with another shape of as many elements (a view)."""
+        """The same memory with another shape of as many elements (a view); one dimension
+        may be -1, inferred from the others (as NumPy's and torch's reshape)."""
         dims = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return self._view(self._array.reshape([int(d) for d in dims]))
+        dims = [operator.index(d) for d in dims]
+        if dims.count(-1) > 1:
+            raise ValueError(f"reshape: at most one dimension may be -1; got {tuple(dims)}")
+        if -1 in dims:
+            known = math.prod(d for d in dims if d != -1)
+            if known <= 0 or self.size % known:
+                raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} "
+                                 f"({self.size} elements) into {tuple(dims)}")
+            dims[dims.index(-1)] = self.size // known
+        return self._view(self._array.reshape(dims))
 
     def fill_(self, value: float) -> Tensor:
         """Every element set to ``value``, in place (float32 tensors)."""
