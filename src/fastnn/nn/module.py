@@ -292,7 +292,9 @@ class Module:
     shares a layer with another) raises. NumPy
     arithmetic on a recorded value (``h * 2``, ``np.maximum(h, 0)``) raises a TypeError
     saying which op to use: the recorder could not differentiate it. ``forward`` returns
-    a plain ndarray. ``explain_backward`` prints the replay step by step. A subclass that
+    a plain ndarray; it and the input are kept, not copied, for ``backward``: change
+    neither before it (the gradient would be taken from the changed values; torch raises
+    there). ``explain_backward`` prints the replay step by step. A subclass that
     defines ``backward`` itself (the lecture's way) is run as written, never recorded.
 
     Every module has ``compile``, ``fit``, ``evaluate``, ``predict`` and ``save``, the
