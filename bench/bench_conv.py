@@ -226,7 +226,7 @@ def main(argv=None) -> int:
         return 1
     print(machine_line())
     batches_ = [32] if args.quick else [32, 128]
-    rounds, steps = (3, 5) if args.quick else (5, 8)
+    rounds, steps = (7, 5) if args.quick else (7, 8)  # rounds interleaved: medians of 7
     rows, layers = [], []
     for nthreads in [int(t) for t in args.threads.split(",")]:
         peak = _C.fma_peak_gflops(nthreads, 0.3)
