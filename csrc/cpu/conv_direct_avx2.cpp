@@ -41,10 +41,9 @@ struct Avx2 {
     // The 4 x 3 tile likewise.
     template <int OB, int NV, int KW>
     static constexpr bool kAsmSums = ((OB == 6 && NV == 2) || (OB == 4 && NV == 3)) && KW == 3;
+    template <int OB, int NV>
     static void tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh,
-                          const float* w, V (&acc)[6][2]);
-    static void tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh,
-                          const float* w, V (&acc)[4][3]);
+                          const float* w, V (&acc)[OB][NV]);
     // The 6-pixel x 16-channel tile of 3-wide kernels (forward_pixels) likewise.
     template <int P, int NV, int KW>
     static constexpr bool kAsmPixelSums = P == 6 && NV == 2 && KW == 3;
@@ -133,10 +132,6 @@ struct Avx2 {
 // template's loop (the same bits): TAP is the tile's tap; the weights of a tap are 6 apart
 // (the packed block), 3 taps a kernel row.
 #define FASTNN_CONV_TILE_SUMS(TAP)                                                         \
-    alignas(32) float sums[12 * 8];                                                        \
-    const int64_t plane4 = plane * int64_t{sizeof(float)}, wp4 = wp * int64_t{sizeof(float)}; \
-    const float* row = xq;                                                                 \
-    int64_t rows_left = 0;                                                                 \
     asm volatile(                                                                          \
         FASTNN_AVX2_TILE_ZERO                                                              \
         "test %[c], %[c]\n\t"                                                               \
@@ -161,23 +156,26 @@ struct Avx2 {
         FASTNN_AVX2_TILE_STORE(sums)                                                       \
         : [xq] "+r"(xq), [w] "+r"(w), [c] "+r"(c), [row] "+r"(row), [rows_left] "+r"(rows_left) \
         : [kh] "r"(kh), [wp4] "r"(wp4), [plane4] "r"(plane4), [sums] "r"(sums)             \
-        : FASTNN_AVX2_TILE_CLOBBERS);
+        : FASTNN_AVX2_TILE_CLOBBERS)
 
+// The 6 x 2 tile's sums (accumulator (o, v) in ymm(2 o + v)) or the 4 x 3 tile's (ymm(3 o + v)).
+template <int OB, int NV>
 void Avx2::tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh,
-                     const float* w, V (&acc)[4][3]) {
-    FASTNN_CONV_TILE_SUMS(FASTNN_CONV_TAP4)
-    for (int o = 0; o < 4; ++o)
-        for (int v = 0; v < 3; ++v) acc[o][v] = _mm256_load_ps(sums + (3 * o + v) * 8);
-}
-#undef FASTNN_CONV_TAP4
-
-void Avx2::tile_sums(const float* xq, int64_t c, int64_t plane, int64_t wp, int64_t kh,
-                     const float* w, V (&acc)[6][2]) {
-    FASTNN_CONV_TILE_SUMS(FASTNN_CONV_TAP)
-    for (int o = 0; o < 6; ++o)
-        for (int v = 0; v < 2; ++v) acc[o][v] = _mm256_load_ps(sums + (2 * o + v) * 8);
+                     const float* w, V (&acc)[OB][NV]) {
+    static_assert((OB == 6 && NV == 2) || (OB == 4 && NV == 3), "the tiles in assembly");
+    alignas(32) float sums[12 * 8];
+    const int64_t plane4 = plane * int64_t{sizeof(float)}, wp4 = wp * int64_t{sizeof(float)};
+    const float* row = xq;
+    int64_t rows_left = 0;
+    if constexpr (NV == 2)
+        FASTNN_CONV_TILE_SUMS(FASTNN_CONV_TAP);
+    else
+        FASTNN_CONV_TILE_SUMS(FASTNN_CONV_TAP4);
+    for (int o = 0; o < OB; ++o)
+        for (int v = 0; v < NV; ++v) acc[o][v] = _mm256_load_ps(sums + (NV * o + v) * 8);
 }
 #undef FASTNN_CONV_TAP
+#undef FASTNN_CONV_TAP4
 #undef FASTNN_CONV_TILE_SUMS
 
 // One tap of the pixel tile: 16 channels' weights (at byte W of the block), then each of the
