@@ -232,16 +232,25 @@ def test_a_save_leaves_the_temporary_file_of_a_writer_still_running(tmp_path):
     from fastnn import io
 
     path = tmp_path / "m.safetensors"
-    alive = tmp_path / f".m.safetensors.{os.getpid()}.0123abcd.partial"
+    host = io._HOST
+    alive = tmp_path / f".m.safetensors.{host}-{os.getpid()}.0123abcd.partial"
     alive.write_bytes(b"being written")
     proc = _ref.run_python("import os; print(os.getpid())")  # a pid that is gone now
-    gone = tmp_path / f".m.safetensors.{int(proc.stdout)}.89abcdef.partial"
+    gone = tmp_path / f".m.safetensors.{host}-{int(proc.stdout)}.89abcdef.partial"
     gone.write_bytes(b"left by a killed writer")
-    older = tmp_path / ".m.safetensors.fedcba98.partial"  # named as before pids
+    older = tmp_path / ".m.safetensors.fedcba98.partial"  # named as before writers were
     older.write_bytes(b"left by a killed writer")
+    # another host's (a shared folder): its processes cannot be seen, so kept for a day
+    other = "0" * 8 if host != "0" * 8 else "1" * 8
+    elsewhere = tmp_path / f".m.safetensors.{other}-{int(proc.stdout)}.2468ace0.partial"
+    elsewhere.write_bytes(b"being written on another host")
+    day_old = tmp_path / f".m.safetensors.{other}-1.13579bdf.partial"
+    day_old.write_bytes(b"left on another host")
+    os.utime(day_old, (os.path.getmtime(day_old) - 90000,) * 2)
     io.write_atomic(path, b"saved")
     assert path.read_bytes() == b"saved"
-    assert alive.exists() and not gone.exists() and not older.exists()
+    assert alive.exists() and elsewhere.exists()
+    assert not gone.exists() and not older.exists() and not day_old.exists()
 
 
 def test_an_output_path_that_cannot_be_a_file_is_named_before_writing(tmp_path):

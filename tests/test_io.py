@@ -58,6 +58,11 @@ def test_a_leading_tilde_is_the_home_folder(trained, tmp_path, monkeypatch):
     assert repr(fastnn.load("~/models/m.safetensors")) == repr(trained)
     log = fastnn.callbacks.CSVLogger("~/log.csv")
     assert log.path == home / "log.csv"
+    assert fastnn.callbacks.ModelCheckpoint("~/ck.safetensors").path == str(home / "ck.safetensors")
+    fastnn.datasets.save_idx("~/a.idx", np.arange(6, dtype=np.uint8))  # written and read alike
+    np.testing.assert_array_equal(fastnn.datasets.load_idx("~/a.idx"), np.arange(6))
+    assert sorted(p.name for p in home.iterdir()) == ["a.idx", "models"]
+    assert not (work / "~").exists()
 
 
 def test_file_holds_state_dict_names_and_the_architecture(trained, tmp_path):

@@ -174,7 +174,7 @@ class ModelCheckpoint(_Monitoring):
     def __init__(self, path: str | Path, monitor: str = "val_loss", save_best_only: bool = True,
                  mode: str = "auto", include_optimizer: bool = False) -> None:
         super().__init__(monitor, mode, 0.0)
-        self.path = str(path)
+        self.path = os.path.expanduser(path)  # "~" the home folder, as io.save reads it
         try:  # a malformed pattern fails here, not after the first epoch's training
             list(string.Formatter().parse(self.path))
         except ValueError as err:

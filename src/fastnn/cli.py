@@ -368,7 +368,7 @@ def _output_path(path: str, option: str, plot: bool = False) -> str:
         except ValueError as e:
             raise ValueError(f"{option} {e}") from None
     else:
-        p = Path(path)
+        p = Path(path).expanduser()  # as io.save reads it
         if p.is_dir():
             raise ValueError(f"{option} {path} is a folder; give a file name such as "
                              f"{p / 'model.safetensors'}")

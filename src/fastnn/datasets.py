@@ -93,7 +93,7 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
 
     from .io import InvalidFileError
 
-    path = Path(path)
+    path = Path(path).expanduser()
     compressed = path.suffix == ".gz"
     try:
         with (gzip.open if compressed else open)(path, "rb") as f:
@@ -142,7 +142,8 @@ def save_idx(path: str | os.PathLike, array: np.ndarray) -> None:
                         f"{sorted(str(d) for d in codes)}")
     data = struct.pack(f">BBBB{array.ndim}I", 0, 0, code, array.ndim, *array.shape)
     data += np.ascontiguousarray(array, array.dtype.newbyteorder(">")).tobytes()
-    write_atomic(path, gzip.compress(data) if Path(path).suffix == ".gz" else data)
+    path = Path(path).expanduser()
+    write_atomic(path, gzip.compress(data) if path.suffix == ".gz" else data)
 
 
 def _labels(path: Path, count: int) -> np.ndarray:
@@ -416,7 +417,7 @@ def _mnist_5k(seed: int, **_: object) -> tuple[np.ndarray, ...]:
 def _fashion_mnist(seed: int, path: str | os.PathLike | None = None, download: bool = True,
                    **_: object):
     if path is not None:
-        return _idx_directory(Path(path))
+        return _idx_directory(Path(path).expanduser())
     if FASHION_MNIST_DIR.is_dir():  # Debian's package: no download needed
         return _idx_directory(FASHION_MNIST_DIR)
     try:
@@ -435,7 +436,7 @@ def _downloaded_idx(name: str) -> Callable[..., tuple]:
     def loader(seed: int, path: str | os.PathLike | None = None, download: bool = True,
                **_: object) -> tuple[np.ndarray, ...]:
         if path is not None:
-            return _idx_directory(Path(path))
+            return _idx_directory(Path(path).expanduser())
         return _idx_directory(_fetch(name, None, download))
     return loader
 
@@ -451,7 +452,7 @@ def _cifar(name: str, archive: str, folder: str, members: tuple[str, ...], test:
                coarse: bool = False, **_: object) -> tuple[np.ndarray, ...]:
         from .io import InvalidFileError
 
-        directory = _fetch(name, Path(path) if path is not None else None, download)
+        directory = _fetch(name, Path(path).expanduser() if path is not None else None, download)
         file = directory / archive
         wanted = {f"{folder}/{m}" for m in (*members, test)}
         raw: dict[str, bytes] = {}

@@ -34,7 +34,10 @@ import hashlib
 import json
 import os
 import re
+import socket
 import struct
+import time
+import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
@@ -73,14 +76,21 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     each write whole files, the last rename wins. Returns the path."""
     with atomic_writer(path) as f:
         f.write(data)
+    return Path(path)
+
+
+def user_path(path: str | os.PathLike) -> Path:
+    """A path a user gave, its leading ``~`` the home folder, as a shell reads it:
+    save("~/models/m.safetensors") had made a folder named "~" in the working one. The
+    public functions that read or write files take their paths through it, both ways alike."""
     return Path(path).expanduser()
 
 
 def check_output_path(path: str | Path) -> Path:
-    """``path`` as a file to write (a leading ``~`` the home folder): IsADirectoryError for
-    a folder (an empty path is the working folder), NotADirectoryError where a file stands
-    in the place of a folder on the way; both name the path given."""
-    p = Path(path).expanduser()
+    """``path`` as a file to write: IsADirectoryError for a folder (an empty path is the
+    working folder), NotADirectoryError where a file stands in the place of a folder on the
+    way; both name the path given."""
+    p = Path(path)
     if p.is_dir():
         raise IsADirectoryError(f"{str(path)!r} is a folder; give a file name")
     for parent in p.parents:
@@ -92,14 +102,26 @@ def check_output_path(path: str | Path) -> Path:
     return p
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):  # another user's; a number no pid can be
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"  # names this host's temporary files
+
+
+def _abandoned(partial: Path, host: str | None, pid: str | None) -> bool:
+    """Whether a temporary file's writer is gone: one of this host whose process no longer
+    exists, another host's after a day, or one named before writers were (no host, no pid)."""
+    if host is None:
         return True
-    return True
+    if host != _HOST:
+        try:
+            return time.time() - partial.stat().st_mtime > 86400
+        except OSError:
+            return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # another user's; a number no pid can be
+        return False
+    return False
 
 
 @contextlib.contextmanager
@@ -107,18 +129,20 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     """The file that ``write_atomic`` writes, open for writing in pieces (a download):
     ``path`` appears, complete, only when the ``with`` block ends without an exception;
     an exception (a failed check of what was written, say) removes the temporary file
-    and leaves ``path`` as it was. A leading ``~`` is the home folder, as in a shell (not a
-    folder named "~" made in the working one)."""
+    and leaves ``path`` as it was. ``path`` is taken as given: the public functions expand a
+    leading ``~`` (``user_path``) before they read or write."""
     path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A process killed while writing leaves its temporary file, named with its pid: the next
-    # write removes it once that process is gone (not while it writes: two processes saving
-    # one file at once, the ranks of an MPI job tuning, each keep theirs; the last rename wins).
+    # A process killed while writing leaves its temporary file, named with its host and pid:
+    # the next write removes it once that process is gone (not while it writes: two processes
+    # saving one file at once, the ranks of an MPI job tuning, each keep theirs; the last
+    # rename wins). Another host's processes cannot be seen from here: its files go after a day.
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
-        tag = re.fullmatch(r"(?:(\d+)\.)?[0-9a-f]{8}", stale.name[len(path.name) + 2:-len(".partial")])
-        if tag and not (tag.group(1) and _process_alive(int(tag.group(1)))):
+        tag = re.fullmatch(r"(?:([0-9a-f]{8})-(\d+)\.)?[0-9a-f]{8}",
+                           stale.name[len(path.name) + 2:-len(".partial")])
+        if tag and _abandoned(stale, tag.group(1), tag.group(2)):
             stale.unlink(missing_ok=True)
-    partial = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial"
+    partial = path.parent / f".{path.name}.{_HOST}-{os.getpid()}.{os.urandom(4).hex()}.partial"
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -153,13 +177,15 @@ def _digest(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> s
 def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
          logs: Mapping[str, float] | None = None) -> Path:
     """Write ``model`` (weights and architecture, and a compiled model's loss, metric names
-    and optimizer settings) to ``path`` as safetensors; returns the path.
+    and optimizer settings) to ``path`` as safetensors (a leading ``~`` the home folder);
+    returns the path.
     include_optimizer=True (a compiled model only) adds the optimizer's state and the
     state of the last ``fit`` (see the module's docstring), for resuming training.
     logs: an epoch's metrics, kept in the metadata (``read_logs``; ``ModelCheckpoint``
     compares a new model with them). The write is crash-safe (``write_atomic``)."""
     from . import nn
 
+    path = user_path(path)
     safetensors = _safetensors()
     # host copies of a model on a device (safetensors.numpy takes NumPy arrays)
     tensors = {name: memory.to_host(value) for name, value in model.state_dict().items()}
@@ -207,7 +233,7 @@ def _loadable(compiled: Any) -> bool:
 def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """The metadata and tensors of a safetensors file; InvalidFileError if it is damaged."""
     safetensors = _safetensors()
-    path = Path(path).expanduser()  # as write_atomic's
+    path = Path(path)
     if path.is_dir():  # safe_open's OSError said "No such device", naming no path
         raise IsADirectoryError(f"{path} is a folder, not a model file")
     tensors = {}
@@ -308,6 +334,7 @@ def load(path: str | Path) -> Any:
     from . import losses, nn, optim, train
     from .nn.module import parameter_budget
 
+    path = user_path(path)
     metadata, tensors = _read(path)
     if metadata.get("format") != FORMAT:
         raise InvalidFileError(f"{path} holds no fastnn architecture (a safetensors file "

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import memory
-from .io import write_atomic
+from .io import user_path, write_atomic
 from .nn import (ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout,
                  Flatten, GlobalAvgPool2d, LeakyReLU, MaxPool2d, Module, ReLU, Reshape,
                  Sequential, Sigmoid, Softmax, Softplus, Tanh)
@@ -220,4 +220,4 @@ def export_onnx(model: Module, path: str | Path, input_shape: tuple[int, ...] | 
     proto = onnx.helper.make_model(graph, producer_name="fastnn",
                                    opset_imports=[onnx.helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(proto, full_check=True)
-    return write_atomic(path, proto.SerializeToString())
+    return write_atomic(user_path(path), proto.SerializeToString())

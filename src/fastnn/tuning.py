@@ -155,7 +155,7 @@ def load(path: str | os.PathLike | None = None) -> list[str]:
     changes nothing; a file without an entry for this CPU, or an ISA entry tuned for another
     microkernel shape (MR x NR, an older fastnn), is silently unused. Called by
     ``import fastnn`` unless ``FASTNN_TUNING=off``; never raises for the file's content."""
-    path = _default_path() if path is None else os.fspath(path)
+    path = _default_path() if path is None else os.path.expanduser(path)
     try:
         entries = _read(path)
         if entries is None:
@@ -340,7 +340,7 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
         raise ValueError(f"tune: seconds must be a finite number > 0; got {seconds!r}")
     work = _shapes(shapes)
     threads = _C.get_num_threads() if threads is None else thread_count(threads, "threads")
-    path = _default_path() if path is None else os.fspath(path)
+    path = _default_path() if path is None else os.path.expanduser(path)
     from .io import check_output_path
 
     check_output_path(path)  # before the timing, not after it
