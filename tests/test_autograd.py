@@ -274,6 +274,14 @@ def test_a_shared_layer_s_penalty_gradient_is_added_once_as_the_loss_counts_it()
     model(x.astype(np.float32))
     model.backward(r.astype(np.float32))
     assert_close(model.fc.weight.grad, grad, 1e-5, 1e-6, "after zero_grad")
+    # backward passes of their own in between leave the penalty's turn as they found it
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    model.zero_grad()
+    fnn.diagnostics.gradient_check(model, x.astype(np.float32), labels, "cross_entropy")
+    model.explain_backward(x.astype(np.float32), labels, print_fn=None)
+    model(x.astype(np.float32))
+    model.backward(r.astype(np.float32))
+    assert_close(model.fc.weight.grad, grad, 1e-5, 1e-6, "after gradient_check and explain_backward")
 
 
 def test_a_model_of_your_own_inside_another_and_inside_a_sequential():
@@ -397,6 +405,7 @@ class _Dense2(nn.Module):
     (lambda m, h: h.sort() or h, (".sort()",), "fnn.mul"),
     (lambda m, h: h.put([0], [9.0]) or h, (".put()",), "fnn.mul"),
     (lambda m, h: h.partition(1) or h, (".partition()",), "fnn.mul"),
+    (lambda m, h: h.flat.__setitem__(0, 0.0) or h, ("h.flat",), "fnn.mul"),
 ])
 def test_numpy_on_a_recorded_value_raises_and_names_the_op_to_use(op, names, use):
     model = _Dense2(op)

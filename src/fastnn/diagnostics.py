@@ -339,12 +339,12 @@ class GradientCheck(dict):
 def _evaluation(model: Any) -> Iterator[None]:
     previous = model.training
     model.train(False)
-    grads = [p.grad.copy() for p in model.parameters()]
+    saved = [p.save_grad() for p in model.parameters()]
     try:
         yield
     finally:
-        for p, g in zip(model.parameters(), grads):
-            p.grad[...] = g
+        for p, state in zip(model.parameters(), saved):
+            p.restore_grad(state)
         model.train(previous)
 
 

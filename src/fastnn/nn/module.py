@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import threading
 import types
 from contextlib import contextmanager
@@ -24,6 +25,18 @@ _budget: ContextVar[list[int] | None] = ContextVar("fastnn_parameter_budget", de
 
 
 _LOCK_MAKING = threading.Lock()
+# Bumped in a forked child, whose locks held by another thread at the fork stay held
+# forever: a model's lock of an earlier generation is replaced on its next use.
+_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _LOCK_MAKING, _generation
+    _LOCK_MAKING = threading.Lock()
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def run_lock(model: Any) -> threading.RLock:
@@ -31,12 +44,15 @@ def run_lock(model: Any) -> threading.RLock:
     whole predict or evaluate with its switch to evaluation mode), so that threads sharing
     one model take turns: its layers keep what backward needs from their last call and
     write into the model's workspace (two threads predicting with one model had each
-    other's activations in their outputs). Re-entrant: a run may call the model again."""
-    lock = model.__dict__.get("_run_lock")
-    if lock is None:
+    other's activations in their outputs). Re-entrant: a run may call the model again. A
+    forked child gets new locks (one held by another thread at the fork would never open)."""
+    entry = model.__dict__.get("_run_lock")
+    if entry is None or entry[0] != _generation:
         with _LOCK_MAKING:
-            lock = model.__dict__.setdefault("_run_lock", threading.RLock())
-    return lock
+            entry = model.__dict__.get("_run_lock")
+            if entry is None or entry[0] != _generation:
+                entry = model.__dict__["_run_lock"] = (_generation, threading.RLock())
+    return entry[1]
 
 
 @contextmanager
@@ -99,6 +115,21 @@ class Parameter:
         """Reset ``grad`` to zero (lazily, see the class docstring)."""
         self._zero_pending = True
         self._penalty_added = False
+
+    def save_grad(self) -> tuple:
+        """The gradient's state, for ``restore_grad``: its values, a pending ``zero_grad``
+        and whether the weight penalty was added since (code that runs a backward pass of
+        its own, gradient_check and explain_backward, leaves it as it found it; restoring
+        the values alone left the penalty's turn taken, and the next step without it)."""
+        return (None if self._zero_pending else self._grad.copy(), self._zero_pending,
+                self._penalty_added)
+
+    def restore_grad(self, saved: tuple) -> None:
+        """Put back what ``save_grad`` returned (into the same array: an optimizer's flat
+        buffer keeps its view)."""
+        values, self._zero_pending, self._penalty_added = saved
+        if values is not None:
+            self._grad[...] = values
 
     def penalty_due(self) -> bool:
         """True on the first call since the last ``zero_grad``, False after: a layer
@@ -371,7 +402,7 @@ class Module:
                             "own (or no forward); it explains models whose backward is "
                             "derived from their forward")
         loss_fn = losses.get(loss)
-        saved = [(p, p.grad.copy()) for p in self.parameters()]
+        saved = [(p, p.save_grad()) for p in self.parameters()]
         previous = self.training
         self.train(False)
         try:
@@ -381,8 +412,8 @@ class Module:
             grad_x = vars(self)["_tape"].backward(grad, True, trace=steps)
         finally:
             self.train(previous)
-            for p, g in saved:
-                p.grad[...] = g
+            for p, state in saved:
+                p.restore_grad(state)
         lines = [f"backward pass of {type(self).__name__}, from the loss back to the input "
                  "(|g|: the norm of a gradient)",
                  f"  loss {type(loss_fn).__name__} = {value:.4g}: gradient of the output "
