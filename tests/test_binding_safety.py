@@ -343,6 +343,11 @@ def test_a_child_forked_after_parallel_kernels_runs_them_on_one_thread():
                 warnings.simplefilter("always")
                 fastnn.set_num_threads(2)
             ok = ok and fastnn.matmul(a, a)[-1, -1] == 512
+            try:  # its own OpenMP region: refused, not a hang
+                fastnn._C.fma_peak_gflops(2, 0.01)
+                ok = ok and not fastnn.config()["forked_after_threads"]
+            except RuntimeError as e:
+                ok = ok and "fork" in str(e)
             os.write(w, f"{threads} {fastnn.get_num_threads()} {ok} {len(caught)} "
                         f"{fastnn.config()['forked_after_threads']}".encode())
             os._exit(0)

@@ -194,6 +194,37 @@ def test_threads_sharing_a_model_take_turns(digits):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)
 
 
+def test_a_child_forked_while_a_thread_runs_the_model_can_run_it():
+    """A model's lock held by another thread at the fork stays held in the child, where
+    that thread does not exist: the child's first predict waited forever."""
+    code = """
+import os, signal, threading, numpy as np, fastnn
+from fastnn import nn
+from fastnn.nn.module import run_lock
+model = nn.Sequential(nn.Dense(4, 3))
+held, release = threading.Event(), threading.Event()
+
+def hold():
+    with run_lock(model):
+        held.set()
+        release.wait()
+
+thread = threading.Thread(target=hold)
+thread.start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # a hang ends the child (status 142) instead of the test
+    os._exit(0 if model.predict(np.ones((2, 4), np.float32)).shape == (2, 3) else 1)
+release.set()
+thread.join()
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+    proc = _ref.run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0", proc.stdout
+
+
 # ----------------------------------------------------------------------------- fit / evaluate / predict
 def small_model(seed=0):
     fastnn.seed(seed)

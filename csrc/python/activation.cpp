@@ -123,10 +123,11 @@ void bind_activation(py::module_& m) {
         const float alpha = arg.get<float>("alpha");
         const ActivationInfo& info = activation_named(name);
         const Activation act = info.act;
-        // Both derivatives are read from y's sign, which a negative alpha flips for x < 0
+        // LeakyReLU's derivative is read from y's sign, which a negative slope flips for x < 0;
+        // ELU's alpha is held to the same range as its layer's (nn.ELU: alpha >= 0)
         if ((act == Activation::Elu || act == Activation::LeakyRelu) && !(alpha >= 0.0f))
-            fail_value("activation_backward: '" + name + "' needs alpha >= 0 (its derivative is "
-                       "recovered from y), got " + std::to_string(alpha));
+            fail_value("activation_backward: '" + name + "' needs alpha >= 0, got " +
+                       std::to_string(alpha));
         if (DeviceArray* dy = device_array_of(y_obj))
             return backward_on_device(info, device_f32(y_obj, dy->device(), -1, fn, "y", "y"), y_obj, g_obj,
                                       alpha, x_obj, out_obj, bias_grad_obj);

@@ -237,8 +237,8 @@ def fma_peak_gflops(threads: int = 1, seconds: float = 0.5) -> float:
 # ---- added for the course's tools (issue 4) ------------------------------------------------
 # Activation names also include "elu" (alpha = its scale, default 1.0 when used via layers),
 # "gelu" (tanh approximation as in torch's approximate="tanh") and "softplus".
-# activation_backward(name, y, grad_y, alpha=0.01, x=None): "gelu" needs x, the forward
-# input; every other activation works from y alone (x may be given and is then ignored).
+# activation_backward(name, y, grad_y, alpha=0.01, x=None): "gelu" and "elu" need x, the
+# forward input; every other activation works from y alone (x may be given and is then ignored).
 
 # Counter-based random numbers (Philox4x32-10): element i of a call with (seed, offset)
 # depends only on (seed, offset + i), never on the thread count.

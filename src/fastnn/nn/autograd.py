@@ -110,6 +110,18 @@ class Recorded(np.ndarray):
             raise _not_recordable("assigning into an array (h[...] = v)", "setitem")
         super().__setitem__(key, value)
 
+    @property
+    def flat(self) -> Any:  # h.flat[...] = v writes in place, as h[...] = v
+        if self._recording():
+            raise _not_recordable("h.flat", "setitem")
+        return self.view(np.ndarray).flat
+
+    @flat.setter
+    def flat(self, value: Any) -> None:
+        if self._recording():
+            raise _not_recordable("assigning into h.flat", "setitem")
+        self.view(np.ndarray).flat = value
+
     def __repr__(self) -> str:  # printing inside forward must not trip the checks
         return repr(self.view(np.ndarray))
 

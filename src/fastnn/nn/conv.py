@@ -118,7 +118,7 @@ class Conv2d(WorkspaceLayer):
         self.weight = Parameter(w, "weight")
         self.bias = Parameter(memory.zeros(self.out_channels), "bias") if bias else None
         self._x: np.ndarray | None = None
-        self._z: np.ndarray | None = None  # the pre-activation, when f' needs it (gelu)
+        self._z: np.ndarray | None = None  # the pre-activation, when f' needs it (gelu, elu)
         self._y: np.ndarray | None = None  # the output
 
     @property

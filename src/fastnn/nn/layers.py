@@ -51,8 +51,8 @@ class Dense(WorkspaceLayer):
     ``torch.nn.Linear``. activation: None/"linear", "sigmoid", "relu", "tanh",
     "leaky_relu" (slope 0.01; use a ``LeakyReLU`` layer for another), "elu" (alpha 1),
     "gelu" (tanh approximation) or "softplus". Bias and activation run inside the GEMM,
-    on each tile while it is in cache (for gelu only the bias: its derivative needs the
-    pre-activation, which the layer then keeps).
+    on each tile while it is in cache (for gelu and elu only the bias: their derivatives
+    need the pre-activation, which the layer then keeps).
 
     init: a ``fastnn.init`` name or a function (shape, fan_in, fan_out, rng) for the
     weight, drawn from ``fastnn.seed``'s generator. The default is He normal,
