@@ -320,6 +320,9 @@ _REFUSED = [(["--save", "{tmp}"], "is a folder"),
             (["--save", "{tmp}/a_file/model.safetensors"], "a_file is a file, not a folder"),
             (["--plot", "{tmp}/a_file/curves.png"], "a_file is a file, not a folder"),
             (["--plot", "{tmp}/curves.bogus"], "not '.bogus'"),
+            # a folder no file can be made in (as root, /proc: a read-only one is writable)
+            (["--save", "/proc/model.safetensors"], "cannot write in /proc"),
+            (["--plot", "/proc/curves.png"], "cannot write in /proc"),
             (["--batch-norm"], "--batch-norm puts BatchNorm2d in --conv blocks")]
 
 
@@ -337,6 +340,19 @@ def test_cli_refuses_outputs_and_options_before_training(command, options, messa
     assert cli.main([command, "--data", "xor", "--epochs", "1", *options]) == 1
     err = capsys.readouterr()
     assert message in err.err and "Epoch" not in err.out and "Traceback" not in err.err
+
+
+def test_cli_out_of_memory_is_a_message_naming_the_settings(monkeypatch, capsys):
+    """--hidden 100000000 ended in NumPy's _ArrayMemoryError traceback."""
+    from fastnn import cli, nn
+
+    def huge(*args, **kwargs):
+        raise MemoryError("Unable to allocate 47.7 GiB for an array")
+
+    monkeypatch.setattr(nn.Dense, "__init__", huge)
+    assert cli.main(["train", "--data", "xor", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "out of memory" in err and "--hidden" in err and "Traceback" not in err
 
 
 def test_cli_hidden_empty_means_no_hidden_layer_and_plot_names_the_file_written(tmp_path, capsys):

@@ -375,6 +375,13 @@ def _output_path(path: str, option: str, plot: bool = False) -> str:
     folder = next((q for q in p.parents if q.exists()), None)
     if folder is not None and not folder.is_dir():
         raise ValueError(f"{option} {path}: {folder} is a file, not a folder")
+    if folder is not None:  # a file made and removed there now, not after the training
+        import tempfile
+
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as e:
+            raise ValueError(f"{option} {path}: cannot write in {folder} ({e.strerror})") from None
     if plot:
         from matplotlib.backend_bases import FigureCanvasBase
         formats = FigureCanvasBase.get_supported_filetypes()
@@ -528,4 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _train(args) if args.command == "train" else _compare(args)
     except (ImportError, ValueError, NotImplementedError, OSError) as e:
         print(f"fastnn: error: {e}", file=sys.stderr)
+        return 1
+    except MemoryError as e:  # a network too large for this machine: say which settings make it
+        print(f"fastnn: error: out of memory ({e}): the network or the batch is too large for "
+              "this machine; use fewer or smaller --hidden or --conv layers, or a smaller "
+              "--batch-size", file=sys.stderr)
         return 1

@@ -143,7 +143,10 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
         if tag and _abandoned(stale, tag.group(1), tag.group(2)):
             stale.unlink(missing_ok=True)
     partial = path.parent / f".{path.name}.{_HOST}-{os.getpid()}.{os.urandom(4).hex()}.partial"
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as err:  # named by the path asked for, not by the temporary file's
+        raise type(err)(err.errno, f"cannot write {str(path)!r} ({err.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
