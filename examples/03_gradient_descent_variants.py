@@ -18,7 +18,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import nn, optim
-from _common import example_parser, print_table
+from _common import example_parser, positive_float, print_table
 
 VARIANTS = {"batch GD": None, "stochastic GD": 1, "mini-batch GD": 32}
 
@@ -26,7 +26,7 @@ VARIANTS = {"batch GD": None, "stochastic GD": 1, "mini-batch GD": 32}
 def parse_args() -> argparse.Namespace:
     p = example_parser(__doc__, quick="a few seconds: fewer epochs and samples",
                        seed="initial weights and shuffling")
-    p.add_argument("--lr", type=float, default=0.05, help="the learning rate of every variant")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="the learning rate of every variant")
     return p.parse_args()
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import nn, optim
-from _common import example_parser, label_points, print_table
+from _common import example_parser, label_points, positive_int, print_table
 
 VARIANTS = {  # name -> hidden layer widths
     "784-32-10": (32,),
@@ -33,7 +33,7 @@ VARIANTS = {  # name -> hidden layer widths
 def parse_args() -> argparse.Namespace:
     p = example_parser(__doc__, quick="a few seconds: fewer epochs and samples",
                        seed="data split, initial weights, shuffling")
-    p.add_argument("--epochs", type=int, default=None, help="default 20 (--quick: 2)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="default 20 (--quick: 2)")
     return p.parse_args()
 
 

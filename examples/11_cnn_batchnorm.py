@@ -23,7 +23,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import nn, optim
-from _common import example_parser, print_table
+from _common import example_parser, positive_float, print_table
 
 WIDTHS = (16, 16, "pool", 32, 32, "pool", 64, 64)
 
@@ -31,7 +31,7 @@ WIDTHS = (16, 16, "pool", 32, 32, "pool", 64, 64)
 def parse_args() -> argparse.Namespace:
     p = example_parser(__doc__, quick="a few seconds: 2 epochs on 1,500 images",
                        seed="subset, weights, shuffling")
-    p.add_argument("--lr", type=float, default=0.1, help="SGD's learning rate (default 0.1)")
+    p.add_argument("--lr", type=positive_float, default=0.1, help="SGD's learning rate (default 0.1)")
     return p.parse_args()
 
 
@@ -85,9 +85,19 @@ def main() -> None:
     for name, (history, seconds, flagged) in runs.items():
         h = history.history
         rows.append([name, f"{h['loss'][0]:.4f}", f"{h['loss'][-1]:.4f}",
-                     f"{h['val_accuracy'][-1]:.2%}", f"{seconds / epochs:.1f}",
+                     f"{h['val_accuracy'][-1]:.2%}", f"{seconds / len(h['loss']):.1f}",
                      "; ".join(flagged) or "none"])
     print_table(["network", "loss epoch 1", "final loss", "val acc", "s/epoch", "warnings"], rows)
+    normed = runs["batch norm"][0].history
+    if normed["accuracy"][-1] - normed["val_accuracy"][-1] > 0.1:
+        steps = len(normed["loss"]) * -(-n_train // 64)
+        print(f"\nnote: the normalised network is {normed['accuracy'][-1]:.0%} accurate on the "
+              f"batches it trains on, {normed['val_accuracy'][-1]:.0%} on validation. Evaluation "
+              "uses BatchNorm's running statistics, a moving average (momentum 0.1) of the "
+              f"batches' means and variances, and after {steps} steps of a fast-moving network "
+              "they still lag its weights"
+              + (": a --quick run is too short to show the lesson; run it in full." if args.quick
+                 else "; a lower --lr moves the weights more slowly."))
 
     print("\nweight-gradient norm of each convolution in the last epoch (first layer first):\n")
     grads = {name: [history.diagnostics[c]["grad_norm"][-1] for c in conv_names(history)]
@@ -125,7 +135,10 @@ def side_by_side(runs: dict, path):
         shared = shared or ax
         if ax is not shared:
             ax.sharey(shared)
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (acc, loss, *flows):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")

@@ -8,13 +8,56 @@ from pathlib import Path
 import numpy as np
 
 
+def positive_int(text: str) -> int:
+    """An option's integer >= 1 (a usage error otherwise, not a traceback after the parse)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An option's finite number > 0 (a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0; got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63); got {text}")
+    return value
+
+
+def _output_folder(text: str) -> Path:
+    """--out: made now, so that a file in its place or a folder no file can be made in is a
+    usage error before the example runs, not a traceback after it."""
+    path = Path(text).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot make the folder {text}: {e.strerror}") from None
+    return path
+
+
 def example_parser(doc: str, quick: str, seed: str) -> argparse.ArgumentParser:
     """--quick, --out and --seed, with the example's own words for --quick and --seed."""
-    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--quick", action="store_true", help=quick)
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out",
+    p.add_argument("--out", type=_output_folder, default=Path(__file__).resolve().parent / "out",
                    help="directory for the figures (default: examples/out)")
-    p.add_argument("--seed", type=int, default=0, help=seed)
+    p.add_argument("--seed", type=_seed, default=0, help=seed)
     return p
 
 

@@ -166,6 +166,23 @@ def test_example_runs_quick(script, tmp_path):
     assert written == set(case.figures), f"{script} wrote {sorted(written)}"
 
 
+@pytest.mark.parametrize("script, args, words", [
+    ("02_xor_depth.py", ["--seed", "-1"], "argument --seed"),
+    ("03_gradient_descent_variants.py", ["--lr", "0"], "argument --lr"),
+    ("03_gradient_descent_variants.py", ["--lr", "nan"], "argument --lr"),
+    ("04_deeper_wider_mnist5k.py", ["--epochs", "0"], "argument --epochs"),  # had meant 20
+    ("01_neuron_and_activations.py", ["--out", "{file}"], "argument --out"),
+])
+def test_example_options_out_of_range_are_usage_errors(script, args, words, tmp_path):
+    """They had ended in a traceback after the parse (or, --epochs 0, run the default)."""
+    (tmp_path / "a_file").write_text("")
+    args = [a.replace("{file}", str(tmp_path / "a_file")) for a in args]
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--quick", *args],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_point_labels_of_close_points_do_not_overlap():
     """The deeper/wider figure's labels piled up where networks of similar size scored alike:
     _common.label_points moves each label clear of the others and of the points."""
