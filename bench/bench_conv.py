@@ -22,7 +22,8 @@ import numpy as np
 import fastnn
 from fastnn import _C, losses, nn, optim
 from fastnn.nn.module import Workspace
-from common import machine_line, threads, try_import_torch, warn_openblas_env, write_json
+from common import (description, machine_line, thread_counts, threads, try_import_torch,
+                    warn_openblas_env, write_json)
 
 LR, MOMENTUM = 0.002, 0.9
 
@@ -215,9 +216,9 @@ def profile_layers(build, shape, batch, reps=20):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=description(__doc__))
     p.add_argument("--quick", action="store_true", help="batch 32 only, fewer rounds")
-    p.add_argument("--threads", default="1,2")
+    p.add_argument("--threads", type=thread_counts, default=[1, 2], help="e.g. 1,2")
     args = p.parse_args(argv)
     warn_openblas_env()
     torch = try_import_torch()
@@ -228,7 +229,7 @@ def main(argv=None) -> int:
     batches_ = [32] if args.quick else [32, 128]
     rounds, steps = (7, 5) if args.quick else (7, 8)  # rounds interleaved: medians of 7
     rows, layers = [], []
-    for nthreads in [int(t) for t in args.threads.split(",")]:
+    for nthreads in args.threads:
         peak = _C.fma_peak_gflops(nthreads, 0.3)
         print(f"\n== {nthreads} thread(s); measured FMA peak {peak:.0f} GFLOP/s ==")
         print(f"{'model':8s} {'batch':>5s} {'fastnn smp/s':>13s} {'torch smp/s':>12s} {'/torch':>7s}")

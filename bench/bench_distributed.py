@@ -153,11 +153,14 @@ def ring_model(gradient_bytes: int, machines: int, gbit_per_s: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--steps", type=int, default=60, help="timed steps per configuration")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for name in ("steps", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"argument --{name}: expected an integer >= 1; got {getattr(args, name)}")
     if args.worker:
         worker(args.steps)
         return 0

@@ -23,7 +23,9 @@ import numpy as np
 
 import fastnn
 from fastnn import _C
-from common import interleaved, machine_line, ratio_to_best, threads, try_import_torch, warn_openblas_env, write_json
+from common import (description, interleaved, machine_line, positive_int, positive_ints,
+                    ratio_to_best, thread_counts, threads, try_import_torch, warn_openblas_env,
+                    write_json)
 
 BF16_RIVALS = ["fastnn_fp32", "torch", "torch_bf16"]
 
@@ -146,13 +148,14 @@ def main_bf16(shapes, thread_counts, torch, repeats, rng) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=description(__doc__))
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--repeats", type=int, default=7, help="interleaved rounds per shape")
-    p.add_argument("--squares", help="comma-separated square sizes instead of the default set")
+    p.add_argument("--threads", type=thread_counts, default=[1, 2], help="e.g. 1,2")
+    p.add_argument("--repeats", type=positive_int, default=7, help="interleaved rounds per shape")
+    p.add_argument("--squares", type=positive_ints,
+                   help="comma-separated square sizes instead of the default set")
     p.add_argument("--no-mlp", action="store_true", help="squares only")
-    p.add_argument("--random", type=int, metavar="N",
+    p.add_argument("--random", type=positive_int, metavar="N",
                    help="N random shapes (thin ones included; see random_shapes) instead of the default set")
     p.add_argument("--seed", type=int, default=0, help="the random shapes' seed")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -161,7 +164,7 @@ def main(argv=None) -> int:
     warn_openblas_env()
     torch = try_import_torch()
     rng = np.random.default_rng(0)
-    squares = ([int(x) for x in args.squares.split(",")] if args.squares
+    squares = (args.squares if args.squares
                else [64, 256, 1024] if args.quick else SQUARES)
     repeats = 3 if args.quick else args.repeats
     shapes = [(f"square {s}", s, s, s, False, False) for s in squares] + ([] if args.no_mlp else mlp_shapes())
@@ -170,9 +173,9 @@ def main(argv=None) -> int:
     print(machine_line())
     print(f"fastnn {fastnn.__version__} isa={_C.get_isa()}  torch={'yes' if torch else 'not installed'}")
     if args.precision == "bf16":
-        return main_bf16(shapes, [int(t) for t in args.threads.split(",")], torch, repeats, rng)
+        return main_bf16(shapes, args.threads, torch, repeats, rng)
     rows = []
-    for nthreads in [int(t) for t in args.threads.split(",")]:
+    for nthreads in args.threads:
         peak = _C.fma_peak_gflops(nthreads, 0.5)
         print(f"\n== {nthreads} thread(s); measured FMA peak {peak:.0f} GFLOP/s ==")
         print(f"{'shape':32s} {'fastnn':>8s} {'numpy':>8s} {'torch':>8s} {'/numpy':>7s} {'/torch':>7s} {'/best':>6s} {'%peak':>6s}")

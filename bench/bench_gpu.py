@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_line, torch_mlp, try_import_torch, write_json  # noqa: E402
+from common import description, machine_line, positive_int, torch_mlp, try_import_torch, write_json  # noqa: E402
 
 import fastnn  # noqa: E402
 from fastnn import _C  # noqa: E402
@@ -284,8 +284,8 @@ def bench_gemm(torch, size, rounds):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--quick", action="store_true", help="the smallest model and square only")
     args = parser.parse_args(argv)
     print(machine_line())

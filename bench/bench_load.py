@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from common import cpu_name, machine_line, write_json
+from common import cpu_name, description, machine_line, positive_int, write_json
 
 CONFIGS = {
     "fastnn (guard on)": {},
@@ -77,12 +77,12 @@ def start_hog(cpu: int) -> subprocess.Popen:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap = argparse.ArgumentParser(description=description(__doc__))
+    ap.add_argument("--rounds", type=positive_int, default=5)
     ap.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
-    ap.add_argument("--samples", type=int, default=None,
+    ap.add_argument("--samples", type=positive_int, default=None,
                     help="samples in the timed epoch (default: 20000 for mlp, 1024 for cnn)")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=positive_int, default=32)
     args = ap.parse_args()
     if args.samples is None:
         args.samples = 1024 if args.model == "cnn" else 20000

@@ -69,13 +69,21 @@ def probe(framework: str, epochs: int, batch: int, hidden: list[int]) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--hidden", default="512,256")
     p.add_argument("--probe", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    hidden = [int(h) for h in args.hidden.split(",")]
+    try:
+        hidden = [int(h) for h in args.hidden.split(",")]
+    except ValueError:
+        hidden = [0]
+    if min(hidden) < 1:  # usage errors here, not a probe's traceback
+        p.error(f"argument --hidden: expected sizes >= 1 such as 512,256; got {args.hidden!r}")
+    for name in ("epochs", "batch"):
+        if getattr(args, name) < 1:
+            p.error(f"argument --{name}: expected an integer >= 1; got {getattr(args, name)}")
     if args.probe:
         probe(args.probe, args.epochs, args.batch, hidden)
         return 0

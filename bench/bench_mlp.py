@@ -35,7 +35,8 @@ import numpy as np
 
 import fastnn
 from fastnn import _C, losses, nn, optim
-from common import machine_line, threads, torch_mlp, try_import_torch, warn_openblas_env, write_json
+from common import (description, machine_line, positive_int, thread_counts, threads, torch_mlp,
+                    try_import_torch, warn_openblas_env, write_json)
 
 MODELS = {"784-256-128-10": [784, 256, 128, 10], "784-512-256-10": [784, 512, 256, 10],
           "784-1024-1024-10": [784, 1024, 1024, 10]}
@@ -287,16 +288,29 @@ def memory_probe(spec):
     print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024.0)
 
 
+def phases_spec(text: str) -> tuple[str, int, str]:
+    """--phases MODEL,BATCH,OPT, each checked (a usage error, not a KeyError later)."""
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected MODEL,BATCH,OPT; got {text!r}")
+    model, batch, opt = parts
+    if model not in MODELS:
+        raise argparse.ArgumentTypeError(f"model {model!r} is not one of {', '.join(MODELS)}")
+    if opt not in OPTIMIZERS:
+        raise argparse.ArgumentTypeError(f"optimizer {opt!r} is not one of {', '.join(OPTIMIZERS)}")
+    return model, positive_int(batch), opt
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=description(__doc__))
     p.add_argument("--quick", action="store_true", help="one model, short timings")
-    p.add_argument("--threads", default="2,1")
+    p.add_argument("--threads", type=thread_counts, default=[2, 1], help="e.g. 2,1")
     p.add_argument("--memory", action="store_true", help="also measure peak memory (slow)")
     p.add_argument("--memory-probe", help=argparse.SUPPRESS)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: fastnn's bf16 products against fastnn fp32 and PyTorch fp32 and "
                    "bf16 autocast")
-    p.add_argument("--phases", metavar="MODEL,BATCH,OPT",
+    p.add_argument("--phases", metavar="MODEL,BATCH,OPT", type=phases_spec,
                    help="only profile fastnn's step by phase, e.g. 784-512-256-10,512,adam")
     args = p.parse_args(argv)
     if args.memory_probe:
@@ -304,11 +318,11 @@ def main(argv=None) -> int:
         return 0
     print(machine_line())
     if args.phases:
-        model, batch, opt_name = args.phases.split(",")
+        model, batch, opt_name = args.phases
         X, y = data()
-        for nthreads in [int(t) for t in args.threads.split(",")]:
+        for nthreads in args.threads:
             with threads(nthreads):
-                ms, fwd, bwd = phase_profile(MODELS[model], int(batch), opt_name, X, y,
+                ms, fwd, bwd = phase_profile(MODELS[model], batch, opt_name, X, y,
                                              precision=args.precision)
             print(f"{nthreads} thread(s) {model} batch {batch} {opt_name} {args.precision}: " +
                   ", ".join(f"{k} {v:.3f}" for k, v in ms.items()) +
@@ -327,7 +341,7 @@ def main(argv=None) -> int:
     models = {"784-512-256-10": MODELS["784-512-256-10"]} if args.quick else MODELS
     rounds, steps = (5, 20) if args.quick else (9, 30)
     rows = []
-    for nthreads in [int(t) for t in args.threads.split(",")]:
+    for nthreads in args.threads:
         peak = _C.fma_peak_gflops(nthreads, 0.3)
         print(f"\n== {nthreads} thread(s); measured FMA peak {peak:.0f} GFLOP/s ==")
         print(f"{'model':18s} {'opt':13s} {'batch':>5s} " +

@@ -5,6 +5,7 @@ time per training step is the framework's own overhead; and the time of `import 
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 
 import fastnn
 from fastnn import losses, nn, optim
-from common import machine_line, try_import_torch, write_json
+from common import description, machine_line, try_import_torch, write_json
 
 
 def per_step(step, repeats=7, steps=2000) -> float:
@@ -39,7 +40,8 @@ def import_time(module: str, repeats: int = 5) -> float:
     return statistics.median(run(f"import {module}") for _ in range(repeats)) - bare
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=description(__doc__)).parse_args(argv)  # --help
     print(machine_line())
     rng = np.random.default_rng(0)
     x = rng.random((1, 4), dtype=np.float32)

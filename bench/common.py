@@ -1,6 +1,7 @@
 """Shared plumbing for the benchmarks: thread control for every library, medians, JSON."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -16,6 +17,37 @@ import numpy as np
 import fastnn
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def description(doc: str) -> str:
+    """A script's --help description: its docstring's first paragraph, not its first line
+    (which stopped mid-sentence)."""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a usage error otherwise, not a traceback later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text}")
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: comma-separated integers >= 1 ("512,1024")."""
+    return [positive_int(part) for part in text.split(",")]
+
+
+def thread_counts(text: str) -> list[int]:
+    """An argparse type: comma-separated thread counts, each in [1, fastnn.max_num_threads()]."""
+    counts = positive_ints(text)
+    top = fastnn.max_num_threads()
+    if max(counts) > top:
+        raise argparse.ArgumentTypeError(f"at most {top} threads here; got {text}")
+    return counts
 
 
 def try_import_torch():

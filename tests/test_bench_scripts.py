@@ -151,3 +151,23 @@ def test_bench_gpu_fastnn_step_trains_as_torch_does():
     assert row["fastnn_samples_per_s"] > 0 and row["vs_torch"] > 0 and row["ops_vs_torch"] > 0
     cnn = bench_gpu.bench_cnn(torch, 8, rounds=1, steps_data=2, device="cpu")  # LeNet-5: torch's weights in both
     assert abs(cnn["first_losses"]["fastnn"] - cnn["first_losses"]["torch"]) < 1e-5, cnn["first_losses"]
+
+
+@pytest.mark.parametrize("script, args, words", [
+    ("bench_gemm.py", ["--threads", "0"], "argument --threads"),
+    ("bench_gemm.py", ["--repeats", "0"], "argument --repeats"),  # had been a ZeroDivisionError
+    ("bench_gemm.py", ["--random", "-3"], "argument --random"),  # had written an empty result
+    ("bench_mlp.py", ["--phases", "784-512-10,0,adam"], "argument --phases"),
+    ("bench_conv.py", ["--threads", "1,x"], "argument --threads"),
+    ("bench_memory.py", ["--batch", "-1"], "argument --batch"),
+    ("bench_distributed.py", ["--rounds", "-1"], "argument --rounds"),
+    ("bench_load.py", ["--samples", "0"], "argument --samples"),
+    ("bench_overhead.py", ["--threads", "2"], "unrecognized arguments"),  # it took no options
+])
+def test_bench_arguments_out_of_range_are_usage_errors(script, args, words):
+    before = set(BENCH.joinpath("results").glob("*.json")) if BENCH.joinpath("results").exists() else set()
+    out = run_python(None, args=[str(BENCH / script), *args])
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert words in out.stderr and "Traceback" not in out.stderr
+    after = set(BENCH.joinpath("results").glob("*.json")) if BENCH.joinpath("results").exists() else set()
+    assert after == before  # nothing run, nothing written
