@@ -88,7 +88,7 @@ def main() -> None:
     data = (X_train, y_train, X_val, y_val)
     print(f"Fashion-MNIST: {len(X_train)} training, {len(X_val)} validation, {len(X_test)} test "
           f"images; Adam (lr 1e-3, cosine decay), batches of 64, {epochs} epochs, "
-          f"{fnn.get_num_threads()} threads")
+          f"{fnn.get_num_threads()} thread(s)")
 
     rows, models = [], {}
     for name, build in (("MLP 784-512-256-10", mlp), ("CNN 2x(conv-conv-pool), 128", cnn)):
