@@ -159,7 +159,7 @@ def machine_line() -> str:
     return (f"CPU: {cpu_name()}; features {feats}; caches {caches} [{cpu['cache_source']}]; "
             f"FMA peak {fastnn._C.fma_peak_per_core():.0f} GFLOP/s per core; "
             f"GEMM {blk['isa']} {blk['mr']}x{blk['nr']} kc={blk['kc']} nc={blk['nc']} mc={blk['mc']} "
-            f"({blk['source']}); {cfg['num_threads']} threads")
+            f"({blk['source']}); {cfg['num_threads']} thread{'s' * (cfg['num_threads'] != 1)}")
 
 
 def machine_info() -> dict:

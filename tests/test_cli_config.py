@@ -364,3 +364,13 @@ def test_cli_hidden_empty_means_no_hidden_layer_and_plot_names_the_file_written(
     assert f"saved the curves to {tmp_path / 'curves.png'}" in out
     assert (tmp_path / "curves.png").is_file()
     assert re.search(r"^0: Dense\(2, 2\) ", out, re.MULTILINE) and "1: " not in out, out
+
+
+def test_cli_prints_warnings_as_messages_and_takes_an_optimizer_in_any_case():
+    """A warning showed fastnn's source file, line and code; compare took --optimizers Adam
+    where train refused --optimizer Adam."""
+    proc = run_python(None, args=["-m", "fastnn", "train", "--data", "digits", "--epochs", "1",
+                                  "--optimizer", "Adam", "--lr", "1e30"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fastnn: RuntimeWarning: fit: the loss became" in proc.stderr, proc.stderr
+    assert "cli.py" not in proc.stderr and "warnings.warn" not in proc.stderr

@@ -158,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train an MLP or CNN classifier and report its "
                                 "test accuracy")
     _model_options(train)
-    train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
+    train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, type=str.lower,
                        help="(default: %(default)s)")
     train.add_argument("--lr", type=_POSITIVE, default=1e-3,
                        help="learning rate (default: %(default)s)")
@@ -516,8 +516,23 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line prints it: its words, not fastnn's source line."""
+    return f"fastnn: {category.__name__}: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit code."""
+    import warnings
+
+    previous, warnings.formatwarning = warnings.formatwarning, _warning_line
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if getattr(args, "threads", None) is not None:
         fastnn.set_num_threads(args.threads)
