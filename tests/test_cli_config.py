@@ -323,7 +323,8 @@ _REFUSED = [(["--save", "{tmp}"], "is a folder"),
             # a folder no file can be made in (as root, /proc: a read-only one is writable)
             (["--save", "/proc/model.safetensors"], "cannot write in /proc"),
             (["--plot", "/proc/curves.png"], "cannot write in /proc"),
-            (["--batch-norm"], "--batch-norm puts BatchNorm2d in --conv blocks")]
+            (["--batch-norm"], "--batch-norm puts BatchNorm2d in --conv blocks"),
+            (["--model", "lenet", "--data", "digits"], "lenet needs images of 12 x 12")]
 
 
 @pytest.mark.parametrize("command,options,message",

@@ -263,6 +263,10 @@ def _builder(args: argparse.Namespace, n_in: int, n_out: int) -> Callable[[], fa
         raise ValueError(f"--model {args.model}{' --conv' * bool(args.conv)} needs an image "
                          f"dataset; {args.data!r} is points")
     channels = (1, *image) if image is not None and len(image) == 2 else image
+    if args.model == "lenet" and min(channels[1:]) < 12:  # 5x5 (padded), pool, 5x5, pool: 12 at least
+        raise ValueError(f"--model lenet needs images of 12 x 12 pixels or more (it was made for "
+                         f"28 x 28: fashion-mnist, mnist); {args.data!r} has "
+                         f"{channels[1]} x {channels[2]}")
 
     def conv_blocks() -> list:
         if args.model == "lenet":
