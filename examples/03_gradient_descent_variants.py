@@ -83,9 +83,15 @@ def main() -> None:
           f"descent (lr {args.lr}), {epochs} epochs, same initial weights\n")
     print_table(["variant", "batch", "updates/epoch", "updates", "train loss", "test acc",
                  "time (s)", "us/update", "samples/s"], rows)
-    print("\nper epoch, more updates learn more; per second, mini-batches win: batch GD "
-          "updates rarely,\nstochastic GD pays the per-update overhead for every sample "
-          "and its gradient is noisy.")
+    diverged = [name for name, rec in records.items()
+                if not np.isfinite(rec.losses[-1]) or rec.losses[-1] > rec.losses[0]]
+    if diverged:  # the lesson below is about variants that learn
+        print(f"\nat lr {args.lr}, {', '.join(diverged)} diverged (the loss ended above where "
+              "it began, or not a number): a smaller --lr compares the variants.")
+    else:
+        print("\nper epoch, more updates learn more; per second, mini-batches win: batch GD "
+              "updates rarely,\nstochastic GD pays the per-update overhead for every sample "
+              "and its gradient is noisy.")
 
     from matplotlib.figure import Figure  # the Agg canvas: a PNG file, never a window
 

@@ -183,6 +183,14 @@ def test_example_options_out_of_range_are_usage_errors(script, args, words, tmp_
     assert words in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_gradient_descent_example_says_when_the_variants_diverged(tmp_path):
+    """Its conclusion ("more updates learn more") had been printed when every run diverged."""
+    skip_unless_available(CASES["03_gradient_descent_variants.py"])
+    out = run_example("03_gradient_descent_variants.py", tmp_path / "out", "--quick", "--lr", "1e6")
+    assert re.search(r"^at lr 1000000\.0, .*diverged", out, re.MULTILINE), out
+    assert "more updates learn more" not in out
+
+
 def test_point_labels_of_close_points_do_not_overlap():
     """The deeper/wider figure's labels piled up where networks of similar size scored alike:
     _common.label_points moves each label clear of the others and of the points."""
