@@ -203,7 +203,7 @@ def test_cli_builds_the_named_and_the_optioned_cnns(capsys):
     (["--data", "moons", "--conv", "4"], "--model mlp --conv needs an image dataset; 'moons'"),
     (["--data", "xor", "--model", "cnn"], "--model cnn needs an image dataset; 'xor'"),
     (["--data", "digits", "--model", "lenet", "--conv", "4"], "--conv does not apply to --model"),
-    (["--data", "digits", "--model", "lenet"], "is smaller than the 5-wide kernel"),
+    (["--data", "digits", "--model", "lenet"], "lenet needs images of 12 x 12 pixels or more"),
 ])
 def test_cli_cnn_options_fail_with_a_clear_error(options, message, capsys):
     from fastnn import cli
@@ -324,7 +324,7 @@ _REFUSED = [(["--save", "{tmp}"], "is a folder"),
             (["--save", "/proc/model.safetensors"], "cannot write in /proc"),
             (["--plot", "/proc/curves.png"], "cannot write in /proc"),
             (["--batch-norm"], "--batch-norm puts BatchNorm2d in --conv blocks"),
-            (["--model", "lenet", "--data", "digits"], "lenet needs images of 12 x 12")]
+            (["--save", ""], "--save '' names no file"), (["--plot", " "], "--plot ' ' names no file")]
 
 
 @pytest.mark.parametrize("command,options,message",

@@ -363,8 +363,10 @@ def _check_device(args: argparse.Namespace) -> None:
 
 
 def _output_path(path: str, option: str, plot: bool = False) -> str:
-    """``path`` checked before any training: not a folder, its folder not a file; for a
-    plot, the file savefig writes (plot._figure_path) in a format matplotlib writes."""
+    """``path`` checked before any training: a name, not a folder, its folder not a file; for
+    a plot, the file savefig writes (plot._figure_path) in a format matplotlib writes."""
+    if not path.strip():  # "" had been taken as the option not given: nothing written, silently
+        raise ValueError(f"{option} {path!r} names no file")
     if plot:
         from fastnn.plot import _figure_path  # ImportError (no matplotlib): what to install
         try:
@@ -405,10 +407,10 @@ def _check_batch_norm(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> int:
     _check_device(args)
     _check_batch_norm(args)
-    if args.save:
+    if args.save is not None:
         args.save = _output_path(args.save, "--save")
         fastnn.io._safetensors()  # its ImportError says what to install, before any training
-    if args.plot:
+    if args.plot is not None:
         args.plot = _output_path(args.plot, "--plot", plot=True)
     X_train, y_train, X_test, y_test = _load(args, 0.0)
     fastnn.seed(args.seed)
@@ -464,7 +466,7 @@ def _print_diagnostics(history) -> None:
 def _compare(args: argparse.Namespace) -> int:
     _check_device(args)
     _check_batch_norm(args)
-    if args.plot:
+    if args.plot is not None:
         args.plot = _output_path(args.plot, "--plot", plot=True)
     X_train, y_train, X_test, y_test = _load(args, 0.0)
     # The split datasets.load(validation=0.1) makes, which refuses to leave a set empty.
