@@ -188,7 +188,7 @@ def activation_forward(name: ActivationName, x: npt.ArrayLike, alpha: float = 0.
 def activation_backward(name: ActivationName, y: npt.ArrayLike, grad_y: npt.ArrayLike,
                         alpha: float = 0.01, x: Optional[npt.ArrayLike] = None,
                         out: Optional[F32] = None, bias_grad: Optional[F32] = None) -> F32:
-    """grad_x = f'(x) * grad_y, computed from the forward output y ("gelu": from x, required).
+    """grad_x = f'(x) * grad_y, computed from the forward output y ("gelu", "elu": from x, required).
     out: in place, y's shape, into which grad_x goes (it may be grad_y, y or x itself);
     returned. bias_grad: in place, (columns,) of a 2-D y: grad_x's column sums are added to
     it in the same pass (a Dense layer's bias gradient)."""
