@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,9 @@ def _output_folder(text: str) -> Path:
     path = Path(text).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()  # a folder that exists but takes no file
     except OSError as e:
-        raise argparse.ArgumentTypeError(f"cannot make the folder {text}: {e.strerror}") from None
+        raise argparse.ArgumentTypeError(f"cannot write in the folder {text}: {e.strerror}") from None
     return path
 
 

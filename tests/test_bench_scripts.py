@@ -157,7 +157,8 @@ def test_bench_gpu_fastnn_step_trains_as_torch_does():
     ("bench_gemm.py", ["--threads", "0"], "argument --threads"),
     ("bench_gemm.py", ["--repeats", "0"], "argument --repeats"),  # had been a ZeroDivisionError
     ("bench_gemm.py", ["--random", "-3"], "argument --random"),  # had written an empty result
-    ("bench_mlp.py", ["--phases", "784-512-10,0,adam"], "argument --phases"),
+    ("bench_mlp.py", ["--phases", "784-512-10,512,adam"], "model '784-512-10' is not one of"),
+    ("bench_mlp.py", ["--phases", "784-512-256-10,0,adam"], "argument --phases"),
     ("bench_conv.py", ["--threads", "1,x"], "argument --threads"),
     ("bench_memory.py", ["--batch", "-1"], "argument --batch"),
     ("bench_distributed.py", ["--rounds", "-1"], "argument --rounds"),

@@ -240,6 +240,10 @@ def test_a_save_leaves_the_temporary_file_of_a_writer_still_running(tmp_path):
     gone.write_bytes(b"left by a killed writer")
     older = tmp_path / ".m.safetensors.fedcba98.partial"  # named as before writers were
     older.write_bytes(b"left by a killed writer")
+    pid_only = tmp_path / f".m.safetensors.{int(proc.stdout)}.0badcafe.partial"  # pid, no host
+    pid_only.write_bytes(b"left by a killed writer")
+    pid_only_alive = tmp_path / f".m.safetensors.{os.getpid()}.00c0ffee.partial"
+    pid_only_alive.write_bytes(b"being written")
     # another host's (a shared folder): its processes cannot be seen, so kept for a day
     other = "0" * 8 if host != "0" * 8 else "1" * 8
     elsewhere = tmp_path / f".m.safetensors.{other}-{int(proc.stdout)}.2468ace0.partial"
@@ -249,8 +253,9 @@ def test_a_save_leaves_the_temporary_file_of_a_writer_still_running(tmp_path):
     os.utime(day_old, (os.path.getmtime(day_old) - 90000,) * 2)
     io.write_atomic(path, b"saved")
     assert path.read_bytes() == b"saved"
-    assert alive.exists() and elsewhere.exists()
+    assert alive.exists() and elsewhere.exists() and pid_only_alive.exists()
     assert not gone.exists() and not older.exists() and not day_old.exists()
+    assert not pid_only.exists()
 
 
 def test_an_output_path_that_cannot_be_a_file_is_named_before_writing(tmp_path):

@@ -172,6 +172,7 @@ def test_example_runs_quick(script, tmp_path):
     ("03_gradient_descent_variants.py", ["--lr", "nan"], "argument --lr"),
     ("04_deeper_wider_mnist5k.py", ["--epochs", "0"], "argument --epochs"),  # had meant 20
     ("01_neuron_and_activations.py", ["--out", "{file}"], "argument --out"),
+    ("01_neuron_and_activations.py", ["--out", "/proc"], "argument --out"),  # takes no file
 ])
 def test_example_options_out_of_range_are_usage_errors(script, args, words, tmp_path):
     """They had ended in a traceback after the parse (or, --epochs 0, run the default)."""

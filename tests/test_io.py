@@ -56,6 +56,8 @@ def test_a_leading_tilde_is_the_home_folder(trained, tmp_path, monkeypatch):
     assert path == home / "models" / "m.safetensors" and path.is_file()
     assert not (work / "~").exists()
     assert repr(fastnn.load("~/models/m.safetensors")) == repr(trained)
+    assert fastnn.io.read_logs("~/models/m.safetensors") is None  # saved without logs
+    fastnn.io.load_weights(fastnn.load("~/models/m.safetensors"), "~/models/m.safetensors")
     log = fastnn.callbacks.CSVLogger("~/log.csv")
     assert log.path == home / "log.csv"
     assert fastnn.callbacks.ModelCheckpoint("~/ck.safetensors").path == str(home / "ck.safetensors")

@@ -558,7 +558,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"fastnn: error: {e}", file=sys.stderr)
         return 1
     except MemoryError as e:  # a network too large for this machine: say which settings make it
-        print(f"fastnn: error: out of memory ({e}): the network or the batch is too large for "
-              "this machine; use fewer or smaller --hidden or --conv layers, or a smaller "
-              "--batch-size", file=sys.stderr)
+        advice = ("the network or the batch is too large for this machine; use fewer or smaller "
+                  "--hidden or --conv layers, or a smaller --batch-size"
+                  if args.command in ("train", "compare") else "not enough memory for it here")
+        print(f"fastnn: error: out of memory ({e}): {advice}", file=sys.stderr)
         return 1

@@ -138,9 +138,9 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     # saving one file at once, the ranks of an MPI job tuning, each keep theirs; the last
     # rename wins). Another host's processes cannot be seen from here: its files go after a day.
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
-        tag = re.fullmatch(r"(?:([0-9a-f]{8})-(\d+)\.)?[0-9a-f]{8}",
+        tag = re.fullmatch(r"(?:(?:([0-9a-f]{8})-)?(\d+)\.)?[0-9a-f]{8}",
                            stale.name[len(path.name) + 2:-len(".partial")])
-        if tag and _abandoned(stale, tag.group(1), tag.group(2)):
+        if tag and _abandoned(stale, tag.group(1) or (_HOST if tag.group(2) else None), tag.group(2)):
             stale.unlink(missing_ok=True)
     partial = path.parent / f".{path.name}.{_HOST}-{os.getpid()}.{os.urandom(4).hex()}.partial"
     try:
@@ -289,7 +289,7 @@ def _read_bf16(path: str | Path, shapes: Mapping[str, list[int]]) -> dict[str, n
 def read_logs(path: str | Path) -> dict[str, float] | None:
     """The epoch metrics saved with the model at ``path`` (``save(logs=...)``, as
     ``ModelCheckpoint`` does), or None if it has none."""
-    metadata, _ = _read(path)
+    metadata, _ = _read(user_path(path))
     return _json(metadata, "logs", path) if "logs" in metadata else None
 
 
@@ -396,6 +396,7 @@ def load_weights(model: Any, path: str | Path) -> Any:
     layer layout (``safetensors.torch.save_file(torch_model.state_dict(), path)``; BF16
     tensors are converted to float32). InvalidFileError names the missing, unexpected or
     misshapen tensors."""
+    path = user_path(path)
     _, tensors = _read(path)
     _load_weights(model, tensors, path)
     return model

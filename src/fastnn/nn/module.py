@@ -121,15 +121,13 @@ class Parameter:
         and whether the weight penalty was added since (code that runs a backward pass of
         its own, gradient_check and explain_backward, leaves it as it found it; restoring
         the values alone left the penalty's turn taken, and the next step without it)."""
-        return (None if self._zero_pending else self._grad.copy(), self._zero_pending,
-                self._penalty_added)
+        return self._grad.copy(), self._zero_pending, self._penalty_added
 
     def restore_grad(self, saved: tuple) -> None:
         """Put back what ``save_grad`` returned (into the same array: an optimizer's flat
         buffer keeps its view)."""
         values, self._zero_pending, self._penalty_added = saved
-        if values is not None:
-            self._grad[...] = values
+        self._grad[...] = values  # last_grad (TensorBoard's) as it was too
 
     def penalty_due(self) -> bool:
         """True on the first call since the last ``zero_grad``, False after: a layer
