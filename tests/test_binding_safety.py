@@ -460,6 +460,45 @@ def test_misaligned_inputs_are_copied_and_give_the_right_result():
                  atol=1e-5, what="gemm")
 
 
+
+def swapped(x):
+    """x as float32 of the other byte order: the same values, bytes reversed in memory."""
+    other = np.dtype(np.float32).newbyteorder("S")
+    return x.astype(other)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("which", ["a", "b", "both"])
+def test_inputs_of_the_other_byte_order_are_converted(which, precision):
+    # A big-endian float32 (on x86-64) had been read as native floats by the GEMM: garbage of
+    # +-3e38, no error (found by an attack on the bf16 paths).
+    a, b = f32(9, 5), f32(5, 3, seed=1)
+    sa = swapped(a) if which in ("a", "both") else a
+    sb = swapped(b) if which in ("b", "both") else b
+    want = _C.gemm(a, b, precision=precision)
+    np.testing.assert_array_equal(_C.gemm(sa, sb, precision=precision), want)
+    np.testing.assert_array_equal(fastnn.matmul(sa, sb, precision=precision), want)
+    np.testing.assert_array_equal(
+        _C.gemm(sb, sa, transpose_a=True, transpose_b=True, precision=precision),
+        _C.gemm(b, a, transpose_a=True, transpose_b=True, precision=precision))
+    np.testing.assert_array_equal(_C.gemm_reference(sa, sb, precision=precision),
+                                  _C.gemm_reference(a, b, precision=precision))
+
+
+def test_other_kernels_convert_inputs_of_the_other_byte_order():
+    x = f32(37)
+    np.testing.assert_array_equal(_C.activation_forward("tanh", swapped(x)),
+                                  _C.activation_forward("tanh", x))
+    assert _C.sum_squares(swapped(x)) == _C.sum_squares(x)
+    logits, labels = f32(5, 7), np.arange(5) % 7
+    assert _C.cross_entropy(swapped(logits), labels)[0] == _C.cross_entropy(logits, labels)[0]
+    p, q = np.zeros(37, np.float32), np.zeros(37, np.float32)
+    _C.sgd_step(p, swapped(x), None, lr=1.0)
+    _C.sgd_step(q, x, None, lr=1.0)
+    np.testing.assert_array_equal(p, q)
+    with pytest.raises(TypeError, match="float32"):
+        _C.scale_(swapped(x), 2.0)  # written in place: must be native float32
+
 def _in_place_calls(target):
     """Calls whose argument `target` (written in place) is the misaligned array m."""
     n = 12

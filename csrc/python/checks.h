@@ -186,13 +186,13 @@ struct Matrix {
 };
 
 // A row-major or column-major float32 view with unit inner stride is taken as is
-// (a slice keeps its leading dimension, a transpose flips `transposed`); anything else
-// is converted once to C-contiguous float32.
+// (a slice keeps its leading dimension, a transpose flips `transposed`); anything else,
+// a float32 of the other byte order included, is converted once to C-contiguous float32.
 inline Matrix as_matrix(py::handle obj, const char* fn, const char* arg) {
     py::array arr = as_numpy(obj, fn, arg);
     require_rank(arr, 2, fn, arg);
     const int64_t r = arr.shape(0), c = arr.shape(1);
-    if (arr.dtype().kind() == 'f' && arr.itemsize() == 4 && (arr.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) {
+    if (py::isinstance<py::array_t<float>>(arr) && (arr.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) {
         const int64_t s0 = arr.strides(0), s1 = arr.strides(1);
         const float* p = static_cast<const float*>(arr.data());
         if ((c <= 1 || s1 == 4) && (r <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= c)))
