@@ -208,6 +208,16 @@ def test_beta_zero_ignores_nan_in_out(path, rng):
     assert (np.abs(out - want) <= tol).all()
 
 
+
+def test_sum_past_2_to_the_24_of_ones(path):
+    """1 x k ones times k x 1 ones, k = 2^24 + 4096 (ones are exact in bf16): the exact count,
+    as the fp32 GEMM gives it. A running fp32 sum stops at 2^24 (adding 1 rounds back); the
+    avx512_bf16 kernel had carried its lanes' sums across k-blocks and returned 2^24 (found by
+    an attack); each k-block now starts from zero and is added to the accumulator."""
+    k = 2**24 + 4096
+    got = _C.gemm(np.ones((1, k), np.float32), np.ones((k, 1), np.float32), precision="bf16")
+    assert got[0, 0] == k
+
 def test_reference_binding(rng):
     """_C.gemm_reference(precision="bf16") is the float64 product of the rounded inputs."""
     a, b = operands(rng, 9, 11, 13, True, False)

@@ -136,12 +136,15 @@ void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t cols, u
 }
 
 // acc (a whole 8 x 48 tile, rows ld floats apart) += the products; zeroed first when fresh.
+// The k-block's products are summed from zero and then added to acc, as the fp32 GEMM adds
+// a k-block's sums to C: a lane carried across k-blocks stopped counting at 2^24 (a long
+// sum of ones), where a k-block's sum is added exactly.
 void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* acc, int64_t ld, bool fresh) {
     __m512 sum[MR][3];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
-        for (int h = 0; h < 3; ++h) sum[i][h] = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + i * ld + 16 * h);
+        for (int h = 0; h < 3; ++h) sum[i][h] = _mm512_setzero_ps();
     const uint32_t* ap = reinterpret_cast<const uint32_t*>(a);
 #pragma GCC unroll 2
     for (int64_t q = 0; q < kp / 2; ++q, ap += MR, b += 2 * NR) {
@@ -158,7 +161,9 @@ void kernel(int64_t kp, const uint16_t* a, const uint16_t* b, float* acc, int64_
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 3
-        for (int h = 0; h < 3; ++h) _mm512_storeu_ps(acc + i * ld + 16 * h, sum[i][h]);
+        for (int h = 0; h < 3; ++h)
+            _mm512_storeu_ps(acc + i * ld + 16 * h,
+                             fresh ? sum[i][h] : _mm512_add_ps(_mm512_loadu_ps(acc + i * ld + 16 * h), sum[i][h]));
 }
 
 }  // namespace
