@@ -269,3 +269,44 @@ def test_an_output_path_that_cannot_be_a_file_is_named_before_writing(tmp_path):
             io.write_atomic(path, b"saved")
         assert words in str(info.value) and repr(str(path)) in str(info.value)
     assert sorted(os.listdir(tmp_path)) == ["file", "folder"]
+
+
+def test_writes_go_where_open_would_put_them(tmp_path):
+    """Found by an attack: a rename over the path had replaced a symbolic link (its target
+    untouched), a FIFO and, as root, /dev/null with a regular file; "folder/" wrote a file
+    named "folder"; a file saved over got 0o644 whatever its mode."""
+    target = tmp_path / "real.bin"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o600)
+    (tmp_path / "link.bin").symlink_to("real.bin")
+    io.write_atomic(tmp_path / "link.bin", b"new")
+    assert (tmp_path / "link.bin").is_symlink() and target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600  # kept, not widened
+    (tmp_path / "dangling.bin").symlink_to("made.bin")
+    io.write_atomic(tmp_path / "dangling.bin", b"made")
+    assert (tmp_path / "dangling.bin").is_symlink() and (tmp_path / "made.bin").read_bytes() == b"made"
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to("loop")
+    for path, exc, words in [(tmp_path / "fifo", FileExistsError, "not a regular file"),
+                             (str(tmp_path / "out") + os.sep, IsADirectoryError, "ends with a path separator"),
+                             (tmp_path / "loop", OSError, "symbolic links")]:
+        with pytest.raises(exc) as info:
+            io.write_atomic(path, b"saved")
+        assert words in str(info.value) and repr(str(path)) in str(info.value)
+    assert stat.S_ISFIFO((tmp_path / "fifo").stat().st_mode) and not (tmp_path / "out").exists()
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".partial")]
+    with pytest.raises(io.InvalidFileError, match="not a regular file"):
+        fastnn.load(tmp_path / "fifo")  # refused, not opened (reading a FIFO would block)
+
+
+def test_a_read_only_file_is_refused_not_replaced(tmp_path):
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"keep")
+    os.chmod(path, 0o400)
+    if os.access(path, os.W_OK):  # root writes any file, as open() would
+        io.write_atomic(path, b"new")
+        assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o400
+    else:
+        with pytest.raises(PermissionError, match="read-only"):
+            io.write_atomic(path, b"new")
+        assert path.read_bytes() == b"keep"

@@ -416,3 +416,31 @@ def test_training_on_at_a_learning_rate_annealed_to_zero_warns(digits, tmp_path)
         loaded.fit(X, y, epochs=1, batch_size=64, verbose=0,
                    callbacks=[fastnn.callbacks.LearningRateScheduler(lambda epoch: 0.01)])
     assert loaded.compiled.optimizer.lr == 0.01
+
+
+def test_a_submodule_named_optimizer_saves_and_loads(tmp_path):
+    """Its weights ("optimizer.weight") had been taken for the optimizer's state in the file
+    and left out: the file could not be loaded (found by an attack). With
+    include_optimizer=True, a name both would claim is refused at save."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.optimizer = nn.Dense(6, 3)
+
+        def forward(self, x):
+            return self.optimizer(x)
+
+    fastnn.seed(0)
+    model = Net()
+    path = model.save(tmp_path / "n.safetensors")
+    other = Net()
+    io.load_weights(other, path)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(other.state_dict()[name], value)
+    x = np.ones((2, 6), np.float32)
+    model.compile(loss="mse", optimizer=optim.Adam())
+    model.fit(x, np.zeros((2, 3), np.float32), epochs=1, verbose=0)
+    path = model.save(tmp_path / "n2.safetensors", include_optimizer=True)
+    io.load_weights(other, path)
+    np.testing.assert_array_equal(other.predict(x), model.predict(x))

@@ -29,12 +29,14 @@ metadata catches damage anywhere. BF16 tensors (common in PyTorch files) load as
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
 import os
 import re
 import socket
+import stat
 import struct
 import time
 import zlib
@@ -87,16 +89,33 @@ def user_path(path: str | os.PathLike) -> Path:
 
 
 def check_output_path(path: str | Path) -> Path:
-    """``path`` as a file to write: IsADirectoryError for a folder (an empty path is the
-    working folder), NotADirectoryError where a file stands in the place of a folder on the
-    way; both name the path given."""
+    """``path`` as a file to write, as ``open(path, "w")`` would take it: IsADirectoryError
+    for a folder (an empty path is the working folder) or a path that ends in a separator,
+    NotADirectoryError where a file stands in the place of a folder on the way,
+    FileExistsError for something there that is not a regular file (a FIFO, a device, a
+    socket: a rename over it had replaced it, /dev/null included); all name the path given.
+    A symbolic link is followed: the file returned, to be written, is its target (a
+    dangling link's target is created), so the link stays."""
+    text = os.fspath(path)
     p = Path(path)
     if p.is_dir():
-        raise IsADirectoryError(f"{str(path)!r} is a folder; give a file name")
+        raise IsADirectoryError(f"{text!r} is a folder; give a file name")
+    if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+        raise IsADirectoryError(f"{text!r} ends with a path separator, as a folder does; "
+                                "give a file name")
+    if p.is_symlink():
+        p = Path(os.path.realpath(p))
+        if p.is_symlink():  # a loop: realpath gave up
+            raise OSError(errno.ELOOP, f"cannot write {text!r}: too many levels of symbolic links")
+        if p.is_dir():
+            raise IsADirectoryError(f"{text!r} links to a folder; give a file name")
+    if p.exists() and not p.is_file():
+        raise FileExistsError(errno.EEXIST, f"cannot write {text!r}: it is not a regular file "
+                              "(a FIFO, a device or a socket)")
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise NotADirectoryError(f"cannot write {str(path)!r}: {str(parent)!r} is a "
+                raise NotADirectoryError(f"cannot write {text!r}: {str(parent)!r} is a "
                                          "file, not a folder")
             break
     return p
@@ -130,9 +149,19 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     ``path`` appears, complete, only when the ``with`` block ends without an exception;
     an exception (a failed check of what was written, say) removes the temporary file
     and leaves ``path`` as it was. ``path`` is taken as given: the public functions expand a
-    leading ``~`` (``user_path``) before they read or write."""
+    leading ``~`` (``user_path``) before they read or write. As ``open(path, "w")``: a
+    symbolic link's target is written (``check_output_path``), an existing file keeps its
+    permissions, and one this process may not write is refused (PermissionError) rather
+    than replaced."""
+    given = os.fspath(path)
     path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None  # a new file: 0o666 less the umask, as open() makes it
+    if mode is not None and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, f"cannot write {given!r}: the file is read-only")
     # A process killed while writing leaves its temporary file, named with its host and pid:
     # the next write removes it once that process is gone (not while it writes: two processes
     # saving one file at once, the ranks of an MPI job tuning, each keep theirs; the last
@@ -146,8 +175,10 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as err:  # named by the path asked for, not by the temporary file's
-        raise type(err)(err.errno, f"cannot write {str(path)!r} ({err.strerror})") from None
+        raise type(err)(err.errno, f"cannot write {given!r} ({err.strerror})") from None
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -218,6 +249,11 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
             if compiled.run is not None:
                 training["run"] = compiled.run
             for key, value in compiled.optimizer.state_arrays().items():
+                if OPTIMIZER_PREFIX + key in tensors:
+                    raise ValueError(f"save(include_optimizer=True): the model's "
+                                     f"{OPTIMIZER_PREFIX + key!r} and the optimizer's state "
+                                     f"{key!r} would share a name in the file; rename the "
+                                     "model's submodule 'optimizer'")
                 tensors[OPTIMIZER_PREFIX + key] = memory.to_host(value)
         metadata["training"] = json.dumps(training)
     metadata["sha256"] = _digest(tensors, metadata)
@@ -239,6 +275,9 @@ def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     path = Path(path)
     if path.is_dir():  # safe_open's OSError said "No such device", naming no path
         raise IsADirectoryError(f"{path} is a folder, not a model file")
+    if path.exists() and not path.is_file():  # a device or a FIFO (which would block)
+        raise InvalidFileError(f"{path} is not a regular file (a device, FIFO or socket), "
+                               "not a model file")
     tensors = {}
     try:
         # safe_open checks the header against the file's size before reading any data.
@@ -317,8 +356,16 @@ def _known_class(namespace: Any, spec: Any, base: type, what: str, path: str | P
     return cls
 
 
+def _optimizer_keys(tensors: Mapping[str, np.ndarray], model: Any) -> list[str]:
+    """The file's optimizer state: its "optimizer."-prefixed tensors that are not the model's
+    own (a submodule may be named "optimizer"; save refuses a name both would claim)."""
+    own = set(model.state_dict())
+    return [k for k in tensors if k.startswith(OPTIMIZER_PREFIX) and k not in own]
+
+
 def _load_weights(model: Any, tensors: Mapping[str, np.ndarray], path: str | Path) -> None:
-    weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    state = set(_optimizer_keys(tensors, model))
+    weights = {k: v for k, v in tensors.items() if k not in state}
     try:
         model.load_state_dict(weights)
     except (TypeError, ValueError) as err:
@@ -373,8 +420,7 @@ def load(path: str | Path) -> Any:
                                    f"{metrics!r:.200}")
         if metrics == list(train._DEFAULT_METRICS):
             metrics = train._DEFAULT_METRICS  # as compile's default: quiet where undefined
-        state = {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items()
-                 if k.startswith(OPTIMIZER_PREFIX)}
+        state = {k[len(OPTIMIZER_PREFIX):]: tensors[k] for k in _optimizer_keys(tensors, model)}
         try:
             optimizer = optim.from_config(training.get("optimizer"))
             loss = loss_cls(**_mapping(loss_spec.get("config", {}), "the loss config", path))
