@@ -1419,10 +1419,16 @@ def test_load_state_dict_refuses_values_it_would_change():
     before = {k: v.copy() for k, v in state.items()}
     for name, value, message in [("0.weight", np.full((2, 2), 1e300), "holds 1e+300, beyond float32's range"),
                                  ("1.num_batches_tracked", np.array(2.7), "counts, so it takes whole numbers >= 0"),
-                                 ("1.num_batches_tracked", np.array(-5), "whole numbers >= 0")]:
+                                 ("1.num_batches_tracked", np.array(-5), "whole numbers >= 0"),
+                                 # beyond int64 (had wrapped to a negative count; an attack found it)
+                                 ("1.num_batches_tracked", np.array(2**63 + 5, np.uint64), "beyond int64's range"),
+                                 ("1.num_batches_tracked", np.array(1e30), "beyond int64's range"),
+                                 ("1.num_batches_tracked", np.array(2.0**63), "beyond int64's range")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             model.load_state_dict({**state, name: value})
         for k, v in model.state_dict().items():
             np.testing.assert_array_equal(v, before[k])
     model.load_state_dict({**state, "1.num_batches_tracked": np.array(7.0), "0.weight": np.full((2, 2), -3e38)})
     assert int(model.state_dict()["1.num_batches_tracked"]) == 7
+    model.load_state_dict({**state, "1.num_batches_tracked": np.array(2**63 - 1, np.uint64)})
+    assert int(model.state_dict()["1.num_batches_tracked"]) == 2**63 - 1

@@ -566,6 +566,12 @@ class Module:
                     or np.any(np.mod(value, 1) != 0)):
                 raise ValueError(f"load_state_dict: {name!r} counts, so it takes whole numbers "
                                  f">= 0; got {value.reshape(-1)[:4]}")
+            if kind in "iu" and value.size:  # 2**63 + 5 had wrapped to a negative count
+                top = np.iinfo(target.dtype).max
+                beyond = value >= float(top) + 1.0 if value.dtype.kind == "f" else value > top
+                if np.any(beyond):
+                    raise ValueError(f"load_state_dict: {name!r} holds {value[beyond][0]}, "
+                                     f"beyond {target.dtype}'s range (at most {top})")
             if kind == "f" and value.dtype.kind == "f" and value.size:
                 with np.errstate(over="ignore"):
                     cast = value.astype(np.float32)
