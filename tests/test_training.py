@@ -929,6 +929,20 @@ def test_csv_logger_appends_under_the_files_own_columns(digits_small, tmp_path):
     assert len(list(csv.reader(narrow.open()))[1]) == 2
 
 
+@pytest.mark.parametrize("text", ["epoch,loss\n0,1.0", "epoch,loss"])
+def test_csv_logger_appends_on_a_new_line(text, tmp_path):
+    """A file whose last line has no line break (cut short, or written by hand): the first
+    appended row had been glued onto it ("0,1.01,2.0"; found by an attack)."""
+    path = tmp_path / "log.csv"
+    path.write_text(text)
+    logger = callbacks.CSVLogger(path, append=True)
+    logger.on_train_begin()
+    logger.on_epoch_end(1, {"loss": 2.0})
+    rows = list(csv.reader(path.open(newline="")))
+    assert rows[0] == ["epoch", "loss"] and rows[-1] == ["1", "2.0"]
+    assert len(rows) == text.count("\n") + 2
+
+
 def test_custom_callback_hooks_in_order(digits_small):
     X, y, _, _ = digits_small
     events = []

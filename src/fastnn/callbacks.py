@@ -306,11 +306,19 @@ class CSVLogger(Callback):
                                   stacklevel=2)
         with self.path.open("a", newline="") as f:
             writer = csv.writer(f, delimiter=self.separator)
+            if f.tell() and not self._ends_a_line():  # a file cut short, or written by hand
+                f.write(writer.dialect.lineterminator)
             if self._keys is None:
                 self._keys = list(logs)
                 if f.tell() == 0:
                     writer.writerow(["epoch", *self._keys])
             writer.writerow([epoch, *(logs.get(key, "") for key in self._keys)])
+
+
+    def _ends_a_line(self) -> bool:
+        with self.path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) in (b"\n", b"\r")
 
 
 class TensorBoard(Callback):
