@@ -262,7 +262,9 @@ def test_cache_override_changes_geometry_and_blocking():
 
 
 @pytest.mark.parametrize("spec", ["48K", "48K:12,2M:16,300M:15,1G:16", "48Q:12", "48K:12:48",
-                                  "2M:16,48K:12", "", "48K::64", "0:8"])
+                                  "2M:16,48K:12", "", "48K::64", "0:8",
+                                  # 2^34 + 1 GiB: shifted first, it had wrapped to 1G (an attack)
+                                  "48K:12,2M:16,17179869185G:16"])
 def test_bad_cache_override_warns_and_is_ignored(spec):
     if spec == "":   # an empty variable is no override at all
         env = {"FASTNN_CACHE": ""}

@@ -224,9 +224,10 @@ def test_import_without_a_file_stays_light(tmp_path):
 def test_tuning_off_ignores_a_valid_file(tmp_path):
     path, _ = tuned_file(tmp_path)
     assert probe(path)["config"]["source"] == "tuned"
-    seen = probe(path, FASTNN_TUNING="off")
-    assert seen["warnings"] == []
-    assert_model(seen, "FASTNN_TUNING=off")
+    for off in ("off", "0", "false", "no"):  # as the other FASTNN_ switches read them
+        seen = probe(path, FASTNN_TUNING=off)
+        assert seen["warnings"] == []
+        assert_model(seen, f"FASTNN_TUNING={off}")
     seen = probe(path, FASTNN_TUNING="of")  # a typo is said, not taken for off
     assert len(seen["warnings"]) == 1 and "FASTNN_TUNING='of'" in seen["warnings"][0]
     assert seen["config"]["source"] == "tuned"
@@ -318,7 +319,7 @@ def test_failed_save_keeps_the_blocking_in_use(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kw,names", [
     ({"seconds": 0}, "seconds"), ({"seconds": float("nan")}, "seconds"),
-    ({"seconds": True}, "seconds"), ({"shapes": [(4, 4)]}, "shapes"),
+    ({"seconds": 10**400}, "seconds"), ({"shapes": [(4, 4)]}, "shapes"),
     ({"shapes": [(4, 0, 4)]}, "shapes"), ({"shapes": [(4, 4, 4, 1, 0)]}, "shapes"),
     ({"shapes": []}, "shapes"), ({"threads": 0}, "threads")])
 def test_tune_rejects_bad_arguments(tmp_path, kw, names):
@@ -343,3 +344,57 @@ def test_cli_tune(tmp_path):
     bad = run_python(None, {"FASTNN_TUNING_FILE": str(path)},
                      args=["-m", "fastnn", "tune", "--seconds", "0"])
     assert bad.returncode == 2 and "--seconds" in bad.stderr
+
+
+@pytest.mark.parametrize("seconds", [True, "3", None, [3]])
+def test_tune_refuses_seconds_that_are_not_a_number(tmp_path, seconds):
+    with pytest.raises(TypeError, match="seconds must be a number"):
+        fastnn.tune(seconds, shapes=TINY, progress=False, path=tmp_path / "t.json")
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_tune_takes_numpys_numbers_and_says_when_it_has_no_time_to_compare(tmp_path):
+    """np.int64(1) had been refused as not "a finite number > 0" (an attack); a budget too
+    short for two candidates had saved the model's blocking as tuned without a word."""
+    path = tmp_path / "t.json"
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")
+        assert fastnn.tune(np.float32(0.5), shapes=TINY, progress=False, path=path)["rounds"] >= 1
+    with pytest.warns(RuntimeWarning, match="leaves no time to compare blockings"):
+        result = fastnn.tune(np.int64(1) * 1e-9, shapes=TINY, progress=False, path=path)
+    assert result["candidates"] == 1 and result["winner"] == result["model"]
+
+
+def test_tuners_run_at_once_keep_each_others_entries(tmp_path):
+    """One tuner per ISA started together on one file: each had written back the file it
+    read, the last rename dropping the others' entries (an attack saw 1 or 2 of 3 left)."""
+    path = tmp_path / "tuning.json"
+    isas = _C.supported_isas()
+    start = __import__("time").time() + 2.0
+    code = ("import os, time, fastnn\n"
+            f"time.sleep(max(0.0, {start!r} - time.time()))\n"
+            "fastnn.tune(0.05, shapes=[(16, 16, 16)], progress=False)\n")
+    procs = [__import__("subprocess").Popen(
+        [__import__("sys").executable, "-c", code],
+        env={**os.environ, "FASTNN_TUNING_FILE": str(path), "FASTNN_ISA": isa, "FASTNN_TUNING": "off"})
+        for isa in isas for _ in range(2)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    _, entries = entry(path)
+    assert sorted(entries) == sorted(isas)
+
+
+def test_tune_replaces_an_entry_that_load_would_refuse(tmp_path):
+    """load applies all of a CPU's ISA entries or none: a damaged one of another ISA had
+    been kept by tune, so its new entry was never used (an attack)."""
+    path, _ = tuned_file(tmp_path)
+    doc, isas = entry(path)
+    isa = _C.get_isa()
+    other = next(i for i in _C.supported_isas() if i != isa)
+    isas[other] = {**isas[isa], "kc": 0, "mr": _C.blocking(other)["mr"], "nr": _C.blocking(other)["nr"]}
+    path.write_text(resign(doc))
+    assert probe(path)["config"]["source"] == "model"  # the whole entry refused
+    with pytest.warns(RuntimeWarning, match=f"dropping the tuning file's {other} entry"):
+        fastnn.tune(1.0, shapes=TINY, progress=False, path=path)
+    _, isas = entry(path)
+    assert other not in isas
+    assert probe(path)["config"]["source"] == "tuned"

@@ -116,18 +116,21 @@ std::string read_line(const std::string& path) {
     return s;
 }
 
-int64_t parse_size(const std::string& s) {  // "48K", "2048K", "32M", "512"
+int64_t parse_size(const std::string& s) {  // "48K", "2048K", "32M", "512": at most 2^40 bytes
     char* end = nullptr;
     long long v = std::strtoll(s.c_str(), &end, 10);
-    if (end == s.c_str() || v <= 0 || v > (1LL << 40)) return 0;
+    if (end == s.c_str() || v <= 0) return 0;
     if (*end && end[1]) return 0;  // one suffix letter at most
+    int shift = 0;
     switch (std::toupper(static_cast<unsigned char>(*end))) {
-        case 'K': return v << 10;
-        case 'M': return v << 20;
-        case 'G': return v << 30;
-        case '\0': return v;
+        case 'K': shift = 10; break;
+        case 'M': shift = 20; break;
+        case 'G': shift = 30; break;
+        case '\0': break;
         default: return 0;
     }
+    // checked before the shift: 17179869185G had wrapped to 1G (a signed overflow)
+    return v > ((1LL << 40) >> shift) ? 0 : v << shift;
 }
 
 int count_cpus(const std::string& list) {  // "0-3,8-11" -> 8

@@ -12,13 +12,15 @@ model's blocking stays. One file holds the entries of several CPUs and ISAs.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 import os
 import stat
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from . import _C
 
@@ -185,9 +187,9 @@ def load(path: str | os.PathLike | None = None) -> list[str]:
 
 def _load_at_import() -> None:
     switch = os.environ.get("FASTNN_TUNING", "").strip().lower()
-    if switch == "off":
+    if switch in ("off", "0", "false", "no"):  # as the other FASTNN_ switches read them
         return
-    if switch not in ("", "on"):
+    if switch not in ("", "on", "1", "true", "yes"):
         warnings.warn(f"FASTNN_TUNING={os.environ['FASTNN_TUNING']!r} is not 'on' or 'off'; "
                       "the tuning file is used", RuntimeWarning, stacklevel=3)
     try:
@@ -283,31 +285,63 @@ class _Bar:
             sys.stderr.write("\n")
 
 
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``.lock (POSIX flock) while the file is read, merged
+    and rewritten: tuners of several ISAs (or hosts sharing a home folder) run at once had
+    each written back the file it read, the last rename dropping the others' entries.
+    Elsewhere the last writer wins."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _save(path: str, key: str, cpu: dict, isa: str, record: dict) -> None:
     """Merge this CPU's ISA entry into the file (other CPUs' and ISAs' entries kept; a
-    damaged file is replaced) and write it atomically."""
+    damaged file is replaced, and so is an entry of this CPU that ``load`` would refuse,
+    since it applies all of a CPU's entries or none) and write it atomically, under a lock."""
     import json
 
     from . import __version__
     from .io import write_atomic
 
-    try:
-        entries = _read(path) or {}
-    except _Damaged as err:
-        warnings.warn(f"fastnn.tune: replacing the tuning file {path}: it {err}",
-                      RuntimeWarning, stacklevel=3)
-        entries = {}
-    entry = entries.get(key) if isinstance(entries.get(key), dict) else None
-    entry = entry or {"cpu": {k: cpu[k] for k in ("vendor", "model_name", "family", "model",
-                                                 "stepping", "cache_spec")}}
-    if not isinstance(entry.get("isas"), dict):
-        entry["isas"] = {}
-    entry["isas"][isa] = record
-    entries[key] = entry
-    payload = {"format": FORMAT, "version": FORMAT_VERSION, "fastnn": __version__,
-               "entries": entries}
-    doc = {**payload, "checksum": _checksum(payload)}
-    write_atomic(path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+    with _locked(path):
+        try:
+            entries = _read(path) or {}
+        except _Damaged as err:
+            warnings.warn(f"fastnn.tune: replacing the tuning file {path}: it {err}",
+                          RuntimeWarning, stacklevel=3)
+            entries = {}
+        entry = entries.get(key) if isinstance(entries.get(key), dict) else None
+        entry = entry or {"cpu": {k: cpu[k] for k in ("vendor", "model_name", "family",
+                                                     "model", "stepping", "cache_spec")}}
+        if not isinstance(entry.get("isas"), dict):
+            entry["isas"] = {}
+        for other in [i for i in entry["isas"] if i != isa and i in _C.supported_isas()]:
+            info = _C.blocking(other)
+            try:
+                _valid_blocking(entry["isas"][other], info["mr"], info["nr"])
+            except LookupError:
+                pass  # another microkernel shape: unused, as load leaves it
+            except _Damaged as err:
+                warnings.warn(f"fastnn.tune: dropping the tuning file's {other} entry for "
+                              f"this CPU: it {err}", RuntimeWarning, stacklevel=3)
+                del entry["isas"][other]
+        entry["isas"][isa] = record
+        entries[key] = entry
+        payload = {"format": FORMAT, "version": FORMAT_VERSION, "fastnn": __version__,
+                   "entries": entries}
+        doc = {**payload, "checksum": _checksum(payload)}
+        write_atomic(path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
 
 
 def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
@@ -335,8 +369,14 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
 
     from ._checks import thread_count
 
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
-            or not math.isfinite(seconds) or seconds <= 0:
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+        raise TypeError(f"tune: seconds must be a number; got {type(seconds).__name__} "
+                        f"{seconds!r:.100}")
+    try:
+        seconds = float(seconds)  # numpy's scalars, an int beyond float's range
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"tune: seconds must be a finite number > 0; got {seconds!r}")
     work = _shapes(shapes)
     threads = _C.get_num_threads() if threads is None else thread_count(threads, "threads")
@@ -373,12 +413,20 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
     try:
         _C.set_num_threads(threads)
         run(cands[0])  # warm-up: page in the operands, grow the packing buffers
-        t0 = time.perf_counter()
-        run(cands[0])
-        per_run = time.perf_counter() - t0
+        per_run = time.perf_counter() - start
+        if per_run < seconds / 5:  # else the warm-up's time stands in (a pass took 16 s
+            t0 = time.perf_counter()  # on the portable kernel: seconds=1 ran 16.5)
+            run(cands[0])
+            per_run = time.perf_counter() - t0
         left = seconds - (time.perf_counter() - start)
         # Fewer candidates (the nearest the model's) rather than fewer than _MIN_ROUNDS rounds.
         fit = int(left / (per_run * _MIN_ROUNDS)) if per_run > 0 else len(cands)
+        if fit < 2:
+            warnings.warn(f"fastnn.tune: seconds={seconds:g} leaves no time to compare "
+                          f"blockings (one pass over the shapes takes {per_run:.2g} s; give at "
+                          f"least {(2 * _MIN_ROUNDS + 2) * per_run:.2g} s, or fewer shapes): "
+                          "the model's blocking is saved as the result", RuntimeWarning,
+                          stacklevel=2)
         cands = cands[:max(1, min(len(cands), fit))]
         rounds = max(1, min(_MAX_ROUNDS, int(left / (per_run * len(cands)))))
         scores: dict[tuple[int, int, int], list[float]] = {c: [] for c in cands}
