@@ -140,6 +140,45 @@ def test_idx_truncated_or_not_idx(tmp_path):
         datasets.load_idx(other)
 
 
+def test_idx_headers_beyond_an_array_and_arrays_beyond_idx(tmp_path):
+    """Found by an attack: headers NumPy cannot shape gave its bare ValueError (no file
+    named); big-endian arrays of IDX's own dtypes were refused; a dimension of 2**32 a
+    struct.error."""
+    import struct
+
+    from fastnn.io import InvalidFileError
+
+    zero_size = tmp_path / "z.idx"
+    zero_size.write_bytes(struct.pack(">BBBB3I", 0, 0, 8, 3, 0, 2**32 - 1, 2**32 - 1))
+    many = tmp_path / "n.idx"
+    many.write_bytes(struct.pack(">BBBB", 0, 0, 8, 70) + struct.pack(">70I", *[1] * 70) + b"\x05")
+    for path in (zero_size, many):
+        with pytest.raises(InvalidFileError, match="beyond what an array can have") as info:
+            datasets.load_idx(path)
+        assert str(path) in str(info.value)
+    for dtype in (">i2", ">i4", ">f4", ">f8"):
+        array = np.arange(6, dtype=dtype).reshape(2, 3)
+        datasets.save_idx(tmp_path / "b.idx", array)
+        np.testing.assert_array_equal(datasets.load_idx(tmp_path / "b.idx"), array)
+    with pytest.raises(ValueError, match=r"below 2\*\*32; got shape \(0, 8589934592\)"):
+        datasets.save_idx(tmp_path / "h.idx", np.zeros((0, 2**33), np.uint8))
+    assert not (tmp_path / "h.idx").exists()
+
+
+def test_load_checks_seed_validation_and_path():
+    """Found by an attack: seeds went unchecked (-1 and 1.5 failed deep inside NumPy, "a"
+    and True were taken), validation="0.2" was a comparison's TypeError, and path= was
+    silently ignored by the sets that read no files."""
+    for seed, exc in [(-1, ValueError), (1.5, TypeError), ("a", TypeError), (True, TypeError)]:
+        with pytest.raises(exc, match="load: seed must be an integer >= 0"):
+            datasets.load("xor", seed=seed)
+    for validation in ("0.2", None):
+        with pytest.raises(TypeError, match="load: validation must be a number"):
+            datasets.load("xor", validation=validation)
+    with pytest.raises(TypeError, match=r"load\('xor'\) takes no path.*fashion-mnist"):
+        datasets.load("xor", path="/nonexistent/dir")
+
+
 def test_mnist_format_directory(tmp_path):
     rng = np.random.default_rng(1)
     train_x = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)

@@ -475,6 +475,16 @@ def test_validation_split_is_stratified_for_class_labels():
     assert not np.array_equal(np.sort(other[:, 0]), np.sort(X_val[:, 0]))
 
 
+def test_a_validation_split_that_leaves_an_empty_set_is_named_as_fit_takes_it():
+    """fit(validation_split=0.999) had blamed "val_fraction", an argument of a function the
+    caller never called (found by an attack)."""
+    X, y = np.zeros((103, 4), np.float32), np.arange(103) % 3
+    model = nn.Sequential(nn.Dense(4, 3))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    with pytest.raises(ValueError, match=r"fit: validation_split=0\.999 of 103 samples leaves an empty"):
+        model.fit(X, y, validation_split=0.999, verbose=0)
+
+
 def test_stratified_counts_add_up_by_largest_remainder():
     y = np.repeat(np.arange(3), [50, 30, 20])
     X = np.zeros((100, 1), np.float32)

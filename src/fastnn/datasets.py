@@ -46,7 +46,8 @@ from typing import Callable
 
 import numpy as np
 
-from ._checks import non_negative, positive_int
+from ._checks import non_negative, number, positive_int
+from ._random import check_seed
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -108,6 +109,11 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
                                        f"declared, {len(dims) // 4} present)")
             shape = struct.unpack(f">{ndim}I", dims)
             expected = math.prod(shape) * dtype.itemsize
+            # NumPy's limits, beside the bytes: 64 dimensions (32 before NumPy 2), and dims
+            # whose non-zero product fits a pointer even where a zero makes the size 0
+            if ndim > 32 or math.prod(d for d in shape if d) * dtype.itemsize >= 2**62:
+                raise InvalidFileError(f"{path}: header declares shape {str(shape)[:200]}, beyond "
+                                       "what an array can have: corrupted?")
             if expected > IDX_MAX_BYTES:  # read at call time: it may have been raised
                 raise InvalidFileError(f"{path}: header declares shape {shape}, {expected:,} "
                                        f"bytes of data, more than IDX_MAX_BYTES "
@@ -136,10 +142,12 @@ def save_idx(path: str | os.PathLike, array: np.ndarray) -> None:
 
     array = np.asarray(array)
     codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
-    code = codes.get(array.dtype)
+    code = codes.get(array.dtype.newbyteorder("="))  # either byte order: IDX's is big-endian
     if code is None:
         raise TypeError(f"save_idx: dtype {array.dtype} has no IDX code; use one of "
                         f"{sorted(str(d) for d in codes)}")
+    if any(d >= 2**32 for d in array.shape):
+        raise ValueError(f"save_idx: IDX holds dimensions below 2**32; got shape {array.shape}")
     data = struct.pack(f">BBBB{array.ndim}I", 0, 0, code, array.ndim, *array.shape)
     data += np.ascontiguousarray(array, array.dtype.newbyteorder(">")).tobytes()
     path = Path(path).expanduser()
@@ -665,8 +673,14 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
     if unknown:
         raise TypeError(f"load({name!r}) got an unknown option {unknown[0]!r}; it takes "
                         + (", ".join(takes) if takes else "none beyond load's own"))
+    check_seed(seed, "load: seed")
+    validation = number(validation, "load: validation")
     if not 0.0 <= validation < 1.0:
         raise ValueError(f"validation must be in [0, 1); got {validation}")
+    if path is not None and "path" not in inspect.signature(loader).parameters:
+        raise TypeError(f"load({name!r}) takes no path: path= applies to the sets read from "
+                        "files (" + ", ".join(k for k, (f, _) in _SOURCES.items()
+                                              if "path" in inspect.signature(f).parameters) + ")")
     if channels_last and (meta.image_shape is None or len(meta.image_shape) != 3):
         raise ValueError(f"channels_last=True applies to colour images (cifar10, cifar100); "
                          f"{name!r} has {'points' if meta.image_shape is None else 'no channels'}")

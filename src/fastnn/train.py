@@ -338,7 +338,14 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         _whole_targets(model, cfg.loss, X_val, y_val, "fit: validation_data[1]")
         _diagnostics.check_input_scale(X_val, "validation_data[0]", stacklevel=2)
     elif validation_split:
-        X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
+        try:
+            X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
+        except ValueError as err:  # it names its own argument, val_fraction
+            if "leaves an empty" not in str(err):
+                raise
+            raise ValueError(f"fit: validation_split={validation_split} of {len(X)} samples "
+                             "leaves an empty training or validation set; use a fraction "
+                             "that leaves a sample in each, or none") from err
     if sync is None:
         _check_last_batch(model, tuple(np.shape(X))[1:], len(X), batch_size)
 
