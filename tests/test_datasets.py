@@ -175,7 +175,7 @@ def test_load_checks_seed_validation_and_path():
     for validation in ("0.2", None):
         with pytest.raises(TypeError, match="load: validation must be a number"):
             datasets.load("xor", validation=validation)
-    with pytest.raises(TypeError, match=r"load\('xor'\) takes no path.*fashion-mnist"):
+    with pytest.raises(ValueError, match=r"load\('xor'\) takes no path.*fashion-mnist"):
         datasets.load("xor", path="/nonexistent/dir")
 
 

@@ -678,7 +678,7 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
     if not 0.0 <= validation < 1.0:
         raise ValueError(f"validation must be in [0, 1); got {validation}")
     if path is not None and "path" not in inspect.signature(loader).parameters:
-        raise TypeError(f"load({name!r}) takes no path: path= applies to the sets read from "
+        raise ValueError(f"load({name!r}) takes no path: path= applies to the sets read from "
                         "files (" + ", ".join(k for k, (f, _) in _SOURCES.items()
                                               if "path" in inspect.signature(f).parameters) + ")")
     if channels_last and (meta.image_shape is None or len(meta.image_shape) != 3):
