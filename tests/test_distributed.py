@@ -341,6 +341,55 @@ dist.barrier()  # rank 0 would wait here for ever
     assert "Traceback" in output and "ValueError: boom on rank 1" in output
 
 
+@pytest.mark.parametrize("differ", ["samples", "epochs", "batch_size", "model"])
+def test_ranks_that_call_fit_differently_are_refused_not_left_waiting(tmp_path, differ):
+    """Found by an attack: ranks given other sample counts, epochs or batch sizes took other
+    numbers of steps, and the job hung in an all-reduce with no message; another model
+    failed with MPI_ERR_TRUNCATE."""
+    script = _SETUP + f"""
+from fastnn import distributed as dist
+other = dist.rank() == 1
+fnn.seed(0)
+X, y, _ = data(48 if other and {differ!r} == "samples" else 40)
+m = nn.Sequential(nn.Dense(10, 24 if other and {differ!r} == "model" else 16), nn.Dense(
+    24 if other and {differ!r} == "model" else 16, 3))
+m.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1))
+m.fit(X, y, epochs=3 if other and {differ!r} == "epochs" else 2,
+      batch_size=8 if other and {differ!r} == "batch_size" else 4, verbose=0, distributed=True)
+"""
+    result = _run(tmp_path, script, timeout=60)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "fit(distributed=True): the ranks must call fit alike" in output, output[-2000:]
+    assert {"model": "parameters"}.get(differ, differ) + " is " in output
+
+
+def test_a_rank_whose_weights_turn_nan_stops_every_rank(tmp_path):
+    """Found by an attack: fit's stop on non-finite weights was each rank's own, so a rank
+    whose weights a callback of its own made NaN stopped alone and the other waited for
+    ever in the next epoch's all-reduce."""
+    script = _SETUP + """
+import warnings
+from fastnn import callbacks, distributed as dist
+class Poison(callbacks.Callback):  # after the epoch's last step: no all-reduce spreads it
+    done = False
+    def on_batch_end(self, batch, logs=None):
+        if dist.rank() == 1 and batch == 3 and not self.done:  # 64 samples, 2 x 8 a step
+            self.done = True
+            self.model.parameters()[0].data[0, 0] = np.nan
+fnn.seed(0)
+X, y, _ = data(64)
+m = model()
+with warnings.catch_warnings(record=True):
+    warnings.simplefilter("always")
+    history = m.fit(X, y, epochs=4, batch_size=8, verbose=0, distributed=True,
+                    callbacks=[Poison()])
+print("rank", dist.rank(), "epochs", len(history.history["loss"]), "stop", history.stop_reason is not None)
+"""
+    output = _checked(_run(tmp_path, script, timeout=60)).stdout
+    assert "rank 0 epochs 1 stop True" in output and "rank 1 epochs 1 stop True" in output, output
+
+
 def test_a_world_of_one_outside_mpirun():
     assert (dist.rank(), dist.world_size(), dist.is_main()) == (0, 1, True)
     dist.barrier()

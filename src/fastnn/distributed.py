@@ -355,7 +355,7 @@ class FitSync:
     """
 
     def __init__(self, model: Any, optimizer: Any, generators: Sequence[np.random.Generator],
-                 augment: Any) -> None:
+                 augment: Any, settings: dict[str, Any] | None = None) -> None:
         from . import data
         from .nn import Dropout
 
@@ -375,6 +375,17 @@ class FitSync:
             self.streams.append(augment)
         if self.size == 1:
             return
+        # Every rank takes as many steps as rank 0 only if fit's settings agree: ranks given
+        # other sample counts, epochs or batch sizes had waited for ever in an all-reduce,
+        # and another model had failed in MPI (MPI_ERR_TRUNCATE). Refused on every rank.
+        mine = {**(settings or {}), "parameters": int(flat.data.size)}
+        everyone = _comm.allgather(mine)
+        differ = [k for k in mine if any(other.get(k) != mine[k] for other in everyone)]
+        if differ:
+            raise ValueError("fit(distributed=True): the ranks must call fit alike, but "
+                             + "; ".join(f"{k} is " + ", ".join(f"{other.get(k)!r} on rank {r}"
+                                                                 for r, other in enumerate(everyone))
+                                         for k in differ))
         self._all_reduce = _gradient_all_reduce(optimizer)
         for array in (flat.data, *optimizer._flat_state.values(), *self.buffers):
             _comm.Bcast(array, root=0)  # C-contiguous, the same shape on every rank
@@ -384,6 +395,13 @@ class FitSync:
         for stream in self.streams:
             stream.seed = _rank_seed(_comm.bcast(stream.seed), self.rank)
             stream.offset = _comm.bcast(stream.offset)
+
+    def stop_reason(self, reason: str | None) -> str | None:
+        """fit's stop on non-finite weights, decided together: the first rank's reason where
+        any rank has one (a rank stopping alone had left the others in the next all-reduce)."""
+        if self.size == 1:
+            return reason
+        return next((r for r in _comm.allgather(reason) if r is not None), None)
 
     def verbose(self, verbose: int) -> int:
         """fit's ``verbose`` on this rank: 0 but on rank 0, where a progress bar (1) becomes

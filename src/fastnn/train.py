@@ -324,7 +324,10 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     if distributed:
         from .distributed import FitSync
 
-        sync = FitSync(model, cfg.optimizer, [split_rng, rng], augment)
+        sync = FitSync(model, cfg.optimizer, [split_rng, rng], augment,
+                       {"samples": len(X), "batch_size": batch_size, "epochs": epochs,
+                        "initial epoch": start, "shuffle": bool(shuffle),
+                        "validation_split": validation_split})
         callbacks = sync.callbacks(callbacks)
     split_state = split_rng.bit_generator.state
     X_val = y_val = None
@@ -390,6 +393,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             progress.end_epoch(logs)
             _diagnostics.emit(messages)
             history.stop_reason = _nonfinite(model, logs["loss"], epoch)
+            if sync is not None:
+                history.stop_reason = sync.stop_reason(history.stop_reason)
             if history.stop_reason is not None:
                 # No on_epoch_end: a checkpoint must not replace a good model with this one.
                 warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
