@@ -359,7 +359,8 @@ def _known_class(namespace: Any, spec: Any, base: type, what: str, path: str | P
 def _optimizer_keys(tensors: Mapping[str, np.ndarray], model: Any) -> list[str]:
     """The file's optimizer state: its "optimizer."-prefixed tensors that are not the model's
     own (a submodule may be named "optimizer"; save refuses a name both would claim)."""
-    own = set(model.state_dict())
+    own = {name for name, _ in model.named_parameters()}  # state_dict's names, not its copies
+    own.update(name for name, _ in model.named_buffers(persistent_only=True))
     return [k for k in tensors if k.startswith(OPTIMIZER_PREFIX) and k not in own]
 
 
