@@ -359,9 +359,9 @@ def test_tune_takes_numpys_numbers_and_says_when_it_has_no_time_to_compare(tmp_p
     path = tmp_path / "t.json"
     with __import__("warnings").catch_warnings():
         __import__("warnings").simplefilter("error")
-        assert fastnn.tune(np.float32(0.5), shapes=TINY, progress=False, path=path)["rounds"] >= 1
+        assert fastnn.tune(np.int64(1), shapes=TINY, progress=False, path=path)["rounds"] >= 1
     with pytest.warns(RuntimeWarning, match="leaves no time to compare blockings"):
-        result = fastnn.tune(np.int64(1) * 1e-9, shapes=TINY, progress=False, path=path)
+        result = fastnn.tune(np.float32(1e-9), shapes=TINY, progress=False, path=path)
     assert result["candidates"] == 1 and result["winner"] == result["model"]
 
 
