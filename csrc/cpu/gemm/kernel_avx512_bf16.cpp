@@ -16,22 +16,6 @@ using namespace bf16_avx512;
 constexpr int MR = 8, NR = 48;
 static_assert(MR == 8 && NR % 16 == 0, "rows_as_pairs packs 8 or a multiple of 16 columns");
 
-// vcvtne2ps2bf16 rounds to nearest even as bf16_from_float does, NaNs and infinities alike,
-// but takes a subnormal input as zero; a vector with one goes the integer way (rarely: a
-// subnormal operand only). With whole vectors loaded and stored unmasked, packing a 512 x 784
-// weight this way took 16% (ks in rows) to 35% (rows along k) less time on a Zen 5.
-inline bool any_subnormal(__m512 x) {
-    const __m512i u = _mm512_castps_si512(x);
-    return _mm512_mask_test_epi32_mask(_mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x7F800000)), u,
-                                       _mm512_set1_epi32(0x007FFFFF)) != 0;
-}
-
-// 16 bf16 of x, in order, in 16-bit lanes.
-inline __m256i bf16_of(__m512 x) {
-    if (any_subnormal(x)) return _mm512_cvtepi32_epi16(_mm512_srli_epi32(round_bf16_bits(x), 16));
-    return (__m256i)_mm512_cvtneps_pbh(x);
-}
-
 // n (<= 16 per vector, any count) pairs (r0[i], r1[i]) into out[0, width): zeros past n;
 // r1 == nullptr: the second of each pair is zero (odd k's pad).
 void two_rows_pairs(const float* r0, const float* r1, int64_t n, int64_t width, uint32_t* out) {
@@ -47,16 +31,6 @@ void two_rows_pairs(const float* r0, const float* r1, int64_t n, int64_t width, 
         else
             _mm512_mask_storeu_epi32(out + j, first(width - j), v);
     }
-}
-
-// Up to 32 values of a row (contiguous along k; zeros from kc on) as 16 pairs, in k order.
-__m512i row_pairs(const float* src, int64_t kc) {
-    const bool whole = kc >= 32;
-    const __m512 lo = whole ? _mm512_loadu_ps(src) : _mm512_maskz_loadu_ps(first(kc), src);
-    const __m512 hi = whole ? _mm512_loadu_ps(src + 16) : _mm512_maskz_loadu_ps(first(kc - 16), src + 16);
-    if (any_subnormal(lo) || any_subnormal(hi))
-        return _mm512_inserti64x4(_mm512_castsi256_si512(bf16_of(lo)), bf16_of(hi), 1);
-    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
 // An operand whose ks are rows (ld apart), n values of each: kp / 2 groups of `width` pairs
