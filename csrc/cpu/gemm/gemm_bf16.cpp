@@ -21,26 +21,29 @@ namespace {
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
 // Panels [p0, p1) of an operand into out (panel q at out + q * width * kp_all), by `pack`
-// (a kernel's pack_a or pack_b, `at(q, p)` pointing at panel q's k = p), 64 ks at a time (a
-// multiple of every kernel's KA, and two of the 32-k chunks that rows_as_pairs transposes
-// together for an 8-wide panel), so that the few KiB of a panel being written stay in L1.
-// An operand whose ks are rows (B, or a transposed A) goes 64 ks across all its panels, so
-// its rows are read along (a panel's strip down all of k read a page per k at n = 2048);
-// another panel by panel (its rows, contiguous along k, read together; packing whole
-// panels, each row's pairs scattered over all of a panel, ran 3x slower).
+// (a kernel's pack_a or pack_b, `at(q, p)` pointing at panel q's k = p), a few ks at a time
+// (a multiple of every kernel's KA), so that the few KiB of a panel being written stay in L1.
+// An operand whose ks are rows (B, or a transposed A) goes 32 ks across all its panels, so
+// its rows are read along (a panel's strip down all of k read a page per k at n = 2048); 32
+// rows, not 64, are as many streams as the prefetchers follow (2048^3 and 4096^3 on AMX, 1
+// thread: 3-14% faster). Another operand goes panel by panel, 64 ks at a time (two of the
+// 32-k chunks that rows_as_pairs transposes together for an 8-wide panel): its rows,
+// contiguous along k, read together (packing whole panels, each row's pairs scattered over
+// all of a panel, ran 3x slower).
 template <class Pack, class At>
 void pack_panels(Pack pack, bool trans, At at, int64_t ld, int64_t p0, int64_t p1, int64_t k,
                  int64_t width, int64_t extent, bool k_in_rows, int64_t kp_all, uint16_t* out) {
+    const int64_t ks = k_in_rows ? 32 : 64;
     auto chunk = [&](int64_t q, int64_t p) {
-        pack(trans, at(q, p), ld, std::min<int64_t>(64, k - p), std::min(width, extent - q * width),
+        pack(trans, at(q, p), ld, std::min<int64_t>(ks, k - p), std::min(width, extent - q * width),
              out + q * width * kp_all + p * width);
     };
     if (k_in_rows) {
-        for (int64_t p = 0; p < k; p += 64)
+        for (int64_t p = 0; p < k; p += ks)
             for (int64_t q = p0; q < p1; ++q) chunk(q, p);
     } else {
         for (int64_t q = p0; q < p1; ++q)
-            for (int64_t p = 0; p < k; p += 64) chunk(q, p);
+            for (int64_t p = 0; p < k; p += ks) chunk(q, p);
     }
 }
 
