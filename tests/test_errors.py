@@ -546,6 +546,94 @@ def test_settings_of_the_wrong_kind_are_named_not_converted(call, exc, words):
     raises(call, exc=exc, mentions=words)
 
 
+@pytest.mark.parametrize("call,exc,words", [
+    (lambda: nn.BatchNorm1d(3, eps=1e-50), ValueError, ["BatchNorm1d: eps", "1e-50", "float32"]),
+    (lambda: optim.Adam(lr=0.1, eps=1e-50), ValueError, ["eps", "1e-50", "float32"]),
+    (lambda: optim.RMSprop(lr=0.1, eps=1e-50), ValueError, ["eps", "1e-50"]),
+    (lambda: optim.Adagrad(lr=0.1, eps=1e-50), ValueError, ["eps", "1e-50"]),
+    (lambda: optim.Adagrad(lr=0.1, lr_decay=1e39), ValueError, ["lr_decay", "1e+39", "float32"]),
+    (lambda: optim.SGD(lr=1e39), ValueError, ["lr", "1e+39", "float32"]),
+    (lambda: optim.SGD(lr=0.1, weight_decay=1e39), ValueError, ["weight_decay", "1e+39"]),
+    (lambda: nn.LeakyReLU(1e39), ValueError, ["negative_slope", "1e+39"]),
+    (lambda: nn.Dense(3, 2, l2=1e39), ValueError, ["l2", "1e+39"]),
+    (lambda: optim.SGD(lr=np.complex128(0.1 + 5j)), TypeError, ["lr must be a number", "5j"]),
+    (lambda: optim.Adam(lr=0.1, betas=(np.complex64(0.9), 0.999)), TypeError, ["betas[0]"]),
+    (lambda: nn.Dropout(np.complex128(0.5)), TypeError, ["Dropout: p must be a number"]),
+    (lambda: nn.LeakyReLU(np.complex128(0.1)), TypeError, ["negative_slope must be a number"]),
+    (lambda: nn.BatchNorm2d(3, eps="1e-3"), TypeError, ["BatchNorm2d: eps must be a number"]),
+    (lambda: nn.BatchNorm2d(3, momentum=True), TypeError, ["BatchNorm2d: momentum must be a number"]),
+    (lambda: fastnn.callbacks.EarlyStopping(min_delta=None), TypeError, ["EarlyStopping: min_delta", "None"]),
+], ids=["bn-eps-underflow", "adam-eps", "rmsprop-eps", "adagrad-eps", "adagrad-lr-decay",
+        "sgd-lr", "sgd-weight-decay", "leaky-slope", "dense-l2", "lr-complex", "beta-complex",
+        "dropout-complex", "leaky-complex", "bn-eps-str", "bn-momentum-bool", "min-delta-none"])
+def test_settings_the_float32_kernels_cannot_hold_are_refused(call, exc, words):
+    """Found by an attack: settings were checked as Python floats and used as float32, where
+    1e39 is inf and 1e-50 is 0 (NaN or -inf weights followed); NumPy complex numbers lost
+    their imaginary part with only a warning; BatchNorm took strings and bools."""
+    raises(call, exc=exc, mentions=words)
+
+
+def test_an_optimizers_lr_set_between_steps_is_checked():
+    """Found by an attack: lr = NaN, inf or -0.5 set after construction went to the kernels
+    (a negative rate climbed the gradient). 0 stays allowed: a schedule may end there."""
+    opt = optim.SGD(nn.Dense(3, 2).parameters(), lr=0.1)
+    for bad in (float("nan"), float("inf"), -0.5, 1e39):
+        raises(setattr, opt, "lr", bad, exc=ValueError, mentions=["lr"])
+        assert opt.lr == 0.1
+    opt.lr = 0
+    assert opt.lr == 0.0
+    opt.lr = np.float32(0.25)
+    assert opt.lr == 0.25 and type(opt.lr) is float
+
+
+def test_early_stopping_takes_a_numpy_patience():
+    stop = fastnn.callbacks.EarlyStopping(patience=np.int64(3))
+    assert stop.patience == 3 and type(stop.patience) is int
+
+
+def test_optimizer_state_arrays_are_checked_before_loading():
+    """Found by an attack: objects loaded as NaN, 1e300 as inf, complex lost its imaginary
+    part, and a step of 2**63 - 1 failed only at the next step()."""
+    opt = optim.Adam(nn.Dense(3, 2).parameters(), lr=0.1)
+    good = opt.state_arrays()
+    for key, bad, exc, words in [
+            ("0.exp_avg", np.full((2, 3), None, object), TypeError, ["'0.exp_avg'", "object"]),
+            ("0.exp_avg", np.ones((2, 3), np.complex64), TypeError, ["'0.exp_avg'", "complex64"]),
+            ("0.exp_avg_sq", np.full((2, 3), 1e300), ValueError, ["'0.exp_avg_sq'", "1e+300", "float32"]),
+            ("step", np.array(2**63 - 1, np.int64), ValueError, ["'step'", "2**63 - 1"])]:
+        arrays = dict(good, **{key: bad})
+        raises(opt.load_state_arrays, arrays, exc=exc, mentions=words)
+        for k, v in opt.state_arrays().items():  # nothing changed
+            np.testing.assert_array_equal(v, good[k])
+    arrays = dict(good, **{"0.exp_avg": np.full((2, 3), 0.5), "step": np.array([7], np.uint8)})
+    opt.load_state_arrays(arrays)
+    assert opt.step_count == 7 and np.all(opt.state_arrays()["0.exp_avg"] == 0.5)
+
+
+def test_a_failed_loss_call_leaves_no_stale_gradient():
+    """Found by an attack: after a call that raised, backward() returned the previous
+    batch's gradient."""
+    loss = fastnn.losses.CrossEntropy()
+    loss(np.zeros((2, 3), np.float32), np.array([0, 1]))
+    raises(loss, np.zeros((2, 3), np.float32), np.array([0, 7]), exc=ValueError)
+    raises(loss.backward, exc=RuntimeError, mentions=["backward called before", "failed"])
+
+
+def test_a_conv_weight_assigned_anew_is_checked_as_dense_is():
+    """Found by an attack: a Conv2d weight of another shape gave an output of another shape
+    than output_shape, and later errors named 'out' or 'grad_weight', not the layer."""
+    conv = nn.Conv2d(2, 3, 3, bias=True)
+    conv.weight.data = np.zeros((3, 2, 2, 3), np.float32)
+    raises(conv, np.zeros((1, 2, 5, 5), np.float32), exc=ValueError,
+           mentions=["Conv2d(2, 3", "weight must have shape (3, 2, 3, 3)", "(3, 2, 2, 3)"])
+    conv = nn.Conv2d(4, 4, 3, groups=2)
+    conv.bias.data = np.zeros(5, np.float32)
+    raises(conv, np.zeros((1, 4, 5, 5), np.float32), exc=ValueError,
+           mentions=["bias must have shape (4,)", "(5,)"])
+    conv.bias.data = np.zeros(4, np.float32)
+    assert conv(np.zeros((1, 4, 5, 5), np.float32)).shape == (1, 4, 3, 3)
+
+
 @pytest.mark.parametrize("name", ["shuffle", "diagnostics", "distributed"])
 def test_fit_refuses_a_flag_that_is_not_a_bool(name):
     model = compiled_model()  # "False" is truthy: diagnostics ran

@@ -11,6 +11,11 @@ from . import memory
 
 _NUMERIC_KINDS = "biuf"
 _F32 = np.dtype(np.float32)
+# The kernels take every hyperparameter as a float32: a value beyond its largest became inf,
+# and a positive one below its smallest normal number became 0 (the kernels flush
+# subnormals: fastnn.config()["flush_denormals"]).
+F32_MAX = float(np.finfo(np.float32).max)
+F32_TINY = float(np.finfo(np.float32).tiny)
 
 # What an error message calls an argument: the text, or a function that makes it, for the
 # checks every layer call makes (a layer's repr costs more than the check itself).
@@ -65,11 +70,31 @@ def flag(value: object, name: str) -> bool:
 
 
 def number(value: object, name: str) -> float:
-    """``value`` as a float: an int, a float or a NumPy number; a string or a bool is a
-    TypeError naming ``name`` (``float("0.1")`` and ``float(True)`` would pass)."""
-    if isinstance(value, (str, bytes, bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+    """``value`` as a float: an int, a float or a real NumPy number; a string, a bool or a
+    complex number is a TypeError naming ``name`` (``float("0.1")`` and ``float(True)``
+    would pass, and a NumPy complex would lose its imaginary part with a warning)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number; got {value!r:.100}")
     return float(value)
+
+
+def float32_number(value: object, name: str) -> float:
+    """``number(value)``, finite and within float32's range (the kernels' type);
+    ValueError naming ``name`` otherwise."""
+    value = number(value, name)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+    return _within_float32(value, name)
+
+
+def float32_epsilon(value: object, name: str) -> float:
+    """An epsilon added to a denominator: ``float32_number(value)`` of at least float32's
+    smallest normal number (1e-50 was 0 to the kernels, and their quotients NaN)."""
+    value = float32_number(value, name)
+    if value < F32_TINY:
+        raise ValueError(f"{name} must be > 0 and at least {F32_TINY:.4g} (float32's smallest "
+                         f"normal number: the kernels compute in float32); got {value}")
+    return value
 
 
 def positive_int(value: object, name: str) -> int:
@@ -92,8 +117,9 @@ def thread_count(value: object, name: str) -> int:
 
 
 def non_negative(value: object, name: str) -> float:
-    """``value`` as a finite float >= 0; TypeError/ValueError naming ``name`` otherwise."""
-    if isinstance(value, (bool, str, bytes)):
+    """``value`` as a float >= 0 within float32's range (the kernels' type); TypeError/
+    ValueError naming ``name`` otherwise."""
+    if isinstance(value, (bool, str, bytes, complex)) or np.iscomplexobj(value):
         raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r:.100}")
     try:
         value = float(value)
@@ -101,6 +127,13 @@ def non_negative(value: object, name: str) -> float:
         raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r:.100}") from None
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0; got {value}")
+    return _within_float32(value, name)
+
+
+def _within_float32(value: float, name: str) -> float:
+    if abs(value) > F32_MAX:
+        raise ValueError(f"{name} must be at most {F32_MAX:.4g} in size (float32's largest: the "
+                         f"kernels compute in float32); got {value}")
     return value
 
 

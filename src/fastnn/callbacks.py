@@ -17,7 +17,9 @@ import string
 import warnings
 from typing import Any, Callable
 
-from ._checks import flag
+import numpy as np
+
+from ._checks import flag, non_negative
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -73,9 +75,7 @@ class _Monitoring(Callback):
     def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max'; got {mode!r}")
-        min_delta = float(min_delta)
-        if not (math.isfinite(min_delta) and min_delta >= 0):
-            raise ValueError(f"min_delta must be a finite number >= 0; got {min_delta}")
+        min_delta = non_negative(min_delta, f"{type(self).__name__}: min_delta")
         if not isinstance(monitor, str):
             raise TypeError(f"{type(self).__name__}: monitor must be a logged name such as "
                             f"'val_loss'; got {type(monitor).__name__} {monitor!r:.60}")
@@ -122,9 +122,10 @@ class EarlyStopping(_Monitoring):
     def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True) -> None:
         super().__init__(monitor, mode, min_delta)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+        # NumPy integers too, as ReduceLROnPlateau takes them
+        if isinstance(patience, (bool, np.bool_)) or not isinstance(patience, (int, np.integer)) or patience < 0:
             raise ValueError(f"patience must be an integer >= 0; got {patience!r}")
-        self.patience = patience
+        self.patience = int(patience)
         self.restore_best_weights = flag(restore_best_weights, "EarlyStopping: restore_best_weights")
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None

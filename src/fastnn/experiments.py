@@ -283,8 +283,9 @@ def _copy_at(optimizer: optim.Optimizer, lr: float) -> optim.Optimizer:
     """A copy of ``optimizer`` (of any class, one's own too) at learning rate ``lr``:
     compiling binds it afresh, so no moments or steps carry over between runs."""
     fresh = copy.deepcopy(optimizer)
-    fresh.lr = optim._finite(lr, "lr")
-    optim._check(fresh.lr > 0, f"lr must be > 0; got {fresh.lr}")
+    lr = optim._finite(lr, "lr")
+    optim._check(lr > 0, f"lr must be > 0; got {lr}")
+    fresh.lr = lr
     return fresh
 
 

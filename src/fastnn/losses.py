@@ -28,6 +28,7 @@ class Loss:
         self._checked = True
 
     def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
+        self._grad = None  # a call that raises leaves no gradient (the last batch's had stayed)
         if memory.is_tensor(pred):
             return self._call_on_device(pred, target)
         pred = as_float32(pred, lambda: f"{self!r}: pred")
@@ -73,7 +74,8 @@ class Loss:
     def backward(self) -> np.ndarray:
         """The gradient of the last computed loss with respect to ``pred``."""
         if self._grad is None:
-            raise RuntimeError(f"{self!r}: backward called before the loss was computed")
+            raise RuntimeError(f"{self!r}: backward called before the loss was computed (or "
+                               "after a call that failed)")
         return self._grad
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:

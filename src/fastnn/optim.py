@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import _C, memory
-from ._checks import flag, number
+from ._checks import F32_MAX as _F32_MAX, flag, float32_epsilon, float32_number
 from .nn.module import Parameter
 
 
@@ -25,9 +25,7 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _finite(value: float, name: str) -> float:
-    value = number(value, name)
-    _check(math.isfinite(value), f"{name} must be finite; got {value}")
-    return value
+    return float32_number(value, name)  # the kernels' type: 1e39 was inf to them
 
 
 def _in_range(value: float, name: str, low: float, high: float | None = None) -> float:
@@ -140,8 +138,9 @@ class Optimizer:
     """Base class. ``params`` may be given later with ``bind`` (``compile`` does it).
 
     ``step()`` clips the gradients (if asked) and updates every parameter from its
-    ``grad``; ``zero_grad()`` resets the gradients. ``lr`` is a plain attribute that
-    may be changed between steps (the schedulers of ``fastnn.schedulers`` do). Every
+    ``grad``; ``zero_grad()`` resets the gradients. ``lr`` may be changed between steps
+    (the schedulers of ``fastnn.schedulers`` do): to any finite number >= 0 (a schedule
+    may end at 0; the constructor asks for > 0), a ValueError otherwise. Every
     optimizer also takes it as ``learning_rate=`` (Keras's name; not both); without
     either it is 0.01 (1e-3 for Adam and AdamW).
 
@@ -151,10 +150,24 @@ class Optimizer:
 
     _hyper: tuple[str, ...] = ()
 
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        # checked here, not only in the constructor: a NaN, an inf or a negative rate set
+        # between steps had gone to the kernels (a negative one climbs the gradient)
+        value = _finite(value, "lr")
+        _check(value >= 0, f"lr must be >= 0; got {value}")
+        self._lr = value
+
     def __init__(self, params: Iterable[Parameter] | None, lr: float,
                  clip_norm: float | None = None, clip_value: float | None = None) -> None:
-        self.lr = _finite(lr, "lr")
-        _check(self.lr > 0, f"lr must be > 0; got {self.lr}")
+        lr = _finite(lr, "lr")
+        _check(lr > 0, f"lr must be > 0; got {lr}")
+        self.lr = lr
         self.clip_norm = _positive_or_none(clip_norm, "clip_norm")
         self.clip_value = _positive_or_none(clip_value, "clip_value")
         self.params: list[Parameter] = []
@@ -245,16 +258,31 @@ class Optimizer:
         if missing or unexpected:
             raise ValueError(f"{name}.load_state_arrays: missing keys {missing}, "
                              f"unexpected keys {unexpected}")
+        given = {}
         for key, value in state.items():
             if np.shape(arrays[key]) != value.shape:
                 raise ValueError(f"{name}.load_state_arrays: {key!r} has shape "
                                  f"{np.shape(arrays[key])}; expected {value.shape}")
+            array = memory.to_host(arrays[key])
+            # as load_state_dict: objects had loaded as NaN, complex lost its imaginary
+            # part, and 1e300 became inf with only NumPy's cast warning
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"{name}.load_state_arrays: {key!r} must hold real numbers; "
+                                f"got dtype {array.dtype}")
+            if array.dtype.kind == "f" and array.size:
+                with np.errstate(invalid="ignore"):
+                    beyond = np.abs(array) > _F32_MAX
+                if beyond.any():
+                    raise ValueError(f"{name}.load_state_arrays: {key!r} holds "
+                                     f"{array[beyond][0]:g}, beyond float32's range")
+            given[key] = array
         step = memory.to_host(arrays["step"])
-        if step.size != 1 or step.dtype.kind not in "iu" or step.reshape(()) < 0:
-            raise ValueError(f"{name}.load_state_arrays: 'step' must be one integer >= 0; "
-                             f"got {step!r:.100}")
+        if (step.size != 1 or step.dtype.kind not in "iu" or step.reshape(()) < 0
+                or step.reshape(()) >= np.iinfo(np.int64).max):
+            raise ValueError(f"{name}.load_state_arrays: 'step' must be one integer in "
+                             f"[0, 2**63 - 1); got {step!r:.100}")
         for key, value in state.items():
-            value[...] = arrays[key]
+            value[...] = given[key]
         self.step_count = int(step.reshape(()))
 
     def _named_state(self) -> dict[str, np.ndarray]:
@@ -327,8 +355,7 @@ class Adagrad(Optimizer):
                  learning_rate: float | None = None) -> None:
         self.lr_decay = _in_range(lr_decay, "lr_decay", 0.0)
         self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
-        self.eps = _finite(eps, "eps")
-        _check(self.eps > 0, f"eps must be > 0; got {self.eps}")
+        self.eps = float32_epsilon(eps, "eps")
         super().__init__(params, _learning_rate(lr, learning_rate, 0.01, type(self).__name__),
                          clip_norm, clip_value)
 
@@ -355,8 +382,7 @@ class RMSprop(Optimizer):
                  clip_norm: float | None = None, clip_value: float | None = None,
                  learning_rate: float | None = None) -> None:
         self.alpha = _in_range(alpha, "alpha", 0.0, 1.0)
-        self.eps = _finite(eps, "eps")
-        _check(self.eps > 0, f"eps must be > 0; got {self.eps}")
+        self.eps = float32_epsilon(eps, "eps")
         self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
         self.momentum = _in_range(momentum, "momentum", 0.0, 1.0)
         self.centered = flag(centered, "RMSprop: centered")
@@ -394,8 +420,7 @@ class Adam(Optimizer):
             raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r:.100}")
         self.betas = (_in_range(betas[0], "betas[0]", 0.0, 1.0),
                       _in_range(betas[1], "betas[1]", 0.0, 1.0))
-        self.eps = _finite(eps, "eps")
-        _check(self.eps > 0, f"eps must be > 0; got {self.eps}")
+        self.eps = float32_epsilon(eps, "eps")
         self.weight_decay = _in_range(weight_decay, "weight_decay", 0.0)
         super().__init__(params, _learning_rate(lr, learning_rate, 1e-3, type(self).__name__),
                          clip_norm, clip_value)

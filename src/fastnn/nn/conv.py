@@ -13,7 +13,7 @@ from .._checks import as_float32, positive_int
 from .._random import generator
 from .. import memory
 from .. import precision as _precision
-from .layers import _ACTIVATIONS, _check_grad, _resolve_activation
+from .layers import _ACTIVATIONS, _check_grad, _check_parameter_shapes, _resolve_activation
 from .module import Parameter, Workspace, WorkspaceLayer, reserve_parameters
 
 
@@ -143,6 +143,9 @@ class Conv2d(WorkspaceLayer):
 
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = self._check_input(x)
+        _check_parameter_shapes(self, (
+            ("weight", self.weight, (self.out_channels, self.in_channels // self.groups, *self.kernel_size)),
+            ("bias", self.bias, (self.out_channels,))))
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         bias = None if self.bias is None else self.bias.data
         shape = self.output_shape(x.shape)

@@ -44,6 +44,15 @@ def _check_grad(layer: Module, grad_out: np.ndarray, shape: tuple) -> np.ndarray
     return g
 
 
+def _check_parameter_shapes(layer: Module, expected: tuple) -> None:
+    """ValueError naming ``layer`` unless each (name, parameter or None, shape) of
+    ``expected`` has its shape: a parameter's data may have been assigned anew."""
+    for name, p, want in expected:
+        if p is not None and getattr(p.data, "shape", None) != want:
+            raise ValueError(f"{layer!r}: {name} must have shape {want}; got "
+                             f"{getattr(p.data, 'shape', type(p.data).__name__)}")
+
+
 class Dense(WorkspaceLayer):
     """``y = activation(x @ W.T + b)`` for ``x`` of shape (batch, in_features).
 
@@ -102,11 +111,8 @@ class Dense(WorkspaceLayer):
             hint = "; images? put nn.Flatten() before it" if x.ndim > 2 else ""
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
                              f"got {x.shape}{hint}")
-        for name, p, want in (("weight", self.weight, (self.out_features, self.in_features)),
-                              ("bias", self.bias, (self.out_features,))):
-            if p is not None and getattr(p.data, "shape", None) != want:  # assigned anew
-                raise ValueError(f"{self!r}: {name} must have shape {want}; got "
-                                 f"{getattr(p.data, 'shape', type(p.data).__name__)}")
+        _check_parameter_shapes(self, (("weight", self.weight, (self.out_features, self.in_features)),
+                                       ("bias", self.bias, (self.out_features,))))
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         self._precision = _precision.current()  # backward's too, as torch.autocast's
         shape = (len(x), self.out_features)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import _C, memory
-from .._checks import as_float32, flag, positive_int
+from .._checks import as_float32, flag, float32_epsilon, number, positive_int
 from .layers import _check_grad
 from .module import Parameter, Workspace, WorkspaceLayer
 
@@ -28,11 +28,9 @@ class _BatchNorm(WorkspaceLayer):
         super().__init__()
         name = type(self).__name__
         self.num_features = positive_int(num_features, f"{name}: num_features")
-        self.eps = float(eps)
-        if not (self.eps > 0 and np.isfinite(self.eps)):
-            raise ValueError(f"{name}: eps must be a finite number > 0; got {eps!r}")
+        self.eps = float32_epsilon(eps, f"{name}: eps")
         if momentum is not None:
-            momentum = float(momentum)
+            momentum = number(momentum, f"{name}: momentum")
             if not 0.0 <= momentum <= 1.0:
                 raise ValueError(f"{name}: momentum must be in [0, 1] or None; got {momentum!r}")
         self.momentum = momentum
