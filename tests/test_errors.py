@@ -520,6 +520,25 @@ def test_raw_bindings_refuse_what_made_nan_or_garbage(call, exc, words):
     raises(call, exc=exc, mentions=words)
 
 
+def test_raw_optimizer_and_norm_bindings_refuse_settings_float32_cannot_hold():
+    """Found by an attack: the bindings read settings as float32, where 1e39 is inf and an
+    eps of 1e-50 is 0 (NaN or -inf weights followed)."""
+    p, g = np.ones(4, np.float32), np.ones(4, np.float32)
+    z = lambda: np.zeros(4, np.float32)  # noqa: E731
+    adam = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1)
+    for bad, words in [(dict(lr=1e39), ["'lr'", "float32"]), (dict(lr=float("nan")), ["'lr'"]),
+                       (dict(weight_decay=float("inf")), ["'weight_decay'"]),
+                       (dict(eps=1e-50), ["'eps'", "smallest normal"])]:
+        raises(_C.adam_step, p.copy(), g, z(), z(), **dict(adam, **bad), exc=ValueError, mentions=words)
+    raises(_C.sgd_step, p.copy(), g, None, lr=1e39, exc=ValueError, mentions=["'lr'", "float32"])
+    raises(_C.adagrad_step, p.copy(), g, z(), lr=0.1, eps=0.0, weight_decay=0.0, lr_decay=0.0,
+           step=1, exc=ValueError, mentions=["'eps'"])
+    raises(_C.rmsprop_step, p.copy(), g, z(), None, None, lr=float("inf"), alpha=0.9, eps=1e-8,
+           weight_decay=0.0, momentum=0.0, centered=False, exc=ValueError, mentions=["'lr'"])
+    raises(_C.batchnorm_forward, np.ones((4, 3), np.float32), None, None, None, None, None, None,
+           training=True, eps=1e-50, exc=ValueError, mentions=["'eps'", "1e-50"])
+
+
 def test_an_empty_batch_still_pools_and_probabilities_at_the_ends_still_count():
     y, argmax = _C.maxpool2d_forward(np.zeros((0, 2, 4, 4), np.float32), 2)
     assert y.shape == (0, 2, 2, 2) and argmax.shape == (0, 2, 2, 2)

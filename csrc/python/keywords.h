@@ -8,6 +8,7 @@
 // their docstrings start with the signature pybind11 would have written, from the same table.
 #pragma once
 #include <array>
+#include <cmath>
 #if defined(__GLIBCXX__)
 #include <cxxabi.h>
 #endif
@@ -158,7 +159,15 @@ public:
                                    py::str(h).cast<std::string>());
                 fail_type(std::string(fn_) + ": argument '" + name + "' must be " + table_.type(i) + ", got " + py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>());
             }
-            return py::detail::cast_op<T>(std::move(caster));
+            T value = py::detail::cast_op<T>(std::move(caster));
+            if constexpr (std::is_same_v<T, float>)  // 1e39 would reach the kernel as inf
+                if (std::isinf(value)) {
+                    const double given = h.cast<double>();
+                    if (std::isfinite(given))
+                        fail_value(std::string(fn_) + ": argument '" + name + "' is beyond float32's range (the kernel's type), got " +
+                                   py::str(h).cast<std::string>());
+                }
+            return value;
         }
     }
 

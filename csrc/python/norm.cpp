@@ -1,5 +1,7 @@
 // Bindings of batch normalization (csrc/cpu/norm.cpp) over (batch, channels, ...) arrays, NumPy's
 // or device arrays (csrc/cuda/norm.cu on a GPU).
+#include <cmath>
+#include <limits>
 #include <optional>
 
 #include "checks.h"
@@ -74,8 +76,10 @@ void bind_norm(py::module_& m) {
                        "torch one sample with no spatial extent, has no variance)");
         if (!(momentum >= 0.0 && momentum <= 1.0))
             fail_value(std::string(fn) + ": 'momentum' must be in [0, 1], got " + std::to_string(momentum));
-        if (!(eps > 0.0) || !std::isfinite(eps))
-            fail_value(std::string(fn) + ": 'eps' must be a finite number > 0, got " + std::to_string(eps));
+        // in float32, as the kernels take it: 1e-50 was 0 there (a constant channel's NaN)
+        if (!(static_cast<float>(eps) >= std::numeric_limits<float>::min()) || !std::isfinite(static_cast<float>(eps)))
+            fail_value(std::string(fn) + ": 'eps' must be a finite number > 0 of at least float32's smallest normal "
+                       "(1.175e-38), got " + py::str(py::float_(eps)).cast<std::string>());
         if (d) {
             DeviceArray& xd = device_f32(x_obj, d->device(), -1, fn, "x", "x");
             const Device& dev = xd.device();

@@ -1,5 +1,11 @@
 // Bindings of the optimizer steps and the L1/L2 penalty (csrc/cpu/optim.cpp), in place. SGD
 // and Adam also step device arrays (csrc/cuda/optim.cu on a GPU).
+#include <cmath>
+#include <initializer_list>
+#include <limits>
+#include <string>
+#include <utility>
+
 #include "checks.h"
 #include "keywords.h"
 #include "device_array.h"
@@ -82,6 +88,21 @@ ParamSegments param_segments(py::handle obj, int64_t n, const char* fn) {
     return segs;
 }
 
+// An optimizer's settings as its kernel takes them, in float32: NaN or inf (1e39 is inf
+// there) make NaN weights, and an eps below float32's smallest normal is 0 to the kernels
+// (flushed), 0/0 where a gradient's history is zero. The optim classes check the same.
+void check_settings(const char* fn, std::initializer_list<std::pair<const char*, float>> settings) {
+    for (auto [name, value] : settings)
+        if (!std::isfinite(value))
+            fail_value(std::string(fn) + ": '" + name + "' must be finite within float32's range, got " + std::to_string(value));
+}
+
+void check_eps(const char* fn, float eps) {
+    if (!(eps >= std::numeric_limits<float>::min()) || !std::isfinite(eps))
+        fail_value(std::string(fn) + ": 'eps' must be a finite number of at least float32's smallest normal (1.175e-38), got " +
+                   std::to_string(eps));
+}
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
@@ -97,6 +118,7 @@ void bind_optim(py::module_& m) {
         const float lr = arg.get<float>("lr"), momentum = arg.get<float>("momentum"),
                     weight_decay = arg.get<float>("weight_decay");
         const bool nesterov = arg.get<bool>("nesterov");
+        check_settings("sgd_step", {{"lr", lr}, {"momentum", momentum}, {"weight_decay", weight_decay}});
         if (DeviceArray* dp = device_array_of(p_obj)) {
             DeviceStep d("sgd_step", device_f32(p_obj, dp->device(), -1, "sgd_step", "param", "param"));
             const float* g = d.input(g_obj, "grad");
@@ -144,6 +166,8 @@ void bind_optim(py::module_& m) {
         const int64_t step = arg.get<int64_t>("step");
         const bool decoupled = arg.get<bool>("decoupled");
         if (step < 1) fail_value("adam_step: 'step' counts from 1, got " + std::to_string(step));
+        check_settings("adam_step", {{"lr", lr}, {"weight_decay", weight_decay}});
+        check_eps("adam_step", eps);
         // As the optim classes and torch: a beta of 1 divides by 1 - beta^t = 0 (NaN weights)
         for (auto [name, beta] : {std::pair{"beta1", beta1}, std::pair{"beta2", beta2}})
             if (!(beta >= 0.0 && beta < 1.0))
@@ -178,6 +202,8 @@ void bind_optim(py::module_& m) {
                              py::handle seg_obj) {
         const char* fn = "adagrad_step";
         if (step < 1) fail_value("adagrad_step: 'step' counts from 1, got " + std::to_string(step));
+        check_settings(fn, {{"lr", lr}, {"weight_decay", weight_decay}, {"lr_decay", lr_decay}});
+        check_eps(fn, eps);
         if (DeviceArray* dp = device_array_of(p_obj)) {
             DeviceStep d(fn, device_f32(p_obj, dp->device(), -1, fn, "param", "param"));
             const float* g = d.input(g_obj, "grad");
@@ -206,6 +232,8 @@ void bind_optim(py::module_& m) {
                              float eps, float weight_decay, float momentum, bool centered,
                              py::handle seg_obj) {
         const char* fn = "rmsprop_step";
+        check_settings(fn, {{"lr", lr}, {"weight_decay", weight_decay}, {"momentum", momentum}});
+        check_eps(fn, eps);
         if (!(alpha >= 0.0 && alpha < 1.0))  // as optim.RMSprop: past 1 the average goes negative (NaN)
             fail_value("rmsprop_step: 'alpha' must be in [0, 1), got " + std::to_string(alpha));
         if (!(momentum >= 0.0f))
