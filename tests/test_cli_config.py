@@ -2,7 +2,9 @@
 
 import ast
 import json
+import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -375,3 +377,96 @@ def test_cli_prints_warnings_as_messages_and_takes_an_optimizer_in_any_case():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "fastnn: RuntimeWarning: fit: the loss became" in proc.stderr, proc.stderr
     assert "cli.py" not in proc.stderr and "warnings.warn" not in proc.stderr
+
+
+def _idx_set(folder, train_images, train_labels, test_images, test_labels):
+    folder.mkdir()
+    for name, array in (("train-images-idx3-ubyte", train_images), ("train-labels-idx1-ubyte", train_labels),
+                        ("t10k-images-idx3-ubyte", test_images), ("t10k-labels-idx1-ubyte", test_labels)):
+        fastnn.datasets.save_idx(folder / name, np.asarray(array, np.uint8))
+    return str(folder)
+
+
+def test_cli_data_path_sets_are_checked_before_training(tmp_path, capsys):
+    """Found by an attack: the output layer was sized from the training labels alone (a test
+    label beyond them failed after the training), and wrongly sized or empty sets failed in
+    NumPy's words."""
+    from fastnn import cli
+
+    rng = np.random.default_rng(0)
+    images = lambda n, side=28: rng.integers(0, 255, (n, side, side))  # noqa: E731
+    wider = _idx_set(tmp_path / "wider", images(40), np.arange(40) % 5, images(20), np.arange(20) % 10)
+    assert cli.main(["train", "--data", "fashion-mnist", "--data-path", wider, "--epochs", "1",
+                     "--hidden", "8", "--validation-split", "0"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    small = _idx_set(tmp_path / "small", images(40, 6), np.arange(40) % 10, images(20, 6), np.arange(20) % 10)
+    empty = _idx_set(tmp_path / "empty", images(40), np.arange(40) % 10, np.zeros((0, 28, 28)), [])
+    for folder, words in ((small, "needs 28x28 images; the training set in"), (empty, "the test set in")):
+        assert cli.main(["train", "--data", "fashion-mnist", "--data-path", folder, "--epochs", "1"]) == 1
+        err = capsys.readouterr().err
+        assert words in err and folder in err and "Traceback" not in err
+
+
+def test_cli_save_to_a_device_fails_before_training(capsys):
+    """Found by an attack: --save /dev/null passed the early check and failed after the
+    training (the model lost), with an "[Errno 17]" prefix."""
+    from fastnn import cli
+
+    assert cli.main(["train", "--data", "xor", "--epochs", "1", "--save", os.devnull]) == 1
+    out, err = capsys.readouterr()
+    assert "--save cannot write" in err and "not a regular file" in err and "Errno" not in err
+    assert "Epoch" not in out
+
+
+def test_cli_compare_checks_its_optimizers_as_train_does(capsys):
+    from fastnn import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["compare", "--data", "digits", "--optimizers", "sgd,foo"])
+    assert info.value.code == 2
+    assert "argument --optimizers: invalid choice 'foo'" in capsys.readouterr().err
+    assert cli.main(["compare", "--data", "digits", "--hidden", "8", "--epochs", "1",
+                     "--optimizers", "sgd, ADAM", "--target", "0.955"]) == 0
+    out = capsys.readouterr().out
+    assert "run 2/2: adam lr=0.01 bs=32" in out  # a line as each run starts
+    assert re.search(r"^optimizer\s.*\sepoch>=95\.5%\s", out, re.M)  # the target as given
+
+
+def test_cli_test_loss_says_when_it_holds_the_penalty(capsys):
+    from fastnn import cli
+
+    assert cli.main(["train", "--data", "xor", "--epochs", "1", "--hidden", "4", "--l2", "0.1"]) == 0
+    assert "test loss (incl. the L1/L2 penalty)" in capsys.readouterr().out
+    assert cli.main(["train", "--data", "xor", "--epochs", "1", "--hidden", "4"]) == 0
+    assert re.search(r"^test loss \d", capsys.readouterr().out, re.M)
+
+
+def test_cli_ctrl_c_prints_a_line_not_a_traceback(monkeypatch, capsys):
+    from fastnn import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fastnn.nn.Sequential, "fit", interrupted)
+    try:
+        code = cli.main(["train", "--data", "xor", "--epochs", "1"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped cli.main (a traceback)")
+    assert code == 130
+    assert capsys.readouterr().err.strip() == "fastnn: interrupted"
+
+
+def test_tune_refuses_a_tuning_file_it_cannot_write_before_timing(tmp_path, monkeypatch):
+    """Found by an attack: the timing ran whole, then the write failed naming a .lock file.
+    /proc takes no new file, for root too; elsewhere a read-only folder."""
+    if os.path.isdir("/proc/self"):
+        target = "/proc/fastnn-tuning.json"
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        target = str(tmp_path / "ro" / "t.json")
+        if os.access(tmp_path / "ro", os.W_OK):
+            pytest.skip("no folder here refuses this user a file")
+    monkeypatch.setenv("FASTNN_TUNING_FILE", target)
+    start = time.perf_counter()
+    with pytest.raises(OSError, match=r"cannot write the tuning file .* \(from FASTNN_TUNING_FILE\)"):
+        fastnn.tune(seconds=30, progress=False)
+    assert time.perf_counter() - start < 10

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 import fastnn
 from fastnn._checks import thread_count
 from fastnn._device import check_device
@@ -43,6 +45,17 @@ def _list_of(convert: Callable[[str], object], example: str) -> Callable[[str], 
                                              f"{example}; got {text!r}") from None
         return values
     return parse
+
+
+def _optimizer_names(text: str) -> list[str]:
+    """--optimizers checked as --optimizer is, before any data is loaded (an unknown name had
+    failed after, naming no option; " adam" after a comma had been unknown)."""
+    names = [name.strip().lower() for name in _list_of(str, "sgd,adam")(text)]
+    unknown = [name for name in names if name not in OPTIMIZERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"invalid choice {unknown[0]!r} (choose from "
+                                         f"{', '.join(OPTIMIZERS)})")
+    return names
 
 
 def _hidden_sizes(text: str) -> list[int]:
@@ -195,8 +208,8 @@ def _parser() -> argparse.ArgumentParser:
                                   "batch sizes from the same initial weights")
     _model_options(compare)
     compare.set_defaults(epochs=5)
-    compare.add_argument("--optimizers", type=_list_of(str, "sgd,momentum,adam"),
-                         default="sgd,momentum,adam", help="(default: %(default)s)")
+    compare.add_argument("--optimizers", type=_optimizer_names, default="sgd,momentum,adam",
+                         help=f"comma-separated, of {', '.join(OPTIMIZERS)} (default: %(default)s)")
     compare.add_argument("--lr", type=_list_of(_POSITIVE, "0.1,0.01"), default="0.01",
                          help="learning rates, comma-separated (default: %(default)s)")
     compare.add_argument("--batch-size", type=_list_of(_positive_int, "32,128"), default="32",
@@ -247,6 +260,14 @@ def _export(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace, validation: float) -> tuple:
     return fastnn.datasets.load(args.data, seed=args.seed, path=args.data_path,
                                 validation=validation)
+
+
+def _classes(args: argparse.Namespace, *labels: np.ndarray) -> int:
+    """Outputs for every class the dataset names and every label of the arrays: counted from
+    the training labels alone, a --data-path test set with a class they lack failed only
+    after the training."""
+    named = len(fastnn.datasets.info(args.data).classes)
+    return max([named] + [int(y.max()) + 1 for y in labels if len(y)])
 
 
 def _builder(args: argparse.Namespace, n_in: int, n_out: int) -> Callable[[], fastnn.nn.Sequential]:
@@ -362,6 +383,14 @@ def _check_device(args: argparse.Namespace) -> None:
             raise ValueError(str(e)) from None
 
 
+def _message(e: BaseException) -> str:
+    """An error's words for the one line the command prints: an OSError whose message names
+    its file already ("cannot write 'x': ...") without its "[Errno 17]"."""
+    if isinstance(e, OSError) and e.strerror and e.filename is None:
+        return e.strerror
+    return str(e)
+
+
 def _output_path(path: str, option: str, plot: bool = False) -> str:
     """``path`` checked before any training: a name, not a folder, its folder not a file; for
     a plot, the file savefig writes (plot._figure_path) in a format matplotlib writes."""
@@ -388,6 +417,10 @@ def _output_path(path: str, option: str, plot: bool = False) -> str:
             tempfile.TemporaryFile(dir=folder).close()
         except OSError as e:
             raise ValueError(f"{option} {path}: cannot write in {folder} ({e.strerror})") from None
+    try:  # what the writers refuse (/dev/null, a FIFO), refused now, not after the training
+        fastnn.io.check_output_path(p)
+    except OSError as e:
+        raise ValueError(f"{option} {_message(e)}") from None
     if plot:
         from matplotlib.backend_bases import FigureCanvasBase
         formats = FigureCanvasBase.get_supported_filetypes()
@@ -414,7 +447,7 @@ def _train(args: argparse.Namespace) -> int:
         args.plot = _output_path(args.plot, "--plot", plot=True)
     X_train, y_train, X_test, y_test = _load(args, 0.0)
     fastnn.seed(args.seed)
-    model = _builder(args, X_train.shape[1], int(y_train.max()) + 1)()
+    model = _builder(args, X_train.shape[1], _classes(args, y_train, y_test))()
     model.compile(loss="cross_entropy",
                   optimizer=fastnn.optim.get(args.optimizer, lr=args.lr, clip_norm=args.clip_norm),
                   metrics=["accuracy"], precision=args.precision)
@@ -439,7 +472,10 @@ def _train(args: argparse.Namespace) -> int:
                         diagnostics=args.diagnostics, distributed=args.distributed,
                         device=args.device)
     result = model.evaluate(X_test, y_test)
-    print(f"test loss {result['loss']:.4f} - test accuracy {result['accuracy']:.4f}")
+    # evaluate's loss holds the L1/L2 penalty, as Keras's does: said so, not passed off as
+    # the test data's cross-entropy
+    penalty = " (incl. the L1/L2 penalty)" if model.regularization_loss() > 0 else ""
+    print(f"test loss{penalty} {result['loss']:.4f} - test accuracy {result['accuracy']:.4f}")
     if args.diagnostics:
         _print_diagnostics(history)
     if args.save:
@@ -479,7 +515,7 @@ def _compare(args: argparse.Namespace) -> int:
               "a validation set; the runs are validated on its test set")
         X_val, y_val, held_out = X_test, y_test, "test"
     _banner(args, len(X_train), len(X_val), held_out)
-    build = _builder(args, X_train.shape[1], int(y_train.max()) + 1)
+    build = _builder(args, X_train.shape[1], _classes(args, y_train, y_val, y_test))
     fastnn.experiments.compare(build, (X_train, y_train, X_val, y_val),
                                optimizers=args.optimizers, lrs=args.lr,
                                batch_sizes=args.batch_size, epochs=args.epochs, seed=args.seed,
@@ -555,8 +591,11 @@ def _main(argv: Sequence[str] | None) -> int:
                 return _train(args)
         return _train(args) if args.command == "train" else _compare(args)
     except (ImportError, ValueError, NotImplementedError, OSError) as e:
-        print(f"fastnn: error: {e}", file=sys.stderr)
+        print(f"fastnn: error: {_message(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: a line and the shell's code for SIGINT, no traceback
+        print("fastnn: interrupted", file=sys.stderr)
+        return 130
     except MemoryError as e:  # a network too large for this machine: say which settings make it
         advice = ("the network or the batch is too large for this machine; use fewer or smaller "
                   "--hidden or --conv layers, or a smaller --batch-size"

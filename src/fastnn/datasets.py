@@ -685,6 +685,14 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
         raise ValueError(f"channels_last=True applies to colour images (cifar10, cifar100); "
                          f"{name!r} has {'points' if meta.image_shape is None else 'no channels'}")
     X_train, y_train, X_test, y_test = loader(seed, path=path, download=download, **options)
+    if meta.image_shape is not None:  # a path's files, read as they are: NumPy's reshape
+        for X, which in ((X_train, "training"), (X_test, "test")):  # errors had named neither
+            if len(X) == 0:
+                raise ValueError(f"load({name!r}): the {which} set{_at(path)} is empty")
+            if int(np.prod(X.shape[1:])) != int(np.prod(meta.image_shape)):
+                raise ValueError(f"load({name!r}) needs {'x'.join(map(str, meta.image_shape))} "
+                                 f"images; the {which} set{_at(path)} has "
+                                 f"{'x'.join(map(str, X.shape[1:]))}")
     splits = [(X_train, y_train)]
     if validation:
         X_tr, y_tr, X_val, y_val = _stratified_split(X_train, y_train, validation, seed)
@@ -711,6 +719,10 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
             y = np.eye(classes, dtype=np.float32)[y]
         out += [np.ascontiguousarray(X), y]
     return tuple(out)
+
+
+def _at(path: str | os.PathLike | None) -> str:
+    return "" if path is None else f" in {os.fspath(path)}"
 
 
 def _key(name: str) -> str:

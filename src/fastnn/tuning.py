@@ -305,6 +305,20 @@ def _locked(path: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _check_writable(path: str, given: bool) -> None:
+    """Make (or open) the lock file that ``_save`` takes, now: a tuning file whose folder
+    takes no file (/proc, a read-only one) had failed after the whole timing, naming the lock
+    file only."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.close(os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o666))
+    except OSError as err:
+        origin = ("path" if given else "FASTNN_TUNING_FILE" if os.environ.get("FASTNN_TUNING_FILE")
+                  else "the default location")
+        raise OSError(err.errno, f"cannot write the tuning file {path!r} (from {origin}): "
+                      f"{err.strerror}") from None
+
+
 def _save(path: str, key: str, cpu: dict, isa: str, record: dict) -> None:
     """Merge this CPU's ISA entry into the file (other CPUs' and ISAs' entries kept; a
     damaged file is replaced, and so is an entry of this CPU that ``load`` would refuse,
@@ -380,10 +394,12 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
         raise ValueError(f"tune: seconds must be a finite number > 0; got {seconds!r}")
     work = _shapes(shapes)
     threads = _C.get_num_threads() if threads is None else thread_count(threads, "threads")
+    given = path is not None
     path = _default_path() if path is None else os.path.expanduser(path)
     from .io import check_output_path
 
     check_output_path(path)  # before the timing, not after it
+    _check_writable(path, given)
     isa = _C.get_isa()
     before = _C.blocking(isa)
     mr, nr = before["mr"], before["nr"]
