@@ -5,10 +5,11 @@ Dense layer, trained twice on a Fashion-MNIST subset from the same start, with S
 momentum 0.9 at lr 0.1: once with Conv2d(activation="relu"), once with Conv2d ->
 BatchNorm2d -> ReLU. Batch norm keeps each layer's inputs at zero mean and unit variance
 whatever the layers before it do. In a full run (seed 0) the normalised network's loss
-after one epoch is about half the plain one's (0.75 against 1.68) and it ends about 5
-points more accurate (88% against 82% on validation); the per-layer gradient norms
-(fit(..., diagnostics=True)) are spread more evenly over its layers (first/last
-convolution 0.53 against 0.30). Compare other rates with --lr.
+after one epoch is less than half the plain one's (0.75 against 1.64), its final training
+loss two thirds of it (0.29 against 0.44), and it ends more accurate on validation (82.2%
+against 80.9%); the per-layer gradient norms (fit(..., diagnostics=True)) are spread more
+evenly over its layers (first/last convolution 0.57 against 0.33). Compare other rates
+with --lr.
 
     python examples/11_cnn_batchnorm.py [--quick] [--out DIR] [--seed N] [--lr LR]
 """
@@ -77,8 +78,9 @@ def main() -> None:
             history = model.fit(X_train, y_train, epochs=epochs, batch_size=64, seed=args.seed,
                                 validation_data=(X_val, y_val), verbose=0, diagnostics=True)
         seconds = time.perf_counter() - start
-        flagged = [str(w.message).split(":")[0] for w in caught
-                   if issubclass(w.category, fnn.diagnostics.GradientWarning)]
+        # each kind once: the text before the layer's name repeats for every layer flagged
+        flagged = list(dict.fromkeys(str(w.message).split(":")[0] for w in caught
+                                     if issubclass(w.category, fnn.diagnostics.GradientWarning)))
         runs[name] = (history, seconds, flagged)
 
     rows = []
