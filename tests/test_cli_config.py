@@ -220,6 +220,9 @@ def test_cli_datasets_lists_availability():
     names = [line.split()[0] for line in proc.stdout.splitlines()[1:]]
     assert names == fastnn.datasets.available()
     assert "to get it" in proc.stdout  # "mnist" needs a path
+    # the folder and the command, not the Python API's data_dir() and load('kmnist')
+    assert "data_dir()" not in proc.stdout and "load(" not in proc.stdout
+    assert str(fastnn.datasets.data_dir()) in proc.stdout
 
 
 def test_cli_augment_on_points_is_a_clear_error():

@@ -240,6 +240,7 @@ def _parser() -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace) -> int:
     from fastnn.onnx_export import OPSET
 
+    args.onnx = _output_path(args.onnx, "--onnx")  # "" had been read as the working folder
     try:
         model = fastnn.load(args.model)
     except OSError as e:  # a missing or unreadable file: a message, not a traceback
@@ -532,8 +533,12 @@ def _datasets() -> int:
         meta = fastnn.datasets.info(name)
         here = fastnn.datasets.is_available(name)
         shape = "x".join(map(str, meta.image_shape)) if meta.image_shape else "points"
+        # the API's words in the command's: the folder itself, the command that downloads
+        source = meta.source.replace("data_dir()", str(fastnn.datasets.data_dir()))
+        how = (meta.how_to_get.replace(f'load("{name}")', f"fastnn train --data {name}")
+               .replace(f"load('{name}')", f"fastnn train --data {name}"))
         rows.append((name, "yes" if here else "no", shape, str(len(meta.classes)),
-                     meta.source if here else f"{meta.source}; to get it: {meta.how_to_get}"))
+                     source if here else f"{source}; to get it: {how}"))
     header = ("dataset", "here", "shape", "classes", "source")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
     for row in [header] + rows:
@@ -550,8 +555,9 @@ def _tune(args: argparse.Namespace) -> int:
     result = fastnn.tune(args.seconds, threads=args.threads)
     show = lambda b: f"kc {b['kc']}, nc {b['nc']}, mc {b['mc']}"  # noqa: E731
     print(f"model's blocking: {show(result['model'])}")
-    print(f"tuned blocking:   {show(result['winner'])} ({result['candidates']} candidates, "
-          f"{result['rounds']} rounds, {result['threads']} thread"
+    plural = lambda n, word: f"{n} {word}{'s' * (n != 1)}"  # noqa: E731
+    print(f"tuned blocking:   {show(result['winner'])} ({plural(result['candidates'], 'candidate')}, "
+          f"{plural(result['rounds'], 'round')}, {result['threads']} thread"
           f"{'s' * (result['threads'] != 1)}, {result['seconds']:.1f} s)")
     print(f"speedup over the model's: {result['speedup']:.3f}x")
     print(f"saved to {result['path']}")
