@@ -676,3 +676,50 @@ def test_inputs_numpy_cannot_take_say_how_to_pass_them():
            mentions=("X cannot be made an array",))
     raises(fastnn.metrics.confusion_matrix, [0, 10**12], [0, 1], exc=ValueError,
            mentions=("labels up to 1000000000000", "class indices"))
+
+
+def test_a_sequential_changed_after_construction_is_checked_again():
+    """Found by an attack: the same instance appended twice gave wrong gradients in a loop of
+    one's own; an array appended, AttributeErrors naming neither model nor layer; a bare
+    array assigned to a weight passed the shape check (its .data is a memoryview)."""
+    dense = nn.Dense(4, 4, "tanh")
+    model = nn.Sequential(dense)
+    model.layers.append(dense)
+    raises(model, np.ones((2, 4), np.float32), exc=ValueError, mentions=["layers 0 and 1", "same Dense"])
+    model.layers[1] = np.tanh
+    for call in (lambda: model(np.ones((2, 4), np.float32)), lambda: model.summary((4,)),
+                 model.parameters, model.state_dict):
+        raises(call, exc=TypeError, mentions=["layer 1 must be a fastnn.nn.Module", "ufunc"])
+    model.layers[1] = nn.Dense(4, 2)
+    assert model(np.ones((2, 4), np.float32)).shape == (2, 2)
+    model.layers[1].weight = np.zeros((2, 4), np.float32)
+    raises(model, np.ones((2, 4), np.float32), exc=TypeError,
+           mentions=["weight must be a fastnn.nn.Parameter", "ndarray", "layer.weight.data"])
+
+
+def test_summary_counts_a_shared_parameter_once_and_follows_a_replaced_first_layer():
+    model = nn.Sequential(nn.Dense(4, 4), nn.Tanh(), nn.Dense(4, 4, bias=False))
+    model.layers[2].weight = model.layers[0].weight
+    assert "Total params: 20" in model.summary(print_fn=None)  # 16 + 4, the tied 16 once
+    model(np.ones((1, 4), np.float32))
+    model.layers[0] = nn.Dense(8, 4)  # the last forward's (4,) is stale now
+    assert "Total params: 52" in model.summary(print_fn=None)
+
+
+def test_torch_tensors_numpy_cannot_take_are_named_with_what_to_do():
+    torch = pytest.importorskip("torch")
+    model = nn.Sequential(nn.Dense(3, 2))
+    raises(model.predict, torch.ones(4, 3, dtype=torch.bfloat16), exc=TypeError,
+           mentions=["X cannot be made a NumPy array", "torch.bfloat16", "tensor.float()"])
+    raises(model, torch.ones(4, 3, requires_grad=True), exc=TypeError,
+           mentions=["input cannot be made a NumPy array", "tensor.detach()"])
+    raises(fastnn.asarray, torch.ones(2, dtype=torch.bfloat16), exc=TypeError,
+           mentions=["asarray: argument 'x'", "tensor.float()"])
+    raises(fastnn.from_dlpack, torch.ones(2, dtype=torch.bfloat16), exc=TypeError,
+           mentions=["from_dlpack: argument 'x'", "tensor.float()"])
+
+
+def test_a_layer_too_large_for_the_machine_is_named_before_any_allocation():
+    """Found by an attack: NumPy's generator failed on the float64 draw, naming no layer."""
+    raises(nn.Dense, 2**31, 2**20, exc=MemoryError, mentions=["Dense(2147483648, 1048576)", "GiB"])
+    raises(nn.Conv2d, 2**16, 2**16, 7, exc=MemoryError, mentions=["Conv2d(65536, 65536", "this machine has"])

@@ -444,3 +444,65 @@ def test_a_submodule_named_optimizer_saves_and_loads(tmp_path):
     path = model.save(tmp_path / "n2.safetensors", include_optimizer=True)
     io.load_weights(other, path)
     np.testing.assert_array_equal(other.predict(x), model.predict(x))
+
+
+def test_a_layer_class_of_ones_own_inside_a_model_is_not_rebuilt_as_fastnns(tmp_path):
+    """Found by an attack: a ReLU of one's own in a Sequential loaded as nn.ReLU, silently
+    (the check for a class of one's own looked at the model's class only)."""
+    class ReLU(nn.Module):  # named as fastnn's, computing something else
+        def forward(self, x):
+            return fastnn.functional.tanh(x)
+
+    model = nn.Sequential(nn.Dense(4, 4), ReLU(), nn.Dense(4, 2))
+    path = model.save(tmp_path / "own.safetensors")
+    with pytest.raises(io.InvalidFileError, match=r"ReLU \(layer '1'\)'?.*a model class of your own"):
+        fastnn.load(path)
+    fresh = nn.Sequential(nn.Dense(4, 4), ReLU(), nn.Dense(4, 2))
+    io.load_weights(fresh, path)  # what the message says to do
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(fresh.predict(x), model.predict(x))
+
+
+def test_optimizer_state_is_saved_by_parameter_not_by_slot(tmp_path, digits):
+    """Found by an attack: the state went to the file in the order the optimizer was bound
+    in; with two layers swapped since, the loaded model resumed with Adam's moments on the
+    wrong layers, silently. A layer added or removed since made a file load refused."""
+    X, y = digits
+    model = nn.Sequential(nn.Dense(64, 16, "relu"), nn.Dense(16, 16, "relu"), nn.Dense(16, 16, "relu"),
+                          nn.Dense(16, 10))
+    model.compile(loss="cross_entropy", optimizer="adam")
+    model.fit(X[:256], y[:256], epochs=1, verbose=0, seed=0)
+    model.layers[1], model.layers[2] = model.layers[2], model.layers[1]
+    path = model.save(tmp_path / "swapped.safetensors", include_optimizer=True)
+    loaded = fastnn.load(path)
+    for a, b in zip(model.parameters(), loaded.parameters()):  # each layer's own moments
+        held = model.compiled.optimizer.params.index(a)
+        np.testing.assert_array_equal(loaded.compiled.optimizer.state[loaded.parameters().index(b)]["exp_avg"],
+                                      model.compiled.optimizer.state[held]["exp_avg"])
+    first = model.fit(X[256:512], y[256:512], epochs=1, verbose=0, seed=1).history["loss"]
+    again = loaded.fit(X[256:512], y[256:512], epochs=1, verbose=0, seed=1).history["loss"]
+    assert first == again
+    model.layers.append(nn.Dense(10, 10))
+    with pytest.raises(ValueError, match=r"optimizer holds other parameters than the model has now"):
+        model.save(tmp_path / "grown.safetensors", include_optimizer=True)
+
+
+def test_save_refuses_a_model_whose_file_could_not_be_rebuilt(tmp_path):
+    """Found by an attack: tied weights saved into a file that load refused, blaming it."""
+    model = nn.Sequential(nn.Dense(4, 4), nn.Tanh(), nn.Dense(4, 4))
+    model.layers[2].weight = model.layers[0].weight
+    with pytest.raises(ValueError, match=r"'0.weight' and '2.weight' are the same parameter"):
+        model.save(tmp_path / "tied.safetensors")
+    assert not (tmp_path / "tied.safetensors").exists()
+
+
+def test_read_logs_refuses_logged_values_that_are_not_numbers(tmp_path):
+    model = nn.Sequential(nn.Dense(2, 2))
+    path = io.save(model, tmp_path / "logs.safetensors", logs={"loss": 0.5})
+    assert io.read_logs(path) == {"loss": 0.5}
+    metadata, tensors = io._read(path)
+    metadata["logs"] = json.dumps({"loss": "0.1"})  # re-signed: a file save could have written
+    metadata["sha256"] = io._digest(tensors, metadata)
+    st.save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(io.InvalidFileError, match=r"the logged 'loss' must be a number; got '0.1'"):
+        io.read_logs(path)

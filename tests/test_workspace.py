@@ -361,3 +361,30 @@ def test_input_gradients_alternate_between_two_arrays_and_match_the_layers_run_a
         own = [name for name in ws._arrays if name.startswith("grad_x")]
         return own + [a for part in ws._parts.values() for a in input_grad_arrays(part)]
     assert sorted(input_grad_arrays(model._workspace)) == ["grad_x 0", "grad_x 1"]
+
+
+@pytest.mark.parametrize("copier", ["deepcopy", "pickle"])
+def test_a_copied_compiled_model_trains_and_its_outputs_do_not_alias(copier):
+    """Found by an attack: a copy's parameters were copies, no longer views of its optimizer's
+    buffer (fit ran, the loss stayed flat); its workspace's arrays and id-keyed bookkeeping
+    were the original's (two outputs of a model ending in Flatten were one array); a pickle
+    carried the last input batch."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 6)).astype(np.float32), rng.integers(0, 3, 64)
+    model = nn.Sequential(nn.Dense(6, 3), nn.Flatten())
+    model.compile(loss="cross_entropy", optimizer="adam")
+    model.fit(X, y, epochs=1, verbose=0, seed=0)
+    twin = copy.deepcopy(model) if copier == "deepcopy" else pickle.loads(pickle.dumps(model))
+    assert twin.layers[0]._x is None  # what the last forward kept stays behind
+    before = [p.data.copy() for p in twin.parameters()]
+    history = twin.fit(X, y, epochs=3, verbose=0, seed=0).history["loss"]
+    assert history[-1] < history[0] and all(np.any(p.data != b) for p, b in zip(twin.parameters(), before))
+    state = twin.compiled.optimizer.state_arrays()  # the state arrays follow the steps too
+    assert np.any(state["0.exp_avg"] != model.compiled.optimizer.state_arrays()["0.exp_avg"])
+    y1 = twin(X[:4])
+    expect = y1.copy()
+    twin(X[4:8])
+    np.testing.assert_array_equal(y1, expect)

@@ -32,10 +32,21 @@ def numeric(x: object, name: Name) -> np.ndarray:
         arr = memory.to_host(x)
     except ValueError as err:  # NumPy's own words name no argument (a ragged list)
         raise ValueError(f"{_text(name)} cannot be made an array: {err}") from None
+    except (TypeError, RuntimeError) as err:  # a torch tensor of bfloat16, or one that requires grad
+        raise TypeError(f"{_text(name)} cannot be made a NumPy array: {err}{torch_hint(x)}") from None
     if arr.dtype.kind not in _NUMERIC_KINDS:
         raise TypeError(f"{_text(name)} must be a numeric array; got dtype {arr.dtype}"
                         f"{_conversion_hint(x, _text(name))}")
     return arr
+
+
+def torch_hint(x: object) -> str:
+    """How to pass a torch tensor NumPy cannot take as it is."""
+    if type(x).__module__.split(".")[0] != "torch":
+        return ""
+    if getattr(x, "requires_grad", False):
+        return " (a torch tensor that requires grad: pass tensor.detach())"
+    return f" (a torch tensor of {getattr(x, 'dtype', 'another dtype')}: pass tensor.float())"
 
 
 def _conversion_hint(x: object, name: str) -> str:

@@ -223,10 +223,16 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
     safetensors = _safetensors()
     # host copies of a model on a device (safetensors.numpy takes NumPy arrays)
     tensors = {name: memory.to_host(value) for name, value in model.state_dict().items()}
+    _check_untied(model)
     spec = {"class": type(model).__name__, "config": model.get_config()}
-    if getattr(nn, spec["class"], None) is not type(model):
-        # a class of the user's (a forward of their own): only its weights can be loaded
-        spec["user_class"] = f"{type(model).__module__}.{type(model).__qualname__}"
+    # A class of the user's (a forward of their own), the model's or a layer's inside it: only
+    # its weights can be loaded. A layer's was rebuilt as fastnn's class of the same name (a
+    # ReLU of one's own came back as nn.ReLU), silently.
+    for where, module in model.named_modules():
+        if getattr(nn, type(module).__name__, None) is not type(module):
+            spec["user_class"] = (f"{type(module).__module__}.{type(module).__qualname__}"
+                                  + (f" (layer {where!r})" if where else ""))
+            break
     metadata = {"format": FORMAT, "model": json.dumps(spec)}
     if logs is not None:
         metadata["logs"] = json.dumps({k: float(v) for k, v in logs.items()})
@@ -248,7 +254,7 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
         if include_optimizer:
             if compiled.run is not None:
                 training["run"] = compiled.run
-            for key, value in compiled.optimizer.state_arrays().items():
+            for key, value in _optimizer_state_in_model_order(model, compiled.optimizer).items():
                 if OPTIMIZER_PREFIX + key in tensors:
                     raise ValueError(f"save(include_optimizer=True): the model's "
                                      f"{OPTIMIZER_PREFIX + key!r} and the optimizer's state "
@@ -258,6 +264,46 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
         metadata["training"] = json.dumps(training)
     metadata["sha256"] = _digest(tensors, metadata)
     return write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
+
+
+def _check_untied(model: Any) -> None:
+    """ValueError naming both places where one parameter belongs to two layers (weights tied
+    by assignment, or one layer instance at two places): the file's architecture gives each
+    layer weights of its own, so load could not rebuild the model (and had blamed the file)."""
+    from .nn.module import Parameter
+
+    places: dict[int, str] = {}
+    for where, module in model.named_modules():
+        for key, value in vars(module).items():
+            if isinstance(value, Parameter):
+                name = f"{where}.{key}" if where else key
+                if id(value) in places and places[id(value)] != name:
+                    raise ValueError(f"save: {places[id(value)]!r} and {name!r} are the same "
+                                     "parameter (tied weights, or one layer at two places); a "
+                                     "file gives every layer weights of its own, so load could "
+                                     "not rebuild this model. Save model.state_dict() (one "
+                                     "array per shared parameter) and tie them again after "
+                                     "building the model")
+                places[id(value)] = name
+
+
+def _optimizer_state_in_model_order(model: Any, optimizer: Any) -> dict[str, np.ndarray]:
+    """The optimizer's state with each parameter's arrays under the index of that parameter
+    in ``model.parameters()``, the order load binds the rebuilt model's: the optimizer holds
+    them in the order of its bind (layers swapped since had their moments swapped on load),
+    and a layer added or removed since is an error here, not a file that load refuses."""
+    state = optimizer.state_arrays()
+    if not optimizer.params:
+        return state
+    index = {id(p): j for j, p in enumerate(model.parameters())}
+    held = [index.get(id(p)) for p in optimizer.params]
+    if None in held or len(set(held)) != len(index):
+        raise ValueError("save(include_optimizer=True): the optimizer holds other parameters "
+                         f"than the model has now ({len(optimizer.params)} bound at compile, "
+                         f"{len(index)} in the model: layers added or removed since?); compile "
+                         "the model again, or save without the optimizer")
+    return {key if key == "step" else f"{held[int(key.split('.', 1)[0])]}.{key.split('.', 1)[1]}": value
+            for key, value in state.items()}
 
 
 def _loadable(compiled: Any) -> bool:
@@ -329,7 +375,14 @@ def read_logs(path: str | Path) -> dict[str, float] | None:
     """The epoch metrics saved with the model at ``path`` (``save(logs=...)``, as
     ``ModelCheckpoint`` does), or None if it has none."""
     metadata, _ = _read(user_path(path))
-    return _json(metadata, "logs", path) if "logs" in metadata else None
+    if "logs" not in metadata:
+        return None
+    logs = _json(metadata, "logs", path)
+    for key, value in logs.items():  # save writes floats: a string had failed a comparison later
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidFileError(f"{path}: the logged {key!r} must be a number; got "
+                                   f"{value!r:.100}")
+    return {key: float(value) for key, value in logs.items()}
 
 
 def _json(metadata: Mapping[str, str], key: str, path: str | Path) -> dict:

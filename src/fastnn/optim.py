@@ -87,6 +87,19 @@ class _Flat:
             grad[...] = p.grad
             p.data, p.grad = data, grad
 
+    def __setstate__(self, state: dict) -> None:
+        # A copy (copy.deepcopy, pickle) holds copies of the buffers and of each parameter's
+        # views, which are no longer views of them: the copied model's parameters took no
+        # update, silently. Buffers aligned anew and views of them, which the parameters have
+        # left, so that adopt() takes their values back in at the next step.
+        self.__dict__.update(state)
+        for name in ("data", "grad"):
+            old = getattr(self, name)
+            if not memory.is_tensor(old):
+                setattr(self, name, memory.zeros(old.size, like=old))
+                getattr(self, name)[...] = old
+        self.views = [(self.view(self.data, i), self.view(self.grad, i)) for i in range(len(self.views))]
+
     def view(self, flat: np.ndarray, i: int) -> np.ndarray:
         begin, end = self.offsets[i]
         return flat[begin:end].reshape(self.shapes[i])
@@ -201,6 +214,18 @@ class Optimizer:
         self._flat_state = flat_state
         self.step_count = 0
         return self
+
+    def __setstate__(self, state: dict) -> None:
+        # as _Flat's: each parameter's state arrays made views of the copied flat state
+        # again (state_arrays and load_state_arrays had read and written stale copies)
+        self.__dict__.update(state)
+        flat_state = state.get("_flat_state")
+        if flat_state is not None and self.params and not any(map(memory.is_tensor, flat_state.values())):
+            self._flat_state = {name: memory.zeros(array.size, like=array) for name, array in flat_state.items()}
+            for name, array in flat_state.items():
+                self._flat_state[name][...] = array
+            self.state = [{name: self._flat.view(array, i) for name, array in self._flat_state.items()}
+                          for i in range(len(self.params))]
 
     def step(self) -> None:
         """Clip the gradients (clip_norm, then clip_value), then apply one update to every

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _C
+from ._checks import torch_hint
 from ._device import check_device
 
 _DLPACK_CPU, _DLPACK_CUDA = 1, 2
@@ -195,7 +196,11 @@ def asarray(x: Any, dtype: Any = None, *, device: Any = None) -> Tensor | np.nda
             return x if dtype is None or np.dtype(dtype) == x.dtype else asarray(x.numpy(), dtype, device=x.device)
         return x.to(device) if dtype is None else asarray(x.numpy(), dtype, device=device)
     device = "cpu" if device is None else check_device(device, "asarray: device")
-    arr = np.asarray(x, dtype=dtype)
+    try:
+        arr = np.asarray(x, dtype=dtype)
+    except (TypeError, RuntimeError) as err:  # a torch tensor of bfloat16, or requiring grad
+        raise TypeError(f"asarray: argument 'x' cannot be made a NumPy array: {err}"
+                        f"{torch_hint(x)}") from None
     if dtype is None and arr.dtype.kind == "f":
         arr = arr.astype(np.float32, copy=False)
     if device == "cpu":
@@ -205,14 +210,20 @@ def asarray(x: Any, dtype: Any = None, *, device: Any = None) -> Tensor | np.nda
 
 def from_dlpack(x: Any) -> Tensor | np.ndarray:
     """Take an array of another library by DLPack, without a copy: a CPU tensor (PyTorch's,
-    NumPy's) as a NumPy array, a CUDA tensor (PyTorch's, CuPy's) as a Tensor sharing its
-    memory, kept alive while either uses it. C-contiguous float32, int64, int32 or uint8."""
+    NumPy's) as a NumPy array sharing its memory (``np.from_dlpack``: any dtype and strides
+    NumPy holds; bfloat16 is a TypeError), a CUDA tensor (PyTorch's, CuPy's) as a Tensor
+    sharing its memory, kept alive while either uses it (C-contiguous float32, int64, int32
+    or uint8)."""
     if not hasattr(x, "__dlpack__") or not hasattr(x, "__dlpack_device__"):
         raise TypeError(f"from_dlpack: argument 'x' must support DLPack (__dlpack__ and "
                         f"__dlpack_device__), got {type(x).__name__}")
     kind, index = x.__dlpack_device__()
     if kind == _DLPACK_CPU:
-        return np.from_dlpack(x)
+        try:
+            return np.from_dlpack(x)
+        except (TypeError, RuntimeError, BufferError) as err:  # NumPy's words name no argument
+            raise TypeError(f"from_dlpack: argument 'x' cannot be taken as a NumPy array: "
+                            f"{err}{torch_hint(x)}") from None
     if kind != _DLPACK_CUDA:
         raise ValueError(f"from_dlpack: argument 'x' is on DLPack device type {kind}; fastnn "
                          "takes the CPU (1) and CUDA (2)")

@@ -48,6 +48,10 @@ def _check_parameter_shapes(layer: Module, expected: tuple) -> None:
     """ValueError naming ``layer`` unless each (name, parameter or None, shape) of
     ``expected`` has its shape: a parameter's data may have been assigned anew."""
     for name, p, want in expected:
+        if p is not None and not isinstance(p, Parameter):  # an array's .data is a memoryview
+            raise TypeError(f"{layer!r}: {name} must be a fastnn.nn.Parameter; got "
+                            f"{type(p).__name__} (to replace its values, assign to "
+                            f"layer.{name}.data)")
         if p is not None and getattr(p.data, "shape", None) != want:
             raise ValueError(f"{layer!r}: {name} must have shape {want}; got "
                              f"{getattr(p.data, 'shape', type(p.data).__name__)}")

@@ -66,16 +66,30 @@ def parameter_budget(count: int) -> Iterator[None]:
         _budget.reset(token)
 
 
+def _physical_memory() -> int:
+    """The machine's memory in bytes (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
 def reserve_parameters(count: int, owner: str) -> None:
-    """Called by a layer before it allocates ``count`` parameter values: ValueError when
-    that exceeds the ``parameter_budget`` in force."""
+    """Called by a layer before it allocates ``count`` parameter values: MemoryError naming
+    ``owner`` when they cannot fit this machine's memory (NumPy's generator had failed
+    naming no layer), ValueError when they exceed the ``parameter_budget`` in force."""
     budget = _budget.get()
-    if budget is None:
-        return
-    budget[0] -= count
-    if budget[0] < 0:
-        raise ValueError(f"{owner} needs {count:,} parameter values, more than the "
-                         "weights available hold")
+    if budget is not None:
+        budget[0] -= count
+        if budget[0] < 0:
+            raise ValueError(f"{owner} needs {count:,} parameter values, more than the "
+                             "weights available hold")
+    memory_bytes = _physical_memory()
+    # the values, their gradient and the initializer's float64 draw: 16 bytes each at the peak
+    if memory_bytes and count * 16 > memory_bytes:
+        raise MemoryError(f"{owner} needs {count:,} parameter values ({count * 8 / 2**30:,.1f} GiB "
+                          f"with their gradients, {count * 16 / 2**30:,.1f} GiB while they are "
+                          f"drawn); this machine has {memory_bytes / 2**30:,.1f} GiB")
 
 
 class Parameter:
@@ -197,6 +211,11 @@ class Workspace:
         # the workspace the parts share: the two input-gradient arrays live in it
         self._root = self if _root is None else _root
         self._reading: Any = None  # (root only) the gradient being read by the layer now
+
+    def __reduce__(self) -> tuple:
+        # a copy (copy.deepcopy, pickle) starts empty: its arrays, and the bookkeeping keyed
+        # by their ids, were the original's (a copied model's outputs aliased each other)
+        return (Workspace, ())
 
     def reading(self, grad: Any) -> None:
         """Say that the next layer's backward reads ``grad``: its input gradient ("grad_x")
@@ -375,11 +394,19 @@ class Module:
 
     def __getstate__(self) -> dict:
         """What ``copy.deepcopy`` and pickle keep: everything but the recording of the last
-        forward pass (a copy's replay would run the original's layers) and its scratch."""
+        forward pass (a copy's replay would run the original's layers) and its scratch, and
+        what the last forward kept for backward (the last batch, or arrays of a workspace,
+        which a copy does not share: a pickle had carried the user's input, and a copy's
+        outputs aliased each other); a copy's backward needs a forward pass of its own."""
         state = dict(vars(self))
         state.pop("_tape", None)
         state.pop("_backward_workspace", None)
         state.pop("_run_lock", None)
+        buffers = state.get("_buffer_names", {})
+        for key, value in state.items():
+            if key.startswith("_") and key not in buffers and (
+                    isinstance(value, np.ndarray) or memory.is_tensor(value)):
+                state[key] = None
         return state
 
     def explain_backward(self, x: np.ndarray, y: np.ndarray, loss: Any = "cross_entropy",

@@ -49,19 +49,19 @@ class Sequential(Module):
         self.compiled: Any = None  # fastnn.train.Compiled once compile() ran
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Module):
-                raise TypeError(f"Sequential: layer {i} must be a fastnn.nn.Module; "
-                                f"got {type(layer).__name__}")
         self.layers: list[Module] = list(layers)
         self._input_shape: tuple | None = None
         self._fused: frozenset[int] = frozenset()  # the last forward's (see _relu_fusions)
         self._workspace = Workspace()  # for the runs this model is called for
+        self._checked_layers: tuple[int, ...] | None = None
         self.check_layers_unique()
 
     def check_layers_unique(self) -> None:
-        """ValueError naming both places where one layer instance appears twice (see the
-        class's docstring); ``fit`` checks again, as ``layers`` may have changed."""
+        """TypeError for a layer that is not a Module, ValueError naming both places where one
+        layer instance appears twice (see the class's docstring). The constructor checks, and
+        every forward again when ``layers`` changed since (an instance appended twice gave
+        wrong gradients in a loop of one's own; an array appended, AttributeErrors)."""
+        self._check_types()
         places: dict[int, str] = {}
         for name, module in self.named_modules():
             if name and id(module) in places:
@@ -71,6 +71,13 @@ class Sequential(Module):
                     "backward pass needs from its last call only, so each place needs its "
                     "own: create a new instance for each")
             places[id(module)] = name
+        self._checked_layers = tuple(map(id, self.layers))
+
+    def _check_types(self) -> None:
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} must be a fastnn.nn.Module; "
+                                f"got {type(layer).__name__}")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The layers applied in order: a new array, never one the layers reuse."""
@@ -98,6 +105,8 @@ class Sequential(Module):
                          and _runs_its_own(self.layers[i]) and _runs_its_own(self.layers[i + 1]))
 
     def _forward(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
+        if getattr(self, "_checked_layers", None) != tuple(map(id, self.layers)):
+            self.check_layers_unique()
         self._input_shape = np.shape(x)[1:]
         workspace.place(x)
         last = len(self.layers) - 1
@@ -143,6 +152,7 @@ class Sequential(Module):
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """The layers, named by their index ("0", "1", ...) as in torch.nn.Sequential."""
+        self._check_types()  # every walk of the model (modes, parameters, save): one appended since
         return ((str(i), layer) for i, layer in enumerate(self.layers))
 
     def get_config(self) -> dict:
@@ -189,20 +199,26 @@ class Sequential(Module):
         the shape seen by the last forward pass, or else the first layer's
         ``in_features``. ``print_fn=None`` only returns the table.
         """
+        self._check_types()
+        first_in = getattr(self.layers[0], "in_features", None) if self.layers else None
         if input_shape is None:
             input_shape = self._input_shape
-        if input_shape is None and self.layers and hasattr(self.layers[0], "in_features"):
-            input_shape = (self.layers[0].in_features,)
+            if first_in is not None and input_shape != (first_in,):  # a first layer replaced since
+                input_shape = None
+        if input_shape is None and first_in is not None:
+            input_shape = (first_in,)
         if input_shape is None:
             raise ValueError("summary: pass input_shape (the shape of one sample) "
                              "or run the model once")
         shape = (None, *((input_shape,) if isinstance(input_shape, int) else input_shape))
         rows = [("Layer", "Output shape", "Params")]
         total = buffered = 0
+        counted: set[int] = set()  # a parameter two layers share counts once in the total
         for i, layer in enumerate(self.layers):
             shape = layer.output_shape(shape)
             count = sum(p.size for p in layer.parameters())
-            total += count
+            total += sum(p.size for p in layer.parameters() if id(p) not in counted)
+            counted.update(map(id, layer.parameters()))
             buffered += sum(b.size for b in layer.buffers())
             rows.append((f"{i}: {layer!r}", str(shape), f"{count:,}"))
         widths = [max(len(row[c]) for row in rows) for c in range(3)]
