@@ -165,8 +165,9 @@ def test_alpha_beta_epilogue_and_strides(path, rng, ta, tb, k):
 
 
 def test_packing_rounds_as_the_reference(path, rng):
-    """Every packing (rows along k, and ks in rows, for A and for B; packed 64 ks at a time,
-    here one whole chunk and one of 45, half of it whole) rounds as the reference: with the
+    """Every packing (rows along k, and ks in rows, for A and for B; packed 64 ks at a time
+    along k and 32 where the ks are rows, here whole chunks and a last partial one) rounds
+    as the reference: with the
     other operand the identity, each product is the rounded operand itself. SPECIAL's finite
     values (ties, the largest values, subnormals) sit among random ones; a vector with a
     subnormal is rounded another way in the packing than one without. The kernels take bf16

@@ -402,6 +402,10 @@ def test_cli_data_path_sets_are_checked_before_training(tmp_path, capsys):
     assert cli.main(["train", "--data", "fashion-mnist", "--data-path", wider, "--epochs", "1",
                      "--hidden", "8", "--validation-split", "0"]) == 0
     assert "test accuracy" in capsys.readouterr().out
+    beyond = _idx_set(tmp_path / "beyond", images(40), np.arange(40) % 10, images(20), np.arange(20) % 12)
+    assert cli.main(["train", "--data", "fashion-mnist", "--data-path", beyond, "--epochs", "1",
+                     "--hidden", "8", "--validation-split", "0"]) == 0  # 12 outputs, not 10
+    assert "Dense(8, 12)" in capsys.readouterr().out
     small = _idx_set(tmp_path / "small", images(40, 6), np.arange(40) % 10, images(20, 6), np.arange(20) % 10)
     empty = _idx_set(tmp_path / "empty", images(40), np.arange(40) % 10, np.zeros((0, 28, 28)), [])
     for folder, words in ((small, "needs 28x28 images; the training set in"), (empty, "the test set in")):

@@ -528,7 +528,7 @@ def test_raw_optimizer_and_norm_bindings_refuse_settings_float32_cannot_hold():
     adam = dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1)
     for bad, words in [(dict(lr=1e39), ["'lr'", "float32"]), (dict(lr=float("nan")), ["'lr'"]),
                        (dict(weight_decay=float("inf")), ["'weight_decay'"]),
-                       (dict(eps=1e-50), ["'eps'", "smallest normal"])]:
+                       (dict(eps=1e-40), ["'eps'", "smallest normal", "got 9.99"])]:
         raises(_C.adam_step, p.copy(), g, z(), z(), **dict(adam, **bad), exc=ValueError, mentions=words)
     raises(_C.sgd_step, p.copy(), g, None, lr=1e39, exc=ValueError, mentions=["'lr'", "float32"])
     raises(_C.adagrad_step, p.copy(), g, z(), lr=0.1, eps=0.0, weight_decay=0.0, lr_decay=0.0,
@@ -590,6 +590,15 @@ def test_settings_the_float32_kernels_cannot_hold_are_refused(call, exc, words):
     1e39 is inf and 1e-50 is 0 (NaN or -inf weights followed); NumPy complex numbers lost
     their imaginary part with only a warning; BatchNorm took strings and bools."""
     raises(call, exc=exc, mentions=words)
+
+
+def test_a_learning_rate_float32_flushes_to_zero_is_refused():
+    """Found by a review: lr=1e-50 passed 'lr > 0' and is 0 in float32: nothing trained."""
+    for make in (lambda: optim.SGD(lr=1e-50), lambda: optim.Adam(lr=1e-40)):
+        raises(make, exc=ValueError, mentions=["lr must be > 0", "smallest normal"])
+    opt = optim.SGD(nn.Dense(3, 2).parameters(), lr=0.1)
+    raises(setattr, opt, "lr", 1e-45, exc=ValueError, mentions=["(or 0)"])
+    assert optim.SGD(lr=np.array(0.5)).lr == 0.5  # a 0-d array is a number
 
 
 def test_an_optimizers_lr_set_between_steps_is_checked():

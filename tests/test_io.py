@@ -506,3 +506,23 @@ def test_read_logs_refuses_logged_values_that_are_not_numbers(tmp_path):
     st.save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(io.InvalidFileError, match=r"the logged 'loss' must be a number; got '0.1'"):
         io.read_logs(path)
+
+
+def test_a_class_of_ones_own_with_tied_weights_saves_for_load_weights(tmp_path):
+    """Found by a review: the tied-weight refusal also refused one's own class, whose file
+    loads with load_weights into a model that ties its weights again itself."""
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.dec = nn.Dense(4, 4), nn.Dense(4, 4, bias=False)
+            self.dec.weight = self.enc.weight
+
+        def forward(self, x):
+            return self.dec(self.enc(x))
+
+    model = Tied()
+    path = model.save(tmp_path / "tied.safetensors")
+    fresh = Tied()
+    io.load_weights(fresh, path)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(fresh.predict(x), model.predict(x))

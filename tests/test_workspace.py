@@ -388,3 +388,46 @@ def test_a_copied_compiled_model_trains_and_its_outputs_do_not_alias(copier):
     expect = y1.copy()
     twin(X[4:8])
     np.testing.assert_array_equal(y1, expect)
+
+
+def test_a_copied_model_keeps_what_its_layers_need_and_leaves_their_caches():
+    """Found by a review: the first version of the fix above dropped every private array of
+    a copied layer, BatchNorm's scratch and a layer's own constants too (a copied CNN with
+    BatchNorm could not run)."""
+    import copy
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._scale = np.full(3, 2.0, np.float32)  # a constant of one's own layer
+
+        def forward(self, x):
+            return fastnn.functional.mul(x, self._scale)
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 1, 6, 6)).astype(np.float32), rng.integers(0, 3, 16)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Dense(12, 3))
+    model.compile(loss="cross_entropy", optimizer="adam")
+    model.fit(X, y, epochs=1, verbose=0, seed=0)
+    twin = copy.deepcopy(model)
+    assert twin.layers[3]._argmax is None and twin.layers[1]._x is None
+    with pytest.raises(RuntimeError, match="before"):
+        twin.layers[3].backward(np.ones((16, 3, 2, 2), np.float32))
+    np.testing.assert_array_equal(twin.predict(X), model.predict(X))
+    twin.fit(X, y, epochs=1, verbose=0, seed=0)
+    own = copy.deepcopy(Scaled())
+    np.testing.assert_array_equal(own._scale, 2.0)
+
+
+def test_an_optimizer_pickled_before_lr_became_a_property_still_steps():
+    import pickle
+
+    opt = fastnn.optim.SGD(nn.Dense(3, 2).parameters(), lr=0.1)
+    state = opt.__getstate__()
+    state["lr"] = state.pop("_lr")  # what a pickle of the earlier class held
+    old = fastnn.optim.SGD.__new__(fastnn.optim.SGD)
+    old.__setstate__(state)
+    assert old.lr == 0.1
+    old.step()
+    assert pickle.loads(pickle.dumps(old)).lr == 0.1

@@ -94,13 +94,14 @@ ParamSegments param_segments(py::handle obj, int64_t n, const char* fn) {
 void check_settings(const char* fn, std::initializer_list<std::pair<const char*, float>> settings) {
     for (auto [name, value] : settings)
         if (!std::isfinite(value))
-            fail_value(std::string(fn) + ": '" + name + "' must be finite within float32's range, got " + std::to_string(value));
+            fail_value(std::string(fn) + ": '" + name + "' must be finite within float32's range, got " +
+                       py::str(py::float_(value)).cast<std::string>());
 }
 
 void check_eps(const char* fn, float eps) {
     if (!(eps >= std::numeric_limits<float>::min()) || !std::isfinite(eps))
         fail_value(std::string(fn) + ": 'eps' must be a finite number of at least float32's smallest normal (1.175e-38), got " +
-                   std::to_string(eps));
+                   py::str(py::float_(eps)).cast<std::string>());
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Union
 
 import numpy as np
@@ -33,6 +34,8 @@ def numeric(x: object, name: Name) -> np.ndarray:
     except ValueError as err:  # NumPy's own words name no argument (a ragged list)
         raise ValueError(f"{_text(name)} cannot be made an array: {err}") from None
     except (TypeError, RuntimeError) as err:  # a torch tensor of bfloat16, or one that requires grad
+        if not torch_hint(x):
+            raise
         raise TypeError(f"{_text(name)} cannot be made a NumPy array: {err}{torch_hint(x)}") from None
     if arr.dtype.kind not in _NUMERIC_KINDS:
         raise TypeError(f"{_text(name)} must be a numeric array; got dtype {arr.dtype}"
@@ -81,10 +84,13 @@ def flag(value: object, name: str) -> bool:
 
 
 def number(value: object, name: str) -> float:
-    """``value`` as a float: an int, a float or a real NumPy number; a string, a bool or a
-    complex number is a TypeError naming ``name`` (``float("0.1")`` and ``float(True)``
-    would pass, and a NumPy complex would lose its imaginary part with a warning)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    """``value`` as a float: a real number (int, float, Fraction, NumPy's, a 0-d array of
+    them); a string, a bool or a complex number is a TypeError naming ``name``
+    (``float("0.1")`` and ``float(True)`` would pass, and a NumPy complex would lose its
+    imaginary part with a warning)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number; got {value!r:.100}")
     return float(value)
 
@@ -128,13 +134,11 @@ def thread_count(value: object, name: str) -> int:
 
 
 def non_negative(value: object, name: str) -> float:
-    """``value`` as a float >= 0 within float32's range (the kernels' type); TypeError/
-    ValueError naming ``name`` otherwise."""
-    if isinstance(value, (bool, str, bytes, complex)) or np.iscomplexobj(value):
-        raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r:.100}")
+    """``value`` as a float >= 0 within float32's range (fastnn's type); TypeError/
+    ValueError naming ``name`` otherwise (``number``'s types)."""
     try:
-        value = float(value)
-    except (TypeError, ValueError):
+        value = number(value, name)
+    except TypeError:
         raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r:.100}") from None
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0; got {value}")
@@ -143,8 +147,8 @@ def non_negative(value: object, name: str) -> float:
 
 def _within_float32(value: float, name: str) -> float:
     if abs(value) > F32_MAX:
-        raise ValueError(f"{name} must be at most {F32_MAX:.4g} in size (float32's largest: the "
-                         f"kernels compute in float32); got {value}")
+        raise ValueError(f"{name} must be at most {F32_MAX:.4g} in size (float32's largest: "
+                         f"fastnn computes in float32); got {value}")
     return value
 
 

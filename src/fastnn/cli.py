@@ -171,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train an MLP or CNN classifier and report its "
                                 "test accuracy")
     _model_options(train)
-    train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, type=str.lower,
+    train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, type=lambda s: s.strip().lower(),
                        help="(default: %(default)s)")
     train.add_argument("--lr", type=_POSITIVE, default=1e-3,
                        help="learning rate (default: %(default)s)")

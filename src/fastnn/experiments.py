@@ -292,9 +292,7 @@ def _copy_at(optimizer: optim.Optimizer, lr: float) -> optim.Optimizer:
     """A copy of ``optimizer`` (of any class, one's own too) at learning rate ``lr``:
     compiling binds it afresh, so no moments or steps carry over between runs."""
     fresh = copy.deepcopy(optimizer)
-    lr = optim._finite(lr, "lr")
-    optim._check(lr > 0, f"lr must be > 0; got {lr}")
-    fresh.lr = lr
+    fresh.lr = optim.check_lr(lr)
     return fresh
 
 

@@ -223,7 +223,6 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
     safetensors = _safetensors()
     # host copies of a model on a device (safetensors.numpy takes NumPy arrays)
     tensors = {name: memory.to_host(value) for name, value in model.state_dict().items()}
-    _check_untied(model)
     spec = {"class": type(model).__name__, "config": model.get_config()}
     # A class of the user's (a forward of their own), the model's or a layer's inside it: only
     # its weights can be loaded. A layer's was rebuilt as fastnn's class of the same name (a
@@ -233,6 +232,8 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
             spec["user_class"] = (f"{type(module).__module__}.{type(module).__qualname__}"
                                   + (f" (layer {where!r})" if where else ""))
             break
+    if "user_class" not in spec:  # one's own class ties its weights again itself (load_weights)
+        _check_untied(model)
     metadata = {"format": FORMAT, "model": json.dumps(spec)}
     if logs is not None:
         metadata["logs"] = json.dumps({k: float(v) for k, v in logs.items()})
@@ -281,9 +282,9 @@ def _check_untied(model: Any) -> None:
                     raise ValueError(f"save: {places[id(value)]!r} and {name!r} are the same "
                                      "parameter (tied weights, or one layer at two places); a "
                                      "file gives every layer weights of its own, so load could "
-                                     "not rebuild this model. Save model.state_dict() (one "
-                                     "array per shared parameter) and tie them again after "
-                                     "building the model")
+                                     "not rebuild this model. Build it in a class of your own "
+                                     "that ties them (its file then loads with "
+                                     "fastnn.io.load_weights)")
                 places[id(value)] = name
 
 
@@ -300,7 +301,7 @@ def _optimizer_state_in_model_order(model: Any, optimizer: Any) -> dict[str, np.
     if None in held or len(set(held)) != len(index):
         raise ValueError("save(include_optimizer=True): the optimizer holds other parameters "
                          f"than the model has now ({len(optimizer.params)} bound at compile, "
-                         f"{len(index)} in the model: layers added or removed since?); compile "
+                         f"{len(index)} in the model: layers added, removed or replaced since?); compile "
                          "the model again, or save without the optimizer")
     return {key if key == "step" else f"{held[int(key.split('.', 1)[0])]}.{key.split('.', 1)[1]}": value
             for key, value in state.items()}

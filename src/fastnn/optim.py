@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import _C, memory
-from ._checks import F32_MAX as _F32_MAX, flag, float32_epsilon, float32_number
+from ._checks import F32_MAX as _F32_MAX, F32_TINY, flag, float32_epsilon, float32_number
 from .nn.module import Parameter
 
 
@@ -38,6 +38,17 @@ def _in_range(value: float, name: str, low: float, high: float | None = None) ->
     return value
 
 
+def check_lr(value: float, positive: bool = True) -> float:
+    """A learning rate: finite within float32's range, and > 0 (``positive``) or >= 0 (what a
+    schedule may set); a positive one at least float32's smallest normal number (1e-50 was
+    0 to the kernels: nothing trained)."""
+    value = _finite(value, "lr")
+    if positive or value != 0:
+        _check(value >= F32_TINY, f"lr must be > 0{'' if positive else ' (or 0)'} and at least "
+                                  f"{F32_TINY:.4g} (float32's smallest normal number); got {value}")
+    return value
+
+
 def _learning_rate(lr: float | None, learning_rate: float | None, default: float,
                    owner: str) -> float:
     """The learning rate from ``lr`` or its Keras name ``learning_rate`` (one of them at
@@ -56,6 +67,16 @@ def _positive_or_none(value: float | None, name: str) -> float | None:
     value = _finite(value, name)
     _check(value > 0, f"{name} must be > 0 (or None); got {value}")
     return value
+
+
+def _realigned(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` on a ``memory.ALIGNMENT`` boundary (a pickle's is not); a Tensor
+    (which is never copied with its optimizer) as it is."""
+    if memory.is_tensor(array):
+        return array
+    copy = memory.empty(array.shape, array.dtype, like=array)
+    copy[...] = array
+    return copy
 
 
 class _Flat:
@@ -87,18 +108,19 @@ class _Flat:
             grad[...] = p.grad
             p.data, p.grad = data, grad
 
+    def __getstate__(self) -> dict:
+        state = dict(vars(self))
+        state.pop("views")  # made anew by __setstate__: a pickle had held every value twice
+        return state
+
     def __setstate__(self, state: dict) -> None:
-        # A copy (copy.deepcopy, pickle) holds copies of the buffers and of each parameter's
-        # views, which are no longer views of them: the copied model's parameters took no
-        # update, silently. Buffers aligned anew and views of them, which the parameters have
-        # left, so that adopt() takes their values back in at the next step.
+        # A copy (copy.deepcopy, pickle) of the buffers no longer holds the parameters'
+        # arrays as views (the copied model took no update, silently): buffers aligned anew,
+        # and views of them, which the parameters have left, so that adopt() takes their
+        # values back in at the next step.
         self.__dict__.update(state)
-        for name in ("data", "grad"):
-            old = getattr(self, name)
-            if not memory.is_tensor(old):
-                setattr(self, name, memory.zeros(old.size, like=old))
-                getattr(self, name)[...] = old
-        self.views = [(self.view(self.data, i), self.view(self.grad, i)) for i in range(len(self.views))]
+        self.data, self.grad = _realigned(self.data), _realigned(self.grad)
+        self.views = [(self.view(self.data, i), self.view(self.grad, i)) for i in range(len(self.shapes))]
 
     def view(self, flat: np.ndarray, i: int) -> np.ndarray:
         begin, end = self.offsets[i]
@@ -172,15 +194,11 @@ class Optimizer:
     def lr(self, value: float) -> None:
         # checked here, not only in the constructor: a NaN, an inf or a negative rate set
         # between steps had gone to the kernels (a negative one climbs the gradient)
-        value = _finite(value, "lr")
-        _check(value >= 0, f"lr must be >= 0; got {value}")
-        self._lr = value
+        self._lr = check_lr(value, positive=False)
 
     def __init__(self, params: Iterable[Parameter] | None, lr: float,
                  clip_norm: float | None = None, clip_value: float | None = None) -> None:
-        lr = _finite(lr, "lr")
-        _check(lr > 0, f"lr must be > 0; got {lr}")
-        self.lr = lr
+        self.lr = check_lr(lr)
         self.clip_norm = _positive_or_none(clip_norm, "clip_norm")
         self.clip_value = _positive_or_none(clip_value, "clip_value")
         self.params: list[Parameter] = []
@@ -215,15 +233,20 @@ class Optimizer:
         self.step_count = 0
         return self
 
+    def __getstate__(self) -> dict:
+        state = dict(vars(self))
+        state["state"] = []  # views of _flat_state, made anew by __setstate__
+        return state
+
     def __setstate__(self, state: dict) -> None:
         # as _Flat's: each parameter's state arrays made views of the copied flat state
         # again (state_arrays and load_state_arrays had read and written stale copies)
+        state = dict(state)
+        if "lr" in state:  # pickled before lr became a checked property
+            state["_lr"] = state.pop("lr")
         self.__dict__.update(state)
-        flat_state = state.get("_flat_state")
-        if flat_state is not None and self.params and not any(map(memory.is_tensor, flat_state.values())):
-            self._flat_state = {name: memory.zeros(array.size, like=array) for name, array in flat_state.items()}
-            for name, array in flat_state.items():
-                self._flat_state[name][...] = array
+        if self.params:
+            self._flat_state = {name: _realigned(array) for name, array in self._flat_state.items()}
             self.state = [{name: self._flat.view(array, i) for name, array in self._flat_state.items()}
                           for i in range(len(self.params))]
 
@@ -513,5 +536,5 @@ def from_config(config: Mapping[str, Any]) -> Optimizer:
     lr = settings.pop("lr", None)
     optimizer = get(config["class"], **settings)
     if lr is not None:
-        optimizer.lr = _in_range(lr, "lr", 0.0)
+        optimizer.lr = lr  # the setter's check: >= 0
     return optimizer

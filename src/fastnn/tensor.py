@@ -199,6 +199,8 @@ def asarray(x: Any, dtype: Any = None, *, device: Any = None) -> Tensor | np.nda
     try:
         arr = np.asarray(x, dtype=dtype)
     except (TypeError, RuntimeError) as err:  # a torch tensor of bfloat16, or requiring grad
+        if not torch_hint(x):
+            raise
         raise TypeError(f"asarray: argument 'x' cannot be made a NumPy array: {err}"
                         f"{torch_hint(x)}") from None
     if dtype is None and arr.dtype.kind == "f":
@@ -222,6 +224,8 @@ def from_dlpack(x: Any) -> Tensor | np.ndarray:
         try:
             return np.from_dlpack(x)
         except (TypeError, RuntimeError, BufferError) as err:  # NumPy's words name no argument
+            if not torch_hint(x):
+                raise
             raise TypeError(f"from_dlpack: argument 'x' cannot be taken as a NumPy array: "
                             f"{err}{torch_hint(x)}") from None
     if kind != _DLPACK_CUDA:

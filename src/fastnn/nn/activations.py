@@ -16,6 +16,7 @@ class _Activation(WorkspaceLayer):
     the array to write into."""
 
     activation = "identity"
+    _forward_caches = ("_y",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -107,6 +108,8 @@ class LeakyReLU(_Elementwise):
 
 class _KeepsInput(_Elementwise):
     """An activation whose derivative needs its input x, which it keeps besides the output."""
+
+    _forward_caches = ("_y", "_x")
 
     def __init__(self) -> None:
         super().__init__()

@@ -69,6 +69,8 @@ class Conv2d(WorkspaceLayer):
     where each patch value would feed too few multiply-adds for the GEMM to pay.
     """
 
+    _forward_caches = ("_x", "_z", "_y")
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,

@@ -81,6 +81,8 @@ class Dense(WorkspaceLayer):
     training adds to the loss.
     """
 
+    _forward_caches = ("_x", "_z", "_y")
+
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
                  bias: bool = True, init: str | _init.Initializer | None = None,
                  l1: float = 0.0, l2: float = 0.0) -> None:

@@ -349,6 +349,9 @@ class Module:
     functions of ``fastnn.train``.
     """
 
+    # what a forward keeps for backward, left behind by a copy (``__getstate__``)
+    _forward_caches: tuple[str, ...] = ()
+
     compiled: Any = None  # fastnn.train.Compiled once compile() ran
     compile = _TrainingMethod()
     fit = _TrainingMethod()
@@ -395,17 +398,16 @@ class Module:
     def __getstate__(self) -> dict:
         """What ``copy.deepcopy`` and pickle keep: everything but the recording of the last
         forward pass (a copy's replay would run the original's layers) and its scratch, and
-        what the last forward kept for backward (the last batch, or arrays of a workspace,
-        which a copy does not share: a pickle had carried the user's input, and a copy's
-        outputs aliased each other); a copy's backward needs a forward pass of its own."""
+        what the last forward kept for backward (``_forward_caches``: the last batch, or
+        arrays of a workspace, which a copy does not share: a pickle had carried the user's
+        input, and a copy's outputs aliased each other); a copy's backward needs a forward
+        pass of its own."""
         state = dict(vars(self))
         state.pop("_tape", None)
         state.pop("_backward_workspace", None)
         state.pop("_run_lock", None)
-        buffers = state.get("_buffer_names", {})
-        for key, value in state.items():
-            if key.startswith("_") and key not in buffers and (
-                    isinstance(value, np.ndarray) or memory.is_tensor(value)):
+        for key in type(self)._forward_caches:
+            if key in state:
                 state[key] = None
         return state
 

@@ -21,6 +21,8 @@ class _BatchNorm(WorkspaceLayer):
     ``num_batches_tracked`` have torch's names and meaning, so a torch state dict loads
     one-to-one and the running statistics match torch's step for step."""
 
+    _forward_caches = ("_x",)
+
     _ranks: tuple[int, ...] = ()
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,

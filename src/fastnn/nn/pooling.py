@@ -75,6 +75,8 @@ class MaxPool2d(_Pool2d):
     the window, never wins): the first of equal maxima, and NaN wins. stride defaults to
     the window. Backward sends each output's gradient to the input value it took."""
 
+    _forward_caches = ("_argmax", "_shape", "_out")
+
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x, shape = self._check_input(x)
         y, self._argmax = _C.maxpool2d_forward(

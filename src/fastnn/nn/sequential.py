@@ -58,9 +58,10 @@ class Sequential(Module):
 
     def check_layers_unique(self) -> None:
         """TypeError for a layer that is not a Module, ValueError naming both places where one
-        layer instance appears twice (see the class's docstring). The constructor checks, and
-        every forward again when ``layers`` changed since (an instance appended twice gave
-        wrong gradients in a loop of one's own; an array appended, AttributeErrors)."""
+        layer instance appears twice (see the class's docstring). The constructor checks, every
+        forward again when this model's own ``layers`` list changed since (an instance appended
+        twice gave wrong gradients in a loop of one's own; an array appended, AttributeErrors;
+        a nested model checks its own list when it runs), and ``fit`` the whole tree."""
         self._check_types()
         places: dict[int, str] = {}
         for name, module in self.named_modules():
