@@ -876,3 +876,126 @@ def test_a_recorded_value_as_a_layer_s_second_argument_is_an_error():
 
     with pytest.raises(TypeError, match=r"pair gets a recorded value after its first argument"):
         Model()(np.ones((2, 3), np.float32))
+
+
+class _Head(nn.Module):
+    def __init__(self, enc, n):
+        super().__init__()
+        self.enc, self.head = enc, nn.Dense(5, n)
+
+    def forward(self, x):
+        return self.head(fnn.tanh(self.enc(x)))
+
+
+def _head_grads(model, x, g):
+    """enc.weight's gradient of sum(g * model(x)), in float64 NumPy."""
+    w1, b1 = (np.float64(p.data) for p in (model.enc.weight, model.enc.bias))
+    w2 = np.float64(model.head.weight.data)
+    h = np.tanh(np.float64(x) @ w1.T + b1)
+    dz = (np.float64(g) @ w2) * (1 - h * h)
+    return dz.T @ np.float64(x)
+
+
+def test_a_layer_run_again_between_forward_and_backward_is_recomputed():
+    """Found by an attack: two models sharing an encoder, a(x1); b(x2); a.backward(g): the
+    encoder's caches held x2's, and its weight gradient matched neither forward (off by 4.8)."""
+    rng = np.random.default_rng(0)
+    x1, x2 = (rng.standard_normal((4, 5)).astype(np.float32) for _ in range(2))
+    fnn.seed(0)
+    enc = nn.Dense(5, 5)
+    a, b = _Head(enc, 3), _Head(enc, 2)
+    g = rng.standard_normal((4, 3)).astype(np.float32)
+    want = _head_grads(a, x1, g)
+    out = a(x1)
+    b(x2)  # the other task's forward, before a's backward
+    a.zero_grad()
+    a.backward(g)
+    assert_close(a.enc.weight.grad, want, rtol=1e-3, atol=1e-4)
+    a(x1)
+    a.enc(x2)  # a sub-layer called directly, to look at other features
+    a.zero_grad()
+    a.backward(g)
+    assert_close(a.enc.weight.grad, want, rtol=1e-3, atol=1e-4)
+    assert out.shape == (4, 3)
+
+
+def test_a_shared_training_dropout_run_again_cannot_be_replayed():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    enc = nn.Sequential(nn.Dense(5, 5), nn.Dropout(0.5))
+    a, b = _Head(enc, 3), _Head(enc, 2)
+    a(x)
+    b(x)
+    with pytest.raises(RuntimeError, match=r"ran again after this forward pass.*cannot be recomputed"):
+        a.backward(np.ones((4, 3), np.float32))
+
+
+def test_values_taken_out_of_a_recorded_array_are_refused():
+    """Found by an attack: h[0, 0], float(h), h.item() and h.tolist() became constants, their
+    gradient silently lost (fnn.mul(h, h[0, 0]): bias grad -3.22 where torch gives -8.23)."""
+    class Leak(nn.Module):
+        def __init__(self, take):
+            super().__init__()
+            self.fc, self.take = nn.Dense(3, 3), take
+
+        def forward(self, x):
+            h = self.fc(x)
+            return fnn.mul(h, self.take(h))
+
+    x = np.ones((2, 3), np.float32)
+    for take in (lambda h: h[0, 0], lambda h: float(h[:1, :1]), lambda h: h.item(0), lambda h: h.tolist()[0][0]):
+        with pytest.raises(TypeError, match=r"cannot be differentiated"):
+            Leak(take)(x)
+    printed = []
+
+    class Looks(nn.Module):  # printing, and np.asarray to look, stay allowed
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(3, 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            printed.append((repr(h), float(np.asarray(h)[0, 0])))
+            return h
+    Looks()(x)
+    assert printed
+
+
+def test_a_scalar_through_an_activation_has_a_gradient():
+    """Found by an attack: a 0-d value's gradient became shape (1,), which the activation's
+    backward refused (a learnable scalar gate, fnn.sigmoid(nn.Parameter(0.3)))."""
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.g = nn.Dense(3, 3), nn.Parameter(np.float32(0.3))
+
+        def forward(self, x):
+            return fnn.mul(self.fc(x), fnn.sigmoid(self.g))
+
+    model = Gate()
+    y = model(np.ones((4, 3), np.float32))
+    model.backward(np.ones_like(y))
+    s = 1 / (1 + np.exp(-0.3))
+    assert_close(model.g.grad, np.sum(y / s) * s * (1 - s), rtol=1e-5, atol=1e-6)
+
+
+def test_a_failed_forward_leaves_no_recording_and_grad_out_is_checked():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(3, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    model = M()
+    model(np.ones((2, 3), np.float32))
+    with pytest.raises(TypeError):
+        model(np.array([["a", "b", "c"]]))
+    with pytest.raises(RuntimeError, match="backward called before a forward pass"):
+        model.backward(np.ones((2, 2), np.float32))
+    model(np.ones((2, 3), np.float32))
+    with pytest.raises(TypeError, match=r"M.backward: grad_out must be a numeric array; got dtype complex"):
+        model.backward(np.ones((2, 2), np.complex64))
+    with pytest.raises(TypeError, match=r"fnn.concat: axis must be an integer; got float 1.0"):
+        fnn.concat([np.ones((2, 2)), np.ones((2, 2))], axis=1.0)

@@ -40,7 +40,9 @@ def _op(name: str, inputs: Sequence[Any], forward: Callable[..., np.ndarray],
 
 
 def _grad(g: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(g, dtype=np.float32)
+    # np.asarray, not np.ascontiguousarray: that made a 0-d gradient (1,), which the
+    # kernels refused for a 0-d value's backward (a scalar gate through fnn.sigmoid)
+    return np.asarray(g, dtype=np.float32, order="C")
 
 
 def _activation(name: str, x: np.ndarray) -> np.ndarray:
@@ -157,6 +159,8 @@ def concat(arrays: Sequence[np.ndarray], axis: int = 1) -> np.ndarray:
     if not isinstance(arrays, (list, tuple)) or not arrays:
         raise TypeError(f"fnn.concat: arrays must be a non-empty list of arrays; got "
                         f"{type(arrays).__name__}")
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"fnn.concat: axis must be an integer; got {type(axis).__name__} {axis!r:.60}")
     sizes: list[int] = []
     where: list[int] = []
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import _C
 from .._checks import as_float32
-from .module import Module, Parameter, Workspace
+from .module import Module, Parameter, Workspace, WorkspaceLayer
 
 # The tape of the forward pass being recorded (None outside one).
 _active: ContextVar[Tape | None] = ContextVar("fastnn_tape", default=None)
@@ -45,6 +45,8 @@ _INSTEAD = {
     "stack": "fnn.concat of fnn.reshape'd arrays", "reshape": "fnn.reshape(x, shape)",
     "ravel": "fnn.flatten(x)", "exp": "fnn.sigmoid, fnn.softmax or a layer",
     "setitem": "fnn.mul(h, mask) with a constant mask, or fnn.concat",
+    "getitem": "fnn.mul(h, mask) with a constant mask to keep some elements",
+    "value": "the recorded array itself in fnn ops (np.asarray(h) only to look at it)",
 }
 _OPERATORS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/",
               "true_divide": "/", "matmul": "@", "negative": "unary -", "power": "**"}
@@ -122,6 +124,13 @@ class Recorded(np.ndarray):
             raise _not_recordable("assigning into h.flat", "setitem")
         self.view(np.ndarray).flat = value
 
+    def __getitem__(self, key: Any) -> Any:
+        # an element (h[0, 0]) is a NumPy scalar, which __array_finalize__ never sees: a
+        # constant in what followed, its gradient silently lost
+        if self._recording():
+            raise _not_recordable("indexing (h[i, j], h[0])", "getitem")
+        return super().__getitem__(key)
+
     def __repr__(self) -> str:  # printing inside forward must not trip the checks
         return repr(self.view(np.ndarray))
 
@@ -143,6 +152,23 @@ def _refused_in_place(name: str) -> Callable[..., Any]:
 
 for _name in ("fill", "sort", "put", "partition", "resize", "setfield", "byteswap"):
     setattr(Recorded, _name, _refused_in_place(_name))
+
+
+def _refused_value(name: str) -> Callable[..., Any]:
+    """The conversion ``name`` (float(h), h.item(), h.tolist()), refused while recording: it
+    makes a Python number of a recorded value, a constant to what follows (its gradient was
+    silently lost)."""
+    def method(self: Recorded, *args: Any, **kwargs: Any) -> Any:
+        if self._recording():
+            raise _not_recordable(f"{name} of a recorded value (a constant from then on)", "value")
+        return getattr(np.ndarray, name)(self.view(np.ndarray), *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in ("item", "tolist", "__float__", "__int__", "__index__", "__complex__"):
+    setattr(Recorded, _name, _refused_value(_name))
 
 
 def _flat(args: Any, kwargs: Any) -> list:
@@ -196,6 +222,7 @@ class Node:
     module: Module | None = None
     modules: set[int] = field(default_factory=set)  # ids of module and its sub-modules
     extra: tuple[tuple, dict] = ((), {})  # a module's forward arguments after the input
+    calls: list = field(default_factory=list)  # (layer, its forward count) after the call
 
 
 class Tape:
@@ -303,7 +330,8 @@ class Tape:
             return [None]
 
         index = len(self.nodes)
-        return self.value(y, Node(name, [x], y, backward, module, modules, (args, kwargs)))
+        calls = [(m, m.calls) for _, m in module.named_modules() if isinstance(m, WorkspaceLayer)]
+        return self.value(y, Node(name, [x], y, backward, module, modules, (args, kwargs), calls))
 
     def call_op(self, name: str, inputs: Sequence[Any], forward: Callable[..., np.ndarray],
                 backward: Callable[[np.ndarray, list[bool]], list[np.ndarray | None]]
@@ -331,7 +359,7 @@ class Tape:
         output); returns the gradient of the input (None with input_grad=False).
         ``trace``, when given, receives one dict per replayed call (explain_backward)."""
         shape = self.nodes[self.output_node].output.shape
-        g = np.asarray(grad_out, dtype=np.float32)
+        g = as_float32(grad_out, f"{self.owner_name}.backward: grad_out")  # as a layer's
         if g.shape != shape:
             raise ValueError(f"{self.owner_name}.backward: grad_out has shape {g.shape}; "
                              f"expected {shape} (the shape of the last forward output)")
@@ -347,7 +375,16 @@ class Tape:
             need = [isinstance(a, Parameter) or
                     (isinstance(a, Recorded) and (a._node > 0 or input_grad))
                     for a in node.inputs]
-            if node.modules & touched:  # its caches hold a later call's: redo this call
+            ran_since = any(m.calls != count for m, count in node.calls)
+            if ran_since and not node.modules & touched and _stateful(node.module):
+                raise RuntimeError(
+                    f"{self.owner_name}.backward: {node.name} ({node.module!r}) ran again after "
+                    "this forward pass (in another model sharing it, or called directly), so "
+                    "its caches hold that call's, and its training forward (Dropout, "
+                    "BatchNorm) cannot be recomputed: run the forward pass again, then backward")
+            # its caches hold a later call's (of this forward, an earlier replay, or outside
+            # it: another model sharing the layer): redo this call
+            if node.modules & touched or ran_since:
                 with _paused():
                     args, kwargs = node.extra
                     node.module.forward(node.inputs[0].view(np.ndarray), *args, **kwargs)
@@ -407,9 +444,9 @@ def run(module: Module, forward: Callable[..., Any], x: Any, args: tuple, kwargs
     if tape is not None:
         tape.check(x, f"the input of {tape._names.get(id(module), type(module).__name__)}")
         return _checked_output(tape, forward(module, x, *args, **kwargs), module)
-    x = as_float32(x, f"{type(module).__name__} input")
-    tape = Tape(module)
     module.__dict__.pop("_tape", None)  # a failed forward leaves no stale tape behind
+    x = as_float32(x, f"{type(module).__name__} input")  # (an input refused here too)
+    tape = Tape(module)
     token = _active.set(tape)
     try:
         out = _checked_output(tape, forward(module, tape.leaf(x), *args, **kwargs), module)

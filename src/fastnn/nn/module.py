@@ -743,9 +743,16 @@ class WorkspaceLayer(Module):
     workspace, internal, input_grad)``, where ``workspace`` is None when the layer is
     called on its own; ``output`` gives the array for a result handed on. A subclass of
     such a layer that overrides ``forward`` or ``backward`` is run through its override.
+
+    ``calls`` counts the forward passes run: the recorder of a derived backward tells by it
+    that a layer it replays ran again since (another model sharing it, a direct call), its
+    caches holding that call's.
     """
 
+    calls = 0
+
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
         return self._forward(x, None, False)
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
@@ -754,6 +761,7 @@ class WorkspaceLayer(Module):
     def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
         if overridden(self, "forward", WorkspaceLayer):
             return self.forward(x)
+        self.calls += 1
         return self._forward(x, workspace, internal)
 
     def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
