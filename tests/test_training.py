@@ -9,6 +9,7 @@ paths, with no growth of memory in the steady state."""
 import csv
 import io as stdio
 import math
+import os
 import sys
 import tracemalloc
 
@@ -1251,3 +1252,31 @@ def test_fit_refuses_layers_added_replaced_or_repeated_after_compile(rng):
     twice.compile(loss="cross_entropy")
     with pytest.raises(ValueError, match="same Tanh instance"):
         twice.fit(X, y, epochs=1, verbose=0)
+
+
+def test_predict_and_evaluate_take_rows_batch_by_batch():
+    """Found by an attack: predict, evaluate converted all of X to float32 before batching:
+    a float64 X was copied whole, and a stride-0 view of 4 bytes became gigabytes."""
+    import re
+
+    def peak_mb():
+        return int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) >> 10
+
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("no /proc here to read the peak memory from")
+    model = nn.Sequential(nn.Dense(512, 8, "relu"), nn.Dense(8, 3))
+    model.compile(loss="cross_entropy", optimizer="sgd", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 512))  # float64
+    y = rng.integers(0, 3, 600)
+    np.testing.assert_array_equal(model.predict(X, batch_size=100), model.predict(np.float32(X), batch_size=100))
+    assert model.evaluate(X, y, batch_size=100) == model.evaluate(np.float32(X), y, batch_size=100)
+    X[550, 7] = np.inf
+    for call in (lambda: model.predict(X), lambda: model.evaluate(X, y)):
+        with pytest.raises(ValueError, match="X contains NaN or infinite values"):
+            call()
+    before = peak_mb()
+    rows = np.broadcast_to(np.ones((1, 512), np.float32), (1_000_000, 512))  # 2 GB as a copy
+    assert model.predict(rows, batch_size=4096).shape == (1_000_000, 3)
+    model.evaluate(rows, np.zeros(1_000_000, np.int64), batch_size=4096)
+    assert peak_mb() - before < 500

@@ -439,7 +439,7 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
     metrics: names or Metric objects as in ``compile`` (default: the compiled ones). X that
     looks like raw 0-255 pixel values gives a DataWarning, as in ``fit``."""
     cfg = _require_compiled(model, "evaluate")
-    X, y = _check_data(model, X, y, "X", "y")
+    X, y = _check_data(model, X, y, "X", "y", whole=memory.is_tensor(X))
     _whole_targets(model, cfg.loss, X, y, "evaluate: y")
     _diagnostics.check_input_scale(X, "X", stacklevel=2)  # a test set left unscaled
     positive_int(batch_size, "batch_size")
@@ -452,15 +452,16 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
 def predict(model: Any, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
     """The model's outputs for X (logits for a classifier), in evaluation mode (in the
     compiled precision), as a NumPy array wherever the model is."""
-    X = _check_inputs(model, X, "X")
+    X = _check_inputs(model, X, "X", whole=memory.is_tensor(X))
     size = positive_int(batch_size, "batch_size")
     compiled = getattr(model, "compiled", None)
     with run_lock(model), _mode(model, training=False), \
             _precision.using(compiled.precision if compiled is not None else _precision.current()):
         on_device = _device_like(model)
         if on_device is None:
-            return np.concatenate([model(X[i:i + size]) for i in range(0, len(X), size)])
-        return np.concatenate([model(memory.asarray(X[i:i + size], like=on_device)).numpy()
+            return np.concatenate([model(_batch_rows(X[i:i + size], "X"))
+                                   for i in range(0, len(X), size)])
+        return np.concatenate([model(memory.asarray(_batch_rows(X[i:i + size], "X"), like=on_device)).numpy()
                                for i in range(0, len(X), size)])
 
 
@@ -599,7 +600,8 @@ def _evaluate(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
     penalty = model.regularization_loss()
     on_device = _device_like(model)
     with run_lock(model), _mode(model, training=False):
-        for xb, yb in data.batches(X, y, batch_size, shuffle=False):
+        for start in range(0, len(X), batch_size):  # rows taken as float32 batch by batch
+            xb, yb = _batch_rows(X[start:start + batch_size], "X"), y[start:start + batch_size]
             pred = model(xb if on_device is None else memory.asarray(xb, like=on_device))
             tally.add(cfg.loss(pred, yb) + penalty, pred, yb)
     return tally.logs() if sync is None else sync.reduce_tally(tally)
@@ -803,7 +805,10 @@ def _first_layer(model: Any) -> Any:
     return layers[0] if layers else model
 
 
-def _check_inputs(model: Any, X: object, name: str) -> np.ndarray:
+def _check_inputs(model: Any, X: object, name: str, whole: bool = True) -> np.ndarray:
+    """X checked against the model's first layer; as float32, all finite (``whole``), or
+    as given, each batch then taken through ``_batch_rows`` (predict and evaluate: a float64
+    or strided X was copied whole first, a stride-0 view of a few bytes to gigabytes)."""
     X = numeric(X, name)
     first = _first_layer(model)
     features = getattr(first, "in_features", None)
@@ -818,6 +823,11 @@ def _check_inputs(model: Any, X: object, name: str) -> np.ndarray:
     if features is not None and X.shape[1] != features:
         raise ValueError(f"{name} has {X.shape[1]} features (shape {X.shape}) but the first "
                          f"layer, {first!r}, expects {features}")
+    return _batch_rows(X, name) if whole else X
+
+
+def _batch_rows(X: Any, name: str) -> np.ndarray:
+    """Rows of X as float32 (no copy where they are), all finite."""
     X = memory.asarray(X, np.float32)
     if not _all_finite(X):
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -874,9 +884,9 @@ def _check_device_run(model: Any, cfg: Compiled, what: str, **options: bool) -> 
     check_on_device(model, where)
 
 
-def _check_data(model: Any, X: object, y: object, x_name: str, y_name: str
+def _check_data(model: Any, X: object, y: object, x_name: str, y_name: str, whole: bool = True
                 ) -> tuple[np.ndarray, np.ndarray]:
-    X = _check_inputs(model, X, x_name)
+    X = _check_inputs(model, X, x_name, whole)
     y = numeric(y, y_name)
     if y.ndim not in (1, 2) or len(y) != len(X):
         raise ValueError(f"{y_name} must have one target (row) per sample of {x_name}; "
