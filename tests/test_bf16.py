@@ -393,3 +393,22 @@ def test_blocking_fits_the_caches(name, mr, nr):
         assert kc * nc * 2 <= l2 / 8 or nc == nr
     with pytest.raises(ValueError, match="not a bf16 kernel"):
         _C.bf16_blocking("fp32")
+
+
+def test_a_large_product_of_several_k_blocks_streams_its_c_right(path, rng):
+    """A C larger than twice L2, of several k-blocks, with beta 0, is written by streaming
+    stores (alpha applied; a row start off a 16-byte boundary, ldc odd, element by element
+    up to one); beta != 0 reads C and goes the cached way. Held to the reference."""
+    m, n, k = 1100, 1003, 1100  # 4.4 MB of C, k past one block
+    a, b = operands(rng, m, n, k, False, False)
+    base = np.full((m, n + 1), np.nan, np.float32)
+    out = base[:, 1:]  # rows start 4 bytes past an aligned address
+    _C.gemm(a, b, out, alpha=0.5, precision="bf16")
+    z, tol = expected(a, b, False, False, alpha=0.5)
+    assert (np.abs(out - z) <= tol + 2e-6 * np.abs(z)).all()
+    assert np.isnan(base[:, 0]).all()
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    got = c0.copy()
+    _C.gemm(a, b, got, beta=2.0, precision="bf16")
+    z, tol = expected(a, b, False, False, beta=2.0, c=c0)
+    assert (np.abs(got - z) <= tol + 2e-6 * np.abs(z)).all()
