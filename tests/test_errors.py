@@ -597,7 +597,8 @@ def test_a_learning_rate_float32_flushes_to_zero_is_refused():
     for make in (lambda: optim.SGD(lr=1e-50), lambda: optim.Adam(lr=1e-40)):
         raises(make, exc=ValueError, mentions=["lr must be > 0", "smallest normal"])
     opt = optim.SGD(nn.Dense(3, 2).parameters(), lr=0.1)
-    raises(setattr, opt, "lr", 1e-45, exc=ValueError, mentions=["(or 0)"])
+    opt.lr = 1e-45  # a decaying schedule's way to 0 (found by an attack: StepLR crashed fit)
+    assert opt.lr == 1e-45
     assert optim.SGD(lr=np.array(0.5)).lr == 0.5  # a 0-d array is a number
 
 

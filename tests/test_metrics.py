@@ -322,3 +322,15 @@ def test_top_k_accuracy_warns_when_k_leaves_no_miss():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert metrics.top_k_accuracy([0, 2], scores, k=2) == 0.0
+
+
+def test_metrics_of_an_empty_set_and_nan_labels_say_so():
+    """Found by an attack: precision/recall/F1/confusion_matrix of empty arrays failed in
+    NumPy's reshape; a NaN label was called "a fractional part"."""
+    from fastnn import metrics
+
+    for fn in (metrics.precision, metrics.recall, metrics.f1, metrics.confusion_matrix):
+        with pytest.raises(ValueError, match="y_true has no samples"):
+            fn(np.array([], np.int64), np.zeros((0, 3), np.float32))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        metrics.accuracy(np.array([np.nan, 1.0]), np.array([0, 1]))

@@ -1280,3 +1280,49 @@ def test_predict_and_evaluate_take_rows_batch_by_batch():
     assert model.predict(rows, batch_size=4096).shape == (1_000_000, 3)
     model.evaluate(rows, np.zeros(1_000_000, np.int64), batch_size=4096)
     assert peak_mb() - before < 500
+
+
+def test_fit_refuses_callbacks_twice_metric_names_it_logs_and_a_non_list():
+    """Found by an attack: one EarlyStopping listed twice counted each epoch twice (stopped
+    after epoch 0); a metric named "loss" replaced the loss in the history; callbacks=1 gave
+    "'int' object is not iterable"."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 4)).astype(np.float32), rng.integers(0, 2, 32)
+    model = nn.Sequential(nn.Dense(4, 2))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    stop = callbacks.EarlyStopping(monitor="loss", patience=1)
+    with pytest.raises(ValueError, match=r"callbacks\[1\] is callbacks\[0\] again"):
+        model.fit(X, y, epochs=2, verbose=0, callbacks=[stop, stop])
+    with pytest.raises(TypeError, match=r"callbacks must be a list of callbacks \(or None\); got int 1"):
+        model.fit(X, y, epochs=1, verbose=0, callbacks=1)
+
+    class Named(fastnn.metrics.Metric):
+        def __init__(self, name):
+            self.name = name
+
+        def reset(self):
+            pass
+
+        def update(self, y_true, y_pred):
+            pass
+
+        def result(self):
+            return 123.0
+    for name in ("loss", "lr", "val_loss"):
+        with pytest.raises(ValueError, match=rf"is named '{name}', a key fit logs itself"):
+            model.compile(loss="cross_entropy", optimizer="sgd", metrics=[Named(name)])
+
+
+def test_a_schedule_decaying_below_float32s_normals_and_one_ending_early():
+    """Found by an attack: StepLR(1, 0.1) over 40 epochs crashed fit at epoch 38 (the lr
+    setter refused 1e-38, a value the schedule passes on its way to 0); CosineLR shorter than
+    the fit trained its last epochs at lr 0 without a word."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 4)).astype(np.float32), rng.integers(0, 2, 32)
+    model = nn.Sequential(nn.Dense(4, 2))
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1))
+    history = model.fit(X, y, epochs=40, verbose=0, callbacks=[schedulers.StepLR(step_size=1, gamma=0.1)])
+    assert len(history.history["loss"]) == 40 and history.history["lr"][-1] < 1e-38
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1))
+    with pytest.warns(UserWarning, match=r"set the learning rate to 0 for epoch 5 of 8"):
+        model.fit(X, y, epochs=8, verbose=0, callbacks=[schedulers.CosineLR(total_epochs=4)])

@@ -42,6 +42,8 @@ def true_labels(y_true: object, name: str = "y_true") -> np.ndarray:
         y = y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)
     if y.ndim != 1:
         raise ValueError(f"{name} must be labels (n,) or rows (n, classes); got shape {y.shape}")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError(f"{name} must hold integer class labels; got NaN or infinite values")
     if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
         raise ValueError(f"{name} must hold integer class labels; got values with a "
                          "fractional part")
@@ -115,6 +117,9 @@ def _counts(y_true: object, y_pred: object, num_classes: int | None,
     """The confusion matrix with one more column: per true class, the samples whose scores
     hold a NaN (no prediction; misses for precision, recall and F1)."""
     t, p = _pair(y_true, y_pred, threshold)
+    if len(t) == 0:  # NumPy's reshape error had said it, naming nothing
+        raise ValueError("y_true has no samples: precision, recall, F1 and the confusion matrix "
+                         "of an empty set are undefined")
     scored = _scored(y_pred, len(t))
     seen = int(max(t.max(initial=-1), p[scored].max(initial=-1))) + 1
     scores = np.shape(y_pred)

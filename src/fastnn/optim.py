@@ -39,13 +39,16 @@ def _in_range(value: float, name: str, low: float, high: float | None = None) ->
 
 
 def check_lr(value: float, positive: bool = True) -> float:
-    """A learning rate: finite within float32's range, and > 0 (``positive``) or >= 0 (what a
-    schedule may set); a positive one at least float32's smallest normal number (1e-50 was
-    0 to the kernels: nothing trained)."""
+    """A learning rate: finite within float32's range; at construction (``positive``) at least
+    float32's smallest normal number (lr=1e-50 was 0 to the kernels: nothing trained), when
+    set later >= 0 (a decaying schedule passes below it on its way to 0, as it would in
+    torch, and the updates then vanish)."""
     value = _finite(value, "lr")
-    if positive or value != 0:
-        _check(value >= F32_TINY, f"lr must be > 0{'' if positive else ' (or 0)'} and at least "
-                                  f"{F32_TINY:.4g} (float32's smallest normal number); got {value}")
+    if positive:
+        _check(value >= F32_TINY, f"lr must be > 0 and at least {F32_TINY:.4g} (float32's "
+                                  f"smallest normal number); got {value}")
+    else:
+        _check(value >= 0, f"lr must be >= 0; got {value}")
     return value
 
 

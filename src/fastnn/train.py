@@ -218,6 +218,11 @@ def _resolve_metrics(names: list[str | _metrics.Metric], loss_fn: losses.Loss,
             resolved.append(_LossAccuracy(loss_fn, requested))
         else:
             resolved.append(_metrics.get(name, threshold=threshold))
+        metric_name = getattr(resolved[-1], "name", "")
+        # a metric under a key fit logs itself replaced it: history["loss"] showed the metric
+        if metric_name in ("loss", "lr") or str(metric_name).startswith("val_"):
+            raise ValueError(f"metrics: {resolved[-1]!r:.80} is named {metric_name!r}, a key fit "
+                             "logs itself (loss, lr, val_*); give it another name")
     return resolved
 
 
@@ -367,6 +372,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         cfg.optimizer.zero_grad()
         for cb in callbacks:
             cb.on_train_begin()
+        zero_lr_told = False
         for epoch in range(start, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
@@ -376,6 +382,11 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                               "it to 0 in an earlier fit), so the weights will not change; set "
                               "it first: model.compiled.optimizer.lr = 0.01", UserWarning,
                               stacklevel=2)
+            elif lr == 0 and epoch < epochs - 1 and not zero_lr_told:  # a schedule ended early
+                zero_lr_told = True  # (CosineLR(total_epochs=4) in fit(epochs=8): 4 epochs at 0)
+                warnings.warn(f"fit: a schedule set the learning rate to 0 for epoch {epoch + 1} "
+                              f"of {epochs}, so the weights stop changing; match its length "
+                              "(total_epochs) to epochs", UserWarning, stacklevel=2)
             if monitor is not None:
                 monitor.begin_epoch(epoch)
             progress.begin_epoch(epoch, len(X) if sync is None
@@ -655,8 +666,16 @@ def _check_callbacks(callbacks: Sequence[Any] | None) -> list[Callback]:
     if isinstance(callbacks, Callback) or hasattr(callbacks, "on_epoch_end"):
         raise TypeError(f"callbacks must be a list of callbacks; got one {type(callbacks).__name__}: "
                         "pass callbacks=[it]")
+    if callbacks is not None and (isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__")):
+        raise TypeError(f"callbacks must be a list of callbacks (or None); got "
+                        f"{type(callbacks).__name__} {callbacks!r:.60}")
     checked = []
+    seen: dict[int, int] = {}
     for i, cb in enumerate(callbacks or ()):
+        if id(cb) in seen:  # it ran twice an epoch: EarlyStopping counted each epoch twice
+            raise ValueError(f"callbacks[{i}] is callbacks[{seen[id(cb)]}] again ({cb!r:.80}); "
+                             "list each callback once")
+        seen[id(cb)] = i
         if not isinstance(cb, Callback):
             if not (hasattr(cb, "bind") and hasattr(cb, "on_epoch_end")):
                 raise TypeError(f"callbacks[{i}] must be a fastnn.callbacks.Callback or a "
