@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -1326,3 +1327,14 @@ def test_a_schedule_decaying_below_float32s_normals_and_one_ending_early():
     model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1))
     with pytest.warns(UserWarning, match=r"set the learning rate to 0 for epoch 5 of 8"):
         model.fit(X, y, epochs=8, verbose=0, callbacks=[schedulers.CosineLR(total_epochs=4)])
+
+
+def test_augment_warns_of_a_channels_last_image_shape():
+    """Found by an attack: Augment((8, 8, 3), flip=True) read 8 channels of 8 x 3 and flipped
+    colour channels of channels-last images, silently."""
+    with pytest.warns(UserWarning, match=r"looks like \(height, width, channels\).*pass \(3, 8, 8\)"):
+        data.Augment((8, 8, 3), flip=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data.Augment((3, 8, 8), flip=True)
+        data.Augment((2, 5, 7))

@@ -4,6 +4,7 @@ stratified for class labels) and image augmentation."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -144,6 +145,12 @@ class Augment:
             raise ValueError("Augment: image_shape must be (height, width) or (channels, "
                              f"height, width); got {image_shape!r}")
         self.image_shape = tuple(positive_int(d, "image_shape") for d in shape)
+        c, h, w = self.image_shape if len(self.image_shape) == 3 else (0, 0, 0)
+        if w in (1, 3, 4) and min(c, h) > 4:  # (8, 8, 3) flipped colour channels, silently
+            warnings.warn(f"Augment: image_shape {self.image_shape} looks like (height, width, "
+                          f"channels); Augment takes (channels, height, width), as the layers "
+                          f"do: pass ({w}, {c}, {h}) and images of that layout (for channels-last "
+                          "arrays, x.transpose(0, 3, 1, 2))", UserWarning, stacklevel=2)
         self.max_shift = non_negative(max_shift, "Augment: max_shift")
         height, width = self.image_shape[-2:]
         if self.max_shift >= min(height, width):
