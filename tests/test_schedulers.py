@@ -183,3 +183,21 @@ def test_scheduler_arguments_of_the_wrong_type_are_named(make, message):
     with pytest.raises((TypeError, ValueError), match=message.replace("(", r"\(").replace(")", r"\)")):
         make()
     assert schedulers.ReduceLROnPlateau(patience=3.0).patience == 3
+
+
+def test_a_validation_key_without_validation_data_is_refused_before_training():
+    """Found by an attack: ReduceLROnPlateau watching val_loss, or a ModelCheckpoint path with
+    {val_loss}, without validation data, raised only after the first epoch had trained."""
+    from fastnn import callbacks, nn
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 4)).astype(np.float32), rng.integers(0, 2, 40)
+    for cb, words in ((schedulers.ReduceLROnPlateau(), "ReduceLROnPlateau monitors 'val_loss'"),
+                      (callbacks.ModelCheckpoint("ck-{val_loss:.3f}.safetensors", monitor="loss"),
+                       "ModelCheckpoint's path holds 'val_loss'")):
+        model = nn.Sequential(nn.Dense(4, 2))
+        model.compile(loss="cross_entropy", optimizer="sgd")
+        before = model.layers[0].weight.data.copy()
+        with pytest.raises(ValueError, match=rf"callbacks\[0\]: {words}.*validation"):
+            model.fit(X, y, epochs=2, verbose=0, callbacks=[cb])
+        np.testing.assert_array_equal(model.layers[0].weight.data, before)  # nothing trained

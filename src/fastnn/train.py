@@ -356,6 +356,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                              "that leaves a sample in each, or none") from err
     if sync is None:
         _check_last_batch(model, tuple(np.shape(X))[1:], len(X), batch_size)
+    if X_val is None:
+        _check_validation_keys(callbacks)
 
     monitor = _diagnostics.Monitor(model) if diagnostics else None
     # the training set on the model's device, copied once (None: on the host)
@@ -660,6 +662,32 @@ def _one_value_normalizers(model: Any, sample_shape: tuple) -> list[str]:
     except (ValueError, TypeError, AttributeError, NotImplementedError):
         return []
     return found
+
+
+def _check_validation_keys(callbacks: list[Callback]) -> None:
+    """Before any epoch, without validation data: a callback that cannot go on without a
+    val_* log (ReduceLROnPlateau's monitor, a key in ModelCheckpoint's path) raised only
+    after the first epoch had trained. (EarlyStopping warns and carries on, as Keras's.) Not
+    where a callback of one's own is present: it may write val_* logs itself."""
+    from string import Formatter
+
+    from .callbacks import ModelCheckpoint
+    from .schedulers import ReduceLROnPlateau
+
+    if any(not type(cb).__module__.startswith("fastnn.") for cb in callbacks):
+        return
+    for i, cb in enumerate(callbacks):
+        if isinstance(cb, LearningRateScheduler) and isinstance(cb.schedule, ReduceLROnPlateau):
+            keys, what = [cb.schedule.monitor], "ReduceLROnPlateau monitors"
+        elif isinstance(cb, ModelCheckpoint):
+            keys, what = [f for _, f, _, _ in Formatter().parse(cb.path) if f], "ModelCheckpoint's path holds"
+        else:
+            continue
+        needed = [k for k in keys if isinstance(k, str) and k.startswith("val_")]
+        if needed:
+            raise ValueError(f"callbacks[{i}]: {what} {needed[0]!r}, which fit logs only with "
+                             "validation data: pass validation_split or validation_data, or "
+                             "use the training loss ('loss')")
 
 
 def _check_callbacks(callbacks: Sequence[Any] | None) -> list[Callback]:
