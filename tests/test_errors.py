@@ -356,9 +356,15 @@ def test_model_checkpoint_pattern_errors_are_clear(tmp_path):
     model = compiled_model()
     ck = fastnn.callbacks.ModelCheckpoint(tmp_path / "ck-{val_loss:.3f}.safetensors",
                                           save_best_only=False)
+    # a val_* key without validation data: refused before the first epoch
     raises(model.fit, np.ones((10, 5), np.float32), np.zeros(10, np.int64), epochs=1, verbose=0,
            callbacks=[ck], exc=ValueError,
-           mentions=("cannot be filled from this epoch's logs (KeyError: 'val_loss')",
+           mentions=("ModelCheckpoint's path holds 'val_loss'", "validation data"))
+    ck = fastnn.callbacks.ModelCheckpoint(tmp_path / "ck-{bogus:.3f}.safetensors",
+                                          save_best_only=False)
+    raises(model.fit, np.ones((10, 5), np.float32), np.zeros(10, np.int64), epochs=1, verbose=0,
+           callbacks=[ck], exc=ValueError,
+           mentions=("cannot be filled from this epoch's logs (KeyError: 'bogus')",
                      "it may name epoch, loss"))
 
 
