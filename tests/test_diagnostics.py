@@ -46,6 +46,32 @@ def test_deep_sigmoid_network_with_normal_init_is_flagged_as_vanishing(digits):
     assert "vanishing" in warned[0] and "0:Dense" in warned[0] and "7:Dense" in warned[0]
 
 
+class HeadFirst(nn.Module):
+    """The deep sigmoid network as a model of one's own, its output layer declared first:
+    attribute order is not the forward's."""
+
+    def __init__(self):
+        super().__init__()
+        fastnn.seed(0)
+        self.head = nn.Dense(32, 10)
+        self.body = [nn.Dense(64 if i == 0 else 32, 32, activation="sigmoid", init="normal")
+                     for i in range(7)]
+
+    def forward(self, x):
+        for layer in self.body:
+            x = layer(x)
+        return self.head(x)
+
+
+def test_a_model_of_ones_own_is_diagnosed_in_forward_order(digits):
+    model = HeadFirst()
+    model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.01))
+    history, warned = fit_quietly(model, *digits, epochs=2)
+    assert list(history.diagnostics) == [f"body.{i}:Dense" for i in range(7)] + ["head:Dense"]
+    assert len(warned) == 1 and "vanishing" in warned[0], warned
+    assert "first layer body.0:Dense" in warned[0] and "last layer head:Dense" in warned[0]
+
+
 def test_relu_network_with_he_init_is_healthy(digits):
     history, warned = fit_quietly(deep("relu", init="he_normal"), *digits, epochs=2)
     assert warned == []

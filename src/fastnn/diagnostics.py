@@ -130,11 +130,11 @@ class Monitor:
     called after each backward pass and each optimizer step)."""
 
     def __init__(self, model: Any) -> None:
-        self._all = named_layers(model)
-        self.layers = [(name, layer, _activation_of(self._all, i))
-                       for i, (name, layer) in enumerate(self._all) if _has_weight(layer)]
+        self._model = model
+        self._order(named_layers(model))
         if not self.layers:
             raise ValueError("diagnostics=True needs a model with weighted layers (Dense, ...)")
+        self._by_forward = getattr(model, "layers", None) is not None  # a Sequential's order is its own
         self._first_grad: dict[str, float] = {}
         self._warned: set[str] = set()
         self._pending: list[str] = []
@@ -142,6 +142,31 @@ class Monitor:
         self._batch = 0
         self._sums: dict[str, dict[str, float]] = {}
         self._before: dict[str, np.ndarray] = {}
+
+    def _order(self, named: list[tuple[str, Any]]) -> None:
+        self._all = named
+        self.layers = [(name, layer, _activation_of(named, i))
+                       for i, (name, layer) in enumerate(named) if _has_weight(layer)]
+
+    def _order_by_forward(self) -> None:
+        """A model of one's own lists its layers in attribute order, which need not be the
+        forward's (an output layer declared first would be taken for the first layer by the
+        vanishing-gradient check): after its first recorded forward, the layers go in the
+        order the tape called them (those never called, last)."""
+        self._by_forward = True
+        tape = self._model.__dict__.get("_tape")
+        if tape is None:
+            return
+        position: dict[int, int] = {}
+        for node in tape.nodes:
+            if node.module is None:
+                continue
+            leaves = [m for _, m in node.module.named_modules() if next(m.children(), None) is None]
+            for m in leaves:
+                position.setdefault(id(m), len(position))
+        order = sorted(range(len(self._all)),
+                       key=lambda i: position.get(id(self._all[i][1]), len(position) + i))
+        self._order([self._all[i] for i in order])
 
     def begin_epoch(self, epoch: int) -> None:
         self._epoch, self._batch = epoch, 0
@@ -152,6 +177,8 @@ class Monitor:
 
     def after_backward(self) -> None:
         """Gradient norms and activation statistics of the batch just backpropagated."""
+        if not self._by_forward:
+            self._order_by_forward()
         finite = True
         for name, layer, act in self.layers:
             grad = _norm(layer.weight.grad)
