@@ -2,6 +2,7 @@
 torch.optim.lr_scheduler."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -148,6 +149,14 @@ def test_bind_records_the_base_lr_once_and_sets_epoch_zero():
     other = make_optimizer(0.2)
     sched.bind(other)
     assert sched.base_lr == 0.2
+    for epoch in range(4):
+        sched.on_epoch_end(epoch)
+    sched.bind(opt)  # one scheduler for two models' fits: each goes on from its own base
+    assert sched.base_lr == 0.4 and opt.lr == pytest.approx(0.1)
+    sched.bind(other)
+    assert sched.base_lr == 0.2 and other.lr == pytest.approx(0.05)
+    copied = pickle.loads(pickle.dumps(sched))
+    assert copied.base_lr == 0.2 and copied.optimizer.lr == pytest.approx(0.05)
 
 
 def test_scheduler_errors():

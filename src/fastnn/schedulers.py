@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from typing import Any, Mapping
 
 from ._checks import non_negative, positive_int
@@ -47,18 +48,40 @@ class Scheduler:
         self.optimizer: Any = None
         self.base_lr: float | None = None
         self._bound_lr = 0.0
+        # id(optimizer) -> (weak reference, its base lr): one scheduler given to the fits of
+        # two models goes back to each one's own base lr, not the last bound one's
+        self._bases: dict[int, tuple[weakref.ref, float]] = {}
 
     def bind(self, optimizer: Any) -> Scheduler:
         """Drive ``optimizer.lr``. The base lr is the optimizer's lr when this scheduler is
-        first bound to it (binding it again, e.g. for a second ``fit``, keeps it)."""
+        first bound to it (binding it again, e.g. for a second ``fit``, keeps it, also after
+        the scheduler drove another optimizer in between)."""
         if not hasattr(optimizer, "lr"):
             raise TypeError(f"{type(self).__name__}.bind: expected an optimizer with an lr; "
                             f"got {type(optimizer).__name__}")
         if optimizer is not self.optimizer:
-            self.optimizer, self.base_lr = optimizer, float(optimizer.lr)
+            self._remember()
+            ref, base = self._bases.get(id(optimizer), (None, None))
+            if ref is None or ref() is not optimizer:
+                base = float(optimizer.lr)
+            self.optimizer, self.base_lr = optimizer, base
         self._bound_lr = float(optimizer.lr)
         self._reset()
         return self
+
+    def _remember(self) -> None:
+        """Keep the bound optimizer's base lr for when it is bound again."""
+        if self.optimizer is not None and self.base_lr is not None:
+            self._bases = {k: v for k, v in self._bases.items() if v[0]() is not None}
+            try:
+                self._bases[id(self.optimizer)] = (weakref.ref(self.optimizer), self.base_lr)
+            except TypeError:  # an optimizer of one's own without weak references
+                pass
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_bases"] = {}  # weak references do not pickle; the bound one's base is kept
+        return state
 
     def continue_at(self, epoch: int) -> None:
         """A fit resumed at ``epoch`` (from a checkpoint, written after this scheduler set
