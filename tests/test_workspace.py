@@ -258,6 +258,28 @@ def test_the_steady_state_of_fit_allocates_nothing_and_memory_stays_flat(rng):
     assert max(record.in_use) - min(record.in_use) < 4096, record.in_use
 
 
+def test_a_large_array_left_from_one_big_batch_is_given_back(rng, monkeypatch):
+    """A model called once on a big batch (a whole test set) keeps that size only while the
+    runs after it use a quarter of it or more; small arrays and fit's steady state keep theirs."""
+    monkeypatch.setattr(nn.module.Workspace, "shrink_bytes", 64 * 1024)
+    fastnn.seed(2)
+    model = nn.Sequential(nn.Dense(8, 64, activation="relu"), nn.Dense(64, 3))
+    total = lambda: sum(a.nbytes for a in model._workspace.arrays())
+    model(data(rng, 32, 8))
+    small = total()
+    model(data(rng, 4096, 8))                  # the first layer's output: 1 MiB
+    assert total() > 100 * small
+    model(data(rng, 1200, 8))                  # more than a quarter: kept
+    assert total() > 100 * small
+    x = data(rng, 32, 8)
+    np.testing.assert_array_equal(model(x), model.layers[1](model.layers[0](x)))
+    assert total() == small
+    model(data(rng, 200, 8))                   # under shrink_bytes: grows and stays
+    kept = total()
+    model(x)
+    assert total() == kept
+
+
 # ------------------------------------------------------------------------ one instance, one place
 def test_an_activation_instance_used_twice_is_refused():
     act = nn.Tanh()

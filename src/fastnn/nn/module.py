@@ -196,7 +196,13 @@ class Workspace:
     (``reading``, which the Sequential sets before each layer's backward). A CNN's backward
     pass then writes into 13 MB instead of 60, which stay in cache: the Fashion-MNIST CNN's
     training step (batch 64) took 3-5% less time on a 2-core Xeon.
+
+    An array grows with the batch and is kept for the smaller batches after it, except a
+    large one (``shrink_bytes`` and up) of which a run uses under a quarter: a model called
+    once on a whole test set would otherwise hold that memory for as long as it lives.
     """
+
+    shrink_bytes = 64 << 20
 
     def __init__(self, _run: dict[int, np.ndarray] | None = None,
                  _like: list | None = None, _root: Workspace | None = None) -> None:
@@ -253,7 +259,8 @@ class Workspace:
         size = math.prod(shape)
         flat, like = self._arrays.get(name), self._like[0]
         if (flat is None or flat.size < size or flat.dtype != dtype
-                or (memory.is_tensor(flat), memory.device_of(flat)) != where):
+                or (memory.is_tensor(flat), memory.device_of(flat)) != where
+                or (flat.nbytes >= self.shrink_bytes and 4 * size < flat.size)):
             if flat is not None:
                 del self._run[id(memory.owner(flat))]
             flat = self._arrays[name] = memory.empty(size, dtype, like=like)
