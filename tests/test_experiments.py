@@ -61,6 +61,23 @@ def test_diverging_run_is_reported_not_raised():
     assert "diverged" in result.table()
 
 
+def test_a_run_whose_last_step_blew_the_weights_up_is_diverged_not_chance():
+    """Full batch: an epoch is one step, its loss taken before the step, so the logged loss
+    stays finite while fit stops on the NaN/Inf weights that step left (found by an attack:
+    reported as "chance")."""
+    rng = np.random.default_rng(3)
+    X = (rng.standard_normal((60, 5)) * 100).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    build = lambda: nn.Sequential(nn.Dense(5, 16, activation="relu"), nn.Dense(16, 3))  # noqa: E731
+    result = experiments.compare(build, (X, y, X[:20], y[:20]), optimizers=["sgd"], lrs=[3e38],
+                                 batch_sizes=[None], epochs=3, verbose=False)
+    (run,) = result.runs
+    assert all(np.isfinite(run.history.history["loss"]))
+    assert run.history.stop_reason is not None
+    assert run.diverged and run.status == "diverged"
+    assert "diverged" in result.table()
+
+
 def test_target_epoch(digits_split):
     result = experiments.compare(_builder(), digits_split, optimizers=["adam"], lrs=[0.01],
                                  epochs=4, target_accuracy=0.5, verbose=False)

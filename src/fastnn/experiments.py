@@ -60,7 +60,8 @@ class Run:
 
     @property
     def status(self) -> str:
-        """"diverged" (the loss became NaN or infinite), "chance" (``at_chance``) or "ok"."""
+        """"diverged" (the loss or a parameter became NaN or infinite: fit stopped), "chance"
+        (``at_chance``) or "ok"."""
         return "diverged" if self.diverged else "chance" if self.at_chance else "ok"
 
 
@@ -73,7 +74,7 @@ class Comparison:
     def table(self) -> str:
         """One row per run: the final and the best validation accuracy, the final training
         loss, the first epoch at the target accuracy (a column only when a target was
-        given), the time, and the status: ok, diverged (NaN or infinite loss) or chance
+        given), the time, and the status: ok, diverged (NaN or infinite loss or weights) or chance
         (final validation accuracy no better than guessing; see ``compare``)."""
         width = max([len("optimizer"), *(len(r.name) for r in self.runs)])
         # the target as given: 0.955 had been shown as 96%, above what its epochs reached
@@ -129,7 +130,9 @@ def compare(build_model: Callable[[], Any], data: Data, *,
       ``lrs`` too is an error.
 
     Every optimizer is built once before training starts, so a misspelt setting fails at
-    once. A run whose loss becomes NaN or infinite stops and is reported as diverged; a run
+    once. A run whose loss or weights become NaN or infinite stops and is reported as
+    diverged (the epoch's loss, taken before each step, can stay finite when its last step
+    blew the weights up: full-batch training always); a run
     whose final validation accuracy is at most ``chance_margin`` above guessing (the larger
     of 1/classes and the validation set's majority-class share) is marked "chance" in the
     table (``Run.at_chance``): it learnt nothing. Prints a line per run and the table when
@@ -186,7 +189,7 @@ def compare(build_model: Callable[[], Any], data: Data, *,
         seconds = time.perf_counter() - start
         h = history.history
         val_acc = h.get("val_accuracy", [])
-        diverged = not all(math.isfinite(v) for v in h["loss"])
+        diverged = history.stop_reason is not None or not all(math.isfinite(v) for v in h["loss"])
         reached = next((i + 1 for i, a in enumerate(val_acc)
                         if target_accuracy is not None and a >= target_accuracy), None)
         at_chance = bool(val_acc) and chance is not None and val_acc[-1] <= chance + chance_margin
