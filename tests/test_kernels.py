@@ -1471,6 +1471,28 @@ def test_batchnorm_against_numpy(shape, training, rng):
     assert_close(gb, -0.5 + edb, 1e-5, 1e-5, "batchnorm grad_bias")
 
 
+@pytest.mark.parametrize("shape", [(2048, 2), (32, 3, 16, 16)], ids=str)
+def test_batchnorm_with_a_mean_large_beside_the_spread(shape, rng):
+    """1e5 +- 0.01 (float32's spacing there: 0.0078): sums of x and x^2 cancelled to a
+    variance 31-78% off, and x scale + shift (x scale near 1e7) lost the output; both now
+    as torch's, to the one rounding of the mean to float32 (found by an attack)."""
+    c = shape[1]
+    x = (1e5 + 0.01 * rng.standard_normal(shape)).astype(np.float32)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    mean, invstd = np.zeros(c, np.float32), np.zeros(c, np.float32)
+    y = _C.batchnorm_forward(x, None, None, rm, rv, mean, invstd, training=True, momentum=1.0)
+    axes = (0,) + tuple(range(2, x.ndim))
+    x64 = x.astype(np.float64)
+    var = x64.var(axis=axes)
+    assert_close(rv, x64.var(axis=axes, ddof=1), 1e-4, 0, "running_var")
+    assert_close(invstd, 1 / np.sqrt(var + 1e-5), 1e-4, 0, "save_invstd")
+    assert_close(mean, x64.mean(axis=axes), 0, 0.004, "save_mean (to its float32 rounding)")
+    shape1 = (1, c) + (1,) * (x.ndim - 2)
+    ey = (x64 - mean.reshape(shape1)) * invstd.reshape(shape1).astype(np.float64)
+    assert_close(y, ey, 1e-4, 1e-3, "output from the saved mean")
+    assert np.allclose(y.std(axis=axes), np.sqrt(var / (var + 1e-5)), rtol=1e-3)
+
+
 def test_batchnorm_backward_finite_differences(rng):
     x = rng.standard_normal((5, 2, 3)).astype(np.float32)
     gamma, beta = np.array([1.5, -0.7], np.float32), np.array([0.1, 0.2], np.float32)

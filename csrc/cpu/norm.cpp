@@ -40,9 +40,11 @@ struct Lanes {
     }
 };
 
-// a += x, b += x * x (kSquares) over a channel's values: n rows of s, `stride` apart.
+// a += d, b += d * d (kSquares) over a channel's values, d = x - pivot in double (exact; see
+// pivot_of): n rows of s, `stride` apart.
 template <bool kSquares>
-FASTNN_ISA_BODY void sum_values(const float* x, int64_t n, int64_t s, int64_t stride, Lanes* lanes) {
+FASTNN_ISA_BODY void sum_values(const float* x, int64_t n, int64_t s, int64_t stride, double pivot,
+                                Lanes* lanes) {
     double a[kLanes], b[kLanes];
     std::copy(lanes->a, lanes->a + kLanes, a);
     std::copy(lanes->b, lanes->b + kLanes, b);
@@ -50,17 +52,20 @@ FASTNN_ISA_BODY void sum_values(const float* x, int64_t n, int64_t s, int64_t st
         const float* v = x + i * stride;
         int64_t j = 0;
         for (; j < s && (p + j) % kLanes != 0; ++j) {
-            a[(p + j) % kLanes] += v[j];
-            if (kSquares) b[(p + j) % kLanes] += double(v[j]) * v[j];
+            const double d = double(v[j]) - pivot;
+            a[(p + j) % kLanes] += d;
+            if (kSquares) b[(p + j) % kLanes] += d * d;
         }
         for (; j + kLanes <= s; j += kLanes)
             for (int64_t l = 0; l < kLanes; ++l) {
-                a[l] += v[j + l];
-                if (kSquares) b[l] += double(v[j + l]) * v[j + l];
+                const double d = double(v[j + l]) - pivot;
+                a[l] += d;
+                if (kSquares) b[l] += d * d;
             }
         for (; j < s; ++j) {
-            a[(p + j) % kLanes] += v[j];
-            if (kSquares) b[(p + j) % kLanes] += double(v[j]) * v[j];
+            const double d = double(v[j]) - pivot;
+            a[(p + j) % kLanes] += d;
+            if (kSquares) b[(p + j) % kLanes] += d * d;
         }
         p += s;
     }
@@ -69,14 +74,14 @@ FASTNN_ISA_BODY void sum_values(const float* x, int64_t n, int64_t s, int64_t st
 }
 
 // The gradient that reaches batch norm's output: dy, or with a relu fused after it, dy where
-// the forward's output x scale + shift (scale_shift's float arithmetic: the same bits) was
+// the forward's output (x - mean) scale + shift (scale_shift's float arithmetic: the same bits) was
 // above 0 and 0 elsewhere, as the relu's own backward. Reading the relu's output instead made
 // a third of the pass's reads (b128 VGG step, 2 threads: 87.7 -> 83.7 ms without them). The
 // load comes before the select: one under a condition keeps gcc from vectorizing.
 template <bool kRelu>
-inline float grad_at(const float* g, const float* x, int64_t at, float scale, float shift) {
+inline float grad_at(const float* g, const float* x, int64_t at, float mean, float scale, float shift) {
     const float d = g[at];
-    if constexpr (kRelu) return x[at] * scale + shift <= 0.0f ? 0.0f : d;
+    if constexpr (kRelu) return (x[at] - mean) * scale + shift <= 0.0f ? 0.0f : d;
     return d;
 }
 
@@ -96,18 +101,18 @@ FASTNN_ISA_BODY void sum_grads(const float* x, const float* g, float scale, floa
         const float* d = g + i * stride;
         int64_t j = 0;
         for (; j < s && (p + j) % kLanes != 0; ++j) {
-            const float dj = grad_at<kRelu>(d, v, j, scale, shift);
+            const float dj = grad_at<kRelu>(d, v, j, mean, scale, shift);
             a[(p + j) % kLanes] += dj;
             b[(p + j) % kLanes] += dj * (v[j] - mean);
         }
         for (; j + kLanes <= s; j += kLanes)
             for (int64_t l = 0; l < kLanes; ++l) {
-                const float dj = grad_at<kRelu>(d, v, j + l, scale, shift);
+                const float dj = grad_at<kRelu>(d, v, j + l, mean, scale, shift);
                 a[l] += dj;
                 b[l] += dj * (v[j + l] - mean);
             }
         for (; j < s; ++j) {
-            const float dj = grad_at<kRelu>(d, v, j, scale, shift);
+            const float dj = grad_at<kRelu>(d, v, j, mean, scale, shift);
             a[(p + j) % kLanes] += dj;
             b[(p + j) % kLanes] += dj * (v[j] - mean);
         }
@@ -123,14 +128,15 @@ FASTNN_ISA_BODY void sum_grads(const float* x, const float* g, float scale, floa
 constexpr int64_t kChannelBlock = 64;
 
 FASTNN_ISA_BODY void sum_values_across(const float* x, int64_t n, int64_t c, int64_t c0,
-                                       int64_t c1, double* a, double* b) {
+                                       int64_t c1, const double* pivot, double* a, double* b) {
     std::fill(a, a + (c1 - c0), 0.0);
     std::fill(b, b + (c1 - c0), 0.0);
     for (int64_t i = 0; i < n; ++i) {
         const float* v = x + i * c + c0;
         for (int64_t k = 0; k < c1 - c0; ++k) {
-            a[k] += v[k];
-            b[k] += double(v[k]) * v[k];
+            const double d = double(v[k]) - pivot[k];
+            a[k] += d;
+            b[k] += d * d;
         }
     }
 }
@@ -145,22 +151,22 @@ FASTNN_ISA_BODY void sum_grads_across(const float* x, const float* g, const floa
     for (int64_t i = 0; i < n; ++i) {
         const float *v = x + i * c + c0, *d = g + i * c + c0;
         for (int64_t k = 0; k < c1 - c0; ++k) {
-            const float dk = grad_at<kRelu>(d, v, k, scale[k], shift[k]);
+            const float dk = grad_at<kRelu>(d, v, k, mean[c0 + k], scale[k], shift[k]);
             a[k] += dk;
             b[k] += dk * (v[k] - mean[c0 + k]);
         }
     }
 }
 
-// y = x * scale + shift over a channel's values: one multiply and one add each, in float;
-// with kRelu, then the relu as activate() computes it (the relu's own pass over y had 1.5% of
-// a VGG step's perf samples).
+// y = (x - mean) scale + shift over a channel's values, in float (saved_affine); with kRelu,
+// then the relu as activate() computes it (the relu's own pass over y had 1.5% of a VGG
+// step's perf samples).
 template <bool kRelu>
 FASTNN_ISA_BODY void scale_shift(const float* x, float* y, int64_t n, int64_t s, int64_t stride,
-                                 float scale, float shift) {
+                                 float mean, float scale, float shift) {
     for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < s; ++j) {
-            const float v = x[i * stride + j] * scale + shift;
+            const float v = (x[i * stride + j] - mean) * scale + shift;
             y[i * stride + j] = kRelu && v < 0.0f ? 0.0f : v;
         }
 }
@@ -174,7 +180,7 @@ FASTNN_ISA_BODY void input_grad(const float* x, const float* g, float scale, flo
     for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < s; ++j) {
             const int64_t at = i * stride + j;
-            d[at] = gain * grad_at<kRelu>(g, x, at, scale, shift) + (slope * (x[at] - mean) + offset);
+            d[at] = gain * grad_at<kRelu>(g, x, at, mean, scale, shift) + (slope * (x[at] - mean) + offset);
         }
 }
 
@@ -183,12 +189,13 @@ FASTNN_ISA_BODY void input_grad(const float* x, const float* g, float scale, flo
 // (BatchNorm1d on (128, 512): 0.49x PyTorch). The same arithmetic per value.
 template <bool kRelu>
 FASTNN_ISA_BODY void scale_shift_across(const float* x, float* y, int64_t n, int64_t c, int64_t c0,
-                                        int64_t c1, const float* scale, const float* shift) {
+                                        int64_t c1, const float* mean, const float* scale,
+                                        const float* shift) {
     for (int64_t i = 0; i < n; ++i) {
         const float* v = x + i * c + c0;
         float* out = y + i * c + c0;
         for (int64_t k = 0; k < c1 - c0; ++k) {
-            const float r = v[k] * scale[k] + shift[k];
+            const float r = (v[k] - mean[k]) * scale[k] + shift[k];
             out[k] = kRelu && r < 0.0f ? 0.0f : r;
         }
     }
@@ -203,7 +210,7 @@ FASTNN_ISA_BODY void input_grad_across(const float* x, const float* g, const flo
         const float *v = x + i * c + c0, *dy = g + i * c + c0;
         float* out = d + i * c + c0;
         for (int64_t k = 0; k < c1 - c0; ++k)
-            out[k] = gain[k] * grad_at<kRelu>(dy, v, k, scale[k], shift[k]) + (slope[k] * (v[k] - mean[k]) + offset[k]);
+            out[k] = gain[k] * grad_at<kRelu>(dy, v, k, mean[k], scale[k], shift[k]) + (slope[k] * (v[k] - mean[k]) + offset[k]);
     }
 }
 
@@ -222,24 +229,27 @@ void batchnorm_forward(const float* x, const float* gamma, const float* beta, fl
     parallel_for(c, channel_grain(count), [=](int64_t c0, int64_t c1) {
         for (int64_t b0 = c0; b0 < c1; b0 += kChannelBlock) {
             const int64_t b1 = std::min(c1, b0 + kChannelBlock);
-            double sum[kChannelBlock], sq[kChannelBlock];
-            float scale[kChannelBlock], shift[kChannelBlock];
-            if (training && s == 1) sums_across(x, n, c, b0, b1, sum, sq);
+            double sum[kChannelBlock], sq[kChannelBlock], pivot[kChannelBlock];
+            float center[kChannelBlock], scale[kChannelBlock], shift[kChannelBlock];
+            for (int64_t ch = b0; ch < b1; ++ch)
+                pivot[ch - b0] = training && count > 0 ? pivot_of(x[ch * s]) : 0.0;
+            if (training && s == 1) sums_across(x, n, c, b0, b1, pivot, sum, sq);
             for (int64_t ch = b0; ch < b1; ++ch) {
                 if (training && s > 1) {  // just before the channel's pass: its values still in L2
                     Lanes lanes;
-                    sums(x + ch * s, n, s, c * s, &lanes);
+                    sums(x + ch * s, n, s, c * s, pivot[ch - b0], &lanes);
                     sum[ch - b0] = lanes.total_a(), sq[ch - b0] = lanes.total_b();
                 }
-                const ChannelMap m = channel_map(training ? sum[ch - b0] : 0.0, training ? sq[ch - b0] : 0.0, count,
-                                                 training, momentum, eps, running_mean, running_var, gamma, beta, ch);
+                const ChannelMap m = channel_map(training ? sum[ch - b0] : 0.0, training ? sq[ch - b0] : 0.0,
+                                                 pivot[ch - b0], count, training, momentum, eps, running_mean,
+                                                 running_var, gamma, beta, ch);
                 save_mean[ch] = static_cast<float>(m.mean);
                 save_invstd[ch] = static_cast<float>(m.invstd);
                 if (s > 1)
-                    apply(x + ch * s, y + ch * s, n, s, c * s, m.scale, m.shift);
-                scale[ch - b0] = m.scale, shift[ch - b0] = m.shift;
+                    apply(x + ch * s, y + ch * s, n, s, c * s, save_mean[ch], m.scale, m.shift);
+                center[ch - b0] = save_mean[ch], scale[ch - b0] = m.scale, shift[ch - b0] = m.shift;
             }
-            if (s == 1) apply_across(x, y, n, c, b0, b1, scale, shift);
+            if (s == 1) apply_across(x, y, n, c, b0, b1, center, scale, shift);
         }
     });
 }
@@ -249,7 +259,7 @@ void add_channel_sums(const float* x, int64_t n, int64_t c, int64_t s, float* su
     parallel_for(c, channel_grain(n * s), [=](int64_t c0, int64_t c1) {
         for (int64_t ch = c0; ch < c1; ++ch) {
             Lanes lanes;
-            add(x + ch * s, n, s, c * s, &lanes);
+            add(x + ch * s, n, s, c * s, 0.0, &lanes);
             sums[ch] += static_cast<float>(lanes.total_a());
         }
     });
@@ -274,7 +284,7 @@ void batchnorm_backward_body(const float* x, const float* gy, const float* gamma
             float scale[kChannelBlock], shift[kChannelBlock];  // the forward's map (for kRelu)
             float gain[kChannelBlock], mean_f[kChannelBlock], slope[kChannelBlock], offset[kChannelBlock];
             for (int64_t ch = b0; ch < b1; ++ch)
-                saved_affine(save_mean[ch], save_invstd[ch], gamma, beta, ch, scale[ch - b0], shift[ch - b0]);
+                saved_affine(save_invstd[ch], gamma, beta, ch, scale[ch - b0], shift[ch - b0]);
             if (s == 1) sums_across(x, gy, scale, shift, n, c, b0, b1, save_mean, gsum, gxsum);
             for (int64_t ch = b0; ch < b1; ++ch) {
                 if (s > 1) {  // just before the channel's pass, as the forward's sums

@@ -33,30 +33,32 @@ __global__ void forward_kernel(const float* x, const float* gamma, const float* 
                                int64_t s, float eps, bool training, float momentum, float* running_mean,
                                float* running_var, float* save_mean, float* save_invstd) {
     __shared__ double sa[kNormThreads], sb[kNormThreads];
-    __shared__ float scale_shift[2];
+    __shared__ float affine[3];  // mean, scale, shift: y = (x - mean) scale + shift
     const int64_t ch = blockIdx.x, count = n * s;
+    const double pivot = training && count > 0 ? pivot_of(x[at(0, ch, c, s)]) : 0.0;
     if (training) {
         double a = 0.0, b = 0.0;
         for (int64_t p = threadIdx.x; p < count; p += kNormThreads) {
-            const double v = x[at(p, ch, c, s)];
-            a += v;
-            b += v * v;
+            const double d = double(x[at(p, ch, c, s)]) - pivot;
+            a += d;
+            b += d * d;
         }
         block_sums(a, b, sa, sb);
     }
     if (threadIdx.x == 0) {
-        const ChannelMap m = channel_map(training ? sa[0] : 0.0, training ? sb[0] : 0.0, count, training, momentum,
-                                         eps, running_mean, running_var, gamma, beta, ch);
+        const ChannelMap m = channel_map(training ? sa[0] : 0.0, training ? sb[0] : 0.0, pivot, count, training,
+                                         momentum, eps, running_mean, running_var, gamma, beta, ch);
         save_mean[ch] = static_cast<float>(m.mean);
         save_invstd[ch] = static_cast<float>(m.invstd);
-        scale_shift[0] = m.scale;
-        scale_shift[1] = m.shift;
+        affine[0] = save_mean[ch];
+        affine[1] = m.scale;
+        affine[2] = m.shift;
     }
     __syncthreads();
-    const float scale = scale_shift[0], shift = scale_shift[1];
+    const float mean = affine[0], scale = affine[1], shift = affine[2];
     for (int64_t p = threadIdx.x; p < count; p += kNormThreads) {
         const int64_t i = at(p, ch, c, s);
-        y[i] = x[i] * scale + shift;
+        y[i] = (x[i] - mean) * scale + shift;
     }
 }
 
