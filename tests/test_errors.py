@@ -53,6 +53,21 @@ def test_non_numeric_arrays_are_refused_naming_the_layer_or_loss():
     raises(losses.MSE(), text, np.zeros((2, 4)), exc=TypeError, mentions=("MSE: pred", "<U1"))
 
 
+def test_float64_values_beyond_float32_s_range_are_refused_not_made_infinite():
+    """NumPy's cast made 1e39 infinite with only a warning; an infinity given as such stays
+    one (found by an attack)."""
+    big = np.array([[1e39, 1.0, 0.0, 0.0]])
+    raises(nn.Dense(4, 3), big, exc=ValueError, mentions=("Dense(4, 3) input", "float32", "1e+39"))
+    raises(nn.Conv2d(1, 2, 3), np.full((1, 1, 4, 4), -1e300), exc=ValueError,
+           mentions=("input", "float32", "1e+300"))
+    raises(lambda: next(iter(fastnn.data.batches(big, np.zeros(1), 1))), exc=ValueError,
+           mentions=("X", "float32"))
+    raises(compiled_model(4).fit, big.repeat(4, 0), np.zeros(4, int), epochs=1, verbose=0,
+           exc=ValueError, mentions=("X", "float32's range"))
+    out = nn.Dense(4, 3)(np.array([[np.inf, 1.0, 0.0, 0.0]]))
+    assert not np.isfinite(out).all()
+
+
 def test_dense_mismatched_feature_count():
     layer = nn.Dense(5, 3)
     raises(layer, np.ones((4, 6), np.float32), exc=ValueError, mentions=("5", "6"))

@@ -64,7 +64,9 @@ def _conversion_hint(x: object, name: str) -> str:
 
 def as_float32(x: object, name: Name) -> np.ndarray:
     """``x`` as a C-contiguous float32 array (no copy when it already is one); a float32
-    Tensor is taken where it is (TypeError for another dtype: no conversion on a device)."""
+    Tensor is taken where it is (TypeError for another dtype: no conversion on a device).
+    Finite values beyond float32's range are a ValueError naming ``name`` (NumPy's cast
+    made them infinite with only a warning)."""
     if type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous:
         return x
     if memory.is_tensor(x):
@@ -72,7 +74,15 @@ def as_float32(x: object, name: Name) -> np.ndarray:
             raise TypeError(f"{_text(name)} must be float32 on {x.device}; got dtype {x.dtype} "
                             "(convert it: fastnn.asarray(x, np.float32, device=...))")
         return x
-    return memory.asarray(numeric(x, name), np.float32)
+    arr = numeric(x, name)
+    try:
+        with np.errstate(over="raise"):
+            return memory.asarray(arr, np.float32)
+    except FloatingPointError:
+        finite = np.abs(arr[np.isfinite(arr)])
+        raise ValueError(f"{_text(name)} holds values beyond float32's range (magnitude at most "
+                         f"{F32_MAX:.4g}; fastnn computes in float32), up to {finite.max():.4g}: "
+                         "scale the data first") from None
 
 
 def flag(value: object, name: str) -> bool:

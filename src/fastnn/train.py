@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _C, data, diagnostics as _diagnostics, losses, memory, metrics as _metrics, optim
 from . import precision as _precision
-from ._checks import flag, numeric, positive_int
+from ._checks import as_float32, flag, numeric, positive_int
 from ._device import check_on_device
 from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
@@ -875,7 +875,7 @@ def _check_inputs(model: Any, X: object, name: str, whole: bool = True) -> np.nd
 
 def _batch_rows(X: Any, name: str) -> np.ndarray:
     """Rows of X as float32 (no copy where they are), all finite."""
-    X = memory.asarray(X, np.float32)
+    X = as_float32(X, name)
     if not _all_finite(X):
         raise ValueError(f"{name} contains NaN or infinite values")
     return X
