@@ -231,6 +231,29 @@ def test_gradient_check_rejects_bad_arguments(digits):
         diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", samples=0)
     with pytest.raises(ValueError, match="tolerance"):
         diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", tolerance=0)
+    with pytest.raises(ValueError, match="seed"):
+        diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", seed=-1)
+    # a step float32 cannot take beside the weights (every difference had been 0 / 0: NaN)
+    with pytest.raises(ValueError, match="eps"):
+        diagnostics.gradient_check(smooth_model(), X[:4], y[:4], "cross_entropy", eps=1e-30)
+
+
+class NaNGradient(nn.Dense):
+    def backward(self, grad_out, input_grad=True):
+        out = super().backward(grad_out, input_grad)
+        self.weight.grad[...] = np.nan
+        return out
+
+
+def test_gradient_check_fails_nan_gradients(digits):
+    """NaN > threshold is False: NaN errors had passed (found by an attack)."""
+    X, y = digits
+    fastnn.seed(0)
+    model = nn.Sequential(NaNGradient(64, 16, activation="tanh"), nn.Dense(16, 10))
+    result = diagnostics.gradient_check(model, X[:8], y[:8], "cross_entropy")
+    assert np.isnan(result["0:NaNGradient"])
+    assert not result.passed and result.failed == ["0:NaNGradient"]
+    assert "FAILED" in str(result) and "NaN" in str(result)
 
 
 class MyDense(nn.Module):

@@ -302,6 +302,10 @@ def _check_parameter(p: Parameter, objective: Callable[[], float], eps: float, s
         for step in (eps / 4, eps, 2 * eps):
             plus = np.float64(np.float32(original + step))
             minus = np.float64(np.float32(original - step))
+            if plus == original or minus == original:
+                raise ValueError(f"gradient_check: a step of {step:.3g} (eps = {eps:.3g}) is lost "
+                                 f"to float32's rounding beside the weight {original:.6g}; "
+                                 "give a larger eps")
             flat[i] = plus
             f_plus = objective()
             flat[i] = minus
@@ -344,7 +348,8 @@ class GradientCheck(dict):
         super().__init__(errors)
         self.thresholds = thresholds
         self.tolerance = tolerance
-        self.failed = [name for name, error in errors.items() if error > thresholds[name]]
+        # not error <= threshold: a NaN error (NaN gradients, or a loss NaN at the steps) fails
+        self.failed = [name for name, error in errors.items() if not error <= thresholds[name]]
         self.passed = not self.failed
 
     def __str__(self) -> str:
@@ -356,6 +361,9 @@ class GradientCheck(dict):
                      if self.passed else
                      f"gradient check FAILED: the backward pass of {', '.join(self.failed)} "
                      "disagrees with finite differences" +
+                     (" (NaN errors: the gradients or the loss at the steps are not finite; "
+                      "check the backward pass, the inputs and eps)"
+                      if any(math.isnan(self[n]) for n in self.failed) else "") +
                      ("" if all(self.thresholds[n] < MAX_THRESHOLD for n in self.failed) else
                       f" (or the differences are too noisy to tell: a threshold reached its "
                       f"cap of {MAX_THRESHOLD}; try a smaller eps)"))
@@ -428,6 +436,8 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
     if not (math.isfinite(tolerance) and 0 < tolerance <= MAX_THRESHOLD):
         raise ValueError(f"tolerance must be > 0 and at most {MAX_THRESHOLD} (a wrong backward "
                          f"pass errs by 0.1 or more); got {tolerance}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed!r:.60}")
     rng = np.random.default_rng(seed)
     errors, thresholds = {}, {}
     with _evaluation(model):
@@ -454,5 +464,6 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
                       for p in params]
             if checks:
                 # the parameter nearest to failing speaks for the layer
-                errors[name], thresholds[name] = max(checks, key=lambda c: c[0] / c[1])
+                errors[name], thresholds[name] = max(
+                    checks, key=lambda c: math.inf if math.isnan(c[0]) else c[0] / c[1])
     return GradientCheck(errors, thresholds, tolerance)
