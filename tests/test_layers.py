@@ -948,6 +948,30 @@ def test_dropout_masks_follow_the_counter_based_stream(rng):
     assert layer.offset == 900
 
 
+def test_dropout_and_augment_offsets_wrap_at_2_64_as_the_kernel_s_counter(tmp_path):
+    """Past 2**64 the next forward failed, and the model could no longer be saved and loaded
+    (found by an attack); the stream goes on across the wrap, and a failed call leaves it."""
+    layer = nn.Dropout(0.5, seed=1, offset=2**64 - 10)
+    x = np.ones((2, 3, 4, 4), np.float32)
+    first = layer(x)
+    assert layer.offset == 86
+    second = layer(x)
+    mask = _C.random_uniform(x.size, 1, 86).reshape(x.shape) >= 0.5
+    np.testing.assert_array_equal(second != 0, mask)
+    head = _C.random_uniform(10, 1, 2**64 - 10) >= 0.5  # the draws before the wrap
+    np.testing.assert_array_equal((first != 0).reshape(-1)[:10], head)
+    model = nn.Sequential(layer)
+    model.save(tmp_path / "m.safetensors")
+    assert fastnn.load(tmp_path / "m.safetensors")[0].offset == layer.offset
+    with pytest.raises(TypeError):
+        layer(np.array([["a"]]))
+    assert layer.offset == 182
+    augment = fastnn.data.Augment((1, 4, 4), max_shift=1, seed=3)
+    augment.offset = 2**64 - 1
+    augment(np.ones((2, 16), np.float32))
+    assert 0 <= augment.offset < 2**64
+
+
 def test_dropout_is_identity_in_eval_mode(rng):
     model = nn.Sequential(nn.Dropout(0.5))
     x = rng.standard_normal((8, 9)).astype(np.float32)

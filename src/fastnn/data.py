@@ -174,7 +174,8 @@ class Augment:
         out = _C.augment_images(images, seed=self.seed, offset=self.offset,
                                 max_shift=self.max_shift, flip=self.flip,
                                 max_rotation=self.max_rotation, noise_std=self.noise_std)
-        self.offset += _C.AUGMENT_STREAM_PER_IMAGE * len(x)
+        # modulo 2**64, as the kernel's counter (Dropout's offset likewise)
+        self.offset = (self.offset + _C.AUGMENT_STREAM_PER_IMAGE * len(x)) % 2**64
         return out.reshape(x.shape)
 
     def __repr__(self) -> str:

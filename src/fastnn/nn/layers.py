@@ -223,10 +223,12 @@ class Dropout(WorkspaceLayer):
         if not self.training or self.p == 0.0:
             self._mask_offset = None
             return x
-        self._mask_offset = self.offset
-        self.offset += x.size
-        return _C.dropout_forward(x, self.p, self.seed, self._mask_offset,
-                                  out=self.output(workspace, internal, "output", x.shape))
+        out = _C.dropout_forward(x, self.p, self.seed, self.offset,
+                                 out=self.output(workspace, internal, "output", x.shape))
+        # after the call: a failed one leaves the stream where it was; modulo 2**64, as the
+        # kernel's counter (an offset past it could not be used, nor saved and loaded again)
+        self._mask_offset, self.offset = self.offset, (self.offset + x.size) % 2**64
+        return out
 
     def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
                   input_grad: bool) -> np.ndarray | None:
