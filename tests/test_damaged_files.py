@@ -39,6 +39,16 @@ def peak_bytes(fn):
     return peak
 
 
+def warm_load(tmp_path):
+    """One load of a small damaged model file, unmeasured: the first load imports what it
+    needs (over 1 MiB of tracemalloc's peak when a test ran alone)."""
+    dense = {"class": "Dense", "config": {"in_features": 2, "out_features": 2}}
+    path = write(tmp_path / "warm.safetensors", {"w": np.zeros(4, np.float32)},
+                 {"model": json.dumps(dense)})
+    with pytest.raises(InvalidFileError):
+        fastnn.load(path)
+
+
 def raises_invalid(fn, *names):
     with pytest.raises(InvalidFileError) as info:
         fn()
@@ -57,8 +67,21 @@ def test_a_tiny_file_declaring_a_huge_model_fails_before_allocating(tmp_path, n,
     path = write(tmp_path / "huge.safetensors", {"w": np.zeros(4, np.float32)},
                  {"model": json.dumps(spec)})
     assert path.stat().st_size < 400
+    warm_load(tmp_path)
     peak = peak_bytes(lambda: raises_invalid(lambda: fastnn.load(path), str(path), "Dense"))
     assert peak < 1 << 20  # not the 4n^2 bytes the architecture declares
+
+
+@pytest.mark.parametrize("layer", ["BatchNorm1d", "BatchNorm2d"])
+def test_a_tiny_file_declaring_a_huge_batch_norm_fails_before_allocating(tmp_path, layer):
+    """BatchNorm skipped the budget: 324 bytes made 3 GB of statistics (found by an attack)."""
+    bn = {"class": layer, "config": {"num_features": 2_000_000}}
+    spec = {"class": "Sequential", "config": {"layers": [bn]}}
+    path = write(tmp_path / "bn.safetensors", {"0.weight": np.ones(1, np.float32)},
+                 {"model": json.dumps(spec)})
+    warm_load(tmp_path)
+    peak = peak_bytes(lambda: raises_invalid(lambda: fastnn.load(path), str(path), layer))
+    assert peak < 1 << 20  # not the 2e6 x 6 floats it declares
 
 
 def test_a_gzip_idx_is_not_decompressed_beyond_its_header(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 from .. import _C, memory
 from .._checks import as_float32, flag, float32_epsilon, number, positive_int
 from .layers import _check_grad
-from .module import Parameter, Workspace, WorkspaceLayer
+from .module import Parameter, Workspace, WorkspaceLayer, reserve_parameters
 
 
 class _BatchNorm(WorkspaceLayer):
@@ -38,6 +38,8 @@ class _BatchNorm(WorkspaceLayer):
         self.momentum = momentum
         self.affine = flag(affine, f"{type(self).__name__}: affine")
         c = self.num_features
+        # weight and bias, the running statistics and the count: what a model file holds of it
+        reserve_parameters(c * (4 if self.affine else 2) + 1, f"{name}({c})")
         self.weight = Parameter(memory.full(c, 1.0), "weight") if self.affine else None
         self.bias = Parameter(memory.zeros(c), "bias") if self.affine else None
         self.register_buffer("running_mean", memory.zeros(c))
