@@ -1244,6 +1244,31 @@ def test_depthwise_forward_backward(geom, multiplier, isa, rng):
     assert _C.depthwise_conv2d_backward(x, wt, g, gw, input_grad=False, **conv_kw(s, p, d)) is None
 
 
+@pytest.mark.parametrize("reach", [2**20, 2**14, 40])
+def test_depthwise_with_a_padding_far_beyond_the_image(reach, rng):
+    """Padding and dilation of 2**14 around a 4 x 4 image made the depthwise paths copy each
+    plane into 4 GB (2**20: bad_alloc; found by an attack); such a geometry goes the grouped
+    im2col path, which pads nothing. 40 stays on the depthwise paths."""
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    wt = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    kw = conv_kw(1, reach, reach)
+    y = _C.depthwise_conv2d_forward(x, wt, b, **kw)
+    # every tap but the centre lands `reach` (> 4) pixels off the image: in the padding
+    x2 = np.repeat(x.astype(np.float64), 2, axis=1)  # output channel o reads input o // 2
+    centre = wt[:, 0, 1, 1].astype(np.float64)[None, :, None, None]
+    assert_close(y, x2 * centre + b[None, :, None, None], 1e-6, 1e-6, "forward")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gw, gb = np.zeros_like(wt), np.zeros(6, np.float32)
+    dx = _C.depthwise_conv2d_backward(x, wt, g, gw, grad_bias=gb, **kw)
+    edx = (g * centre).reshape(2, 3, 2, 4, 4).sum(axis=2)
+    edw = np.zeros(wt.shape)
+    edw[:, 0, 1, 1] = (g * x2).sum(axis=(0, 2, 3))
+    assert_close(dx, edx, 1e-5, 1e-5, "grad_x")
+    assert_close(gw, edw, 1e-5, 1e-5, "grad_weight")
+    assert_close(gb, g.astype(np.float64).sum(axis=(0, 2, 3)), 1e-5, 1e-5, "grad_bias")
+
+
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_conv_channels_along_vectors_give_the_grid_kernels_bits(with_bias, rng):
     """AVX-512 runs an 8 x 8 layer of 64 channels with channels along the vectors, AVX2 on

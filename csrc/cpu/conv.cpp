@@ -844,10 +844,21 @@ struct RowPhases {
     }
 };
 
+// Whether the padded plane the depthwise paths copy each input plane into is far larger than
+// the plane and its output (padding and dilation of 2**14 around a 4 x 4 image: 4 GB, where
+// the grouped im2col path, which pads nothing, needs a few floats): that path then.
+bool depthwise_pads_too_much(const ConvGeometry& g) {
+    const PaddedImage pad(1, g.h, g.w, g.ph, g.pw);
+    const int64_t copied = std::max<int64_t>(pad.size, static_cast<int64_t>(RowPhases(g, pad).floats()));
+    return copied > 8 * (g.h * g.w + g.out_h() * g.out_w()) + (int64_t{1} << 16);
+}
+
 }  // namespace
 
 void depthwise_forward(const ConvGeometry& g, int64_t multiplier, const float* x, const float* w,
                        const float* bias, float* y) {
+    if (depthwise_pads_too_much(g))
+        return conv2d_forward(g, g.c * multiplier, g.c, x, w, bias, Activation::Identity, 0.0f, y, false);
     const int64_t oh = g.out_h(), ow = g.out_w(), oc = g.c * multiplier, kk = g.kh * g.kw;
     const DirectConvKernels* dk = isa_direct_kernels();
     const PaddedImage pad(1, g.h, g.w, g.ph, g.pw);
@@ -883,6 +894,8 @@ void depthwise_forward(const ConvGeometry& g, int64_t multiplier, const float* x
 void depthwise_backward(const ConvGeometry& g, int64_t multiplier, const float* x,
                         const float* w, const float* gy, float* dx, float* dw, float dw_beta,
                         float* db) {
+    if (depthwise_pads_too_much(g))
+        return conv2d_backward(g, g.c * multiplier, g.c, x, w, gy, dx, dw, dw_beta, db, false);
     const int64_t oh = g.out_h(), ow = g.out_w(), oc = g.c * multiplier, kk = g.kh * g.kw;
     const DirectConvKernels* dk = isa_direct_kernels();
     const PaddedImage pad(1, g.h, g.w, g.ph, g.pw);
