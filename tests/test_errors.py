@@ -454,6 +454,19 @@ def test_conv_and_pool_geometry_past_the_kernels_bounds_is_named_at_construction
                      "2000000006), more values than an array can hold",))
 
 
+@pytest.mark.parametrize("shape", [(1, 4), (1, 4, 1), (0, 4, 3, 3)], ids=str)
+def test_batch_norm_training_on_one_value_per_channel_names_the_layer(shape):
+    """Inside a model the kernel's error named "batchnorm_forward", and the failed call
+    counted a batch (found by an attack)."""
+    layer = nn.BatchNorm1d(4) if len(shape) < 4 else nn.BatchNorm2d(4)
+    model = nn.Sequential(nn.ReLU(), layer)
+    raises(model, np.ones(shape, np.float32), exc=ValueError,
+           mentions=(f"{layer!r}: training needs more than one value per channel", str(shape)))
+    assert int(layer.num_batches_tracked) == 0
+    model.eval()
+    assert model(np.ones(shape, np.float32)).shape == shape
+
+
 @pytest.mark.parametrize("n,batch_size,which", [(33, 32, "the last"), (5, 1, "every"), (1, None, "every")])
 def test_fit_refuses_a_one_sample_batch_under_batchnorm1d_before_training(n, batch_size, which):
     """The kernel's error came mid-epoch, after the earlier batches had moved the weights."""

@@ -76,8 +76,12 @@ class _BatchNorm(WorkspaceLayer):
             self._save_mean = memory.zeros(self.num_features, like=x)
             self._save_invstd = memory.zeros(self.num_features, like=x)
         if self.training:
-            self.num_batches_tracked += 1
-            momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+            values = x.size // max(self.num_features, 1)
+            if values < 2:  # the kernel's own error named no layer
+                raise ValueError(f"{self!r}: training needs more than one value per channel (the "
+                                 f"batch's variance); got input shape {tuple(x.shape)}: give batches "
+                                 "of 2 or more, or call it in evaluation mode (model.eval())")
+            momentum = (1.0 / float(self.num_batches_tracked + 1) if self.momentum is None
                         else self.momentum)
         else:
             momentum = 0.0
@@ -87,6 +91,8 @@ class _BatchNorm(WorkspaceLayer):
                                  self._save_invstd, training=self.training, momentum=momentum,
                                  eps=self.eps, relu=relu,
                                  out=self.output(workspace, internal, "output", x.shape))
+        if self.training:  # after the call: a failed one counts no batch
+            self.num_batches_tracked += 1
         self._x, self._trained, self._fused_relu = x, self.training, relu
         return y
 
