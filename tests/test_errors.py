@@ -697,6 +697,19 @@ def test_a_conv_weight_assigned_anew_is_checked_as_dense_is():
     assert conv(np.zeros((1, 4, 5, 5), np.float32)).shape == (1, 4, 3, 3)
 
 
+@pytest.mark.parametrize("make,x", [(lambda: nn.Conv2d(2, 3, 3), np.ones((1, 2, 5, 5))),
+                                    (lambda: nn.Dense(4, 3, activation="tanh"), np.ones((2, 4)))],
+                         ids=["Conv2d", "Dense"])
+def test_a_weight_assigned_anew_between_forward_and_backward_is_named(make, x):
+    """Backward had blamed grad_y's (or the product's) shape (found by an attack)."""
+    layer = make()
+    y = layer(x.astype(np.float32))
+    shape = layer.weight.data.shape
+    layer.weight.data = np.zeros((shape[0] + 1,) + shape[1:], np.float32)
+    raises(layer.backward, np.ones_like(y), exc=ValueError,
+           mentions=(f"{layer!r}: weight must have shape {shape}",))
+
+
 @pytest.mark.parametrize("name", ["shuffle", "diagnostics", "distributed"])
 def test_fit_refuses_a_flag_that_is_not_a_bool(name):
     model = compiled_model()  # "False" is truthy: diagnostics ran

@@ -145,9 +145,7 @@ class Conv2d(WorkspaceLayer):
 
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = self._check_input(x)
-        _check_parameter_shapes(self, (
-            ("weight", self.weight, (self.out_channels, self.in_channels // self.groups, *self.kernel_size)),
-            ("bias", self.bias, (self.out_channels,))))
+        self._check_parameters()
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         bias = None if self.bias is None else self.bias.data
         shape = self.output_shape(x.shape)
@@ -173,10 +171,18 @@ class Conv2d(WorkspaceLayer):
         self._x, self._z, self._y = x, None if fused else z, y
         return y
 
+    def _check_parameters(self) -> None:
+        # forward and backward: the weights may have been assigned anew in between (backward
+        # had blamed grad_y's shape)
+        _check_parameter_shapes(self, (
+            ("weight", self.weight, (self.out_channels, self.in_channels // self.groups, *self.kernel_size)),
+            ("bias", self.bias, (self.out_channels,))))
+
     def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
                   input_grad: bool) -> np.ndarray | None:
         if self._x is None or self._y is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
+        self._check_parameters()
         g = _check_grad(self, grad_out, self._y.shape)
         weight_grad, beta = self.weight.grad_to_write()
         bias_grad = None

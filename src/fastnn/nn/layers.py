@@ -117,8 +117,7 @@ class Dense(WorkspaceLayer):
             hint = "; images? put nn.Flatten() before it" if x.ndim > 2 else ""
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
                              f"got {x.shape}{hint}")
-        _check_parameter_shapes(self, (("weight", self.weight, (self.out_features, self.in_features)),
-                                       ("bias", self.bias, (self.out_features,))))
+        self._check_parameters()
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         self._precision = _precision.current()  # backward's too, as torch.autocast's
         shape = (len(x), self.out_features)
@@ -134,10 +133,16 @@ class Dense(WorkspaceLayer):
         self._y = y
         return y
 
+    def _check_parameters(self) -> None:
+        # forward and backward: the weights may have been assigned anew in between
+        _check_parameter_shapes(self, (("weight", self.weight, (self.out_features, self.in_features)),
+                                       ("bias", self.bias, (self.out_features,))))
+
     def _backward(self, grad_out: np.ndarray, workspace: Workspace | None, internal: bool,
                   input_grad: bool) -> np.ndarray | None:
         if self._x is None or self._y is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
+        self._check_parameters()
         g = _check_grad(self, grad_out, self._y.shape)
         bias_grad = None
         if self.bias is not None:
