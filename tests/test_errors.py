@@ -763,6 +763,30 @@ def test_summary_counts_a_shared_parameter_once_and_follows_a_replaced_first_lay
     assert "Total params: 52" in model.summary(print_fn=None)
 
 
+def test_summary_checks_its_input_shape_and_reshape_keeps_an_unknown_size_unknown():
+    """Found by an attack: summary("784") iterated the characters, (-784,) failed inside
+    Reshape, and Reshape((-1,)) showed a literal -1 for an unknown size."""
+    model = nn.Sequential(nn.Reshape((1, 28, 28)), nn.Flatten(), nn.Dense(784, 10))
+    for bad in ("784", (-784,), (), (28.0, 28), [True]):
+        raises(model.summary, bad, print_fn=None, exc=ValueError, mentions=("summary: input_shape",))
+    assert "(None, 10)" in model.summary(784, print_fn=None)
+    assert "(None, 10)" in model.summary(np.int64(784), print_fn=None)
+    assert nn.Reshape((-1,)).output_shape((None, 4, None, 6)) == (None, None)
+    assert nn.Reshape((2, -1)).output_shape((None, 4, 6)) == (None, 2, 12)
+
+
+def test_a_torch_state_dict_in_bfloat16_or_requiring_grad_loads_as_torch_s_would():
+    """torch's load_state_dict casts; ours met NumPy's refusal, naming no key (an attack)."""
+    torch = pytest.importorskip("torch")
+    tmodel = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    model = nn.Sequential(nn.Dense(3, 2))
+    state = {k: v.to(torch.bfloat16) for k, v in tmodel.state_dict().items()}
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(model.layers[0].weight.data, state["0.weight"].float().numpy())
+    model.load_state_dict(dict(tmodel.named_parameters()))  # requires_grad tensors
+    np.testing.assert_array_equal(model.layers[0].bias.data, tmodel[0].bias.detach().numpy())
+
+
 def test_torch_tensors_numpy_cannot_take_are_named_with_what_to_do():
     torch = pytest.importorskip("torch")
     model = nn.Sequential(nn.Dense(3, 2))

@@ -325,8 +325,8 @@ class Reshape(Module):
         return g.reshape(self._shape) if input_grad else None
 
     def output_shape(self, input_shape: tuple) -> tuple:
-        if None in input_shape[1:]:
-            return (input_shape[0], *self.shape)
+        if None in input_shape[1:]:  # an unknown size: the -1 stays unknown too
+            return (input_shape[0], *(None if d == -1 else d for d in self.shape))
         return (input_shape[0], *self._target(tuple(input_shape)))
 
     def get_config(self) -> dict:

@@ -589,7 +589,13 @@ class Module:
                              f"{unexpected} (this model has {list(targets)})")
         arrays = {}
         for name, target in targets.items():
-            value = memory.to_host(state[name])
+            value = state[name]
+            if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
+                # as torch's own load_state_dict copies: a bfloat16 / float16 state, or one
+                # that requires grad, which NumPy cannot take as it is (torch's error named no key)
+                value = value.detach().cpu()
+                value = value.float() if value.is_floating_point() else value
+            value = memory.to_host(value)
             if value.dtype.kind not in "biuf":
                 raise TypeError(f"load_state_dict: {name!r} must be a numeric array; "
                                 f"got dtype {value.dtype}")

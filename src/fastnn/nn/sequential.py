@@ -211,7 +211,13 @@ class Sequential(Module):
         if input_shape is None:
             raise ValueError("summary: pass input_shape (the shape of one sample) "
                              "or run the model once")
-        shape = (None, *((input_shape,) if isinstance(input_shape, int) else input_shape))
+        dims = (input_shape,) if isinstance(input_shape, (int, np.integer)) else input_shape
+        if (not isinstance(dims, (tuple, list)) or not dims
+                or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
+                       for d in dims)):
+            raise ValueError("summary: input_shape must be one sample's shape, positive ints "
+                             f"such as (1, 28, 28) or 784; got {input_shape!r:.100}")
+        shape = (None, *(int(d) for d in dims))
         rows = [("Layer", "Output shape", "Params")]
         total = buffered = 0
         counted: set[int] = set()  # a parameter two layers share counts once in the total
