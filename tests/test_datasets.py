@@ -212,3 +212,108 @@ def test_missing_sources_say_how_to_get_them(tmp_path, monkeypatch):
 def test_a_validation_fraction_that_leaves_an_empty_set_is_refused():
     with pytest.raises(ValueError, match=r"validation=0\.1 of 'xor'.*empty validation set"):
         datasets.load("xor", validation=0.1)
+
+
+def test_load_idx_refuses_a_fifo_without_opening_it(tmp_path):
+    """Found by an attack: load_idx on a FIFO waited for a writer forever (open blocks)."""
+    import os
+
+    from fastnn.io import InvalidFileError
+
+    fifo = tmp_path / "f-idx1-ubyte"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidFileError, match=r"f-idx1-ubyte.*not a regular file"):
+        datasets.load_idx(fifo)
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_a_file_of_yours_that_fails_the_checksum_is_never_deleted(tmp_path, monkeypatch, download):
+    """Found by an attack: load("cifar10", path=dir, download=False) deleted the user's own
+    archive when its SHA-256 did not match, then said it was missing."""
+    from fastnn.io import InvalidFileError
+
+    monkeypatch.setattr(datasets, "_download", lambda *a: pytest.fail("no download expected"))
+    mine = tmp_path / "mine" / "cifar-10-binary.tar.gz"
+    mine.parent.mkdir()
+    mine.write_bytes(b"x\n")
+    with pytest.raises(InvalidFileError, match=r"cifar-10-binary\.tar\.gz has SHA-256 [0-9a-f]{64}, "
+                                               r"not the official c4a38c50"):
+        datasets.load("cifar10", path=mine.parent, download=download)
+    assert mine.read_bytes() == b"x\n"
+    # fastnn's own cache with download=False: left as it is too (no fetch to replace it)
+    monkeypatch.setenv("FASTNN_DATA", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "cifar10" / "cifar-10-binary.tar.gz"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"y\n")
+    with pytest.raises(InvalidFileError, match="left as it is"):
+        datasets.load("cifar10", download=False)
+    assert cached.read_bytes() == b"y\n"
+
+
+@pytest.mark.parametrize("option", ["normalize", "flatten", "one_hot", "download", "channels_last"])
+def test_load_flags_must_be_bools(option):
+    """Found by an attack: strings were taken as flags, truthy: download="no" would download."""
+    with pytest.raises(TypeError, match=f"load: {option} must be True or False; got str 'no'"):
+        datasets.load("xor", **{option: "no"})
+    with pytest.raises(TypeError, match=r"load\('cifar100'\): coarse must be True or False"):
+        datasets.load("cifar100", coarse="no", download=False)
+
+
+def _mnist_directory(tmp_path, train_y, test_y):
+    rng = np.random.default_rng(0)
+    for split, labels in (("train", train_y), ("t10k", test_y)):
+        labels = np.asarray(labels, np.int32 if max(labels) > 255 else np.uint8)
+        datasets.save_idx(tmp_path / f"{split}-images-idx3-ubyte",
+                          rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8))
+        datasets.save_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
+    return tmp_path
+
+
+def test_one_hot_has_the_datasets_classes_and_refuses_labels_beyond_them(tmp_path):
+    """Found by an attack: one_hot took its width from the largest label present (an
+    "mnist" directory of labels 0-4 gave 5 columns, not 10); labels beyond the classes gave
+    more columns silently, and 40000 or 2**31 - 1 NumPy's allocation error."""
+    path = _mnist_directory(tmp_path / "a", np.arange(20) % 5, np.arange(5))
+    _, y_train, _, y_test = datasets.load("mnist", path=path, one_hot=True)
+    assert y_train.shape == (20, 10) and y_test.shape == (5, 10)
+    np.testing.assert_array_equal(y_train.argmax(1), np.arange(20) % 5)
+    for label in (10, 40000, 2**31 - 1):
+        path = _mnist_directory(tmp_path / str(label), [0, 1, label], [0, 1])
+        with pytest.raises(ValueError, match=rf"label {label} in .* beyond the dataset's 10 classes"):
+            datasets.load("mnist", path=path, one_hot=True)
+        assert datasets.load("mnist", path=path)[1].tolist() == [0, 1, label]  # as they are
+    assert datasets.load("spirals", n_samples=40, classes=4, one_hot=True)[1].shape == (32, 4)
+    assert datasets.load("xor", one_hot=True)[1].shape == (4, 2)
+    assert datasets._class_count("cifar100", {"coarse": True}) == 20
+
+
+@pytest.mark.parametrize("call", [lambda: datasets.info(["a"]), lambda: datasets.load(["a"]),
+                                  lambda: datasets.is_available(None)])
+def test_a_dataset_name_that_is_not_a_string_is_a_type_error(call):
+    """Found by an attack: a list was "unhashable type: 'list'"."""
+    with pytest.raises(TypeError, match="a dataset name must be a string; got .*available: cifar10"):
+        call()
+
+
+def test_save_idx_refuses_what_load_idx_would(tmp_path, monkeypatch):
+    """Found by an attack: a 40-dimension array was written, and load_idx refused the file."""
+    with pytest.raises(ValueError, match=r"save_idx: .*at most 32 dimensions.*got 40"):
+        datasets.save_idx(tmp_path / "d.idx", np.zeros((1,) * 40, np.uint8))
+    monkeypatch.setattr(datasets, "IDX_MAX_BYTES", 100)
+    with pytest.raises(ValueError, match=r"save_idx: .*101 bytes of data.*IDX_MAX_BYTES \(100\)"):
+        datasets.save_idx(tmp_path / "d.idx", np.zeros(101, np.uint8))
+    assert not (tmp_path / "d.idx").exists()
+    datasets.save_idx(tmp_path / "d.idx", np.zeros(100, np.uint8))
+    assert datasets.load_idx(tmp_path / "d.idx").shape == (100,)
+
+
+def test_generated_sets_beyond_the_machines_memory_are_refused_up_front(monkeypatch):
+    """Not confirmed by the attack, checked: n_samples=10**9 began allocating some 80 GB."""
+    import fastnn.nn.module
+
+    monkeypatch.setattr(fastnn.nn.module, "_physical_memory", lambda: 2**30)
+    for name in ("spirals", "moons"):
+        with pytest.raises(MemoryError, match=rf"load\('{name}'\): n_samples=100,000,000 needs "
+                                              r"about 7\.5 GiB.*this machine has 1\.0 GiB"):
+            datasets.load(name, n_samples=10**8)
+    assert len(datasets.load("moons", n_samples=1000)[0]) == 800

@@ -46,7 +46,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._checks import non_negative, number, positive_int
+from ._checks import flag, non_negative, number, positive_int
 from ._random import check_seed
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -92,9 +92,15 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     over-long file raises ``fastnn.io.InvalidFileError`` (a ValueError) naming it."""
     import zlib
 
-    from .io import InvalidFileError
+    from .io import InvalidFileError, user_path
 
-    path = Path(path).expanduser()
+    given = path
+    path = user_path(path)
+    # a FIFO's open waits for a writer (forever), a device reads without end: refused
+    # before opening, as fastnn.load and the tuning cache do
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise InvalidFileError(f"{os.fspath(given)!r} is not a regular file (a device, FIFO or "
+                               "socket), not an IDX file")
     compressed = path.suffix == ".gz"
     try:
         with (gzip.open if compressed else open)(path, "rb") as f:
@@ -137,8 +143,11 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
 
 def save_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write an array as an IDX file (gzip-compressed when the name ends in .gz), crash-safe
-    (``fastnn.io.write_atomic``)."""
-    from .io import write_atomic
+    (``fastnn.io.write_atomic``). What ``load_idx`` would refuse (over 32 dimensions, more
+    than ``IDX_MAX_BYTES`` of data) is a ValueError, before anything is written."""
+    from .io import user_path, write_atomic
+
+    path = user_path(path)  # "idx/" is a folder: IsADirectoryError, not a file named "idx"
 
     array = np.asarray(array)
     codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
@@ -148,9 +157,15 @@ def save_idx(path: str | os.PathLike, array: np.ndarray) -> None:
                         f"{sorted(str(d) for d in codes)}")
     if any(d >= 2**32 for d in array.shape):
         raise ValueError(f"save_idx: IDX holds dimensions below 2**32; got shape {array.shape}")
+    # what load_idx would refuse, refused before writing (a 40-dimension file was written)
+    if array.ndim > 32:
+        raise ValueError(f"save_idx: load_idx reads at most 32 dimensions (NumPy 1's limit); "
+                         f"got {array.ndim}")
+    if array.nbytes > IDX_MAX_BYTES:
+        raise ValueError(f"save_idx: {array.nbytes:,} bytes of data, more than load_idx reads "
+                         f"(IDX_MAX_BYTES ({IDX_MAX_BYTES:,}): raise it to write and read this)")
     data = struct.pack(f">BBBB{array.ndim}I", 0, 0, code, array.ndim, *array.shape)
     data += np.ascontiguousarray(array, array.dtype.newbyteorder(">")).tobytes()
-    path = Path(path).expanduser()
     write_atomic(path, gzip.compress(data) if path.suffix == ".gz" else data)
 
 
@@ -280,16 +295,28 @@ class _Retry(Exception):
 def _fetch(name: str, directory: Path | None, download: bool) -> Path:
     """The directory holding ``name``'s official files, each checked against its SHA-256:
     those already there, the missing ones downloaded when ``download`` (else
-    DatasetUnavailable, without touching the network). A file there whose digest is
-    wrong is deleted and fetched again."""
+    DatasetUnavailable, without touching the network). A file in ``data_dir()`` whose
+    digest is wrong is deleted and fetched again when ``download``; one in a directory
+    the user gave (``directory``), or any with download=False, is never deleted: its
+    mismatch is an InvalidFileError naming it (it may be the user's only copy)."""
+    from .io import InvalidFileError
+
     remote = _REMOTE[name]
+    ours = directory is None  # fastnn's cache, which only fastnn writes
     directory = directory if directory is not None else data_dir() / name
     for file, sha256 in remote.sha256.items():
         target = directory / file
         if target.is_file():
-            if _sha256(target) == sha256:
+            found = _sha256(target)
+            if found == sha256:
                 continue
-            target.unlink()  # corrupted since: fetch it again
+            if not (ours and download):
+                raise InvalidFileError(
+                    f"{target} has SHA-256 {found}, not the official {sha256} of {name}'s "
+                    f"{file}: a corrupted, partial or different file (left as it is). Replace "
+                    f"it with the official file, or remove it: load({name!r}, download=True) then "
+                    "fetches it")
+            target.unlink()  # our cache's copy, corrupted since: fetch it again
             print(f"fastnn: {target} did not match its SHA-256; deleted", file=sys.stderr)
         if not download:
             raise DatasetUnavailable(
@@ -509,7 +536,25 @@ def _point_options(name: str, n_samples: object, noise: object, classes: object 
     if n_samples < 5 * classes:
         raise ValueError(f"load({name!r}): n_samples must be at least 5 a class ({5 * classes} "
                          f"for {classes} classes), for a test set of each; got {n_samples}")
+    _check_point_memory(name, n_samples)
     return n_samples, non_negative(noise, f"load({name!r}): noise"), classes
+
+
+# The generated sets' peak bytes a sample (float64 coordinates, angles, noise and labels,
+# the split's copies and indices): measured 69-78.
+_POINT_BYTES = 80
+
+
+def _check_point_memory(name: str, n_samples: int) -> None:
+    """MemoryError naming n_samples when the points cannot fit this machine's memory
+    (n_samples=10**9 had begun allocating some 80 GB, and failed in NumPy naming nothing)."""
+    from .nn.module import _physical_memory
+
+    machine = _physical_memory()
+    if machine and n_samples * _POINT_BYTES > machine:
+        raise MemoryError(f"load({name!r}): n_samples={n_samples:,} needs about "
+                          f"{n_samples * _POINT_BYTES / 2**30:,.1f} GiB while the points are "
+                          f"made; this machine has {machine / 2**30:,.1f} GiB")
 
 
 def _spirals(seed: int, n_samples: int = 600, classes: int = 3, noise: float = 0.2,
@@ -645,7 +690,9 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
     normalize: images scaled to [0, 1] (False keeps 0..255). flatten: images as
     (N, H*W) rows (False: (N, H, W), or (N, 3, 32, 32) for CIFAR). channels_last: colour
     images as (N, 32, 32, 3) instead (flattened rows then in that order too).
-    one_hot: y as (N, classes) float32 rows.
+    one_hot: y as (N, classes) float32 rows, as many columns as the dataset has classes
+    (``info(name).classes``; spirals' ``classes=``, CIFAR-100's 20 with coarse=True); a
+    label beyond them (in a ``path=`` of yours) is a ValueError naming it.
     validation: a fraction of the training set held out, stratified by class and drawn
     with ``seed``; the result is then (X_train, y_train, X_val, y_val, X_test, y_test).
     seed: the shuffle and split of the sets that have no fixed test set.
@@ -655,7 +702,10 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
     each time. The default is True, as in Keras: a learner's first ``load("cifar10")``
     just works. What is already here is always used first, so only a missing file is
     fetched; download=False never touches the network and raises DatasetUnavailable
-    (saying how to get the files) when they are missing. A failed download raises
+    (saying how to get the files) when they are missing. A file whose SHA-256 is wrong is
+    fetched again only when it is in ``data_dir()`` and download=True; with
+    download=False, or in a ``path=`` of yours, it is left as it is and InvalidFileError
+    names it (fastnn deletes no file of yours). A failed download raises
     DownloadError. (CIFAR is read from the publisher's "binary version": fixed-size
     records, no pickle.)
     path: a directory of MNIST-format IDX files to read as they are, unchecked ("mnist",
@@ -674,6 +724,13 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
         raise TypeError(f"load({name!r}) got an unknown option {unknown[0]!r}; it takes "
                         + (", ".join(takes) if takes else "none beyond load's own"))
     check_seed(seed, "load: seed")
+    # every flag a bool: download="no" was truthy (and downloaded), normalize="no" normalized
+    normalize, flatten, one_hot, download, channels_last = (
+        flag(value, f"load: {what}") for value, what in (
+            (normalize, "normalize"), (flatten, "flatten"), (one_hot, "one_hot"),
+            (download, "download"), (channels_last, "channels_last")))
+    if "coarse" in options:
+        options["coarse"] = flag(options["coarse"], f"load({name!r}): coarse")
     validation = number(validation, "load: validation")
     if not 0.0 <= validation < 1.0:
         raise ValueError(f"validation must be in [0, 1); got {validation}")
@@ -702,7 +759,12 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
                              " set; use a larger fraction, or none")
         splits = [(X_tr, y_tr), (X_val, y_val)]
     splits.append((X_test, y_test))
-    classes = int(max(int(y.max()) for _, y in splits if len(y)) + 1)
+    if one_hot:  # as many columns as the dataset has classes, whatever labels a split holds
+        classes = _class_count(key, options)
+        top = max(int(y.max()) for _, y in splits if len(y))
+        if top >= classes:  # np.eye(40000) had tried 6 GB; 2**31 NumPy's own error
+            raise ValueError(f"load({name!r}, one_hot=True): label {top}{_at(path)} is beyond "
+                             f"the dataset's {classes} classes (0 .. {classes - 1})")
     out: list[np.ndarray] = []
     for X, y in splits:
         X = np.asarray(X, dtype=np.float32)
@@ -721,12 +783,25 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
     return tuple(out)
 
 
+def _class_count(key: str, options: dict) -> int:
+    """How many classes ``load(key, **options)`` has: its Info's, or the option that sets
+    them (spirals' classes=, CIFAR-100's coarse=True)."""
+    if key == "spirals":
+        return int(options.get("classes", 3))  # checked by the loader
+    if key == "cifar100" and options.get("coarse"):
+        return len(CIFAR100_COARSE_CLASSES)
+    return len(_SOURCES[key][1].classes)
+
+
 def _at(path: str | os.PathLike | None) -> str:
     return "" if path is None else f" in {os.fspath(path)}"
 
 
 def _key(name: str) -> str:
-    key = name.lower().replace("_", "-") if isinstance(name, str) else name
+    if not isinstance(name, str):  # a list had been "unhashable type: 'list'"
+        raise TypeError(f"a dataset name must be a string; got {type(name).__name__} "
+                        f"{name!r:.100}; available: {', '.join(available())}")
+    key = name.lower().replace("_", "-")
     if key not in _SOURCES:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available())}")
     return key
