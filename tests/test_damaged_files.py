@@ -334,3 +334,47 @@ def test_a_random_stream_position_out_of_range_is_an_invalid_file(tmp_path, conf
         {"class": "Dropout", "config": config}]}})
     path = write(tmp_path / "m.safetensors", weights(), {"model": model})
     raises_invalid(lambda: fastnn.load(path), str(path), "2**64")
+
+
+def _checkpoint(tmp_path, optimizer):
+    """A checkpoint of a fit with an Augment, saved with its optimizer and fit state."""
+    X = np.random.default_rng(0).random((8, 4)).astype(np.float32)
+    y = np.arange(8) % 2
+    model = nn.Sequential(nn.Dense(4, 2))
+    model.compile(loss="cross_entropy", optimizer=optimizer)
+    augment = fastnn.data.Augment((2, 2), noise_std=0.1, seed=1)
+    model.fit(X, y, epochs=1, batch_size=4, verbose=0, augment=augment, seed=0)
+    path = model.save(tmp_path / "ck.safetensors", include_optimizer=True)
+    return path, X, y
+
+
+def _resign(path, metadata, tensors):
+    metadata["sha256"] = io._digest(tensors, metadata)
+    st.save_file(tensors, str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize("field,value", [("seed", 2**64), ("offset", 2**64), ("offset", 2**70)])
+def test_a_resume_state_whose_augment_stream_is_out_of_range_is_refused_at_load(tmp_path, field,
+                                                                                 value):
+    """Found by an attack: it loaded, and the next fit failed in augment_images."""
+    path, X, y = _checkpoint(tmp_path, optim.SGD(lr=0.1))
+    metadata, tensors = io._read(path)
+    training = json.loads(metadata["training"])
+    training["run"]["augment"][("seed", "offset").index(field)] = value
+    metadata["training"] = json.dumps(training)
+    _resign(path, metadata, tensors)
+    raises_invalid(lambda: fastnn.load(path), str(path), f"augment {field} is {value}", "2**64")
+
+
+@pytest.mark.parametrize("optimizer", [optim.Adam, optim.SGD, optim.Adagrad])
+def test_an_optimizer_step_no_training_reaches_is_refused_at_load(tmp_path, optimizer):
+    """Found by an attack: step 2**63 - 2 loaded, and the next fit failed in adam_step (or
+    adagrad_step; SGD's count went past int64 silently)."""
+    path, X, y = _checkpoint(tmp_path, optimizer())
+    metadata, tensors = io._read(path)
+    tensors["optimizer.step"] = np.array(2**63 - 2, np.int64)
+    _resign(path, metadata, tensors)
+    raises_invalid(lambda: fastnn.load(path), str(path), "'step'", str(2**63 - 2))
+    tensors["optimizer.step"] = np.array(io.MAX_STEP, np.int64)
+    _resign(path, metadata, tensors)
+    fastnn.load(path).fit(X, y, epochs=2, batch_size=4, verbose=0)  # resumes, as far as it may

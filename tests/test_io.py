@@ -526,3 +526,62 @@ def test_a_class_of_ones_own_with_tied_weights_saves_for_load_weights(tmp_path):
     io.load_weights(fresh, path)
     x = np.ones((2, 4), np.float32)
     np.testing.assert_array_equal(fresh.predict(x), model.predict(x))
+
+
+def test_a_path_ending_in_a_separator_is_a_folder_not_a_file_name(tmp_path):
+    """Found by an attack: save(m, "dir/models/") wrote the file "dir/models" (Path() drops
+    the separator before check_output_path saw it); save_idx and export_onnx alike."""
+    import os
+
+    model = nn.Sequential(nn.Dense(2, 2))
+    calls = [lambda p: io.save(model, p), lambda p: fastnn.datasets.save_idx(p, np.zeros(3, np.uint8)),
+             lambda p: fastnn.load(p), lambda p: io.read_logs(p)]
+    import importlib.util
+    if importlib.util.find_spec("onnx") is not None:
+        calls.append(lambda p: model.export_onnx(p, (2,)))
+    for call in calls:
+        given = str(tmp_path / "dir" / "models") + os.sep
+        with pytest.raises(IsADirectoryError, match="ends with a path separator") as info:
+            call(given)
+        assert repr(given) in str(info.value)
+        assert not (tmp_path / "dir").exists()
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda p: io.save(nn.Sequential(nn.Dense(2, 2)), p, logs={"a": 10**400}), ValueError,
+     r"save: logs\['a'\] is an integer of 1329 bits, beyond a float's range"),
+    (lambda p: io.save(nn.Sequential(nn.Dense(2, 2)), p, logs=[1, 2]), TypeError,
+     r"save: logs must be a mapping of metric names to numbers .*got list \[1, 2\]"),
+    (lambda p: io.save(nn.Sequential(nn.Dense(2, 2)), p, logs={"a": "abc"}), TypeError,
+     r"save: logs\['a'\] must be a number; got 'abc'"),
+    (lambda p: io.save(nn.Sequential(nn.Dense(2, 2)), p, logs={("a",): 1.0}), TypeError,
+     r"save: logs' keys must be metric names \(strings\); got tuple"),
+    (lambda p: io.save("str", p), TypeError, "save: model must be a fastnn.nn.Module; got str 'str'"),
+    (lambda p: io.load_weights(None, p), TypeError,
+     "load_weights: model must be a fastnn.nn.Module; got NoneType None"),
+])
+def test_save_and_load_weights_name_their_bad_arguments(tmp_path, call, error, message):
+    """Found by an attack: a bare OverflowError, AttributeErrors and float()'s own words."""
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(error, match=message):
+        call(path)
+    assert not path.exists()
+
+
+def test_read_logs_of_an_integer_beyond_a_float_is_an_invalid_file(tmp_path):
+    """Found by an attack: 1e400 written as a JSON int was a bare OverflowError."""
+    path = io.save(nn.Sequential(nn.Dense(2, 2)), tmp_path / "logs.safetensors", logs={"loss": 0.5})
+    metadata, tensors = io._read(path)
+    metadata["logs"] = '{"loss": 1' + "0" * 400 + "}"
+    metadata["sha256"] = io._digest(tensors, metadata)
+    st.save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(io.InvalidFileError, match=r"logged 'loss' is an integer beyond a float's range"):
+        io.read_logs(path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_a_file_that_cannot_be_mapped_is_an_os_error_naming_it():
+    """Found by an attack: fastnn.load("/proc/self/status") said "No such device", no path."""
+    for call in (fastnn.load, lambda p: io.load_weights(nn.Sequential(nn.Dense(2, 2)), p)):
+        with pytest.raises(OSError, match=r"cannot read '/proc/self/status': .*memory-mapped"):
+            call("/proc/self/status")

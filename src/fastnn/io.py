@@ -84,8 +84,18 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
 def user_path(path: str | os.PathLike) -> Path:
     """A path a user gave, its leading ``~`` the home folder, as a shell reads it:
     save("~/models/m.safetensors") had made a folder named "~" in the working one. The
-    public functions that read or write files take their paths through it, both ways alike."""
+    public functions that read or write files take their paths through it, both ways alike.
+    A path that ends in a separator names a folder: IsADirectoryError naming it (Path()
+    drops the separator, and save("models/") had written a file named "models")."""
+    text = os.fspath(path)
+    if isinstance(text, str) and _ends_in_separator(text):
+        raise IsADirectoryError(f"{text!r} ends with a path separator, as a folder does; "
+                                "give a file name")
     return Path(path).expanduser()
+
+
+def _ends_in_separator(text: str) -> bool:
+    return text.endswith(os.sep) or bool(os.altsep and text.endswith(os.altsep))
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -100,7 +110,7 @@ def check_output_path(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
         raise IsADirectoryError(f"{text!r} is a folder; give a file name")
-    if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+    if _ends_in_separator(text):
         raise IsADirectoryError(f"{text!r} ends with a path separator, as a folder does; "
                                 "give a file name")
     if p.is_symlink():
@@ -219,6 +229,7 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
     compares a new model with them). The write is crash-safe (``write_atomic``)."""
     from . import nn
 
+    _check_model(model, "save")
     path = user_path(path)
     safetensors = _safetensors()
     # host copies of a model on a device (safetensors.numpy takes NumPy arrays)
@@ -236,7 +247,7 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
         _check_untied(model)
     metadata = {"format": FORMAT, "model": json.dumps(spec)}
     if logs is not None:
-        metadata["logs"] = json.dumps({k: float(v) for k, v in logs.items()})
+        metadata["logs"] = json.dumps(_checked_logs(logs))
     compiled = getattr(model, "compiled", None)
     if include_optimizer and compiled is None:
         raise ValueError("save(include_optimizer=True) needs a compiled model: call "
@@ -265,6 +276,38 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
         metadata["training"] = json.dumps(training)
     metadata["sha256"] = _digest(tensors, metadata)
     return write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
+
+
+def _check_model(model: Any, owner: str) -> None:
+    """TypeError naming ``owner``'s model argument unless it is a fastnn Module (a string
+    or None had been an AttributeError on state_dict)."""
+    from .nn import Module
+
+    if not isinstance(model, Module):
+        raise TypeError(f"{owner}: model must be a fastnn.nn.Module; got "
+                        f"{type(model).__name__} {model!r:.100}")
+
+
+def _checked_logs(logs: Any) -> dict[str, float]:
+    """``save``'s logs as {name: float}: a mapping of strings to real numbers; TypeError or
+    ValueError naming logs otherwise (a list was an AttributeError, "abc" float()'s error,
+    and 10**400 an OverflowError)."""
+    from ._checks import number
+
+    if not isinstance(logs, Mapping):
+        raise TypeError(f"save: logs must be a mapping of metric names to numbers (an epoch's "
+                        f"logs); got {type(logs).__name__} {logs!r:.100}")
+    out = {}
+    for key, value in logs.items():
+        if not isinstance(key, str):
+            raise TypeError(f"save: logs' keys must be metric names (strings); got "
+                            f"{type(key).__name__} {key!r:.100}")
+        try:
+            out[key] = number(value, f"save: logs[{key!r}]")
+        except OverflowError:  # an int beyond a float's range
+            raise ValueError(f"save: logs[{key!r}] is an integer of {int(value).bit_length()} "
+                             "bits, beyond a float's range") from None
+    return out
 
 
 def _check_untied(model: Any) -> None:
@@ -345,6 +388,15 @@ def _read(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     except safetensors.SafetensorError as err:
         raise InvalidFileError(f"{path} is not a valid safetensors file (truncated or "
                                f"corrupted?): {err}") from err
+    except OSError as err:  # safe_open's named no file: "No such device (os error 19)"
+        if err.filename is not None or str(path) in str(err):
+            raise
+        code = re.search(r"\(os error (\d+)\)", str(err))
+        errnum = int(code.group(1)) if code else err.errno
+        why = os.strerror(errnum) if errnum else str(err)
+        if errnum == errno.ENODEV:  # mmap refused: /proc's and /sys's files
+            why += " (it cannot be memory-mapped, as a /proc or /sys file: not a model file)"
+        raise type(err)(errnum, f"cannot read {str(path)!r}: {why}") from err
     tensors.update(_read_bf16(path, bf16))
     digest = metadata.get("sha256")
     if digest is None and metadata.get("format") == FORMAT:
@@ -379,11 +431,17 @@ def read_logs(path: str | Path) -> dict[str, float] | None:
     if "logs" not in metadata:
         return None
     logs = _json(metadata, "logs", path)
+    out = {}
     for key, value in logs.items():  # save writes floats: a string had failed a comparison later
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidFileError(f"{path}: the logged {key!r} must be a number; got "
                                    f"{value!r:.100}")
-    return {key: float(value) for key, value in logs.items()}
+        try:
+            out[key] = float(value)
+        except OverflowError:  # JSON's ints have no bound: 1e400 written as an int
+            raise InvalidFileError(f"{path}: the logged {key!r} is an integer beyond a float's "
+                                   f"range ({value.bit_length()} bits)") from None
+    return out
 
 
 def _json(metadata: Mapping[str, str], key: str, path: str | Path) -> dict:
@@ -488,7 +546,31 @@ def load(path: str | Path) -> Any:
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise InvalidFileError(f"{path}: cannot restore the saved training state: "
                                    f"{err!r}") from err
+        _check_resumable(model.compiled, path)
     return model
+
+
+# More optimizer steps than any training takes (146 years at one a nanosecond), with room
+# for as many again: the kernels count steps in an int64, which the next fit's steps
+# after 2**63 - 2 overflowed ("adam_step: argument 'step' is out of range").
+MAX_STEP = 2**62
+
+
+def _check_resumable(compiled: Any, path: str | Path) -> None:
+    """InvalidFileError naming the file and the field for a saved training state that loads
+    but that the next ``fit`` could not go on from: an optimizer step past ``MAX_STEP``, an
+    Augment stream position (seed, offset) outside [0, 2**64), the range of its counter."""
+    step = compiled.optimizer.step_count
+    if not 0 <= step <= MAX_STEP:
+        raise InvalidFileError(f"{path}: the saved optimizer state's 'step' ({OPTIMIZER_PREFIX}"
+                               f"step) is {step}, more steps than any training takes (at most "
+                               f"2**62): corrupted?")
+    augment = compiled.resume.augment if compiled.resume is not None else None
+    for what, value in zip(("seed", "offset"), augment or ()):
+        if not 0 <= value < 2**64:
+            raise InvalidFileError(f"{path}: the saved fit state's augment {what} is {value}, "
+                                   "outside [0, 2**64) (the range of Augment's counter): "
+                                   "corrupted?")
 
 
 def load_weights(model: Any, path: str | Path) -> Any:
@@ -497,6 +579,7 @@ def load_weights(model: Any, path: str | Path) -> Any:
     layer layout (``safetensors.torch.save_file(torch_model.state_dict(), path)``; BF16
     tensors are converted to float32). InvalidFileError names the missing, unexpected or
     misshapen tensors."""
+    _check_model(model, "load_weights")
     path = user_path(path)
     _, tensors = _read(path)
     _load_weights(model, tensors, path)
