@@ -334,3 +334,43 @@ def test_metrics_of_an_empty_set_and_nan_labels_say_so():
             fn(np.array([], np.int64), np.zeros((0, 3), np.float32))
     with pytest.raises(ValueError, match="NaN or infinite"):
         metrics.accuracy(np.array([np.nan, 1.0]), np.array([0, 1]))
+
+
+def test_a_nan_among_float_labels_is_one_miss_not_a_switch_to_binary_scores():
+    """Found by an attack: one NaN in a 1-D float prediction vector made every label a binary
+    score (accuracy([0, 2, 1], [0., 2., nan]) was 0.333, precision 0.333)."""
+    assert metrics.accuracy([0, 2, 1], [0.0, 2.0, 1.0]) == 1.0
+    assert metrics.accuracy([0, 2, 1], [0.0, 2.0, np.nan]) == pytest.approx(2 / 3)
+    assert metrics.accuracy([0, 2, 0], [np.nan, 2.0, 0.0]) == pytest.approx(2 / 3)  # NaN is no 0
+    # class 0: 1/1, class 1 never predicted: 0, class 2: 2/2
+    assert metrics.precision([0, 2, 2, 1], [0.0, 2.0, 2.0, np.nan]) == pytest.approx(2 / 3)
+    assert metrics.recall([0, 2, 2, 1], [0.0, 2.0, 2.0, np.nan]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="NaN scores"):
+        metrics.confusion_matrix([0, 2, 1], [0.0, 2.0, np.nan])
+    with pytest.raises(ValueError, match="y_pred holds whole-number class labels and an infinite"):
+        metrics.accuracy([0, 2, 1], [0.0, 2.0, np.inf])
+    assert metrics.accuracy([0, 1], [np.nan, 0.9]) == 0.5  # binary scores stay binary scores
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda: metrics.accuracy(np.zeros((2, 0)), [0, 1]), ValueError,
+     r"y_true must have at least one column .*got shape \(2, 0\)"),
+    (lambda: metrics.accuracy([0, 1], np.zeros((2, 0))), ValueError,
+     r"y_pred must have at least one column .*got shape \(2, 0\)"),
+    (lambda: metrics.accuracy([0, 1], [0.2, 0.7], threshold="a"), TypeError,
+     "threshold must be a number; got 'a'"),
+    (lambda: metrics.f1([0, 1], [0.2, 0.7], threshold=float("nan")), ValueError,
+     "threshold must be a number, not NaN"),
+    (lambda: metrics.Precision(threshold="x"), TypeError, "threshold must be a number; got 'x'"),
+    (lambda: metrics.accuracy([5, 1], np.zeros((2, 2))), ValueError,
+     r"y_true has label 5 but y_pred has 2 score columns"),
+    (lambda: metrics.confusion_matrix([5, 1], np.zeros((2, 2))), ValueError,
+     r"y_true has label 5 but y_pred has 2 score columns"),
+    (lambda: metrics.precision([5, 1], np.zeros((2, 2))), ValueError, "score columns"),
+])
+def test_metric_arguments_are_checked(call, error, message):
+    """Found by an attack: empty rows reached argmax's error, threshold="a" NumPy's and NaN
+    was taken (every sample class 0); a label beyond the score columns was counted (0.5, a
+    6 x 6 matrix) where top_k_accuracy refused it."""
+    with pytest.raises(error, match=message):
+        call()

@@ -6,7 +6,10 @@ probability rows (n, classes)) and ``y_pred``: labels (n,) of an integer dtype (
 that are whole numbers, some above 1, as scikit-learn reads them), or the model's outputs,
 scores (n, classes) whose argmax is the prediction, or a single column of binary scores
 (n,) / (n, 1) predicted as class 1 where they exceed ``threshold`` (0.5 for
-probabilities; pass 0.0 for logits).
+probabilities; pass 0.0 for logits). Whether floats (n,) are labels is decided by
+their finite values alone: a NaN among whole-number labels (a diverged model's output)
+is a miss, as a row of scores holding a NaN is, and leaves the other samples read as
+they were; an infinite value among them is a ValueError (no class is infinite).
 
 Precision, recall and F1 are macro averages (the unweighted mean over classes) over the
 classes that occur in ``y_true`` or in the predictions, as scikit-learn's
@@ -26,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from ._checks import numeric, positive_int
+from ._checks import number, numeric, positive_int
 
 
 class MetricWarning(UserWarning):
@@ -39,6 +42,7 @@ def true_labels(y_true: object, name: str = "y_true") -> np.ndarray:
     (n, 1) column flattened, (n, classes) one-hot or probability rows by their argmax."""
     y = numeric(y_true, name)
     if y.ndim == 2:
+        _some_columns(y, name)
         y = y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)
     if y.ndim != 1:
         raise ValueError(f"{name} must be labels (n,) or rows (n, classes); got shape {y.shape}")
@@ -59,12 +63,32 @@ def _as_int64(y: np.ndarray, name: str) -> np.ndarray:
     return y.astype(np.int64, copy=False)
 
 
+def _some_columns(y: np.ndarray, name: str) -> None:
+    """ValueError for rows (n, 0): no column to take a class from (argmax's own error
+    named nothing)."""
+    if y.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one column (labels (n, 1) or rows "
+                         f"(n, classes)); got shape {y.shape}")
+
+
+def _threshold(value: object, name: str = "threshold") -> float:
+    """``threshold`` as a float: a number that is not NaN (every comparison with NaN is
+    False: all class 0, silently); TypeError/ValueError naming it otherwise."""
+    value = number(value, name)
+    if np.isnan(value):
+        raise ValueError(f"{name} must be a number, not NaN")
+    return value
+
+
 def predicted_labels(y_pred: object, threshold: float = 0.5,
                      name: str = "y_pred") -> np.ndarray:
     """``y_pred`` as int64 labels (n,): integer labels as they are, the argmax of score rows
-    (n, classes > 1), or ``score > threshold`` for one column of binary scores."""
+    (n, classes > 1), or ``score > threshold`` for one column of binary scores. A NaN among
+    whole-number float labels comes back as 0: the callers count it a miss (``_scored``)."""
+    threshold = _threshold(threshold)
     y = numeric(y_pred, name)
     if y.ndim == 2:
+        _some_columns(y, name)
         if y.shape[1] > 1:
             return np.argmax(y, axis=1)
         y = y[:, 0]
@@ -72,6 +96,11 @@ def predicted_labels(y_pred: object, threshold: float = 0.5,
         raise ValueError(f"{name} must be labels (n,) or scores (n, classes); got shape "
                          f"{y.shape}")
     if y.dtype.kind in "biu" or _whole_labels(y):
+        if y.dtype.kind == "f":
+            if np.isinf(y).any():
+                raise ValueError(f"{name} holds whole-number class labels and an infinite "
+                                 "value, which names no class")
+            y = np.where(np.isnan(y), 0.0, y)  # predicts nothing: a miss (_scored)
         if y.size and y.min() < 0:
             raise ValueError(f"{name} must hold labels >= 0; got {y.min()}")
         return _as_int64(y, name)
@@ -81,9 +110,11 @@ def predicted_labels(y_pred: object, threshold: float = 0.5,
 def _whole_labels(y: np.ndarray) -> bool:
     """Floats that can only be class labels: whole numbers >= 0, some of them above 1 (as
     scikit-learn reads them; no probability is above 1, and whole numbers 0 and 1 name the
-    same classes either way)."""
-    return bool(y.size and np.all(np.isfinite(y)) and y.min() >= 0 and y.max() >= 2
-                and np.all(y == np.round(y)))
+    same classes either way). Decided by the finite values: one NaN (a diverged sample)
+    had turned every other label into a binary score."""
+    finite = y[np.isfinite(y)]
+    return bool(finite.size and finite.min() >= 0 and finite.max() >= 2
+                and np.all(finite == np.round(finite)))
 
 
 def _pair(y_true: object, y_pred: object, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +123,11 @@ def _pair(y_true: object, y_pred: object, threshold: float) -> tuple[np.ndarray,
     if len(t) != len(p):
         raise ValueError(f"y_true and y_pred must have one entry per sample; got {len(t)} "
                          f"and {len(p)}")
+    columns = np.shape(y_pred)
+    if len(columns) == 2 and columns[1] > 1 and t.size and t.max() >= columns[1]:
+        # as top_k_accuracy: scores of 2 classes cannot be right about class 5
+        raise ValueError(f"y_true has label {t.max()} but y_pred has {columns[1]} score "
+                         f"columns (classes 0 .. {columns[1] - 1})")
     return t, p
 
 
@@ -275,7 +311,7 @@ class _Macro(Metric):
 
     def __init__(self, kind: str, threshold: float) -> None:
         self.name = self._kind = kind
-        self.threshold = float(threshold)
+        self.threshold = _threshold(threshold)
         self.reset()
 
     def reset(self) -> None:
