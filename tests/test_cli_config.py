@@ -329,7 +329,10 @@ _REFUSED = [(["--save", "{tmp}"], "is a folder"),
             (["--save", "/proc/model.safetensors"], "cannot write in /proc"),
             (["--plot", "/proc/curves.png"], "cannot write in /proc"),
             (["--batch-norm"], "--batch-norm puts BatchNorm2d in --conv blocks"),
-            (["--save", ""], "--save '' names no file"), (["--plot", " "], "--plot ' ' names no file")]
+            (["--save", ""], "--save '' names no file"), (["--plot", " "], "--plot ' ' names no file"),
+            # found by an attack: Path() drops the separator, so "newdir/" was written as a file
+            (["--save", "{tmp}/newdir/"], "newdir/ is a folder; give a file name such as"),
+            (["--plot", "{tmp}/figs/"], "figs/ is a folder; give a file name such as")]
 
 
 @pytest.mark.parametrize("command,options,message",
@@ -477,3 +480,16 @@ def test_tune_refuses_a_tuning_file_it_cannot_write_before_timing(tmp_path, monk
     with pytest.raises(OSError, match=r"cannot write the tuning file .* \(from FASTNN_TUNING_FILE\)"):
         fastnn.tune(seconds=30, progress=False)
     assert time.perf_counter() - start < 10
+
+
+def test_cli_export_to_a_folder_suggests_an_onnx_name(tmp_path, capsys):
+    """Found by an attack: --onnx <folder> suggested "<folder>/model.safetensors"; and
+    --onnx newdir/ (a folder by its separator) had been written as a file "newdir"."""
+    from fastnn import cli
+
+    for given in (str(tmp_path), str(tmp_path / "newdir") + os.sep):
+        assert cli.main(["export", str(tmp_path / "m.safetensors"), "--onnx", given]) == 1
+        err = capsys.readouterr().err
+        assert "is a folder; give a file name such as" in err and "model.onnx" in err, err
+        assert "safetensors" not in err.split("such as")[1]
+    assert not (tmp_path / "newdir").exists()

@@ -405,9 +405,11 @@ def _output_path(path: str, option: str, plot: bool = False) -> str:
             raise ValueError(f"{option} {e}") from None
     else:
         p = Path(path).expanduser()  # as io.save reads it
-        if p.is_dir():
+        # Path() drops a trailing separator: "newdir/" had been written as a file "newdir"
+        if p.is_dir() or path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+            name = "model.onnx" if option == "--onnx" else "model.safetensors"
             raise ValueError(f"{option} {path} is a folder; give a file name such as "
-                             f"{p / 'model.safetensors'}")
+                             f"{p / name}")
     folder = next((q for q in p.parents if q.exists()), None)
     if folder is not None and not folder.is_dir():
         raise ValueError(f"{option} {path}: {folder} is a file, not a folder")

@@ -10,8 +10,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from . import _C, memory
-from ._checks import as_float32, flag, non_negative, numeric, positive_int, stream_seed
-from ._random import resolve
+from ._checks import as_float32, flag, non_negative, number, numeric, positive_int, stream_seed
+from ._random import check_seed, is_seed_object, resolve
 
 
 def _pair(X: object, y: object) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +37,19 @@ def batches(X: np.ndarray, y: np.ndarray, batch_size: int | None = 32, shuffle: 
     """
     X, y = _pair(X, y)
     size = len(X) if batch_size is None else positive_int(batch_size, "batch_size")
+    # flags checked: shuffle="no" was truthy, and shuffled
+    shuffle = flag(shuffle, "batches: shuffle")
+    reuse_buffers = flag(reuse_buffers, "batches: reuse_buffers")
+    _checked_seed(seed, "batches: seed")
     order = resolve(seed, "batches: seed").permutation(len(X)) if shuffle else None
     return _iterate(X, y, size, order, reuse_buffers)
+
+
+def _checked_seed(seed: object, owner: str) -> None:
+    """``seed`` checked even where it is not used (shuffle=False): seed=-1 or 1.0 had been
+    taken silently there, and refused only once shuffle=True."""
+    if seed is not None and not is_seed_object(seed):
+        check_seed(seed, owner)
 
 
 def _iterate(X: np.ndarray, y: np.ndarray, size: int, order: np.ndarray | None,
@@ -84,8 +95,13 @@ def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.2,
     drawn order (shuffled when shuffle=True).
     """
     X, y = _pair(X, y)
+    val_fraction = number(val_fraction, "train_val_split: val_fraction")  # "0.2": a comparison's TypeError
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
+        raise ValueError(f"train_val_split: val_fraction must be in (0, 1); got {val_fraction}")
+    shuffle = flag(shuffle, "train_val_split: shuffle")  # "False" was truthy, and shuffled
+    if stratify is not None:
+        stratify = flag(stratify, "train_val_split: stratify")
+    _checked_seed(seed, "train_val_split: seed")
     n = len(X)
     n_val = int(round(n * val_fraction))
     if n_val == 0 or n_val == n:

@@ -36,7 +36,13 @@ def _C() -> Any:
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    elif hasattr(shape, "__iter__") and not isinstance(shape, (str, bytes)):
+        shape = tuple(shape)  # 3.0 had been tuple()'s "'float' object is not iterable"
+    else:
+        raise TypeError(f"shape must be an integer or a tuple of integers; got "
+                        f"{type(shape).__name__} {shape!r:.100}")
     for n in shape:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"shape must hold integers >= 0; got {shape}")
@@ -73,6 +79,9 @@ def empty(shape: int | Sequence[int], dtype: Any = np.float32, *, like: Any = No
         return _tensor_type()(_C().DeviceArray.empty(list(shape), dtype.name,
                                                      "cuda:0" if where == "cuda" else where))
     nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes + ALIGNMENT > np.iinfo(np.intp).max:  # NumPy: "Maximum allowed dimension exceeded"
+        raise ValueError(f"shape {shape} of {dtype} needs {nbytes:,} bytes, more than an "
+                         "array can hold")
     raw = np.empty(nbytes + ALIGNMENT, np.uint8)
     start = -raw.ctypes.data % ALIGNMENT
     return raw[start:start + nbytes].view(dtype).reshape(shape)
@@ -94,13 +103,23 @@ def full(shape: int | Sequence[int], value: float, dtype: Any = np.float32, *,
     return out
 
 
+def _array(a: Any, owner: str) -> None:
+    """TypeError naming ``owner`` unless ``a`` is a NumPy array or a Tensor (a list had been
+    an AttributeError on .dtype, .size or .base)."""
+    if not (isinstance(a, np.ndarray) or is_tensor(a)):
+        raise TypeError(f"memory.{owner}: a must be a NumPy array or a fastnn.Tensor; got "
+                        f"{type(a).__name__} {a!r:.100}")
+
+
 def empty_like(a: Any, dtype: Any = None) -> np.ndarray:
     """A new aligned array of ``a``'s shape (and dtype, unless given), on ``a``'s device."""
+    _array(a, "empty_like")
     return empty(np.shape(a), a.dtype if dtype is None else dtype, like=a)
 
 
 def zeros_like(a: Any, dtype: Any = None) -> np.ndarray:
     """As ``empty_like``, filled with zeros."""
+    _array(a, "zeros_like")
     return zeros(np.shape(a), a.dtype if dtype is None else dtype, like=a)
 
 
@@ -145,11 +164,13 @@ def to_host(x: Any) -> np.ndarray:
 def is_aligned(a: Any) -> bool:
     """Whether ``a``'s data start on an ``ALIGNMENT``-byte boundary (an empty array has no
     data to align: always; a Tensor's allocator aligns every block)."""
+    _array(a, "is_aligned")
     return is_tensor(a) or a.size == 0 or a.ctypes.data % ALIGNMENT == 0
 
 
 def owner(a: Any) -> Any:
     """The array that owns ``a``'s memory (``a`` itself, or the base of a view of it)."""
+    _array(a, "owner")
     if is_tensor(a):
         return a if a.base is None else a.base
     while isinstance(a.base, np.ndarray):

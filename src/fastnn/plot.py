@@ -12,6 +12,7 @@ the axes, where it covers no curve.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -53,11 +54,25 @@ def _run_style(k: int) -> dict:
 
 def _figure_path(path: str | Path) -> Path:
     """The file ``savefig`` writes for ``path``: with no suffix, ``.png`` added (as savefig
-    adds it); a folder is a ValueError."""
+    adds it); a folder, or a path ending in a separator (which Path() drops: "figs/" had
+    been written as "figs.png"), is a ValueError."""
     p = Path(path).expanduser()
-    if p.is_dir():
+    text = os.fspath(path)
+    if p.is_dir() or text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
         raise ValueError(f"{path} is a folder; give a file name such as {p / 'curves.png'}")
     return p if p.suffix else p.with_name(p.name + ".png")
+
+
+def _class_names(classes: Sequence[str] | None, n: int, owner: str) -> list[str]:
+    """``classes`` as a list of at least ``n`` names (the labels shown), or "0" .. "n-1" for
+    None; a list too short had been an IndexError, naming nothing."""
+    if classes is None:
+        return [str(i) for i in range(n)]
+    names = [str(c) for c in classes]
+    if len(names) < n:
+        raise ValueError(f"{owner}: classes holds {len(names)} names; the labels need {n} "
+                         f"(0 .. {n - 1})")
+    return names
 
 
 def _save(fig: Figure, path: str | Path | None, title: str) -> Figure:
@@ -74,6 +89,9 @@ def training_curves(history: Any, path: str | Path | None = None, title: str = "
     """Loss and accuracy per epoch, training and validation, side by side."""
     h = history.history if hasattr(history, "history") else history
     metrics = [m for m in ("loss", "accuracy") if m in h]
+    if not metrics:  # matplotlib's own error for a 1 x 0 grid named nothing
+        raise ValueError(f"training_curves: the history has no 'loss' or 'accuracy' to draw; "
+                         f"got keys {sorted(h)[:10] if hasattr(h, 'keys') else type(h).__name__}")
     fig, axes = _figure(1, len(metrics))
     for ax, metric in zip(axes[0], metrics):
         epochs = np.arange(1, len(h[metric]) + 1)
@@ -155,8 +173,12 @@ def confusion_matrix(matrix: np.ndarray, path: str | Path | None = None,
                      classes: Sequence[str] | None = None, title: str = "") -> Figure:
     """A confusion matrix (rows: true class, columns: predicted), counts in the cells."""
     matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.size == 0:
+        # a (3, 5) matrix was drawn as a 3 x 3 grid, its last columns dropped silently
+        raise ValueError(f"confusion_matrix: matrix must be square (classes, classes), as "
+                         f"fastnn.metrics.confusion_matrix gives; got shape {matrix.shape}")
     n = len(matrix)
-    classes = list(classes) if classes is not None else [str(i) for i in range(n)]
+    classes = _class_names(classes, n, "confusion_matrix")[:n]  # all a set's names: fine
     fig, axes = _figure(1, 1, width=1.0 + 0.6 * n, height=1.0 + 0.5 * n)
     ax = axes[0][0]
     ax.imshow(matrix, cmap="Blues")
@@ -177,6 +199,11 @@ def sample_images(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
                   title: str = "") -> Figure:
     """A grid of images titled with predicted and true labels (red when wrong)."""
     count = min(count, len(X))
+    if count < 1:  # the grid's ZeroDivisionError named nothing
+        raise ValueError(f"sample_images: nothing to draw: {len(X)} images, count={count}")
+    if classes is not None:
+        top = max(int(np.max(y_true[:count])), int(np.max(y_pred[:count])))
+        classes = _class_names(classes, top + 1, "sample_images")
     cols = int(math.ceil(math.sqrt(count)))
     rows = int(math.ceil(count / cols))
     fig, axes = _figure(rows, cols, width=1.6, height=1.8)
@@ -224,6 +251,8 @@ def filters(weight: np.ndarray, path: str | Path | None = None, title: str = "")
     if weight.ndim != 4:
         raise ValueError(f"filters: expected a Conv2d weight of shape (out, in, kh, kw); got "
                          f"shape {weight.shape}")
+    if weight.shape[0] == 0:  # the grid's ZeroDivisionError named nothing
+        raise ValueError(f"filters: the weight holds no filters to draw; got shape {weight.shape}")
     if weight.shape[1] == 3:
         images = list(weight.transpose(0, 2, 3, 1))
     else:
@@ -240,6 +269,8 @@ def feature_maps(maps: np.ndarray, path: str | Path | None = None,
     if maps.ndim != 3:
         raise ValueError(f"feature_maps: expected one image's maps, shape (channels, height, "
                          f"width); got shape {maps.shape}")
+    if len(maps) == 0:  # the grid's ZeroDivisionError named nothing
+        raise ValueError(f"feature_maps: no channels to draw; got shape {maps.shape}")
     images, labels = list(maps), [f"channel {k}" for k in range(len(maps))]
     if image is not None:
         image = np.asarray(image)

@@ -210,16 +210,22 @@ def applied_file(blocking: dict) -> str | None:
 
 # ----------------------------------------------------------------------------- tuning
 def _shapes(shapes: Iterable[Sequence] | None) -> list[tuple[int, int, int, bool, bool]]:
+    import numpy as np
+
     if shapes is None:
         return list(TRAINING_SHAPES)
     out = []
     for shape in shapes:
         s = tuple(shape) if isinstance(shape, (tuple, list)) else ()
         dims, flags = s[:3], s[3:]
-        if (len(s) not in (3, 5) or any(type(d) is not int or d < 1 for d in dims)
-                or any(not isinstance(f, bool) for f in flags)):
+        # NumPy's ints and bools too (a shape taken from an array's), stored as Python's
+        if (len(s) not in (3, 5)
+                or any(isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer))
+                       or d < 1 for d in dims)
+                or any(not isinstance(f, (bool, np.bool_)) for f in flags)):
             raise ValueError(f"tune: shapes must hold (m, n, k) or (m, n, k, transpose_a, "
                              f"transpose_b) with ints >= 1 and bools; got {shape!r}")
+        dims, flags = tuple(int(d) for d in dims), tuple(bool(f) for f in flags)
         out.append((*dims, *flags) if flags else (*dims, False, False))
     if not out:
         raise ValueError("tune: shapes is empty; expected at least one (m, n, k)")
