@@ -354,7 +354,32 @@ def test_lower_isa_leaves_bf16_on_fp32(isa):
         pytest.skip(f"this CPU does not run {isa}")
     r = run_python("import fastnn; print(fastnn.config()['bf16'])", env_extra={"FASTNN_ISA": isa})
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"fp32 (FASTNN_ISA={isa}: the bf16 kernels are AVX-512 code)"
+    assert r.stdout.strip() == f"fp32 (ISA {isa}, by FASTNN_ISA or set_isa: the bf16 kernels are AVX-512 code)"
+
+
+def test_set_isa_moves_bf16_as_fastnn_isa_does_unless_a_path_was_chosen():
+    """Found by an attack: set_isa("avx2") had left bf16 on AMX (FASTNN_ISA=avx2 took it to
+    fp32), and config() gave the environment's reason after the path had changed."""
+    if "avx2" not in _C.supported_isas() or _C.bf16_auto_path() == "fp32":
+        pytest.skip("needs AVX2 and a bf16 kernel picked here")
+    isa = _C.get_isa()
+    try:
+        _C.set_bf16_path("auto")
+        _C.set_isa("avx2")
+        assert _C.bf16_path() == "fp32"
+        assert fastnn.config()["bf16"] == ("fp32 (ISA avx2, by FASTNN_ISA or set_isa: the bf16 "
+                                           "kernels are AVX-512 code)")
+        _C.set_isa("avx512")
+        assert _C.bf16_path() == _C.bf16_auto_path() == fastnn.config()["bf16"]
+        _C.set_bf16_path("fp32")  # chosen: set_isa leaves it
+        _C.set_isa("avx2")
+        _C.set_isa("avx512")
+        assert fastnn.config()["bf16"] == "fp32 (set by set_bf16_path)"
+        _C.set_bf16_path("auto")
+        assert _C.bf16_path() == _C.bf16_auto_path()
+    finally:
+        _C.set_isa(isa)
+        _C.set_bf16_path("auto")
 
 
 def test_environment_unknown_path_warns():

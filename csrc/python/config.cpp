@@ -74,10 +74,7 @@ const GemmContext& context_arg(const std::string& isa, const char* fn) {
 std::string bf16_path_description() {
     const std::string path = bf16_path();
     if (path != "fp32") return path;
-    const char* env = std::getenv("FASTNN_BF16");
-    if (env && std::strcmp(env, "fp32") == 0) return "fp32 (forced by FASTNN_BF16=fp32)";
-    if (const char* isa = std::getenv("FASTNN_ISA"); isa && kernel_named(isa) && std::strcmp(isa, "avx512") != 0)
-        return "fp32 (FASTNN_ISA=" + std::string(isa) + ": the bf16 kernels are AVX-512 code)";
+    if (*bf16_chosen_by()) return "fp32 (" + std::string(bf16_chosen_by()) + ")";
     if (std::strcmp(bf16_auto_path(), "fp32") == 0 && *bf16_auto_reason())
         return std::string("fp32 (") + bf16_auto_reason() + ")";
     const char* names[4];
@@ -170,15 +167,17 @@ void bind_config(py::module_& m) {
         return std::vector<std::string>(names, names + count);
     });
     m.def("set_bf16_path", [](const std::string& name) {
+        if (name == "auto") return reset_bf16_path();
         if (!set_bf16_path(name.c_str())) {
             const char* names[4];
             const int count = supported_bf16_paths(names);
             std::string list;
             for (int i = 0; i < count; ++i) list += (i ? ", '" : "'") + std::string(names[i]) + "'";
             fail_value("set_bf16_path: '" + name + "' is not a bf16 path this CPU runs (" +
-                       bf16_missing_reason(name.c_str()) + "); supported: " + list);
+                       bf16_missing_reason(name.c_str()) + "); supported: " + list + ", or 'auto'");
         }
-    }, py::arg("name"));
+    }, py::arg("name"), "Force a bf16 path ('amx', 'avx512_bf16', 'fp32'), as FASTNN_BF16 at "
+       "import; 'auto': the one picked for this CPU and the ISA in use (set_isa moves it again).");
     m.def("bf16_blocking", [](const std::string& name) {
         if (std::strcmp(bf16_missing_reason(name.c_str()), "not a bf16 path of this build") == 0 ||
             name == "fp32")
@@ -266,7 +265,10 @@ void bind_config(py::module_& m) {
                            int count = supported_isas(names);
                            return std::vector<std::string>(names, names + count);
                        }())).cast<std::string>());
-    }, py::arg("name"));
+        bf16_follow_isa(name.c_str());  // as FASTNN_ISA at import
+    }, py::arg("name"), "Pick the ISA of every kernel, as FASTNN_ISA does at import: the GEMM's, "
+       "the elementwise ones', and bf16's (fp32 off AVX-512) unless FASTNN_BF16 or "
+       "set_bf16_path chose that.");
     // For the tests: the ISA whose copies the elementwise kernels run now (cpu/isa.h).
     m.def("_elementwise_isa", [] { return std::string(isa_name(elementwise_isa())); });
 

@@ -101,9 +101,10 @@ def max_num_threads() -> int:
     """4 per online CPU: the most threads the kernels take (OMP_NUM_THREADS is clamped to it,
     with a RuntimeWarning at import)."""
 def set_isa(name: IsaName) -> None:
-    """Force the ISA of every kernel family: the GEMM's microkernel and the copies the
-    elementwise kernels run (ValueError if this CPU cannot run it). FASTNN_ISA does the same
-    at import."""
+    """Force the ISA of every kernel family: the GEMM's microkernel, the copies the
+    elementwise kernels run, and the bf16 path (fp32 off AVX-512, the automatic one on it,
+    unless FASTNN_BF16 or set_bf16_path chose it); ValueError if this CPU cannot run it.
+    FASTNN_ISA does the same at import."""
 
 def get_isa() -> str: ...
 def supported_isas() -> list[str]: ...
@@ -161,7 +162,7 @@ def bf16_convert(x: npt.ArrayLike, *, vector: bool = True) -> npt.NDArray[np.uin
     scalar reference."""
 def bf16_path() -> Bf16Path:
     """The bf16 GEMM path in use: bf16_auto_path() unless FASTNN_BF16 or set_bf16_path
-    chose another; FASTNN_ISA=avx2|generic makes it fp32."""
+    chose another; FASTNN_ISA=avx2|generic (or set_isa) makes it fp32."""
 def bf16_path_description() -> str:
     """bf16_path(), and for "fp32" why (config()["bf16"])."""
 def bf16_auto_path() -> Bf16Path:
@@ -170,8 +171,10 @@ def bf16_auto_path() -> Bf16Path:
 def _bf16_choice(amx: bool, avx512_bf16: bool, dot_gflops: float, fma_gflops: float) -> Bf16Path:
     """bf16_auto_path's rule, for given kernels and measured rates (for the tests)."""
 def supported_bf16_paths() -> list[str]: ...
-def set_bf16_path(name: Bf16Path) -> None:
-    """Force the bf16 path (ValueError naming why, for a path this CPU does not run)."""
+def set_bf16_path(name: Bf16Path | Literal["auto"]) -> None:
+    """Force the bf16 path (ValueError naming why, for a path this CPU does not run), as
+    FASTNN_BF16 at import; "auto": back to the one picked for this CPU and the ISA in use,
+    which set_isa moves again."""
 def bf16_blocking(name: Literal["amx", "avx512_bf16"]) -> tuple[int, int, int]:
     """(kc, nc, mc) of a bf16 kernel: blocking.h's model_blocking_bf16 for this CPU."""
 

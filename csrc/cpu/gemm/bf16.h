@@ -95,6 +95,13 @@ const char* choose_bf16_path(bool amx_runs, bool avx512_bf16_runs, double dot_gf
 const char* bf16_auto_path();
 const char* bf16_auto_reason();
 bool set_bf16_path(const char* name);      // false if unknown or not run here
+// The ISA chosen for every kernel (FASTNN_ISA, set_isa) moves bf16 with it, as a CPU of that
+// ISA would have it: fp32 off AVX-512 (both kernels are AVX-512 code), the automatic path on
+// it; unless FASTNN_BF16 or set_bf16_path chose the path.
+void bf16_follow_isa(const char* isa);
+void reset_bf16_path();  // back to the automatic path (for the ISA in use), following set_isa again
+// What chose the path in use, for config(): "" where it is the automatic one.
+const char* bf16_chosen_by();
 int supported_bf16_paths(const char** names);  // fills up to 3, best first
 // Why a path is missing here ("" where it runs): for config() and the fp32 warning.
 const char* bf16_missing_reason(const char* name);

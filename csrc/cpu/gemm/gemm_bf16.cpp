@@ -238,6 +238,10 @@ Blocking g_blocking[kNumPaths];
 std::atomic<int> g_path{kNumPaths - 1};
 int g_auto = kNumPaths - 1;
 std::string g_auto_reason;
+// Why g_path is what it is, for config(): "" (picked for this CPU), or what chose it. Set
+// under the GIL (the bindings), as set_bf16_path and set_isa are called.
+std::string g_chosen_by;
+bool g_forced = false;  // FASTNN_BF16 or set_bf16_path chose it: set_isa leaves it
 
 int index_of(const char* name) {
     for (int i = 0; i < kNumPaths; ++i)
@@ -274,10 +278,11 @@ struct Init {
         g_path = g_auto;
         // Both kernels are AVX-512 code: FASTNN_ISA=avx2 or generic (a CPU without it, as
         // far as fastnn goes) leaves bf16 on fp32 too, unless FASTNN_BF16 asks otherwise.
-        if (const char* isa = std::getenv("FASTNN_ISA"); isa && kernel_named(isa) && std::strcmp(isa, "avx512") != 0)
-            g_path = kNumPaths - 1;
+        if (const char* isa = std::getenv("FASTNN_ISA"); isa && kernel_named(isa))
+            bf16_follow_isa(isa);
         const char* forced = std::getenv("FASTNN_BF16");
-        if (forced && *forced) set_bf16_path(forced);
+        if (forced && *forced && set_bf16_path(forced))
+            g_chosen_by = std::string("forced by FASTNN_BF16=") + forced;
     }
 } init;
 
@@ -339,8 +344,25 @@ bool set_bf16_path(const char* name) {
     const int i = index_of(name);
     if (i < 0 || *missing_reason(i)) return false;
     g_path = i;
+    g_forced = true;
+    g_chosen_by = "set by set_bf16_path";
     return true;
 }
+
+void bf16_follow_isa(const char* isa) {
+    if (g_forced) return;
+    const bool avx512 = std::strcmp(isa, "avx512") == 0;
+    g_path = avx512 ? g_auto : kNumPaths - 1;
+    g_chosen_by = avx512 ? "" : std::string("ISA ") + isa + ", by FASTNN_ISA or set_isa: the bf16 kernels "
+                                "are AVX-512 code";
+}
+
+void reset_bf16_path() {
+    g_forced = false;
+    bf16_follow_isa(active_isa());
+}
+
+const char* bf16_chosen_by() { return g_chosen_by.c_str(); }
 
 int supported_bf16_paths(const char** names) {
     int count = 0;
