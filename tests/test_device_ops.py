@@ -533,3 +533,20 @@ def test_batch_norm_fused_relu_is_for_host_arrays(device):
         _C.batchnorm_forward(x, None, None, c(), c(), c(), c(), training=True, relu=True)
     with pytest.raises(ValueError, match="relu=True.*CPU arrays only"):
         _C.batchnorm_backward(x, x, None, c(), c(), training=True, relu=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dlpack_export_to_the_array_s_own_device_and_its_copy_argument(device):
+    """The array API's consumers ask for the device (np.from_dlpack(t, device="cpu")): its
+    own was refused as any other; copy="no" met pybind11's cast error (found by an attack)."""
+    a = on(device, np.arange(6).reshape(2, 3))
+    own = a.__dlpack_device__()
+    assert a.__dlpack__(dl_device=own) is not None
+    if device == "cpu":
+        np.testing.assert_array_equal(np.from_dlpack(Tensor(a), device="cpu"), np.arange(6).reshape(2, 3))
+    with pytest.raises(TypeError, match="argument 'copy' must be True, False or None"):
+        a.__dlpack__(copy="no")
+    with pytest.raises(BufferError, match="only the array's own device"):
+        a.__dlpack__(dl_device=(own[0] + 1, 0))
+    with pytest.raises(BufferError, match="without a copy"):
+        a.__dlpack__(copy=True)

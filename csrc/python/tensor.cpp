@@ -165,9 +165,18 @@ void bind_tensor(py::module_& m) {
                               const py::object& dl_device, const py::object& copy) {
             (void)stream;       // every copy and kernel so far is synchronous: nothing to order
             (void)max_version;  // the unversioned capsule, which every consumer still takes
-            if (!dl_device.is_none() || (!copy.is_none() && copy.cast<bool>()))
-                throw py::buffer_error(std::string(kFn) + ".__dlpack__: only the array's own device, "
-                                       "without a copy");
+            if (!copy.is_none() && !py::isinstance<py::bool_>(copy))
+                fail_type(std::string(kFn) + ".__dlpack__: argument 'copy' must be True, False or None, got " +
+                          py::str(py::type::of(copy).attr("__name__")).cast<std::string>());
+            // the array's own device, as __dlpack_device__ gives it, is no copy (the array API's
+            // protocol: np.from_dlpack(t, device="cpu") asks for it)
+            const Device& d = a.storage->device;
+            const py::tuple own = py::make_tuple(d.type == DeviceType::Cpu ? int(dlpack::kCPU) : int(dlpack::kCUDA),
+                                                 d.index);
+            const bool elsewhere = !dl_device.is_none() && !own.equal(dl_device);
+            if (elsewhere || (!copy.is_none() && copy.cast<bool>()))
+                throw py::buffer_error(std::string(kFn) + ".__dlpack__: only the array's own device " +
+                                       py::str(own).cast<std::string>() + ", without a copy");
             return to_dlpack(a);
         }, py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
            py::arg("dl_device") = py::none(), py::arg("copy") = py::none())
