@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 import time
 from pathlib import Path
 
@@ -437,3 +438,52 @@ def test_under_mpirun_without_mpi4py_the_error_says_what_to_install(monkeypatch)
 def test_all_reduce_keeps_a_scalar_a_scalar():
     got = dist.all_reduce(2.5, "max")
     assert got.shape == () and got == 2.5
+
+
+def _alone(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A process started on its own with the launcher's variables ``env``."""
+    code = "from fastnn import distributed as d; print(d.world_size(), d.rank(), d.is_main())"
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=dict(clean, **env, PYTHONPATH=os.pathsep.join(
+                              filter(None, [SRC, os.environ.get("PYTHONPATH")]))))
+
+
+@pytest.mark.parametrize("variable", ["PMI_SIZE", "OMPI_COMM_WORLD_SIZE"])
+def test_an_mpi4py_of_another_mpi_than_the_launcher_s_is_refused(variable):
+    """An attack: mpi4py's MPI saw a world of one under MPICH's launcher, and each of the N
+    processes trained alone, silently ("1 0 True")."""
+    if isinstance(_mpirun(), str) and "mpi4py" in _mpirun():
+        pytest.skip(_mpirun())
+    got = _alone({variable: "2", "PMI_RANK": "1"})
+    assert got.returncode != 0, got.stdout
+    assert "RuntimeError" in got.stderr and f"{variable}=2" in got.stderr, got.stderr
+    assert "world of 1" in got.stderr and "mpi4py's MPI is not the launcher's" in got.stderr
+
+
+def test_a_mismatched_mpi_is_refused_before_any_collective(monkeypatch):
+    """The same in this process, with an mpi4py whose COMM_WORLD is a world of one."""
+    fake = types.ModuleType("mpi4py")
+    fake.MPI = types.SimpleNamespace(COMM_WORLD=dist._World1(),
+                                     Get_library_version=lambda: "MPICH Version: 4.0\n")
+    monkeypatch.setitem(sys.modules, "mpi4py", fake)
+    monkeypatch.setattr(dist, "_comm", None)
+    monkeypatch.setattr(dist, "_MPI", None)
+    monkeypatch.setenv("PMI_SIZE", "3")
+    with pytest.raises(RuntimeError, match=r"one of 3 .*\(PMI_SIZE=3\).*world of 1.*not the "
+                                           r"launcher's.*MPICH Version: 4\.0"):
+        dist.init()
+    assert dist._comm is None  # not left as a world of one for the next call
+    monkeypatch.setenv("PMI_SIZE", "1")  # a launcher's job of one is a world of one
+    dist.init()
+    assert dist.world_size() == 1
+
+
+@pytest.mark.parametrize("value", ["²", "٣", "2x", "-2"])
+def test_a_launcher_size_that_is_no_ascii_number_is_named(monkeypatch, value):
+    """"²" passed str.isdigit() and int() then failed naming nothing; "٣" was taken as 3."""
+    monkeypatch.setattr(dist, "_comm", None)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", value)
+    with pytest.raises(ValueError, match=f"OMPI_COMM_WORLD_SIZE .*whole number.*got {value!r}"):
+        dist.init()

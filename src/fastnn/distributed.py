@@ -65,20 +65,40 @@ class _World1:
         return obj
 
 
-def _launched_size() -> int:
+def _launcher() -> tuple[str, int]:
+    """The launcher's variable that says how many processes it started, and that count
+    (``("", 1)`` for a process started on its own); ValueError naming the variable for a
+    value that is no whole number."""
     for name in _LAUNCHER_SIZE:
         value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 1
+        if not value:
+            continue
+        # ASCII digits only: str.isdigit() took "²" (int() then failed naming nothing)
+        # and int() took Arabic-Indic digits
+        if not (value.isascii() and value.isdecimal()):
+            raise ValueError(f"fastnn.distributed: the environment variable {name} (set by "
+                             "mpirun or mpiexec) must be a whole number of processes; "
+                             f"got {value!r}")
+        return name, int(value)
+    return "", 1
+
+
+def _library(MPI: Any) -> str:
+    """mpi4py's MPI library, in a few words ("Open MPI v4.1.4"), for an error message."""
+    try:
+        return "mpi4py's is " + MPI.Get_library_version().strip().splitlines()[0].split(",")[0]
+    except Exception:  # an mpi4py or MPI too old to say
+        return "mpi4py's library did not say which it is"
 
 
 def init() -> None:
     """Join the MPI job this process belongs to (idempotent; every function here calls it).
 
     Under ``mpirun`` it needs mpi4py and an MPI library, and raises an ImportError that
-    says how to install them when either is missing; a process started on its own works
-    as a world of one. Under MPI it also makes an uncaught exception abort the whole job
+    says how to install them when either is missing, and a RuntimeError when mpi4py's MPI
+    sees another number of processes than the launcher started (mpi4py built against
+    another MPI than the launcher's); a process started on its own works as a world of
+    one. Under MPI it also makes an uncaught exception abort the whole job
     after printing its traceback (the previous ``sys.excepthook`` still prints it).
     """
     global _comm, _MPI
@@ -87,13 +107,26 @@ def init() -> None:
     try:
         from mpi4py import MPI
     except (ImportError, RuntimeError, OSError) as err:  # no mpi4py, or no libmpi under it
-        size = _launched_size()
+        size = _launcher()[1]
         if size > 1:
             raise ImportError(f"fastnn.distributed: this process is one of {size} started by "
                               f"mpirun, but MPI cannot be used from Python ({err}); "
                               f"{_INSTALL}") from err
         _comm = _World1()
         return
+    variable, launched = _launcher()
+    size = MPI.COMM_WORLD.Get_size()
+    if launched > 1 and size != launched:
+        # mpi4py built against another MPI than the launcher's (MPICH's mpiexec with an Open
+        # MPI mpi4py): each process would init alone and train as a world of one, silently
+        raise RuntimeError(
+            f"fastnn.distributed: this process is one of {launched} started by the launcher "
+            f"({variable}={launched}), but mpi4py's MPI sees a world of {size}: mpi4py's MPI "
+            "is not the launcher's (e.g. MPICH's mpiexec with an Open MPI mpi4py; "
+            f"{_library(MPI)}). Start the job with the mpirun of the MPI that mpi4py was "
+            "built with (python -c \"import mpi4py; print(mpi4py.get_config())\"), or "
+            "reinstall mpi4py against this launcher's MPI (pip install --no-binary mpi4py "
+            "--force-reinstall mpi4py)")
     _MPI, _comm = MPI, MPI.COMM_WORLD
     if _comm.Get_size() > 1:
         previous = sys.excepthook
