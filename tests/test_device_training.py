@@ -335,3 +335,22 @@ def test_a_model_on_a_device_saves_checkpoints_and_exports_host_copies(device, t
     with pytest.raises(ValueError, match=r"gradient_check runs on the CPU; the model's 0\.weight "
                                          r"is a fastnn Tensor on .*model\.to\('cpu'\)"):
         fastnn.diagnostics.gradient_check(model, X[:8], y[:8], "cross_entropy")
+
+
+def test_fit_names_its_device_argument():
+    """An attack: fit(device=1) said "Sequential.to must be a str ...", and device="cuda" in
+    a build without CUDA "Sequential.to 'cuda': ...", naming no argument of fit."""
+    X, y = data(n=40)
+    model = mlp()
+    with pytest.raises(TypeError, match=r"^fit: device must be a device name such as 'cpu' or "
+                                        r"'cuda' \(a str\), got int"):
+        model.fit(X, y, device=1, verbose=0)
+    with pytest.raises(ValueError, match=r"^fit: device 'cuda:٣' is not a device"):
+        model.fit(X, y, device="cuda:٣", verbose=0)
+    if not CUDA["available"]:
+        words = CUDA["reason"] if CUDA["built"] else "this fastnn was built without CUDA; build it"
+        with pytest.raises(RuntimeError, match=r"^fit: device 'cuda': " + re.escape(words)):
+            model.fit(X, y, device="cuda", verbose=0)
+    with pytest.raises(TypeError, match=r"Sequential\.to must be a device name .*got NoneType"):
+        model.to(None)
+    assert model.fit(X, y, device="cpu", epochs=1, verbose=0).history["loss"]

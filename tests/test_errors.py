@@ -804,3 +804,33 @@ def test_a_layer_too_large_for_the_machine_is_named_before_any_allocation():
     """Found by an attack: NumPy's generator failed on the float64 draw, naming no layer."""
     raises(nn.Dense, 2**31, 2**20, exc=MemoryError, mentions=["Dense(2147483648, 1048576)", "GiB"])
     raises(nn.Conv2d, 2**16, 2**16, 7, exc=MemoryError, mentions=["Conv2d(65536, 65536", "this machine has"])
+
+
+def test_matmul_refuses_values_beyond_float32_s_range_by_argument():
+    """An attack: matmul([[1e39]], [[1.0]]) gave [[inf]] with only NumPy's warning."""
+    one = np.ones((1, 1), np.float32)
+    raises(fastnn.matmul, np.array([[1e39]]), one, exc=ValueError,
+           mentions=["matmul: a holds values beyond float32's range", "1e+39"])
+    raises(fastnn.matmul, one, [[-1e300]], exc=ValueError, mentions=["matmul: b holds values"])
+    big = float(np.finfo(np.float32).max)
+    assert fastnn.matmul(np.array([[big]]), np.array([[1.0]]))[0, 0] == np.float32(big)
+    assert np.isinf(fastnn.matmul(np.array([[np.inf]]), one)[0, 0])  # inf itself is data
+
+
+def test_complex_and_conjugate_torch_tensors_are_not_told_to_call_float():
+    """An attack: a complex tensor was told "pass tensor.float()", which drops the imaginary
+    parts; a negated view was told the same, which keeps its negative bit."""
+    torch = pytest.importorskip("torch")
+    msg = raises(fastnn.from_dlpack, torch.ones(3, dtype=torch.complex64).conj(), exc=TypeError,
+                 mentions=["from_dlpack: argument 'x'", "torch.complex64", "real float32",
+                           "tensor.resolve_conj()"])
+    assert "pass tensor.float()" not in msg
+    msg = raises(fastnn.asarray, torch.ones(2, dtype=torch.complex128).conj(), exc=TypeError,
+                 mentions=["asarray: argument 'x'", "real float32"])
+    assert "pass tensor.float()" not in msg
+    if hasattr(torch.Tensor, "_neg_view"):
+        msg = raises(nn.Dense(3, 2), torch.ones(4, 3)._neg_view(), exc=TypeError,
+                     mentions=["input cannot be made a NumPy array", "tensor.resolve_neg()"])
+        assert "pass tensor.float()" not in msg
+    raises(fastnn.asarray, torch.ones(2, dtype=torch.float16).to(torch.bfloat16), exc=TypeError,
+           mentions=["torch.bfloat16: pass tensor.float()"])

@@ -212,3 +212,38 @@ def test_cli_precision(tmp_path):
     assert f"bf16 products on {_C.bf16_path_description()}" in result.stdout
     bad = _ref.run_python(None, args=["-m", "fastnn", "compare", "--precision", "fp16"])
     assert bad.returncode == 2 and "--precision" in bad.stderr
+
+
+def test_one_autocast_object_is_entered_again_nested_and_as_a_decorator():
+    """An attack: a second ``with`` of one autocast object raised AttributeError
+    ('_GeneratorContextManager' object has no attribute 'args'); torch.autocast's are reusable."""
+    current = fastnn.precision.current
+    bf16, fp32 = fastnn.autocast("bf16"), fastnn.autocast("fp32")
+    for _ in range(2):
+        with bf16:
+            assert current() == "bf16"
+        assert current() == "fp32"
+    with bf16:
+        with fp32:
+            with bf16:  # the same object inside itself: each exit restores its own entry's
+                assert current() == "bf16"
+            assert current() == "fp32"
+        assert current() == "bf16"
+    assert current() == "fp32"
+    with pytest.raises(KeyError):
+        with bf16:
+            raise KeyError("out of the block")
+    assert current() == "fp32"
+
+    @bf16
+    def inside() -> str:
+        return current()
+
+    assert [inside(), inside(), current()] == ["bf16", "bf16", "fp32"]
+    seen = []
+    with bf16:  # another thread entering the same object keeps its own state
+        worker = threading.Thread(target=lambda: seen.extend([current(), inside(), current()]))
+        worker.start()
+        worker.join()
+        assert current() == "bf16"
+    assert seen == ["fp32", "bf16", "fp32"] and current() == "fp32"

@@ -3,6 +3,7 @@ ways and the errors, on the CPU, where every machine can check them: a DeviceArr
 "cpu" goes through the same allocator, copies and DLPack code as one on "cuda". The same on
 a GPU is in test_cuda.py (marked cuda)."""
 import gc
+import re
 
 import numpy as np
 import pytest
@@ -298,3 +299,43 @@ def test_view_errors(call, error, words):
     t = Tensor(DeviceArray.from_numpy(np.zeros((6, 4), np.float32), "cpu"))
     with pytest.raises(error, match=words):
         call(t)
+
+
+def test_values_beyond_float32_s_range_are_refused_not_made_inf():
+    """An attack: 1e40 became inf with only NumPy's RuntimeWarning in copy_, fill_, fill,
+    memory.full and asarray; the layers already refused it (_checks.as_float32)."""
+    t = Tensor(DeviceArray.from_numpy(np.zeros(2, np.float32), "cpu"))
+    with pytest.raises(ValueError, match=r"Tensor\.copy_: src holds values beyond float32's "
+                                         r"range .*up to 1e\+40"):
+        t.copy_(np.array([1e40, 1.0]))
+    with pytest.raises(ValueError, match=r"Tensor\.copy_: src holds values beyond"):
+        t[...] = [1.0, -1e39]
+    with pytest.raises(ValueError, match=r"Tensor\.fill_: value must be at most 3\.403e\+38"):
+        t.fill_(1e40)
+    with pytest.raises(ValueError, match=r"Tensor\.fill: value must be at most"):
+        t.fill(-1e40)
+    with pytest.raises(TypeError, match=r"Tensor\.fill_: value must be a number; got '3'"):
+        t.fill_("3")
+    np.testing.assert_array_equal(t.numpy(), [0, 0])  # nothing written
+    with pytest.raises(ValueError, match=r"memory\.full: value must be at most"):
+        fastnn.memory.full(2, 1e40)
+    with pytest.raises(ValueError, match=r"asarray: argument 'x' holds values beyond"):
+        fastnn.asarray(np.array([1e40]))
+    # what float32 holds is taken: its extremes, infinities and NaN, other dtypes' ranges
+    big = float(np.finfo(np.float32).max)
+    np.testing.assert_array_equal(t.copy_(np.array([big, -np.inf])).numpy(), [big, -np.inf])
+    np.testing.assert_array_equal(t.fill_(-np.inf).numpy(), [-np.inf, -np.inf])
+    assert np.isnan(t.fill_(np.nan).numpy()).all()
+    np.testing.assert_array_equal(t.fill_(np.float64(-big)).numpy(), [-big, -big])
+    np.testing.assert_array_equal(fastnn.memory.full(2, 1e40, np.float64), [1e40, 1e40])
+    np.testing.assert_array_equal(fastnn.asarray([1e40], np.float64), [1e40])
+    labels = Tensor(DeviceArray.from_numpy(np.zeros(2, np.int64), "cpu"))
+    np.testing.assert_array_equal(labels.copy_(np.array([2**40, 3])).numpy(), [2**40, 3])
+
+
+@pytest.mark.parametrize("device", ["cpu:²", "cpu:٠", "cuda:٣", "cuda:¹"])
+def test_device_indices_are_ascii_digits(device):
+    """"cpu:²" passed str.isdigit() and int() failed naming nothing; "cpu:٠" and "cuda:٣"
+    were taken as 0 and 3."""
+    with pytest.raises(ValueError, match=re.escape(f"asarray: device {device!r} is not a device")):
+        fastnn.asarray([1.0], device=device)

@@ -398,3 +398,28 @@ def test_tune_replaces_an_entry_that_load_would_refuse(tmp_path):
     _, isas = entry(path)
     assert other not in isas
     assert probe(path)["config"]["source"] == "tuned"
+
+
+@pytest.mark.parametrize("kw,error,words", [
+    ({"path": ""}, ValueError, r"tune: path is empty; give a file name"),
+    ({"path": 3}, TypeError, r"tune: path must be a str or os\.PathLike .*got int 3"),
+    ({"path": b"/tmp/x.json"}, TypeError, r"tune: path must be a str .*got bytes .*os\.fsdecode"),
+    ({"progress": "yes"}, TypeError, r"tune: progress must be True or False; got str 'yes'"),
+    ({"progress": None}, TypeError, r"tune: progress must be True or False")])
+def test_tune_names_a_bad_path_or_progress_before_timing(tmp_path, monkeypatch, kw, error,
+                                                          words):
+    """An attack: path="" said "'' is a folder", 3 and bytes gave pathlib's TypeErrors naming
+    nothing, and progress="yes" was taken."""
+    monkeypatch.setattr(fastnn.tuning, "candidates", lambda *a, **k: pytest.fail("timed"))
+    before = _C.blocking()
+    with pytest.raises(error, match=words):
+        fastnn.tune(0.2, **{"shapes": [(16, 16, 16)], "path": tmp_path / "t.json", **kw})
+    assert _C.blocking() == before and not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize("path,error,words", [
+    ("", ValueError, r"tuning\.load: path is empty"),
+    (3, TypeError, r"tuning\.load: path must be a str or os\.PathLike .*got int 3")])
+def test_load_names_a_bad_path(path, error, words):
+    with pytest.raises(error, match=words):
+        tuning.load(path)

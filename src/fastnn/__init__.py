@@ -25,7 +25,7 @@ except ImportError as err:  # src/fastnn imported as it is, without a build
 from . import data, functional, losses, memory, nn, optim
 from . import precision as _precision
 from .functional import add, concat, flatten, mul, relu, reshape, sigmoid, softmax, tanh
-from ._checks import thread_count
+from ._checks import as_float32, thread_count
 from ._random import seed
 from .precision import autocast
 from . import tuning as _tuning
@@ -83,7 +83,18 @@ def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,
     precision = _precision.check(precision, "matmul: precision")
     if precision == "bf16":
         _precision.warn_if_emulated("matmul")
-    return _C.gemm(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
+    return _C.gemm(_gemm_operand(a, "matmul: a"), _gemm_operand(b, "matmul: b"),
+                   transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
+
+
+def _gemm_operand(x: object, name: str) -> object:
+    """``x`` for the GEMM, checked to fit float32 where it could hold more (float64 data, a
+    list): the GEMM's own cast made 1e39 inf with only NumPy's warning. Arrays of float32 or
+    narrower types, strided ones included, and Tensors go to it as they are (no copy)."""
+    if memory.is_tensor(x) or (isinstance(x, np.ndarray) and not (x.dtype.kind == "f"
+                                                                  and x.dtype.itemsize > 4)):
+        return x
+    return as_float32(x, name)
 
 
 def config() -> dict:

@@ -49,7 +49,30 @@ def torch_hint(x: object) -> str:
         return ""
     if getattr(x, "requires_grad", False):
         return " (a torch tensor that requires grad: pass tensor.detach())"
-    return f" (a torch tensor of {getattr(x, 'dtype', 'another dtype')}: pass tensor.float())"
+
+    def has(bit: str) -> bool:  # x.is_conj(), x.is_neg(); False where torch lacks them
+        try:
+            return bool(getattr(x, bit)())
+        except Exception:  # an older torch, or no tensor
+            return False
+
+    dtype = getattr(x, "dtype", None)
+    device = getattr(x, "device", None)
+    if device is not None and getattr(device, "type", "cpu") != "cpu":
+        return (f" (a torch tensor on {device}: pass tensor.cpu(), or take it where it is "
+                "with fastnn.from_dlpack(tensor))")
+    if getattr(dtype, "is_complex", False):  # .float() would drop the imaginary parts
+        conj = ("; it is a conjugate view: tensor.resolve_conj() makes it one NumPy takes"
+                if has("is_conj") else "")
+        return (f" (a torch tensor of {dtype}: fastnn takes real float32 data, and "
+                "tensor.float() would drop the imaginary parts: pass the real values you "
+                f"mean, such as tensor.real or tensor.abs(){conj})")
+    if has("is_neg"):  # a lazily negated view, of any dtype
+        return " (a torch tensor with its negative bit set: pass tensor.resolve_neg())"
+    if getattr(dtype, "is_floating_point", False):  # bfloat16, float8: exact in float32
+        return f" (a torch tensor of {dtype}: pass tensor.float())"
+    return (f" (a torch tensor of {dtype if dtype is not None else 'another kind'}, which "
+            "NumPy cannot take: fastnn takes float32 data and integer labels)")
 
 
 def _conversion_hint(x: object, name: str) -> str:

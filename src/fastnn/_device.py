@@ -18,9 +18,12 @@ def check_device(device: Any, what: str = "device") -> str:
         index = getattr(device, "index", None)
         device = device.type if index is None else f"{device.type}:{index}"
     if not isinstance(device, str):
-        raise TypeError(f"{what} must be a str such as 'cpu' or 'cuda', got {type(device).__name__}")
+        raise TypeError(f"{what} must be a device name such as 'cpu' or 'cuda' (a str), got "
+                        f"{type(device).__name__}")
     kind, sep, index = device.partition(":")
-    if (kind not in ("cpu", "cuda") or (sep and not index.isdigit())
+    # ASCII digits only: str.isdigit() took "²" (which int() refused, naming nothing) and
+    # int() took other scripts' digits ("cuda:٣" was cuda:3)
+    if (kind not in ("cpu", "cuda") or (sep and not (index.isascii() and index.isdecimal()))
             or (kind == "cpu" and index and int(index) != 0)):
         raise ValueError(f"{what} {device!r} is not a device; expected 'cpu', 'cuda' or 'cuda:N'")
     if kind == "cpu":

@@ -97,10 +97,26 @@ def zeros(shape: int | Sequence[int], dtype: Any = np.float32, *, like: Any = No
 
 def full(shape: int | Sequence[int], value: float, dtype: Any = np.float32, *,
          like: Any = None, device: Any = None) -> np.ndarray:
-    """As ``empty``, filled with ``value``."""
+    """As ``empty``, filled with ``value`` (for float32, a real number whose finite values
+    must lie within float32's range: ValueError otherwise, where NumPy's cast made it inf)."""
+    if np.dtype(dtype) == np.float32:
+        value = _fill_value(value, "memory.full: value")
     out = empty(shape, dtype, like=like, device=device)
     out.fill(value)
     return out
+
+
+def _fill_value(value: Any, name: str) -> float:
+    """``value`` to fill a float32 array with: a real number (TypeError naming ``name`` for
+    a string, a bool, a complex number), NaN and infinities as they are, and a finite value
+    at most float32's largest in size (ValueError naming ``name``: the cast made it inf)."""
+    from ._checks import F32_MAX, number  # _checks imports this module
+
+    value = number(value, name)
+    if math.isfinite(value) and abs(value) > F32_MAX:
+        raise ValueError(f"{name} must be at most {F32_MAX:.4g} in size (float32's largest: "
+                         f"the array holds float32); got {value:.4g}")
+    return value
 
 
 def _array(a: Any, owner: str) -> None:

@@ -64,11 +64,29 @@ def using(precision: str) -> Iterator[None]:
         _local.precision = previous
 
 
-def autocast(precision: str = "bf16") -> contextlib.AbstractContextManager[None]:
+class autocast(contextlib.ContextDecorator):
     """Run the layers' GEMMs in ``precision`` inside a ``with`` block (this thread), as
-    ``torch.autocast``: ``with fastnn.autocast("bf16"): loss = model(X)...``. A layer's
-    backward uses the precision of its forward."""
-    precision = check(precision)
-    if precision == "bf16":
-        warn_if_emulated("autocast")
-    return using(precision)
+    ``torch.autocast``: ``with fastnn.autocast("bf16"): loss = model(X)...``, or as a
+    decorator of a function. A layer's backward uses the precision of its forward.
+
+    One object may be entered again, after its block or inside it, and from several
+    threads: each ``with`` restores the precision that its own entry found."""
+
+    def __init__(self, precision: str = "bf16") -> None:
+        self.precision = check(precision)
+        if self.precision == "bf16":
+            warn_if_emulated("autocast")
+        # the precisions to restore, one per open ``with`` of this object in each thread
+        # (a generator-made context manager could be entered once only)
+        self._saved = threading.local()
+
+    def __enter__(self) -> None:
+        stack = self._saved.__dict__.setdefault("stack", [])
+        stack.append(current())
+        _local.precision = self.precision
+
+    def __exit__(self, *exc: object) -> None:
+        _local.precision = self._saved.stack.pop()
+
+    def __repr__(self) -> str:
+        return f"fastnn.autocast({self.precision!r})"

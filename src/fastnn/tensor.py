@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from . import _C
-from ._checks import torch_hint
+from .memory import _fill_value
+from ._checks import as_float32, torch_hint
 from ._device import check_device
 
 _DLPACK_CPU, _DLPACK_CUDA = 1, 2
@@ -128,13 +129,18 @@ class Tensor:
         return self._view(self._array.reshape(dims))
 
     def fill_(self, value: float) -> Tensor:
-        """Every element set to ``value``, in place (float32 tensors)."""
-        self._array.fill_(float(value))
+        """Every element set to ``value``, in place (float32 tensors): a real number, of
+        float32's range where finite (ValueError beyond it, where the cast made it inf)."""
+        self._array.fill_(self._fill_value(value, "Tensor.fill_: value"))
         return self
 
     def fill(self, value: float) -> None:
         """``fill_`` under NumPy's name, so that code written for arrays runs on tensors."""
-        self._array.fill_(float(value))
+        self._array.fill_(self._fill_value(value, "Tensor.fill: value"))
+
+    def _fill_value(self, value: Any, name: str) -> float:
+        # another dtype is the kernel's TypeError (fill_ takes float32 tensors only)
+        return _fill_value(value, name) if self.dtype == _DTYPES["float32"] else float(value)
 
     def copy(self) -> Tensor:
         """A new tensor on the same device holding these values."""
@@ -149,8 +155,14 @@ class Tensor:
 
     def copy_(self, src: Any) -> Tensor:
         """This tensor's values from ``src`` (a Tensor on any device, or an array of its shape
-        on the host), in place."""
-        self._array.copy_(src._array if isinstance(src, Tensor) else src)
+        on the host), in place. Host values beyond float32's range are a ValueError for a
+        float32 tensor (the cast made them inf)."""
+        if isinstance(src, Tensor):
+            self._array.copy_(src._array)
+        else:
+            # the kernel converts another dtype itself; the range is checked here first
+            self._array.copy_(as_float32(src, "Tensor.copy_: src")
+                              if self.dtype == _DTYPES["float32"] else src)
         return self
 
     def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
@@ -204,7 +216,7 @@ def asarray(x: Any, dtype: Any = None, *, device: Any = None) -> Tensor | np.nda
         raise TypeError(f"asarray: argument 'x' cannot be made a NumPy array: {err}"
                         f"{torch_hint(x)}") from None
     if dtype is None and arr.dtype.kind == "f":
-        arr = arr.astype(np.float32, copy=False)
+        arr = as_float32(arr, "asarray: argument 'x'")  # 1e40 had become inf with a warning
     if device == "cpu":
         return arr
     return Tensor(_C.DeviceArray.from_numpy(arr, _canonical(device)))

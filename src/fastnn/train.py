@@ -16,7 +16,7 @@ import numpy as np
 from . import _C, data, diagnostics as _diagnostics, losses, memory, metrics as _metrics, optim
 from . import precision as _precision
 from ._checks import as_float32, flag, numeric, positive_int
-from ._device import check_on_device
+from ._device import check_device, check_on_device
 from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
 from .nn.module import run_lock
@@ -297,8 +297,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     diagnostics = flag(diagnostics, "fit: diagnostics")
     distributed = flag(distributed, "fit: distributed")
     _check_bound_parameters(model, cfg)
-    if device is not None:
-        model.to(device)
+    if device is not None:  # checked here, so that its errors name fit's argument, not model.to
+        model.to(check_device(device, "fit: device"))
     on_device = _device_like(model)
     if on_device is not None:
         _check_device_run(model, cfg, "fit", diagnostics=diagnostics, distributed=distributed)

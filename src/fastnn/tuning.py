@@ -157,7 +157,8 @@ def load(path: str | os.PathLike | None = None) -> list[str]:
     changes nothing; a file without an entry for this CPU, or an ISA entry tuned for another
     microkernel shape (MR x NR, an older fastnn), is silently unused. Called by
     ``import fastnn`` unless ``FASTNN_TUNING=off``; never raises for the file's content."""
-    path = _default_path() if path is None else os.path.expanduser(path)
+    path = (_default_path() if path is None
+            else os.path.expanduser(_path_text(path, "tuning.load: path")))
     try:
         entries = _read(path)
         if entries is None:
@@ -311,6 +312,23 @@ def _locked(path: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _path_text(path: object, name: str) -> str:
+    """``path`` (a str or os.PathLike) as a str; TypeError naming ``name`` for another type
+    (bytes included: the lock file's name is made by adding to it), ValueError for an empty
+    one (check_output_path had called it the working folder)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike (a file name); got "
+                        f"{type(path).__name__} {path!r:.100}"
+                        + (" (decode it: os.fsdecode(path))" if isinstance(path, bytes) else ""))
+    text = os.fspath(path)
+    if not isinstance(text, str):  # a PathLike of bytes
+        raise TypeError(f"{name} must name a file as a str; got {type(path).__name__} whose "
+                        f"os.fspath is {type(text).__name__} {text!r:.100}")
+    if not text:
+        raise ValueError(f"{name} is empty; give a file name (such as {_default_path()!r})")
+    return text
+
+
 def _check_writable(path: str, given: bool) -> None:
     """Make (or open) the lock file that ``_save`` takes, now: a tuning file whose folder
     takes no file (/proc, a read-only one) had failed after the whole timing, naming the lock
@@ -387,7 +405,7 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
     """
     import numpy as np
 
-    from ._checks import thread_count
+    from ._checks import flag, thread_count
 
     if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
         raise TypeError(f"tune: seconds must be a number; got {type(seconds).__name__} "
@@ -400,8 +418,9 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
         raise ValueError(f"tune: seconds must be a finite number > 0; got {seconds!r}")
     work = _shapes(shapes)
     threads = _C.get_num_threads() if threads is None else thread_count(threads, "threads")
+    progress = flag(progress, "tune: progress")
     given = path is not None
-    path = _default_path() if path is None else os.path.expanduser(path)
+    path = _default_path() if path is None else os.path.expanduser(_path_text(path, "tune: path"))
     from .io import check_output_path
 
     check_output_path(path)  # before the timing, not after it
