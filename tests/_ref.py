@@ -506,12 +506,17 @@ class RefAdamW(RefAdam):
 # ----------------------------------------------------------------------------- subprocesses
 
 def run_python(code, env_extra=None, timeout=180, args=None):
-    """Run `python -c code` (or `python args...`) in a fresh interpreter."""
+    """Run `python -c code` (or `python args...`) in a fresh interpreter, in this one's
+    environment (a suite run under FASTNN_ISA=avx2 or FASTNN_BF16 runs its children so, as
+    the tests comparing them with this process expect) with env_extra's changes; a value
+    None there removes the variable."""
     env = dict(os.environ)
-    env.pop("FASTNN_ISA", None)
     env.setdefault("MPLBACKEND", "Agg")
-    if env_extra:
-        env.update(env_extra)
+    for key, value in (env_extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     cmd = [sys.executable] + (list(args) if args is not None else ["-c", code])
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 

@@ -16,11 +16,9 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 def test_bench_gemm_prints_and_records_the_cpu(tmp_path):
     before = set(BENCH.joinpath("results").glob("gemm-*.json")) if BENCH.joinpath("results").exists() else set()
-    env = {"PYTHONPATH": str(BENCH) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    if "FASTNN_ISA" in os.environ:  # run_python drops it; the blocking compared is this ISA's
-        env["FASTNN_ISA"] = os.environ["FASTNN_ISA"]
     out = run_python(None, args=[str(BENCH / "bench_gemm.py"), "--squares", "40", "--no-mlp",
-                                 "--threads", "1", "--repeats", "1"], env_extra=env)
+                                 "--threads", "1", "--repeats", "1"],
+                     env_extra={"PYTHONPATH": str(BENCH) + os.pathsep + os.environ.get("PYTHONPATH", "")})
     assert out.returncode == 0, out.stderr[-2000:]
     first = out.stdout.splitlines()[0]
     cpu = fastnn.config()["cpu"]
