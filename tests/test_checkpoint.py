@@ -310,3 +310,55 @@ def test_a_read_only_file_is_refused_not_replaced(tmp_path):
         with pytest.raises(PermissionError, match="read-only"):
             io.write_atomic(path, b"new")
         assert path.read_bytes() == b"keep"
+
+
+def _trained_with_checkpoints(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 8), dtype=np.float32)
+    y = (X.sum(1) > 4).astype(np.int64)
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(8, 2))
+    model.compile(loss="cross_entropy", optimizer="adam")
+    path = str(tmp_path / "ck-{epoch}.safetensors")
+    model.fit(X, y, epochs=4, seed=1, verbose=0, validation_split=0.2, callbacks=[
+        callbacks.ModelCheckpoint(path, save_best_only=False, include_optimizer=True)])
+    return model, X, y, path
+
+
+def test_a_fit_refused_by_its_checks_leaves_the_resume_state_for_the_corrected_call(tmp_path):
+    """The refused call had consumed the loaded checkpoint's run, and the corrected one started
+    over from epoch 0 with fresh generators, silently (found by an attack)."""
+    model, X, y, path = _trained_with_checkpoints(tmp_path)
+    resumed = fastnn.load(path.format(epoch=2))
+    with pytest.raises(ValueError, match="not both"):
+        resumed.fit(X, y, epochs=4, seed=1, verbose=0, validation_split=0.2, validation_data=(X, y))
+    history = resumed.fit(X, y, epochs=4, seed=1, verbose=0, validation_split=0.2)
+    assert history.epoch == [2, 3]
+    np.testing.assert_array_equal(resumed.layers[0].weight.data, model.layers[0].weight.data)
+
+
+def test_saving_the_optimizer_mid_epoch_warns_and_leaves_the_run_s_position_out(tmp_path):
+    """The run state was the last finished epoch's while the weights and moments were past it:
+    the resumed fit replayed batches onto weights that had taken them (found by an attack)."""
+    rng = np.random.default_rng(0)
+    X = rng.random((100, 8), dtype=np.float32)
+    y = (X.sum(1) > 4).astype(np.int64)
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(8, 2))
+    model.compile(loss="cross_entropy", optimizer="adam")
+    mid = tmp_path / "mid.safetensors"
+
+    class SaveMidEpoch(callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 1:
+                with pytest.warns(UserWarning, match="middle of an epoch"):
+                    self.model.save(mid, include_optimizer=True)
+
+    model.fit(X, y, epochs=2, batch_size=20, seed=1, verbose=0, callbacks=[SaveMidEpoch()])
+    assert "run" not in json.loads(io._read(mid)[0]["training"])
+    end = tmp_path / "end.safetensors"
+    model.save(end, include_optimizer=True)  # after the last epoch: the position is saved
+    assert json.loads(io._read(end)[0]["training"])["run"]["epoch"] == 2

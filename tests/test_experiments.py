@@ -467,3 +467,20 @@ def test_compare_refuses_bad_settings_before_the_first_run(digits_split, setting
     with pytest.raises((TypeError, ValueError), match=re.escape(words)):
         experiments.compare(_builder(), digits_split, **settings)
     assert capsys.readouterr().out == ""   # no run had started
+
+
+def test_lr_range_test_gives_back_the_dropout_streams(digits_split):
+    """Weights and buffers were restored, Dropout's offsets not: a fit after the test drew
+    other masks than without it (found by an attack)."""
+    def fitted(test_first):
+        fastnn.seed(0)
+        model = nn.Sequential(nn.Dense(64, 32, activation="relu"), nn.Dropout(0.3), nn.Dense(32, 10))
+        model.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.05))
+        if test_first:
+            offset = model.layers[1].offset
+            experiments.lr_range_test(model, digits_split[:2], steps=10)
+            assert model.layers[1].offset == offset
+        model.fit(*digits_split[:2], epochs=1, verbose=0, seed=0)
+        return model.layers[0].weight.data.copy()
+
+    np.testing.assert_array_equal(fitted(True), fitted(False))

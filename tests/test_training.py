@@ -1338,3 +1338,30 @@ def test_augment_warns_of_a_channels_last_image_shape():
         warnings.simplefilter("error")
         data.Augment((3, 8, 8), flip=True)
         data.Augment((2, 5, 7))
+
+
+def test_evaluate_from_a_callback_leaves_the_epoch_s_metrics_alone():
+    """evaluate reset the compiled metrics that fit's epoch counts in: the epoch's accuracy
+    then counted the evaluated set and only the batches after it (found by an attack)."""
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 8), dtype=np.float32)
+    y = (X.sum(1) > 4).astype(np.int64)
+
+    def run(peek):
+        fastnn.seed(0)
+        model = nn.Sequential(nn.Dense(8, 2))
+        model.compile(loss="cross_entropy", optimizer="sgd")
+
+        class Peek(fastnn.callbacks.Callback):
+            def on_batch_end(self, batch, logs=None):
+                if peek and batch == 4:
+                    self.values = self.model.evaluate(X[:100], 1 - y[:100])
+
+        cb = Peek()
+        history = model.fit(X, y, epochs=1, batch_size=20, seed=1, verbose=0, callbacks=[cb])
+        return history.history, cb
+
+    plain, _ = run(False)
+    peeked, cb = run(True)
+    assert peeked == plain
+    assert set(cb.values) == {"loss", "accuracy"}

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import _random, losses, optim
+from . import _random, losses, nn, optim
 from . import precision as _precision
 from .data import batches as _batches
 from ._checks import number, positive_int
@@ -335,8 +335,8 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
     learning rate is where the smoothed loss falls fastest, before its minimum and past
     the first, noisy 10% of the steps, and within [start_lr, end_lr]; a warning says so when
     the loss was still falling at end_lr (the suggestion is then only a lower bound). The
-    model's weights, buffers (batch norm's running statistics) and training mode are
-    restored afterwards, and a compiled model's parameters stay in its optimizer.
+    model's weights, buffers (batch norm's running statistics), Dropout streams and training
+    mode are restored afterwards, and a compiled model's parameters stay in its optimizer.
     optimizer: a name, or an Optimizer whose settings a fresh copy takes (the one given,
     perhaps the model's own, is left as it was). A loss that diverges within the first
     steps leaves no suggestion but start_lr, with a warning to lower it.
@@ -361,6 +361,9 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
     opt.bind(params)
     saved = [p.data.copy() for p in params]
     saved_buffers = [b.copy() for b in model.buffers()]  # batch norm's running statistics
+    # where each Dropout's mask stream stands: a fit after the test draws the masks it would
+    # have drawn without it
+    streams = [(m, m.offset) for _, m in model.named_modules() if isinstance(m, nn.Dropout)]
     was_training = model.training
     schedule = np.geomspace(start_lr, end_lr, steps)  # its ends exactly start_lr and end_lr
     lrs, smoothed = [], []
@@ -394,6 +397,8 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
             p.grad.fill(0.0)
         for b, w in zip(model.buffers(), saved_buffers):
             b[...] = w
+        for m, offset in streams:
+            m.offset = offset
         model.train(was_training)
     lrs_a, loss_a = np.array(lrs), np.array(smoothed)
     lowest = int(np.argmin(loss_a)) if len(loss_a) else 0

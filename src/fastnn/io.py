@@ -39,6 +39,7 @@ import socket
 import stat
 import struct
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Mapping
@@ -264,7 +265,14 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False,
             "precision": compiled.precision,
         }
         if include_optimizer:
-            if compiled.run is not None:
+            if getattr(compiled, "mid_epoch", False):
+                warnings.warn(
+                    "save(include_optimizer=True) in the middle of an epoch (from a batch "
+                    "callback, or after a fit broken off): the weights and the optimizer's "
+                    "state are saved, but not the run's position, which only an epoch's end "
+                    "has; the loaded model's next fit starts a new run instead of resuming",
+                    UserWarning, stacklevel=2)
+            elif compiled.run is not None:
                 training["run"] = compiled.run
             for key, value in _optimizer_state_in_model_order(model, compiled.optimizer).items():
                 if OPTIMIZER_PREFIX + key in tensors:

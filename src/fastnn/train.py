@@ -3,6 +3,7 @@ the History, and the progress display."""
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -138,6 +139,9 @@ class Compiled:
     run: dict | None = None  # RunState.to_json() of the last fit's last epoch, for save
     resume: RunState | None = None  # a loaded checkpoint's, for the next fit
     precision: str = "fp32"  # of the layers' GEMMs in fit, evaluate and predict
+    # an epoch under way (or broken off): the weights are past ``run``'s position, which
+    # save(include_optimizer=True) then leaves out
+    mid_epoch: bool = False
 
 
 class History:
@@ -243,15 +247,17 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     seed: makes the split and the shuffling reproducible (an int, a NumPy Generator, whose
     stream continues across calls, or None for the global generator of ``fastnn.seed``).
 
-    Resuming: a model saved with ``include_optimizer=True`` during or after a fit (by
-    ``ModelCheckpoint``, say) and loaded with ``fastnn.load`` continues that fit at its
+    Resuming: a model saved with ``include_optimizer=True`` at an epoch's end or after a fit
+    (by ``ModelCheckpoint``, say; mid-epoch, the save warns and leaves the run's position
+    out) and loaded with ``fastnn.load`` continues that fit at its
     next fit called with seed=None or the same int seed: the same validation split, the
     shuffling and the ``Augment`` stream where they stopped and, if ``epochs`` is the
     same and the saved fit had not finished, only the epochs it had not done (numbered
     on from there). The result equals an uninterrupted fit bit for bit. A scheduler of
     ``fastnn.schedulers`` is not saved: passed again, it goes on from the saved lr with the
     uninterrupted run's rates (to rounding; ReduceLROnPlateau counts its epochs without
-    improvement anew). Pass a Generator or another seed to start a new stream instead.
+    improvement anew, as EarlyStopping, whose state is not saved either). Pass a Generator
+    or another seed to start a new stream instead.
 
     verbose: 0 silent, 1 a progress bar per epoch (tqdm when installed, else a line
     redrawn in place; one plain line per epoch when stdout is not a terminal or a
@@ -324,40 +330,15 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         raise TypeError(f"augment must be a function of a batch (e.g. fastnn.data.Augment); "
                         f"got {type(augment).__name__}")
     callbacks = _check_callbacks(callbacks)
-    split_rng, rng, start = _start(cfg, seed, epochs, augment)
-    sync = None
-    if distributed:
-        from .distributed import FitSync
-
-        sync = FitSync(model, cfg.optimizer, [split_rng, rng], augment,
-                       {"samples": len(X), "batch_size": batch_size, "epochs": epochs,
-                        "initial epoch": start, "shuffle": bool(shuffle),
-                        "validation_split": validation_split})
-        callbacks = sync.callbacks(callbacks)
-    split_state = split_rng.bit_generator.state
-    X_val = y_val = None
-    if validation_data is not None:
-        if validation_split:
-            raise ValueError("pass validation_split or validation_data, not both")
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
-        X_val, y_val = _check_data(model, *validation_data, "validation_data[0]",
-                                   "validation_data[1]")
-        _whole_targets(model, cfg.loss, X_val, y_val, "fit: validation_data[1]")
-        _diagnostics.check_input_scale(X_val, "validation_data[0]", stacklevel=2)
-    elif validation_split:
-        try:
-            X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
-        except ValueError as err:  # it names its own argument, val_fraction
-            if "leaves an empty" not in str(err):
-                raise
-            raise ValueError(f"fit: validation_split={validation_split} of {len(X)} samples "
-                             "leaves an empty training or validation set; use a fraction "
-                             "that leaves a sample in each, or none") from err
-    if sync is None:
-        _check_last_batch(model, tuple(np.shape(X))[1:], len(X), batch_size)
-    if X_val is None:
-        _check_validation_keys(callbacks)
+    split_rng, rng, start, undo_start = _start(cfg, seed, epochs, augment)
+    try:
+        sync, X, y, X_val, y_val, split_state = _prepare(
+            model, cfg, X, y, batch_size, validation_split, validation_data, callbacks, augment,
+            distributed, shuffle, epochs, start, split_rng, rng)
+    except BaseException:
+        undo_start()
+        raise
+    callbacks = sync.callbacks(callbacks) if sync is not None else callbacks
 
     monitor = _diagnostics.Monitor(model) if diagnostics else None
     # the training set on the model's device, copied once (None: on the host)
@@ -393,6 +374,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                 monitor.begin_epoch(epoch)
             progress.begin_epoch(epoch, len(X) if sync is None
                                  else sync.share(len(X), batch_size))
+            cfg.mid_epoch = True
             logs = _train_epoch(model, cfg, X, y, batch_size, rng if shuffle else None,
                                 augment, monitor, progress, callbacks, sync, X_device, y_device)
             if sync is not None:
@@ -417,6 +399,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                           else None)
                 cfg.run = RunState(None if seed is None else int(seed), epochs, epoch + 1,
                                    split_state, rng.bit_generator.state, stream).to_json()
+            cfg.mid_epoch = False
             # the schedulers first: a checkpoint written at this epoch's end then holds the
             # next epoch's rate, whichever the callbacks' order (a resumed fit reads it)
             for cb in sorted(callbacks, key=lambda c: not isinstance(c, LearningRateScheduler)):
@@ -428,22 +411,72 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     return history
 
 
+def _prepare(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray, batch_size: int | None,
+             validation_split: float, validation_data: Any, callbacks: list, augment: Any,
+             distributed: bool, shuffle: bool, epochs: int, start: int,
+             split_rng: np.random.Generator, rng: np.random.Generator) -> tuple:
+    """fit's checks and set-up after its start (``_start``): the distributed run's sync (or
+    None), the training and validation sets, and the split generator's state."""
+    sync = None
+    if distributed:
+        from .distributed import FitSync
+
+        sync = FitSync(model, cfg.optimizer, [split_rng, rng], augment,
+                       {"samples": len(X), "batch_size": batch_size, "epochs": epochs,
+                        "initial epoch": start, "shuffle": bool(shuffle),
+                        "validation_split": validation_split})
+    split_state = split_rng.bit_generator.state
+    X_val = y_val = None
+    if validation_data is not None:
+        if validation_split:
+            raise ValueError("pass validation_split or validation_data, not both")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        X_val, y_val = _check_data(model, *validation_data, "validation_data[0]",
+                                   "validation_data[1]")
+        _whole_targets(model, cfg.loss, X_val, y_val, "fit: validation_data[1]")
+        _diagnostics.check_input_scale(X_val, "validation_data[0]", stacklevel=3)
+    elif validation_split:
+        try:
+            X, y, X_val, y_val = data.train_val_split(X, y, validation_split, seed=split_rng)
+        except ValueError as err:  # it names its own argument, val_fraction
+            if "leaves an empty" not in str(err):
+                raise
+            raise ValueError(f"fit: validation_split={validation_split} of {len(X)} samples "
+                             "leaves an empty training or validation set; use a fraction "
+                             "that leaves a sample in each, or none") from err
+    if sync is None:
+        _check_last_batch(model, tuple(np.shape(X))[1:], len(X), batch_size)
+    if X_val is None:
+        _check_validation_keys(callbacks)
+    return sync, X, y, X_val, y_val, split_state
+
+
 def _start(cfg: Compiled, seed: int | np.random.Generator | None, epochs: int,
-           augment: Any) -> tuple[np.random.Generator, np.random.Generator, int]:
-    """The generators of fit's validation split and shuffling, and its first epoch: a
-    loaded checkpoint's fit resumed (see ``fit``), or a new one."""
+           augment: Any) -> tuple[np.random.Generator, np.random.Generator, int, Callable[[], None]]:
+    """The generators of fit's validation split and shuffling, its first epoch (a loaded
+    checkpoint's fit resumed, see ``fit``, or a new one), and what undoes the start: a fit
+    whose later checks fail leaves the resume state for the corrected call (it had been
+    consumed, and the next fit started over from epoch 0)."""
     if seed is not None and not is_seed_object(seed):
         check_seed(seed, "fit: seed")
-    saved, cfg.resume = cfg.resume, None
-    cfg.run = None
+    saved, run = cfg.resume, cfg.run
+    stream = (augment.seed, augment.offset) if isinstance(augment, data.Augment) else None
+
+    def undo() -> None:
+        cfg.resume, cfg.run = saved, run
+        if stream is not None:
+            augment.seed, augment.offset = stream
+
+    cfg.resume, cfg.run = None, None
     if (saved is None or isinstance(seed, np.random.Generator)
             or (seed is not None and seed != saved.seed)):
         rng = resolve(seed)
-        return rng, rng, 0
+        return rng, rng, 0, undo
     if isinstance(augment, data.Augment) and saved.augment is not None:
         augment.seed, augment.offset = saved.augment
     start = saved.epoch if saved.epochs == epochs and saved.epoch < epochs else 0
-    return _generator(saved.split_state), _generator(saved.shuffle_state), start
+    return _generator(saved.split_state), _generator(saved.shuffle_state), start, undo
 
 
 def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
@@ -456,7 +489,9 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
     _whole_targets(model, cfg.loss, X, y, "evaluate: y")
     _diagnostics.check_input_scale(X, "X", stacklevel=2)  # a test set left unscaled
     positive_int(batch_size, "batch_size")
-    chosen = cfg.metrics if metrics is None else _resolve_metrics(
+    # copies of the compiled metrics: fit's epoch counts in those (an evaluate from a
+    # callback had reset them mid-epoch, and the epoch's accuracy then counted its set)
+    chosen = [copy.deepcopy(m) for m in cfg.metrics] if metrics is None else _resolve_metrics(
         [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics), cfg.loss)
     with _precision.using(cfg.precision):
         return _evaluate(model, cfg, X, y, chosen, batch_size)
