@@ -101,6 +101,9 @@ def as_float32(x: object, name: Name) -> np.ndarray:
     try:
         with np.errstate(over="raise"):
             return memory.asarray(arr, np.float32)
+    except MemoryError as err:  # NumPy's names no argument
+        raise MemoryError(f"{_text(name)}: its float32 copy ({arr.dtype} {arr.shape} given) "
+                          f"needs {arr.size * 4 / 2**20:,.0f} MiB more: {err}") from None
     except FloatingPointError:
         finite = np.abs(arr[np.isfinite(arr)])
         raise ValueError(f"{_text(name)} holds values beyond float32's range (magnitude at most "
