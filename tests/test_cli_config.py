@@ -494,3 +494,16 @@ def test_cli_export_to_a_folder_suggests_an_onnx_name(tmp_path, capsys):
         assert "is a folder; give a file name such as" in err and "model.onnx" in err, err
         assert "safetensors" not in err.split("such as")[1]
     assert not (tmp_path / "newdir").exists()
+
+
+def test_cli_export_refuses_to_write_the_onnx_graph_over_its_model(tmp_path, capsys):
+    """An attack: --onnx MODEL replaced the saved model with the ONNX graph, exit 0."""
+    from fastnn import cli, nn
+
+    model = tmp_path / "m.safetensors"
+    nn.Sequential(nn.Dense(4, 2)).save(model)
+    before = model.read_bytes()
+    for given in (str(model), str(tmp_path / "." / "m.safetensors")):
+        assert cli.main(["export", str(model), "--onnx", given]) == 1
+        assert "is MODEL itself" in capsys.readouterr().err
+    assert model.read_bytes() == before

@@ -423,3 +423,10 @@ def test_tune_names_a_bad_path_or_progress_before_timing(tmp_path, monkeypatch, 
 def test_load_names_a_bad_path(path, error, words):
     with pytest.raises(error, match=words):
         tuning.load(path)
+
+
+def test_tune_with_an_enormous_budget_caps_its_rounds(tmp_path):
+    """seconds=1e308 (finite, so accepted) made an infinite quotient that int() refused: an
+    OverflowError traceback from the CLI (an attack). The rounds stop at their cap."""
+    result = fastnn.tune(1e308, shapes=TINY, progress=False, path=tmp_path / "t.json")
+    assert 1 <= result["rounds"] <= fastnn.tuning._MAX_ROUNDS

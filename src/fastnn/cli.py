@@ -241,6 +241,11 @@ def _export(args: argparse.Namespace) -> int:
     from fastnn.onnx_export import OPSET
 
     args.onnx = _output_path(args.onnx, "--onnx")  # "" had been read as the working folder
+    onnx, source = Path(args.onnx).expanduser(), Path(args.model).expanduser()
+    if onnx.resolve() == source.resolve() or (onnx.exists() and source.exists()
+                                              and os.path.samefile(onnx, source)):
+        raise ValueError(f"export: --onnx {args.onnx} is MODEL itself; writing the ONNX graph "
+                         "there would replace the saved model: give another file name")
     try:
         model = fastnn.load(args.model)
     except OSError as e:  # a missing or unreadable file: a message, not a traceback

@@ -461,7 +461,8 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
             per_run = time.perf_counter() - t0
         left = seconds - (time.perf_counter() - start)
         # Fewer candidates (the nearest the model's) rather than fewer than _MIN_ROUNDS rounds.
-        fit = int(left / (per_run * _MIN_ROUNDS)) if per_run > 0 else len(cands)
+        # (as a float first: seconds=1e308 gave an infinite quotient, which int() refused)
+        fit = int(min(left / (per_run * _MIN_ROUNDS), 2**31)) if per_run > 0 else len(cands)
         if fit < 2:
             warnings.warn(f"fastnn.tune: seconds={seconds:g} leaves no time to compare "
                           f"blockings (one pass over the shapes takes {per_run:.2g} s; give at "
@@ -469,7 +470,7 @@ def tune(seconds: float = 60.0, *, shapes: Iterable[Sequence] | None = None,
                           "the model's blocking is saved as the result", RuntimeWarning,
                           stacklevel=2)
         cands = cands[:max(1, min(len(cands), fit))]
-        rounds = max(1, min(_MAX_ROUNDS, int(left / (per_run * len(cands)))))
+        rounds = max(1, int(min(_MAX_ROUNDS, left / (per_run * len(cands)))))
         scores: dict[tuple[int, int, int], list[float]] = {c: [] for c in cands}
         bar = _Bar(rounds * len(cands), progress)
         first = time.perf_counter()
