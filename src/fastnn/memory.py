@@ -110,13 +110,10 @@ def _fill_value(value: Any, name: str) -> float:
     """``value`` to fill a float32 array with: a real number (TypeError naming ``name`` for
     a string, a bool, a complex number), NaN and infinities as they are, and a finite value
     at most float32's largest in size (ValueError naming ``name``: the cast made it inf)."""
-    from ._checks import F32_MAX, number  # _checks imports this module
+    from ._checks import _within_float32, number  # _checks imports this module
 
     value = number(value, name)
-    if math.isfinite(value) and abs(value) > F32_MAX:
-        raise ValueError(f"{name} must be at most {F32_MAX:.4g} in size (float32's largest: "
-                         f"the array holds float32); got {value:.4g}")
-    return value
+    return _within_float32(value, name) if math.isfinite(value) else value
 
 
 def _array(a: Any, owner: str) -> None:
