@@ -91,6 +91,17 @@ def test_failed_cast_is_a_type_error_naming_the_argument():
     assert "cross_entropy" in str(e.value) and "'labels'" in str(e.value)
 
 
+def test_failed_conversion_gives_the_cause_without_its_traceback():
+    """A device array where a host array is wanted: the cause's own words, not the Python
+    traceback that pybind11's what() appends ("At: .../tensor.py(185): __array__")."""
+    t = fastnn.Tensor(_C.DeviceArray.from_numpy(np.ones((3, 4), np.float32), "cpu"))
+    with pytest.raises(TypeError) as e:
+        fastnn.matmul(np.ones((2, 3), np.float32), t)
+    msg = str(e.value)
+    assert names_argument(msg, "'b'") and "not a NumPy array" in msg, msg
+    assert "At:" not in msg and ".py(" not in msg, msg
+
+
 # The bindings a training step calls bind their arguments themselves (csrc/python/keywords.h):
 # as Python binds them, with CPython's errors. Twins of their signatures, for the errors:
 def gemm(a, b, out=None, *, transpose_a=False, transpose_b=False, alpha=1.0, beta=0.0, bias=None,

@@ -49,12 +49,16 @@ inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cas
 [[noreturn]] inline void fail_value(const std::string& msg) { throw py::value_error(msg); }
 
 // numpy's reason for a failed conversion is not lost: MemoryError stays a MemoryError (an
-// input too big to copy), any other failure is a TypeError naming the argument.
+// input too big to copy), any other failure is a TypeError naming the argument. The reason
+// is the cause's type and message (what() appends the Python traceback, "At: ...", which
+// is the chained cause's to show).
 [[noreturn]] inline void conversion_failed(const char* fn, const char* arg, const char* target) {
     py::error_already_set cause;  // takes numpy's error off the indicator
     const bool memory = cause.matches(PyExc_MemoryError);
+    const std::string reason = py::str(cause.type().attr("__name__")).cast<std::string>() + ": " +
+                               py::str(cause.value()).cast<std::string>();
     const std::string msg = std::string(fn) + ": argument '" + arg + "' could not be converted to " +
-                            target + ": " + cause.what();
+                            target + ": " + reason;
     py::raise_from(cause, memory ? PyExc_MemoryError : PyExc_TypeError, msg.c_str());
     throw py::error_already_set();
 }
