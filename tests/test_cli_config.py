@@ -507,3 +507,18 @@ def test_cli_export_refuses_to_write_the_onnx_graph_over_its_model(tmp_path, cap
         assert cli.main(["export", str(model), "--onnx", given]) == 1
         assert "is MODEL itself" in capsys.readouterr().err
     assert model.read_bytes() == before
+
+
+def test_cli_train_refuses_a_plot_that_would_replace_its_saved_model(tmp_path, capsys):
+    """An attack: --save m.png --plot m (--plot adds .png) wrote the model, then the curves
+    over it, reporting both saved, exit 0."""
+    pytest.importorskip("matplotlib")
+    from fastnn import cli
+
+    model = tmp_path / "m.png"
+    for plot in (str(model), str(tmp_path / "m"), str(tmp_path / "." / "m.png")):
+        assert cli.main(["train", "--data", "xor", "--epochs", "1", "--save", str(model),
+                         "--plot", plot]) == 1
+        out, err = capsys.readouterr()
+        assert "the file --save names" in err and plot in err and "Epoch" not in out, err
+    assert not model.exists()

@@ -241,9 +241,7 @@ def _export(args: argparse.Namespace) -> int:
     from fastnn.onnx_export import OPSET
 
     args.onnx = _output_path(args.onnx, "--onnx")  # "" had been read as the working folder
-    onnx, source = Path(args.onnx).expanduser(), Path(args.model).expanduser()
-    if onnx.resolve() == source.resolve() or (onnx.exists() and source.exists()
-                                              and os.path.samefile(onnx, source)):
+    if _same_file(args.onnx, args.model):
         raise ValueError(f"export: --onnx {args.onnx} is MODEL itself; writing the ONNX graph "
                          "there would replace the saved model: give another file name")
     try:
@@ -438,6 +436,13 @@ def _output_path(path: str, option: str, plot: bool = False) -> str:
     return str(p)
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file: one path once resolved (links, "."
+    and ".."), or, where both exist, one file by two names (a hard link)."""
+    p, q = Path(a).expanduser(), Path(b).expanduser()
+    return p.resolve() == q.resolve() or (p.exists() and q.exists() and os.path.samefile(p, q))
+
+
 def _check_batch_norm(args: argparse.Namespace) -> None:
     if args.batch_norm and (args.model == "lenet" or not (args.conv or MODELS[args.model][1])):
         raise ValueError("--batch-norm puts BatchNorm2d in --conv blocks: give --conv (or "
@@ -452,7 +457,11 @@ def _train(args: argparse.Namespace) -> int:
         args.save = _output_path(args.save, "--save")
         fastnn.io._safetensors()  # its ImportError says what to install, before any training
     if args.plot is not None:
-        args.plot = _output_path(args.plot, "--plot", plot=True)
+        given, args.plot = args.plot, _output_path(args.plot, "--plot", plot=True)
+        # the model had been written, then replaced by the curves, both reported saved
+        if args.save is not None and _same_file(args.save, args.plot):
+            raise ValueError(f"--plot {given} writes {args.plot}, the file --save names; the "
+                             "curves would replace the saved model: give each its own file")
     X_train, y_train, X_test, y_test = _load(args, 0.0)
     fastnn.seed(args.seed)
     model = _builder(args, X_train.shape[1], _classes(args, y_train, y_test))()
