@@ -24,7 +24,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import nn, optim
-from _common import example_parser, positive_float, print_table
+from _common import example_parser, learning_rate, print_table
 
 WIDTHS = (16, 16, "pool", 32, 32, "pool", 64, 64)
 
@@ -32,7 +32,7 @@ WIDTHS = (16, 16, "pool", 32, 32, "pool", 64, 64)
 def parse_args() -> argparse.Namespace:
     p = example_parser(__doc__, quick="a few seconds: 2 epochs on 1,500 images",
                        seed="subset, weights, shuffling")
-    p.add_argument("--lr", type=positive_float, default=0.1, help="SGD's learning rate (default 0.1)")
+    p.add_argument("--lr", type=learning_rate, default=0.1, help="SGD's learning rate (default 0.1)")
     return p.parse_args()
 
 
@@ -108,7 +108,11 @@ def main() -> None:
                                   for i in range(len(grads["plain"]))])
     for name in runs:
         g = grads[name]
-        print(f"{name}: first/last convolution gradient norm {g[0] / g[-1]:.3g}")
+        if g[-1] == 0:  # a ratio of nothing (the division had ended in a traceback)
+            print(f"{name}: no gradient reached the last convolution in the last epoch (its "
+                  "ReLUs died: a smaller --lr keeps them alive)")
+        else:
+            print(f"{name}: first/last convolution gradient norm {g[0] / g[-1]:.3g}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"\nfigure: {side_by_side(runs, args.out / 'cnn_batchnorm.png')}")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastnn import optim
+
 
 def positive_int(text: str) -> int:
     """An option's integer >= 1 (a usage error otherwise, not a traceback after the parse)."""
@@ -20,15 +22,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """An option's finite number > 0 (a learning rate)."""
+def learning_rate(text: str) -> float:
+    """An option's learning rate, checked as the optimizers check theirs (optim.check_lr:
+    1e-300 passed a "> 0" check here and then failed in the optimizer with a traceback)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0; got {text}")
-    return value
+    try:
+        return optim.check_lr(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _seed(text: str) -> int:

@@ -170,6 +170,11 @@ def test_example_runs_quick(script, tmp_path):
     ("02_xor_depth.py", ["--seed", "-1"], "argument --seed"),
     ("03_gradient_descent_variants.py", ["--lr", "0"], "argument --lr"),
     ("03_gradient_descent_variants.py", ["--lr", "nan"], "argument --lr"),
+    # passed a "> 0" check, then failed in the optimizer with a traceback: its own check now
+    ("03_gradient_descent_variants.py", ["--lr", "1e-300"], "argument --lr: lr must be > 0 and "
+                                                             "at least 1.175e-38"),
+    ("11_cnn_batchnorm.py", ["--lr", "1e-300"], "argument --lr: lr must be > 0"),
+    ("11_cnn_batchnorm.py", ["--lr", "1e39"], "argument --lr: lr must be at most 3.403e+38"),
     ("04_deeper_wider_mnist5k.py", ["--epochs", "0"], "argument --epochs"),  # had meant 20
     ("01_neuron_and_activations.py", ["--out", "{file}"], "argument --out"),
     ("01_neuron_and_activations.py", ["--out", "/proc"], "argument --out"),  # takes no file
@@ -190,6 +195,27 @@ def test_gradient_descent_example_says_when_the_variants_diverged(tmp_path):
     out = run_example("03_gradient_descent_variants.py", tmp_path / "out", "--quick", "--lr", "1e6")
     assert re.search(r"^at lr 1000000\.0, .*diverged", out, re.MULTILINE), out
     assert "more updates learn more" not in out
+
+
+def test_gradient_descent_example_reports_a_variant_fit_stopped_with_the_updates_it_ran(tmp_path):
+    """An attack: at --lr 1e10 mini-batch GD turns NaN in epoch 1, fit stops before its
+    on_epoch_end, and the rates divided by the recorded time, 0: a ZeroDivisionError; a
+    variant stopped later had its rates divided by every planned epoch's updates."""
+    skip_unless_available(CASES["03_gradient_descent_variants.py"])
+    out = run_example("03_gradient_descent_variants.py", tmp_path / "out", "--quick", "--lr", "1e10")
+    assert re.search(r"^mini-batch GD\s+32\s+32\s+32\s+nan\s", out, re.MULTILINE), out  # not 96
+    assert re.search(r"^mini-batch GD: the loss or the weights became NaN/Inf in epoch 1 of 3; "
+                     r"fit stopped there", out, re.MULTILINE), out
+    assert re.search(r"^at lr 10000000000\.0, .*mini-batch GD.* diverged", out, re.MULTILINE), out
+
+
+def test_cnn_batchnorm_example_says_when_no_gradient_reached_the_last_convolution(tmp_path):
+    """An attack: at --lr 3 (seed 0) the plain network's ReLUs die, every gradient norm is 0,
+    and first/last had been a ZeroDivisionError."""
+    skip_unless_available(CASES["11_cnn_batchnorm.py"])
+    out = run_example("11_cnn_batchnorm.py", tmp_path / "out", "--quick", "--lr", "3")
+    assert re.search(r"^plain: (first/last convolution gradient norm \S+|no gradient reached "
+                     r"the last convolution in the last epoch)", out, re.MULTILINE), out
 
 
 def test_point_labels_of_close_points_do_not_overlap():
