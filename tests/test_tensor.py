@@ -333,6 +333,62 @@ def test_values_beyond_float32_s_range_are_refused_not_made_inf():
     np.testing.assert_array_equal(labels.copy_(np.array([2**40, 3])).numpy(), [2**40, 3])
 
 
+def test_integer_tensors_refuse_values_their_dtype_cannot_hold_and_take_the_rest_exactly():
+    """An attack: int64 copy_([1e30, -1e30, nan]) had made INT64_MIN with only NumPy's
+    warning, uint8 copy_([300, -1, 256]) [44, 255, 0] and int32 copy_([2**40, 2.9])
+    [-2**31, 2], silently; fastnn.asarray(x, dtype) and memory.asarray(x, like=tensor) too."""
+    for dtype, src, shown in [
+            (np.int64, np.array([1e30, -1e30, np.nan]), "1e+30, -1e+30, nan"),
+            (np.uint8, np.array([300, -1, 256]), "300, -1, 256"),
+            (np.int32, np.array([2**40, 2.9]), "1099511627776.0, 2.9"),
+            (np.int64, np.array([2.0**63, 1.0]), "9.223372036854776e+18"),  # one past the largest
+            (np.int64, np.array([2**64 - 1, 1], np.uint64), "18446744073709551615")]:
+        name = np.dtype(dtype).name
+        t = Tensor(DeviceArray.from_numpy(np.zeros(len(src), dtype), "cpu"))
+        with pytest.raises(ValueError, match=rf"Tensor\.copy_: src \({src.dtype}\) holds values "
+                                             rf"{name} cannot hold, such as {re.escape(shown)}: "
+                                             rf"{name} holds whole numbers in \["):
+            t.copy_(src)
+        np.testing.assert_array_equal(t.numpy(), 0)  # nothing written
+        with pytest.raises(ValueError, match=rf"asarray: argument 'x' \({src.dtype}\) holds "
+                                             rf"values {name} cannot hold"):
+            fastnn.asarray(src, dtype)
+        with pytest.raises(ValueError, match=r"Tensor\.copy_: src .* cannot hold"):
+            fastnn.memory.asarray(src, dtype, like=t)
+    # what the dtype holds is taken exactly: its extremes, whole floats, bools
+    t = Tensor(DeviceArray.from_numpy(np.zeros(3, np.int64), "cpu"))
+    big = np.iinfo(np.int64)
+    np.testing.assert_array_equal(t.copy_(np.array([big.max, big.min, 0])).numpy(),
+                                  [big.max, big.min, 0])
+    np.testing.assert_array_equal(t.copy_(np.array([-2.0**63, 2.0**62, 3.0])).numpy(),
+                                  [big.min, 2**62, 3])
+    u = Tensor(DeviceArray.from_numpy(np.zeros(3, np.uint8), "cpu"))
+    np.testing.assert_array_equal(u.copy_([255, 0, True]).numpy(), [255, 0, 1])
+    np.testing.assert_array_equal(fastnn.asarray([2.0, -1.0], np.int32), [2, -1])
+
+
+def test_memory_full_refuses_a_value_its_dtype_cannot_hold_naming_both():
+    """An attack: full(3, 1e30, np.int32) had been a bare OverflowError ("Python int too large
+    to convert to C long") and full(3, 1e30, np.float16) inf, silently."""
+    for value, dtype, words in [
+            (1e30, np.int32, r"value 1e\+30 does not fit int32: it holds whole numbers in "
+                             r"\[-2147483648, 2147483647\]"),
+            (1e30, np.float16, r"value 1e\+30 does not fit float16: it holds numbers at most "
+                               r"6\.55e\+04 in size"),
+            (-1, np.uint8, r"value -1 does not fit uint8"),
+            (2.5, np.int64, r"value 2\.5 does not fit int64"),
+            (np.nan, np.int64, r"value nan does not fit int64"),
+            (2**1100, np.float32, r"value \(an integer of 1101 bits\) does not fit float32")]:
+        with pytest.raises(ValueError, match=r"memory\.full: " + words):
+            fastnn.memory.full(3, value, dtype)
+    # what the dtype holds, exactly (a float would have rounded 2**53 + 1)
+    assert fastnn.memory.full(2, 2**53 + 1, np.int64)[0] == 2**53 + 1
+    assert fastnn.memory.full(2, 2**63 - 1, np.int64)[0] == 2**63 - 1
+    np.testing.assert_array_equal(fastnn.memory.full(2, 4.0, np.uint8), [4, 4])
+    np.testing.assert_array_equal(fastnn.memory.full(2, -np.inf, np.float16), [-np.inf] * 2)
+    np.testing.assert_array_equal(fastnn.memory.full(1, 65504.0, np.float16), [65504])
+
+
 @pytest.mark.parametrize("device", ["cpu:²", "cpu:٠", "cuda:٣", "cuda:¹"])
 def test_device_indices_are_ascii_digits(device):
     """"cpu:²" passed str.isdigit() and int() failed naming nothing; "cpu:٠" and "cuda:٣"

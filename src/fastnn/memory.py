@@ -97,23 +97,85 @@ def zeros(shape: int | Sequence[int], dtype: Any = np.float32, *, like: Any = No
 
 def full(shape: int | Sequence[int], value: float, dtype: Any = np.float32, *,
          like: Any = None, device: Any = None) -> np.ndarray:
-    """As ``empty``, filled with ``value`` (for float32, a real number whose finite values
-    must lie within float32's range: ValueError otherwise, where NumPy's cast made it inf)."""
-    if np.dtype(dtype) == np.float32:
-        value = _fill_value(value, "memory.full: value")
+    """As ``empty``, filled with ``value``: for a numeric dtype a real number the dtype holds
+    as it is (ValueError naming ``value`` and the dtype otherwise: NumPy's cast had made 1e30
+    inf in float16 and failed naming nothing for int32)."""
+    if np.dtype(dtype).kind in "iuf":
+        value = _fill_value(value, "memory.full: value", dtype)
     out = empty(shape, dtype, like=like, device=device)
     out.fill(value)
     return out
 
 
-def _fill_value(value: Any, name: str) -> float:
-    """``value`` to fill a float32 array with: a real number (TypeError naming ``name`` for
-    a string, a bool, a complex number), NaN and infinities as they are, and a finite value
-    at most float32's largest in size (ValueError naming ``name``: the cast made it inf)."""
+def _fill_value(value: Any, name: str, dtype: Any = np.float32) -> float | int:
+    """``value`` to fill an array of ``dtype`` (integer or float) with: a real number
+    (TypeError naming ``name`` for a string, a bool, a complex number) that ``dtype`` holds as
+    it is (ValueError naming ``name`` otherwise): for float32 NaN, infinities and finite values
+    at most its largest in size; for an integer dtype a whole number in its range, returned as
+    an int (a float would round 2**53 + 1)."""
     from ._checks import _within_float32, number  # _checks imports this module
 
-    value = number(value, name)
-    return _within_float32(value, name) if math.isfinite(value) else value
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        whole = int(value)
+    else:
+        try:
+            real = number(value, name)
+        except OverflowError:  # float() of an int beyond float64's range named nothing
+            raise ValueError(f"{name} (an integer of {int(value).bit_length()} bits) does not "
+                             f"fit {dtype}: it holds {_holds(dtype)}") from None
+        if dtype == np.float32:
+            return _within_float32(real, name) if math.isfinite(real) else real
+        if dtype.kind == "f":
+            if math.isfinite(real) and abs(real) > float(np.finfo(dtype).max):
+                raise ValueError(f"{name} {real:g} does not fit {dtype}: it holds "
+                                 f"{_holds(dtype)}")
+            return real
+        if not real.is_integer():  # NaN and the infinities too
+            raise ValueError(f"{name} {real} does not fit {dtype}: it holds {_holds(dtype)}")
+        whole = int(real)
+    info = np.iinfo(dtype)
+    if not info.min <= whole <= info.max:
+        raise ValueError(f"{name} {value} does not fit {dtype}: it holds {_holds(dtype)}")
+    return whole
+
+
+def _holds(dtype: np.dtype) -> str:
+    """What an array of numeric ``dtype`` holds, for an error message."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return f"whole numbers in [{info.min}, {info.max}]"
+    return f"numbers at most {float(np.finfo(dtype).max):.4g} in size, the infinities and NaN"
+
+
+def _as_dtype(x: Any, dtype: Any, name: str) -> Any:
+    """``x``'s values (host data) as an array of numeric ``dtype``, refused with a ValueError
+    naming ``name`` where the cast would change them (NumPy's cast wrapped 300 round to 44 in
+    uint8, truncated 2.9 to 2 and made NaN int64's smallest, with a warning at most): float32
+    as ``_checks.as_float32``; an integer dtype takes whole numbers in its range; another
+    float dtype values within its range or not finite."""
+    from ._checks import as_float32, numeric  # _checks imports this module
+
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return as_float32(x, name)
+    arr = numeric(x, name)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if arr.dtype.kind == "f":
+            # the exclusive upper bound is exact in floating point; float(info.max) is not
+            upper = 2.0 ** (info.bits - (info.min < 0))
+            fits = (arr == np.trunc(arr)) & (arr >= info.min) & (arr < upper)  # NaN: False
+        else:
+            fits = (arr >= info.min) & (arr <= info.max)
+    else:
+        fits = ~np.isfinite(arr) | (np.abs(arr) <= np.finfo(dtype).max)
+    if not fits.all():
+        bad = arr[~fits]
+        raise ValueError(f"{name} ({arr.dtype}) holds values {dtype} cannot hold, such as "
+                         f"{', '.join(map(str, bad[:3].tolist()))}: {dtype} holds "
+                         f"{_holds(dtype)}")
+    return arr.astype(dtype, copy=False)
 
 
 def _array(a: Any, owner: str) -> None:

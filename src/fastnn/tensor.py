@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from . import _C
-from .memory import _fill_value
-from ._checks import as_float32, torch_hint
+from .memory import _as_dtype, _fill_value
+from ._checks import torch_hint
 from ._device import check_device
 
 _DLPACK_CPU, _DLPACK_CUDA = 1, 2
@@ -155,14 +155,14 @@ class Tensor:
 
     def copy_(self, src: Any) -> Tensor:
         """This tensor's values from ``src`` (a Tensor on any device, or an array of its shape
-        on the host), in place. Host values beyond float32's range are a ValueError for a
-        float32 tensor (the cast made them inf)."""
+        on the host), in place. Host values this tensor's dtype cannot hold are a ValueError:
+        beyond float32's range for a float32 tensor (the cast made them inf); for an integer
+        one NaN, infinities, fractions and values beyond its range (the cast wrapped 300 to
+        44 in uint8, made 1e30 int64's smallest and truncated 2.9 to 2)."""
         if isinstance(src, Tensor):
             self._array.copy_(src._array)
         else:
-            # the kernel converts another dtype itself; the range is checked here first
-            self._array.copy_(as_float32(src, "Tensor.copy_: src")
-                              if self.dtype == _DTYPES["float32"] else src)
+            self._array.copy_(_as_dtype(src, self.dtype, "Tensor.copy_: src"))
         return self
 
     def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
@@ -208,15 +208,17 @@ def asarray(x: Any, dtype: Any = None, *, device: Any = None) -> Tensor | np.nda
             return x if dtype is None or np.dtype(dtype) == x.dtype else asarray(x.numpy(), dtype, device=x.device)
         return x.to(device) if dtype is None else asarray(x.numpy(), dtype, device=device)
     device = "cpu" if device is None else check_device(device, "asarray: device")
-    try:
-        arr = np.asarray(x, dtype=dtype)
+    numeric_dtype = dtype is not None and np.dtype(dtype).kind in "iuf"
+    try:  # to a numeric dtype by _as_dtype below, which checks the values
+        arr = np.asarray(x, dtype=None if numeric_dtype else dtype)
     except (TypeError, RuntimeError) as err:  # a torch tensor of bfloat16, or requiring grad
         if not torch_hint(x):
             raise
         raise TypeError(f"asarray: argument 'x' cannot be made a NumPy array: {err}"
                         f"{torch_hint(x)}") from None
-    if dtype is None and arr.dtype.kind == "f":
-        arr = as_float32(arr, "asarray: argument 'x'")  # 1e40 had become inf with a warning
+    if numeric_dtype or (dtype is None and arr.dtype.kind == "f"):
+        # NumPy's cast had made 1e40 inf in float32, 300 44 in uint8 and 2.9 2 in int64
+        arr = _as_dtype(arr, np.float32 if dtype is None else dtype, "asarray: argument 'x'")
     if device == "cpu":
         return arr
     return Tensor(_C.DeviceArray.from_numpy(arr, _canonical(device)))
