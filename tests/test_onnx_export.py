@@ -1,6 +1,8 @@
 """ONNX export (fastnn.onnx_export, Module.export_onnx, fastnn export --onnx): onnxruntime
 runs the exported graph and its outputs match fastnn's predict."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -108,6 +110,19 @@ def test_unmapped_layer_is_named(tmp_path):
         nn.Dense(3, 2).export_onnx(tmp_path / "bad.onnx", (0, 3))
     with pytest.raises(ValueError, match=r"expected input of shape \(batch, 3\); got \(None, 5\)"):
         nn.Dense(3, 2).export_onnx(tmp_path / "bad.onnx", (5,))
+
+
+def test_input_shape_beyond_onnx_int64_dimensions_is_named(tmp_path):
+    """An attack: input_shape (1, 2**64, 1) had been onnx's bare "Value out of range"."""
+    for shape in [(1, 2**64, 1), (2**63,)]:
+        with pytest.raises(ValueError, match=r"input_shape must be .* at most 2\*\*63 - 1 .*"
+                                             + re.escape(repr(shape))):
+            nn.Sequential(nn.ReLU()).export_onnx(tmp_path / "big.onnx", shape)
+    with pytest.raises(ValueError, match=r"input_shape \(1099511627776, 1099511627776\) gives "
+                                         r"the output shape \(1208925819614629174706176,\)"):
+        nn.Sequential(nn.Flatten()).export_onnx(tmp_path / "big.onnx", (2**40, 2**40))
+    assert not (tmp_path / "big.onnx").exists()
+    nn.Sequential(nn.ReLU()).export_onnx(tmp_path / "big.onnx", (2**63 - 1,))  # the largest
 
 
 def test_command_line_export(tmp_path, capsys):

@@ -27,6 +27,7 @@ from .nn import (ELU, GELU, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, 
 from .nn.module import overridden
 
 OPSET = 17  # the opset the graph declares (GELU's tanh form is built from its primitives)
+_DIM_MAX = 2**63 - 1  # ONNX's dimensions are int64 (beyond: onnx's bare "Value out of range")
 
 
 def _onnx() -> Any:
@@ -200,12 +201,17 @@ def export_onnx(model: Module, path: str | Path, input_shape: tuple[int, ...] | 
     if not isinstance(model, Module):
         raise TypeError(f"export_onnx: model must be a fastnn.nn.Module; got {type(model).__name__}")
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
-    if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
-                        for d in shape):
+    if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer))
+                        or not 1 <= d <= _DIM_MAX for d in shape):
         raise ValueError(f"export_onnx: input_shape must be one sample's shape as positive ints "
-                         f"(no batch dimension), e.g. (784,) or (1, 28, 28); got {input_shape!r}")
+                         f"of at most 2**63 - 1 (ONNX's int64 dimensions; no batch dimension), "
+                         f"e.g. (784,) or (1, 28, 28); got {input_shape!r}")
     shape = tuple(int(d) for d in shape)
     out_shape = model.output_shape((None, *shape))  # ValueError where the model cannot take it
+    if any(d is not None and d > _DIM_MAX for d in out_shape[1:]):  # a Flatten's product
+        raise ValueError(f"export_onnx: input_shape {shape} gives the output shape "
+                         f"{out_shape[1:]}, with a dimension beyond 2**63 - 1 (ONNX's int64 "
+                         "dimensions)")
     g = _Graph(onnx)
     y = _convert(g, model, "input", "")
     # a model that is the identity (all Dropout) still needs a node for its output
