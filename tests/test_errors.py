@@ -817,6 +817,17 @@ def test_matmul_refuses_values_beyond_float32_s_range_by_argument():
     assert np.isinf(fastnn.matmul(np.array([[np.inf]]), one)[0, 0])  # inf itself is data
 
 
+def test_matmul_transpose_flags_are_bools():
+    """An attack: transpose_a=None was taken as False and 2 or 0.5 as True."""
+    a = np.ones((2, 3), np.float32)
+    for bad in (None, 2, 0.5, "yes"):
+        raises(fastnn.matmul, a, a, transpose_a=bad, exc=TypeError,
+               mentions=["matmul: transpose_a must be True or False"])
+        raises(fastnn.matmul, a, a, transpose_b=bad, exc=TypeError,
+               mentions=["matmul: transpose_b must be True or False"])
+    assert fastnn.matmul(a, a, transpose_b=np.True_).shape == (2, 2)
+
+
 def test_complex_and_conjugate_torch_tensors_are_not_told_to_call_float():
     """An attack: a complex tensor was told "pass tensor.float()", which drops the imaginary
     parts; a negated view was told the same, which keeps its negative bit."""

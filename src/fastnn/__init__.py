@@ -25,7 +25,7 @@ except ImportError as err:  # src/fastnn imported as it is, without a build
 from . import data, functional, losses, memory, nn, optim
 from . import precision as _precision
 from .functional import add, concat, flatten, mul, relu, reshape, sigmoid, softmax, tanh
-from ._checks import as_float32, thread_count
+from ._checks import as_float32, flag, thread_count
 from ._random import seed
 from .precision import autocast
 from . import tuning as _tuning
@@ -84,7 +84,8 @@ def matmul(a: np.ndarray, b: np.ndarray, *, transpose_a: bool = False,
     if precision == "bf16":
         _precision.warn_if_emulated("matmul")
     return _C.gemm(_gemm_operand(a, "matmul: a"), _gemm_operand(b, "matmul: b"),
-                   transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
+                   transpose_a=flag(transpose_a, "matmul: transpose_a"),
+                   transpose_b=flag(transpose_b, "matmul: transpose_b"), precision=precision)
 
 
 def _gemm_operand(x: object, name: str) -> object:
