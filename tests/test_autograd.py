@@ -999,3 +999,106 @@ def test_a_failed_forward_leaves_no_recording_and_grad_out_is_checked():
         model.backward(np.ones((2, 2), np.complex64))
     with pytest.raises(TypeError, match=r"fnn.concat: axis must be an integer; got float 1.0"):
         fnn.concat([np.ones((2, 2)), np.ones((2, 2))], axis=1.0)
+
+
+class _Times2(nn.Module):
+    """A layer of one's own (forward and backward by hand) whose backward returns ``give(g)``."""
+
+    def __init__(self, give):
+        super().__init__()
+        self.give = give
+
+    def forward(self, x):
+        return 2.0 * x
+
+    def backward(self, grad_out, input_grad=True):
+        return self.give(grad_out)
+
+
+class _AroundTimes2(nn.Module):
+    def __init__(self, give):
+        super().__init__()
+        self.alpha = nn.Parameter(np.ones(5, np.float32))
+        self.fc1, self.s, self.fc2 = nn.Dense(5, 5), _Times2(give), nn.Dense(5, 3)
+
+    def forward(self, x):
+        return self.fc2(self.s(self.fc1(fnn.mul(x, self.alpha))))
+
+
+@pytest.mark.parametrize("give,exc,words", [
+    (lambda g: None, TypeError, r"_AroundTimes2.backward: s \(_Times2\(\)\): its backward "
+                                r"returned None; .* of shape \(4, 5\) \(a missing return\?\)"),
+    (lambda g: 2.0 * g.sum(axis=1, keepdims=True), ValueError,
+     r"s \(_Times2\(\)\): its backward returned a gradient of shape \(4, 1\); expected \(4, 5\)"),
+    (lambda g: "g", TypeError, r"s \(_Times2\(\)\): the gradient its backward returned must be "
+                               "a numeric array"),
+])
+def test_a_hand_written_backward_returning_none_or_a_wrong_shape_is_named(give, exc, words):
+    """Found by an attack: a derived backward took a layer's backward returning None (a
+    forgotten return) as no gradient, every layer before it silently getting zeros; and a
+    gradient of shape (4, 1) for an input of (4, 5) was broadcast into a wrong gradient (and
+    an input gradient of the wrong shape), where a Sequential raised for both."""
+    model = _AroundTimes2(give)
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    out = model(x)
+    with pytest.raises(exc, match=words):
+        model.backward(np.ones_like(out))
+
+
+def test_a_hand_written_layer_shared_by_two_models_is_recomputed_when_it_ran_since():
+    """Found by an attack: forward A, forward B, backward A with a layer of one's own shared
+    by A and B: A's backward used B's cached input (weight gradient off by 0.9); the built-in
+    layers were recomputed, counted by their forward calls, hand-written ones were not."""
+    class MyLinear(nn.Module):  # the lecture's layer
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(np.random.default_rng(1).standard_normal((5, 5)))
+            self.bias = nn.Parameter(np.zeros(5, np.float32))
+
+        def forward(self, x):
+            self.x = x
+            return x @ self.weight.data.T + self.bias.data
+
+        def backward(self, grad_out, input_grad=True):
+            self.weight.grad[...] += grad_out.T @ self.x
+            return grad_out @ self.weight.data
+
+    rng = np.random.default_rng(0)
+    x1, x2 = (rng.standard_normal((4, 5)).astype(np.float32) for _ in range(2))
+    fnn.seed(0)
+    enc = MyLinear()
+    a, b = _Head(enc, 3), _Head(enc, 2)
+    g = rng.standard_normal((4, 3)).astype(np.float32)
+    want = _head_grads(a, x1, g)
+    a(x1)
+    b(x2)  # the other model's forward, before a's backward
+    a.zero_grad()
+    a.backward(g)
+    assert_close(enc.weight.grad, want, rtol=1e-3, atol=1e-4)
+    a(x1)
+    enc.forward(x2)  # called directly, to look at other features
+    a.zero_grad()
+    a.backward(g)
+    assert_close(enc.weight.grad, want, rtol=1e-3, atol=1e-4)
+
+
+def test_explain_backward_between_forward_and_backward_leaves_the_recording():
+    """Found by an attack: explain_backward, called between a forward and its backward,
+    replaced the model's recording, so that backward gave the gradient of explain's batch."""
+    rng = np.random.default_rng(0)
+    x, x2 = (rng.standard_normal((4, 5)).astype(np.float32) for _ in range(2))
+    y, y2 = np.array([0, 1, 0, 1]), np.array([1, 1, 0, 0])
+    fnn.seed(0)
+    model = Residual()
+    loss = fnn.losses.CrossEntropy()
+    loss(model(x), y)
+    g = loss.backward()
+    model.zero_grad()
+    model.backward(g)
+    want = model.inp.weight.grad.copy()
+    model.zero_grad()
+    loss(model(x), y)
+    g = loss.backward()
+    model.explain_backward(x2, y2, print_fn=None)
+    model.backward(g)
+    assert_close(model.inp.weight.grad, want, rtol=1e-5, atol=1e-6)

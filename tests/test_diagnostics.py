@@ -475,3 +475,79 @@ def test_update_ratio_of_a_zero_weight_that_did_not_move_is_zero():
                         verbose=0, diagnostics=True)
     ratios = [d["update_ratio"] for d in history.diagnostics.values()]
     assert ratios and all(r == [0.0] for r in ratios), history.diagnostics
+
+
+class BodyAndHandle(nn.Module):
+    """A Sequential body and a handle on its first layer, to inspect it: one layer, two names."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Dense(6, 8, activation="tanh", l2=0.5), nn.Dense(8, 3))
+        self.first = self.body[0]
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_a_layer_held_under_two_names_counts_its_penalty_once():
+    """Found by an attack: regularization_loss counted the penalty of a layer reachable under
+    two attribute names twice (the gradient counts it once), so gradient_check failed a
+    correct backward and named_layers listed the layer twice."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 6)).astype(np.float32), rng.integers(0, 3, 16)
+    fastnn.seed(0)
+    model = BodyAndHandle()
+    w = model.body[0].weight.data.astype(np.float64)
+    assert model.regularization_loss() == pytest.approx(0.5 * (w ** 2).sum(), rel=1e-5)
+    assert [name for name, _ in diagnostics.named_layers(model)] == ["body.0:Dense", "body.1:Dense"]
+    result = diagnostics.gradient_check(model, X, y, "cross_entropy")
+    assert result.passed and list(result) == ["body.0:Dense", "body.1:Dense"], str(result)
+
+
+class ListHeld(nn.Module):
+    """A layer of one's own keeping its parameters in a list, where parameters() does not look."""
+
+    def __init__(self):
+        super().__init__()
+        self.params = [nn.Parameter(np.ones((3, 4), np.float32)), nn.Parameter(np.zeros(3))]
+
+    def forward(self, x):
+        self.x = x
+        return x @ self.params[0].data.T + self.params[1].data
+
+    def backward(self, grad_out, input_grad=True):
+        self.params[0].grad[...] += grad_out.T @ self.x
+        self.params[1].grad[...] += grad_out.sum(0)
+        return grad_out @ self.params[0].data
+
+
+def test_gradient_check_refuses_a_model_with_nothing_or_not_all_to_check():
+    """Found by an attack: parameters held in a list were never checked (nor trained), and
+    gradient_check printed "gradient check passed" over an empty table."""
+    X, y = np.ones((4, 4), np.float32), np.array([0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"gradient_check: 0.params\[0\] is Parameter.* held "
+                                         r"in the list ListHeld.params, where parameters\(\) "
+                                         "does not look"):
+        diagnostics.gradient_check(nn.Sequential(ListHeld()), X, y, "cross_entropy")
+    with pytest.raises(ValueError, match="gradient_check: Sequential has no parameters"):
+        diagnostics.gradient_check(nn.Sequential(nn.ReLU()), X[:, :3], y, "cross_entropy")
+
+
+def test_gradient_check_between_forward_and_backward_leaves_the_recording():
+    """Found by an attack: gradient_check between a model's forward and its backward replaced
+    the model's recording, so that backward gave the gradient of the check's batch."""
+    rng = np.random.default_rng(0)
+    X, X2 = (rng.standard_normal((4, 6)).astype(np.float32) for _ in range(2))
+    y = np.array([0, 1, 2, 1])
+    fastnn.seed(0)
+    model = BodyAndHandle()
+    loss = losses.CrossEntropy()
+    loss(model(X), y)
+    model.backward(loss.backward())
+    want = model.first.weight.grad.copy()
+    model.zero_grad()
+    loss(model(X), y)
+    grad = loss.backward()
+    diagnostics.gradient_check(model, X2, y, "cross_entropy")
+    model.backward(grad)
+    np.testing.assert_allclose(model.first.weight.grad, want, rtol=1e-5, atol=1e-6)

@@ -460,10 +460,12 @@ def test_lr_range_test_leaves_the_optimizer_it_is_given_and_names_bad_data(digit
 
 @pytest.mark.parametrize("settings,words", [
     ({"batch_sizes": [32, 0]}, "batch_sizes"), ({"epochs": 0}, "epochs"),
-    ({"target_accuracy": 90}, "0.9 for 90%"), ({"batch_sizes": [2.5]}, "batch_sizes")])
+    ({"target_accuracy": 90}, "0.9 for 90%"), ({"batch_sizes": [2.5]}, "batch_sizes"),
+    ({"chance_margin": "0.05"}, "compare: chance_margin must be a number; got '0.05'")])
 def test_compare_refuses_bad_settings_before_the_first_run(digits_split, settings, words, capsys):
     """Found by an attack: batch_sizes=[32, 0] trained the first run, then raised, losing it;
-    target_accuracy=90 was taken (its column read 'epoch>=9000%')."""
+    target_accuracy=90 was taken (its column read 'epoch>=9000%'); chance_margin='0.05'
+    ended in a raw "'<=' not supported"."""
     with pytest.raises((TypeError, ValueError), match=re.escape(words)):
         experiments.compare(_builder(), digits_split, **settings)
     assert capsys.readouterr().out == ""   # no run had started
@@ -484,3 +486,20 @@ def test_lr_range_test_gives_back_the_dropout_streams(digits_split):
         return model.layers[0].weight.data.copy()
 
     np.testing.assert_array_equal(fitted(True), fitted(False))
+
+
+def test_a_build_function_without_a_model_and_a_negative_seed_are_named(digits_split):
+    """Found by an attack: a build_model that forgot its return ended in "'NoneType' object
+    has no attribute 'compile'", and lr_range_test(seed=-1) in NumPy's "expected
+    non-negative integer", neither naming the argument."""
+    def build():
+        nn.Sequential(nn.Dense(64, 10))  # return forgotten
+
+    with pytest.raises(TypeError, match=r"compare: build_model \('build'\) returned NoneType "
+                                        r"None; it must return a new model"):
+        experiments.compare(build, digits_split, epochs=1, verbose=False)
+    model = _builder()()
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"lr_range_test: seed must be an integer >= 0.*-1"):
+        experiments.lr_range_test(model, digits_split[:2], seed=-1, steps=5)
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))

@@ -210,3 +210,18 @@ def test_a_validation_key_without_validation_data_is_refused_before_training():
         with pytest.raises(ValueError, match=rf"callbacks\[0\]: {words}.*validation"):
             model.fit(X, y, epochs=2, verbose=0, callbacks=[cb])
         np.testing.assert_array_equal(model.layers[0].weight.data, before)  # nothing trained
+
+
+def test_a_scheduler_class_instead_of_an_instance_is_named():
+    """Found by an attack: callbacks=[schedulers.StepLR] (the class) ended in a raw "bind()
+    missing 1 required positional argument: 'optimizer'" from inside fit."""
+    from fastnn import callbacks, nn
+
+    model = nn.Sequential(nn.Dense(4, 2))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    X, y = np.ones((8, 4), np.float32), np.zeros(8, np.int64)
+    with pytest.raises(TypeError, match=r"callbacks\[1\] is the class StepLR, not a callback: "
+                                        r"create one, StepLR\(...\)"):
+        model.fit(X, y, verbose=0, callbacks=[callbacks.Callback(), schedulers.StepLR])
+    with pytest.raises(TypeError, match=r"LearningRateScheduler: schedule is the class CosineLR"):
+        callbacks.LearningRateScheduler(schedulers.CosineLR)

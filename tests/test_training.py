@@ -1365,3 +1365,96 @@ def test_evaluate_from_a_callback_leaves_the_epoch_s_metrics_alone():
     peeked, cb = run(True)
     assert peeked == plain
     assert set(cb.values) == {"loss", "accuracy"}
+
+
+def test_a_keras_style_schedule_function_gets_the_current_lr(digits_small):
+    """Found by an attack: LearningRateScheduler(lambda epoch, lr: lr * 0.5), Keras's form,
+    ended in a raw "missing 1 required positional argument: 'lr'"."""
+    X, y, _, _ = digits_small
+    schedule = callbacks.LearningRateScheduler(lambda epoch, lr: lr if epoch == 0 else lr * 0.5)
+    history = model_for(lr=0.08).fit(X, y, epochs=3, verbose=0, seed=0, callbacks=[schedule])
+    assert history.history["lr"] == pytest.approx([0.08, 0.04, 0.02])
+    with pytest.raises(TypeError, match=r"must take the epoch \(epoch -> lr\) or the epoch and "
+                                        r"the current rate"):
+        callbacks.LearningRateScheduler(lambda: 0.1)
+
+
+@pytest.mark.parametrize("bad", [lambda epoch: None, lambda epoch: "0.1"])
+def test_a_schedule_function_that_gives_no_number_is_named(digits_small, bad):
+    """Found by an attack: None (a missing return) or a string ended in float()'s own error,
+    naming no callback."""
+    X, y, _, _ = digits_small
+    with pytest.raises(TypeError, match=r"LearningRateScheduler: the schedule's learning rate "
+                                        r"for epoch 0 must be a number; got (None|'0.1')"):
+        model_for().fit(X, y, epochs=1, verbose=0, callbacks=[callbacks.LearningRateScheduler(bad)])
+
+
+def test_a_model_whose_init_skipped_super_init_is_told_so(digits_small):
+    """Found by an attack: fit, predict and gradient_check failed deep inside with a raw
+    "'Net' object has no attribute 'training'"."""
+    X, y, _, _ = digits_small
+
+    class Net(nn.Module):
+        def __init__(self):
+            self.fc = nn.Dense(64, 10)  # super().__init__() forgotten
+
+        def forward(self, x):
+            return self.fc(x)
+
+    model = Net()
+    model.compile(loss="cross_entropy")
+    words = r"Net has no attribute 'training': its __init__ did not call super\(\).__init__\(\)"
+    for run in (lambda: model.fit(X, y, verbose=0), lambda: model.predict(X),
+                lambda: fastnn.diagnostics.gradient_check(model, X[:4], y[:4], "cross_entropy")):
+        with pytest.raises(AttributeError, match=words):
+            run()
+    assert not hasattr(model, "training") and nn.Dense(2, 2).training
+
+
+def test_parameters_held_in_a_list_are_refused_by_compile_and_fit(digits_small):
+    """Found by an attack: a layer of one's own keeping its Parameters in a list trained
+    nothing in it (parameters() does not look there), silently; a dict of layers likewise."""
+    X, y, _, _ = digits_small
+
+    class ListHeld(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.params = [nn.Parameter(np.ones((10, 16), np.float32))]
+
+        def forward(self, x):
+            self.x = x
+            return x @ self.params[0].data.T
+
+        def backward(self, grad_out, input_grad=True):
+            self.params[0].grad[...] += grad_out.T @ self.x
+            return grad_out @ self.params[0].data
+
+    class DictHeld(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.heads = {"a": nn.Dense(64, 10)}
+
+        def forward(self, x):
+            return self.heads["a"](x)
+
+        def backward(self, grad_out, input_grad=True):
+            return self.heads["a"].backward(grad_out, input_grad)
+
+    listed = (r"1.params\[0\] is Parameter.*held in the list ListHeld.params, where "
+              r"parameters\(\) does not look: no optimizer would train it")
+    with pytest.raises(ValueError, match="compile: " + listed):
+        nn.Sequential(nn.Dense(64, 16), ListHeld()).compile(loss="cross_entropy")
+    with pytest.raises(ValueError, match=r"compile: heads\['a'\] is Dense\(64, 10\).*held in "
+                                         r"the dict DictHeld.heads"):
+        DictHeld().compile(loss="cross_entropy")
+    model = nn.Sequential(nn.Dense(64, 16))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    model.layers.append(ListHeld())  # after compile
+    with pytest.raises(ValueError, match="fit: " + listed):
+        model.fit(X, y, epochs=1, verbose=0)
+    kept = ListHeld()
+    kept.weight = kept.params[0]  # an attribute too: found, and trained
+    model = nn.Sequential(nn.Dense(64, 16), kept)
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    model.fit(X, y, epochs=1, verbose=0)
+    assert not np.array_equal(kept.weight.data, np.ones((10, 16), np.float32))

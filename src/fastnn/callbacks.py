@@ -11,6 +11,7 @@ need::
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import string
@@ -19,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._checks import flag, non_negative
+from ._checks import flag, non_negative, number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -226,22 +227,46 @@ class ModelCheckpoint(_Monitoring):
         io.save(self.model, path, include_optimizer=self.include_optimizer, logs=logs)
 
 
+def _takes_lr(schedule: Callable) -> bool:
+    """Whether the schedule function ``schedule`` takes (epoch, lr), as Keras's do, rather
+    than the epoch alone; TypeError when it takes neither."""
+    try:
+        signature = inspect.signature(schedule)
+    except (TypeError, ValueError):  # a builtin that does not say: called with the epoch
+        return False
+    for arguments in ((0, 0.1), (0,)):
+        try:
+            signature.bind(*arguments)
+            return len(arguments) == 2
+        except TypeError:
+            continue
+    raise TypeError(f"LearningRateScheduler: schedule {schedule!r:.60} must take the epoch "
+                    f"(epoch -> lr) or the epoch and the current rate ((epoch, lr) -> lr); "
+                    f"its signature is {signature}")
+
+
 class LearningRateScheduler(Callback):
     """Set the optimizer's learning rate each epoch.
 
     schedule: a scheduler of ``fastnn.schedulers`` (StepLR, ExponentialLR, CosineLR,
     ReduceLROnPlateau: bound to the optimizer when training begins, told each epoch's
     logs at its end, when it sets the next epoch's rate), or a function
-    ``epoch -> lr`` called before each epoch (epochs from 0). ``fit`` also accepts a
+    ``epoch -> lr`` called before each epoch (epochs from 0), or, as Keras's, a function
+    ``(epoch, lr) -> lr`` that also gets the current rate. ``fit`` also accepts a
     scheduler directly in ``callbacks``. The rate of each epoch is in the History as "lr".
     """
 
-    def __init__(self, schedule: Any | Callable[[int], float]) -> None:
+    def __init__(self, schedule: Any | Callable[[int], float] | Callable[[int, float], float]
+                 ) -> None:
+        if isinstance(schedule, type):  # a scheduler class: its bind would miss its self
+            raise TypeError(f"LearningRateScheduler: schedule is the class {schedule.__name__}, "
+                            f"not a scheduler: create one, {schedule.__name__}(...)")
         self._is_scheduler = hasattr(schedule, "bind") and hasattr(schedule, "on_epoch_end")
         if not (self._is_scheduler or callable(schedule)):
             raise TypeError("LearningRateScheduler: schedule must be a fastnn.schedulers "
                             f"scheduler or a function epoch -> lr; got {type(schedule).__name__}")
         self.schedule = schedule
+        self._takes_lr = not self._is_scheduler and _takes_lr(schedule)
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         self._first = True
@@ -255,11 +280,14 @@ class LearningRateScheduler(Callback):
                 self.schedule.continue_at(epoch)
             self._first = False
             return
-        lr = float(self.schedule(epoch))
+        optimizer = _optimizer(self.model)
+        given = self.schedule(epoch, optimizer.lr) if self._takes_lr else self.schedule(epoch)
+        # None (a missing return) or a string: float() had named no callback
+        lr = number(given, f"LearningRateScheduler: the schedule's learning rate for epoch {epoch}")
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"LearningRateScheduler: the schedule gave lr={lr} for epoch "
                              f"{epoch}; it must be a finite number > 0")
-        _optimizer(self.model).lr = lr
+        optimizer.lr = lr
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         if self._is_scheduler:

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _C, losses, memory
 from ._checks import as_float32, positive_int
-from .nn.module import Parameter
+from .nn.module import Parameter, check_parameters_reachable, kept_recording
 
 VANISHING_RATIO = 100.0
 EXPLODING_GROWTH = 1000.0
@@ -93,8 +93,12 @@ def named_layers(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
     in attribute order; a model without sub-modules is one layer named by its class."""
     layers = getattr(model, "layers", None)
     if layers is None:
-        leaves = [(f"{name}:{type(m).__name__}", m) for name, m in model.named_modules()
-                  if name and next(m.children(), None) is None]
+        leaves, seen = [], set()
+        for name, m in model.named_modules():
+            # a layer held twice (a Sequential and a handle on one of its layers): once
+            if name and id(m) not in seen and next(m.children(), None) is None:
+                seen.add(id(m))
+                leaves.append((f"{name}:{type(m).__name__}", m))
         return leaves or [(type(model).__name__, model)]
     named = []
     for i, layer in enumerate(layers):
@@ -376,7 +380,8 @@ def _evaluation(model: Any) -> Iterator[None]:
     model.train(False)
     saved = [p.save_grad() for p in model.parameters()]
     try:
-        yield
+        with kept_recording(model):
+            yield
     finally:
         for p, state in zip(model.parameters(), saved):
             p.restore_grad(state)
@@ -418,8 +423,10 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
 
     Returns a ``GradientCheck``: per layer ("<index>:<class>") its error, as a dict, with
     ``passed``, ``failed`` and ``thresholds``; print it for a table and the verdict. The
-    model runs in evaluation mode (no dropout); its weights and gradients are left as
-    they were.
+    model runs in evaluation mode (no dropout); its weights, its gradients and the
+    recording of its last forward pass (a derived backward's) are left as they were. A
+    model with no parameters, or with some where ``parameters()`` does not look (in a list
+    or dict attribute), is a ValueError: there would be nothing, or not all, to check.
     """
     loss_fn = losses.get(loss)
     on_device = [name for name, p in model.named_parameters() if memory.is_tensor(p.data)]
@@ -438,6 +445,10 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
                          f"pass errs by 0.1 or more); got {tolerance}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0; got {seed!r:.60}")
+    check_parameters_reachable(model, "gradient_check")
+    if not model.parameters():
+        raise ValueError(f"gradient_check: {type(model).__name__} has no parameters, so there "
+                         "is no gradient to check")
     rng = np.random.default_rng(seed)
     errors, thresholds = {}, {}
     with _evaluation(model):

@@ -148,7 +148,7 @@ def compare(build_model: Callable[[], Any], data: Data, *,
         raise TypeError("compare: build_model must be a function that returns a new model "
                         "(e.g. lambda: nn.Sequential(...)), called once per run for fresh "
                         f"weights; got {type(build_model).__name__} {build_model!r:.60}")
-    if not 0.0 <= chance_margin < 1.0:
+    if not 0.0 <= number(chance_margin, "compare: chance_margin") < 1.0:
         raise ValueError(f"compare: chance_margin must be in [0, 1); got {chance_margin!r}")
     for name, value in (("lrs", lrs), ("batch_sizes", batch_sizes)):
         if value is not None and np.ndim(value) != 1:  # a list, a tuple or np.logspace's array
@@ -179,6 +179,10 @@ def compare(build_model: Callable[[], Any], data: Data, *,
         optimizer = make()  # a fresh one: runs must not share moments or steps
         _random.seed(seed)  # the same initial weights for every run
         model = build_model()
+        if not isinstance(model, nn.Module):  # None: a missing return ('NoneType' ... 'compile')
+            name = getattr(build_model, "__name__", type(build_model).__name__)
+            raise TypeError(f"compare: build_model ({name!r:.60}) returned {type(model).__name__} "
+                            f"{model!r:.60}; it must return a new model (a missing return?)")
         model.compile(loss=loss, optimizer=optimizer,  # accuracy, quiet where undefined
                       precision=precision)
         start = time.perf_counter()
@@ -326,7 +330,8 @@ class LRRangeResult:
 
 def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_entropy",
                   optimizer: str | optim.Optimizer = "sgd", start_lr: float = 1e-6, end_lr: float = 1.0,
-                  steps: int = 100, batch_size: int = 32, seed: int = 0,
+                  steps: int = 100, batch_size: int = 32,
+                  seed: int | np.random.Generator | None = 0,
                   smoothing: float = 0.9) -> LRRangeResult:
     """The learning-rate range test (Smith, 2015): train on mini-batches while the
     learning rate grows exponentially from start_lr to end_lr, recording the loss.
@@ -339,7 +344,9 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
     mode are restored afterwards, and a compiled model's parameters stay in its optimizer.
     optimizer: a name, or an Optimizer whose settings a fresh copy takes (the one given,
     perhaps the model's own, is left as it was). A loss that diverges within the first
-    steps leaves no suggestion but start_lr, with a warning to lower it.
+    steps leaves no suggestion but start_lr, with a warning to lower it. seed: the
+    shuffling of the batches (an integer >= 0, a NumPy Generator, or None for the global
+    generator of ``fastnn.seed``).
     """
     X_train, y_train = _unpack(data, 2, "lr_range_test")
     X_train, y_train = _check_data(model, X_train, y_train, "X", "y")
@@ -350,6 +357,7 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
     optim._check(isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and steps >= 2,
                  f"lr_range_test: steps must be an integer >= 2; got {steps!r}")
     smoothing = optim._in_range(smoothing, "lr_range_test: smoothing", 0.0, 1.0)
+    rng = _random.resolve(seed, "lr_range_test: seed")
     loss_fn = losses.get(loss)
     if isinstance(optimizer, optim.Optimizer):  # a copy: its lr is swept, its state made
         opt = optim.from_config(optimizer.get_config())
@@ -368,7 +376,6 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
     schedule = np.geomspace(start_lr, end_lr, steps)  # its ends exactly start_lr and end_lr
     lrs, smoothed = [], []
     avg, best = 0.0, math.inf
-    rng = np.random.default_rng(seed)
     batches = iter(())
     model.train()
     try:

@@ -20,7 +20,7 @@ from ._checks import as_float32, flag, numeric, positive_int
 from ._device import check_device, check_on_device
 from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
-from .nn.module import run_lock
+from .nn.module import check_parameters_reachable, run_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -205,6 +205,7 @@ def compile(model: Any, loss: str | losses.Loss, optimizer: str | optim.Optimize
     if precision == "bf16":
         _precision.warn_if_emulated("compile", stacklevel=3)
     loss_fn = losses.get(loss)
+    check_parameters_reachable(model, "compile")
     opt = optim.get(optimizer).bind(model.parameters())
     names = [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics or ())
     if _warn_on_output_activation(model, loss_fn):
@@ -735,6 +736,9 @@ def _check_callbacks(callbacks: Sequence[Any] | None) -> list[Callback]:
     checked = []
     seen: dict[int, int] = {}
     for i, cb in enumerate(callbacks or ()):
+        if isinstance(cb, type):  # its methods unbound: a raw "missing argument" from inside
+            raise TypeError(f"callbacks[{i}] is the class {cb.__name__}, not a callback: "
+                            f"create one, {cb.__name__}(...)")
         if id(cb) in seen:  # it ran twice an epoch: EarlyStopping counted each epoch twice
             raise ValueError(f"callbacks[{i}] is callbacks[{seen[id(cb)]}] again ({cb!r:.80}); "
                              "list each callback once")
@@ -864,9 +868,11 @@ def _mode(model: Any, training: bool) -> Iterator[None]:
 
 def _check_bound_parameters(model: Any, cfg: Compiled) -> None:
     """A layer added or replaced after compile has parameters its optimizer does not hold:
-    fit would never change them. Likewise a layer instance placed twice."""
+    fit would never change them. Likewise a layer instance placed twice, and parameters
+    held where ``parameters()`` does not look (a list attribute)."""
     if hasattr(model, "check_layers_unique"):
         model.check_layers_unique()
+    check_parameters_reachable(model, "fit")
     bound = {id(p) for p in cfg.optimizer.params}
     for name, p in model.named_parameters():
         if id(p) not in bound:

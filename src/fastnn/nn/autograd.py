@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import _C
 from .._checks import as_float32
-from .module import Module, Parameter, Workspace, WorkspaceLayer
+from .module import Module, Parameter, Workspace
 
 # The tape of the forward pass being recorded (None outside one).
 _active: ContextVar[Tape | None] = ContextVar("fastnn_tape", default=None)
@@ -222,7 +222,7 @@ class Node:
     module: Module | None = None
     modules: set[int] = field(default_factory=set)  # ids of module and its sub-modules
     extra: tuple[tuple, dict] = ((), {})  # a module's forward arguments after the input
-    calls: list = field(default_factory=list)  # (layer, its forward count) after the call
+    calls: list = field(default_factory=list)  # (module, its _forward_calls) after the call
 
 
 class Tape:
@@ -330,7 +330,7 @@ class Tape:
             return [None]
 
         index = len(self.nodes)
-        calls = [(m, m.calls) for _, m in module.named_modules() if isinstance(m, WorkspaceLayer)]
+        calls = [(m, m._forward_calls) for _, m in module.named_modules()]
         return self.value(y, Node(name, [x], y, backward, module, modules, (args, kwargs), calls))
 
     def call_op(self, name: str, inputs: Sequence[Any], forward: Callable[..., np.ndarray],
@@ -375,7 +375,7 @@ class Tape:
             need = [isinstance(a, Parameter) or
                     (isinstance(a, Recorded) and (a._node > 0 or input_grad))
                     for a in node.inputs]
-            ran_since = any(m.calls != count for m, count in node.calls)
+            ran_since = any(m._forward_calls != count for m, count in node.calls)
             if ran_since and not node.modules & touched and _stateful(node.module):
                 raise RuntimeError(
                     f"{self.owner_name}.backward: {node.name} ({node.module!r}) ran again after "
@@ -392,7 +392,8 @@ class Tape:
             touched |= node.modules
             before = ({} if trace is None or node.module is None else
                       {name: (p, p.grad.copy()) for name, p in node.module.named_parameters()})
-            input_grads = node.backward(g, need)
+            input_grads = [self._checked_grad(node, a, gi) if needed else gi
+                           for a, gi, needed in zip(node.inputs, node.backward(g, need), need)]
             if trace is not None:
                 step = _step(index, node, g, input_grads, before)
                 names = {id(p): name for name, p in self.owner.named_parameters()}
@@ -401,19 +402,39 @@ class Tape:
                      if isinstance(a, Parameter) and gi is not None})
                 trace.append(step)
             for a, gi, needed in zip(node.inputs, input_grads, need):
-                if needed and gi is not None and isinstance(a, Parameter):
+                if needed and isinstance(a, Parameter):
                     grad, beta = a.grad_to_write()  # adds up, as a layer's backward does
                     if beta:
                         grad += gi
                     else:
                         grad[...] = gi
-                elif needed and gi is not None:
+                elif needed:
                     # never in place: gi may be a view of another gradient
                     prev = grads.get(a._node)
                     grads[a._node] = gi if prev is None else prev + gi
         if not input_grad:
             return None
         return grads.get(0, np.zeros(self.nodes[0].output.shape, np.float32))
+
+    def _checked_grad(self, node: Node, value: Any, grad: Any) -> np.ndarray:
+        """``grad``, the gradient that ``node``'s backward gave for its input ``value``, as
+        an array of ``value``'s shape; else an error naming the call, as a Sequential's next
+        layer raises: a backward of one's own that returned None (a missing ``return``)
+        had left every layer before it without gradient, and one of another shape was
+        spread over the right one by NumPy's broadcasting, silently."""
+        def what() -> str:  # only for an error: a layer's repr costs more than the checks
+            module = "" if node.module is None else f" ({node.module!r})"
+            return f"{self.owner_name}.backward: {node.name}{module}"
+
+        if grad is not None and not isinstance(grad, np.ndarray):  # (run on the host only)
+            grad = as_float32(grad, lambda: f"{what()}: the gradient its backward returned")
+        if grad is not None and grad.shape == value.shape:
+            return grad
+        if grad is None:
+            raise TypeError(f"{what()}: its backward returned None; it must return the "
+                            f"gradient of its input, of shape {value.shape} (a missing return?)")
+        raise ValueError(f"{what()}: its backward returned a gradient of shape {grad.shape}; "
+                         f"expected {value.shape}, the shape of its input")
 
 
 def _norm(a: np.ndarray) -> float:

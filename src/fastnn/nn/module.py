@@ -315,6 +315,20 @@ class _TrainingMethod:
         return fn if obj is None else types.MethodType(fn, obj)
 
 
+class _SetByInit:
+    """``Module.training`` until ``Module.__init__`` sets it on the instance (which then
+    hides this): an AttributeError that says what is missing, for a subclass whose
+    ``__init__`` did not call ``super().__init__()`` (fit had failed deep inside with a
+    raw "object has no attribute 'training'")."""
+
+    def __get__(self, module: Module | None, owner: type | None = None) -> Any:
+        if module is None:
+            return self
+        raise AttributeError(f"{type(module).__name__} has no attribute 'training': its "
+                             "__init__ did not call super().__init__(); add "
+                             "super().__init__() as the first line of its __init__")
+
+
 def _records(module: Module) -> bool:
     """Whether the module's backward is derived by the recorder: it has a forward of its
     own (wrapped by ``Module.__init_subclass__``) and no backward of its own."""
@@ -368,12 +382,16 @@ class Module:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Only classes without a backward: layers with their own run as they are.
+        # Classes without a backward are recorded; layers with their own run as they are,
+        # their forward passes counted.
         forward = cls.__dict__.get("forward")
         if (forward is not None and not getattr(forward, "_fastnn_recorded", False)
                 and getattr(cls, "backward") is Module.backward):
             cls.forward = _recorded(forward)
-        elif forward is not None and "backward" not in cls.__dict__:
+        elif forward is not None and "backward" in cls.__dict__:
+            if not getattr(forward, "_fastnn_counted", False):
+                cls.forward = _counted(forward)
+        elif forward is not None:
             # the inherited backward was written for the parent's forward, not this one
             owner = cls.__mro__[1]
             raise TypeError(
@@ -382,6 +400,12 @@ class Module:
                 f"gradient): define backward too, or make {cls.__name__} an nn.Module with "
                 f"only a forward that holds the {owner.__name__} as an attribute "
                 f"(self.inner = {owner.__name__}(...); its backward is then derived)")
+
+    training = _SetByInit()  # True or False, set on the instance by __init__ and train()
+    # forward passes run (``_counted``): the recorder of a derived backward tells by it that
+    # a layer it replays ran again since (another model sharing it, a direct call), its
+    # caches then holding that call's
+    _forward_calls = 0
 
     def __init__(self) -> None:
         self.training = True
@@ -440,10 +464,11 @@ class Module:
         previous = self.training
         self.train(False)
         try:
-            value = loss_fn(self(x), y)
-            grad = loss_fn.backward()
-            steps: list[dict] = []
-            grad_x = vars(self)["_tape"].backward(grad, True, trace=steps)
+            with kept_recording(self):
+                value = loss_fn(self(x), y)
+                grad = loss_fn.backward()
+                steps: list[dict] = []
+                grad_x = vars(self)["_tape"].backward(grad, True, trace=steps)
         finally:
             self.train(previous)
             for p, state in saved:
@@ -627,8 +652,10 @@ class Module:
 
     def regularization_loss(self) -> float:
         """The L1/L2 penalty of this module's weights (its sub-modules' summed), which
-        training adds to the reported loss; 0.0 without penalties."""
-        return float(sum(child.regularization_loss() for child in self.children()))
+        training adds to the reported loss; 0.0 without penalties. A layer held under two
+        names (a Sequential and a handle on one of its layers) counts once, as its
+        parameters and their gradients do."""
+        return float(_penalty_below(self, set()))
 
     def get_config(self) -> dict:
         """The constructor's keyword arguments, JSON-serialisable:
@@ -686,6 +713,64 @@ class Module:
         return f"{type(self).__name__}()"
 
 
+def _penalty_below(module: Module, seen: set[int]) -> float:
+    """The L1/L2 penalty of ``module``'s sub-modules, each counted once (``seen``: the ids of
+    those counted). No list is made: fit calls it every step, and a list's memory stays in
+    Python's free list (test_workspace's steady state saw it grow)."""
+    total = 0.0
+    for child in module.children():
+        if id(child) not in seen:
+            seen.add(id(child))
+            total += (child.regularization_loss()  # a layer's own penalty
+                      if overridden(child, "regularization_loss", Module)
+                      else _penalty_below(child, seen))
+    return total
+
+
+def check_parameters_reachable(model: Module, owner: str) -> None:
+    """ValueError naming ``owner`` where ``model`` or a sub-module holds an nn.Parameter in
+    a list, tuple or dict attribute, or a module with parameters in a dict: ``parameters()``
+    does not look there, so no optimizer would train them and save would leave them out
+    (silently; a model with a derived backward refuses them when its forward uses them).
+    Parameters also held as attributes (a list of them for convenience) are found, and fine."""
+    found = {id(p) for p in model.parameters()}
+    seen: set[int] = set()
+    for path, module in model.named_modules():
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        for key, value in vars(module).items():
+            items = (value.items() if isinstance(value, dict) else
+                     enumerate(value) if isinstance(value, (list, tuple)) else ())
+            for i, item in items:
+                if (isinstance(item, Parameter) and id(item) not in found) or (
+                        isinstance(value, dict) and isinstance(item, Module)
+                        and any(id(p) not in found for p in item.parameters())):
+                    where = f"{path}.{key}" if path else key
+                    raise ValueError(
+                        f"{owner}: {where}[{i!r}] is {item!r:.80}, held in the "
+                        f"{type(value).__name__} {type(module).__name__}.{key}, where "
+                        "parameters() does not look: no optimizer would train it, and save "
+                        "would leave it out. Make each parameter an attribute (self.weight = "
+                        "nn.Parameter(...)), and sub-modules attributes or items of a list")
+
+
+@contextmanager
+def kept_recording(model: Any) -> Iterator[None]:
+    """Within the block, forward passes of ``model`` (gradient_check's, explain_backward's)
+    leave its recording of the last forward pass as it was: a backward called after the
+    block, for a forward run before it, then replays that forward (its layers recomputed
+    where the block ran them since), not the block's."""
+    tape = vars(model).get("_tape")
+    try:
+        yield
+    finally:
+        if tape is None:
+            vars(model).pop("_tape", None)
+        else:
+            vars(model)["_tape"] = tape
+
+
 def device_of_module(module: Module) -> str:
     """Where the module's parameters live ("cpu" for NumPy arrays, or a Tensor's device)."""
     params = module.parameters()
@@ -738,13 +823,27 @@ def _recorded(forward: Callable) -> Callable:
 
     @functools.wraps(forward)
     def wrapper(self: Module, x: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _records(self):
+        if not _records(self):  # a subclass's backward of its own: counted (``_counted``)
+            self._forward_calls += 1
             return forward(self, x, *args, **kwargs)
         from .autograd import run
 
         return run(self, forward, x, args, kwargs)
 
     wrapper._fastnn_recorded = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _counted(forward: Callable) -> Callable:
+    """``forward`` of a module with a backward of its own, counting its runs in
+    ``_forward_calls`` however it is called (``layer(x)``, ``layer.forward(x)``, a replay)."""
+
+    @functools.wraps(forward)
+    def wrapper(self: Module, *args: Any, **kwargs: Any) -> Any:
+        self._forward_calls += 1
+        return forward(self, *args, **kwargs)
+
+    wrapper._fastnn_counted = True  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -757,15 +856,10 @@ class WorkspaceLayer(Module):
     called on its own; ``output`` gives the array for a result handed on. A subclass of
     such a layer that overrides ``forward`` or ``backward`` is run through its override.
 
-    ``calls`` counts the forward passes run: the recorder of a derived backward tells by it
-    that a layer it replays ran again since (another model sharing it, a direct call), its
-    caches holding that call's.
+    ``_forward_calls`` counts the forward passes run, ``forward_with``'s too (see Module).
     """
 
-    calls = 0
-
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self.calls += 1
         return self._forward(x, None, False)
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
@@ -774,7 +868,7 @@ class WorkspaceLayer(Module):
     def forward_with(self, x: np.ndarray, workspace: Workspace, internal: bool) -> np.ndarray:
         if overridden(self, "forward", WorkspaceLayer):
             return self.forward(x)
-        self.calls += 1
+        self._forward_calls += 1
         return self._forward(x, workspace, internal)
 
     def backward_with(self, grad_out: np.ndarray, workspace: Workspace, internal: bool,
