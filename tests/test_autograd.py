@@ -1102,3 +1102,33 @@ def test_explain_backward_between_forward_and_backward_leaves_the_recording():
     model.explain_backward(x2, y2, print_fn=None)
     model.backward(g)
     assert_close(model.inp.weight.grad, want, rtol=1e-5, atol=1e-6)
+
+
+def _sequential_and_batch():
+    fnn.seed(0)
+    inner = nn.Sequential(nn.Dense(8, 8, activation="tanh"))
+    model = nn.Sequential(nn.Dense(4, 8, activation="relu"), inner, nn.Dense(8, 3))
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    return model, inner, x
+
+
+@pytest.mark.parametrize("between", ["gradient_check", "a layer called", "the inner model"])
+def test_a_sequential_s_backward_refuses_layers_that_ran_since_its_forward(between):
+    """A layer keeps its last call's batch for backward: gradient_check (or any call of a
+    layer) between a Sequential's forward and backward made the backward use that batch's
+    caches, silently (found by an attack)."""
+    from fastnn.diagnostics import gradient_check
+
+    model, inner, x = _sequential_and_batch()
+    out = model(x)
+    if between == "gradient_check":
+        gradient_check(model, x[:2], np.arange(2), "cross_entropy", samples=2)
+    elif between == "a layer called":
+        model.layers[2](np.ones((5, 8), np.float32))
+    else:
+        inner(np.ones((5, 8), np.float32))
+    layer = 0 if between == "gradient_check" else 2 if between == "a layer called" else 1
+    with pytest.raises(RuntimeError, match=f"(?s)layer {layer} .* ran again since"):
+        model.backward(np.ones_like(out))
+    model(x)  # the forward again: its backward runs
+    assert model.backward(np.ones_like(out)).shape == x.shape

@@ -337,6 +337,33 @@ def test_a_fit_refused_by_its_checks_leaves_the_resume_state_for_the_corrected_c
     np.testing.assert_array_equal(resumed.layers[0].weight.data, model.layers[0].weight.data)
 
 
+class FailsOnTrainBegin(callbacks.Callback):
+    """A callback whose set-up fails (as TensorBoard's without tensorboardX)."""
+
+    def on_train_begin(self, logs=None):
+        raise RuntimeError("a bug in my callback")
+
+
+class CtrlCOnEpochBegin(callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("failing, error", [(FailsOnTrainBegin, RuntimeError),
+                                            (CtrlCOnEpochBegin, KeyboardInterrupt)])
+def test_a_fit_failing_before_its_first_batch_leaves_the_resume_state(tmp_path, failing, error):
+    """Only fit's own checks had left it: a callback failing in on_train_begin, or a Ctrl-C
+    before the first batch, consumed the loaded run, and the corrected call started over
+    from epoch 0, silently not the uninterrupted run (found by an attack)."""
+    model, X, y, path = _trained_with_checkpoints(tmp_path)
+    resumed = fastnn.load(path.format(epoch=2))
+    with pytest.raises(error):
+        resumed.fit(X, y, epochs=4, seed=1, verbose=0, validation_split=0.2, callbacks=[failing()])
+    history = resumed.fit(X, y, epochs=4, seed=1, verbose=0, validation_split=0.2)
+    assert history.epoch == [2, 3]
+    np.testing.assert_array_equal(resumed.layers[0].weight.data, model.layers[0].weight.data)
+
+
 def test_saving_the_optimizer_mid_epoch_warns_and_leaves_the_run_s_position_out(tmp_path):
     """The run state was the last finished epoch's while the weights and moments were past it:
     the resumed fit replayed batches onto weights that had taken them (found by an attack)."""

@@ -1,6 +1,7 @@
 """experiments.compare and lr_range_test, and the PNG files of fastnn.plot."""
 
 import re
+import threading
 import types
 
 import numpy as np
@@ -8,6 +9,8 @@ import pytest
 
 import fastnn
 from fastnn import experiments, nn, optim
+from fastnn.diagnostics import gradient_check
+from fastnn.nn.module import run_lock
 
 pytest.importorskip("matplotlib")
 from fastnn import plot  # noqa: E402
@@ -503,3 +506,54 @@ def test_a_build_function_without_a_model_and_a_negative_seed_are_named(digits_s
     with pytest.raises(ValueError, match=r"lr_range_test: seed must be an integer >= 0.*-1"):
         experiments.lr_range_test(model, digits_split[:2], seed=-1, steps=5)
     assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+
+
+def test_compare_leaves_fastnn_seed_s_generator_as_it_was():
+    """compare reseeded the global generator for each run and left it so: after
+    fastnn.seed(42) and a compare, the next layer had compare's seed-0 weights (found by an
+    attack)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 4)).astype(np.float32), rng.integers(0, 2, 40)
+    fastnn.seed(42)
+    expected = nn.Dense(4, 3).weight.data
+    fastnn.seed(42)
+    experiments.compare(lambda: nn.Sequential(nn.Dense(4, 2)), (X, y, X, y), epochs=1,
+                        verbose=False)
+    np.testing.assert_array_equal(nn.Dense(4, 3).weight.data, expected)
+
+
+def _gradient_check(model, X, y):
+    return gradient_check(model, X, y, "cross_entropy", samples=2)
+
+
+def _lr_range_test(model, X, y):
+    return experiments.lr_range_test(model, (X, y), steps=3, batch_size=8)
+
+
+@pytest.mark.parametrize("run", [_gradient_check, _lr_range_test])
+def test_gradient_check_and_lr_range_test_wait_for_another_thread_s_run(run):
+    """They held no run_lock: run from another thread during fit, they switched its steps to
+    evaluation mode, trained the test's weights and rolled the fit's back (found by an
+    attack). Within this thread's own run (a fit's callback) they still run (re-entrant)."""
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(4, 8, activation="relu"), nn.Dense(8, 2))
+    X = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+    y = np.arange(16) % 2
+    finished = threading.Event()
+
+    def other_thread():
+        run(model, X, y)
+        finished.set()
+
+    def state():  # what they change first: the mode, the parameters' arrays (a bind)
+        return model.training, [id(p.data) for p in model.parameters()]
+
+    with run_lock(model):  # this thread's run, under way
+        run(model, X, y)
+        before = state()
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        assert not finished.wait(0.3), "ran during another thread's run"
+        assert state() == before, "changed the model during another thread's run"
+    thread.join(30)
+    assert finished.is_set()

@@ -1,10 +1,14 @@
-"""Argument checks shared by layers, losses, optimizers and the training loop."""
+"""Argument checks shared by layers, losses, optimizers and the training loop, and the
+guards of their sections that a Ctrl-C must not cut in two."""
 
 from __future__ import annotations
 
+import _signal  # signal's functions without their Python wrappers: see deferred_interrupt
 import math
 import numbers
-from typing import Callable, Union
+import signal
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 
@@ -198,3 +202,52 @@ def stream_seed(seed: object, owner: str) -> int:
             or not 0 <= seed < 2**64):
         raise ValueError(f"{owner}: seed must be an integer in [0, 2**64) or None; got {seed!r}")
     return int(seed)
+
+
+class deferred_interrupt:
+    """Within the block (``with deferred_interrupt():``), a Ctrl-C (SIGINT) waits for its
+    end, and is then handed to the handler it was meant for (Python's raises
+    KeyboardInterrupt there). For short sections that change state in several steps (every
+    layer's mode, an optimizer's step count and update, a restore): an interrupt between
+    two of them, as notebook users send mid-cell, left the state half changed, silently.
+    Never around long work: Ctrl-C must stay prompt. Outside the main thread (which alone
+    runs signal handlers), or where SIGINT's handler is not a Python function (ignored,
+    the default action, one set from C), the block simply runs.
+
+    A class calling ``_signal`` (signal's own functions wrap it in Python, and their enum
+    lookups took microseconds): the fewer steps before the handler is in place, the fewer
+    places an interrupt can still land before it."""
+
+    def __enter__(self) -> None:
+        self.received: list[Any] = []  # the frame of a SIGINT received, for the handler
+        self.previous = _signal.getsignal(signal.SIGINT)
+        if not callable(self.previous):
+            self.previous = None
+            return
+        try:
+            _signal.signal(signal.SIGINT, self._record)
+        except ValueError:  # not the main thread, where alone handlers are set
+            self.previous = None
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.received.append(frame)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.previous is not None:
+            _signal.signal(signal.SIGINT, self.previous)
+            if self.received:
+                self.previous(signal.SIGINT, self.received[0])
+
+
+@contextmanager
+def global_rng_kept() -> Iterator[None]:
+    """Within the block, draws from (or a reseeding of) ``fastnn.seed``'s global generator
+    leave it as it was after the block: the user's next draws are those they seeded."""
+    from ._random import generator
+
+    state = generator().bit_generator.state
+    try:
+        yield
+    finally:
+        with deferred_interrupt():
+            generator().bit_generator.state = state

@@ -37,8 +37,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import _C, losses, memory
-from ._checks import as_float32, positive_int
-from .nn.module import Parameter, check_parameters_reachable, kept_recording
+from ._checks import as_float32, deferred_interrupt, positive_int
+from .nn.module import Parameter, check_parameters_reachable, kept_recording, run_lock
 
 VANISHING_RATIO = 100.0
 EXPLODING_GROWTH = 1000.0
@@ -310,14 +310,16 @@ def _check_parameter(p: Parameter, objective: Callable[[], float], eps: float, s
                 raise ValueError(f"gradient_check: a step of {step:.3g} (eps = {eps:.3g}) is lost "
                                  f"to float32's rounding beside the weight {original:.6g}; "
                                  "give a larger eps")
-            flat[i] = plus
-            f_plus = objective()
-            flat[i] = minus
-            f_minus = objective()
+            try:  # the entry put back whatever happens (a Ctrl-C in a forward pass)
+                flat[i] = plus
+                f_plus = objective()
+                flat[i] = minus
+                f_minus = objective()
+            finally:
+                flat[i] = original
             estimates.append(((f_plus - f_minus) / (plus - minus),
                               (f_plus - f_here) / (plus - original),
                               (f_here - f_minus) / (original - minus)))
-        flat[i] = original
         # Where the entry sits on a kink (a ReLU input at exactly 0, as zero inputs and a
         # zero bias give), backpropagation's derivative is one of the one-sided slopes and
         # the central difference is their mean: compare with the nearest of the three (at
@@ -375,17 +377,25 @@ class GradientCheck(dict):
 
 
 @contextmanager
-def _evaluation(model: Any) -> Iterator[None]:
-    previous = model.training
-    model.train(False)
-    saved = [p.save_grad() for p in model.parameters()]
-    try:
-        with kept_recording(model):
-            yield
-    finally:
-        for p, state in zip(model.parameters(), saved):
-            p.restore_grad(state)
-        model.train(previous)
+def evaluation_run(model: Any) -> Iterator[None]:
+    """Within the block, ``model`` in evaluation mode and held by this thread (``run_lock``:
+    another thread's fit had trained in evaluation mode, and had its weights rolled back);
+    after it, its mode, its parameters' gradients and the recording of its last forward
+    as they were (gradient_check's and explain_backward's passes are not the user's). A
+    Ctrl-C waits for the end of a switch or a restore (a cut one left them half done)."""
+    with run_lock(model):
+        previous = model.training
+        saved = [(p, p.save_grad()) for p in model.parameters()]
+        try:
+            with deferred_interrupt():
+                model.train(False)
+            with kept_recording(model):
+                yield
+        finally:
+            with deferred_interrupt():
+                for p, state in saved:
+                    p.restore_grad(state)
+                model.train(previous)
 
 
 def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.Loss,
@@ -451,7 +461,7 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
                          "is no gradient to check")
     rng = np.random.default_rng(seed)
     errors, thresholds = {}, {}
-    with _evaluation(model):
+    with evaluation_run(model):
         model.zero_grad()
         loss_fn(model(X), y)
         model.backward(loss_fn.backward())

@@ -22,7 +22,8 @@ import numpy as np
 from . import _random, losses, nn, optim
 from . import precision as _precision
 from .data import batches as _batches
-from ._checks import number, positive_int
+from ._checks import deferred_interrupt, global_rng_kept, number, positive_int
+from .nn.module import run_lock
 from .train import _check_data, _in_notebook, _is_terminal
 
 Data = tuple  # (X_train, y_train, X_val, y_val) or (X_train, y_train, X_val, y_val, ...)
@@ -136,7 +137,8 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     whose final validation accuracy is at most ``chance_margin`` above guessing (the larger
     of 1/classes and the validation set's majority-class share) is marked "chance" in the
     table (``Run.at_chance``): it learnt nothing. Prints a line per run and the table when
-    verbose; plot= saves the curves side by side (needs matplotlib). A failure of the table
+    verbose; plot= saves the curves side by side (needs matplotlib). ``fastnn.seed``'s
+    generator, which each run reseeds with ``seed``, is left as it was. A failure of the table
     or the plot only warns: the finished runs are always returned. precision: "fp32" or
     "bf16", every run's (``compile``'s precision). device: where every run trains
     (``fit``'s device; None: the CPU).
@@ -173,38 +175,47 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     # as it starts: a CNN's run had been silent for minutes.
     bars = verbose and (_is_terminal(sys.stdout) or _in_notebook())
     runs = list(itertools.product(grid, batch_sizes))
-    for i, ((opt_name, settings, lr, make), batch_size) in enumerate(runs):
-        if verbose:
-            print(f"run {i + 1}/{len(runs)}: {opt_name} lr={lr:g} bs={batch_size}", flush=True)
-        optimizer = make()  # a fresh one: runs must not share moments or steps
-        _random.seed(seed)  # the same initial weights for every run
-        model = build_model()
-        if not isinstance(model, nn.Module):  # None: a missing return ('NoneType' ... 'compile')
-            name = getattr(build_model, "__name__", type(build_model).__name__)
-            raise TypeError(f"compare: build_model ({name!r:.60}) returned {type(model).__name__} "
-                            f"{model!r:.60}; it must return a new model (a missing return?)")
-        model.compile(loss=loss, optimizer=optimizer,  # accuracy, quiet where undefined
-                      precision=precision)
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # divergence is reported below
-            history = model.fit(X_train, y_train, epochs=epochs, batch_size=batch_size, device=device,
-                                validation_data=(X_val, y_val), seed=seed, verbose=1 if bars else 0)
-        seconds = time.perf_counter() - start
-        h = history.history
-        val_acc = h.get("val_accuracy", [])
-        diverged = history.stop_reason is not None or not all(math.isfinite(v) for v in h["loss"])
-        reached = next((i + 1 for i, a in enumerate(val_acc)
-                        if target_accuracy is not None and a >= target_accuracy), None)
-        at_chance = bool(val_acc) and chance is not None and val_acc[-1] <= chance + chance_margin
-        run = Run(opt_name, lr, batch_size, history, seconds, diverged,
-                  val_acc[-1] if val_acc else None, max(val_acc) if val_acc else None,
-                  h["loss"][-1], reached, at_chance=at_chance, settings=settings)
-        result.runs.append(run)
-        if verbose:
-            accuracy = "-" if run.final_val_accuracy is None else f"{run.final_val_accuracy:.4f}"
-            print(f"{run.label}: validation accuracy {accuracy}, {run.status}, {seconds:.2f}s",
-                  flush=True)
+    # every run reseeds fastnn.seed's generator (seed: the same initial weights for each):
+    # the user's seeding holds again after it (the next layer built got seed 0's weights)
+    with global_rng_kept():
+        for i, ((opt_name, settings, lr, make), batch_size) in enumerate(runs):
+            if verbose:
+                print(f"run {i + 1}/{len(runs)}: {opt_name} lr={lr:g} bs={batch_size}",
+                      flush=True)
+            optimizer = make()  # a fresh one: runs must not share moments or steps
+            _random.seed(seed)  # the same initial weights for every run
+            model = build_model()
+            if not isinstance(model, nn.Module):  # None: a missing return ('NoneType' ...)
+                name = getattr(build_model, "__name__", type(build_model).__name__)
+                raise TypeError(f"compare: build_model ({name!r:.60}) returned "
+                                f"{type(model).__name__} {model!r:.60}; it must return a new "
+                                "model (a missing return?)")
+            model.compile(loss=loss, optimizer=optimizer,  # accuracy, quiet where undefined
+                          precision=precision)
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # divergence is reported below
+                history = model.fit(X_train, y_train, epochs=epochs, batch_size=batch_size,
+                                    device=device, validation_data=(X_val, y_val), seed=seed,
+                                    verbose=1 if bars else 0)
+            seconds = time.perf_counter() - start
+            h = history.history
+            val_acc = h.get("val_accuracy", [])
+            diverged = (history.stop_reason is not None
+                        or not all(math.isfinite(v) for v in h["loss"]))
+            reached = next((i + 1 for i, a in enumerate(val_acc)
+                            if target_accuracy is not None and a >= target_accuracy), None)
+            at_chance = (bool(val_acc) and chance is not None
+                         and val_acc[-1] <= chance + chance_margin)
+            run = Run(opt_name, lr, batch_size, history, seconds, diverged,
+                      val_acc[-1] if val_acc else None, max(val_acc) if val_acc else None,
+                      h["loss"][-1], reached, at_chance=at_chance, settings=settings)
+            result.runs.append(run)
+            if verbose:
+                accuracy = ("-" if run.final_val_accuracy is None
+                            else f"{run.final_val_accuracy:.4f}")
+                print(f"{run.label}: validation accuracy {accuracy}, {run.status}, "
+                      f"{seconds:.2f}s", flush=True)
     try:
         if verbose:
             print(result.table())
@@ -364,49 +375,54 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
         opt.lr = start_lr
     else:
         opt = optim.get(optimizer, lr=start_lr)
-    params = model.parameters()
-    bound = [(p.data, p.grad) for p in params]  # a compiled optimizer's views, given back after
-    opt.bind(params)
-    saved = [p.data.copy() for p in params]
-    saved_buffers = [b.copy() for b in model.buffers()]  # batch norm's running statistics
-    # where each Dropout's mask stream stands: a fit after the test draws the masks it would
-    # have drawn without it
-    streams = [(m, m.offset) for _, m in model.named_modules() if isinstance(m, nn.Dropout)]
-    was_training = model.training
     schedule = np.geomspace(start_lr, end_lr, steps)  # its ends exactly start_lr and end_lr
     lrs, smoothed = [], []
     avg, best = 0.0, math.inf
     batches = iter(())
-    model.train()
-    try:
-        for step in range(steps):
-            try:
-                xb, yb = next(batches)
-            except StopIteration:
-                batches = _batches(X_train, y_train, batch_size, shuffle=True, seed=rng)
-                xb, yb = next(batches)
-            opt.lr = float(schedule[step])
-            value = loss_fn(model(xb), yb)
-            model.backward(loss_fn.backward())
-            opt.step()
-            opt.zero_grad()
-            avg = smoothing * avg + (1 - smoothing) * value
-            debiased = avg / (1 - smoothing ** (step + 1))
-            if not math.isfinite(debiased) or debiased > 4 * best:
-                break
-            best = min(best, debiased)
-            lrs.append(opt.lr)
-            smoothed.append(debiased)
-    finally:
-        for p, w, (data, grad) in zip(params, saved, bound):
-            p.data, p.grad = data, grad
-            p.data[...] = w
-            p.grad.fill(0.0)
-        for b, w in zip(model.buffers(), saved_buffers):
-            b[...] = w
-        for m, offset in streams:
-            m.offset = offset
-        model.train(was_training)
+    # the model held for the whole test (run_lock): another thread's fit had trained the
+    # test's weights, and had its own rolled back at the end
+    with run_lock(model):
+        params = model.parameters()
+        bound = [(p.data, p.grad) for p in params]  # a compiled optimizer's views, given back after
+        saved = [p.data.copy() for p in params]
+        saved_buffers = [b.copy() for b in model.buffers()]  # batch norm's running statistics
+        # where each Dropout's mask stream stands: a fit after the test draws the masks it
+        # would have drawn without it
+        streams = [(m, m.offset) for _, m in model.named_modules() if isinstance(m, nn.Dropout)]
+        was_training = model.training
+        try:
+            with deferred_interrupt():  # the parameters moved and the mode switched whole
+                opt.bind(params)
+                model.train()
+            for step in range(steps):
+                try:
+                    xb, yb = next(batches)
+                except StopIteration:
+                    batches = _batches(X_train, y_train, batch_size, shuffle=True, seed=rng)
+                    xb, yb = next(batches)
+                opt.lr = float(schedule[step])
+                value = loss_fn(model(xb), yb)
+                model.backward(loss_fn.backward())
+                opt.step()
+                opt.zero_grad()
+                avg = smoothing * avg + (1 - smoothing) * value
+                debiased = avg / (1 - smoothing ** (step + 1))
+                if not math.isfinite(debiased) or debiased > 4 * best:
+                    break
+                best = min(best, debiased)
+                lrs.append(opt.lr)
+                smoothed.append(debiased)
+        finally:
+            with deferred_interrupt():  # a restore cut short left the test's weights in part
+                for p, w, (data, grad) in zip(params, saved, bound):
+                    p.data, p.grad = data, grad
+                    p.data[...] = w
+                    p.grad.fill(0.0)
+                for b, w in zip(model.buffers(), saved_buffers):
+                    b[...] = w
+                for m, offset in streams:
+                    m.offset = offset
+                model.train(was_training)
     lrs_a, loss_a = np.array(lrs), np.array(smoothed)
     lowest = int(np.argmin(loss_a)) if len(loss_a) else 0
     # The steepest descent before the loss bottoms out, the first 10% of the steps left

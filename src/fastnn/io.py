@@ -46,7 +46,8 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
 
-from . import _random, memory
+from . import memory
+from ._checks import global_rng_kept, number
 
 FORMAT = "fastnn"
 OPTIMIZER_PREFIX = "optimizer."
@@ -300,8 +301,6 @@ def _checked_logs(logs: Any) -> dict[str, float]:
     """``save``'s logs as {name: float}: a mapping of strings to real numbers; TypeError or
     ValueError naming logs otherwise (a list was an AttributeError, "abc" float()'s error,
     and 10**400 an OverflowError)."""
-    from ._checks import number
-
     if not isinstance(logs, Mapping):
         raise TypeError(f"save: logs must be a mapping of metric names to numbers (an epoch's "
                         f"logs); got {type(logs).__name__} {logs!r:.100}")
@@ -521,15 +520,14 @@ def load(path: str | Path) -> Any:
             "fastnn.io.load_weights(model, path)")
     cls = _known_class(nn, spec, nn.Module, "model", path)
     weights = sum(v.size for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX))
-    state = _random.generator().bit_generator.state
+    # building draws initial weights (overwritten below); the file's weights bound what
+    # may be allocated
     try:
-        with parameter_budget(weights):  # the file's weights bound what may be allocated
+        with global_rng_kept(), parameter_budget(weights):
             model = cls.from_config(_mapping(spec.get("config", {}), "the model config", path))
     except (TypeError, ValueError, RecursionError) as err:
         raise InvalidFileError(f"{path}: cannot build the {spec['class']} it describes: "
                                f"{err}") from err
-    finally:  # building draws initial weights; they are overwritten below
-        _random.generator().bit_generator.state = state
     _load_weights(model, tensors, path)
     if "training" in metadata:
         training = _json(metadata, "training", path)

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import _C, memory
-from ._checks import F32_MAX as _F32_MAX, F32_TINY, flag, float32_epsilon, float32_number
+from ._checks import (F32_MAX as _F32_MAX, F32_TINY, deferred_interrupt, flag, float32_epsilon,
+                      float32_number)
 from .nn.module import Parameter
 
 
@@ -269,8 +270,11 @@ class Optimizer:
                 _C.scale_(flat.grad, factor)
         if self.clip_value is not None:
             _C.clip_(flat.grad, -self.clip_value, self.clip_value)
-        self.step_count += 1
-        self._update(flat, self._flat_state)
+        # the count and the update as one: a Ctrl-C between them left the count a step ahead
+        # of the weights and moments (Adam's bias correction then wrong, silently)
+        with deferred_interrupt():
+            self.step_count += 1
+            self._update(flat, self._flat_state)
 
     def zero_grad(self) -> None:
         """Reset the gradients of the bound parameters to zero (lazily: the next backward

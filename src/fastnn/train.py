@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _C, data, diagnostics as _diagnostics, losses, memory, metrics as _metrics, optim
 from . import precision as _precision
-from ._checks import as_float32, flag, numeric, positive_int
+from ._checks import as_float32, deferred_interrupt, flag, numeric, positive_int
 from ._device import check_device, check_on_device
 from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
@@ -332,84 +332,90 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                         f"got {type(augment).__name__}")
     callbacks = _check_callbacks(callbacks)
     split_rng, rng, start, undo_start = _start(cfg, seed, epochs, augment)
+    history = History()
     try:
         sync, X, y, X_val, y_val, split_state = _prepare(
             model, cfg, X, y, batch_size, validation_split, validation_data, callbacks, augment,
             distributed, shuffle, epochs, start, split_rng, rng)
-    except BaseException:
-        undo_start()
-        raise
-    callbacks = sync.callbacks(callbacks) if sync is not None else callbacks
 
-    monitor = _diagnostics.Monitor(model) if diagnostics else None
-    # the training set on the model's device, copied once (None: on the host)
-    X_device = memory.asarray(X, like=on_device) if on_device is not None else None
-    targets = _whole_targets(model, cfg.loss, X, y, "fit: y") if on_device is not None else None
-    y_device = memory.asarray(targets, like=on_device) if targets is not None else None
-    progress = _Progress(verbose if sync is None else sync.verbose(verbose), epochs)
-    history = model.history = History()  # as Keras's: callbacks read it (diagnostics)
-    for cb in callbacks:
-        cb.set_model(model)
-    model.stop_training = False
-    logs: dict[str, float] = {}
-    with _mode(model, training=True), _precision.using(gemm_precision):
-        cfg.optimizer.zero_grad()
+        monitor = _diagnostics.Monitor(model) if diagnostics else None
+        # the training set on the model's device, copied once (None: on the host)
+        X_device = memory.asarray(X, like=on_device) if on_device is not None else None
+        targets = (_whole_targets(model, cfg.loss, X, y, "fit: y") if on_device is not None
+                   else None)
+        y_device = memory.asarray(targets, like=on_device) if targets is not None else None
+        progress = _Progress(verbose if sync is None else sync.verbose(verbose), epochs)
+        model.history = history  # as Keras's: callbacks read it (diagnostics)
         for cb in callbacks:
-            cb.on_train_begin()
-        zero_lr_told = False
-        for epoch in range(start, epochs):
+            cb.set_model(model)
+        model.stop_training = False
+        logs: dict[str, float] = {}
+        with _mode(model, training=True), _precision.using(gemm_precision):
+            cfg.optimizer.zero_grad()
             for cb in callbacks:
-                cb.on_epoch_begin(epoch)
-            lr = cfg.optimizer.lr
-            if lr == 0 and epoch == start:  # a schedule annealed it in an earlier fit
-                warnings.warn("fit: the optimizer's learning rate is 0 (a schedule annealed "
-                              "it to 0 in an earlier fit), so the weights will not change; set "
-                              "it first: model.compiled.optimizer.lr = 0.01", UserWarning,
-                              stacklevel=2)
-            elif lr == 0 and epoch < epochs - 1 and not zero_lr_told:  # a schedule ended early
-                zero_lr_told = True  # (CosineLR(total_epochs=4) in fit(epochs=8): 4 epochs at 0)
-                warnings.warn(f"fit: a schedule set the learning rate to 0 for epoch {epoch + 1} "
-                              f"of {epochs}, so the weights stop changing; match its length "
-                              "(total_epochs) to epochs", UserWarning, stacklevel=2)
-            if monitor is not None:
-                monitor.begin_epoch(epoch)
-            progress.begin_epoch(epoch, len(X) if sync is None
-                                 else sync.share(len(X), batch_size))
-            cfg.mid_epoch = True
-            logs = _train_epoch(model, cfg, X, y, batch_size, rng if shuffle else None,
-                                augment, monitor, progress, callbacks, sync, X_device, y_device)
-            if sync is not None:
-                sync.end_epoch()
-            if X_val is not None:
-                val = _evaluate(model, cfg, X_val, y_val, cfg.metrics, sync=sync)
-                logs.update({f"val_{key}": value for key, value in val.items()})
-            logs["lr"] = lr
-            layers, messages = monitor.end_epoch() if monitor is not None else (None, [])
-            history.record(epoch, logs, layers)
-            progress.end_epoch(logs)
-            _diagnostics.emit(messages)
-            history.stop_reason = _nonfinite(model, logs["loss"], epoch)
-            if sync is not None:
-                history.stop_reason = sync.stop_reason(history.stop_reason)
-            if history.stop_reason is not None:
-                # No on_epoch_end: a checkpoint must not replace a good model with this one.
-                warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
-                break
-            if seed is None or isinstance(seed, (int, np.integer)):  # else: not resumable
-                stream = ((augment.seed, augment.offset) if isinstance(augment, data.Augment)
-                          else None)
-                cfg.run = RunState(None if seed is None else int(seed), epochs, epoch + 1,
-                                   split_state, rng.bit_generator.state, stream).to_json()
-            cfg.mid_epoch = False
-            # the schedulers first: a checkpoint written at this epoch's end then holds the
-            # next epoch's rate, whichever the callbacks' order (a resumed fit reads it)
-            for cb in sorted(callbacks, key=lambda c: not isinstance(c, LearningRateScheduler)):
-                cb.on_epoch_end(epoch, logs)
-            if model.stop_training:
-                break
-        for cb in callbacks:
-            cb.on_train_end(logs)
-    return history
+                cb.on_train_begin()
+            zero_lr_told = False
+            for epoch in range(start, epochs):
+                for cb in callbacks:
+                    cb.on_epoch_begin(epoch)
+                lr = cfg.optimizer.lr
+                if lr == 0 and epoch == start:  # a schedule annealed it in an earlier fit
+                    warnings.warn("fit: the optimizer's learning rate is 0 (a schedule "
+                                  "annealed it to 0 in an earlier fit), so the weights will not "
+                                  "change; set it first: model.compiled.optimizer.lr = 0.01",
+                                  UserWarning, stacklevel=2)
+                elif lr == 0 and epoch < epochs - 1 and not zero_lr_told:  # a schedule ended early
+                    zero_lr_told = True  # (CosineLR(total_epochs=4) in fit(epochs=8): 4 at 0)
+                    warnings.warn(f"fit: a schedule set the learning rate to 0 for epoch "
+                                  f"{epoch + 1} of {epochs}, so the weights stop changing; match "
+                                  "its length (total_epochs) to epochs", UserWarning, stacklevel=2)
+                if monitor is not None:
+                    monitor.begin_epoch(epoch)
+                progress.begin_epoch(epoch, len(X) if sync is None
+                                     else sync.share(len(X), batch_size))
+                logs = _train_epoch(model, cfg, X, y, batch_size, rng if shuffle else None,
+                                    augment, monitor, progress, callbacks, sync, X_device,
+                                    y_device)
+                if sync is not None:
+                    sync.end_epoch()
+                if X_val is not None:
+                    val = _evaluate(model, cfg, X_val, y_val, cfg.metrics, sync=sync)
+                    logs.update({f"val_{key}": value for key, value in val.items()})
+                logs["lr"] = lr
+                layers, messages = monitor.end_epoch() if monitor is not None else (None, [])
+                history.record(epoch, logs, layers)
+                progress.end_epoch(logs)
+                _diagnostics.emit(messages)
+                history.stop_reason = _nonfinite(model, logs["loss"], epoch)
+                if sync is not None:
+                    history.stop_reason = sync.stop_reason(history.stop_reason)
+                if history.stop_reason is not None:
+                    # No on_epoch_end: a checkpoint must not replace a good model with this.
+                    warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
+                    break
+                if seed is None or isinstance(seed, (int, np.integer)):  # else: not resumable
+                    stream = ((augment.seed, augment.offset)
+                              if isinstance(augment, data.Augment) else None)
+                    cfg.run = RunState(None if seed is None else int(seed), epochs, epoch + 1,
+                                       split_state, rng.bit_generator.state, stream).to_json()
+                cfg.mid_epoch = False
+                # the schedulers first: a checkpoint written at this epoch's end then holds
+                # the next epoch's rate, whichever the callbacks' order (a resumed fit reads it)
+                for cb in sorted(callbacks,
+                                 key=lambda c: not isinstance(c, LearningRateScheduler)):
+                    cb.on_epoch_end(epoch, logs)
+                if model.stop_training:
+                    break
+            for cb in callbacks:
+                cb.on_train_end(logs)
+        return history
+    except BaseException:
+        # a failure before the first batch's forward (a callback's on_train_begin, a Ctrl-C)
+        # leaves the resume state for the corrected call: it had been consumed, and the next
+        # fit started over from epoch 0
+        if not (cfg.mid_epoch or history.epoch):
+            undo_start()
+        raise
 
 
 def _prepare(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray, batch_size: int | None,
@@ -456,20 +462,20 @@ def _prepare(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray, batch_size
 def _start(cfg: Compiled, seed: int | np.random.Generator | None, epochs: int,
            augment: Any) -> tuple[np.random.Generator, np.random.Generator, int, Callable[[], None]]:
     """The generators of fit's validation split and shuffling, its first epoch (a loaded
-    checkpoint's fit resumed, see ``fit``, or a new one), and what undoes the start: a fit
-    whose later checks fail leaves the resume state for the corrected call (it had been
-    consumed, and the next fit started over from epoch 0)."""
+    checkpoint's fit resumed, see ``fit``, or a new one), and what undoes the start, for a
+    fit that fails before its first batch (see ``fit``)."""
     if seed is not None and not is_seed_object(seed):
         check_seed(seed, "fit: seed")
-    saved, run = cfg.resume, cfg.run
+    saved, run, mid_epoch = cfg.resume, cfg.run, cfg.mid_epoch
     stream = (augment.seed, augment.offset) if isinstance(augment, data.Augment) else None
 
     def undo() -> None:
-        cfg.resume, cfg.run = saved, run
+        cfg.resume, cfg.run, cfg.mid_epoch = saved, run, mid_epoch
         if stream is not None:
             augment.seed, augment.offset = stream
 
-    cfg.resume, cfg.run = None, None
+    # mid_epoch: set again at this fit's first batch, which ends what undo may undo
+    cfg.resume, cfg.run, cfg.mid_epoch = None, None, False
     if (saved is None or isinstance(seed, np.random.Generator)
             or (seed is not None and seed != saved.seed)):
         rng = resolve(seed)
@@ -576,6 +582,7 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
             xb = _augmented(augment, xb)
             if X_device is not None:
                 xb = memory.asarray(xb, like=X_device)
+        cfg.mid_epoch = True  # the forward moves state (batch norm's statistics, dropout's stream)
         with run_lock(model):  # the step's forward and backward, no other thread's between
             pred = model(xb)
             try:
@@ -855,15 +862,19 @@ class _Progress:
 
 @contextmanager
 def _mode(model: Any, training: bool) -> Iterator[None]:
-    """Put the model in training or evaluation mode, restoring the previous mode after."""
-    with run_lock(model):  # not while another thread's run holds the model (run_lock)
-        previous = model.training
-        model.train(training)
+    """Put the model in training or evaluation mode, restoring the previous mode after.
+    Each switch walks every layer: a Ctrl-C waits for its end (a cut walk left some layers
+    in each mode, and the next restore of the top flag then put all in the wrong one)."""
+    previous = None  # the mode to restore, once switched
     try:
+        with run_lock(model), deferred_interrupt():  # not during another thread's run
+            previous = model.training
+            model.train(training)
         yield
     finally:
-        with run_lock(model):
-            model.train(previous)
+        if previous is not None:
+            with run_lock(model), deferred_interrupt():
+                model.train(previous)
 
 
 def _check_bound_parameters(model: Any, cfg: Compiled) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 import numpy as np
 
 from .. import memory
+from .._checks import deferred_interrupt
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -453,6 +454,7 @@ class Module:
         Runs in evaluation mode; the parameters' gradients are left as they were. Only for
         a model whose backward is derived (one with ``forward`` and no ``backward``)."""
         from .. import losses
+        from ..diagnostics import evaluation_run
         from .autograd import _norm
 
         if not _records(self):
@@ -460,19 +462,11 @@ class Module:
                             "own (or no forward); it explains models whose backward is "
                             "derived from their forward")
         loss_fn = losses.get(loss)
-        saved = [(p, p.save_grad()) for p in self.parameters()]
-        previous = self.training
-        self.train(False)
-        try:
-            with kept_recording(self):
-                value = loss_fn(self(x), y)
-                grad = loss_fn.backward()
-                steps: list[dict] = []
-                grad_x = vars(self)["_tape"].backward(grad, True, trace=steps)
-        finally:
-            self.train(previous)
-            for p, state in saved:
-                p.restore_grad(state)
+        with evaluation_run(self):
+            value = loss_fn(self(x), y)
+            grad = loss_fn.backward()
+            steps: list[dict] = []
+            grad_x = vars(self)["_tape"].backward(grad, True, trace=steps)
         lines = [f"backward pass of {type(self).__name__}, from the loss back to the input "
                  "(|g|: the norm of a gradient)",
                  f"  loss {type(loss_fn).__name__} = {value:.4g}: gradient of the output "
@@ -755,20 +749,29 @@ def check_parameters_reachable(model: Module, owner: str) -> None:
                         "nn.Parameter(...)), and sub-modules attributes or items of a list")
 
 
+# What a model keeps of its last forward pass for its backward: a derived backward's
+# recording, a Sequential's layers with their forward counts.
+_LAST_FORWARD = ("_tape", "_layer_runs")
+
+
 @contextmanager
 def kept_recording(model: Any) -> Iterator[None]:
     """Within the block, forward passes of ``model`` (gradient_check's, explain_backward's)
-    leave its recording of the last forward pass as it was: a backward called after the
+    leave what it keeps of its last forward pass as it was: a backward called after the
     block, for a forward run before it, then replays that forward (its layers recomputed
-    where the block ran them since), not the block's."""
-    tape = vars(model).get("_tape")
+    where the block ran them since), not the block's; a Sequential's names a layer the
+    block ran (its caches are the block's)."""
+    attributes = vars(model)
+    kept = {key: attributes[key] for key in _LAST_FORWARD if key in attributes}
     try:
         yield
     finally:
-        if tape is None:
-            vars(model).pop("_tape", None)
-        else:
-            vars(model)["_tape"] = tape
+        with deferred_interrupt():  # a restore cut short had kept part of the block's
+            for key in _LAST_FORWARD:
+                if key in kept:
+                    attributes[key] = kept[key]
+                else:
+                    attributes.pop(key, None)
 
 
 def device_of_module(module: Module) -> str:

@@ -42,7 +42,15 @@ class Sequential(Module):
     records every call) would silently give wrong gradients. The constructor raises a
     ValueError naming both places, and ``fit`` again if ``layers`` changed since; create
     one instance per place.
+
+    ``backward`` is for the last ``forward``: a RuntimeError names a layer that ran again
+    in between (called itself, by a model sharing it, or by gradient_check), whose caches
+    then hold that call's batch (the gradients came from it, silently).
     """
+
+    _forward_caches = ("_layer_runs",)
+    # each layer and its forward count at the end of the last forward (None: none yet)
+    _layer_runs: list[tuple[Module, int]] | None = None
 
     def __init__(self, *layers: Module) -> None:
         super().__init__()
@@ -91,6 +99,7 @@ class Sequential(Module):
         the last one's too when ``internal`` (see ``Module.forward_with``)."""
         if overridden(self, "forward", Sequential):
             return self.forward(x)
+        self._forward_calls += 1  # as a layer's (WorkspaceLayer.forward_with)
         return self._forward(x, workspace, internal)
 
     def _relu_fusions(self, x: Any) -> frozenset[int]:
@@ -119,6 +128,7 @@ class Sequential(Module):
                 x = layer._forward_fused_relu(x, workspace.part(i), internal or i + 1 < last)
             else:
                 x = layer.forward_with(x, workspace.part(i), internal or i < last)
+        self._layer_runs = [(layer, layer._forward_calls) for layer in self.layers]
         return x
 
     def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
@@ -140,6 +150,9 @@ class Sequential(Module):
                   input_grad: bool) -> np.ndarray | None:
         if not self.layers:  # the identity, as torch's empty Sequential
             return grad_out if input_grad else None
+        runs = self._layer_runs
+        if runs is not None and runs != [(layer, layer._forward_calls) for layer in self.layers]:
+            self._raise_ran_since(runs)
         fused = self._fused
         for i in range(len(self.layers) - 1, 0, -1):
             if i - 1 in fused:  # the batch norm before applies the ReLU's derivative
@@ -150,6 +163,22 @@ class Sequential(Module):
         grad_in = self.layers[0].backward_with(grad_out, workspace.part(0), internal, input_grad)
         workspace.reading(None)
         return grad_in
+
+    def _raise_ran_since(self, runs: list[tuple[Module, int]]) -> None:
+        """RuntimeError naming the first layer that is not as the last forward left it."""
+        for i, layer in enumerate(self.layers):
+            if i >= len(runs) or runs[i][0] is not layer:
+                raise RuntimeError(f"Sequential.backward: layer {i} ({layer!r:.80}) was not in "
+                                   "this place at the last forward pass (the layers changed "
+                                   "since): run the forward pass again")
+            if layer._forward_calls != runs[i][1]:
+                raise RuntimeError(
+                    f"Sequential.backward: layer {i} ({layer!r:.80}) ran again since this "
+                    "model's last forward pass (called itself, by a model sharing it, or by "
+                    "gradient_check), so it holds that call's batch, not this one's: run the "
+                    "forward pass again before backward")
+        raise RuntimeError("Sequential.backward: the layers changed since the last forward "
+                           "pass (one was removed): run the forward pass again")
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """The layers, named by their index ("0", "1", ...) as in torch.nn.Sequential."""
