@@ -337,6 +337,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         sync, X, y, X_val, y_val, split_state = _prepare(
             model, cfg, X, y, batch_size, validation_split, validation_data, callbacks, augment,
             distributed, shuffle, epochs, start, split_rng, rng)
+        callbacks = sync.callbacks(callbacks) if sync is not None else callbacks
 
         monitor = _diagnostics.Monitor(model) if diagnostics else None
         # the training set on the model's device, copied once (None: on the host)
