@@ -7,8 +7,7 @@ import _signal  # signal's functions without their Python wrappers: see deferred
 import math
 import numbers
 import signal
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 
@@ -237,17 +236,3 @@ class deferred_interrupt:
             _signal.signal(signal.SIGINT, self.previous)
             if self.received:
                 self.previous(signal.SIGINT, self.received[0])
-
-
-@contextmanager
-def global_rng_kept() -> Iterator[None]:
-    """Within the block, draws from (or a reseeding of) ``fastnn.seed``'s global generator
-    leave it as it was after the block: the user's next draws are those they seeded."""
-    from ._random import generator
-
-    state = generator().bit_generator.state
-    try:
-        yield
-    finally:
-        with deferred_interrupt():
-            generator().bit_generator.state = state

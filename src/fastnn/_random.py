@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numpy as np
+
+from ._checks import deferred_interrupt
 
 # Made on first use rather than at import: np.random (numpy.random) is a costly import
 # that ``import fastnn`` need not pay.
@@ -49,3 +54,15 @@ def resolve(seed: int | np.random.Generator | None, owner: str = "seed") -> np.r
     if not is_seed_object(seed):
         check_seed(seed, owner)
     return np.random.default_rng(seed)
+
+
+@contextmanager
+def global_rng_kept() -> Iterator[None]:
+    """Within the block, draws from (or a reseeding of) ``fastnn.seed``'s global generator
+    leave it as it was after the block: the user's next draws are those they seeded."""
+    state = generator().bit_generator.state
+    try:
+        yield
+    finally:
+        with deferred_interrupt():
+            generator().bit_generator.state = state

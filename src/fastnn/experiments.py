@@ -22,7 +22,7 @@ import numpy as np
 from . import _random, losses, nn, optim
 from . import precision as _precision
 from .data import batches as _batches
-from ._checks import deferred_interrupt, global_rng_kept, number, positive_int
+from ._checks import deferred_interrupt, number, positive_int
 from .nn.module import run_lock
 from .train import _check_data, _in_notebook, _is_terminal
 
@@ -177,7 +177,7 @@ def compare(build_model: Callable[[], Any], data: Data, *,
     runs = list(itertools.product(grid, batch_sizes))
     # every run reseeds fastnn.seed's generator (seed: the same initial weights for each):
     # the user's seeding holds again after it (the next layer built got seed 0's weights)
-    with global_rng_kept():
+    with _random.global_rng_kept():
         for i, ((opt_name, settings, lr, make), batch_size) in enumerate(runs):
             if verbose:
                 print(f"run {i + 1}/{len(runs)}: {opt_name} lr={lr:g} bs={batch_size}",

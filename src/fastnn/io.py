@@ -47,7 +47,8 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping
 import numpy as np
 
 from . import memory
-from ._checks import global_rng_kept, number
+from ._checks import number
+from ._random import global_rng_kept
 
 FORMAT = "fastnn"
 OPTIMIZER_PREFIX = "optimizer."
