@@ -1255,6 +1255,35 @@ def test_fit_refuses_layers_added_replaced_or_repeated_after_compile(rng):
         twice.fit(X, y, epochs=1, verbose=0)
 
 
+@pytest.mark.parametrize("hook", ["on_epoch_end", "on_epoch_begin", "on_batch_end"])
+def test_fit_refuses_a_layer_a_callback_replaced_during_fit(rng, hook):
+    """Found by an attack: a callback that replaced a layer mid-fit left it untrained for the
+    rest of the run (the optimizer kept the old layer's parameters), silently; fit now stops
+    at the end of that epoch or the start of the next and names the parameter."""
+    X = rng.random((64, 4), dtype=np.float32)
+    y = rng.integers(0, 3, 64)
+    model = nn.Sequential(nn.Dense(4, 8, activation="relu"), nn.Dense(8, 3))
+    model.compile(loss="cross_entropy", optimizer="adam")
+    epochs_run = []
+
+    class Swap(fastnn.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_run.append(epoch)
+            if hook == "on_epoch_begin" and epoch == 1:
+                self.model.layers[1] = nn.Dense(8, 3)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if hook == "on_epoch_end" and epoch == 0:
+                self.model.layers[1] = nn.Dense(8, 3)
+
+        def on_batch_end(self, batch, logs=None):
+            if hook == "on_batch_end" and batch == 0 and len(epochs_run) == 1:
+                self.model.layers[1] = nn.Dense(8, 3)
+
+    with pytest.raises(ValueError, match=r"1\.weight .*during fit, by a callback around epoch"):
+        model.fit(X, y, epochs=4, batch_size=16, verbose=0, callbacks=[Swap()])
+    assert epochs_run == ([0] if hook == "on_batch_end" else [0, 1])
+
 def test_predict_and_evaluate_take_rows_batch_by_batch():
     """Found by an attack: predict, evaluate converted all of X to float32 before batching:
     a float64 X was copied whole, and a stride-0 view of 4 bytes became gigabytes."""

@@ -359,6 +359,8 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             for epoch in range(start, epochs):
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch)
+                if epoch > start:  # the last epoch's on_epoch_end, this one's begin
+                    _check_bound_parameters(model, cfg, epoch - 1)
                 lr = cfg.optimizer.lr
                 if lr == 0 and epoch == start:  # a schedule annealed it in an earlier fit
                     warnings.warn("fit: the optimizer's learning rate is 0 (a schedule "
@@ -377,6 +379,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                 logs = _train_epoch(model, cfg, X, y, batch_size, rng if shuffle else None,
                                     augment, monitor, progress, callbacks, sync, X_device,
                                     y_device)
+                _check_bound_parameters(model, cfg, epoch)  # its batches' callbacks
                 if sync is not None:
                     sync.end_epoch()
                 if X_val is not None:
@@ -878,19 +881,24 @@ def _mode(model: Any, training: bool) -> Iterator[None]:
                 model.train(previous)
 
 
-def _check_bound_parameters(model: Any, cfg: Compiled) -> None:
+def _check_bound_parameters(model: Any, cfg: Compiled, epoch: int | None = None) -> None:
     """A layer added or replaced after compile has parameters its optimizer does not hold:
     fit would never change them. Likewise a layer instance placed twice, and parameters
-    held where ``parameters()`` does not look (a list attribute)."""
-    if hasattr(model, "check_layers_unique"):
-        model.check_layers_unique()
-    check_parameters_reachable(model, "fit")
+    held where ``parameters()`` does not look (a list attribute). ``epoch``: checked again
+    during fit, after that epoch's callbacks and batches (a callback may replace a layer;
+    the forward pass checks the layers again where they changed)."""
+    if epoch is None:
+        if hasattr(model, "check_layers_unique"):
+            model.check_layers_unique()
+        check_parameters_reachable(model, "fit")
     bound = {id(p) for p in cfg.optimizer.params}
     for name, p in model.named_parameters():
         if id(p) not in bound:
+            why = (" (a layer added or replaced after compile):" if epoch is None else
+                   f": a layer was added or replaced during fit, by a callback around epoch "
+                   f"{epoch + 1}, and would stay untrained;")
             raise ValueError(f"fit: the model's parameter {name} is not among those compile gave "
-                             "the optimizer (a layer added or replaced after compile): call "
-                             "model.compile(...) again")
+                             f"the optimizer{why} call model.compile(...) again")
 
 
 def _require_compiled(model: Any, what: str) -> Compiled:
