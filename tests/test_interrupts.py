@@ -98,6 +98,38 @@ def test_a_ctrl_c_inside_an_optimizer_step_leaves_its_count_and_weights_in_step(
         np.testing.assert_array_equal(p.data, q.data)
 
 
+def test_a_bind_cut_short_leaves_the_optimizer_bound_as_it_was():
+    # bind had taken the new parameter list before building their buffer and state: a
+    # Ctrl-C (or a failure) in between left it stepping the old buffer under the new list.
+    def bound_adam():
+        fastnn.seed(0)
+        model = nn.Sequential(nn.Dense(4, 4))
+        opt = optim.Adam(model.parameters(), lr=0.01)
+        for p in model.parameters():
+            p.grad[...] = 0.5
+        return model, opt
+
+    model, opt = bound_adam()
+    other = nn.Sequential(nn.Dense(4, 6), nn.Dense(6, 2))
+    before = [p.data.copy() for p in other.parameters()]
+
+    def interrupted_state(flat):
+        signal.raise_signal(signal.SIGINT)
+
+    opt._new_state = interrupted_state
+    with pytest.raises(KeyboardInterrupt):
+        opt.bind(other.parameters())
+    del opt._new_state
+    assert [id(p) for p in opt.params] == [id(p) for p in model.parameters()]
+    opt.step()
+    reference, ref_opt = bound_adam()
+    ref_opt.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+    for p, b in zip(other.parameters(), before):   # moved into the dropped buffer, values kept
+        np.testing.assert_array_equal(p.data, b)
+
+
 class InterruptedLoss(losses.CrossEntropy):
     """Cross-entropy whose ``at``-th call raises KeyboardInterrupt (a Ctrl-C in a forward pass
     of gradient_check's)."""

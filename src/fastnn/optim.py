@@ -228,13 +228,15 @@ class Optimizer:
             if not isinstance(p, Parameter):
                 raise TypeError(f"{type(self).__name__}: params[{i}] must be a "
                                 f"fastnn.nn.Parameter; got {type(p).__name__}")
-        self.params = params
-        self._flat = _Flat(params)
-        flat_state = self._new_state(self._flat)
-        self.state = [{name: self._flat.view(array, i) for name, array in flat_state.items()}
-                      for i in range(len(params))]
-        self._flat_state = flat_state
-        self.step_count = 0
+        flat = _Flat(params)
+        flat_state = self._new_state(flat)
+        state = [{name: flat.view(array, i) for name, array in flat_state.items()}
+                 for i in range(len(params))]
+        # all or nothing: a failure or a Ctrl-C above left the optimizer bound as it was (the
+        # parameters already moved into the new buffer are taken back at its next step)
+        with deferred_interrupt():
+            self.params, self._flat, self._flat_state, self.state = params, flat, flat_state, state
+            self.step_count = 0
         return self
 
     def __getstate__(self) -> dict:
