@@ -118,6 +118,28 @@ def test_top_k_against_argsort(rng, k):
     assert metrics.top_k_accuracy(t, s, k=1) == pytest.approx(metrics.accuracy(t, s), abs=1e-12)
 
 
+def test_top_k_ranks_ties_as_accuracy_does(rng):
+    """Found by an attack: a tie with the k-th score counted as a hit, so a model whose scores
+    were all equal (collapsed, dead ReLUs) had top-1 and top-5 accuracy 1.0 beside an
+    accuracy of 0.1; ties now rank the lower class first, as accuracy's argmax does."""
+    t = np.arange(10)
+    flat = np.zeros((10, 10), np.float32)
+    assert metrics.accuracy(t, flat) == 0.1
+    assert metrics.top_k_accuracy(t, flat, k=1) == 0.1
+    assert metrics.top_k_accuracy(t, flat, k=5) == 0.5
+    s = rng.integers(0, 3, (500, 6)).astype(np.float64)   # many ties
+    t = rng.integers(0, 6, 500)
+    assert metrics.top_k_accuracy(t, s, k=1) == metrics.accuracy(t, s)
+    for k in (2, 3):   # a stable sort of -s ranks equal scores by class
+        top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        expected = np.mean([label in row for label, row in zip(t, top)])
+        assert metrics.top_k_accuracy(t, s, k=k) == pytest.approx(expected, abs=1e-12)
+    streamed = metrics.get("top_2_accuracy")
+    for i in range(0, 500, 64):
+        streamed.update(t[i:i + 64], s[i:i + 64])
+    assert streamed.result() == pytest.approx(metrics.top_k_accuracy(t, s, k=2), abs=1e-12)
+
+
 def test_rows_with_nan_scores_are_misses(rng):
     """A diverged model's NaN scores predict nothing: top-k counted every such row as a hit
     (no score beats NaN), accuracy took NumPy's argmax (the NaN's column)."""

@@ -193,7 +193,9 @@ def accuracy(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float
 
 def top_k_accuracy(y_true: object, scores: object, k: int = 5) -> float:
     """The fraction of samples whose true class is among the ``k`` highest scores
-    (n, classes). A tie with the k-th score counts as a hit; a row with a NaN, a miss."""
+    (n, classes). Ties rank as ``accuracy``'s argmax ranks them, the lower class first (so
+    that k=1 is ``accuracy``: a model whose scores are all equal is not a perfect one); a row
+    with a NaN is a miss."""
     return float(np.mean(_top_k_hits(true_labels(y_true), scores, positive_int(k, "k"))))
 
 
@@ -208,8 +210,10 @@ def _top_k_hits(t: np.ndarray, scores: object, k: int) -> np.ndarray:
         warnings.warn(f"top_k_accuracy: k={k} is not below the {s.shape[1]} classes, so every "
                       "sample is a hit: the score says nothing (choose a smaller k)",
                       MetricWarning, stacklevel=3)
-    own = s[np.arange(len(t)), t]
-    return (np.count_nonzero(s > own[:, None], axis=1) < k) & _scored(s, len(t))
+    own = s[np.arange(len(t)), t][:, None]
+    lower = np.arange(s.shape[1]) < t[:, None]
+    ahead = np.count_nonzero((s > own) | ((s == own) & lower), axis=1)
+    return (ahead < k) & _scored(s, len(t))
 
 
 def _macro(counts: np.ndarray, kind: str) -> float:
