@@ -104,6 +104,21 @@ def test_lr_range_test_restores_weights(digits_split):
     assert result.suggested_lr <= result.lrs[int(np.argmin(result.losses))]
 
 
+def test_lr_range_test_records_the_loss_with_the_penalties_as_fit_does():
+    """Found by an attack: the curve left the L1/L2 penalties out while the steps descended
+    the loss with them (fit and evaluate report it with them)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((96, 6)).astype(np.float32), rng.integers(0, 3, 96)
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(6, 16, activation="relu", l2=1.0), nn.Dense(16, 3, l1=0.1))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    expected = model.evaluate(X, y, batch_size=96)["loss"]
+    assert model.regularization_loss() > 0.5 * expected   # the penalties weigh here
+    result = experiments.lr_range_test(model, (X, y), steps=5, batch_size=96, start_lr=1e-9,
+                                       end_lr=1e-8)
+    assert result.losses[0] == pytest.approx(expected, rel=1e-5)   # the first: one batch, debiased
+
+
 def test_lr_range_test_leaves_a_compiled_model_trainable(digits_split):
     """The test trains through an optimizer of its own; the compiled one keeps its buffer
     (the next fit raised, or left layers untrained), and the next fit moves the weights."""

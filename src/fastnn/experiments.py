@@ -345,7 +345,8 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
                   seed: int | np.random.Generator | None = 0,
                   smoothing: float = 0.9) -> LRRangeResult:
     """The learning-rate range test (Smith, 2015): train on mini-batches while the
-    learning rate grows exponentially from start_lr to end_lr, recording the loss.
+    learning rate grows exponentially from start_lr to end_lr, recording the loss (with
+    the layers' L1/L2 penalties, as ``fit`` reports it: the objective the steps descend).
 
     Stops early once the smoothed loss exceeds 4x its minimum (divergence). The suggested
     learning rate is where the smoothed loss falls fastest, before its minimum and past
@@ -401,7 +402,8 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
                     batches = _batches(X_train, y_train, batch_size, shuffle=True, seed=rng)
                     xb, yb = next(batches)
                 opt.lr = float(schedule[step])
-                value = loss_fn(model(xb), yb)
+                # with the L1/L2 penalties, as fit reports it: the objective the steps follow
+                value = loss_fn(model(xb), yb) + model.regularization_loss()
                 model.backward(loss_fn.backward())
                 opt.step()
                 opt.zero_grad()
