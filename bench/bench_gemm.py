@@ -24,8 +24,8 @@ import numpy as np
 import fastnn
 from fastnn import _C
 from common import (description, interleaved, machine_line, positive_int, positive_ints,
-                    ratio_to_best, thread_counts, threads, try_import_torch, warn_openblas_env,
-                    write_json)
+                    ratio_to_best, speedups, thread_counts, threads, try_import_torch,
+                    warn_openblas_env, write_json)
 
 BF16_RIVALS = ["fastnn_fp32", "torch", "torch_bf16"]
 
@@ -86,7 +86,8 @@ def run_shape(label, m, n, k, ta, tb, nthreads, torch, rounds, rng):
             fns["torch"] = lambda: torch.matmul(top(ta_t), tob(tb_t), out=out_t)
         times, per_round = interleaved(fns, rounds)
     flops = 2.0 * m * n * k
-    return {name: flops / t / 1e9 for name, t in times.items()}, ratio_to_best(per_round)
+    return ({name: flops / t / 1e9 for name, t in times.items()}, ratio_to_best(per_round),
+            speedups(per_round))
 
 
 def bf16_round(x):
@@ -122,9 +123,7 @@ def run_shape_bf16(label, m, n, k, ta, tb, nthreads, torch, rounds, rng):
             fns["torch_bf16"] = lambda: torch.matmul(top(a16), tob(b16), out=o16)
         times, per_round = interleaved(fns, rounds)
     flops = 2.0 * m * n * k
-    speedup = {f"vs_{name}": statistics.median(r[name] / r["fastnn"] for r in per_round)
-               for name in fns if name != "fastnn"}
-    return {name: flops / t / 1e9 for name, t in times.items()}, speedup
+    return {name: flops / t / 1e9 for name, t in times.items()}, speedups(per_round)
 
 
 def main_bf16(shapes, thread_counts, torch, repeats, rng) -> int:
@@ -180,11 +179,9 @@ def main(argv=None) -> int:
         print(f"\n== {nthreads} thread(s); measured FMA peak {peak:.0f} GFLOP/s ==")
         print(f"{'shape':32s} {'fastnn':>8s} {'numpy':>8s} {'torch':>8s} {'/numpy':>7s} {'/torch':>7s} {'/best':>6s} {'%peak':>6s}")
         for label, m, n, k, ta, tb in shapes:
-            g, vs_best = run_shape(label, m, n, k, ta, tb, nthreads, torch, repeats, rng)
+            g, vs_best, vs = run_shape(label, m, n, k, ta, tb, nthreads, torch, repeats, rng)
             row = {"shape": label, "m": m, "n": n, "k": k, "threads": nthreads, "peak": peak, **g,
-                   "vs_best": vs_best,
-                   "vs_numpy": g["fastnn"] / g["numpy"],
-                   "vs_torch": g["fastnn"] / g["torch"] if torch else None,
+                   "vs_best": vs_best, "vs_numpy": vs["vs_numpy"], "vs_torch": vs.get("vs_torch"),
                    "share_of_peak": g["fastnn"] / peak if peak else None}
             rows.append(row)
             tt = f"{g['torch']:8.1f}" if torch else f"{'-':>8s}"

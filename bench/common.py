@@ -135,6 +135,14 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int,
     return medians, per_round
 
 
+def speedups(per_round: list[dict[str, float]], ours: str = "fastnn") -> dict[str, float]:
+    """``{"vs_<rival>": median over rounds of (rival's time) / (our time)}`` for each rival:
+    medians of ratios, as ``ratio_to_best``, so the two never contradict each other (a
+    ratio of median speeds had put fastnn/best above fastnn/torch with torch the best)."""
+    return {f"vs_{name}": statistics.median(r[name] / r[ours] for r in per_round)
+            for name in per_round[0] if name != ours}
+
+
 def ratio_to_best(per_round: list[dict[str, float]], ours: str = "fastnn") -> float:
     """Median over rounds of (best competitor's time) / (our time): above 1 means faster."""
     return statistics.median(min(t for n, t in r.items() if n != ours) / r[ours]

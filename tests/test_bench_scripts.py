@@ -34,6 +34,23 @@ def test_bench_gemm_prints_and_records_the_cpu(tmp_path):
     assert machine["fma_peak_per_core"] > 0
 
 
+def test_the_ratios_to_each_rival_are_medians_of_ratios_as_the_ratio_to_the_best():
+    """Found by an attack: bench_gemm's /numpy and /torch were ratios of median speeds and
+    /best a median of per-round ratios, so /best printed above /torch with torch the best
+    rival in every round (1.05 vs 1.25 on these three rounds)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCH))
+    rounds = [{"fastnn": 1.0, "numpy": 3.0, "torch": 1.05},
+              {"fastnn": 2.0, "numpy": 6.0, "torch": 2.1},
+              {"fastnn": 1.0, "numpy": 3.0, "torch": 2.5}]
+    ratios = common.speedups(rounds)
+    assert ratios == {"vs_numpy": 3.0, "vs_torch": 1.05}
+    assert common.ratio_to_best(rounds) == 1.05 == ratios["vs_torch"]
+
+
 def test_bench_gemm_random_shapes_are_seeded_and_summarized():
     sys.path.insert(0, str(BENCH))
     try:
