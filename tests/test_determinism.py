@@ -484,6 +484,31 @@ def test_training_bit_identical_one_and_two_threads_every_activation(activations
                      "/".join(activations))
 
 
+def _fit_cnn(threads):
+    """Conv (plain, strided, depthwise), batch norm, pooling and dropout, 2 epochs."""
+    rng = np.random.default_rng(6)
+    X, y = rng.standard_normal((150, 3, 13, 11)).astype(F32), rng.integers(0, 5, 150)
+    _ref.use_threads(threads)
+    fastnn.seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(12, 16, 3, stride=2, padding=1, activation="relu"),
+        nn.Conv2d(16, 16, 3, padding="same", groups=16), nn.AvgPool2d(2), nn.Flatten(),
+        nn.Dropout(0.2), nn.Dense(16, 5))
+    model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=1e-3, clip_norm=1.0), metrics=[])
+    history = model.fit(X, y, epochs=2, batch_size=32, seed=1, verbose=0)
+    return [p.data.copy() for p in model.parameters()], history.history["loss"]
+
+
+@pytest.mark.parametrize("threads", [3, 5, 8])
+def test_training_bit_identical_on_more_threads_than_this_machine_has(threads):
+    """A student's machine splits the work more ways than CI's two cores: the blocking and
+    every reduction depend on the sizes only, so the run repeats bit for bit at any count."""
+    _assert_same_run(_fit("adam", 1, **FEATURES["everything"]),
+                     _fit("adam", threads, **FEATURES["everything"]), f"MLP, {threads} threads")
+    _assert_same_run(_fit_cnn(1), _fit_cnn(threads), f"CNN, {threads} threads")
+
+
 _PROCESS_RUN = """
 import hashlib, json, sys
 sys.path.insert(0, {tests!r})
