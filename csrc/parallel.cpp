@@ -26,7 +26,7 @@ int max_threads() {
 }
 
 static std::atomic<int> g_threads{std::min(requested_threads(), max_threads())};
-static std::atomic<bool> g_team_started{false}, g_forked_after_team{false};
+static std::atomic<bool> g_team_started{false}, g_forked_after_team{false}, g_pool_released{false};
 
 void note_team_started() {
     if (!g_team_started.load(std::memory_order_relaxed)) g_team_started.store(true, std::memory_order_relaxed);
@@ -34,12 +34,25 @@ void note_team_started() {
 
 bool forked_after_team() { return g_forked_after_team.load(std::memory_order_relaxed); }
 
+// GNU OpenMP keeps a pool of threads per thread that started a parallel region, and a
+// fork() copies the pool but not its threads: the child's first region waited on them
+// forever, whichever library had started the pool (fastnn, or PyTorch or any other user of
+// the one libgomp in the process). The forking thread's pool is released before the fork
+// (OpenMP 5.0's omp_pause_resource_all), so the child, and the parent at its next region,
+// start a new one.
+static void before_fork() {  // in the parent, in the forking thread
+#ifdef _OPENMP
+    g_pool_released.store(omp_pause_resource_all(omp_pause_soft) == 0, std::memory_order_relaxed);
+#endif
+}
+
 static void fork_handler() {  // in the child, on fork()'s return
-    if (!g_team_started.load(std::memory_order_relaxed)) return;  // no team to lose yet
+    // no pool to lose; else released unless the fork came from inside a parallel region
+    if (!g_team_started.load(std::memory_order_relaxed) || g_pool_released.load(std::memory_order_relaxed)) return;
     g_forked_after_team.store(true, std::memory_order_relaxed);
     g_threads.store(1, std::memory_order_relaxed);
 }
-static const int g_fork_handler_registered = pthread_atfork(nullptr, nullptr, fork_handler);
+static const int g_fork_handler_registered = pthread_atfork(before_fork, nullptr, fork_handler);
 
 int get_num_threads() { return g_threads.load(std::memory_order_relaxed); }
 

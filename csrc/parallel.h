@@ -21,13 +21,14 @@
 namespace fastnn {
 
 int get_num_threads();
-void set_num_threads(int n);  // clamped to [1, max_threads()]; to 1 in a forked child (below)
+void set_num_threads(int n);  // clamped to [1, max_threads()]; to 1 in a child forked from a parallel region (below)
 bool have_openmp();
 
-// GNU OpenMP's thread team does not survive fork(): in a child of a process whose regions
-// ran on several threads, the first parallel region waits forever for threads that are not
-// there (a multiprocessing pool with the fork start method hung on its first batch). Such a
-// child runs every kernel on its own thread (fork_handler below); PyTorch hangs there.
+// GNU OpenMP's thread pool does not survive fork(): in the child, the first parallel region
+// waited forever for threads that are not there (a multiprocessing pool with the fork start
+// method hung on its first batch). The forking thread's pool is released before every fork
+// (parallel.cpp); where that fails (a fork from inside a parallel region) after fastnn's
+// regions ran, the child runs every kernel on its own thread.
 void note_team_started();  // a region starts on several threads (parallel_region)
 bool forked_after_team();  // whether this process is such a child
 

@@ -132,16 +132,18 @@ def get_matmul_precision() -> str:
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for the kernels (``OMP_NUM_THREADS`` sets the default), 1 <= n <=
-    max_num_threads(); ValueError outside that range. A process forked after the kernels ran
-    on several threads (multiprocessing's 'fork' start method) runs them on one: OpenMP's
-    threads do not survive a fork (``config()["forked_after_threads"]``)."""
+    max_num_threads(); ValueError outside that range. A forked process (multiprocessing's
+    'fork' start method) keeps the count: OpenMP's thread pool, which a fork does not copy,
+    is released before it, and both processes start a new one. Only a fork from inside a
+    parallel region (another library's) leaves the child on one thread
+    (``config()["forked_after_threads"]``)."""
     n = thread_count(n, "n")
     if n > 1 and not _C.config()["openmp"]:
         warnings.warn("fastnn was built without OpenMP: it runs on one thread", RuntimeWarning,
                       stacklevel=2)
     elif n > 1 and _C.config()["forked_after_threads"]:
-        warnings.warn("this process was forked from one whose kernels had run on several "
-                      "threads, and OpenMP's threads do not survive a fork: fastnn runs on one "
+        warnings.warn("this process was forked from inside a parallel region, and OpenMP's "
+                      "threads do not survive a fork: fastnn runs on one "
                       "thread here (start worker processes with multiprocessing's 'spawn' or "
                       "'forkserver' method to use more)", RuntimeWarning, stacklevel=2)
     _C.set_num_threads(n)

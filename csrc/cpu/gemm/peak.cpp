@@ -16,7 +16,7 @@ double measure_peak(double (*probe)(int64_t iters), int threads, double seconds)
     const int64_t iters = 1 << 18;
     if (threads > 1 && forked_after_team())  // its region would wait forever (parallel.h)
         throw std::runtime_error("the FMA peak on " + std::to_string(threads) + " threads cannot be "
-                                 "measured in a process forked after fastnn's threads ran: "
+                                 "measured in a process forked from inside a parallel region: "
                                  "OpenMP's threads do not survive a fork");
     if (threads > 1) note_team_started();
     double best = 0.0;
