@@ -61,15 +61,18 @@ void set_num_threads(int n) {
     g_threads.store(std::clamp(n, 1, max_threads()), std::memory_order_relaxed);
 }
 
+std::string env_setting(const char* name) {
+    const char* v = std::getenv(name);
+    std::string s;
+    for (const char* c = v ? v : ""; *c; ++c) s += static_cast<char>(std::tolower(static_cast<unsigned char>(*c)));
+    const size_t b = s.find_first_not_of(" \t\n\r\f\v"), e = s.find_last_not_of(" \t\n\r\f\v");
+    return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
 // An on/off environment switch that is on unless set to 0, off, false or no (any case,
 // spaces around); fastnn/__init__.py warns about any other value.
 static bool switched_off(const char* name) {
-    const char* v = std::getenv(name);
-    if (!v) return false;
-    std::string s;
-    for (const char* c = v; *c; ++c) s += static_cast<char>(std::tolower(static_cast<unsigned char>(*c)));
-    const size_t b = s.find_first_not_of(" \t\n\r\f\v"), e = s.find_last_not_of(" \t\n\r\f\v");
-    s = b == std::string::npos ? "" : s.substr(b, e - b + 1);  // as Python's strip()
+    const std::string s = env_setting(name);
     return s == "0" || s == "off" || s == "false" || s == "no";
 }
 

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/work_split.h"
@@ -21,6 +22,9 @@
 namespace fastnn {
 
 int get_num_threads();
+// An environment variable's value as the FASTNN_ settings read it: lowercased, ASCII spaces
+// around removed ("" when unset); fastnn/__init__.py strips the same spaces.
+std::string env_setting(const char* name);
 void set_num_threads(int n);  // clamped to [1, max_threads()]; to 1 in a child forked from a parallel region (below)
 bool have_openmp();
 

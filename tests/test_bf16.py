@@ -385,6 +385,23 @@ def test_set_isa_moves_bf16_as_fastnn_isa_does_unless_a_path_was_chosen():
         _C.set_bf16_path("auto")
 
 
+def test_environment_names_are_read_in_any_case_with_spaces_around():
+    """Found by an attack: FASTNN_ISA=AVX2 (or " avx2") warned that this CPU does not run
+    avx2, and FASTNN_BF16=AMX or =auto (which set_bf16_path takes) warned likewise."""
+    code = "import fastnn; from fastnn import _C; print(_C.get_isa(), _C.bf16_path())"
+    plain = run_python(code, env_extra={"FASTNN_ISA": None, "FASTNN_BF16": None})
+    assert plain.returncode == 0, plain.stderr
+    isa, path = plain.stdout.split()
+    for env in ({"FASTNN_ISA": f" {isa.upper()} "}, {"FASTNN_BF16": path.upper() + "\t"},
+                {"FASTNN_BF16": "Auto"}):
+        r = run_python(code, env_extra={"FASTNN_ISA": None, "FASTNN_BF16": None, **env})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [isa, path] and "Warning" not in r.stderr, (env, r.stderr)
+    r = run_python(code, env_extra={"FASTNN_ISA": "sse4", "FASTNN_BF16": None})
+    supported = ", ".join(f"'{name}'" for name in _C.supported_isas())
+    assert f"FASTNN_ISA=sse4 is not a path this CPU runs (it runs {supported}); using {isa}" in r.stderr
+
+
 def test_environment_unknown_path_warns():
     code = "import fastnn; print(fastnn.config()['bf16'])"
     r = run_python(code, env_extra={"FASTNN_BF16": "fp8"})

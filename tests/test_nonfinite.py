@@ -296,7 +296,8 @@ def test_caller_keeps_ieee_underflow_after_a_kernel():
 
 @pytest.mark.parametrize("env, expected", [(None, "True"), ("1", "True"), ("0", "False"),
                                           ("off", "False"), (" False ", "False"), ("NO", "False"),
-                                          ("yes", "True"), ("abc", "True")])
+                                          ("yes", "True"), ("abc", "True"),
+                                          ("\u00a00", "True"), ("\u2003no", "True")])
 def test_flush_denormals_default_and_env(env, expected):
     """0, off, false, no (any case) switch it off; an unknown value warns and leaves it on."""
     code = ("import warnings; warnings.simplefilter('always'); import fastnn; "
@@ -307,4 +308,7 @@ def test_flush_denormals_default_and_env(env, expected):
     out = _ref.run_python(code, env_extra=extra) if env is not None else subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env_now, timeout=120)
     assert out.stdout.split()[-1] == expected, out.stdout + out.stderr
-    assert ("is not on or off" in out.stderr) == (env == "abc"), out.stderr
+    # a no-break space (from a copy-paste) is not a space to the C++ that reads the switch:
+    # the value is said to be neither, as it is taken (found by an attack: it had passed the
+    # check as "0" and stayed on, silently)
+    assert ("is not on or off" in out.stderr) == (env in ("abc", "\u00a00", "\u2003no")), out.stderr

@@ -71,6 +71,15 @@ const GemmContext& context_arg(const std::string& isa, const char* fn) {
 }
 
 // "amx", "avx512_bf16", or "fp32 (...)" saying why.
+// "'a', 'b'": the paths this CPU runs, as supported_isas or supported_bf16_paths lists them.
+std::string quoted_names(int (*supported)(const char**)) {
+    const char* names[4];
+    const int count = supported(names);
+    std::string list;
+    for (int i = 0; i < count; ++i) list += (i ? ", '" : "'") + std::string(names[i]) + "'";
+    return list;
+}
+
 std::string bf16_path_description() {
     const std::string path = bf16_path();
     if (path != "fp32") return path;
@@ -168,14 +177,10 @@ void bind_config(py::module_& m) {
     });
     m.def("set_bf16_path", [](const std::string& name) {
         if (name == "auto") return reset_bf16_path();
-        if (!set_bf16_path(name.c_str())) {
-            const char* names[4];
-            const int count = supported_bf16_paths(names);
-            std::string list;
-            for (int i = 0; i < count; ++i) list += (i ? ", '" : "'") + std::string(names[i]) + "'";
+        if (!set_bf16_path(name.c_str()))
             fail_value("set_bf16_path: '" + name + "' is not a bf16 path this CPU runs (" +
-                       bf16_missing_reason(name.c_str()) + "); supported: " + list + ", or 'auto'");
-        }
+                       bf16_missing_reason(name.c_str()) + "); supported: " +
+                       quoted_names(supported_bf16_paths) + ", or 'auto'");
     }, py::arg("name"), "Force a bf16 path ('amx', 'avx512_bf16', 'fp32'), as FASTNN_BF16 at "
        "import; 'auto': the one picked for this CPU and the ISA in use (set_isa moves it again).");
     m.def("bf16_blocking", [](const std::string& name) {
@@ -260,11 +265,7 @@ void bind_config(py::module_& m) {
     m.def("set_isa", [](const std::string& name) {
         if (!set_isa(name.c_str()))
             fail_value("set_isa: '" + name + "' is not a GEMM path this CPU runs; supported: " +
-                       py::str(py::cast([] {
-                           const char* names[4];
-                           int count = supported_isas(names);
-                           return std::vector<std::string>(names, names + count);
-                       }())).cast<std::string>());
+                       quoted_names(supported_isas));
         bf16_follow_isa(name.c_str());  // as FASTNN_ISA at import
     }, py::arg("name"), "Pick the ISA of every kernel, as FASTNN_ISA does at import: the GEMM's, "
        "the elementwise ones', and bf16's (fp32 off AVX-512) unless FASTNN_BF16 or "
@@ -298,19 +299,21 @@ void warn_about_environment() {
                          ("FASTNN_CACHE=" + std::string(std::getenv("FASTNN_CACHE")) + " ignored: " +
                           err + "; using the detected " + cache_spec(cpu_info().caches)).c_str(), 1) < 0)
             throw py::error_already_set();
-    // Nor a FASTNN_BF16 that names no path this CPU runs.
-    if (const char* forced = std::getenv("FASTNN_BF16"); forced && *forced &&
-                                                          std::strcmp(forced, bf16_path()) != 0)
+    // Nor a FASTNN_BF16 that names no path this CPU runs (read as gemm_bf16.cpp reads it).
+    if (const std::string forced = env_setting("FASTNN_BF16");
+        !forced.empty() && forced != "auto" && forced != bf16_path())
         if (PyErr_WarnEx(PyExc_RuntimeWarning,
-                         ("FASTNN_BF16=" + std::string(forced) + " is not a bf16 path this CPU runs (" +
-                          bf16_missing_reason(forced) + "); using " + bf16_path()).c_str(), 1) < 0)
+                         ("FASTNN_BF16=" + std::string(std::getenv("FASTNN_BF16")) +
+                          " is not a bf16 path this CPU runs (" + bf16_missing_reason(forced.c_str()) +
+                          "; it runs " + quoted_names(supported_bf16_paths) + " or 'auto'); using " +
+                          bf16_path()).c_str(), 1) < 0)
             throw py::error_already_set();
     // A FASTNN_ISA this CPU cannot run is not silently ignored.
-    if (const char* forced = std::getenv("FASTNN_ISA"); forced && *forced &&
-                                                         std::strcmp(forced, active_isa()) != 0)
+    if (const std::string forced = env_setting("FASTNN_ISA"); !forced.empty() && forced != active_isa())
         if (PyErr_WarnEx(PyExc_RuntimeWarning,
-                         ("FASTNN_ISA=" + std::string(forced) +
-                          " is not a path this CPU runs; using " + active_isa()).c_str(), 1) < 0)
+                         ("FASTNN_ISA=" + std::string(std::getenv("FASTNN_ISA")) +
+                          " is not a path this CPU runs (it runs " + quoted_names(supported_isas) +
+                          "); using " + active_isa()).c_str(), 1) < 0)
             throw py::error_already_set();
 }
 

@@ -180,7 +180,9 @@ def _warn_on_unknown_switches() -> None:
 
     for name in ("FASTNN_FLUSH_DENORMALS", "FASTNN_ADAPTIVE_THREADS"):
         value = os.environ.get(name)
-        if value is not None and value.strip().lower() not in (
+        # ASCII spaces only, as the C++ strips them: a no-break space had passed this
+        # check as "0" while the kernels read the switch as on
+        if value is not None and value.strip(" \t\n\r\f\v").lower() not in (
                 "", "0", "1", "off", "on", "false", "true", "no", "yes"):
             warnings.warn(f"{name}={value!r} is not on or off (1/0, on/off, true/false, "
                           "yes/no): it stays on", RuntimeWarning, stacklevel=3)

@@ -27,6 +27,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "../../parallel.h"
 #include "small_gemm.h"
@@ -536,9 +537,9 @@ struct Init {
         for (int i = 0; i < kNumIsas; ++i) publish(i, model_for(*kAll[i]), "model");
         for (int i = kNumIsas - 1; i >= 0; --i)
             if (cpu_runs(*kAll[i])) g_active = i;  // the best, listed first
-        const char* forced = std::getenv("FASTNN_ISA");
-        if (forced && *forced)
-            if (int i = index_of(forced); i >= 0) g_active = i;
+        const std::string forced = env_setting("FASTNN_ISA");  // "AVX2 " as avx2
+        if (!forced.empty())
+            if (int i = index_of(forced.c_str()); i >= 0) g_active = i;
     }
 } init;
 

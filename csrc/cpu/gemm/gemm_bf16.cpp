@@ -278,11 +278,12 @@ struct Init {
         g_path = g_auto;
         // Both kernels are AVX-512 code: FASTNN_ISA=avx2 or generic (a CPU without it, as
         // far as fastnn goes) leaves bf16 on fp32 too, unless FASTNN_BF16 asks otherwise.
-        if (const char* isa = std::getenv("FASTNN_ISA"); isa && kernel_named(isa))
-            bf16_follow_isa(isa);
-        const char* forced = std::getenv("FASTNN_BF16");
-        if (forced && *forced && set_bf16_path(forced))
-            g_chosen_by = std::string("forced by FASTNN_BF16=") + forced;
+        if (const std::string isa = env_setting("FASTNN_ISA"); kernel_named(isa.c_str()))
+            bf16_follow_isa(isa.c_str());
+        // "auto", as set_bf16_path takes it: the path picked above
+        const std::string forced = env_setting("FASTNN_BF16");
+        if (!forced.empty() && forced != "auto" && set_bf16_path(forced.c_str()))
+            g_chosen_by = "forced by FASTNN_BF16=" + forced;
     }
 } init;
 
