@@ -244,6 +244,52 @@ def test_default_path_follows_xdg_cache_home(tmp_path, monkeypatch):
     assert tuning.tuning_path() == tmp_path / "w.json"
 
 
+def test_no_home_folder_is_named_not_made_in_the_working_folder(tmp_path, monkeypatch):
+    """Found by an attack: with no HOME and no password entry (a container run under a random
+    uid) expanduser("~") stays "~", and tune() wrote ./~/.cache/fastnn/tuning.json; datasets
+    said "Could not determine home directory". Both now name the variable to set."""
+    import pwd
+
+    from fastnn import datasets
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for name in ("HOME", "XDG_CACHE_HOME", "FASTNN_TUNING_FILE", "FASTNN_DATA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="FASTNN_TUNING_FILE or XDG_CACHE_HOME"):
+        tuning.tuning_path()
+    with pytest.raises(RuntimeError, match="FASTNN_TUNING_FILE"):
+        fastnn.tune(1.0, shapes=TINY, progress=False)
+    with pytest.raises(RuntimeError, match="FASTNN_DATA or XDG_CACHE_HOME"):
+        datasets.data_dir()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tuning._load_at_import()   # no file to read: nothing said at import
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")   # ignored, as the XDG spec says
+    with pytest.raises(RuntimeError, match="FASTNN_DATA"):
+        datasets.data_dir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert datasets.data_dir() == tmp_path / "fastnn" / "datasets"
+    assert tuning.tuning_path() == tmp_path / "fastnn" / "tuning.json"
+
+
+def test_a_damaged_file_under_w_error_fails_the_import_with_its_own_message(tmp_path):
+    """Found by an attack: under ``python -W error`` the damaged file's warning, raised as an
+    error, was caught and warned again, one message nested inside another."""
+    path, _ = tuned_file(tmp_path)
+    path.write_bytes(path.read_bytes()[:100])
+    proc = run_python(None, {"FASTNN_TUNING": "on", "FASTNN_TUNING_FILE": str(path)},
+                      args=["-W", "error", "-c", "import fastnn"])
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.count("ignoring the tuning file") == 1 and "not valid JSON" in last, last
+
+
 GEMM_CHECK = """
 import itertools, json, math
 import numpy as np

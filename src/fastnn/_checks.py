@@ -236,3 +236,22 @@ class deferred_interrupt:
             _signal.signal(signal.SIGINT, self.previous)
             if self.received:
                 self.previous(signal.SIGINT, self.received[0])
+
+
+def cache_home(setting: str) -> str:
+    """The user's cache folder: ``$XDG_CACHE_HOME`` when absolute (the XDG spec ignores a
+    relative one), else ``~/.cache``. RuntimeError naming ``setting`` (the variable that
+    places the file instead) where there is no home folder to find: no HOME and no password
+    entry (a container run under a random uid), where expanduser left "~" as it was and
+    files went to a folder named "~" in the working one."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(base):
+        return base
+    home = os.path.expanduser("~")
+    if not os.path.isabs(home):
+        raise RuntimeError(f"no home folder to keep fastnn's files in (HOME is not set and this "
+                           f"user has no password entry): set {setting} or XDG_CACHE_HOME to "
+                           "an absolute folder")
+    return os.path.join(home, ".cache")

@@ -46,7 +46,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._checks import flag, non_negative, number, positive_int
+from ._checks import cache_home, flag, non_negative, number, positive_int
 from ._random import check_seed
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -272,12 +272,12 @@ TIMEOUT = 60.0  # seconds without a byte before a try is given up
 
 def data_dir() -> Path:
     """Where downloaded datasets are kept: ``$FASTNN_DATA`` when set, else
-    ``$XDG_CACHE_HOME/fastnn/datasets``, else ``~/.cache/fastnn/datasets``; each dataset
-    in a folder of its name."""
+    ``$XDG_CACHE_HOME/fastnn/datasets`` (an absolute one), else ``~/.cache/fastnn/datasets``;
+    each dataset in a folder of its name. RuntimeError naming FASTNN_DATA where there is no
+    home folder (no HOME, no password entry)."""
     if os.environ.get("FASTNN_DATA"):
         return Path(os.environ["FASTNN_DATA"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "fastnn" / "datasets"
+    return Path(cache_home("FASTNN_DATA")) / "fastnn" / "datasets"
 
 
 def _sha256(path: Path) -> str:

@@ -23,6 +23,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from . import _C
+from ._checks import cache_home
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -64,10 +65,7 @@ def _default_path() -> str:
     explicit = os.environ.get("FASTNN_TUNING_FILE")
     if explicit:
         return os.path.expanduser(explicit)
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fastnn", "tuning.json")
+    return os.path.join(cache_home("FASTNN_TUNING_FILE"), "fastnn", "tuning.json")
 
 
 def cpu_key(cpu: dict | None = None) -> str:
@@ -187,16 +185,22 @@ def load(path: str | os.PathLike | None = None) -> list[str]:
 
 
 def _load_at_import() -> None:
-    switch = os.environ.get("FASTNN_TUNING", "").strip().lower()
+    switch = os.environ.get("FASTNN_TUNING", "").strip(" \t\n\r\f\v").lower()  # as __init__
     if switch in ("off", "0", "false", "no"):  # as the other FASTNN_ switches read them
         return
     if switch not in ("", "on", "1", "true", "yes"):
         warnings.warn(f"FASTNN_TUNING={os.environ['FASTNN_TUNING']!r} is not 'on' or 'off'; "
                       "the tuning file is used", RuntimeWarning, stacklevel=3)
     try:
-        load()
+        path = _default_path()
+    except RuntimeError:  # no home folder, so no file there (tune() says what to set)
+        return
+    try:
+        load(path)
+    except Warning:  # load's own warning, made an error by -W error: it says why already
+        raise
     except Exception as err:  # import never fails because of the file
-        _warn(_default_path(), f"could not be applied ({type(err).__name__}: {err})")
+        _warn(path, f"could not be applied ({type(err).__name__}: {err})")
 
 
 def applied_file(blocking: dict) -> str | None:
@@ -325,7 +329,7 @@ def _path_text(path: object, name: str) -> str:
         raise TypeError(f"{name} must name a file as a str; got {type(path).__name__} whose "
                         f"os.fspath is {type(text).__name__} {text!r:.100}")
     if not text:
-        raise ValueError(f"{name} is empty; give a file name (such as {_default_path()!r})")
+        raise ValueError(f"{name} is empty; give a file name (such as 'tuning.json')")
     return text
 
 
