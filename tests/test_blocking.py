@@ -6,6 +6,7 @@ edge in every loop, each held to the float64 reference; and results are bit-iden
 1 and 2 threads under each (KC depends on k and the machine, never on the thread count).
 """
 import itertools
+import json
 import math
 import os
 
@@ -244,6 +245,28 @@ def test_cache_sizes_agree_with_the_kernel():
     got = {c["level"]: (c["size"], c["ways"]) for c in fastnn.config()["cpu"]["caches"]}
     for level in (1, 2):
         assert got[level] == sysfs[level], f"L{level}: fastnn {got[level]}, sysfs {sysfs[level]}"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_caches_are_read_on_the_first_allowed_cpu_and_the_affinity_given_back():
+    """Found by an attack: on a CPU with two kinds of cores (performance and efficiency) cpuid
+    describes the core it runs on, so the blocking (the products' rounding) and the tuning
+    key followed whichever core ran the import. The import now reads them on the first CPU
+    the process may run on and gives the thread its affinity back."""
+    code = ("import os, json\n"
+            "before = sorted(os.sched_getaffinity(0))\n"
+            "import fastnn\n"
+            "print(json.dumps([before, sorted(os.sched_getaffinity(0)), "
+            "fastnn.config()['cpu']['cache_spec']]))")
+    # every CPU first: a child inherits this process's affinity, which an import that kept
+    # its thread pinned would have narrowed as well
+    every = "import os\ntry:\n    os.sched_setaffinity(0, range(os.cpu_count()))\nexcept OSError:\n    pass\n"
+    before, after, spec = json.loads(run_python(every + code).stdout.strip().splitlines()[-1])
+    assert before == after and spec == fastnn.config()["cpu"]["cache_spec"]
+    if len(before) > 1:   # narrowed to the last CPU: its caches (one kind of core here)
+        narrowed = run_python("import os; os.sched_setaffinity(0, {%d})\n" % before[-1] + code)
+        one, after, spec = json.loads(narrowed.stdout.strip().splitlines()[-1])
+        assert one == after == [before[-1]] and spec == fastnn.config()["cpu"]["cache_spec"]
 
 
 def test_cache_override_changes_geometry_and_blocking():

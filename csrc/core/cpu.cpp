@@ -1,9 +1,13 @@
 // CPU detection. Caches come from cpuid (leaf 4 on Intel, 0x8000001D on AMD), which works
-// in any container; then from /sys/devices/system/cpu/cpu0/cache (other architectures, or
-// a hypervisor that hides the leaves), then from sysconf, then from a conservative default.
+// in any container; then from /sys/devices/system/cpu/cpuN/cache (other architectures, or
+// a hypervisor that hides the leaves), then from sysconf, then from a conservative default;
+// the first two read on (or for) the first CPU the process may run on (OnFirstCpu).
 #include "cpu.h"
 
 #include <unistd.h>
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 #include <cctype>
 #include <cstdlib>
@@ -147,10 +151,50 @@ int count_cpus(const std::string& list) {  // "0-3,8-11" -> 8
     return count;
 }
 
-std::vector<CacheLevel> caches_from_sysfs() {
+// The first CPU this thread may run on, and this thread held there while the object lives
+// (its affinity given back after). A CPU with two kinds of cores (Intel's performance and
+// efficiency cores, AMD's Zen 5 and Zen 5c) has two cache geometries, and cpuid describes
+// the core it runs on: the blocking, so the products' rounding and the tuning file's key,
+// had followed whichever core the import ran on.
+class OnFirstCpu {
+public:
+#ifdef __linux__
+    OnFirstCpu() {
+        if (sched_getaffinity(0, sizeof saved_, &saved_) != 0) return;  // over 1024 CPUs: as is
+        for (int c = 0; c < CPU_SETSIZE; ++c)
+            if (CPU_ISSET(c, &saved_)) {
+                cpu_ = c;
+                break;
+            }
+        if (CPU_COUNT(&saved_) < 2) return;
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu_, &one);
+        pinned_ = sched_setaffinity(0, sizeof one, &one) == 0;
+    }
+    ~OnFirstCpu() {
+        if (pinned_) sched_setaffinity(0, sizeof saved_, &saved_);
+    }
+#else
+    OnFirstCpu() = default;
+#endif
+    OnFirstCpu(const OnFirstCpu&) = delete;
+    OnFirstCpu& operator=(const OnFirstCpu&) = delete;
+    int cpu() const { return cpu_; }
+
+private:
+#ifdef __linux__
+    cpu_set_t saved_;
+    bool pinned_ = false;
+#endif
+    int cpu_ = 0;
+};
+
+std::vector<CacheLevel> caches_from_sysfs(int cpu) {
     std::vector<CacheLevel> out;
     for (int index = 0; index < 16; ++index) {
-        const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
+        const std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/cache/index" +
+                                std::to_string(index) + "/";
         const std::string type = read_line(dir + "type");
         if (type.empty()) break;
         if (type == "Instruction") continue;
@@ -202,13 +246,14 @@ bool usable(std::vector<CacheLevel>& caches) {
 
 CpuInfo detect() {
     CpuInfo info;
+    const OnFirstCpu first;
 #ifdef FASTNN_HAVE_CPUID
     read_identity(info);
     info.caches = caches_from_cpuid(info);
     info.cache_source = "cpuid";
 #endif
     if (!usable(info.caches)) {
-        info.caches = caches_from_sysfs();
+        info.caches = caches_from_sysfs(first.cpu());
         info.cache_source = "sysfs";
     }
     if (!usable(info.caches)) {
