@@ -194,6 +194,18 @@ def test_gradient_check_passes_a_correct_model(digits):
     assert model.training and all(not p.grad.any() for p in model.parameters())
 
 
+def test_gradient_check_computes_in_float32_inside_an_autocast_block(digits):
+    """Found by an attack: under ``fastnn.autocast("bf16")`` the finite differences took
+    their eps steps below bf16's rounding and failed a correct backward pass."""
+    X, y = digits
+    model = smooth_model()
+    plain = diagnostics.gradient_check(model, X[:16] / 4, y[:16], "cross_entropy")
+    with fastnn.autocast("bf16"):
+        inside = diagnostics.gradient_check(model, X[:16] / 4, y[:16], "cross_entropy")
+        assert fastnn.precision.current() == "bf16"   # the block's precision given back
+    assert inside.passed and dict(inside) == dict(plain), (str(inside), str(plain))
+
+
 def test_gradient_check_catches_a_broken_backward(digits, monkeypatch):
     X, y = digits
     model = smooth_model()

@@ -83,6 +83,26 @@ def test_conv2d_gemm_path_in_bf16_and_direct_kernels_in_fp32(bf16_path, rng):
     assert (np.abs(same.weight.grad - expected_dw) <= bound + 1e-6).all()
 
 
+def test_precision_using_checks_its_argument_and_keeps_compile_s_precision(rng):
+    """Found by an attack: using("BF16") or using(None) was taken as given and failed later
+    in the GEMM, naming gemm's argument. A compiled model's predict and evaluate run its
+    compiled precision inside an autocast block, as the module's docstring says."""
+    layer = nn.Dense(8, 4)
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    with fastnn.precision.using("BF16"):
+        assert fastnn.precision.current() == "bf16"
+    for bad, error in ((None, TypeError), ("fp16", ValueError), (16, TypeError)):
+        with pytest.raises(error, match="precision.using: precision"):
+            with fastnn.precision.using(bad):
+                layer(x)
+    assert fastnn.precision.current() == "fp32"
+    model = nn.Sequential(nn.Dense(8, 4))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    plain = model.predict(x)
+    with fastnn.autocast("bf16"):
+        np.testing.assert_array_equal(model.predict(x), plain)   # compiled fp32 holds
+
+
 def test_fp32_is_unchanged_and_autocast_nests_and_is_per_thread(rng):
     x = rng.standard_normal((5, 8)).astype(np.float32)
     layer = nn.Dense(8, 4)

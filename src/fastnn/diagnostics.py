@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import _C, losses, memory
+from . import precision as _precision
 from ._checks import as_float32, deferred_interrupt, positive_int
 from .nn.module import Parameter, check_parameters_reachable, kept_recording, run_lock
 
@@ -461,7 +462,9 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
                          "is no gradient to check")
     rng = np.random.default_rng(seed)
     errors, thresholds = {}, {}
-    with evaluation_run(model):
+    # float32 inside an autocast("bf16") block too: its eps steps are far below bf16's
+    # rounding, and the differences had failed a correct backward pass
+    with evaluation_run(model), _precision.using("fp32"):
         model.zero_grad()
         loss_fn(model(X), y)
         model.backward(loss_fn.backward())

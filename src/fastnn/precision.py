@@ -7,7 +7,10 @@ tiles or AVX512_BF16, ``fastnn.config()["bf16"]`` names the path) and accumulate
 float32. Weights, gradients, optimizer state, losses and the elementwise kernels stay
 float32: PyTorch's ``torch.autocast("cpu", dtype=torch.bfloat16)`` with float32 master
 weights. ``model.compile(..., precision="bf16")`` sets it for ``fit``, ``evaluate`` and
-``predict``; ``with fastnn.autocast("bf16"):`` for any code. A CPU without bf16
+``predict`` of that model: a compiled model runs them in its compiled precision ("fp32"
+unless compile said otherwise) inside an autocast block too, as a Keras model keeps its
+dtype policy; ``with fastnn.autocast("bf16"):`` sets it for the code in the block (direct
+calls of a model or layer, their backward, an uncompiled model's ``predict``). A CPU without bf16
 instructions, or whose bf16 instructions are no faster than its float32 ones (AVX512_BF16
 without AMX on an Intel Xeon), runs the float32 products, with a one-time warning.
 """
@@ -55,7 +58,9 @@ def warn_if_emulated(what: str, stacklevel: int = 2) -> None:
 
 @contextlib.contextmanager
 def using(precision: str) -> Iterator[None]:
-    """The layers' GEMMs in ``precision`` (already checked) inside the ``with`` block (this thread)."""
+    """The layers' GEMMs in ``precision`` ("fp32" or "bf16") inside the ``with`` block (this
+    thread); fit, evaluate and predict run theirs so."""
+    precision = check(precision, "precision.using: precision")  # not a gemm error, later
     previous = current()
     _local.precision = precision
     try:
@@ -67,7 +72,9 @@ def using(precision: str) -> Iterator[None]:
 class autocast(contextlib.ContextDecorator):
     """Run the layers' GEMMs in ``precision`` inside a ``with`` block (this thread), as
     ``torch.autocast``: ``with fastnn.autocast("bf16"): loss = model(X)...``, or as a
-    decorator of a function. A layer's backward uses the precision of its forward.
+    decorator of a function. A layer's backward uses the precision of its forward. A
+    compiled model's fit, evaluate and predict keep its compiled precision inside the block
+    (see the module's docstring); gradient_check always computes in float32.
 
     One object may be entered again, after its block or inside it, and from several
     threads: each ``with`` restores the precision that its own entry found."""
