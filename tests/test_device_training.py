@@ -194,6 +194,49 @@ def test_what_cannot_run_on_a_device_is_named(device, case, words):
                   distributed=case == "distributed")
 
 
+@pytest.mark.parametrize("where", ["compile", "fit", "predict"])
+def test_bf16_on_a_device_is_refused_before_any_batch_runs(where):
+    """Found by an attack: bf16 products on a device failed in the first GEMM with gemm's
+    message, after a batch norm's running statistics had moved by that batch."""
+    fastnn.seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(20), nn.Dense(20, 5))
+    if where != "predict":   # an uncompiled model's predict follows autocast
+        model.compile(loss="cross_entropy", optimizer="adam",
+                      precision="bf16" if where == "compile" else "fp32")
+    X, y = data(64)
+    move(model, "cpu-tensor")
+    words = {"compile": "fit: the model's compiled precision 'bf16' on cpu is not built yet",
+             "fit": "fit: precision='bf16' on cpu is not built yet",
+             "predict": "predict: autocast's precision 'bf16' (the model is not compiled)"}[where]
+    with pytest.raises(NotImplementedError, match=re.escape(words)):
+        if where == "predict":
+            with fastnn.autocast("bf16"):
+                model.predict(X)
+        else:
+            model.fit(X, y, epochs=1, verbose=0, precision="bf16" if where == "fit" else None)
+    bn = model.layers[0]
+    assert bn.num_batches_tracked == 0 and not bn.running_mean.numpy().any()
+
+
+@pytest.mark.parametrize("layer", ["dense", "conv", "batchnorm"])
+def test_a_batch_in_the_other_memory_is_named_by_the_layer(layer):
+    """Found by an attack: a NumPy batch given to a model on a device failed in the kernel,
+    naming its argument ('b', 'weight') and saying a Tensor is not a NumPy array."""
+    make = {"dense": lambda: (nn.Dense(6, 3), np.ones((4, 6), np.float32)),
+            "conv": lambda: (nn.Conv2d(1, 2, 3), np.ones((2, 1, 5, 5), np.float32)),
+            "batchnorm": lambda: (nn.BatchNorm1d(6), np.ones((4, 6), np.float32))}[layer]
+    module, x = make()
+    model = move(nn.Sequential(module), "cpu-tensor")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{module!r}: the input is in host memory (a NumPy array) but the layer is on cpu "
+            "(a fastnn Tensor)")):
+        model(x)
+    host = place(model, np.empty(0, np.float32))
+    with pytest.raises(ValueError, match=re.escape(
+            f"{module!r}: the input is on cpu (a fastnn Tensor) but the layer is in host memory")):
+        host(Tensor(_C.DeviceArray.from_numpy(x, "cpu")))
+
+
 def test_loss_on_a_device_checks_host_labels_and_refuses_another_device():
     pred = Tensor(_C.DeviceArray.from_numpy(np.zeros((4, 3), np.float32), "cpu"))
     loss = fastnn.losses.CrossEntropy()

@@ -1284,6 +1284,23 @@ def test_fit_refuses_a_layer_a_callback_replaced_during_fit(rng, hook):
         model.fit(X, y, epochs=4, batch_size=16, verbose=0, callbacks=[Swap()])
     assert epochs_run == ([0] if hook == "on_batch_end" else [0, 1])
 
+@pytest.mark.parametrize("between", ["predict", "evaluate"])
+def test_predict_or_evaluate_between_forward_and_backward_is_named(rng, between):
+    """Found by an attack: predict or evaluate between a forward pass and its backward left
+    the layers holding their own batch (in evaluation mode), and backward gave that batch's
+    gradients, silently; backward now names the layer that ran again."""
+    X, X2 = rng.random((16, 6), dtype=np.float32), rng.random((16, 6), dtype=np.float32)
+    y = rng.integers(0, 3, 16)
+    model = nn.Sequential(nn.Dense(6, 5, activation="relu"), nn.Dense(5, 3))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    loss = fastnn.losses.CrossEntropy()
+    loss(model(X), y)
+    grad = loss.backward()
+    model.predict(X2) if between == "predict" else model.evaluate(X2, y)
+    with pytest.raises(RuntimeError, match=r"layer 0 .* ran again since .*predict, evaluate"):
+        model.backward(grad)
+
+
 def test_predict_and_evaluate_take_rows_batch_by_batch():
     """Found by an attack: predict, evaluate converted all of X to float32 before batching:
     a float64 X was copied whole, and a stride-0 view of 4 bytes became gigabytes."""

@@ -20,7 +20,7 @@ from ._checks import as_float32, deferred_interrupt, flag, numeric, positive_int
 from ._device import check_device, check_on_device
 from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
-from .nn.module import check_parameters_reachable, run_lock
+from .nn.module import check_parameters_reachable, kept_recording, run_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -307,9 +307,11 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
     if device is not None:  # checked here, so that its errors name fit's argument, not model.to
         model.to(check_device(device, "fit: device"))
     on_device = _device_like(model)
+    gemm_precision = cfg.precision if precision is None else _precision.check(precision)
     if on_device is not None:
         _check_device_run(model, cfg, "fit", diagnostics=diagnostics, distributed=distributed)
-    gemm_precision = cfg.precision if precision is None else _precision.check(precision)
+        _refuse_bf16_on_device(on_device, gemm_precision, "fit",
+                               "compile" if precision is None else "argument")
     if gemm_precision == "bf16":
         _precision.warn_if_emulated("fit", stacklevel=3)
     X, y = _check_data(model, X, y, "X", "y")
@@ -504,7 +506,11 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
     # callback had reset them mid-epoch, and the epoch's accuracy then counted its set)
     chosen = [copy.deepcopy(m) for m in cfg.metrics] if metrics is None else _resolve_metrics(
         [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics), cfg.loss)
-    with _precision.using(cfg.precision):
+    on_device = _device_like(model)
+    if on_device is not None:
+        _refuse_bf16_on_device(on_device, cfg.precision, "evaluate", "compile")
+    # a forward pass whose backward is still to come keeps its batch (kept_recording)
+    with _precision.using(cfg.precision), kept_recording(model):
         return _evaluate(model, cfg, X, y, chosen, batch_size)
 
 
@@ -514,9 +520,14 @@ def predict(model: Any, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
     X = _check_inputs(model, X, "X", whole=memory.is_tensor(X))
     size = positive_int(batch_size, "batch_size")
     compiled = getattr(model, "compiled", None)
-    with run_lock(model), _mode(model, training=False), \
-            _precision.using(compiled.precision if compiled is not None else _precision.current()):
-        on_device = _device_like(model)
+    precision = compiled.precision if compiled is not None else _precision.current()
+    on_device = _device_like(model)
+    if on_device is not None:
+        _refuse_bf16_on_device(on_device, precision, "predict",
+                               "autocast" if compiled is None else "compile")
+    # a forward pass whose backward is still to come keeps its batch (kept_recording)
+    with run_lock(model), _mode(model, training=False), _precision.using(precision), \
+            kept_recording(model):
         if on_device is None:
             return np.concatenate([model(_batch_rows(X[i:i + size], "X"))
                                    for i in range(0, len(X), size)])
@@ -980,6 +991,21 @@ def _device_like(model: Any) -> Any:
     are made like), else None: the model runs on NumPy arrays."""
     params = model.parameters()
     return params[0].data if params and memory.is_tensor(params[0].data) else None
+
+
+def _refuse_bf16_on_device(on_device: Any, precision: str, what: str, source: str) -> None:
+    """NotImplementedError, before any batch runs (a batch norm's statistics had moved by the
+    batch that then failed in the GEMM, whose message named gemm): bf16 products run on
+    the CPU only. source: where the precision came from, "compile", "argument" or
+    "autocast"."""
+    if precision == "bf16":
+        source = {"compile": "the model's compiled precision 'bf16'",
+                  "argument": "precision='bf16'",
+                  "autocast": "autocast's precision 'bf16' (the model is not compiled)"}[source]
+        raise NotImplementedError(
+            f"{what}: {source} on {on_device.device} is not built yet (bf16 products run on the "
+            f"CPU): use 'fp32' there (model.compile(..., precision='fp32'), or fit(..., "
+            "precision='fp32')), or run bf16 on the CPU")
 
 
 def _check_device_run(model: Any, cfg: Compiled, what: str, **options: bool) -> None:

@@ -13,7 +13,8 @@ from .._checks import as_float32, positive_int
 from .._random import generator
 from .. import memory
 from .. import precision as _precision
-from .layers import _ACTIVATIONS, _check_grad, _check_parameter_shapes, _resolve_activation
+from .layers import (_ACTIVATIONS, _check_grad, _check_parameter_shapes, _check_same_memory,
+                     _resolve_activation)
 from .module import Parameter, Workspace, WorkspaceLayer, reserve_parameters
 
 
@@ -146,6 +147,7 @@ class Conv2d(WorkspaceLayer):
     def _forward(self, x: np.ndarray, workspace: Workspace | None, internal: bool) -> np.ndarray:
         x = self._check_input(x)
         self._check_parameters()
+        _check_same_memory(self, x, self.weight.data)
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         bias = None if self.bias is None else self.bias.data
         shape = self.output_shape(x.shape)

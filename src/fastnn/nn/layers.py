@@ -44,6 +44,25 @@ def _check_grad(layer: Module, grad_out: np.ndarray, shape: tuple) -> np.ndarray
     return g
 
 
+def _check_same_memory(layer: Module, x: object, weight: object) -> None:
+    """ValueError naming ``layer`` and both places where its input and its weight are not in
+    one memory (a NumPy batch given to a model moved to a device, or the reverse): the kernel
+    had named its own argument ('b', 'weight') and said a Tensor is not a NumPy array."""
+    if type(x) is np.ndarray and type(weight) is np.ndarray:  # every step of a CPU model
+        return
+    if memory.is_tensor(x) == memory.is_tensor(weight) and memory.device_of(x) == memory.device_of(weight):
+        return
+
+    def where(a: object) -> str:
+        return f"on {a.device} (a fastnn Tensor)" if memory.is_tensor(a) else "in host memory (a NumPy array)"
+
+    move = (f"fastnn.asarray(x, device={weight.device!r})" if memory.is_tensor(weight)
+            else "x.numpy()")
+    raise ValueError(f"{layer!r}: the input is {where(x)} but the layer is {where(weight)}: "
+                     f"move the input ({move}) or the model (model.to(...)); fit, evaluate and "
+                     "predict move each batch themselves")
+
+
 def _check_parameter_shapes(layer: Module, expected: tuple) -> None:
     """ValueError naming ``layer`` unless each (name, parameter or None, shape) of
     ``expected`` has its shape: a parameter's data may have been assigned anew."""
@@ -118,6 +137,7 @@ class Dense(WorkspaceLayer):
             raise ValueError(f"{self!r}: expected input of shape (batch, {self.in_features}); "
                              f"got {x.shape}{hint}")
         self._check_parameters()
+        _check_same_memory(self, x, self.weight.data)
         fused = not _ACTIVATIONS[self.activation]["backward_needs_input"]
         self._precision = _precision.current()  # backward's too, as torch.autocast's
         shape = (len(x), self.out_features)

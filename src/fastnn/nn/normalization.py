@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C, memory
 from .._checks import as_float32, flag, float32_epsilon, number, positive_int
-from .layers import _check_grad
+from .layers import _check_grad, _check_same_memory
 from .module import Parameter, Workspace, WorkspaceLayer, reserve_parameters
 
 
@@ -71,6 +71,7 @@ class _BatchNorm(WorkspaceLayer):
     def _normalize(self, x: np.ndarray, workspace: Workspace | None, internal: bool,
                    relu: bool) -> np.ndarray:
         x = self._check_input(x)
+        _check_same_memory(self, x, self.running_mean)
         if memory.is_tensor(x) != memory.is_tensor(self._save_mean) or (
                 memory.device_of(x) != memory.device_of(self._save_mean)):  # the statistics' scratch, where x is
             self._save_mean = memory.zeros(self.num_features, like=x)

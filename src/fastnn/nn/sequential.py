@@ -44,7 +44,8 @@ class Sequential(Module):
     one instance per place.
 
     ``backward`` is for the last ``forward``: a RuntimeError names a layer that ran again
-    in between (called itself, by a model sharing it, or by gradient_check), whose caches
+    in between (called itself, by a model sharing it, by predict, evaluate or gradient_check),
+    whose caches
     then hold that call's batch (the gradients came from it, silently).
     """
 
@@ -174,9 +175,9 @@ class Sequential(Module):
             if layer._forward_calls != runs[i][1]:
                 raise RuntimeError(
                     f"Sequential.backward: layer {i} ({layer!r:.80}) ran again since this "
-                    "model's last forward pass (called itself, by a model sharing it, or by "
-                    "gradient_check), so it holds that call's batch, not this one's: run the "
-                    "forward pass again before backward")
+                    "model's last forward pass (called itself, by a model sharing it, by "
+                    "predict, evaluate or gradient_check), so it holds that call's batch, not "
+                    "this one's: run the forward pass again before backward")
         raise RuntimeError("Sequential.backward: the layers changed since the last forward "
                            "pass (one was removed): run the forward pass again")
 
