@@ -204,8 +204,22 @@ def test_float_labels_are_labels_as_scikit_learn_reads_them():
     wrong = np.array([0.0, 2.0, 2.0, 2.0, 1.0, 0.0])
     assert metrics.accuracy(t, wrong) == pytest.approx(5 / 6)
     # scores that are not whole numbers, or whole numbers 0 and 1, are still thresholded
-    assert metrics.accuracy([0, 1], np.array([0.4, 1.5])) == 1.0
+    assert metrics.accuracy([0, 1], np.array([0.4, 1.5]), threshold=0.5) == 1.0
     assert metrics.accuracy([0, 1], np.array([0.0, 1.0]), threshold=0.0) == 1.0
+
+
+def test_binary_logits_are_thresholded_at_zero_as_evaluate_does():
+    """Found by an attack: a one-logit binary model (loss "bce", from logits) scored 0.900 in
+    evaluate and 0.858 in metrics.accuracy and confusion_matrix, which cut its logits at
+    0.5 (those in (0, 0.5] counted as class 0). Scores outside [0, 1] are logits: cut at 0."""
+    t = np.array([1, 1, 0, 0, 1])
+    logits = np.array([[0.3], [2.0], [-1.0], [-0.2], [0.1]], np.float32)
+    assert metrics.accuracy(t, logits) == 1.0
+    np.testing.assert_array_equal(metrics.confusion_matrix(t, logits), [[2, 0], [0, 3]])
+    assert metrics.f1(t, logits) == 1.0
+    assert metrics.accuracy(t, logits, threshold=0.5) == 0.6   # chosen: as given
+    probabilities = 1 / (1 + np.exp(-logits))   # the same predictions, cut at 0.5
+    assert metrics.accuracy(t, probabilities) == 1.0
 
 
 @pytest.mark.parametrize("call,message", [

@@ -5,8 +5,10 @@ The functions take ``y_true`` (integer labels (n,), a (n, 1) column or one-hot /
 probability rows (n, classes)) and ``y_pred``: labels (n,) of an integer dtype (or floats
 that are whole numbers, some above 1, as scikit-learn reads them), or the model's outputs,
 scores (n, classes) whose argmax is the prediction, or a single column of binary scores
-(n,) / (n, 1) predicted as class 1 where they exceed ``threshold`` (0.5 for
-probabilities; pass 0.0 for logits). Whether floats (n,) are labels is decided by
+(n,) / (n, 1) predicted as class 1 where they exceed ``threshold``: by default 0.5 where
+every score lies in [0, 1] (probabilities), else 0 (logits, a model without a sigmoid:
+a logit of 0 is a probability of 0.5; 0.5 had counted logits in (0, 0.5] as class 0);
+pass it to choose. Whether floats (n,) are labels is decided by
 their finite values alone: a NaN among whole-number labels (a diverged model's output)
 is a miss, as a row of scores holding a NaN is, and leaves the other samples read as
 they were; an infinite value among them is a ValueError (no class is infinite).
@@ -71,19 +73,23 @@ def _some_columns(y: np.ndarray, name: str) -> None:
                          f"(n, classes)); got shape {y.shape}")
 
 
-def _threshold(value: object, name: str = "threshold") -> float:
+def _threshold(value: object, name: str = "threshold") -> float | None:
     """``threshold`` as a float: a number that is not NaN (every comparison with NaN is
-    False: all class 0, silently); TypeError/ValueError naming it otherwise."""
+    False: all class 0, silently); TypeError/ValueError naming it otherwise. None stays
+    None: the scores decide (``predicted_labels``)."""
+    if value is None:
+        return None
     value = number(value, name)
     if np.isnan(value):
         raise ValueError(f"{name} must be a number, not NaN")
     return value
 
 
-def predicted_labels(y_pred: object, threshold: float = 0.5,
+def predicted_labels(y_pred: object, threshold: float | None = None,
                      name: str = "y_pred") -> np.ndarray:
     """``y_pred`` as int64 labels (n,): integer labels as they are, the argmax of score rows
-    (n, classes > 1), or ``score > threshold`` for one column of binary scores. A NaN among
+    (n, classes > 1), or ``score > threshold`` for one column of binary scores (None: 0.5
+    for scores all in [0, 1], else 0, as the module's docstring says). A NaN among
     whole-number float labels comes back as 0: the callers count it a miss (``_scored``)."""
     threshold = _threshold(threshold)
     y = numeric(y_pred, name)
@@ -104,6 +110,9 @@ def predicted_labels(y_pred: object, threshold: float = 0.5,
         if y.size and y.min() < 0:
             raise ValueError(f"{name} must hold labels >= 0; got {y.min()}")
         return _as_int64(y, name)
+    if threshold is None:
+        finite = y[np.isfinite(y)]
+        threshold = 0.5 if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1) else 0.0
     return (y > threshold).astype(np.int64)
 
 
@@ -117,7 +126,7 @@ def _whole_labels(y: np.ndarray) -> bool:
                 and np.all(finite == np.round(finite)))
 
 
-def _pair(y_true: object, y_pred: object, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _pair(y_true: object, y_pred: object, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
     t = true_labels(y_true)
     p = predicted_labels(y_pred, threshold)
     if len(t) != len(p):
@@ -132,7 +141,7 @@ def _pair(y_true: object, y_pred: object, threshold: float) -> tuple[np.ndarray,
 
 
 def confusion_matrix(y_true: object, y_pred: object, num_classes: int | None = None, *,
-                     threshold: float = 0.5) -> np.ndarray:
+                     threshold: float | None = None) -> np.ndarray:
     """The (classes, classes) int64 matrix whose entry [i, j] counts the samples of true
     class i predicted as class j (scikit-learn's layout). num_classes: its size (default:
     one more than the largest label seen, or the number of score columns). Scores holding
@@ -149,7 +158,7 @@ _MAX_COUNTS = 2**28  # 2 GiB of int64 counts: 16,383 classes
 
 
 def _counts(y_true: object, y_pred: object, num_classes: int | None,
-            threshold: float) -> np.ndarray:
+            threshold: float | None) -> np.ndarray:
     """The confusion matrix with one more column: per true class, the samples whose scores
     hold a NaN (no prediction; misses for precision, recall and F1)."""
     t, p = _pair(y_true, y_pred, threshold)
@@ -182,7 +191,7 @@ def _scored(y_pred: object, n: int) -> np.ndarray:
     return ~np.isnan(y.reshape(n, -1)).any(axis=1)
 
 
-def accuracy(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
+def accuracy(y_true: object, y_pred: object, *, threshold: float | None = None) -> float:
     """The fraction of samples whose predicted class is the true one (a sample whose scores
     hold a NaN is a miss)."""
     t, p = _pair(y_true, y_pred, threshold)
@@ -233,17 +242,17 @@ def _macro(counts: np.ndarray, kind: str) -> float:
     return float(per_class[present].mean())
 
 
-def precision(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
+def precision(y_true: object, y_pred: object, *, threshold: float | None = None) -> float:
     """Macro-averaged precision: per class, correct predictions of it / predictions of it."""
     return _macro(_counts(y_true, y_pred, None, threshold), "precision")
 
 
-def recall(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
+def recall(y_true: object, y_pred: object, *, threshold: float | None = None) -> float:
     """Macro-averaged recall: per class, correct predictions of it / samples of it."""
     return _macro(_counts(y_true, y_pred, None, threshold), "recall")
 
 
-def f1(y_true: object, y_pred: object, *, threshold: float = 0.5) -> float:
+def f1(y_true: object, y_pred: object, *, threshold: float | None = None) -> float:
     """Macro-averaged F1: per class the harmonic mean of precision and recall,
     2 TP / (2 TP + FP + FN)."""
     return _macro(_counts(y_true, y_pred, None, threshold), "f1")
