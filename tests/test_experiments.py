@@ -179,6 +179,31 @@ def test_plots_write_png_files(tmp_path, digits_split):
         assert _is_png(path), path
 
 
+def test_plots_of_one_epoch_colour_images_scores_and_a_misspelt_metric(tmp_path):
+    """Found by an attack: a one-epoch history drew nothing but the legend; sample_images
+    raised matplotlib's TypeError on (3, 32, 32) images (as load("cifar10") gives them) and
+    an unrelated TypeError on predict's score rows; gradient_flow wrote an empty figure for a
+    metric no layer had recorded."""
+    import types
+    one = types.SimpleNamespace(history={"loss": [2.3], "val_loss": [2.2], "accuracy": [0.1]})
+    fig = plot.training_curves(one, tmp_path / "one.png")
+    for ax in fig.axes:
+        assert all(line.get_marker() == "o" for line in ax.get_lines())
+        assert list(ax.get_xticks()) == [1]
+    red = np.zeros((2, 3, 4, 5), np.float32)
+    red[:, 0] = 1.0                                     # channel 0: red
+    scores = np.array([[0.1, 0.9], [0.8, 0.2]])
+    fig = plot.sample_images(red.reshape(2, -1), np.array([1, 1]), scores, tmp_path / "s.png",
+                             (3, 4, 5))
+    first = fig.axes[0]
+    np.testing.assert_array_equal(first.get_images()[0].get_array()[0, 0], [1.0, 0.0, 0.0])
+    assert first.get_title().startswith("1\n") and fig.axes[1].get_title().startswith("0\n")
+    history = types.SimpleNamespace(diagnostics={"0:Dense": {"grad_norm": [1.0, 0.5]}})
+    with pytest.raises(ValueError, match=r"no layer recorded 'grad_norms'; recorded: \['grad_norm'\]"):
+        plot.gradient_flow(history, tmp_path / "g.png", metric="grad_norms")
+    assert not (tmp_path / "g.png").exists()
+
+
 def _fake_comparison(runs):
     history = lambda k: types.SimpleNamespace(history={  # noqa: E731
         "loss": [1.0 / (k + 1), 0.5 / (k + 1)], "val_accuracy": [0.1 + k / 20, 0.2 + k / 20]})

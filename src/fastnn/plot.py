@@ -95,10 +95,18 @@ def training_curves(history: Any, path: str | Path | None = None, title: str = "
     fig, axes = _figure(1, len(metrics))
     for ax, metric in zip(axes[0], metrics):
         epochs = np.arange(1, len(h[metric]) + 1)
-        ax.plot(epochs, h[metric], label=f"train {metric}")
+        # markers: a one-epoch run's single points had drawn nothing but the legend
+        ax.plot(epochs, h[metric], marker="o", markersize=3, label=f"train {metric}")
         if f"val_{metric}" in h:
-            ax.plot(epochs, h[f"val_{metric}"], label=f"validation {metric}")
+            ax.plot(epochs, h[f"val_{metric}"], marker="o", markersize=3,
+                    label=f"validation {metric}")
+        if not np.all(np.isfinite(np.asarray(h[metric], dtype=float))):  # drawn as a gap
+            ax.text(0.5, 0.5, f"{metric} not finite (diverged)", transform=ax.transAxes,
+                    ha="center", color="red")
         _epoch_axis(ax)
+        if len(epochs) == 1:  # around the one point, not 0.945 .. 1.05
+            ax.set_xlim(0.5, 1.5)
+            ax.set_xticks([1])
         ax.set_ylabel(metric)
         ax.legend()
     return _save(fig, path, title or "training curves")
@@ -159,6 +167,9 @@ def gradient_flow(history: Any, path: str | Path | None = None, metric: str = "g
     ax = axes[0][0]
     drawn = [(layer, values[metric]) for layer, values in diagnostics.items()
              if metric in values]  # dead/saturated fractions exist only for some activations
+    if not drawn:  # an empty figure had been written
+        recorded = sorted({key for values in diagnostics.values() for key in values})
+        raise ValueError(f"gradient_flow: no layer recorded {metric!r}; recorded: {recorded}")
     for k, (layer, values) in enumerate(drawn):
         series = np.asarray(values, dtype=float)
         ax.plot(np.arange(1, len(series) + 1), series, marker="o", label=layer, **_run_style(k))
@@ -197,10 +208,18 @@ def sample_images(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
                   path: str | Path | None, image_shape: tuple[int, int],
                   classes: Sequence[str] | None = None, count: int = 25,
                   title: str = "") -> Figure:
-    """A grid of images titled with predicted and true labels (red when wrong)."""
+    """A grid of images titled with predicted and true labels (red when wrong). Labels, or
+    score rows (``model.predict``'s) and one-hot rows, whose argmax is the label.
+    image_shape: (height, width), or with colour channels first as the datasets give them,
+    (3, height, width), or last, (height, width, 3)."""
     count = min(count, len(X))
     if count < 1:  # the grid's ZeroDivisionError named nothing
         raise ValueError(f"sample_images: nothing to draw: {len(X)} images, count={count}")
+    # score rows: int() of a row had raised "only 0-dimensional arrays can be converted"
+    y_true, y_pred = (np.asarray(y).argmax(axis=1) if np.ndim(y) == 2 else np.asarray(y)
+                      for y in (y_true, y_pred))
+    image_shape = tuple(image_shape)
+    channels_first = len(image_shape) == 3 and image_shape[0] in (1, 3, 4) and image_shape[-1] not in (1, 3, 4)
     if classes is not None:
         top = max(int(np.max(y_true[:count])), int(np.max(y_pred[:count])))
         classes = _class_names(classes, top + 1, "sample_images")
@@ -212,7 +231,16 @@ def sample_images(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
         ax.axis("off")
         if k >= count:
             continue
-        ax.imshow(np.asarray(X[k]).reshape(image_shape), cmap="gray_r")
+        image = np.asarray(X[k], dtype=np.float64).reshape(image_shape)
+        if channels_first:  # (3, 32, 32) as load("cifar10") gives it: matplotlib's is last
+            image = np.moveaxis(image, 0, -1)
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        if image.ndim == 3:  # colour, scaled into [0, 1] as imshow needs
+            low, high = image.min(), image.max()
+            ax.imshow((image - low) / (high - low) if high > low else image * 0 + 0.5)
+        else:
+            ax.imshow(image, cmap="gray_r")
         right = y_true[k] == y_pred[k]
         ax.set_title(f"{name(int(y_pred[k]))}\n(true {name(int(y_true[k]))})", fontsize=7,
                      color="black" if right else "red")
