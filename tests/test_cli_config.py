@@ -522,3 +522,18 @@ def test_cli_train_refuses_a_plot_that_would_replace_its_saved_model(tmp_path, c
         out, err = capsys.readouterr()
         assert "the file --save names" in err and plot in err and "Epoch" not in out, err
     assert not model.exists()
+
+
+def test_cli_train_saves_no_diverged_model_and_exits_1(tmp_path, capsys):
+    """Found by an attack: with --lr 1e9 training stopped on NaN weights, and the command
+    then saved them, said so and exited 0 (fit's own checkpoints skip a broken model)."""
+    from fastnn import cli
+
+    model = tmp_path / "m.safetensors"
+    assert cli.main(["train", "--data", "xor", "--epochs", "3", "--optimizer", "sgd",
+                     "--lr", "1e9", "--save", str(model)]) == 1
+    out, err = capsys.readouterr()
+    assert "not saved" in err and "diverged" in err and "saved the model" not in out
+    assert not model.exists()
+    assert cli.main(["train", "--data", "xor", "--epochs", "1", "--save", str(model)]) == 0
+    assert model.exists()

@@ -495,14 +495,18 @@ def _train(args: argparse.Namespace) -> int:
     print(f"test loss{penalty} {result['loss']:.4f} - test accuracy {result['accuracy']:.4f}")
     if args.diagnostics:
         _print_diagnostics(history)
-    if args.save:
+    diverged = history.stop_reason is not None  # weights or loss not finite: fit stopped
+    if args.save and diverged:  # as fit's checkpoints: a broken model replaces nothing
+        print(f"the model was not saved to {args.save}: training diverged (see the warning "
+              "above); lower --lr", file=sys.stderr)
+    elif args.save:
         model.save(args.save)
         print(f"saved the model to {args.save}")
     if args.plot:
         from fastnn import plot
         title = f"{args.data}: {args.model}, {args.optimizer} lr={args.lr:g}"
         print(f"saved the curves to {plot.training_curves(history, args.plot, title).path}")
-    return 0
+    return 1 if diverged else 0
 
 
 def _print_diagnostics(history) -> None:
