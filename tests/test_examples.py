@@ -42,10 +42,12 @@ CASES = {
                                           "gelu", "softplus"))],
         ["activations.png"]),
     "02_xor_depth.py": Case(
-        (), [r"^model\s+params\s+loss\s+p\(y=1\) per point\s+accuracy\s+seeds at 100%$",
-             # model.evaluate's accuracy: a straight line gets 1, 2 or 3 of XOR's 4 points
+        (), [r"^model\s+params\s+loss\s+p\(y=1\) per point\s+accuracy \(tie 1/2\)\s+"
+             r"seeds at 100%$",
+             # four ties, half a point each: chance, whatever float noise makes of the
+             # logits (evaluate's argmax had said 25, 50 or 75%)
              r"^single layer \(2 -> 2\)\s+6\s+0\.693\d\s+0\.50 0\.50 0\.50 0\.50\s+"
-             r"(?:25|50|75)%\s+0/\d+$",
+             r"50%\s+0/\d+$",
              r"^hidden layer \(2 -> 4 tanh -> 2\)\s+22\s+\S+\s+0\.00 1\.00 1\.00 0\.00\s+100%\s+"
              r"(\d+)/\1$"],
         ["xor_decision_boundaries.png"]),
