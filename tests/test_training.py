@@ -1301,6 +1301,29 @@ def test_predict_or_evaluate_between_forward_and_backward_is_named(rng, between)
         model.backward(grad)
 
 
+def test_the_progress_bar_leaves_each_epoch_s_whole_line_on_a_terminal(rng, monkeypatch):
+    """Found by an attack: on an 80-column terminal the tqdm bar's postfix, cut to the width,
+    never showed validation's logs; the bar now gives way to the epoch's whole line."""
+    pytest.importorskip("tqdm")
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setenv("COLUMNS", "60")
+    X, y = rng.random((64, 4), dtype=np.float32), rng.integers(0, 3, 64)
+    model = nn.Sequential(nn.Dense(4, 8, activation="relu"), nn.Dense(8, 3))
+    model.compile(loss="cross_entropy", optimizer="adam", metrics=["accuracy"])
+    model.fit(X, y, epochs=2, validation_split=0.25, verbose=1)
+    lines = [line for line in out.getvalue().replace("\r", "\n").splitlines()
+             if line.startswith("Epoch") and "val_accuracy" in line]
+    assert [line[:9] for line in lines] == ["Epoch 1/2", "Epoch 2/2"], out.getvalue()
+    assert all(line.endswith("lr: 0.001") for line in lines), lines
+
+
 def test_predict_and_evaluate_take_rows_batch_by_batch():
     """Found by an attack: predict, evaluate converted all of X to float32 before batching:
     a float64 X was copied whole, and a stride-0 view of 4 bytes became gigabytes."""

@@ -780,14 +780,17 @@ def _format_logs(logs: dict[str, float]) -> str:
 
 
 def _tqdm(stream: Any) -> Any | None:
-    """The tqdm bar class for ``stream``: the notebook's (``tqdm.auto``) in Jupyter, the
-    terminal's on a terminal; None when tqdm is missing or the stream is a file or a pipe,
-    where every redraw would stay in the output as a carriage return."""
+    """The tqdm bar class for ``stream``: the notebook's (``tqdm.auto``) in Jupyter with
+    ipywidgets, the terminal's on a terminal or in Jupyter without them (``tqdm.auto`` then
+    warned "IProgress not found" at every fit); None when tqdm is missing or the stream is a
+    file or a pipe, where every redraw would stay in the output as a carriage return."""
     in_notebook = _in_notebook()
     if not (in_notebook or _is_terminal(stream)):
         return None
     try:
-        if in_notebook:
+        import importlib.util
+
+        if in_notebook and importlib.util.find_spec("ipywidgets") is not None:
             from tqdm.auto import tqdm
         else:
             from tqdm import tqdm
@@ -834,8 +837,10 @@ class _Progress:
         self.start = self.last = self._shown = time.perf_counter()
         self._prefix = f"Epoch {epoch + 1:>{len(str(self.epochs))}}/{self.epochs}"
         if self._tqdm is not None:
+            # not left: end_epoch writes the epoch's whole line in its place (the bar's
+            # postfix is cut to the terminal's width: validation's logs never showed)
             self._bar = self._tqdm(total=samples, desc=self._prefix, file=self.stream,
-                                   leave=True, dynamic_ncols=True, bar_format=_BAR_FORMAT)
+                                   leave=False, dynamic_ncols=True, bar_format=_BAR_FORMAT)
 
     def update(self, n: int, tally: _Tally) -> None:
         """Count a trained batch of ``n`` samples; redraw now and then (verbose=1)."""
@@ -868,11 +873,10 @@ class _Progress:
         if not self.verbose:
             return
         if self._bar is not None:
-            self._bar.set_postfix_str(self._status(logs), refresh=False)
             self._bar.close()
-        else:
-            self.stream.write(("\r" if self._redraw else "") + self._line(logs) + "\n")
-            self.stream.flush()
+            self._bar = None
+        self.stream.write(("\r" if self._redraw else "") + self._line(logs) + "\n")
+        self.stream.flush()
 
 
 @contextmanager
