@@ -769,8 +769,18 @@ def test_verbose_1_in_a_notebook_uses_tqdm_auto(monkeypatch):
     ipython = types.SimpleNamespace(get_ipython=ZMQInteractiveShell)
     monkeypatch.setitem(sys.modules, "IPython", ipython)
     monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=bar))
-    # a notebook's stdout is no terminal, yet it shows a bar (a widget with ipywidgets)
+    import importlib.util
+    import tqdm
+
+    find_spec = importlib.util.find_spec
+    # a notebook's stdout is no terminal, yet it shows a bar: a widget with ipywidgets...
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "ipywidgets" else find_spec(name, *a))
     assert fastnn.train._tqdm(stdio.StringIO()) is bar
+    # ...else tqdm's text bar (tqdm.auto had warned "IProgress not found" at every fit)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ipywidgets" else find_spec(name, *a))
+    assert fastnn.train._tqdm(stdio.StringIO()) is tqdm.tqdm
     # a program that only imported ipykernel (nbclient's users, this suite) is no notebook
     monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
