@@ -157,6 +157,22 @@ def test_cli_train_with_course_options(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_diagnostics_table_keeps_its_columns_for_long_layer_names(capsys):
+    """Found by an attack: a name longer than 12 characters ("12:BatchNorm2d") pushed its
+    row's numbers out of their columns."""
+    from fastnn import cli
+
+    assert cli.main(["train", "--data", "digits", "--model", "cnn", "--epochs", "1",
+                     "--diagnostics"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("layer"))
+    table = lines[start:start + 1 + sum(1 for line in lines[start + 1:]
+                                         if line[:1].isdigit() and ":" in line.split()[0])]
+    assert any(len(line.split()[0]) > 12 for line in table[1:]), table
+    end = table[0].index("grad norm") + len("grad norm")   # each number ends under its header
+    assert all(line[end - 1] != " " and line[end] == " " for line in table[1:]), table
+
+
 def test_cli_compare_prints_table_and_plot(tmp_path):
     png = tmp_path / "cmp.png"
     proc = run_python_module(["compare", "--data", "digits", "--optimizers", "sgd,adam",
@@ -537,3 +553,17 @@ def test_cli_train_saves_no_diverged_model_and_exits_1(tmp_path, capsys):
     assert not model.exists()
     assert cli.main(["train", "--data", "xor", "--epochs", "1", "--save", str(model)]) == 0
     assert model.exists()
+
+
+def test_cli_names_its_own_flags_and_checks_augment_before_loading(capsys):
+    """Found by an attack: --data-path on a bundled set was refused in the API's words
+    ("path="), and an --augment too large for the images failed after the data loaded and
+    the summary printed, in Augment's words."""
+    from fastnn import cli
+
+    assert cli.main(["train", "--data", "digits", "--data-path", "/nowhere", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "--data-path applies to the sets read from files" in err and "path=" not in err
+    assert cli.main(["train", "--data", "digits", "--augment", "8,0", "--epochs", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert "--augment: Augment: max_shift=8.0" in err and "Total params" not in out, out

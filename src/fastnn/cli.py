@@ -262,8 +262,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace, validation: float) -> tuple:
-    return fastnn.datasets.load(args.data, seed=args.seed, path=args.data_path,
-                                validation=validation)
+    try:
+        return fastnn.datasets.load(args.data, seed=args.seed, path=args.data_path,
+                                    validation=validation)
+    except ValueError as err:  # in the command's words, not the API's (path=)
+        if args.data_path is not None and "takes no path" in str(err):
+            raise ValueError(f"--data-path: {str(err).replace('path=', '--data-path')}") from None
+        raise
 
 
 def _classes(args: argparse.Namespace, *labels: np.ndarray) -> int:
@@ -354,14 +359,17 @@ def _augment_values(text: str) -> list[float]:
     return values
 
 
-def _augment(values: list[float] | None, data: str):
+def _augment(values: list[float] | None, data: str, seed: int | None = None):
     if not values:
         return None
     shape = fastnn.datasets.info(data).image_shape
     if shape is None:
         raise ValueError(f"--augment needs an image dataset; {data!r} is points")
-    return fastnn.data.Augment(shape, max_shift=values[0], max_rotation=values[1],
-                               noise_std=values[2] if len(values) == 3 else 0.0)
+    try:
+        return fastnn.data.Augment(shape, max_shift=values[0], max_rotation=values[1],
+                                   noise_std=values[2] if len(values) == 3 else 0.0, seed=seed)
+    except ValueError as err:
+        raise ValueError(f"--augment: {err}") from None
 
 
 def _banner(args: argparse.Namespace, n_train: int, n_test: int, held_out: str = "test",
@@ -462,6 +470,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.save is not None and _same_file(args.save, args.plot):
             raise ValueError(f"--plot {given} writes {args.plot}, the file --save names; the "
                              "curves would replace the saved model: give each its own file")
+    _augment(args.augment, args.data, seed=0)  # checked before the data and the summary
     X_train, y_train, X_test, y_test = _load(args, 0.0)
     fastnn.seed(args.seed)
     model = _builder(args, X_train.shape[1], _classes(args, y_train, y_test))()
@@ -510,12 +519,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _print_diagnostics(history) -> None:
-    print(f"{'layer':12s} {'grad norm':>10s} {'weight norm':>11s} {'update/weight':>13s} "
+    # as wide as the longest name: "12:BatchNorm2d" had pushed its row's columns right
+    width = max([12] + [len(layer) for layer in history.diagnostics])
+    print(f"{'layer':{width}s} {'grad norm':>10s} {'weight norm':>11s} {'update/weight':>13s} "
           f"{'dead':>6s} {'saturated':>9s}   (last epoch)")
     for layer, d in history.diagnostics.items():
         last = {k: v[-1] for k, v in d.items() if v}
         fmt = lambda k, w, spec: format(last[k], spec).rjust(w) if k in last else "-".rjust(w)  # noqa: E731
-        print(f"{layer:12s} {fmt('grad_norm', 10, '.3g')} {fmt('weight_norm', 11, '.3g')} "
+        print(f"{layer:{width}s} {fmt('grad_norm', 10, '.3g')} {fmt('weight_norm', 11, '.3g')} "
               f"{fmt('update_ratio', 13, '.2e')} {fmt('dead_fraction', 6, '.0%')} "
               f"{fmt('saturated_fraction', 9, '.0%')}")
 
