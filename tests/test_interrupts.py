@@ -70,17 +70,19 @@ def test_a_ctrl_c_during_a_mode_switch_leaves_every_layer_in_its_mode(run, train
     assert set(modes(model).values()) == {training}, modes(model)
 
 
+def fresh_adam():
+    """A one-layer model and its Adam, every gradient 0.5: the same each call."""
+    fastnn.seed(0)
+    model = nn.Sequential(nn.Dense(4, 4))
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    for p in model.parameters():
+        p.grad[...] = 0.5
+    return model, opt
+
+
 def test_a_ctrl_c_inside_an_optimizer_step_leaves_its_count_and_weights_in_step():
     # The count had been raised before the update ran: Adam's bias correction then used the
     # wrong step, silently, and a checkpoint saved it.
-    def fresh_adam():
-        fastnn.seed(0)
-        model = nn.Sequential(nn.Dense(4, 4))
-        opt = optim.Adam(model.parameters(), lr=0.01)
-        for p in model.parameters():
-            p.grad[...] = 0.5
-        return model, opt
-
     model, opt = fresh_adam()
     update = opt._update
 
@@ -101,15 +103,7 @@ def test_a_ctrl_c_inside_an_optimizer_step_leaves_its_count_and_weights_in_step(
 def test_a_bind_cut_short_leaves_the_optimizer_bound_as_it_was():
     # bind had taken the new parameter list before building their buffer and state: a
     # Ctrl-C (or a failure) in between left it stepping the old buffer under the new list.
-    def bound_adam():
-        fastnn.seed(0)
-        model = nn.Sequential(nn.Dense(4, 4))
-        opt = optim.Adam(model.parameters(), lr=0.01)
-        for p in model.parameters():
-            p.grad[...] = 0.5
-        return model, opt
-
-    model, opt = bound_adam()
+    model, opt = fresh_adam()
     other = nn.Sequential(nn.Dense(4, 6), nn.Dense(6, 2))
     before = [p.data.copy() for p in other.parameters()]
 
@@ -122,7 +116,7 @@ def test_a_bind_cut_short_leaves_the_optimizer_bound_as_it_was():
     del opt._new_state
     assert [id(p) for p in opt.params] == [id(p) for p in model.parameters()]
     opt.step()
-    reference, ref_opt = bound_adam()
+    reference, ref_opt = fresh_adam()
     ref_opt.step()
     for p, q in zip(model.parameters(), reference.parameters()):
         np.testing.assert_array_equal(p.data, q.data)
