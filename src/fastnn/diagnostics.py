@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -294,12 +294,13 @@ def emit(messages: list[str]) -> None:
 
 
 def _check_parameter(p: Parameter, objective: Callable[[], float], eps: float, samples: int,
-                     rng: np.random.Generator, tolerance: float) -> tuple[float, float]:
-    """(error, threshold) of ``p`` over up to ``samples`` of its entries, which are left as
-    they were: the relative error between central differences of step ``eps`` and
-    ``p.grad``, and the largest error a correct gradient explains (see ``gradient_check``)."""
+                     rng: np.random.Generator, tolerance: float) -> tuple[float, float, bool]:
+    """(error, threshold, rounding) of ``p`` over up to ``samples`` of its entries, which are
+    left as they were: the relative error between central differences of step ``eps`` and
+    ``p.grad``, the largest error a correct gradient explains (see ``gradient_check``), and
+    whether float32's rounding, not the step's curvature, makes the differences' noise."""
     flat, grad = p.data.reshape(-1), p.grad.reshape(-1)
-    numeric, coarse, analytic = [], [], []
+    numeric, coarse, analytic, central = [], [], [], []
     f_here = objective()
     for i in rng.choice(p.size, size=min(samples, p.size), replace=False):
         original = np.float64(flat[i])
@@ -333,12 +334,18 @@ def _check_parameter(p: Parameter, objective: Callable[[], float], eps: float, s
         numeric.append(estimates[step][kind])
         coarse.append(estimates[step + 1][kind])
         analytic.append(np.float64(grad[i]))
+        central.append([e[0] for e in estimates])
     scale = np.linalg.norm(numeric) + np.linalg.norm(analytic)
     if scale == 0:
-        return 0.0, tolerance
+        return 0.0, tolerance, False
     error = float(np.linalg.norm(np.subtract(numeric, analytic)) / scale)
     noise = float(np.linalg.norm(np.subtract(numeric, coarse)) / scale)
-    return error, min(MAX_THRESHOLD, max(tolerance, NOISE_FACTOR * noise))
+    # Rounding's share of a difference falls as 1 / step, the curvature's grows as step^2:
+    # the estimates of eps / 4 and eps differ more than those of eps and 2 eps where
+    # rounding rules (gradients far below the loss's float32 resolution: a vanishing one)
+    steps = np.asarray(central)
+    rounding = bool(np.linalg.norm(steps[:, 0] - steps[:, 1]) > np.linalg.norm(steps[:, 1] - steps[:, 2]))
+    return error, min(MAX_THRESHOLD, max(tolerance, NOISE_FACTOR * noise)), rounding
 
 
 class GradientCheck(dict):
@@ -346,25 +353,36 @@ class GradientCheck(dict):
     (``result["0:Dense"]``), with the verdict.
 
     ``thresholds[layer]``: the largest error that layer's gradients may show and pass;
-    ``failed``: the layers above it, in model order; ``passed``: no layer failed;
+    ``failed``: the layers above it, in model order; ``unresolved``: those above it whose
+    gradients are too small for float32's finite differences (not failed); ``passed``: no
+    layer failed;
     ``tolerance``: the smallest threshold, as given. ``str()`` is a table with the verdict.
     """
 
     def __init__(self, errors: dict[str, float], thresholds: dict[str, float],
-                 tolerance: float) -> None:
+                 tolerance: float, unresolved: Sequence[str] = ()) -> None:
         super().__init__(errors)
         self.thresholds = thresholds
         self.tolerance = tolerance
+        self.unresolved = [name for name in errors if name in unresolved]
         # not error <= threshold: a NaN error (NaN gradients, or a loss NaN at the steps) fails
-        self.failed = [name for name, error in errors.items() if not error <= thresholds[name]]
+        self.failed = [name for name, error in errors.items()
+                       if not error <= thresholds[name] and name not in self.unresolved]
         self.passed = not self.failed
 
     def __str__(self) -> str:
         width = max([len("layer"), *map(len, self)])
         lines = [f"{'layer':{width}s}  {'error':>9s}  {'threshold':>9s}  verdict"]
-        lines += [f"{name:{width}s}  {error:9.2e}  {self.thresholds[name]:9.2e}  "
-                  f"{'FAIL' if name in self.failed else 'pass'}" for name, error in self.items()]
+        verdict = lambda name: ("FAIL" if name in self.failed else  # noqa: E731
+                                "too small" if name in self.unresolved else "pass")
+        lines += [f"{name:{width}s}  {error:9.2e}  {self.thresholds[name]:9.2e}  {verdict(name)}"
+                  for name, error in self.items()]
+        if self.unresolved:
+            lines.append(f"not judged: the gradients of {', '.join(self.unresolved)} are too small "
+                         "for float32's finite differences (vanishing gradients: the steps' "
+                         "rounding outweighs them; a larger eps resolves somewhat smaller ones)")
         lines.append("gradient check passed: the backward pass agrees with finite differences"
+                     + (" where they can tell" if self.unresolved else "")
                      if self.passed else
                      f"gradient check FAILED: the backward pass of {', '.join(self.failed)} "
                      "disagrees with finite differences" +
@@ -427,7 +445,11 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
     pass's derivative is one of the one-sided slopes, not their mean: each entry is
     compared with the nearest of its central, right and left differences, of step eps / 4
     or eps (the smaller crosses fewer of the kinks beside 0 that zero image borders give).
-    A wrong backward pass gives errors of 0.1 or more, far above the threshold. Units
+    A wrong backward pass gives errors of 0.1 or more, far above the threshold. A layer
+    whose differences are noisy beyond the cap because of float32's rounding, not the
+    step's curvature (the noise falls with a larger step), has gradients too small for
+    finite differences to judge (vanishing ones, ~1e-6 beside a loss of ~1): its verdict is
+    "too small" (``unresolved``), neither pass nor fail. Units
     whose ReLU inputs lie closer to 0 than any step float32's rounding allows can still
     make a correct backward fail (a conv, BatchNorm and ReLU model on digits with one seed
     of twelve: 1.5e-2 against 9.6e-3).
@@ -461,7 +483,7 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
         raise ValueError(f"gradient_check: {type(model).__name__} has no parameters, so there "
                          "is no gradient to check")
     rng = np.random.default_rng(seed)
-    errors, thresholds = {}, {}
+    errors, thresholds, unresolved = {}, {}, []
     # float32 inside an autocast("bf16") block too: its eps steps are far below bf16's
     # rounding, and the differences had failed a correct backward pass
     with evaluation_run(model), _precision.using("fp32"):
@@ -487,7 +509,11 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
             checks = [_check_parameter(p, objective, eps, samples, rng, tolerance)
                       for p in params]
             if checks:
-                # the parameter nearest to failing speaks for the layer
-                errors[name], thresholds[name] = max(
-                    checks, key=lambda c: math.inf if math.isnan(c[0]) else c[0] / c[1])
-    return GradientCheck(errors, thresholds, tolerance)
+                # the parameter nearest to failing speaks for the layer; one failing where
+                # the differences can tell before one they cannot resolve
+                errors[name], thresholds[name], rounding = max(checks, key=lambda c: (
+                    math.isnan(c[0]) or (c[0] > c[1] and not (c[2] and c[1] >= MAX_THRESHOLD)),
+                    math.inf if math.isnan(c[0]) else c[0] / c[1]))
+                if rounding and thresholds[name] >= MAX_THRESHOLD and errors[name] > thresholds[name]:
+                    unresolved.append(name)
+    return GradientCheck(errors, thresholds, tolerance, unresolved)
