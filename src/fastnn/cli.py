@@ -229,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="threads to time on (default: OMP_NUM_THREADS or all cores)")
     export = commands.add_parser("export", help="write a model saved by fastnn (safetensors) as "
                                  "an ONNX graph for onnxruntime (needs the onnx package)")
-    export.add_argument("model", metavar="MODEL", help="a model file of fastnn.save / --save")
+    export.add_argument("model", metavar="MODEL", help="a model file of model.save / fastnn train --save")
     export.add_argument("--onnx", required=True, metavar="PATH", help="the ONNX file to write")
     export.add_argument("--input-shape", type=_list_of(_positive_int, "1,28,28"), default=None,
                         help="one sample's shape, comma-separated (default: the first Dense "

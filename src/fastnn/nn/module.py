@@ -489,7 +489,7 @@ class Module:
         """Make ``self.<name>`` a buffer holding ``value`` (an array, copied into
         ``fastnn.memory``, or None): state that is not trained, such as a BatchNorm's running
         statistics. Buffers are listed by ``named_buffers``, saved by ``state_dict`` and
-        ``fastnn.save`` under torch's names unless ``persistent=False``, moved by ``to()`` and
+        ``model.save`` under torch's names unless ``persistent=False``, moved by ``to()`` and
         counted by ``summary()``. Assigning ``self.<name>`` later replaces the array and
         keeps it a buffer, as in torch."""
         if not isinstance(name, str) or not name.isidentifier() or "." in name:
