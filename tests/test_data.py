@@ -116,3 +116,12 @@ def test_tune_takes_numpy_ints_and_bools_in_shapes():
     for bad in [(True, 8, 8), (8.0, 8, 8), (np.int64(0), 8, 8), (8, 8, 8, 1, 0)]:
         with pytest.raises(ValueError, match="tune: shapes must hold"):
             tuning._shapes([bad])
+
+
+def test_no_samples_in_one_batch_of_all_is_no_batch():
+    """Found by an attack: batch_size=None on empty data raised range()'s 'arg 3 must not
+    be zero' from inside the library (batch_size=3 gave no batch)."""
+    X, y = np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
+    for shuffle in (False, True):
+        assert list(data.batches(X, y, batch_size=None, shuffle=shuffle)) == []
+        assert list(data.batches(X, y, batch_size=3, shuffle=shuffle)) == []

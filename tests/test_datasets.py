@@ -317,3 +317,17 @@ def test_generated_sets_beyond_the_machines_memory_are_refused_up_front(monkeypa
                                               r"about 7\.5 GiB.*this machine has 1\.0 GiB"):
             datasets.load(name, n_samples=10**8)
     assert len(datasets.load("moons", n_samples=1000)[0]) == 800
+
+
+def test_a_path_s_images_of_another_height_and_width_are_refused(tmp_path):
+    """Found by an attack: 14 x 56 images (as many pixels as 28 x 28) were reshaped into
+    28 x 28 ones, every other row of the picture, silently."""
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    for name, array in (("train-images-idx3-ubyte", np.zeros((4, 14, 56), np.uint8)),
+                        ("train-labels-idx1-ubyte", np.arange(4, dtype=np.uint8)),
+                        ("t10k-images-idx3-ubyte", np.zeros((2, 14, 56), np.uint8)),
+                        ("t10k-labels-idx1-ubyte", np.arange(2, dtype=np.uint8))):
+        datasets.save_idx(folder / name, array)
+    with pytest.raises(ValueError, match="needs 28x28 images; the training set .* has 14x56"):
+        datasets.load("mnist", path=folder)

@@ -1334,6 +1334,68 @@ def test_the_progress_bar_leaves_each_epoch_s_whole_line_on_a_terminal(rng, monk
     assert all(line.endswith("lr: 0.001") for line in lines), lines
 
 
+@pytest.mark.parametrize("seed", [None, "generator"])
+def test_fit_called_again_holds_out_the_same_validation_samples(rng, seed, monkeypatch):
+    """Found by an attack: without an int seed each fit drew a new validation split, so a
+    fit continuing the training trained on 16 of the 20 samples the last one held out (its
+    val_* logs, early stopping and best checkpoints judged on learnt data), silently."""
+    X, y = rng.random((100, 4), dtype=np.float32), rng.integers(0, 3, 100)
+    held_out = []
+    split = fastnn.data.train_val_split
+
+    def recording(X_, y_, fraction, seed=None, **kw):
+        out = split(X_, y_, fraction, seed=seed, **kw)
+        held_out.append({row.tobytes() for row in out[2]})
+        return out
+
+    monkeypatch.setattr(fastnn.data, "train_val_split", recording)
+    model = nn.Sequential(nn.Dense(4, 3))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    generator = np.random.default_rng(5) if seed == "generator" else None   # one, going on
+    for _ in range(3):
+        model.fit(X, y, epochs=1, validation_split=0.2, verbose=0, seed=generator)
+    assert len(held_out[0]) == 20 and held_out[0] == held_out[1] == held_out[2]
+    model.fit(X[:90], y[:90], epochs=1, validation_split=0.2, verbose=0)   # other data: drawn
+    assert len(held_out[3]) == 18
+
+
+def test_a_fit_refused_before_its_first_batch_leaves_the_lr_and_the_history(rng):
+    """Found by an attack: a scheduler had set the first epoch's rate in on_train_begin and
+    a callback after it failed: the corrected fit then started from that rate (its schedule
+    shifted, a resumed run no longer the uninterrupted one), and model.history was an empty
+    History."""
+    X, y = rng.random((40, 4), dtype=np.float32), rng.integers(0, 3, 40)
+    model = nn.Sequential(nn.Dense(4, 3))
+    model.compile(loss="cross_entropy", optimizer=fastnn.optim.SGD(lr=0.1))
+    first = model.fit(X, y, epochs=2, verbose=0)
+
+    class Refuse(fastnn.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            raise RuntimeError("refused")
+
+    schedule = lambda: fastnn.callbacks.LearningRateScheduler(  # noqa: E731
+        fastnn.schedulers.CosineLR(total_epochs=4, warmup_epochs=2))
+    with pytest.raises(RuntimeError, match="refused"):
+        model.fit(X, y, epochs=3, verbose=0, callbacks=[schedule(), Refuse()])
+    assert model.compiled.optimizer.lr == 0.1 and model.history is first
+    lrs = model.fit(X, y, epochs=3, verbose=0, callbacks=[schedule()]).history["lr"]
+    assert lrs == pytest.approx([0.1 / 3, 0.2 / 3, 0.1])
+
+
+def test_model_checkpoint_keeping_the_best_val_loss_needs_validation_data(rng, tmp_path):
+    """Found by an attack: ModelCheckpoint's defaults (monitor="val_loss", save_best_only)
+    without validation data warned at each epoch and never wrote a file."""
+    X, y = rng.random((40, 4), dtype=np.float32), rng.integers(0, 3, 40)
+    model = nn.Sequential(nn.Dense(4, 3))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    with pytest.raises(ValueError, match=r"ModelCheckpoint\(save_best_only=True\) monitors 'val_loss'"):
+        model.fit(X, y, epochs=2, verbose=0,
+                  callbacks=[fastnn.callbacks.ModelCheckpoint(tmp_path / "best.safetensors")])
+    model.fit(X, y, epochs=2, verbose=0, callbacks=[fastnn.callbacks.ModelCheckpoint(
+        tmp_path / "best.safetensors", monitor="loss")])
+    assert (tmp_path / "best.safetensors").exists()
+
+
 def test_predict_and_evaluate_take_rows_batch_by_batch():
     """Found by an attack: predict, evaluate converted all of X to float32 before batching:
     a float64 X was copied whole, and a stride-0 view of 4 bytes became gigabytes."""

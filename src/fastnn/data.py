@@ -36,7 +36,8 @@ def batches(X: np.ndarray, y: np.ndarray, batch_size: int | None = 32, shuffle: 
     same arrays (no allocation per batch: use each batch before asking for the next).
     """
     X, y = _pair(X, y)
-    size = len(X) if batch_size is None else positive_int(batch_size, "batch_size")
+    # max(1, ...): no samples, no batch (range()'s step of 0 had raised from here)
+    size = max(1, len(X)) if batch_size is None else positive_int(batch_size, "batch_size")
     # flags checked: shuffle="no" was truthy, and shuffled
     shuffle = flag(shuffle, "batches: shuffle")
     reuse_buffers = flag(reuse_buffers, "batches: reuse_buffers")

@@ -746,7 +746,10 @@ def load(name: str, *, seed: int = 0, normalize: bool = True, flatten: bool = Tr
         for X, which in ((X_train, "training"), (X_test, "test")):  # errors had named neither
             if len(X) == 0:
                 raise ValueError(f"load({name!r}): the {which} set{_at(path)} is empty")
-            if int(np.prod(X.shape[1:])) != int(np.prod(meta.image_shape)):
+            # the size, and the height and width where the images come as (n, h, w): 14 x 56
+            # images had been reshaped into 28 x 28 ones, every other row
+            if int(np.prod(X.shape[1:])) != int(np.prod(meta.image_shape)) or (
+                    X.ndim == 3 and len(meta.image_shape) == 2 and X.shape[1:] != meta.image_shape):
                 raise ValueError(f"load({name!r}) needs {'x'.join(map(str, meta.image_shape))} "
                                  f"images; the {which} set{_at(path)} has "
                                  f"{'x'.join(map(str, X.shape[1:]))}")

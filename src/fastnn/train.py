@@ -142,6 +142,8 @@ class Compiled:
     # an epoch under way (or broken off): the weights are past ``run``'s position, which
     # save(include_optimizer=True) then leaves out
     mid_epoch: bool = False
+    # (samples, fraction) and the generator its validation split was drawn from (_kept_split)
+    held_out: tuple | None = None
 
 
 class History:
@@ -334,7 +336,9 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                         f"got {type(augment).__name__}")
     callbacks = _check_callbacks(callbacks)
     split_rng, rng, start, undo_start = _start(cfg, seed, epochs, augment)
-    history = History()
+    if validation_split and validation_data is None and not isinstance(seed, (int, np.integer)):
+        split_rng = _kept_split(cfg, len(X), validation_split, split_rng)
+    history, previous_history = History(), getattr(model, "history", None)
     try:
         sync, X, y, X_val, y_val, split_state = _prepare(
             model, cfg, X, y, batch_size, validation_split, validation_data, callbacks, augment,
@@ -421,6 +425,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         # fit started over from epoch 0
         if not (cfg.mid_epoch or history.epoch):
             undo_start()
+            model.history = previous_history  # a call that never trained replaces nothing
         raise
 
 
@@ -465,6 +470,20 @@ def _prepare(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray, batch_size
     return sync, X, y, X_val, y_val, split_state
 
 
+def _kept_split(cfg: Compiled, n: int, fraction: float,
+                split_rng: np.random.Generator) -> np.random.Generator:
+    """The generator of fit's validation split where no int seed fixes it: the state its
+    model's first such fit drew from, for later fits on as many samples with the same
+    fraction. A seed of None (or a Generator) drew a new split at every call, so that a
+    fit continuing the training trained on the samples the last one held out, and judged
+    its val_* logs, early stopping and best checkpoints on data it had learnt, silently."""
+    key = (n, float(fraction))
+    if cfg.held_out is not None and cfg.held_out[0] == key:
+        return copy.deepcopy(cfg.held_out[1])
+    cfg.held_out = (key, copy.deepcopy(split_rng))  # any bit generator, as it stood
+    return split_rng
+
+
 def _start(cfg: Compiled, seed: int | np.random.Generator | None, epochs: int,
            augment: Any) -> tuple[np.random.Generator, np.random.Generator, int, Callable[[], None]]:
     """The generators of fit's validation split and shuffling, its first epoch (a loaded
@@ -474,9 +493,11 @@ def _start(cfg: Compiled, seed: int | np.random.Generator | None, epochs: int,
         check_seed(seed, "fit: seed")
     saved, run, mid_epoch = cfg.resume, cfg.run, cfg.mid_epoch
     stream = (augment.seed, augment.offset) if isinstance(augment, data.Augment) else None
+    lr = cfg.optimizer.lr  # a scheduler's on_train_begin sets its first epoch's
 
     def undo() -> None:
         cfg.resume, cfg.run, cfg.mid_epoch = saved, run, mid_epoch
+        cfg.optimizer.lr = lr
         if stream is not None:
             augment.seed, augment.offset = stream
 
@@ -739,6 +760,8 @@ def _check_validation_keys(callbacks: list[Callback]) -> None:
             keys, what = [cb.schedule.monitor], "ReduceLROnPlateau monitors"
         elif isinstance(cb, ModelCheckpoint):
             keys, what = [f for _, f, _, _ in Formatter().parse(cb.path) if f], "ModelCheckpoint's path holds"
+            if cb.save_best_only and str(cb.monitor).startswith("val_"):  # it had warned each
+                keys, what = [cb.monitor], "ModelCheckpoint(save_best_only=True) monitors"  # epoch, saved nothing
         else:
             continue
         needed = [k for k in keys if isinstance(k, str) and k.startswith("val_")]
