@@ -378,3 +378,16 @@ def test_an_optimizer_step_no_training_reaches_is_refused_at_load(tmp_path, opti
     tensors["optimizer.step"] = np.array(io.MAX_STEP, np.int64)
     _resign(path, metadata, tensors)
     fastnn.load(path).fit(X, y, epochs=2, batch_size=4, verbose=0)  # resumes, as far as it may
+
+
+def test_a_file_describing_millions_of_layers_without_weights_is_refused_before_building(tmp_path):
+    """Found by an attack: layers without weights cost no parameter budget, and 3.5 million
+    ReLUs in 70 MB of JSON took 2.3 GB to build and ended in a bare MemoryError; 100,000
+    (2 MB) took 65 MB. Refused before building; a deep but real model still loads."""
+    many = json.dumps({"class": "Sequential", "config": {"layers": [{"class": "ReLU"}] * 100_001}})
+    path = write(tmp_path / "m.safetensors", {}, {"model": many})
+    peak = peak_bytes(lambda: raises_invalid(lambda: fastnn.load(path), str(path), "100,002 layers"))  # the Sequential too
+    assert peak < 64 * 2**20, peak
+    deep = nn.Sequential(*[layer for _ in range(300) for layer in (nn.Dense(4, 4), nn.Tanh())])
+    back = fastnn.load(deep.save(tmp_path / "deep.safetensors"))
+    assert len(back.layers) == 600

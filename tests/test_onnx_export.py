@@ -145,3 +145,12 @@ def test_command_line_export(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path / "c.safetensors"), "--onnx", str(out),
                      "--input-shape", "1,5,5"]) == 0
     assert _run(out, np.ones((2, 1, 5, 5), np.float32)).shape == (2, 18)
+
+
+def test_softmax_refuses_an_input_shape_it_does_not_take(tmp_path):
+    """Found by an attack: export_onnx took input_shape (2, 3) for a Softmax, which predict
+    refuses, and onnxruntime then normalized over another axis."""
+    with pytest.raises(ValueError, match=r"Softmax: expected input of shape \(batch, classes\)"):
+        nn.Sequential(nn.Softmax()).export_onnx(tmp_path / "s.onnx", (2, 3))
+    assert not (tmp_path / "s.onnx").exists()
+    nn.Sequential(nn.Softmax()).export_onnx(tmp_path / "s.onnx", (3,))

@@ -494,6 +494,23 @@ def _load_weights(model: Any, tensors: Mapping[str, np.ndarray], path: str | Pat
                                f"{err}") from err
 
 
+MAX_LAYERS_WITHOUT_WEIGHTS = 10_000  # beyond one layer per 16 weight values the file holds
+
+
+def _described_layers(spec: Any) -> int:
+    """How many layer descriptions (objects with a "class") an architecture holds, walked
+    without recursion (a file's nesting is not bounded)."""
+    count, stack = 0, [spec]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            count += "class" in node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
 def load(path: str | Path) -> Any:
     """The model saved at ``path`` by ``save``, rebuilt with its weights. A model saved
     compiled comes back compiled with the same loss, metrics and optimizer settings; if
@@ -521,6 +538,13 @@ def load(path: str | Path) -> Any:
             "fastnn.io.load_weights(model, path)")
     cls = _known_class(nn, spec, nn.Module, "model", path)
     weights = sum(v.size for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX))
+    # Layers without weights cost no parameter budget, yet each is an object of ~600 bytes:
+    # 3.5 million ReLUs in 70 MB of JSON had taken 2.3 GB and ended in a bare MemoryError
+    layers = _described_layers(spec)
+    if layers > MAX_LAYERS_WITHOUT_WEIGHTS + weights // 16:
+        raise InvalidFileError(f"{path} describes {layers:,} layers for {weights:,} weight "
+                               "values, far more than any model of them has (a damaged or "
+                               "crafted file); refused before building them")
     # building draws initial weights (overwritten below); the file's weights bound what
     # may be allocated
     try:

@@ -193,7 +193,9 @@ def export_onnx(model: Module, path: str | Path, input_shape: tuple[int, ...] | 
     ``(1, 28, 28)`` for a CNN); the graph takes any batch size (input ``"input"``, output
     ``"output"``, float32). The graph computes the model in evaluation mode (Dropout the
     identity, BatchNorm with its running statistics), as ``predict`` does; it is checked
-    with ``onnx.checker`` before it is written. ValueError for a layer with no ONNX mapping
+    with ``onnx.checker`` before it is written. One difference: where a max-pooling window
+    holds a NaN, fastnn (as torch) gives NaN and onnxruntime's MaxPool the largest of the
+    other values. ValueError for a layer with no ONNX mapping
     (named) or an input_shape the model does not take; ImportError without onnx. The
     write is crash-safe (``fastnn.io.write_atomic``).
     """

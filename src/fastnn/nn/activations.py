@@ -165,9 +165,15 @@ class Softmax(_Activation):
     activation = "softmax"
 
     def _apply(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        if x.ndim != 2:
-            raise ValueError(f"Softmax: expected input of shape (batch, classes); got {x.shape}")
+        self.output_shape(x.shape)
         return _C.softmax_forward(x)  # rarely inside a model: new arrays will do
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        # export_onnx and summary ask here: a (batch, 2, 3) input had been exported
+        if len(input_shape) != 2:
+            raise ValueError(f"Softmax: expected input of shape (batch, classes); got "
+                             f"{tuple(input_shape)}")
+        return input_shape
 
     def _derive(self, y: np.ndarray, g: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         return _C.softmax_backward(y, g)
