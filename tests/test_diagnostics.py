@@ -239,17 +239,21 @@ def test_gradient_check_does_not_fail_vanishing_gradients_it_cannot_resolve(digi
     assert result.unresolved[:3] == ["0:Dense", "1:Dense", "2:Dense"], str(result)
     assert "10:Dense" not in result.unresolved and result["10:Dense"] < 1e-3, str(result)
     assert "too small for float32's finite differences" in str(result)
-    broken = model.layers[10]
-    real_backward = broken.backward
+    # a wrong gradient where the differences resolve it fails, however near the layers they
+    # cannot resolve (a first version had let layers 4-6 pass as "too small", found by a review)
+    for index, factor in ((10, 1.5), (6, -1.0), (5, 10.0), (4, -1.0)):
+        broken = model.layers[index]
+        real_backward = broken.backward
 
-    def wrong_backward(grad_out, *args, **kwargs):
-        out = real_backward(grad_out, *args, **kwargs)
-        broken.weight.grad *= 1.5
-        return out
+        def wrong_backward(grad_out, *args, broken=broken, real=real_backward, factor=factor, **kw):
+            out = real(grad_out, *args, **kw)
+            broken.weight.grad *= factor
+            return out
 
-    monkeypatch.setattr(broken, "backward", wrong_backward)
-    result = diagnostics.gradient_check(model, X[:8], y[:8], "cross_entropy")
-    assert not result.passed and result.failed == ["10:Dense"], str(result)
+        monkeypatch.setattr(broken, "backward", wrong_backward)
+        result = diagnostics.gradient_check(model, X[:8], y[:8], "cross_entropy")
+        assert not result.passed and result.failed == [f"{index}:Dense"], (index, str(result))
+        monkeypatch.undo()
 
 
 def test_gradient_check_catches_a_wrong_input_gradient(digits, monkeypatch):

@@ -198,6 +198,11 @@ def test_plots_of_one_epoch_colour_images_scores_and_a_misspelt_metric(tmp_path)
     first = fig.axes[0]
     np.testing.assert_array_equal(first.get_images()[0].get_array()[0, 0], [1.0, 0.0, 0.0])
     assert first.get_title().startswith("1\n") and fig.axes[1].get_title().startswith("0\n")
+    # a column of labels, and one of probabilities, as the metrics read them (a first fix
+    # took the argmax of every 2-D array: all 0, found by a review)
+    fig = plot.sample_images(red.reshape(2, -1), np.array([[3], [1]]), np.array([[0.9], [0.2]]),
+                             tmp_path / "c.png", (3, 4, 5))
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["1\n(true 3)", "0\n(true 1)"]
     history = types.SimpleNamespace(diagnostics={"0:Dense": {"grad_norm": [1.0, 0.5]}})
     with pytest.raises(ValueError, match=r"no layer recorded 'grad_norms'; recorded: \['grad_norm'\]"):
         plot.gradient_flow(history, tmp_path / "g.png", metric="grad_norms")

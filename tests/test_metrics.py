@@ -208,18 +208,25 @@ def test_float_labels_are_labels_as_scikit_learn_reads_them():
     assert metrics.accuracy([0, 1], np.array([0.0, 1.0]), threshold=0.0) == 1.0
 
 
-def test_binary_logits_are_thresholded_at_zero_as_evaluate_does():
+def test_binary_scores_outside_0_1_cut_at_the_default_are_said_to_be(recwarn):
     """Found by an attack: a one-logit binary model (loss "bce", from logits) scored 0.900 in
     evaluate and 0.858 in metrics.accuracy and confusion_matrix, which cut its logits at
-    0.5 (those in (0, 0.5] counted as class 0). Scores outside [0, 1] are logits: cut at 0."""
+    0.5, silently. The default stays 0.5 (a regression output on 0/1 targets, as evaluate
+    cuts it; a first fix that cut scores outside [0, 1] at 0 broke those, found by a
+    review); such scores cut at the default are said to be, and threshold=0.0 cuts logits."""
     t = np.array([1, 1, 0, 0, 1])
     logits = np.array([[0.3], [2.0], [-1.0], [-0.2], [0.1]], np.float32)
-    assert metrics.accuracy(t, logits) == 1.0
-    np.testing.assert_array_equal(metrics.confusion_matrix(t, logits), [[2, 0], [0, 3]])
-    assert metrics.f1(t, logits) == 1.0
-    assert metrics.accuracy(t, logits, threshold=0.5) == 0.6   # chosen: as given
-    probabilities = 1 / (1 + np.exp(-logits))   # the same predictions, cut at 0.5
-    assert metrics.accuracy(t, probabilities) == 1.0
+    with pytest.warns(metrics.MetricWarning, match=r"outside \[0, 1\].*threshold=0\.0"):
+        assert metrics.accuracy(t, logits) == 0.6
+    assert metrics.accuracy(t, logits, threshold=0.0) == 1.0
+    np.testing.assert_array_equal(metrics.confusion_matrix(t, logits, threshold=0.0), [[2, 0], [0, 3]])
+    regression = np.array([1.05, 0.9, -0.01, 0.2, 0.6])   # MSE on 0/1 targets: evaluate's cut
+    with pytest.warns(metrics.MetricWarning):
+        assert metrics.accuracy(t, regression) == 1.0
+    recwarn.clear()
+    assert metrics.accuracy(t, regression, threshold=0.5) == 1.0     # chosen: no warning
+    assert metrics.accuracy(t, 1 / (1 + np.exp(-logits))) == 1.0     # probabilities
+    assert not [w for w in recwarn if issubclass(w.category, metrics.MetricWarning)]
 
 
 @pytest.mark.parametrize("call,message", [

@@ -295,10 +295,12 @@ def emit(messages: list[str]) -> None:
 
 def _check_parameter(p: Parameter, objective: Callable[[], float], eps: float, samples: int,
                      rng: np.random.Generator, tolerance: float) -> tuple[float, float, bool]:
-    """(error, threshold, rounding) of ``p`` over up to ``samples`` of its entries, which are
-    left as they were: the relative error between central differences of step ``eps`` and
-    ``p.grad``, the largest error a correct gradient explains (see ``gradient_check``), and
-    whether float32's rounding, not the step's curvature, makes the differences' noise."""
+    """(error, threshold, unresolved) of ``p`` over up to ``samples`` of its entries, which
+    are left as they were: the relative error between central differences of step ``eps``
+    and ``p.grad``, the largest error a correct gradient explains (see ``gradient_check``),
+    and whether the differences cannot resolve the gradient at all: the central difference
+    of step eps is not clearly above how much it moves to those of eps / 4 and 2 eps,
+    whatever ``p.grad`` holds."""
     flat, grad = p.data.reshape(-1), p.grad.reshape(-1)
     numeric, coarse, analytic, central = [], [], [], []
     f_here = objective()
@@ -340,12 +342,15 @@ def _check_parameter(p: Parameter, objective: Callable[[], float], eps: float, s
         return 0.0, tolerance, False
     error = float(np.linalg.norm(np.subtract(numeric, analytic)) / scale)
     noise = float(np.linalg.norm(np.subtract(numeric, coarse)) / scale)
-    # Rounding's share of a difference falls as 1 / step, the curvature's grows as step^2:
-    # the estimates of eps / 4 and eps differ more than those of eps and 2 eps where
-    # rounding rules (gradients far below the loss's float32 resolution: a vanishing one)
+    # Judged by the differences alone, not by the gradient under test (a wrong one must not
+    # excuse itself): a gradient far below the loss's float32 resolution (a vanishing one)
+    # leaves the central difference of eps within rounding's noise of nothing
+    # (its uncertainty: the smaller of its moves to eps / 4's and to 2 eps's estimate; rounding
+    # moves the first most, the step's curvature the second)
     steps = np.asarray(central)
-    rounding = bool(np.linalg.norm(steps[:, 0] - steps[:, 1]) > np.linalg.norm(steps[:, 1] - steps[:, 2]))
-    return error, min(MAX_THRESHOLD, max(tolerance, NOISE_FACTOR * noise)), rounding
+    uncertainty = min(np.linalg.norm(steps[:, 0] - steps[:, 1]), np.linalg.norm(steps[:, 2] - steps[:, 1]))
+    unresolved = bool(np.linalg.norm(steps[:, 1]) < RESOLVE_MARGIN * uncertainty)
+    return error, min(MAX_THRESHOLD, max(tolerance, NOISE_FACTOR * noise)), unresolved
 
 
 class GradientCheck(dict):
@@ -368,7 +373,8 @@ class GradientCheck(dict):
         # not error <= threshold: a NaN error (NaN gradients, or a loss NaN at the steps) fails
         self.failed = [name for name, error in errors.items()
                        if not error <= thresholds[name] and name not in self.unresolved]
-        self.passed = not self.failed
+        # nothing judged is no pass
+        self.passed = not self.failed and len(self.unresolved) < len(errors)
 
     def __str__(self) -> str:
         width = max([len("layer"), *map(len, self)])
@@ -380,7 +386,11 @@ class GradientCheck(dict):
         if self.unresolved:
             lines.append(f"not judged: the gradients of {', '.join(self.unresolved)} are too small "
                          "for float32's finite differences (vanishing gradients: the steps' "
-                         "rounding outweighs them; a larger eps resolves somewhat smaller ones)")
+                         f"rounding outweighs them, at eps and at {RESOLVE_STEP ** 2} x eps)")
+        if not (self.passed or self.failed):
+            lines.append("gradient check: nothing judged (no layer's gradients are large "
+                         "enough for float32's finite differences)")
+            return "\n".join(lines)
         lines.append("gradient check passed: the backward pass agrees with finite differences"
                      + (" where they can tell" if self.unresolved else "")
                      if self.passed else
@@ -391,7 +401,8 @@ class GradientCheck(dict):
                       if any(math.isnan(self[n]) for n in self.failed) else "") +
                      ("" if all(self.thresholds[n] < MAX_THRESHOLD for n in self.failed) else
                       f" (or the differences are too noisy to tell: a threshold reached its "
-                      f"cap of {MAX_THRESHOLD}; try a smaller eps)"))
+                      f"cap of {MAX_THRESHOLD} at eps and at larger steps; a smaller eps where "
+                      "kinks or curvature blur them)"))
         return "\n".join(lines)
 
 
@@ -446,10 +457,12 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
     compared with the nearest of its central, right and left differences, of step eps / 4
     or eps (the smaller crosses fewer of the kinks beside 0 that zero image borders give).
     A wrong backward pass gives errors of 0.1 or more, far above the threshold. A layer
-    whose differences are noisy beyond the cap because of float32's rounding, not the
-    step's curvature (the noise falls with a larger step), has gradients too small for
-    finite differences to judge (vanishing ones, ~1e-6 beside a loss of ~1): its verdict is
-    "too small" (``unresolved``), neither pass nor fail. Units
+    that fails where the differences themselves cannot resolve its gradient (the central
+    difference of eps within RESOLVE_MARGIN times its move to eps / 4's and to 2 eps's,
+    whatever the backward pass gave: vanishing gradients, ~1e-6 beside a loss of ~1)
+    is checked again with steps RESOLVE_STEP (8) and 64 times larger, where rounding weighs
+    as much less; only where none resolves it is its verdict "too small" (``unresolved``),
+    neither pass nor fail; ``passed`` needs a layer judged. Units
     whose ReLU inputs lie closer to 0 than any step float32's rounding allows can still
     make a correct backward fail (a conv, BatchNorm and ReLU model on digits with one seed
     of twelve: 1.5e-2 against 9.6e-3).
@@ -506,14 +519,35 @@ def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.
                 layers.append((f"{path}:{type(module).__name__}" if path else
                                type(module).__name__, own))
         for name, params in layers:
-            checks = [_check_parameter(p, objective, eps, samples, rng, tolerance)
-                      for p in params]
-            if checks:
-                # the parameter nearest to failing speaks for the layer; one failing where
-                # the differences can tell before one they cannot resolve
-                errors[name], thresholds[name], rounding = max(checks, key=lambda c: (
-                    math.isnan(c[0]) or (c[0] > c[1] and not (c[2] and c[1] >= MAX_THRESHOLD)),
-                    math.inf if math.isnan(c[0]) else c[0] / c[1]))
-                if rounding and thresholds[name] >= MAX_THRESHOLD and errors[name] > thresholds[name]:
-                    unresolved.append(name)
+            if not params:
+                continue
+            # a layer failing where the differences cannot resolve its gradient, or are noisy
+            # up to the threshold's cap, is checked again with steps RESOLVE_STEP and
+            # RESOLVE_STEP^2 times larger (rounding's noise falls by as much): it passes or
+            # fails at the first that decides; one no step resolves is left "too small" (a
+            # review had broken resolvable layers that then passed as such)
+            for step in (eps, RESOLVE_STEP * eps, RESOLVE_STEP ** 2 * eps):
+                verdict = _layer_verdict([_check_parameter(p, objective, step, samples, rng,
+                                                           tolerance) for p in params])
+                error, threshold, _, too_small = verdict
+                if error <= threshold or not (too_small or threshold >= MAX_THRESHOLD):
+                    break
+            errors[name], thresholds[name], _, too_small = verdict
+            if too_small:
+                unresolved.append(name)
     return GradientCheck(errors, thresholds, tolerance, unresolved)
+
+
+RESOLVE_STEP = 8     # how much larger each further look at an unresolved layer steps
+RESOLVE_MARGIN = 4   # a difference this many times its rounding noise resolves a gradient
+
+
+def _layer_verdict(checks: list[tuple[float, float, bool]]) -> tuple[float, float, bool, bool]:
+    """(error, threshold, unresolved, too small) of a layer from its parameters' checks: the
+    one nearest to failing speaks for it, one failing where the differences can tell before
+    one failing where they cannot resolve the gradient (too small to tell)."""
+    blurred = lambda c: c[2] and c[0] > c[1]  # noqa: E731
+    error, threshold, unresolved = max(checks, key=lambda c: (
+        math.isnan(c[0]) or (c[0] > c[1] and not blurred(c)),
+        math.inf if math.isnan(c[0]) else c[0] / c[1]))
+    return error, threshold, unresolved, blurred((error, threshold, unresolved))

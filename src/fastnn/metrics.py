@@ -5,10 +5,13 @@ The functions take ``y_true`` (integer labels (n,), a (n, 1) column or one-hot /
 probability rows (n, classes)) and ``y_pred``: labels (n,) of an integer dtype (or floats
 that are whole numbers, some above 1, as scikit-learn reads them), or the model's outputs,
 scores (n, classes) whose argmax is the prediction, or a single column of binary scores
-(n,) / (n, 1) predicted as class 1 where they exceed ``threshold``: by default 0.5 where
-every score lies in [0, 1] (probabilities), else 0 (logits, a model without a sigmoid:
-a logit of 0 is a probability of 0.5; 0.5 had counted logits in (0, 0.5] as class 0);
-pass it to choose. Whether floats (n,) are labels is decided by
+(n,) / (n, 1) predicted as class 1 where they exceed ``threshold``: 0.5 by default
+(probabilities, and a regression output trained on 0/1 targets, as ``evaluate`` cuts
+them); pass 0.0 for logits (a model without a sigmoid, loss "bce": a logit of 0 is a
+probability of 0.5, and ``evaluate`` cuts them there). Scores outside [0, 1] cut at the
+default give a MetricWarning saying so (a one-logit model's accuracy had read 0.858
+against evaluate's 0.900, silently); an explicit threshold gives none. Whether floats
+(n,) are labels is decided by
 their finite values alone: a NaN among whole-number labels (a diverged model's output)
 is a miss, as a row of scores holding a NaN is, and leaves the other samples read as
 they were; an infinite value among them is a ValueError (no class is infinite).
@@ -88,8 +91,9 @@ def _threshold(value: object, name: str = "threshold") -> float | None:
 def predicted_labels(y_pred: object, threshold: float | None = None,
                      name: str = "y_pred") -> np.ndarray:
     """``y_pred`` as int64 labels (n,): integer labels as they are, the argmax of score rows
-    (n, classes > 1), or ``score > threshold`` for one column of binary scores (None: 0.5
-    for scores all in [0, 1], else 0, as the module's docstring says). A NaN among
+    (n, classes > 1), or ``score > threshold`` for one column of binary scores (None: 0.5,
+    with a MetricWarning where a score lies outside [0, 1], as the module's docstring
+    says). A NaN among
     whole-number float labels comes back as 0: the callers count it a miss (``_scored``)."""
     threshold = _threshold(threshold)
     y = numeric(y_pred, name)
@@ -112,7 +116,12 @@ def predicted_labels(y_pred: object, threshold: float | None = None,
         return _as_int64(y, name)
     if threshold is None:
         finite = y[np.isfinite(y)]
-        threshold = 0.5 if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1) else 0.0
+        if finite.size and (finite.min() < 0 or finite.max() > 1):
+            warnings.warn(f"{name}: one column of scores outside [0, 1] (from {finite.min():.3g} "
+                          f"to {finite.max():.3g}) is cut at 0.5; for logits (no sigmoid, loss "
+                          "'bce') pass threshold=0.0, as evaluate cuts them; pass threshold=0.5 "
+                          "to keep this without the warning", MetricWarning, stacklevel=4)
+        threshold = 0.5
     return (y > threshold).astype(np.int64)
 
 

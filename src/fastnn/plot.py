@@ -215,9 +215,11 @@ def sample_images(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
     count = min(count, len(X))
     if count < 1:  # the grid's ZeroDivisionError named nothing
         raise ValueError(f"sample_images: nothing to draw: {len(X)} images, count={count}")
-    # score rows: int() of a row had raised "only 0-dimensional arrays can be converted"
-    y_true, y_pred = (np.asarray(y).argmax(axis=1) if np.ndim(y) == 2 else np.asarray(y)
-                      for y in (y_true, y_pred))
+    # labels as the metrics read them: score rows (predict's) by argmax, a column of labels
+    # or binary scores (int() of a score row had raised "only 0-dimensional arrays ...")
+    from . import metrics
+
+    y_true, y_pred = metrics.true_labels(y_true), metrics.predicted_labels(y_pred)
     image_shape = tuple(image_shape)
     channels_first = len(image_shape) == 3 and image_shape[0] in (1, 3, 4) and image_shape[-1] not in (1, 3, 4)
     if classes is not None:

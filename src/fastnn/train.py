@@ -336,8 +336,9 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                         f"got {type(augment).__name__}")
     callbacks = _check_callbacks(callbacks)
     split_rng, rng, start, undo_start = _start(cfg, seed, epochs, augment)
-    if validation_split and validation_data is None and not isinstance(seed, (int, np.integer)):
-        split_rng = _kept_split(cfg, len(X), validation_split, split_rng)
+    if validation_split and validation_data is None:
+        split_rng = _kept_split(cfg, len(X), validation_split, split_rng,
+                                reuse=not isinstance(seed, (int, np.integer)))
     history, previous_history = History(), getattr(model, "history", None)
     try:
         sync, X, y, X_val, y_val, split_state = _prepare(
@@ -470,15 +471,17 @@ def _prepare(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray, batch_size
     return sync, X, y, X_val, y_val, split_state
 
 
-def _kept_split(cfg: Compiled, n: int, fraction: float,
-                split_rng: np.random.Generator) -> np.random.Generator:
-    """The generator of fit's validation split where no int seed fixes it: the state its
-    model's first such fit drew from, for later fits on as many samples with the same
-    fraction. A seed of None (or a Generator) drew a new split at every call, so that a
-    fit continuing the training trained on the samples the last one held out, and judged
-    its val_* logs, early stopping and best checkpoints on data it had learnt, silently."""
+def _kept_split(cfg: Compiled, n: int, fraction: float, split_rng: np.random.Generator,
+                reuse: bool) -> np.random.Generator:
+    """The generator of fit's validation split. ``reuse`` (no int seed fixes the split):
+    the one the model's last fit with a split drew from, for a fit on as many samples with
+    the same fraction. A seed of None (or a Generator) drew a new split at every call, so
+    that a fit continuing the training trained on the samples the last one held out, and
+    judged its val_* logs, early stopping and best checkpoints on data it had learnt. An
+    int seed draws its own split, which later fits without one then keep. (The split is of
+    positions: the same samples where X is the same.)"""
     key = (n, float(fraction))
-    if cfg.held_out is not None and cfg.held_out[0] == key:
+    if reuse and cfg.held_out is not None and cfg.held_out[0] == key:
         return copy.deepcopy(cfg.held_out[1])
     cfg.held_out = (key, copy.deepcopy(split_rng))  # any bit generator, as it stood
     return split_rng
@@ -530,8 +533,9 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
     on_device = _device_like(model)
     if on_device is not None:
         _refuse_bf16_on_device(on_device, cfg.precision, "evaluate", "compile")
-    # a forward pass whose backward is still to come keeps its batch (kept_recording)
-    with _precision.using(cfg.precision), kept_recording(model):
+    # a forward pass whose backward is still to come keeps its batch (kept_recording),
+    # restored inside the run lock: another thread's step may be between the two
+    with run_lock(model), _precision.using(cfg.precision), kept_recording(model):
         return _evaluate(model, cfg, X, y, chosen, batch_size)
 
 

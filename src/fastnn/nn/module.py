@@ -770,8 +770,8 @@ def kept_recording(model: Any) -> Iterator[None]:
             for key in _LAST_FORWARD:
                 if key in kept:
                     attributes[key] = kept[key]
-                else:
-                    attributes.pop(key, None)
+                elif key in attributes:  # None reads as absent; a pop resized the dict
+                    attributes[key] = None  # under another thread walking it
 
 
 def device_of_module(module: Module) -> str:
