@@ -1357,6 +1357,9 @@ def test_fit_called_again_holds_out_the_same_validation_samples(rng, seed, monke
     assert len(held_out[0]) == 20 and held_out[0] == held_out[1] == held_out[2]
     model.fit(X[:90], y[:90], epochs=1, validation_split=0.2, verbose=0)   # other data: drawn
     assert len(held_out[3]) == 18
+    model.fit(X, y, epochs=1, validation_split=0.2, verbose=0, seed=3)      # an int seed's own
+    model.fit(X, y, epochs=1, validation_split=0.2, verbose=0, seed=generator)   # then kept
+    assert held_out[4] == held_out[5] != held_out[0]
 
 
 def test_a_fit_refused_before_its_first_batch_leaves_the_lr_and_the_history(rng):
