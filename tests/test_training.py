@@ -1399,6 +1399,49 @@ def test_model_checkpoint_keeping_the_best_val_loss_needs_validation_data(rng, t
     assert (tmp_path / "best.safetensors").exists()
 
 
+def test_notebook_cells_run_again_keep_layer_modes_activations_and_optimizers(rng):
+    """Found by an attack (cells re-run out of order): a batch norm put in eval by hand came
+    back in training mode from predict, evaluate and fit; dense.activation = "elu" kept
+    leaky_relu's alpha (wrong outputs, another model once saved and loaded); an optimizer
+    bound to model A, given to B's compile, left A's manual loop stepping nothing; a conv's
+    stride set to an int failed with a bare TypeError; metrics.get("accuracy") refused
+    'accuracy' while listing it."""
+    X, y = rng.random((32, 4), dtype=np.float32), rng.integers(0, 2, 32)
+    model = nn.Sequential(nn.Dense(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dense(8, 2))
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    model.train()
+    model.layers[1].eval()                                 # its statistics frozen
+    modes = lambda: [m.training for m in model.layers]    # noqa: E731
+    model.predict(X)
+    model.evaluate(X, y)
+    model.fit(X, y, epochs=1, verbose=0)
+    assert modes() == [True, False, True, True] and model.training
+
+    fastnn.seed(0)
+    changed, fresh = nn.Dense(4, 3, activation="leaky_relu"), nn.Dense(4, 3, activation="elu")
+    fresh.weight.data[...], fresh.bias.data[...] = changed.weight.data, changed.bias.data
+    changed.activation = "ELU"
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(changed(x), fresh(x))
+    assert changed.activation == "elu" and repr(changed) == repr(fresh)
+    with pytest.raises(ValueError, match="Dense: unknown activation 'swish2'"):
+        changed.activation = "swish2"
+    conv = nn.Conv2d(1, 2, 3, activation="elu")
+    conv.activation = "leaky_relu"
+    assert conv._alpha == nn.Conv2d(1, 2, 3, activation="leaky_relu")._alpha
+    with pytest.raises(AttributeError, match="stride is fixed once the layer is built"):
+        conv.stride = 2
+
+    a, b = nn.Sequential(nn.Dense(4, 2)), nn.Sequential(nn.Dense(4, 2))
+    opt = fastnn.optim.SGD(a.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="bound to another model's parameters"):
+        b.compile(loss="cross_entropy", optimizer=opt)
+    assert [id(p) for p in opt.params] == [id(p) for p in a.parameters()]
+    a.compile(loss="cross_entropy", optimizer=opt)         # its own model's: taken
+    with pytest.raises(ValueError, match=r"counted by the training loop.*metrics\.accuracy"):
+        fastnn.metrics.get("accuracy")
+
+
 def test_predict_and_evaluate_take_rows_batch_by_batch():
     """Found by an attack: predict, evaluate converted all of X to float32 before batching:
     a float64 X was copied whole, and a stride-0 view of 4 bytes became gigabytes."""

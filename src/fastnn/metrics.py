@@ -408,5 +408,9 @@ def get(metric: str | Metric, threshold: float = 0.5) -> Metric:
         return TopKAccuracy(int(match.group(1)), name=metric)
     if key in _BY_NAME:
         return _BY_NAME[key](threshold)
+    if key == "accuracy":  # listed in NAMES (compile's), which had made the refusal contradict itself
+        raise ValueError("metrics.get('accuracy'): accuracy is counted by the training loop from "
+                         "the loss (compile(metrics=['accuracy'])); for arrays, "
+                         "fastnn.metrics.accuracy(y_true, y_pred)")
     raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(NAMES)} "
                      "or a fastnn.metrics.Metric")

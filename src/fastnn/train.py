@@ -208,7 +208,15 @@ def compile(model: Any, loss: str | losses.Loss, optimizer: str | optim.Optimize
         _precision.warn_if_emulated("compile", stacklevel=3)
     loss_fn = losses.get(loss)
     check_parameters_reachable(model, "compile")
-    opt = optim.get(optimizer).bind(model.parameters())
+    params = model.parameters()
+    if isinstance(optimizer, optim.Optimizer) and optimizer.params and not (
+            {id(p) for p in optimizer.params} & {id(p) for p in params}):
+        # bound to another model (a manual loop's SGD(A.parameters()) reused): binding it here
+        # had left that model's loop stepping nothing, silently
+        raise ValueError(f"compile: the optimizer given ({type(optimizer).__name__}) is bound to "
+                         "another model's parameters; give this model one of its own "
+                         f"(optim.{type(optimizer).__name__}(lr=...)) or a name ('sgd', 'adam')")
+    opt = optim.get(optimizer).bind(params)
     names = [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics or ())
     if _warn_on_output_activation(model, loss_fn):
         loss_fn.skip_first_input_check()  # said once, here; the loss need not say it again
@@ -908,19 +916,22 @@ class _Progress:
 
 @contextmanager
 def _mode(model: Any, training: bool) -> Iterator[None]:
-    """Put the model in training or evaluation mode, restoring the previous mode after.
-    Each switch walks every layer: a Ctrl-C waits for its end (a cut walk left some layers
-    in each mode, and the next restore of the top flag then put all in the wrong one)."""
-    previous = None  # the mode to restore, once switched
+    """Put the model in training or evaluation mode, restoring every module's previous mode
+    after (a batch norm put in eval by hand, to freeze its statistics, had come back in
+    training mode from predict, evaluate and fit). Each switch walks every layer: a Ctrl-C
+    waits for its end (a cut walk left some layers in each mode)."""
+    previous = None  # each module's mode to restore, once switched
     try:
         with run_lock(model), deferred_interrupt():  # not during another thread's run
-            previous = model.training
+            previous = [(m, m.training) for _, m in model.named_modules()]
             model.train(training)
         yield
     finally:
         if previous is not None:
             with run_lock(model), deferred_interrupt():
-                model.train(previous)
+                model.train(previous[0][1])  # the model's own train(), as the switch
+                for module, mode in previous[1:]:
+                    module.training = mode
 
 
 def _check_bound_parameters(model: Any, cfg: Compiled, epoch: int | None = None) -> None:
@@ -936,7 +947,8 @@ def _check_bound_parameters(model: Any, cfg: Compiled, epoch: int | None = None)
     bound = {id(p) for p in cfg.optimizer.params}
     for name, p in model.named_parameters():
         if id(p) not in bound:
-            why = (" (a layer added or replaced after compile):" if epoch is None else
+            why = (" (a layer added or replaced after compile, or the optimizer compiled for "
+                   "another model since):" if epoch is None else
                    f": a layer was added or replaced during fit, by a callback around epoch "
                    f"{epoch + 1}, and would stay untrained;")
             raise ValueError(f"fit: the model's parameter {name} is not among those compile gave "

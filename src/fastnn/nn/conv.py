@@ -13,8 +13,8 @@ from .._checks import as_float32, positive_int
 from .._random import generator
 from .. import memory
 from .. import precision as _precision
-from .layers import (_ACTIVATIONS, _check_grad, _check_parameter_shapes, _check_same_memory,
-                     _resolve_activation)
+from .layers import (_ACTIVATIONS, _ActivationName, _check_grad, _check_parameter_shapes,
+                     _check_same_memory)
 from .module import Parameter, Workspace, WorkspaceLayer, reserve_parameters
 
 
@@ -70,7 +70,20 @@ class Conv2d(WorkspaceLayer):
     where each patch value would feed too few multiply-adds for the GEMM to pay.
     """
 
+    activation = _ActivationName()
+    # what the weight's shape and the padding follow from: fixed once built (an int stride
+    # set afterwards, as torch takes it, had failed in a zip with a bare TypeError)
+    _FIXED = frozenset({"in_channels", "out_channels", "kernel_size", "stride", "padding",
+                        "dilation", "groups", "padding_mode"})
+
     _forward_caches = ("_x", "_z", "_y")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._FIXED and name in self.__dict__:
+            raise AttributeError(f"{self!r}: {name} is fixed once the layer is built (its "
+                                 f"weight's shape and padding follow from it); build a new "
+                                 f"Conv2d(..., {name}={value!r})")
+        super().__setattr__(name, value)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
@@ -105,7 +118,7 @@ class Conv2d(WorkspaceLayer):
                                  f"got {padding!r}")
         else:
             self.padding = _pair(padding, "Conv2d: padding", 0)
-        self.activation, self._alpha = _resolve_activation(activation, "Conv2d")
+        self.activation = activation
         self.init = init
         kh, kw = self.kernel_size
         cg = self.in_channels // self.groups

@@ -44,6 +44,19 @@ def _check_grad(layer: Module, grad_out: np.ndarray, shape: tuple) -> np.ndarray
     return g
 
 
+class _ActivationName:
+    """The ``activation`` attribute of Dense and Conv2d: assigning it resolves the name and
+    its alpha as the constructor does (``dense.activation = "elu"`` had kept leaky_relu's
+    alpha: wrong outputs, and a saved model that predicted otherwise once loaded; "Tanh" a
+    KeyError at the forward pass)."""
+
+    def __get__(self, layer: Any, owner: type | None = None) -> Any:
+        return self if layer is None else layer._activation
+
+    def __set__(self, layer: Any, value: str | None) -> None:
+        layer._activation, layer._alpha = _resolve_activation(value, type(layer).__name__)
+
+
 def _check_same_memory(layer: Module, x: object, weight: object) -> None:
     """ValueError naming ``layer`` and both places where its input and its weight are not in
     one memory (a NumPy batch given to a model moved to a device, or the reverse): the kernel
@@ -100,6 +113,8 @@ class Dense(WorkspaceLayer):
     training adds to the loss.
     """
 
+    activation = _ActivationName()
+
     _forward_caches = ("_x", "_z", "_y")
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
@@ -108,7 +123,7 @@ class Dense(WorkspaceLayer):
         super().__init__()
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
-        self.activation, self._alpha = _resolve_activation(activation, "Dense")
+        self.activation = activation
         self.l1, self.l2 = non_negative(l1, "Dense: l1"), non_negative(l2, "Dense: l2")
         self.init = init
         if init is None:
