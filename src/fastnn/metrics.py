@@ -79,7 +79,7 @@ def _some_columns(y: np.ndarray, name: str) -> None:
 def _threshold(value: object, name: str = "threshold") -> float | None:
     """``threshold`` as a float: a number that is not NaN (every comparison with NaN is
     False: all class 0, silently); TypeError/ValueError naming it otherwise. None stays
-    None: the scores decide (``predicted_labels``)."""
+    None: the default, 0.5, said where the scores leave [0, 1] (``predicted_labels``)."""
     if value is None:
         return None
     value = number(value, name)

@@ -772,8 +772,9 @@ def _check_validation_keys(callbacks: list[Callback]) -> None:
             keys, what = [cb.schedule.monitor], "ReduceLROnPlateau monitors"
         elif isinstance(cb, ModelCheckpoint):
             keys, what = [f for _, f, _, _ in Formatter().parse(cb.path) if f], "ModelCheckpoint's path holds"
-            if cb.save_best_only and str(cb.monitor).startswith("val_"):  # it had warned each
-                keys, what = [cb.monitor], "ModelCheckpoint(save_best_only=True) monitors"  # epoch, saved nothing
+            # keeping the best by a val_* log, it had warned each epoch and saved nothing
+            if cb.save_best_only and str(cb.monitor).startswith("val_"):
+                keys, what = [cb.monitor], "ModelCheckpoint(save_best_only=True) monitors"
         else:
             continue
         needed = [k for k in keys if isinstance(k, str) and k.startswith("val_")]
