@@ -170,6 +170,25 @@ def test_cross_entropy_labels_out_of_range_module():
     raises(loss_fn, logits, np.array([0, 1, -1, 2]), exc=ValueError, mentions=("-1",))
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64", ">i4", "uint8", "uint16",
+                                   "uint32", "uint64", "float32", "float64"])
+def test_cross_entropy_checks_every_label_dtype_itself(dtype):
+    """The loss's own check (one pass: a negative label read unsigned is past any class
+    count), not the kernel's, names each label outside [0, classes) by its index and its
+    value as given; the first and the last class pass."""
+    loss_fn = losses.CrossEntropy()
+    logits = np.zeros((4, 5), np.float32)
+    assert np.isfinite(loss_fn(logits, np.array([0, 4, 4, 0]).astype(dtype)))
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    bad = [5, 127 if info is None else int(info.max)] + ([-1, -128 if info is None else int(info.min)]
+                                                      if info is None or info.min < 0 else [])
+    for value in bad:
+        labels = np.array([0, 1, 2, 3], dtype)
+        labels[2] = value
+        raises(loss_fn, logits, labels, exc=ValueError,
+               mentions=(f"CrossEntropy: labels[2] = {labels[2]} is outside [0, 5) (the number of classes",))
+
+
 def test_fit_labels_out_of_range():
     model = compiled_model(classes=3)
     X = np.ones((6, 5), np.float32)
