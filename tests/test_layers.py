@@ -1456,3 +1456,25 @@ def test_load_state_dict_refuses_values_it_would_change():
     assert int(model.state_dict()["1.num_batches_tracked"]) == 7
     model.load_state_dict({**state, "1.num_batches_tracked": np.array(2**63 - 1, np.uint64)})
     assert int(model.state_dict()["1.num_batches_tracked"]) == 2**63 - 1
+
+
+def test_a_model_run_calls_a_forward_or_backward_set_on_the_layer_or_its_subclass(rng):
+    """A model runs a built-in layer's workspace-aware passes only where neither is replaced:
+    a function set on the instance (as a hook is set in a notebook), or a subclass's method,
+    is what the model calls."""
+    calls = []
+
+    class Logged(nn.Dense):
+        def backward(self, grad_out, input_grad=True):
+            calls.append("subclass backward")
+            return super().backward(grad_out, input_grad)
+
+    first, second = nn.Dense(4, 3, activation="relu"), Logged(3, 2)
+    plain_forward = first.forward
+    first.forward = lambda x: (calls.append("instance forward"), plain_forward(x))[1]
+    model = nn.Sequential(first, second)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    y = model(x)
+    model.backward(np.ones_like(y))
+    assert calls == ["instance forward", "subclass backward"]
+    np.testing.assert_array_equal(y, second.forward(first.forward(x)))

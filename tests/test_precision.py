@@ -103,6 +103,30 @@ def test_precision_using_checks_its_argument_and_keeps_compile_s_precision(rng):
         np.testing.assert_array_equal(model.predict(x), plain)   # compiled fp32 holds
 
 
+def test_precision_using_nests_decorates_and_restores_after_an_error():
+    with fastnn.precision.using("bf16"):
+        with fastnn.precision.using("fp32"):
+            assert fastnn.precision.current() == "fp32"
+        assert fastnn.precision.current() == "bf16"
+        with pytest.raises(KeyError):
+            with fastnn.precision.using("fp32"):
+                raise KeyError("inside")
+        assert fastnn.precision.current() == "bf16"
+    assert fastnn.precision.current() == "fp32"
+
+    @fastnn.precision.using("bf16")
+    def inner(depth):  # each call enters its own block, recursion too
+        seen = [fastnn.precision.current()]
+        if depth:
+            with fastnn.precision.using("fp32"):
+                seen += inner(depth - 1)
+            seen.append(fastnn.precision.current())
+        return seen
+
+    assert inner(2) == ["bf16", "bf16", "bf16", "bf16", "bf16"]
+    assert fastnn.precision.current() == "fp32"
+
+
 def test_fp32_is_unchanged_and_autocast_nests_and_is_per_thread(rng):
     x = rng.standard_normal((5, 8)).astype(np.float32)
     layer = nn.Dense(8, 4)

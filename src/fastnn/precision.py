@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from typing import Iterator
 
 from . import _C
 
@@ -56,17 +55,24 @@ def warn_if_emulated(what: str, stacklevel: int = 2) -> None:
                   f"{_C.bf16_path_description()}", RuntimeWarning, stacklevel=stacklevel + 1)
 
 
-@contextlib.contextmanager
-def using(precision: str) -> Iterator[None]:
+class using(contextlib.ContextDecorator):
     """The layers' GEMMs in ``precision`` ("fp32" or "bf16") inside the ``with`` block (this
-    thread); fit, evaluate and predict run theirs so."""
-    precision = check(precision, "precision.using: precision")  # not a gemm error, later
-    previous = current()
-    _local.precision = precision
-    try:
-        yield
-    finally:
-        _local.precision = previous
+    thread); fit, evaluate and predict run theirs so. (A class, not a generator: a training
+    loop of one's own may enter it every step.)"""
+
+    def __init__(self, precision: str) -> None:
+        self.precision = check(precision, "precision.using: precision")  # not a gemm error, later
+        self._previous: list[str] = []
+
+    def _recreate_cm(self) -> using:  # each call of a decorated function enters its own
+        return using(self.precision)
+
+    def __enter__(self) -> None:
+        self._previous.append(current())
+        _local.precision = self.precision
+
+    def __exit__(self, *exc: object) -> None:
+        _local.precision = self._previous.pop()
 
 
 class autocast(contextlib.ContextDecorator):

@@ -296,7 +296,10 @@ class Workspace:
 def overridden(layer: Module, name: str, cls: type) -> bool:
     """Whether ``layer.<name>`` is not ``cls``'s own method (a subclass's, or one set on
     the instance): a model run then calls it instead of the workspace-aware version."""
-    return getattr(getattr(layer, name), "__func__", None) is not getattr(cls, name)
+    # by the class and the instance's own attributes: no bound method made (a model run asks
+    # for every layer, forward and backward)
+    return (getattr(type(layer), name, None) is not getattr(cls, name)
+            or name in getattr(layer, "__dict__", ()))
 
 
 class _TrainingMethod:
@@ -328,6 +331,19 @@ class _SetByInit:
         raise AttributeError(f"{type(module).__name__} has no attribute 'training': its "
                              "__init__ did not call super().__init__(); add "
                              "super().__init__() as the first line of its __init__")
+
+
+# autograd.active (the tape being recorded, or None), looked up on the first call: autograd
+# imports this module. An import statement in Module.__call__ cost 1% of a batch-32 step.
+_recording: Callable[[], Any] | None = None
+
+
+def _recording_tape() -> Callable[[], Any]:
+    global _recording
+    from .autograd import active
+
+    _recording = active
+    return active
 
 
 def _records(module: Module) -> bool:
@@ -540,9 +556,7 @@ class Module:
     def __call__(self, x: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
         """``forward(x, *args, **kwargs)``, recorded inside a recorded forward pass; only
         ``x`` is differentiated (the other arguments are constants: flags, scales)."""
-        from .autograd import active
-
-        tape = active()
+        tape = (_recording or _recording_tape())()
         if tape is not None and not _records(self):  # a call inside a recorded forward
             return tape.call_module(self, x, args, kwargs)
         with run_lock(self):
