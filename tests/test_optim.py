@@ -785,3 +785,35 @@ def test_a_parameter_moved_to_a_device_since_binding_is_refused_not_copied_back(
     with pytest.raises(RuntimeError, match=r"SGD: parameter 0.* is now a Tensor on cpu, this "
                                            r"optimizer's buffer a NumPy array: bind it again"):
         opt.step()
+
+
+def test_clip_norm_of_a_nan_gradient_makes_every_gradient_nan_as_torch():
+    """Found by an attack: a NaN gradient made the norm NaN, the scale factor NaN, and
+    `factor < 1` False: the other gradients went into the step unclipped (a norm of 1414
+    under clip_norm=1). torch.nn.utils.clip_grad_norm_ scales them all by NaN."""
+    a, b = nn.Parameter(np.zeros(1, np.float32)), nn.Parameter(np.zeros(2, np.float32))
+    opt = optim.SGD([a, b], lr=0.1, clip_norm=1.0)
+    a.grad[...] = np.nan
+    b.grad[...] = 1000.0
+    opt.step()
+    assert np.isnan(b.grad).all() and np.isnan(b.data).all()
+    b.grad[...] = 1000.0  # and a finite one is still clipped to the norm
+    a.grad[...] = 0.0
+    opt.step()
+    np.testing.assert_allclose(np.linalg.norm(b.grad), 1.0, rtol=1e-5)
+
+
+def test_a_parameter_bound_twice_warns_and_takes_one_update():
+    p = nn.Parameter(np.ones(3, np.float32), "w")
+    q = nn.Parameter(np.ones(2, np.float32))
+    with pytest.warns(UserWarning, match=r"params\[2\] \(w\) is params\[0\] again"):
+        opt = optim.SGD([p, q, p], lr=0.1)
+    p.grad[...] = 1.0
+    opt.step()
+    np.testing.assert_allclose(p.data, 0.9, rtol=1e-6)
+
+
+@pytest.mark.parametrize("betas", [{0.9, 0.99}, frozenset({0.5, 0.6}), {0.9: 1, 0.99: 2}.keys()])
+def test_adam_betas_without_an_order_are_refused_by_name(betas):
+    with pytest.raises(ValueError, match="betas must be a pair"):
+        optim.Adam([nn.Parameter(np.ones(3, np.float32))], betas=betas)

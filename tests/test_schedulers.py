@@ -225,3 +225,11 @@ def test_a_scheduler_class_instead_of_an_instance_is_named():
         model.fit(X, y, verbose=0, callbacks=[callbacks.Callback(), schedulers.StepLR])
     with pytest.raises(TypeError, match=r"LearningRateScheduler: schedule is the class CosineLR"):
         callbacks.LearningRateScheduler(schedulers.CosineLR)
+
+
+@pytest.mark.parametrize("monitor", [None, 123, ("val_loss",)])
+def test_reduce_lr_on_plateau_refuses_a_monitor_that_is_not_a_name(monitor):
+    """As EarlyStopping and ModelCheckpoint: str(None) had been taken and failed an epoch
+    later, naming 'None'."""
+    with pytest.raises(TypeError, match="ReduceLROnPlateau: monitor must be a logged name"):
+        schedulers.ReduceLROnPlateau(monitor=monitor)

@@ -10,6 +10,7 @@ applies them to the ``grad`` arrays in place, norm first, before the update.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -224,10 +225,15 @@ class Optimizer:
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        first: dict[int, int] = {}
         for i, p in enumerate(params):
             if not isinstance(p, Parameter):
                 raise TypeError(f"{type(self).__name__}: params[{i}] must be a "
                                 f"fastnn.nn.Parameter; got {type(p).__name__}")
+            if first.setdefault(id(p), i) != i:  # torch warns too (and steps it twice)
+                warnings.warn(f"{type(self).__name__}: params[{i}]{f' ({p.name})' if p.name else ''} "
+                              f"is params[{first[id(p)]}] again; it takes one update a step",
+                              UserWarning, stacklevel=3)
         flat = _Flat(params)
         flat_state = self._new_state(flat)
         state = [{name: flat.view(array, i) for name, array in flat_state.items()}
@@ -268,7 +274,13 @@ class Optimizer:
             p.settle_grad()  # no backward pass since zero_grad: its zeros are written now
         if self.clip_norm is not None:
             factor = self.clip_norm / (math.sqrt(_C.sum_squares(flat.grad)) + 1e-6)
-            if factor < 1.0:
+            if factor != factor:
+                # a NaN norm: every gradient NaN, as torch's clip_grad_norm_ makes them (the
+                # others had gone into the step unclipped; fit stops on the NaN weights). The
+                # gaps between the parameters stay zero, for the next steps' norms.
+                for _, grad in flat.views:
+                    _C.scale_(grad, factor)
+            elif factor < 1.0:
                 _C.scale_(flat.grad, factor)
         if self.clip_value is not None:
             _C.clip_(flat.grad, -self.clip_value, self.clip_value)
@@ -473,7 +485,8 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0, clip_norm: float | None = None,
                  clip_value: float | None = None,
                  learning_rate: float | None = None) -> None:
-        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        if (isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__")
+                or not hasattr(betas, "__getitem__") or len(betas) != 2):  # a set has no order
             raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r:.100}")
         self.betas = (_in_range(betas[0], "betas[0]", 0.0, 1.0),
                       _in_range(betas[1], "betas[1]", 0.0, 1.0))

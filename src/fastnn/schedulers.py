@@ -187,7 +187,10 @@ class ReduceLROnPlateau(Scheduler):
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  min_delta: float = 1e-4, min_lr: float = 0.0, mode: str = "min") -> None:
         super().__init__()
-        self.monitor = str(monitor)
+        if not isinstance(monitor, str):  # as EarlyStopping's: str(None) failed an epoch later
+            raise TypeError("ReduceLROnPlateau: monitor must be a logged name such as "
+                            f"'val_loss'; got {type(monitor).__name__} {monitor!r:.60}")
+        self.monitor = monitor
         self.factor = _fraction(factor, "factor", allow_one=False)
         self.patience = _count(patience, "patience")
         self.min_delta = non_negative(min_delta, "min_delta")
