@@ -1132,3 +1132,60 @@ def test_a_sequential_s_backward_refuses_layers_that_ran_since_its_forward(betwe
         model.backward(np.ones_like(out))
     model(x)  # the forward again: its backward runs
     assert model.backward(np.ones_like(out)).shape == x.shape
+
+
+def test_a_recorded_block_in_a_sequential_that_ran_again_is_named_before_backward(rng):
+    """Found by an attack: a forward-only block's runs were not counted, so a Sequential
+    holding it backpropagated the batch of the block's later call (directly, or by
+    predict) with no error: gradients off by 0.57 and 5.3. A built-in layer raises."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 4)
+
+        def forward(self, x):
+            return fnn.tanh(self.fc(x))
+
+    x1, x2 = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    g = rng.standard_normal((5, 4)).astype(np.float32)
+    block = Block()
+    model = nn.Sequential(nn.Tanh(), block)
+    model(x1)
+    block(x2)
+    with pytest.raises(RuntimeError, match=r"layer 1 \(Block\(\)\) ran again"):
+        model.backward(g)
+    model.compile("mse", "sgd")
+    model(x1)
+    model.predict(x2)
+    with pytest.raises(RuntimeError, match="ran again"):
+        model.backward(g)
+    model(x1)  # and the forward's own backward is the plain one's
+    grad_x = model.backward(g)
+    expected = nn.Sequential(nn.Tanh(), block)
+    expected(x1)
+    np.testing.assert_array_equal(grad_x, expected.backward(g))
+
+
+def test_a_recorded_forward_keeps_its_model_s_attributes_in_place():
+    """Found by an attack: each recorded forward popped the model's `_tape` and added it
+    back, resizing its __dict__ while another thread's fit walked it (a predict beside a fit
+    of a forward-only model: "dictionary changed size during iteration", 4 runs of 4). The
+    old recording is now None during the forward, the key kept."""
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(3, 2)
+
+        def forward(self, x):
+            seen.append(("_tape" in vars(self), len(vars(self))))
+            return self.fc(x)
+
+    model = Probe()
+    x = np.ones((2, 3), np.float32)
+    model(x)
+    size = len(vars(model))
+    model(x)
+    model(x)
+    assert seen[1:] == [(True, size), (True, size)] and len(vars(model)) == size

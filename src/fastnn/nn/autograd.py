@@ -465,7 +465,9 @@ def run(module: Module, forward: Callable[..., Any], x: Any, args: tuple, kwargs
     if tape is not None:
         tape.check(x, f"the input of {tape._names.get(id(module), type(module).__name__)}")
         return _checked_output(tape, forward(module, x, *args, **kwargs), module)
-    module.__dict__.pop("_tape", None)  # a failed forward leaves no stale tape behind
+    # a failed forward leaves no stale tape behind; None, not a pop, which resized the dict
+    # under another thread walking it (fit's end-of-epoch checks beside a predict)
+    module.__dict__["_tape"] = None
     x = as_float32(x, f"{type(module).__name__} input")  # (an input refused here too)
     tape = Tape(module)
     token = _active.set(tape)

@@ -845,6 +845,8 @@ def _recorded(forward: Callable) -> Callable:
             return forward(self, x, *args, **kwargs)
         from .autograd import run
 
+        # counted too: a Sequential holding it names it when it ran again before backward
+        self._forward_calls += 1
         return run(self, forward, x, args, kwargs)
 
     wrapper._fastnn_recorded = True  # type: ignore[attr-defined]
