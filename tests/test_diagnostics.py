@@ -595,3 +595,19 @@ def test_gradient_check_between_forward_and_backward_leaves_the_recording():
     diagnostics.gradient_check(model, X2, y, "cross_entropy")
     model.backward(grad)
     np.testing.assert_allclose(model.first.weight.grad, want, rtol=1e-5, atol=1e-6)
+
+
+def test_named_layers_looks_inside_a_module_of_one_s_own_held_by_a_sequential():
+    """Found by an attack: diagnostics=True on Sequential(Hand()) said the model had no
+    weighted layers (Hand() alone worked): a Sequential's own module was one opaque layer."""
+    class Hand(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 3)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    model = nn.Sequential(nn.Dense(5, 4), Hand())
+    assert [name for name, _ in diagnostics.named_layers(model)] == ["0:Dense", "1.fc:Dense"]
+    assert [name for name, _ in diagnostics.named_layers(Hand())] == ["fc:Dense"]

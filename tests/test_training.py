@@ -1645,3 +1645,50 @@ def test_parameters_held_in_a_list_are_refused_by_compile_and_fit(digits_small):
     model.compile(loss="cross_entropy", optimizer="sgd")
     model.fit(X, y, epochs=1, verbose=0)
     assert not np.array_equal(kept.weight.data, np.ones((10, 16), np.float32))
+
+
+def test_a_model_of_one_s_own_holding_a_list_named_layers_is_not_taken_for_a_sequential():
+    """Found by an attack: fit, predict and the loss's checks took any model with a
+    `layers` attribute (PyTorch's usual `self.layers = [...]`) for a Sequential: a model
+    flattening images itself was refused them ("add nn.Flatten()"), and a backward(grad) of
+    one's own was called with input_grad=, a TypeError. The same class with `blocks` ran."""
+    rng = np.random.default_rng(0)
+
+    class ImageNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.Dense(64, 16, activation="relu"), nn.Dense(16, 10)]
+
+        def forward(self, x):
+            h = fastnn.flatten(x)
+            for layer in self.layers:
+                h = layer(h)
+            return h
+
+    X = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 40)
+    model = ImageNet()
+    model.compile("cross_entropy", "adam")
+    model.fit(X, y, epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.predict(X), model(X))
+
+    class Hand(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.Dense(4, 8, activation="relu"), nn.Dense(8, 3)]
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+        def backward(self, grad):
+            for layer in reversed(self.layers):
+                grad = layer.backward(grad)
+            return grad
+
+    hand = Hand()
+    hand.compile("cross_entropy", "sgd")
+    before = hand.layers[0].weight.data.copy()
+    hand.fit(rng.standard_normal((40, 4)).astype(np.float32), rng.integers(0, 3, 40), verbose=0)
+    assert not np.array_equal(before, hand.layers[0].weight.data)

@@ -40,6 +40,7 @@ from . import _C, losses, memory
 from . import precision as _precision
 from ._checks import as_float32, deferred_interrupt, positive_int
 from .nn.module import Parameter, check_parameters_reachable, kept_recording, run_lock
+from .nn.sequential import Sequential
 
 VANISHING_RATIO = 100.0
 EXPLODING_GROWTH = 1000.0
@@ -88,22 +89,22 @@ def check_input_scale(X: np.ndarray, name: str = "X", stacklevel: int = 2) -> bo
 
 
 def named_layers(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """The model's layers as ("<index>:<class>", layer) pairs, those of a Sequential inside
-    it in its place ("1.0:Dense"); for a model of your own (sub-modules as attributes, no
-    ``layers``) its innermost sub-modules, named "<attribute path>:<class>" ("fc1:Dense"),
-    in attribute order; a model without sub-modules is one layer named by its class."""
-    layers = getattr(model, "layers", None)
-    if layers is None:
+    """The model's layers as ("<index>:<class>", layer) pairs, those of a Sequential or a
+    module of one's own inside it in its place ("1.0:Dense", "1.fc:Dense"); for a model of
+    your own (sub-modules as attributes) its innermost sub-modules, named "<attribute
+    path>:<class>" ("fc1:Dense"), in attribute order; a model without sub-modules is one
+    layer named by its class."""
+    if not isinstance(model, Sequential):  # by its class: one's own may hold a list "layers"
         leaves, seen = [], set()
         for name, m in model.named_modules():
             # a layer held twice (a Sequential and a handle on one of its layers): once
             if name and id(m) not in seen and next(m.children(), None) is None:
                 seen.add(id(m))
-                leaves.append((f"{name}:{type(m).__name__}", m))
-        return leaves or [(type(model).__name__, model)]
+                leaves.append((f"{prefix}{name}:{type(m).__name__}", m))
+        return leaves or [(f"{prefix}{type(model).__name__}", model)]
     named = []
-    for i, layer in enumerate(layers):
-        if getattr(layer, "layers", None) is not None:
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, Sequential) or next(layer.children(), None) is not None:
             named += named_layers(layer, f"{prefix}{i}.")
         else:
             named.append((f"{prefix}{i}:{type(layer).__name__}", layer))
@@ -139,7 +140,7 @@ class Monitor:
         self._order(named_layers(model))
         if not self.layers:
             raise ValueError("diagnostics=True needs a model with weighted layers (Dense, ...)")
-        self._by_forward = getattr(model, "layers", None) is not None  # a Sequential's order is its own
+        self._by_forward = isinstance(model, Sequential)  # a Sequential's order is its own
         self._first_grad: dict[str, float] = {}
         self._warned: set[str] = set()
         self._pending: list[str] = []

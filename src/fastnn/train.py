@@ -21,6 +21,7 @@ from ._device import check_device, check_on_device
 from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
 from .nn.module import check_parameters_reachable, kept_recording, run_lock
+from .nn.sequential import Sequential
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -679,7 +680,8 @@ def _nonfinite(model: Any, loss: float, epoch: int) -> str | None:
 
 def _backward(model: Any, grad: np.ndarray) -> None:
     """Backpropagate, without the gradient for the input that training never uses."""
-    if hasattr(model, "layers") or "_tape" in vars(model):  # a Sequential, a recorded model
+    # (a Sequential by its class: a model of one's own may hold a list named layers)
+    if isinstance(model, Sequential) or "_tape" in vars(model):  # a Sequential, a recorded model
         model.backward(grad, input_grad=False)
     else:
         model.backward(grad)
@@ -738,7 +740,7 @@ def _one_value_normalizers(model: Any, sample_shape: tuple) -> list[str]:
 
     def trace(module: Any, shape: tuple) -> tuple:
         for layer in module.layers:
-            if getattr(layer, "layers", None) is not None:
+            if isinstance(layer, Sequential):
                 shape = trace(layer, shape)
                 continue
             if isinstance(layer, _BatchNorm) and math.prod(shape[2:]) < 2:
@@ -746,7 +748,7 @@ def _one_value_normalizers(model: Any, sample_shape: tuple) -> list[str]:
             shape = layer.output_shape(shape)
         return shape
 
-    if getattr(model, "layers", None) is None:
+    if not isinstance(model, Sequential):
         return []
     try:
         trace(model, (1, *sample_shape))
@@ -964,8 +966,7 @@ def _require_compiled(model: Any, what: str) -> Compiled:
 
 
 def _first_layer(model: Any) -> Any:
-    layers = getattr(model, "layers", None)
-    return layers[0] if layers else model
+    return model.layers[0] if isinstance(model, Sequential) and model.layers else model
 
 
 def _check_inputs(model: Any, X: object, name: str, whole: bool = True) -> np.ndarray:
@@ -1017,8 +1018,6 @@ def _whole_targets(model: Any, loss: losses.Loss, X: np.ndarray, y: np.ndarray,
     as the loss converts them; None where the model's output shape is not known ahead (a
     layer of your own) or the loss is your own: each batch's targets are then checked at
     its step."""
-    from .nn import Sequential
-
     if not (isinstance(model, Sequential) and type(loss)._target is not losses.Loss._target
             and all(type(m).__module__.startswith("fastnn.") for _, m in model.named_modules())):
         return None
@@ -1077,8 +1076,8 @@ def _check_data(model: Any, X: object, y: object, x_name: str, y_name: str, whol
 def _warn_on_output_activation(model: Any, loss_fn: losses.Loss) -> bool:
     """Warn (and return True) when probabilities (a final softmax or sigmoid) feed a loss
     that takes logits."""
-    layers = getattr(model, "layers", None)
-    activation = getattr(layers[-1] if layers else model, "activation", None)
+    last = model.layers[-1] if isinstance(model, Sequential) and model.layers else model
+    activation = getattr(last, "activation", None)
     if isinstance(loss_fn, losses.CrossEntropy) and activation in ("softmax", "sigmoid"):
         warnings.warn(f"CrossEntropy takes logits but the model ends with a {activation}, "
                       "whose probabilities it would treat as scores; remove the final "
