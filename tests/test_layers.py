@@ -1478,3 +1478,28 @@ def test_a_model_run_calls_a_forward_or_backward_set_on_the_layer_or_its_subclas
     model.backward(np.ones_like(y))
     assert calls == ["instance forward", "subclass backward"]
     np.testing.assert_array_equal(y, second.forward(first.forward(x)))
+
+
+def test_a_layer_in_a_list_of_lists_is_refused_as_parameters_cannot_reach_it():
+    """Found by an attack: compile and fit checked one level of containers only; layers
+    in a list of lists got gradients from a backward of one's own but were never updated
+    nor saved, silently."""
+    class Hand(nn.Module):
+        def __init__(self, stages):
+            super().__init__()
+            self.inp = nn.Dense(4, 8, activation="relu")
+            self.stages = stages
+            self.out = nn.Dense(8, 3)
+
+        def forward(self, x):
+            return self.out(self.inp(x))
+
+    for stages, where in (([[nn.Dense(8, 8)]], r"stages\[0\]\[0\]"),
+                          ((nn.Dense(8, 8), [nn.Dense(8, 8)]), r"stages\[1\]\[0\]"),
+                          ([{"a": nn.Parameter(np.ones(2, np.float32))}], r"stages\[0\]\['a'\]")):
+        with pytest.raises(ValueError, match=where + ".*where parameters\\(\\) does not look"):
+            Hand(stages).compile("cross_entropy", "sgd")
+    looped = [nn.Dense(8, 8)]
+    looped.append(looped)  # a list holding itself: checked, not followed forever
+    Hand(looped).compile("cross_entropy", "sgd")  # its Dense is an item of the list itself
+    assert len(Hand(looped).parameters()) == 6

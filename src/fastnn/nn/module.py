@@ -748,19 +748,33 @@ def check_parameters_reachable(model: Module, owner: str) -> None:
             continue
         seen.add(id(module))
         for key, value in vars(module).items():
-            items = (value.items() if isinstance(value, dict) else
-                     enumerate(value) if isinstance(value, (list, tuple)) else ())
-            for i, item in items:
+            if key in type(module)._forward_caches:  # the last forward's (a layer since replaced)
+                continue
+            for where, item, container, top_list in _contents(value, f"{path}.{key}" if path else key):
                 if (isinstance(item, Parameter) and id(item) not in found) or (
-                        isinstance(value, dict) and isinstance(item, Module)
+                        isinstance(item, Module) and not top_list
                         and any(id(p) not in found for p in item.parameters())):
-                    where = f"{path}.{key}" if path else key
                     raise ValueError(
-                        f"{owner}: {where}[{i!r}] is {item!r:.80}, held in the "
-                        f"{type(value).__name__} {type(module).__name__}.{key}, where "
+                        f"{owner}: {where} is {item!r:.80}, held in the "
+                        f"{type(container).__name__} {type(module).__name__}.{key}, where "
                         "parameters() does not look: no optimizer would train it, and save "
                         "would leave it out. Make each parameter an attribute (self.weight = "
                         "nn.Parameter(...)), and sub-modules attributes or items of a list")
+
+
+def _contents(value: Any, where: str, depth: int = 0,
+              seen: set[int] | None = None) -> Iterator[tuple[str, Any, Any, bool]]:
+    """(path, item, its container, whether named_children sees it: an item of a list or
+    tuple attribute itself) for every item in ``value``'s lists, tuples and dicts, nested
+    ones too (a module in a list of lists had gone untrained, unsaved, unnoticed)."""
+    seen = set() if seen is None else seen
+    if not isinstance(value, (list, tuple, dict)) or id(value) in seen:
+        return
+    seen.add(id(value))
+    for i, item in (value.items() if isinstance(value, dict) else enumerate(value)):
+        path = f"{where}[{i!r}]"
+        yield path, item, value, depth == 0 and not isinstance(value, dict)
+        yield from _contents(item, path, depth + 1, seen)
 
 
 # What a model keeps of its last forward pass for its backward: a derived backward's
