@@ -602,3 +602,18 @@ def test_gradient_check_and_lr_range_test_wait_for_another_thread_s_run(run):
         assert state() == before, "changed the model during another thread's run"
     thread.join(30)
     assert finished.is_set()
+
+
+def test_lr_range_test_gives_back_each_module_s_mode():
+    """Found by an attack: it restored the model's own mode only (model.train(was)), so a
+    batch norm frozen with .eval() came back training, and later fits moved its statistics."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 256)
+    model = nn.Sequential(nn.Dense(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dense(8, 3))
+    model.layers[1].eval()
+    experiments.lr_range_test(model, (X, y), steps=20)
+    assert [m.training for m in model.layers] == [True, False, True, True] and model.training
+    model.eval()
+    experiments.lr_range_test(model, (X, y), steps=5)
+    assert not any(m.training for _, m in model.named_modules())

@@ -24,7 +24,7 @@ from . import precision as _precision
 from .data import batches as _batches
 from ._checks import deferred_interrupt, number, positive_int
 from .nn.module import run_lock
-from .train import _check_data, _in_notebook, _is_terminal
+from .train import _check_data, _in_notebook, _is_terminal, _mode
 
 Data = tuple  # (X_train, y_train, X_val, y_val) or (X_train, y_train, X_val, y_val, ...)
 
@@ -390,30 +390,28 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
         # where each Dropout's mask stream stands: a fit after the test draws the masks it
         # would have drawn without it
         streams = [(m, m.offset) for _, m in model.named_modules() if isinstance(m, nn.Dropout)]
-        was_training = model.training
         try:
-            with deferred_interrupt():  # the parameters moved and the mode switched whole
-                opt.bind(params)
-                model.train()
-            for step in range(steps):
-                try:
-                    xb, yb = next(batches)
-                except StopIteration:
-                    batches = _batches(X_train, y_train, batch_size, shuffle=True, seed=rng)
-                    xb, yb = next(batches)
-                opt.lr = float(schedule[step])
-                # with the L1/L2 penalties, as fit reports it: the objective the steps follow
-                value = loss_fn(model(xb), yb) + model.regularization_loss()
-                model.backward(loss_fn.backward())
-                opt.step()
-                opt.zero_grad()
-                avg = smoothing * avg + (1 - smoothing) * value
-                debiased = avg / (1 - smoothing ** (step + 1))
-                if not math.isfinite(debiased) or debiased > 4 * best:
-                    break
-                best = min(best, debiased)
-                lrs.append(opt.lr)
-                smoothed.append(debiased)
+            opt.bind(params)  # all or nothing (see bind)
+            with _mode(model, training=True):  # every module's mode given back after
+                for step in range(steps):
+                    try:
+                        xb, yb = next(batches)
+                    except StopIteration:
+                        batches = _batches(X_train, y_train, batch_size, shuffle=True, seed=rng)
+                        xb, yb = next(batches)
+                    opt.lr = float(schedule[step])
+                    # with the L1/L2 penalties, as fit reports it: the objective the steps follow
+                    value = loss_fn(model(xb), yb) + model.regularization_loss()
+                    model.backward(loss_fn.backward())
+                    opt.step()
+                    opt.zero_grad()
+                    avg = smoothing * avg + (1 - smoothing) * value
+                    debiased = avg / (1 - smoothing ** (step + 1))
+                    if not math.isfinite(debiased) or debiased > 4 * best:
+                        break
+                    best = min(best, debiased)
+                    lrs.append(opt.lr)
+                    smoothed.append(debiased)
         finally:
             with deferred_interrupt():  # a restore cut short left the test's weights in part
                 for p, w, (data, grad) in zip(params, saved, bound):
@@ -424,7 +422,6 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
                     b[...] = w
                 for m, offset in streams:
                     m.offset = offset
-                model.train(was_training)
     lrs_a, loss_a = np.array(lrs), np.array(smoothed)
     lowest = int(np.argmin(loss_a)) if len(loss_a) else 0
     # The steepest descent before the loss bottoms out, the first 10% of the steps left
