@@ -1692,3 +1692,28 @@ def test_a_model_of_one_s_own_holding_a_list_named_layers_is_not_taken_for_a_seq
     before = hand.layers[0].weight.data.copy()
     hand.fit(rng.standard_normal((40, 4)).astype(np.float32), rng.integers(0, 3, 40), verbose=0)
     assert not np.array_equal(before, hand.layers[0].weight.data)
+
+
+def test_a_fit_inside_a_fit_counts_its_metrics_apart():
+    """Found by an attack: every fit counted into the compiled metric objects, so a fit from
+    a callback (fine-tuning on other data) mixed its batches into the running epoch's
+    accuracy: 16/56 reported where every one of the epoch's batches was right."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 4)).astype(np.float32)
+    X2 = rng.standard_normal((40, 4)).astype(np.float32)
+    model = nn.Sequential(nn.Dense(4, 2))
+    model.compile("cross_entropy", "sgd", metrics=["accuracy"])
+    model.layers[0].weight.data[...] = 0
+    model.layers[0].bias.data[...] = [5, -5]  # always class 0
+    model.compiled.optimizer.lr = 1e-30
+    inner = []
+
+    class FineTune(callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            if batch == 2:
+                inner.append(self.model.fit(X2, np.ones(40, np.int64), epochs=1, batch_size=40,
+                                            verbose=0).history["accuracy"][0])
+
+    history = model.fit(X, np.zeros(64, np.int64), epochs=1, batch_size=16, shuffle=False,
+                        verbose=0, callbacks=[FineTune()])
+    assert history.history["accuracy"] == [1.0] and inner == [0.0]

@@ -362,6 +362,9 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                    else None)
         y_device = memory.asarray(targets, like=on_device) if targets is not None else None
         progress = _Progress(verbose if sync is None else sync.verbose(verbose), epochs)
+        # this fit's own copies of the compiled metrics: a fit from a callback, or another
+        # thread's, had counted its batches into this one's (accuracy 0.29 for 1.0)
+        metrics = [copy.deepcopy(m) for m in cfg.metrics]
         model.history = history  # as Keras's: callbacks read it (diagnostics)
         for cb in callbacks:
             cb.set_model(model)
@@ -392,14 +395,14 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                     monitor.begin_epoch(epoch)
                 progress.begin_epoch(epoch, len(X) if sync is None
                                      else sync.share(len(X), batch_size))
-                logs = _train_epoch(model, cfg, X, y, batch_size, rng if shuffle else None,
-                                    augment, monitor, progress, callbacks, sync, X_device,
-                                    y_device)
+                logs = _train_epoch(model, cfg, metrics, X, y, batch_size,
+                                    rng if shuffle else None, augment, monitor, progress,
+                                    callbacks, sync, X_device, y_device)
                 _check_bound_parameters(model, cfg, epoch)  # its batches' callbacks
                 if sync is not None:
                     sync.end_epoch()
                 if X_val is not None:
-                    val = _evaluate(model, cfg, X_val, y_val, cfg.metrics, sync=sync)
+                    val = _evaluate(model, cfg, X_val, y_val, metrics, sync=sync)
                     logs.update({f"val_{key}": value for key, value in val.items()})
                 logs["lr"] = lr
                 layers, messages = monitor.end_epoch() if monitor is not None else (None, [])
@@ -608,7 +611,8 @@ class _Tally:
         return logs
 
 
-def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
+def _train_epoch(model: Any, cfg: Compiled, metrics: list[_metrics.Metric],
+                 X: np.ndarray, y: np.ndarray,
                  batch_size: int | None, rng: np.random.Generator | None,
                  augment: Callable[[np.ndarray], np.ndarray] | None,
                  monitor: _diagnostics.Monitor | None, progress: _Progress,
@@ -619,7 +623,7 @@ def _train_epoch(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
     batches are gathered there, the same rows in the same order (an augmented batch is
     gathered on the host, augmented and copied over), and their targets too with
     ``y_device`` (y checked and copied there once)."""
-    tally = _Tally(cfg.metrics)
+    tally = _Tally(metrics)
     on_device = X_device is not None and augment is None
     source = X_device if on_device else X
     targets = y_device if on_device and y_device is not None else y
