@@ -1189,3 +1189,22 @@ def test_a_recorded_forward_keeps_its_model_s_attributes_in_place():
     model(x)
     model(x)
     assert seen[1:] == [(True, size), (True, size)] and len(vars(model)) == size
+
+
+@pytest.mark.parametrize("reduce", [lambda h: h.mean(axis=1, keepdims=True),
+                                    lambda h: h.sum(axis=1, keepdims=True),
+                                    lambda h: h.max(axis=1, keepdims=True)])
+def test_a_reduction_in_a_recorded_forward_points_to_pooling_not_an_elementwise_op(reduce):
+    """Found by an attack: h.mean(axis=1) was told to use fnn.add(a, b) and h.max(axis=1)
+    fnn.relu(x): the hint was chosen by the ufunc's name, not its method."""
+    class Reduced(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 3)
+
+        def forward(self, x):
+            return reduce(self.fc(x))
+
+    with pytest.raises(TypeError, match=r"\.reduce on a value recorded.*use a pooling layer") as info:
+        Reduced()(np.ones((2, 4), np.float32))
+    assert "fnn.add" not in str(info.value) and "fnn.relu(x) for" not in str(info.value)

@@ -47,6 +47,8 @@ _INSTEAD = {
     "setitem": "fnn.mul(h, mask) with a constant mask, or fnn.concat",
     "getitem": "fnn.mul(h, mask) with a constant mask to keep some elements",
     "value": "the recorded array itself in fnn ops (np.asarray(h) only to look at it)",
+    "reduce": "a pooling layer (nn.GlobalAvgPool2d averages each channel over the image, "
+              "nn.MaxPool2d and nn.AvgPool2d over windows) or a Dense layer",
 }
 _OPERATORS = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/",
               "true_divide": "/", "matmul": "@", "negative": "unary -", "power": "**"}
@@ -94,7 +96,9 @@ class Recorded(np.ndarray):
             symbol = _OPERATORS.get(ufunc.__name__)
             op = f" (the {symbol} operator)" if symbol else ""
             call = "" if method == "__call__" else f".{method}"
-            raise _not_recordable(f"numpy.{ufunc.__name__}{call}{op}", ufunc.__name__)
+            # a sum, mean or max along an axis is a reduce: the elementwise op's hint misled
+            raise _not_recordable(f"numpy.{ufunc.__name__}{call}{op if not call else ''}",
+                                  ufunc.__name__ if not call else "reduce")
         plain = [a.view(np.ndarray) if isinstance(a, Recorded) else a for a in inputs]
         if "out" in kwargs:
             kwargs["out"] = tuple(a.view(np.ndarray) if isinstance(a, Recorded) else a
