@@ -397,3 +397,17 @@ def test_fit_names_its_device_argument():
     with pytest.raises(TypeError, match=r"Sequential\.to must be a device name .*got NoneType"):
         model.to(None)
     assert model.fit(X, y, device="cpu", epochs=1, verbose=0).history["loss"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fit_then_evaluate_with_metrics_on_a_device(device):
+    """fit and evaluate count in copies of the compiled metrics; the loss they refer to
+    holds the last batch's gradient on the device, which does not copy (the copies share
+    it): 'cannot pickle DeviceArray' had stopped a fit after a fit, or an evaluate."""
+    X, y = data(256)
+    model = move(nn.Sequential(nn.Dense(20, 16, activation="relu"), nn.Dense(16, 5)), device)
+    model.compile("cross_entropy", "adam", metrics=["accuracy"])
+    first = model.fit(X, y, epochs=1, batch_size=64, verbose=0).history["accuracy"]
+    again = model.fit(X, y, epochs=1, batch_size=64, verbose=0).history["accuracy"]
+    result = model.evaluate(X, y)
+    assert 0.0 <= first[0] <= 1.0 and 0.0 <= again[0] <= 1.0 and 0.0 <= result["accuracy"] <= 1.0

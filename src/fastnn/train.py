@@ -364,7 +364,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
         progress = _Progress(verbose if sync is None else sync.verbose(verbose), epochs)
         # this fit's own copies of the compiled metrics: a fit from a callback, or another
         # thread's, had counted its batches into this one's (accuracy 0.29 for 1.0)
-        metrics = [copy.deepcopy(m) for m in cfg.metrics]
+        metrics = _metric_copies(cfg.metrics, cfg.loss)
         model.history = history  # as Keras's: callbacks read it (diagnostics)
         for cb in callbacks:
             cb.set_model(model)
@@ -540,7 +540,7 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
     positive_int(batch_size, "batch_size")
     # copies of the compiled metrics: fit's epoch counts in those (an evaluate from a
     # callback had reset them mid-epoch, and the epoch's accuracy then counted its set)
-    chosen = [copy.deepcopy(m) for m in cfg.metrics] if metrics is None else _resolve_metrics(
+    chosen = _metric_copies(cfg.metrics, cfg.loss) if metrics is None else _resolve_metrics(
         [metrics] if isinstance(metrics, (str, _metrics.Metric)) else list(metrics), cfg.loss)
     on_device = _device_like(model)
     if on_device is not None:
@@ -578,6 +578,12 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False) -> Pa
     from . import io
 
     return io.save(model, path, include_optimizer=include_optimizer)
+
+
+def _metric_copies(metrics: list[_metrics.Metric], loss: losses.Loss) -> list[_metrics.Metric]:
+    """Copies of ``metrics`` to count in, sharing the compiled loss they refer to (its last
+    gradient may be a device array, which does not copy)."""
+    return [copy.deepcopy(m, {id(loss): loss}) for m in metrics]
 
 
 class _Tally:
