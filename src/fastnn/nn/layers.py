@@ -110,7 +110,9 @@ class Dense(WorkspaceLayer):
     Keras's ``kernel_regularizer``: ``backward`` adds their gradient to ``weight.grad``
     (once between two ``zero_grad``, however often the layer runs in a step, as the loss
     counts the penalty once) and ``regularization_loss()`` gives their value, which
-    training adds to the loss.
+    training adds to the loss. Reset gradients with ``zero_grad()`` (the model's or the
+    optimizer's), not by writing zeros into ``grad``: that is no reset to the layer, whose
+    later passes then add no penalty gradient until the next ``zero_grad``.
     """
 
     activation = _ActivationName()
