@@ -3,6 +3,7 @@ the recorder derives, against float64 central differences of independent NumPy f
 and against torch autograd with the same weights; the errors for what it cannot
 differentiate; training, saving and explain_backward."""
 
+import re
 import warnings
 
 import numpy as np
@@ -1208,3 +1209,48 @@ def test_a_reduction_in_a_recorded_forward_points_to_pooling_not_an_elementwise_
     with pytest.raises(TypeError, match=r"\.reduce on a value recorded.*use a pooling layer") as info:
         Reduced()(np.ones((2, 4), np.float32))
     assert "fnn.add" not in str(info.value) and "fnn.relu(x) for" not in str(info.value)
+
+
+def test_gradient_check_of_a_recorded_block_leaves_its_sequential_s_backward_right(rng):
+    """Review: once recorded forwards were counted, gradient_check or explain_backward on a
+    block inside a Sequential made the Sequential's next backward name the block, where
+    the block's kept recording replays right; its count is now given back with it."""
+    from fastnn.diagnostics import gradient_check
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(8, 8)
+
+        def forward(self, x):
+            return fnn.relu(fnn.add(self.fc(x), x))
+
+    X = rng.standard_normal((16, 4)).astype(np.float32)
+    H = rng.standard_normal((5, 8)).astype(np.float32)
+    g = rng.standard_normal((16, 3)).astype(np.float32)
+    block = Block()
+    model = nn.Sequential(nn.Dense(4, 8), block, nn.Dense(8, 3))
+    model(X)
+    expected = model.backward(g)
+    for look in (lambda: gradient_check(block, H, rng.integers(0, 8, 5), loss="cross_entropy"),
+                 lambda: block.explain_backward(H, rng.integers(0, 8, 5), print_fn=None)):
+        model.zero_grad()
+        model(X)
+        look()
+        np.testing.assert_array_equal(model.backward(g), expected)
+
+
+@pytest.mark.parametrize("call, hint", [(lambda h: np.add.at(h, 0, 1.0), "fnn.mul(h, mask)"),
+                                        (lambda h: np.add.reduceat(h, [0, 2], axis=1), "pooling"),
+                                        (lambda h: h.cumsum(1), "fnn.add(a, b)")])
+def test_each_ufunc_method_in_a_recorded_forward_gets_its_own_hint(call, hint):
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Dense(4, 3)
+
+        def forward(self, x):
+            return call(self.fc(x))
+
+    with pytest.raises(TypeError, match=re.escape(hint)):
+        Odd()(np.ones((2, 4), np.float32))

@@ -611,3 +611,19 @@ def test_named_layers_looks_inside_a_module_of_one_s_own_held_by_a_sequential():
     model = nn.Sequential(nn.Dense(5, 4), Hand())
     assert [name for name, _ in diagnostics.named_layers(model)] == ["0:Dense", "1.fc:Dense"]
     assert [name for name, _ in diagnostics.named_layers(Hand())] == ["fc:Dense"]
+
+
+def test_named_layers_keeps_a_weighted_module_of_one_s_own_with_helpers_as_one_layer():
+    """Review: looking inside every module of one's own held by a Sequential dropped one
+    with a weight of its own and a helper sub-module (its ReLU): listed as itself again."""
+    class Scaled(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.weight = nn.Parameter(np.ones((1, n), np.float32))
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return self.act(x * self.weight.data)
+
+    model = nn.Sequential(nn.Dense(4, 8), Scaled(8), nn.Dense(8, 3))
+    assert [name for name, _ in diagnostics.named_layers(model)] == ["0:Dense", "1:Scaled", "2:Dense"]

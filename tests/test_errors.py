@@ -864,3 +864,27 @@ def test_complex_and_conjugate_torch_tensors_are_not_told_to_call_float():
         assert "pass tensor.float()" not in msg
     raises(fastnn.asarray, torch.ones(2, dtype=torch.float16).to(torch.bfloat16), exc=TypeError,
            mentions=["torch.bfloat16: pass tensor.float()"])
+
+
+def test_cross_entropy_label_checks_of_a_subclass_and_of_device_labels():
+    """Review of the int64 fast path: a subclass computing its own loss never reaches the
+    kernel's check, so it keeps the Python one (a -1 label had indexed from the end, no
+    error); labels on a device stay the kernel's to refuse (an AttributeError had come
+    from the host re-check); the loss's message is not chained to the kernel's."""
+    from fastnn.tensor import Tensor
+
+    class Smoothed(losses.CrossEntropy):
+        def _compute(self, pred, target):
+            soft = np.full((len(target), pred.shape[1]), 0.1 / pred.shape[1], np.float32)
+            soft[np.arange(len(target)), target] += 0.9
+            return _C.cross_entropy_soft(pred, soft)
+
+    pred = np.zeros((4, 3), np.float32)
+    raises(Smoothed(), pred, np.array([0, 1, 2, -1]), exc=ValueError,
+           mentions=("Smoothed: labels[3] = -1 is outside [0, 3)",))
+    with pytest.raises(ValueError, match=r"labels\[3\] = 7") as info:
+        losses.CrossEntropy()(pred, np.array([0, 1, 2, 7]))
+    assert info.value.__suppress_context__
+    on = lambda a: Tensor(_C.DeviceArray.from_numpy(a, "cpu"))  # noqa: E731
+    raises(losses.CrossEntropy(), on(pred), on(np.array([0, 1, 2, 5])), exc=ValueError,
+           mentions=("labels[3]",))

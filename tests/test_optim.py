@@ -817,3 +817,11 @@ def test_a_parameter_bound_twice_warns_and_takes_one_update():
 def test_adam_betas_without_an_order_are_refused_by_name(betas):
     with pytest.raises(ValueError, match="betas must be a pair"):
         optim.Adam([nn.Parameter(np.ones(3, np.float32))], betas=betas)
+
+
+def test_the_duplicate_parameter_warning_names_the_caller_s_line():
+    p = nn.Parameter(np.ones(3, np.float32))
+    with pytest.warns(UserWarning, match="again") as caught:
+        optim.Adam([p, p])
+        optim.SGD(None, lr=0.1).bind([p, p])
+    assert [w.filename for w in caught] == [__file__, __file__]

@@ -295,3 +295,33 @@ def test_one_autocast_object_is_entered_again_nested_and_as_a_decorator():
         worker.join()
         assert current() == "bf16"
     assert seen == ["fp32", "bf16", "fp32"] and current() == "fp32"
+
+
+def test_one_precision_using_object_shared_by_threads_restores_each_thread_s_own():
+    import threading
+
+    fp32 = fastnn.precision.using("fp32")
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with fastnn.precision.using("bf16"):
+            with fp32:
+                a_in.set()
+                b_in.wait(5)
+            seen["a"] = fastnn.precision.current()
+            a_out.set()
+
+    def b():
+        a_in.wait(5)
+        with fp32:
+            b_in.set()
+            a_out.wait(5)
+        seen["b"] = fastnn.precision.current()
+
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == {"a": "bf16", "b": "fp32"}

@@ -1717,3 +1717,69 @@ def test_a_fit_inside_a_fit_counts_its_metrics_apart():
     history = model.fit(X, np.zeros(64, np.int64), epochs=1, batch_size=16, shuffle=False,
                         verbose=0, callbacks=[FineTune()])
     assert history.history["accuracy"] == [1.0] and inner == [0.0]
+
+
+def test_fit_counts_in_the_compiled_metrics_unless_another_fit_does(rng=np.random.default_rng(0)):
+    """Review of per-fit metric copies: a fit alone counts in the compiled metric objects,
+    as before (a metric of one's own reading the live model, one holding a lock, one the
+    user keeps a reference to, and a warning given once all relied on it); copies only
+    where another fit is counting (see test_a_fit_inside_a_fit_counts_its_metrics_apart)."""
+    import threading as _threading
+
+    X = rng.standard_normal((64, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+
+    class WeightNorm(fastnn.metrics.Metric):
+        name = "w_norm"
+
+        def __init__(self, layer):
+            self.layer, self.lock = layer, _threading.Lock()
+            self.reset()
+
+        def reset(self):
+            self.value, self.seen = None, 0
+
+        def update(self, target, pred):
+            with self.lock:
+                self.value = float(np.linalg.norm(self.layer.weight.data))
+                self.seen += len(target)
+
+        def result(self):
+            return self.value
+
+    model = nn.Sequential(nn.Dense(4, 8, activation="relu"), nn.Dense(8, 3))
+    metric = WeightNorm(model.layers[0])
+    model.compile("cross_entropy", "sgd", metrics=[metric])
+    model.compiled.optimizer.lr = 0.5
+    model.fit(X, y, epochs=2, batch_size=64, verbose=0)
+    assert metric.seen == 64 and metric.value == pytest.approx(np.linalg.norm(model.layers[0].weight.data), rel=0.2)
+    mse = nn.Sequential(nn.Dense(4, 1))
+    mse.compile("mse", "sgd", metrics=["accuracy"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mse.fit(X, rng.standard_normal((64, 1)).astype(np.float32), verbose=0)
+        mse.fit(X, rng.standard_normal((64, 1)).astype(np.float32), verbose=0)
+    assert sum(issubclass(w.category, fastnn.metrics.MetricWarning) for w in caught) == 1
+
+
+def test_fit_refuses_a_one_sample_batch_norm_batch_inside_a_block_with_layers():
+    """Review: the up-front check stopped following a block's `layers` list when Sequentials
+    began to be told by their class; the kernel's error then came mid-epoch, after updates."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.Dense(8, 8), nn.BatchNorm1d(8), nn.ReLU()]
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(nn.Dense(4, 8), Block(), nn.Dense(8, 3))
+    model.compile("cross_entropy", "sgd")
+    before = model.layers[0].weight.data.copy()
+    with pytest.raises(ValueError, match="would hold one sample"):
+        model.fit(rng.standard_normal((33, 4)).astype(np.float32), rng.integers(0, 3, 33),
+                  batch_size=32, verbose=0, shuffle=False)
+    np.testing.assert_array_equal(model.layers[0].weight.data, before)

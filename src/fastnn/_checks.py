@@ -203,6 +203,20 @@ def stream_seed(seed: object, owner: str) -> int:
     return int(seed)
 
 
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn``, called right here, that names the first
+    caller outside fastnn (a warning raised at a varying depth inside it: a constructor
+    of a subclass, a method called from another)."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1  # the caller of this function is level 1 of its warn
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class deferred_interrupt:
     """Within the block (``with deferred_interrupt():``), a Ctrl-C (SIGINT) waits for its
     end, and is then handed to the handler it was meant for (Python's raises

@@ -104,7 +104,10 @@ def named_layers(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
         return leaves or [(f"{prefix}{type(model).__name__}", model)]
     named = []
     for i, layer in enumerate(model.layers):
-        if isinstance(layer, Sequential) or next(layer.children(), None) is not None:
+        # inside a Sequential, or a module of one's own whose weights are its sub-modules'
+        # (one with parameters of its own is a layer itself, as before)
+        if isinstance(layer, Sequential) or (next(layer.children(), None) is not None and not any(
+                isinstance(v, Parameter) for v in vars(layer).values())):
             named += named_layers(layer, f"{prefix}{i}.")
         else:
             named.append((f"{prefix}{i}:{type(layer).__name__}", layer))

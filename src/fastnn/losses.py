@@ -266,18 +266,21 @@ class CrossEntropy(Loss):
         # Before the int64 conversion, which would wrap or saturate some. A host batch's int64
         # labels are left to the kernel, which checks them anyway (a NumPy pass over 32 labels
         # cost 1.6% of a batch-32 step), and _compute names a bad one as this does.
-        if target.size and not (target.dtype == np.int64 and type(pred) is np.ndarray):
-            self._check_labels(pred, target)
+        # (CrossEntropy's own _compute only: a subclass's may index with them)
+        if target.size and not (target.dtype == np.int64 and type(pred) is np.ndarray
+                                and type(self)._compute is CrossEntropy._compute):
+            message = self._bad_label(pred, target)
+            if message:
+                raise ValueError(message)
         return memory.asarray(target, np.int64)
 
-    def _check_labels(self, pred: np.ndarray, target: np.ndarray) -> None:
-        """ValueError naming the first label outside [0, classes) by its index and value."""
-        if not _labels_below(target, pred.shape[1]):
-            bad = np.flatnonzero((target < 0) | (target >= pred.shape[1]))
-            if bad.size:
-                raise ValueError(f"{self!r}: labels[{bad[0]}] = {target[bad[0]]} is outside "
-                                 f"[0, {pred.shape[1]}) (the number of classes, pred's shape "
-                                 f"{pred.shape})")
+    def _bad_label(self, pred: np.ndarray, target: np.ndarray) -> str | None:
+        """What names the first label outside [0, classes) by its index and value, or None."""
+        if _labels_below(target, pred.shape[1]):
+            return None
+        bad = np.flatnonzero((target < 0) | (target >= pred.shape[1]))
+        return (f"{self!r}: labels[{bad[0]}] = {target[bad[0]]} is outside [0, {pred.shape[1]}) "
+                f"(the number of classes, pred's shape {pred.shape})") if bad.size else None
 
     def _check_first_input(self, pred: np.ndarray) -> None:
         if (pred.size and pred.shape[1] > 1 and pred.min() >= 0.0 and pred.max() <= 1.0
@@ -291,9 +294,13 @@ class CrossEntropy(Loss):
             try:
                 return _C.cross_entropy(pred, target)
             except ValueError:
-                if target.size:
-                    self._check_labels(pred, target)  # the kernel's refusal, in _target's words
-                raise
+                # a host batch's refused label, in _target's words (device labels: the kernel's)
+                if memory.is_tensor(target) or not target.size:
+                    raise
+                message = self._bad_label(pred, target)
+                if message is None:
+                    raise
+            raise ValueError(message) from None
         return _C.cross_entropy_soft(pred, target)
 
     def count_correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _C, memory
 from ._checks import (F32_MAX as _F32_MAX, F32_TINY, deferred_interrupt, flag, float32_epsilon,
-                      float32_number)
+                      float32_number, outside_stacklevel)
 from .nn.module import Parameter
 
 
@@ -233,7 +233,7 @@ class Optimizer:
             if first.setdefault(id(p), i) != i:  # torch warns too (and steps it twice)
                 warnings.warn(f"{type(self).__name__}: params[{i}]{f' ({p.name})' if p.name else ''} "
                               f"is params[{first[id(p)]}] again; it takes one update a step",
-                              UserWarning, stacklevel=3)
+                              UserWarning, stacklevel=outside_stacklevel())
         flat = _Flat(params)
         flat_state = self._new_state(flat)
         state = [{name: flat.view(array, i) for name, array in flat_state.items()}

@@ -62,17 +62,18 @@ class using(contextlib.ContextDecorator):
 
     def __init__(self, precision: str) -> None:
         self.precision = check(precision, "precision.using: precision")  # not a gemm error, later
-        self._previous: list[str] = []
+        # the precisions to restore, one per open ``with`` in each thread (as autocast's)
+        self._saved = threading.local()
 
     def _recreate_cm(self) -> using:  # each call of a decorated function enters its own
         return using(self.precision)
 
     def __enter__(self) -> None:
-        self._previous.append(current())
+        self._saved.__dict__.setdefault("stack", []).append(current())
         _local.precision = self.precision
 
     def __exit__(self, *exc: object) -> None:
-        _local.precision = self._previous.pop()
+        _local.precision = self._saved.stack.pop()
 
 
 class autocast(contextlib.ContextDecorator):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -362,15 +363,13 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
                    else None)
         y_device = memory.asarray(targets, like=on_device) if targets is not None else None
         progress = _Progress(verbose if sync is None else sync.verbose(verbose), epochs)
-        # this fit's own copies of the compiled metrics: a fit from a callback, or another
-        # thread's, had counted its batches into this one's (accuracy 0.29 for 1.0)
-        metrics = _metric_copies(cfg.metrics, cfg.loss)
         model.history = history  # as Keras's: callbacks read it (diagnostics)
         for cb in callbacks:
             cb.set_model(model)
         model.stop_training = False
         logs: dict[str, float] = {}
-        with _mode(model, training=True), _precision.using(gemm_precision):
+        with _mode(model, training=True), _precision.using(gemm_precision), \
+                _fit_metrics(cfg) as metrics:
             cfg.optimizer.zero_grad()
             for cb in callbacks:
                 cb.on_train_begin()
@@ -581,9 +580,33 @@ def save(model: Any, path: str | Path, *, include_optimizer: bool = False) -> Pa
 
 
 def _metric_copies(metrics: list[_metrics.Metric], loss: losses.Loss) -> list[_metrics.Metric]:
-    """Copies of ``metrics`` to count in, sharing the compiled loss they refer to (its last
-    gradient may be a device array, which does not copy)."""
-    return [copy.deepcopy(m, {id(loss): loss}) for m in metrics]
+    """Copies of ``metrics`` to count in, made together (metrics sharing state keep sharing
+    it) and sharing the compiled loss they refer to (its last gradient may be a device
+    array, which does not copy)."""
+    return copy.deepcopy(metrics, {id(loss): loss})
+
+
+# The fits running on each compiled configuration (by id), and the lock that counts them.
+_FITS: dict[int, int] = {}
+_FITS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _fit_metrics(cfg: Compiled) -> Iterator[list[_metrics.Metric]]:
+    """The metrics a fit counts in: the compiled ones (a metric of one's own keeps seeing
+    the live model, the user's reference counts, a warning is given once), or copies where
+    another fit already counts in them (one from a callback, another thread's: its batches
+    had counted into the running fit's, accuracy 0.29 reported for 1.0)."""
+    with _FITS_LOCK:
+        running = _FITS.get(id(cfg), 0)
+        _FITS[id(cfg)] = running + 1
+    try:
+        yield _metric_copies(cfg.metrics, cfg.loss) if running else cfg.metrics
+    finally:
+        with _FITS_LOCK:
+            _FITS[id(cfg)] -= 1
+            if not _FITS[id(cfg)]:
+                del _FITS[id(cfg)]
 
 
 class _Tally:
@@ -750,8 +773,8 @@ def _one_value_normalizers(model: Any, sample_shape: tuple) -> list[str]:
 
     def trace(module: Any, shape: tuple) -> tuple:
         for layer in module.layers:
-            if isinstance(layer, Sequential):
-                shape = trace(layer, shape)
+            if getattr(layer, "layers", None) is not None:  # a block's list, taken in order
+                shape = trace(layer, shape)  # (a guess: an error leaves it to the kernel)
                 continue
             if isinstance(layer, _BatchNorm) and math.prod(shape[2:]) < 2:
                 found.append(repr(layer))

@@ -96,9 +96,10 @@ class Recorded(np.ndarray):
             symbol = _OPERATORS.get(ufunc.__name__)
             op = f" (the {symbol} operator)" if symbol else ""
             call = "" if method == "__call__" else f".{method}"
-            # a sum, mean or max along an axis is a reduce: the elementwise op's hint misled
-            raise _not_recordable(f"numpy.{ufunc.__name__}{call}{op if not call else ''}",
-                                  ufunc.__name__ if not call else "reduce")
+            # a sum, mean or max along an axis is a reduce (the elementwise op's hint misled),
+            # ufunc.at an in-place write
+            key = {"reduce": "reduce", "reduceat": "reduce", "at": "setitem"}.get(method, ufunc.__name__)
+            raise _not_recordable(f"numpy.{ufunc.__name__}{call}{op if not call else ''}", key)
         plain = [a.view(np.ndarray) if isinstance(a, Recorded) else a for a in inputs]
         if "out" in kwargs:
             kwargs["out"] = tuple(a.view(np.ndarray) if isinstance(a, Recorded) else a

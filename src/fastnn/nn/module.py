@@ -298,8 +298,10 @@ def overridden(layer: Module, name: str, cls: type) -> bool:
     the instance): a model run then calls it instead of the workspace-aware version."""
     # by the class and the instance's own attributes: no bound method made (a model run asks
     # for every layer, forward and backward)
-    return (getattr(type(layer), name, None) is not getattr(cls, name)
-            or name in getattr(layer, "__dict__", ()))
+    own = getattr(layer, "__dict__", {}).get(name)
+    if own is not None:  # set on the instance: a function of one's own, or a bound method put back
+        return getattr(own, "__func__", None) is not getattr(cls, name)
+    return getattr(type(layer), name, None) is not getattr(cls, name)
 
 
 class _TrainingMethod:
@@ -788,9 +790,11 @@ def kept_recording(model: Any) -> Iterator[None]:
     leave what it keeps of its last forward pass as it was: a backward called after the
     block, for a forward run before it, then replays that forward (its layers recomputed
     where the block ran them since), not the block's; a Sequential's names a layer the
-    block ran (its caches are the block's)."""
+    block ran (its caches are the block's). A recording model's forward count is given
+    back too: its replay is right, so a Sequential holding it has no run to name."""
     attributes = vars(model)
     kept = {key: attributes[key] for key in _LAST_FORWARD if key in attributes}
+    calls = model._forward_calls if _records(model) else None
     try:
         yield
     finally:
@@ -800,6 +804,8 @@ def kept_recording(model: Any) -> Iterator[None]:
                     attributes[key] = kept[key]
                 elif key in attributes:  # None reads as absent; a pop resized the dict
                     attributes[key] = None  # under another thread walking it
+            if calls is not None:
+                model._forward_calls = calls
 
 
 def device_of_module(module: Module) -> str:
