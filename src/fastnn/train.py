@@ -781,7 +781,7 @@ def _one_value_normalizers(model: Any, sample_shape: tuple) -> list[str]:
             shape = layer.output_shape(shape)
         return shape
 
-    if not isinstance(model, Sequential):
+    if getattr(model, "layers", None) is None:
         return []
     try:
         trace(model, (1, *sample_shape))
