@@ -627,3 +627,28 @@ def test_named_layers_keeps_a_weighted_module_of_one_s_own_with_helpers_as_one_l
 
     model = nn.Sequential(nn.Dense(4, 8), Scaled(8), nn.Dense(8, 3))
     assert [name for name, _ in diagnostics.named_layers(model)] == ["0:Dense", "1:Scaled", "2:Dense"]
+
+
+def test_gradient_check_and_explain_backward_give_back_each_module_s_mode():
+    """The reviewer's note: they restored the model's own mode only, so a batch norm frozen
+    with .eval() came back training (as lr_range_test had)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+    model = nn.Sequential(nn.Dense(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dense(8, 3))
+    model.layers[1].eval()
+    diagnostics.gradient_check(model, X, y, loss="cross_entropy")
+    assert [m.training for m in model.layers] == [True, False, True, True]
+
+    class Own(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.bn = nn.Dense(4, 3), nn.BatchNorm1d(3)
+
+        def forward(self, x):
+            return self.bn(self.fc(x))
+
+    own = Own()
+    own.bn.eval()
+    own.explain_backward(X, y, print_fn=None)
+    assert own.training and not own.bn.training

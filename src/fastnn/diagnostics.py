@@ -39,7 +39,8 @@ import numpy as np
 from . import _C, losses, memory
 from . import precision as _precision
 from ._checks import as_float32, deferred_interrupt, positive_int
-from .nn.module import Parameter, check_parameters_reachable, kept_recording, run_lock
+from .nn.module import (Parameter, check_parameters_reachable, kept_recording, run_lock,
+                        switched_mode)
 from .nn.sequential import Sequential
 
 VANISHING_RATIO = 100.0
@@ -418,18 +419,14 @@ def evaluation_run(model: Any) -> Iterator[None]:
     as they were (gradient_check's and explain_backward's passes are not the user's). A
     Ctrl-C waits for the end of a switch or a restore (a cut one left them half done)."""
     with run_lock(model):
-        previous = model.training
         saved = [(p, p.save_grad()) for p in model.parameters()]
         try:
-            with deferred_interrupt():
-                model.train(False)
-            with kept_recording(model):
+            with switched_mode(model, training=False), kept_recording(model):
                 yield
         finally:
             with deferred_interrupt():
                 for p, state in saved:
                     p.restore_grad(state)
-                model.train(previous)
 
 
 def gradient_check(model: Any, X: np.ndarray, y: np.ndarray, loss: str | losses.Loss,

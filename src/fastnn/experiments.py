@@ -23,8 +23,8 @@ from . import _random, losses, nn, optim
 from . import precision as _precision
 from .data import batches as _batches
 from ._checks import deferred_interrupt, number, positive_int
-from .nn.module import run_lock
-from .train import _check_data, _in_notebook, _is_terminal, _mode
+from .nn.module import run_lock, switched_mode
+from .train import _check_data, _in_notebook, _is_terminal
 
 Data = tuple  # (X_train, y_train, X_val, y_val) or (X_train, y_train, X_val, y_val, ...)
 
@@ -392,7 +392,7 @@ def lr_range_test(model: Any, data: Data, *, loss: str | losses.Loss = "cross_en
         streams = [(m, m.offset) for _, m in model.named_modules() if isinstance(m, nn.Dropout)]
         try:
             opt.bind(params)  # all or nothing (see bind)
-            with _mode(model, training=True):  # every module's mode given back after
+            with switched_mode(model, training=True):  # every module's mode given back after
                 for step in range(steps):
                     try:
                         xb, yb = next(batches)

@@ -22,6 +22,7 @@ from ._device import check_device, check_on_device
 from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
 from .nn.module import check_parameters_reachable, kept_recording, run_lock
+from .nn.module import switched_mode as _mode
 from .nn.sequential import Sequential
 
 TYPE_CHECKING = False
@@ -948,26 +949,6 @@ class _Progress:
             self._bar = None
         self.stream.write(("\r" if self._redraw else "") + self._line(logs) + "\n")
         self.stream.flush()
-
-
-@contextmanager
-def _mode(model: Any, training: bool) -> Iterator[None]:
-    """Put the model in training or evaluation mode, restoring every module's previous mode
-    after (a batch norm put in eval by hand, to freeze its statistics, had come back in
-    training mode from predict, evaluate and fit). Each switch walks every layer: a Ctrl-C
-    waits for its end (a cut walk left some layers in each mode)."""
-    previous = None  # each module's mode to restore, once switched
-    try:
-        with run_lock(model), deferred_interrupt():  # not during another thread's run
-            previous = [(m, m.training) for _, m in model.named_modules()]
-            model.train(training)
-        yield
-    finally:
-        if previous is not None:
-            with run_lock(model), deferred_interrupt():
-                model.train(previous[0][1])  # the model's own train(), as the switch
-                for module, mode in previous[1:]:
-                    module.training = mode
 
 
 def _check_bound_parameters(model: Any, cfg: Compiled, epoch: int | None = None) -> None:

@@ -808,6 +808,27 @@ def kept_recording(model: Any) -> Iterator[None]:
                 model._forward_calls = calls
 
 
+@contextmanager
+def switched_mode(model: Any, training: bool) -> Iterator[None]:
+    """Put the model in training or evaluation mode, restoring every module's previous mode
+    after (a batch norm put in eval by hand, to freeze its statistics, had come back in
+    training mode from predict, evaluate, fit, lr_range_test and gradient_check). Each
+    switch walks every layer: a Ctrl-C waits for its end (a cut walk left some layers in
+    each mode)."""
+    previous = None  # each module's mode to restore, once switched
+    try:
+        with run_lock(model), deferred_interrupt():  # not during another thread's run
+            previous = [(m, m.training) for _, m in model.named_modules()]
+            model.train(training)
+        yield
+    finally:
+        if previous is not None:
+            with run_lock(model), deferred_interrupt():
+                model.train(previous[0][1])  # the model's own train(), as the switch
+                for module, mode in previous[1:]:
+                    module.training = mode
+
+
 def device_of_module(module: Module) -> str:
     """Where the module's parameters live ("cpu" for NumPy arrays, or a Tensor's device)."""
     params = module.parameters()
