@@ -22,7 +22,7 @@ from ._device import check_device, check_on_device
 from ._random import check_seed, is_seed_object, resolve
 from .callbacks import Callback, LearningRateScheduler
 from .nn.module import check_parameters_reachable, kept_recording, run_lock
-from .nn.module import switched_mode as _mode
+from .nn.module import switched_mode
 from .nn.sequential import Sequential
 
 TYPE_CHECKING = False
@@ -369,7 +369,7 @@ def fit(model: Any, X: np.ndarray, y: np.ndarray, *, epochs: int = 1,
             cb.set_model(model)
         model.stop_training = False
         logs: dict[str, float] = {}
-        with _mode(model, training=True), _precision.using(gemm_precision), \
+        with switched_mode(model, training=True), _precision.using(gemm_precision), \
                 _fit_metrics(cfg) as metrics:
             cfg.optimizer.zero_grad()
             for cb in callbacks:
@@ -563,7 +563,7 @@ def predict(model: Any, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
         _refuse_bf16_on_device(on_device, precision, "predict",
                                "autocast" if compiled is None else "compile")
     # a forward pass whose backward is still to come keeps its batch (kept_recording)
-    with run_lock(model), _mode(model, training=False), _precision.using(precision), \
+    with run_lock(model), switched_mode(model, training=False), _precision.using(precision), \
             kept_recording(model):
         if on_device is None:
             return np.concatenate([model(_batch_rows(X[i:i + size], "X"))
@@ -739,7 +739,7 @@ def _evaluate(model: Any, cfg: Compiled, X: np.ndarray, y: np.ndarray,
         X, y = sync.shard(X, y)
     penalty = model.regularization_loss()
     on_device = _device_like(model)
-    with run_lock(model), _mode(model, training=False):
+    with run_lock(model), switched_mode(model, training=False):
         for start in range(0, len(X), batch_size):  # rows taken as float32 batch by batch
             xb, yb = _batch_rows(X[start:start + batch_size], "X"), y[start:start + batch_size]
             pred = model(xb if on_device is None else memory.asarray(xb, like=on_device))
